@@ -1,0 +1,83 @@
+//! Pinning the calling thread to a set of CPUs.
+//!
+//! With the `hwloc` feature: hwloc `bind_cpu(.., THREAD)` on a live topology
+//! loaded once. Otherwise (or if hwloc cannot load this machine):
+//! `core_affinity` for one CPU, `sched_setaffinity` for a set.
+
+use std::io;
+
+/// Pins the calling thread to `cpus` (OS indices). Errors on an empty set, a
+/// CPU the process may not use, or a failed system call.
+pub(crate) fn bind_current_thread(cpus: &[usize]) -> io::Result<()> {
+    if cpus.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "cannot bind a thread to an empty CPU set",
+        ));
+    }
+    #[cfg(feature = "hwloc")]
+    if let Some(result) = super::hwloc::bind_current_thread(cpus) {
+        return result;
+    }
+    if let [cpu] = cpus {
+        return if core_affinity::set_for_current(core_affinity::CoreId { id: *cpu }) {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "could not bind the thread to CPU {cpu} (is it online and allowed?)"
+            )))
+        };
+    }
+    set_affinity(cpus)
+}
+
+/// `sched_setaffinity` on the calling thread with a mask sized to `cpus`.
+fn set_affinity(cpus: &[usize]) -> io::Result<()> {
+    const WORD_BITS: usize = libc::c_ulong::BITS as usize;
+    let max = cpus.iter().copied().max().unwrap_or(0);
+    // At least glibc's CPU_SETSIZE, so the kernel never reads past the end.
+    let words = (max / WORD_BITS + 1).max(1024 / WORD_BITS);
+    let mut mask: Vec<libc::c_ulong> = vec![0; words];
+    for &cpu in cpus {
+        mask[cpu / WORD_BITS] |= 1 << (cpu % WORD_BITS);
+    }
+    let bytes = words * std::mem::size_of::<libc::c_ulong>();
+    // SAFETY: (1) `mask` is a live buffer of exactly `bytes` bytes, which the
+    // kernel only reads; (2) `cpu_set_t` is an array of `c_ulong`, so the
+    // buffer has its alignment; (3) pid 0 means the calling thread.
+    let rc = unsafe { libc::sched_setaffinity(0, bytes, mask.as_ptr().cast::<libc::cpu_set_t>()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_set_is_rejected() {
+        assert_eq!(
+            bind_current_thread(&[]).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+    }
+
+    #[test]
+    fn binds_a_spawned_thread_to_an_allowed_cpu() {
+        let allowed = super::super::sysfs::allowed_cpus().unwrap();
+        let last = *allowed.last().unwrap();
+        std::thread::spawn(move || {
+            bind_current_thread(&[last]).unwrap();
+            assert_eq!(super::super::sysfs::allowed_cpus().unwrap(), vec![last]);
+            bind_current_thread(&allowed).unwrap();
+            assert_eq!(super::super::sysfs::allowed_cpus().unwrap(), allowed);
+            set_affinity(&[last]).unwrap();
+            assert_eq!(super::super::sysfs::allowed_cpus().unwrap(), vec![last]);
+        })
+        .join()
+        .unwrap();
+    }
+}

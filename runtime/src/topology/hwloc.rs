@@ -1,0 +1,196 @@
+//! The hwloc reader (feature `hwloc`): the live machine, hwloc synthetic
+//! descriptions and hwloc XML exports, all turned into the plain description.
+//!
+//! Per PU (CPU number = the PU's OS index):
+//! 1. core: its `Core` ancestor (none: the PU is its own core);
+//! 2. LLC: its outermost CPU data cache ancestor (L3, else L2 ...; none: the
+//!    core). Keys are the first CPU of the object's cpuset, because a
+//!    synthetic topology's caches have no OS index;
+//! 3. NUMA node: the smallest NUMA node whose cpuset holds the PU, read by
+//!    cpuset, not by depth (hwloc attaches NUMA nodes as memory children,
+//!    and a synthetic `numa:N` level may become a Group);
+//! 4. package: its `Package` ancestor (none: package 0).
+
+use hwlocality::Topology as HwTopology;
+use hwlocality::object::TopologyObject;
+use hwlocality::object::types::ObjectType;
+
+use super::{CpuInfo, DEFAULT_CACHE_SHARD_SIZE, Topology, TopologyError, TopologyErrorKind};
+
+/// A synthetic description hwloc accepts, quoted in error messages.
+const SYNTHETIC_EXAMPLE: &str = "pack:2 numa:2 l3:2 core:4 pu:2";
+
+/// Reads the live machine, restricted to the calling thread's affinity.
+pub(super) fn detect() -> Result<Topology, TopologyError> {
+    let hw = HwTopology::new().map_err(|e| {
+        TopologyError::new(
+            TopologyErrorKind::Io,
+            "hwloc could not read this machine's topology: check that /sys and /proc are \
+             mounted, or use Topology::detect_sysfs()",
+        )
+        .with_source(e)
+    })?;
+    let allowed = super::sysfs::allowed_cpus()?;
+    let cpus = describe(&hw, Some(&allowed));
+    if cpus.is_empty() {
+        return Err(TopologyError::new(
+            TopologyErrorKind::EmptyCpuSet,
+            format!(
+                "none of the CPUs hwloc found is in this thread's affinity mask ({}): \
+                 run the process with at least one online CPU allowed (taskset, cgroup cpuset)",
+                super::format_cpu_list(&allowed)
+            ),
+        ));
+    }
+    Topology::build(
+        cpus,
+        DEFAULT_CACHE_SHARD_SIZE,
+        "hwloc (this machine)".to_owned(),
+        true,
+    )
+}
+
+/// Builds a made-up machine with hwloc's synthetic backend.
+pub(super) fn synthetic(desc: &str) -> Result<Topology, TopologyError> {
+    let invalid = |source: Option<String>| {
+        let mut message = format!(
+            "invalid synthetic topology {desc:?}: hwloc rejected it; give levels outermost \
+             first as type:count, e.g. {SYNTHETIC_EXAMPLE:?}"
+        );
+        if let Some(source) = source {
+            message.push_str(&format!(" (hwloc: {source})"));
+        }
+        TopologyError::new(TopologyErrorKind::InvalidSynthetic, message)
+    };
+    if desc.trim().is_empty() {
+        return Err(invalid(None));
+    }
+    // hwloc wants the last level to be `pu`; accept "core:4" as "core:4 pu:1".
+    let ends_with_pu = desc
+        .split_whitespace()
+        .last()
+        .is_some_and(|last| last.to_ascii_lowercase().starts_with("pu:"));
+    let full = if ends_with_pu {
+        desc.to_owned()
+    } else {
+        format!("{desc} pu:1")
+    };
+    let hw = HwTopology::builder()
+        .from_synthetic(&full)
+        .map_err(|e| invalid(Some(e.to_string())))?
+        .build()
+        .map_err(|e| invalid(Some(e.to_string())))?;
+    Topology::build(
+        describe(&hw, None),
+        DEFAULT_CACHE_SHARD_SIZE,
+        format!("synthetic {desc:?}"),
+        false,
+    )
+}
+
+/// Builds the topology of an hwloc XML export.
+pub(super) fn from_xml(xml: &str) -> Result<Topology, TopologyError> {
+    let invalid = |source: String| {
+        TopologyError::new(
+            TopologyErrorKind::InvalidXml,
+            format!(
+                "invalid hwloc XML topology ({} bytes, starting {:?}): hwloc rejected it; \
+                 export one with `hwloc-ls --of xml > box.xml` (or lstopo) and pass the file's \
+                 whole contents",
+                xml.len(),
+                xml.chars().take(40).collect::<String>()
+            ),
+        )
+        .with_source(std::io::Error::other(source))
+    };
+    let hw = HwTopology::builder()
+        .from_xml(xml)
+        .map_err(|e| invalid(e.to_string()))?
+        .build()
+        .map_err(|e| invalid(e.to_string()))?;
+    Topology::build(
+        describe(&hw, None),
+        DEFAULT_CACHE_SHARD_SIZE,
+        "xml".to_owned(),
+        false,
+    )
+}
+
+/// The plain description of an hwloc topology, keeping only the PUs in
+/// `allowed` when given. Ids are keys, renumbered by `Topology::build`.
+fn describe(hw: &HwTopology, allowed: Option<&[usize]>) -> Vec<CpuInfo> {
+    let numa_nodes: Vec<&TopologyObject> = hw.objects_with_type(ObjectType::NUMANode).collect();
+    let first_cpu = |obj: &TopologyObject| {
+        obj.cpuset()
+            .and_then(|set| set.first_set())
+            .map(usize::from)
+    };
+    let mut cpus = Vec::new();
+    for pu in hw.objects_with_type(ObjectType::PU) {
+        let os_index = pu.os_index().unwrap_or_else(|| pu.logical_index());
+        if allowed.is_some_and(|allowed| !allowed.contains(&os_index)) {
+            continue;
+        }
+        let core = pu
+            .first_ancestor_with_type(ObjectType::Core)
+            .and_then(first_cpu)
+            .unwrap_or(os_index);
+        let llc = pu
+            .ancestors()
+            .filter(|obj| obj.object_type().is_cpu_data_cache())
+            .last()
+            .and_then(first_cpu)
+            .unwrap_or(core);
+        let numa = numa_nodes
+            .iter()
+            .filter_map(|node| {
+                let set = node.cpuset()?;
+                set.is_set(os_index).then(|| {
+                    let weight = set.weight().unwrap_or(usize::MAX);
+                    (
+                        weight,
+                        node.os_index().unwrap_or_else(|| node.logical_index()),
+                    )
+                })
+            })
+            .min()
+            .map_or(0, |(_, id)| id);
+        let package = pu
+            .first_ancestor_with_type(ObjectType::Package)
+            .map_or(0, |p| p.logical_index());
+        cpus.push(CpuInfo {
+            os_index,
+            core,
+            llc,
+            numa,
+            package,
+        });
+    }
+    cpus
+}
+
+/// Pins the calling thread to `cpus` with hwloc, on a live topology loaded
+/// once. `None` if hwloc cannot load this machine (the caller falls back).
+pub(super) fn bind_current_thread(cpus: &[usize]) -> Option<std::io::Result<()>> {
+    use hwlocality::cpu::binding::CpuBindingFlags;
+    use hwlocality::cpu::cpuset::CpuSet;
+    use std::sync::OnceLock;
+
+    static LIVE: OnceLock<Option<HwTopology>> = OnceLock::new();
+    let hw = LIVE.get_or_init(|| HwTopology::new().ok()).as_ref()?;
+    let mut set = CpuSet::new();
+    for &cpu in cpus {
+        // hwloc indices are c_int; larger numbers cannot be CPUs.
+        if cpu > i32::MAX as usize {
+            return Some(Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("CPU {cpu} is out of range"),
+            )));
+        }
+        set.set(cpu);
+    }
+    Some(
+        hw.bind_cpu(&set, CpuBindingFlags::THREAD)
+            .map_err(|e| std::io::Error::other(format!("hwloc could not bind the thread: {e}"))),
+    )
+}

@@ -1,0 +1,706 @@
+//! Unit tests of the topology layer: pod rules on synthetic and hand-built
+//! machines, the readers, and bad input. All deterministic; none binds or
+//! depends on the machine except the `live_*` and `bind` tests.
+
+use super::pods::{describe, shard_sizes};
+use super::*;
+
+/// The CPU lists of a scope's pods, as compact strings.
+fn lists(topo: &Topology, scope: Scope) -> Vec<String> {
+    describe(topo.pods(scope))
+}
+
+/// The pod counts of every scope, narrowest first.
+fn counts(topo: &Topology) -> Vec<usize> {
+    Scope::ALL.iter().map(|&s| topo.pods(s).len()).collect()
+}
+
+fn synthetic(desc: &str) -> Topology {
+    Topology::synthetic(desc).unwrap_or_else(|e| panic!("{desc:?}: {e}"))
+}
+
+/// Checks the invariants every topology keeps, whatever its source.
+fn check_invariants(topo: &Topology) {
+    let os: Vec<usize> = topo.cpus().iter().map(|c| c.os_index).collect();
+    assert!(os.windows(2).all(|w| w[0] < w[1]), "cpus sorted: {os:?}");
+    for scope in Scope::ALL {
+        let pods = topo.pods(scope);
+        let mut seen: Vec<usize> = pods.iter().flat_map(|p| p.cpus().to_vec()).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, os, "{scope} pods partition the CPUs");
+        for (i, pod) in pods.iter().enumerate() {
+            assert_eq!((pod.index(), pod.scope()), (i, scope));
+            assert!(pod.cpus().windows(2).all(|w| w[0] < w[1]));
+            for &cpu in pod.cpus() {
+                assert_eq!(topo.pod_of(scope, cpu), Some(pod), "{scope} cpu {cpu}");
+            }
+        }
+        assert!(pods.windows(2).all(|w| w[0].cpus()[0] < w[1].cpus()[0]));
+        assert_eq!(topo.pod_of(scope, os[os.len() - 1] + 1), None);
+        assert_eq!(topo.pod_of(scope, usize::MAX), None);
+    }
+    assert_eq!(topo.pods(Scope::Cpu).len(), topo.num_cpus());
+    assert_eq!(topo.pods(Scope::System).len(), 1);
+}
+
+/// `inner` pods each lie inside one `outer` pod.
+fn assert_nested(topo: &Topology, inner: Scope, outer: Scope) {
+    for pod in topo.pods(inner) {
+        let parent = topo.pod_of(outer, pod.cpus()[0]).unwrap();
+        assert!(
+            pod.cpus().iter().all(|c| parent.cpus().contains(c)),
+            "{pod} not inside {parent}"
+        );
+    }
+}
+
+// ---- the shard formula -------------------------------------------------
+
+#[test]
+fn shard_sizes_round_half_up_and_front_load_the_remainder() {
+    let cases: &[(usize, usize, &[usize])] = &[
+        (1, 8, &[1]),
+        (3, 8, &[3]),
+        (4, 8, &[4]),        // round(0.5) = 1
+        (11, 8, &[11]),      // round(1.375) = 1
+        (12, 8, &[6, 6]),    // round(1.5) = 2
+        (13, 8, &[7, 6]),    // 13 % 2 = 1 larger shard first
+        (20, 8, &[7, 7, 6]), // round(2.5) = 3
+        (32, 8, &[8, 8, 8, 8]),
+        (16, 4, &[4, 4, 4, 4]),
+        (5, 1, &[1, 1, 1, 1, 1]),
+        (32, 64, &[32]),
+    ];
+    for &(cores, size, want) in cases {
+        assert_eq!(shard_sizes(cores, size), want, "{cores} cores, size {size}");
+    }
+}
+
+// ---- synthetic machines ------------------------------------------------
+
+#[test]
+fn two_sockets_numa_llcs_smt() {
+    let topo = synthetic("pack:2 numa:2 l3:2 core:4 pu:2");
+    check_invariants(&topo);
+    assert_eq!(topo.num_cpus(), 64);
+    assert_eq!(counts(&topo), [64, 32, 8, 8, 4, 1]);
+    assert_eq!(lists(&topo, Scope::Smt)[..3], ["0-1", "2-3", "4-5"]);
+    // 4 cores per L3: round(4 / 8) = round(0.5) = 1 shard, the whole L3.
+    let l3s = [
+        "0-7", "8-15", "16-23", "24-31", "32-39", "40-47", "48-55", "56-63",
+    ];
+    assert_eq!(lists(&topo, Scope::CacheShard), l3s);
+    assert_eq!(lists(&topo, Scope::Cache), l3s);
+    assert_eq!(
+        lists(&topo, Scope::Numa),
+        ["0-15", "16-31", "32-47", "48-63"]
+    );
+    assert_eq!(lists(&topo, Scope::System), ["0-63"]);
+    let cpu = &topo.cpus()[37];
+    assert_eq!(
+        *cpu,
+        CpuInfo {
+            os_index: 37,
+            core: 18,
+            llc: 4,
+            numa: 2,
+            package: 1
+        }
+    );
+    assert_eq!(topo.pod_of(Scope::Numa, 37).unwrap().index(), 2);
+    assert!(!topo.is_live());
+    assert_eq!(
+        topo.source(),
+        "synthetic \"pack:2 numa:2 l3:2 core:4 pu:2\""
+    );
+    assert_nested(&topo, Scope::Smt, Scope::CacheShard);
+    assert_nested(&topo, Scope::Cache, Scope::Numa);
+}
+
+#[test]
+fn one_big_llc_is_sharded_on_core_boundaries() {
+    // (Without the l3 level each core would be its own LLC: see
+    // `without_l3_the_largest_cache_then_the_core_is_the_llc`.)
+    let topo = synthetic("l3:1 core:32 pu:2");
+    check_invariants(&topo);
+    assert_eq!(counts(&topo), [64, 32, 4, 1, 1, 1]);
+    assert_eq!(
+        lists(&topo, Scope::CacheShard),
+        ["0-15", "16-31", "32-47", "48-63"]
+    );
+
+    let topo = synthetic("l3:1 core:12 pu:1");
+    assert_eq!(lists(&topo, Scope::CacheShard), ["0-5", "6-11"]);
+
+    let topo = synthetic("l3:1 core:4");
+    assert_eq!(counts(&topo), [4, 4, 1, 1, 1, 1]);
+    assert_eq!(lists(&topo, Scope::CacheShard), ["0-3"]);
+
+    let topo = synthetic("l3:1 core:13 pu:2");
+    assert_eq!(lists(&topo, Scope::CacheShard), ["0-13", "14-25"]);
+    let topo = synthetic("l3:1 core:20 pu:1");
+    assert_eq!(lists(&topo, Scope::CacheShard), ["0-6", "7-13", "14-19"]);
+}
+
+#[test]
+fn shard_size_is_configurable() {
+    let topo = synthetic("l3:1 core:32 pu:2");
+    assert_eq!(topo.cache_shard_size(), DEFAULT_CACHE_SHARD_SIZE);
+    for (size, shards) in [(1, 32), (4, 8), (8, 4), (16, 2), (64, 1)] {
+        let sized = topo.clone().with_cache_shard_size(size).unwrap();
+        assert_eq!(sized.cache_shard_size(), size);
+        assert_eq!(sized.pods(Scope::CacheShard).len(), shards, "size {size}");
+        check_invariants(&sized);
+        // Only cache_shard depends on the size.
+        assert_eq!(sized.pods(Scope::Smt), topo.pods(Scope::Smt));
+    }
+    let one = topo.clone().with_cache_shard_size(1).unwrap();
+    assert_eq!(
+        one.pods(Scope::CacheShard)[1].cpus(),
+        &[2, 3],
+        "SMT siblings stay together"
+    );
+    // The size survives a restriction.
+    assert_eq!(
+        one.restrict(&[0, 1, 2, 3])
+            .unwrap()
+            .pods(Scope::CacheShard)
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn without_l3_the_largest_cache_then_the_core_is_the_llc() {
+    let topo = synthetic("pack:1 l2:4 core:2 pu:1");
+    check_invariants(&topo);
+    assert_eq!(lists(&topo, Scope::Cache), ["0-1", "2-3", "4-5", "6-7"]);
+    assert_eq!(counts(&topo), [8, 8, 4, 4, 1, 1]);
+
+    let topo = synthetic("core:4 pu:2");
+    check_invariants(&topo);
+    assert_eq!(lists(&topo, Scope::Cache), ["0-1", "2-3", "4-5", "6-7"]);
+    assert_eq!(lists(&topo, Scope::CacheShard), lists(&topo, Scope::Smt));
+
+    // An L3 wins over the L2s below it.
+    let topo = synthetic("l3:2 l2:2 core:2 pu:1");
+    assert_eq!(lists(&topo, Scope::Cache), ["0-3", "4-7"]);
+}
+
+#[test]
+fn long_level_names_are_accepted() {
+    let short = synthetic("pack:2 core:3 pu:2");
+    let long = synthetic("package:2 core:3 pu:2");
+    for scope in Scope::ALL {
+        assert_eq!(short.pods(scope), long.pods(scope));
+    }
+    assert_eq!(short.cpus()[11].package, 1);
+}
+
+#[test]
+fn no_numa_information_is_one_node() {
+    let topo = synthetic("pack:2 l3:1 core:2 pu:2");
+    assert_eq!(lists(&topo, Scope::Numa), ["0-7"]);
+    assert_eq!(lists(&topo, Scope::Cache), ["0-3", "4-7"]);
+}
+
+// ---- plain descriptions ------------------------------------------------
+
+/// Intel-style numbering: core `c` holds CPUs `c` and `c + 16`.
+fn two_uneven_llcs() -> Vec<CpuInfo> {
+    (0..32)
+        .map(|os| {
+            let core = os % 16;
+            let llc = usize::from(core >= 10);
+            CpuInfo {
+                os_index: os,
+                core,
+                llc,
+                numa: llc,
+                package: 0,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn uneven_cores_per_llc_with_interleaved_siblings() {
+    let topo = Topology::from_cpus(two_uneven_llcs()).unwrap();
+    check_invariants(&topo);
+    assert_eq!(lists(&topo, Scope::Smt)[..2], ["0,16", "1,17"]);
+    assert_eq!(lists(&topo, Scope::Cache), ["0-9,16-25", "10-15,26-31"]);
+    // 10 cores and 6 cores: round(1.25) = round(0.75) = 1 shard each.
+    assert_eq!(lists(&topo, Scope::CacheShard), lists(&topo, Scope::Cache));
+
+    let topo = topo.with_cache_shard_size(4).unwrap();
+    // 10 cores: round(2.5) = 3 shards of 4, 3, 3; 6 cores: round(1.5) = 2 of 3.
+    assert_eq!(
+        lists(&topo, Scope::CacheShard),
+        [
+            "0-3,16-19",
+            "4-6,20-22",
+            "7-9,23-25",
+            "10-12,26-28",
+            "13-15,29-31"
+        ]
+    );
+    check_invariants(&topo);
+    assert_nested(&topo, Scope::CacheShard, Scope::Cache);
+    assert_eq!(topo.source(), "plain description");
+}
+
+#[test]
+fn from_cpus_sorts_and_renumbers_ids_densely() {
+    let cpus = vec![
+        CpuInfo {
+            os_index: 9,
+            core: 70,
+            llc: 5,
+            numa: 3,
+            package: 8,
+        },
+        CpuInfo {
+            os_index: 2,
+            core: 40,
+            llc: 5,
+            numa: 3,
+            package: 8,
+        },
+        CpuInfo {
+            os_index: 4,
+            core: 70,
+            llc: 5,
+            numa: 3,
+            package: 8,
+        },
+        CpuInfo {
+            os_index: 3,
+            core: 40,
+            llc: 5,
+            numa: 3,
+            package: 8,
+        },
+    ];
+    let topo = Topology::from_cpus(cpus).unwrap();
+    check_invariants(&topo);
+    let got: Vec<(usize, usize)> = topo.cpus().iter().map(|c| (c.os_index, c.core)).collect();
+    assert_eq!(got, [(2, 0), (3, 0), (4, 1), (9, 1)]);
+    assert!(
+        topo.cpus()
+            .iter()
+            .all(|c| (c.llc, c.numa, c.package) == (0, 0, 0))
+    );
+    assert_eq!(lists(&topo, Scope::Smt), ["2-3", "4,9"]);
+    assert_eq!(
+        topo.pod_of(Scope::Cpu, 5),
+        None,
+        "a hole in the OS numbering"
+    );
+}
+
+#[test]
+fn restrict_keeps_a_cpuset_and_recomputes_pods() {
+    let full = synthetic("pack:2 numa:2 l3:2 core:4 pu:2");
+    let allowed: Vec<usize> = (0..12).collect();
+    let topo = full.restrict(&allowed).unwrap();
+    check_invariants(&topo);
+    assert_eq!(counts(&topo), [12, 6, 2, 2, 1, 1]);
+    assert_eq!(lists(&topo, Scope::Cache), ["0-7", "8-11"]);
+    assert_eq!(lists(&topo, Scope::Numa), ["0-11"]);
+    assert_eq!(topo.pod_of(Scope::Smt, 12), None);
+    assert!(
+        topo.source().ends_with("restricted to 0-11"),
+        "{}",
+        topo.source()
+    );
+
+    // Splitting SMT siblings leaves single-CPU cores; unknown CPUs are ignored.
+    let topo = full.restrict(&[1, 2, 3, 40, 1000]).unwrap();
+    assert_eq!(lists(&topo, Scope::Smt), ["1", "2-3", "40"]);
+    assert_eq!(lists(&topo, Scope::Numa), ["1-3", "40"]);
+    assert_eq!(
+        topo.cpus()[3],
+        CpuInfo {
+            os_index: 40,
+            core: 2,
+            llc: 1,
+            numa: 1,
+            package: 1
+        }
+    );
+    check_invariants(&topo);
+}
+
+// ---- bad input ---------------------------------------------------------
+
+#[test]
+fn empty_cpu_sets_are_errors() {
+    let err = Topology::from_cpus(vec![]).unwrap_err();
+    assert_eq!(err.kind(), TopologyErrorKind::EmptyCpuSet);
+    assert!(err.to_string().contains("at least one CPU"), "{err}");
+
+    let topo = synthetic("core:2 pu:2");
+    for allowed in [&[][..], &[4, 5]] {
+        let err = topo.restrict(allowed).unwrap_err();
+        assert_eq!(err.kind(), TopologyErrorKind::EmptyCpuSet);
+        assert!(
+            err.to_string().contains("0-3"),
+            "names the CPUs there are: {err}"
+        );
+    }
+}
+
+#[test]
+fn duplicate_and_inconsistent_cpus_are_errors() {
+    let cpu = |os_index, core, package| CpuInfo {
+        os_index,
+        core,
+        llc: 0,
+        numa: 0,
+        package,
+    };
+    let err = Topology::from_cpus(vec![cpu(0, 0, 0), cpu(1, 1, 0), cpu(0, 2, 0)]).unwrap_err();
+    assert_eq!(err.kind(), TopologyErrorKind::DuplicateCpu);
+    assert!(err.to_string().contains("CPU 0 appears twice"), "{err}");
+
+    // sysfs-style per-package core ids are not machine-wide ids.
+    let err = Topology::from_cpus(vec![cpu(0, 0, 0), cpu(1, 0, 1)]).unwrap_err();
+    assert_eq!(err.kind(), TopologyErrorKind::InconsistentCpu);
+    assert!(
+        err.to_string().contains("CPUs 0 and 1 share a core"),
+        "{err}"
+    );
+}
+
+#[test]
+fn shard_size_zero_is_an_error() {
+    let err = synthetic("core:4").with_cache_shard_size(0).unwrap_err();
+    assert_eq!(err.kind(), TopologyErrorKind::InvalidShardSize);
+    assert!(err.to_string().contains("at least 1 core"), "{err}");
+}
+
+#[test]
+fn malformed_synthetic_strings_quote_the_input_and_an_example() {
+    for desc in [
+        "",
+        "core:x",
+        "pack:0 pu:1",
+        "pu:2 core:2",
+        "wibble:2 pu:1",
+        "core",
+    ] {
+        let err = Topology::synthetic(desc).unwrap_err();
+        assert_eq!(err.kind(), TopologyErrorKind::InvalidSynthetic, "{desc:?}");
+        let msg = err.to_string();
+        assert!(msg.contains(&format!("{desc:?}")), "{msg}");
+        assert!(msg.contains("\"pack:2 numa:2 l3:2 core:4 pu:2\""), "{msg}");
+    }
+}
+
+#[test]
+fn fallback_parser_rejects_what_it_cannot_read() {
+    let cases = [
+        ("core:x", "count \"x\" is not a positive number"),
+        ("core:0", "count \"0\" is not a positive number"),
+        ("core", "lacks a :count"),
+        ("l7:2 pu:1", "unknown level type \"l7\""),
+        ("pu:2 core:2", "pu must be the last level"),
+        ("core:2 pack:2", "\"pack\" cannot sit inside"),
+        ("l2:2 l3:2 pu:1", "\"l3\" cannot sit inside"),
+        ("core:2 numa:2 pu:1", "cannot sit inside a core"),
+        ("numa:2 numa:2 pu:1", "numa appears twice"),
+        ("pack:1024 core:1024 pu:2", "more than"),
+        ("   ", "names no level"),
+    ];
+    for (desc, what) in cases {
+        let err = synthetic::describe(desc).unwrap_err().to_string();
+        assert!(
+            err.contains(what) && err.contains(&format!("{desc:?}")),
+            "{desc:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn fallback_parser_reads_the_subset() {
+    let topo = synthetic::parse("Socket:2 NUMANode:2 L3Cache:2 Core:4 PU:2").unwrap();
+    assert_eq!(counts(&topo), [64, 32, 8, 8, 4, 1]);
+    let topo = synthetic::parse("pack:2 group:2 die:1 l2:2 core:2").unwrap();
+    assert_eq!(counts(&topo), [16, 16, 8, 8, 1, 1]);
+    check_invariants(&topo);
+}
+
+#[test]
+fn format_and_parse_cpu_lists() {
+    assert_eq!(format_cpu_list(&[]), "");
+    assert_eq!(format_cpu_list(&[5]), "5");
+    assert_eq!(format_cpu_list(&[0, 1]), "0-1");
+    assert_eq!(
+        format_cpu_list(&[0, 1, 2, 3, 8, 16, 17, 18, 30]),
+        "0-3,8,16-18,30"
+    );
+    let cpus: Vec<usize> = (0..8).chain(16..24).collect();
+    assert_eq!(format_cpu_list(&cpus), "0-7,16-23");
+    assert_eq!(parse_cpu_list("0-7,16-23\n"), Some(cpus));
+    assert_eq!(parse_cpu_list("3,1,1"), Some(vec![1, 3]));
+    assert_eq!(parse_cpu_list("\n"), Some(vec![]));
+    assert_eq!(parse_cpu_list("3-1"), None);
+    assert_eq!(parse_cpu_list("a"), None);
+}
+
+#[test]
+fn display_and_debug_are_readable() {
+    let topo = synthetic("pack:2 numa:2 l3:2 core:4 pu:2");
+    let text = topo.to_string();
+    assert!(
+        text.contains("64 CPUs (0-63) in 32 cores, 8 LLCs, 4 NUMA nodes, 2 packages"),
+        "{text}"
+    );
+    assert!(
+        text.contains("numa           4 pods: [0-15] [16-31] [32-47] [48-63]"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 2 + Scope::ALL.len());
+    let debug = format!("{topo:?}");
+    assert!(
+        debug.contains("cpus: \"0-63\"") && debug.contains("\"cache\": 8"),
+        "{debug}"
+    );
+    assert_eq!(topo.pods(Scope::Numa)[1].to_string(), "numa pod 1: 16-31");
+    assert_eq!(topo.pods(Scope::Numa)[1].cpu_list(), "16-31");
+}
+
+#[test]
+fn topology_is_send_sync_and_cheap_to_clone() {
+    fn send_sync<T: Send + Sync + Clone>() {}
+    send_sync::<Topology>();
+    send_sync::<Pod>();
+    fn error<T: std::error::Error + Send + Sync + 'static>() {}
+    error::<TopologyError>();
+    let topo = synthetic("core:2");
+    assert!(std::ptr::eq(topo.cpus(), topo.clone().cpus()));
+}
+
+// ---- the sysfs reader on a fake tree -----------------------------------
+
+/// A fake `/sys/devices/system`: 2 packages x 2 cores x 2 threads, Intel
+/// numbering (core siblings `c` and `c + 4`), per-core L1/L2, an L3 and a
+/// NUMA node per package, CPU 7 offline.
+fn fake_sysfs() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let root = std::env::temp_dir().join(format!(
+        "wq-fake-sysfs-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Relaxed)
+    ));
+    let write = |path: &str, text: &str| {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, format!("{text}\n")).unwrap();
+    };
+    write("cpu/online", "0-6");
+    for cpu in 0..8 {
+        let core = cpu % 4;
+        let package = core / 2;
+        let dir = format!("cpu/cpu{cpu}");
+        write(
+            &format!("{dir}/topology/thread_siblings_list"),
+            &format!("{core},{}", core + 4),
+        );
+        write(
+            &format!("{dir}/topology/physical_package_id"),
+            &package.to_string(),
+        );
+        write(&format!("{dir}/topology/core_id"), &(core % 2).to_string());
+        let l3 = if package == 0 { "0-1,4-5" } else { "2-3,6-7" };
+        let sibs = format!("{core},{}", core + 4);
+        for (index, level, kind, shared) in [
+            (0, 1, "Data", sibs.as_str()),
+            (1, 1, "Instruction", sibs.as_str()),
+            (2, 2, "Unified", sibs.as_str()),
+            (3, 3, "Unified", l3),
+        ] {
+            let cache = format!("{dir}/cache/index{index}");
+            write(&format!("{cache}/level"), &level.to_string());
+            write(&format!("{cache}/type"), kind);
+            write(&format!("{cache}/shared_cpu_list"), shared);
+        }
+    }
+    write("node/node0/cpulist", "0-1,4-5");
+    write("node/node1/cpulist", "2-3,6");
+    write("node/possible", "0-1");
+    root
+}
+
+#[test]
+fn sysfs_reader_on_a_fake_tree() {
+    let root = fake_sysfs();
+    let cpus = sysfs::read(&root, &(0..64).collect::<Vec<_>>()).unwrap();
+    let topo = Topology::from_cpus(cpus).unwrap();
+    check_invariants(&topo);
+    assert_eq!(lists(&topo, Scope::Cpu).len(), 7, "CPU 7 is offline");
+    assert_eq!(lists(&topo, Scope::Smt), ["0,4", "1,5", "2,6", "3"]);
+    assert_eq!(lists(&topo, Scope::Cache), ["0-1,4-5", "2-3,6"]);
+    assert_eq!(lists(&topo, Scope::Numa), ["0-1,4-5", "2-3,6"]);
+    assert_eq!(
+        topo.cpus()[6],
+        CpuInfo {
+            os_index: 6,
+            core: 2,
+            llc: 1,
+            numa: 1,
+            package: 1
+        }
+    );
+    let sharded = topo.with_cache_shard_size(1).unwrap();
+    assert_eq!(
+        lists(&sharded, Scope::CacheShard),
+        ["0,4", "1,5", "2,6", "3"]
+    );
+
+    // The affinity mask restricts the CPUs read.
+    let cpus = sysfs::read(&root, &[1, 2, 5]).unwrap();
+    let topo = Topology::from_cpus(cpus).unwrap();
+    assert_eq!(lists(&topo, Scope::Smt), ["1,5", "2"]);
+    let err = sysfs::read(&root, &[7, 9]).unwrap_err();
+    assert_eq!(err.kind(), TopologyErrorKind::EmptyCpuSet);
+    assert!(err.to_string().contains("online CPUs (0-6)"), "{err}");
+
+    let err = sysfs::read(&root.join("missing"), &[0]).unwrap_err();
+    assert_eq!(err.kind(), TopologyErrorKind::Io);
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+// ---- the live machine --------------------------------------------------
+
+#[test]
+fn live_detect_is_restricted_to_the_affinity_mask() {
+    let allowed = sysfs::allowed_cpus().unwrap();
+    for topo in [
+        Topology::detect().unwrap(),
+        Topology::detect_sysfs().unwrap(),
+    ] {
+        check_invariants(&topo);
+        assert!(topo.is_live());
+        assert!(
+            topo.cpus().iter().all(|c| allowed.contains(&c.os_index)),
+            "{topo}"
+        );
+    }
+    assert_eq!(
+        Topology::detect_sysfs().unwrap().source(),
+        "sysfs (this machine)"
+    );
+}
+
+#[cfg(not(feature = "hwloc"))]
+#[test]
+fn xml_needs_the_hwloc_feature() {
+    let err = Topology::from_xml("<topology/>").unwrap_err();
+    assert_eq!(err.kind(), TopologyErrorKind::Unsupported);
+    assert!(err.to_string().contains("`hwloc` cargo feature"), "{err}");
+}
+
+#[cfg(feature = "hwloc")]
+mod with_hwloc {
+    use super::*;
+
+    #[test]
+    fn hwloc_and_sysfs_readers_agree_on_this_machine() {
+        let hw = Topology::detect().unwrap();
+        let fs = Topology::detect_sysfs().unwrap();
+        assert_eq!(hw.source(), "hwloc (this machine)");
+        assert_eq!(hw.cpus(), fs.cpus());
+        for scope in Scope::ALL {
+            assert_eq!(lists(&hw, scope), lists(&fs, scope), "{scope}");
+        }
+    }
+
+    #[test]
+    fn fallback_parser_matches_hwloc() {
+        for desc in [
+            "pack:2 numa:2 l3:2 core:4 pu:2",
+            "core:32 pu:2",
+            "core:13 pu:1",
+            "core:4",
+            "pack:1 l2:4 core:2 pu:1",
+            "core:4 pu:2",
+            "package:2 core:3 pu:2",
+            "pack:2 l3:1 numa:2 core:3 pu:2",
+            "numa:4 l3:3 l2:2 core:2 pu:4",
+            "pu:3",
+        ] {
+            let ours = synthetic::parse(desc).unwrap();
+            let theirs = synthetic(desc);
+            assert_eq!(ours.cpus(), theirs.cpus(), "{desc}");
+            for scope in Scope::ALL {
+                assert_eq!(ours.pods(scope), theirs.pods(scope), "{desc} {scope}");
+            }
+        }
+    }
+
+    #[test]
+    fn interleaved_os_indices_follow_the_pus() {
+        // Intel-style numbering, as hwloc's 16em64t-4s2c2t test machine:
+        // package p holds CPUs p, p + 4, p + 8, p + 12; SMT siblings c, c + 8.
+        let desc = "pack:4 l3:1 l2:2 core:1 pu:2(indexes=0,8,4,12,1,9,5,13,2,10,6,14,3,11,7,15)";
+        let topo = synthetic(desc).with_cache_shard_size(1).unwrap();
+        check_invariants(&topo);
+        assert_eq!(lists(&topo, Scope::Smt)[..3], ["0,8", "1,9", "2,10"]);
+        assert_eq!(
+            lists(&topo, Scope::Cache),
+            ["0,4,8,12", "1,5,9,13", "2,6,10,14", "3,7,11,15"]
+        );
+        assert_eq!(lists(&topo, Scope::CacheShard), lists(&topo, Scope::Smt));
+        assert_eq!(
+            topo.cpus()[4],
+            CpuInfo {
+                os_index: 4,
+                core: 4,
+                llc: 0,
+                numa: 0,
+                package: 0
+            }
+        );
+    }
+
+    /// The XML export of a synthetic topology, made by hwloc.
+    fn export(desc: &str) -> String {
+        use hwlocality::topology::export::xml::XMLExportFlags;
+        let hw = hwlocality::Topology::builder()
+            .from_synthetic(desc)
+            .unwrap()
+            .build()
+            .unwrap();
+        hw.export_xml(XMLExportFlags::empty())
+            .unwrap()
+            .as_str()
+            .to_owned()
+    }
+
+    #[test]
+    fn xml_export_round_trips() {
+        let desc = "pack:2 numa:2 l3:2 core:4 pu:2";
+        let topo = Topology::from_xml(&export(desc)).unwrap();
+        check_invariants(&topo);
+        assert_eq!((topo.source(), topo.is_live()), ("xml", false));
+        let want = synthetic(desc);
+        for scope in Scope::ALL {
+            assert_eq!(topo.pods(scope), want.pods(scope), "{scope}");
+        }
+    }
+
+    #[test]
+    fn malformed_xml_is_an_error() {
+        for xml in [
+            "",
+            "<not a topology>",
+            "<?xml version=\"1.0\"?><topology></topology>",
+        ] {
+            let err = Topology::from_xml(xml).unwrap_err();
+            assert_eq!(err.kind(), TopologyErrorKind::InvalidXml, "{xml:?}");
+            assert!(err.to_string().contains("hwloc-ls --of xml"), "{err}");
+        }
+    }
+}
