@@ -1,0 +1,558 @@
+//! The expansion of `#[wq::main]` and `#[wq::test]`.
+//!
+//! `async fn NAME() -> Ret { BODY }` becomes
+//!
+//! ```text
+//! fn NAME() -> Ret {
+//!     let body = async move { BODY };
+//!     return ::wq::Runtime::builder()
+//!         .default_scope(..)            // one call per option given
+//!         .build()
+//!         .unwrap_or_else(|e| panic!(..))
+//!         .block_on(body);
+//! }
+//! ```
+//!
+//! 1. The item is parsed as a function whose body stays unparsed tokens, so a
+//!    body with syntax errors still expands (and an IDE still completes in
+//!    it). An item that is not a function is given back unchanged beside the
+//!    error.
+//! 2. The options are parsed ([`crate::options`]) and the signature checked
+//!    (`async`, no parameters, no generics). Every mistake becomes a spanned
+//!    error.
+//! 3. The function is expanded with the options that parsed. With errors, the
+//!    expansion is emitted all the same, beside one `compile_error!` per
+//!    mistake, so the rest of the user's code still type-checks.
+//!
+//! The body becomes an `async move` block, so `?` and `return` inside it
+//! behave as in the `async fn`, and the function keeps its return type,
+//! attributes and visibility. The local holding the body has a
+//! `Span::mixed_site` name, invisible to the user's code.
+
+use proc_macro2::{Delimiter, Group, Ident, Span, TokenStream, TokenTree};
+use quote::{ToTokens, quote, quote_spanned};
+use syn::parse::{ParseStream, Parser};
+use syn::{Attribute, LitStr, Meta, Path, ReturnType, Signature, Token, Visibility, parse_quote};
+
+use crate::options::{self, Errors, Options};
+
+/// Which attribute is being expanded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// `#[wq::main]`.
+    Main,
+    /// `#[wq::test]`.
+    Test,
+}
+
+impl Kind {
+    /// The attribute as the user writes it, for messages.
+    fn attr(self) -> &'static str {
+        match self {
+            Kind::Main => "#[wq::main]",
+            Kind::Test => "#[wq::test]",
+        }
+    }
+}
+
+/// A function with its body kept as tokens.
+struct AsyncFn {
+    attrs: Vec<Attribute>,
+    vis: Visibility,
+    sig: Signature,
+    /// The span of the body's braces.
+    brace: proc_macro2::extra::DelimSpan,
+    inner_attrs: Vec<Attribute>,
+    stmts: TokenStream,
+}
+
+impl AsyncFn {
+    fn parse(input: ParseStream<'_>, kind: Kind) -> syn::Result<Self> {
+        let attrs = input.call(Attribute::parse_outer)?;
+        let vis: Visibility = input.parse()?;
+        let starts_fn = input.peek(Token![fn])
+            || input.peek(Token![async])
+            || input.peek(Token![const])
+            || input.peek(Token![unsafe])
+            || input.peek(Token![extern]);
+        if !starts_fn {
+            return Err(input.error(format!(
+                "{} can only be applied to an `async fn`, like `async fn {}() {{ .. }}`",
+                kind.attr(),
+                match kind {
+                    Kind::Main => "main",
+                    Kind::Test => "my_test",
+                },
+            )));
+        }
+        let sig: Signature = input.parse()?;
+        let content;
+        let brace = syn::braced!(content in input);
+        let inner_attrs = content.call(Attribute::parse_inner)?;
+        let stmts: TokenStream = content.parse()?;
+        Ok(AsyncFn {
+            attrs,
+            vis,
+            sig,
+            brace: brace.span,
+            inner_attrs,
+            stmts,
+        })
+    }
+}
+
+/// Expands `#[wq::main(args)]` or `#[wq::test(args)]` on `item`.
+pub(crate) fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
+    let input = match (|input: ParseStream<'_>| AsyncFn::parse(input, kind)).parse2(item.clone()) {
+        Ok(input) => input,
+        Err(e) => return with_error(item, e),
+    };
+    let mut errors = Errors::default();
+    let options = options::parse(args, &mut errors);
+    check_signature(kind, &input.sig, &mut errors);
+    let tokens = generate(kind, input, &options);
+    match errors.into_error() {
+        None => tokens,
+        Some(e) => with_error(tokens, e),
+    }
+}
+
+/// `tokens` followed by a `compile_error!` for each error.
+fn with_error(mut tokens: TokenStream, error: syn::Error) -> TokenStream {
+    tokens.extend(error.into_compile_error());
+    tokens
+}
+
+/// Pushes an error for each thing about the signature that the expansion
+/// cannot honour.
+fn check_signature(kind: Kind, sig: &Signature, errors: &mut Errors) {
+    let attr = kind.attr();
+    if sig.asyncness.is_none() {
+        errors.push(syn::Error::new_spanned(
+            sig.fn_token,
+            format!("the function under {attr} must be `async`: write `async fn`"),
+        ));
+    }
+    if let Some(constness) = &sig.constness {
+        errors.push(syn::Error::new_spanned(
+            constness,
+            format!("the function under {attr} cannot be `const`"),
+        ));
+    }
+    if !sig.inputs.is_empty() {
+        let why = match kind {
+            Kind::Main => "read the command line with `std::env::args()` instead",
+            Kind::Test => "the test harness calls it with none",
+        };
+        errors.push(syn::Error::new_spanned(
+            &sig.inputs,
+            format!("the function under {attr} cannot take parameters: {why}"),
+        ));
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        errors.push(syn::Error::new_spanned(
+            &sig.generics,
+            format!("the function under {attr} cannot be generic"),
+        ));
+    }
+}
+
+/// Whether `attr` is `#[test]` or the prelude's `#[::core::prelude::*::test]`
+/// (or `std`'s), which already makes the function a test.
+fn is_test_attribute(attr: &Attribute) -> bool {
+    let Meta::Path(path) = &attr.meta else {
+        return false;
+    };
+    if path.segments.iter().any(|s| !s.arguments.is_none()) {
+        return false;
+    }
+    let names: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
+    match names.as_slice() {
+        [test] => path.leading_colon.is_none() && test == "test",
+        [krate, prelude, _, test] => {
+            (krate == "core" || krate == "std") && prelude == "prelude" && test == "test"
+        }
+        _ => false,
+    }
+}
+
+/// Whether `output` names an `impl Trait` type, which cannot be written as a
+/// `Future::Output`.
+fn mentions_impl(output: &ReturnType) -> bool {
+    fn walk(tokens: TokenStream) -> bool {
+        tokens.into_iter().any(|tree| match tree {
+            TokenTree::Ident(ident) => ident == "impl",
+            TokenTree::Group(group) => walk(group.stream()),
+            _ => false,
+        })
+    }
+    walk(output.to_token_stream())
+}
+
+/// The expanded function.
+fn generate(kind: Kind, input: AsyncFn, options: &Options) -> TokenStream {
+    let AsyncFn {
+        attrs,
+        vis,
+        mut sig,
+        brace,
+        inner_attrs,
+        stmts,
+    } = input;
+    sig.asyncness = None;
+    let attr = kind.attr();
+    let krate: Path = options.krate.clone().unwrap_or_else(|| parse_quote!(::wq));
+    // Pattern names: `mixed_site` keeps them apart from the user's locals, and
+    // the prefix from the user's constants (a constant of the same name in
+    // scope would turn the binding into a constant pattern).
+    let body = Ident::new("__wq_body", Span::mixed_site());
+    let err = Ident::new("__wq_err", Span::mixed_site());
+
+    let mut calls = TokenStream::new();
+    if let Some(scope) = &options.scope {
+        let variant = Ident::new(scope.value, scope.span);
+        calls.extend(quote_spanned!(scope.span=> .default_scope(#krate::Scope::#variant)));
+    }
+    if let Some(wake) = &options.wake {
+        let variant = Ident::new(wake.value, wake.span);
+        calls.extend(quote_spanned!(wake.span=> .wake_mode(#krate::WakeMode::#variant)));
+    }
+    if let Some(topology) = &options.topology {
+        let msg = LitStr::new(
+            &format!("{attr}: invalid `topology` option: {{}}"),
+            topology.span(),
+        );
+        calls.extend(quote_spanned! {topology.span()=>
+            .topology(
+                #krate::Topology::synthetic(#topology)
+                    .unwrap_or_else(|#err| ::core::panic!(#msg, #err))
+            )
+        });
+    }
+    if let Some(workers) = &options.workers {
+        let n = proc_macro2::Literal::u64_unsuffixed(workers.value);
+        let mut n = TokenTree::Literal(n);
+        n.set_span(workers.span);
+        calls.extend(quote_spanned!(workers.span=> .max_workers_per_pool(#n)));
+    }
+
+    // Tests are many: pin each body behind `dyn Future` so that `block_on` is
+    // compiled once per output type, not once per test (as tokio does). Not
+    // possible when the output type is an `impl Trait`.
+    let pin = (kind == Kind::Test && !mentions_impl(&sig.output)).then(|| {
+        let output = match &sig.output {
+            ReturnType::Default => quote!(()),
+            ReturnType::Type(_, ty) => quote!(#ty),
+        };
+        quote! {
+            let #body = ::core::pin::pin!(#body);
+            let #body: ::core::pin::Pin<&mut dyn ::core::future::Future<Output = #output>> = #body;
+        }
+    });
+
+    let test_attr = (kind == Kind::Test && !attrs.iter().any(is_test_attribute))
+        .then(|| quote!(#[::core::prelude::v1::test]));
+
+    // Spanned on the body's closing brace, so that a mismatch between the
+    // body's type and the return type points at the body. The explicit
+    // `return` keeps lints on a diverging body (`loop {}`) quiet, as in tokio.
+    let build_msg = LitStr::new(
+        &format!("{attr}: failed to build the wq runtime: {{}}"),
+        brace.close(),
+    );
+    let run = quote_spanned! {brace.close()=>
+        #[allow(clippy::needless_return, clippy::diverging_sub_expression)]
+        {
+            return #krate::Runtime::builder()
+                #calls
+                .build()
+                .unwrap_or_else(|#err| ::core::panic!(#build_msg, #err))
+                .block_on(#body);
+        }
+    };
+
+    let mut block = Group::new(Delimiter::Brace, stmts);
+    block.set_span(brace.join());
+    quote! {
+        #test_attr
+        #(#attrs)*
+        #vis #sig {
+            #(#inner_attrs)*
+            let #body = async move #block;
+            #pin
+            #run
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Expands and returns the output's text.
+    fn expand_str(kind: Kind, args: TokenStream, item: TokenStream) -> String {
+        expand(kind, args, item).to_string()
+    }
+
+    /// Expands, checks the output is a function, and returns it.
+    fn expand_fn(kind: Kind, args: TokenStream, item: TokenStream) -> syn::ItemFn {
+        syn::parse2(expand(kind, args, item)).expect("the expansion is one function")
+    }
+
+    #[test]
+    fn main_expands_to_a_blocking_fn() {
+        let f = expand_fn(
+            Kind::Main,
+            quote!(),
+            quote!(
+                async fn main() {
+                    run().await;
+                }
+            ),
+        );
+        assert!(f.sig.asyncness.is_none());
+        assert_eq!(f.sig.ident, "main");
+        let text = f.to_token_stream().to_string();
+        assert!(
+            text.contains("let __wq_body = async move { run () . await ; } ;"),
+            "{text}"
+        );
+        assert!(
+            text.contains(":: wq :: Runtime :: builder () . build ()"),
+            "{text}"
+        );
+        assert!(text.contains(". block_on (__wq_body)"), "{text}");
+        assert!(!text.contains("test"), "{text}");
+    }
+
+    #[test]
+    fn main_keeps_attributes_visibility_and_return_type() {
+        let f = expand_fn(
+            Kind::Main,
+            quote!(),
+            quote! {
+                #[allow(unused)]
+                pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
+                    #![allow(dead_code)]
+                    Ok(())
+                }
+            },
+        );
+        // syn's `ItemFn` files the body's inner attributes with the outer ones.
+        let attrs: Vec<String> = f
+            .attrs
+            .iter()
+            .map(|a| a.to_token_stream().to_string())
+            .collect();
+        assert_eq!(attrs, ["# [allow (unused)]", "# ! [allow (dead_code)]"]);
+        assert!(matches!(f.vis, Visibility::Public(_)));
+        let expected: ReturnType = parse_quote!(-> Result<(), Box<dyn std::error::Error>>);
+        assert_eq!(
+            f.sig.output.to_token_stream().to_string(),
+            expected.to_token_stream().to_string()
+        );
+    }
+
+    #[test]
+    fn options_become_builder_calls_in_order() {
+        let text = expand_str(
+            Kind::Main,
+            quote!(
+                workers = 4,
+                topology = "core:2 pu:2",
+                wake = "under_lock",
+                scope = "numa"
+            ),
+            quote!(
+                async fn main() {}
+            ),
+        );
+        let calls = [
+            ". default_scope (:: wq :: Scope :: Numa)",
+            ". wake_mode (:: wq :: WakeMode :: UnderLock)",
+            ". topology (:: wq :: Topology :: synthetic (\"core:2 pu:2\")",
+            "\"#[wq::main]: invalid `topology` option: {}\"",
+            ". max_workers_per_pool (4)",
+            ". build ()",
+        ];
+        let mut at = 0;
+        for call in calls {
+            let found = text[at..]
+                .find(call)
+                .unwrap_or_else(|| panic!("{call} in {text}"));
+            at += found + call.len();
+        }
+    }
+
+    #[test]
+    fn crate_option_renames_every_path() {
+        let text = expand_str(
+            Kind::Main,
+            quote!(crate = "my::wq", scope = "cpu"),
+            quote!(
+                async fn main() {}
+            ),
+        );
+        assert!(text.contains("my :: wq :: Runtime :: builder ()"), "{text}");
+        assert!(text.contains("my :: wq :: Scope :: Cpu"), "{text}");
+        assert_eq!(
+            text.matches("wq ::").count(),
+            text.matches("my :: wq ::").count()
+        );
+    }
+
+    #[test]
+    fn errors_come_beside_the_expansion() {
+        let text = expand_str(
+            Kind::Main,
+            quote!(scope = "l3", wake = "deferred"),
+            quote!(
+                fn main(x: u32) {}
+            ),
+        );
+        assert_eq!(text.matches("compile_error").count(), 3, "{text}");
+        assert!(text.contains("invalid `scope` value"), "{text}");
+        assert!(text.contains("must be `async`"), "{text}");
+        assert!(text.contains("cannot take parameters"), "{text}");
+        // The expansion is there, with the options that parsed.
+        assert!(text.contains("fn main (x : u32)"), "{text}");
+        assert!(
+            text.contains(". wake_mode (:: wq :: WakeMode :: Deferred)"),
+            "{text}"
+        );
+        assert!(!text.contains("default_scope"), "{text}");
+    }
+
+    #[test]
+    fn generic_and_const_fns_are_rejected() {
+        let text = expand_str(
+            Kind::Main,
+            quote!(),
+            quote!(
+                async fn main<T>() {}
+            ),
+        );
+        assert!(text.contains("cannot be generic"), "{text}");
+        let text = expand_str(
+            Kind::Test,
+            quote!(),
+            quote!(
+                async fn t()
+                where
+                    u8: Copy,
+                {
+                }
+            ),
+        );
+        assert!(text.contains("cannot be generic"), "{text}");
+        let text = expand_str(
+            Kind::Main,
+            quote!(),
+            quote!(
+                const fn main() {}
+            ),
+        );
+        assert!(text.contains("cannot be `const`"), "{text}");
+    }
+
+    #[test]
+    fn non_fn_item_is_given_back_with_an_error() {
+        let text = expand_str(
+            Kind::Main,
+            quote!(),
+            quote!(
+                pub struct S;
+            ),
+        );
+        assert!(text.starts_with("pub struct S ;"), "{text}");
+        assert!(
+            text.contains("#[wq::main] can only be applied to an `async fn`"),
+            "{text}"
+        );
+        // A body that does not parse is still expanded: it stays tokens.
+        let text = expand_str(Kind::Main, quote!(), quote!(async fn main() { let = ; }));
+        assert!(
+            text.contains("let __wq_body = async move { let = ; } ;"),
+            "{text}"
+        );
+        assert!(!text.contains("compile_error"), "{text}");
+    }
+
+    #[test]
+    fn test_adds_the_test_attribute_and_pins_the_body() {
+        let f = expand_fn(
+            Kind::Test,
+            quote!(),
+            quote!(
+                async fn t() -> Result<(), E> {
+                    Ok(())
+                }
+            ),
+        );
+        assert_eq!(
+            f.attrs[0].to_token_stream().to_string(),
+            "# [:: core :: prelude :: v1 :: test]"
+        );
+        let text = f.block.to_token_stream().to_string();
+        assert!(
+            text.contains("Future < Output = Result < () , E > >"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\"#[wq::test]: failed to build the wq runtime: {}\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn test_keeps_an_existing_test_attribute() {
+        for existing in [
+            quote!(#[test]),
+            quote!(#[core::prelude::v1::test]),
+            quote!(#[::std::prelude::rust_2021::test]),
+        ] {
+            let f = expand_fn(
+                Kind::Test,
+                quote!(),
+                quote!(#existing #[should_panic] async fn t() {}),
+            );
+            assert_eq!(f.attrs.len(), 2, "{existing}");
+        }
+        let f = expand_fn(
+            Kind::Test,
+            quote!(),
+            quote!(
+                #[my::test]
+                async fn t() {}
+            ),
+        );
+        assert_eq!(f.attrs.len(), 2);
+    }
+
+    #[test]
+    fn test_with_impl_output_is_not_pinned() {
+        let text = expand_str(
+            Kind::Test,
+            quote!(),
+            quote!(
+                async fn t() -> impl std::process::Termination {}
+            ),
+        );
+        assert!(!text.contains("dyn"), "{text}");
+    }
+
+    #[test]
+    fn test_with_parameters_is_rejected() {
+        let text = expand_str(
+            Kind::Test,
+            quote!(),
+            quote!(
+                async fn t(n: u8) {}
+            ),
+        );
+        assert!(
+            text.contains("cannot take parameters: the test harness calls it with none"),
+            "{text}"
+        );
+    }
+}

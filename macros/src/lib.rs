@@ -1,0 +1,103 @@
+//! `#[wq::main]` and `#[wq::test]`. Use them through the `wq` crate, which
+//! re-exports them as [`wq::main`](macro@main) and [`wq::test`](macro@test).
+//!
+//! Both turn an `async fn` into a plain one that builds a wq runtime with
+//! `wq::Runtime::builder()` and runs the body on it with `block_on`. The
+//! attributes are one-line shims over `proc_macro2` code (`entry` and
+//! `options`), so that code is unit-tested here and the crate's trybuild
+//! tests live in `wq` (`runtime/tests/macros.rs`).
+//!
+//! Options, all optional, as comma-separated `name = value` pairs:
+//!
+//! - `scope = "cpu" | "smt" | "cache_shard" | "cache" | "numa" | "system"`:
+//!   the default affinity scope (`Builder::default_scope`);
+//! - `wake = "deferred" | "under_lock"`: the wake mode (`Builder::wake_mode`);
+//! - `topology = "pack:2 numa:2 l3:2 core:4 pu:2"`: run on a synthetic hwloc
+//!   topology instead of the machine's (`Builder::topology`);
+//! - `workers = N`: at most N workers per pool, N >= 1
+//!   (`Builder::max_workers_per_pool`);
+//! - `crate = "path"`: the path of the `wq` crate, when it is renamed.
+
+mod entry;
+mod options;
+
+use proc_macro::TokenStream;
+
+/// Runs an `async fn main` on a wq runtime.
+///
+/// The function keeps its name, attributes, visibility and return type (a
+/// `Result` and `?` work); it must be `async` and take no parameters. The
+/// runtime is built from `wq::Runtime::builder()` with the options below and
+/// the program panics if it cannot be built.
+///
+/// ```ignore
+/// #[wq::main]
+/// async fn main() {
+///     let n = wq::spawn(async { 6 * 7 }).await.unwrap();
+///     assert_eq!(n, 42);
+/// }
+/// ```
+///
+/// With options and a `Result`:
+///
+/// ```ignore
+/// #[wq::main(scope = "cache", wake = "deferred", workers = 4)]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let n: u32 = "42".parse()?;
+///     println!("{n}");
+///     Ok(())
+/// }
+/// ```
+///
+/// # Options
+///
+/// | option     | values                                                        |
+/// |------------|---------------------------------------------------------------|
+/// | `scope`    | `"cpu"`, `"smt"`, `"cache_shard"`, `"cache"`, `"numa"`, `"system"` |
+/// | `wake`     | `"deferred"`, `"under_lock"`                                  |
+/// | `topology` | an hwloc synthetic string, like `"pack:2 numa:2 l3:2 core:4 pu:2"` |
+/// | `workers`  | a positive integer: the most workers in one pool              |
+/// | `crate`    | the path of a renamed `wq` crate, like `"::my_wq"`            |
+///
+/// Each may be given once. A bad option, a non-`async` function or one with
+/// parameters is a compile error that points at the culprit.
+///
+/// The expansion is, for `#[wq::main(scope = "cache")]`:
+///
+/// ```ignore
+/// fn main() {
+///     let body = async move { /* the body */ };
+///     return ::wq::Runtime::builder()
+///         .default_scope(::wq::Scope::Cache)
+///         .build()
+///         .unwrap_or_else(|e| panic!("#[wq::main]: failed to build the wq runtime: {}", e))
+///         .block_on(body);
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn main(args: TokenStream, item: TokenStream) -> TokenStream {
+    entry::expand(entry::Kind::Main, args.into(), item.into()).into()
+}
+
+/// Runs an `async fn` test on a fresh wq runtime.
+///
+/// Like [`macro@main`], with the same options, and the function also gets
+/// `#[test]` (unless it already has one). Each test builds its own runtime.
+/// The test may return a `Result`; `#[should_panic]` and `#[ignore]` work as
+/// usual.
+///
+/// ```ignore
+/// #[wq::test]
+/// async fn spawns() {
+///     assert_eq!(wq::spawn(async { 1 + 1 }).await.unwrap(), 2);
+/// }
+///
+/// #[wq::test(scope = "system", topology = "core:2 pu:2", workers = 2)]
+/// async fn on_a_synthetic_machine() -> Result<(), wq::JoinError> {
+///     wq::spawn(async {}).await
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
+    entry::expand(entry::Kind::Test, args.into(), item.into()).into()
+}

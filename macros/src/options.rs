@@ -1,0 +1,505 @@
+//! The options of `#[wq::main(...)]` and `#[wq::test(...)]`.
+//!
+//! Options are comma-separated `name = value` pairs, each optional and each
+//! given at most once:
+//!
+//! | option     | value                                   | builder call                  |
+//! |------------|-----------------------------------------|-------------------------------|
+//! | `scope`    | `"cpu"`, `"smt"`, `"cache_shard"`, `"cache"`, `"numa"`, `"system"` | `.default_scope(Scope::..)` |
+//! | `wake`     | `"deferred"`, `"under_lock"`            | `.wake_mode(WakeMode::..)`    |
+//! | `topology` | an hwloc synthetic string               | `.topology(Topology::synthetic(..))` |
+//! | `workers`  | a positive integer literal              | `.max_workers_per_pool(N)`    |
+//! | `crate`    | a path string, for a renamed `wq`       | (prefix of every path)        |
+//!
+//! Parsing does not stop at the first bad option: every mistake gets its own
+//! error, spanned on the offending token, and the options that were right are
+//! kept so that the best-effort expansion beside the errors is as close as
+//! possible to what the user meant.
+
+use proc_macro2::{Span, TokenStream};
+use syn::parse::Parser;
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned as _;
+use syn::{Expr, Lit, LitStr, Meta, Path, Token};
+
+/// The option names, in the order the errors list them.
+pub(crate) const OPTION_NAMES: [&str; 5] = ["scope", "wake", "topology", "workers", "crate"];
+
+/// Each `scope` value and the `wq::Scope` variant it names.
+pub(crate) const SCOPES: [(&str, &str); 6] = [
+    ("cpu", "Cpu"),
+    ("smt", "Smt"),
+    ("cache_shard", "CacheShard"),
+    ("cache", "Cache"),
+    ("numa", "Numa"),
+    ("system", "System"),
+];
+
+/// Each `wake` value and the `wq::WakeMode` variant it names.
+pub(crate) const WAKE_MODES: [(&str, &str); 2] =
+    [("deferred", "Deferred"), ("under_lock", "UnderLock")];
+
+/// A valid `topology` value, shown in the errors.
+pub(crate) const TOPOLOGY_EXAMPLE: &str = "pack:2 numa:2 l3:2 core:4 pu:2";
+
+/// A parsed option value and the span of the token it came from.
+#[derive(Clone, Debug)]
+pub(crate) struct Setting<T> {
+    pub(crate) value: T,
+    pub(crate) span: Span,
+}
+
+/// The options of one attribute. `None` means "not given": the runtime's
+/// default applies.
+#[derive(Clone, Default)]
+pub(crate) struct Options {
+    /// The `wq::Scope` variant, e.g. `"CacheShard"`.
+    pub(crate) scope: Option<Setting<&'static str>>,
+    /// The `wq::WakeMode` variant, e.g. `"UnderLock"`.
+    pub(crate) wake: Option<Setting<&'static str>>,
+    /// The hwloc synthetic string, already syntax-checked.
+    pub(crate) topology: Option<LitStr>,
+    /// The per-pool worker cap, at least 1.
+    pub(crate) workers: Option<Setting<u64>>,
+    /// The path of the `wq` crate, when renamed.
+    pub(crate) krate: Option<Path>,
+}
+
+/// Errors gathered while parsing and checking, reported all together.
+#[derive(Debug, Default)]
+pub(crate) struct Errors(Option<syn::Error>);
+
+impl Errors {
+    /// Adds one error.
+    pub(crate) fn push(&mut self, error: syn::Error) {
+        match &mut self.0 {
+            Some(all) => all.combine(error),
+            None => self.0 = Some(error),
+        }
+    }
+
+    /// The errors combined into one, or `None` if there were none.
+    pub(crate) fn into_error(self) -> Option<syn::Error> {
+        self.0
+    }
+}
+
+/// Parses the attribute's arguments (the tokens between its parentheses).
+///
+/// Every mistake is pushed to `errors`; what parsed is returned.
+pub(crate) fn parse(args: TokenStream, errors: &mut Errors) -> Options {
+    let mut options = Options::default();
+    let metas = match Punctuated::<Meta, Token![,]>::parse_terminated.parse2(args) {
+        Ok(metas) => metas,
+        Err(e) => {
+            errors.push(syn::Error::new(
+                e.span(),
+                format!("{e}; options are written `name = value`, separated by commas"),
+            ));
+            return options;
+        }
+    };
+    let mut seen: Vec<String> = Vec::new();
+    for meta in metas {
+        let path = meta.path();
+        let Some(ident) = path.get_ident() else {
+            errors.push(unknown_option(
+                path.span(),
+                &quote::quote!(#path).to_string(),
+            ));
+            continue;
+        };
+        let name = ident.to_string();
+        if !OPTION_NAMES.contains(&name.as_str()) {
+            errors.push(unknown_option(ident.span(), &name));
+            continue;
+        }
+        if seen.contains(&name) {
+            errors.push(syn::Error::new(
+                ident.span(),
+                format!("option `{name}` is given more than once; keep one"),
+            ));
+            continue;
+        }
+        seen.push(name.clone());
+        let value = match &meta {
+            Meta::NameValue(nv) => &nv.value,
+            Meta::Path(_) | Meta::List(_) => {
+                errors.push(syn::Error::new_spanned(
+                    &meta,
+                    format!(
+                        "option `{name}` needs a value: `{name} = {}`",
+                        example(&name)
+                    ),
+                ));
+                continue;
+            }
+        };
+        let parsed = match name.as_str() {
+            "scope" => parse_choice(value, "scope", &SCOPES).map(|v| options.scope = Some(v)),
+            "wake" => parse_choice(value, "wake", &WAKE_MODES).map(|v| options.wake = Some(v)),
+            "topology" => parse_topology(value).map(|v| options.topology = Some(v)),
+            "workers" => parse_workers(value).map(|v| options.workers = Some(v)),
+            "crate" => parse_crate(value).map(|v| options.krate = Some(v)),
+            _ => unreachable!("`{name}` is in OPTION_NAMES"),
+        };
+        if let Err(e) = parsed {
+            errors.push(e);
+        }
+    }
+    options
+}
+
+/// The error for an option name that is not one of [`OPTION_NAMES`].
+fn unknown_option(span: Span, name: &str) -> syn::Error {
+    let valid: Vec<String> = OPTION_NAMES.iter().map(|n| format!("`{n}`")).collect();
+    syn::Error::new(
+        span,
+        format!(
+            "unknown option `{name}`; the valid options are {}",
+            valid.join(", ")
+        ),
+    )
+}
+
+/// A valid value for the option `name`, for the error messages.
+fn example(name: &str) -> String {
+    match name {
+        "scope" => "\"cache\"".to_owned(),
+        "wake" => "\"deferred\"".to_owned(),
+        "topology" => format!("{TOPOLOGY_EXAMPLE:?}"),
+        "workers" => "4".to_owned(),
+        _ => "\"::wq\"".to_owned(),
+    }
+}
+
+/// The literal behind `expr`, seeing through the invisible groups that a
+/// `macro_rules!` metavariable leaves.
+fn literal(expr: &Expr) -> Option<&Lit> {
+    match expr {
+        Expr::Lit(lit) if lit.attrs.is_empty() => Some(&lit.lit),
+        Expr::Group(group) if group.attrs.is_empty() => literal(&group.expr),
+        Expr::Paren(paren) if paren.attrs.is_empty() => literal(&paren.expr),
+        _ => None,
+    }
+}
+
+/// "\"a\", \"b\" or \"c\"".
+fn quoted_list(choices: &[(&str, &str)]) -> String {
+    let quoted: Vec<String> = choices.iter().map(|(s, _)| format!("\"{s}\"")).collect();
+    match quoted.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
+/// Parses a string naming one of `choices`, returning its variant.
+fn parse_choice(
+    value: &Expr,
+    name: &str,
+    choices: &[(&'static str, &'static str)],
+) -> syn::Result<Setting<&'static str>> {
+    let Some(Lit::Str(lit)) = literal(value) else {
+        return Err(syn::Error::new_spanned(
+            value,
+            format!(
+                "option `{name}` takes a string: one of {}",
+                quoted_list(choices)
+            ),
+        ));
+    };
+    let text = lit.value();
+    match choices.iter().find(|(s, _)| *s == text) {
+        Some((_, variant)) => Ok(Setting {
+            value: variant,
+            span: lit.span(),
+        }),
+        None => Err(syn::Error::new(
+            lit.span(),
+            format!(
+                "invalid `{name}` value {text:?}; the valid values are {}",
+                quoted_list(choices)
+            ),
+        )),
+    }
+}
+
+/// Parses `workers = N`, N a positive integer literal.
+fn parse_workers(value: &Expr) -> syn::Result<Setting<u64>> {
+    // syn reads `-1` as one literal: refuse it here, with `"4"` and `n`.
+    let Some(Lit::Int(lit)) = literal(value).filter(|lit| !lit_is_negative(lit)) else {
+        return Err(syn::Error::new_spanned(
+            value,
+            "option `workers` takes a positive integer literal, like `workers = 4`",
+        ));
+    };
+    let n: u64 = lit.base10_parse()?;
+    if n == 0 {
+        return Err(syn::Error::new(
+            lit.span(),
+            "option `workers` must be at least 1: it caps the workers of each pool; \
+             leave it out for the default",
+        ));
+    }
+    Ok(Setting {
+        value: n,
+        span: lit.span(),
+    })
+}
+
+/// Whether `lit` is a negative number (syn folds `-1` into one literal).
+fn lit_is_negative(lit: &Lit) -> bool {
+    match lit {
+        Lit::Int(int) => int.base10_digits().starts_with('-'),
+        Lit::Float(float) => float.base10_digits().starts_with('-'),
+        _ => false,
+    }
+}
+
+/// Parses `topology = "..."` and checks its syntax.
+fn parse_topology(value: &Expr) -> syn::Result<LitStr> {
+    let Some(Lit::Str(lit)) = literal(value) else {
+        return Err(syn::Error::new_spanned(
+            value,
+            format!("option `topology` takes an hwloc synthetic string, like {TOPOLOGY_EXAMPLE:?}"),
+        ));
+    };
+    check_topology(&lit.value()).map_err(|msg| syn::Error::new(lit.span(), msg))?;
+    Ok(lit.clone())
+}
+
+/// A light syntax check of an hwloc synthetic topology string: one or more
+/// whitespace-separated `name:N` items, `name` an identifier and `N` a
+/// positive integer. The runtime's `Topology::synthetic` does the full check
+/// when the program starts.
+pub(crate) fn check_topology(text: &str) -> Result<(), String> {
+    let hint =
+        format!("write levels as `name:N` with N a positive integer, like {TOPOLOGY_EXAMPLE:?}");
+    if text.trim().is_empty() {
+        return Err(format!("option `topology` is empty; {hint}"));
+    }
+    for item in text.split_whitespace() {
+        let well_formed = item.split_once(':').is_some_and(|(name, count)| {
+            let mut chars = name.chars();
+            chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !count.is_empty()
+                && count.chars().all(|c| c.is_ascii_digit())
+                && count.parse::<u64>().is_ok_and(|n| n > 0)
+        });
+        if !well_formed {
+            return Err(format!("invalid `topology` level `{item}`; {hint}"));
+        }
+    }
+    Ok(())
+}
+
+/// Parses `crate = "path"`.
+fn parse_crate(value: &Expr) -> syn::Result<Path> {
+    let err = || {
+        syn::Error::new_spanned(
+            value,
+            "option `crate` takes the path of the wq crate as a string, like `crate = \"::wq\"`",
+        )
+    };
+    let Some(Lit::Str(lit)) = literal(value) else {
+        return Err(err());
+    };
+    lit.parse::<Path>().map_err(|_| err())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::quote;
+
+    /// Parses `args`, returning the options and every error message.
+    fn run(args: TokenStream) -> (Options, Vec<String>) {
+        let mut errors = Errors::default();
+        let options = parse(args, &mut errors);
+        let messages = errors
+            .into_error()
+            .map(|e| e.into_iter().map(|e| e.to_string()).collect())
+            .unwrap_or_default();
+        (options, messages)
+    }
+
+    /// Parses `args`, which must have exactly one error, and returns it.
+    fn one_error(args: TokenStream) -> String {
+        let (_, mut messages) = run(args);
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        messages.remove(0)
+    }
+
+    #[test]
+    fn no_options_means_defaults() {
+        let (options, errors) = run(TokenStream::new());
+        assert!(errors.is_empty());
+        assert!(options.scope.is_none());
+        assert!(options.wake.is_none());
+        assert!(options.topology.is_none());
+        assert!(options.workers.is_none());
+        assert!(options.krate.is_none());
+    }
+
+    #[test]
+    fn every_option_together() {
+        let (options, errors) = run(quote! {
+            scope = "cache_shard", wake = "under_lock", topology = "pack:2 core:4 pu:2",
+            workers = 4, crate = "::my_wq",
+        });
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(options.scope.unwrap().value, "CacheShard");
+        assert_eq!(options.wake.unwrap().value, "UnderLock");
+        assert_eq!(options.topology.unwrap().value(), "pack:2 core:4 pu:2");
+        assert_eq!(options.workers.unwrap().value, 4);
+        let krate = options.krate.unwrap();
+        assert_eq!(quote!(#krate).to_string(), ":: my_wq");
+    }
+
+    #[test]
+    fn every_scope_and_wake_mode_parses() {
+        for (text, variant) in SCOPES {
+            let (options, errors) = run(quote!(scope = #text));
+            assert!(errors.is_empty(), "{errors:?}");
+            assert_eq!(options.scope.unwrap().value, variant);
+        }
+        for (text, variant) in WAKE_MODES {
+            let (options, errors) = run(quote!(wake = #text));
+            assert!(errors.is_empty(), "{errors:?}");
+            assert_eq!(options.wake.unwrap().value, variant);
+        }
+    }
+
+    #[test]
+    fn unknown_option_lists_the_valid_ones() {
+        let msg = one_error(quote!(flavor = "multi_thread"));
+        assert_eq!(
+            msg,
+            "unknown option `flavor`; the valid options are `scope`, `wake`, `topology`, \
+             `workers`, `crate`"
+        );
+        assert!(one_error(quote!(a::b = 1)).starts_with("unknown option `a :: b`"));
+    }
+
+    #[test]
+    fn repeated_option_is_an_error_and_the_first_value_is_kept() {
+        let (options, errors) = run(quote!(scope = "cpu", scope = "numa"));
+        assert_eq!(errors, ["option `scope` is given more than once; keep one"]);
+        assert_eq!(options.scope.unwrap().value, "Cpu");
+    }
+
+    #[test]
+    fn bad_scope() {
+        assert_eq!(
+            one_error(quote!(scope = "l3")),
+            "invalid `scope` value \"l3\"; the valid values are \"cpu\", \"smt\", \
+             \"cache_shard\", \"cache\", \"numa\" or \"system\""
+        );
+        assert!(one_error(quote!(scope = Cache)).starts_with("option `scope` takes a string"));
+        assert!(one_error(quote!(scope = 3)).starts_with("option `scope` takes a string"));
+    }
+
+    #[test]
+    fn bad_wake() {
+        assert_eq!(
+            one_error(quote!(wake = "eager")),
+            "invalid `wake` value \"eager\"; the valid values are \"deferred\" or \"under_lock\""
+        );
+        assert!(one_error(quote!(wake = true)).starts_with("option `wake` takes a string"));
+    }
+
+    #[test]
+    fn bad_workers() {
+        assert!(one_error(quote!(workers = 0)).starts_with("option `workers` must be at least 1"));
+        let not_int = "option `workers` takes a positive integer literal, like `workers = 4`";
+        assert_eq!(one_error(quote!(workers = "4")), not_int);
+        assert_eq!(one_error(quote!(workers = -1)), not_int);
+        assert_eq!(one_error(quote!(workers = n)), not_int);
+        assert_eq!(one_error(quote!(workers = 1.5)), not_int);
+        assert!(!one_error(quote!(workers = 99999999999999999999999)).is_empty());
+    }
+
+    #[test]
+    fn workers_accepts_suffixes_and_parentheses() {
+        let (options, errors) = run(quote!(workers = (16usize)));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(options.workers.unwrap().value, 16);
+    }
+
+    #[test]
+    fn topology_syntax() {
+        for good in [
+            TOPOLOGY_EXAMPLE,
+            "pu:1",
+            "  core:4\tpu:2 ",
+            "NUMANode:2 L3Cache:1 Core:8",
+        ] {
+            assert_eq!(check_topology(good), Ok(()), "{good:?}");
+        }
+        for bad in [
+            "pack:0", "core4", "core:", ":4", "core:-1", "core:4x", "4:4", "c-re:2",
+        ] {
+            let msg = check_topology(bad).unwrap_err();
+            assert!(msg.contains(&format!("level `{bad}`")), "{msg}");
+            assert!(msg.contains(TOPOLOGY_EXAMPLE), "{msg}");
+        }
+        assert!(
+            check_topology("")
+                .unwrap_err()
+                .starts_with("option `topology` is empty")
+        );
+        assert!(
+            check_topology("  ")
+                .unwrap_err()
+                .starts_with("option `topology` is empty")
+        );
+        assert!(
+            one_error(quote!(topology = "core:4 pu")).starts_with("invalid `topology` level `pu`")
+        );
+        assert!(one_error(quote!(topology = 4)).starts_with("option `topology` takes an hwloc"));
+    }
+
+    #[test]
+    fn bad_crate() {
+        let msg =
+            "option `crate` takes the path of the wq crate as a string, like `crate = \"::wq\"`";
+        assert_eq!(one_error(quote!(crate = "not a path")), msg);
+        assert_eq!(one_error(quote!(crate = wq)), msg);
+    }
+
+    #[test]
+    fn option_without_value() {
+        assert_eq!(
+            one_error(quote!(scope)),
+            "option `scope` needs a value: `scope = \"cache\"`"
+        );
+        assert_eq!(
+            one_error(quote!(workers(4))),
+            "option `workers` needs a value: `workers = 4`"
+        );
+    }
+
+    #[test]
+    fn every_mistake_is_reported_and_good_options_are_kept() {
+        let (options, errors) = run(quote!(
+            scope = "l3",
+            wake = "deferred",
+            workers = 0,
+            foo = 1
+        ));
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert_eq!(options.wake.unwrap().value, "Deferred");
+        assert!(options.scope.is_none() && options.workers.is_none());
+    }
+
+    #[test]
+    fn malformed_arguments() {
+        let msg = one_error(quote!(scope: "cache"));
+        assert!(
+            msg.ends_with("options are written `name = value`, separated by commas"),
+            "{msg}"
+        );
+    }
+}

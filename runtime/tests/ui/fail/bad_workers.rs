@@ -1,0 +1,8 @@
+#[wq::main(workers = 0)]
+async fn main() {}
+
+#[wq::main(workers = "4")]
+async fn a_string() {}
+
+#[wq::main(workers = -1)]
+async fn negative() {}

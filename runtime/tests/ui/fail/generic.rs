@@ -1,0 +1,6 @@
+#[wq::main]
+async fn run<T: Default>() -> T {
+    T::default()
+}
+
+fn main() {}

@@ -1,0 +1,7 @@
+#[wq::main]
+struct App;
+
+#[wq::test]
+mod tests {}
+
+fn main() {}

@@ -1,0 +1,5 @@
+#[wq::main]
+fn main() {}
+
+#[wq::test]
+fn a_test() {}
