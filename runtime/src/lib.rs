@@ -1,0 +1,87 @@
+//! wq: an async runtime that schedules the way the Linux kernel's workqueue
+//! does.
+//!
+//! wq reads the machine's topology ([`Topology`], through hwloc) and splits
+//! it into **pods** per **affinity scope** ([`Scope`]: `cpu`, `smt`,
+//! `cache_shard`, `cache`, `numa`, `system`). Each pod gets a **worker
+//! pool** of threads bound to its CPUs. A task spawned with a scope runs in
+//! the pool of the pod that holds the spawning CPU, and is re-queued there
+//! whenever it wakes. Pools keep the kernel's idle protocol, with the two
+//! seed patches: a **kicked list** so culling idle workers can never strand
+//! work, and **deferred unpark** so a wakeup never happens under the pool
+//! lock. Every scheduling delay is recorded in a per-pool HdrHistogram
+//! ([`Runtime::metrics`]).
+//!
+//! ```
+//! use wq::Scope;
+//!
+//! #[wq::main(scope = "cache")]
+//! async fn main() {
+//!     let near = wq::spawn(async { 1 });                     // cache scope
+//!     let far = wq::spawn_on(Scope::System, async { 2 });   // any CPU
+//!     assert_eq!(near.await.unwrap() + far.await.unwrap(), 3);
+//! }
+//! ```
+//!
+//! The vocabulary (scope, pod, pool, worker, kick, idle, kicked, cull, wake
+//! queue) is defined in `docs/architecture.md`.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod clock;
+mod loom;
+mod metrics;
+mod pool;
+mod runtime;
+mod scope;
+pub mod task;
+mod topology;
+mod wake;
+
+pub use metrics::{PoolMetrics, RuntimeMetrics};
+pub use runtime::{
+    BuildError, Builder, DEFAULT_SPIN, EnterGuard, Handle, Runtime, spawn, spawn_on,
+};
+pub use scope::{ParseScopeError, Scope};
+pub use task::{JoinError, JoinHandle};
+pub use topology::{
+    CpuInfo, DEFAULT_CACHE_SHARD_SIZE, Pod, Topology, TopologyError, TopologyErrorKind,
+};
+pub use wake::{ParseWakeModeError, WakeMode};
+
+/// Runs an `async fn main` on a wq runtime.
+///
+/// Options: `scope = "cache"` (the default scope, see [`Scope`]),
+/// `wake = "deferred" | "under_lock"` ([`WakeMode`]), `topology = "<hwloc
+/// synthetic>"` ([`Topology::synthetic`]), `workers = N`
+/// ([`Builder::max_workers_per_pool`]).
+///
+/// ```
+/// #[wq::main(scope = "system", wake = "deferred", workers = 2)]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let n: u32 = "42".parse()?;
+///     assert_eq!(wq::spawn(async move { n + 1 }).await?, 43);
+///     Ok(())
+/// }
+/// ```
+pub use wq_macros::main;
+
+/// Runs an `async fn` test on a fresh wq runtime; the same options as
+/// [`main`].
+///
+/// ```no_run
+/// #[wq::test(scope = "cpu")]
+/// async fn spawns() {
+///     assert_eq!(wq::spawn(async { 2 }).await.unwrap(), 2);
+/// }
+/// ```
+pub use wq_macros::test;
+
+/// Locks a std mutex, ignoring poisoning: wq holds its locks only around
+/// code that does not panic.
+pub(crate) fn lock_std<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,238 @@
+//! Per-pool metrics: counters and the scheduling-delay histogram.
+//!
+//! Nothing here is written on a shared line in the hot path:
+//! - events that happen under the pool lock anyway (kicks, coalesced kicks,
+//!   unparks, workers created and culled) are counted there
+//!   ([`LockedCounters`](crate::pool::idle::LockedCounters));
+//! - events of a worker (tasks started and completed, steals, parks) are
+//!   counted in the worker's own plain locals and published, with its
+//!   HdrHistogram of scheduling delays, every 1024 tasks and whenever it
+//!   goes idle, into its slot's cache-padded [`WorkerCounters`].
+//!
+//! A reader ([`Runtime::metrics`](crate::Runtime::metrics)) sums the slots
+//! and merges the histograms. The **scheduling delay** of a task is the
+//! time from its being queued (spawned or woken) to a worker starting to
+//! poll it, in nanoseconds.
+
+use std::fmt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hdrhistogram::Histogram;
+
+use crate::Scope;
+use crate::pool::Pool;
+
+/// Highest delay a histogram tracks (60 s); longer ones saturate.
+const HIST_MAX_NS: u64 = 60_000_000_000;
+/// Significant digits: 2 keeps each histogram at a few KiB with 1%
+/// precision, enough for p50/p99 dashboards.
+const HIST_SIGFIG: u8 = 2;
+
+pub(crate) fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HIST_MAX_NS, HIST_SIGFIG).expect("valid histogram bounds")
+}
+
+/// A worker slot's published counters (single writer: the slot's worker).
+#[derive(Debug)]
+pub(crate) struct WorkerCounters {
+    pub(crate) started: AtomicU64,
+    pub(crate) completed: AtomicU64,
+    pub(crate) remote_steals: AtomicU64,
+    pub(crate) sibling_steals: AtomicU64,
+    pub(crate) parks: AtomicU64,
+    pub(crate) spin_hits: AtomicU64,
+    pub(crate) sched_delay: Mutex<Histogram<u64>>,
+}
+
+impl Default for WorkerCounters {
+    fn default() -> Self {
+        WorkerCounters {
+            started: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            remote_steals: AtomicU64::new(0),
+            sibling_steals: AtomicU64::new(0),
+            parks: AtomicU64::new(0),
+            spin_hits: AtomicU64::new(0),
+            sched_delay: Mutex::new(new_histogram()),
+        }
+    }
+}
+
+/// A snapshot of one worker pool.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct PoolMetrics {
+    /// The pool's runtime-unique id (worker threads are named
+    /// `<thread_name>-<id>.<slot>`).
+    pub id: usize,
+    /// The scope the pool was created for.
+    pub scope: Scope,
+    /// The pod's index in that scope.
+    pub pod: usize,
+    /// The pod's CPUs (OS indices).
+    pub cpus: Vec<usize>,
+    /// Workers alive (busy, idle or kicked).
+    pub workers: usize,
+    /// Workers on the idle list.
+    pub idle: usize,
+    /// Workers on the kicked list (kicked, not yet running).
+    pub kicked: usize,
+    /// The pool's maximum number of workers.
+    pub max_workers: usize,
+    /// Tasks alive whose home is this pool.
+    pub tasks: usize,
+    /// Task polls started.
+    pub items_started: u64,
+    /// Task polls completed.
+    pub items_completed: u64,
+    /// Kicks (work queued from outside the pool, and chaining).
+    pub kicks: u64,
+    /// Kicks that found a worker already kicked and woke nobody.
+    pub coalesced_kicks: u64,
+    /// Worker threads unparked by kicks.
+    pub unparks: u64,
+    /// Worker threads created.
+    pub workers_created: u64,
+    /// Idle workers culled.
+    pub workers_culled: u64,
+    /// Tasks taken from another pod's pool.
+    pub remote_steals: u64,
+    /// Tasks taken from a sibling worker's deque.
+    pub sibling_steals: u64,
+    /// Times a worker parked.
+    pub parks: u64,
+    /// Times a worker found work while spinning before parking.
+    pub spin_hits: u64,
+    /// Scheduling delays (queued to first poll), nanoseconds.
+    pub sched_delay: Histogram<u64>,
+}
+
+impl PoolMetrics {
+    pub(crate) fn collect(pool: &Pool) -> PoolMetrics {
+        let snap = pool.idle.snapshot();
+        let mut m = PoolMetrics {
+            id: pool.id,
+            scope: pool.scope,
+            pod: pool.pod,
+            cpus: pool.cpus.to_vec(),
+            workers: snap.nr_workers,
+            idle: snap.nr_idle,
+            kicked: snap.nr_kicked,
+            max_workers: pool.idle.config().max_workers,
+            tasks: pool.registry.len(),
+            items_started: 0,
+            items_completed: 0,
+            kicks: snap.counters.kicks,
+            coalesced_kicks: snap.counters.coalesced_kicks,
+            unparks: snap.counters.unparks,
+            workers_created: snap.counters.workers_created,
+            workers_culled: snap.counters.workers_culled,
+            remote_steals: 0,
+            sibling_steals: 0,
+            parks: 0,
+            spin_hits: 0,
+            sched_delay: new_histogram(),
+        };
+        for slot in pool.slots.iter() {
+            let c = &slot.counters;
+            m.items_started += c.started.load(Ordering::Relaxed);
+            m.items_completed += c.completed.load(Ordering::Relaxed);
+            m.remote_steals += c.remote_steals.load(Ordering::Relaxed);
+            m.sibling_steals += c.sibling_steals.load(Ordering::Relaxed);
+            m.parks += c.parks.load(Ordering::Relaxed);
+            m.spin_hits += c.spin_hits.load(Ordering::Relaxed);
+            let _ = m.sched_delay.add(&*crate::lock_std(&c.sched_delay));
+        }
+        m
+    }
+
+    /// The scheduling delay at quantile `q` (0.0..=1.0), nanoseconds; 0 if
+    /// nothing was recorded yet.
+    pub fn sched_delay_ns(&self, q: f64) -> u64 {
+        self.sched_delay.value_at_quantile(q)
+    }
+}
+
+impl fmt::Debug for PoolMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolMetrics")
+            .field("id", &self.id)
+            .field("scope", &self.scope)
+            .field("pod", &self.pod)
+            .field("cpus", &self.cpus)
+            .field("workers", &self.workers)
+            .field("idle", &self.idle)
+            .field("kicked", &self.kicked)
+            .field("items_started", &self.items_started)
+            .field("kicks", &self.kicks)
+            .field("coalesced_kicks", &self.coalesced_kicks)
+            .field("unparks", &self.unparks)
+            .field("workers_created", &self.workers_created)
+            .field("workers_culled", &self.workers_culled)
+            .field("remote_steals", &self.remote_steals)
+            .field("sched_delay_p50_ns", &self.sched_delay_ns(0.5))
+            .field("sched_delay_p99_ns", &self.sched_delay_ns(0.99))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A snapshot of every pool of a runtime.
+#[derive(Clone, Debug)]
+pub struct RuntimeMetrics {
+    /// One entry per pool created so far, in creation order.
+    pub pools: Vec<PoolMetrics>,
+}
+
+impl fmt::Display for RuntimeMetrics {
+    /// A table like the kernel's `wq_monitor.py`, one line per pool.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:>4} {:<11} {:>4} {:>8} {:>5} {:>10} {:>9} {:>9} {:>8} {:>7} {:>7} {:>10} {:>10}",
+            "pool",
+            "scope",
+            "pod",
+            "workers",
+            "idle",
+            "started",
+            "kicks",
+            "coalesc",
+            "unparks",
+            "culled",
+            "rsteal",
+            "p50 delay",
+            "p99 delay"
+        )?;
+        for p in &self.pools {
+            writeln!(
+                f,
+                "{:>4} {:<11} {:>4} {:>4}/{:<3} {:>5} {:>10} {:>9} {:>9} {:>8} {:>7} {:>7} {:>10} {:>10}",
+                p.id,
+                p.scope.name(),
+                p.pod,
+                p.workers,
+                p.max_workers,
+                p.idle,
+                p.items_started,
+                p.kicks,
+                p.coalesced_kicks,
+                p.unparks,
+                p.workers_culled,
+                p.remote_steals,
+                fmt_ns(p.sched_delay_ns(0.5)),
+                fmt_ns(p.sched_delay_ns(0.99)),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn fmt_ns(ns: u64) -> String {
+    match ns {
+        0..1_000 => format!("{ns}ns"),
+        1_000..1_000_000 => format!("{:.1}us", ns as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1}ms", ns as f64 / 1e6),
+        _ => format!("{:.2}s", ns as f64 / 1e9),
+    }
+}

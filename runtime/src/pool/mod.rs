@@ -1,0 +1,193 @@
+//! Worker pools: one per pod, shared by every scope whose pod has the same
+//! CPUs.
+//!
+//! # Queues
+//! - `injector`: the pool's shared FIFO (crossbeam `Injector`). Spawns and
+//!   wakes from outside the pool land here, then the pool is kicked.
+//! - one crossbeam deque per worker slot, stolen from by the pool's other
+//!   workers (and, when the pool is not strict, by other pools' idle
+//!   workers), plus a one-task LIFO slot per worker for the task it just
+//!   woke (see [`worker`]).
+//!
+//! # Where a scheduled task goes ([`schedule`])
+//! 1. Its home pool is closed: the task is dropped (its future with it).
+//! 2. The current thread is a worker of its home pool: the task goes to that
+//!    worker's LIFO slot (a yield goes to the back of its deque instead); no
+//!    lock is taken. The displaced LIFO task goes to the deque, and the pool
+//!    is kicked if an idle worker could steal it.
+//! 3. Otherwise: pushed on the home pool's injector, then the pool is kicked
+//!    (push first, then kick: invariant I3 of [`idle`]).
+//!
+//! A kick that reserves a slot creates the worker thread here, after the
+//! pool lock is released (the kernel's manager does the same).
+
+pub(crate) mod idle;
+pub(crate) mod worker;
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use crossbeam_deque::{Injector, Stealer, Worker as Deque};
+use crossbeam_utils::CachePadded;
+
+use crate::Scope;
+use crate::metrics::{PoolMetrics, WorkerCounters};
+use crate::runtime::shared::Shared;
+use crate::task::{Registry, Runnable};
+use idle::{Idle, IdleConfig, Kick};
+
+/// One worker pool: the execution object for one pod.
+pub(crate) struct Pool {
+    /// Runtime-unique, for names and metrics.
+    pub(crate) id: usize,
+    /// The scope and pod it was created for (other scopes with the same CPU
+    /// set share it).
+    pub(crate) scope: Scope,
+    pub(crate) pod: usize,
+    /// OS indices of the pod's CPUs.
+    pub(crate) cpus: Box<[usize]>,
+    pub(crate) injector: Injector<Runnable>,
+    pub(crate) idle: Idle,
+    pub(crate) slots: Box<[WorkerSlot]>,
+    /// Every task whose home this pool is, so shutdown can cancel them.
+    pub(crate) registry: Registry,
+    /// Mirrors the protocol's `closed` for lock-free checks on hot paths.
+    /// Set before the pool is closed under its lock; a stale `false` only
+    /// sends a task the slow way, where the lock sees `closed`.
+    closed: AtomicBool,
+    pub(crate) shared: Weak<Shared>,
+}
+
+/// What a pool keeps per worker slot, whichever thread holds the slot.
+pub(crate) struct WorkerSlot {
+    /// The slot's deque; a worker thread takes it when it starts and puts it
+    /// back (empty) when it exits.
+    pub(crate) deque: Mutex<Option<Deque<Runnable>>>,
+    pub(crate) stealer: Stealer<Runnable>,
+    pub(crate) counters: CachePadded<WorkerCounters>,
+}
+
+impl Pool {
+    pub(crate) fn new(
+        id: usize,
+        scope: Scope,
+        pod: usize,
+        cpus: Box<[usize]>,
+        config: IdleConfig,
+        shared: Weak<Shared>,
+    ) -> Pool {
+        let slots = (0..config.max_workers)
+            .map(|_| {
+                let deque = Deque::new_fifo();
+                WorkerSlot {
+                    stealer: deque.stealer(),
+                    deque: Mutex::new(Some(deque)),
+                    counters: CachePadded::new(WorkerCounters::default()),
+                }
+            })
+            .collect();
+        Pool {
+            id,
+            scope,
+            pod,
+            cpus,
+            injector: Injector::new(),
+            idle: Idle::new(config),
+            slots,
+            registry: Registry::new(),
+            closed: AtomicBool::new(false),
+            shared,
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Whether a worker of this pool would find something to run in the
+    /// shared queue. Called under the pool lock by a worker going idle.
+    pub(crate) fn has_work(&self) -> bool {
+        !self.injector.is_empty()
+    }
+
+    /// Step 3 of the module docs: queue from outside the pool, then kick.
+    pub(crate) fn push_remote(self: &Arc<Self>, runnable: Runnable) {
+        self.injector.push(runnable);
+        self.kick();
+    }
+
+    /// Kicks the pool; creates a worker if the kick reserved a slot.
+    pub(crate) fn kick(self: &Arc<Self>) {
+        match self.idle.kick() {
+            Kick::Woke | Kick::Coalesced | Kick::Busy => {}
+            Kick::Create(slot) => self.create_worker(slot),
+            Kick::Closed => self.drain(),
+        }
+    }
+
+    /// Starts the thread for reserved slot `slot` (no lock held).
+    fn create_worker(self: &Arc<Self>, slot: usize) {
+        let Some(shared) = self.shared.upgrade() else {
+            self.idle.create_failed(slot);
+            self.drain();
+            return;
+        };
+        if let Err(err) = worker::spawn(&shared, self, slot) {
+            self.idle.create_failed(slot);
+            // The work stays queued: the next kick retries, and busy workers
+            // see it before they idle.
+            eprintln!(
+                "wq: could not start a worker thread for pool {} ({} pod {}): {err}",
+                self.id, self.scope, self.pod
+            );
+        }
+    }
+
+    /// Drops everything queued on the injector (shutdown).
+    pub(crate) fn drain(&self) {
+        while !self.injector.is_empty() {
+            if let Some(runnable) = self.injector.steal().success() {
+                drop(runnable);
+            }
+        }
+    }
+
+    /// Marks the pool closed and releases its workers: they exit when they
+    /// next look at their state. Queued tasks are dropped by the caller.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.idle.close().wake_all();
+    }
+
+    pub(crate) fn metrics(&self) -> PoolMetrics {
+        PoolMetrics::collect(self)
+    }
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("id", &self.id)
+            .field("scope", &self.scope)
+            .field("pod", &self.pod)
+            .field("cpus", &self.cpus)
+            .field("idle", &self.idle)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The schedule function of every task: see the module docs.
+pub(crate) fn schedule(runnable: Runnable, info: async_task::ScheduleInfo) {
+    let meta = runnable.metadata();
+    if meta.home.is_closed() {
+        drop(runnable);
+        return;
+    }
+    meta.stamp();
+    if let Some(runnable) = worker::schedule_local(runnable, info.woken_while_running) {
+        // The slow path: one Arc clone, as the task moves into the injector.
+        let home = runnable.metadata().home.clone();
+        home.push_remote(runnable);
+    }
+}

@@ -1,0 +1,286 @@
+//! The runtime: `Runtime`, `Handle`, `Builder`, and the free functions.
+
+pub(crate) mod builder;
+pub(crate) mod context;
+pub(crate) mod shared;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use builder::Config;
+pub use builder::{BuildError, Builder, DEFAULT_SPIN};
+use shared::Shared;
+
+use crate::metrics::RuntimeMetrics;
+use crate::task::{self, JoinHandle};
+use crate::{Scope, Topology};
+
+/// A wq runtime: worker pools per pod of each affinity scope in use, created
+/// on demand.
+///
+/// Dropping it shuts it down: tasks not yet finished are cancelled and their
+/// futures dropped, and every worker thread is joined.
+///
+/// ```
+/// use wq::{Runtime, Scope};
+///
+/// let rt = Runtime::new().unwrap();
+/// let sum = rt.block_on(async {
+///     let a = wq::spawn_on(Scope::Cache, async { 1 });
+///     let b = wq::spawn_on(Scope::System, async { 2 });
+///     a.await.unwrap() + b.await.unwrap()
+/// });
+/// assert_eq!(sum, 3);
+/// ```
+pub struct Runtime {
+    handle: Handle,
+    /// Set by `shutdown_timeout`, so dropping does not wait again.
+    shut_down: bool,
+}
+
+/// A cheap, cloneable reference to a runtime, usable from any thread.
+///
+/// It does not keep the runtime alive: once the [`Runtime`] is dropped,
+/// tasks spawned through a handle are cancelled at once.
+#[derive(Clone)]
+pub struct Handle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// Makes a runtime current on this thread until dropped (see
+/// [`Runtime::enter`]).
+#[must_use = "the runtime is current only while the guard lives"]
+pub struct EnterGuard<'a> {
+    _guard: context::ContextGuard,
+    _runtime: std::marker::PhantomData<&'a Handle>,
+}
+
+impl Runtime {
+    /// A runtime with the default settings on this machine's topology. See
+    /// [`Builder::new`].
+    pub fn new() -> Result<Runtime, BuildError> {
+        Builder::new().build()
+    }
+
+    /// A [`Builder`] to configure one.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    pub(crate) fn from_parts(topology: Topology, config: Config) -> Runtime {
+        Runtime {
+            handle: Handle {
+                shared: Shared::new(topology, config),
+            },
+            shut_down: false,
+        }
+    }
+
+    /// Runs `future` to completion on the current thread, with this runtime
+    /// current (so [`crate::spawn`] works inside).
+    ///
+    /// # Panics
+    /// When called from a worker thread of a wq runtime: blocking a worker
+    /// stalls its pool. `.await` the future instead.
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.handle.block_on(future)
+    }
+
+    /// Spawns `future` at the runtime's default scope. See
+    /// [`Runtime::spawn_on`].
+    pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.handle.spawn(future)
+    }
+
+    /// Spawns `future` on the pool of the `scope` pod that holds the calling
+    /// thread's CPU; that pool stays the task's home.
+    pub fn spawn_on<F>(&self, scope: Scope, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.handle.spawn_on(scope, future)
+    }
+
+    /// A handle to this runtime.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// The topology the runtime schedules for.
+    pub fn topology(&self) -> &Topology {
+        &self.handle.shared.topology
+    }
+
+    /// A snapshot of every pool's counters and scheduling delays.
+    pub fn metrics(&self) -> RuntimeMetrics {
+        self.handle.metrics()
+    }
+
+    /// Makes this runtime current on this thread until the guard drops, so
+    /// [`crate::spawn`] and [`Handle::current`] work outside `block_on`.
+    pub fn enter(&self) -> EnterGuard<'_> {
+        EnterGuard {
+            _guard: context::enter(self.handle.clone()),
+            _runtime: std::marker::PhantomData,
+        }
+    }
+
+    /// Shuts down, waiting at most `timeout` for the worker threads to exit
+    /// (a task stuck in a blocking call keeps its worker). Returns whether
+    /// every worker exited in time; those that did not are left to finish
+    /// on their own.
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> bool {
+        self.shut_down = true;
+        self.handle.shared.shutdown(Some(timeout))
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if !self.shut_down {
+            self.handle.shared.shutdown(None);
+        }
+    }
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("topology", &self.handle.shared.topology.source())
+            .field("config", &self.handle.shared.config)
+            .finish()
+    }
+}
+
+impl Handle {
+    /// The runtime current on this thread.
+    ///
+    /// # Panics
+    /// Outside a runtime (not in a task, `block_on`, or
+    /// [`Runtime::enter`]). Use [`Handle::try_current`] to check.
+    pub fn current() -> Handle {
+        Handle::try_current().unwrap_or_else(|| {
+            panic!(
+                "wq::Handle::current() called outside a wq runtime: call it from a task, inside Runtime::block_on or #[wq::main], or after Runtime::enter()"
+            )
+        })
+    }
+
+    /// The runtime current on this thread, if any.
+    pub fn try_current() -> Option<Handle> {
+        context::with_current(|h| h.cloned())
+    }
+
+    /// See [`Runtime::spawn`].
+    pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.spawn_on(self.shared.config.default_scope, future)
+    }
+
+    /// See [`Runtime::spawn_on`]. On a shut-down runtime the future is
+    /// dropped and the handle resolves to a cancelled
+    /// [`JoinError`](crate::JoinError).
+    pub fn spawn_on<F>(&self, scope: Scope, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        if self.shared.is_closed() {
+            return JoinHandle::closed();
+        }
+        let pool = self.shared.place(scope).clone();
+        task::spawn(pool, future)
+    }
+
+    /// See [`Runtime::block_on`].
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        if crate::pool::worker::on_worker_thread() {
+            panic!(
+                "wq: block_on called from a wq worker thread; blocking a worker stalls its pool: .await the future instead"
+            );
+        }
+        let _guard = context::enter(self.clone());
+        futures::executor::block_on(future)
+    }
+
+    /// See [`Runtime::metrics`].
+    pub fn metrics(&self) -> RuntimeMetrics {
+        RuntimeMetrics {
+            pools: self.shared.pools().iter().map(|p| p.metrics()).collect(),
+        }
+    }
+
+    /// The topology the runtime schedules for.
+    pub fn topology(&self) -> &Topology {
+        &self.shared.topology
+    }
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle")
+            .field("topology", &self.shared.topology.source())
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for EnterGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnterGuard").finish_non_exhaustive()
+    }
+}
+
+/// Spawns `future` on the current runtime at its default scope.
+///
+/// # Panics
+/// Outside a runtime; use [`Handle::spawn`] there.
+///
+/// ```
+/// #[wq::main]
+/// async fn main() {
+///     let h = wq::spawn(async { "hello" });
+///     assert_eq!(h.await.unwrap(), "hello");
+/// }
+/// ```
+pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    context::with_current(|h| match h {
+        Some(h) => h.spawn(future),
+        None => outside("wq::spawn"),
+    })
+}
+
+/// Spawns `future` on the current runtime's pool for `scope` at the calling
+/// CPU. See [`Runtime::spawn_on`].
+///
+/// # Panics
+/// Outside a runtime; use [`Handle::spawn_on`] there.
+pub fn spawn_on<F>(scope: Scope, future: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    context::with_current(|h| match h {
+        Some(h) => h.spawn_on(scope, future),
+        None => outside("wq::spawn_on"),
+    })
+}
+
+fn outside(what: &str) -> ! {
+    panic!(
+        "{what} called outside a wq runtime: call it from a task, inside Runtime::block_on or #[wq::main], after Runtime::enter(), or use a wq::Handle"
+    )
+}

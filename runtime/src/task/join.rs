@@ -1,0 +1,203 @@
+//! `JoinHandle` and `JoinError`.
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+
+use super::TaskMeta;
+
+type Outcome<T> = Result<T, Box<dyn Any + Send + 'static>>;
+type RawTask<T> = async_task::FallibleTask<Outcome<T>, TaskMeta>;
+
+/// An owned permission to await a spawned task's output.
+///
+/// Awaiting it gives `Ok(output)`, or a [`JoinError`] if the task panicked
+/// or was cancelled (by [`abort`](JoinHandle::abort), or because the runtime
+/// shut down first). Dropping it detaches the task: it runs on, and its
+/// output is dropped.
+///
+/// ```
+/// # let rt = wq::Runtime::new().unwrap();
+/// rt.block_on(async {
+///     let h = wq::spawn(async { 40 + 2 });
+///     assert_eq!(h.await.unwrap(), 42);
+///
+///     let p = wq::spawn(async { panic!("boom") });
+///     let err = p.await.unwrap_err();
+///     assert!(err.is_panic());
+/// });
+/// ```
+#[must_use = "dropping a JoinHandle detaches the task; .await it to get its output"]
+pub struct JoinHandle<T> {
+    // A lock so `abort(&self)` can cancel from any thread; uncontended in
+    // practice (taken by the owner's polls and the rare abort).
+    task: Mutex<Option<RawTask<T>>>,
+}
+
+impl<T> JoinHandle<T> {
+    pub(crate) fn new(task: RawTask<T>) -> JoinHandle<T> {
+        JoinHandle {
+            task: Mutex::new(Some(task)),
+        }
+    }
+
+    /// The handle of a task that could not be spawned: the runtime is shut
+    /// down. It resolves to a cancelled [`JoinError`].
+    pub(crate) fn closed() -> JoinHandle<T> {
+        JoinHandle {
+            task: Mutex::new(None),
+        }
+    }
+
+    /// Cancels the task. If it has not finished, its future is dropped
+    /// (at once if it is idle, or after its current poll) and awaiting this
+    /// handle gives a cancelled [`JoinError`]. A finished task keeps its
+    /// output.
+    pub fn abort(&self) {
+        let mut slot = crate::lock_std(&self.task);
+        if let Some(task) = slot.take() {
+            if task.is_finished() {
+                *slot = Some(task);
+            } else {
+                drop(slot);
+                // Dropping the async-task handle cancels the task.
+                drop(task);
+            }
+        }
+    }
+
+    /// Whether the task has finished (completed, panicked, or cancelled).
+    pub fn is_finished(&self) -> bool {
+        crate::lock_std(&self.task)
+            .as_ref()
+            .is_none_or(|t| t.is_finished())
+    }
+}
+
+impl<T> Future for JoinHandle<T> {
+    type Output = Result<T, JoinError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let slot = this.task.get_mut().unwrap_or_else(|p| p.into_inner());
+        let Some(task) = slot.as_mut() else {
+            return Poll::Ready(Err(JoinError::cancelled()));
+        };
+        let out = match Pin::new(task).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Ok(value))) => Ok(value),
+            Poll::Ready(Some(Err(payload))) => Err(JoinError::panic(payload)),
+            Poll::Ready(None) => Err(JoinError::cancelled()),
+        };
+        *slot = None;
+        Poll::Ready(out)
+    }
+}
+
+impl<T> Drop for JoinHandle<T> {
+    fn drop(&mut self) {
+        let slot = self.task.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(task) = slot.take() {
+            task.detach();
+        }
+    }
+}
+
+impl<T> fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinHandle")
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
+/// Why a task gave no output.
+pub struct JoinError {
+    repr: Repr,
+}
+
+enum Repr {
+    Cancelled,
+    // Mutex: the payload is `Send` but not `Sync`, and errors must be both.
+    Panic(Mutex<Box<dyn Any + Send + 'static>>),
+}
+
+impl JoinError {
+    pub(crate) fn cancelled() -> JoinError {
+        JoinError {
+            repr: Repr::Cancelled,
+        }
+    }
+
+    pub(crate) fn panic(payload: Box<dyn Any + Send + 'static>) -> JoinError {
+        JoinError {
+            repr: Repr::Panic(Mutex::new(payload)),
+        }
+    }
+
+    /// The task was cancelled: aborted, or its runtime shut down.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self.repr, Repr::Cancelled)
+    }
+
+    /// The task panicked.
+    pub fn is_panic(&self) -> bool {
+        matches!(self.repr, Repr::Panic(_))
+    }
+
+    /// The panic payload, to resume the panic with
+    /// [`std::panic::resume_unwind`].
+    ///
+    /// # Panics
+    /// If the task was cancelled rather than panicked: check
+    /// [`is_panic`](JoinError::is_panic) or use
+    /// [`try_into_panic`](JoinError::try_into_panic).
+    pub fn into_panic(self) -> Box<dyn Any + Send + 'static> {
+        self.try_into_panic()
+            .expect("JoinError::into_panic: the task was cancelled, it did not panic")
+    }
+
+    /// The panic payload, or the error back if the task was cancelled.
+    pub fn try_into_panic(self) -> Result<Box<dyn Any + Send + 'static>, JoinError> {
+        match self.repr {
+            Repr::Panic(p) => Ok(p.into_inner().unwrap_or_else(|e| e.into_inner())),
+            Repr::Cancelled => Err(self),
+        }
+    }
+
+    fn panic_message(&self) -> Option<String> {
+        let Repr::Panic(p) = &self.repr else {
+            return None;
+        };
+        let p = crate::lock_std(p);
+        Some(
+            p.downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "<non-string payload>".to_owned()),
+        )
+    }
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.panic_message() {
+            None => f.write_str("task was cancelled (aborted, or its runtime shut down)"),
+            Some(msg) => write!(f, "task panicked: {msg}"),
+        }
+    }
+}
+
+impl fmt::Debug for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.panic_message() {
+            None => f.write_str("JoinError::Cancelled"),
+            Some(msg) => write!(f, "JoinError::Panic({msg:?})"),
+        }
+    }
+}
+
+impl std::error::Error for JoinError {}

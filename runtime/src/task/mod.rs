@@ -1,0 +1,89 @@
+//! Tasks: the `async-task` cell, its metadata, spawning, and yielding.
+//!
+//! A task is an `async_task` allocation holding the future, its output slot
+//! and a [`TaskMeta`]: the task's **home pool** (where every wake re-queues
+//! it) and the time it was last queued (its scheduling delay is recorded in
+//! the running worker's histogram). The future is wrapped so that
+//! - a panic is caught and becomes the [`JoinError`] of its [`JoinHandle`]
+//!   (the worker survives), and
+//! - the task is in its home pool's [`Registry`] while it lives, so a
+//!   shutdown can wake, cancel and drop tasks nobody else would wake.
+
+mod join;
+mod registry;
+mod yield_now;
+
+pub use join::{JoinError, JoinHandle};
+pub(crate) use registry::Registry;
+pub use yield_now::yield_now;
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::FutureExt;
+
+use crate::clock::now_ns;
+use crate::pool::{Pool, schedule};
+
+/// The schedulable half of a task, as queued in pools.
+pub(crate) type Runnable = async_task::Runnable<TaskMeta>;
+
+/// What every task carries in its header.
+#[derive(Debug)]
+pub(crate) struct TaskMeta {
+    /// The pool the task was spawned on; its wakes re-queue there.
+    pub(crate) home: Arc<Pool>,
+    /// [`now_ns`] when the task was last queued. Written by the scheduler,
+    /// read by the worker that runs it; the queue hand-off orders the two,
+    /// so `Relaxed` suffices.
+    queued_at: AtomicU64,
+}
+
+impl TaskMeta {
+    /// Records that the task is being queued now.
+    #[inline]
+    pub(crate) fn stamp(&self) {
+        self.queued_at.store(now_ns(), Ordering::Relaxed);
+    }
+
+    /// When the task was last queued.
+    #[inline]
+    pub(crate) fn queued_at(&self) -> u64 {
+        self.queued_at.load(Ordering::Relaxed)
+    }
+}
+
+/// Spawns `future` with `pool` as its home and queues it there.
+pub(crate) fn spawn<F>(pool: Arc<Pool>, future: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let registered = pool.registry.insert_with(
+        |guard| {
+            let future = async move {
+                // Dropped with the future: on completion, or on cancellation.
+                let _registered = guard;
+                AssertUnwindSafe(future).catch_unwind().await
+            };
+            let meta = TaskMeta {
+                home: pool.clone(),
+                queued_at: AtomicU64::new(0),
+            };
+            async_task::Builder::new()
+                .metadata(meta)
+                .spawn(move |_| future, async_task::WithInfo(schedule))
+        },
+        &pool,
+    );
+    match registered {
+        Some((runnable, task)) => {
+            runnable.schedule();
+            JoinHandle::new(task.fallible())
+        }
+        // The pool is shut down: the future was dropped with the closure.
+        None => JoinHandle::closed(),
+    }
+}

@@ -1,0 +1,368 @@
+//! The executor's public contract: spawn, join, panics, abort, yield,
+//! placement, shutdown.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use wq::{Handle, Runtime, Scope, Topology, WakeMode};
+
+fn synthetic(desc: &str) -> Runtime {
+    Runtime::builder()
+        .topology(Topology::synthetic(desc).unwrap())
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn spawn_and_join_from_outside_and_inside() {
+    let rt = Runtime::new().unwrap();
+    let h = rt.spawn(async { 5 });
+    assert_eq!(rt.block_on(h).unwrap(), 5);
+    let v = rt.block_on(async {
+        let inner = wq::spawn(async { wq::spawn(async { 7 }).await.unwrap() * 2 });
+        inner.await.unwrap()
+    });
+    assert_eq!(v, 14);
+}
+
+#[test]
+fn every_scope_runs_tasks() {
+    let rt = synthetic("pack:2 numa:2 l3:2 core:2 pu:2");
+    rt.block_on(async {
+        let mut hs = Vec::new();
+        for scope in Scope::ALL {
+            for i in 0..20 {
+                hs.push(wq::spawn_on(scope, async move { i }));
+            }
+        }
+        let mut sum = 0;
+        for h in hs {
+            sum += h.await.unwrap();
+        }
+        assert_eq!(sum, 6 * (0..20).sum::<i32>());
+    });
+    // Workers publish their counters when they idle: wait for that.
+    let mut m = rt.metrics();
+    for _ in 0..5000 {
+        let started: u64 = m.pools.iter().map(|p| p.items_started).sum();
+        if started >= 120 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+        m = rt.metrics();
+    }
+    let started: u64 = m.pools.iter().map(|p| p.items_started).sum();
+    assert!(started >= 120, "{m}");
+}
+
+#[test]
+fn a_panicking_task_gives_a_panic_error_and_the_worker_survives() {
+    let rt = Runtime::builder().max_workers_per_pool(1).build().unwrap();
+    let err = rt
+        .block_on(rt.spawn(async { panic!("task exploded") }))
+        .unwrap_err();
+    assert!(err.is_panic());
+    assert!(!err.is_cancelled());
+    assert!(err.to_string().contains("task exploded"), "{err}");
+    let payload = err.into_panic();
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"task exploded"));
+    // The same single worker still runs tasks.
+    assert_eq!(rt.block_on(rt.spawn(async { 1 })).unwrap(), 1);
+}
+
+#[test]
+fn abort_cancels_a_pending_task_and_drops_its_future() {
+    struct Flag(Arc<AtomicUsize>);
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let rt = Runtime::new().unwrap();
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let flag = Flag(dropped.clone());
+    let h = rt.spawn(async move {
+        let _flag = flag;
+        futures::future::pending::<()>().await;
+    });
+    std::thread::sleep(Duration::from_millis(10));
+    assert!(!h.is_finished());
+    h.abort();
+    let err = rt.block_on(h).unwrap_err();
+    assert!(err.is_cancelled(), "{err:?}");
+    // The future is dropped by the worker that runs the cancelled task.
+    for _ in 0..1000 {
+        if dropped.load(Ordering::SeqCst) == 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(dropped.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn abort_after_completion_keeps_the_output() {
+    let rt = Runtime::new().unwrap();
+    let h = rt.spawn(async { 3 });
+    while !h.is_finished() {
+        std::thread::yield_now();
+    }
+    h.abort();
+    assert_eq!(rt.block_on(h).unwrap(), 3);
+}
+
+#[test]
+fn yield_now_lets_others_run() {
+    let rt = Runtime::builder().max_workers_per_pool(1).build().unwrap();
+    let counter = Arc::new(AtomicUsize::new(0));
+    rt.block_on(async {
+        let c = counter.clone();
+        let spinner = wq::spawn(async move {
+            // Without yielding this would never see the other task's write
+            // on a one-worker pool.
+            while c.load(Ordering::SeqCst) == 0 {
+                wq::task::yield_now().await;
+            }
+        });
+        let c = counter.clone();
+        let setter = wq::spawn(async move {
+            c.store(1, Ordering::SeqCst);
+        });
+        setter.await.unwrap();
+        spinner.await.unwrap();
+    });
+}
+
+#[test]
+fn handle_current_and_try_current() {
+    assert!(Handle::try_current().is_none());
+    let rt = Runtime::new().unwrap();
+    rt.block_on(async {
+        let h = Handle::current();
+        let v = h
+            .spawn(async { Handle::try_current().is_some() })
+            .await
+            .unwrap();
+        assert!(v, "tasks see their runtime");
+    });
+    let _g = rt.enter();
+    assert!(Handle::try_current().is_some());
+    drop(_g);
+    assert!(Handle::try_current().is_none());
+}
+
+#[test]
+fn spawn_outside_a_runtime_panics_with_a_hint() {
+    let err = std::panic::catch_unwind(|| {
+        let _ = wq::spawn(async {});
+    })
+    .unwrap_err();
+    let msg = err.downcast_ref::<String>().unwrap();
+    assert!(msg.contains("outside a wq runtime"), "{msg}");
+    assert!(msg.contains("block_on"), "{msg}");
+}
+
+#[test]
+fn block_on_inside_a_worker_panics_with_a_hint() {
+    let rt = Runtime::new().unwrap();
+    let h = rt.handle().clone();
+    let err = rt
+        .block_on(rt.spawn(async move { h.block_on(async {}) }))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(".await the future instead"),
+        "{err}"
+    );
+}
+
+#[test]
+fn spawning_on_a_closed_runtime_is_cancelled_and_drops_the_future() {
+    let rt = Runtime::new().unwrap();
+    let handle = rt.handle().clone();
+    drop(rt);
+    let dropped = Arc::new(AtomicUsize::new(0));
+    struct Count(Arc<AtomicUsize>);
+    impl Drop for Count {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let c = Count(dropped.clone());
+    let h = handle.spawn(async move {
+        let _c = c;
+    });
+    assert_eq!(dropped.load(Ordering::SeqCst), 1);
+    let err = futures::executor::block_on(h).unwrap_err();
+    assert!(err.is_cancelled());
+    assert!(err.to_string().contains("shut down"), "{err}");
+}
+
+#[test]
+fn dropping_the_runtime_drops_every_pending_future_and_joins_workers() {
+    static LIVE: AtomicUsize = AtomicUsize::new(0);
+    struct Live;
+    impl Live {
+        fn new() -> Live {
+            LIVE.fetch_add(1, Ordering::SeqCst);
+            Live
+        }
+    }
+    impl Drop for Live {
+        fn drop(&mut self) {
+            LIVE.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let rt = Runtime::builder()
+        .topology(Topology::synthetic("pack:2 core:2 pu:1").unwrap())
+        .thread_name("droptest")
+        .build()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let mut handles = Vec::new();
+    for scope in Scope::ALL {
+        for _ in 0..50 {
+            let live = Live::new();
+            // Pending forever: nobody will ever wake them but shutdown.
+            handles.push(rt.spawn_on(scope, async move {
+                let _live = live;
+                futures::future::pending::<()>().await
+            }));
+        }
+        // Detached, queued and never run on a busy pool.
+        let live = Live::new();
+        drop(rt.spawn_on(scope, async move {
+            let _live = live;
+            wq::task::yield_now().await;
+            futures::future::pending::<()>().await
+        }));
+    }
+    // A task blocked until the runtime is being dropped.
+    let live = Live::new();
+    drop(rt.spawn(async move {
+        let _live = live;
+        let _ = rx.recv_timeout(Duration::from_millis(50));
+    }));
+    drop(tx);
+    assert!(threads_named("droptest") > 0);
+    drop(rt);
+    assert_eq!(LIVE.load(Ordering::SeqCst), 0, "every future was dropped");
+    for h in handles {
+        let err = futures::executor::block_on(h).unwrap_err();
+        assert!(err.is_cancelled());
+    }
+    assert_eq!(threads_named("droptest"), 0, "every worker was joined");
+}
+
+/// Threads of this process whose name starts with `prefix` (Linux).
+fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with(prefix))
+        .count()
+}
+
+#[test]
+fn shutdown_timeout_returns_when_a_worker_is_stuck() {
+    let rt = Runtime::builder().max_workers_per_pool(1).build().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let started = Arc::new(AtomicUsize::new(0));
+    let s = started.clone();
+    drop(rt.spawn(async move {
+        s.store(1, Ordering::SeqCst);
+        // A blocking call inside a task: the worker is stuck until tx drops.
+        let _ = rx.recv();
+    }));
+    while started.load(Ordering::SeqCst) == 0 {
+        std::thread::yield_now();
+    }
+    assert!(!rt.shutdown_timeout(Duration::from_millis(20)));
+    drop(tx);
+}
+
+#[test]
+fn both_wake_modes_run_work() {
+    for mode in WakeMode::ALL {
+        let rt = Runtime::builder()
+            .wake_mode(mode)
+            .worker_spin(Duration::ZERO)
+            .build()
+            .unwrap();
+        let n = rt.block_on(async {
+            let mut hs = Vec::new();
+            for i in 0..200u64 {
+                hs.push(wq::spawn_on(Scope::System, async move { i }));
+            }
+            let mut n = 0;
+            for h in hs {
+                n += h.await.unwrap();
+            }
+            n
+        });
+        assert_eq!(n, (0..200).sum::<u64>(), "{mode}");
+    }
+}
+
+#[test]
+fn pools_with_the_same_cpus_are_shared() {
+    // No SMT: cpu and smt pods have the same CPUs.
+    let rt = synthetic("core:4 pu:1");
+    rt.block_on(async {
+        wq::spawn_on(Scope::Cpu, async {}).await.unwrap();
+        wq::spawn_on(Scope::Smt, async {}).await.unwrap();
+    });
+    let m = rt.metrics();
+    assert_eq!(m.pools.len(), 1, "{m}");
+}
+
+#[test]
+fn idle_workers_are_culled_down_to_the_kernel_minimum() {
+    let rt = Runtime::builder()
+        .topology(Topology::synthetic("core:8 pu:1").unwrap())
+        .idle_timeout(Duration::from_millis(5))
+        .worker_spin(Duration::ZERO)
+        .build()
+        .unwrap();
+    // Make the system pool grow: 8 tasks that each block briefly.
+    rt.block_on(async {
+        let hs: Vec<_> = (0..8)
+            .map(|_| {
+                wq::spawn_on(Scope::System, async {
+                    std::thread::sleep(Duration::from_millis(20))
+                })
+            })
+            .collect();
+        for h in hs {
+            h.await.unwrap();
+        }
+    });
+    let grown = rt.metrics().pools[0].workers_created;
+    assert!(grown >= 2, "{}", rt.metrics());
+    let mut workers = usize::MAX;
+    for _ in 0..2000 {
+        workers = rt.metrics().pools[0].workers;
+        if workers <= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(workers <= 2, "culled to 2 idle: {}", rt.metrics());
+    assert!(rt.metrics().pools[0].workers_culled >= grown - 2);
+}
+
+#[test]
+fn build_errors_say_what_to_do() {
+    let e = Runtime::builder()
+        .max_workers_per_pool(0)
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("at least one worker"), "{e}");
+    let e = Runtime::builder().thread_name("").build().unwrap_err();
+    assert!(e.to_string().contains("non-empty"), "{e}");
+    let e = Runtime::builder()
+        .idle_timeout(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("idle_timeout"), "{e}");
+}
