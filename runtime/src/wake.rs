@@ -100,7 +100,7 @@ impl WakeQueue {
         }
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn is_empty(&self) -> bool {
         self.first.is_none()
     }

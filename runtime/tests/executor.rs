@@ -155,7 +155,7 @@ fn handle_current_and_try_current() {
 #[test]
 fn spawn_outside_a_runtime_panics_with_a_hint() {
     let err = std::panic::catch_unwind(|| {
-        let _ = wq::spawn(async {});
+        drop(wq::spawn(async {}));
     })
     .unwrap_err();
     let msg = err.downcast_ref::<String>().unwrap();

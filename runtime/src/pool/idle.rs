@@ -396,7 +396,7 @@ impl Idle {
     }
 
     /// The state of slot `id` (tests).
-    #[cfg(any(test, loom))]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn slot_state(&self, id: usize) -> SlotState {
         lock(&self.state).slots[id].state
     }

@@ -266,7 +266,7 @@ impl Core {
     fn find_work(&mut self, shared: &Shared, local: &Local, slot: usize) -> Option<Runnable> {
         let pool = &local.pool;
         self.tick = self.tick.wrapping_add(1);
-        if self.tick % GLOBAL_QUEUE_INTERVAL == 0
+        if self.tick.is_multiple_of(GLOBAL_QUEUE_INTERVAL)
             && let Some(r) = steal_into(&pool.injector, &local.deque)
         {
             return Some(r);

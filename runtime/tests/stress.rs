@@ -1,0 +1,225 @@
+//! Stress tests of the kick / idle / cull protocol through the public API.
+//!
+//! Each runs under a watchdog: a lost wakeup or a stranded item shows up as
+//! a stall, reported as a failure instead of a hung test. Sizes are bounded
+//! so the whole file takes seconds on a 2-CPU machine.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use wq::{Runtime, Scope, Topology, WakeMode};
+
+const WATCHDOG: Duration = Duration::from_secs(120);
+
+/// Runs `f` on its own thread; fails if it does not finish in time.
+fn within_watchdog(name: &str, f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = mpsc::channel();
+    let t = std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(WATCHDOG) {
+        Ok(()) => t.join().unwrap(),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            // The body panicked: re-raise its panic here.
+            if let Err(p) = t.join() {
+                std::panic::resume_unwind(p);
+            }
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{name}: stalled for {WATCHDOG:?}: a lost wakeup or a stranded item")
+        }
+    }
+}
+
+fn culling_runtime(topology: &str, mode: WakeMode) -> Runtime {
+    Runtime::builder()
+        .topology(Topology::synthetic(topology).unwrap())
+        .wake_mode(mode)
+        // Cull constantly.
+        .idle_timeout(Duration::from_millis(1))
+        .worker_spin(Duration::ZERO)
+        .build()
+        .unwrap()
+}
+
+/// A completion a producer thread parks on until its item ran.
+fn run_one_at_a_time(rt: &Runtime, scope: Scope, items: usize) {
+    let me = std::thread::current();
+    let done = Arc::new(AtomicUsize::new(0));
+    for i in 0..items {
+        let (d, t) = (done.clone(), me.clone());
+        drop(rt.spawn_on(scope, async move {
+            d.store(i + 1, Ordering::Release);
+            t.unpark();
+        }));
+        while done.load(Ordering::Acquire) != i + 1 {
+            std::thread::park_timeout(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn many_producers_one_item_at_a_time_while_culling() {
+    for mode in WakeMode::ALL {
+        within_watchdog("producers", move || {
+            let rt = Arc::new(culling_runtime("pack:2 l3:2 core:2 pu:2", mode));
+            let producers: Vec<_> = (0..8)
+                .map(|p| {
+                    let rt = rt.clone();
+                    std::thread::spawn(move || {
+                        let scope = [Scope::System, Scope::Cache, Scope::CacheShard, Scope::Cpu][p % 4];
+                        run_one_at_a_time(&rt, scope, 1500);
+                        // Let workers idle past the timeout, then go again.
+                        std::thread::sleep(Duration::from_millis(3));
+                        run_one_at_a_time(&rt, scope, 500);
+                    })
+                })
+                .collect();
+            for p in producers {
+                p.join().unwrap();
+            }
+            let m = rt.metrics();
+            let culled: u64 = m.pools.iter().map(|p| p.workers_culled).sum();
+            let kicks: u64 = m.pools.iter().map(|p| p.kicks).sum();
+            assert!(kicks >= 8 * 2000, "every item kicked its pool: {m}");
+            // Culling happened while work kept arriving.
+            assert!(culled > 0, "{mode}: no worker was culled: {m}");
+        });
+    }
+}
+
+#[test]
+fn live_topology_one_item_at_a_time_while_culling() {
+    within_watchdog("live", || {
+        let rt = Arc::new(
+            Runtime::builder()
+                .idle_timeout(Duration::from_millis(1))
+                .build()
+                .unwrap(),
+        );
+        let producers: Vec<_> = (0..4)
+            .map(|_| {
+                let rt = rt.clone();
+                std::thread::spawn(move || run_one_at_a_time(&rt, Scope::System, 2000))
+            })
+            .collect();
+        for p in producers {
+            p.join().unwrap();
+        }
+    });
+}
+
+fn tree(depth: u32) -> std::pin::Pin<Box<dyn std::future::Future<Output = usize> + Send>> {
+    Box::pin(async move {
+        if depth == 0 {
+            return 1;
+        }
+        let scope = Scope::ALL[depth as usize % Scope::ALL.len()];
+        let left = wq::spawn_on(scope, tree(depth - 1));
+        let right = wq::spawn(tree(depth - 1));
+        left.await.unwrap() + right.await.unwrap()
+    })
+}
+
+#[test]
+fn nested_and_cross_scope_spawns() {
+    within_watchdog("nested", || {
+        let rt = culling_runtime("pack:2 numa:2 l3:1 core:2 pu:1", WakeMode::Deferred);
+        for _ in 0..5 {
+            assert_eq!(rt.block_on(tree(9)), 512);
+        }
+    });
+}
+
+#[test]
+fn yield_storm() {
+    within_watchdog("yield", || {
+        let rt = culling_runtime("core:4 pu:1", WakeMode::Deferred);
+        let n = rt.block_on(async {
+            let hs: Vec<_> = (0..100)
+                .map(|i| {
+                    wq::spawn_on(Scope::ALL[i % 6], async move {
+                        for _ in 0..200 {
+                            wq::task::yield_now().await;
+                        }
+                        1usize
+                    })
+                })
+                .collect();
+            let mut n = 0;
+            for h in hs {
+                n += h.await.unwrap();
+            }
+            n
+        });
+        assert_eq!(n, 100);
+    });
+}
+
+#[test]
+fn ping_pong_across_pods_and_threads() {
+    within_watchdog("ping_pong", || {
+        let rt = culling_runtime("pack:2 l3:2 core:1 pu:1", WakeMode::UnderLock);
+        rt.block_on(async {
+            let mut hs = Vec::new();
+            for pair in 0..50 {
+                let (tx1, mut rx1) = futures::channel::mpsc::channel::<u32>(1);
+                let (mut tx2, rx2) = futures::channel::mpsc::channel::<u32>(1);
+                let a = Scope::ALL[pair % 6];
+                let b = Scope::ALL[(pair + 3) % 6];
+                hs.push(wq::spawn_on(a, async move {
+                    use futures::{SinkExt, StreamExt};
+                    let mut tx1 = tx1;
+                    let mut rx2 = rx2;
+                    for i in 0..100 {
+                        tx1.send(i).await.unwrap();
+                        assert_eq!(rx2.next().await, Some(i + 1));
+                    }
+                }));
+                hs.push(wq::spawn_on(b, async move {
+                    use futures::{SinkExt, StreamExt};
+                    while let Some(i) = rx1.next().await {
+                        tx2.send(i + 1).await.unwrap();
+                    }
+                }));
+            }
+            for h in hs {
+                h.await.unwrap();
+            }
+        });
+    });
+}
+
+#[test]
+fn runtimes_dropped_under_load_leak_nothing() {
+    static LIVE: AtomicUsize = AtomicUsize::new(0);
+    struct Live;
+    impl Drop for Live {
+        fn drop(&mut self) {
+            LIVE.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    within_watchdog("drop", || {
+        for round in 0..50 {
+            let rt = culling_runtime("pack:2 core:2 pu:1", WakeMode::ALL[round % 2]);
+            for i in 0..100 {
+                LIVE.fetch_add(1, Ordering::SeqCst);
+                let live = Live;
+                drop(rt.spawn_on(Scope::ALL[i % 6], async move {
+                    let _live = live;
+                    for _ in 0..(i % 4) {
+                        wq::task::yield_now().await;
+                    }
+                    if i % 3 == 0 {
+                        futures::future::pending::<()>().await;
+                    }
+                }));
+            }
+            drop(rt);
+            assert_eq!(LIVE.load(Ordering::SeqCst), 0, "round {round}");
+        }
+    });
+}
