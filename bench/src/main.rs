@@ -1,1 +1,111 @@
-fn main() {}
+//! `wq-bench`: the experiments of issue 4. See `docs/benchmarks.md`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use wq_bench::args::Args;
+use wq_bench::{locality, machine, memory, workqueue};
+
+const USAGE: &str = "\
+usage: wq-bench <workqueue|locality|memory> [options]
+
+workqueue  the kernel's test_workqueue.c shape: every scope x {under_lock, deferred} + tokio
+  --producers P (default: online CPUs)  --items N per producer (default 20000; spec 200000)
+  --repeat R (default 5)  --warmup W  --topology \"<hwloc synthetic>\"  --scopes cpu,smt,...
+  --modes under_lock,deferred  --tokio-workers T (default: online CPUs)  --spin-us US
+  --plot-dir DIR (write SVG plots)  --json  --no-pin  --no-tokio
+locality   same-pod vs cross-pod remote wake; cache-affine working set (wq cache/system, tokio)
+  --topology S (default \"pack:2 l3:2 core:2 pu:1\", since this machine has one LLC)
+  --rounds N (default 20000)  --walks N (default 200)  --working-set-kib K (default 4096)
+  --repeat R (default 5)  --json
+memory     bytes per idle task, RSS of an idle runtime, worker threads while idle
+  --tasks N (default 100000)  --idle-secs S (default 5; spec 600)  --burst-workers W (default 8)
+  --repeat R (default 3)  --json
+";
+
+fn command_line() -> String {
+    let mut parts = vec!["wq-bench".to_owned()];
+    for a in std::env::args().skip(1) {
+        if a.contains(' ') || a.is_empty() {
+            parts.push(format!("\"{a}\""));
+        } else {
+            parts.push(a);
+        }
+    }
+    parts.join(" ")
+}
+
+fn main() -> ExitCode {
+    let mut argv = std::env::args().skip(1);
+    let Some(sub) = argv.next() else {
+        eprint!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let rest: Vec<String> = argv.collect();
+    let result = match sub.as_str() {
+        "workqueue" => run_workqueue(&rest),
+        "locality" => locality::main(&rest, &command_line()),
+        "memory" => memory::main(&rest, &command_line()),
+        "-h" | "--help" | "help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown subcommand {other:?}\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wq-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_workqueue(argv: &[String]) -> Result<(), String> {
+    let a = Args::parse(argv.iter().cloned(), workqueue::FLAGS)?;
+    let known: Vec<&str> = workqueue::OPTIONS
+        .iter()
+        .chain(workqueue::FLAGS)
+        .copied()
+        .collect();
+    a.check_known(&known)?;
+    let cfg = workqueue::Config::from_args(&a)?;
+    let command = command_line();
+    let rows = workqueue::run(&cfg)?;
+    if let Some(dir) = a.raw("plot-dir") {
+        let dir = PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for p in workqueue::plots(&cfg, &rows, &dir)? {
+            eprintln!("wrote {p}");
+        }
+    }
+    if a.flag("json") {
+        let v = workqueue::json(&cfg, &rows, &command);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    }
+    print!("{}", machine::header(&command));
+    println!(
+        "# topology: {}",
+        cfg.topology
+            .as_deref()
+            .map_or("this machine (read with hwloc)".to_owned(), |t| format!(
+                "synthetic \"{t}\" (pods laid out as on that machine; threads not bound)"
+            ))
+    );
+    println!(
+        "# {} producers x {} items (+{} warm-up), medians of {} runs; tokio: {} workers\n",
+        cfg.producers, cfg.items, cfg.warmup, cfg.repeat, cfg.tokio_workers
+    );
+    print!("{}", workqueue::seed_table(&cfg, &rows));
+    println!();
+    print!("{}", workqueue::detail_table(&cfg, &rows));
+    println!("\ntargets:");
+    for (what, ok) in workqueue::targets(&cfg, &rows) {
+        println!("  [{}] {what}", if ok { "met" } else { "MISSED" });
+    }
+    Ok(())
+}

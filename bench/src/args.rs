@@ -1,0 +1,147 @@
+//! A small `--name value` parser: the bench takes a handful of options and
+//! needs no more than this.
+
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::str::FromStr;
+
+/// Parsed `--name value`, `--name=value` and bare `--flag` options.
+#[derive(Debug, Default)]
+pub struct Args {
+    values: BTreeMap<String, String>,
+    flags: Vec<String>,
+}
+
+impl Args {
+    /// Parses `argv` (without the program and subcommand). `flags` are the
+    /// options that take no value; every other option takes one.
+    pub fn parse<I, S>(argv: I, flags: &[&str]) -> Result<Args, String>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut args = Args::default();
+        let mut it = argv.into_iter().map(Into::into);
+        while let Some(arg) = it.next() {
+            let Some(name) = arg.strip_prefix("--") else {
+                return Err(format!(
+                    "unexpected argument {arg:?}: options look like --name value"
+                ));
+            };
+            if let Some((name, value)) = name.split_once('=') {
+                args.values.insert(name.to_owned(), value.to_owned());
+            } else if flags.contains(&name) {
+                args.flags.push(name.to_owned());
+            } else {
+                let value = it
+                    .next()
+                    .ok_or_else(|| format!("option --{name} needs a value"))?;
+                args.values.insert(name.to_owned(), value);
+            }
+        }
+        Ok(args)
+    }
+
+    /// Fails on an option not in `known` (flags and valued options).
+    pub fn check_known(&self, known: &[&str]) -> Result<(), String> {
+        for name in self.values.keys().chain(&self.flags) {
+            if !known.contains(&name.as_str()) {
+                return Err(format!(
+                    "unknown option --{name}; known: {}",
+                    known
+                        .iter()
+                        .map(|k| format!("--{k}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether bare `--name` was given.
+    pub fn flag(&self, name: &str) -> bool {
+        self.flags.iter().any(|f| f == name)
+    }
+
+    /// The raw value of `--name`, if given.
+    pub fn raw(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
+    /// `--name` parsed as `T`, or `default`.
+    pub fn get<T>(&self, name: &str, default: T) -> Result<T, String>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        match self.values.get(name) {
+            None => Ok(default),
+            Some(v) => v.parse().map_err(|e| format!("--{name} {v:?}: {e}")),
+        }
+    }
+
+    /// `--name a,b,c` parsed element-wise, or `default`.
+    pub fn list<T>(&self, name: &str, default: Vec<T>) -> Result<Vec<T>, String>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        match self.values.get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(|s| s.trim().parse().map_err(|e| format!("--{name} {s:?}: {e}")))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_values_flags_and_lists() {
+        let a = Args::parse(
+            [
+                "--items",
+                "100",
+                "--json",
+                "--scopes=cpu,system",
+                "--topology",
+                "pack:2 pu:2",
+            ],
+            &["json"],
+        )
+        .unwrap();
+        assert_eq!(a.get("items", 5usize).unwrap(), 100);
+        assert_eq!(a.get("repeat", 5usize).unwrap(), 5);
+        assert!(a.flag("json"));
+        assert!(!a.flag("plot"));
+        assert_eq!(
+            a.list("scopes", vec![wq::Scope::Cpu]).unwrap(),
+            vec![wq::Scope::Cpu, wq::Scope::System]
+        );
+        assert_eq!(a.raw("topology"), Some("pack:2 pu:2"));
+        a.check_known(&["items", "json", "scopes", "topology"])
+            .unwrap();
+        let err = a.check_known(&["items", "json", "topology"]).unwrap_err();
+        assert!(err.starts_with("unknown option --scopes"), "{err}");
+    }
+
+    #[test]
+    fn reports_bad_input() {
+        assert!(
+            Args::parse(["--items"], &[])
+                .unwrap_err()
+                .contains("needs a value")
+        );
+        assert!(Args::parse(["items"], &[]).is_err());
+        let a = Args::parse(["--items", "x"], &[]).unwrap();
+        assert!(a.get("items", 1usize).unwrap_err().contains("--items"));
+        let a = Args::parse(["--scopes", "cpu,l3"], &[]).unwrap();
+        assert!(a.list::<wq::Scope>("scopes", vec![]).is_err());
+    }
+}

@@ -1,0 +1,23 @@
+//! Benchmarks of wq, and wq beside tokio on the same work.
+//!
+//! The `wq-bench` binary (`src/main.rs`) runs the experiments of issue 4:
+//! - `workqueue`: the kernel's `lib/test_workqueue.c` shape, every scope in
+//!   both wake modes plus a tokio row ([`workqueue`]);
+//! - `locality`: same-pod vs cross-pod remote wakes and a cache-affine
+//!   working set ([`locality`]);
+//! - `memory`: bytes per idle task, RSS of an idle runtime, worker threads
+//!   over an idle period ([`memory`]).
+//!
+//! The criterion benches in `benches/` use [`shapes`] for the tokio
+//! `rt_multi_threaded` shapes. Results and how they were taken are in
+//! `docs/benchmarks.md`.
+
+pub mod args;
+pub mod completion;
+pub mod locality;
+pub mod machine;
+pub mod memory;
+pub mod plot;
+pub mod shapes;
+pub mod stats;
+pub mod workqueue;

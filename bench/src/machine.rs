@@ -1,0 +1,95 @@
+//! What the bench ran on, for the header of every table.
+
+use std::fs;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// CPU model (from `/proc/cpuinfo`) and online CPU count.
+pub fn description() -> String {
+    let model = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    format!("{model}, {} online CPUs", online_cpus())
+}
+
+/// CPUs this process may run on.
+pub fn online_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Today's date (UTC), `YYYY-MM-DD`.
+pub fn date() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    civil_date(secs / 86_400)
+}
+
+/// Days since 1970-01-01 to a `YYYY-MM-DD` (Howard Hinnant's algorithm).
+fn civil_date(days: u64) -> String {
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// The header printed above every result: machine, command, date.
+pub fn header(command: &str) -> String {
+    format!(
+        "# machine: {}\n# command: {command}\n# date: {}\n",
+        description(),
+        date()
+    )
+}
+
+/// Threads of this process now (`/proc/self/task`).
+pub fn thread_count() -> usize {
+    fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
+}
+
+/// Resident set size of this process, bytes (`/proc/self/statm`).
+pub fn rss_bytes() -> u64 {
+    // SAFETY: sysconf has no preconditions; a failure (-1) falls back below.
+    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as u64,
+        _ => 4096,
+    };
+    fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_date(0), "1970-01-01");
+        assert_eq!(civil_date(19_723), "2024-01-01");
+        assert_eq!(civil_date(20_513), "2026-03-01");
+    }
+
+    #[test]
+    fn proc_readings_are_plausible() {
+        assert!(thread_count() >= 1);
+        assert!(rss_bytes() > 0);
+    }
+}

@@ -1,0 +1,1 @@
+//! Criterion shapes (stub).

@@ -1,0 +1,601 @@
+//! The kernel's `lib/test_workqueue.c` shape on wq, and the same on tokio.
+//!
+//! For each scope and wake mode a fresh runtime is built; `producers`
+//! threads (each pinned to its own CPU, released together by a barrier)
+//! each queue `items` items one at a time: only the spawn call is timed
+//! (enqueue latency), then the producer waits for its item to run (a flag
+//! plus `thread::park`, see [`Completion`]); spawn to producer resumed is
+//! the round trip. items/s is all items over the wall time from the barrier
+//! to the last producer done. Every figure reported is the median of
+//! `repeat` runs; the runs of one repeat are interleaved over the rows so
+//! drift and a neighbour's compile spread over all of them.
+
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use wq::{Scope, WakeMode};
+
+use crate::args::Args;
+use crate::completion::Completion;
+use crate::stats::{self, Quantiles, fmt_count, fmt_ns, fmt_pct, median, pct_change};
+
+/// Settings of one `workqueue` invocation.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Producer threads.
+    pub producers: usize,
+    /// Timed items per producer.
+    pub items: usize,
+    /// Untimed items per producer before the barrier.
+    pub warmup: usize,
+    /// Runs per row; medians are reported.
+    pub repeat: usize,
+    /// hwloc synthetic description, or `None` for this machine.
+    pub topology: Option<String>,
+    /// Scopes, narrowest first.
+    pub scopes: Vec<Scope>,
+    /// Wake modes (the first is the baseline of the gain columns).
+    pub modes: Vec<WakeMode>,
+    /// Worker threads of the tokio row.
+    pub tokio_workers: usize,
+    /// wq's worker spin before parking (`None`: the runtime's default).
+    pub spin: Option<Duration>,
+    /// Pin producer `i` to the `i`-th CPU this process may use.
+    pub pin: bool,
+    /// Skip the tokio row.
+    pub no_tokio: bool,
+}
+
+/// The valued options `workqueue` takes.
+pub const OPTIONS: &[&str] = &[
+    "producers",
+    "items",
+    "warmup",
+    "repeat",
+    "topology",
+    "scopes",
+    "modes",
+    "tokio-workers",
+    "spin-us",
+    "plot-dir",
+];
+/// Its flags.
+pub const FLAGS: &[&str] = &["json", "no-pin", "no-tokio"];
+
+impl Config {
+    /// From the command line; defaults sized for a 2-CPU machine.
+    pub fn from_args(a: &Args) -> Result<Config, String> {
+        let cpus = crate::machine::online_cpus();
+        let items = a.get("items", 20_000usize)?;
+        Ok(Config {
+            producers: a.get("producers", cpus)?,
+            items,
+            warmup: a.get("warmup", (items / 20).clamp(1, 2000))?,
+            repeat: a.get("repeat", 5usize)?.max(1),
+            topology: a.raw("topology").map(str::to_owned),
+            scopes: a.list("scopes", Scope::ALL.to_vec())?,
+            modes: a.list("modes", WakeMode::ALL.to_vec())?,
+            tokio_workers: a.get("tokio-workers", cpus)?,
+            spin: a
+                .raw("spin-us")
+                .map(|v| v.parse::<u64>().map(Duration::from_micros))
+                .transpose()
+                .map_err(|e| format!("--spin-us: {e}"))?,
+            pin: !a.flag("no-pin"),
+            no_tokio: a.flag("no-tokio"),
+        })
+    }
+}
+
+/// wq's own counters over one run, summed over its pools.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WqCounters {
+    /// Pools created.
+    pub pools: usize,
+    /// Worker threads created.
+    pub workers_created: u64,
+    /// Kicks.
+    pub kicks: u64,
+    /// Kicks that found a worker already kicked.
+    pub coalesced: u64,
+    /// Worker threads unparked by kicks.
+    pub unparks: u64,
+    /// Times a worker parked.
+    pub parks: u64,
+    /// Times a spinning worker found work before parking.
+    pub spin_hits: u64,
+    /// Scheduling delay p50, ns.
+    pub sched_p50: f64,
+    /// Scheduling delay p99, ns.
+    pub sched_p99: f64,
+}
+
+impl WqCounters {
+    fn of(rt: &wq::Runtime) -> WqCounters {
+        let m = rt.metrics();
+        let mut c = WqCounters {
+            pools: m.pools.len(),
+            ..WqCounters::default()
+        };
+        let mut h = wq_histogram();
+        for p in &m.pools {
+            c.workers_created += p.workers_created;
+            c.kicks += p.kicks;
+            c.coalesced += p.coalesced_kicks;
+            c.unparks += p.unparks;
+            c.parks += p.parks;
+            c.spin_hits += p.spin_hits;
+            let _ = h.add(&p.sched_delay);
+        }
+        c.sched_p50 = h.value_at_quantile(0.5) as f64;
+        c.sched_p99 = h.value_at_quantile(0.99) as f64;
+        c
+    }
+}
+
+fn wq_histogram() -> Histogram<u64> {
+    // The runtime's own bounds (1 ns..60 s, 2 digits), so `add` never fails.
+    Histogram::new_with_bounds(1, 60_000_000_000, 2).expect("valid bounds")
+}
+
+/// One run of one row.
+#[derive(Clone, Debug)]
+pub struct Run {
+    /// Items per second, all producers.
+    pub items_per_s: f64,
+    /// Enqueue (spawn call) latency.
+    pub enqueue: Quantiles,
+    /// Spawn to producer resumed.
+    pub round_trip: Quantiles,
+    /// wq's counters (none for tokio).
+    pub wq: Option<WqCounters>,
+}
+
+/// What a row measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// wq at a scope in a wake mode.
+    Wq(Scope, WakeMode),
+    /// tokio's multi-thread runtime.
+    Tokio,
+}
+
+/// One row: a target and its runs.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// What ran.
+    pub target: Target,
+    /// One per repeat.
+    pub runs: Vec<Run>,
+}
+
+impl Row {
+    /// Median items/s.
+    pub fn items_per_s(&self) -> f64 {
+        median(&self.runs.iter().map(|r| r.items_per_s).collect::<Vec<_>>())
+    }
+    /// Median enqueue quantiles.
+    pub fn enqueue(&self) -> Quantiles {
+        Quantiles::median_of(&self.runs.iter().map(|r| r.enqueue).collect::<Vec<_>>())
+    }
+    /// Median round-trip quantiles.
+    pub fn round_trip(&self) -> Quantiles {
+        Quantiles::median_of(&self.runs.iter().map(|r| r.round_trip).collect::<Vec<_>>())
+    }
+    /// Median of a wq counter per item.
+    fn per_item(&self, items: f64, f: fn(&WqCounters) -> f64) -> f64 {
+        median(
+            &self
+                .runs
+                .iter()
+                .filter_map(|r| r.wq.as_ref().map(f))
+                .map(|v| v / items)
+                .collect::<Vec<_>>(),
+        )
+    }
+    /// Name for tables: `wq cache deferred`, `tokio`.
+    pub fn label(&self) -> String {
+        match self.target {
+            Target::Wq(s, m) => format!("wq {s} {m}"),
+            Target::Tokio => "tokio".to_owned(),
+        }
+    }
+}
+
+/// Builds the wq runtime of one row.
+pub fn build_wq(
+    topology: Option<&str>,
+    scope: Scope,
+    mode: WakeMode,
+    spin: Option<Duration>,
+) -> Result<wq::Runtime, String> {
+    let mut b = wq::Runtime::builder().default_scope(scope).wake_mode(mode);
+    if let Some(t) = topology {
+        b = b.topology(wq::Topology::synthetic(t).map_err(|e| e.to_string())?);
+    }
+    if let Some(s) = spin {
+        b = b.worker_spin(s);
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+/// Builds the tokio runtime of the comparison (multi-thread, `workers`).
+pub fn build_tokio(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Runs the producers against `spawn` once.
+pub fn run_once<H, S>(cfg: &Config, spawn: S) -> (f64, Histogram<u64>, Histogram<u64>)
+where
+    S: Fn(Arc<Completion>) -> H + Sync,
+{
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let barrier = Barrier::new(cfg.producers);
+    let results: Vec<_> = thread::scope(|s| {
+        let workers: Vec<_> = (0..cfg.producers)
+            .map(|i| {
+                let (spawn, barrier, cores) = (&spawn, &barrier, &cores);
+                s.spawn(move || {
+                    if cfg.pin && !cores.is_empty() {
+                        core_affinity::set_for_current(cores[i % cores.len()]);
+                    }
+                    let done = Completion::new();
+                    for _ in 0..cfg.warmup {
+                        let h = spawn(done.clone());
+                        done.wait();
+                        drop(h);
+                    }
+                    let mut enqueue = stats::histogram();
+                    let mut round_trip = stats::histogram();
+                    barrier.wait();
+                    let start = Instant::now();
+                    for _ in 0..cfg.items {
+                        let c = done.clone();
+                        let t0 = Instant::now();
+                        let h = spawn(c);
+                        let t1 = Instant::now();
+                        done.wait();
+                        let t2 = Instant::now();
+                        drop(h);
+                        enqueue.saturating_record((t1 - t0).as_nanos() as u64);
+                        round_trip.saturating_record((t2 - t0).as_nanos() as u64);
+                    }
+                    (start, Instant::now(), enqueue, round_trip)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("producer"))
+            .collect()
+    });
+    let start = results.iter().map(|r| r.0).min().expect("a producer");
+    let end = results.iter().map(|r| r.1).max().expect("a producer");
+    let mut enqueue = stats::histogram();
+    let mut round_trip = stats::histogram();
+    for r in &results {
+        enqueue.add(&r.2).expect("same bounds");
+        round_trip.add(&r.3).expect("same bounds");
+    }
+    let total = (cfg.producers * cfg.items) as f64;
+    (total / (end - start).as_secs_f64(), enqueue, round_trip)
+}
+
+fn run_target(cfg: &Config, target: Target) -> Result<Run, String> {
+    match target {
+        Target::Wq(scope, mode) => {
+            let rt = build_wq(cfg.topology.as_deref(), scope, mode, cfg.spin)?;
+            let (ips, e, r) = run_once(cfg, |c: Arc<Completion>| {
+                rt.spawn_on(scope, async move { c.complete() })
+            });
+            let counters = WqCounters::of(&rt);
+            drop(rt);
+            Ok(Run {
+                items_per_s: ips,
+                enqueue: Quantiles::of(&e),
+                round_trip: Quantiles::of(&r),
+                wq: Some(counters),
+            })
+        }
+        Target::Tokio => {
+            let rt = build_tokio(cfg.tokio_workers);
+            let handle = rt.handle().clone();
+            let (ips, e, r) = run_once(cfg, |c: Arc<Completion>| {
+                handle.spawn(async move { c.complete() })
+            });
+            drop(rt);
+            Ok(Run {
+                items_per_s: ips,
+                enqueue: Quantiles::of(&e),
+                round_trip: Quantiles::of(&r),
+                wq: None,
+            })
+        }
+    }
+}
+
+/// Runs every row `repeat` times, interleaved; progress on stderr.
+pub fn run(cfg: &Config) -> Result<Vec<Row>, String> {
+    let mut rows: Vec<Row> = Vec::new();
+    for &scope in &cfg.scopes {
+        for &mode in &cfg.modes {
+            rows.push(Row {
+                target: Target::Wq(scope, mode),
+                runs: Vec::new(),
+            });
+        }
+    }
+    if !cfg.no_tokio {
+        rows.push(Row {
+            target: Target::Tokio,
+            runs: Vec::new(),
+        });
+    }
+    for rep in 0..cfg.repeat {
+        for row in rows.iter_mut() {
+            let run = run_target(cfg, row.target)?;
+            eprintln!(
+                "[{}/{}] {:<24} {:>10} items/s  enqueue p95 {:>8}  rtt p50 {:>8}",
+                rep + 1,
+                cfg.repeat,
+                row.label(),
+                fmt_count(run.items_per_s),
+                fmt_ns(run.enqueue.p95),
+                fmt_ns(run.round_trip.p50)
+            );
+            row.runs.push(run);
+        }
+    }
+    Ok(rows)
+}
+
+fn find(rows: &[Row], t: Target) -> Option<&Row> {
+    rows.iter().find(|r| r.target == t)
+}
+
+/// The seed's table: baseline vs deferred items/s, tput gain, p95 drop.
+pub fn seed_table(cfg: &Config, rows: &[Row]) -> String {
+    let (base_mode, new_mode) = (WakeMode::UnderLock, WakeMode::Deferred);
+    let mut out = String::new();
+    out.push_str("affinity_scope  under_lock   deferred    tput    p95\n");
+    out.push_str("                (items/s)    (items/s)   gain    drop\n");
+    out.push_str("--------------  -----------  ----------- ------  ------\n");
+    for &scope in &cfg.scopes {
+        let (Some(b), Some(n)) = (
+            find(rows, Target::Wq(scope, base_mode)),
+            find(rows, Target::Wq(scope, new_mode)),
+        ) else {
+            continue;
+        };
+        out.push_str(&format!(
+            "{:<14}  {:>11}  {:>11} {:>6}  {:>6}\n",
+            scope.name(),
+            fmt_count(b.items_per_s()),
+            fmt_count(n.items_per_s()),
+            fmt_pct(pct_change(b.items_per_s(), n.items_per_s())),
+            fmt_pct(pct_change(b.enqueue().p95, n.enqueue().p95)),
+        ));
+    }
+    out.push_str("\n(p95 drop is the change in the p95 enqueue latency; negative is better.)\n");
+    out
+}
+
+/// Every row with its latency quantiles and wq's counters per item.
+pub fn detail_table(cfg: &Config, rows: &[Row]) -> String {
+    let items = (cfg.producers * cfg.items) as f64;
+    let mut out = format!(
+        "{:<26} {:>10} | {:>7} {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7} {:>7} | {:>6} {:>6} {:>6} {:>7}\n",
+        "row",
+        "items/s",
+        "enq p50",
+        "p90",
+        "p95",
+        "p99",
+        "rtt p50",
+        "p90",
+        "p95",
+        "p99",
+        "unpark",
+        "coal",
+        "spinhit",
+        "sched50"
+    );
+    for r in rows {
+        let (e, t) = (r.enqueue(), r.round_trip());
+        let wq_cols = if r.runs.iter().any(|x| x.wq.is_some()) {
+            format!(
+                "{:>6.2} {:>6.2} {:>6.2} {:>7}",
+                r.per_item(items, |c| c.unparks as f64),
+                r.per_item(items, |c| c.coalesced as f64),
+                r.per_item(items, |c| c.spin_hits as f64),
+                fmt_ns(median(
+                    &r.runs
+                        .iter()
+                        .filter_map(|x| x.wq.map(|c| c.sched_p50))
+                        .collect::<Vec<_>>()
+                ))
+            )
+        } else {
+            format!("{:>6} {:>6} {:>6} {:>7}", "-", "-", "-", "-")
+        };
+        out.push_str(&format!(
+            "{:<26} {:>10} | {:>7} {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7} {:>7} | {wq_cols}\n",
+            r.label(),
+            fmt_count(r.items_per_s()),
+            fmt_ns(e.p50),
+            fmt_ns(e.p90),
+            fmt_ns(e.p95),
+            fmt_ns(e.p99),
+            fmt_ns(t.p50),
+            fmt_ns(t.p90),
+            fmt_ns(t.p95),
+            fmt_ns(t.p99),
+        ));
+    }
+    out.push_str(
+        "(medians of the runs; unpark/coal/spinhit: wq's worker unparks, coalesced kicks and spin hits per item; sched50: wq's p50 scheduling delay)\n",
+    );
+    out
+}
+
+/// The targets for this run, each with its figures and verdict.
+pub fn targets(cfg: &Config, rows: &[Row]) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    for &scope in &cfg.scopes {
+        let (Some(b), Some(n)) = (
+            find(rows, Target::Wq(scope, WakeMode::UnderLock)),
+            find(rows, Target::Wq(scope, WakeMode::Deferred)),
+        ) else {
+            continue;
+        };
+        let gain = pct_change(b.items_per_s(), n.items_per_s());
+        let drop = pct_change(b.enqueue().p95, n.enqueue().p95);
+        let contended = !matches!(scope, Scope::Cpu | Scope::Smt);
+        let ok = if contended {
+            gain >= 0.0 && drop <= 0.0
+        } else {
+            // "Within noise": 5% either way.
+            gain.abs() <= 5.0
+        };
+        let want = if contended {
+            "deferred >= under_lock in items/s and p95"
+        } else {
+            "within noise (5%)"
+        };
+        out.push((
+            format!(
+                "{scope}: {want}: tput {} p95 {}",
+                fmt_pct(gain),
+                fmt_pct(drop)
+            ),
+            ok,
+        ));
+    }
+    if let (Some(w), Some(t)) = (
+        find(rows, Target::Wq(Scope::System, WakeMode::Deferred)),
+        find(rows, Target::Tokio),
+    ) {
+        let ratio = w.items_per_s() / t.items_per_s();
+        out.push((
+            format!(
+                "system deferred vs tokio: items/s {:.2}x (target >= 1.25x): {} vs {}",
+                ratio,
+                fmt_count(w.items_per_s()),
+                fmt_count(t.items_per_s())
+            ),
+            ratio >= 1.25,
+        ));
+        out.push((
+            format!(
+                "system deferred vs tokio: p95 enqueue {} vs {} (target lower)",
+                fmt_ns(w.enqueue().p95),
+                fmt_ns(t.enqueue().p95)
+            ),
+            w.enqueue().p95 < t.enqueue().p95,
+        ));
+    }
+    out
+}
+
+/// Everything as JSON.
+pub fn json(cfg: &Config, rows: &[Row], command: &str) -> Value {
+    let rows_json: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let (runtime, scope, mode) = match r.target {
+                Target::Wq(s, m) => ("wq", Some(s.name()), Some(m.name())),
+                Target::Tokio => ("tokio", None, None),
+            };
+            json!({
+                "runtime": runtime,
+                "scope": scope,
+                "wake_mode": mode,
+                "items_per_s": r.items_per_s(),
+                "items_per_s_runs": r.runs.iter().map(|x| x.items_per_s).collect::<Vec<_>>(),
+                "enqueue": r.enqueue().json(),
+                "round_trip": r.round_trip().json(),
+                "wq_counters_runs": r.runs.iter().filter_map(|x| x.wq).map(|c| json!({
+                    "pools": c.pools, "workers_created": c.workers_created, "kicks": c.kicks,
+                    "coalesced_kicks": c.coalesced, "unparks": c.unparks, "parks": c.parks,
+                    "spin_hits": c.spin_hits, "sched_delay_p50_ns": c.sched_p50,
+                    "sched_delay_p99_ns": c.sched_p99,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "bench": "workqueue",
+        "machine": crate::machine::description(),
+        "date": crate::machine::date(),
+        "command": command,
+        "topology": cfg.topology.clone().unwrap_or_else(|| "this machine".to_owned()),
+        "producers": cfg.producers,
+        "items_per_producer": cfg.items,
+        "repeat": cfg.repeat,
+        "tokio_workers": cfg.tokio_workers,
+        "rows": rows_json,
+        "targets": targets(cfg, rows).into_iter().map(|(what, met)| json!({"target": what, "met": met})).collect::<Vec<_>>(),
+    })
+}
+
+/// Writes the items/s and p95 plots per scope and mode into `dir`.
+pub fn plots(cfg: &Config, rows: &[Row], dir: &std::path::Path) -> Result<Vec<String>, String> {
+    let x: Vec<String> = cfg.scopes.iter().map(|s| s.name().to_owned()).collect();
+    let mut ips = Vec::new();
+    let mut p95 = Vec::new();
+    let mut rtt = Vec::new();
+    for &mode in &cfg.modes {
+        let pick = |f: &dyn Fn(&Row) -> f64| -> Vec<f64> {
+            cfg.scopes
+                .iter()
+                .map(|&s| find(rows, Target::Wq(s, mode)).map_or(f64::NAN, f))
+                .collect()
+        };
+        ips.push((format!("wq {mode}"), pick(&|r| r.items_per_s())));
+        p95.push((format!("wq {mode}"), pick(&|r| r.enqueue().p95 / 1e3)));
+        rtt.push((format!("wq {mode}"), pick(&|r| r.round_trip().p50 / 1e3)));
+    }
+    if let Some(t) = find(rows, Target::Tokio) {
+        let flat = |v: f64| vec![v; x.len()];
+        ips.push(("tokio".to_owned(), flat(t.items_per_s())));
+        p95.push(("tokio".to_owned(), flat(t.enqueue().p95 / 1e3)));
+        rtt.push(("tokio".to_owned(), flat(t.round_trip().p50 / 1e3)));
+    }
+    let topo = cfg
+        .topology
+        .as_deref()
+        .map_or("this machine".to_owned(), |t| format!("synthetic \"{t}\""));
+    let mut written = Vec::new();
+    for (name, title, y, series) in [
+        (
+            "workqueue_items_per_s.svg",
+            "items/s per scope",
+            "items/s",
+            &ips,
+        ),
+        (
+            "workqueue_p95_enqueue.svg",
+            "p95 enqueue latency",
+            "us",
+            &p95,
+        ),
+        ("workqueue_p50_round_trip.svg", "p50 round trip", "us", &rtt),
+    ] {
+        let path = dir.join(name);
+        crate::plot::line_chart(
+            &path,
+            &format!("{title} ({topo}, {} producers)", cfg.producers),
+            y,
+            &x,
+            series,
+        )?;
+        written.push(path.display().to_string());
+    }
+    Ok(written)
+}
