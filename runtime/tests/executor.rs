@@ -244,6 +244,13 @@ fn dropping_the_runtime_drops_every_pending_future_and_joins_workers() {
         let _ = rx.recv_timeout(Duration::from_millis(50));
     }));
     drop(tx);
+    // Worker threads name themselves when they start.
+    for _ in 0..5000 {
+        if threads_named("droptest") > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
     assert!(threads_named("droptest") > 0);
     drop(rt);
     assert_eq!(LIVE.load(Ordering::SeqCst), 0, "every future was dropped");
@@ -365,4 +372,129 @@ fn build_errors_say_what_to_do() {
         .build()
         .unwrap_err();
     assert!(e.to_string().contains("idle_timeout"), "{e}");
+}
+
+#[test]
+fn spawns_from_a_worker_stay_in_its_pod() {
+    let rt = synthetic("pack:2 l3:2 core:2 pu:1");
+    let h = rt.handle().clone();
+    rt.block_on(h.spawn_on_cpu(5, Scope::Cache, async {
+        // From a worker of the cache pod {4, 5}: the same pool.
+        wq::spawn_on(Scope::Cache, async {}).await.unwrap();
+        wq::spawn_on(Scope::Cache, async {}).await.unwrap();
+    }))
+    .unwrap();
+    let m = rt.metrics();
+    assert_eq!(m.pools.len(), 1, "{m}");
+    assert_eq!(m.pools[0].cpus, vec![4, 5]);
+}
+
+#[test]
+fn threads_outside_the_runtime_spread_over_pods_by_their_cpu() {
+    // A synthetic topology gives each outside thread a CPU of its own, in
+    // turn: 8 threads spawning at cpu scope reach several pools.
+    let rt = Arc::new(synthetic("core:8 pu:1"));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let rt = rt.clone();
+            std::thread::spawn(move || {
+                rt.block_on(rt.spawn_on(Scope::Cpu, async {})).unwrap();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(rt.metrics().pools.len() >= 2, "{}", rt.metrics());
+}
+
+/// Blocks the only worker of cpu 0's pool, queues work there, and lets the
+/// worker of cpu 1's pool finish a task: a non-strict pool's worker then
+/// takes the queued work (a remote steal); a strict one never does.
+fn remote_steals(strict: bool) -> (u64, usize) {
+    let rt = Runtime::builder()
+        .topology(Topology::synthetic("pack:2 core:1 pu:1").unwrap())
+        .affinity_strict(strict)
+        .worker_spin(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let h = rt.handle();
+    let (block_tx, block_rx) = std::sync::mpsc::channel::<()>();
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+    drop(h.spawn_on_cpu(0, Scope::Cpu, async move {
+        started_tx.send(()).unwrap();
+        let _ = block_rx.recv_timeout(Duration::from_secs(5));
+    }));
+    started_rx.recv().unwrap();
+    let ran = Arc::new(AtomicUsize::new(0));
+    for _ in 0..10 {
+        let ran = ran.clone();
+        drop(h.spawn_on_cpu(0, Scope::Cpu, async move {
+            ran.fetch_add(1, Ordering::SeqCst);
+        }));
+    }
+    // Cpu 1's worker runs one task, then spins looking for work.
+    rt.block_on(h.spawn_on_cpu(1, Scope::Cpu, async {}))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let ran_while_blocked = ran.load(Ordering::SeqCst);
+    drop(block_tx);
+    let steals = loop {
+        let m = rt.metrics();
+        let steals: u64 = m.pools.iter().map(|p| p.remote_steals).sum();
+        if ran.load(Ordering::SeqCst) == 10 && m.pools.iter().all(|p| p.workers == p.idle) {
+            break steals;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    (steals, ran_while_blocked)
+}
+
+#[test]
+fn non_strict_pools_steal_from_the_nearest_pod() {
+    let (steals, ran) = remote_steals(false);
+    assert!(steals >= 1, "no remote steal");
+    assert_eq!(ran, 10, "cpu 1's worker ran cpu 0's queued work");
+}
+
+#[test]
+fn strict_pools_never_steal() {
+    let (steals, ran) = remote_steals(true);
+    assert_eq!(steals, 0);
+    assert_eq!(ran, 0, "the work waited for its own pod");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn workers_are_bound_to_their_pod_on_a_live_topology() {
+    fn allowed_cpus() -> String {
+        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+    let rt = Runtime::new().unwrap();
+    assert!(rt.topology().is_live());
+    for pod in rt.topology().pods(Scope::Cpu) {
+        let cpu = pod.cpus()[0];
+        let seen = rt
+            .block_on(
+                rt.handle()
+                    .spawn_on_cpu(cpu, Scope::Cpu, async { allowed_cpus() }),
+            )
+            .unwrap();
+        assert_eq!(
+            seen,
+            cpu.to_string(),
+            "a cpu-scope worker runs on its CPU only"
+        );
+    }
+    // A synthetic topology binds nothing.
+    let rt = synthetic("core:1 pu:1");
+    let outside = allowed_cpus();
+    let seen = rt.block_on(rt.spawn(async { allowed_cpus() })).unwrap();
+    assert_eq!(seen, outside);
 }

@@ -70,7 +70,8 @@ fn many_producers_one_item_at_a_time_while_culling() {
                 .map(|p| {
                     let rt = rt.clone();
                     std::thread::spawn(move || {
-                        let scope = [Scope::System, Scope::Cache, Scope::CacheShard, Scope::Cpu][p % 4];
+                        let scope =
+                            [Scope::System, Scope::Cache, Scope::CacheShard, Scope::Cpu][p % 4];
                         run_one_at_a_time(&rt, scope, 1500);
                         // Let workers idle past the timeout, then go again.
                         std::thread::sleep(Duration::from_millis(3));

@@ -198,7 +198,36 @@ impl Handle {
         if self.shared.is_closed() {
             return JoinHandle::closed();
         }
-        let pool = self.shared.place(scope).clone();
+        let pool = self.shared.place(scope, None).clone();
+        task::spawn(pool, future)
+    }
+
+    /// Spawns `future` on the pool of the `scope` pod that holds CPU `cpu`
+    /// (an OS index), as if it were spawned there: the kernel's
+    /// `queue_work_on()`. A CPU the topology does not know falls back to
+    /// round-robin over the pods. Useful on a synthetic topology, whose CPUs
+    /// are not this machine's.
+    ///
+    /// ```
+    /// use wq::{Runtime, Scope, Topology};
+    /// let rt = Runtime::builder()
+    ///     .topology(Topology::synthetic("pack:2 core:2 pu:1").unwrap())
+    ///     .build()
+    ///     .unwrap();
+    /// let h = rt.handle().spawn_on_cpu(3, Scope::Cache, async { 1 });
+    /// assert_eq!(rt.block_on(h).unwrap(), 1);
+    /// let m = rt.metrics();
+    /// assert_eq!(m.pools[0].cpus, vec![2, 3]);
+    /// ```
+    pub fn spawn_on_cpu<F>(&self, cpu: usize, scope: Scope, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        if self.shared.is_closed() {
+            return JoinHandle::closed();
+        }
+        let pool = self.shared.place(scope, Some(cpu)).clone();
         task::spawn(pool, future)
     }
 

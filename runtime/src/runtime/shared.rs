@@ -129,13 +129,14 @@ impl Shared {
         crate::lock_std(&self.all_pools).clone()
     }
 
-    /// The pool a task spawned now with `scope` goes to.
-    pub(crate) fn place(&self, scope: Scope) -> &Arc<Pool> {
+    /// The pool a task spawned now with `scope` goes to: the pod of `cpu`
+    /// if given, else of the calling thread's CPU.
+    pub(crate) fn place(&self, scope: Scope, cpu: Option<usize>) -> &Arc<Pool> {
         let pods = self.topology.pods(scope);
         let pod = if pods.len() == 1 {
             0
         } else {
-            self.current_cpu()
+            cpu.or_else(|| self.current_cpu())
                 .and_then(|cpu| self.topology.pod_of(scope, cpu))
                 .map(|p| p.index())
                 .unwrap_or_else(|| self.round_robin.fetch_add(1, Ordering::Relaxed) % pods.len())
