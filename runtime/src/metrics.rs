@@ -5,9 +5,10 @@
 //!   unparks, workers created and culled) are counted there
 //!   ([`LockedCounters`](crate::pool::idle::LockedCounters));
 //! - events of a worker (tasks started and completed, steals, parks) are
-//!   counted in the worker's own plain locals and published, with its
-//!   HdrHistogram of scheduling delays, every 1024 tasks and whenever it
-//!   goes idle, into its slot's cache-padded [`WorkerCounters`].
+//!   counted in the worker's own plain locals and published whenever it
+//!   goes idle into its slot's cache-padded [`WorkerCounters`]; its
+//!   scheduling delays are buffered (64) and recorded into the slot's
+//!   HdrHistogram when the buffer fills and when it goes idle.
 //!
 //! A reader ([`Runtime::metrics`](crate::Runtime::metrics)) sums the slots
 //! and merges the histograms. The **scheduling delay** of a task is the

@@ -33,13 +33,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use crossbeam_deque::{Steal, Worker as Deque};
-use hdrhistogram::Histogram;
 
 use super::Pool;
 use super::idle::Next;
 use crate::clock::now_ns;
 use crate::loom::thread;
-use crate::metrics::new_histogram;
 use crate::runtime::context;
 use crate::runtime::shared::Shared;
 use crate::task::Runnable;
@@ -50,8 +48,9 @@ use crate::wake::WakeQueue;
 pub(crate) const GLOBAL_QUEUE_INTERVAL: u32 = 61;
 /// Polls of the LIFO slot in a row before the deque gets a turn (tokio's).
 pub(crate) const MAX_LIFO_POLLS: u32 = 3;
-/// Publish the local histogram and counters after this many tasks.
-const PUBLISH_EVERY: u32 = 1024;
+/// Scheduling delays buffered by a worker before they are recorded into its
+/// slot's histogram (under the slot's lock, uncontended but for readers).
+const SAMPLES: usize = 64;
 
 /// What the schedule function needs of the worker running on this thread.
 pub(crate) struct Local {
@@ -128,8 +127,11 @@ pub(crate) fn spawn(shared: &Arc<Shared>, pool: &Arc<Pool>, slot: usize) -> io::
 struct Core {
     tick: u32,
     lifo_streak: u32,
-    since_publish: u32,
-    sched_delay: Histogram<u64>,
+    /// Scheduling delays not yet recorded in the slot's histogram. Merging
+    /// a whole local histogram instead cost ~10k instructions per idle
+    /// transition (callgrind: 47% of a one-item-at-a-time run).
+    samples: [u64; SAMPLES],
+    nr_samples: usize,
     started: u64,
     completed: u64,
     remote_steals: u64,
@@ -155,8 +157,8 @@ fn run(
     let mut core = Core {
         tick: 0,
         lifo_streak: 0,
-        since_publish: 0,
-        sched_delay: new_histogram(),
+        samples: [0; SAMPLES],
+        nr_samples: 0,
         started: 0,
         completed: 0,
         remote_steals: 0,
@@ -309,21 +311,20 @@ impl Core {
 
     fn run_task(&mut self, pool: &Pool, slot: usize, runnable: Runnable) {
         let delay = now_ns().saturating_sub(runnable.metadata().queued_at());
-        self.sched_delay.saturating_record(delay.max(1));
+        self.samples[self.nr_samples] = delay;
+        self.nr_samples += 1;
         self.started += 1;
         // The future is wrapped in catch_unwind (see `task`): run() does not
         // unwind.
         runnable.run();
         self.completed += 1;
-        self.since_publish += 1;
-        if self.since_publish >= PUBLISH_EVERY {
+        if self.nr_samples == SAMPLES {
             self.publish(pool, slot);
         }
     }
 
     /// Makes the local counters and histogram visible to metrics readers.
     fn publish(&mut self, pool: &Pool, slot: usize) {
-        self.since_publish = 0;
         let c = &pool.slots[slot].counters;
         add(&c.started, std::mem::take(&mut self.started));
         add(&c.completed, std::mem::take(&mut self.completed));
@@ -331,11 +332,12 @@ impl Core {
         add(&c.sibling_steals, std::mem::take(&mut self.sibling_steals));
         add(&c.parks, std::mem::take(&mut self.parks));
         add(&c.spin_hits, std::mem::take(&mut self.spin_hits));
-        if !self.sched_delay.is_empty() {
+        if self.nr_samples > 0 {
             let mut h = crate::lock_std(&c.sched_delay);
-            // Same bounds and precision: cannot fail.
-            let _ = h.add(&self.sched_delay);
-            self.sched_delay.reset();
+            for &ns in &self.samples[..self.nr_samples] {
+                h.saturating_record(ns.max(1));
+            }
+            self.nr_samples = 0;
         }
     }
 }
