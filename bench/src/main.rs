@@ -21,6 +21,9 @@ locality   same-pod vs cross-pod remote wake; cache-affine working set (wq cache
 memory     bytes per idle task, RSS of an idle runtime, worker threads while idle
   --tasks N (default 100000)  --idle-secs S (default 5; spec 600)  --burst-workers W (default 8)
   --repeat R (default 3)  --json
+shapes     tokio's rt_multi_threaded shapes without criterion (for perf/callgrind)
+  --shapes spawn_many,yield_many,ping_pong,chained_spawn,remote_spawn  --runtimes wq,tokio
+  --iters N (default 50)  --workers W (default: online CPUs)
 ";
 
 fn command_line() -> String {
@@ -46,6 +49,8 @@ fn main() -> ExitCode {
         "workqueue" => run_workqueue(&rest),
         "locality" => locality::main(&rest, &command_line()),
         "memory" => memory::main(&rest, &command_line()),
+        "memory-probe" => memory::probe_main(&rest),
+        "shapes" => run_shapes(&rest),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(())
@@ -106,6 +111,53 @@ fn run_workqueue(argv: &[String]) -> Result<(), String> {
     println!("\ntargets:");
     for (what, ok) in workqueue::targets(&cfg, &rows) {
         println!("  [{}] {what}", if ok { "met" } else { "MISSED" });
+    }
+    Ok(())
+}
+
+fn run_shapes(argv: &[String]) -> Result<(), String> {
+    use wq_bench::shapes;
+    let a = Args::parse(argv.iter().cloned(), &[])?;
+    a.check_known(&["shapes", "runtimes", "iters", "workers"])?;
+    let names: Vec<String> = a.list(
+        "shapes",
+        shapes::NAMES.iter().map(|s| s.to_string()).collect(),
+    )?;
+    let runtimes: Vec<String> = a.list("runtimes", vec!["wq".to_owned(), "tokio".to_owned()])?;
+    let iters: usize = a.get("iters", 50)?;
+    let workers: usize = a.get("workers", machine::online_cpus())?;
+    print!("{}", machine::header(&command_line()));
+    println!("# {workers} workers each; median of {iters} iterations\n");
+    println!("{:<14} {:<6} {:>12}", "shape", "rt", "median");
+    for rt in &runtimes {
+        let time = |f: &dyn Fn() -> bool| -> Result<f64, String> {
+            let mut t = Vec::with_capacity(iters);
+            for _ in 0..iters {
+                let s = std::time::Instant::now();
+                if !f() {
+                    return Err("unknown shape".to_owned());
+                }
+                t.push(s.elapsed().as_nanos() as f64);
+            }
+            Ok(wq_bench::stats::median(&t))
+        };
+        match rt.as_str() {
+            "wq" => {
+                let r = shapes::Wq::new(workers);
+                for n in &names {
+                    let m = time(&|| shapes::run(n, &r))?;
+                    println!("{n:<14} {rt:<6} {:>12}", wq_bench::stats::fmt_ns(m));
+                }
+            }
+            "tokio" => {
+                let r = shapes::Tokio::new(workers);
+                for n in &names {
+                    let m = time(&|| shapes::run(n, &r))?;
+                    println!("{n:<14} {rt:<6} {:>12}", wq_bench::stats::fmt_ns(m));
+                }
+            }
+            other => return Err(format!("unknown runtime {other:?}")),
+        }
     }
     Ok(())
 }
