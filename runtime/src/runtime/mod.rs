@@ -211,7 +211,7 @@ impl Handle {
     /// ```
     /// use wq::{Runtime, Scope, Topology};
     /// let rt = Runtime::builder()
-    ///     .topology(Topology::synthetic("pack:2 core:2 pu:1").unwrap())
+    ///     .topology(Topology::synthetic("pack:2 l3:1 core:2 pu:1").unwrap())
     ///     .build()
     ///     .unwrap();
     /// let h = rt.handle().spawn_on_cpu(3, Scope::Cache, async { 1 });
