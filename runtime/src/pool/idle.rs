@@ -724,8 +724,18 @@ mod loom_tests {
                 Next::Exit => break,
                 Next::Park => {}
             }
+            // One round of the spin before parking: work seen here is taken
+            // through `wake` without parking, as the real worker does. Not
+            // under `UnderLock`: there the kicker unparks while holding the
+            // lock this worker may be blocked on, and loom 0.7's unpark
+            // wakes a thread whatever it is blocked on (tokio-rs/loom#249;
+            // std's unpark only leaves a token), a false alarm.
+            let mut spun = idle.config.wake_mode == WakeMode::Deferred && queue.has_work();
             loop {
-                crate::loom::thread::park();
+                if !spun {
+                    crate::loom::thread::park();
+                }
+                spun = false;
                 let mut wake = WakeQueue::default();
                 match idle.wake(id, Instant::now(), false, || queue.has_work(), &mut wake) {
                     Next::Run => continue 'work,
@@ -807,10 +817,9 @@ mod loom_tests {
 
     /// Two producers, one worker, no cull: every item runs, and the worker
     /// never parks with work queued (loom reports a deadlock if it does).
-    #[test]
-    fn loom_no_lost_wakeup() {
-        loom::model(|| {
-            let mut cfg = config(true, WakeMode::Deferred);
+    fn no_lost_wakeup(wake_mode: WakeMode) {
+        loom::model(move || {
+            let mut cfg = config(true, wake_mode);
             cfg.idle_timeout = Duration::from_secs(3600);
             let idle = Arc::new(Idle::new(cfg));
             let queue = Arc::new(Queue(Items::new(0)));
@@ -836,5 +845,15 @@ mod loom_tests {
             }
             assert_eq!(w.join().unwrap(), 2);
         });
+    }
+
+    #[test]
+    fn loom_no_lost_wakeup() {
+        no_lost_wakeup(WakeMode::Deferred);
+    }
+
+    #[test]
+    fn loom_no_lost_wakeup_under_lock() {
+        no_lost_wakeup(WakeMode::UnderLock);
     }
 }
