@@ -25,11 +25,11 @@
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use futures::SinkExt;
 use futures::StreamExt;
 use futures::channel::mpsc;
-use futures::SinkExt;
 use serde_json::json;
 use wq::Scope;
 
@@ -142,7 +142,12 @@ fn placers(rt: &Arc<wq::Runtime>, scope: Scope, n: usize) -> Vec<Placer> {
     out
 }
 
-async fn ping(rounds: usize, mut tx: mpsc::Sender<u32>, mut rx: mpsc::Receiver<u32>, done: Arc<Completion>) {
+async fn ping(
+    rounds: usize,
+    mut tx: mpsc::Sender<u32>,
+    mut rx: mpsc::Receiver<u32>,
+    done: Arc<Completion>,
+) {
     for i in 0..rounds {
         tx.send(i as u32).await.expect("pong task alive");
         rx.next().await.expect("pong");
@@ -232,17 +237,17 @@ fn affine(
         async move {
             let mut rx = rx;
             let mut buf = vec![1u64; words];
-            let mut local = stats::histogram();
             while let Some(k) = rx.next().await {
                 let t = Instant::now();
                 std::hint::black_box(walk(&mut buf));
-                local.saturating_record(t.elapsed().as_nanos() as u64);
+                let ns = t.elapsed().as_nanos() as u64;
+                // Recorded before the ack, so the driver sees it.
+                hist.lock().expect("hist").saturating_record(ns);
                 if acks.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
                     done.complete();
                 }
                 let _ = k;
             }
-            hist.lock().expect("hist").add(&local).expect("same bounds");
         }
     };
     let run_rounds = |senders: &Vec<mpsc::UnboundedSender<usize>>| -> f64 {
@@ -294,11 +299,8 @@ fn affine(
             per_sec = run_rounds(&senders);
             senders.clear();
             drop(ps);
-            // Let the walkers see their channels closed and merge.
-            thread::sleep(Duration::from_millis(50));
         }
     }
-    thread::sleep(Duration::from_millis(20));
     let h = hist.lock().expect("hist").clone();
     Ok((per_sec, h))
 }
@@ -308,7 +310,7 @@ pub fn main(argv: &[String], command: &str) -> Result<(), String> {
     let a = Args::parse(argv.iter().cloned(), FLAGS)?;
     a.check_known(&OPTIONS.iter().chain(FLAGS).copied().collect::<Vec<_>>())?;
     let topology = a.raw("topology").unwrap_or(DEFAULT_TOPOLOGY).to_owned();
-    let rounds: usize = a.get("rounds", 20_000)?;
+    let rounds: usize = a.get("rounds", 100_000)?;
     let walks: usize = a.get("walks", 200)?;
     let ws: usize = a.get("working-set-kib", 4096)?;
     let repeat: usize = a.get("repeat", 5usize)?.max(1);
@@ -350,7 +352,10 @@ pub fn main(argv: &[String], command: &str) -> Result<(), String> {
             })).collect::<Vec<_>>(),
             "working_set_kib": ws,
         });
-        println!("{}", serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+        );
         return Ok(());
     }
     print!("{}", crate::machine::header(command));
@@ -361,16 +366,31 @@ pub fn main(argv: &[String], command: &str) -> Result<(), String> {
     println!("# medians of {repeat} runs; tokio: {cpus} workers\n");
     println!("remote wake, ping-pong of two tasks ({rounds} round trips):");
     println!("  {:<28} {:>12}", "row", "per round trip");
-    println!("  {:<28} {:>12}", "wq cache, same pod", fmt_ns(median(&same)));
-    println!("  {:<28} {:>12}", "wq cache, cross pod", fmt_ns(median(&cross)));
+    println!(
+        "  {:<28} {:>12}",
+        "wq cache, same pod",
+        fmt_ns(median(&same))
+    );
+    println!(
+        "  {:<28} {:>12}",
+        "wq cache, cross pod",
+        fmt_ns(median(&cross))
+    );
     println!("  {:<28} {:>12}", "tokio", fmt_ns(median(&tok)));
     println!(
         "\ncache-affine walk: one task per cache pod, {} KiB working set each, {walks} rounds:",
         ws
     );
-    println!("  {:<12} {:>10} {:>12} {:>12}", "row", "walks/s", "walk p50", "walk p99");
+    println!(
+        "  {:<12} {:>10} {:>12} {:>12}",
+        "row", "walks/s", "walk p50", "walk p99"
+    );
     for (k, r, p50, p99) in &affine_rows {
-        let label = if *k == "tokio" { "tokio".to_owned() } else { format!("wq {k}") };
+        let label = if *k == "tokio" {
+            "tokio".to_owned()
+        } else {
+            format!("wq {k}")
+        };
         println!(
             "  {label:<12} {:>10} {:>12} {:>12}",
             fmt_count(*r),

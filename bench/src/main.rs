@@ -16,7 +16,7 @@ workqueue  the kernel's test_workqueue.c shape: every scope x {under_lock, defer
   --plot-dir DIR (write SVG plots)  --json  --no-pin  --no-tokio
 locality   same-pod vs cross-pod remote wake; cache-affine working set (wq cache/system, tokio)
   --topology S (default \"pack:2 l3:2 core:2 pu:1\", since this machine has one LLC)
-  --rounds N (default 20000)  --walks N (default 200)  --working-set-kib K (default 4096)
+  --rounds N (default 100000)  --walks N (default 200)  --working-set-kib K (default 4096)
   --repeat R (default 5)  --json
 memory     bytes per idle task, RSS of an idle runtime, worker threads while idle
   --tasks N (default 100000)  --idle-secs S (default 5; spec 600)  --burst-workers W (default 8)

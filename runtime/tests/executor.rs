@@ -1,6 +1,7 @@
 //! The executor's public contract: spawn, join, panics, abort, yield,
 //! placement, shutdown.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -497,4 +498,57 @@ fn workers_are_bound_to_their_pod_on_a_live_topology() {
     let outside = allowed_cpus();
     let seen = rt.block_on(rt.spawn(async { allowed_cpus() })).unwrap();
     assert_eq!(seen, outside);
+}
+
+#[test]
+fn a_task_woken_on_another_pod_runs_again_at_home() {
+    let rt = Runtime::builder()
+        .topology(Topology::synthetic("pack:2 core:1 pu:1").unwrap())
+        .affinity_strict(true)
+        .build()
+        .unwrap();
+    let h = rt.handle();
+    let (tx, rx) = futures::channel::oneshot::channel::<u32>();
+    let (polled_tx, polled_rx) = std::sync::mpsc::channel::<()>();
+    let waiter = h.spawn_on_cpu(0, Scope::Cpu, async move {
+        let mut rx = rx;
+        let mut polled = Some(polled_tx);
+        std::future::poll_fn(move |cx| {
+            let r = std::pin::Pin::new(&mut rx).poll(cx);
+            // Tell the test only once the waker is registered.
+            if let Some(tx) = polled.take() {
+                tx.send(()).unwrap();
+            }
+            r
+        })
+        .await
+        .unwrap()
+    });
+    // The waiter has registered its waker (its first poll returns
+    // Pending) before the sender runs.
+    polled_rx.recv().unwrap();
+    let sender = h.spawn_on_cpu(1, Scope::Cpu, async move { tx.send(9).unwrap() });
+    rt.block_on(sender).unwrap();
+    assert_eq!(rt.block_on(waiter).unwrap(), 9);
+    // Counters are published when workers idle: wait for both polls.
+    let started = |cpu: usize| {
+        rt.metrics()
+            .pools
+            .iter()
+            .filter(|p| p.cpus == [cpu])
+            .map(|p| p.items_started)
+            .sum::<u64>()
+    };
+    for _ in 0..5000 {
+        if started(0) == 2 && started(1) == 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        started(0),
+        2,
+        "first poll and the poll after the wake, at home"
+    );
+    assert_eq!(started(1), 1);
 }
