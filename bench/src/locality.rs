@@ -163,10 +163,10 @@ async fn pong(mut rx: mpsc::Receiver<u32>, mut tx: mpsc::Sender<u32>) {
     }
 }
 
-fn pair() -> (
-    (mpsc::Sender<u32>, mpsc::Receiver<u32>),
-    (mpsc::Sender<u32>, mpsc::Receiver<u32>),
-) {
+/// One end of a ping-pong: where it sends, where it receives.
+type End = (mpsc::Sender<u32>, mpsc::Receiver<u32>);
+
+fn pair() -> (End, End) {
     let (a_tx, b_rx) = mpsc::channel(0);
     let (b_tx, a_rx) = mpsc::channel(0);
     ((a_tx, a_rx), (b_tx, b_rx))
