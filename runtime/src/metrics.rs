@@ -87,7 +87,9 @@ pub struct PoolMetrics {
     pub items_started: u64,
     /// Task polls completed.
     pub items_completed: u64,
-    /// Kicks (work queued from outside the pool, and chaining).
+    /// Kicks that took the pool lock (work queued from outside the pool,
+    /// and chaining). A kick that finds every worker busy or kicked is
+    /// skipped without the lock and not counted.
     pub kicks: u64,
     /// Kicks that found a worker already kicked and woke nobody.
     pub coalesced_kicks: u64,

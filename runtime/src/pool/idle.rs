@@ -39,7 +39,11 @@
 //!
 //! # Steps
 //! 1. **Kick** (a producer after pushing; a worker starting an item while
-//!    more are queued, the kernel's chaining). Lock. `first_idle_worker` looks
+//!    more are queued, the kernel's chaining). Fast path: if the `may_kick`
+//!    hint (idle workers + room to create one, written under the lock) reads
+//!    zero after a `SeqCst` fence, every worker is busy or kicked and will
+//!    see the work (I3/I4): skip. The worker side stores the hint, fences,
+//!    then re-checks the queues in step 2. Otherwise lock. `first_idle_worker` looks
 //!    at the kicked list first: a worker there is already on its way, the
 //!    kick is *coalesced* and costs no unpark. Else the last idle worker moves
 //!    to the kicked list and its unparker is taken: unparked before the
@@ -71,7 +75,7 @@ use std::time::{Duration, Instant};
 use crate::WakeMode;
 use crate::loom::lock;
 use crate::loom::sync::Mutex;
-use crate::loom::sync::atomic::{AtomicUsize, Ordering};
+use crate::loom::sync::atomic::{AtomicUsize, Ordering, fence};
 use crate::loom::thread::Thread;
 use crate::wake::WakeQueue;
 
@@ -188,7 +192,8 @@ impl Idle {
                 counters: LockedCounters::default(),
             }),
             config,
-            nr_idle_hint: AtomicUsize::new(0),
+            // No worker yet, room for one: a kick would create it.
+            nr_idle_hint: AtomicUsize::new(1),
         }
     }
 
@@ -196,10 +201,26 @@ impl Idle {
         &self.config
     }
 
-    /// Whether a kick could do anything now (an idle worker, or room for a
-    /// new one). A hint: stale by the time it is read.
+    /// Whether a kick could do anything now (an idle worker, room for a new
+    /// one, or a closed pool to drain). A hint: stale by the time it is read.
     pub(crate) fn may_kick(&self) -> bool {
         self.nr_idle_hint.load(Ordering::Relaxed) > 0
+    }
+
+    /// Step 1 with its fast path: when no worker is idle and none can be
+    /// created, every worker is busy or kicked and will look at the queues
+    /// before it idles (I3, I4), so the kick is skipped without the lock.
+    /// Call after the work is visible in the queues.
+    ///
+    /// The hint is read after a `SeqCst` fence that pairs with the one in
+    /// [`Idle::enter_idle`] (a Dekker pair): either this load sees the
+    /// worker's hint store, or that worker's re-check sees our push.
+    pub(crate) fn kick_if_needed(&self) -> Kick {
+        fence(Ordering::SeqCst);
+        if self.nr_idle_hint.load(Ordering::Relaxed) == 0 {
+            return Kick::Busy;
+        }
+        self.kick()
     }
 
     /// Step 1. Call after the work is visible in the queues.
@@ -283,13 +304,17 @@ impl Idle {
         st.slots[id].state = SlotState::Idle;
         st.slots[id].idle_since = now;
         st.idle.push(id);
+        self.sync_hint(&st);
+        // Pairs with the fence in `kick_if_needed`: a producer that skipped
+        // the lock pushed before its fence, so this re-check sees the item.
+        fence(Ordering::SeqCst);
         if has_work() {
             // I3: the item arrived before we were on the list; take it.
             st.idle.pop();
             st.slots[id].state = SlotState::Busy;
+            self.sync_hint(&st);
             return Next::Run;
         }
-        self.sync_hint(&st);
         Next::Park
     }
 
@@ -376,11 +401,18 @@ impl Idle {
         let mut wake = WakeQueue::default();
         let mut st = lock(&self.state);
         st.closed = true;
+        // Every later kick takes the lock and sees `closed`.
+        self.sync_hint(&st);
         for slot in st.slots.iter() {
             if let Some(thread) = &slot.thread {
                 wake.push(thread.clone());
             }
         }
+        drop(st);
+        // Pairs with the fence in `kick_if_needed`: a producer that still
+        // skipped the lock pushed before its fence, so the caller's drain,
+        // after this one, sees its item.
+        fence(Ordering::SeqCst);
         wake
     }
 
@@ -405,7 +437,11 @@ impl Idle {
     /// under the lock.
     fn sync_hint(&self, st: &State) {
         let can_create = !st.creating && st.nr_workers < self.config.max_workers;
-        let may = st.idle.len() + usize::from(can_create);
+        let may = if st.closed {
+            usize::MAX
+        } else {
+            st.idle.len() + usize::from(can_create)
+        };
         self.nr_idle_hint.store(may, Ordering::Relaxed);
     }
 }
@@ -775,7 +811,7 @@ mod loom_tests {
             let (i, q) = (idle.clone(), queue.clone());
             let producer = loom::thread::spawn(move || {
                 q.push();
-                match i.kick() {
+                match i.kick_if_needed() {
                     // The worker was culled first: create its successor.
                     Kick::Create(id) => {
                         let (i2, q2) = (i.clone(), q.clone());
@@ -836,7 +872,7 @@ mod loom_tests {
                     let (i, q) = (idle.clone(), queue.clone());
                     loom::thread::spawn(move || {
                         q.push();
-                        let _ = i.kick();
+                        let _ = i.kick_if_needed();
                     })
                 })
                 .collect();

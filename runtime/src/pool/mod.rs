@@ -114,12 +114,16 @@ impl Pool {
     /// Step 3 of the module docs: queue from outside the pool, then kick.
     pub(crate) fn push_remote(self: &Arc<Self>, runnable: Runnable) {
         self.injector.push(runnable);
-        self.kick();
+        self.handle_kick(self.idle.kick_if_needed());
     }
 
     /// Kicks the pool; creates a worker if the kick reserved a slot.
     pub(crate) fn kick(self: &Arc<Self>) {
-        match self.idle.kick() {
+        self.handle_kick(self.idle.kick());
+    }
+
+    fn handle_kick(self: &Arc<Self>, kick: Kick) {
+        match kick {
             Kick::Woke | Kick::Coalesced | Kick::Busy => {}
             Kick::Create(slot) => self.create_worker(slot),
             Kick::Closed => self.drain(),
@@ -179,13 +183,12 @@ impl fmt::Debug for Pool {
 
 /// The schedule function of every task: see the module docs.
 pub(crate) fn schedule(runnable: Runnable, info: async_task::ScheduleInfo) {
-    let meta = runnable.metadata();
-    if meta.home.is_closed() {
+    if runnable.metadata().home.is_closed() {
         drop(runnable);
         return;
     }
-    meta.stamp();
     if let Some(runnable) = worker::schedule_local(runnable, info.woken_while_running) {
+        runnable.metadata().stamp(crate::clock::now_ns());
         // The slow path: one Arc clone, as the task moves into the injector.
         let home = runnable.metadata().home.clone();
         home.push_remote(runnable);

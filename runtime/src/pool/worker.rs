@@ -5,7 +5,8 @@
 //!    (chaining, so idle siblings join in), run it, repeat.
 //! 2. **Enter idle** (protocol step 2 in [`super::idle`]): on the idle list,
 //!    re-check the injector under the lock.
-//! 3. **Spin** for up to `Config::spin` watching the injector: a parked
+//! 3. **Spin** for up to `Config::spin` watching the injector, yielding the
+//!    CPU every 64 checks to any thread that wants it: a parked
 //!    worker costs a futex wakeup (about 18 µs each way on the development
 //!    VM), a spinning one answers in well under a microsecond. A kick on a
 //!    spinning worker is a plain unpark of a running thread (no syscall).
@@ -57,6 +58,9 @@ pub(crate) struct Local {
     pub(crate) pool: Arc<Pool>,
     deque: Deque<Runnable>,
     lifo: Cell<Option<Runnable>>,
+    /// The scheduling clock, read once per poll (after it) and when the
+    /// worker comes back from idle; local wakes are stamped with it.
+    now: Cell<u64>,
     /// The CPU this worker stands for when the topology is not this
     /// machine's (placement of its spawns).
     pub(crate) virtual_cpu: usize,
@@ -78,6 +82,7 @@ pub(crate) fn schedule_local(runnable: Runnable, yielded: bool) -> Option<Runnab
             return;
         }
         let r = runnable.take().expect("not taken yet");
+        r.metadata().stamp(local.now.get());
         if yielded {
             local.deque.push(r);
         } else if let Some(prev) = local.lifo.replace(Some(r)) {
@@ -175,6 +180,7 @@ fn run(
             pool: pool.clone(),
             deque,
             lifo: Cell::new(None),
+            now: Cell::new(now_ns()),
             virtual_cpu: pool.cpus[slot % pool.cpus.len()],
         });
         CURRENT.with(|c| *c.borrow_mut() = Some(local.clone()));
@@ -204,6 +210,7 @@ impl Core {
         let idle_timeout = pool.idle.config().idle_timeout;
         'work: loop {
             // 1. Work.
+            local.now.set(now_ns());
             while !pool.is_closed() {
                 let Some(runnable) = self.find_work(shared, local, slot) else {
                     break;
@@ -212,7 +219,7 @@ impl Core {
                     // The kernel's chaining: more is queued, wake a sibling.
                     pool.kick();
                 }
-                self.run_task(pool, slot, runnable);
+                self.run_task(local, slot, runnable);
             }
             // 2. Enter idle.
             match pool
@@ -239,6 +246,10 @@ impl Core {
                     if Instant::now() >= until {
                         break;
                     }
+                    // Give the CPU to a runnable thread, if any (a producer
+                    // woken on this CPU): spinning must not delay the work
+                    // it waits for. Without one, sched_yield returns at once.
+                    std::thread::yield_now();
                 }
             }
             if found {
@@ -309,17 +320,21 @@ impl Core {
         None
     }
 
-    fn run_task(&mut self, pool: &Pool, slot: usize, runnable: Runnable) {
-        let delay = now_ns().saturating_sub(runnable.metadata().queued_at());
+    fn run_task(&mut self, local: &Local, slot: usize, runnable: Runnable) {
+        let delay = local
+            .now
+            .get()
+            .saturating_sub(runnable.metadata().queued_at());
         self.samples[self.nr_samples] = delay;
         self.nr_samples += 1;
         self.started += 1;
         // The future is wrapped in catch_unwind (see `task`): run() does not
         // unwind.
         runnable.run();
+        local.now.set(now_ns());
         self.completed += 1;
         if self.nr_samples == SAMPLES {
-            self.publish(pool, slot);
+            self.publish(&local.pool, slot);
         }
     }
 

@@ -168,29 +168,3 @@ fn describe(hw: &HwTopology, allowed: Option<&[usize]>) -> Vec<CpuInfo> {
     }
     cpus
 }
-
-/// Pins the calling thread to `cpus` with hwloc, on a live topology loaded
-/// once. `None` if hwloc cannot load this machine (the caller falls back).
-pub(super) fn bind_current_thread(cpus: &[usize]) -> Option<std::io::Result<()>> {
-    use hwlocality::cpu::binding::CpuBindingFlags;
-    use hwlocality::cpu::cpuset::CpuSet;
-    use std::sync::OnceLock;
-
-    static LIVE: OnceLock<Option<HwTopology>> = OnceLock::new();
-    let hw = LIVE.get_or_init(|| HwTopology::new().ok()).as_ref()?;
-    let mut set = CpuSet::new();
-    for &cpu in cpus {
-        // hwloc indices are c_int; larger numbers cannot be CPUs.
-        if cpu > i32::MAX as usize {
-            return Some(Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("CPU {cpu} is out of range"),
-            )));
-        }
-        set.set(cpu);
-    }
-    Some(
-        hw.bind_cpu(&set, CpuBindingFlags::THREAD)
-            .map_err(|e| std::io::Error::other(format!("hwloc could not bind the thread: {e}"))),
-    )
-}
