@@ -552,3 +552,27 @@ fn a_task_woken_on_another_pod_runs_again_at_home() {
     );
     assert_eq!(started(1), 1);
 }
+
+#[test]
+fn a_future_whose_drop_panics_on_abort_does_not_kill_the_worker() {
+    struct PanicOnDrop;
+    impl Drop for PanicOnDrop {
+        fn drop(&mut self) {
+            panic!("drop exploded");
+        }
+    }
+    let rt = Runtime::builder().max_workers_per_pool(1).build().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let h = rt.spawn(async move {
+        let _bomb = PanicOnDrop;
+        tx.send(()).unwrap();
+        futures::future::pending::<()>().await
+    });
+    rx.recv().unwrap();
+    h.abort();
+    assert!(rt.block_on(h).unwrap_err().is_cancelled());
+    // The pool's only worker ran the cancelled task's drop, and lives on.
+    for _ in 0..3 {
+        assert_eq!(rt.block_on(rt.spawn(async { 5 })).unwrap(), 5);
+    }
+}

@@ -465,6 +465,8 @@ impl State {
                 self.slots[id].state = SlotState::Busy;
                 self.nr_workers += 1;
                 self.creating = true;
+                // This creation meets any earlier demand.
+                self.want_create = false;
                 Kick::Create(id)
             }
             None => {

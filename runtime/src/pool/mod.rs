@@ -139,6 +139,10 @@ impl Pool {
         };
         if let Err(err) = worker::spawn(&shared, self, slot) {
             self.idle.create_failed(slot);
+            if shared.is_closed() {
+                self.drain();
+                return;
+            }
             // The work stays queued: the next kick retries, and busy workers
             // see it before they idle.
             eprintln!(

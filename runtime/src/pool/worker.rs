@@ -98,6 +98,17 @@ pub(crate) fn schedule_local(runnable: Runnable, yielded: bool) -> Option<Runnab
     runnable
 }
 
+/// Whether the current thread is a worker of the runtime `shared`.
+pub(crate) fn on_worker_of(shared: &Shared) -> bool {
+    CURRENT
+        .try_with(|c| {
+            c.borrow()
+                .as_ref()
+                .is_some_and(|l| std::ptr::eq(l.pool.shared.as_ptr(), shared))
+        })
+        .unwrap_or(false)
+}
+
 /// Whether the current thread is a worker of any wq runtime.
 pub(crate) fn on_worker_thread() -> bool {
     CURRENT.try_with(|c| c.borrow().is_some()).unwrap_or(false)
@@ -115,17 +126,7 @@ pub(crate) fn current_virtual_cpu() -> Option<usize> {
 pub(crate) fn spawn(shared: &Arc<Shared>, pool: &Arc<Pool>, slot: usize) -> io::Result<()> {
     let name = format!("{}-{}.{}", shared.config.thread_name, pool.id, slot);
     let (s, p) = (shared.clone(), pool.clone());
-    let live = shared.worker_starting();
-    let spawned = std::thread::Builder::new()
-        .name(name)
-        .spawn(move || run(s, p, slot, live));
-    match spawned {
-        Ok(handle) => {
-            shared.track_thread(handle);
-            Ok(())
-        }
-        Err(err) => Err(err),
-    }
+    shared.spawn_worker(name, move |live| run(s, p, slot, live))
 }
 
 /// Loop state that only the worker thread touches.
@@ -328,9 +329,10 @@ impl Core {
         self.samples[self.nr_samples] = delay;
         self.nr_samples += 1;
         self.started += 1;
-        // The future is wrapped in catch_unwind (see `task`): run() does not
-        // unwind.
-        runnable.run();
+        // Polls are wrapped in catch_unwind (see `task`); what can still
+        // unwind is a future's Drop when a cancelled task is dropped here.
+        // The worker must survive it: its slot would be lost otherwise.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runnable.run()));
         local.now.set(now_ns());
         self.completed += 1;
         if self.nr_samples == SAMPLES {

@@ -171,20 +171,38 @@ impl Shared {
             .filter(move |p| p.id != id)
     }
 
-    pub(crate) fn worker_starting(&self) -> LiveWorker {
-        *crate::lock_std(&self.live) += 1;
-        LiveWorker(
+    /// Starts a worker thread running `f`, counted live until `f`'s
+    /// `LiveWorker` drops. Refused once the runtime is closed.
+    ///
+    /// The `threads` lock is held across the spawn and the handle's push,
+    /// and `live` is counted (and `closed` checked) under it: shutdown, which
+    /// sets `closed`, waits for `live` to reach zero and then takes
+    /// `threads`, therefore either joins this thread or makes us refuse it.
+    pub(crate) fn spawn_worker(
+        &self,
+        name: String,
+        f: impl FnOnce(LiveWorker) + Send + 'static,
+    ) -> std::io::Result<()> {
+        let mut threads = crate::lock_std(&self.threads);
+        {
+            let mut live = crate::lock_std(&self.live);
+            if self.is_closed() {
+                return Err(std::io::Error::other("the runtime is shut down"));
+            }
+            *live += 1;
+        }
+        let guard = LiveWorker(
             self.me
                 .upgrade()
                 .expect("a pool's runtime outlives its kicks"),
-        )
-    }
-
-    pub(crate) fn track_thread(&self, handle: ThreadHandle<()>) {
-        let mut threads = crate::lock_std(&self.threads);
+        );
+        let handle = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || f(guard))?;
         // Culled workers' handles: drop (detach) the finished ones.
         threads.retain(|t| !t.is_finished());
         threads.push(handle);
+        Ok(())
     }
 
     /// Shuts the runtime down (idempotent). Waits for the workers up to
@@ -219,7 +237,7 @@ impl Shared {
 
     fn wait_workers(&self, timeout: Option<Duration>) -> bool {
         // A worker dropping its own runtime cannot wait for itself.
-        let me = usize::from(crate::pool::worker::on_worker_thread());
+        let me = usize::from(crate::pool::worker::on_worker_of(self));
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut live = crate::lock_std(&self.live);
         while *live > me {

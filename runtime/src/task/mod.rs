@@ -68,11 +68,11 @@ where
 {
     let registered = pool.registry.insert_with(
         |guard| {
-            let future = async move {
+            let future = DropCatching::new(async move {
                 // Dropped with the future: on completion, or on cancellation.
                 let _registered = guard;
                 AssertUnwindSafe(future).catch_unwind().await
-            };
+            });
             let meta = TaskMeta {
                 home: pool.clone(),
                 queued_at: AtomicU64::new(0),
@@ -90,5 +90,46 @@ where
         }
         // The pool is shut down: the future was dropped with the closure.
         None => JoinHandle::closed(),
+    }
+}
+
+/// Wraps a future so that a panic in its `Drop` (when a cancelled task is
+/// dropped, or a completed one's state is) is caught: async-task aborts the
+/// process on a panic there, and a worker must survive user code.
+struct DropCatching<F>(std::mem::ManuallyDrop<F>);
+
+impl<F> DropCatching<F> {
+    fn new(future: F) -> DropCatching<F> {
+        DropCatching(std::mem::ManuallyDrop::new(future))
+    }
+}
+
+impl<F: Future> Future for DropCatching<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        // SAFETY: (1) structural pinning: the inner future is never moved
+        // out of `self.0` (it is only dropped in place, in `Drop`), so a
+        // pinned `DropCatching` pins its future; (2) the projection only
+        // goes through `ManuallyDrop`'s `DerefMut`, no move.
+        let inner = unsafe { self.map_unchecked_mut(|s| &mut *s.0) };
+        inner.poll(cx)
+    }
+}
+
+impl<F> Drop for DropCatching<F> {
+    fn drop(&mut self) {
+        let inner = &mut self.0;
+        // SAFETY: the inner future is dropped exactly once, here, in place
+        // (pinning allows dropping in place), and never used again.
+        let drop_inner = move || unsafe { std::mem::ManuallyDrop::drop(inner) };
+        if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(drop_inner)) {
+            // The panic hook already reported it; the payload's own drop
+            // must not unwind either.
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(panic)));
+        }
     }
 }
