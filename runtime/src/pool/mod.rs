@@ -105,15 +105,22 @@ impl Pool {
         self.closed.load(Ordering::Relaxed)
     }
 
-    /// Whether a worker of this pool would find something to run in the
-    /// shared queue. Called under the pool lock by a worker going idle.
+    /// Whether a worker of this pool would find something to run: in the
+    /// injector or in a sibling's deque (work batch-stolen or woken there
+    /// is stealable). Called under the pool lock by a worker going idle.
     pub(crate) fn has_work(&self) -> bool {
-        !self.injector.is_empty()
+        !self.injector.is_empty() || self.slots.iter().any(|s| !s.stealer.is_empty())
     }
 
     /// Step 3 of the module docs: queue from outside the pool, then kick.
     pub(crate) fn push_remote(self: &Arc<Self>, runnable: Runnable) {
         self.injector.push(runnable);
+        self.handle_kick(self.idle.kick_if_needed());
+    }
+
+    /// Kicks the pool unless no worker could be woken or created (the
+    /// fenced fast path of [`Idle::kick_if_needed`]).
+    pub(crate) fn kick_if_needed(self: &Arc<Self>) {
         self.handle_kick(self.idle.kick_if_needed());
     }
 

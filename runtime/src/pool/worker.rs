@@ -90,10 +90,9 @@ pub(crate) fn schedule_local(runnable: Runnable, yielded: bool) -> Option<Runnab
         } else {
             return;
         }
-        // The deque is stealable: let an idle sibling help.
-        if local.pool.idle.may_kick() {
-            local.pool.kick();
-        }
+        // The deque is stealable: let an idle sibling help. Fenced, so a
+        // sibling going idle right now either is kicked or sees the deque.
+        local.pool.kick_if_needed();
     });
     runnable
 }
