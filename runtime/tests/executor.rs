@@ -576,3 +576,73 @@ fn a_future_whose_drop_panics_on_abort_does_not_kill_the_worker() {
         assert_eq!(rt.block_on(rt.spawn(async { 5 })).unwrap(), 5);
     }
 }
+
+#[test]
+fn metrics_count_the_live_tasks_of_each_pool() {
+    let rt = Runtime::builder()
+        .default_scope(Scope::System)
+        .build()
+        .unwrap();
+    let started = Arc::new(AtomicUsize::new(0));
+    let mut senders = Vec::new();
+    let mut handles = Vec::new();
+    for i in 0..10 {
+        let (tx, rx) = futures::channel::oneshot::channel::<usize>();
+        senders.push(tx);
+        let started = started.clone();
+        handles.push(rt.spawn(async move {
+            started.fetch_add(1, Ordering::SeqCst);
+            rx.await.unwrap() + i
+        }));
+    }
+    let tasks = |rt: &Runtime| rt.metrics().pools.iter().map(|p| p.tasks).sum::<usize>();
+    // Queued or idle, every task is alive.
+    assert_eq!(tasks(&rt), 10);
+    while started.load(Ordering::SeqCst) < 10 {
+        std::thread::yield_now();
+    }
+    assert_eq!(tasks(&rt), 10, "idle tasks are alive");
+    for tx in senders {
+        tx.send(1).unwrap();
+    }
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(rt.block_on(h).unwrap(), i + 1);
+    }
+    // A task's future is dropped before its output is handed over.
+    assert_eq!(tasks(&rt), 0);
+}
+
+#[test]
+fn a_task_that_goes_idle_while_the_runtime_shuts_down_is_dropped() {
+    static LIVE: AtomicUsize = AtomicUsize::new(0);
+    struct Live;
+    impl Drop for Live {
+        fn drop(&mut self) {
+            LIVE.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    for round in 0..20 {
+        let rt = Runtime::builder().max_workers_per_pool(1).build().unwrap();
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        LIVE.fetch_add(1, Ordering::SeqCst);
+        let live = Live;
+        // Its first poll blocks until the shutdown has begun (or nearly:
+        // the release below races with `drop(rt)` on purpose), then the task
+        // goes idle, on a waker nobody holds.
+        drop(rt.spawn(async move {
+            let _live = live;
+            started_tx.send(()).unwrap();
+            let _ = go_rx.recv();
+            futures::future::pending::<()>().await
+        }));
+        started_rx.recv().unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(round % 3));
+            drop(go_tx);
+        });
+        drop(rt);
+        release.join().unwrap();
+        assert_eq!(LIVE.load(Ordering::SeqCst), 0, "round {round}");
+    }
+}

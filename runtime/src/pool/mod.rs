@@ -192,6 +192,15 @@ impl fmt::Debug for Pool {
     }
 }
 
+/// Queues a task just spawned on `pool`, its home: as [`schedule`], with
+/// the caller's reference to the pool instead of a clone of the task's.
+pub(crate) fn schedule_spawned(pool: &Arc<Pool>, runnable: Runnable) {
+    if let Some(runnable) = worker::schedule_local(runnable, false) {
+        runnable.metadata().stamp(crate::clock::now_ns());
+        pool.push_remote(runnable);
+    }
+}
+
 /// The schedule function of every task: see the module docs.
 pub(crate) fn schedule(runnable: Runnable, info: async_task::ScheduleInfo) {
     if runnable.metadata().home.is_closed() {

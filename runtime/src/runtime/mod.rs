@@ -198,8 +198,7 @@ impl Handle {
         if self.shared.is_closed() {
             return JoinHandle::closed();
         }
-        let pool = self.shared.place(scope, None).clone();
-        task::spawn(pool, future)
+        task::spawn(self.shared.place(scope, None), future)
     }
 
     /// Spawns `future` on the pool of the `scope` pod that holds CPU `cpu`
@@ -227,8 +226,7 @@ impl Handle {
         if self.shared.is_closed() {
             return JoinHandle::closed();
         }
-        let pool = self.shared.place(scope, Some(cpu)).clone();
-        task::spawn(pool, future)
+        task::spawn(self.shared.place(scope, Some(cpu)), future)
     }
 
     /// See [`Runtime::block_on`].

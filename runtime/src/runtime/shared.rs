@@ -18,8 +18,10 @@
 //! # Shutdown
 //! 1. `closed` is set, under `all_pools`' lock (no pool is created after).
 //! 2. Each pool is closed (kicks fail, workers are released), then its
-//!    registry: every live task is woken, and its schedule function drops
-//!    it (the pool is closed), which drops its future.
+//!    registry: every idle task is woken, and its schedule function drops
+//!    it (the pool is closed), which drops its future. A task going idle
+//!    after this finds the registry closed and wakes itself to the same end
+//!    (see `task::registry`); a task never idle is queued or running.
 //! 3. Queued tasks are drained and dropped; the workers are waited for
 //!    (unless the caller is one of them) and joined.
 //! 4. The registries are woken once more and the queues drained again: a

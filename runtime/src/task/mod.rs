@@ -6,8 +6,14 @@
 //! the running worker's histogram). The future is wrapped so that
 //! - a panic is caught and becomes the [`JoinError`] of its [`JoinHandle`]
 //!   (the worker survives), and
-//! - the task is in its home pool's [`Registry`] while it lives, so a
-//!   shutdown can wake, cancel and drop tasks nobody else would wake.
+//! - the task is counted in its home pool's [`Registry`] while it lives and
+//!   registered there once it first goes idle, so a shutdown can wake,
+//!   cancel and drop tasks nobody else would wake.
+//!
+//! The future borrows the task's own [`TaskMeta`] (async-task keeps the
+//! metadata until the task is freed, after the future is dropped): a task
+//! holds one reference to its home pool, `TaskMeta::home`, and spawning
+//! clones that `Arc` once.
 //!
 //! The queue time is one clock read per schedule from outside the home pool.
 //! A task woken on a worker of its home pool is stamped with that worker's
@@ -24,13 +30,14 @@ pub(crate) use registry::Registry;
 pub use yield_now::yield_now;
 
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 
-use futures::FutureExt;
-
-use crate::pool::{Pool, schedule};
+use crate::pool::{Pool, schedule, schedule_spawned};
 
 /// The schedulable half of a task, as queued in pools.
 pub(crate) type Runnable = async_task::Runnable<TaskMeta>;
@@ -61,75 +68,100 @@ impl TaskMeta {
 }
 
 /// Spawns `future` with `pool` as its home and queues it there.
-pub(crate) fn spawn<F>(pool: Arc<Pool>, future: F) -> JoinHandle<F::Output>
+pub(crate) fn spawn<F>(pool: &Arc<Pool>, future: F) -> JoinHandle<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let registered = pool.registry.insert_with(
-        |guard| {
-            let future = DropCatching::new(async move {
-                // Dropped with the future: on completion, or on cancellation.
-                let _registered = guard;
-                AssertUnwindSafe(future).catch_unwind().await
-            });
-            let meta = TaskMeta {
-                home: pool.clone(),
-                queued_at: AtomicU64::new(0),
-            };
-            async_task::Builder::new()
-                .metadata(meta)
-                .spawn(move |_| future, async_task::WithInfo(schedule))
-        },
-        &pool,
-    );
-    match registered {
-        Some((runnable, task)) => {
-            runnable.schedule();
-            JoinHandle::new(task.fallible())
+    if pool.is_closed() {
+        // Shut down: the future is dropped here, in the spawner's thread.
+        return JoinHandle::closed();
+    }
+    let meta = TaskMeta {
+        home: pool.clone(),
+        queued_at: AtomicU64::new(0),
+    };
+    pool.registry.spawned();
+    // SAFETY: async-task's conditions for `spawn_unchecked`: the future is
+    // `Send` (`F: Send`, and `&TaskMeta` is `Send` as `TaskMeta` is `Sync`);
+    // the schedule function is a `fn` item (`Send + Sync + 'static`); the
+    // only borrow the future holds is of the task's own metadata, which
+    // async-task keeps until the task is freed, after the future is dropped
+    // (the borrow its documentation allows).
+    let (runnable, task) = unsafe {
+        async_task::Builder::new().metadata(meta).spawn_unchecked(
+            |meta: &TaskMeta| TaskCell::new(meta, future),
+            async_task::WithInfo(schedule),
+        )
+    };
+    schedule_spawned(pool, runnable);
+    JoinHandle::new(task.fallible())
+}
+
+/// The future inside every task: the user's future, with
+/// - a panic in its `poll` caught and returned as the task's output,
+/// - a panic in its `Drop` caught (async-task aborts the process on a panic
+///   there, and a worker must survive user code), and
+/// - the task's accounting in its home pool's [`Registry`]: counted while
+///   alive, registered once it first goes idle (returns `Pending`), so a
+///   shutdown can wake, cancel and drop it.
+struct TaskCell<'m, F> {
+    meta: &'m TaskMeta,
+    future: ManuallyDrop<F>,
+    entry: Option<registry::Entry>,
+}
+
+impl<'m, F> TaskCell<'m, F> {
+    fn new(meta: &'m TaskMeta, future: F) -> TaskCell<'m, F> {
+        TaskCell {
+            meta,
+            future: ManuallyDrop::new(future),
+            entry: None,
         }
-        // The pool is shut down: the future was dropped with the closure.
-        None => JoinHandle::closed(),
     }
 }
 
-/// Wraps a future so that a panic in its `Drop` (when a cancelled task is
-/// dropped, or a completed one's state is) is caught: async-task aborts the
-/// process on a panic there, and a worker must survive user code.
-struct DropCatching<F>(std::mem::ManuallyDrop<F>);
+impl<F: Future> Future for TaskCell<'_, F> {
+    type Output = std::thread::Result<F::Output>;
 
-impl<F> DropCatching<F> {
-    fn new(future: F) -> DropCatching<F> {
-        DropCatching(std::mem::ManuallyDrop::new(future))
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: structural pinning of `future` only: it is never moved out
+        // of `self` (it is dropped in place, in `Drop`), so a pinned
+        // `TaskCell` pins it; `meta` and `entry` are not pinned and are only
+        // used through plain references.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: see above: `future` stays where it is until dropped.
+        let future = unsafe { Pin::new_unchecked(&mut *this.future) };
+        match std::panic::catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+            Ok(Poll::Pending) => {
+                if this.entry.is_none() {
+                    let registry = &this.meta.home.registry;
+                    this.entry = registry.register(cx.waker());
+                    if this.entry.is_none() {
+                        // The pool is shut down: this wake makes the
+                        // scheduler drop the task once this poll returns.
+                        cx.waker().wake_by_ref();
+                    }
+                }
+                Poll::Pending
+            }
+            Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
     }
 }
 
-impl<F: Future> Future for DropCatching<F> {
-    type Output = F::Output;
-
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<F::Output> {
-        // SAFETY: (1) structural pinning: the inner future is never moved
-        // out of `self.0` (it is only dropped in place, in `Drop`), so a
-        // pinned `DropCatching` pins its future; (2) the projection only
-        // goes through `ManuallyDrop`'s `DerefMut`, no move.
-        let inner = unsafe { self.map_unchecked_mut(|s| &mut *s.0) };
-        inner.poll(cx)
-    }
-}
-
-impl<F> Drop for DropCatching<F> {
+impl<F> Drop for TaskCell<'_, F> {
     fn drop(&mut self) {
-        let inner = &mut self.0;
-        // SAFETY: the inner future is dropped exactly once, here, in place
+        let future = &mut self.future;
+        // SAFETY: the future is dropped exactly once, here, in place
         // (pinning allows dropping in place), and never used again.
-        let drop_inner = move || unsafe { std::mem::ManuallyDrop::drop(inner) };
-        if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(drop_inner)) {
+        let drop_future = move || unsafe { ManuallyDrop::drop(future) };
+        if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(drop_future)) {
             // The panic hook already reported it; the payload's own drop
             // must not unwind either.
             let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(panic)));
         }
+        self.meta.home.registry.dropped(self.entry.take());
     }
 }

@@ -1,24 +1,40 @@
-//! The registry of live tasks of one pool, so shutdown can cancel them.
+//! The registry of a pool's tasks: a count of the live ones, and the wakers
+//! of those that went idle, so shutdown can cancel them.
 //!
-//! A task is inserted when it is spawned and removed when its future is
-//! dropped (it completed, or was cancelled). The registry holds a [`Waker`]
-//! of each task: at shutdown every registered task is woken, its schedule
-//! function sees the pool closed and drops it, which drops its future and
-//! removes it from here. Without this, a task waiting on a waker nobody
-//! will ever call would keep its future alive after the runtime is gone.
+//! # Protocol
+//! - **Count.** A task is counted when it is spawned and uncounted when its
+//!   future is dropped (completed or cancelled). The count is striped by
+//!   thread ordinal: a thread adds to and takes from its own stripe, so a
+//!   spawn touches no line another thread writes; the stripes' wrapping sum
+//!   is the live count ([`Registry::len`]).
+//! - **Idle tasks.** A task is registered the first time a poll returns
+//!   `Pending` (by the worker that polled it, with the task's waker), and
+//!   removed when its future is dropped. A task that completes in its first
+//!   poll -- a work item -- never takes a registry lock. Tasks that never
+//!   returned `Pending` are always either queued (shutdown drains the
+//!   queues) or running on a worker (which polls them to `Pending`, and
+//!   registers them then).
+//! - **Shutdown** ([`Registry::close_and_wake_all`]) marks every shard
+//!   closed and wakes the registered tasks, outside the shard lock (the
+//!   wake drops the task, its future, and with it the shard entry, which
+//!   takes the lock). A registration that finds its shard closed does not
+//!   insert: it returns `false` and the caller wakes the task itself, which
+//!   drops it (the pool was closed before the registry). Under the shard
+//!   lock each registration is thus either seen by the shutdown's wake or
+//!   sees `closed`: no idle task outlives the shutdown.
 //!
-//! The registry is sharded by the spawning thread so concurrent spawns
-//! rarely meet on a lock. Wakers are woken outside the shard lock: waking
-//! drops the future, and the future's guard takes the same lock.
+//! Lock order: a shard lock is a leaf; no other lock is taken under it and
+//! no waker is woken or dropped under it (the removed waker is dropped after
+//! the guard).
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Waker;
 
 use crossbeam_utils::CachePadded;
 use slab::Slab;
 
-use crate::pool::Pool;
 use crate::runtime::context::thread_ordinal;
 
 const SHARDS: usize = 16;
@@ -32,29 +48,15 @@ struct Shard {
 /// See the module docs.
 pub(crate) struct Registry {
     shards: Box<[CachePadded<Mutex<Shard>>]>,
+    /// Spawns minus drops, per thread-ordinal stripe (wrapping).
+    alive: Box<[CachePadded<AtomicUsize>]>,
 }
 
-/// Removes its task from the registry when dropped (with the future).
-pub(crate) struct Registered {
-    pool: Arc<Pool>,
+/// Where a task's waker sits in the registry, kept by the task.
+#[derive(Debug)]
+pub(crate) struct Entry {
     shard: usize,
     key: usize,
-}
-
-impl Drop for Registered {
-    fn drop(&mut self) {
-        let mut shard = crate::lock_std(&self.pool.registry.shards[self.shard]);
-        shard.tasks.try_remove(self.key);
-    }
-}
-
-impl fmt::Debug for Registered {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Registered")
-            .field("shard", &self.shard)
-            .field("key", &self.key)
-            .finish()
-    }
 }
 
 impl Registry {
@@ -63,34 +65,47 @@ impl Registry {
             shards: (0..SHARDS)
                 .map(|_| CachePadded::new(Mutex::default()))
                 .collect(),
+            alive: (0..SHARDS)
+                .map(|_| CachePadded::new(AtomicUsize::new(0)))
+                .collect(),
         }
     }
 
-    /// Builds a task with `make` (given its removal guard) and registers its
-    /// waker, under the shard lock. `None` if the registry is closed; `make`
-    /// is then not called.
-    pub(crate) fn insert_with<T>(
-        &self,
-        make: impl FnOnce(Registered) -> (super::Runnable, T),
-        pool: &Arc<Pool>,
-    ) -> Option<(super::Runnable, T)> {
-        let shard_index = thread_ordinal() % SHARDS;
-        let mut shard = crate::lock_std(&self.shards[shard_index]);
-        if shard.closed {
+    fn stripe(&self) -> &AtomicUsize {
+        &self.alive[thread_ordinal() % SHARDS]
+    }
+
+    /// Counts a spawned task.
+    #[inline]
+    pub(crate) fn spawned(&self) {
+        self.stripe().fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Uncounts a dropped task and removes its waker, if it had one here.
+    pub(crate) fn dropped(&self, entry: Option<Entry>) {
+        self.stripe().fetch_sub(1, Ordering::Relaxed);
+        if let Some(e) = entry {
+            let waker = crate::lock_std(&self.shards[e.shard])
+                .tasks
+                .try_remove(e.key);
+            drop(waker);
+        }
+    }
+
+    /// Registers an idle task's `waker`; `None` if the registry is closed,
+    /// and the caller must then wake the task so that it is dropped.
+    pub(crate) fn register(&self, waker: &Waker) -> Option<Entry> {
+        let shard = thread_ordinal() % SHARDS;
+        let mut s = crate::lock_std(&self.shards[shard]);
+        if s.closed {
             return None;
         }
-        let entry = shard.tasks.vacant_entry();
-        let guard = Registered {
-            pool: pool.clone(),
-            shard: shard_index,
-            key: entry.key(),
-        };
-        let (runnable, task) = make(guard);
-        entry.insert(runnable.waker());
-        Some((runnable, task))
+        let key = s.tasks.insert(waker.clone());
+        Some(Entry { shard, key })
     }
 
-    /// Closes the registry and wakes every task in it (outside the locks).
+    /// Closes the registry and wakes every registered task (outside the
+    /// locks).
     pub(crate) fn close_and_wake_all(&self) {
         for shard in self.shards.iter() {
             let wakers: Vec<Waker> = {
@@ -104,8 +119,20 @@ impl Registry {
         }
     }
 
-    /// Tasks alive now.
+    /// Tasks alive now (spawned, their future not yet dropped).
     pub(crate) fn len(&self) -> usize {
+        let sum = self
+            .alive
+            .iter()
+            .fold(0usize, |acc, s| acc.wrapping_add(s.load(Ordering::Relaxed)));
+        // Racing spawns and drops on different stripes can make the sum
+        // transiently "negative"; report that as zero.
+        if sum > isize::MAX as usize { 0 } else { sum }
+    }
+
+    /// Idle tasks registered now.
+    #[cfg(test)]
+    pub(crate) fn registered(&self) -> usize {
         self.shards
             .iter()
             .map(|s| crate::lock_std(s).tasks.len())
@@ -118,5 +145,39 @@ impl fmt::Debug for Registry {
         f.debug_struct("Registry")
             .field("tasks", &self.len())
             .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_live_tasks_and_refuses_registration_once_closed() {
+        let r = Registry::new();
+        let waker = futures::task::noop_waker();
+        r.spawned();
+        r.spawned();
+        let entry = r.register(&waker).expect("open");
+        assert_eq!((r.len(), r.registered()), (2, 1));
+        r.dropped(Some(entry));
+        assert_eq!((r.len(), r.registered()), (1, 0));
+        r.close_and_wake_all();
+        assert!(r.register(&waker).is_none(), "closed: the caller wakes it");
+        r.dropped(None);
+        assert_eq!((r.len(), r.registered()), (0, 0));
+    }
+
+    #[test]
+    fn a_drop_on_another_thread_balances_the_count() {
+        let r = std::sync::Arc::new(Registry::new());
+        for _ in 0..10 {
+            r.spawned();
+        }
+        let r2 = r.clone();
+        std::thread::spawn(move || (0..10).for_each(|_| r2.dropped(None)))
+            .join()
+            .unwrap();
+        assert_eq!(r.len(), 0);
     }
 }
