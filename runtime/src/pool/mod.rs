@@ -196,7 +196,7 @@ impl fmt::Debug for Pool {
 /// the caller's reference to the pool instead of a clone of the task's.
 pub(crate) fn schedule_spawned(pool: &Arc<Pool>, runnable: Runnable) {
     if let Some(runnable) = worker::schedule_local(runnable, false) {
-        runnable.metadata().stamp(crate::clock::now_ns());
+        runnable.metadata().stamp(crate::clock::now());
         pool.push_remote(runnable);
     }
 }
@@ -208,7 +208,7 @@ pub(crate) fn schedule(runnable: Runnable, info: async_task::ScheduleInfo) {
         return;
     }
     if let Some(runnable) = worker::schedule_local(runnable, info.woken_while_running) {
-        runnable.metadata().stamp(crate::clock::now_ns());
+        runnable.metadata().stamp(crate::clock::now());
         // The slow path: one Arc clone, as the task moves into the injector.
         let home = runnable.metadata().home.clone();
         home.push_remote(runnable);

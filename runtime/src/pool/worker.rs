@@ -37,7 +37,7 @@ use crossbeam_deque::{Steal, Worker as Deque};
 
 use super::Pool;
 use super::idle::Next;
-use crate::clock::now_ns;
+use crate::clock;
 use crate::loom::thread;
 use crate::runtime::context;
 use crate::runtime::shared::Shared;
@@ -180,7 +180,7 @@ fn run(
             pool: pool.clone(),
             deque,
             lifo: Cell::new(None),
-            now: Cell::new(now_ns()),
+            now: Cell::new(clock::now()),
             virtual_cpu: pool.cpus[slot % pool.cpus.len()],
         });
         CURRENT.with(|c| *c.borrow_mut() = Some(local.clone()));
@@ -210,7 +210,7 @@ impl Core {
         let idle_timeout = pool.idle.config().idle_timeout;
         'work: loop {
             // 1. Work.
-            local.now.set(now_ns());
+            local.now.set(clock::now());
             while !pool.is_closed() {
                 let Some(runnable) = self.find_work(shared, local, slot) else {
                     break;
@@ -321,10 +321,7 @@ impl Core {
     }
 
     fn run_task(&mut self, local: &Local, slot: usize, runnable: Runnable) {
-        let delay = local
-            .now
-            .get()
-            .saturating_sub(runnable.metadata().queued_at());
+        let delay = clock::delay_ns(runnable.metadata().queued_at(), local.now.get());
         self.samples[self.nr_samples] = delay;
         self.nr_samples += 1;
         self.started += 1;
@@ -332,7 +329,7 @@ impl Core {
         // unwind is a future's Drop when a cancelled task is dropped here.
         // The worker must survive it: its slot would be lost otherwise.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runnable.run()));
-        local.now.set(now_ns());
+        local.now.set(clock::now());
         self.completed += 1;
         if self.nr_samples == SAMPLES {
             self.publish(&local.pool, slot);

@@ -149,6 +149,7 @@ impl Builder {
             Some(t) => t,
             None => Topology::detect().map_err(BuildError::topology)?,
         };
+        crate::clock::calibrate();
         Ok(Runtime::from_parts(topology, self.config))
     }
 }

@@ -19,7 +19,8 @@
 //! A task woken on a worker of its home pool is stamped with that worker's
 //! cached time, read once per poll, at the start of the poll that woke it:
 //! its delay then includes the rest of that poll (for a yield, its own poll).
-//! Two clock reads per poll were 37% of worker time in `yield_many` (perf).
+//! Two clock reads per poll were 37% of worker time in `yield_many` (perf);
+//! the one left reads the TSC (see [`clock`](crate::clock)).
 
 mod join;
 mod registry;
@@ -47,17 +48,18 @@ pub(crate) type Runnable = async_task::Runnable<TaskMeta>;
 pub(crate) struct TaskMeta {
     /// The pool the task was spawned on; its wakes re-queue there.
     pub(crate) home: Arc<Pool>,
-    /// [`now_ns`](crate::clock::now_ns) when the task was last queued.
+    /// The raw [`clock::now`](crate::clock::now) when the task was last
+    /// queued.
     /// Written by the scheduler, read by the worker that runs it; the queue
     /// hand-off orders the two, so `Relaxed` suffices.
     queued_at: AtomicU64,
 }
 
 impl TaskMeta {
-    /// Records that the task is being queued at `now_ns`.
+    /// Records that the task is being queued at raw time `now`.
     #[inline]
-    pub(crate) fn stamp(&self, now_ns: u64) {
-        self.queued_at.store(now_ns, Ordering::Relaxed);
+    pub(crate) fn stamp(&self, now: u64) {
+        self.queued_at.store(now, Ordering::Relaxed);
     }
 
     /// When the task was last queued.
