@@ -8,7 +8,7 @@
 #[cfg(not(loom))]
 pub(crate) mod sync {
     pub(crate) mod atomic {
-        pub(crate) use std::sync::atomic::{AtomicUsize, Ordering, fence};
+        pub(crate) use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
     }
     pub(crate) use std::sync::{Mutex, MutexGuard};
 }
@@ -16,7 +16,7 @@ pub(crate) mod sync {
 #[cfg(loom)]
 pub(crate) mod sync {
     pub(crate) mod atomic {
-        pub(crate) use loom::sync::atomic::{AtomicUsize, Ordering, fence};
+        pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
     }
     pub(crate) use loom::sync::{Mutex, MutexGuard};
 }

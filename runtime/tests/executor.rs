@@ -646,3 +646,45 @@ fn a_task_that_goes_idle_while_the_runtime_shuts_down_is_dropped() {
         assert_eq!(LIVE.load(Ordering::SeqCst), 0, "round {round}");
     }
 }
+
+#[test]
+fn shutdown_drops_a_long_chain_of_awaiting_tasks_without_recursing() {
+    // Each task awaits the JoinHandle of the one spawned before it; the
+    // first waits forever. Dropping a task completes its handle and wakes
+    // its awaiter: if that awaiter were dropped inside the wake, the drops
+    // would nest once per link and overflow the small stack below.
+    const LINKS: usize = 5_000;
+    let rt = Runtime::builder()
+        .default_scope(Scope::System)
+        .build()
+        .unwrap();
+    let polled = Arc::new(AtomicUsize::new(0));
+    let p = polled.clone();
+    let mut handle = rt.spawn(async move {
+        p.fetch_add(1, Ordering::SeqCst);
+        futures::future::pending::<()>().await
+    });
+    for _ in 1..LINKS {
+        let p = polled.clone();
+        let inner = handle;
+        handle = rt.spawn(async move {
+            p.fetch_add(1, Ordering::SeqCst);
+            let _ = inner.await;
+        });
+    }
+    // Every task has gone idle (registered) before the shutdown.
+    while polled.load(Ordering::SeqCst) < LINKS {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(move || drop(rt))
+        .unwrap()
+        .join()
+        .expect("the runtime dropped without overflowing its stack");
+    assert!(
+        futures::executor::block_on(handle)
+            .unwrap_err()
+            .is_cancelled()
+    );
+}

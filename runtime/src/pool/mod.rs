@@ -10,7 +10,8 @@
 //!   woke (see [`worker`]).
 //!
 //! # Where a scheduled task goes ([`schedule`])
-//! 1. Its home pool is closed: the task is dropped (its future with it).
+//! 1. Its home pool is closed: the task is pushed on the injector, without
+//!    a kick, for the shutdown thread to drop (see [`closing`]).
 //! 2. The current thread is a worker of its home pool: the task goes to that
 //!    worker's LIFO slot (a yield goes to the back of its deque instead); no
 //!    lock is taken. The displaced LIFO task goes to the deque, and the pool
@@ -21,6 +22,7 @@
 //! A kick that reserves a slot creates the worker thread here, after the
 //! pool lock is released (the kernel's manager does the same).
 
+mod closing;
 pub(crate) mod idle;
 pub(crate) mod worker;
 
@@ -35,7 +37,13 @@ use crate::Scope;
 use crate::metrics::{PoolMetrics, WorkerCounters};
 use crate::runtime::shared::Shared;
 use crate::task::{Registry, Runnable};
+use closing::Closing;
 use idle::{Idle, IdleConfig, Kick};
+
+thread_local! {
+    /// The pool this thread is draining, if any (see `pushed_after_close`).
+    static DRAINING: std::cell::Cell<*const Pool> = const { std::cell::Cell::new(std::ptr::null()) };
+}
 
 /// One worker pool: the execution object for one pod.
 pub(crate) struct Pool {
@@ -56,6 +64,8 @@ pub(crate) struct Pool {
     /// Set before the pool is closed under its lock; a stale `false` only
     /// sends a task the slow way, where the lock sees `closed`.
     closed: AtomicBool,
+    /// The shutdown's last drain, announced (see [`closing`]).
+    closing: Closing,
     pub(crate) shared: Weak<Shared>,
 }
 
@@ -97,6 +107,7 @@ impl Pool {
             slots,
             registry: Registry::new(),
             closed: AtomicBool::new(false),
+            closing: Closing::default(),
             shared,
         }
     }
@@ -133,21 +144,40 @@ impl Pool {
         match kick {
             Kick::Woke | Kick::Coalesced | Kick::Busy => {}
             Kick::Create(slot) => self.create_worker(slot),
-            Kick::Closed => self.drain(),
+            Kick::Closed => self.pushed_after_close(),
+        }
+    }
+
+    /// Queues a task scheduled on the closed pool, for the shutdown thread
+    /// to drop ([`closing`]).
+    fn push_closed(&self, runnable: Runnable) {
+        self.injector.push(runnable);
+        self.pushed_after_close();
+    }
+
+    /// Something was pushed on the closed pool: drop what is queued if the
+    /// shutdown's last drain may have missed it ([`closing`]).
+    fn pushed_after_close(&self) {
+        // A push made by dropping a task in this thread's drain of this
+        // pool (its awaiter, woken) is taken by that drain's loop: draining
+        // again here would nest one drop per link of a chain of awaiters.
+        if self.closing.must_drain_after_push() && DRAINING.get() != std::ptr::from_ref(self) {
+            self.drain_queued();
         }
     }
 
     /// Starts the thread for reserved slot `slot` (no lock held).
     fn create_worker(self: &Arc<Self>, slot: usize) {
         let Some(shared) = self.shared.upgrade() else {
+            // The runtime is gone: its shutdown drained (or will drain) us.
             self.idle.create_failed(slot);
-            self.drain();
+            self.pushed_after_close();
             return;
         };
         if let Err(err) = worker::spawn(&shared, self, slot) {
             self.idle.create_failed(slot);
             if shared.is_closed() {
-                self.drain();
+                self.pushed_after_close();
                 return;
             }
             // The work stays queued: the next kick retries, and busy workers
@@ -161,11 +191,24 @@ impl Pool {
 
     /// Drops everything queued on the injector (shutdown).
     pub(crate) fn drain(&self) {
+        self.drain_queued();
+    }
+
+    /// The shutdown's last drain ([`closing`]): from now on, a push on this
+    /// pool drops what it queued.
+    pub(crate) fn bury(&self) {
+        self.closing.bury();
+        self.drain_queued();
+    }
+
+    fn drain_queued(&self) {
+        let outer = DRAINING.replace(std::ptr::from_ref(self));
         while !self.injector.is_empty() {
             if let Some(runnable) = self.injector.steal().success() {
                 drop(runnable);
             }
         }
+        DRAINING.set(outer);
     }
 
     /// Marks the pool closed and releases its workers: they exit when they
@@ -204,7 +247,10 @@ pub(crate) fn schedule_spawned(pool: &Arc<Pool>, runnable: Runnable) {
 /// The schedule function of every task: see the module docs.
 pub(crate) fn schedule(runnable: Runnable, info: async_task::ScheduleInfo) {
     if runnable.metadata().home.is_closed() {
-        drop(runnable);
+        // The clone keeps the pool alive once the task is queued (it may be
+        // drained and freed by then, and the pool with its last reference).
+        let home = runnable.metadata().home.clone();
+        home.push_closed(runnable);
         return;
     }
     if let Some(runnable) = worker::schedule_local(runnable, info.woken_while_running) {

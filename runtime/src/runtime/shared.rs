@@ -18,16 +18,18 @@
 //! # Shutdown
 //! 1. `closed` is set, under `all_pools`' lock (no pool is created after).
 //! 2. Each pool is closed (kicks fail, workers are released), then its
-//!    registry: every idle task is woken, and its schedule function drops
-//!    it (the pool is closed), which drops its future. A task going idle
+//!    registry: every idle task is woken, and its schedule function queues
+//!    it without a kick (the pool is closed: `pool::closing`). A task going idle
 //!    after this finds the registry closed and wakes itself to the same end
 //!    (see `task::registry`); a task never idle is queued or running.
-//! 3. Queued tasks are drained and dropped; the workers are waited for
+//! 3. Queued tasks are drained and dropped here, in the shutdown thread
+//!    (never inside another thread's `wake()`); the workers are waited for
 //!    (unless the caller is one of them) and joined.
-//! 4. The registries are woken once more and the queues drained again: a
-//!    task a worker had already taken from a queue when step 2 woke it (the
-//!    wake is absorbed by the pending run) is idle again once that worker
-//!    has run it, and nobody else would wake it.
+//! 4. The registries are woken once more and the queues drained a last
+//!    time: a task a worker had already taken from a queue when step 2 woke
+//!    it (the wake is absorbed by the pending run) is idle again once that
+//!    worker has run it, and nobody else would wake it. The pools are
+//!    buried: a push from now on drops what it queued (`pool::closing`).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
@@ -121,6 +123,7 @@ impl Shared {
         if self.is_closed() {
             pool.close();
             pool.registry.close_and_wake_all();
+            pool.bury();
         }
         all.push(pool.clone());
         pool
@@ -232,7 +235,7 @@ impl Shared {
         // worker running.
         for pool in &pools {
             pool.registry.close_and_wake_all();
-            pool.drain();
+            pool.bury();
         }
         all_exited
     }
