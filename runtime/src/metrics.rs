@@ -107,6 +107,11 @@ pub struct PoolMetrics {
     pub parks: u64,
     /// Times a worker found work while spinning before parking.
     pub spin_hits: u64,
+    /// Task polls run by the runtime's rescuer thread because no worker
+    /// could be started for the pool (included in `items_started`).
+    pub rescued: u64,
+    /// Worker threads the OS refused to start for this pool.
+    pub worker_start_failures: u64,
     /// Scheduling delays (queued to first poll), nanoseconds.
     pub sched_delay: Histogram<u64>,
 }
@@ -135,10 +140,18 @@ impl PoolMetrics {
             sibling_steals: 0,
             parks: 0,
             spin_hits: 0,
+            rescued: 0,
+            worker_start_failures: 0,
             sched_delay: new_histogram(),
         };
-        for slot in pool.slots.iter() {
-            let c = &slot.counters;
+        m.rescued = pool.rescuer.started.load(Ordering::Relaxed);
+        m.worker_start_failures = pool.create_failures.load(Ordering::Relaxed);
+        for c in pool
+            .slots
+            .iter()
+            .map(|s| &*s.counters)
+            .chain(std::iter::once(&pool.rescuer))
+        {
             m.items_started += c.started.load(Ordering::Relaxed);
             m.items_completed += c.completed.load(Ordering::Relaxed);
             m.remote_steals += c.remote_steals.load(Ordering::Relaxed);
@@ -174,6 +187,8 @@ impl fmt::Debug for PoolMetrics {
             .field("workers_created", &self.workers_created)
             .field("workers_culled", &self.workers_culled)
             .field("remote_steals", &self.remote_steals)
+            .field("rescued", &self.rescued)
+            .field("worker_start_failures", &self.worker_start_failures)
             .field("sched_delay_p50_ns", &self.sched_delay_ns(0.5))
             .field("sched_delay_p99_ns", &self.sched_delay_ns(0.99))
             .finish_non_exhaustive()
@@ -192,7 +207,7 @@ impl fmt::Display for RuntimeMetrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{:>4} {:<11} {:>4} {:>8} {:>5} {:>10} {:>9} {:>9} {:>8} {:>7} {:>7} {:>10} {:>10}",
+            "{:>4} {:<11} {:>4} {:>8} {:>5} {:>10} {:>9} {:>9} {:>8} {:>7} {:>7} {:>8} {:>10} {:>10}",
             "pool",
             "scope",
             "pod",
@@ -204,13 +219,14 @@ impl fmt::Display for RuntimeMetrics {
             "unparks",
             "culled",
             "rsteal",
+            "rescued",
             "p50 delay",
             "p99 delay"
         )?;
         for p in &self.pools {
             writeln!(
                 f,
-                "{:>4} {:<11} {:>4} {:>4}/{:<3} {:>5} {:>10} {:>9} {:>9} {:>8} {:>7} {:>7} {:>10} {:>10}",
+                "{:>4} {:<11} {:>4} {:>4}/{:<3} {:>5} {:>10} {:>9} {:>9} {:>8} {:>7} {:>7} {:>8} {:>10} {:>10}",
                 p.id,
                 p.scope.name(),
                 p.pod,
@@ -223,6 +239,7 @@ impl fmt::Display for RuntimeMetrics {
                 p.unparks,
                 p.workers_culled,
                 p.remote_steals,
+                p.rescued,
                 fmt_ns(p.sched_delay_ns(0.5)),
                 fmt_ns(p.sched_delay_ns(0.99)),
             )?;

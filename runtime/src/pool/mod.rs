@@ -27,7 +27,7 @@ pub(crate) mod idle;
 pub(crate) mod worker;
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use crossbeam_deque::{Injector, Stealer, Worker as Deque};
@@ -66,6 +66,12 @@ pub(crate) struct Pool {
     closed: AtomicBool,
     /// The shutdown's last drain, announced (see [`closing`]).
     closing: Closing,
+    /// On the runtime's mayday list (see `runtime::rescuer`).
+    pub(crate) on_mayday: AtomicBool,
+    /// Worker threads the OS refused to start.
+    pub(crate) create_failures: AtomicU64,
+    /// Tasks run by the rescuer (single writer: the rescuer thread).
+    pub(crate) rescuer: WorkerCounters,
     pub(crate) shared: Weak<Shared>,
 }
 
@@ -108,6 +114,9 @@ impl Pool {
             registry: Registry::new(),
             closed: AtomicBool::new(false),
             closing: Closing::default(),
+            on_mayday: AtomicBool::new(false),
+            create_failures: AtomicU64::new(0),
+            rescuer: WorkerCounters::default(),
             shared,
         }
     }
@@ -180,12 +189,18 @@ impl Pool {
                 self.pushed_after_close();
                 return;
             }
-            // The work stays queued: the next kick retries, and busy workers
-            // see it before they idle.
-            eprintln!(
-                "wq: could not start a worker thread for pool {} ({} pod {}): {err}",
-                self.id, self.scope, self.pod
-            );
+            // The work stays queued: busy workers see it before they idle,
+            // the next kick retries, and the rescuer runs it if the pool
+            // has no worker (see `runtime::rescuer`).
+            if self.create_failures.fetch_add(1, Ordering::Relaxed) == 0 {
+                eprintln!(
+                    "wq: could not start a worker thread for pool {} ({} pod {}): {err}; \
+                     the pool's work runs on the rescuer thread until a worker can be started \
+                     (check the process's thread limit, `ulimit -u`, and free memory)",
+                    self.id, self.scope, self.pod
+                );
+            }
+            shared.rescuer.mayday(self);
         }
     }
 
@@ -209,6 +224,19 @@ impl Pool {
             }
         }
         DRAINING.set(outer);
+    }
+
+    /// Runs a task on the rescuer thread (see `runtime::rescuer`),
+    /// recording its scheduling delay in the pool's rescuer counters.
+    pub(crate) fn run_rescued(&self, runnable: Runnable) {
+        let delay = crate::clock::delay_ns(runnable.metadata().queued_at(), crate::clock::now());
+        let c = &self.rescuer;
+        c.started.fetch_add(1, Ordering::Relaxed);
+        crate::lock_std(&c.sched_delay).saturating_record(delay.max(1));
+        // As on a worker: a panic in a cancelled future's Drop must not
+        // take the rescuer down.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runnable.run()));
+        c.completed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Marks the pool closed and releases its workers: they exit when they

@@ -123,6 +123,14 @@ pub(crate) fn current_virtual_cpu() -> Option<usize> {
 
 /// Starts a worker thread for reserved slot `slot` of `pool`.
 pub(crate) fn spawn(shared: &Arc<Shared>, pool: &Arc<Pool>, slot: usize) -> io::Result<()> {
+    #[cfg(test)]
+    if shared
+        .refuse_worker_starts
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+    }
     let name = format!("{}-{}.{}", shared.config.thread_name, pool.id, slot);
     let (s, p) = (shared.clone(), pool.clone());
     shared.spawn_worker(name, move |live| run(s, p, slot, live))

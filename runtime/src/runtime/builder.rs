@@ -126,7 +126,9 @@ impl Builder {
         self
     }
 
-    /// Builds the runtime. No thread is started until work arrives.
+    /// Builds the runtime. One thread starts now, the rescuer (it runs a
+    /// pool's work if the OS refuses to start its workers, see
+    /// `docs/architecture.md`); worker threads start when work arrives.
     pub fn build(self) -> Result<Runtime, BuildError> {
         let c = &self.config;
         if c.max_workers_per_pool == Some(0) {
@@ -150,7 +152,13 @@ impl Builder {
             None => Topology::detect().map_err(BuildError::topology)?,
         };
         crate::clock::calibrate();
-        Ok(Runtime::from_parts(topology, self.config))
+        let runtime = Runtime::from_parts(topology, self.config);
+        runtime.handle.shared.start_rescuer().map_err(|err| {
+            BuildError::new(format!(
+                "could not start the runtime's rescuer thread: {err}; the process may be at its thread limit (`ulimit -u`) or out of memory"
+            ))
+        })?;
+        Ok(runtime)
     }
 }
 

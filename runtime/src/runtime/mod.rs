@@ -2,6 +2,7 @@
 
 pub(crate) mod builder;
 pub(crate) mod context;
+pub(crate) mod rescuer;
 pub(crate) mod shared;
 
 use std::fmt;

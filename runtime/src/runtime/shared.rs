@@ -17,7 +17,8 @@
 //!
 //! # Shutdown
 //! 1. `closed` is set, under `all_pools`' lock (no pool is created after).
-//! 2. Each pool is closed (kicks fail, workers are released), then its
+//! 2. Each pool is closed (kicks fail, workers are released) and the
+//!    rescuer is told to exit (`runtime::rescuer`); then each pool's
 //!    registry: every idle task is woken, and its schedule function queues
 //!    it without a kick (the pool is closed: `pool::closing`). A task going idle
 //!    after this finds the registry closed and wakes itself to the same end
@@ -37,6 +38,7 @@ use std::thread::JoinHandle as ThreadHandle;
 use std::time::{Duration, Instant};
 
 use super::builder::Config;
+use super::rescuer::{self, Rescuer};
 use crate::pool::Pool;
 use crate::pool::idle::IdleConfig;
 use crate::{Scope, Topology};
@@ -53,6 +55,11 @@ pub(crate) struct Shared {
     live_changed: Condvar,
     closed: AtomicBool,
     round_robin: AtomicUsize,
+    /// The mayday list of pools no worker could be started for.
+    pub(crate) rescuer: Rescuer,
+    /// Test hook: worker starts to refuse (as the OS would at its limit).
+    #[cfg(test)]
+    pub(crate) refuse_worker_starts: AtomicUsize,
     me: Weak<Shared>,
 }
 
@@ -86,6 +93,9 @@ impl Shared {
             live_changed: Condvar::new(),
             closed: AtomicBool::new(false),
             round_robin: AtomicUsize::new(0),
+            rescuer: Rescuer::default(),
+            #[cfg(test)]
+            refuse_worker_starts: AtomicUsize::new(0),
             me: me.clone(),
         })
     }
@@ -176,6 +186,15 @@ impl Shared {
             .filter(move |p| p.id != id)
     }
 
+    /// Starts the rescuer thread (at build time).
+    pub(crate) fn start_rescuer(&self) -> std::io::Result<()> {
+        let shared = self.me.upgrade().expect("called on a live runtime");
+        self.spawn_worker(
+            format!("{}-rescuer", self.config.thread_name),
+            move |live| rescuer::run(shared, live),
+        )
+    }
+
     /// Starts a worker thread running `f`, counted live until `f`'s
     /// `LiveWorker` drops. Refused once the runtime is closed.
     ///
@@ -224,6 +243,7 @@ impl Shared {
         for pool in &pools {
             pool.close();
         }
+        self.rescuer.close();
         for pool in &pools {
             pool.registry.close_and_wake_all();
             pool.drain();
@@ -242,7 +262,8 @@ impl Shared {
 
     fn wait_workers(&self, timeout: Option<Duration>) -> bool {
         // A worker dropping its own runtime cannot wait for itself.
-        let me = usize::from(crate::pool::worker::on_worker_of(self));
+        let me =
+            usize::from(crate::pool::worker::on_worker_of(self) || rescuer::on_rescuer_of(self));
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut live = crate::lock_std(&self.live);
         while *live > me {
