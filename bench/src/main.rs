@@ -10,7 +10,7 @@ const USAGE: &str = "\
 usage: wq-bench <workqueue|locality|memory> [options]
 
 workqueue  the kernel's test_workqueue.c shape: every scope x {under_lock, deferred} + tokio
-  --producers P (default: online CPUs)  --items N per producer (default 20000; spec 200000)
+  --producers P (default: online CPUs)  --items N per producer (default 200000, the spec's)
   --repeat R (default 5)  --warmup W  --topology \"<hwloc synthetic>\"  --scopes cpu,smt,...
   --modes under_lock,deferred  --tokio-workers T (default: online CPUs)  --spin-us US
   --plot-dir DIR (write SVG plots)  --json  --no-pin  --no-tokio

@@ -69,7 +69,7 @@ impl Config {
     /// From the command line; defaults sized for a 2-CPU machine.
     pub fn from_args(a: &Args) -> Result<Config, String> {
         let cpus = crate::machine::online_cpus();
-        let items = a.get("items", 20_000usize)?;
+        let items = a.get("items", 200_000usize)?;
         Ok(Config {
             producers: a.get("producers", cpus)?,
             items,
