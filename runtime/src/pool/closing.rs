@@ -1,8 +1,10 @@
 //! What becomes of a task scheduled on a closed pool.
 //!
 //! # Who drops what
-//! While the runtime shuts down, queued tasks are dropped by the shutdown
-//! thread only. A task scheduled on a closed pool -- woken by another
+//! While the runtime shuts down, tasks queued on a pool's injector are
+//! dropped by the shutdown thread (a worker exiting drops what is in its
+//! own LIFO slot and deque, in its own thread). A task scheduled on a
+//! closed pool -- woken by another
 //! thread, by a worker finishing its last poll, or by the shutdown's own
 //! registry wake -- is pushed on the pool's injector like any other, and no
 //! worker is kicked; the shutdown thread drains the injectors after each
@@ -24,9 +26,16 @@
 //! The two fences are ordered one way or the other: if the shutdown's comes
 //! first, the pusher loads `true`; if the pusher's comes first, its push is
 //! visible to the shutdown's drain. Either way the task is dropped (at most
-//! both drain, which is harmless). Only a push racing the end of a shutdown
-//! drops a task in the pusher's thread. `loom_a_push_racing_the_last_drain_is_dropped`
-//! checks it.
+//! both drain, which is harmless). Only a push after (or racing) the last
+//! drain drops tasks in the pusher's thread: by then every task idle at
+//! shutdown has been dropped, so such a push comes from a wake racing the
+//! shutdown's end, or from a worker a `shutdown_timeout` gave up on.
+//! `loom_a_push_racing_the_last_drain_is_dropped` checks the race.
+//!
+//! A drain that drops a task may wake its awaiter, which is queued on its
+//! own (closed) pool: the pools a thread is draining are stacked, and a
+//! push onto one of them is left to that drain's loop, so a chain of
+//! awaiters is dropped iteratively, nesting at most once per pool.
 
 use crate::loom::sync::atomic::{AtomicBool, Ordering, fence};
 

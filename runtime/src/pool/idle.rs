@@ -280,13 +280,16 @@ impl Idle {
         self.sync_hint(&st);
     }
 
-    /// The thread for reserved slot `id` could not be created.
-    pub(crate) fn create_failed(&self, id: usize) {
+    /// The thread for reserved slot `id` could not be created. Returns
+    /// whether the pool is left without any worker (nobody would look at
+    /// its queue: the caller sends a mayday, see `runtime::rescuer`).
+    pub(crate) fn create_failed(&self, id: usize) -> bool {
         let mut st = lock(&self.state);
         st.slots[id].state = SlotState::Absent;
         st.nr_workers -= 1;
         st.creating = false;
         self.sync_hint(&st);
+        st.nr_workers == 0
     }
 
     /// Step 2. `has_work` is called under the lock.

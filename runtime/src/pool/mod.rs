@@ -27,22 +27,33 @@ pub(crate) mod idle;
 pub(crate) mod worker;
 
 use std::fmt;
+use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
 
 use crossbeam_deque::{Injector, Stealer, Worker as Deque};
 use crossbeam_utils::CachePadded;
 
 use crate::Scope;
 use crate::metrics::{PoolMetrics, WorkerCounters};
+use crate::runtime::rescuer::MAYDAY_INTERVAL;
 use crate::runtime::shared::Shared;
 use crate::task::{Registry, Runnable};
 use closing::Closing;
 use idle::{Idle, IdleConfig, Kick};
 
 thread_local! {
-    /// The pool this thread is draining, if any (see `pushed_after_close`).
-    static DRAINING: std::cell::Cell<*const Pool> = const { std::cell::Cell::new(std::ptr::null()) };
+    /// The pools this thread is draining, innermost last (see
+    /// `pushed_after_close`).
+    static DRAINING: std::cell::RefCell<Vec<*const Pool>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Whether this thread is draining `pool` already.
+fn draining(pool: &Pool) -> bool {
+    DRAINING
+        .try_with(|d| d.borrow().contains(&std::ptr::from_ref(pool)))
+        .unwrap_or(false)
 }
 
 /// One worker pool: the execution object for one pod.
@@ -70,6 +81,9 @@ pub(crate) struct Pool {
     pub(crate) on_mayday: AtomicBool,
     /// Worker threads the OS refused to start.
     pub(crate) create_failures: AtomicU64,
+    /// After a refused start, no kick tries again before this instant
+    /// (the rescuer's pace); `None` while starts succeed.
+    start_retry_at: Mutex<Option<Instant>>,
     /// Tasks run by the rescuer (single writer: the rescuer thread).
     pub(crate) rescuer: WorkerCounters,
     pub(crate) shared: Weak<Shared>,
@@ -116,6 +130,7 @@ impl Pool {
             closing: Closing::default(),
             on_mayday: AtomicBool::new(false),
             create_failures: AtomicU64::new(0),
+            start_retry_at: Mutex::new(None),
             rescuer: WorkerCounters::default(),
             shared,
         }
@@ -170,12 +185,16 @@ impl Pool {
         // A push made by dropping a task in this thread's drain of this
         // pool (its awaiter, woken) is taken by that drain's loop: draining
         // again here would nest one drop per link of a chain of awaiters.
-        if self.closing.must_drain_after_push() && DRAINING.get() != std::ptr::from_ref(self) {
+        // (Pools being drained are stacked, so a chain alternating between
+        // pools nests at most once per pool.)
+        if self.closing.must_drain_after_push() && !draining(self) {
             self.drain_queued();
         }
     }
 
-    /// Starts the thread for reserved slot `slot` (no lock held).
+    /// Starts the thread for reserved slot `slot` (no lock held), unless a
+    /// start failed less than [`MAYDAY_INTERVAL`] ago: then the kick only
+    /// hands the work to the rescuer, which retries at that pace.
     fn create_worker(self: &Arc<Self>, slot: usize) {
         let Some(shared) = self.shared.upgrade() else {
             // The runtime is gone: its shutdown drained (or will drain) us.
@@ -183,23 +202,43 @@ impl Pool {
             self.pushed_after_close();
             return;
         };
-        if let Err(err) = worker::spawn(&shared, self, slot) {
-            self.idle.create_failed(slot);
-            if shared.is_closed() {
-                self.pushed_after_close();
+        let backing_off = crate::lock_std(&self.start_retry_at).is_some_and(|t| Instant::now() < t);
+        let result = if backing_off {
+            Err(None)
+        } else {
+            worker::spawn(&shared, self, slot).map_err(Some)
+        };
+        let err = match result {
+            Ok(()) => {
+                *crate::lock_std(&self.start_retry_at) = None;
                 return;
             }
-            // The work stays queued: busy workers see it before they idle,
-            // the next kick retries, and the rescuer runs it if the pool
-            // has no worker (see `runtime::rescuer`).
+            Err(err) => err,
+        };
+        let no_worker = self.idle.create_failed(slot);
+        if shared.is_closed() {
+            self.pushed_after_close();
+            return;
+        }
+        if let Some(err) = err {
+            *crate::lock_std(&self.start_retry_at) = Some(Instant::now() + MAYDAY_INTERVAL);
             if self.create_failures.fetch_add(1, Ordering::Relaxed) == 0 {
-                eprintln!(
+                // Not `eprintln!`: a closed stderr must not panic here
+                // (inside a waker, async-task would abort the process).
+                let _ = writeln!(
+                    std::io::stderr(),
                     "wq: could not start a worker thread for pool {} ({} pod {}): {err}; \
                      the pool's work runs on the rescuer thread until a worker can be started \
                      (check the process's thread limit, `ulimit -u`, and free memory)",
-                    self.id, self.scope, self.pod
+                    self.id,
+                    self.scope,
+                    self.pod
                 );
             }
+        }
+        // The work stays queued. Busy workers see it before they idle; a
+        // pool with no worker is handed to the rescuer.
+        if no_worker {
             shared.rescuer.mayday(self);
         }
     }
@@ -217,13 +256,13 @@ impl Pool {
     }
 
     fn drain_queued(&self) {
-        let outer = DRAINING.replace(std::ptr::from_ref(self));
+        DRAINING.with_borrow_mut(|d| d.push(std::ptr::from_ref(self)));
         while !self.injector.is_empty() {
             if let Some(runnable) = self.injector.steal().success() {
                 drop(runnable);
             }
         }
-        DRAINING.set(outer);
+        DRAINING.with_borrow_mut(|d| d.pop());
     }
 
     /// Runs a task on the rescuer thread (see `runtime::rescuer`),

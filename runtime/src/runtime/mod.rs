@@ -232,9 +232,9 @@ impl Handle {
 
     /// See [`Runtime::block_on`].
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
-        if crate::pool::worker::on_worker_thread() {
+        if crate::pool::worker::on_worker_thread() || rescuer::on_rescuer_thread() {
             panic!(
-                "wq: block_on called from a wq worker thread; blocking a worker stalls its pool: .await the future instead"
+                "wq: block_on called from a wq worker thread; blocking a worker (or the rescuer) stalls its pool: .await the future instead"
             );
         }
         let _guard = context::enter(self.clone());

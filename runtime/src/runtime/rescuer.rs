@@ -11,27 +11,39 @@
 //! thread when it is needed.
 //!
 //! # Protocol
-//! - **Mayday.** A failed start puts the pool on the runtime's mayday list
-//!   (once: `Pool::on_mayday` is set with the push and cleared by the
-//!   rescuer when it takes the pool) and wakes the rescuer. The list and
-//!   its `closed` flag are under one lock, a leaf: no other lock is taken
-//!   under it and no task runs under it.
-//! - **Rescue.** For each pool taken from the list, while the pool is open
-//!   and its injector holds work: if the pool has a worker now, kick it and
-//!   stop (a worker sees the queue); else, at most once per
-//!   [`MAYDAY_INTERVAL`], kick the pool so that it tries to start a worker
-//!   (a failure sends a new mayday, which only re-queues the pool); then run
-//!   up to [`RESCUE_BATCH`] of its tasks here, bound to the pool's CPUs on a
-//!   live topology. Their scheduling delays go to the pool's rescuer
-//!   counters, merged into the pool's metrics (`rescued`).
+//! - **Back-off.** A refused start sets the pool's `start_retry_at` to
+//!   [`MAYDAY_INTERVAL`] from now; until then kicks do not try to start a
+//!   thread (a reserved slot is given back at once). So a burst of pushes
+//!   to a pool at the thread limit costs no failing `clone()` each.
+//! - **Mayday.** A failed or backed-off start that leaves the pool with no
+//!   worker at all (`Idle::create_failed` says so, under the pool lock) puts
+//!   the pool on the runtime's mayday list and wakes the rescuer (the
+//!   kernel's `send_mayday`). A pool with a busy worker sends none: that
+//!   worker looks at the queue before it idles. `Pool::on_mayday` says the
+//!   pool is on the list; it is read and written only under the list lock,
+//!   so a mayday either finds the pool still listed (the rescuer will visit
+//!   it after this push) or lists it.
+//! - **Rescue.** The rescuer takes the whole list and visits each pool once:
+//!   if it is open and has queued work, kick it (a thread start, paced by
+//!   the back-off); if the pool now has a worker, done; else run up to
+//!   [`RESCUE_BATCH`] of its tasks here (checking `closed` before each),
+//!   bound to the pool's CPUs on a live topology, and if work is left, send
+//!   the pool a mayday again: it is visited after the other listed pools,
+//!   so one busy pool cannot starve another. Rescued tasks' scheduling
+//!   delays go to the pool's rescuer counters, merged into the pool's
+//!   metrics (`rescued`).
 //! - **Shutdown** (step 2 of `runtime::shared`) closes the list and wakes
 //!   the rescuer, which exits; it is counted live and joined like a worker.
+//!
+//! The list lock is a leaf: no other lock is taken under it and no task
+//! runs under it.
 //!
 //! The rescuer is not a worker: a task it runs that wakes itself is pushed
 //! on its home pool's injector and kicks, as from any thread.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::context;
 use super::shared::{LiveWorker, Shared};
@@ -59,15 +71,12 @@ pub(crate) struct Rescuer {
 
 impl Rescuer {
     /// Asks the rescuer to look after `pool` (no-op if it already will).
+    /// `on_mayday` is only read and written under the list lock: a pool is
+    /// either on the list (and will be visited after this push is visible)
+    /// or is put on it here.
     pub(crate) fn mayday(&self, pool: &Arc<Pool>) {
-        if pool
-            .on_mayday
-            .swap(true, std::sync::atomic::Ordering::AcqRel)
-        {
-            return;
-        }
         let mut list = crate::lock_std(&self.list);
-        if list.closed {
+        if list.closed || pool.on_mayday.swap(true, Ordering::Relaxed) {
             return;
         }
         list.pools.push(pool.clone());
@@ -94,7 +103,11 @@ impl Rescuer {
                 return None;
             }
             if !list.pools.is_empty() {
-                return Some(std::mem::take(&mut list.pools));
+                let pools = std::mem::take(&mut list.pools);
+                for pool in &pools {
+                    pool.on_mayday.store(false, Ordering::Relaxed);
+                }
+                return Some(pools);
             }
             list = self.wakeup.wait(list).unwrap_or_else(|e| e.into_inner());
         }
@@ -114,6 +127,11 @@ pub(crate) fn on_rescuer_of(shared: &Shared) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether the current thread is a rescuer (of any runtime).
+pub(crate) fn on_rescuer_thread() -> bool {
+    RESCUER_OF.try_with(|r| !r.get().is_null()).unwrap_or(false)
+}
+
 /// The rescuer thread's body.
 pub(crate) fn run(shared: Arc<Shared>, live: LiveWorker) {
     RESCUER_OF.set(Arc::as_ptr(&shared));
@@ -122,38 +140,41 @@ pub(crate) fn run(shared: Arc<Shared>, live: LiveWorker) {
     });
     while let Some(pools) = shared.rescuer.take() {
         for pool in pools {
-            pool.on_mayday
-                .store(false, std::sync::atomic::Ordering::Release);
             rescue(&shared, &pool);
         }
     }
     drop(live);
 }
 
+/// One visit to `pool`: at most one batch, then the next pool.
 fn rescue(shared: &Shared, pool: &Arc<Pool>) {
-    let mut last_try: Option<Instant> = None;
-    let mut bound = false;
-    while !pool.is_closed() && !pool.injector.is_empty() {
-        if pool.idle.snapshot().nr_workers > 0 {
-            pool.kick();
+    if pool.is_closed() || pool.injector.is_empty() {
+        return;
+    }
+    // Try for a worker: paced by the pool's start back-off, so this tries
+    // a thread start at most once per MAYDAY_INTERVAL. A failure with no
+    // worker sends a new mayday, which puts the pool back on the list.
+    pool.kick();
+    if pool.idle.snapshot().nr_workers > 0 {
+        // A worker (new, or busy) looks at the queue before it idles.
+        return;
+    }
+    if shared.topology.is_live() {
+        // Best effort, as for a worker.
+        let _ = crate::topology::bind_current_thread(&pool.cpus);
+    }
+    for _ in 0..RESCUE_BATCH {
+        if pool.is_closed() {
             return;
         }
-        if last_try.is_none_or(|t| t.elapsed() >= MAYDAY_INTERVAL) {
-            last_try = Some(Instant::now());
-            pool.kick();
-            continue;
-        }
-        if !bound && shared.topology.is_live() {
-            // Best effort, as for a worker.
-            let _ = crate::topology::bind_current_thread(&pool.cpus);
-            bound = true;
-        }
-        for _ in 0..RESCUE_BATCH {
-            let Some(runnable) = pool.injector.steal().success() else {
-                break;
-            };
-            pool.run_rescued(runnable);
-        }
+        let Some(runnable) = pool.injector.steal().success() else {
+            break;
+        };
+        pool.run_rescued(runnable);
+    }
+    if !pool.injector.is_empty() {
+        // Come back after the other pools on the list.
+        shared.rescuer.mayday(pool);
     }
 }
 
@@ -242,6 +263,81 @@ mod tests {
             drop(rt.spawn(async {}));
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    #[test]
+    fn one_busy_pool_does_not_starve_another() {
+        within_watchdog(|| {
+            let rt = Runtime::builder()
+                .topology(Topology::synthetic("pack:2 core:1 pu:1").unwrap())
+                .build()
+                .unwrap();
+            let shared = &rt.handle().shared;
+            shared
+                .refuse_worker_starts
+                .store(usize::MAX, Ordering::Relaxed);
+            let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            // Pool of CPU 0: a task that keeps re-queueing itself until the
+            // task on CPU 1's pool has run.
+            let f = flag.clone();
+            let waiter = rt.handle().spawn_on_cpu(0, Scope::Cpu, async move {
+                let mut yields = 0u64;
+                while !f.load(Ordering::Acquire) {
+                    crate::task::yield_now().await;
+                    yields += 1;
+                }
+                yields
+            });
+            let f = flag.clone();
+            let setter =
+                rt.handle().spawn_on_cpu(
+                    1,
+                    Scope::Cpu,
+                    async move { f.store(true, Ordering::Release) },
+                );
+            rt.block_on(setter).unwrap();
+            assert!(rt.block_on(waiter).is_ok());
+        });
+    }
+
+    #[test]
+    fn refused_starts_are_retried_at_the_mayday_pace_not_per_push() {
+        within_watchdog(|| {
+            let rt = Runtime::builder()
+                .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
+                .default_scope(Scope::System)
+                .build()
+                .unwrap();
+            let shared = &rt.handle().shared;
+            const BUDGET: usize = 1_000_000;
+            shared.refuse_worker_starts.store(BUDGET, Ordering::Relaxed);
+            let started = std::time::Instant::now();
+            // Thousands of pushes (spawns and yields) while no worker starts.
+            for _ in 0..20 {
+                let hs: Vec<_> = (0..50)
+                    .map(|_| {
+                        rt.spawn(async {
+                            for _ in 0..5 {
+                                crate::task::yield_now().await;
+                            }
+                        })
+                    })
+                    .collect();
+                rt.block_on(async {
+                    for h in hs {
+                        h.await.unwrap();
+                    }
+                });
+            }
+            let intervals = started.elapsed().as_millis() / super::MAYDAY_INTERVAL.as_millis();
+            let attempts = BUDGET - shared.refuse_worker_starts.load(Ordering::Relaxed);
+            // One attempt per interval, plus racing kicks that both found
+            // the back-off expired; without the back-off, one per push.
+            assert!(
+                attempts as u128 <= 2 * (intervals + 1),
+                "{attempts} thread starts tried in {intervals} intervals"
+            );
+        });
     }
 
     #[test]

@@ -16,12 +16,16 @@
 //!   registers them then).
 //! - **Shutdown** ([`Registry::close_and_wake_all`]) marks every shard
 //!   closed and wakes the registered tasks, outside the shard lock (the
-//!   wake drops the task, its future, and with it the shard entry, which
-//!   takes the lock). A registration that finds its shard closed does not
-//!   insert: it returns `false` and the caller wakes the task itself, which
-//!   drops it (the pool was closed before the registry). Under the shard
-//!   lock each registration is thus either seen by the shutdown's wake or
-//!   sees `closed`: no idle task outlives the shutdown.
+//!   wake queues the task on its closed pool, where the shutdown's drain
+//!   drops it, its future, and with it the shard entry, which takes the
+//!   lock: `pool::closing`). A registration that finds its shard closed
+//!   does not insert: it returns `None` and the caller wakes the task
+//!   itself, to the same end (the pool was closed before the registry).
+//!   Under the shard lock each registration is thus either seen by the
+//!   shutdown's wake or sees `closed`: no idle task outlives the shutdown.
+//!   A wake absorbed by a poll in progress (a worker a `shutdown_timeout`
+//!   gave up on) ends the same way when that poll returns: the schedule
+//!   function sees the pool closed and queues the task (`pool::closing`).
 //!
 //! Lock order: a shard lock is a leaf; no other lock is taken under it and
 //! no waker is woken or dropped under it (the removed waker is dropped after
