@@ -197,6 +197,21 @@ mod tests {
         })
     }
 
+    /// A runtime on synthetic topology `desc` whose next `refused` worker
+    /// starts the "OS" refuses.
+    fn refusing_runtime(desc: &str, scope: Scope, refused: usize) -> Runtime {
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic(desc).unwrap())
+            .default_scope(scope)
+            .build()
+            .unwrap();
+        rt.handle()
+            .shared
+            .refuse_worker_starts
+            .store(refused, Ordering::Relaxed);
+        rt
+    }
+
     /// Fails instead of hanging if the work is stranded.
     fn within_watchdog(f: impl FnOnce() + Send + 'static) {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -221,16 +236,9 @@ mod tests {
     }
 
     fn work_runs_on_the_rescuer() {
-        let rt = Runtime::builder()
-            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
-            .default_scope(Scope::System)
-            .build()
-            .unwrap();
         // The OS refuses every worker thread from now on.
+        let rt = refusing_runtime("pack:1 core:2 pu:1", Scope::System, usize::MAX);
         let shared = &rt.handle().shared;
-        shared
-            .refuse_worker_starts
-            .store(usize::MAX, Ordering::Relaxed);
         let handles: Vec<_> = (0..200u64)
             .map(|i| {
                 rt.spawn(async move {
@@ -268,14 +276,7 @@ mod tests {
     #[test]
     fn one_busy_pool_does_not_starve_another() {
         within_watchdog(|| {
-            let rt = Runtime::builder()
-                .topology(Topology::synthetic("pack:2 core:1 pu:1").unwrap())
-                .build()
-                .unwrap();
-            let shared = &rt.handle().shared;
-            shared
-                .refuse_worker_starts
-                .store(usize::MAX, Ordering::Relaxed);
+            let rt = refusing_runtime("pack:2 core:1 pu:1", Scope::Cpu, usize::MAX);
             let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             // Pool of CPU 0: a task that keeps re-queueing itself until the
             // task on CPU 1's pool has run.
@@ -303,14 +304,9 @@ mod tests {
     #[test]
     fn refused_starts_are_retried_at_the_mayday_pace_not_per_push() {
         within_watchdog(|| {
-            let rt = Runtime::builder()
-                .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
-                .default_scope(Scope::System)
-                .build()
-                .unwrap();
-            let shared = &rt.handle().shared;
             const BUDGET: usize = 1_000_000;
-            shared.refuse_worker_starts.store(BUDGET, Ordering::Relaxed);
+            let rt = refusing_runtime("pack:1 core:2 pu:1", Scope::System, BUDGET);
+            let shared = &rt.handle().shared;
             let started = std::time::Instant::now();
             // Thousands of pushes (spawns and yields) while no worker starts.
             for _ in 0..20 {
@@ -346,14 +342,7 @@ mod tests {
     }
 
     fn never_start_then_shut_down() {
-        let rt = Runtime::builder()
-            .topology(Topology::synthetic("pack:2 core:1 pu:1").unwrap())
-            .build()
-            .unwrap();
-        rt.handle()
-            .shared
-            .refuse_worker_starts
-            .store(usize::MAX, Ordering::Relaxed);
+        let rt = refusing_runtime("pack:2 core:1 pu:1", Scope::Cpu, usize::MAX);
         let pending: Vec<_> = (0..2)
             .map(|cpu| {
                 rt.handle()
