@@ -378,6 +378,36 @@ fn build_errors_say_what_to_do() {
         .build()
         .unwrap_err();
     assert!(e.to_string().contains("idle_timeout"), "{e}");
+    let e = Runtime::builder().thread_stack_size(0).build().unwrap_err();
+    assert!(e.to_string().contains("thread_stack_size"), "{e}");
+    // A stack no machine can map: the rescuer cannot start, and the error
+    // names the setting.
+    let e = Runtime::builder()
+        .thread_stack_size(1 << 60)
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("thread_stack_size"), "{e}");
+}
+
+#[test]
+fn tasks_run_on_stacks_of_the_configured_size() {
+    // ~3 MiB of stack in one synchronous call: more than the default 2 MiB.
+    #[inline(never)]
+    fn deep(n: usize) -> u64 {
+        let buf = std::hint::black_box([n as u8; 1024]);
+        if n == 0 {
+            0
+        } else {
+            deep(n - 1) + u64::from(buf[n % 1024])
+        }
+    }
+    let rt = Runtime::builder()
+        .thread_stack_size(16 << 20)
+        .max_workers_per_pool(1)
+        .build()
+        .unwrap();
+    let h = rt.spawn(async { deep(3 * 1024) });
+    assert!(rt.block_on(h).unwrap() > 0);
 }
 
 #[test]

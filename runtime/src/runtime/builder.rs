@@ -16,6 +16,7 @@ pub(crate) struct Config {
     pub(crate) thread_name: String,
     pub(crate) spin: Duration,
     pub(crate) affinity_strict: bool,
+    pub(crate) thread_stack_size: Option<usize>,
 }
 
 /// Default time a worker spins looking for work before it parks. See
@@ -67,6 +68,7 @@ impl Builder {
                 thread_name: "wq".to_owned(),
                 spin: DEFAULT_SPIN,
                 affinity_strict: false,
+                thread_stack_size: None,
             },
         }
     }
@@ -126,6 +128,16 @@ impl Builder {
         self
     }
 
+    /// The stack size of the runtime's threads (workers and the rescuer),
+    /// in bytes. Default: the standard library's (2 MiB, or
+    /// `RUST_MIN_STACK`). Tasks are polled on these stacks: give more when
+    /// a task's synchronous code recurses deeply. Sizes below the
+    /// platform's minimum are rounded up to it.
+    pub fn thread_stack_size(mut self, bytes: usize) -> Builder {
+        self.config.thread_stack_size = Some(bytes);
+        self
+    }
+
     /// Builds the runtime. One thread starts now, the rescuer (it runs a
     /// pool's work if the OS refuses to start its workers, see
     /// `docs/architecture.md`); worker threads start when work arrives.
@@ -142,6 +154,11 @@ impl Builder {
                 c.thread_name
             )));
         }
+        if c.thread_stack_size == Some(0) {
+            return Err(BuildError::new(
+                "thread_stack_size is zero: give the stack size in bytes (e.g. 4 << 20), or leave it unset for the default",
+            ));
+        }
         if c.idle_timeout.is_zero() {
             return Err(BuildError::new(
                 "idle_timeout is zero: workers would be culled as soon as they idle; give at least 1 ms",
@@ -154,8 +171,12 @@ impl Builder {
         crate::clock::calibrate();
         let runtime = Runtime::from_parts(topology, self.config);
         runtime.handle.shared.start_rescuer().map_err(|err| {
+            let stack = match runtime.handle.shared.config.thread_stack_size {
+                Some(n) => format!(", or cannot map thread stacks of {n} bytes (Builder::thread_stack_size)"),
+                None => String::new(),
+            };
             BuildError::new(format!(
-                "could not start the runtime's rescuer thread: {err}; the process may be at its thread limit (`ulimit -u`) or out of memory"
+                "could not start the runtime's rescuer thread: {err}; the process may be at its thread limit (`ulimit -u`) or out of memory{stack}"
             ))
         })?;
         Ok(runtime)

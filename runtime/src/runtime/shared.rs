@@ -220,9 +220,11 @@ impl Shared {
                 .upgrade()
                 .expect("a pool's runtime outlives its kicks"),
         );
-        let handle = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || f(guard))?;
+        let mut builder = std::thread::Builder::new().name(name);
+        if let Some(bytes) = self.config.thread_stack_size {
+            builder = builder.stack_size(bytes);
+        }
+        let handle = builder.spawn(move || f(guard))?;
         // Culled workers' handles: drop (detach) the finished ones.
         threads.retain(|t| !t.is_finished());
         threads.push(handle);
