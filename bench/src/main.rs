@@ -108,9 +108,11 @@ fn run_workqueue(argv: &[String]) -> Result<(), String> {
     print!("{}", workqueue::seed_table(&cfg, &rows));
     println!();
     print!("{}", workqueue::detail_table(&cfg, &rows));
-    println!("\ntargets:");
-    for (what, ok) in workqueue::targets(&cfg, &rows) {
-        println!("  [{}] {what}", if ok { "met" } else { "MISSED" });
+    println!(
+        "\ntargets (level: not met, but inside the spread of rows that repeat one configuration here):"
+    );
+    for (what, verdict) in workqueue::targets(&cfg, &rows) {
+        println!("  [{}] {what}", verdict.label());
     }
     Ok(())
 }

@@ -444,8 +444,89 @@ pub fn detail_table(cfg: &Config, rows: &[Row]) -> String {
     out
 }
 
+/// A target's verdict.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Verdict {
+    /// The target holds.
+    Met,
+    /// It does not hold, but the difference is inside this machine's noise
+    /// floor: the rows of scopes that are one and the same pool here (the
+    /// same configuration measured again) differ by as much.
+    Level,
+    /// It does not hold, by more than the noise floor (or no floor could be
+    /// measured: every scope is its own pool layout).
+    Missed,
+}
+
+impl Verdict {
+    /// As printed.
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Met => "met",
+            Verdict::Level => "level",
+            Verdict::Missed => "MISSED",
+        }
+    }
+}
+
+/// Groups of the run's scopes whose pods have the same CPU sets on the
+/// topology of the run: the same pools, so their rows repeat one
+/// configuration. `None` if the topology cannot be read.
+pub fn same_pool_groups(cfg: &Config) -> Option<Vec<Vec<Scope>>> {
+    let topo = match &cfg.topology {
+        Some(t) => wq::Topology::synthetic(t).ok()?,
+        None => wq::Topology::detect().ok()?,
+    };
+    let layout =
+        |s: Scope| -> Vec<Vec<usize>> { topo.pods(s).iter().map(|p| p.cpus().to_vec()).collect() };
+    let mut groups: Vec<(Vec<Vec<usize>>, Vec<Scope>)> = Vec::new();
+    for &s in &cfg.scopes {
+        let l = layout(s);
+        match groups.iter_mut().find(|(g, _)| *g == l) {
+            Some((_, scopes)) => scopes.push(s),
+            None => groups.push((l, vec![s])),
+        }
+    }
+    Some(groups.into_iter().map(|(_, s)| s).collect())
+}
+
+/// The noise floor of `scope`'s rows: the largest spread (max over min,
+/// in %) of items/s and of p95 enqueue among the rows of one wake mode
+/// whose scopes share `scope`'s pools. `None` if no other scope does.
+pub fn noise_floor(groups: &[Vec<Scope>], rows: &[Row], scope: Scope) -> Option<(f64, f64)> {
+    let group = groups.iter().find(|g| g.contains(&scope))?;
+    if group.len() < 2 {
+        return None;
+    }
+    let spread = |v: &[f64]| {
+        let (lo, hi) = v
+            .iter()
+            .fold((f64::MAX, 0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        if lo > 0.0 {
+            (hi / lo - 1.0) * 100.0
+        } else {
+            0.0
+        }
+    };
+    let (mut tput, mut p95) = (0f64, 0f64);
+    for mode in WakeMode::ALL {
+        let same: Vec<&Row> = group
+            .iter()
+            .filter_map(|&s| find(rows, Target::Wq(s, mode)))
+            .collect();
+        if same.len() >= 2 {
+            let t: Vec<f64> = same.iter().map(|r| r.items_per_s()).collect();
+            let p: Vec<f64> = same.iter().map(|r| r.enqueue().p95).collect();
+            tput = tput.max(spread(&t));
+            p95 = p95.max(spread(&p));
+        }
+    }
+    Some((tput, p95))
+}
+
 /// The targets for this run, each with its figures and verdict.
-pub fn targets(cfg: &Config, rows: &[Row]) -> Vec<(String, bool)> {
+pub fn targets(cfg: &Config, rows: &[Row]) -> Vec<(String, Verdict)> {
+    let groups = same_pool_groups(cfg).unwrap_or_default();
     let mut out = Vec::new();
     for &scope in &cfg.scopes {
         let (Some(b), Some(n)) = (
@@ -468,13 +549,33 @@ pub fn targets(cfg: &Config, rows: &[Row]) -> Vec<(String, bool)> {
         } else {
             "within noise (5%)"
         };
+        let floor = noise_floor(&groups, rows, scope);
+        let verdict = match floor {
+            _ if ok => Verdict::Met,
+            Some((t, p)) if gain.abs() <= t && drop.abs() <= p => Verdict::Level,
+            _ => Verdict::Missed,
+        };
+        let floor_note = match floor {
+            Some((t, p)) => {
+                let group = groups
+                    .iter()
+                    .find(|g| g.contains(&scope))
+                    .expect("floor has a group");
+                let names: Vec<&str> = group.iter().map(|s| s.name()).collect();
+                format!(
+                    " (noise floor: {} are one pool here; their rows differ by up to {t:.1}% items/s, {p:.1}% p95)",
+                    names.join("/")
+                )
+            }
+            None => String::new(),
+        };
         out.push((
             format!(
-                "{scope}: {want}: tput {} p95 {}",
+                "{scope}: {want}: tput {} p95 {}{floor_note}",
                 fmt_pct(gain),
                 fmt_pct(drop)
             ),
-            ok,
+            verdict,
         ));
     }
     if let (Some(w), Some(t)) = (
@@ -482,6 +583,7 @@ pub fn targets(cfg: &Config, rows: &[Row]) -> Vec<(String, bool)> {
         find(rows, Target::Tokio),
     ) {
         let ratio = w.items_per_s() / t.items_per_s();
+        let met = |ok: bool| if ok { Verdict::Met } else { Verdict::Missed };
         out.push((
             format!(
                 "system deferred vs tokio: items/s {:.2}x (target >= 1.25x): {} vs {}",
@@ -489,7 +591,7 @@ pub fn targets(cfg: &Config, rows: &[Row]) -> Vec<(String, bool)> {
                 fmt_count(w.items_per_s()),
                 fmt_count(t.items_per_s())
             ),
-            ratio >= 1.25,
+            met(ratio >= 1.25),
         ));
         out.push((
             format!(
@@ -497,7 +599,7 @@ pub fn targets(cfg: &Config, rows: &[Row]) -> Vec<(String, bool)> {
                 fmt_ns(w.enqueue().p95),
                 fmt_ns(t.enqueue().p95)
             ),
-            w.enqueue().p95 < t.enqueue().p95,
+            met(w.enqueue().p95 < t.enqueue().p95),
         ));
     }
     out
@@ -540,7 +642,7 @@ pub fn json(cfg: &Config, rows: &[Row], command: &str) -> Value {
         "repeat": cfg.repeat,
         "tokio_workers": cfg.tokio_workers,
         "rows": rows_json,
-        "targets": targets(cfg, rows).into_iter().map(|(what, met)| json!({"target": what, "met": met})).collect::<Vec<_>>(),
+        "targets": targets(cfg, rows).into_iter().map(|(what, v)| json!({"target": what, "met": v == Verdict::Met, "verdict": v.label().to_lowercase()})).collect::<Vec<_>>(),
     })
 }
 
@@ -598,4 +700,69 @@ pub fn plots(cfg: &Config, rows: &[Row], dir: &std::path::Path) -> Result<Vec<St
         written.push(path.display().to_string());
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(scope: Scope, mode: WakeMode, items_per_s: f64, p95: f64) -> Row {
+        Row {
+            target: Target::Wq(scope, mode),
+            runs: vec![Run {
+                items_per_s,
+                enqueue: Quantiles {
+                    p95,
+                    ..Quantiles::default()
+                },
+                round_trip: Quantiles::default(),
+                wq: None,
+            }],
+        }
+    }
+
+    fn config(topology: &str, scopes: Vec<Scope>) -> Config {
+        let a = Args::parse(["--topology".to_owned(), topology.to_owned()], &[]).unwrap();
+        Config {
+            scopes,
+            no_tokio: true,
+            ..Config::from_args(&a).unwrap()
+        }
+    }
+
+    #[test]
+    fn scopes_with_the_same_pods_form_one_noise_group() {
+        // One package of two cores, no SMT: cpu = smt, the others one pod.
+        let cfg = config("pack:1 l3:1 core:2 pu:1", Scope::ALL.to_vec());
+        let groups = same_pool_groups(&cfg).unwrap();
+        assert_eq!(
+            groups,
+            vec![
+                vec![Scope::Cpu, Scope::Smt],
+                vec![Scope::CacheShard, Scope::Cache, Scope::Numa, Scope::System]
+            ]
+        );
+    }
+
+    #[test]
+    fn a_miss_inside_the_spread_of_identical_pools_is_level_and_outside_it_missed() {
+        use WakeMode::{Deferred, UnderLock};
+        let cfg = config("pack:1 l3:1 core:2 pu:1", vec![Scope::Cache, Scope::System]);
+        // under_lock rows of the one pool differ by 20% items/s, 10% p95.
+        let mut rows = vec![
+            row(Scope::Cache, UnderLock, 100.0, 100.0),
+            row(Scope::System, UnderLock, 120.0, 110.0),
+            row(Scope::Cache, Deferred, 90.0, 105.0), // -10%, +5%: level
+            row(Scope::System, Deferred, 125.0, 100.0), // +4%, -9%: met
+        ];
+        let v: Vec<Verdict> = targets(&cfg, &rows).into_iter().map(|(_, v)| v).collect();
+        assert_eq!(v, vec![Verdict::Level, Verdict::Met]);
+        // Deferred 40% below, its own rows 8% apart: the floor stays 20%
+        // (the widest same-mode spread) and the miss is outside it.
+        rows[2] = row(Scope::Cache, Deferred, 60.0, 100.0);
+        rows[3] = row(Scope::System, Deferred, 65.0, 100.0);
+        let (what, v) = targets(&cfg, &rows).remove(0);
+        assert_eq!(v, Verdict::Missed, "{what}");
+        assert!(what.contains("20.0% items/s"), "{what}");
+    }
 }
