@@ -1,16 +1,16 @@
 //! Tasks: the `async-task` cell, its metadata, spawning, and yielding.
 //!
 //! A task is an `async_task` allocation holding the future, its output slot
-//! and a [`TaskMeta`]: the task's **home pool** (where every wake re-queues
+//! and a `TaskMeta`: the task's **home pool** (where every wake re-queues
 //! it) and the time it was last queued (its scheduling delay is recorded in
 //! the running worker's histogram). The future is wrapped so that
 //! - a panic is caught and becomes the [`JoinError`] of its [`JoinHandle`]
 //!   (the worker survives), and
-//! - the task is counted in its home pool's [`Registry`] while it lives and
+//! - the task is counted in its home pool's `Registry` while it lives and
 //!   registered there once it first goes idle, so a shutdown can wake,
 //!   cancel and drop tasks nobody else would wake.
 //!
-//! The future borrows the task's own [`TaskMeta`] (async-task keeps the
+//! The future borrows the task's own `TaskMeta` (async-task keeps the
 //! metadata until the task is freed, after the future is dropped): a task
 //! holds one reference to its home pool, `TaskMeta::home`, and spawning
 //! clones that `Arc` once.
@@ -20,7 +20,7 @@
 //! cached time, read once per poll, at the start of the poll that woke it:
 //! its delay then includes the rest of that poll (for a yield, its own poll).
 //! Two clock reads per poll were 37% of worker time in `yield_many` (perf);
-//! the one left reads the TSC (see [`clock`](crate::clock)).
+//! the one left reads the TSC (see `clock.rs`).
 
 mod join;
 mod registry;
