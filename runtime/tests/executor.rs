@@ -260,10 +260,30 @@ fn dropping_the_runtime_drops_every_pending_future_and_joins_workers() {
         let err = futures::executor::block_on(h).unwrap_err();
         assert!(err.is_cancelled());
     }
+    // A joined thread can stay listed in /proc for a moment after
+    // pthread_join returns (the kernel clears its tid before it reaps it):
+    // give it a bounded time to go; a thread never joined stays.
+    for _ in 0..5000 {
+        if threads_named("droptest") == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let left: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| {
+            let p = t.ok()?.path();
+            Some(format!(
+                "{} {}",
+                p.display(),
+                std::fs::read_to_string(p.join("comm")).ok()?.trim()
+            ))
+        })
+        .collect();
     assert_eq!(
         threads_named("droptest"),
         0,
-        "every worker and the rescuer were joined"
+        "every worker and the rescuer were joined: {left:?}"
     );
 }
 
@@ -512,7 +532,9 @@ fn workers_are_bound_to_their_pod_on_a_live_topology() {
             .trim()
             .to_owned()
     }
-    let rt = Runtime::new().unwrap();
+    // Strict: an idle worker of another pod may otherwise take the task
+    // from this pod's queue (a remote steal) and run it on its own CPU.
+    let rt = Runtime::builder().affinity_strict(true).build().unwrap();
     assert!(rt.topology().is_live());
     for pod in rt.topology().pods(Scope::Cpu) {
         let cpu = pod.cpus()[0];
