@@ -188,7 +188,7 @@ impl Pool {
         // (Pools being drained are stacked, so a chain alternating between
         // pools nests at most once per pool.)
         if self.closing.must_drain_after_push() && !draining(self) {
-            self.drain_queued();
+            self.drain();
         }
     }
 
@@ -243,19 +243,16 @@ impl Pool {
         }
     }
 
-    /// Drops everything queued on the injector (shutdown).
-    pub(crate) fn drain(&self) {
-        self.drain_queued();
-    }
-
     /// The shutdown's last drain ([`closing`]): from now on, a push on this
     /// pool drops what it queued.
     pub(crate) fn bury(&self) {
         self.closing.bury();
-        self.drain_queued();
+        self.drain();
     }
 
-    fn drain_queued(&self) {
+    /// Drops everything queued on the injector, in this thread (shutdown,
+    /// or a push after the last drain: [`closing`]).
+    pub(crate) fn drain(&self) {
         DRAINING.with_borrow_mut(|d| d.push(std::ptr::from_ref(self)));
         while !self.injector.is_empty() {
             if let Some(runnable) = self.injector.steal().success() {
