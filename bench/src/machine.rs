@@ -76,6 +76,20 @@ pub fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * page)
 }
 
+/// Anonymous resident memory of this process, bytes (`RssAnon` in
+/// `/proc/self/status`): heap, stacks and other private pages, without the
+/// file-backed pages of mapped libraries that [`rss_bytes`] also counts.
+pub fn rss_anon_bytes() -> u64 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("RssAnon:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

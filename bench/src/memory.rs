@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::args::Args;
-use crate::machine::{rss_bytes, thread_count};
+use crate::machine::{rss_anon_bytes, rss_bytes, thread_count};
 use crate::stats::{fmt_bytes, median};
 
 const OPTIONS: &[&str] = &["tasks", "idle-secs", "burst-workers", "repeat", "workers"];
@@ -41,33 +41,39 @@ pub fn main(argv: &[String], command: &str) -> Result<(), String> {
          every figure from a fresh process, medians of {repeat}\n\n"
     ));
     text.push_str(&format!(
-        "{:<8} {:>16} {:>18} {:>16}\n",
-        "runtime", "idle runtime RSS", "bytes / idle task", "threads (idle)"
+        "{:<8} {:>16} {:>16} {:>18} {:>16}\n",
+        "runtime", "idle runtime RSS", "of it anonymous", "bytes / idle task", "threads (idle)"
     ));
     for rt in ["wq", "tokio"] {
         let mut rss = Vec::new();
+        let mut anon = Vec::new();
         let mut rss_topo = Vec::new();
+        let mut anon_topo = Vec::new();
         let mut per_task = Vec::new();
         let mut threads = Vec::new();
         for _ in 0..repeat {
             let v = probe(&["idle", rt, &workers.to_string()])?;
             rss.push(v["rss_delta"].as_f64().unwrap_or(f64::NAN));
             rss_topo.push(v["rss_topology"].as_f64().unwrap_or(0.0));
+            anon.push(v["rss_anon_delta"].as_f64().unwrap_or(f64::NAN));
+            anon_topo.push(v["rss_anon_topology"].as_f64().unwrap_or(0.0));
             threads.push(v["threads"].as_f64().unwrap_or(f64::NAN));
             let v = probe(&["tasks", rt, &workers.to_string(), &tasks.to_string()])?;
             per_task.push(v["bytes_per_task"].as_f64().unwrap_or(f64::NAN));
         }
         let (r, p, t) = (median(&rss), median(&per_task), median(&threads));
-        let rt_topo = median(&rss_topo);
+        let (rt_topo, a, a_topo) = (median(&rss_topo), median(&anon), median(&anon_topo));
         text.push_str(&format!(
-            "{rt:<8} {:>16} {:>18.0} {:>16}{}\n",
+            "{rt:<8} {:>16} {:>16} {:>18.0} {:>16}{}\n",
             fmt_bytes(r),
+            fmt_bytes(a),
             p,
             t,
             if rt_topo > 0.0 {
                 format!(
-                    "   (of which the hwloc topology read: {})",
-                    fmt_bytes(rt_topo)
+                    "   (of which the hwloc topology read: {}, {} anonymous)",
+                    fmt_bytes(rt_topo),
+                    fmt_bytes(a_topo)
                 )
             } else {
                 String::new()
@@ -75,13 +81,15 @@ pub fn main(argv: &[String], command: &str) -> Result<(), String> {
         ));
         out[rt] = json!({
             "idle_runtime_rss_bytes": r, "idle_runtime_rss_runs": rss,
-            "topology_read_rss_bytes": rt_topo,
+            "idle_runtime_rss_anon_bytes": a, "idle_runtime_rss_anon_runs": anon,
+            "topology_read_rss_bytes": rt_topo, "topology_read_rss_anon_bytes": a_topo,
             "bytes_per_idle_task": p, "bytes_per_idle_task_runs": per_task,
             "idle_runtime_threads": t,
         });
     }
     text.push_str(&format!(
         "(idle runtime: RSS and threads added by building the runtime and running one task, 200 ms later; \
+         anonymous: the private pages (heap, stacks) of that RSS, without mapped library code; \
          bytes / idle task: RSS added by {tasks} spawned tasks each parked on a pending future, JoinHandles dropped)\n\n"
     ));
     text.push_str(&format!(
@@ -223,17 +231,20 @@ pub fn probe_main(argv: &[String]) -> Result<(), String> {
     let (what, rt_name, workers) = (arg(0)?, arg(1)?, num(2)?);
     let v = match what {
         "idle" => {
-            let (rss0, th0) = (rss_bytes(), thread_count());
+            let (rss0, anon0, th0) = (rss_bytes(), rss_anon_bytes(), thread_count());
             // wq reads the machine with hwloc at build: measure that apart.
             let topo = if rt_name == "wq" {
                 Some(wq::Topology::detect().map_err(|e| e.to_string())?)
             } else {
                 None
             };
-            let rss_topo = if topo.is_some() {
-                rss_bytes() as f64 - rss0 as f64
+            let (rss_topo, anon_topo) = if topo.is_some() {
+                (
+                    rss_bytes() as f64 - rss0 as f64,
+                    rss_anon_bytes() as f64 - anon0 as f64,
+                )
             } else {
-                0.0
+                (0.0, 0.0)
             };
             let rt = Rt::build(rt_name, workers, topo)?;
             rt.run_one();
@@ -241,6 +252,8 @@ pub fn probe_main(argv: &[String]) -> Result<(), String> {
             let v = json!({
                 "rss_delta": rss_bytes() as f64 - rss0 as f64,
                 "rss_topology": rss_topo,
+                "rss_anon_delta": rss_anon_bytes() as f64 - anon0 as f64,
+                "rss_anon_topology": anon_topo,
                 "threads": thread_count() - th0,
             });
             drop(rt);
