@@ -90,6 +90,14 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Items run per row, warm-up included: what wq's counters (read once
+    /// per run, after it) are divided by for their per-item figures.
+    pub fn counted_items(&self) -> f64 {
+        (self.producers * (self.items + self.warmup)) as f64
+    }
+}
+
 /// wq's own counters over one run, summed over its pools.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct WqCounters {
@@ -105,6 +113,10 @@ pub struct WqCounters {
     pub unparks: u64,
     /// Times a worker parked.
     pub parks: u64,
+    /// Pool-lock acquisitions.
+    pub lock_acquisitions: u64,
+    /// Pool-lock acquisitions that waited.
+    pub lock_contended: u64,
     /// Times a spinning worker found work before parking.
     pub spin_hits: u64,
     /// Scheduling delay p50, ns.
@@ -127,6 +139,8 @@ impl WqCounters {
             c.coalesced += p.coalesced_kicks;
             c.unparks += p.unparks;
             c.parks += p.parks;
+            c.lock_acquisitions += p.lock_acquisitions;
+            c.lock_contended += p.lock_contended;
             c.spin_hits += p.spin_hits;
             let _ = h.add(&p.sched_delay);
         }
@@ -195,6 +209,10 @@ impl Row {
                 .map(|v| v / items)
                 .collect::<Vec<_>>(),
         )
+    }
+    /// Median pool-lock acquisitions per item (wq rows; NaN for tokio).
+    pub fn lock_acquisitions_per_item(&self, items: f64) -> f64 {
+        self.per_item(items, |c| c.lock_acquisitions as f64)
     }
     /// Name for tables: `wq cache deferred`, `tokio`.
     pub fn label(&self) -> String {
@@ -388,9 +406,9 @@ pub fn seed_table(cfg: &Config, rows: &[Row]) -> String {
 
 /// Every row with its latency quantiles and wq's counters per item.
 pub fn detail_table(cfg: &Config, rows: &[Row]) -> String {
-    let items = (cfg.producers * cfg.items) as f64;
+    let items = cfg.counted_items();
     let mut out = format!(
-        "{:<26} {:>10} | {:>7} {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7} {:>7} | {:>6} {:>6} {:>6} {:>7}\n",
+        "{:<26} {:>10} | {:>7} {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7} {:>7} | {:>6} {:>6} {:>6} {:>6} {:>7}\n",
         "row",
         "items/s",
         "enq p50",
@@ -404,16 +422,18 @@ pub fn detail_table(cfg: &Config, rows: &[Row]) -> String {
         "unpark",
         "coal",
         "spinhit",
+        "lock",
         "sched50"
     );
     for r in rows {
         let (e, t) = (r.enqueue(), r.round_trip());
         let wq_cols = if r.runs.iter().any(|x| x.wq.is_some()) {
             format!(
-                "{:>6.2} {:>6.2} {:>6.2} {:>7}",
+                "{:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>7}",
                 r.per_item(items, |c| c.unparks as f64),
                 r.per_item(items, |c| c.coalesced as f64),
                 r.per_item(items, |c| c.spin_hits as f64),
+                r.lock_acquisitions_per_item(items),
                 fmt_ns(median(
                     &r.runs
                         .iter()
@@ -422,7 +442,7 @@ pub fn detail_table(cfg: &Config, rows: &[Row]) -> String {
                 ))
             )
         } else {
-            format!("{:>6} {:>6} {:>6} {:>7}", "-", "-", "-", "-")
+            format!("{:>6} {:>6} {:>6} {:>6} {:>7}", "-", "-", "-", "-", "-")
         };
         out.push_str(&format!(
             "{:<26} {:>10} | {:>7} {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7} {:>7} | {wq_cols}\n",
@@ -439,7 +459,7 @@ pub fn detail_table(cfg: &Config, rows: &[Row]) -> String {
         ));
     }
     out.push_str(
-        "(medians of the runs; unpark/coal/spinhit: wq's worker unparks, coalesced kicks and spin hits per item; sched50: wq's p50 scheduling delay)\n",
+        "(medians of the runs; unpark/coal/spinhit/lock: wq's worker unparks, coalesced kicks, spin hits and pool-lock acquisitions per item; sched50: wq's p50 scheduling delay)\n",
     );
     out
 }
@@ -622,10 +642,13 @@ pub fn json(cfg: &Config, rows: &[Row], command: &str) -> Value {
                 "items_per_s_runs": r.runs.iter().map(|x| x.items_per_s).collect::<Vec<_>>(),
                 "enqueue": r.enqueue().json(),
                 "round_trip": r.round_trip().json(),
+                "lock_acquisitions_per_item": (r.target != Target::Tokio)
+                    .then(|| r.lock_acquisitions_per_item(cfg.counted_items())),
                 "wq_counters_runs": r.runs.iter().filter_map(|x| x.wq).map(|c| json!({
                     "pools": c.pools, "workers_created": c.workers_created, "kicks": c.kicks,
                     "coalesced_kicks": c.coalesced, "unparks": c.unparks, "parks": c.parks,
-                    "spin_hits": c.spin_hits, "sched_delay_p50_ns": c.sched_p50,
+                    "spin_hits": c.spin_hits, "lock_acquisitions": c.lock_acquisitions,
+                    "lock_contended": c.lock_contended, "sched_delay_p50_ns": c.sched_p50,
                     "sched_delay_p99_ns": c.sched_p99,
                 })).collect::<Vec<_>>(),
             })

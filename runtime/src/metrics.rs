@@ -95,6 +95,13 @@ pub struct PoolMetrics {
     pub coalesced_kicks: u64,
     /// Worker threads unparked by kicks.
     pub unparks: u64,
+    /// Acquisitions of the pool lock by the kick / idle / cull protocol
+    /// (metrics readers not counted). The figure a wide pool is judged by:
+    /// every acquisition is a cache-line transfer between the CPUs that
+    /// share the pool.
+    pub lock_acquisitions: u64,
+    /// Acquisitions that found the lock held and waited for it.
+    pub lock_contended: u64,
     /// Worker threads created.
     pub workers_created: u64,
     /// Idle workers culled.
@@ -134,6 +141,8 @@ impl PoolMetrics {
             kicks: snap.counters.kicks,
             coalesced_kicks: snap.counters.coalesced_kicks,
             unparks: snap.counters.unparks,
+            lock_acquisitions: snap.counters.lock_acquisitions,
+            lock_contended: snap.counters.lock_contended,
             workers_created: snap.counters.workers_created,
             workers_culled: snap.counters.workers_culled,
             remote_steals: 0,

@@ -114,6 +114,11 @@ pub(crate) struct LockedCounters {
     pub(crate) unparks: u64,
     pub(crate) workers_created: u64,
     pub(crate) workers_culled: u64,
+    /// Acquisitions of the pool lock by the protocol's steps (not by
+    /// metrics readers).
+    pub(crate) lock_acquisitions: u64,
+    /// Those that found the lock held and had to wait.
+    pub(crate) lock_contended: u64,
 }
 
 struct State {
@@ -197,6 +202,22 @@ impl Idle {
         }
     }
 
+    /// Takes the pool lock for a protocol step, counting the acquisition
+    /// (and whether it had to wait) in the locked counters.
+    fn lock(&self) -> crate::loom::sync::MutexGuard<'_, State> {
+        let mut st = match self.state.try_lock() {
+            Ok(st) => st,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                let mut st = lock(&self.state);
+                st.counters.lock_contended += 1;
+                st
+            }
+        };
+        st.counters.lock_acquisitions += 1;
+        st
+    }
+
     pub(crate) fn config(&self) -> &IdleConfig {
         &self.config
     }
@@ -227,7 +248,7 @@ impl Idle {
     pub(crate) fn kick(&self) -> Kick {
         let mut wake = None;
         let outcome = {
-            let mut st = lock(&self.state);
+            let mut st = self.lock();
             if st.closed {
                 return Kick::Closed;
             }
@@ -272,7 +293,7 @@ impl Idle {
 
     /// A reserved worker thread is running.
     pub(crate) fn started(&self, id: usize, thread: Thread) {
-        let mut st = lock(&self.state);
+        let mut st = self.lock();
         debug_assert_eq!(st.slots[id].state, SlotState::Busy);
         st.slots[id].thread = Some(thread);
         st.creating = false;
@@ -284,7 +305,7 @@ impl Idle {
     /// whether the pool is left without any worker (nobody would look at
     /// its queue: the caller sends a mayday, see `runtime::rescuer`).
     pub(crate) fn create_failed(&self, id: usize) -> bool {
-        let mut st = lock(&self.state);
+        let mut st = self.lock();
         st.slots[id].state = SlotState::Absent;
         st.nr_workers -= 1;
         st.creating = false;
@@ -299,7 +320,7 @@ impl Idle {
         now: Instant,
         has_work: impl FnOnce() -> bool,
     ) -> Next {
-        let mut st = lock(&self.state);
+        let mut st = self.lock();
         if st.closed {
             return Next::Exit;
         }
@@ -331,7 +352,7 @@ impl Idle {
         has_work: impl FnOnce() -> bool,
         wake: &mut WakeQueue,
     ) -> Next {
-        let mut st = lock(&self.state);
+        let mut st = self.lock();
         let next = match st.slots[id].state {
             SlotState::Kicked => {
                 remove(&mut st.kicked, id);
@@ -363,7 +384,7 @@ impl Idle {
     #[cfg(any(test, loom))]
     pub(crate) fn cull_now(&self, now: Instant) -> WakeQueue {
         let mut wake = WakeQueue::default();
-        let mut st = lock(&self.state);
+        let mut st = self.lock();
         st.cull(&self.config, now, usize::MAX, &mut wake);
         self.sync_hint(&st);
         wake
@@ -372,7 +393,7 @@ impl Idle {
     /// Step 5. Returns `Next::Run` when the exiting thread was drafted to be
     /// the worker a kick could not create.
     pub(crate) fn exit(&self, id: usize) -> Next {
-        let mut st = lock(&self.state);
+        let mut st = self.lock();
         match st.slots[id].state {
             SlotState::Idle => remove(&mut st.idle, id),
             SlotState::Kicked => remove(&mut st.kicked, id),
@@ -402,7 +423,7 @@ impl Idle {
     /// queued on the returned wake queue so it sees `closed` and exits.
     pub(crate) fn close(&self) -> WakeQueue {
         let mut wake = WakeQueue::default();
-        let mut st = lock(&self.state);
+        let mut st = self.lock();
         st.closed = true;
         // Every later kick takes the lock and sees `closed`.
         self.sync_hint(&st);
