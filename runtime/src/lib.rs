@@ -29,11 +29,14 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+// Layers, each importing only from those above it in this list (the
+// task <-> pool link async-task imposes aside); `tests/layers.rs` checks it.
 mod clock;
 mod loom;
 mod metrics;
 mod pool;
 mod runtime;
+mod scheduler;
 mod scope;
 pub mod task;
 mod topology;
@@ -41,10 +44,10 @@ mod wake;
 
 pub use metrics::{PoolMetrics, RuntimeMetrics};
 pub use runtime::{
-    BuildError, Builder, DEFAULT_SPIN, EnterGuard, Handle, Runtime, spawn, spawn_on,
+    BuildError, Builder, DEFAULT_WORKER_SPIN, EnterGuard, Handle, Runtime, spawn, spawn_on,
 };
 pub use scope::{ParseScopeError, Scope};
-pub use task::{JoinError, JoinHandle};
+pub use task::{JoinError, JoinHandle, block_in_place};
 pub use topology::{
     CpuInfo, DEFAULT_CACHE_SHARD_SIZE, Pod, Topology, TopologyError, TopologyErrorKind,
 };
@@ -77,14 +80,6 @@ pub use wq_macros::main;
 /// }
 /// ```
 pub use wq_macros::test;
-
-/// Locks a std mutex, ignoring poisoning: wq holds its locks only around
-/// code that does not panic.
-pub(crate) fn lock_std<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// The README's examples, compiled and run as doctests so they stay true.
 #[cfg(doctest)]

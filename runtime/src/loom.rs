@@ -1,24 +1,28 @@
-//! The synchronisation facade: `std` in builds, `loom` under `--cfg loom`.
+//! The synchronisation facade: `std` in builds, `loom` under `--cfg loom`,
+//! and the one lock helper of the crate.
 //!
 //! Code whose protocol is model-checked (the kick / idle / cull protocol in
-//! [`crate::pool::idle`]) takes its `Mutex`, atomics and thread handles from
+//! [`crate::pool::idle`], the closing protocol, the rescuer's mayday list,
+//! the task registry) takes its `Mutex`, atomics and thread handles from
 //! here, so the same source runs in production and under loom's model
-//! checker, as tokio's `loom` module does.
+//! checker, as tokio's `loom` module does. Other code uses `std::sync`
+//! directly, and locks through [`lock`] all the same.
 
 #[cfg(not(loom))]
 pub(crate) mod sync {
     pub(crate) mod atomic {
-        pub(crate) use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+        pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
     }
-    pub(crate) use std::sync::{Mutex, MutexGuard};
+    pub(crate) use std::sync::{Condvar, Mutex, MutexGuard, TryLockError};
 }
 
 #[cfg(loom)]
 pub(crate) mod sync {
     pub(crate) mod atomic {
-        pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+        pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
     }
-    pub(crate) use loom::sync::{Mutex, MutexGuard};
+    pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
+    pub(crate) use std::sync::TryLockError;
 }
 
 #[cfg(not(loom))]
@@ -37,10 +41,42 @@ pub(crate) mod thread {
     }
 }
 
+/// A mutex [`lock`] can take: std's, and loom's under `--cfg loom`.
+pub(crate) trait Lock {
+    /// The mutex's guard.
+    type Guard<'a>
+    where
+        Self: 'a;
+    /// Locks, ignoring poisoning.
+    fn lock_unpoisoned(&self) -> Self::Guard<'_>;
+}
+
+impl<T: ?Sized> Lock for std::sync::Mutex<T> {
+    type Guard<'a>
+        = std::sync::MutexGuard<'a, T>
+    where
+        T: 'a;
+
+    fn lock_unpoisoned(&self) -> Self::Guard<'_> {
+        self.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(loom)]
+impl<T> Lock for loom::sync::Mutex<T> {
+    type Guard<'a>
+        = loom::sync::MutexGuard<'a, T>
+    where
+        T: 'a;
+
+    fn lock_unpoisoned(&self) -> Self::Guard<'_> {
+        self.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// Locks `mutex`, ignoring poisoning: no code that can panic runs while a wq
-/// lock is held, so a poisoned lock still guards consistent state.
-pub(crate) fn lock<T>(mutex: &sync::Mutex<T>) -> sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// lock is held (user code never runs under one), so a poisoned lock still
+/// guards consistent state.
+pub(crate) fn lock<M: Lock + ?Sized>(mutex: &M) -> M::Guard<'_> {
+    mutex.lock_unpoisoned()
 }

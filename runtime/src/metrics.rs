@@ -3,15 +3,16 @@
 //! Nothing here is written on a shared line in the hot path:
 //! - events that happen under the pool lock anyway (kicks, coalesced kicks,
 //!   unparks, workers created and culled) are counted there
-//!   ([`LockedCounters`](crate::pool::idle::LockedCounters));
+//!   (the pool's locked counters);
 //! - events of a worker (tasks started and completed, steals, parks) are
 //!   counted in the worker's own plain locals and published whenever it
 //!   goes idle into its slot's cache-padded [`WorkerCounters`]; its
 //!   scheduling delays are buffered (64) and recorded into the slot's
 //!   HdrHistogram when the buffer fills and when it goes idle.
 //!
-//! A reader ([`Runtime::metrics`](crate::Runtime::metrics)) sums the slots
-//! and merges the histograms. The **scheduling delay** of a task is the
+//! A reader ([`Runtime::metrics`](crate::Runtime::metrics)) has each pool
+//! fill in a [`PoolMetrics`]: it sums the slots and merges the histograms.
+//! This module is a leaf: it defines what is counted; the pools fill it in. The **scheduling delay** of a task is the
 //! time from its being queued (spawned or woken) to a worker starting to
 //! poll it, in nanoseconds.
 
@@ -22,7 +23,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use hdrhistogram::Histogram;
 
 use crate::Scope;
-use crate::pool::Pool;
 
 /// Highest delay a histogram tracks (60 s); longer ones saturate.
 const HIST_MAX_NS: u64 = 60_000_000_000;
@@ -43,6 +43,7 @@ pub(crate) struct WorkerCounters {
     pub(crate) sibling_steals: AtomicU64,
     pub(crate) parks: AtomicU64,
     pub(crate) spin_hits: AtomicU64,
+    pub(crate) spin_backoffs: AtomicU64,
     pub(crate) sched_delay: Mutex<Histogram<u64>>,
 }
 
@@ -55,6 +56,7 @@ impl Default for WorkerCounters {
             sibling_steals: AtomicU64::new(0),
             parks: AtomicU64::new(0),
             spin_hits: AtomicU64::new(0),
+            spin_backoffs: AtomicU64::new(0),
             sched_delay: Mutex::new(new_histogram()),
         }
     }
@@ -79,6 +81,12 @@ pub struct PoolMetrics {
     pub idle: usize,
     /// Workers on the kicked list (kicked, not yet running).
     pub kicked: usize,
+    /// Workers searching for work: kicked or starting ones, and running
+    /// ones scanning the queues or spinning before they park.
+    pub searching: usize,
+    /// Workers blocked in [`block_in_place`](crate::task::block_in_place),
+    /// not counted in `workers`.
+    pub blocked: usize,
     /// The pool's maximum number of workers.
     pub max_workers: usize,
     /// Tasks alive whose home is this pool.
@@ -88,10 +96,11 @@ pub struct PoolMetrics {
     /// Task polls completed.
     pub items_completed: u64,
     /// Kicks that took the pool lock (work queued from outside the pool,
-    /// and chaining). A kick that finds every worker busy or kicked is
-    /// skipped without the lock and not counted.
+    /// and chaining). A kick that finds a worker searching, or every
+    /// worker running, is skipped without the lock and not counted.
     pub kicks: u64,
-    /// Kicks that found a worker already kicked and woke nobody.
+    /// Kicks that took the lock and found a worker already kicked or
+    /// searching, and woke nobody.
     pub coalesced_kicks: u64,
     /// Worker threads unparked by kicks.
     pub unparks: u64,
@@ -106,6 +115,10 @@ pub struct PoolMetrics {
     pub workers_created: u64,
     /// Idle workers culled.
     pub workers_culled: u64,
+    /// Workers woken or started because a worker blocked in
+    /// [`block_in_place`](crate::task::block_in_place) while work was
+    /// queued (the kernel's `CM_WAKEUP`).
+    pub cm_wakeups: u64,
     /// Tasks taken from another pod's pool.
     pub remote_steals: u64,
     /// Tasks taken from a sibling worker's deque.
@@ -114,6 +127,9 @@ pub struct PoolMetrics {
     pub parks: u64,
     /// Times a worker found work while spinning before parking.
     pub spin_hits: u64,
+    /// Times a spinning worker stopped because another thread wanted its
+    /// CPU (it then parks at once for a while).
+    pub spin_backoffs: u64,
     /// Task polls run by the runtime's rescuer thread because no worker
     /// could be started for the pool (included in `items_started`).
     pub rescued: u64,
@@ -124,52 +140,17 @@ pub struct PoolMetrics {
 }
 
 impl PoolMetrics {
-    pub(crate) fn collect(pool: &Pool) -> PoolMetrics {
-        let snap = pool.idle.snapshot();
-        let mut m = PoolMetrics {
-            id: pool.id,
-            scope: pool.scope,
-            pod: pool.pod,
-            cpus: pool.cpus.to_vec(),
-            workers: snap.nr_workers,
-            idle: snap.nr_idle,
-            kicked: snap.nr_kicked,
-            max_workers: pool.idle.config().max_workers,
-            tasks: pool.registry.len(),
-            items_started: 0,
-            items_completed: 0,
-            kicks: snap.counters.kicks,
-            coalesced_kicks: snap.counters.coalesced_kicks,
-            unparks: snap.counters.unparks,
-            lock_acquisitions: snap.counters.lock_acquisitions,
-            lock_contended: snap.counters.lock_contended,
-            workers_created: snap.counters.workers_created,
-            workers_culled: snap.counters.workers_culled,
-            remote_steals: 0,
-            sibling_steals: 0,
-            parks: 0,
-            spin_hits: 0,
-            rescued: 0,
-            worker_start_failures: 0,
-            sched_delay: new_histogram(),
-        };
-        m.rescued = pool.rescuer.started.load(Ordering::Relaxed);
-        m.worker_start_failures = pool.create_failures.load(Ordering::Relaxed);
-        for c in pool
-            .slots
-            .iter()
-            .map(|s| &*s.counters)
-            .chain(std::iter::once(&pool.rescuer))
-        {
-            m.items_started += c.started.load(Ordering::Relaxed);
-            m.items_completed += c.completed.load(Ordering::Relaxed);
-            m.remote_steals += c.remote_steals.load(Ordering::Relaxed);
-            m.sibling_steals += c.sibling_steals.load(Ordering::Relaxed);
-            m.parks += c.parks.load(Ordering::Relaxed);
-            m.spin_hits += c.spin_hits.load(Ordering::Relaxed);
-            let _ = m.sched_delay.add(&*crate::lock_std(&c.sched_delay));
-        }
-        m
+    /// Adds one worker slot's published counters and histogram.
+    pub(crate) fn add_worker(&mut self, c: &WorkerCounters) {
+        self.items_started += c.started.load(Ordering::Relaxed);
+        self.items_completed += c.completed.load(Ordering::Relaxed);
+        self.remote_steals += c.remote_steals.load(Ordering::Relaxed);
+        self.sibling_steals += c.sibling_steals.load(Ordering::Relaxed);
+        self.parks += c.parks.load(Ordering::Relaxed);
+        self.spin_hits += c.spin_hits.load(Ordering::Relaxed);
+        self.spin_backoffs += c.spin_backoffs.load(Ordering::Relaxed);
+        // Same bounds: `add` cannot fail.
+        let _ = self.sched_delay.add(&*crate::loom::lock(&c.sched_delay));
     }
 
     /// The scheduling delay at quantile `q` (0.0..=1.0), nanoseconds; 0 if

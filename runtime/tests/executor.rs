@@ -745,3 +745,63 @@ fn shutdown_drops_a_long_chain_of_awaiting_tasks_without_recursing() {
             .is_cancelled()
     );
 }
+
+/// Runs `f` on its own thread; fails instead of hanging if it stalls.
+fn within(secs: u64, f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(()) => t.join().unwrap(),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(p) = t.join() {
+                std::panic::resume_unwind(p);
+            }
+        }
+        Err(_) => panic!("stalled for {secs} s"),
+    }
+}
+
+/// A pool of one worker: the task in `block_in_place` waits for a task of
+/// the same pool, which can run only if the blocked worker was replaced.
+#[test]
+fn block_in_place_lets_another_worker_run_the_pool() {
+    within(60, || {
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("core:2 pu:1").unwrap())
+            .default_scope(Scope::System)
+            .max_workers_per_pool(1)
+            .build()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<u32>();
+        let blocked = rt.spawn(async move {
+            // Queue the task it waits for, from inside the pool, then block.
+            let helper = wq::spawn(async move { tx.send(7).unwrap() });
+            let got = wq::block_in_place(|| rx.recv().unwrap());
+            helper.await.unwrap();
+            got
+        });
+        assert_eq!(rt.block_on(blocked).unwrap(), 7);
+        let m = &rt.metrics().pools[0];
+        assert_eq!(m.cm_wakeups, 1, "{m:?}");
+        assert_eq!(m.blocked, 0);
+        assert!(m.workers_created >= 2);
+    });
+}
+
+#[test]
+fn block_in_place_outside_a_worker_just_runs_the_closure() {
+    assert_eq!(wq::block_in_place(|| 5), 5);
+    let rt = Runtime::new().unwrap();
+    assert_eq!(rt.block_on(async { wq::block_in_place(|| 6) }), 6);
+    // Nested, and a panic inside leaves the worker usable.
+    let h = rt.spawn(async {
+        let r = std::panic::catch_unwind(|| wq::block_in_place(|| panic!("inner")));
+        assert!(r.is_err());
+        wq::block_in_place(|| wq::block_in_place(|| 8))
+    });
+    assert_eq!(rt.block_on(h).unwrap(), 8);
+    assert!(rt.metrics().pools.iter().all(|p| p.blocked == 0));
+}

@@ -1,12 +1,16 @@
 //! Worker pools: one per pod, shared by every scope whose pod has the same
 //! CPUs.
 //!
+//! A pool can be read without the rest of the runtime: it needs only a
+//! [`Host`], which starts its worker threads, runs the rescuer and lends it
+//! the queues of neighbouring pools (the scheduler, `crate::scheduler`).
+//!
 //! # Queues
 //! - `injector`: the pool's shared FIFO (crossbeam `Injector`). Spawns and
 //!   wakes from outside the pool land here, then the pool is kicked.
 //! - one crossbeam deque per worker slot, stolen from by the pool's other
 //!   workers (and, when the pool is not strict, by other pools' idle
-//!   workers), plus a one-task LIFO slot per worker for the task it just
+//!   workers), plus a one-task **LIFO slot** per worker for the task it just
 //!   woke (see [`worker`]).
 //!
 //! # Where a scheduled task goes ([`schedule`])
@@ -15,45 +19,74 @@
 //! 2. The current thread is a worker of its home pool: the task goes to that
 //!    worker's LIFO slot (a yield goes to the back of its deque instead); no
 //!    lock is taken. The displaced LIFO task goes to the deque, and the pool
-//!    is kicked if an idle worker could steal it.
-//! 3. Otherwise: pushed on the home pool's injector, then the pool is kicked
-//!    (push first, then kick: invariant I3 of [`idle`]).
+//!    is notified, so an idle sibling can steal it.
+//! 3. Otherwise: pushed on the home pool's injector, then the pool is
+//!    notified: push first, then kick (invariants I3 and I4 of [`idle`]).
 //!
-//! A kick that reserves a slot creates the worker thread here, after the
-//! pool lock is released (the kernel's manager does the same).
+//! A kick that reserves a slot starts the worker thread here, after the
+//! pool lock is released (the kernel's manager does the same); a refused
+//! start backs off, and a pool left with no worker is handed to the
+//! rescuer.
 
 mod closing;
+pub(crate) mod current;
+mod hint;
 pub(crate) mod idle;
 pub(crate) mod worker;
 
 use std::fmt;
-use std::io::Write as _;
+use std::io::{self, Write as _};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Instant;
+use std::time::Duration;
 
 use crossbeam_deque::{Injector, Stealer, Worker as Deque};
 use crossbeam_utils::CachePadded;
 
 use crate::Scope;
-use crate::metrics::{PoolMetrics, WorkerCounters};
-use crate::runtime::rescuer::MAYDAY_INTERVAL;
-use crate::runtime::shared::Shared;
+use crate::metrics::{PoolMetrics, WorkerCounters, new_histogram};
 use crate::task::{Registry, Runnable};
 use closing::Closing;
 use idle::{Idle, IdleConfig, Kick};
 
-thread_local! {
-    /// The pools this thread is draining, innermost last (see
-    /// `pushed_after_close`).
-    static DRAINING: std::cell::RefCell<Vec<*const Pool>> = const { std::cell::RefCell::new(Vec::new()) };
+/// The most workers a pool may count at once (half its slots, the other
+/// half for workers blocked in `block_in_place`).
+pub(crate) const MAX_WORKERS: usize = hint::MAX_SLOTS / 2;
+
+/// What a pool needs of the scheduler that owns it.
+pub(crate) trait Host: Send + Sync + 'static {
+    /// Starts the thread of a new worker for reserved slot `slot` of `pool`:
+    /// it binds itself to the pool's CPUs, enters the runtime, and calls
+    /// [`worker::run`].
+    fn start_worker(&self, pool: &Arc<Pool>, slot: usize) -> Result<(), StartError>;
+    /// Hands `pool` to the rescuer: work is queued and no worker can run it.
+    fn mayday(&self, pool: &Arc<Pool>);
+    /// Offers `take` the other pools of `pool`'s scope, nearest first, until
+    /// it returns a task.
+    fn steal_remote(
+        &self,
+        pool: &Pool,
+        take: &mut dyn FnMut(&Pool) -> Option<Runnable>,
+    ) -> Option<Runnable>;
 }
 
-/// Whether this thread is draining `pool` already.
-fn draining(pool: &Pool) -> bool {
-    DRAINING
-        .try_with(|d| d.borrow().contains(&std::ptr::from_ref(pool)))
-        .unwrap_or(false)
+/// Why a worker thread was not started.
+#[derive(Debug)]
+pub(crate) enum StartError {
+    /// The runtime is shutting down.
+    Closed,
+    /// The OS refused the thread.
+    Os(io::Error),
+}
+
+/// A pool's settings.
+#[derive(Clone, Debug)]
+pub(crate) struct PoolConfig {
+    pub(crate) idle: IdleConfig,
+    /// The longest a searching worker spins before it parks.
+    pub(crate) worker_spin: Duration,
+    /// Strict pools never take work from other pods.
+    pub(crate) strict: bool,
 }
 
 /// One worker pool: the execution object for one pod.
@@ -77,16 +110,13 @@ pub(crate) struct Pool {
     closed: AtomicBool,
     /// The shutdown's last drain, announced (see [`closing`]).
     closing: Closing,
-    /// On the runtime's mayday list (see `runtime::rescuer`).
-    pub(crate) on_mayday: AtomicBool,
     /// Worker threads the OS refused to start.
-    pub(crate) create_failures: AtomicU64,
-    /// After a refused start, no kick tries again before this instant
-    /// (the rescuer's pace); `None` while starts succeed.
-    start_retry_at: Mutex<Option<Instant>>,
-    /// Tasks run by the rescuer (single writer: the rescuer thread).
-    pub(crate) rescuer: WorkerCounters,
-    pub(crate) shared: Weak<Shared>,
+    start_failures: AtomicU64,
+    /// Tasks run for this pool by the rescuer (single writer: the rescuer).
+    pub(crate) rescued: WorkerCounters,
+    pub(crate) worker_spin: Duration,
+    pub(crate) strict: bool,
+    host: Weak<dyn Host>,
 }
 
 /// What a pool keeps per worker slot, whichever thread holds the slot.
@@ -104,10 +134,10 @@ impl Pool {
         scope: Scope,
         pod: usize,
         cpus: Box<[usize]>,
-        config: IdleConfig,
-        shared: Weak<Shared>,
+        config: PoolConfig,
+        host: Weak<dyn Host>,
     ) -> Pool {
-        let slots = (0..config.max_workers)
+        let slots = (0..config.idle.slots)
             .map(|_| {
                 let deque = Deque::new_fifo();
                 WorkerSlot {
@@ -123,16 +153,16 @@ impl Pool {
             pod,
             cpus,
             injector: Injector::new(),
-            idle: Idle::new(config),
+            idle: Idle::new(config.idle),
             slots,
             registry: Registry::new(),
             closed: AtomicBool::new(false),
             closing: Closing::default(),
-            on_mayday: AtomicBool::new(false),
-            create_failures: AtomicU64::new(0),
-            start_retry_at: Mutex::new(None),
-            rescuer: WorkerCounters::default(),
-            shared,
+            start_failures: AtomicU64::new(0),
+            rescued: WorkerCounters::default(),
+            worker_spin: config.worker_spin,
+            strict: config.strict,
+            host,
         }
     }
 
@@ -140,9 +170,14 @@ impl Pool {
         self.closed.load(Ordering::Relaxed)
     }
 
+    /// The address of the pool's host, to tell runtimes apart.
+    pub(crate) fn host_ptr(&self) -> *const () {
+        self.host.as_ptr().cast::<()>()
+    }
+
     /// Whether a worker of this pool would find something to run: in the
     /// injector or in a sibling's deque (work batch-stolen or woken there
-    /// is stealable). Called under the pool lock by a worker going idle.
+    /// is stealable).
     pub(crate) fn has_work(&self) -> bool {
         !self.injector.is_empty() || self.slots.iter().any(|s| !s.stealer.is_empty())
     }
@@ -150,24 +185,30 @@ impl Pool {
     /// Step 3 of the module docs: queue from outside the pool, then kick.
     pub(crate) fn push_remote(self: &Arc<Self>, runnable: Runnable) {
         self.injector.push(runnable);
-        self.handle_kick(self.idle.kick_if_needed());
+        self.notify();
     }
 
-    /// Kicks the pool unless no worker could be woken or created (the
-    /// fenced fast path of [`Idle::kick_if_needed`]).
-    pub(crate) fn kick_if_needed(self: &Arc<Self>) {
-        self.handle_kick(self.idle.kick_if_needed());
+    /// Kicks the pool if no worker is searching and one is parked or can be
+    /// started ([`Idle::notify`]: no lock otherwise).
+    pub(crate) fn notify(self: &Arc<Self>) {
+        self.handle_kick(self.idle.notify());
     }
 
-    /// Kicks the pool; creates a worker if the kick reserved a slot.
+    /// Kicks the pool under its lock.
     pub(crate) fn kick(self: &Arc<Self>) {
         self.handle_kick(self.idle.kick());
     }
 
-    fn handle_kick(self: &Arc<Self>, kick: Kick) {
+    /// Does what a kick's outcome asks of its caller.
+    pub(crate) fn handle_kick(self: &Arc<Self>, kick: Kick) {
         match kick {
-            Kick::Woke | Kick::Coalesced | Kick::Busy => {}
-            Kick::Create(slot) => self.create_worker(slot),
+            Kick::Skipped | Kick::Coalesced | Kick::Woke | Kick::Busy => {}
+            Kick::Start(slot) => self.start_worker(slot),
+            Kick::Mayday => {
+                if let Some(host) = self.host.upgrade() {
+                    host.mayday(self);
+                }
+            }
             Kick::Closed => self.pushed_after_close(),
         }
     }
@@ -187,59 +228,48 @@ impl Pool {
         // again here would nest one drop per link of a chain of awaiters.
         // (Pools being drained are stacked, so a chain alternating between
         // pools nests at most once per pool.)
-        if self.closing.must_drain_after_push() && !draining(self) {
+        if self.closing.must_drain_after_push() && !current::draining(self) {
             self.drain();
         }
     }
 
-    /// Starts the thread for reserved slot `slot` (no lock held), unless a
-    /// start failed less than [`MAYDAY_INTERVAL`] ago: then the kick only
-    /// hands the work to the rescuer, which retries at that pace.
-    fn create_worker(self: &Arc<Self>, slot: usize) {
-        let Some(shared) = self.shared.upgrade() else {
+    /// Starts the thread for reserved slot `slot` (no lock held).
+    fn start_worker(self: &Arc<Self>, slot: usize) {
+        let result = match self.host.upgrade() {
+            Some(host) => host.start_worker(self, slot),
             // The runtime is gone: its shutdown drained (or will drain) us.
-            self.idle.create_failed(slot);
-            self.pushed_after_close();
-            return;
-        };
-        let backing_off = crate::lock_std(&self.start_retry_at).is_some_and(|t| Instant::now() < t);
-        let result = if backing_off {
-            Err(None)
-        } else {
-            worker::spawn(&shared, self, slot).map_err(Some)
+            None => Err(StartError::Closed),
         };
         let err = match result {
-            Ok(()) => {
-                *crate::lock_std(&self.start_retry_at) = None;
+            Ok(()) => return,
+            Err(StartError::Closed) => {
+                let _ = self.idle.start_failed(slot);
+                // Queued work is dropped by the shutdown's drains.
+                self.pushed_after_close();
                 return;
             }
-            Err(err) => err,
+            Err(StartError::Os(err)) => err,
         };
-        let no_worker = self.idle.create_failed(slot);
-        if shared.is_closed() {
-            self.pushed_after_close();
-            return;
+        if self.start_failures.fetch_add(1, Ordering::Relaxed) == 0 {
+            // Not `eprintln!`: a closed stderr must not panic here (inside
+            // a waker, async-task would abort the process).
+            let _ = writeln!(
+                io::stderr(),
+                "wq: could not start a worker thread for pool {} ({} pod {}): {err}; \
+                 the pool's work runs on the rescuer thread until a worker can be started \
+                 (check the process's thread limit, `ulimit -u`, and free memory)",
+                self.id,
+                self.scope,
+                self.pod
+            );
         }
-        if let Some(err) = err {
-            *crate::lock_std(&self.start_retry_at) = Some(Instant::now() + MAYDAY_INTERVAL);
-            if self.create_failures.fetch_add(1, Ordering::Relaxed) == 0 {
-                // Not `eprintln!`: a closed stderr must not panic here
-                // (inside a waker, async-task would abort the process).
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "wq: could not start a worker thread for pool {} ({} pod {}): {err}; \
-                     the pool's work runs on the rescuer thread until a worker can be started \
-                     (check the process's thread limit, `ulimit -u`, and free memory)",
-                    self.id,
-                    self.scope,
-                    self.pod
-                );
-            }
-        }
-        // The work stays queued. Busy workers see it before they idle; a
-        // pool with no worker is handed to the rescuer.
-        if no_worker {
-            shared.rescuer.mayday(self);
+        // The work stays queued: the protocol kicks a parked worker, or the
+        // busy ones see it before they idle, or the pool, with no worker at
+        // all, is handed to the rescuer (which retries the start at the
+        // back-off's pace).
+        match self.idle.start_failed(slot) {
+            Kick::Start(_) => unreachable!("a start is refused while backing off"),
+            kick => self.handle_kick(kick),
         }
     }
 
@@ -253,26 +283,13 @@ impl Pool {
     /// Drops everything queued on the injector, in this thread (shutdown,
     /// or a push after the last drain: [`closing`]).
     pub(crate) fn drain(&self) {
-        DRAINING.with_borrow_mut(|d| d.push(std::ptr::from_ref(self)));
-        while !self.injector.is_empty() {
-            if let Some(runnable) = self.injector.steal().success() {
-                drop(runnable);
+        current::while_draining(self, || {
+            while !self.injector.is_empty() {
+                if let Some(runnable) = self.injector.steal().success() {
+                    drop(runnable);
+                }
             }
-        }
-        DRAINING.with_borrow_mut(|d| d.pop());
-    }
-
-    /// Runs a task on the rescuer thread (see `runtime::rescuer`),
-    /// recording its scheduling delay in the pool's rescuer counters.
-    pub(crate) fn run_rescued(&self, runnable: Runnable) {
-        let delay = crate::clock::delay_ns(runnable.metadata().queued_at(), crate::clock::now());
-        let c = &self.rescuer;
-        c.started.fetch_add(1, Ordering::Relaxed);
-        crate::lock_std(&c.sched_delay).saturating_record(delay.max(1));
-        // As on a worker: a panic in a cancelled future's Drop must not
-        // take the rescuer down.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runnable.run()));
-        c.completed.fetch_add(1, Ordering::Relaxed);
+        });
     }
 
     /// Marks the pool closed and releases its workers: they exit when they
@@ -282,8 +299,49 @@ impl Pool {
         self.idle.close().wake_all();
     }
 
+    /// A snapshot of the pool's counters and scheduling delays.
     pub(crate) fn metrics(&self) -> PoolMetrics {
-        PoolMetrics::collect(self)
+        let snap = self.idle.snapshot();
+        let mut m = PoolMetrics {
+            id: self.id,
+            scope: self.scope,
+            pod: self.pod,
+            cpus: self.cpus.to_vec(),
+            workers: snap.nr_workers,
+            idle: snap.nr_idle,
+            kicked: snap.nr_kicked,
+            searching: snap.nr_searching,
+            blocked: snap.nr_blocked,
+            max_workers: self.idle.config().max_workers,
+            tasks: self.registry.len(),
+            items_started: 0,
+            items_completed: 0,
+            kicks: snap.counters.kicks,
+            coalesced_kicks: snap.counters.coalesced_kicks,
+            unparks: snap.counters.unparks,
+            lock_acquisitions: snap.counters.lock_acquisitions,
+            lock_contended: snap.counters.lock_contended,
+            workers_created: snap.counters.workers_created,
+            workers_culled: snap.counters.workers_culled,
+            cm_wakeups: snap.counters.cm_wakeups,
+            remote_steals: 0,
+            sibling_steals: 0,
+            parks: 0,
+            spin_hits: 0,
+            spin_backoffs: 0,
+            rescued: self.rescued.started.load(Ordering::Relaxed),
+            worker_start_failures: self.start_failures.load(Ordering::Relaxed),
+            sched_delay: new_histogram(),
+        };
+        for c in self
+            .slots
+            .iter()
+            .map(|s| &*s.counters)
+            .chain(std::iter::once(&self.rescued))
+        {
+            m.add_worker(c);
+        }
+        m
     }
 }
 
@@ -323,4 +381,10 @@ pub(crate) fn schedule(runnable: Runnable, info: async_task::ScheduleInfo) {
         let home = runnable.metadata().home.clone();
         home.push_remote(runnable);
     }
+}
+
+/// Runs `f`, which blocks the thread, without stalling the worker's pool:
+/// see [`worker::block_in_place`].
+pub(crate) fn block_in_place<R>(f: impl FnOnce() -> R) -> R {
+    worker::block_in_place(f)
 }

@@ -1,17 +1,31 @@
-//! A worker: one OS thread of a pool, bound to the pod's CPUs.
+//! A worker: one OS thread of a pool, bound to the pod's CPUs by the
+//! scheduler that starts it.
 //!
-//! # Loop
-//! 1. **Work**: take a task (`find_work`), kick the pool if more is queued
-//!    (chaining, so idle siblings join in), run it, repeat.
-//! 2. **Enter idle** (protocol step 2 in [`super::idle`]): on the idle list,
-//!    re-check the injector under the lock.
-//! 3. **Spin** for up to `Config::spin` watching the injector, yielding the
-//!    CPU every 64 checks to any thread that wants it: a parked
-//!    worker costs a futex wakeup (about 18 µs each way on the development
-//!    VM), a spinning one answers in well under a microsecond. A kick on a
-//!    spinning worker is a plain unpark of a running thread (no syscall).
-//! 4. **Park** for `idle_timeout`. On every return, protocol step 3 (with a
-//!    cull pass): run, park again, or exit.
+//! # Loop (the steps are those of [`super::idle`])
+//! 1. **Work**: take a task ([`Core::find_work`]) and run it, repeat. A
+//!    searcher that finds one stops searching; if it was the last searcher
+//!    and more is queued, it kicks the pool (the kernel's chaining: the
+//!    search is handed on, so idle siblings join in).
+//! 2. **Search**: with nothing found, become a searcher (at most half the
+//!    workers search at once) and look again: a producer that skips its
+//!    kick because someone searches relies on this look, or on the last
+//!    searcher's re-check when it stops.
+//! 3. **Spin**: a searcher watches the queues for up to its spin budget,
+//!    yielding the CPU every [`SPIN_CHECKS`] checks. A parked worker costs
+//!    a futex wakeup (about 18 µs each way on the development VM), a
+//!    spinning one answers in well under a microsecond; but a spinning
+//!    worker burns CPU time that the kernel's fair scheduler charges to it,
+//!    and while it is off its CPU, counted as searching, no other worker is
+//!    kicked for new work. So the budget adapts ([`Spin`]): it doubles when
+//!    a spin finds work (or a park ended sooner than a spin would have),
+//!    halves when a spin finds none, and drops to zero for
+//!    [`SPIN_COOLDOWN`] when a yield shows that another thread wanted the
+//!    CPU (the yield returned after more than [`PREEMPTED`]): beside busy
+//!    neighbours, workers park at once, as tokio's do.
+//! 4. **Stop searching**; the last searcher re-checks the queues.
+//! 5. **Enter idle**, then **park** for `idle_timeout`; on every return,
+//!    leave idle (with a cull pass on a timeout): run, search, park again,
+//!    or exit.
 //!
 //! # Where `find_work` looks, in order
 //! - every [`GLOBAL_QUEUE_INTERVAL`] ticks, the injector first (fairness:
@@ -22,25 +36,29 @@
 //! - unless the pool is strict, the injectors of other pods' pools of the
 //!   same scope, nearest first (counted as remote steals).
 //!
-//! The thread-local [`CURRENT`] lets the schedule function find the worker's
-//! LIFO slot and deque when a task is woken on one of its home pool's
-//! workers.
+//! [`super::current`] holds the worker's [`Local`], so the schedule
+//! function can find its LIFO slot and deque when a task is woken on a
+//! worker of its home pool.
+//!
+//! # Blocking
+//! [`block_in_place`] takes the worker out of the pool's count while its
+//! closure blocks the thread ([`super::idle`] step 7): the LIFO task moves
+//! to the (stealable) deque, a sibling is kicked or started if work is
+//! queued, and wakes on this thread go to the pool's injector until it is
+//! back.
 
-use std::cell::{Cell, RefCell};
-use std::io;
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_deque::{Steal, Worker as Deque};
 
-use super::Pool;
 use super::idle::Next;
+use super::{Host, Pool, current};
 use crate::clock;
 use crate::loom::thread;
-use crate::runtime::context;
-use crate::runtime::shared::Shared;
 use crate::task::Runnable;
 use crate::wake::WakeQueue;
 
@@ -52,94 +70,180 @@ pub(crate) const MAX_LIFO_POLLS: u32 = 3;
 /// Scheduling delays buffered by a worker before they are recorded into its
 /// slot's histogram (under the slot's lock, uncontended but for readers).
 const SAMPLES: usize = 64;
+/// Queue checks between two reads of the clock (and yields) while spinning.
+pub(crate) const SPIN_CHECKS: u32 = 64;
+/// The smallest spin budget a hit grows to.
+const MIN_SPIN: Duration = Duration::from_micros(1);
+/// A yield that takes this long means another thread ran on this CPU.
+pub(crate) const PREEMPTED: Duration = Duration::from_micros(50);
+/// How long a worker does not spin after it found its CPU wanted.
+pub(crate) const SPIN_COOLDOWN: Duration = Duration::from_millis(100);
 
 /// What the schedule function needs of the worker running on this thread.
 pub(crate) struct Local {
     pub(crate) pool: Arc<Pool>,
+    pub(crate) slot: usize,
     deque: Deque<Runnable>,
     lifo: Cell<Option<Runnable>>,
     /// The scheduling clock, read once per poll (after it) and when the
     /// worker comes back from idle; local wakes are stamped with it.
     now: Cell<u64>,
+    /// In `block_in_place`: wakes on this thread go to the injector.
+    blocked: Cell<bool>,
     /// The CPU this worker stands for when the topology is not this
     /// machine's (placement of its spawns).
     pub(crate) virtual_cpu: usize,
 }
 
-thread_local! {
-    pub(crate) static CURRENT: RefCell<Option<Rc<Local>>> = const { RefCell::new(None) };
-}
-
 /// Schedules `runnable` on the current worker if it is a worker of the
-/// task's home pool; gives it back otherwise.
+/// task's home pool (and not blocked); gives it back otherwise.
+#[inline]
 pub(crate) fn schedule_local(runnable: Runnable, yielded: bool) -> Option<Runnable> {
-    let mut runnable = Some(runnable);
-    let _ = CURRENT.try_with(|cur| {
-        let cur = cur.borrow();
-        let Some(local) = cur.as_ref() else { return };
-        let r = runnable.as_ref().expect("not taken yet");
-        if !Arc::ptr_eq(&local.pool, &r.metadata().home) {
-            return;
+    current::with_worker(|local| {
+        let Some(local) = local else {
+            return Some(runnable);
+        };
+        if !Arc::ptr_eq(&local.pool, &runnable.metadata().home) || local.blocked.get() {
+            return Some(runnable);
         }
-        let r = runnable.take().expect("not taken yet");
-        r.metadata().stamp(local.now.get());
+        runnable.metadata().stamp(local.now.get());
         if yielded {
-            local.deque.push(r);
-        } else if let Some(prev) = local.lifo.replace(Some(r)) {
+            local.deque.push(runnable);
+        } else if let Some(prev) = local.lifo.replace(Some(runnable)) {
             local.deque.push(prev);
         } else {
-            return;
+            return None;
         }
-        // The deque is stealable: let an idle sibling help. Fenced, so a
-        // sibling going idle right now either is kicked or sees the deque.
-        local.pool.kick_if_needed();
-    });
-    runnable
+        // The deque is stealable: let an idle sibling help (step 1 of
+        // `idle`, lock-free unless nobody searches and one is parked).
+        local.pool.notify();
+        None
+    })
 }
 
-/// Whether the current thread is a worker of the runtime `shared`.
-pub(crate) fn on_worker_of(shared: &Shared) -> bool {
-    CURRENT
-        .try_with(|c| {
-            c.borrow()
-                .as_ref()
-                .is_some_and(|l| std::ptr::eq(l.pool.shared.as_ptr(), shared))
-        })
-        .unwrap_or(false)
-}
-
-/// Whether the current thread is a worker of any wq runtime.
-pub(crate) fn on_worker_thread() -> bool {
-    CURRENT.try_with(|c| c.borrow().is_some()).unwrap_or(false)
-}
-
-/// The virtual CPU of the current worker thread, if it is one.
-pub(crate) fn current_virtual_cpu() -> Option<usize> {
-    CURRENT
-        .try_with(|c| c.borrow().as_ref().map(|l| l.virtual_cpu))
-        .ok()
-        .flatten()
-}
-
-/// Starts a worker thread for reserved slot `slot` of `pool`.
-pub(crate) fn spawn(shared: &Arc<Shared>, pool: &Arc<Pool>, slot: usize) -> io::Result<()> {
-    #[cfg(test)]
-    if shared
-        .refuse_worker_starts
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-        .is_ok()
-    {
-        return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+/// Runs `f`, which blocks the thread, on a worker without stalling its
+/// pool: see the module docs. Elsewhere it just runs `f`.
+pub(crate) fn block_in_place<R>(f: impl FnOnce() -> R) -> R {
+    let Some(local) = current::worker() else {
+        return f();
+    };
+    if local.blocked.get() {
+        return f();
     }
-    let name = format!("{}-{}.{}", shared.config.thread_name, pool.id, slot);
-    let (s, p) = (shared.clone(), pool.clone());
-    shared.spawn_worker(name, move |live| run(s, p, slot, live))
+    if let Some(r) = local.lifo.take() {
+        local.deque.push(r);
+    }
+    local.blocked.set(true);
+    let kick = local.pool.idle.block(local.slot, || local.pool.has_work());
+    local.pool.handle_kick(kick);
+    struct Unblock<'a>(&'a Local);
+    impl Drop for Unblock<'_> {
+        fn drop(&mut self) {
+            self.0.pool.idle.unblock(self.0.slot);
+            self.0.blocked.set(false);
+            self.0.now.set(clock::now());
+        }
+    }
+    let _unblock = Unblock(&local);
+    f()
+}
+
+/// The body of a worker thread for reserved slot `slot` of `pool`, from
+/// its start to its exit. The caller has bound the thread and entered the
+/// runtime's context.
+pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
+    let mut core = Core::new(pool.worker_spin);
+    pool.idle.started(slot, thread::current());
+    let mut next = Next::Search;
+    loop {
+        let deque = crate::loom::lock(&pool.slots[slot].deque)
+            .take()
+            .expect("a slot's deque is back before the slot is reused");
+        let local = Rc::new(Local {
+            pool: pool.clone(),
+            slot,
+            deque,
+            lifo: Cell::new(None),
+            now: Cell::new(clock::now()),
+            blocked: Cell::new(false),
+            virtual_cpu: pool.cpus[slot % pool.cpus.len()],
+        });
+        current::set_worker(Some(local.clone()));
+        core.work_until_exit(&local, host, next == Next::Search);
+        current::set_worker(None);
+        let local =
+            Rc::try_unwrap(local).unwrap_or_else(|_| unreachable!("only `current` shares it"));
+        // Anything left is dropped: the pool is closed, or we were culled
+        // idle (with nothing queued locally).
+        drop(local.lifo.take());
+        while let Some(r) = local.deque.pop() {
+            drop(r);
+        }
+        *crate::loom::lock(&pool.slots[slot].deque) = Some(local.deque);
+        core.publish(pool, slot);
+        next = pool.idle.exit(slot);
+        if next == Next::Exit {
+            break;
+        }
+    }
+}
+
+/// A worker's spin budget (see the module docs).
+struct Spin {
+    max_ns: u64,
+    budget_ns: u64,
+    /// When (raw clock) a yield last showed the CPU wanted elsewhere.
+    wanted_at: Option<u64>,
+}
+
+impl Spin {
+    fn new(max: Duration) -> Spin {
+        let max_ns = max.as_nanos().min(u128::from(u64::MAX)) as u64;
+        Spin {
+            max_ns,
+            budget_ns: max_ns,
+            wanted_at: None,
+        }
+    }
+
+    fn grow(&mut self) {
+        let min = MIN_SPIN.as_nanos() as u64;
+        self.budget_ns = (self.budget_ns.saturating_mul(2)).max(min).min(self.max_ns);
+    }
+
+    fn shrink(&mut self) {
+        self.budget_ns /= 2;
+        if self.budget_ns < MIN_SPIN.as_nanos() as u64 {
+            self.budget_ns = 0;
+        }
+    }
+
+    /// The CPU is wanted by another thread: no spin for a while.
+    fn back_off(&mut self, now: u64) {
+        self.budget_ns = 0;
+        self.wanted_at = Some(now);
+    }
+
+    fn cooling(&self, now: u64) -> bool {
+        self.wanted_at
+            .is_some_and(|t| clock::delay_ns(t, now) < SPIN_COOLDOWN.as_nanos() as u64)
+    }
+
+    /// A park ended `idle_ns` after it began, by a kick: a spin that long
+    /// would have found the work without a futex wakeup.
+    fn parked_for(&mut self, idle_ns: u64, now: u64) {
+        if idle_ns < self.max_ns && !self.cooling(now) {
+            self.budget_ns = self.budget_ns.max(idle_ns.next_power_of_two());
+            self.grow();
+        }
+    }
 }
 
 /// Loop state that only the worker thread touches.
 struct Core {
     tick: u32,
     lifo_streak: u32,
+    spin: Spin,
     /// Scheduling delays not yet recorded in the slot's histogram. Merging
     /// a whole local histogram instead cost ~10k instructions per idle
     /// transition (callgrind: 47% of a one-item-at-a-time run).
@@ -151,140 +255,138 @@ struct Core {
     sibling_steals: u64,
     parks: u64,
     spin_hits: u64,
-}
-
-fn run(
-    shared: Arc<Shared>,
-    pool: Arc<Pool>,
-    slot: usize,
-    live: crate::runtime::shared::LiveWorker,
-) {
-    if shared.topology.is_live() {
-        // Best effort: a CPU set we may not use (a cgroup changed under us)
-        // leaves the thread where the OS put it.
-        let _ = crate::topology::bind_current_thread(&pool.cpus);
-    }
-    let _context = context::enter(crate::Handle {
-        shared: shared.clone(),
-    });
-    let mut core = Core {
-        tick: 0,
-        lifo_streak: 0,
-        samples: [0; SAMPLES],
-        nr_samples: 0,
-        started: 0,
-        completed: 0,
-        remote_steals: 0,
-        sibling_steals: 0,
-        parks: 0,
-        spin_hits: 0,
-    };
-    pool.idle.started(slot, thread::current());
-    loop {
-        let deque = crate::lock_std(&pool.slots[slot].deque)
-            .take()
-            .expect("a slot's deque is back before the slot is reused");
-        let local = Rc::new(Local {
-            pool: pool.clone(),
-            deque,
-            lifo: Cell::new(None),
-            now: Cell::new(clock::now()),
-            virtual_cpu: pool.cpus[slot % pool.cpus.len()],
-        });
-        CURRENT.with(|c| *c.borrow_mut() = Some(local.clone()));
-        core.work_until_exit(&shared, &local, slot);
-        CURRENT.with(|c| *c.borrow_mut() = None);
-        let local =
-            Rc::try_unwrap(local).unwrap_or_else(|_| unreachable!("only CURRENT shares it"));
-        // Anything left is dropped: the pool is closed, or we were culled
-        // idle (with nothing queued locally).
-        drop(local.lifo.take());
-        while let Some(r) = local.deque.pop() {
-            drop(r);
-        }
-        *crate::lock_std(&pool.slots[slot].deque) = Some(local.deque);
-        core.publish(&pool, slot);
-        if pool.idle.exit(slot) == Next::Exit {
-            break;
-        }
-    }
-    drop(live);
+    spin_backoffs: u64,
 }
 
 impl Core {
-    fn work_until_exit(&mut self, shared: &Shared, local: &Local, slot: usize) {
+    fn new(spin: Duration) -> Core {
+        Core {
+            tick: 0,
+            lifo_streak: 0,
+            spin: Spin::new(spin),
+            samples: [0; SAMPLES],
+            nr_samples: 0,
+            started: 0,
+            completed: 0,
+            remote_steals: 0,
+            sibling_steals: 0,
+            parks: 0,
+            spin_hits: 0,
+            spin_backoffs: 0,
+        }
+    }
+
+    fn work_until_exit(&mut self, local: &Local, host: &dyn Host, mut searching: bool) {
         let pool = &local.pool;
-        let spin = shared.config.spin;
         let idle_timeout = pool.idle.config().idle_timeout;
         'work: loop {
             // 1. Work.
             local.now.set(clock::now());
             while !pool.is_closed() {
-                let Some(runnable) = self.find_work(shared, local, slot) else {
+                let Some(runnable) = self.find_work(local, host) else {
                     break;
                 };
-                if pool.idle.may_kick() && (!local.deque.is_empty() || !pool.injector.is_empty()) {
-                    // The kernel's chaining: more is queued, wake a sibling.
-                    pool.kick();
+                if searching {
+                    searching = false;
+                    if pool.idle.stop_searching() {
+                        // The last searcher found work: hand the search on.
+                        pool.notify();
+                    }
                 }
-                self.run_task(local, slot, runnable);
+                self.run_task(local, runnable);
             }
-            // 2. Enter idle.
+            if !pool.is_closed() {
+                // 2. Search: counted first, then look again.
+                if !searching && pool.idle.try_start_searching() {
+                    searching = true;
+                    continue 'work;
+                }
+                // 3. Spin.
+                if searching && self.spin_for_work(pool) {
+                    self.spin_hits += 1;
+                    continue 'work;
+                }
+            }
+            // 4. Stop searching.
+            if searching {
+                searching = false;
+                if pool.idle.stop_searching() && pool.has_work() {
+                    continue 'work;
+                }
+            }
+            // 5. Enter idle, park.
+            let idle_at = clock::now();
             match pool
                 .idle
-                .enter_idle(slot, Instant::now(), || pool.has_work())
+                .enter_idle(local.slot, Instant::now(), || pool.has_work())
             {
-                Next::Run => continue 'work,
+                Next::Run | Next::Search => continue 'work,
                 Next::Exit => return,
                 Next::Park => {}
             }
-            self.publish(pool, slot);
-            // 3. Spin.
-            let mut found = false;
-            if !spin.is_zero() {
-                let until = Instant::now() + spin;
-                'spin: loop {
-                    for _ in 0..64 {
-                        if pool.has_work() || pool.is_closed() {
-                            found = true;
-                            break 'spin;
-                        }
-                        std::hint::spin_loop();
-                    }
-                    if Instant::now() >= until {
-                        break;
-                    }
-                    // Give the CPU to a runnable thread, if any (a producer
-                    // woken on this CPU): spinning must not delay the work
-                    // it waits for. Without one, sched_yield returns at once.
-                    std::thread::yield_now();
-                }
-            }
-            if found {
-                self.spin_hits += 1;
-            }
-            // 4. Park.
+            self.publish(pool, local.slot);
             loop {
-                if !found {
-                    self.parks += 1;
-                    thread::park_timeout(idle_timeout);
-                }
-                found = false;
+                self.parks += 1;
+                thread::park_timeout(idle_timeout);
                 let mut wake = WakeQueue::default();
-                let next =
-                    pool.idle
-                        .wake(slot, Instant::now(), true, || pool.has_work(), &mut wake);
+                let next = pool.idle.leave_idle(
+                    local.slot,
+                    Instant::now(),
+                    true,
+                    || pool.has_work(),
+                    &mut wake,
+                );
                 wake.wake_all();
                 match next {
+                    Next::Search => {
+                        let now = clock::now();
+                        self.spin.parked_for(clock::delay_ns(idle_at, now), now);
+                        searching = true;
+                        continue 'work;
+                    }
                     Next::Run => continue 'work,
-                    Next::Park => continue,
+                    Next::Park => {}
                     Next::Exit => return,
                 }
             }
         }
     }
 
-    fn find_work(&mut self, shared: &Shared, local: &Local, slot: usize) -> Option<Runnable> {
+    /// Step 3: watches the pool's queues for up to the spin budget. Returns
+    /// whether work showed up.
+    fn spin_for_work(&mut self, pool: &Pool) -> bool {
+        let start = clock::now();
+        if self.spin.budget_ns == 0 || self.spin.cooling(start) {
+            return false;
+        }
+        loop {
+            for _ in 0..SPIN_CHECKS {
+                if pool.has_work() || pool.is_closed() {
+                    self.spin.grow();
+                    return true;
+                }
+                std::hint::spin_loop();
+            }
+            let now = clock::now();
+            if clock::delay_ns(start, now) >= self.spin.budget_ns {
+                self.spin.shrink();
+                return false;
+            }
+            // Give the CPU to a runnable thread, if any (a producer woken
+            // on this CPU): spinning must not delay the work it waits for.
+            // Without one, sched_yield returns at once; after a long one,
+            // the CPU is shared with a busy thread: stop spinning.
+            std::thread::yield_now();
+            let back = clock::now();
+            if clock::delay_ns(now, back) >= PREEMPTED.as_nanos() as u64 {
+                self.spin.back_off(back);
+                self.spin_backoffs += 1;
+                return pool.has_work();
+            }
+        }
+    }
+
+    fn find_work(&mut self, local: &Local, host: &dyn Host) -> Option<Runnable> {
         let pool = &local.pool;
         self.tick = self.tick.wrapping_add(1);
         if self.tick.is_multiple_of(GLOBAL_QUEUE_INTERVAL)
@@ -308,7 +410,7 @@ impl Core {
         }
         let n = pool.slots.len();
         for i in 1..n {
-            let victim = &pool.slots[(slot + i) % n].stealer;
+            let victim = &pool.slots[(local.slot + i) % n].stealer;
             if victim.is_empty() {
                 continue;
             }
@@ -317,18 +419,17 @@ impl Core {
                 return Some(r);
             }
         }
-        if !shared.config.affinity_strict {
-            for other in shared.steal_order(pool) {
-                if let Some(r) = steal_into(&other.injector, &local.deque) {
-                    self.remote_steals += 1;
-                    return Some(r);
-                }
-            }
+        if !pool.strict
+            && let Some(r) =
+                host.steal_remote(pool, &mut |other| steal_into(&other.injector, &local.deque))
+        {
+            self.remote_steals += 1;
+            return Some(r);
         }
         None
     }
 
-    fn run_task(&mut self, local: &Local, slot: usize, runnable: Runnable) {
+    fn run_task(&mut self, local: &Local, runnable: Runnable) {
         let delay = clock::delay_ns(runnable.metadata().queued_at(), local.now.get());
         self.samples[self.nr_samples] = delay;
         self.nr_samples += 1;
@@ -340,7 +441,7 @@ impl Core {
         local.now.set(clock::now());
         self.completed += 1;
         if self.nr_samples == SAMPLES {
-            self.publish(&local.pool, slot);
+            self.publish(&local.pool, local.slot);
         }
     }
 
@@ -353,8 +454,9 @@ impl Core {
         add(&c.sibling_steals, std::mem::take(&mut self.sibling_steals));
         add(&c.parks, std::mem::take(&mut self.parks));
         add(&c.spin_hits, std::mem::take(&mut self.spin_hits));
+        add(&c.spin_backoffs, std::mem::take(&mut self.spin_backoffs));
         if self.nr_samples > 0 {
-            let mut h = crate::lock_std(&c.sched_delay);
+            let mut h = crate::loom::lock(&c.sched_delay);
             for &ns in &self.samples[..self.nr_samples] {
                 h.saturating_record(ns.max(1));
             }

@@ -4,24 +4,13 @@ use std::fmt;
 use std::time::Duration;
 
 use super::Runtime;
+use crate::scheduler::Config;
 use crate::{Scope, Topology, TopologyError, WakeMode};
 
-/// The runtime's settings, fixed at build time.
-#[derive(Clone, Debug)]
-pub(crate) struct Config {
-    pub(crate) default_scope: Scope,
-    pub(crate) wake_mode: WakeMode,
-    pub(crate) idle_timeout: Duration,
-    pub(crate) max_workers_per_pool: Option<usize>,
-    pub(crate) thread_name: String,
-    pub(crate) spin: Duration,
-    pub(crate) affinity_strict: bool,
-    pub(crate) thread_stack_size: Option<usize>,
-}
-
-/// Default time a worker spins looking for work before it parks. See
-/// `docs/benchmarks.md` for what it buys and costs.
-pub const DEFAULT_SPIN: Duration = Duration::from_micros(20);
+/// The default of [`Builder::worker_spin`]: the longest a searching worker
+/// spins before it parks. See `docs/benchmarks.md` for what it buys and
+/// costs.
+pub const DEFAULT_WORKER_SPIN: Duration = Duration::from_micros(20);
 
 /// Builds a [`Runtime`] with custom settings.
 ///
@@ -66,7 +55,7 @@ impl Builder {
                 idle_timeout: Duration::from_secs(300),
                 max_workers_per_pool: None,
                 thread_name: "wq".to_owned(),
-                spin: DEFAULT_SPIN,
+                worker_spin: DEFAULT_WORKER_SPIN,
                 affinity_strict: false,
                 thread_stack_size: None,
             },
@@ -113,10 +102,14 @@ impl Builder {
         self
     }
 
-    /// How long an idle worker spins before parking. Default
-    /// [`DEFAULT_SPIN`]; zero parks at once.
+    /// The longest a worker that ran out of work spins, watching its pool's
+    /// queues, before it parks. Default [`DEFAULT_WORKER_SPIN`]; zero parks
+    /// at once. At most half a pool's workers spin at once, and each adapts
+    /// its spin below this bound: longer while spins find work, shorter
+    /// while they do not, and none for a while when the CPU is wanted by
+    /// another thread (see `docs/architecture.md`, "Spinning").
     pub fn worker_spin(mut self, spin: Duration) -> Builder {
-        self.config.spin = spin;
+        self.config.worker_spin = spin;
         self
     }
 
@@ -148,6 +141,14 @@ impl Builder {
                 "max_workers_per_pool is 0: a pool needs at least one worker; pass 1 or more, or leave it unset for one per pod CPU",
             ));
         }
+        if let Some(n) = c.max_workers_per_pool
+            && n > crate::pool::MAX_WORKERS
+        {
+            return Err(BuildError::new(format!(
+                "max_workers_per_pool is {n}: a pool holds at most {} workers; pass a smaller number",
+                crate::pool::MAX_WORKERS
+            )));
+        }
         if c.thread_name.is_empty() || c.thread_name.contains('\0') {
             return Err(BuildError::new(format!(
                 "thread_name {:?} is not usable: give a non-empty name without NUL bytes",
@@ -170,8 +171,8 @@ impl Builder {
         };
         crate::clock::calibrate();
         let runtime = Runtime::from_parts(topology, self.config);
-        runtime.handle.shared.start_rescuer().map_err(|err| {
-            let stack = match runtime.handle.shared.config.thread_stack_size {
+        runtime.handle.scheduler.start_rescuer().map_err(|err| {
+            let stack = match runtime.handle.scheduler.config.thread_stack_size {
                 Some(n) => format!(", or cannot map thread stacks of {n} bytes (Builder::thread_stack_size)"),
                 None => String::new(),
             };

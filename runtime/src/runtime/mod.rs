@@ -1,20 +1,18 @@
-//! The runtime: `Runtime`, `Handle`, `Builder`, and the free functions.
+//! The public API: `Runtime`, `Handle`, `Builder`, and the free functions.
+//! A thin layer over the scheduler (`crate::scheduler`).
 
 pub(crate) mod builder;
-pub(crate) mod context;
-pub(crate) mod rescuer;
-pub(crate) mod shared;
 
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use builder::Config;
-pub use builder::{BuildError, Builder, DEFAULT_SPIN};
-use shared::Shared;
+pub use builder::{BuildError, Builder, DEFAULT_WORKER_SPIN};
 
 use crate::metrics::RuntimeMetrics;
+use crate::pool::current;
+use crate::scheduler::{Config, Scheduler, context};
 use crate::task::{self, JoinHandle};
 use crate::{Scope, Topology};
 
@@ -47,7 +45,7 @@ pub struct Runtime {
 /// tasks spawned through a handle are cancelled at once.
 #[derive(Clone)]
 pub struct Handle {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) scheduler: Arc<Scheduler>,
 }
 
 /// Makes a runtime current on this thread until dropped (see
@@ -73,7 +71,7 @@ impl Runtime {
     pub(crate) fn from_parts(topology: Topology, config: Config) -> Runtime {
         Runtime {
             handle: Handle {
-                shared: Shared::new(topology, config),
+                scheduler: Scheduler::new(topology, config),
             },
             shut_down: false,
         }
@@ -116,7 +114,7 @@ impl Runtime {
 
     /// The topology the runtime schedules for.
     pub fn topology(&self) -> &Topology {
-        &self.handle.shared.topology
+        &self.handle.scheduler.topology
     }
 
     /// A snapshot of every pool's counters and scheduling delays.
@@ -128,7 +126,7 @@ impl Runtime {
     /// [`crate::spawn`] and [`Handle::current`] work outside `block_on`.
     pub fn enter(&self) -> EnterGuard<'_> {
         EnterGuard {
-            _guard: context::enter(self.handle.clone()),
+            _guard: context::enter(self.handle.scheduler.clone()),
             _runtime: std::marker::PhantomData,
         }
     }
@@ -139,14 +137,14 @@ impl Runtime {
     /// on their own.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> bool {
         self.shut_down = true;
-        self.handle.shared.shutdown(Some(timeout))
+        self.handle.scheduler.shutdown(Some(timeout))
     }
 }
 
 impl Drop for Runtime {
     fn drop(&mut self) {
         if !self.shut_down {
-            self.handle.shared.shutdown(None);
+            self.handle.scheduler.shutdown(None);
         }
     }
 }
@@ -154,8 +152,8 @@ impl Drop for Runtime {
 impl fmt::Debug for Runtime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Runtime")
-            .field("topology", &self.handle.shared.topology.source())
-            .field("config", &self.handle.shared.config)
+            .field("topology", &self.handle.scheduler.topology.source())
+            .field("config", &self.handle.scheduler.config)
             .finish()
     }
 }
@@ -176,7 +174,11 @@ impl Handle {
 
     /// The runtime current on this thread, if any.
     pub fn try_current() -> Option<Handle> {
-        context::with_current(|h| h.cloned())
+        context::with_current(|s| {
+            s.map(|s| Handle {
+                scheduler: s.clone(),
+            })
+        })
     }
 
     /// See [`Runtime::spawn`].
@@ -185,7 +187,7 @@ impl Handle {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.spawn_on(self.shared.config.default_scope, future)
+        self.spawn_on(self.scheduler.config.default_scope, future)
     }
 
     /// See [`Runtime::spawn_on`]. On a shut-down runtime the future is
@@ -196,10 +198,7 @@ impl Handle {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        if self.shared.is_closed() {
-            return JoinHandle::closed();
-        }
-        task::spawn(self.shared.place(scope, None), future)
+        spawn_at(&self.scheduler, scope, None, future)
     }
 
     /// Spawns `future` on the pool of the `scope` pod that holds CPU `cpu`
@@ -224,40 +223,37 @@ impl Handle {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        if self.shared.is_closed() {
-            return JoinHandle::closed();
-        }
-        task::spawn(self.shared.place(scope, Some(cpu)), future)
+        spawn_at(&self.scheduler, scope, Some(cpu), future)
     }
 
     /// See [`Runtime::block_on`].
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
-        if crate::pool::worker::on_worker_thread() || rescuer::on_rescuer_thread() {
+        if current::on_worker_thread() || current::on_rescuer_thread() {
             panic!(
                 "wq: block_on called from a wq worker thread; blocking a worker (or the rescuer) stalls its pool: .await the future instead"
             );
         }
-        let _guard = context::enter(self.clone());
+        let _guard = context::enter(self.scheduler.clone());
         futures::executor::block_on(future)
     }
 
     /// See [`Runtime::metrics`].
     pub fn metrics(&self) -> RuntimeMetrics {
         RuntimeMetrics {
-            pools: self.shared.pools().iter().map(|p| p.metrics()).collect(),
+            pools: self.scheduler.pools().iter().map(|p| p.metrics()).collect(),
         }
     }
 
     /// The topology the runtime schedules for.
     pub fn topology(&self) -> &Topology {
-        &self.shared.topology
+        &self.scheduler.topology
     }
 }
 
 impl fmt::Debug for Handle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Handle")
-            .field("topology", &self.shared.topology.source())
+            .field("topology", &self.scheduler.topology.source())
             .finish_non_exhaustive()
     }
 }
@@ -285,8 +281,8 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    context::with_current(|h| match h {
-        Some(h) => h.spawn(future),
+    context::with_current(|s| match s {
+        Some(s) => spawn_at(s, s.config.default_scope, None, future),
         None => outside("wq::spawn"),
     })
 }
@@ -301,10 +297,28 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    context::with_current(|h| match h {
-        Some(h) => h.spawn_on(scope, future),
+    context::with_current(|s| match s {
+        Some(s) => spawn_at(s, scope, None, future),
         None => outside("wq::spawn_on"),
     })
+}
+
+/// Spawns `future` on `scheduler`'s pool for `scope` at `cpu` (or the
+/// calling thread's CPU); a closed runtime drops it.
+fn spawn_at<F>(
+    scheduler: &Scheduler,
+    scope: Scope,
+    cpu: Option<usize>,
+    future: F,
+) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    if scheduler.is_closed() {
+        return JoinHandle::closed();
+    }
+    task::spawn(scheduler.place(scope, cpu), future)
 }
 
 fn outside(what: &str) -> ! {

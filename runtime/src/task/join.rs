@@ -57,7 +57,7 @@ impl<T> JoinHandle<T> {
     /// handle gives a cancelled [`JoinError`]. A finished task keeps its
     /// output.
     pub fn abort(&self) {
-        let mut slot = crate::lock_std(&self.task);
+        let mut slot = crate::loom::lock(&self.task);
         if let Some(task) = slot.take() {
             if task.is_finished() {
                 *slot = Some(task);
@@ -71,7 +71,7 @@ impl<T> JoinHandle<T> {
 
     /// Whether the task has finished (completed, panicked, or cancelled).
     pub fn is_finished(&self) -> bool {
-        crate::lock_std(&self.task)
+        crate::loom::lock(&self.task)
             .as_ref()
             .is_none_or(|t| t.is_finished())
     }
@@ -172,7 +172,7 @@ impl JoinError {
         let Repr::Panic(p) = &self.repr else {
             return None;
         };
-        let p = crate::lock_std(p);
+        let p = crate::loom::lock(p);
         Some(
             p.downcast_ref::<&str>()
                 .map(|s| s.to_string())

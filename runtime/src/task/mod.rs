@@ -69,6 +69,36 @@ impl TaskMeta {
     }
 }
 
+/// Runs `f`, which blocks its thread (a synchronous call, a lock, a long
+/// computation), without stalling the other work of the worker's pool.
+///
+/// On a worker thread, the worker stops counting against its pool's
+/// maximum while `f` runs (the kernel's concurrency management): the task
+/// it had just woken becomes stealable, and if work is queued another
+/// worker is woken or started to run it (counted as `cm_wakeups` in the
+/// metrics). Wakes on this thread meanwhile go through the pool's queue.
+/// Elsewhere (outside a runtime, in `block_on`), it just runs `f`. For work
+/// that blocks for long, prefer a thread of its own.
+///
+/// ```
+/// #[wq::main(scope = "system", workers = 1)]
+/// async fn main() {
+///     // The pool has one worker; while it blocks, another runs `quick`.
+///     let slow = wq::spawn(async {
+///         wq::block_in_place(|| std::thread::sleep(std::time::Duration::from_millis(50)));
+///     });
+///     let quick = wq::spawn(async { 1 });
+///     assert_eq!(quick.await.unwrap(), 1);
+///     slow.await.unwrap();
+/// }
+/// ```
+pub fn block_in_place<F, R>(f: F) -> R
+where
+    F: FnOnce() -> R,
+{
+    crate::pool::block_in_place(f)
+}
+
 /// Spawns `future` with `pool` as its home and queues it there.
 pub(crate) fn spawn<F>(pool: &Arc<Pool>, future: F) -> JoinHandle<F::Output>
 where

@@ -27,19 +27,23 @@
 //!   gave up on) ends the same way when that poll returns: the schedule
 //!   function sees the pool closed and queues the task (`pool::closing`).
 //!
+//!   `loom_a_registration_racing_the_close_is_woken` checks it, and fails
+//!   when the check of `closed` and the insert are two critical sections.
+//!
 //! Lock order: a shard lock is a leaf; no other lock is taken under it and
 //! no waker is woken or dropped under it (the removed waker is dropped after
 //! the guard).
 
 use std::fmt;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Waker;
 
 use crossbeam_utils::CachePadded;
 use slab::Slab;
 
-use crate::runtime::context::thread_ordinal;
+use crate::loom::lock;
+use crate::loom::sync::Mutex;
+use crate::loom::sync::atomic::{AtomicUsize, Ordering};
+use crate::pool::current::thread_ordinal;
 
 const SHARDS: usize = 16;
 
@@ -54,6 +58,10 @@ pub(crate) struct Registry {
     shards: Box<[CachePadded<Mutex<Shard>>]>,
     /// Spawns minus drops, per thread-ordinal stripe (wrapping).
     alive: Box<[CachePadded<AtomicUsize>]>,
+    /// Model tests only: check `closed` and insert in two critical sections
+    /// (the bug the protocol avoids).
+    #[cfg(loom)]
+    split_check: bool,
 }
 
 /// Where a task's waker sits in the registry, kept by the task.
@@ -72,6 +80,8 @@ impl Registry {
             alive: (0..SHARDS)
                 .map(|_| CachePadded::new(AtomicUsize::new(0)))
                 .collect(),
+            #[cfg(loom)]
+            split_check: false,
         }
     }
 
@@ -89,9 +99,7 @@ impl Registry {
     pub(crate) fn dropped(&self, entry: Option<Entry>) {
         self.stripe().fetch_sub(1, Ordering::Relaxed);
         if let Some(e) = entry {
-            let waker = crate::lock_std(&self.shards[e.shard])
-                .tasks
-                .try_remove(e.key);
+            let waker = lock(&*self.shards[e.shard]).tasks.try_remove(e.key);
             drop(waker);
         }
     }
@@ -100,7 +108,15 @@ impl Registry {
     /// and the caller must then wake the task so that it is dropped.
     pub(crate) fn register(&self, waker: &Waker) -> Option<Entry> {
         let shard = thread_ordinal() % SHARDS;
-        let mut s = crate::lock_std(&self.shards[shard]);
+        #[cfg(loom)]
+        if self.split_check {
+            if lock(&*self.shards[shard]).closed {
+                return None;
+            }
+            let key = lock(&*self.shards[shard]).tasks.insert(waker.clone());
+            return Some(Entry { shard, key });
+        }
+        let mut s = lock(&*self.shards[shard]);
         if s.closed {
             return None;
         }
@@ -113,7 +129,7 @@ impl Registry {
     pub(crate) fn close_and_wake_all(&self) {
         for shard in self.shards.iter() {
             let wakers: Vec<Waker> = {
-                let mut shard = crate::lock_std(shard);
+                let mut shard = lock(&**shard);
                 shard.closed = true;
                 shard.tasks.iter().map(|(_, w)| w.clone()).collect()
             };
@@ -137,10 +153,7 @@ impl Registry {
     /// Idle tasks registered now.
     #[cfg(test)]
     pub(crate) fn registered(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| crate::lock_std(s).tasks.len())
-            .sum()
+        self.shards.iter().map(|s| lock(&**s).tasks.len()).sum()
     }
 }
 
@@ -149,6 +162,60 @@ impl fmt::Debug for Registry {
         f.debug_struct("Registry")
             .field("tasks", &self.len())
             .finish()
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use std::task::Wake;
+
+    struct Woken(AtomicUsize);
+
+    impl Wake for Woken {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A task goes idle (registers) while the runtime shuts down (closes
+    /// and wakes the registry): it must be woken, by the close or, when
+    /// the registration found the registry closed, by itself.
+    fn register_racing_close(split_check: bool) {
+        loom::model(move || {
+            let registry = loom::sync::Arc::new(Registry {
+                split_check,
+                ..Registry::new()
+            });
+            let woken = std::sync::Arc::new(Woken(AtomicUsize::new(0)));
+            let waker = Waker::from(woken.clone());
+            let r = registry.clone();
+            let task = loom::thread::spawn(move || {
+                if r.register(&waker).is_none() {
+                    // The caller's part: wake itself, to be dropped.
+                    waker.wake_by_ref();
+                }
+            });
+            registry.close_and_wake_all();
+            task.join().unwrap();
+            assert!(
+                woken.0.load(Ordering::Relaxed) >= 1,
+                "an idle task outlived the shutdown: registered after the close's wake"
+            );
+        });
+    }
+
+    #[test]
+    fn loom_a_registration_racing_the_close_is_woken() {
+        register_racing_close(false);
+    }
+
+    /// With the check of `closed` and the insert in two critical sections,
+    /// the model must find the task that is never woken.
+    #[test]
+    #[should_panic(expected = "outlived the shutdown")]
+    fn loom_with_a_split_check_a_registration_is_lost() {
+        register_racing_close(true);
     }
 }
 

@@ -1,0 +1,142 @@
+//! What the current OS thread is to wq, in one place: its role (a worker of
+//! a pool, the rescuer of a runtime, or neither), the pools it is draining,
+//! and its ordinal. One thread-local holds all of it.
+//!
+//! - **worker**: set by a worker thread for as long as it serves its slot;
+//!   the schedule function reads it to put a task woken on a worker of its
+//!   home pool into that worker's LIFO slot (`super::worker`).
+//! - **rescuer**: set by a runtime's rescuer thread; shutdown must not wait
+//!   for itself, and `block_on` must not block it.
+//! - **draining**: the pools whose queues this thread is dropping, innermost
+//!   last (`super::closing`).
+//! - **ordinal**: a small number unique to the thread, handed out in order
+//!   of first use; it spreads striped counters and registry shards, and
+//!   gives a thread outside the runtime a sticky virtual CPU on a topology
+//!   that is not this machine's.
+//!
+//! Runtimes are told apart by the address of their scheduler (an opaque
+//! `*const ()`, compared, never dereferenced).
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::Pool;
+use super::worker::Local;
+
+struct ThreadState {
+    ordinal: Cell<usize>,
+    worker: RefCell<Option<Rc<Local>>>,
+    rescuer_of: Cell<*const ()>,
+    draining: RefCell<Vec<*const Pool>>,
+}
+
+thread_local! {
+    static THREAD: ThreadState = const {
+        ThreadState {
+            ordinal: Cell::new(usize::MAX),
+            worker: RefCell::new(None),
+            rescuer_of: Cell::new(std::ptr::null()),
+            draining: RefCell::new(Vec::new()),
+        }
+    };
+}
+
+static NEXT_ORDINAL: AtomicUsize = AtomicUsize::new(0);
+
+/// This thread's ordinal (0 while the thread is being torn down).
+#[inline]
+pub(crate) fn thread_ordinal() -> usize {
+    THREAD
+        .try_with(|t| {
+            let o = t.ordinal.get();
+            if o != usize::MAX {
+                return o;
+            }
+            // Only uniqueness matters.
+            let o = NEXT_ORDINAL.fetch_add(1, Ordering::Relaxed);
+            t.ordinal.set(o);
+            o
+        })
+        .unwrap_or(0)
+}
+
+/// Makes this thread the worker `local` (or no worker, with `None`).
+pub(crate) fn set_worker(local: Option<Rc<Local>>) {
+    THREAD.with(|t| *t.worker.borrow_mut() = local);
+}
+
+/// Calls `f` with this thread's worker, if it is one.
+#[inline]
+pub(crate) fn with_worker<R>(f: impl FnOnce(Option<&Local>) -> R) -> R {
+    let mut f = Some(f);
+    match THREAD.try_with(|t| (f.take().expect("called once"))(t.worker.borrow().as_deref())) {
+        Ok(r) => r,
+        Err(_) => (f.take().expect("not called"))(None),
+    }
+}
+
+/// This thread's worker, if it is one (a clone of its handle).
+pub(crate) fn worker() -> Option<Rc<Local>> {
+    THREAD
+        .try_with(|t| t.worker.borrow().clone())
+        .ok()
+        .flatten()
+}
+
+/// Whether this thread is a worker of the runtime whose scheduler is at
+/// `host`.
+pub(crate) fn on_worker_of(host: *const ()) -> bool {
+    with_worker(|w| w.is_some_and(|l| l.pool.host_ptr() == host))
+}
+
+/// Whether this thread is a worker of any wq runtime.
+pub(crate) fn on_worker_thread() -> bool {
+    with_worker(|w| w.is_some())
+}
+
+/// The virtual CPU of this worker thread, if it is one (placement on a
+/// topology that is not this machine's).
+pub(crate) fn virtual_cpu() -> Option<usize> {
+    with_worker(|w| w.map(|l| l.virtual_cpu))
+}
+
+/// Makes this thread the rescuer of the runtime whose scheduler is at
+/// `host`.
+pub(crate) fn set_rescuer_of(host: *const ()) {
+    THREAD.with(|t| t.rescuer_of.set(host));
+}
+
+/// Whether this thread is the rescuer of the runtime at `host`.
+pub(crate) fn on_rescuer_of(host: *const ()) -> bool {
+    THREAD
+        .try_with(|t| std::ptr::eq(t.rescuer_of.get(), host))
+        .unwrap_or(false)
+}
+
+/// Whether this thread is the rescuer of any runtime.
+pub(crate) fn on_rescuer_thread() -> bool {
+    THREAD
+        .try_with(|t| !t.rescuer_of.get().is_null())
+        .unwrap_or(false)
+}
+
+/// Whether this thread is draining `pool` already.
+pub(crate) fn draining(pool: &Pool) -> bool {
+    THREAD
+        .try_with(|t| t.draining.borrow().contains(&std::ptr::from_ref(pool)))
+        .unwrap_or(false)
+}
+
+/// Runs `f` with `pool` on this thread's draining stack.
+pub(crate) fn while_draining<R>(pool: &Pool, f: impl FnOnce() -> R) -> R {
+    struct Pop;
+    impl Drop for Pop {
+        fn drop(&mut self) {
+            let _ = THREAD.try_with(|t| t.draining.borrow_mut().pop());
+        }
+    }
+    THREAD.with(|t| t.draining.borrow_mut().push(std::ptr::from_ref(pool)));
+    let _pop = Pop;
+    f()
+}

@@ -1,0 +1,252 @@
+//! Model checks of the protocol with loom: run with `scripts/loom` (or
+//! `RUSTFLAGS="--cfg loom" cargo test -p wq --lib --release loom_`).
+//!
+//! The model worker below follows `super::super::worker`'s loop step for
+//! step (work, search, one spin check, stop searching, enter idle, park,
+//! leave idle) over a toy queue of anonymous items.
+
+use super::*;
+use loom::sync::Arc;
+use loom::sync::atomic::AtomicUsize as Items;
+
+/// A queue of anonymous items: all the protocol needs to know.
+struct Queue(Items);
+
+impl Queue {
+    fn push(&self) {
+        // Release: the producer's fence in `notify` follows.
+        self.0.fetch_add(1, Ordering::Release);
+    }
+    fn has_work(&self) -> bool {
+        self.0.load(Ordering::Acquire) > 0
+    }
+    fn pop(&self) -> bool {
+        let mut n = self.0.load(Ordering::Acquire);
+        while n > 0 {
+            match self
+                .0
+                .compare_exchange(n, n - 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return true,
+                Err(actual) => n = actual,
+            }
+        }
+        false
+    }
+}
+
+fn config(kicked_list: bool, wake_mode: WakeMode) -> IdleConfig {
+    IdleConfig {
+        max_workers: 1,
+        slots: 1,
+        idle_timeout: Duration::ZERO,
+        min_idle: 0,
+        wake_mode,
+        start_backoff: Duration::ZERO,
+        kicked_list,
+    }
+}
+
+/// A worker of the model: runs items until `quota` are done, searches,
+/// idles and parks in between, leaves when culled. Returns how many it ran.
+fn worker(idle: &Idle, queue: &Queue, slot: usize, quota: usize, mut searching: bool) -> usize {
+    let mut done = 0;
+    'work: loop {
+        // 1. Work.
+        while queue.pop() {
+            if searching {
+                searching = false;
+                if idle.stop_searching() && queue.has_work() {
+                    let _ = idle.notify();
+                }
+            }
+            done += 1;
+            if done == quota {
+                break 'work;
+            }
+        }
+        // 2. Search.
+        if !searching && idle.try_start_searching() {
+            searching = true;
+            continue 'work;
+        }
+        // 3. One round of the spin.
+        if searching && queue.has_work() {
+            continue 'work;
+        }
+        // 4. Stop searching.
+        if searching {
+            searching = false;
+            if idle.stop_searching() && queue.has_work() {
+                continue 'work;
+            }
+        }
+        // 5. Enter idle, park, leave idle.
+        match idle.enter_idle(slot, Instant::now(), || queue.has_work()) {
+            Next::Run | Next::Search => continue 'work,
+            Next::Exit => break,
+            Next::Park => {}
+        }
+        loop {
+            crate::loom::thread::park();
+            let mut wake = WakeQueue::default();
+            match idle.leave_idle(slot, Instant::now(), false, || queue.has_work(), &mut wake) {
+                Next::Search => {
+                    searching = true;
+                    continue 'work;
+                }
+                Next::Run => continue 'work,
+                Next::Park => continue,
+                Next::Exit => break 'work,
+            }
+        }
+    }
+    done
+}
+
+/// `worker` until it leaves for good (an exiting thread may be drafted).
+fn worker_thread(idle: &Idle, queue: &Queue, slot: usize, quota: usize) -> usize {
+    let mut done = 0;
+    let mut searching = true;
+    loop {
+        done += worker(idle, queue, slot, quota - done, searching);
+        if done == quota {
+            return done;
+        }
+        match idle.exit(slot) {
+            Next::Exit => return done,
+            _ => searching = true,
+        }
+    }
+}
+
+/// Starts the model's one worker and lets it go idle (parked, with no
+/// work), so the protocol starts from "one idle worker".
+fn one_worker(
+    idle: &Arc<Idle>,
+    queue: &Arc<Queue>,
+    quota: usize,
+) -> loom::thread::JoinHandle<usize> {
+    let Kick::Start(slot) = idle.kick() else {
+        panic!("a fresh pool starts a worker")
+    };
+    let (i, q) = (idle.clone(), queue.clone());
+    loom::thread::spawn(move || {
+        i.started(slot, loom::thread::current());
+        worker_thread(&i, &q, slot, quota)
+    })
+}
+
+/// One worker; a producer queues an item and kicks while a cull runs.
+/// Fails if the item is stranded.
+fn kick_races_cull(kicked_list: bool, wake_mode: WakeMode) {
+    loom::model(move || {
+        let idle = Arc::new(Idle::new(config(kicked_list, wake_mode)));
+        let queue = Arc::new(Queue(Items::new(0)));
+        let w = one_worker(&idle, &queue, 1);
+        let (i, q) = (idle.clone(), queue.clone());
+        let producer = loom::thread::spawn(move || {
+            q.push();
+            match i.notify() {
+                // The worker was culled first: start its successor.
+                Kick::Start(slot) => {
+                    let (i2, q2) = (i.clone(), q.clone());
+                    let t = loom::thread::spawn(move || {
+                        i2.started(slot, loom::thread::current());
+                        worker_thread(&i2, &q2, slot, 1)
+                    });
+                    t.join().unwrap()
+                }
+                _ => 0,
+            }
+        });
+        idle.cull_now(Instant::now()).wake_all();
+        let ran = w.join().unwrap() + producer.join().unwrap();
+        assert_eq!(
+            ran, 1,
+            "stranded item: the kicked worker was culled before it ran the item"
+        );
+    });
+}
+
+#[test]
+fn loom_kick_and_cull_never_strand_an_item() {
+    kick_races_cull(true, WakeMode::Deferred);
+}
+
+#[test]
+fn loom_kick_and_cull_never_strand_an_item_under_lock() {
+    kick_races_cull(true, WakeMode::UnderLock);
+}
+
+/// Without the kicked list the model must find the kernel's race: this
+/// proves the test above can fail.
+#[test]
+#[should_panic(expected = "stranded item")]
+fn loom_without_kicked_list_the_item_is_stranded() {
+    kick_races_cull(false, WakeMode::Deferred);
+}
+
+/// Two producers, one worker, no cull: every item runs, and the worker
+/// never parks with work queued (loom reports a deadlock if it does). The
+/// producers race the worker's search, its last-searcher re-check and its
+/// idle re-check.
+fn no_lost_wakeup(wake_mode: WakeMode) {
+    loom::model(move || {
+        let mut cfg = config(true, wake_mode);
+        cfg.idle_timeout = Duration::from_secs(3600);
+        let idle = Arc::new(Idle::new(cfg));
+        let queue = Arc::new(Queue(Items::new(0)));
+        let w = one_worker(&idle, &queue, 2);
+        let producers: Vec<_> = (0..2)
+            .map(|_| {
+                let (i, q) = (idle.clone(), queue.clone());
+                loom::thread::spawn(move || {
+                    q.push();
+                    let _ = i.notify();
+                })
+            })
+            .collect();
+        for p in producers {
+            p.join().unwrap();
+        }
+        assert_eq!(w.join().unwrap(), 2);
+    });
+}
+
+#[test]
+fn loom_no_lost_wakeup() {
+    no_lost_wakeup(WakeMode::Deferred);
+}
+
+#[test]
+fn loom_no_lost_wakeup_under_lock() {
+    no_lost_wakeup(WakeMode::UnderLock);
+}
+
+/// The start of a worker fails while a producer skips its kick because the
+/// reservation counts as a searcher: the failure must hand the item on
+/// (here: to the rescuer, as the pool has no worker at all).
+#[test]
+fn loom_a_failed_start_does_not_strand_an_item() {
+    loom::model(|| {
+        let idle = Arc::new(Idle::new(config(true, WakeMode::Deferred)));
+        let queue = Arc::new(Queue(Items::new(0)));
+        let Kick::Start(slot) = idle.kick() else {
+            panic!()
+        };
+        let (i, q) = (idle.clone(), queue.clone());
+        let producer = loom::thread::spawn(move || {
+            q.push();
+            i.notify()
+        });
+        let failed = idle.start_failed(slot);
+        let pushed = producer.join().unwrap();
+        // Somebody is told to run the item: the failing start, or the
+        // producer's own kick.
+        assert!(
+            failed == Kick::Mayday || pushed == Kick::Mayday || matches!(pushed, Kick::Start(_)),
+            "stranded item: {failed:?} / {pushed:?}"
+        );
+    });
+}

@@ -1,0 +1,311 @@
+//! Unit tests of each step of the protocol, one thread driving it.
+
+use super::*;
+
+fn config(max_workers: usize) -> IdleConfig {
+    IdleConfig {
+        max_workers,
+        slots: 2 * max_workers,
+        idle_timeout: Duration::from_secs(300),
+        min_idle: 2,
+        wake_mode: WakeMode::Deferred,
+        start_backoff: Duration::from_millis(100),
+        kicked_list: true,
+    }
+}
+
+/// Starts `n` workers (slots 0..n) and idles them in order.
+fn idle_workers(idle: &Idle, n: usize, now: Instant) {
+    for _ in 0..n {
+        let Kick::Start(slot) = idle.kick() else {
+            panic!("expected a start")
+        };
+        idle.started(slot, std::thread::current());
+        // A new worker searches first, finds nothing, and stops.
+        idle.stop_searching();
+    }
+    for slot in 0..n {
+        assert_eq!(idle.enter_idle(slot, now, || false), Next::Park);
+    }
+}
+
+#[test]
+fn kick_takes_the_most_recently_idle_worker_and_coalesces() {
+    let idle = Idle::new(config(4));
+    let now = Instant::now();
+    idle_workers(&idle, 3, now);
+    assert_eq!(idle.notify(), Kick::Woke, "nobody searches, one is parked");
+    assert_eq!(
+        idle.slot_state(2),
+        SlotState::Kicked,
+        "LIFO: last idled first"
+    );
+    assert_eq!(idle.hint().searching(), 1, "a kicked worker searches");
+    // The next producer sees the searcher: no lock, no kick.
+    let locks = idle.snapshot().counters.lock_acquisitions;
+    assert_eq!(idle.notify(), Kick::Skipped);
+    assert_eq!(idle.snapshot().counters.lock_acquisitions, locks);
+    // Under the lock, a kick coalesces on the kicked worker.
+    assert_eq!(idle.kick(), Kick::Coalesced);
+    assert_eq!(idle.slot_state(1), SlotState::Idle);
+    let snap = idle.snapshot();
+    assert_eq!((snap.nr_idle, snap.nr_kicked), (2, 1));
+    assert_eq!(snap.counters.unparks, 1);
+    assert_eq!(snap.counters.coalesced_kicks, 1);
+    let mut wq = WakeQueue::default();
+    assert_eq!(
+        idle.leave_idle(2, now, true, || true, &mut wq),
+        Next::Search
+    );
+    assert_eq!(idle.slot_state(2), SlotState::Running);
+    // It finds the work and stops searching: the last searcher.
+    assert!(idle.stop_searching());
+    // The next kick claims the next idle worker.
+    assert_eq!(idle.notify(), Kick::Woke);
+    assert_eq!(idle.slot_state(1), SlotState::Kicked);
+}
+
+#[test]
+fn a_producer_takes_no_lock_while_every_worker_runs() {
+    let idle = Idle::new(config(2));
+    for _ in 0..2 {
+        let Kick::Start(slot) = idle.notify() else {
+            panic!()
+        };
+        idle.started(slot, std::thread::current());
+        idle.stop_searching();
+    }
+    let locks = idle.snapshot().counters.lock_acquisitions;
+    for _ in 0..100 {
+        assert_eq!(idle.notify(), Kick::Skipped, "two running, at the maximum");
+    }
+    assert_eq!(idle.snapshot().counters.lock_acquisitions, locks);
+}
+
+#[test]
+fn at_most_half_the_workers_search() {
+    let idle = Idle::new(config(4));
+    for _ in 0..4 {
+        let Kick::Start(slot) = idle.kick() else {
+            panic!()
+        };
+        idle.started(slot, std::thread::current());
+        idle.stop_searching();
+    }
+    assert!(idle.try_start_searching());
+    assert!(idle.try_start_searching());
+    assert!(!idle.try_start_searching(), "2 of 4 search");
+    assert!(!idle.stop_searching());
+    assert!(idle.stop_searching(), "the last one re-checks the queues");
+}
+
+#[test]
+fn starts_are_one_at_a_time_up_to_the_maximum() {
+    let idle = Idle::new(config(2));
+    let Kick::Start(a) = idle.kick() else {
+        panic!()
+    };
+    assert_eq!(idle.notify(), Kick::Skipped, "the starting worker searches");
+    assert_eq!(idle.kick(), Kick::Coalesced);
+    idle.started(a, std::thread::current());
+    assert!(idle.stop_searching());
+    let Kick::Start(b) = idle.kick() else {
+        panic!()
+    };
+    assert_ne!(a, b);
+    idle.started(b, std::thread::current());
+    idle.stop_searching();
+    assert_eq!(idle.kick(), Kick::Busy, "at the maximum");
+    assert!(!idle.hint().can_start());
+}
+
+#[test]
+fn a_refused_start_backs_off_and_a_pool_without_workers_sends_a_mayday() {
+    let mut cfg = config(2);
+    cfg.start_backoff = Duration::from_secs(3600);
+    let idle = Idle::new(cfg);
+    let Kick::Start(a) = idle.kick() else {
+        panic!()
+    };
+    assert_eq!(idle.start_failed(a), Kick::Mayday, "no worker at all");
+    let snap = idle.snapshot();
+    assert_eq!((snap.nr_workers, snap.nr_searching), (0, 0));
+    // Backing off: kicks start nothing and keep sending maydays.
+    assert_eq!(idle.notify(), Kick::Mayday);
+    assert_eq!(idle.kick(), Kick::Mayday);
+    assert_eq!(idle.snapshot().nr_workers, 0);
+
+    // With a worker running, a refused start leaves the work to it.
+    let idle = Idle::new(config(2));
+    let Kick::Start(a) = idle.kick() else {
+        panic!()
+    };
+    idle.started(a, std::thread::current());
+    idle.stop_searching();
+    let Kick::Start(b) = idle.kick() else {
+        panic!()
+    };
+    assert_eq!(idle.start_failed(b), Kick::Busy);
+    assert_eq!(idle.kick(), Kick::Busy, "backing off");
+}
+
+#[test]
+fn after_the_backoff_a_kick_starts_a_worker_again() {
+    let mut cfg = config(1);
+    cfg.start_backoff = Duration::from_millis(1);
+    let idle = Idle::new(cfg);
+    let Kick::Start(a) = idle.kick() else {
+        panic!()
+    };
+    let _ = idle.start_failed(a);
+    std::thread::sleep(Duration::from_millis(5));
+    assert!(matches!(idle.kick(), Kick::Start(_)));
+}
+
+#[test]
+fn enter_idle_rechecks_the_queues() {
+    let idle = Idle::new(config(1));
+    let Kick::Start(a) = idle.kick() else {
+        panic!()
+    };
+    idle.started(a, std::thread::current());
+    idle.stop_searching();
+    assert_eq!(idle.enter_idle(a, Instant::now(), || true), Next::Run);
+    assert_eq!(idle.slot_state(a), SlotState::Running);
+    let snap = idle.snapshot();
+    assert_eq!(snap.nr_idle, 0);
+    assert_eq!(idle.hint().parked(), 0);
+}
+
+#[test]
+fn cull_keeps_two_idle_plus_a_quarter_of_the_busy_and_never_the_kicked() {
+    let mut cfg = config(8);
+    cfg.idle_timeout = Duration::from_millis(10);
+    let idle = Idle::new(cfg);
+    let t0 = Instant::now();
+    idle_workers(&idle, 6, t0);
+    // Worker 5 (the most recent) is kicked: it must survive the cull.
+    assert_eq!(idle.kick(), Kick::Woke);
+    assert_eq!(idle.slot_state(5), SlotState::Kicked);
+    // Not yet expired: nothing culled.
+    assert!(idle.cull_now(t0).is_empty());
+    let later = t0 + Duration::from_millis(20);
+    let woken = idle.cull_now(later);
+    // 6 idle (5 + 1 kicked), 0 busy: cull down to min_idle = 2 idle.
+    let snap = idle.snapshot();
+    assert_eq!(snap.nr_idle + snap.nr_kicked, 2, "{snap:?}");
+    assert_eq!(snap.counters.workers_culled, 4);
+    assert!(!woken.is_empty());
+    // The oldest went first; the kicked one stayed.
+    for slot in 0..4 {
+        assert_eq!(idle.slot_state(slot), SlotState::Culled, "slot {slot}");
+    }
+    assert_eq!(idle.slot_state(4), SlotState::Idle);
+    assert_eq!(idle.slot_state(5), SlotState::Kicked);
+    let h = idle.hint();
+    assert_eq!((h.parked(), h.workers(), h.searching()), (1, 2, 1));
+    assert!(h.can_start());
+}
+
+#[test]
+fn busy_workers_keep_idle_ones_alive() {
+    let mut cfg = config(16);
+    cfg.idle_timeout = Duration::ZERO;
+    let idle = Idle::new(cfg);
+    let now = Instant::now();
+    for _ in 0..12 {
+        let Kick::Start(slot) = idle.kick() else {
+            panic!()
+        };
+        idle.started(slot, std::thread::current());
+        idle.stop_searching();
+    }
+    for slot in 0..4 {
+        assert_eq!(idle.enter_idle(slot, now, || false), Next::Park);
+    }
+    // 4 idle, 8 busy: (4 - 2) * 4 = 8 >= 8, too many by one.
+    idle.cull_now(now).wake_all();
+    let snap = idle.snapshot();
+    assert_eq!(snap.nr_idle, 3);
+    // 3 idle, 8 busy: (3 - 2) * 4 = 4 < 8: enough.
+    assert_eq!(snap.counters.workers_culled, 1);
+}
+
+#[test]
+fn an_exiting_thread_is_drafted_when_no_slot_is_free() {
+    let mut cfg = config(1);
+    cfg.slots = 1;
+    cfg.idle_timeout = Duration::ZERO;
+    cfg.min_idle = 0;
+    let idle = Idle::new(cfg);
+    let now = Instant::now();
+    idle_workers(&idle, 1, now);
+    idle.cull_now(now).wake_all();
+    assert_eq!(idle.slot_state(0), SlotState::Culled);
+    // Work arrives while the culled thread is still on its way out.
+    assert_eq!(idle.kick(), Kick::Busy);
+    assert_eq!(idle.hint().searching(), 1, "the reservation searches");
+    assert_eq!(idle.exit(0), Next::Search, "drafted as the new worker");
+    assert_eq!(idle.slot_state(0), SlotState::Running);
+    assert_eq!(idle.snapshot().nr_workers, 1);
+    assert!(idle.stop_searching());
+}
+
+#[test]
+fn a_blocked_worker_is_replaced_while_work_is_queued() {
+    let idle = Idle::new(config(1));
+    let Kick::Start(a) = idle.kick() else {
+        panic!()
+    };
+    idle.started(a, std::thread::current());
+    idle.stop_searching();
+    assert_eq!(idle.kick(), Kick::Busy, "at the maximum");
+    let Kick::Start(b) = idle.block(a, || true) else {
+        panic!("a replacement is started while `a` blocks")
+    };
+    assert_eq!(idle.snapshot().counters.cm_wakeups, 1);
+    assert_eq!(idle.snapshot().nr_blocked, 1);
+    idle.started(b, std::thread::current());
+    idle.stop_searching();
+    idle.unblock(a);
+    let snap = idle.snapshot();
+    assert_eq!(
+        (snap.nr_workers, snap.nr_blocked),
+        (2, 0),
+        "over the maximum until culled"
+    );
+    // Nothing queued: blocking kicks nobody.
+    assert_eq!(idle.block(a, || false), Kick::Busy);
+    idle.unblock(a);
+    assert_eq!(idle.snapshot().counters.cm_wakeups, 1);
+}
+
+#[test]
+fn closed_pool_refuses_kicks_and_releases_workers() {
+    let idle = Idle::new(config(2));
+    idle_workers(&idle, 2, Instant::now());
+    let wake = idle.close();
+    assert!(!wake.is_empty());
+    assert_eq!(idle.notify(), Kick::Closed);
+    assert_eq!(idle.kick(), Kick::Closed);
+    let mut wq = WakeQueue::default();
+    assert_eq!(
+        idle.leave_idle(0, Instant::now(), false, || true, &mut wq),
+        Next::Exit
+    );
+    assert_eq!(idle.exit(0), Next::Exit);
+    assert_eq!(idle.slot_state(0), SlotState::Absent);
+}
+
+#[test]
+fn lock_acquisitions_are_counted_and_readers_are_not() {
+    let idle = Idle::new(config(1));
+    assert_eq!(idle.snapshot().counters.lock_acquisitions, 0);
+    let Kick::Start(a) = idle.kick() else {
+        panic!()
+    };
+    idle.started(a, std::thread::current());
+    let _ = idle.snapshot();
+    let c = idle.snapshot().counters;
+    assert_eq!((c.lock_acquisitions, c.lock_contended), (2, 0));
+}

@@ -1,0 +1,50 @@
+//! The thread's current runtime, for `wq::spawn` and `Handle::current`.
+//!
+//! Set on worker threads and the rescuer for their whole life, and on other
+//! threads while they are inside [`Runtime::block_on`](crate::Runtime::block_on)
+//! or hold an [`EnterGuard`](crate::EnterGuard). Guards nest: leaving
+//! restores the previous value. (What a thread *is* to wq, a worker or a
+//! rescuer, is `pool::current`'s; this is only which runtime `wq::spawn`
+//! uses.)
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use super::Scheduler;
+
+thread_local! {
+    static RUNTIME: RefCell<Option<Arc<Scheduler>>> = const { RefCell::new(None) };
+}
+
+/// Restores the previous current runtime when dropped.
+pub(crate) struct ContextGuard {
+    prev: Option<Arc<Scheduler>>,
+}
+
+impl std::fmt::Debug for ContextGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContextGuard").finish_non_exhaustive()
+    }
+}
+
+/// Makes `scheduler`'s runtime current until the guard drops.
+pub(crate) fn enter(scheduler: Arc<Scheduler>) -> ContextGuard {
+    let prev = RUNTIME.with(|c| c.borrow_mut().replace(scheduler));
+    ContextGuard { prev }
+}
+
+impl Drop for ContextGuard {
+    fn drop(&mut self) {
+        let prev = self.prev.take();
+        let _ = RUNTIME.try_with(|c| *c.borrow_mut() = prev);
+    }
+}
+
+/// Calls `f` with the current runtime's scheduler, if any.
+pub(crate) fn with_current<R>(f: impl FnOnce(Option<&Arc<Scheduler>>) -> R) -> R {
+    let mut f = Some(f);
+    match RUNTIME.try_with(|c| (f.take().expect("called once"))(c.borrow().as_ref())) {
+        Ok(r) => r,
+        Err(_) => (f.take().expect("not called"))(None),
+    }
+}

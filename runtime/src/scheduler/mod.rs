@@ -1,0 +1,275 @@
+//! The scheduler: what a runtime's handles, pools and workers share. It owns
+//! the topology, the table of pools per (scope, pod), the runtime's threads
+//! and its rescuer, and runs the shutdown. It is the pools'
+//! [`Host`](crate::pool::Host); the public API (`crate::runtime`) is a thin
+//! layer over it.
+//!
+//! # Pools
+//! `pools[scope][pod]` is filled on first use. A new pool is looked up by
+//! CPU set among the pools made so far (`all_pools`, under its lock): two
+//! scopes whose pods have the same CPUs (on a machine without SMT, `cpu` and
+//! `smt`) share one pool, as the kernel shares pools of identical
+//! attributes.
+//!
+//! # Placement
+//! See [`placement`]: the pod of the spawning CPU, and the steal order of
+//! pods for non-strict pools.
+//!
+//! # Shutdown
+//! 1. `closed` is set, under `all_pools`' lock (no pool is created after).
+//! 2. Each pool is closed (kicks fail, workers are released) and the
+//!    rescuer is told to exit ([`rescuer`]); then each pool's registry:
+//!    every idle task is woken, and its schedule function queues it without
+//!    a kick (the pool is closed: `pool::closing`). A task going idle after
+//!    this finds the registry closed and wakes itself to the same end (see
+//!    `task::registry`); a task never idle is queued or running.
+//! 3. Queued tasks are drained and dropped here, in the shutdown thread
+//!    (never inside another thread's `wake()`); the runtime's threads are
+//!    waited for (unless the caller is one of them) and joined
+//!    ([`threads`]).
+//! 4. The registries are woken once more and the queues drained a last
+//!    time: a task a worker had already taken from a queue when step 2 woke
+//!    it (the wake is absorbed by the pending run) is idle again once that
+//!    worker has run it, and nobody else would wake it. The pools are
+//!    buried: a push from now on drops what it queued (`pool::closing`).
+
+pub(crate) mod context;
+mod placement;
+pub(crate) mod rescuer;
+mod threads;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use crate::pool::idle::IdleConfig;
+use crate::pool::{self, Host, Pool, PoolConfig, StartError, current};
+use crate::task::Runnable;
+use crate::{Scope, Topology, WakeMode};
+use rescuer::Rescuer;
+use threads::Threads;
+
+/// How often a pool whose worker start was refused tries again (the
+/// kernel's `MAYDAY_INTERVAL`, 100 ms): kicks try no start before, and the
+/// rescuer retries at this pace.
+pub(crate) const MAYDAY_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The runtime's settings, fixed at build time (`crate::Builder`).
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) default_scope: Scope,
+    pub(crate) wake_mode: WakeMode,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) max_workers_per_pool: Option<usize>,
+    pub(crate) thread_name: String,
+    pub(crate) worker_spin: Duration,
+    pub(crate) affinity_strict: bool,
+    pub(crate) thread_stack_size: Option<usize>,
+}
+
+/// See the module docs.
+pub(crate) struct Scheduler {
+    pub(crate) topology: Topology,
+    pub(crate) config: Config,
+    pools: [Box<[OnceLock<Arc<Pool>>]>; 6],
+    all_pools: Mutex<Vec<Arc<Pool>>>,
+    /// For each scope and pod: the other pods, nearest first.
+    steal_order: [Box<[Box<[usize]>]>; 6],
+    threads: Threads,
+    closed: AtomicBool,
+    round_robin: AtomicUsize,
+    /// The mayday list of pools no worker could be started for.
+    pub(crate) rescuer: Rescuer,
+    /// Test hook: worker starts to refuse (as the OS would at its limit).
+    #[cfg(test)]
+    pub(crate) refuse_worker_starts: AtomicUsize,
+    me: Weak<Scheduler>,
+}
+
+impl Scheduler {
+    pub(crate) fn new(topology: Topology, config: Config) -> Arc<Scheduler> {
+        let pools = Scope::ALL.map(|s| {
+            (0..topology.pods(s).len())
+                .map(|_| OnceLock::new())
+                .collect()
+        });
+        let steal_order = Scope::ALL.map(|s| placement::steal_order(&topology, s));
+        Arc::new_cyclic(|me| Scheduler {
+            topology,
+            config,
+            pools,
+            all_pools: Mutex::new(Vec::new()),
+            steal_order,
+            threads: Threads::default(),
+            closed: AtomicBool::new(false),
+            round_robin: AtomicUsize::new(0),
+            rescuer: Rescuer::default(),
+            #[cfg(test)]
+            refuse_worker_starts: AtomicUsize::new(0),
+            me: me.clone(),
+        })
+    }
+
+    /// This scheduler's address, which tells runtimes apart in
+    /// `pool::current`.
+    pub(crate) fn id(&self) -> *const () {
+        std::ptr::from_ref(self).cast()
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// The pool of `scope`'s pod `pod`, created on first use.
+    pub(crate) fn pool(&self, scope: Scope, pod: usize) -> &Arc<Pool> {
+        self.pools[scope.index()][pod].get_or_init(|| self.create_pool(scope, pod))
+    }
+
+    fn create_pool(&self, scope: Scope, pod: usize) -> Arc<Pool> {
+        let cpus = self.topology.pods(scope)[pod].cpus();
+        let mut all = crate::loom::lock(&self.all_pools);
+        if let Some(p) = all.iter().find(|p| &*p.cpus == cpus) {
+            return p.clone();
+        }
+        let max_workers = self
+            .config
+            .max_workers_per_pool
+            .unwrap_or(cpus.len())
+            .min(pool::MAX_WORKERS);
+        let config = PoolConfig {
+            idle: IdleConfig {
+                max_workers,
+                // As many again for workers blocked in block_in_place.
+                slots: 2 * max_workers,
+                idle_timeout: self.config.idle_timeout,
+                min_idle: 2,
+                wake_mode: self.config.wake_mode,
+                start_backoff: MAYDAY_INTERVAL,
+                kicked_list: true,
+            },
+            worker_spin: self.config.worker_spin,
+            strict: self.config.affinity_strict,
+        };
+        let host: Weak<dyn Host> = self.me.clone();
+        let pool = Arc::new(Pool::new(all.len(), scope, pod, cpus.into(), config, host));
+        if self.is_closed() {
+            pool.close();
+            pool.registry.close_and_wake_all();
+            pool.bury();
+        }
+        all.push(pool.clone());
+        pool
+    }
+
+    /// Every pool created so far.
+    pub(crate) fn pools(&self) -> Vec<Arc<Pool>> {
+        crate::loom::lock(&self.all_pools).clone()
+    }
+
+    /// The pool a task spawned now with `scope` goes to: the pod of `cpu`
+    /// if given, else of the calling thread's CPU.
+    pub(crate) fn place(&self, scope: Scope, cpu: Option<usize>) -> &Arc<Pool> {
+        let pod = placement::pod(&self.topology, scope, cpu, || {
+            self.round_robin.fetch_add(1, Ordering::Relaxed)
+        });
+        self.pool(scope, pod)
+    }
+
+    /// Starts the rescuer thread (at build time).
+    pub(crate) fn start_rescuer(&self) -> std::io::Result<()> {
+        let me = self.me.upgrade().expect("called on a live runtime");
+        self.threads.spawn(
+            format!("{}-rescuer", self.config.thread_name),
+            self.config.thread_stack_size,
+            move || rescuer::run(&me),
+        )
+    }
+
+    /// Shuts the runtime down (idempotent). Waits for the threads up to
+    /// `timeout` (forever if `None`); returns whether they all exited.
+    pub(crate) fn shutdown(&self, timeout: Option<Duration>) -> bool {
+        // A thread of this runtime dropping it cannot wait for itself.
+        let me = usize::from(current::on_worker_of(self.id()) || current::on_rescuer_of(self.id()));
+        let pools = {
+            let all = crate::loom::lock(&self.all_pools);
+            if self.closed.swap(true, Ordering::AcqRel) {
+                drop(all);
+                return self.threads.wait(timeout, me);
+            }
+            all.clone()
+        };
+        self.threads.close();
+        for pool in &pools {
+            pool.close();
+        }
+        self.rescuer.close();
+        for pool in &pools {
+            pool.registry.close_and_wake_all();
+            pool.drain();
+        }
+        let all_exited = self.threads.wait(timeout, me);
+        // A task that a worker took from a queue before the pool closed, and
+        // whose wake above was absorbed by that pending run, is idle again
+        // now that the worker is gone: wake what is left once more, with no
+        // worker running.
+        for pool in &pools {
+            pool.registry.close_and_wake_all();
+            pool.bury();
+        }
+        all_exited
+    }
+}
+
+impl Host for Scheduler {
+    fn start_worker(&self, pool: &Arc<Pool>, slot: usize) -> Result<(), StartError> {
+        #[cfg(test)]
+        if self
+            .refuse_worker_starts
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(StartError::Os(std::io::Error::from_raw_os_error(
+                libc::EAGAIN,
+            )));
+        }
+        let Some(me) = self.me.upgrade() else {
+            return Err(StartError::Closed);
+        };
+        let name = format!("{}-{}.{}", self.config.thread_name, pool.id, slot);
+        let pool = pool.clone();
+        let spawned = self
+            .threads
+            .spawn(name, self.config.thread_stack_size, move || {
+                if me.topology.is_live() {
+                    // Best effort: a CPU set we may not use (a cgroup
+                    // changed under us) leaves the thread where the OS put
+                    // it.
+                    let _ = crate::topology::bind_current_thread(&pool.cpus);
+                }
+                let _context = context::enter(me.clone());
+                pool::worker::run(&pool, slot, &*me);
+            });
+        match spawned {
+            Ok(()) => Ok(()),
+            Err(_) if self.is_closed() => Err(StartError::Closed),
+            Err(err) => Err(StartError::Os(err)),
+        }
+    }
+
+    fn mayday(&self, pool: &Arc<Pool>) {
+        self.rescuer.mayday_pool(pool);
+    }
+
+    fn steal_remote(
+        &self,
+        pool: &Pool,
+        take: &mut dyn FnMut(&Pool) -> Option<Runnable>,
+    ) -> Option<Runnable> {
+        let scope = pool.scope.index();
+        self.steal_order[scope][pool.pod]
+            .iter()
+            .filter_map(|&pod| self.pools[scope][pod].get())
+            .filter(|p| p.id != pool.id)
+            .find_map(|p| take(p))
+    }
+}

@@ -1,0 +1,116 @@
+//! Placement: which pod a task goes to, and which pods a non-strict pool's
+//! idle workers take work from. Pure functions of the topology (and of the
+//! calling thread's CPU), tested on synthetic machines.
+//!
+//! # The pod of a spawn
+//! A task spawned with scope S goes to the S-pod holding the spawning CPU:
+//! `sched_getcpu()` on a topology read from this machine; on a synthetic or
+//! XML one, a worker's virtual CPU (a CPU of its pod) or, for other threads,
+//! a CPU picked once per thread in turn (by thread ordinal). A CPU the
+//! topology does not know (outside the allowed set) falls back to
+//! round-robin over the pods.
+//!
+//! # Steal order
+//! For each pod, the other pods of its scope ordered by the narrowest wider
+//! scope they share with it (same cache, then same NUMA node, then the
+//! rest), then by index: an idle worker of a non-strict pool looks at the
+//! nearest pools first.
+
+use crate::pool::current;
+use crate::{Scope, Topology};
+
+/// The pod of `scope` for a task spawned now: `cpu`'s if given, else the
+/// calling thread's; `round_robin` gives a fresh number when the CPU is not
+/// in the topology.
+pub(crate) fn pod(
+    topology: &Topology,
+    scope: Scope,
+    cpu: Option<usize>,
+    round_robin: impl FnOnce() -> usize,
+) -> usize {
+    let pods = topology.pods(scope);
+    if pods.len() == 1 {
+        return 0;
+    }
+    cpu.or_else(|| current_cpu(topology))
+        .and_then(|cpu| topology.pod_of(scope, cpu))
+        .map(|p| p.index())
+        .unwrap_or_else(|| round_robin() % pods.len())
+}
+
+/// The CPU placement uses for the calling thread (see the module docs).
+pub(crate) fn current_cpu(topology: &Topology) -> Option<usize> {
+    if topology.is_live() {
+        // SAFETY: sched_getcpu has no preconditions; it returns -1 on
+        // error, handled below.
+        let cpu = unsafe { libc::sched_getcpu() };
+        return usize::try_from(cpu).ok();
+    }
+    current::virtual_cpu().or_else(|| {
+        let cpus = topology.cpus();
+        Some(cpus[current::thread_ordinal() % cpus.len()].os_index)
+    })
+}
+
+/// For each pod of `scope`, the other pods, nearest first (module docs).
+pub(crate) fn steal_order(topology: &Topology, scope: Scope) -> Box<[Box<[usize]>]> {
+    let pods = topology.pods(scope);
+    let wider: Vec<Scope> = Scope::ALL.into_iter().filter(|s| *s > scope).collect();
+    let group = |pod: usize, s: Scope| -> Option<usize> {
+        let cpu = pods[pod].cpus()[0];
+        topology.pod_of(s, cpu).map(|p| p.index())
+    };
+    (0..pods.len())
+        .map(|me| {
+            let mut others: Vec<(usize, usize)> = (0..pods.len())
+                .filter(|&p| p != me)
+                .map(|p| {
+                    let distance = wider
+                        .iter()
+                        .position(|&s| group(p, s) == group(me, s))
+                        .unwrap_or(wider.len());
+                    (distance, p)
+                })
+                .collect();
+            others.sort_unstable();
+            others.into_iter().map(|(_, p)| p).collect()
+        })
+        .collect()
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steal_order_prefers_the_same_cache_then_numa() {
+        let t = Topology::synthetic("pack:2 l3:2 core:2 pu:1").unwrap();
+        // 8 cpus, smt pods 0..8; cache pods {0,1},{2,3},{4,5},{6,7};
+        // numa: one node (no NUMA in the description) -> system groups all.
+        let order = steal_order(&t, Scope::Smt);
+        assert_eq!(&*order[0], &[1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(order[5][0], 4, "same-cache sibling first");
+        let order = steal_order(&t, Scope::Cache);
+        assert_eq!(order.len(), 4);
+        assert_eq!(&*order[3], &[0, 1, 2]);
+    }
+
+    #[test]
+    fn steal_order_on_two_numa_nodes_stays_in_the_node_first() {
+        // 2 packages x 2 NUMA nodes x 2 L3 x 2 cores, no SMT: 16 CPUs.
+        let t = Topology::synthetic("pack:2 numa:2 l3:2 core:2 pu:1").unwrap();
+        let order = steal_order(&t, Scope::Cache);
+        // Cache pod 0 shares NUMA node 0 with cache pod 1 only.
+        assert_eq!(order[0][0], 1);
+        assert_eq!(order[0].len(), 7);
+    }
+
+    #[test]
+    fn a_spawn_goes_to_the_pod_of_its_cpu_or_round_robin() {
+        let t = Topology::synthetic("pack:2 l3:1 core:2 pu:1").unwrap();
+        assert_eq!(pod(&t, Scope::Cache, Some(3), || unreachable!()), 1);
+        assert_eq!(pod(&t, Scope::Cache, Some(0), || unreachable!()), 0);
+        assert_eq!(pod(&t, Scope::Cpu, Some(99), || 5), 5 % 4, "unknown CPU");
+        assert_eq!(pod(&t, Scope::System, None, || unreachable!()), 0);
+    }
+}

@@ -1,0 +1,184 @@
+//! The rescuer through the public API, with a hook that refuses worker
+//! starts as the OS would at its thread limit.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::{Runtime, Scope, Topology};
+
+fn pool_totals(rt: &Runtime) -> (usize, u64, u64, u64) {
+    let m = rt.metrics();
+    m.pools.iter().fold((0, 0, 0, 0), |(w, r, f, d), p| {
+        (
+            w + p.workers,
+            r + p.rescued,
+            f + p.worker_start_failures,
+            d + p.sched_delay.len(),
+        )
+    })
+}
+
+/// A runtime on synthetic topology `desc` whose next `refused` worker
+/// starts the "OS" refuses.
+fn refusing_runtime(desc: &str, scope: Scope, refused: usize) -> Runtime {
+    let rt = Runtime::builder()
+        .topology(Topology::synthetic(desc).unwrap())
+        .default_scope(scope)
+        .build()
+        .unwrap();
+    rt.handle()
+        .scheduler
+        .refuse_worker_starts
+        .store(refused, Ordering::Relaxed);
+    rt
+}
+
+/// Fails instead of hanging if the work is stranded.
+fn within_watchdog(f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let t = std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(()) => t.join().unwrap(),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(p) = t.join() {
+                std::panic::resume_unwind(p);
+            }
+        }
+        Err(_) => panic!("stalled for 60 s: the pool's work was stranded"),
+    }
+}
+
+#[test]
+fn work_runs_on_the_rescuer_while_no_worker_can_start() {
+    within_watchdog(work_runs_on_the_rescuer);
+}
+
+fn work_runs_on_the_rescuer() {
+    // The OS refuses every worker thread from now on.
+    let rt = refusing_runtime("pack:1 core:2 pu:1", Scope::System, usize::MAX);
+    let scheduler = &rt.handle().scheduler;
+    let handles: Vec<_> = (0..200u64)
+        .map(|i| {
+            rt.spawn(async move {
+                // Wakes itself, and spawns: both queue on the injector.
+                crate::task::yield_now().await;
+                crate::spawn(async move { i * 2 }).await.unwrap()
+            })
+        })
+        .collect();
+    let sum: u64 = rt.block_on(async {
+        let mut sum = 0;
+        for h in handles {
+            sum += h.await.unwrap();
+        }
+        sum
+    });
+    assert_eq!(sum, (0..200u64).map(|i| i * 2).sum::<u64>());
+    let (workers, rescued, failures, delays) = pool_totals(&rt);
+    assert_eq!(workers, 0, "no worker could start");
+    assert!(rescued >= 400, "the rescuer ran every task: {rescued}");
+    assert!(failures >= 1);
+    assert!(delays >= rescued, "rescued polls record their delay");
+
+    // The limit is lifted: the next kick starts a worker.
+    scheduler.refuse_worker_starts.store(0, Ordering::Relaxed);
+    assert_eq!(rt.block_on(rt.spawn(async { 7 })).unwrap(), 7);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while pool_totals(&rt).0 == 0 {
+        assert!(std::time::Instant::now() < deadline, "no worker started");
+        drop(rt.spawn(async {}));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn one_busy_pool_does_not_starve_another() {
+    within_watchdog(|| {
+        let rt = refusing_runtime("pack:2 core:1 pu:1", Scope::Cpu, usize::MAX);
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Pool of CPU 0: a task that keeps re-queueing itself until the
+        // task on CPU 1's pool has run.
+        let f = flag.clone();
+        let waiter = rt.handle().spawn_on_cpu(0, Scope::Cpu, async move {
+            let mut yields = 0u64;
+            while !f.load(Ordering::Acquire) {
+                crate::task::yield_now().await;
+                yields += 1;
+            }
+            yields
+        });
+        let f = flag.clone();
+        let setter =
+            rt.handle().spawn_on_cpu(
+                1,
+                Scope::Cpu,
+                async move { f.store(true, Ordering::Release) },
+            );
+        rt.block_on(setter).unwrap();
+        assert!(rt.block_on(waiter).is_ok());
+    });
+}
+
+#[test]
+fn refused_starts_are_retried_at_the_mayday_pace_not_per_push() {
+    within_watchdog(|| {
+        const BUDGET: usize = 1_000_000;
+        let rt = refusing_runtime("pack:1 core:2 pu:1", Scope::System, BUDGET);
+        let scheduler = &rt.handle().scheduler;
+        let started = std::time::Instant::now();
+        // Thousands of pushes (spawns and yields) while no worker starts.
+        for _ in 0..20 {
+            let hs: Vec<_> = (0..50)
+                .map(|_| {
+                    rt.spawn(async {
+                        for _ in 0..5 {
+                            crate::task::yield_now().await;
+                        }
+                    })
+                })
+                .collect();
+            rt.block_on(async {
+                for h in hs {
+                    h.await.unwrap();
+                }
+            });
+        }
+        let intervals =
+            started.elapsed().as_millis() / crate::scheduler::MAYDAY_INTERVAL.as_millis();
+        let attempts = BUDGET - scheduler.refuse_worker_starts.load(Ordering::Relaxed);
+        // One attempt per interval, plus racing kicks that both found
+        // the back-off expired; without the back-off, one per push.
+        assert!(
+            attempts as u128 <= 2 * (intervals + 1),
+            "{attempts} thread starts tried in {intervals} intervals"
+        );
+    });
+}
+
+#[test]
+fn a_runtime_whose_workers_never_start_still_shuts_down() {
+    within_watchdog(never_start_then_shut_down);
+}
+
+fn never_start_then_shut_down() {
+    let rt = refusing_runtime("pack:2 core:1 pu:1", Scope::Cpu, usize::MAX);
+    let pending: Vec<_> = (0..2)
+        .map(|cpu| {
+            rt.handle()
+                .spawn_on_cpu(cpu, Scope::Cpu, futures::future::pending::<()>())
+        })
+        .collect();
+    for cpu in 0..2 {
+        let h = rt
+            .handle()
+            .spawn_on_cpu(cpu, Scope::Cpu, async move { cpu });
+        assert_eq!(rt.block_on(h).unwrap(), cpu);
+    }
+    drop(rt);
+    for h in pending {
+        assert!(futures::executor::block_on(h).unwrap_err().is_cancelled());
+    }
+}

@@ -1,0 +1,129 @@
+//! The runtime's threads (workers and the rescuer): started, counted live,
+//! and joined at shutdown.
+//!
+//! # Protocol
+//! - **Spawn.** The `handles` lock is held across the OS spawn and the
+//!   push of its handle; `live` is counted, and `closed` checked, under the
+//!   `live` lock before the spawn. A thread counts itself out (the `live`
+//!   lock, then a notify) as its very last act, through a guard.
+//! - **Close and wait** (shutdown): `close` sets `closed` under the `live`
+//!   lock; `wait` waits for `live` to reach the number of the caller's own
+//!   threads (0, or 1 when a runtime thread drops its runtime), then takes
+//!   `handles` and joins them. A spawn racing the shutdown therefore either
+//!   saw `closed` and refused, or was counted live before `close`: then
+//!   `wait` waits for it, and since the spawner held `handles` until its
+//!   handle was pushed, `wait`'s take of `handles` finds it.
+//!
+//! Lock order: `handles`, then `live`. Both are leaves otherwise.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::loom::lock;
+
+#[derive(Default)]
+struct Live {
+    count: usize,
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Inner {
+    live: Mutex<Live>,
+    live_changed: Condvar,
+}
+
+/// See the module docs.
+#[derive(Default)]
+pub(crate) struct Threads {
+    handles: Mutex<Vec<JoinHandle<()>>>,
+    inner: Arc<Inner>,
+}
+
+/// Counts a live thread out when dropped (at the thread's very end).
+struct Counted(Arc<Inner>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut live = lock(&self.0.live);
+        live.count -= 1;
+        self.0.live_changed.notify_all();
+    }
+}
+
+impl Threads {
+    /// Starts a thread named `name` running `f`; refused once closed.
+    pub(crate) fn spawn(
+        &self,
+        name: String,
+        stack_size: Option<usize>,
+        f: impl FnOnce() + Send + 'static,
+    ) -> std::io::Result<()> {
+        let mut handles = lock(&self.handles);
+        {
+            let mut live = lock(&self.inner.live);
+            if live.closed {
+                return Err(std::io::Error::other("the runtime is shut down"));
+            }
+            live.count += 1;
+        }
+        let counted = Counted(self.inner.clone());
+        let mut builder = std::thread::Builder::new().name(name);
+        if let Some(bytes) = stack_size {
+            builder = builder.stack_size(bytes);
+        }
+        // On failure the closure, and with it `counted`, is dropped: the
+        // thread is counted out again.
+        let handle = builder.spawn(move || {
+            let _counted = counted;
+            f();
+        })?;
+        // Culled workers' handles: drop (detach) the finished ones.
+        handles.retain(|t| !t.is_finished());
+        handles.push(handle);
+        Ok(())
+    }
+
+    /// Refuses every later spawn (shutdown, before `wait`).
+    pub(crate) fn close(&self) {
+        lock(&self.inner.live).closed = true;
+    }
+
+    /// Waits up to `timeout` (forever if `None`) until at most `own`
+    /// threads are live (the caller's own), then joins the others. Returns
+    /// whether they all exited in time.
+    pub(crate) fn wait(&self, timeout: Option<Duration>, own: usize) -> bool {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut live = lock(&self.inner.live);
+        while live.count > own {
+            live = match deadline {
+                None => self
+                    .inner
+                    .live_changed
+                    .wait(live)
+                    .unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return false;
+                    }
+                    self.inner
+                        .live_changed
+                        .wait_timeout(live, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+        drop(live);
+        let handles = std::mem::take(&mut *lock(&self.handles));
+        let current = std::thread::current().id();
+        for t in handles {
+            if t.thread().id() != current {
+                let _ = t.join();
+            }
+        }
+        true
+    }
+}
