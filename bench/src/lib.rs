@@ -1,8 +1,11 @@
 //! Benchmarks of wq, and wq beside tokio on the same work.
 //!
-//! The `wq-bench` binary (`src/main.rs`) runs the experiments of issue 4:
+//! The `wq-bench` binary (`src/main.rs`) runs:
 //! - `workqueue`: the kernel's `lib/test_workqueue.c` shape, every scope in
 //!   both wake modes plus a tokio row ([`workqueue`]);
+//! - `sweep`: that shape over producer counts ([`sweep`]);
+//! - `shapes`: tokio's scheduler shapes, quietly and beside busy
+//!   neighbours ([`shapes`], [`neighbours`]);
 //! - `locality`: same-pod vs cross-pod remote wakes and a cache-affine
 //!   working set ([`locality`]);
 //! - `memory`: bytes per idle task, RSS of an idle runtime, worker threads
@@ -17,7 +20,9 @@ pub mod completion;
 pub mod locality;
 pub mod machine;
 pub mod memory;
+pub mod neighbours;
 pub mod plot;
 pub mod shapes;
 pub mod stats;
+pub mod sweep;
 pub mod workqueue;

@@ -1,30 +1,61 @@
-//! `wq-bench`: the experiments of issue 4. See `docs/benchmarks.md`.
+//! `wq-bench`: wq's benchmarks, beside tokio on the same work. See
+//! `docs/benchmarks.md` for what each measures and the figures it gave.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use wq_bench::args::Args;
-use wq_bench::{locality, machine, memory, workqueue};
+use wq_bench::neighbours::Neighbours;
+use wq_bench::{locality, machine, memory, shapes, sweep, workqueue};
 
-const USAGE: &str = "\
-usage: wq-bench <workqueue|locality|memory> [options]
-
-workqueue  the kernel's test_workqueue.c shape: every scope x {under_lock, deferred} + tokio
+const WORKQUEUE: &str = "\
+wq-bench workqueue: the kernel's test_workqueue.c shape (producers queue items one at a time
+and wait for each): every scope x {under_lock, deferred}, plus tokio
   --producers P (default: online CPUs)  --items N per producer (default 200000, the spec's)
   --repeat R (default 5)  --warmup W  --topology \"<hwloc synthetic>\"  --scopes cpu,smt,...
   --modes under_lock,deferred  --tokio-workers T (default: online CPUs)  --spin-us US
   --plot-dir DIR (write SVG plots)  --json  --no-pin  --no-tokio
-locality   same-pod vs cross-pod remote wake; cache-affine working set (wq cache/system, tokio)
+  --busy-neighbours N (N busy-loop processes run beside the benchmark)
+";
+
+const SWEEP: &str = "\
+wq-bench sweep: the workqueue shape over producer counts, wq (deferred) at a few scopes beside
+tokio: items/s and p95 enqueue with the wq/tokio ratio, and wq's pool-lock acquisitions per item
+  --producers 1,2,4,... (default: doubling up to 4x the online CPUs)  --items N per producer
+  (default 20000)  --repeat R (default 3)  --scopes cpu,cache_shard,system (default)
+  --topology \"<hwloc synthetic>\"  --tokio-workers T  --spin-us US  --warmup W
+  --plot-dir DIR (write SVG plots)  --json  --no-pin  --busy-neighbours N
+";
+
+const LOCALITY: &str = "\
+wq-bench locality: same-pod vs cross-pod remote wake; cache-affine working set (wq cache/system,
+tokio)
   --topology S (default \"pack:2 l3:2 core:2 pu:1\", since this machine has one LLC)
   --rounds N (default 100000)  --walks N (default 200)  --working-set-kib K (default 4096)
   --repeat R (default 5)  --json
-memory     bytes per idle task, RSS of an idle runtime, worker threads while idle
-  --tasks N (default 100000)  --idle-secs S (default 5; spec 600)  --burst-workers W (default 8)
-  --repeat R (default 3)  --json
-shapes     tokio's rt_multi_threaded shapes without criterion (for perf/callgrind)
-  --shapes spawn_many,yield_many,ping_pong,chained_spawn,remote_spawn  --runtimes wq,tokio
-  --iters N (default 50)  --workers W (default: online CPUs)
 ";
+
+const MEMORY: &str = "\
+wq-bench memory: bytes per idle task, RSS of an idle runtime, worker threads while idle
+  --tasks N (default 100000)  --idle-secs S (default 5; spec 600)  --burst-workers W (default 8)
+  --repeat R (default 3)  --workers W  --json
+";
+
+const SHAPES: &str = "\
+wq-bench shapes: tokio's rt_multi_threaded shapes without criterion (for perf/callgrind, and
+beside busy neighbours); wq and tokio alternate iteration by iteration
+  --shapes spawn_many,yield_many,ping_pong,chained_spawn,remote_spawn  --runtimes wq,tokio
+  --iters N (default 50)  --workers W (default: online CPUs)  --spin-us US  --json
+  --busy-neighbours N (measure quietly, then beside N busy-loop processes, and report the
+  runtimes' run-queue wait from schedstat)
+";
+
+fn usage() -> String {
+    format!(
+        "usage: wq-bench <workqueue|sweep|locality|memory|shapes> [options]\n\
+         (`wq-bench <subcommand> --help` shows one)\n\n{WORKQUEUE}\n{SWEEP}\n{LOCALITY}\n{MEMORY}\n{SHAPES}"
+    )
+}
 
 fn command_line() -> String {
     let mut parts = vec!["wq-bench".to_owned()];
@@ -41,42 +72,69 @@ fn command_line() -> String {
 fn main() -> ExitCode {
     let mut argv = std::env::args().skip(1);
     let Some(sub) = argv.next() else {
-        eprint!("{USAGE}");
+        eprint!("{}", usage());
         return ExitCode::from(2);
     };
     let rest: Vec<String> = argv.collect();
+    let help = rest.iter().any(|a| a == "--help" || a == "-h");
+    let sub_usage = match sub.as_str() {
+        "workqueue" => Some(WORKQUEUE),
+        "sweep" => Some(SWEEP),
+        "locality" => Some(LOCALITY),
+        "memory" => Some(MEMORY),
+        "shapes" => Some(SHAPES),
+        _ => None,
+    };
+    if let (true, Some(u)) = (help, sub_usage) {
+        print!("{u}");
+        return ExitCode::SUCCESS;
+    }
     let result = match sub.as_str() {
         "workqueue" => run_workqueue(&rest),
+        "sweep" => run_sweep(&rest),
         "locality" => locality::main(&rest, &command_line()),
         "memory" => memory::main(&rest, &command_line()),
         "memory-probe" => memory::probe_main(&rest),
+        "busy-loop" => wq_bench::neighbours::busy_loop(),
         "shapes" => run_shapes(&rest),
         "-h" | "--help" | "help" => {
-            print!("{USAGE}");
+            print!("{}", usage());
             Ok(())
         }
-        other => Err(format!("unknown subcommand {other:?}\n{USAGE}")),
+        other => Err(format!("unknown subcommand {other:?}\n\n{}", usage())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("wq-bench: {e}");
+            eprintln!("wq-bench {sub}: {e}");
+            eprintln!("(`wq-bench {sub} --help` lists the options)");
             ExitCode::FAILURE
         }
     }
 }
 
+fn parse(argv: &[String], options: &[&str], flags: &[&str]) -> Result<Args, String> {
+    let a = Args::parse(argv.iter().cloned(), flags)?;
+    a.check_known(&options.iter().chain(flags).copied().collect::<Vec<_>>())?;
+    Ok(a)
+}
+
+fn neighbours_line(n: usize) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!("# beside {n} busy-loop processes (--busy-neighbours)\n")
+    }
+}
+
 fn run_workqueue(argv: &[String]) -> Result<(), String> {
-    let a = Args::parse(argv.iter().cloned(), workqueue::FLAGS)?;
-    let known: Vec<&str> = workqueue::OPTIONS
-        .iter()
-        .chain(workqueue::FLAGS)
-        .copied()
-        .collect();
-    a.check_known(&known)?;
+    let a = parse(argv, workqueue::OPTIONS, workqueue::FLAGS)?;
     let cfg = workqueue::Config::from_args(&a)?;
     let command = command_line();
+    let busy = Neighbours::start(a.get("busy-neighbours", 0usize)?)?;
     let rows = workqueue::run(&cfg)?;
+    let n = busy.len();
+    drop(busy);
     if let Some(dir) = a.raw("plot-dir") {
         let dir = PathBuf::from(dir);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -85,7 +143,8 @@ fn run_workqueue(argv: &[String]) -> Result<(), String> {
         }
     }
     if a.flag("json") {
-        let v = workqueue::json(&cfg, &rows, &command);
+        let mut v = workqueue::json(&cfg, &rows, &command);
+        v["busy_neighbours"] = n.into();
         println!(
             "{}",
             serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
@@ -93,6 +152,7 @@ fn run_workqueue(argv: &[String]) -> Result<(), String> {
         return Ok(());
     }
     print!("{}", machine::header(&command));
+    print!("{}", neighbours_line(n));
     println!(
         "# topology: {}",
         cfg.topology
@@ -117,48 +177,81 @@ fn run_workqueue(argv: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+fn run_sweep(argv: &[String]) -> Result<(), String> {
+    let a = parse(argv, sweep::OPTIONS, sweep::FLAGS)?;
+    let s = sweep::Sweep::from_args(&a)?;
+    let command = command_line();
+    let busy = Neighbours::start(a.get("busy-neighbours", 0usize)?)?;
+    let steps = sweep::run(&s)?;
+    let n = busy.len();
+    drop(busy);
+    if let Some(dir) = a.raw("plot-dir") {
+        let dir = PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for p in sweep::plots(&s, &steps, &dir)? {
+            eprintln!("wrote {p}");
+        }
+    }
+    if a.flag("json") {
+        let v = sweep::json(&s, &steps, &command, n);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    }
+    print!("{}", machine::header(&command));
+    print!("{}", neighbours_line(n));
+    println!(
+        "# {} items per producer (+{} warm-up), medians of {} runs; tokio: {} workers\n",
+        s.base.items, s.base.warmup, s.base.repeat, s.base.tokio_workers
+    );
+    print!("{}", sweep::table(&s, &steps));
+    println!(
+        "\ntargets (for a 16-64 CPU machine; on fewer CPUs every wide scope is one small pool):"
+    );
+    for (what, met) in sweep::targets(&steps) {
+        println!("  [{}] {what}", if met { "met" } else { "MISSED" });
+    }
+    Ok(())
+}
+
 fn run_shapes(argv: &[String]) -> Result<(), String> {
-    use wq_bench::shapes;
-    let a = Args::parse(argv.iter().cloned(), &[])?;
-    a.check_known(&["shapes", "runtimes", "iters", "workers"])?;
+    let a = parse(argv, shapes::OPTIONS, shapes::FLAGS)?;
     let names: Vec<String> = a.list(
         "shapes",
         shapes::NAMES.iter().map(|s| s.to_string()).collect(),
     )?;
     let runtimes: Vec<String> = a.list("runtimes", vec!["wq".to_owned(), "tokio".to_owned()])?;
-    let iters: usize = a.get("iters", 50)?;
+    let iters: usize = a.get("iters", 50usize)?.max(1);
     let workers: usize = a.get("workers", machine::online_cpus())?;
-    print!("{}", machine::header(&command_line()));
-    println!("# {workers} workers each; median of {iters} iterations\n");
-    println!("{:<14} {:<6} {:>12}", "shape", "rt", "median");
-    for rt in &runtimes {
-        let time = |f: &dyn Fn() -> bool| -> Result<f64, String> {
-            let mut t = Vec::with_capacity(iters);
-            for _ in 0..iters {
-                let s = std::time::Instant::now();
-                if !f() {
-                    return Err("unknown shape".to_owned());
-                }
-                t.push(s.elapsed().as_nanos() as f64);
-            }
-            Ok(wq_bench::stats::median(&t))
-        };
-        match rt.as_str() {
-            "wq" => {
-                let r = shapes::Wq::new(workers);
-                for n in &names {
-                    let m = time(&|| shapes::run(n, &r))?;
-                    println!("{n:<14} {rt:<6} {:>12}", wq_bench::stats::fmt_ns(m));
-                }
-            }
-            "tokio" => {
-                let r = shapes::Tokio::new(workers);
-                for n in &names {
-                    let m = time(&|| shapes::run(n, &r))?;
-                    println!("{n:<14} {rt:<6} {:>12}", wq_bench::stats::fmt_ns(m));
-                }
-            }
-            other => return Err(format!("unknown runtime {other:?}")),
+    let neighbours: usize = a.get("busy-neighbours", 0)?;
+    let command = command_line();
+    let spin = workqueue::spin_arg(&a)?;
+    let timings = shapes::measure(&names, &runtimes, iters, workers, neighbours, spin)?;
+    if a.flag("json") {
+        let v = shapes::json(&timings, neighbours, &command, workers);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    }
+    print!("{}", machine::header(&command));
+    println!(
+        "# {workers} workers each; {iters} iterations per runtime, alternating{}\n",
+        if neighbours > 0 {
+            format!("; quiet, then beside {neighbours} busy-loop processes")
+        } else {
+            String::new()
+        }
+    );
+    print!("{}", shapes::table(&timings, neighbours));
+    let t = shapes::targets(&timings, neighbours);
+    if !t.is_empty() {
+        println!("\ntargets:");
+        for (what, met) in t {
+            println!("  [{}] {what}", if met { "met" } else { "MISSED" });
         }
     }
     Ok(())

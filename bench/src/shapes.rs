@@ -47,11 +47,18 @@ pub struct Wq(pub wq::Runtime);
 impl Wq {
     /// Workers: `n` (the pool's maximum).
     pub fn new(n: usize) -> Wq {
-        Wq(wq::Runtime::builder()
+        Wq::with_spin(n, None)
+    }
+
+    /// Workers: `n`; the worker spin, if not the default.
+    pub fn with_spin(n: usize, spin: Option<std::time::Duration>) -> Wq {
+        let mut b = wq::Runtime::builder()
             .default_scope(wq::Scope::System)
-            .max_workers_per_pool(n)
-            .build()
-            .expect("wq runtime"))
+            .max_workers_per_pool(n);
+        if let Some(s) = spin {
+            b = b.worker_spin(s);
+        }
+        Wq(b.build().expect("wq runtime"))
     }
 }
 
@@ -67,6 +74,10 @@ impl BenchRuntime for Wq {
     }
 }
 
+/// The name of the tokio runtime's threads, to tell them apart in
+/// `/proc/self/task` (wq's are `wq-*`).
+pub const TOKIO_THREAD_NAME: &str = "tokio-bench";
+
 /// tokio's multi-thread runtime with `n` workers.
 #[derive(Debug)]
 pub struct Tokio(pub tokio::runtime::Runtime);
@@ -77,6 +88,7 @@ impl Tokio {
         Tokio(
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(n)
+                .thread_name(TOKIO_THREAD_NAME)
                 .build()
                 .expect("tokio runtime"),
         )
@@ -215,9 +227,276 @@ pub fn run<R: BenchRuntime>(name: &str, rt: &R) -> bool {
     true
 }
 
+/// The valued options of `wq-bench shapes`.
+pub const OPTIONS: &[&str] = &[
+    "shapes",
+    "runtimes",
+    "iters",
+    "workers",
+    "busy-neighbours",
+    "spin-us",
+];
+/// Its flags.
+pub const FLAGS: &[&str] = &["json"];
+
+/// One shape on one runtime in one phase (quiet, or beside neighbours).
+#[derive(Clone, Debug)]
+pub struct Timing {
+    /// Shape name.
+    pub shape: String,
+    /// `wq` or `tokio`.
+    pub runtime: String,
+    /// Busy-loop processes beside it (0: quiet).
+    pub neighbours: usize,
+    /// Wall time of each iteration, ns.
+    pub times: Vec<f64>,
+    /// The runtime's threads' time waiting on a run queue, per iteration
+    /// (ns), from `/proc/self/task/*/schedstat`.
+    pub run_queue: Vec<f64>,
+    /// Their time on a CPU, per iteration (ns).
+    pub on_cpu: Vec<f64>,
+}
+
+impl Timing {
+    /// Median wall time.
+    pub fn median(&self) -> f64 {
+        crate::stats::median(&self.times)
+    }
+    /// Slowest iteration.
+    pub fn max(&self) -> f64 {
+        self.times.iter().copied().fold(0.0, f64::max)
+    }
+}
+
+fn time_one<R: BenchRuntime>(name: &str, rt: &R, prefix: &str, t: &mut Timing) {
+    use crate::neighbours::SchedStat;
+    let before = SchedStat::of_threads(&[prefix]);
+    let start = std::time::Instant::now();
+    assert!(run(name, rt), "unknown shape {name}");
+    t.times.push(start.elapsed().as_nanos() as f64);
+    let d = SchedStat::of_threads(&[prefix]).since(before);
+    t.run_queue.push(d.run_queue_ns as f64);
+    t.on_cpu.push(d.on_cpu_ns as f64);
+}
+
+/// Runs every shape `iters` times per runtime, the runtimes alternating
+/// iteration by iteration (pair by pair), quietly and then, if
+/// `neighbours > 0`, beside that many busy-loop processes.
+pub fn measure(
+    names: &[String],
+    runtimes: &[String],
+    iters: usize,
+    workers: usize,
+    neighbours: usize,
+    spin: Option<std::time::Duration>,
+) -> Result<Vec<Timing>, String> {
+    for name in names {
+        if !NAMES.contains(&name.as_str()) {
+            return Err(format!(
+                "unknown shape {name:?}; known: {}",
+                NAMES.join(",")
+            ));
+        }
+    }
+    for rt in runtimes {
+        if rt != "wq" && rt != "tokio" {
+            return Err(format!("unknown runtime {rt:?}; known: wq,tokio"));
+        }
+    }
+    let wq = Wq::with_spin(workers, spin);
+    let tokio = Tokio::new(workers);
+    let mut out = Vec::new();
+    let phases: Vec<usize> = if neighbours > 0 {
+        vec![0, neighbours]
+    } else {
+        vec![0]
+    };
+    for phase in phases {
+        let _busy = crate::neighbours::Neighbours::start(phase)?;
+        for name in names {
+            let mut rows: Vec<Timing> = runtimes
+                .iter()
+                .map(|rt| Timing {
+                    shape: name.clone(),
+                    runtime: rt.clone(),
+                    neighbours: phase,
+                    times: Vec::with_capacity(iters),
+                    run_queue: Vec::with_capacity(iters),
+                    on_cpu: Vec::with_capacity(iters),
+                })
+                .collect();
+            for _ in 0..iters {
+                for t in &mut rows {
+                    if t.runtime == "wq" {
+                        time_one(name, &wq, "wq-", t);
+                    } else {
+                        time_one(name, &tokio, TOKIO_THREAD_NAME, t);
+                    }
+                }
+            }
+            out.extend(rows);
+        }
+    }
+    Ok(out)
+}
+
+fn find<'a>(t: &'a [Timing], shape: &str, rt: &str, n: usize) -> Option<&'a Timing> {
+    t.iter()
+        .find(|x| x.shape == shape && x.runtime == rt && x.neighbours == n)
+}
+
+/// The text table, and the busy-neighbour targets when measured.
+pub fn table(timings: &[Timing], neighbours: usize) -> String {
+    use crate::stats::{fmt_ns, median};
+    let mut out = format!(
+        "{:<14} {:<6} {:>10} {:>10} {:>10} | {:>10} {:>10} {:>10} {:>9}\n",
+        "shape",
+        "rt",
+        "quiet med",
+        "quiet max",
+        "rq/iter",
+        "busy med",
+        "busy max",
+        "rq/iter",
+        "max/quiet"
+    );
+    let mut shapes: Vec<&str> = Vec::new();
+    for t in timings {
+        if !shapes.contains(&t.shape.as_str()) {
+            shapes.push(&t.shape);
+        }
+    }
+    for shape in &shapes {
+        for rt in ["wq", "tokio"] {
+            let Some(q) = find(timings, shape, rt, 0) else {
+                continue;
+            };
+            let busy = find(timings, shape, rt, neighbours).filter(|_| neighbours > 0);
+            let b = busy.map_or(
+                format!("{:>10} {:>10} {:>10} {:>9}", "-", "-", "-", "-"),
+                |b| {
+                    format!(
+                        "{:>10} {:>10} {:>10} {:>8.1}x",
+                        fmt_ns(b.median()),
+                        fmt_ns(b.max()),
+                        fmt_ns(median(&b.run_queue)),
+                        b.max() / q.median()
+                    )
+                },
+            );
+            out.push_str(&format!(
+                "{shape:<14} {rt:<6} {:>10} {:>10} {:>10} | {b}\n",
+                fmt_ns(q.median()),
+                fmt_ns(q.max()),
+                fmt_ns(median(&q.run_queue)),
+            ));
+        }
+        let ratio = |n: usize| -> Option<f64> {
+            Some(
+                find(timings, shape, "wq", n)?.median()
+                    / find(timings, shape, "tokio", n)?.median(),
+            )
+        };
+        if let Some(r) = ratio(0) {
+            let busy = if neighbours > 0 {
+                ratio(neighbours).map_or(String::new(), |b| format!(", busy {b:.2}"))
+            } else {
+                String::new()
+            };
+            out.push_str(&format!("{:<14} wq/tokio time: quiet {r:.2}{busy}\n", ""));
+        }
+    }
+    out.push_str(
+        "(medians and maxima of wall time per iteration; rq/iter: the runtime's threads' \
+         run-queue wait per iteration, median, from /proc/self/task/*/schedstat; \
+         max/quiet: slowest busy iteration over the quiet median)\n",
+    );
+    out
+}
+
+/// The issue's targets beside busy neighbours: wq within 1.25x tokio's
+/// time, and no iteration over 10x its quiet median.
+pub fn targets(timings: &[Timing], neighbours: usize) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    if neighbours == 0 {
+        return out;
+    }
+    let mut shapes: Vec<&str> = Vec::new();
+    for t in timings {
+        if !shapes.contains(&t.shape.as_str()) {
+            shapes.push(&t.shape);
+        }
+    }
+    for shape in shapes {
+        if let (Some(w), Some(t), Some(q)) = (
+            find(timings, shape, "wq", neighbours),
+            find(timings, shape, "tokio", neighbours),
+            find(timings, shape, "wq", 0),
+        ) {
+            let r = w.median() / t.median();
+            out.push((
+                format!(
+                    "{shape} beside {neighbours} busy loops: wq/tokio time {r:.2} (want <= 1.25)"
+                ),
+                r <= 1.25,
+            ));
+            let m = w.max() / q.median();
+            out.push((
+                format!("{shape} beside {neighbours} busy loops: slowest wq run {m:.1}x its quiet median (want <= 10x)"),
+                m <= 10.0,
+            ));
+        }
+    }
+    out
+}
+
+/// Everything as JSON.
+pub fn json(
+    timings: &[Timing],
+    neighbours: usize,
+    command: &str,
+    workers: usize,
+) -> serde_json::Value {
+    use serde_json::json;
+    json!({
+        "bench": "shapes",
+        "machine": crate::machine::description(),
+        "date": crate::machine::date(),
+        "command": command,
+        "workers": workers,
+        "busy_neighbours": neighbours,
+        "rows": timings.iter().map(|t| json!({
+            "shape": t.shape, "runtime": t.runtime, "neighbours": t.neighbours,
+            "median_ns": t.median(), "max_ns": t.max(), "times_ns": t.times,
+            "run_queue_ns": t.run_queue, "on_cpu_ns": t.on_cpu,
+        })).collect::<Vec<_>>(),
+        "targets": targets(timings, neighbours).into_iter().map(|(t, met)| json!({"target": t, "met": met})).collect::<Vec<_>>(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn measured_shapes_report_both_phases_and_targets() {
+        let names = vec!["chained_spawn".to_owned()];
+        let rts = vec!["wq".to_owned(), "tokio".to_owned()];
+        let t = measure(&names, &rts, 2, 2, 0, None).unwrap();
+        assert_eq!(t.len(), 2);
+        assert!(
+            t.iter()
+                .all(|x| x.times.len() == 2 && x.run_queue.len() == 2)
+        );
+        assert!(
+            t.iter().all(|x| x.on_cpu.iter().sum::<f64>() > 0.0),
+            "{t:?}"
+        );
+        let text = table(&t, 0);
+        assert!(text.contains("wq/tokio time: quiet"), "{text}");
+        assert!(targets(&t, 0).is_empty());
+        assert!(measure(&["nope".to_owned()], &rts, 1, 1, 0, None).is_err());
+    }
 
     #[test]
     fn every_shape_completes_on_both_runtimes() {

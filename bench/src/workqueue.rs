@@ -61,9 +61,18 @@ pub const OPTIONS: &[&str] = &[
     "tokio-workers",
     "spin-us",
     "plot-dir",
+    "busy-neighbours",
 ];
 /// Its flags.
 pub const FLAGS: &[&str] = &["json", "no-pin", "no-tokio"];
+
+/// `--spin-us US`: wq's worker spin, if given.
+pub fn spin_arg(a: &Args) -> Result<Option<Duration>, String> {
+    a.raw("spin-us")
+        .map(|v| v.parse::<u64>().map(Duration::from_micros))
+        .transpose()
+        .map_err(|e| format!("--spin-us: {e}"))
+}
 
 impl Config {
     /// From the command line; defaults sized for a 2-CPU machine.
@@ -79,11 +88,7 @@ impl Config {
             scopes: a.list("scopes", Scope::ALL.to_vec())?,
             modes: a.list("modes", WakeMode::ALL.to_vec())?,
             tokio_workers: a.get("tokio-workers", cpus)?,
-            spin: a
-                .raw("spin-us")
-                .map(|v| v.parse::<u64>().map(Duration::from_micros))
-                .transpose()
-                .map_err(|e| format!("--spin-us: {e}"))?,
+            spin: spin_arg(a)?,
             pin: !a.flag("no-pin"),
             no_tokio: a.flag("no-tokio"),
         })
