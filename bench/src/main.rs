@@ -165,7 +165,7 @@ fn run_workqueue(argv: &[String]) -> Result<(), String> {
         "# {} producers x {} items (+{} warm-up), medians of {} runs; tokio: {} workers\n",
         cfg.producers, cfg.items, cfg.warmup, cfg.repeat, cfg.tokio_workers
     );
-    print!("{}", workqueue::seed_table(&cfg, &rows));
+    print!("{}", workqueue::patch_table(&cfg, &rows));
     println!();
     print!("{}", workqueue::detail_table(&cfg, &rows));
     println!(

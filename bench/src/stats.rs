@@ -69,7 +69,7 @@ pub fn pct_change(base: f64, new: f64) -> f64 {
     (new - base) / base * 100.0
 }
 
-/// `+17.3%` / `-36.8%`, as the seed prints them.
+/// `+17.3%` / `-36.8%`, as the kernel patch's table prints them.
 pub fn fmt_pct(p: f64) -> String {
     if p.is_finite() {
         format!("{p:+.1}%")
@@ -134,7 +134,7 @@ mod tests {
     }
 
     #[test]
-    fn seed_formats() {
+    fn formats_as_the_kernel_patch_prints() {
         assert_eq!(fmt_count(3_611_591.4), "3,611,591");
         assert_eq!(fmt_count(314.0), "314");
         assert_eq!(fmt_count(1000.0), "1,000");

@@ -1,4 +1,4 @@
-//! `wq-bench sweep`: the seed shape (the kernel's `test_workqueue.c`, see
+//! `wq-bench sweep`: the workqueue shape (the kernel's `test_workqueue.c`, see
 //! [`crate::workqueue`]) over producer counts, wq at a few scopes (deferred
 //! wake) beside tokio, so a user sees how wq scales on their machine: where
 //! a wide pod (one pool over many CPUs) keeps up with tokio's one

@@ -382,8 +382,9 @@ fn find(rows: &[Row], t: Target) -> Option<&Row> {
     rows.iter().find(|r| r.target == t)
 }
 
-/// The seed's table: baseline vs deferred items/s, tput gain, p95 drop.
-pub fn seed_table(cfg: &Config, rows: &[Row]) -> String {
+/// The kernel patch's table: baseline vs deferred items/s, tput gain, p95
+/// drop.
+pub fn patch_table(cfg: &Config, rows: &[Row]) -> String {
     let (base_mode, new_mode) = (WakeMode::UnderLock, WakeMode::Deferred);
     let mut out = String::new();
     out.push_str("affinity_scope  under_lock   deferred    tput    p95\n");

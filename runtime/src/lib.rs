@@ -6,11 +6,12 @@
 //! `cache_shard`, `cache`, `numa`, `system`). Each pod gets a **worker
 //! pool** of threads bound to its CPUs. A task spawned with a scope runs in
 //! the pool of the pod that holds the spawning CPU, and is re-queued there
-//! whenever it wakes. Pools keep the kernel's idle protocol, with the two
-//! seed patches: a **kicked list** so culling idle workers can never strand
-//! work, and **deferred unpark** so a wakeup never happens under the pool
-//! lock. Every scheduling delay is recorded in a per-pool HdrHistogram
-//! ([`Runtime::metrics`]).
+//! whenever it wakes. Pools keep the kernel's idle protocol, with two of
+//! its newest patches (June 2026): a **kicked list** so culling idle
+//! workers can never strand work, and **deferred unpark** so a wakeup never
+//! happens under the pool lock; workers that are already **searching**
+//! absorb new work without any lock. Every scheduling delay is recorded in
+//! a per-pool HdrHistogram ([`Runtime::metrics`]).
 //!
 //! ```
 //! use wq::Scope;

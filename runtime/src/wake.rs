@@ -2,7 +2,7 @@
 //!
 //! A kick picks and claims a worker under the pool lock. What happens to the
 //! worker's unparker then is the [`WakeMode`]: `UnderLock` unparks before the
-//! lock is released (the kernel before the seed patches), `Deferred` puts it
+//! lock is released (the kernel before its deferred-wakeup patch), `Deferred` puts it
 //! in a [`WakeQueue`] that is drained only after the lock is dropped (the
 //! kernel's `wake_q` / `raw_spin_unlock_irq_wake()`). The queue holds the
 //! worker's [`Thread`] handle, an `Arc` inside, so the worker is kept alive
@@ -27,8 +27,9 @@ pub enum WakeMode {
     /// dropped. The default.
     #[default]
     Deferred,
-    /// Unpark the worker while still holding the pool lock: the baseline of
-    /// the seed patches, kept to reproduce their A/B measurement.
+    /// Unpark the worker while still holding the pool lock: the kernel
+    /// before its deferred-wakeup patch, kept to reproduce the patch's A/B
+    /// measurement.
     UnderLock,
 }
 
