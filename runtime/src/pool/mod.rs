@@ -36,7 +36,7 @@ pub(crate) mod worker;
 
 use std::fmt;
 use std::io::{self, Write as _};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -102,6 +102,10 @@ pub(crate) struct Pool {
     pub(crate) injector: Injector<Runnable>,
     pub(crate) idle: Idle,
     pub(crate) slots: Box<[WorkerSlot]>,
+    /// One past the highest slot ever started: the deques beyond it are
+    /// empty, and the idle re-check and the steal loop skip them (a pool
+    /// has twice its maximum in slots, most never used).
+    slots_used: AtomicUsize,
     /// Every task whose home this pool is, so shutdown can cancel them.
     pub(crate) registry: Registry,
     /// Mirrors the protocol's `closed` for lock-free checks on hot paths.
@@ -155,6 +159,7 @@ impl Pool {
             injector: Injector::new(),
             idle: Idle::new(config.idle),
             slots,
+            slots_used: AtomicUsize::new(0),
             registry: Registry::new(),
             closed: AtomicBool::new(false),
             closing: Closing::default(),
@@ -179,7 +184,14 @@ impl Pool {
     /// injector or in a sibling's deque (work batch-stolen or woken there
     /// is stealable).
     pub(crate) fn has_work(&self) -> bool {
-        !self.injector.is_empty() || self.slots.iter().any(|s| !s.stealer.is_empty())
+        !self.injector.is_empty() || self.used_slots().iter().any(|s| !s.stealer.is_empty())
+    }
+
+    /// The slots a worker has ever held (the others' deques are empty).
+    pub(crate) fn used_slots(&self) -> &[WorkerSlot] {
+        // Acquire: pairs with the Release in `start_worker`, which comes
+        // before the new worker can push anything on its deque.
+        &self.slots[..self.slots_used.load(Ordering::Acquire)]
     }
 
     /// Step 3 of the module docs: queue from outside the pool, then kick.
@@ -235,6 +247,8 @@ impl Pool {
 
     /// Starts the thread for reserved slot `slot` (no lock held).
     fn start_worker(self: &Arc<Self>, slot: usize) {
+        // Before the thread exists: its deque is in `used_slots` from then.
+        self.slots_used.fetch_max(slot + 1, Ordering::Release);
         let result = match self.host.upgrade() {
             Some(host) => host.start_worker(self, slot),
             // The runtime is gone: its shutdown drained (or will drain) us.

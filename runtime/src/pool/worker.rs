@@ -408,9 +408,10 @@ impl Core {
         if let Some(r) = steal_into(&pool.injector, &local.deque) {
             return Some(r);
         }
-        let n = pool.slots.len();
+        let slots = pool.used_slots();
+        let n = slots.len();
         for i in 1..n {
-            let victim = &pool.slots[(local.slot + i) % n].stealer;
+            let victim = &slots[(local.slot + i) % n].stealer;
             if victim.is_empty() {
                 continue;
             }
