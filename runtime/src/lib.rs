@@ -43,9 +43,11 @@ pub mod task;
 mod topology;
 mod wake;
 
-pub use metrics::{PoolMetrics, RuntimeMetrics};
+pub use metrics::{PoolMetrics, RuntimeMetrics, WorkqueueAttrs, WorkqueueStats};
+pub use runtime::workqueue::{SpawnError, Workqueue, WorkqueueBuilder, WorkqueueError};
 pub use runtime::{
-    BuildError, Builder, DEFAULT_WORKER_SPIN, EnterGuard, Handle, Runtime, spawn, spawn_on,
+    BuildError, Builder, DEFAULT_CPU_HOG_THRESHOLD, DEFAULT_WORKER_SPIN, EnterGuard, Handle,
+    Runtime, spawn, spawn_on,
 };
 pub use scope::{ParseScopeError, Scope};
 pub use task::{JoinError, JoinHandle, block_in_place};

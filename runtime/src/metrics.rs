@@ -19,6 +19,7 @@
 use std::fmt;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
@@ -119,6 +120,14 @@ pub struct PoolMetrics {
     /// [`block_in_place`](crate::task::block_in_place) while work was
     /// queued (the kernel's `CM_WAKEUP`).
     pub cm_wakeups: u64,
+    /// Polls found running longer than the CPU-hog threshold
+    /// ([`Builder::cpu_hog_threshold`](crate::Builder::cpu_hog_threshold));
+    /// each let the pool start a worker beyond its maximum while it ran
+    /// (the kernel's `CPU_INTENSIVE`).
+    pub cpu_intensive: u64,
+    /// Tasks queued back to this, their home pool, after running on another
+    /// pod's worker (the kernel's `REPATRIATED`).
+    pub repatriated: u64,
     /// Tasks taken from another pod's pool.
     pub remote_steals: u64,
     /// Tasks taken from a sibling worker's deque.
@@ -185,11 +194,65 @@ impl fmt::Debug for PoolMetrics {
     }
 }
 
-/// A snapshot of every pool of a runtime.
+/// A workqueue's attributes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkqueueAttrs {
+    /// The scope its next items go to.
+    pub scope: Scope,
+    /// Strict pools (see [`WorkqueueBuilder::strict`]).
+    pub strict: bool,
+    /// Items active at once, at most.
+    pub max_active: usize,
+    /// One item at a time, in order.
+    pub ordered: bool,
+    /// High-priority pools.
+    pub highpri: bool,
+    /// Items leave concurrency management while they run.
+    pub cpu_intensive: bool,
+}
+
+/// A workqueue's counters, in the kernel's vocabulary (`PWQ_STAT_*`, as
+/// `tools/workqueue/wq_monitor.py` prints them).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct WorkqueueStats {
+    /// The queue's name.
+    pub name: String,
+    /// Its attributes now.
+    pub attrs: WorkqueueAttrs,
+    /// Items that started (were polled once).
+    pub started: u64,
+    /// Items that finished after starting or being handed to a pool
+    /// (completed, panicked or cancelled).
+    pub completed: u64,
+    /// Time its items spent being polled.
+    pub cpu_time: Duration,
+    /// Items found hogging a CPU (a poll over the runtime's
+    /// [`cpu_hog_threshold`](crate::Builder::cpu_hog_threshold)).
+    pub cpu_intensive: u64,
+    /// Workers woken or started because one of its items blocked
+    /// ([`block_in_place`](crate::block_in_place), or a CPU-intensive
+    /// item).
+    pub cm_wakeups: u64,
+    /// Items queued back to their home pool after running on another pod's
+    /// worker.
+    pub repatriated: u64,
+    /// Items spawned and not finished (active and inactive).
+    pub in_flight: usize,
+    /// Items handed to a pool and not finished (at most `max_active`).
+    pub active: usize,
+    /// Items waiting on the inactive list.
+    pub inactive: usize,
+}
+
+/// A snapshot of every pool and named workqueue of a runtime.
 #[derive(Clone, Debug)]
 pub struct RuntimeMetrics {
     /// One entry per pool created so far, in creation order.
     pub pools: Vec<PoolMetrics>,
+    /// One entry per named workqueue alive, in creation order.
+    pub queues: Vec<WorkqueueStats>,
 }
 
 impl fmt::Display for RuntimeMetrics {

@@ -472,6 +472,9 @@ fn remote_steals(strict: bool) -> (u64, usize) {
         .topology(Topology::synthetic("pack:2 core:1 pu:1").unwrap())
         .affinity_strict(strict)
         .worker_spin(Duration::from_millis(50))
+        // The blocked worker below would be replaced by the hog watchdog:
+        // this test is about stealing.
+        .cpu_hog_threshold(Duration::ZERO)
         .build()
         .unwrap();
     let h = rt.handle();

@@ -9,6 +9,9 @@
 //!   for itself, and `block_on` must not block it.
 //! - **draining**: the pools whose queues this thread is dropping, innermost
 //!   last (`super::closing`).
+//! - **running queue**: while a task of a named workqueue is polled, that
+//!   queue (a queue being drained accepts work only from its own tasks), and
+//!   the concurrency-management wakeups its blocking caused, for its stats.
 //! - **ordinal**: a small number unique to the thread, handed out in order
 //!   of first use; it spreads striped counters and registry shards, and
 //!   gives a thread outside the runtime a sticky virtual CPU on a topology
@@ -29,6 +32,8 @@ struct ThreadState {
     worker: RefCell<Option<Rc<Local>>>,
     rescuer_of: Cell<*const ()>,
     draining: RefCell<Vec<*const Pool>>,
+    running_queue: Cell<*const ()>,
+    cm_wakeups: Cell<u32>,
 }
 
 thread_local! {
@@ -38,6 +43,8 @@ thread_local! {
             worker: RefCell::new(None),
             rescuer_of: Cell::new(std::ptr::null()),
             draining: RefCell::new(Vec::new()),
+            running_queue: Cell::new(std::ptr::null()),
+            cm_wakeups: Cell::new(0),
         }
     };
 }
@@ -139,4 +146,37 @@ pub(crate) fn while_draining<R>(pool: &Pool, f: impl FnOnce() -> R) -> R {
     THREAD.with(|t| t.draining.borrow_mut().push(std::ptr::from_ref(pool)));
     let _pop = Pop;
     f()
+}
+
+/// Runs `f` (a poll of a task of the workqueue `queue`) with `queue` as
+/// this thread's running queue, and returns `f`'s result with the
+/// concurrency-management wakeups counted during it.
+pub(crate) fn with_running_queue<R>(queue: *const (), f: impl FnOnce() -> R) -> (R, u32) {
+    struct Restore(*const ());
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = THREAD.try_with(|t| t.running_queue.set(self.0));
+        }
+    }
+    let prev = THREAD.with(|t| {
+        t.cm_wakeups.set(0);
+        t.running_queue.replace(queue)
+    });
+    let restore = Restore(prev);
+    let r = f();
+    drop(restore);
+    let n = THREAD.try_with(|t| t.cm_wakeups.replace(0)).unwrap_or(0);
+    (r, n)
+}
+
+/// The workqueue whose task this thread is polling (null: none).
+pub(crate) fn running_queue() -> *const () {
+    THREAD
+        .try_with(|t| t.running_queue.get())
+        .unwrap_or(std::ptr::null())
+}
+
+/// Blocking on this thread woke or started another worker.
+pub(crate) fn count_cm_wakeup() {
+    let _ = THREAD.try_with(|t| t.cm_wakeups.set(t.cm_wakeups.get() + 1));
 }

@@ -112,6 +112,14 @@
 //!    pool is kicked if work is queued, so another worker runs it
 //!    (`cm_wakeups`). Back from blocking, it counts again; the pool may be
 //!    over its maximum until idle workers are culled.
+//! 8. **CPU hog** ([`Idle::grant_hog`] / [`Idle::revoke_hog`], by the
+//!    runtime's watchdog, the kernel's CPU-intensive detection): a poll
+//!    that has run longer than the threshold lets the pool have one worker
+//!    beyond its maximum, and kicks it if work is queued, so the pool's
+//!    other work is not held behind the hog; when that poll ends, the
+//!    allowance goes. The watchdog owns the allowance: the hog's worker
+//!    does nothing (its poll is not interrupted, and it takes no extra
+//!    step when the poll ends).
 //!
 //! # Lock acquisitions per item
 //! A producer takes the pool lock only when no worker is searching and one
@@ -196,6 +204,9 @@ pub(crate) struct LockedCounters {
     pub(crate) workers_culled: u64,
     /// Blocks (`block_in_place`) that woke or started another worker.
     pub(crate) cm_wakeups: u64,
+    /// Polls the watchdog found running longer than the CPU-hog threshold
+    /// on their CPU.
+    pub(crate) cpu_intensive: u64,
     /// Acquisitions of the pool lock by the protocol's steps (not by
     /// metrics readers).
     pub(crate) lock_acquisitions: u64,
@@ -214,6 +225,9 @@ struct State {
     want_start: bool,
     /// After a refused start: no new start before this instant.
     retry_start_at: Option<Instant>,
+    /// Workers the pool may have beyond its maximum: one per poll the hog
+    /// watchdog found running too long (step 8).
+    extra: usize,
     closed: bool,
     counters: LockedCounters,
 }
@@ -291,6 +305,7 @@ impl Idle {
                 starting: false,
                 want_start: false,
                 retry_start_at: None,
+                extra: 0,
                 closed: false,
                 counters: LockedCounters::default(),
             }),
@@ -388,7 +403,7 @@ impl Idle {
 
     /// Reserves a slot for a new worker, if the pool may start one now.
     fn reserve(&self, st: &mut State) -> Kick {
-        if st.starting || st.nr_workers >= self.config.max_workers {
+        if st.starting || st.nr_workers >= self.config.max_workers + st.extra {
             return Kick::Busy;
         }
         if let Some(at) = st.retry_start_at {
@@ -429,7 +444,7 @@ impl Idle {
 
     /// Whether a kick may reserve a slot, as mirrored in the hint.
     fn can_start(&self, st: &State) -> bool {
-        !st.closed && !st.starting && st.nr_workers < self.config.max_workers
+        !st.closed && !st.starting && st.nr_workers < self.config.max_workers + st.extra
     }
 
     /// A reserved worker thread is running; it searches first.
@@ -676,6 +691,60 @@ impl Idle {
         let can_start = self.can_start(&st);
         self.hint.apply(Change {
             workers: 1,
+            can_start: Some(can_start),
+            ..Change::default()
+        });
+    }
+
+    /// Step 8: the watchdog found the poll running in `slot` longer than
+    /// the CPU-hog threshold, using its CPU (`on_cpu`, counted as
+    /// `cpu_intensive`) or blocking its thread. The pool may start one
+    /// worker more than its maximum until [`Idle::revoke_hog`], and is
+    /// kicked if `has_work` (called under the lock; a kick that wakes or
+    /// starts a worker for a blocked poll is a `cm_wakeup`). `None` if the
+    /// worker is not running a task as a counted worker (blocked already,
+    /// or gone).
+    pub(crate) fn grant_hog(
+        &self,
+        slot: usize,
+        on_cpu: bool,
+        has_work: impl FnOnce() -> bool,
+    ) -> Option<Kick> {
+        let mut wake = WakeQueue::default();
+        let kick = {
+            let mut st = self.lock();
+            if st.closed || st.slots[slot].state != SlotState::Running {
+                return None;
+            }
+            st.extra += 1;
+            if on_cpu {
+                st.counters.cpu_intensive += 1;
+            }
+            let can_start = self.can_start(&st);
+            self.hint.apply(Change {
+                can_start: Some(can_start),
+                ..Change::default()
+            });
+            if has_work() {
+                let kick = self.kick_locked(&mut st, &mut wake);
+                if !on_cpu && matches!(kick, Kick::Woke | Kick::Start(_)) {
+                    st.counters.cm_wakeups += 1;
+                }
+                kick
+            } else {
+                Kick::Busy
+            }
+        };
+        wake.wake_all();
+        Some(kick)
+    }
+
+    /// Step 8: the poll a grant was for has ended.
+    pub(crate) fn revoke_hog(&self) {
+        let mut st = self.lock();
+        st.extra = st.extra.saturating_sub(1);
+        let can_start = self.can_start(&st);
+        self.hint.apply(Change {
             can_start: Some(can_start),
             ..Change::default()
         });

@@ -36,7 +36,7 @@ pub(crate) mod worker;
 
 use std::fmt;
 use std::io::{self, Write as _};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -79,15 +79,57 @@ pub(crate) enum StartError {
     Os(io::Error),
 }
 
+/// What, besides its CPUs, makes a pool: workqueues with the same
+/// attributes share pools, as the kernel's do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub(crate) struct PoolAttrs {
+    /// Its workers never take work from other pods, and other pods'
+    /// workers never take its work.
+    pub(crate) strict: bool,
+    /// Its workers run at raised priority (`nice -20` where the process
+    /// may; the kernel's `WQ_HIGHPRI` pools).
+    pub(crate) highpri: bool,
+}
+
+impl PoolAttrs {
+    /// Every combination, in a fixed order (index with [`PoolAttrs::index`]).
+    pub(crate) const ALL: [PoolAttrs; 4] = [
+        PoolAttrs {
+            strict: false,
+            highpri: false,
+        },
+        PoolAttrs {
+            strict: true,
+            highpri: false,
+        },
+        PoolAttrs {
+            strict: false,
+            highpri: true,
+        },
+        PoolAttrs {
+            strict: true,
+            highpri: true,
+        },
+    ];
+
+    /// Position in [`PoolAttrs::ALL`].
+    pub(crate) fn index(self) -> usize {
+        usize::from(self.strict) + 2 * usize::from(self.highpri)
+    }
+}
+
 /// A pool's settings.
 #[derive(Clone, Debug)]
 pub(crate) struct PoolConfig {
     pub(crate) idle: IdleConfig,
     /// The longest a searching worker spins before it parks.
     pub(crate) worker_spin: Duration,
-    /// Strict pools never take work from other pods.
-    pub(crate) strict: bool,
+    pub(crate) attrs: PoolAttrs,
 }
+
+/// Outstanding CPU-hog marks of the process's watchdogs: while zero (the
+/// common case), a finishing poll need not look at its worker's mark.
+pub(crate) static HOG_MARKS: AtomicUsize = AtomicUsize::new(0);
 
 /// One worker pool: the execution object for one pod.
 pub(crate) struct Pool {
@@ -116,10 +158,12 @@ pub(crate) struct Pool {
     closing: Closing,
     /// Worker threads the OS refused to start.
     start_failures: AtomicU64,
+    /// Tasks queued back here after running on another pod's worker.
+    repatriated: AtomicU64,
     /// Tasks run for this pool by the rescuer (single writer: the rescuer).
     pub(crate) rescued: WorkerCounters,
     pub(crate) worker_spin: Duration,
-    pub(crate) strict: bool,
+    pub(crate) attrs: PoolAttrs,
     host: Weak<dyn Host>,
 }
 
@@ -130,6 +174,34 @@ pub(crate) struct WorkerSlot {
     pub(crate) deque: Mutex<Option<Deque<Runnable>>>,
     pub(crate) stealer: Stealer<Runnable>,
     pub(crate) counters: CachePadded<WorkerCounters>,
+    /// The watchdog's view of the slot's worker (see `poll_was_hog`).
+    pub(crate) watch: CachePadded<Watch>,
+}
+
+/// What the hog watchdog reads of a worker, and marks.
+#[derive(Debug, Default)]
+pub(crate) struct Watch {
+    /// The raw clock when the running poll started; 0 while the worker
+    /// runs no task. Written by the worker before each poll (a plain
+    /// store on a line the watchdog only reads).
+    pub(crate) poll_started: AtomicU64,
+    /// The CPU-time clock of the slot's thread (`pthread_getcpuclockid`),
+    /// set when a worker takes the slot; 0 if unknown.
+    pub(crate) cpu_clock: AtomicI32,
+    /// The `poll_started` of the poll the watchdog found running too long.
+    pub(crate) hog: AtomicU64,
+    /// Whether that poll was using its CPU (a CPU hog) rather than
+    /// blocking its thread (sleeping in a synchronous call).
+    pub(crate) hog_on_cpu: AtomicBool,
+}
+
+/// What the watchdog found of the poll that just ran on this thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LongPoll {
+    /// It ran longer than the threshold using its CPU.
+    OnCpu,
+    /// It ran longer than the threshold blocking its thread.
+    Blocked,
 }
 
 impl Pool {
@@ -148,6 +220,7 @@ impl Pool {
                     stealer: deque.stealer(),
                     deque: Mutex::new(Some(deque)),
                     counters: CachePadded::new(WorkerCounters::default()),
+                    watch: CachePadded::new(Watch::default()),
                 }
             })
             .collect();
@@ -164,9 +237,10 @@ impl Pool {
             closed: AtomicBool::new(false),
             closing: Closing::default(),
             start_failures: AtomicU64::new(0),
+            repatriated: AtomicU64::new(0),
             rescued: WorkerCounters::default(),
             worker_spin: config.worker_spin,
-            strict: config.strict,
+            attrs: config.attrs,
             host,
         }
     }
@@ -338,6 +412,8 @@ impl Pool {
             workers_created: snap.counters.workers_created,
             workers_culled: snap.counters.workers_culled,
             cm_wakeups: snap.counters.cm_wakeups,
+            cpu_intensive: snap.counters.cpu_intensive,
+            repatriated: self.repatriated.load(Ordering::Relaxed),
             remote_steals: 0,
             sibling_steals: 0,
             parks: 0,
@@ -382,19 +458,33 @@ pub(crate) fn schedule_spawned(pool: &Arc<Pool>, runnable: Runnable) {
 
 /// The schedule function of every task: see the module docs.
 pub(crate) fn schedule(runnable: Runnable, info: async_task::ScheduleInfo) {
-    if runnable.metadata().home.is_closed() {
+    if runnable.metadata().home().is_closed() {
         // The clone keeps the pool alive once the task is queued (it may be
         // drained and freed by then, and the pool with its last reference).
-        let home = runnable.metadata().home.clone();
+        let home = runnable.metadata().home().clone();
         home.push_closed(runnable);
         return;
+    }
+    let meta = runnable.metadata();
+    if meta.came_home() {
+        meta.home().repatriated.fetch_add(1, Ordering::Relaxed);
     }
     if let Some(runnable) = worker::schedule_local(runnable, info.woken_while_running) {
         runnable.metadata().stamp(crate::clock::now());
         // The slow path: one Arc clone, as the task moves into the injector.
-        let home = runnable.metadata().home.clone();
+        let home = runnable.metadata().home().clone();
         home.push_remote(runnable);
     }
+}
+
+/// Whether the watchdog found the poll that just ran on this thread running
+/// too long, and how (called by the task at the end of its poll).
+#[inline]
+pub(crate) fn long_poll() -> Option<LongPoll> {
+    if HOG_MARKS.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    current::with_worker(|w| w.and_then(|l| l.long_poll()))
 }
 
 /// Runs `f`, which blocks the thread, without stalling the worker's pool:

@@ -55,8 +55,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_deque::{Steal, Worker as Deque};
 
-use super::idle::Next;
-use super::{Host, Pool, current};
+use super::idle::{Kick, Next};
+use super::{Host, LongPoll, Pool, current};
 use crate::clock;
 use crate::loom::thread;
 use crate::task::Runnable;
@@ -103,7 +103,7 @@ pub(crate) fn schedule_local(runnable: Runnable, yielded: bool) -> Option<Runnab
         let Some(local) = local else {
             return Some(runnable);
         };
-        if !Arc::ptr_eq(&local.pool, &runnable.metadata().home) || local.blocked.get() {
+        if !Arc::ptr_eq(&local.pool, runnable.metadata().home()) || local.blocked.get() {
             return Some(runnable);
         }
         runnable.metadata().stamp(local.now.get());
@@ -135,6 +135,9 @@ pub(crate) fn block_in_place<R>(f: impl FnOnce() -> R) -> R {
     }
     local.blocked.set(true);
     let kick = local.pool.idle.block(local.slot, || local.pool.has_work());
+    if matches!(kick, Kick::Woke | Kick::Start(_)) {
+        current::count_cm_wakeup();
+    }
     local.pool.handle_kick(kick);
     struct Unblock<'a>(&'a Local);
     impl Drop for Unblock<'_> {
@@ -153,6 +156,10 @@ pub(crate) fn block_in_place<R>(f: impl FnOnce() -> R) -> R {
 /// runtime's context.
 pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
     let mut core = Core::new(pool.worker_spin);
+    pool.slots[slot]
+        .watch
+        .cpu_clock
+        .store(thread_cpu_clock(), Ordering::Relaxed);
     pool.idle.started(slot, thread::current());
     let mut next = Next::Search;
     loop {
@@ -194,6 +201,31 @@ struct Spin {
     budget_ns: u64,
     /// When (raw clock) a yield last showed the CPU wanted elsewhere.
     wanted_at: Option<u64>,
+}
+
+impl Local {
+    /// Whether the watchdog marked the poll this worker runs, and how.
+    pub(crate) fn long_poll(&self) -> Option<LongPoll> {
+        let w = &self.pool.slots[self.slot].watch;
+        let hog = w.hog.load(Ordering::Relaxed);
+        if hog == 0 || hog != w.poll_started.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(if w.hog_on_cpu.load(Ordering::Relaxed) {
+            LongPoll::OnCpu
+        } else {
+            LongPoll::Blocked
+        })
+    }
+}
+
+/// The calling thread's CPU-time clock, for the watchdog (0 if none).
+fn thread_cpu_clock() -> i32 {
+    let mut clock: libc::clockid_t = 0;
+    // SAFETY: `clock` is a valid place for the id; pthread_self is the
+    // calling thread, alive for the call.
+    let rc = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) };
+    if rc == 0 { clock } else { 0 }
 }
 
 impl Spin {
@@ -295,6 +327,11 @@ impl Core {
                 }
                 self.run_task(local, runnable);
             }
+            // No task runs: nothing for the watchdog to time.
+            pool.slots[local.slot]
+                .watch
+                .poll_started
+                .store(0, Ordering::Relaxed);
             if !pool.is_closed() {
                 // 2. Search: counted first, then look again.
                 if !searching && pool.idle.try_start_searching() {
@@ -420,10 +457,13 @@ impl Core {
                 return Some(r);
             }
         }
-        if !pool.strict
+        if !pool.attrs.strict
             && let Some(r) =
                 host.steal_remote(pool, &mut |other| steal_into(&other.injector, &local.deque))
         {
+            // It runs away from home: counted as repatriated when it is
+            // next queued there.
+            r.metadata().went_away();
             self.remote_steals += 1;
             return Some(r);
         }
@@ -431,7 +471,11 @@ impl Core {
     }
 
     fn run_task(&mut self, local: &Local, runnable: Runnable) {
-        let delay = clock::delay_ns(runnable.metadata().queued_at(), local.now.get());
+        let start = local.now.get();
+        // For the hog watchdog (a plain store on a line it only reads).
+        let watch = &local.pool.slots[local.slot].watch;
+        watch.poll_started.store(start.max(1), Ordering::Relaxed);
+        let delay = clock::delay_ns(runnable.metadata().queued_at(), start);
         self.samples[self.nr_samples] = delay;
         self.nr_samples += 1;
         self.started += 1;

@@ -7,6 +7,10 @@ use super::Runtime;
 use crate::scheduler::Config;
 use crate::{Scope, Topology, TopologyError, WakeMode};
 
+/// The default of [`Builder::cpu_hog_threshold`]: the kernel's
+/// `wq_cpu_intensive_thresh_us` (10 ms).
+pub const DEFAULT_CPU_HOG_THRESHOLD: Duration = Duration::from_millis(10);
+
 /// The default of [`Builder::worker_spin`]: the longest a searching worker
 /// spins before it parks. See `docs/benchmarks.md` for what it buys and
 /// costs.
@@ -58,6 +62,7 @@ impl Builder {
                 worker_spin: DEFAULT_WORKER_SPIN,
                 affinity_strict: false,
                 thread_stack_size: None,
+                cpu_hog_threshold: DEFAULT_CPU_HOG_THRESHOLD,
             },
         }
     }
@@ -128,6 +133,25 @@ impl Builder {
     /// platform's minimum are rounded up to it.
     pub fn thread_stack_size(mut self, bytes: usize) -> Builder {
         self.config.thread_stack_size = Some(bytes);
+        self
+    }
+
+    /// A poll that runs longer than this without returning is a **CPU
+    /// hog** (the kernel's CPU-intensive detection): the runtime's watchdog
+    /// lets its pool start one worker beyond its maximum while it runs, so
+    /// the pool's other work is not held behind it, counts it
+    /// (`cpu_intensive` in the metrics) and reports the task once through
+    /// the [`log`](https://docs.rs/log) facade; the task's later polls no
+    /// longer count against the pool (as in
+    /// [`block_in_place`](crate::block_in_place)). Default
+    /// [`DEFAULT_CPU_HOG_THRESHOLD`] (10 ms); zero turns detection off.
+    ///
+    /// The watchdog runs on the runtime's rescuer thread: every half
+    /// threshold while a worker runs a task, less often (down to every
+    /// 100 ms) while none does, so a hog that starts on an idle runtime is
+    /// found within 100 ms plus the threshold.
+    pub fn cpu_hog_threshold(mut self, threshold: Duration) -> Builder {
+        self.config.cpu_hog_threshold = threshold;
         self
     }
 

@@ -2,13 +2,14 @@
 //! A thin layer over the scheduler (`crate::scheduler`).
 
 pub(crate) mod builder;
+pub(crate) mod workqueue;
 
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use builder::{BuildError, Builder, DEFAULT_WORKER_SPIN};
+pub use builder::{BuildError, Builder, DEFAULT_CPU_HOG_THRESHOLD, DEFAULT_WORKER_SPIN};
 
 use crate::metrics::RuntimeMetrics;
 use crate::pool::current;
@@ -241,6 +242,12 @@ impl Handle {
     pub fn metrics(&self) -> RuntimeMetrics {
         RuntimeMetrics {
             pools: self.scheduler.pools().iter().map(|p| p.metrics()).collect(),
+            queues: self
+                .scheduler
+                .queues()
+                .iter()
+                .map(|q| workqueue::stats_of(q))
+                .collect(),
         }
     }
 
@@ -318,7 +325,10 @@ where
     if scheduler.is_closed() {
         return JoinHandle::closed();
     }
-    task::spawn(scheduler.place(scope, cpu), future)
+    task::spawn(
+        scheduler.place(scheduler.default_attrs(), scope, cpu),
+        future,
+    )
 }
 
 fn outside(what: &str) -> ! {

@@ -34,18 +34,21 @@
 //!    buried: a push from now on drops what it queued (`pool::closing`).
 
 pub(crate) mod context;
-mod placement;
+pub(crate) mod placement;
+pub(crate) mod queue;
 pub(crate) mod rescuer;
 mod threads;
+pub(crate) mod watchdog;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use crate::pool::idle::IdleConfig;
-use crate::pool::{self, Host, Pool, PoolConfig, StartError, current};
+use crate::pool::{self, Host, Pool, PoolAttrs, PoolConfig, StartError, current};
 use crate::task::Runnable;
 use crate::{Scope, Topology, WakeMode};
+use queue::Queue;
 use rescuer::Rescuer;
 use threads::Threads;
 
@@ -65,14 +68,22 @@ pub(crate) struct Config {
     pub(crate) worker_spin: Duration,
     pub(crate) affinity_strict: bool,
     pub(crate) thread_stack_size: Option<usize>,
+    /// A poll running longer than this is a CPU hog; zero: no watchdog.
+    pub(crate) cpu_hog_threshold: Duration,
 }
+
+/// One table of pools per scope and pod.
+type PoolTable = [Box<[OnceLock<Arc<Pool>>]>; 6];
 
 /// See the module docs.
 pub(crate) struct Scheduler {
     pub(crate) topology: Topology,
     pub(crate) config: Config,
-    pools: [Box<[OnceLock<Arc<Pool>>]>; 6],
+    /// Per pool attributes (`PoolAttrs::index`), scope and pod.
+    pools: [PoolTable; 4],
     all_pools: Mutex<Vec<Arc<Pool>>>,
+    /// The named workqueues, for metrics and shutdown.
+    queues: Mutex<Vec<Weak<Queue>>>,
     /// For each scope and pod: the other pods, nearest first.
     steal_order: [Box<[Box<[usize]>]>; 6],
     threads: Threads,
@@ -88,10 +99,12 @@ pub(crate) struct Scheduler {
 
 impl Scheduler {
     pub(crate) fn new(topology: Topology, config: Config) -> Arc<Scheduler> {
-        let pools = Scope::ALL.map(|s| {
-            (0..topology.pods(s).len())
-                .map(|_| OnceLock::new())
-                .collect()
+        let pools = PoolAttrs::ALL.map(|_| {
+            Scope::ALL.map(|s| {
+                (0..topology.pods(s).len())
+                    .map(|_| OnceLock::new())
+                    .collect()
+            })
         });
         let steal_order = Scope::ALL.map(|s| placement::steal_order(&topology, s));
         Arc::new_cyclic(|me| Scheduler {
@@ -99,6 +112,7 @@ impl Scheduler {
             config,
             pools,
             all_pools: Mutex::new(Vec::new()),
+            queues: Mutex::new(Vec::new()),
             steal_order,
             threads: Threads::default(),
             closed: AtomicBool::new(false),
@@ -120,15 +134,24 @@ impl Scheduler {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// The pool of `scope`'s pod `pod`, created on first use.
-    pub(crate) fn pool(&self, scope: Scope, pod: usize) -> &Arc<Pool> {
-        self.pools[scope.index()][pod].get_or_init(|| self.create_pool(scope, pod))
+    /// The attributes of the default queue's pools (`wq::spawn`).
+    pub(crate) fn default_attrs(&self) -> PoolAttrs {
+        PoolAttrs {
+            strict: self.config.affinity_strict,
+            highpri: false,
+        }
     }
 
-    fn create_pool(&self, scope: Scope, pod: usize) -> Arc<Pool> {
+    /// The pool of `scope`'s pod `pod` with `attrs`, created on first use.
+    pub(crate) fn pool(&self, attrs: PoolAttrs, scope: Scope, pod: usize) -> &Arc<Pool> {
+        self.pools[attrs.index()][scope.index()][pod]
+            .get_or_init(|| self.create_pool(attrs, scope, pod))
+    }
+
+    fn create_pool(&self, attrs: PoolAttrs, scope: Scope, pod: usize) -> Arc<Pool> {
         let cpus = self.topology.pods(scope)[pod].cpus();
         let mut all = crate::loom::lock(&self.all_pools);
-        if let Some(p) = all.iter().find(|p| &*p.cpus == cpus) {
+        if let Some(p) = all.iter().find(|p| &*p.cpus == cpus && p.attrs == attrs) {
             return p.clone();
         }
         let max_workers = self
@@ -148,7 +171,7 @@ impl Scheduler {
                 kicked_list: true,
             },
             worker_spin: self.config.worker_spin,
-            strict: self.config.affinity_strict,
+            attrs,
         };
         let host: Weak<dyn Host> = self.me.clone();
         let pool = Arc::new(Pool::new(all.len(), scope, pod, cpus.into(), config, host));
@@ -166,13 +189,34 @@ impl Scheduler {
         crate::loom::lock(&self.all_pools).clone()
     }
 
-    /// The pool a task spawned now with `scope` goes to: the pod of `cpu`
-    /// if given, else of the calling thread's CPU.
-    pub(crate) fn place(&self, scope: Scope, cpu: Option<usize>) -> &Arc<Pool> {
+    /// The pool with `attrs` a task spawned now with `scope` goes to: the
+    /// pod of `cpu` if given, else of the calling thread's CPU.
+    pub(crate) fn place(&self, attrs: PoolAttrs, scope: Scope, cpu: Option<usize>) -> &Arc<Pool> {
         let pod = placement::pod(&self.topology, scope, cpu, || {
             self.round_robin.fetch_add(1, Ordering::Relaxed)
         });
-        self.pool(scope, pod)
+        self.pool(attrs, scope, pod)
+    }
+
+    /// Creates a named workqueue on this runtime.
+    pub(crate) fn create_queue(&self, config: queue::QueueConfig) -> Arc<Queue> {
+        let q = Arc::new(Queue::new(config, self.me.clone()));
+        let mut queues = crate::loom::lock(&self.queues);
+        queues.retain(|w| w.strong_count() > 0);
+        queues.push(Arc::downgrade(&q));
+        drop(queues);
+        if self.is_closed() {
+            q.close();
+        }
+        q
+    }
+
+    /// The named workqueues alive now, in creation order.
+    pub(crate) fn queues(&self) -> Vec<Arc<Queue>> {
+        crate::loom::lock(&self.queues)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect()
     }
 
     /// Starts the rescuer thread (at build time).
@@ -203,6 +247,10 @@ impl Scheduler {
             pool.close();
         }
         self.rescuer.close();
+        // Items waiting on the queues' inactive lists are dropped here.
+        for queue in self.queues() {
+            queue.close();
+        }
         for pool in &pools {
             pool.registry.close_and_wake_all();
             pool.drain();
@@ -246,6 +294,9 @@ impl Host for Scheduler {
                     // it.
                     let _ = crate::topology::bind_current_thread(&pool.cpus);
                 }
+                if pool.attrs.highpri {
+                    raise_priority();
+                }
                 let _context = context::enter(me.clone());
                 pool::worker::run(&pool, slot, &*me);
             });
@@ -266,10 +317,38 @@ impl Host for Scheduler {
         take: &mut dyn FnMut(&Pool) -> Option<Runnable>,
     ) -> Option<Runnable> {
         let scope = pool.scope.index();
+        let table = &self.pools[pool.attrs.index()][scope];
         self.steal_order[scope][pool.pod]
             .iter()
-            .filter_map(|&pod| self.pools[scope][pod].get())
-            .filter(|p| p.id != pool.id)
+            .filter_map(|&pod| table[pod].get())
+            .filter(|p| p.id != pool.id && !p.attrs.strict)
             .find_map(|p| take(p))
+    }
+}
+
+/// The kernel's `HIGHPRI_NICE_LEVEL`.
+const HIGHPRI_NICE: libc::c_int = -20;
+
+/// Gives the calling (worker) thread the high-priority pools' nice level;
+/// where the process may not, says so once (on stderr: the pools still
+/// work, at normal priority).
+fn raise_priority() {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    // SAFETY: setpriority takes plain integers; PRIO_PROCESS with a thread
+    // id sets that thread's nice value on Linux.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, HIGHPRI_NICE) };
+    if rc != 0 {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        let err = std::io::Error::last_os_error();
+        WARNED.call_once(|| {
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "wq: could not raise the priority of high-priority workers to nice {HIGHPRI_NICE}: {err}; \
+                 they run at normal priority (they still have pools of their own). Give the process \
+                 CAP_SYS_NICE, or a nice limit that allows it (`ulimit -e 40`, RLIMIT_NICE)"
+            );
+        });
     }
 }

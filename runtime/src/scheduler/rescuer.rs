@@ -40,10 +40,14 @@
 //!
 //! The rescuer is not a worker: a task it runs that wakes itself is pushed
 //! on its home pool's injector and kicks, as from any thread.
+//!
+//! Between maydays the thread is the runtime's CPU-hog watchdog
+//! ([`super::watchdog`]): it waits for maydays at most one watchdog tick.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use super::watchdog::Watchdog;
 use super::{Scheduler, context};
 use crate::clock;
 use crate::loom::lock;
@@ -119,13 +123,21 @@ impl<T> MaydayList<T> {
 
     /// Everything listed, waiting for something; `None` once closed. The
     /// items' marks are cleared: a mayday from now on lists them again.
+    #[cfg(loom)]
     pub(crate) fn take(&self) -> Option<Vec<T>> {
+        self.take_timeout(None)
+    }
+
+    /// As `take`, but waits at most `timeout` (if given): then the list may
+    /// be empty.
+    pub(crate) fn take_timeout(&self, timeout: Option<std::time::Duration>) -> Option<Vec<T>> {
         let mut list = lock(&self.list);
+        let mut waited = false;
         loop {
             if list.closed {
                 return None;
             }
-            if !list.items.is_empty() {
+            if !list.items.is_empty() || waited {
                 let items = std::mem::take(&mut list.items);
                 #[cfg(loom)]
                 let clear = !self.unmark_after_visit;
@@ -138,7 +150,16 @@ impl<T> MaydayList<T> {
                 }
                 return Some(items.into_iter().map(|(_, t)| t).collect());
             }
-            list = self.wakeup.wait(list).unwrap_or_else(|e| e.into_inner());
+            list = match timeout {
+                None => self.wakeup.wait(list).unwrap_or_else(|e| e.into_inner()),
+                Some(t) => {
+                    waited = true;
+                    self.wakeup
+                        .wait_timeout(list, t)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
         }
     }
 }
@@ -153,14 +174,25 @@ impl Rescuer {
     }
 }
 
-/// The rescuer thread's body.
+/// The rescuer thread's body; it is also the CPU-hog watchdog
+/// ([`super::watchdog`]) between maydays.
 pub(crate) fn run(scheduler: &Arc<Scheduler>) {
     current::set_rescuer_of(scheduler.id());
     let _context = context::enter(scheduler.clone());
-    while let Some(pools) = scheduler.rescuer.take() {
+    let mut watchdog = Watchdog::new(scheduler.config.cpu_hog_threshold);
+    while let Some(pools) = scheduler
+        .rescuer
+        .take_timeout(watchdog.as_ref().map(Watchdog::tick))
+    {
         for pool in pools {
             rescue(scheduler, &pool);
         }
+        if let Some(w) = &mut watchdog {
+            w.scan(&scheduler.pools());
+        }
+    }
+    if let Some(w) = &mut watchdog {
+        w.clear();
     }
 }
 

@@ -34,28 +34,102 @@ use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
-use crate::pool::{Pool, schedule, schedule_spawned};
+use crate::clock;
+use crate::pool::{Pool, current, schedule, schedule_spawned};
 
 /// The schedulable half of a task, as queued in pools.
 pub(crate) type Runnable = async_task::Runnable<TaskMeta>;
 
+/// What a task tells the workqueue it was spawned on (implemented by the
+/// scheduler's named workqueues; tasks of the runtime's default queue have
+/// none, and pay for none of this).
+pub(crate) trait QueueLink: Send + Sync + 'static {
+    /// A task of the queue is gone (its future finished or was dropped).
+    /// `released`: it had left the queue's inactive list (it held one of
+    /// the queue's `max_active` slots); `color`: its flush color.
+    fn finished(&self, released: bool, color: u8);
+    /// One poll of one of its tasks took `ns`; `first` for its first poll.
+    fn polled(&self, first: bool, ns: u64);
+    /// Whether its items leave concurrency management while they run.
+    fn is_cpu_intensive(&self) -> bool;
+    /// One of its tasks hogged a CPU (counted, and reported once per task).
+    fn hogged(&self);
+    /// Blocking one of its tasks woke or started another worker.
+    fn cm_wakeup(&self);
+    /// One of its tasks, run on another pod's worker, was queued back home.
+    fn repatriated(&self);
+    /// The queue's name, for reports.
+    fn name(&self) -> &str;
+    /// The address of the queue, to tell queues apart (never dereferenced).
+    fn id(&self) -> *const () {
+        std::ptr::from_ref(self).cast()
+    }
+}
+
+/// [`TaskMeta::flags`]: left its queue's inactive list (holds a slot).
+const RELEASED: u8 = 1 << 0;
+/// Ran on a worker of another pod since it was last queued home.
+const AWAY: u8 = 1 << 1;
+/// Found hogging a CPU: later polls leave concurrency management.
+const CPU_HOG: u8 = 1 << 2;
+/// Polled at least once.
+const POLLED: u8 = 1 << 3;
+/// Reported once for blocking its worker.
+const REPORTED_BLOCKED: u8 = 1 << 4;
+
 /// What every task carries in its header.
-#[derive(Debug)]
 pub(crate) struct TaskMeta {
-    /// The pool the task was spawned on; its wakes re-queue there.
-    pub(crate) home: Arc<Pool>,
+    /// The pool the task runs in; its wakes re-queue there. Set when the
+    /// task is first queued (at spawn, or when its workqueue releases it
+    /// from the inactive list), never changed after.
+    home: OnceLock<Arc<Pool>>,
     /// The raw [`clock::now`](crate::clock::now) when the task was last
     /// queued.
     /// Written by the scheduler, read by the worker that runs it; the queue
     /// hand-off orders the two, so `Relaxed` suffices.
     queued_at: AtomicU64,
+    /// The workqueue it was spawned on; `None` for the default queue.
+    pub(crate) queue: Option<Arc<dyn QueueLink>>,
+    /// The queue's flush color when it was spawned.
+    color: u8,
+    /// `RELEASED`, `AWAY`, `CPU_HOG`, `POLLED`. Read-modify-writes: a wake
+    /// on another thread may clear `AWAY` while the task runs.
+    flags: AtomicU8,
+}
+
+impl std::fmt::Debug for TaskMeta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskMeta")
+            .field("home", &self.home.get().map(|p| p.id))
+            .field("queue", &self.queue.as_ref().map(|q| q.name()))
+            .field("flags", &self.flags.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
 }
 
 impl TaskMeta {
+    fn new(queue: Option<Arc<dyn QueueLink>>, color: u8) -> TaskMeta {
+        TaskMeta {
+            home: OnceLock::new(),
+            queued_at: AtomicU64::new(0),
+            queue,
+            color,
+            flags: AtomicU8::new(0),
+        }
+    }
+
+    /// The task's home pool.
+    #[inline]
+    pub(crate) fn home(&self) -> &Arc<Pool> {
+        self.home
+            .get()
+            .expect("a task is queued only after its home is set")
+    }
+
     /// Records that the task is being queued at raw time `now`.
     #[inline]
     pub(crate) fn stamp(&self, now: u64) {
@@ -66,6 +140,25 @@ impl TaskMeta {
     #[inline]
     pub(crate) fn queued_at(&self) -> u64 {
         self.queued_at.load(Ordering::Relaxed)
+    }
+
+    /// A worker of another pod took the task (a remote steal).
+    pub(crate) fn went_away(&self) {
+        self.flags.fetch_or(AWAY, Ordering::Relaxed);
+    }
+
+    /// The task is queued on its home pool: if it had run away, it is back
+    /// (the kernel's `REPATRIATED`). Returns whether it was away.
+    #[inline]
+    pub(crate) fn came_home(&self) -> bool {
+        if self.flags.load(Ordering::Relaxed) & AWAY == 0 {
+            return false;
+        }
+        let was = self.flags.fetch_and(!AWAY, Ordering::Relaxed) & AWAY != 0;
+        if was && let Some(q) = &self.queue {
+            q.repatriated();
+        }
+        was
     }
 }
 
@@ -99,7 +192,8 @@ where
     crate::pool::block_in_place(f)
 }
 
-/// Spawns `future` with `pool` as its home and queues it there.
+/// Spawns `future` with `pool` as its home and queues it there (the
+/// runtime's default queue).
 pub(crate) fn spawn<F>(pool: &Arc<Pool>, future: F) -> JoinHandle<F::Output>
 where
     F: Future + Send + 'static,
@@ -109,11 +203,42 @@ where
         // Shut down: the future is dropped here, in the spawner's thread.
         return JoinHandle::closed();
     }
-    let meta = TaskMeta {
-        home: pool.clone(),
-        queued_at: AtomicU64::new(0),
-    };
+    let (runnable, handle) = create(TaskMeta::new(None, 0), future);
+    release(runnable, pool);
+    handle
+}
+
+/// Creates a task of workqueue `queue` (flush color `color`) without
+/// queueing it: the queue releases it ([`release`]) now or later.
+pub(crate) fn spawn_unreleased<F>(
+    queue: Arc<dyn QueueLink>,
+    color: u8,
+    future: F,
+) -> (Runnable, JoinHandle<F::Output>)
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    create(TaskMeta::new(Some(queue), color), future)
+}
+
+/// Gives a created task its home `pool` and queues it there. Its
+/// workqueue (if any) counts it active from now on.
+pub(crate) fn release(runnable: Runnable, pool: &Arc<Pool>) {
+    let meta = runnable.metadata();
+    if meta.home.set(pool.clone()).is_err() {
+        unreachable!("a task is released once");
+    }
+    meta.flags.fetch_or(RELEASED, Ordering::Relaxed);
     pool.registry.spawned();
+    schedule_spawned(pool, runnable);
+}
+
+fn create<F>(meta: TaskMeta, future: F) -> (Runnable, JoinHandle<F::Output>)
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
     // SAFETY: async-task's conditions for `spawn_unchecked`: the future is
     // `Send` (`F: Send`, and `&TaskMeta` is `Send` as `TaskMeta` is `Sync`);
     // the schedule function is a `fn` item (`Send + Sync + 'static`); the
@@ -126,8 +251,7 @@ where
             async_task::WithInfo(schedule),
         )
     };
-    schedule_spawned(pool, runnable);
-    JoinHandle::new(task.fallible())
+    (runnable, JoinHandle::new(task.fallible()))
 }
 
 /// The future inside every task: the user's future, with
@@ -162,12 +286,39 @@ impl<F: Future> Future for TaskCell<'_, F> {
         // `TaskCell` pins it; `meta` and `entry` are not pinned and are only
         // used through plain references.
         let this = unsafe { self.get_unchecked_mut() };
+        let meta = this.meta;
         // SAFETY: see above: `future` stays where it is until dropped.
         let future = unsafe { Pin::new_unchecked(&mut *this.future) };
-        match std::panic::catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+        let poll = || std::panic::catch_unwind(AssertUnwindSafe(|| future.poll(cx)));
+        let hog = meta.flags.load(Ordering::Relaxed) & CPU_HOG != 0;
+        let result = match &meta.queue {
+            // The default queue's task: nothing to account for.
+            None if !hog => poll(),
+            None => crate::pool::block_in_place(poll),
+            Some(q) => {
+                let first = meta.flags.fetch_or(POLLED, Ordering::Relaxed) & POLLED == 0;
+                let start = clock::now();
+                let (result, cm_wakeups) = current::with_running_queue(q.id(), || {
+                    if hog || q.is_cpu_intensive() {
+                        crate::pool::block_in_place(poll)
+                    } else {
+                        poll()
+                    }
+                });
+                q.polled(first, clock::delay_ns(start, clock::now()));
+                for _ in 0..cm_wakeups {
+                    q.cm_wakeup();
+                }
+                result
+            }
+        };
+        if let Some(long) = crate::pool::long_poll() {
+            this.ran_long(long);
+        }
+        match result {
             Ok(Poll::Pending) => {
                 if this.entry.is_none() {
-                    let registry = &this.meta.home.registry;
+                    let registry = &meta.home().registry;
                     this.entry = registry.register(cx.waker());
                     if this.entry.is_none() {
                         // The pool is shut down: this wake makes the
@@ -183,6 +334,53 @@ impl<F: Future> Future for TaskCell<'_, F> {
     }
 }
 
+impl<F> TaskCell<'_, F> {
+    /// The watchdog found this task's poll running longer than the CPU-hog
+    /// threshold. Using its CPU: its later polls leave concurrency
+    /// management, counted as CPU-intensive. Blocking its thread: nothing
+    /// changes for its later polls (the pool counts the wakeup the
+    /// watchdog made). Reported once per task either way.
+    #[cold]
+    fn ran_long(&self, long: crate::pool::LongPoll) {
+        let meta = self.meta;
+        let bit = match long {
+            crate::pool::LongPoll::OnCpu => CPU_HOG,
+            crate::pool::LongPoll::Blocked => REPORTED_BLOCKED,
+        };
+        let before = meta.flags.fetch_or(bit, Ordering::Relaxed);
+        if before & bit != 0 {
+            return;
+        }
+        if let (Some(q), crate::pool::LongPoll::OnCpu) = (&meta.queue, long) {
+            q.hogged();
+        }
+        let pool = meta.home();
+        let queue = meta.queue.as_ref().map_or_else(
+            || "the default queue".to_owned(),
+            |q| format!("workqueue {:?}", q.name()),
+        );
+        match long {
+            crate::pool::LongPoll::OnCpu => log::warn!(
+                "wq: a task of {queue} ran on pool {} ({} pod {}) longer than the CPU-hog \
+                 threshold without yielding; it is marked CPU-intensive: its polls no longer \
+                 hold up the pool's other work. Yield in long computations \
+                 (wq::task::yield_now), or run them with wq::block_in_place",
+                pool.id,
+                pool.scope,
+                pool.pod
+            ),
+            crate::pool::LongPoll::Blocked => log::warn!(
+                "wq: a task of {queue} blocked its worker of pool {} ({} pod {}) longer than the \
+                 CPU-hog threshold (a synchronous call inside a poll); the pool started or woke \
+                 another worker meanwhile. Wrap blocking calls in wq::block_in_place",
+                pool.id,
+                pool.scope,
+                pool.pod
+            ),
+        }
+    }
+}
+
 impl<F> Drop for TaskCell<'_, F> {
     fn drop(&mut self) {
         let future = &mut self.future;
@@ -194,6 +392,12 @@ impl<F> Drop for TaskCell<'_, F> {
             // must not unwind either.
             let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(panic)));
         }
-        self.meta.home.registry.dropped(self.entry.take());
+        let flags = self.meta.flags.load(Ordering::Relaxed);
+        if let Some(home) = self.meta.home.get() {
+            home.registry.dropped(self.entry.take());
+        }
+        if let Some(q) = &self.meta.queue {
+            q.finished(flags & RELEASED != 0, self.meta.color);
+        }
     }
 }

@@ -1,0 +1,392 @@
+//! Named workqueues: `Workqueue`, its builder, errors and stats.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Handle;
+use crate::Scope;
+use crate::metrics::{WorkqueueAttrs, WorkqueueStats};
+use crate::scheduler::queue::{DEFAULT_MAX_ACTIVE, MAX_ACTIVE, Queue, QueueConfig, Refused};
+use crate::task::JoinHandle;
+
+/// A named workqueue: a policy over the runtime's pools, as the kernel's
+/// `alloc_workqueue()` gives. Its items (tasks) run in the pools of its
+/// scope's pods, shared with every queue of the same attributes; it limits
+/// how many run at once (`max_active`), can run them one at a time in
+/// order (`ordered`), on high-priority pools (`highpri`), and be changed
+/// while it runs. `wq::spawn` uses the runtime's default queue (its default
+/// scope, no `max_active` limit).
+///
+/// An item is **active** from the moment it is handed to a pool until its
+/// future is gone (finished, panicked or cancelled) -- while it runs and
+/// while it waits for a wake. Items beyond `max_active` wait on the queue's
+/// inactive list and start in submission order as active ones finish.
+///
+/// ```
+/// use wq::{Scope, Workqueue};
+///
+/// #[wq::main]
+/// async fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     let q = Workqueue::builder("compress")
+///         .scope(Scope::Cache)
+///         .max_active(4)
+///         .build(&wq::Handle::current())?;
+///     let jobs: Vec<_> = (0..16u64).map(|i| q.spawn(async move { i * i })).collect();
+///     q.flush().await; // everything queued above has finished
+///     let mut sum = 0;
+///     for j in jobs {
+///         sum += j.await?;
+///     }
+///     assert_eq!(sum, (0..16u64).map(|i| i * i).sum::<u64>());
+///     assert_eq!(q.stats().completed, 16);
+///     Ok(())
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Workqueue {
+    queue: Arc<Queue>,
+}
+
+/// Builds a [`Workqueue`]: [`Workqueue::builder`].
+#[derive(Clone, Debug)]
+#[must_use = "a WorkqueueBuilder does nothing until .build() is called"]
+pub struct WorkqueueBuilder {
+    name: String,
+    scope: Option<Scope>,
+    strict: Option<bool>,
+    max_active: usize,
+    ordered: bool,
+    highpri: bool,
+    cpu_intensive: bool,
+}
+
+impl Workqueue {
+    /// A builder for a queue named `name` (it names the queue in stats,
+    /// metrics and reports).
+    pub fn builder(name: impl Into<String>) -> WorkqueueBuilder {
+        WorkqueueBuilder {
+            name: name.into(),
+            scope: None,
+            strict: None,
+            max_active: 0,
+            ordered: false,
+            highpri: false,
+            cpu_intensive: false,
+        }
+    }
+
+    /// Spawns `future` as an item of the queue. It starts at once if fewer
+    /// than `max_active` items are active, else when its turn comes.
+    ///
+    /// If the queue refuses it (it is being [drained](Workqueue::drain) and
+    /// the caller is not one of its tasks, or the runtime is shut down), the
+    /// future is dropped and the handle resolves to a cancelled
+    /// [`JoinError`](crate::JoinError); [`Workqueue::try_spawn`] says why.
+    pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.try_spawn(future)
+            .unwrap_or_else(|_| JoinHandle::closed())
+    }
+
+    /// As [`Workqueue::spawn`], but a refused item is an error that says
+    /// why.
+    pub fn try_spawn<F>(&self, future: F) -> Result<JoinHandle<F::Output>, SpawnError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.queue
+            .spawn(None, future)
+            .map_err(|refused| SpawnError {
+                queue: self.queue.name().to_owned(),
+                refused,
+            })
+    }
+
+    /// As [`Workqueue::spawn`], placed as if spawned on CPU `cpu` (an OS
+    /// index; the kernel's `queue_work_on()`): the item goes to the pool of
+    /// the queue's scope's pod that holds `cpu`. A CPU the topology does not
+    /// know falls back to round-robin over the pods.
+    pub fn spawn_on_cpu<F>(&self, cpu: usize, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.queue
+            .spawn(Some(cpu), future)
+            .unwrap_or_else(|_| JoinHandle::closed())
+    }
+
+    /// Waits until every item spawned on the queue before this call has
+    /// finished (items spawned meanwhile may still run). Flushes of one
+    /// queue run one at a time, in order.
+    pub async fn flush(&self) {
+        self.queue.flush().await;
+    }
+
+    /// Flushes until no item is left, refusing items from outside the queue
+    /// meanwhile (an item of the queue may still spawn more on it, as the
+    /// kernel's `drain_workqueue()` allows chained work).
+    pub async fn drain(&self) {
+        self.queue.drain().await;
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        self.queue.name()
+    }
+
+    /// The queue's attributes and counters now.
+    pub fn stats(&self) -> WorkqueueStats {
+        stats_of(&self.queue)
+    }
+
+    /// Items not yet handed to a pool (waiting ones, and later ones) go to
+    /// `scope`'s pods; items already handed over finish where they are.
+    pub fn set_scope(&self, scope: Scope) {
+        self.queue.set_scope(scope);
+    }
+
+    /// Items not yet handed to a pool go to strict (`true`) or non-strict
+    /// pools: see [`WorkqueueBuilder::strict`].
+    pub fn set_strict(&self, strict: bool) {
+        self.queue.set_strict(strict);
+    }
+
+    /// At most `n` items active from now on (0: the default, 1024; at most
+    /// 2048); waiting items start at once if the new limit allows. Items
+    /// already active above a lowered limit finish as they are.
+    ///
+    /// # Errors
+    /// On an ordered queue, and for `n` over 2048.
+    pub fn set_max_active(&self, n: usize) -> Result<(), WorkqueueError> {
+        if self.queue.is_ordered() {
+            return Err(WorkqueueError::new(format!(
+                "workqueue {:?} is ordered: it runs one item at a time, and its max_active cannot change",
+                self.name()
+            )));
+        }
+        let n = max_active(n)?;
+        self.queue.set_max_active(n);
+        Ok(())
+    }
+
+    /// The scope its next items go to.
+    pub fn scope(&self) -> Scope {
+        self.queue.scope()
+    }
+
+    /// Its `max_active` now.
+    pub fn max_active(&self) -> usize {
+        self.queue.max_active()
+    }
+}
+
+impl fmt::Debug for Workqueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Workqueue")
+            .field("name", &self.name())
+            .field("attrs", &attrs_of(&self.queue))
+            .finish()
+    }
+}
+
+/// Validates a `max_active`: 0 means the default.
+fn max_active(n: usize) -> Result<usize, WorkqueueError> {
+    match n {
+        0 => Ok(DEFAULT_MAX_ACTIVE),
+        n if n > MAX_ACTIVE => Err(WorkqueueError::new(format!(
+            "max_active {n} is over the limit of {MAX_ACTIVE} (the kernel's WQ_MAX_ACTIVE); \
+             pass 1..={MAX_ACTIVE}, or 0 for the default ({DEFAULT_MAX_ACTIVE})"
+        ))),
+        n => Ok(n),
+    }
+}
+
+impl WorkqueueBuilder {
+    /// The affinity scope its items run in: each item goes to the pool of
+    /// the pod holding the CPU it is spawned on. Default: the runtime's
+    /// default scope.
+    pub fn scope(mut self, scope: Scope) -> WorkqueueBuilder {
+        self.scope = Some(scope);
+        self
+    }
+
+    /// Strict: the queue's items run only on workers of their pod, and
+    /// those workers take no work from other pods. Non-strict (the kernel's
+    /// default, `affinity_strict = 0`): items start in their pod, but an
+    /// idle worker of a nearby pod may take one that waits (counted as
+    /// `repatriated` when the task is next queued back home). Default: the
+    /// runtime's [`affinity_strict`](crate::Builder::affinity_strict).
+    pub fn strict(mut self, strict: bool) -> WorkqueueBuilder {
+        self.strict = Some(strict);
+        self
+    }
+
+    /// At most `n` items active at once (0: the default, 1024, as the
+    /// kernel's `WQ_DFL_ACTIVE`; at most 2048, `WQ_MAX_ACTIVE`).
+    pub fn max_active(mut self, n: usize) -> WorkqueueBuilder {
+        self.max_active = n;
+        self
+    }
+
+    /// One item at a time, in submission order (the kernel's
+    /// `alloc_ordered_workqueue()`): `max_active` 1, and it cannot change.
+    pub fn ordered(mut self) -> WorkqueueBuilder {
+        self.ordered = true;
+        self
+    }
+
+    /// Items run on separate high-priority pools (the kernel's
+    /// `WQ_HIGHPRI`), whose workers run at `nice -20` where the process may
+    /// (else wq says so once on stderr, and they run at normal priority:
+    /// still on workers of their own, ahead of any backlog of other
+    /// queues).
+    pub fn highpri(mut self) -> WorkqueueBuilder {
+        self.highpri = true;
+        self
+    }
+
+    /// Items are CPU-intensive (the kernel's `WQ_CPU_INTENSIVE`): while one
+    /// is polled, its worker does not count against its pool's maximum, so
+    /// long computations do not hold up the pool's other work.
+    pub fn cpu_intensive(mut self) -> WorkqueueBuilder {
+        self.cpu_intensive = true;
+        self
+    }
+
+    /// Creates the queue on `handle`'s runtime.
+    ///
+    /// # Errors
+    /// An empty name, `max_active` over 2048, `ordered` with a
+    /// `max_active` other than 1, or a shut-down runtime.
+    pub fn build(self, handle: &Handle) -> Result<Workqueue, WorkqueueError> {
+        if self.name.trim().is_empty() {
+            return Err(WorkqueueError::new(
+                "a workqueue needs a name (it names the queue in stats, metrics and reports): pass a non-empty one to Workqueue::builder",
+            ));
+        }
+        let mut max = max_active(self.max_active)?;
+        if self.ordered {
+            if self.max_active > 1 {
+                return Err(WorkqueueError::new(format!(
+                    "workqueue {:?} is ordered, which runs one item at a time, but asks for max_active {}: drop one of .ordered() and .max_active()",
+                    self.name, self.max_active
+                )));
+            }
+            max = 1;
+        }
+        let scheduler = &handle.scheduler;
+        if scheduler.is_closed() {
+            return Err(WorkqueueError::new(format!(
+                "workqueue {:?} cannot be created: the runtime is shut down",
+                self.name
+            )));
+        }
+        let queue = scheduler.create_queue(QueueConfig {
+            name: self.name,
+            scope: self.scope.unwrap_or(scheduler.config.default_scope),
+            strict: self.strict.unwrap_or(scheduler.config.affinity_strict),
+            max_active: max,
+            ordered: self.ordered,
+            highpri: self.highpri,
+            cpu_intensive: self.cpu_intensive,
+        });
+        Ok(Workqueue { queue })
+    }
+}
+
+/// Why a [`Workqueue`] could not be created or changed.
+#[derive(Clone, Debug)]
+pub struct WorkqueueError {
+    message: String,
+}
+
+impl WorkqueueError {
+    fn new(message: impl Into<String>) -> WorkqueueError {
+        WorkqueueError {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for WorkqueueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for WorkqueueError {}
+
+/// Why [`Workqueue::try_spawn`] refused an item.
+#[derive(Clone, Debug)]
+pub struct SpawnError {
+    queue: String,
+    refused: Refused,
+}
+
+impl SpawnError {
+    /// The queue is being drained, and the caller is not one of its tasks.
+    pub fn is_draining(&self) -> bool {
+        self.refused == Refused::Draining
+    }
+
+    /// The runtime is shut down.
+    pub fn is_shut_down(&self) -> bool {
+        self.refused == Refused::Closed
+    }
+}
+
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.refused {
+            Refused::Draining => write!(
+                f,
+                "workqueue {:?} is being drained: it accepts items only from its own tasks until drain() returns",
+                self.queue
+            ),
+            Refused::Closed => write!(
+                f,
+                "workqueue {:?} accepts no items: its runtime is shut down",
+                self.queue
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SpawnError {}
+
+/// The attributes of queue `q` now.
+pub(crate) fn attrs_of(q: &Queue) -> WorkqueueAttrs {
+    WorkqueueAttrs {
+        scope: q.scope(),
+        strict: q.is_strict(),
+        max_active: q.max_active(),
+        ordered: q.is_ordered(),
+        highpri: q.is_highpri(),
+        cpu_intensive: q.is_cpu_intensive_queue(),
+    }
+}
+
+/// The stats of queue `q` now.
+pub(crate) fn stats_of(q: &Queue) -> WorkqueueStats {
+    let c = q.counts();
+    WorkqueueStats {
+        name: q.name().to_owned(),
+        attrs: attrs_of(q),
+        started: c.started,
+        completed: c.completed,
+        cpu_time: Duration::from_nanos(c.cpu_time_ns),
+        cpu_intensive: c.cpu_intensive,
+        cm_wakeups: c.cm_wakeups,
+        repatriated: c.repatriated,
+        in_flight: c.in_flight,
+        active: c.active,
+        inactive: c.inactive,
+    }
+}

@@ -1,0 +1,494 @@
+//! Named workqueues: the kernel's `workqueue_struct` and its `pwq`s, over
+//! the scheduler's shared pools.
+//!
+//! A queue is a policy object; it owns no threads. Its items run in the
+//! pools of its scope's pods, shared with every queue of the same pool
+//! attributes (strictness, priority), as the kernel shares `worker_pool`s.
+//! The runtime's default queue (`wq::spawn`) is not a `Queue`: its tasks
+//! carry no queue link and pay for none of this.
+//!
+//! # Active and inactive items (`max_active`)
+//! An item (a task) is **active** from the moment it is *released* to a
+//! pool until its future is gone (finished, panicked or cancelled): while
+//! it runs, and while it waits for a wake. At most `max_active` items are
+//! active; the others wait on the queue's **inactive list** (a FIFO of
+//! created, never-queued tasks with the CPU they were submitted on) and
+//! are released in order as active ones finish. An ordered queue is
+//! `max_active = 1` with the same FIFO: its items never overlap and start
+//! in submission order.
+//!
+//! `active` is one counter, taken by compare-and-swap below `max_active`
+//! ([`gate`]).
+//! - **Spawn**: if the inactive list is empty and a slot can be taken,
+//!   release the item now (the fast path: no lock). Else push it on the
+//!   inactive list, fence (`SeqCst`), and **pump**.
+//! - **Finish** (of a released item): give its slot back (`SeqCst`), fence,
+//!   and pump.
+//! - **Pump**: while the inactive list is not empty and a slot can be
+//!   taken, pop the oldest item and release it; a slot taken when the list
+//!   turned out empty is given back, and the list re-checked.
+//!
+//! No item is stranded on the inactive list while a slot is free: a
+//! spawner pushes, then tries for a slot; a finisher gives its slot back,
+//! then looks at the list. Of the two fences one comes first, so either
+//! the spawner's try sees the free slot or the finisher's look sees the
+//! item (the model `loom_an_item_is_never_stranded_on_the_inactive_list`
+//! checks it, and fails without the fences).
+//!
+//! # Flush colors (`flush`, `drain`)
+//! Every item is counted in flight, from its spawn to its finish, in the
+//! queue's current **color** (0 or 1) and in a stripe chosen by the
+//! spawning thread (the decrement goes to the same stripe, so a stripe
+//! never reads negative). A flush (flushes run one at a time) flips the
+//! color, then waits until the old color's stripes sum to zero: every item
+//! spawned before the flush began was counted in the old color (or, if it
+//! raced the flip, possibly the new one, and waiting for it is not
+//! needed). A finisher decrements (`SeqCst`), fences, and wakes the
+//! flusher if one waits on its color; the flusher sets its flag, fences,
+//! then sums: one of them sees the other. Since each flush waits for its
+//! color to empty before the next flips back to it, two colors suffice.
+//! `drain` flushes until nothing is in flight, refusing work from outside
+//! the queue meanwhile (a task of the queue may still queue more, as the
+//! kernel allows chained work).
+//!
+//! # Changing a queue while it runs
+//! `set_scope`, `set_strict` and `set_max_active` take effect for items
+//! not yet released (those on the inactive list, and those spawned later);
+//! released items finish in the pool they were given.
+
+mod gate;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU8, AtomicU64, Ordering, fence};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Poll, Waker};
+
+use crossbeam_deque::Injector;
+use crossbeam_utils::CachePadded;
+
+use super::{Scheduler, placement};
+use crate::Scope;
+use crate::loom::lock;
+use crate::pool::{PoolAttrs, current};
+use crate::task::{self, JoinHandle, QueueLink, Runnable};
+use gate::{Fifo, Gate};
+
+/// The kernel's `WQ_MAX_ACTIVE`.
+pub(crate) const MAX_ACTIVE: usize = 2048;
+/// The kernel's `WQ_DFL_ACTIVE`.
+pub(crate) const DEFAULT_MAX_ACTIVE: usize = 1024;
+
+const STRIPES: usize = 16;
+
+/// Counters striped by thread ordinal: a thread adds to its own stripe, so
+/// the hot path writes no line other threads write; readers sum.
+#[derive(Default)]
+struct Striped([CachePadded<AtomicU64>; STRIPES]);
+
+impl Striped {
+    fn add(&self, n: u64) {
+        self.0[current::thread_ordinal() % STRIPES].fetch_add(n, Ordering::Relaxed);
+    }
+    fn sum(&self) -> u64 {
+        self.0.iter().map(|s| s.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// A queue's settings.
+#[derive(Clone, Debug)]
+pub(crate) struct QueueConfig {
+    pub(crate) name: String,
+    pub(crate) scope: Scope,
+    pub(crate) strict: bool,
+    pub(crate) max_active: usize,
+    pub(crate) ordered: bool,
+    pub(crate) highpri: bool,
+    pub(crate) cpu_intensive: bool,
+}
+
+/// Why an item was not accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The queue is being drained and the spawner is not one of its tasks.
+    Draining,
+    /// The runtime is shut down.
+    Closed,
+}
+
+#[derive(Default)]
+struct Flush {
+    /// Flushes waiting for their turn, in order.
+    queue: std::collections::VecDeque<(u64, Waker)>,
+    next_ticket: u64,
+    serving: u64,
+    /// The running flush's waker, woken when its color empties.
+    waiter: Option<Waker>,
+}
+
+/// A named workqueue (see the module docs).
+pub(crate) struct Queue {
+    name: String,
+    scheduler: Weak<Scheduler>,
+    ordered: bool,
+    highpri: bool,
+    cpu_intensive: bool,
+    scope: AtomicU8,
+    strict: AtomicBool,
+    /// Released items not yet finished, and `max_active`.
+    gate: CachePadded<Gate>,
+    /// Created, never-queued items and the CPU each was submitted on.
+    inactive: Injector<(Runnable, Option<usize>)>,
+    /// The current flush color (0 or 1); flipped only by a flush.
+    color: AtomicU8,
+    /// Items in flight per color and stripe.
+    in_flight: [[CachePadded<AtomicIsize>; STRIPES]; 2],
+    /// A flush waits for this color to empty.
+    flushing: [AtomicBool; 2],
+    flush: Mutex<Flush>,
+    draining: AtomicBool,
+    closed: AtomicBool,
+    started: Striped,
+    completed: Striped,
+    cpu_time_ns: Striped,
+    hogs: AtomicU64,
+    cm_wakeups: AtomicU64,
+    repatriated: AtomicU64,
+}
+
+/// What `Queue::stats` reads.
+#[derive(Clone, Debug)]
+pub(crate) struct QueueCounts {
+    pub(crate) started: u64,
+    pub(crate) completed: u64,
+    pub(crate) cpu_time_ns: u64,
+    pub(crate) cpu_intensive: u64,
+    pub(crate) cm_wakeups: u64,
+    pub(crate) repatriated: u64,
+    pub(crate) in_flight: usize,
+    pub(crate) active: usize,
+    pub(crate) inactive: usize,
+}
+
+impl Queue {
+    pub(crate) fn new(config: QueueConfig, scheduler: Weak<Scheduler>) -> Queue {
+        Queue {
+            name: config.name,
+            scheduler,
+            ordered: config.ordered,
+            highpri: config.highpri,
+            cpu_intensive: config.cpu_intensive,
+            scope: AtomicU8::new(config.scope.index() as u8),
+            strict: AtomicBool::new(config.strict),
+            gate: CachePadded::new(Gate::new(config.max_active)),
+            inactive: Injector::new(),
+            color: AtomicU8::new(0),
+            in_flight: Default::default(),
+            flushing: Default::default(),
+            flush: Mutex::new(Flush::default()),
+            draining: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            started: Striped::default(),
+            completed: Striped::default(),
+            cpu_time_ns: Striped::default(),
+            hogs: AtomicU64::new(0),
+            cm_wakeups: AtomicU64::new(0),
+            repatriated: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+    pub(crate) fn scope(&self) -> Scope {
+        Scope::ALL[usize::from(self.scope.load(Ordering::Relaxed))]
+    }
+    pub(crate) fn is_strict(&self) -> bool {
+        self.strict.load(Ordering::Relaxed)
+    }
+    pub(crate) fn max_active(&self) -> usize {
+        self.gate.max()
+    }
+    pub(crate) fn is_ordered(&self) -> bool {
+        self.ordered
+    }
+    pub(crate) fn is_highpri(&self) -> bool {
+        self.highpri
+    }
+    pub(crate) fn is_cpu_intensive_queue(&self) -> bool {
+        self.cpu_intensive
+    }
+
+    /// Later items go to `scope`'s pods.
+    pub(crate) fn set_scope(&self, scope: Scope) {
+        self.scope.store(scope.index() as u8, Ordering::Relaxed);
+    }
+
+    /// Later items go to strict (or non-strict) pools.
+    pub(crate) fn set_strict(&self, strict: bool) {
+        self.strict.store(strict, Ordering::Relaxed);
+    }
+
+    /// At most `n` items active from now on; waiting ones start at once if
+    /// the new limit allows.
+    pub(crate) fn set_max_active(&self, n: usize) {
+        self.gate.set_max(n, &self.inactive, &mut self.releaser());
+    }
+
+    /// Spawns `future` as an item of this queue, placed by `cpu` (if
+    /// given) or by the calling thread's CPU.
+    pub(crate) fn spawn<F>(
+        self: &Arc<Self>,
+        cpu: Option<usize>,
+        future: F,
+    ) -> Result<JoinHandle<F::Output>, Refused>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Refused::Closed);
+        }
+        if self.draining.load(Ordering::Acquire) && current::running_queue() != self.link_id() {
+            return Err(Refused::Draining);
+        }
+        let color = self.color.load(Ordering::Acquire);
+        let stripe = current::thread_ordinal() % STRIPES;
+        // SeqCst: the flusher's sum is ordered after it (module docs).
+        self.in_flight[usize::from(color)][stripe].fetch_add(1, Ordering::SeqCst);
+        let tag = (color << 4) | stripe as u8;
+        let link: Arc<dyn QueueLink> = self.clone();
+        let (runnable, handle) = task::spawn_unreleased(link, tag, future);
+        // An item that waits is released later, maybe by another thread:
+        // it keeps the CPU it was submitted on for its placement.
+        let cpu = match cpu {
+            Some(cpu) => Some(cpu),
+            None if self.inactive.is_empty() && self.gate.active() < self.gate.max() => None,
+            None => self.submit_cpu(),
+        };
+        if let Some((runnable, cpu)) =
+            self.gate
+                .admit(&self.inactive, (runnable, cpu), &mut self.releaser())
+        {
+            self.release(runnable, cpu);
+        }
+        Ok(handle)
+    }
+
+    fn submit_cpu(&self) -> Option<usize> {
+        self.scheduler
+            .upgrade()
+            .and_then(|s| placement::current_cpu(&s.topology))
+    }
+
+    fn releaser(&self) -> impl FnMut((Runnable, Option<usize>)) + '_ {
+        move |(runnable, cpu)| self.release(runnable, cpu)
+    }
+
+    fn link_id(&self) -> *const () {
+        std::ptr::from_ref(self).cast()
+    }
+
+    /// Gives an item that holds an active slot its home pool and queues it.
+    fn release(&self, runnable: Runnable, cpu: Option<usize>) {
+        match self.scheduler.upgrade() {
+            Some(s) if !self.closed.load(Ordering::Acquire) => {
+                let attrs = PoolAttrs {
+                    strict: self.is_strict(),
+                    highpri: self.highpri,
+                };
+                let pool = s.place(attrs, self.scope(), cpu);
+                task::release(runnable, pool);
+            }
+            _ => {
+                // The runtime is shut down: the task is cancelled here; as
+                // far as `finished` knows it never held its slot.
+                self.gate.give_back();
+                drop(runnable);
+            }
+        }
+    }
+
+    /// Items in flight now (spawned, not finished), over both colors.
+    fn in_flight(&self) -> isize {
+        self.in_flight
+            .iter()
+            .flatten()
+            .map(|s| s.load(Ordering::SeqCst))
+            .sum()
+    }
+
+    fn color_in_flight(&self, color: usize) -> isize {
+        self.in_flight[color]
+            .iter()
+            .map(|s| s.load(Ordering::SeqCst))
+            .sum()
+    }
+
+    /// Waits until every item spawned before the call has finished.
+    pub(crate) async fn flush(&self) {
+        // Our turn: flushes run one at a time, in order.
+        let ticket = {
+            let mut f = lock(&self.flush);
+            let t = f.next_ticket;
+            f.next_ticket += 1;
+            t
+        };
+        std::future::poll_fn(|cx| {
+            let mut f = lock(&self.flush);
+            if f.serving == ticket {
+                return Poll::Ready(());
+            }
+            match f.queue.iter_mut().find(|(t, _)| *t == ticket) {
+                Some((_, w)) => w.clone_from(cx.waker()),
+                None => f.queue.push_back((ticket, cx.waker().clone())),
+            }
+            Poll::Pending
+        })
+        .await;
+        // Whatever happens from here (the flush future may be dropped), the
+        // next flush gets its turn.
+        struct Turn<'a>(&'a Queue);
+        impl Drop for Turn<'_> {
+            fn drop(&mut self) {
+                let next = {
+                    let mut f = lock(&self.0.flush);
+                    f.serving += 1;
+                    f.waiter = None;
+                    let serving = f.serving;
+                    f.queue
+                        .iter()
+                        .position(|(t, _)| *t == serving)
+                        .and_then(|i| f.queue.remove(i))
+                };
+                if let Some((_, w)) = next {
+                    w.wake();
+                }
+            }
+        }
+        let _turn = Turn(self);
+        let old = usize::from(self.color.load(Ordering::Acquire));
+        self.color.store((old as u8) ^ 1, Ordering::Release);
+        self.flushing[old].store(true, Ordering::SeqCst);
+        struct Unflag<'a>(&'a AtomicBool);
+        impl Drop for Unflag<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::SeqCst);
+            }
+        }
+        let _unflag = Unflag(&self.flushing[old]);
+        // The flusher's half: flagged before summing.
+        fence(Ordering::SeqCst);
+        std::future::poll_fn(|cx| {
+            if self.color_in_flight(old) <= 0 {
+                return Poll::Ready(());
+            }
+            lock(&self.flush).waiter = Some(cx.waker().clone());
+            // A finisher that decremented before the waker was stored saw
+            // the flag and found no waker: sum again.
+            if self.color_in_flight(old) <= 0 {
+                return Poll::Ready(());
+            }
+            Poll::Pending
+        })
+        .await;
+    }
+
+    /// Flushes until nothing is in flight, refusing outside work meanwhile.
+    pub(crate) async fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        struct Undrain<'a>(&'a AtomicBool);
+        impl Drop for Undrain<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::SeqCst);
+            }
+        }
+        let _undrain = Undrain(&self.draining);
+        loop {
+            self.flush().await;
+            if self.in_flight() <= 0 {
+                return;
+            }
+        }
+    }
+
+    /// The runtime shuts down: no more items, and the waiting ones are
+    /// dropped here (in the shutdown thread).
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        while let Some((runnable, _)) = self.inactive.pop() {
+            drop(runnable);
+        }
+    }
+
+    pub(crate) fn counts(&self) -> QueueCounts {
+        QueueCounts {
+            started: self.started.sum(),
+            completed: self.completed.sum(),
+            cpu_time_ns: self.cpu_time_ns.sum(),
+            cpu_intensive: self.hogs.load(Ordering::Relaxed),
+            cm_wakeups: self.cm_wakeups.load(Ordering::Relaxed),
+            repatriated: self.repatriated.load(Ordering::Relaxed),
+            in_flight: self.in_flight().max(0) as usize,
+            active: self.gate.active(),
+            inactive: self.inactive.len(),
+        }
+    }
+}
+
+impl QueueLink for Queue {
+    fn finished(&self, released: bool, tag: u8) {
+        let (color, stripe) = (usize::from(tag >> 4), usize::from(tag & 0xf));
+        if released {
+            self.completed.add(1);
+            self.gate.finished(&self.inactive, &mut self.releaser());
+        }
+        self.in_flight[color][stripe].fetch_sub(1, Ordering::SeqCst);
+        // Pairs with the flusher's fence (module docs).
+        fence(Ordering::SeqCst);
+        if self.flushing[color].load(Ordering::SeqCst) && self.color_in_flight(color) <= 0 {
+            let waiter = lock(&self.flush).waiter.take();
+            if let Some(w) = waiter {
+                w.wake();
+            }
+        }
+    }
+
+    fn polled(&self, first: bool, ns: u64) {
+        if first {
+            self.started.add(1);
+        }
+        self.cpu_time_ns.add(ns);
+    }
+
+    fn is_cpu_intensive(&self) -> bool {
+        self.cpu_intensive
+    }
+
+    fn hogged(&self) {
+        self.hogs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn cm_wakeup(&self) {
+        self.cm_wakeups.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn repatriated(&self) {
+        self.repatriated.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl fmt::Debug for Queue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("name", &self.name)
+            .field("scope", &self.scope())
+            .field("max_active", &self.max_active())
+            .field("ordered", &self.ordered)
+            .finish_non_exhaustive()
+    }
+}

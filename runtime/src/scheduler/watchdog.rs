@@ -1,0 +1,185 @@
+//! The CPU-hog watchdog: the kernel's CPU-intensive detection
+//! (`wq_cpu_intensive_thresh_us`, checked from the scheduler tick there).
+//!
+//! A worker stores, before every poll, when it started (`pool::Watch`,
+//! a plain store on a line only the watchdog reads), and 0 when it runs no
+//! task. The watchdog -- the runtime's rescuer thread, between maydays --
+//! looks at every worker every half threshold while any runs a task, less
+//! and less often (down to [`IDLE_TICK`]) while none does.
+//!
+//! # Protocol
+//! - **Sample.** A poll older than half the threshold is sampled: the
+//!   worker thread's CPU time (`clock_gettime` on its
+//!   `pthread_getcpuclockid`) and the wall time.
+//! - **Grant.** A poll older than the threshold (the same `poll_started`
+//!   as sampled) runs too long. If its thread used at least half the wall
+//!   time since the sample on its CPU, it is a **CPU hog** (the kernel's
+//!   `CPU_INTENSIVE`); else it is **blocking** its thread in a synchronous
+//!   call (the kernel would count the wakeup it causes as `CM_WAKEUP`).
+//!   Either way, under the pool lock its pool may have one worker beyond
+//!   its maximum and is kicked if work is queued (`Idle::grant_hog`, step
+//!   8 of `pool::idle`); the slot's `hog` mark is set to that poll's start
+//!   (and whether it was on its CPU), and the process's `HOG_MARKS` counts
+//!   it. The watchdog remembers the grant.
+//! - **Revoke.** When the slot's `poll_started` is no longer the granted
+//!   one (the hog poll ended), the allowance is revoked and the mark
+//!   uncounted. The watchdog alone grants and revokes: the hog's worker
+//!   takes no part, so no race with it can leak an allowance.
+//! - **The task.** At the end of its poll, a task that finds its worker's
+//!   mark equal to its poll's start (only looked at while `HOG_MARKS` is
+//!   not zero) learns it ran long: a CPU hog marks itself CPU-intensive
+//!   (its later polls leave concurrency management, as `block_in_place`
+//!   does) and counts `cpu_intensive` on its workqueue; a blocking task
+//!   counts a `cm_wakeup` there. Either is reported once per task through
+//!   the `log` facade.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::clock;
+use crate::pool::{HOG_MARKS, Pool};
+
+/// The longest the watchdog sleeps while no worker runs a task.
+pub(crate) const IDLE_TICK: Duration = Duration::from_millis(100);
+
+/// A long poll's first sighting.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    /// Its `poll_started`.
+    started: u64,
+    /// The raw clock and the thread's CPU time (ns) then.
+    wall: u64,
+    cpu_ns: Option<u64>,
+}
+
+/// The watchdog's own state (it lives on the rescuer thread).
+#[derive(Debug)]
+pub(crate) struct Watchdog {
+    threshold_ns: u64,
+    tick: Duration,
+    /// Polls older than half the threshold: (pool id, slot) -> sample.
+    samples: HashMap<(usize, usize), Sample>,
+    /// Granted hogs: (pool id, slot) -> the poll start granted for.
+    granted: HashMap<(usize, usize), (Arc<Pool>, u64)>,
+}
+
+/// The CPU time of the thread whose CPU-time clock is `clock`, in ns.
+fn thread_cpu_ns(clock: i32) -> Option<u64> {
+    if clock == 0 {
+        return None;
+    }
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid place for the result; a clock id of a thread
+    // that has exited makes the call fail (EINVAL), handled below.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    (rc == 0).then(|| ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
+}
+
+impl Watchdog {
+    /// A watchdog for `threshold`; `None` when it is zero (detection off).
+    pub(crate) fn new(threshold: Duration) -> Option<Watchdog> {
+        if threshold.is_zero() {
+            return None;
+        }
+        Some(Watchdog {
+            threshold_ns: threshold.as_nanos().min(u128::from(u64::MAX)) as u64,
+            tick: threshold / 2,
+            samples: HashMap::new(),
+            granted: HashMap::new(),
+        })
+    }
+
+    /// How long to sleep before the next [`Watchdog::scan`].
+    pub(crate) fn tick(&self) -> Duration {
+        self.tick
+    }
+
+    /// Looks at every worker of `pools` once (module docs).
+    pub(crate) fn scan(&mut self, pools: &[Arc<Pool>]) {
+        let now = clock::now();
+        // Revoke grants whose poll has ended.
+        self.granted.retain(|&(_, slot), (pool, started)| {
+            let still = pool.slots[slot].watch.poll_started.load(Ordering::Relaxed) == *started;
+            if !still {
+                pool.idle.revoke_hog();
+                pool.slots[slot].watch.hog.store(0, Ordering::Relaxed);
+                HOG_MARKS.fetch_sub(1, Ordering::Relaxed);
+            }
+            still
+        });
+        let mut running = false;
+        let mut seen = Vec::new();
+        for pool in pools {
+            if pool.is_closed() {
+                continue;
+            }
+            for (slot, s) in pool.used_slots().iter().enumerate() {
+                let started = s.watch.poll_started.load(Ordering::Relaxed);
+                if started == 0 {
+                    continue;
+                }
+                running = true;
+                let key = (pool.id, slot);
+                let age = clock::delay_ns(started, now);
+                if age < self.threshold_ns / 2 || self.granted.contains_key(&key) {
+                    continue;
+                }
+                seen.push(key);
+                let cpu_now = thread_cpu_ns(s.watch.cpu_clock.load(Ordering::Relaxed));
+                let sample = match self.samples.get(&key) {
+                    Some(sample) if sample.started == started => *sample,
+                    _ => {
+                        self.samples.insert(
+                            key,
+                            Sample {
+                                started,
+                                wall: now,
+                                cpu_ns: cpu_now,
+                            },
+                        );
+                        continue;
+                    }
+                };
+                if age < self.threshold_ns {
+                    continue;
+                }
+                // On its CPU for at least half the time since the sample;
+                // unknown CPU time counts as on its CPU.
+                let wall = clock::delay_ns(sample.wall, now).max(1);
+                let on_cpu = match (sample.cpu_ns, cpu_now) {
+                    (Some(a), Some(b)) => b.saturating_sub(a) * 2 >= wall,
+                    _ => true,
+                };
+                let Some(kick) = pool.idle.grant_hog(slot, on_cpu, || pool.has_work()) else {
+                    continue;
+                };
+                s.watch.hog_on_cpu.store(on_cpu, Ordering::Relaxed);
+                s.watch.hog.store(started, Ordering::Relaxed);
+                HOG_MARKS.fetch_add(1, Ordering::Relaxed);
+                self.granted.insert(key, (pool.clone(), started));
+                self.samples.remove(&key);
+                pool.handle_kick(kick);
+            }
+        }
+        self.samples.retain(|k, _| seen.contains(k));
+        let busy_tick = Duration::from_nanos(self.threshold_ns / 2).max(Duration::from_millis(1));
+        self.tick = if running || !self.granted.is_empty() {
+            busy_tick
+        } else {
+            (self.tick * 2).min(IDLE_TICK.max(busy_tick))
+        };
+    }
+
+    /// Revokes everything (the runtime shuts down).
+    pub(crate) fn clear(&mut self) {
+        for (_, (pool, _)) in self.granted.drain() {
+            pool.idle.revoke_hog();
+            HOG_MARKS.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}

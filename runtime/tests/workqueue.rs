@@ -1,0 +1,555 @@
+//! Named workqueues: every guarantee, through the public API. Each test
+//! runs under a watchdog: a stranded item or a flush that never returns is
+//! a failure, not a hung test.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use wq::{Runtime, Scope, Topology, Workqueue};
+
+fn within(secs: u64, f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = mpsc::channel();
+    let t = std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(()) => t.join().unwrap(),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(p) = t.join() {
+                std::panic::resume_unwind(p);
+            }
+        }
+        Err(_) => panic!("stalled for {secs} s: an item was stranded or a flush never returned"),
+    }
+}
+
+fn runtime(desc: &str) -> Runtime {
+    Runtime::builder()
+        .topology(Topology::synthetic(desc).unwrap())
+        .default_scope(Scope::System)
+        .build()
+        .unwrap()
+}
+
+/// Tracks how many items run at once, and the most seen.
+#[derive(Default)]
+struct Concurrency {
+    now: AtomicUsize,
+    high: AtomicUsize,
+}
+
+impl Concurrency {
+    fn enter(&self) {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.high.fetch_max(n, Ordering::SeqCst);
+    }
+    fn leave(&self) {
+        self.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn max_active_is_never_exceeded_under_load() {
+    within(120, || {
+        let rt = runtime("pack:1 core:4 pu:1");
+        let q = Workqueue::builder("limited")
+            .max_active(3)
+            .build(rt.handle())
+            .unwrap();
+        let c = Arc::new(Concurrency::default());
+        let handles = Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..500 {
+                        let c = c.clone();
+                        let h = q.spawn(async move {
+                            c.enter();
+                            // Active across waits too: yield a few times.
+                            for _ in 0..3 {
+                                wq::task::yield_now().await;
+                            }
+                            c.leave();
+                        });
+                        handles.lock().unwrap().push(h);
+                    }
+                });
+            }
+        });
+        rt.block_on(async {
+            for h in handles.into_inner().unwrap() {
+                h.await.unwrap();
+            }
+        });
+        let high = c.high.load(Ordering::SeqCst);
+        assert!(high <= 3, "{high} items active at once, max_active 3");
+        assert_eq!(high, 3, "items did overlap up to the limit");
+        let s = q.stats();
+        assert_eq!((s.started, s.completed), (2000, 2000), "{s:?}");
+        assert_eq!((s.in_flight, s.active, s.inactive), (0, 0, 0), "{s:?}");
+    });
+}
+
+#[test]
+fn ordered_items_never_overlap_and_keep_their_order() {
+    within(120, || {
+        let rt = runtime("pack:1 core:4 pu:1");
+        let q = Workqueue::builder("ordered")
+            .ordered()
+            .build(rt.handle())
+            .unwrap();
+        assert_eq!(q.max_active(), 1);
+        let c = Arc::new(Concurrency::default());
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let handles: Vec<_> = (0..300)
+            .map(|i| {
+                let (c, order) = (c.clone(), order.clone());
+                q.spawn(async move {
+                    c.enter();
+                    order.lock().unwrap().push(i);
+                    wq::task::yield_now().await;
+                    c.leave();
+                })
+            })
+            .collect();
+        rt.block_on(async {
+            for h in handles {
+                h.await.unwrap();
+            }
+        });
+        assert_eq!(c.high.load(Ordering::SeqCst), 1, "ordered items overlapped");
+        assert_eq!(*order.lock().unwrap(), (0..300).collect::<Vec<_>>());
+    });
+}
+
+#[test]
+fn flush_waits_for_exactly_what_came_before() {
+    within(60, || {
+        let rt = runtime("pack:1 core:2 pu:1");
+        let q = Workqueue::builder("flushed").build(rt.handle()).unwrap();
+        let (release_a, a_waits) = futures::channel::oneshot::channel::<()>();
+        let a_done = Arc::new(AtomicBool::new(false));
+        let d = a_done.clone();
+        let a = q.spawn(async move {
+            a_waits.await.unwrap();
+            d.store(true, Ordering::SeqCst);
+        });
+        rt.block_on(async {
+            let mut flush = std::pin::pin!(q.flush());
+            // Pending while A runs.
+            assert!(futures::poll!(flush.as_mut()).is_pending());
+            // B, spawned after the flush began, never finishes in this test.
+            let b = q.spawn(futures::future::pending::<()>());
+            assert!(futures::poll!(flush.as_mut()).is_pending());
+            release_a.send(()).unwrap();
+            flush.await;
+            assert!(
+                a_done.load(Ordering::SeqCst),
+                "flush returned before A finished"
+            );
+            assert_eq!(q.stats().in_flight, 1, "B is still in flight");
+            b.abort();
+            assert!(b.await.unwrap_err().is_cancelled());
+            a.await.unwrap();
+        });
+        // A flush with nothing in flight returns at once.
+        rt.block_on(q.flush());
+    });
+}
+
+#[test]
+fn drain_refuses_outside_work_and_accepts_chained_work() {
+    within(60, || {
+        let rt = runtime("pack:1 core:2 pu:1");
+        let q = Workqueue::builder("drained").build(rt.handle()).unwrap();
+        let (go_tx, go_rx) = futures::channel::oneshot::channel::<()>();
+        let chained = Arc::new(AtomicUsize::new(0));
+        let (q2, ch) = (q.clone(), chained.clone());
+        let first = q.spawn(async move {
+            go_rx.await.unwrap();
+            // Queued from one of the queue's own tasks while it drains.
+            let ch2 = ch.clone();
+            q2.try_spawn(async move {
+                ch2.fetch_add(1, Ordering::SeqCst);
+            })
+            .expect("chained work is accepted while draining")
+            .await
+            .unwrap();
+        });
+        rt.block_on(async {
+            let mut drain = std::pin::pin!(q.drain());
+            assert!(futures::poll!(drain.as_mut()).is_pending());
+            let err = q.try_spawn(async {}).unwrap_err();
+            assert!(err.is_draining(), "{err}");
+            assert!(err.to_string().contains("drained"), "{err}");
+            // spawn() hands back a cancelled handle instead.
+            assert!(q.spawn(async {}).await.unwrap_err().is_cancelled());
+            go_tx.send(()).unwrap();
+            drain.await;
+        });
+        assert_eq!(chained.load(Ordering::SeqCst), 1);
+        rt.block_on(first).unwrap();
+        // Drained: it accepts work again.
+        assert_eq!(rt.block_on(q.spawn(async { 5 })).unwrap(), 5);
+    });
+}
+
+/// Waits (up to 10 s) until `f` finds what it wants in the metrics.
+fn eventually<T>(rt: &Runtime, f: impl Fn(&wq::RuntimeMetrics) -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = rt.metrics();
+        if let Some(t) = f(&m) {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "never seen in the metrics: {m}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn set_scope_moves_later_items_to_the_new_pods() {
+    within(60, || {
+        // 2 packages x 2 cores: cache pods {0,1} and {2,3}.
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("pack:2 l3:1 core:2 pu:1").unwrap())
+            .build()
+            .unwrap();
+        let q = Workqueue::builder("mover")
+            .scope(Scope::Cache)
+            .build(rt.handle())
+            .unwrap();
+        // Submitted on CPU 3: cache pod 1, CPUs 2-3.
+        rt.block_on(q.spawn_on_cpu(3, async {})).unwrap();
+        let m = rt.metrics();
+        assert_eq!(m.pools.len(), 1);
+        assert_eq!(m.pools[0].cpus, vec![2, 3]);
+        q.set_scope(Scope::System);
+        assert_eq!(q.scope(), Scope::System);
+        rt.block_on(q.spawn_on_cpu(3, async {})).unwrap();
+        // Workers publish their counters when they idle: wait for it.
+        let system = eventually(&rt, |m| {
+            m.pools
+                .iter()
+                .find(|p| p.scope == Scope::System && p.items_started == 1)
+                .cloned()
+        });
+        assert_eq!(system.cpus, vec![0, 1, 2, 3]);
+        assert_eq!(q.stats().attrs.scope, Scope::System);
+    });
+}
+
+#[test]
+fn set_max_active_takes_effect_on_waiting_items() {
+    within(60, || {
+        let rt = runtime("pack:1 core:4 pu:1");
+        let q = Workqueue::builder("raised")
+            .max_active(1)
+            .build(rt.handle())
+            .unwrap();
+        let c = Arc::new(Concurrency::default());
+        let release = Arc::new(AtomicBool::new(false));
+        let handles: Vec<_> = (0..10)
+            .map(|_| {
+                let (c, release) = (c.clone(), release.clone());
+                q.spawn(async move {
+                    c.enter();
+                    while !release.load(Ordering::SeqCst) {
+                        wq::task::yield_now().await;
+                    }
+                    c.leave();
+                })
+            })
+            .collect();
+        let wait_for = |n: usize| {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while c.now.load(Ordering::SeqCst) != n {
+                assert!(
+                    Instant::now() < deadline,
+                    "{} active, want {n}",
+                    c.now.load(Ordering::SeqCst)
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        wait_for(1);
+        let s = q.stats();
+        assert_eq!((s.active, s.inactive), (1, 9), "{s:?}");
+        q.set_max_active(5).unwrap();
+        wait_for(5);
+        assert_eq!(q.stats().inactive, 5);
+        release.store(true, Ordering::SeqCst);
+        rt.block_on(async {
+            for h in handles {
+                h.await.unwrap();
+            }
+        });
+        assert_eq!(c.high.load(Ordering::SeqCst), 5);
+    });
+}
+
+#[test]
+fn a_cpu_hog_is_detected_while_short_tasks_keep_completing() {
+    within(60, || {
+        // One pool of one worker: without the watchdog, the short task
+        // would wait behind the hog.
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
+            .default_scope(Scope::System)
+            .max_workers_per_pool(1)
+            .cpu_hog_threshold(Duration::from_millis(10))
+            .build()
+            .unwrap();
+        let q = Workqueue::builder("hogs").build(rt.handle()).unwrap();
+        let short_ran = Arc::new(AtomicBool::new(false));
+        let s = short_ran.clone();
+        let hog = q.spawn(async move {
+            // At least 50 ms without yielding, until the short task has run
+            // (or 5 s: then it was held up, and the test fails).
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_millis(50)
+                || (!s.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(5))
+            {
+                std::hint::spin_loop();
+            }
+            s.load(Ordering::SeqCst)
+        });
+        // Let the hog start, then queue short work on the same pool.
+        std::thread::sleep(Duration::from_millis(5));
+        let shorts: Vec<_> = (0..20)
+            .map(|_| {
+                let s = short_ran.clone();
+                q.spawn(async move { s.store(true, Ordering::SeqCst) })
+            })
+            .collect();
+        assert!(
+            rt.block_on(hog).unwrap(),
+            "short tasks were held up behind the hog"
+        );
+        rt.block_on(async {
+            for h in shorts {
+                h.await.unwrap();
+            }
+        });
+        let pool = &rt.metrics().pools[0];
+        assert_eq!(pool.cpu_intensive, 1, "{pool:?}");
+        assert!(
+            pool.workers_created >= 2,
+            "a worker beyond the maximum: {pool:?}"
+        );
+        assert_eq!(q.stats().cpu_intensive, 1);
+    });
+}
+
+#[test]
+fn highpri_items_overtake_a_backlog_of_normal_ones() {
+    within(60, || {
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
+            .default_scope(Scope::System)
+            .max_workers_per_pool(1)
+            .cpu_hog_threshold(Duration::ZERO)
+            .build()
+            .unwrap();
+        let normal = Workqueue::builder("normal").build(rt.handle()).unwrap();
+        let high = Workqueue::builder("urgent")
+            .highpri()
+            .build(rt.handle())
+            .unwrap();
+        let done = Arc::new(AtomicUsize::new(0));
+        let backlog: Vec<_> = (0..100)
+            .map(|_| {
+                let done = done.clone();
+                normal.spawn(async move {
+                    let t = Instant::now();
+                    while t.elapsed() < Duration::from_millis(5) {
+                        std::hint::spin_loop();
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        let d = done.clone();
+        let overtaken = rt
+            .block_on(high.spawn(async move { d.load(Ordering::SeqCst) }))
+            .unwrap();
+        assert!(
+            overtaken < 100,
+            "the highpri item ran after the whole backlog ({overtaken} done)"
+        );
+        rt.block_on(async {
+            for h in backlog {
+                h.await.unwrap();
+            }
+        });
+        let m = rt.metrics();
+        assert_eq!(m.pools.len(), 2, "highpri items have pools of their own");
+    });
+}
+
+#[test]
+fn queues_with_the_same_attributes_share_pools() {
+    let rt = runtime("pack:1 core:2 pu:1");
+    let a = Workqueue::builder("a").build(rt.handle()).unwrap();
+    let b = Workqueue::builder("b")
+        .max_active(7)
+        .build(rt.handle())
+        .unwrap();
+    rt.block_on(a.spawn(async {})).unwrap();
+    rt.block_on(b.spawn(async {})).unwrap();
+    rt.block_on(rt.spawn(async {})).unwrap();
+    let m = rt.metrics();
+    assert_eq!(m.pools.len(), 1, "one pool for all three");
+    assert_eq!(m.queues.len(), 2);
+    let strict = Workqueue::builder("strict")
+        .strict(true)
+        .build(rt.handle())
+        .unwrap();
+    rt.block_on(strict.spawn(async {})).unwrap();
+    assert_eq!(
+        rt.metrics().pools.len(),
+        2,
+        "strictness is a pool attribute"
+    );
+}
+
+#[test]
+fn a_task_stolen_by_another_pod_is_counted_repatriated_when_it_comes_home() {
+    within(60, || {
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("pack:2 core:1 pu:1").unwrap())
+            .worker_spin(Duration::from_millis(50))
+            .cpu_hog_threshold(Duration::ZERO)
+            .build()
+            .unwrap();
+        let q = Workqueue::builder("roaming")
+            .scope(Scope::Cpu)
+            .strict(false)
+            .build(rt.handle())
+            .unwrap();
+        // Block the only worker of CPU 0's pool.
+        let (block_tx, block_rx) = mpsc::channel::<()>();
+        let (started_tx, started_rx) = mpsc::channel::<()>();
+        drop(q.spawn_on_cpu(0, async move {
+            started_tx.send(()).unwrap();
+            let _ = block_rx.recv_timeout(Duration::from_secs(10));
+        }));
+        started_rx.recv().unwrap();
+        // Queue a task at CPU 0 that yields once: CPU 1's worker steals it,
+        // and its yield sends it back home.
+        let roamer = q.spawn_on_cpu(0, async {
+            wq::task::yield_now().await;
+        });
+        rt.block_on(q.spawn_on_cpu(1, async {})).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while q.stats().repatriated == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "never repatriated: {:?}",
+                rt.metrics()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(block_tx);
+        rt.block_on(roamer).unwrap();
+        assert_eq!(
+            rt.metrics()
+                .pools
+                .iter()
+                .map(|p| p.repatriated)
+                .sum::<u64>(),
+            1
+        );
+        // Workers publish their counters when they idle: wait for it.
+        eventually(&rt, |m| {
+            (m.pools.iter().map(|p| p.remote_steals).sum::<u64>() >= 1).then_some(())
+        });
+    });
+}
+
+#[test]
+fn bad_settings_are_refused_with_what_to_do() {
+    let rt = runtime("pack:1 core:2 pu:1");
+    let h = rt.handle();
+    let err = Workqueue::builder("").build(h).unwrap_err().to_string();
+    assert!(err.contains("needs a name"), "{err}");
+    let err = Workqueue::builder("big")
+        .max_active(4096)
+        .build(h)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("4096") && err.contains("2048"), "{err}");
+    let err = Workqueue::builder("both")
+        .ordered()
+        .max_active(4)
+        .build(h)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ordered"), "{err}");
+    let q = Workqueue::builder("default").build(h).unwrap();
+    assert_eq!(q.max_active(), 1024, "0 means the kernel's default");
+    assert!(q.set_max_active(3000).is_err());
+    q.set_max_active(0).unwrap();
+    assert_eq!(q.max_active(), 1024);
+    let o = Workqueue::builder("o").ordered().build(h).unwrap();
+    assert!(
+        o.set_max_active(2)
+            .unwrap_err()
+            .to_string()
+            .contains("ordered")
+    );
+}
+
+#[test]
+fn a_shut_down_runtime_drops_waiting_items_and_refuses_new_ones() {
+    within(60, || {
+        let rt = runtime("pack:1 core:2 pu:1");
+        let q = Workqueue::builder("closing")
+            .max_active(1)
+            .build(rt.handle())
+            .unwrap();
+        let blocker = q.spawn(futures::future::pending::<()>());
+        let waiting: Vec<_> = (0..5).map(|i| q.spawn(async move { i })).collect();
+        assert_eq!(q.stats().inactive, 5);
+        drop(rt);
+        assert!(
+            futures::executor::block_on(blocker)
+                .unwrap_err()
+                .is_cancelled()
+        );
+        for h in waiting {
+            assert!(futures::executor::block_on(h).unwrap_err().is_cancelled());
+        }
+        let err = q.try_spawn(async {}).unwrap_err();
+        assert!(err.is_shut_down(), "{err}");
+        assert_eq!(q.stats().in_flight, 0);
+    });
+}
+
+#[test]
+fn a_poll_blocking_its_worker_gets_a_replacement_and_is_not_a_cpu_hog() {
+    within(60, || {
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
+            .default_scope(Scope::System)
+            .max_workers_per_pool(1)
+            .cpu_hog_threshold(Duration::from_millis(10))
+            .build()
+            .unwrap();
+        let (tx, rx) = mpsc::channel::<()>();
+        // A synchronous wait inside a poll, without block_in_place.
+        let blocked = rt.spawn(async move { rx.recv_timeout(Duration::from_secs(5)).is_ok() });
+        std::thread::sleep(Duration::from_millis(5));
+        let unblocker = rt.spawn(async move { tx.send(()).unwrap() });
+        assert!(
+            rt.block_on(blocked).unwrap(),
+            "the pool's other work waited behind the blocked worker"
+        );
+        rt.block_on(unblocker).unwrap();
+        let pool = &rt.metrics().pools[0];
+        assert_eq!(pool.cpu_intensive, 0, "blocking is not a CPU hog: {pool:?}");
+        assert!(pool.cm_wakeups >= 1, "{pool:?}");
+    });
+}
