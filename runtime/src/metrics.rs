@@ -200,7 +200,7 @@ impl fmt::Debug for PoolMetrics {
 pub struct WorkqueueAttrs {
     /// The scope its next items go to.
     pub scope: Scope,
-    /// Strict pools (see [`WorkqueueBuilder::strict`]).
+    /// Strict pools (see [`WorkqueueBuilder::strict`](crate::WorkqueueBuilder::strict)).
     pub strict: bool,
     /// Items active at once, at most.
     pub max_active: usize,
