@@ -15,6 +15,7 @@ and wait for each): every scope x {under_lock, deferred}, plus tokio
   --repeat R (default 5)  --warmup W  --topology \"<hwloc synthetic>\"  --scopes cpu,smt,...
   --modes under_lock,deferred  --tokio-workers T (default: online CPUs)  --spin-us US
   --plot-dir DIR (write SVG plots)  --json  --no-pin  --no-tokio
+  --named (a row per scope spawning through a named wq::Workqueue: what a queue costs)
   --busy-neighbours N (N busy-loop processes run beside the benchmark)
 ";
 

@@ -77,6 +77,7 @@ impl Sweep {
             spin: workqueue::spin_arg(a)?,
             pin: !a.flag("no-pin"),
             no_tokio: false,
+            named: false,
         };
         Ok(Sweep { producers, base })
     }

@@ -47,6 +47,8 @@ pub struct Config {
     pub pin: bool,
     /// Skip the tokio row.
     pub no_tokio: bool,
+    /// Add a row per scope through a named workqueue.
+    pub named: bool,
 }
 
 /// The valued options `workqueue` takes.
@@ -64,7 +66,7 @@ pub const OPTIONS: &[&str] = &[
     "busy-neighbours",
 ];
 /// Its flags.
-pub const FLAGS: &[&str] = &["json", "no-pin", "no-tokio"];
+pub const FLAGS: &[&str] = &["json", "no-pin", "no-tokio", "named"];
 
 /// `--spin-us US`: wq's worker spin, if given.
 pub fn spin_arg(a: &Args) -> Result<Option<Duration>, String> {
@@ -91,6 +93,7 @@ impl Config {
             spin: spin_arg(a)?,
             pin: !a.flag("no-pin"),
             no_tokio: a.flag("no-tokio"),
+            named: a.flag("named"),
         })
     }
 }
@@ -124,6 +127,9 @@ pub struct WqCounters {
     pub lock_contended: u64,
     /// Times a spinning worker found work before parking.
     pub spin_hits: u64,
+    /// Times a spinning worker stopped because another thread wanted its
+    /// CPU.
+    pub spin_backoffs: u64,
     /// Scheduling delay p50, ns.
     pub sched_p50: f64,
     /// Scheduling delay p99, ns.
@@ -147,6 +153,7 @@ impl WqCounters {
             c.lock_acquisitions += p.lock_acquisitions;
             c.lock_contended += p.lock_contended;
             c.spin_hits += p.spin_hits;
+            c.spin_backoffs += p.spin_backoffs;
             let _ = h.add(&p.sched_delay);
         }
         c.sched_p50 = h.value_at_quantile(0.5) as f64;
@@ -178,6 +185,9 @@ pub struct Run {
 pub enum Target {
     /// wq at a scope in a wake mode.
     Wq(Scope, WakeMode),
+    /// wq through a named workqueue (default `max_active`) at a scope,
+    /// deferred wake: what a queue's accounting costs over `Wq`.
+    WqNamed(Scope),
     /// tokio's multi-thread runtime.
     Tokio,
 }
@@ -223,6 +233,7 @@ impl Row {
     pub fn label(&self) -> String {
         match self.target {
             Target::Wq(s, m) => format!("wq {s} {m}"),
+            Target::WqNamed(s) => format!("wq {s} named queue"),
             Target::Tokio => "tokio".to_owned(),
         }
     }
@@ -326,6 +337,24 @@ fn run_target(cfg: &Config, target: Target) -> Result<Run, String> {
                 wq: Some(counters),
             })
         }
+        Target::WqNamed(scope) => {
+            let rt = build_wq(cfg.topology.as_deref(), scope, WakeMode::Deferred, cfg.spin)?;
+            let q = wq::Workqueue::builder("wq-bench")
+                .scope(scope)
+                .build(rt.handle())
+                .map_err(|e| e.to_string())?;
+            let (ips, e, r) = run_once(cfg, |c: Arc<Completion>| {
+                q.spawn(async move { c.complete() })
+            });
+            let counters = WqCounters::of(&rt);
+            drop(rt);
+            Ok(Run {
+                items_per_s: ips,
+                enqueue: Quantiles::of(&e),
+                round_trip: Quantiles::of(&r),
+                wq: Some(counters),
+            })
+        }
         Target::Tokio => {
             let rt = build_tokio(cfg.tokio_workers);
             let handle = rt.handle().clone();
@@ -350,6 +379,14 @@ pub fn run(cfg: &Config) -> Result<Vec<Row>, String> {
         for &mode in &cfg.modes {
             rows.push(Row {
                 target: Target::Wq(scope, mode),
+                runs: Vec::new(),
+            });
+        }
+    }
+    if cfg.named {
+        for &scope in &cfg.scopes {
+            rows.push(Row {
+                target: Target::WqNamed(scope),
                 runs: Vec::new(),
             });
         }
@@ -604,6 +641,26 @@ pub fn targets(cfg: &Config, rows: &[Row]) -> Vec<(String, Verdict)> {
             verdict,
         ));
     }
+    for &scope in &cfg.scopes {
+        let (Some(plain), Some(named)) = (
+            find(rows, Target::Wq(scope, WakeMode::Deferred)),
+            find(rows, Target::WqNamed(scope)),
+        ) else {
+            continue;
+        };
+        let tput = named.items_per_s() / plain.items_per_s();
+        let p95 = named.enqueue().p95 / plain.enqueue().p95;
+        out.push((
+            format!(
+                "{scope}: a named queue costs <= 10% over wq::spawn: items/s {tput:.2}x, p95 enqueue {p95:.2}x"
+            ),
+            if tput >= 0.9 && p95 <= 1.1 {
+                Verdict::Met
+            } else {
+                Verdict::Missed
+            },
+        ));
+    }
     if let (Some(w), Some(t)) = (
         find(rows, Target::Wq(Scope::System, WakeMode::Deferred)),
         find(rows, Target::Tokio),
@@ -638,6 +695,7 @@ pub fn json(cfg: &Config, rows: &[Row], command: &str) -> Value {
         .map(|r| {
             let (runtime, scope, mode) = match r.target {
                 Target::Wq(s, m) => ("wq", Some(s.name()), Some(m.name())),
+                Target::WqNamed(s) => ("wq named queue", Some(s.name()), Some("deferred")),
                 Target::Tokio => ("tokio", None, None),
             };
             json!({
@@ -653,7 +711,7 @@ pub fn json(cfg: &Config, rows: &[Row], command: &str) -> Value {
                 "wq_counters_runs": r.runs.iter().filter_map(|x| x.wq).map(|c| json!({
                     "pools": c.pools, "workers_created": c.workers_created, "kicks": c.kicks,
                     "coalesced_kicks": c.coalesced, "unparks": c.unparks, "parks": c.parks,
-                    "spin_hits": c.spin_hits, "lock_acquisitions": c.lock_acquisitions,
+                    "spin_hits": c.spin_hits, "spin_backoffs": c.spin_backoffs, "lock_acquisitions": c.lock_acquisitions,
                     "lock_contended": c.lock_contended, "sched_delay_p50_ns": c.sched_p50,
                     "sched_delay_p99_ns": c.sched_p99,
                 })).collect::<Vec<_>>(),

@@ -110,14 +110,17 @@ impl HintWord {
         Hint(prev)
     }
 
-    /// One more searcher, if fewer than half the workers (at least one)
+    /// One more searcher, if fewer than half the workers (at least two)
     /// search already: tokio's limit, so that a burst of idle workers does
-    /// not storm the queues. Returns whether the caller now searches.
+    /// not storm the queues, but never below two, so that in a small pool
+    /// a worker that finishes while another searches does not park (and
+    /// need a futex wakeup for the next item). Returns whether the caller
+    /// now searches.
     pub(crate) fn try_start_searching(&self) -> bool {
         self.0
             .fetch_update(Ordering::SeqCst, Ordering::Relaxed, |w| {
                 let h = Hint(w);
-                (2 * h.searching() < h.workers().max(1)).then(|| w + (1 << SEARCHING_SHIFT))
+                (2 * h.searching() < h.workers().max(4)).then(|| w + (1 << SEARCHING_SHIFT))
             })
             .is_ok()
     }
@@ -189,15 +192,24 @@ mod tests {
     }
 
     #[test]
-    fn a_pool_of_one_worker_lets_it_search() {
+    fn a_small_pool_lets_two_search_and_a_wide_one_half() {
         let h = HintWord::new();
-        assert!(h.try_start_searching(), "no worker yet: one may search");
-        h.stop_searching();
         h.apply(Change {
             workers: 1,
             ..Change::default()
         });
         assert!(h.try_start_searching());
+        assert!(h.try_start_searching(), "two may search, however small");
         assert!(!h.try_start_searching());
+        h.stop_searching();
+        h.stop_searching();
+        h.apply(Change {
+            workers: 15,
+            ..Change::default()
+        });
+        for i in 0..8 {
+            assert!(h.try_start_searching(), "searcher {i} of 16 workers");
+        }
+        assert!(!h.try_start_searching(), "8 of 16 search: the limit");
     }
 }

@@ -81,11 +81,13 @@
 //!    start, no kick tries another for `start_backoff`; a pool left with no
 //!    worker at all is handed to the rescuer ([`Kick::Mayday`]).
 //! 2. **Search** (a worker whose queues are empty). It becomes a searcher
-//!    ([`Idle::try_start_searching`]: at most half the workers search at
-//!    once), scans the queues again, and may spin a little
-//!    (`super::worker`). When it finds work it stops searching
-//!    ([`Idle::stop_searching`]); if it was the last searcher and more work
-//!    is queued, it kicks (step 1). When it finds none it stops searching;
+//!    ([`Idle::try_start_searching`]: at most half the workers, and at
+//!    least two, search at once), scans the queues again, and may spin a
+//!    little (`super::worker`). When it finds work it stops searching
+//!    ([`Idle::stop_searching`]); if it was the last searcher, it kicks
+//!    (step 1; tokio's rule: work came, more may follow, so a parked worker
+//!    is woken to search, and the wakeup is paid by a worker, not by the
+//!    next producer). When it finds none it stops searching;
 //!    if it was the last searcher it re-checks the queues (I4) and goes
 //!    back to work if they hold any.
 //! 3. **Enter idle** ([`Idle::enter_idle`]). Lock; move to the idle list

@@ -4,8 +4,9 @@
 //! # Loop (the steps are those of [`super::idle`])
 //! 1. **Work**: take a task ([`Core::find_work`]) and run it, repeat. A
 //!    searcher that finds one stops searching; if it was the last searcher
-//!    and more is queued, it kicks the pool (the kernel's chaining: the
-//!    search is handed on, so idle siblings join in).
+//!    it kicks the pool (the kernel's chaining: the search is handed on,
+//!    so a parked sibling is woken to look for the next item, and the
+//!    producer of that item finds a searcher and takes no lock).
 //! 2. **Search**: with nothing found, become a searcher (at most half the
 //!    workers search at once) and look again: a producer that skips its
 //!    kick because someone searches relies on this look, or on the last
@@ -17,10 +18,11 @@
 //!    worker burns CPU time that the kernel's fair scheduler charges to it,
 //!    and while it is off its CPU, counted as searching, no other worker is
 //!    kicked for new work. So the budget adapts ([`Spin`]): it doubles when
-//!    a spin finds work (or a park ended sooner than a spin would have),
-//!    halves when a spin finds none, and drops to zero for
-//!    [`SPIN_COOLDOWN`] when a yield shows that another thread wanted the
-//!    CPU (the yield returned after more than [`PREEMPTED`]): beside busy
+//!    a spin finds work, halves (down to a floor of [`MIN_SPIN`]) when a
+//!    spin finds none, and spinning stops for [`SPIN_COOLDOWN`] when
+//!    yields show that a thread that does not give the CPU back wants it
+//!    (two yields within [`WANTED_WINDOW`] returned after more than
+//!    [`PREEMPTED`]; one alone may be the hypervisor's steal): beside busy
 //!    neighbours, workers park at once, as tokio's do.
 //! 4. **Stop searching**; the last searcher re-checks the queues.
 //! 5. **Enter idle**, then **park** for `idle_timeout`; on every return,
@@ -72,12 +74,20 @@ pub(crate) const MAX_LIFO_POLLS: u32 = 3;
 const SAMPLES: usize = 64;
 /// Queue checks between two reads of the clock (and yields) while spinning.
 pub(crate) const SPIN_CHECKS: u32 = 64;
-/// The smallest spin budget a hit grows to.
-const MIN_SPIN: Duration = Duration::from_micros(1);
-/// A yield that takes this long means another thread ran on this CPU.
-pub(crate) const PREEMPTED: Duration = Duration::from_micros(50);
+/// The smallest spin budget: misses shrink the budget down to it, not to
+/// zero, so hits can grow it again.
+const MIN_SPIN: Duration = Duration::from_micros(2);
+/// A yield that takes this long means a thread that does not give the CPU
+/// back ran on it: a busy neighbour holding a scheduler slice (0.75-3 ms
+/// on current kernels), not one of the runtime's own short-lived threads
+/// (a producer woken on this CPU runs for microseconds).
+pub(crate) const PREEMPTED: Duration = Duration::from_micros(500);
 /// How long a worker does not spin after it found its CPU wanted.
-pub(crate) const SPIN_COOLDOWN: Duration = Duration::from_millis(100);
+pub(crate) const SPIN_COOLDOWN: Duration = Duration::from_millis(20);
+/// Two long yields this close together mean the CPU is wanted; one alone
+/// may be the hypervisor taking the virtual CPU (steal time), which no
+/// amount of parking helps.
+pub(crate) const WANTED_WINDOW: Duration = Duration::from_millis(50);
 
 /// What the schedule function needs of the worker running on this thread.
 pub(crate) struct Local {
@@ -195,14 +205,6 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
     }
 }
 
-/// A worker's spin budget (see the module docs).
-struct Spin {
-    max_ns: u64,
-    budget_ns: u64,
-    /// When (raw clock) a yield last showed the CPU wanted elsewhere.
-    wanted_at: Option<u64>,
-}
-
 impl Local {
     /// Whether the watchdog marked the poll this worker runs, and how.
     pub(crate) fn long_poll(&self) -> Option<LongPoll> {
@@ -228,46 +230,66 @@ fn thread_cpu_clock() -> i32 {
     if rc == 0 { clock } else { 0 }
 }
 
+/// A worker's spin budget (see the module docs).
+struct Spin {
+    max_ns: u64,
+    budget_ns: u64,
+    /// When (raw clock) a yield was last long.
+    long_yield_at: Option<u64>,
+    /// When (raw clock) spinning stopped because the CPU is wanted.
+    wanted_at: Option<u64>,
+}
+
 impl Spin {
     fn new(max: Duration) -> Spin {
         let max_ns = max.as_nanos().min(u128::from(u64::MAX)) as u64;
         Spin {
             max_ns,
             budget_ns: max_ns,
+            long_yield_at: None,
             wanted_at: None,
         }
     }
 
+    fn min_ns(&self) -> u64 {
+        (MIN_SPIN.as_nanos() as u64).min(self.max_ns)
+    }
+
+    /// A spin found work: spin longer next time.
     fn grow(&mut self) {
-        let min = MIN_SPIN.as_nanos() as u64;
-        self.budget_ns = (self.budget_ns.saturating_mul(2)).max(min).min(self.max_ns);
+        self.budget_ns = self
+            .budget_ns
+            .saturating_mul(2)
+            .clamp(self.min_ns(), self.max_ns);
     }
 
+    /// A spin found none: spin shorter next time (never below the floor,
+    /// so the budget can grow again).
     fn shrink(&mut self) {
-        self.budget_ns /= 2;
-        if self.budget_ns < MIN_SPIN.as_nanos() as u64 {
-            self.budget_ns = 0;
+        self.budget_ns = (self.budget_ns / 2).max(self.min_ns());
+    }
+
+    /// A yield was long: if the last one was too, recently, the CPU is
+    /// wanted by another thread: no spin for a while, then from the floor
+    /// up. Returns whether spinning stops.
+    fn long_yield(&mut self, now: u64) -> bool {
+        let recent = self
+            .long_yield_at
+            .is_some_and(|t| clock::delay_ns(t, now) < WANTED_WINDOW.as_nanos() as u64);
+        self.long_yield_at = Some(now);
+        if recent {
+            self.budget_ns = self.min_ns();
+            self.wanted_at = Some(now);
         }
+        recent
     }
 
-    /// The CPU is wanted by another thread: no spin for a while.
-    fn back_off(&mut self, now: u64) {
-        self.budget_ns = 0;
-        self.wanted_at = Some(now);
-    }
-
-    fn cooling(&self, now: u64) -> bool {
-        self.wanted_at
-            .is_some_and(|t| clock::delay_ns(t, now) < SPIN_COOLDOWN.as_nanos() as u64)
-    }
-
-    /// A park ended `idle_ns` after it began, by a kick: a spin that long
-    /// would have found the work without a futex wakeup.
-    fn parked_for(&mut self, idle_ns: u64, now: u64) {
-        if idle_ns < self.max_ns && !self.cooling(now) {
-            self.budget_ns = self.budget_ns.max(idle_ns.next_power_of_two());
-            self.grow();
-        }
+    /// Whether to spin now.
+    fn allowed(&self, now: u64) -> bool {
+        self.max_ns > 0
+            && !self
+                .wanted_at
+                .is_some_and(|t| clock::delay_ns(t, now) < SPIN_COOLDOWN.as_nanos() as u64)
     }
 }
 
@@ -352,7 +374,6 @@ impl Core {
                 }
             }
             // 5. Enter idle, park.
-            let idle_at = clock::now();
             match pool
                 .idle
                 .enter_idle(local.slot, Instant::now(), || pool.has_work())
@@ -376,8 +397,6 @@ impl Core {
                 wake.wake_all();
                 match next {
                     Next::Search => {
-                        let now = clock::now();
-                        self.spin.parked_for(clock::delay_ns(idle_at, now), now);
                         searching = true;
                         continue 'work;
                     }
@@ -393,7 +412,7 @@ impl Core {
     /// whether work showed up.
     fn spin_for_work(&mut self, pool: &Pool) -> bool {
         let start = clock::now();
-        if self.spin.budget_ns == 0 || self.spin.cooling(start) {
+        if !self.spin.allowed(start) {
             return false;
         }
         loop {
@@ -415,8 +434,9 @@ impl Core {
             // the CPU is shared with a busy thread: stop spinning.
             std::thread::yield_now();
             let back = clock::now();
-            if clock::delay_ns(now, back) >= PREEMPTED.as_nanos() as u64 {
-                self.spin.back_off(back);
+            if clock::delay_ns(now, back) >= PREEMPTED.as_nanos() as u64
+                && self.spin.long_yield(back)
+            {
                 self.spin_backoffs += 1;
                 return pool.has_work();
             }
