@@ -286,10 +286,8 @@ impl Spin {
 
     /// Whether to spin now.
     fn allowed(&self, now: u64) -> bool {
-        self.max_ns > 0
-            && !self
-                .wanted_at
-                .is_some_and(|t| clock::delay_ns(t, now) < SPIN_COOLDOWN.as_nanos() as u64)
+        let cooling = |t: u64| clock::delay_ns(t, now) < SPIN_COOLDOWN.as_nanos() as u64;
+        self.max_ns > 0 && self.wanted_at.is_none_or(|t| !cooling(t))
     }
 }
 
