@@ -29,19 +29,26 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod blocking;
 mod clock;
+mod driver;
+#[cfg(feature = "hyper")]
+pub mod hyper;
 mod loom;
 mod metrics;
+pub mod net;
 mod pool;
 mod runtime;
 mod scope;
+mod services;
 pub mod task;
+pub mod time;
 mod topology;
 mod wake;
 
 pub use metrics::{PoolMetrics, RuntimeMetrics};
 pub use runtime::{
-    BuildError, Builder, DEFAULT_SPIN, EnterGuard, Handle, Runtime, spawn, spawn_on,
+    BuildError, Builder, DEFAULT_SPIN, EnterGuard, Handle, Runtime, spawn, spawn_blocking, spawn_on,
 };
 pub use scope::{ParseScopeError, Scope};
 pub use task::{JoinError, JoinHandle};

@@ -57,6 +57,8 @@ pub(crate) struct Shared {
     round_robin: AtomicUsize,
     /// The mayday list of pools no worker could be started for.
     pub(crate) rescuer: Rescuer,
+    /// The I/O and timer driver and the blocking pool (`crate::services`).
+    pub(crate) services: crate::services::Services,
     /// Test hook: worker starts to refuse (as the OS would at its limit).
     #[cfg(test)]
     pub(crate) refuse_worker_starts: AtomicUsize,
@@ -94,6 +96,7 @@ impl Shared {
             closed: AtomicBool::new(false),
             round_robin: AtomicUsize::new(0),
             rescuer: Rescuer::default(),
+            services: crate::services::Services::default(),
             #[cfg(test)]
             refuse_worker_starts: AtomicUsize::new(0),
             me: me.clone(),
@@ -259,7 +262,7 @@ impl Shared {
             pool.registry.close_and_wake_all();
             pool.bury();
         }
-        all_exited
+        self.services.shutdown(timeout) && all_exited
     }
 
     fn wait_workers(&self, timeout: Option<Duration>) -> bool {

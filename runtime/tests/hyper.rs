@@ -1,0 +1,1 @@
+//! hyper on wq: see below.
