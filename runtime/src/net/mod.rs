@@ -59,6 +59,26 @@ pub use unix::{UnixListener, UnixStream};
 
 use crate::driver;
 
+/// Implements `AsRawFd` and `AsFd` for a socket type whose mio source is
+/// `self.$($src)*`.
+macro_rules! as_fd {
+    ($ty:ty, $($src:tt)*) => {
+        impl std::os::fd::AsRawFd for $ty {
+            fn as_raw_fd(&self) -> std::os::fd::RawFd {
+                std::os::fd::AsRawFd::as_raw_fd(self.$($src)*)
+            }
+        }
+
+        impl std::os::fd::AsFd for $ty {
+            fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+                std::os::fd::AsFd::as_fd(self.$($src)*)
+            }
+        }
+    };
+}
+
+use as_fd;
+
 /// The current runtime's driver, or a panic naming `what` outside one.
 fn current(what: &str) -> io::Result<driver::Handle> {
     crate::services::current_driver(what)

@@ -251,3 +251,8 @@ async_read!(TcpStream, read);
 async_write!(TcpStream, write);
 async_read!(OwnedReadHalf, read);
 async_write!(OwnedWriteHalf, write);
+
+super::as_fd!(TcpListener, io.source());
+super::as_fd!(TcpStream, source());
+super::as_fd!(OwnedReadHalf, read.io.source());
+super::as_fd!(OwnedWriteHalf, write.io.source());

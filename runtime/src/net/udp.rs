@@ -113,3 +113,5 @@ impl fmt::Debug for UdpSocket {
             .finish()
     }
 }
+
+super::as_fd!(UdpSocket, io.source());

@@ -178,3 +178,8 @@ async_read!(UnixStream, read);
 async_write!(UnixStream, write);
 async_read!(OwnedReadHalf, read);
 async_write!(OwnedWriteHalf, write);
+
+super::as_fd!(UnixListener, io.source());
+super::as_fd!(UnixStream, source());
+super::as_fd!(OwnedReadHalf, read.io.source());
+super::as_fd!(OwnedWriteHalf, write.io.source());
