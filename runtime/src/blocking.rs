@@ -197,13 +197,6 @@ impl BlockingPool {
         }
         true
     }
-
-    /// Threads now, and how many of them are idle (tests).
-    #[cfg(all(test, not(loom)))]
-    pub(crate) fn threads(&self) -> (usize, usize) {
-        let s = crate::lock_std(&self.state);
-        (s.threads, s.idle)
-    }
 }
 
 /// A blocking thread: steps 2 and 3 of the module docs.

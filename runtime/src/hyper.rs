@@ -6,7 +6,7 @@
 //!   (HTTP/2 streams, connection drivers) on a wq runtime, captured when it
 //!   is made, so it also works when handed to code on other threads.
 //! - [`WqTimer`]: `hyper::rt::Timer` on the runtime's timing wheel; `reset`
-//!   re-arms the same [`Sleep`](crate::time::Sleep) in place. Give it to
+//!   re-arms the same [`Sleep`] in place. Give it to
 //!   hyper always: its header-read timeout and HTTP/2 keep-alive need one.
 //! - [`WqIo`]: wraps any wq stream (`futures::io::AsyncRead + AsyncWrite`)
 //!   as `hyper::rt::Read + Write`.

@@ -191,7 +191,7 @@ impl ScheduledIo {
                 Err(actual) => cur = actual,
             }
         }
-        self.take_wakers(wake, |dir| touches(dir));
+        self.take_wakers(wake, touches);
     }
 
     /// The driver is gone: fail every wait, now and later.
@@ -455,7 +455,7 @@ mod tests {
     /// edge while the task reads, gets WouldBlock, and clears. The task must
     /// either consume the new data or be woken for it.
     fn model(check_tick: bool) {
-        loom::model(|| {
+        loom::model(move || {
             let io = Arc::new(ScheduledIo::new());
             let data = Arc::new(AtomicBool::new(false));
             let mut sink = Vec::new();

@@ -6,7 +6,7 @@
 //! through the task's home pool like any other (`driver`'s module docs).
 //! Streams implement `futures::io::AsyncRead` and `AsyncWrite`
 //! (`poll_close` shuts the write side down), so `futures`' combinators and
-//! [`crate::hyper::WqIo`] (feature `hyper`) work with them.
+//! `wq::hyper::WqIo` (feature `hyper`) work with them.
 //!
 //! Addresses are anything [`std::net::ToSocketAddrs`] takes (`"127.0.0.1:80"`,
 //! `("::1", 80)`, a `SocketAddr`); each resolved address is tried in turn
