@@ -7,7 +7,7 @@ use wq_bench::args::Args;
 use wq_bench::{locality, machine, memory, workqueue};
 
 const USAGE: &str = "\
-usage: wq-bench <workqueue|locality|memory> [options]
+usage: wq-bench <workqueue|locality|memory|shapes|timers|http|echo> [options]
 
 workqueue  the kernel's test_workqueue.c shape: every scope x {under_lock, deferred} + tokio
   --producers P (default: online CPUs)  --items N per producer (default 200000, the spec's)
@@ -24,6 +24,14 @@ memory     bytes per idle task, RSS of an idle runtime, worker threads while idl
 shapes     tokio's rt_multi_threaded shapes without criterion (for perf/callgrind)
   --shapes spawn_many,yield_many,ping_pong,chained_spawn,remote_spawn  --runtimes wq,tokio
   --iters N (default 50)  --workers W (default: online CPUs)
+timers     insert, cancel and fire of N timers, wq and tokio, ns per timer
+  --timers N (default 1000000)  --repeat R (default 5)
+http       hyper http1 hello world on wq and tokio, loaded by wrk (scripts/setup-bench)
+  --threads T (wrk -t, default 1)  --conns C (wrk -c, default 64)  --secs S (default 10)
+  --repeat R (default 3)  --workers W (default: online CPUs)
+echo       TCP echo ping-pong, the same std-thread client against wq and tokio
+  --conns C (default 8)  --size BYTES (default 64)  --secs S (default 5)  --repeat R (default 3)
+  --workers W (default: online CPUs)
 ";
 
 fn command_line() -> String {
@@ -51,6 +59,9 @@ fn main() -> ExitCode {
         "memory" => memory::main(&rest, &command_line()),
         "memory-probe" => memory::probe_main(&rest),
         "shapes" => run_shapes(&rest),
+        "timers" => wq_bench::services::timers_main(&rest, &command_line()),
+        "http" => wq_bench::services::http_main(&rest, &command_line()),
+        "echo" => wq_bench::services::echo_main(&rest, &command_line()),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(())

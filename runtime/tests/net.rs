@@ -175,10 +175,20 @@ fn a_listener_dropped_while_a_task_is_in_accept_releases_its_port() {
             wq::time::sleep(Duration::from_millis(20)).await;
             acceptor.abort();
             assert!(acceptor.await.unwrap_err().is_cancelled());
-            // The fd is closed: the port can be bound again and nobody
+            // The fd is closed (the aborted future is dropped by a worker
+            // soon after the abort): the port can be bound again and nobody
             // accepts on it any more.
-            let again = TcpListener::bind(addr).await.expect("port released");
-            drop(again);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match TcpListener::bind(addr).await {
+                    Ok(again) => break drop(again),
+                    Err(e) if Instant::now() < deadline => {
+                        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+                        wq::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err(e) => panic!("the aborted acceptor's listener was never closed: {e}"),
+                }
+            }
             let err = TcpStream::connect(addr).await.unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
 
