@@ -60,8 +60,9 @@ pub fn timers_main(argv: &[String], command: &str) -> Result<(), String> {
                     // sleep polled by a FuturesUnordered of a million
                     // returns Pending and re-wakes itself once the budget
                     // is spent, and the fire phase never ends (seen here).
-                    Box::pin(tokio::task::unconstrained(tokio::time::sleep_until(d.into())))
-                        as Pin<Box<dyn Future<Output = ()> + Send>>
+                    Box::pin(tokio::task::unconstrained(tokio::time::sleep_until(
+                        d.into(),
+                    ))) as Pin<Box<dyn Future<Output = ()> + Send>>
                 })))
                 .map_err(|e| e.to_string())?,
         );

@@ -232,6 +232,11 @@ impl<T: AsyncRead + Unpin> hyper::rt::Read for WqIo<T> {
         // initialised by `initialize_unfilled_to` and `n` of them filled by
         // the read.
         unsafe { buf.advance(n) };
+        if n == want {
+            this.read_size = (this.read_size * 2).min(READ_MAX);
+        } else if n < want / 4 {
+            this.read_size = (this.read_size / 2).max(READ_MIN);
+        }
         Poll::Ready(Ok(()))
     }
 }

@@ -94,6 +94,8 @@ pub(crate) fn lock_std<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<
 }
 
 /// The README's examples, compiled and run as doctests so they stay true.
-#[cfg(doctest)]
+/// Its hyper and axum examples need the `hyper` feature (on in
+/// `cargo test --workspace`, which the examples crate unifies in).
+#[cfg(all(doctest, feature = "hyper"))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
