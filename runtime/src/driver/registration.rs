@@ -42,17 +42,11 @@ impl<S: mio::event::Source> std::fmt::Debug for PollIo<S> {
     }
 }
 
-/// What a read or write returned, to tell a short transfer.
-pub(crate) trait Transferred {
-    /// `Some(true)` when the operation moved fewer bytes than it could
-    /// (the buffer is drained or full).
-    fn short(&self, asked: usize) -> bool;
-}
-
-impl Transferred for usize {
-    fn short(&self, asked: usize) -> bool {
-        *self > 0 && *self < asked
-    }
+/// Whether a transfer of `n` of `asked` bytes was short: the kernel buffer
+/// is drained (read) or full (write). Zero is EOF (or an empty buffer),
+/// not a short transfer.
+fn is_short(n: usize, asked: usize) -> bool {
+    n > 0 && n < asked
 }
 
 impl<S: mio::event::Source> PollIo<S> {
@@ -110,7 +104,7 @@ impl<S: mio::event::Source> PollIo<S> {
             let ev = ready!(self.scheduled().poll_ready(cx, dir, key))?;
             match f(self.source()) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.scheduled().clear(ev),
-                Ok(n) if n.short(asked) && !ev.is_closed() => {
+                Ok(n) if is_short(n, asked) && !ev.is_closed() => {
                     self.scheduled().clear(ev);
                     return Poll::Ready(Ok(n));
                 }
