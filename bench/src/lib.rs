@@ -9,7 +9,9 @@
 //! - `locality`: same-pod vs cross-pod remote wakes and a cache-affine
 //!   working set ([`locality`]);
 //! - `memory`: bytes per idle task, RSS of an idle runtime, worker threads
-//!   over an idle period ([`memory`]).
+//!   over an idle period ([`memory`]);
+//! - `timers`, `http`, `echo`: the services (timing wheel, hyper with
+//!   `wrk`, TCP echo) beside tokio ([`services`]).
 //!
 //! The criterion benches in `benches/` use [`shapes`] for the tokio
 //! `rt_multi_threaded` shapes. Results and how they were taken are in
@@ -22,6 +24,7 @@ pub mod machine;
 pub mod memory;
 pub mod neighbours;
 pub mod plot;
+pub mod services;
 pub mod shapes;
 pub mod stats;
 pub mod sweep;

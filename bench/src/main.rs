@@ -51,10 +51,27 @@ beside busy neighbours); wq and tokio alternate iteration by iteration
   runtimes' run-queue wait from schedstat)
 ";
 
+const TIMERS: &str = "\
+wq-bench timers: insert, cancel and fire of N timers, wq and tokio, ns per timer
+  --timers N (default 1000000)  --repeat R (default 5)
+";
+
+const HTTP: &str = "\
+wq-bench http: hyper http1 hello world on wq and tokio, loaded by wrk (scripts/setup-bench)
+  --threads T (wrk -t, default 1)  --conns C (wrk -c, default 64)  --secs S (default 10)
+  --repeat R (default 3)  --workers W (default: online CPUs)
+";
+
+const ECHO: &str = "\
+wq-bench echo: TCP echo ping-pong, the same std-thread client against wq and tokio
+  --conns C (default 8)  --size BYTES (default 64)  --secs S (default 5)  --repeat R (default 3)
+  --workers W (default: online CPUs)
+";
+
 fn usage() -> String {
     format!(
-        "usage: wq-bench <workqueue|sweep|locality|memory|shapes> [options]\n\
-         (`wq-bench <subcommand> --help` shows one)\n\n{WORKQUEUE}\n{SWEEP}\n{LOCALITY}\n{MEMORY}\n{SHAPES}"
+        "usage: wq-bench <workqueue|sweep|locality|memory|shapes|timers|http|echo> [options]\n\
+         (`wq-bench <subcommand> --help` shows one)\n\n{WORKQUEUE}\n{SWEEP}\n{LOCALITY}\n{MEMORY}\n{SHAPES}\n{TIMERS}\n{HTTP}\n{ECHO}"
     )
 }
 
@@ -84,6 +101,9 @@ fn main() -> ExitCode {
         "locality" => Some(LOCALITY),
         "memory" => Some(MEMORY),
         "shapes" => Some(SHAPES),
+        "timers" => Some(TIMERS),
+        "http" => Some(HTTP),
+        "echo" => Some(ECHO),
         _ => None,
     };
     if let (true, Some(u)) = (help, sub_usage) {
@@ -98,6 +118,9 @@ fn main() -> ExitCode {
         "memory-probe" => memory::probe_main(&rest),
         "busy-loop" => wq_bench::neighbours::busy_loop(),
         "shapes" => run_shapes(&rest),
+        "timers" => wq_bench::services::timers_main(&rest, &command_line()),
+        "http" => wq_bench::services::http_main(&rest, &command_line()),
+        "echo" => wq_bench::services::echo_main(&rest, &command_line()),
         "-h" | "--help" | "help" => {
             print!("{}", usage());
             Ok(())

@@ -33,13 +33,18 @@
 // Layers, each importing only from those above it in this list (the
 // task <-> pool link async-task imposes aside); `tests/layers.rs` checks it.
 mod clock;
+mod driver;
+#[cfg(feature = "hyper")]
+pub mod hyper;
 mod loom;
 mod metrics;
+pub mod net;
 mod pool;
 mod runtime;
 mod scheduler;
 mod scope;
 pub mod task;
+pub mod time;
 mod topology;
 mod wake;
 
@@ -47,7 +52,7 @@ pub use metrics::{PoolMetrics, RuntimeMetrics, WorkqueueAttrs, WorkqueueStats};
 pub use runtime::workqueue::{SpawnError, Workqueue, WorkqueueBuilder, WorkqueueError};
 pub use runtime::{
     BuildError, Builder, DEFAULT_CPU_HOG_THRESHOLD, DEFAULT_WORKER_SPIN, EnterGuard, Handle,
-    Runtime, spawn, spawn_on,
+    Runtime, spawn, spawn_blocking, spawn_on,
 };
 pub use scope::{ParseScopeError, Scope};
 pub use task::{JoinError, JoinHandle, block_in_place};
@@ -85,6 +90,8 @@ pub use wq_macros::main;
 pub use wq_macros::test;
 
 /// The README's examples, compiled and run as doctests so they stay true.
-#[cfg(doctest)]
+/// Its hyper and axum examples need the `hyper` feature (on in
+/// `cargo test --workspace`, which the examples crate unifies in).
+#[cfg(all(doctest, feature = "hyper"))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;

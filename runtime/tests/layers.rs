@@ -19,10 +19,14 @@ const LAYERS: &[(&str, u32)] = &[
     ("wake", 1),
     ("metrics", 1),
     ("topology", 1),
+    ("driver", 1),
     ("pool", 2),
     ("task", 2),
     ("scheduler", 3),
-    ("runtime", 4),
+    ("net", 4),
+    ("time", 4),
+    ("runtime", 5),
+    ("hyper", 6),
 ];
 
 /// Imports allowed although they do not go down a layer.

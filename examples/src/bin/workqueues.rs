@@ -75,14 +75,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
     let d = done.clone();
-    let seen = urgent.spawn(async move { d.load(Ordering::SeqCst) }).await?;
+    let seen = urgent
+        .spawn(async move { d.load(Ordering::SeqCst) })
+        .await?;
     println!("highpri: ran with {seen} of 64 backlog items done");
     for h in backlog {
         h.await?;
     }
 
     // CPU-intensive items do not hold up the pool's other work.
-    let crunch = Workqueue::builder("crunch").cpu_intensive().build(&handle)?;
+    let crunch = Workqueue::builder("crunch")
+        .cpu_intensive()
+        .build(&handle)?;
     let heavy = crunch.spawn(async { busy(30) });
     let light = wq::spawn(async { "light work done" }).await?;
     heavy.await?;

@@ -63,6 +63,8 @@ impl Builder {
                 affinity_strict: false,
                 thread_stack_size: None,
                 cpu_hog_threshold: DEFAULT_CPU_HOG_THRESHOLD,
+                max_blocking_threads: crate::scheduler::blocking::DEFAULT_MAX_THREADS,
+                blocking_keep_alive: crate::scheduler::blocking::DEFAULT_KEEP_ALIVE,
             },
         }
     }
@@ -155,9 +157,32 @@ impl Builder {
         self
     }
 
+    /// The most threads of the blocking pool ([`crate::spawn_blocking`]).
+    /// Default 512. Jobs beyond it wait, first in first out.
+    ///
+    /// ```
+    /// let rt = wq::Runtime::builder().max_blocking_threads(2).build().unwrap();
+    /// let jobs: Vec<_> = (0..4).map(|i| rt.spawn_blocking(move || i)).collect();
+    /// let sum: i32 = jobs.into_iter().map(|j| rt.block_on(j).unwrap()).sum();
+    /// assert_eq!(sum, 6);
+    /// ```
+    pub fn max_blocking_threads(mut self, n: usize) -> Builder {
+        self.config.max_blocking_threads = n;
+        self
+    }
+
+    /// How long a blocking-pool thread waits idle for a job before it
+    /// exits. Default 10 s.
+    pub fn blocking_keep_alive(mut self, keep_alive: Duration) -> Builder {
+        self.config.blocking_keep_alive = keep_alive;
+        self
+    }
+
     /// Builds the runtime. One thread starts now, the rescuer (it runs a
     /// pool's work if the OS refuses to start its workers, see
-    /// `docs/architecture.md`); worker threads start when work arrives.
+    /// `docs/architecture.md`); worker threads start when work arrives, the
+    /// I/O driver thread (`<thread_name>-io`) on the first use of a socket
+    /// or timer, and blocking-pool threads on the first `spawn_blocking`.
     pub fn build(self) -> Result<Runtime, BuildError> {
         let c = &self.config;
         if c.max_workers_per_pool == Some(0) {
@@ -182,6 +207,16 @@ impl Builder {
         if c.thread_stack_size == Some(0) {
             return Err(BuildError::new(
                 "thread_stack_size is zero: give the stack size in bytes (e.g. 4 << 20), or leave it unset for the default",
+            ));
+        }
+        if c.max_blocking_threads == 0 {
+            return Err(BuildError::new(
+                "max_blocking_threads is 0: spawn_blocking jobs would never run; pass 1 or more (the default is 512)",
+            ));
+        }
+        if c.blocking_keep_alive.is_zero() {
+            return Err(BuildError::new(
+                "blocking_keep_alive is zero: blocking threads would exit between jobs; give at least 1 ms (the default is 10 s)",
             ));
         }
         if c.idle_timeout.is_zero() {

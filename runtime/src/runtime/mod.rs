@@ -13,7 +13,8 @@ pub use builder::{BuildError, Builder, DEFAULT_CPU_HOG_THRESHOLD, DEFAULT_WORKER
 
 use crate::metrics::RuntimeMetrics;
 use crate::pool::current;
-use crate::scheduler::{Config, Scheduler, context};
+use crate::scheduler::context::{self, outside};
+use crate::scheduler::{Config, Scheduler};
 use crate::task::{self, JoinHandle};
 use crate::{Scope, Topology};
 
@@ -108,6 +109,22 @@ impl Runtime {
         self.handle.spawn_on(scope, future)
     }
 
+    /// Runs the blocking closure `f` on the runtime's blocking pool. See
+    /// [`crate::spawn_blocking`].
+    ///
+    /// ```
+    /// let rt = wq::Runtime::new().unwrap();
+    /// let h = rt.spawn_blocking(|| 6 * 7);
+    /// assert_eq!(rt.block_on(h).unwrap(), 42);
+    /// ```
+    pub fn spawn_blocking<F, T>(&self, f: F) -> JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        self.handle.spawn_blocking(f)
+    }
+
     /// A handle to this runtime.
     pub fn handle(&self) -> &Handle {
         &self.handle
@@ -133,9 +150,10 @@ impl Runtime {
     }
 
     /// Shuts down, waiting at most `timeout` for the worker threads to exit
-    /// (a task stuck in a blocking call keeps its worker). Returns whether
-    /// every worker exited in time; those that did not are left to finish
-    /// on their own.
+    /// (a task stuck in a blocking call keeps its worker), then at most
+    /// `timeout` again for running [`spawn_blocking`](crate::spawn_blocking)
+    /// jobs. Returns whether every thread exited in time; those that did
+    /// not are left to finish on their own.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> bool {
         self.shut_down = true;
         self.handle.scheduler.shutdown(Some(timeout))
@@ -225,6 +243,17 @@ impl Handle {
         F::Output: Send + 'static,
     {
         spawn_at(&self.scheduler, scope, Some(cpu), future)
+    }
+
+    /// See [`crate::spawn_blocking`]. On a shut-down runtime `f` is
+    /// dropped and the handle resolves to a cancelled
+    /// [`JoinError`](crate::JoinError).
+    pub fn spawn_blocking<F, T>(&self, f: F) -> JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        spawn_blocking_on(&self.scheduler, f)
     }
 
     /// See [`Runtime::block_on`].
@@ -331,8 +360,44 @@ where
     )
 }
 
-fn outside(what: &str) -> ! {
-    panic!(
-        "{what} called outside a wq runtime: call it from a task, inside Runtime::block_on or #[wq::main], after Runtime::enter(), or use a wq::Handle"
-    )
+/// Runs the blocking closure `f` on the current runtime's blocking pool,
+/// so it never holds a worker: file I/O, DNS lookups, a C library's
+/// blocking call, CPU-heavy work that would stall a pool.
+///
+/// The pool grows on demand up to [`Builder::max_blocking_threads`]
+/// (default 512; beyond, jobs queue FIFO) and culls threads idle for
+/// [`Builder::blocking_keep_alive`] (default 10 s). A panic in `f` gives a
+/// [`JoinError`](crate::JoinError) with `is_panic()`. At shutdown, jobs not
+/// started are dropped (their handles give a cancelled `JoinError`) and
+/// running ones are waited for up to the shutdown's timeout. Inside `f` the
+/// runtime is current: [`crate::spawn`] works there.
+///
+/// # Panics
+/// Outside a runtime; use [`Handle::spawn_blocking`] there.
+///
+/// ```
+/// #[wq::main]
+/// async fn main() {
+///     let len = wq::spawn_blocking(|| std::fs::read_to_string("/proc/self/status").map(|s| s.len()));
+///     assert!(len.await.unwrap().unwrap() > 0);
+/// }
+/// ```
+pub fn spawn_blocking<F, T>(f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    context::with_current(|s| match s {
+        Some(s) => spawn_blocking_on(s, f),
+        None => outside("wq::spawn_blocking"),
+    })
+}
+
+/// Runs `f` on `scheduler`'s blocking pool.
+fn spawn_blocking_on<F, T>(scheduler: &Arc<Scheduler>, f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    crate::scheduler::blocking::BlockingPool::spawn(scheduler, f)
 }

@@ -48,3 +48,11 @@ pub(crate) fn with_current<R>(f: impl FnOnce(Option<&Arc<Scheduler>>) -> R) -> R
         Err(_) => (f.take().expect("not called"))(None),
     }
 }
+
+/// Panics for `what` (a call that needs a runtime) made outside one, with
+/// what to do instead.
+pub(crate) fn outside(what: &str) -> ! {
+    panic!(
+        "{what} called outside a wq runtime: call it from a task, inside Runtime::block_on or #[wq::main], after Runtime::enter(), or use a wq::Handle"
+    )
+}

@@ -33,10 +33,12 @@
 //!    worker has run it, and nobody else would wake it. The pools are
 //!    buried: a push from now on drops what it queued (`pool::closing`).
 
+pub(crate) mod blocking;
 pub(crate) mod context;
 pub(crate) mod placement;
 pub(crate) mod queue;
 pub(crate) mod rescuer;
+pub(crate) mod services;
 mod threads;
 pub(crate) mod watchdog;
 
@@ -70,6 +72,8 @@ pub(crate) struct Config {
     pub(crate) thread_stack_size: Option<usize>,
     /// A poll running longer than this is a CPU hog; zero: no watchdog.
     pub(crate) cpu_hog_threshold: Duration,
+    pub(crate) max_blocking_threads: usize,
+    pub(crate) blocking_keep_alive: Duration,
 }
 
 /// One table of pools per scope and pod.
@@ -91,6 +95,8 @@ pub(crate) struct Scheduler {
     round_robin: AtomicUsize,
     /// The mayday list of pools no worker could be started for.
     pub(crate) rescuer: Rescuer,
+    /// The I/O and timer driver and the blocking pool (`crate::services`).
+    pub(crate) services: services::Services,
     /// Test hook: worker starts to refuse (as the OS would at its limit).
     #[cfg(test)]
     pub(crate) refuse_worker_starts: AtomicUsize,
@@ -118,6 +124,7 @@ impl Scheduler {
             closed: AtomicBool::new(false),
             round_robin: AtomicUsize::new(0),
             rescuer: Rescuer::default(),
+            services: services::Services::default(),
             #[cfg(test)]
             refuse_worker_starts: AtomicUsize::new(0),
             me: me.clone(),
@@ -264,7 +271,7 @@ impl Scheduler {
             pool.registry.close_and_wake_all();
             pool.bury();
         }
-        all_exited
+        self.services.shutdown(timeout) && all_exited
     }
 }
 

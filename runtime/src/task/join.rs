@@ -52,6 +52,27 @@ impl<T> JoinHandle<T> {
         }
     }
 
+    /// Makes `f` a task that runs once, outside the pools (the blocking
+    /// pool): its runnable goes to `schedule`, which the caller's
+    /// `Runnable::schedule` calls first. A panic in `f` is caught and the
+    /// handle gives it as [`JoinError::is_panic`]; dropping the runnable
+    /// unrun cancels the task. It has no home pool: it never enters one.
+    pub(crate) fn blocking<F>(
+        f: F,
+        schedule: impl Fn(super::Runnable) + Send + Sync + 'static,
+    ) -> (super::Runnable, JoinHandle<T>)
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let meta = TaskMeta::new(None, 0);
+        let future = async move { std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) };
+        let (runnable, task) = async_task::Builder::new()
+            .metadata(meta)
+            .spawn(move |_| future, schedule);
+        (runnable, JoinHandle::new(task.fallible()))
+    }
+
     /// Cancels the task. If it has not finished, its future is dropped
     /// (at once if it is idle, or after its current poll) and awaiting this
     /// handle gives a cancelled [`JoinError`]. A finished task keeps its

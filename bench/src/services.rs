@@ -1,0 +1,568 @@
+//! Services beside tokio: timers, HTTP (hyper + `wrk`), TCP echo ping-pong.
+//!
+//! - `timers`: N timers (default 1,000,000) on one task, per operation:
+//!   **insert** (create a sleep and poll it once, which arms it), **cancel**
+//!   (drop armed sleeps), **fire** (N sleeps due at one instant `D`, polled
+//!   through one `FuturesUnordered`: from `D` until all N completed, over
+//!   N). Same code for both runtimes; only the sleep type differs (tokio's
+//!   wrapped in `tokio::task::unconstrained`, see `timers_main`).
+//! - `http`: the same hyper 1.x HTTP/1.1 hello-world server on each runtime
+//!   (hyper's own `http1` builder, a timer given on both sides), loaded by
+//!   `wrk --latency` in another process on loopback; requests/s and wrk's
+//!   p50/p99.
+//! - `echo`: a TCP echo server on each runtime; the **same** client for
+//!   both: `--conns` std threads each doing blocking 64-byte round trips
+//!   for `--secs`, every round trip timed into one histogram.
+//!
+//! Runs are interleaved (wq, tokio, wq, tokio ...) and the tables give
+//! medians over `--repeat` runs. On a 2-vCPU machine the load generator
+//! shares the CPUs with the server under test.
+
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::process::Command;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+
+use crate::args::Args;
+use crate::stats::{self, Quantiles, median};
+
+/// `wq-bench timers`.
+pub fn timers_main(argv: &[String], command: &str) -> Result<(), String> {
+    let a = Args::parse(argv.iter().cloned(), &[])?;
+    a.check_known(&["timers", "repeat"])?;
+    let n: usize = a.get("timers", 1_000_000)?;
+    let repeat: usize = a.get("repeat", 5)?;
+    let wq_rt = wq::Runtime::new().map_err(|e| e.to_string())?;
+    let tokio_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(crate::machine::online_cpus())
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut rows: [Vec<[f64; 3]>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..repeat {
+        rows[0].push(
+            wq_rt
+                .block_on(wq_rt.spawn(timer_ops(n, |d| {
+                    Box::pin(wq::time::sleep_until(d)) as Pin<Box<dyn Future<Output = ()> + Send>>
+                })))
+                .map_err(|e| e.to_string())?,
+        );
+        rows[1].push(
+            tokio_rt
+                .block_on(tokio_rt.spawn(timer_ops(n, |d| {
+                    // Unconstrained: under tokio's co-operative budget a
+                    // sleep polled by a FuturesUnordered of a million
+                    // returns Pending and re-wakes itself once the budget
+                    // is spent, and the fire phase never ends (seen here).
+                    Box::pin(tokio::task::unconstrained(tokio::time::sleep_until(
+                        d.into(),
+                    ))) as Pin<Box<dyn Future<Output = ()> + Send>>
+                })))
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    print!("{}", crate::machine::header(command));
+    println!("# {n} timers per operation, medians of {repeat} interleaved runs; ns per timer\n");
+    println!(
+        "{:<8} {:>10} {:>10} {:>10}",
+        "runtime", "insert", "cancel", "fire"
+    );
+    for (name, runs) in ["wq", "tokio"].iter().zip(&rows) {
+        let m = |i: usize| median(&runs.iter().map(|r| r[i]).collect::<Vec<_>>());
+        println!("{name:<8} {:>10.1} {:>10.1} {:>10.1}", m(0), m(1), m(2));
+    }
+    Ok(())
+}
+
+type BoxSleep = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Polls every sleep once (arming it) with the task's context.
+async fn arm_all(v: &mut [BoxSleep]) {
+    std::future::poll_fn(|cx: &mut Context<'_>| {
+        for s in v.iter_mut() {
+            let _ = s.as_mut().poll(cx);
+        }
+        Poll::Ready(())
+    })
+    .await
+}
+
+/// Insert, cancel and fire of `n` timers (module docs); ns per timer.
+async fn timer_ops(n: usize, make: impl Fn(Instant) -> BoxSleep) -> [f64; 3] {
+    let per = |d: Duration| d.as_nanos() as f64 / n as f64;
+    // Insert and cancel: deadlines 10 s out, spread over a second.
+    let base = Instant::now() + Duration::from_secs(10);
+    let mut v: Vec<BoxSleep> = Vec::with_capacity(n);
+    let start = Instant::now();
+    for i in 0..n {
+        v.push(make(base + Duration::from_micros((i % 1000) as u64 * 1000)));
+    }
+    arm_all(&mut v).await;
+    let insert = per(start.elapsed());
+    let start = Instant::now();
+    drop(v);
+    let cancel = per(start.elapsed());
+    // Fire: all due at one instant, far enough out for the arming to end.
+    let due = Instant::now() + Duration::from_millis(300 + n as u64 / 2000);
+    let mut all: FuturesUnordered<BoxSleep> = (0..n).map(|_| make(due)).collect();
+    let mut done = 0;
+    while all.next().await.is_some() {
+        done += 1;
+    }
+    assert_eq!(done, n);
+    let fire = per(Instant::now().saturating_duration_since(due));
+    [insert, cancel, fire]
+}
+
+const HELLO: &[u8] = b"Hello, World!";
+
+async fn hello(
+    _: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<http_body_util::Full<bytes::Bytes>>, std::convert::Infallible> {
+    Ok(hyper::Response::new(http_body_util::Full::new(
+        bytes::Bytes::from_static(HELLO),
+    )))
+}
+
+/// One `wrk` run's figures.
+#[derive(Clone, Copy, Debug, Default)]
+struct WrkRun {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// `wq-bench http`.
+pub fn http_main(argv: &[String], command: &str) -> Result<(), String> {
+    let a = Args::parse(argv.iter().cloned(), &[])?;
+    a.check_known(&["repeat", "threads", "conns", "secs", "workers"])?;
+    let repeat: usize = a.get("repeat", 3)?;
+    let threads: usize = a.get("threads", 1)?;
+    let conns: usize = a.get("conns", 64)?;
+    let secs: u64 = a.get("secs", 10)?;
+    let workers: usize = a.get("workers", crate::machine::online_cpus())?;
+    if Command::new("wrk").arg("--version").output().is_err() {
+        return Err("wrk is not installed: run scripts/setup-bench (apt-get install wrk)".into());
+    }
+    let mut runs: [Vec<WrkRun>; 2] = [Vec::new(), Vec::new()];
+    for r in 0..repeat {
+        for (i, rt) in ["wq", "tokio"].iter().enumerate() {
+            let run = match *rt {
+                "wq" => {
+                    let server = WqHttp::start(workers)?;
+                    let run = wrk(server.addr, threads, conns, secs);
+                    drop(server);
+                    run?
+                }
+                _ => {
+                    let server = TokioHttp::start(workers)?;
+                    let run = wrk(server.addr, threads, conns, secs);
+                    drop(server);
+                    run?
+                }
+            };
+            eprintln!(
+                "run {r} {rt}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms",
+                run.rps, run.p50_ms, run.p99_ms
+            );
+            runs[i].push(run);
+        }
+    }
+    print!("{}", crate::machine::header(command));
+    println!(
+        "# hyper http1 hello world, {workers} workers per runtime; wrk -t{threads} -c{conns} -d{secs}s --latency on loopback (sharing the CPUs); medians of {repeat} interleaved runs\n"
+    );
+    println!(
+        "{:<8} {:>10} {:>9} {:>9}",
+        "runtime", "req/s", "p50 ms", "p99 ms"
+    );
+    for (name, rs) in ["wq", "tokio"].iter().zip(&runs) {
+        let m = |f: fn(&WrkRun) -> f64| median(&rs.iter().map(f).collect::<Vec<_>>());
+        println!(
+            "{name:<8} {:>10.0} {:>9.2} {:>9.2}",
+            m(|r| r.rps),
+            m(|r| r.p50_ms),
+            m(|r| r.p99_ms)
+        );
+    }
+    Ok(())
+}
+
+fn wrk(addr: SocketAddr, threads: usize, conns: usize, secs: u64) -> Result<WrkRun, String> {
+    let out = Command::new("wrk")
+        .args([
+            format!("-t{threads}"),
+            format!("-c{conns}"),
+            format!("-d{secs}s"),
+            "--latency".into(),
+            format!("http://{addr}/"),
+        ])
+        .output()
+        .map_err(|e| format!("could not run wrk: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "wrk failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    parse_wrk(&text).ok_or_else(|| format!("could not read wrk's output:\n{text}"))
+}
+
+/// Reads `Requests/sec:` and the `50%` / `99%` lines of `--latency`.
+fn parse_wrk(text: &str) -> Option<WrkRun> {
+    let ms = |v: &str| -> Option<f64> {
+        let v = v.trim();
+        if let Some(x) = v.strip_suffix("us") {
+            x.parse::<f64>().ok().map(|x| x / 1000.0)
+        } else if let Some(x) = v.strip_suffix("ms") {
+            x.parse().ok()
+        } else if let Some(x) = v.strip_suffix('s') {
+            x.parse::<f64>().ok().map(|x| x * 1000.0)
+        } else {
+            None
+        }
+    };
+    let mut run = WrkRun::default();
+    for line in text.lines() {
+        let l = line.trim();
+        if let Some(v) = l.strip_prefix("Requests/sec:") {
+            run.rps = v.trim().parse().ok()?;
+        } else if let Some(v) = l.strip_prefix("50%") {
+            run.p50_ms = ms(v)?;
+        } else if let Some(v) = l.strip_prefix("99%") {
+            run.p99_ms = ms(v)?;
+        }
+    }
+    (run.rps > 0.0).then_some(run)
+}
+
+/// The hello-world server on wq.
+struct WqHttp {
+    addr: SocketAddr,
+    _rt: wq::Runtime,
+}
+
+impl WqHttp {
+    fn start(workers: usize) -> Result<WqHttp, String> {
+        let rt = wq::Runtime::builder()
+            .max_workers_per_pool(workers)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let l = rt
+            .block_on(wq::net::TcpListener::bind("127.0.0.1:0"))
+            .map_err(|e| e.to_string())?;
+        let addr = l.local_addr().map_err(|e| e.to_string())?;
+        let timer = rt.block_on(async { wq::hyper::WqTimer::new() });
+        drop(rt.spawn(async move {
+            loop {
+                let Ok((s, _)) = l.accept().await else {
+                    continue;
+                };
+                let _ = s.set_nodelay(true);
+                let timer = timer.clone();
+                drop(wq::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .timer(timer)
+                        .serve_connection(
+                            wq::hyper::WqIo::new(s),
+                            hyper::service::service_fn(hello),
+                        )
+                        .await;
+                }));
+            }
+        }));
+        Ok(WqHttp { addr, _rt: rt })
+    }
+}
+
+/// The same server on tokio.
+struct TokioHttp {
+    addr: SocketAddr,
+    _rt: tokio::runtime::Runtime,
+}
+
+impl TokioHttp {
+    fn start(workers: usize) -> Result<TokioHttp, String> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let l = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .map_err(|e| e.to_string())?;
+        let addr = l.local_addr().map_err(|e| e.to_string())?;
+        rt.spawn(async move {
+            loop {
+                let Ok((s, _)) = l.accept().await else {
+                    continue;
+                };
+                let _ = s.set_nodelay(true);
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .timer(tokio_glue::Timer)
+                        .serve_connection(tokio_glue::Io(s), hyper::service::service_fn(hello))
+                        .await;
+                });
+            }
+        });
+        Ok(TokioHttp { addr, _rt: rt })
+    }
+}
+
+/// hyper's rt traits over tokio, written here (not hyper-util's `tokio`
+/// feature: it would be unified into every workspace build of hyper-util,
+/// and the examples must show hyper-util without it).
+mod tokio_glue {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use std::time::{Duration, Instant};
+
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+    pub struct Io(pub tokio::net::TcpStream);
+
+    impl hyper::rt::Read for Io {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            mut buf: hyper::rt::ReadBufCursor<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            // As hyper-util's TokioIo: a tokio ReadBuf over the cursor's
+            // uninitialised part, advanced by what was filled.
+            // SAFETY: the ReadBuf only writes initialised bytes into the
+            // cursor's memory, and we advance by the bytes it filled.
+            let n = unsafe {
+                let mut tbuf = ReadBuf::uninit(buf.as_mut());
+                match Pin::new(&mut self.get_mut().0).poll_read(cx, &mut tbuf) {
+                    Poll::Ready(Ok(())) => tbuf.filled().len(),
+                    other => return other,
+                }
+            };
+            // SAFETY: `n` bytes were filled (initialised) by the read.
+            unsafe { buf.advance(n) };
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl hyper::rt::Write for Io {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.get_mut().0).poll_flush(cx)
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            self.0.is_write_vectored()
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
+        }
+    }
+
+    #[derive(Clone, Copy)]
+    pub struct Timer;
+
+    struct Sleep(Pin<Box<tokio::time::Sleep>>);
+
+    impl std::future::Future for Sleep {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            self.0.as_mut().poll(cx)
+        }
+    }
+
+    impl hyper::rt::Sleep for Sleep {}
+
+    impl hyper::rt::Timer for Timer {
+        fn sleep(&self, d: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+            Box::pin(Sleep(Box::pin(tokio::time::sleep(d))))
+        }
+
+        fn sleep_until(&self, at: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+            Box::pin(Sleep(Box::pin(tokio::time::sleep_until(at.into()))))
+        }
+    }
+}
+
+/// `wq-bench echo`.
+pub fn echo_main(argv: &[String], command: &str) -> Result<(), String> {
+    let a = Args::parse(argv.iter().cloned(), &[])?;
+    a.check_known(&["repeat", "conns", "secs", "workers", "size"])?;
+    let repeat: usize = a.get("repeat", 3)?;
+    let conns: usize = a.get("conns", 8)?;
+    let secs: u64 = a.get("secs", 5)?;
+    let size: usize = a.get("size", 64)?;
+    let workers: usize = a.get("workers", crate::machine::online_cpus())?;
+    let mut runs: [Vec<(f64, Quantiles)>; 2] = [Vec::new(), Vec::new()];
+    for r in 0..repeat {
+        for (i, name) in ["wq", "tokio"].iter().enumerate() {
+            let run = if i == 0 {
+                let rt = wq::Runtime::builder()
+                    .max_workers_per_pool(workers)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let addr = rt.block_on(wq_echo_server()).map_err(|e| e.to_string())?;
+                ping_pong(addr, conns, size, Duration::from_secs(secs))?
+            } else {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(workers)
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let addr = rt
+                    .block_on(tokio_echo_server())
+                    .map_err(|e| e.to_string())?;
+                ping_pong(addr, conns, size, Duration::from_secs(secs))?
+            };
+            eprintln!(
+                "run {r} {name}: {:.0} round trips/s, p50 {}, p99 {}",
+                run.0,
+                stats::fmt_ns(run.1.p50),
+                stats::fmt_ns(run.1.p99)
+            );
+            runs[i].push(run);
+        }
+    }
+    print!("{}", crate::machine::header(command));
+    println!(
+        "# TCP echo, {conns} connections x {size}-byte blocking round trips from std threads (the same client for both), {secs} s, {workers} workers per runtime; medians of {repeat} interleaved runs\n"
+    );
+    println!(
+        "{:<8} {:>14} {:>10} {:>10}",
+        "runtime", "round trips/s", "p50", "p99"
+    );
+    for (name, rs) in ["wq", "tokio"].iter().zip(&runs) {
+        let rps = median(&rs.iter().map(|r| r.0).collect::<Vec<_>>());
+        let q = Quantiles::median_of(&rs.iter().map(|r| r.1).collect::<Vec<_>>());
+        println!(
+            "{name:<8} {rps:>14.0} {:>10} {:>10}",
+            stats::fmt_ns(q.p50),
+            stats::fmt_ns(q.p99)
+        );
+    }
+    Ok(())
+}
+
+async fn wq_echo_server() -> std::io::Result<SocketAddr> {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    let l = wq::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    drop(wq::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let _ = s.set_nodelay(true);
+            drop(wq::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
+    }));
+    Ok(addr)
+}
+
+async fn tokio_echo_server() -> std::io::Result<SocketAddr> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = l.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let _ = s.set_nodelay(true);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// The client: `conns` std threads of blocking round trips for `length`.
+fn ping_pong(
+    addr: SocketAddr,
+    conns: usize,
+    size: usize,
+    length: Duration,
+) -> Result<(f64, Quantiles), String> {
+    let start = Instant::now();
+    let end = start + length;
+    let clients: Vec<_> = (0..conns)
+        .map(|_| {
+            std::thread::spawn(
+                move || -> Result<(u64, hdrhistogram::Histogram<u64>), String> {
+                    let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+                    s.set_nodelay(true).map_err(|e| e.to_string())?;
+                    let msg = vec![7u8; size];
+                    let mut back = vec![0u8; size];
+                    let mut h = stats::histogram();
+                    let mut n = 0;
+                    while Instant::now() < end {
+                        let t = Instant::now();
+                        s.write_all(&msg).map_err(|e| e.to_string())?;
+                        s.read_exact(&mut back).map_err(|e| e.to_string())?;
+                        h.saturating_record(t.elapsed().as_nanos() as u64);
+                        n += 1;
+                    }
+                    Ok((n, h))
+                },
+            )
+        })
+        .collect();
+    let mut total = 0;
+    let mut all = stats::histogram();
+    for c in clients {
+        let (n, h) = c
+            .join()
+            .map_err(|_| "a client thread panicked".to_owned())??;
+        total += n;
+        all.add(&h).map_err(|e| e.to_string())?;
+    }
+    Ok((
+        total as f64 / start.elapsed().as_secs_f64(),
+        Quantiles::of(&all),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_wrk_output() {
+        let out = "Running 10s test @ http://127.0.0.1:1/\n  1 threads and 64 connections\n  Latency Distribution\n     50%  750.00us\n     75%    1.20ms\n     90%    2.00ms\n     99%    6.50ms\n  543000 requests in 10.00s, 50.00MB read\nRequests/sec:  54300.12\nTransfer/sec:      5.00MB\n";
+        let r = parse_wrk(out).unwrap();
+        assert_eq!(r.rps, 54300.12);
+        assert!((r.p50_ms - 0.75).abs() < 1e-9);
+        assert!((r.p99_ms - 6.5).abs() < 1e-9);
+        assert!(parse_wrk("garbage").is_none());
+    }
+}

@@ -1,0 +1,39 @@
+//! `axum_service`: `http_service`'s routes as an axum 0.8 `Router` (default
+//! features off: no tokio), served on wq by hyper-util through
+//! `TowerToHyperService`.
+//!
+//! ```text
+//! cargo run --release -p wq-examples --bin axum_service -- --addr 127.0.0.1:8081
+//! ```
+
+use std::process::ExitCode;
+
+use hyper_util::service::TowerToHyperService;
+use wq_examples::{axum_app, bind, parse_args, serve};
+
+#[wq::main(scope = "cache")]
+async fn main() -> ExitCode {
+    let opts = match parse_args("axum_service", 8081, std::env::args().skip(1)) {
+        Ok(o) => o,
+        Err(msg) => {
+            eprintln!("{msg}");
+            return ExitCode::from(2);
+        }
+    };
+    let (listener, addr) = match bind(&opts).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("axum_service: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!("axum_service: listening on http://{addr}");
+    let router = axum_app::router();
+    match serve(listener, || TowerToHyperService::new(router.clone())).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("axum_service: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

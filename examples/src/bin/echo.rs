@@ -1,0 +1,73 @@
+//! `echo`: a TCP echo server on wq.
+//!
+//! ```text
+//! cargo run --release -p wq-examples --bin echo -- --addr 127.0.0.1:7007
+//! ```
+//!
+//! Each connection is echoed in its own task until EOF. A client silent
+//! for [`IDLE`] is dropped (slow or stuck clients cannot pin fds forever);
+//! errors are logged and end only their connection; accept errors (out of
+//! fds) back off 100 ms.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use futures::{AsyncReadExt, AsyncWriteExt};
+use wq_examples::{bind, parse_args};
+
+/// How long a connection may stay silent.
+const IDLE: Duration = Duration::from_secs(30);
+
+async fn echo(mut stream: wq::net::TcpStream) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut total = 0;
+    loop {
+        let n = match wq::time::timeout(IDLE, stream.read(&mut buf)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "idle for 30 s",
+                ));
+            }
+        };
+        if n == 0 {
+            stream.close().await?;
+            return Ok(total);
+        }
+        stream.write_all(&buf[..n]).await?;
+        total += n as u64;
+    }
+}
+
+#[wq::main]
+async fn main() -> ExitCode {
+    let opts = match parse_args("echo", 7007, std::env::args().skip(1)) {
+        Ok(o) => o,
+        Err(msg) => {
+            eprintln!("{msg}");
+            return ExitCode::from(2);
+        }
+    };
+    let (listener, addr) = match bind(&opts).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("echo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!("echo: listening on {addr}");
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => drop(wq::spawn(async move {
+                if let Err(e) = echo(stream).await {
+                    eprintln!("echo: {peer}: {e}");
+                }
+            })),
+            Err(e) => {
+                eprintln!("echo: accept: {e}");
+                wq::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

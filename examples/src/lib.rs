@@ -1,0 +1,166 @@
+//! What the service examples share: command-line options, the HTTP serve
+//! loop (hyper-util's `auto` server on wq), and the routes of
+//! `http_service` ([`routes`]) and `axum_service` ([`axum_app`]).
+//!
+//! Hardening, the same for every listener:
+//! - it binds where its user says (`--addr`), loopback by default;
+//! - a client has [`HEADER_READ_TIMEOUT`] to send its request head, and
+//!   each request [`REQUEST_TIMEOUT`] to be answered (504 after);
+//! - request bodies are capped at [`MAX_BODY`] bytes (413 beyond);
+//! - malformed requests get hyper's 400, connection errors are logged and
+//!   the connection dropped; accept errors (out of fds) are logged and the
+//!   loop backs off 100 ms instead of spinning;
+//! - the services are read-only: GET (and HEAD) only, 405 otherwise.
+//!
+//! To add a route (a later step adds a live dashboard), add an arm to
+//! [`routes::route`] and a `.route(..)` to [`axum_app::router`].
+
+pub mod axum_app;
+pub mod routes;
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::server::conn::auto;
+use wq::hyper::{WqExecutor, WqIo, WqTimer};
+use wq::net::TcpListener;
+
+/// Time a client has to send a request head.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a request has to be answered.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Options of the service examples.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Where to listen.
+    pub addr: String,
+}
+
+/// Parses `--addr ADDR` (default `127.0.0.1:<default_port>`) and `--help`.
+/// `Err` holds the message to print (the usage for `--help`).
+pub fn parse_args(
+    name: &str,
+    default_port: u16,
+    args: impl IntoIterator<Item = String>,
+) -> Result<Options, String> {
+    let usage = format!(
+        "usage: {name} [--addr ADDR]\n\n  --addr ADDR   where to listen (default 127.0.0.1:{default_port}; 0.0.0.0:PORT to accept from other machines)"
+    );
+    let mut opts = Options {
+        addr: format!("127.0.0.1:{default_port}"),
+    };
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--addr" => opts.addr = it.next().ok_or(format!("--addr needs a value\n{usage}"))?,
+            s if s.starts_with("--addr=") => opts.addr = s["--addr=".len()..].to_owned(),
+            "-h" | "--help" => return Err(usage),
+            other => return Err(format!("unknown argument {other:?}\n{usage}")),
+        }
+    }
+    Ok(opts)
+}
+
+/// The `auto` (HTTP/1.1 + HTTP/2) connection builder with the examples'
+/// limits, on the current runtime.
+pub fn http_builder() -> auto::Builder<WqExecutor> {
+    let mut b = auto::Builder::new(WqExecutor::new());
+    b.http1()
+        .timer(WqTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(64 * 1024);
+    b.http2()
+        .timer(WqTimer::new())
+        .max_concurrent_streams(64)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    b
+}
+
+/// Accepts connections on `listener` forever, serving each in its own task
+/// with the service `make()` returns.
+pub async fn serve<S, B>(listener: TcpListener, make: impl Fn() -> S) -> io::Result<()>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let http = http_builder();
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // EMFILE / ENFILE / ECONNABORTED: log, back off, go on.
+                eprintln!("accept: {e}");
+                wq::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let http = http.clone();
+        let service = make();
+        drop(wq::spawn(async move {
+            if let Err(e) = http.serve_connection(WqIo::new(stream), service).await {
+                eprintln!("connection from {peer}: {e}");
+            }
+        }));
+    }
+}
+
+/// Binds `opts.addr`, with an error saying which address failed.
+pub async fn bind(opts: &Options) -> io::Result<(TcpListener, SocketAddr)> {
+    let l = TcpListener::bind(opts.addr.as_str())
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("could not listen on {}: {e}", opts.addr)))?;
+    let addr = l.local_addr()?;
+    Ok((l, addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn options() {
+        assert_eq!(parse_args("x", 80, args(&[])).unwrap().addr, "127.0.0.1:80");
+        assert_eq!(
+            parse_args("x", 80, args(&["--addr", "[::1]:9"]))
+                .unwrap()
+                .addr,
+            "[::1]:9"
+        );
+        assert_eq!(
+            parse_args("x", 80, args(&["--addr=0.0.0.0:1"]))
+                .unwrap()
+                .addr,
+            "0.0.0.0:1"
+        );
+        assert!(
+            parse_args("x", 80, args(&["--addr"]))
+                .unwrap_err()
+                .contains("needs a value")
+        );
+        assert!(
+            parse_args("x", 80, args(&["--port", "1"]))
+                .unwrap_err()
+                .contains("unknown argument")
+        );
+        assert!(
+            parse_args("x", 80, args(&["--help"]))
+                .unwrap_err()
+                .starts_with("usage: x")
+        );
+    }
+}

@@ -1,0 +1,108 @@
+//! The routes of `http_service`, as a plain hyper service.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /` | `hello from wq` |
+//! | `GET /scope` | runs the handler at the `cache` scope (`wq::spawn_on`) and says on which thread and CPU |
+//! | `GET /sleep?ms=N` | waits N ms (the request timeout cuts it at 5 s: 504) |
+//! | `GET /blocking` | sums 2^20 numbers on the blocking pool (`wq::spawn_blocking`) |
+//! | `GET /metrics` | the runtime's pool metrics, as text |
+//!
+//! Any other path is 404, any other method 405, a body over
+//! [`MAX_BODY`](crate::MAX_BODY) 413.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use wq::Scope;
+
+/// One response.
+pub type Reply = Response<Full<Bytes>>;
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Reply {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// The service: routes `req` under the request timeout.
+pub async fn service(req: Request<Incoming>) -> Result<Reply, Infallible> {
+    Ok(
+        match wq::time::timeout(crate::REQUEST_TIMEOUT, route(req)).await {
+            Ok(reply) => reply,
+            Err(_) => text(StatusCode::GATEWAY_TIMEOUT, "request timed out\n"),
+        },
+    )
+}
+
+/// Dispatches one request (module docs).
+pub async fn route(req: Request<Incoming>) -> Reply {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "read-only: GET only\n");
+    }
+    let (parts, body) = req.into_parts();
+    // Drain (and cap) any body a client sent with its GET.
+    if Limited::new(body, crate::MAX_BODY).collect().await.is_err() {
+        return text(StatusCode::PAYLOAD_TOO_LARGE, "body too large or broken\n");
+    }
+    match parts.uri.path() {
+        "/" => text(StatusCode::OK, "hello from wq\n"),
+        "/scope" => scope().await,
+        "/sleep" => {
+            let ms = query_u64(parts.uri.query(), "ms").unwrap_or(10).min(60_000);
+            wq::time::sleep(Duration::from_millis(ms)).await;
+            text(StatusCode::OK, format!("slept {ms} ms\n"))
+        }
+        "/blocking" => {
+            match wq::spawn_blocking(|| (0..1u64 << 20).fold(0u64, |a, x| a.wrapping_add(x * x)))
+                .await
+            {
+                Ok(sum) => text(
+                    StatusCode::OK,
+                    format!("sum of squares below 2^20: {sum}\n"),
+                ),
+                Err(e) => text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("blocking job failed: {e}\n"),
+                ),
+            }
+        }
+        "/metrics" => text(StatusCode::OK, wq::Handle::current().metrics().to_string()),
+        _ => text(StatusCode::NOT_FOUND, "no such page\n"),
+    }
+}
+
+/// Runs at the `cache` scope: on the pool of this CPU's cache pod.
+pub async fn scope() -> Reply {
+    let where_ = wq::spawn_on(Scope::Cache, async {
+        // SAFETY: sched_getcpu has no preconditions (-1 on error).
+        let cpu = unsafe { libc::sched_getcpu() };
+        format!(
+            "ran at the cache scope on thread {:?}, cpu {cpu}\n",
+            std::thread::current().name().unwrap_or("?")
+        )
+    })
+    .await;
+    match where_ {
+        Ok(s) => text(StatusCode::OK, s),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+/// `key=<u64>` from a query string.
+pub fn query_u64(query: Option<&str>, key: &str) -> Option<u64> {
+    query?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| v.parse().ok())
+}

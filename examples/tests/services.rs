@@ -1,0 +1,108 @@
+//! The service examples' routes, served as the binaries serve them
+//! (`wq_examples::serve`: hyper-util `auto` on wq), fetched with hyper's
+//! client on wq: every route, 404, 405, 413, a malformed request and a
+//! client too slow with its headers.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{AsyncReadExt, AsyncWriteExt};
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper::service::service_fn;
+use hyper_util::service::TowerToHyperService;
+use wq::hyper::WqIo;
+use wq::net::{TcpListener, TcpStream};
+use wq_examples::{axum_app, routes, serve};
+
+async fn get(addr: SocketAddr, method: &str, path: &str, body: Vec<u8>) -> (u16, String) {
+    let io = WqIo::new(TcpStream::connect(addr).await.unwrap());
+    let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+    drop(wq::spawn(conn));
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let res = send.send_request(req).await.unwrap();
+    let status = res.status().as_u16();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+async fn check_routes(addr: SocketAddr) {
+    assert_eq!(
+        get(addr, "GET", "/", vec![]).await,
+        (200, "hello from wq\n".into())
+    );
+    let (s, b) = get(addr, "GET", "/scope", vec![]).await;
+    assert_eq!(s, 200);
+    assert!(b.starts_with("ran at the cache scope on thread"), "{b}");
+    assert_eq!(
+        get(addr, "GET", "/sleep?ms=5", vec![]).await,
+        (200, "slept 5 ms\n".into())
+    );
+    let (s, b) = get(addr, "GET", "/blocking", vec![]).await;
+    assert_eq!((s, b.starts_with("sum of squares")), (200, true), "{b}");
+    let (s, b) = get(addr, "GET", "/metrics", vec![]).await;
+    assert_eq!(s, 200);
+    assert!(b.contains("pool"), "{b}");
+    assert_eq!(get(addr, "GET", "/nope", vec![]).await.0, 404);
+    assert_eq!(get(addr, "POST", "/", vec![]).await.0, 405);
+    assert_eq!(
+        get(addr, "GET", "/sleep?ms=6000", vec![]).await.0,
+        504,
+        "request timeout"
+    );
+}
+
+async fn check_hardening(addr: SocketAddr) {
+    // A body over the limit.
+    let (s, _) = get(addr, "GET", "/", vec![b'x'; wq_examples::MAX_BODY + 1]).await;
+    assert_eq!(s, 413);
+    // Garbage: hyper answers 400 and closes; the server goes on.
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"\x16\x03\x01 not http at all\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out).await;
+    assert!(out.is_empty() || String::from_utf8_lossy(&out).starts_with("HTTP/1.1 400"));
+    assert_eq!(get(addr, "GET", "/", vec![]).await.0, 200);
+}
+
+fn on_wq(f: impl AsyncFnOnce() + Send + 'static) {
+    let rt = wq::Runtime::builder().thread_name("svc").build().unwrap();
+    rt.block_on(async {
+        wq::time::timeout(Duration::from_secs(60), f())
+            .await
+            .expect("the test stalled")
+    });
+}
+
+#[test]
+fn http_service_answers_its_routes_and_survives_bad_clients() {
+    on_wq(async || {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(wq::spawn(serve(l, || service_fn(routes::service))));
+        check_routes(addr).await;
+        check_hardening(addr).await;
+    });
+}
+
+#[test]
+fn an_axum_router_answers_its_routes_and_a_404_on_wq() {
+    on_wq(async || {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let router = axum_app::router();
+        drop(wq::spawn(serve(l, move || {
+            TowerToHyperService::new(router.clone())
+        })));
+        check_routes(addr).await;
+        check_hardening(addr).await;
+    });
+}

@@ -1,0 +1,483 @@
+//! The I/O and timer driver: a mio `Poll` (epoll) and a timing wheel.
+//!
+//! # Parts, and who holds what
+//! - [`Driver`]: owns the `mio::Poll` and its event buffer. Turning it needs
+//!   `&mut`: one thread at a time turns a driver, and nothing assumes which
+//!   (today the runtime's `<thread_name>-io` thread; later, a pod's parking
+//!   workers in turn).
+//! - [`Handle`]: cloneable, `Send + Sync`; what sockets and timers hold. It
+//!   has the `mio::Registry` (a dup of the epoll fd), the `mio::Waker` that
+//!   interrupts a turn ([`Handle::unpark`]), the table of registered
+//!   sources (`ios`) and the timers (`timers`).
+//!
+//! # Tokens: slot index and generation
+//! A registered source gets a slot in `ios` and the token
+//! `generation << INDEX_BITS | index`. Deregistering frees the slot and bumps
+//! its generation, so an event still in flight for the old registration
+//! (delivered in the same `epoll_wait` batch, or queued before the
+//! `EPOLL_CTL_DEL`) names a generation that no longer matches and is
+//! dropped: it cannot wake the slot's next owner, even if the kernel reused
+//! the fd number too. Sockets are deregistered **explicitly** before their
+//! fd is closed: epoll tracks open file descriptions, not fd numbers, so a
+//! description still open elsewhere (a `dup`, a forked child) would keep
+//! reporting events for a closed fd's token.
+//!
+//! # A turn ([`Driver::turn`])
+//! 1. Under the timers lock: note `parked_until`, the tick of the earliest
+//!    timer (`u64::MAX` if none). An insert of an earlier timer after this
+//!    sees it and calls [`Handle::unpark`].
+//! 2. `epoll_wait` for at most `min(max_wait, time to that timer)`.
+//! 3. Under the timers lock: `parked_until = 0` (awake: inserts need not
+//!    unpark, the next turn recomputes the wait).
+//! 4. Under the `ios` lock: for each event whose generation matches, set the
+//!    source's readiness and collect the wakers of its waiters
+//!    (`scheduled_io`); wake them after the unlock.
+//! 5. Under the timers lock, in batches of [`WAKE_BATCH`]: advance the
+//!    wheel to now, collecting the due timers' wakers; wake each batch after
+//!    the unlock.
+//!
+//! Every waker is a task's own `Waker`: waking it runs wq's schedule
+//! function (the task's home pool's queue, then a kick). The driver adds no
+//! other wake path.
+//!
+//! # Time
+//! Ticks are milliseconds since `base` (the driver's creation). A deadline
+//! becomes the tick `ceil(deadline - base)`; a turn fires the ticks up to
+//! `floor(now - base)`. So a timer never fires before its deadline, and
+//! fires at most ~1 ms plus the wake-up latency after it.
+//!
+//! # Shutdown ([`Handle::shutdown`] then a last turn)
+//! `shutdown` is set and the driver unparked. Whoever turns the driver sees
+//! it (the driver thread: at the top of its loop) and calls
+//! [`Driver::shut_down`]: every registered source gets the SHUTDOWN bit
+//! (its waits fail with an error saying the runtime is gone), every pending
+//! timer fires and is marked so (a `Sleep` polled after it panics with a
+//! message), and their tasks are woken. The runtime calls this after it
+//! has dropped every task, so in practice only futures outside the runtime
+//! (a `block_on` on another thread) see it.
+//!
+//! Lock order: `ios`, then a source's `waiters`; `timers` is taken alone.
+//! No waker is woken or dropped under any of them.
+
+pub(crate) mod registration;
+pub(crate) mod scheduled_io;
+pub(crate) mod wheel;
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token};
+
+use scheduled_io::{READ_CLOSED, READABLE, ScheduledIo, WRITABLE, WRITE_CLOSED};
+use wheel::Wheel;
+
+/// Bits of a token that hold the slot index; the generation is above.
+const INDEX_BITS: u32 = if usize::BITS >= 64 { 32 } else { 20 };
+const INDEX_MASK: usize = (1 << INDEX_BITS) - 1;
+/// Generation bits: the top bit of the token is left clear, so no I/O token
+/// equals `WAKE_TOKEN`.
+const GENERATION_MASK: usize = (1 << (usize::BITS - INDEX_BITS - 1)) - 1;
+const WAKE_TOKEN: Token = Token(usize::MAX);
+/// Wakers collected under a lock before it is dropped to wake them.
+const WAKE_BATCH: usize = 1024;
+/// Events read per `epoll_wait`.
+const EVENTS: usize = 1024;
+
+/// Owns the `mio::Poll`: see the module docs.
+pub(crate) struct Driver {
+    poll: Poll,
+    events: Events,
+    handle: Handle,
+    wake: Vec<Waker>,
+}
+
+/// A reference to a driver, held by sockets and timers.
+#[derive(Clone)]
+pub(crate) struct Handle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: mio::Registry,
+    waker: mio::Waker,
+    ios: Mutex<IoTable>,
+    timers: Mutex<Timers>,
+    /// The tick base: deadlines are milliseconds after it.
+    base: Instant,
+    shutdown: AtomicBool,
+}
+
+#[derive(Default)]
+struct IoTable {
+    slots: Vec<IoSlot>,
+    free: Vec<usize>,
+    shut_down: bool,
+}
+
+struct IoSlot {
+    generation: usize,
+    io: Option<Arc<ScheduledIo>>,
+}
+
+pub(crate) struct Timers {
+    pub(crate) wheel: Wheel,
+    /// The tick the driver sleeps until (`u64::MAX`: no timer), or 0 while
+    /// it is awake (step 1 and 3 of a turn).
+    parked_until: u64,
+    pub(crate) shut_down: bool,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("driver::Handle").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver").finish_non_exhaustive()
+    }
+}
+
+impl Driver {
+    /// Creates the epoll instance, its registry dup and its waker (three
+    /// fds).
+    pub(crate) fn new() -> io::Result<Driver> {
+        let poll = Poll::new()?;
+        let registry = poll.registry().try_clone()?;
+        let waker = mio::Waker::new(poll.registry(), WAKE_TOKEN)?;
+        Ok(Driver {
+            poll,
+            events: Events::with_capacity(EVENTS),
+            handle: Handle {
+                inner: Arc::new(Inner {
+                    registry,
+                    waker,
+                    ios: Mutex::new(IoTable::default()),
+                    timers: Mutex::new(Timers {
+                        wheel: Wheel::new(),
+                        parked_until: 0,
+                        shut_down: false,
+                    }),
+                    base: Instant::now(),
+                    shutdown: AtomicBool::new(false),
+                }),
+            },
+            wake: Vec::with_capacity(WAKE_BATCH),
+        })
+    }
+
+    pub(crate) fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// Processes I/O events and fires due timers, waiting at most
+    /// `max_wait` (`None`: until an event, a timer or an unpark) for
+    /// something to happen. See the module docs for the steps.
+    pub(crate) fn turn(&mut self, max_wait: Option<Duration>) {
+        let inner = &*self.handle.inner.clone();
+        // 1.
+        let next = {
+            let mut t = crate::loom::lock(&inner.timers);
+            let next = t.wheel.next_expiration().unwrap_or(u64::MAX);
+            t.parked_until = next;
+            next
+        };
+        let until_timer = (next != u64::MAX).then(|| {
+            inner
+                .instant_of(next)
+                .saturating_duration_since(Instant::now())
+        });
+        let wait = match (max_wait, until_timer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        // 2.
+        if let Err(err) = self.poll.poll(&mut self.events, wait)
+            && err.kind() != io::ErrorKind::Interrupted
+        {
+            // epoll_wait fails only on a bad fd or buffer: not
+            // recoverable, and not silently ignorable either.
+            panic!("wq: the I/O driver's epoll_wait failed: {err}");
+        }
+        // 3.
+        crate::loom::lock(&inner.timers).parked_until = 0;
+        // 4.
+        {
+            let ios = crate::loom::lock(&inner.ios);
+            for event in self.events.iter() {
+                let token = event.token();
+                if token == WAKE_TOKEN {
+                    continue;
+                }
+                let (index, generation) = (token.0 & INDEX_MASK, token.0 >> INDEX_BITS);
+                let Some(slot) = ios.slots.get(index) else {
+                    continue;
+                };
+                let Some(io) = slot.io.as_ref().filter(|_| slot.generation == generation) else {
+                    continue; // a stale token (module docs)
+                };
+                let mut ready = 0;
+                if event.is_readable() {
+                    ready |= READABLE;
+                }
+                if event.is_writable() {
+                    ready |= WRITABLE;
+                }
+                if event.is_read_closed() {
+                    ready |= READ_CLOSED;
+                }
+                if event.is_write_closed() {
+                    ready |= WRITE_CLOSED;
+                }
+                if event.is_error() {
+                    // The syscall of either side reports the error.
+                    ready |= READABLE | WRITABLE;
+                }
+                io.set_ready(ready, &mut self.wake);
+            }
+        }
+        wake_all(&mut self.wake);
+        // 5.
+        let now = inner.tick_floor(Instant::now());
+        loop {
+            let done =
+                crate::loom::lock(&inner.timers)
+                    .wheel
+                    .advance(now, &mut self.wake, WAKE_BATCH);
+            wake_all(&mut self.wake);
+            if done {
+                break;
+            }
+        }
+    }
+
+    /// Fails every registered source and fires every timer (see the
+    /// module docs); called by whoever turns the driver once
+    /// [`Handle::is_shutdown`] is set.
+    pub(crate) fn shut_down(&mut self) {
+        let inner = &*self.handle.inner.clone();
+        {
+            let mut ios = crate::loom::lock(&inner.ios);
+            ios.shut_down = true;
+            for io in ios.slots.iter().filter_map(|s| s.io.as_ref()) {
+                io.shutdown(&mut self.wake);
+            }
+        }
+        wake_all(&mut self.wake);
+        {
+            let mut t = crate::loom::lock(&inner.timers);
+            t.shut_down = true;
+            t.wheel.fire_all(&mut self.wake);
+        }
+        wake_all(&mut self.wake);
+    }
+}
+
+fn wake_all(wake: &mut Vec<Waker>) {
+    for waker in wake.drain(..) {
+        waker.wake();
+    }
+}
+
+impl Inner {
+    fn instant_of(&self, tick: u64) -> Instant {
+        self.base + Duration::from_millis(tick)
+    }
+
+    fn tick_floor(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+impl Handle {
+    /// Interrupts a turn in progress, or makes the next one return at once.
+    pub(crate) fn unpark(&self) {
+        if let Err(err) = self.inner.waker.wake() {
+            // eventfd write fails only if the counter would overflow, which
+            // means the driver is woken already.
+            debug_assert!(false, "wq: could not wake the I/O driver: {err}");
+        }
+    }
+
+    /// Asks the driver to shut down (see the module docs).
+    pub(crate) fn shutdown(&self) {
+        // Release: pairs with the Acquire in `is_shutdown`; the turning
+        // thread then sees everything done before the request.
+        self.inner.shutdown.store(true, Ordering::Release);
+        self.unpark();
+    }
+
+    pub(crate) fn is_shutdown(&self) -> bool {
+        // Acquire: see `shutdown`.
+        self.inner.shutdown.load(Ordering::Acquire)
+    }
+
+    /// Registers `source` for read and write readiness (edge-triggered).
+    pub(crate) fn register(&self, source: &mut impl mio::event::Source) -> io::Result<Registered> {
+        let io = Arc::new(ScheduledIo::new());
+        let (index, generation) = {
+            let mut ios = crate::loom::lock(&self.inner.ios);
+            if ios.shut_down {
+                return Err(scheduled_io::shutdown_error());
+            }
+            let index = match ios.free.pop() {
+                Some(i) => i,
+                None => {
+                    ios.slots.push(IoSlot {
+                        generation: 0,
+                        io: None,
+                    });
+                    ios.slots.len() - 1
+                }
+            };
+            if index > INDEX_MASK {
+                ios.free.push(index);
+                return Err(io::Error::other(format!(
+                    "wq: more than {INDEX_MASK} I/O sources registered at once"
+                )));
+            }
+            let slot = &mut ios.slots[index];
+            slot.io = Some(io.clone());
+            (index, slot.generation)
+        };
+        let token = Token(generation << INDEX_BITS | index);
+        if let Err(err) =
+            self.inner
+                .registry
+                .register(source, token, Interest::READABLE | Interest::WRITABLE)
+        {
+            self.release(index);
+            return Err(err);
+        }
+        Ok(Registered { io, index })
+    }
+
+    /// Deregisters `source` (before its fd is closed) and frees its slot.
+    pub(crate) fn deregister(
+        &self,
+        source: &mut impl mio::event::Source,
+        registered: &Registered,
+    ) -> io::Result<()> {
+        let result = self.inner.registry.deregister(source);
+        self.release(registered.index);
+        result
+    }
+
+    fn release(&self, index: usize) {
+        let old = {
+            let mut ios = crate::loom::lock(&self.inner.ios);
+            let slot = &mut ios.slots[index];
+            slot.generation = (slot.generation + 1) & GENERATION_MASK;
+            let old = slot.io.take();
+            ios.free.push(index);
+            old
+        };
+        drop(old);
+    }
+
+    /// The tick of `deadline`, rounded up: a timer never fires early.
+    pub(crate) fn tick_ceil(&self, deadline: Instant) -> u64 {
+        let d = deadline.saturating_duration_since(self.inner.base);
+        u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+    }
+
+    /// Runs `f` on the timers, under their lock, then unparks the driver if
+    /// `f` armed a timer earlier than the one it sleeps until. `f` gets
+    /// the timers and reports the tick it armed, if any.
+    pub(crate) fn with_timers<R>(&self, f: impl FnOnce(&mut Timers) -> (R, Option<u64>)) -> R {
+        let (r, unpark) = {
+            let mut t = crate::loom::lock(&self.inner.timers);
+            let (r, armed) = f(&mut t);
+            let unpark = armed.is_some_and(|tick| tick < t.parked_until);
+            if unpark {
+                t.parked_until = 0;
+            }
+            (r, unpark)
+        };
+        if unpark {
+            self.unpark();
+        }
+        r
+    }
+
+    /// Sources registered now (tests).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn registered(&self) -> usize {
+        let ios = crate::loom::lock(&self.inner.ios);
+        ios.slots.iter().filter(|s| s.io.is_some()).count()
+    }
+}
+
+/// A source's registration: its readiness and its slot.
+#[derive(Debug)]
+pub(crate) struct Registered {
+    pub(crate) io: Arc<ScheduledIo>,
+    index: usize,
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn a_stale_token_does_not_reach_the_slots_next_owner() {
+        let mut driver = Driver::new().unwrap();
+        let h = driver.handle().clone();
+        let (mut a, mut a_peer) = mio::net::UnixStream::pair().unwrap();
+        let ra = h.register(&mut a).unwrap();
+        let index = ra.index;
+        // Make `a` readable, but drop its registration before the turn;
+        // a new source gets the same slot with the next generation.
+        a_peer.write_all(b"x").unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+        h.deregister(&mut a, &ra).unwrap();
+        let (mut b, _b_peer) = mio::net::UnixStream::pair().unwrap();
+        let rb = h.register(&mut b).unwrap();
+        assert_eq!(rb.index, index, "the slot is reused");
+        driver.turn(Some(Duration::from_millis(10)));
+        let waker = futures::task::noop_waker();
+        let mut key = None;
+        let r = rb.io.poll_ready(
+            &mut std::task::Context::from_waker(&waker),
+            scheduled_io::Direction::Read,
+            &mut key,
+        );
+        assert!(r.is_pending(), "b was never readable");
+        rb.io.release(&mut key);
+        h.deregister(&mut b, &rb).unwrap();
+        assert_eq!(h.registered(), 0);
+    }
+
+    #[test]
+    fn unpark_interrupts_a_turn_from_another_thread() {
+        let mut driver = Driver::new().unwrap();
+        let h = driver.handle().clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            h.unpark();
+        });
+        let start = Instant::now();
+        driver.turn(Some(Duration::from_secs(30)));
+        assert!(start.elapsed() < Duration::from_secs(10));
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn ticks_round_deadlines_up_and_now_down() {
+        let driver = Driver::new().unwrap();
+        let h = driver.handle();
+        let base = h.inner.base;
+        assert_eq!(h.tick_ceil(base + Duration::from_micros(1)), 1);
+        assert_eq!(h.tick_ceil(base + Duration::from_millis(5)), 5);
+        assert_eq!(h.inner.tick_floor(base + Duration::from_micros(5999)), 5);
+        assert_eq!(
+            h.tick_ceil(base - Duration::from_millis(1).min(base.elapsed())),
+            0
+        );
+    }
+}

@@ -1,0 +1,157 @@
+//! A mio source registered with a driver: the glue between a socket's
+//! non-blocking syscalls and its task's waker.
+//!
+//! An operation ([`PollIo::poll_io`]) loops: wait for the direction's
+//! readiness (`ScheduledIo::poll_ready`), run the syscall; on `WouldBlock`
+//! clear the readiness observed (at its tick) and wait again; anything else
+//! is the result. A short read or write (fewer bytes than asked) means the
+//! kernel buffer is drained or full: the readiness is cleared then too,
+//! which saves the syscall that would only say `WouldBlock` (a racing event
+//! moved the tick, so the clear cannot lose it).
+//!
+//! Waiter keys: a stream keeps one per direction (`&mut self` polls); an
+//! `async fn` operation holds one in its future ([`PollIo::async_io`]) and
+//! releases it when the future is dropped, so any number of tasks may wait
+//! on one socket (`accept` on a shared listener, `recv_from` on a shared
+//! UDP socket).
+//!
+//! Drop deregisters the source from epoll **before** its fd is closed (see
+//! `driver`'s module docs on file descriptions), then frees the slot.
+
+use std::future::poll_fn;
+use std::io;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use super::Handle;
+use super::Registered;
+use super::scheduled_io::{Direction, ScheduledIo};
+
+/// A registered mio source.
+pub(crate) struct PollIo<S: mio::event::Source> {
+    source: Option<S>,
+    handle: Handle,
+    registered: Registered,
+}
+
+impl<S: mio::event::Source> std::fmt::Debug for PollIo<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PollIo")
+            .field("io", &self.registered.io)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a transfer of `n` of `asked` bytes was short: the kernel buffer
+/// is drained (read) or full (write). Zero is EOF (or an empty buffer),
+/// not a short transfer.
+fn is_short(n: usize, asked: usize) -> bool {
+    n > 0 && n < asked
+}
+
+impl<S: mio::event::Source> PollIo<S> {
+    /// Registers `source` with `handle`'s driver.
+    pub(crate) fn new(handle: Handle, mut source: S) -> io::Result<PollIo<S>> {
+        let registered = handle.register(&mut source)?;
+        Ok(PollIo {
+            source: Some(source),
+            handle,
+            registered,
+        })
+    }
+
+    pub(crate) fn source(&self) -> &S {
+        self.source.as_ref().expect("taken only in drop")
+    }
+
+    pub(crate) fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    fn scheduled(&self) -> &Arc<ScheduledIo> {
+        &self.registered.io
+    }
+
+    /// Runs `f` when `dir` is ready, until it does not say `WouldBlock`
+    /// (module docs). `key` is the caller's waiter slot for `dir`.
+    pub(crate) fn poll_io<R>(
+        &self,
+        cx: &mut Context<'_>,
+        dir: Direction,
+        key: &mut Option<usize>,
+        mut f: impl FnMut(&S) -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
+        loop {
+            let ev = ready!(self.scheduled().poll_ready(cx, dir, key))?;
+            match f(self.source()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.scheduled().clear(ev),
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+
+    /// [`PollIo::poll_io`] for a transfer of at most `asked` bytes: a short
+    /// one clears the readiness too (module docs).
+    pub(crate) fn poll_transfer(
+        &self,
+        cx: &mut Context<'_>,
+        dir: Direction,
+        key: &mut Option<usize>,
+        asked: usize,
+        mut f: impl FnMut(&S) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let ev = ready!(self.scheduled().poll_ready(cx, dir, key))?;
+            match f(self.source()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.scheduled().clear(ev),
+                Ok(n) if is_short(n, asked) && !ev.is_closed() => {
+                    self.scheduled().clear(ev);
+                    return Poll::Ready(Ok(n));
+                }
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+
+    /// An `async` [`PollIo::poll_io`] holding its own waiter slot, freed
+    /// when the future completes or is dropped.
+    pub(crate) async fn async_io<R>(
+        &self,
+        dir: Direction,
+        mut f: impl FnMut(&S) -> io::Result<R>,
+    ) -> io::Result<R> {
+        let mut key = Key {
+            io: self.scheduled(),
+            key: None,
+        };
+        poll_fn(|cx| self.poll_io(cx, dir, &mut key.key, &mut f)).await
+    }
+
+    /// Frees a waiter slot the caller kept (a stream half being dropped).
+    pub(crate) fn release(&self, key: &mut Option<usize>) {
+        self.scheduled().release(key);
+    }
+}
+
+/// A waiter slot released on drop.
+struct Key<'a> {
+    io: &'a ScheduledIo,
+    key: Option<usize>,
+}
+
+impl Drop for Key<'_> {
+    fn drop(&mut self) {
+        self.io.release(&mut self.key);
+    }
+}
+
+impl<S: mio::event::Source> Drop for PollIo<S> {
+    fn drop(&mut self) {
+        if let Some(mut source) = self.source.take() {
+            // An error here (the fd is not registered any more) leaves
+            // nothing to undo; the slot is freed either way.
+            let _ = self.handle.deregister(&mut source, &self.registered);
+            drop(source); // closes the fd, after the EPOLL_CTL_DEL
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! A hierarchical timing wheel: O(1) insert and cancel, firing in time
+//! proportional to the timers due (plus their cascades), whatever the
+//! number pending.
+//!
+//! # Layout
+//! Time is counted in **ticks** of 1 ms since the driver's base instant.
+//! Six levels of 64 slots: a slot of level `L` spans `64^L` ticks, so level
+//! 0 holds the next 64 ms one tick per slot, level 1 the next ~4 s, level 2
+//! ~4.4 min, level 3 ~4.7 h, level 4 ~12.4 days, level 5 ~2.2 years. A slot
+//! is a doubly linked list of entries threaded through one `Slab` by index
+//! (no allocation per timer beyond the slab's growth, no unsafe), and each
+//! level keeps a 64-bit mask of its non-empty slots.
+//!
+//! A timer due at tick `when` is placed, relative to `elapsed` (the last
+//! tick processed), at the level of the highest bit where `when` and
+//! `elapsed` differ (divided by 6): the first level whose slots tell them
+//! apart. Its slot there is `when`'s digit at that level, which is always
+//! at or after `elapsed`'s digit, in the same rotation.
+//!
+//! # Invariants
+//! - **W1** every pending entry is linked in exactly one slot, and its
+//!   level's mask has that slot's bit set; a fired or idle entry is in none.
+//! - **W2** at each level, the slots before `elapsed`'s digit are empty, but
+//!   for the one wrapped case below: so the next slot to process is found
+//!   from the masks alone ([`Wheel::next_expiration`]).
+//! - **W3** an entry fires only when `when <= elapsed`: never early. A slot
+//!   of level > 0 is processed when `elapsed` reaches its start; its
+//!   entries are re-placed (cascaded) at lower levels, or fired if due.
+//!
+//! Timers further out than the top level's rotation (~2.2 years) are placed
+//! at the rotation's last tick and re-placed from there (if `elapsed` is
+//! that last tick, at the next rotation's first slot: W2's wrapped case).
+//!
+//! The wheel is single-threaded: the driver keeps it under a mutex (see
+//! `driver`), and wakers are handed back to be woken outside that lock.
+
+use std::task::Waker;
+
+use slab::Slab;
+
+const LEVELS: usize = 6;
+const SLOT_BITS: u32 = 6;
+const SLOTS: usize = 1 << SLOT_BITS;
+const NIL: u32 = u32::MAX;
+/// Ticks covered by one rotation of the top level.
+const ROTATION: u64 = 1 << (SLOT_BITS as u64 * LEVELS as u64);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Linked in `heads[level][slot]`.
+    Pending { level: u8, slot: u8 },
+    /// Due: its waker was taken (or it was due when armed).
+    Fired,
+}
+
+#[derive(Debug)]
+struct Entry {
+    when: u64,
+    waker: Option<Waker>,
+    prev: u32,
+    next: u32,
+    state: State,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub(crate) struct Wheel {
+    elapsed: u64,
+    entries: Slab<Entry>,
+    heads: [[u32; SLOTS]; LEVELS],
+    occupied: [u64; LEVELS],
+    pending: usize,
+}
+
+/// The level at which a timer due at `when` is placed when the wheel is at
+/// `elapsed` (`when > elapsed`, within one rotation).
+fn level_for(elapsed: u64, when: u64) -> usize {
+    let differ = (elapsed ^ when) | (SLOTS as u64 - 1);
+    let bit = 63 - differ.leading_zeros();
+    ((bit / SLOT_BITS) as usize).min(LEVELS - 1)
+}
+
+fn slot_for(when: u64, level: usize) -> usize {
+    ((when >> (SLOT_BITS as usize * level)) & (SLOTS as u64 - 1)) as usize
+}
+
+fn slot_span(level: usize) -> u64 {
+    1 << (SLOT_BITS as usize * level)
+}
+
+impl Wheel {
+    pub(crate) fn new() -> Wheel {
+        Wheel {
+            elapsed: 0,
+            entries: Slab::new(),
+            heads: [[NIL; SLOTS]; LEVELS],
+            occupied: [0; LEVELS],
+            pending: 0,
+        }
+    }
+
+    /// Timers armed and not yet fired.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// Arms a timer due at tick `when`, woken through `waker`. Returns its
+    /// key, and whether it is already fired (`when <= elapsed`).
+    pub(crate) fn insert(&mut self, when: u64, waker: Waker) -> (usize, bool) {
+        let key = self.entries.insert(Entry {
+            when,
+            waker: Some(waker),
+            prev: NIL,
+            next: NIL,
+            state: State::Fired,
+        });
+        assert!(key < NIL as usize, "wq: more than 4 billion timers pending");
+        let fired = !self.arm(key, when);
+        (key, fired)
+    }
+
+    /// Re-arms `key` (fired or pending) for tick `when`; returns whether it
+    /// is already fired (`when <= elapsed`).
+    pub(crate) fn reset(&mut self, key: usize, when: u64) -> bool {
+        self.unlink(key);
+        !self.arm(key, when)
+    }
+
+    /// Whether `key` fired; if not, `waker` is the one to wake.
+    pub(crate) fn poll(&mut self, key: usize, waker: &Waker) -> bool {
+        let e = &mut self.entries[key];
+        if e.state == State::Fired {
+            return true;
+        }
+        match &mut e.waker {
+            Some(w) if w.will_wake(waker) => {}
+            slot => *slot = Some(waker.clone()),
+        }
+        false
+    }
+
+    /// Cancels and frees `key`. Its waker is returned to be dropped by the
+    /// caller, outside its lock.
+    pub(crate) fn remove(&mut self, key: usize) -> Option<Waker> {
+        self.unlink(key);
+        self.entries.remove(key).waker
+    }
+
+    /// The tick at which the earliest non-empty slot must be processed.
+    pub(crate) fn next_expiration(&self) -> Option<u64> {
+        (0..LEVELS)
+            .filter_map(|level| self.next_at_level(level).map(|(_, at)| at))
+            .min()
+    }
+
+    fn next_at_level(&self, level: usize) -> Option<(usize, u64)> {
+        let occupied = self.occupied[level];
+        if occupied == 0 {
+            return None;
+        }
+        let span = slot_span(level);
+        let now_slot = slot_for(self.elapsed, level);
+        let distance = occupied.rotate_right(now_slot as u32).trailing_zeros() as usize;
+        let slot = (now_slot + distance) % SLOTS;
+        let rotation = span << SLOT_BITS;
+        let mut at = (self.elapsed & !(rotation - 1)) + slot as u64 * span;
+        if slot < now_slot {
+            at += rotation; // W2's wrapped case
+        }
+        Some((slot, at))
+    }
+
+    /// Advances to tick `now`, firing what is due: each fired timer's waker
+    /// is pushed on `wake`. Stops early once `wake` holds `limit` wakers (so
+    /// the caller can wake them outside its lock) and returns `false`; call
+    /// again to go on. Returns `true` when everything due by `now` fired.
+    pub(crate) fn advance(&mut self, now: u64, wake: &mut Vec<Waker>, limit: usize) -> bool {
+        loop {
+            let next = (0..LEVELS)
+                .filter_map(|level| self.next_at_level(level).map(|(s, at)| (at, level, s)))
+                .min();
+            let Some((at, level, slot)) = next.filter(|&(at, ..)| at <= now) else {
+                self.elapsed = self.elapsed.max(now);
+                return true;
+            };
+            self.elapsed = self.elapsed.max(at);
+            while self.heads[level][slot] != NIL {
+                if wake.len() >= limit {
+                    return false;
+                }
+                let key = self.heads[level][slot] as usize;
+                self.unlink(key);
+                let when = self.entries[key].when;
+                if !self.arm(key, when) {
+                    // Due (W3): fire it.
+                    if let Some(w) = self.entries[key].waker.take() {
+                        wake.push(w);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Fires every pending timer (the driver is shutting down).
+    pub(crate) fn fire_all(&mut self, wake: &mut Vec<Waker>) {
+        for level in 0..LEVELS {
+            for slot in 0..SLOTS {
+                while self.heads[level][slot] != NIL {
+                    let key = self.heads[level][slot] as usize;
+                    self.unlink(key);
+                    if let Some(w) = self.entries[key].waker.take() {
+                        wake.push(w);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Links `key` for tick `when`; `false` (and left fired) if it is due.
+    fn arm(&mut self, key: usize, when: u64) -> bool {
+        self.entries[key].when = when;
+        if when <= self.elapsed {
+            self.entries[key].state = State::Fired;
+            return false;
+        }
+        // Beyond this rotation: park it at the rotation's last tick.
+        let last = self.elapsed | (ROTATION - 1);
+        let place = if when <= last {
+            when
+        } else if last > self.elapsed {
+            last
+        } else {
+            self.elapsed + 1
+        };
+        let level = level_for(self.elapsed, place);
+        let slot = slot_for(place, level);
+        let head = self.heads[level][slot];
+        {
+            let e = &mut self.entries[key];
+            e.state = State::Pending {
+                level: level as u8,
+                slot: slot as u8,
+            };
+            e.prev = NIL;
+            e.next = head;
+        }
+        if head != NIL {
+            self.entries[head as usize].prev = key as u32;
+        }
+        self.heads[level][slot] = key as u32;
+        self.occupied[level] |= 1 << slot;
+        self.pending += 1;
+        true
+    }
+
+    /// Takes `key` out of its slot, if it is in one (it is then fired).
+    fn unlink(&mut self, key: usize) {
+        let State::Pending { level, slot } = self.entries[key].state else {
+            return;
+        };
+        let (level, slot) = (level as usize, slot as usize);
+        let (prev, next) = (self.entries[key].prev, self.entries[key].next);
+        if prev == NIL {
+            self.heads[level][slot] = next;
+        } else {
+            self.entries[prev as usize].next = next;
+        }
+        if next != NIL {
+            self.entries[next as usize].prev = prev;
+        }
+        if self.heads[level][slot] == NIL {
+            self.occupied[level] &= !(1 << slot);
+        }
+        let e = &mut self.entries[key];
+        e.state = State::Fired;
+        e.prev = NIL;
+        e.next = NIL;
+        self.pending -= 1;
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    /// A waker that records its timer's id when woken.
+    struct Id(u64, Arc<std::sync::Mutex<Vec<u64>>>);
+    impl Wake for Id {
+        fn wake(self: Arc<Self>) {
+            self.1.lock().unwrap().push(self.0);
+        }
+    }
+
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            self.0 >> 33
+        }
+    }
+
+    #[test]
+    fn levels_and_slots() {
+        assert_eq!(level_for(0, 1), 0);
+        assert_eq!(level_for(0, 63), 0);
+        assert_eq!(level_for(0, 64), 1);
+        assert_eq!(level_for(63, 64), 1);
+        assert_eq!(level_for(64, 127), 0);
+        assert_eq!(level_for(0, ROTATION - 1), 5);
+        assert_eq!(level_for(0, ROTATION), 5, "clamped");
+        assert_eq!(slot_for(130, 1), 2);
+    }
+
+    /// Random inserts, resets, removes and advances (including big jumps
+    /// and far timers) against a map of deadlines: every timer fires
+    /// exactly once, at the first advance that reaches its tick, never
+    /// before.
+    #[test]
+    fn matches_a_brute_force_model() {
+        let woken = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut rng = Lcg(7);
+        let mut wheel = Wheel::new();
+        // id -> (key, when), for armed timers.
+        let mut armed: BTreeMap<u64, (usize, u64)> = BTreeMap::new();
+        let mut keys: Vec<(u64, usize)> = Vec::new();
+        let mut next_id = 0;
+        let mut now = 0u64;
+        for round in 0..20_000 {
+            match rng.next() % 10 {
+                0..=4 => {
+                    let span = [10, 100, 5_000, 300_000, 40_000_000, ROTATION * 2]
+                        [(rng.next() % 6) as usize];
+                    let when = now + rng.next() % span;
+                    let id = next_id;
+                    next_id += 1;
+                    let w = Waker::from(Arc::new(Id(id, woken.clone())));
+                    let (key, fired) = wheel.insert(when, w);
+                    assert_eq!(fired, when <= now);
+                    keys.push((id, key));
+                    if !fired {
+                        armed.insert(id, (key, when));
+                    }
+                }
+                5 if !keys.is_empty() => {
+                    let i = (rng.next() as usize) % keys.len();
+                    let (id, key) = keys.swap_remove(i);
+                    drop(wheel.remove(key));
+                    armed.remove(&id);
+                }
+                6 if !keys.is_empty() => {
+                    let (id, key) = keys[(rng.next() as usize) % keys.len()];
+                    let when = now + rng.next() % 1000;
+                    if wheel.reset(key, when) {
+                        armed.remove(&id);
+                    } else {
+                        // A reset timer's waker was kept (or taken by a
+                        // fire): give it a fresh one.
+                        let w = Waker::from(Arc::new(Id(id, woken.clone())));
+                        assert!(!wheel.poll(key, &w));
+                        armed.insert(id, (key, when));
+                    }
+                }
+                _ => {
+                    let step = [1, 3, 64, 1000, 70_000, 50_000_000][(rng.next() % 6) as usize];
+                    now += rng.next() % step;
+                    let mut wake = Vec::new();
+                    while !wheel.advance(now, &mut wake, 50) {
+                        wake.drain(..).for_each(Waker::wake);
+                    }
+                    wake.drain(..).for_each(Waker::wake);
+                    let mut got = std::mem::take(&mut *woken.lock().unwrap());
+                    got.sort_unstable();
+                    let due: Vec<u64> = armed
+                        .iter()
+                        .filter(|(_, (_, when))| *when <= now)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    assert_eq!(got, due, "round {round}: now {now}");
+                    for id in &due {
+                        let (key, _) = armed.remove(id).unwrap();
+                        let w = futures::task::noop_waker();
+                        assert!(wheel.poll(key, &w));
+                    }
+                    assert_eq!(wheel.pending(), armed.len());
+                    if let Some(next) = wheel.next_expiration() {
+                        let earliest = armed.values().map(|(_, w)| *w).min().unwrap();
+                        assert!(
+                            next > now && next <= earliest,
+                            "next {next} earliest {earliest}"
+                        );
+                    } else {
+                        assert!(armed.is_empty());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_million_timers_insert_cancel_and_fire() {
+        let mut wheel = Wheel::new();
+        let waker = futures::task::noop_waker();
+        let keys: Vec<usize> = (0..1_000_000u64)
+            .map(|i| wheel.insert(1 + i % 100_000, waker.clone()).0)
+            .collect();
+        for k in keys.iter().step_by(2) {
+            wheel.remove(*k);
+        }
+        let mut wake = Vec::new();
+        let mut fired = 0;
+        while !wheel.advance(100_000, &mut wake, 4096) {
+            fired += wake.drain(..).count();
+        }
+        fired += wake.len();
+        assert_eq!(fired, 500_000);
+        assert_eq!(wheel.pending(), 0);
+    }
+}

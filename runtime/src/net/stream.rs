@@ -1,0 +1,160 @@
+//! What TCP and Unix streams share: reading, writing, shutting down, and
+//! splitting into owned halves.
+//!
+//! A stream is an `Arc<PollIo<S>>` and one waiter key per direction
+//! (`driver::registration`); each owned half takes the `Arc` and its
+//! direction's key, so the two halves can be used from two tasks.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use crate::driver::registration::PollIo;
+use crate::driver::scheduled_io::Direction;
+
+/// A mio stream type: reads and writes through `&self`, and shuts down.
+pub(crate) trait StreamSource: mio::event::Source + Send + Sync + 'static {
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    fn write(&self, buf: &[u8]) -> io::Result<usize>;
+    fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+    fn shutdown(&self, how: Shutdown) -> io::Result<()>;
+}
+
+macro_rules! stream_source {
+    ($ty:ty) => {
+        impl StreamSource for $ty {
+            fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+                Read::read(&mut &*self, buf)
+            }
+            fn write(&self, buf: &[u8]) -> io::Result<usize> {
+                Write::write(&mut &*self, buf)
+            }
+            fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+                Write::write_vectored(&mut &*self, bufs)
+            }
+            fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+                <$ty>::shutdown(self, how)
+            }
+        }
+    };
+}
+
+stream_source!(mio::net::TcpStream);
+stream_source!(mio::net::UnixStream);
+
+/// One direction of a stream, with its waiter key.
+pub(crate) struct Half<S: StreamSource> {
+    pub(crate) io: Arc<PollIo<S>>,
+    key: Option<usize>,
+}
+
+impl<S: StreamSource> Half<S> {
+    pub(crate) fn new(io: Arc<PollIo<S>>) -> Half<S> {
+        Half { io, key: None }
+    }
+
+    pub(crate) fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let asked = buf.len();
+        self.io
+            .poll_transfer(cx, Direction::Read, &mut self.key, asked, |s| s.read(buf))
+    }
+
+    pub(crate) fn poll_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.io
+            .poll_transfer(cx, Direction::Write, &mut self.key, buf.len(), |s| {
+                s.write(buf)
+            })
+    }
+
+    pub(crate) fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let asked = bufs.iter().map(|b| b.len()).sum();
+        self.io
+            .poll_transfer(cx, Direction::Write, &mut self.key, asked, |s| {
+                s.write_vectored(bufs)
+            })
+    }
+
+    pub(crate) fn shutdown_write(&self) -> io::Result<()> {
+        match self.io.source().shutdown(Shutdown::Write) {
+            // Already shut down, or the peer reset it: nothing left to close.
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+            r => r,
+        }
+    }
+}
+
+impl<S: StreamSource> Drop for Half<S> {
+    fn drop(&mut self) {
+        self.io.release(&mut self.key);
+    }
+}
+
+/// Implements `futures::io::AsyncRead` / `AsyncWrite` for a stream type
+/// with `read` and `write` halves, or for a read half (`read`) or a write
+/// half (`write`).
+macro_rules! async_read {
+    ($ty:ty, $field:ident) => {
+        impl futures::io::AsyncRead for $ty {
+            fn poll_read(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &mut [u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                self.get_mut().$field.poll_read(cx, buf)
+            }
+        }
+    };
+}
+
+macro_rules! async_write {
+    ($ty:ty, $field:ident) => {
+        impl futures::io::AsyncWrite for $ty {
+            fn poll_write(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &[u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                self.get_mut().$field.poll_write(cx, buf)
+            }
+
+            fn poll_write_vectored(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                bufs: &[std::io::IoSlice<'_>],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                self.get_mut().$field.poll_write_vectored(cx, bufs)
+            }
+
+            /// Writes go straight to the socket: nothing to flush.
+            fn poll_flush(
+                self: std::pin::Pin<&mut Self>,
+                _cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::task::Poll::Ready(Ok(()))
+            }
+
+            /// Shuts the write side down (the peer reads EOF).
+            fn poll_close(
+                self: std::pin::Pin<&mut Self>,
+                _cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::task::Poll::Ready(self.get_mut().$field.shutdown_write())
+            }
+        }
+    };
+}
+
+pub(crate) use {async_read, async_write};

@@ -1,0 +1,258 @@
+//! TCP: [`TcpListener`], [`TcpStream`] and its owned halves.
+
+use std::fmt;
+use std::io;
+use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+
+use super::stream::{Half, async_read, async_write};
+use crate::driver::registration::PollIo;
+use crate::driver::scheduled_io::Direction;
+
+/// A TCP socket listening for connections.
+///
+/// ```no_run
+/// use wq::net::TcpListener;
+///
+/// #[wq::main]
+/// async fn main() -> std::io::Result<()> {
+///     let listener = TcpListener::bind("127.0.0.1:8080").await?;
+///     loop {
+///         let (stream, peer) = listener.accept().await?;
+///         wq::spawn(async move {
+///             println!("{peer} connected");
+///             drop(stream);
+///         });
+///     }
+/// }
+/// ```
+pub struct TcpListener {
+    io: PollIo<mio::net::TcpListener>,
+}
+
+impl TcpListener {
+    /// Binds to `addr` (each resolved address in turn) and listens
+    /// (`SO_REUSEADDR` set, backlog 1024). Port 0 picks a free port: see
+    /// [`local_addr`](TcpListener::local_addr).
+    ///
+    /// # Panics
+    /// Outside a wq runtime.
+    pub async fn bind(addr: impl ToSocketAddrs) -> io::Result<TcpListener> {
+        let driver = super::current("wq::net::TcpListener::bind")?;
+        super::each_addr(addr, |a| {
+            let driver = driver.clone();
+            async move {
+                let l = mio::net::TcpListener::bind(a)?;
+                Ok(TcpListener {
+                    io: PollIo::new(driver, l)?,
+                })
+            }
+        })
+        .await
+    }
+
+    /// Takes over a listening std socket (made non-blocking here).
+    ///
+    /// # Panics
+    /// Outside a wq runtime.
+    pub fn from_std(listener: std::net::TcpListener) -> io::Result<TcpListener> {
+        let driver = super::current("wq::net::TcpListener::from_std")?;
+        listener.set_nonblocking(true)?;
+        Ok(TcpListener {
+            io: PollIo::new(driver, mio::net::TcpListener::from_std(listener))?,
+        })
+    }
+
+    /// Waits for a connection. Several tasks may wait on one listener
+    /// (through an `Arc`); each connection goes to one of them.
+    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        let (s, peer) = self.io.async_io(Direction::Read, |l| l.accept()).await?;
+        Ok((TcpStream::from_mio(self.io.handle().clone(), s)?, peer))
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.source().local_addr()
+    }
+}
+
+impl fmt::Debug for TcpListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpListener")
+            .field("local_addr", &self.local_addr().ok())
+            .finish()
+    }
+}
+
+/// A TCP connection. Implements `futures::io::AsyncRead` and `AsyncWrite`
+/// (`close` shuts the write side down).
+///
+/// ```
+/// use futures::{AsyncReadExt, AsyncWriteExt};
+///
+/// #[wq::main]
+/// async fn main() -> std::io::Result<()> {
+///     let l = wq::net::TcpListener::bind("127.0.0.1:0").await?;
+///     let mut c = wq::net::TcpStream::connect(l.local_addr()?).await?;
+///     let (s, _) = l.accept().await?;
+///     c.set_nodelay(true)?;
+///     c.write_all(b"ping").await?;
+///     c.close().await?; // the server reads "ping" then EOF
+///     let (mut r, _w) = s.into_split();
+///     let mut got = Vec::new();
+///     r.read_to_end(&mut got).await?;
+///     assert_eq!(got, b"ping");
+///     Ok(())
+/// }
+/// ```
+pub struct TcpStream {
+    read: Half<mio::net::TcpStream>,
+    write: Half<mio::net::TcpStream>,
+}
+
+impl TcpStream {
+    /// Connects to `addr`, trying each resolved address in turn; the
+    /// error is the last address's (e.g. `ConnectionRefused`).
+    ///
+    /// # Panics
+    /// Outside a wq runtime.
+    pub async fn connect(addr: impl ToSocketAddrs) -> io::Result<TcpStream> {
+        let driver = super::current("wq::net::TcpStream::connect")?;
+        super::each_addr(addr, |a| {
+            let driver = driver.clone();
+            async move {
+                let s = TcpStream::from_mio(driver, mio::net::TcpStream::connect(a)?)?;
+                s.read
+                    .io
+                    .async_io(Direction::Write, |s| match s.take_error() {
+                        Ok(Some(e)) | Err(e) => Err(e),
+                        Ok(None) => match s.peer_addr() {
+                            Ok(_) => Ok(()),
+                            // Still connecting: wait for the next edge.
+                            Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                                Err(io::ErrorKind::WouldBlock.into())
+                            }
+                            Err(e) => Err(e),
+                        },
+                    })
+                    .await?;
+                Ok(s)
+            }
+        })
+        .await
+    }
+
+    /// Takes over a connected std socket (made non-blocking here).
+    ///
+    /// # Panics
+    /// Outside a wq runtime.
+    pub fn from_std(stream: std::net::TcpStream) -> io::Result<TcpStream> {
+        let driver = super::current("wq::net::TcpStream::from_std")?;
+        stream.set_nonblocking(true)?;
+        TcpStream::from_mio(driver, mio::net::TcpStream::from_std(stream))
+    }
+
+    fn from_mio(driver: crate::driver::Handle, s: mio::net::TcpStream) -> io::Result<TcpStream> {
+        let io = Arc::new(PollIo::new(driver, s)?);
+        Ok(TcpStream {
+            read: Half::new(io.clone()),
+            write: Half::new(io),
+        })
+    }
+
+    fn source(&self) -> &mio::net::TcpStream {
+        self.read.io.source()
+    }
+
+    /// The remote address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.source().peer_addr()
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.source().local_addr()
+    }
+
+    /// Sets `TCP_NODELAY` (no Nagle delay for small writes).
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.source().set_nodelay(nodelay)
+    }
+
+    /// Whether `TCP_NODELAY` is set.
+    pub fn nodelay(&self) -> io::Result<bool> {
+        self.source().nodelay()
+    }
+
+    /// Shuts down the read side, the write side (the peer reads EOF), or
+    /// both. Dropping the stream closes it whatever this says.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.source().shutdown(how)
+    }
+
+    /// Splits into a read half and a write half, usable from different
+    /// tasks. The connection closes when both are dropped.
+    pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        (
+            OwnedReadHalf { read: self.read },
+            OwnedWriteHalf { write: self.write },
+        )
+    }
+}
+
+impl fmt::Debug for TcpStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpStream")
+            .field("local_addr", &self.local_addr().ok())
+            .field("peer_addr", &self.peer_addr().ok())
+            .finish()
+    }
+}
+
+/// The read half of a [`TcpStream`] ([`TcpStream::into_split`]).
+pub struct OwnedReadHalf {
+    read: Half<mio::net::TcpStream>,
+}
+
+/// The write half of a [`TcpStream`] ([`TcpStream::into_split`]);
+/// `close` shuts the connection's write side down.
+pub struct OwnedWriteHalf {
+    write: Half<mio::net::TcpStream>,
+}
+
+impl OwnedReadHalf {
+    /// The remote address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.read.io.source().peer_addr()
+    }
+}
+
+impl OwnedWriteHalf {
+    /// The remote address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.write.io.source().peer_addr()
+    }
+}
+
+impl fmt::Debug for OwnedReadHalf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("tcp::OwnedReadHalf").finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for OwnedWriteHalf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("tcp::OwnedWriteHalf")
+            .finish_non_exhaustive()
+    }
+}
+
+async_read!(TcpStream, read);
+async_write!(TcpStream, write);
+async_read!(OwnedReadHalf, read);
+async_write!(OwnedWriteHalf, write);
+
+super::as_fd!(TcpListener, io.source());
+super::as_fd!(TcpStream, source());
+super::as_fd!(OwnedReadHalf, read.io.source());
+super::as_fd!(OwnedWriteHalf, write.io.source());

@@ -1,0 +1,117 @@
+//! UDP: [`UdpSocket`].
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+
+use crate::driver::registration::PollIo;
+use crate::driver::scheduled_io::Direction;
+
+/// A UDP socket. Every operation takes `&self`: share it (an `Arc`)
+/// between a sending and a receiving task, or among several receivers.
+///
+/// ```
+/// #[wq::main]
+/// async fn main() -> std::io::Result<()> {
+///     let a = wq::net::UdpSocket::bind("127.0.0.1:0").await?;
+///     let b = wq::net::UdpSocket::bind("127.0.0.1:0").await?;
+///     a.send_to(b"hi", b.local_addr()?).await?;
+///     let mut buf = [0; 16];
+///     let (n, from) = b.recv_from(&mut buf).await?;
+///     assert_eq!((&buf[..n], from), (&b"hi"[..], a.local_addr()?));
+///     Ok(())
+/// }
+/// ```
+pub struct UdpSocket {
+    io: PollIo<mio::net::UdpSocket>,
+}
+
+impl UdpSocket {
+    /// Binds to `addr` (each resolved address in turn).
+    ///
+    /// # Panics
+    /// Outside a wq runtime.
+    pub async fn bind(addr: impl ToSocketAddrs) -> io::Result<UdpSocket> {
+        let driver = super::current("wq::net::UdpSocket::bind")?;
+        super::each_addr(addr, |a| {
+            let driver = driver.clone();
+            async move {
+                Ok(UdpSocket {
+                    io: PollIo::new(driver, mio::net::UdpSocket::bind(a)?)?,
+                })
+            }
+        })
+        .await
+    }
+
+    /// Takes over a bound std socket (made non-blocking here).
+    ///
+    /// # Panics
+    /// Outside a wq runtime.
+    pub fn from_std(socket: std::net::UdpSocket) -> io::Result<UdpSocket> {
+        let driver = super::current("wq::net::UdpSocket::from_std")?;
+        socket.set_nonblocking(true)?;
+        Ok(UdpSocket {
+            io: PollIo::new(driver, mio::net::UdpSocket::from_std(socket))?,
+        })
+    }
+
+    /// Sets the default destination of [`send`](UdpSocket::send) and the
+    /// only source [`recv`](UdpSocket::recv) accepts (each resolved
+    /// address in turn).
+    pub async fn connect(&self, addr: impl ToSocketAddrs) -> io::Result<()> {
+        let sock = self.io.source();
+        super::each_addr(addr, |a| async move { sock.connect(a) }).await
+    }
+
+    /// Sends `buf` to the connected address.
+    pub async fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        self.io.async_io(Direction::Write, |s| s.send(buf)).await
+    }
+
+    /// Receives one datagram from the connected address (truncated to
+    /// `buf`'s length).
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.io.async_io(Direction::Read, |s| s.recv(buf)).await
+    }
+
+    /// Sends `buf` to `target` (its first resolved address).
+    pub async fn send_to(&self, buf: &[u8], target: impl ToSocketAddrs) -> io::Result<usize> {
+        let to = target.to_socket_addrs()?.next().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the target address resolved to no socket address",
+            )
+        })?;
+        self.io
+            .async_io(Direction::Write, |s| s.send_to(buf, to))
+            .await
+    }
+
+    /// Receives one datagram and its sender's address.
+    pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.io
+            .async_io(Direction::Read, |s| s.recv_from(buf))
+            .await
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.source().local_addr()
+    }
+
+    /// The connected address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.io.source().peer_addr()
+    }
+}
+
+impl fmt::Debug for UdpSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UdpSocket")
+            .field("local_addr", &self.local_addr().ok())
+            .finish()
+    }
+}
+
+super::as_fd!(UdpSocket, io.source());

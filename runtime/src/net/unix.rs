@@ -1,0 +1,185 @@
+//! Unix domain stream sockets: [`UnixListener`], [`UnixStream`] and its
+//! owned halves.
+
+use std::fmt;
+use std::io;
+use std::net::Shutdown;
+use std::os::unix::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::stream::{Half, async_read, async_write};
+use crate::driver::registration::PollIo;
+use crate::driver::scheduled_io::Direction;
+
+/// A Unix domain socket listening for connections.
+///
+/// ```
+/// use futures::{AsyncReadExt, AsyncWriteExt};
+///
+/// #[wq::main]
+/// async fn main() -> std::io::Result<()> {
+///     let path = std::env::temp_dir().join(format!("wq-doc-{}.sock", std::process::id()));
+///     let _ = std::fs::remove_file(&path);
+///     let l = wq::net::UnixListener::bind(&path)?;
+///     let mut c = wq::net::UnixStream::connect(&path).await?;
+///     let (mut s, _) = l.accept().await?;
+///     c.write_all(b"hi").await?;
+///     let mut buf = [0; 2];
+///     s.read_exact(&mut buf).await?;
+///     assert_eq!(&buf, b"hi");
+///     std::fs::remove_file(&path)?;
+///     Ok(())
+/// }
+/// ```
+pub struct UnixListener {
+    io: PollIo<mio::net::UnixListener>,
+}
+
+impl UnixListener {
+    /// Binds to `path` and listens. The socket file is not removed on
+    /// drop (as with std); remove a stale one before binding.
+    ///
+    /// # Panics
+    /// Outside a wq runtime.
+    pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixListener> {
+        let driver = super::current("wq::net::UnixListener::bind")?;
+        Ok(UnixListener {
+            io: PollIo::new(driver, mio::net::UnixListener::bind(path)?)?,
+        })
+    }
+
+    /// Waits for a connection.
+    pub async fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
+        let (s, peer) = self.io.async_io(Direction::Read, |l| l.accept()).await?;
+        Ok((UnixStream::from_mio(self.io.handle().clone(), s)?, peer))
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.source().local_addr()
+    }
+}
+
+impl fmt::Debug for UnixListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnixListener")
+            .field("local_addr", &self.local_addr().ok())
+            .finish()
+    }
+}
+
+/// A Unix domain stream connection. Implements `futures::io::AsyncRead`
+/// and `AsyncWrite` (`close` shuts the write side down).
+pub struct UnixStream {
+    read: Half<mio::net::UnixStream>,
+    write: Half<mio::net::UnixStream>,
+}
+
+impl UnixStream {
+    /// Connects to the socket at `path`.
+    ///
+    /// # Panics
+    /// Outside a wq runtime.
+    pub async fn connect(path: impl AsRef<Path>) -> io::Result<UnixStream> {
+        let driver = super::current("wq::net::UnixStream::connect")?;
+        let s = UnixStream::from_mio(driver, mio::net::UnixStream::connect(path)?)?;
+        s.read
+            .io
+            .async_io(Direction::Write, |s| match s.take_error() {
+                Ok(Some(e)) | Err(e) => Err(e),
+                Ok(None) => Ok(()),
+            })
+            .await?;
+        Ok(s)
+    }
+
+    /// A connected pair (`socketpair`).
+    ///
+    /// # Panics
+    /// Outside a wq runtime.
+    pub fn pair() -> io::Result<(UnixStream, UnixStream)> {
+        let driver = super::current("wq::net::UnixStream::pair")?;
+        let (a, b) = mio::net::UnixStream::pair()?;
+        Ok((
+            UnixStream::from_mio(driver.clone(), a)?,
+            UnixStream::from_mio(driver, b)?,
+        ))
+    }
+
+    fn from_mio(driver: crate::driver::Handle, s: mio::net::UnixStream) -> io::Result<UnixStream> {
+        let io = Arc::new(PollIo::new(driver, s)?);
+        Ok(UnixStream {
+            read: Half::new(io.clone()),
+            write: Half::new(io),
+        })
+    }
+
+    fn source(&self) -> &mio::net::UnixStream {
+        self.read.io.source()
+    }
+
+    /// The remote address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.source().peer_addr()
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.source().local_addr()
+    }
+
+    /// Shuts down the read side, the write side, or both.
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.source().shutdown(how)
+    }
+
+    /// Splits into a read half and a write half, usable from different
+    /// tasks.
+    pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        (
+            OwnedReadHalf { read: self.read },
+            OwnedWriteHalf { write: self.write },
+        )
+    }
+}
+
+impl fmt::Debug for UnixStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnixStream").finish_non_exhaustive()
+    }
+}
+
+/// The read half of a [`UnixStream`] ([`UnixStream::into_split`]).
+pub struct OwnedReadHalf {
+    read: Half<mio::net::UnixStream>,
+}
+
+/// The write half of a [`UnixStream`] ([`UnixStream::into_split`]).
+pub struct OwnedWriteHalf {
+    write: Half<mio::net::UnixStream>,
+}
+
+impl fmt::Debug for OwnedReadHalf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("unix::OwnedReadHalf")
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for OwnedWriteHalf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("unix::OwnedWriteHalf")
+            .finish_non_exhaustive()
+    }
+}
+
+async_read!(UnixStream, read);
+async_write!(UnixStream, write);
+async_read!(OwnedReadHalf, read);
+async_write!(OwnedWriteHalf, write);
+
+super::as_fd!(UnixListener, io.source());
+super::as_fd!(UnixStream, source());
+super::as_fd!(OwnedReadHalf, read.io.source());
+super::as_fd!(OwnedWriteHalf, write.io.source());

@@ -1,0 +1,237 @@
+//! The blocking pool: threads for closures that block (file I/O, DNS,
+//! CPU-heavy calls, C libraries), so they never hold a worker.
+//!
+//! A job is an `async-task` task whose future runs the closure once (its
+//! panic caught, so it becomes the handle's `JoinError::is_panic()`) and
+//! whose schedule function pushes it here: it has wq's ordinary
+//! [`JoinHandle`](crate::JoinHandle), and dropping a queued job cancels it.
+//!
+//! # Thread accounting (all under `state`'s lock)
+//! - `threads`: started and not exited (including ones being started).
+//! - `idle`: threads waiting on `work`; `notified`: wake-ups promised to
+//!   queued jobs and not yet taken. `idle - notified` threads are free.
+//!
+//! 1. **Spawn**: push the job (FIFO). If a thread is free, promise it
+//!    (`notified += 1`, `notify_one`). Else, below `max_blocking_threads`,
+//!    reserve a thread (`threads += 1`) and start it after the unlock; at
+//!    the limit the job waits in the queue for the next free thread.
+//! 2. **Run**: a thread pops the oldest job, runs it without the lock,
+//!    and looks again. With none, it waits on `work` for
+//!    `blocking_keep_alive`; a wake-up takes a promise if there is one.
+//! 3. **Cull**: a thread whose wait timed out with no promise and an empty
+//!    queue exits (`threads -= 1`).
+//! 4. A thread that the OS refuses to start is un-reserved; its job stays
+//!    queued for the next thread (reported once on stderr if no thread is
+//!    left to take it). The next spawn tries again.
+//!
+//! # Shutdown ([`BlockingPool::shutdown`])
+//! `shutdown` is set, the queue taken and dropped outside the lock (each
+//! job is cancelled: its handle gives a cancelled `JoinError`), idle
+//! threads are woken and exit; running jobs are waited for (`exited`) until
+//! the deadline, then the exited threads are joined. A job still running
+//! after the deadline keeps its thread, which exits when the job returns.
+//! Spawns after the shutdown are cancelled at once.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::Write as _;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle as ThreadHandle;
+use std::time::{Duration, Instant};
+
+use super::Scheduler;
+use crate::task::JoinHandle;
+
+type Job = crate::task::Runnable;
+
+/// Default of `Builder::max_blocking_threads`.
+pub(crate) const DEFAULT_MAX_THREADS: usize = 512;
+/// Default of `Builder::blocking_keep_alive`.
+pub(crate) const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+/// See the module docs.
+#[derive(Default)]
+pub(crate) struct BlockingPool {
+    state: Mutex<State>,
+    work: Condvar,
+    exited: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Job>,
+    threads: usize,
+    idle: usize,
+    notified: usize,
+    shutdown: bool,
+    handles: Vec<ThreadHandle<()>>,
+    start_failures: u64,
+}
+
+thread_local! {
+    /// The pool whose thread this is (its address), to not wait for
+    /// oneself at shutdown.
+    static POOL_OF_THREAD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+impl fmt::Debug for BlockingPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = crate::loom::lock(&self.state);
+        f.debug_struct("BlockingPool")
+            .field("threads", &s.threads)
+            .field("idle", &s.idle)
+            .field("queued", &s.queue.len())
+            .finish()
+    }
+}
+
+impl BlockingPool {
+    /// Runs `f` on a blocking thread of `shared`'s runtime.
+    pub(crate) fn spawn<F, T>(shared: &Arc<Scheduler>, f: F) -> JoinHandle<T>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        if shared.is_closed() {
+            return JoinHandle::closed();
+        }
+        let weak = Arc::downgrade(shared);
+        let (job, handle) = JoinHandle::blocking(f, move |job| match weak.upgrade() {
+            Some(shared) => shared.services.blocking.push(&shared, job),
+            None => drop(job), // the runtime is gone: cancelled
+        });
+        job.schedule();
+        handle
+    }
+
+    /// Step 1 of the module docs.
+    fn push(&self, shared: &Arc<Scheduler>, job: Job) {
+        let mut s = crate::loom::lock(&self.state);
+        if s.shutdown {
+            drop(s);
+            drop(job); // cancelled: its handle resolves to a JoinError
+            return;
+        }
+        s.queue.push_back(job);
+        if s.idle > s.notified {
+            s.notified += 1;
+            drop(s);
+            self.work.notify_one();
+            return;
+        }
+        if s.threads >= shared.config.max_blocking_threads {
+            return; // queued until a thread is free
+        }
+        s.threads += 1;
+        drop(s);
+        self.start_thread(shared);
+    }
+
+    fn start_thread(&self, shared: &Arc<Scheduler>) {
+        let mut builder =
+            std::thread::Builder::new().name(format!("{}-blocking", shared.config.thread_name));
+        if let Some(bytes) = shared.config.thread_stack_size {
+            builder = builder.stack_size(bytes);
+        }
+        let runtime = shared.clone();
+        match builder.spawn(move || run(runtime)) {
+            Ok(handle) => {
+                let mut s = crate::loom::lock(&self.state);
+                s.handles.retain(|h| !h.is_finished());
+                s.handles.push(handle);
+            }
+            Err(err) => {
+                let mut s = crate::loom::lock(&self.state);
+                s.threads -= 1;
+                s.start_failures += 1;
+                let stranded = s.threads == 0 && !s.queue.is_empty();
+                let first = s.start_failures == 1;
+                drop(s);
+                if stranded && first {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "wq: could not start a blocking-pool thread: {err}; queued spawn_blocking jobs wait until one can be started (the next spawn_blocking tries again); check the process's thread limit (`ulimit -u`) and free memory"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The module docs' shutdown: returns whether every thread exited by
+    /// `deadline` (`None`: wait for them all).
+    pub(crate) fn shutdown(&self, deadline: Option<Instant>) -> bool {
+        let queued = {
+            let mut s = crate::loom::lock(&self.state);
+            s.shutdown = true;
+            std::mem::take(&mut s.queue)
+        };
+        self.work.notify_all();
+        drop(queued); // cancels them, outside the lock
+        let me = usize::from(POOL_OF_THREAD.with(|p| p.get()) == self as *const _ as usize);
+        let mut s = crate::loom::lock(&self.state);
+        while s.threads > me {
+            s = match deadline {
+                None => self.exited.wait(s).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return false;
+                    }
+                    self.exited
+                        .wait_timeout(s, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+        let handles = std::mem::take(&mut s.handles);
+        drop(s);
+        let current = std::thread::current().id();
+        for h in handles {
+            if h.thread().id() != current {
+                let _ = h.join();
+            }
+        }
+        true
+    }
+}
+
+/// A blocking thread: steps 2 and 3 of the module docs.
+fn run(runtime: Arc<Scheduler>) {
+    let shared = runtime.clone();
+    let pool = &shared.services.blocking;
+    POOL_OF_THREAD.with(|p| p.set(pool as *const _ as usize));
+    let keep_alive = shared.config.blocking_keep_alive;
+    let _context = super::context::enter(runtime);
+    let mut s = crate::loom::lock(&pool.state);
+    loop {
+        if let Some(job) = s.queue.pop_front() {
+            drop(s);
+            // The job's future catches the closure's panic; a panic in
+            // dropping a cancelled job's closure must not end the thread.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run()));
+            s = crate::loom::lock(&pool.state);
+            continue;
+        }
+        if s.shutdown {
+            break;
+        }
+        s.idle += 1;
+        let (guard, waited) = pool
+            .work
+            .wait_timeout(s, keep_alive)
+            .unwrap_or_else(|e| e.into_inner());
+        s = guard;
+        s.idle -= 1;
+        if s.notified > 0 {
+            s.notified -= 1;
+            continue;
+        }
+        if waited.timed_out() && s.queue.is_empty() {
+            break; // culled
+        }
+    }
+    s.threads -= 1;
+    drop(s);
+    pool.exited.notify_all();
+}

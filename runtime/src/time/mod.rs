@@ -1,0 +1,51 @@
+//! Timers: [`sleep`], [`sleep_until`], [`timeout`], [`interval`].
+//!
+//! Timers live in the runtime's driver (a hierarchical timing wheel with
+//! 1 ms ticks, `driver::wheel`), which the driver thread turns: a timer
+//! costs no thread and no syscall of its own, and a million pending ones
+//! cost a slab entry (~56 bytes) each. A `Sleep` is armed on its first
+//! poll, re-armed in place by [`Sleep::reset`], and cancelled when dropped.
+//!
+//! Guarantees:
+//! - a timer **never fires before its deadline**: deadlines are rounded up
+//!   to the next millisecond tick, and a tick fires only once the clock has
+//!   passed it; it fires at most about 1 ms plus the driver's and the
+//!   pool's wake-up latency after;
+//! - [`timeout`] polls its future **before** its timer, so a future that is
+//!   ready when the deadline passes is not timed out.
+//!
+//! Creating a timer outside a runtime panics with a message saying where to
+//! call it from (as [`crate::spawn`] does). A `Sleep` polled after its
+//! runtime shut down panics too: nothing would ever fire it.
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! #[wq::main]
+//! async fn main() {
+//!     let start = std::time::Instant::now();
+//!     wq::time::sleep(Duration::from_millis(20)).await;
+//!     assert!(start.elapsed() >= Duration::from_millis(20));
+//!
+//!     let slow = wq::time::timeout(Duration::from_millis(10), wq::time::sleep(Duration::from_secs(60)));
+//!     assert!(slow.await.is_err());
+//! }
+//! ```
+
+mod interval;
+mod sleep;
+mod timeout;
+
+pub use interval::{Interval, interval, interval_at};
+pub use sleep::{Sleep, sleep, sleep_until};
+pub use timeout::{Elapsed, Timeout, timeout};
+
+pub(crate) use sleep::current_driver_or_panic as sleep_driver;
+
+/// A deadline `d` from now, or about 30 years from now if that overflows
+/// `Instant` (as good as never).
+pub(crate) fn deadline_in(d: std::time::Duration) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + std::time::Duration::from_secs(86400 * 365 * 30))
+}

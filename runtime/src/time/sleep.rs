@@ -1,0 +1,172 @@
+//! [`Sleep`], [`sleep`] and [`sleep_until`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use crate::driver;
+
+/// A future that completes at its deadline. Made by [`sleep`] and
+/// [`sleep_until`].
+///
+/// It is `Unpin`: it can be moved, stored and re-armed with
+/// [`reset`](Sleep::reset) without pinning. Dropping it cancels the timer.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+///
+/// #[wq::main]
+/// async fn main() {
+///     let mut s = wq::time::sleep(Duration::from_secs(3600));
+///     // Changed our mind: wake in 5 ms instead, same timer.
+///     s.reset(Instant::now() + Duration::from_millis(5));
+///     s.await;
+/// }
+/// ```
+#[must_use = "a Sleep does nothing unless .awaited or polled"]
+pub struct Sleep {
+    driver: driver::Handle,
+    deadline: Instant,
+    /// The deadline's tick (rounded up).
+    tick: u64,
+    /// The wheel entry, once armed.
+    key: Option<usize>,
+    fired: bool,
+}
+
+/// Waits until `duration` has passed.
+///
+/// # Panics
+/// Outside a wq runtime (call it from a task, inside `Runtime::block_on`
+/// or `#[wq::main]`, or after `Runtime::enter`), or if the runtime's driver
+/// thread cannot be started.
+///
+/// ```
+/// # #[wq::main] async fn main() {
+/// wq::time::sleep(std::time::Duration::from_millis(1)).await;
+/// # }
+/// ```
+pub fn sleep(duration: Duration) -> Sleep {
+    Sleep::new(
+        current_driver_or_panic("wq::time::sleep"),
+        super::deadline_in(duration),
+    )
+}
+
+/// Waits until `deadline`. A deadline in the past completes at once.
+///
+/// # Panics
+/// As [`sleep`].
+///
+/// ```
+/// # #[wq::main] async fn main() {
+/// let at = std::time::Instant::now() + std::time::Duration::from_millis(2);
+/// wq::time::sleep_until(at).await;
+/// assert!(std::time::Instant::now() >= at);
+/// # }
+/// ```
+pub fn sleep_until(deadline: Instant) -> Sleep {
+    Sleep::new(current_driver_or_panic("wq::time::sleep_until"), deadline)
+}
+
+/// The current runtime's driver, or a panic naming `what`.
+pub(crate) fn current_driver_or_panic(what: &str) -> driver::Handle {
+    crate::scheduler::services::current_driver(what)
+        .unwrap_or_else(|e| panic!("{what}: the runtime's timer driver is unavailable: {e}"))
+}
+
+impl Sleep {
+    pub(crate) fn new(driver: driver::Handle, deadline: Instant) -> Sleep {
+        let tick = driver.tick_ceil(deadline);
+        Sleep {
+            driver,
+            deadline,
+            tick,
+            key: None,
+            fired: false,
+        }
+    }
+
+    /// When it completes.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Whether the deadline has passed.
+    pub fn is_elapsed(&self) -> bool {
+        self.fired || Instant::now() >= self.deadline
+    }
+
+    /// Moves the deadline to `deadline`, keeping the same timer (no new
+    /// allocation). A sleep that completed can be reset and awaited again.
+    pub fn reset(&mut self, deadline: Instant) {
+        self.deadline = deadline;
+        self.tick = self.driver.tick_ceil(deadline);
+        self.fired = false;
+        if let Some(key) = self.key {
+            let tick = self.tick;
+            self.fired = self.driver.with_timers(|t| {
+                let fired = t.wheel.reset(key, tick);
+                (fired, (!fired).then_some(tick))
+            });
+        }
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if this.fired {
+            return Poll::Ready(());
+        }
+        let tick = this.tick;
+        let key = this.key;
+        let (fired, key, shut_down) = this.driver.with_timers(|t| {
+            let shut_down = t.shut_down;
+            match key {
+                _ if shut_down => ((true, key, true), None),
+                Some(key) => ((t.wheel.poll(key, cx.waker()), Some(key), false), None),
+                None => {
+                    let (key, fired) = t.wheel.insert(tick, cx.waker().clone());
+                    ((fired, Some(key), false), (!fired).then_some(tick))
+                }
+            }
+        });
+        this.key = key;
+        if shut_down && Instant::now() < this.deadline {
+            panic!(
+                "wq::time::Sleep polled after its runtime shut down: its deadline can never be reached; keep the runtime alive while timers are awaited"
+            );
+        }
+        if fired {
+            this.fired = true;
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let waker = self.driver.with_timers(|t| (t.wheel.remove(key), None));
+            drop(waker); // outside the lock
+        }
+    }
+}
+
+impl std::fmt::Debug for Sleep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sleep")
+            .field("deadline", &self.deadline)
+            .field("fired", &self.fired)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "hyper")]
+impl hyper::rt::Sleep for Sleep {}

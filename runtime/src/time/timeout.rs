@@ -1,0 +1,115 @@
+//! [`timeout`], [`Timeout`] and [`Elapsed`].
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use super::Sleep;
+
+/// Runs `future` for at most `duration`: `Ok(output)` if it completes in
+/// time, `Err(Elapsed)` otherwise (the future is dropped with the
+/// `Timeout`).
+///
+/// The future is polled before the timer, so a future that is ready when
+/// the deadline passes is not timed out; and the timer never fires before
+/// `duration` has passed.
+///
+/// # Panics
+/// Outside a wq runtime, as [`sleep`](super::sleep).
+///
+/// ```
+/// use std::time::Duration;
+/// use wq::time::{sleep, timeout};
+///
+/// #[wq::main]
+/// async fn main() {
+///     assert_eq!(timeout(Duration::from_secs(5), async { 7 }).await, Ok(7));
+///     let err = timeout(Duration::from_millis(5), sleep(Duration::from_secs(5))).await.unwrap_err();
+///     assert_eq!(err.to_string(), "deadline has elapsed");
+/// }
+/// ```
+pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
+    let driver = super::sleep_driver("wq::time::timeout");
+    Timeout {
+        future,
+        sleep: Sleep::new(driver, super::deadline_in(duration)),
+    }
+}
+
+/// The future of [`timeout`].
+#[must_use = "a Timeout does nothing unless .awaited or polled"]
+pub struct Timeout<F> {
+    future: F,
+    sleep: Sleep,
+}
+
+impl<F> Timeout<F> {
+    /// The future inside.
+    pub fn get_ref(&self) -> &F {
+        &self.future
+    }
+
+    /// The future inside, mutably.
+    pub fn get_mut(&mut self) -> &mut F {
+        &mut self.future
+    }
+
+    /// Gives the future back, cancelling the timer.
+    pub fn into_inner(self) -> F {
+        self.future
+    }
+
+    /// When it times out.
+    pub fn deadline(&self) -> std::time::Instant {
+        self.sleep.deadline()
+    }
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: structural pinning of `future` only: it is never moved
+        // out of a pinned `Timeout` (`into_inner` takes an unpinned one,
+        // and there is no `Drop` impl); `sleep` is `Unpin` and used
+        // through a plain reference.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: see above.
+        let future = unsafe { Pin::new_unchecked(&mut this.future) };
+        if let Poll::Ready(out) = future.poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        match Pin::new(&mut this.sleep).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Elapsed(()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<F> fmt::Debug for Timeout<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Timeout")
+            .field("deadline", &self.sleep.deadline())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The error of a [`timeout`] whose deadline passed first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Elapsed(());
+
+impl fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("deadline has elapsed")
+    }
+}
+
+impl std::error::Error for Elapsed {}
+
+impl From<Elapsed> for std::io::Error {
+    fn from(e: Elapsed) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::TimedOut, e)
+    }
+}

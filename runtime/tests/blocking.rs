@@ -1,0 +1,204 @@
+//! `spawn_blocking` through the public API: it does not hold up tasks,
+//! panics, the thread limit and FIFO queueing, culling, shutdown.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{threads_named, within_watchdog};
+use wq::Runtime;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+#[test]
+fn a_200ms_blocking_job_does_not_delay_short_tasks() {
+    within_watchdog("no delay", LIMIT, || {
+        let rt = Runtime::builder().thread_name("nodelay").build().unwrap();
+        rt.block_on(async {
+            // More blocking jobs than the machine has CPUs (workers).
+            let n = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
+            let blocking: Vec<_> = (0..n)
+                .map(|_| wq::spawn_blocking(|| std::thread::sleep(Duration::from_millis(200))))
+                .collect();
+            let start = Instant::now();
+            let short: Vec<_> = (0..100).map(|i| wq::spawn(async move { i * 2 })).collect();
+            let mut sum = 0;
+            for s in short {
+                sum += s.await.unwrap();
+            }
+            let took = start.elapsed();
+            assert_eq!(sum, 9900);
+            assert!(
+                blocking.iter().all(|b| !b.is_finished()),
+                "the short tasks took {took:?}: the blocking jobs finished first"
+            );
+            assert!(
+                took < Duration::from_millis(150),
+                "short tasks took {took:?}"
+            );
+            for b in blocking {
+                b.await.unwrap();
+            }
+        });
+    });
+}
+
+#[test]
+fn a_panic_in_the_closure_is_the_handles_panic_error() {
+    let rt = Runtime::new().unwrap();
+    let err = rt
+        .block_on(rt.spawn_blocking(|| -> u32 { panic!("blocking boom") }))
+        .unwrap_err();
+    assert!(err.is_panic());
+    assert_eq!(err.to_string(), "task panicked: blocking boom");
+    // The pool lives on.
+    assert_eq!(rt.block_on(rt.spawn_blocking(|| 3)).unwrap(), 3);
+}
+
+#[test]
+fn jobs_beyond_the_limit_queue_fifo_and_never_exceed_it() {
+    within_watchdog("limit", LIMIT, || {
+        let rt = Runtime::builder()
+            .thread_name("limit")
+            .max_blocking_threads(2)
+            .build()
+            .unwrap();
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let jobs: Vec<_> = (0..8)
+            .map(|i| {
+                let (running, most, order) = (running.clone(), most.clone(), order.clone());
+                rt.spawn_blocking(move || {
+                    order.lock().unwrap().push(i);
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(20));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        for j in jobs {
+            rt.block_on(j).unwrap();
+        }
+        assert_eq!(most.load(Ordering::SeqCst), 2);
+        let order = order.lock().unwrap().clone();
+        // Two threads take from one FIFO queue: a job starts no later than
+        // one place after its turn.
+        for (pos, job) in order.iter().enumerate() {
+            assert!(pos.abs_diff(*job) <= 1, "start order {order:?}");
+        }
+        assert!(threads_named("limit-blocking") <= 2);
+    });
+}
+
+#[test]
+fn idle_threads_are_culled_after_keep_alive() {
+    within_watchdog("cull", LIMIT, || {
+        let rt = Runtime::builder()
+            .thread_name("cull")
+            .blocking_keep_alive(Duration::from_millis(50))
+            .build()
+            .unwrap();
+        let jobs: Vec<_> = (0..4)
+            .map(|_| rt.spawn_blocking(|| std::thread::sleep(Duration::from_millis(20))))
+            .collect();
+        for j in jobs {
+            rt.block_on(j).unwrap();
+        }
+        assert!(threads_named("cull-blocking") > 0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while threads_named("cull-blocking") > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "blocking threads were never culled"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // A job after the cull starts a thread again.
+        assert_eq!(rt.block_on(rt.spawn_blocking(|| 1)).unwrap(), 1);
+    });
+}
+
+#[test]
+fn shutdown_drops_queued_jobs_and_waits_for_running_ones() {
+    within_watchdog("shutdown", LIMIT, || {
+        let rt = Runtime::builder()
+            .thread_name("sd")
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        let running = rt.spawn_blocking(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            r.fetch_add(1, Ordering::SeqCst);
+            "done"
+        });
+        std::thread::sleep(Duration::from_millis(30)); // it is running now
+        let r = ran.clone();
+        let queued = rt.spawn_blocking(move || {
+            r.fetch_add(10, Ordering::SeqCst);
+        });
+        assert!(
+            rt.shutdown_timeout(Duration::from_secs(30)),
+            "waited for the running job"
+        );
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "the queued job never ran");
+        assert_eq!(futures::executor::block_on(running).unwrap(), "done");
+        assert!(
+            futures::executor::block_on(queued)
+                .unwrap_err()
+                .is_cancelled()
+        );
+
+        // A running job longer than the timeout: shutdown gives up on it.
+        let rt = Runtime::builder().thread_name("sd2").build().unwrap();
+        let slow = rt.spawn_blocking(|| std::thread::sleep(Duration::from_millis(800)));
+        std::thread::sleep(Duration::from_millis(30));
+        let start = Instant::now();
+        assert!(!rt.shutdown_timeout(Duration::from_millis(50)));
+        assert!(start.elapsed() < Duration::from_millis(600));
+        futures::executor::block_on(slow).unwrap(); // it finishes on its own
+    });
+}
+
+#[test]
+fn the_runtime_is_current_inside_and_handles_work_from_any_thread() {
+    let rt = Runtime::new().unwrap();
+    let handle = rt.handle().clone();
+    let h = std::thread::spawn(move || handle.spawn_blocking(|| wq::spawn(async { 21 })))
+        .join()
+        .unwrap();
+    let inner = rt.block_on(h).unwrap();
+    assert_eq!(rt.block_on(inner).unwrap(), 21);
+}
+
+#[test]
+fn zero_blocking_threads_is_a_build_error_that_says_what_to_do() {
+    let err = Runtime::builder()
+        .max_blocking_threads(0)
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("max_blocking_threads is 0"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("pass 1 or more"), "{err}");
+    let err = Runtime::builder()
+        .blocking_keep_alive(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("blocking_keep_alive is zero"),
+        "{err}"
+    );
+    let p = std::panic::catch_unwind(|| drop(wq::spawn_blocking(|| ()))).unwrap_err();
+    let msg = p.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        msg.contains("wq::spawn_blocking called outside a wq runtime"),
+        "{msg}"
+    );
+}

@@ -1,0 +1,399 @@
+//! `wq::net` through the public API: echo at scale, EOF and resets, drops
+//! while waiting, refused connects, UDP and Unix sockets, and shutdown with
+//! tasks still waiting on I/O. Each test runs under a watchdog.
+
+mod common;
+
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{raise_nofile, within_watchdog};
+use futures::{AsyncReadExt, AsyncWriteExt};
+use wq::Runtime;
+use wq::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn rt() -> Runtime {
+    Runtime::builder().thread_name("net").build().unwrap()
+}
+
+/// Accepts forever, echoing every connection until its EOF.
+async fn echo_server() -> io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    drop(wq::spawn(async move {
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("echo server: accept: {e}");
+                    continue;
+                }
+            };
+            drop(wq::spawn(async move {
+                let (mut r, mut w) = stream.into_split();
+                if let Err(e) = futures::io::copy(&mut r, &mut w).await {
+                    eprintln!("echo server: copy: {e}");
+                }
+                let _ = w.close().await;
+            }));
+        }
+    }));
+    Ok(addr)
+}
+
+fn pattern(conn: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 + conn * 7) as u8).collect()
+}
+
+#[test]
+fn a_thousand_concurrent_echo_connections_get_every_byte_back() {
+    const CONNS: usize = 1000;
+    const BYTES: usize = 16 * 1024;
+    let soft = raise_nofile();
+    // Two fds per connection (client and server side) plus the runtime's.
+    if soft < (2 * CONNS + 200) as u64 {
+        println!(
+            "skipped: RLIMIT_NOFILE's hard limit is {soft}, below the {} fds this test needs",
+            2 * CONNS + 200
+        );
+        return;
+    }
+    within_watchdog("echo x1000", LIMIT, || {
+        let rt = rt();
+        rt.block_on(async {
+            let addr = echo_server().await.unwrap();
+            // Connect in waves of 100 (1000 SYNs at once overflow the
+            // listen queue, and the kernel resets some with SYN cookies),
+            // then let every connection echo at once: all 1000 are open
+            // together.
+            let (go_tx, go_rx) = futures::channel::oneshot::channel::<()>();
+            let go = futures::FutureExt::shared(go_rx);
+            let (up_tx, mut up_rx) = futures::channel::mpsc::unbounded::<()>();
+            let mut clients = Vec::with_capacity(CONNS);
+            for wave in 0..CONNS / 100 {
+                for c in wave * 100..(wave + 1) * 100 {
+                    let (go, up) = (go.clone(), up_tx.clone());
+                    clients.push(wq::spawn(async move {
+                        let stream = TcpStream::connect(addr).await;
+                        up.unbounded_send(()).unwrap();
+                        let stream = stream?;
+                        let _ = go.await;
+                        let (mut r, mut w) = stream.into_split();
+                        let data = pattern(c, BYTES);
+                        let writer = wq::spawn(async move {
+                            w.write_all(&pattern(c, BYTES)).await?;
+                            w.close().await
+                        });
+                        let mut back = Vec::with_capacity(BYTES);
+                        r.read_to_end(&mut back).await?;
+                        writer.await.unwrap()?;
+                        assert!(back == data, "connection {c}: echoed bytes differ");
+                        io::Result::Ok(back.len())
+                    }));
+                }
+                for _ in 0..100 {
+                    futures::StreamExt::next(&mut up_rx).await.unwrap();
+                }
+            }
+            go_tx.send(()).unwrap();
+            let mut total = 0;
+            for c in clients {
+                total += c.await.unwrap().unwrap();
+            }
+            assert_eq!(total, CONNS * BYTES);
+        });
+    });
+}
+
+#[test]
+fn a_peer_closing_mid_read_gives_eof_and_a_reset_gives_an_error() {
+    within_watchdog("eof and reset", LIMIT, || {
+        rt().block_on(async {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+
+            // Close: the reader gets the bytes sent, then EOF.
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            let (mut s, peer) = l.accept().await.unwrap();
+            assert_eq!(peer, c.local_addr().unwrap());
+            let reader = wq::spawn(async move {
+                let mut got = Vec::new();
+                let n = s.read_to_end(&mut got).await;
+                (n.map(|_| got), s)
+            });
+            c.write_all(b"abc").await.unwrap();
+            wq::time::sleep(Duration::from_millis(20)).await; // the reader is parked mid-read
+            drop(c);
+            let (got, _s) = reader.await.unwrap();
+            assert_eq!(got.unwrap(), b"abc");
+
+            // Reset (SO_LINGER 0): the reader gets ConnectionReset.
+            let c = TcpStream::connect(addr).await.unwrap();
+            let (mut s, _) = l.accept().await.unwrap();
+            let reader = wq::spawn(async move {
+                let mut buf = [0u8; 16];
+                s.read(&mut buf).await
+            });
+            wq::time::sleep(Duration::from_millis(20)).await;
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // SAFETY: a valid fd and a correctly sized option value.
+            let rc = unsafe {
+                libc::setsockopt(
+                    c.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    std::ptr::from_ref(&linger).cast(),
+                    size_of::<libc::linger>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(rc, 0);
+            drop(c);
+            let err = reader.await.unwrap().unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "{err}");
+        });
+    });
+}
+
+#[test]
+fn a_listener_dropped_while_a_task_is_in_accept_releases_its_port() {
+    within_watchdog("listener drop", LIMIT, || {
+        let rt = rt();
+        rt.block_on(async {
+            // The accepting task is aborted: its future, and the listener
+            // it owns, are dropped while parked in accept.
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let acceptor = wq::spawn(async move { l.accept().await.map(|_| ()) });
+            wq::time::sleep(Duration::from_millis(20)).await;
+            acceptor.abort();
+            assert!(acceptor.await.unwrap_err().is_cancelled());
+            // The fd is closed (the aborted future is dropped by a worker
+            // soon after the abort): the port can be bound again and nobody
+            // accepts on it any more.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match TcpListener::bind(addr).await {
+                    Ok(again) => break drop(again),
+                    Err(e) if Instant::now() < deadline => {
+                        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+                        wq::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err(e) => panic!("the aborted acceptor's listener was never closed: {e}"),
+                }
+            }
+            let err = TcpStream::connect(addr).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+
+            // A shared listener: an accept under a timeout is dropped when
+            // it elapses, then the listener goes.
+            let l = Arc::new(TcpListener::bind("127.0.0.1:0").await.unwrap());
+            let addr = l.local_addr().unwrap();
+            let waiting = {
+                let l = l.clone();
+                wq::spawn(async move {
+                    wq::time::timeout(Duration::from_millis(30), l.accept())
+                        .await
+                        .is_err()
+                })
+            };
+            assert!(waiting.await.unwrap(), "nobody connected: it timed out");
+            drop(l);
+            TcpListener::bind(addr).await.expect("port released");
+        });
+    });
+}
+
+#[test]
+fn connect_to_a_closed_port_is_connection_refused() {
+    within_watchdog("refused", LIMIT, || {
+        rt().block_on(async {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            drop(l);
+            let err = TcpStream::connect(addr).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+            // Several addresses: each is tried, the last error returned.
+            let err = TcpStream::connect(&[addr, addr][..]).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+            let err = TcpListener::bind("256.0.0.1:0").await.unwrap_err();
+            assert!(!err.to_string().is_empty());
+        });
+    });
+}
+
+#[test]
+fn a_stream_dropped_while_its_task_waits_closes_it_and_fd_numbers_are_reused_cleanly() {
+    within_watchdog("drop while waiting", LIMIT, || {
+        rt().block_on(async {
+            let addr = echo_server().await.unwrap();
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let laddr = l.local_addr().unwrap();
+            let mut reused = 0;
+            for round in 0..200 {
+                // A task parked in read on a stream is aborted: the stream
+                // is deregistered and closed, so its peer reads EOF.
+                let c = TcpStream::connect(laddr).await.unwrap();
+                let (mut s, _) = l.accept().await.unwrap();
+                let fd = c.as_raw_fd();
+                let parked = wq::spawn(async move {
+                    let mut c = c;
+                    let mut buf = [0u8; 8];
+                    c.read(&mut buf).await
+                });
+                if round % 2 == 0 {
+                    wq::time::sleep(Duration::from_millis(1)).await;
+                }
+                parked.abort();
+                let _ = parked.await;
+                let mut buf = [0u8; 8];
+                assert_eq!(s.read(&mut buf).await.unwrap(), 0, "round {round}: EOF");
+                drop(s);
+                // The next socket likely gets the same fd number: it must
+                // see only its own events.
+                let mut e = TcpStream::connect(addr).await.unwrap();
+                if e.as_raw_fd() == fd {
+                    reused += 1;
+                }
+                e.write_all(b"again").await.unwrap();
+                let mut back = [0u8; 5];
+                e.read_exact(&mut back).await.unwrap();
+                assert_eq!(&back, b"again");
+            }
+            assert!(
+                reused > 0,
+                "fd numbers were never reused: the test proves nothing"
+            );
+        });
+    });
+}
+
+#[test]
+fn udp_send_recv_connected_and_unconnected() {
+    within_watchdog("udp", LIMIT, || {
+        rt().block_on(async {
+            let a = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+            let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let (aa, ba) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+            // A receiver parked before anything is sent.
+            let recv = {
+                let a = a.clone();
+                wq::spawn(async move {
+                    let mut buf = [0u8; 64];
+                    let (n, from) = a.recv_from(&mut buf).await.unwrap();
+                    (buf[..n].to_vec(), from)
+                })
+            };
+            wq::time::sleep(Duration::from_millis(10)).await;
+            assert_eq!(b.send_to(b"datagram", aa).await.unwrap(), 8);
+            assert_eq!(recv.await.unwrap(), (b"datagram".to_vec(), ba));
+            a.connect(ba).await.unwrap();
+            b.connect(aa).await.unwrap();
+            assert_eq!(a.peer_addr().unwrap(), ba);
+            a.send(b"one").await.unwrap();
+            let mut buf = [0u8; 8];
+            let n = b.recv(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], b"one");
+        });
+    });
+}
+
+#[test]
+fn unix_streams_connect_split_and_echo() {
+    within_watchdog("unix", LIMIT, || {
+        rt().block_on(async {
+            let path =
+                std::env::temp_dir().join(format!("wq-net-test-{}.sock", std::process::id()));
+            let _ = std::fs::remove_file(&path);
+            let l = UnixListener::bind(&path).unwrap();
+            let server = wq::spawn(async move {
+                let (s, _) = l.accept().await.unwrap();
+                let (mut r, mut w) = s.into_split();
+                futures::io::copy(&mut r, &mut w).await.unwrap();
+                w.close().await.unwrap();
+            });
+            let c = UnixStream::connect(&path).await.unwrap();
+            let (mut r, mut w) = c.into_split();
+            let data = pattern(3, 200_000);
+            let sent = data.clone();
+            let writer = wq::spawn(async move {
+                w.write_all(&sent).await.unwrap();
+                w.close().await.unwrap();
+            });
+            let mut back = Vec::new();
+            r.read_to_end(&mut back).await.unwrap();
+            writer.await.unwrap();
+            server.await.unwrap();
+            assert!(back == data);
+            std::fs::remove_file(&path).unwrap();
+
+            let err = UnixStream::connect(&path).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::NotFound);
+
+            let (mut a, mut b) = UnixStream::pair().unwrap();
+            a.write_all(b"x").await.unwrap();
+            a.shutdown(Shutdown::Write).unwrap();
+            let mut got = Vec::new();
+            b.read_to_end(&mut got).await.unwrap();
+            assert_eq!(got, b"x");
+        });
+    });
+}
+
+#[test]
+fn runtime_shutdown_with_tasks_waiting_on_io_neither_hangs_nor_leaks() {
+    within_watchdog("shutdown", LIMIT, || {
+        let rt = rt();
+        let (addr, outside) = rt.block_on(async {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            // Tasks parked in accept, read, and a long sleep.
+            drop(wq::spawn(async move {
+                let _ = l.accept().await;
+            }));
+            let c = TcpStream::connect(addr).await.unwrap();
+            drop(wq::spawn(async move {
+                let mut c = c;
+                let mut buf = [0u8; 1];
+                let _ = c.read(&mut buf).await;
+            }));
+            drop(wq::spawn(wq::time::sleep(Duration::from_secs(3600))));
+            // A stream that will be polled outside the runtime after it
+            // is gone.
+            let outside = UnixStream::pair().unwrap();
+            wq::time::sleep(Duration::from_millis(20)).await;
+            (addr, outside)
+        });
+        let start = Instant::now();
+        drop(rt);
+        assert!(start.elapsed() < Duration::from_secs(10));
+        // The tasks' sockets were closed with their futures.
+        let err = std::net::TcpStream::connect(addr).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+        // A socket kept outside fails its waits with a clear error.
+        let (mut a, _b) = outside;
+        let mut buf = [0u8; 1];
+        let err = futures::executor::block_on(a.read(&mut buf)).unwrap_err();
+        assert!(err.to_string().contains("has shut down"), "{err}");
+    });
+}
+
+#[test]
+fn sockets_outside_a_runtime_panic_with_what_to_do() {
+    let p =
+        std::panic::catch_unwind(|| futures::executor::block_on(TcpStream::connect("127.0.0.1:1")))
+            .unwrap_err();
+    let msg = p.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        msg.contains("wq::net::TcpStream::connect called outside a wq runtime"),
+        "{msg}"
+    );
+    assert!(msg.contains("Runtime::block_on"), "{msg}");
+}

@@ -1,0 +1,69 @@
+//! 10,000 short connections leave the process's fd count where it was.
+//!
+//! Alone in its binary: `/proc/self/fd` counts the whole process, and
+//! tests in one binary run in parallel.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{open_fds, within_watchdog};
+use futures::{AsyncReadExt, AsyncWriteExt};
+use wq::net::{TcpListener, TcpStream};
+
+#[test]
+fn ten_thousand_short_connections_leave_the_fd_count_unchanged() {
+    within_watchdog("fds", Duration::from_secs(240), || {
+        let rt = wq::Runtime::builder().thread_name("fds").build().unwrap();
+        rt.block_on(async {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            drop(wq::spawn(async move {
+                loop {
+                    let (mut s, _) = l.accept().await.unwrap();
+                    drop(wq::spawn(async move {
+                        let mut b = [0u8; 4];
+                        if s.read_exact(&mut b).await.is_ok() {
+                            let _ = s.write_all(&b).await;
+                        }
+                    }));
+                }
+            }));
+            // Warm up: the driver, the listener and the pools exist now.
+            async fn one(addr: std::net::SocketAddr) {
+                let mut c = TcpStream::connect(addr).await.unwrap();
+                c.write_all(b"ping").await.unwrap();
+                let mut b = [0u8; 4];
+                c.read_exact(&mut b).await.unwrap();
+                assert_eq!(&b, b"ping");
+            }
+            one(addr).await;
+            wq::time::sleep(Duration::from_millis(50)).await;
+            let before = open_fds();
+            // 8 clients at a time, 10,000 connections in all.
+            let clients: Vec<_> = (0..8)
+                .map(|_| {
+                    wq::spawn(async move {
+                        for _ in 0..1250 {
+                            one(addr).await;
+                        }
+                    })
+                })
+                .collect();
+            for c in clients {
+                c.await.unwrap();
+            }
+            // The server side closes each socket when its task ends; give
+            // the last tasks a moment.
+            let mut after = open_fds();
+            for _ in 0..200 {
+                if after <= before {
+                    break;
+                }
+                wq::time::sleep(Duration::from_millis(10)).await;
+                after = open_fds();
+            }
+            assert_eq!(after, before, "fds leaked: {before} before, {after} after");
+        });
+    });
+}
