@@ -215,3 +215,26 @@ fn timers_outside_a_runtime_panic_with_what_to_do() {
     let msg = p.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(msg.contains("wq::time::timeout called outside"), "{msg}");
 }
+
+#[test]
+fn a_sleep_outliving_its_runtime_panics_instead_of_hanging() {
+    let rt = rt();
+    let (armed, unarmed) = rt.block_on(async {
+        let mut armed = sleep(Duration::from_secs(3600));
+        assert!(futures::poll!(&mut armed).is_pending());
+        (armed, sleep(Duration::from_secs(3600)))
+    });
+    drop(rt);
+    for s in [armed, unarmed] {
+        let p = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            futures::executor::block_on(s)
+        }))
+        .unwrap_err();
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        assert!(msg.contains("polled after its runtime shut down"), "{msg}");
+    }
+}
