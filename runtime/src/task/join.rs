@@ -73,10 +73,13 @@ impl<T> JoinHandle<T> {
         (runnable, JoinHandle::new(task.fallible()))
     }
 
-    /// Cancels the task. If it has not finished, its future is dropped
-    /// (at once if it is idle, or after its current poll) and awaiting this
-    /// handle gives a cancelled [`JoinError`]. A finished task keeps its
-    /// output.
+    /// Cancels the task. If it has not finished, its future is dropped --
+    /// by a worker of its pool, which the cancel schedules (the task is
+    /// queued once more, to be dropped instead of polled), or after its
+    /// current poll -- and awaiting this handle gives a cancelled
+    /// [`JoinError`]. That error can come before the future is dropped:
+    /// do not count on its resources (a socket's port, say) being free
+    /// when the await returns. A finished task keeps its output.
     pub fn abort(&self) {
         let mut slot = crate::loom::lock(&self.task);
         if let Some(task) = slot.take() {
