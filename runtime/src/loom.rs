@@ -25,11 +25,6 @@ pub(crate) mod sync {
     pub(crate) use std::sync::TryLockError;
 }
 
-#[cfg(not(loom))]
-pub(crate) mod thread {
-    pub(crate) use std::thread::{Thread, current, park_timeout};
-}
-
 #[cfg(loom)]
 pub(crate) mod thread {
     pub(crate) use loom::thread::{Thread, current, park};

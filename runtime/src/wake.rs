@@ -1,18 +1,14 @@
-//! Wake modes and the wake queue.
+//! Wake modes.
 //!
 //! A kick picks and claims a worker under the pool lock. What happens to the
 //! worker's unparker then is the [`WakeMode`]: `UnderLock` unparks before the
-//! lock is released (the kernel before its deferred-wakeup patch), `Deferred` puts it
-//! in a [`WakeQueue`] that is drained only after the lock is dropped (the
-//! kernel's `wake_q` / `raw_spin_unlock_irq_wake()`). The queue holds the
-//! worker's [`Thread`] handle, an `Arc` inside, so the worker is kept alive
-//! across the gap; a duplicate unpark is harmless (it only leaves a park
-//! token, and a parked worker re-checks its state when it wakes).
+//! lock is released (the kernel before its deferred-wakeup patch),
+//! `Deferred` puts it in the pool's wake queue, drained only after the lock
+//! is dropped (the kernel's `wake_q` / `raw_spin_unlock_irq_wake()`; see
+//! `pool::wake_queue`).
 
 use std::fmt;
 use std::str::FromStr;
-
-use crate::loom::thread::Thread;
 
 /// When a kicked worker's thread is unparked, relative to the pool lock.
 ///
@@ -80,46 +76,5 @@ impl FromStr for WakeMode {
             .ok_or_else(|| ParseWakeModeError {
                 input: s.to_owned(),
             })
-    }
-}
-
-/// Unparkers collected under a pool lock, unparked by [`WakeQueue::wake_all`]
-/// after it is released. A kick queues at most one; a cull or a shutdown may
-/// queue several.
-#[derive(Default)]
-pub(crate) struct WakeQueue {
-    first: Option<Thread>,
-    rest: Vec<Thread>,
-}
-
-impl WakeQueue {
-    pub(crate) fn push(&mut self, thread: Thread) {
-        if self.first.is_none() {
-            self.first = Some(thread);
-        } else {
-            self.rest.push(thread);
-        }
-    }
-
-    #[cfg(all(test, not(loom)))]
-    pub(crate) fn is_empty(&self) -> bool {
-        self.first.is_none()
-    }
-
-    /// Unparks every queued thread. Call it with no lock held.
-    pub(crate) fn wake_all(self) {
-        if let Some(t) = self.first {
-            t.unpark();
-        }
-        for t in self.rest {
-            t.unpark();
-        }
-    }
-}
-
-impl fmt::Debug for WakeQueue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = usize::from(self.first.is_some()) + self.rest.len();
-        f.debug_struct("WakeQueue").field("len", &n).finish()
     }
 }

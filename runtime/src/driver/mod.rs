@@ -3,8 +3,8 @@
 //! # Parts, and who holds what
 //! - [`Driver`]: owns the `mio::Poll` and its event buffer. Turning it needs
 //!   `&mut`: one thread at a time turns a driver, and nothing assumes which
-//!   (today the runtime's `<thread_name>-io` thread; later, a pod's parking
-//!   workers in turn).
+//!   (the runtime lends it to whichever of its threads parks:
+//!   `scheduler::services`).
 //! - [`Handle`]: cloneable, `Send + Sync`; what sockets and timers hold. It
 //!   has the `mio::Registry` (a dup of the epoll fd), the `mio::Waker` that
 //!   interrupts a turn ([`Handle::unpark`]), the table of registered
@@ -176,8 +176,10 @@ impl Driver {
 
     /// Processes I/O events and fires due timers, waiting at most
     /// `max_wait` (`None`: until an event, a timer or an unpark) for
-    /// something to happen. See the module docs for the steps.
-    pub(crate) fn turn(&mut self, max_wait: Option<Duration>) {
+    /// something to happen. See the module docs for the steps. Returns how
+    /// many tasks it woke.
+    pub(crate) fn turn(&mut self, max_wait: Option<Duration>) -> usize {
+        let mut woken = 0;
         let inner = &*self.handle.inner.clone();
         // 1.
         let next = {
@@ -240,6 +242,7 @@ impl Driver {
                 io.set_ready(ready, &mut self.wake);
             }
         }
+        woken += self.wake.len();
         wake_all(&mut self.wake);
         // 5.
         let now = inner.tick_floor(Instant::now());
@@ -248,11 +251,13 @@ impl Driver {
                 crate::loom::lock(&inner.timers)
                     .wheel
                     .advance(now, &mut self.wake, WAKE_BATCH);
+            woken += self.wake.len();
             wake_all(&mut self.wake);
             if done {
                 break;
             }
         }
+        woken
     }
 
     /// Fails every registered source and fires every timer (see the

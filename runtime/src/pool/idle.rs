@@ -57,7 +57,7 @@
 //!   culled, I2; a `Starting` one is being created), or, when the pool is at
 //!   its maximum, every worker is `Running` and re-checks the queues before
 //!   it idles (I3, I4).
-//! - **I6** a worker's unparker is held (an `Arc` inside [`Thread`]) for as
+//! - **I6** a worker's unparker is held (an `Arc` inside [`Unparker`]) for as
 //!   long as the wake queue holds it: waking after the unlock cannot touch
 //!   a freed worker. A spurious unpark is harmless: a worker back from park
 //!   re-reads its state under the lock.
@@ -136,12 +136,11 @@ use std::time::{Duration, Instant};
 #[cfg(test)]
 use super::hint::Hint;
 use super::hint::{Change, HintWord, MAX_SLOTS};
+use super::wake_queue::{Unparker, WakeQueue};
 use crate::WakeMode;
 use crate::loom::lock;
 use crate::loom::sync::atomic::{Ordering, fence};
 use crate::loom::sync::{Mutex, MutexGuard, TryLockError};
-use crate::loom::thread::Thread;
-use crate::wake::WakeQueue;
 
 /// What a pool's protocol is configured with.
 #[derive(Clone, Debug)]
@@ -191,7 +190,7 @@ pub(crate) enum SlotState {
 struct Slot {
     state: SlotState,
     idle_since: Instant,
-    thread: Option<Thread>,
+    thread: Option<Unparker>,
 }
 
 /// Counters kept under the pool lock, where the events happen anyway.
@@ -418,8 +417,6 @@ impl Idle {
             }
             st.retry_start_at = None;
         }
-        st.nr_workers += 1;
-        st.starting = true;
         let free = st.slots.iter().position(|s| s.state == SlotState::Absent);
         let kick = match free {
             Some(slot) => {
@@ -428,13 +425,18 @@ impl Idle {
                 st.want_start = false;
                 Kick::Start(slot)
             }
-            None => {
+            None if st.slots.iter().any(|s| s.state == SlotState::Culled) => {
                 // Every free slot is still held by a culled thread on its
                 // way out; the first to exit becomes the new worker.
                 st.want_start = true;
                 Kick::Busy
             }
+            // Every slot holds a live worker (blocked ones and the CPU-hog
+            // allowance can take the pool past its maximum): no start.
+            None => return Kick::Busy,
         };
+        st.nr_workers += 1;
+        st.starting = true;
         self.hint.apply(Change {
             searching: 1,
             workers: 1,
@@ -445,12 +447,20 @@ impl Idle {
     }
 
     /// Whether a kick may reserve a slot, as mirrored in the hint.
+    /// Not on a hot path: it scans the slots for one a new worker could
+    /// take (free, or freed by a culled thread on its way out).
     fn can_start(&self, st: &State) -> bool {
-        !st.closed && !st.starting && st.nr_workers < self.config.max_workers + st.extra
+        !st.closed
+            && !st.starting
+            && st.nr_workers < self.config.max_workers + st.extra
+            && st
+                .slots
+                .iter()
+                .any(|s| matches!(s.state, SlotState::Absent | SlotState::Culled))
     }
 
     /// A reserved worker thread is running; it searches first.
-    pub(crate) fn started(&self, slot: usize, thread: Thread) {
+    pub(crate) fn started(&self, slot: usize, thread: Unparker) {
         let mut st = self.lock();
         debug_assert_eq!(st.slots[slot].state, SlotState::Starting);
         st.slots[slot].state = SlotState::Running;

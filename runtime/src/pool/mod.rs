@@ -32,6 +32,8 @@ mod closing;
 pub(crate) mod current;
 mod hint;
 pub(crate) mod idle;
+pub(crate) mod park;
+mod wake_queue;
 pub(crate) mod worker;
 
 use std::fmt;
@@ -68,6 +70,11 @@ pub(crate) trait Host: Send + Sync + 'static {
         pool: &Pool,
         take: &mut dyn FnMut(&Pool) -> Option<Runnable>,
     ) -> Option<Runnable>;
+    /// Lends the host's I/O driver to `turn`, if it has one and nobody
+    /// turns it now; returns whether it did (see [`park`]).
+    fn turn_driver(&self, turn: &mut dyn FnMut(&mut crate::driver::Driver)) -> bool;
+    /// Whether the host has an I/O driver that nobody turns now (a hint).
+    fn driver_unattended(&self) -> bool;
 }
 
 /// Why a worker thread was not started.
@@ -185,9 +192,9 @@ pub(crate) struct Watch {
     /// runs no task. Written by the worker before each poll (a plain
     /// store on a line the watchdog only reads).
     pub(crate) poll_started: AtomicU64,
-    /// The CPU-time clock of the slot's thread (`pthread_getcpuclockid`),
-    /// set when a worker takes the slot; 0 if unknown.
-    pub(crate) cpu_clock: AtomicI32,
+    /// The OS thread id of the slot's thread, set when a worker takes the
+    /// slot (the watchdog reads its scheduler statistics); 0 if unknown.
+    pub(crate) tid: AtomicI32,
     /// The `poll_started` of the poll the watchdog found running too long.
     pub(crate) hog: AtomicU64,
     /// Whether that poll was using its CPU (a CPU hog) rather than

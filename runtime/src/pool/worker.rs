@@ -58,15 +58,19 @@ use std::time::{Duration, Instant};
 use crossbeam_deque::{Steal, Worker as Deque};
 
 use super::idle::{Kick, Next};
+use super::park::Parker;
+use super::wake_queue::WakeQueue;
 use super::{Host, LongPoll, Pool, current};
 use crate::clock;
-use crate::loom::thread;
 use crate::task::Runnable;
-use crate::wake::WakeQueue;
 
 /// Check the pool's injector before the local queues every this many ticks
 /// (Go's and tokio's value).
 pub(crate) const GLOBAL_QUEUE_INTERVAL: u32 = 61;
+/// A busy worker turns the I/O driver, without waiting, every this many
+/// ticks (if nobody else turns it), so sockets and timers move on while
+/// every worker is busy (tokio's `event_interval`).
+pub(crate) const MAINTENANCE_INTERVAL: u32 = 61;
 /// Polls of the LIFO slot in a row before the deque gets a turn (tokio's).
 pub(crate) const MAX_LIFO_POLLS: u32 = 3;
 /// Scheduling delays buffered by a worker before they are recorded into its
@@ -166,11 +170,13 @@ pub(crate) fn block_in_place<R>(f: impl FnOnce() -> R) -> R {
 /// runtime's context.
 pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
     let mut core = Core::new(pool.worker_spin);
+    let parker = Parker::new();
     pool.slots[slot]
         .watch
-        .cpu_clock
-        .store(thread_cpu_clock(), Ordering::Relaxed);
-    pool.idle.started(slot, thread::current());
+        .tid
+        // SAFETY: gettid has no preconditions.
+        .store(unsafe { libc::gettid() }, Ordering::Relaxed);
+    pool.idle.started(slot, parker.unparker());
     let mut next = Next::Search;
     loop {
         let deque = crate::loom::lock(&pool.slots[slot].deque)
@@ -186,7 +192,7 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
             virtual_cpu: pool.cpus[slot % pool.cpus.len()],
         });
         current::set_worker(Some(local.clone()));
-        core.work_until_exit(&local, host, next == Next::Search);
+        core.work_until_exit(&local, host, &parker, next == Next::Search);
         current::set_worker(None);
         let local =
             Rc::try_unwrap(local).unwrap_or_else(|_| unreachable!("only `current` shares it"));
@@ -206,6 +212,14 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
 }
 
 impl Local {
+    /// Whether this worker's own LIFO slot or deque holds a task.
+    fn has_local_work(&self) -> bool {
+        let lifo = self.lifo.take();
+        let has = lifo.is_some() || !self.deque.is_empty();
+        self.lifo.set(lifo);
+        has
+    }
+
     /// Whether the watchdog marked the poll this worker runs, and how.
     pub(crate) fn long_poll(&self) -> Option<LongPoll> {
         let w = &self.pool.slots[self.slot].watch;
@@ -219,15 +233,6 @@ impl Local {
             LongPoll::Blocked
         })
     }
-}
-
-/// The calling thread's CPU-time clock, for the watchdog (0 if none).
-fn thread_cpu_clock() -> i32 {
-    let mut clock: libc::clockid_t = 0;
-    // SAFETY: `clock` is a valid place for the id; pthread_self is the
-    // calling thread, alive for the call.
-    let rc = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) };
-    if rc == 0 { clock } else { 0 }
 }
 
 /// A worker's spin budget (see the module docs).
@@ -328,7 +333,13 @@ impl Core {
         }
     }
 
-    fn work_until_exit(&mut self, local: &Local, host: &dyn Host, mut searching: bool) {
+    fn work_until_exit(
+        &mut self,
+        local: &Local,
+        host: &dyn Host,
+        parker: &Parker,
+        mut searching: bool,
+    ) {
         let pool = &local.pool;
         let idle_timeout = pool.idle.config().idle_timeout;
         'work: loop {
@@ -358,8 +369,10 @@ impl Core {
                     searching = true;
                     continue 'work;
                 }
-                // 3. Spin.
-                if searching && self.spin_for_work(pool) {
+                // 3. Spin, unless the I/O driver waits for someone to turn
+                // it: then park in it at once (a socket's readiness would
+                // wait for the spin to end).
+                if searching && !host.driver_unattended() && self.spin_for_work(pool) {
                     self.spin_hits += 1;
                     continue 'work;
                 }
@@ -383,13 +396,17 @@ impl Core {
             self.publish(pool, local.slot);
             loop {
                 self.parks += 1;
-                thread::park_timeout(idle_timeout);
+                // In the runtime's I/O driver if nobody turns it, else on
+                // the futex (`park`).
+                parker.park(idle_timeout, |turn| host.turn_driver(turn));
                 let mut wake = WakeQueue::default();
+                // Tasks the driver turn woke into this worker's LIFO slot
+                // are work too.
                 let next = pool.idle.leave_idle(
                     local.slot,
                     Instant::now(),
                     true,
-                    || pool.has_work(),
+                    || pool.has_work() || local.has_local_work(),
                     &mut wake,
                 );
                 wake.wake_all();
@@ -444,6 +461,12 @@ impl Core {
     fn find_work(&mut self, local: &Local, host: &dyn Host) -> Option<Runnable> {
         let pool = &local.pool;
         self.tick = self.tick.wrapping_add(1);
+        if self.tick.is_multiple_of(MAINTENANCE_INTERVAL) {
+            // Tasks it wakes of this pool land in this worker's LIFO slot.
+            host.turn_driver(&mut |d| {
+                d.turn(Some(Duration::ZERO));
+            });
+        }
         if self.tick.is_multiple_of(GLOBAL_QUEUE_INTERVAL)
             && let Some(r) = steal_into(&pool.injector, &local.deque)
         {

@@ -13,6 +13,7 @@ pub use builder::{BuildError, Builder, DEFAULT_CPU_HOG_THRESHOLD, DEFAULT_WORKER
 
 use crate::metrics::RuntimeMetrics;
 use crate::pool::current;
+use crate::pool::park::{Parker, Unparker};
 use crate::scheduler::context::{self, outside};
 use crate::scheduler::{Config, Scheduler};
 use crate::task::{self, JoinHandle};
@@ -264,7 +265,7 @@ impl Handle {
             );
         }
         let _guard = context::enter(self.scheduler.clone());
-        futures::executor::block_on(future)
+        block_on(&self.scheduler, future)
     }
 
     /// See [`Runtime::metrics`].
@@ -392,6 +393,36 @@ where
         None => outside("wq::spawn_blocking"),
     })
 }
+
+/// Polls `future` on this thread until it is ready. While it waits, the
+/// thread parks in the runtime's I/O driver if nobody turns it (so a
+/// runtime with no worker yet still moves its sockets and timers), else on
+/// its futex.
+fn block_on<F: Future>(scheduler: &Scheduler, future: F) -> F::Output {
+    struct Wake(Unparker);
+    impl std::task::Wake for Wake {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let parker = Parker::new();
+    let waker = std::task::Waker::from(Arc::new(Wake(parker.unparker())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        parker.park(BLOCK_ON_PARK, |turn| scheduler.services.turn_driver(turn));
+    }
+}
+
+/// The longest `block_on` parks before it polls its future again (a
+/// spurious return is harmless; a wake cuts it short).
+const BLOCK_ON_PARK: Duration = Duration::from_secs(60);
 
 /// Runs `f` on `scheduler`'s blocking pool.
 fn spawn_blocking_on<F, T>(scheduler: &Arc<Scheduler>, f: F) -> JoinHandle<T>

@@ -318,6 +318,14 @@ impl Host for Scheduler {
         self.rescuer.mayday_pool(pool);
     }
 
+    fn turn_driver(&self, turn: &mut dyn FnMut(&mut crate::driver::Driver)) -> bool {
+        self.services.turn_driver(turn)
+    }
+
+    fn driver_unattended(&self) -> bool {
+        self.services.driver_unattended()
+    }
+
     fn steal_remote(
         &self,
         pool: &Pool,

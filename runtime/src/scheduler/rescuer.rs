@@ -189,6 +189,12 @@ pub(crate) fn run(scheduler: &Arc<Scheduler>) {
         }
         if let Some(w) = &mut watchdog {
             w.scan(&scheduler.pools());
+            // If no worker turns the I/O driver (all busy: none parks in
+            // it), turn it without waiting: a long poll holds up sockets
+            // and timers for at most a watchdog tick.
+            scheduler.services.turn_driver(&mut |d| {
+                d.turn(Some(std::time::Duration::ZERO));
+            });
         }
     }
     if let Some(w) = &mut watchdog {

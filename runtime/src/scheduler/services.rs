@@ -1,38 +1,52 @@
 //! The runtime's services beside its pools: the I/O and timer driver and
 //! the blocking pool. One `Services` per runtime, in its scheduler.
 //!
-//! # The driver thread
-//! Started on first use of a socket or a timer, not at build: a runtime
-//! that runs only computation (most of wq's users so far, and every
-//! benchmark of the pools) costs no extra thread and no epoll fds. The
-//! first use pays one thread start (~50 us), once.
+//! # Who turns the driver
+//! No thread is dedicated to it. The driver is created on first use of a
+//! socket or a timer (a runtime that only computes has none: no epoll fds),
+//! and then **lent to whoever parks**: a worker about to sleep takes it
+//! if nobody has it and waits in its `epoll_wait` instead of on its futex
+//! (`pool::park`), so a socket's readiness wakes the task right on that
+//! worker, into its LIFO slot when the task's home is that worker's pool:
+//! no thread hop, no kick. A kick of that worker wakes the driver's
+//! eventfd. A thread in `Runtime::block_on` does the same while its future
+//! waits. Busy workers turn the driver without waiting every
+//! [`MAINTENANCE_INTERVAL`](crate::pool::worker::MAINTENANCE_INTERVAL)
+//! polls, so I/O moves on while every worker is busy, and the runtime's
+//! watchdog (the rescuer thread) does too at each of its ticks (every half
+//! CPU-hog threshold while workers run), so a long poll holds I/O up for
+//! at most that. A worker that leaves the driver after events woke tasks
+//! does not hand the driver to a parked sibling (tokio's optional eager
+//! hand-off): measured on the echo and HTTP benchmarks, the futex wakeup
+//! per batch cost more than it saved, and the watchdog bounds the stall it
+//! would prevent.
 //!
-//! States, under `state`'s lock:
-//! 1. **idle**: no driver. [`Services::driver`] creates the driver (epoll,
-//!    its registry dup, its eventfd), starts `<thread_name>-io` turning it,
-//!    and publishes the handle in `driver` (a `OnceLock`, read lock-free
-//!    from then on).
-//! 2. **running**: the thread loops on `Driver::turn(None)` until the
-//!    handle's `shutdown` flag is set.
-//! 3. **closed**: [`Services::shutdown`] sets `closed` (no driver starts
-//!    after), asks the driver to shut down, and joins its thread, which on
-//!    its way out fails every source and fires every timer still there
-//!    (`driver`'s module docs).
+//! States of the driver, under `state`'s lock:
+//! 1. **none**: [`Services::driver`] creates it (epoll, its registry dup,
+//!    its eventfd), publishes it in `driver` (a `OnceLock`, read lock-free
+//!    from then on), and kicks the default pool so that a worker exists to
+//!    park in it.
+//! 2. **lent**: its `Mutex` is taken with `try_lock` by a parking thread
+//!    for one turn; a thread that finds it taken parks on its futex.
+//! 3. **closed**: [`Services::shutdown`] sets `closed` (no driver is
+//!    created after), asks the driver to shut down (a turn in progress
+//!    returns), takes it (the workers have exited by then) and shuts it
+//!    down: every source still registered fails, every timer still armed
+//!    fires (`driver`'s module docs).
 //!
-//! A driver that cannot start (no fds, no thread) is an `io::Error` for the
+//! A driver that cannot be created (no fds) is an `io::Error` for the
 //! socket call that needed it; a timer panics with it.
 //!
 //! # Shutdown order
 //! The runtime calls [`Services::shutdown`] last, after every task has been
 //! dropped: sockets and timers that lived in tasks have deregistered by
-//! then, so the driver's last turn sees only those held outside the
-//! runtime. Then the blocking pool: queued jobs are dropped (their handles
+//! then. Then the blocking pool: queued jobs are dropped (their handles
 //! give a cancelled `JoinError`), running ones are waited for up to the
 //! shutdown's timeout (`blocking`'s module docs).
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::thread::JoinHandle as ThreadHandle;
 use std::time::{Duration, Instant};
 
 use super::Scheduler;
@@ -42,14 +56,22 @@ use crate::driver::{self, Driver};
 /// See the module docs.
 #[derive(Default)]
 pub(crate) struct Services {
-    driver: OnceLock<driver::Handle>,
+    driver: OnceLock<Lent>,
     state: Mutex<DriverState>,
     pub(crate) blocking: BlockingPool,
 }
 
+/// The driver and its handle.
+struct Lent {
+    handle: driver::Handle,
+    driver: Mutex<Driver>,
+    /// Somebody turns the driver now (a hint for spinning workers: mirrors
+    /// who holds `driver`).
+    turning: AtomicBool,
+}
+
 #[derive(Default)]
 struct DriverState {
-    thread: Option<ThreadHandle<()>>,
     closed: bool,
 }
 
@@ -62,76 +84,88 @@ impl std::fmt::Debug for Services {
     }
 }
 
-thread_local! {
-    static ON_DRIVER_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
 impl Services {
-    /// The runtime's driver, started on first use (module docs).
-    pub(crate) fn driver(&self, shared: &Scheduler) -> io::Result<&driver::Handle> {
-        if let Some(h) = self.driver.get() {
-            return Ok(h);
+    /// The runtime's driver, created on first use (module docs).
+    pub(crate) fn driver(&self, scheduler: &Scheduler) -> io::Result<&driver::Handle> {
+        if let Some(l) = self.driver.get() {
+            return Ok(&l.handle);
         }
-        let mut state = crate::loom::lock(&self.state);
-        if let Some(h) = self.driver.get() {
-            return Ok(h);
+        let state = crate::loom::lock(&self.state);
+        if let Some(l) = self.driver.get() {
+            return Ok(&l.handle);
         }
         if state.closed {
             return Err(driver::scheduled_io::shutdown_error());
         }
-        let mut driver = Driver::new().map_err(|e| {
+        let driver = Driver::new().map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("wq: could not create the I/O driver (epoll): {e}; check the process's open-file limit (`ulimit -n`)"),
             )
         })?;
-        let handle = driver.handle().clone();
-        let mut builder =
-            std::thread::Builder::new().name(format!("{}-io", shared.config.thread_name));
-        if let Some(bytes) = shared.config.thread_stack_size {
-            builder = builder.stack_size(bytes);
-        }
-        let thread = builder
-            .spawn(move || {
-                ON_DRIVER_THREAD.with(|d| d.set(true));
-                while !driver.handle().is_shutdown() {
-                    driver.turn(None);
-                }
-                driver.shut_down();
-            })
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("wq: could not start the I/O driver thread: {e}; the process may be at its thread limit (`ulimit -u`)"),
+        let lent = Lent {
+            handle: driver.handle().clone(),
+            driver: Mutex::new(driver),
+            turning: AtomicBool::new(false),
+        };
+        let handle = &self.driver.get_or_init(|| lent).handle;
+        drop(state);
+        // A worker to park in it: a pool with no worker yet starts one,
+        // which finds nothing to run and parks in the driver.
+        if !scheduler.is_closed() {
+            scheduler
+                .place(
+                    scheduler.default_attrs(),
+                    scheduler.config.default_scope,
+                    None,
                 )
-            })?;
-        state.thread = Some(thread);
-        Ok(self.driver.get_or_init(|| handle))
+                .notify();
+        }
+        Ok(handle)
+    }
+
+    /// Runs `turn` with the driver if it exists and nobody turns it now;
+    /// returns whether it did.
+    pub(crate) fn turn_driver(&self, turn: &mut dyn FnMut(&mut Driver)) -> bool {
+        let Some(lent) = self.driver.get() else {
+            return false;
+        };
+        if lent.handle.is_shutdown() {
+            return false;
+        }
+        let mut d = match lent.driver.try_lock() {
+            Ok(d) => d,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return false,
+        };
+        // Relaxed: a hint (see `driver_unattended`).
+        lent.turning.store(true, Ordering::Relaxed);
+        turn(&mut d);
+        lent.turning.store(false, Ordering::Relaxed);
+        true
+    }
+
+    /// Whether the runtime has a driver that nobody turns now: a worker
+    /// with nothing to do should park in it rather than spin (a socket's
+    /// readiness would wait for the spin to end). A hint, stale at once.
+    pub(crate) fn driver_unattended(&self) -> bool {
+        self.driver
+            .get()
+            .is_some_and(|l| !l.turning.load(Ordering::Relaxed) && !l.handle.is_shutdown())
     }
 
     /// Shuts the services down (module docs); waits for running blocking
     /// jobs up to `timeout`. Returns whether every service thread exited.
     pub(crate) fn shutdown(&self, timeout: Option<Duration>) -> bool {
         let deadline = timeout.map(|t| Instant::now() + t);
-        let thread = {
-            let mut state = crate::loom::lock(&self.state);
-            state.closed = true;
-            state.thread.take()
-        };
-        if let Some(h) = self.driver.get() {
-            h.shutdown();
+        crate::loom::lock(&self.state).closed = true;
+        if let Some(lent) = self.driver.get() {
+            lent.handle.shutdown();
+            // The workers have exited; a thread in `block_on` returns from
+            // its turn at the shutdown's unpark.
+            crate::loom::lock(&lent.driver).shut_down();
         }
-        let mut all = true;
-        if let Some(thread) = thread {
-            if ON_DRIVER_THREAD.with(|d| d.get()) {
-                // A waker run by the driver dropped the runtime: the loop
-                // sees the flag when this turn ends.
-                all = false;
-            } else {
-                let _ = thread.join();
-            }
-        }
-        self.blocking.shutdown(deadline) && all
+        self.blocking.shutdown(deadline)
     }
 }
 

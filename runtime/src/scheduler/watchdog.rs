@@ -9,14 +9,18 @@
 //!
 //! # Protocol
 //! - **Sample.** A poll older than half the threshold is sampled: the
-//!   worker thread's CPU time (`clock_gettime` on its
-//!   `pthread_getcpuclockid`) and the wall time.
+//!   worker thread's scheduler statistics (`/proc/self/task/<tid>/
+//!   schedstat`: time on a CPU, time waiting on a run queue) and the wall
+//!   time.
 //! - **Grant.** A poll older than the threshold (the same `poll_started`
-//!   as sampled) runs too long. If its thread used at least half the wall
-//!   time since the sample on its CPU, it is a **CPU hog** (the kernel's
-//!   `CPU_INTENSIVE`); else it is **blocking** its thread in a synchronous
-//!   call (the kernel would count the wakeup it causes as `CM_WAKEUP`).
-//!   Either way, under the pool lock its pool may have one worker beyond
+//!   as sampled) runs too long. Over the time since the sample, if its
+//!   thread was on a CPU at least half the time, it is a **CPU hog** (the
+//!   kernel's `CPU_INTENSIVE`); if it waited on a run queue at least half
+//!   the time, the CPUs are saturated and another worker would not help:
+//!   nothing is granted (it is looked at again next tick); else it is
+//!   **blocking** its thread in a synchronous call (the kernel would count
+//!   the wakeup it causes as `CM_WAKEUP`). For a hog or a blocked poll,
+//!   under the pool lock its pool may have one worker beyond
 //!   its maximum and is kicked if work is queued (`Idle::grant_hog`, step
 //!   8 of `pool::idle`); the slot's `hog` mark is set to that poll's start
 //!   (and whether it was on its CPU), and the process's `HOG_MARKS` counts
@@ -49,9 +53,39 @@ pub(crate) const IDLE_TICK: Duration = Duration::from_millis(100);
 struct Sample {
     /// Its `poll_started`.
     started: u64,
-    /// The raw clock and the thread's CPU time (ns) then.
+    /// The raw clock and the thread's scheduler statistics then.
     wall: u64,
-    cpu_ns: Option<u64>,
+    stat: Option<SchedStat>,
+}
+
+/// A thread's time on a CPU and waiting on a run queue, ns.
+#[derive(Clone, Copy, Debug)]
+struct SchedStat {
+    on_cpu: u64,
+    run_queue: u64,
+}
+
+impl SchedStat {
+    /// The statistics of this process's thread `tid` (`None` if unknown).
+    fn of(tid: i32) -> Option<SchedStat> {
+        if tid <= 0 {
+            return None;
+        }
+        let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+        let mut f = text.split_whitespace().map(|v| v.parse::<u64>().ok());
+        Some(SchedStat {
+            on_cpu: f.next()??,
+            run_queue: f.next()??,
+        })
+    }
+}
+
+/// What a long poll was doing since its sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Doing {
+    OnCpu,
+    Waiting,
+    Blocked,
 }
 
 /// The watchdog's own state (it lives on the rescuer thread).
@@ -63,21 +97,6 @@ pub(crate) struct Watchdog {
     samples: HashMap<(usize, usize), Sample>,
     /// Granted hogs: (pool id, slot) -> the poll start granted for.
     granted: HashMap<(usize, usize), (Arc<Pool>, u64)>,
-}
-
-/// The CPU time of the thread whose CPU-time clock is `clock`, in ns.
-fn thread_cpu_ns(clock: i32) -> Option<u64> {
-    if clock == 0 {
-        return None;
-    }
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid place for the result; a clock id of a thread
-    // that has exited makes the call fail (EINVAL), handled below.
-    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
-    (rc == 0).then(|| ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
 }
 
 impl Watchdog {
@@ -130,7 +149,7 @@ impl Watchdog {
                     continue;
                 }
                 seen.push(key);
-                let cpu_now = thread_cpu_ns(s.watch.cpu_clock.load(Ordering::Relaxed));
+                let stat_now = SchedStat::of(s.watch.tid.load(Ordering::Relaxed));
                 let sample = match self.samples.get(&key) {
                     Some(sample) if sample.started == started => *sample,
                     _ => {
@@ -139,7 +158,7 @@ impl Watchdog {
                             Sample {
                                 started,
                                 wall: now,
-                                cpu_ns: cpu_now,
+                                stat: stat_now,
                             },
                         );
                         continue;
@@ -148,13 +167,31 @@ impl Watchdog {
                 if age < self.threshold_ns {
                     continue;
                 }
-                // On its CPU for at least half the time since the sample;
-                // unknown CPU time counts as on its CPU.
+                // Unknown statistics count as on its CPU.
                 let wall = clock::delay_ns(sample.wall, now).max(1);
-                let on_cpu = match (sample.cpu_ns, cpu_now) {
-                    (Some(a), Some(b)) => b.saturating_sub(a) * 2 >= wall,
-                    _ => true,
+                let doing = match (sample.stat, stat_now) {
+                    (Some(a), Some(b)) if b.on_cpu.saturating_sub(a.on_cpu) * 2 >= wall => {
+                        Doing::OnCpu
+                    }
+                    (Some(a), Some(b)) if b.run_queue.saturating_sub(a.run_queue) * 2 >= wall => {
+                        Doing::Waiting
+                    }
+                    (Some(_), Some(_)) => Doing::Blocked,
+                    _ => Doing::OnCpu,
                 };
+                if doing == Doing::Waiting {
+                    // Saturated CPUs: one more worker would only wait too.
+                    self.samples.insert(
+                        key,
+                        Sample {
+                            started,
+                            wall: now,
+                            stat: stat_now,
+                        },
+                    );
+                    continue;
+                }
+                let on_cpu = doing == Doing::OnCpu;
                 let Some(kick) = pool.idle.grant_hog(slot, on_cpu, || pool.has_work()) else {
                     continue;
                 };

@@ -2,6 +2,12 @@
 
 use super::*;
 
+/// An unparker for slot states that never park (the tests drive the
+/// protocol from one thread).
+fn unparker() -> Unparker {
+    crate::pool::park::Parker::new().unparker()
+}
+
 fn config(max_workers: usize) -> IdleConfig {
     IdleConfig {
         max_workers,
@@ -20,7 +26,7 @@ fn idle_workers(idle: &Idle, n: usize, now: Instant) {
         let Kick::Start(slot) = idle.kick() else {
             panic!("expected a start")
         };
-        idle.started(slot, std::thread::current());
+        idle.started(slot, unparker());
         // A new worker searches first, finds nothing, and stops.
         idle.stop_searching();
     }
@@ -72,7 +78,7 @@ fn a_producer_takes_no_lock_while_every_worker_runs() {
         let Kick::Start(slot) = idle.notify() else {
             panic!()
         };
-        idle.started(slot, std::thread::current());
+        idle.started(slot, unparker());
         idle.stop_searching();
     }
     let locks = idle.snapshot().counters.lock_acquisitions;
@@ -89,7 +95,7 @@ fn at_most_half_the_workers_search() {
         let Kick::Start(slot) = idle.kick() else {
             panic!()
         };
-        idle.started(slot, std::thread::current());
+        idle.started(slot, unparker());
         idle.stop_searching();
     }
     assert!(idle.try_start_searching());
@@ -107,13 +113,13 @@ fn starts_are_one_at_a_time_up_to_the_maximum() {
     };
     assert_eq!(idle.notify(), Kick::Skipped, "the starting worker searches");
     assert_eq!(idle.kick(), Kick::Coalesced);
-    idle.started(a, std::thread::current());
+    idle.started(a, unparker());
     assert!(idle.stop_searching());
     let Kick::Start(b) = idle.kick() else {
         panic!()
     };
     assert_ne!(a, b);
-    idle.started(b, std::thread::current());
+    idle.started(b, unparker());
     idle.stop_searching();
     assert_eq!(idle.kick(), Kick::Busy, "at the maximum");
     assert!(!idle.hint().can_start());
@@ -140,7 +146,7 @@ fn a_refused_start_backs_off_and_a_pool_without_workers_sends_a_mayday() {
     let Kick::Start(a) = idle.kick() else {
         panic!()
     };
-    idle.started(a, std::thread::current());
+    idle.started(a, unparker());
     idle.stop_searching();
     let Kick::Start(b) = idle.kick() else {
         panic!()
@@ -168,7 +174,7 @@ fn enter_idle_rechecks_the_queues() {
     let Kick::Start(a) = idle.kick() else {
         panic!()
     };
-    idle.started(a, std::thread::current());
+    idle.started(a, unparker());
     idle.stop_searching();
     assert_eq!(idle.enter_idle(a, Instant::now(), || true), Next::Run);
     assert_eq!(idle.slot_state(a), SlotState::Running);
@@ -217,7 +223,7 @@ fn busy_workers_keep_idle_ones_alive() {
         let Kick::Start(slot) = idle.kick() else {
             panic!()
         };
-        idle.started(slot, std::thread::current());
+        idle.started(slot, unparker());
         idle.stop_searching();
     }
     for slot in 0..4 {
@@ -257,7 +263,7 @@ fn a_blocked_worker_is_replaced_while_work_is_queued() {
     let Kick::Start(a) = idle.kick() else {
         panic!()
     };
-    idle.started(a, std::thread::current());
+    idle.started(a, unparker());
     idle.stop_searching();
     assert_eq!(idle.kick(), Kick::Busy, "at the maximum");
     let Kick::Start(b) = idle.block(a, || true) else {
@@ -265,7 +271,7 @@ fn a_blocked_worker_is_replaced_while_work_is_queued() {
     };
     assert_eq!(idle.snapshot().counters.cm_wakeups, 1);
     assert_eq!(idle.snapshot().nr_blocked, 1);
-    idle.started(b, std::thread::current());
+    idle.started(b, unparker());
     idle.stop_searching();
     idle.unblock(a);
     let snap = idle.snapshot();
@@ -304,8 +310,35 @@ fn lock_acquisitions_are_counted_and_readers_are_not() {
     let Kick::Start(a) = idle.kick() else {
         panic!()
     };
-    idle.started(a, std::thread::current());
+    idle.started(a, unparker());
     let _ = idle.snapshot();
     let c = idle.snapshot().counters;
     assert_eq!((c.lock_acquisitions, c.lock_contended), (2, 0));
+}
+
+#[test]
+fn with_every_slot_held_a_kick_reserves_nothing() {
+    // Two slots, both running (one over the maximum, as a CPU-hog
+    // allowance or a blocked worker's replacement leaves it).
+    let mut cfg = config(1);
+    cfg.slots = 2;
+    let idle = Idle::new(cfg);
+    let Kick::Start(a) = idle.kick() else {
+        panic!()
+    };
+    idle.started(a, unparker());
+    idle.stop_searching();
+    assert_eq!(
+        idle.grant_hog(a, true, || true)
+            .map(|k| matches!(k, Kick::Start(_))),
+        Some(true)
+    );
+    idle.started(1 - a, unparker());
+    idle.stop_searching();
+    assert_eq!(idle.grant_hog(1 - a, true, || false), Some(Kick::Busy));
+    // Room by count (1 + 2 allowances), but no slot: no reservation, and
+    // no searcher left counted for a thread that will never come.
+    assert_eq!(idle.kick(), Kick::Busy);
+    assert_eq!(idle.hint().searching(), 0);
+    assert!(!idle.hint().can_start());
 }

@@ -1,0 +1,220 @@
+//! Parking a thread of the runtime: on its own futex, or inside the
+//! runtime's I/O driver, so that a parked worker answers both a kick and a
+//! socket's readiness (tokio's `park.rs` does the same).
+//!
+//! # States (one atomic per parker)
+//! - `EMPTY`: not parked, no wakeup pending.
+//! - `PARKED`: parked on its thread (`std::thread::park_timeout`).
+//! - `PARKED_DRIVER`: parked in the driver's `epoll_wait` (it holds the
+//!   driver: no other thread turns it meanwhile).
+//! - `NOTIFIED`: a wakeup is pending; the next park returns at once.
+//!
+//! # Protocol
+//! - **Unpark**: swap in `NOTIFIED`; if the state was `PARKED`, unpark the
+//!   thread; if `PARKED_DRIVER`, wake the driver (its eventfd). A wakeup
+//!   that finds `EMPTY` or `NOTIFIED` does nothing else: the parker will
+//!   see `NOTIFIED` before it sleeps.
+//! - **Park**: a `NOTIFIED` state is consumed (back to `EMPTY`) and the
+//!   park returns. Otherwise `EMPTY` becomes `PARKED` or `PARKED_DRIVER` by
+//!   compare-and-swap (a concurrent unpark makes it fail: consume and
+//!   return), then the thread sleeps: std's park keeps a token, and the
+//!   driver's eventfd stays readable, so a wakeup between the swap and the
+//!   sleep is not lost. On waking, the state goes back to `EMPTY` (a
+//!   `NOTIFIED` left by the waker is consumed with it). Parks may return
+//!   spuriously: callers re-check their condition (`super::idle`'s workers
+//!   re-read their slot state under the pool lock).
+//!
+//! The driver (`crate::driver`) is lent by the runtime's scheduler through
+//! [`super::Host::turn_driver`]: whoever takes it turns it for at most the
+//! park's timeout and gives it back.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::driver;
+
+const EMPTY: u8 = 0;
+const PARKED: u8 = 1;
+const PARKED_DRIVER: u8 = 2;
+const NOTIFIED: u8 = 3;
+
+struct Inner {
+    state: AtomicU8,
+    thread: std::thread::Thread,
+    /// The driver this thread parks in, once it has parked there.
+    driver: OnceLock<driver::Handle>,
+}
+
+/// The parking side, kept by its thread.
+pub(crate) struct Parker {
+    inner: Arc<Inner>,
+}
+
+/// The waking side: cloneable, `Send + Sync`.
+#[derive(Clone)]
+pub(crate) struct Unparker {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Unparker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unparker")
+            .field("state", &self.inner.state.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Parker {
+    /// A parker for the calling thread.
+    pub(crate) fn new() -> Parker {
+        Parker {
+            inner: Arc::new(Inner {
+                state: AtomicU8::new(EMPTY),
+                thread: std::thread::current(),
+                driver: OnceLock::new(),
+            }),
+        }
+    }
+
+    pub(crate) fn unparker(&self) -> Unparker {
+        Unparker {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// Consumes a pending wakeup, if any.
+    fn consume(&self) -> bool {
+        // Acquire: what the waker did before unparking is visible after
+        // the park returns.
+        self.inner
+            .state
+            .compare_exchange(NOTIFIED, EMPTY, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Enters `parked` from `EMPTY`; false if a wakeup came first (it is
+    /// consumed).
+    fn enter(&self, parked: u8) -> bool {
+        match self.inner.state.compare_exchange(
+            EMPTY,
+            parked,
+            // Release/Acquire: pairs with the waker's swap.
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => true,
+            Err(_) => {
+                // NOTIFIED: consume it.
+                self.inner.state.swap(EMPTY, Ordering::Acquire);
+                false
+            }
+        }
+    }
+
+    fn leave(&self) {
+        // Acquire: as in `consume`.
+        self.inner.state.swap(EMPTY, Ordering::Acquire);
+    }
+
+    /// Parks for at most `timeout` (see the module docs), in the driver if
+    /// `turn` lends it: `turn` is called with a function that turns the
+    /// driver it holds, and returns whether it could (the driver exists and
+    /// nobody else turns it). Returns how many tasks a driver turn woke.
+    pub(crate) fn park(
+        &self,
+        timeout: Duration,
+        turn: impl FnOnce(&mut dyn FnMut(&mut driver::Driver)) -> bool,
+    ) -> usize {
+        if self.consume() {
+            return 0;
+        }
+        let mut woken = None;
+        let lent = turn(&mut |d: &mut driver::Driver| {
+            let _ = self.inner.driver.set(d.handle().clone());
+            woken = Some(if self.enter(PARKED_DRIVER) {
+                let n = d.turn(Some(timeout));
+                self.leave();
+                n
+            } else {
+                0
+            });
+        });
+        if lent && let Some(n) = woken {
+            return n;
+        }
+        if self.enter(PARKED) {
+            std::thread::park_timeout(timeout);
+            self.leave();
+        }
+        0
+    }
+}
+
+impl Unparker {
+    /// Wakes the parked thread, or makes its next park return at once.
+    pub(crate) fn unpark(&self) {
+        // AcqRel: publishes what the waker did (Release), and orders the
+        // read of the parked state (Acquire).
+        match self.inner.state.swap(NOTIFIED, Ordering::AcqRel) {
+            PARKED => self.inner.thread.unpark(),
+            PARKED_DRIVER => {
+                if let Some(d) = self.inner.driver.get() {
+                    d.unpark();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn an_unpark_before_the_park_is_not_lost() {
+        let p = Parker::new();
+        p.unparker().unpark();
+        let t = Instant::now();
+        p.park(Duration::from_secs(10), |_| false);
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn an_unpark_wakes_a_thread_parked_on_its_futex_or_in_the_driver() {
+        for in_driver in [false, true] {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let t = std::thread::spawn(move || {
+                let p = Parker::new();
+                let mut driver = driver::Driver::new().unwrap();
+                tx.send(p.unparker()).unwrap();
+                let start = Instant::now();
+                p.park(Duration::from_secs(30), |f| {
+                    if in_driver {
+                        f(&mut driver);
+                    }
+                    in_driver
+                });
+                start.elapsed()
+            });
+            let u = rx.recv().unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            u.unpark();
+            let slept = t.join().unwrap();
+            assert!(
+                slept < Duration::from_secs(10),
+                "in driver {in_driver}: slept {slept:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_park_times_out() {
+        let p = Parker::new();
+        let t = Instant::now();
+        p.park(Duration::from_millis(20), |_| false);
+        assert!(t.elapsed() >= Duration::from_millis(15));
+    }
+}
