@@ -25,15 +25,11 @@ pub(crate) mod sync {
     pub(crate) use std::sync::TryLockError;
 }
 
+/// Threads under loom: the idle protocol's unparker (`pool::wake_queue`)
+/// is a loom thread there, and its model workers park on it.
 #[cfg(loom)]
 pub(crate) mod thread {
-    pub(crate) use loom::thread::{Thread, current, park};
-
-    /// loom has no clock: a timed park is a park, and the model decides who
-    /// unparks.
-    pub(crate) fn park_timeout(_: std::time::Duration) {
-        park();
-    }
+    pub(crate) use loom::thread::{Thread, current};
 }
 
 /// A mutex [`lock`] can take: std's, and loom's under `--cfg loom`.

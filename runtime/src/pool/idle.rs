@@ -133,7 +133,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 use super::hint::Hint;
 use super::hint::{Change, HintWord, MAX_SLOTS};
 use super::wake_queue::{Unparker, WakeQueue};
@@ -606,7 +606,7 @@ impl Idle {
     }
 
     /// Step 5 on behalf of a timer or a test: cull what is due at `now`.
-    #[cfg(any(test, loom))]
+    #[cfg(test)]
     pub(crate) fn cull_now(&self, now: Instant) -> WakeQueue {
         let mut wake = WakeQueue::default();
         let mut st = self.lock();
@@ -805,8 +805,8 @@ impl Idle {
         }
     }
 
-    /// The hint word now (tests and debugging).
-    #[cfg(test)]
+    /// The hint word now (tests).
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn hint(&self) -> Hint {
         self.hint.load()
     }

@@ -176,7 +176,12 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
         .tid
         // SAFETY: gettid has no preconditions.
         .store(unsafe { libc::gettid() }, Ordering::Relaxed);
+    #[cfg(not(loom))]
     pool.idle.started(slot, parker.unparker());
+    // Under loom only the protocol is modeled (`idle::loom_tests`); this
+    // loop is compiled, not run.
+    #[cfg(loom)]
+    pool.idle.started(slot, crate::loom::thread::current());
     let mut next = Next::Search;
     loop {
         let deque = crate::loom::lock(&pool.slots[slot].deque)

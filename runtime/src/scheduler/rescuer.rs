@@ -123,7 +123,7 @@ impl<T> MaydayList<T> {
 
     /// Everything listed, waiting for something; `None` once closed. The
     /// items' marks are cleared: a mayday from now on lists them again.
-    #[cfg(loom)]
+    #[cfg(all(test, loom))]
     pub(crate) fn take(&self) -> Option<Vec<T>> {
         self.take_timeout(None)
     }
@@ -241,7 +241,7 @@ fn rescue(scheduler: &Scheduler, pool: &Arc<Pool>) {
     }
 }
 
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 impl<T> MaydayList<T> {
     /// Model tests only: the broken protocol's late clearing of a mark.
     fn unmark(&self, key: usize) {

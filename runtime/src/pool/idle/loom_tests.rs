@@ -88,7 +88,7 @@ fn worker(idle: &Idle, queue: &Queue, slot: usize, quota: usize, mut searching: 
             Next::Park => {}
         }
         loop {
-            crate::loom::thread::park();
+            loom::thread::park();
             let mut wake = WakeQueue::default();
             match idle.leave_idle(slot, Instant::now(), false, || queue.has_work(), &mut wake) {
                 Next::Search => {
