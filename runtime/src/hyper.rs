@@ -125,7 +125,7 @@ impl WqTimer {
     /// A timer on the current runtime's driver (started if need be).
     ///
     /// # Panics
-    /// Outside a wq runtime, or if the driver thread cannot start.
+    /// Outside a wq runtime, or if the I/O driver cannot be created.
     pub fn new() -> WqTimer {
         WqTimer {
             driver: crate::time::sleep_driver("wq::hyper::WqTimer::new"),

@@ -46,10 +46,10 @@
 //! `floor(now - base)`. So a timer never fires before its deadline, and
 //! fires at most ~1 ms plus the wake-up latency after it.
 //!
-//! # Shutdown ([`Handle::shutdown`] then a last turn)
-//! `shutdown` is set and the driver unparked. Whoever turns the driver sees
-//! it (the driver thread: at the top of its loop) and calls
-//! [`Driver::shut_down`]: every registered source gets the SHUTDOWN bit
+//! # Shutdown ([`Handle::shutdown`] then [`Driver::shut_down`])
+//! `shutdown` is set and the driver unparked: a turn in progress returns,
+//! and no thread takes the driver for another. The runtime's shutdown then
+//! takes it and calls [`Driver::shut_down`]: every registered source gets the SHUTDOWN bit
 //! (its waits fail with an error saying the runtime is gone), every pending
 //! timer fires and is marked so (a `Sleep` polled after it panics with a
 //! message), and their tasks are woken. The runtime calls this after it

@@ -180,9 +180,9 @@ impl Builder {
 
     /// Builds the runtime. One thread starts now, the rescuer (it runs a
     /// pool's work if the OS refuses to start its workers, see
-    /// `docs/architecture.md`); worker threads start when work arrives, the
-    /// I/O driver thread (`<thread_name>-io`) on the first use of a socket
-    /// or timer, and blocking-pool threads on the first `spawn_blocking`.
+    /// `docs/architecture.md`); worker threads start when work arrives
+    /// (one on the first use of a socket or timer, to park in the I/O
+    /// driver), and blocking-pool threads on the first `spawn_blocking`.
     pub fn build(self) -> Result<Runtime, BuildError> {
         let c = &self.config;
         if c.max_workers_per_pool == Some(0) {

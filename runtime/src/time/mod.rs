@@ -1,7 +1,7 @@
 //! Timers: [`sleep`], [`sleep_until`], [`timeout`], [`interval`].
 //!
 //! Timers live in the runtime's driver (a hierarchical timing wheel with
-//! 1 ms ticks, `driver::wheel`), which the driver thread turns: a timer
+//! 1 ms ticks, `driver::wheel`), which the thread turning the driver fires: a timer
 //! costs no thread and no syscall of its own, and a million pending ones
 //! cost a slab entry (~56 bytes) each. A `Sleep` is armed on its first
 //! poll, re-armed in place by [`Sleep::reset`], and cancelled when dropped.
