@@ -17,9 +17,10 @@
 //!    spinning one answers in well under a microsecond; but a spinning
 //!    worker burns CPU time that the kernel's fair scheduler charges to it,
 //!    and while it is off its CPU, counted as searching, no other worker is
-//!    kicked for new work. So the budget adapts ([`Spin`]): it doubles when
-//!    a spin finds work, halves (down to a floor of [`MIN_SPIN`]) when a
-//!    spin finds none, and spinning stops for [`SPIN_COOLDOWN`] when
+//!    kicked for new work. So the budget adapts ([`Spin`]): each spin in a
+//!    row that finds nothing halves it (down to a sixteenth of the
+//!    maximum), one that finds work restores it, and spinning stops for
+//!    [`SPIN_COOLDOWN`] when
 //!    yields show that a thread that does not give the CPU back wants it
 //!    (two yields within [`WANTED_WINDOW`] returned after more than
 //!    [`PREEMPTED`]; one alone may be the hypervisor's steal): beside busy
@@ -78,9 +79,6 @@ pub(crate) const MAX_LIFO_POLLS: u32 = 3;
 const SAMPLES: usize = 64;
 /// Queue checks between two reads of the clock (and yields) while spinning.
 pub(crate) const SPIN_CHECKS: u32 = 64;
-/// The smallest spin budget: misses shrink the budget down to it, not to
-/// zero, so hits can grow it again.
-const MIN_SPIN: Duration = Duration::from_micros(2);
 /// A yield that takes this long means a thread that does not give the CPU
 /// back ran on it: a busy neighbour holding a scheduler slice (0.75-3 ms
 /// on current kernels), not one of the runtime's own short-lived threads
@@ -243,40 +241,43 @@ impl Local {
 /// A worker's spin budget (see the module docs).
 struct Spin {
     max_ns: u64,
-    budget_ns: u64,
+    /// Spins in a row that found nothing: the budget is the maximum halved
+    /// that many times (at most [`MAX_MISS_SHIFT`]); a hit resets it.
+    misses: u32,
     /// When (raw clock) a yield was last long.
     long_yield_at: Option<u64>,
     /// When (raw clock) spinning stopped because the CPU is wanted.
     wanted_at: Option<u64>,
 }
 
+/// The budget never drops below the maximum over 2^this: a spin stays
+/// cheap when work is rare, and one hit brings the whole budget back.
+const MAX_MISS_SHIFT: u32 = 4;
+
 impl Spin {
     fn new(max: Duration) -> Spin {
         let max_ns = max.as_nanos().min(u128::from(u64::MAX)) as u64;
         Spin {
             max_ns,
-            budget_ns: max_ns,
+            misses: 0,
             long_yield_at: None,
             wanted_at: None,
         }
     }
 
-    fn min_ns(&self) -> u64 {
-        (MIN_SPIN.as_nanos() as u64).min(self.max_ns)
+    /// How long the next spin may last.
+    fn budget_ns(&self) -> u64 {
+        self.max_ns >> self.misses.min(MAX_MISS_SHIFT)
     }
 
-    /// A spin found work: spin longer next time.
-    fn grow(&mut self) {
-        self.budget_ns = self
-            .budget_ns
-            .saturating_mul(2)
-            .clamp(self.min_ns(), self.max_ns);
+    /// A spin found work: the whole budget next time.
+    fn hit(&mut self) {
+        self.misses = 0;
     }
 
-    /// A spin found none: spin shorter next time (never below the floor,
-    /// so the budget can grow again).
-    fn shrink(&mut self) {
-        self.budget_ns = (self.budget_ns / 2).max(self.min_ns());
+    /// A spin found none: half as long next time (down to the floor).
+    fn miss(&mut self) {
+        self.misses = (self.misses + 1).min(MAX_MISS_SHIFT);
     }
 
     /// A yield was long: if the last one was too, recently, the CPU is
@@ -288,7 +289,7 @@ impl Spin {
             .is_some_and(|t| clock::delay_ns(t, now) < WANTED_WINDOW.as_nanos() as u64);
         self.long_yield_at = Some(now);
         if recent {
-            self.budget_ns = self.min_ns();
+            self.misses = MAX_MISS_SHIFT;
             self.wanted_at = Some(now);
         }
         recent
@@ -438,14 +439,14 @@ impl Core {
         loop {
             for _ in 0..SPIN_CHECKS {
                 if pool.has_work() || pool.is_closed() {
-                    self.spin.grow();
+                    self.spin.hit();
                     return true;
                 }
                 std::hint::spin_loop();
             }
             let now = clock::now();
-            if clock::delay_ns(start, now) >= self.spin.budget_ns {
-                self.spin.shrink();
+            if clock::delay_ns(start, now) >= self.spin.budget_ns() {
+                self.spin.miss();
                 return false;
             }
             // Give the CPU to a runnable thread, if any (a producer woken
