@@ -145,16 +145,18 @@ impl WqCounters {
         };
         let mut h = wq_histogram();
         for p in &m.pools {
-            c.workers_created += p.workers_created;
-            c.kicks += p.kicks;
-            c.coalesced += p.coalesced_kicks;
-            c.unparks += p.unparks;
-            c.parks += p.parks;
-            c.lock_acquisitions += p.lock_acquisitions;
-            c.lock_contended += p.lock_contended;
-            c.spin_hits += p.spin_hits;
-            c.spin_backoffs += p.spin_backoffs;
-            let _ = h.add(&p.sched_delay);
+            c.workers_created += p.counters.workers_created;
+            c.kicks += p.counters.kicks;
+            c.coalesced += p.counters.coalesced_kicks;
+            c.unparks += p.counters.unparks;
+            c.parks += p.counters.parks;
+            c.lock_acquisitions += p.counters.lock_acquisitions;
+            c.lock_contended += p.counters.lock_contended;
+            c.spin_hits += p.counters.spin_hits;
+            c.spin_backoffs += p.counters.spin_backoffs;
+            if let Some(ph) = p.sched_delay.histogram() {
+                let _ = h.add(ph);
+            }
         }
         c.sched_p50 = h.value_at_quantile(0.5) as f64;
         c.sched_p99 = h.value_at_quantile(0.99) as f64;

@@ -10,8 +10,10 @@
 //! its newest patches (June 2026): a **kicked list** so culling idle
 //! workers can never strand work, and **deferred unpark** so a wakeup never
 //! happens under the pool lock; workers that are already **searching**
-//! absorb new work without any lock. Every scheduling delay is recorded in
-//! a per-pool HdrHistogram ([`Runtime::metrics`]).
+//! absorb new work without any lock. Every task's scheduling delay and poll
+//! duration, and every spawn call's time, are recorded in per-worker
+//! HdrHistograms merged per pool on demand ([`Runtime::metrics`], a
+//! [`metrics::Snapshot`] with a Prometheus text form).
 //!
 //! ```
 //! use wq::Scope;
@@ -37,7 +39,7 @@ mod driver;
 #[cfg(feature = "hyper")]
 pub mod hyper;
 mod loom;
-mod metrics;
+pub mod metrics;
 pub mod net;
 mod pool;
 mod runtime;
@@ -48,7 +50,7 @@ pub mod time;
 mod topology;
 mod wake;
 
-pub use metrics::{PoolMetrics, RuntimeMetrics, WorkqueueAttrs, WorkqueueStats};
+pub use metrics::{WorkqueueAttrs, WorkqueueStats};
 pub use runtime::workqueue::{SpawnError, Workqueue, WorkqueueBuilder, WorkqueueError};
 pub use runtime::{
     BuildError, Builder, DEFAULT_CPU_HOG_THRESHOLD, DEFAULT_WORKER_SPIN, EnterGuard, Handle,

@@ -65,6 +65,7 @@ impl Builder {
                 cpu_hog_threshold: DEFAULT_CPU_HOG_THRESHOLD,
                 max_blocking_threads: crate::scheduler::blocking::DEFAULT_MAX_THREADS,
                 blocking_keep_alive: crate::scheduler::blocking::DEFAULT_KEEP_ALIVE,
+                latency_capture: true,
             },
         }
     }
@@ -175,6 +176,25 @@ impl Builder {
     /// exits. Default 10 s.
     pub fn blocking_keep_alive(mut self, keep_alive: Duration) -> Builder {
         self.config.blocking_keep_alive = keep_alive;
+        self
+    }
+
+    /// Whether to record every task's scheduling delay and poll duration,
+    /// and every spawn call's time, into the pools' histograms
+    /// ([`Runtime::metrics`]: [`Latency`](crate::metrics::Latency)).
+    /// Default on: its cost is in `docs/benchmarks.md` (section 9). Off,
+    /// workers record no sample and spawns read no clock; the counters are
+    /// kept either way.
+    ///
+    /// ```
+    /// let rt = wq::Runtime::builder().latency_capture(false).build().unwrap();
+    /// rt.block_on(wq::spawn(async {})).unwrap();
+    /// let m = rt.metrics();
+    /// assert!(!m.latency_capture);
+    /// assert!(m.pools.iter().all(|p| p.sched_delay.count == 0));
+    /// ```
+    pub fn latency_capture(mut self, on: bool) -> Builder {
+        self.config.latency_capture = on;
         self
     }
 
