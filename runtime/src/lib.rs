@@ -35,6 +35,8 @@
 // Layers, each importing only from those above it in this list (the
 // task <-> pool link async-task imposes aside); `tests/layers.rs` checks it.
 mod clock;
+#[cfg(feature = "dashboard")]
+pub mod dashboard;
 mod driver;
 #[cfg(feature = "hyper")]
 pub mod hyper;
