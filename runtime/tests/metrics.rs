@@ -484,3 +484,56 @@ fn the_table_has_a_line_per_pool_and_queue() {
         assert!(lines.iter().any(|l| l.starts_with(q.name())), "{table}");
     });
 }
+
+#[test]
+fn the_grafana_dashboard_queries_only_series_and_labels_we_export() {
+    within(60, || {
+        let (rt, _q) = several_pools();
+        let text = rt.metrics().to_prometheus();
+        let (_, samples) = parse(&text);
+        let names: BTreeSet<&str> = samples.iter().map(|(n, _, _)| n.as_str()).collect();
+        let labels: BTreeSet<&str> = samples
+            .iter()
+            .flat_map(|(_, l, _)| l.keys().map(String::as_str))
+            .chain(["le"])
+            .collect();
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/grafana/wq-dashboard.json"
+        );
+        let dash: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let mut queries = Vec::new();
+        for p in dash["panels"].as_array().unwrap() {
+            for t in p["targets"].as_array().unwrap() {
+                queries.push(t["expr"].as_str().unwrap().to_owned());
+            }
+        }
+        for v in dash["templating"]["list"].as_array().unwrap() {
+            if let Some(q) = v["query"]["query"].as_str() {
+                queries.push(q.to_owned());
+            }
+        }
+        assert!(queries.len() >= 8, "{queries:?}");
+        for q in &queries {
+            let mut rest = q.as_str();
+            while let Some(i) = rest.find("wq_") {
+                let name: String = rest[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    names.contains(name.as_str()),
+                    "{name} in {q:?} is not exported"
+                );
+                rest = &rest[i + name.len()..];
+            }
+            for (i, _) in q.match_indices("by (") {
+                let inside = &q[i + 4..i + 4 + q[i + 4..].find(')').unwrap()];
+                for l in inside.split(',').map(str::trim) {
+                    assert!(labels.contains(l), "label {l} in {q:?} is not exported");
+                }
+            }
+        }
+    });
+}
