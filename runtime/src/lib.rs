@@ -94,8 +94,9 @@ pub use wq_macros::main;
 pub use wq_macros::test;
 
 /// The README's examples, compiled and run as doctests so they stay true.
-/// Its hyper and axum examples need the `hyper` feature (on in
-/// `cargo test --workspace`, which the examples crate unifies in).
-#[cfg(all(doctest, feature = "hyper"))]
+/// Its hyper, axum and dashboard examples need the `dashboard` feature
+/// (which implies `hyper`; on in `cargo test --workspace`, which the
+/// examples crate unifies in).
+#[cfg(all(doctest, feature = "dashboard"))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
