@@ -30,8 +30,8 @@ pub const REMOTE_THREADS: usize = 2;
 /// Spawns per spawner thread in `remote_spawn`.
 pub const REMOTE_SPAWNS: usize = 5_000;
 
-/// The runtimes `measure` knows: wq (latency capture on, the default), wq
-/// with latency capture off, tokio.
+/// The runtimes `measure` knows: wq (with latency capture on), wq with
+/// latency capture off (the runtime's default), tokio.
 pub const RUNTIMES: [&str; 3] = ["wq", "wq-nocapture", "tokio"];
 
 /// What a shape needs of a runtime.

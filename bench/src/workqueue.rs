@@ -258,7 +258,8 @@ pub fn build_wq(
     build_wq_with(topology, scope, mode, spin, true)
 }
 
-/// Builds a wq runtime of one row, latency capture on or off.
+/// Builds a wq runtime of one row, latency capture on (the wq rows: their
+/// scheduling-delay columns need it) or off (the runtime's default).
 pub fn build_wq_with(
     topology: Option<&str>,
     scope: Scope,

@@ -381,6 +381,7 @@ mod tests {
         let rt = wq::Runtime::builder()
             .topology(wq::Topology::synthetic("pack:2 core:2 pu:1").unwrap())
             .thread_name("mon")
+            .latency_capture(true)
             .build()
             .unwrap();
         let h = rt.handle().clone();

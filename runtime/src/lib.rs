@@ -10,10 +10,11 @@
 //! its newest patches (June 2026): a **kicked list** so culling idle
 //! workers can never strand work, and **deferred unpark** so a wakeup never
 //! happens under the pool lock; workers that are already **searching**
-//! absorb new work without any lock. Every task's scheduling delay and poll
-//! duration, and every spawn call's time, are recorded in per-worker
-//! HdrHistograms merged per pool on demand ([`Runtime::metrics`], a
-//! [`metrics::Snapshot`] with a Prometheus text form).
+//! absorb new work without any lock. The pools' counters, and with
+//! [`Builder::latency_capture`] every task's scheduling delay and poll
+//! duration and every spawn call's time (per-worker HdrHistograms), are
+//! read on demand as a [`metrics::Snapshot`] ([`Runtime::metrics`]), with
+//! a Prometheus text form.
 //!
 //! ```
 //! use wq::Scope;

@@ -81,6 +81,7 @@ fn runtime() -> Runtime {
         .topology(Topology::synthetic("pack:2 core:2 pu:1").unwrap())
         .default_scope(Scope::System)
         .thread_name("dash")
+        .latency_capture(true)
         .build()
         .unwrap()
 }

@@ -48,6 +48,7 @@ fn one_pool(workers: usize) -> Runtime {
         .max_workers_per_pool(workers)
         // The test blocks a worker on purpose: no hog watchdog.
         .cpu_hog_threshold(Duration::ZERO)
+        .latency_capture(true)
         .build()
         .unwrap()
 }
@@ -204,10 +205,10 @@ fn a_delta_is_the_interval() {
 #[test]
 fn latency_capture_off_records_no_latency_but_counts() {
     within(60, || {
+        // Off is the default.
         let rt = Runtime::builder()
             .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
             .default_scope(Scope::System)
-            .latency_capture(false)
             .build()
             .unwrap();
         rt.block_on(async {
@@ -328,6 +329,7 @@ fn parse(text: &str) -> (BTreeMap<String, String>, Vec<Sample>) {
 fn several_pools() -> (Runtime, Workqueue) {
     let rt = Runtime::builder()
         .topology(Topology::synthetic("pack:2 l3:2 core:2 pu:1").unwrap())
+        .latency_capture(true)
         .build()
         .unwrap();
     let h = rt.handle().clone();

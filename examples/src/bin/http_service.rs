@@ -1,6 +1,8 @@
 //! `http_service`: a hyper service on `#[wq::main]` (see
 //! `wq_examples::routes` for its routes and `wq_examples` for its limits),
 //! with the runtime's live dashboard (`wq::dashboard`) on its own address.
+//! Its runtime records latencies (`Builder::latency_capture(true)`: off by
+//! default), so the dashboard has its charts.
 //!
 //! ```text
 //! cargo run --release -p wq-examples --bin http_service -- --addr 127.0.0.1:8080
@@ -14,8 +16,22 @@ use std::process::ExitCode;
 use hyper::service::service_fn;
 use wq_examples::{bind, dashboard_addr, parse_args, routes, serve};
 
-#[wq::main(scope = "cache")]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // As `#[wq::main(scope = "cache")]`, with latency capture on.
+    let rt = wq::Runtime::builder()
+        .default_scope(wq::Scope::Cache)
+        .latency_capture(true)
+        .build();
+    match rt {
+        Ok(rt) => rt.block_on(run()),
+        Err(e) => {
+            eprintln!("http_service: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     let parsed = dashboard_addr(std::env::args().skip(1))
         .and_then(|(dash, rest)| Ok((dash, parse_args("http_service", 8080, rest)?)));
     let (dash, opts) = match parsed {

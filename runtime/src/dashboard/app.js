@@ -207,7 +207,8 @@ function drawTable() {
 }
 
 function render() {
-  document.getElementById("name").textContent = "· " + feed.thread_name + (feed.latency_capture ? "" : " (latency capture off)");
+  document.getElementById("name").textContent = "· " + feed.thread_name;
+  document.getElementById("capture-off").hidden = feed.latency_capture;
   drawDelays();
   drawRates();
   drawPods();

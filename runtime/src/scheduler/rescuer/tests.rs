@@ -24,6 +24,7 @@ fn refusing_runtime(desc: &str, scope: Scope, refused: usize) -> Runtime {
     let rt = Runtime::builder()
         .topology(Topology::synthetic(desc).unwrap())
         .default_scope(scope)
+        .latency_capture(true)
         .build()
         .unwrap();
     rt.handle()
