@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `/` (and `/app.js`, `/app.css`) | a live page: per-pool p50/p95/p99 scheduling delay over the last five minutes, rates, and the pods drawn as the machine's CPUs with their workers by state; refreshed every second; every asset served from here (no CDN) |
 //! | `/api/history?since=SEQ` | the page's feed: the points after `SEQ` (JSON) |
-//! | `/api/snapshot` | [`Snapshot`](crate::metrics::Snapshot) as JSON (what `wq-monitor` polls) |
+//! | `/api/snapshot` | [`Snapshot`] as JSON (what `wq-monitor` polls) |
 //! | `/metrics` | the Prometheus text format ([`Snapshot::to_prometheus`](crate::metrics::Snapshot::to_prometheus)) |
 //!
 //! ```no_run
@@ -24,7 +24,7 @@
 //!    otherwise: it shows the process's load, not secrets, but it is
 //!    nobody else's business) and spawns, on the current runtime, an
 //!    accept loop and a **sampler**.
-//! 2. The sampler takes a [`Snapshot`](crate::metrics::Snapshot) every
+//! 2. The sampler takes a [`Snapshot`] every
 //!    second on the blocking pool (merging histograms must not hold a
 //!    worker), diffs it with the previous one, and appends the interval's
 //!    point (per pool: p50/p95/p99 scheduling delay, p99 poll, rates,
