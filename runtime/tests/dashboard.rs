@@ -243,10 +243,22 @@ fn bad_slow_and_too_many_clients_do_not_stall_it() {
 
         // The connection limit: idle connections up to it are held, the
         // next is closed at once, and the server still answers once they
-        // go.
+        // go. (Counted once the earlier connections' tasks have ended, and
+        // once the held ones are accepted.)
+        let until = |what: &str, f: &dyn Fn() -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !f() {
+                assert!(Instant::now() < deadline, "never: {what}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        until("no connection open", &|| d.connections() == 0);
         let held: Vec<TcpStream> = (0..wq::dashboard::MAX_CONNECTIONS)
             .map(|_| TcpStream::connect(addr).unwrap())
             .collect();
+        until("the held connections accepted", &|| {
+            d.connections() == wq::dashboard::MAX_CONNECTIONS
+        });
         let mut over = TcpStream::connect(addr).unwrap();
         assert!(
             closed_within(&mut over, Duration::from_secs(3)),

@@ -157,6 +157,11 @@ impl DashboardHandle {
         drop(self);
     }
 
+    /// Connections being served now.
+    pub fn connections(&self) -> usize {
+        self.shared.conns.load(Ordering::Relaxed)
+    }
+
     /// Connections closed at once because [`MAX_CONNECTIONS`] were open.
     pub fn refused_connections(&self) -> u64 {
         self.shared.refused.load(Ordering::Relaxed)
@@ -373,7 +378,9 @@ async fn accept(shared: Arc<Shared>, listener: crate::net::TcpListener, timer: W
             impl Drop for Done {
                 fn drop(&mut self) {
                     self.0.conns.fetch_sub(1, Ordering::Relaxed);
-                    crate::loom::lock(&self.0.tasks).conns.remove(&self.1);
+                    // Its own handle, dropped after the lock is.
+                    let own = crate::loom::lock(&self.0.tasks).conns.remove(&self.1);
+                    drop(own);
                 }
             }
             let _done = Done(done, id);
@@ -382,6 +389,7 @@ async fn accept(shared: Arc<Shared>, listener: crate::net::TcpListener, timer: W
         let mut t = crate::loom::lock(&shared.tasks);
         if shared.stopped.load(Ordering::Relaxed) {
             // `stop` took the list before this one was in it.
+            drop(t);
             task.abort();
             return;
         }
