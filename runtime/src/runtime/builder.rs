@@ -192,11 +192,11 @@ impl Builder {
     ///
     /// ```
     /// let rt = wq::Runtime::builder().latency_capture(true).build().unwrap();
-    /// rt.block_on(wq::spawn(async {})).unwrap();
+    /// rt.block_on(rt.spawn(async {})).unwrap();
     /// let m = rt.metrics();
     /// assert!(m.latency_capture);
     /// let off = wq::Runtime::new().unwrap();
-    /// off.block_on(wq::spawn(async {})).unwrap();
+    /// off.block_on(off.spawn(async {})).unwrap();
     /// assert!(off.metrics().pools.iter().all(|p| p.sched_delay.count == 0));
     /// ```
     pub fn latency_capture(mut self, on: bool) -> Builder {

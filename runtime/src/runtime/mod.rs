@@ -143,7 +143,7 @@ impl Runtime {
     ///
     /// ```
     /// let rt = wq::Runtime::new().unwrap();
-    /// rt.block_on(wq::spawn(async {})).unwrap();
+    /// rt.block_on(rt.spawn(async {})).unwrap();
     /// let m = rt.metrics();
     /// println!("{m}");
     /// assert_eq!(m.pools.len(), m.scopes.iter().map(|s| s.pools).sum::<usize>());
