@@ -16,6 +16,8 @@ and wait for each): every scope x {under_lock, deferred}, plus tokio
   --modes under_lock,deferred  --tokio-workers T (default: online CPUs)  --spin-us US
   --plot-dir DIR (write SVG plots)  --json  --no-pin  --no-tokio
   --named (a row per scope spawning through a named wq::Workqueue: what a queue costs)
+  --capture-off (a row per scope with latency capture off, the runtime's default; the other
+  wq rows run with Builder::latency_capture(true), which their delay columns need)
   --busy-neighbours N (N busy-loop processes run beside the benchmark)
 ";
 
@@ -45,7 +47,9 @@ wq-bench memory: bytes per idle task, RSS of an idle runtime, worker threads whi
 const SHAPES: &str = "\
 wq-bench shapes: tokio's rt_multi_threaded shapes without criterion (for perf/callgrind, and
 beside busy neighbours); wq and tokio alternate iteration by iteration
-  --shapes spawn_many,yield_many,ping_pong,chained_spawn,remote_spawn  --runtimes wq,tokio
+  --shapes spawn_many,yield_many,ping_pong,chained_spawn,remote_spawn
+  --runtimes wq,tokio (wq runs with Builder::latency_capture(true); also wq-nocapture:
+  latency capture off, the runtime's default)
   --iters N (default 50)  --workers W (default: online CPUs)  --spin-us US  --json
   --busy-neighbours N (measure quietly, then beside N busy-loop processes, and report the
   runtimes' run-queue wait from schedstat)

@@ -313,7 +313,11 @@ pub fn probe_main(argv: &[String]) -> Result<(), String> {
                 .map(|p| {
                     format!(
                         "pool {}: {} workers ({} idle), created {}, culled {}",
-                        p.id, p.workers, p.idle, p.workers_created, p.workers_culled
+                        p.id,
+                        p.workers.total,
+                        p.workers.idle,
+                        p.counters.workers_created,
+                        p.counters.workers_culled
                     )
                 })
                 .collect::<Vec<_>>()

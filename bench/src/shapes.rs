@@ -30,6 +30,10 @@ pub const REMOTE_THREADS: usize = 2;
 /// Spawns per spawner thread in `remote_spawn`.
 pub const REMOTE_SPAWNS: usize = 5_000;
 
+/// The runtimes `measure` knows: wq (with latency capture on), wq with
+/// latency capture off (the runtime's default), tokio.
+pub const RUNTIMES: [&str; 3] = ["wq", "wq-nocapture", "tokio"];
+
 /// What a shape needs of a runtime.
 pub trait BenchRuntime: Sync {
     /// Spawns a detached task from any thread, through a handle.
@@ -52,9 +56,17 @@ impl Wq {
 
     /// Workers: `n`; the worker spin, if not the default.
     pub fn with_spin(n: usize, spin: Option<std::time::Duration>) -> Wq {
+        Wq::configured(n, spin, true)
+    }
+
+    /// Workers: `n`; the worker spin, if not the default; latency capture
+    /// on or off (off: threads named `wqnc-*`).
+    pub fn configured(n: usize, spin: Option<std::time::Duration>, capture: bool) -> Wq {
         let mut b = wq::Runtime::builder()
             .default_scope(wq::Scope::System)
-            .max_workers_per_pool(n);
+            .max_workers_per_pool(n)
+            .latency_capture(capture)
+            .thread_name(if capture { "wq" } else { "wqnc" });
         if let Some(s) = spin {
             b = b.worker_spin(s);
         }
@@ -299,11 +311,18 @@ pub fn measure(
         }
     }
     for rt in runtimes {
-        if rt != "wq" && rt != "tokio" {
-            return Err(format!("unknown runtime {rt:?}; known: wq,tokio"));
+        if !RUNTIMES.contains(&rt.as_str()) {
+            return Err(format!(
+                "unknown runtime {rt:?}; known: {}",
+                RUNTIMES.join(",")
+            ));
         }
     }
     let wq = Wq::with_spin(workers, spin);
+    let wq_nocapture = runtimes
+        .iter()
+        .any(|r| r == "wq-nocapture")
+        .then(|| Wq::configured(workers, spin, false));
     let tokio = Tokio::new(workers);
     let mut out = Vec::new();
     let phases: Vec<usize> = if neighbours > 0 {
@@ -327,10 +346,10 @@ pub fn measure(
                 .collect();
             for _ in 0..iters {
                 for t in &mut rows {
-                    if t.runtime == "wq" {
-                        time_one(name, &wq, "wq-", t);
-                    } else {
-                        time_one(name, &tokio, TOKIO_THREAD_NAME, t);
+                    match (t.runtime.as_str(), &wq_nocapture) {
+                        ("wq", _) => time_one(name, &wq, "wq-", t),
+                        ("wq-nocapture", Some(nc)) => time_one(name, nc, "wqnc-", t),
+                        _ => time_one(name, &tokio, TOKIO_THREAD_NAME, t),
                     }
                 }
             }
@@ -349,7 +368,7 @@ fn find<'a>(t: &'a [Timing], shape: &str, rt: &str, n: usize) -> Option<&'a Timi
 pub fn table(timings: &[Timing], neighbours: usize) -> String {
     use crate::stats::{fmt_ns, median};
     let mut out = format!(
-        "{:<14} {:<6} {:>10} {:>10} {:>10} | {:>10} {:>10} {:>10} {:>9}\n",
+        "{:<14} {:<12} {:>10} {:>10} {:>10} | {:>10} {:>10} {:>10} {:>9}\n",
         "shape",
         "rt",
         "quiet med",
@@ -367,7 +386,7 @@ pub fn table(timings: &[Timing], neighbours: usize) -> String {
         }
     }
     for shape in &shapes {
-        for rt in ["wq", "tokio"] {
+        for rt in RUNTIMES {
             let Some(q) = find(timings, shape, rt, 0) else {
                 continue;
             };
@@ -385,7 +404,7 @@ pub fn table(timings: &[Timing], neighbours: usize) -> String {
                 },
             );
             out.push_str(&format!(
-                "{shape:<14} {rt:<6} {:>10} {:>10} {:>10} | {b}\n",
+                "{shape:<14} {rt:<12} {:>10} {:>10} {:>10} | {b}\n",
                 fmt_ns(q.median()),
                 fmt_ns(q.max()),
                 fmt_ns(median(&q.run_queue)),
@@ -404,6 +423,16 @@ pub fn table(timings: &[Timing], neighbours: usize) -> String {
                 String::new()
             };
             out.push_str(&format!("{:<14} wq/tokio time: quiet {r:.2}{busy}\n", ""));
+        }
+        if let (Some(on), Some(off)) = (
+            find(timings, shape, "wq", 0),
+            find(timings, shape, "wq-nocapture", 0),
+        ) {
+            out.push_str(&format!(
+                "{:<14} latency capture costs {:+.1}% (median time, on vs off)\n",
+                "",
+                (on.median() / off.median() - 1.0) * 100.0
+            ));
         }
     }
     out.push_str(

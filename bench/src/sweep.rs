@@ -78,6 +78,7 @@ impl Sweep {
             pin: !a.flag("no-pin"),
             no_tokio: false,
             named: false,
+            capture_off: false,
         };
         Ok(Sweep { producers, base })
     }

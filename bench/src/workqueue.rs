@@ -49,6 +49,8 @@ pub struct Config {
     pub no_tokio: bool,
     /// Add a row per scope through a named workqueue.
     pub named: bool,
+    /// Add a row per scope with latency capture off (deferred wake).
+    pub capture_off: bool,
 }
 
 /// The valued options `workqueue` takes.
@@ -66,7 +68,7 @@ pub const OPTIONS: &[&str] = &[
     "busy-neighbours",
 ];
 /// Its flags.
-pub const FLAGS: &[&str] = &["json", "no-pin", "no-tokio", "named"];
+pub const FLAGS: &[&str] = &["json", "no-pin", "no-tokio", "named", "capture-off"];
 
 /// `--spin-us US`: wq's worker spin, if given.
 pub fn spin_arg(a: &Args) -> Result<Option<Duration>, String> {
@@ -94,6 +96,7 @@ impl Config {
             pin: !a.flag("no-pin"),
             no_tokio: a.flag("no-tokio"),
             named: a.flag("named"),
+            capture_off: a.flag("capture-off"),
         })
     }
 }
@@ -145,16 +148,18 @@ impl WqCounters {
         };
         let mut h = wq_histogram();
         for p in &m.pools {
-            c.workers_created += p.workers_created;
-            c.kicks += p.kicks;
-            c.coalesced += p.coalesced_kicks;
-            c.unparks += p.unparks;
-            c.parks += p.parks;
-            c.lock_acquisitions += p.lock_acquisitions;
-            c.lock_contended += p.lock_contended;
-            c.spin_hits += p.spin_hits;
-            c.spin_backoffs += p.spin_backoffs;
-            let _ = h.add(&p.sched_delay);
+            c.workers_created += p.counters.workers_created;
+            c.kicks += p.counters.kicks;
+            c.coalesced += p.counters.coalesced_kicks;
+            c.unparks += p.counters.unparks;
+            c.parks += p.counters.parks;
+            c.lock_acquisitions += p.counters.lock_acquisitions;
+            c.lock_contended += p.counters.lock_contended;
+            c.spin_hits += p.counters.spin_hits;
+            c.spin_backoffs += p.counters.spin_backoffs;
+            if let Some(ph) = p.sched_delay.histogram() {
+                let _ = h.add(ph);
+            }
         }
         c.sched_p50 = h.value_at_quantile(0.5) as f64;
         c.sched_p99 = h.value_at_quantile(0.99) as f64;
@@ -188,6 +193,9 @@ pub enum Target {
     /// wq through a named workqueue (default `max_active`) at a scope,
     /// deferred wake: what a queue's accounting costs over `Wq`.
     WqNamed(Scope),
+    /// wq at a scope, deferred wake, with `Builder::latency_capture(false)`:
+    /// what the latency histograms cost.
+    WqNoCapture(Scope),
     /// tokio's multi-thread runtime.
     Tokio,
 }
@@ -234,6 +242,7 @@ impl Row {
         match self.target {
             Target::Wq(s, m) => format!("wq {s} {m}"),
             Target::WqNamed(s) => format!("wq {s} named queue"),
+            Target::WqNoCapture(s) => format!("wq {s} capture off"),
             Target::Tokio => "tokio".to_owned(),
         }
     }
@@ -246,7 +255,22 @@ pub fn build_wq(
     mode: WakeMode,
     spin: Option<Duration>,
 ) -> Result<wq::Runtime, String> {
-    let mut b = wq::Runtime::builder().default_scope(scope).wake_mode(mode);
+    build_wq_with(topology, scope, mode, spin, true)
+}
+
+/// Builds a wq runtime of one row, latency capture on (the wq rows: their
+/// scheduling-delay columns need it) or off (the runtime's default).
+pub fn build_wq_with(
+    topology: Option<&str>,
+    scope: Scope,
+    mode: WakeMode,
+    spin: Option<Duration>,
+    capture: bool,
+) -> Result<wq::Runtime, String> {
+    let mut b = wq::Runtime::builder()
+        .default_scope(scope)
+        .wake_mode(mode)
+        .latency_capture(capture);
     if let Some(t) = topology {
         b = b.topology(wq::Topology::synthetic(t).map_err(|e| e.to_string())?);
     }
@@ -323,8 +347,12 @@ where
 
 fn run_target(cfg: &Config, target: Target) -> Result<Run, String> {
     match target {
-        Target::Wq(scope, mode) => {
-            let rt = build_wq(cfg.topology.as_deref(), scope, mode, cfg.spin)?;
+        Target::Wq(scope, _) | Target::WqNoCapture(scope) => {
+            let (mode, capture) = match target {
+                Target::Wq(_, mode) => (mode, true),
+                _ => (WakeMode::Deferred, false),
+            };
+            let rt = build_wq_with(cfg.topology.as_deref(), scope, mode, cfg.spin, capture)?;
             let (ips, e, r) = run_once(cfg, |c: Arc<Completion>| {
                 rt.spawn_on(scope, async move { c.complete() })
             });
@@ -387,6 +415,14 @@ pub fn run(cfg: &Config) -> Result<Vec<Row>, String> {
         for &scope in &cfg.scopes {
             rows.push(Row {
                 target: Target::WqNamed(scope),
+                runs: Vec::new(),
+            });
+        }
+    }
+    if cfg.capture_off {
+        for &scope in &cfg.scopes {
+            rows.push(Row {
+                target: Target::WqNoCapture(scope),
                 runs: Vec::new(),
             });
         }
@@ -661,6 +697,26 @@ pub fn targets(cfg: &Config, rows: &[Row]) -> Vec<(String, Verdict)> {
             },
         ));
     }
+    for &scope in &cfg.scopes {
+        let (Some(on), Some(off)) = (
+            find(rows, Target::Wq(scope, WakeMode::Deferred)),
+            find(rows, Target::WqNoCapture(scope)),
+        ) else {
+            continue;
+        };
+        let tput = on.items_per_s() / off.items_per_s();
+        let p95 = on.enqueue().p95 / off.enqueue().p95;
+        out.push((
+            format!(
+                "{scope}: latency capture costs <= 5% (on vs off): items/s {tput:.3}x, p95 enqueue {p95:.3}x"
+            ),
+            if tput >= 0.95 && p95 <= 1.05 {
+                Verdict::Met
+            } else {
+                Verdict::Missed
+            },
+        ));
+    }
     if let (Some(w), Some(t)) = (
         find(rows, Target::Wq(Scope::System, WakeMode::Deferred)),
         find(rows, Target::Tokio),
@@ -696,6 +752,7 @@ pub fn json(cfg: &Config, rows: &[Row], command: &str) -> Value {
             let (runtime, scope, mode) = match r.target {
                 Target::Wq(s, m) => ("wq", Some(s.name()), Some(m.name())),
                 Target::WqNamed(s) => ("wq named queue", Some(s.name()), Some("deferred")),
+                Target::WqNoCapture(s) => ("wq capture off", Some(s.name()), Some("deferred")),
                 Target::Tokio => ("tokio", None, None),
             };
             json!({

@@ -16,6 +16,7 @@
 //! [`routes::route`] and a `.route(..)` to [`axum_app::router`].
 
 pub mod axum_app;
+pub mod monitor;
 pub mod routes;
 
 use std::io;
@@ -65,6 +66,33 @@ pub fn parse_args(
         }
     }
     Ok(opts)
+}
+
+/// The default of `http_service --dashboard-addr`.
+pub const DEFAULT_DASHBOARD_ADDR: &str = monitor::DEFAULT_ADDR;
+
+/// Takes `--dashboard-addr ADDR` (or `=ADDR`; `off` for none) out of
+/// `args`: the dashboard's address (default [`DEFAULT_DASHBOARD_ADDR`],
+/// loopback) and the other arguments.
+pub fn dashboard_addr(
+    args: impl IntoIterator<Item = String>,
+) -> Result<(Option<String>, Vec<String>), String> {
+    let mut addr = Some(DEFAULT_DASHBOARD_ADDR.to_owned());
+    let mut rest = Vec::new();
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        let value = if a == "--dashboard-addr" {
+            it.next()
+                .ok_or("--dashboard-addr needs a value (an address, or off)")?
+        } else if let Some(v) = a.strip_prefix("--dashboard-addr=") {
+            v.to_owned()
+        } else {
+            rest.push(a);
+            continue;
+        };
+        addr = (value != "off").then_some(value);
+    }
+    Ok((addr, rest))
 }
 
 /// The `auto` (HTTP/1.1 + HTTP/2) connection builder with the examples'
@@ -130,6 +158,24 @@ mod tests {
 
     fn args(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn dashboard_options() {
+        let (a, rest) = dashboard_addr(args(&["--addr", "x:1"])).unwrap();
+        assert_eq!(a.as_deref(), Some(DEFAULT_DASHBOARD_ADDR));
+        assert_eq!(rest, args(&["--addr", "x:1"]));
+        let (a, rest) =
+            dashboard_addr(args(&["--dashboard-addr", "[::1]:7", "--addr=y:2"])).unwrap();
+        assert_eq!(
+            (a.as_deref(), rest),
+            (Some("[::1]:7"), args(&["--addr=y:2"]))
+        );
+        assert_eq!(
+            dashboard_addr(args(&["--dashboard-addr=off"])).unwrap().0,
+            None
+        );
+        assert!(dashboard_addr(args(&["--dashboard-addr"])).is_err());
     }
 
     #[test]

@@ -10,8 +10,11 @@
 //! its newest patches (June 2026): a **kicked list** so culling idle
 //! workers can never strand work, and **deferred unpark** so a wakeup never
 //! happens under the pool lock; workers that are already **searching**
-//! absorb new work without any lock. Every scheduling delay is recorded in
-//! a per-pool HdrHistogram ([`Runtime::metrics`]).
+//! absorb new work without any lock. The pools' counters, and with
+//! [`Builder::latency_capture`] every task's scheduling delay and poll
+//! duration and every spawn call's time (per-worker HdrHistograms), are
+//! read on demand as a [`metrics::Snapshot`] ([`Runtime::metrics`]), with
+//! a Prometheus text form.
 //!
 //! ```
 //! use wq::Scope;
@@ -33,11 +36,13 @@
 // Layers, each importing only from those above it in this list (the
 // task <-> pool link async-task imposes aside); `tests/layers.rs` checks it.
 mod clock;
+#[cfg(feature = "dashboard")]
+pub mod dashboard;
 mod driver;
 #[cfg(feature = "hyper")]
 pub mod hyper;
 mod loom;
-mod metrics;
+pub mod metrics;
 pub mod net;
 mod pool;
 mod runtime;
@@ -48,7 +53,7 @@ pub mod time;
 mod topology;
 mod wake;
 
-pub use metrics::{PoolMetrics, RuntimeMetrics, WorkqueueAttrs, WorkqueueStats};
+pub use metrics::{WorkqueueAttrs, WorkqueueStats};
 pub use runtime::workqueue::{SpawnError, Workqueue, WorkqueueBuilder, WorkqueueError};
 pub use runtime::{
     BuildError, Builder, DEFAULT_CPU_HOG_THRESHOLD, DEFAULT_WORKER_SPIN, EnterGuard, Handle,
@@ -90,8 +95,9 @@ pub use wq_macros::main;
 pub use wq_macros::test;
 
 /// The README's examples, compiled and run as doctests so they stay true.
-/// Its hyper and axum examples need the `hyper` feature (on in
-/// `cargo test --workspace`, which the examples crate unifies in).
-#[cfg(all(doctest, feature = "hyper"))]
+/// Its hyper, axum and dashboard examples need the `dashboard` feature
+/// (which implies `hyper`; on in `cargo test --workspace`, which the
+/// examples crate unifies in).
+#[cfg(all(doctest, feature = "dashboard"))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;

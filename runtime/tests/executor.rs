@@ -46,14 +46,14 @@ fn every_scope_runs_tasks() {
     // Workers publish their counters when they idle: wait for that.
     let mut m = rt.metrics();
     for _ in 0..5000 {
-        let started: u64 = m.pools.iter().map(|p| p.items_started).sum();
+        let started: u64 = m.pools.iter().map(|p| p.counters.started).sum();
         if started >= 120 {
             break;
         }
         std::thread::sleep(Duration::from_millis(1));
         m = rt.metrics();
     }
-    let started: u64 = m.pools.iter().map(|p| p.items_started).sum();
+    let started: u64 = m.pools.iter().map(|p| p.counters.started).sum();
     assert!(started >= 120, "{m}");
 }
 
@@ -370,18 +370,18 @@ fn idle_workers_are_culled_down_to_the_kernel_minimum() {
             h.await.unwrap();
         }
     });
-    let grown = rt.metrics().pools[0].workers_created;
+    let grown = rt.metrics().pools[0].counters.workers_created;
     assert!(grown >= 2, "{}", rt.metrics());
     let mut workers = usize::MAX;
     for _ in 0..2000 {
-        workers = rt.metrics().pools[0].workers;
+        workers = rt.metrics().pools[0].workers.total;
         if workers <= 2 {
             break;
         }
         std::thread::sleep(Duration::from_millis(2));
     }
     assert!(workers <= 2, "culled to 2 idle: {}", rt.metrics());
-    assert!(rt.metrics().pools[0].workers_culled >= grown - 2);
+    assert!(rt.metrics().pools[0].counters.workers_culled >= grown - 2);
 }
 
 #[test]
@@ -500,8 +500,10 @@ fn remote_steals(strict: bool) -> (u64, usize) {
     drop(block_tx);
     let steals = loop {
         let m = rt.metrics();
-        let steals: u64 = m.pools.iter().map(|p| p.remote_steals).sum();
-        if ran.load(Ordering::SeqCst) == 10 && m.pools.iter().all(|p| p.workers == p.idle) {
+        let steals: u64 = m.pools.iter().map(|p| p.counters.remote_steals).sum();
+        if ran.load(Ordering::SeqCst) == 10
+            && m.pools.iter().all(|p| p.workers.total == p.workers.idle)
+        {
             break steals;
         }
         std::thread::sleep(Duration::from_millis(1));
@@ -596,7 +598,7 @@ fn a_task_woken_on_another_pod_runs_again_at_home() {
             .pools
             .iter()
             .filter(|p| p.cpus == [cpu])
-            .map(|p| p.items_started)
+            .map(|p| p.counters.started)
             .sum::<u64>()
     };
     for _ in 0..5000 {
@@ -788,9 +790,9 @@ fn block_in_place_lets_another_worker_run_the_pool() {
         });
         assert_eq!(rt.block_on(blocked).unwrap(), 7);
         let m = &rt.metrics().pools[0];
-        assert_eq!(m.cm_wakeups, 1, "{m:?}");
-        assert_eq!(m.blocked, 0);
-        assert!(m.workers_created >= 2);
+        assert_eq!(m.counters.cm_wakeups, 1, "{m:?}");
+        assert_eq!(m.workers.blocked, 0);
+        assert!(m.counters.workers_created >= 2);
     });
 }
 
@@ -806,5 +808,5 @@ fn block_in_place_outside_a_worker_just_runs_the_closure() {
         wq::block_in_place(|| wq::block_in_place(|| 8))
     });
     assert_eq!(rt.block_on(h).unwrap(), 8);
-    assert!(rt.metrics().pools.iter().all(|p| p.blocked == 0));
+    assert!(rt.metrics().pools.iter().all(|p| p.workers.blocked == 0));
 }

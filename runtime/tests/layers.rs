@@ -27,6 +27,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("time", 4),
     ("runtime", 5),
     ("hyper", 6),
+    ("dashboard", 7),
 ];
 
 /// Imports allowed although they do not go down a layer.

@@ -83,8 +83,8 @@ fn many_producers_one_item_at_a_time_while_culling() {
                 p.join().unwrap();
             }
             let m = rt.metrics();
-            let culled: u64 = m.pools.iter().map(|p| p.workers_culled).sum();
-            let started: u64 = m.pools.iter().map(|p| p.items_started).sum();
+            let culled: u64 = m.pools.iter().map(|p| p.counters.workers_culled).sum();
+            let started: u64 = m.pools.iter().map(|p| p.counters.started).sum();
             // Counters are published when workers idle; most are by now.
             assert!(started > 0, "{m}");
             // Culling happened while work kept arriving.

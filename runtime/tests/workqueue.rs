@@ -197,7 +197,7 @@ fn drain_refuses_outside_work_and_accepts_chained_work() {
 }
 
 /// Waits (up to 10 s) until `f` finds what it wants in the metrics.
-fn eventually<T>(rt: &Runtime, f: impl Fn(&wq::RuntimeMetrics) -> Option<T>) -> T {
+fn eventually<T>(rt: &Runtime, f: impl Fn(&wq::metrics::Snapshot) -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let m = rt.metrics();
@@ -233,7 +233,7 @@ fn set_scope_moves_later_items_to_the_new_pods() {
         let system = eventually(&rt, |m| {
             m.pools
                 .iter()
-                .find(|p| p.scope == Scope::System && p.items_started == 1)
+                .find(|p| p.scope == Scope::System && p.counters.started == 1)
                 .cloned()
         });
         assert_eq!(system.cpus, vec![0, 1, 2, 3]);
@@ -334,9 +334,9 @@ fn a_cpu_hog_is_detected_while_short_tasks_keep_completing() {
             }
         });
         let pool = &rt.metrics().pools[0];
-        assert_eq!(pool.cpu_intensive, 1, "{pool:?}");
+        assert_eq!(pool.counters.cpu_intensive, 1, "{pool:?}");
         assert!(
-            pool.workers_created >= 2,
+            pool.counters.workers_created >= 2,
             "a worker beyond the maximum: {pool:?}"
         );
         assert_eq!(q.stats().cpu_intensive, 1);
@@ -458,13 +458,18 @@ fn a_task_stolen_by_another_pod_is_counted_repatriated_when_it_comes_home() {
             rt.metrics()
                 .pools
                 .iter()
-                .map(|p| p.repatriated)
+                .map(|p| p.counters.repatriated)
                 .sum::<u64>(),
             1
         );
         // Workers publish their counters when they idle: wait for it.
         eventually(&rt, |m| {
-            (m.pools.iter().map(|p| p.remote_steals).sum::<u64>() >= 1).then_some(())
+            (m.pools
+                .iter()
+                .map(|p| p.counters.remote_steals)
+                .sum::<u64>()
+                >= 1)
+                .then_some(())
         });
     });
 }
@@ -549,7 +554,10 @@ fn a_poll_blocking_its_worker_gets_a_replacement_and_is_not_a_cpu_hog() {
         );
         rt.block_on(unblocker).unwrap();
         let pool = &rt.metrics().pools[0];
-        assert_eq!(pool.cpu_intensive, 0, "blocking is not a CPU hog: {pool:?}");
-        assert!(pool.cm_wakeups >= 1, "{pool:?}");
+        assert_eq!(
+            pool.counters.cpu_intensive, 0,
+            "blocking is not a CPU hog: {pool:?}"
+        );
+        assert!(pool.counters.cm_wakeups >= 1, "{pool:?}");
     });
 }

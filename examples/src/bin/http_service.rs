@@ -1,22 +1,46 @@
 //! `http_service`: a hyper service on `#[wq::main]` (see
-//! `wq_examples::routes` for its routes and `wq_examples` for its limits).
+//! `wq_examples::routes` for its routes and `wq_examples` for its limits),
+//! with the runtime's live dashboard (`wq::dashboard`) on its own address.
+//! Its runtime records latencies (`Builder::latency_capture(true)`: off by
+//! default), so the dashboard has its charts.
 //!
 //! ```text
 //! cargo run --release -p wq-examples --bin http_service -- --addr 127.0.0.1:8080
 //! curl localhost:8080/scope
+//! open http://127.0.0.1:8089/            # the dashboard (--dashboard-addr ADDR, or off)
+//! cargo run -p wq-examples --bin wq-monitor
 //! ```
 
 use std::process::ExitCode;
 
 use hyper::service::service_fn;
-use wq_examples::{bind, parse_args, routes, serve};
+use wq_examples::{bind, dashboard_addr, parse_args, routes, serve};
 
-#[wq::main(scope = "cache")]
-async fn main() -> ExitCode {
-    let opts = match parse_args("http_service", 8080, std::env::args().skip(1)) {
+fn main() -> ExitCode {
+    // As `#[wq::main(scope = "cache")]`, with latency capture on.
+    let rt = wq::Runtime::builder()
+        .default_scope(wq::Scope::Cache)
+        .latency_capture(true)
+        .build();
+    match rt {
+        Ok(rt) => rt.block_on(run()),
+        Err(e) => {
+            eprintln!("http_service: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> ExitCode {
+    let parsed = dashboard_addr(std::env::args().skip(1))
+        .and_then(|(dash, rest)| Ok((dash, parse_args("http_service", 8080, rest)?)));
+    let (dash, opts) = match parsed {
         Ok(o) => o,
         Err(msg) => {
-            eprintln!("{msg}");
+            eprintln!(
+                "{msg}\n  --dashboard-addr ADDR   the live dashboard (default {}; off for none)",
+                wq_examples::DEFAULT_DASHBOARD_ADDR
+            );
             return ExitCode::from(2);
         }
     };
@@ -28,6 +52,21 @@ async fn main() -> ExitCode {
         }
     };
     eprintln!("http_service: listening on http://{addr}");
+    // Kept alive for as long as the service runs.
+    let _dashboard = match dash.map(wq::dashboard::serve).transpose() {
+        Ok(Some(d)) => {
+            let at = d.local_addr();
+            eprintln!(
+                "http_service: dashboard on http://{at}/ (Prometheus: http://{at}/metrics; wq-monitor {at})"
+            );
+            Some(d)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            eprintln!("http_service: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     match serve(listener, || service_fn(routes::service)).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

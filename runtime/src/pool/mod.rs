@@ -46,7 +46,7 @@ use crossbeam_deque::{Injector, Stealer, Worker as Deque};
 use crossbeam_utils::CachePadded;
 
 use crate::Scope;
-use crate::metrics::{PoolMetrics, WorkerCounters, new_histogram};
+use crate::metrics::{PoolCapture, PoolSnapshot, WorkerCounters, new_histogram};
 use crate::task::{Registry, Runnable};
 use closing::Closing;
 use idle::{Idle, IdleConfig, Kick};
@@ -132,6 +132,8 @@ pub(crate) struct PoolConfig {
     /// The longest a searching worker spins before it parks.
     pub(crate) worker_spin: Duration,
     pub(crate) attrs: PoolAttrs,
+    /// Latency capture on (`Builder::latency_capture`).
+    pub(crate) capture: bool,
 }
 
 /// Outstanding CPU-hog marks of the process's watchdogs: while zero (the
@@ -169,6 +171,9 @@ pub(crate) struct Pool {
     repatriated: AtomicU64,
     /// Tasks run for this pool by the rescuer (single writer: the rescuer).
     pub(crate) rescued: WorkerCounters,
+    /// Latency capture: its switch and the spawn-call histogram's stripes
+    /// (`crate::metrics`'s capture protocol).
+    pub(crate) capture: Arc<PoolCapture>,
     pub(crate) worker_spin: Duration,
     pub(crate) attrs: PoolAttrs,
     host: Weak<dyn Host>,
@@ -246,6 +251,7 @@ impl Pool {
             start_failures: AtomicU64::new(0),
             repatriated: AtomicU64::new(0),
             rescued: WorkerCounters::default(),
+            capture: Arc::new(PoolCapture::new(config.capture)),
             worker_spin: config.worker_spin,
             attrs: config.attrs,
             host,
@@ -394,50 +400,52 @@ impl Pool {
         self.idle.close().wake_all();
     }
 
-    /// A snapshot of the pool's counters and scheduling delays.
-    pub(crate) fn metrics(&self) -> PoolMetrics {
+    /// A snapshot of the pool's workers, counters and latencies.
+    pub(crate) fn metrics(&self) -> PoolSnapshot {
         let snap = self.idle.snapshot();
-        let mut m = PoolMetrics {
-            id: self.id,
-            scope: self.scope,
-            pod: self.pod,
-            cpus: self.cpus.to_vec(),
-            workers: snap.nr_workers,
-            idle: snap.nr_idle,
-            kicked: snap.nr_kicked,
-            searching: snap.nr_searching,
-            blocked: snap.nr_blocked,
-            max_workers: self.idle.config().max_workers,
-            tasks: self.registry.len(),
-            items_started: 0,
-            items_completed: 0,
-            kicks: snap.counters.kicks,
-            coalesced_kicks: snap.counters.coalesced_kicks,
-            unparks: snap.counters.unparks,
-            lock_acquisitions: snap.counters.lock_acquisitions,
-            lock_contended: snap.counters.lock_contended,
-            workers_created: snap.counters.workers_created,
-            workers_culled: snap.counters.workers_culled,
-            cm_wakeups: snap.counters.cm_wakeups,
-            cpu_intensive: snap.counters.cpu_intensive,
-            repatriated: self.repatriated.load(Ordering::Relaxed),
-            remote_steals: 0,
-            sibling_steals: 0,
-            parks: 0,
-            spin_hits: 0,
-            spin_backoffs: 0,
-            rescued: self.rescued.started.load(Ordering::Relaxed),
-            worker_start_failures: self.start_failures.load(Ordering::Relaxed),
-            sched_delay: new_histogram(),
-        };
+        let workers = PoolSnapshot::worker_states(
+            snap.nr_workers,
+            snap.nr_idle,
+            snap.nr_kicked,
+            snap.nr_searching,
+            snap.nr_blocked,
+        );
+        let mut m = PoolSnapshot::new(
+            self.id,
+            self.scope,
+            self.pod,
+            self.cpus.to_vec(),
+            self.attrs.strict,
+            self.attrs.highpri,
+            self.idle.config().max_workers,
+            workers,
+        );
+        m.tasks = self.registry.len();
+        let k = &mut m.counters;
+        let c = snap.counters;
+        k.kicks = c.kicks;
+        k.coalesced_kicks = c.coalesced_kicks;
+        k.unparks = c.unparks;
+        k.lock_acquisitions = c.lock_acquisitions;
+        k.lock_contended = c.lock_contended;
+        k.workers_created = c.workers_created;
+        k.workers_culled = c.workers_culled;
+        k.cm_wakeups = c.cm_wakeups;
+        k.cpu_intensive = c.cpu_intensive;
+        k.repatriated = self.repatriated.load(Ordering::Relaxed);
+        k.rescued = self.rescued.started.load(Ordering::Relaxed);
+        k.worker_start_failures = self.start_failures.load(Ordering::Relaxed);
+        let (mut sched, mut poll, mut spawn) = (new_histogram(), new_histogram(), new_histogram());
         for c in self
             .slots
             .iter()
             .map(|s| &*s.counters)
             .chain(std::iter::once(&self.rescued))
         {
-            m.add_worker(c);
+            m.add_worker(c, &mut sched, &mut poll);
         }
+        self.capture.merge_spawns_into(&mut spawn);
+        m.set_latencies(sched, poll, spawn);
         m
     }
 }

@@ -74,9 +74,10 @@ pub(crate) const GLOBAL_QUEUE_INTERVAL: u32 = 61;
 pub(crate) const MAINTENANCE_INTERVAL: u32 = 61;
 /// Polls of the LIFO slot in a row before the deque gets a turn (tokio's).
 pub(crate) const MAX_LIFO_POLLS: u32 = 3;
-/// Scheduling delays buffered by a worker before they are recorded into its
-/// slot's histogram (under the slot's lock, uncontended but for readers).
-const SAMPLES: usize = 64;
+/// Latency samples buffered by a worker before they are recorded into its
+/// slot's histograms (under their locks, uncontended but for readers):
+/// `crate::metrics`'s capture protocol.
+const SAMPLES: usize = crate::metrics::SAMPLES;
 /// Queue checks between two reads of the clock (and yields) while spinning.
 pub(crate) const SPIN_CHECKS: u32 = 64;
 /// A yield that takes this long means a thread that does not give the CPU
@@ -307,10 +308,12 @@ struct Core {
     tick: u32,
     lifo_streak: u32,
     spin: Spin,
-    /// Scheduling delays not yet recorded in the slot's histogram. Merging
-    /// a whole local histogram instead cost ~10k instructions per idle
-    /// transition (callgrind: 47% of a one-item-at-a-time run).
+    /// Scheduling delays and poll durations not yet recorded in the slot's
+    /// histograms (step 1 of the capture protocol). Merging a whole local
+    /// histogram instead cost ~10k instructions per idle transition
+    /// (callgrind: 47% of a one-item-at-a-time run).
     samples: [u64; SAMPLES],
+    poll_samples: [u64; SAMPLES],
     nr_samples: usize,
     started: u64,
     completed: u64,
@@ -328,6 +331,7 @@ impl Core {
             lifo_streak: 0,
             spin: Spin::new(spin),
             samples: [0; SAMPLES],
+            poll_samples: [0; SAMPLES],
             nr_samples: 0,
             started: 0,
             completed: 0,
@@ -522,22 +526,35 @@ impl Core {
         // For the hog watchdog (a plain store on a line it only reads).
         let watch = &local.pool.slots[local.slot].watch;
         watch.poll_started.store(start.max(1), Ordering::Relaxed);
-        let delay = clock::delay_ns(runnable.metadata().queued_at(), start);
-        self.samples[self.nr_samples] = delay;
-        self.nr_samples += 1;
+        let capture = local.pool.capture.enabled;
+        if capture {
+            self.samples[self.nr_samples] = clock::delay_ns(runnable.metadata().queued_at(), start);
+        }
         self.started += 1;
         // Polls are wrapped in catch_unwind (see `task`); what can still
         // unwind is a future's Drop when a cancelled task is dropped here.
         // The worker must survive it: its slot would be lost otherwise.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runnable.run()));
-        local.now.set(clock::now());
+        let end = clock::now();
+        local.now.set(end);
         self.completed += 1;
-        if self.nr_samples == SAMPLES {
+        if capture {
+            // The poll's duration from the clock read the worker makes
+            // anyway: from the end of the previous poll (or the return from
+            // idle) to this one's end, so it includes `find_work`.
+            self.poll_samples[self.nr_samples] = clock::delay_ns(start, end);
+            self.nr_samples += 1;
+            if self.nr_samples == SAMPLES {
+                self.publish(&local.pool, local.slot);
+            }
+        } else if self.started >= SAMPLES as u64 {
             self.publish(&local.pool, local.slot);
         }
     }
 
-    /// Makes the local counters and histogram visible to metrics readers.
+    /// Makes the local counters and latency samples visible to metrics
+    /// readers, and this thread's buffered spawn-call times (step 1 of the
+    /// capture protocol).
     fn publish(&mut self, pool: &Pool, slot: usize) {
         let c = &pool.slots[slot].counters;
         add(&c.started, std::mem::take(&mut self.started));
@@ -548,11 +565,13 @@ impl Core {
         add(&c.spin_hits, std::mem::take(&mut self.spin_hits));
         add(&c.spin_backoffs, std::mem::take(&mut self.spin_backoffs));
         if self.nr_samples > 0 {
-            let mut h = crate::loom::lock(&c.sched_delay);
-            for &ns in &self.samples[..self.nr_samples] {
-                h.saturating_record(ns.max(1));
-            }
+            c.sched_delay.record_all(&self.samples[..self.nr_samples]);
+            c.poll_time
+                .record_all(&self.poll_samples[..self.nr_samples]);
             self.nr_samples = 0;
+        }
+        if pool.capture.enabled {
+            crate::metrics::flush_spawns();
         }
     }
 }

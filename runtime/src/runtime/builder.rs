@@ -65,6 +65,7 @@ impl Builder {
                 cpu_hog_threshold: DEFAULT_CPU_HOG_THRESHOLD,
                 max_blocking_threads: crate::scheduler::blocking::DEFAULT_MAX_THREADS,
                 blocking_keep_alive: crate::scheduler::blocking::DEFAULT_KEEP_ALIVE,
+                latency_capture: false,
             },
         }
     }
@@ -175,6 +176,31 @@ impl Builder {
     /// exits. Default 10 s.
     pub fn blocking_keep_alive(mut self, keep_alive: Duration) -> Builder {
         self.config.blocking_keep_alive = keep_alive;
+        self
+    }
+
+    /// Whether to record every task's scheduling delay and poll duration,
+    /// and every spawn call's time, into the pools' histograms
+    /// ([`Runtime::metrics`]: [`Latency`](crate::metrics::Latency); the
+    /// dashboard's latency charts). Default **off**: on a shape that is
+    /// nothing but polls (200 tasks yielding 1,000 times each) it costs
+    /// about 30% of the time, over the 5% a default may cost
+    /// (`docs/benchmarks.md`, section 9); on a service whose tasks do
+    /// real work per poll it is lost in the noise. Off, workers record no
+    /// sample and spawns read no clock; the counters and worker states are
+    /// kept either way.
+    ///
+    /// ```
+    /// let rt = wq::Runtime::builder().latency_capture(true).build().unwrap();
+    /// rt.block_on(rt.spawn(async {})).unwrap();
+    /// let m = rt.metrics();
+    /// assert!(m.latency_capture);
+    /// let off = wq::Runtime::new().unwrap();
+    /// off.block_on(off.spawn(async {})).unwrap();
+    /// assert!(off.metrics().pools.iter().all(|p| p.sched_delay.count == 0));
+    /// ```
+    pub fn latency_capture(mut self, on: bool) -> Builder {
+        self.config.latency_capture = on;
         self
     }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 pub use builder::{BuildError, Builder, DEFAULT_CPU_HOG_THRESHOLD, DEFAULT_WORKER_SPIN};
 
-use crate::metrics::RuntimeMetrics;
+use crate::metrics::Snapshot;
 use crate::pool::current;
 use crate::pool::park::{Parker, Unparker};
 use crate::scheduler::context::{self, outside};
@@ -136,8 +136,20 @@ impl Runtime {
         &self.handle.scheduler.topology
     }
 
-    /// A snapshot of every pool's counters and scheduling delays.
-    pub fn metrics(&self) -> RuntimeMetrics {
+    /// A snapshot of every pool (its workers, counters and latencies),
+    /// summed per scope, and of every named workqueue: see
+    /// [`Snapshot`](crate::metrics::Snapshot). Merging the workers'
+    /// histograms takes each one's lock in turn (never the pools' locks
+    /// but for an instant): call it off the hot path, e.g. once a second.
+    ///
+    /// ```
+    /// let rt = wq::Runtime::new().unwrap();
+    /// rt.block_on(rt.spawn(async {})).unwrap();
+    /// let m = rt.metrics();
+    /// println!("{m}");
+    /// assert_eq!(m.pools.len(), m.scopes.iter().map(|s| s.pools).sum::<usize>());
+    /// ```
+    pub fn metrics(&self) -> Snapshot {
         self.handle.metrics()
     }
 
@@ -269,16 +281,15 @@ impl Handle {
     }
 
     /// See [`Runtime::metrics`].
-    pub fn metrics(&self) -> RuntimeMetrics {
-        RuntimeMetrics {
-            pools: self.scheduler.pools().iter().map(|p| p.metrics()).collect(),
-            queues: self
-                .scheduler
-                .queues()
-                .iter()
-                .map(|q| workqueue::stats_of(q))
-                .collect(),
-        }
+    pub fn metrics(&self) -> Snapshot {
+        let s = &self.scheduler;
+        Snapshot::new(
+            s.started_at.elapsed(),
+            s.config.latency_capture,
+            s.config.thread_name.clone(),
+            s.pools().iter().map(|p| p.metrics()).collect(),
+            s.queues().iter().map(|q| workqueue::stats_of(q)).collect(),
+        )
     }
 
     /// The topology the runtime schedules for.
@@ -355,9 +366,12 @@ where
     if scheduler.is_closed() {
         return JoinHandle::closed();
     }
+    // The spawn call's time includes the placement (`sched_getcpu`).
+    let called_at = scheduler.config.latency_capture.then(crate::clock::now);
     task::spawn(
         scheduler.place(scheduler.default_attrs(), scope, cpu),
         future,
+        called_at,
     )
 }
 

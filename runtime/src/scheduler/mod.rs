@@ -74,6 +74,8 @@ pub(crate) struct Config {
     pub(crate) cpu_hog_threshold: Duration,
     pub(crate) max_blocking_threads: usize,
     pub(crate) blocking_keep_alive: Duration,
+    /// Scheduling delays, poll durations and spawn-call times recorded.
+    pub(crate) latency_capture: bool,
 }
 
 /// One table of pools per scope and pod.
@@ -83,6 +85,8 @@ type PoolTable = [Box<[OnceLock<Arc<Pool>>]>; 6];
 pub(crate) struct Scheduler {
     pub(crate) topology: Topology,
     pub(crate) config: Config,
+    /// When the runtime was built (snapshots' `uptime`).
+    pub(crate) started_at: std::time::Instant,
     /// Per pool attributes (`PoolAttrs::index`), scope and pod.
     pools: [PoolTable; 4],
     all_pools: Mutex<Vec<Arc<Pool>>>,
@@ -116,6 +120,7 @@ impl Scheduler {
         Arc::new_cyclic(|me| Scheduler {
             topology,
             config,
+            started_at: std::time::Instant::now(),
             pools,
             all_pools: Mutex::new(Vec::new()),
             queues: Mutex::new(Vec::new()),
@@ -179,6 +184,7 @@ impl Scheduler {
             },
             worker_spin: self.config.worker_spin,
             attrs,
+            capture: self.config.latency_capture,
         };
         let host: Weak<dyn Host> = self.me.clone();
         let pool = Arc::new(Pool::new(all.len(), scope, pod, cpus.into(), config, host));

@@ -226,14 +226,24 @@ fn rescue(scheduler: &Scheduler, pool: &Arc<Pool>) {
         let Some(runnable) = pool.injector.steal().success() else {
             break;
         };
-        let delay = clock::delay_ns(runnable.metadata().queued_at(), clock::now());
+        let start = clock::now();
+        let delay = clock::delay_ns(runnable.metadata().queued_at(), start);
         let c = &pool.rescued;
         c.started.fetch_add(1, Ordering::Relaxed);
-        lock(&c.sched_delay).saturating_record(delay.max(1));
+        // The rescuer is these counters' only writer: recorded per poll (a
+        // rescued pool has no worker to be fast for); the delay before the
+        // poll, as `started`.
+        if pool.capture.enabled {
+            c.sched_delay.record_all(&[delay]);
+        }
         // As on a worker: a panic in a cancelled future's Drop must not
         // take the rescuer down.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runnable.run()));
         c.completed.fetch_add(1, Ordering::Relaxed);
+        if pool.capture.enabled {
+            c.poll_time
+                .record_all(&[clock::delay_ns(start, clock::now())]);
+        }
     }
     if !pool.injector.is_empty() {
         // Come back after the other pools on the list.

@@ -193,8 +193,10 @@ where
 }
 
 /// Spawns `future` with `pool` as its home and queues it there (the
-/// runtime's default queue).
-pub(crate) fn spawn<F>(pool: &Arc<Pool>, future: F) -> JoinHandle<F::Output>
+/// runtime's default queue). `called_at`: the raw clock when the spawn
+/// call began, if latency capture is on; the call's time is then recorded
+/// for `pool` (the capture protocol's step 2, `crate::metrics`).
+pub(crate) fn spawn<F>(pool: &Arc<Pool>, future: F, called_at: Option<u64>) -> JoinHandle<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
@@ -205,6 +207,9 @@ where
     }
     let (runnable, handle) = create(TaskMeta::new(None, 0), future);
     release(runnable, pool);
+    if let Some(start) = called_at {
+        crate::metrics::record_spawn(&pool.capture, start, clock::now());
+    }
     handle
 }
 

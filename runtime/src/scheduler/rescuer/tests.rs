@@ -10,10 +10,10 @@ fn pool_totals(rt: &Runtime) -> (usize, u64, u64, u64) {
     let m = rt.metrics();
     m.pools.iter().fold((0, 0, 0, 0), |(w, r, f, d), p| {
         (
-            w + p.workers,
-            r + p.rescued,
-            f + p.worker_start_failures,
-            d + p.sched_delay.len(),
+            w + p.workers.total,
+            r + p.counters.rescued,
+            f + p.counters.worker_start_failures,
+            d + p.sched_delay.count,
         )
     })
 }
@@ -24,6 +24,7 @@ fn refusing_runtime(desc: &str, scope: Scope, refused: usize) -> Runtime {
     let rt = Runtime::builder()
         .topology(Topology::synthetic(desc).unwrap())
         .default_scope(scope)
+        .latency_capture(true)
         .build()
         .unwrap();
     rt.handle()

@@ -1,0 +1,499 @@
+//! `wq-monitor`'s parts, testable apart from its terminal: the HTTP/1.1
+//! fetch of a service's `/api/snapshot`, the per-pool rows (like the
+//! kernel's `tools/workqueue/wq_monitor.py`), the line table and the
+//! ratatui frame.
+//!
+//! The client is `std::net::TcpStream` with timeouts, not hyper: one
+//! `GET` with `Connection: close` per refresh, read to its end. The
+//! dashboard answers with a `Content-Length` body, which is all it needs to
+//! read.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::Line;
+use ratatui::widgets::{Block, Borders, Paragraph, Row as TableRow, Table};
+use wq::metrics::{Snapshot, fmt_ns};
+
+/// Where `wq-monitor` looks by default: `http_service`'s `--dashboard-addr`
+/// default.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8089";
+
+/// How to start a service with a dashboard, for error messages.
+pub const HOW_TO_START: &str = "start one with `cargo run -p wq-examples --bin http_service` \
+     (its dashboard is on 127.0.0.1:8089, or --dashboard-addr), or call wq::dashboard::serve in your service";
+
+/// Options of `wq-monitor`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Options {
+    /// The service's dashboard address.
+    pub addr: String,
+    /// Line mode: a table every this many seconds.
+    pub interval: Option<f64>,
+    /// Print snapshots as JSON (one per line; with `interval`, one per
+    /// interval).
+    pub json: bool,
+    /// Stop after this many reports (line and JSON modes).
+    pub count: Option<u64>,
+}
+
+/// The usage text.
+pub fn usage() -> String {
+    format!(
+        "usage: wq-monitor [ADDR] [-i SECONDS] [--json] [-c COUNT]\n\n\
+         Shows a wq service's pools, as the kernel's wq_monitor.py shows workqueues, from its\n\
+         dashboard's /api/snapshot (ADDR, default {DEFAULT_ADDR}).\n\n\
+         \x20 (none)        a refreshing terminal table (q or Esc quits)\n\
+         \x20 -i SECONDS    print a table every SECONDS (counters and quantiles of the interval)\n\
+         \x20 --json        print the snapshot as JSON (with -i, one per interval), for scripts\n\
+         \x20 -c COUNT      stop after COUNT reports\n"
+    )
+}
+
+/// Parses the command line (without the program name). `Err` holds the
+/// message to print (the usage for `--help`).
+pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
+    let mut o = Options {
+        addr: DEFAULT_ADDR.to_owned(),
+        interval: None,
+        json: false,
+        count: None,
+    };
+    let mut it = args.into_iter();
+    let mut addr_seen = false;
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-i" | "--interval" => {
+                let v = it.next().ok_or(format!("{a} needs SECONDS\n{}", usage()))?;
+                let s: f64 = v
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s >= 0.05)
+                    .ok_or(format!(
+                        "{a} {v:?}: give seconds, at least 0.05\n{}",
+                        usage()
+                    ))?;
+                o.interval = Some(s);
+            }
+            "-c" | "--count" => {
+                let v = it.next().ok_or(format!("{a} needs COUNT\n{}", usage()))?;
+                o.count = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|&n: &u64| n > 0)
+                        .ok_or(format!("{a} {v:?}: give a positive count\n{}", usage()))?,
+                );
+            }
+            "--json" => o.json = true,
+            "-h" | "--help" => return Err(usage()),
+            s if s.starts_with('-') => return Err(format!("unknown option {s:?}\n{}", usage())),
+            s if !addr_seen => {
+                o.addr = s.to_owned();
+                addr_seen = true;
+            }
+            s => return Err(format!("one address only, got {s:?} too\n{}", usage())),
+        }
+    }
+    Ok(o)
+}
+
+/// Fetches `/api/snapshot` from the dashboard at `addr`.
+///
+/// # Errors
+/// A message saying what went wrong and, when nothing listens there, how
+/// to start a dashboard.
+pub fn fetch(addr: &str, timeout: Duration) -> Result<Snapshot, String> {
+    let target: SocketAddr = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("{addr:?} is not an address: {e}"))?
+        .next()
+        .ok_or(format!("{addr:?} resolves to no address"))?;
+    let mut s = TcpStream::connect_timeout(&target, timeout).map_err(|e| {
+        let why = match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
+                format!("no answer within {timeout:?}")
+            }
+            _ => e.to_string(),
+        };
+        format!("no wq dashboard at {addr}: {why}; {HOW_TO_START}")
+    })?;
+    let io = |e: std::io::Error| format!("wq dashboard at {addr}: {e}");
+    s.set_read_timeout(Some(timeout)).map_err(io)?;
+    s.set_write_timeout(Some(timeout)).map_err(io)?;
+    s.write_all(
+        format!("GET /api/snapshot HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .map_err(io)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).map_err(io)?;
+    parse_response(addr, &raw)
+}
+
+/// The snapshot in a raw HTTP/1.1 response.
+fn parse_response(addr: &str, raw: &[u8]) -> Result<Snapshot, String> {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or(format!(
+            "{addr} did not answer in HTTP/1.1 (is it a wq dashboard?)"
+        ))?;
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let status = head.lines().next().unwrap_or_default();
+    if !status.starts_with("HTTP/1.1 200") {
+        return Err(format!(
+            "{addr} answered {status:?} for /api/snapshot: is it a wq dashboard (wq::dashboard::serve)?"
+        ));
+    }
+    if head
+        .lines()
+        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:"))
+    {
+        return Err(format!(
+            "{addr} sent a chunked body: not a wq dashboard (it sends a Content-Length)"
+        ));
+    }
+    serde_json::from_slice(&raw[split + 4..])
+        .map_err(|e| format!("{addr}: /api/snapshot is not a wq snapshot: {e}"))
+}
+
+/// One pool's line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    /// The pool's id.
+    pub pool: usize,
+    /// `system 0`.
+    pub pod: String,
+    /// Its CPUs, `0-3`.
+    pub cpus: String,
+    /// busy/idle/kicked/max.
+    pub workers: String,
+    /// Polls started (over the interval, with a previous snapshot).
+    pub total: u64,
+    /// Tasks alive (in flight).
+    pub in_flight: usize,
+    /// Kicks that took the lock.
+    pub kicks: u64,
+    /// Of those, coalesced.
+    pub coalesced: u64,
+    /// Concurrency-management wakeups.
+    pub cm_wakeups: u64,
+    /// Scheduling delay p95, ns.
+    pub p95_ns: u64,
+    /// Scheduling delay p99, ns.
+    pub p99_ns: u64,
+}
+
+/// The rows of `now`, over the interval since `prev` if given.
+pub fn rows(prev: Option<&Snapshot>, now: &Snapshot) -> Vec<Row> {
+    let shown = match prev {
+        Some(p) => now.delta(p),
+        None => now.clone(),
+    };
+    shown
+        .pools
+        .iter()
+        .map(|p| Row {
+            pool: p.id,
+            pod: format!("{} {}", p.scope, p.pod),
+            cpus: p.cpu_list(),
+            workers: format!(
+                "{}/{}/{}/{}",
+                p.workers.busy, p.workers.idle, p.workers.kicked, p.max_workers
+            ),
+            total: p.counters.started,
+            in_flight: p.tasks,
+            kicks: p.counters.kicks,
+            coalesced: p.counters.coalesced_kicks,
+            cm_wakeups: p.counters.cm_wakeups,
+            p95_ns: p.sched_delay.p95_ns,
+            p99_ns: p.sched_delay.p99_ns,
+        })
+        .collect()
+}
+
+const HEADERS: [&str; 11] = [
+    "pool",
+    "pod",
+    "cpus",
+    "b/i/k/max",
+    "total",
+    "infl",
+    "kicks",
+    "coalesc",
+    "cm_wake",
+    "p95",
+    "p99",
+];
+
+fn cells(r: &Row) -> [String; 11] {
+    [
+        r.pool.to_string(),
+        r.pod.clone(),
+        r.cpus.clone(),
+        r.workers.clone(),
+        r.total.to_string(),
+        r.in_flight.to_string(),
+        r.kicks.to_string(),
+        r.coalesced.to_string(),
+        r.cm_wakeups.to_string(),
+        fmt_ns(r.p95_ns),
+        fmt_ns(r.p99_ns),
+    ]
+}
+
+/// The line-mode table (`-i`).
+pub fn line_table(title: &str, rows: &[Row]) -> String {
+    let mut out = format!("{title}\n");
+    let fmt = |c: &[String]| {
+        format!(
+            "{:>4} {:<12} {:>8} {:>11} {:>10} {:>6} {:>8} {:>8} {:>8} {:>9} {:>9}\n",
+            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10]
+        )
+    };
+    out.push_str(&fmt(&HEADERS.map(str::to_owned)));
+    for r in rows {
+        out.push_str(&fmt(&cells(r)));
+    }
+    out
+}
+
+/// The terminal frame: a title line and the pools' table.
+pub fn draw(frame: &mut Frame<'_>, title: &str, status: &str, rows: &[Row]) {
+    let [top, table, bottom] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(3),
+        Constraint::Length(1),
+    ])
+    .areas(frame.area());
+    frame.render_widget(
+        Paragraph::new(Line::from(title.to_owned()))
+            .style(Style::default().add_modifier(Modifier::BOLD)),
+        top,
+    );
+    let header = TableRow::new(HEADERS).style(
+        Style::default()
+            .fg(Color::Yellow)
+            .add_modifier(Modifier::BOLD),
+    );
+    let body = rows.iter().map(|r| TableRow::new(cells(r)));
+    let widths = [
+        Constraint::Length(4),
+        Constraint::Length(12),
+        Constraint::Length(8),
+        Constraint::Length(11),
+        Constraint::Length(10),
+        Constraint::Length(6),
+        Constraint::Length(8),
+        Constraint::Length(8),
+        Constraint::Length(8),
+        Constraint::Length(9),
+        Constraint::Length(9),
+    ];
+    frame.render_widget(
+        Table::new(body, widths)
+            .header(header)
+            .block(Block::default().borders(Borders::ALL).title(" pools ")),
+        table,
+    );
+    frame.render_widget(
+        Paragraph::new(Line::from(status.to_owned())).style(Style::default().fg(Color::DarkGray)),
+        bottom,
+    );
+}
+
+/// The title of a report: the service and what the numbers cover.
+pub fn title(addr: &str, now: &Snapshot, prev: Option<&Snapshot>) -> String {
+    let over = match prev {
+        Some(p) => format!(
+            "over the last {:.1} s",
+            now.uptime.saturating_sub(p.uptime).as_secs_f64()
+        ),
+        None => format!("since start ({:.0} s)", now.uptime.as_secs_f64()),
+    };
+    format!(
+        "wq-monitor {addr} · {} · {} pools · {over}",
+        now.thread_name,
+        now.pools.len()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn options() {
+        let o = parse_args(args(&[])).unwrap();
+        assert_eq!(
+            (o.addr.as_str(), o.interval, o.json, o.count),
+            (DEFAULT_ADDR, None, false, None)
+        );
+        let o = parse_args(args(&["127.0.0.1:1", "-i", "0.5", "--json", "-c", "3"])).unwrap();
+        assert_eq!(
+            (o.addr.as_str(), o.interval, o.json, o.count),
+            ("127.0.0.1:1", Some(0.5), true, Some(3))
+        );
+        assert!(
+            parse_args(args(&["-i"]))
+                .unwrap_err()
+                .contains("needs SECONDS")
+        );
+        assert!(
+            parse_args(args(&["-i", "0"]))
+                .unwrap_err()
+                .contains("at least 0.05")
+        );
+        assert!(
+            parse_args(args(&["-c", "0"]))
+                .unwrap_err()
+                .contains("positive")
+        );
+        assert!(
+            parse_args(args(&["--bogus"]))
+                .unwrap_err()
+                .contains("unknown option")
+        );
+        assert!(
+            parse_args(args(&["a:1", "b:2"]))
+                .unwrap_err()
+                .contains("one address")
+        );
+        assert!(
+            parse_args(args(&["--help"]))
+                .unwrap_err()
+                .starts_with("usage: wq-monitor")
+        );
+    }
+
+    fn snapshot() -> Snapshot {
+        let rt = wq::Runtime::builder()
+            .topology(wq::Topology::synthetic("pack:2 core:2 pu:1").unwrap())
+            .thread_name("mon")
+            .latency_capture(true)
+            .build()
+            .unwrap();
+        let h = rt.handle().clone();
+        for cpu in [0, 2] {
+            rt.block_on(h.spawn_on_cpu(cpu, wq::Scope::Cpu, async {}))
+                .unwrap();
+        }
+        rt.block_on(h.spawn_on_cpu(1, wq::Scope::System, async {}))
+            .unwrap();
+        // A worker publishes its counts when it goes idle, after the task
+        // it ran has finished (and a task may run on another pod's worker:
+        // its polls count there).
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let m = loop {
+            let m = rt.metrics();
+            let started: u64 = m.pools.iter().map(|p| p.counters.started).sum();
+            if m.pools.len() == 3 && started >= 3 {
+                break m;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never published:\n{m}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        // Through JSON, as the monitor gets it.
+        serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_terminal_ui_shows_every_pool() {
+        let s = snapshot();
+        let r = rows(None, &s);
+        assert_eq!(r.len(), 3);
+        let mut term = Terminal::new(TestBackend::new(110, 10)).unwrap();
+        let t = title("127.0.0.1:9", &s, None);
+        term.draw(|f| draw(f, &t, "q quits", &r)).unwrap();
+        let buf = term.backend().buffer();
+        let lines: Vec<String> = (0..buf.area.height)
+            .map(|y| {
+                (0..buf.area.width)
+                    .map(|x| buf[(x, y)].symbol().to_owned())
+                    .collect::<String>()
+            })
+            .collect();
+        let screen = lines.join("\n");
+        assert!(
+            lines[0].starts_with("wq-monitor 127.0.0.1:9 · mon · 3 pools"),
+            "{screen}"
+        );
+        assert!(
+            lines[2].contains("pool") && lines[2].contains("p99"),
+            "{screen}"
+        );
+        for (i, p) in s.pools.iter().enumerate() {
+            let line = &lines[3 + i];
+            assert!(line.contains(&format!("{} {}", p.scope, p.pod)), "{screen}");
+            assert!(line.contains(&p.cpu_list()), "{screen}");
+        }
+        assert!(lines[9].starts_with("q quits"), "{screen}");
+    }
+
+    #[test]
+    fn an_interval_shows_the_intervals_counts() {
+        let s = snapshot();
+        let rows0 = rows(None, &s);
+        assert!(rows0.iter().map(|r| r.total).sum::<u64>() >= 3, "{rows0:?}");
+        let same = rows(Some(&s), &s);
+        assert!(
+            same.iter().all(|r| r.total == 0 && r.kicks == 0),
+            "{same:?}"
+        );
+        let table = line_table("t", &rows0);
+        assert_eq!(table.lines().count(), 2 + 3);
+        assert!(table.lines().nth(1).unwrap().contains("coalesc"));
+    }
+
+    #[test]
+    fn a_service_that_is_not_there_is_named_with_how_to_start_one() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        drop(l);
+        let e = fetch(&addr, Duration::from_secs(2)).unwrap_err();
+        assert!(
+            e.starts_with(&format!(
+                "no wq dashboard at {addr}: connection refused; start one with"
+            )),
+            "{e}"
+        );
+        assert!(
+            fetch("nonsense", Duration::from_secs(1))
+                .unwrap_err()
+                .contains("not an address")
+        );
+    }
+
+    #[test]
+    fn responses_that_are_not_snapshots_are_refused_with_a_reason() {
+        assert!(
+            parse_response("a", b"garbage")
+                .unwrap_err()
+                .contains("HTTP/1.1")
+        );
+        assert!(
+            parse_response("a", b"HTTP/1.1 404 Not Found\r\n\r\nno")
+                .unwrap_err()
+                .contains("404")
+        );
+        assert!(
+            parse_response("a", b"HTTP/1.1 200 OK\r\n\r\n{}")
+                .unwrap_err()
+                .contains("not a wq snapshot")
+        );
+    }
+}

@@ -1,0 +1,125 @@
+//! `wq-monitor` against the `http_service` example, both as built: the
+//! example serves its dashboard, the monitor prints its pools (line mode
+//! and JSON), and says what to do when no service is there. Under a
+//! watchdog; the service is killed at the end whatever happens.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+struct Service(Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `http_service` on free ports; returns it and its dashboard's
+/// address (read from its stderr).
+fn start_service() -> (Service, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_http_service"))
+        .args(["--addr", "127.0.0.1:0", "--dashboard-addr", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let service = Service(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("http_service: dashboard on http://") {
+                let addr = rest.split('/').next().unwrap().to_owned();
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("http_service never said where its dashboard is");
+    (service, addr)
+}
+
+fn monitor(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wq-monitor"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn within(secs: u64, f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = mpsc::channel();
+    let t = std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(()) => t.join().unwrap(),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(p) = t.join() {
+                std::panic::resume_unwind(p);
+            }
+        }
+        Err(_) => panic!("stalled for {secs} s"),
+    }
+}
+
+#[test]
+fn wq_monitor_prints_the_example_services_pools() {
+    within(120, || {
+        let (_service, addr) = start_service();
+        // JSON: the snapshot itself.
+        let (ok, out, err) = monitor(&[&addr, "--json"]);
+        assert!(ok, "{err}");
+        let snap: wq::metrics::Snapshot = serde_json::from_str(out.trim()).unwrap();
+        assert!(
+            !snap.pools.is_empty(),
+            "the dashboard's own tasks ran on a pool"
+        );
+        // Line mode, two reports over an interval.
+        let (ok, out, err) = monitor(&[&addr, "-i", "0.3", "-c", "2"]);
+        assert!(ok, "{err}");
+        let titles: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("wq-monitor "))
+            .collect();
+        assert_eq!(titles.len(), 2, "{out}");
+        assert!(titles[1].contains("over the last"), "{out}");
+        for p in &snap.pools {
+            let pod = format!("{} {}", p.scope, p.pod);
+            assert!(
+                out.lines()
+                    .any(|l| l.split_whitespace().next() == Some(&p.id.to_string())
+                        && l.contains(&pod)),
+                "pool {} ({pod}) missing:\n{out}",
+                p.id
+            );
+        }
+    });
+}
+
+#[test]
+fn wq_monitor_says_how_to_start_a_service_when_none_is_there() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    drop(l);
+    let (ok, _, err) = monitor(&[&addr, "-i", "1"]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "no wq dashboard at {addr}: connection refused; start one with"
+        )),
+        "{err}"
+    );
+    let (ok, _, err) = monitor(&["--bogus"]);
+    assert!(!ok && err.contains("usage: wq-monitor"), "{err}");
+}

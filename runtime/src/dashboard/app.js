@@ -1,0 +1,238 @@
+// The wq dashboard's page: polls /api/history every second and draws it on
+// plain canvases (no library). After each draw, every canvas says in
+// data-inked how many of its sampled pixels are not background, and the
+// body says data-ready="1" and data-points: the tests read those.
+"use strict";
+
+const WINDOW_S = 300;
+const COLORS = { p50: "#64b5f6", p95: "#ffb300", p99: "#ef5350" };
+const RATE_COLORS = { started: "#4caf50", kicks: "#64b5f6", coalesced: "#ab47bc", cm_wakeups: "#ef5350" };
+const STATE_COLORS = { busy: "#4caf50", kicked: "#ffb300", idle: "#546e7a", blocked: "#e53935" };
+const BG = "#181e24", GRID = "#2a333d", DIM = "#8a96a3", FG = "#d8dee6";
+
+let seq = null;
+let points = [];
+let feed = null;
+
+function fmtNs(ns) {
+  if (ns < 1e3) return ns.toFixed(0) + "ns";
+  if (ns < 1e6) return (ns / 1e3).toFixed(1) + "us";
+  if (ns < 1e9) return (ns / 1e6).toFixed(1) + "ms";
+  return (ns / 1e9).toFixed(2) + "s";
+}
+
+function fmtRate(r) {
+  if (r >= 1e6) return (r / 1e6).toFixed(1) + "M";
+  if (r >= 1e3) return (r / 1e3).toFixed(1) + "k";
+  return r.toFixed(r < 10 ? 1 : 0);
+}
+
+function setStatus(text, err) {
+  const s = document.getElementById("status");
+  s.textContent = text;
+  s.className = err ? "err" : "";
+}
+
+// Sizes a canvas's buffer to its box and clears it.
+function prepare(canvas) {
+  const w = Math.max(200, Math.floor(canvas.clientWidth || canvas.width));
+  if (canvas.width !== w) canvas.width = w;
+  const ctx = canvas.getContext("2d");
+  ctx.fillStyle = BG;
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  ctx.font = "11px system-ui, sans-serif";
+  return ctx;
+}
+
+// Counts sampled pixels that are not the background (the tests' proof that
+// something was drawn).
+function ink(canvas, ctx) {
+  const d = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+  let n = 0;
+  for (let i = 0; i < d.length; i += 16) {
+    if (d[i] !== 0x18 || d[i + 1] !== 0x1e || d[i + 2] !== 0x24) n++;
+  }
+  canvas.dataset.inked = String(n);
+}
+
+// A time chart: series = [{name, color, values: [[t, v]...]}]; log or linear y.
+function chart(canvas, series, opts) {
+  const ctx = prepare(canvas);
+  const W = canvas.width, H = canvas.height, L = 52, R = 8, T = 8, B = 18;
+  const tNow = points.length ? points[points.length - 1].t : 0;
+  const x = (t) => L + (W - L - R) * (1 - (tNow - t) / WINDOW_S);
+  let max = 0, min = Infinity;
+  for (const s of series) for (const [, v] of s.values) if (v > 0) { max = Math.max(max, v); min = Math.min(min, v); }
+  let y, ticks;
+  if (opts.log) {
+    const lo = Math.pow(10, Math.floor(Math.log10(min === Infinity ? 100 : Math.max(min, 10))));
+    const hi = Math.pow(10, Math.ceil(Math.log10(Math.max(max, lo * 10))));
+    y = (v) => T + (H - T - B) * (1 - (Math.log10(Math.max(v, lo)) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo)));
+    ticks = [];
+    for (let v = lo; v <= hi; v *= 10) ticks.push(v);
+  } else {
+    const hi = max > 0 ? max * 1.1 : 1;
+    y = (v) => T + (H - T - B) * (1 - v / hi);
+    ticks = [0, hi / 2, hi];
+  }
+  ctx.strokeStyle = GRID; ctx.fillStyle = DIM; ctx.lineWidth = 1;
+  for (const v of ticks) {
+    const yy = Math.round(y(v)) + 0.5;
+    ctx.beginPath(); ctx.moveTo(L, yy); ctx.lineTo(W - R, yy); ctx.stroke();
+    ctx.fillText(opts.fmt(v), 2, yy + 4);
+  }
+  for (let s = 0; s <= WINDOW_S; s += 60) {
+    const xx = Math.round(x(tNow - s)) + 0.5;
+    ctx.beginPath(); ctx.moveTo(xx, T); ctx.lineTo(xx, H - B); ctx.stroke();
+    const label = s === 0 ? "now" : "-" + s / 60 + "m";
+    ctx.fillText(label, Math.min(xx - 10, W - R - ctx.measureText(label).width), H - 4);
+  }
+  let lx = L + 6;
+  for (const s of series) {
+    ctx.strokeStyle = s.color; ctx.lineWidth = 1.5; ctx.beginPath();
+    let started = false;
+    for (const [t, v] of s.values) {
+      if (tNow - t > WINDOW_S) continue;
+      if (opts.log && !(v > 0)) { started = false; continue; }
+      const px = x(t), py = y(v);
+      if (started) ctx.lineTo(px, py); else { ctx.moveTo(px, py); started = true; }
+    }
+    ctx.stroke();
+    ctx.fillStyle = s.color; ctx.fillText(s.name, lx, T + 10); lx += ctx.measureText(s.name).width + 12;
+  }
+  ink(canvas, ctx);
+  canvas.dataset.points = String(series.reduce((n, s) => n + s.values.length, 0));
+}
+
+function poolLabel(p) {
+  return "pool " + p.id + " · " + p.scope + " pod " + p.pod + " · cpus " + cpuList(p.cpus);
+}
+
+function cpuList(cpus) {
+  const out = [];
+  for (let i = 0; i < cpus.length;) {
+    let j = i;
+    while (j + 1 < cpus.length && cpus[j + 1] === cpus[j] + 1) j++;
+    out.push(j === i ? String(cpus[i]) : cpus[i] + "-" + cpus[j]);
+    i = j + 1;
+  }
+  return out.join(",");
+}
+
+function drawDelays() {
+  const box = document.getElementById("delays");
+  for (const p of feed.pools) {
+    let card = document.getElementById("pool-" + p.id);
+    if (!card) {
+      card = document.createElement("div");
+      card.className = "card";
+      card.id = "pool-" + p.id;
+      card.innerHTML = '<div class="title"></div><canvas class="chart delay" width="380" height="150"></canvas>';
+      box.appendChild(card);
+    }
+    card.querySelector(".title").textContent = poolLabel(p);
+    const series = ["p50", "p95", "p99"].map((q) => ({
+      name: q, color: COLORS[q],
+      values: points.map((pt) => { const pp = pt.pools.find((x) => x.id === p.id); return [pt.t, pp ? pp[q] : 0]; }),
+    }));
+    chart(card.querySelector("canvas"), series, { log: true, fmt: fmtNs });
+  }
+}
+
+function drawRates() {
+  const series = Object.keys(RATE_COLORS).map((k) => ({
+    name: k + "/s", color: RATE_COLORS[k],
+    values: points.map((pt) => [pt.t, pt.pools.reduce((s, pp) => s + pp[k], 0)]),
+  }));
+  chart(document.getElementById("rates"), series, { log: false, fmt: fmtRate });
+}
+
+function drawPods() {
+  const canvas = document.getElementById("pods");
+  const last = points[points.length - 1];
+  const rows = feed.pools.length;
+  const rowH = 46;
+  canvas.height = Math.max(60, rows * rowH + 30);
+  const ctx = prepare(canvas);
+  const cell = 18;
+  // The machine: every CPU, marked by the pools that hold it.
+  ctx.fillStyle = DIM;
+  ctx.fillText("machine: " + feed.cpus.length + " CPUs", 6, 14);
+  feed.pools.forEach((p, r) => {
+    const y0 = 24 + r * rowH;
+    ctx.fillStyle = FG;
+    ctx.fillText("pool " + p.id + " (" + p.scope + " " + p.pod + ")", 6, y0 + 12);
+    // The machine's CPUs, the pod's filled.
+    feed.cpus.forEach((cpu, i) => {
+      const x0 = 150 + i * (cell + 2);
+      if (x0 + cell > canvas.width - 4) return;
+      const mine = p.cpus.includes(cpu);
+      ctx.fillStyle = mine ? "#37474f" : "#1f262d";
+      ctx.fillRect(x0, y0, cell, cell);
+      ctx.fillStyle = mine ? FG : "#3a444f";
+      ctx.fillText(String(cpu), x0 + 3, y0 + 13);
+    });
+    // Its workers by state, from the latest point.
+    const pp = last ? last.pools.find((x) => x.id === p.id) : null;
+    const states = pp ? [["busy", pp.busy], ["kicked", pp.kicked], ["idle", pp.idle], ["blocked", pp.blocked]] : [];
+    let x0 = 150;
+    for (const [state, n] of states) {
+      for (let k = 0; k < n; k++) {
+        if (x0 + 10 > canvas.width - 4) break;
+        ctx.fillStyle = STATE_COLORS[state];
+        ctx.fillRect(x0, y0 + cell + 4, 10, 10);
+        x0 += 12;
+      }
+    }
+    ctx.fillStyle = DIM;
+    const counts = pp ? pp.busy + " busy, " + pp.kicked + " kicked, " + pp.idle + " idle" + (pp.blocked ? ", " + pp.blocked + " blocked" : "") + " / max " + p.max_workers : "";
+    ctx.fillText(counts, Math.max(x0 + 6, 150), y0 + cell + 13);
+  });
+  ink(canvas, ctx);
+}
+
+function drawTable() {
+  const body = document.querySelector("#table tbody");
+  const last = points[points.length - 1];
+  const rows = feed.pools.map((p) => {
+    const pp = last ? last.pools.find((x) => x.id === p.id) : null;
+    const c = (v) => "<td>" + v + "</td>";
+    if (!pp) return "<tr>" + c(p.id) + c(p.scope) + c(p.pod) + c(cpuList(p.cpus)) + "</tr>";
+    return "<tr>" + c(p.id) + c(p.scope) + c(p.pod) + c(cpuList(p.cpus)) +
+      c(pp.busy + "/" + pp.idle + "/" + pp.kicked + "/" + p.max_workers) + c(pp.tasks) +
+      c(fmtRate(pp.started)) + c(fmtRate(pp.kicks)) + c(fmtRate(pp.coalesced)) + c(fmtRate(pp.cm_wakeups)) +
+      c(fmtNs(pp.p50)) + c(fmtNs(pp.p95)) + c(fmtNs(pp.p99)) + c(fmtNs(pp.poll_p99)) + "</tr>";
+  });
+  body.innerHTML = rows.join("");
+}
+
+function render() {
+  document.getElementById("name").textContent = "· " + feed.thread_name;
+  document.getElementById("capture-off").hidden = feed.latency_capture;
+  drawDelays();
+  drawRates();
+  drawPods();
+  drawTable();
+  document.body.dataset.points = String(points.length);
+  if (points.length > 0) document.body.dataset.ready = "1";
+}
+
+async function poll() {
+  try {
+    const url = "/api/history" + (seq === null ? "" : "?since=" + seq);
+    const res = await fetch(url, { cache: "no-store" });
+    if (!res.ok) throw new Error("HTTP " + res.status);
+    feed = await res.json();
+    for (const p of feed.points) points.push(p);
+    if (points.length) seq = points[points.length - 1].seq;
+    const tNow = points.length ? points[points.length - 1].t : 0;
+    points = points.filter((p) => tNow - p.t <= WINDOW_S);
+    render();
+    setStatus(points.length ? "live · " + points.length + " s of history" : "waiting for the first second…", false);
+  } catch (e) {
+    setStatus("lost the service (" + e.message + "); retrying every second", true);
+  }
+  setTimeout(poll, 1000);
+}
+
+poll();

@@ -1,0 +1,539 @@
+//! A live latency dashboard served by the runtime itself (cargo feature
+//! `dashboard`): hyper on wq, through [`wq::net`](crate::net) and
+//! [`wq::hyper`](crate::hyper).
+//!
+//! | route | what |
+//! |---|---|
+//! | `/` (and `/app.js`, `/app.css`) | a live page: per-pool p50/p95/p99 scheduling delay over the last five minutes, rates, and the pods drawn as the machine's CPUs with their workers by state; refreshed every second; every asset served from here (no CDN) |
+//! | `/api/history?since=SEQ` | the page's feed: the points after `SEQ` (JSON) |
+//! | `/api/snapshot` | [`Snapshot`] as JSON (what `wq-monitor` polls) |
+//! | `/metrics` | the Prometheus text format ([`Snapshot::to_prometheus`](crate::metrics::Snapshot::to_prometheus)) |
+//!
+//! ```no_run
+//! #[wq::main]
+//! async fn main() -> std::io::Result<()> {
+//!     let dashboard = wq::dashboard::serve("127.0.0.1:9090")?;
+//!     println!("dashboard on http://{}", dashboard.local_addr());
+//!     // ... the service's own work; dropping `dashboard` stops it.
+//!     # Ok(())
+//! }
+//! ```
+//!
+//! # How it runs
+//! 1. [`serve`] binds where its caller says (loopback unless told
+//!    otherwise: it shows the process's load, not secrets, but it is
+//!    nobody else's business) and spawns, on the current runtime, an
+//!    accept loop and a **sampler**.
+//! 2. The sampler takes a [`Snapshot`] every
+//!    second on the blocking pool (merging histograms must not hold a
+//!    worker), diffs it with the previous one, and appends the interval's
+//!    point (per pool: p50/p95/p99 scheduling delay, p99 poll, rates,
+//!    workers by state) to a ring of [`HISTORY`] points. Pages read the
+//!    ring; no request takes a snapshot but `/metrics` and `/api/snapshot`,
+//!    on the blocking pool too.
+//! 3. Each connection is a task: HTTP/1.1 (hyper), keep-alive.
+//!
+//! # Hardening
+//! - read-only: `GET` and `HEAD` only, `405` (with `Allow`) otherwise;
+//! - a client has [`HEADER_READ_TIMEOUT`] to send each request head
+//!   (`WqTimer`), the head is at most [`MAX_HEAD_BYTES`], a request body
+//!   is never read (`413` if one is announced), and a connection lives at
+//!   most [`CONNECTION_LIFETIME`];
+//! - at most [`MAX_CONNECTIONS`] at once: beyond, a new connection is
+//!   closed at once (the accept loop goes on), so slow or malformed
+//!   clients cost a bounded number of small tasks and never a worker.
+//!
+//! [`DashboardHandle`] stops the server when dropped (or
+//! [`DashboardHandle::shutdown`]): the accept loop, the sampler and every
+//! connection are cancelled.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Serialize;
+
+use crate::Handle;
+use crate::hyper::{WqIo, WqTimer};
+use crate::metrics::Snapshot;
+use crate::task::JoinHandle;
+
+/// Points kept: five minutes at one a second.
+pub const HISTORY: usize = 300;
+/// Time a client has to send a request head.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a connection is served (the page reconnects).
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
+/// Connections served at once; more are closed as they come.
+pub const MAX_CONNECTIONS: usize = 64;
+/// The largest request head read (hyper's buffer; 431 or a close beyond).
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// How often the sampler takes a point.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+const PAGE: &str = include_str!("page.html");
+const APP_JS: &str = include_str!("app.js");
+const APP_CSS: &str = include_str!("app.css");
+
+/// Serves the dashboard on `addr` from the current runtime. See the module
+/// docs.
+///
+/// # Errors
+/// Outside a wq runtime, or if `addr` cannot be bound (the error says
+/// which address).
+pub fn serve(addr: impl ToSocketAddrs) -> io::Result<DashboardHandle> {
+    let Some(handle) = Handle::try_current() else {
+        return Err(io::Error::other(
+            "wq::dashboard::serve called outside a wq runtime: call it from a task, inside \
+             Runtime::block_on or #[wq::main], or after Runtime::enter()",
+        ));
+    };
+    serve_on(&handle, addr)
+}
+
+/// As [`serve`], on `handle`'s runtime (from any thread).
+///
+/// ```no_run
+/// let rt = wq::Runtime::new().unwrap();
+/// let d = wq::dashboard::serve_on(rt.handle(), "127.0.0.1:0").unwrap();
+/// println!("http://{}", d.local_addr());
+/// ```
+pub fn serve_on(handle: &Handle, addr: impl ToSocketAddrs) -> io::Result<DashboardHandle> {
+    let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+    let std_listener = std::net::TcpListener::bind(&addrs[..]).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("wq dashboard: could not listen on {addrs:?}: {e}"),
+        )
+    })?;
+    let local_addr = std_listener.local_addr()?;
+    let _enter = crate::scheduler::context::enter(handle.scheduler.clone());
+    let listener = crate::net::TcpListener::from_std(std_listener)?;
+    let timer = WqTimer::new();
+    let shared = Arc::new(Shared {
+        handle: handle.clone(),
+        history: Mutex::new(History::default()),
+        conns: AtomicUsize::new(0),
+        refused: AtomicU64::new(0),
+        tasks: Mutex::new(Tasks::default()),
+        stopped: AtomicBool::new(false),
+    });
+    let sampler = handle.spawn(sample(shared.clone()));
+    let accept = handle.spawn(accept(shared.clone(), listener, timer));
+    {
+        let mut t = crate::loom::lock(&shared.tasks);
+        t.loops.push(sampler);
+        t.loops.push(accept);
+    }
+    Ok(DashboardHandle { shared, local_addr })
+}
+
+/// A running dashboard; dropping it stops the server.
+#[derive(Debug)]
+#[must_use = "the dashboard stops when its handle is dropped"]
+pub struct DashboardHandle {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+}
+
+impl DashboardHandle {
+    /// Where it listens (the port the OS chose, for `:0`).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops the server: the accept loop, the sampler and every
+    /// connection are cancelled (their futures are dropped by the
+    /// runtime's workers shortly after; the port is free once the accept
+    /// loop's is).
+    pub fn shutdown(self) {
+        drop(self);
+    }
+
+    /// Connections being served now.
+    pub fn connections(&self) -> usize {
+        self.shared.conns.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed at once because [`MAX_CONNECTIONS`] were open.
+    pub fn refused_connections(&self) -> u64 {
+        self.shared.refused.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for DashboardHandle {
+    fn drop(&mut self) {
+        self.shared.stop();
+    }
+}
+
+#[derive(Debug, Default)]
+struct Tasks {
+    loops: Vec<JoinHandle<()>>,
+    conns: HashMap<u64, JoinHandle<()>>,
+    next: u64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    handle: Handle,
+    history: Mutex<History>,
+    conns: AtomicUsize,
+    refused: AtomicU64,
+    tasks: Mutex<Tasks>,
+    stopped: AtomicBool,
+}
+
+impl Shared {
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+        let t = std::mem::take(&mut *crate::loom::lock(&self.tasks));
+        for h in t.loops.iter().chain(t.conns.values()) {
+            h.abort();
+        }
+    }
+}
+
+/// One pool's figures over one sampling interval.
+#[derive(Clone, Debug, Serialize)]
+struct PoolPoint {
+    id: usize,
+    /// Scheduling delay quantiles over the interval, ns (0: no poll).
+    p50: u64,
+    p95: u64,
+    p99: u64,
+    /// Poll duration p99 over the interval, ns.
+    poll_p99: u64,
+    /// Per second.
+    started: f64,
+    kicks: f64,
+    coalesced: f64,
+    cm_wakeups: f64,
+    /// Workers now.
+    busy: usize,
+    idle: usize,
+    kicked: usize,
+    blocked: usize,
+    tasks: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+struct Point {
+    seq: u64,
+    /// Seconds since the runtime was built.
+    t: f64,
+    pools: Vec<PoolPoint>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+struct PoolInfo {
+    id: usize,
+    scope: crate::Scope,
+    pod: usize,
+    cpus: Vec<usize>,
+    max_workers: usize,
+    highpri: bool,
+    strict: bool,
+}
+
+#[derive(Debug, Default)]
+struct History {
+    points: VecDeque<Point>,
+    pools: Vec<PoolInfo>,
+    next_seq: u64,
+    last: Option<Snapshot>,
+}
+
+#[derive(Serialize)]
+struct Feed<'a> {
+    thread_name: &'a str,
+    /// The machine's CPUs (OS indices) as the runtime sees them.
+    cpus: Vec<usize>,
+    latency_capture: bool,
+    pools: &'a [PoolInfo],
+    points: Vec<&'a Point>,
+}
+
+impl History {
+    fn push(&mut self, now: Snapshot) {
+        if let Some(last) = &self.last {
+            let d = now.delta(last);
+            let secs = d.interval.map_or(1.0, |i| i.as_secs_f64()).max(1e-3);
+            let pools = d
+                .pools
+                .iter()
+                .map(|p| PoolPoint {
+                    id: p.id,
+                    p50: p.sched_delay.p50_ns,
+                    p95: p.sched_delay.p95_ns,
+                    p99: p.sched_delay.p99_ns,
+                    poll_p99: p.poll_time.p99_ns,
+                    started: p.counters.started as f64 / secs,
+                    kicks: p.counters.kicks as f64 / secs,
+                    coalesced: p.counters.coalesced_kicks as f64 / secs,
+                    cm_wakeups: p.counters.cm_wakeups as f64 / secs,
+                    busy: p.workers.busy,
+                    idle: p.workers.idle,
+                    kicked: p.workers.kicked,
+                    blocked: p.workers.blocked,
+                    tasks: p.tasks,
+                })
+                .collect();
+            self.points.push_back(Point {
+                seq: self.next_seq,
+                t: now.uptime.as_secs_f64(),
+                pools,
+            });
+            self.next_seq += 1;
+            while self.points.len() > HISTORY {
+                self.points.pop_front();
+            }
+        }
+        self.pools = now
+            .pools
+            .iter()
+            .map(|p| PoolInfo {
+                id: p.id,
+                scope: p.scope,
+                pod: p.pod,
+                cpus: p.cpus.clone(),
+                max_workers: p.max_workers,
+                highpri: p.highpri,
+                strict: p.strict,
+            })
+            .collect();
+        self.last = Some(now);
+    }
+}
+
+/// Takes a snapshot on the blocking pool.
+async fn snapshot(handle: &Handle) -> Option<Snapshot> {
+    let h = handle.clone();
+    handle.spawn_blocking(move || h.metrics()).await.ok()
+}
+
+async fn sample(shared: Arc<Shared>) {
+    loop {
+        if let Some(s) = snapshot(&shared.handle).await {
+            crate::loom::lock(&shared.history).push(s);
+        }
+        crate::time::sleep(SAMPLE_EVERY).await;
+    }
+}
+
+async fn accept(shared: Arc<Shared>, listener: crate::net::TcpListener, timer: WqTimer) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(timer)
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .keep_alive(true);
+    loop {
+        let (stream, _peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of fds, or an aborted connection: back off, go on.
+                log::warn!("wq dashboard: accept: {e}");
+                crate::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if shared.stopped.load(Ordering::Relaxed) {
+            return;
+        }
+        // Relaxed: a count, checked and changed only here and by the
+        // connection tasks' guards; a momentary overshoot by one is
+        // harmless.
+        if shared.conns.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+            shared.refused.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        }
+        shared.conns.fetch_add(1, Ordering::Relaxed);
+        let _ = stream.set_nodelay(true);
+        let conn_shared = shared.clone();
+        let conn = http.serve_connection(
+            WqIo::new(stream),
+            hyper::service::service_fn(move |req| {
+                let s = conn_shared.clone();
+                async move { Ok::<_, std::convert::Infallible>(route(&s, req).await) }
+            }),
+        );
+        // The id first, the spawn outside the lock (a kick takes the pool
+        // lock: this lock nests nothing), then the handle in.
+        let id = {
+            let mut t = crate::loom::lock(&shared.tasks);
+            t.next += 1;
+            t.next
+        };
+        let done = shared.clone();
+        let task = shared.handle.spawn(async move {
+            struct Done(Arc<Shared>, u64);
+            impl Drop for Done {
+                fn drop(&mut self) {
+                    self.0.conns.fetch_sub(1, Ordering::Relaxed);
+                    // Its own handle, dropped after the lock is.
+                    let own = crate::loom::lock(&self.0.tasks).conns.remove(&self.1);
+                    drop(own);
+                }
+            }
+            let _done = Done(done, id);
+            let _ = crate::time::timeout(CONNECTION_LIFETIME, conn).await;
+        });
+        let mut t = crate::loom::lock(&shared.tasks);
+        if shared.stopped.load(Ordering::Relaxed) {
+            // `stop` took the list before this one was in it.
+            drop(t);
+            task.abort();
+            return;
+        }
+        // A connection that ended before its handle got here left it
+        // behind: prune those now and then.
+        if id.is_multiple_of(64) {
+            t.conns.retain(|_, h| !h.is_finished());
+        }
+        t.conns.insert(id, task);
+    }
+}
+
+type Reply = Response<Full<Bytes>>;
+
+fn reply(status: StatusCode, kind: &'static str, body: impl Into<Bytes>) -> Reply {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
+
+async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            TEXT,
+            "the wq dashboard is read-only: GET or HEAD\n",
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let announced_body = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() != b"0")
+        || req.headers().contains_key(header::TRANSFER_ENCODING);
+    if announced_body {
+        return reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            TEXT,
+            "the wq dashboard reads no request body\n",
+        );
+    }
+    match req.uri().path() {
+        "/" | "/index.html" => reply(StatusCode::OK, "text/html; charset=utf-8", PAGE),
+        "/app.js" => reply(StatusCode::OK, "text/javascript; charset=utf-8", APP_JS),
+        "/app.css" => reply(StatusCode::OK, "text/css; charset=utf-8", APP_CSS),
+        "/metrics" => match snapshot(&shared.handle).await {
+            Some(s) => reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                s.to_prometheus(),
+            ),
+            None => unavailable(),
+        },
+        "/api/snapshot" => match snapshot(&shared.handle).await {
+            Some(s) => match serde_json::to_vec(&s) {
+                Ok(body) => reply(StatusCode::OK, JSON, body),
+                Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, format!("{e}\n")),
+            },
+            None => unavailable(),
+        },
+        "/api/history" => {
+            let since = query_u64(req.uri().query(), "since");
+            let body = {
+                let h = crate::loom::lock(&shared.history);
+                let feed = Feed {
+                    thread_name: &shared.handle.scheduler.config.thread_name,
+                    cpus: shared
+                        .handle
+                        .topology()
+                        .cpus()
+                        .iter()
+                        .map(|c| c.os_index)
+                        .collect(),
+                    latency_capture: shared.handle.scheduler.config.latency_capture,
+                    pools: &h.pools,
+                    points: h
+                        .points
+                        .iter()
+                        .filter(|p| since.is_none_or(|s| p.seq > s))
+                        .collect(),
+                };
+                serde_json::to_vec(&feed)
+            };
+            match body {
+                Ok(body) => reply(StatusCode::OK, JSON, body),
+                Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, format!("{e}\n")),
+            }
+        }
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            TEXT,
+            "no such page: try /, /metrics, /api/snapshot\n",
+        ),
+    }
+}
+
+fn unavailable() -> Reply {
+    reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        TEXT,
+        "the runtime is shutting down\n",
+    )
+}
+
+/// `key=<u64>` from a query string.
+fn query_u64(query: Option<&str>, key: &str) -> Option<u64> {
+    query?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries() {
+        assert_eq!(query_u64(Some("since=12&x=1"), "since"), Some(12));
+        assert_eq!(query_u64(Some("since=x"), "since"), None);
+        assert_eq!(query_u64(None, "since"), None);
+    }
+
+    #[test]
+    fn the_history_keeps_the_last_points_only() {
+        let rt = crate::Runtime::new().unwrap();
+        let mut h = History::default();
+        for _ in 0..HISTORY + 5 {
+            h.push(rt.metrics());
+        }
+        assert_eq!(h.points.len(), HISTORY);
+        assert_eq!(h.points.back().unwrap().seq, HISTORY as u64 + 3);
+    }
+}

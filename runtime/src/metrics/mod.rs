@@ -1,0 +1,965 @@
+//! What a runtime counts, and the [`Snapshot`] readers get of it.
+//!
+//! ```
+//! let rt = wq::Runtime::new().unwrap();
+//! let before = rt.metrics();
+//! rt.block_on(async { wq::spawn(async { 1 }).await.unwrap() });
+//! let after = rt.metrics();
+//! let d = after.delta(&before);                // the interval's counts and quantiles
+//! // (a worker publishes its counts when it idles, so they may lag a poll behind)
+//! let started: u64 = d.pools.iter().map(|p| p.counters.started).sum();
+//! println!("{started} polls in {:?}", d.interval.unwrap());
+//! println!("{after}");                         // a table like the kernel's wq_monitor.py
+//! let text = after.to_prometheus();            // the Prometheus text exposition
+//! assert!(text.contains("wq_tasks_started_total"));
+//! ```
+//!
+//! This module is a leaf: it defines what is counted and how it is read
+//! out; the pools fill it in (`pool::Pool::metrics`). Nothing here is
+//! written on a shared line in the hot path:
+//! - events that happen under the pool lock anyway (kicks, coalesced kicks,
+//!   unparks, workers created and culled) are counted there;
+//! - events of a worker (polls started and completed, steals, parks) are
+//!   counted in the worker's own plain locals and published when it goes
+//!   idle, and every 64 polls, into its slot's cache-padded counters;
+//! - latencies (scheduling delay, poll duration, spawn-call time) are
+//!   buffered per worker and per spawning thread and recorded into
+//!   per-slot and per-stripe HdrHistograms: the protocol, and what a reader
+//!   may see, is in the `capture` module's docs (`runtime/src/metrics/capture.rs`).
+//!
+//! A reader ([`Runtime::metrics`](crate::Runtime::metrics)) has each pool
+//! fill in a [`PoolSnapshot`] (it sums the slots and merges their
+//! histograms), then sums the pools per scope ([`ScopeSnapshot`]).
+//! [`Snapshot::delta`] turns two snapshots into the interval between them;
+//! [`Snapshot::to_prometheus`] writes the Prometheus text format (metric
+//! names and bucket bounds in `prometheus.rs`'s docs, and
+//! `docs/metrics.md`).
+
+mod capture;
+mod prometheus;
+
+pub(crate) use capture::{
+    PoolCapture, SAMPLES, WorkerCounters, flush_spawns, new_histogram, record_spawn,
+};
+pub use prometheus::BUCKET_BOUNDS_SECONDS;
+
+use std::fmt;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::Scope;
+
+impl Serialize for Scope {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Scope {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Scope, D::Error> {
+        let name = String::deserialize(d)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// `Duration`s as seconds (a float) in serialized snapshots.
+mod secs {
+    use super::*;
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+
+    pub(super) mod opt {
+        use super::*;
+
+        pub(crate) fn serialize<S: Serializer>(
+            d: &Option<Duration>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => s.serialize_some(&d.as_secs_f64()),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<Duration>, D::Error> {
+            Option::<f64>::deserialize(d)?
+                .map(|s| Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom))
+                .transpose()
+        }
+    }
+}
+
+/// Declares [`Counters`] once: its fields, their docs, and the help text of
+/// their Prometheus series (`wq_<name>_total`).
+macro_rules! counters {
+    ($($(#[doc = $doc:literal])+ $name:ident => $metric:literal,)+) => {
+        /// A pool's (or a scope's) event counters, in the kernel's
+        /// vocabulary where it has a word (`docs/architecture.md`). In a
+        /// [`Snapshot::delta`], the events of the interval.
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+        #[non_exhaustive]
+        pub struct Counters {
+            $($(#[doc = $doc])+ pub $name: u64,)+
+        }
+
+        impl Counters {
+            /// Every counter: field name, Prometheus name (without `wq_`
+            /// and `_total`), help text, value.
+            pub fn fields(&self) -> Vec<(&'static str, &'static str, &'static str, u64)> {
+                vec![$((stringify!($name), $metric, concat!($($doc),+), self.$name),)+]
+            }
+
+            fn add(&mut self, o: &Counters) {
+                $(self.$name += o.$name;)+
+            }
+
+            fn since(&self, earlier: &Counters) -> Counters {
+                Counters { $($name: self.$name.saturating_sub(earlier.$name),)+ }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Task polls started (the kernel's `PWQ_STAT_STARTED`; a task is
+    /// polled once per wake).
+    started => "tasks_started",
+    /// Task polls completed (`PWQ_STAT_COMPLETED`).
+    completed => "tasks_completed",
+    /// Kicks that took the pool lock (work queued from outside the pool,
+    /// and chaining). A kick that finds a worker searching, or every
+    /// worker running, is skipped without the lock and not counted.
+    kicks => "kicks",
+    /// Kicks that took the lock and found a worker already kicked or
+    /// searching, and woke nobody.
+    coalesced_kicks => "coalesced_kicks",
+    /// Worker threads unparked by kicks.
+    unparks => "unparks",
+    /// Worker threads created.
+    workers_created => "workers_created",
+    /// Idle workers culled.
+    workers_culled => "workers_culled",
+    /// Task polls run by the runtime's rescuer thread because no worker
+    /// could be started for the pool (included in `started`).
+    rescued => "rescued",
+    /// Workers woken or started because a worker blocked in
+    /// `block_in_place` while work was queued (the kernel's `CM_WAKEUP`).
+    cm_wakeups => "cm_wakeups",
+    /// Tasks queued back to this, their home pool, after running on another
+    /// pod's worker (the kernel's `REPATRIATED`).
+    repatriated => "repatriated",
+    /// Polls found running longer than the CPU-hog threshold; each let the
+    /// pool start a worker beyond its maximum while it ran (the kernel's
+    /// `CPU_INTENSIVE`).
+    cpu_intensive => "cpu_intensive",
+    /// Acquisitions of the pool lock by the kick / idle / cull protocol
+    /// (metrics readers not counted): every one is a cache-line transfer
+    /// between the CPUs that share the pool.
+    lock_acquisitions => "lock_acquisitions",
+    /// Acquisitions that found the lock held and waited for it.
+    lock_contended => "lock_contended",
+    /// Tasks taken from another pod's pool.
+    remote_steals => "remote_steals",
+    /// Tasks taken from a sibling worker's deque.
+    sibling_steals => "sibling_steals",
+    /// Times a worker parked.
+    parks => "parks",
+    /// Times a worker found work while spinning before parking.
+    spin_hits => "spin_hits",
+    /// Times a spinning worker stopped because another thread wanted its
+    /// CPU (it then parks at once for a while).
+    spin_backoffs => "spin_backoffs",
+    /// Worker threads the OS refused to start for this pool.
+    worker_start_failures => "worker_start_failures",
+}
+
+/// How a pool's (or a scope's) workers stand at the snapshot's instant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct WorkerStates {
+    /// Workers alive and counted against the pool's maximum: busy, idle or
+    /// kicked (and those starting).
+    pub total: usize,
+    /// Workers running tasks or searching for them (`total - idle -
+    /// kicked`).
+    pub busy: usize,
+    /// Workers parked on the idle list.
+    pub idle: usize,
+    /// Workers on the kicked list: kicked, not yet running.
+    pub kicked: usize,
+    /// Workers searching for work: kicked or starting ones, and running
+    /// ones scanning the queues or spinning before they park.
+    pub searching: usize,
+    /// Workers blocked in [`block_in_place`](crate::task::block_in_place),
+    /// not counted in `total`.
+    pub blocked: usize,
+}
+
+impl WorkerStates {
+    fn add(&mut self, o: &WorkerStates) {
+        self.total += o.total;
+        self.busy += o.busy;
+        self.idle += o.idle;
+        self.kicked += o.kicked;
+        self.searching += o.searching;
+        self.blocked += o.blocked;
+    }
+}
+
+/// One latency's distribution: a summary of an HdrHistogram (1% precision)
+/// and its counts at the fixed Prometheus bucket bounds.
+///
+/// All values are nanoseconds. Empty (`count == 0`): every value is 0.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Latency {
+    /// Samples recorded.
+    pub count: u64,
+    /// Smallest sample.
+    pub min_ns: u64,
+    /// Largest sample.
+    pub max_ns: u64,
+    /// Mean.
+    pub mean_ns: f64,
+    /// Median.
+    pub p50_ns: u64,
+    /// 90th percentile.
+    pub p90_ns: u64,
+    /// 95th percentile.
+    pub p95_ns: u64,
+    /// 99th percentile.
+    pub p99_ns: u64,
+    /// 99.9th percentile.
+    pub p999_ns: u64,
+    /// Sum of the samples (`mean * count`: each sample counted at its
+    /// histogram bucket's value, so within 1%).
+    pub sum_ns: f64,
+    /// Samples at or below each of [`BUCKET_BOUNDS_SECONDS`] (cumulative,
+    /// one entry per bound; the `+Inf` bucket is `count`). A sample within
+    /// the histogram's 1% of a bound may be counted on either side of it.
+    pub buckets: Vec<u64>,
+    /// The histogram itself; absent in a deserialized snapshot.
+    #[serde(skip)]
+    histogram: Option<Box<Histogram<u64>>>,
+}
+
+impl fmt::Debug for Latency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Latency")
+            .field("count", &self.count)
+            .field("min_ns", &self.min_ns)
+            .field("max_ns", &self.max_ns)
+            .field("mean_ns", &self.mean_ns)
+            .field("p50_ns", &self.p50_ns)
+            .field("p99_ns", &self.p99_ns)
+            .field("p999_ns", &self.p999_ns)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Latency {
+    /// The summary of `h`.
+    pub(crate) fn from_histogram(h: Histogram<u64>) -> Latency {
+        if h.is_empty() {
+            return Latency {
+                buckets: vec![0; BUCKET_BOUNDS_SECONDS.len()],
+                histogram: Some(Box::new(h)),
+                ..Latency::default()
+            };
+        }
+        let bounds_ns = prometheus::bounds_ns();
+        let mut buckets = vec![0u64; bounds_ns.len()];
+        for v in h.iter_recorded() {
+            // The bucket's lowest value: a sample recorded exactly at a
+            // bound counts at or below it.
+            let value = h.lowest_equivalent(v.value_iterated_to());
+            let n = v.count_at_value();
+            // Counted in every bucket whose bound is at or above it.
+            let first = bounds_ns.partition_point(|&b| b < value);
+            for b in &mut buckets[first..] {
+                *b += n;
+            }
+        }
+        Latency {
+            count: h.len(),
+            min_ns: h.min(),
+            max_ns: h.max(),
+            mean_ns: h.mean(),
+            p50_ns: h.value_at_quantile(0.5),
+            p90_ns: h.value_at_quantile(0.9),
+            p95_ns: h.value_at_quantile(0.95),
+            p99_ns: h.value_at_quantile(0.99),
+            p999_ns: h.value_at_quantile(0.999),
+            sum_ns: h.mean() * h.len() as f64,
+            buckets,
+            histogram: Some(Box::new(h)),
+        }
+    }
+
+    /// The value at quantile `q` (0.0..=1.0), nanoseconds: from the
+    /// histogram where the snapshot has it, else the upper bound of the
+    /// bucket it falls in (the largest sample for the `+Inf` bucket).
+    pub fn quantile_ns(&self, q: f64) -> u64 {
+        if let Some(h) = &self.histogram {
+            return h.value_at_quantile(q);
+        }
+        if self.count == 0 {
+            return 0;
+        }
+        let rank = (q.clamp(0.0, 1.0) * self.count as f64).ceil().max(1.0) as u64;
+        let bounds = prometheus::bounds_ns();
+        match self.buckets.iter().position(|&c| c >= rank) {
+            Some(i) => bounds[i].min(self.max_ns.max(1)),
+            None => self.max_ns,
+        }
+    }
+
+    /// The histogram, where the snapshot has it (not in a deserialized
+    /// one).
+    pub fn histogram(&self) -> Option<&Histogram<u64>> {
+        self.histogram.as_deref()
+    }
+
+    fn merge(&mut self, other: &Latency) {
+        let mut h = self.histogram.take().map_or_else(new_histogram, |h| *h);
+        if let Some(o) = &other.histogram {
+            let _ = h.add(&**o);
+        }
+        *self = Latency::from_histogram(h);
+    }
+
+    /// The samples recorded after `earlier`.
+    fn since(&self, earlier: &Latency) -> Latency {
+        if let (Some(now), Some(then)) = (&self.histogram, &earlier.histogram) {
+            let mut h = (**now).clone();
+            // Counts only grow between two snapshots of one pool.
+            if h.subtract(&**then).is_ok() {
+                return Latency::from_histogram(h);
+            }
+        }
+        // Deserialized snapshots: counts and buckets only; quantiles from
+        // the buckets' differences.
+        let buckets: Vec<u64> = self
+            .buckets
+            .iter()
+            .zip(earlier.buckets.iter().chain(std::iter::repeat(&0)))
+            .map(|(a, b)| a.saturating_sub(*b))
+            .collect();
+        let count = self.count.saturating_sub(earlier.count);
+        let sum_ns = (self.sum_ns - earlier.sum_ns).max(0.0);
+        let mut d = Latency {
+            count,
+            min_ns: 0,
+            max_ns: if count > 0 { self.max_ns } else { 0 },
+            mean_ns: if count > 0 {
+                sum_ns / count as f64
+            } else {
+                0.0
+            },
+            sum_ns,
+            buckets,
+            ..Latency::default()
+        };
+        d.p50_ns = d.quantile_ns(0.5);
+        d.p90_ns = d.quantile_ns(0.9);
+        d.p95_ns = d.quantile_ns(0.95);
+        d.p99_ns = d.quantile_ns(0.99);
+        d.p999_ns = d.quantile_ns(0.999);
+        d.min_ns = if count > 0 { d.quantile_ns(0.0) } else { 0 };
+        d
+    }
+}
+
+/// One worker pool: its pod, its workers' states, its counters and its
+/// latencies.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PoolSnapshot {
+    /// The pool's runtime-unique id (worker threads are named
+    /// `<thread_name>-<id>.<slot>`).
+    pub id: usize,
+    /// The scope the pool was created for (other scopes whose pod has the
+    /// same CPUs share it).
+    pub scope: Scope,
+    /// The pod's index in that scope.
+    pub pod: usize,
+    /// The pod's CPUs (OS indices).
+    pub cpus: Vec<usize>,
+    /// A strict pool: its workers take no work from other pods.
+    pub strict: bool,
+    /// A high-priority pool.
+    pub highpri: bool,
+    /// The pool's maximum number of workers.
+    pub max_workers: usize,
+    /// Its workers now.
+    pub workers: WorkerStates,
+    /// Tasks alive whose home is this pool (in flight).
+    pub tasks: usize,
+    /// Event counters.
+    pub counters: Counters,
+    /// Scheduling delay: queued (spawned or woken) to the start of its
+    /// poll.
+    pub sched_delay: Latency,
+    /// Poll duration.
+    pub poll_time: Latency,
+    /// Spawn-call time: how long a spawn onto this pool took its caller.
+    pub spawn_time: Latency,
+}
+
+impl PoolSnapshot {
+    /// A snapshot with the pool's identity and workers; the caller (the
+    /// pool) fills in the rest.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: usize,
+        scope: Scope,
+        pod: usize,
+        cpus: Vec<usize>,
+        strict: bool,
+        highpri: bool,
+        max_workers: usize,
+        workers: WorkerStates,
+    ) -> PoolSnapshot {
+        PoolSnapshot {
+            id,
+            scope,
+            pod,
+            cpus,
+            strict,
+            highpri,
+            max_workers,
+            workers,
+            tasks: 0,
+            counters: Counters::default(),
+            sched_delay: Latency::default(),
+            poll_time: Latency::default(),
+            spawn_time: Latency::default(),
+        }
+    }
+
+    /// Workers' states from the pool lock's view.
+    pub(crate) fn worker_states(
+        total: usize,
+        idle: usize,
+        kicked: usize,
+        searching: usize,
+        blocked: usize,
+    ) -> WorkerStates {
+        WorkerStates {
+            total,
+            busy: total.saturating_sub(idle + kicked),
+            idle,
+            kicked,
+            searching,
+            blocked,
+        }
+    }
+
+    /// Adds one worker slot's published counters and histograms.
+    pub(crate) fn add_worker(
+        &mut self,
+        c: &WorkerCounters,
+        sched: &mut Histogram<u64>,
+        poll: &mut Histogram<u64>,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let k = &mut self.counters;
+        k.started += c.started.load(Relaxed);
+        k.completed += c.completed.load(Relaxed);
+        k.remote_steals += c.remote_steals.load(Relaxed);
+        k.sibling_steals += c.sibling_steals.load(Relaxed);
+        k.parks += c.parks.load(Relaxed);
+        k.spin_hits += c.spin_hits.load(Relaxed);
+        k.spin_backoffs += c.spin_backoffs.load(Relaxed);
+        c.sched_delay.merge_into(sched);
+        c.poll_time.merge_into(poll);
+    }
+
+    /// Sets the merged histograms.
+    pub(crate) fn set_latencies(
+        &mut self,
+        sched: Histogram<u64>,
+        poll: Histogram<u64>,
+        spawn: Histogram<u64>,
+    ) {
+        self.sched_delay = Latency::from_histogram(sched);
+        self.poll_time = Latency::from_histogram(poll);
+        self.spawn_time = Latency::from_histogram(spawn);
+    }
+
+    /// The pod's CPUs as a compact list, `0-3,8` (the kernel's
+    /// `wq_dump.py`).
+    pub fn cpu_list(&self) -> String {
+        cpu_list(&self.cpus)
+    }
+
+    fn since(&self, earlier: Option<&PoolSnapshot>) -> PoolSnapshot {
+        let Some(e) = earlier else {
+            return self.clone();
+        };
+        PoolSnapshot {
+            counters: self.counters.since(&e.counters),
+            sched_delay: self.sched_delay.since(&e.sched_delay),
+            poll_time: self.poll_time.since(&e.poll_time),
+            spawn_time: self.spawn_time.since(&e.spawn_time),
+            ..self.clone()
+        }
+    }
+}
+
+/// The pools created for one scope, summed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ScopeSnapshot {
+    /// The scope.
+    pub scope: Scope,
+    /// Pools created for it so far.
+    pub pools: usize,
+    /// Their workers.
+    pub workers: WorkerStates,
+    /// Their tasks alive.
+    pub tasks: usize,
+    /// Their counters, summed.
+    pub counters: Counters,
+    /// Their scheduling delays, merged.
+    pub sched_delay: Latency,
+    /// Their poll durations, merged.
+    pub poll_time: Latency,
+    /// Their spawn-call times, merged.
+    pub spawn_time: Latency,
+}
+
+/// A workqueue's attributes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct WorkqueueAttrs {
+    /// The scope its next items go to.
+    pub scope: Scope,
+    /// Strict pools (see [`WorkqueueBuilder::strict`](crate::WorkqueueBuilder::strict)).
+    pub strict: bool,
+    /// Items active at once, at most.
+    pub max_active: usize,
+    /// One item at a time, in order.
+    pub ordered: bool,
+    /// High-priority pools.
+    pub highpri: bool,
+    /// Items leave concurrency management while they run.
+    pub cpu_intensive: bool,
+}
+
+/// A workqueue's counters, in the kernel's vocabulary (`PWQ_STAT_*`, as
+/// `tools/workqueue/wq_monitor.py` prints them). In a [`Snapshot::delta`],
+/// the counters are the interval's and the gauges (`in_flight`, `active`,
+/// `inactive`) are the later snapshot's.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct WorkqueueStats {
+    /// The queue's name.
+    pub name: String,
+    /// Its attributes now.
+    pub attrs: WorkqueueAttrs,
+    /// Items that started (were polled once).
+    pub started: u64,
+    /// Items that finished after starting or being handed to a pool
+    /// (completed, panicked or cancelled).
+    pub completed: u64,
+    /// Time its items spent being polled (seconds, in a serialized
+    /// snapshot).
+    #[serde(with = "secs")]
+    pub cpu_time: Duration,
+    /// Items found hogging a CPU (a poll over the runtime's
+    /// [`cpu_hog_threshold`](crate::Builder::cpu_hog_threshold)).
+    pub cpu_intensive: u64,
+    /// Workers woken or started because one of its items blocked
+    /// ([`block_in_place`](crate::block_in_place), or a CPU-intensive
+    /// item).
+    pub cm_wakeups: u64,
+    /// Items queued back to their home pool after running on another pod's
+    /// worker.
+    pub repatriated: u64,
+    /// Items spawned and not finished (active and inactive).
+    pub in_flight: usize,
+    /// Items handed to a pool and not finished (at most `max_active`).
+    pub active: usize,
+    /// Items waiting on the inactive list.
+    pub inactive: usize,
+}
+
+impl WorkqueueStats {
+    fn since(&self, e: &WorkqueueStats) -> WorkqueueStats {
+        WorkqueueStats {
+            started: self.started.saturating_sub(e.started),
+            completed: self.completed.saturating_sub(e.completed),
+            cpu_time: self.cpu_time.saturating_sub(e.cpu_time),
+            cpu_intensive: self.cpu_intensive.saturating_sub(e.cpu_intensive),
+            cm_wakeups: self.cm_wakeups.saturating_sub(e.cm_wakeups),
+            repatriated: self.repatriated.saturating_sub(e.repatriated),
+            ..self.clone()
+        }
+    }
+}
+
+/// A runtime's metrics at one instant ([`Runtime::metrics`](crate::Runtime::metrics)),
+/// or over an interval ([`Snapshot::delta`]): every pool, every scope in
+/// use, every named workqueue.
+///
+/// Serializable (`serde`): durations as seconds, latencies as
+/// nanoseconds; the histograms themselves are left out (a deserialized
+/// snapshot has the summaries and the bucket counts).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// When it was taken: time since the runtime was built.
+    #[serde(with = "secs")]
+    pub uptime: Duration,
+    /// For a [`Snapshot::delta`]: the interval's length (counters and
+    /// histogram counts are the interval's); `None` for a snapshot.
+    #[serde(with = "secs::opt")]
+    pub interval: Option<Duration>,
+    /// Whether latency capture is on
+    /// ([`Builder::latency_capture`](crate::Builder::latency_capture)); off,
+    /// the latencies stay empty.
+    pub latency_capture: bool,
+    /// The runtime's worker-thread name prefix, to tell services apart.
+    pub thread_name: String,
+    /// One entry per pool created so far, in creation order.
+    pub pools: Vec<PoolSnapshot>,
+    /// The pools summed per the scope they were created for, narrowest
+    /// scope first; only scopes with pools.
+    pub scopes: Vec<ScopeSnapshot>,
+    /// One entry per named workqueue alive, in creation order.
+    pub queues: Vec<WorkqueueStats>,
+}
+
+impl Snapshot {
+    /// Assembles a snapshot from its pools and queues (the scopes are
+    /// summed here).
+    pub(crate) fn new(
+        uptime: Duration,
+        latency_capture: bool,
+        thread_name: String,
+        pools: Vec<PoolSnapshot>,
+        queues: Vec<WorkqueueStats>,
+    ) -> Snapshot {
+        let scopes = Scope::ALL
+            .iter()
+            .filter_map(|&scope| {
+                let mut of = pools.iter().filter(|p| p.scope == scope).peekable();
+                of.peek()?;
+                let mut s = ScopeSnapshot {
+                    scope,
+                    pools: 0,
+                    workers: WorkerStates::default(),
+                    tasks: 0,
+                    counters: Counters::default(),
+                    sched_delay: Latency::from_histogram(new_histogram()),
+                    poll_time: Latency::from_histogram(new_histogram()),
+                    spawn_time: Latency::from_histogram(new_histogram()),
+                };
+                for p in of {
+                    s.pools += 1;
+                    s.workers.add(&p.workers);
+                    s.tasks += p.tasks;
+                    s.counters.add(&p.counters);
+                    s.sched_delay.merge(&p.sched_delay);
+                    s.poll_time.merge(&p.poll_time);
+                    s.spawn_time.merge(&p.spawn_time);
+                }
+                Some(s)
+            })
+            .collect();
+        Snapshot {
+            uptime,
+            interval: None,
+            latency_capture,
+            thread_name,
+            pools,
+            scopes,
+            queues,
+        }
+    }
+
+    /// What happened between `earlier` and this snapshot: counters and
+    /// histograms (so their counts and quantiles) are the interval's, the
+    /// workers' states and other gauges this snapshot's, and `interval`
+    /// its length. Divide a counter by `interval` for a rate. Pools are
+    /// matched by id (a pool created meanwhile counts from zero), queues
+    /// by name. Works on deserialized snapshots too (quantiles then come
+    /// from the bucket counts: see [`Latency::quantile_ns`]).
+    ///
+    /// ```
+    /// let rt = wq::Runtime::new().unwrap();
+    /// let a = rt.metrics();
+    /// for _ in 0..10 {
+    ///     rt.block_on(rt.spawn(async {})).unwrap();
+    /// }
+    /// let d = rt.metrics().delta(&a);
+    /// let secs = d.interval.unwrap().as_secs_f64();
+    /// let started: u64 = d.scopes.iter().map(|s| s.counters.started).sum();
+    /// println!("{:.0} polls/s", started as f64 / secs);
+    /// assert!(secs > 0.0);
+    /// ```
+    pub fn delta(&self, earlier: &Snapshot) -> Snapshot {
+        let pools: Vec<PoolSnapshot> = self
+            .pools
+            .iter()
+            .map(|p| p.since(earlier.pools.iter().find(|e| e.id == p.id)))
+            .collect();
+        let queues = self
+            .queues
+            .iter()
+            .map(|q| match earlier.queues.iter().find(|e| e.name == q.name) {
+                Some(e) => q.since(e),
+                None => q.clone(),
+            })
+            .collect();
+        let mut d = Snapshot::new(
+            self.uptime,
+            self.latency_capture,
+            self.thread_name.clone(),
+            pools,
+            queues,
+        );
+        if self.pools.iter().any(|p| p.sched_delay.histogram.is_none()) {
+            // Deserialized: the scopes cannot be merged from histograms;
+            // take the scopes' own differences.
+            d.scopes = self
+                .scopes
+                .iter()
+                .map(
+                    |s| match earlier.scopes.iter().find(|e| e.scope == s.scope) {
+                        Some(e) => ScopeSnapshot {
+                            counters: s.counters.since(&e.counters),
+                            sched_delay: s.sched_delay.since(&e.sched_delay),
+                            poll_time: s.poll_time.since(&e.poll_time),
+                            spawn_time: s.spawn_time.since(&e.spawn_time),
+                            ..s.clone()
+                        },
+                        None => s.clone(),
+                    },
+                )
+                .collect();
+        }
+        d.interval = Some(self.uptime.saturating_sub(earlier.uptime));
+        d
+    }
+
+    /// The Prometheus text exposition format (version 0.0.4): see
+    /// `prometheus.rs`'s docs for the names, labels and bucket bounds.
+    pub fn to_prometheus(&self) -> String {
+        prometheus::encode(self)
+    }
+}
+
+impl fmt::Display for Snapshot {
+    /// A table like the kernel's `wq_monitor.py`: one line per pool, then
+    /// one per named workqueue.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(i) = self.interval {
+            writeln!(f, "over the last {:.1} s:", i.as_secs_f64())?;
+        }
+        writeln!(
+            f,
+            "{:>4} {:<11} {:>4} {:>7} {:>13} {:>10} {:>7} {:>9} {:>9} {:>8} {:>7} {:>9} {:>9} {:>9} {:>9}",
+            "pool",
+            "scope",
+            "pod",
+            "cpus",
+            "wrk b/i/k/max",
+            "total",
+            "infl",
+            "kicks",
+            "coalesc",
+            "unparks",
+            "cm_wake",
+            "rescued",
+            "p50 delay",
+            "p99 delay",
+            "p99 poll"
+        )?;
+        for p in &self.pools {
+            let w = &p.workers;
+            let c = &p.counters;
+            writeln!(
+                f,
+                "{:>4} {:<11} {:>4} {:>7} {:>13} {:>10} {:>7} {:>9} {:>9} {:>8} {:>7} {:>9} {:>9} {:>9} {:>9}",
+                p.id,
+                p.scope.name(),
+                p.pod,
+                p.cpu_list(),
+                format!("{}/{}/{}/{}", w.busy, w.idle, w.kicked, p.max_workers),
+                c.started,
+                p.tasks,
+                c.kicks,
+                c.coalesced_kicks,
+                c.unparks,
+                c.cm_wakeups,
+                c.rescued,
+                fmt_ns(p.sched_delay.p50_ns),
+                fmt_ns(p.sched_delay.p99_ns),
+                fmt_ns(p.poll_time.p99_ns),
+            )?;
+        }
+        if !self.queues.is_empty() {
+            writeln!(
+                f,
+                "\n{:<20} {:>10} {:>7} {:>9} {:>8} {:>8} {:>8}",
+                "workqueue", "total", "infl", "CPUtime", "CPUitsv", "CMW", "RPR"
+            )?;
+            for q in &self.queues {
+                writeln!(
+                    f,
+                    "{:<20} {:>10} {:>7} {:>9.3} {:>8} {:>8} {:>8}",
+                    q.name,
+                    q.started,
+                    q.in_flight,
+                    q.cpu_time.as_secs_f64(),
+                    q.cpu_intensive,
+                    q.cm_wakeups,
+                    q.repatriated
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A latency for people: `170ns`, `4.4us`, `1.2ms`, `3.00s`.
+pub fn fmt_ns(ns: u64) -> String {
+    match ns {
+        0..1_000 => format!("{ns}ns"),
+        1_000..1_000_000 => format!("{:.1}us", ns as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1}ms", ns as f64 / 1e6),
+        _ => format!("{:.2}s", ns as f64 / 1e9),
+    }
+}
+
+/// `0-3,8,10-11`.
+fn cpu_list(cpus: &[usize]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let mut j = i;
+        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
+            j += 1;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if j == i {
+            out.push_str(&cpus[i].to_string());
+        } else {
+            out.push_str(&format!("{}-{}", cpus[i], cpus[j]));
+        }
+        i = j + 1;
+    }
+    out
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn latency(samples: &[u64]) -> Latency {
+        let mut h = new_histogram();
+        for &s in samples {
+            h.record(s).unwrap();
+        }
+        Latency::from_histogram(h)
+    }
+
+    #[test]
+    fn a_latency_summarizes_its_histogram_and_fills_cumulative_buckets() {
+        let l = latency(&[100, 1_000, 10_000, 2_000_000_000]);
+        assert_eq!(l.count, 4);
+        assert_eq!(l.min_ns, 100);
+        assert!((l.max_ns as f64 / 2e9 - 1.0).abs() < 0.01);
+        assert_eq!(l.buckets.len(), BUCKET_BOUNDS_SECONDS.len());
+        assert!(l.buckets.windows(2).all(|w| w[0] <= w[1]), "cumulative");
+        let at = |secs: f64| {
+            l.buckets[BUCKET_BOUNDS_SECONDS
+                .iter()
+                .position(|&b| b == secs)
+                .unwrap()]
+        };
+        assert_eq!(at(1e-7), 1, "100 ns is at or below 0.1 us");
+        assert_eq!(at(1e-6), 2);
+        assert_eq!(at(1e-5), 3);
+        assert_eq!(at(1.0), 3, "2 s is above 1 s");
+        assert_eq!(*l.buckets.last().unwrap(), 4);
+    }
+
+    #[test]
+    fn a_delta_holds_the_intervals_samples_only() {
+        let a = latency(&[1_000; 10]);
+        let mut later = vec![1_000; 10];
+        later.extend([5_000_000; 5]);
+        let b = latency(&later);
+        let d = b.since(&a);
+        assert_eq!(d.count, 5);
+        assert!((d.p50_ns as f64 / 5e6 - 1.0).abs() < 0.01, "{d:?}");
+        assert!((d.min_ns as f64 / 5e6 - 1.0).abs() < 0.01, "{d:?}");
+    }
+
+    #[test]
+    fn a_delta_of_deserialized_latencies_uses_the_buckets() {
+        let strip = |l: Latency| -> Latency {
+            serde_json::from_str(&serde_json::to_string(&l).unwrap()).unwrap()
+        };
+        let a = strip(latency(&[1_000; 10]));
+        let mut later = vec![1_000; 10];
+        later.extend([3_000_000; 5]);
+        let b = strip(latency(&later));
+        assert!(b.histogram().is_none());
+        let d = b.since(&a);
+        assert_eq!(d.count, 5);
+        // 3 ms falls in the (2.5 ms, 5 ms] bucket; capped at the max seen.
+        assert!(
+            (d.p99_ns as f64 / 3e6 - 1.0).abs() < 0.01,
+            "p99 {} ns",
+            d.p99_ns
+        );
+        assert_eq!(d.quantile_ns(0.5), b.max_ns, "capped at the largest sample");
+    }
+
+    #[test]
+    fn counters_subtract_and_list_every_field() {
+        let a = Counters {
+            started: 5,
+            kicks: 2,
+            ..Counters::default()
+        };
+        let b = Counters {
+            started: 12,
+            kicks: 3,
+            ..Counters::default()
+        };
+        let d = b.since(&a);
+        assert_eq!((d.started, d.kicks), (7, 1));
+        let fields = d.fields();
+        assert_eq!(fields.len(), 19);
+        assert!(fields.iter().all(|(_, _, help, _)| !help.is_empty()));
+        let mut names: Vec<_> = fields.iter().map(|f| f.1).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), 19, "distinct metric names");
+    }
+
+    #[test]
+    fn cpu_lists_are_compact() {
+        assert_eq!(cpu_list(&[0, 1, 2, 3, 8, 10, 11]), "0-3,8,10-11");
+        assert_eq!(cpu_list(&[5]), "5");
+        assert_eq!(cpu_list(&[]), "");
+    }
+}

@@ -1,0 +1,474 @@
+//! `wq::dashboard` (feature `dashboard`): every route, read-only, bad and
+//! slow clients, the connection limit, shutdown, and the page itself in
+//! headless Chromium (installed by `scripts/setup`; skipped with a printed
+//! reason where it is not installed, except in CI). Each test runs under a
+//! watchdog.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use wq::metrics::Snapshot;
+use wq::{Runtime, Scope, Topology};
+
+fn within(secs: u64, f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = mpsc::channel();
+    let t = std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(()) => t.join().unwrap(),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(p) = t.join() {
+                std::panic::resume_unwind(p);
+            }
+        }
+        Err(_) => panic!("stalled for {secs} s"),
+    }
+}
+
+struct Reply {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    }
+}
+
+/// One request on its own connection (`Connection: close`), read to EOF.
+fn request(addr: SocketAddr, raw: &str) -> Reply {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).unwrap();
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(&out)));
+    let head = String::from_utf8_lossy(&out[..split]).into_owned();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    Reply {
+        status,
+        head,
+        body: out[split + 4..].to_vec(),
+    }
+}
+
+fn get(addr: SocketAddr, path: &str) -> Reply {
+    request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+fn runtime() -> Runtime {
+    Runtime::builder()
+        .topology(Topology::synthetic("pack:2 core:2 pu:1").unwrap())
+        .default_scope(Scope::System)
+        .thread_name("dash")
+        .latency_capture(true)
+        .build()
+        .unwrap()
+}
+
+/// Until the connection is closed by the server (EOF or reset), at most
+/// `limit`.
+fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+#[test]
+fn every_route_answers_read_only() {
+    within(120, || {
+        let rt = runtime();
+        rt.block_on(async {
+            wq::spawn(async {}).await.unwrap();
+        });
+        let d = wq::dashboard::serve_on(rt.handle(), "127.0.0.1:0").unwrap();
+        let addr = d.local_addr();
+        assert!(addr.ip().is_loopback());
+
+        let page = get(addr, "/");
+        assert_eq!(page.status, 200);
+        assert!(
+            page.header("content-type")
+                .unwrap()
+                .starts_with("text/html")
+        );
+        assert!(page.text().contains("<script src=\"/app.js\">"));
+        for (path, kind) in [("/app.js", "text/javascript"), ("/app.css", "text/css")] {
+            let r = get(addr, path);
+            assert_eq!(r.status, 200, "{path}");
+            assert!(
+                r.header("content-type").unwrap().starts_with(kind),
+                "{path}"
+            );
+            assert!(r.body.len() > 500, "{path}");
+        }
+        // No asset from elsewhere: every src/href is local.
+        for asset in [page.text(), get(addr, "/app.js").text()] {
+            assert!(!asset.contains("http://") && !asset.contains("https://"));
+        }
+
+        let metrics = get(addr, "/metrics");
+        assert_eq!(metrics.status, 200);
+        assert!(
+            metrics
+                .header("content-type")
+                .unwrap()
+                .contains("version=0.0.4")
+        );
+        let snap: Snapshot = serde_json::from_slice(&get(addr, "/api/snapshot").body).unwrap();
+        assert_eq!(snap.thread_name, "dash");
+        assert!(!snap.pools.is_empty());
+        for p in &snap.pools {
+            assert!(
+                metrics
+                    .text()
+                    .contains(&format!("wq_sched_delay_seconds_count{{pool=\"{}\"", p.id)),
+                "pool {} in /metrics",
+                p.id
+            );
+        }
+        let history: serde_json::Value =
+            serde_json::from_slice(&get(addr, "/api/history?since=0").body).unwrap();
+        assert!(history["pools"].is_array() && history["points"].is_array());
+        assert_eq!(history["cpus"].as_array().unwrap().len(), 4);
+
+        // Read-only, and the rest.
+        let post = request(
+            addr,
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(post.status, 405);
+        assert_eq!(post.header("allow").as_deref(), Some("GET, HEAD"));
+        let del = request(
+            addr,
+            "DELETE /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(del.status, 405);
+        let head = request(
+            addr,
+            "HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!((head.status, head.body.len()), (200, 0));
+        let with_body = request(
+            addr,
+            "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+        );
+        assert_eq!(with_body.status, 413);
+        assert_eq!(get(addr, "/nope").status, 404);
+    });
+}
+
+#[test]
+fn bad_slow_and_too_many_clients_do_not_stall_it() {
+    within(120, || {
+        let rt = runtime();
+        let d = wq::dashboard::serve_on(rt.handle(), "127.0.0.1:0").unwrap();
+        let addr = d.local_addr();
+
+        // Garbage: 400 or a close; the server goes on.
+        let mut g = TcpStream::connect(addr).unwrap();
+        g.write_all(b"\x16\x03\x01 not http at all\r\n\r\n")
+            .unwrap();
+        let mut out = Vec::new();
+        g.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = g.read_to_end(&mut out);
+        assert!(
+            out.is_empty() || out.starts_with(b"HTTP/1.1 400"),
+            "{out:?}"
+        );
+        assert_eq!(get(addr, "/").status, 200);
+
+        // A head over the limit is refused (431) or closed.
+        let mut big = TcpStream::connect(addr).unwrap();
+        let filler = "x".repeat(wq::dashboard::MAX_HEAD_BYTES * 2);
+        let _ = big.write_all(format!("GET / HTTP/1.1\r\nX-Filler: {filler}\r\n\r\n").as_bytes());
+        let mut out = Vec::new();
+        big.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = big.read_to_end(&mut out);
+        assert!(
+            out.is_empty() || out.starts_with(b"HTTP/1.1 431"),
+            "{:?}",
+            String::from_utf8_lossy(&out[..out.len().min(80)])
+        );
+
+        // A client too slow with its head is cut off after the timeout,
+        // and served nobody's time meanwhile.
+        let mut slow = TcpStream::connect(addr).unwrap();
+        slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+        let t0 = Instant::now();
+        assert_eq!(
+            get(addr, "/metrics").status,
+            200,
+            "served while one dawdles"
+        );
+        assert!(closed_within(
+            &mut slow,
+            wq::dashboard::HEADER_READ_TIMEOUT + Duration::from_secs(5)
+        ));
+        assert!(t0.elapsed() >= wq::dashboard::HEADER_READ_TIMEOUT - Duration::from_millis(100));
+
+        // The connection limit: idle connections up to it are held, the
+        // next is closed at once, and the server still answers once they
+        // go. (Counted once the earlier connections' tasks have ended, and
+        // once the held ones are accepted.)
+        let until = |what: &str, f: &dyn Fn() -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !f() {
+                assert!(Instant::now() < deadline, "never: {what}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        until("no connection open", &|| d.connections() == 0);
+        let held: Vec<TcpStream> = (0..wq::dashboard::MAX_CONNECTIONS)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        until("the held connections accepted", &|| {
+            d.connections() == wq::dashboard::MAX_CONNECTIONS
+        });
+        let mut over = TcpStream::connect(addr).unwrap();
+        assert!(
+            closed_within(&mut over, Duration::from_secs(3)),
+            "over the limit: closed at once"
+        );
+        assert!(d.refused_connections() >= 1);
+        drop(held);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out);
+            if out.starts_with(b"HTTP/1.1 200") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never served again after the limit"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+
+        // Shutdown frees the port.
+        d.shutdown();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).is_ok() {
+            assert!(Instant::now() < deadline, "still listening after shutdown");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+}
+
+#[test]
+fn serve_outside_a_runtime_says_how_to_call_it() {
+    let err = wq::dashboard::serve("127.0.0.1:0").unwrap_err();
+    assert!(err.to_string().contains("outside a wq runtime"), "{err}");
+    let rt = runtime();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let err = wq::dashboard::serve_on(rt.handle(), taken.local_addr().unwrap()).unwrap_err();
+    assert!(err.to_string().contains("could not listen on"), "{err}");
+}
+
+/// Chromium as Debian packages it, or `WQ_CHROMIUM`.
+fn chromium() -> Option<String> {
+    if let Some(c) = std::env::var_os("WQ_CHROMIUM") {
+        return Some(c.to_string_lossy().into_owned());
+    }
+    ["chromium", "chromium-browser", "chromium-headless-shell"]
+        .into_iter()
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(str::to_owned)
+}
+
+fn headless(browser: &str, profile: &std::path::Path, extra: &[&str], url: &str) -> String {
+    let out = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--hide-scrollbars",
+            "--window-size=1400,1500",
+            "--virtual-time-budget=6000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{browser}: {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `name="value"` of the first element of `dom` whose opening tag holds
+/// `marker`.
+fn attr(dom: &str, marker: &str, name: &str) -> Option<String> {
+    let at = dom.find(marker)?;
+    let tag_start = dom[..=at].rfind('<')?;
+    let tag = &dom[tag_start..tag_start + dom[tag_start..].find('>')?];
+    let key = format!("{name}=\"");
+    let v = &tag[tag.find(&key)? + key.len()..];
+    Some(v[..v.find('"')?].to_owned())
+}
+
+#[test]
+fn the_page_draws_its_charts_in_headless_chromium() {
+    let Some(browser) = chromium() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "chromium not found in CI: scripts/setup installs it"
+        );
+        eprintln!(
+            "skipped: no chromium (Debian's `chromium`, which scripts/setup installs; or set WQ_CHROMIUM)"
+        );
+        return;
+    };
+    within(180, move || {
+        let rt = runtime();
+        let d = wq::dashboard::serve_on(rt.handle(), "127.0.0.1:0").unwrap();
+        let addr = d.local_addr();
+        // Load: tasks on two scopes' pools, some queued behind short
+        // blocking ones, until the test ends.
+        let stop = Arc::new(AtomicBool::new(false));
+        let load = {
+            let (h, stop) = (rt.handle().clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let mut hs = Vec::new();
+                    for i in 0..200u32 {
+                        let scope = if i % 2 == 0 {
+                            Scope::System
+                        } else {
+                            Scope::Cpu
+                        };
+                        hs.push(h.spawn_on_cpu(i as usize % 4, scope, async move {
+                            if i % 50 == 0 {
+                                std::thread::sleep(Duration::from_micros(300));
+                            }
+                            wq::task::yield_now().await;
+                        }));
+                    }
+                    for j in hs {
+                        let _ = h.block_on(j);
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        };
+        // Three seconds of history first.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let h: serde_json::Value =
+                serde_json::from_slice(&get(addr, "/api/history").body).unwrap();
+            if h["points"].as_array().unwrap().len() >= 3 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no history after 30 s");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let url = format!("http://{addr}/");
+        let profile = std::env::temp_dir().join(format!("wq-chromium-{}", std::process::id()));
+        let dom = headless(&browser, &profile, &["--dump-dom"], &url);
+        assert_eq!(
+            attr(&dom, "<body", "data-ready").as_deref(),
+            Some("1"),
+            "the page never rendered a point:\n{dom}"
+        );
+        let points: usize = attr(&dom, "<body", "data-points").unwrap().parse().unwrap();
+        assert!(points >= 3, "{points} points");
+        let snap: Snapshot = serde_json::from_slice(&get(addr, "/api/snapshot").body).unwrap();
+        assert!(snap.pools.len() >= 2, "two scopes' pools under load");
+        for p in &snap.pools {
+            assert!(
+                dom.contains(&format!("id=\"pool-{}\"", p.id)),
+                "a chart for pool {}",
+                p.id
+            );
+        }
+        // Every canvas drew something: delays, rates, pods.
+        let mut canvases = 0;
+        for (i, _) in dom.match_indices("<canvas") {
+            let inked: usize = attr(&dom[i..], "<canvas", "data-inked")
+                .unwrap_or_else(|| panic!("a canvas never drawn: {}", &dom[i..i + 120]))
+                .parse()
+                .unwrap();
+            assert!(
+                inked > 100,
+                "a blank canvas ({inked} inked): {}",
+                &dom[i..i + 120]
+            );
+            canvases += 1;
+        }
+        assert!(canvases >= snap.pools.len() + 2, "{canvases} canvases");
+        // The delay charts have lines: each has all its points.
+        let delay_points: usize = attr(&dom, "class=\"chart delay\"", "data-points")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(delay_points >= 9, "{delay_points}");
+
+        let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+        let _ = std::fs::remove_file(&shot);
+        headless(
+            &browser,
+            &profile,
+            &[&format!("--screenshot={}", shot.display())],
+            &url,
+        );
+        let png = std::fs::read(&shot).unwrap();
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 20_000,
+            "{} bytes",
+            png.len()
+        );
+        eprintln!("screenshot: {}", shot.display());
+        let _ = std::fs::remove_dir_all(&profile);
+        stop.store(true, Ordering::Relaxed);
+        load.join().unwrap();
+    });
+}

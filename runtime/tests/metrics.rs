@@ -1,0 +1,541 @@
+//! Metrics through the public API: the latency histograms count what ran,
+//! a delay made on purpose shows at p99, deltas are the interval's, and the
+//! Prometheus text parses (with a parser here, and with Prometheus'
+//! `promtool` where `scripts/setup` installed it). Each test runs under a
+//! watchdog: a wait that never ends is a failure, not a hung test.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use wq::metrics::{BUCKET_BOUNDS_SECONDS, Snapshot};
+use wq::{Runtime, Scope, Topology, Workqueue};
+
+fn within(secs: u64, f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = mpsc::channel();
+    let t = std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(()) => t.join().unwrap(),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            if let Err(p) = t.join() {
+                std::panic::resume_unwind(p);
+            }
+        }
+        Err(_) => panic!("stalled for {secs} s"),
+    }
+}
+
+/// Waits (at most 20 s) until `f` holds for a snapshot; returns it.
+fn eventually(rt: &Runtime, what: &str, f: impl Fn(&Snapshot) -> bool) -> Snapshot {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = rt.metrics();
+        if f(&m) {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "never: {what}\n{m}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn one_pool(workers: usize) -> Runtime {
+    Runtime::builder()
+        .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
+        .default_scope(Scope::System)
+        .max_workers_per_pool(workers)
+        // The test blocks a worker on purpose: no hog watchdog.
+        .cpu_hog_threshold(Duration::ZERO)
+        .latency_capture(true)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn histogram_counts_equal_the_polls_and_spawns_made() {
+    within(60, || {
+        let rt = one_pool(2);
+        const TASKS: u64 = 300;
+        const YIELDS: u64 = 3;
+        let handle = rt.handle().clone();
+        // Spawned from a thread that then exits (its spawn-call sample is
+        // flushed at exit); the inner spawns run on workers, which flush
+        // theirs when they publish.
+        std::thread::spawn(move || {
+            let outer = handle.spawn(async {
+                let inner: Vec<_> = (0..TASKS)
+                    .map(|_| {
+                        wq::spawn(async {
+                            for _ in 0..YIELDS {
+                                wq::task::yield_now().await;
+                            }
+                        })
+                    })
+                    .collect();
+                for h in inner {
+                    h.await.unwrap();
+                }
+            });
+            handle.block_on(outer).unwrap();
+        })
+        .join()
+        .unwrap();
+        // The outer task: 1 poll, plus one per inner task it waits for at
+        // most; the inner ones (YIELDS + 1) each.
+        let min_polls = TASKS * (YIELDS + 1) + 1;
+        let m = eventually(&rt, "every poll and spawn published", |m| {
+            let p = &m.pools[0];
+            p.counters.started >= min_polls
+                && p.sched_delay.count == p.counters.started
+                && p.poll_time.count == p.counters.started
+                && p.spawn_time.count == TASKS + 1
+                && p.workers.idle == p.workers.total
+        });
+        let p = &m.pools[0];
+        assert_eq!(m.pools.len(), 1, "{m}");
+        assert_eq!(p.counters.completed, p.counters.started);
+        assert!(
+            p.counters.started <= min_polls + TASKS,
+            "at most one extra poll of the outer task per inner task: {m}"
+        );
+        // Latencies are sane: positive, ordered quantiles.
+        for l in [&p.sched_delay, &p.poll_time, &p.spawn_time] {
+            assert!(l.min_ns >= 1 && l.min_ns <= l.p50_ns, "{l:?}");
+            assert!(l.p50_ns <= l.p90_ns && l.p90_ns <= l.p95_ns, "{l:?}");
+            assert!(l.p95_ns <= l.p99_ns && l.p99_ns <= l.p999_ns, "{l:?}");
+            assert!(l.p999_ns <= l.max_ns, "{l:?}");
+            assert_eq!(*l.buckets.last().unwrap(), l.count, "all under 10 s");
+        }
+        // The scope aggregate is the pool (one pool).
+        assert_eq!(m.scopes.len(), 1);
+        assert_eq!(m.scopes[0].counters, p.counters);
+        assert_eq!(m.scopes[0].sched_delay.count, p.sched_delay.count);
+    });
+}
+
+#[test]
+fn a_task_queued_behind_a_blocking_one_shows_the_wait_at_p99() {
+    within(60, || {
+        let rt = one_pool(1);
+        const BLOCK: Duration = Duration::from_millis(200);
+        const BEHIND: usize = 20;
+        let (started_tx, started_rx) = mpsc::channel();
+        let blocker = rt.spawn(async move {
+            started_tx.send(Instant::now()).unwrap();
+            // Blocks the pool's only worker (no block_in_place on purpose).
+            std::thread::sleep(BLOCK);
+        });
+        let began = started_rx.recv().unwrap();
+        // Queued while the only worker is blocked: each waits for the rest
+        // of BLOCK.
+        let behind: Vec<_> = (0..BEHIND).map(|_| rt.spawn(async {})).collect();
+        let queued = Instant::now();
+        rt.block_on(blocker).unwrap();
+        for h in behind {
+            rt.block_on(h).unwrap();
+        }
+        let least_wait = BLOCK.saturating_sub(queued - began);
+        let m = eventually(&rt, "the delays published", |m| {
+            m.pools[0].sched_delay.count >= (BEHIND + 1) as u64
+        });
+        let p = &m.pools[0];
+        let p99 = Duration::from_nanos(p.sched_delay.p99_ns);
+        // 1% histogram precision, and the worker's clock read before the
+        // poll may be a little early.
+        assert!(
+            p99.as_secs_f64() >= least_wait.as_secs_f64() * 0.98,
+            "p99 {p99:?} < the wait {least_wait:?}\n{m}"
+        );
+        assert!(p99 < BLOCK + Duration::from_secs(2), "p99 {p99:?}\n{m}");
+        // The blocker's own poll is the longest poll.
+        let poll_max = Duration::from_nanos(p.poll_time.max_ns);
+        assert!(
+            poll_max.as_secs_f64() >= BLOCK.as_secs_f64() * 0.99,
+            "poll max {poll_max:?}"
+        );
+    });
+}
+
+#[test]
+fn a_delta_is_the_interval() {
+    within(60, || {
+        let rt = one_pool(2);
+        rt.block_on(async {
+            for _ in 0..50 {
+                wq::spawn(async {}).await.unwrap();
+            }
+        });
+        let a = eventually(&rt, "50 polls", |m| m.pools[0].sched_delay.count >= 50);
+        std::thread::sleep(Duration::from_millis(20));
+        rt.block_on(async {
+            for _ in 0..30 {
+                wq::spawn(async {}).await.unwrap();
+            }
+        });
+        let b = eventually(&rt, "80 polls", |m| {
+            m.pools[0].sched_delay.count >= a.pools[0].sched_delay.count + 30
+        });
+        let d = b.delta(&a);
+        let interval = d.interval.expect("a delta has an interval");
+        assert!(interval >= Duration::from_millis(20), "{interval:?}");
+        assert_eq!(d.uptime, b.uptime);
+        let (pa, pb, pd) = (&a.pools[0], &b.pools[0], &d.pools[0]);
+        assert_eq!(
+            pd.counters.started,
+            pb.counters.started - pa.counters.started
+        );
+        assert_eq!(
+            pd.sched_delay.count,
+            pb.sched_delay.count - pa.sched_delay.count
+        );
+        assert!(pd.sched_delay.count >= 30);
+        assert_eq!(pd.workers, pb.workers, "gauges are the later snapshot's");
+        // Through JSON (no histograms): the same counts.
+        let ja: Snapshot = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        let jb: Snapshot = serde_json::from_str(&serde_json::to_string(&b).unwrap()).unwrap();
+        let jd = jb.delta(&ja);
+        assert_eq!(jd.pools[0].counters, pd.counters);
+        assert_eq!(jd.pools[0].sched_delay.count, pd.sched_delay.count);
+        assert_eq!(jd.scopes[0].counters, d.scopes[0].counters);
+    });
+}
+
+#[test]
+fn latency_capture_off_records_no_latency_but_counts() {
+    within(60, || {
+        // Off is the default.
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
+            .default_scope(Scope::System)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for _ in 0..100 {
+                wq::spawn(async {}).await.unwrap();
+            }
+        });
+        let m = eventually(&rt, "100 polls counted", |m| {
+            m.pools[0].counters.started >= 100
+        });
+        assert!(!m.latency_capture);
+        let p = &m.pools[0];
+        assert_eq!(
+            (p.sched_delay.count, p.poll_time.count, p.spawn_time.count),
+            (0, 0, 0)
+        );
+    });
+}
+
+/// One sample line of the text format: name, labels, value.
+type Sample = (String, BTreeMap<String, String>, f64);
+
+/// A strict reader of the Prometheus text format 0.0.4, enough to check
+/// ours: every sample belongs to a family declared once with HELP and
+/// TYPE, before its samples, with its samples together.
+fn parse(text: &str) -> (BTreeMap<String, String>, Vec<Sample>) {
+    let mut types = BTreeMap::new();
+    let mut helps = BTreeSet::new();
+    let mut samples = Vec::new();
+    let mut current = String::new();
+    let mut closed = BTreeSet::new();
+    for (n, line) in text.lines().enumerate() {
+        let n = n + 1;
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let name = rest.split(' ').next().unwrap().to_owned();
+            assert!(
+                helps.insert(name.clone()),
+                "line {n}: second HELP for {name}"
+            );
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut it = rest.split(' ');
+            let (name, kind) = (it.next().unwrap(), it.next().unwrap());
+            assert!(
+                ["counter", "gauge", "histogram"].contains(&kind),
+                "line {n}: {kind}"
+            );
+            assert!(
+                helps.contains(name),
+                "line {n}: TYPE before HELP for {name}"
+            );
+            assert!(
+                types.insert(name.to_owned(), kind.to_owned()).is_none(),
+                "line {n}: second TYPE for {name}"
+            );
+            if !current.is_empty() {
+                closed.insert(std::mem::take(&mut current));
+            }
+            current = name.to_owned();
+            continue;
+        }
+        assert!(
+            !line.starts_with('#') && !line.is_empty(),
+            "line {n}: {line:?}"
+        );
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("line {n}: value {v:?}")),
+        };
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => {
+                let body = rest.strip_suffix('}').expect("closing brace");
+                let mut labels = BTreeMap::new();
+                let mut chars = body.chars().peekable();
+                while chars.peek().is_some() {
+                    let key: String = chars.by_ref().take_while(|&c| c != '=').collect();
+                    assert_eq!(chars.next(), Some('"'), "line {n}: label {key}");
+                    let mut val = String::new();
+                    loop {
+                        match chars.next().expect("closing quote") {
+                            '\\' => match chars.next().unwrap() {
+                                'n' => val.push('\n'),
+                                c => val.push(c),
+                            },
+                            '"' => break,
+                            c => val.push(c),
+                        }
+                    }
+                    labels.insert(key, val);
+                    if chars.peek() == Some(&',') {
+                        chars.next();
+                    }
+                }
+                (name.to_owned(), labels)
+            }
+            None => (series.to_owned(), BTreeMap::new()),
+        };
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| types.get(*f).is_some_and(|k| k == "histogram"))
+            })
+            .unwrap_or(&name)
+            .to_owned();
+        assert_eq!(family, current, "line {n}: {name} outside its family");
+        assert!(!closed.contains(&family), "line {n}: {family} split");
+        assert!(name.starts_with("wq_"), "line {n}: {name}");
+        samples.push((name, labels, value));
+    }
+    (types, samples)
+}
+
+fn several_pools() -> (Runtime, Workqueue) {
+    let rt = Runtime::builder()
+        .topology(Topology::synthetic("pack:2 l3:2 core:2 pu:1").unwrap())
+        .latency_capture(true)
+        .build()
+        .unwrap();
+    let h = rt.handle().clone();
+    for cpu in [0, 2, 5, 7] {
+        for scope in [Scope::Cpu, Scope::Cache, Scope::System] {
+            rt.block_on(h.spawn_on_cpu(cpu, scope, async {})).unwrap();
+        }
+    }
+    let q = Workqueue::builder("io \"fast\"\\lane")
+        .max_active(2)
+        .build(rt.handle())
+        .unwrap();
+    rt.block_on(q.spawn(async {})).unwrap();
+    (rt, q)
+}
+
+#[test]
+fn prometheus_text_parses_and_carries_every_pool() {
+    within(60, || {
+        let (rt, _q) = several_pools();
+        let m = rt.metrics();
+        assert!(m.pools.len() >= 7, "{m}");
+        let text = m.to_prometheus();
+        let (types, samples) = parse(&text);
+        for (name, kind) in &types {
+            match kind.as_str() {
+                "counter" => assert!(name.ends_with("_total"), "{name}"),
+                "histogram" => assert!(name.ends_with("_seconds"), "{name}"),
+                _ => assert!(!name.ends_with("_total"), "{name}"),
+            }
+        }
+        let pools_in = |family: &str| -> BTreeSet<String> {
+            samples
+                .iter()
+                .filter(|(n, _, _)| n == family)
+                .map(|(_, l, _)| l["pool"].clone())
+                .collect()
+        };
+        let ids: BTreeSet<String> = m.pools.iter().map(|p| p.id.to_string()).collect();
+        for family in [
+            "wq_pool_info",
+            "wq_workers",
+            "wq_tasks_started_total",
+            "wq_kicks_total",
+            "wq_coalesced_kicks_total",
+            "wq_cm_wakeups_total",
+            "wq_sched_delay_seconds_count",
+            "wq_poll_duration_seconds_count",
+            "wq_spawn_call_seconds_count",
+        ] {
+            assert_eq!(pools_in(family), ids, "{family}");
+        }
+        // Every pool's histogram: cumulative buckets, +Inf equal to the
+        // count and to the snapshot's.
+        for p in &m.pools {
+            let id = p.id.to_string();
+            let buckets: Vec<(f64, f64)> = samples
+                .iter()
+                .filter(|(n, l, _)| n == "wq_sched_delay_seconds_bucket" && l["pool"] == id)
+                .map(|(_, l, v)| {
+                    let le = match l["le"].as_str() {
+                        "+Inf" => f64::INFINITY,
+                        s => s.parse().unwrap(),
+                    };
+                    (le, *v)
+                })
+                .collect();
+            assert_eq!(buckets.len(), BUCKET_BOUNDS_SECONDS.len() + 1);
+            assert!(
+                buckets
+                    .windows(2)
+                    .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1)
+            );
+            assert_eq!(buckets.last().unwrap().1, p.sched_delay.count as f64);
+            let labels = &samples
+                .iter()
+                .find(|(n, l, _)| n == "wq_pool_info" && l["pool"] == id)
+                .unwrap()
+                .1;
+            assert_eq!(labels["scope"], p.scope.name());
+            assert_eq!(labels["pod"], p.pod.to_string());
+            assert_eq!(labels["cpus"], p.cpu_list());
+        }
+        // The queue, its name escaped and read back.
+        let q = samples
+            .iter()
+            .find(|(n, _, _)| n == "wq_workqueue_started_total")
+            .unwrap();
+        assert_eq!(q.1["queue"], "io \"fast\"\\lane");
+        assert_eq!(q.2, 1.0);
+
+        promtool_check(&text);
+    });
+}
+
+/// `promtool check metrics` (Prometheus' own linter and parser). Required
+/// in CI (`CI` set), where `scripts/setup` installs it; elsewhere skipped
+/// with a note when it is not installed.
+fn promtool_check(text: &str) {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("skipped `promtool check metrics`: {e}; scripts/setup installs promtool");
+            return;
+        }
+        Err(e) => panic!("promtool not found ({e}): scripts/setup installs it"),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {:?}\n{said}\n--- input ---\n{text}",
+        out.status
+    );
+}
+
+#[test]
+fn the_table_has_a_line_per_pool_and_queue() {
+    within(60, || {
+        let (rt, q) = several_pools();
+        let m = rt.metrics();
+        let table = m.to_string();
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].contains("p99 delay"), "{table}");
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l
+                    .split_whitespace()
+                    .next()
+                    .is_some_and(|w| w.parse::<usize>().is_ok()))
+                .count(),
+            m.pools.len(),
+            "{table}"
+        );
+        assert!(lines.iter().any(|l| l.starts_with(q.name())), "{table}");
+    });
+}
+
+#[test]
+fn the_grafana_dashboard_queries_only_series_and_labels_we_export() {
+    within(60, || {
+        let (rt, _q) = several_pools();
+        let text = rt.metrics().to_prometheus();
+        let (_, samples) = parse(&text);
+        let names: BTreeSet<&str> = samples.iter().map(|(n, _, _)| n.as_str()).collect();
+        let labels: BTreeSet<&str> = samples
+            .iter()
+            .flat_map(|(_, l, _)| l.keys().map(String::as_str))
+            .chain(["le"])
+            .collect();
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/grafana/wq-dashboard.json"
+        );
+        let dash: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let mut queries = Vec::new();
+        for p in dash["panels"].as_array().unwrap() {
+            for t in p["targets"].as_array().unwrap() {
+                queries.push(t["expr"].as_str().unwrap().to_owned());
+            }
+        }
+        for v in dash["templating"]["list"].as_array().unwrap() {
+            if let Some(q) = v["query"]["query"].as_str() {
+                queries.push(q.to_owned());
+            }
+        }
+        assert!(queries.len() >= 8, "{queries:?}");
+        for q in &queries {
+            let mut rest = q.as_str();
+            while let Some(i) = rest.find("wq_") {
+                let name: String = rest[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    names.contains(name.as_str()),
+                    "{name} in {q:?} is not exported"
+                );
+                rest = &rest[i + name.len()..];
+            }
+            for (i, _) in q.match_indices("by (") {
+                let inside = &q[i + 4..i + 4 + q[i + 4..].find(')').unwrap()];
+                for l in inside.split(',').map(str::trim) {
+                    assert!(labels.contains(l), "label {l} in {q:?} is not exported");
+                }
+            }
+        }
+    });
+}
