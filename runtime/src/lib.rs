@@ -10,9 +10,10 @@
 //! its newest patches (June 2026): a **kicked list** so culling idle
 //! workers can never strand work, and **deferred unpark** so a wakeup never
 //! happens under the pool lock; workers that are already **searching**
-//! absorb new work without any lock. The pools' counters, and with
-//! [`Builder::latency_capture`] every task's scheduling delay and poll
-//! duration and every spawn call's time (per-worker HdrHistograms), are
+//! absorb new work without any lock. The pools' counters, every task's
+//! scheduling delay (per-worker HdrHistograms), and with
+//! [`Builder::latency_capture`] every poll's duration and every spawn
+//! call's time, are
 //! read on demand as a [`metrics::Snapshot`] ([`Runtime::metrics`]), with
 //! a Prometheus text form.
 //!

@@ -411,9 +411,10 @@ pub struct PoolSnapshot {
     /// Scheduling delay: queued (spawned or woken) to the start of its
     /// poll.
     pub sched_delay: Latency,
-    /// Poll duration.
+    /// Poll duration (empty unless latency capture is on).
     pub poll_time: Latency,
-    /// Spawn-call time: how long a spawn onto this pool took its caller.
+    /// Spawn-call time: how long a spawn onto this pool took its caller
+    /// (empty unless latency capture is on).
     pub spawn_time: Latency,
 }
 
@@ -629,7 +630,8 @@ pub struct Snapshot {
     pub interval: Option<Duration>,
     /// Whether latency capture is on
     /// ([`Builder::latency_capture`](crate::Builder::latency_capture)); off,
-    /// the latencies stay empty.
+    /// poll durations and spawn-call times stay empty (scheduling delays
+    /// are recorded either way).
     pub latency_capture: bool,
     /// The runtime's worker-thread name prefix, to tell services apart.
     pub thread_name: String,

@@ -526,10 +526,10 @@ impl Core {
         // For the hog watchdog (a plain store on a line it only reads).
         let watch = &local.pool.slots[local.slot].watch;
         watch.poll_started.store(start.max(1), Ordering::Relaxed);
-        let capture = local.pool.capture.enabled;
-        if capture {
-            self.samples[self.nr_samples] = clock::delay_ns(runnable.metadata().queued_at(), start);
-        }
+        // The scheduling delay is always recorded (one subtraction and a
+        // store into the worker's own array); poll durations only with
+        // latency capture on.
+        self.samples[self.nr_samples] = clock::delay_ns(runnable.metadata().queued_at(), start);
         self.started += 1;
         // Polls are wrapped in catch_unwind (see `task`); what can still
         // unwind is a future's Drop when a cancelled task is dropped here.
@@ -538,16 +538,14 @@ impl Core {
         let end = clock::now();
         local.now.set(end);
         self.completed += 1;
-        if capture {
+        if local.pool.capture.enabled {
             // The poll's duration from the clock read the worker makes
             // anyway: from the end of the previous poll (or the return from
             // idle) to this one's end, so it includes `find_work`.
             self.poll_samples[self.nr_samples] = clock::delay_ns(start, end);
-            self.nr_samples += 1;
-            if self.nr_samples == SAMPLES {
-                self.publish(&local.pool, local.slot);
-            }
-        } else if self.started >= SAMPLES as u64 {
+        }
+        self.nr_samples += 1;
+        if self.nr_samples == SAMPLES {
             self.publish(&local.pool, local.slot);
         }
     }
@@ -566,8 +564,10 @@ impl Core {
         add(&c.spin_backoffs, std::mem::take(&mut self.spin_backoffs));
         if self.nr_samples > 0 {
             c.sched_delay.record_all(&self.samples[..self.nr_samples]);
-            c.poll_time
-                .record_all(&self.poll_samples[..self.nr_samples]);
+            if pool.capture.enabled {
+                c.poll_time
+                    .record_all(&self.poll_samples[..self.nr_samples]);
+            }
             self.nr_samples = 0;
         }
         if pool.capture.enabled {

@@ -179,16 +179,19 @@ impl Builder {
         self
     }
 
-    /// Whether to record every task's scheduling delay and poll duration,
-    /// and every spawn call's time, into the pools' histograms
+    /// Whether to record every task's poll duration and every spawn
+    /// call's time into the pools' histograms
     /// ([`Runtime::metrics`]: [`Latency`](crate::metrics::Latency); the
-    /// dashboard's latency charts). Default **off**: on a shape that is
-    /// nothing but polls (200 tasks yielding 1,000 times each) it costs
-    /// about 30% of the time, over the 5% a default may cost
-    /// (`docs/benchmarks.md`, section 9); on a service whose tasks do
-    /// real work per poll it is lost in the noise. Off, workers record no
-    /// sample and spawns read no clock; the counters and worker states are
-    /// kept either way.
+    /// dashboard's poll and spawn charts). Default **off**: on a shape
+    /// that is nothing but polls (200 tasks yielding 1,000 times each) it
+    /// costs more than the 5% a default may cost (`docs/benchmarks.md`);
+    /// on a service whose tasks do real work per poll it is lost in the
+    /// noise. Off, spawns read no clock and workers keep no poll sample.
+    ///
+    /// Every task's **scheduling delay** (queued to polled) is recorded
+    /// either way, as are the counters and worker states: the worker reads
+    /// the clock at each poll's start anyway, and buffers the delay in its
+    /// own array.
     ///
     /// ```
     /// let rt = wq::Runtime::builder().latency_capture(true).build().unwrap();
@@ -197,7 +200,7 @@ impl Builder {
     /// assert!(m.latency_capture);
     /// let off = wq::Runtime::new().unwrap();
     /// off.block_on(off.spawn(async {})).unwrap();
-    /// assert!(off.metrics().pools.iter().all(|p| p.sched_delay.count == 0));
+    /// assert!(off.metrics().pools.iter().all(|p| p.poll_time.count == 0));
     /// ```
     pub fn latency_capture(mut self, on: bool) -> Builder {
         self.config.latency_capture = on;

@@ -232,10 +232,8 @@ fn rescue(scheduler: &Scheduler, pool: &Arc<Pool>) {
         c.started.fetch_add(1, Ordering::Relaxed);
         // The rescuer is these counters' only writer: recorded per poll (a
         // rescued pool has no worker to be fast for); the delay before the
-        // poll, as `started`.
-        if pool.capture.enabled {
-            c.sched_delay.record_all(&[delay]);
-        }
+        // poll, as `started` (always, as on a worker).
+        c.sched_delay.record_all(&[delay]);
         // As on a worker: a panic in a cancelled future's Drop must not
         // take the rescuer down.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runnable.run()));

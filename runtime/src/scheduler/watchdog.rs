@@ -16,8 +16,10 @@
 //!   as sampled) runs too long. Over the time since the sample, if its
 //!   thread was on a CPU at least half the time, it is a **CPU hog** (the
 //!   kernel's `CPU_INTENSIVE`); if it waited on a run queue at least half
-//!   the time, the CPUs are saturated and another worker would not help:
-//!   nothing is granted (it is looked at again next tick); else it is
+//!   the time, or is runnable now without having been on a CPU (a wait
+//!   is added to the statistics only when it ends), the CPUs are
+//!   saturated and another worker would not help: nothing is granted (it
+//!   is looked at again next tick); else it is
 //!   **blocking** its thread in a synchronous call (the kernel would count
 //!   the wakeup it causes as `CM_WAKEUP`). For a hog or a blocked poll,
 //!   under the pool lock its pool may have one worker beyond
@@ -58,11 +60,17 @@ struct Sample {
     stat: Option<SchedStat>,
 }
 
-/// A thread's time on a CPU and waiting on a run queue, ns.
+/// A thread's time on a CPU and waiting on a run queue, ns, and whether
+/// it is runnable now.
 #[derive(Clone, Copy, Debug)]
 struct SchedStat {
     on_cpu: u64,
     run_queue: u64,
+    /// State `R` in `/proc/self/task/<tid>/stat`: on a CPU or waiting
+    /// for one. The kernel adds a wait to `run_queue` only when the wait
+    /// ends, so a thread that waited through the whole interval shows no
+    /// growth in either figure; this tells it from a sleeping one.
+    runnable: bool,
 }
 
 impl SchedStat {
@@ -73,9 +81,15 @@ impl SchedStat {
         }
         let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
         let mut f = text.split_whitespace().map(|v| v.parse::<u64>().ok());
+        let (on_cpu, run_queue) = (f.next()??, f.next()??);
+        // `pid (comm) S ...`: the state follows the last ')' (a thread's
+        // name may hold one).
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+        let state = stat[stat.rfind(')')? + 1..].trim_start().chars().next()?;
         Some(SchedStat {
-            on_cpu: f.next()??,
-            run_queue: f.next()??,
+            on_cpu,
+            run_queue,
+            runnable: state == 'R',
         })
     }
 }
@@ -173,7 +187,11 @@ impl Watchdog {
                     (Some(a), Some(b)) if b.on_cpu.saturating_sub(a.on_cpu) * 2 >= wall => {
                         Doing::OnCpu
                     }
-                    (Some(a), Some(b)) if b.run_queue.saturating_sub(a.run_queue) * 2 >= wall => {
+                    (Some(a), Some(b))
+                        if b.run_queue.saturating_sub(a.run_queue) * 2 >= wall || b.runnable =>
+                    {
+                        // Waited for a CPU most of the time, or still
+                        // waits (neither figure grew yet).
                         Doing::Waiting
                     }
                     (Some(_), Some(_)) => Doing::Blocked,
