@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::Handle;
 use crate::Scope;
 use crate::metrics::{WorkqueueAttrs, WorkqueueStats};
+use crate::scheduler::Scheduler;
 use crate::scheduler::queue::{DEFAULT_MAX_ACTIVE, MAX_ACTIVE, Queue, QueueConfig, Refused};
 use crate::task::JoinHandle;
 
@@ -47,6 +48,10 @@ use crate::task::JoinHandle;
 #[derive(Clone)]
 pub struct Workqueue {
     queue: Arc<Queue>,
+    /// The runtime it was built on, held as a [`Handle`] holds it: a spawn
+    /// places its item through it without touching the runtime's reference
+    /// count (a line every spawning CPU would write).
+    scheduler: Arc<Scheduler>,
 }
 
 /// Builds a [`Workqueue`]: [`Workqueue::builder`].
@@ -101,7 +106,7 @@ impl Workqueue {
         F::Output: Send + 'static,
     {
         self.queue
-            .spawn(None, future)
+            .spawn(&self.scheduler, None, future)
             .map_err(|refused| SpawnError {
                 queue: self.queue.name().to_owned(),
                 refused,
@@ -118,7 +123,7 @@ impl Workqueue {
         F::Output: Send + 'static,
     {
         self.queue
-            .spawn(Some(cpu), future)
+            .spawn(&self.scheduler, Some(cpu), future)
             .unwrap_or_else(|_| JoinHandle::closed())
     }
 
@@ -297,7 +302,10 @@ impl WorkqueueBuilder {
             highpri: self.highpri,
             cpu_intensive: self.cpu_intensive,
         });
-        Ok(Workqueue { queue })
+        Ok(Workqueue {
+            queue,
+            scheduler: scheduler.clone(),
+        })
     }
 }
 

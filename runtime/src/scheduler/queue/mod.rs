@@ -37,16 +37,22 @@
 //!
 //! # Flush colors (`flush`, `drain`)
 //! Every item is counted in flight, from its spawn to its finish, in the
-//! queue's current **color** (0 or 1) and in a stripe chosen by the
-//! spawning thread (the decrement goes to the same stripe, so a stripe
-//! never reads negative). A flush (flushes run one at a time) flips the
-//! color, then waits until the old color's stripes sum to zero: every item
-//! spawned before the flush began was counted in the old color (or, if it
-//! raced the flip, possibly the new one, and waiting for it is not
-//! needed). A finisher decrements (`SeqCst`), fences, and wakes the
-//! flusher if one waits on its color; the flusher sets its flag, fences,
-//! then sums: one of them sees the other. Since each flush waits for its
-//! color to empty before the next flips back to it, two colors suffice.
+//! queue's current **color** (0 or 1): one counter per color, on the cache
+//! line of the active count. An item writes that line at its spawn (the
+//! slot) and at its finish, as a rule on another CPU; one line keeps that
+//! to one transfer each way (striping the in-flight count by spawning
+//! thread, as an earlier version did, added a second line that moved with
+//! every item and saved nothing while the active count is one word). A
+//! flush (flushes run one at a time) flips the color, then waits until the
+//! old color's count is zero: every item spawned before the flush began
+//! was counted in the old color (or, if it raced the flip, possibly the
+//! new one, and waiting for it is not needed). An item's finish decrements
+//! the counter its spawn incremented (the color is in the task's tag), so
+//! a count never reads negative. A finisher decrements (`SeqCst`), fences,
+//! and wakes the flusher if one waits on its color; the flusher sets its
+//! flag, fences, then reads: one of them sees the other. Since each flush
+//! waits for its color to empty before the next flips back to it, two
+//! colors suffice.
 //! `drain` flushes until nothing is in flight, refusing work from outside
 //! the queue meanwhile (a task of the queue may still queue more, as the
 //! kernel allows chained work).
@@ -95,6 +101,15 @@ impl Striped {
     }
 }
 
+/// What every item of a queue writes at its spawn and at its finish, on
+/// one cache line (module docs, "Flush colors").
+struct Hot {
+    /// Released items not yet finished, and `max_active`.
+    gate: Gate,
+    /// Items in flight per flush color.
+    in_flight: [AtomicIsize; 2],
+}
+
 /// A queue's settings.
 #[derive(Clone, Debug)]
 pub(crate) struct QueueConfig {
@@ -135,14 +150,13 @@ pub(crate) struct Queue {
     cpu_intensive: bool,
     scope: AtomicU8,
     strict: AtomicBool,
-    /// Released items not yet finished, and `max_active`.
-    gate: CachePadded<Gate>,
+    /// The active count (with `max_active`) and the in-flight counts: the
+    /// line every item writes at its spawn and its finish.
+    hot: CachePadded<Hot>,
     /// Created, never-queued items and the CPU each was submitted on.
     inactive: Injector<(Runnable, Option<usize>)>,
     /// The current flush color (0 or 1); flipped only by a flush.
     color: AtomicU8,
-    /// Items in flight per color and stripe.
-    in_flight: [[CachePadded<AtomicIsize>; STRIPES]; 2],
     /// A flush waits for this color to empty.
     flushing: [AtomicBool; 2],
     flush: Mutex<Flush>,
@@ -180,10 +194,12 @@ impl Queue {
             cpu_intensive: config.cpu_intensive,
             scope: AtomicU8::new(config.scope.index() as u8),
             strict: AtomicBool::new(config.strict),
-            gate: CachePadded::new(Gate::new(config.max_active)),
+            hot: CachePadded::new(Hot {
+                gate: Gate::new(config.max_active),
+                in_flight: Default::default(),
+            }),
             inactive: Injector::new(),
             color: AtomicU8::new(0),
-            in_flight: Default::default(),
             flushing: Default::default(),
             flush: Mutex::new(Flush::default()),
             draining: AtomicBool::new(false),
@@ -207,7 +223,7 @@ impl Queue {
         self.strict.load(Ordering::Relaxed)
     }
     pub(crate) fn max_active(&self) -> usize {
-        self.gate.max()
+        self.hot.gate.max()
     }
     pub(crate) fn is_ordered(&self) -> bool {
         self.ordered
@@ -232,13 +248,17 @@ impl Queue {
     /// At most `n` items active from now on; waiting ones start at once if
     /// the new limit allows.
     pub(crate) fn set_max_active(&self, n: usize) {
-        self.gate.set_max(n, &self.inactive, &mut self.releaser());
+        self.hot
+            .gate
+            .set_max(n, &self.inactive, &mut self.releaser());
     }
 
     /// Spawns `future` as an item of this queue, placed by `cpu` (if
-    /// given) or by the calling thread's CPU.
+    /// given) or by the calling thread's CPU. `scheduler` is the queue's
+    /// runtime, borrowed from the caller's `Workqueue`.
     pub(crate) fn spawn<F>(
         self: &Arc<Self>,
+        scheduler: &Scheduler,
         cpu: Option<usize>,
         future: F,
     ) -> Result<JoinHandle<F::Output>, Refused>
@@ -253,32 +273,27 @@ impl Queue {
             return Err(Refused::Draining);
         }
         let color = self.color.load(Ordering::Acquire);
-        let stripe = current::thread_ordinal() % STRIPES;
-        // SeqCst: the flusher's sum is ordered after it (module docs).
-        self.in_flight[usize::from(color)][stripe].fetch_add(1, Ordering::SeqCst);
-        let tag = (color << 4) | stripe as u8;
+        // SeqCst: the flusher's read is ordered after it (module docs).
+        self.hot.in_flight[usize::from(color)].fetch_add(1, Ordering::SeqCst);
         let link: Arc<dyn QueueLink> = self.clone();
-        let (runnable, handle) = task::spawn_unreleased(link, tag, future);
+        let (runnable, handle) = task::spawn_unreleased(link, color, future);
         // An item that waits is released later, maybe by another thread:
         // it keeps the CPU it was submitted on for its placement.
         let cpu = match cpu {
             Some(cpu) => Some(cpu),
-            None if self.inactive.is_empty() && self.gate.active() < self.gate.max() => None,
-            None => self.submit_cpu(),
+            None if self.inactive.is_empty() && self.hot.gate.active() < self.hot.gate.max() => {
+                None
+            }
+            None => placement::current_cpu(&scheduler.topology),
         };
         if let Some((runnable, cpu)) =
-            self.gate
+            self.hot
+                .gate
                 .admit(&self.inactive, (runnable, cpu), &mut self.releaser())
         {
-            self.release(runnable, cpu);
+            self.release_on(scheduler, runnable, cpu);
         }
         Ok(handle)
-    }
-
-    fn submit_cpu(&self) -> Option<usize> {
-        self.scheduler
-            .upgrade()
-            .and_then(|s| placement::current_cpu(&s.topology))
     }
 
     fn releaser(&self) -> impl FnMut((Runnable, Option<usize>)) + '_ {
@@ -289,40 +304,43 @@ impl Queue {
         std::ptr::from_ref(self).cast()
     }
 
-    /// Gives an item that holds an active slot its home pool and queues it.
+    /// Gives an item that holds an active slot its home pool and queues it
+    /// (an item taken off the inactive list, by whichever thread freed its
+    /// slot).
     fn release(&self, runnable: Runnable, cpu: Option<usize>) {
         match self.scheduler.upgrade() {
-            Some(s) if !self.closed.load(Ordering::Acquire) => {
-                let attrs = PoolAttrs {
-                    strict: self.is_strict(),
-                    highpri: self.highpri,
-                };
-                let pool = s.place(attrs, self.scope(), cpu);
-                task::release(runnable, pool);
-            }
-            _ => {
-                // The runtime is shut down: the task is cancelled here; as
-                // far as `finished` knows it never held its slot.
-                self.gate.give_back();
-                drop(runnable);
-            }
+            Some(s) => self.release_on(&s, runnable, cpu),
+            None => self.refuse_released(runnable),
         }
+    }
+
+    /// [`Queue::release`] with the runtime at hand.
+    fn release_on(&self, scheduler: &Scheduler, runnable: Runnable, cpu: Option<usize>) {
+        if self.closed.load(Ordering::Acquire) {
+            return self.refuse_released(runnable);
+        }
+        let attrs = PoolAttrs {
+            strict: self.is_strict(),
+            highpri: self.highpri,
+        };
+        let pool = scheduler.place(attrs, self.scope(), cpu);
+        task::release(runnable, pool);
+    }
+
+    /// The runtime is shut down: the task is cancelled here; as far as
+    /// `finished` knows it never held its slot.
+    fn refuse_released(&self, runnable: Runnable) {
+        self.hot.gate.give_back();
+        drop(runnable);
     }
 
     /// Items in flight now (spawned, not finished), over both colors.
     fn in_flight(&self) -> isize {
-        self.in_flight
-            .iter()
-            .flatten()
-            .map(|s| s.load(Ordering::SeqCst))
-            .sum()
+        self.color_in_flight(0) + self.color_in_flight(1)
     }
 
     fn color_in_flight(&self, color: usize) -> isize {
-        self.in_flight[color]
-            .iter()
-            .map(|s| s.load(Ordering::SeqCst))
-            .sum()
+        self.hot.in_flight[color].load(Ordering::SeqCst)
     }
 
     /// Waits until every item spawned before the call has finished.
@@ -430,20 +448,20 @@ impl Queue {
             cm_wakeups: self.cm_wakeups.load(Ordering::Relaxed),
             repatriated: self.repatriated.load(Ordering::Relaxed),
             in_flight: self.in_flight().max(0) as usize,
-            active: self.gate.active(),
+            active: self.hot.gate.active(),
             inactive: self.inactive.len(),
         }
     }
 }
 
 impl QueueLink for Queue {
-    fn finished(&self, released: bool, tag: u8) {
-        let (color, stripe) = (usize::from(tag >> 4), usize::from(tag & 0xf));
+    fn finished(&self, released: bool, color: u8) {
+        let color = usize::from(color);
         if released {
             self.completed.add(1);
-            self.gate.finished(&self.inactive, &mut self.releaser());
+            self.hot.gate.finished(&self.inactive, &mut self.releaser());
         }
-        self.in_flight[color][stripe].fetch_sub(1, Ordering::SeqCst);
+        self.hot.in_flight[color].fetch_sub(1, Ordering::SeqCst);
         // Pairs with the flusher's fence (module docs).
         fence(Ordering::SeqCst);
         if self.flushing[color].load(Ordering::SeqCst) && self.color_in_flight(color) <= 0 {
