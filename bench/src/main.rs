@@ -1,7 +1,7 @@
 //! `wq-bench`: wq's benchmarks, beside tokio on the same work. See
 //! `docs/benchmarks.md` for what each measures and the figures it gave.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use wq_bench::args::Args;
@@ -155,6 +155,23 @@ fn neighbours_line(n: usize) -> String {
     }
 }
 
+/// `--plot-dir DIR`: creates DIR and writes the plots `plots` makes there,
+/// naming each on stderr.
+fn write_plots(
+    dir: Option<&str>,
+    plots: impl FnOnce(&Path) -> Result<Vec<String>, String>,
+) -> Result<(), String> {
+    let Some(dir) = dir else {
+        return Ok(());
+    };
+    let dir = PathBuf::from(dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for p in plots(&dir)? {
+        eprintln!("wrote {p}");
+    }
+    Ok(())
+}
+
 fn run_workqueue(argv: &[String]) -> Result<(), String> {
     let a = parse(argv, workqueue::OPTIONS, workqueue::FLAGS)?;
     let cfg = workqueue::Config::from_args(&a)?;
@@ -163,13 +180,7 @@ fn run_workqueue(argv: &[String]) -> Result<(), String> {
     let rows = workqueue::run(&cfg)?;
     let n = busy.len();
     drop(busy);
-    if let Some(dir) = a.raw("plot-dir") {
-        let dir = PathBuf::from(dir);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        for p in workqueue::plots(&cfg, &rows, &dir)? {
-            eprintln!("wrote {p}");
-        }
-    }
+    write_plots(a.raw("plot-dir"), |dir| workqueue::plots(&cfg, &rows, dir))?;
     if a.flag("json") {
         let mut v = workqueue::json(&cfg, &rows, &command);
         v["busy_neighbours"] = n.into();
@@ -213,13 +224,7 @@ fn run_sweep(argv: &[String]) -> Result<(), String> {
     let steps = sweep::run(&s)?;
     let n = busy.len();
     drop(busy);
-    if let Some(dir) = a.raw("plot-dir") {
-        let dir = PathBuf::from(dir);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        for p in sweep::plots(&s, &steps, &dir)? {
-            eprintln!("wrote {p}");
-        }
-    }
+    write_plots(a.raw("plot-dir"), |dir| sweep::plots(&s, &steps, dir))?;
     if a.flag("json") {
         let v = sweep::json(&s, &steps, &command, n);
         println!(

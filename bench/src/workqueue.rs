@@ -450,6 +450,24 @@ pub fn run(cfg: &Config) -> Result<Vec<Row>, String> {
     }
     Ok(rows)
 }
+/// A "costs at most `budget` over `base`" target (0.10: 10%): `with`'s
+/// items/s at least `1 - budget` of `base`'s and its p95 enqueue at most
+/// `1 + budget` times; `what` words it from the two ratios (with / base).
+fn cost_target(
+    base: Option<&Row>,
+    with: Option<&Row>,
+    budget: f64,
+    what: impl FnOnce(f64, f64) -> String,
+) -> Option<(String, Verdict)> {
+    let (base, with) = (base?, with?);
+    let tput = with.items_per_s() / base.items_per_s();
+    let p95 = with.enqueue().p95 / base.enqueue().p95;
+    let met = tput >= 1.0 - budget && p95 <= 1.0 + budget;
+    Some((
+        what(tput, p95),
+        if met { Verdict::Met } else { Verdict::Missed },
+    ))
+}
 
 fn find(rows: &[Row], t: Target) -> Option<&Row> {
     rows.iter().find(|r| r.target == t)
@@ -678,44 +696,31 @@ pub fn targets(cfg: &Config, rows: &[Row]) -> Vec<(String, Verdict)> {
         ));
     }
     for &scope in &cfg.scopes {
-        let (Some(plain), Some(named)) = (
-            find(rows, Target::Wq(scope, WakeMode::Deferred)),
+        let plain = find(rows, Target::Wq(scope, WakeMode::Deferred));
+        if let Some(t) = cost_target(
+            plain,
             find(rows, Target::WqNamed(scope)),
-        ) else {
-            continue;
-        };
-        let tput = named.items_per_s() / plain.items_per_s();
-        let p95 = named.enqueue().p95 / plain.enqueue().p95;
-        out.push((
-            format!(
-                "{scope}: a named queue costs <= 10% over wq::spawn: items/s {tput:.2}x, p95 enqueue {p95:.2}x"
-            ),
-            if tput >= 0.9 && p95 <= 1.1 {
-                Verdict::Met
-            } else {
-                Verdict::Missed
+            0.10,
+            |tput, p95| {
+                format!(
+                    "{scope}: a named queue costs <= 10% over wq::spawn: items/s {tput:.2}x, p95 enqueue {p95:.2}x"
+                )
             },
-        ));
-    }
-    for &scope in &cfg.scopes {
-        let (Some(on), Some(off)) = (
-            find(rows, Target::Wq(scope, WakeMode::Deferred)),
+        ) {
+            out.push(t);
+        }
+        if let Some(t) = cost_target(
             find(rows, Target::WqNoCapture(scope)),
-        ) else {
-            continue;
-        };
-        let tput = on.items_per_s() / off.items_per_s();
-        let p95 = on.enqueue().p95 / off.enqueue().p95;
-        out.push((
-            format!(
-                "{scope}: latency capture costs <= 5% (on vs off): items/s {tput:.3}x, p95 enqueue {p95:.3}x"
-            ),
-            if tput >= 0.95 && p95 <= 1.05 {
-                Verdict::Met
-            } else {
-                Verdict::Missed
+            plain,
+            0.05,
+            |tput, p95| {
+                format!(
+                    "{scope}: latency capture costs <= 5% (on vs off): items/s {tput:.3}x, p95 enqueue {p95:.3}x"
+                )
             },
-        ));
+        ) {
+            out.push(t);
+        }
     }
     if let (Some(w), Some(t)) = (
         find(rows, Target::Wq(Scope::System, WakeMode::Deferred)),

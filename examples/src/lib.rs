@@ -21,6 +21,7 @@ pub mod routes;
 
 use std::io;
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -150,6 +151,29 @@ pub async fn bind(opts: &Options) -> io::Result<(TcpListener, SocketAddr)> {
         .map_err(|e| io::Error::new(e.kind(), format!("could not listen on {}: {e}", opts.addr)))?;
     let addr = l.local_addr()?;
     Ok((l, addr))
+}
+
+/// [`bind`] for an example's `main`: a failure is printed as `name: ...`
+/// and becomes the exit code to return.
+pub async fn bind_or_exit(
+    name: &str,
+    opts: &Options,
+) -> Result<(TcpListener, SocketAddr), ExitCode> {
+    bind(opts).await.map_err(|e| {
+        eprintln!("{name}: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+/// What an example service does first: [`parse_args`] on the process's
+/// arguments, then [`bind_or_exit`]. `Err` is the exit code to return
+/// (2 after a usage message, 1 when the address cannot be bound).
+pub async fn listen(name: &str, default_port: u16) -> Result<(TcpListener, SocketAddr), ExitCode> {
+    let opts = parse_args(name, default_port, std::env::args().skip(1)).map_err(|msg| {
+        eprintln!("{msg}");
+        ExitCode::from(2)
+    })?;
+    bind_or_exit(name, &opts).await
 }
 
 #[cfg(test)]

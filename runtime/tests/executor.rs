@@ -1,12 +1,16 @@
 //! The executor's public contract: spawn, join, panics, abort, yield,
 //! placement, shutdown.
 
+mod common;
+
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use wq::{Handle, Runtime, Scope, Topology, WakeMode};
+
+use common::within;
 
 fn synthetic(desc: &str) -> Runtime {
     Runtime::builder()
@@ -752,23 +756,6 @@ fn shutdown_drops_a_long_chain_of_awaiting_tasks_without_recursing() {
 }
 
 /// Runs `f` on its own thread; fails instead of hanging if it stalls.
-fn within(secs: u64, f: impl FnOnce() + Send + 'static) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let t = std::thread::spawn(move || {
-        f();
-        let _ = tx.send(());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(()) => t.join().unwrap(),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            if let Err(p) = t.join() {
-                std::panic::resume_unwind(p);
-            }
-        }
-        Err(_) => panic!("stalled for {secs} s"),
-    }
-}
-
 /// A pool of one worker: the task in `block_in_place` waits for a task of
 /// the same pool, which can run only if the blocked worker was replaced.
 #[test]

@@ -4,6 +4,8 @@
 //! `promtool` where `scripts/setup` installed it). Each test runs under a
 //! watchdog: a wait that never ends is a failure, not a hung test.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -11,22 +13,7 @@ use std::time::{Duration, Instant};
 use wq::metrics::{BUCKET_BOUNDS_SECONDS, Snapshot};
 use wq::{Runtime, Scope, Topology, Workqueue};
 
-fn within(secs: u64, f: impl FnOnce() + Send + 'static) {
-    let (tx, rx) = mpsc::channel();
-    let t = std::thread::spawn(move || {
-        f();
-        let _ = tx.send(());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(()) => t.join().unwrap(),
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            if let Err(p) = t.join() {
-                std::panic::resume_unwind(p);
-            }
-        }
-        Err(_) => panic!("stalled for {secs} s"),
-    }
-}
+use common::within;
 
 /// Waits (at most 20 s) until `f` holds for a snapshot; returns it.
 fn eventually(rt: &Runtime, what: &str, f: impl Fn(&Snapshot) -> bool) -> Snapshot {

@@ -6,32 +6,17 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::time::Duration;
+
+mod common;
 
 use wq::{Runtime, Scope, Topology, WakeMode};
 
 const WATCHDOG: Duration = Duration::from_secs(120);
 
-/// Runs `f` on its own thread; fails if it does not finish in time.
+/// Runs `f` under the shared watchdog with this file's limit.
 fn within_watchdog(name: &str, f: impl FnOnce() + Send + 'static) {
-    let (tx, rx) = mpsc::channel();
-    let t = std::thread::spawn(move || {
-        f();
-        let _ = tx.send(());
-    });
-    match rx.recv_timeout(WATCHDOG) {
-        Ok(()) => t.join().unwrap(),
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            // The body panicked: re-raise its panic here.
-            if let Err(p) = t.join() {
-                std::panic::resume_unwind(p);
-            }
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            panic!("{name}: stalled for {WATCHDOG:?}: a lost wakeup or a stranded item")
-        }
-    }
+    common::within_watchdog(name, WATCHDOG, f)
 }
 
 fn culling_runtime(topology: &str, mode: WakeMode) -> Runtime {

@@ -2,28 +2,15 @@
 //! runs under a watchdog: a stranded item or a flush that never returns is
 //! a failure, not a hung test.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use wq::{Runtime, Scope, Topology, Workqueue};
 
-fn within(secs: u64, f: impl FnOnce() + Send + 'static) {
-    let (tx, rx) = mpsc::channel();
-    let t = std::thread::spawn(move || {
-        f();
-        let _ = tx.send(());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(()) => t.join().unwrap(),
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            if let Err(p) = t.join() {
-                std::panic::resume_unwind(p);
-            }
-        }
-        Err(_) => panic!("stalled for {secs} s: an item was stranded or a flush never returned"),
-    }
-}
+use common::within;
 
 fn runtime(desc: &str) -> Runtime {
     Runtime::builder()

@@ -9,23 +9,13 @@
 use std::process::ExitCode;
 
 use hyper_util::service::TowerToHyperService;
-use wq_examples::{axum_app, bind, parse_args, serve};
+use wq_examples::{axum_app, listen, serve};
 
 #[wq::main(scope = "cache")]
 async fn main() -> ExitCode {
-    let opts = match parse_args("axum_service", 8081, std::env::args().skip(1)) {
-        Ok(o) => o,
-        Err(msg) => {
-            eprintln!("{msg}");
-            return ExitCode::from(2);
-        }
-    };
-    let (listener, addr) = match bind(&opts).await {
+    let (listener, addr) = match listen("axum_service", 8081).await {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("axum_service: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     eprintln!("axum_service: listening on http://{addr}");
     let router = axum_app::router();

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use futures::{AsyncReadExt, AsyncWriteExt};
-use wq_examples::{bind, parse_args};
+use wq_examples::listen;
 
 /// How long a connection may stay silent.
 const IDLE: Duration = Duration::from_secs(30);
@@ -42,19 +42,9 @@ async fn echo(mut stream: wq::net::TcpStream) -> std::io::Result<u64> {
 
 #[wq::main]
 async fn main() -> ExitCode {
-    let opts = match parse_args("echo", 7007, std::env::args().skip(1)) {
-        Ok(o) => o,
-        Err(msg) => {
-            eprintln!("{msg}");
-            return ExitCode::from(2);
-        }
-    };
-    let (listener, addr) = match bind(&opts).await {
+    let (listener, addr) = match listen("echo", 7007).await {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("echo: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     eprintln!("echo: listening on {addr}");
     loop {

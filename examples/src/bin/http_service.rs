@@ -14,7 +14,7 @@
 use std::process::ExitCode;
 
 use hyper::service::service_fn;
-use wq_examples::{bind, dashboard_addr, parse_args, routes, serve};
+use wq_examples::{bind_or_exit, dashboard_addr, parse_args, routes, serve};
 
 fn main() -> ExitCode {
     // As `#[wq::main(scope = "cache")]`, with latency capture on.
@@ -44,12 +44,9 @@ async fn run() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (listener, addr) = match bind(&opts).await {
+    let (listener, addr) = match bind_or_exit("http_service", &opts).await {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("http_service: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     eprintln!("http_service: listening on http://{addr}");
     // Kept alive for as long as the service runs.

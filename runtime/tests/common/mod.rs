@@ -1,4 +1,4 @@
-//! Helpers shared by the services tests: a watchdog, and the process's
+//! Helpers shared by the integration tests: a watchdog, and the process's
 //! open-file limit and count.
 
 #![allow(dead_code)]
@@ -26,9 +26,18 @@ pub fn within_watchdog<T: Send + 'static>(
             Err(p) => std::panic::resume_unwind(p),
         },
         Err(mpsc::RecvTimeoutError::Timeout) => {
-            panic!("{name}: stalled for {limit:?}: a lost wakeup or a stuck driver")
+            panic!(
+                "{name}: stalled for {limit:?}: a lost wakeup, a stranded item, a flush that never returned or a stuck driver"
+            )
         }
     }
+}
+
+/// [`within_watchdog`] for a test body of no result, `secs` seconds, named
+/// after the test thread.
+pub fn within(secs: u64, f: impl FnOnce() + Send + 'static) {
+    let name = std::thread::current().name().unwrap_or("test").to_owned();
+    within_watchdog(&name, Duration::from_secs(secs), f)
 }
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit; returns the new soft
