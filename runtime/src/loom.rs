@@ -3,7 +3,8 @@
 //!
 //! Code whose protocol is model-checked (the kick / idle / cull protocol in
 //! [`crate::pool::idle`], the closing protocol, the rescuer's mayday list,
-//! the task registry) takes its `Mutex`, atomics and thread handles from
+//! the task registry, a workqueue's `max_active` gate and its flush
+//! handshake) takes its `Mutex`, atomics and thread handles from
 //! here, so the same source runs in production and under loom's model
 //! checker, as tokio's `loom` module does. Other code uses `std::sync`
 //! directly, and locks through [`lock`] all the same.
@@ -11,7 +12,9 @@
 #[cfg(not(loom))]
 pub(crate) mod sync {
     pub(crate) mod atomic {
-        pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+        pub(crate) use std::sync::atomic::{
+            AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering, fence,
+        };
     }
     pub(crate) use std::sync::{Condvar, Mutex, MutexGuard, TryLockError};
 }
@@ -19,7 +22,9 @@ pub(crate) mod sync {
 #[cfg(loom)]
 pub(crate) mod sync {
     pub(crate) mod atomic {
-        pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+        pub(crate) use loom::sync::atomic::{
+            AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering, fence,
+        };
     }
     pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
     pub(crate) use std::sync::TryLockError;

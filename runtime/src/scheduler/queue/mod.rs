@@ -50,9 +50,10 @@
 //! the counter its spawn incremented (the color is in the task's tag), so
 //! a count never reads negative. A finisher decrements (`SeqCst`), fences,
 //! and wakes the flusher if one waits on its color; the flusher sets its
-//! flag, fences, then reads: one of them sees the other. Since each flush
-//! waits for its color to empty before the next flips back to it, two
-//! colors suffice.
+//! flag, fences, then reads: one of them sees the other ([`flight`]; the
+//! model `loom_a_flush_racing_the_last_finish_is_woken` checks it, and
+//! fails without the fences). Since each flush waits for its color to
+//! empty before the next flips back to it, two colors suffice.
 //! `drain` flushes until nothing is in flight, refusing work from outside
 //! the queue meanwhile (a task of the queue may still queue more, as the
 //! kernel allows chained work).
@@ -62,11 +63,12 @@
 //! not yet released (those on the inactive list, and those spawned later);
 //! released items finish in the pool they were given.
 
+mod flight;
 mod gate;
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU8, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Poll, Waker};
 
@@ -78,6 +80,7 @@ use crate::Scope;
 use crate::loom::lock;
 use crate::pool::{PoolAttrs, current};
 use crate::task::{self, JoinHandle, QueueLink, Runnable};
+use flight::Flight;
 use gate::{Fifo, Gate};
 
 /// The kernel's `WQ_MAX_ACTIVE`.
@@ -106,8 +109,8 @@ impl Striped {
 struct Hot {
     /// Released items not yet finished, and `max_active`.
     gate: Gate,
-    /// Items in flight per flush color.
-    in_flight: [AtomicIsize; 2],
+    /// Items in flight per flush color, and the flushes waiting on them.
+    flight: Flight,
 }
 
 /// A queue's settings.
@@ -157,8 +160,6 @@ pub(crate) struct Queue {
     inactive: Injector<(Runnable, Option<usize>)>,
     /// The current flush color (0 or 1); flipped only by a flush.
     color: AtomicU8,
-    /// A flush waits for this color to empty.
-    flushing: [AtomicBool; 2],
     flush: Mutex<Flush>,
     draining: AtomicBool,
     closed: AtomicBool,
@@ -196,11 +197,10 @@ impl Queue {
             strict: AtomicBool::new(config.strict),
             hot: CachePadded::new(Hot {
                 gate: Gate::new(config.max_active),
-                in_flight: Default::default(),
+                flight: Flight::default(),
             }),
             inactive: Injector::new(),
             color: AtomicU8::new(0),
-            flushing: Default::default(),
             flush: Mutex::new(Flush::default()),
             draining: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -273,8 +273,7 @@ impl Queue {
             return Err(Refused::Draining);
         }
         let color = self.color.load(Ordering::Acquire);
-        // SeqCst: the flusher's read is ordered after it (module docs).
-        self.hot.in_flight[usize::from(color)].fetch_add(1, Ordering::SeqCst);
+        self.hot.flight.spawned(usize::from(color));
         let link: Arc<dyn QueueLink> = self.clone();
         let (runnable, handle) = task::spawn_unreleased(link, color, future);
         // An item that waits is released later, maybe by another thread:
@@ -340,7 +339,7 @@ impl Queue {
     }
 
     fn color_in_flight(&self, color: usize) -> isize {
-        self.hot.in_flight[color].load(Ordering::SeqCst)
+        self.hot.flight.in_flight(color)
     }
 
     /// Waits until every item spawned before the call has finished.
@@ -387,16 +386,15 @@ impl Queue {
         let _turn = Turn(self);
         let old = usize::from(self.color.load(Ordering::Acquire));
         self.color.store((old as u8) ^ 1, Ordering::Release);
-        self.flushing[old].store(true, Ordering::SeqCst);
-        struct Unflag<'a>(&'a AtomicBool);
+        // Flagged, then fenced, before the count is read (`flight`).
+        self.hot.flight.start_flush(old);
+        struct Unflag<'a>(&'a Flight, usize);
         impl Drop for Unflag<'_> {
             fn drop(&mut self) {
-                self.0.store(false, Ordering::SeqCst);
+                self.0.end_flush(self.1);
             }
         }
-        let _unflag = Unflag(&self.flushing[old]);
-        // The flusher's half: flagged before summing.
-        fence(Ordering::SeqCst);
+        let _unflag = Unflag(&self.hot.flight, old);
         std::future::poll_fn(|cx| {
             if self.color_in_flight(old) <= 0 {
                 return Poll::Ready(());
@@ -461,10 +459,8 @@ impl QueueLink for Queue {
             self.completed.add(1);
             self.hot.gate.finished(&self.inactive, &mut self.releaser());
         }
-        self.hot.in_flight[color].fetch_sub(1, Ordering::SeqCst);
-        // Pairs with the flusher's fence (module docs).
-        fence(Ordering::SeqCst);
-        if self.flushing[color].load(Ordering::SeqCst) && self.color_in_flight(color) <= 0 {
+        // Decremented, then fenced, before the flag is read (`flight`).
+        if self.hot.flight.finished(color) {
             let waiter = lock(&self.flush).waiter.take();
             if let Some(w) = waiter {
                 w.wake();

@@ -1,0 +1,132 @@
+//! A workqueue's items in flight per flush color, and the handshake that
+//! wakes a waiting flush (the protocol is in the parent module's docs,
+//! "Flush colors"; this is its code, on the facade's atomics so that loom
+//! can check it).
+//!
+//! The handshake is a store-buffering pair: the finisher decrements, then
+//! reads the flag; the flusher sets the flag, then reads the count. With a
+//! `SeqCst` fence between each side's write and read, at least one of them
+//! sees the other's write: the finisher sees the flag (and wakes the
+//! flusher), or the flusher sees the count at zero (and does not wait).
+//! Without the fences both may read the old values, and the flush waits
+//! for a wake that never comes (`loom_without_the_fences_a_flush_is_never_woken`).
+
+use crate::loom::sync::atomic::{AtomicBool, AtomicIsize, Ordering, fence};
+
+/// Items in flight per color (0 or 1), and which colors a flush waits on.
+#[derive(Debug, Default)]
+pub(crate) struct Flight {
+    count: [AtomicIsize; 2],
+    flushing: [AtomicBool; 2],
+    /// Model tests only: relaxed operations and no fences (the bug the
+    /// protocol avoids).
+    #[cfg(loom)]
+    unfenced: bool,
+}
+
+impl Flight {
+    /// `SeqCst`, or `Relaxed` in the negative model.
+    fn order(&self) -> Ordering {
+        #[cfg(loom)]
+        if self.unfenced {
+            return Ordering::Relaxed;
+        }
+        Ordering::SeqCst
+    }
+
+    fn fence(&self) {
+        #[cfg(loom)]
+        if self.unfenced {
+            return;
+        }
+        fence(Ordering::SeqCst);
+    }
+
+    /// A spawn counts its item in `color`.
+    pub(crate) fn spawned(&self, color: usize) {
+        // SeqCst: a flusher's read is ordered after it.
+        self.count[color].fetch_add(1, self.order());
+    }
+
+    /// An item counted in `color` is gone. Returns whether a flush of that
+    /// color may be waiting for it (the caller then wakes the flusher).
+    pub(crate) fn finished(&self, color: usize) -> bool {
+        self.count[color].fetch_sub(1, self.order());
+        // The finisher's half: decremented before the flag is read.
+        self.fence();
+        self.flushing[color].load(self.order()) && self.in_flight(color) <= 0
+    }
+
+    /// A flush starts waiting for `color` to empty.
+    pub(crate) fn start_flush(&self, color: usize) {
+        self.flushing[color].store(true, self.order());
+        // The flusher's half: flagged before the count is read.
+        self.fence();
+    }
+
+    /// The flush of `color` is over (done or dropped).
+    pub(crate) fn end_flush(&self, color: usize) {
+        self.flushing[color].store(false, self.order());
+    }
+
+    /// Items of `color` in flight now.
+    pub(crate) fn in_flight(&self, color: usize) -> isize {
+        self.count[color].load(self.order())
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::loom::sync::Mutex;
+    use loom::sync::Arc;
+
+    /// One item of color 0 in flight; a flush of color 0 races its finish.
+    /// The flush, as `Queue::flush` does it: flag, read; if not empty,
+    /// store its waker (here a flag) under the lock and read again; if
+    /// still not empty, wait. The finisher: `finished`, and if it says so,
+    /// take the waker under the lock and wake. A flush that waits must be
+    /// woken.
+    fn flush_racing_finish(unfenced: bool) {
+        loom::model(move || {
+            let flight = Arc::new(Flight {
+                unfenced,
+                ..Flight::default()
+            });
+            let waiter = Arc::new(Mutex::new(false));
+            flight.spawned(0);
+            let (f, w) = (flight.clone(), waiter.clone());
+            let finisher = loom::thread::spawn(move || {
+                if f.finished(0) {
+                    // Took the waker: `true` means the flusher was woken.
+                    return std::mem::take(&mut *w.lock().unwrap());
+                }
+                false
+            });
+            flight.start_flush(0);
+            let waits = flight.in_flight(0) > 0 && {
+                *waiter.lock().unwrap() = true;
+                flight.in_flight(0) > 0
+            };
+            let woken = finisher.join().unwrap();
+            flight.end_flush(0);
+            assert!(
+                !waits || woken,
+                "a flush is never woken: it waits on a count the finisher emptied"
+            );
+        });
+    }
+
+    #[test]
+    fn loom_a_flush_racing_the_last_finish_is_woken() {
+        flush_racing_finish(false);
+    }
+
+    /// Without the fences (and with relaxed operations), the model must
+    /// find the flush that is never woken: the test above can fail.
+    #[test]
+    #[should_panic(expected = "never woken")]
+    fn loom_without_the_fences_a_flush_is_never_woken() {
+        flush_racing_finish(true);
+    }
+}
