@@ -47,7 +47,7 @@
 //! old color's count is zero: every item spawned before the flush began
 //! was counted in the old color (or, if it raced the flip, possibly the
 //! new one, and waiting for it is not needed). An item's finish decrements
-//! the counter its spawn incremented (the color is in the task's tag), so
+//! the counter its spawn incremented (the task keeps its color), so
 //! a count never reads negative. A finisher decrements (`SeqCst`), fences,
 //! and wakes the flusher if one waits on its color; the flusher sets its
 //! flag, fences, then reads: one of them sees the other ([`flight`]; the
