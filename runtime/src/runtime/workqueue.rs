@@ -25,6 +25,10 @@ use crate::task::JoinHandle;
 /// while it waits for a wake. Items beyond `max_active` wait on the queue's
 /// inactive list and start in submission order as active ones finish.
 ///
+/// Like a [`Handle`], a workqueue does not keep its runtime running: once
+/// the [`Runtime`](crate::Runtime) is dropped, its items are cancelled and
+/// [`Workqueue::try_spawn`] says the runtime is shut down.
+///
 /// ```
 /// use wq::{Scope, Workqueue};
 ///
