@@ -102,6 +102,51 @@ fn histogram_counts_equal_the_polls_and_spawns_made() {
     });
 }
 
+/// A spawn through a named workqueue is timed when its item is released
+/// at once, and not when the item waits on the inactive list (its pool is
+/// chosen when it is released).
+#[test]
+fn named_queue_spawns_are_timed_when_released_at_once() {
+    within(60, || {
+        let rt = one_pool(2);
+        let wide = Workqueue::builder("wide").build(rt.handle()).unwrap();
+        let one = Workqueue::builder("one")
+            .max_active(1)
+            .build(rt.handle())
+            .unwrap();
+        const WIDE: u64 = 50;
+        const WAITING: u64 = 5;
+        let (release_tx, release_rx) = futures::channel::oneshot::channel::<()>();
+        // From a thread that then exits: its spawn-call samples are flushed
+        // at exit.
+        let handles = std::thread::spawn(move || {
+            let mut hs: Vec<_> = (0..WIDE).map(|_| wide.spawn(async {})).collect();
+            // `one`'s first item holds its only slot until released; the
+            // ones after it wait on the inactive list.
+            hs.push(one.spawn(async move {
+                let _ = release_rx.await;
+            }));
+            hs.extend((0..WAITING).map(|_| one.spawn(async {})));
+            hs
+        })
+        .join()
+        .unwrap();
+        let m = eventually(&rt, "the released-at-once spawns published", |m| {
+            m.pools[0].spawn_time.count == WIDE + 1
+        });
+        release_tx.send(()).unwrap();
+        for h in handles {
+            rt.block_on(h).unwrap();
+        }
+        let p = &m.pools[0];
+        assert!(p.spawn_time.min_ns >= 1, "{m}");
+        // The waiting items, released by the workers that freed the slot,
+        // are not timed.
+        let after = rt.metrics();
+        assert_eq!(after.pools[0].spawn_time.count, WIDE + 1, "{after}");
+    });
+}
+
 #[test]
 fn a_task_queued_behind_a_blocking_one_shows_the_wait_at_p99() {
     within(60, || {

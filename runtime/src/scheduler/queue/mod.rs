@@ -77,8 +77,9 @@ use crossbeam_utils::CachePadded;
 
 use super::{Scheduler, placement};
 use crate::Scope;
+use crate::clock;
 use crate::loom::lock;
-use crate::pool::{PoolAttrs, current};
+use crate::pool::{Pool, PoolAttrs, current};
 use crate::task::{self, JoinHandle, QueueLink, Runnable};
 use flight::Flight;
 use gate::{Fifo, Gate};
@@ -272,6 +273,10 @@ impl Queue {
         if self.draining.load(Ordering::Acquire) && current::running_queue() != self.link_id() {
             return Err(Refused::Draining);
         }
+        // The spawn call's time, with latency capture on (an item released
+        // at once is timed for its pool; one that waits is not: its pool is
+        // chosen when it is released, maybe on another thread).
+        let called_at = scheduler.config.latency_capture.then(clock::now);
         let color = self.color.load(Ordering::Acquire);
         self.hot.flight.spawned(usize::from(color));
         let link: Arc<dyn QueueLink> = self.clone();
@@ -290,7 +295,10 @@ impl Queue {
                 .gate
                 .admit(&self.inactive, (runnable, cpu), &mut self.releaser())
         {
-            self.release_on(scheduler, runnable, cpu);
+            let pool = self.release_on(scheduler, runnable, cpu);
+            if let (Some(start), Some(pool)) = (called_at, pool) {
+                crate::metrics::record_spawn(&pool.capture, start, clock::now());
+            }
         }
         Ok(handle)
     }
@@ -308,15 +316,25 @@ impl Queue {
     /// slot).
     fn release(&self, runnable: Runnable, cpu: Option<usize>) {
         match self.scheduler.upgrade() {
-            Some(s) => self.release_on(&s, runnable, cpu),
+            Some(s) => {
+                self.release_on(&s, runnable, cpu);
+            }
             None => self.refuse_released(runnable),
         }
     }
 
     /// [`Queue::release`] with the runtime at hand.
-    fn release_on(&self, scheduler: &Scheduler, runnable: Runnable, cpu: Option<usize>) {
+    /// Returns the pool it went to (`None`: refused, the runtime is shut
+    /// down).
+    fn release_on<'s>(
+        &self,
+        scheduler: &'s Scheduler,
+        runnable: Runnable,
+        cpu: Option<usize>,
+    ) -> Option<&'s Arc<Pool>> {
         if self.closed.load(Ordering::Acquire) {
-            return self.refuse_released(runnable);
+            self.refuse_released(runnable);
+            return None;
         }
         let attrs = PoolAttrs {
             strict: self.is_strict(),
@@ -324,6 +342,7 @@ impl Queue {
         };
         let pool = scheduler.place(attrs, self.scope(), cpu);
         task::release(runnable, pool);
+        Some(pool)
     }
 
     /// The runtime is shut down: the task is cancelled here; as far as
