@@ -11,67 +11,49 @@
 //! Without the fences both may read the old values, and the flush waits
 //! for a wake that never comes (`loom_without_the_fences_a_flush_is_never_woken`).
 
-use crate::loom::sync::atomic::{AtomicBool, AtomicIsize, Ordering, fence};
+use super::Fences;
+use crate::loom::sync::atomic::{AtomicBool, AtomicIsize};
 
 /// Items in flight per color (0 or 1), and which colors a flush waits on.
 #[derive(Debug, Default)]
 pub(crate) struct Flight {
     count: [AtomicIsize; 2],
     flushing: [AtomicBool; 2],
-    /// Model tests only: relaxed operations and no fences (the bug the
-    /// protocol avoids).
-    #[cfg(loom)]
-    unfenced: bool,
+    /// `SeqCst` and fences (turned off by a negative model).
+    fences: Fences,
 }
 
 impl Flight {
-    /// `SeqCst`, or `Relaxed` in the negative model.
-    fn order(&self) -> Ordering {
-        #[cfg(loom)]
-        if self.unfenced {
-            return Ordering::Relaxed;
-        }
-        Ordering::SeqCst
-    }
-
-    fn fence(&self) {
-        #[cfg(loom)]
-        if self.unfenced {
-            return;
-        }
-        fence(Ordering::SeqCst);
-    }
-
     /// A spawn counts its item in `color`.
     pub(crate) fn spawned(&self, color: usize) {
         // SeqCst: a flusher's read is ordered after it.
-        self.count[color].fetch_add(1, self.order());
+        self.count[color].fetch_add(1, self.fences.order());
     }
 
     /// An item counted in `color` is gone. Returns whether a flush of that
     /// color may be waiting for it (the caller then wakes the flusher).
     pub(crate) fn finished(&self, color: usize) -> bool {
-        self.count[color].fetch_sub(1, self.order());
+        self.count[color].fetch_sub(1, self.fences.order());
         // The finisher's half: decremented before the flag is read.
-        self.fence();
-        self.flushing[color].load(self.order()) && self.in_flight(color) <= 0
+        self.fences.fence();
+        self.flushing[color].load(self.fences.order()) && self.in_flight(color) <= 0
     }
 
     /// A flush starts waiting for `color` to empty.
     pub(crate) fn start_flush(&self, color: usize) {
-        self.flushing[color].store(true, self.order());
+        self.flushing[color].store(true, self.fences.order());
         // The flusher's half: flagged before the count is read.
-        self.fence();
+        self.fences.fence();
     }
 
     /// The flush of `color` is over (done or dropped).
     pub(crate) fn end_flush(&self, color: usize) {
-        self.flushing[color].store(false, self.order());
+        self.flushing[color].store(false, self.fences.order());
     }
 
     /// Items of `color` in flight now.
     pub(crate) fn in_flight(&self, color: usize) -> isize {
-        self.count[color].load(self.order())
+        self.count[color].load(self.fences.order())
     }
 }
 
@@ -90,7 +72,7 @@ mod loom_tests {
     fn flush_racing_finish(unfenced: bool) {
         loom::model(move || {
             let flight = Arc::new(Flight {
-                unfenced,
+                fences: Fences { off: unfenced },
                 ..Flight::default()
             });
             let waiter = Arc::new(Mutex::new(false));

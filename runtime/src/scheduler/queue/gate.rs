@@ -3,7 +3,8 @@
 //! is in the parent module's docs; this is its code, generic over the list
 //! so that loom can check it with a list of its own atomics).
 
-use crate::loom::sync::atomic::{AtomicUsize, Ordering, fence};
+use super::Fences;
+use crate::loom::sync::atomic::{AtomicUsize, Ordering};
 
 /// The inactive list: a multi-producer, multi-consumer FIFO.
 pub(crate) trait Fifo<T> {
@@ -37,10 +38,8 @@ impl<T> Fifo<T> for crossbeam_deque::Injector<T> {
 pub(crate) struct Gate {
     active: AtomicUsize,
     max: AtomicUsize,
-    /// Model tests only: relaxed slot operations and no fences (the bug
-    /// the protocol avoids).
-    #[cfg(loom)]
-    unfenced: bool,
+    /// `SeqCst` and fences (turned off by a negative model).
+    fences: Fences,
 }
 
 impl Gate {
@@ -48,26 +47,8 @@ impl Gate {
         Gate {
             active: AtomicUsize::new(0),
             max: AtomicUsize::new(max),
-            #[cfg(loom)]
-            unfenced: false,
+            fences: Fences::default(),
         }
-    }
-
-    /// `SeqCst`, or `Relaxed` in the negative model.
-    fn order(&self) -> Ordering {
-        #[cfg(loom)]
-        if self.unfenced {
-            return Ordering::Relaxed;
-        }
-        Ordering::SeqCst
-    }
-
-    fn fence(&self) {
-        #[cfg(loom)]
-        if self.unfenced {
-            return;
-        }
-        fence(Ordering::SeqCst);
     }
 
     pub(crate) fn active(&self) -> usize {
@@ -81,9 +62,11 @@ impl Gate {
     /// Takes a slot if one is free. `SeqCst`: one side of the gate's Dekker
     /// pairs (a spawner's push against a finisher's give-back).
     fn try_acquire(&self) -> bool {
-        let max = self.max.load(self.order());
+        let max = self.max.load(self.fences.order());
         self.active
-            .fetch_update(self.order(), self.order(), |a| (a < max).then_some(a + 1))
+            .fetch_update(self.fences.order(), self.fences.order(), |a| {
+                (a < max).then_some(a + 1)
+            })
             .is_ok()
     }
 
@@ -102,7 +85,7 @@ impl Gate {
         }
         list.push(item);
         // The spawner's half: pushed before trying for a slot.
-        self.fence();
+        self.fences.fence();
         self.pump(list, release);
         None
     }
@@ -110,21 +93,21 @@ impl Gate {
     /// A released item finished: its slot goes back, and waiting items are
     /// released into the free slots.
     pub(crate) fn finished<T>(&self, list: &impl Fifo<T>, release: &mut impl FnMut(T)) {
-        self.active.fetch_sub(1, self.order());
+        self.active.fetch_sub(1, self.fences.order());
         // The finisher's half: the slot is free before the look at the list.
-        self.fence();
+        self.fences.fence();
         self.pump(list, release);
     }
 
     /// A slot was taken for an item that could not be released after all.
     pub(crate) fn give_back(&self) {
-        self.active.fetch_sub(1, self.order());
+        self.active.fetch_sub(1, self.fences.order());
     }
 
     /// A new limit; waiting items are released if it allows.
     pub(crate) fn set_max<T>(&self, max: usize, list: &impl Fifo<T>, release: &mut impl FnMut(T)) {
-        self.max.store(max, self.order());
-        self.fence();
+        self.max.store(max, self.fences.order());
+        self.fences.fence();
         self.pump(list, release);
     }
 
@@ -139,8 +122,8 @@ impl Gate {
                 None => {
                     // Taken by another pump: give the slot back and look
                     // again (a pusher may have missed it meanwhile).
-                    self.active.fetch_sub(1, self.order());
-                    self.fence();
+                    self.active.fetch_sub(1, self.fences.order());
+                    self.fences.fence();
                 }
             }
         }
@@ -191,7 +174,7 @@ mod loom_tests {
     fn admit_racing_finish(unfenced: bool) {
         loom::model(move || {
             let gate = Arc::new(Gate {
-                unfenced,
+                fences: Fences { off: unfenced },
                 ..Gate::new(1)
             });
             let list = Arc::new(Counted::default());

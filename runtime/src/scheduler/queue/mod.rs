@@ -105,6 +105,35 @@ impl Striped {
     }
 }
 
+/// The orderings of the queue's model-checked protocols ([`gate`],
+/// [`flight`]): `SeqCst` operations and fences, which a negative loom model
+/// turns off to show that the model finds the bug they prevent.
+#[derive(Clone, Copy, Debug, Default)]
+struct Fences {
+    #[cfg(loom)]
+    off: bool,
+}
+
+impl Fences {
+    /// `SeqCst`, or `Relaxed` when turned off.
+    fn order(self) -> crate::loom::sync::atomic::Ordering {
+        #[cfg(loom)]
+        if self.off {
+            return crate::loom::sync::atomic::Ordering::Relaxed;
+        }
+        crate::loom::sync::atomic::Ordering::SeqCst
+    }
+
+    /// A `SeqCst` fence, or nothing when turned off.
+    fn fence(self) {
+        #[cfg(loom)]
+        if self.off {
+            return;
+        }
+        crate::loom::sync::atomic::fence(crate::loom::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// What every item of a queue writes at its spawn and at its finish, on
 /// one cache line (module docs, "Flush colors").
 struct Hot {
