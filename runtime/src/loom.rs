@@ -4,7 +4,7 @@
 //! Code whose protocol is model-checked (the kick / idle / cull protocol in
 //! [`crate::pool::idle`], the closing protocol, the rescuer's mayday list,
 //! the task registry, a workqueue's `max_active` gate and its flush
-//! handshake) takes its `Mutex`, atomics and thread handles from
+//! handshake, a task's reference to its workqueue) takes its `Mutex`, atomics and thread handles from
 //! here, so the same source runs in production and under loom's model
 //! checker, as tokio's `loom` module does. Other code uses `std::sync`
 //! directly, and locks through [`lock`] all the same.
@@ -75,4 +75,45 @@ impl<T> Lock for loom::sync::Mutex<T> {
 /// guards consistent state.
 pub(crate) fn lock<M: Lock + ?Sized>(mutex: &M) -> M::Guard<'_> {
     mutex.lock_unpoisoned()
+}
+
+/// The orderings of a model-checked protocol that a negative loom model
+/// turns off (to `Relaxed`, and no fences) to show that the model finds the
+/// bug they prevent: a workqueue's `max_active` gate and flush handshake,
+/// and a task's reference to its workqueue.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Fences {
+    /// Turned off (only a negative model does this).
+    #[cfg(loom)]
+    pub(crate) off: bool,
+}
+
+impl Fences {
+    /// `SeqCst`, or `Relaxed` when turned off.
+    pub(crate) fn order(self) -> sync::atomic::Ordering {
+        self.or_relaxed(sync::atomic::Ordering::SeqCst)
+    }
+
+    /// `order`, or `Relaxed` when turned off.
+    pub(crate) fn or_relaxed(self, order: sync::atomic::Ordering) -> sync::atomic::Ordering {
+        #[cfg(loom)]
+        if self.off {
+            return sync::atomic::Ordering::Relaxed;
+        }
+        order
+    }
+
+    /// A `SeqCst` fence, or nothing when turned off.
+    pub(crate) fn fence(self) {
+        self.fence_of(sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A fence of `order`, or nothing when turned off.
+    pub(crate) fn fence_of(self, order: sync::atomic::Ordering) {
+        #[cfg(loom)]
+        if self.off {
+            return;
+        }
+        sync::atomic::fence(order);
+    }
 }

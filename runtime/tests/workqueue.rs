@@ -548,3 +548,57 @@ fn a_poll_blocking_its_worker_gets_a_replacement_and_is_not_a_cpu_hog() {
         assert!(pool.counters.cm_wakeups >= 1, "{pool:?}");
     });
 }
+
+/// A queue lives while anything refers to it: its handles, and its tasks
+/// (which report to it) once the handles are gone; it is freed with the
+/// last of them, whichever goes last, and then leaves the metrics.
+#[test]
+fn a_queue_lives_while_its_handles_or_tasks_do_and_is_freed_with_the_last() {
+    within(60, || {
+        let rt = runtime("pack:1 core:2 pu:1");
+        let listed = |name: &str| {
+            let m = rt.metrics();
+            m.queues.iter().filter(|q| q.name == name).count()
+        };
+        let gone = |name: &str| eventually(&rt, |_| (listed(name) == 0).then_some(()));
+
+        // No task ever: the last handle frees it.
+        let q = Workqueue::builder("idle").build(rt.handle()).unwrap();
+        let copy = q.clone();
+        drop(q);
+        assert_eq!(listed("idle"), 1, "a clone still holds it");
+        drop(copy);
+        gone("idle");
+
+        // Handles dropped while tasks wait: the tasks keep it.
+        let q = Workqueue::builder("orphan").build(rt.handle()).unwrap();
+        let (senders, tasks): (Vec<_>, Vec<_>) = (0..4u32)
+            .map(|i| {
+                let (tx, rx) = futures::channel::oneshot::channel::<u32>();
+                (tx, q.spawn(async move { rx.await.unwrap() + i }))
+            })
+            .unzip();
+        drop(q);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(listed("orphan"), 1, "its waiting tasks hold it");
+        for (i, tx) in senders.into_iter().enumerate() {
+            tx.send(10 * i as u32).unwrap();
+        }
+        for (i, t) in tasks.into_iter().enumerate() {
+            assert_eq!(rt.block_on(t).unwrap(), 11 * i as u32);
+        }
+        gone("orphan");
+        let stats_left = rt.metrics().queues.len();
+        assert_eq!(stats_left, 0, "no queue is left behind");
+
+        // Tasks done before the handle goes: the handle frees it.
+        let q = Workqueue::builder("finished").build(rt.handle()).unwrap();
+        let done: Vec<_> = (0..4u32).map(|i| q.spawn(async move { i })).collect();
+        for t in done {
+            rt.block_on(t).unwrap();
+        }
+        assert_eq!(listed("finished"), 1);
+        drop(q);
+        gone("finished");
+    });
+}

@@ -9,7 +9,9 @@ use super::Handle;
 use crate::Scope;
 use crate::metrics::{WorkqueueAttrs, WorkqueueStats};
 use crate::scheduler::Scheduler;
-use crate::scheduler::queue::{DEFAULT_MAX_ACTIVE, MAX_ACTIVE, Queue, QueueConfig, Refused};
+use crate::scheduler::queue::{
+    DEFAULT_MAX_ACTIVE, MAX_ACTIVE, Queue, QueueConfig, QueueHandle, Refused,
+};
 use crate::task::JoinHandle;
 
 /// A named workqueue: a policy over the runtime's pools, as the kernel's
@@ -51,7 +53,9 @@ use crate::task::JoinHandle;
 /// ```
 #[derive(Clone)]
 pub struct Workqueue {
-    queue: Arc<Queue>,
+    /// The queue, through the claim every handle of it shares (its drop,
+    /// the last handle's, lets the queue go once its tasks have).
+    queue: Arc<QueueHandle>,
     /// The runtime it was built on, held as a [`Handle`] holds it: a spawn
     /// places its item through it without touching the runtime's reference
     /// count (a line every spawning CPU would write).
@@ -307,7 +311,7 @@ impl WorkqueueBuilder {
             cpu_intensive: self.cpu_intensive,
         });
         Ok(Workqueue {
-            queue,
+            queue: Arc::new(QueueHandle::new(queue)),
             scheduler: scheduler.clone(),
         })
     }

@@ -13,7 +13,9 @@
 //! The future borrows the task's own `TaskMeta` (async-task keeps the
 //! metadata until the task is freed, after the future is dropped): a task
 //! holds one reference to its home pool, `TaskMeta::home`, and spawning
-//! clones that `Arc` once.
+//! clones that `Arc` once. A task of a named workqueue also holds its queue,
+//! counted on the queue's own hot line rather than in an `Arc`
+//! ([`QueueRef`], `queue_ref`).
 //!
 //! The queue time is one clock read per schedule from outside the home pool.
 //! A task woken on a worker of its home pool is stamped with that worker's
@@ -23,10 +25,12 @@
 //! the one left reads the TSC (see `clock.rs`).
 
 mod join;
+mod queue_ref;
 mod registry;
 mod yield_now;
 
 pub use join::{JoinError, JoinHandle};
+pub(crate) use queue_ref::{QueueRef, TaskRefs};
 pub(crate) use registry::Registry;
 pub use yield_now::yield_now;
 
@@ -64,6 +68,8 @@ pub(crate) trait QueueLink: Send + Sync + 'static {
     fn repatriated(&self);
     /// The queue's name, for reports.
     fn name(&self) -> &str;
+    /// The references its tasks hold ([`QueueRef`]).
+    fn task_refs(&self) -> &TaskRefs;
     /// The address of the queue, to tell queues apart (never dereferenced).
     fn id(&self) -> *const () {
         std::ptr::from_ref(self).cast()
@@ -93,7 +99,7 @@ pub(crate) struct TaskMeta {
     /// hand-off orders the two, so `Relaxed` suffices.
     queued_at: AtomicU64,
     /// The workqueue it was spawned on; `None` for the default queue.
-    pub(crate) queue: Option<Arc<dyn QueueLink>>,
+    pub(crate) queue: Option<QueueRef>,
     /// The queue's flush color when it was spawned.
     color: u8,
     /// `RELEASED`, `AWAY`, `CPU_HOG`, `POLLED`. Read-modify-writes: a wake
@@ -112,7 +118,7 @@ impl std::fmt::Debug for TaskMeta {
 }
 
 impl TaskMeta {
-    fn new(queue: Option<Arc<dyn QueueLink>>, color: u8) -> TaskMeta {
+    fn new(queue: Option<QueueRef>, color: u8) -> TaskMeta {
         TaskMeta {
             home: OnceLock::new(),
             queued_at: AtomicU64::new(0),
@@ -216,7 +222,7 @@ where
 /// Creates a task of workqueue `queue` (flush color `color`) without
 /// queueing it: the queue releases it ([`release`]) now or later.
 pub(crate) fn spawn_unreleased<F>(
-    queue: Arc<dyn QueueLink>,
+    queue: QueueRef,
     color: u8,
     future: F,
 ) -> (Runnable, JoinHandle<F::Output>)

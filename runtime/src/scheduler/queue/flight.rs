@@ -11,7 +11,7 @@
 //! Without the fences both may read the old values, and the flush waits
 //! for a wake that never comes (`loom_without_the_fences_a_flush_is_never_woken`).
 
-use super::Fences;
+use crate::loom::Fences;
 use crate::loom::sync::atomic::{AtomicBool, AtomicIsize};
 
 /// Items in flight per color (0 or 1), and which colors a flush waits on.

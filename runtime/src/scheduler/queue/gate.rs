@@ -3,7 +3,7 @@
 //! is in the parent module's docs; this is its code, generic over the list
 //! so that loom can check it with a list of its own atomics).
 
-use super::Fences;
+use crate::loom::Fences;
 use crate::loom::sync::atomic::{AtomicUsize, Ordering};
 
 /// The inactive list: a multi-producer, multi-consumer FIFO.

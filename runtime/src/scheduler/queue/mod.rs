@@ -54,6 +54,12 @@
 //! model `loom_a_flush_racing_the_last_finish_is_woken` checks it, and
 //! fails without the fences). Since each flush waits for its color to
 //! empty before the next flips back to it, two colors suffice.
+//! The task of an item holds its queue, until the task is freed, by a
+//! reference counted on the same line (`task::QueueRef`: the tasks
+//! together hold one count of the queue's `Arc`, the **tasks' share**, and
+//! the [`QueueHandle`] every `Workqueue` of the queue shares lets it go when
+//! the last of them is dropped), so an item writes no other shared line at
+//! its spawn or its free.
 //! `drain` flushes until nothing is in flight, refusing work from outside
 //! the queue meanwhile (a task of the queue may still queue more, as the
 //! kernel allows chained work).
@@ -80,7 +86,7 @@ use crate::Scope;
 use crate::clock;
 use crate::loom::lock;
 use crate::pool::{Pool, PoolAttrs, current};
-use crate::task::{self, JoinHandle, QueueLink, Runnable};
+use crate::task::{self, JoinHandle, QueueLink, QueueRef, Runnable, TaskRefs};
 use flight::Flight;
 use gate::{Fifo, Gate};
 
@@ -105,35 +111,6 @@ impl Striped {
     }
 }
 
-/// The orderings of the queue's model-checked protocols ([`gate`],
-/// [`flight`]): `SeqCst` operations and fences, which a negative loom model
-/// turns off to show that the model finds the bug they prevent.
-#[derive(Clone, Copy, Debug, Default)]
-struct Fences {
-    #[cfg(loom)]
-    off: bool,
-}
-
-impl Fences {
-    /// `SeqCst`, or `Relaxed` when turned off.
-    fn order(self) -> crate::loom::sync::atomic::Ordering {
-        #[cfg(loom)]
-        if self.off {
-            return crate::loom::sync::atomic::Ordering::Relaxed;
-        }
-        crate::loom::sync::atomic::Ordering::SeqCst
-    }
-
-    /// A `SeqCst` fence, or nothing when turned off.
-    fn fence(self) {
-        #[cfg(loom)]
-        if self.off {
-            return;
-        }
-        crate::loom::sync::atomic::fence(crate::loom::sync::atomic::Ordering::SeqCst);
-    }
-}
-
 /// What every item of a queue writes at its spawn and at its finish, on
 /// one cache line (module docs, "Flush colors").
 struct Hot {
@@ -141,7 +118,14 @@ struct Hot {
     gate: Gate,
     /// Items in flight per flush color, and the flushes waiting on them.
     flight: Flight,
+    /// The references the queue's tasks hold (`task::QueueRef`).
+    refs: TaskRefs,
 }
+
+// The hot line is one cache line: what an item writes at its spawn and its
+// end moves between CPUs as one transfer (loom's atomics are larger).
+#[cfg(not(loom))]
+const _: () = assert!(std::mem::size_of::<Hot>() <= 64, "Hot outgrew a cache line");
 
 /// A queue's settings.
 #[derive(Clone, Debug)]
@@ -228,6 +212,7 @@ impl Queue {
             hot: CachePadded::new(Hot {
                 gate: Gate::new(config.max_active),
                 flight: Flight::default(),
+                refs: TaskRefs::default(),
             }),
             inactive: Injector::new(),
             color: AtomicU8::new(0),
@@ -285,8 +270,9 @@ impl Queue {
 
     /// Spawns `future` as an item of this queue, placed by `cpu` (if
     /// given) or by the calling thread's CPU. `scheduler` is the queue's
-    /// runtime, borrowed from the caller's `Workqueue`.
-    pub(crate) fn spawn<F>(
+    /// runtime, borrowed from the caller's `Workqueue`; the caller holds a
+    /// [`QueueHandle`] (the task's reference needs one).
+    fn spawn<F>(
         self: &Arc<Self>,
         scheduler: &Scheduler,
         cpu: Option<usize>,
@@ -308,7 +294,9 @@ impl Queue {
         let called_at = scheduler.config.latency_capture.then(clock::now);
         let color = self.color.load(Ordering::Acquire);
         self.hot.flight.spawned(usize::from(color));
-        let link: Arc<dyn QueueLink> = self.clone();
+        // SAFETY: the caller holds a handle, and the handles' first holder
+        // took the tasks' share (`QueueHandle::new`).
+        let link = unsafe { QueueRef::take(self) };
         let (runnable, handle) = task::spawn_unreleased(link, color, future);
         // An item that waits is released later, maybe by another thread:
         // it keeps the CPU it was submitted on for its placement.
@@ -541,6 +529,61 @@ impl QueueLink for Queue {
 
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn task_refs(&self) -> &TaskRefs {
+        &self.hot.refs
+    }
+}
+
+/// What every [`Workqueue`](crate::Workqueue) of one queue shares: the
+/// queue, and the handles' claim on it. Created with the queue, it takes
+/// the tasks' share (`task::QueueRef`), and its drop (the last handle's)
+/// is the protocol's **gone** step.
+pub(crate) struct QueueHandle(Arc<Queue>);
+
+impl QueueHandle {
+    /// The first handle of a new queue.
+    pub(crate) fn new(queue: Arc<Queue>) -> QueueHandle {
+        // The tasks' share: one strong count, dropped by the step that
+        // finds no task and no handle left.
+        let share = Arc::into_raw(queue.clone());
+        debug_assert_eq!(share, Arc::as_ptr(&queue));
+        QueueHandle(queue)
+    }
+
+    /// Spawns `future` as an item of the queue ([`Queue::spawn`]).
+    pub(crate) fn spawn<F>(
+        &self,
+        scheduler: &Scheduler,
+        cpu: Option<usize>,
+        future: F,
+    ) -> Result<JoinHandle<F::Output>, Refused>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.0.spawn(scheduler, cpu, future)
+    }
+}
+
+impl Drop for QueueHandle {
+    fn drop(&mut self) {
+        if self.0.hot.refs.gone() {
+            // SAFETY: no task holds a reference and none can be taken (no
+            // handle is left): the tasks' share, a strong count of this
+            // `Arc` taken in `new`, is this thread's to drop. The handle's
+            // own count keeps the queue alive meanwhile.
+            unsafe { Arc::decrement_strong_count(Arc::as_ptr(&self.0)) };
+        }
+    }
+}
+
+impl std::ops::Deref for QueueHandle {
+    type Target = Queue;
+
+    fn deref(&self) -> &Queue {
+        &self.0
     }
 }
 
