@@ -268,58 +268,6 @@ impl Queue {
             .set_max(n, &self.inactive, &mut self.releaser());
     }
 
-    /// Spawns `future` as an item of this queue, placed by `cpu` (if
-    /// given) or by the calling thread's CPU. `scheduler` is the queue's
-    /// runtime, borrowed from the caller's `Workqueue`; the caller holds a
-    /// [`QueueHandle`] (the task's reference needs one).
-    fn spawn<F>(
-        self: &Arc<Self>,
-        scheduler: &Scheduler,
-        cpu: Option<usize>,
-        future: F,
-    ) -> Result<JoinHandle<F::Output>, Refused>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Refused::Closed);
-        }
-        if self.draining.load(Ordering::Acquire) && current::running_queue() != self.link_id() {
-            return Err(Refused::Draining);
-        }
-        // The spawn call's time, with latency capture on (an item released
-        // at once is timed for its pool; one that waits is not: its pool is
-        // chosen when it is released, maybe on another thread).
-        let called_at = scheduler.config.latency_capture.then(clock::now);
-        let color = self.color.load(Ordering::Acquire);
-        self.hot.flight.spawned(usize::from(color));
-        // SAFETY: the caller holds a handle, and the handles' first holder
-        // took the tasks' share (`QueueHandle::new`).
-        let link = unsafe { QueueRef::take(self) };
-        let (runnable, handle) = task::spawn_unreleased(link, color, future);
-        // An item that waits is released later, maybe by another thread:
-        // it keeps the CPU it was submitted on for its placement.
-        let cpu = match cpu {
-            Some(cpu) => Some(cpu),
-            None if self.inactive.is_empty() && self.hot.gate.active() < self.hot.gate.max() => {
-                None
-            }
-            None => placement::current_cpu(&scheduler.topology),
-        };
-        if let Some((runnable, cpu)) =
-            self.hot
-                .gate
-                .admit(&self.inactive, (runnable, cpu), &mut self.releaser())
-        {
-            let pool = self.release_on(scheduler, runnable, cpu);
-            if let (Some(start), Some(pool)) = (called_at, pool) {
-                crate::metrics::record_spawn(&pool.capture, start, clock::now());
-            }
-        }
-        Ok(handle)
-    }
-
     fn releaser(&self) -> impl FnMut((Runnable, Option<usize>)) + '_ {
         move |(runnable, cpu)| self.release(runnable, cpu)
     }
@@ -552,7 +500,9 @@ impl QueueHandle {
         QueueHandle(queue)
     }
 
-    /// Spawns `future` as an item of the queue ([`Queue::spawn`]).
+    /// Spawns `future` as an item of the queue, placed by `cpu` (if given)
+    /// or by the calling thread's CPU. `scheduler` is the queue's runtime,
+    /// borrowed from the caller's `Workqueue`.
     pub(crate) fn spawn<F>(
         &self,
         scheduler: &Scheduler,
@@ -563,7 +513,44 @@ impl QueueHandle {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.0.spawn(scheduler, cpu, future)
+        let queue = &self.0;
+        if queue.closed.load(Ordering::Acquire) {
+            return Err(Refused::Closed);
+        }
+        if queue.draining.load(Ordering::Acquire) && current::running_queue() != queue.link_id() {
+            return Err(Refused::Draining);
+        }
+        // The spawn call's time, with latency capture on (an item released
+        // at once is timed for its pool; one that waits is not: its pool is
+        // chosen when it is released, maybe on another thread).
+        let called_at = scheduler.config.latency_capture.then(clock::now);
+        let color = queue.color.load(Ordering::Acquire);
+        queue.hot.flight.spawned(usize::from(color));
+        // SAFETY: this is a handle, and the first one took the tasks'
+        // share (`QueueHandle::new`).
+        let link = unsafe { QueueRef::take(queue) };
+        let (runnable, handle) = task::spawn_unreleased(link, color, future);
+        // An item that waits is released later, maybe by another thread:
+        // it keeps the CPU it was submitted on for its placement.
+        let cpu = match cpu {
+            Some(cpu) => Some(cpu),
+            None if queue.inactive.is_empty() && queue.hot.gate.active() < queue.hot.gate.max() => {
+                None
+            }
+            None => placement::current_cpu(&scheduler.topology),
+        };
+        if let Some((runnable, cpu)) =
+            queue
+                .hot
+                .gate
+                .admit(&queue.inactive, (runnable, cpu), &mut queue.releaser())
+        {
+            let pool = queue.release_on(scheduler, runnable, cpu);
+            if let (Some(start), Some(pool)) = (called_at, pool) {
+                crate::metrics::record_spawn(&pool.capture, start, clock::now());
+            }
+        }
+        Ok(handle)
     }
 }
 
