@@ -602,3 +602,44 @@ fn a_queue_lives_while_its_handles_or_tasks_do_and_is_freed_with_the_last() {
         gone("finished");
     });
 }
+
+/// Flushes take turns; a flush dropped while it waits for its turn (a
+/// timeout, a `select!`) gives the turn up, and one dropped while it waits
+/// for its items passes the turn on: later flushes still return.
+#[test]
+fn a_flush_dropped_before_or_during_its_turn_does_not_block_later_ones() {
+    within(60, || {
+        let rt = runtime("pack:1 core:2 pu:1");
+        let q = Workqueue::builder("abandoned").build(rt.handle()).unwrap();
+        let (release, waits) = futures::channel::oneshot::channel::<()>();
+        let item = q.spawn(async move { waits.await.unwrap() });
+        rt.block_on(async {
+            // The first flush has the turn and waits for the item.
+            let mut first = std::pin::pin!(q.flush());
+            assert!(futures::poll!(first.as_mut()).is_pending());
+            // The second waits for its turn, and is dropped there.
+            {
+                let mut second = std::pin::pin!(q.flush());
+                assert!(futures::poll!(second.as_mut()).is_pending());
+            }
+            // The third waits for its turn too.
+            let mut third = std::pin::pin!(q.flush());
+            assert!(futures::poll!(third.as_mut()).is_pending());
+            release.send(()).unwrap();
+            first.await;
+            // The dropped second is skipped: the third gets its turn.
+            third.await;
+            // A flush dropped while waiting for its items passes its turn.
+            let (release, waits) = futures::channel::oneshot::channel::<()>();
+            let held = q.spawn(async move { waits.await.unwrap() });
+            {
+                let mut fourth = std::pin::pin!(q.flush());
+                assert!(futures::poll!(fourth.as_mut()).is_pending());
+            }
+            release.send(()).unwrap();
+            q.flush().await;
+            held.await.unwrap();
+        });
+        rt.block_on(item).unwrap();
+    });
+}

@@ -43,7 +43,9 @@
 //! to one transfer each way (striping the in-flight count by spawning
 //! thread, as an earlier version did, added a second line that moved with
 //! every item and saved nothing while the active count is one word). A
-//! flush (flushes run one at a time) flips the color, then waits until the
+//! flush (flushes run one at a time, in order; one dropped before its
+//! turn gives the turn up, one dropped during it passes it on) flips the
+//! color, then waits until the
 //! old color's count is zero: every item spawned before the flush began
 //! was counted in the old color (or, if it raced the flip, possibly the
 //! new one, and waiting for it is not needed). An item's finish decrements
@@ -154,8 +156,26 @@ struct Flush {
     queue: std::collections::VecDeque<(u64, Waker)>,
     next_ticket: u64,
     serving: u64,
+    /// Tickets given up before their turn came (their flush futures were
+    /// dropped): skipped when it comes.
+    abandoned: std::collections::BTreeSet<u64>,
     /// The running flush's waker, woken when its color empties.
     waiter: Option<Waker>,
+}
+
+impl Flush {
+    /// The flush being served is over (done or dropped): the turn passes to
+    /// the next ticket not given up. Returns that flush's waker if it waits.
+    fn pass_turn(&mut self) -> Option<Waker> {
+        self.serving += 1;
+        self.waiter = None;
+        while self.abandoned.remove(&self.serving) {
+            self.serving += 1;
+        }
+        let serving = self.serving;
+        let next = self.queue.iter().position(|(t, _)| *t == serving)?;
+        self.queue.remove(next).map(|(_, w)| w)
+    }
 }
 
 /// A named workqueue (see the module docs).
@@ -335,6 +355,33 @@ impl Queue {
             f.next_ticket += 1;
             t
         };
+        // Whatever happens from here (the flush future may be dropped while
+        // it waits for its turn, or during it), the turn passes on.
+        struct Turn<'a> {
+            queue: &'a Queue,
+            ticket: u64,
+        }
+        impl Drop for Turn<'_> {
+            fn drop(&mut self) {
+                let next = {
+                    let mut f = lock(&self.queue.flush);
+                    if f.serving == self.ticket {
+                        f.pass_turn()
+                    } else {
+                        f.abandoned.insert(self.ticket);
+                        f.queue.retain(|(t, _)| *t != self.ticket);
+                        None
+                    }
+                };
+                if let Some(w) = next {
+                    w.wake();
+                }
+            }
+        }
+        let _turn = Turn {
+            queue: self,
+            ticket,
+        };
         std::future::poll_fn(|cx| {
             let mut f = lock(&self.flush);
             if f.serving == ticket {
@@ -347,27 +394,6 @@ impl Queue {
             Poll::Pending
         })
         .await;
-        // Whatever happens from here (the flush future may be dropped), the
-        // next flush gets its turn.
-        struct Turn<'a>(&'a Queue);
-        impl Drop for Turn<'_> {
-            fn drop(&mut self) {
-                let next = {
-                    let mut f = lock(&self.0.flush);
-                    f.serving += 1;
-                    f.waiter = None;
-                    let serving = f.serving;
-                    f.queue
-                        .iter()
-                        .position(|(t, _)| *t == serving)
-                        .and_then(|i| f.queue.remove(i))
-                };
-                if let Some((_, w)) = next {
-                    w.wake();
-                }
-            }
-        }
-        let _turn = Turn(self);
         let old = usize::from(self.color.load(Ordering::Acquire));
         self.color.store((old as u8) ^ 1, Ordering::Release);
         // Flagged, then fenced, before the count is read (`flight`).
