@@ -603,6 +603,112 @@ fn a_queue_lives_while_its_handles_or_tasks_do_and_is_freed_with_the_last() {
     });
 }
 
+/// A limit large enough for slots to be leased to stripes (module docs of
+/// `scheduler/queue/gate.rs`): many producers, each on its own stripe,
+/// spawn past it; it is never exceeded, and it holds again after a shrink
+/// (which turns the gate global) and a raise.
+#[test]
+fn a_striped_max_active_is_never_exceeded_and_survives_a_shrink_and_a_raise() {
+    within(120, || {
+        let rt = runtime("pack:1 core:4 pu:1");
+        let q = Workqueue::builder("striped")
+            .max_active(128)
+            .build(rt.handle())
+            .unwrap();
+        let round = |limit: usize| {
+            let c = Arc::new(Concurrency::default());
+            let handles = Mutex::new(Vec::new());
+            std::thread::scope(|s| {
+                for _ in 0..8 {
+                    s.spawn(|| {
+                        for _ in 0..300 {
+                            let c = c.clone();
+                            let h = q.spawn(async move {
+                                c.enter();
+                                for _ in 0..10 {
+                                    wq::task::yield_now().await;
+                                }
+                                c.leave();
+                            });
+                            handles.lock().unwrap().push(h);
+                        }
+                    });
+                }
+            });
+            rt.block_on(async {
+                for h in handles.into_inner().unwrap() {
+                    h.await.unwrap();
+                }
+            });
+            let high = c.high.load(Ordering::SeqCst);
+            assert!(
+                high <= limit,
+                "{high} items active at once, max_active {limit}"
+            );
+            assert!(
+                high >= limit / 2,
+                "items overlapped up to {high} only, max_active {limit}"
+            );
+            let s = q.stats();
+            assert_eq!((s.in_flight, s.active, s.inactive), (0, 0, 0), "{s:?}");
+        };
+        round(128);
+
+        // A shrink while the limit is reached: the slots the running items
+        // give back start no more items than the new limit.
+        let hold = Arc::new(AtomicBool::new(true));
+        let blockers: Vec<_> = (0..128)
+            .map(|_| {
+                let hold = hold.clone();
+                q.spawn(async move {
+                    while hold.load(Ordering::SeqCst) {
+                        wq::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        eventually(&rt, |_| (q.stats().active == 128).then_some(()));
+        let c = Arc::new(Concurrency::default());
+        let waiting = Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..50 {
+                        let c = c.clone();
+                        let h = q.spawn(async move {
+                            c.enter();
+                            for _ in 0..10 {
+                                wq::task::yield_now().await;
+                            }
+                            c.leave();
+                        });
+                        waiting.lock().unwrap().push(h);
+                    }
+                });
+            }
+        });
+        assert_eq!(q.stats().inactive, 400);
+        q.set_max_active(40).unwrap();
+        hold.store(false, Ordering::SeqCst);
+        rt.block_on(async {
+            for h in blockers.into_iter().chain(waiting.into_inner().unwrap()) {
+                h.await.unwrap();
+            }
+        });
+        let high = c.high.load(Ordering::SeqCst);
+        assert!(
+            high <= 40,
+            "{high} items started at once after a shrink to 40"
+        );
+
+        round(40);
+        q.set_max_active(200).unwrap();
+        round(200);
+        let s = q.stats();
+        assert_eq!((s.started, s.completed), (7728, 7728), "{s:?}");
+    });
+}
+
 /// Flushes take turns; a flush dropped while it waits for its turn (a
 /// timeout, a `select!`) gives the turn up, and one dropped while it waits
 /// for its items passes the turn on: later flushes still return.

@@ -175,6 +175,10 @@ impl Workqueue {
     /// 2048); waiting items start at once if the new limit allows. Items
     /// already active above a lowered limit finish as they are.
     ///
+    /// A lowered limit costs the queue its per-CPU slot counts for good:
+    /// its slots are counted on one cache line from then on, which every
+    /// CPU feeding the queue writes (`docs/guide/workqueues.md`, "Cost").
+    ///
     /// # Errors
     /// On an ordered queue, and for `n` over 2048.
     pub fn set_max_active(&self, n: usize) -> Result<(), WorkqueueError> {

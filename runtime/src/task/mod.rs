@@ -14,8 +14,8 @@
 //! metadata until the task is freed, after the future is dropped): a task
 //! holds one reference to its home pool, `TaskMeta::home`, and spawning
 //! clones that `Arc` once. A task of a named workqueue also holds its queue,
-//! counted on the queue's own hot line rather than in an `Arc`
-//! ([`QueueRef`], `queue_ref`).
+//! counted on the queue's stripes rather than in an `Arc` ([`QueueRef`],
+//! `queue_ref`).
 //!
 //! The queue time is one clock read per schedule from outside the home pool.
 //! A task woken on a worker of its home pool is stamped with that worker's
@@ -54,8 +54,9 @@ pub(crate) type Runnable = async_task::Runnable<TaskMeta>;
 pub(crate) trait QueueLink: Send + Sync + 'static {
     /// A task of the queue is gone (its future finished or was dropped).
     /// `released`: it had left the queue's inactive list (it held one of
-    /// the queue's `max_active` slots); `color`: its flush color.
-    fn finished(&self, released: bool, color: u8);
+    /// the queue's `max_active` slots); `color`: its flush color; `stripe`:
+    /// the stripe of the queue's counts it was spawned on.
+    fn finished(&self, released: bool, color: u8, stripe: u8);
     /// One poll of one of its tasks took `ns`; `first` for its first poll.
     fn polled(&self, first: bool, ns: u64);
     /// Whether its items leave concurrency management while they run.
@@ -408,7 +409,7 @@ impl<F> Drop for TaskCell<'_, F> {
             home.registry.dropped(self.entry.take());
         }
         if let Some(q) = &self.meta.queue {
-            q.finished(flags & RELEASED != 0, self.meta.color);
+            q.finished(flags & RELEASED != 0, self.meta.color, q.stripe());
         }
     }
 }

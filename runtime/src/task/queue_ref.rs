@@ -1,86 +1,115 @@
-//! A task's reference to its workqueue, counted on the queue's hot line.
+//! A task's reference to its workqueue, counted on the stripe the task was
+//! spawned on.
 //!
 //! A task of a named workqueue holds its queue until the task is freed: it
 //! reports its polls, its finish and its repatriations there. With an `Arc`
 //! clone per task, every item would write the `Arc`'s count at its spawn
-//! (the spawner's clone) and at its free (as a rule on a worker's CPU): a
-//! cache line that moves between CPUs with every item, besides the queue's
-//! hot line (the active and in-flight counts) that the item writes at its
-//! spawn and its finish anyway. So tasks count their references in one
-//! word on that hot line, [`TaskRefs`], and hold the queue's allocation
+//! (the spawner's clone) and at its free (as a rule on a worker's CPU): one
+//! cache line that every CPU spawning or running the queue's items writes.
+//! So tasks count their references on the queue's stripes, beside its
+//! other per-item counts, [`TaskRefs`], and hold the queue's allocation
 //! together through one strong count of its `Arc`, **the tasks' share**,
 //! taken when the queue is created.
 //!
 //! # Protocol
-//! The word is `2 * tasks | GONE`: the tasks that hold a reference, and
-//! whether every handle of the queue (the `Workqueue`s a user holds) is
-//! gone.
-//! - **Take** (a spawn, by a thread that holds a handle): add 2
-//!   (`Relaxed`, as `Arc::clone`: the spawner's handle keeps the queue
-//!   alive, and the task is published to other threads by its queueing).
-//! - **Put** (a task freed): subtract 2 (`Release`). The put that leaves
-//!   the word at `GONE` (no task, no handle) fences (`Acquire`) and drops
-//!   the tasks' share, maybe the queue with it; any other put is the
-//!   task's last access to the queue.
+//! The references are counted per stripe (the spawning thread's, as the
+//! queue's other counts): each stripe's word is `2 * tasks | DEAD`, and a
+//! task takes and puts its reference on its spawner's stripe, so a stripe
+//! never counts below its live tasks. Once every handle of the queue (the
+//! `Workqueue`s a user holds) is gone, the stripes are collected into one
+//! count, `left`, as the kernel's `percpu_ref` switches to atomic mode.
+//! - **Take** (a spawn, by a thread that holds a handle): add 2 to the
+//!   stripe (`Relaxed`, as `Arc::clone`: the spawner's handle keeps the
+//!   queue alive, and the task is published to other threads by its
+//!   queueing).
+//! - **Put** (a task freed): subtract 2 from its stripe (`Release`). If the
+//!   stripe was not yet collected, that is all: the put's last access to
+//!   the queue. If it was (`DEAD` set), the task was counted in `left`:
+//!   subtract 1 there (`Release`); the put that leaves `left` at zero fences
+//!   (`Acquire`) and drops the tasks' share, maybe the queue with it.
 //! - **Gone** (the last handle dropped, while it still holds its own strong
-//!   count): set `GONE` (`AcqRel`); if no task held a reference, drop the
-//!   tasks' share.
+//!   count): mark every stripe `DEAD` (`AcqRel`), collecting its count, and
+//!   add the sum to `left` (`AcqRel`); if that leaves `left` at zero, no
+//!   task holds a reference: drop the tasks' share.
 //!
-//! Invariants: no take follows `GONE` (only a handle's holder spawns), so
-//! the word reaches `GONE` exactly once, by the gone step or by the last
-//! put, and that step alone drops the share: the share is dropped exactly
-//! once, after every task's put. Every access a task makes to its queue
-//! comes before its put (`Release`); the step that drops the share
-//! acquires every put before it (`Acquire`: the puts are read-modify-writes
-//! of one word, a release sequence), and the `Arc`'s own count orders that
-//! drop before the queue is freed. The models
+//! Invariants: no take follows the gone step (only a handle's holder
+//! spawns). A put on a stripe before its collection is in the collected
+//! count; one after it subtracts from `left` (which may go below zero
+//! until the gone step adds the collected counts, so zero is reached
+//! exactly once, after both the gone step and every put). Every access a
+//! task makes to its queue comes before its put (`Release`); the step that
+//! reaches zero acquires every put before it (the stripes' and `left`'s
+//! read-modify-writes are release sequences), and the `Arc`'s own count
+//! orders the share's drop before the queue is freed. The models
 //! `loom_a_queue_outlives_its_tasks_and_is_freed_once` (and its negative
 //! control without the orderings) check it.
 //!
-//! One write per item each way on a line the item writes anyway: a spawn
-//! on another CPU than the last put takes one line transfer for the active
-//! count, the in-flight count and the reference together.
+//! A spawn and a free on one CPU write only that stripe's line.
 
 use std::ptr::NonNull;
 use std::sync::Arc;
 
+use crossbeam_utils::CachePadded;
+
 use super::QueueLink;
 use crate::loom::Fences;
-use crate::loom::sync::atomic::{AtomicUsize, Ordering};
+use crate::loom::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 
-/// The word's flag: every handle of the queue is gone.
-const GONE: usize = 1;
-/// One task's reference.
+/// A stripe's flag: collected by the gone step.
+const DEAD: usize = 1;
+/// One task's reference on a stripe.
 const TASK: usize = 2;
 
 /// The references tasks hold to their queue (module docs).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct TaskRefs {
-    word: AtomicUsize,
+    /// Per stripe: `2 * tasks | DEAD`.
+    stripes: Box<[CachePadded<AtomicUsize>]>,
+    /// After the gone step: the references left.
+    left: AtomicIsize,
     /// The orderings (turned off by a negative model).
     fences: Fences,
 }
 
 impl TaskRefs {
-    /// A spawn takes a reference for its task (the spawner holds a handle).
-    pub(crate) fn take(&self) {
-        let before = self.word.fetch_add(TASK, Ordering::Relaxed);
+    /// References counted in `stripes` stripes (at least one).
+    pub(crate) fn new(stripes: usize) -> TaskRefs {
+        TaskRefs {
+            stripes: (0..stripes.max(1))
+                .map(|_| CachePadded::new(AtomicUsize::new(0)))
+                .collect(),
+            left: AtomicIsize::new(0),
+            fences: Fences::default(),
+        }
+    }
+
+    /// `stripe`'s word (`stripe` is below the stripe count).
+    fn stripe(&self, stripe: usize) -> &AtomicUsize {
+        &self.stripes[stripe]
+    }
+
+    /// A spawn takes a reference for its task on `stripe` (the spawner
+    /// holds a handle).
+    pub(crate) fn take(&self, stripe: usize) {
+        let before = self.stripe(stripe).fetch_add(TASK, Ordering::Relaxed);
         debug_assert_eq!(
-            before & GONE,
+            before & DEAD,
             0,
             "a task is spawned on a queue with no handle"
         );
     }
 
-    /// A task drops its reference. Returns whether the caller must drop
-    /// the tasks' share (no task and no handle is left); if not, the caller
-    /// must not touch the queue again.
+    /// A task drops its reference, taken on `stripe`. Returns whether the
+    /// caller must drop the tasks' share (no task and no handle is left);
+    /// if not, the caller must not touch the queue again.
     #[must_use]
-    pub(crate) fn put(&self) -> bool {
-        let before = self
-            .word
-            .fetch_sub(TASK, self.fences.or_relaxed(Ordering::Release));
-        if before != TASK | GONE {
+    pub(crate) fn put(&self, stripe: usize) -> bool {
+        let release = self.fences.or_relaxed(Ordering::Release);
+        let before = self.stripe(stripe).fetch_sub(TASK, release);
+        if before & DEAD == 0 {
+            return false;
+        }
+        if self.left.fetch_sub(1, release) != 1 {
             return false;
         }
         self.fences.fence_of(Ordering::Acquire);
@@ -91,11 +120,18 @@ impl TaskRefs {
     /// caller must drop the tasks' share (no task holds a reference).
     #[must_use]
     pub(crate) fn gone(&self) -> bool {
-        let before = self
-            .word
-            .fetch_or(GONE, self.fences.or_relaxed(Ordering::AcqRel));
-        debug_assert_eq!(before & GONE, 0, "a queue's handles go once");
-        before == 0
+        let acq_rel = self.fences.or_relaxed(Ordering::AcqRel);
+        let counted: usize = self
+            .stripes
+            .iter()
+            .map(|s| {
+                let before = s.fetch_or(DEAD, acq_rel);
+                debug_assert_eq!(before & DEAD, 0, "a queue's handles go once");
+                before / TASK
+            })
+            .sum();
+        let counted = counted as isize;
+        self.left.fetch_add(counted, acq_rel) + counted == 0
     }
 }
 
@@ -105,6 +141,8 @@ pub(crate) struct QueueRef {
     /// The queue, with the provenance of its `Arc`; the tasks' share is a
     /// strong count of that `Arc` (as `Arc<dyn QueueLink>`).
     link: NonNull<dyn QueueLink>,
+    /// The stripe it was taken on (the spawning thread's).
+    stripe: u8,
 }
 
 // SAFETY: a `QueueRef` is a shared reference to a `QueueLink`, which is
@@ -120,13 +158,19 @@ impl QueueRef {
     /// The caller holds a handle of the queue (no `gone` step has run), and
     /// the queue's `Arc` holds the tasks' share: one strong count that the
     /// step that returns `true` (a `put` here, or `gone`) drops.
-    pub(crate) unsafe fn take<Q: QueueLink>(queue: &Arc<Q>) -> QueueRef {
-        queue.task_refs().take();
+    pub(crate) unsafe fn take<Q: QueueLink>(queue: &Arc<Q>, stripe: u8) -> QueueRef {
+        queue.task_refs().take(usize::from(stripe));
         let link: *const dyn QueueLink = Arc::<Q>::as_ptr(queue);
         QueueRef {
             // An `Arc`'s pointer is never null.
             link: NonNull::new(link.cast_mut()).expect("an Arc's pointer"),
+            stripe,
         }
+    }
+
+    /// The stripe of the queue's counts this task was spawned on.
+    pub(crate) fn stripe(&self) -> u8 {
+        self.stripe
     }
 }
 
@@ -144,7 +188,7 @@ impl Drop for QueueRef {
         // The word outlives this borrow only if the put does not return
         // `true`; `put` touches nothing after its decrement (as
         // `Arc::drop`).
-        if self.task_refs().put() {
+        if self.task_refs().put(usize::from(self.stripe)) {
             // SAFETY: the put left no task and no handle: this thread owns
             // the tasks' share, a strong count of the queue's `Arc<Q>`, and
             // `link` is that `Arc`'s pointer unsized to `dyn QueueLink`
@@ -191,43 +235,69 @@ mod loom_tests {
         }
     }
 
-    /// A queue with one handle; two tasks are spawned through it and freed
-    /// on threads of their own while the handle is dropped. The queue is
-    /// freed exactly once, after both tasks' last reads.
+    /// What a `Workqueue` shares: the queue and the tasks' share; the last
+    /// one's drop is the gone step.
+    struct Handle {
+        queue: Arc<Queue>,
+        share: *const Queue,
+    }
+    // SAFETY: as `Share`.
+    unsafe impl Send for Handle {}
+    // SAFETY: as `Share`.
+    unsafe impl Sync for Handle {}
+
+    impl Drop for Handle {
+        fn drop(&mut self) {
+            if self.queue.refs.gone() {
+                Share(self.share).drop_share();
+            }
+        }
+    }
+
+    /// A task's life after its spawn: it reads its queue, then puts its
+    /// reference (taken on `stripe`).
+    fn run_task(task: Share, stripe: usize) {
+        // SAFETY: the task holds a reference.
+        let queue = unsafe { &*task.0 };
+        // SAFETY: the model's cell; loom checks the access.
+        queue.state.with(|s| assert_eq!(unsafe { *s }, 0));
+        if queue.refs.put(stripe) {
+            task.drop_share();
+        }
+    }
+
+    /// A queue with two handles over 2 stripes. This thread spawns a task
+    /// on stripe 0, freed on a thread of its own, and drops its handle;
+    /// meanwhile another thread spawns a task on stripe 1 through the other
+    /// handle, drops that handle, and frees its task. Whichever handle
+    /// goes last runs the gone step. The queue is freed exactly once,
+    /// after both tasks' last reads.
     fn tasks_racing_the_last_handle(unfenced: bool) {
         loom::model(move || {
             let drops = Arc::new(AtomicUsize::new(0));
-            let handle = Arc::new(Queue {
+            let queue = Arc::new(Queue {
                 refs: TaskRefs {
-                    word: AtomicUsize::new(0),
                     fences: Fences { off: unfenced },
+                    ..TaskRefs::new(2)
                 },
                 state: UnsafeCell::new(0),
                 drops: drops.clone(),
             });
-            let share = Arc::into_raw(handle.clone());
-            let tasks: Vec<_> = (0..2)
-                .map(|_| {
-                    handle.refs.take();
-                    let task = Share(share);
-                    loom::thread::spawn(move || {
-                        // SAFETY: the task holds a reference.
-                        let queue = unsafe { &*task.0 };
-                        // SAFETY: the model's cell; loom checks the access.
-                        queue.state.with(|s| assert_eq!(unsafe { *s }, 0));
-                        if queue.refs.put() {
-                            task.drop_share();
-                        }
-                    })
-                })
-                .collect();
-            if handle.refs.gone() {
-                Share(share).drop_share();
-            }
+            let share = Arc::into_raw(queue.clone());
+            let handle = Arc::new(Handle { queue, share });
+            handle.queue.refs.take(0);
+            let task = Share(share);
+            let task = loom::thread::spawn(move || run_task(task, 0));
+            let other = handle.clone();
+            let other = loom::thread::spawn(move || {
+                other.queue.refs.take(1);
+                let task = Share(other.share);
+                drop(other);
+                run_task(task, 1);
+            });
             drop(handle);
-            for t in tasks {
-                t.join().unwrap();
-            }
+            task.join().unwrap();
+            other.join().unwrap();
             assert_eq!(
                 drops.load(Ordering::Relaxed),
                 1,

@@ -3,37 +3,68 @@
 //! "Flush colors"; this is its code, on the facade's atomics so that loom
 //! can check it).
 //!
-//! The handshake is a store-buffering pair: the finisher decrements, then
-//! reads the flag; the flusher sets the flag, then reads the count. With a
+//! The counts are striped by the spawning thread: an item counts itself in
+//! its spawner's stripe and uncounts itself there at its end, so a stripe
+//! never reads below the items of that stripe still in flight, and a sum
+//! of the stripes read one by one is zero only if every item counted
+//! before the reads began has finished (an item that raced the reads adds
+//! zero or one, never minus one). A queue's items spawned and run on one
+//! CPU write only that stripe's line.
+//!
+//! The handshake is a store-buffering pair: the finisher decrements its
+//! stripe, then reads the flag; the flusher sets the flag, then reads the
+//! stripes. With a
 //! `SeqCst` fence between each side's write and read, at least one of them
 //! sees the other's write: the finisher sees the flag (and wakes the
 //! flusher), or the flusher sees the count at zero (and does not wait).
 //! Without the fences both may read the old values, and the flush waits
 //! for a wake that never comes (`loom_without_the_fences_a_flush_is_never_woken`).
 
+use crossbeam_utils::CachePadded;
+
 use crate::loom::Fences;
 use crate::loom::sync::atomic::{AtomicBool, AtomicIsize};
 
-/// Items in flight per color (0 or 1), and which colors a flush waits on.
-#[derive(Debug, Default)]
+/// Items in flight per color (0 or 1) and stripe, and which colors a flush
+/// waits on.
+#[derive(Debug)]
 pub(crate) struct Flight {
-    count: [AtomicIsize; 2],
+    /// Per stripe: the items of each color spawned there and not finished.
+    counts: Box<[CachePadded<[AtomicIsize; 2]>]>,
+    /// Read by every finish, written by flushes only.
     flushing: [AtomicBool; 2],
     /// `SeqCst` and fences (turned off by a negative model).
     fences: Fences,
 }
 
 impl Flight {
-    /// A spawn counts its item in `color`.
-    pub(crate) fn spawned(&self, color: usize) {
-        // SeqCst: a flusher's read is ordered after it.
-        self.count[color].fetch_add(1, self.fences.order());
+    /// Counts in `stripes` stripes (at least one).
+    pub(crate) fn new(stripes: usize) -> Flight {
+        Flight {
+            counts: (0..stripes.max(1))
+                .map(|_| CachePadded::new([AtomicIsize::new(0), AtomicIsize::new(0)]))
+                .collect(),
+            flushing: [AtomicBool::new(false), AtomicBool::new(false)],
+            fences: Fences::default(),
+        }
     }
 
-    /// An item counted in `color` is gone. Returns whether a flush of that
-    /// color may be waiting for it (the caller then wakes the flusher).
-    pub(crate) fn finished(&self, color: usize) -> bool {
-        self.count[color].fetch_sub(1, self.fences.order());
+    /// `stripe`'s counts (`stripe` is below the stripe count).
+    fn stripe(&self, stripe: usize) -> &[AtomicIsize; 2] {
+        &self.counts[stripe]
+    }
+
+    /// A spawn on `stripe` counts its item in `color`.
+    pub(crate) fn spawned(&self, stripe: usize, color: usize) {
+        // SeqCst: a flusher's read is ordered after it.
+        self.stripe(stripe)[color].fetch_add(1, self.fences.order());
+    }
+
+    /// An item counted in `color` on `stripe` is gone. Returns whether a
+    /// flush of that color may be waiting for it (the caller then wakes the
+    /// flusher).
+    pub(crate) fn finished(&self, stripe: usize, color: usize) -> bool {
+        self.stripe(stripe)[color].fetch_sub(1, self.fences.order());
         // The finisher's half: decremented before the flag is read.
         self.fences.fence();
         self.flushing[color].load(self.fences.order()) && self.in_flight(color) <= 0
@@ -51,9 +82,13 @@ impl Flight {
         self.flushing[color].store(false, self.fences.order());
     }
 
-    /// Items of `color` in flight now.
+    /// Items of `color` in flight now: the stripes summed one by one (see
+    /// the module docs for why a zero can be trusted).
     pub(crate) fn in_flight(&self, color: usize) -> isize {
-        self.count[color].load(self.fences.order())
+        self.counts
+            .iter()
+            .map(|c| c[color].load(self.fences.order()))
+            .sum()
     }
 }
 
@@ -63,7 +98,8 @@ mod loom_tests {
     use crate::loom::sync::Mutex;
     use loom::sync::Arc;
 
-    /// One item of color 0 in flight; a flush of color 0 races its finish.
+    /// One item of color 0 in flight, counted on stripe 1 of 2; a flush of
+    /// color 0 races its finish.
     /// The flush, as `Queue::flush` does it: flag, read; if not empty,
     /// store its waker (here a flag) under the lock and read again; if
     /// still not empty, wait. The finisher: `finished`, and if it says so,
@@ -73,13 +109,13 @@ mod loom_tests {
         loom::model(move || {
             let flight = Arc::new(Flight {
                 fences: Fences { off: unfenced },
-                ..Flight::default()
+                ..Flight::new(2)
             });
             let waiter = Arc::new(Mutex::new(false));
-            flight.spawned(0);
+            flight.spawned(1, 0);
             let (f, w) = (flight.clone(), waiter.clone());
             let finisher = loom::thread::spawn(move || {
-                if f.finished(0) {
+                if f.finished(1, 0) {
                     // Took the waker: `true` means the flusher was woken.
                     return std::mem::take(&mut *w.lock().unwrap());
                 }

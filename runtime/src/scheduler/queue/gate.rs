@@ -2,9 +2,46 @@
 //! rest on an inactive FIFO, released in order as slots free (the protocol
 //! is in the parent module's docs; this is its code, generic over the list
 //! so that loom can check it with a list of its own atomics).
+//!
+//! # Slots leased to stripes
+//! One count of active items, taken and given back by every item, is a
+//! line every CPU that spawns or finishes the queue's items writes. So the
+//! gate counts **leased** slots instead, and leases them to stripes (the
+//! spawning thread's, as the in-flight counts) in batches: a stripe keeps
+//! the slots it leased and does not use as **spares**, and its items take
+//! and give back spares on the stripe's own line.
+//! - **Take** on stripe `s`: a spare of `s`; else lease a batch (up to
+//!   `batch` slots, while `leased < max`), one for the item, the rest
+//!   spares of `s`; else reclaim the spares of another stripe, one for the
+//!   item, the rest spares of `s`; else none is free.
+//! - **Give back** on `s`: one more spare for `s`; a stripe holding more
+//!   than two batches returns the excess to `leased`.
+//! - A **deposit** (any step that adds spares to a stripe) is followed by
+//!   a `SeqCst` fence and a look at the mode (below), and then by a pump.
+//!
+//! Invariant: `active + sum(spares) = leased <= max`, so at most `max`
+//! items are active. No slot is stranded while an item waits: the waiting
+//! item's spawner pushes, fences, then takes, and a take looks at every
+//! place a slot can be (its stripe, `leased`, every other stripe); a thread
+//! that puts a slot anywhere fences, then looks at the list. Of the two
+//! fences one comes first, so either the take finds the slot or the
+//! depositor finds the item; a slot moved again by a third thread was
+//! deposited by it, which then looks at the list itself.
+//!
+//! # Global mode
+//! A smaller `max` cannot be enforced on spares already leased, so the gate
+//! turns **global** for good when `max` shrinks (or from the start when
+//! `max` is too small for a batch of two per stripe): `leased` then counts
+//! the active items, as one counter, and spares are swept into it. A
+//! deposit that raced the sweep finds the mode global after its fence and
+//! sweeps its own stripe. The models `loom_an_item_is_never_stranded_on_the_inactive_list`
+//! (striped, a finish racing an admit) and
+//! `loom_a_shrink_racing_a_finish_keeps_every_slot` check both.
 
 use crate::loom::Fences;
-use crate::loom::sync::atomic::{AtomicUsize, Ordering};
+use crossbeam_utils::CachePadded;
+
+use crate::loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// The inactive list: a multi-producer, multi-consumer FIFO.
 pub(crate) trait Fifo<T> {
@@ -33,97 +70,251 @@ impl<T> Fifo<T> for crossbeam_deque::Injector<T> {
     }
 }
 
-/// The active count and its limit.
+/// What a take found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Taken {
+    /// No free slot.
+    None,
+    /// A slot for the item.
+    Slot,
+    /// A slot for the item, and spares deposited on the stripe (a pump
+    /// must follow).
+    SlotAndSpares,
+}
+
+/// The leased count, the stripes' spares, and the limit.
 #[derive(Debug)]
 pub(crate) struct Gate {
-    active: AtomicUsize,
     max: AtomicUsize,
+    /// Slots leased: the active items and the stripes' spares. On a line
+    /// of its own: written once per batch, while `max` and `global` are
+    /// read by every take.
+    leased: CachePadded<AtomicUsize>,
+    /// Per stripe: slots leased and not in use.
+    spares: Box<[CachePadded<AtomicUsize>]>,
+    /// Slots leased per batch.
+    batch: usize,
+    /// Every slot goes through `leased` (set for good: module docs).
+    global: AtomicBool,
     /// `SeqCst` and fences (turned off by a negative model).
     fences: Fences,
 }
 
 impl Gate {
-    pub(crate) fn new(max: usize) -> Gate {
+    /// A gate of `max` slots over `stripes` stripes.
+    pub(crate) fn new(max: usize, stripes: usize) -> Gate {
+        let stripes = stripes.max(1);
+        let batch = max / (4 * stripes);
+        Gate::with_batch(max, stripes, batch, batch < 2)
+    }
+
+    /// A gate leasing `batch` slots at a time, global from the start or
+    /// not.
+    fn with_batch(max: usize, stripes: usize, batch: usize, global: bool) -> Gate {
         Gate {
-            active: AtomicUsize::new(0),
             max: AtomicUsize::new(max),
+            leased: CachePadded::new(AtomicUsize::new(0)),
+            spares: (0..stripes.max(1))
+                .map(|_| CachePadded::new(AtomicUsize::new(0)))
+                .collect(),
+            batch: batch.max(1),
+            global: AtomicBool::new(global),
             fences: Fences::default(),
         }
     }
 
+    /// Active items now (a snapshot: stripes are read one by one).
     pub(crate) fn active(&self) -> usize {
-        self.active.load(Ordering::Relaxed)
+        let spares: usize = self.spares.iter().map(|s| s.load(Ordering::Relaxed)).sum();
+        self.leased.load(Ordering::Relaxed).saturating_sub(spares)
     }
 
     pub(crate) fn max(&self) -> usize {
         self.max.load(Ordering::Relaxed)
     }
 
-    /// Takes a slot if one is free. `SeqCst`: one side of the gate's Dekker
-    /// pairs (a spawner's push against a finisher's give-back).
-    fn try_acquire(&self) -> bool {
-        let max = self.max.load(self.fences.order());
-        self.active
-            .fetch_update(self.fences.order(), self.fences.order(), |a| {
-                (a < max).then_some(a + 1)
-            })
-            .is_ok()
+    /// Whether a take on `stripe` may find a slot without reclaiming
+    /// (a hint for placement; no promise).
+    pub(crate) fn has_room(&self, stripe: usize) -> bool {
+        self.leased.load(Ordering::Relaxed) < self.max()
+            || self.spare(stripe).load(Ordering::Relaxed) > 0
     }
 
-    /// A new item: `Some(item)` back if it may be released now (it holds a
-    /// slot), else it is queued on `list` (and items may be released
-    /// through `release`, this one included).
+    /// `stripe`'s spares (`stripe` is below the stripe count).
+    fn spare(&self, stripe: usize) -> &AtomicUsize {
+        &self.spares[stripe]
+    }
+
+    fn is_global(&self) -> bool {
+        self.global.load(self.fences.order())
+    }
+
+    /// Takes a slot on `stripe` if one is free. `SeqCst`: one side of the
+    /// gate's Dekker pairs (a spawner's push against a depositor's slot).
+    fn take(&self, stripe: usize) -> Taken {
+        let o = self.fences.order();
+        let max = self.max.load(o);
+        if self.is_global() {
+            return match self
+                .leased
+                .fetch_update(o, o, |l| (l < max).then_some(l + 1))
+            {
+                Ok(_) => Taken::Slot,
+                Err(_) => Taken::None,
+            };
+        }
+        let own = self.spare(stripe);
+        if own.fetch_update(o, o, |c| c.checked_sub(1)).is_ok() {
+            return Taken::Slot;
+        }
+        let batch = self.batch;
+        let leased = self
+            .leased
+            .fetch_update(o, o, |l| (l < max).then(|| l + (max - l).min(batch)));
+        let got = match leased {
+            Ok(l) => (max - l).min(batch),
+            Err(_) => self.reclaim(stripe),
+        };
+        match got {
+            0 => Taken::None,
+            1 => Taken::Slot,
+            n => {
+                own.fetch_add(n - 1, o);
+                Taken::SlotAndSpares
+            }
+        }
+    }
+
+    /// Takes every spare of the first other stripe that has some.
+    fn reclaim(&self, stripe: usize) -> usize {
+        let o = self.fences.order();
+        let n = self.spares.len();
+        (1..n)
+            .map(|i| &self.spares[(stripe + i) % n])
+            .filter(|s| s.load(o) > 0)
+            .map(|s| s.swap(0, o))
+            .find(|&x| x > 0)
+            .unwrap_or(0)
+    }
+
+    /// A slot taken on `stripe` is free again, and fenced: the caller may
+    /// look at the list (and pump).
+    fn put(&self, stripe: usize) {
+        let o = self.fences.order();
+        if self.is_global() {
+            self.leased.fetch_sub(1, o);
+            self.fences.fence();
+            return;
+        }
+        let own = self.spare(stripe);
+        let now = own.fetch_add(1, o) + 1;
+        if now > 2 * self.batch
+            && let Ok(had) = own.fetch_update(o, o, |c| (c > self.batch).then_some(self.batch))
+        {
+            self.leased.fetch_sub(had - self.batch, o);
+        }
+        self.deposited(stripe);
+    }
+
+    /// Spares were put on `stripe`: fence, and if the gate turned global
+    /// meanwhile, sweep them into `leased` (the caller then pumps).
+    fn deposited(&self, stripe: usize) {
+        self.fences.fence();
+        if self.is_global() {
+            let x = self.spare(stripe).swap(0, self.fences.order());
+            if x > 0 {
+                self.leased.fetch_sub(x, self.fences.order());
+            }
+        }
+    }
+
+    /// A new item spawned on `stripe`: `Some(item)` back if it may be
+    /// released now (it holds a slot), else it is queued on `list` (and
+    /// items may be released through `release`, this one included).
     pub(crate) fn admit<T>(
         &self,
+        stripe: usize,
         list: &impl Fifo<T>,
         item: T,
         release: &mut impl FnMut(T),
     ) -> Option<T> {
         // FIFO: nobody overtakes an item already waiting.
-        if list.is_empty() && self.try_acquire() {
-            return Some(item);
+        if list.is_empty() {
+            match self.take(stripe) {
+                Taken::Slot => return Some(item),
+                Taken::SlotAndSpares => {
+                    self.deposited(stripe);
+                    self.pump(stripe, list, release);
+                    return Some(item);
+                }
+                Taken::None => {}
+            }
         }
         list.push(item);
         // The spawner's half: pushed before trying for a slot.
         self.fences.fence();
-        self.pump(list, release);
+        self.pump(stripe, list, release);
         None
     }
 
-    /// A released item finished: its slot goes back, and waiting items are
-    /// released into the free slots.
-    pub(crate) fn finished<T>(&self, list: &impl Fifo<T>, release: &mut impl FnMut(T)) {
-        self.active.fetch_sub(1, self.fences.order());
-        // The finisher's half: the slot is free before the look at the list.
-        self.fences.fence();
-        self.pump(list, release);
+    /// A released item of `stripe` finished: its slot goes back, and
+    /// waiting items are released into the free slots.
+    pub(crate) fn finished<T>(
+        &self,
+        stripe: usize,
+        list: &impl Fifo<T>,
+        release: &mut impl FnMut(T),
+    ) {
+        // The depositor's half: the slot is free, and fenced, before the
+        // look at the list.
+        self.put(stripe);
+        self.pump(stripe, list, release);
     }
 
     /// A slot was taken for an item that could not be released after all.
-    pub(crate) fn give_back(&self) {
-        self.active.fetch_sub(1, self.fences.order());
+    pub(crate) fn give_back(&self, stripe: usize) {
+        self.put(stripe);
     }
 
-    /// A new limit; waiting items are released if it allows.
-    pub(crate) fn set_max<T>(&self, max: usize, list: &impl Fifo<T>, release: &mut impl FnMut(T)) {
-        self.max.store(max, self.fences.order());
+    /// A new limit; waiting items are released if it allows. A smaller one
+    /// turns the gate global (module docs).
+    pub(crate) fn set_max<T>(
+        &self,
+        max: usize,
+        stripe: usize,
+        list: &impl Fifo<T>,
+        release: &mut impl FnMut(T),
+    ) {
+        let o = self.fences.order();
+        if max < self.max.load(o) && !self.is_global() {
+            self.global.store(true, o);
+            self.fences.fence();
+            for spare in &self.spares[..] {
+                let x = spare.swap(0, o);
+                if x > 0 {
+                    self.leased.fetch_sub(x, o);
+                }
+            }
+        }
+        self.max.store(max, o);
         self.fences.fence();
-        self.pump(list, release);
+        self.pump(stripe, list, release);
     }
 
     /// Releases waiting items while slots are free.
-    pub(crate) fn pump<T>(&self, list: &impl Fifo<T>, release: &mut impl FnMut(T)) {
+    pub(crate) fn pump<T>(&self, stripe: usize, list: &impl Fifo<T>, release: &mut impl FnMut(T)) {
         while !list.is_empty() {
-            if !self.try_acquire() {
-                return;
+            match self.take(stripe) {
+                Taken::None => return,
+                Taken::Slot => {}
+                Taken::SlotAndSpares => self.deposited(stripe),
             }
             match list.pop() {
                 Some(item) => release(item),
                 None => {
                     // Taken by another pump: give the slot back and look
                     // again (a pusher may have missed it meanwhile).
-                    self.active.fetch_sub(1, self.fences.order());
-                    self.fences.fence();
+                    self.put(stripe);
                 }
             }
         }
@@ -168,29 +359,35 @@ mod loom_tests {
         }
     }
 
-    /// max_active 1: item A is active; B is admitted by one thread while A
-    /// finishes on another. B must be released (by either), exactly once,
-    /// and never while A holds the slot.
+    /// A striped gate (batch 1) of `max` slots over 2 stripes.
+    fn striped(max: usize, unfenced: bool) -> Gate {
+        Gate {
+            fences: Fences { off: unfenced },
+            ..Gate::with_batch(max, 2, 1, false)
+        }
+    }
+
+    /// max_active 1, striped: item A is active (stripe 0); B is admitted by
+    /// one thread (stripe 1) while A finishes on another. B must be
+    /// released (by either), exactly once, and never while A holds the
+    /// slot.
     fn admit_racing_finish(unfenced: bool) {
         loom::model(move || {
-            let gate = Arc::new(Gate {
-                fences: Fences { off: unfenced },
-                ..Gate::new(1)
-            });
+            let gate = Arc::new(striped(1, unfenced));
             let list = Arc::new(Counted::default());
             let released = Arc::new(AtomicUsize::new(0));
-            assert!(gate.admit(&*list, 0, &mut |_| unreachable!()).is_some());
+            assert!(gate.admit(0, &*list, 0, &mut |_| unreachable!()).is_some());
             let (g, l, r) = (gate.clone(), list.clone(), released.clone());
             let spawner = loom::thread::spawn(move || {
                 let mut release = |_| {
                     r.fetch_add(1, Ordering::Relaxed);
                 };
-                if g.admit(&*l, 1, &mut release).is_some() {
+                if g.admit(1, &*l, 1, &mut release).is_some() {
                     release(1);
                 }
             });
             let r = released.clone();
-            gate.finished(&*list, &mut |_| {
+            gate.finished(0, &*list, &mut |_| {
                 r.fetch_add(1, Ordering::Relaxed);
             });
             spawner.join().unwrap();
@@ -214,5 +411,55 @@ mod loom_tests {
     #[should_panic(expected = "stranded")]
     fn loom_without_the_fences_an_item_is_stranded() {
         admit_racing_finish(true);
+    }
+
+    /// max_active 2, striped: A and B active (stripe 0). A finishes while
+    /// the limit shrinks to 1 on another thread. Then C is admitted: it
+    /// must wait (B holds the one slot), and start when B finishes (no
+    /// slot is lost to a spare the shrink missed).
+    fn shrink_racing_finish(unfenced: bool) {
+        loom::model(move || {
+            let gate = Arc::new(striped(2, unfenced));
+            let list = Arc::new(Counted::default());
+            let released = Arc::new(AtomicUsize::new(0));
+            for item in 0..2 {
+                assert!(
+                    gate.admit(0, &*list, item, &mut |_| unreachable!())
+                        .is_some()
+                );
+            }
+            let (g, l) = (gate.clone(), list.clone());
+            let finisher = loom::thread::spawn(move || {
+                g.finished(0, &*l, &mut |_| unreachable!("nothing waits yet"));
+            });
+            gate.set_max(1, 1, &*list, &mut |_| unreachable!("nothing waits yet"));
+            finisher.join().unwrap();
+            let r = released.clone();
+            let mut release = move |_| {
+                r.fetch_add(1, Ordering::Relaxed);
+            };
+            assert!(
+                gate.admit(1, &*list, 2, &mut release).is_none(),
+                "C started beside B over the new limit"
+            );
+            gate.finished(0, &*list, &mut release);
+            assert_eq!(
+                released.load(Ordering::Relaxed),
+                1,
+                "item C stranded: a slot was lost to the shrink"
+            );
+        });
+    }
+
+    #[test]
+    fn loom_a_shrink_racing_a_finish_keeps_every_slot() {
+        shrink_racing_finish(false);
+    }
+
+    /// Without the fences, the model must find the lost slot.
+    #[test]
+    #[should_panic(expected = "stranded")]
+    fn loom_without_the_fences_a_shrink_loses_a_slot() {
+        shrink_racing_finish(true);
     }
 }

@@ -17,8 +17,20 @@
 //! `max_active = 1` with the same FIFO: its items never overlap and start
 //! in submission order.
 //!
-//! `active` is one counter, taken by compare-and-swap below `max_active`
-//! ([`gate`]).
+//! # Stripes
+//! What every item writes at its spawn and its end -- its slot, its
+//! in-flight count, its task's reference to the queue -- is counted per
+//! **stripe**, the spawning thread's (`thread ordinal % 16`), each on a
+//! cache line of its own, and the item's end writes its spawn's stripe
+//! again. Items spawned and run on one CPU (the `cpu` and `smt` scopes, a
+//! submitter feeding its own pod) then write no line another CPU writes;
+//! one global count per queue was a line that moved between CPUs with
+//! every item (`docs/benchmarks.md`, section 3). Each count's protocol is
+//! in its module: [`gate`] (slots leased to stripes in batches), [`flight`]
+//! (a sum of stripes a flush can trust), `task::queue_ref` (references
+//! collected into one count when the last handle goes).
+//!
+//! # Spawn, finish, pump
 //! - **Spawn**: if the inactive list is empty and a slot can be taken,
 //!   release the item now (the fast path: no lock). Else push it on the
 //!   inactive list, fence (`SeqCst`), and **pump**.
@@ -29,47 +41,46 @@
 //!   turned out empty is given back, and the list re-checked.
 //!
 //! No item is stranded on the inactive list while a slot is free: a
-//! spawner pushes, then tries for a slot; a finisher gives its slot back,
-//! then looks at the list. Of the two fences one comes first, so either
-//! the spawner's try sees the free slot or the finisher's look sees the
-//! item (the model `loom_an_item_is_never_stranded_on_the_inactive_list`
-//! checks it, and fails without the fences).
+//! spawner pushes, then tries for a slot; a thread that frees or moves a
+//! slot puts it down, then looks at the list. Of the two fences one comes
+//! first, so either the spawner's try sees the free slot or the other's
+//! look sees the item (the model
+//! `loom_an_item_is_never_stranded_on_the_inactive_list` checks it, and
+//! fails without the fences).
 //!
 //! # Flush colors (`flush`, `drain`)
 //! Every item is counted in flight, from its spawn to its finish, in the
-//! queue's current **color** (0 or 1): one counter per color, on the cache
-//! line of the active count. An item writes that line at its spawn (the
-//! slot) and at its finish, as a rule on another CPU; one line keeps that
-//! to one transfer each way (striping the in-flight count by spawning
-//! thread, as an earlier version did, added a second line that moved with
-//! every item and saved nothing while the active count is one word). A
-//! flush (flushes run one at a time, in order; one dropped before its
-//! turn gives the turn up, one dropped during it passes it on) flips the
-//! color, then waits until the
-//! old color's count is zero: every item spawned before the flush began
-//! was counted in the old color (or, if it raced the flip, possibly the
-//! new one, and waiting for it is not needed). An item's finish decrements
-//! the counter its spawn incremented (the task keeps its color), so
-//! a count never reads negative. A finisher decrements (`SeqCst`), fences,
-//! and wakes the flusher if one waits on its color; the flusher sets its
-//! flag, fences, then reads: one of them sees the other ([`flight`]; the
-//! model `loom_a_flush_racing_the_last_finish_is_woken` checks it, and
-//! fails without the fences). Since each flush waits for its color to
-//! empty before the next flips back to it, two colors suffice.
-//! The task of an item holds its queue, until the task is freed, by a
-//! reference counted on the same line (`task::QueueRef`: the tasks
-//! together hold one count of the queue's `Arc`, the **tasks' share**, and
-//! the [`QueueHandle`] every `Workqueue` of the queue shares lets it go when
-//! the last of them is dropped), so an item writes no other shared line at
-//! its spawn or its free.
+//! queue's current **color** (0 or 1), on its stripe. A flush (flushes run
+//! one at a time, in order; one dropped before its turn gives the turn up,
+//! one dropped during it passes it on) flips the color, then waits until
+//! the old color's stripes sum to zero: every item spawned before the
+//! flush began was counted in the old color (or, if it raced the flip,
+//! possibly the new one, and waiting for it is not needed). An item's
+//! finish decrements the counter its spawn incremented (the task keeps its
+//! color and stripe), so a stripe never reads below its items in flight.
+//! A finisher decrements (`SeqCst`), fences, and wakes the flusher if one
+//! waits on its color; the flusher sets its flag, fences, then reads: one
+//! of them sees the other ([`flight`]; the model
+//! `loom_a_flush_racing_the_last_finish_is_woken` checks it, and fails
+//! without the fences). Since each flush waits for its color to empty
+//! before the next flips back to it, two colors suffice.
 //! `drain` flushes until nothing is in flight, refusing work from outside
 //! the queue meanwhile (a task of the queue may still queue more, as the
 //! kernel allows chained work).
 //!
+//! # Lifetime
+//! The task of an item holds its queue until the task is freed, by a
+//! reference counted on its stripe (`task::QueueRef`: the tasks together
+//! hold one count of the queue's `Arc`, the **tasks' share**), and the
+//! [`QueueHandle`] every `Workqueue` of the queue shares lets it go when
+//! the last of them is dropped: the queue is freed once both are gone.
+//!
 //! # Changing a queue while it runs
 //! `set_scope`, `set_strict` and `set_max_active` take effect for items
 //! not yet released (those on the inactive list, and those spawned later);
-//! released items finish in the pool they were given.
+//! released items finish in the pool they were given. A smaller
+//! `max_active` turns the gate global for good (one count, as before
+//! stripes): slots already leased to stripes could not be held to it.
 
 mod flight;
 mod gate;
@@ -97,7 +108,24 @@ pub(crate) const MAX_ACTIVE: usize = 2048;
 /// The kernel's `WQ_DFL_ACTIVE`.
 pub(crate) const DEFAULT_MAX_ACTIVE: usize = 1024;
 
+/// Stripes of a queue's per-item counts (slots, in-flight counts, task
+/// references) and of its statistics: a thread counts on stripe
+/// `thread ordinal % STRIPES`.
 const STRIPES: usize = 16;
+
+/// The calling thread's stripe.
+fn this_stripe() -> usize {
+    current::thread_ordinal() % STRIPES
+}
+
+/// The stripe a task of a queue was spawned on.
+fn stripe_of(runnable: &Runnable) -> usize {
+    runnable
+        .metadata()
+        .queue
+        .as_ref()
+        .map_or(0, |q| usize::from(q.stripe()))
+}
 
 /// Counters striped by thread ordinal: a thread adds to its own stripe, so
 /// the hot path writes no line other threads write; readers sum.
@@ -106,28 +134,24 @@ struct Striped([CachePadded<AtomicU64>; STRIPES]);
 
 impl Striped {
     fn add(&self, n: u64) {
-        self.0[current::thread_ordinal() % STRIPES].fetch_add(n, Ordering::Relaxed);
+        self.0[this_stripe()].fetch_add(n, Ordering::Relaxed);
     }
     fn sum(&self) -> u64 {
         self.0.iter().map(|s| s.load(Ordering::Relaxed)).sum()
     }
 }
 
-/// What every item of a queue writes at its spawn and at its finish, on
-/// one cache line (module docs, "Flush colors").
-struct Hot {
-    /// Released items not yet finished, and `max_active`.
+/// What every item of a queue writes at its spawn and at its end, each
+/// count striped (module docs, "Stripes"); what is not striped here is read
+/// by every item and written rarely.
+struct Counts {
+    /// Slots (`max_active`), leased to stripes.
     gate: Gate,
     /// Items in flight per flush color, and the flushes waiting on them.
     flight: Flight,
     /// The references the queue's tasks hold (`task::QueueRef`).
     refs: TaskRefs,
 }
-
-// The hot line is one cache line: what an item writes at its spawn and its
-// end moves between CPUs as one transfer (loom's atomics are larger).
-#[cfg(not(loom))]
-const _: () = assert!(std::mem::size_of::<Hot>() <= 64, "Hot outgrew a cache line");
 
 /// A queue's settings.
 #[derive(Clone, Debug)]
@@ -187,9 +211,8 @@ pub(crate) struct Queue {
     cpu_intensive: bool,
     scope: AtomicU8,
     strict: AtomicBool,
-    /// The active count (with `max_active`) and the in-flight counts: the
-    /// line every item writes at its spawn and its finish.
-    hot: CachePadded<Hot>,
+    /// The slots, in-flight counts and task references, striped.
+    counts: CachePadded<Counts>,
     /// Created, never-queued items and the CPU each was submitted on.
     inactive: Injector<(Runnable, Option<usize>)>,
     /// The current flush color (0 or 1); flipped only by a flush.
@@ -229,10 +252,10 @@ impl Queue {
             cpu_intensive: config.cpu_intensive,
             scope: AtomicU8::new(config.scope.index() as u8),
             strict: AtomicBool::new(config.strict),
-            hot: CachePadded::new(Hot {
-                gate: Gate::new(config.max_active),
-                flight: Flight::default(),
-                refs: TaskRefs::default(),
+            counts: CachePadded::new(Counts {
+                gate: Gate::new(config.max_active, STRIPES),
+                flight: Flight::new(STRIPES),
+                refs: TaskRefs::new(STRIPES),
             }),
             inactive: Injector::new(),
             color: AtomicU8::new(0),
@@ -258,7 +281,7 @@ impl Queue {
         self.strict.load(Ordering::Relaxed)
     }
     pub(crate) fn max_active(&self) -> usize {
-        self.hot.gate.max()
+        self.counts.gate.max()
     }
     pub(crate) fn is_ordered(&self) -> bool {
         self.ordered
@@ -283,9 +306,9 @@ impl Queue {
     /// At most `n` items active from now on; waiting ones start at once if
     /// the new limit allows.
     pub(crate) fn set_max_active(&self, n: usize) {
-        self.hot
+        self.counts
             .gate
-            .set_max(n, &self.inactive, &mut self.releaser());
+            .set_max(n, this_stripe(), &self.inactive, &mut self.releaser());
     }
 
     fn releaser(&self) -> impl FnMut((Runnable, Option<usize>)) + '_ {
@@ -333,7 +356,7 @@ impl Queue {
     /// The runtime is shut down: the task is cancelled here; as far as
     /// `finished` knows it never held its slot.
     fn refuse_released(&self, runnable: Runnable) {
-        self.hot.gate.give_back();
+        self.counts.gate.give_back(stripe_of(&runnable));
         drop(runnable);
     }
 
@@ -343,7 +366,7 @@ impl Queue {
     }
 
     fn color_in_flight(&self, color: usize) -> isize {
-        self.hot.flight.in_flight(color)
+        self.counts.flight.in_flight(color)
     }
 
     /// Waits until every item spawned before the call has finished.
@@ -397,14 +420,14 @@ impl Queue {
         let old = usize::from(self.color.load(Ordering::Acquire));
         self.color.store((old as u8) ^ 1, Ordering::Release);
         // Flagged, then fenced, before the count is read (`flight`).
-        self.hot.flight.start_flush(old);
+        self.counts.flight.start_flush(old);
         struct Unflag<'a>(&'a Flight, usize);
         impl Drop for Unflag<'_> {
             fn drop(&mut self) {
                 self.0.end_flush(self.1);
             }
         }
-        let _unflag = Unflag(&self.hot.flight, old);
+        let _unflag = Unflag(&self.counts.flight, old);
         std::future::poll_fn(|cx| {
             if self.color_in_flight(old) <= 0 {
                 return Poll::Ready(());
@@ -456,21 +479,23 @@ impl Queue {
             cm_wakeups: self.cm_wakeups.load(Ordering::Relaxed),
             repatriated: self.repatriated.load(Ordering::Relaxed),
             in_flight: self.in_flight().max(0) as usize,
-            active: self.hot.gate.active(),
+            active: self.counts.gate.active(),
             inactive: self.inactive.len(),
         }
     }
 }
 
 impl QueueLink for Queue {
-    fn finished(&self, released: bool, color: u8) {
-        let color = usize::from(color);
+    fn finished(&self, released: bool, color: u8, stripe: u8) {
+        let (color, stripe) = (usize::from(color), usize::from(stripe));
         if released {
             self.completed.add(1);
-            self.hot.gate.finished(&self.inactive, &mut self.releaser());
+            self.counts
+                .gate
+                .finished(stripe, &self.inactive, &mut self.releaser());
         }
         // Decremented, then fenced, before the flag is read (`flight`).
-        if self.hot.flight.finished(color) {
+        if self.counts.flight.finished(stripe, color) {
             let waiter = lock(&self.flush).waiter.take();
             if let Some(w) = waiter {
                 w.wake();
@@ -506,7 +531,7 @@ impl QueueLink for Queue {
     }
 
     fn task_refs(&self) -> &TaskRefs {
-        &self.hot.refs
+        &self.counts.refs
     }
 }
 
@@ -551,26 +576,25 @@ impl QueueHandle {
         // chosen when it is released, maybe on another thread).
         let called_at = scheduler.config.latency_capture.then(clock::now);
         let color = queue.color.load(Ordering::Acquire);
-        queue.hot.flight.spawned(usize::from(color));
+        let stripe = this_stripe();
+        queue.counts.flight.spawned(stripe, usize::from(color));
         // SAFETY: this is a handle, and the first one took the tasks'
         // share (`QueueHandle::new`).
-        let link = unsafe { QueueRef::take(queue) };
+        let link = unsafe { QueueRef::take(queue, stripe as u8) };
         let (runnable, handle) = task::spawn_unreleased(link, color, future);
         // An item that waits is released later, maybe by another thread:
         // it keeps the CPU it was submitted on for its placement.
         let cpu = match cpu {
             Some(cpu) => Some(cpu),
-            None if queue.inactive.is_empty() && queue.hot.gate.active() < queue.hot.gate.max() => {
-                None
-            }
+            None if queue.inactive.is_empty() && queue.counts.gate.has_room(stripe) => None,
             None => placement::current_cpu(&scheduler.topology),
         };
-        if let Some((runnable, cpu)) =
-            queue
-                .hot
-                .gate
-                .admit(&queue.inactive, (runnable, cpu), &mut queue.releaser())
-        {
+        if let Some((runnable, cpu)) = queue.counts.gate.admit(
+            stripe,
+            &queue.inactive,
+            (runnable, cpu),
+            &mut queue.releaser(),
+        ) {
             let pool = queue.release_on(scheduler, runnable, cpu);
             if let (Some(start), Some(pool)) = (called_at, pool) {
                 crate::metrics::record_spawn(&pool.capture, start, clock::now());
@@ -582,7 +606,7 @@ impl QueueHandle {
 
 impl Drop for QueueHandle {
     fn drop(&mut self) {
-        if self.0.hot.refs.gone() {
+        if self.0.counts.refs.gone() {
             // SAFETY: no task holds a reference and none can be taken (no
             // handle is left): the tasks' share, a strong count of this
             // `Arc` taken in `new`, is this thread's to drop. The handle's
