@@ -14,7 +14,7 @@
 //! metadata until the task is freed, after the future is dropped): a task
 //! holds one reference to its home pool, `TaskMeta::home`, and spawning
 //! clones that `Arc` once. A task of a named workqueue also holds its queue,
-//! counted on the queue's stripes rather than in an `Arc` ([`QueueRef`],
+//! counted on the queue's stripes rather than in an `Arc` (`QueueRef`,
 //! `queue_ref`).
 //!
 //! The queue time is one clock read per schedule from outside the home pool.
