@@ -40,9 +40,10 @@
 //! task makes to its queue comes before its put (`Release`); the step that
 //! reaches zero acquires every put before it (the stripes' and `left`'s
 //! read-modify-writes are release sequences), and the `Arc`'s own count
-//! orders the share's drop before the queue is freed. The models
-//! `loom_a_queue_outlives_its_tasks_and_is_freed_once` (and its negative
-//! control without the orderings) check it.
+//! orders the share's drop before the queue is freed. The model
+//! `loom_a_queue_outlives_its_tasks_and_is_freed_once` checks it, and its
+//! two negative controls (the puts' orderings off, the gone step's off)
+//! show that each side's orderings are needed.
 //!
 //! A spawn and a free on one CPU write only that stripe's line.
 
@@ -67,8 +68,10 @@ pub(crate) struct TaskRefs {
     stripes: Box<[CachePadded<AtomicUsize>]>,
     /// After the gone step: the references left.
     left: AtomicIsize,
-    /// The orderings (turned off by a negative model).
+    /// The puts' orderings (turned off by a negative model).
     fences: Fences,
+    /// The gone step's orderings (turned off by another).
+    gone_fences: Fences,
 }
 
 impl TaskRefs {
@@ -80,6 +83,7 @@ impl TaskRefs {
                 .collect(),
             left: AtomicIsize::new(0),
             fences: Fences::default(),
+            gone_fences: Fences::default(),
         }
     }
 
@@ -120,7 +124,7 @@ impl TaskRefs {
     /// caller must drop the tasks' share (no task holds a reference).
     #[must_use]
     pub(crate) fn gone(&self) -> bool {
-        let acq_rel = self.fences.or_relaxed(Ordering::AcqRel);
+        let acq_rel = self.gone_fences.or_relaxed(Ordering::AcqRel);
         let counted: usize = self
             .stripes
             .iter()
@@ -272,12 +276,17 @@ mod loom_tests {
     /// handle, drops that handle, and frees its task. Whichever handle
     /// goes last runs the gone step. The queue is freed exactly once,
     /// after both tasks' last reads.
-    fn tasks_racing_the_last_handle(unfenced: bool) {
+    fn tasks_racing_the_last_handle(puts_unordered: bool, gone_unordered: bool) {
         loom::model(move || {
             let drops = Arc::new(AtomicUsize::new(0));
             let queue = Arc::new(Queue {
                 refs: TaskRefs {
-                    fences: Fences { off: unfenced },
+                    fences: Fences {
+                        off: puts_unordered,
+                    },
+                    gone_fences: Fences {
+                        off: gone_unordered,
+                    },
                     ..TaskRefs::new(2)
                 },
                 state: UnsafeCell::new(0),
@@ -308,14 +317,22 @@ mod loom_tests {
 
     #[test]
     fn loom_a_queue_outlives_its_tasks_and_is_freed_once() {
-        tasks_racing_the_last_handle(false);
+        tasks_racing_the_last_handle(false, false);
     }
 
-    /// Without the orderings, the model must find a task's read that is
-    /// not ordered before the queue's free: the test above can fail.
+    /// Without the puts' orderings, the model must find a task's read that
+    /// is not ordered before the queue's free.
     #[test]
     #[should_panic(expected = "Causality violation")]
-    fn loom_without_the_orderings_a_task_reads_a_freed_queue() {
-        tasks_racing_the_last_handle(true);
+    fn loom_without_the_puts_orderings_a_task_reads_a_freed_queue() {
+        tasks_racing_the_last_handle(true, false);
+    }
+
+    /// Without the gone step's orderings, likewise: when the last handle's
+    /// thread frees the queue, nothing orders the tasks' reads before it.
+    #[test]
+    #[should_panic(expected = "Causality violation")]
+    fn loom_without_the_gone_steps_orderings_a_task_reads_a_freed_queue() {
+        tasks_racing_the_last_handle(false, true);
     }
 }
