@@ -30,7 +30,7 @@ mod registry;
 mod yield_now;
 
 pub use join::{JoinError, JoinHandle};
-pub(crate) use queue_ref::{QueueRef, TaskRefs};
+pub(crate) use queue_ref::{QueueRef, TaskRefs, TasksShare};
 pub(crate) use registry::Registry;
 pub use yield_now::yield_now;
 

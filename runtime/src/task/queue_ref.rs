@@ -142,8 +142,7 @@ impl TaskRefs {
 /// A task's counted reference to its workqueue (module docs): derefs to the
 /// queue, and puts the reference when dropped.
 pub(crate) struct QueueRef {
-    /// The queue, with the provenance of its `Arc`; the tasks' share is a
-    /// strong count of that `Arc` (as `Arc<dyn QueueLink>`).
+    /// The queue, as the tasks' share holds it ([`TasksShare`]).
     link: NonNull<dyn QueueLink>,
     /// The stripe it was taken on (the spawning thread's).
     stripe: u8,
@@ -155,23 +154,57 @@ unsafe impl Send for QueueRef {}
 // SAFETY: as above.
 unsafe impl Sync for QueueRef {}
 
-impl QueueRef {
-    /// Takes a reference to `queue` for a new task.
+/// The tasks' share (module docs): one strong count of a queue's `Arc`,
+/// held for all its tasks, as the pointer `Arc::into_raw` gave for it.
+pub(crate) struct TasksShare {
+    link: NonNull<dyn QueueLink>,
+}
+
+// SAFETY: a strong count of an `Arc` of a `QueueLink`, which is `Send +
+// Sync`.
+unsafe impl Send for TasksShare {}
+// SAFETY: as above.
+unsafe impl Sync for TasksShare {}
+
+impl TasksShare {
+    /// Takes the tasks' share of a new queue (for its first handle).
+    pub(crate) fn new<Q: QueueLink>(queue: &Arc<Q>) -> TasksShare {
+        let raw: *const Q = Arc::into_raw(queue.clone());
+        let link: *const dyn QueueLink = raw;
+        TasksShare {
+            // `Arc::into_raw` never gives a null pointer.
+            link: NonNull::new(link.cast_mut()).expect("an Arc's pointer"),
+        }
+    }
+
+    /// Takes a reference to the queue for a new task, on `stripe`.
     ///
     /// # Safety
-    /// The caller holds a handle of the queue (no `gone` step has run), and
-    /// the queue's `Arc` holds the tasks' share: one strong count that the
-    /// step that returns `true` (a `put` here, or `gone`) drops.
-    pub(crate) unsafe fn take<Q: QueueLink>(queue: &Arc<Q>, stripe: u8) -> QueueRef {
-        queue.task_refs().take(usize::from(stripe));
-        let link: *const dyn QueueLink = Arc::<Q>::as_ptr(queue);
+    /// The caller holds a handle of the queue (no `gone` step has run).
+    pub(crate) unsafe fn take(&self, stripe: u8) -> QueueRef {
+        // SAFETY: the handle keeps the queue alive.
+        unsafe { self.link.as_ref() }
+            .task_refs()
+            .take(usize::from(stripe));
         QueueRef {
-            // An `Arc`'s pointer is never null.
-            link: NonNull::new(link.cast_mut()).expect("an Arc's pointer"),
+            link: self.link,
             stripe,
         }
     }
 
+    /// Drops the share: the gone step found no task left.
+    ///
+    /// # Safety
+    /// `gone` returned `true` for this queue.
+    pub(crate) unsafe fn release(&self) {
+        // SAFETY: the share is this caller's to drop (see above), and
+        // `link` is what `Arc::into_raw` gave for it, unsized to `dyn
+        // QueueLink` (same data pointer, the queue's layout).
+        drop(unsafe { Arc::from_raw(self.link.as_ptr().cast_const()) });
+    }
+}
+
+impl QueueRef {
     /// The stripe of the queue's counts this task was spawned on.
     pub(crate) fn stripe(&self) -> u8 {
         self.stripe
@@ -194,9 +227,9 @@ impl Drop for QueueRef {
         // `Arc::drop`).
         if self.task_refs().put(usize::from(self.stripe)) {
             // SAFETY: the put left no task and no handle: this thread owns
-            // the tasks' share, a strong count of the queue's `Arc<Q>`, and
-            // `link` is that `Arc`'s pointer unsized to `dyn QueueLink`
-            // (same data pointer, `Q`'s layout).
+            // the tasks' share, and `link` is the pointer `Arc::into_raw`
+            // gave for it, unsized to `dyn QueueLink` (same data pointer,
+            // the queue's layout).
             drop(unsafe { Arc::from_raw(self.link.as_ptr().cast_const()) });
         }
     }

@@ -99,7 +99,7 @@ use crate::Scope;
 use crate::clock;
 use crate::loom::lock;
 use crate::pool::{Pool, PoolAttrs, current};
-use crate::task::{self, JoinHandle, QueueLink, QueueRef, Runnable, TaskRefs};
+use crate::task::{self, JoinHandle, QueueLink, Runnable, TaskRefs, TasksShare};
 use flight::Flight;
 use gate::{Fifo, Gate};
 
@@ -539,16 +539,20 @@ impl QueueLink for Queue {
 /// queue, and the handles' claim on it. Created with the queue, it takes
 /// the tasks' share (`task::QueueRef`), and its drop (the last handle's)
 /// is the protocol's **gone** step.
-pub(crate) struct QueueHandle(Arc<Queue>);
+pub(crate) struct QueueHandle {
+    queue: Arc<Queue>,
+    /// One strong count of `queue` for all its tasks, dropped by the step
+    /// that finds no task and no handle left.
+    share: TasksShare,
+}
 
 impl QueueHandle {
     /// The first handle of a new queue.
     pub(crate) fn new(queue: Arc<Queue>) -> QueueHandle {
-        // The tasks' share: one strong count, dropped by the step that
-        // finds no task and no handle left.
-        let share = Arc::into_raw(queue.clone());
-        debug_assert_eq!(share, Arc::as_ptr(&queue));
-        QueueHandle(queue)
+        QueueHandle {
+            share: TasksShare::new(&queue),
+            queue,
+        }
     }
 
     /// Spawns `future` as an item of the queue, placed by `cpu` (if given)
@@ -564,7 +568,7 @@ impl QueueHandle {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let queue = &self.0;
+        let queue = &self.queue;
         if queue.closed.load(Ordering::Acquire) {
             return Err(Refused::Closed);
         }
@@ -578,9 +582,8 @@ impl QueueHandle {
         let color = queue.color.load(Ordering::Acquire);
         let stripe = this_stripe();
         queue.counts.flight.spawned(stripe, usize::from(color));
-        // SAFETY: this is a handle, and the first one took the tasks'
-        // share (`QueueHandle::new`).
-        let link = unsafe { QueueRef::take(queue, stripe as u8) };
+        // SAFETY: this is a handle.
+        let link = unsafe { self.share.take(stripe as u8) };
         let (runnable, handle) = task::spawn_unreleased(link, color, future);
         // An item that waits is released later, maybe by another thread:
         // it keeps the CPU it was submitted on for its placement.
@@ -606,12 +609,11 @@ impl QueueHandle {
 
 impl Drop for QueueHandle {
     fn drop(&mut self) {
-        if self.0.counts.refs.gone() {
-            // SAFETY: no task holds a reference and none can be taken (no
-            // handle is left): the tasks' share, a strong count of this
-            // `Arc` taken in `new`, is this thread's to drop. The handle's
-            // own count keeps the queue alive meanwhile.
-            unsafe { Arc::decrement_strong_count(Arc::as_ptr(&self.0)) };
+        if self.queue.counts.refs.gone() {
+            // SAFETY: `gone` said no task holds a reference, and none can
+            // be taken (no handle is left). The handle's own count keeps the
+            // queue alive meanwhile.
+            unsafe { self.share.release() };
         }
     }
 }
@@ -620,7 +622,7 @@ impl std::ops::Deref for QueueHandle {
     type Target = Queue;
 
     fn deref(&self) -> &Queue {
-        &self.0
+        &self.queue
     }
 }
 
