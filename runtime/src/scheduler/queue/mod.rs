@@ -344,13 +344,18 @@ impl Queue {
             self.refuse_released(runnable);
             return None;
         }
+        let pool = self.place(scheduler, cpu);
+        task::release(runnable, pool);
+        Some(pool)
+    }
+
+    /// The pool the queue's settings give an item placed by `cpu` now.
+    fn place<'s>(&self, scheduler: &'s Scheduler, cpu: Option<usize>) -> &'s Arc<Pool> {
         let attrs = PoolAttrs {
             strict: self.is_strict(),
             highpri: self.highpri,
         };
-        let pool = scheduler.place(attrs, self.scope(), cpu);
-        task::release(runnable, pool);
-        Some(pool)
+        scheduler.place(attrs, self.scope(), cpu)
     }
 
     /// The runtime is shut down: the task is cancelled here; as far as
@@ -575,9 +580,9 @@ impl QueueHandle {
         if queue.draining.load(Ordering::Acquire) && current::running_queue() != queue.link_id() {
             return Err(Refused::Draining);
         }
-        // The spawn call's time, with latency capture on (an item released
-        // at once is timed for its pool; one that waits is not: its pool is
-        // chosen when it is released, maybe on another thread).
+        // The spawn call's time, with latency capture on, timed for the
+        // item's pool (for an item that waits, the pool the queue's
+        // settings give now: its own is chosen when it is released).
         let called_at = scheduler.config.latency_capture.then(clock::now);
         let color = queue.color.load(Ordering::Acquire);
         let stripe = this_stripe();
@@ -592,16 +597,21 @@ impl QueueHandle {
             None if queue.inactive.is_empty() && queue.counts.gate.has_room(stripe) => None,
             None => placement::current_cpu(&scheduler.topology),
         };
-        if let Some((runnable, cpu)) = queue.counts.gate.admit(
+        let admitted = queue.counts.gate.admit(
             stripe,
             &queue.inactive,
             (runnable, cpu),
             &mut queue.releaser(),
-        ) {
-            let pool = queue.release_on(scheduler, runnable, cpu);
-            if let (Some(start), Some(pool)) = (called_at, pool) {
-                crate::metrics::record_spawn(&pool.capture, start, clock::now());
+        );
+        let pool = match admitted {
+            Some((runnable, cpu)) => queue.release_on(scheduler, runnable, cpu),
+            None if called_at.is_some() && !queue.closed.load(Ordering::Acquire) => {
+                Some(queue.place(scheduler, cpu))
             }
+            None => None,
+        };
+        if let (Some(start), Some(pool)) = (called_at, pool) {
+            crate::metrics::record_spawn(&pool.capture, start, clock::now());
         }
         Ok(handle)
     }
