@@ -37,6 +37,46 @@ impl Concurrency {
     }
 }
 
+/// Spawns `per` items on `q` from each of `producers` threads; each item is
+/// counted in `c` while it runs, across `yields` yields (an item is active
+/// across its waits too). Returns their handles.
+fn spawn_counted(
+    q: &Workqueue,
+    c: &Arc<Concurrency>,
+    producers: usize,
+    per: usize,
+    yields: usize,
+) -> Vec<wq::JoinHandle<()>> {
+    let handles = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..producers {
+            s.spawn(|| {
+                for _ in 0..per {
+                    let c = c.clone();
+                    let h = q.spawn(async move {
+                        c.enter();
+                        for _ in 0..yields {
+                            wq::task::yield_now().await;
+                        }
+                        c.leave();
+                    });
+                    handles.lock().unwrap().push(h);
+                }
+            });
+        }
+    });
+    handles.into_inner().unwrap()
+}
+
+/// Waits for every handle; each item must have finished well.
+fn await_all(rt: &Runtime, handles: Vec<wq::JoinHandle<()>>) {
+    rt.block_on(async {
+        for h in handles {
+            h.await.unwrap();
+        }
+    });
+}
+
 #[test]
 fn max_active_is_never_exceeded_under_load() {
     within(120, || {
@@ -46,30 +86,7 @@ fn max_active_is_never_exceeded_under_load() {
             .build(rt.handle())
             .unwrap();
         let c = Arc::new(Concurrency::default());
-        let handles = Mutex::new(Vec::new());
-        std::thread::scope(|s| {
-            for _ in 0..4 {
-                s.spawn(|| {
-                    for _ in 0..500 {
-                        let c = c.clone();
-                        let h = q.spawn(async move {
-                            c.enter();
-                            // Active across waits too: yield a few times.
-                            for _ in 0..3 {
-                                wq::task::yield_now().await;
-                            }
-                            c.leave();
-                        });
-                        handles.lock().unwrap().push(h);
-                    }
-                });
-            }
-        });
-        rt.block_on(async {
-            for h in handles.into_inner().unwrap() {
-                h.await.unwrap();
-            }
-        });
+        await_all(&rt, spawn_counted(&q, &c, 4, 500, 3));
         let high = c.high.load(Ordering::SeqCst);
         assert!(high <= 3, "{high} items active at once, max_active 3");
         assert_eq!(high, 3, "items did overlap up to the limit");
@@ -617,29 +634,7 @@ fn a_striped_max_active_is_never_exceeded_and_survives_a_shrink_and_a_raise() {
             .unwrap();
         let round = |limit: usize| {
             let c = Arc::new(Concurrency::default());
-            let handles = Mutex::new(Vec::new());
-            std::thread::scope(|s| {
-                for _ in 0..8 {
-                    s.spawn(|| {
-                        for _ in 0..300 {
-                            let c = c.clone();
-                            let h = q.spawn(async move {
-                                c.enter();
-                                for _ in 0..10 {
-                                    wq::task::yield_now().await;
-                                }
-                                c.leave();
-                            });
-                            handles.lock().unwrap().push(h);
-                        }
-                    });
-                }
-            });
-            rt.block_on(async {
-                for h in handles.into_inner().unwrap() {
-                    h.await.unwrap();
-                }
-            });
+            await_all(&rt, spawn_counted(&q, &c, 8, 300, 10));
             let high = c.high.load(Ordering::SeqCst);
             assert!(
                 high <= limit,
@@ -669,32 +664,11 @@ fn a_striped_max_active_is_never_exceeded_and_survives_a_shrink_and_a_raise() {
             .collect();
         eventually(&rt, |_| (q.stats().active == 128).then_some(()));
         let c = Arc::new(Concurrency::default());
-        let waiting = Mutex::new(Vec::new());
-        std::thread::scope(|s| {
-            for _ in 0..8 {
-                s.spawn(|| {
-                    for _ in 0..50 {
-                        let c = c.clone();
-                        let h = q.spawn(async move {
-                            c.enter();
-                            for _ in 0..10 {
-                                wq::task::yield_now().await;
-                            }
-                            c.leave();
-                        });
-                        waiting.lock().unwrap().push(h);
-                    }
-                });
-            }
-        });
+        let waiting = spawn_counted(&q, &c, 8, 50, 10);
         assert_eq!(q.stats().inactive, 400);
         q.set_max_active(40).unwrap();
         hold.store(false, Ordering::SeqCst);
-        rt.block_on(async {
-            for h in blockers.into_iter().chain(waiting.into_inner().unwrap()) {
-                h.await.unwrap();
-            }
-        });
+        await_all(&rt, blockers.into_iter().chain(waiting).collect());
         let high = c.high.load(Ordering::SeqCst);
         assert!(
             high <= 40,
