@@ -723,3 +723,43 @@ fn a_flush_dropped_before_or_during_its_turn_does_not_block_later_ones() {
         rt.block_on(item).unwrap();
     });
 }
+
+/// Queues created and dropped from several threads while their tasks run
+/// (detached: freed by the workers that finish them), some handles dropped
+/// on a thread of their own: every queue is freed once its last handle and
+/// task are gone, and no queue is left behind.
+#[test]
+fn queues_created_and_dropped_under_load_are_all_freed() {
+    within(120, || {
+        let rt = runtime("pack:1 core:4 pu:1");
+        let done = Arc::new(AtomicUsize::new(0));
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let (rt, done) = (&rt, done.clone());
+                s.spawn(move || {
+                    for i in 0..50 {
+                        let q = Workqueue::builder(format!("churn-{t}-{i}"))
+                            .build(rt.handle())
+                            .unwrap();
+                        for _ in 0..20 {
+                            let done = done.clone();
+                            drop(q.spawn(async move {
+                                for _ in 0..3 {
+                                    wq::task::yield_now().await;
+                                }
+                                done.fetch_add(1, Ordering::Relaxed);
+                            }));
+                        }
+                        if i % 2 == 0 {
+                            // The last handle goes on another thread.
+                            std::thread::spawn(move || drop(q.clone()));
+                        }
+                    }
+                });
+            }
+        });
+        eventually(&rt, |m| {
+            (done.load(Ordering::Relaxed) == 4 * 50 * 20 && m.queues.is_empty()).then_some(())
+        });
+    });
+}
