@@ -65,7 +65,7 @@ impl<T> JoinHandle<T> {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        let meta = TaskMeta::new(None, 0);
+        let meta = TaskMeta::new(None, 0, 0);
         let future = async move { std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) };
         let (runnable, task) = async_task::Builder::new()
             .metadata(meta)

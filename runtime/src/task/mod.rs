@@ -103,6 +103,9 @@ pub(crate) struct TaskMeta {
     pub(crate) queue: Option<QueueRef>,
     /// The queue's flush color when it was spawned.
     color: u8,
+    /// The stripe of the queue's counts it was spawned on (its reference
+    /// is put there when the task is freed).
+    stripe: u8,
     /// `RELEASED`, `AWAY`, `CPU_HOG`, `POLLED`. Read-modify-writes: a wake
     /// on another thread may clear `AWAY` while the task runs.
     flags: AtomicU8,
@@ -119,14 +122,20 @@ impl std::fmt::Debug for TaskMeta {
 }
 
 impl TaskMeta {
-    fn new(queue: Option<QueueRef>, color: u8) -> TaskMeta {
+    fn new(queue: Option<QueueRef>, color: u8, stripe: u8) -> TaskMeta {
         TaskMeta {
             home: OnceLock::new(),
             queued_at: AtomicU64::new(0),
             queue,
             color,
+            stripe,
             flags: AtomicU8::new(0),
         }
+    }
+
+    /// The stripe of its workqueue's counts the task was spawned on.
+    pub(crate) fn stripe(&self) -> u8 {
+        self.stripe
     }
 
     /// The task's home pool.
@@ -168,6 +177,23 @@ impl TaskMeta {
         was
     }
 }
+
+impl Drop for TaskMeta {
+    fn drop(&mut self) {
+        // The task is freed: its reference to its workqueue goes back.
+        if let Some(q) = self.queue.take() {
+            q.put(self.stripe);
+        }
+    }
+}
+
+// Every task carries this header: a named queue's task keeps its reference
+// and its stripe in it without making a default task larger.
+#[cfg(not(loom))]
+const _: () = assert!(
+    std::mem::size_of::<TaskMeta>() <= 48,
+    "TaskMeta outgrew 48 bytes"
+);
 
 /// Runs `f`, which blocks its thread (a synchronous call, a lock, a long
 /// computation), without stalling the other work of the worker's pool.
@@ -212,7 +238,7 @@ where
         // Shut down: the future is dropped here, in the spawner's thread.
         return JoinHandle::closed();
     }
-    let (runnable, handle) = create(TaskMeta::new(None, 0), future);
+    let (runnable, handle) = create(TaskMeta::new(None, 0, 0), future);
     release(runnable, pool);
     if let Some(start) = called_at {
         crate::metrics::record_spawn(&pool.capture, start, clock::now());
@@ -225,13 +251,14 @@ where
 pub(crate) fn spawn_unreleased<F>(
     queue: QueueRef,
     color: u8,
+    stripe: u8,
     future: F,
 ) -> (Runnable, JoinHandle<F::Output>)
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    create(TaskMeta::new(Some(queue), color), future)
+    create(TaskMeta::new(Some(queue), color, stripe), future)
 }
 
 /// Gives a created task its home `pool` and queues it there. Its
@@ -409,7 +436,7 @@ impl<F> Drop for TaskCell<'_, F> {
             home.registry.dropped(self.entry.take());
         }
         if let Some(q) = &self.meta.queue {
-            q.finished(flags & RELEASED != 0, self.meta.color, q.stripe());
+            q.finished(flags & RELEASED != 0, self.meta.color, self.meta.stripe);
         }
     }
 }

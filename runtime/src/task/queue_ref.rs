@@ -140,12 +140,11 @@ impl TaskRefs {
 }
 
 /// A task's counted reference to its workqueue (module docs): derefs to the
-/// queue, and puts the reference when dropped.
+/// queue; [`QueueRef::put`] gives it back (the task's metadata does, with
+/// the stripe it keeps beside it, when the task is freed).
 pub(crate) struct QueueRef {
     /// The queue, as the tasks' share holds it ([`TasksShare`]).
     link: NonNull<dyn QueueLink>,
-    /// The stripe it was taken on (the spawning thread's).
-    stripe: u8,
 }
 
 // SAFETY: a `QueueRef` is a shared reference to a `QueueLink`, which is
@@ -186,10 +185,7 @@ impl TasksShare {
         unsafe { self.link.as_ref() }
             .task_refs()
             .take(usize::from(stripe));
-        QueueRef {
-            link: self.link,
-            stripe,
-        }
+        QueueRef { link: self.link }
     }
 
     /// Drops the share: the gone step found no task left.
@@ -205,9 +201,20 @@ impl TasksShare {
 }
 
 impl QueueRef {
-    /// The stripe of the queue's counts this task was spawned on.
-    pub(crate) fn stripe(&self) -> u8 {
-        self.stripe
+    /// Gives the reference back, taken on `stripe`: the task is being
+    /// freed. The last access to the queue, unless no task and no handle is
+    /// left, in which case the queue goes with the tasks' share.
+    pub(crate) fn put(self, stripe: u8) {
+        // The word outlives this borrow only if the put does not return
+        // `true`; `put` touches nothing after its decrement (as
+        // `Arc::drop`).
+        if self.task_refs().put(usize::from(stripe)) {
+            // SAFETY: the put left no task and no handle: this thread owns
+            // the tasks' share, and `link` is the pointer `Arc::into_raw`
+            // gave for it, unsized to `dyn QueueLink` (same data pointer,
+            // the queue's layout).
+            drop(unsafe { Arc::from_raw(self.link.as_ptr().cast_const()) });
+        }
     }
 }
 
@@ -217,21 +224,6 @@ impl std::ops::Deref for QueueRef {
     fn deref(&self) -> &(dyn QueueLink + 'static) {
         // SAFETY: the reference keeps the queue alive until it is dropped.
         unsafe { self.link.as_ref() }
-    }
-}
-
-impl Drop for QueueRef {
-    fn drop(&mut self) {
-        // The word outlives this borrow only if the put does not return
-        // `true`; `put` touches nothing after its decrement (as
-        // `Arc::drop`).
-        if self.task_refs().put(usize::from(self.stripe)) {
-            // SAFETY: the put left no task and no handle: this thread owns
-            // the tasks' share, and `link` is the pointer `Arc::into_raw`
-            // gave for it, unsized to `dyn QueueLink` (same data pointer,
-            // the queue's layout).
-            drop(unsafe { Arc::from_raw(self.link.as_ptr().cast_const()) });
-        }
     }
 }
 

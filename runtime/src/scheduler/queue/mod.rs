@@ -120,11 +120,7 @@ fn this_stripe() -> usize {
 
 /// The stripe a task of a queue was spawned on.
 fn stripe_of(runnable: &Runnable) -> usize {
-    runnable
-        .metadata()
-        .queue
-        .as_ref()
-        .map_or(0, |q| usize::from(q.stripe()))
+    usize::from(runnable.metadata().stripe())
 }
 
 /// Counters striped by thread ordinal: a thread adds to its own stripe, so
@@ -589,7 +585,7 @@ impl QueueHandle {
         queue.counts.flight.spawned(stripe, usize::from(color));
         // SAFETY: this is a handle.
         let link = unsafe { self.share.take(stripe as u8) };
-        let (runnable, handle) = task::spawn_unreleased(link, color, future);
+        let (runnable, handle) = task::spawn_unreleased(link, color, stripe as u8, future);
         // An item that waits is released later, maybe by another thread:
         // it keeps the CPU it was submitted on for its placement.
         let cpu = match cpu {
