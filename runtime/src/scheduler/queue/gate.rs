@@ -133,13 +133,6 @@ impl Gate {
         self.max.load(Ordering::Relaxed)
     }
 
-    /// Whether a take on `stripe` may find a slot without reclaiming
-    /// (a hint for placement; no promise).
-    pub(crate) fn has_room(&self, stripe: usize) -> bool {
-        self.leased.load(Ordering::Relaxed) < self.max()
-            || self.spare(stripe).load(Ordering::Relaxed) > 0
-    }
-
     /// `stripe`'s spares (`stripe` is below the stripe count).
     fn spare(&self, stripe: usize) -> &AtomicUsize {
         &self.spares[stripe]
@@ -231,6 +224,7 @@ impl Gate {
     /// A new item spawned on `stripe`: `Some(item)` back if it may be
     /// released now (it holds a slot), else it is queued on `list` (and
     /// items may be released through `release`, this one included).
+    #[cfg(all(test, loom))]
     pub(crate) fn admit<T>(
         &self,
         stripe: usize,
@@ -238,23 +232,50 @@ impl Gate {
         item: T,
         release: &mut impl FnMut(T),
     ) -> Option<T> {
-        // FIFO: nobody overtakes an item already waiting.
-        if list.is_empty() {
-            match self.take(stripe) {
-                Taken::Slot => return Some(item),
-                Taken::SlotAndSpares => {
-                    self.deposited(stripe);
-                    self.pump(stripe, list, release);
-                    return Some(item);
-                }
-                Taken::None => {}
-            }
+        if self.admit_now(stripe, list, release) {
+            return Some(item);
         }
+        self.wait(stripe, list, item, release);
+        None
+    }
+
+    /// The first half of admitting a new item spawned on `stripe`: whether
+    /// it may be released now (it then holds a slot). If not, the caller
+    /// hands it to [`Gate::wait`].
+    pub(crate) fn admit_now<T>(
+        &self,
+        stripe: usize,
+        list: &impl Fifo<T>,
+        release: &mut impl FnMut(T),
+    ) -> bool {
+        // FIFO: nobody overtakes an item already waiting.
+        if !list.is_empty() {
+            return false;
+        }
+        match self.take(stripe) {
+            Taken::Slot => true,
+            Taken::SlotAndSpares => {
+                self.deposited(stripe);
+                self.pump(stripe, list, release);
+                true
+            }
+            Taken::None => false,
+        }
+    }
+
+    /// The second half: `item` waits on `list` (and items may be released
+    /// through `release`, this one included).
+    pub(crate) fn wait<T>(
+        &self,
+        stripe: usize,
+        list: &impl Fifo<T>,
+        item: T,
+        release: &mut impl FnMut(T),
+    ) {
         list.push(item);
         // The spawner's half: pushed before trying for a slot.
         self.fences.fence();
         self.pump(stripe, list, release);
-        None
     }
 
     /// A released item of `stripe` finished: its slot goes back, and

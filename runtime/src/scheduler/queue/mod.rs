@@ -586,25 +586,25 @@ impl QueueHandle {
         // SAFETY: this is a handle.
         let link = unsafe { self.share.take(stripe as u8) };
         let (runnable, handle) = task::spawn_unreleased(link, color, stripe as u8, future);
-        // An item that waits is released later, maybe by another thread:
-        // it keeps the CPU it was submitted on for its placement.
-        let cpu = match cpu {
-            Some(cpu) => Some(cpu),
-            None if queue.inactive.is_empty() && queue.counts.gate.has_room(stripe) => None,
-            None => placement::current_cpu(&scheduler.topology),
-        };
-        let admitted = queue.counts.gate.admit(
-            stripe,
-            &queue.inactive,
-            (runnable, cpu),
-            &mut queue.releaser(),
-        );
-        let pool = match admitted {
-            Some((runnable, cpu)) => queue.release_on(scheduler, runnable, cpu),
-            None if called_at.is_some() && !queue.closed.load(Ordering::Acquire) => {
-                Some(queue.place(scheduler, cpu))
-            }
-            None => None,
+        let admitted = queue
+            .counts
+            .gate
+            .admit_now(stripe, &queue.inactive, &mut queue.releaser());
+        let pool = if admitted {
+            queue.release_on(scheduler, runnable, cpu)
+        } else {
+            // The item waits and is released later, maybe by another
+            // thread: it keeps the CPU it was submitted on for its
+            // placement.
+            let cpu = cpu.or_else(|| placement::current_cpu(&scheduler.topology));
+            queue.counts.gate.wait(
+                stripe,
+                &queue.inactive,
+                (runnable, cpu),
+                &mut queue.releaser(),
+            );
+            (called_at.is_some() && !queue.closed.load(Ordering::Acquire))
+                .then(|| queue.place(scheduler, cpu))
         };
         if let (Some(start), Some(pool)) = (called_at, pool) {
             crate::metrics::record_spawn(&pool.capture, start, clock::now());
