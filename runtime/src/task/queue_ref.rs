@@ -157,6 +157,9 @@ unsafe impl Sync for QueueRef {}
 /// held for all its tasks, as the pointer `Arc::into_raw` gave for it.
 pub(crate) struct TasksShare {
     link: NonNull<dyn QueueLink>,
+    /// The queue's references, reached without a virtual call (a spawn
+    /// takes one).
+    refs: NonNull<TaskRefs>,
 }
 
 // SAFETY: a strong count of an `Arc` of a `QueueLink`, which is `Send +
@@ -173,6 +176,7 @@ impl TasksShare {
         TasksShare {
             // `Arc::into_raw` never gives a null pointer.
             link: NonNull::new(link.cast_mut()).expect("an Arc's pointer"),
+            refs: NonNull::from(queue.task_refs()),
         }
     }
 
@@ -181,10 +185,8 @@ impl TasksShare {
     /// # Safety
     /// The caller holds a handle of the queue (no `gone` step has run).
     pub(crate) unsafe fn take(&self, stripe: u8) -> QueueRef {
-        // SAFETY: the handle keeps the queue alive.
-        unsafe { self.link.as_ref() }
-            .task_refs()
-            .take(usize::from(stripe));
+        // SAFETY: the handle keeps the queue, and so its references, alive.
+        unsafe { self.refs.as_ref() }.take(usize::from(stripe));
         QueueRef { link: self.link }
     }
 
