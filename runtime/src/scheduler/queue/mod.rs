@@ -219,9 +219,11 @@ pub(crate) struct Queue {
     started: Striped,
     completed: Striped,
     cpu_time_ns: Striped,
-    hogs: AtomicU64,
-    cm_wakeups: AtomicU64,
-    repatriated: AtomicU64,
+    /// Event counters, striped like the others: a repatriation (a wake)
+    /// must not write the line every spawn reads (`closed`, `color`, ...).
+    hogs: Striped,
+    cm_wakeups: Striped,
+    repatriated: Striped,
 }
 
 /// What `Queue::stats` reads.
@@ -261,9 +263,9 @@ impl Queue {
             started: Striped::default(),
             completed: Striped::default(),
             cpu_time_ns: Striped::default(),
-            hogs: AtomicU64::new(0),
-            cm_wakeups: AtomicU64::new(0),
-            repatriated: AtomicU64::new(0),
+            hogs: Striped::default(),
+            cm_wakeups: Striped::default(),
+            repatriated: Striped::default(),
         }
     }
 
@@ -476,9 +478,9 @@ impl Queue {
             started: self.started.sum(),
             completed: self.completed.sum(),
             cpu_time_ns: self.cpu_time_ns.sum(),
-            cpu_intensive: self.hogs.load(Ordering::Relaxed),
-            cm_wakeups: self.cm_wakeups.load(Ordering::Relaxed),
-            repatriated: self.repatriated.load(Ordering::Relaxed),
+            cpu_intensive: self.hogs.sum(),
+            cm_wakeups: self.cm_wakeups.sum(),
+            repatriated: self.repatriated.sum(),
             in_flight: self.in_flight().max(0) as usize,
             active: self.counts.gate.active(),
             inactive: self.inactive.len(),
@@ -516,15 +518,15 @@ impl QueueLink for Queue {
     }
 
     fn hogged(&self) {
-        self.hogs.fetch_add(1, Ordering::Relaxed);
+        self.hogs.add(1);
     }
 
     fn cm_wakeup(&self) {
-        self.cm_wakeups.fetch_add(1, Ordering::Relaxed);
+        self.cm_wakeups.add(1);
     }
 
     fn repatriated(&self) {
-        self.repatriated.fetch_add(1, Ordering::Relaxed);
+        self.repatriated.add(1);
     }
 
     fn name(&self) -> &str {
