@@ -59,6 +59,19 @@ pub fn thread_count() -> usize {
     fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
 }
 
+/// CPU time this process has used so far, user and system, in seconds
+/// (`getrusage`: every thread's, the exited ones' included).
+pub fn process_cpu_secs() -> f64 {
+    // SAFETY: an all-zero `rusage` is a valid value to be overwritten.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable `rusage`.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(ru.ru_utime) + secs(ru.ru_stime)
+}
+
 /// Resident set size of this process, bytes (`/proc/self/statm`).
 pub fn rss_bytes() -> u64 {
     // SAFETY: sysconf has no preconditions; a failure (-1) falls back below.

@@ -136,6 +136,11 @@ struct WrkRun {
     rps: f64,
     p50_ms: f64,
     p99_ms: f64,
+    /// Requests completed in the run (wrk's `N requests in`).
+    requests: f64,
+    /// The server's CPU time (user + system, every thread of this process:
+    /// the server is all that runs in it meanwhile) per request.
+    cpu_us_per_req: f64,
 }
 
 /// `wq-bench http`.
@@ -156,42 +161,55 @@ pub fn http_main(argv: &[String], command: &str) -> Result<(), String> {
             let run = match *rt {
                 "wq" => {
                     let server = WqHttp::start(workers)?;
-                    let run = wrk(server.addr, threads, conns, secs);
+                    let run = timed_wrk(server.addr, threads, conns, secs);
                     drop(server);
                     run?
                 }
                 _ => {
                     let server = TokioHttp::start(workers)?;
-                    let run = wrk(server.addr, threads, conns, secs);
+                    let run = timed_wrk(server.addr, threads, conns, secs);
                     drop(server);
                     run?
                 }
             };
             eprintln!(
-                "run {r} {rt}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms",
-                run.rps, run.p50_ms, run.p99_ms
+                "run {r} {rt}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, server CPU {:.1} us/req",
+                run.rps, run.p50_ms, run.p99_ms, run.cpu_us_per_req
             );
             runs[i].push(run);
         }
     }
     print!("{}", crate::machine::header(command));
     println!(
-        "# hyper http1 hello world, {workers} workers per runtime; wrk -t{threads} -c{conns} -d{secs}s --latency on loopback (sharing the CPUs); medians of {repeat} interleaved runs\n"
+        "# hyper http1 hello world, {workers} workers per runtime; wrk -t{threads} -c{conns} -d{secs}s --latency on loopback (sharing the CPUs); medians of {repeat} interleaved runs"
     );
     println!(
-        "{:<8} {:>10} {:>9} {:>9}",
-        "runtime", "req/s", "p50 ms", "p99 ms"
+        "# cpu us/req: the server process's CPU time (user + system, getrusage) over wrk's request count\n"
+    );
+    println!(
+        "{:<8} {:>10} {:>9} {:>9} {:>12}",
+        "runtime", "req/s", "p50 ms", "p99 ms", "cpu us/req"
     );
     for (name, rs) in ["wq", "tokio"].iter().zip(&runs) {
         let m = |f: fn(&WrkRun) -> f64| median(&rs.iter().map(f).collect::<Vec<_>>());
         println!(
-            "{name:<8} {:>10.0} {:>9.2} {:>9.2}",
+            "{name:<8} {:>10.0} {:>9.2} {:>9.2} {:>12.1}",
             m(|r| r.rps),
             m(|r| r.p50_ms),
-            m(|r| r.p99_ms)
+            m(|r| r.p99_ms),
+            m(|r| r.cpu_us_per_req)
         );
     }
     Ok(())
+}
+
+/// [`wrk`], with this process's CPU time over the run.
+fn timed_wrk(addr: SocketAddr, threads: usize, conns: usize, secs: u64) -> Result<WrkRun, String> {
+    let cpu = crate::machine::process_cpu_secs();
+    let mut run = wrk(addr, threads, conns, secs)?;
+    let used = crate::machine::process_cpu_secs() - cpu;
+    run.cpu_us_per_req = used * 1e6 / run.requests;
+    Ok(run)
 }
 
 fn wrk(addr: SocketAddr, threads: usize, conns: usize, secs: u64) -> Result<WrkRun, String> {
@@ -215,7 +233,8 @@ fn wrk(addr: SocketAddr, threads: usize, conns: usize, secs: u64) -> Result<WrkR
     parse_wrk(&text).ok_or_else(|| format!("could not read wrk's output:\n{text}"))
 }
 
-/// Reads `Requests/sec:` and the `50%` / `99%` lines of `--latency`.
+/// Reads `Requests/sec:`, `N requests in` and the `50%` / `99%` lines of
+/// `--latency`.
 fn parse_wrk(text: &str) -> Option<WrkRun> {
     let ms = |v: &str| -> Option<f64> {
         let v = v.trim();
@@ -238,9 +257,11 @@ fn parse_wrk(text: &str) -> Option<WrkRun> {
             run.p50_ms = ms(v)?;
         } else if let Some(v) = l.strip_prefix("99%") {
             run.p99_ms = ms(v)?;
+        } else if let Some((n, _)) = l.split_once(" requests in ") {
+            run.requests = n.trim().parse().ok()?;
         }
     }
-    (run.rps > 0.0).then_some(run)
+    (run.rps > 0.0 && run.requests > 0.0).then_some(run)
 }
 
 /// The hello-world server on wq.
@@ -563,6 +584,7 @@ mod tests {
         assert_eq!(r.rps, 54300.12);
         assert!((r.p50_ms - 0.75).abs() < 1e-9);
         assert!((r.p99_ms - 6.5).abs() < 1e-9);
+        assert_eq!(r.requests, 543000.0);
         assert!(parse_wrk("garbage").is_none());
     }
 }
