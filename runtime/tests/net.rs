@@ -212,6 +212,42 @@ fn a_listener_dropped_while_a_task_is_in_accept_releases_its_port() {
 }
 
 #[test]
+fn a_vectored_write_of_more_slices_than_writev_takes_completes() {
+    within_watchdog("writev-slices", LIMIT, || {
+        rt().block_on(async {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            const SLICES: usize = 3000;
+            // The peer answers only once the whole message is in.
+            let peer = wq::spawn(async move {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut got = vec![0u8; SLICES * 4];
+                s.read_exact(&mut got).await.unwrap();
+                s.write_all(b"ok").await.unwrap();
+                got
+            });
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            let chunks: Vec<[u8; 4]> = (0..SLICES as u32).map(u32::to_le_bytes).collect();
+            let mut slices: Vec<io::IoSlice<'_>> =
+                chunks.iter().map(|c| io::IoSlice::new(c)).collect();
+            let mut rest = &mut slices[..];
+            while !rest.is_empty() {
+                let n = futures::future::poll_fn(|cx| {
+                    futures::AsyncWrite::poll_write_vectored(std::pin::Pin::new(&mut c), cx, rest)
+                })
+                .await
+                .unwrap();
+                io::IoSlice::advance_slices(&mut rest, n);
+            }
+            let mut ok = [0u8; 2];
+            c.read_exact(&mut ok).await.unwrap();
+            assert_eq!(&ok, b"ok");
+            assert_eq!(peer.await.unwrap(), chunks.concat());
+        });
+    });
+}
+
+#[test]
 fn connect_to_a_closed_port_is_connection_refused() {
     within_watchdog("refused", LIMIT, || {
         rt().block_on(async {
@@ -301,6 +337,74 @@ fn udp_send_recv_connected_and_unconnected() {
             let mut buf = [0u8; 8];
             let n = b.recv(&mut buf).await.unwrap();
             assert_eq!(&buf[..n], b"one");
+        });
+    });
+}
+
+/// Sends `data` on `s` with one file descriptor (`fd`) attached
+/// (`SCM_RIGHTS`).
+fn send_with_fd(s: &std::os::unix::net::UnixStream, data: &[u8], fd: i32) {
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) } as usize;
+    let mut control = vec![0u8; space];
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: an all-zero msghdr is valid; its pointers are set below to
+    // buffers that outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: `control` has room for one cmsg carrying one fd.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<i32>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<i32>(), fd);
+    }
+    // SAFETY: `msg` describes valid buffers (above).
+    let n = unsafe { libc::sendmsg(s.as_raw_fd(), &msg, 0) };
+    assert_eq!(
+        n,
+        data.len() as isize,
+        "sendmsg: {}",
+        io::Error::last_os_error()
+    );
+}
+
+#[test]
+fn a_unix_read_stopped_by_passed_descriptors_leaves_no_data_stranded() {
+    within_watchdog("unix-scm", LIMIT, || {
+        rt().block_on(async {
+            let path = std::env::temp_dir().join(format!("wq-net-scm-{}.sock", std::process::id()));
+            let _ = std::fs::remove_file(&path);
+            let l = UnixListener::bind(&path).unwrap();
+            let client_path = path.clone();
+            // A peer that sends, unasked, a message with a descriptor, then
+            // more data, and waits for an answer to both.
+            let peer = std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut c = std::os::unix::net::UnixStream::connect(&client_path).unwrap();
+                let devnull = std::fs::File::open("/dev/null").unwrap();
+                send_with_fd(&c, b"A", devnull.as_raw_fd());
+                c.write_all(b"BC").unwrap();
+                let mut ack = [0u8; 2];
+                c.read_exact(&mut ack).unwrap();
+                ack
+            });
+            let (mut s, _) = l.accept().await.unwrap();
+            // Wait until both messages are queued, so that one read sees the
+            // first stop at the descriptor with the rest behind it.
+            wq::time::sleep(Duration::from_millis(50)).await;
+            let mut got = [0u8; 3];
+            s.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"ABC");
+            s.write_all(b"ok").await.unwrap();
+            assert_eq!(&peer.join().unwrap(), b"ok");
+            let _ = std::fs::remove_file(&path);
         });
     });
 }

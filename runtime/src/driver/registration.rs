@@ -3,11 +3,15 @@
 //!
 //! An operation ([`PollIo::poll_io`]) loops: wait for the direction's
 //! readiness (`ScheduledIo::poll_ready`), run the syscall; on `WouldBlock`
-//! clear the readiness observed (at its tick) and wait again; anything else
-//! is the result. A short read or write (fewer bytes than asked) means the
-//! kernel buffer is drained or full: the readiness is cleared then too,
-//! which saves the syscall that would only say `WouldBlock` (a racing event
-//! moved the tick, so the clear cannot lose it).
+//! clear the readiness observed (at its tick; a closed bit with it, see
+//! `scheduled_io`) and wait again; anything else is the result. A short
+//! read or write (fewer bytes than asked) means the kernel buffer is
+//! drained or full: the readiness is cleared then too, which saves the
+//! syscall that would only say `WouldBlock` (a racing event moved the
+//! tick, so the clear cannot lose it). Where a short transfer does not
+//! mean that, the caller asks 0 bytes, which never counts as short: a
+//! `writev` of more slices than the kernel takes, a Unix stream's read
+//! (`net::stream`, `StreamSource::SHORT_READ_DRAINS`).
 //!
 //! Waiter keys: a stream keeps one per direction (`&mut self` polls); an
 //! `async fn` operation holds one in its future ([`PollIo::async_io`]) and
@@ -84,7 +88,9 @@ impl<S: mio::event::Source> PollIo<S> {
         loop {
             let ev = ready!(self.scheduled().poll_ready(cx, dir, key))?;
             match f(self.source()) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.scheduled().clear(ev),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.scheduled().clear_blocked(ev);
+                }
                 r => return Poll::Ready(r),
             }
         }
@@ -103,7 +109,9 @@ impl<S: mio::event::Source> PollIo<S> {
         loop {
             let ev = ready!(self.scheduled().poll_ready(cx, dir, key))?;
             match f(self.source()) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.scheduled().clear(ev),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.scheduled().clear_blocked(ev);
+                }
                 Ok(n) if is_short(n, asked) && !ev.is_closed() => {
                     self.scheduled().clear(ev);
                     return Poll::Ready(Ok(n));

@@ -34,6 +34,19 @@
 //! or data another task already took): its syscall gets `WouldBlock` and it
 //! clears and waits again. Readiness is a hint; the syscall is the truth.
 //!
+//! # A closed bit that no longer holds
+//! Closed bits are sticky: EOF and a hung-up socket stay so, and a clear
+//! after a short transfer keeps them. But mio also reports an error event
+//! as "write closed" (`EPOLLERR` with `EPOLLOUT`: a connected UDP socket
+//! told by ICMP that its peer's port is closed), and the error is consumed
+//! by the next syscall; the socket goes on working. A closed direction
+//! never answers `WouldBlock` (EOF reads 0, a hung-up write fails), so a
+//! `WouldBlock` clears the direction's closed bit with its readiness
+//! ([`ScheduledIo::clear_blocked`], at the observed tick like any clear).
+//! Kept, the bit would make the direction ready forever, and an operation
+//! that keeps getting `WouldBlock` (a full send buffer) would loop in its
+//! poll instead of waiting.
+//!
 //! # Waiters
 //! Tasks waiting for a direction sit in `waiters` (a slab under a mutex),
 //! each under a key owned by whoever waits: a stream keeps one key per
@@ -91,11 +104,19 @@ impl Direction {
         }
     }
 
-    /// The bit a `WouldBlock` clears (closed bits are sticky).
+    /// The bit a clear removes.
     fn clearable(self) -> usize {
         match self {
             Direction::Read => READABLE,
             Direction::Write => WRITABLE,
+        }
+    }
+
+    /// The direction's closed bit.
+    fn closed(self) -> usize {
+        match self {
+            Direction::Read => READ_CLOSED,
+            Direction::Write => WRITE_CLOSED,
         }
     }
 
@@ -240,10 +261,12 @@ impl ScheduledIo {
             return Poll::Ready(ev);
         }
         let mut waiters = crate::loom::lock(&self.waiters);
+        // A replaced waker is dropped after the lock (module docs).
+        let mut replaced = None;
         match key.and_then(|k| waiters.get_mut(k)) {
             Some(w) => match &mut w.waker {
                 Some(old) if old.will_wake(cx.waker()) => {}
-                slot => *slot = Some(cx.waker().clone()),
+                slot => replaced = slot.replace(cx.waker().clone()),
             },
             None => {
                 *key = Some(waiters.insert(Waiter {
@@ -254,35 +277,52 @@ impl ScheduledIo {
         }
         // Acquire, under the lock: an update the driver made before it took
         // the wakers is visible here (module docs: no lost wakeup).
-        match Self::event(self.readiness.load(Ordering::Acquire), dir) {
+        let ready = Self::event(self.readiness.load(Ordering::Acquire), dir);
+        drop(waiters);
+        drop(replaced);
+        match ready {
             Some(ev) => Poll::Ready(ev),
             None => Poll::Pending,
         }
     }
 
-    /// Task side: the operation got `WouldBlock` after observing `event`:
-    /// clear its direction's readiness, unless an event came since (the
-    /// tick moved), whose readiness must be kept.
+    /// Task side: a short transfer after observing `event` (the buffer is
+    /// drained or full): clear its direction's readiness, unless an event
+    /// came since (the tick moved), whose readiness must be kept. A closed
+    /// bit stays.
     pub(crate) fn clear(&self, event: ReadyEvent) {
-        self.clear_at(event, true);
+        self.clear_at(event, true, false);
+    }
+
+    /// Task side: the operation got `WouldBlock` after observing `event`:
+    /// as [`ScheduledIo::clear`], and the direction's closed bit goes too
+    /// (module docs, "A closed bit that no longer holds").
+    pub(crate) fn clear_blocked(&self, event: ReadyEvent) {
+        self.clear_at(event, true, true);
     }
 
     /// [`ScheduledIo::clear`] with the tick check switched off: the bug the
     /// tick prevents, for the loom model to find.
     #[cfg(all(test, loom))]
     fn clear_ignoring_the_tick(&self, event: ReadyEvent) {
-        self.clear_at(event, false);
+        self.clear_at(event, false, false);
     }
 
-    fn clear_at(&self, event: ReadyEvent, check_tick: bool) {
+    fn clear_at(&self, event: ReadyEvent, check_tick: bool, closed_too: bool) {
         let dir = event.dir;
         let mut cur = self.readiness.load(Ordering::Relaxed);
         loop {
             if check_tick && dir.tick(cur) != event.tick {
                 return;
             }
-            // Only the readiness observed; the closed bits stay.
-            let new = cur & !(dir.clearable() & event.ready);
+            // Only the readiness observed; the closed bit only after a
+            // `WouldBlock`.
+            let bits = if closed_too {
+                dir.clearable() | dir.closed()
+            } else {
+                dir.clearable()
+            };
+            let new = cur & !(bits & event.ready);
             if new == cur {
                 return;
             }
@@ -364,6 +404,33 @@ mod unit_tests {
         io.clear(seen);
         assert!(ready(&io, Direction::Read).is_none());
         assert!(ready(&io, Direction::Write).is_some());
+    }
+
+    #[test]
+    fn a_would_block_clears_a_closed_bit_that_no_longer_holds() {
+        let io = ScheduledIo::new();
+        let mut wake = Vec::new();
+        // An error event: mio's "write closed" with EPOLLOUT.
+        io.set_ready(WRITABLE | WRITE_CLOSED, &mut wake);
+        let seen = ready(&io, Direction::Write).unwrap();
+        assert!(seen.is_closed());
+        io.clear(seen);
+        assert!(
+            ready(&io, Direction::Write).is_some(),
+            "a short write keeps it"
+        );
+        let seen = ready(&io, Direction::Write).unwrap();
+        io.clear_blocked(seen);
+        assert!(
+            ready(&io, Direction::Write).is_none(),
+            "after WouldBlock the direction waits for its next event"
+        );
+        // At a stale tick, a newer event's closed bit stays.
+        io.set_ready(WRITABLE | WRITE_CLOSED, &mut wake);
+        let seen = ready(&io, Direction::Write).unwrap();
+        io.set_ready(WRITE_CLOSED, &mut wake);
+        io.clear_blocked(seen);
+        assert!(ready(&io, Direction::Write).unwrap().is_closed());
     }
 
     #[test]

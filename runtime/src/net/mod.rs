@@ -17,8 +17,9 @@
 //! Errors are `std::io::Error`s carrying the OS cause
 //! (`ConnectionRefused`, `AddrInUse` ...). Creating a socket outside a wq
 //! runtime panics with a message naming the call, as [`crate::spawn`] does.
-//! Dropping a socket deregisters it from epoll before its fd is closed; a
-//! task waiting on it elsewhere (on a shared listener) gets an error.
+//! Dropping a socket deregisters it from epoll before its fd is closed. No
+//! task can be waiting on it then: every operation borrows the socket, and
+//! a stream's owned halves share it until both are dropped.
 //!
 //! ```
 //! use futures::{AsyncReadExt, AsyncWriteExt};

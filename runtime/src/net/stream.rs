@@ -15,6 +15,15 @@ use crate::driver::scheduled_io::Direction;
 
 /// A mio stream type: reads and writes through `&self`, and shuts down.
 pub(crate) trait StreamSource: mio::event::Source + Send + Sync + 'static {
+    /// Whether a short read means the receive queue is drained, so the read
+    /// readiness may be cleared without the `WouldBlock` syscall
+    /// (`driver::registration`). Not for Unix streams: a read stops after a
+    /// message that carried file descriptors (`SCM_RIGHTS`, which a peer
+    /// may send unasked) or at a change of sender credentials, with more
+    /// queued behind it and no new edge to come. TCP keeps it, as tokio
+    /// does; its one exception is urgent data (a peer's `MSG_OOB`, out of
+    /// use but for telnet-era protocols), where a read stops at the mark.
+    const SHORT_READ_DRAINS: bool;
     fn read(&self, buf: &mut [u8]) -> io::Result<usize>;
     fn write(&self, buf: &[u8]) -> io::Result<usize>;
     fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
@@ -22,8 +31,9 @@ pub(crate) trait StreamSource: mio::event::Source + Send + Sync + 'static {
 }
 
 macro_rules! stream_source {
-    ($ty:ty) => {
+    ($ty:ty, $drains:expr) => {
         impl StreamSource for $ty {
+            const SHORT_READ_DRAINS: bool = $drains;
             fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
                 Read::read(&mut &*self, buf)
             }
@@ -40,14 +50,17 @@ macro_rules! stream_source {
     };
 }
 
-stream_source!(mio::net::TcpStream);
-stream_source!(mio::net::UnixStream);
+stream_source!(mio::net::TcpStream, true);
+stream_source!(mio::net::UnixStream, false);
 
 /// One direction of a stream, with its waiter key.
 pub(crate) struct Half<S: StreamSource> {
     pub(crate) io: Arc<PollIo<S>>,
     key: Option<usize>,
 }
+
+/// The most slices one `writev` takes on Linux (`UIO_MAXIOV`).
+const MAX_IOV: usize = 1024;
 
 impl<S: StreamSource> Half<S> {
     pub(crate) fn new(io: Arc<PollIo<S>>) -> Half<S> {
@@ -59,7 +72,8 @@ impl<S: StreamSource> Half<S> {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        let asked = buf.len();
+        // Asking 0 never counts as short.
+        let asked = if S::SHORT_READ_DRAINS { buf.len() } else { 0 };
         self.io
             .poll_transfer(cx, Direction::Read, &mut self.key, asked, |s| s.read(buf))
     }
@@ -80,7 +94,15 @@ impl<S: StreamSource> Half<S> {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let asked = bufs.iter().map(|b| b.len()).sum();
+        // `writev` passes at most `MAX_IOV` slices (std caps the count at
+        // the kernel's limit): a write of more may stop at the limit with
+        // the socket still writable, which is not the full buffer a short
+        // transfer means. Asking 0 never counts as short.
+        let asked = if bufs.len() <= MAX_IOV {
+            bufs.iter().map(|b| b.len()).sum()
+        } else {
+            0
+        };
         self.io
             .poll_transfer(cx, Direction::Write, &mut self.key, asked, |s| {
                 s.write_vectored(bufs)
