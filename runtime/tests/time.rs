@@ -92,6 +92,49 @@ fn sleep_reset_in_place_and_deadline() {
 }
 
 #[test]
+fn a_sleep_reset_into_the_past_wakes_the_task_waiting_on_it() {
+    within_watchdog("reset-past", LIMIT, || {
+        rt().block_on(async {
+            let s = Arc::new(std::sync::Mutex::new(sleep(Duration::from_secs(3600))));
+            let polled = Arc::new(AtomicUsize::new(0));
+            let waiter = {
+                let (s, polled) = (s.clone(), polled.clone());
+                wq::spawn(std::future::poll_fn(move |cx| {
+                    polled.fetch_add(1, Ordering::SeqCst);
+                    std::pin::Pin::new(&mut *s.lock().unwrap()).poll(cx)
+                }))
+            };
+            while polled.load(Ordering::SeqCst) == 0 {
+                wq::task::yield_now().await;
+            }
+            // Another task moves the deadline to the past: the waiter, not
+            // the resetter, must be woken.
+            s.lock()
+                .unwrap()
+                .reset(Instant::now() - Duration::from_millis(1));
+            timeout(Duration::from_secs(10), waiter)
+                .await
+                .expect("the waiting task was not woken by the reset")
+                .unwrap();
+        });
+    });
+}
+
+#[test]
+fn an_interval_of_duration_max_ticks_once_and_then_waits() {
+    within_watchdog("interval-max", LIMIT, || {
+        rt().block_on(async {
+            let mut iv = interval(Duration::MAX);
+            iv.tick().await; // the first tick is at once
+            assert!(
+                timeout(Duration::from_millis(20), iv.tick()).await.is_err(),
+                "the second tick is ~30 years away, not now and not a panic"
+            );
+        });
+    });
+}
+
+#[test]
 fn a_timer_armed_while_the_driver_sleeps_wakes_it() {
     within_watchdog("unpark", LIMIT, || {
         rt().block_on(async {

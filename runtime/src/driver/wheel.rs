@@ -120,22 +120,29 @@ impl Wheel {
         (key, fired)
     }
 
-    /// Re-arms `key` (fired or pending) for tick `when`; returns whether it
-    /// is already fired (`when <= elapsed`).
-    pub(crate) fn reset(&mut self, key: usize, when: u64) -> bool {
+    /// Re-arms `key` (fired or pending) for tick `when`. If that is already
+    /// due (`when <= elapsed`) the entry is fired, and the waker of a task
+    /// waiting on it is returned, to be woken outside the caller's lock.
+    pub(crate) fn reset(&mut self, key: usize, when: u64) -> Result<(), Option<Waker>> {
         self.unlink(key);
-        !self.arm(key, when)
+        if self.arm(key, when) {
+            Ok(())
+        } else {
+            Err(self.entries[key].waker.take())
+        }
     }
 
-    /// Whether `key` fired; if not, `waker` is the one to wake.
-    pub(crate) fn poll(&mut self, key: usize, waker: &Waker) -> bool {
+    /// Whether `key` fired; if not, `waker` is the one to wake. A waker it
+    /// replaces is put in `replaced`, to be dropped outside the caller's
+    /// lock.
+    pub(crate) fn poll(&mut self, key: usize, waker: &Waker, replaced: &mut Option<Waker>) -> bool {
         let e = &mut self.entries[key];
         if e.state == State::Fired {
             return true;
         }
         match &mut e.waker {
             Some(w) if w.will_wake(waker) => {}
-            slot => *slot = Some(waker.clone()),
+            slot => *replaced = slot.replace(waker.clone()),
         }
         false
     }
@@ -357,13 +364,13 @@ mod tests {
                 6 if !keys.is_empty() => {
                     let (id, key) = keys[(rng.next() as usize) % keys.len()];
                     let when = now + rng.next() % 1000;
-                    if wheel.reset(key, when) {
+                    if wheel.reset(key, when).is_err() {
                         armed.remove(&id);
                     } else {
                         // A reset timer's waker was kept (or taken by a
                         // fire): give it a fresh one.
                         let w = Waker::from(Arc::new(Id(id, woken.clone())));
-                        assert!(!wheel.poll(key, &w));
+                        assert!(!wheel.poll(key, &w, &mut None));
                         armed.insert(id, (key, when));
                     }
                 }
@@ -386,7 +393,7 @@ mod tests {
                     for id in &due {
                         let (key, _) = armed.remove(id).unwrap();
                         let w = futures::task::noop_waker();
-                        assert!(wheel.poll(key, &w));
+                        assert!(wheel.poll(key, &w, &mut None));
                     }
                     assert_eq!(wheel.pending(), armed.len());
                     if let Some(next) = wheel.next_expiration() {

@@ -85,8 +85,10 @@ impl Interval {
 }
 
 /// The first tick after `now` on the schedule `tick + k * period`, `k >= 1`.
+/// Saturates (about 30 years ahead) where `Instant` would overflow, as a
+/// period of `Duration::MAX` asks.
 fn next_tick(tick: Instant, period: Duration, now: Instant) -> Instant {
-    let next = tick + period;
+    let next = super::saturating_add(tick, period);
     if next > now {
         return next;
     }
@@ -94,7 +96,7 @@ fn next_tick(tick: Instant, period: Duration, now: Instant) -> Instant {
     let periods = behind / period.as_nanos() + 1;
     let periods = u32::try_from(periods).unwrap_or(u32::MAX);
     tick.checked_add(period.saturating_mul(periods))
-        .unwrap_or(now + period)
+        .unwrap_or_else(|| super::saturating_add(now, period))
 }
 
 #[cfg(all(test, not(loom)))]
@@ -115,5 +117,14 @@ mod tests {
             t0 + Duration::from_millis(50),
             "a tick exactly now is missed too: it is taken late"
         );
+    }
+
+    #[test]
+    fn a_period_beyond_instant_saturates_instead_of_panicking() {
+        let t0 = Instant::now();
+        let next = next_tick(t0, Duration::MAX, t0);
+        assert!(next > t0 + Duration::from_secs(86400 * 365));
+        let late = t0 + Duration::from_secs(5);
+        assert!(next_tick(t0, Duration::MAX, late) > late);
     }
 }

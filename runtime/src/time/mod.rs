@@ -45,7 +45,12 @@ pub(crate) use sleep::current_driver_or_panic as sleep_driver;
 /// A deadline `d` from now, or about 30 years from now if that overflows
 /// `Instant` (as good as never).
 pub(crate) fn deadline_in(d: std::time::Duration) -> std::time::Instant {
-    let now = std::time::Instant::now();
-    now.checked_add(d)
-        .unwrap_or_else(|| now + std::time::Duration::from_secs(86400 * 365 * 30))
+    saturating_add(std::time::Instant::now(), d)
+}
+
+/// `t + d`, or about 30 years after `t` where that overflows `Instant`
+/// (`Duration::MAX` means "never", not a panic).
+pub(crate) fn saturating_add(t: std::time::Instant, d: std::time::Duration) -> std::time::Instant {
+    t.checked_add(d)
+        .unwrap_or_else(|| t + std::time::Duration::from_secs(86400 * 365 * 30))
 }

@@ -106,10 +106,18 @@ impl Sleep {
         self.fired = false;
         if let Some(key) = self.key {
             let tick = self.tick;
-            self.fired = self.driver.with_timers(|t| {
-                let fired = t.wheel.reset(key, tick);
-                (fired, (!fired).then_some(tick))
+            let due = self.driver.with_timers(|t| match t.wheel.reset(key, tick) {
+                Ok(()) => (None, Some(tick)),
+                Err(waker) => (Some(waker), None),
             });
+            if let Some(waker) = due {
+                self.fired = true;
+                // Due already: a task waiting on this sleep (it may not be
+                // the caller's) must see it fire, as from the driver.
+                if let Some(w) = waker {
+                    w.wake();
+                }
+            }
         }
     }
 }
@@ -124,17 +132,27 @@ impl Future for Sleep {
         }
         let tick = this.tick;
         let key = this.key;
+        // A replaced waker is dropped after the timers' lock.
+        let mut replaced = None;
         let (fired, key, shut_down) = this.driver.with_timers(|t| {
             let shut_down = t.shut_down;
             match key {
                 _ if shut_down => ((true, key, true), None),
-                Some(key) => ((t.wheel.poll(key, cx.waker()), Some(key), false), None),
+                Some(key) => (
+                    (
+                        t.wheel.poll(key, cx.waker(), &mut replaced),
+                        Some(key),
+                        false,
+                    ),
+                    None,
+                ),
                 None => {
                     let (key, fired) = t.wheel.insert(tick, cx.waker().clone());
                     ((fired, Some(key), false), (!fired).then_some(tick))
                 }
             }
         });
+        drop(replaced);
         this.key = key;
         if shut_down && Instant::now() < this.deadline {
             panic!(
