@@ -344,6 +344,7 @@ fn udp_send_recv_connected_and_unconnected() {
 /// Sends `data` on `s` with one file descriptor (`fd`) attached
 /// (`SCM_RIGHTS`).
 fn send_with_fd(s: &std::os::unix::net::UnixStream, data: &[u8], fd: i32) {
+    // SAFETY: CMSG_SPACE is arithmetic on its argument.
     let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) } as usize;
     let mut control = vec![0u8; space];
     let mut iov = libc::iovec {
