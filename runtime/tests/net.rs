@@ -248,6 +248,33 @@ fn a_vectored_write_of_more_slices_than_writev_takes_completes() {
 }
 
 #[test]
+fn peek_waits_for_bytes_and_leaves_them_for_the_read() {
+    within_watchdog("peek", LIMIT, || {
+        rt().block_on(async {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let server = wq::spawn(async move {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut first = [0u8; 8];
+                let n = s.peek(&mut first).await.unwrap();
+                assert!(n > 0 && first[..n] == b"hello"[..n]);
+                let mut all = [0u8; 5];
+                s.read_exact(&mut all).await.unwrap();
+                assert_eq!(&all, b"hello");
+                // At EOF, a peek returns 0.
+                assert_eq!(s.peek(&mut first).await.unwrap(), 0);
+            });
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            // The server's peek waits meanwhile.
+            wq::time::sleep(Duration::from_millis(20)).await;
+            c.write_all(b"hello").await.unwrap();
+            c.close().await.unwrap();
+            server.await.unwrap();
+        });
+    });
+}
+
+#[test]
 fn connect_to_a_closed_port_is_connection_refused() {
     within_watchdog("refused", LIMIT, || {
         rt().block_on(async {

@@ -174,6 +174,18 @@ impl TcpStream {
         self.source().local_addr()
     }
 
+    /// Copies what has arrived into `buf` without taking it (`MSG_PEEK`):
+    /// waits until at least one byte has, and returns how many were
+    /// copied, or 0 at EOF. The next read returns the same bytes. A server
+    /// can wait for a client's first bytes under a timeout this way before
+    /// handing the stream to code that reads it with no timer of its own.
+    pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read
+            .io
+            .async_io(Direction::Read, |s| s.peek(buf))
+            .await
+    }
+
     /// Sets `TCP_NODELAY` (no Nagle delay for small writes).
     pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
         self.source().set_nodelay(nodelay)
