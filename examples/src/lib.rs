@@ -4,8 +4,13 @@
 //!
 //! Hardening, the same for every listener:
 //! - it binds where its user says (`--addr`), loopback by default;
-//! - a client has [`HEADER_READ_TIMEOUT`] to send its request head, and
-//!   each request [`REQUEST_TIMEOUT`] to be answered (504 after);
+//! - at most [`MAX_CONNECTIONS`] connections at once (beyond, a new one is
+//!   closed at once), each open at most [`CONNECTION_LIFETIME`];
+//! - a client has [`HEADER_READ_TIMEOUT`] to send its first bytes (the
+//!   `auto` server's version sniffing has no timer of its own: a client
+//!   that connects and says nothing would hold its connection forever) and
+//!   then each request head, and each request [`REQUEST_TIMEOUT`] to be
+//!   answered (504 after);
 //! - request bodies are capped at [`MAX_BODY`] bytes (413 beyond);
 //! - malformed requests get hyper's 400, connection errors are logged and
 //!   the connection dropped; accept errors (out of fds) are logged and the
@@ -22,6 +27,8 @@ pub mod routes;
 use std::io;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -36,6 +43,32 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
+/// The most connections served at once.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// The longest a connection stays open, however busy (HTTP/2 keep-alive
+/// pings would keep an idle one open forever).
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
+
+/// The limits [`serve_with`] applies to each connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Time a client has to send its first bytes.
+    pub first_bytes: Duration,
+    /// The longest a connection stays open.
+    pub lifetime: Duration,
+    /// The most connections at once.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            first_bytes: HEADER_READ_TIMEOUT,
+            lifetime: CONNECTION_LIFETIME,
+            max_connections: MAX_CONNECTIONS,
+        }
+    }
+}
 
 /// Options of the service examples.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,7 +145,7 @@ pub fn http_builder() -> auto::Builder<WqExecutor> {
 }
 
 /// Accepts connections on `listener` forever, serving each in its own task
-/// with the service `make()` returns.
+/// with the service `make()` returns, under the default [`Limits`].
 pub async fn serve<S, B>(listener: TcpListener, make: impl Fn() -> S) -> io::Result<()>
 where
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
@@ -122,7 +155,64 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    serve_with(listener, make, Limits::default()).await
+}
+
+/// A cap on connections open at once: a listener takes a [`Slot`] per
+/// connection and closes the connection at once when none is left.
+#[derive(Debug, Clone)]
+pub struct Slots {
+    open: Arc<AtomicUsize>,
+    max: usize,
+}
+
+/// One connection counted by [`Slots`] while held.
+#[derive(Debug)]
+pub struct Slot(Arc<AtomicUsize>);
+
+impl Slots {
+    /// At most `max` at once.
+    pub fn new(max: usize) -> Slots {
+        Slots {
+            open: Arc::new(AtomicUsize::new(0)),
+            max,
+        }
+    }
+
+    /// A slot, or `None` if `max` are held.
+    pub fn take(&self) -> Option<Slot> {
+        // Relaxed: a count, taken and given back only through slots.
+        self.open
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(self.open.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// [`serve`] with the given limits.
+pub async fn serve_with<S, B>(
+    listener: TcpListener,
+    make: impl Fn() -> S,
+    limits: Limits,
+) -> io::Result<()>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let http = http_builder();
+    let slots = Slots::new(limits.max_connections);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -133,11 +223,32 @@ where
                 continue;
             }
         };
+        let Some(slot) = slots.take() else {
+            // Full: closed at once, so the client sees it (a connection
+            // left unanswered in the backlog would only time out).
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let http = http.clone();
         let service = make();
         drop(wq::spawn(async move {
-            if let Err(e) = http.serve_connection(WqIo::new(stream), service).await {
+            let _slot = slot;
+            let conn = async {
+                let mut first = [0u8; 1];
+                match wq::time::timeout(limits.first_bytes, stream.peek(&mut first)).await {
+                    Ok(Ok(0)) => return Ok(()),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(e.into()),
+                    Err(_) => return Err("no request within the first-bytes timeout".into()),
+                }
+                http.serve_connection(WqIo::new(stream), service).await
+            };
+            let r = match wq::time::timeout(limits.lifetime, conn).await {
+                Ok(r) => r,
+                Err(_) => Err("open longer than the connection lifetime".into()),
+            };
+            if let Err(e) = r {
                 eprintln!("connection from {peer}: {e}");
             }
         }));

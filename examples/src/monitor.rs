@@ -72,9 +72,9 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
                 let s: f64 = v
                     .parse()
                     .ok()
-                    .filter(|s: &f64| s.is_finite() && *s >= 0.05)
+                    .filter(|s: &f64| (0.05..=86_400.0).contains(s))
                     .ok_or(format!(
-                        "{a} {v:?}: give seconds, at least 0.05\n{}",
+                        "{a} {v:?}: give seconds, from 0.05 to 86400 (a day)\n{}",
                         usage()
                     ))?;
                 o.interval = Some(s);
@@ -123,17 +123,53 @@ pub fn fetch(addr: &str, timeout: Duration) -> Result<Snapshot, String> {
         format!("no wq dashboard at {addr}: {why}; {HOW_TO_START}")
     })?;
     let io = |e: std::io::Error| format!("wq dashboard at {addr}: {e}");
-    s.set_read_timeout(Some(timeout)).map_err(io)?;
+    let late = || format!("wq dashboard at {addr}: no complete answer within {timeout:?}");
+    let deadline = std::time::Instant::now() + timeout;
     s.set_write_timeout(Some(timeout)).map_err(io)?;
     s.write_all(
         format!("GET /api/snapshot HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n")
             .as_bytes(),
     )
     .map_err(io)?;
+    // The whole answer within `timeout`, and at most MAX_ANSWER bytes: a
+    // server that dribbles or never stops cannot hold the monitor.
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(io)?;
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(late());
+        }
+        s.set_read_timeout(Some(left)).map_err(io)?;
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                raw.extend_from_slice(&chunk[..n]);
+                if raw.len() > MAX_ANSWER {
+                    return Err(format!(
+                        "{addr} sent over {} MiB for /api/snapshot: not a wq dashboard",
+                        MAX_ANSWER >> 20
+                    ));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(late());
+            }
+            Err(e) => return Err(io(e)),
+        }
+    }
     parse_response(addr, &raw)
 }
+
+/// The largest answer [`fetch`] reads (a snapshot of a 1,024-pool runtime
+/// is well under it).
+const MAX_ANSWER: usize = 16 << 20;
 
 /// The snapshot in a raw HTTP/1.1 response.
 fn parse_response(addr: &str, raw: &[u8]) -> Result<Snapshot, String> {
@@ -333,6 +369,48 @@ mod tests {
         a.iter().map(|s| s.to_string()).collect()
     }
 
+    /// A server on loopback that answers one connection with `answer`.
+    fn fake_server(answer: impl FnOnce(std::net::TcpStream) + Send + 'static) -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            if let Ok((s, _)) = l.accept() {
+                answer(s);
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn a_dribbling_or_endless_server_is_given_up_on_with_a_reason() {
+        let addr = fake_server(|mut s| {
+            for _ in 0..50 {
+                if s.write_all(b"H").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let t = std::time::Instant::now();
+        let err = fetch(&addr, Duration::from_millis(500)).unwrap_err();
+        assert!(err.contains("no complete answer within 500ms"), "{err}");
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "took {:?}",
+            t.elapsed()
+        );
+        let addr = fake_server(|mut s| {
+            let junk = vec![b'y'; 1 << 20];
+            for _ in 0..32 {
+                if s.write_all(&junk).is_err() {
+                    return;
+                }
+            }
+        });
+        let err = fetch(&addr, Duration::from_secs(20)).unwrap_err();
+        assert!(err.contains("sent over 16 MiB"), "{err}");
+    }
+
     #[test]
     fn options() {
         let o = parse_args(args(&[])).unwrap();
@@ -353,7 +431,13 @@ mod tests {
         assert!(
             parse_args(args(&["-i", "0"]))
                 .unwrap_err()
-                .contains("at least 0.05")
+                .contains("from 0.05 to 86400")
+        );
+        assert!(
+            parse_args(args(&["-i", "1e20"]))
+                .unwrap_err()
+                .contains("from 0.05 to 86400"),
+            "a finite but huge interval is refused, not a panic later"
         );
         assert!(
             parse_args(args(&["-c", "0"]))

@@ -47,7 +47,12 @@ pub async fn service(req: Request<Incoming>) -> Result<Reply, Infallible> {
 /// Dispatches one request (module docs).
 pub async fn route(req: Request<Incoming>) -> Reply {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "read-only: GET only\n");
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "read-only: GET only\n");
+        r.headers_mut().insert(
+            http::header::ALLOW,
+            http::HeaderValue::from_static("GET, HEAD"),
+        );
+        return r;
     }
     let (parts, body) = req.into_parts();
     // Drain (and cap) any body a client sent with its GET.
@@ -57,11 +62,14 @@ pub async fn route(req: Request<Incoming>) -> Reply {
     match parts.uri.path() {
         "/" => text(StatusCode::OK, "hello from wq\n"),
         "/scope" => scope().await,
-        "/sleep" => {
-            let ms = query_u64(parts.uri.query(), "ms").unwrap_or(10).min(60_000);
-            wq::time::sleep(Duration::from_millis(ms)).await;
-            text(StatusCode::OK, format!("slept {ms} ms\n"))
-        }
+        "/sleep" => match query_u64(parts.uri.query(), "ms") {
+            Ok(ms) => {
+                let ms = ms.unwrap_or(10).min(60_000);
+                wq::time::sleep(Duration::from_millis(ms)).await;
+                text(StatusCode::OK, format!("slept {ms} ms\n"))
+            }
+            Err(why) => text(StatusCode::BAD_REQUEST, format!("{why}\n")),
+        },
         "/blocking" => {
             match wq::spawn_blocking(|| (0..1u64 << 20).fold(0u64, |a, x| a.wrapping_add(x * x)))
                 .await
@@ -98,11 +106,18 @@ pub async fn scope() -> Reply {
     }
 }
 
-/// `key=<u64>` from a query string.
-pub fn query_u64(query: Option<&str>, key: &str) -> Option<u64> {
-    query?
-        .split('&')
+/// `key=<u64>` from a query string: `None` without one, an error saying
+/// what is wrong with one that is not a number.
+pub fn query_u64(query: Option<&str>, key: &str) -> Result<Option<u64>, String> {
+    let Some((_, v)) = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
         .filter_map(|kv| kv.split_once('='))
         .find(|(k, _)| *k == key)
-        .and_then(|(_, v)| v.parse().ok())
+    else {
+        return Ok(None);
+    };
+    v.parse()
+        .map(Some)
+        .map_err(|_| format!("{key}={v:?} is not a whole number of {key}"))
 }

@@ -1,7 +1,7 @@
 //! The service examples' routes, served as the binaries serve them
 //! (`wq_examples::serve`: hyper-util `auto` on wq), fetched with hyper's
-//! client on wq: every route, 404, 405, 413, a malformed request and a
-//! client too slow with its headers.
+//! client on wq: every route, 404, 405, 413, a malformed request, a
+//! client that says nothing, a full house and a connection's lifetime.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -52,6 +52,11 @@ async fn check_routes(addr: SocketAddr) {
     assert_eq!(get(addr, "GET", "/nope", vec![]).await.0, 404);
     assert_eq!(get(addr, "POST", "/", vec![]).await.0, 405);
     assert_eq!(
+        get(addr, "GET", "/sleep?ms=abc", vec![]).await.0,
+        400,
+        "a bad number is an error, not the default"
+    );
+    assert_eq!(
         get(addr, "GET", "/sleep?ms=6000", vec![]).await.0,
         504,
         "request timeout"
@@ -90,6 +95,72 @@ fn http_service_answers_its_routes_and_survives_bad_clients() {
         drop(wq::spawn(serve(l, || service_fn(routes::service))));
         check_routes(addr).await;
         check_hardening(addr).await;
+    });
+}
+
+/// Reads until EOF or an error; how long that took.
+async fn time_to_close(c: &mut TcpStream) -> Duration {
+    let t = std::time::Instant::now();
+    let mut sink = Vec::new();
+    let _ = c.read_to_end(&mut sink).await;
+    t.elapsed()
+}
+
+#[test]
+fn silent_clients_full_houses_and_long_connections_are_closed() {
+    on_wq(async || {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let limits = wq_examples::Limits {
+            first_bytes: Duration::from_millis(200),
+            lifetime: Duration::from_millis(1500),
+            max_connections: 2,
+        };
+        drop(wq::spawn(wq_examples::serve_with(
+            l,
+            || service_fn(routes::service),
+            limits,
+        )));
+        // A client that connects and says nothing is closed after the
+        // first-bytes timeout (the auto server's sniffing has no timer).
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let waited = time_to_close(&mut silent).await;
+        assert!(
+            waited >= Duration::from_millis(150) && waited < Duration::from_millis(1000),
+            "silent client closed after {waited:?}"
+        );
+        // Two connections fill the house: a third is closed at once, long
+        // before its first-bytes timeout would.
+        let a = TcpStream::connect(addr).await.unwrap();
+        let b = TcpStream::connect(addr).await.unwrap();
+        wq::time::sleep(Duration::from_millis(50)).await;
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        let waited = time_to_close(&mut third).await;
+        assert!(
+            waited < Duration::from_millis(150),
+            "third closed after {waited:?}"
+        );
+        drop((a, b));
+        wq::time::sleep(Duration::from_millis(50)).await;
+        // A keep-alive client that answers every timer is still closed at
+        // the end of the connection's lifetime.
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 4096];
+        loop {
+            if c.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+                .await
+                .is_err()
+            {
+                break; // closed between two requests
+            }
+            match c.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => wq::time::sleep(Duration::from_millis(100)).await,
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "never closed");
+        }
+        assert!(started.elapsed() >= Duration::from_millis(1400));
     });
 }
 

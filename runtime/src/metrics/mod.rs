@@ -120,8 +120,9 @@ macro_rules! counters {
                 vec![$((stringify!($name), $metric, concat!($($doc),+), self.$name),)+]
             }
 
+            // Saturating: the counters may come from a deserialized snapshot.
             fn add(&mut self, o: &Counters) {
-                $(self.$name += o.$name;)+
+                $(self.$name = self.$name.saturating_add(o.$name);)+
             }
 
             fn since(&self, earlier: &Counters) -> Counters {
@@ -207,13 +208,14 @@ pub struct WorkerStates {
 }
 
 impl WorkerStates {
+    // Saturating: the states may come from a deserialized snapshot.
     fn add(&mut self, o: &WorkerStates) {
-        self.total += o.total;
-        self.busy += o.busy;
-        self.idle += o.idle;
-        self.kicked += o.kicked;
-        self.searching += o.searching;
-        self.blocked += o.blocked;
+        self.total = self.total.saturating_add(o.total);
+        self.busy = self.busy.saturating_add(o.busy);
+        self.idle = self.idle.saturating_add(o.idle);
+        self.kicked = self.kicked.saturating_add(o.kicked);
+        self.searching = self.searching.saturating_add(o.searching);
+        self.blocked = self.blocked.saturating_add(o.blocked);
     }
 }
 
@@ -319,8 +321,13 @@ impl Latency {
         }
         let rank = (q.clamp(0.0, 1.0) * self.count as f64).ceil().max(1.0) as u64;
         let bounds = prometheus::bounds_ns();
+        // A deserialized snapshot's buckets come from elsewhere (another wq
+        // version, a server that is not one): a bucket beyond the bounds
+        // known here reads as the `+Inf` bucket, never a panic.
         match self.buckets.iter().position(|&c| c >= rank) {
-            Some(i) => bounds[i].min(self.max_ns.max(1)),
+            Some(i) => bounds
+                .get(i)
+                .map_or(self.max_ns, |b| (*b).min(self.max_ns.max(1))),
             None => self.max_ns,
         }
     }
@@ -672,7 +679,7 @@ impl Snapshot {
                 for p in of {
                     s.pools += 1;
                     s.workers.add(&p.workers);
-                    s.tasks += p.tasks;
+                    s.tasks = s.tasks.saturating_add(p.tasks);
                     s.counters.add(&p.counters);
                     s.sched_delay.merge(&p.sched_delay);
                     s.poll_time.merge(&p.poll_time);
@@ -853,7 +860,7 @@ fn cpu_list(cpus: &[usize]) -> String {
     let mut i = 0;
     while i < cpus.len() {
         let mut j = i;
-        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
+        while j + 1 < cpus.len() && Some(cpus[j + 1]) == cpus[j].checked_add(1) {
             j += 1;
         }
         if !out.is_empty() {
@@ -879,6 +886,30 @@ mod tests {
             h.record(s).unwrap();
         }
         Latency::from_histogram(h)
+    }
+
+    #[test]
+    fn a_foreign_latency_with_more_buckets_than_known_reads_without_panicking() {
+        let mut l = latency(&[1_000; 10]);
+        l.histogram = None; // as deserialized
+        let known = l.buckets.len();
+        l.buckets = vec![0; known];
+        l.buckets.push(10); // one bucket beyond the bounds known here
+        assert_eq!(l.quantile_ns(0.5), l.max_ns);
+        let mut c = Counters::default();
+        c.add(&Counters {
+            started: u64::MAX,
+            ..Counters::default()
+        });
+        c.add(&Counters {
+            started: 1,
+            ..Counters::default()
+        });
+        assert_eq!(c.started, u64::MAX, "saturates, no overflow panic");
+        assert_eq!(
+            cpu_list(&[usize::MAX - 1, usize::MAX]),
+            format!("{}-{}", usize::MAX - 1, usize::MAX)
+        );
     }
 
     #[test]
