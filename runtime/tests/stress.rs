@@ -210,3 +210,48 @@ fn runtimes_dropped_under_load_leak_nothing() {
         }
     });
 }
+
+/// Timers fire in whichever worker's driver turn is due, into that
+/// worker's own queue, while workers are culled every millisecond: a task
+/// woken into a worker just culled must still run (it was once dropped
+/// with the culled worker, its `JoinHandle` reporting it cancelled).
+#[test]
+fn tasks_woken_by_timers_survive_culling() {
+    within_watchdog("timers-culling", || {
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("pack:1 l3:1 core:8 pu:1").unwrap())
+            .idle_timeout(Duration::from_millis(1))
+            .worker_spin(Duration::ZERO)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for round in 0..20u64 {
+                let tasks: Vec<_> = (0..64u64)
+                    .map(|i| {
+                        wq::spawn_on(Scope::System, async move {
+                            for k in 0..3 {
+                                let ms = 1 + (i + k + round) % 3;
+                                wq::time::sleep(Duration::from_millis(ms)).await;
+                            }
+                            i
+                        })
+                    })
+                    .collect();
+                for (i, t) in tasks.into_iter().enumerate() {
+                    match t.await {
+                        Ok(got) => assert_eq!(got, i as u64),
+                        Err(e) => panic!("round {round}: task {i} was lost: {e}"),
+                    }
+                }
+                // Let workers idle past the timeout and be culled.
+                wq::time::sleep(Duration::from_millis(3)).await;
+            }
+        });
+        let m = rt.metrics();
+        let culled: u64 = m.pools.iter().map(|p| p.counters.workers_culled).sum();
+        assert!(
+            culled > 0,
+            "no worker was culled: the test proves nothing: {m}"
+        );
+    });
+}

@@ -200,11 +200,23 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
         current::set_worker(None);
         let local =
             Rc::try_unwrap(local).unwrap_or_else(|_| unreachable!("only `current` shares it"));
-        // Anything left is dropped: the pool is closed, or we were culled
-        // idle (with nothing queued locally).
-        drop(local.lifo.take());
-        while let Some(r) = local.deque.pop() {
-            drop(r);
+        // Anything left: the pool is closed (the tasks are dropped, as the
+        // shutdown drops everything queued), or we were culled, and a task
+        // may have been queued here since we went idle: a worker parked in
+        // the I/O driver turns it, and the tasks its turn wakes come to its
+        // own LIFO slot and deque. Those go back to their home pools.
+        let leftovers = local
+            .lifo
+            .take()
+            .into_iter()
+            .chain(std::iter::from_fn(|| local.deque.pop()));
+        for r in leftovers {
+            let home = r.metadata().home().clone();
+            if home.is_closed() {
+                drop(r);
+            } else {
+                home.push_remote(r);
+            }
         }
         *crate::loom::lock(&pool.slots[slot].deque) = Some(local.deque);
         core.publish(pool, slot);
