@@ -783,6 +783,56 @@ fn block_in_place_lets_another_worker_run_the_pool() {
     });
 }
 
+/// Every slot of the pool blocked (one worker, two slots, both in
+/// `block_in_place`): the task that would unblock them is queued with no
+/// worker to run it and no slot to start one. The rescuer runs it.
+#[test]
+fn a_pool_whose_every_slot_is_blocked_is_rescued() {
+    within(60, || {
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("core:2 pu:1").unwrap())
+            .default_scope(Scope::System)
+            .max_workers_per_pool(1)
+            .build()
+            .unwrap();
+        let (tx_a, rx_a) = std::sync::mpsc::channel::<u32>();
+        let (tx_b, rx_b) = std::sync::mpsc::channel::<u32>();
+        let blocked = Arc::new(AtomicUsize::new(0));
+        let a = {
+            let blocked = blocked.clone();
+            rt.spawn(async move {
+                wq::block_in_place(|| {
+                    blocked.fetch_add(1, Ordering::SeqCst);
+                    rx_a.recv().unwrap()
+                })
+            })
+        };
+        while blocked.load(Ordering::SeqCst) < 1 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let b = {
+            let blocked = blocked.clone();
+            rt.spawn(async move {
+                wq::block_in_place(|| {
+                    blocked.fetch_add(1, Ordering::SeqCst);
+                    rx_b.recv().unwrap()
+                })
+            })
+        };
+        while blocked.load(Ordering::SeqCst) < 2 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let c = rt.spawn(async move {
+            tx_a.send(1).unwrap();
+            tx_b.send(2).unwrap();
+        });
+        rt.block_on(async move {
+            c.await.unwrap();
+            assert_eq!((a.await.unwrap(), b.await.unwrap()), (1, 2));
+        });
+    });
+}
+
 #[test]
 fn block_in_place_outside_a_worker_just_runs_the_closure() {
     assert_eq!(wq::block_in_place(|| 5), 5);

@@ -66,8 +66,10 @@
 //! 1. **Kick** ([`Idle::notify`], by a producer after pushing; by the last
 //!    searcher when it finds work and more is queued, the kernel's
 //!    chaining). Fence, read the hint. `searching > 0`: a worker will look
-//!    (I4): done, no lock. No worker parked and none can be started: every
-//!    worker is running and will look (I3): done, no lock. Otherwise
+//!    (I4): done, no lock. No worker parked and none can be started, and at
+//!    least one counted: every worker is running and will look (I3): done,
+//!    no lock (with none counted, every slot is blocked in
+//!    `block_in_place`, and the locked kick hands the pool to the rescuer). Otherwise
 //!    [`Idle::kick`]: lock; a searcher now (a kicked worker, or one that
 //!    started searching meanwhile) absorbs the kick (*coalesced*, the
 //!    kernel's `first_idle_worker()` peeking the kicked list first); else
@@ -343,7 +345,11 @@ impl Idle {
         // the hint read after it.
         fence(Ordering::SeqCst);
         let h = self.hint.load();
-        if !h.closed() && (h.searching() > 0 || (h.parked() == 0 && !h.can_start())) {
+        // "Every worker is running and will look" needs a worker: with
+        // every slot blocked (`block_in_place`) there is none, and the kick
+        // must reach the lock, which hands the pool to the rescuer.
+        let all_running = h.parked() == 0 && !h.can_start() && h.workers() > 0;
+        if !h.closed() && (h.searching() > 0 || all_running) {
             return Kick::Skipped;
         }
         self.kick()
@@ -432,7 +438,10 @@ impl Idle {
                 Kick::Busy
             }
             // Every slot holds a live worker (blocked ones and the CPU-hog
-            // allowance can take the pool past its maximum): no start.
+            // allowance can take the pool past its maximum): no start. If
+            // none of them is running (all blocked), nobody will run what
+            // was queued: the rescuer must.
+            None if st.nr_workers == 0 => return Kick::Mayday,
             None => return Kick::Busy,
         };
         st.nr_workers += 1;
