@@ -319,6 +319,15 @@ fn shutdown_timeout_returns_when_a_worker_is_stuck() {
 }
 
 #[test]
+fn a_shutdown_timeout_of_duration_max_waits_instead_of_panicking() {
+    within(60, || {
+        let rt = Runtime::builder().build().unwrap();
+        assert_eq!(rt.block_on(rt.spawn(async { 3 })).unwrap(), 3);
+        assert!(rt.shutdown_timeout(Duration::MAX), "every thread exited");
+    });
+}
+
+#[test]
 fn both_wake_modes_run_work() {
     for mode in WakeMode::ALL {
         let rt = Runtime::builder()

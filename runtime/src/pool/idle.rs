@@ -495,7 +495,10 @@ impl Idle {
             st.slots[slot].state = SlotState::Absent;
             st.nr_workers -= 1;
             st.starting = false;
-            st.retry_start_at = Some(Instant::now() + self.config.start_backoff);
+            st.retry_start_at = Some(crate::time::saturating_add(
+                Instant::now(),
+                self.config.start_backoff,
+            ));
             let can_start = self.can_start(&st);
             // The reservation's searcher goes: producers that skipped their
             // kick on it are served below.

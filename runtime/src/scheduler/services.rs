@@ -157,7 +157,8 @@ impl Services {
     /// Shuts the services down (module docs); waits for running blocking
     /// jobs up to `timeout`. Returns whether every service thread exited.
     pub(crate) fn shutdown(&self, timeout: Option<Duration>) -> bool {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout past what `Instant` holds (`Duration::MAX`) is forever.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         crate::loom::lock(&self.state).closed = true;
         if let Some(lent) = self.driver.get() {
             lent.handle.shutdown();

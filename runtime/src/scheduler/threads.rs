@@ -94,7 +94,8 @@ impl Threads {
     /// threads are live (the caller's own), then joins the others. Returns
     /// whether they all exited in time.
     pub(crate) fn wait(&self, timeout: Option<Duration>, own: usize) -> bool {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        // A timeout past what `Instant` holds (`Duration::MAX`) is forever.
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut live = lock(&self.inner.live);
         while live.count > own {
             live = match deadline {
