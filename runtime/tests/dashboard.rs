@@ -281,6 +281,31 @@ fn bad_slow_and_too_many_clients_do_not_stall_it() {
 }
 
 #[test]
+fn requests_polling_fast_share_a_snapshot_and_a_bad_since_is_refused() {
+    within(120, || {
+        let rt = runtime();
+        let d = wq::dashboard::serve_on(rt.handle(), "127.0.0.1:0").unwrap();
+        let addr = d.local_addr();
+        let uptime = || {
+            let r = get(addr, "/api/snapshot");
+            assert_eq!(r.status, 200);
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            v["uptime"].clone()
+        };
+        // Back to back, within the freshness window: the same snapshot (a
+        // slow machine may straddle a window's end, so a few tries).
+        let shared = (0..5).any(|_| uptime() == uptime());
+        assert!(shared, "every request took its own snapshot");
+        let before = uptime();
+        std::thread::sleep(wq::dashboard::SNAPSHOT_FRESH + Duration::from_millis(100));
+        assert_ne!(uptime(), before, "a stale snapshot was served");
+        let r = get(addr, "/api/history?since=lots");
+        assert_eq!(r.status, 400);
+        assert!(r.text().contains("give a whole number"), "{}", r.text());
+    });
+}
+
+#[test]
 fn serve_outside_a_runtime_says_how_to_call_it() {
     let err = wq::dashboard::serve("127.0.0.1:0").unwrap_err();
     assert!(err.to_string().contains("outside a wq runtime"), "{err}");

@@ -28,9 +28,14 @@
 //!    second on the blocking pool (merging histograms must not hold a
 //!    worker), diffs it with the previous one, and appends the interval's
 //!    point (per pool: p50/p95/p99 scheduling delay, p99 poll, rates,
-//!    workers by state) to a ring of [`HISTORY`] points. Pages read the
-//!    ring; no request takes a snapshot but `/metrics` and `/api/snapshot`,
-//!    on the blocking pool too.
+//!    workers by state) to a ring of [`HISTORY`] points, all on that
+//!    blocking thread. Pages read the ring; no request takes a snapshot but
+//!    `/metrics` and `/api/snapshot`, on the blocking pool too, one at a
+//!    time: a request within [`SNAPSHOT_FRESH`] of the last snapshot is
+//!    answered from it, so clients polling fast cost one snapshot per
+//!    [`SNAPSHOT_FRESH`], not one each (a snapshot takes every slot's
+//!    histogram lock, which workers take to publish). Rendering (JSON,
+//!    Prometheus text) happens there too.
 //! 3. Each connection is a task: HTTP/1.1 (hyper), keep-alive.
 //!
 //! # Hardening
@@ -77,6 +82,8 @@ pub const MAX_CONNECTIONS: usize = 64;
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// How often the sampler takes a point.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// How old a snapshot `/metrics` and `/api/snapshot` answer from may be.
+pub const SNAPSHOT_FRESH: Duration = Duration::from_millis(250);
 
 const PAGE: &str = include_str!("page.html");
 const APP_JS: &str = include_str!("app.js");
@@ -120,6 +127,7 @@ pub fn serve_on(handle: &Handle, addr: impl ToSocketAddrs) -> io::Result<Dashboa
     let shared = Arc::new(Shared {
         handle: handle.clone(),
         history: Mutex::new(History::default()),
+        latest: Mutex::new(None),
         conns: AtomicUsize::new(0),
         refused: AtomicU64::new(0),
         tasks: Mutex::new(Tasks::default()),
@@ -185,6 +193,10 @@ struct Tasks {
 struct Shared {
     handle: Handle,
     history: Mutex<History>,
+    /// The last snapshot taken for a request, and when; held while one is
+    /// taken, so requests take them one at a time (blocking-pool threads
+    /// wait on it, never a worker).
+    latest: Mutex<Option<(std::time::Instant, Arc<Snapshot>)>>,
     conns: AtomicUsize,
     refused: AtomicU64,
     tasks: Mutex<Tasks>,
@@ -313,17 +325,42 @@ impl History {
     }
 }
 
-/// Takes a snapshot on the blocking pool.
-async fn snapshot(handle: &Handle) -> Option<Snapshot> {
-    let h = handle.clone();
-    handle.spawn_blocking(move || h.metrics()).await.ok()
+/// A snapshot no older than [`SNAPSHOT_FRESH`], rendered by `render`, on
+/// the blocking pool (module docs).
+async fn rendered<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    render: impl FnOnce(&Snapshot) -> T + Send + 'static,
+) -> Option<T> {
+    let s = shared.clone();
+    let job = move || {
+        let snapshot = {
+            let mut latest = crate::loom::lock(&s.latest);
+            match &*latest {
+                Some((at, snap)) if at.elapsed() < SNAPSHOT_FRESH => snap.clone(),
+                _ => {
+                    let snap = Arc::new(s.handle.metrics());
+                    *latest = Some((std::time::Instant::now(), snap.clone()));
+                    snap
+                }
+            }
+        };
+        render(&snapshot)
+    };
+    shared.handle.spawn_blocking(job).await.ok()
 }
 
 async fn sample(shared: Arc<Shared>) {
     loop {
-        if let Some(s) = snapshot(&shared.handle).await {
-            crate::loom::lock(&shared.history).push(s);
-        }
+        let s = shared.clone();
+        // The snapshot and its diff, on the blocking pool: neither holds a
+        // worker.
+        let _ = shared
+            .handle
+            .spawn_blocking(move || {
+                let snap = s.handle.metrics();
+                crate::loom::lock(&s.history).push(snap);
+            })
+            .await;
         crate::time::sleep(SAMPLE_EVERY).await;
     }
 }
@@ -420,7 +457,7 @@ fn reply(status: StatusCode, kind: &'static str, body: impl Into<Bytes>) -> Repl
 const TEXT: &str = "text/plain; charset=utf-8";
 const JSON: &str = "application/json";
 
-async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
+async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Reply {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = reply(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -447,23 +484,24 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Reply {
         "/" | "/index.html" => reply(StatusCode::OK, "text/html; charset=utf-8", PAGE),
         "/app.js" => reply(StatusCode::OK, "text/javascript; charset=utf-8", APP_JS),
         "/app.css" => reply(StatusCode::OK, "text/css; charset=utf-8", APP_CSS),
-        "/metrics" => match snapshot(&shared.handle).await {
-            Some(s) => reply(
+        "/metrics" => match rendered(shared, |s| s.to_prometheus()).await {
+            Some(text) => reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
-                s.to_prometheus(),
+                text,
             ),
             None => unavailable(),
         },
-        "/api/snapshot" => match snapshot(&shared.handle).await {
-            Some(s) => match serde_json::to_vec(&s) {
-                Ok(body) => reply(StatusCode::OK, JSON, body),
-                Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, format!("{e}\n")),
-            },
+        "/api/snapshot" => match rendered(shared, |s| serde_json::to_vec(s)).await {
+            Some(Ok(body)) => reply(StatusCode::OK, JSON, body),
+            Some(Err(e)) => reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, format!("{e}\n")),
             None => unavailable(),
         },
         "/api/history" => {
-            let since = query_u64(req.uri().query(), "since");
+            let since = match query_u64(req.uri().query(), "since") {
+                Ok(since) => since,
+                Err(why) => return reply(StatusCode::BAD_REQUEST, TEXT, format!("{why}\n")),
+            };
             let body = {
                 let h = crate::loom::lock(&shared.history);
                 let feed = Feed {
@@ -507,12 +545,18 @@ fn unavailable() -> Reply {
 }
 
 /// `key=<u64>` from a query string.
-fn query_u64(query: Option<&str>, key: &str) -> Option<u64> {
-    query?
-        .split('&')
+fn query_u64(query: Option<&str>, key: &str) -> Result<Option<u64>, String> {
+    let Some((_, v)) = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
         .filter_map(|kv| kv.split_once('='))
         .find(|(k, _)| *k == key)
-        .and_then(|(_, v)| v.parse().ok())
+    else {
+        return Ok(None);
+    };
+    v.parse()
+        .map(Some)
+        .map_err(|_| format!("{key}={v:?}: give a whole number (a point's seq), or leave it out"))
 }
 
 #[cfg(all(test, not(loom)))]
@@ -521,9 +565,15 @@ mod tests {
 
     #[test]
     fn queries() {
-        assert_eq!(query_u64(Some("since=12&x=1"), "since"), Some(12));
-        assert_eq!(query_u64(Some("since=x"), "since"), None);
-        assert_eq!(query_u64(None, "since"), None);
+        assert_eq!(query_u64(Some("since=12&x=1"), "since"), Ok(Some(12)));
+        assert!(
+            query_u64(Some("since=x"), "since")
+                .unwrap_err()
+                .contains("give a whole number")
+        );
+        assert!(query_u64(Some("since=99999999999999999999"), "since").is_err());
+        assert_eq!(query_u64(None, "since"), Ok(None));
+        assert_eq!(query_u64(Some("x=1"), "since"), Ok(None));
     }
 
     #[test]
