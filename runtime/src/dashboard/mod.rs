@@ -492,7 +492,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Reply {
             ),
             None => unavailable(),
         },
-        "/api/snapshot" => match rendered(shared, |s| serde_json::to_vec(s)).await {
+        "/api/snapshot" => match rendered(shared, serde_json::to_vec).await {
             Some(Ok(body)) => reply(StatusCode::OK, JSON, body),
             Some(Err(e)) => reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, format!("{e}\n")),
             None => unavailable(),
