@@ -501,6 +501,49 @@ fn promtool_check(text: &str) {
     );
 }
 
+/// Queues may share a name; a Prometheus series is known by its labels,
+/// so they are one series each, summed (a duplicate would make Prometheus
+/// drop the sample), and a delta sums them on both sides.
+#[test]
+fn queues_sharing_a_name_are_one_series_summed() {
+    within(60, || {
+        let rt = Runtime::builder().build().unwrap();
+        let a = Workqueue::builder("io")
+            .max_active(3)
+            .build(rt.handle())
+            .unwrap();
+        let b = Workqueue::builder("io")
+            .max_active(5)
+            .build(rt.handle())
+            .unwrap();
+        let before = rt.metrics();
+        rt.block_on(async {
+            a.spawn(async {}).await.unwrap();
+            b.spawn(async {}).await.unwrap();
+            b.spawn(async {}).await.unwrap();
+        });
+        let m = rt.metrics();
+        assert_eq!(m.queues.len(), 2, "the snapshot keeps both");
+        let text = m.to_prometheus();
+        let (_, samples) = parse(&text);
+        let series: Vec<_> = samples
+            .iter()
+            .filter(|(n, l, _)| n == "wq_workqueue_started_total" && l["queue"] == "io")
+            .collect();
+        assert_eq!(series.len(), 1, "one series for the name:\n{text}");
+        assert_eq!(series[0].2, 3.0);
+        let max = samples
+            .iter()
+            .find(|(n, _, _)| n == "wq_workqueue_max_active")
+            .unwrap();
+        assert_eq!(max.2, 8.0);
+        let d = m.delta(&before);
+        assert_eq!(d.queues.len(), 1);
+        assert_eq!(d.queues[0].started, 3);
+        promtool_check(&text);
+    });
+}
+
 #[test]
 fn the_table_has_a_line_per_pool_and_queue() {
     within(60, || {

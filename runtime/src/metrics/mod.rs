@@ -605,6 +605,20 @@ pub struct WorkqueueStats {
 }
 
 impl WorkqueueStats {
+    /// Adds `o`'s counts and gauges (and its `max_active`) to these.
+    fn absorb(&mut self, o: &WorkqueueStats) {
+        self.started = self.started.saturating_add(o.started);
+        self.completed = self.completed.saturating_add(o.completed);
+        self.cpu_time = self.cpu_time.saturating_add(o.cpu_time);
+        self.cpu_intensive = self.cpu_intensive.saturating_add(o.cpu_intensive);
+        self.cm_wakeups = self.cm_wakeups.saturating_add(o.cm_wakeups);
+        self.repatriated = self.repatriated.saturating_add(o.repatriated);
+        self.in_flight = self.in_flight.saturating_add(o.in_flight);
+        self.active = self.active.saturating_add(o.active);
+        self.inactive = self.inactive.saturating_add(o.inactive);
+        self.attrs.max_active = self.attrs.max_active.saturating_add(o.attrs.max_active);
+    }
+
     fn since(&self, e: &WorkqueueStats) -> WorkqueueStats {
         WorkqueueStats {
             started: self.started.saturating_sub(e.started),
@@ -652,6 +666,23 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The named workqueues with those of one name summed into one entry
+    /// (counters, gauges and `max_active`; the other attributes are the
+    /// first's), in order of first appearance. Names need not be unique (a
+    /// queue per connection may share one), but a series in Prometheus, or
+    /// a queue across two snapshots, is known by its name alone:
+    /// [`Snapshot::to_prometheus`] and [`Snapshot::delta`] use this.
+    pub fn queues_by_name(&self) -> Vec<WorkqueueStats> {
+        let mut out: Vec<WorkqueueStats> = Vec::with_capacity(self.queues.len());
+        for q in &self.queues {
+            match out.iter_mut().find(|o| o.name == q.name) {
+                Some(o) => o.absorb(q),
+                None => out.push(q.clone()),
+            }
+        }
+        out
+    }
+
     /// Assembles a snapshot from its pools and queues (the scopes are
     /// summed here).
     pub(crate) fn new(
@@ -725,10 +756,13 @@ impl Snapshot {
             .iter()
             .map(|p| p.since(earlier.pools.iter().find(|e| e.id == p.id)))
             .collect();
+        // Queues are told apart across snapshots by name only: those of
+        // one name are summed on both sides first.
+        let earlier_queues = earlier.queues_by_name();
         let queues = self
-            .queues
+            .queues_by_name()
             .iter()
-            .map(|q| match earlier.queues.iter().find(|e| e.name == q.name) {
+            .map(|q| match earlier_queues.iter().find(|e| e.name == q.name) {
                 Some(e) => q.since(e),
                 None => q.clone(),
             })

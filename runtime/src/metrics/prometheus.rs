@@ -236,6 +236,9 @@ pub(super) fn encode(s: &Snapshot) -> String {
         |p| &p.spawn_time,
     );
 
+    // One series per name: queues sharing a name are summed (two series
+    // with one label set would be a duplicate sample to Prometheus).
+    let queues = s.queues_by_name();
     type QueueCounter = fn(&super::WorkqueueStats) -> f64;
     let queue_counters: [(&str, &str, QueueCounter); 6] = [
         ("started", "Items of the workqueue that started.", |q| {
@@ -268,7 +271,7 @@ pub(super) fn encode(s: &Snapshot) -> String {
     for (metric, help, value) in queue_counters {
         let name = format!("wq_workqueue_{metric}_total");
         family(&mut out, &name, "counter", help);
-        for q in &s.queues {
+        for q in &queues {
             let _ = writeln!(
                 out,
                 "{name}{{queue=\"{}\"}} {}",
@@ -301,7 +304,7 @@ pub(super) fn encode(s: &Snapshot) -> String {
     for (metric, help, value) in queue_gauges {
         let name = format!("wq_workqueue_{metric}");
         family(&mut out, &name, "gauge", help);
-        for q in &s.queues {
+        for q in &queues {
             let _ = writeln!(out, "{name}{{queue=\"{}\"}} {}", label(&q.name), value(q));
         }
     }
