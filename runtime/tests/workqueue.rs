@@ -724,6 +724,63 @@ fn a_flush_dropped_before_or_during_its_turn_does_not_block_later_ones() {
     });
 }
 
+/// A flush dropped while it waited left its items in the color it flipped
+/// away from; the next flush flipped back into it and waited only on the
+/// other, empty, color. A flush now waits for both.
+#[test]
+fn a_flush_after_a_dropped_one_still_waits_for_earlier_items() {
+    within(60, || {
+        let rt = runtime("pack:1 core:2 pu:1");
+        let q = Workqueue::builder("dropped-flush")
+            .build(rt.handle())
+            .unwrap();
+        let (release, waits) = futures::channel::oneshot::channel::<()>();
+        let x = q.spawn(async move { waits.await.unwrap() });
+        rt.block_on(async {
+            {
+                let mut dropped = std::pin::pin!(q.flush());
+                assert!(futures::poll!(dropped.as_mut()).is_pending());
+            }
+            // X, spawned before this flush, still runs: it must wait.
+            let early = wq::time::timeout(Duration::from_millis(100), q.flush()).await;
+            assert!(early.is_err(), "a flush returned while an earlier item ran");
+            let mut flush = std::pin::pin!(q.flush());
+            assert!(futures::poll!(flush.as_mut()).is_pending());
+            release.send(()).unwrap();
+            flush.await;
+        });
+        rt.block_on(x).unwrap();
+    });
+}
+
+/// Two drains at once: the first to end must not reopen the queue to
+/// outside work while the other still drains.
+#[test]
+fn a_drain_ending_does_not_reopen_the_queue_while_another_drains() {
+    within(60, || {
+        let rt = runtime("pack:1 core:2 pu:1");
+        let q = Workqueue::builder("two-drains").build(rt.handle()).unwrap();
+        let (release, waits) = futures::channel::oneshot::channel::<()>();
+        let x = q.spawn(async move { waits.await.unwrap() });
+        rt.block_on(async {
+            let mut second = std::pin::pin!(q.drain());
+            assert!(futures::poll!(second.as_mut()).is_pending());
+            {
+                // Another drain, given up on (dropped) while it waits.
+                let mut first = std::pin::pin!(q.drain());
+                assert!(futures::poll!(first.as_mut()).is_pending());
+            }
+            // The second drain still runs: outside work is refused.
+            let err = q.try_spawn(async {}).unwrap_err();
+            assert!(err.is_draining(), "{err}");
+            release.send(()).unwrap();
+            second.await;
+            q.try_spawn(async {}).unwrap().await.unwrap();
+        });
+        rt.block_on(x).unwrap();
+    });
+}
+
 /// Queues created and dropped from several threads while their tasks run
 /// (detached: freed by the workers that finish them), some handles dropped
 /// on a thread of their own: every queue is freed once its last handle and

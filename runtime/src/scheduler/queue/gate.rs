@@ -292,7 +292,8 @@ impl Gate {
         self.pump(stripe, list, release);
     }
 
-    /// A slot was taken for an item that could not be released after all.
+    /// A slot was taken for an item that could not be released after all
+    /// (the runtime shut down). The caller then looks at the list itself.
     pub(crate) fn give_back(&self, stripe: usize) {
         self.put(stripe);
     }

@@ -62,8 +62,15 @@
 //! waits on its color; the flusher sets its flag, fences, then reads: one
 //! of them sees the other ([`flight`]; the model
 //! `loom_a_flush_racing_the_last_finish_is_woken` checks it, and fails
-//! without the fences). Since each flush waits for its color to empty
-//! before the next flips back to it, two colors suffice.
+//! without the fences). Two colors suffice because a flush, once it has
+//! its turn, first waits for the *other* color to empty, then flips, then
+//! waits for the color it flipped away from. The other color can still
+//! hold items spawned before the flush: those of a flush dropped while it
+//! waited (it flipped, then gave up), and an item whose spawn read the
+//! color just before the last flip and counted itself after that flush's
+//! read. Nothing new is counted there (spawns that begin now read the
+//! current color), so the wait ends. Without it, such an item is missed
+//! by every later flush (`a_flush_after_a_dropped_one_still_waits_for_earlier_items`).
 //! `drain` flushes until nothing is in flight, refusing work from outside
 //! the queue meanwhile (a task of the queue may still queue more, as the
 //! kernel allows chained work).
@@ -87,7 +94,7 @@ mod gate;
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Poll, Waker};
 
@@ -214,7 +221,7 @@ pub(crate) struct Queue {
     /// The current flush color (0 or 1); flipped only by a flush.
     color: AtomicU8,
     flush: Mutex<Flush>,
-    draining: AtomicBool,
+    draining: AtomicUsize,
     closed: AtomicBool,
     started: Striped,
     completed: Striped,
@@ -258,7 +265,7 @@ impl Queue {
             inactive: Injector::new(),
             color: AtomicU8::new(0),
             flush: Mutex::new(Flush::default()),
-            draining: AtomicBool::new(false),
+            draining: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             started: Striped::default(),
             completed: Striped::default(),
@@ -361,6 +368,16 @@ impl Queue {
     fn refuse_released(&self, runnable: Runnable) {
         self.counts.gate.give_back(stripe_of(&runnable));
         drop(runnable);
+        // A slot put down is followed by a look at the inactive list, here
+        // too (the gate's stranding argument needs every put to look): an
+        // item may have been pushed after `close` emptied the list, and
+        // failed to get the slot this one held. Closed, the queue drops
+        // waiting items, as `close` does (releasing them would only come
+        // back here, one stack frame per item). Dropping a waiting item
+        // touches no slot, so nothing recurses.
+        while let Some((waiting, _)) = self.inactive.pop() {
+            drop(waiting);
+        }
     }
 
     /// Items in flight now (spawned, not finished), over both colors.
@@ -421,24 +438,34 @@ impl Queue {
         })
         .await;
         let old = usize::from(self.color.load(Ordering::Acquire));
+        // The other color first (module docs, "Flush colors"): it holds
+        // only items spawned before this flush, left by a flush dropped
+        // while it waited or counted by a spawn that raced the last flip.
+        self.color_emptied(old ^ 1).await;
         self.color.store((old as u8) ^ 1, Ordering::Release);
+        self.color_emptied(old).await;
+    }
+
+    /// Waits until no item of `color` is in flight (the flusher's half of
+    /// `flight`'s handshake).
+    async fn color_emptied(&self, color: usize) {
         // Flagged, then fenced, before the count is read (`flight`).
-        self.counts.flight.start_flush(old);
+        self.counts.flight.start_flush(color);
         struct Unflag<'a>(&'a Flight, usize);
         impl Drop for Unflag<'_> {
             fn drop(&mut self) {
                 self.0.end_flush(self.1);
             }
         }
-        let _unflag = Unflag(&self.counts.flight, old);
+        let _unflag = Unflag(&self.counts.flight, color);
         std::future::poll_fn(|cx| {
-            if self.color_in_flight(old) <= 0 {
+            if self.color_in_flight(color) <= 0 {
                 return Poll::Ready(());
             }
             lock(&self.flush).waiter = Some(cx.waker().clone());
             // A finisher that decremented before the waker was stored saw
             // the flag and found no waker: sum again.
-            if self.color_in_flight(old) <= 0 {
+            if self.color_in_flight(color) <= 0 {
                 return Poll::Ready(());
             }
             Poll::Pending
@@ -448,11 +475,13 @@ impl Queue {
 
     /// Flushes until nothing is in flight, refusing outside work meanwhile.
     pub(crate) async fn drain(&self) {
-        self.draining.store(true, Ordering::SeqCst);
-        struct Undrain<'a>(&'a AtomicBool);
+        // Counted, as the kernel's `nr_drainers`: outside work stays
+        // refused until the last drain ends (or is dropped).
+        self.draining.fetch_add(1, Ordering::SeqCst);
+        struct Undrain<'a>(&'a AtomicUsize);
         impl Drop for Undrain<'_> {
             fn drop(&mut self) {
-                self.0.store(false, Ordering::SeqCst);
+                self.0.fetch_sub(1, Ordering::SeqCst);
             }
         }
         let _undrain = Undrain(&self.draining);
@@ -575,7 +604,8 @@ impl QueueHandle {
         if queue.closed.load(Ordering::Acquire) {
             return Err(Refused::Closed);
         }
-        if queue.draining.load(Ordering::Acquire) && current::running_queue() != queue.link_id() {
+        if queue.draining.load(Ordering::Acquire) > 0 && current::running_queue() != queue.link_id()
+        {
             return Err(Refused::Draining);
         }
         // The spawn call's time, with latency capture on, timed for the
