@@ -22,14 +22,18 @@ pub fn router() -> Router {
         .route("/scope", get(scope))
         .route("/sleep", get(sleep))
         .route("/blocking", get(blocking))
-        .route(
-            "/metrics",
-            get(|| async { wq::Handle::current().metrics().to_string() }),
-        )
+        .route("/metrics", get(metrics))
         .fallback(|| async { (StatusCode::NOT_FOUND, "no such page\n") })
         .layer(DefaultBodyLimit::max(crate::MAX_BODY))
         .layer(middleware::from_fn(cap_body))
         .layer(middleware::from_fn(with_timeout))
+}
+
+async fn metrics() -> Response {
+    match crate::routes::metrics_table().await {
+        Ok(table) => table.into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
 }
 
 /// Reads (and caps) any request body before routing, as `http_service`

@@ -84,9 +84,19 @@ pub async fn route(req: Request<Incoming>) -> Reply {
                 ),
             }
         }
-        "/metrics" => text(StatusCode::OK, wq::Handle::current().metrics().to_string()),
+        "/metrics" => match metrics_table().await {
+            Ok(table) => text(StatusCode::OK, table),
+            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+        },
         _ => text(StatusCode::NOT_FOUND, "no such page\n"),
     }
+}
+
+/// The runtime's metrics as a table, taken on the blocking pool: a
+/// snapshot merges every pool's histograms under their locks, which
+/// must not hold a worker.
+pub async fn metrics_table() -> Result<String, wq::JoinError> {
+    wq::spawn_blocking(|| wq::Handle::current().metrics().to_string()).await
 }
 
 /// Runs at the `cache` scope: on the pool of this CPU's cache pod.
