@@ -156,23 +156,31 @@ fn every_route_answers_read_only() {
         // Read-only, and the rest.
         let post = request(
             addr,
-            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
         );
         assert_eq!(post.status, 405);
         assert_eq!(post.header("allow").as_deref(), Some("GET, HEAD"));
         let del = request(
             addr,
-            "DELETE /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            "DELETE /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
         );
         assert_eq!(del.status, 405);
+        // Another host name on a loopback listener: a page that rebound its
+        // DNS to this machine.
+        let rebound = request(
+            addr,
+            "GET /api/snapshot HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(rebound.status, 403);
+        assert!(rebound.text().contains("loopback"), "{}", rebound.text());
         let head = request(
             addr,
-            "HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            "HEAD / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
         );
         assert_eq!((head.status, head.body.len()), (200, 0));
         let with_body = request(
             addr,
-            "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+            "GET / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
         );
         assert_eq!(with_body.status, 413);
         assert_eq!(get(addr, "/nope").status, 404);
@@ -215,7 +223,7 @@ fn bad_slow_and_too_many_clients_do_not_stall_it() {
         // A client too slow with its head is cut off after the timeout,
         // and served nobody's time meanwhile.
         let mut slow = TcpStream::connect(addr).unwrap();
-        slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+        slow.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n").unwrap();
         let t0 = Instant::now();
         assert_eq!(
             get(addr, "/metrics").status,
@@ -257,7 +265,7 @@ fn bad_slow_and_too_many_clients_do_not_stall_it() {
         loop {
             let mut s = TcpStream::connect(addr).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-            let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
             let mut out = Vec::new();
             let _ = s.read_to_end(&mut out);
             if out.starts_with(b"HTTP/1.1 200") {

@@ -40,6 +40,9 @@
 //!
 //! # Hardening
 //! - read-only: `GET` and `HEAD` only, `405` (with `Allow`) otherwise;
+//! - bound to loopback, it answers only requests whose `Host` is
+//!   `localhost` or a loopback address (`403` otherwise): a web page that
+//!   rebinds its host name to 127.0.0.1 cannot read it through a browser;
 //! - a client has [`HEADER_READ_TIMEOUT`] to send each request head
 //!   (`WqTimer`), the head is at most [`MAX_HEAD_BYTES`], a request body
 //!   is never read (`413` if one is announced), and a connection lives at
@@ -132,6 +135,7 @@ pub fn serve_on(handle: &Handle, addr: impl ToSocketAddrs) -> io::Result<Dashboa
         refused: AtomicU64::new(0),
         tasks: Mutex::new(Tasks::default()),
         stopped: AtomicBool::new(false),
+        loopback: local_addr.ip().is_loopback(),
     });
     let sampler = handle.spawn(sample(shared.clone()));
     let accept = handle.spawn(accept(shared.clone(), listener, timer));
@@ -201,6 +205,9 @@ struct Shared {
     refused: AtomicU64,
     tasks: Mutex<Tasks>,
     stopped: AtomicBool,
+    /// Bound to a loopback address: requests must name a local host
+    /// ([`local_host`]).
+    loopback: bool,
 }
 
 impl Shared {
@@ -468,6 +475,15 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Reply {
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
+    if shared.loopback && !local_host(req.headers().get(header::HOST)) {
+        return reply(
+            StatusCode::FORBIDDEN,
+            TEXT,
+            "this wq dashboard listens on loopback and answers requests for localhost or a \
+             loopback address only (another host name here means a page rebinding its DNS to \
+             this machine); to serve other hosts, bind it to their address\n",
+        );
+    }
     let announced_body = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -545,6 +561,27 @@ fn unavailable() -> Reply {
 }
 
 /// `key=<u64>` from a query string.
+/// Whether a request's `Host` names this machine: `localhost`, a loopback
+/// address, or none (HTTP/1.0). A web page whose own host name was made to
+/// resolve to 127.0.0.1 (DNS rebinding) sends its own name, and is refused.
+fn local_host(host: Option<&HeaderValue>) -> bool {
+    let Some(host) = host else {
+        return true;
+    };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        // `[::1]:8089`
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn query_u64(query: Option<&str>, key: &str) -> Result<Option<u64>, String> {
     let Some((_, v)) = query
         .into_iter()
@@ -565,6 +602,27 @@ mod tests {
 
     #[test]
     fn queries() {
+        let h = |v: &str| local_host(Some(&HeaderValue::from_str(v).unwrap()));
+        assert!(local_host(None));
+        for ok in [
+            "localhost",
+            "LOCALHOST:8089",
+            "127.0.0.1",
+            "127.0.0.1:8089",
+            "[::1]:8089",
+            "[::1]",
+        ] {
+            assert!(h(ok), "{ok}");
+        }
+        for no in [
+            "evil.example",
+            "evil.example:8089",
+            "10.0.0.1:8089",
+            "localhost.evil.example",
+            "[fe80::1]:1",
+        ] {
+            assert!(!h(no), "{no}");
+        }
         assert_eq!(query_u64(Some("since=12&x=1"), "since"), Ok(Some(12)));
         assert!(
             query_u64(Some("since=x"), "since")
