@@ -63,7 +63,7 @@ pub use runtime::{
 pub use scope::{ParseScopeError, Scope};
 pub use task::{JoinError, JoinHandle, block_in_place};
 pub use topology::{
-    CpuInfo, DEFAULT_CACHE_SHARD_SIZE, Pod, Topology, TopologyError, TopologyErrorKind,
+    CpuInfo, DEFAULT_CACHE_SHARD_SIZE, MAX_CPUS, Pod, Topology, TopologyError, TopologyErrorKind,
 };
 pub use wake::{ParseWakeModeError, WakeMode};
 

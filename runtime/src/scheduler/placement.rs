@@ -52,7 +52,14 @@ pub(crate) fn current_cpu(topology: &Topology) -> Option<usize> {
     })
 }
 
-/// For each pod of `scope`, the other pods, nearest first (module docs).
+/// The most pods a pool's idle workers look at in other pods (the nearest
+/// ones): the lists would otherwise take pods² entries per scope (8 bytes
+/// each: 512 MiB for the `cpu` scope of 8,192 CPUs), and a steal from the
+/// far side of a big machine is worth little anyway.
+pub(crate) const MAX_STEAL_PODS: usize = 64;
+
+/// For each pod of `scope`, the other pods, nearest first, at most
+/// [`MAX_STEAL_PODS`] (module docs).
 pub(crate) fn steal_order(topology: &Topology, scope: Scope) -> Box<[Box<[usize]>]> {
     let pods = topology.pods(scope);
     let wider: Vec<Scope> = Scope::ALL.into_iter().filter(|s| *s > scope).collect();
@@ -73,7 +80,11 @@ pub(crate) fn steal_order(topology: &Topology, scope: Scope) -> Box<[Box<[usize]
                 })
                 .collect();
             others.sort_unstable();
-            others.into_iter().map(|(_, p)| p).collect()
+            others
+                .into_iter()
+                .take(MAX_STEAL_PODS)
+                .map(|(_, p)| p)
+                .collect()
         })
         .collect()
 }
@@ -103,6 +114,21 @@ mod tests {
         // Cache pod 0 shares NUMA node 0 with cache pod 1 only.
         assert_eq!(order[0][0], 1);
         assert_eq!(order[0].len(), 7);
+    }
+
+    #[test]
+    fn steal_order_keeps_the_nearest_pods_only() {
+        // 256 CPUs in 4 caches of 64: each cpu pod's list is its 63 cache
+        // siblings, then one pod of the next cache.
+        let t = Topology::synthetic("pack:1 l3:4 core:64 pu:1").unwrap();
+        let order = steal_order(&t, Scope::Cpu);
+        assert_eq!(order.len(), 256);
+        assert!(order.iter().all(|o| o.len() == MAX_STEAL_PODS));
+        assert!(
+            order[0][..63].iter().all(|&p| p < 64),
+            "its own cache first"
+        );
+        assert!(order[0][63] >= 64);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Pinning the calling thread to a set of CPUs: `core_affinity` for one CPU,
-//! `sched_setaffinity` for a set.
+//! Pinning the calling thread to a set of CPUs: `sched_setaffinity` with a
+//! mask sized to the highest CPU (`core_affinity`'s single-CPU call uses a
+//! fixed 1,024-bit set and panics beyond it).
 //!
 //! hwloc's `bind_cpu(THREAD)` does the same system call on Linux, but needs
 //! a loaded hwloc topology kept for the process's life: about 1.6 MiB of RSS
@@ -16,16 +17,16 @@ pub(crate) fn bind_current_thread(cpus: &[usize]) -> io::Result<()> {
             "cannot bind a thread to an empty CPU set",
         ));
     }
-    if let [cpu] = cpus {
-        return if core_affinity::set_for_current(core_affinity::CoreId { id: *cpu }) {
-            Ok(())
-        } else {
-            Err(io::Error::other(format!(
-                "could not bind the thread to CPU {cpu} (is it online and allowed?)"
-            )))
-        };
-    }
-    set_affinity(cpus)
+    // One CPU or many, the same mask sized to the highest CPU:
+    // `core_affinity::set_for_current` fills a fixed 1,024-bit `cpu_set_t`
+    // and panics for a CPU numbered 1,024 or more.
+    set_affinity(cpus).map_err(|e| match cpus {
+        [cpu] => io::Error::new(
+            e.kind(),
+            format!("could not bind the thread to CPU {cpu} (is it online and allowed?): {e}"),
+        ),
+        _ => e,
+    })
 }
 
 /// `sched_setaffinity` on the calling thread with a mask sized to `cpus`.

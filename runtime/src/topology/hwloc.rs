@@ -65,6 +65,23 @@ pub(super) fn synthetic(desc: &str) -> Result<Topology, TopologyError> {
     if desc.trim().is_empty() {
         return Err(invalid(None));
     }
+    // hwloc checks each count, not their product: it would try to build
+    // every object of "core:100000 pu:100000".
+    if let Some(n) = super::synthetic::pus_named(desc).filter(|&n| n > super::MAX_CPUS) {
+        return Err(super::too_many_cpus(
+            &format!("synthetic topology {desc:?}"),
+            n,
+        ));
+    }
+    if super::synthetic::pus_named(desc).is_none()
+        && desc
+            .split_whitespace()
+            .all(|l| l.contains(':') && !l.contains('('))
+    {
+        // Counts too big to multiply, or one that is no number: the parser
+        // here says which (it refuses before building anything big).
+        super::synthetic::parse(desc)?;
+    }
     // hwloc wants the last level to be `pu`; accept "core:4" as "core:4 pu:1".
     let ends_with_pu = desc
         .split_whitespace()
@@ -75,11 +92,17 @@ pub(super) fn synthetic(desc: &str) -> Result<Topology, TopologyError> {
     } else {
         format!("{desc} pu:1")
     };
+    // hwloc's own message says only that it rejected the string: where the
+    // parser here (a subset of hwloc's grammar) finds the fault, say that.
+    let explain = |e: String| match super::synthetic::parse(desc) {
+        Err(ours) => ours,
+        Ok(_) => invalid(Some(e)),
+    };
     let hw = HwTopology::builder()
         .from_synthetic(&full)
-        .map_err(|e| invalid(Some(e.to_string())))?
+        .map_err(|e| explain(e.to_string()))?
         .build()
-        .map_err(|e| invalid(Some(e.to_string())))?;
+        .map_err(|e| explain(e.to_string()))?;
     Topology::build(
         describe(&hw, None),
         DEFAULT_CACHE_SHARD_SIZE,

@@ -149,7 +149,17 @@ pub enum TopologyErrorKind {
     Unsupported,
     /// Reading the machine failed (sysfs, `sched_getaffinity`, hwloc).
     Io,
+    /// More CPUs than [`MAX_CPUS`], or a CPU index of [`MAX_CPUS`] * 8 or
+    /// more.
+    TooManyCpus,
 }
+
+/// The most CPUs a topology may have (Linux distributions build their
+/// kernels for at most 8,192, `CONFIG_NR_CPUS`). Bigger descriptions are
+/// refused with [`TopologyErrorKind::TooManyCpus`] rather than built: the
+/// runtime's tables grow with the CPU count, and a typo in a synthetic
+/// description (`core:100000 pu:100000`) must not exhaust memory.
+pub const MAX_CPUS: usize = 8192;
 
 /// Why a [`Topology`] could not be built; `Display` says what was wrong and
 /// what to do about it.
@@ -350,6 +360,20 @@ impl Topology {
         live: bool,
     ) -> Result<Topology, TopologyError> {
         check_shard_size(shard_size)?;
+        if cpus.len() > MAX_CPUS {
+            return Err(too_many_cpus(&source, cpus.len()));
+        }
+        if let Some(c) = cpus.iter().find(|c| c.os_index >= MAX_CPUS * 8) {
+            return Err(TopologyError::new(
+                TopologyErrorKind::TooManyCpus,
+                format!(
+                    "{source}: CPU index {} is beyond what wq supports (below {}): \
+                     number CPUs from 0, as the OS does",
+                    c.os_index,
+                    MAX_CPUS * 8
+                ),
+            ));
+        }
         let cpus = pods::normalize(cpus)?;
         let pods = pods::compute(&cpus, shard_size);
         let table_len = cpus.last().map_or(0, |c| c.os_index + 1);
@@ -482,7 +506,29 @@ impl Topology {
     }
 }
 
+/// The error for a description of `n` CPUs, over [`MAX_CPUS`].
+pub(crate) fn too_many_cpus(source: &str, n: usize) -> TopologyError {
+    TopologyError::new(
+        TopologyErrorKind::TooManyCpus,
+        format!(
+            "{source}: {n} CPUs is more than wq supports ({MAX_CPUS}, the largest \
+             CONFIG_NR_CPUS Linux distributions build): describe fewer (a synthetic \
+             description multiplies its counts: pack:2 core:64 pu:2 is 256 CPUs)"
+        ),
+    )
+}
+
 fn check_shard_size(cores: usize) -> Result<(), TopologyError> {
+    if cores > MAX_CPUS {
+        return Err(TopologyError::new(
+            TopologyErrorKind::InvalidShardSize,
+            format!(
+                "cache shard size {cores} is more cores than a machine wq supports has \
+                 ({MAX_CPUS}): give at most that (a shard bigger than its cache is the \
+                 whole cache)"
+            ),
+        ));
+    }
     if cores == 0 {
         return Err(TopologyError::new(
             TopologyErrorKind::InvalidShardSize,

@@ -16,7 +16,19 @@ use super::{CpuInfo, DEFAULT_CACHE_SHARD_SIZE, Topology, TopologyError, Topology
 const EXAMPLE: &str = "pack:2 numa:2 l3:2 core:4 pu:2";
 
 /// The most PUs a synthetic description may produce.
-const MAX_PUS: usize = 1 << 20;
+const MAX_PUS: usize = super::MAX_CPUS;
+
+/// The product of the counts of a synthetic description's `type:count`
+/// levels (an hwloc attribute list, `pu:2(indexes=...)`, is skipped), with
+/// `pu:1` implied; `None` if a level does not read so, or the product
+/// overflows. A size check made before hwloc builds the objects.
+pub(super) fn pus_named(desc: &str) -> Option<usize> {
+    desc.split_whitespace().try_fold(1usize, |acc, level| {
+        let (_, count) = level.split_once(':')?;
+        let digits = count.split('(').next()?;
+        acc.checked_mul(digits.parse().ok()?)
+    })
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Level {
@@ -135,7 +147,12 @@ pub(super) fn describe(desc: &str) -> Result<Vec<CpuInfo>, TopologyError> {
         .try_fold(1usize, |acc, (_, n)| {
             acc.checked_mul(*n).filter(|&t| t <= MAX_PUS)
         })
-        .ok_or_else(|| invalid(desc, &format!("it has more than {MAX_PUS} PUs")))?;
+        .ok_or_else(|| {
+            super::too_many_cpus(
+                &format!("synthetic topology {desc:?}"),
+                pus_named(desc).unwrap_or(usize::MAX),
+            )
+        })?;
 
     // PUs below each level: the object index of level i for PU p is
     // p / below[i].

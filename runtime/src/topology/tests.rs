@@ -409,7 +409,7 @@ fn fallback_parser_rejects_what_it_cannot_read() {
         ("l2:2 l3:2 pu:1", "\"l3\" cannot sit inside"),
         ("core:2 numa:2 pu:1", "cannot sit inside a core"),
         ("numa:2 numa:2 pu:1", "numa appears twice"),
-        ("pack:1024 core:1024 pu:2", "more than"),
+        ("pack:1024 core:1024 pu:2", "more than wq supports"),
         ("   ", "names no level"),
     ];
     for (desc, what) in cases {
@@ -418,6 +418,55 @@ fn fallback_parser_rejects_what_it_cannot_read() {
             err.contains(what) && err.contains(&format!("{desc:?}")),
             "{desc:?}: {err}"
         );
+    }
+}
+
+/// Through `Topology::synthetic` (hwloc's backend when the feature is on):
+/// sizes beyond `MAX_CPUS` are refused before anything is built, and a
+/// level hwloc rejects is named.
+#[test]
+fn too_big_or_wrong_descriptions_are_refused_with_what_to_do() {
+    let t = std::time::Instant::now();
+    assert!(Topology::synthetic("core:99999999999999999999").is_err());
+    for desc in ["core:100000 pu:100000", "pack:16 core:2048 pu:2"] {
+        let err = Topology::synthetic(desc).unwrap_err();
+        assert_eq!(err.kind(), TopologyErrorKind::TooManyCpus, "{desc}: {err}");
+        assert!(err.to_string().contains("more than wq supports"), "{err}");
+    }
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "refused only after building"
+    );
+    let err = Topology::synthetic("wibble:2").unwrap_err().to_string();
+    assert!(err.contains("wibble"), "{err}");
+    let err = Topology::synthetic("core:0").unwrap_err().to_string();
+    assert!(err.contains("\"0\" is not a positive number"), "{err}");
+    // Just inside the limit is fine (the parser here: hwloc builds 8,192
+    // PUs slowly in a debug build).
+    assert_eq!(
+        synthetic::parse("pack:2 core:2048 pu:2")
+            .unwrap()
+            .cpus()
+            .len(),
+        MAX_CPUS
+    );
+}
+
+#[test]
+fn huge_cpu_indices_and_shard_sizes_are_errors_not_panics() {
+    let cpu = |os_index| CpuInfo {
+        os_index,
+        ..two_uneven_llcs()[0].clone()
+    };
+    for os_index in [usize::MAX, 1 << 40, MAX_CPUS * 8] {
+        let err = Topology::from_cpus(vec![cpu(os_index)]).unwrap_err();
+        assert_eq!(err.kind(), TopologyErrorKind::TooManyCpus, "{err}");
+    }
+    assert!(Topology::from_cpus(vec![cpu(MAX_CPUS * 8 - 1)]).is_ok());
+    let t = synthetic("core:4 pu:1");
+    for size in [1 << 63, usize::MAX] {
+        let err = t.clone().with_cache_shard_size(size).unwrap_err();
+        assert_eq!(err.kind(), TopologyErrorKind::InvalidShardSize, "{err}");
     }
 }
 
