@@ -266,7 +266,9 @@ fn affine(
         "tokio" => {
             let topo = wq::Topology::synthetic(topology).map_err(|e| e.to_string())?;
             let n = topo.pods(Scope::Cache).len();
-            let rt = crate::workqueue::build_tokio(crate::machine::online_cpus());
+            // As many workers as wq may start (a worker per CPU of the
+            // made-up machine): the same threads on the real CPUs.
+            let rt = crate::workqueue::build_tokio(topo.cpus().len());
             for _ in 0..n {
                 let (tx, rx) = mpsc::unbounded();
                 senders.push(tx);
@@ -289,6 +291,12 @@ fn affine(
             // Spawned from placers on distinct cache pods (at system scope
             // they all share the one pool anyway).
             let ps = placers(&rt, Scope::Cache, n);
+            if ps.len() < n {
+                return Err(format!(
+                    "topology {topology:?}: placed walkers on {} of its {n} cache pods",
+                    ps.len()
+                ));
+            }
             for p in &ps {
                 let (tx, rx) = mpsc::unbounded();
                 senders.push(tx);
@@ -314,7 +322,11 @@ pub fn main(argv: &[String], command: &str) -> Result<(), String> {
     let walks: usize = a.get("walks", 200)?;
     let ws: usize = a.get("working-set-kib", 4096)?;
     let repeat: usize = a.get("repeat", 5usize)?.max(1);
-    let cpus = crate::machine::online_cpus();
+    // tokio gets as many workers as wq may start on the made-up machine.
+    let cpus = wq::Topology::synthetic(&topology)
+        .map_err(|e| e.to_string())?
+        .cpus()
+        .len();
 
     let (mut same, mut cross, mut tok) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..repeat {
@@ -322,19 +334,22 @@ pub fn main(argv: &[String], command: &str) -> Result<(), String> {
         cross.push(wq_ping_pong(&topology, rounds, true)?);
         tok.push(tokio_ping_pong(cpus, rounds));
     }
-    let mut affine_rows = Vec::new();
-    for kind in ["cache", "system", "tokio"] {
-        let mut rates = Vec::new();
-        let mut p50 = Vec::new();
-        let mut p99 = Vec::new();
-        for _ in 0..repeat {
+    // The rows interleaved repeat by repeat, so drift falls on all three.
+    let kinds = ["cache", "system", "tokio"];
+    let mut samples: Vec<[Vec<f64>; 3]> = kinds.iter().map(|_| Default::default()).collect();
+    for _ in 0..repeat {
+        for (kind, [rates, p50, p99]) in kinds.iter().zip(&mut samples) {
             let (r, h) = affine(kind, &topology, walks, ws)?;
             rates.push(r);
             p50.push(h.value_at_quantile(0.5) as f64);
             p99.push(h.value_at_quantile(0.99) as f64);
         }
-        affine_rows.push((kind, median(&rates), median(&p50), median(&p99)));
     }
+    let affine_rows: Vec<_> = kinds
+        .iter()
+        .zip(&samples)
+        .map(|(kind, [rates, p50, p99])| (*kind, median(rates), median(p50), median(p99)))
+        .collect();
 
     if a.flag("json") {
         let v = json!({
@@ -363,7 +378,9 @@ pub fn main(argv: &[String], command: &str) -> Result<(), String> {
         "# topology: synthetic \"{topology}\" -- this machine has one LLC, so wq lays out pods as on \
          that machine but its threads are not bound: scheduling paths differ, cache effects cannot show"
     );
-    println!("# medians of {repeat} runs; tokio: {cpus} workers\n");
+    println!(
+        "# medians of {repeat} runs, the rows interleaved; tokio: {cpus} workers, wq: up to a worker per CPU of each pod ({cpus} CPUs): the same threads on the real CPUs\n"
+    );
     println!("remote wake, ping-pong of two tasks ({rounds} round trips):");
     println!("  {:<28} {:>12}", "row", "per round trip");
     println!(

@@ -22,8 +22,9 @@ and wait for each): every scope x {under_lock, deferred}, plus tokio
 ";
 
 const SWEEP: &str = "\
-wq-bench sweep: the workqueue shape over producer counts, wq (deferred) at a few scopes beside
-tokio: items/s and p95 enqueue with the wq/tokio ratio, and wq's pool-lock acquisitions per item
+wq-bench sweep: the workqueue shape over producer counts, wq (deferred, latency capture on) at a
+few scopes beside tokio: items/s and p95 enqueue with the wq/tokio ratio, and wq's pool-lock
+acquisitions per item
   --producers 1,2,4,... (default: doubling up to 4x the online CPUs)  --items N per producer
   (default 20000)  --repeat R (default 3)  --scopes cpu,cache_shard,system (default)
   --topology \"<hwloc synthetic>\"  --tokio-workers T  --spin-us US  --warmup W
@@ -236,7 +237,7 @@ fn run_sweep(argv: &[String]) -> Result<(), String> {
     print!("{}", machine::header(&command));
     print!("{}", neighbours_line(n));
     println!(
-        "# {} items per producer (+{} warm-up), medians of {} runs; tokio: {} workers\n",
+        "# {} items per producer (+{} warm-up), medians of {} runs; tokio: {} workers; wq with latency capture on (Builder::latency_capture(true))\n",
         s.base.items, s.base.warmup, s.base.repeat, s.base.tokio_workers
     );
     print!("{}", sweep::table(&s, &steps));

@@ -23,7 +23,11 @@ impl Neighbours {
     /// Starts `n` busy-loop processes (none for 0).
     pub fn start(n: usize) -> Result<Neighbours, String> {
         let exe = std::env::current_exe().map_err(|e| format!("--busy-neighbours: {e}"))?;
-        let mut children = Vec::with_capacity(n);
+        // Collected as they start: if one fails, dropping `started` kills
+        // the ones already running.
+        let mut started = Neighbours {
+            children: Vec::with_capacity(n),
+        };
         for _ in 0..n {
             let child = Command::new(&exe)
                 .arg("busy-loop")
@@ -32,9 +36,14 @@ impl Neighbours {
                 .stderr(Stdio::null())
                 .spawn()
                 .map_err(|e| format!("--busy-neighbours: could not start a busy loop: {e}"))?;
-            children.push(child);
+            started.children.push(child);
         }
-        Ok(Neighbours { children })
+        if n > 0 {
+            // `spawn` returns before the children run: let them reach their
+            // loops, so the first measured iteration is not a quiet one.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Ok(started)
     }
 
     /// How many run.

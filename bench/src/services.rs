@@ -138,6 +138,9 @@ struct WrkRun {
     p99_ms: f64,
     /// Requests completed in the run (wrk's `N requests in`).
     requests: f64,
+    /// Socket errors (connect, read, write, timeout) and non-2xx/3xx
+    /// responses wrk reported: requests left out of its figures.
+    errors: u64,
     /// The server's CPU time (user + system, every thread of this process:
     /// the server is all that runs in it meanwhile) per request.
     cpu_us_per_req: f64,
@@ -173,8 +176,16 @@ pub fn http_main(argv: &[String], command: &str) -> Result<(), String> {
                 }
             };
             eprintln!(
-                "run {r} {rt}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, server CPU {:.1} us/req",
-                run.rps, run.p50_ms, run.p99_ms, run.cpu_us_per_req
+                "run {r} {rt}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, server CPU {:.1} us/req{}",
+                run.rps,
+                run.p50_ms,
+                run.p99_ms,
+                run.cpu_us_per_req,
+                if run.errors > 0 {
+                    format!(", {} ERRORS (left out of wrk's figures)", run.errors)
+                } else {
+                    String::new()
+                }
             );
             runs[i].push(run);
         }
@@ -187,17 +198,23 @@ pub fn http_main(argv: &[String], command: &str) -> Result<(), String> {
         "# cpu us/req: the server process's CPU time (user + system, getrusage) over wrk's request count\n"
     );
     println!(
-        "{:<8} {:>10} {:>9} {:>9} {:>12}",
-        "runtime", "req/s", "p50 ms", "p99 ms", "cpu us/req"
+        "{:<8} {:>10} {:>9} {:>9} {:>12} {:>8}",
+        "runtime", "req/s", "p50 ms", "p99 ms", "cpu us/req", "errors"
     );
     for (name, rs) in ["wq", "tokio"].iter().zip(&runs) {
         let m = |f: fn(&WrkRun) -> f64| median(&rs.iter().map(f).collect::<Vec<_>>());
         println!(
-            "{name:<8} {:>10.0} {:>9.2} {:>9.2} {:>12.1}",
+            "{name:<8} {:>10.0} {:>9.2} {:>9.2} {:>12.1} {:>8}",
             m(|r| r.rps),
             m(|r| r.p50_ms),
             m(|r| r.p99_ms),
-            m(|r| r.cpu_us_per_req)
+            m(|r| r.cpu_us_per_req),
+            rs.iter().map(|r| r.errors).sum::<u64>()
+        );
+    }
+    if runs.iter().flatten().any(|r| r.errors > 0) {
+        println!(
+            "\n(errors: wrk's socket errors and non-2xx/3xx responses over all runs; those requests are left out of its figures)"
         );
     }
     Ok(())
@@ -259,6 +276,13 @@ fn parse_wrk(text: &str) -> Option<WrkRun> {
             run.p99_ms = ms(v)?;
         } else if let Some((n, _)) = l.split_once(" requests in ") {
             run.requests = n.trim().parse().ok()?;
+        } else if let Some(v) = l.strip_prefix("Socket errors:") {
+            // "connect 0, read 0, write 0, timeout 12"
+            for part in v.split(',') {
+                run.errors += part.split_whitespace().last()?.parse::<u64>().ok()?;
+            }
+        } else if let Some(v) = l.strip_prefix("Non-2xx or 3xx responses:") {
+            run.errors += v.trim().parse::<u64>().ok()?;
         }
     }
     (run.rps > 0.0 && run.requests > 0.0).then_some(run)
@@ -272,7 +296,9 @@ struct WqHttp {
 
 impl WqHttp {
     fn start(workers: usize) -> Result<WqHttp, String> {
+        // One pool of `workers` (the system scope), as tokio's one pool.
         let rt = wq::Runtime::builder()
+            .default_scope(wq::Scope::System)
             .max_workers_per_pool(workers)
             .build()
             .map_err(|e| e.to_string())?;
@@ -441,7 +467,11 @@ pub fn echo_main(argv: &[String], command: &str) -> Result<(), String> {
     for r in 0..repeat {
         for (i, name) in ["wq", "tokio"].iter().enumerate() {
             let run = if i == 0 {
+                // One pool of `workers` (the system scope), as tokio's one
+                // pool: on a machine with several cache shards, the default
+                // scope would give each shard `workers`.
                 let rt = wq::Runtime::builder()
+                    .default_scope(wq::Scope::System)
                     .max_workers_per_pool(workers)
                     .build()
                     .map_err(|e| e.to_string())?;
@@ -585,6 +615,11 @@ mod tests {
         assert!((r.p50_ms - 0.75).abs() < 1e-9);
         assert!((r.p99_ms - 6.5).abs() < 1e-9);
         assert_eq!(r.requests, 543000.0);
+        assert_eq!(r.errors, 0);
+        let with_errors = format!(
+            "{out}  Socket errors: connect 0, read 2, write 0, timeout 12\n  Non-2xx or 3xx responses: 3\n"
+        );
+        assert_eq!(parse_wrk(&with_errors).unwrap().errors, 17);
         assert!(parse_wrk("garbage").is_none());
     }
 }

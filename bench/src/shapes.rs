@@ -344,6 +344,15 @@ pub fn measure(
                     on_cpu: Vec::with_capacity(iters),
                 })
                 .collect();
+            // One untimed iteration each first: wq starts its workers on
+            // demand, tokio at build time; neither start is timed.
+            for t in &mut rows {
+                match (t.runtime.as_str(), &wq_nocapture) {
+                    ("wq", _) => assert!(run(name, &wq)),
+                    ("wq-nocapture", Some(nc)) => assert!(run(name, nc)),
+                    _ => assert!(run(name, &tokio)),
+                }
+            }
             for _ in 0..iters {
                 for t in &mut rows {
                     match (t.runtime.as_str(), &wq_nocapture) {

@@ -211,6 +211,7 @@ pub fn json(sweep: &Sweep, steps: &[Step], command: &str, neighbours: usize) -> 
         "command": command,
         "topology": sweep.base.topology.clone().unwrap_or_else(|| "this machine".to_owned()),
         "items_per_producer": sweep.base.items,
+        "wq_latency_capture": true,
         "repeat": sweep.base.repeat,
         "tokio_workers": sweep.base.tokio_workers,
         "busy_neighbours": neighbours,
