@@ -39,6 +39,12 @@ pub(crate) const SCOPES: [(&str, &str); 6] = [
 pub(crate) const WAKE_MODES: [(&str, &str); 2] =
     [("deferred", "Deferred"), ("under_lock", "UnderLock")];
 
+/// `wq::Builder::max_workers_per_pool`'s limit (the runtime's
+/// `pool::MAX_WORKERS`: half of a pool's 16-bit slot field).
+const MAX_WORKERS: u64 = 32_767;
+/// `wq::MAX_CPUS`.
+const MAX_CPUS: u64 = 8192;
+
 /// A valid `topology` value, shown in the errors.
 pub(crate) const TOPOLOGY_EXAMPLE: &str = "pack:2 numa:2 l3:2 core:4 pu:2";
 
@@ -242,6 +248,15 @@ fn parse_workers(value: &Expr) -> syn::Result<Setting<u64>> {
              leave it out for the default",
         ));
     }
+    if n > MAX_WORKERS {
+        return Err(syn::Error::new(
+            lit.span(),
+            format!(
+                "option `workers` is {n}: a pool holds at most {MAX_WORKERS} workers \
+                 (the limit of `Builder::max_workers_per_pool`); pass a smaller number"
+            ),
+        ));
+    }
     Ok(Setting {
         value: n,
         span: lit.span(),
@@ -270,27 +285,43 @@ fn parse_topology(value: &Expr) -> syn::Result<LitStr> {
 }
 
 /// A light syntax check of an hwloc synthetic topology string: one or more
-/// whitespace-separated `name:N` items, `name` an identifier and `N` a
-/// positive integer. The runtime's `Topology::synthetic` does the full check
-/// when the program starts.
+/// whitespace-separated `name:N` items (hwloc's `(attributes)` may follow
+/// N), `name` an identifier and `N` a positive integer, at most
+/// [`MAX_CPUS`] CPUs in all. The runtime's `Topology::synthetic` does the
+/// full check when the program starts.
 pub(crate) fn check_topology(text: &str) -> Result<(), String> {
     let hint =
         format!("write levels as `name:N` with N a positive integer, like {TOPOLOGY_EXAMPLE:?}");
     if text.trim().is_empty() {
         return Err(format!("option `topology` is empty; {hint}"));
     }
+    let mut cpus: u64 = 1;
     for item in text.split_whitespace() {
-        let well_formed = item.split_once(':').is_some_and(|(name, count)| {
+        let count = item.split_once(':').and_then(|(name, rest)| {
+            let count = match rest.split_once('(') {
+                Some((count, attrs)) if attrs.ends_with(')') => count,
+                Some(_) => return None,
+                None => rest,
+            };
             let mut chars = name.chars();
-            chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-                && !count.is_empty()
-                && count.chars().all(|c| c.is_ascii_digit())
-                && count.parse::<u64>().is_ok_and(|n| n > 0)
+            let named = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let digits = !count.is_empty() && count.chars().all(|c| c.is_ascii_digit());
+            (named && digits)
+                .then(|| count.parse::<u64>().ok())
+                .flatten()
+                .filter(|&n| n > 0)
         });
-        if !well_formed {
+        let Some(count) = count else {
             return Err(format!("invalid `topology` level `{item}`; {hint}"));
-        }
+        };
+        cpus = cpus.saturating_mul(count);
+    }
+    if cpus > MAX_CPUS {
+        return Err(format!(
+            "option `topology` describes {cpus} CPUs; wq supports at most {MAX_CPUS} \
+             (`wq::MAX_CPUS`): the counts multiply, e.g. \"pack:2 core:64 pu:2\" is 256"
+        ));
     }
     Ok(())
 }
@@ -311,6 +342,15 @@ fn parse_crate(value: &Expr) -> syn::Result<Path> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn topology_strings_with_hwloc_attributes_pass_and_too_many_cpus_fail() {
+        assert!(super::check_topology("core:2 pu:2(indexes=0,2,1,3)").is_ok());
+        assert!(super::check_topology("pack:2 core:2048 pu:2").is_ok());
+        let err = super::check_topology("pack:2 core:2048 pu:4").unwrap_err();
+        assert!(err.contains("16384 CPUs"), "{err}");
+        assert!(super::check_topology("core:2(").is_err());
+    }
+
     use super::*;
     use quote::quote;
 

@@ -102,3 +102,18 @@ pub use wq_macros::test;
 #[cfg(all(doctest, feature = "dashboard"))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
+
+/// `wq-macros` checks `#[wq::main]`'s options at compile time against
+/// copies of these limits (it cannot depend on this crate).
+#[cfg(all(test, not(loom)))]
+mod limits {
+    #[test]
+    fn the_macros_copies_of_the_limits_match() {
+        assert_eq!(crate::MAX_CPUS, 8192, "update wq-macros' MAX_CPUS too");
+        assert_eq!(
+            crate::pool::MAX_WORKERS,
+            32_767,
+            "update wq-macros' MAX_WORKERS too"
+        );
+    }
+}

@@ -6,3 +6,6 @@ async fn zero() {}
 
 #[wq::main(topology = "")]
 async fn empty() {}
+
+#[wq::main(topology = "core:100000 pu:100000")]
+async fn too_big() {}
