@@ -199,8 +199,15 @@ fn spawning_on_a_closed_runtime_is_cancelled_and_drops_the_future() {
     });
     assert_eq!(dropped.load(Ordering::SeqCst), 1);
     let err = futures::executor::block_on(h).unwrap_err();
-    assert!(err.is_cancelled());
-    assert!(err.to_string().contains("shut down"), "{err}");
+    assert!(err.is_cancelled() && err.is_refused(), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("task was never run: its runtime had shut down"),
+        "{err}"
+    );
+    // Also spawn_blocking's.
+    let err = futures::executor::block_on(handle.spawn_blocking(|| 1)).unwrap_err();
+    assert!(err.is_refused(), "{err}");
 }
 
 #[test]
@@ -413,6 +420,30 @@ fn build_errors_say_what_to_do() {
     assert!(e.to_string().contains("idle_timeout"), "{e}");
     let e = Runtime::builder().thread_stack_size(0).build().unwrap_err();
     assert!(e.to_string().contains("thread_stack_size"), "{e}");
+    let e = Runtime::builder()
+        .thread_stack_size(4096)
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("at least 65536"), "{e}");
+    let e = Runtime::builder()
+        .worker_spin(Duration::from_secs(3600))
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("worker_spin"), "{e}");
+    let e = Runtime::builder()
+        .cpu_hog_threshold(Duration::from_nanos(1))
+        .build()
+        .unwrap_err();
+    assert!(e.to_string().contains("turns detection off"), "{e}");
+    // The edges are fine.
+    for b in [
+        Runtime::builder().thread_stack_size(64 * 1024),
+        Runtime::builder().worker_spin(Duration::from_millis(100)),
+        Runtime::builder().cpu_hog_threshold(Duration::ZERO),
+        Runtime::builder().cpu_hog_threshold(Duration::from_micros(100)),
+    ] {
+        b.build().unwrap();
+    }
     // A stack no machine can map: the rescuer cannot start, and the error
     // names the setting.
     let e = Runtime::builder()

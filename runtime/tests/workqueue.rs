@@ -188,8 +188,10 @@ fn drain_refuses_outside_work_and_accepts_chained_work() {
             let err = q.try_spawn(async {}).unwrap_err();
             assert!(err.is_draining(), "{err}");
             assert!(err.to_string().contains("drained"), "{err}");
-            // spawn() hands back a cancelled handle instead.
-            assert!(q.spawn(async {}).await.unwrap_err().is_cancelled());
+            // spawn() hands back a handle whose error says why.
+            let err = q.spawn(async {}).await.unwrap_err();
+            assert!(err.is_cancelled() && err.is_refused(), "{err:?}");
+            assert!(err.to_string().contains("being drained"), "{err}");
             go_tx.send(()).unwrap();
             drain.await;
         });

@@ -169,6 +169,9 @@ pub(crate) struct Pool {
     start_failures: AtomicU64,
     /// Tasks queued back here after running on another pod's worker.
     repatriated: AtomicU64,
+    /// A thread of this pool could not be bound to its CPUs, and it was
+    /// said (once).
+    unbound_said: AtomicBool,
     /// Tasks run for this pool by the rescuer (single writer: the rescuer).
     pub(crate) rescued: WorkerCounters,
     /// Latency capture: its switch and the spawn-call histogram's stripes
@@ -250,11 +253,28 @@ impl Pool {
             closing: Closing::default(),
             start_failures: AtomicU64::new(0),
             repatriated: AtomicU64::new(0),
+            unbound_said: AtomicBool::new(false),
             rescued: WorkerCounters::default(),
             capture: Arc::new(PoolCapture::new(config.capture)),
             worker_spin: config.worker_spin,
             attrs: config.attrs,
             host,
+        }
+    }
+
+    /// A thread of this pool could not be bound to its CPUs: it runs where
+    /// the OS puts it. Logged once per pool.
+    pub(crate) fn warn_unbound(&self, e: &io::Error) {
+        if !self.unbound_said.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "wq: a thread of pool {} ({} pod {}, CPUs {:?}) could not be bound to its \
+                 CPUs ({e}); it runs where the OS puts it. Is the process's CPU set (a \
+                 cgroup, taskset) narrower than when the runtime was built?",
+                self.id,
+                self.scope,
+                self.pod,
+                self.cpus
+            );
         }
     }
 

@@ -16,6 +16,13 @@ pub const DEFAULT_CPU_HOG_THRESHOLD: Duration = Duration::from_millis(10);
 /// costs.
 pub const DEFAULT_WORKER_SPIN: Duration = Duration::from_micros(20);
 
+/// The smallest `thread_stack_size` accepted.
+const MIN_STACK: usize = 64 * 1024;
+/// The longest `worker_spin` accepted.
+const MAX_WORKER_SPIN: Duration = Duration::from_millis(100);
+/// The shortest nonzero `cpu_hog_threshold` accepted.
+const MIN_CPU_HOG_THRESHOLD: Duration = Duration::from_micros(100);
+
 /// Builds a [`Runtime`] with custom settings.
 ///
 /// ```
@@ -112,7 +119,7 @@ impl Builder {
 
     /// The longest a worker that ran out of work spins, watching its pool's
     /// queues, before it parks. Default [`DEFAULT_WORKER_SPIN`]; zero parks
-    /// at once. At most half a pool's workers spin at once, and each adapts
+    /// at once; at most 100 ms ([`build`](Builder::build) refuses more). At most half a pool's workers spin at once, and each adapts
     /// its spin below this bound: longer while spins find work, shorter
     /// while they do not, and none for a while when the CPU is wanted by
     /// another thread (see `docs/architecture.md`, "Spinning").
@@ -132,8 +139,9 @@ impl Builder {
     /// The stack size of the runtime's threads (workers and the rescuer),
     /// in bytes. Default: the standard library's (2 MiB, or
     /// `RUST_MIN_STACK`). Tasks are polled on these stacks: give more when
-    /// a task's synchronous code recurses deeply. Sizes below the
-    /// platform's minimum are rounded up to it.
+    /// a task's synchronous code recurses deeply. At least 64 KiB
+    /// ([`build`](Builder::build) refuses less: a stack overflow aborts
+    /// the process).
     pub fn thread_stack_size(mut self, bytes: usize) -> Builder {
         self.config.thread_stack_size = Some(bytes);
         self
@@ -152,7 +160,9 @@ impl Builder {
     /// The watchdog runs on the runtime's rescuer thread: every half
     /// threshold while a worker runs a task, less often (down to every
     /// 100 ms) while none does, so a hog that starts on an idle runtime is
-    /// found within 100 ms plus the threshold.
+    /// found within 100 ms plus the threshold. A nonzero threshold under
+    /// 100 us is refused by [`build`](Builder::build): every poll would be a
+    /// hog.
     pub fn cpu_hog_threshold(mut self, threshold: Duration) -> Builder {
         self.config.cpu_hog_threshold = threshold;
         self
@@ -237,6 +247,27 @@ impl Builder {
             return Err(BuildError::new(
                 "thread_stack_size is zero: give the stack size in bytes (e.g. 4 << 20), or leave it unset for the default",
             ));
+        }
+        if let Some(n) = c.thread_stack_size
+            && n < MIN_STACK
+        {
+            return Err(BuildError::new(format!(
+                "thread_stack_size is {n} bytes: a worker's own frames (the poll loop, the driver's turn, hyper's parser in a task) need more, and a stack overflow aborts the process; give at least {MIN_STACK} (64 KiB), or leave it unset for the default"
+            )));
+        }
+        if c.worker_spin > MAX_WORKER_SPIN {
+            return Err(BuildError::new(format!(
+                "worker_spin is {:?}: an idle worker would burn its CPU that long before parking; give at most {MAX_WORKER_SPIN:?} (the default is {:?}; Duration::ZERO parks at once)",
+                c.worker_spin,
+                crate::DEFAULT_WORKER_SPIN
+            )));
+        }
+        if !c.cpu_hog_threshold.is_zero() && c.cpu_hog_threshold < MIN_CPU_HOG_THRESHOLD {
+            return Err(BuildError::new(format!(
+                "cpu_hog_threshold is {:?}: every ordinary poll would count as a CPU hog (an extra worker started and a warning logged for each); give at least {MIN_CPU_HOG_THRESHOLD:?} (the default is {:?}; Duration::ZERO turns detection off)",
+                c.cpu_hog_threshold,
+                crate::DEFAULT_CPU_HOG_THRESHOLD
+            )));
         }
         if c.max_blocking_threads == 0 {
             return Err(BuildError::new(

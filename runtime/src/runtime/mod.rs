@@ -364,7 +364,7 @@ where
     F::Output: Send + 'static,
 {
     if scheduler.is_closed() {
-        return JoinHandle::closed();
+        return JoinHandle::refused(crate::task::RUNTIME_SHUT_DOWN);
     }
     // The spawn call's time includes the placement (`sched_getcpu`).
     let called_at = scheduler.config.latency_capture.then(crate::clock::now);

@@ -95,15 +95,17 @@ impl Workqueue {
     ///
     /// If the queue refuses it (it is being [drained](Workqueue::drain) and
     /// the caller is not one of its tasks, or the runtime is shut down), the
-    /// future is dropped and the handle resolves to a cancelled
-    /// [`JoinError`](crate::JoinError); [`Workqueue::try_spawn`] says why.
+    /// future is dropped and the handle resolves to a
+    /// [`JoinError`](crate::JoinError) that says why
+    /// ([`is_refused`](crate::JoinError::is_refused));
+    /// [`Workqueue::try_spawn`] gives the reason at once.
     pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
         self.try_spawn(future)
-            .unwrap_or_else(|_| JoinHandle::closed())
+            .unwrap_or_else(|e| JoinHandle::refused(e.refused.why()))
     }
 
     /// As [`Workqueue::spawn`], but a refused item is an error that says
@@ -132,7 +134,7 @@ impl Workqueue {
     {
         self.queue
             .spawn(&self.scheduler, Some(cpu), future)
-            .unwrap_or_else(|_| JoinHandle::closed())
+            .unwrap_or_else(|refused| JoinHandle::refused(refused.why()))
     }
 
     /// Waits until every item spawned on the queue before this call has

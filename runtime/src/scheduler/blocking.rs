@@ -93,7 +93,7 @@ impl BlockingPool {
         T: Send + 'static,
     {
         if shared.is_closed() {
-            return JoinHandle::closed();
+            return JoinHandle::refused(crate::task::RUNTIME_SHUT_DOWN);
         }
         let weak = Arc::downgrade(shared);
         let (job, handle) = JoinHandle::blocking(f, move |job| match weak.upgrade() {

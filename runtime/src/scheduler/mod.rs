@@ -304,8 +304,10 @@ impl Host for Scheduler {
                 if me.topology.is_live() {
                     // Best effort: a CPU set we may not use (a cgroup
                     // changed under us) leaves the thread where the OS put
-                    // it.
-                    let _ = crate::topology::bind_current_thread(&pool.cpus);
+                    // it, said once per pool.
+                    if let Err(e) = crate::topology::bind_current_thread(&pool.cpus) {
+                        pool.warn_unbound(&e);
+                    }
                 }
                 if pool.attrs.highpri {
                     raise_priority();

@@ -217,7 +217,9 @@ fn rescue(scheduler: &Scheduler, pool: &Arc<Pool>) {
     }
     if scheduler.topology.is_live() {
         // Best effort, as for a worker.
-        let _ = crate::topology::bind_current_thread(&pool.cpus);
+        if let Err(e) = crate::topology::bind_current_thread(&pool.cpus) {
+            pool.warn_unbound(&e);
+        }
     }
     for _ in 0..RESCUE_BATCH {
         if pool.is_closed() {

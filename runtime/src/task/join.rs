@@ -35,20 +35,30 @@ pub struct JoinHandle<T> {
     // A lock so `abort(&self)` can cancel from any thread; uncontended in
     // practice (taken by the owner's polls and the rare abort).
     task: Mutex<Option<RawTask<T>>>,
+    /// Why the task was never spawned, for a handle made by
+    /// [`JoinHandle::refused`].
+    refused: Option<&'static str>,
 }
+
+/// [`JoinHandle::refused`]'s reason when the runtime is shut down.
+pub(crate) const RUNTIME_SHUT_DOWN: &str =
+    "its runtime had shut down (spawn while the Runtime is alive)";
 
 impl<T> JoinHandle<T> {
     pub(crate) fn new(task: RawTask<T>) -> JoinHandle<T> {
         JoinHandle {
             task: Mutex::new(Some(task)),
+            refused: None,
         }
     }
 
-    /// The handle of a task that could not be spawned: the runtime is shut
-    /// down. It resolves to a cancelled [`JoinError`].
-    pub(crate) fn closed() -> JoinHandle<T> {
+    /// The handle of a task that was never spawned, `why` (the future was
+    /// dropped): it resolves to a [`JoinError`] that says so
+    /// ([`JoinError::is_refused`]).
+    pub(crate) fn refused(why: &'static str) -> JoinHandle<T> {
         JoinHandle {
             task: Mutex::new(None),
+            refused: Some(why),
         }
     }
 
@@ -108,7 +118,10 @@ impl<T> Future for JoinHandle<T> {
         let this = self.get_mut();
         let slot = this.task.get_mut().unwrap_or_else(|p| p.into_inner());
         let Some(task) = slot.as_mut() else {
-            return Poll::Ready(Err(JoinError::cancelled()));
+            return Poll::Ready(Err(match this.refused {
+                Some(why) => JoinError::refused(why),
+                None => JoinError::cancelled(),
+            }));
         };
         let out = match Pin::new(task).poll(cx) {
             Poll::Pending => return Poll::Pending,
@@ -145,6 +158,8 @@ pub struct JoinError {
 
 enum Repr {
     Cancelled,
+    /// Never spawned, and why.
+    Refused(&'static str),
     // Mutex: the payload is `Send` but not `Sync`, and errors must be both.
     Panic(Mutex<Box<dyn Any + Send + 'static>>),
 }
@@ -164,7 +179,21 @@ impl JoinError {
 
     /// The task was cancelled: aborted, or its runtime shut down.
     pub fn is_cancelled(&self) -> bool {
-        matches!(self.repr, Repr::Cancelled)
+        matches!(self.repr, Repr::Cancelled | Repr::Refused(_))
+    }
+
+    /// The task never ran: it was refused when spawned (its runtime had
+    /// shut down, or its workqueue was being drained), and its future was
+    /// dropped then. Such an error is [cancelled](JoinError::is_cancelled)
+    /// too.
+    pub fn is_refused(&self) -> bool {
+        matches!(self.repr, Repr::Refused(_))
+    }
+
+    pub(crate) fn refused(why: &'static str) -> JoinError {
+        JoinError {
+            repr: Repr::Refused(why),
+        }
     }
 
     /// The task panicked.
@@ -188,7 +217,7 @@ impl JoinError {
     pub fn try_into_panic(self) -> Result<Box<dyn Any + Send + 'static>, JoinError> {
         match self.repr {
             Repr::Panic(p) => Ok(p.into_inner().unwrap_or_else(|e| e.into_inner())),
-            Repr::Cancelled => Err(self),
+            Repr::Cancelled | Repr::Refused(_) => Err(self),
         }
     }
 
@@ -208,6 +237,9 @@ impl JoinError {
 
 impl fmt::Display for JoinError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Repr::Refused(why) = self.repr {
+            return write!(f, "task was never run: {why}");
+        }
         match self.panic_message() {
             None => f.write_str("task was cancelled (aborted, or its runtime shut down)"),
             Some(msg) => write!(f, "task panicked: {msg}"),
@@ -218,6 +250,7 @@ impl fmt::Display for JoinError {
 impl fmt::Debug for JoinError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.panic_message() {
+            None if self.is_refused() => write!(f, "JoinError::Refused({self})"),
             None => f.write_str("JoinError::Cancelled"),
             Some(msg) => write!(f, "JoinError::Panic({msg:?})"),
         }

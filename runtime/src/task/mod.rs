@@ -29,6 +29,7 @@ mod queue_ref;
 mod registry;
 mod yield_now;
 
+pub(crate) use join::RUNTIME_SHUT_DOWN;
 pub use join::{JoinError, JoinHandle};
 pub(crate) use queue_ref::{QueueRef, TaskRefs, TasksShare};
 pub(crate) use registry::Registry;
@@ -236,7 +237,7 @@ where
 {
     if pool.is_closed() {
         // Shut down: the future is dropped here, in the spawner's thread.
-        return JoinHandle::closed();
+        return JoinHandle::refused(crate::task::RUNTIME_SHUT_DOWN);
     }
     let (runnable, handle) = create(TaskMeta::new(None, 0, 0), future);
     release(runnable, pool);

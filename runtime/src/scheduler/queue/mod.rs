@@ -177,6 +177,19 @@ pub(crate) enum Refused {
     Closed,
 }
 
+impl Refused {
+    /// The reason a refused item's `JoinError` gives.
+    pub(crate) fn why(self) -> &'static str {
+        match self {
+            Refused::Draining => {
+                "its workqueue was being drained (Workqueue::drain refuses work from outside \
+                 the queue until it returns)"
+            }
+            Refused::Closed => crate::task::RUNTIME_SHUT_DOWN,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Flush {
     /// Flushes waiting for their turn, in order.
