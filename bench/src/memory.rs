@@ -213,11 +213,20 @@ impl Rt {
     }
 }
 
-fn wait_for(counter: &AtomicUsize, n: usize) {
+/// Waits until `counter` reaches `n`; an error after 120 s (a figure
+/// divided by `n` would then be wrong).
+fn wait_for(counter: &AtomicUsize, n: usize) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(120);
-    while counter.load(Ordering::Acquire) < n && Instant::now() < deadline {
+    while counter.load(Ordering::Acquire) < n {
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "memory-probe: only {} of {n} tasks started within 120 s",
+                counter.load(Ordering::Acquire)
+            ));
+        }
         std::thread::sleep(Duration::from_millis(1));
     }
+    Ok(())
 }
 
 /// The hidden `memory-probe` subcommand: one measurement, JSON on stdout.
@@ -273,7 +282,7 @@ pub fn probe_main(argv: &[String]) -> Result<(), String> {
                     futures::future::pending::<()>().await
                 });
             }
-            wait_for(&started, n);
+            wait_for(&started, n)?;
             std::thread::sleep(Duration::from_millis(100));
             let delta = rss_bytes() as f64 - rss0 as f64;
             json!({"rss_delta": delta, "bytes_per_task": delta / n as f64})
@@ -303,7 +312,7 @@ pub fn probe_main(argv: &[String]) -> Result<(), String> {
                     d.fetch_add(1, Ordering::Release);
                 });
             }
-            wait_for(&done, burst);
+            wait_for(&done, burst)?;
             let samples = sample_threads(th0, idle_secs);
             let Rt::Wq(wqrt) = &rt else { unreachable!() };
             let m = wqrt.metrics();
@@ -341,7 +350,7 @@ fn cull_tokio(workers: usize, burst: usize, idle_secs: u64, th0: usize) -> Resul
             d.fetch_add(1, Ordering::Release);
         }));
     }
-    wait_for(&done, burst);
+    wait_for(&done, burst)?;
     let samples = sample_threads(th0, idle_secs);
     let note = format!(
         "tokio: {workers} fixed workers; the burst ran on spawn_blocking threads (thread_keep_alive 1 s)"
