@@ -404,6 +404,23 @@ fn idle_workers_are_culled_down_to_the_kernel_minimum() {
     assert!(rt.metrics().pools[0].counters.workers_culled >= grown - 2);
 }
 
+/// A worker of the `cpu` scope is bound to one CPU; a topology read on it
+/// (a runtime built inside a task) must still see the process's CPUs.
+#[test]
+fn a_topology_read_on_a_bound_worker_sees_the_whole_process() {
+    within(60, || {
+        let rt = Runtime::new().unwrap();
+        let outer = rt.handle().topology().cpus().len();
+        let inner = rt
+            .block_on(rt.spawn_on(Scope::Cpu, async {
+                Topology::detect().map(|t| t.cpus().len())
+            }))
+            .unwrap()
+            .unwrap();
+        assert_eq!(inner, outer, "the inner read saw only its worker's CPU");
+    });
+}
+
 #[test]
 fn build_errors_say_what_to_do() {
     let e = Runtime::builder()

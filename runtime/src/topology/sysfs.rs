@@ -182,8 +182,19 @@ fn read_list(path: &Path) -> Option<Vec<usize>> {
     parse_cpu_list(&fs::read_to_string(path).ok()?)
 }
 
-/// The CPUs the calling thread may run on (`sched_getaffinity`), sorted.
+/// The CPUs the calling thread may run on (`sched_getaffinity`), sorted;
+/// on a thread of a wq runtime (a worker or a rescuer, bound by wq to its
+/// pod), those of the process's main thread instead: a runtime built inside
+/// another's task must not see only that task's pod.
 pub(super) fn allowed_cpus() -> Result<Vec<usize>, TopologyError> {
+    let bound_by_wq =
+        crate::pool::current::on_worker_thread() || crate::pool::current::on_rescuer_thread();
+    // SAFETY: getpid has no preconditions.
+    let pid = if bound_by_wq {
+        unsafe { libc::getpid() }
+    } else {
+        0
+    };
     const WORD_BITS: usize = libc::c_ulong::BITS as usize;
     // Start at glibc's CPU_SETSIZE (1024 CPUs); grow while the kernel says
     // the mask is larger (EINVAL).
@@ -194,9 +205,10 @@ pub(super) fn allowed_cpus() -> Result<Vec<usize>, TopologyError> {
         // SAFETY: (1) `mask` is a live, writable buffer of exactly `bytes`
         // bytes, and the kernel writes at most `bytes` bytes into it;
         // (2) `cpu_set_t` is an array of `c_ulong`, so the buffer has its
-        // alignment; (3) pid 0 means the calling thread.
+        // alignment; (3) pid 0 means the calling thread, the process's id
+        // its main thread.
         let rc = unsafe {
-            libc::sched_getaffinity(0, bytes, mask.as_mut_ptr().cast::<libc::cpu_set_t>())
+            libc::sched_getaffinity(pid, bytes, mask.as_mut_ptr().cast::<libc::cpu_set_t>())
         };
         if rc == 0 {
             return Ok(mask
