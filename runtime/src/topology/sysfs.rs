@@ -189,8 +189,8 @@ fn read_list(path: &Path) -> Option<Vec<usize>> {
 pub(super) fn allowed_cpus() -> Result<Vec<usize>, TopologyError> {
     let bound_by_wq =
         crate::pool::current::on_worker_thread() || crate::pool::current::on_rescuer_thread();
-    // SAFETY: getpid has no preconditions.
     let pid = if bound_by_wq {
+        // SAFETY: getpid has no preconditions.
         unsafe { libc::getpid() }
     } else {
         0
