@@ -47,7 +47,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use futures::io::{AsyncRead, AsyncWrite};
@@ -230,15 +230,7 @@ impl<T: AsyncRead + Unpin> hyper::rt::Read for WqIo<T> {
         if this.read_size <= SCRATCH {
             let mut scratch = [0u8; SCRATCH];
             let dst = &mut scratch[..want];
-            let n = match Pin::new(&mut this.inner).poll_read(cx, dst) {
-                Poll::Ready(Ok(n)) => n,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => return Poll::Pending,
-            };
-            assert!(
-                n <= want,
-                "wq::hyper::WqIo: the stream read more than it was given"
-            );
+            let n = ready!(read_into(&mut this.inner, cx, dst))?;
             buf.put_slice(&dst[..n]);
             if n == SCRATCH {
                 this.read_size = SCRATCH * 2;
@@ -246,15 +238,7 @@ impl<T: AsyncRead + Unpin> hyper::rt::Read for WqIo<T> {
             return Poll::Ready(Ok(()));
         }
         let dst = buf.initialize_unfilled_to(want);
-        let n = match Pin::new(&mut this.inner).poll_read(cx, dst) {
-            Poll::Ready(Ok(n)) => n,
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Pending => return Poll::Pending,
-        };
-        assert!(
-            n <= want,
-            "wq::hyper::WqIo: the stream read more than it was given"
-        );
+        let n = ready!(read_into(&mut this.inner, cx, dst))?;
         // SAFETY: the first `want >= n` bytes of the unfilled part were
         // initialised by `initialize_unfilled_to` and `n` of them filled by
         // the read.
@@ -266,6 +250,20 @@ impl<T: AsyncRead + Unpin> hyper::rt::Read for WqIo<T> {
         }
         Poll::Ready(Ok(()))
     }
+}
+
+/// One read of `inner` into `dst`, checked to stay inside it.
+fn read_into<T: AsyncRead + Unpin>(
+    inner: &mut T,
+    cx: &mut Context<'_>,
+    dst: &mut [u8],
+) -> Poll<io::Result<usize>> {
+    let n = ready!(Pin::new(inner).poll_read(cx, dst))?;
+    assert!(
+        n <= dst.len(),
+        "wq::hyper::WqIo: the stream read more than it was given"
+    );
+    Poll::Ready(Ok(n))
 }
 
 impl<T: AsyncWrite + Unpin> hyper::rt::Write for WqIo<T> {

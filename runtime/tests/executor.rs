@@ -855,30 +855,23 @@ fn a_pool_whose_every_slot_is_blocked_is_rescued() {
         let (tx_a, rx_a) = std::sync::mpsc::channel::<u32>();
         let (tx_b, rx_b) = std::sync::mpsc::channel::<u32>();
         let blocked = Arc::new(AtomicUsize::new(0));
-        let a = {
-            let blocked = blocked.clone();
-            rt.spawn(async move {
+        // A task blocking its worker on `rx`, spawned once the ones before
+        // it block.
+        let block_on_recv = |rx: std::sync::mpsc::Receiver<u32>, nth: usize| {
+            let b = blocked.clone();
+            let h = rt.spawn(async move {
                 wq::block_in_place(|| {
-                    blocked.fetch_add(1, Ordering::SeqCst);
-                    rx_a.recv().unwrap()
+                    b.fetch_add(1, Ordering::SeqCst);
+                    rx.recv().unwrap()
                 })
-            })
+            });
+            while blocked.load(Ordering::SeqCst) < nth {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            h
         };
-        while blocked.load(Ordering::SeqCst) < 1 {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let b = {
-            let blocked = blocked.clone();
-            rt.spawn(async move {
-                wq::block_in_place(|| {
-                    blocked.fetch_add(1, Ordering::SeqCst);
-                    rx_b.recv().unwrap()
-                })
-            })
-        };
-        while blocked.load(Ordering::SeqCst) < 2 {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        let a = block_on_recv(rx_a, 1);
+        let b = block_on_recv(rx_b, 2);
         let c = rt.spawn(async move {
             tx_a.send(1).unwrap();
             tx_b.send(2).unwrap();
