@@ -812,18 +812,22 @@ fn shutdown_drops_a_long_chain_of_awaiting_tasks_without_recursing() {
     );
 }
 
-/// Runs `f` on its own thread; fails instead of hanging if it stalls.
+/// A runtime of one pool (system scope on 2 CPUs) of at most one worker.
+fn one_worker_pool() -> Runtime {
+    Runtime::builder()
+        .topology(Topology::synthetic("core:2 pu:1").unwrap())
+        .default_scope(Scope::System)
+        .max_workers_per_pool(1)
+        .build()
+        .unwrap()
+}
+
 /// A pool of one worker: the task in `block_in_place` waits for a task of
 /// the same pool, which can run only if the blocked worker was replaced.
 #[test]
 fn block_in_place_lets_another_worker_run_the_pool() {
     within(60, || {
-        let rt = Runtime::builder()
-            .topology(Topology::synthetic("core:2 pu:1").unwrap())
-            .default_scope(Scope::System)
-            .max_workers_per_pool(1)
-            .build()
-            .unwrap();
+        let rt = one_worker_pool();
         let (tx, rx) = std::sync::mpsc::channel::<u32>();
         let blocked = rt.spawn(async move {
             // Queue the task it waits for, from inside the pool, then block.
@@ -846,12 +850,7 @@ fn block_in_place_lets_another_worker_run_the_pool() {
 #[test]
 fn a_pool_whose_every_slot_is_blocked_is_rescued() {
     within(60, || {
-        let rt = Runtime::builder()
-            .topology(Topology::synthetic("core:2 pu:1").unwrap())
-            .default_scope(Scope::System)
-            .max_workers_per_pool(1)
-            .build()
-            .unwrap();
+        let rt = one_worker_pool();
         let (tx_a, rx_a) = std::sync::mpsc::channel::<u32>();
         let (tx_b, rx_b) = std::sync::mpsc::channel::<u32>();
         let blocked = Arc::new(AtomicUsize::new(0));
