@@ -64,3 +64,10 @@ mod tests {
         assert_eq!(delay_ns(t1, t0), 0, "a later stamp gives no delay");
     }
 }
+
+/// `t + d`, or about 30 years after `t` where that overflows `Instant`
+/// (`Duration::MAX` means "never", not a panic).
+pub(crate) fn saturating_add(t: std::time::Instant, d: std::time::Duration) -> std::time::Instant {
+    t.checked_add(d)
+        .unwrap_or_else(|| t + std::time::Duration::from_secs(86400 * 365 * 30))
+}

@@ -67,10 +67,18 @@ fn module_of(file: &Path) -> Option<String> {
 /// the test modules, which may use the public API (they sit at the end of
 /// a file, or in files named `tests.rs` / `loom_tests.rs`).
 fn code(text: &str) -> String {
-    let end = ["#[cfg(all(test", "#[cfg(test)]\nmod "]
-        .iter()
-        .filter_map(|m| text.find(m))
-        .min()
+    // The first test-only attribute that opens a module (one on a single
+    // function or field inside library code is not the end of it).
+    let end = text
+        .match_indices("#[cfg(")
+        .map(|(i, _)| i)
+        .find(|&i| {
+            let mut lines = text[i..].lines();
+            let attr = lines.next().unwrap_or_default();
+            let next = lines.next().unwrap_or_default().trim_start();
+            attr.contains("test")
+                && (next.starts_with("mod ") || next.starts_with("pub(crate) mod "))
+        })
         .unwrap_or(text.len());
     text[..end]
         .lines()

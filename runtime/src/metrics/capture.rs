@@ -5,8 +5,13 @@
 //! (1 ns to 60 s, 2 significant digits: 1% precision):
 //!
 //! - **scheduling delay**: from the task being queued (spawned or woken) to
-//!   a worker starting to poll it;
-//! - **poll duration**: from the worker starting the poll to its end;
+//!   a worker starting to poll it, that start being the worker's clock read
+//!   at the end of its previous poll (or its return from idle): one clock
+//!   read per poll, so the delay leaves out the worker's own search for the
+//!   task (at most a few hundred ns, or a non-blocking driver turn every
+//!   61 ticks);
+//! - **poll duration**: from that same clock read to the poll's end, so it
+//!   includes the search (`find_work`) before the poll;
 //! - **spawn-call time**: how long a `spawn` call takes its caller (the
 //!   task's creation, queueing and the pool's kick).
 //!

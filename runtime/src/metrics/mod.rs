@@ -774,7 +774,9 @@ impl Snapshot {
             pools,
             queues,
         );
-        if self.pools.iter().any(|p| p.sched_delay.histogram.is_none()) {
+        // Either side deserialized (no histograms): a pool's difference
+        // then has none either.
+        if d.pools.iter().any(|p| p.sched_delay.histogram.is_none()) {
             // Deserialized: the scopes cannot be merged from histograms;
             // take the scopes' own differences.
             d.scopes = self

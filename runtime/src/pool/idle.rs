@@ -495,7 +495,7 @@ impl Idle {
             st.slots[slot].state = SlotState::Absent;
             st.nr_workers -= 1;
             st.starting = false;
-            st.retry_start_at = Some(crate::time::saturating_add(
+            st.retry_start_at = Some(crate::clock::saturating_add(
                 Instant::now(),
                 self.config.start_backoff,
             ));

@@ -406,7 +406,10 @@ impl Core {
                     continue 'work;
                 }
             }
-            // 5. Enter idle, park.
+            // 5. Enter idle, park. The counts are published first: a
+            // reader that sees this worker idle (under the pool lock
+            // `enter_idle` takes) sees them too.
+            self.publish(pool, local.slot);
             match pool
                 .idle
                 .enter_idle(local.slot, Instant::now(), || pool.has_work())
@@ -415,7 +418,6 @@ impl Core {
                 Next::Exit => return,
                 Next::Park => {}
             }
-            self.publish(pool, local.slot);
             loop {
                 self.parks += 1;
                 // In the runtime's I/O driver if nobody turns it, else on
@@ -537,7 +539,10 @@ impl Core {
         let start = local.now.get();
         // For the hog watchdog (a plain store on a line it only reads).
         let watch = &local.pool.slots[local.slot].watch;
-        watch.poll_started.store(start.max(1), Ordering::Relaxed);
+        // Release: the watchdog that reads this start (Acquire) reads this
+        // thread's `tid` too, stored before (a slot's next thread stores
+        // its own before its first poll).
+        watch.poll_started.store(start.max(1), Ordering::Release);
         // The scheduling delay is always recorded (one subtraction and a
         // store into the worker's own array); poll durations only with
         // latency capture on.

@@ -152,7 +152,9 @@ impl Watchdog {
                 continue;
             }
             for (slot, s) in pool.used_slots().iter().enumerate() {
-                let started = s.watch.poll_started.load(Ordering::Relaxed);
+                // Acquire: pairs with the worker's Release store; the
+                // `tid` read below is that poll's thread's.
+                let started = s.watch.poll_started.load(Ordering::Acquire);
                 if started == 0 {
                     continue;
                 }

@@ -48,9 +48,4 @@ pub(crate) fn deadline_in(d: std::time::Duration) -> std::time::Instant {
     saturating_add(std::time::Instant::now(), d)
 }
 
-/// `t + d`, or about 30 years after `t` where that overflows `Instant`
-/// (`Duration::MAX` means "never", not a panic).
-pub(crate) fn saturating_add(t: std::time::Instant, d: std::time::Duration) -> std::time::Instant {
-    t.checked_add(d)
-        .unwrap_or_else(|| t + std::time::Duration::from_secs(86400 * 365 * 30))
-}
+pub(crate) use crate::clock::saturating_add;

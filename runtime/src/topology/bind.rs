@@ -8,6 +8,17 @@
 
 use std::io;
 
+thread_local! {
+    /// This thread was bound by wq (a worker or the rescuer, to its pod).
+    static BOUND: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether wq bound the calling thread to a pod's CPUs: its affinity is
+/// then wq's choice, not the process's.
+pub(crate) fn bound_by_wq() -> bool {
+    BOUND.with(std::cell::Cell::get)
+}
+
 /// Pins the calling thread to `cpus` (OS indices). Errors on an empty set, a
 /// CPU the process may not use, or a failed system call.
 pub(crate) fn bind_current_thread(cpus: &[usize]) -> io::Result<()> {
@@ -20,13 +31,15 @@ pub(crate) fn bind_current_thread(cpus: &[usize]) -> io::Result<()> {
     // One CPU or many, the same mask sized to the highest CPU:
     // `core_affinity::set_for_current` fills a fixed 1,024-bit `cpu_set_t`
     // and panics for a CPU numbered 1,024 or more.
-    set_affinity(cpus).map_err(|e| match cpus {
-        [cpu] => io::Error::new(
-            e.kind(),
-            format!("could not bind the thread to CPU {cpu} (is it online and allowed?): {e}"),
-        ),
-        _ => e,
-    })
+    set_affinity(cpus)
+        .inspect(|()| BOUND.with(|b| b.set(true)))
+        .map_err(|e| match cpus {
+            [cpu] => io::Error::new(
+                e.kind(),
+                format!("could not bind the thread to CPU {cpu} (is it online and allowed?): {e}"),
+            ),
+            _ => e,
+        })
 }
 
 /// `sched_setaffinity` on the calling thread with a mask sized to `cpus`.
@@ -68,12 +81,18 @@ mod tests {
         let allowed = super::super::sysfs::allowed_cpus().unwrap();
         let last = *allowed.last().unwrap();
         std::thread::spawn(move || {
+            let mine = || super::super::sysfs::affinity(0).unwrap();
+            assert!(!bound_by_wq());
             bind_current_thread(&[last]).unwrap();
-            assert_eq!(super::super::sysfs::allowed_cpus().unwrap(), vec![last]);
-            bind_current_thread(&allowed).unwrap();
+            assert_eq!(mine(), vec![last]);
+            assert!(bound_by_wq());
+            // Bound by wq, the thread reads the process's CPUs for a
+            // topology, not its own.
             assert_eq!(super::super::sysfs::allowed_cpus().unwrap(), allowed);
+            bind_current_thread(&allowed).unwrap();
+            assert_eq!(mine(), allowed);
             set_affinity(&[last]).unwrap();
-            assert_eq!(super::super::sysfs::allowed_cpus().unwrap(), vec![last]);
+            assert_eq!(mine(), vec![last]);
         })
         .join()
         .unwrap();

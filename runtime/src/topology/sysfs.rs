@@ -187,14 +187,17 @@ fn read_list(path: &Path) -> Option<Vec<usize>> {
 /// pod), those of the process's main thread instead: a runtime built inside
 /// another's task must not see only that task's pod.
 pub(super) fn allowed_cpus() -> Result<Vec<usize>, TopologyError> {
-    let bound_by_wq =
-        crate::pool::current::on_worker_thread() || crate::pool::current::on_rescuer_thread();
-    let pid = if bound_by_wq {
+    let pid = if super::bind::bound_by_wq() {
         // SAFETY: getpid has no preconditions.
         unsafe { libc::getpid() }
     } else {
         0
     };
+    affinity(pid)
+}
+
+/// The CPUs thread `pid` may run on (0: the calling thread), sorted.
+pub(super) fn affinity(pid: libc::pid_t) -> Result<Vec<usize>, TopologyError> {
     const WORD_BITS: usize = libc::c_ulong::BITS as usize;
     // Start at glibc's CPU_SETSIZE (1024 CPUs); grow while the kernel says
     // the mask is larger (EINVAL).
