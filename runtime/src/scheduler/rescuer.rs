@@ -221,8 +221,32 @@ fn rescue(scheduler: &Scheduler, pool: &Arc<Pool>) {
             pool.warn_unbound(&e);
         }
     }
+    let bound = scheduler.topology.is_live();
+    rescue_batch(pool);
+    if bound {
+        // Back to every CPU: the watchdog runs on this thread too, and
+        // must not be held to the CPUs of a pool that is busy.
+        let all: Vec<usize> = scheduler
+            .topology
+            .cpus()
+            .iter()
+            .map(|c| c.os_index)
+            .collect();
+        let _ = crate::topology::bind_current_thread(&all);
+    }
+    if !pool.is_closed() && !pool.injector.is_empty() && pool.idle.snapshot().nr_workers == 0 {
+        // Come back after the other pools on the list.
+        scheduler.rescuer.mayday_pool(pool);
+    }
+}
+
+/// Runs up to [`RESCUE_BATCH`] of `pool`'s queued tasks, stopping early
+/// once the pool has a worker again (a task run here may have started
+/// one: two threads would then run the pool's tasks, one beyond its
+/// maximum).
+fn rescue_batch(pool: &Arc<Pool>) {
     for _ in 0..RESCUE_BATCH {
-        if pool.is_closed() {
+        if pool.is_closed() || pool.idle.snapshot().nr_workers > 0 {
             return;
         }
         let Some(runnable) = pool.injector.steal().success() else {
@@ -244,10 +268,6 @@ fn rescue(scheduler: &Scheduler, pool: &Arc<Pool>) {
             c.poll_time
                 .record_all(&[clock::delay_ns(start, clock::now())]);
         }
-    }
-    if !pool.injector.is_empty() {
-        // Come back after the other pools on the list.
-        scheduler.rescuer.mayday_pool(pool);
     }
 }
 
