@@ -123,7 +123,10 @@
 //!    other work is not held behind the hog; when that poll ends, the
 //!    allowance goes. The watchdog owns the allowance: the hog's worker
 //!    does nothing (its poll is not interrupted, and it takes no extra
-//!    step when the poll ends).
+//!    step when the poll ends). One allowance per slot, marked on it; if
+//!    the poll then blocks (step 7), the block gives the allowance up (the
+//!    worker leaves the count anyway: both would put the pool two over its
+//!    maximum) and the watchdog's later revoke finds nothing to take back.
 //!
 //! # Lock acquisitions per item
 //! A producer takes the pool lock only when no worker is searching and one
@@ -193,6 +196,9 @@ struct Slot {
     state: SlotState,
     idle_since: Instant,
     thread: Option<Unparker>,
+    /// The watchdog granted this slot's poll a CPU-hog allowance (counted
+    /// in `extra`) that has not been revoked or given up.
+    granted: bool,
 }
 
 /// Counters kept under the pool lock, where the events happen anyway.
@@ -297,6 +303,7 @@ impl Idle {
                 state: SlotState::Absent,
                 idle_since: now,
                 thread: None,
+                granted: false,
             })
             .collect();
         Idle {
@@ -686,6 +693,12 @@ impl Idle {
             debug_assert_eq!(st.slots[slot].state, SlotState::Running);
             st.slots[slot].state = SlotState::Blocked;
             st.nr_workers -= 1;
+            // A hog allowance this slot's poll holds is given up: blocking
+            // takes the worker out of the count already, and both would
+            // let the pool run two workers beyond its maximum.
+            if std::mem::take(&mut st.slots[slot].granted) {
+                st.extra -= 1;
+            }
             let can_start = self.can_start(&st);
             self.hint.apply(Change {
                 workers: -1,
@@ -737,10 +750,11 @@ impl Idle {
         let mut wake = WakeQueue::default();
         let kick = {
             let mut st = self.lock();
-            if st.closed || st.slots[slot].state != SlotState::Running {
+            if st.closed || st.slots[slot].state != SlotState::Running || st.slots[slot].granted {
                 return None;
             }
             st.extra += 1;
+            st.slots[slot].granted = true;
             if on_cpu {
                 st.counters.cpu_intensive += 1;
             }
@@ -764,9 +778,12 @@ impl Idle {
     }
 
     /// Step 8: the poll a grant was for has ended.
-    pub(crate) fn revoke_hog(&self) {
+    pub(crate) fn revoke_hog(&self, slot: usize) {
         let mut st = self.lock();
-        st.extra = st.extra.saturating_sub(1);
+        // Given up already if the poll blocked meanwhile (`block`).
+        if std::mem::take(&mut st.slots[slot].granted) {
+            st.extra -= 1;
+        }
         let can_start = self.can_start(&st);
         self.hint.apply(Change {
             can_start: Some(can_start),

@@ -139,7 +139,7 @@ impl Watchdog {
         self.granted.retain(|&(_, slot), (pool, started)| {
             let still = pool.slots[slot].watch.poll_started.load(Ordering::Relaxed) == *started;
             if !still {
-                pool.idle.revoke_hog();
+                pool.idle.revoke_hog(slot);
                 pool.slots[slot].watch.hog.store(0, Ordering::Relaxed);
                 HOG_MARKS.fetch_sub(1, Ordering::Relaxed);
             }
@@ -234,8 +234,8 @@ impl Watchdog {
 
     /// Revokes everything (the runtime shuts down).
     pub(crate) fn clear(&mut self) {
-        for (_, (pool, _)) in self.granted.drain() {
-            pool.idle.revoke_hog();
+        for ((_, slot), (pool, _)) in self.granted.drain() {
+            pool.idle.revoke_hog(slot);
             HOG_MARKS.fetch_sub(1, Ordering::Relaxed);
         }
     }

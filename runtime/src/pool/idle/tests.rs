@@ -342,3 +342,34 @@ fn with_every_slot_held_a_kick_reserves_nothing() {
     assert_eq!(idle.hint().searching(), 0);
     assert!(!idle.hint().can_start());
 }
+
+/// A hog poll granted an allowance that then blocks gives the allowance
+/// up: blocking already takes its worker out of the count, and both
+/// would let the pool start two workers beyond its maximum.
+#[test]
+fn a_granted_poll_that_blocks_gives_its_allowance_up() {
+    let mut cfg = config(1);
+    cfg.slots = 4;
+    let idle = Idle::new(cfg);
+    let Kick::Start(a) = idle.kick() else {
+        panic!()
+    };
+    idle.started(a, unparker());
+    idle.stop_searching();
+    // The allowance starts a second worker for queued work.
+    let Some(Kick::Start(b)) = idle.grant_hog(a, true, || true) else {
+        panic!()
+    };
+    assert_eq!(idle.grant_hog(a, true, || true), None, "one grant per slot");
+    idle.started(b, unparker());
+    idle.stop_searching();
+    // The hog blocks: without giving up the allowance, a third worker
+    // could start (max 1 + extra 1, 1 counted).
+    assert_eq!(idle.block(a, || false), Kick::Busy);
+    assert_eq!(idle.snapshot().nr_workers, 1);
+    assert!(!idle.hint().can_start(), "a third worker could start");
+    // The watchdog's revoke, after the poll, finds nothing to take back.
+    idle.revoke_hog(a);
+    idle.unblock(a);
+    assert_eq!(idle.snapshot().nr_workers, 2);
+}
