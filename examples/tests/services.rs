@@ -111,9 +111,10 @@ fn silent_clients_full_houses_and_long_connections_are_closed() {
     on_wq(async || {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
+        // Wide margins: the bounds below hold on a loaded 2-CPU machine.
         let limits = wq_examples::Limits {
-            first_bytes: Duration::from_millis(200),
-            lifetime: Duration::from_millis(1500),
+            first_bytes: Duration::from_millis(1000),
+            lifetime: Duration::from_millis(4000),
             max_connections: 2,
         };
         drop(wq::spawn(wq_examples::serve_with(
@@ -126,7 +127,7 @@ fn silent_clients_full_houses_and_long_connections_are_closed() {
         let mut silent = TcpStream::connect(addr).await.unwrap();
         let waited = time_to_close(&mut silent).await;
         assert!(
-            waited >= Duration::from_millis(150) && waited < Duration::from_millis(1000),
+            waited >= Duration::from_millis(900) && waited < Duration::from_millis(3500),
             "silent client closed after {waited:?}"
         );
         // Two connections fill the house: a third is closed at once, long
@@ -137,7 +138,7 @@ fn silent_clients_full_houses_and_long_connections_are_closed() {
         let mut third = TcpStream::connect(addr).await.unwrap();
         let waited = time_to_close(&mut third).await;
         assert!(
-            waited < Duration::from_millis(150),
+            waited < Duration::from_millis(800),
             "third closed after {waited:?}"
         );
         drop((a, b));
@@ -158,9 +159,9 @@ fn silent_clients_full_houses_and_long_connections_are_closed() {
                 Ok(0) | Err(_) => break,
                 Ok(_) => wq::time::sleep(Duration::from_millis(100)).await,
             }
-            assert!(started.elapsed() < Duration::from_secs(10), "never closed");
+            assert!(started.elapsed() < Duration::from_secs(20), "never closed");
         }
-        assert!(started.elapsed() >= Duration::from_millis(1400));
+        assert!(started.elapsed() >= Duration::from_millis(3900));
     });
 }
 

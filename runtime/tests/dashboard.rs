@@ -348,6 +348,12 @@ fn headless(browser: &str, profile: &std::path::Path, extra: &[&str], url: &str)
             "--disable-gpu",
             "--disable-dev-shm-usage",
             "--no-first-run",
+            // Nothing but the page: no update checks, sync or QUIC probes
+            // to hosts a test machine may not reach.
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-quic",
             "--hide-scrollbars",
             "--window-size=1400,1500",
             "--virtual-time-budget=6000",
