@@ -13,14 +13,14 @@ use wq::Runtime;
 const LIMIT: Duration = Duration::from_secs(120);
 
 #[test]
-fn a_200ms_blocking_job_does_not_delay_short_tasks() {
+fn a_long_blocking_job_does_not_delay_short_tasks() {
     within_watchdog("no delay", LIMIT, || {
         let rt = Runtime::builder().thread_name("nodelay").build().unwrap();
         rt.block_on(async {
             // More blocking jobs than the machine has CPUs (workers).
             let n = 2 * std::thread::available_parallelism().map_or(2, |n| n.get());
             let blocking: Vec<_> = (0..n)
-                .map(|_| wq::spawn_blocking(|| std::thread::sleep(Duration::from_millis(200))))
+                .map(|_| wq::spawn_blocking(|| std::thread::sleep(Duration::from_millis(2000))))
                 .collect();
             let start = Instant::now();
             let short: Vec<_> = (0..100).map(|i| wq::spawn(async move { i * 2 })).collect();
@@ -34,8 +34,9 @@ fn a_200ms_blocking_job_does_not_delay_short_tasks() {
                 blocking.iter().all(|b| !b.is_finished()),
                 "the short tasks took {took:?}: the blocking jobs finished first"
             );
+            // 10x margin: what matters is the order (above), not the speed.
             assert!(
-                took < Duration::from_millis(150),
+                took < Duration::from_millis(1000),
                 "short tasks took {took:?}"
             );
             for b in blocking {
@@ -156,11 +157,11 @@ fn shutdown_drops_queued_jobs_and_waits_for_running_ones() {
 
         // A running job longer than the timeout: shutdown gives up on it.
         let rt = Runtime::builder().thread_name("sd2").build().unwrap();
-        let slow = rt.spawn_blocking(|| std::thread::sleep(Duration::from_millis(800)));
+        let slow = rt.spawn_blocking(|| std::thread::sleep(Duration::from_millis(3000)));
         std::thread::sleep(Duration::from_millis(30));
         let start = Instant::now();
         assert!(!rt.shutdown_timeout(Duration::from_millis(50)));
-        assert!(start.elapsed() < Duration::from_millis(600));
+        assert!(start.elapsed() < Duration::from_millis(2000));
         futures::executor::block_on(slow).unwrap(); // it finishes on its own
     });
 }

@@ -158,24 +158,22 @@ fn a_timer_armed_while_the_driver_sleeps_wakes_it() {
 fn interval_ticks_at_once_then_on_schedule_and_skips_missed_ticks() {
     within_watchdog("interval", LIMIT, || {
         rt().block_on(async {
-            let period = Duration::from_millis(20);
+            // Periods long beside a loaded machine's scheduling delays.
+            let period = Duration::from_millis(100);
             let start = Instant::now();
             let mut iv = interval(period);
             let t0 = iv.tick().await;
-            assert!(
-                start.elapsed() < Duration::from_millis(15),
-                "first tick at once"
-            );
+            assert!(start.elapsed() < period * 3 / 4, "first tick at once");
             let t1 = iv.tick().await;
             assert_eq!(t1, t0 + period);
             assert!(Instant::now() >= t1);
             // Miss two ticks: the late one is given, the missed ones skipped.
-            std::thread::sleep(period * 3 + period / 2); // t0 + 90 ms or later
+            std::thread::sleep(period * 3 + period / 2); // t0 + 450 ms or later
             let late = iv.tick().await;
             assert_eq!(late, t0 + period * 2);
             let next = iv.tick().await;
             assert!(
-                next >= t0 + period * 5 && (next - t0).as_millis() % 20 == 0,
+                next >= t0 + period * 5 && (next - t0).as_nanos() % period.as_nanos() == 0,
                 "{:?}",
                 next - t0
             );
