@@ -422,6 +422,28 @@ fn a_topology_read_on_a_bound_worker_sees_the_whole_process() {
 }
 
 #[test]
+fn enter_guards_dropped_out_of_order_panic_with_what_to_do() {
+    let (a, b) = (Runtime::new().unwrap(), Runtime::new().unwrap());
+    let outer = a.enter();
+    let inner = b.enter();
+    let dropped_outer_first =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(outer)));
+    let payload = dropped_outer_first.unwrap_err();
+    let msg = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap();
+    assert!(msg.contains("reverse order"), "{msg}");
+    drop(inner);
+    // In order is fine.
+    let g1 = a.enter();
+    let g2 = b.enter();
+    drop(g2);
+    drop(g1);
+}
+
+#[test]
 fn build_errors_say_what_to_do() {
     let e = Runtime::builder()
         .max_workers_per_pool(0)

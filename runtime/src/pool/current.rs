@@ -143,8 +143,13 @@ pub(crate) fn while_draining<R>(pool: &Pool, f: impl FnOnce() -> R) -> R {
             let _ = THREAD.try_with(|t| t.draining.borrow_mut().pop());
         }
     }
-    THREAD.with(|t| t.draining.borrow_mut().push(std::ptr::from_ref(pool)));
-    let _pop = Pop;
+    // During the thread-locals' own teardown (a wake from another
+    // thread-local's destructor) the stack is gone: drain without it (the
+    // nesting guard is only needed for chains of awaiters).
+    let pushed = THREAD
+        .try_with(|t| t.draining.borrow_mut().push(std::ptr::from_ref(pool)))
+        .is_ok();
+    let _pop = pushed.then_some(Pop);
     f()
 }
 

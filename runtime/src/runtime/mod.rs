@@ -52,7 +52,17 @@ pub struct Handle {
 }
 
 /// Makes a runtime current on this thread until dropped (see
-/// [`Runtime::enter`]).
+/// [`Runtime::enter`]). Guards nest and must be dropped in the reverse
+/// order of their creation (out of order is a panic). A guard belongs to
+/// its thread: it is not `Send`, so it cannot be held across an `.await`
+/// in a spawned task (where it would restore one worker's context on
+/// another):
+///
+/// ```compile_fail
+/// fn needs_send<T: Send>(_: T) {}
+/// let rt = wq::Runtime::new().unwrap();
+/// needs_send(rt.enter());
+/// ```
 #[must_use = "the runtime is current only while the guard lives"]
 pub struct EnterGuard<'a> {
     _guard: context::ContextGuard,

@@ -16,9 +16,15 @@ thread_local! {
     static RUNTIME: RefCell<Option<Arc<Scheduler>>> = const { RefCell::new(None) };
 }
 
-/// Restores the previous current runtime when dropped.
+/// Restores the previous current runtime when dropped. Not `Send`: it
+/// belongs to the thread whose context it changed (a guard held across an
+/// `.await` would otherwise move to another worker and restore this
+/// thread's context there).
 pub(crate) struct ContextGuard {
     prev: Option<Arc<Scheduler>>,
+    /// The runtime this guard made current (compared, never dereferenced):
+    /// guards must be dropped in the reverse order of their creation.
+    set: *const Scheduler,
 }
 
 impl std::fmt::Debug for ContextGuard {
@@ -29,14 +35,31 @@ impl std::fmt::Debug for ContextGuard {
 
 /// Makes `scheduler`'s runtime current until the guard drops.
 pub(crate) fn enter(scheduler: Arc<Scheduler>) -> ContextGuard {
+    let set = Arc::as_ptr(&scheduler);
     let prev = RUNTIME.with(|c| c.borrow_mut().replace(scheduler));
-    ContextGuard { prev }
+    ContextGuard { prev, set }
 }
 
 impl Drop for ContextGuard {
     fn drop(&mut self) {
         let prev = self.prev.take();
-        let _ = RUNTIME.try_with(|c| *c.borrow_mut() = prev);
+        let in_order = RUNTIME.try_with(|c| {
+            let mut cur = c.borrow_mut();
+            let in_order = cur
+                .as_ref()
+                .is_some_and(|s| std::ptr::eq(Arc::as_ptr(s), self.set));
+            if in_order {
+                *cur = prev;
+            }
+            in_order
+        });
+        if in_order == Ok(false) && !std::thread::panicking() {
+            panic!(
+                "wq: runtime EnterGuards dropped out of order: guards returned by \
+                 Runtime::enter must be dropped in the reverse order of \
+                 their creation (drop the inner one first)"
+            );
+        }
     }
 }
 
