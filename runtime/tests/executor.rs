@@ -421,6 +421,35 @@ fn a_topology_read_on_a_bound_worker_sees_the_whole_process() {
     });
 }
 
+/// A runtime dropped inside one of its own tasks, while a task queued on
+/// that same worker holds what a blocking job waits for: the shutdown
+/// waits for the job, so the queued task must be dropped before it waits.
+#[test]
+fn a_runtime_dropped_in_its_own_task_drops_its_worker_local_tasks_first() {
+    within(60, || {
+        let rt = Runtime::new().unwrap();
+        let h = rt.handle().clone();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let job = h.spawn_blocking(move || rx.recv().is_err());
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        drop(h.spawn(async move {
+            // Queued on this worker (its LIFO slot), never polled: it holds
+            // the job's sender.
+            drop(wq::spawn(async move {
+                let _tx = tx;
+                std::future::pending::<()>().await;
+            }));
+            drop(rt);
+            done_tx.send(()).unwrap();
+        }));
+        done_rx.recv().unwrap();
+        assert!(
+            futures::executor::block_on(job).unwrap(),
+            "the job saw its sender dropped"
+        );
+    });
+}
+
 #[test]
 fn enter_guards_dropped_out_of_order_panic_with_what_to_do() {
     let (a, b) = (Runtime::new().unwrap(), Runtime::new().unwrap());

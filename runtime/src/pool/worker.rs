@@ -134,6 +134,18 @@ pub(crate) fn schedule_local(runnable: Runnable, yielded: bool) -> Option<Runnab
     })
 }
 
+/// Drops the tasks in the calling worker's LIFO slot and deque (its
+/// runtime is shutting down from inside one of its tasks, on this worker).
+pub(crate) fn drop_local_tasks() {
+    let Some(local) = current::worker() else {
+        return;
+    };
+    drop(local.lifo.take());
+    while let Some(r) = local.deque.pop() {
+        drop(r);
+    }
+}
+
 /// Runs `f`, which blocks the thread, on a worker without stalling its
 /// pool: see the module docs. Elsewhere it just runs `f`.
 pub(crate) fn block_in_place<R>(f: impl FnOnce() -> R) -> R {

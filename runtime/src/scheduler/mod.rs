@@ -268,6 +268,14 @@ impl Scheduler {
             pool.registry.close_and_wake_all();
             pool.drain();
         }
+        if current::on_worker_of(self.id()) {
+            // Dropped inside one of its own tasks: this worker's LIFO slot
+            // and deque hold tasks no drain reaches (they are in no
+            // injector). Dropped now, not after the wait below: a thread
+            // it waits for (a blocked worker, a blocking job) may be
+            // waiting for one of them to go.
+            crate::pool::worker::drop_local_tasks();
+        }
         let all_exited = self.threads.wait(timeout, me);
         // A task that a worker took from a queue before the pool closed, and
         // whose wake above was absorbed by that pending run, is idle again
