@@ -203,3 +203,31 @@ fn zero_blocking_threads_is_a_build_error_that_says_what_to_do() {
         "{msg}"
     );
 }
+
+/// A queued blocking job cancelled before it ran: its closure, and what
+/// it captured, is dropped by async-task inside its abort-on-panic guard.
+#[test]
+fn a_cancelled_job_whose_closure_panics_on_drop_does_not_abort_the_process() {
+    struct PanicsOnDrop(Arc<AtomicUsize>);
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            panic!("a captured value that panics when dropped (expected by the test)");
+        }
+    }
+    within_watchdog("job drop panics", LIMIT, || {
+        let rt = Runtime::builder().max_blocking_threads(1).build().unwrap();
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let first = rt.spawn_blocking(move || wait.recv().is_ok());
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let captured = PanicsOnDrop(dropped.clone());
+        let queued = rt.spawn_blocking(move || drop(captured));
+        queued.abort();
+        go.send(()).unwrap();
+        assert!(futures::executor::block_on(first).unwrap());
+        while dropped.load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(rt.block_on(rt.spawn_blocking(|| 5)).unwrap(), 5);
+    });
+}

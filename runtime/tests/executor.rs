@@ -450,6 +450,40 @@ fn a_runtime_dropped_in_its_own_task_drops_its_worker_local_tasks_first() {
     });
 }
 
+/// Panics on drop (a task output or a captured value whose drop fails).
+struct PanicsOnDrop(Arc<AtomicUsize>);
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        panic!("a value that panics when dropped (expected by the test)");
+    }
+}
+
+/// async-task drops a detached task's output inside its abort-on-panic
+/// guard: a panic there took the whole process down.
+#[test]
+fn an_output_that_panics_on_drop_does_not_abort_the_process() {
+    within(60, || {
+        let rt = Runtime::new().unwrap();
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let d = dropped.clone();
+        // Detached at once: its output is dropped where it is produced.
+        drop(rt.spawn(async move { PanicsOnDrop(d) }));
+        while dropped.load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Awaited: the output is handed over, and dropped by the caller.
+        let d = dropped.clone();
+        let out = rt
+            .block_on(rt.spawn(async move { PanicsOnDrop(d) }))
+            .unwrap();
+        std::mem::forget(out);
+        // The runtime and the process live on.
+        assert_eq!(rt.block_on(rt.spawn(async { 7 })).unwrap(), 7);
+    });
+}
+
 #[test]
 fn enter_guards_dropped_out_of_order_panic_with_what_to_do() {
     let (a, b) = (Runtime::new().unwrap(), Runtime::new().unwrap());

@@ -560,9 +560,11 @@ impl Core {
         // latency capture on.
         self.samples[self.nr_samples] = clock::delay_ns(runnable.metadata().queued_at(), start);
         self.started += 1;
-        // Polls are wrapped in catch_unwind (see `task`); what can still
-        // unwind is a future's Drop when a cancelled task is dropped here.
-        // The worker must survive it: its slot would be lost otherwise.
+        // Polls and a future's Drop are caught inside the task (`TaskCell`),
+        // and a task's output is dropped through `task::join::Guarded`:
+        // async-task runs those drops under an abort-on-panic guard, so
+        // they must not unwind to here. This catch is a last guard: the
+        // worker's slot would be lost if it unwound.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runnable.run()));
         let end = clock::now();
         local.now.set(end);

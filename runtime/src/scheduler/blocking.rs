@@ -207,8 +207,11 @@ fn run(runtime: Arc<Scheduler>) {
     loop {
         if let Some(job) = s.queue.pop_front() {
             drop(s);
-            // The job's future catches the closure's panic; a panic in
-            // dropping a cancelled job's closure must not end the thread.
+            // The job's future catches the closure's panic, and a panic in
+            // dropping a cancelled job's closure or its output is caught
+            // where async-task drops them (`task::join::Guarded`: there, a
+            // panic would abort the process). This catch is a last guard
+            // for the thread.
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run()));
             s = crate::loom::lock(&pool.state);
             continue;

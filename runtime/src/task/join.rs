@@ -10,7 +10,37 @@ use std::task::{Context, Poll};
 use super::TaskMeta;
 
 type Outcome<T> = Result<T, Box<dyn Any + Send + 'static>>;
-type RawTask<T> = async_task::FallibleTask<Outcome<T>, TaskMeta>;
+type RawTask<T> = async_task::FallibleTask<Guarded<Outcome<T>>, TaskMeta>;
+
+/// A value whose drop may run user code (a task's output or panic payload,
+/// a blocking job's unrun closure) where async-task drops it: inside its
+/// `abort_on_panic`, so a panic there would abort the process. Dropped
+/// through this, such a panic is caught (the panic hook has reported it).
+pub(crate) struct Guarded<T>(Option<T>);
+
+impl<T> Guarded<T> {
+    pub(crate) fn new(value: T) -> Guarded<T> {
+        Guarded(Some(value))
+    }
+
+    /// The value, which is no longer guarded.
+    pub(crate) fn take(mut self) -> T {
+        self.0.take().expect("a guarded value is taken once")
+    }
+}
+
+impl<T> Drop for Guarded<T> {
+    fn drop(&mut self) {
+        if let Some(value) = self.0.take() {
+            if let Err(panic) =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(value)))
+            {
+                // The payload's own drop must not unwind either.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(panic)));
+            }
+        }
+    }
+}
 
 /// An owned permission to await a spawned task's output.
 ///
@@ -76,7 +106,13 @@ impl<T> JoinHandle<T> {
         T: Send + 'static,
     {
         let meta = TaskMeta::new(None, 0, 0);
-        let future = async move { std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) };
+        // Unrun (cancelled, or dropped at shutdown), the closure is dropped
+        // with the future: guarded, as the output is.
+        let job = Guarded::new(f);
+        let future = async move {
+            let f = job.take();
+            Guarded::new(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)))
+        };
         let (runnable, task) = async_task::Builder::new()
             .metadata(meta)
             .spawn(move |_| future, schedule);
@@ -125,8 +161,10 @@ impl<T> Future for JoinHandle<T> {
         };
         let out = match Pin::new(task).poll(cx) {
             Poll::Pending => return Poll::Pending,
-            Poll::Ready(Some(Ok(value))) => Ok(value),
-            Poll::Ready(Some(Err(payload))) => Err(JoinError::panic(payload)),
+            Poll::Ready(Some(out)) => match out.take() {
+                Ok(value) => Ok(value),
+                Err(payload) => Err(JoinError::panic(payload)),
+            },
             Poll::Ready(None) => Err(JoinError::cancelled()),
         };
         *slot = None;

@@ -29,6 +29,7 @@ mod queue_ref;
 mod registry;
 mod yield_now;
 
+use join::Guarded;
 pub(crate) use join::RUNTIME_SHUT_DOWN;
 pub use join::{JoinError, JoinHandle};
 pub(crate) use queue_ref::{QueueRef, TaskRefs, TasksShare};
@@ -318,7 +319,7 @@ impl<'m, F> TaskCell<'m, F> {
 }
 
 impl<F: Future> Future for TaskCell<'_, F> {
-    type Output = std::thread::Result<F::Output>;
+    type Output = Guarded<std::thread::Result<F::Output>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // SAFETY: structural pinning of `future` only: it is never moved out
@@ -368,8 +369,8 @@ impl<F: Future> Future for TaskCell<'_, F> {
                 }
                 Poll::Pending
             }
-            Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
-            Err(panic) => Poll::Ready(Err(panic)),
+            Ok(Poll::Ready(out)) => Poll::Ready(Guarded::new(Ok(out))),
+            Err(panic) => Poll::Ready(Guarded::new(Err(panic))),
         }
     }
 }
