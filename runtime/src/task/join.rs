@@ -31,13 +31,12 @@ impl<T> Guarded<T> {
 
 impl<T> Drop for Guarded<T> {
     fn drop(&mut self) {
-        if let Some(value) = self.0.take() {
-            if let Err(panic) =
+        if let Some(value) = self.0.take()
+            && let Err(panic) =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(value)))
-            {
-                // The payload's own drop must not unwind either.
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(panic)));
-            }
+        {
+            // The payload's own drop must not unwind either.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(panic)));
         }
     }
 }
