@@ -124,7 +124,9 @@ impl<T> JoinHandle<T> {
     /// current poll -- and awaiting this handle gives a cancelled
     /// [`JoinError`]. That error can come before the future is dropped:
     /// do not count on its resources (a socket's port, say) being free
-    /// when the await returns. A finished task keeps its output.
+    /// when the await returns. A task that had finished before the call
+    /// keeps its output; one that finishes while the call runs may lose it
+    /// and report cancelled (a known race, not yet closed).
     pub fn abort(&self) {
         let mut slot = crate::loom::lock(&self.task);
         if let Some(task) = slot.take() {
