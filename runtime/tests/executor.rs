@@ -117,6 +117,107 @@ fn abort_after_completion_keeps_the_output() {
     assert_eq!(rt.block_on(h).unwrap(), 3);
 }
 
+/// An abort racing the task's completion never drops an output the task
+/// had completed with: the await gives it. (A cancel that lands during the
+/// task's last poll wins, and the worker drops that output; an output
+/// dropped by the aborting thread is one the task had completed with
+/// before the abort took effect, as the old `abort` did: it read "not
+/// finished", the task completed, and dropping the task dropped the output.)
+#[test]
+fn abort_racing_completion_never_drops_a_completed_output() {
+    struct Out {
+        caller: std::thread::ThreadId,
+        dropped_by_caller: Arc<AtomicUsize>,
+    }
+    impl Drop for Out {
+        fn drop(&mut self) {
+            if std::thread::current().id() == self.caller {
+                self.dropped_by_caller.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+    let rt = Runtime::builder()
+        .default_scope(Scope::System)
+        .build()
+        .unwrap();
+    let dropped_by_caller = Arc::new(AtomicUsize::new(0));
+    let caller = std::thread::current().id();
+    let (mut outputs, mut cancels) = (0, 0);
+    for i in 0..20_000u32 {
+        let d = dropped_by_caller.clone();
+        let h = rt.spawn(async move {
+            // Spins of varied length, so that some aborts land before the
+            // task's end, some during it, some after.
+            for _ in 0..(i % 64) {
+                std::hint::spin_loop();
+            }
+            Out {
+                caller,
+                dropped_by_caller: d,
+            }
+        });
+        for _ in 0..(i % 53) {
+            std::hint::spin_loop();
+        }
+        h.abort();
+        match rt.block_on(h) {
+            // Given back: the test's, not counted.
+            Ok(out) => {
+                std::mem::forget(out);
+                outputs += 1;
+            }
+            Err(e) => {
+                assert!(e.is_cancelled(), "{e:?}");
+                cancels += 1;
+            }
+        }
+        assert_eq!(
+            dropped_by_caller.load(Ordering::SeqCst),
+            0,
+            "iteration {i}: abort dropped the output of a task that had completed"
+        );
+    }
+    // Both outcomes happened (else the race was never run).
+    assert!(
+        outputs > 0 && cancels > 0,
+        "outputs {outputs}, cancels {cancels}"
+    );
+}
+
+/// Awaiting an aborted handle returns once the task's future is gone (a
+/// cancel during a poll waits for that poll), so what the future held (a
+/// socket, a lock) is free when the await returns.
+#[test]
+fn an_aborted_handle_resolves_after_the_future_is_dropped() {
+    struct Flag(Arc<AtomicUsize>);
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let rt = Runtime::new().unwrap();
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let flag = Flag(dropped.clone());
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let h = rt.spawn(async move {
+        let _flag = flag;
+        tx.send(()).unwrap();
+        // Inside its first poll when the abort comes.
+        std::thread::sleep(Duration::from_millis(100));
+        futures::future::pending::<()>().await;
+    });
+    rx.recv().unwrap();
+    h.abort();
+    assert!(h.is_finished() == (dropped.load(Ordering::SeqCst) == 1));
+    let err = rt.block_on(h).unwrap_err();
+    assert!(err.is_cancelled(), "{err:?}");
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        1,
+        "the await returned before the future was dropped"
+    );
+}
+
 #[test]
 fn yield_now_lets_others_run() {
     let rt = Runtime::builder().max_workers_per_pool(1).build().unwrap();

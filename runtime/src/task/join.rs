@@ -5,12 +5,36 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use super::TaskMeta;
 
 type Outcome<T> = Result<T, Box<dyn Any + Send + 'static>>;
 type RawTask<T> = async_task::FallibleTask<Guarded<Outcome<T>>, TaskMeta>;
+/// What a cancelled task gives: its output if it had completed first.
+type Cancelling<T> = Pin<Box<dyn Future<Output = Option<Guarded<Outcome<T>>>> + Send>>;
+
+/// A handle's task.
+enum Slot<T> {
+    /// Not aborted.
+    Task(RawTask<T>),
+    /// Aborted: async-task's `cancel`, which resolves once the future is
+    /// gone, to the output if the task completed before the cancel.
+    Aborted(Cancelling<T>),
+    /// Aborted, and what the cancel resolved to (taken by the await).
+    Ended(Option<Guarded<Outcome<T>>>),
+}
+
+impl<T> Slot<T> {
+    /// Polls for the task's end: its output, or `None` if it was cancelled.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Guarded<Outcome<T>>>> {
+        match self {
+            Slot::Task(task) => Pin::new(task).poll(cx),
+            Slot::Aborted(cancel) => cancel.as_mut().poll(cx),
+            Slot::Ended(out) => Poll::Ready(out.take()),
+        }
+    }
+}
 
 /// A value whose drop may run user code (a task's output or panic payload,
 /// a blocking job's unrun closure) where async-task drops it: inside its
@@ -63,7 +87,7 @@ impl<T> Drop for Guarded<T> {
 pub struct JoinHandle<T> {
     // A lock so `abort(&self)` can cancel from any thread; uncontended in
     // practice (taken by the owner's polls and the rare abort).
-    task: Mutex<Option<RawTask<T>>>,
+    task: Mutex<Option<Slot<T>>>,
     /// Why the task was never spawned, for a handle made by
     /// [`JoinHandle::refused`].
     refused: Option<&'static str>,
@@ -76,7 +100,7 @@ pub(crate) const RUNTIME_SHUT_DOWN: &str =
 impl<T> JoinHandle<T> {
     pub(crate) fn new(task: RawTask<T>) -> JoinHandle<T> {
         JoinHandle {
-            task: Mutex::new(Some(task)),
+            task: Mutex::new(Some(Slot::Task(task))),
             refused: None,
         }
     }
@@ -122,31 +146,55 @@ impl<T> JoinHandle<T> {
     /// by a worker of its pool, which the cancel schedules (the task is
     /// queued once more, to be dropped instead of polled), or after its
     /// current poll -- and awaiting this handle gives a cancelled
-    /// [`JoinError`]. That error can come before the future is dropped:
-    /// do not count on its resources (a socket's port, say) being free
-    /// when the await returns. A task that had finished before the call
-    /// keeps its output; one that finishes while the call runs may lose it
-    /// and report cancelled (a known race, not yet closed).
-    pub fn abort(&self) {
+    /// [`JoinError`] once the future is gone (what it held, a socket's
+    /// port say, is free by then). A task that completed before the
+    /// cancel took effect keeps its output: awaiting gives it.
+    pub fn abort(&self)
+    where
+        T: Send + 'static,
+    {
         let mut slot = crate::loom::lock(&self.task);
-        if let Some(task) = slot.take() {
+        if let Some(Slot::Task(task)) = slot.take() {
             if task.is_finished() {
-                *slot = Some(task);
-            } else {
-                drop(slot);
-                // Dropping the async-task handle cancels the task.
-                drop(task);
+                *slot = Some(Slot::Task(task));
+                return;
             }
+            let mut cancel: Cancelling<T> = Box::pin(task.cancel());
+            // An `async fn` does nothing until polled: this first poll is
+            // what cancels (async-task marks the task closed and schedules
+            // it if idle). Its waker is a no-op: nobody awaits this handle
+            // now (awaiting needs `&mut`), and the next await registers its
+            // own.
+            let ended = cancel
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()));
+            *slot = Some(match ended {
+                Poll::Pending => Slot::Aborted(cancel),
+                Poll::Ready(out) => Slot::Ended(out),
+            });
         }
     }
 
-    /// Whether the task has finished (completed, panicked, or cancelled).
+    /// Whether the task has finished (completed, panicked, or cancelled
+    /// with its future dropped).
     pub fn is_finished(&self) -> bool {
-        crate::loom::lock(&self.task)
-            .as_ref()
-            .is_none_or(|t| t.is_finished())
+        let mut slot = crate::loom::lock(&self.task);
+        match slot.as_mut() {
+            None => true,
+            Some(Slot::Task(task)) => task.is_finished(),
+            Some(Slot::Ended(_)) => true,
+            // As in `abort`, a no-op waker: an awaiter registers its own.
+            Some(aborted) => aborted
+                .poll(&mut Context::from_waker(Waker::noop()))
+                .map(|out| *aborted = Slot::Ended(out))
+                .is_ready(),
+        }
     }
 }
+
+// Nothing in a handle is pinned through it: the task and the cancel are
+// boxed, and an ended abort's output is only moved out.
+impl<T> Unpin for JoinHandle<T> {}
 
 impl<T> Future for JoinHandle<T> {
     type Output = Result<T, JoinError>;
@@ -160,7 +208,7 @@ impl<T> Future for JoinHandle<T> {
                 None => JoinError::cancelled(),
             }));
         };
-        let out = match Pin::new(task).poll(cx) {
+        let out = match task.poll(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Some(out)) => match out.take() {
                 Ok(value) => Ok(value),
@@ -176,8 +224,13 @@ impl<T> Future for JoinHandle<T> {
 impl<T> Drop for JoinHandle<T> {
     fn drop(&mut self) {
         let slot = self.task.get_mut().unwrap_or_else(|p| p.into_inner());
-        if let Some(task) = slot.take() {
-            task.detach();
+        match slot.take() {
+            Some(Slot::Task(task)) => task.detach(),
+            // Dropping async-task's `cancel` detaches the task (its output,
+            // if any, is dropped guarded).
+            Some(Slot::Aborted(cancel)) => drop(cancel),
+            Some(Slot::Ended(out)) => drop(out),
+            None => {}
         }
     }
 }
