@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -118,6 +119,48 @@ fn a_sleep_reset_into_the_past_wakes_the_task_waiting_on_it() {
                 .unwrap();
         });
     });
+}
+
+/// A deadline the clock has passed completes at the first poll, even when
+/// the driver has not turned since (its wheel's time is its last turn's):
+/// here the pool's one worker and the `block_on` thread are both busy for
+/// 30 ms, with no watchdog, so nobody turns the driver meanwhile.
+#[test]
+fn a_deadline_already_past_completes_at_the_first_poll() {
+    let rt = Runtime::builder()
+        .max_workers_per_pool(1)
+        .cpu_hog_threshold(Duration::ZERO)
+        .build()
+        .unwrap();
+    let polls = rt.block_on(async {
+        // The driver exists and has turned.
+        sleep(Duration::from_millis(1)).await;
+        let (busy_tx, busy_rx) = std::sync::mpsc::channel::<()>();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let busy = wq::spawn(async move {
+            busy_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+        });
+        busy_rx.recv().unwrap();
+        let start = Instant::now();
+        std::thread::sleep(Duration::from_millis(30));
+        let noop = &mut std::task::Context::from_waker(std::task::Waker::noop());
+        let mut first = sleep_until(start + Duration::from_millis(10));
+        let first_ready = std::pin::Pin::new(&mut first).poll(noop).is_ready();
+        // Armed in the wheel, then moved into the past by the clock.
+        let mut reset = sleep(Duration::from_secs(3600));
+        assert!(std::pin::Pin::new(&mut reset).poll(noop).is_pending());
+        reset.reset(start + Duration::from_millis(10));
+        let reset_ready = std::pin::Pin::new(&mut reset).poll(noop).is_ready();
+        go_tx.send(()).unwrap();
+        busy.await.unwrap();
+        (first_ready, reset_ready)
+    });
+    assert_eq!(
+        polls,
+        (true, true),
+        "(sleep_until, reset) did not complete at once"
+    );
 }
 
 #[test]

@@ -9,8 +9,8 @@
 //! bit  2      READ_CLOSED   set by an event (peer shut its write side: EOF); sticky
 //! bit  3      WRITE_CLOSED  set by an event (we can no longer write); sticky
 //! bit  4      SHUTDOWN      the driver is gone: every wait fails; sticky
-//! bits 8-15   read tick     +1 (wrapping) for each event touching the read side
-//! bits 16-23  write tick    +1 (wrapping) for each event touching the write side
+//! bits 8-19   read tick     +1 (wrapping) for each event touching the read side
+//! bits 20-31  write tick    +1 (wrapping) for each event touching the write side
 //! ```
 //!
 //! An error event (`EPOLLERR`) sets READABLE and WRITABLE: the next read or
@@ -85,8 +85,12 @@ pub(crate) const READ_CLOSED: usize = 1 << 2;
 pub(crate) const WRITE_CLOSED: usize = 1 << 3;
 const SHUTDOWN: usize = 1 << 4;
 const READ_TICK_SHIFT: u32 = 8;
-const WRITE_TICK_SHIFT: u32 = 16;
-const TICK_MASK: usize = 0xff;
+const WRITE_TICK_SHIFT: u32 = 20;
+/// 12 bits a tick: a clear is fooled only if exactly a multiple of 4,096
+/// events touch its direction between its observation and its CAS (with 8
+/// bits, 256 turns of a busy driver while the clearing thread was
+/// preempted erased a new edge).
+const TICK_MASK: usize = 0xfff;
 
 /// One side of a source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,8 +131,8 @@ impl Direction {
         }
     }
 
-    fn tick(self, word: usize) -> u8 {
-        ((word >> self.tick_shift()) & TICK_MASK) as u8
+    fn tick(self, word: usize) -> u16 {
+        ((word >> self.tick_shift()) & TICK_MASK) as u16
     }
 }
 
@@ -137,7 +141,7 @@ impl Direction {
 #[must_use = "pass it to ScheduledIo::clear after a WouldBlock"]
 pub(crate) struct ReadyEvent {
     pub(crate) ready: usize,
-    pub(crate) tick: u8,
+    pub(crate) tick: u16,
     pub(crate) dir: Direction,
 }
 
@@ -195,7 +199,7 @@ impl ScheduledIo {
             let mut new = cur | ready;
             for dir in [Direction::Read, Direction::Write] {
                 if touches(dir) {
-                    let tick = dir.tick(cur).wrapping_add(1) as usize;
+                    let tick = (usize::from(dir.tick(cur)) + 1) & TICK_MASK;
                     new = (new & !(TICK_MASK << dir.tick_shift())) | (tick << dir.tick_shift());
                 }
             }
@@ -494,13 +498,37 @@ mod unit_tests {
     fn ticks_wrap() {
         let io = ScheduledIo::new();
         let mut wake = Vec::new();
-        for _ in 0..300 {
+        for _ in 0..5000 {
             io.set_ready(READABLE, &mut wake);
         }
         let seen = ready(&io, Direction::Read).unwrap();
-        assert_eq!(seen.tick, (300 % 256) as u8);
+        assert_eq!(seen.tick, (5000 % 4096) as u16);
+        // The read tick's wrap left the write tick alone.
+        assert_eq!(
+            Direction::Write.tick(io.readiness.load(Ordering::Relaxed)),
+            0
+        );
         io.clear(seen);
         assert!(ready(&io, Direction::Read).is_none());
+    }
+
+    /// 256 events between a reader's observation and its clear (the
+    /// driver turned 256 times while the reader was preempted): the clear
+    /// must see that the tick moved.
+    #[test]
+    fn a_clear_after_256_new_events_keeps_the_readiness() {
+        let io = ScheduledIo::new();
+        let mut wake = Vec::new();
+        io.set_ready(READABLE, &mut wake);
+        let seen = ready(&io, Direction::Read).unwrap();
+        for _ in 0..256 {
+            io.set_ready(READABLE, &mut wake);
+        }
+        io.clear(seen);
+        assert!(
+            ready(&io, Direction::Read).is_some(),
+            "a new edge was erased"
+        );
     }
 }
 

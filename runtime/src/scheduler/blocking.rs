@@ -140,20 +140,25 @@ impl BlockingPool {
                 s.handles.retain(|h| !h.is_finished());
                 s.handles.push(handle);
             }
-            Err(err) => {
-                let mut s = crate::loom::lock(&self.state);
-                s.threads -= 1;
-                s.start_failures += 1;
-                let stranded = s.threads == 0 && !s.queue.is_empty();
-                let first = s.start_failures == 1;
-                drop(s);
-                if stranded && first {
-                    let _ = writeln!(
-                        std::io::stderr(),
-                        "wq: could not start a blocking-pool thread: {err}; queued spawn_blocking jobs wait until one can be started (the next spawn_blocking tries again); check the process's thread limit (`ulimit -u`) and free memory"
-                    );
-                }
-            }
+            Err(err) => self.start_failed(&err),
+        }
+    }
+
+    /// Step 4: the thread reserved for a start the OS refused is given
+    /// back. A shutdown may be waiting for it, as for one that exited.
+    fn start_failed(&self, err: &std::io::Error) {
+        let mut s = crate::loom::lock(&self.state);
+        s.threads -= 1;
+        s.start_failures += 1;
+        let stranded = s.threads == 0 && !s.queue.is_empty();
+        let first = s.start_failures == 1;
+        drop(s);
+        self.exited.notify_all();
+        if stranded && first {
+            let _ = writeln!(
+                std::io::stderr(),
+                "wq: could not start a blocking-pool thread: {err}; queued spawn_blocking jobs wait until one can be started (the next spawn_blocking tries again); check the process's thread limit (`ulimit -u`) and free memory"
+            );
         }
     }
 
@@ -237,4 +242,31 @@ fn run(runtime: Arc<Scheduler>) {
     s.threads -= 1;
     drop(s);
     pool.exited.notify_all();
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// A shutdown waiting for the threads counts the reserved one whose
+    /// start then fails: it must be woken, or `Runtime`'s drop hangs.
+    #[test]
+    fn a_refused_start_wakes_a_waiting_shutdown() {
+        let pool = Arc::new(BlockingPool::default());
+        crate::loom::lock(&pool.state).threads = 1;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = pool.clone();
+        std::thread::spawn(move || tx.send(p.shutdown(None)).unwrap());
+        while !crate::loom::lock(&pool.state).shutdown {
+            std::thread::yield_now();
+        }
+        // Waiting on `exited` by now, as a rule (if not, it sees no thread).
+        std::thread::sleep(Duration::from_millis(50));
+        pool.start_failed(&std::io::Error::from_raw_os_error(libc::EAGAIN));
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(30)),
+            Ok(true),
+            "the shutdown was never woken"
+        );
+    }
 }

@@ -94,8 +94,13 @@ fn next_tick(tick: Instant, period: Duration, now: Instant) -> Instant {
     }
     let behind = now.duration_since(tick).as_nanos();
     let periods = behind / period.as_nanos() + 1;
-    let periods = u32::try_from(periods).unwrap_or(u32::MAX);
-    tick.checked_add(period.saturating_mul(periods))
+    // In nanoseconds (u128): a `Duration` multiplied by a `u32` count
+    // would stop short of `now` after 2^32 periods (4.3 s of 1 ns periods),
+    // giving a tick in the past: a burst.
+    let offset = period.as_nanos().saturating_mul(periods);
+    u64::try_from(offset)
+        .ok()
+        .and_then(|ns| tick.checked_add(Duration::from_nanos(ns)))
         .unwrap_or_else(|| super::saturating_add(now, period))
 }
 
@@ -117,6 +122,19 @@ mod tests {
             t0 + Duration::from_millis(50),
             "a tick exactly now is missed too: it is taken late"
         );
+    }
+
+    #[test]
+    fn more_than_four_billion_missed_periods_still_land_after_now() {
+        let t0 = Instant::now();
+        let now = t0 + Duration::from_secs(10);
+        let p = Duration::from_nanos(1);
+        let next = next_tick(t0, p, now);
+        assert!(next > now, "a tick {:?} before now", now - next);
+        assert_eq!(next, now + p);
+        let p = Duration::from_micros(1);
+        let now = t0 + Duration::from_secs(5 * 3600);
+        assert_eq!(next_tick(t0, p, now), now + p);
     }
 
     #[test]

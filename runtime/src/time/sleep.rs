@@ -104,7 +104,20 @@ impl Sleep {
         self.deadline = deadline;
         self.tick = self.driver.tick_ceil(deadline);
         self.fired = false;
-        if let Some(key) = self.key {
+        if let Some(key) = self.key
+            && Instant::now() >= deadline
+        {
+            // Past by the clock, though maybe not by the driver's last turn
+            // (the wheel's time): fired now, as a first poll would.
+            let waker = self.driver.with_timers(|t| (t.wheel.remove(key), None));
+            self.key = None;
+            self.fired = true;
+            // A task waiting on this sleep (it may not be the caller's)
+            // must see it fire, as from the driver.
+            if let Some(w) = waker {
+                w.wake();
+            }
+        } else if let Some(key) = self.key {
             let tick = self.tick;
             let due = self.driver.with_timers(|t| match t.wheel.reset(key, tick) {
                 Ok(()) => (None, Some(tick)),
@@ -128,6 +141,13 @@ impl Future for Sleep {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         if this.fired {
+            return Poll::Ready(());
+        }
+        // The wheel fires by the time of the driver's last turn, which may
+        // be well behind the clock (this task may have run since): a
+        // deadline the clock has passed completes now, unarmed.
+        if this.key.is_none() && Instant::now() >= this.deadline {
+            this.fired = true;
             return Poll::Ready(());
         }
         let tick = this.tick;
