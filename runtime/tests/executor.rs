@@ -1068,6 +1068,88 @@ fn a_pool_whose_every_slot_is_blocked_is_rescued() {
     });
 }
 
+/// As above, but the task that unblocks them is spawned by the second
+/// blocked task just before it blocks: it sits in that worker's deque, not
+/// in the pool's queue. The rescuer must find it there.
+#[test]
+fn a_task_in_a_blocked_workers_deque_is_rescued() {
+    within(60, || {
+        let rt = one_worker_pool();
+        let (tx_a, rx_a) = std::sync::mpsc::channel::<u32>();
+        let (tx_b, rx_b) = std::sync::mpsc::channel::<u32>();
+        let blocked = Arc::new(AtomicUsize::new(0));
+        let b1 = blocked.clone();
+        let a = rt.spawn(async move {
+            wq::block_in_place(|| {
+                b1.fetch_add(1, Ordering::SeqCst);
+                rx_a.recv().unwrap()
+            })
+        });
+        while blocked.load(Ordering::SeqCst) < 1 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let b = rt.spawn(async move {
+            // Spawned on this worker: its LIFO slot, then its deque.
+            drop(wq::spawn(async move {
+                tx_a.send(1).unwrap();
+                tx_b.send(2).unwrap();
+            }));
+            wq::block_in_place(|| rx_b.recv().unwrap())
+        });
+        rt.block_on(async move {
+            assert_eq!((a.await.unwrap(), b.await.unwrap()), (1, 2));
+        });
+    });
+}
+
+/// A worker blocked on a task queued in its own deque while the runtime
+/// shuts down: the shutdown drops that task (its sender with it), so the
+/// worker unblocks and exits instead of the drop hanging. The pool's one
+/// running worker is busy with a 2 s loop meanwhile (no watchdog, so no
+/// allowance): nobody else would take the task.
+#[test]
+fn shutdown_drops_the_tasks_in_a_blocked_workers_deque() {
+    within(60, || {
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("core:2 pu:1").unwrap())
+            .default_scope(Scope::System)
+            .max_workers_per_pool(1)
+            .cpu_hog_threshold(Duration::ZERO)
+            .build()
+            .unwrap();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<&str>();
+        let spinning = ready_tx.clone();
+        let h = rt.spawn(async move {
+            let (tx, rx) = std::sync::mpsc::channel::<u32>();
+            // Into this worker's deque, in this order: the spinner (taken
+            // by the worker the block starts: a steal takes half) and the
+            // sender, left behind.
+            drop(wq::spawn(async move {
+                spinning.send("spinning").unwrap();
+                let start = std::time::Instant::now();
+                while start.elapsed() < Duration::from_secs(2) {
+                    std::hint::spin_loop();
+                }
+            }));
+            drop(wq::spawn(async move {
+                tx.send(1).unwrap();
+            }));
+            wq::block_in_place(|| {
+                ready_tx.send("blocked").unwrap();
+                rx.recv()
+            })
+        });
+        let mut seen = [ready_rx.recv().unwrap(), ready_rx.recv().unwrap()];
+        seen.sort_unstable();
+        assert_eq!(seen, ["blocked", "spinning"]);
+        drop(h);
+        assert!(
+            rt.shutdown_timeout(Duration::from_secs(20)),
+            "a worker blocked on a task in its deque kept the shutdown waiting"
+        );
+    });
+}
+
 #[test]
 fn block_in_place_outside_a_worker_just_runs_the_closure() {
     assert_eq!(wq::block_in_place(|| 5), 5);

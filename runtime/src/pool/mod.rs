@@ -294,6 +294,28 @@ impl Pool {
         !self.injector.is_empty() || self.used_slots().iter().any(|s| !s.stealer.is_empty())
     }
 
+    /// Takes one task from the pool's queues, for a thread that is not one
+    /// of its workers (the rescuer, a shutdown's drain): the injector
+    /// first, then the workers' deques (a blocked worker's deque holds the
+    /// tasks its last poll spawned or woke, which no one else may run).
+    pub(crate) fn steal_any(&self) -> Option<Runnable> {
+        /// One task from `steal`'s source, retrying while contended.
+        fn one(steal: impl Fn() -> crossbeam_deque::Steal<Runnable>) -> Option<Runnable> {
+            loop {
+                match steal() {
+                    crossbeam_deque::Steal::Success(r) => return Some(r),
+                    crossbeam_deque::Steal::Empty => return None,
+                    crossbeam_deque::Steal::Retry => std::hint::spin_loop(),
+                }
+            }
+        }
+        one(|| self.injector.steal()).or_else(|| {
+            self.used_slots()
+                .iter()
+                .find_map(|slot| one(|| slot.stealer.steal()))
+        })
+    }
+
     /// The slots a worker has ever held (the others' deques are empty).
     pub(crate) fn used_slots(&self) -> &[WorkerSlot] {
         // Acquire: pairs with the Release in `start_worker`, which comes
@@ -405,10 +427,12 @@ impl Pool {
     /// or a push after the last drain: [`closing`]).
     pub(crate) fn drain(&self) {
         current::while_draining(self, || {
-            while !self.injector.is_empty() {
-                if let Some(runnable) = self.injector.steal().success() {
-                    drop(runnable);
-                }
+            // The workers' deques too: a worker blocked in `block_in_place`
+            // may wait on a task in its own deque, which no worker of a
+            // closed pool runs; dropped, it releases what the worker waits
+            // on (a channel's sender), and the worker can exit.
+            while let Some(runnable) = self.steal_any() {
+                drop(runnable);
             }
         });
     }

@@ -24,7 +24,10 @@
 //!   lists it. `loom_a_mayday_racing_the_rescuers_take_is_not_lost` checks
 //!   it, and fails with the marks cleared outside the lock.
 //! - **Rescue.** The rescuer takes the whole list (clearing the marks) and
-//!   visits each pool once: if it is open and has queued work, kick it (a
+//!   visits each pool once: if it is open and has queued work (in its
+//!   injector, or in the deque of a worker blocked in `block_in_place`:
+//!   the tasks its last poll spawned or woke, which no other thread would
+//!   run while every slot is blocked), kick it (a
 //!   thread start, paced by the back-off); if the pool now has a worker,
 //!   done; else run up to [`RESCUE_BATCH`] of its tasks here (checking
 //!   `closed` before each), bound to the pool's CPUs on a live topology, and
@@ -204,7 +207,9 @@ pub(crate) fn run(scheduler: &Arc<Scheduler>) {
 
 /// One visit to `pool`: at most one batch, then the next pool.
 fn rescue(scheduler: &Scheduler, pool: &Arc<Pool>) {
-    if pool.is_closed() || pool.injector.is_empty() {
+    // Queued work, in the injector or a blocked worker's deque (the tasks
+    // its last poll spawned or woke).
+    if pool.is_closed() || !pool.has_work() {
         return;
     }
     // Try for a worker: paced by the pool's start back-off, so this tries
@@ -234,7 +239,7 @@ fn rescue(scheduler: &Scheduler, pool: &Arc<Pool>) {
             .collect();
         let _ = crate::topology::bind_current_thread(&all);
     }
-    if !pool.is_closed() && !pool.injector.is_empty() && pool.idle.snapshot().nr_workers == 0 {
+    if !pool.is_closed() && pool.has_work() && pool.idle.snapshot().nr_workers == 0 {
         // Come back after the other pools on the list.
         scheduler.rescuer.mayday_pool(pool);
     }
@@ -249,7 +254,7 @@ fn rescue_batch(pool: &Arc<Pool>) {
         if pool.is_closed() || pool.idle.snapshot().nr_workers > 0 {
             return;
         }
-        let Some(runnable) = pool.injector.steal().success() else {
+        let Some(runnable) = pool.steal_any() else {
             break;
         };
         let start = clock::now();
