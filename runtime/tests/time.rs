@@ -163,6 +163,61 @@ fn a_deadline_already_past_completes_at_the_first_poll() {
     );
 }
 
+/// A runtime with no watchdog (so nothing turns the driver in the
+/// background) and one worker per pool.
+fn rt_without_watchdog() -> Runtime {
+    Runtime::builder()
+        .max_workers_per_pool(1)
+        .cpu_hog_threshold(Duration::ZERO)
+        .build()
+        .unwrap()
+}
+
+/// `block_on` parked in the driver while the pool's worker, busy when it
+/// parked, went idle on its futex; when `block_on` returns it leaves the
+/// driver, and an idle worker must take it over, or the task's timer never
+/// fires.
+#[test]
+fn a_timer_fires_after_block_on_leaves_the_driver() {
+    let rt = rt_without_watchdog();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    rt.block_on(async {
+        drop(wq::spawn(async move {
+            // Busy while `block_on` parks in the driver.
+            std::thread::sleep(Duration::from_millis(30));
+            sleep(Duration::from_millis(100)).await;
+            tx.send(()).unwrap();
+        }));
+        sleep(Duration::from_millis(60)).await;
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+        "the task's timer never fired: nobody turns the driver"
+    );
+}
+
+/// The pool's one worker, parked in the driver, is kicked into a task that
+/// blocks in `block_in_place`: another worker must take the driver (the
+/// blocked one does not count against the pool's maximum), or a pending
+/// timer waits for the block to end.
+#[test]
+fn a_timer_fires_while_the_worker_that_held_the_driver_blocks() {
+    let rt = rt_without_watchdog();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    drop(rt.spawn(async move {
+        sleep(Duration::from_millis(200)).await;
+        tx.send(()).unwrap();
+    }));
+    // The worker goes idle, in the driver.
+    std::thread::sleep(Duration::from_millis(50));
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let blocked = rt.spawn(async move { wq::block_in_place(|| release_rx.recv().unwrap()) });
+    let fired = rx.recv_timeout(Duration::from_secs(10));
+    release_tx.send(()).unwrap();
+    rt.block_on(blocked).unwrap();
+    assert!(fired.is_ok(), "the timer waited for the blocked worker");
+}
+
 #[test]
 fn an_interval_of_duration_max_ticks_once_and_then_waits() {
     within_watchdog("interval-max", LIMIT, || {

@@ -392,6 +392,15 @@ impl Idle {
             st.counters.coalesced_kicks += 1;
             return Kick::Coalesced;
         }
+        if self.claim_idle(st, wake) {
+            return Kick::Woke;
+        }
+        self.reserve(st)
+    }
+
+    /// Claims the most recently idle worker and queues its unpark, if one
+    /// is idle (step 1's wake). Returns whether it did.
+    fn claim_idle(&self, st: &mut State, wake: &mut WakeQueue) -> bool {
         if let Some(&slot) = st.idle.last() {
             if self.config.kicked_list {
                 st.idle.pop();
@@ -410,9 +419,35 @@ impl Idle {
                     .clone()
                     .expect("an idle worker has a thread"),
             );
-            return Kick::Woke;
+            return true;
         }
-        self.reserve(st)
+        false
+    }
+
+    /// Wakes an idle worker with no work for it, to take over the I/O
+    /// driver a thread gave up (the worker searches, finds nothing and
+    /// parks again, in the driver if nobody turns it): never starts one.
+    /// Returns whether a worker will come (one woken, or one searching
+    /// already).
+    pub(crate) fn wake_idle(&self) -> bool {
+        let h = self.hint.load();
+        if h.closed() || h.parked() == 0 {
+            return h.searching() > 0;
+        }
+        let mut wake = WakeQueue::default();
+        let woke = {
+            let mut st = self.lock();
+            if st.closed {
+                false
+            } else if self.hint.load().searching() > 0 {
+                true
+            } else {
+                st.counters.kicks += 1;
+                self.claim_idle(&mut st, &mut wake)
+            }
+        };
+        wake.wake_all();
+        woke
     }
 
     /// Reserves a slot for a new worker, if the pool may start one now.

@@ -75,6 +75,11 @@ pub(crate) trait Host: Send + Sync + 'static {
     fn turn_driver(&self, turn: &mut dyn FnMut(&mut crate::driver::Driver)) -> bool;
     /// Whether the host has an I/O driver that nobody turns now (a hint).
     fn driver_unattended(&self) -> bool;
+    /// A thread gave up the driver, or may have left it to nobody (see
+    /// [`park`]'s "Attending the driver"): if nobody turns it now, wakes an
+    /// idle worker, of any pool, to park in it. Returns whether the driver
+    /// is turned or a worker is on its way.
+    fn attend_driver(&self) -> bool;
 }
 
 /// Why a worker thread was not started.

@@ -27,6 +27,21 @@
 //! The driver (`crate::driver`) is lent by the runtime's scheduler through
 //! [`super::Host::turn_driver`]: whoever takes it turns it for at most the
 //! park's timeout and gives it back.
+//!
+//! # Attending the driver
+//! A thread that parks while another holds the driver parks on its futex,
+//! for as long as `idle_timeout`: it does not come back when the holder
+//! leaves. Most holders come back (a worker kicked out of the driver runs
+//! its work and idles again; a busy pool's long polls are covered by the
+//! watchdog's turn). Those that may not come back for long call
+//! [`super::Host::attend_driver`], which wakes an idle worker to park in
+//! it if nobody turns it: `block_on` when it returns, a worker culled or
+//! blocking in `block_in_place` (which starts a worker if none is idle:
+//! the blocked one no longer counts), and the watchdog and a busy
+//! worker's zero-wait turns (a worker that idled during them found the
+//! driver taken). Without it, with the watchdog off, a timer waited for
+//! the next push (`a_timer_fires_after_block_on_leaves_the_driver`,
+//! `a_timer_fires_while_the_worker_that_held_the_driver_blocks`).
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};

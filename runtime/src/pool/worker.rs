@@ -163,7 +163,19 @@ pub(crate) fn block_in_place<R>(f: impl FnOnce() -> R) -> R {
     if matches!(kick, Kick::Woke | Kick::Start(_)) {
         current::count_cm_wakeup();
     }
+    let coming = matches!(kick, Kick::Woke | Kick::Start(_));
     local.pool.handle_kick(kick);
+    // This worker may have been kicked out of the I/O driver into this
+    // task: unless a worker is on its way, an idle one takes the driver,
+    // or one is started (the blocked worker no longer counts), so that
+    // timers and sockets do not wait for `f` (`park`, "Attending the
+    // driver").
+    if !coming
+        && let Some(host) = local.pool.host.upgrade()
+        && !host.attend_driver()
+    {
+        local.pool.kick();
+    }
     struct Unblock<'a>(&'a Local);
     impl Drop for Unblock<'_> {
         fn drop(&mut self) {
@@ -234,6 +246,10 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
         core.publish(pool, slot);
         next = pool.idle.exit(slot);
         if next == Next::Exit {
+            // Culled, perhaps out of the driver: an idle worker takes it.
+            if !pool.is_closed() {
+                host.attend_driver();
+            }
             break;
         }
     }
@@ -499,9 +515,14 @@ impl Core {
         self.tick = self.tick.wrapping_add(1);
         if self.tick.is_multiple_of(MAINTENANCE_INTERVAL) {
             // Tasks it wakes of this pool land in this worker's LIFO slot.
-            host.turn_driver(&mut |d| {
+            let turned = host.turn_driver(&mut |d| {
                 d.turn(Some(Duration::ZERO));
             });
+            // A sibling that idled meanwhile found the driver taken and
+            // sleeps on its futex: it takes the driver now.
+            if turned && host.driver_unattended() {
+                pool.idle.wake_idle();
+            }
         }
         if self.tick.is_multiple_of(GLOBAL_QUEUE_INTERVAL)
             && let Some(r) = steal_into(&pool.injector, &local.deque)

@@ -438,6 +438,10 @@ fn block_on<F: Future>(scheduler: &Scheduler, future: F) -> F::Output {
     let mut future = std::pin::pin!(future);
     loop {
         if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            // This thread may have held the driver while the workers
+            // idled on their futexes: one of them takes it now
+            // (`pool::park`, "Attending the driver").
+            crate::pool::Host::attend_driver(scheduler);
             return out;
         }
         parker.park(BLOCK_ON_PARK, |turn| scheduler.services.turn_driver(turn));

@@ -342,6 +342,13 @@ impl Host for Scheduler {
         self.services.driver_unattended()
     }
 
+    fn attend_driver(&self) -> bool {
+        if !self.services.driver_unattended() {
+            return true;
+        }
+        self.pools().iter().any(|p| p.idle.wake_idle())
+    }
+
     fn steal_remote(
         &self,
         pool: &Pool,

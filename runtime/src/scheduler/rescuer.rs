@@ -195,9 +195,14 @@ pub(crate) fn run(scheduler: &Arc<Scheduler>) {
             // If no worker turns the I/O driver (all busy: none parks in
             // it), turn it without waiting: a long poll holds up sockets
             // and timers for at most a watchdog tick.
-            scheduler.services.turn_driver(&mut |d| {
+            let turned = scheduler.services.turn_driver(&mut |d| {
                 d.turn(Some(std::time::Duration::ZERO));
             });
+            // A worker that idled during the turn found the driver taken
+            // and sleeps on its futex: it takes the driver now.
+            if turned {
+                crate::pool::Host::attend_driver(&**scheduler);
+            }
         }
     }
     if let Some(w) = &mut watchdog {

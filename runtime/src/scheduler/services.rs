@@ -18,8 +18,12 @@
 //! at most that. A worker that leaves the driver after events woke tasks
 //! does not hand the driver to a parked sibling (tokio's optional eager
 //! hand-off): measured on the echo and HTTP benchmarks, the futex wakeup
-//! per batch cost more than it saved, and the watchdog bounds the stall it
-//! would prevent.
+//! per batch cost more than it saved; it comes back to the driver when it
+//! idles, and the watchdog bounds the stall of a long poll meanwhile. A
+//! thread that may not come back for long (`block_on` returning, a worker
+//! culled or blocking) wakes an idle worker to take the driver
+//! (`pool::park`, "Attending the driver"): with the watchdog off
+//! (`cpu_hog_threshold(Duration::ZERO)`) nothing else would turn it.
 //!
 //! States of the driver, under `state`'s lock:
 //! 1. **none**: [`Services::driver`] creates it (epoll, its registry dup,
