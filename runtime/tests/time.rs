@@ -218,6 +218,43 @@ fn a_timer_fires_while_the_worker_that_held_the_driver_blocks() {
     assert!(fired.is_ok(), "the timer waited for the blocked worker");
 }
 
+/// A timer whose waker panics (a foreign executor's, say) fires in some
+/// thread's driver turn: that thread -- here the pool's only worker,
+/// parked in the driver -- must live on, and the pool keep running tasks.
+#[test]
+fn a_waker_that_panics_in_a_driver_turn_does_not_kill_the_worker() {
+    struct Bomb;
+    impl std::task::Wake for Bomb {
+        fn wake(self: Arc<Self>) {
+            panic!("this waker explodes");
+        }
+    }
+    let rt = rt_without_watchdog();
+    let (tx, rx) = std::sync::mpsc::channel();
+    drop(rt.spawn(async move {
+        let mut s = sleep(Duration::from_millis(20));
+        let bomb = std::task::Waker::from(Arc::new(Bomb));
+        let polled = std::pin::Pin::new(&mut s).poll(&mut std::task::Context::from_waker(&bomb));
+        assert!(polled.is_pending());
+        // Kept armed (dropping it would cancel the timer).
+        tx.send(s).unwrap();
+    }));
+    let _armed = rx.recv().unwrap();
+    // The worker idles in the driver and fires the timer.
+    std::thread::sleep(Duration::from_millis(200));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    for i in 0..3 {
+        let done = done_tx.clone();
+        drop(rt.spawn(async move { done.send(i).unwrap() }));
+    }
+    for _ in 0..3 {
+        assert!(
+            done_rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "the pool stopped running tasks after a waker panicked in its worker's driver turn"
+        );
+    }
+}
+
 #[test]
 fn an_interval_of_duration_max_ticks_once_and_then_waits() {
     within_watchdog("interval-max", LIMIT, || {

@@ -282,9 +282,27 @@ impl Driver {
     }
 }
 
+/// Wakes the wakers a turn collected. A waker is a task's as a rule (wq's
+/// schedule path, which does not panic), but one from another executor
+/// might: its panic is caught (the panic hook has reported it; the first
+/// is also explained once on stderr) and the other wakers are still woken,
+/// so the thread turning the driver -- a worker, `block_on`, the watchdog
+/// -- lives on with its counts intact.
 fn wake_all(wake: &mut Vec<Waker>) {
+    static REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     for waker in wake.drain(..) {
-        waker.wake();
+        let woke = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || waker.wake()));
+        if let Err(panic) = woke {
+            // The payload's own drop must not unwind either.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(panic)));
+            if !REPORTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "wq: a waker registered with a wq socket or timer panicked when the I/O driver woke it; the panic was caught and the driver goes on (is a future polled by another executor waiting on wq I/O?)"
+                );
+            }
+        }
     }
 }
 

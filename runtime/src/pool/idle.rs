@@ -553,10 +553,22 @@ impl Idle {
             fence(Ordering::SeqCst);
             if st.nr_workers == 0 {
                 Kick::Mayday
+            } else if self.hint.load().searching() > 0 {
+                st.counters.kicks += 1;
+                st.counters.coalesced_kicks += 1;
+                Kick::Coalesced
             } else {
-                // A kick now wakes a parked worker if any; else the running
-                // ones look before they idle.
-                self.kick_locked(&mut st, &mut wake)
+                // A kick's wake, never its start: a parked worker if any;
+                // else the running ones look before they idle. (A full kick
+                // re-reads the clock against the back-off just set: a thread
+                // held up past it would be told to start again from inside
+                // this failure.)
+                st.counters.kicks += 1;
+                if self.claim_idle(&mut st, &mut wake) {
+                    Kick::Woke
+                } else {
+                    Kick::Busy
+                }
             }
         };
         wake.wake_all();

@@ -415,10 +415,8 @@ impl Pool {
         // busy ones see it before they idle, or the pool, with no worker at
         // all, is handed to the rescuer (which retries the start at the
         // back-off's pace).
-        match self.idle.start_failed(slot) {
-            Kick::Start(_) => unreachable!("a start is refused while backing off"),
-            kick => self.handle_kick(kick),
-        }
+        // (`start_failed` never asks for a start: no recursion here.)
+        self.handle_kick(self.idle.start_failed(slot));
     }
 
     /// The shutdown's last drain ([`closing`]): from now on, a push on this

@@ -144,8 +144,16 @@ impl Services {
         };
         // Relaxed: a hint (see `driver_unattended`).
         lent.turning.store(true, Ordering::Relaxed);
+        // Cleared even if the turn unwinds: set for good, it would keep
+        // every idle worker off the driver.
+        struct Turned<'a>(&'a AtomicBool);
+        impl Drop for Turned<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Relaxed);
+            }
+        }
+        let _turned = Turned(&lent.turning);
         turn(&mut d);
-        lent.turning.store(false, Ordering::Relaxed);
         true
     }
 

@@ -168,6 +168,27 @@ fn after_the_backoff_a_kick_starts_a_worker_again() {
     assert!(matches!(idle.kick(), Kick::Start(_)));
 }
 
+/// A refused start never asks for another start at once, however long
+/// the failing thread was held up between setting the back-off and
+/// reading the clock again (here: a back-off of zero, as if the thread had
+/// been preempted for all of it). `Pool::start_worker` would otherwise
+/// start again from inside the failure (it asserted that it cannot).
+#[test]
+fn a_refused_start_never_asks_for_a_start_at_once() {
+    let mut cfg = config(2);
+    cfg.start_backoff = Duration::ZERO;
+    let idle = Idle::new(cfg);
+    let Kick::Start(a) = idle.kick() else {
+        panic!()
+    };
+    idle.started(a, unparker());
+    idle.stop_searching();
+    let Kick::Start(b) = idle.kick() else {
+        panic!()
+    };
+    assert_eq!(idle.start_failed(b), Kick::Busy);
+}
+
 #[test]
 fn enter_idle_rechecks_the_queues() {
     let idle = Idle::new(config(1));
