@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{threads_named, within_watchdog};
-use wq::Runtime;
+use wq::{Runtime, Scope};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -230,4 +230,43 @@ fn a_cancelled_job_whose_closure_panics_on_drop_does_not_abort_the_process() {
         }
         assert_eq!(rt.block_on(rt.spawn_blocking(|| 5)).unwrap(), 5);
     });
+}
+
+/// The CPUs the calling thread may run on.
+fn allowed_cpus() -> usize {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity
+    // writes at most its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        assert_eq!(
+            libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set),
+            0
+        );
+        libc::CPU_COUNT(&set) as usize
+    }
+}
+
+/// A blocking thread started from a worker bound to one CPU (a `cpu`
+/// scope task calling `spawn_blocking`) runs on every CPU of the runtime,
+/// not on the CPU of the worker that happened to start it (Linux threads
+/// inherit their creator's affinity).
+#[test]
+fn a_blocking_thread_started_by_a_bound_worker_is_not_held_to_its_cpu() {
+    let everywhere = allowed_cpus();
+    if everywhere < 2 {
+        eprintln!("one CPU: nothing to tell apart");
+        return;
+    }
+    let rt = Runtime::new().unwrap();
+    let (on_worker, in_job) = rt
+        .block_on(rt.spawn_on(Scope::Cpu, async {
+            let on_worker = allowed_cpus();
+            (on_worker, wq::spawn_blocking(allowed_cpus).await.unwrap())
+        }))
+        .unwrap();
+    assert_eq!(on_worker, 1, "a cpu-scope worker is bound to its CPU");
+    assert_eq!(
+        in_job, everywhere,
+        "the blocking thread kept its starter's CPU"
+    );
 }

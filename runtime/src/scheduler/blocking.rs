@@ -203,6 +203,9 @@ impl BlockingPool {
 
 /// A blocking thread: steps 2 and 3 of the module docs.
 fn run(runtime: Arc<Scheduler>) {
+    // Started by whoever spawned the job, often a worker bound to its pod:
+    // not held to those CPUs.
+    runtime.bind_to_every_cpu();
     let shared = runtime.clone();
     let pool = &shared.services.blocking;
     POOL_OF_THREAD.with(|p| p.set(pool as *const _ as usize));

@@ -198,6 +198,19 @@ impl Scheduler {
     }
 
     /// Every pool created so far.
+    /// Binds the calling thread, one of the runtime's own that is not a
+    /// worker (a blocking thread, the rescuer), to every CPU of a live
+    /// topology: a thread inherits its creator's CPUs, and the creator may
+    /// be a worker bound to one CPU, or a thread that built the runtime
+    /// inside such a worker's task. Best effort, as for a worker.
+    pub(crate) fn bind_to_every_cpu(&self) {
+        if !self.topology.is_live() {
+            return;
+        }
+        let all: Vec<usize> = self.topology.cpus().iter().map(|c| c.os_index).collect();
+        let _ = crate::topology::bind_current_thread(&all);
+    }
+
     pub(crate) fn pools(&self) -> Vec<Arc<Pool>> {
         crate::loom::lock(&self.all_pools).clone()
     }

@@ -180,6 +180,9 @@ impl Rescuer {
 /// The rescuer thread's body; it is also the CPU-hog watchdog
 /// ([`super::watchdog`]) between maydays.
 pub(crate) fn run(scheduler: &Arc<Scheduler>) {
+    // Started by the thread that built the runtime, which may be a worker
+    // of another runtime, bound to one CPU.
+    scheduler.bind_to_every_cpu();
     current::set_rescuer_of(scheduler.id());
     let _context = context::enter(scheduler.clone());
     let mut watchdog = Watchdog::new(scheduler.config.cpu_hog_threshold);
@@ -236,13 +239,7 @@ fn rescue(scheduler: &Scheduler, pool: &Arc<Pool>) {
     if bound {
         // Back to every CPU: the watchdog runs on this thread too, and
         // must not be held to the CPUs of a pool that is busy.
-        let all: Vec<usize> = scheduler
-            .topology
-            .cpus()
-            .iter()
-            .map(|c| c.os_index)
-            .collect();
-        let _ = crate::topology::bind_current_thread(&all);
+        scheduler.bind_to_every_cpu();
     }
     if !pool.is_closed() && pool.has_work() && pool.idle.snapshot().nr_workers == 0 {
         // Come back after the other pools on the list.

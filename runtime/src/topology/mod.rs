@@ -251,7 +251,11 @@ const NO_POD: u32 = u32::MAX;
 impl Topology {
     /// Reads this machine, restricted to the CPUs the calling thread may run
     /// on (`sched_getaffinity`): with hwloc when the `hwloc` feature is on
-    /// (the default), from Linux sysfs otherwise.
+    /// (the default), from Linux sysfs otherwise. On a thread wq bound
+    /// itself (a worker, a blocking thread, the rescuer), whose mask is
+    /// wq's choice rather than the user's, the process's main thread's
+    /// mask is read instead (`taskset -p` without `-a` sets only that
+    /// one).
     ///
     /// ```
     /// let topo = wq::Topology::detect()?;
