@@ -32,7 +32,7 @@ mod yield_now;
 use join::Guarded;
 pub(crate) use join::RUNTIME_SHUT_DOWN;
 pub use join::{JoinError, JoinHandle};
-pub(crate) use queue_ref::{QueueRef, TaskRefs, TasksShare};
+pub(crate) use queue_ref::{QueueRef, StripeLines, TaskRefs, TasksShare, stripe_lines};
 pub(crate) use registry::Registry;
 pub use yield_now::yield_now;
 

@@ -61,11 +61,42 @@ const DEAD: usize = 1;
 /// One task's reference on a stripe.
 const TASK: usize = 2;
 
+/// What a workqueue counts per stripe, all on the stripe's one cache line:
+/// what an item writes at its spawn and again at its end (its task's
+/// reference, its in-flight count, its slot) is one line, not three, to
+/// move between the spawning CPU and the CPU that ran the item.
+#[derive(Debug)]
+pub(crate) struct StripeLine {
+    /// [`TaskRefs`]: `2 * tasks | DEAD`.
+    pub(crate) refs: AtomicUsize,
+    /// `scheduler::queue::flight`: items in flight per flush color.
+    pub(crate) flight: [AtomicIsize; 2],
+    /// `scheduler::queue::gate`: slots leased to the stripe and not in use.
+    pub(crate) spare: AtomicUsize,
+}
+
+/// A queue's stripe lines, shared by its gate, its in-flight counts and
+/// its task references (each reads its own fields).
+pub(crate) type StripeLines = Arc<[CachePadded<StripeLine>]>;
+
+/// `stripes` (at least one) zeroed stripe lines.
+pub(crate) fn stripe_lines(stripes: usize) -> StripeLines {
+    (0..stripes.max(1))
+        .map(|_| {
+            CachePadded::new(StripeLine {
+                refs: AtomicUsize::new(0),
+                flight: [AtomicIsize::new(0), AtomicIsize::new(0)],
+                spare: AtomicUsize::new(0),
+            })
+        })
+        .collect()
+}
+
 /// The references tasks hold to their queue (module docs).
 #[derive(Debug)]
 pub(crate) struct TaskRefs {
-    /// Per stripe: `2 * tasks | DEAD`.
-    stripes: Box<[CachePadded<AtomicUsize>]>,
+    /// Per stripe: `refs` is `2 * tasks | DEAD`.
+    stripes: StripeLines,
     /// After the gone step: the references left.
     left: AtomicIsize,
     /// The puts' orderings (turned off by a negative model).
@@ -75,12 +106,17 @@ pub(crate) struct TaskRefs {
 }
 
 impl TaskRefs {
-    /// References counted in `stripes` stripes (at least one).
+    /// References counted in `stripes` stripes (at least one) of their
+    /// own.
+    #[cfg(all(test, loom))]
     pub(crate) fn new(stripes: usize) -> TaskRefs {
+        TaskRefs::on(stripe_lines(stripes))
+    }
+
+    /// References counted on `lines`.
+    pub(crate) fn on(lines: StripeLines) -> TaskRefs {
         TaskRefs {
-            stripes: (0..stripes.max(1))
-                .map(|_| CachePadded::new(AtomicUsize::new(0)))
-                .collect(),
+            stripes: lines,
             left: AtomicIsize::new(0),
             fences: Fences::default(),
             gone_fences: Fences::default(),
@@ -89,7 +125,7 @@ impl TaskRefs {
 
     /// `stripe`'s word (`stripe` is below the stripe count).
     fn stripe(&self, stripe: usize) -> &AtomicUsize {
-        &self.stripes[stripe]
+        &self.stripes[stripe].refs
     }
 
     /// A spawn takes a reference for its task on `stripe` (the spawner
@@ -129,7 +165,7 @@ impl TaskRefs {
             .stripes
             .iter()
             .map(|s| {
-                let before = s.fetch_or(DEAD, acq_rel);
+                let before = s.refs.fetch_or(DEAD, acq_rel);
                 debug_assert_eq!(before & DEAD, 0, "a queue's handles go once");
                 before / TASK
             })

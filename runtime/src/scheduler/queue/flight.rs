@@ -20,17 +20,17 @@
 //! Without the fences both may read the old values, and the flush waits
 //! for a wake that never comes (`loom_without_the_fences_a_flush_is_never_woken`).
 
-use crossbeam_utils::CachePadded;
-
 use crate::loom::Fences;
 use crate::loom::sync::atomic::{AtomicBool, AtomicIsize};
+use crate::task::StripeLines;
 
 /// Items in flight per color (0 or 1) and stripe, and which colors a flush
 /// waits on.
 #[derive(Debug)]
 pub(crate) struct Flight {
-    /// Per stripe: the items of each color spawned there and not finished.
-    counts: Box<[CachePadded<[AtomicIsize; 2]>]>,
+    /// Per stripe: `flight`, the items of each color spawned there and not
+    /// finished (on the queue's stripe lines).
+    counts: StripeLines,
     /// Read by every finish, written by flushes only.
     flushing: [AtomicBool; 2],
     /// `SeqCst` and fences (turned off by a negative model).
@@ -38,12 +38,16 @@ pub(crate) struct Flight {
 }
 
 impl Flight {
-    /// Counts in `stripes` stripes (at least one).
+    /// Counts in `stripes` stripes (at least one) of their own.
+    #[cfg(all(test, loom))]
     pub(crate) fn new(stripes: usize) -> Flight {
+        Flight::on(crate::task::stripe_lines(stripes))
+    }
+
+    /// Counts on `lines`.
+    pub(crate) fn on(lines: StripeLines) -> Flight {
         Flight {
-            counts: (0..stripes.max(1))
-                .map(|_| CachePadded::new([AtomicIsize::new(0), AtomicIsize::new(0)]))
-                .collect(),
+            counts: lines,
             flushing: [AtomicBool::new(false), AtomicBool::new(false)],
             fences: Fences::default(),
         }
@@ -51,7 +55,7 @@ impl Flight {
 
     /// `stripe`'s counts (`stripe` is below the stripe count).
     fn stripe(&self, stripe: usize) -> &[AtomicIsize; 2] {
-        &self.counts[stripe]
+        &self.counts[stripe].flight
     }
 
     /// A spawn on `stripe` counts its item in `color`.
@@ -87,7 +91,7 @@ impl Flight {
     pub(crate) fn in_flight(&self, color: usize) -> isize {
         self.counts
             .iter()
-            .map(|c| c[color].load(self.fences.order()))
+            .map(|c| c.flight[color].load(self.fences.order()))
             .sum()
     }
 }

@@ -42,6 +42,7 @@ use crate::loom::Fences;
 use crossbeam_utils::CachePadded;
 
 use crate::loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use crate::task::StripeLines;
 
 /// The inactive list: a multi-producer, multi-consumer FIFO.
 pub(crate) trait Fifo<T> {
@@ -90,8 +91,9 @@ pub(crate) struct Gate {
     /// of its own: written once per batch, while `max` and `global` are
     /// read by every take.
     leased: CachePadded<AtomicUsize>,
-    /// Per stripe: slots leased and not in use.
-    spares: Box<[CachePadded<AtomicUsize>]>,
+    /// Per stripe: `spare`, slots leased and not in use (on the queue's
+    /// stripe lines).
+    spares: StripeLines,
     /// Slots leased per batch.
     batch: usize,
     /// Every slot goes through `leased` (set for good: module docs).
@@ -101,22 +103,19 @@ pub(crate) struct Gate {
 }
 
 impl Gate {
-    /// A gate of `max` slots over `stripes` stripes.
-    pub(crate) fn new(max: usize, stripes: usize) -> Gate {
-        let stripes = stripes.max(1);
-        let batch = max / (4 * stripes);
-        Gate::with_batch(max, stripes, batch, batch < 2)
+    /// A gate of `max` slots over the stripes of `lines`.
+    pub(crate) fn new(max: usize, lines: StripeLines) -> Gate {
+        let batch = max / (4 * lines.len());
+        Gate::with_batch(max, lines, batch, batch < 2)
     }
 
     /// A gate leasing `batch` slots at a time, global from the start or
     /// not.
-    fn with_batch(max: usize, stripes: usize, batch: usize, global: bool) -> Gate {
+    fn with_batch(max: usize, lines: StripeLines, batch: usize, global: bool) -> Gate {
         Gate {
             max: AtomicUsize::new(max),
             leased: CachePadded::new(AtomicUsize::new(0)),
-            spares: (0..stripes.max(1))
-                .map(|_| CachePadded::new(AtomicUsize::new(0)))
-                .collect(),
+            spares: lines,
             batch: batch.max(1),
             global: AtomicBool::new(global),
             fences: Fences::default(),
@@ -125,7 +124,11 @@ impl Gate {
 
     /// Active items now (a snapshot: stripes are read one by one).
     pub(crate) fn active(&self) -> usize {
-        let spares: usize = self.spares.iter().map(|s| s.load(Ordering::Relaxed)).sum();
+        let spares: usize = self
+            .spares
+            .iter()
+            .map(|s| s.spare.load(Ordering::Relaxed))
+            .sum();
         self.leased.load(Ordering::Relaxed).saturating_sub(spares)
     }
 
@@ -135,7 +138,7 @@ impl Gate {
 
     /// `stripe`'s spares (`stripe` is below the stripe count).
     fn spare(&self, stripe: usize) -> &AtomicUsize {
-        &self.spares[stripe]
+        &self.spares[stripe].spare
     }
 
     fn is_global(&self) -> bool {
@@ -183,7 +186,7 @@ impl Gate {
         let o = self.fences.order();
         let n = self.spares.len();
         (1..n)
-            .map(|i| &self.spares[(stripe + i) % n])
+            .map(|i| &self.spares[(stripe + i) % n].spare)
             .filter(|s| s.load(o) > 0)
             .map(|s| s.swap(0, o))
             .find(|&x| x > 0)
@@ -311,8 +314,8 @@ impl Gate {
         if max < self.max.load(o) && !self.is_global() {
             self.global.store(true, o);
             self.fences.fence();
-            for spare in &self.spares[..] {
-                let x = spare.swap(0, o);
+            for line in &self.spares[..] {
+                let x = line.spare.swap(0, o);
                 if x > 0 {
                     self.leased.fetch_sub(x, o);
                 }
@@ -385,7 +388,7 @@ mod loom_tests {
     fn striped(max: usize, unfenced: bool) -> Gate {
         Gate {
             fences: Fences { off: unfenced },
-            ..Gate::with_batch(max, 2, 1, false)
+            ..Gate::with_batch(max, crate::task::stripe_lines(2), 1, false)
         }
     }
 

@@ -20,13 +20,15 @@
 //! # Stripes
 //! What every item writes at its spawn and its end -- its slot, its
 //! in-flight count, its task's reference to the queue -- is counted per
-//! **stripe**, the spawning thread's (`thread ordinal % 16`), each on a
-//! cache line of its own, and the item's end writes its spawn's stripe
+//! **stripe**, the spawning thread's (`thread ordinal % 16`), each stripe
+//! on a cache line of its own, and the item's end writes its spawn's stripe
 //! again. Items spawned and run on one CPU (the `cpu` and `smt` scopes, a
 //! submitter feeding its own pod) then write no line another CPU writes;
 //! one global count per queue was a line that moved between CPUs with
-//! every item (`docs/benchmarks.md`, section 3). Each count's protocol is
-//! in its module: [`gate`] (slots leased to stripes in batches), [`flight`]
+//! every item (`docs/benchmarks.md`, section 3). The three counts of a
+//! stripe share its one line (`task::StripeLine`): an item's spawn and its
+//! end, on two CPUs, move one line between them, not three. Each count's
+//! protocol is in its module: [`gate`] (slots leased to stripes in batches), [`flight`]
 //! (a sum of stripes a flush can trust), `task::queue_ref` (references
 //! collected into one count when the last handle goes).
 //!
@@ -262,6 +264,8 @@ pub(crate) struct QueueCounts {
 
 impl Queue {
     pub(crate) fn new(config: QueueConfig, scheduler: Weak<Scheduler>) -> Queue {
+        // One line per stripe for all three per-item counts ("Stripes").
+        let lines = task::stripe_lines(STRIPES);
         Queue {
             name: config.name,
             scheduler,
@@ -271,9 +275,9 @@ impl Queue {
             scope: AtomicU8::new(config.scope.index() as u8),
             strict: AtomicBool::new(config.strict),
             counts: CachePadded::new(Counts {
-                gate: Gate::new(config.max_active, STRIPES),
-                flight: Flight::new(STRIPES),
-                refs: TaskRefs::new(STRIPES),
+                gate: Gate::new(config.max_active, lines.clone()),
+                flight: Flight::on(lines.clone()),
+                refs: TaskRefs::on(lines),
             }),
             inactive: Injector::new(),
             color: AtomicU8::new(0),
