@@ -822,3 +822,28 @@ fn queues_created_and_dropped_under_load_are_all_freed() {
         });
     });
 }
+
+/// An item of an ordered queue aborts a later item, still waiting on the
+/// inactive list behind it, and awaits it: the await says cancelled at
+/// once (it must not wait for the item's turn, which comes only after the
+/// awaiting item ends).
+#[test]
+fn aborting_a_waiting_item_resolves_at_once() {
+    let rt = Runtime::new().unwrap();
+    let q = Workqueue::builder("abort-waiting")
+        .ordered()
+        .build(rt.handle())
+        .unwrap();
+    let q2 = q.clone();
+    let first = q.spawn(async move {
+        let later = q2.spawn(async { 1 });
+        later.abort();
+        later.await
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(rt.block_on(first)).unwrap());
+    let awaited = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the aborted item's await waited for its turn: a deadlock");
+    assert!(awaited.unwrap().unwrap_err().is_cancelled());
+}

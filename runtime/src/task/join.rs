@@ -11,17 +11,12 @@ use super::TaskMeta;
 
 type Outcome<T> = Result<T, Box<dyn Any + Send + 'static>>;
 type RawTask<T> = async_task::FallibleTask<Guarded<Outcome<T>>, TaskMeta>;
-/// What a cancelled task gives: its output if it had completed first.
-type Cancelling<T> = Pin<Box<dyn Future<Output = Option<Guarded<Outcome<T>>>> + Send>>;
 
 /// A handle's task.
 enum Slot<T> {
-    /// Not aborted.
+    /// Not aborted (or aborted while it had finished: it keeps its output).
     Task(RawTask<T>),
-    /// Aborted: async-task's `cancel`, which resolves once the future is
-    /// gone, to the output if the task completed before the cancel.
-    Aborted(Cancelling<T>),
-    /// Aborted, and what the cancel resolved to (taken by the await).
+    /// Aborted after it had completed (the cancel found its output).
     Ended(Option<Guarded<Outcome<T>>>),
 }
 
@@ -30,7 +25,6 @@ impl<T> Slot<T> {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Guarded<Outcome<T>>>> {
         match self {
             Slot::Task(task) => Pin::new(task).poll(cx),
-            Slot::Aborted(cancel) => cancel.as_mut().poll(cx),
             Slot::Ended(out) => Poll::Ready(out.take()),
         }
     }
@@ -146,54 +140,62 @@ impl<T> JoinHandle<T> {
     /// by a worker of its pool, which the cancel schedules (the task is
     /// queued once more, to be dropped instead of polled), or after its
     /// current poll -- and awaiting this handle gives a cancelled
-    /// [`JoinError`] once the future is gone (what it held, a socket's
-    /// port say, is free by then). A task that completed before the
-    /// cancel took effect keeps its output: awaiting gives it.
-    pub fn abort(&self)
-    where
-        T: Send + 'static,
-    {
-        let mut slot = crate::loom::lock(&self.task);
-        if let Some(Slot::Task(task)) = slot.take() {
-            if task.is_finished() {
-                *slot = Some(Slot::Task(task));
-                return;
+    /// [`JoinError`]. That error can come before the future is dropped:
+    /// do not count on its resources (a socket's port, say) being free
+    /// when the await returns. A task that completed before the cancel
+    /// keeps its output: awaiting gives it. (One whose last poll is
+    /// running when the cancel comes is cancelled: its output is dropped.)
+    pub fn abort(&self) {
+        // Taken out of the slot, so that the cancel runs without the lock
+        // (it may schedule the task: its pool's lock, a kick). Meanwhile a
+        // concurrent `abort` does nothing and `is_finished` says true, as
+        // for a cancelled task.
+        let task = {
+            let mut slot = crate::loom::lock(&self.task);
+            match slot.take() {
+                Some(Slot::Task(task)) if !task.is_finished() => task,
+                other => {
+                    *slot = other;
+                    return;
+                }
             }
-            let mut cancel: Cancelling<T> = Box::pin(task.cancel());
-            // An `async fn` does nothing until polled: this first poll is
-            // what cancels (async-task marks the task closed and schedules
-            // it if idle). Its waker is a no-op: nobody awaits this handle
-            // now (awaiting needs `&mut`), and the next await registers its
-            // own.
-            let ended = cancel
-                .as_mut()
-                .poll(&mut Context::from_waker(Waker::noop()));
-            *slot = Some(match ended {
-                Poll::Pending => Slot::Aborted(cancel),
-                Poll::Ready(out) => Slot::Ended(out),
-            });
+        };
+        // async-task's `cancel` closes the task unless it has completed
+        // (one atomic step: a task completing meanwhile keeps its output,
+        // where reading `is_finished` and then dropping the handle lost
+        // it). An `async fn` does nothing until polled: the first poll is
+        // the cancel, and its answer is all this needs.
+        let mut cancel = std::pin::pin!(task.cancel());
+        let out = match cancel
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+        {
+            Poll::Ready(out) => out,
+            // Closed before it completed: it never gives an output (a poll
+            // running now that completes drops it). Dropping the cancel
+            // detaches the task; the await says cancelled at once, as it
+            // did, rather than wait for a queued task's turn (an item on
+            // its workqueue's inactive list, a job behind busy blocking
+            // threads: waiting there could deadlock its awaiter).
+            Poll::Pending => None,
+        };
+        drop(cancel);
+        if out.is_some() {
+            *crate::loom::lock(&self.task) = Some(Slot::Ended(out));
         }
     }
 
-    /// Whether the task has finished (completed, panicked, or cancelled
-    /// with its future dropped).
+    /// Whether the task has finished (completed, panicked, or cancelled).
     pub fn is_finished(&self) -> bool {
-        let mut slot = crate::loom::lock(&self.task);
-        match slot.as_mut() {
-            None => true,
+        match crate::loom::lock(&self.task).as_ref() {
+            None | Some(Slot::Ended(_)) => true,
             Some(Slot::Task(task)) => task.is_finished(),
-            Some(Slot::Ended(_)) => true,
-            // As in `abort`, a no-op waker: an awaiter registers its own.
-            Some(aborted) => aborted
-                .poll(&mut Context::from_waker(Waker::noop()))
-                .map(|out| *aborted = Slot::Ended(out))
-                .is_ready(),
         }
     }
 }
 
-// Nothing in a handle is pinned through it: the task and the cancel are
-// boxed, and an ended abort's output is only moved out.
+// Nothing in a handle is pinned through it: async-task's handle is a
+// pointer, and an ended abort's output is only moved out.
 impl<T> Unpin for JoinHandle<T> {}
 
 impl<T> Future for JoinHandle<T> {
@@ -228,7 +230,6 @@ impl<T> Drop for JoinHandle<T> {
             Some(Slot::Task(task)) => task.detach(),
             // Dropping async-task's `cancel` detaches the task (its output,
             // if any, is dropped guarded).
-            Some(Slot::Aborted(cancel)) => drop(cancel),
             Some(Slot::Ended(out)) => drop(out),
             None => {}
         }
