@@ -165,21 +165,23 @@ impl<T> JoinHandle<T> {
         // where reading `is_finished` and then dropping the handle lost
         // it). An `async fn` does nothing until polled: the first poll is
         // the cancel, and its answer is all this needs.
-        let mut cancel = std::pin::pin!(task.cancel());
-        let out = match cancel
-            .as_mut()
-            .poll(&mut Context::from_waker(Waker::noop()))
-        {
-            Poll::Ready(out) => out,
-            // Closed before it completed: it never gives an output (a poll
-            // running now that completes drops it). Dropping the cancel
-            // detaches the task; the await says cancelled at once, as it
-            // did, rather than wait for a queued task's turn (an item on
-            // its workqueue's inactive list, a job behind busy blocking
-            // threads: waiting there could deadlock its awaiter).
-            Poll::Pending => None,
+        let out = {
+            let mut cancel = std::pin::pin!(task.cancel());
+            match cancel
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()))
+            {
+                Poll::Ready(out) => out,
+                // Closed before it completed: it never gives an output (a
+                // poll running now that completes drops it). The cancel,
+                // dropped at the end of this block, detaches the task; the
+                // await says cancelled at once, as it did, rather than
+                // wait for a queued task's turn (an item on its
+                // workqueue's inactive list, a job behind busy blocking
+                // threads: waiting there could deadlock its awaiter).
+                Poll::Pending => None,
+            }
         };
-        drop(cancel);
         if out.is_some() {
             *crate::loom::lock(&self.task) = Some(Slot::Ended(out));
         }
