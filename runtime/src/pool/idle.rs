@@ -424,15 +424,24 @@ impl Idle {
         false
     }
 
+    /// Whether [`Idle::wake_idle`] may find a worker (the hint, no lock).
+    pub(crate) fn may_wake_idle(&self) -> bool {
+        let h = self.hint.load();
+        !h.closed() && (h.parked() > 0 || h.searching() > 0)
+    }
+
     /// Wakes an idle worker with no work for it, to take over the I/O
     /// driver a thread gave up (the worker searches, finds nothing and
     /// parks again, in the driver if nobody turns it): never starts one.
     /// Returns whether a worker will come (one woken, or one searching
     /// already).
     pub(crate) fn wake_idle(&self) -> bool {
+        if !self.may_wake_idle() {
+            return false;
+        }
         let h = self.hint.load();
-        if h.closed() || h.parked() == 0 {
-            return h.searching() > 0;
+        if h.searching() > 0 {
+            return true;
         }
         let mut wake = WakeQueue::default();
         let woke = {

@@ -35,11 +35,15 @@
 //! its work and idles again; a busy pool's long polls are covered by the
 //! watchdog's turn). Those that may not come back for long call
 //! [`super::Host::attend_driver`], which wakes an idle worker to park in
-//! it if nobody turns it: `block_on` when it returns, a worker culled or
-//! blocking in `block_in_place` (which starts a worker if none is idle:
-//! the blocked one no longer counts), and the watchdog and a busy
-//! worker's zero-wait turns (a worker that idled during them found the
-//! driver taken). Without it, with the watchdog off, a timer waited for
+//! it if nobody turns it: `block_on` when it returns, a worker culled out
+//! of the driver or blocking in `block_in_place` after leaving it (once
+//! per stay: [`Parker::was_in_driver`]; it starts a worker if none is
+//! idle, the blocked one no longer counting), the watchdog after its
+//! zero-wait turn, and a busy worker after its own (for its pool's
+//! idlers): a worker that idled during those found the driver taken. The
+//! caller fences (`SeqCst`) after giving the driver back and before
+//! reading who is parked; a parker counts itself parked before it tries
+//! the driver: one of the two sees the other. Without it, with the watchdog off, a timer waited for
 //! the next push (`a_timer_fires_after_block_on_leaves_the_driver`,
 //! `a_timer_fires_while_the_worker_that_held_the_driver_blocks`).
 
@@ -64,6 +68,8 @@ struct Inner {
 /// The parking side, kept by its thread.
 pub(crate) struct Parker {
     inner: Arc<Inner>,
+    /// The last park was in the driver.
+    in_driver: std::cell::Cell<bool>,
 }
 
 /// The waking side: cloneable, `Send + Sync`.
@@ -89,6 +95,7 @@ impl Parker {
                 thread: std::thread::current(),
                 driver: OnceLock::new(),
             }),
+            in_driver: std::cell::Cell::new(false),
         }
     }
 
@@ -141,6 +148,7 @@ impl Parker {
         timeout: Duration,
         turn: impl FnOnce(&mut dyn FnMut(&mut driver::Driver)) -> bool,
     ) -> usize {
+        self.in_driver.set(false);
         if self.consume() {
             return 0;
         }
@@ -156,6 +164,7 @@ impl Parker {
             });
         });
         if lent && let Some(n) = woken {
+            self.in_driver.set(true);
             return n;
         }
         if self.enter(PARKED) {
@@ -163,6 +172,14 @@ impl Parker {
             self.leave();
         }
         0
+    }
+}
+
+impl Parker {
+    /// Whether the last [`park`](Parker::park) held the driver: the thread
+    /// leaves it to nobody until it parks again (`attend_driver`).
+    pub(crate) fn was_in_driver(&self) -> bool {
+        self.in_driver.get()
     }
 }
 

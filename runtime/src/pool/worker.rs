@@ -103,6 +103,9 @@ pub(crate) struct Local {
     now: Cell<u64>,
     /// In `block_in_place`: wakes on this thread go to the injector.
     blocked: Cell<bool>,
+    /// Its last park was in the I/O driver, and it has not asked anyone to
+    /// take the driver since (`park`, "Attending the driver").
+    left_driver: Cell<bool>,
     /// The CPU this worker stands for when the topology is not this
     /// machine's (placement of its spawns).
     pub(crate) virtual_cpu: usize,
@@ -171,6 +174,7 @@ pub(crate) fn block_in_place<R>(f: impl FnOnce() -> R) -> R {
     // timers and sockets do not wait for `f` (`park`, "Attending the
     // driver").
     if !coming
+        && local.left_driver.replace(false)
         && let Some(host) = local.pool.host.upgrade()
         && !host.attend_driver()
     {
@@ -217,6 +221,7 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
             lifo: Cell::new(None),
             now: Cell::new(clock::now()),
             blocked: Cell::new(false),
+            left_driver: Cell::new(false),
             virtual_cpu: pool.cpus[slot % pool.cpus.len()],
         });
         current::set_worker(Some(local.clone()));
@@ -224,6 +229,7 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
         current::set_worker(None);
         let local =
             Rc::try_unwrap(local).unwrap_or_else(|_| unreachable!("only `current` shares it"));
+        let left_driver = local.left_driver.get();
         // Anything left: the pool is closed (the tasks are dropped, as the
         // shutdown drops everything queued), or we were culled, and a task
         // may have been queued here since we went idle: a worker parked in
@@ -246,8 +252,8 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
         core.publish(pool, slot);
         next = pool.idle.exit(slot);
         if next == Next::Exit {
-            // Culled, perhaps out of the driver: an idle worker takes it.
-            if !pool.is_closed() {
+            // Culled out of the driver: an idle worker takes it.
+            if !pool.is_closed() && left_driver {
                 host.attend_driver();
             }
             break;
@@ -451,6 +457,7 @@ impl Core {
                 // In the runtime's I/O driver if nobody turns it, else on
                 // the futex (`park`).
                 parker.park(idle_timeout, |turn| host.turn_driver(turn));
+                local.left_driver.set(parker.was_in_driver());
                 let mut wake = WakeQueue::default();
                 // Tasks the driver turn woke into this worker's LIFO slot
                 // are work too.
@@ -518,10 +525,15 @@ impl Core {
             let turned = host.turn_driver(&mut |d| {
                 d.turn(Some(Duration::ZERO));
             });
-            // A sibling that idled meanwhile found the driver taken and
-            // sleeps on its futex: it takes the driver now.
-            if turned && host.driver_unattended() {
-                pool.idle.wake_idle();
+            // A sibling of its pool that idled meanwhile found the driver
+            // taken and sleeps on its futex: it takes the driver now (a
+            // worker of another pool waits for its own pool's turns, or
+            // the watchdog's, which asks every pool).
+            if turned {
+                std::sync::atomic::fence(Ordering::SeqCst);
+                if host.driver_unattended() {
+                    pool.idle.wake_idle();
+                }
             }
         }
         if self.tick.is_multiple_of(GLOBAL_QUEUE_INTERVAL)

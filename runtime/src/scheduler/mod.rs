@@ -197,7 +197,6 @@ impl Scheduler {
         pool
     }
 
-    /// Every pool created so far.
     /// Binds the calling thread, one of the runtime's own that is not a
     /// worker (a blocking thread, the rescuer), to every CPU of a live
     /// topology: a thread inherits its creator's CPUs, and the creator may
@@ -211,6 +210,7 @@ impl Scheduler {
         let _ = crate::topology::bind_current_thread(&all);
     }
 
+    /// Every pool created so far.
     pub(crate) fn pools(&self) -> Vec<Arc<Pool>> {
         crate::loom::lock(&self.all_pools).clone()
     }
@@ -356,10 +356,22 @@ impl Host for Scheduler {
     }
 
     fn attend_driver(&self) -> bool {
+        // The store-buffering pair with a worker that parks: it counts
+        // itself parked, then tries the driver's lock; this thread gave the
+        // lock back, then reads who is parked. One of the two sees the
+        // other.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if !self.services.driver_unattended() {
             return true;
         }
-        self.pools().iter().any(|p| p.idle.wake_idle())
+        // Only the pools with a worker parked or searching (the hint, read
+        // without their locks): no clone of every pool's `Arc`.
+        let candidates: Vec<Arc<Pool>> = crate::loom::lock(&self.all_pools)
+            .iter()
+            .filter(|p| p.idle.may_wake_idle())
+            .cloned()
+            .collect();
+        candidates.iter().any(|p| p.idle.wake_idle())
     }
 
     fn steal_remote(
