@@ -240,7 +240,12 @@ fn parse_workers(value: &Expr) -> syn::Result<Setting<u64>> {
             "option `workers` takes a positive integer literal, like `workers = 4`",
         ));
     };
-    let n: u64 = lit.base10_parse()?;
+    let n: u64 = lit.base10_parse().map_err(|_| {
+        syn::Error::new(
+            lit.span(),
+            format!("option `workers` is too large: a pool holds at most {MAX_WORKERS} workers"),
+        )
+    })?;
     if n == 0 {
         return Err(syn::Error::new(
             lit.span(),
@@ -458,7 +463,10 @@ mod tests {
         assert_eq!(one_error(quote!(workers = -1)), not_int);
         assert_eq!(one_error(quote!(workers = n)), not_int);
         assert_eq!(one_error(quote!(workers = 1.5)), not_int);
-        assert!(!one_error(quote!(workers = 99999999999999999999999)).is_empty());
+        assert!(
+            one_error(quote!(workers = 99999999999999999999999))
+                .starts_with("option `workers` is too large"),
+        );
     }
 
     #[test]

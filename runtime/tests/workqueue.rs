@@ -847,3 +847,30 @@ fn aborting_a_waiting_item_resolves_at_once() {
         .expect("the aborted item's await waited for its turn: a deadlock");
     assert!(awaited.unwrap().unwrap_err().is_cancelled());
 }
+
+/// A flush or a drain awaited by one of the queue's own items would wait
+/// for that item forever: it panics instead (the item's handle says so),
+/// and the queue goes on.
+#[test]
+fn a_flush_or_drain_from_the_queues_own_item_panics_instead_of_hanging() {
+    within(30, || {
+        let rt = Runtime::new().unwrap();
+        let q = Workqueue::builder("self-flush").build(rt.handle()).unwrap();
+        for drain in [false, true] {
+            let q2 = q.clone();
+            let h = q.spawn(async move {
+                if drain {
+                    q2.drain().await
+                } else {
+                    q2.flush().await
+                }
+            });
+            let err = rt.block_on(h).unwrap_err();
+            assert!(err.is_panic(), "{err:?}");
+            assert!(err.to_string().contains("wait for itself"), "{err}");
+        }
+        // Neither left the queue stuck nor refusing outside work.
+        assert_eq!(rt.block_on(q.spawn(async { 3 })).unwrap(), 3);
+        rt.block_on(q.flush());
+    });
+}

@@ -140,6 +140,11 @@ impl Workqueue {
     /// Waits until every item spawned on the queue before this call has
     /// finished (items spawned meanwhile may still run). Flushes of one
     /// queue run one at a time, in order.
+    ///
+    /// # Panics
+    /// When awaited by one of the queue's own items: it would wait for
+    /// itself forever (the kernel warns of the same). Flush from outside
+    /// the queue, or await the items' handles.
     pub async fn flush(&self) {
         self.queue.flush().await;
     }
@@ -147,6 +152,10 @@ impl Workqueue {
     /// Flushes until no item is left, refusing items from outside the queue
     /// meanwhile (an item of the queue may still spawn more on it, as the
     /// kernel's `drain_workqueue()` allows chained work).
+    ///
+    /// # Panics
+    /// When awaited by one of the queue's own items, as
+    /// [`flush`](Workqueue::flush).
     pub async fn drain(&self) {
         self.queue.drain().await;
     }
@@ -180,6 +189,8 @@ impl Workqueue {
     /// A lowered limit costs the queue its per-CPU slot counts for good:
     /// its slots are counted on one cache line from then on, which every
     /// CPU feeding the queue writes (`docs/guide/workqueues.md`, "Cost").
+    /// So does a limit below 128 from the start, and raising it later does
+    /// not give them back.
     ///
     /// # Errors
     /// On an ordered queue, and for `n` over 2048.

@@ -408,6 +408,7 @@ impl Queue {
 
     /// Waits until every item spawned before the call has finished.
     pub(crate) async fn flush(&self) {
+        self.not_from_own_item("flush");
         // Our turn: flushes run one at a time, in order.
         let ticket = {
             let mut f = lock(&self.flush);
@@ -463,6 +464,16 @@ impl Queue {
         self.color_emptied(old).await;
     }
 
+    /// Panics if the calling task is one of this queue's items: its
+    /// `what` (a flush or a drain) would wait for the item itself.
+    fn not_from_own_item(&self, what: &str) {
+        assert!(
+            current::running_queue() != self.link_id(),
+            "wq: Workqueue::{what} of {:?} awaited by one of its own items would wait for itself forever; {what} from outside the queue, or await the items' JoinHandles",
+            self.name
+        );
+    }
+
     /// Waits until no item of `color` is in flight (the flusher's half of
     /// `flight`'s handshake).
     async fn color_emptied(&self, color: usize) {
@@ -492,6 +503,7 @@ impl Queue {
 
     /// Flushes until nothing is in flight, refusing outside work meanwhile.
     pub(crate) async fn drain(&self) {
+        self.not_from_own_item("drain");
         // Counted, as the kernel's `nr_drainers`: outside work stays
         // refused until the last drain ends (or is dropped).
         self.draining.fetch_add(1, Ordering::SeqCst);
@@ -640,7 +652,12 @@ impl QueueHandle {
             .gate
             .admit_now(stripe, &queue.inactive, &mut queue.releaser());
         let pool = if admitted {
-            queue.release_on(scheduler, runnable, cpu)
+            let pool = queue.release_on(scheduler, runnable, cpu);
+            if pool.is_none() {
+                // Closed since the check above: the future was dropped.
+                return Err(Refused::Closed);
+            }
+            pool
         } else {
             // The item waits and is released later, maybe by another
             // thread: it keeps the CPU it was submitted on for its
