@@ -6,9 +6,10 @@
 //! - it binds where its user says (`--addr`), loopback by default;
 //! - at most [`MAX_CONNECTIONS`] connections at once (beyond, a new one is
 //!   closed at once), each open at most [`CONNECTION_LIFETIME`];
-//! - a client has [`HEADER_READ_TIMEOUT`] to send its first bytes (the
-//!   `auto` server's version sniffing has no timer of its own: a client
-//!   that connects and says nothing would hold its connection forever) and
+//! - a client has [`HEADER_READ_TIMEOUT`] to send its first bytes, enough
+//!   of them to tell HTTP/1 from HTTP/2 (the `auto` server's version
+//!   sniffing has no timer of its own: a client that connects and says
+//!   nothing, or sends `P` and stops, would hold its connection forever) and
 //!   then each request head, and each request [`REQUEST_TIMEOUT`] to be
 //!   answered (504 after);
 //! - request bodies are capped at [`MAX_BODY`] bytes (413 beyond);
@@ -235,10 +236,9 @@ where
         drop(wq::spawn(async move {
             let _slot = slot;
             let conn = async {
-                let mut first = [0u8; 1];
-                match wq::time::timeout(limits.first_bytes, stream.peek(&mut first)).await {
-                    Ok(Ok(0)) => return Ok(()),
-                    Ok(Ok(_)) => {}
+                match wq::time::timeout(limits.first_bytes, version_known(&stream)).await {
+                    Ok(Ok(false)) => return Ok(()),
+                    Ok(Ok(true)) => {}
                     Ok(Err(e)) => return Err(e.into()),
                     Err(_) => return Err("no request within the first-bytes timeout".into()),
                 }
@@ -252,6 +252,32 @@ where
                 eprintln!("connection from {peer}: {e}");
             }
         }));
+    }
+}
+
+/// HTTP/2's connection preface, which hyper-util's `auto` server reads to
+/// tell the protocol.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Waits (without reading) until the client has sent enough for the
+/// `auto` server to tell HTTP/1 from HTTP/2 at once: bytes that leave the
+/// preface, or the whole preface. The server's own sniffing has no timer:
+/// a client that sent `P` and stopped would hold the connection for its
+/// lifetime. Returns `false` if the client closed first.
+async fn version_known(stream: &wq::net::TcpStream) -> io::Result<bool> {
+    let mut seen = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut seen).await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        if n == H2_PREFACE.len() || seen[..n] != H2_PREFACE[..n] {
+            return Ok(true);
+        }
+        // A prefix of the preface, the rest not here yet: `peek` would
+        // return the same bytes at once, so look again shortly (rare: a
+        // client sends its preface in one write).
+        wq::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -130,6 +130,17 @@ fn silent_clients_full_houses_and_long_connections_are_closed() {
             waited >= Duration::from_millis(900) && waited < Duration::from_millis(3500),
             "silent client closed after {waited:?}"
         );
+        // So is one that sends the start of HTTP/2's preface and stops:
+        // the sniffing waits for the rest, with no timer either.
+        for start in [&b"P"[..], b"PRI * HTTP/2.0\r\n"] {
+            let mut partial = TcpStream::connect(addr).await.unwrap();
+            partial.write_all(start).await.unwrap();
+            let waited = time_to_close(&mut partial).await;
+            assert!(
+                waited < Duration::from_millis(3500),
+                "a client that sent {start:?} was closed after {waited:?}"
+            );
+        }
         // Two connections fill the house: a third is closed at once, long
         // before its first-bytes timeout would.
         let a = TcpStream::connect(addr).await.unwrap();
