@@ -314,6 +314,25 @@ fn requests_polling_fast_share_a_snapshot_and_a_bad_since_is_refused() {
     });
 }
 
+/// Bound to a wildcard address, the dashboard is reached through
+/// loopback too: such a connection gets the same Host check (a page
+/// rebinding its DNS to 127.0.0.1 would read it otherwise).
+#[test]
+fn a_wildcard_listener_checks_the_host_of_loopback_connections() {
+    within(60, || {
+        let rt = runtime();
+        let d = wq::dashboard::serve_on(rt.handle(), "0.0.0.0:0").unwrap();
+        let port = d.local_addr().port();
+        let local = SocketAddr::from(([127, 0, 0, 1], port));
+        let rebound = request(
+            local,
+            "GET /api/snapshot HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(rebound.status, 403);
+        assert_eq!(get(local, "/api/snapshot").status, 200);
+    });
+}
+
 #[test]
 fn serve_outside_a_runtime_says_how_to_call_it() {
     let err = wq::dashboard::serve("127.0.0.1:0").unwrap_err();

@@ -29,7 +29,9 @@
 //!    worker), diffs it with the previous one, and appends the interval's
 //!    point (per pool: p50/p95/p99 scheduling delay, p99 poll, rates,
 //!    workers by state) to a ring of [`HISTORY`] points, all on that
-//!    blocking thread. Pages read the ring; no request takes a snapshot but
+//!    blocking thread, the diff without the ring's lock (only the push
+//!    takes it). Pages read the ring, serialized on the blocking pool too
+//!    (`/api/history`); no request takes a snapshot but
 //!    `/metrics` and `/api/snapshot`, on the blocking pool too, one at a
 //!    time: a request within [`SNAPSHOT_FRESH`] of the last snapshot is
 //!    answered from it, so clients polling fast cost one snapshot per
@@ -40,9 +42,11 @@
 //!
 //! # Hardening
 //! - read-only: `GET` and `HEAD` only, `405` (with `Allow`) otherwise;
-//! - bound to loopback, it answers only requests whose `Host` is
-//!   `localhost` or a loopback address (`403` otherwise): a web page that
-//!   rebinds its host name to 127.0.0.1 cannot read it through a browser;
+//! - on a connection made to a loopback address (bound to loopback, or to
+//!   a wildcard address and reached through loopback), it answers only
+//!   requests whose `Host` is `localhost` or a loopback address (`403`
+//!   otherwise): a web page that rebinds its host name to 127.0.0.1
+//!   cannot read it through a browser;
 //! - a client has [`HEADER_READ_TIMEOUT`] to send each request head
 //!   (`WqTimer`), the head is at most [`MAX_HEAD_BYTES`], a request body
 //!   is never read (`413` if one is announced), and a connection lives at
@@ -135,7 +139,6 @@ pub fn serve_on(handle: &Handle, addr: impl ToSocketAddrs) -> io::Result<Dashboa
         refused: AtomicU64::new(0),
         tasks: Mutex::new(Tasks::default()),
         stopped: AtomicBool::new(false),
-        loopback: local_addr.ip().is_loopback(),
     });
     let sampler = handle.spawn(sample(shared.clone()));
     let accept = handle.spawn(accept(shared.clone(), listener, timer));
@@ -205,9 +208,6 @@ struct Shared {
     refused: AtomicU64,
     tasks: Mutex<Tasks>,
     stopped: AtomicBool,
-    /// Bound to a loopback address: requests must name a local host
-    /// ([`local_host`]).
-    loopback: bool,
 }
 
 impl Shared {
@@ -280,13 +280,22 @@ struct Feed<'a> {
     points: Vec<&'a Point>,
 }
 
+/// A sample made ready outside the history's lock (its diff merges
+/// histograms: module docs).
+struct Prepared {
+    /// The point against the last sample (none for the first).
+    pools: Option<Vec<PoolPoint>>,
+    t: f64,
+    infos: Vec<PoolInfo>,
+}
+
 impl History {
-    fn push(&mut self, now: Snapshot) {
-        if let Some(last) = &self.last {
+    /// The point `now` makes after `last` (no lock held).
+    fn prepare(last: Option<&Snapshot>, now: &Snapshot) -> Prepared {
+        let pools = last.map(|last| {
             let d = now.delta(last);
             let secs = d.interval.map_or(1.0, |i| i.as_secs_f64()).max(1e-3);
-            let pools = d
-                .pools
+            d.pools
                 .iter()
                 .map(|p| PoolPoint {
                     id: p.id,
@@ -304,18 +313,9 @@ impl History {
                     blocked: p.workers.blocked,
                     tasks: p.tasks,
                 })
-                .collect();
-            self.points.push_back(Point {
-                seq: self.next_seq,
-                t: now.uptime.as_secs_f64(),
-                pools,
-            });
-            self.next_seq += 1;
-            while self.points.len() > HISTORY {
-                self.points.pop_front();
-            }
-        }
-        self.pools = now
+                .collect()
+        });
+        let infos = now
             .pools
             .iter()
             .map(|p| PoolInfo {
@@ -328,7 +328,34 @@ impl History {
                 strict: p.strict,
             })
             .collect();
+        Prepared {
+            pools,
+            t: now.uptime.as_secs_f64(),
+            infos,
+        }
+    }
+
+    /// Adds a prepared sample, `now` being the snapshot it was made of.
+    fn add(&mut self, p: Prepared, now: Snapshot) {
+        if let Some(pools) = p.pools {
+            self.points.push_back(Point {
+                seq: self.next_seq,
+                t: p.t,
+                pools,
+            });
+            self.next_seq += 1;
+            while self.points.len() > HISTORY {
+                self.points.pop_front();
+            }
+        }
+        self.pools = p.infos;
         self.last = Some(now);
+    }
+
+    #[cfg(test)]
+    fn push(&mut self, now: Snapshot) {
+        let p = History::prepare(self.last.as_ref(), &now);
+        self.add(p, now);
     }
 }
 
@@ -365,7 +392,13 @@ async fn sample(shared: Arc<Shared>) {
             .handle
             .spawn_blocking(move || {
                 let snap = s.handle.metrics();
-                crate::loom::lock(&s.history).push(snap);
+                // Only this sampler writes `last`: taken out, diffed
+                // without the lock (a request for the feed waits only for
+                // the push), and put back with the new point.
+                let last = crate::loom::lock(&s.history).last.take();
+                let point = History::prepare(last.as_ref(), &snap);
+                drop(last);
+                crate::loom::lock(&s.history).add(point, snap);
             })
             .await;
         crate::time::sleep(SAMPLE_EVERY).await;
@@ -401,12 +434,18 @@ async fn accept(shared: Arc<Shared>, listener: crate::net::TcpListener, timer: W
         }
         shared.conns.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
+        // Made to a loopback address: requests must name a local host
+        // ([`local_host`]). Per connection: a listener on a wildcard
+        // address is reached through loopback too.
+        let loopback = stream
+            .local_addr()
+            .map_or(true, |a| a.ip().to_canonical().is_loopback());
         let conn_shared = shared.clone();
         let conn = http.serve_connection(
             WqIo::new(stream),
             hyper::service::service_fn(move |req| {
                 let s = conn_shared.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(&s, req).await) }
+                async move { Ok::<_, std::convert::Infallible>(route(&s, loopback, req).await) }
             }),
         );
         // The id first, the spawn outside the lock (a kick takes the pool
@@ -464,7 +503,7 @@ fn reply(status: StatusCode, kind: &'static str, body: impl Into<Bytes>) -> Repl
 const TEXT: &str = "text/plain; charset=utf-8";
 const JSON: &str = "application/json";
 
-async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Reply {
+async fn route(shared: &Arc<Shared>, loopback: bool, req: Request<Incoming>) -> Reply {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = reply(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -475,7 +514,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Reply {
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
-    if shared.loopback && !local_host(req.headers().get(header::HOST)) {
+    if loopback && !local_host(req.headers().get(header::HOST)) {
         return reply(
             StatusCode::FORBIDDEN,
             TEXT,
@@ -518,30 +557,37 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Reply {
                 Ok(since) => since,
                 Err(why) => return reply(StatusCode::BAD_REQUEST, TEXT, format!("{why}\n")),
             };
-            let body = {
-                let h = crate::loom::lock(&shared.history);
-                let feed = Feed {
-                    thread_name: &shared.handle.scheduler.config.thread_name,
-                    cpus: shared
-                        .handle
-                        .topology()
-                        .cpus()
-                        .iter()
-                        .map(|c| c.os_index)
-                        .collect(),
-                    latency_capture: shared.handle.scheduler.config.latency_capture,
-                    pools: &h.pools,
-                    points: h
-                        .points
-                        .iter()
-                        .filter(|p| since.is_none_or(|s| p.seq > s))
-                        .collect(),
-                };
-                serde_json::to_vec(&feed)
-            };
+            // Serialized on the blocking pool: up to HISTORY points per
+            // pool, no work for a worker.
+            let s = shared.clone();
+            let body = shared
+                .handle
+                .spawn_blocking(move || {
+                    let h = crate::loom::lock(&s.history);
+                    let feed = Feed {
+                        thread_name: &s.handle.scheduler.config.thread_name,
+                        cpus: s
+                            .handle
+                            .topology()
+                            .cpus()
+                            .iter()
+                            .map(|c| c.os_index)
+                            .collect(),
+                        latency_capture: s.handle.scheduler.config.latency_capture,
+                        pools: &h.pools,
+                        points: h
+                            .points
+                            .iter()
+                            .filter(|p| since.is_none_or(|since| p.seq > since))
+                            .collect(),
+                    };
+                    serde_json::to_vec(&feed)
+                })
+                .await;
             match body {
-                Ok(body) => reply(StatusCode::OK, JSON, body),
-                Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, format!("{e}\n")),
+                Ok(Ok(body)) => reply(StatusCode::OK, JSON, body),
+                Ok(Err(e)) => reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, format!("{e}\n")),
+                Err(_) => unavailable(),
             }
         }
         _ => reply(
