@@ -31,7 +31,7 @@ pub fn router() -> Router {
 
 async fn metrics() -> Response {
     match crate::routes::metrics_table().await {
-        Ok(table) => table.into_response(),
+        Ok(table) => table.to_string().into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }

@@ -4,9 +4,9 @@
 //! ratatui frame.
 //!
 //! The client is `std::net::TcpStream` with timeouts, not hyper: one
-//! `GET` with `Connection: close` per refresh, read to its end. The
-//! dashboard answers with a `Content-Length` body, which is all it needs to
-//! read.
+//! `GET` with `Connection: close` per refresh, read to its end (the
+//! dashboard closes the connection after the answer), within a deadline
+//! and a size cap. Every address the name resolves to is tried in turn.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -107,12 +107,14 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
 /// A message saying what went wrong and, when nothing listens there, how
 /// to start a dashboard.
 pub fn fetch(addr: &str, timeout: Duration) -> Result<Snapshot, String> {
-    let target: SocketAddr = addr
+    let targets: Vec<SocketAddr> = addr
         .to_socket_addrs()
         .map_err(|e| format!("{addr:?} is not an address: {e}"))?
-        .next()
-        .ok_or(format!("{addr:?} resolves to no address"))?;
-    let mut s = TcpStream::connect_timeout(&target, timeout).map_err(|e| {
+        .collect();
+    if targets.is_empty() {
+        return Err(format!("{addr:?} resolves to no address"));
+    }
+    let mut s = connect_any(&targets, timeout).map_err(|e| {
         let why = match e.kind() {
             std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
             std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
@@ -165,6 +167,20 @@ pub fn fetch(addr: &str, timeout: Duration) -> Result<Snapshot, String> {
         }
     }
     parse_response(addr, &raw)
+}
+
+/// Connects to the first of `targets` that answers (a name such as
+/// `localhost` may resolve to `::1` before `127.0.0.1`, where the
+/// dashboard listens): the last error if none does.
+fn connect_any(targets: &[SocketAddr], timeout: Duration) -> std::io::Result<TcpStream> {
+    let mut last = None;
+    for target in targets {
+        match TcpStream::connect_timeout(target, timeout) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::ErrorKind::AddrNotAvailable.into()))
 }
 
 /// The largest answer [`fetch`] reads (a snapshot of a 1,024-pool runtime
@@ -364,6 +380,22 @@ mod tests {
     use super::*;
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
+
+    /// A name that resolves to an address where nothing listens before
+    /// the dashboard's: the next one is tried.
+    #[test]
+    fn every_resolved_address_is_tried() {
+        let refused = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let live = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = live.local_addr().unwrap();
+        let s = connect_any(&[refused, addr], Duration::from_secs(5)).unwrap();
+        assert_eq!(s.peer_addr().unwrap(), addr);
+        let err = connect_any(&[refused], Duration::from_secs(5)).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    }
 
     fn args(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()

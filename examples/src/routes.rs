@@ -85,18 +85,38 @@ pub async fn route(req: Request<Incoming>) -> Reply {
             }
         }
         "/metrics" => match metrics_table().await {
-            Ok(table) => text(StatusCode::OK, table),
+            Ok(table) => text(StatusCode::OK, table.to_string()),
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
         },
         _ => text(StatusCode::NOT_FOUND, "no such page\n"),
     }
 }
 
+/// How old a `/metrics` table may be when served again.
+const METRICS_FRESH: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The last `/metrics` table and when it was made.
+static METRICS: std::sync::Mutex<Option<(std::time::Instant, std::sync::Arc<str>)>> =
+    std::sync::Mutex::new(None);
+
 /// The runtime's metrics as a table, taken on the blocking pool: a
 /// snapshot merges every pool's histograms under their locks, which
-/// must not hold a worker.
-pub async fn metrics_table() -> Result<String, wq::JoinError> {
-    wq::spawn_blocking(|| wq::Handle::current().metrics().to_string()).await
+/// must not hold a worker. Requests within [`METRICS_FRESH`] of the last
+/// table share it, one table made at a time (as the dashboard does):
+/// 1,024 clients polling cost one snapshot per 250 ms, not one each.
+pub async fn metrics_table() -> Result<std::sync::Arc<str>, wq::JoinError> {
+    wq::spawn_blocking(|| {
+        let mut last = METRICS.lock().unwrap_or_else(|e| e.into_inner());
+        match &*last {
+            Some((at, table)) if at.elapsed() < METRICS_FRESH => table.clone(),
+            _ => {
+                let table: std::sync::Arc<str> = wq::Handle::current().metrics().to_string().into();
+                *last = Some((std::time::Instant::now(), table.clone()));
+                table
+            }
+        }
+    })
+    .await
 }
 
 /// Runs at the `cache` scope: on the pool of this CPU's cache pod.

@@ -189,3 +189,22 @@ fn an_axum_router_answers_its_routes_and_a_404_on_wq() {
         check_hardening(addr).await;
     });
 }
+
+/// `/metrics` requests close together share one table (one snapshot per
+/// 250 ms, however many clients poll).
+#[test]
+fn metrics_tables_close_together_are_shared() {
+    on_wq(async || {
+        let mut shared = false;
+        // A slow machine may straddle a window's end: a few tries.
+        for _ in 0..5 {
+            let a = routes::metrics_table().await.unwrap();
+            let b = routes::metrics_table().await.unwrap();
+            if std::sync::Arc::ptr_eq(&a, &b) {
+                shared = true;
+                break;
+            }
+        }
+        assert!(shared, "every request took its own snapshot");
+    });
+}
