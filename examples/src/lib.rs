@@ -12,7 +12,9 @@
 //!   nothing, or sends `P` and stops, would hold its connection forever) and
 //!   then each request head, and each request [`REQUEST_TIMEOUT`] to be
 //!   answered (504 after);
-//! - request bodies are capped at [`MAX_BODY`] bytes (413 beyond);
+//! - request bodies are capped at [`MAX_BODY`] bytes (413 beyond), and a
+//!   response write that makes no progress for [`WRITE_TIMEOUT`] (a client
+//!   that stops reading) ends the connection;
 //! - malformed requests get hyper's 400, connection errors are logged and
 //!   the connection dropped; accept errors (out of fds) are logged and the
 //!   loop backs off 100 ms instead of spinning;
@@ -44,6 +46,8 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
+/// The longest a response write may make no progress.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most connections served at once.
 pub const MAX_CONNECTIONS: usize = 1024;
 /// The longest a connection stays open, however busy (HTTP/2 keep-alive
@@ -59,6 +63,9 @@ pub struct Limits {
     pub lifetime: Duration,
     /// The most connections at once.
     pub max_connections: usize,
+    /// The longest a response write may make no progress (a client that
+    /// stops reading is cut off).
+    pub write_progress: Duration,
 }
 
 impl Default for Limits {
@@ -67,6 +74,7 @@ impl Default for Limits {
             first_bytes: HEADER_READ_TIMEOUT,
             lifetime: CONNECTION_LIFETIME,
             max_connections: MAX_CONNECTIONS,
+            write_progress: WRITE_TIMEOUT,
         }
     }
 }
@@ -242,7 +250,8 @@ where
                     Ok(Err(e)) => return Err(e.into()),
                     Err(_) => return Err("no request within the first-bytes timeout".into()),
                 }
-                http.serve_connection(WqIo::new(stream), service).await
+                let io = WqIo::new(stream).write_timeout(limits.write_progress);
+                http.serve_connection(io, service).await
             };
             let r = match wq::time::timeout(limits.lifetime, conn).await {
                 Ok(r) => r,

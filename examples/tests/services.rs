@@ -116,6 +116,7 @@ fn silent_clients_full_houses_and_long_connections_are_closed() {
             first_bytes: Duration::from_millis(1000),
             lifetime: Duration::from_millis(4000),
             max_connections: 2,
+            write_progress: Duration::from_secs(10),
         };
         drop(wq::spawn(wq_examples::serve_with(
             l,

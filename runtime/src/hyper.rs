@@ -174,6 +174,10 @@ pub struct WqIo<T> {
     inner: T,
     /// How many bytes the next read asks for (see [`SCRATCH`]).
     read_size: usize,
+    /// [`WqIo::write_timeout`].
+    write_timeout: Option<Duration>,
+    /// Armed while writes make no progress (`write_timeout` set).
+    stalled: Option<Sleep>,
 }
 
 /// hyper hands reads an uninitialised buffer and `AsyncRead` needs
@@ -200,7 +204,46 @@ impl<T> WqIo<T> {
         WqIo {
             inner,
             read_size: SCRATCH,
+            write_timeout: None,
+            stalled: None,
         }
+    }
+
+    /// Fails a write or flush (`TimedOut`) that makes no progress for
+    /// `limit`: a peer that stops reading its responses cannot hold the
+    /// connection, and what it holds, until some longer deadline. hyper's
+    /// own timers cover reading a request head only.
+    ///
+    /// # Panics
+    /// A write that waits, outside a wq runtime (the timer is wq's).
+    #[must_use]
+    pub fn write_timeout(mut self, limit: Duration) -> WqIo<T> {
+        self.write_timeout = Some(limit);
+        self
+    }
+
+    /// Passes on a write's or flush's result, timing a wait: `Pending`
+    /// arms (once per stall) a sleep of `write_timeout`, whose firing
+    /// fails the call; progress disarms it.
+    fn timed<R>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        let Some(limit) = self.write_timeout else {
+            return poll;
+        };
+        if poll.is_ready() {
+            self.stalled = None;
+            return poll;
+        }
+        let stall = self
+            .stalled
+            .get_or_insert_with(|| crate::time::sleep(limit));
+        if Pin::new(stall).poll(cx).is_ready() {
+            self.stalled = None;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no write progress for {limit:?}: the peer does not read"),
+            )));
+        }
+        Poll::Pending
     }
 
     /// The stream inside.
@@ -272,11 +315,15 @@ impl<T: AsyncWrite + Unpin> hyper::rt::Write for WqIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.timed(cx, poll)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_flush(cx);
+        this.timed(cx, poll)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -292,7 +339,9 @@ impl<T: AsyncWrite + Unpin> hyper::rt::Write for WqIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.timed(cx, poll)
     }
 }
 

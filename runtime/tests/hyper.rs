@@ -211,3 +211,34 @@ fn the_executor_and_timer_work_from_outside_the_runtime() {
     .unwrap();
     futures::executor::block_on(rx).unwrap();
 }
+
+/// A peer that stops reading: with `write_timeout`, the writer's call fails
+/// with `TimedOut` once no byte has gone out for the limit, instead of
+/// waiting forever; a peer that reads is never cut off.
+#[test]
+fn a_write_to_a_peer_that_does_not_read_times_out() {
+    within_watchdog("write timeout", LIMIT, || {
+        let rt = rt();
+        rt.block_on(async {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let peer = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+            let (stream, _) = l.accept().await.unwrap();
+            let mut io = WqIo::new(stream).write_timeout(Duration::from_millis(200));
+            let chunk = vec![7u8; 64 * 1024];
+            let mut sent = 0usize;
+            let err = loop {
+                let w = std::future::poll_fn(|cx| {
+                    hyper::rt::Write::poll_write(std::pin::Pin::new(&mut io), cx, &chunk)
+                })
+                .await;
+                match w {
+                    Ok(n) => sent += n,
+                    Err(e) => break e,
+                }
+            };
+            assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+            assert!(sent > 0, "the socket buffers took nothing");
+            drop(peer);
+        });
+    });
+}

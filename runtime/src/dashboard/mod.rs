@@ -49,8 +49,10 @@
 //!   cannot read it through a browser;
 //! - a client has [`HEADER_READ_TIMEOUT`] to send each request head
 //!   (`WqTimer`), the head is at most [`MAX_HEAD_BYTES`], a request body
-//!   is never read (`413` if one is announced), and a connection lives at
-//!   most [`CONNECTION_LIFETIME`];
+//!   is never read (`413` if one is announced), a response write that
+//!   makes no progress for [`WRITE_TIMEOUT`] ends the connection (a
+//!   client that stops reading), and a connection lives at most
+//!   [`CONNECTION_LIFETIME`];
 //! - at most [`MAX_CONNECTIONS`] at once: beyond, a new connection is
 //!   closed at once (the accept loop goes on), so slow or malformed
 //!   clients cost a bounded number of small tasks and never a worker.
@@ -81,6 +83,9 @@ use crate::task::JoinHandle;
 pub const HISTORY: usize = 300;
 /// Time a client has to send a request head.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a response write may make no progress (a client that
+/// stops reading is cut off, freeing its connection slot).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest a connection is served (the page reconnects).
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
 /// Connections served at once; more are closed as they come.
@@ -442,7 +447,7 @@ async fn accept(shared: Arc<Shared>, listener: crate::net::TcpListener, timer: W
             .map_or(true, |a| a.ip().to_canonical().is_loopback());
         let conn_shared = shared.clone();
         let conn = http.serve_connection(
-            WqIo::new(stream),
+            WqIo::new(stream).write_timeout(WRITE_TIMEOUT),
             hyper::service::service_fn(move |req| {
                 let s = conn_shared.clone();
                 async move { Ok::<_, std::convert::Infallible>(route(&s, loopback, req).await) }
