@@ -275,6 +275,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// lifetime. Returns `false` if the client closed first.
 async fn version_known(stream: &wq::net::TcpStream) -> io::Result<bool> {
     let mut seen = [0u8; H2_PREFACE.len()];
+    let mut pause = Duration::from_millis(5);
     loop {
         let n = stream.peek(&mut seen).await?;
         if n == 0 {
@@ -284,9 +285,12 @@ async fn version_known(stream: &wq::net::TcpStream) -> io::Result<bool> {
             return Ok(true);
         }
         // A prefix of the preface, the rest not here yet: `peek` would
-        // return the same bytes at once, so look again shortly (rare: a
-        // client sends its preface in one write).
-        wq::time::sleep(Duration::from_millis(5)).await;
+        // return the same bytes at once, so look again later, backing off
+        // (an honest client sends its preface in one write; one that
+        // dribbles costs about 40 looks in the first-bytes timeout, not
+        // 2,000).
+        wq::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(250));
     }
 }
 

@@ -172,15 +172,27 @@ pub fn fetch(addr: &str, timeout: Duration) -> Result<Snapshot, String> {
 /// Connects to the first of `targets` that answers (a name such as
 /// `localhost` may resolve to `::1` before `127.0.0.1`, where the
 /// dashboard listens): the last error if none does.
+/// All of them within `timeout` together; the error reported is the most
+/// telling one (a timeout or another failure over a refusal).
 fn connect_any(targets: &[SocketAddr], timeout: Duration) -> std::io::Result<TcpStream> {
-    let mut last = None;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut error: Option<std::io::Error> = None;
     for target in targets {
-        match TcpStream::connect_timeout(target, timeout) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match TcpStream::connect_timeout(target, left) {
             Ok(s) => return Ok(s),
-            Err(e) => last = Some(e),
+            Err(e) => {
+                let refused = e.kind() == std::io::ErrorKind::ConnectionRefused;
+                if error.is_none() || !refused {
+                    error = Some(e);
+                }
+            }
         }
     }
-    Err(last.unwrap_or_else(|| std::io::ErrorKind::AddrNotAvailable.into()))
+    Err(error.unwrap_or_else(|| std::io::ErrorKind::TimedOut.into()))
 }
 
 /// The largest answer [`fetch`] reads (a snapshot of a 1,024-pool runtime

@@ -93,11 +93,12 @@ pub async fn route(req: Request<Incoming>) -> Reply {
 }
 
 /// How old a `/metrics` table may be when served again.
-const METRICS_FRESH: std::time::Duration = std::time::Duration::from_millis(250);
+pub const METRICS_FRESH: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// The last `/metrics` table and when it was made.
-static METRICS: std::sync::Mutex<Option<(std::time::Instant, std::sync::Arc<str>)>> =
-    std::sync::Mutex::new(None);
+/// The last `/metrics` table, the runtime it was made for (the address of
+/// its topology, which that runtime owns while it lives), and when.
+type Cached = (usize, std::time::Instant, std::sync::Arc<str>);
+static METRICS: std::sync::Mutex<Option<Cached>> = std::sync::Mutex::new(None);
 
 /// The runtime's metrics as a table, taken on the blocking pool: a
 /// snapshot merges every pool's histograms under their locks, which
@@ -106,12 +107,16 @@ static METRICS: std::sync::Mutex<Option<(std::time::Instant, std::sync::Arc<str>
 /// 1,024 clients polling cost one snapshot per 250 ms, not one each.
 pub async fn metrics_table() -> Result<std::sync::Arc<str>, wq::JoinError> {
     wq::spawn_blocking(|| {
+        let handle = wq::Handle::current();
+        let runtime = std::ptr::from_ref(handle.topology()) as usize;
         let mut last = METRICS.lock().unwrap_or_else(|e| e.into_inner());
         match &*last {
-            Some((at, table)) if at.elapsed() < METRICS_FRESH => table.clone(),
+            Some((of, at, table)) if *of == runtime && at.elapsed() < METRICS_FRESH => {
+                table.clone()
+            }
             _ => {
-                let table: std::sync::Arc<str> = wq::Handle::current().metrics().to_string().into();
-                *last = Some((std::time::Instant::now(), table.clone()));
+                let table: std::sync::Arc<str> = handle.metrics().to_string().into();
+                *last = Some((runtime, std::time::Instant::now(), table.clone()));
                 table
             }
         }

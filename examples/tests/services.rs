@@ -209,3 +209,17 @@ fn metrics_tables_close_together_are_shared() {
         assert!(shared, "every request took its own snapshot");
     });
 }
+
+/// The cached table is the calling runtime's: another runtime in the same
+/// process, asking within the window, gets its own.
+#[test]
+fn a_cached_metrics_table_is_never_another_runtimes() {
+    let a = wq::Runtime::new().unwrap();
+    let b = wq::Runtime::new().unwrap();
+    let ta = a.block_on(routes::metrics_table()).unwrap();
+    let tb = b.block_on(routes::metrics_table()).unwrap();
+    assert!(
+        !std::sync::Arc::ptr_eq(&ta, &tb),
+        "runtime b was served a's table"
+    );
+}

@@ -210,9 +210,13 @@ impl<T> WqIo<T> {
     }
 
     /// Fails a write or flush (`TimedOut`) that makes no progress for
-    /// `limit`: a peer that stops reading its responses cannot hold the
-    /// connection, and what it holds, until some longer deadline. hyper's
-    /// own timers cover reading a request head only.
+    /// `limit` (no byte accepted by the stream: for TCP, the kernel's send
+    /// buffer stayed full): a peer that stops reading its responses cannot
+    /// hold the connection, and what it holds, until some longer deadline.
+    /// hyper's own timers cover reading a request head only. A peer that
+    /// reads very slowly (far less than a send buffer per `limit`) is cut
+    /// off too; an HTTP/2 peer that closes its flow-control window stalls
+    /// hyper, not the socket, and is not.
     ///
     /// # Panics
     /// A write that waits, outside a wq runtime (the timer is wq's).

@@ -214,7 +214,7 @@ fn the_executor_and_timer_work_from_outside_the_runtime() {
 
 /// A peer that stops reading: with `write_timeout`, the writer's call fails
 /// with `TimedOut` once no byte has gone out for the limit, instead of
-/// waiting forever; a peer that reads is never cut off.
+/// waiting forever.
 #[test]
 fn a_write_to_a_peer_that_does_not_read_times_out() {
     within_watchdog("write timeout", LIMIT, || {
