@@ -619,3 +619,36 @@ fn the_grafana_dashboard_queries_only_series_and_labels_we_export() {
         }
     });
 }
+
+/// A task woken by a timer on the worker parked in the driver: its
+/// scheduling delay runs from the wake, not from before the park (the
+/// worker's cached time is stale while it sleeps; the whole 300 ms idle
+/// gap was recorded as delay).
+#[test]
+fn a_task_woken_in_a_parked_workers_driver_turn_is_not_charged_the_park() {
+    within(60, || {
+        let rt = one_pool(1);
+        // Only the worker can turn the driver: block_on's thread is busy
+        // waiting on a channel, not parked in the driver.
+        let (tx, rx) = mpsc::channel();
+        drop(rt.spawn(async move {
+            wq::time::sleep(Duration::from_millis(300)).await;
+            tx.send(()).unwrap();
+        }));
+        rx.recv().unwrap();
+        // Published when the worker idles again.
+        let mut m = rt.metrics();
+        for _ in 0..5000 {
+            if m.pools.iter().map(|p| p.sched_delay.count).sum::<u64>() >= 2 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+            m = rt.metrics();
+        }
+        let worst = m.pools.iter().map(|p| p.sched_delay.max_ns).max().unwrap();
+        assert!(
+            worst < 100_000_000,
+            "a scheduling delay of {worst} ns: the park was counted\n{m}"
+        );
+    });
+}

@@ -103,6 +103,9 @@ pub(crate) struct Local {
     now: Cell<u64>,
     /// In `block_in_place`: wakes on this thread go to the injector.
     blocked: Cell<bool>,
+    /// Parked (perhaps turning the I/O driver): `now` is stale, so tasks
+    /// a driver turn wakes here are stamped with the clock.
+    parked: Cell<bool>,
     /// Its last park was in the I/O driver, and it has not asked anyone to
     /// take the driver since (`park`, "Attending the driver").
     left_driver: Cell<bool>,
@@ -122,7 +125,15 @@ pub(crate) fn schedule_local(runnable: Runnable, yielded: bool) -> Option<Runnab
         if !Arc::ptr_eq(&local.pool, runnable.metadata().home()) || local.blocked.get() {
             return Some(runnable);
         }
-        runnable.metadata().stamp(local.now.get());
+        // The worker's cached time, read once per poll; while it parks
+        // (a driver turn waking tasks), that time is from before the park
+        // and the delay would include the whole sleep: the clock then.
+        let now = if local.parked.get() {
+            clock::now()
+        } else {
+            local.now.get()
+        };
+        runnable.metadata().stamp(now);
         if yielded {
             local.deque.push(runnable);
         } else if let Some(prev) = local.lifo.replace(Some(runnable)) {
@@ -222,6 +233,7 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
             now: Cell::new(clock::now()),
             blocked: Cell::new(false),
             left_driver: Cell::new(false),
+            parked: Cell::new(false),
             virtual_cpu: pool.cpus[slot % pool.cpus.len()],
         });
         current::set_worker(Some(local.clone()));
@@ -456,7 +468,9 @@ impl Core {
                 self.parks += 1;
                 // In the runtime's I/O driver if nobody turns it, else on
                 // the futex (`park`).
+                local.parked.set(true);
                 parker.park(idle_timeout, |turn| host.turn_driver(turn));
+                local.parked.set(false);
                 local.left_driver.set(parker.was_in_driver());
                 let mut wake = WakeQueue::default();
                 // Tasks the driver turn woke into this worker's LIFO slot

@@ -21,6 +21,8 @@
 //! A task woken on a worker of its home pool is stamped with that worker's
 //! cached time, read once per poll, at the start of the poll that woke it:
 //! its delay then includes the rest of that poll (for a yield, its own poll).
+//! One woken by a driver turn of a parked worker is stamped with the clock
+//! (the cached time is from before the park).
 //! Two clock reads per poll were 37% of worker time in `yield_many` (perf);
 //! the one left reads the TSC (see `clock.rs`).
 
