@@ -236,6 +236,13 @@ fn a_delta_is_the_interval() {
         assert_eq!(jd.pools[0].counters, pd.counters);
         assert_eq!(jd.pools[0].sched_delay.count, pd.sched_delay.count);
         assert_eq!(jd.scopes[0].counters, d.scopes[0].counters);
+        // A service restarted between two reads (the earlier snapshot has
+        // the longer uptime): not a difference, this snapshot whole.
+        let restarted = a.delta(&b);
+        assert_eq!(restarted.interval, Some(a.uptime));
+        assert_eq!(restarted.pools[0].counters, a.pools[0].counters);
+        let restarted = ja.delta(&jb);
+        assert_eq!(restarted.pools[0].counters, a.pools[0].counters);
     });
 }
 
@@ -651,4 +658,26 @@ fn a_task_woken_in_a_parked_workers_driver_turn_is_not_charged_the_park() {
             "a scheduling delay of {worst} ns: the park was counted\n{m}"
         );
     });
+}
+
+/// A snapshot serialized by a wq that did not have some counter yet reads
+/// back, that counter zero (`wq-monitor` may be newer than the service).
+#[test]
+fn a_snapshot_missing_newer_counters_still_reads() {
+    let rt = one_pool(1);
+    rt.block_on(rt.spawn(async {})).unwrap();
+    let mut json: serde_json::Value = serde_json::to_value(rt.metrics()).unwrap();
+    for pool in json["pools"].as_array_mut().unwrap() {
+        pool["counters"]
+            .as_object_mut()
+            .unwrap()
+            .remove("worker_start_failures")
+            .expect("the field exists today");
+        pool["sched_delay"]
+            .as_object_mut()
+            .unwrap()
+            .remove("p999_ns");
+    }
+    let back: Snapshot = serde_json::from_value(json).unwrap();
+    assert_eq!(back.pools[0].counters.worker_start_failures, 0);
 }

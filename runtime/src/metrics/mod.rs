@@ -108,6 +108,8 @@ macro_rules! counters {
         /// vocabulary where it has a word (`docs/architecture.md`). In a
         /// [`Snapshot::delta`], the events of the interval.
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+        // A field a newer wq added reads as zero from an older one's JSON.
+        #[serde(default)]
         #[non_exhaustive]
         pub struct Counters {
             $($(#[doc = $doc])+ pub $name: u64,)+
@@ -160,9 +162,10 @@ counters! {
     /// Tasks queued back to this, their home pool, after running on another
     /// pod's worker (the kernel's `REPATRIATED`).
     repatriated => "repatriated",
-    /// Polls found running longer than the CPU-hog threshold; each let the
-    /// pool start a worker beyond its maximum while it ran (the kernel's
-    /// `CPU_INTENSIVE`).
+    /// Polls found using their CPU longer than the CPU-hog threshold; each
+    /// let the pool start a worker beyond its maximum while it ran (the
+    /// kernel's `CPU_INTENSIVE`). Polls found blocked that long get the
+    /// extra worker too, uncounted here.
     cpu_intensive => "cpu_intensive",
     /// Acquisitions of the pool lock by the kick / idle / cull protocol
     /// (metrics readers not counted): every one is a cache-line transfer
@@ -187,6 +190,8 @@ counters! {
 
 /// How a pool's (or a scope's) workers stand at the snapshot's instant.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+// A field a newer wq added reads as zero from an older one's JSON.
+#[serde(default)]
 #[non_exhaustive]
 pub struct WorkerStates {
     /// Workers alive and counted against the pool's maximum: busy, idle or
@@ -224,6 +229,8 @@ impl WorkerStates {
 ///
 /// All values are nanoseconds. Empty (`count == 0`): every value is 0.
 #[derive(Clone, Default, Serialize, Deserialize)]
+// A field a newer wq added reads as zero from an older one's JSON.
+#[serde(default)]
 #[non_exhaustive]
 pub struct Latency {
     /// Samples recorded.
@@ -736,7 +743,10 @@ impl Snapshot {
     /// its length. Divide a counter by `interval` for a rate. Pools are
     /// matched by id (a pool created meanwhile counts from zero), queues
     /// by name. Works on deserialized snapshots too (quantiles then come
-    /// from the bucket counts: see [`Latency::quantile_ns`]).
+    /// from the bucket counts: see [`Latency::quantile_ns`]). An `earlier`
+    /// that is not an earlier snapshot of this runtime (a later uptime, or
+    /// another thread name: a service restarted between two reads) is
+    /// ignored: the result is this snapshot, over its whole uptime.
     ///
     /// ```
     /// let rt = wq::Runtime::new().unwrap();
@@ -751,6 +761,11 @@ impl Snapshot {
     /// assert!(secs > 0.0);
     /// ```
     pub fn delta(&self, earlier: &Snapshot) -> Snapshot {
+        if earlier.uptime > self.uptime || earlier.thread_name != self.thread_name {
+            let mut whole = self.clone();
+            whole.interval = Some(self.uptime);
+            return whole;
+        }
         let pools: Vec<PoolSnapshot> = self
             .pools
             .iter()

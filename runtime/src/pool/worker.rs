@@ -633,13 +633,8 @@ impl Core {
     /// capture protocol).
     fn publish(&mut self, pool: &Pool, slot: usize) {
         let c = &pool.slots[slot].counters;
-        add(&c.started, std::mem::take(&mut self.started));
-        add(&c.completed, std::mem::take(&mut self.completed));
-        add(&c.remote_steals, std::mem::take(&mut self.remote_steals));
-        add(&c.sibling_steals, std::mem::take(&mut self.sibling_steals));
-        add(&c.parks, std::mem::take(&mut self.parks));
-        add(&c.spin_hits, std::mem::take(&mut self.spin_hits));
-        add(&c.spin_backoffs, std::mem::take(&mut self.spin_backoffs));
+        // The histograms first, then the counters (`metrics::capture`,
+        // step 1).
         if self.nr_samples > 0 {
             c.sched_delay.record_all(&self.samples[..self.nr_samples]);
             if pool.capture.enabled {
@@ -648,6 +643,13 @@ impl Core {
             }
             self.nr_samples = 0;
         }
+        add(&c.started, std::mem::take(&mut self.started));
+        add(&c.completed, std::mem::take(&mut self.completed));
+        add(&c.remote_steals, std::mem::take(&mut self.remote_steals));
+        add(&c.sibling_steals, std::mem::take(&mut self.sibling_steals));
+        add(&c.parks, std::mem::take(&mut self.parks));
+        add(&c.spin_hits, std::mem::take(&mut self.spin_hits));
+        add(&c.spin_backoffs, std::mem::take(&mut self.spin_backoffs));
         if pool.capture.enabled {
             crate::metrics::flush_spawns();
         }

@@ -150,17 +150,21 @@ impl Builder {
     /// A poll that runs longer than this without returning is a **CPU
     /// hog** (the kernel's CPU-intensive detection): the runtime's watchdog
     /// lets its pool start one worker beyond its maximum while it runs, so
-    /// the pool's other work is not held behind it, counts it
-    /// (`cpu_intensive` in the metrics) and reports the task once through
+    /// the pool's other work is not held behind it, counts it if it was
+    /// found using its CPU (`cpu_intensive` in the metrics; a poll found
+    /// blocked in a synchronous call gets the extra worker uncounted) and
+    /// reports the task once through
     /// the [`log`](https://docs.rs/log) facade; the task's later polls no
     /// longer count against the pool (as in
     /// [`block_in_place`](crate::block_in_place)). Default
     /// [`DEFAULT_CPU_HOG_THRESHOLD`] (10 ms); zero turns detection off.
     ///
     /// The watchdog runs on the runtime's rescuer thread: every half
-    /// threshold while a worker runs a task, less often (down to every
-    /// 100 ms) while none does, so a hog that starts on an idle runtime is
-    /// found within 100 ms plus the threshold. A nonzero threshold under
+    /// threshold (at least every millisecond) while a worker runs a task,
+    /// less often (down to every 100 ms) while none does, and marks a poll
+    /// it has seen running over the threshold at two looks, so a hog that
+    /// starts on an idle runtime is found within 100 ms plus the threshold
+    /// plus a look (a threshold of 100 us is found after 1-2 ms). A nonzero threshold under
     /// 100 us is refused by [`build`](Builder::build): every poll would be a
     /// hog.
     pub fn cpu_hog_threshold(mut self, threshold: Duration) -> Builder {

@@ -199,6 +199,18 @@ impl Watchdog {
                     (Some(_), Some(_)) => Doing::Blocked,
                     _ => Doing::OnCpu,
                 };
+                let flat = matches!(
+                    (sample.stat, stat_now),
+                    (Some(a), Some(b)) if a.on_cpu == b.on_cpu && a.run_queue == b.run_queue
+                );
+                if doing == Doing::Waiting && flat {
+                    // Neither figure moved: the kernel updates them at
+                    // ticks and switches, and a tickless CPU (nohz_full)
+                    // may not have ticked yet. Keep the old sample, so the
+                    // next look sees a longer window, rather than start
+                    // again and never decide.
+                    continue;
+                }
                 if doing == Doing::Waiting {
                     // Saturated CPUs: one more worker would only wait too.
                     self.samples.insert(
