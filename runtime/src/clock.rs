@@ -12,8 +12,14 @@
 //! monotonic clock, and nothing changes for us.
 //!
 //! Timestamps taken on different CPUs are compared (queued on one, run on
-//! another): the TSCs of one machine are synchronized by the kernel, and a
-//! stamp that reads later than the poll (cross-CPU skew) gives a delay of 0.
+//! another). That assumes the CPUs' TSCs agree, as they do on current
+//! single-board machines and most VMs; the kernel does not make them
+//! agree, it checks them and stops using the TSC as its clocksource where
+//! they do not, and quanta checks only that the TSC is invariant. Where
+//! they disagree, a cross-CPU delay is off by the skew (a stamp that
+//! reads later than the poll gives a delay of 0), and so is the CPU-hog
+//! watchdog's age of a poll. Not checked here: reading the monotonic
+//! clock instead costs ~20 ns a read.
 //! The first call calibrates the counter against the monotonic clock
 //! (quanta: usually 10-20 ms, at most 200 ms); [`calibrate`] runs it when a
 //! runtime is built, not in the first spawn.
