@@ -9,7 +9,7 @@
 //! whenever it wakes. Pools keep the kernel's idle protocol, with two of
 //! its newest patches (June 2026): a **kicked list** so culling idle
 //! workers can never strand work, and **deferred unpark** so a wakeup never
-//! happens under the pool lock; workers that are already **searching**
+//! happens under the pool lock (the default, `WakeMode::Deferred`); workers that are already **searching**
 //! absorb new work without any lock. The pools' counters, every task's
 //! scheduling delay (per-worker HdrHistograms), and with
 //! [`Builder::latency_capture`] every poll's duration and every spawn
@@ -69,7 +69,9 @@ pub use wake::{ParseWakeModeError, WakeMode};
 
 /// Runs an `async fn main` on a wq runtime.
 ///
-/// Options: `scope = "cache"` (the default scope, see [`Scope`]),
+/// Options: `scope = "cpu" | "smt" | "cache_shard" | "cache" | "numa" |
+/// "system"` (the default scope of `wq::spawn`, see [`Scope`];
+/// `cache_shard` if omitted),
 /// `wake = "deferred" | "under_lock"` ([`WakeMode`]), `topology = "<hwloc
 /// synthetic>"` ([`Topology::synthetic`]), `workers = N`
 /// ([`Builder::max_workers_per_pool`]).

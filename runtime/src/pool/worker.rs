@@ -13,7 +13,7 @@
 //!    searcher's re-check when it stops.
 //! 3. **Spin**: a searcher watches the queues for up to its spin budget,
 //!    yielding the CPU every [`SPIN_CHECKS`] checks. A parked worker costs
-//!    a futex wakeup (about 18 µs each way on the development VM), a
+//!    a futex wakeup (a context switch each way), a
 //!    spinning one answers in well under a microsecond; but a spinning
 //!    worker burns CPU time that the kernel's fair scheduler charges to it,
 //!    and while it is off its CPU, counted as searching, no other worker is

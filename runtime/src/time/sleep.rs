@@ -40,7 +40,7 @@ pub struct Sleep {
 /// # Panics
 /// Outside a wq runtime (call it from a task, inside `Runtime::block_on`
 /// or `#[wq::main]`, or after `Runtime::enter`), or if the runtime's driver
-/// thread cannot be started.
+/// cannot be created (epoll: the process is out of file descriptors).
 ///
 /// ```
 /// # #[wq::main] async fn main() {
