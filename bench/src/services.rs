@@ -321,6 +321,8 @@ impl WqHttp {
         drop(rt.spawn(async move {
             loop {
                 let Ok((s, _)) = l.accept().await else {
+                    // Out of fds: back off rather than spin a worker.
+                    wq::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 };
                 let _ = s.set_nodelay(true);
@@ -360,6 +362,8 @@ impl TokioHttp {
         rt.spawn(async move {
             loop {
                 let Ok((s, _)) = l.accept().await else {
+                    // Out of fds: back off rather than spin a worker.
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 };
                 let _ = s.set_nodelay(true);
@@ -533,7 +537,13 @@ async fn wq_echo_server() -> std::io::Result<SocketAddr> {
     let l = wq::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = l.local_addr()?;
     drop(wq::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
+        loop {
+            // An accept error (out of fds) must not end the server quietly
+            // mid-benchmark: back off, go on.
+            let Ok((mut s, _)) = l.accept().await else {
+                wq::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            };
             let _ = s.set_nodelay(true);
             drop(wq::spawn(async move {
                 let mut buf = [0u8; 4096];
@@ -553,7 +563,11 @@ async fn tokio_echo_server() -> std::io::Result<SocketAddr> {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = l.local_addr()?;
     tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            };
             let _ = s.set_nodelay(true);
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];

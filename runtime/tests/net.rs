@@ -529,3 +529,49 @@ fn sockets_outside_a_runtime_panic_with_what_to_do() {
     );
     assert!(msg.contains("Runtime::block_on"), "{msg}");
 }
+
+/// A burst of 400 connects to a listener that is not accepting yet: all
+/// complete at once with a backlog of 1024 (mio's bind listens with 128:
+/// the connects beyond it had their SYNs dropped and waited a second for
+/// the retransmit).
+#[test]
+fn a_burst_of_connects_fits_the_listen_backlog() {
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    if somaxconn < 1024 {
+        eprintln!(
+            "net.core.somaxconn is {somaxconn}: the backlog is capped below 1024, nothing to check"
+        );
+        return;
+    }
+    within_watchdog("listen backlog", LIMIT, || {
+        let rt = rt();
+        rt.block_on(async {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let connects: Vec<_> = (0..400)
+                .map(|_| {
+                    wq::spawn(async move {
+                        wq::time::timeout(Duration::from_millis(600), TcpStream::connect(addr))
+                            .await
+                    })
+                })
+                .collect();
+            let mut done = 0;
+            let mut streams = Vec::new();
+            for c in connects {
+                if let Ok(Ok(s)) = c.await.unwrap() {
+                    done += 1;
+                    streams.push(s);
+                }
+            }
+            assert_eq!(
+                done, 400,
+                "connects beyond the listen backlog waited for a SYN retransmit"
+            );
+            drop(l);
+        });
+    });
+}

@@ -85,6 +85,55 @@ fn current(what: &str) -> io::Result<driver::Handle> {
     crate::scheduler::services::current_driver(what)
 }
 
+/// The listen backlog of wq's listeners (the kernel caps it at
+/// `net.core.somaxconn`). mio's `bind` listens with std's 128: a burst of
+/// connects beyond it has SYNs dropped, and those clients wait a second
+/// for their retransmit.
+const LISTEN_BACKLOG: libc::c_int = 1024;
+
+/// Raises a listening socket's backlog to [`LISTEN_BACKLOG`] (`listen`
+/// again on a listening socket only changes its backlog).
+fn listen_backlog(fd: std::os::fd::RawFd) -> io::Result<()> {
+    // SAFETY: listen(2) on a file descriptor the caller owns.
+    if unsafe { libc::listen(fd, LISTEN_BACKLOG) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether an accept(2) error belongs to the connection being accepted,
+/// not the listener: Linux reports errors already pending on the new
+/// connection as accept's own, and its man page says to retry them as
+/// `EAGAIN` (a server's `accept().await?` loop would stop on one client's
+/// reset otherwise).
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ECONNABORTED
+                | libc::EPROTO
+                | libc::ENETDOWN
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
+        )
+    )
+}
+
+/// `accept` once, retried over [errors of the connection
+/// itself](is_connection_error) (the next one in the queue is tried).
+fn accept_retrying<T>(mut accept: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match accept() {
+            Err(e) if is_connection_error(&e) => continue,
+            r => return r,
+        }
+    }
+}
+
 /// Resolves `addr` and runs `f` on each address until one succeeds.
 async fn each_addr<A, T, F, Fut>(addr: A, mut f: F) -> io::Result<T>
 where
@@ -105,4 +154,21 @@ where
             "the address resolved to no socket address",
         )
     }))
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connections_own_accept_error_is_retried_and_the_listeners_is_not() {
+        for errno in [libc::ECONNABORTED, libc::EPROTO, libc::ENETUNREACH] {
+            let mut errors = vec![Ok(7), Err(io::Error::from_raw_os_error(errno))];
+            assert_eq!(accept_retrying(|| errors.pop().unwrap()).unwrap(), 7);
+        }
+        for errno in [libc::EMFILE, libc::ENFILE, libc::EAGAIN] {
+            let r = accept_retrying(|| Err::<(), _>(io::Error::from_raw_os_error(errno)));
+            assert_eq!(r.unwrap_err().raw_os_error(), Some(errno));
+        }
+    }
 }

@@ -43,6 +43,7 @@ impl TcpListener {
             let driver = driver.clone();
             async move {
                 let l = mio::net::TcpListener::bind(a)?;
+                super::listen_backlog(std::os::fd::AsRawFd::as_raw_fd(&l))?;
                 Ok(TcpListener {
                     io: PollIo::new(driver, l)?,
                 })
@@ -64,9 +65,15 @@ impl TcpListener {
     }
 
     /// Waits for a connection. Several tasks may wait on one listener
-    /// (through an `Arc`); each connection goes to one of them.
+    /// (through an `Arc`); each connection goes to one of them. Errors of
+    /// a connection reset before it was taken (`ECONNABORTED`, `EPROTO`,
+    /// ...) are skipped; what is returned is the listener's own (out of
+    /// file descriptors: back off before accepting again).
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let (s, peer) = self.io.async_io(Direction::Read, |l| l.accept()).await?;
+        let (s, peer) = self
+            .io
+            .async_io(Direction::Read, |l| super::accept_retrying(|| l.accept()))
+            .await?;
         Ok((TcpStream::from_mio(self.io.handle().clone(), s)?, peer))
     }
 
@@ -179,6 +186,11 @@ impl TcpStream {
     /// copied, or 0 at EOF. The next read returns the same bytes. A server
     /// can wait for a client's first bytes under a timeout this way before
     /// handing the stream to code that reads it with no timer of its own.
+    ///
+    /// It returns at once while any byte is queued, the same bytes each
+    /// time: a loop that waits for *more* bytes this way spins; sleep
+    /// between looks, or read. An empty `buf` returns `Ok(0)` at once,
+    /// which is not EOF.
     pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.read
             .io

@@ -44,14 +44,19 @@ impl UnixListener {
     /// Outside a wq runtime.
     pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixListener> {
         let driver = super::current("wq::net::UnixListener::bind")?;
+        let l = mio::net::UnixListener::bind(path)?;
+        super::listen_backlog(std::os::fd::AsRawFd::as_raw_fd(&l))?;
         Ok(UnixListener {
-            io: PollIo::new(driver, mio::net::UnixListener::bind(path)?)?,
+            io: PollIo::new(driver, l)?,
         })
     }
 
     /// Waits for a connection.
     pub async fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
-        let (s, peer) = self.io.async_io(Direction::Read, |l| l.accept()).await?;
+        let (s, peer) = self
+            .io
+            .async_io(Direction::Read, |l| super::accept_retrying(|| l.accept()))
+            .await?;
         Ok((UnixStream::from_mio(self.io.handle().clone(), s)?, peer))
     }
 
