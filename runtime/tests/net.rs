@@ -575,3 +575,54 @@ fn a_burst_of_connects_fits_the_listen_backlog() {
         });
     });
 }
+
+/// A connect to a Unix listener whose queue is full gets `EAGAIN` from the
+/// kernel (no readiness follows): it is retried until the listener takes
+/// it, not handed to the caller as a raw `WouldBlock`.
+#[test]
+fn a_unix_connect_to_a_full_listener_waits_for_room() {
+    within_watchdog("unix full queue", LIMIT, || {
+        let dir = std::env::temp_dir().join(format!("wq-unix-full-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s");
+        let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        // SAFETY: listen(2) on the listener's own descriptor.
+        assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 0) }, 0);
+        let rt = rt();
+        rt.block_on(async {
+            let mut held = Vec::new();
+            // Fill the queue: connects that complete without an accept.
+            let mut refused = None;
+            for _ in 0..8 {
+                match wq::time::timeout(Duration::from_millis(200), UnixStream::connect(&path))
+                    .await
+                {
+                    Ok(Ok(s)) => held.push(s),
+                    Ok(Err(e)) => {
+                        refused = Some(e);
+                        break;
+                    }
+                    // Waiting for room: the queue is full.
+                    Err(_) => break,
+                }
+            }
+            assert!(
+                refused.is_none(),
+                "a connect to a full queue failed: {refused:?}"
+            );
+            // Room made by accepting: a waiting connect gets through.
+            let accepter = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                for _ in 0..16 {
+                    let _ = l.accept();
+                }
+            });
+            let s = wq::time::timeout(Duration::from_secs(20), UnixStream::connect(&path)).await;
+            assert!(matches!(s, Ok(Ok(_))), "{s:?}");
+            drop(held);
+            drop(accepter);
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}

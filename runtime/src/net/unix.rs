@@ -82,13 +82,27 @@ pub struct UnixStream {
 }
 
 impl UnixStream {
-    /// Connects to the socket at `path`.
+    /// Connects to the socket at `path`. A listener whose queue is full
+    /// (the connect's `EAGAIN`: Unix sockets give no readiness for it) is
+    /// tried again, backing off from 1 to 50 ms, until it takes the
+    /// connection: bound the wait with [`wq::time::timeout`](crate::time::timeout).
     ///
     /// # Panics
     /// Outside a wq runtime.
     pub async fn connect(path: impl AsRef<Path>) -> io::Result<UnixStream> {
         let driver = super::current("wq::net::UnixStream::connect")?;
-        let s = UnixStream::from_mio(driver, mio::net::UnixStream::connect(path)?)?;
+        let path = path.as_ref();
+        let mut pause = std::time::Duration::from_millis(1);
+        let sock = loop {
+            match mio::net::UnixStream::connect(path) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    crate::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_millis(50));
+                }
+                r => break r?,
+            }
+        };
+        let s = UnixStream::from_mio(driver, sock)?;
         s.read
             .io
             .async_io(Direction::Write, |s| match s.take_error() {
