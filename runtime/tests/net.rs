@@ -626,3 +626,60 @@ fn a_unix_connect_to_a_full_listener_waits_for_room() {
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
+
+/// The child half of the next test: runs only when that test re-executes
+/// this binary with `WQ_SIGPIPE_CHILD` set, SIGPIPE at its default (kill).
+#[test]
+fn sigpipe_child() {
+    if std::env::var_os("WQ_SIGPIPE_CHILD").is_none() {
+        return;
+    }
+    // SAFETY: setting a signal's disposition; this process is the child.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let rt = rt();
+    rt.block_on(async {
+        for vectored in [false, true] {
+            let (mut a, b) = UnixStream::pair().unwrap();
+            drop(b);
+            let chunk = [1u8; 1024];
+            let err = loop {
+                let r = if vectored {
+                    a.write_vectored(&[io::IoSlice::new(&chunk), io::IoSlice::new(&chunk)])
+                        .await
+                } else {
+                    a.write(&chunk).await
+                };
+                if let Err(e) = r {
+                    break e;
+                }
+            };
+            assert_eq!(err.kind(), io::ErrorKind::BrokenPipe, "{err}");
+        }
+    });
+}
+
+/// A write to a Unix stream whose peer is gone is a `BrokenPipe` error,
+/// not a SIGPIPE that kills a process which did not ignore it (a C or
+/// Python host of a library using wq): the child above runs with SIGPIPE
+/// at its default.
+#[test]
+fn a_unix_write_to_a_closed_peer_is_an_error_not_a_sigpipe() {
+    use std::os::unix::process::ExitStatusExt;
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "sigpipe_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("WQ_SIGPIPE_CHILD", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the child {} ({:?}): {}",
+        out.status,
+        out.status.signal(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

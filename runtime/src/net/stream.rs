@@ -51,7 +51,45 @@ macro_rules! stream_source {
 }
 
 stream_source!(mio::net::TcpStream, true);
-stream_source!(mio::net::UnixStream, false);
+
+// Unix streams write with `send`/`sendmsg` and `MSG_NOSIGNAL`, as std's
+// TcpStream does: `write(2)` to a stream whose peer has gone raises
+// SIGPIPE, which kills a process that has not ignored it (a C or Python
+// host of a library using wq; Rust binaries ignore it by default).
+impl StreamSource for mio::net::UnixStream {
+    const SHORT_READ_DRAINS: bool = false;
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        Read::read(&mut &*self, buf)
+    }
+    fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(self);
+        // SAFETY: `buf` is valid for `buf.len()` bytes; `fd` is this
+        // stream's, open while `self` is borrowed.
+        let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+    fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(self);
+        // SAFETY: a zeroed msghdr is valid (no name, no control data).
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        // `IoSlice` is ABI-compatible with `iovec` on Unix (std's
+        // guarantee); sendmsg only reads through the pointer.
+        msg.msg_iov = bufs.as_ptr().cast_mut().cast();
+        msg.msg_iovlen = bufs.len().min(MAX_IOV) as _;
+        // SAFETY: `msg` points at `bufs`, valid for this call.
+        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        mio::net::UnixStream::shutdown(self, how)
+    }
+}
 
 /// One direction of a stream, with its waiter key.
 pub(crate) struct Half<S: StreamSource> {
