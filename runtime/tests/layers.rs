@@ -23,8 +23,10 @@ const LAYERS: &[(&str, u32)] = &[
     ("pool", 2),
     ("task", 2),
     ("scheduler", 3),
-    ("net", 4),
     ("time", 4),
+    // Above the timers: a Unix connect to a full listener backs off on
+    // them.
+    ("net", 5),
     ("runtime", 5),
     ("hyper", 6),
     ("dashboard", 7),
