@@ -48,10 +48,20 @@ fn civil_date(days: u64) -> String {
 /// The header printed above every result: machine, command, date.
 pub fn header(command: &str) -> String {
     format!(
-        "# machine: {}\n# command: {command}\n# date: {}\n",
+        "# machine: {}\n# command: {command}\n# date: {}\n# build: {}\n",
         description(),
-        date()
+        date(),
+        build()
     )
+}
+
+/// The build profile: a debug build's figures are not the project's.
+pub fn build() -> &'static str {
+    if cfg!(debug_assertions) {
+        "debug (figures not comparable: use cargo build --release -p wq-bench)"
+    } else {
+        "release"
+    }
 }
 
 /// Threads of this process now (`/proc/self/task`).

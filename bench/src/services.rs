@@ -597,6 +597,10 @@ fn ping_pong(
                 move || -> Result<(u64, hdrhistogram::Histogram<u64>), String> {
                     let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
                     s.set_nodelay(true).map_err(|e| e.to_string())?;
+                    // A server that stalls (a lost wake) fails the run
+                    // instead of hanging it.
+                    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                        .map_err(|e| e.to_string())?;
                     let msg = vec![7u8; size];
                     let mut back = vec![0u8; size];
                     let mut h = stats::histogram();

@@ -66,7 +66,10 @@ impl Wq {
             .default_scope(wq::Scope::System)
             .max_workers_per_pool(n)
             .latency_capture(capture)
-            .thread_name(if capture { "wq" } else { "wqnc" });
+            // Names nothing else in this process starts with: the main
+            // thread is `wq-bench`, and the threads it spawns inherit that
+            // name (their schedstat must not count as wq's).
+            .thread_name(if capture { "wqrt" } else { "wqnc" });
         if let Some(s) = spin {
             b = b.worker_spin(s);
         }
@@ -356,7 +359,7 @@ pub fn measure(
             for _ in 0..iters {
                 for t in &mut rows {
                     match (t.runtime.as_str(), &wq_nocapture) {
-                        ("wq", _) => time_one(name, &wq, "wq-", t),
+                        ("wq", _) => time_one(name, &wq, "wqrt-", t),
                         ("wq-nocapture", Some(nc)) => time_one(name, nc, "wqnc-", t),
                         _ => time_one(name, &tokio, TOKIO_THREAD_NAME, t),
                     }

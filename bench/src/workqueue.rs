@@ -83,8 +83,12 @@ impl Config {
     pub fn from_args(a: &Args) -> Result<Config, String> {
         let cpus = crate::machine::online_cpus();
         let items = a.get("items", 200_000usize)?;
+        let producers = a.get("producers", cpus)?;
+        if producers == 0 {
+            return Err("--producers 0: give at least one producer".into());
+        }
         Ok(Config {
-            producers: a.get("producers", cpus)?,
+            producers,
             items,
             warmup: a.get("warmup", (items / 20).clamp(1, 2000))?,
             repeat: a.get("repeat", 5usize)?.max(1),
