@@ -384,18 +384,23 @@ impl Idle {
         if st.closed {
             return Kick::Closed;
         }
+        self.wake_locked(st, wake)
+            .unwrap_or_else(|| self.reserve(st))
+    }
+
+    /// A kick that wakes, never starts (under the lock, pool open): counted;
+    /// `Coalesced` on a worker already searching, `Woke` an idle one, or
+    /// `None` if neither is there.
+    fn wake_locked(&self, st: &mut State, wake: &mut WakeQueue) -> Option<Kick> {
         st.counters.kicks += 1;
         // Under the lock: the fields this reads other than `searching`
         // cannot change, and a searcher seen now stops searching later,
         // re-checking (I4).
         if self.hint.load().searching() > 0 {
             st.counters.coalesced_kicks += 1;
-            return Kick::Coalesced;
+            return Some(Kick::Coalesced);
         }
-        if self.claim_idle(st, wake) {
-            return Kick::Woke;
-        }
-        self.reserve(st)
+        self.claim_idle(st, wake).then_some(Kick::Woke)
     }
 
     /// Claims the most recently idle worker and queues its unpark, if one
@@ -446,14 +451,7 @@ impl Idle {
         let mut wake = WakeQueue::default();
         let woke = {
             let mut st = self.lock();
-            if st.closed {
-                false
-            } else if self.hint.load().searching() > 0 {
-                true
-            } else {
-                st.counters.kicks += 1;
-                self.claim_idle(&mut st, &mut wake)
-            }
+            !st.closed && self.wake_locked(&mut st, &mut wake).is_some()
         };
         wake.wake_all();
         woke
@@ -562,22 +560,13 @@ impl Idle {
             fence(Ordering::SeqCst);
             if st.nr_workers == 0 {
                 Kick::Mayday
-            } else if self.hint.load().searching() > 0 {
-                st.counters.kicks += 1;
-                st.counters.coalesced_kicks += 1;
-                Kick::Coalesced
             } else {
                 // A kick's wake, never its start: a parked worker if any;
                 // else the running ones look before they idle. (A full kick
                 // re-reads the clock against the back-off just set: a thread
                 // held up past it would be told to start again from inside
                 // this failure.)
-                st.counters.kicks += 1;
-                if self.claim_idle(&mut st, &mut wake) {
-                    Kick::Woke
-                } else {
-                    Kick::Busy
-                }
+                self.wake_locked(&mut st, &mut wake).unwrap_or(Kick::Busy)
             }
         };
         wake.wake_all();
