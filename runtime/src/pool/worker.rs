@@ -74,10 +74,9 @@ pub(crate) const GLOBAL_QUEUE_INTERVAL: u32 = 61;
 pub(crate) const MAINTENANCE_INTERVAL: u32 = 61;
 /// Polls of the LIFO slot in a row before the deque gets a turn (tokio's).
 pub(crate) const MAX_LIFO_POLLS: u32 = 3;
-/// Latency samples buffered by a worker before they are recorded into its
-/// slot's histograms (under their locks, uncontended but for readers):
-/// `crate::metrics`'s capture protocol.
-const SAMPLES: usize = crate::metrics::SAMPLES;
+/// Polls between two publications of a worker's plain counters
+/// (`crate::metrics`'s capture protocol, step 1).
+const PUBLISH_EVERY: usize = crate::metrics::SAMPLES;
 /// Queue checks between two reads of the clock (and yields) while spinning.
 pub(crate) const SPIN_CHECKS: u32 = 64;
 /// A yield that takes this long means a thread that does not give the CPU
@@ -366,13 +365,9 @@ struct Core {
     tick: u32,
     lifo_streak: u32,
     spin: Spin,
-    /// Scheduling delays and poll durations not yet recorded in the slot's
-    /// histograms (step 1 of the capture protocol). Merging a whole local
-    /// histogram instead cost ~10k instructions per idle transition
-    /// (callgrind: 47% of a one-item-at-a-time run).
-    samples: [u64; SAMPLES],
-    poll_samples: [u64; SAMPLES],
-    nr_samples: usize,
+    /// Polls whose counts are not yet published (step 1 of the capture
+    /// protocol; their latencies are recorded already).
+    unpublished: usize,
     started: u64,
     completed: u64,
     remote_steals: u64,
@@ -388,9 +383,7 @@ impl Core {
             tick: 0,
             lifo_streak: 0,
             spin: Spin::new(spin),
-            samples: [0; SAMPLES],
-            poll_samples: [0; SAMPLES],
-            nr_samples: 0,
+            unpublished: 0,
             started: 0,
             completed: 0,
             remote_steals: 0,
@@ -605,7 +598,10 @@ impl Core {
         // The scheduling delay is always recorded (one subtraction and a
         // store into the worker's own array); poll durations only with
         // latency capture on.
-        self.samples[self.nr_samples] = clock::delay_ns(runnable.metadata().queued_at(), start);
+        let counters = &local.pool.slots[local.slot].counters;
+        counters
+            .sched_delay
+            .record(clock::delay_ns(runnable.metadata().queued_at(), start));
         self.started += 1;
         // Polls and a future's Drop are caught inside the task (`TaskCell`),
         // and a task's output is dropped through `task::join::Guarded`:
@@ -620,10 +616,10 @@ impl Core {
             // The poll's duration from the clock read the worker makes
             // anyway: from the end of the previous poll (or the return from
             // idle) to this one's end, so it includes `find_work`.
-            self.poll_samples[self.nr_samples] = clock::delay_ns(start, end);
+            counters.poll_time.record(clock::delay_ns(start, end));
         }
-        self.nr_samples += 1;
-        if self.nr_samples == SAMPLES {
+        self.unpublished += 1;
+        if self.unpublished == PUBLISH_EVERY {
             self.publish(&local.pool, local.slot);
         }
     }
@@ -633,16 +629,9 @@ impl Core {
     /// capture protocol).
     fn publish(&mut self, pool: &Pool, slot: usize) {
         let c = &pool.slots[slot].counters;
-        // The histograms first, then the counters (`metrics::capture`,
-        // step 1).
-        if self.nr_samples > 0 {
-            c.sched_delay.record_all(&self.samples[..self.nr_samples]);
-            if pool.capture.enabled {
-                c.poll_time
-                    .record_all(&self.poll_samples[..self.nr_samples]);
-            }
-            self.nr_samples = 0;
-        }
+        // The latencies were recorded at each poll (`metrics::capture`,
+        // step 1): the histograms are ahead of the counters.
+        self.unpublished = 0;
         add(&c.started, std::mem::take(&mut self.started));
         add(&c.completed, std::mem::take(&mut self.completed));
         add(&c.remote_steals, std::mem::take(&mut self.remote_steals));

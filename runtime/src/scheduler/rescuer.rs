@@ -266,14 +266,13 @@ fn rescue_batch(pool: &Arc<Pool>) {
         // The rescuer is these counters' only writer: recorded per poll (a
         // rescued pool has no worker to be fast for); the delay before the
         // poll, as `started` (always, as on a worker).
-        c.sched_delay.record_all(&[delay]);
+        c.sched_delay.record(delay);
         // As on a worker: a panic in a cancelled future's Drop must not
         // take the rescuer down.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runnable.run()));
         c.completed.fetch_add(1, Ordering::Relaxed);
         if pool.capture.enabled {
-            c.poll_time
-                .record_all(&[clock::delay_ns(start, clock::now())]);
+            c.poll_time.record(clock::delay_ns(start, clock::now()));
         }
     }
 }
