@@ -26,7 +26,7 @@
 //!    exits, it **publishes** its plain counters into the slot's atomics
 //!    with `Relaxed` load + store (it is their only writer). (Before, samples were
 //!    buffered and recorded into a mutex-guarded `hdrhistogram::Histogram`
-//!    per 64 polls: ~80 instructions a sample, against ~25 now, callgrind.)
+//!    per 64 polls: ~80 instructions a sample, against ~30 now, callgrind.)
 //! 2. **Spawners** (any thread). A spawn reads the clock before and after
 //!    the call and appends the difference to a buffer of [`SAMPLES`] in a
 //!    **thread-local** ([`record_spawn`]): no shared write per spawn. The
@@ -84,8 +84,9 @@ use crate::clock;
 pub(crate) const HIST_MAX_NS: u64 = 60_000_000_000;
 /// Significant digits: 2 gives 1% precision.
 pub(crate) const HIST_SIGFIG: u8 = 2;
-/// Samples buffered by a worker (per kind) and by a spawner thread before
-/// they are recorded into a shared histogram.
+/// Spawn-call samples buffered by a spawner thread before they are
+/// recorded into a shared histogram; also the polls between two
+/// publications of a worker's counters.
 pub(crate) const SAMPLES: usize = 64;
 /// Stripes of a pool's spawn-call histogram.
 pub(crate) const SPAWN_STRIPES: usize = 16;
@@ -189,9 +190,9 @@ pub(crate) struct SlotHistogram {
 }
 
 impl SlotHistogram {
-    /// Records `ns` as `saturating_record` does: 0 as 1 ns, a value past the
-    /// last bucket as [`HIST_MAX_NS`]. Only the histogram's one writer
-    /// calls it.
+    /// Records `ns`: 0 as 1 ns (as wq's other histograms), a value past the
+    /// last bucket as [`HIST_MAX_NS`] (as `saturating_record` does). Only
+    /// the histogram's one writer calls it.
     #[inline]
     pub(crate) fn record(&self, ns: u64) {
         let counts = self.counts.get_or_init(|| {

@@ -22,9 +22,10 @@
 //! - events of a worker (polls started and completed, steals, parks) are
 //!   counted in the worker's own plain locals and published when it goes
 //!   idle, and every 64 polls, into its slot's cache-padded counters;
-//! - latencies (scheduling delay, poll duration, spawn-call time) are
-//!   buffered per worker and per spawning thread and recorded into
-//!   per-slot and per-stripe HdrHistograms: the protocol, and what a reader
+//! - latencies are recorded per slot (scheduling delay, poll duration: the
+//!   worker bumps a bucket of its slot's lock-free histogram) and per
+//!   stripe (spawn-call times, buffered per spawning thread, into
+//!   mutex-guarded HdrHistograms): the protocol, and what a reader
 //!   may see, is in the `capture` module's docs (`runtime/src/metrics/capture.rs`).
 //!
 //! A reader ([`Runtime::metrics`](crate::Runtime::metrics)) has each pool

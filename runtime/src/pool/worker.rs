@@ -596,8 +596,8 @@ impl Core {
         // its own before its first poll).
         watch.poll_started.store(start.max(1), Ordering::Release);
         // The scheduling delay is always recorded (one subtraction and a
-        // store into the worker's own array); poll durations only with
-        // latency capture on.
+        // bucket's count in the slot's histogram, which only this thread
+        // writes); poll durations only with latency capture on.
         let counters = &local.pool.slots[local.slot].counters;
         counters
             .sched_delay
@@ -624,9 +624,9 @@ impl Core {
         }
     }
 
-    /// Makes the local counters and latency samples visible to metrics
-    /// readers, and this thread's buffered spawn-call times (step 1 of the
-    /// capture protocol).
+    /// Makes the local counters visible to metrics readers, and this
+    /// thread's buffered spawn-call times (step 1 of the capture protocol;
+    /// the latencies were recorded at each poll).
     fn publish(&mut self, pool: &Pool, slot: usize) {
         let c = &pool.slots[slot].counters;
         // The latencies were recorded at each poll (`metrics::capture`,
