@@ -104,29 +104,34 @@ pub(crate) fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, HIST_MAX_NS, HIST_SIGFIG).expect("valid histogram bounds")
 }
 
-/// A histogram allocated on its first record, behind a mutex that its
-/// writers and metrics readers take (the spawn-call stripes).
+/// A histogram with many writers (a pool's spawn-call stripe): bucket
+/// counts as in [`SlotHistogram`], behind a mutex that its writers take
+/// once per batch and metrics readers once per merge, allocated on the
+/// first record.
 #[derive(Debug, Default)]
-pub(crate) struct LazyHistogram(Mutex<Option<Box<Histogram<u64>>>>);
+pub(crate) struct LazyHistogram(Mutex<Option<Box<[u64]>>>);
 
 impl LazyHistogram {
-    /// Records `samples` (nanoseconds; 0 is recorded as 1).
+    /// Records `samples` (nanoseconds, as [`SlotHistogram::record`]).
     pub(crate) fn record_all(&self, samples: &[u64]) {
         if samples.is_empty() {
             return;
         }
-        let mut h = crate::loom::lock(&self.0);
-        let h = h.get_or_insert_with(|| Box::new(new_histogram()));
+        let mut counts = crate::loom::lock(&self.0);
+        let counts = counts.get_or_insert_with(|| vec![0; SLOT_COUNTS].into_boxed_slice());
         for &ns in samples {
-            h.saturating_record(ns.max(1));
+            counts[bucket(ns)] += 1;
         }
     }
 
-    /// Adds what was recorded to `into`.
+    /// Adds what was recorded to `into` (a histogram of wq's bounds).
     pub(crate) fn merge_into(&self, into: &mut Histogram<u64>) {
-        if let Some(h) = &*crate::loom::lock(&self.0) {
-            // Same bounds: `add` cannot fail.
-            let _ = into.add(&**h);
+        if let Some(counts) = &*crate::loom::lock(&self.0) {
+            for (index, &n) in counts.iter().enumerate() {
+                if n > 0 {
+                    into.saturating_record_n(value_of(index), n);
+                }
+            }
         }
     }
 }
@@ -157,6 +162,19 @@ const fn index_of(ns: u64) -> usize {
     let bucket = LEADING_ZERO_BASE - (ns | SUB_BUCKET_MASK).leading_zeros();
     let sub_bucket = ns >> bucket;
     (((bucket + 1) << HALF_MAGNITUDE) as u64 + sub_bucket - (1 << HALF_MAGNITUDE)) as usize
+}
+
+/// The bucket `ns` is counted in: 0 as 1 ns (as wq has always recorded
+/// it), a value past the last bucket as [`HIST_MAX_NS`] (as the crate's
+/// `saturating_record` does).
+#[inline]
+fn bucket(ns: u64) -> usize {
+    let index = index_of(ns.max(1));
+    if index < SLOT_COUNTS {
+        index
+    } else {
+        index_of(HIST_MAX_NS)
+    }
 }
 
 /// The lowest value of the bucket at `index` (the inverse of
@@ -190,9 +208,8 @@ pub(crate) struct SlotHistogram {
 }
 
 impl SlotHistogram {
-    /// Records `ns`: 0 as 1 ns (as wq's other histograms), a value past the
-    /// last bucket as [`HIST_MAX_NS`] (as `saturating_record` does). Only
-    /// the histogram's one writer calls it.
+    /// Records `ns` (0 as 1 ns, past the last bucket as [`HIST_MAX_NS`]).
+    /// Only the histogram's one writer calls it.
     #[inline]
     pub(crate) fn record(&self, ns: u64) {
         let counts = self.counts.get_or_init(|| {
@@ -200,13 +217,7 @@ impl SlotHistogram {
                 .map(|_| std::sync::atomic::AtomicU64::new(0))
                 .collect()
         });
-        let index = index_of(ns.max(1));
-        let index = if index < SLOT_COUNTS {
-            index
-        } else {
-            index_of(HIST_MAX_NS)
-        };
-        let count = &counts[index];
+        let count = &counts[bucket(ns)];
         // One writer: a load and a store (no locked instruction).
         count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
@@ -457,7 +468,7 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_histogram_merges_into_what_recording_each_value_gives() {
+    fn bucket_counts_merge_into_what_recording_each_value_gives() {
         // Every value below 100,000, then a spread up to past the maximum.
         let mut values: Vec<u64> = (0..100_000).collect();
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -475,8 +486,15 @@ mod tests {
             direct.saturating_record(v.max(1));
             slot.record(v);
         }
+        let lazy = LazyHistogram::default();
+        for chunk in values.chunks(SAMPLES) {
+            lazy.record_all(chunk);
+        }
         let mut merged = new_histogram();
         slot.merge_into(&mut merged);
+        let mut merged_lazy = new_histogram();
+        lazy.merge_into(&mut merged_lazy);
+        assert!(merged_lazy == direct, "the stripes' histograms too");
         assert!(merged == direct, "the same counts, min, max and total");
         for q in [0.0, 0.5, 0.9, 0.99, 0.999, 1.0] {
             assert_eq!(merged.value_at_quantile(q), direct.value_at_quantile(q));
