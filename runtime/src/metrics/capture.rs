@@ -127,11 +127,7 @@ impl LazyHistogram {
     /// Adds what was recorded to `into` (a histogram of wq's bounds).
     pub(crate) fn merge_into(&self, into: &mut Histogram<u64>) {
         if let Some(counts) = &*crate::loom::lock(&self.0) {
-            for (index, &n) in counts.iter().enumerate() {
-                if n > 0 {
-                    into.saturating_record_n(value_of(index), n);
-                }
-            }
+            merge_counts(counts.iter().copied(), into);
         }
     }
 }
@@ -174,6 +170,16 @@ fn bucket(ns: u64) -> usize {
         index
     } else {
         index_of(HIST_MAX_NS)
+    }
+}
+
+/// Adds bucket counts (index order) to `into`, a histogram of wq's
+/// bounds: each non-empty bucket as its lowest value, `n` times.
+fn merge_counts(counts: impl Iterator<Item = u64>, into: &mut Histogram<u64>) {
+    for (index, n) in counts.enumerate() {
+        if n > 0 {
+            into.saturating_record_n(value_of(index), n);
+        }
     }
 }
 
@@ -224,14 +230,8 @@ impl SlotHistogram {
 
     /// Adds what was recorded to `into` (a histogram of wq's bounds).
     pub(crate) fn merge_into(&self, into: &mut Histogram<u64>) {
-        let Some(counts) = self.counts.get() else {
-            return;
-        };
-        for (index, count) in counts.iter().enumerate() {
-            let n = count.load(Ordering::Relaxed);
-            if n > 0 {
-                into.saturating_record_n(value_of(index), n);
-            }
+        if let Some(counts) = self.counts.get() {
+            merge_counts(counts.iter().map(|c| c.load(Ordering::Relaxed)), into);
         }
     }
 }
