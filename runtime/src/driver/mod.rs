@@ -23,18 +23,18 @@
 //! reporting events for a closed fd's token.
 //!
 //! # A turn ([`Driver::turn`])
-//! 1. Under the timers lock: note `parked_until`, the tick of the earliest
-//!    timer (`u64::MAX` if none). An insert of an earlier timer after this
-//!    sees it and calls [`Handle::unpark`].
+//! 1. Note the tick of the earliest timer (`u64::MAX` if none) and publish
+//!    it: an arm of an earlier timer after this unparks the driver
+//!    ([`timers`], T1).
 //! 2. `epoll_wait` for at most `min(max_wait, time to that timer)`.
-//! 3. Under the timers lock: `parked_until = 0` (awake: inserts need not
-//!    unpark, the next turn recomputes the wait).
+//! 3. Mark the driver awake (arms need not unpark; the next turn
+//!    recomputes the wait).
 //! 4. Under the `ios` lock: for each event whose generation matches, set the
 //!    source's readiness and collect the wakers of its waiters
 //!    (`scheduled_io`); wake them after the unlock.
-//! 5. Under the timers lock, in batches of [`WAKE_BATCH`]: advance the
-//!    wheel to now, collecting the due timers' wakers; wake each batch after
-//!    the unlock.
+//! 5. For each timer shard with a timer due, under its lock, in batches of
+//!    [`WAKE_BATCH`]: advance its wheel to now, collecting the due timers'
+//!    wakers; wake each batch after the unlock ([`timers`], T3).
 //!
 //! Every waker is a task's own `Waker`: waking it runs wq's schedule
 //! function (the task's home pool's queue, then a kick). The driver adds no
@@ -56,11 +56,13 @@
 //! has dropped every task, so in practice only futures outside the runtime
 //! (a `block_on` on another thread) see it.
 //!
-//! Lock order: `ios`, then a source's `waiters`; `timers` is taken alone.
+//! Lock order: `ios`, then a source's `waiters`; a timer shard's lock is
+//! taken alone.
 //! No waker is woken or dropped under any of them.
 
 pub(crate) mod registration;
 pub(crate) mod scheduled_io;
+pub(crate) mod timers;
 pub(crate) mod wheel;
 
 use std::io;
@@ -72,7 +74,8 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 
 use scheduled_io::{READ_CLOSED, READABLE, ScheduledIo, WRITABLE, WRITE_CLOSED};
-use wheel::Wheel;
+use timers::TimerShards;
+pub(crate) use timers::Timers;
 
 /// Bits of a token that hold the slot index; the generation is above.
 const INDEX_BITS: u32 = if usize::BITS >= 64 { 32 } else { 20 };
@@ -104,7 +107,7 @@ struct Inner {
     registry: mio::Registry,
     waker: mio::Waker,
     ios: Mutex<IoTable>,
-    timers: Mutex<Timers>,
+    timers: TimerShards,
     /// The tick base: deadlines are milliseconds after it.
     base: Instant,
     shutdown: AtomicBool,
@@ -120,14 +123,6 @@ struct IoTable {
 struct IoSlot {
     generation: usize,
     io: Option<Arc<ScheduledIo>>,
-}
-
-pub(crate) struct Timers {
-    pub(crate) wheel: Wheel,
-    /// The tick the driver sleeps until (`u64::MAX`: no timer), or 0 while
-    /// it is awake (step 1 and 3 of a turn).
-    parked_until: u64,
-    pub(crate) shut_down: bool,
 }
 
 impl std::fmt::Debug for Handle {
@@ -146,6 +141,10 @@ impl Driver {
     /// Creates the epoll instance, its registry dup and its waker (three
     /// fds).
     pub(crate) fn new() -> io::Result<Driver> {
+        Driver::with_timer_shards(TimerShards::for_this_machine())
+    }
+
+    fn with_timer_shards(timers: TimerShards) -> io::Result<Driver> {
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let waker = mio::Waker::new(poll.registry(), WAKE_TOKEN)?;
@@ -157,11 +156,7 @@ impl Driver {
                     registry,
                     waker,
                     ios: Mutex::new(IoTable::default()),
-                    timers: Mutex::new(Timers {
-                        wheel: Wheel::new(),
-                        parked_until: 0,
-                        shut_down: false,
-                    }),
+                    timers,
                     base: Instant::now(),
                     shutdown: AtomicBool::new(false),
                 }),
@@ -182,12 +177,7 @@ impl Driver {
         let mut woken = 0;
         let inner = &*self.handle.inner.clone();
         // 1.
-        let next = {
-            let mut t = crate::loom::lock(&inner.timers);
-            let next = t.wheel.next_expiration().unwrap_or(u64::MAX);
-            t.parked_until = next;
-            next
-        };
+        let next = inner.timers.park();
         let until_timer = (next != u64::MAX).then(|| {
             inner
                 .instant_of(next)
@@ -206,7 +196,7 @@ impl Driver {
             panic!("wq: the I/O driver's epoll_wait failed: {err}");
         }
         // 3.
-        crate::loom::lock(&inner.timers).parked_until = 0;
+        inner.timers.unpark();
         // 4.
         {
             let ios = crate::loom::lock(&inner.ios);
@@ -246,17 +236,12 @@ impl Driver {
         wake_all(&mut self.wake);
         // 5.
         let now = inner.tick_floor(Instant::now());
-        loop {
-            let done =
-                crate::loom::lock(&inner.timers)
-                    .wheel
-                    .advance(now, &mut self.wake, WAKE_BATCH);
-            woken += self.wake.len();
-            wake_all(&mut self.wake);
-            if done {
-                break;
-            }
-        }
+        inner
+            .timers
+            .advance(now, &mut self.wake, WAKE_BATCH, &mut |wake| {
+                woken += wake.len();
+                wake_all(wake);
+            });
         woken
     }
 
@@ -273,11 +258,7 @@ impl Driver {
             }
         }
         wake_all(&mut self.wake);
-        {
-            let mut t = crate::loom::lock(&inner.timers);
-            t.shut_down = true;
-            t.wheel.fire_all(&mut self.wake);
-        }
+        inner.timers.shut_down(&mut self.wake);
         wake_all(&mut self.wake);
     }
 }
@@ -408,19 +389,20 @@ impl Handle {
         u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
     }
 
-    /// Runs `f` on the timers, under their lock, then unparks the driver if
-    /// `f` armed a timer earlier than the one it sleeps until. `f` gets
-    /// the timers and reports the tick it armed, if any.
-    pub(crate) fn with_timers<R>(&self, f: impl FnOnce(&mut Timers) -> (R, Option<u64>)) -> R {
-        let (r, unpark) = {
-            let mut t = crate::loom::lock(&self.inner.timers);
-            let (r, armed) = f(&mut t);
-            let unpark = armed.is_some_and(|tick| tick < t.parked_until);
-            if unpark {
-                t.parked_until = 0;
-            }
-            (r, unpark)
-        };
+    /// The timer shard of the thread whose ordinal is `thread`.
+    pub(crate) fn timer_shard(&self, thread: usize) -> usize {
+        self.inner.timers.shard_of(thread)
+    }
+
+    /// Runs `f` on timer shard `shard`, under its lock, then unparks the
+    /// driver if `f` armed a timer earlier than the one it sleeps until.
+    /// `f` gets the shard's timers and reports the tick it armed, if any.
+    pub(crate) fn with_timers<R>(
+        &self,
+        shard: usize,
+        f: impl FnOnce(&mut Timers) -> (R, Option<u64>),
+    ) -> R {
+        let (r, unpark) = self.inner.timers.with_shard(shard, f);
         if unpark {
             self.unpark();
         }
@@ -488,6 +470,85 @@ mod tests {
         driver.turn(Some(Duration::from_secs(30)));
         assert!(start.elapsed() < Duration::from_secs(10));
         t.join().unwrap();
+    }
+
+    /// A waker that counts its wakes.
+    struct Count(std::sync::atomic::AtomicUsize);
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Arms a timer `after` from now on `shard` of `h`; returns its key.
+    fn arm(h: &Handle, shard: usize, after: Duration, waker: &Waker) -> usize {
+        let tick = h.tick_ceil(Instant::now() + after);
+        h.with_timers(shard, |t| {
+            let (key, fired) = t.wheel.insert(tick, waker.clone());
+            assert!(!fired);
+            (key, Some(tick))
+        })
+    }
+
+    #[test]
+    fn a_turn_sleeps_until_the_earliest_timer_of_any_shard_and_fires_each() {
+        let mut driver = Driver::with_timer_shards(TimerShards::new(4)).unwrap();
+        assert_eq!(driver.handle().inner.timers.shards(), 4);
+        let h = driver.handle().clone();
+        let count = Arc::new(Count(Default::default()));
+        let waker = Waker::from(count.clone());
+        arm(&h, 0, Duration::from_secs(60), &waker);
+        arm(&h, 3, Duration::from_millis(30), &waker);
+        arm(&h, 2, Duration::from_millis(60), &waker);
+        let start = Instant::now();
+        while count.0.load(Ordering::SeqCst) < 2 {
+            driver.turn(None);
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the turn slept past shard 3's and shard 2's timers"
+            );
+        }
+        assert!(start.elapsed() >= Duration::from_millis(60), "never early");
+        assert_eq!(count.0.load(Ordering::SeqCst), 2, "the 60 s timer waits");
+    }
+
+    #[test]
+    fn an_earlier_timer_armed_on_another_shard_unparks_the_driver() {
+        let mut driver = Driver::with_timer_shards(TimerShards::new(2)).unwrap();
+        let h = driver.handle().clone();
+        let count = Arc::new(Count(Default::default()));
+        let waker = Waker::from(count.clone());
+        arm(&h, 0, Duration::from_secs(60), &waker);
+        let h2 = h.clone();
+        let w2 = waker.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            arm(&h2, 1, Duration::from_millis(10), &w2);
+        });
+        let start = Instant::now();
+        while count.0.load(Ordering::SeqCst) == 0 {
+            driver.turn(None);
+            assert!(start.elapsed() < Duration::from_secs(30), "not unparked");
+        }
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn a_cancelled_timer_costs_at_most_one_early_wake() {
+        let mut driver = Driver::with_timer_shards(TimerShards::new(2)).unwrap();
+        let h = driver.handle().clone();
+        let waker = futures::task::noop_waker();
+        let key = arm(&h, 1, Duration::from_millis(20), &waker);
+        h.with_timers(1, |t| (t.wheel.remove(key), None));
+        // The shard's bound may stay stale (20 ms); a turn past it sets it
+        // from the wheel: nothing left to sleep for.
+        let cleared = (0..50).any(|_| {
+            driver.turn(Some(Duration::from_millis(100)));
+            let next = h.inner.timers.park();
+            h.inner.timers.unpark();
+            next == u64::MAX
+        });
+        assert!(cleared, "the stale bound kept waking the driver");
     }
 
     #[test]

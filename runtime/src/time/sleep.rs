@@ -33,6 +33,9 @@ pub struct Sleep {
     /// The wheel entry, once armed.
     key: Option<usize>,
     fired: bool,
+    /// The timer shard `key` is in: that of the thread that armed it
+    /// (`driver::timers`; beside `fired`, so a `Sleep` is no larger).
+    shard: u8,
 }
 
 /// Waits until `duration` has passed.
@@ -85,6 +88,7 @@ impl Sleep {
             tick,
             key: None,
             fired: false,
+            shard: 0,
         }
     }
 
@@ -104,12 +108,15 @@ impl Sleep {
         self.deadline = deadline;
         self.tick = self.driver.tick_ceil(deadline);
         self.fired = false;
+        let shard = usize::from(self.shard);
         if let Some(key) = self.key
             && Instant::now() >= deadline
         {
             // Past by the clock, though maybe not by the driver's last turn
             // (the wheel's time): fired now, as a first poll would.
-            let waker = self.driver.with_timers(|t| (t.wheel.remove(key), None));
+            let waker = self
+                .driver
+                .with_timers(shard, |t| (t.wheel.remove(key), None));
             self.key = None;
             self.fired = true;
             // A task waiting on this sleep (it may not be the caller's)
@@ -119,10 +126,12 @@ impl Sleep {
             }
         } else if let Some(key) = self.key {
             let tick = self.tick;
-            let due = self.driver.with_timers(|t| match t.wheel.reset(key, tick) {
-                Ok(()) => (None, Some(tick)),
-                Err(waker) => (Some(waker), None),
-            });
+            let due = self
+                .driver
+                .with_timers(shard, |t| match t.wheel.reset(key, tick) {
+                    Ok(()) => (None, Some(tick)),
+                    Err(waker) => (Some(waker), None),
+                });
             if let Some(waker) = due {
                 self.fired = true;
                 // Due already: a task waiting on this sleep (it may not be
@@ -152,9 +161,17 @@ impl Future for Sleep {
         }
         let tick = this.tick;
         let key = this.key;
-        // A replaced waker is dropped after the timers' lock.
+        if key.is_none() {
+            // Armed on this thread's shard, kept until dropped.
+            let shard = this
+                .driver
+                .timer_shard(crate::pool::current::thread_ordinal());
+            this.shard = u8::try_from(shard).expect("at most 64 timer shards");
+        }
+        let shard = usize::from(this.shard);
+        // A replaced waker is dropped after the shard's lock.
         let mut replaced = None;
-        let (fired, key, shut_down) = this.driver.with_timers(|t| {
+        let (fired, key, shut_down) = this.driver.with_timers(shard, |t| {
             let shut_down = t.shut_down;
             match key {
                 _ if shut_down => ((true, key, true), None),
@@ -191,7 +208,10 @@ impl Future for Sleep {
 impl Drop for Sleep {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
-            let waker = self.driver.with_timers(|t| (t.wheel.remove(key), None));
+            let shard = usize::from(self.shard);
+            let waker = self
+                .driver
+                .with_timers(shard, |t| (t.wheel.remove(key), None));
             drop(waker); // outside the lock
         }
     }
