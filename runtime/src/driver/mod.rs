@@ -1,4 +1,5 @@
-//! The I/O and timer driver: a mio `Poll` (epoll) and a timing wheel.
+//! The I/O and timer driver: a mio `Poll` (epoll) and timing wheels (one
+//! per timer shard: [`timers`]).
 //!
 //! # Parts, and who holds what
 //! - [`Driver`]: owns the `mio::Poll` and its event buffer. Turning it needs
@@ -23,8 +24,8 @@
 //! reporting events for a closed fd's token.
 //!
 //! # A turn ([`Driver::turn`])
-//! 1. Note the tick of the earliest timer (`u64::MAX` if none) and publish
-//!    it: an arm of an earlier timer after this unparks the driver
+//! 1. Note a lower bound of the earliest timer's tick over the shards
+//!    (`u64::MAX` if none) and publish it: an arm of an earlier timer after this unparks the driver
 //!    ([`timers`], T1).
 //! 2. `epoll_wait` for at most `min(max_wait, time to that timer)`.
 //! 3. Mark the driver awake (arms need not unpark; the next turn
@@ -32,7 +33,8 @@
 //! 4. Under the `ios` lock: for each event whose generation matches, set the
 //!    source's readiness and collect the wakers of its waiters
 //!    (`scheduled_io`); wake them after the unlock.
-//! 5. For each timer shard with a timer due, under its lock, in batches of
+//! 5. For each timer shard with a timer due (or left [`timers`]'s
+//!    `FRESH_TICKS` behind), under its lock, in batches of
 //!    [`WAKE_BATCH`]: advance its wheel to now, collecting the due timers'
 //!    wakers; wake each batch after the unlock ([`timers`], T3).
 //!
@@ -389,7 +391,7 @@ impl Handle {
         u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
     }
 
-    /// The timer shard of the thread whose ordinal is `thread`.
+    /// The timer shard of the arming thread numbered `thread`.
     pub(crate) fn timer_shard(&self, thread: usize) -> usize {
         self.inner.timers.shard_of(thread)
     }

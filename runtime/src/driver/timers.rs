@@ -8,11 +8,12 @@
 //! behind one lock, that lock's line moved between every worker serving
 //! requests (the largest wq-only item in the HTTP profile,
 //! `docs/benchmarks.md` section 9). A thread arms on the shard of its
-//! ordinal (`thread % shards`, shards a power of two), so a worker's
-//! shard lock stays in its cache unless the timer is cancelled by another
-//! thread; tokio shards its wheel by worker the same way. (The shard of
-//! the current CPU, `sched_getcpu`, cost 5 ns an arm more and gains
-//! nothing while workers stay on their CPUs.)
+//! number among the threads that arm timers (`time::sleep`, numbered at
+//! their first arm; `number % shards`, shards a power of two), so the
+//! first `shards` arming threads (a runtime's workers, as a rule) have a
+//! shard each, whose lock stays in the thread's cache unless a timer is
+//! cancelled by another thread; tokio shards its wheel by worker the same
+//! way. (The current CPU's shard, `sched_getcpu`, costs 5 ns an arm more.)
 //!
 //! # Parts
 //! - A shard: its [`Wheel`] and `shut_down` flag under its mutex
@@ -20,7 +21,10 @@
 //!   earliest pending timer (`u64::MAX`: none), written under the mutex
 //!   and read without it. An arm that lowers it stores the new tick; a
 //!   cancel leaves it (stale low: the driver wakes once for nothing and
-//!   recomputes); a turn that advances the shard sets it exactly.
+//!   recomputes); a turn that advances the shard sets it to the wheel's
+//!   next expiration (the start of its earliest non-empty slot: at most
+//!   the earliest timer's tick, and the turn that reaches it cascades
+//!   that slot to a finer level).
 //! - `parked_until`: the tick the thread turning the driver sleeps until,
 //!   `SCANNING` (`u64::MAX`) while it computes that, or `AWAKE` (0).
 //!
@@ -61,7 +65,7 @@ use crate::loom::Fences;
 use crate::loom::sync::Mutex;
 use crate::loom::sync::atomic::{AtomicU64, Ordering};
 
-/// The most shards: threads share them (`ordinal % shards`).
+/// The most shards: arming threads beyond share them.
 pub(crate) const MAX_SHARDS: usize = 64;
 /// T3 advances a shard with nothing due when its wheel is this many ticks
 /// behind: a timer is placed relative to the wheel's time, and one placed
@@ -125,7 +129,7 @@ impl TimerShards {
         TimerShards::new(std::thread::available_parallelism().map_or(1, usize::from))
     }
 
-    /// The shard of a thread whose ordinal is `thread` (module docs).
+    /// The shard of the arming thread numbered `thread` (module docs).
     pub(crate) fn shard_of(&self, thread: usize) -> usize {
         thread & (self.shards.len() - 1)
     }

@@ -144,6 +144,28 @@ impl Sleep {
     }
 }
 
+/// This thread's number among the threads that arm timers, given at its
+/// first arm: the first `shards` of them (a runtime's workers, as a rule)
+/// get a timer shard each (`driver::timers`). A process-wide thread
+/// ordinal would count every thread that ever asked for one, so two
+/// workers could share a shard while another sat unused.
+fn arming_thread() -> usize {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static THIS: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    THIS.try_with(|this| {
+        if this.get() == usize::MAX {
+            // Only spreading matters.
+            this.set(NEXT.fetch_add(1, Ordering::Relaxed));
+        }
+        this.get()
+    })
+    .unwrap_or(0)
+}
+
 impl Future for Sleep {
     type Output = ();
 
@@ -163,9 +185,7 @@ impl Future for Sleep {
         let key = this.key;
         if key.is_none() {
             // Armed on this thread's shard, kept until dropped.
-            let shard = this
-                .driver
-                .timer_shard(crate::pool::current::thread_ordinal());
+            let shard = this.driver.timer_shard(arming_thread());
             this.shard = u8::try_from(shard).expect("at most 64 timer shards");
         }
         let shard = usize::from(this.shard);
