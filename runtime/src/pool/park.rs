@@ -42,8 +42,9 @@
 //! zero-wait turn, and a busy worker after its own (for its pool's
 //! idlers): a worker that idled during those found the driver taken. The
 //! caller fences (`SeqCst`) after giving the driver back and before
-//! reading who is parked; a parker counts itself parked before it tries
-//! the driver: one of the two sees the other. Without it, with the watchdog off, a timer waited for
+//! reading who is parked; a parker counts itself parked, fences
+//! (`SeqCst`), then tries the driver: one of the two sees the other
+//! (`loom_attending_the_driver_*` model the pair). Without it, with the watchdog off, a timer waited for
 //! the next push (`a_timer_fires_after_block_on_leaves_the_driver`,
 //! `a_timer_fires_while_the_worker_that_held_the_driver_blocks`).
 
@@ -152,6 +153,12 @@ impl Parker {
         if self.consume() {
             return 0;
         }
+        // The parker's side of the "attending the driver" pair (module
+        // docs): this thread counted itself parked (the pool's hint) before
+        // it tries the driver's lock. A SeqCst read-modify-write of the
+        // hint does not order the lock's later load on every CPU (ARM may
+        // read the lock before the count is visible): the fence does.
+        std::sync::atomic::fence(Ordering::SeqCst);
         let mut woken = None;
         let lent = turn(&mut |d: &mut driver::Driver| {
             let _ = self.inner.driver.set(d.handle().clone());
@@ -248,5 +255,56 @@ mod tests {
         let t = Instant::now();
         p.park(Duration::from_millis(20), |_| false);
         assert!(t.elapsed() >= Duration::from_millis(15));
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_models {
+    //! The "attending the driver" pair (module docs), as its two sides
+    //! touch memory: the driver's lock word and the pool's hint of parked
+    //! workers. (The real sides use `std` types: the driver's mutex, the
+    //! parker's state; these models check the orderings they rely on.)
+    use crate::loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+    use loom::sync::Arc;
+
+    fn model(parker_fences: bool) {
+        loom::model(move || {
+            // The driver is held (by a `block_on`, say); nobody is parked.
+            let locked = Arc::new(AtomicBool::new(true));
+            let parked = Arc::new(AtomicUsize::new(0));
+            let (l2, p2) = (locked.clone(), parked.clone());
+            let leaver = loom::thread::spawn(move || {
+                // Gives the driver back, fences, reads who is parked
+                // (`Host::attend_driver`).
+                l2.store(false, Ordering::Release);
+                fence(Ordering::SeqCst);
+                p2.load(Ordering::Relaxed) > 0
+            });
+            // A worker counts itself parked (the hint's SeqCst RMW), then
+            // tries the driver's lock (a failed try_lock is a plain load).
+            parked.fetch_add(1, Ordering::SeqCst);
+            if parker_fences {
+                fence(Ordering::SeqCst);
+            }
+            let took = locked
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok();
+            let attended = leaver.join().unwrap();
+            assert!(
+                took || attended,
+                "the driver is free, the worker parked off it, and nobody wakes a worker to turn it"
+            );
+        });
+    }
+
+    #[test]
+    fn loom_attending_the_driver_one_side_sees_the_other() {
+        model(true);
+    }
+
+    #[test]
+    #[should_panic(expected = "nobody wakes a worker")]
+    fn loom_attending_the_driver_without_the_parkers_fence_is_missed() {
+        model(false);
     }
 }
