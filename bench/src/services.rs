@@ -171,7 +171,10 @@ pub fn http_main(argv: &[String], command: &str) -> Result<(), String> {
     }
     let mut runs: [Vec<WrkRun>; 2] = [Vec::new(), Vec::new()];
     for r in 0..repeat {
-        for (i, rt) in ["wq", "tokio"].iter().enumerate() {
+        // Each runtime goes first every other round (an order effect on a
+        // shared VM).
+        for i in [r % 2, 1 - r % 2] {
+            let rt = &["wq", "tokio"][i];
             let run = match *rt {
                 "wq" => {
                     let server = WqHttp::start(workers)?;
@@ -480,7 +483,9 @@ pub fn echo_main(argv: &[String], command: &str) -> Result<(), String> {
     let workers: usize = a.get("workers", crate::machine::online_cpus())?;
     let mut runs: [Vec<(f64, Quantiles)>; 2] = [Vec::new(), Vec::new()];
     for r in 0..repeat {
-        for (i, name) in ["wq", "tokio"].iter().enumerate() {
+        // Each runtime goes first every other round.
+        for i in [r % 2, 1 - r % 2] {
+            let name = &["wq", "tokio"][i];
             let run = if i == 0 {
                 // One pool of `workers` (the system scope), as tokio's one
                 // pool: on a machine with several cache shards, the default

@@ -295,7 +295,8 @@ fn time_one<R: BenchRuntime>(name: &str, rt: &R, prefix: &str, t: &mut Timing) {
 }
 
 /// Runs every shape `iters` times per runtime, the runtimes alternating
-/// iteration by iteration (pair by pair), quietly and then, if
+/// iteration by iteration (pair by pair, which one goes first rotating),
+/// quietly and then, if
 /// `neighbours > 0`, beside that many busy-loop processes.
 pub fn measure(
     names: &[String],
@@ -356,8 +357,12 @@ pub fn measure(
                     _ => assert!(run(name, &tokio)),
                 }
             }
-            for _ in 0..iters {
-                for t in &mut rows {
+            for i in 0..iters {
+                // Which runtime goes first rotates: on a shared VM the
+                // second run of a pair times differently from the first.
+                let n = rows.len();
+                for k in 0..n {
+                    let t = &mut rows[(i + k) % n];
                     match (t.runtime.as_str(), &wq_nocapture) {
                         ("wq", _) => time_one(name, &wq, "wqrt-", t),
                         ("wq-nocapture", Some(nc)) => time_one(name, nc, "wqnc-", t),
