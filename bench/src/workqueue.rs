@@ -7,8 +7,9 @@
 //! plus `thread::park`, see [`Completion`]); spawn to producer resumed is
 //! the round trip. items/s is all items over the wall time from the barrier
 //! to the last producer done. Every figure reported is the median of
-//! `repeat` runs; the runs of one repeat are interleaved over the rows so
-//! drift and a neighbour's compile spread over all of them.
+//! `repeat` runs; the runs of one repeat are interleaved over the rows (the
+//! first row rotating from repeat to repeat) so drift and a neighbour's
+//! compile spread over all of them.
 
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -438,7 +439,11 @@ pub fn run(cfg: &Config) -> Result<Vec<Row>, String> {
         });
     }
     for rep in 0..cfg.repeat {
-        for row in rows.iter_mut() {
+        // The row that goes first rotates with each repeat: on a shared
+        // VM a run times differently by where it falls in the cycle.
+        let n = rows.len();
+        for k in 0..n {
+            let row = &mut rows[(rep + k) % n];
             let run = run_target(cfg, row.target)?;
             eprintln!(
                 "[{}/{}] {:<24} {:>10} items/s  enqueue p95 {:>8}  rtt p50 {:>8}",
