@@ -3,8 +3,8 @@
 //!
 //! Code whose protocol is model-checked (the kick / idle / cull protocol in
 //! [`crate::pool::idle`], the closing protocol, the rescuer's mayday list,
-//! the task registry, a workqueue's `max_active` gate and its flush
-//! handshake, a task's reference to its workqueue) takes its `Mutex`, atomics and thread handles from
+//! the task registry, a workqueue's `max_active` gate, its flush
+//! handshake and its tasks' references to it) takes its `Mutex`, atomics and thread handles from
 //! here, so the same source runs in production and under loom's model
 //! checker, as tokio's `loom` module does. Other code uses `std::sync`
 //! directly, and locks through [`lock`] all the same.
@@ -35,6 +35,18 @@ pub(crate) mod sync {
 #[cfg(loom)]
 pub(crate) mod thread {
     pub(crate) use loom::thread::{Thread, current};
+}
+
+/// `yield_now` for model-checked code that waits for another thread.
+#[cfg(not(loom))]
+pub(crate) mod yielding {
+    pub(crate) use std::thread::yield_now;
+}
+
+/// `yield_now` for model-checked code that waits for another thread.
+#[cfg(loom)]
+pub(crate) mod yielding {
+    pub(crate) use loom::thread::yield_now;
 }
 
 /// A mutex [`lock`] can take: std's, and loom's under `--cfg loom`.

@@ -373,6 +373,12 @@ impl SpawnError {
     pub fn is_shut_down(&self) -> bool {
         self.refused == Refused::Closed
     }
+
+    /// The queue holds as many items in flight as it can count (over a
+    /// billion): await some before spawning more.
+    pub fn is_full(&self) -> bool {
+        self.refused == Refused::Full
+    }
 }
 
 impl fmt::Display for SpawnError {
@@ -387,6 +393,12 @@ impl fmt::Display for SpawnError {
                 f,
                 "workqueue {:?} accepts no items: its runtime is shut down",
                 self.queue
+            ),
+            Refused::Full => write!(
+                f,
+                "workqueue {:?} accepts no more items now: {}",
+                self.queue,
+                self.refused.why()
             ),
         }
     }

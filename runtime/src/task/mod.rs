@@ -13,9 +13,9 @@
 //! The future borrows the task's own `TaskMeta` (async-task keeps the
 //! metadata until the task is freed, after the future is dropped): a task
 //! holds one reference to its home pool, `TaskMeta::home`, and spawning
-//! clones that `Arc` once. A task of a named workqueue also holds its queue,
-//! counted on the queue's stripes rather than in an `Arc` (`QueueRef`,
-//! `queue_ref`).
+//! clones that `Arc` once. A task of a named workqueue also reaches its
+//! queue until its future is gone, through its count in flight on the
+//! queue's stripes rather than an `Arc` (`QueueRef`, `queue_ref`).
 //!
 //! The queue time is one clock read per schedule from outside the home pool.
 //! A task woken on a worker of its home pool is stamped with that worker's
@@ -34,7 +34,7 @@ mod yield_now;
 use join::Guarded;
 pub(crate) use join::RUNTIME_SHUT_DOWN;
 pub use join::{JoinError, JoinHandle};
-pub(crate) use queue_ref::{QueueRef, StripeLines, TaskRefs, TasksShare, stripe_lines};
+pub(crate) use queue_ref::{QueueRef, StripeLines, TasksShare, stripe_lines};
 pub(crate) use registry::Registry;
 pub use yield_now::yield_now;
 
@@ -59,8 +59,10 @@ pub(crate) trait QueueLink: Send + Sync + 'static {
     /// A task of the queue is gone (its future finished or was dropped).
     /// `released`: it had left the queue's inactive list (it held one of
     /// the queue's `max_active` slots); `color`: its flush color; `stripe`:
-    /// the stripe of the queue's counts it was spawned on.
-    fn finished(&self, released: bool, color: u8, stripe: u8);
+    /// the stripe of the queue's counts it was spawned on. The task's last
+    /// access to the queue: returns whether the caller must drop the
+    /// tasks' share (no task and no handle is left; `QueueRef::finish`).
+    fn finished(&self, released: bool, color: u8, stripe: u8) -> bool;
     /// One poll of one of its tasks took `ns`; `first` for its first poll.
     fn polled(&self, first: bool, ns: u64);
     /// Whether its items leave concurrency management while they run.
@@ -73,8 +75,6 @@ pub(crate) trait QueueLink: Send + Sync + 'static {
     fn repatriated(&self);
     /// The queue's name, for reports.
     fn name(&self) -> &str;
-    /// The references its tasks hold ([`QueueRef`]).
-    fn task_refs(&self) -> &TaskRefs;
     /// The address of the queue, to tell queues apart (never dereferenced).
     fn id(&self) -> *const () {
         std::ptr::from_ref(self).cast()
@@ -104,11 +104,12 @@ pub(crate) struct TaskMeta {
     /// hand-off orders the two, so `Relaxed` suffices.
     queued_at: AtomicU64,
     /// The workqueue it was spawned on; `None` for the default queue.
+    /// Dereferenced only until the future is gone (`QueueRef`).
     pub(crate) queue: Option<QueueRef>,
     /// The queue's flush color when it was spawned.
     color: u8,
-    /// The stripe of the queue's counts it was spawned on (its reference
-    /// is put there when the task is freed).
+    /// The stripe of the queue's counts it was spawned on (its finish
+    /// uncounts it there).
     stripe: u8,
     /// `RELEASED`, `AWAY`, `CPU_HOG`, `POLLED`. Read-modify-writes: a wake
     /// on another thread may clear `AWAY` while the task runs.
@@ -119,7 +120,8 @@ impl std::fmt::Debug for TaskMeta {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TaskMeta")
             .field("home", &self.home.get().map(|p| p.id))
-            .field("queue", &self.queue.as_ref().map(|q| q.name()))
+            // Not the queue's name: the queue may be gone (`QueueRef`).
+            .field("named_queue", &self.queue.is_some())
             .field("flags", &self.flags.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
@@ -179,15 +181,6 @@ impl TaskMeta {
             q.repatriated();
         }
         was
-    }
-}
-
-impl Drop for TaskMeta {
-    fn drop(&mut self) {
-        // The task is freed: its reference to its workqueue goes back.
-        if let Some(q) = self.queue.take() {
-            q.put(self.stripe);
-        }
     }
 }
 
@@ -440,7 +433,10 @@ impl<F> Drop for TaskCell<'_, F> {
             home.registry.dropped(self.entry.take());
         }
         if let Some(q) = &self.meta.queue {
-            q.finished(flags & RELEASED != 0, self.meta.color, self.meta.stripe);
+            // SAFETY: the future is dropped once, here, and the task's
+            // queue is not reached after (its polls are over, and a task
+            // whose future is gone is never scheduled again).
+            unsafe { q.finish(flags & RELEASED != 0, self.meta.color, self.meta.stripe) };
         }
     }
 }

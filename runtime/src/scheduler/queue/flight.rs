@@ -1,45 +1,154 @@
-//! A workqueue's items in flight per flush color, and the handshake that
-//! wakes a waiting flush (the protocol is in the parent module's docs,
-//! "Flush colors"; this is its code, on the facade's atomics so that loom
-//! can check it).
+//! A workqueue's items in flight per flush color, the handshake that wakes
+//! a waiting flush, and the queue's lifetime: an item's count in flight is
+//! also its task's reference to the queue (the protocol of "Flush colors"
+//! and "Lifetime" in the parent module's docs; this is its code, on the
+//! facade's atomics so that loom can check it).
 //!
-//! The counts are striped by the spawning thread: an item counts itself in
+//! # One word per stripe
+//! Each stripe's word (on the queue's stripe lines, `task::StripeLine`)
+//! holds, from the low bits up:
+//! - `DEAD`: the stripe was collected by the gone step (below);
+//! - `FLUSHING[c]`: a flush waits for color `c` to empty (set on every
+//!   stripe by the flusher);
+//! - `pending`: finishers that saw their color's flag and still touch the
+//!   queue (8 bits);
+//! - `count[0]`, `count[1]`: items spawned on the stripe and not finished,
+//!   per color (26 bits each; a spawn moves to another stripe before one
+//!   fills up, and is refused if all are full).
+//!
+//! The counts are striped by the spawning thread: an item counts itself on
 //! its spawner's stripe and uncounts itself there at its end, so a stripe
-//! never reads below the items of that stripe still in flight, and a sum
-//! of the stripes read one by one is zero only if every item counted
-//! before the reads began has finished (an item that raced the reads adds
-//! zero or one, never minus one). A queue's items spawned and run on one
-//! CPU write only that stripe's line.
+//! never reads below the items of that stripe still in flight, and a sum of
+//! the stripes read one by one is zero only if every item counted before
+//! the reads began has finished (an item that raced the reads adds zero or
+//! one, never minus one).
 //!
-//! The handshake is a store-buffering pair: the finisher decrements its
-//! stripe, then reads the flag; the flusher sets the flag, then reads the
-//! stripes. With a
-//! `SeqCst` fence between each side's write and read, at least one of them
-//! sees the other's write: the finisher sees the flag (and wakes the
-//! flusher), or the flusher sees the count at zero (and does not wait).
-//! Without the fences both may read the old values, and the flush waits
-//! for a wake that never comes (`loom_without_the_fences_a_flush_is_never_woken`).
+//! # Steps
+//! - **Spawn** (by a thread holding a handle): add one to `count[c]`
+//!   (`SeqCst`): one read-modify-write, which is both the item's count in
+//!   flight and its task's reference to the queue.
+//! - **Finish** (the task's future is gone): one compare-and-swap on the
+//!   stripe's word that takes one from `count[c]` and, if `FLUSHING[c]` is
+//!   set in the word it replaces, adds one to `pending`. No flag: that
+//!   swap was the task's last access to the queue (the **fast path**: one
+//!   read-modify-write, no fence). Flag seen: the finisher, still counted
+//!   as pending, fences, sums the stripes of `c`, wakes the flusher if the
+//!   sum is zero, and then takes one from `pending`, its last access.
+//! - **Flush of `c`**: set `FLUSHING[c]` on every stripe, fence, and read
+//!   the sum; if it is not zero, store the waker (under the flush lock) and
+//!   read it again; then wait. **End of a flush**: clear the flags.
+//! - **Gone** (the last handle dropped, while it still holds its own strong
+//!   count): set `DEAD` on every stripe (`AcqRel`), collecting its counts
+//!   and `pending`, and add the sum to `left`; if that leaves `left` at
+//!   zero, no task holds the queue: drop the tasks' share.
+//! - A finish whose last read-modify-write finds `DEAD` was collected into
+//!   `left`: it takes one from `left` (`Release`); the one that leaves it
+//!   at zero fences (`Acquire`) and drops the tasks' share.
+//!
+//! # Why a flush is woken
+//! A finish whose swap came before the flusher's flag on that stripe (in
+//! the word's modification order) is seen by the flusher's reads, which
+//! come after its own read-modify-write of the same word. A finish whose
+//! swap came after saw the flag, and takes the slow path: its decrement,
+//! a `SeqCst` fence, then its sum. Of two such finishers on two stripes,
+//! the one whose fence comes second sees the other's decrement
+//! (store-buffering, ordered by the fences), so the last of them reads
+//! zero and takes the waker; the flusher stored the waker under the lock
+//! before its second read, so either the finisher finds the waker or the
+//! flusher's second read sees zero. Without the fences, both finishers may
+//! read the other's stale count and neither wakes
+//! (`loom_without_the_fences_a_flush_is_never_woken`).
+//!
+//! # Why the queue is freed once, after every task's last access
+//! The word's read-modify-writes form one modification order per stripe:
+//! a finish before the stripe's collection is in the collected sum; one
+//! after it takes one from `left` (which may go below zero until the gone
+//! step adds the collected sums, so zero is reached exactly once, after the
+//! gone step and every finish). A finisher on the slow path is counted in
+//! `pending` until its last access, so a flush that ends (and a last handle
+//! dropped) meanwhile cannot free the queue under it. Every access a task
+//! makes to its queue comes before its last read-modify-write (`Release`);
+//! the step that reaches zero acquires them all (release sequences), and
+//! the `Arc`'s own count orders the share's drop before the queue is
+//! freed. `loom_a_queue_outlives_its_tasks_and_is_freed_once` checks it,
+//! with a flush that ends while a finisher is on the slow path; its two
+//! negative controls (the finishes' orderings off, the gone step's off)
+//! show that each side's orderings are needed. A finisher that took the
+//! slow path without counting itself in `pending` is caught by the same
+//! model (a read of the freed queue), tried by hand when it was written.
+//!
+//! A spawn and a finish on one CPU write only that stripe's line; the
+//! flags and `DEAD` are written there only by a flush and by the gone step.
 
 use crate::loom::Fences;
-use crate::loom::sync::atomic::{AtomicBool, AtomicIsize};
+use crate::loom::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
 use crate::task::StripeLines;
 
-/// Items in flight per color (0 or 1) and stripe, and which colors a flush
-/// waits on.
+/// The stripe was collected by the gone step.
+const DEAD: u64 = 1;
+/// A flush waits for the color to empty.
+const FLUSHING: [u64; 2] = [1 << 1, 1 << 2];
+/// One finisher on the slow path.
+const PENDING: u64 = 1 << 3;
+/// Bits of `pending`.
+const PENDING_MAX: u64 = 0xff;
+/// Where each color's count starts.
+const COUNT_SHIFT: [u32; 2] = [11, 37];
+/// Bits of each count.
+const COUNT_BITS: u32 = 26;
+/// The largest count.
+const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
+/// A spawn moves to another stripe once its own counts this many of a
+/// color: the rest of the range is room for spawns that raced the check
+/// (one per thread of the stripe).
+pub(crate) const STRIPE_FULL: u64 = COUNT_MAX - (1 << 20);
+
+/// The count of `color` in `word`.
+fn count(word: u64, color: usize) -> u64 {
+    (word >> COUNT_SHIFT[color]) & COUNT_MAX
+}
+
+/// `pending` in `word`.
+fn pending(word: u64) -> u64 {
+    (word / PENDING) & PENDING_MAX
+}
+
+/// One item of `color`.
+fn one(color: usize) -> u64 {
+    1 << COUNT_SHIFT[color]
+}
+
+/// What a finish leaves its caller to do.
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Finished {
+    /// Nothing more: the task no longer touches the queue.
+    Done,
+    /// The finish was the last reference of a queue with no handle left:
+    /// the caller drops the tasks' share (nothing else touches the queue).
+    DropShare,
+}
+
+/// Items in flight per color (0 or 1) and stripe, the flushes' flags, and
+/// the references collected when the last handle went.
 #[derive(Debug)]
 pub(crate) struct Flight {
-    /// Per stripe: `flight`, the items of each color spawned there and not
-    /// finished (on the queue's stripe lines).
-    counts: StripeLines,
-    /// Read by every finish, written by flushes only.
-    flushing: [AtomicBool; 2],
-    /// `SeqCst` and fences (turned off by a negative model).
+    /// Per stripe: `word` (module docs), on the queue's stripe lines.
+    lines: StripeLines,
+    /// After the gone step: the references left.
+    left: AtomicIsize,
+    /// The flush handshake's `SeqCst` and fences (turned off by a negative
+    /// model).
     fences: Fences,
+    /// The finishes' orderings (turned off by another).
+    finish_fences: Fences,
+    /// The gone step's orderings (turned off by another).
+    gone_fences: Fences,
 }
 
 impl Flight {
     /// Counts in `stripes` stripes (at least one) of their own.
-    #[cfg(all(test, loom))]
+    #[cfg(test)]
     pub(crate) fn new(stripes: usize) -> Flight {
         Flight::on(crate::task::stripe_lines(stripes))
     }
@@ -47,52 +156,225 @@ impl Flight {
     /// Counts on `lines`.
     pub(crate) fn on(lines: StripeLines) -> Flight {
         Flight {
-            counts: lines,
-            flushing: [AtomicBool::new(false), AtomicBool::new(false)],
+            lines,
+            left: AtomicIsize::new(0),
             fences: Fences::default(),
+            finish_fences: Fences::default(),
+            gone_fences: Fences::default(),
         }
     }
 
-    /// `stripe`'s counts (`stripe` is below the stripe count).
-    fn stripe(&self, stripe: usize) -> &[AtomicIsize; 2] {
-        &self.counts[stripe].flight
+    /// `stripe`'s word (`stripe` is below the stripe count).
+    fn word(&self, stripe: usize) -> &AtomicU64 {
+        &self.lines[stripe].word
     }
 
-    /// A spawn on `stripe` counts its item in `color`.
+    /// The stripe a spawn preferring `stripe` counts its item of `color`
+    /// on: `stripe` unless it is full, else the next one that is not;
+    /// `None` if every stripe is full.
+    #[inline]
+    pub(crate) fn stripe_for(&self, stripe: usize, color: usize) -> Option<usize> {
+        if count(self.word(stripe).load(Ordering::Relaxed), color) < STRIPE_FULL {
+            return Some(stripe);
+        }
+        self.other_stripe(stripe, color)
+    }
+
+    /// [`Flight::stripe_for`] when `stripe` is full.
+    #[cold]
+    fn other_stripe(&self, stripe: usize, color: usize) -> Option<usize> {
+        let n = self.lines.len();
+        (1..n)
+            .map(|i| (stripe + i) % n)
+            .find(|&s| count(self.word(s).load(Ordering::Relaxed), color) < STRIPE_FULL)
+    }
+
+    /// A spawn (by a thread holding a handle) counts its item in `color` on
+    /// `stripe` (from [`Flight::stripe_for`]): its count in flight and its
+    /// task's reference to the queue.
     pub(crate) fn spawned(&self, stripe: usize, color: usize) {
         // SeqCst: a flusher's read is ordered after it.
-        self.stripe(stripe)[color].fetch_add(1, self.fences.order());
+        let before = self.word(stripe).fetch_add(one(color), self.fences.order());
+        debug_assert_eq!(
+            before & DEAD,
+            0,
+            "an item is spawned on a queue with no handle"
+        );
     }
 
-    /// An item counted in `color` on `stripe` is gone. Returns whether a
-    /// flush of that color may be waiting for it (the caller then wakes the
-    /// flusher).
-    pub(crate) fn finished(&self, stripe: usize, color: usize) -> bool {
-        self.stripe(stripe)[color].fetch_sub(1, self.fences.order());
-        // The finisher's half: decremented before the flag is read.
-        self.fences.fence();
-        self.flushing[color].load(self.fences.order()) && self.in_flight(color) <= 0
+    /// An item counted in `color` on `stripe` is gone. `wake` is called
+    /// (with the task still counted) if a flush waits and this may have
+    /// been the color's last item; it wakes the flusher. After this
+    /// returns, the caller must not touch the queue, except to drop the
+    /// tasks' share if told so.
+    pub(crate) fn finished(&self, stripe: usize, color: usize, wake: impl FnOnce()) -> Finished {
+        let word = self.word(stripe);
+        let release = self.finish_fences.or_relaxed(Ordering::Release);
+        // SeqCst (the flush handshake), which includes the `Release` of the
+        // task's accesses when this is its last (the lifetime).
+        let swap = self
+            .finish_fences
+            .or_relaxed(self.fences.or_relaxed(Ordering::SeqCst));
+        let mut old = word.load(Ordering::Relaxed);
+        loop {
+            debug_assert!(count(old, color) > 0, "an item finished twice");
+            let flagged = old & FLUSHING[color] != 0;
+            if flagged && pending(old) == PENDING_MAX {
+                // As many finishers as `pending` holds are on the slow
+                // path: wait for one to leave it.
+                crate::loom::yielding::yield_now();
+                old = word.load(Ordering::Relaxed);
+                continue;
+            }
+            let new = old - one(color) + if flagged { PENDING } else { 0 };
+            match word.compare_exchange_weak(old, new, swap, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(now) => old = now,
+            }
+        }
+        if old & FLUSHING[color] != 0 {
+            // The slow path: still counted (as pending). Decremented, then
+            // fenced, before the other stripes are read.
+            self.fences.fence();
+            if self.in_flight(color) <= 0 {
+                wake();
+            }
+            let before = word.fetch_sub(PENDING, release);
+            return self.put_if_collected(before);
+        }
+        // The fast path: the swap was the task's last access.
+        self.put_if_collected(old)
+    }
+
+    /// After a finish's last read-modify-write returned `before`.
+    fn put_if_collected(&self, before: u64) -> Finished {
+        if before & DEAD == 0 {
+            return Finished::Done;
+        }
+        self.put_collected()
+    }
+
+    /// A reference counted in `left` goes.
+    fn put_collected(&self) -> Finished {
+        let release = self.finish_fences.or_relaxed(Ordering::Release);
+        if self.left.fetch_sub(1, release) != 1 {
+            return Finished::Done;
+        }
+        self.finish_fences.fence_of(Ordering::Acquire);
+        Finished::DropShare
     }
 
     /// A flush starts waiting for `color` to empty.
     pub(crate) fn start_flush(&self, color: usize) {
-        self.flushing[color].store(true, self.fences.order());
-        // The flusher's half: flagged before the count is read.
+        for line in &self.lines[..] {
+            line.word.fetch_or(FLUSHING[color], self.fences.order());
+        }
+        // The flusher's half: flagged before the counts are read.
         self.fences.fence();
     }
 
     /// The flush of `color` is over (done or dropped).
     pub(crate) fn end_flush(&self, color: usize) {
-        self.flushing[color].store(false, self.fences.order());
+        for line in &self.lines[..] {
+            line.word.fetch_and(!FLUSHING[color], self.fences.order());
+        }
     }
 
     /// Items of `color` in flight now: the stripes summed one by one (see
     /// the module docs for why a zero can be trusted).
     pub(crate) fn in_flight(&self, color: usize) -> isize {
-        self.counts
+        self.lines
             .iter()
-            .map(|c| c.flight[color].load(self.fences.order()))
+            .map(|l| count(l.word.load(self.fences.order()), color) as isize)
             .sum()
+    }
+
+    /// The last handle of the queue is being dropped. Returns whether the
+    /// caller must drop the tasks' share (no task holds a reference).
+    #[must_use]
+    pub(crate) fn gone(&self) -> bool {
+        let acq_rel = self.gone_fences.or_relaxed(Ordering::AcqRel);
+        let counted: u64 = self
+            .lines
+            .iter()
+            .map(|l| {
+                let before = l.word.fetch_or(DEAD, acq_rel);
+                debug_assert_eq!(before & DEAD, 0, "a queue's handles go once");
+                count(before, 0) + count(before, 1) + pending(before)
+            })
+            .sum();
+        let counted = counted as isize;
+        self.left.fetch_add(counted, acq_rel) + counted == 0
+    }
+
+    /// Sets `stripe`'s count of `color` (tests of the full-stripe check).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn set_count(&self, stripe: usize, color: usize, n: u64) {
+        let w = self.word(stripe);
+        let old = w.load(Ordering::Relaxed);
+        let cleared = old & !(COUNT_MAX << COUNT_SHIFT[color]);
+        w.store(cleared | (n << COUNT_SHIFT[color]), Ordering::Relaxed);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_stripe_sends_spawns_to_the_next_and_all_full_refuses() {
+        let f = Flight::new(4);
+        assert_eq!(f.stripe_for(2, 0), Some(2));
+        f.set_count(2, 0, STRIPE_FULL);
+        assert_eq!(f.stripe_for(2, 0), Some(3));
+        // The other color is counted apart.
+        assert_eq!(f.stripe_for(2, 1), Some(2));
+        f.set_count(3, 0, STRIPE_FULL);
+        assert_eq!(f.stripe_for(2, 0), Some(0));
+        f.set_count(0, 0, STRIPE_FULL);
+        f.set_count(1, 0, STRIPE_FULL);
+        assert_eq!(f.stripe_for(2, 0), None);
+        f.set_count(1, 0, STRIPE_FULL - 1);
+        assert_eq!(f.stripe_for(2, 0), Some(1));
+    }
+
+    #[test]
+    fn counts_do_not_spill_into_each_other_or_the_flags() {
+        let f = Flight::new(1);
+        f.set_count(0, 0, COUNT_MAX - 1);
+        f.set_count(0, 1, COUNT_MAX - 1);
+        f.spawned(0, 0);
+        f.spawned(0, 1);
+        assert_eq!(f.in_flight(0), COUNT_MAX as isize);
+        assert_eq!(f.in_flight(1), COUNT_MAX as isize);
+        f.start_flush(1);
+        let mut woken = false;
+        assert_eq!(f.finished(0, 1, || woken = true), Finished::Done);
+        assert!(!woken, "items of the color are still in flight");
+        assert_eq!(f.in_flight(1), COUNT_MAX as isize - 1);
+        f.end_flush(1);
+        f.set_count(0, 0, 0);
+        f.set_count(0, 1, 1);
+        f.start_flush(1);
+        assert_eq!(f.finished(0, 1, || woken = true), Finished::Done);
+        assert!(woken, "the color's last item wakes the flush");
+        f.end_flush(1);
+        let w = f.word(0).load(Ordering::Relaxed);
+        assert_eq!(w, 0, "no flag, no pending finisher, no count left");
+        assert!(
+            f.gone(),
+            "no task left: the share goes with the last handle"
+        );
+    }
+
+    #[test]
+    fn the_last_finish_after_the_last_handle_drops_the_share() {
+        let f = Flight::new(2);
+        f.spawned(0, 0);
+        f.spawned(1, 1);
+        assert!(!f.gone());
+        assert_eq!(f.finished(1, 1, || ()), Finished::Done);
+        assert_eq!(f.finished(0, 0, || ()), Finished::DropShare);
     }
 }
 
@@ -102,46 +384,55 @@ mod loom_tests {
     use crate::loom::sync::Mutex;
     use loom::sync::Arc;
 
-    /// One item of color 0 in flight, counted on stripe 1 of 2; a flush of
-    /// color 0 races its finish.
-    /// The flush, as `Queue::flush` does it: flag, read; if not empty,
-    /// store its waker (here a flag) under the lock and read again; if
-    /// still not empty, wait. The finisher: `finished`, and if it says so,
-    /// take the waker under the lock and wake. A flush that waits must be
+    /// Two items of color 0 in flight, on stripes 0 and 1 of 2, finished on
+    /// two threads while a flush of color 0 runs, as `Queue::flush` does
+    /// it: flag, read; if not empty, store its waker (here a flag) under
+    /// the lock and read again; if still not empty, wait. A finisher told
+    /// to wake takes the waker under the lock. A flush that waits must be
     /// woken.
-    fn flush_racing_finish(unfenced: bool) {
+    fn flush_racing_finishes(unfenced: bool) {
         loom::model(move || {
             let flight = Arc::new(Flight {
                 fences: Fences { off: unfenced },
                 ..Flight::new(2)
             });
             let waiter = Arc::new(Mutex::new(false));
+            flight.spawned(0, 0);
             flight.spawned(1, 0);
-            let (f, w) = (flight.clone(), waiter.clone());
-            let finisher = loom::thread::spawn(move || {
-                if f.finished(1, 0) {
-                    // Took the waker: `true` means the flusher was woken.
-                    return std::mem::take(&mut *w.lock().unwrap());
-                }
-                false
-            });
+            let finishers: Vec<_> = (0..2)
+                .map(|stripe| {
+                    let (f, w) = (flight.clone(), waiter.clone());
+                    loom::thread::spawn(move || {
+                        let mut woken = false;
+                        let _ = f.finished(stripe, 0, || {
+                            // Took the waker: `true` means the flusher
+                            // was woken.
+                            woken = std::mem::take(&mut *w.lock().unwrap());
+                        });
+                        woken
+                    })
+                })
+                .collect();
             flight.start_flush(0);
             let waits = flight.in_flight(0) > 0 && {
                 *waiter.lock().unwrap() = true;
                 flight.in_flight(0) > 0
             };
-            let woken = finisher.join().unwrap();
+            let woken = finishers
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .fold(false, |a, b| a | b);
             flight.end_flush(0);
             assert!(
                 !waits || woken,
-                "a flush is never woken: it waits on a count the finisher emptied"
+                "a flush is never woken: it waits on a count the finishers emptied"
             );
         });
     }
 
     #[test]
-    fn loom_a_flush_racing_the_last_finish_is_woken() {
-        flush_racing_finish(false);
+    fn loom_a_flush_racing_the_last_finishes_is_woken() {
+        flush_racing_finishes(false);
     }
 
     /// Without the fences (and with relaxed operations), the model must
@@ -149,6 +440,145 @@ mod loom_tests {
     #[test]
     #[should_panic(expected = "never woken")]
     fn loom_without_the_fences_a_flush_is_never_woken() {
-        flush_racing_finish(true);
+        flush_racing_finishes(true);
+    }
+
+    /// A queue in miniature: its counts, state its tasks read (and its
+    /// drop writes), and a count of its drops.
+    struct Queue {
+        flight: Flight,
+        state: loom::cell::UnsafeCell<usize>,
+        drops: Arc<loom::sync::atomic::AtomicUsize>,
+    }
+
+    impl Drop for Queue {
+        fn drop(&mut self) {
+            // A task's read of `state` not ordered before this write is a
+            // causality violation (loom reports it).
+            // SAFETY: the model's cell; loom checks the access.
+            self.state.with_mut(|s| unsafe { *s += 1 });
+            self.drops.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    impl Queue {
+        fn read_state(&self) {
+            // SAFETY: the model's cell; loom checks the access.
+            self.state.with(|s| assert_eq!(unsafe { *s }, 0));
+        }
+    }
+
+    /// The queue's `Arc` as a task holds it: the tasks' share, raw.
+    struct Share(*const Queue);
+    // SAFETY: the model's queue is Sync (loom atomics and a cell the model
+    // checks).
+    unsafe impl Send for Share {}
+
+    impl Share {
+        fn drop_share(self) {
+            // SAFETY: the caller owns the tasks' share.
+            drop(unsafe { Arc::from_raw(self.0) });
+        }
+    }
+
+    /// What a `Workqueue` shares: the queue and the tasks' share; the last
+    /// one's drop is the gone step.
+    struct Handle {
+        queue: Arc<Queue>,
+        share: *const Queue,
+    }
+    // SAFETY: as `Share`.
+    unsafe impl Send for Handle {}
+    // SAFETY: as `Share`.
+    unsafe impl Sync for Handle {}
+
+    impl Drop for Handle {
+        fn drop(&mut self) {
+            if self.queue.flight.gone() {
+                Share(self.share).drop_share();
+            }
+        }
+    }
+
+    /// A task's life after its spawn on `stripe` (color 0): it reads its
+    /// queue, then finishes; on the slow path it reads the queue again
+    /// (the flush lock) while still counted.
+    fn run_task(task: Share, stripe: usize) {
+        // SAFETY: the task is counted in flight.
+        let queue = unsafe { &*task.0 };
+        queue.read_state();
+        if queue.flight.finished(stripe, 0, || queue.read_state()) == Finished::DropShare {
+            task.drop_share();
+        }
+    }
+
+    /// A queue with two handles over 2 stripes. This thread spawns a task
+    /// on stripe 0, finished on a thread of its own, and drops its handle;
+    /// meanwhile another thread spawns a task on stripe 1 through the other
+    /// handle, runs a flush of color 0 that it drops at once (the flags go
+    /// up and down while the first task may be finishing), drops that
+    /// handle, and finishes its task. Whichever handle goes last runs the
+    /// gone step. The queue is freed exactly once, after every task's last
+    /// read, the slow path's included.
+    fn tasks_racing_the_last_handle(finish_unordered: bool, gone_unordered: bool) {
+        loom::model(move || {
+            let drops = Arc::new(loom::sync::atomic::AtomicUsize::new(0));
+            let queue = Arc::new(Queue {
+                flight: Flight {
+                    finish_fences: Fences {
+                        off: finish_unordered,
+                    },
+                    gone_fences: Fences {
+                        off: gone_unordered,
+                    },
+                    ..Flight::new(2)
+                },
+                state: loom::cell::UnsafeCell::new(0),
+                drops: drops.clone(),
+            });
+            let share = Arc::into_raw(queue.clone());
+            let handle = Arc::new(Handle { queue, share });
+            handle.queue.flight.spawned(0, 0);
+            let task = Share(share);
+            let task = loom::thread::spawn(move || run_task(task, 0));
+            let other = handle.clone();
+            let other = loom::thread::spawn(move || {
+                other.queue.flight.spawned(1, 0);
+                other.queue.flight.start_flush(0);
+                other.queue.flight.end_flush(0);
+                let task = Share(other.share);
+                drop(other);
+                run_task(task, 1);
+            });
+            drop(handle);
+            task.join().unwrap();
+            other.join().unwrap();
+            assert_eq!(
+                drops.load(Ordering::Relaxed),
+                1,
+                "the queue is freed exactly once"
+            );
+        });
+    }
+
+    #[test]
+    fn loom_a_queue_outlives_its_tasks_and_is_freed_once() {
+        tasks_racing_the_last_handle(false, false);
+    }
+
+    /// Without the finishes' orderings, the model must find a task's read
+    /// that is not ordered before the queue's free.
+    #[test]
+    #[should_panic(expected = "Causality violation")]
+    fn loom_without_the_finishes_orderings_a_task_reads_a_freed_queue() {
+        tasks_racing_the_last_handle(true, false);
+    }
+
+    /// Without the gone step's orderings, likewise: when the last handle's
+    /// thread frees the queue, nothing orders the tasks' reads before it.
+    #[test]
+    #[should_panic(expected = "Causality violation")]
+    fn loom_without_the_gone_steps_orderings_a_task_reads_a_freed_queue() {
+        tasks_racing_the_last_handle(false, true);
     }
 }

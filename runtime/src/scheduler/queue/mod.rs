@@ -18,19 +18,24 @@
 //! in submission order.
 //!
 //! # Stripes
-//! What every item writes at its spawn and its end -- its slot, its
-//! in-flight count, its task's reference to the queue -- is counted per
+//! What every item writes at its spawn and its end -- its slot, and its
+//! in-flight count, which is also its task's reference to the queue -- is
+//! counted per
 //! **stripe**, the spawning thread's (`thread ordinal % 16`), each stripe
 //! on a cache line of its own, and the item's end writes its spawn's stripe
 //! again. Items spawned and run on one CPU (the `cpu` and `smt` scopes, a
 //! submitter feeding its own pod) then write no line another CPU writes;
 //! one global count per queue was a line that moved between CPUs with
-//! every item (`docs/benchmarks.md`, section 3). The three counts of a
-//! stripe share its one line (`task::StripeLine`): an item's spawn and its
-//! end, on two CPUs, move one line between them, not three. Each count's
-//! protocol is in its module: [`gate`] (slots leased to stripes in batches), [`flight`]
-//! (a sum of stripes a flush can trust), `task::queue_ref` (references
-//! collected into one count when the last handle goes).
+//! every item (`docs/benchmarks.md`, section 3). A stripe's counts share
+//! its one line (`task::StripeLine`): an item's spawn and its end, on two
+//! CPUs, move one line between them. Each count's protocol is in its
+//! module: [`gate`] (slots leased to stripes in batches), [`flight`] (one
+//! word per stripe: a sum a flush can trust, and the references collected
+//! into one count when the last handle goes).
+//!
+//! A named spawn adds two read-modify-writes to `wq::spawn`'s (a slot, a
+//! count in flight); its finish three (a slot back and its fence, a count
+//! down), and one more fence and a sum of the stripes while a flush waits.
 //!
 //! # Spawn, finish, pump
 //! - **Spawn**: if the inactive list is empty and a slot can be taken,
@@ -60,11 +65,11 @@
 //! possibly the new one, and waiting for it is not needed). An item's
 //! finish decrements the counter its spawn incremented (the task keeps its
 //! color and stripe), so a stripe never reads below its items in flight.
-//! A finisher decrements (`SeqCst`), fences, and wakes the flusher if one
-//! waits on its color; the flusher sets its flag, fences, then reads: one
-//! of them sees the other ([`flight`]; the model
-//! `loom_a_flush_racing_the_last_finish_is_woken` checks it, and fails
-//! without the fences). Two colors suffice because a flush, once it has
+//! A finisher's decrement returns the stripe's word with the flusher's
+//! flag in it; one that sees the flag fences, sums, and wakes the flusher
+//! if the color is empty; the flusher sets its flags, fences, then reads
+//! ([`flight`]; the model `loom_a_flush_racing_the_last_finishes_is_woken`
+//! checks it, and fails without the fences). Two colors suffice because a flush, once it has
 //! its turn, first waits for the *other* color to empty, then flips, then
 //! waits for the color it flipped away from. The other color can still
 //! hold items spawned before the flush: those of a flush dropped while it
@@ -78,11 +83,11 @@
 //! kernel allows chained work).
 //!
 //! # Lifetime
-//! The task of an item holds its queue until the task is freed, by a
-//! reference counted on its stripe (`task::QueueRef`: the tasks together
-//! hold one count of the queue's `Arc`, the **tasks' share**), and the
-//! [`QueueHandle`] every `Workqueue` of the queue shares lets it go when
-//! the last of them is dropped: the queue is freed once both are gone.
+//! The task of an item holds its queue until its future is gone, by its
+//! count in flight (`task::QueueRef`: the tasks together hold one count of
+//! the queue's `Arc`, the **tasks' share**), and the [`QueueHandle`] every
+//! `Workqueue` of the queue shares lets it go when the last of them is
+//! dropped: the queue is freed once both are gone ([`flight`], "Steps").
 //!
 //! # Changing a queue while it runs
 //! `set_scope`, `set_strict` and `set_max_active` take effect for items
@@ -108,8 +113,8 @@ use crate::Scope;
 use crate::clock;
 use crate::loom::lock;
 use crate::pool::{Pool, PoolAttrs, current};
-use crate::task::{self, JoinHandle, QueueLink, Runnable, TaskRefs, TasksShare};
-use flight::Flight;
+use crate::task::{self, JoinHandle, QueueLink, Runnable, TasksShare};
+use flight::{Finished, Flight};
 use gate::{Fifo, Gate};
 
 /// The kernel's `WQ_MAX_ACTIVE`.
@@ -152,10 +157,9 @@ impl Striped {
 struct Counts {
     /// Slots (`max_active`), leased to stripes.
     gate: Gate,
-    /// Items in flight per flush color, and the flushes waiting on them.
+    /// Items in flight per flush color, the flushes waiting on them, and
+    /// the references the queue's tasks hold (`task::QueueRef`).
     flight: Flight,
-    /// The references the queue's tasks hold (`task::QueueRef`).
-    refs: TaskRefs,
 }
 
 /// A queue's settings.
@@ -177,6 +181,8 @@ pub(crate) enum Refused {
     Draining,
     /// The runtime is shut down.
     Closed,
+    /// Every stripe of the queue's counts in flight is full.
+    Full,
 }
 
 impl Refused {
@@ -188,6 +194,10 @@ impl Refused {
                  the queue until it returns)"
             }
             Refused::Closed => crate::task::RUNTIME_SHUT_DOWN,
+            Refused::Full => {
+                "its workqueue has over a billion items in flight (counted per spawning thread, \
+                 about 67 million each on 16 stripes); await some before spawning more"
+            }
         }
     }
 }
@@ -229,7 +239,7 @@ pub(crate) struct Queue {
     cpu_intensive: bool,
     scope: AtomicU8,
     strict: AtomicBool,
-    /// The slots, in-flight counts and task references, striped.
+    /// The slots and in-flight counts (the task references), striped.
     counts: CachePadded<Counts>,
     /// Created, never-queued items and the CPU each was submitted on.
     inactive: Injector<(Runnable, Option<usize>)>,
@@ -264,7 +274,7 @@ pub(crate) struct QueueCounts {
 
 impl Queue {
     pub(crate) fn new(config: QueueConfig, scheduler: Weak<Scheduler>) -> Queue {
-        // One line per stripe for all three per-item counts ("Stripes").
+        // One line per stripe for all the per-item counts ("Stripes").
         let lines = task::stripe_lines(STRIPES);
         Queue {
             name: config.name,
@@ -276,8 +286,7 @@ impl Queue {
             strict: AtomicBool::new(config.strict),
             counts: CachePadded::new(Counts {
                 gate: Gate::new(config.max_active, lines.clone()),
-                flight: Flight::on(lines.clone()),
-                refs: TaskRefs::on(lines),
+                flight: Flight::on(lines),
             }),
             inactive: Injector::new(),
             color: AtomicU8::new(0),
@@ -547,7 +556,7 @@ impl Queue {
 }
 
 impl QueueLink for Queue {
-    fn finished(&self, released: bool, color: u8, stripe: u8) {
+    fn finished(&self, released: bool, color: u8, stripe: u8) -> bool {
         let (color, stripe) = (usize::from(color), usize::from(stripe));
         if released {
             self.completed.add(1);
@@ -555,13 +564,16 @@ impl QueueLink for Queue {
                 .gate
                 .finished(stripe, &self.inactive, &mut self.releaser());
         }
-        // Decremented, then fenced, before the flag is read (`flight`).
-        if self.counts.flight.finished(stripe, color) {
-            let waiter = lock(&self.flush).waiter.take();
-            if let Some(w) = waiter {
-                w.wake();
-            }
+        // The task's last access to the queue (`flight`): the waker is
+        // taken while the task is still counted, and woken here after.
+        let mut waiter = None;
+        let finished = self.counts.flight.finished(stripe, color, || {
+            waiter = lock(&self.flush).waiter.take();
+        });
+        if let Some(w) = waiter {
+            w.wake();
         }
+        finished == Finished::DropShare
     }
 
     fn polled(&self, first: bool, ns: u64) {
@@ -589,10 +601,6 @@ impl QueueLink for Queue {
 
     fn name(&self) -> &str {
         &self.name
-    }
-
-    fn task_refs(&self) -> &TaskRefs {
-        &self.counts.refs
     }
 }
 
@@ -642,10 +650,16 @@ impl QueueHandle {
         // settings give now: its own is chosen when it is released).
         let called_at = scheduler.config.latency_capture.then(clock::now);
         let color = queue.color.load(Ordering::Acquire);
-        let stripe = this_stripe();
+        let Some(stripe) = queue
+            .counts
+            .flight
+            .stripe_for(this_stripe(), usize::from(color))
+        else {
+            return Err(Refused::Full);
+        };
         queue.counts.flight.spawned(stripe, usize::from(color));
-        // SAFETY: this is a handle.
-        let link = unsafe { self.share.take(stripe as u8) };
+        // SAFETY: this is a handle, and the item is counted in flight.
+        let link = unsafe { self.share.task_ref() };
         let (runnable, handle) = task::spawn_unreleased(link, color, stripe as u8, future);
         let admitted = queue
             .counts
@@ -681,7 +695,7 @@ impl QueueHandle {
 
 impl Drop for QueueHandle {
     fn drop(&mut self) {
-        if self.queue.counts.refs.gone() {
+        if self.queue.counts.flight.gone() {
             // SAFETY: `gone` said no task holds a reference, and none can
             // be taken (no handle is left). The handle's own count keeps the
             // queue alive meanwhile.
