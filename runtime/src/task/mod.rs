@@ -38,12 +38,13 @@ pub(crate) use queue_ref::{QueueRef, StripeLines, TasksShare, stripe_lines};
 pub(crate) use registry::Registry;
 pub use yield_now::yield_now;
 
+use std::cell::UnsafeCell;
 use std::future::Future;
 use std::mem::ManuallyDrop;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use crate::clock;
@@ -81,6 +82,46 @@ pub(crate) trait QueueLink: Send + Sync + 'static {
     }
 }
 
+/// A task's home pool: set when the task is created (`wq::spawn`, and a
+/// named queue's item that takes a slot at once) or, for an item that
+/// waited on its queue's inactive list, once, when it is released.
+///
+/// Not a `OnceLock`: its `set` (and `From`) take two locked instructions,
+/// a spawn's largest cost after the allocation. The write needs none: it
+/// happens before the task is first queued, by the thread holding its only
+/// `Runnable`; every read comes after (the worker that polls it, its wakes
+/// and its schedule function, which async-task runs only for a task whose
+/// `Runnable` is not out, and its drop, on the thread holding the
+/// `Runnable` or after its last poll), ordered by the queue hand-off.
+struct Home(UnsafeCell<Option<Arc<Pool>>>);
+
+// SAFETY: the cell is written once, before any other thread can reach the
+// task (see above); after, it is only read, and `Arc<Pool>` is `Sync`.
+unsafe impl Sync for Home {}
+// SAFETY: an `Arc<Pool>` is `Send`.
+unsafe impl Send for Home {}
+
+impl Home {
+    /// The home, once set.
+    fn get(&self) -> Option<&Arc<Pool>> {
+        // SAFETY: written only before the task is reachable by readers
+        // (see the type's docs).
+        unsafe { (*self.0.get()).as_ref() }
+    }
+
+    /// Sets the home of a task created without one.
+    ///
+    /// # Safety
+    /// The caller holds the task's `Runnable`, and the task has never been
+    /// queued; called once per task.
+    unsafe fn set(&self, pool: Arc<Pool>) {
+        // SAFETY: the caller's contract: no other access meanwhile.
+        let slot = unsafe { &mut *self.0.get() };
+        debug_assert!(slot.is_none(), "a task is released once");
+        *slot = Some(pool);
+    }
+}
+
 /// [`TaskMeta::flags`]: left its queue's inactive list (holds a slot).
 const RELEASED: u8 = 1 << 0;
 /// Ran on a worker of another pod since it was last queued home.
@@ -97,7 +138,7 @@ pub(crate) struct TaskMeta {
     /// The pool the task runs in; its wakes re-queue there. Set when the
     /// task is first queued (at spawn, or when its workqueue releases it
     /// from the inactive list), never changed after.
-    home: OnceLock<Arc<Pool>>,
+    home: Home,
     /// The raw [`clock::now`](crate::clock::now) when the task was last
     /// queued.
     /// Written by the scheduler, read by the worker that runs it; the queue
@@ -130,12 +171,26 @@ impl std::fmt::Debug for TaskMeta {
 impl TaskMeta {
     fn new(queue: Option<QueueRef>, color: u8, stripe: u8) -> TaskMeta {
         TaskMeta {
-            home: OnceLock::new(),
+            home: Home(UnsafeCell::new(None)),
             queued_at: AtomicU64::new(0),
             queue,
             color,
             stripe,
             flags: AtomicU8::new(0),
+        }
+    }
+
+    /// The metadata of a task released at its creation, with `pool` as its
+    /// home: built so, without [`release`]'s flag update (a locked
+    /// instruction a spawn saves; a `OnceLock` home cost two more).
+    fn released(queue: Option<QueueRef>, color: u8, stripe: u8, pool: &Arc<Pool>) -> TaskMeta {
+        TaskMeta {
+            home: Home(UnsafeCell::new(Some(pool.clone()))),
+            queued_at: AtomicU64::new(0),
+            queue,
+            color,
+            stripe,
+            flags: AtomicU8::new(RELEASED),
         }
     }
 
@@ -235,8 +290,8 @@ where
         // Shut down: the future is dropped here, in the spawner's thread.
         return JoinHandle::refused(crate::task::RUNTIME_SHUT_DOWN);
     }
-    let (runnable, handle) = create(TaskMeta::new(None, 0, 0), future);
-    release(runnable, pool);
+    let (runnable, handle) = create(TaskMeta::released(None, 0, 0, pool), future);
+    queue_released(runnable, pool);
     if let Some(start) = called_at {
         crate::metrics::record_spawn(&pool.capture, start, clock::now());
     }
@@ -258,14 +313,39 @@ where
     create(TaskMeta::new(Some(queue), color, stripe), future)
 }
 
+/// Creates a task of workqueue `queue` (flush color `color`, counted on
+/// `stripe`) that holds one of its active slots, with `pool` as its home,
+/// and queues it there.
+pub(crate) fn spawn_released<F>(
+    queue: QueueRef,
+    color: u8,
+    stripe: u8,
+    pool: &Arc<Pool>,
+    future: F,
+) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let (runnable, handle) = create(TaskMeta::released(Some(queue), color, stripe, pool), future);
+    queue_released(runnable, pool);
+    handle
+}
+
 /// Gives a created task its home `pool` and queues it there. Its
 /// workqueue (if any) counts it active from now on.
 pub(crate) fn release(runnable: Runnable, pool: &Arc<Pool>) {
     let meta = runnable.metadata();
-    if meta.home.set(pool.clone()).is_err() {
-        unreachable!("a task is released once");
-    }
+    // SAFETY: this thread holds the task's `Runnable` and the task was
+    // never queued: nothing reads its home yet (`Home`), and it is released
+    // once (it left its queue's inactive list once).
+    unsafe { meta.home.set(pool.clone()) };
     meta.flags.fetch_or(RELEASED, Ordering::Relaxed);
+    queue_released(runnable, pool);
+}
+
+/// Queues a task whose home is `pool` for its first poll.
+fn queue_released(runnable: Runnable, pool: &Arc<Pool>) {
     pool.registry.spawned();
     schedule_spawned(pool, runnable);
 }

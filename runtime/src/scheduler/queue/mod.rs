@@ -406,6 +406,18 @@ impl Queue {
         }
     }
 
+    /// A spawn that took a slot found the queue closed before creating its
+    /// task: the slot goes back (and the list is looked at, as after every
+    /// put: `refuse_released`), and so does its count in flight.
+    fn refuse_admitted(&self, stripe: usize, color: u8) {
+        self.counts.gate.give_back(stripe);
+        while let Some((waiting, _)) = self.inactive.pop() {
+            drop(waiting);
+        }
+        let last = QueueLink::finished(self, false, color, stripe as u8);
+        debug_assert!(!last, "the spawner holds a handle");
+    }
+
     /// Items in flight now (spawned, not finished), over both colors.
     fn in_flight(&self) -> isize {
         self.color_in_flight(0) + self.color_in_flight(1)
@@ -660,19 +672,22 @@ impl QueueHandle {
         queue.counts.flight.spawned(stripe, usize::from(color));
         // SAFETY: this is a handle, and the item is counted in flight.
         let link = unsafe { self.share.task_ref() };
-        let (runnable, handle) = task::spawn_unreleased(link, color, stripe as u8, future);
         let admitted = queue
             .counts
             .gate
             .admit_now(stripe, &queue.inactive, &mut queue.releaser());
-        let pool = if admitted {
-            let pool = queue.release_on(scheduler, runnable, cpu);
-            if pool.is_none() {
-                // Closed since the check above: the future was dropped.
+        let (handle, pool) = if admitted {
+            if queue.closed.load(Ordering::Acquire) {
+                // Closed since the check above.
+                queue.refuse_admitted(stripe, color);
                 return Err(Refused::Closed);
             }
-            pool
+            // Created released, with its home (no atomic steps for them).
+            let pool = queue.place(scheduler, cpu);
+            let handle = task::spawn_released(link, color, stripe as u8, pool, future);
+            (handle, Some(pool))
         } else {
+            let (runnable, handle) = task::spawn_unreleased(link, color, stripe as u8, future);
             // The item waits and is released later, maybe by another
             // thread: it keeps the CPU it was submitted on for its
             // placement.
@@ -683,8 +698,9 @@ impl QueueHandle {
                 (runnable, cpu),
                 &mut queue.releaser(),
             );
-            (called_at.is_some() && !queue.closed.load(Ordering::Acquire))
-                .then(|| queue.place(scheduler, cpu))
+            let pool = (called_at.is_some() && !queue.closed.load(Ordering::Acquire))
+                .then(|| queue.place(scheduler, cpu));
+            (handle, pool)
         };
         if let (Some(start), Some(pool)) = (called_at, pool) {
             crate::metrics::record_spawn(&pool.capture, start, clock::now());
