@@ -878,7 +878,7 @@ fn a_flush_or_drain_from_the_queues_own_item_panics_instead_of_hanging() {
 /// A task's reference to its queue ends with its future, not with the
 /// task: a queue whose items have finished is freed while their
 /// `JoinHandle`s (and so the tasks) live on, and the handles still give
-/// their outputs and format (nothing reads the freed queue).
+/// their outputs.
 #[test]
 fn a_queue_is_freed_when_its_items_finish_while_their_handles_live() {
     within(60, || {
@@ -895,11 +895,6 @@ fn a_queue_is_freed_when_its_items_finish_while_their_handles_live() {
         drop(q);
         eventually(&rt, |m| m.queues.is_empty().then_some(()));
         for (i, h) in handles.into_iter().enumerate() {
-            assert!(
-                h.is_finished(),
-                "the queue went before its item {i} finished"
-            );
-            assert!(!format!("{h:?}").is_empty());
             assert_eq!(rt.block_on(h).unwrap(), i as u32);
         }
     });

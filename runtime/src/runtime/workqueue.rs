@@ -94,7 +94,8 @@ impl Workqueue {
     /// than `max_active` items are active, else when its turn comes.
     ///
     /// If the queue refuses it (it is being [drained](Workqueue::drain) and
-    /// the caller is not one of its tasks, or the runtime is shut down), the
+    /// the caller is not one of its tasks, the runtime is shut down, or the
+    /// queue holds over a billion items in flight), the
     /// future is dropped and the handle resolves to a
     /// [`JoinError`](crate::JoinError) that says why
     /// ([`is_refused`](crate::JoinError::is_refused));

@@ -278,7 +278,8 @@ impl JoinError {
     }
 
     /// The task never ran: it was refused when spawned (its runtime had
-    /// shut down, or its workqueue was being drained), and its future was
+    /// shut down, or its workqueue was being drained or held over a billion
+    /// items in flight), and its future was
     /// dropped then. Such an error is [cancelled](JoinError::is_cancelled)
     /// too.
     pub fn is_refused(&self) -> bool {

@@ -98,8 +98,6 @@ struct Home(UnsafeCell<Option<Arc<Pool>>>);
 // SAFETY: the cell is written once, before any other thread can reach the
 // task (see above); after, it is only read, and `Arc<Pool>` is `Sync`.
 unsafe impl Sync for Home {}
-// SAFETY: an `Arc<Pool>` is `Send`.
-unsafe impl Send for Home {}
 
 impl Home {
     /// The home, once set.
@@ -136,8 +134,9 @@ const REPORTED_BLOCKED: u8 = 1 << 4;
 /// What every task carries in its header.
 pub(crate) struct TaskMeta {
     /// The pool the task runs in; its wakes re-queue there. Set when the
-    /// task is first queued (at spawn, or when its workqueue releases it
-    /// from the inactive list), never changed after.
+    /// task is created (`wq::spawn`, a named queue's item that takes a slot
+    /// at once) or when its workqueue releases it from the inactive list,
+    /// before it is first queued; never changed after.
     home: Home,
     /// The raw [`clock::now`](crate::clock::now) when the task was last
     /// queued.

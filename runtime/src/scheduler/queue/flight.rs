@@ -17,7 +17,8 @@
 //!   fills up, and is refused if all are full).
 //!
 //! The counts are striped by the spawning thread: an item counts itself on
-//! its spawner's stripe and uncounts itself there at its end, so a stripe
+//! its spawner's stripe (or the next with room, `Flight::stripe_for`) and
+//! uncounts itself there at its end, so a stripe
 //! never reads below the items of that stripe still in flight, and a sum of
 //! the stripes read one by one is zero only if every item counted before
 //! the reads began has finished (an item that raced the reads adds zero or

@@ -21,7 +21,8 @@
 //! What every item writes at its spawn and its end -- its slot, and its
 //! in-flight count, which is also its task's reference to the queue -- is
 //! counted per
-//! **stripe**, the spawning thread's (`thread ordinal % 16`), each stripe
+//! **stripe**, the spawning thread's (`thread ordinal % 16`; the next one
+//! with room if that one counts ~66 million items of a color), each stripe
 //! on a cache line of its own, and the item's end writes its spawn's stripe
 //! again. Items spawned and run on one CPU (the `cpu` and `smt` scopes, a
 //! submitter feeding its own pod) then write no line another CPU writes;
@@ -196,7 +197,7 @@ impl Refused {
             Refused::Closed => crate::task::RUNTIME_SHUT_DOWN,
             Refused::Full => {
                 "its workqueue has over a billion items in flight (counted per spawning thread, \
-                 about 67 million each on 16 stripes); await some before spawning more"
+                 about 66 million each on 16 stripes); await some before spawning more"
             }
         }
     }
@@ -355,29 +356,11 @@ impl Queue {
     /// slot).
     fn release(&self, runnable: Runnable, cpu: Option<usize>) {
         match self.scheduler.upgrade() {
-            Some(s) => {
-                self.release_on(&s, runnable, cpu);
+            Some(s) if !self.closed.load(Ordering::Acquire) => {
+                task::release(runnable, self.place(&s, cpu));
             }
-            None => self.refuse_released(runnable),
+            _ => self.refuse_released(runnable),
         }
-    }
-
-    /// [`Queue::release`] with the runtime at hand.
-    /// Returns the pool it went to (`None`: refused, the runtime is shut
-    /// down).
-    fn release_on<'s>(
-        &self,
-        scheduler: &'s Scheduler,
-        runnable: Runnable,
-        cpu: Option<usize>,
-    ) -> Option<&'s Arc<Pool>> {
-        if self.closed.load(Ordering::Acquire) {
-            self.refuse_released(runnable);
-            return None;
-        }
-        let pool = self.place(scheduler, cpu);
-        task::release(runnable, pool);
-        Some(pool)
     }
 
     /// The pool the queue's settings give an item placed by `cpu` now.
@@ -678,7 +661,10 @@ impl QueueHandle {
             .admit_now(stripe, &queue.inactive, &mut queue.releaser());
         let (handle, pool) = if admitted {
             if queue.closed.load(Ordering::Acquire) {
-                // Closed since the check above.
+                // Closed since the check above: the future is dropped
+                // before its item is uncounted, as a created task's would
+                // be (a flush then also waits for its drop).
+                drop(future);
                 queue.refuse_admitted(stripe, color);
                 return Err(Refused::Closed);
             }
