@@ -328,18 +328,25 @@ pub fn main(argv: &[String], command: &str) -> Result<(), String> {
         .cpus()
         .len();
 
+    // The rows interleaved repeat by repeat, so drift falls on all of
+    // them, and the first row rotating from repeat to repeat: on a VM the
+    // run that goes second in a pair can time differently.
     let (mut same, mut cross, mut tok) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..repeat {
-        same.push(wq_ping_pong(&topology, rounds, false)?);
-        cross.push(wq_ping_pong(&topology, rounds, true)?);
-        tok.push(tokio_ping_pong(cpus, rounds));
+    for rep in 0..repeat {
+        for row in (0..3).map(|i| (i + rep) % 3) {
+            match row {
+                0 => same.push(wq_ping_pong(&topology, rounds, false)?),
+                1 => cross.push(wq_ping_pong(&topology, rounds, true)?),
+                _ => tok.push(tokio_ping_pong(cpus, rounds)),
+            }
+        }
     }
-    // The rows interleaved repeat by repeat, so drift falls on all three.
     let kinds = ["cache", "system", "tokio"];
     let mut samples: Vec<[Vec<f64>; 3]> = kinds.iter().map(|_| Default::default()).collect();
-    for _ in 0..repeat {
-        for (kind, [rates, p50, p99]) in kinds.iter().zip(&mut samples) {
-            let (r, h) = affine(kind, &topology, walks, ws)?;
+    for rep in 0..repeat {
+        for row in (0..kinds.len()).map(|i| (i + rep) % kinds.len()) {
+            let [rates, p50, p99] = &mut samples[row];
+            let (r, h) = affine(kinds[row], &topology, walks, ws)?;
             rates.push(r);
             p50.push(h.value_at_quantile(0.5) as f64);
             p99.push(h.value_at_quantile(0.99) as f64);
@@ -379,7 +386,7 @@ pub fn main(argv: &[String], command: &str) -> Result<(), String> {
          that machine but its threads are not bound: scheduling paths differ, cache effects cannot show"
     );
     println!(
-        "# medians of {repeat} runs, the rows interleaved; tokio: {cpus} workers, wq: up to a worker per CPU of each pod ({cpus} CPUs): the same threads on the real CPUs\n"
+        "# medians of {repeat} runs, the rows interleaved (the first rotating); tokio: {cpus} workers, wq: up to a worker per CPU of each pod ({cpus} CPUs): the same threads on the real CPUs\n"
     );
     println!("remote wake, ping-pong of two tasks ({rounds} round trips):");
     println!("  {:<28} {:>12}", "row", "per round trip");
