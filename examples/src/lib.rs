@@ -17,7 +17,8 @@
 //!   that stops reading) ends the connection;
 //! - malformed requests get hyper's 400, connection errors are logged and
 //!   the connection dropped; accept errors (out of fds) are logged and the
-//!   loop backs off 100 ms instead of spinning;
+//!   loop backs off 100 ms instead of spinning; the log lines go through
+//!   [`report`], which never blocks a worker on a stalled stderr;
 //! - the services are read-only: GET (and HEAD) only, 405 otherwise.
 //!
 //! To add a route (a later step adds a live dashboard), add an arm to
@@ -25,6 +26,7 @@
 
 pub mod axum_app;
 pub mod monitor;
+pub mod report;
 pub mod routes;
 
 use std::io;
@@ -227,7 +229,7 @@ where
             Ok(c) => c,
             Err(e) => {
                 // EMFILE / ENFILE / ECONNABORTED: log, back off, go on.
-                eprintln!("accept: {e}");
+                report::report(format!("accept: {e}"));
                 wq::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -258,7 +260,7 @@ where
                 Err(_) => Err("open longer than the connection lifetime".into()),
             };
             if let Err(e) = r {
-                eprintln!("connection from {peer}: {e}");
+                report::report(format!("connection from {peer}: {e}"));
             }
         }));
     }

@@ -69,12 +69,12 @@ async fn main() -> ExitCode {
                 drop(wq::spawn(async move {
                     let _slot = slot;
                     if let Err(e) = echo(stream).await {
-                        eprintln!("echo: {peer}: {e}");
+                        wq_examples::report::report(format!("echo: {peer}: {e}"));
                     }
                 }));
             }
             Err(e) => {
-                eprintln!("echo: accept: {e}");
+                wq_examples::report::report(format!("echo: accept: {e}"));
                 wq::time::sleep(Duration::from_millis(100)).await;
             }
         }
