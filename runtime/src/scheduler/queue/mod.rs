@@ -20,19 +20,18 @@
 //! # Stripes
 //! What every item writes at its spawn and its end -- its slot, and its
 //! in-flight count, which is also its task's reference to the queue -- is
-//! counted per
-//! **stripe**, the spawning thread's (`thread ordinal % 16`; the next one
-//! with room if that one counts ~66 million items of a color), each stripe
-//! on a cache line of its own, and the item's end writes its spawn's stripe
-//! again. Items spawned and run on one CPU (the `cpu` and `smt` scopes, a
-//! submitter feeding its own pod) then write no line another CPU writes;
-//! one global count per queue was a line that moved between CPUs with
-//! every item (`docs/benchmarks.md`, section 3). A stripe's counts share
-//! its one line (`task::StripeLine`): an item's spawn and its end, on two
-//! CPUs, move one line between them. Each count's protocol is in its
-//! module: [`gate`] (slots leased to stripes in batches), [`flight`] (one
-//! word per stripe: a sum a flush can trust, and the references collected
-//! into one count when the last handle goes).
+//! counted per **stripe**, the spawning thread's (`thread ordinal % 16`;
+//! the next one with room if that one counts ~66 million items of a color),
+//! each stripe on a cache line of its own, and the item's end writes its
+//! spawn's stripe again. Items spawned and run on one CPU (the `cpu` and
+//! `smt` scopes, a submitter feeding its own pod) then write no line
+//! another CPU writes; one global count per queue was a line that moved
+//! between CPUs with every item (`docs/benchmarks.md`, section 3). A
+//! stripe's counts share its one line (`task::StripeLine`): an item's spawn
+//! and its end, on two CPUs, move one line between them. Each count's
+//! protocol is in its module: [`gate`] (slots leased to stripes in
+//! batches), [`flight`] (one word per stripe: a sum a flush can trust, and
+//! the references collected into one count when the last handle goes).
 //!
 //! A named spawn adds two read-modify-writes to `wq::spawn`'s (a slot, a
 //! count in flight); its finish three (a slot back and its fence, a count
@@ -66,19 +65,20 @@
 //! possibly the new one, and waiting for it is not needed). An item's
 //! finish decrements the counter its spawn incremented (the task keeps its
 //! color and stripe), so a stripe never reads below its items in flight.
-//! A finisher's decrement returns the stripe's word with the flusher's
-//! flag in it; one that sees the flag fences, sums, and wakes the flusher
-//! if the color is empty; the flusher sets its flags, fences, then reads
+//! A finisher's decrement returns the stripe's word with the flusher's flag
+//! in it; one that sees the flag fences, sums, and wakes the flusher if the
+//! color is empty; the flusher sets its flags, fences, then reads
 //! ([`flight`]; the model `loom_a_flush_racing_the_last_finishes_is_woken`
-//! checks it, and fails without the fences). Two colors suffice because a flush, once it has
-//! its turn, first waits for the *other* color to empty, then flips, then
-//! waits for the color it flipped away from. The other color can still
-//! hold items spawned before the flush: those of a flush dropped while it
-//! waited (it flipped, then gave up), and an item whose spawn read the
-//! color just before the last flip and counted itself after that flush's
-//! read. Nothing new is counted there (spawns that begin now read the
-//! current color), so the wait ends. Without it, such an item is missed
-//! by every later flush (`a_flush_after_a_dropped_one_still_waits_for_earlier_items`).
+//! checks it, and fails without the fences). Two colors suffice because a
+//! flush, once it has its turn, first waits for the *other* color to empty,
+//! then flips, then waits for the color it flipped away from. The other
+//! color can still hold items spawned before the flush: those of a flush
+//! dropped while it waited (it flipped, then gave up), and an item whose
+//! spawn read the color just before the last flip and counted itself after
+//! that flush's read. Nothing new is counted there (spawns that begin now
+//! read the current color), so the wait ends. Without it, such an item is
+//! missed by every later flush
+//! (`a_flush_after_a_dropped_one_still_waits_for_earlier_items`).
 //! `drain` flushes until nothing is in flight, refusing work from outside
 //! the queue meanwhile (a task of the queue may still queue more, as the
 //! kernel allows chained work).
