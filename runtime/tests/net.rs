@@ -61,8 +61,8 @@ fn a_thousand_concurrent_echo_connections_get_every_byte_back() {
         // CI (`.ci/run` sets CI) a skip would hide the test, so it fails.
         assert!(
             std::env::var_os("CI").is_none(),
-            "RLIMIT_NOFILE's hard limit is {soft}, below the {} fds this test needs: raise it \
-             (ulimit -Hn) on the CI machine",
+            "RLIMIT_NOFILE is {soft} even raised to its hard limit, below the {} fds this test \
+             needs: raise the hard limit (limits.conf, or ulimit -Hn as root) on the CI machine",
             2 * CONNS + 200
         );
         println!(
