@@ -102,7 +102,7 @@ const COUNT_MAX: u64 = (1 << COUNT_BITS) - 1;
 /// A spawn moves to another stripe once its own counts this many of a
 /// color: the rest of the range is room for spawns that raced the check
 /// (one per thread of the stripe).
-pub(crate) const STRIPE_FULL: u64 = COUNT_MAX - (1 << 20);
+const STRIPE_FULL: u64 = COUNT_MAX - (1 << 20);
 
 /// The count of `color` in `word`.
 fn count(word: u64, color: usize) -> u64 {
