@@ -346,6 +346,60 @@ impl Gate {
     }
 }
 
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crossbeam_deque::Injector;
+
+    fn spare(gate: &Gate, stripe: usize) -> usize {
+        gate.spare(stripe).load(Ordering::Relaxed)
+    }
+
+    /// Admits an item on `stripe`; `true` if released now.
+    fn admit(gate: &Gate, stripe: usize, list: &Injector<usize>) -> bool {
+        gate.admit_now(stripe, list, &mut |_| unreachable!())
+    }
+
+    #[test]
+    fn a_stripe_keeps_at_most_two_batches_and_returns_the_rest() {
+        let gate = Gate::with_batch(64, crate::task::stripe_lines(2), 4, false);
+        let list = Injector::<usize>::new();
+        for _ in 0..40 {
+            assert!(admit(&gate, 0, &list));
+        }
+        assert_eq!(gate.active(), 40);
+        assert_eq!(gate.leased.load(Ordering::Relaxed), 40);
+        for i in 0..40 {
+            gate.finished(0, &list, &mut |_| unreachable!());
+            assert!(spare(&gate, 0) <= 8, "after {i} finishes");
+        }
+        assert_eq!(gate.active(), 0);
+        assert_eq!(gate.leased.load(Ordering::Relaxed), spare(&gate, 0));
+    }
+
+    #[test]
+    fn a_full_queue_reclaims_another_stripes_spares() {
+        let gate = Gate::with_batch(8, crate::task::stripe_lines(2), 4, false);
+        let list = Injector::<usize>::new();
+        for _ in 0..4 {
+            assert!(admit(&gate, 0, &list));
+        }
+        // Stripe 0 finishes two: its spares are the only free slots once
+        // stripe 1 has leased the last batch.
+        gate.finished(0, &list, &mut |_| unreachable!());
+        gate.finished(0, &list, &mut |_| unreachable!());
+        for _ in 0..4 {
+            assert!(admit(&gate, 1, &list));
+        }
+        assert_eq!((spare(&gate, 0), spare(&gate, 1)), (2, 0));
+        assert_eq!(gate.active(), 6);
+        assert!(admit(&gate, 1, &list), "reclaimed from stripe 0");
+        assert!(admit(&gate, 1, &list));
+        assert!(!admit(&gate, 1, &list), "all 8 in use");
+        assert_eq!(gate.active(), 8);
+    }
+}
+
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
