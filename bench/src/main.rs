@@ -65,12 +65,13 @@ const HTTP: &str = "\
 wq-bench http: hyper http1 hello world on wq and tokio, loaded by wrk (scripts/setup-bench)
   --threads T (wrk -t, default 1)  --conns C (wrk -c, default 64)  --secs S (default 10)
   --repeat R (default 3)  --workers W (default: online CPUs)
+  --spin-us US (wq's worker spin before parking; default: the runtime's)
 ";
 
 const ECHO: &str = "\
 wq-bench echo: TCP echo ping-pong, the same std-thread client against wq and tokio
   --conns C (default 8)  --size BYTES (default 64)  --secs S (default 5)  --repeat R (default 3)
-  --workers W (default: online CPUs)
+  --workers W (default: online CPUs)  --spin-us US (wq's worker spin before parking)
 ";
 
 fn usage() -> String {

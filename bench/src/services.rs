@@ -160,7 +160,8 @@ struct WrkRun {
 /// `wq-bench http`.
 pub fn http_main(argv: &[String], command: &str) -> Result<(), String> {
     let a = Args::parse(argv.iter().cloned(), &[])?;
-    a.check_known(&["repeat", "threads", "conns", "secs", "workers"])?;
+    a.check_known(&["repeat", "threads", "conns", "secs", "workers", "spin-us"])?;
+    let spin = crate::workqueue::spin_arg(&a)?;
     let repeat: usize = a.get("repeat", 3)?;
     let threads: usize = a.get("threads", 1)?;
     let conns: usize = a.get("conns", 64)?;
@@ -177,7 +178,7 @@ pub fn http_main(argv: &[String], command: &str) -> Result<(), String> {
             let rt = &["wq", "tokio"][i];
             let run = match *rt {
                 "wq" => {
-                    let server = WqHttp::start(workers)?;
+                    let server = WqHttp::start(workers, spin)?;
                     let run = timed_wrk(server.addr, threads, conns, secs);
                     drop(server);
                     run?
@@ -302,6 +303,18 @@ fn parse_wrk(text: &str) -> Option<WrkRun> {
     (run.rps > 0.0 && run.requests > 0.0).then_some(run)
 }
 
+/// A wq runtime of one pool of `workers` (the system scope), as tokio's
+/// one pool, with the worker spin given by `--spin-us` if any.
+fn wq_builder(workers: usize, spin: Option<Duration>) -> wq::Builder {
+    let b = wq::Runtime::builder()
+        .default_scope(wq::Scope::System)
+        .max_workers_per_pool(workers);
+    match spin {
+        Some(spin) => b.worker_spin(spin),
+        None => b,
+    }
+}
+
 /// The hello-world server on wq.
 struct WqHttp {
     addr: SocketAddr,
@@ -309,12 +322,9 @@ struct WqHttp {
 }
 
 impl WqHttp {
-    fn start(workers: usize) -> Result<WqHttp, String> {
+    fn start(workers: usize, spin: Option<Duration>) -> Result<WqHttp, String> {
         // One pool of `workers` (the system scope), as tokio's one pool.
-        let rt = wq::Runtime::builder()
-            .default_scope(wq::Scope::System)
-            .max_workers_per_pool(workers)
-            .build()
+        let rt = wq_builder(workers, spin).build()
             .map_err(|e| e.to_string())?;
         let l = rt
             .block_on(wq::net::TcpListener::bind("127.0.0.1:0"))
@@ -475,7 +485,8 @@ mod tokio_glue {
 /// `wq-bench echo`.
 pub fn echo_main(argv: &[String], command: &str) -> Result<(), String> {
     let a = Args::parse(argv.iter().cloned(), &[])?;
-    a.check_known(&["repeat", "conns", "secs", "workers", "size"])?;
+    a.check_known(&["repeat", "conns", "secs", "workers", "size", "spin-us"])?;
+    let spin = crate::workqueue::spin_arg(&a)?;
     let repeat: usize = a.get("repeat", 3)?;
     let conns: usize = a.get("conns", 8)?;
     let secs: u64 = a.get("secs", 5)?;
@@ -490,9 +501,7 @@ pub fn echo_main(argv: &[String], command: &str) -> Result<(), String> {
                 // One pool of `workers` (the system scope), as tokio's one
                 // pool: on a machine with several cache shards, the default
                 // scope would give each shard `workers`.
-                let rt = wq::Runtime::builder()
-                    .default_scope(wq::Scope::System)
-                    .max_workers_per_pool(workers)
+                let rt = wq_builder(workers, spin)
                     .build()
                     .map_err(|e| e.to_string())?;
                 let addr = rt.block_on(wq_echo_server()).map_err(|e| e.to_string())?;
