@@ -324,7 +324,8 @@ struct WqHttp {
 impl WqHttp {
     fn start(workers: usize, spin: Option<Duration>) -> Result<WqHttp, String> {
         // One pool of `workers` (the system scope), as tokio's one pool.
-        let rt = wq_builder(workers, spin).build()
+        let rt = wq_builder(workers, spin)
+            .build()
             .map_err(|e| e.to_string())?;
         let l = rt
             .block_on(wq::net::TcpListener::bind("127.0.0.1:0"))

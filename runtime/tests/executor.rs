@@ -462,10 +462,58 @@ fn pools_with_the_same_cpus_are_shared() {
     assert_eq!(m.pools.len(), 1, "{m}");
 }
 
+/// A pool has no more workers, by default, than the CPUs the process may
+/// use at once (`available_parallelism`: affinity and cgroup CPU quota),
+/// however wide its pod: a 64-CPU layout on this machine, as a container
+/// limited to a few CPUs of a big one.
+#[test]
+fn a_pool_has_no_more_workers_than_the_process_may_use_cpus() {
+    let budget = std::thread::available_parallelism().unwrap().get();
+    let rt = Runtime::builder()
+        .topology(Topology::synthetic("core:64 pu:1").unwrap())
+        .worker_spin(Duration::ZERO)
+        .build()
+        .unwrap();
+    // 64 tasks that each hold their worker a while: a pool allowed 64
+    // workers would start many more than the budget.
+    rt.block_on(async {
+        let hs: Vec<_> = (0..64)
+            .map(|_| {
+                wq::spawn_on(Scope::System, async {
+                    std::thread::sleep(Duration::from_millis(2))
+                })
+            })
+            .collect();
+        for h in hs {
+            h.await.unwrap();
+        }
+    });
+    let m = rt.metrics();
+    let pool = m.pools.iter().find(|p| p.scope == Scope::System).unwrap();
+    assert_eq!(pool.max_workers, budget.min(64), "{m}");
+    assert!(
+        pool.counters.workers_created <= budget.min(64) as u64,
+        "no more workers than the process's CPUs: {m}"
+    );
+    // A number given is used as it is.
+    let rt = Runtime::builder()
+        .topology(Topology::synthetic("core:64 pu:1").unwrap())
+        .max_workers_per_pool(16)
+        .build()
+        .unwrap();
+    rt.block_on(rt.spawn_on(Scope::System, async {})).unwrap();
+    let m = rt.metrics();
+    let pool = m.pools.iter().find(|p| p.scope == Scope::System).unwrap();
+    assert_eq!(pool.max_workers, 16, "{m}");
+}
+
 #[test]
 fn idle_workers_are_culled_down_to_the_kernel_minimum() {
     let rt = Runtime::builder()
         .topology(Topology::synthetic("core:8 pu:1").unwrap())
+        // A worker per CPU of the pod even on a smaller machine (the
+        // default caps a pool at the CPUs the process may use).
+        .max_workers_per_pool(8)
         .idle_timeout(Duration::from_millis(5))
         .worker_spin(Duration::ZERO)
         .build()
@@ -484,7 +532,11 @@ fn idle_workers_are_culled_down_to_the_kernel_minimum() {
         }
     });
     let grown = rt.metrics().pools[0].counters.workers_created;
-    assert!(grown >= 2, "{}", rt.metrics());
+    assert!(
+        grown > 2,
+        "the pool must grow past 2 to be culled: {}",
+        rt.metrics()
+    );
     let mut workers = usize::MAX;
     for _ in 0..2000 {
         workers = rt.metrics().pools[0].workers.total;

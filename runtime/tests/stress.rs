@@ -23,6 +23,11 @@ fn culling_runtime(topology: &str, mode: WakeMode) -> Runtime {
     Runtime::builder()
         .topology(Topology::synthetic(topology).unwrap())
         .wake_mode(mode)
+        // A worker per CPU of the widest pod (8), even on a smaller
+        // machine (the default caps pools at the CPUs the process may
+        // use): a pool keeps 2 idle workers, and only those over 2 are
+        // culled.
+        .max_workers_per_pool(8)
         // Cull constantly.
         .idle_timeout(Duration::from_millis(1))
         .worker_spin(Duration::ZERO)
@@ -220,6 +225,9 @@ fn tasks_woken_by_timers_survive_culling() {
     within_watchdog("timers-culling", || {
         let rt = Runtime::builder()
             .topology(Topology::synthetic("pack:1 l3:1 core:8 pu:1").unwrap())
+            // 8 workers even on a smaller machine: only those over the 2
+            // idle ones a pool keeps are culled.
+            .max_workers_per_pool(8)
             .idle_timeout(Duration::from_millis(1))
             .worker_spin(Duration::ZERO)
             .build()

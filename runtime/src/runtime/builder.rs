@@ -56,7 +56,9 @@ impl Default for Builder {
 
 impl Builder {
     /// Settings as the kernel's unbound workqueues: `cache_shard` scope,
-    /// deferred wakeups, a 300 s idle timeout, one worker per pod CPU.
+    /// deferred wakeups, a 300 s idle timeout, one worker per pod CPU (at
+    /// most as many as the CPUs the process may use:
+    /// [`max_workers_per_pool`](Builder::max_workers_per_pool)).
     pub fn new() -> Builder {
         Builder {
             topology: None,
@@ -65,6 +67,8 @@ impl Builder {
                 wake_mode: WakeMode::Deferred,
                 idle_timeout: Duration::from_secs(300),
                 max_workers_per_pool: None,
+                // Read by `build`.
+                cpu_budget: usize::MAX,
                 thread_name: "wq".to_owned(),
                 worker_spin: DEFAULT_WORKER_SPIN,
                 affinity_strict: false,
@@ -105,7 +109,16 @@ impl Builder {
         self
     }
 
-    /// The most workers one pool may have. Default: its pod's CPU count.
+    /// The most workers one pool may have. Default: its pod's CPU count,
+    /// capped at the CPUs this process may use at once, as
+    /// [`std::thread::available_parallelism`] reads them when the runtime
+    /// is built (its affinity mask and, on Linux, its cgroup's CPU quota:
+    /// `cpu.max`, or `cpu.cfs_quota_us` / `cpu.cfs_period_us`). So a
+    /// container limited to 4 CPUs on a 64-CPU machine gets `system` pools
+    /// of at most 4 workers, not 64 threads contending for 4 CPUs' worth
+    /// of time; and a [`Topology::synthetic`] layout larger than the
+    /// machine gets no more workers per pool than the machine has CPUs.
+    /// A number given here is used as it is.
     pub fn max_workers_per_pool(mut self, n: usize) -> Builder {
         self.config.max_workers_per_pool = Some(n);
         self
@@ -293,7 +306,9 @@ impl Builder {
             None => Topology::detect().map_err(BuildError::topology)?,
         };
         crate::clock::calibrate();
-        let runtime = Runtime::from_parts(topology, self.config);
+        let mut config = self.config;
+        config.cpu_budget = std::thread::available_parallelism().map_or(usize::MAX, usize::from);
+        let runtime = Runtime::from_parts(topology, config);
         runtime.handle.scheduler.start_rescuer().map_err(|err| {
             let stack = match runtime.handle.scheduler.config.thread_stack_size {
                 Some(n) => format!(", or cannot map thread stacks of {n} bytes (Builder::thread_stack_size)"),

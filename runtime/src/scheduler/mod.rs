@@ -66,6 +66,11 @@ pub(crate) struct Config {
     pub(crate) wake_mode: WakeMode,
     pub(crate) idle_timeout: Duration,
     pub(crate) max_workers_per_pool: Option<usize>,
+    /// The CPUs this process may use at once, read at build
+    /// (`std::thread::available_parallelism`: its affinity mask and its
+    /// cgroup CPU quota): unless `max_workers_per_pool` is given, no pool
+    /// has more workers.
+    pub(crate) cpu_budget: usize,
     pub(crate) thread_name: String,
     pub(crate) worker_spin: Duration,
     pub(crate) affinity_strict: bool,
@@ -169,7 +174,7 @@ impl Scheduler {
         let max_workers = self
             .config
             .max_workers_per_pool
-            .unwrap_or(cpus.len())
+            .unwrap_or_else(|| cpus.len().min(self.config.cpu_budget))
             .min(pool::MAX_WORKERS);
         let config = PoolConfig {
             idle: IdleConfig {
