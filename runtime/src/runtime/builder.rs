@@ -243,7 +243,7 @@ impl Builder {
         let c = &self.config;
         if c.max_workers_per_pool == Some(0) {
             return Err(BuildError::new(
-                "max_workers_per_pool is 0: a pool needs at least one worker; pass 1 or more, or leave it unset for one per pod CPU",
+                "max_workers_per_pool is 0: a pool needs at least one worker; pass 1 or more, or leave it unset for one per pod CPU (at most the CPUs the process may use)",
             ));
         }
         if let Some(n) = c.max_workers_per_pool
