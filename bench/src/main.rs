@@ -14,6 +14,8 @@ and wait for each): every scope x {under_lock, deferred}, plus tokio
   --producers P (default: online CPUs)  --items N per producer (default 200000, the spec's)
   --repeat R (default 5)  --warmup W  --topology \"<hwloc synthetic>\"  --scopes cpu,smt,...
   --modes under_lock,deferred  --tokio-workers T (default: online CPUs)  --spin-us US
+  --workers W (wq's max_workers_per_pool; default: the pod's CPUs, at most the CPUs the
+  process may use: pass it to give a --topology wider than this machine a worker per CPU)
   --plot-dir DIR (write SVG plots)  --json  --no-pin  --no-tokio
   --named (a row per scope spawning through a named wq::Workqueue: what a queue costs)
   --capture-off (a row per scope with latency capture off, the runtime's default; the other
@@ -27,7 +29,7 @@ few scopes beside tokio: items/s and p95 enqueue with the wq/tokio ratio, and wq
 acquisitions per item
   --producers 1,2,4,... (default: doubling up to 4x the online CPUs)  --items N per producer
   (default 20000)  --repeat R (default 3)  --scopes cpu,cache_shard,system (default)
-  --topology \"<hwloc synthetic>\"  --tokio-workers T  --spin-us US  --warmup W
+  --topology \"<hwloc synthetic>\"  --tokio-workers T  --spin-us US  --workers W  --warmup W
   --plot-dir DIR (write SVG plots)  --json  --no-pin  --busy-neighbours N
 ";
 

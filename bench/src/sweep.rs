@@ -28,6 +28,7 @@ pub const OPTIONS: &[&str] = &[
     "scopes",
     "tokio-workers",
     "spin-us",
+    "workers",
     "plot-dir",
     "busy-neighbours",
 ];
@@ -75,6 +76,7 @@ impl Sweep {
             modes: vec![WakeMode::Deferred],
             tokio_workers: a.get("tokio-workers", cpus)?,
             spin: workqueue::spin_arg(a)?,
+            workers: workqueue::workers_arg(a)?,
             pin: !a.flag("no-pin"),
             no_tokio: false,
             named: false,
@@ -214,6 +216,7 @@ pub fn json(sweep: &Sweep, steps: &[Step], command: &str, neighbours: usize) -> 
         "wq_latency_capture": true,
         "repeat": sweep.base.repeat,
         "tokio_workers": sweep.base.tokio_workers,
+        "wq_max_workers_per_pool": sweep.base.workers,
         "busy_neighbours": neighbours,
         "steps": steps_json,
         "targets": targets(steps).into_iter().map(|(t, met)| json!({"target": t, "met": met})).collect::<Vec<_>>(),

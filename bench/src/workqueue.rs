@@ -44,6 +44,9 @@ pub struct Config {
     pub tokio_workers: usize,
     /// wq's worker spin before parking (`None`: the runtime's default).
     pub spin: Option<Duration>,
+    /// wq's `max_workers_per_pool` (`None`: the runtime's default, the
+    /// pod's CPUs up to the CPUs this process may use).
+    pub workers: Option<usize>,
     /// Pin producer `i` to the `i`-th CPU this process may use.
     pub pin: bool,
     /// Skip the tokio row.
@@ -65,6 +68,7 @@ pub const OPTIONS: &[&str] = &[
     "modes",
     "tokio-workers",
     "spin-us",
+    "workers",
     "plot-dir",
     "busy-neighbours",
 ];
@@ -77,6 +81,17 @@ pub fn spin_arg(a: &Args) -> Result<Option<Duration>, String> {
         .map(|v| v.parse::<u64>().map(Duration::from_micros))
         .transpose()
         .map_err(|e| format!("--spin-us: {e}"))
+}
+
+/// `--workers N`: wq's `max_workers_per_pool`, if given (1 or more).
+pub fn workers_arg(a: &Args) -> Result<Option<usize>, String> {
+    match a.raw("workers").map(str::parse::<usize>).transpose() {
+        Ok(Some(0)) => Err("--workers 0: a pool needs at least one worker; give 1 or more".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!(
+            "--workers: {e} (give a number of workers per pool)"
+        )),
+    }
 }
 
 impl Config {
@@ -98,6 +113,7 @@ impl Config {
             modes: a.list("modes", WakeMode::ALL.to_vec())?,
             tokio_workers: a.get("tokio-workers", cpus)?,
             spin: spin_arg(a)?,
+            workers: workers_arg(a)?,
             pin: !a.flag("no-pin"),
             no_tokio: a.flag("no-tokio"),
             named: a.flag("named"),
@@ -253,34 +269,27 @@ impl Row {
     }
 }
 
-/// Builds the wq runtime of one row.
+/// Builds a wq runtime of one row (the topology, spin and workers of
+/// `cfg`), latency capture on (the wq rows: their scheduling-delay columns
+/// need it) or off (the runtime's default).
 pub fn build_wq(
-    topology: Option<&str>,
+    cfg: &Config,
     scope: Scope,
     mode: WakeMode,
-    spin: Option<Duration>,
-) -> Result<wq::Runtime, String> {
-    build_wq_with(topology, scope, mode, spin, true)
-}
-
-/// Builds a wq runtime of one row, latency capture on (the wq rows: their
-/// scheduling-delay columns need it) or off (the runtime's default).
-pub fn build_wq_with(
-    topology: Option<&str>,
-    scope: Scope,
-    mode: WakeMode,
-    spin: Option<Duration>,
     capture: bool,
 ) -> Result<wq::Runtime, String> {
     let mut b = wq::Runtime::builder()
         .default_scope(scope)
         .wake_mode(mode)
         .latency_capture(capture);
-    if let Some(t) = topology {
+    if let Some(t) = &cfg.topology {
         b = b.topology(wq::Topology::synthetic(t).map_err(|e| e.to_string())?);
     }
-    if let Some(s) = spin {
+    if let Some(s) = cfg.spin {
         b = b.worker_spin(s);
+    }
+    if let Some(n) = cfg.workers {
+        b = b.max_workers_per_pool(n);
     }
     b.build().map_err(|e| e.to_string())
 }
@@ -357,7 +366,7 @@ fn run_target(cfg: &Config, target: Target) -> Result<Run, String> {
                 Target::Wq(_, mode) => (mode, true),
                 _ => (WakeMode::Deferred, false),
             };
-            let rt = build_wq_with(cfg.topology.as_deref(), scope, mode, cfg.spin, capture)?;
+            let rt = build_wq(cfg, scope, mode, capture)?;
             let (ips, e, r) = run_once(cfg, |c: Arc<Completion>| {
                 rt.spawn_on(scope, async move { c.complete() })
             });
@@ -371,7 +380,7 @@ fn run_target(cfg: &Config, target: Target) -> Result<Run, String> {
             })
         }
         Target::WqNamed(scope) => {
-            let rt = build_wq(cfg.topology.as_deref(), scope, WakeMode::Deferred, cfg.spin)?;
+            let rt = build_wq(cfg, scope, WakeMode::Deferred, true)?;
             let q = wq::Workqueue::builder("wq-bench")
                 .scope(scope)
                 .build(rt.handle())
@@ -809,6 +818,9 @@ pub fn json(cfg: &Config, rows: &[Row], command: &str) -> Value {
         "items_per_producer": cfg.items,
         "repeat": cfg.repeat,
         "tokio_workers": cfg.tokio_workers,
+        // null: the runtime's default (the pod's CPUs, at most the CPUs
+        // the process may use).
+        "wq_max_workers_per_pool": cfg.workers,
         "rows": rows_json,
         "targets": targets(cfg, rows).into_iter().map(|(what, v)| json!({"target": what, "met": v == Verdict::Met, "verdict": v.label().to_lowercase()})).collect::<Vec<_>>(),
     })
