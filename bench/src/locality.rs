@@ -174,10 +174,15 @@ fn pair() -> (End, End) {
 
 /// ns per ping-pong round trip on wq, both tasks' homes on `pods`.
 fn wq_ping_pong(topology: &str, rounds: usize, cross: bool) -> Result<f64, String> {
+    let topo = wq::Topology::synthetic(topology).map_err(|e| e.to_string())?;
+    // A worker per CPU of the made-up pod (module docs; wq's default caps a
+    // pool at the CPUs this process may use).
+    let per_pod = topo.pods(Scope::Cache).iter().map(|p| p.cpus().len()).max();
     let rt = Arc::new(
         wq::Runtime::builder()
-            .topology(wq::Topology::synthetic(topology).map_err(|e| e.to_string())?)
+            .topology(topo)
             .default_scope(Scope::Cache)
+            .max_workers_per_pool(per_pod.unwrap_or(1))
             .build()
             .map_err(|e| e.to_string())?,
     );
@@ -280,10 +285,16 @@ fn affine(
         }
         scope_name => {
             let scope: Scope = scope_name.parse().map_err(|e| format!("{e}"))?;
+            let topo = wq::Topology::synthetic(topology).map_err(|e| e.to_string())?;
+            // A worker per CPU of the made-up pod, as tokio gets a worker
+            // per made-up CPU (by default wq caps a pool at the CPUs this
+            // process may use).
+            let per_pod = topo.pods(scope).iter().map(|p| p.cpus().len()).max();
             let rt = Arc::new(
                 wq::Runtime::builder()
-                    .topology(wq::Topology::synthetic(topology).map_err(|e| e.to_string())?)
+                    .topology(topo)
                     .default_scope(scope)
+                    .max_workers_per_pool(per_pod.unwrap_or(1))
                     .build()
                     .map_err(|e| e.to_string())?,
             );

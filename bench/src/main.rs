@@ -44,7 +44,7 @@ tokio)
 const MEMORY: &str = "\
 wq-bench memory: bytes per idle task, RSS of an idle runtime, worker threads while idle
   --tasks N (default 100000)  --idle-secs S (default 5; spec 600)  --burst-workers W (default 8)
-  --repeat R (default 3)  --workers W  --json
+  --repeat R (default 3)  --workers W (both runtimes: wq's per pool, tokio's)  --json
 ";
 
 const SHAPES: &str = "\
@@ -53,7 +53,7 @@ beside busy neighbours); wq and tokio alternate iteration by iteration
   --shapes spawn_many,yield_many,ping_pong,chained_spawn,remote_spawn
   --runtimes wq,tokio (wq runs with Builder::latency_capture(true); also wq-nocapture:
   latency capture off, the runtime's default)
-  --iters N (default 50)  --workers W (default: online CPUs)  --spin-us US  --json
+  --iters N (default 50)  --workers W (both runtimes; default: online CPUs)  --spin-us US  --json
   --busy-neighbours N (measure quietly, then beside N busy-loop processes, and report the
   runtimes' run-queue wait from schedstat)
 ";
@@ -66,14 +66,14 @@ wq-bench timers: insert, cancel and fire of N timers, wq and tokio, ns per timer
 const HTTP: &str = "\
 wq-bench http: hyper http1 hello world on wq and tokio, loaded by wrk (scripts/setup-bench)
   --threads T (wrk -t, default 1)  --conns C (wrk -c, default 64)  --secs S (default 10)
-  --repeat R (default 3)  --workers W (default: online CPUs)
+  --repeat R (default 3)  --workers W (both runtimes; default: online CPUs)
   --spin-us US (wq's worker spin before parking; default: the runtime's)
 ";
 
 const ECHO: &str = "\
 wq-bench echo: TCP echo ping-pong, the same std-thread client against wq and tokio
   --conns C (default 8)  --size BYTES (default 64)  --secs S (default 5)  --repeat R (default 3)
-  --workers W (default: online CPUs)  --spin-us US (wq's worker spin before parking)
+  --workers W (both runtimes; default: online CPUs)  --spin-us US (wq's worker spin before parking)
 ";
 
 fn usage() -> String {

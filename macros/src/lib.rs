@@ -15,7 +15,9 @@
 //! - `topology = "pack:2 numa:2 l3:2 core:4 pu:2"`: run on a synthetic hwloc
 //!   topology instead of the machine's (`Builder::topology`);
 //! - `workers = N`: at most N workers per pool, N >= 1
-//!   (`Builder::max_workers_per_pool`);
+//!   (`Builder::max_workers_per_pool`; without it, a pool's pod CPUs up to
+//!   the CPUs the process may use, so a `topology` wider than the machine
+//!   gets no more workers per pool than the machine has CPUs);
 //! - `crate = "path"`: the path of the `wq` crate, when it is renamed.
 
 mod entry;

@@ -74,7 +74,8 @@ pub use wake::{ParseWakeModeError, WakeMode};
 /// `cache_shard` if omitted),
 /// `wake = "deferred" | "under_lock"` ([`WakeMode`]), `topology = "<hwloc
 /// synthetic>"` ([`Topology::synthetic`]), `workers = N`
-/// ([`Builder::max_workers_per_pool`]).
+/// ([`Builder::max_workers_per_pool`]; without it, a pool's pod CPUs up to
+/// the CPUs the process may use).
 ///
 /// ```
 /// #[wq::main(scope = "system", wake = "deferred", workers = 2)]

@@ -464,20 +464,26 @@ fn pools_with_the_same_cpus_are_shared() {
 
 /// A pool has no more workers, by default, than the CPUs the process may
 /// use at once (`available_parallelism`: affinity and cgroup CPU quota),
-/// however wide its pod: a 64-CPU layout on this machine, as a container
-/// limited to a few CPUs of a big one.
+/// however wide its pod: a layout twice as wide as the process's CPUs (at
+/// least 64), as a container limited to a few CPUs of a big machine.
 #[test]
 fn a_pool_has_no_more_workers_than_the_process_may_use_cpus() {
     let budget = std::thread::available_parallelism().unwrap().get();
+    // A pod wider than the process's CPUs, whatever the machine.
+    let wide = (2 * budget).max(64);
+    let layout = format!("core:{wide} pu:1");
     let rt = Runtime::builder()
-        .topology(Topology::synthetic("core:64 pu:1").unwrap())
+        .topology(Topology::synthetic(&layout).unwrap())
         .worker_spin(Duration::ZERO)
+        // No watchdog: a sleep stretched past its threshold on a loaded
+        // machine would start an extra worker for the "hog".
+        .cpu_hog_threshold(Duration::ZERO)
         .build()
         .unwrap();
-    // 64 tasks that each hold their worker a while: a pool allowed 64
-    // workers would start many more than the budget.
+    // A task per CPU of the pod, each holding its worker a while: a pool
+    // allowed a worker per CPU would start many more than the budget.
     rt.block_on(async {
-        let hs: Vec<_> = (0..64)
+        let hs: Vec<_> = (0..wide)
             .map(|_| {
                 wq::spawn_on(Scope::System, async {
                     std::thread::sleep(Duration::from_millis(2))
@@ -490,14 +496,14 @@ fn a_pool_has_no_more_workers_than_the_process_may_use_cpus() {
     });
     let m = rt.metrics();
     let pool = m.pools.iter().find(|p| p.scope == Scope::System).unwrap();
-    assert_eq!(pool.max_workers, budget.min(64), "{m}");
+    assert_eq!(pool.max_workers, budget, "{m}");
     assert!(
-        pool.counters.workers_created <= budget.min(64) as u64,
+        pool.counters.workers_created <= budget as u64,
         "no more workers than the process's CPUs: {m}"
     );
     // A number given is used as it is.
     let rt = Runtime::builder()
-        .topology(Topology::synthetic("core:64 pu:1").unwrap())
+        .topology(Topology::synthetic(&layout).unwrap())
         .max_workers_per_pool(16)
         .build()
         .unwrap();
@@ -563,6 +569,34 @@ fn a_topology_read_on_a_bound_worker_sees_the_whole_process() {
             .unwrap()
             .unwrap();
         assert_eq!(inner, outer, "the inner read saw only its worker's CPU");
+    });
+}
+
+/// A runtime built inside a task of the `cpu` scope (its worker bound to
+/// one CPU) still sizes its pools by the process's CPUs, not its worker's.
+#[test]
+fn a_runtime_built_on_a_bound_worker_sizes_its_pools_by_the_process() {
+    within(60, || {
+        let budget = std::thread::available_parallelism().unwrap().get();
+        let rt = Runtime::new().unwrap();
+        let inner = rt
+            .block_on(rt.spawn_on(Scope::Cpu, async {
+                Runtime::builder()
+                    .topology(Topology::synthetic("core:64 pu:1").unwrap())
+                    .build()
+            }))
+            .unwrap()
+            .unwrap();
+        inner
+            .block_on(inner.spawn_on(Scope::System, async {}))
+            .unwrap();
+        let m = inner.metrics();
+        let pool = m.pools.iter().find(|p| p.scope == Scope::System).unwrap();
+        assert_eq!(
+            pool.max_workers,
+            budget.min(64),
+            "the pool was sized by the building worker's one CPU: {m}"
+        );
     });
 }
 

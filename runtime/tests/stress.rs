@@ -23,10 +23,10 @@ fn culling_runtime(topology: &str, mode: WakeMode) -> Runtime {
     Runtime::builder()
         .topology(Topology::synthetic(topology).unwrap())
         .wake_mode(mode)
-        // A worker per CPU of the widest pod (8), even on a smaller
-        // machine (the default caps pools at the CPUs the process may
-        // use): a pool keeps 2 idle workers, and only those over 2 are
-        // culled.
+        // 8 workers per pool (the layout's pods have 2 to 16 CPUs), even
+        // on a smaller machine (the default caps pools at the CPUs the
+        // process may use): a pool keeps 2 idle workers, and only those
+        // over 2 are culled.
         .max_workers_per_pool(8)
         // Cull constantly.
         .idle_timeout(Duration::from_millis(1))

@@ -141,9 +141,17 @@ impl std::fmt::Debug for Driver {
 
 impl Driver {
     /// Creates the epoll instance, its registry dup and its waker (three
-    /// fds).
+    /// fds), with a timer shard per CPU of this machine (tests).
+    #[cfg(test)]
     pub(crate) fn new() -> io::Result<Driver> {
         Driver::with_timer_shards(TimerShards::for_this_machine())
+    }
+
+    /// [`Driver::new`] with a timer shard for each of `cpus` CPUs (the
+    /// runtime's CPU budget: the threads that may arm timers at once), up
+    /// to `timers::MAX_SHARDS`.
+    pub(crate) fn for_cpus(cpus: usize) -> io::Result<Driver> {
+        Driver::with_timer_shards(TimerShards::new(cpus))
     }
 
     fn with_timer_shards(timers: TimerShards) -> io::Result<Driver> {

@@ -124,7 +124,9 @@ impl TimerShards {
         }
     }
 
-    /// One shard per CPU of this machine, up to [`MAX_SHARDS`].
+    /// One shard per CPU of this machine, up to [`MAX_SHARDS`] (tests;
+    /// a runtime sizes its shards by its CPU budget).
+    #[cfg(test)]
     pub(crate) fn for_this_machine() -> TimerShards {
         TimerShards::new(std::thread::available_parallelism().map_or(1, usize::from))
     }

@@ -233,7 +233,7 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
             blocked: Cell::new(false),
             left_driver: Cell::new(false),
             parked: Cell::new(false),
-            virtual_cpu: pool.cpus[slot % pool.cpus.len()],
+            virtual_cpu: virtual_cpu(&pool.cpus, slot, pool.idle.config().max_workers),
         });
         current::set_worker(Some(local.clone()));
         core.work_until_exit(&local, host, &parker, next == Next::Search);
@@ -647,6 +647,17 @@ impl Core {
 
 /// Adds `n` to a counter whose only writer is the calling worker: a load
 /// and a store, no read-modify-write.
+/// The CPU the worker in `slot` stands for (`Local::virtual_cpu`): the
+/// pool's `max_workers` workers spread evenly over its pod's `cpus` (one
+/// each when there are as many workers as CPUs; a pool capped below its
+/// pod, on a synthetic layout wider than the machine, still reaches every
+/// part of it), a slot over `max_workers` (a worker standing in for a
+/// blocked one) as the slot `max_workers` below it.
+fn virtual_cpu(cpus: &[usize], slot: usize, max_workers: usize) -> usize {
+    let max = max_workers.max(1);
+    cpus[(slot % max) * cpus.len() / max % cpus.len()]
+}
+
 fn add(counter: &AtomicU64, n: u64) {
     if n != 0 {
         counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
@@ -678,5 +689,28 @@ fn steal_into(src: &impl Source, dest: &Deque<Runnable>) -> Option<Runnable> {
             Steal::Empty => return None,
             Steal::Retry => std::hint::spin_loop(),
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::virtual_cpu;
+
+    #[test]
+    fn workers_stand_for_cpus_spread_over_their_pod() {
+        let cpus: Vec<usize> = (100..164).collect();
+        // As many workers as CPUs: one each, and the stand-ins for blocked
+        // workers (slots 64..128) again.
+        let each: Vec<usize> = (0..128).map(|s| virtual_cpu(&cpus, s, 64)).collect();
+        assert_eq!(&each[..64], &cpus[..]);
+        assert_eq!(&each[64..], &cpus[..]);
+        // Two workers over 64 CPUs: both halves of the pod, not its first
+        // two CPUs.
+        let two: Vec<usize> = (0..4).map(|s| virtual_cpu(&cpus, s, 2)).collect();
+        assert_eq!(two, [100, 132, 100, 132]);
+        // More workers than CPUs: every one stands for a CPU of the pod.
+        let few = [7, 9];
+        let many: Vec<usize> = (0..8).map(|s| virtual_cpu(&few, s, 4)).collect();
+        assert_eq!(many, [7, 7, 9, 9, 7, 7, 9, 9]);
     }
 }

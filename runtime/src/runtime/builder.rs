@@ -307,7 +307,7 @@ impl Builder {
         };
         crate::clock::calibrate();
         let mut config = self.config;
-        config.cpu_budget = std::thread::available_parallelism().map_or(usize::MAX, usize::from);
+        config.cpu_budget = crate::topology::cpu_budget();
         let runtime = Runtime::from_parts(topology, config);
         runtime.handle.scheduler.start_rescuer().map_err(|err| {
             let stack = match runtime.handle.scheduler.config.thread_stack_size {

@@ -101,7 +101,7 @@ impl Services {
         if state.closed {
             return Err(driver::scheduled_io::shutdown_error());
         }
-        let driver = Driver::new().map_err(|e| {
+        let driver = Driver::for_cpus(scheduler.config.cpu_budget).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("wq: could not create the I/O driver (epoll): {e}; check the process's open-file limit (`ulimit -n`)"),

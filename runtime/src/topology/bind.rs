@@ -43,6 +43,33 @@ pub(crate) fn bind_current_thread(cpus: &[usize]) -> io::Result<()> {
         })
 }
 
+/// The CPUs this process may use at once: `std::thread::available_parallelism`
+/// (the affinity mask and, on Linux, the cgroup's CPU quota), read with
+/// the process's mask even on a thread wq bound to a pod, whose own mask
+/// is wq's choice (a runtime built inside a task): there it is read on a
+/// short-lived thread given the process's mask. `usize::MAX` if unknown.
+pub(crate) fn cpu_budget() -> usize {
+    let read = || std::thread::available_parallelism().map_or(usize::MAX, usize::from);
+    if !bound_by_wq() {
+        return read();
+    }
+    let Ok(process) = super::sysfs::allowed_cpus() else {
+        return usize::MAX;
+    };
+    let n = process.len();
+    // A new thread inherits this one's mask: it widens its own first.
+    std::thread::Builder::new()
+        .name("wq-cpu-budget".into())
+        .spawn(move || match set_affinity(&process) {
+            Ok(()) => read(),
+            Err(_) => process.len(),
+        })
+        .ok()
+        .and_then(|t| t.join().ok())
+        // No thread to spare: the process's mask, without the quota.
+        .unwrap_or(n)
+}
+
 /// `sched_setaffinity` on the calling thread with a mask sized to `cpus`.
 fn set_affinity(cpus: &[usize]) -> io::Result<()> {
     const WORD_BITS: usize = libc::c_ulong::BITS as usize;
