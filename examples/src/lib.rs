@@ -4,7 +4,8 @@
 //!
 //! Hardening, the same for every listener:
 //! - it binds where its user says (`--addr`), loopback by default;
-//! - at most [`MAX_CONNECTIONS`] connections at once (beyond, a new one is
+//! - at most [`MAX_CONNECTIONS`] connections at once, fewer if the
+//!   open-file limit leaves less ([`max_connections`]; beyond, a new one is
 //!   closed at once), each open at most [`CONNECTION_LIFETIME`];
 //! - a client has [`HEADER_READ_TIMEOUT`] to send its first bytes, enough
 //!   of them to tell HTTP/1 from HTTP/2 (the `auto` server's version
@@ -25,6 +26,7 @@
 //! [`routes::route`] and a `.route(..)` to [`axum_app::router`].
 
 pub mod axum_app;
+pub mod echo;
 pub mod monitor;
 pub mod report;
 pub mod routes;
@@ -75,9 +77,49 @@ impl Default for Limits {
         Limits {
             first_bytes: HEADER_READ_TIMEOUT,
             lifetime: CONNECTION_LIFETIME,
-            max_connections: MAX_CONNECTIONS,
+            max_connections: max_connections(),
             write_progress: WRITE_TIMEOUT,
         }
+    }
+}
+
+/// File descriptors kept for everything but client connections: the
+/// listeners, the dashboard's connections, the runtime's epoll and
+/// eventfds, stdio, a blocking route's files.
+const FD_RESERVE: usize = 128;
+
+/// The most connections to serve at once: [`MAX_CONNECTIONS`], or fewer
+/// if the process's open-file limit (`RLIMIT_NOFILE`, soft) leaves less
+/// than that beside [`FD_RESERVE`]. At the limit, `accept` fails and new
+/// clients wait unanswered in the backlog (and the dashboard's accept
+/// fails too); under the cap, a client beyond it is closed at once.
+pub fn max_connections() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit for the call to fill.
+    let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0
+        && lim.rlim_cur != libc::RLIM_INFINITY;
+    connection_cap(known.then(|| usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)))
+}
+
+/// [`max_connections`] under an open-file limit (`None`: none known).
+fn connection_cap(open_files: Option<usize>) -> usize {
+    match open_files {
+        Some(n) => MAX_CONNECTIONS.min(n.saturating_sub(FD_RESERVE).max(1)),
+        None => MAX_CONNECTIONS,
+    }
+}
+
+/// Says on stderr how many connections `name` serves at once, and why,
+/// when the open-file limit holds it below [`MAX_CONNECTIONS`].
+pub fn say_connection_cap(name: &str, cap: usize) {
+    if cap < MAX_CONNECTIONS {
+        eprintln!(
+            "{name}: serving at most {cap} connections at once (the open-file limit, `ulimit -n`, \
+             keeps {FD_RESERVE} descriptors for the rest; raise it to serve {MAX_CONNECTIONS})"
+        );
     }
 }
 
@@ -298,9 +340,15 @@ async fn version_known(stream: &wq::net::TcpStream) -> io::Result<bool> {
 
 /// Binds `opts.addr`, with an error saying which address failed.
 pub async fn bind(opts: &Options) -> io::Result<(TcpListener, SocketAddr)> {
-    let l = TcpListener::bind(opts.addr.as_str())
-        .await
-        .map_err(|e| io::Error::new(e.kind(), format!("could not listen on {}: {e}", opts.addr)))?;
+    let l = TcpListener::bind(opts.addr.as_str()).await.map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "could not listen on {}: {e} (give another address with --addr HOST:PORT)",
+                opts.addr
+            ),
+        )
+    })?;
     let addr = l.local_addr()?;
     Ok((l, addr))
 }
@@ -334,6 +382,16 @@ mod tests {
 
     fn args(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn connections_stay_under_the_open_file_limit() {
+        assert_eq!(connection_cap(None), MAX_CONNECTIONS);
+        assert_eq!(connection_cap(Some(1_048_576)), MAX_CONNECTIONS);
+        // The common default soft limit: the reserve comes off it.
+        assert_eq!(connection_cap(Some(1024)), 1024 - FD_RESERVE);
+        assert_eq!(connection_cap(Some(FD_RESERVE)), 1);
+        assert_eq!(connection_cap(Some(0)), 1);
     }
 
     #[test]

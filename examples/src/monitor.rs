@@ -222,8 +222,20 @@ fn parse_response(addr: &str, raw: &[u8]) -> Result<Snapshot, String> {
             "{addr} sent a chunked body: not a wq dashboard (it sends a Content-Length)"
         ));
     }
-    serde_json::from_slice(&raw[split + 4..])
-        .map_err(|e| format!("{addr}: /api/snapshot is not a wq snapshot: {e}"))
+    let mut snapshot: Snapshot = serde_json::from_slice(&raw[split + 4..])
+        .map_err(|e| format!("{addr}: /api/snapshot is not a wq snapshot: {e}"))?;
+    // The service names itself: what it says is printed to this terminal,
+    // so it may carry no escape sequence (a title, a clipboard write).
+    snapshot.thread_name = printable(&snapshot.thread_name);
+    Ok(snapshot)
+}
+
+/// `text` with every control character (escape sequences included)
+/// replaced by `?`.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// One pool's line.
@@ -604,6 +616,21 @@ mod tests {
                 .unwrap_err()
                 .contains("not an address")
         );
+    }
+
+    #[test]
+    fn a_service_name_cannot_send_escape_sequences_to_the_terminal() {
+        let mut s = snapshot();
+        // A window title and a clipboard write, as OSC sequences.
+        s.thread_name = "svc\x1b]0;owned\x07\x1b]52;c;ZXZpbA==\x07\n".to_owned();
+        let body = serde_json::to_string(&s).unwrap();
+        let raw = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let got = parse_response("a", raw.as_bytes()).unwrap();
+        assert_eq!(got.thread_name, "svc?]0;owned??]52;c;ZXZpbA==??");
+        assert!(!title("a", &got, None).chars().any(char::is_control));
     }
 
     #[test]

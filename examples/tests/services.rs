@@ -223,3 +223,66 @@ fn a_cached_metrics_table_is_never_another_runtimes() {
         "runtime b was served a's table"
     );
 }
+
+/// The echo example's limits: a silent client is dropped after the idle
+/// time; one that trickles a byte at a time (each echoed in time) is still
+/// closed at the end of the connection's lifetime; both get their bytes
+/// back meanwhile.
+#[test]
+fn echo_drops_silent_clients_and_ends_trickling_ones_at_their_lifetime() {
+    on_wq(async || {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        // Wide margins: the bounds below hold on a loaded 2-CPU machine.
+        let (idle, lifetime) = (Duration::from_millis(800), Duration::from_millis(3000));
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        drop(wq::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let tx = tx.clone();
+                drop(wq::spawn(async move {
+                    let _ = tx.unbounded_send(wq_examples::echo::echo(s, idle, lifetime).await);
+                }));
+            }
+        }));
+        let mut results = rx;
+        // Silent: dropped after `idle`.
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let waited = time_to_close(&mut silent).await;
+        assert!(
+            waited >= Duration::from_millis(700) && waited < Duration::from_millis(2500),
+            "silent client closed after {waited:?}"
+        );
+        let why = futures::StreamExt::next(&mut results)
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(why.to_string().contains("idle"), "{why}");
+        // Trickling: a byte every 200 ms, each echoed, until the lifetime.
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let started = std::time::Instant::now();
+        let mut echoed = 0;
+        loop {
+            if c.write_all(b"x").await.is_err() {
+                break;
+            }
+            let mut b = [0u8; 1];
+            match c.read(&mut b).await {
+                Ok(1) => echoed += 1,
+                _ => break,
+            }
+            wq::time::sleep(Duration::from_millis(200)).await;
+            assert!(started.elapsed() < Duration::from_secs(20), "never closed");
+        }
+        let lived = started.elapsed();
+        assert!(
+            lived >= Duration::from_millis(2900),
+            "closed after {lived:?}, before its lifetime"
+        );
+        assert!(echoed >= 5, "only {echoed} bytes came back");
+        let why = futures::StreamExt::next(&mut results)
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(why.to_string().contains("lifetime"), "{why}");
+    });
+}

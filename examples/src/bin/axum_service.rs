@@ -18,6 +18,7 @@ async fn main() -> ExitCode {
         Err(code) => return code,
     };
     eprintln!("axum_service: listening on http://{addr}");
+    wq_examples::say_connection_cap("axum_service", wq_examples::max_connections());
     let router = axum_app::router();
     match serve(listener, || TowerToHyperService::new(router.clone())).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,9 +5,11 @@
 //! ```
 //!
 //! Each connection is echoed in its own task until EOF. A client that
-//! sends nothing for [`IDLE`], or does not take its echo back within
-//! [`IDLE`] (its receive buffer full), is dropped, and at most
-//! [`wq_examples::MAX_CONNECTIONS`] are served at once (beyond, a new one
+//! sends nothing for `IDLE` (30 s), or does not take its echo back within
+//! it (its receive buffer full), is dropped, as is any connection
+//! after [`wq_examples::CONNECTION_LIFETIME`] (a client trickling a byte
+//! now and then would otherwise keep its slot forever), and at most
+//! [`wq_examples::max_connections`] are served at once (beyond, a new one
 //! is closed at once): slow or stuck clients cannot pin fds forever.
 //! Errors are logged and end only their connection; accept errors (out of
 //! fds) back off 100 ms.
@@ -15,41 +17,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use futures::{AsyncReadExt, AsyncWriteExt};
-use wq_examples::{Slots, listen};
-
-/// How long a connection may stay silent.
-const IDLE: Duration = Duration::from_secs(30);
-
-async fn echo(mut stream: wq::net::TcpStream) -> std::io::Result<u64> {
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut total = 0;
-    loop {
-        let n = match wq::time::timeout(IDLE, stream.read(&mut buf)).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "idle for 30 s",
-                ));
-            }
-        };
-        if n == 0 {
-            stream.close().await?;
-            return Ok(total);
-        }
-        match wq::time::timeout(IDLE, stream.write_all(&buf[..n])).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "did not read its echo for 30 s",
-                ));
-            }
-        }
-        total += n as u64;
-    }
-}
+use wq_examples::echo::{IDLE, echo};
+use wq_examples::{CONNECTION_LIFETIME, Slots, listen};
 
 #[wq::main]
 async fn main() -> ExitCode {
@@ -58,7 +27,9 @@ async fn main() -> ExitCode {
         Err(code) => return code,
     };
     eprintln!("echo: listening on {addr}");
-    let slots = Slots::new(wq_examples::MAX_CONNECTIONS);
+    let cap = wq_examples::max_connections();
+    wq_examples::say_connection_cap("echo", cap);
+    let slots = Slots::new(cap);
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -68,7 +39,7 @@ async fn main() -> ExitCode {
                 };
                 drop(wq::spawn(async move {
                     let _slot = slot;
-                    if let Err(e) = echo(stream).await {
+                    if let Err(e) = echo(stream, IDLE, CONNECTION_LIFETIME).await {
                         wq_examples::report::report(format!("echo: {peer}: {e}"));
                     }
                 }));

@@ -49,6 +49,7 @@ async fn run() -> ExitCode {
         Err(code) => return code,
     };
     eprintln!("http_service: listening on http://{addr}");
+    wq_examples::say_connection_cap("http_service", wq_examples::max_connections());
     // Kept alive for as long as the service runs.
     let _dashboard = match dash.map(wq::dashboard::serve).transpose() {
         Ok(Some(d)) => {
@@ -60,7 +61,9 @@ async fn run() -> ExitCode {
         }
         Ok(None) => None,
         Err(e) => {
-            eprintln!("http_service: {e}");
+            eprintln!(
+                "http_service: {e} (give the dashboard another address with --dashboard-addr HOST:PORT, or turn it off with --dashboard-addr off)"
+            );
             return ExitCode::FAILURE;
         }
     };
