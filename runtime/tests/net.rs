@@ -263,6 +263,9 @@ fn peek_waits_for_bytes_and_leaves_them_for_the_read() {
             let addr = l.local_addr().unwrap();
             let server = wq::spawn(async move {
                 let (mut s, _) = l.accept().await.unwrap();
+                // An empty buffer: 0 at once, before any byte came.
+                let empty = wq::time::timeout(Duration::from_secs(5), s.peek(&mut []));
+                assert_eq!(empty.await.expect("an empty peek waited").unwrap(), 0);
                 let mut first = [0u8; 8];
                 let n = s.peek(&mut first).await.unwrap();
                 assert!(n > 0 && first[..n] == b"hello"[..n]);
@@ -278,6 +281,36 @@ fn peek_waits_for_bytes_and_leaves_them_for_the_read() {
             c.write_all(b"hello").await.unwrap();
             c.close().await.unwrap();
             server.await.unwrap();
+        });
+    });
+}
+
+/// `from_std` takes a listening stream socket only: anything else is an
+/// error saying so, not an `accept` that retries its error forever.
+#[test]
+fn from_std_refuses_sockets_that_cannot_accept() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    within_watchdog("from_std", LIMIT, || {
+        rt().block_on(async {
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let not_tcp = std::net::TcpListener::from(OwnedFd::from(udp));
+            let err = TcpListener::from_std(not_tcp).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+            assert!(err.to_string().contains("not a stream socket"), "{err}");
+            // SAFETY: socket(2) returns a new descriptor we own (checked).
+            let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+            assert!(fd >= 0);
+            // SAFETY: `fd` is a fresh socket owned by nothing else.
+            let unlistened = std::net::TcpListener::from(unsafe { OwnedFd::from_raw_fd(fd) });
+            let err = TcpListener::from_std(unlistened).unwrap_err();
+            assert!(err.to_string().contains("not listening"), "{err}");
+            // A listening one is taken.
+            let std_l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = std_l.local_addr().unwrap();
+            let l = TcpListener::from_std(std_l).unwrap();
+            let c = TcpStream::connect(addr);
+            let (accepted, _) = futures::join!(l.accept(), c);
+            accepted.unwrap();
         });
     });
 }

@@ -123,8 +123,47 @@ fn is_connection_error(e: &io::Error) -> bool {
     )
 }
 
+/// Whether `fd` is a listening stream socket, as `accept` needs: an error
+/// saying what it is instead, for `what` (a `from_std` taking a socket
+/// made elsewhere). Checked once, so that every `accept` error that could
+/// also be the listener's own (`EOPNOTSUPP`: not a stream socket) is one
+/// of the connection being accepted, which [`accept_retrying`] skips.
+fn check_listening(fd: std::os::fd::RawFd, what: &str) -> io::Result<()> {
+    let get = |opt| {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt(2) on a descriptor the caller owns, into a
+        // c_int of the length passed.
+        let rc =
+            unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&raw mut v).cast(), &mut len) };
+        if rc == 0 {
+            Ok(v)
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    if get(libc::SO_TYPE)? != libc::SOCK_STREAM {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{what}: the socket is not a stream socket; only TCP listeners accept connections"
+            ),
+        ));
+    }
+    if get(libc::SO_ACCEPTCONN)? == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{what}: the socket is not listening; call listen on it first (std's TcpListener::bind does), or use wq::net::TcpListener::bind"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `accept` once, retried over [errors of the connection
-/// itself](is_connection_error) (the next one in the queue is tried).
+/// itself](is_connection_error) (the next one in the queue is tried: each
+/// retry takes one off the queue, so the loop ends with it).
 fn accept_retrying<T>(mut accept: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     loop {
         match accept() {

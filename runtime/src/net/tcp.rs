@@ -54,10 +54,19 @@ impl TcpListener {
 
     /// Takes over a listening std socket (made non-blocking here).
     ///
+    /// # Errors
+    /// `InvalidInput` if the socket is not a listening stream socket (a
+    /// `TcpListener` made from another descriptor), saying which; the OS
+    /// error if it cannot be registered with the driver.
+    ///
     /// # Panics
     /// Outside a wq runtime.
     pub fn from_std(listener: std::net::TcpListener) -> io::Result<TcpListener> {
         let driver = super::current("wq::net::TcpListener::from_std")?;
+        super::check_listening(
+            std::os::fd::AsRawFd::as_raw_fd(&listener),
+            "wq::net::TcpListener::from_std",
+        )?;
         listener.set_nonblocking(true)?;
         Ok(TcpListener {
             io: PollIo::new(driver, mio::net::TcpListener::from_std(listener))?,
@@ -192,6 +201,9 @@ impl TcpStream {
     /// between looks, or read. An empty `buf` returns `Ok(0)` at once,
     /// which is not EOF.
     pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
         self.read
             .io
             .async_io(Direction::Read, |s| s.peek(buf))
