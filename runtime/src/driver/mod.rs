@@ -26,7 +26,9 @@
 //! # A turn ([`Driver::turn`])
 //! 1. Note a lower bound of the earliest timer's tick over the shards
 //!    (`u64::MAX` if none) and publish it: an arm of an earlier timer after this unparks the driver
-//!    ([`timers`], T1).
+//!    ([`timers`], T1). A turn that does not wait (`max_wait` zero: a
+//!    busy worker's look, the watchdog's) skips this step: nothing sleeps
+//!    for an arm to cut short.
 //! 2. `epoll_wait` for at most `min(max_wait, time to that timer)`.
 //! 3. Mark the driver awake (arms need not unpark; the next turn
 //!    recomputes the wait).
@@ -186,16 +188,22 @@ impl Driver {
     pub(crate) fn turn(&mut self, max_wait: Option<Duration>) -> usize {
         let mut woken = 0;
         let inner = &*self.handle.inner.clone();
-        // 1.
-        let next = inner.timers.park();
-        let until_timer = (next != u64::MAX).then(|| {
-            inner
-                .instant_of(next)
-                .saturating_duration_since(Instant::now())
-        });
-        let wait = match (max_wait, until_timer) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        // 1. (A turn that does not wait publishes no deadline: an arm
+        // meanwhile would write the eventfd for a sleep that never
+        // happens, and the next real park would return at once for it.)
+        let wait = if max_wait == Some(Duration::ZERO) {
+            max_wait
+        } else {
+            let next = inner.timers.park();
+            let until_timer = (next != u64::MAX).then(|| {
+                inner
+                    .instant_of(next)
+                    .saturating_duration_since(Instant::now())
+            });
+            match (max_wait, until_timer) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
         };
         // 2.
         if let Err(err) = self.poll.poll(&mut self.events, wait)
