@@ -8,9 +8,10 @@
 //! behind one lock, that lock's line moved between every worker serving
 //! requests (the largest wq-only item in the HTTP profile,
 //! `docs/benchmarks.md` section 9). A thread arms on the shard of its
-//! number among the threads that arm timers (`time::sleep`, numbered at
-//! their first arm; `number % shards`, shards a power of two), so the
-//! first `shards` arming threads (a runtime's workers, as a rule) have a
+//! number among the threads that arm timers (`time::sleep`: the lowest
+//! number no live arming thread holds, taken at its first arm and given
+//! back when it exits; `number % shards`, shards a power of two), so the
+//! `shards` arming threads alive (a runtime's workers, as a rule) have a
 //! shard each, whose lock stays in the thread's cache unless a timer is
 //! cancelled by another thread; tokio shards its wheel by worker the same
 //! way. (The current CPU's shard, `sched_getcpu`, costs 5 ns an arm more.)

@@ -145,25 +145,62 @@ impl Sleep {
 }
 
 /// This thread's number among the threads that arm timers, given at its
-/// first arm: the first `shards` of them (a runtime's workers, as a rule)
-/// get a timer shard each (`driver::timers`). A process-wide thread
-/// ordinal would count every thread that ever asked for one, so two
-/// workers could share a shard while another sat unused.
+/// first arm and given back when it exits: the lowest number no live
+/// arming thread holds, so the first `shards` of them (a runtime's
+/// workers, as a rule) get a timer shard each (`driver::timers`), and a
+/// worker started after another was culled takes its number, not a new
+/// one that would share a shard with a live worker. (A process-wide
+/// counter numbered every thread that ever armed a timer.)
 fn arming_thread() -> usize {
-    use std::cell::Cell;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static THIS: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
-    THIS.try_with(|this| {
-        if this.get() == usize::MAX {
-            // Only spreading matters.
-            this.set(NEXT.fetch_add(1, Ordering::Relaxed));
+    /// Arming threads' numbers.
+    static NUMBERS: std::sync::Mutex<Numbers> = std::sync::Mutex::new(Numbers::new());
+
+    /// A thread's number, given back when the thread exits.
+    struct Number(usize);
+
+    impl Drop for Number {
+        fn drop(&mut self) {
+            crate::loom::lock(&NUMBERS).give(self.0);
         }
-        this.get()
-    })
-    .unwrap_or(0)
+    }
+
+    thread_local! {
+        static THIS: Number = Number(crate::loom::lock(&NUMBERS).take());
+    }
+    // Only spreading matters: a thread whose locals are being destroyed
+    // takes shard 0.
+    THIS.try_with(|n| n.0).unwrap_or(0)
+}
+
+/// Small numbers for threads: the lowest one not held.
+struct Numbers {
+    /// Numbers `0..handed` were handed out at some time.
+    handed: usize,
+    /// Those given back since.
+    free: std::collections::BinaryHeap<std::cmp::Reverse<usize>>,
+}
+
+impl Numbers {
+    const fn new() -> Numbers {
+        Numbers {
+            handed: 0,
+            free: std::collections::BinaryHeap::new(),
+        }
+    }
+
+    fn take(&mut self) -> usize {
+        match self.free.pop() {
+            Some(std::cmp::Reverse(n)) => n,
+            None => {
+                self.handed += 1;
+                self.handed - 1
+            }
+        }
+    }
+
+    fn give(&mut self, n: usize) {
+        self.free.push(std::cmp::Reverse(n));
+    }
 }
 
 impl Future for Sleep {
@@ -248,3 +285,22 @@ impl std::fmt::Debug for Sleep {
 
 #[cfg(feature = "hyper")]
 impl hyper::rt::Sleep for Sleep {}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::Numbers;
+
+    #[test]
+    fn a_thread_number_given_back_is_the_next_taken() {
+        let mut n = Numbers::new();
+        let (a, b, c) = (n.take(), n.take(), n.take());
+        assert_eq!((a, b, c), (0, 1, 2));
+        // Worker 1 is culled; its replacement takes its number (and its
+        // timer shard), not 3.
+        n.give(b);
+        assert_eq!(n.take(), 1);
+        n.give(c);
+        n.give(a);
+        assert_eq!((n.take(), n.take(), n.take()), (0, 2, 3));
+    }
+}
