@@ -341,6 +341,10 @@ fn serve_outside_a_runtime_says_how_to_call_it() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let err = wq::dashboard::serve_on(rt.handle(), taken.local_addr().unwrap()).unwrap_err();
     assert!(err.to_string().contains("could not listen on"), "{err}");
+    // An address without a port says what failed, not only "invalid socket
+    // address".
+    let err = wq::dashboard::serve_on(rt.handle(), "localhost").unwrap_err();
+    assert!(err.to_string().contains("could not resolve"), "{err}");
 }
 
 /// Chromium as Debian packages it, or `WQ_CHROMIUM`.

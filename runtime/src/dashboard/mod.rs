@@ -104,9 +104,14 @@ const APP_CSS: &str = include_str!("app.css");
 /// Serves the dashboard on `addr` from the current runtime. See the module
 /// docs.
 ///
+/// It resolves and binds `addr` before it returns, blocking the calling
+/// thread meanwhile: a host name is a DNS lookup. Call it at start (in
+/// `main`, or `#[wq::main]` before serving), or give an IP address when
+/// calling it from a task, whose worker would wait on the lookup.
+///
 /// # Errors
-/// Outside a wq runtime, or if `addr` cannot be bound (the error says
-/// which address).
+/// Outside a wq runtime, or if `addr` cannot be resolved or bound (the
+/// error says which address).
 pub fn serve(addr: impl ToSocketAddrs) -> io::Result<DashboardHandle> {
     let Some(handle) = Handle::try_current() else {
         return Err(io::Error::other(
@@ -125,7 +130,15 @@ pub fn serve(addr: impl ToSocketAddrs) -> io::Result<DashboardHandle> {
 /// println!("http://{}", d.local_addr());
 /// ```
 pub fn serve_on(handle: &Handle, addr: impl ToSocketAddrs) -> io::Result<DashboardHandle> {
-    let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+    let addrs: Vec<SocketAddr> = addr
+        .to_socket_addrs()
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("wq dashboard: could not resolve the address to listen on: {e}"),
+            )
+        })?
+        .collect();
     let std_listener = std::net::TcpListener::bind(&addrs[..]).map_err(|e| {
         io::Error::new(
             e.kind(),
@@ -420,8 +433,12 @@ async fn accept(shared: Arc<Shared>, listener: crate::net::TcpListener, timer: W
         let (stream, _peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
-                // Out of fds, or an aborted connection: back off, go on.
-                log::warn!("wq dashboard: accept: {e}");
+                // Out of fds: back off, go on. The warning is written on
+                // the blocking pool: a logger writing to a stalled stderr
+                // must not hold this worker.
+                drop(crate::spawn_blocking(move || {
+                    log::warn!("wq dashboard: accept: {e}");
+                }));
                 crate::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
