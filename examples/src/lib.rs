@@ -90,9 +90,10 @@ const FD_RESERVE: usize = 128;
 
 /// The most connections to serve at once: [`MAX_CONNECTIONS`], or fewer
 /// if the process's open-file limit (`RLIMIT_NOFILE`, soft) leaves less
-/// than that beside [`FD_RESERVE`]. At the limit, `accept` fails and new
-/// clients wait unanswered in the backlog (and the dashboard's accept
-/// fails too); under the cap, a client beyond it is closed at once.
+/// than that beside 128 descriptors kept for the rest. At the limit,
+/// `accept` fails and new clients wait unanswered in the backlog (and the
+/// dashboard's accept fails too); under the cap, a client beyond it is
+/// closed at once.
 pub fn max_connections() -> usize {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
