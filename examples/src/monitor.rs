@@ -392,8 +392,14 @@ pub fn title(addr: &str, now: &Snapshot, prev: Option<&Snapshot>) -> String {
         ),
         None => format!("since start ({:.0} s)", now.uptime.as_secs_f64()),
     };
+    // The CPUs it may use (affinity and quota): what its pools are sized
+    // by, worth seeing beside their workers.
+    let budget = now
+        .cpu_budget
+        .map(|n| format!(" · {n} CPUs usable"))
+        .unwrap_or_default();
     format!(
-        "wq-monitor {addr} · {} · {} pools · {over}",
+        "wq-monitor {addr} · {} · {} pools{budget} · {over}",
         now.thread_name,
         now.pools.len()
     )
@@ -570,6 +576,11 @@ mod tests {
         let screen = lines.join("\n");
         assert!(
             lines[0].starts_with("wq-monitor 127.0.0.1:9 · mon · 3 pools"),
+            "{screen}"
+        );
+        let budget = std::thread::available_parallelism().unwrap().get();
+        assert!(
+            lines[0].contains(&format!("· {budget} CPUs usable ·")),
             "{screen}"
         );
         assert!(

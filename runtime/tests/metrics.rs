@@ -230,6 +230,11 @@ fn a_delta_is_the_interval() {
         assert!(pd.sched_delay.count >= 30);
         assert_eq!(pd.workers, pb.workers, "gauges are the later snapshot's");
         // Through JSON (no histograms): the same counts.
+        // A snapshot from a build before `cpu_budget` still reads.
+        let mut old = serde_json::to_value(&a).unwrap();
+        old.as_object_mut().unwrap().remove("cpu_budget").unwrap();
+        let old: Snapshot = serde_json::from_value(old).unwrap();
+        assert_eq!(old.cpu_budget, None);
         let ja: Snapshot = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
         let jb: Snapshot = serde_json::from_str(&serde_json::to_string(&b).unwrap()).unwrap();
         let jd = jb.delta(&ja);
@@ -464,6 +469,16 @@ fn prometheus_text_parses_and_carries_every_pool() {
             .unwrap();
         assert_eq!(q.1["queue"], "io \"fast\"\\lane");
         assert_eq!(q.2, 1.0);
+        // The CPU budget, as std reads it here (the runtime was built on
+        // this thread, which wq has not bound).
+        let budget = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(m.cpu_budget, Some(budget));
+        let b = samples
+            .iter()
+            .find(|(n, _, _)| n == "wq_cpu_budget")
+            .unwrap();
+        assert_eq!(b.2, budget as f64);
+        assert_eq!(types["wq_cpu_budget"], "gauge");
 
         promtool_check(&text);
     });

@@ -671,6 +671,14 @@ pub struct Snapshot {
     pub scopes: Vec<ScopeSnapshot>,
     /// One entry per named workqueue alive, in creation order.
     pub queues: Vec<WorkqueueStats>,
+    /// The CPUs the process may use at once, as the runtime read them when
+    /// it was built (the affinity mask and the cgroup's CPU quota,
+    /// `std::thread::available_parallelism`): no pool has more workers
+    /// unless [`Builder::max_workers_per_pool`](crate::Builder::max_workers_per_pool)
+    /// says so. `None` if unknown (or in a snapshot from a build before
+    /// this field).
+    #[serde(default)]
+    pub cpu_budget: Option<usize>,
 }
 
 impl Snapshot {
@@ -697,6 +705,7 @@ impl Snapshot {
         uptime: Duration,
         latency_capture: bool,
         thread_name: String,
+        cpu_budget: Option<usize>,
         pools: Vec<PoolSnapshot>,
         queues: Vec<WorkqueueStats>,
     ) -> Snapshot {
@@ -735,6 +744,7 @@ impl Snapshot {
             pools,
             scopes,
             queues,
+            cpu_budget,
         }
     }
 
@@ -787,6 +797,7 @@ impl Snapshot {
             self.uptime,
             self.latency_capture,
             self.thread_name.clone(),
+            self.cpu_budget,
             pools,
             queues,
         );

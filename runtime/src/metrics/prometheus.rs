@@ -10,6 +10,7 @@
 //! | series | type | what |
 //! |---|---|---|
 //! | `wq_uptime_seconds` | gauge | since the runtime was built |
+//! | `wq_cpu_budget` | gauge | the CPUs the process may use at once (affinity and cgroup quota), read at build: a pool's default maximum workers (absent if unknown) |
 //! | `wq_pool_info{pool,scope,pod,cpus,strict,highpri}` | gauge (1) | the pod's CPUs (`0-3,8`) and attributes |
 //! | `wq_workers{pool,scope,pod,state}` | gauge | workers by `state`: `busy`, `idle`, `kicked`, `searching`, `blocked` |
 //! | `wq_workers_max{..}` | gauge | the pool's maximum |
@@ -135,6 +136,15 @@ pub(super) fn encode(s: &Snapshot) -> String {
         "Time since the runtime was built.",
     );
     let _ = writeln!(out, "wq_uptime_seconds {}", num(s.uptime.as_secs_f64()));
+    if let Some(budget) = s.cpu_budget {
+        family(
+            &mut out,
+            "wq_cpu_budget",
+            "gauge",
+            "The CPUs the process may use at once (affinity mask and cgroup CPU quota), read when the runtime was built: no pool has more workers by default.",
+        );
+        let _ = writeln!(out, "wq_cpu_budget {budget}");
+    }
 
     family(
         &mut out,

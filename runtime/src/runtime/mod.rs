@@ -297,6 +297,7 @@ impl Handle {
             s.started_at.elapsed(),
             s.config.latency_capture,
             s.config.thread_name.clone(),
+            (s.config.cpu_budget != usize::MAX).then_some(s.config.cpu_budget),
             s.pools().iter().map(|p| p.metrics()).collect(),
             s.queues().iter().map(|q| workqueue::stats_of(q)).collect(),
         )
