@@ -129,6 +129,13 @@ fn write_report(out: &mut String, topo: &Topology) -> std::fmt::Result {
         topo.num_cpus(),
         all.cpu_list()
     )?;
+    // What a runtime built here would size its pools by (a quota is not
+    // a cpuset: the topology still shows every CPU).
+    let usable = std::thread::available_parallelism().map_or("unknown".into(), |n| n.to_string());
+    writeln!(
+        out,
+        "usable at once    {usable} (this process: affinity and cgroup CPU quota; no pool has more workers by default)"
+    )?;
     writeln!(out, "cache_shard size  {} cores", topo.cache_shard_size())?;
 
     writeln!(
@@ -247,6 +254,11 @@ mod tests {
         let topo = Topology::from_cpus(cpus).unwrap();
         let text = render(&topo);
         assert!(text.contains("cpus              16 (0-15)"), "{text}");
+        let usable = std::thread::available_parallelism().unwrap().get();
+        assert!(
+            text.contains(&format!("usable at once    {usable} (this process")),
+            "{text}"
+        );
         assert!(
             text.contains("  cache: 2 pods\n    [0] 0-3,8-11\n    [1] 4-7,12-15\n"),
             "{text}"
