@@ -204,8 +204,15 @@ fn run_workqueue(argv: &[String]) -> Result<(), String> {
                 "synthetic \"{t}\" (pods laid out as on that machine; threads not bound)"
             ))
     );
+    let wq_workers = match cfg.workers {
+        Some(n) => format!("{n} per pool (--workers)"),
+        None => format!(
+            "a pool's pod CPUs, at most {} (the CPUs this process may use)",
+            machine::online_cpus()
+        ),
+    };
     println!(
-        "# {} producers x {} items (+{} warm-up), medians of {} runs; tokio: {} workers\n",
+        "# {} producers x {} items (+{} warm-up), medians of {} runs; wq workers: {wq_workers}; tokio: {} workers\n",
         cfg.producers, cfg.items, cfg.warmup, cfg.repeat, cfg.tokio_workers
     );
     print!("{}", workqueue::patch_table(&cfg, &rows));
