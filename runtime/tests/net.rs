@@ -304,6 +304,11 @@ fn from_std_refuses_sockets_that_cannot_accept() {
             let unlistened = std::net::TcpListener::from(unsafe { OwnedFd::from_raw_fd(fd) });
             let err = TcpListener::from_std(unlistened).unwrap_err();
             assert!(err.to_string().contains("not listening"), "{err}");
+            // Not a socket at all: the OS error, named.
+            let file = std::fs::File::open("/dev/null").unwrap();
+            let not_socket = std::net::TcpListener::from(OwnedFd::from(file));
+            let err = TcpListener::from_std(not_socket).unwrap_err();
+            assert!(err.to_string().contains("TcpListener::from_std"), "{err}");
             // A listening one is taken.
             let std_l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = std_l.local_addr().unwrap();

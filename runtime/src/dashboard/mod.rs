@@ -66,7 +66,7 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -92,6 +92,8 @@ pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
 pub const MAX_CONNECTIONS: usize = 64;
 /// The largest request head read (hyper's buffer; 431 or a close beyond).
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// At most one accept-error warning this often.
+const ACCEPT_WARNING_EVERY: Duration = Duration::from_secs(60);
 /// How often the sampler takes a point.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// How old a snapshot `/metrics` and `/api/snapshot` answer from may be.
@@ -429,16 +431,27 @@ async fn accept(shared: Arc<Shared>, listener: crate::net::TcpListener, timer: W
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
+    // Accept errors not logged since the last warning, and when the next
+    // may be written.
+    let (mut unlogged, mut next_warning) = (0u64, Instant::now());
     loop {
         let (stream, _peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
-                // Out of fds: back off, go on. The warning is written on
-                // the blocking pool: a logger writing to a stalled stderr
-                // must not hold this worker.
-                drop(crate::spawn_blocking(move || {
-                    log::warn!("wq dashboard: accept: {e}");
-                }));
+                // Out of fds: back off, go on. One warning a minute at
+                // most, written on the blocking pool: a logger writing to
+                // a stalled stderr must hold neither this worker nor, a
+                // job per error, the blocking pool's threads.
+                unlogged += 1;
+                if Instant::now() >= next_warning {
+                    let n = std::mem::take(&mut unlogged);
+                    next_warning = Instant::now() + ACCEPT_WARNING_EVERY;
+                    drop(crate::spawn_blocking(move || {
+                        log::warn!(
+                            "wq dashboard: accept: {e} ({n} accept errors since the last warning, one a minute at most)"
+                        );
+                    }));
+                }
                 crate::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }

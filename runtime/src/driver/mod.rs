@@ -149,9 +149,9 @@ impl Driver {
         Driver::with_timer_shards(TimerShards::for_this_machine())
     }
 
-    /// [`Driver::new`] with a timer shard for each of `cpus` CPUs (the
-    /// runtime's CPU budget: the threads that may arm timers at once), up
-    /// to `timers::MAX_SHARDS`.
+    /// [`Driver::new`] with a timer shard for each of `cpus` CPUs (those
+    /// the runtime may use at once: its workers, as a rule, arm timers one
+    /// per CPU), up to `timers::MAX_SHARDS`.
     pub(crate) fn for_cpus(cpus: usize) -> io::Result<Driver> {
         Driver::with_timer_shards(TimerShards::new(cpus))
     }

@@ -139,7 +139,11 @@ fn check_listening(fd: std::os::fd::RawFd, what: &str) -> io::Result<()> {
         if rc == 0 {
             Ok(v)
         } else {
-            Err(io::Error::last_os_error())
+            let e = io::Error::last_os_error();
+            Err(io::Error::new(
+                e.kind(),
+                format!("{what}: not a socket wq can listen on: {e}"),
+            ))
         }
     };
     if get(libc::SO_TYPE)? != libc::SOCK_STREAM {

@@ -57,7 +57,8 @@ impl TcpListener {
     /// # Errors
     /// `InvalidInput` if the socket is not a listening stream socket (a
     /// `TcpListener` made from another descriptor), saying which; the OS
-    /// error if it cannot be registered with the driver.
+    /// error, named so, if the descriptor is no socket at all (`ENOTSOCK`)
+    /// or cannot be registered with the driver.
     ///
     /// # Panics
     /// Outside a wq runtime.

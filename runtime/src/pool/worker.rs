@@ -645,19 +645,25 @@ impl Core {
     }
 }
 
-/// Adds `n` to a counter whose only writer is the calling worker: a load
-/// and a store, no read-modify-write.
-/// The CPU the worker in `slot` stands for (`Local::virtual_cpu`): the
-/// pool's `max_workers` workers spread evenly over its pod's `cpus` (one
-/// each when there are as many workers as CPUs; a pool capped below its
-/// pod, on a synthetic layout wider than the machine, still reaches every
-/// part of it), a slot over `max_workers` (a worker standing in for a
-/// blocked one) as the slot `max_workers` below it.
+/// The CPU the worker in `slot` stands for (`Local::virtual_cpu`): with
+/// at least as many workers as the pod has CPUs, the pod's `cpus` in turn
+/// (slots are taken lowest first, so the first workers stand for different
+/// CPUs); with fewer (a pool capped below its pod, on a synthetic layout
+/// wider than the machine), its `max_workers` workers spread evenly over
+/// the pod, so that their spawns at narrower scopes land in as many parts
+/// of it as there are workers, not all in its first; a slot over
+/// `max_workers` (a worker standing in for a blocked one) as the slot
+/// `max_workers` below it.
 fn virtual_cpu(cpus: &[usize], slot: usize, max_workers: usize) -> usize {
     let max = max_workers.max(1);
-    cpus[(slot % max) * cpus.len() / max % cpus.len()]
+    if max >= cpus.len() {
+        return cpus[slot % cpus.len()];
+    }
+    cpus[(slot % max) * cpus.len() / max]
 }
 
+/// Adds `n` to a counter whose only writer is the calling worker: a load
+/// and a store, no read-modify-write.
 fn add(counter: &AtomicU64, n: u64) {
     if n != 0 {
         counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
@@ -708,9 +714,10 @@ mod tests {
         // two CPUs.
         let two: Vec<usize> = (0..4).map(|s| virtual_cpu(&cpus, s, 2)).collect();
         assert_eq!(two, [100, 132, 100, 132]);
-        // More workers than CPUs: every one stands for a CPU of the pod.
+        // More workers than CPUs: the CPUs in turn, so the first two
+        // workers stand for different ones.
         let few = [7, 9];
         let many: Vec<usize> = (0..8).map(|s| virtual_cpu(&few, s, 4)).collect();
-        assert_eq!(many, [7, 7, 9, 9, 7, 7, 9, 9]);
+        assert_eq!(many, [7, 9, 7, 9, 7, 9, 7, 9]);
     }
 }

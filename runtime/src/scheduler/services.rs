@@ -101,7 +101,13 @@ impl Services {
         if state.closed {
             return Err(driver::scheduled_io::shutdown_error());
         }
-        let driver = Driver::for_cpus(scheduler.config.cpu_budget).map_err(|e| {
+        // A shard per CPU the runtime may use (the topology's, when the
+        // budget is unknown).
+        let cpus = scheduler
+            .config
+            .cpu_budget
+            .min(scheduler.topology.num_cpus());
+        let driver = Driver::for_cpus(cpus).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("wq: could not create the I/O driver (epoll): {e}; check the process's open-file limit (`ulimit -n`)"),
