@@ -144,7 +144,7 @@ impl std::fmt::Debug for Driver {
 impl Driver {
     /// Creates the epoll instance, its registry dup and its waker (three
     /// fds), with a timer shard per CPU of this machine (tests).
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn new() -> io::Result<Driver> {
         Driver::with_timer_shards(TimerShards::for_this_machine())
     }

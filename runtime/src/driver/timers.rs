@@ -127,7 +127,7 @@ impl TimerShards {
 
     /// One shard per CPU of this machine, up to [`MAX_SHARDS`] (tests;
     /// a runtime sizes its shards by its CPU budget).
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn for_this_machine() -> TimerShards {
         TimerShards::new(std::thread::available_parallelism().map_or(1, usize::from))
     }
@@ -232,7 +232,7 @@ impl TimerShards {
     }
 
     /// Shards (tests).
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn shards(&self) -> usize {
         self.shards.len()
     }
