@@ -228,7 +228,9 @@ impl TcpStream {
     }
 
     /// Splits into a read half and a write half, usable from different
-    /// tasks. The connection closes when both are dropped.
+    /// tasks. The connection closes when both are dropped; dropping the
+    /// write half alone does not shut the write side down (unlike tokio's
+    /// halves): `close` it first for the peer to read EOF.
     pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
         (
             OwnedReadHalf { read: self.read },
@@ -252,7 +254,7 @@ pub struct OwnedReadHalf {
 }
 
 /// The write half of a [`TcpStream`] ([`TcpStream::into_split`]);
-/// `close` shuts the connection's write side down.
+/// `close` shuts the connection's write side down, a drop does not.
 pub struct OwnedWriteHalf {
     write: Half<mio::net::TcpStream>,
 }

@@ -154,7 +154,9 @@ impl UnixStream {
     }
 
     /// Splits into a read half and a write half, usable from different
-    /// tasks.
+    /// tasks. The connection closes when both are dropped; dropping the
+    /// write half alone does not shut the write side down (unlike tokio's
+    /// halves): `close` it first for the peer to read EOF.
     pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
         (
             OwnedReadHalf { read: self.read },
@@ -174,7 +176,8 @@ pub struct OwnedReadHalf {
     read: Half<mio::net::UnixStream>,
 }
 
-/// The write half of a [`UnixStream`] ([`UnixStream::into_split`]).
+/// The write half of a [`UnixStream`] ([`UnixStream::into_split`]);
+/// `close` shuts the connection's write side down, a drop does not.
 pub struct OwnedWriteHalf {
     write: Half<mio::net::UnixStream>,
 }
