@@ -30,8 +30,10 @@
 //!    point (per pool: p50/p95/p99 scheduling delay, p99 poll, rates,
 //!    workers by state) to a ring of [`HISTORY`] points, all on that
 //!    blocking thread, the diff without the ring's lock (only the push
-//!    takes it). Pages read the ring, serialized on the blocking pool too
-//!    (`/api/history`); no request takes a snapshot but
+//!    takes it). Pages read the ring on the blocking pool too
+//!    (`/api/history`: the points asked for are copied under the lock and
+//!    serialized after it, so the push waits for a copy at most); no
+//!    request takes a snapshot but
 //!    `/metrics` and `/api/snapshot`, on the blocking pool too, one at a
 //!    time: a request within [`SNAPSHOT_FRESH`] of the last snapshot is
 //!    answered from it, so clients polling fast cost one snapshot per
@@ -290,14 +292,16 @@ struct History {
     last: Option<Snapshot>,
 }
 
+/// `/api/history`'s answer: copied out of the history under its lock,
+/// serialized after (the sampler's push waits only for the copy).
 #[derive(Serialize)]
 struct Feed<'a> {
     thread_name: &'a str,
     /// The machine's CPUs (OS indices) as the runtime sees them.
     cpus: Vec<usize>,
     latency_capture: bool,
-    pools: &'a [PoolInfo],
-    points: Vec<&'a Point>,
+    pools: Vec<PoolInfo>,
+    points: Vec<Point>,
 }
 
 /// A sample made ready outside the history's lock (its diff merges
@@ -598,7 +602,16 @@ async fn route(shared: &Arc<Shared>, loopback: bool, req: Request<Incoming>) -> 
             let body = shared
                 .handle
                 .spawn_blocking(move || {
-                    let h = crate::loom::lock(&s.history);
+                    let (pools, points) = {
+                        let h = crate::loom::lock(&s.history);
+                        let points = h
+                            .points
+                            .iter()
+                            .filter(|p| since.is_none_or(|since| p.seq > since))
+                            .cloned()
+                            .collect();
+                        (h.pools.clone(), points)
+                    };
                     let feed = Feed {
                         thread_name: &s.handle.scheduler.config.thread_name,
                         cpus: s
@@ -609,12 +622,8 @@ async fn route(shared: &Arc<Shared>, loopback: bool, req: Request<Incoming>) -> 
                             .map(|c| c.os_index)
                             .collect(),
                         latency_capture: s.handle.scheduler.config.latency_capture,
-                        pools: &h.pools,
-                        points: h
-                            .points
-                            .iter()
-                            .filter(|p| since.is_none_or(|since| p.seq > since))
-                            .collect(),
+                        pools,
+                        points,
                     };
                     serde_json::to_vec(&feed)
                 })
