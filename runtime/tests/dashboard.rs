@@ -333,6 +333,48 @@ fn a_wildcard_listener_checks_the_host_of_loopback_connections() {
     });
 }
 
+/// The application's `spawn_blocking` jobs filling the blocking pool do not
+/// leave the dashboard blind: its snapshots and history run on a thread
+/// of its own.
+#[test]
+fn a_full_blocking_pool_does_not_hold_the_dashboard() {
+    within(60, || {
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
+            .thread_name("dashfull")
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        let d = wq::dashboard::serve_on(rt.handle(), "127.0.0.1:0").unwrap();
+        // The one blocking thread is busy for 10 s, and a job waits behind.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let busy = rt.handle().spawn_blocking(move || {
+            let _ = held.recv_timeout(Duration::from_secs(10));
+        });
+        let queued = rt.handle().spawn_blocking(|| ());
+        let started = std::time::Instant::now();
+        for path in ["/metrics", "/api/snapshot", "/api/history"] {
+            let r = get(d.local_addr(), path);
+            assert_eq!(
+                r.status,
+                200,
+                "{path}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the dashboard waited for the blocking pool: {:?}",
+            started.elapsed()
+        );
+        release.send(()).unwrap();
+        rt.block_on(async {
+            busy.await.unwrap();
+            queued.await.unwrap();
+        });
+    });
+}
+
 #[test]
 fn serve_outside_a_runtime_says_how_to_call_it() {
     let err = wq::dashboard::serve("127.0.0.1:0").unwrap_err();

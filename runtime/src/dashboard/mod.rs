@@ -25,18 +25,20 @@
 //!    nobody else's business) and spawns, on the current runtime, an
 //!    accept loop and a **sampler**.
 //! 2. The sampler takes a [`Snapshot`] every
-//!    second on the blocking pool (merging histograms must not hold a
-//!    worker), diffs it with the previous one, and appends the interval's
-//!    point (per pool: p50/p95/p99 scheduling delay, p99 poll, rates,
-//!    workers by state) to a ring of [`HISTORY`] points, all on that
-//!    blocking thread, the diff without the ring's lock (only the push
-//!    takes it). Pages read the ring on the blocking pool too
+//!    second on the dashboard's own thread (`wq-dashboard`: merging
+//!    histograms must not hold a worker, and the application's
+//!    `spawn_blocking` jobs filling the blocking pool must not leave the
+//!    dashboard blind when it is wanted most), diffs it with the previous
+//!    one, and appends the interval's point (per pool: p50/p95/p99
+//!    scheduling delay, p99 poll, rates, workers by state) to a ring of
+//!    [`HISTORY`] points, the diff without the ring's lock (only the push
+//!    takes it). Pages read the ring on that thread too
 //!    (`/api/history`: the points asked for are copied under the lock and
 //!    serialized after it, so the push waits for a copy at most); no
 //!    request takes a snapshot but
-//!    `/metrics` and `/api/snapshot`, on the blocking pool too, one at a
-//!    time: a request within [`SNAPSHOT_FRESH`] of the last snapshot is
-//!    answered from it, so clients polling fast cost one snapshot per
+//!    `/metrics` and `/api/snapshot`, on that thread too, one at a
+//!    time (at most [`JOBS_MAX`] queued; beyond, `503`): a request within
+//!    [`SNAPSHOT_FRESH`] of the last snapshot is answered from it, so clients polling fast cost one snapshot per
 //!    [`SNAPSHOT_FRESH`], not one each (a snapshot takes every slot's
 //!    histogram lock, which workers take to publish). Rendering (JSON,
 //!    Prometheus text) happens there too.
@@ -153,8 +155,10 @@ pub fn serve_on(handle: &Handle, addr: impl ToSocketAddrs) -> io::Result<Dashboa
     let _enter = crate::scheduler::context::enter(handle.scheduler.clone());
     let listener = crate::net::TcpListener::from_std(std_listener)?;
     let timer = WqTimer::new();
+    let jobs = start_thread()?;
     let shared = Arc::new(Shared {
         handle: handle.clone(),
+        jobs,
         history: Mutex::new(History::default()),
         latest: Mutex::new(None),
         conns: AtomicUsize::new(0),
@@ -221,10 +225,12 @@ struct Tasks {
 #[derive(Debug)]
 struct Shared {
     handle: Handle,
+    /// The dashboard's own thread's queue (module docs: its blocking work
+    /// does not wait behind the application's on the blocking pool).
+    jobs: std::sync::mpsc::SyncSender<Job>,
     history: Mutex<History>,
     /// The last snapshot taken for a request, and when; held while one is
-    /// taken, so requests take them one at a time (blocking-pool threads
-    /// wait on it, never a worker).
+    /// taken (on the dashboard's thread, never a worker).
     latest: Mutex<Option<(std::time::Instant, Arc<Snapshot>)>>,
     conns: AtomicUsize,
     refused: AtomicU64,
@@ -384,7 +390,7 @@ impl History {
 }
 
 /// A snapshot no older than [`SNAPSHOT_FRESH`], rendered by `render`, on
-/// the blocking pool (module docs).
+/// the dashboard's thread (module docs); `None` if it is busy or gone.
 async fn rendered<T: Send + 'static>(
     shared: &Arc<Shared>,
     render: impl FnOnce(&Snapshot) -> T + Send + 'static,
@@ -404,27 +410,70 @@ async fn rendered<T: Send + 'static>(
         };
         render(&snapshot)
     };
-    shared.handle.spawn_blocking(job).await.ok()
+    off_worker(shared, job).await
+}
+
+/// Work for the dashboard's thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Jobs queued for the dashboard's thread at most; beyond, requests get
+/// `503` (a client pipelining snapshot requests cannot queue without
+/// bound).
+pub const JOBS_MAX: usize = 64;
+
+/// Starts the dashboard's thread: it runs queued jobs until every sender
+/// is gone (the dashboard's shared state dropped).
+fn start_thread() -> io::Result<std::sync::mpsc::SyncSender<Job>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(JOBS_MAX);
+    std::thread::Builder::new()
+        .name("wq-dashboard".into())
+        .spawn(move || {
+            for job in rx {
+                // A panic in a render is that request's failure only (its
+                // reply sender is dropped: the request gets 503).
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            }
+        })
+        .map(|_| tx)
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("wq dashboard: could not start its thread: {e}; check the process's thread limit (`ulimit -u`)"),
+            )
+        })
+}
+
+/// Runs `f` on the dashboard's thread and waits for its result without
+/// holding a worker; `None` if the thread's queue is full or the job
+/// panicked.
+async fn off_worker<T: Send + 'static>(
+    shared: &Shared,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = futures::channel::oneshot::channel();
+    let job: Job = Box::new(move || {
+        let _ = tx.send(f());
+    });
+    shared.jobs.try_send(job).ok()?;
+    rx.await.ok()
 }
 
 async fn sample(shared: Arc<Shared>) {
     loop {
         let s = shared.clone();
-        // The snapshot and its diff, on the blocking pool: neither holds a
-        // worker.
-        let _ = shared
-            .handle
-            .spawn_blocking(move || {
-                let snap = s.handle.metrics();
-                // Only this sampler writes `last`: taken out, diffed
-                // without the lock (a request for the feed waits only for
-                // the push), and put back with the new point.
-                let last = crate::loom::lock(&s.history).last.take();
-                let point = History::prepare(last.as_ref(), &snap);
-                drop(last);
-                crate::loom::lock(&s.history).add(point, snap);
-            })
-            .await;
+        // The snapshot and its diff, on the dashboard's thread: neither
+        // holds a worker.
+        let _ = off_worker(&shared, move || {
+            let snap = s.handle.metrics();
+            // Only this sampler writes `last`: taken out, diffed
+            // without the lock (a request for the feed waits only for
+            // the push), and put back with the new point.
+            let last = crate::loom::lock(&s.history).last.take();
+            let point = History::prepare(last.as_ref(), &snap);
+            drop(last);
+            crate::loom::lock(&s.history).add(point, snap);
+        })
+        .await;
         crate::time::sleep(SAMPLE_EVERY).await;
     }
 }
@@ -443,14 +492,13 @@ async fn accept(shared: Arc<Shared>, listener: crate::net::TcpListener, timer: W
             Ok(c) => c,
             Err(e) => {
                 // Out of fds: back off, go on. One warning a minute at
-                // most, written on the blocking pool: a logger writing to
-                // a stalled stderr must hold neither this worker nor, a
-                // job per error, the blocking pool's threads.
+                // most, written on the dashboard's thread: a logger
+                // writing to a stalled stderr must not hold this worker.
                 unlogged += 1;
                 if Instant::now() >= next_warning {
                     let n = std::mem::take(&mut unlogged);
                     next_warning = Instant::now() + ACCEPT_WARNING_EVERY;
-                    drop(crate::spawn_blocking(move || {
+                    let _ = shared.jobs.try_send(Box::new(move || {
                         log::warn!(
                             "wq dashboard: accept: {e} ({n} accept errors since the last warning, one a minute at most)"
                         );
@@ -596,42 +644,40 @@ async fn route(shared: &Arc<Shared>, loopback: bool, req: Request<Incoming>) -> 
                 Ok(since) => since,
                 Err(why) => return reply(StatusCode::BAD_REQUEST, TEXT, format!("{why}\n")),
             };
-            // Serialized on the blocking pool: up to HISTORY points per
-            // pool, no work for a worker.
+            // Serialized on the dashboard's thread: up to HISTORY points
+            // per pool, no work for a worker.
             let s = shared.clone();
-            let body = shared
-                .handle
-                .spawn_blocking(move || {
-                    let (pools, points) = {
-                        let h = crate::loom::lock(&s.history);
-                        let points = h
-                            .points
-                            .iter()
-                            .filter(|p| since.is_none_or(|since| p.seq > since))
-                            .cloned()
-                            .collect();
-                        (h.pools.clone(), points)
-                    };
-                    let feed = Feed {
-                        thread_name: &s.handle.scheduler.config.thread_name,
-                        cpus: s
-                            .handle
-                            .topology()
-                            .cpus()
-                            .iter()
-                            .map(|c| c.os_index)
-                            .collect(),
-                        latency_capture: s.handle.scheduler.config.latency_capture,
-                        pools,
-                        points,
-                    };
-                    serde_json::to_vec(&feed)
-                })
-                .await;
+            let body = off_worker(shared, move || {
+                let (pools, points) = {
+                    let h = crate::loom::lock(&s.history);
+                    let points = h
+                        .points
+                        .iter()
+                        .filter(|p| since.is_none_or(|since| p.seq > since))
+                        .cloned()
+                        .collect();
+                    (h.pools.clone(), points)
+                };
+                let feed = Feed {
+                    thread_name: &s.handle.scheduler.config.thread_name,
+                    cpus: s
+                        .handle
+                        .topology()
+                        .cpus()
+                        .iter()
+                        .map(|c| c.os_index)
+                        .collect(),
+                    latency_capture: s.handle.scheduler.config.latency_capture,
+                    pools,
+                    points,
+                };
+                serde_json::to_vec(&feed)
+            })
+            .await;
             match body {
-                Ok(Ok(body)) => reply(StatusCode::OK, JSON, body),
-                Ok(Err(e)) => reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, format!("{e}\n")),
-                Err(_) => unavailable(),
+                Some(Ok(body)) => reply(StatusCode::OK, JSON, body),
+                Some(Err(e)) => reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, format!("{e}\n")),
+                None => unavailable(),
             }
         }
         _ => reply(
@@ -646,7 +692,7 @@ fn unavailable() -> Reply {
     reply(
         StatusCode::SERVICE_UNAVAILABLE,
         TEXT,
-        "the runtime is shutting down\n",
+        "the dashboard is busy or shutting down; try again\n",
     )
 }
 
