@@ -3,7 +3,7 @@
 //!
 //! Code whose protocol is model-checked (the kick / idle / cull protocol in
 //! [`crate::pool::idle`], the closing protocol, the rescuer's mayday list,
-//! the task registry, a workqueue's `max_active` gate, its flush
+//! the task registry, a worker's LIFO slot, a workqueue's `max_active` gate, its flush
 //! handshake and its tasks' references to it) takes its `Mutex`, atomics and thread handles from
 //! here, so the same source runs in production and under loom's model
 //! checker, as tokio's `loom` module does. Other code uses `std::sync`
@@ -13,7 +13,7 @@
 pub(crate) mod sync {
     pub(crate) mod atomic {
         pub(crate) use std::sync::atomic::{
-            AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering, fence,
+            AtomicBool, AtomicIsize, AtomicPtr, AtomicU64, AtomicUsize, Ordering, fence,
         };
     }
     pub(crate) use std::sync::{Condvar, Mutex, MutexGuard, TryLockError};
@@ -23,7 +23,7 @@ pub(crate) mod sync {
 pub(crate) mod sync {
     pub(crate) mod atomic {
         pub(crate) use loom::sync::atomic::{
-            AtomicBool, AtomicIsize, AtomicU64, AtomicUsize, Ordering, fence,
+            AtomicBool, AtomicIsize, AtomicPtr, AtomicU64, AtomicUsize, Ordering, fence,
         };
     }
     pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};

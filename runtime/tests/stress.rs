@@ -263,3 +263,68 @@ fn tasks_woken_by_timers_survive_culling() {
         );
     });
 }
+
+/// Long polls that spawn as they go, while the watchdog empties their
+/// workers' LIFO slots (`pool/lifo.rs`): every child runs once, none is
+/// lost, whether the worker or the watchdog takes it out.
+#[test]
+fn children_of_long_polls_run_once_while_the_watchdog_takes_them() {
+    within_watchdog("lifo-steals", || {
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
+            .default_scope(Scope::System)
+            .max_workers_per_pool(2)
+            .cpu_hog_threshold(Duration::from_millis(1))
+            .build()
+            .unwrap();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let mut spawned = 0;
+        for round in 0..30usize {
+            let parents: Vec<_> = (0..2)
+                .map(|p| {
+                    let ran = ran.clone();
+                    rt.spawn(async move {
+                        // A poll of a few ms, spawning a child (into this
+                        // worker's LIFO slot, displacing the last one)
+                        // every ~50-150 us.
+                        let mut children = Vec::new();
+                        let start = std::time::Instant::now();
+                        let mut i = 0;
+                        while start.elapsed() < Duration::from_millis(3) {
+                            let ran = ran.clone();
+                            children.push(wq::spawn(async move {
+                                ran.fetch_add(1, Ordering::SeqCst);
+                            }));
+                            i += 1;
+                            let pause =
+                                Duration::from_micros(50 + 50 * ((i + p + round) % 3) as u64);
+                            let t = std::time::Instant::now();
+                            while t.elapsed() < pause {
+                                std::hint::spin_loop();
+                            }
+                        }
+                        for (k, c) in children.iter_mut().enumerate() {
+                            if let Err(e) = c.await {
+                                panic!("round {round}: child {k} of parent {p}: {e}");
+                            }
+                        }
+                        children.len()
+                    })
+                })
+                .collect();
+            for p in parents {
+                spawned += rt.block_on(p).unwrap();
+            }
+        }
+        assert_eq!(
+            ran.load(Ordering::SeqCst),
+            spawned,
+            "a child ran twice or never"
+        );
+        let pool = &rt.metrics().pools[0];
+        assert!(
+            pool.counters.lifo_stolen > 0,
+            "the watchdog took no child: the test proves nothing: {pool:?}"
+        );
+    });
+}

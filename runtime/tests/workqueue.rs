@@ -349,6 +349,72 @@ fn a_cpu_hog_is_detected_while_short_tasks_keep_completing() {
     });
 }
 
+/// A task spawned by a poll goes to its worker's LIFO slot, which no
+/// sibling looks at: if that poll then hogs its CPU, the watchdog takes the
+/// task out, and another worker runs it.
+#[test]
+fn a_task_a_cpu_hog_spawned_before_hogging_runs_meanwhile() {
+    within(60, || {
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
+            .default_scope(Scope::System)
+            .max_workers_per_pool(1)
+            .cpu_hog_threshold(Duration::from_millis(10))
+            .build()
+            .unwrap();
+        let hog = rt.spawn(async {
+            let child_ran = Arc::new(AtomicBool::new(false));
+            let c = child_ran.clone();
+            // Into this worker's LIFO slot (its home is this pool).
+            let child = wq::spawn(async move { c.store(true, Ordering::SeqCst) });
+            // Hog until the child has run, or 5 s: then it was held.
+            let start = Instant::now();
+            while !child_ran.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(5) {
+                std::hint::spin_loop();
+            }
+            (child_ran.load(Ordering::SeqCst), child)
+        });
+        let (ran, child) = rt.block_on(hog).unwrap();
+        assert!(ran, "the task the hog spawned waited for the hog to end");
+        rt.block_on(child).unwrap();
+        let pool = &rt.metrics().pools[0];
+        assert_eq!(pool.counters.cpu_intensive, 1, "{pool:?}");
+        assert_eq!(pool.counters.lifo_stolen, 1, "{pool:?}");
+    });
+}
+
+/// The same for a task woken by a poll that then blocks its thread.
+#[test]
+fn a_task_woken_by_a_poll_that_then_blocks_runs_meanwhile() {
+    within(60, || {
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
+            .default_scope(Scope::System)
+            .max_workers_per_pool(1)
+            .cpu_hog_threshold(Duration::from_millis(10))
+            .build()
+            .unwrap();
+        let (wake_tx, wake_rx) = futures::channel::oneshot::channel::<()>();
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        // Waits to be woken, then unblocks the waker's poll.
+        let woken = rt.spawn(async move {
+            wake_rx.await.unwrap();
+            done_tx.send(()).unwrap();
+        });
+        std::thread::sleep(Duration::from_millis(5));
+        let blocker = rt.spawn(async move {
+            // Wakes `woken` into this worker's LIFO slot, then blocks.
+            wake_tx.send(()).unwrap();
+            done_rx.recv_timeout(Duration::from_secs(5)).is_ok()
+        });
+        assert!(
+            rt.block_on(blocker).unwrap(),
+            "the task woken by the blocked poll waited for it"
+        );
+        rt.block_on(woken).unwrap();
+    });
+}
+
 #[test]
 fn highpri_items_overtake_a_backlog_of_normal_ones() {
     within(60, || {

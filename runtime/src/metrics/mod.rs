@@ -168,6 +168,10 @@ counters! {
     /// kernel's `CPU_INTENSIVE`). Polls found blocked that long get the
     /// extra worker too, uncounted here.
     cpu_intensive => "cpu_intensive",
+    /// Tasks the watchdog moved from a worker's LIFO slot to the pool's
+    /// injector because the poll that put them there ran longer than the
+    /// CPU-hog threshold (no other worker looks in that slot).
+    lifo_stolen => "lifo_stolen",
     /// Acquisitions of the pool lock by the kick / idle / cull protocol
     /// (metrics readers not counted): every one is a cache-line transfer
     /// between the CPUs that share the pool.

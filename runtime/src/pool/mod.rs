@@ -11,7 +11,8 @@
 //! - one crossbeam deque per worker slot, stolen from by the pool's other
 //!   workers (and, when the pool is not strict, by other pools' idle
 //!   workers), plus a one-task **LIFO slot** per worker for the task it just
-//!   woke (see [`worker`]).
+//!   woke (see [`worker`]), which only that worker takes from, but for the
+//!   watchdog when a poll runs too long ([`lifo`]).
 //!
 //! # Where a scheduled task goes ([`schedule`])
 //! 1. Its home pool is closed: the task is pushed on the injector, without
@@ -32,6 +33,7 @@ mod closing;
 pub(crate) mod current;
 mod hint;
 pub(crate) mod idle;
+pub(crate) mod lifo;
 pub(crate) mod park;
 mod wake_queue;
 pub(crate) mod worker;
@@ -174,6 +176,9 @@ pub(crate) struct Pool {
     start_failures: AtomicU64,
     /// Tasks queued back here after running on another pod's worker.
     repatriated: AtomicU64,
+    /// Tasks the watchdog took from a long poll's LIFO slot (single
+    /// writer: the watchdog).
+    pub(crate) lifo_stolen: AtomicU64,
     /// A thread of this pool could not be bound to its CPUs, and it was
     /// said (once).
     unbound_said: AtomicBool,
@@ -203,7 +208,7 @@ pub(crate) struct WorkerSlot {
 pub(crate) struct Watch {
     /// The raw clock when the running poll started; 0 while the worker
     /// runs no task. Written by the worker before each poll (a plain
-    /// store on a line the watchdog only reads).
+    /// store on a line the watchdog reads, and writes only to empty `lifo`).
     pub(crate) poll_started: AtomicU64,
     /// The OS thread id of the slot's thread, set when a worker takes the
     /// slot (the watchdog reads its scheduler statistics); 0 if unknown.
@@ -213,6 +218,10 @@ pub(crate) struct Watch {
     /// Whether that poll was using its CPU (a CPU hog) rather than
     /// blocking its thread (sleeping in a synchronous call).
     pub(crate) hog_on_cpu: AtomicBool,
+    /// The slot's LIFO slot (owned by the slot's worker thread; the
+    /// watchdog empties it when a poll runs too long: [`lifo`]). On this
+    /// line, which the worker writes at every poll anyway.
+    pub(crate) lifo: lifo::LifoSlot<Runnable>,
 }
 
 /// What the watchdog found of the poll that just ran on this thread.
@@ -258,6 +267,7 @@ impl Pool {
             closing: Closing::default(),
             start_failures: AtomicU64::new(0),
             repatriated: AtomicU64::new(0),
+            lifo_stolen: AtomicU64::new(0),
             unbound_said: AtomicBool::new(false),
             rescued: WorkerCounters::default(),
             capture: Arc::new(PoolCapture::new(config.capture)),
@@ -480,6 +490,7 @@ impl Pool {
         k.cm_wakeups = c.cm_wakeups;
         k.cpu_intensive = c.cpu_intensive;
         k.repatriated = self.repatriated.load(Ordering::Relaxed);
+        k.lifo_stolen = self.lifo_stolen.load(Ordering::Relaxed);
         k.rescued = self.rescued.started.load(Ordering::Relaxed);
         k.worker_start_failures = self.start_failures.load(Ordering::Relaxed);
         let (mut sched, mut poll, mut spawn) = (new_histogram(), new_histogram(), new_histogram());

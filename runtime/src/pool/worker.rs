@@ -96,7 +96,6 @@ pub(crate) struct Local {
     pub(crate) pool: Arc<Pool>,
     pub(crate) slot: usize,
     deque: Deque<Runnable>,
-    lifo: Cell<Option<Runnable>>,
     /// The scheduling clock, read once per poll (after it) and when the
     /// worker comes back from idle; local wakes are stamped with it.
     now: Cell<u64>,
@@ -135,7 +134,7 @@ pub(crate) fn schedule_local(runnable: Runnable, yielded: bool) -> Option<Runnab
         runnable.metadata().stamp(now);
         if yielded {
             local.deque.push(runnable);
-        } else if let Some(prev) = local.lifo.replace(Some(runnable)) {
+        } else if let Some(prev) = local.lifo().put(runnable) {
             local.deque.push(prev);
         } else {
             return None;
@@ -153,7 +152,7 @@ pub(crate) fn drop_local_tasks() {
     let Some(local) = current::worker() else {
         return;
     };
-    drop(local.lifo.take());
+    drop(local.lifo().take());
     while let Some(r) = local.deque.pop() {
         drop(r);
     }
@@ -168,7 +167,7 @@ pub(crate) fn block_in_place<R>(f: impl FnOnce() -> R) -> R {
     if local.blocked.get() {
         return f();
     }
-    if let Some(r) = local.lifo.take() {
+    if let Some(r) = local.lifo().take() {
         local.deque.push(r);
     }
     local.blocked.set(true);
@@ -228,7 +227,6 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
             pool: pool.clone(),
             slot,
             deque,
-            lifo: Cell::new(None),
             now: Cell::new(clock::now()),
             blocked: Cell::new(false),
             left_driver: Cell::new(false),
@@ -246,7 +244,8 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
         // may have been queued here since we went idle: a worker parked in
         // the I/O driver turns it, and the tasks its turn wakes come to its
         // own LIFO slot and deque. Those go back to their home pools.
-        let leftovers = local
+        let leftovers = pool.slots[slot]
+            .watch
             .lifo
             .take()
             .into_iter()
@@ -273,12 +272,16 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
 }
 
 impl Local {
+    /// This worker's LIFO slot (in its pool slot, where the watchdog can
+    /// reach it: [`super::lifo`]).
+    #[inline]
+    fn lifo(&self) -> &super::lifo::LifoSlot<Runnable> {
+        &self.pool.slots[self.slot].watch.lifo
+    }
+
     /// Whether this worker's own LIFO slot or deque holds a task.
     fn has_local_work(&self) -> bool {
-        let lifo = self.lifo.take();
-        let has = lifo.is_some() || !self.deque.is_empty();
-        self.lifo.set(lifo);
-        has
+        !self.lifo().is_empty() || !self.deque.is_empty()
     }
 
     /// Whether the watchdog marked the poll this worker runs, and how.
@@ -548,7 +551,7 @@ impl Core {
         {
             return Some(r);
         }
-        if let Some(r) = local.lifo.take() {
+        if let Some(r) = local.lifo().take() {
             if self.lifo_streak < MAX_LIFO_POLLS {
                 self.lifo_streak += 1;
                 return Some(r);
@@ -589,7 +592,8 @@ impl Core {
 
     fn run_task(&mut self, local: &Local, runnable: Runnable) {
         let start = local.now.get();
-        // For the hog watchdog (a plain store on a line it only reads).
+        // For the hog watchdog (a plain store on a line it reads, and writes
+        // only to take a LIFO task out of a long poll).
         let watch = &local.pool.slots[local.slot].watch;
         // Release: the watchdog that reads this start (Acquire) reads this
         // thread's `tid` too, stored before (a slot's next thread stores

@@ -27,6 +27,11 @@
 //!   8 of `pool::idle`); the slot's `hog` mark is set to that poll's start
 //!   (and whether it was on its CPU), and the process's `HOG_MARKS` counts
 //!   it. The watchdog remembers the grant.
+//! - **Steal.** From a poll older than the threshold, whatever it found
+//!   (and at every look while it lasts), the task in its worker's LIFO
+//!   slot is taken out and pushed on the pool's injector, with a kick
+//!   (`pool::lifo`; counted as `lifo_stolen`): the poll spawned or woke
+//!   it, and no sibling looks there.
 //! - **Revoke.** When the slot's `poll_started` is no longer the granted
 //!   one (the hog poll ended), the allowance is revoked and the mark
 //!   uncounted. The watchdog alone grants and revokes: the hog's worker
@@ -161,6 +166,16 @@ impl Watchdog {
                 running = true;
                 let key = (pool.id, slot);
                 let age = clock::delay_ns(started, now);
+                if age >= self.threshold_ns
+                    && let Some(r) = s.watch.lifo.steal()
+                {
+                    // What the poll spawned or woke last waits in its
+                    // worker's LIFO slot, where no sibling looks: it goes
+                    // to the pool's queue (stamped when it was put, so
+                    // its scheduling delay counts the wait).
+                    pool.push_remote(r);
+                    pool.lifo_stolen.fetch_add(1, Ordering::Relaxed);
+                }
                 if age < self.threshold_ns / 2 || self.granted.contains_key(&key) {
                     continue;
                 }
