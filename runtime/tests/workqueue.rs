@@ -358,7 +358,11 @@ fn a_task_a_cpu_hog_spawned_before_hogging_runs_meanwhile() {
         let rt = Runtime::builder()
             .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
             .default_scope(Scope::System)
-            .max_workers_per_pool(1)
+            // Two workers: the task taken out runs on the other one even
+            // if the hog is found waiting for a CPU (a loaded machine),
+            // when no extra worker is granted; it is in the hog's LIFO
+            // slot, where the other worker does not look.
+            .max_workers_per_pool(2)
             .cpu_hog_threshold(Duration::from_millis(10))
             .build()
             .unwrap();
@@ -378,7 +382,6 @@ fn a_task_a_cpu_hog_spawned_before_hogging_runs_meanwhile() {
         assert!(ran, "the task the hog spawned waited for the hog to end");
         rt.block_on(child).unwrap();
         let pool = &rt.metrics().pools[0];
-        assert_eq!(pool.counters.cpu_intensive, 1, "{pool:?}");
         assert_eq!(pool.counters.lifo_stolen, 1, "{pool:?}");
     });
 }
@@ -390,7 +393,11 @@ fn a_task_woken_by_a_poll_that_then_blocks_runs_meanwhile() {
         let rt = Runtime::builder()
             .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
             .default_scope(Scope::System)
-            .max_workers_per_pool(1)
+            // Two workers: the task taken out runs on the other one even
+            // if the hog is found waiting for a CPU (a loaded machine),
+            // when no extra worker is granted; it is in the hog's LIFO
+            // slot, where the other worker does not look.
+            .max_workers_per_pool(2)
             .cpu_hog_threshold(Duration::from_millis(10))
             .build()
             .unwrap();

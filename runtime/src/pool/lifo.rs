@@ -24,9 +24,12 @@
 //!   on: its poll is not the long one any more).
 //!
 //! Invariant: every task put leaves the slot through exactly one
-//! successful compare-and-swap, so it runs once. The same pointer put
-//! again is the same task in the slot again (no ABA hazard: removing it
-//! then is right). The model `loom_a_lifo_task_is_taken_once` races a
+//! successful compare-and-swap, so it runs once. A compare-and-swap that
+//! expects a pointer read earlier may find the same address put again
+//! meanwhile (the same task woken again, or a new task where a finished
+//! one was freed): it then removes the task the slot holds now, having
+//! synchronized with the put that placed it, which is as right as
+//! removing the one it read (no ABA hazard). The model `loom_a_lifo_task_is_taken_once` races a
 //! thief against puts and takes; with the owner's take made a plain load
 //! and store it fails. (Compare-and-swap, not swap: loom 0.7 lets a swap
 //! read a value that a store it raced with then overwrites, tokio-rs/loom
@@ -35,9 +38,10 @@
 //! # Cost
 //! tokio's slot is a plain field: nothing can take its task while the poll
 //! that put it runs. Here a put into an empty slot is a load and a store,
-//! and taking a task is one compare-and-swap (a locked instruction, on a
-//! line only the worker writes) in place of a plain load and store: the
-//! price of a slot the watchdog can empty.
+//! and taking a task, or displacing one with a put, is one
+//! compare-and-swap (a locked instruction, on a line the watchdog only
+//! writes to steal) in place of a plain load and store: the price of a
+//! slot the watchdog can empty.
 
 use std::marker::PhantomData;
 use std::ptr::NonNull;
@@ -71,8 +75,17 @@ pub(crate) struct LifoSlot<T: Raw> {
     /// model).
     #[cfg(loom)]
     plain_take: bool,
-    _owns: PhantomData<T>,
+    /// It holds a `T` as a pointer (neither `Send` nor `Sync` by itself:
+    /// the impls below say when).
+    _owns: PhantomData<*const T>,
 }
+
+// SAFETY: the slot moves a `T` from the thread that puts it to the one
+// that takes it (a thief's), and shares nothing else: `T: Send` suffices,
+// to send the slot or to share it.
+unsafe impl<T: Raw + Send> Send for LifoSlot<T> {}
+// SAFETY: as above.
+unsafe impl<T: Raw + Send> Sync for LifoSlot<T> {}
 
 impl<T: Raw> Default for LifoSlot<T> {
     fn default() -> Self {
@@ -157,7 +170,8 @@ impl<T: Raw> LifoSlot<T> {
             .map(|p| unsafe { T::from_raw(NonNull::new_unchecked(p)) })
     }
 
-    /// Whether the slot is empty (exact for the owner, a hint for others).
+    /// Whether the slot is empty. A hint: a thief may empty it right after
+    /// (for the owner, "full" may turn out empty, never the reverse).
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.task.load(Ordering::Relaxed).is_null()

@@ -207,8 +207,9 @@ pub(crate) struct WorkerSlot {
 #[derive(Debug, Default)]
 pub(crate) struct Watch {
     /// The raw clock when the running poll started; 0 while the worker
-    /// runs no task. Written by the worker before each poll (a plain
-    /// store on a line the watchdog reads, and writes only to empty `lifo`).
+    /// runs no task. Written by the worker before and after each poll (a
+    /// plain store on a line the watchdog reads, and writes only to mark a
+    /// long poll, `hog`, and to empty `lifo`).
     pub(crate) poll_started: AtomicU64,
     /// The OS thread id of the slot's thread, set when a worker takes the
     /// slot (the watchdog reads its scheduler statistics); 0 if unknown.

@@ -234,7 +234,20 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
             virtual_cpu: virtual_cpu(&pool.cpus, slot, pool.idle.config().max_workers),
         });
         current::set_worker(Some(local.clone()));
+        // If the loop unwinds (a bug outside any task's poll: polls are
+        // caught), the slot's LIFO task would keep the pool, which keeps
+        // it: dropped here instead, as the unwinding `Local`'s deque is,
+        // and the slot no longer looks busy to the watchdog.
+        struct Unwinding<'a>(&'a super::WorkerSlot);
+        impl Drop for Unwinding<'_> {
+            fn drop(&mut self) {
+                self.0.watch.poll_started.store(0, Ordering::Relaxed);
+                drop(self.0.watch.lifo.take());
+            }
+        }
+        let unwinding = Unwinding(&pool.slots[slot]);
         core.work_until_exit(&local, host, &parker, next == Next::Search);
+        std::mem::forget(unwinding);
         current::set_worker(None);
         let local =
             Rc::try_unwrap(local).unwrap_or_else(|_| unreachable!("only `current` shares it"));
@@ -592,8 +605,9 @@ impl Core {
 
     fn run_task(&mut self, local: &Local, runnable: Runnable) {
         let start = local.now.get();
-        // For the hog watchdog (a plain store on a line it reads, and writes
-        // only to take a LIFO task out of a long poll).
+        // For the hog watchdog (a plain store on a line the worker owns:
+        // the watchdog reads it, and writes it only to mark a long poll
+        // and to take a task out of its LIFO slot).
         let watch = &local.pool.slots[local.slot].watch;
         // Release: the watchdog that reads this start (Acquire) reads this
         // thread's `tid` too, stored before (a slot's next thread stores
@@ -613,6 +627,10 @@ impl Core {
         // they must not unwind to here. This catch is a last guard: the
         // worker's slot would be lost if it unwound.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runnable.run()));
+        // Between polls no poll runs: the watchdog must not time the
+        // `find_work` that follows a long one against it (and take a task
+        // a driver turn put in the LIFO slot meanwhile).
+        watch.poll_started.store(0, Ordering::Relaxed);
         let end = clock::now();
         local.now.set(end);
         self.completed += 1;

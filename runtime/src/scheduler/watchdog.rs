@@ -2,8 +2,8 @@
 //! (`wq_cpu_intensive_thresh_us`, checked from the scheduler tick there).
 //!
 //! A worker stores, before every poll, when it started (`pool::Watch`,
-//! a plain store on a line only the watchdog reads), and 0 when it runs no
-//! task. The watchdog -- the runtime's rescuer thread, between maydays --
+//! a plain store on a line of its own that the watchdog reads), and 0
+//! after it. The watchdog -- the runtime's rescuer thread, between maydays --
 //! looks at every worker every half threshold while any runs a task, less
 //! and less often (down to [`IDLE_TICK`]) while none does.
 //!

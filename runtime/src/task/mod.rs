@@ -411,7 +411,13 @@ impl<F: Future> Future for TaskCell<'_, F> {
             None if !hog => poll(),
             None => crate::pool::block_in_place(poll),
             Some(q) => {
-                let first = meta.flags.fetch_or(POLLED, Ordering::Relaxed) & POLLED == 0;
+                // Only a poll sets `POLLED`, and polls are ordered one
+                // after the other: a load finds it set on every later poll,
+                // with no locked instruction.
+                let first = meta.flags.load(Ordering::Relaxed) & POLLED == 0;
+                if first {
+                    meta.flags.fetch_or(POLLED, Ordering::Relaxed);
+                }
                 let start = clock::now();
                 let (result, cm_wakeups) = current::with_running_queue(q.id(), || {
                     if hog || q.is_cpu_intensive() {
