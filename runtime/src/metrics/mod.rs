@@ -1048,12 +1048,12 @@ mod tests {
         let d = b.since(&a);
         assert_eq!((d.started, d.kicks), (7, 1));
         let fields = d.fields();
-        assert_eq!(fields.len(), 19);
+        assert_eq!(fields.len(), 20);
         assert!(fields.iter().all(|(_, _, help, _)| !help.is_empty()));
         let mut names: Vec<_> = fields.iter().map(|f| f.1).collect();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 19, "distinct metric names");
+        assert_eq!(names.len(), 20, "distinct metric names");
     }
 
     #[test]
