@@ -29,7 +29,9 @@
 //!    ([`timers`], T1). A turn that does not wait (`max_wait` zero: a
 //!    busy worker's look, the watchdog's) skips this step: nothing sleeps
 //!    for an arm to cut short.
-//! 2. `epoll_wait` for at most `min(max_wait, time to that timer)`.
+//! 2. `epoll_wait` for at most `min(max_wait, time to that timer)`; then
+//!    the caller's `awake` ([`Driver::turn_then`]: a parker leaves its
+//!    parked state before any waker runs).
 //! 3. Mark the driver awake (arms need not unpark; the next turn
 //!    recomputes the wait).
 //! 4. Under the `ios` lock: for each event whose generation matches, set the
@@ -186,6 +188,17 @@ impl Driver {
     /// something to happen. See the module docs for the steps. Returns how
     /// many tasks it woke.
     pub(crate) fn turn(&mut self, max_wait: Option<Duration>) -> usize {
+        self.turn_then(max_wait, &mut || {})
+    }
+
+    /// [`Driver::turn`], calling `awake` as soon as the wait is over,
+    /// before any waker runs (a parker leaves its "asleep in the driver"
+    /// state there: `pool::park`).
+    pub(crate) fn turn_then(
+        &mut self,
+        max_wait: Option<Duration>,
+        awake: &mut dyn FnMut(),
+    ) -> usize {
         let mut woken = 0;
         let inner = &*self.handle.inner.clone();
         // 1. (A turn that does not wait publishes no deadline: an arm
@@ -213,6 +226,7 @@ impl Driver {
             // recoverable, and not silently ignorable either.
             panic!("wq: the I/O driver's epoll_wait failed: {err}");
         }
+        awake();
         // 3.
         inner.timers.unpark();
         // 4.

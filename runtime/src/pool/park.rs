@@ -6,7 +6,12 @@
 //! - `EMPTY`: not parked, no wakeup pending.
 //! - `PARKED`: parked on its thread (`std::thread::park_timeout`).
 //! - `PARKED_DRIVER`: parked in the driver's `epoll_wait` (it holds the
-//!   driver: no other thread turns it meanwhile).
+//!   driver: no other thread turns it meanwhile). Only while it waits: as
+//!   the wait ends, before the turn runs any waker, the state is `EMPTY`
+//!   again, so a wakeup during the rest of the turn (the turn's own wakes
+//!   kick this very worker when it is its pool's only idle one) costs no
+//!   eventfd write, which would only have made the next turn return at
+//!   once.
 //! - `NOTIFIED`: a wakeup is pending; the next park returns at once.
 //!
 //! # Protocol
@@ -163,7 +168,12 @@ impl Parker {
         let lent = turn(&mut |d: &mut driver::Driver| {
             let _ = self.inner.driver.set(d.handle().clone());
             woken = Some(if self.enter(PARKED_DRIVER) {
-                let n = d.turn(Some(timeout));
+                // Awake once the wait is over: a wakeup while the turn
+                // runs wakers (this thread's own kicks included) leaves
+                // `NOTIFIED` and writes no eventfd, which would only make
+                // the next turn return at once; the second `leave`
+                // consumes it, as this park returns anyway.
+                let n = d.turn_then(Some(timeout), &mut || self.leave());
                 self.leave();
                 n
             } else {
@@ -247,6 +257,48 @@ mod tests {
                 "in driver {in_driver}: slept {slept:?}"
             );
         }
+    }
+
+    /// A wakeup of this very parker from a waker its own driver turn runs
+    /// (a worker whose turn wakes a task and kicks itself, its pool's only
+    /// idle worker) writes no eventfd: the next turn waits as asked.
+    #[test]
+    fn a_wake_during_its_own_turn_leaves_the_next_turn_waiting() {
+        use crate::driver::scheduled_io::Direction;
+        use std::io::Write;
+        struct Unpark(Unparker);
+        impl std::task::Wake for Unpark {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        let p = Parker::new();
+        let mut driver = driver::Driver::new().unwrap();
+        let h = driver.handle().clone();
+        let (mut a, mut a_peer) = mio::net::UnixStream::pair().unwrap();
+        let r = h.register(&mut a).unwrap();
+        let waker = std::task::Waker::from(Arc::new(Unpark(p.unparker())));
+        let mut key = None;
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(
+            r.io.poll_ready(&mut cx, Direction::Read, &mut key)
+                .is_pending()
+        );
+        a_peer.write_all(b"x").unwrap();
+        // The turn in this park sees `a` readable and runs the waker.
+        p.park(Duration::from_secs(10), |f| {
+            f(&mut driver);
+            true
+        });
+        let start = Instant::now();
+        driver.turn(Some(Duration::from_millis(200)));
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(150),
+            "the next turn returned after {waited:?}: the wake wrote the eventfd"
+        );
+        r.io.release(&mut key);
+        h.deregister(&mut a, &r).unwrap();
     }
 
     #[test]
