@@ -623,8 +623,10 @@ fn a_poll_blocking_its_worker_gets_a_replacement_and_is_not_a_cpu_hog() {
             .build()
             .unwrap();
         let (tx, rx) = mpsc::channel::<()>();
-        // A synchronous wait inside a poll, without block_in_place.
-        let blocked = rt.spawn(async move { rx.recv_timeout(Duration::from_secs(5)).is_ok() });
+        // A synchronous wait inside a poll, without block_in_place, on a
+        // named queue (which counts the wakeup too).
+        let q = Workqueue::builder("blocks").build(rt.handle()).unwrap();
+        let blocked = q.spawn(async move { rx.recv_timeout(Duration::from_secs(5)).is_ok() });
         std::thread::sleep(Duration::from_millis(5));
         let unblocker = rt.spawn(async move { tx.send(()).unwrap() });
         assert!(
@@ -638,6 +640,9 @@ fn a_poll_blocking_its_worker_gets_a_replacement_and_is_not_a_cpu_hog() {
             "blocking is not a CPU hog: {pool:?}"
         );
         assert!(pool.counters.cm_wakeups >= 1, "{pool:?}");
+        let stats = q.stats();
+        assert_eq!(stats.cm_wakeups, 1, "{stats:?}");
+        assert_eq!(stats.cpu_intensive, 0, "{stats:?}");
     });
 }
 

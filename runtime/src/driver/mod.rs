@@ -64,7 +64,11 @@
 //!
 //! Lock order: `ios`, then a source's `waiters`; a timer shard's lock is
 //! taken alone.
-//! No waker is woken or dropped under any of them.
+//! No waker is woken or dropped under any of them. One is cloned (and
+//! compared with `will_wake`) under a shard's lock when a `Sleep` stores
+//! its task's waker: a foreign executor's waker whose `clone` armed a wq
+//! timer on the same shard would deadlock there (wq's own wakers do
+//! nothing of the kind).
 
 pub(crate) mod registration;
 pub(crate) mod scheduled_io;

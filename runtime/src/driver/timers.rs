@@ -30,7 +30,9 @@
 //!   `SCANNING` (`u64::MAX`) while it computes that, or `AWAKE` (0).
 //!
 //! A `Sleep` arms on the shard of the thread that first polls it and keeps
-//! that shard (its key is the shard's) until it is dropped.
+//! that shard (its key is the shard's) until it is dropped, or reset to a
+//! deadline already past (its timer is then freed; the next poll after a
+//! reset to the future arms on the polling thread's shard).
 //!
 //! # Protocol: no timer is slept past
 //! - **T1 (turn, before `epoll_wait`)** ([`TimerShards::park`]): store
@@ -55,7 +57,7 @@
 //! driver's owner). Loom models: `loom_an_arm_during_a_park_scan_*`.
 //!
 //! Lock order: a shard's lock is taken alone; no waker is woken or dropped
-//! under it.
+//! under it (one is cloned there: `driver`'s module docs).
 
 use std::task::Waker;
 

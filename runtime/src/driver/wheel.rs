@@ -62,6 +62,10 @@ struct Entry {
     state: State,
 }
 
+/// Entries' capacity kept once the wheel is empty; beyond it, an empty
+/// wheel frees its slab.
+const KEEP_ENTRIES: usize = 4096;
+
 /// See the module docs.
 #[derive(Debug)]
 pub(crate) struct Wheel {
@@ -151,7 +155,13 @@ impl Wheel {
     /// caller, outside its lock.
     pub(crate) fn remove(&mut self, key: usize) -> Option<Waker> {
         self.unlink(key);
-        self.entries.remove(key).waker
+        let waker = self.entries.remove(key).waker;
+        if self.entries.is_empty() && self.entries.capacity() > KEEP_ENTRIES {
+            // No key is live: give back what a burst of timers grew (a
+            // slab never shrinks under live keys, which it cannot renumber).
+            self.entries = Slab::new();
+        }
+        waker
     }
 
     /// The tick at which the earliest non-empty slot must be processed.
@@ -427,6 +437,33 @@ mod tests {
         }
         fired += wake.len();
         assert_eq!(fired, 500_000);
+        assert_eq!(wheel.pending(), 0);
+    }
+
+    /// A burst of timers grows the slab; once the last entry is removed the
+    /// wheel gives the memory back, and works on.
+    #[test]
+    fn an_emptied_wheel_frees_what_a_burst_grew() {
+        let mut wheel = Wheel::new();
+        let waker = futures::task::noop_waker();
+        let keys: Vec<usize> = (0..100_000u64)
+            .map(|i| wheel.insert(1 + i % 1000, waker.clone()).0)
+            .collect();
+        assert!(wheel.entries.capacity() >= 100_000);
+        for k in keys {
+            wheel.remove(k);
+        }
+        assert!(
+            wheel.entries.capacity() <= KEEP_ENTRIES,
+            "capacity {} kept",
+            wheel.entries.capacity()
+        );
+        let (k, fired) = wheel.insert(5, waker.clone());
+        assert!(!fired);
+        let mut wake = Vec::new();
+        assert!(wheel.advance(10, &mut wake, 16));
+        assert_eq!(wake.len(), 1);
+        wheel.remove(k);
         assert_eq!(wheel.pending(), 0);
     }
 }

@@ -395,7 +395,9 @@ where
 /// [`Builder::blocking_keep_alive`] (default 10 s). A panic in `f` gives a
 /// [`JoinError`](crate::JoinError) with `is_panic()`. At shutdown, jobs not
 /// started are dropped (their handles give a cancelled `JoinError`) and
-/// running ones are waited for up to the shutdown's timeout. Inside `f` the
+/// running ones are waited for up to the shutdown's timeout: without limit
+/// when the runtime is simply dropped, so a job that never returns holds
+/// the drop ([`Runtime::shutdown_timeout`] bounds the wait). Inside `f` the
 /// runtime is current: [`crate::spawn`] works there.
 ///
 /// # Panics

@@ -66,6 +66,8 @@ struct State {
     shutdown: bool,
     handles: Vec<ThreadHandle<()>>,
     start_failures: u64,
+    /// Stranded jobs were reported (once per pool).
+    stranded_said: bool,
 }
 
 thread_local! {
@@ -137,6 +139,14 @@ impl BlockingPool {
         match builder.spawn(move || run(runtime)) {
             Ok(handle) => {
                 let mut s = crate::loom::lock(&self.state);
+                if s.shutdown {
+                    // The shutdown may have taken the handles already: this
+                    // thread, which exits at once, is joined here instead,
+                    // so none outlives the runtime's drop.
+                    drop(s);
+                    let _ = handle.join();
+                    return;
+                }
                 s.handles.retain(|h| !h.is_finished());
                 s.handles.push(handle);
             }
@@ -151,10 +161,10 @@ impl BlockingPool {
         s.threads -= 1;
         s.start_failures += 1;
         let stranded = s.threads == 0 && !s.queue.is_empty();
-        let first = s.start_failures == 1;
+        let first = stranded && !std::mem::replace(&mut s.stranded_said, true);
         drop(s);
         self.exited.notify_all();
-        if stranded && first {
+        if first {
             let _ = writeln!(
                 std::io::stderr(),
                 "wq: could not start a blocking-pool thread: {err}; queued spawn_blocking jobs wait until one can be started (the next spawn_blocking tries again); check the process's thread limit (`ulimit -u`) and free memory"

@@ -41,8 +41,8 @@
 //!   not zero) learns it ran long: a CPU hog marks itself CPU-intensive
 //!   (its later polls leave concurrency management, as `block_in_place`
 //!   does) and counts `cpu_intensive` on its workqueue; a blocking task
-//!   counts a `cm_wakeup` there. Either is reported once per task through
-//!   the `log` facade.
+//!   counts a `cm_wakeup` there, for every such poll. Either is reported
+//!   once per task through the `log` facade.
 
 use std::collections::HashMap;
 use std::sync::Arc;

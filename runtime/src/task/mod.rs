@@ -254,8 +254,13 @@ const _: () = assert!(
 /// it had just woken becomes stealable, and if work is queued another
 /// worker is woken or started to run it (counted as `cm_wakeups` in the
 /// metrics). Wakes on this thread meanwhile go through the pool's queue.
-/// Elsewhere (outside a runtime, in `block_on`), it just runs `f`. For work
-/// that blocks for long, prefer a thread of its own.
+/// When `f` returns, the worker counts again, and the pool may run more
+/// workers than its maximum until the extra ones idle long enough to be
+/// culled (only idle workers beyond two are). Elsewhere (outside a
+/// runtime, in `block_on`, or in a task the runtime's rescuer runs because
+/// no worker could start) it just runs `f`; on the rescuer, that holds up
+/// every pool's rescue and the CPU-hog watchdog until `f` returns. For work
+/// that blocks for long, prefer [`crate::spawn_blocking`].
 ///
 /// ```
 /// #[wq::main(scope = "system", workers = 1)]
@@ -464,6 +469,11 @@ impl<F> TaskCell<'_, F> {
     #[cold]
     fn ran_long(&self, long: crate::pool::LongPoll) {
         let meta = self.meta;
+        if let (Some(q), crate::pool::LongPoll::Blocked) = (&meta.queue, long) {
+            // Each such poll got the pool a worker beyond its maximum (the
+            // kernel's CM_WAKEUP), not only the first one reported.
+            q.cm_wakeup();
+        }
         let bit = match long {
             crate::pool::LongPoll::OnCpu => CPU_HOG,
             crate::pool::LongPoll::Blocked => REPORTED_BLOCKED,
@@ -492,8 +502,9 @@ impl<F> TaskCell<'_, F> {
             ),
             crate::pool::LongPoll::Blocked => log::warn!(
                 "wq: a task of {queue} blocked its worker of pool {} ({} pod {}) longer than the \
-                 CPU-hog threshold (a synchronous call inside a poll); the pool started or woke \
-                 another worker meanwhile. Wrap blocking calls in wq::block_in_place",
+                 CPU-hog threshold (a synchronous call inside a poll); the pool may run another \
+                 worker meanwhile, if it had work queued. Wrap blocking calls in \
+                 wq::block_in_place",
                 pool.id,
                 pool.scope,
                 pool.pod

@@ -16,7 +16,8 @@
 //!
 //! Creating a timer outside a runtime panics with a message saying where to
 //! call it from (as [`crate::spawn`] does). A `Sleep` polled after its
-//! runtime shut down panics too: nothing would ever fire it.
+//! runtime shut down panics too if its deadline is still ahead: nothing
+//! would ever fire it (one whose deadline has passed completes).
 //!
 //! ```
 //! use std::time::Duration;
