@@ -37,6 +37,18 @@ impl Concurrency {
     }
 }
 
+/// One `system` pool of at most `max_workers` workers on two made-up
+/// CPUs, with the CPU-hog watchdog at 10 ms.
+fn hog_runtime(max_workers: usize) -> Runtime {
+    Runtime::builder()
+        .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
+        .default_scope(Scope::System)
+        .max_workers_per_pool(max_workers)
+        .cpu_hog_threshold(Duration::from_millis(10))
+        .build()
+        .unwrap()
+}
+
 /// Spawns `per` items on `q` from each of `producers` threads; each item is
 /// counted in `c` while it runs, across `yields` yields (an item is active
 /// across its waits too). Returns their handles.
@@ -301,13 +313,7 @@ fn a_cpu_hog_is_detected_while_short_tasks_keep_completing() {
     within(60, || {
         // One pool of one worker: without the watchdog, the short task
         // would wait behind the hog.
-        let rt = Runtime::builder()
-            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
-            .default_scope(Scope::System)
-            .max_workers_per_pool(1)
-            .cpu_hog_threshold(Duration::from_millis(10))
-            .build()
-            .unwrap();
+        let rt = hog_runtime(1);
         let q = Workqueue::builder("hogs").build(rt.handle()).unwrap();
         let short_ran = Arc::new(AtomicBool::new(false));
         let s = short_ran.clone();
@@ -355,17 +361,11 @@ fn a_cpu_hog_is_detected_while_short_tasks_keep_completing() {
 #[test]
 fn a_task_a_cpu_hog_spawned_before_hogging_runs_meanwhile() {
     within(60, || {
-        let rt = Runtime::builder()
-            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
-            .default_scope(Scope::System)
-            // Two workers: the task taken out runs on the other one even
-            // if the hog is found waiting for a CPU (a loaded machine),
-            // when no extra worker is granted; it is in the hog's LIFO
-            // slot, where the other worker does not look.
-            .max_workers_per_pool(2)
-            .cpu_hog_threshold(Duration::from_millis(10))
-            .build()
-            .unwrap();
+        // Two workers: the task taken out runs on the other one even if
+        // the hog is found waiting for a CPU (a loaded machine), when no
+        // extra worker is granted; it is in the hog's LIFO slot, where the
+        // other worker does not look.
+        let rt = hog_runtime(2);
         let hog = rt.spawn(async {
             let child_ran = Arc::new(AtomicBool::new(false));
             let c = child_ran.clone();
@@ -390,17 +390,9 @@ fn a_task_a_cpu_hog_spawned_before_hogging_runs_meanwhile() {
 #[test]
 fn a_task_woken_by_a_poll_that_then_blocks_runs_meanwhile() {
     within(60, || {
-        let rt = Runtime::builder()
-            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
-            .default_scope(Scope::System)
-            // Two workers: the task taken out runs on the other one even
-            // if the hog is found waiting for a CPU (a loaded machine),
-            // when no extra worker is granted; it is in the hog's LIFO
-            // slot, where the other worker does not look.
-            .max_workers_per_pool(2)
-            .cpu_hog_threshold(Duration::from_millis(10))
-            .build()
-            .unwrap();
+        // Two workers, as above: the woken task is in the blocked worker's
+        // LIFO slot, where the other one does not look.
+        let rt = hog_runtime(2);
         let (wake_tx, wake_rx) = futures::channel::oneshot::channel::<()>();
         let (done_tx, done_rx) = mpsc::channel::<()>();
         // Waits to be woken, then unblocks the waker's poll.
@@ -615,13 +607,7 @@ fn a_shut_down_runtime_drops_waiting_items_and_refuses_new_ones() {
 #[test]
 fn a_poll_blocking_its_worker_gets_a_replacement_and_is_not_a_cpu_hog() {
     within(60, || {
-        let rt = Runtime::builder()
-            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
-            .default_scope(Scope::System)
-            .max_workers_per_pool(1)
-            .cpu_hog_threshold(Duration::from_millis(10))
-            .build()
-            .unwrap();
+        let rt = hog_runtime(1);
         let (tx, rx) = mpsc::channel::<()>();
         // A synchronous wait inside a poll, without block_in_place, on a
         // named queue (which counts the wakeup too).
