@@ -219,6 +219,11 @@ pub(crate) struct Watch {
     /// Whether that poll was using its CPU (a CPU hog) rather than
     /// blocking its thread (sleeping in a synchronous call).
     pub(crate) hog_on_cpu: AtomicBool,
+    /// The slot's worker is in `block_in_place` (the watchdog does not
+    /// sample a poll while it blocks there: it left the pool's count, and
+    /// reading its `/proc` statistics every tick would cost the watchdog's
+    /// thread CPU time for nothing).
+    pub(crate) blocked: AtomicBool,
     /// The slot's LIFO slot (owned by the slot's worker thread; the
     /// watchdog empties it when a poll runs too long: [`lifo`]). On this
     /// line, which the worker writes at every poll anyway.

@@ -171,6 +171,8 @@ pub(crate) fn block_in_place<R>(f: impl FnOnce() -> R) -> R {
         local.deque.push(r);
     }
     local.blocked.set(true);
+    let watch = &local.pool.slots[local.slot].watch;
+    watch.blocked.store(true, Ordering::Relaxed);
     let kick = local.pool.idle.block(local.slot, || local.pool.has_work());
     if matches!(kick, Kick::Woke | Kick::Start(_)) {
         current::count_cm_wakeup();
@@ -193,6 +195,10 @@ pub(crate) fn block_in_place<R>(f: impl FnOnce() -> R) -> R {
     impl Drop for Unblock<'_> {
         fn drop(&mut self) {
             self.0.pool.idle.unblock(self.0.slot);
+            self.0.pool.slots[self.0.slot]
+                .watch
+                .blocked
+                .store(false, Ordering::Relaxed);
             self.0.blocked.set(false);
             self.0.now.set(clock::now());
         }
