@@ -123,6 +123,45 @@ fn idle_threads_are_culled_after_keep_alive() {
     });
 }
 
+/// After a burst, a trickle of short jobs (one every 20 ms, keep-alive
+/// 100 ms) is served by the most recently idle thread; the burst's other
+/// threads idle out. Woken in turn (a condvar's FIFO), each of 4 threads
+/// would get a job every 80 ms and none would ever be culled.
+#[test]
+fn a_trickle_of_jobs_keeps_one_thread_and_lets_the_rest_be_culled() {
+    within_watchdog("trickle", LIMIT, || {
+        let rt = Runtime::builder()
+            .thread_name("tk")
+            .blocking_keep_alive(Duration::from_millis(100))
+            .build()
+            .unwrap();
+        let barrier = Arc::new(std::sync::Barrier::new(4));
+        let burst: Vec<_> = (0..4)
+            .map(|_| {
+                let b = barrier.clone();
+                rt.spawn_blocking(move || {
+                    b.wait();
+                })
+            })
+            .collect();
+        for j in burst {
+            rt.block_on(j).unwrap();
+        }
+        assert_eq!(threads_named("tk-blocking"), 4);
+        // 600 ms of trickle: six keep-alives.
+        let end = Instant::now() + Duration::from_millis(600);
+        while Instant::now() < end {
+            rt.block_on(rt.spawn_blocking(|| ())).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let left = threads_named("tk-blocking");
+        assert!(
+            left <= 2,
+            "{left} blocking threads left: the idle ones were kept alive by the trickle"
+        );
+    });
+}
+
 #[test]
 fn shutdown_drops_queued_jobs_and_waits_for_running_ones() {
     within_watchdog("shutdown", LIMIT, || {

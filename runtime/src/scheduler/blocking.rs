@@ -8,18 +8,23 @@
 //!
 //! # Thread accounting (all under `state`'s lock)
 //! - `threads`: started and not exited (including ones being started).
-//! - `idle`: threads waiting on `work`; `notified`: wake-ups promised to
-//!   queued jobs and not yet taken. `idle - notified` threads are free.
+//! - `sleepers`: idle threads, most recently idle last, each with a
+//!   `woken` flag set (under the lock) by whoever takes it off the stack.
 //!
-//! 1. **Spawn**: push the job (FIFO). If a thread is free, promise it
-//!    (`notified += 1`, `notify_one`). Else, below `max_blocking_threads`,
-//!    reserve a thread (`threads += 1`) and start it after the unlock; at
-//!    the limit the job waits in the queue for the next free thread.
+//! 1. **Spawn**: push the job (FIFO). If a thread is idle, take the most
+//!    recently idle one off `sleepers`, mark it woken and unpark it after
+//!    the unlock. Else, below `max_blocking_threads`, reserve a thread
+//!    (`threads += 1`) and start it after the unlock; at the limit the job
+//!    waits in the queue for the next free thread.
 //! 2. **Run**: a thread pops the oldest job, runs it without the lock,
-//!    and looks again. With none, it waits on `work` for
-//!    `blocking_keep_alive`; a wake-up takes a promise if there is one.
-//! 3. **Cull**: a thread whose wait timed out with no promise and an empty
-//!    queue exits (`threads -= 1`).
+//!    and looks again. With none, it goes on `sleepers` and parks for
+//!    `blocking_keep_alive`; it wakes to work only when marked woken (a
+//!    park may return early: it parks again).
+//! 3. **Cull**: a thread whose keep-alive ran out unwoken leaves
+//!    `sleepers`, and exits (`threads -= 1`) if the queue is empty. Waking
+//!    the most recently idle thread first (a stack, not a condvar's FIFO)
+//!    lets a trickle of jobs keep one thread busy while the others age
+//!    out: woken in turn, none would ever idle for the whole keep-alive.
 //! 4. A thread that the OS refuses to start is un-reserved; its job stays
 //!    queued for the next thread (reported once on stderr if no thread is
 //!    left to take it). The next spawn tries again.
@@ -35,6 +40,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle as ThreadHandle;
 use std::time::{Duration, Instant};
@@ -53,16 +59,22 @@ pub(crate) const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(10);
 #[derive(Default)]
 pub(crate) struct BlockingPool {
     state: Mutex<State>,
-    work: Condvar,
     exited: Condvar,
+}
+
+/// An idle blocking thread on the stack (module docs).
+struct Sleeper {
+    /// Taken off the stack to run a job (or to exit at shutdown); written
+    /// and read under the pool's lock.
+    woken: AtomicBool,
+    thread: std::thread::Thread,
 }
 
 #[derive(Default)]
 struct State {
     queue: VecDeque<Job>,
     threads: usize,
-    idle: usize,
-    notified: usize,
+    sleepers: Vec<Arc<Sleeper>>,
     shutdown: bool,
     handles: Vec<ThreadHandle<()>>,
     start_failures: u64,
@@ -81,7 +93,7 @@ impl fmt::Debug for BlockingPool {
         let s = crate::loom::lock(&self.state);
         f.debug_struct("BlockingPool")
             .field("threads", &s.threads)
-            .field("idle", &s.idle)
+            .field("idle", &s.sleepers.len())
             .field("queued", &s.queue.len())
             .finish()
     }
@@ -115,10 +127,10 @@ impl BlockingPool {
             return;
         }
         s.queue.push_back(job);
-        if s.idle > s.notified {
-            s.notified += 1;
+        if let Some(sleeper) = s.sleepers.pop() {
+            sleeper.woken.store(true, Ordering::Relaxed);
             drop(s);
-            self.work.notify_one();
+            sleeper.thread.unpark();
             return;
         }
         if s.threads >= shared.config.max_blocking_threads {
@@ -175,12 +187,20 @@ impl BlockingPool {
     /// The module docs' shutdown: returns whether every thread exited by
     /// `deadline` (`None`: wait for them all).
     pub(crate) fn shutdown(&self, deadline: Option<Instant>) -> bool {
-        let queued = {
+        let (queued, sleepers) = {
             let mut s = crate::loom::lock(&self.state);
             s.shutdown = true;
-            std::mem::take(&mut s.queue)
+            for sleeper in &s.sleepers {
+                sleeper.woken.store(true, Ordering::Relaxed);
+            }
+            (
+                std::mem::take(&mut s.queue),
+                std::mem::take(&mut s.sleepers),
+            )
         };
-        self.work.notify_all();
+        for sleeper in sleepers {
+            sleeper.thread.unpark();
+        }
         drop(queued); // cancels them, outside the lock
         let me = usize::from(POOL_OF_THREAD.with(|p| p.get()) == self as *const _ as usize);
         let mut s = crate::loom::lock(&self.state);
@@ -220,6 +240,10 @@ fn run(runtime: Arc<Scheduler>) {
     let pool = &shared.services.blocking;
     POOL_OF_THREAD.with(|p| p.set(pool as *const _ as usize));
     let keep_alive = shared.config.blocking_keep_alive;
+    let me = Arc::new(Sleeper {
+        woken: AtomicBool::new(false),
+        thread: std::thread::current(),
+    });
     let _context = super::context::enter(runtime);
     let mut s = crate::loom::lock(&pool.state);
     loop {
@@ -237,19 +261,33 @@ fn run(runtime: Arc<Scheduler>) {
         if s.shutdown {
             break;
         }
-        s.idle += 1;
-        let (guard, waited) = pool
-            .work
-            .wait_timeout(s, keep_alive)
-            .unwrap_or_else(|e| e.into_inner());
-        s = guard;
-        s.idle -= 1;
-        if s.notified > 0 {
-            s.notified -= 1;
-            continue;
-        }
-        if waited.timed_out() && s.queue.is_empty() {
-            break; // culled
+        me.woken.store(false, Ordering::Relaxed);
+        s.sleepers.push(me.clone());
+        // `None`: a keep-alive too long to add to the clock, forever.
+        let deadline = Instant::now().checked_add(keep_alive);
+        let culled = loop {
+            drop(s);
+            match deadline {
+                Some(d) => std::thread::park_timeout(d.saturating_duration_since(Instant::now())),
+                None => std::thread::park(),
+            }
+            s = crate::loom::lock(&pool.state);
+            if me.woken.load(Ordering::Relaxed) {
+                break false; // taken off the stack for a job (or the shutdown)
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                let at = s
+                    .sleepers
+                    .iter()
+                    .position(|x| Arc::ptr_eq(x, &me))
+                    .expect("an unwoken sleeper is on the stack");
+                s.sleepers.remove(at);
+                break s.queue.is_empty();
+            }
+            // Returned early (a park may): park again.
+        };
+        if culled {
+            break;
         }
     }
     s.threads -= 1;
