@@ -355,6 +355,49 @@ fn a_cpu_hog_is_detected_while_short_tasks_keep_completing() {
     });
 }
 
+/// A poll that comes back from `block_in_place` is timed from then: a
+/// computation shorter than the threshold after a long block is no CPU hog
+/// (timed from the poll's start, it was found one at the watchdog's second
+/// look after the block, most of the time).
+#[test]
+fn a_short_computation_after_a_long_block_is_not_a_cpu_hog() {
+    within(60, || {
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
+            .default_scope(Scope::System)
+            .max_workers_per_pool(2)
+            .cpu_hog_threshold(Duration::from_millis(20))
+            .build()
+            .unwrap();
+        // Short polls on the other worker keep the watchdog looking every
+        // half threshold.
+        let busy = rt.spawn(async {
+            let end = Instant::now() + Duration::from_millis(400);
+            while Instant::now() < end {
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_millis(2) {
+                    std::hint::spin_loop();
+                }
+                wq::task::yield_now().await;
+            }
+        });
+        let q = Workqueue::builder("after-block")
+            .build(rt.handle())
+            .unwrap();
+        let h = q.spawn(async {
+            wq::block_in_place(|| std::thread::sleep(Duration::from_millis(100)));
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_millis(18) {
+                std::hint::spin_loop();
+            }
+        });
+        rt.block_on(h).unwrap();
+        rt.block_on(busy).unwrap();
+        let stats = q.stats();
+        assert_eq!(stats.cpu_intensive, 0, "{stats:?}");
+    });
+}
+
 /// A task spawned by a poll goes to its worker's LIFO slot, which no
 /// sibling looks at: if that poll then hogs its CPU, the watchdog takes the
 /// task out, and another worker runs it.

@@ -224,6 +224,12 @@ pub(crate) struct Watch {
     /// reading its `/proc` statistics every tick would cost the watchdog's
     /// thread CPU time for nothing).
     pub(crate) blocked: AtomicBool,
+    /// The raw clock when the worker last came back from
+    /// `block_in_place`: the watchdog times a poll from then, not from its
+    /// start (its block is not time on a CPU).
+    pub(crate) unblocked_at: AtomicU64,
+    /// The grant for the marked poll woke or started a worker.
+    pub(crate) hog_woke: AtomicBool,
     /// The slot's LIFO slot (owned by the slot's worker thread; the
     /// watchdog empties it when a poll runs too long: [`lifo`]). On this
     /// line, which the worker writes at every poll anyway.
@@ -235,8 +241,10 @@ pub(crate) struct Watch {
 pub(crate) enum LongPoll {
     /// It ran longer than the threshold using its CPU.
     OnCpu,
-    /// It ran longer than the threshold blocking its thread.
-    Blocked,
+    /// It ran longer than the threshold blocking its thread; `woke`: the
+    /// grant woke or started another worker for queued work (a
+    /// `cm_wakeup`).
+    Blocked { woke: bool },
 }
 
 impl Pool {

@@ -195,10 +195,11 @@ pub(crate) fn block_in_place<R>(f: impl FnOnce() -> R) -> R {
     impl Drop for Unblock<'_> {
         fn drop(&mut self) {
             self.0.pool.idle.unblock(self.0.slot);
-            self.0.pool.slots[self.0.slot]
-                .watch
-                .blocked
-                .store(false, Ordering::Relaxed);
+            let watch = &self.0.pool.slots[self.0.slot].watch;
+            watch.unblocked_at.store(clock::now(), Ordering::Relaxed);
+            // Release: the watchdog that reads `blocked` false (Acquire)
+            // reads this `unblocked_at`.
+            watch.blocked.store(false, Ordering::Release);
             self.0.blocked.set(false);
             self.0.now.set(clock::now());
         }
@@ -313,7 +314,9 @@ impl Local {
         Some(if w.hog_on_cpu.load(Ordering::Relaxed) {
             LongPoll::OnCpu
         } else {
-            LongPoll::Blocked
+            LongPoll::Blocked {
+                woke: w.hog_woke.load(Ordering::Relaxed),
+            }
         })
     }
 }

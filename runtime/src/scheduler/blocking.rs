@@ -7,7 +7,9 @@
 //! [`JoinHandle`](crate::JoinHandle), and dropping a queued job cancels it.
 //!
 //! # Thread accounting (all under `state`'s lock)
-//! - `threads`: started and not exited (including ones being started).
+//! - `threads`: started and not exited (including ones being started);
+//!   `starting`: of those, the ones whose start has not returned (their
+//!   handle not yet kept for the shutdown's join).
 //! - `sleepers`: idle threads, most recently idle last, each with a
 //!   `woken` flag set (under the lock) by whoever takes it off the stack.
 //!
@@ -32,8 +34,10 @@
 //! # Shutdown ([`BlockingPool::shutdown`])
 //! `shutdown` is set, the queue taken and dropped outside the lock (each
 //! job is cancelled: its handle gives a cancelled `JoinError`), idle
-//! threads are woken and exit; running jobs are waited for (`exited`) until
-//! the deadline, then the exited threads are joined. A job still running
+//! threads are woken and exit; running jobs, and starts in progress, are
+//! waited for (`exited`) until the deadline, then the exited threads are
+//! joined (a start that returned after the handles were taken would leave
+//! its thread unjoined). A job still running
 //! after the deadline keeps its thread, which exits when the job returns.
 //! Spawns after the shutdown are cancelled at once.
 
@@ -74,6 +78,9 @@ struct Sleeper {
 struct State {
     queue: VecDeque<Job>,
     threads: usize,
+    /// Of `threads`, those whose start has not returned yet (their handle
+    /// not in `handles`): a shutdown takes the handles only once none is.
+    starting: usize,
     sleepers: Vec<Arc<Sleeper>>,
     shutdown: bool,
     handles: Vec<ThreadHandle<()>>,
@@ -137,6 +144,7 @@ impl BlockingPool {
             return; // queued until a thread is free
         }
         s.threads += 1;
+        s.starting += 1;
         drop(s);
         self.start_thread(shared);
     }
@@ -151,16 +159,13 @@ impl BlockingPool {
         match builder.spawn(move || run(runtime)) {
             Ok(handle) => {
                 let mut s = crate::loom::lock(&self.state);
-                if s.shutdown {
-                    // The shutdown may have taken the handles already: this
-                    // thread, which exits at once, is joined here instead,
-                    // so none outlives the runtime's drop.
-                    drop(s);
-                    let _ = handle.join();
-                    return;
-                }
                 s.handles.retain(|h| !h.is_finished());
                 s.handles.push(handle);
+                // Registered: a shutdown waiting for the starts to be over
+                // before it takes the handles may go on.
+                s.starting -= 1;
+                drop(s);
+                self.exited.notify_all();
             }
             Err(err) => self.start_failed(&err),
         }
@@ -171,6 +176,7 @@ impl BlockingPool {
     fn start_failed(&self, err: &std::io::Error) {
         let mut s = crate::loom::lock(&self.state);
         s.threads -= 1;
+        s.starting -= 1;
         s.start_failures += 1;
         let stranded = s.threads == 0 && !s.queue.is_empty();
         let first = stranded && !std::mem::replace(&mut s.stranded_said, true);
@@ -204,7 +210,7 @@ impl BlockingPool {
         drop(queued); // cancels them, outside the lock
         let me = usize::from(POOL_OF_THREAD.with(|p| p.get()) == self as *const _ as usize);
         let mut s = crate::loom::lock(&self.state);
-        while s.threads > me {
+        while s.threads > me || s.starting > 0 {
             s = match deadline {
                 None => self.exited.wait(s).unwrap_or_else(|e| e.into_inner()),
                 Some(d) => {
@@ -299,12 +305,57 @@ fn run(runtime: Arc<Scheduler>) {
 mod tests {
     use super::*;
 
+    /// A thread whose start has not returned yet may run and exit before
+    /// its starter keeps its handle: the shutdown waits for the start to
+    /// return, so that the handle it takes includes that thread's.
+    #[test]
+    fn a_shutdown_waits_for_a_start_in_progress_to_keep_its_handle() {
+        let pool = Arc::new(BlockingPool::default());
+        {
+            let mut s = crate::loom::lock(&pool.state);
+            s.threads = 1;
+            s.starting = 1;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = pool.clone();
+        std::thread::spawn(move || tx.send(p.shutdown(None)).unwrap());
+        while !crate::loom::lock(&pool.state).shutdown {
+            std::thread::yield_now();
+        }
+        // The new thread ran, saw the shutdown and exited...
+        let thread = std::thread::spawn(|| ());
+        crate::loom::lock(&pool.state).threads -= 1;
+        pool.exited.notify_all();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            rx.try_recv().is_err(),
+            "the shutdown went on before the start returned"
+        );
+        // ...and only now does its starter keep the handle.
+        {
+            let mut s = crate::loom::lock(&pool.state);
+            s.handles.push(thread);
+            s.starting -= 1;
+        }
+        pool.exited.notify_all();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(30)), Ok(true));
+        assert!(
+            crate::loom::lock(&pool.state).handles.is_empty(),
+            "the late handle was not taken to be joined"
+        );
+    }
+
     /// A shutdown waiting for the threads counts the reserved one whose
     /// start then fails: it must be woken, or `Runtime`'s drop hangs.
     #[test]
     fn a_refused_start_wakes_a_waiting_shutdown() {
         let pool = Arc::new(BlockingPool::default());
-        crate::loom::lock(&pool.state).threads = 1;
+        {
+            // A start reserved and in progress.
+            let mut s = crate::loom::lock(&pool.state);
+            s.threads = 1;
+            s.starting = 1;
+        }
         let (tx, rx) = std::sync::mpsc::channel();
         let p = pool.clone();
         std::thread::spawn(move || tx.send(p.shutdown(None)).unwrap());

@@ -9,7 +9,8 @@
 //!
 //! # Protocol
 //! - **Sample.** A poll older than half the threshold is sampled (not
-//!   while its worker is in `block_in_place`: `Watch::blocked`): the
+//!   while its worker is in `block_in_place`: `Watch::blocked`; a poll
+//!   that came back from one is timed from then, `Watch::unblocked_at`): the
 //!   worker thread's scheduler statistics (`/proc/self/task/<tid>/
 //!   schedstat`: time on a CPU, time waiting on a run queue) and the wall
 //!   time.
@@ -42,7 +43,8 @@
 //!   not zero) learns it ran long: a CPU hog marks itself CPU-intensive
 //!   (its later polls leave concurrency management, as `block_in_place`
 //!   does) and counts `cpu_intensive` on its workqueue; a blocking task
-//!   counts a `cm_wakeup` there, for every such poll. Either is reported
+//!   counts a `cm_wakeup` there, for every such poll whose grant woke or
+//!   started a worker (as the pool counts it). Either is reported
 //!   once per task through the `log` facade.
 
 use std::collections::HashMap;
@@ -51,6 +53,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::clock;
+use crate::pool::idle::Kick;
 use crate::pool::{HOG_MARKS, Pool};
 
 /// The longest the watchdog sleeps while no worker runs a task.
@@ -164,15 +167,19 @@ impl Watchdog {
                 if started == 0 {
                     continue;
                 }
-                running = true;
-                if s.watch.blocked.load(Ordering::Relaxed) {
+                if s.watch.blocked.load(Ordering::Acquire) {
                     // In `block_in_place`: out of the pool's count, its
                     // LIFO task moved to its deque; nothing to grant or
-                    // take. Sampled afresh if it comes back still polling.
+                    // take, and no reason to tick fast. Sampled afresh if
+                    // it comes back still polling.
                     continue;
                 }
+                running = true;
                 let key = (pool.id, slot);
-                let age = clock::delay_ns(started, now);
+                // Timed from its return from `block_in_place`, if it came
+                // back from one during this poll.
+                let since = started.max(s.watch.unblocked_at.load(Ordering::Relaxed));
+                let age = clock::delay_ns(since, now);
                 if age >= self.threshold_ns
                     && let Some(r) = s.watch.lifo.steal()
                 {
@@ -250,6 +257,10 @@ impl Watchdog {
                     continue;
                 };
                 s.watch.hog_on_cpu.store(on_cpu, Ordering::Relaxed);
+                s.watch.hog_woke.store(
+                    matches!(kick, Kick::Woke | Kick::Start(_)),
+                    Ordering::Relaxed,
+                );
                 s.watch.hog.store(started, Ordering::Relaxed);
                 HOG_MARKS.fetch_add(1, Ordering::Relaxed);
                 self.granted.insert(key, (pool.clone(), started));

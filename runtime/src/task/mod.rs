@@ -469,14 +469,15 @@ impl<F> TaskCell<'_, F> {
     #[cold]
     fn ran_long(&self, long: crate::pool::LongPoll) {
         let meta = self.meta;
-        if let (Some(q), crate::pool::LongPoll::Blocked) = (&meta.queue, long) {
-            // Each such poll got the pool a worker beyond its maximum (the
-            // kernel's CM_WAKEUP), not only the first one reported.
+        if let (Some(q), crate::pool::LongPoll::Blocked { woke: true }) = (&meta.queue, long) {
+            // Each such poll whose grant woke or started a worker (the
+            // kernel's CM_WAKEUP, as the pool counts it), not only the
+            // first one reported.
             q.cm_wakeup();
         }
         let bit = match long {
             crate::pool::LongPoll::OnCpu => CPU_HOG,
-            crate::pool::LongPoll::Blocked => REPORTED_BLOCKED,
+            crate::pool::LongPoll::Blocked { .. } => REPORTED_BLOCKED,
         };
         let before = meta.flags.fetch_or(bit, Ordering::Relaxed);
         if before & bit != 0 {
@@ -500,7 +501,7 @@ impl<F> TaskCell<'_, F> {
                 pool.scope,
                 pool.pod
             ),
-            crate::pool::LongPoll::Blocked => log::warn!(
+            crate::pool::LongPoll::Blocked { .. } => log::warn!(
                 "wq: a task of {queue} blocked its worker of pool {} ({} pod {}) longer than the \
                  CPU-hog threshold (a synchronous call inside a poll); the pool may run another \
                  worker meanwhile, if it had work queued. Wrap blocking calls in \
