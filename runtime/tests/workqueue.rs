@@ -355,6 +355,43 @@ fn a_cpu_hog_is_detected_while_short_tasks_keep_completing() {
     });
 }
 
+/// A CPU hog whose poll blocks briefly in `block_in_place` (which gives its
+/// extra worker up) and then hogs on gets the extra worker back: short work
+/// queued after the block runs meanwhile on the pool of one worker.
+#[test]
+fn a_cpu_hog_that_blocks_briefly_gets_its_extra_worker_back() {
+    within(60, || {
+        let rt = hog_runtime(1);
+        let (back_tx, back_rx) = mpsc::channel::<()>();
+        let short_ran = Arc::new(AtomicBool::new(false));
+        let s = short_ran.clone();
+        let hog = rt.spawn(async move {
+            // Long enough to be granted (the watchdog looks every 5 ms).
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_millis(40) {
+                std::hint::spin_loop();
+            }
+            wq::block_in_place(|| std::thread::sleep(Duration::from_millis(20)));
+            back_tx.send(()).unwrap();
+            let t = Instant::now();
+            while !s.load(Ordering::SeqCst) && t.elapsed() < Duration::from_secs(5) {
+                std::hint::spin_loop();
+            }
+            s.load(Ordering::SeqCst)
+        });
+        back_rx.recv().unwrap();
+        let s = short_ran.clone();
+        let short = rt.spawn(async move { s.store(true, Ordering::SeqCst) });
+        assert!(
+            rt.block_on(hog).unwrap(),
+            "the short task waited behind the hog after its block"
+        );
+        rt.block_on(short).unwrap();
+        let pool = &rt.metrics().pools[0];
+        assert_eq!(pool.counters.cpu_intensive, 1, "counted once: {pool:?}");
+    });
+}
+
 /// A poll that comes back from `block_in_place` is timed from then: a
 /// computation shorter than the threshold after a long block is no CPU hog
 /// (timed from the poll's start, it was found one at the watchdog's second

@@ -126,7 +126,9 @@
 //!    step when the poll ends). One allowance per slot, marked on it; if
 //!    the poll then blocks (step 7), the block gives the allowance up (the
 //!    worker leaves the count anyway: both would put the pool two over its
-//!    maximum) and the watchdog's later revoke finds nothing to take back.
+//!    maximum), the watchdog grants it again if the poll comes back still
+//!    running ([`Idle::regrant_hog`]), and its revoke takes back whatever
+//!    is held then.
 //!
 //! # Lock acquisitions per item
 //! A producer takes the pool lock only when no worker is searching and one
@@ -792,6 +794,28 @@ impl Idle {
         on_cpu: bool,
         has_work: impl FnOnce() -> bool,
     ) -> Option<Kick> {
+        self.grant(slot, on_cpu, true, has_work)
+    }
+
+    /// Step 8 again for a poll whose allowance a `block_in_place` gave up
+    /// (step 7) and that came back still running: the allowance is taken
+    /// again, the poll not counted again as `cpu_intensive`.
+    pub(crate) fn regrant_hog(
+        &self,
+        slot: usize,
+        on_cpu: bool,
+        has_work: impl FnOnce() -> bool,
+    ) -> Option<Kick> {
+        self.grant(slot, on_cpu, false, has_work)
+    }
+
+    fn grant(
+        &self,
+        slot: usize,
+        on_cpu: bool,
+        count: bool,
+        has_work: impl FnOnce() -> bool,
+    ) -> Option<Kick> {
         let mut wake = WakeQueue::default();
         let kick = {
             let mut st = self.lock();
@@ -800,7 +824,7 @@ impl Idle {
             }
             st.extra += 1;
             st.slots[slot].granted = true;
-            if on_cpu {
+            if on_cpu && count {
                 st.counters.cpu_intensive += 1;
             }
             let can_start = self.can_start(&st);

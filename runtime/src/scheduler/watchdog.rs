@@ -34,6 +34,10 @@
 //!   slot is taken out and pushed on the pool's injector, with a kick
 //!   (`pool::lifo`; counted as `lifo_stolen`): the poll spawned or woke
 //!   it, and no sibling looks there.
+//! - **Again.** A granted poll that calls `block_in_place` gives its
+//!   allowance up (the blocked worker leaves the count anyway); when it
+//!   comes back still polling (`Watch::unblocked_at` later than the
+//!   grant), the allowance is granted again, the poll not counted again.
 //! - **Revoke.** When the slot's `poll_started` is no longer the granted
 //!   one (the hog poll ended), the allowance is revoked and the mark
 //!   uncounted. The watchdog alone grants and revokes: the hog's worker
@@ -118,8 +122,20 @@ pub(crate) struct Watchdog {
     tick: Duration,
     /// Polls older than half the threshold: (pool id, slot) -> sample.
     samples: HashMap<(usize, usize), Sample>,
-    /// Granted hogs: (pool id, slot) -> the poll start granted for.
-    granted: HashMap<(usize, usize), (Arc<Pool>, u64)>,
+    /// Granted hogs by (pool id, slot).
+    granted: HashMap<(usize, usize), Grant>,
+}
+
+/// A poll granted a worker beyond its pool's maximum.
+#[derive(Debug)]
+struct Grant {
+    pool: Arc<Pool>,
+    /// The poll's `poll_started`.
+    started: u64,
+    on_cpu: bool,
+    /// Its slot's `unblocked_at` when granted (or granted again): a later
+    /// one means a `block_in_place` gave the allowance up since.
+    back: u64,
 }
 
 impl Watchdog {
@@ -145,15 +161,16 @@ impl Watchdog {
     pub(crate) fn scan(&mut self, pools: &[Arc<Pool>]) {
         let now = clock::now();
         // Revoke grants whose poll has ended.
-        self.granted.retain(|&(_, slot), (pool, started)| {
-            let still = pool.slots[slot].watch.poll_started.load(Ordering::Relaxed) == *started;
-            if !still {
-                pool.idle.revoke_hog(slot);
-                pool.slots[slot].watch.hog.store(0, Ordering::Relaxed);
-                HOG_MARKS.fetch_sub(1, Ordering::Relaxed);
-            }
-            still
-        });
+        self.granted
+            .retain(|&(_, slot), Grant { pool, started, .. }| {
+                let still = pool.slots[slot].watch.poll_started.load(Ordering::Relaxed) == *started;
+                if !still {
+                    pool.idle.revoke_hog(slot);
+                    pool.slots[slot].watch.hog.store(0, Ordering::Relaxed);
+                    HOG_MARKS.fetch_sub(1, Ordering::Relaxed);
+                }
+                still
+            });
         let mut running = false;
         let mut seen = Vec::new();
         for pool in pools {
@@ -190,7 +207,22 @@ impl Watchdog {
                     pool.push_remote(r);
                     pool.lifo_stolen.fetch_add(1, Ordering::Relaxed);
                 }
-                if age < self.threshold_ns / 2 || self.granted.contains_key(&key) {
+                if let Some(g) = self.granted.get_mut(&key) {
+                    let back = s.watch.unblocked_at.load(Ordering::Relaxed);
+                    if g.started == started && back > g.back {
+                        // Back from a `block_in_place`, which gave the
+                        // allowance up (`Idle::block`): the poll goes on,
+                        // so does the allowance.
+                        g.back = back;
+                        if let Some(kick) =
+                            pool.idle.regrant_hog(slot, g.on_cpu, || pool.has_work())
+                        {
+                            pool.handle_kick(kick);
+                        }
+                    }
+                    continue;
+                }
+                if age < self.threshold_ns / 2 {
                     continue;
                 }
                 seen.push(key);
@@ -263,7 +295,15 @@ impl Watchdog {
                 );
                 s.watch.hog.store(started, Ordering::Relaxed);
                 HOG_MARKS.fetch_add(1, Ordering::Relaxed);
-                self.granted.insert(key, (pool.clone(), started));
+                self.granted.insert(
+                    key,
+                    Grant {
+                        pool: pool.clone(),
+                        started,
+                        on_cpu,
+                        back: s.watch.unblocked_at.load(Ordering::Relaxed),
+                    },
+                );
                 self.samples.remove(&key);
                 pool.handle_kick(kick);
             }
@@ -279,7 +319,7 @@ impl Watchdog {
 
     /// Revokes everything (the runtime shuts down).
     pub(crate) fn clear(&mut self) {
-        for ((_, slot), (pool, _)) in self.granted.drain() {
+        for ((_, slot), Grant { pool, .. }) in self.granted.drain() {
             pool.idle.revoke_hog(slot);
             HOG_MARKS.fetch_sub(1, Ordering::Relaxed);
         }
