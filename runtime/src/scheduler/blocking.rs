@@ -305,11 +305,10 @@ fn run(runtime: Arc<Scheduler>) {
 mod tests {
     use super::*;
 
-    /// A thread whose start has not returned yet may run and exit before
-    /// its starter keeps its handle: the shutdown waits for the start to
-    /// return, so that the handle it takes includes that thread's.
-    #[test]
-    fn a_shutdown_waits_for_a_start_in_progress_to_keep_its_handle() {
+    /// A pool with one thread reserved and its start in progress, and a
+    /// shutdown (on a thread of its own, its result on the receiver) that
+    /// has set `shutdown` by the time this returns.
+    fn shutting_down_during_a_start() -> (Arc<BlockingPool>, std::sync::mpsc::Receiver<bool>) {
         let pool = Arc::new(BlockingPool::default());
         {
             let mut s = crate::loom::lock(&pool.state);
@@ -322,6 +321,15 @@ mod tests {
         while !crate::loom::lock(&pool.state).shutdown {
             std::thread::yield_now();
         }
+        (pool, rx)
+    }
+
+    /// A thread whose start has not returned yet may run and exit before
+    /// its starter keeps its handle: the shutdown waits for the start to
+    /// return, so that the handle it takes includes that thread's.
+    #[test]
+    fn a_shutdown_waits_for_a_start_in_progress_to_keep_its_handle() {
+        let (pool, rx) = shutting_down_during_a_start();
         // The new thread ran, saw the shutdown and exited...
         let thread = std::thread::spawn(|| ());
         crate::loom::lock(&pool.state).threads -= 1;
@@ -349,19 +357,7 @@ mod tests {
     /// start then fails: it must be woken, or `Runtime`'s drop hangs.
     #[test]
     fn a_refused_start_wakes_a_waiting_shutdown() {
-        let pool = Arc::new(BlockingPool::default());
-        {
-            // A start reserved and in progress.
-            let mut s = crate::loom::lock(&pool.state);
-            s.threads = 1;
-            s.starting = 1;
-        }
-        let (tx, rx) = std::sync::mpsc::channel();
-        let p = pool.clone();
-        std::thread::spawn(move || tx.send(p.shutdown(None)).unwrap());
-        while !crate::loom::lock(&pool.state).shutdown {
-            std::thread::yield_now();
-        }
+        let (pool, rx) = shutting_down_during_a_start();
         // Waiting on `exited` by now, as a rule (if not, it sees no thread).
         std::thread::sleep(Duration::from_millis(50));
         pool.start_failed(&std::io::Error::from_raw_os_error(libc::EAGAIN));
