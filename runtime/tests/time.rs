@@ -121,8 +121,9 @@ fn a_sleep_reset_into_the_past_wakes_the_task_waiting_on_it() {
     });
 }
 
-/// A deadline the clock has passed completes at the first poll, even when
-/// the driver has not turned since (its wheel's time is its last turn's):
+/// A deadline the clock has passed completes at the first poll (or the
+/// next, for a sleep armed before), even when the driver has not turned
+/// since (its wheel's time is its last turn's):
 /// here the pool's one worker and the `block_on` thread are both busy for
 /// 30 ms, with no watchdog, so nobody turns the driver meanwhile.
 #[test]
@@ -142,9 +143,13 @@ fn a_deadline_already_past_completes_at_the_first_poll() {
             go_rx.recv().unwrap();
         });
         busy_rx.recv().unwrap();
-        let start = Instant::now();
-        std::thread::sleep(Duration::from_millis(30));
         let noop = &mut std::task::Context::from_waker(std::task::Waker::noop());
+        let start = Instant::now();
+        // Armed in the wheel before the clock passes its deadline.
+        let mut armed = sleep_until(start + Duration::from_millis(10));
+        assert!(std::pin::Pin::new(&mut armed).poll(noop).is_pending());
+        std::thread::sleep(Duration::from_millis(30));
+        let armed_ready = std::pin::Pin::new(&mut armed).poll(noop).is_ready();
         let mut first = sleep_until(start + Duration::from_millis(10));
         let first_ready = std::pin::Pin::new(&mut first).poll(noop).is_ready();
         // Armed in the wheel, then moved into the past by the clock.
@@ -154,12 +159,12 @@ fn a_deadline_already_past_completes_at_the_first_poll() {
         let reset_ready = std::pin::Pin::new(&mut reset).poll(noop).is_ready();
         go_tx.send(()).unwrap();
         busy.await.unwrap();
-        (first_ready, reset_ready)
+        (first_ready, reset_ready, armed_ready)
     });
     assert_eq!(
         polls,
-        (true, true),
-        "(sleep_until, reset) did not complete at once"
+        (true, true, true),
+        "(sleep_until, reset, armed) did not complete at once"
     );
 }
 

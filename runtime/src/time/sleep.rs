@@ -216,9 +216,17 @@ impl Future for Sleep {
         }
         // The wheel fires by the time of the driver's last turn, which may
         // be well behind the clock (this task may have run since): a
-        // deadline the clock has passed completes now, unarmed.
-        if this.key.is_none() && Instant::now() >= this.deadline {
+        // deadline the clock has passed completes now, unarmed, or armed
+        // (its entry freed: one lock, as the re-poll's would be).
+        if Instant::now() >= this.deadline {
             this.fired = true;
+            if let Some(key) = this.key.take() {
+                let shard = usize::from(this.shard);
+                let waker = this
+                    .driver
+                    .with_timers(shard, |t| (t.wheel.remove(key), None));
+                drop(waker); // outside the lock
+            }
             return Poll::Ready(());
         }
         let tick = this.tick;
