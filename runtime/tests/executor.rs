@@ -1108,6 +1108,93 @@ fn block_in_place_lets_another_worker_run_the_pool() {
     });
 }
 
+/// A pool of one worker whose worker comes back from `block_in_place`
+/// while its replacement runs: the pool has two workers then, and the one
+/// back steps down after its poll, so the pool runs one task at a time
+/// again. (Before, both ran tasks until an idle cull, which keeps two idle
+/// workers: for good.) The worker that stepped down parks in the I/O
+/// driver (nobody else turns it) and its turn wakes a sleeping task into
+/// its LIFO slot while the replacement still fills the pool: the task is
+/// handed to the pool's queue, not kept where no other worker looks.
+#[test]
+fn a_worker_back_from_blocking_beside_its_replacement_steps_down() {
+    use std::sync::atomic::AtomicBool;
+    use std::time::Instant;
+    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !done() {
+            assert!(start.elapsed() < Duration::from_secs(20), "{what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    within(60, || {
+        // No watchdog: a CPU-hog allowance would raise the limit.
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("core:2 pu:1").unwrap())
+            .default_scope(Scope::System)
+            .max_workers_per_pool(1)
+            .cpu_hog_threshold(Duration::ZERO)
+            .build()
+            .unwrap();
+        let started = Arc::new(AtomicBool::new(false));
+        let release = Arc::new(AtomicBool::new(false));
+        let (s, rel) = (started.clone(), release.clone());
+        let blocker = rt.spawn(async move {
+            // Armed on this worker before it blocks; it fires while this
+            // worker has stepped down, in its driver turn.
+            let sleeper = wq::spawn(wq::time::sleep(Duration::from_millis(100)));
+            wq::task::yield_now().await;
+            // Queued before the block: the replacement runs it, and it
+            // runs until released, after this worker is back.
+            let busy = wq::spawn(async move {
+                s.store(true, Ordering::SeqCst);
+                let start = Instant::now();
+                while !rel.load(Ordering::SeqCst) {
+                    assert!(start.elapsed() < Duration::from_secs(20), "never released");
+                    std::thread::yield_now();
+                }
+            });
+            wq::block_in_place(|| {
+                wait_for("the replacement never ran the queued task", || {
+                    started.load(Ordering::SeqCst)
+                });
+            });
+            (busy, sleeper)
+        });
+        let (busy, sleeper) = rt.block_on(blocker).unwrap();
+        wait_for("the worker back from blocking did not step down", || {
+            rt.metrics().pools[0].counters.stepped_down == 1
+        });
+        // The sleeper's timer fires meanwhile.
+        std::thread::sleep(Duration::from_millis(200));
+        release.store(true, Ordering::SeqCst);
+        rt.block_on(busy).unwrap();
+        rt.block_on(sleeper).unwrap();
+        // One task at a time now: the most tasks in a poll at once.
+        let now = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..200)
+            .map(|_| {
+                let (now, most) = (now.clone(), most.clone());
+                rt.spawn(async move {
+                    most.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                    let start = Instant::now();
+                    while start.elapsed() < Duration::from_micros(20) {
+                        std::hint::spin_loop();
+                    }
+                    now.fetch_sub(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        for t in tasks {
+            rt.block_on(t).unwrap();
+        }
+        let m = &rt.metrics().pools[0];
+        assert_eq!(most.load(Ordering::SeqCst), 1, "{m:?}");
+        assert_eq!(m.counters.stepped_down, 1, "{m:?}");
+    });
+}
+
 /// Every slot of the pool blocked (one worker, two slots, both in
 /// `block_in_place`): the task that would unblock them is queued with no
 /// worker to run it and no slot to start one. The rescuer runs it.

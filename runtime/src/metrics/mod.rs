@@ -172,6 +172,11 @@ counters! {
     /// injector because the poll that put them there ran longer than the
     /// CPU-hog threshold (no other worker looks in that slot).
     lifo_stolen => "lifo_stolen",
+    /// Workers that parked between two polls because the pool ran more
+    /// workers than its maximum (one back from `block_in_place` while its
+    /// replacement ran, or a CPU-hog allowance revoked): the kernel's
+    /// `keep_working()` bound.
+    stepped_down => "stepped_down",
     /// Acquisitions of the pool lock by the kick / idle / cull protocol
     /// (metrics readers not counted): every one is a cache-line transfer
     /// between the CPUs that share the pool.
@@ -1048,12 +1053,12 @@ mod tests {
         let d = b.since(&a);
         assert_eq!((d.started, d.kicks), (7, 1));
         let fields = d.fields();
-        assert_eq!(fields.len(), 20);
+        assert_eq!(fields.len(), 21);
         assert!(fields.iter().all(|(_, _, help, _)| !help.is_empty()));
         let mut names: Vec<_> = fields.iter().map(|f| f.1).collect();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 20, "distinct metric names");
+        assert_eq!(names.len(), 21, "distinct metric names");
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! | 32..48 | `workers`: workers that count against the pool's maximum | under the pool lock only |
 //! | 48 | `CAN_START`: a kick may reserve a slot for a new worker (room, and no start in flight) | under the pool lock only |
 //! | 49 | `CLOSED`: the pool is shut down | under the pool lock only |
+//! | 50 | `FULL`: the workers not parked (running, searching, kicked, starting) fill the pool's limit (its maximum plus the CPU-hog allowances) | under the pool lock only |
+//! | 51 | `OVER`: they exceed it (a worker back from `block_in_place`, an allowance revoked): one steps down | under the pool lock only |
 //!
 //! Every change is a single read-modify-write of the whole word (fields
 //! never borrow from each other: each stays in its range by the protocol's
@@ -26,6 +28,8 @@ const PARKED_SHIFT: u32 = 16;
 const WORKERS_SHIFT: u32 = 32;
 const CAN_START: u64 = 1 << 48;
 const CLOSED: u64 = 1 << 49;
+const FULL: u64 = 1 << 50;
+const OVER: u64 = 1 << 51;
 
 /// The most workers (slots) a pool may have: a field's range.
 pub(crate) const MAX_SLOTS: usize = FIELD_MASK as usize;
@@ -54,6 +58,14 @@ impl Hint {
     pub(crate) fn closed(self) -> bool {
         self.0 & CLOSED != 0
     }
+
+    pub(crate) fn full(self) -> bool {
+        self.0 & FULL != 0
+    }
+
+    pub(crate) fn over(self) -> bool {
+        self.0 & OVER != 0
+    }
 }
 
 impl std::fmt::Debug for Hint {
@@ -64,6 +76,8 @@ impl std::fmt::Debug for Hint {
             .field("workers", &self.workers())
             .field("can_start", &self.can_start())
             .field("closed", &self.closed())
+            .field("full", &self.full())
+            .field("over", &self.over())
             .finish()
     }
 }
@@ -80,6 +94,8 @@ pub(crate) struct Change {
     pub(crate) workers: isize,
     pub(crate) can_start: Option<bool>,
     pub(crate) closed: bool,
+    /// `FULL` and `OVER`, when set.
+    pub(crate) limit: Option<(bool, bool)>,
 }
 
 impl HintWord {
@@ -153,6 +169,10 @@ impl HintWord {
         if c.closed {
             w |= CLOSED;
         }
+        if let Some((full, over)) = c.limit {
+            w &= !(FULL | OVER);
+            w |= if full { FULL } else { 0 } | if over { OVER } else { 0 };
+        }
         w
     }
 }
@@ -189,6 +209,26 @@ mod tests {
         let now = h.load();
         assert_eq!((now.searching(), now.parked(), now.workers()), (1, 1, 3));
         assert!(now.closed());
+        assert!(!now.full() && !now.over());
+        h.apply(Change {
+            limit: Some((true, true)),
+            ..Change::default()
+        });
+        let now = h.load();
+        assert!(now.full() && now.over() && now.closed());
+        // A change without `limit` keeps the bits; one with it sets both.
+        h.apply(Change {
+            parked: 1,
+            ..Change::default()
+        });
+        assert!(h.load().over());
+        h.apply(Change {
+            limit: Some((true, false)),
+            ..Change::default()
+        });
+        let now = h.load();
+        assert!(now.full() && !now.over());
+        assert_eq!((now.searching(), now.parked(), now.workers()), (1, 2, 3));
     }
 
     #[test]

@@ -25,13 +25,17 @@
 //!   run yet.
 //! - `nr_workers`: workers that count against the pool's maximum (`Starting`,
 //!   `Running`, `Idle`, `Kicked`).
+//! - **running**: the counted workers not on the idle list (`Starting`,
+//!   `Running`, `Kicked`), and the **limit**: `max_workers` plus `extra`,
+//!   the CPU-hog allowances (step 8).
 //!
 //! Outside the lock, the hint word ([`super::hint`]) mirrors `parked`
-//! (= `idle.len()`), `workers` (= `nr_workers`), `CAN_START` and `CLOSED`,
-//! and holds `searching`: the workers that will look at the queues before
-//! they park. A `Kicked` or `Starting` worker is a searcher from the kick
-//! that claimed it; a `Running` worker is one between "my queues are empty"
-//! and "I park".
+//! (= `idle.len()`), `workers` (= `nr_workers`), `CAN_START`, `CLOSED`,
+//! `FULL` (running >= limit) and `OVER` (running > limit), and holds
+//! `searching`: the workers that will look at the queues before they park.
+//! A `Kicked` or `Starting` worker is a searcher from the kick that claimed
+//! it; a `Running` worker is one between "my queues are empty" and "I
+//! park".
 //!
 //! # Invariants
 //! - **I1** a slot is on the idle list iff it is `Idle`, on the kicked list
@@ -54,9 +58,18 @@
 //!   the same fence argument those re-checks see its item.
 //! - **I5** (no stranded item) after a kick, some worker that has not yet
 //!   looked at the queues will look: a searcher (a `Kicked` one is never
-//!   culled, I2; a `Starting` one is being created), or, when the pool is at
-//!   its maximum, every worker is `Running` and re-checks the queues before
-//!   it idles (I3, I4).
+//!   culled, I2; a `Starting` one is being created), or, when the running
+//!   workers fill the limit, every one of them is `Running` and re-checks
+//!   the queues before it idles (I3, I4). A worker parks with work queued
+//!   only when, under the lock, the others running fill the limit (step 3's
+//!   re-check, step 9): the last of them to idle finds the others under the
+//!   limit and takes the work.
+//! - **I7** (the limit) a worker leaves the idle list to run work (a kick's
+//!   claim, step 3's re-check, step 4) only while the running workers are
+//!   under the limit, so running <= limit, except after step 7's return
+//!   from blocking or step 8's revoke, until a worker steps down (step 9).
+//!   The kernel's per-CPU pools keep the same bound at each item
+//!   (`keep_working()`: no next item while more than one runs).
 //! - **I6** a worker's unparker is held (an `Arc` inside [`Unparker`]) for as
 //!   long as the wake queue holds it: waking after the unlock cannot touch
 //!   a freed worker. A spurious unpark is harmless: a worker back from park
@@ -66,15 +79,16 @@
 //! 1. **Kick** ([`Idle::notify`], by a producer after pushing; by the last
 //!    searcher when it finds work and more is queued, the kernel's
 //!    chaining). Fence, read the hint. `searching > 0`: a worker will look
-//!    (I4): done, no lock. No worker parked and none can be started, and at
-//!    least one counted: every worker is running and will look (I3): done,
-//!    no lock (with none counted, every slot is blocked in
-//!    `block_in_place`, and the locked kick hands the pool to the rescuer). Otherwise
-//!    [`Idle::kick`]: lock; a searcher now (a kicked worker, or one that
-//!    started searching meanwhile) absorbs the kick (*coalesced*, the
-//!    kernel's `first_idle_worker()` peeking the kicked list first); else
-//!    the last idle worker moves to the kicked list, becomes a searcher, and
-//!    its unparker is taken: unparked before the unlock
+//!    (I4): done, no lock. `FULL`, or no worker parked and none can be
+//!    started, and at least one counted: every running worker will look
+//!    (I3, I5): done, no lock (with none counted, every slot is blocked in
+//!    `block_in_place`, and the locked kick hands the pool to the rescuer).
+//!    Otherwise [`Idle::kick`]: lock; a searcher now (a kicked worker, or
+//!    one that started searching meanwhile) absorbs the kick (*coalesced*,
+//!    the kernel's `first_idle_worker()` peeking the kicked list first);
+//!    else, with the running workers under the limit (I7), the last idle
+//!    worker moves to the kicked list, becomes a searcher, and its unparker
+//!    is taken: unparked before the unlock
 //!    ([`WakeMode::UnderLock`]) or after it ([`WakeMode::Deferred`]). With
 //!    no idle worker and the pool under its maximum, a slot is reserved
 //!    (`Starting`, a searcher) and the caller starts the thread after the
@@ -94,13 +108,14 @@
 //!    back to work if they hold any.
 //! 3. **Enter idle** ([`Idle::enter_idle`]). Lock; move to the idle list
 //!    (`parked + 1`), stamp `idle_since`; fence; re-check the queues (I3):
-//!    if there is work, leave the list again and go back to work. Unlock;
-//!    park.
+//!    if there is work and the others running are under the limit, leave
+//!    the list again and go back to work (with the limit filled, they will
+//!    look: I5). Unlock; park.
 //! 4. **Leave idle** ([`Idle::leave_idle`], a worker back from park). Lock.
 //!    `Kicked`: leave the kicked list and search (it is a searcher already).
-//!    `Idle` (a timeout or a spurious wake): run if there is work, else run
-//!    a cull pass if the idle timeout elapsed, else park again. `Culled`:
-//!    exit.
+//!    `Idle` (a timeout or a spurious wake): run if there is work and the
+//!    running workers are under the limit, else run a cull pass if the
+//!    idle timeout elapsed, else park again. `Culled`: exit.
 //! 5. **Cull** (under the lock): while there are too many workers
 //!    (`nr_idle > min_idle && (nr_idle - min_idle) * 4 >= nr_busy`,
 //!    `min_idle` = 2 as the kernel's) and the oldest idle worker has been
@@ -114,14 +129,16 @@
 //!    concurrency management): a worker about to block its thread
 //!    (`wq::block_in_place`) stops counting against the maximum, and the
 //!    pool is kicked if work is queued, so another worker runs it
-//!    (`cm_wakeups`). Back from blocking, it counts again; the pool may be
-//!    over its maximum until idle workers are culled.
+//!    (`cm_wakeups`). Back from blocking, it counts again; if that puts the
+//!    running workers over the limit, it steps down after its poll (step
+//!    9).
 //! 8. **CPU hog** ([`Idle::grant_hog`] / [`Idle::revoke_hog`], by the
 //!    runtime's watchdog, the kernel's CPU-intensive detection): a poll
 //!    that has run longer than the threshold lets the pool have one worker
 //!    beyond its maximum, and kicks it if work is queued, so the pool's
 //!    other work is not held behind the hog; when that poll ends, the
-//!    allowance goes. The watchdog owns the allowance: the hog's worker
+//!    allowance goes (and a worker steps down if the pool is left over its
+//!    limit, step 9). The watchdog owns the allowance: the hog's worker
 //!    does nothing (its poll is not interrupted, and it takes no extra
 //!    step when the poll ends). One allowance per slot, marked on it; if
 //!    the poll then blocks (step 7), the block gives the allowance up (the
@@ -129,6 +146,16 @@
 //!    maximum), the watchdog grants it again if the poll comes back still
 //!    running ([`Idle::regrant_hog`]), and its revoke takes back whatever
 //!    is held then.
+//! 9. **Step down** ([`Idle::step_down`], a worker between two polls that
+//!    read `OVER`: at once after a poll that returned from blocking, else
+//!    every [`GLOBAL_QUEUE_INTERVAL`](super::worker::GLOBAL_QUEUE_INTERVAL)
+//!    ticks). Its LIFO task goes to its deque (which the others steal
+//!    from and re-check). Lock; if the others running still fill the limit,
+//!    move to the idle list without a re-check (I5) and park; else go on.
+//!    Over the limit, the pool parks its excess within a poll and 61 ticks
+//!    instead of running it until the next cull (which keeps two idle
+//!    workers): a pool of one worker that blocked once would otherwise run
+//!    two tasks at once on its one CPU for good.
 //!
 //! # Lock acquisitions per item
 //! A producer takes the pool lock only when no worker is searching and one
@@ -218,6 +245,9 @@ pub(crate) struct LockedCounters {
     /// Polls the watchdog found running longer than the CPU-hog threshold
     /// on their CPU.
     pub(crate) cpu_intensive: u64,
+    /// Workers that parked because the pool ran more workers than its
+    /// limit (step 9).
+    pub(crate) stepped_down: u64,
     /// Acquisitions of the pool lock by the protocol's steps (not by
     /// metrics readers).
     pub(crate) lock_acquisitions: u64,
@@ -241,6 +271,14 @@ struct State {
     extra: usize,
     closed: bool,
     counters: LockedCounters,
+}
+
+impl State {
+    /// Counted workers not on the idle list: running, searching, kicked or
+    /// starting.
+    fn running(&self) -> usize {
+        self.nr_workers - self.idle.len()
+    }
 }
 
 /// The outcome of a kick.
@@ -330,6 +368,25 @@ impl Idle {
         &self.config
     }
 
+    /// The pool's limit: its maximum and the CPU-hog allowances.
+    fn limit(&self, st: &State) -> usize {
+        self.config.max_workers + st.extra
+    }
+
+    /// Applies `change` to the hint word, with `FULL` and `OVER` as `st`
+    /// (changed already) says. Under the lock.
+    fn publish(&self, st: &State, mut change: Change) -> super::hint::Hint {
+        let (running, limit) = (st.running(), self.limit(st));
+        change.limit = Some((running >= limit, running > limit));
+        self.hint.apply(change)
+    }
+
+    /// Whether the running workers exceed the limit (the hint: step 9's
+    /// cue, read without the lock).
+    pub(crate) fn over_limit(&self) -> bool {
+        self.hint.load().over()
+    }
+
     /// Takes the pool lock for a protocol step, counting the acquisition
     /// (and whether it had to wait).
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -357,7 +414,7 @@ impl Idle {
         // "Every worker is running and will look" needs a worker: with
         // every slot blocked (`block_in_place`) there is none, and the kick
         // must reach the lock, which hands the pool to the rescuer.
-        let all_running = h.parked() == 0 && !h.can_start() && h.workers() > 0;
+        let all_running = (h.full() || (h.parked() == 0 && !h.can_start())) && h.workers() > 0;
         if !h.closed() && (h.searching() > 0 || all_running) {
             return Kick::Skipped;
         }
@@ -392,7 +449,8 @@ impl Idle {
 
     /// A kick that wakes, never starts (under the lock, pool open): counted;
     /// `Coalesced` on a worker already searching, `Woke` an idle one, or
-    /// `None` if neither is there.
+    /// `None` if neither is there, or if the running workers fill the
+    /// limit (I7; they will look, I5).
     fn wake_locked(&self, st: &mut State, wake: &mut WakeQueue) -> Option<Kick> {
         st.counters.kicks += 1;
         // Under the lock: the fields this reads other than `searching`
@@ -401,6 +459,9 @@ impl Idle {
         if self.hint.load().searching() > 0 {
             st.counters.coalesced_kicks += 1;
             return Some(Kick::Coalesced);
+        }
+        if st.running() >= self.limit(st) {
+            return None;
         }
         self.claim_idle(st, wake).then_some(Kick::Woke)
     }
@@ -414,11 +475,14 @@ impl Idle {
                 st.kicked.push(slot);
             }
             st.slots[slot].state = SlotState::Kicked;
-            self.hint.apply(Change {
-                searching: 1,
-                parked: if self.config.kicked_list { -1 } else { 0 },
-                ..Change::default()
-            });
+            self.publish(
+                st,
+                Change {
+                    searching: 1,
+                    parked: if self.config.kicked_list { -1 } else { 0 },
+                    ..Change::default()
+                },
+            );
             st.counters.unparks += 1;
             wake.push(
                 st.slots[slot]
@@ -434,12 +498,13 @@ impl Idle {
     /// Whether [`Idle::wake_idle`] may find a worker (the hint, no lock).
     pub(crate) fn may_wake_idle(&self) -> bool {
         let h = self.hint.load();
-        !h.closed() && (h.parked() > 0 || h.searching() > 0)
+        !h.closed() && ((h.parked() > 0 && !h.full()) || h.searching() > 0)
     }
 
     /// Wakes an idle worker with no work for it, to take over the I/O
     /// driver a thread gave up (the worker searches, finds nothing and
-    /// parks again, in the driver if nobody turns it): never starts one.
+    /// parks again, in the driver if nobody turns it): never starts one,
+    /// nor wakes one while the running workers fill the limit (I7).
     /// Returns whether a worker will come (one woken, or one searching
     /// already).
     pub(crate) fn wake_idle(&self) -> bool {
@@ -453,6 +518,8 @@ impl Idle {
         let mut wake = WakeQueue::default();
         let woke = {
             let mut st = self.lock();
+            // With the limit filled, none: a woken worker would run work
+            // (I7), and the running ones turn the driver between polls.
             !st.closed && self.wake_locked(&mut st, &mut wake).is_some()
         };
         wake.wake_all();
@@ -497,12 +564,15 @@ impl Idle {
         };
         st.nr_workers += 1;
         st.starting = true;
-        self.hint.apply(Change {
-            searching: 1,
-            workers: 1,
-            can_start: Some(false),
-            ..Change::default()
-        });
+        self.publish(
+            st,
+            Change {
+                searching: 1,
+                workers: 1,
+                can_start: Some(false),
+                ..Change::default()
+            },
+        );
         kick
     }
 
@@ -528,10 +598,13 @@ impl Idle {
         st.starting = false;
         st.retry_start_at = None;
         st.counters.workers_created += 1;
-        self.hint.apply(Change {
-            can_start: Some(self.can_start(&st)),
-            ..Change::default()
-        });
+        self.publish(
+            &st,
+            Change {
+                can_start: Some(self.can_start(&st)),
+                ..Change::default()
+            },
+        );
     }
 
     /// The thread for reserved slot `slot` could not be started. Kicks try
@@ -553,12 +626,15 @@ impl Idle {
             let can_start = self.can_start(&st);
             // The reservation's searcher goes: producers that skipped their
             // kick on it are served below.
-            self.hint.apply(Change {
-                searching: -1,
-                workers: -1,
-                can_start: Some(can_start),
-                ..Change::default()
-            });
+            self.publish(
+                &st,
+                Change {
+                    searching: -1,
+                    workers: -1,
+                    can_start: Some(can_start),
+                    ..Change::default()
+                },
+            );
             fence(Ordering::SeqCst);
             if st.nr_workers == 0 {
                 Kick::Mayday
@@ -609,20 +685,27 @@ impl Idle {
         st.slots[slot].state = SlotState::Idle;
         st.slots[slot].idle_since = now;
         st.idle.push(slot);
-        self.hint.apply(Change {
-            parked: 1,
-            ..Change::default()
-        });
+        self.publish(
+            &st,
+            Change {
+                parked: 1,
+                ..Change::default()
+            },
+        );
         // The worker's half of I3: on the list before the re-check.
         fence(Ordering::SeqCst);
-        if has_work() {
+        // With the limit filled by the others, they will look (I5).
+        if has_work() && st.running() < self.limit(&st) {
             // The item arrived before we were on the list; take it.
             st.idle.pop();
             st.slots[slot].state = SlotState::Running;
-            self.hint.apply(Change {
-                parked: -1,
-                ..Change::default()
-            });
+            self.publish(
+                &st,
+                Change {
+                    parked: -1,
+                    ..Change::default()
+                },
+            );
             return Next::Run;
         }
         Next::Park
@@ -652,13 +735,16 @@ impl Idle {
             }
             SlotState::Idle if st.closed => Next::Exit,
             SlotState::Idle => {
-                if has_work() {
+                if has_work() && st.running() < self.limit(&st) {
                     remove(&mut st.idle, slot);
                     st.slots[slot].state = SlotState::Running;
-                    self.hint.apply(Change {
-                        parked: -1,
-                        ..Change::default()
-                    });
+                    self.publish(
+                        &st,
+                        Change {
+                            parked: -1,
+                            ..Change::default()
+                        },
+                    );
                     Next::Run
                 } else if cull && self.cull(&mut st, now, slot, wake) {
                     Next::Exit
@@ -719,13 +805,13 @@ impl Idle {
             st.slots[slot].state = SlotState::Running;
             st.counters.workers_created += 1;
             change.can_start = Some(self.can_start(&st));
-            self.hint.apply(change);
+            self.publish(&st, change);
             return Next::Search;
         }
         st.slots[slot].state = SlotState::Absent;
         st.slots[slot].thread = None;
         change.can_start = Some(self.can_start(&st));
-        self.hint.apply(change);
+        self.publish(&st, change);
         Next::Exit
     }
 
@@ -747,11 +833,14 @@ impl Idle {
                 st.extra -= 1;
             }
             let can_start = self.can_start(&st);
-            self.hint.apply(Change {
-                workers: -1,
-                can_start: Some(can_start),
-                ..Change::default()
-            });
+            self.publish(
+                &st,
+                Change {
+                    workers: -1,
+                    can_start: Some(can_start),
+                    ..Change::default()
+                },
+            );
             if st.closed || !has_work() {
                 Kick::Busy
             } else {
@@ -767,17 +856,49 @@ impl Idle {
     }
 
     /// Step 7: the worker in `slot` is back from blocking and counts again.
-    pub(crate) fn unblock(&self, slot: usize) {
+    /// Returns whether the running workers are now over the limit: the
+    /// worker then tries to step down after its poll (step 9).
+    pub(crate) fn unblock(&self, slot: usize) -> bool {
         let mut st = self.lock();
         debug_assert_eq!(st.slots[slot].state, SlotState::Blocked);
         st.slots[slot].state = SlotState::Running;
         st.nr_workers += 1;
         let can_start = self.can_start(&st);
-        self.hint.apply(Change {
-            workers: 1,
-            can_start: Some(can_start),
-            ..Change::default()
-        });
+        self.publish(
+            &st,
+            Change {
+                workers: 1,
+                can_start: Some(can_start),
+                ..Change::default()
+            },
+        );
+        st.running() > self.limit(&st)
+    }
+
+    /// Step 9: the running worker in `slot`, between two polls, found the
+    /// pool over its limit. `Park` if the others running still fill the
+    /// limit (it is on the idle list then, and parks without a re-check:
+    /// they look before they idle, I5); `Run` if not (or if the pool is
+    /// closed: the worker's loop sees it). The worker's LIFO slot must be
+    /// empty (no other worker looks there).
+    pub(crate) fn step_down(&self, slot: usize, now: Instant) -> Next {
+        let mut st = self.lock();
+        debug_assert_eq!(st.slots[slot].state, SlotState::Running);
+        if st.closed || st.running() <= self.limit(&st) {
+            return Next::Run;
+        }
+        st.slots[slot].state = SlotState::Idle;
+        st.slots[slot].idle_since = now;
+        st.idle.push(slot);
+        st.counters.stepped_down += 1;
+        self.publish(
+            &st,
+            Change {
+                parked: 1,
+                ..Change::default()
+            },
+        );
+        Next::Park
     }
 
     /// Step 8: the watchdog found the poll running in `slot` longer than
@@ -828,10 +949,13 @@ impl Idle {
                 st.counters.cpu_intensive += 1;
             }
             let can_start = self.can_start(&st);
-            self.hint.apply(Change {
-                can_start: Some(can_start),
-                ..Change::default()
-            });
+            self.publish(
+                &st,
+                Change {
+                    can_start: Some(can_start),
+                    ..Change::default()
+                },
+            );
             if has_work() {
                 let kick = self.kick_locked(&mut st, &mut wake);
                 if !on_cpu && matches!(kick, Kick::Woke | Kick::Start(_)) {
@@ -854,10 +978,13 @@ impl Idle {
             st.extra -= 1;
         }
         let can_start = self.can_start(&st);
-        self.hint.apply(Change {
-            can_start: Some(can_start),
-            ..Change::default()
-        });
+        self.publish(
+            &st,
+            Change {
+                can_start: Some(can_start),
+                ..Change::default()
+            },
+        );
     }
 
     /// Shuts the pool: no kick succeeds after this, and every worker is
@@ -867,11 +994,14 @@ impl Idle {
         let mut st = self.lock();
         st.closed = true;
         // Every later notify takes the lock and sees `closed`.
-        self.hint.apply(Change {
-            closed: true,
-            can_start: Some(false),
-            ..Change::default()
-        });
+        self.publish(
+            &st,
+            Change {
+                closed: true,
+                can_start: Some(false),
+                ..Change::default()
+            },
+        );
         for slot in st.slots.iter() {
             if let Some(thread) = &slot.thread {
                 wake.push(thread.clone());
@@ -956,7 +1086,7 @@ impl Idle {
         }
         if change.workers != 0 {
             change.can_start = Some(self.can_start(st));
-            self.hint.apply(change);
+            self.publish(st, change);
         }
         me_culled
     }

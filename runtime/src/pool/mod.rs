@@ -503,6 +503,7 @@ impl Pool {
         k.workers_culled = c.workers_culled;
         k.cm_wakeups = c.cm_wakeups;
         k.cpu_intensive = c.cpu_intensive;
+        k.stepped_down = c.stepped_down;
         k.repatriated = self.repatriated.load(Ordering::Relaxed);
         k.lifo_stolen = self.lifo_stolen.load(Ordering::Relaxed);
         k.rescued = self.rescued.started.load(Ordering::Relaxed);

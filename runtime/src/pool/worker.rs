@@ -101,6 +101,9 @@ pub(crate) struct Local {
     now: Cell<u64>,
     /// In `block_in_place`: wakes on this thread go to the injector.
     blocked: Cell<bool>,
+    /// Back from `block_in_place` into a pool over its limit: try to step
+    /// down after this poll (`idle` step 9).
+    over_limit: Cell<bool>,
     /// Parked (perhaps turning the I/O driver): `now` is stale, so tasks
     /// a driver turn wakes here are stamped with the clock.
     parked: Cell<bool>,
@@ -194,7 +197,9 @@ pub(crate) fn block_in_place<R>(f: impl FnOnce() -> R) -> R {
     struct Unblock<'a>(&'a Local);
     impl Drop for Unblock<'_> {
         fn drop(&mut self) {
-            self.0.pool.idle.unblock(self.0.slot);
+            if self.0.pool.idle.unblock(self.0.slot) {
+                self.0.over_limit.set(true);
+            }
             let watch = &self.0.pool.slots[self.0.slot].watch;
             watch.unblocked_at.store(clock::now(), Ordering::Relaxed);
             // Release: the watchdog that reads `blocked` false (Acquire)
@@ -236,6 +241,7 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
             deque,
             now: Cell::new(clock::now()),
             blocked: Cell::new(false),
+            over_limit: Cell::new(false),
             left_driver: Cell::new(false),
             parked: Cell::new(false),
             virtual_cpu: virtual_cpu(&pool.cpus, slot, pool.idle.config().max_workers),
@@ -297,6 +303,20 @@ impl Local {
     #[inline]
     fn lifo(&self) -> &super::lifo::LifoSlot<Runnable> {
         &self.pool.slots[self.slot].watch.lifo
+    }
+
+    /// Moves the tasks of this worker's LIFO slot and deque to its pool's
+    /// injector, where every worker of the pool looks (a deque is looked
+    /// at by the others only when their own queues and the injector are
+    /// empty).
+    fn hand_off(&self) {
+        let lifo = self.lifo().take();
+        for r in lifo
+            .into_iter()
+            .chain(std::iter::from_fn(|| self.deque.pop()))
+        {
+            self.pool.injector.push(r);
+        }
     }
 
     /// Whether this worker's own LIFO slot or deque holds a task.
@@ -431,6 +451,7 @@ impl Core {
         'work: loop {
             // 1. Work.
             local.now.set(clock::now());
+            let mut step_down = false;
             while !pool.is_closed() {
                 let Some(runnable) = self.find_work(local, host) else {
                     break;
@@ -443,44 +464,63 @@ impl Core {
                     }
                 }
                 self.run_task(local, runnable);
+                // 1b. Over the limit? (`idle` step 9: after a poll back
+                // from blocking, and every so many ticks.)
+                if (local.over_limit.replace(false)
+                    || self.tick.is_multiple_of(GLOBAL_QUEUE_INTERVAL))
+                    && pool.idle.over_limit()
+                {
+                    step_down = true;
+                    break;
+                }
             }
             // No task runs: nothing for the watchdog to time.
             pool.slots[local.slot]
                 .watch
                 .poll_started
                 .store(0, Ordering::Relaxed);
-            if !pool.is_closed() {
-                // 2. Search: counted first, then look again.
-                if !searching && pool.idle.try_start_searching() {
-                    searching = true;
+            if step_down {
+                // Its tasks to where the others look, before it is on the
+                // idle list (the others' re-check under the lock sees them).
+                local.hand_off();
+                self.publish(pool, local.slot);
+                if pool.idle.step_down(local.slot, Instant::now()) != Next::Park {
                     continue 'work;
                 }
-                // 3. Spin, unless the I/O driver waits for someone to turn
-                // it: then park in it at once (a socket's readiness would
-                // wait for the spin to end).
-                if searching && !host.driver_unattended() && self.spin_for_work(pool) {
-                    self.spin_hits += 1;
-                    continue 'work;
+            } else {
+                if !pool.is_closed() {
+                    // 2. Search: counted first, then look again.
+                    if !searching && pool.idle.try_start_searching() {
+                        searching = true;
+                        continue 'work;
+                    }
+                    // 3. Spin, unless the I/O driver waits for someone to turn
+                    // it: then park in it at once (a socket's readiness would
+                    // wait for the spin to end).
+                    if searching && !host.driver_unattended() && self.spin_for_work(pool) {
+                        self.spin_hits += 1;
+                        continue 'work;
+                    }
                 }
-            }
-            // 4. Stop searching.
-            if searching {
-                searching = false;
-                if pool.idle.stop_searching() && pool.has_work() {
-                    continue 'work;
+                // 4. Stop searching.
+                if searching {
+                    searching = false;
+                    if pool.idle.stop_searching() && pool.has_work() {
+                        continue 'work;
+                    }
                 }
-            }
-            // 5. Enter idle, park. The counts are published first: a
-            // reader that sees this worker idle (under the pool lock
-            // `enter_idle` takes) sees them too.
-            self.publish(pool, local.slot);
-            match pool
-                .idle
-                .enter_idle(local.slot, Instant::now(), || pool.has_work())
-            {
-                Next::Run | Next::Search => continue 'work,
-                Next::Exit => return,
-                Next::Park => {}
+                // 5. Enter idle, park. The counts are published first: a
+                // reader that sees this worker idle (under the pool lock
+                // `enter_idle` takes) sees them too.
+                self.publish(pool, local.slot);
+                match pool
+                    .idle
+                    .enter_idle(local.slot, Instant::now(), || pool.has_work())
+                {
+                    Next::Run | Next::Search => continue 'work,
+                    Next::Exit => return,
+                    Next::Park => {}
+                }
             }
             loop {
                 self.parks += 1;
@@ -507,7 +547,16 @@ impl Core {
                         continue 'work;
                     }
                     Next::Run => continue 'work,
-                    Next::Park => {}
+                    Next::Park => {
+                        // Parked with tasks a driver turn woke here: the
+                        // others fill the limit (`idle`, I7). They go to
+                        // the injector, queued as a producer queues (I3:
+                        // a kick if the others idled meanwhile).
+                        if local.has_local_work() {
+                            local.hand_off();
+                            pool.notify();
+                        }
+                    }
                     Next::Exit => return,
                 }
             }

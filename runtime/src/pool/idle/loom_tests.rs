@@ -250,3 +250,167 @@ fn loom_a_failed_start_does_not_strand_an_item() {
         );
     });
 }
+
+/// `worker`'s loop with step 9 (step down) after each item (and before
+/// the first, for a worker back from its poll in `block_in_place`), as the
+/// real worker checks after a poll; the worker
+/// that runs the `total`th item closes the pool, so that the others exit.
+/// `checked` off, the step down trusts the hint read before the lock.
+#[allow(clippy::too_many_arguments)]
+fn limited_worker(
+    idle: &Idle,
+    queue: &Queue,
+    slot: usize,
+    ran: &Items,
+    total: usize,
+    mut searching: bool,
+    mut check_limit: bool,
+    checked: bool,
+) {
+    'work: loop {
+        // 1. Work, with 1b. (step 9) between items.
+        let mut stepped_down = false;
+        loop {
+            if check_limit && idle.over_limit() {
+                let next = if checked {
+                    idle.step_down(slot, Instant::now())
+                } else {
+                    step_down_unchecked(idle, slot)
+                };
+                if next == Next::Park {
+                    stepped_down = true;
+                    break;
+                }
+            }
+            if !queue.pop() {
+                break;
+            }
+            if searching {
+                searching = false;
+                if idle.stop_searching() && queue.has_work() {
+                    let _ = idle.notify();
+                }
+            }
+            if ran.fetch_add(1, Ordering::SeqCst) + 1 == total {
+                idle.close().wake_all();
+                return;
+            }
+            // As the worker: after a poll (never while searching).
+            check_limit = true;
+        }
+        check_limit = false;
+        if !stepped_down {
+            // 2.-4. Search, one round of the spin, stop searching.
+            if !searching && idle.try_start_searching() {
+                searching = true;
+                continue 'work;
+            }
+            if searching && queue.has_work() {
+                continue 'work;
+            }
+            if searching {
+                searching = false;
+                if idle.stop_searching() && queue.has_work() {
+                    continue 'work;
+                }
+            }
+            // 5. Enter idle.
+            match idle.enter_idle(slot, Instant::now(), || queue.has_work()) {
+                Next::Run | Next::Search => continue 'work,
+                Next::Exit => return,
+                Next::Park => {}
+            }
+        }
+        loop {
+            loom::thread::park();
+            let mut wake = WakeQueue::default();
+            match idle.leave_idle(slot, Instant::now(), false, || queue.has_work(), &mut wake) {
+                Next::Search => {
+                    searching = true;
+                    continue 'work;
+                }
+                Next::Run => continue 'work,
+                Next::Park => continue,
+                Next::Exit => return,
+            }
+        }
+    }
+}
+
+/// Step 9 without its check under the lock (the negative model): the
+/// worker parks because the hint said "over" when it looked.
+fn step_down_unchecked(idle: &Idle, slot: usize) -> Next {
+    let mut st = idle.lock();
+    if st.closed {
+        return Next::Run;
+    }
+    st.slots[slot].state = SlotState::Idle;
+    st.slots[slot].idle_since = Instant::now();
+    st.idle.push(slot);
+    idle.publish(
+        &st,
+        Change {
+            parked: 1,
+            ..Change::default()
+        },
+    );
+    Next::Park
+}
+
+/// A pool of one worker: worker `a` (this thread) comes back from
+/// `block_in_place` beside the replacement `b` a kick started, so the
+/// pool is over its limit (unless `b` idled first), while a producer queues two items (its kicks
+/// skipped: the running workers fill the limit). `a` steps down; every
+/// item runs (loom reports a deadlock if both workers park with work
+/// queued).
+fn over_the_limit(checked: bool) {
+    loom::model(move || {
+        let mut cfg = config(true, WakeMode::Deferred);
+        cfg.slots = 2;
+        cfg.idle_timeout = Duration::from_secs(3600);
+        let idle = Arc::new(Idle::new(cfg));
+        let queue = Arc::new(Queue(Items::new(0)));
+        let ran = Arc::new(Items::new(0));
+        let Kick::Start(a) = idle.kick() else {
+            panic!("a fresh pool starts a worker")
+        };
+        idle.started(a, loom::thread::current());
+        assert!(idle.stop_searching());
+        assert_eq!(idle.block(a, || false), Kick::Busy);
+        let Kick::Start(b) = idle.kick() else {
+            panic!("a blocked worker's replacement starts")
+        };
+        let (i, q, r) = (idle.clone(), queue.clone(), ran.clone());
+        let wb = loom::thread::spawn(move || {
+            i.started(b, loom::thread::current());
+            limited_worker(&i, &q, b, &r, 2, true, false, checked);
+        });
+        let (i, q) = (idle.clone(), queue.clone());
+        let producer = loom::thread::spawn(move || {
+            for _ in 0..2 {
+                q.push();
+                let kick = i.notify();
+                assert!(!matches!(kick, Kick::Start(_) | Kick::Mayday), "{kick:?}");
+            }
+        });
+        // Over the limit unless `b` found nothing and idled already.
+        let over = idle.unblock(a);
+        limited_worker(&idle, &queue, a, &ran, 2, false, over, checked);
+        producer.join().unwrap();
+        wb.join().unwrap();
+        assert_eq!(ran.load(Ordering::SeqCst), 2);
+    });
+}
+
+#[test]
+fn loom_a_worker_over_the_limit_steps_down_without_stranding_work() {
+    over_the_limit(true);
+}
+
+/// Without the check under the lock, both workers may step down on the
+/// same stale "over" and park with the items queued.
+#[test]
+#[should_panic(expected = "deadlock")]
+fn loom_a_step_down_on_a_stale_hint_strands_work() {
+    over_the_limit(false);
+}

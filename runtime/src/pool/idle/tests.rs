@@ -294,17 +294,65 @@ fn a_blocked_worker_is_replaced_while_work_is_queued() {
     assert_eq!(idle.snapshot().nr_blocked, 1);
     idle.started(b, unparker());
     idle.stop_searching();
-    idle.unblock(a);
-    let snap = idle.snapshot();
-    assert_eq!(
-        (snap.nr_workers, snap.nr_blocked),
-        (2, 0),
-        "over the maximum until culled"
+    assert!(
+        idle.unblock(a),
+        "back beside its replacement: over the limit"
     );
+    let snap = idle.snapshot();
+    assert_eq!((snap.nr_workers, snap.nr_blocked), (2, 0));
+    assert!(idle.hint().full() && idle.hint().over());
+    // Step 9: `a` steps down after its poll; the hint says full, not over.
+    assert_eq!(idle.step_down(a, Instant::now()), Next::Park);
+    assert_eq!(idle.snapshot().counters.stepped_down, 1);
+    assert!(idle.hint().full() && !idle.hint().over());
+    // Full: a kick wakes nobody, with or without the lock (`b` will look).
+    assert_eq!(idle.notify(), Kick::Skipped);
+    assert_eq!(idle.kick(), Kick::Busy);
+    assert!(!idle.may_wake_idle() && !idle.wake_idle());
+    // `a` back from a spurious wake with work queued: the limit is filled.
+    let mut wq = WakeQueue::default();
+    assert_eq!(
+        idle.leave_idle(a, Instant::now(), false, || true, &mut wq),
+        Next::Park
+    );
+    // Not over: `b` does not step down, and when it idles with work queued
+    // it takes the work (the others no longer fill the limit).
+    assert_eq!(idle.step_down(b, Instant::now()), Next::Run);
+    assert_eq!(idle.enter_idle(b, Instant::now(), || true), Next::Run);
+    assert_eq!(idle.enter_idle(b, Instant::now(), || false), Next::Park);
+    assert!(!idle.hint().full());
+    // Both idle: a kick wakes one (the most recently idle).
+    assert_eq!(idle.kick(), Kick::Woke);
+    assert_eq!(
+        idle.leave_idle(b, Instant::now(), false, || true, &mut wq),
+        Next::Search
+    );
+    assert!(idle.stop_searching());
     // Nothing queued: blocking kicks nobody.
-    assert_eq!(idle.block(a, || false), Kick::Busy);
-    idle.unblock(a);
+    assert_eq!(idle.block(b, || false), Kick::Busy);
+    assert!(!idle.unblock(b), "its sibling is idle: not over");
     assert_eq!(idle.snapshot().counters.cm_wakeups, 1);
+}
+
+/// A revoked CPU-hog allowance leaves the pool over its limit: one of its
+/// workers steps down, and the other does not.
+#[test]
+fn a_revoked_allowance_leaves_one_worker_to_step_down() {
+    let idle = Idle::new(config(1));
+    let Kick::Start(a) = idle.kick() else {
+        panic!()
+    };
+    idle.started(a, unparker());
+    idle.stop_searching();
+    assert_eq!(idle.grant_hog(a, true, || true), Some(Kick::Start(1)));
+    idle.started(1, unparker());
+    idle.stop_searching();
+    assert!(idle.hint().full() && !idle.hint().over());
+    idle.revoke_hog(a);
+    assert!(idle.hint().over());
+    assert_eq!(idle.step_down(1, Instant::now()), Next::Park);
+    assert_eq!(idle.step_down(a, Instant::now()), Next::Run);
+    assert!(!idle.hint().over());
 }
 
 #[test]
