@@ -59,11 +59,11 @@
 //! - **I5** (no stranded item) after a kick, some worker that has not yet
 //!   looked at the queues will look: a searcher (a `Kicked` one is never
 //!   culled, I2; a `Starting` one is being created), or, when the running
-//!   workers fill the limit, every one of them is `Running` and re-checks
-//!   the queues before it idles (I3, I4). A worker parks with work queued
-//!   only when, under the lock, the others running fill the limit (step 3's
-//!   re-check, step 9): the last of them to idle finds the others under the
-//!   limit and takes the work.
+//!   workers fill the limit, every one of them (`Running`, or a `Kicked`
+//!   or `Starting` searcher) looks at the queues before it idles (I3, I4).
+//!   A worker parks with work queued only when, under the lock, the others
+//!   running fill the limit (step 3's re-check, step 4, step 9): the last
+//!   of them to idle finds the others under the limit and takes the work.
 //! - **I7** (the limit) a worker leaves the idle list to run work (a kick's
 //!   claim, step 3's re-check, step 4) only while the running workers are
 //!   under the limit, so running <= limit, except after step 7's return
@@ -148,19 +148,26 @@
 //!    is held then.
 //! 9. **Step down** ([`Idle::step_down`], a worker between two polls that
 //!    read `OVER`: at once after a poll that returned from blocking, else
-//!    every [`GLOBAL_QUEUE_INTERVAL`](super::worker::GLOBAL_QUEUE_INTERVAL)
-//!    ticks). Its LIFO task goes to its deque (which the others steal
-//!    from and re-check). Lock; if the others running still fill the limit,
-//!    move to the idle list without a re-check (I5) and park; else go on.
+//!    after a poll at a tick that is a multiple of
+//!    [`GLOBAL_QUEUE_INTERVAL`](super::worker::GLOBAL_QUEUE_INTERVAL)).
+//!    Its LIFO task and deque go to the pool's injector, with a kick (step
+//!    1: skipped while the limit is filled; on a closed pool, the tasks
+//!    are dropped). Lock; if the others running still fill the limit,
+//!    move to the idle list without a re-check (I5) and park; else go on
+//!    (two workers that raced here both handed their tasks off, one
+//!    parks). A parked worker whose driver turn woke tasks into its own
+//!    LIFO slot and deque, and that step 4 keeps parked, hands them off
+//!    the same way.
 //!    Over the limit, the pool parks its excess within a poll and 61 ticks
 //!    instead of running it until the next cull (which keeps two idle
 //!    workers): a pool of one worker that blocked once would otherwise run
 //!    two tasks at once on its one CPU for good.
 //!
 //! # Lock acquisitions per item
-//! A producer takes the pool lock only when no worker is searching and one
-//! is parked (or can be started); a worker only to park, to come back from
-//! a park, to block, and to start or exit. With work arriving faster than
+//! A producer takes the pool lock only when no worker is searching, the
+//! running workers do not fill the limit, and one is parked (or can be
+//! started); a worker only to park, to come back from a park, to block, to
+//! step down, and to start or exit. With work arriving faster than
 //! workers park, an item costs no lock at all; `lock_acquisitions` in the
 //! pool's metrics counts them.
 
@@ -286,7 +293,8 @@ impl State {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Kick {
     /// No lock taken: a worker is searching and will see the work (I4), or
-    /// every worker is running and will look before it idles (I3).
+    /// every worker is running (or the running ones fill the limit) and
+    /// will look before it idles (I3, I5).
     Skipped,
     /// Under the lock, a worker already kicked or searching will see it.
     Coalesced,
@@ -295,8 +303,9 @@ pub(crate) enum Kick {
     /// Slot reserved: the caller must start a worker thread for it and call
     /// [`Idle::started`] from it, or [`Idle::start_failed`].
     Start(usize),
-    /// Every worker is running (or one is being started) and will look at
-    /// the queues before it idles.
+    /// Every worker is running (or one is being started), or the running
+    /// ones fill the limit, and they will look at the queues before they
+    /// idle.
     Busy,
     /// The pool has no worker and may not start one yet (a start was
     /// refused less than `start_backoff` ago): the caller hands the pool
@@ -498,15 +507,17 @@ impl Idle {
     /// Whether [`Idle::wake_idle`] may find a worker (the hint, no lock).
     pub(crate) fn may_wake_idle(&self) -> bool {
         let h = self.hint.load();
-        !h.closed() && ((h.parked() > 0 && !h.full()) || h.searching() > 0)
+        !h.closed() && (h.parked() > 0 || h.searching() > 0)
     }
 
     /// Wakes an idle worker with no work for it, to take over the I/O
     /// driver a thread gave up (the worker searches, finds nothing and
-    /// parks again, in the driver if nobody turns it): never starts one,
-    /// nor wakes one while the running workers fill the limit (I7).
-    /// Returns whether a worker will come (one woken, or one searching
-    /// already).
+    /// parks again, in the driver if nobody turns it): never starts one.
+    /// While the running workers fill the limit, the idle worker is
+    /// unparked without a claim: back from the park, step 4 finds the
+    /// limit filled and parks it again, in the driver if nobody turns it,
+    /// and it runs nothing (I7). Returns whether a worker will come (one
+    /// woken, or one searching already).
     pub(crate) fn wake_idle(&self) -> bool {
         if !self.may_wake_idle() {
             return false;
@@ -518,9 +529,24 @@ impl Idle {
         let mut wake = WakeQueue::default();
         let woke = {
             let mut st = self.lock();
-            // With the limit filled, none: a woken worker would run work
-            // (I7), and the running ones turn the driver between polls.
-            !st.closed && self.wake_locked(&mut st, &mut wake).is_some()
+            if st.closed {
+                false
+            } else if self.wake_locked(&mut st, &mut wake).is_some() {
+                true
+            } else if let Some(&slot) = st.idle.last() {
+                // The limit is filled (else the kick had woken it): a
+                // spurious wake (I6), not a claim.
+                st.counters.unparks += 1;
+                wake.push(
+                    st.slots[slot]
+                        .thread
+                        .clone()
+                        .expect("an idle worker has a thread"),
+                );
+                true
+            } else {
+                false
+            }
         };
         wake.wake_all();
         woke

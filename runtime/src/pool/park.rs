@@ -40,7 +40,9 @@
 //! its work and idles again; a busy pool's long polls are covered by the
 //! watchdog's turn). Those that may not come back for long call
 //! [`super::Host::attend_driver`], which wakes an idle worker to park in
-//! it if nobody turns it: `block_on` when it returns, a worker culled out
+//! it if nobody turns it (while its pool's running workers fill the
+//! pool's limit, the idle worker is woken without a claim and parks again
+//! at once, in the driver: `idle::Idle::wake_idle`): `block_on` when it returns, a worker culled out
 //! of the driver or blocking in `block_in_place` after leaving it (once
 //! per stay: [`Parker::was_in_driver`]; it starts a worker if none is
 //! idle, the blocked one no longer counting), the watchdog after its

@@ -305,17 +305,23 @@ impl Local {
         &self.pool.slots[self.slot].watch.lifo
     }
 
-    /// Moves the tasks of this worker's LIFO slot and deque to its pool's
-    /// injector, where every worker of the pool looks (a deque is looked
-    /// at by the others only when their own queues and the injector are
-    /// empty).
+    /// Moves the tasks of this worker's LIFO slot and deque to their home
+    /// pools' injectors, where every worker of a pool looks (a deque is
+    /// looked at by the others only when their own queues and the injector
+    /// are empty): this pool's without a kick (the caller kicks once),
+    /// another pool's (a remote steal's batch) with its own.
     fn hand_off(&self) {
         let lifo = self.lifo().take();
         for r in lifo
             .into_iter()
             .chain(std::iter::from_fn(|| self.deque.pop()))
         {
-            self.pool.injector.push(r);
+            if Arc::ptr_eq(r.metadata().home(), &self.pool) {
+                self.pool.injector.push(r);
+            } else {
+                let home = r.metadata().home().clone();
+                home.push_remote(r);
+            }
         }
     }
 
@@ -465,10 +471,12 @@ impl Core {
                 }
                 self.run_task(local, runnable);
                 // 1b. Over the limit? (`idle` step 9: after a poll back
-                // from blocking, and every so many ticks.)
+                // from blocking, and every so many ticks.) Not once closed:
+                // the shutdown drops what is queued.
                 if (local.over_limit.replace(false)
                     || self.tick.is_multiple_of(GLOBAL_QUEUE_INTERVAL))
                     && pool.idle.over_limit()
+                    && !pool.is_closed()
                 {
                     step_down = true;
                     break;
@@ -481,8 +489,15 @@ impl Core {
                 .store(0, Ordering::Relaxed);
             if step_down {
                 // Its tasks to where the others look, before it is on the
-                // idle list (the others' re-check under the lock sees them).
-                local.hand_off();
+                // idle list (the others' re-check under the lock sees them),
+                // queued as a producer queues: the kick is skipped while
+                // the others fill the limit, and drops them if the pool
+                // closed meanwhile. (If the step down then finds the pool
+                // no longer over, they are run from there.)
+                if local.has_local_work() {
+                    local.hand_off();
+                    pool.notify();
+                }
                 self.publish(pool, local.slot);
                 if pool.idle.step_down(local.slot, Instant::now()) != Next::Park {
                     continue 'work;

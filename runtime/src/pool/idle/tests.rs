@@ -308,7 +308,11 @@ fn a_blocked_worker_is_replaced_while_work_is_queued() {
     // Full: a kick wakes nobody, with or without the lock (`b` will look).
     assert_eq!(idle.notify(), Kick::Skipped);
     assert_eq!(idle.kick(), Kick::Busy);
-    assert!(!idle.may_wake_idle() && !idle.wake_idle());
+    // Woken for the I/O driver: unparked, not claimed (it parks again, in
+    // the driver, and runs nothing).
+    assert!(idle.may_wake_idle() && idle.wake_idle());
+    assert_eq!(idle.slot_state(a), SlotState::Idle);
+    assert_eq!(idle.hint().searching(), 0);
     // `a` back from a spurious wake with work queued: the limit is filled.
     let mut wq = WakeQueue::default();
     assert_eq!(
