@@ -50,7 +50,8 @@ wq-bench memory: bytes per idle task, RSS of an idle runtime, worker threads whi
 const SHAPES: &str = "\
 wq-bench shapes: tokio's rt_multi_threaded shapes without criterion (for perf/callgrind, and
 beside busy neighbours); wq and tokio alternate iteration by iteration
-  --shapes spawn_many,yield_many,ping_pong,chained_spawn,remote_spawn
+  --shapes spawn_many,yield_many,ping_pong,chained_spawn,remote_spawn (the default), and
+  block_in_place (1,000 tasks each spinning 20 us in the runtime's block_in_place)
   --runtimes wq,tokio (wq runs with Builder::latency_capture(true); also wq-nocapture:
   latency capture off, the runtime's default)
   --iters N (default 50)  --workers W (both runtimes; default: online CPUs)  --spin-us US  --json

@@ -29,6 +29,10 @@ pub const CHAIN_DEPTH: usize = 1_000;
 pub const REMOTE_THREADS: usize = 2;
 /// Spawns per spawner thread in `remote_spawn`.
 pub const REMOTE_SPAWNS: usize = 5_000;
+/// Tasks in `block_in_place`.
+pub const BLOCKING_TASKS: usize = 1_000;
+/// What each does inside `block_in_place`: a spin of this many µs.
+pub const BLOCKING_SPIN_US: u64 = 20;
 
 /// The runtimes `measure` knows: wq (with latency capture on), wq with
 /// latency capture off (the runtime's default), tokio.
@@ -42,6 +46,9 @@ pub trait BenchRuntime: Sync {
     fn spawn_current<F: Future<Output = ()> + Send + 'static>(f: F);
     /// Yields once.
     fn yield_now() -> impl Future<Output = ()> + Send;
+    /// Runs `f`, which holds its thread, from inside a task: the
+    /// runtime's `block_in_place`.
+    fn block_in_place(f: impl FnOnce());
 }
 
 /// wq with one `system` pool of `n` workers.
@@ -87,6 +94,9 @@ impl BenchRuntime for Wq {
     fn yield_now() -> impl Future<Output = ()> + Send {
         wq::task::yield_now()
     }
+    fn block_in_place(f: impl FnOnce()) {
+        wq::block_in_place(f);
+    }
 }
 
 /// The name of the tokio runtime's threads, to tell them apart in
@@ -119,6 +129,9 @@ impl BenchRuntime for Tokio {
     }
     fn yield_now() -> impl Future<Output = ()> + Send {
         tokio::task::yield_now()
+    }
+    fn block_in_place(f: impl FnOnce()) {
+        tokio::task::block_in_place(f);
     }
 }
 
@@ -220,6 +233,30 @@ pub fn remote_spawn<R: BenchRuntime>(rt: &R) {
     done.wait();
 }
 
+/// A task spawns [`BLOCKING_TASKS`] tasks, each of which spins
+/// [`BLOCKING_SPIN_US`] µs in the runtime's `block_in_place` (a short
+/// synchronous call in every task): what taking a worker out of its pool
+/// and back costs. Not one of tokio's shapes, nor run by default.
+pub fn block_in_place<R: BenchRuntime>(rt: &R) {
+    let (rem, done) = countdown(BLOCKING_TASKS);
+    let d = done.clone();
+    rt.spawn(async move {
+        for _ in 0..BLOCKING_TASKS {
+            let (rem, d) = (rem.clone(), d.clone());
+            R::spawn_current(async move {
+                R::block_in_place(|| {
+                    let start = std::time::Instant::now();
+                    while start.elapsed().as_micros() < u128::from(BLOCKING_SPIN_US) {
+                        std::hint::spin_loop();
+                    }
+                });
+                finish_one(&rem, &d);
+            });
+        }
+    });
+    done.wait();
+}
+
 /// Every shape by name, for the criterion benches and `wq-bench shapes`.
 pub const NAMES: [&str; 5] = [
     "spawn_many",
@@ -229,6 +266,9 @@ pub const NAMES: [&str; 5] = [
     "remote_spawn",
 ];
 
+/// Shapes `wq-bench shapes --shapes` also knows, not run by default.
+pub const EXTRA_NAMES: [&str; 1] = ["block_in_place"];
+
 /// Runs shape `name` once on `rt`; `false` if there is no such shape.
 pub fn run<R: BenchRuntime>(name: &str, rt: &R) -> bool {
     match name {
@@ -237,6 +277,7 @@ pub fn run<R: BenchRuntime>(name: &str, rt: &R) -> bool {
         "ping_pong" => ping_pong(rt),
         "chained_spawn" => chained_spawn(rt),
         "remote_spawn" => remote_spawn(rt),
+        "block_in_place" => block_in_place(rt),
         _ => return false,
     }
     true
@@ -307,10 +348,11 @@ pub fn measure(
     spin: Option<std::time::Duration>,
 ) -> Result<Vec<Timing>, String> {
     for name in names {
-        if !NAMES.contains(&name.as_str()) {
+        if !NAMES.contains(&name.as_str()) && !EXTRA_NAMES.contains(&name.as_str()) {
             return Err(format!(
-                "unknown shape {name:?}; known: {}",
-                NAMES.join(",")
+                "unknown shape {name:?}; known: {},{}",
+                NAMES.join(","),
+                EXTRA_NAMES.join(",")
             ));
         }
     }
@@ -547,7 +589,7 @@ mod tests {
     #[test]
     fn every_shape_completes_on_both_runtimes() {
         let (w, t) = (Wq::new(2), Tokio::new(2));
-        for name in NAMES {
+        for name in NAMES.iter().chain(&EXTRA_NAMES) {
             assert!(run(name, &w), "{name}");
             assert!(run(name, &t), "{name}");
         }
