@@ -563,6 +563,36 @@ fn queues_sharing_a_name_are_one_series_summed() {
         assert_eq!(d.queues.len(), 1);
         assert_eq!(d.queues[0].started, 3);
         promtool_check(&text);
+        // One of them dropped (a connection closed): the name's counters
+        // do not go down (Prometheus would read a reset, and `increase()`
+        // count everything again).
+        let started = |m: &wq::metrics::Snapshot| {
+            let (_, samples) = parse(&m.to_prometheus());
+            let find = |name: &str| {
+                samples
+                    .iter()
+                    .find(|(n, l, _)| n == name && l["queue"] == "io")
+                    .map(|s| s.2)
+            };
+            (
+                find("wq_workqueue_started_total"),
+                find("wq_workqueue_max_active"),
+            )
+        };
+        drop(b);
+        let after_b = rt.metrics();
+        assert_eq!(after_b.queues.len(), 1);
+        assert_eq!(started(&after_b), (Some(3.0), Some(3.0)));
+        assert_eq!(after_b.delta(&m).queues_by_name()[0].started, 0);
+        drop(a);
+        let after_a = rt.metrics();
+        assert!(after_a.queues.is_empty());
+        assert_eq!(started(&after_a), (Some(3.0), Some(0.0)));
+        // A snapshot from before the field reads it as empty.
+        let mut json: serde_json::Value = serde_json::to_value(&after_a).unwrap();
+        json.as_object_mut().unwrap().remove("retired_queues");
+        let old: wq::metrics::Snapshot = serde_json::from_value(json).unwrap();
+        assert!(old.retired_queues.is_empty());
     });
 }
 

@@ -621,9 +621,23 @@ pub struct WorkqueueStats {
     pub inactive: usize,
 }
 
+/// The most names whose dropped queues' counters a runtime keeps
+/// ([`Snapshot::retired_queues`]).
+pub const RETIRED_QUEUE_NAMES: usize = 1024;
+
 impl WorkqueueStats {
+    /// These counters as a dropped queue's: the gauges and `max_active`
+    /// zero.
+    pub(crate) fn retired(mut self) -> WorkqueueStats {
+        self.in_flight = 0;
+        self.active = 0;
+        self.inactive = 0;
+        self.attrs.max_active = 0;
+        self
+    }
+
     /// Adds `o`'s counts and gauges (and its `max_active`) to these.
-    fn absorb(&mut self, o: &WorkqueueStats) {
+    pub(crate) fn absorb(&mut self, o: &WorkqueueStats) {
         self.started = self.started.saturating_add(o.started);
         self.completed = self.completed.saturating_add(o.completed);
         self.cpu_time = self.cpu_time.saturating_add(o.cpu_time);
@@ -680,6 +694,15 @@ pub struct Snapshot {
     pub scopes: Vec<ScopeSnapshot>,
     /// One entry per named workqueue alive, in creation order.
     pub queues: Vec<WorkqueueStats>,
+    /// The counters of named workqueues dropped so far, summed per name
+    /// (their gauges and `max_active` zero), so that a name's counters in
+    /// [`Snapshot::queues_by_name`] (and in Prometheus) never go down
+    /// when one of its queues is dropped. At most
+    /// [`RETIRED_QUEUE_NAMES`] names: the least recently dropped are
+    /// forgotten first. Empty in a [`Snapshot::delta`] (its queues hold
+    /// them already) and in a snapshot from a build before this field.
+    #[serde(default)]
+    pub retired_queues: Vec<WorkqueueStats>,
     /// The CPUs the process may use at once, as the runtime read them when
     /// it was built (the affinity mask and the cgroup's CPU quota,
     /// `std::thread::available_parallelism`): no pool has more workers
@@ -697,9 +720,11 @@ impl Snapshot {
     /// queue per connection may share one), but a series in Prometheus, or
     /// a queue across two snapshots, is known by its name alone:
     /// [`Snapshot::to_prometheus`] and [`Snapshot::delta`] use this.
+    /// The counters of queues dropped so far ([`Snapshot::retired_queues`])
+    /// are in their name's entry, so they never go down.
     pub fn queues_by_name(&self) -> Vec<WorkqueueStats> {
         let mut out: Vec<WorkqueueStats> = Vec::with_capacity(self.queues.len());
-        for q in &self.queues {
+        for q in self.queues.iter().chain(&self.retired_queues) {
             match out.iter_mut().find(|o| o.name == q.name) {
                 Some(o) => o.absorb(q),
                 None => out.push(q.clone()),
@@ -717,6 +742,7 @@ impl Snapshot {
         cpu_budget: Option<usize>,
         pools: Vec<PoolSnapshot>,
         queues: Vec<WorkqueueStats>,
+        retired_queues: Vec<WorkqueueStats>,
     ) -> Snapshot {
         let scopes = Scope::ALL
             .iter()
@@ -753,6 +779,7 @@ impl Snapshot {
             pools,
             scopes,
             queues,
+            retired_queues,
             cpu_budget,
         }
     }
@@ -809,6 +836,7 @@ impl Snapshot {
             self.cpu_budget,
             pools,
             queues,
+            Vec::new(),
         );
         // Either side deserialized (no histograms): a pool's difference
         // then has none either.

@@ -300,6 +300,7 @@ impl Handle {
             (s.config.cpu_budget != usize::MAX).then_some(s.config.cpu_budget),
             s.pools().iter().map(|p| p.metrics()).collect(),
             s.queues().iter().map(|q| workqueue::stats_of(q)).collect(),
+            s.retired_queues(),
         )
     }
 

@@ -97,6 +97,9 @@ pub(crate) struct Scheduler {
     all_pools: Mutex<Vec<Arc<Pool>>>,
     /// The named workqueues, for metrics and shutdown.
     queues: Mutex<Vec<Weak<Queue>>>,
+    /// The counters of dropped queues, per name, the most recently dropped
+    /// last (`metrics::Snapshot::retired_queues`).
+    retired_queues: Mutex<Vec<crate::metrics::WorkqueueStats>>,
     /// For each scope and pod: the other pods, nearest first.
     steal_order: [Box<[Box<[usize]>]>; 6],
     threads: Threads,
@@ -129,6 +132,7 @@ impl Scheduler {
             pools,
             all_pools: Mutex::new(Vec::new()),
             queues: Mutex::new(Vec::new()),
+            retired_queues: Mutex::new(Vec::new()),
             steal_order,
             threads: Threads::default(),
             closed: AtomicBool::new(false),
@@ -240,6 +244,31 @@ impl Scheduler {
             q.close();
         }
         q
+    }
+
+    /// A named queue is being dropped, with these counters: they are added
+    /// to its name's retired entry, which moves to the end (the least
+    /// recently dropped names are forgotten beyond
+    /// [`crate::metrics::RETIRED_QUEUE_NAMES`]).
+    pub(crate) fn retire_queue(&self, stats: crate::metrics::WorkqueueStats) {
+        let mut retired = crate::loom::lock(&self.retired_queues);
+        let stats = match retired.iter().position(|r| r.name == stats.name) {
+            Some(i) => {
+                let mut r = retired.remove(i);
+                r.absorb(&stats);
+                r
+            }
+            None => stats,
+        };
+        retired.push(stats.retired());
+        if retired.len() > crate::metrics::RETIRED_QUEUE_NAMES {
+            retired.remove(0);
+        }
+    }
+
+    /// The counters of the named queues dropped so far, per name.
+    pub(crate) fn retired_queues(&self) -> Vec<crate::metrics::WorkqueueStats> {
+        crate::loom::lock(&self.retired_queues).clone()
     }
 
     /// The named workqueues alive now, in creation order.

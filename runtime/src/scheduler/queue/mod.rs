@@ -550,6 +550,16 @@ impl Queue {
     }
 }
 
+impl Drop for Queue {
+    /// Its counters go on in its name's retired entry, so that a name's
+    /// counters never go down in the metrics when one of its queues goes.
+    fn drop(&mut self) {
+        if let Some(scheduler) = self.scheduler.upgrade() {
+            scheduler.retire_queue(crate::runtime::workqueue::stats_of(self));
+        }
+    }
+}
+
 impl QueueLink for Queue {
     fn finished(&self, released: bool, color: u8, stripe: u8) -> bool {
         let (color, stripe) = (usize::from(color), usize::from(stripe));
