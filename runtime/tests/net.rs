@@ -701,15 +701,43 @@ fn sigpipe_child() {
             };
             assert_eq!(err.kind(), io::ErrorKind::BrokenPipe, "{err}");
         }
+        // TCP: std's `write` sends with MSG_NOSIGNAL, its `write_vectored`
+        // (hyper's every write through `WqIo`) was a plain writev.
+        for vectored in [false, true] {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let mut a = wq::net::TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            drop(listener.accept().unwrap());
+            let chunk = [1u8; 1024];
+            let err = loop {
+                let r = if vectored {
+                    a.write_vectored(&[io::IoSlice::new(&chunk), io::IoSlice::new(&chunk)])
+                        .await
+                } else {
+                    a.write(&chunk).await
+                };
+                if let Err(e) = r {
+                    break e;
+                }
+            };
+            assert!(
+                matches!(
+                    err.kind(),
+                    io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                ),
+                "{err}"
+            );
+        }
     });
 }
 
-/// A write to a Unix stream whose peer is gone is a `BrokenPipe` error,
-/// not a SIGPIPE that kills a process which did not ignore it (a C or
+/// A write to a Unix or TCP stream whose peer is gone is an error, not a
+/// SIGPIPE that kills a process which did not ignore it (a C or
 /// Python host of a library using wq): the child above runs with SIGPIPE
 /// at its default.
 #[test]
-fn a_unix_write_to_a_closed_peer_is_an_error_not_a_sigpipe() {
+fn a_write_to_a_closed_peer_is_an_error_not_a_sigpipe() {
     use std::os::unix::process::ExitStatusExt;
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args([

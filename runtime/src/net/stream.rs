@@ -5,7 +5,7 @@
 //! (`driver::registration`); each owned half takes the `Arc` and its
 //! direction's key, so the two halves can be used from two tasks.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Read};
 use std::net::Shutdown;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -30,65 +30,71 @@ pub(crate) trait StreamSource: mio::event::Source + Send + Sync + 'static {
     fn shutdown(&self, how: Shutdown) -> io::Result<()>;
 }
 
-macro_rules! stream_source {
-    ($ty:ty, $drains:expr) => {
-        impl StreamSource for $ty {
-            const SHORT_READ_DRAINS: bool = $drains;
-            fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-                Read::read(&mut &*self, buf)
-            }
-            fn write(&self, buf: &[u8]) -> io::Result<usize> {
-                Write::write(&mut &*self, buf)
-            }
-            fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-                Write::write_vectored(&mut &*self, bufs)
-            }
-            fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-                <$ty>::shutdown(self, how)
-            }
-        }
-    };
+// Both streams write with `send`/`sendmsg` and `MSG_NOSIGNAL`: `write(2)`
+// or `writev(2)` to a stream whose peer has gone raises SIGPIPE, which
+// kills a process that has not ignored it (a C or Python host of a library
+// using wq; Rust binaries ignore it by default). std's TcpStream sends its
+// plain writes that way, but its `write_vectored` (hyper's every write
+// through `WqIo`) is a plain `writev`, and its Unix stream uses `write`.
+impl StreamSource for mio::net::TcpStream {
+    const SHORT_READ_DRAINS: bool = true;
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        Read::read(&mut &*self, buf)
+    }
+    fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        send(std::os::fd::AsRawFd::as_raw_fd(self), buf)
+    }
+    fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        send_vectored(std::os::fd::AsRawFd::as_raw_fd(self), bufs)
+    }
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        mio::net::TcpStream::shutdown(self, how)
+    }
 }
 
-stream_source!(mio::net::TcpStream, true);
-
-// Unix streams write with `send`/`sendmsg` and `MSG_NOSIGNAL`, as std's
-// TcpStream does: `write(2)` to a stream whose peer has gone raises
-// SIGPIPE, which kills a process that has not ignored it (a C or Python
-// host of a library using wq; Rust binaries ignore it by default).
 impl StreamSource for mio::net::UnixStream {
     const SHORT_READ_DRAINS: bool = false;
     fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         Read::read(&mut &*self, buf)
     }
     fn write(&self, buf: &[u8]) -> io::Result<usize> {
-        let fd = std::os::fd::AsRawFd::as_raw_fd(self);
-        // SAFETY: `buf` is valid for `buf.len()` bytes; `fd` is this
-        // stream's, open while `self` is borrowed.
-        let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
+        send(std::os::fd::AsRawFd::as_raw_fd(self), buf)
     }
     fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let fd = std::os::fd::AsRawFd::as_raw_fd(self);
-        // SAFETY: a zeroed msghdr is valid (no name, no control data).
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        // `IoSlice` is ABI-compatible with `iovec` on Unix (std's
-        // guarantee); sendmsg only reads through the pointer.
-        msg.msg_iov = bufs.as_ptr().cast_mut().cast();
-        msg.msg_iovlen = bufs.len().min(MAX_IOV) as _;
-        // SAFETY: `msg` points at `bufs`, valid for this call.
-        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
+        send_vectored(std::os::fd::AsRawFd::as_raw_fd(self), bufs)
     }
     fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         mio::net::UnixStream::shutdown(self, how)
     }
+}
+
+/// `send(fd, buf, MSG_NOSIGNAL)`; `fd` must be a connected stream socket
+/// open for the call.
+fn send(fd: std::os::fd::RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for `buf.len()` bytes; the caller's `fd` is
+    // open (its stream is borrowed).
+    let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// `sendmsg(fd, bufs, MSG_NOSIGNAL)`, at most [`MAX_IOV`] slices.
+fn send_vectored(fd: std::os::fd::RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: a zeroed msghdr is valid (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    // `IoSlice` is ABI-compatible with `iovec` on Unix (std's guarantee);
+    // sendmsg only reads through the pointer.
+    msg.msg_iov = bufs.as_ptr().cast_mut().cast();
+    msg.msg_iovlen = bufs.len().min(MAX_IOV) as _;
+    // SAFETY: `msg` points at `bufs`, valid for this call; the caller's
+    // `fd` is open.
+    let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }
 
 /// One direction of a stream, with its waiter key.
