@@ -37,6 +37,7 @@
 // Layers, each importing only from those above it in this list (the
 // task <-> pool link async-task imposes aside); `tests/layers.rs` checks it.
 mod clock;
+mod coop;
 #[cfg(feature = "dashboard")]
 pub mod dashboard;
 mod driver;

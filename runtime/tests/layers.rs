@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 /// Each module's layer, lowest first.
 const LAYERS: &[(&str, u32)] = &[
+    ("coop", 0),
     ("clock", 0),
     ("loom", 0),
     ("scope", 0),

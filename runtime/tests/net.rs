@@ -757,3 +757,59 @@ fn a_write_to_a_closed_peer_is_an_error_not_a_sigpipe() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A read loop on a socket that stays ready (a peer that sends faster than
+/// the task reads) gives its worker back every 128 operations, so a
+/// `timeout` around it fires; without a budget the loop's one poll never
+/// returned while the peer sent, and the timer was never looked at. In a
+/// task, and in `block_on`'s own future.
+#[test]
+fn a_read_loop_on_a_socket_that_stays_ready_is_timed_out() {
+    use std::io::Write as _;
+    within_watchdog("budget", LIMIT, || {
+        let rt = rt();
+        for in_task in [true, false] {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let s = stop.clone();
+            let writer = std::thread::spawn(move || {
+                let (mut peer, _) = listener.accept().unwrap();
+                let chunk = vec![7u8; 64 * 1024];
+                let start = Instant::now();
+                while !s.load(std::sync::atomic::Ordering::SeqCst)
+                    && start.elapsed() < Duration::from_secs(5)
+                {
+                    if peer.write_all(&chunk).is_err() {
+                        break;
+                    }
+                }
+            });
+            let read_loop = async move {
+                let mut s = TcpStream::connect(addr).await.unwrap();
+                let start = Instant::now();
+                let r = wq::time::timeout(Duration::from_millis(50), async {
+                    let mut byte = [0u8; 1];
+                    loop {
+                        if s.read(&mut byte).await.unwrap() == 0 {
+                            return;
+                        }
+                    }
+                })
+                .await;
+                (r.is_err(), start.elapsed())
+            };
+            let (timed_out, took) = if in_task {
+                rt.block_on(rt.spawn(read_loop)).unwrap()
+            } else {
+                rt.block_on(read_loop)
+            };
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            writer.join().unwrap();
+            assert!(
+                timed_out && took < Duration::from_secs(2),
+                "in a task: {in_task}; timed out: {timed_out}, after {took:?}"
+            );
+        }
+    });
+}

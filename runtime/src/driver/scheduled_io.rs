@@ -260,8 +260,11 @@ impl ScheduledIo {
         dir: Direction,
         key: &mut Option<usize>,
     ) -> Poll<io::Result<ReadyEvent>> {
+        // The task's budget of operations per poll (`task::budget`).
+        std::task::ready!(crate::coop::poll_proceed(cx));
         // Acquire: pairs with the driver's Release update (see set_ready).
         if let Some(ev) = Self::event(self.readiness.load(Ordering::Acquire), dir) {
+            crate::coop::spend();
             return Poll::Ready(ev);
         }
         let mut waiters = crate::loom::lock(&self.waiters);
@@ -285,7 +288,10 @@ impl ScheduledIo {
         drop(waiters);
         drop(replaced);
         match ready {
-            Some(ev) => Poll::Ready(ev),
+            Some(ev) => {
+                crate::coop::spend();
+                Poll::Ready(ev)
+            }
             None => Poll::Pending,
         }
     }

@@ -699,7 +699,9 @@ impl Core {
         // async-task runs those drops under an abort-on-panic guard, so
         // they must not unwind to here. This catch is a last guard: the
         // worker's slot would be lost if it unwound.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runnable.run()));
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::coop::with_budget(|| runnable.run())
+        }));
         // Between polls no poll runs: the watchdog must not time the
         // `find_work` that follows a long one against it (and take a task
         // a driver turn put in the LIFO slot meanwhile).

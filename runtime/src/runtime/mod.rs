@@ -299,7 +299,7 @@ impl Handle {
             s.config.thread_name.clone(),
             (s.config.cpu_budget != usize::MAX).then_some(s.config.cpu_budget),
             s.pools().iter().map(|p| p.metrics()).collect(),
-            s.queues().iter().map(|q| workqueue::stats_of(q)).collect(),
+            s.queues().iter().map(|q| q.stats()).collect(),
             s.retired_queues(),
         )
     }
@@ -441,7 +441,8 @@ fn block_on<F: Future>(scheduler: &Scheduler, future: F) -> F::Output {
     let mut cx = std::task::Context::from_waker(&waker);
     let mut future = std::pin::pin!(future);
     loop {
-        if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+        let polled = crate::coop::with_budget(|| future.as_mut().poll(&mut cx));
+        if let std::task::Poll::Ready(out) = polled {
             // This thread may have held the driver while the workers
             // idled on their futexes: one of them takes it now
             // (`pool::park`, "Attending the driver").

@@ -3,15 +3,12 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::Handle;
 use crate::Scope;
-use crate::metrics::{WorkqueueAttrs, WorkqueueStats};
+use crate::metrics::WorkqueueStats;
 use crate::scheduler::Scheduler;
-use crate::scheduler::queue::{
-    DEFAULT_MAX_ACTIVE, MAX_ACTIVE, Queue, QueueConfig, QueueHandle, Refused,
-};
+use crate::scheduler::queue::{DEFAULT_MAX_ACTIVE, MAX_ACTIVE, QueueConfig, QueueHandle, Refused};
 use crate::task::JoinHandle;
 
 /// A named workqueue: a policy over the runtime's pools, as the kernel's
@@ -168,7 +165,7 @@ impl Workqueue {
 
     /// The queue's attributes and counters now.
     pub fn stats(&self) -> WorkqueueStats {
-        stats_of(&self.queue)
+        self.queue.stats()
     }
 
     /// Items not yet handed to a pool (waiting ones, and later ones) go to
@@ -222,7 +219,7 @@ impl fmt::Debug for Workqueue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Workqueue")
             .field("name", &self.name())
-            .field("attrs", &attrs_of(&self.queue))
+            .field("attrs", &self.queue.attrs())
             .finish()
     }
 }
@@ -406,33 +403,3 @@ impl fmt::Display for SpawnError {
 }
 
 impl std::error::Error for SpawnError {}
-
-/// The attributes of queue `q` now.
-pub(crate) fn attrs_of(q: &Queue) -> WorkqueueAttrs {
-    WorkqueueAttrs {
-        scope: q.scope(),
-        strict: q.is_strict(),
-        max_active: q.max_active(),
-        ordered: q.is_ordered(),
-        highpri: q.is_highpri(),
-        cpu_intensive: q.is_cpu_intensive_queue(),
-    }
-}
-
-/// The stats of queue `q` now.
-pub(crate) fn stats_of(q: &Queue) -> WorkqueueStats {
-    let c = q.counts();
-    WorkqueueStats {
-        name: q.name().to_owned(),
-        attrs: attrs_of(q),
-        started: c.started,
-        completed: c.completed,
-        cpu_time: Duration::from_nanos(c.cpu_time_ns),
-        cpu_intensive: c.cpu_intensive,
-        cm_wakeups: c.cm_wakeups,
-        repatriated: c.repatriated,
-        in_flight: c.in_flight,
-        active: c.active,
-        inactive: c.inactive,
-    }
-}

@@ -269,7 +269,9 @@ fn rescue_batch(pool: &Arc<Pool>) {
         c.sched_delay.record(delay);
         // As on a worker: a panic in a cancelled future's Drop must not
         // take the rescuer down.
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runnable.run()));
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::coop::with_budget(|| runnable.run())
+        }));
         c.completed.fetch_add(1, Ordering::Relaxed);
         if pool.capture.enabled {
             c.poll_time.record(clock::delay_ns(start, clock::now()));

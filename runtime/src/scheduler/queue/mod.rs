@@ -535,6 +535,36 @@ impl Queue {
         }
     }
 
+    /// Its attributes now.
+    pub(crate) fn attrs(&self) -> crate::metrics::WorkqueueAttrs {
+        crate::metrics::WorkqueueAttrs {
+            scope: self.scope(),
+            strict: self.is_strict(),
+            max_active: self.max_active(),
+            ordered: self.is_ordered(),
+            highpri: self.is_highpri(),
+            cpu_intensive: self.is_cpu_intensive_queue(),
+        }
+    }
+
+    /// Its stats now.
+    pub(crate) fn stats(&self) -> crate::metrics::WorkqueueStats {
+        let c = self.counts();
+        crate::metrics::WorkqueueStats {
+            name: self.name().to_owned(),
+            attrs: self.attrs(),
+            started: c.started,
+            completed: c.completed,
+            cpu_time: std::time::Duration::from_nanos(c.cpu_time_ns),
+            cpu_intensive: c.cpu_intensive,
+            cm_wakeups: c.cm_wakeups,
+            repatriated: c.repatriated,
+            in_flight: c.in_flight,
+            active: c.active,
+            inactive: c.inactive,
+        }
+    }
+
     pub(crate) fn counts(&self) -> QueueCounts {
         QueueCounts {
             started: self.started.sum(),
@@ -555,7 +585,7 @@ impl Drop for Queue {
     /// counters never go down in the metrics when one of its queues goes.
     fn drop(&mut self) {
         if let Some(scheduler) = self.scheduler.upgrade() {
-            scheduler.retire_queue(crate::runtime::workqueue::stats_of(self));
+            scheduler.retire_queue(self.stats());
         }
     }
 }

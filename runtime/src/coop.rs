@@ -1,0 +1,119 @@
+//! A task's **operation budget**: I/O operations per poll (tokio's
+//! "coop"), so that a socket that stays ready does not hold its task, and
+//! its worker, for good.
+//!
+//! # Protocol
+//! - A poll of a task by a worker or the rescuer, and each poll of
+//!   `block_on`'s future, runs with a budget of [`PER_POLL`] operations
+//!   ([`with_budget`]; after the poll, even one that unwinds, the thread
+//!   has no budget again). Anywhere else (a wq future polled by another
+//!   executor) there is no budget: no limit.
+//! - Every readiness check of a socket (`ScheduledIo::poll_ready`, which
+//!   every read, write, accept, connect and datagram goes through) asks
+//!   [`poll_proceed`] first. With the budget spent, the task is woken
+//!   (`wake_by_ref` while it runs: queued behind its worker's other work,
+//!   as `yield_now` is) and the operation returns `Pending`, touching
+//!   neither the readiness nor the waiters; else an operation that finds
+//!   its socket ready takes one unit ([`spend`]).
+//! - So a loop over a socket that stays ready (a peer that sends faster
+//!   than the task reads, a flood of connections to accept) gives its
+//!   worker back every 128 operations: the task's other futures
+//!   (`timeout`, `select!`) are polled, and the pool's other tasks run.
+//!   Without it, `timeout(d, read_loop)` never fired while the peer kept
+//!   sending (`tests/net.rs`,
+//!   `a_read_loop_on_a_socket_that_stays_ready_is_timed_out`).
+//!
+//! The budget is a thread-local count: a poll sets it and clears it (two
+//! stores, about 3 instructions per poll), an operation reads and
+//! decrements it. Polls do not nest on a thread (`block_on` refuses a
+//! worker's thread), so the clear need not restore an outer budget.
+
+use std::cell::Cell;
+use std::task::{Context, Poll};
+
+/// Operations per poll (tokio's value).
+pub(crate) const PER_POLL: u32 = 128;
+
+/// No budget: a poll by no wq runtime.
+const UNCONSTRAINED: u32 = u32::MAX;
+
+thread_local! {
+    static BUDGET: Cell<u32> = const { Cell::new(UNCONSTRAINED) };
+}
+
+/// Runs `poll` (one poll of a task) with a fresh budget, then leaves the
+/// thread with none (also if `poll` unwinds: a foreign executor polling
+/// wq I/O on this thread later must not find a spent one).
+#[inline]
+pub(crate) fn with_budget<R>(poll: impl FnOnce() -> R) -> R {
+    struct Clear;
+    impl Drop for Clear {
+        fn drop(&mut self) {
+            BUDGET.with(|b| b.set(UNCONSTRAINED));
+        }
+    }
+    BUDGET.with(|b| b.set(PER_POLL));
+    let _clear = Clear;
+    poll()
+}
+
+/// `Ready` if the polling task may do one more operation; with its budget
+/// spent, wakes it and says `Pending`.
+#[inline]
+pub(crate) fn poll_proceed(cx: &mut Context<'_>) -> Poll<()> {
+    if BUDGET.with(Cell::get) == 0 {
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    } else {
+        Poll::Ready(())
+    }
+}
+
+/// An operation found its socket ready: one unit of the budget.
+#[inline]
+pub(crate) fn spend() {
+    BUDGET.with(|b| {
+        let n = b.get();
+        if n != UNCONSTRAINED {
+            b.set(n.saturating_sub(1));
+        }
+    });
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_poll_has_128_operations_then_yields_and_outside_one_there_is_no_limit() {
+        let cx = &mut Context::from_waker(std::task::Waker::noop());
+        for _ in 0..1000 {
+            assert!(poll_proceed(cx).is_ready());
+            spend();
+        }
+        with_budget(|| {
+            for _ in 0..PER_POLL {
+                assert!(poll_proceed(cx).is_ready());
+                spend();
+            }
+            assert!(poll_proceed(cx).is_pending());
+        });
+        assert!(
+            poll_proceed(cx).is_ready(),
+            "unlimited again after the poll"
+        );
+        let unwound = std::panic::catch_unwind(|| {
+            with_budget(|| {
+                for _ in 0..PER_POLL {
+                    spend();
+                }
+                panic!("in the poll");
+            })
+        });
+        assert!(unwound.is_err());
+        assert!(
+            poll_proceed(cx).is_ready(),
+            "unlimited after an unwinding poll"
+        );
+    }
+}
