@@ -107,6 +107,8 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
 /// A message saying what went wrong and, when nothing listens there, how
 /// to start a dashboard.
 pub fn fetch(addr: &str, timeout: Duration) -> Result<Snapshot, String> {
+    // One deadline for the connect, the request and the answer.
+    let deadline = std::time::Instant::now() + timeout;
     let targets: Vec<SocketAddr> = addr
         .to_socket_addrs()
         .map_err(|e| format!("{addr:?} is not an address: {e}"))?
@@ -114,7 +116,7 @@ pub fn fetch(addr: &str, timeout: Duration) -> Result<Snapshot, String> {
     if targets.is_empty() {
         return Err(format!("{addr:?} resolves to no address"));
     }
-    let mut s = connect_any(&targets, timeout).map_err(|e| {
+    let mut s = connect_any(&targets, deadline).map_err(|e| {
         let why = match e.kind() {
             std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
             std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
@@ -126,10 +128,18 @@ pub fn fetch(addr: &str, timeout: Duration) -> Result<Snapshot, String> {
     })?;
     let io = |e: std::io::Error| format!("wq dashboard at {addr}: {e}");
     let late = || format!("wq dashboard at {addr}: no complete answer within {timeout:?}");
-    let deadline = std::time::Instant::now() + timeout;
-    s.set_write_timeout(Some(timeout)).map_err(io)?;
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    if left.is_zero() {
+        return Err(late());
+    }
+    s.set_write_timeout(Some(left)).map_err(io)?;
+    // The host is the address connected to, not the name typed: a
+    // dashboard on loopback refuses a Host that is not a loopback address
+    // (a name that resolves to 127.0.1.1, as Debian's host name does, would
+    // be refused by name).
+    let host = s.peer_addr().map_err(io)?;
     s.write_all(
-        format!("GET /api/snapshot HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n")
+        format!("GET /api/snapshot HTTP/1.1\r\nHost: {host}\r\nAccept: application/json\r\nConnection: close\r\n\r\n")
             .as_bytes(),
     )
     .map_err(io)?;
@@ -172,10 +182,9 @@ pub fn fetch(addr: &str, timeout: Duration) -> Result<Snapshot, String> {
 /// Connects to the first of `targets` that answers (a name such as
 /// `localhost` may resolve to `::1` before `127.0.0.1`, where the
 /// dashboard listens): the last error if none does.
-/// All of them within `timeout` together; the error reported is the most
-/// telling one (a timeout or another failure over a refusal).
-fn connect_any(targets: &[SocketAddr], timeout: Duration) -> std::io::Result<TcpStream> {
-    let deadline = std::time::Instant::now() + timeout;
+/// All of them before `deadline`; the error reported is the most telling
+/// one (a timeout or another failure over a refusal).
+fn connect_any(targets: &[SocketAddr], deadline: std::time::Instant) -> std::io::Result<TcpStream> {
     let mut error: Option<std::io::Error> = None;
     for target in targets {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -210,8 +219,21 @@ fn parse_response(addr: &str, raw: &[u8]) -> Result<Snapshot, String> {
     let head = String::from_utf8_lossy(&raw[..split]);
     let status = head.lines().next().unwrap_or_default();
     if !status.starts_with("HTTP/1.1 200") {
+        // A dashboard says why in its body (a Host it refuses, a method):
+        // shown, made printable and cut short.
+        let body =
+            printable(&String::from_utf8_lossy(&raw[split + 4..]).replace(['\r', '\n'], " "));
+        let body = body.trim();
+        let why = if body.is_empty() {
+            String::from("is it a wq dashboard (wq::dashboard::serve)?")
+        } else {
+            let cut: String = body.chars().take(300).collect();
+            let more = if cut.len() < body.len() { "..." } else { "" };
+            format!("it says: {cut}{more}")
+        };
         return Err(format!(
-            "{addr} answered {status:?} for /api/snapshot: is it a wq dashboard (wq::dashboard::serve)?"
+            "{addr} answered {:?} for /api/snapshot; {why}",
+            printable(status)
         ));
     }
     if head
@@ -421,9 +443,17 @@ mod tests {
         };
         let live = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = live.local_addr().unwrap();
-        let s = connect_any(&[refused, addr], Duration::from_secs(5)).unwrap();
+        let s = connect_any(
+            &[refused, addr],
+            std::time::Instant::now() + Duration::from_secs(5),
+        )
+        .unwrap();
         assert_eq!(s.peer_addr().unwrap(), addr);
-        let err = connect_any(&[refused], Duration::from_secs(5)).unwrap_err();
+        let err = connect_any(
+            &[refused],
+            std::time::Instant::now() + Duration::from_secs(5),
+        )
+        .unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
     }
 
@@ -660,6 +690,40 @@ mod tests {
             parse_response("a", b"HTTP/1.1 200 OK\r\n\r\n{}")
                 .unwrap_err()
                 .contains("not a wq snapshot")
+        );
+    }
+
+    /// A dashboard's refusal says why in its body: the monitor shows it,
+    /// and sends the address it connected to as the Host (a name the
+    /// dashboard would refuse is not sent).
+    #[test]
+    fn a_refusal_is_shown_with_the_dashboards_reason() {
+        let addr = fake_server(|mut s| {
+            let mut req = Vec::new();
+            let mut b = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut b) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => req.extend_from_slice(&b[..n]),
+                }
+            }
+            let req = String::from_utf8_lossy(&req).to_string();
+            let local = s.local_addr().unwrap();
+            let body = if req.contains(&format!("Host: {local}\r\n")) {
+                "this wq dashboard listens on loopback;\nask it from there\n".to_owned()
+            } else {
+                format!("wrong host in {req:?}")
+            };
+            let _ = write!(
+                s,
+                "HTTP/1.1 403 Forbidden\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        });
+        let err = fetch(&addr, Duration::from_secs(5)).unwrap_err();
+        assert!(
+            err.contains("403") && err.contains("listens on loopback; ask it from there"),
+            "{err}"
         );
     }
 }

@@ -47,78 +47,108 @@ fn main() -> ExitCode {
 }
 
 /// `-i` / `--json` (and whenever stdout is not a terminal): a report per
-/// interval (one without `-i`), then exit after `-c` reports.
+/// interval (one without `-i`), then exit after `-c` reports. A fetch that
+/// fails after the first one is reported on stderr and retried at the next
+/// interval (a service restarting, a busy dashboard).
 fn lines(o: &Options) -> Result<(), String> {
     let mut prev = None;
     let mut reports = 0u64;
     loop {
-        let now = monitor::fetch(&o.addr, TIMEOUT)?;
-        if o.json {
-            let out = match &prev {
-                Some(p) => now.delta(p),
-                None => now.clone(),
-            };
-            println!(
-                "{}",
-                serde_json::to_string(&out).map_err(|e| e.to_string())?
-            );
-        } else {
-            print!(
-                "{}",
-                monitor::line_table(
-                    &monitor::title(&o.addr, &now, prev.as_ref()),
-                    &monitor::rows(prev.as_ref(), &now)
-                )
-            );
-            println!();
+        match monitor::fetch(&o.addr, TIMEOUT) {
+            Ok(now) => {
+                if o.json {
+                    let out = match &prev {
+                        Some(p) => now.delta(p),
+                        None => now.clone(),
+                    };
+                    println!(
+                        "{}",
+                        serde_json::to_string(&out).map_err(|e| e.to_string())?
+                    );
+                } else {
+                    print!(
+                        "{}",
+                        monitor::line_table(
+                            &monitor::title(&o.addr, &now, prev.as_ref()),
+                            &monitor::rows(prev.as_ref(), &now)
+                        )
+                    );
+                    println!();
+                }
+                reports += 1;
+                prev = Some(now);
+            }
+            Err(e) if prev.is_some() && o.interval.is_some() => {
+                eprintln!("wq-monitor: {e} (retrying)");
+            }
+            Err(e) => return Err(e),
         }
-        reports += 1;
         let Some(secs) = o.interval else {
             return Ok(());
         };
         if o.count.is_some_and(|c| reports >= c) {
             return Ok(());
         }
-        prev = Some(now);
         std::thread::sleep(Duration::from_secs_f64(secs));
     }
 }
 
 /// The refreshing terminal table: every second, until q, Esc or Ctrl-C.
+/// Snapshots are fetched on a thread of their own, so the keys are read
+/// while a slow or silent service keeps a fetch waiting (up to its
+/// timeout).
 fn tui(o: &Options) -> Result<(), String> {
     use ratatui::crossterm::event::{self, Event, KeyCode, KeyModifiers};
     // Fail before taking the terminal over if nothing is there.
     let mut prev = monitor::fetch(&o.addr, TIMEOUT)?;
     let mut now = prev.clone();
     let mut status = String::from("q quits · refreshed every second");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let addr = o.addr.clone();
+    // Left running when the screen quits: the process exits.
+    std::thread::spawn(move || {
+        loop {
+            let started = Instant::now();
+            if tx.send(monitor::fetch(&addr, TIMEOUT)).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_secs(1).saturating_sub(started.elapsed()));
+        }
+    });
     let mut terminal = ratatui::init();
     let result = (|| -> Result<(), String> {
-        let mut next = Instant::now();
+        let mut redraw = true;
         loop {
-            if Instant::now() >= next {
-                match monitor::fetch(&o.addr, TIMEOUT) {
+            while let Ok(fetched) = rx.try_recv() {
+                match fetched {
                     Ok(s) => {
                         prev = std::mem::replace(&mut now, s);
                         status = String::from("q quits · refreshed every second");
                     }
                     Err(e) => status = format!("{e} (retrying)"),
                 }
+                redraw = true;
+            }
+            if redraw {
                 let shown_prev = (now.uptime > prev.uptime).then_some(&prev);
                 let title = monitor::title(&o.addr, &now, shown_prev);
                 let rows = monitor::rows(shown_prev, &now);
                 terminal
                     .draw(|f| monitor::draw(f, &title, &status, &rows))
                     .map_err(|e| e.to_string())?;
-                next = Instant::now() + Duration::from_secs(1);
+                redraw = false;
             }
-            let wait = next.saturating_duration_since(Instant::now());
-            if event::poll(wait).map_err(|e| e.to_string())?
-                && let Event::Key(k) = event::read().map_err(|e| e.to_string())?
-            {
-                let ctrl_c =
-                    k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL);
-                if matches!(k.code, KeyCode::Char('q') | KeyCode::Esc) || ctrl_c {
-                    return Ok(());
+            if event::poll(Duration::from_millis(100)).map_err(|e| e.to_string())? {
+                match event::read().map_err(|e| e.to_string())? {
+                    Event::Key(k) => {
+                        let ctrl_c = k.code == KeyCode::Char('c')
+                            && k.modifiers.contains(KeyModifiers::CONTROL);
+                        if matches!(k.code, KeyCode::Char('q') | KeyCode::Esc) || ctrl_c {
+                            return Ok(());
+                        }
+                    }
+                    Event::Resize(..) => redraw = true,
+                    _ => {}
                 }
             }
         }
