@@ -144,9 +144,17 @@ fn silent_clients_full_houses_and_long_connections_are_closed() {
         }
         // Two connections fill the house: a third is closed at once, long
         // before its first-bytes timeout would.
-        let a = TcpStream::connect(addr).await.unwrap();
-        let b = TcpStream::connect(addr).await.unwrap();
-        wq::time::sleep(Duration::from_millis(50)).await;
+        // Each answers a request first: then the server has accepted and
+        // counted it (a fixed wait was too short on a loaded machine).
+        let mut a = TcpStream::connect(addr).await.unwrap();
+        let mut b = TcpStream::connect(addr).await.unwrap();
+        for c in [&mut a, &mut b] {
+            c.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buf = [0u8; 4096];
+            assert!(c.read(&mut buf).await.unwrap() > 0, "no answer");
+        }
         let mut third = TcpStream::connect(addr).await.unwrap();
         let waited = time_to_close(&mut third).await;
         assert!(
