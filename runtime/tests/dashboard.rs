@@ -152,6 +152,17 @@ fn every_route_answers_read_only() {
             serde_json::from_slice(&get(addr, "/api/history?since=0").body).unwrap();
         assert!(history["pools"].is_array() && history["points"].is_array());
         assert_eq!(history["cpus"].as_array().unwrap().len(), 4);
+        // The seq the next point will have: beyond every point served (a
+        // page that saw one at or beyond it reads a restarted service).
+        let next = history["next_seq"].as_u64().expect("next_seq");
+        assert!(
+            history["points"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|p| p["seq"].as_u64().unwrap() < next),
+            "{history}"
+        );
 
         // Read-only, and the rest.
         let post = request(

@@ -223,6 +223,14 @@ async function poll() {
     const res = await fetch(url, { cache: "no-store" });
     if (!res.ok) throw new Error("HTTP " + res.status);
     feed = await res.json();
+    // A restarted service counts from 0 again (and its clock too): what
+    // this page holds is another process's; start over.
+    if (seq !== null && feed.next_seq <= seq) {
+      points = [];
+      seq = null;
+      setTimeout(poll, 0);
+      return;
+    }
     for (const p of feed.points) points.push(p);
     if (points.length) seq = points[points.length - 1].seq;
     const tNow = points.length ? points[points.length - 1].t : 0;

@@ -308,6 +308,10 @@ struct Feed<'a> {
     latency_capture: bool,
     pools: Vec<PoolInfo>,
     points: Vec<Point>,
+    /// The seq the next point will have: a page that has seen a point at
+    /// or beyond it is reading a restarted service (which counts from 0
+    /// again) and starts over.
+    next_seq: u64,
 }
 
 /// A sample made ready outside the history's lock (its diff merges
@@ -648,7 +652,7 @@ async fn route(shared: &Arc<Shared>, loopback: bool, req: Request<Incoming>) -> 
             // per pool, no work for a worker.
             let s = shared.clone();
             let body = off_worker(shared, move || {
-                let (pools, points) = {
+                let (pools, points, next_seq) = {
                     let h = crate::loom::lock(&s.history);
                     let points = h
                         .points
@@ -656,7 +660,7 @@ async fn route(shared: &Arc<Shared>, loopback: bool, req: Request<Incoming>) -> 
                         .filter(|p| since.is_none_or(|since| p.seq > since))
                         .cloned()
                         .collect();
-                    (h.pools.clone(), points)
+                    (h.pools.clone(), points, h.next_seq)
                 };
                 let feed = Feed {
                     thread_name: &s.handle.scheduler.config.thread_name,
@@ -670,6 +674,7 @@ async fn route(shared: &Arc<Shared>, loopback: bool, req: Request<Incoming>) -> 
                     latency_capture: s.handle.scheduler.config.latency_capture,
                     pools,
                     points,
+                    next_seq,
                 };
                 serde_json::to_vec(&feed)
             })
@@ -683,7 +688,7 @@ async fn route(shared: &Arc<Shared>, loopback: bool, req: Request<Incoming>) -> 
         _ => reply(
             StatusCode::NOT_FOUND,
             TEXT,
-            "no such page: try /, /metrics, /api/snapshot\n",
+            "no such page: try /, /metrics, /api/snapshot, /api/history\n",
         ),
     }
 }
