@@ -813,3 +813,26 @@ fn a_read_loop_on_a_socket_that_stays_ready_is_timed_out() {
         }
     });
 }
+
+/// An empty read or write is 0 at once, also on a stream whose readiness a
+/// short read cleared (it waited for the next byte).
+#[test]
+fn an_empty_read_or_write_is_zero_at_once() {
+    within_watchdog("empty", LIMIT, || {
+        rt().block_on(async {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            let (mut s, _) = l.accept().await.unwrap();
+            c.write_all(b"hi").await.unwrap();
+            let mut buf = [0u8; 8];
+            // Short: the read readiness is cleared.
+            assert_eq!(s.read(&mut buf).await.unwrap(), 2);
+            let empty = wq::time::timeout(Duration::from_secs(2), s.read(&mut []));
+            assert_eq!(empty.await.expect("an empty read waited").unwrap(), 0);
+            let empty = wq::time::timeout(Duration::from_secs(2), s.write(&[]));
+            assert_eq!(empty.await.expect("an empty write waited").unwrap(), 0);
+            drop(c);
+        });
+    });
+}

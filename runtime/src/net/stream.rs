@@ -116,6 +116,10 @@ impl<S: StreamSource> Half<S> {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
+        // Nothing asked: nothing to wait for (std's `Read` answers 0 too).
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
         // Asking 0 never counts as short.
         let asked = if S::SHORT_READ_DRAINS { buf.len() } else { 0 };
         self.io
@@ -127,6 +131,9 @@ impl<S: StreamSource> Half<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
         self.io
             .poll_transfer(cx, Direction::Write, &mut self.key, buf.len(), |s| {
                 s.write(buf)
@@ -138,6 +145,9 @@ impl<S: StreamSource> Half<S> {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if bufs.iter().all(|b| b.is_empty()) {
+            return Poll::Ready(Ok(0));
+        }
         // `writev` passes at most `MAX_IOV` slices (std caps the count at
         // the kernel's limit): a write of more may stop at the limit with
         // the socket still writable, which is not the full buffer a short

@@ -43,12 +43,20 @@ impl UnixListener {
     /// # Panics
     /// Outside a wq runtime.
     pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixListener> {
+        let path = path.as_ref();
         let driver = super::current("wq::net::UnixListener::bind")?;
         let l = mio::net::UnixListener::bind(path)?;
-        super::listen_backlog(std::os::fd::AsRawFd::as_raw_fd(&l))?;
-        Ok(UnixListener {
-            io: PollIo::new(driver, l)?,
-        })
+        let io = super::listen_backlog(std::os::fd::AsRawFd::as_raw_fd(&l))
+            .and_then(|()| PollIo::new(driver, l));
+        match io {
+            Ok(io) => Ok(UnixListener { io }),
+            Err(e) => {
+                // The file this call made would make the next bind fail
+                // with `AddrInUse`.
+                let _ = std::fs::remove_file(path);
+                Err(e)
+            }
+        }
     }
 
     /// Waits for a connection.
