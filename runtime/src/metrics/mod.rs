@@ -299,11 +299,17 @@ impl Latency {
         }
         let bounds_ns = prometheus::bounds_ns();
         let mut buckets = vec![0u64; bounds_ns.len()];
+        // In integers, as HdrHistogram's mean sums (each sample at its
+        // bucket's middle), so that a later snapshot's sum is never below
+        // an earlier one's (mean times count, in floating point, could be:
+        // a Prometheus `_sum` that goes down).
+        let mut sum_ns: u128 = 0;
         for v in h.iter_recorded() {
             // The bucket's lowest value: a sample recorded exactly at a
             // bound counts at or below it.
             let value = h.lowest_equivalent(v.value_iterated_to());
             let n = v.count_at_value();
+            sum_ns += u128::from(h.median_equivalent(v.value_iterated_to())) * u128::from(n);
             // Counted in every bucket whose bound is at or above it.
             let first = bounds_ns.partition_point(|&b| b < value);
             for b in &mut buckets[first..] {
@@ -320,7 +326,7 @@ impl Latency {
             p95_ns: h.value_at_quantile(0.95),
             p99_ns: h.value_at_quantile(0.99),
             p999_ns: h.value_at_quantile(0.999),
-            sum_ns: h.mean() * h.len() as f64,
+            sum_ns: sum_ns as f64,
             buckets,
             histogram: Some(Box::new(h)),
         }
@@ -724,10 +730,15 @@ impl Snapshot {
     /// are in their name's entry, so they never go down.
     pub fn queues_by_name(&self) -> Vec<WorkqueueStats> {
         let mut out: Vec<WorkqueueStats> = Vec::with_capacity(self.queues.len());
+        // Thousands of queues (one per connection) stay linear.
+        let mut at: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         for q in self.queues.iter().chain(&self.retired_queues) {
-            match out.iter_mut().find(|o| o.name == q.name) {
-                Some(o) => o.absorb(q),
-                None => out.push(q.clone()),
+            match at.get(q.name.as_str()) {
+                Some(&i) => out[i].absorb(q),
+                None => {
+                    at.insert(&q.name, out.len());
+                    out.push(q.clone());
+                }
             }
         }
         out
@@ -821,10 +832,14 @@ impl Snapshot {
         // Queues are told apart across snapshots by name only: those of
         // one name are summed on both sides first.
         let earlier_queues = earlier.queues_by_name();
+        let earlier_at: std::collections::HashMap<&str, &WorkqueueStats> = earlier_queues
+            .iter()
+            .map(|e| (e.name.as_str(), e))
+            .collect();
         let queues = self
             .queues_by_name()
             .iter()
-            .map(|q| match earlier_queues.iter().find(|e| e.name == q.name) {
+            .map(|q| match earlier_at.get(q.name.as_str()) {
                 Some(e) => q.since(e),
                 None => q.clone(),
             })

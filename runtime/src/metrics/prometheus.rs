@@ -31,7 +31,8 @@
 //! [`BUCKET_BOUNDS_SECONDS`]: 1, 2.5 and 5 per decade from 100 ns to 10 s,
 //! then `+Inf`. They are counted from wq's HdrHistograms (1% precision),
 //! so a sample within 1% of a bound may be counted on either side of it;
-//! `_sum` is the HdrHistogram's mean times its count (within 1%).
+//! `_sum` is the HdrHistogram's samples summed at their buckets' middles
+//! (within 1%), in integers: it never goes down between two scrapes.
 //!
 //! prometheus-client, the official crate, is not used: its text encoder
 //! writes OpenMetrics 1.0 only, whose counters are declared without their
