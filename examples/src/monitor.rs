@@ -249,6 +249,14 @@ fn parse_response(addr: &str, raw: &[u8]) -> Result<Snapshot, String> {
     // The service names itself: what it says is printed to this terminal,
     // so it may carry no escape sequence (a title, a clipboard write).
     snapshot.thread_name = printable(&snapshot.thread_name);
+    // So do its queues (`--json` prints their names).
+    for q in snapshot
+        .queues
+        .iter_mut()
+        .chain(snapshot.retired_queues.iter_mut())
+    {
+        q.name = printable(&q.name);
+    }
     Ok(snapshot)
 }
 
@@ -672,6 +680,19 @@ mod tests {
         let got = parse_response("a", raw.as_bytes()).unwrap();
         assert_eq!(got.thread_name, "svc?]0;owned??]52;c;ZXZpbA==??");
         assert!(!title("a", &got, None).chars().any(char::is_control));
+        // A queue's name too, C1 controls (U+009B is a CSI) and DEL included.
+        let rt = wq::Runtime::new().unwrap();
+        let q = wq::Workqueue::builder("q\u{9b}31m\u{7f}x")
+            .build(rt.handle())
+            .unwrap();
+        let body = serde_json::to_string(&rt.metrics()).unwrap();
+        let raw = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let got = parse_response("a", raw.as_bytes()).unwrap();
+        assert_eq!(got.queues[0].name, "q?31m?x");
+        drop(q);
     }
 
     #[test]
