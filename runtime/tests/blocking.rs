@@ -227,14 +227,23 @@ fn zero_blocking_threads_is_a_build_error_that_says_what_to_do() {
         "{err}"
     );
     assert!(err.to_string().contains("pass 1 or more"), "{err}");
-    let err = Runtime::builder()
-        .blocking_keep_alive(Duration::ZERO)
-        .build()
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("blocking_keep_alive is zero"),
-        "{err}"
-    );
+    // Zero, and anything under the 1 ms the message asks for.
+    for keep in [
+        Duration::ZERO,
+        Duration::from_nanos(1),
+        Duration::from_micros(999),
+    ] {
+        let err = Runtime::builder()
+            .blocking_keep_alive(keep)
+            .build()
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&format!("blocking_keep_alive is {keep:?}"))
+                && err.to_string().contains("at least 1 ms"),
+            "{err}"
+        );
+    }
     let p = std::panic::catch_unwind(|| drop(wq::spawn_blocking(|| ()))).unwrap_err();
     let msg = p.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(

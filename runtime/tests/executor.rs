@@ -694,11 +694,19 @@ fn build_errors_say_what_to_do() {
     assert!(e.to_string().contains("at least one worker"), "{e}");
     let e = Runtime::builder().thread_name("").build().unwrap_err();
     assert!(e.to_string().contains("non-empty"), "{e}");
-    let e = Runtime::builder()
-        .idle_timeout(Duration::ZERO)
-        .build()
-        .unwrap_err();
-    assert!(e.to_string().contains("idle_timeout"), "{e}");
+    for idle in [Duration::ZERO, Duration::from_nanos(1)] {
+        let e = Runtime::builder().idle_timeout(idle).build().unwrap_err();
+        assert!(
+            e.to_string().contains("idle_timeout") && e.to_string().contains("at least 1 ms"),
+            "{e}"
+        );
+    }
+    assert!(
+        Runtime::builder()
+            .idle_timeout(Duration::from_millis(1))
+            .build()
+            .is_ok()
+    );
     let e = Runtime::builder().thread_stack_size(0).build().unwrap_err();
     assert!(e.to_string().contains("thread_stack_size"), "{e}");
     let e = Runtime::builder()

@@ -681,6 +681,9 @@ fn a_shut_down_runtime_drops_waiting_items_and_refuses_new_ones() {
         let err = q.try_spawn(async {}).unwrap_err();
         assert!(err.is_shut_down(), "{err}");
         assert_eq!(q.stats().in_flight, 0);
+        // Changing it now says so, instead of an Ok that changes nothing.
+        let err = q.set_max_active(4).unwrap_err();
+        assert!(err.to_string().contains("runtime is shut down"), "{err}");
     });
 }
 

@@ -291,15 +291,17 @@ impl Builder {
                 "max_blocking_threads is 0: spawn_blocking jobs would never run; pass 1 or more (the default is 512)",
             ));
         }
-        if c.blocking_keep_alive.is_zero() {
-            return Err(BuildError::new(
-                "blocking_keep_alive is zero: blocking threads would exit between jobs; give at least 1 ms (the default is 10 s)",
-            ));
+        if c.blocking_keep_alive < Duration::from_millis(1) {
+            return Err(BuildError::new(format!(
+                "blocking_keep_alive is {:?}: blocking threads would exit between jobs; give at least 1 ms (the default is 10 s)",
+                c.blocking_keep_alive
+            )));
         }
-        if c.idle_timeout.is_zero() {
-            return Err(BuildError::new(
-                "idle_timeout is zero: workers would be culled as soon as they idle; give at least 1 ms",
-            ));
+        if c.idle_timeout < Duration::from_millis(1) {
+            return Err(BuildError::new(format!(
+                "idle_timeout is {:?}: workers would be culled as soon as they idle; give at least 1 ms (the default is 300 s)",
+                c.idle_timeout
+            )));
         }
         let topology = match self.topology {
             Some(t) => t,

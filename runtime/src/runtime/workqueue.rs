@@ -170,12 +170,16 @@ impl Workqueue {
 
     /// Items not yet handed to a pool (waiting ones, and later ones) go to
     /// `scope`'s pods; items already handed over finish where they are.
+    ///
+    /// Once its runtime has shut down, the queue runs nothing more, and
+    /// this changes only what [`Workqueue::scope`] says.
     pub fn set_scope(&self, scope: Scope) {
         self.queue.set_scope(scope);
     }
 
     /// Items not yet handed to a pool go to strict (`true`) or non-strict
-    /// pools: see [`WorkqueueBuilder::strict`].
+    /// pools: see [`WorkqueueBuilder::strict`]. Once its runtime has shut
+    /// down, this changes only what the queue's attributes say.
     pub fn set_strict(&self, strict: bool) {
         self.queue.set_strict(strict);
     }
@@ -191,8 +195,15 @@ impl Workqueue {
     /// not give them back.
     ///
     /// # Errors
-    /// On an ordered queue, and for `n` over 2048.
+    /// On an ordered queue, for `n` over 2048, and once its runtime has
+    /// shut down.
     pub fn set_max_active(&self, n: usize) -> Result<(), WorkqueueError> {
+        if self.queue.is_closed() {
+            return Err(WorkqueueError::new(format!(
+                "workqueue {:?}: its runtime is shut down, and the queue runs nothing more; build a new queue on a running runtime",
+                self.name()
+            )));
+        }
         if self.queue.is_ordered() {
             return Err(WorkqueueError::new(format!(
                 "workqueue {:?} is ordered: it runs one item at a time, and its max_active cannot change",

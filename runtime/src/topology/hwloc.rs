@@ -66,21 +66,31 @@ pub(super) fn synthetic(desc: &str) -> Result<Topology, TopologyError> {
         return Err(invalid(None));
     }
     // hwloc checks each count, not their product: it would try to build
-    // every object of "core:100000 pu:100000".
-    if let Some(n) = super::synthetic::pus_named(desc).filter(|&n| n > super::MAX_CPUS) {
-        return Err(super::too_many_cpus(
-            &format!("synthetic topology {desc:?}"),
-            n,
-        ));
-    }
-    if super::synthetic::pus_named(desc).is_none()
-        && desc
-            .split_whitespace()
-            .all(|l| l.contains(':') && !l.contains('('))
-    {
-        // Counts too big to multiply, or one that is no number: the parser
-        // here says which (it refuses before building anything big).
-        super::synthetic::parse(desc)?;
+    // every object of "core:100000 pu:100000". A description whose size
+    // cannot be read is refused before hwloc sees it.
+    match super::synthetic::pus_named(desc) {
+        Some(n) if n > super::MAX_CPUS => {
+            return Err(super::too_many_cpus(
+                &format!("synthetic topology {desc:?}"),
+                n,
+            ));
+        }
+        Some(_) => {}
+        None => {
+            // Counts too big to multiply, or one that is no number: the
+            // parser here says which where it can (it refuses before
+            // building anything big).
+            super::synthetic::parse(desc)?;
+            return Err(TopologyError::new(
+                TopologyErrorKind::InvalidSynthetic,
+                format!(
+                    "invalid synthetic topology {desc:?}: cannot tell how many CPUs it makes \
+                     (a count that is not a number, unbalanced parentheses or brackets, or \
+                     counts whose product overflows); give levels outermost first as \
+                     type:count, e.g. {SYNTHETIC_EXAMPLE:?}"
+                ),
+            ));
+        }
     }
     // hwloc wants the last level to be `pu`; accept "core:4" as "core:4 pu:1".
     let ends_with_pu = desc

@@ -18,16 +18,52 @@ const EXAMPLE: &str = "pack:2 numa:2 l3:2 core:4 pu:2";
 /// The most PUs a synthetic description may produce.
 const MAX_PUS: usize = super::MAX_CPUS;
 
-/// The product of the counts of a synthetic description's `type:count`
-/// levels (an hwloc attribute list, `pu:2(indexes=...)`, is skipped), with
-/// `pu:1` implied; `None` if a level does not read so, or the product
-/// overflows. A size check made before hwloc builds the objects.
+/// The PUs a synthetic description asks for, read by hwloc's grammar:
+/// levels `[type:]count` (a bare count is a level whose type hwloc picks),
+/// each count read as `strtoul(count, 0)` reads it (`0x` hex, a leading 0
+/// octal), attribute lists in parentheses (the root's first, a level's
+/// after its count; they may hold spaces) and memory children in brackets
+/// skipped, `pu:1` implied. `None` if a level's count does not read so,
+/// the brackets do not balance, or the product overflows: the caller
+/// refuses a description it cannot size, since hwloc checks each count and
+/// not their product, and would try to build every object of
+/// "100000 100000" (10^10 PUs).
 pub(super) fn pus_named(desc: &str) -> Option<usize> {
-    desc.split_whitespace().try_fold(1usize, |acc, level| {
-        let (_, count) = level.split_once(':')?;
-        let digits = count.split('(').next()?;
-        acc.checked_mul(digits.parse().ok()?)
+    let mut plain = String::with_capacity(desc.len());
+    let (mut parens, mut brackets) = (0usize, 0usize);
+    for c in desc.chars() {
+        match c {
+            '(' => parens += 1,
+            ')' => parens = parens.checked_sub(1)?,
+            '[' if parens == 0 => brackets += 1,
+            ']' if parens == 0 => brackets = brackets.checked_sub(1)?,
+            // Attributes and memory children separate levels as a space.
+            _ if parens > 0 || brackets > 0 => {}
+            c => plain.push(c),
+        }
+        if parens > 0 || brackets > 0 {
+            plain.push(' ');
+        }
+    }
+    if parens != 0 || brackets != 0 {
+        return None;
+    }
+    plain.split_whitespace().try_fold(1usize, |acc, level| {
+        let count = level.rsplit_once(':').map_or(level, |(_, count)| count);
+        acc.checked_mul(strtoul(count)?)
     })
+}
+
+/// A count as C's `strtoul(s, NULL, 0)` reads a whole word: decimal, `0x`
+/// hex, or octal after a leading 0.
+fn strtoul(s: &str) -> Option<usize> {
+    if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        usize::from_str_radix(hex, 16).ok()
+    } else if s.len() > 1 && s.starts_with('0') {
+        usize::from_str_radix(&s[1..], 8).ok()
+    } else {
+        s.parse().ok()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -428,6 +428,48 @@ fn fallback_parser_rejects_what_it_cannot_read() {
 fn too_big_or_wrong_descriptions_are_refused_with_what_to_do() {
     let t = std::time::Instant::now();
     assert!(Topology::synthetic("core:99999999999999999999").is_err());
+    // Also where the size hides from a `type:count` reading, in hwloc's
+    // grammar: bare counts (hwloc picks the types), attribute lists with
+    // spaces, hex counts. Without hwloc, the parser here refuses them as
+    // forms it does not read; with it, they are sized before hwloc builds
+    // anything (before, hwloc tried to build 10^10 PUs).
+    for desc in [
+        "100000 100000",
+        "(memory=1GB) core:100000 pu:100000",
+        "l3:100000(size=1MB indexes=0) pu:100000",
+        "core:0x100000 pu:0x100000",
+    ] {
+        let err = Topology::synthetic(desc).unwrap_err();
+        #[cfg(feature = "hwloc")]
+        assert_eq!(err.kind(), TopologyErrorKind::TooManyCpus, "{desc}: {err}");
+        #[cfg(not(feature = "hwloc"))]
+        assert_eq!(
+            err.kind(),
+            TopologyErrorKind::InvalidSynthetic,
+            "{desc}: {err}"
+        );
+    }
+    #[cfg(feature = "hwloc")]
+    {
+        // Unbalanced, or no number: refused with what to do.
+        for desc in ["core:4(size=1 pu:2", "core:four pu:2"] {
+            let err = Topology::synthetic(desc).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                TopologyErrorKind::InvalidSynthetic,
+                "{desc}: {err}"
+            );
+            assert!(err.to_string().contains("type:count"), "{err}");
+        }
+        // hwloc's attribute lists still pass.
+        assert_eq!(
+            Topology::synthetic("(memory=1GB) pack:2(memory=512MB) core:2 pu:2")
+                .unwrap()
+                .cpus()
+                .len(),
+            8
+        );
+    }
     for desc in ["core:100000 pu:100000", "pack:16 core:2048 pu:2"] {
         let err = Topology::synthetic(desc).unwrap_err();
         assert_eq!(err.kind(), TopologyErrorKind::TooManyCpus, "{desc}: {err}");

@@ -565,6 +565,11 @@ impl Queue {
         }
     }
 
+    /// Its runtime has shut down (it accepts and runs nothing more).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     pub(crate) fn counts(&self) -> QueueCounts {
         QueueCounts {
             started: self.started.sum(),
