@@ -836,3 +836,39 @@ fn an_empty_read_or_write_is_zero_at_once() {
         });
     });
 }
+
+/// A task that spent its operation budget and then drives wq I/O with
+/// another executor inside `block_in_place` (`Handle::block_on` refuses a
+/// worker's thread): the closure runs outside the budget, else that
+/// executor was told `Pending` and woken at once, for ever.
+#[test]
+fn block_in_place_runs_outside_the_tasks_operation_budget() {
+    use std::io::Write as _;
+    within_watchdog("budget-block", LIMIT, || {
+        let rt = rt();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let writer = std::thread::spawn(move || {
+            let (mut peer, _) = listener.accept().unwrap();
+            peer.write_all(&[5u8; 4096]).unwrap();
+            // Held open until the reader is done.
+            let mut b = [0u8; 1];
+            let _ = std::io::Read::read(&mut peer, &mut b);
+        });
+        let got = rt
+            .block_on(rt.spawn(async move {
+                let mut s = TcpStream::connect(addr).await.unwrap();
+                // All 4 KiB here before the reads, so that they spend the
+                // budget in this one poll.
+                wq::time::sleep(Duration::from_millis(50)).await;
+                let mut byte = [0u8; 1];
+                for _ in 0..128 {
+                    s.read_exact(&mut byte).await.unwrap();
+                }
+                wq::block_in_place(|| futures::executor::block_on(s.read(&mut byte))).unwrap()
+            }))
+            .unwrap();
+        assert_eq!(got, 1);
+        writer.join().unwrap();
+    });
+}

@@ -260,7 +260,7 @@ impl ScheduledIo {
         dir: Direction,
         key: &mut Option<usize>,
     ) -> Poll<io::Result<ReadyEvent>> {
-        // The task's budget of operations per poll (`task::budget`).
+        // The task's operation budget per poll (`crate::coop`).
         std::task::ready!(crate::coop::poll_proceed(cx));
         // Acquire: pairs with the driver's Release update (see set_ready).
         if let Some(ev) = Self::event(self.readiness.load(Ordering::Acquire), dir) {

@@ -254,9 +254,11 @@ const _: () = assert!(
 /// it had just woken becomes stealable, and if work is queued another
 /// worker is woken or started to run it (counted as `cm_wakeups` in the
 /// metrics). Wakes on this thread meanwhile go through the pool's queue.
-/// When `f` returns, the worker counts again, and the pool may run more
-/// workers than its maximum until the extra ones idle long enough to be
-/// culled (only idle workers beyond two are). Elsewhere (outside a
+/// When `f` returns, the worker counts again; if its replacement still
+/// runs, it finishes the poll and then parks (`stepped_down` in the
+/// metrics), so the pool goes back to at most its maximum of tasks at once.
+/// `f` runs outside the task's operation budget (it may drive wq I/O with
+/// another executor's `block_on`). Elsewhere (outside a
 /// runtime, in `block_on`, or in a task the runtime's rescuer runs because
 /// no worker could start) it just runs `f`; on the rescuer, that holds up
 /// every pool's rescue and the CPU-hog watchdog until `f` returns. For work
@@ -278,7 +280,7 @@ pub fn block_in_place<F, R>(f: F) -> R
 where
     F: FnOnce() -> R,
 {
-    crate::pool::block_in_place(f)
+    crate::pool::block_in_place(|| crate::coop::unconstrained(f))
 }
 
 /// Spawns `future` with `pool` as its home and queues it there (the
