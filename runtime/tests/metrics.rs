@@ -726,3 +726,43 @@ fn a_snapshot_missing_newer_counters_still_reads() {
     let back: Snapshot = serde_json::from_value(json).unwrap();
     assert_eq!(back.pools[0].counters.worker_start_failures, 0);
 }
+
+/// Queues of one name made and dropped while snapshots are taken: the
+/// name's counters never go down between two snapshots (a queue being
+/// dropped is in the live list or the retired one, never in neither).
+#[test]
+fn a_names_counters_never_go_down_while_its_queues_come_and_go() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    within(120, || {
+        let rt = Runtime::builder().build().unwrap();
+        let done = Arc::new(AtomicBool::new(false));
+        let churn = {
+            let (h, done) = (rt.handle().clone(), done.clone());
+            std::thread::spawn(move || {
+                for _ in 0..2000 {
+                    let q = Workqueue::builder("x").build(&h).unwrap();
+                    h.block_on(q.spawn(async {})).unwrap();
+                    drop(q);
+                }
+                done.store(true, Ordering::SeqCst);
+            })
+        };
+        let mut last = 0;
+        let mut snapshots = 0;
+        while !done.load(Ordering::SeqCst) {
+            let m = rt.metrics();
+            let started = m
+                .queues_by_name()
+                .iter()
+                .find(|q| q.name == "x")
+                .map_or(0, |q| q.started);
+            assert!(started >= last, "x went from {last} to {started} started");
+            last = started;
+            snapshots += 1;
+        }
+        churn.join().unwrap();
+        let m = rt.metrics();
+        assert_eq!(m.queues_by_name()[0].started, 2000, "{snapshots} snapshots");
+    });
+}

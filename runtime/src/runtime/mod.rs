@@ -293,14 +293,15 @@ impl Handle {
     /// See [`Runtime::metrics`].
     pub fn metrics(&self) -> Snapshot {
         let s = &self.scheduler;
+        let (queues, retired) = s.queues_and_retired();
         Snapshot::new(
             s.started_at.elapsed(),
             s.config.latency_capture,
             s.config.thread_name.clone(),
             (s.config.cpu_budget != usize::MAX).then_some(s.config.cpu_budget),
             s.pools().iter().map(|p| p.metrics()).collect(),
-            s.queues().iter().map(|q| q.stats()).collect(),
-            s.retired_queues(),
+            queues.iter().map(|q| q.stats()).collect(),
+            retired,
         )
     }
 

@@ -87,6 +87,16 @@ pub(crate) struct Config {
 type PoolTable = [Box<[OnceLock<Arc<Pool>>]>; 6];
 
 /// See the module docs.
+/// The named workqueues of a runtime (`Scheduler::queues`).
+#[derive(Default)]
+struct Queues {
+    /// Alive, in creation order (a queue's drop takes its own out).
+    live: Vec<Weak<Queue>>,
+    /// The counters of dropped queues, per name, the most recently dropped
+    /// last (`metrics::Snapshot::retired_queues`).
+    retired: Vec<crate::metrics::WorkqueueStats>,
+}
+
 pub(crate) struct Scheduler {
     pub(crate) topology: Topology,
     pub(crate) config: Config,
@@ -95,11 +105,9 @@ pub(crate) struct Scheduler {
     /// Per pool attributes (`PoolAttrs::index`), scope and pod.
     pools: [PoolTable; 4],
     all_pools: Mutex<Vec<Arc<Pool>>>,
-    /// The named workqueues, for metrics and shutdown.
-    queues: Mutex<Vec<Weak<Queue>>>,
-    /// The counters of dropped queues, per name, the most recently dropped
-    /// last (`metrics::Snapshot::retired_queues`).
-    retired_queues: Mutex<Vec<crate::metrics::WorkqueueStats>>,
+    /// The named workqueues, for metrics and shutdown, and the counters of
+    /// those dropped.
+    queues: Mutex<Queues>,
     /// For each scope and pod: the other pods, nearest first.
     steal_order: [Box<[Box<[usize]>]>; 6],
     threads: Threads,
@@ -131,8 +139,7 @@ impl Scheduler {
             started_at: std::time::Instant::now(),
             pools,
             all_pools: Mutex::new(Vec::new()),
-            queues: Mutex::new(Vec::new()),
-            retired_queues: Mutex::new(Vec::new()),
+            queues: Mutex::new(Queues::default()),
             steal_order,
             threads: Threads::default(),
             closed: AtomicBool::new(false),
@@ -236,22 +243,26 @@ impl Scheduler {
     /// Creates a named workqueue on this runtime.
     pub(crate) fn create_queue(&self, config: queue::QueueConfig) -> Arc<Queue> {
         let q = Arc::new(Queue::new(config, self.me.clone()));
-        let mut queues = crate::loom::lock(&self.queues);
-        queues.retain(|w| w.strong_count() > 0);
-        queues.push(Arc::downgrade(&q));
-        drop(queues);
+        // A dropped queue takes its own entry out (`retire_queue`).
+        crate::loom::lock(&self.queues)
+            .live
+            .push(Arc::downgrade(&q));
         if self.is_closed() {
             q.close();
         }
         q
     }
 
-    /// A named queue is being dropped, with these counters: they are added
-    /// to its name's retired entry, which moves to the end (the least
-    /// recently dropped names are forgotten beyond
-    /// [`crate::metrics::RETIRED_QUEUE_NAMES`]).
-    pub(crate) fn retire_queue(&self, stats: crate::metrics::WorkqueueStats) {
-        let mut retired = crate::loom::lock(&self.retired_queues);
+    /// The named queue at `queue` is being dropped, with these counters:
+    /// its entry leaves the live list and its counters join its name's
+    /// retired entry, in one critical section, so a snapshot sees them in
+    /// one list or the other ([`Scheduler::queues_and_retired`]). The
+    /// retired entry moves to the end; the least recently dropped names
+    /// are forgotten beyond [`crate::metrics::RETIRED_QUEUE_NAMES`].
+    pub(crate) fn retire_queue(&self, queue: *const Queue, stats: crate::metrics::WorkqueueStats) {
+        let mut queues = crate::loom::lock(&self.queues);
+        queues.live.retain(|w| !std::ptr::eq(w.as_ptr(), queue));
+        let retired = &mut queues.retired;
         let stats = match retired.iter().position(|r| r.name == stats.name) {
             Some(i) => {
                 let mut r = retired.remove(i);
@@ -266,17 +277,38 @@ impl Scheduler {
         }
     }
 
-    /// The counters of the named queues dropped so far, per name.
-    pub(crate) fn retired_queues(&self) -> Vec<crate::metrics::WorkqueueStats> {
-        crate::loom::lock(&self.retired_queues).clone()
-    }
-
     /// The named workqueues alive now, in creation order.
     pub(crate) fn queues(&self) -> Vec<Arc<Queue>> {
         crate::loom::lock(&self.queues)
+            .live
             .iter()
             .filter_map(Weak::upgrade)
             .collect()
+    }
+
+    /// The live queues and the retired counters, consistent: a queue being
+    /// dropped (its last reference gone, its counters not yet retired) is
+    /// waited for, or it would be in neither and its name's counters would
+    /// go down for that snapshot. Its drop takes microseconds; after a
+    /// second the snapshot goes on without it.
+    pub(crate) fn queues_and_retired(
+        &self,
+    ) -> (Vec<Arc<Queue>>, Vec<crate::metrics::WorkqueueStats>) {
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        loop {
+            let queues = crate::loom::lock(&self.queues);
+            let live: Vec<Option<Arc<Queue>>> = queues.live.iter().map(Weak::upgrade).collect();
+            if live.iter().all(Option::is_some) || std::time::Instant::now() >= give_up {
+                let retired = queues.retired.clone();
+                drop(queues);
+                return (live.into_iter().flatten().collect(), retired);
+            }
+            // Our references are dropped after the lock: the last of one
+            // runs its queue's drop, which takes the lock.
+            drop(queues);
+            drop(live);
+            std::thread::yield_now();
+        }
     }
 
     /// Starts the rescuer thread (at build time).

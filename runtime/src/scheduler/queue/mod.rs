@@ -585,13 +585,54 @@ impl Queue {
     }
 }
 
+/// Test hook: a queue's drop waits this long before it retires its
+/// counters (widening the window a snapshot must not fall into).
+#[cfg(all(test, not(loom)))]
+pub(crate) static RETIRE_DELAY_MS: AtomicU64 = AtomicU64::new(0);
+
 impl Drop for Queue {
     /// Its counters go on in its name's retired entry, so that a name's
     /// counters never go down in the metrics when one of its queues goes.
     fn drop(&mut self) {
         if let Some(scheduler) = self.scheduler.upgrade() {
-            scheduler.retire_queue(self.stats());
+            let stats = self.stats();
+            #[cfg(all(test, not(loom)))]
+            std::thread::sleep(std::time::Duration::from_millis(
+                RETIRE_DELAY_MS.load(Ordering::Relaxed),
+            ));
+            scheduler.retire_queue(self, stats);
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod retire_tests {
+    /// A snapshot taken while a queue is being dropped (its last
+    /// reference gone, its counters not yet retired) waits for it: the
+    /// name's counters are in the live list or the retired one, never in
+    /// neither (which read as a counter reset).
+    #[test]
+    fn a_snapshot_during_a_queues_drop_counts_it() {
+        let rt = crate::Runtime::builder().build().unwrap();
+        let q = crate::Workqueue::builder("dying")
+            .build(rt.handle())
+            .unwrap();
+        rt.block_on(q.spawn(async {})).unwrap();
+        let started = |m: &crate::metrics::Snapshot| {
+            m.queues_by_name()
+                .iter()
+                .find(|q| q.name == "dying")
+                .map_or(0, |q| q.started)
+        };
+        assert_eq!(started(&rt.metrics()), 1);
+        super::RETIRE_DELAY_MS.store(200, std::sync::atomic::Ordering::SeqCst);
+        let dropper = std::thread::spawn(move || drop(q));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let during = rt.metrics();
+        super::RETIRE_DELAY_MS.store(0, std::sync::atomic::Ordering::SeqCst);
+        dropper.join().unwrap();
+        assert_eq!(started(&during), 1, "the dying queue was in neither list");
+        assert_eq!(started(&rt.metrics()), 1);
     }
 }
 
