@@ -872,3 +872,24 @@ fn block_in_place_runs_outside_the_tasks_operation_budget() {
         writer.join().unwrap();
     });
 }
+
+/// A vectored write whose first slices are empty writes the rest (more
+/// empty slices than `writev` takes made it a write of 0, which
+/// `write_all` reads as the peer gone).
+#[test]
+fn a_vectored_write_skips_leading_empty_slices() {
+    within_watchdog("vectored", LIMIT, || {
+        rt().block_on(async {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut slices = vec![io::IoSlice::new(&[]); 2000];
+            slices.push(io::IoSlice::new(b"abc"));
+            assert_eq!(c.write_vectored(&slices).await.unwrap(), 3);
+            let mut got = [0u8; 3];
+            s.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"abc");
+        });
+    });
+}

@@ -145,7 +145,10 @@ impl<S: StreamSource> Half<S> {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        if bufs.iter().all(|b| b.is_empty()) {
+        // Empty slices first would fill `writev`'s count with nothing (a
+        // write of 0, which `write_all` reads as the peer gone).
+        let bufs = &bufs[bufs.iter().take_while(|b| b.is_empty()).count()..];
+        if bufs.is_empty() {
             return Poll::Ready(Ok(0));
         }
         // `writev` passes at most `MAX_IOV` slices (std caps the count at
