@@ -1337,3 +1337,35 @@ fn block_in_place_outside_a_worker_just_runs_the_closure() {
     assert_eq!(rt.block_on(h).unwrap(), 8);
     assert!(rt.metrics().pools.iter().all(|p| p.workers.blocked == 0));
 }
+
+/// A runtime dropped while its thread panics (a failing `#[wq::test]`)
+/// waits a bounded time for a task stuck in its poll, and the panic goes
+/// on: before, the drop waited for the stuck task for ever, so the failing
+/// test hung instead of failing.
+#[test]
+fn a_runtime_dropped_in_a_panic_does_not_wait_for_ever_on_a_stuck_task() {
+    use std::sync::atomic::AtomicBool;
+    within(60, || {
+        let release = Arc::new(AtomicBool::new(false));
+        let started = Arc::new(AtomicBool::new(false));
+        let (r, s) = (release.clone(), started.clone());
+        let t = std::time::Instant::now();
+        let unwound = std::panic::catch_unwind(move || {
+            let rt = Runtime::builder().build().unwrap();
+            drop(rt.spawn(async move {
+                s.store(true, Ordering::SeqCst);
+                while !r.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }));
+            while !started.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            panic!("the test failed");
+        });
+        let took = t.elapsed();
+        release.store(true, Ordering::SeqCst);
+        assert!(unwound.is_err());
+        assert!(took >= Duration::from_secs(9), "gave up after {took:?}");
+    });
+}

@@ -23,7 +23,9 @@ use crate::{Scope, Topology};
 /// on demand.
 ///
 /// Dropping it shuts it down: tasks not yet finished are cancelled and their
-/// futures dropped, and every worker thread is joined.
+/// futures dropped, and every worker thread is joined (while the dropping
+/// thread panics, at most 10 s is waited: a panicking `#[wq::main]` or
+/// `#[wq::test]` whose tasks are stuck fails instead of hanging).
 ///
 /// ```
 /// use wq::{Runtime, Scope};
@@ -183,9 +185,24 @@ impl Runtime {
     }
 }
 
+/// How long a runtime dropped while its thread panics waits for its
+/// threads (a task stuck in a loop or a blocking call would otherwise turn
+/// the panic into a hang: a failing `#[wq::test]` that never ends).
+const UNWIND_SHUTDOWN: Duration = Duration::from_secs(10);
+
 impl Drop for Runtime {
     fn drop(&mut self) {
-        if !self.shut_down {
+        if self.shut_down {
+            return;
+        }
+        if std::thread::panicking() {
+            if !self.handle.scheduler.shutdown(Some(UNWIND_SHUTDOWN)) {
+                eprintln!(
+                    "wq: a runtime dropped during a panic waited {UNWIND_SHUTDOWN:?} for its threads; \
+                     those still running (a task in a loop or a blocking call) are left to finish on their own"
+                );
+            }
+        } else {
             self.handle.scheduler.shutdown(None);
         }
     }
