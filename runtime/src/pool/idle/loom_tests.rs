@@ -266,11 +266,13 @@ fn limited_worker(
     mut searching: bool,
     mut check_limit: bool,
     checked: bool,
+    mut parked: bool,
 ) {
     'work: loop {
-        // 1. Work, with 1b. (step 9) between items.
-        let mut stepped_down = false;
-        loop {
+        // 1. Work, with 1b. (step 9) between items; `parked`: the worker
+        // starts on the idle list, parked.
+        let mut stepped_down = std::mem::take(&mut parked);
+        while !stepped_down {
             if check_limit && idle.over_limit() {
                 let next = if checked {
                     idle.step_down(slot, Instant::now())
@@ -383,7 +385,7 @@ fn over_the_limit(checked: bool) {
         let (i, q, r) = (idle.clone(), queue.clone(), ran.clone());
         let wb = loom::thread::spawn(move || {
             i.started(b, loom::thread::current());
-            limited_worker(&i, &q, b, &r, 2, true, false, checked);
+            limited_worker(&i, &q, b, &r, 2, true, false, checked, false);
         });
         let (i, q) = (idle.clone(), queue.clone());
         let producer = loom::thread::spawn(move || {
@@ -395,7 +397,7 @@ fn over_the_limit(checked: bool) {
         });
         // Over the limit unless `b` found nothing and idled already.
         let over = idle.unblock(a);
-        limited_worker(&idle, &queue, a, &ran, 2, false, over, checked);
+        limited_worker(&idle, &queue, a, &ran, 2, false, over, checked, false);
         producer.join().unwrap();
         wb.join().unwrap();
         assert_eq!(ran.load(Ordering::SeqCst), 2);
@@ -413,4 +415,72 @@ fn loom_a_worker_over_the_limit_steps_down_without_stranding_work() {
 #[should_panic(expected = "deadlock")]
 fn loom_a_step_down_on_a_stale_hint_strands_work() {
     over_the_limit(false);
+}
+
+/// A worker that stepped down (`a`, this thread: the pool is full while
+/// `b` runs) comes back from a park, as from a driver turn that woke a
+/// task into its own LIFO slot, where no other worker looks. Kept parked
+/// by the limit, it hands the task to the queue and kicks, as a producer
+/// does (`pool::worker`); `b` meanwhile runs, searches and idles. The task
+/// runs (loom reports a deadlock if both park with it queued, or with it
+/// still in `a`'s slot). Without the kick (`hand_off(false)`), loom finds
+/// that deadlock (`b` idled before the task was queued); that run is not
+/// kept as a negative test because loom 0.7 then aborts the process while
+/// unwinding (a panic in a destructor of its own), tried by hand.
+fn hand_off(kick: bool) {
+    loom::model(move || {
+        let mut cfg = config(true, WakeMode::Deferred);
+        cfg.slots = 2;
+        cfg.idle_timeout = Duration::from_secs(3600);
+        let idle = Arc::new(Idle::new(cfg));
+        let queue = Arc::new(Queue(Items::new(0)));
+        let ran = Arc::new(Items::new(0));
+        let Kick::Start(a) = idle.kick() else {
+            panic!("a fresh pool starts a worker")
+        };
+        idle.started(a, loom::thread::current());
+        assert!(idle.stop_searching());
+        assert_eq!(idle.block(a, || false), Kick::Busy);
+        let Kick::Start(b) = idle.kick() else {
+            panic!("a blocked worker's replacement starts")
+        };
+        assert!(idle.unblock(a));
+        assert_eq!(idle.step_down(a, Instant::now()), Next::Park);
+        let (i, q, r) = (idle.clone(), queue.clone(), ran.clone());
+        let wb = loom::thread::spawn(move || {
+            i.started(b, loom::thread::current());
+            limited_worker(&i, &q, b, &r, 1, true, false, true, false);
+        });
+        // Back from a park with a task in its own slot.
+        let mut wake = WakeQueue::default();
+        let next = idle.leave_idle(a, Instant::now(), false, || true, &mut wake);
+        wake.wake_all();
+        match next {
+            // Claimed, or under the limit: it runs its own task.
+            Next::Search | Next::Run => {
+                if next == Next::Search {
+                    let _ = idle.stop_searching();
+                }
+                if ran.fetch_add(1, Ordering::SeqCst) + 1 == 1 {
+                    idle.close().wake_all();
+                }
+            }
+            Next::Park => {
+                queue.push();
+                if kick {
+                    let kick = idle.notify();
+                    assert!(!matches!(kick, Kick::Start(_) | Kick::Mayday), "{kick:?}");
+                }
+                limited_worker(&idle, &queue, a, &ran, 1, false, false, true, true);
+            }
+            Next::Exit => unreachable!("the pool is open"),
+        }
+        wb.join().unwrap();
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+    });
+}
+
+#[test]
+fn loom_a_full_pools_idle_worker_hands_its_woken_task_off() {
+    hand_off(true);
 }
