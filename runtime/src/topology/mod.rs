@@ -413,11 +413,13 @@ impl Topology {
     /// # Ok::<(), wq::TopologyError>(())
     /// ```
     pub fn restrict(&self, allowed: &[usize]) -> Result<Topology, TopologyError> {
+        // A set: both lists may hold thousands of CPUs.
+        let allowed_set: std::collections::HashSet<usize> = allowed.iter().copied().collect();
         let kept: Vec<CpuInfo> = self
             .inner
             .cpus
             .iter()
-            .filter(|c| allowed.contains(&c.os_index))
+            .filter(|c| allowed_set.contains(&c.os_index))
             .cloned()
             .collect();
         if kept.is_empty() {
