@@ -124,7 +124,11 @@ impl Builder {
         self
     }
 
-    /// Worker threads are named `<name>-<pool>.<slot>`. Default `wq`.
+    /// Worker threads are named `<name>-<pool>.<slot>` (the others
+    /// `<name>-rescuer`, `<name>-blocking`). Default `wq`. Linux keeps 15
+    /// bytes of a thread's name (`top`, `ps`, `/proc/*/comm`): a name of
+    /// more than about 8 bytes hides the suffixes there, and the threads
+    /// look alike.
     pub fn thread_name(mut self, name: impl Into<String>) -> Builder {
         self.config.thread_name = name.into();
         self
