@@ -118,7 +118,10 @@ impl Builder {
     /// of at most 4 workers, not 64 threads contending for 4 CPUs' worth
     /// of time; and a [`Topology::synthetic`] layout larger than the
     /// machine gets no more workers per pool than the machine has CPUs.
-    /// A number given here is used as it is.
+    /// A number given here is used as it is. Each pool reserves twice
+    /// this many worker slots (a worker blocked in `block_in_place` is
+    /// replaced) when it is created, about 1 KiB each before a worker uses
+    /// one: 32,767, the most, is 64 MiB per pool in use.
     pub fn max_workers_per_pool(mut self, n: usize) -> Builder {
         self.config.max_workers_per_pool = Some(n);
         self
