@@ -120,8 +120,10 @@ impl Builder {
     /// machine gets no more workers per pool than the machine has CPUs.
     /// A number given here is used as it is. Each pool reserves twice
     /// this many worker slots (a worker blocked in `block_in_place` is
-    /// replaced) when it is created, about 1 KiB each before a worker uses
-    /// one: 32,767, the most, is 64 MiB per pool in use.
+    /// replaced) when it is created: 384 bytes each and a work-stealing
+    /// deque (a 512-byte buffer and its shared state), over 1 KiB in all
+    /// before a worker uses one, so 32,767, the most, is about 80 MiB per
+    /// pool in use.
     pub fn max_workers_per_pool(mut self, n: usize) -> Builder {
         self.config.max_workers_per_pool = Some(n);
         self
