@@ -1086,12 +1086,23 @@ fn shutdown_drops_a_long_chain_of_awaiting_tasks_without_recursing() {
 
 /// A runtime of one pool (system scope on 2 CPUs) of at most one worker.
 fn one_worker_pool() -> Runtime {
+    one_worker_pool_builder().build().unwrap()
+}
+
+/// A pool of one worker and no watchdog: no CPU-hog allowance raises the
+/// limit, and no long poll's task is taken out of its LIFO slot.
+fn one_worker_pool_without_watchdog() -> Runtime {
+    one_worker_pool_builder()
+        .cpu_hog_threshold(Duration::ZERO)
+        .build()
+        .unwrap()
+}
+
+fn one_worker_pool_builder() -> wq::Builder {
     Runtime::builder()
         .topology(Topology::synthetic("core:2 pu:1").unwrap())
         .default_scope(Scope::System)
         .max_workers_per_pool(1)
-        .build()
-        .unwrap()
 }
 
 /// A pool of one worker: the task in `block_in_place` waits for a task of
@@ -1137,13 +1148,7 @@ fn a_worker_back_from_blocking_beside_its_replacement_steps_down() {
     }
     within(60, || {
         // No watchdog: a CPU-hog allowance would raise the limit.
-        let rt = Runtime::builder()
-            .topology(Topology::synthetic("core:2 pu:1").unwrap())
-            .default_scope(Scope::System)
-            .max_workers_per_pool(1)
-            .cpu_hog_threshold(Duration::ZERO)
-            .build()
-            .unwrap();
+        let rt = one_worker_pool_without_watchdog();
         let started = Arc::new(AtomicBool::new(false));
         let release = Arc::new(AtomicBool::new(false));
         let (s, rel) = (started.clone(), release.clone());
@@ -1283,13 +1288,7 @@ fn a_task_in_a_blocked_workers_deque_is_rescued() {
 #[test]
 fn shutdown_drops_the_tasks_in_a_blocked_workers_deque() {
     within(60, || {
-        let rt = Runtime::builder()
-            .topology(Topology::synthetic("core:2 pu:1").unwrap())
-            .default_scope(Scope::System)
-            .max_workers_per_pool(1)
-            .cpu_hog_threshold(Duration::ZERO)
-            .build()
-            .unwrap();
+        let rt = one_worker_pool_without_watchdog();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<&str>();
         let spinning = ready_tx.clone();
         let h = rt.spawn(async move {

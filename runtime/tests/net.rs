@@ -673,6 +673,25 @@ fn a_unix_connect_to_a_full_listener_waits_for_room() {
     });
 }
 
+/// Writes 1 KiB (in two slices if `vectored`) until a write fails.
+async fn write_until_error(
+    s: &mut (impl futures::AsyncWrite + Unpin),
+    vectored: bool,
+) -> io::Error {
+    let chunk = [1u8; 1024];
+    loop {
+        let r = if vectored {
+            s.write_vectored(&[io::IoSlice::new(&chunk), io::IoSlice::new(&chunk)])
+                .await
+        } else {
+            s.write(&chunk).await
+        };
+        if let Err(e) = r {
+            return e;
+        }
+    }
+}
+
 /// The child half of the next test: runs only when that test re-executes
 /// this binary with `WQ_SIGPIPE_CHILD` set, SIGPIPE at its default (kill).
 #[test]
@@ -687,18 +706,7 @@ fn sigpipe_child() {
         for vectored in [false, true] {
             let (mut a, b) = UnixStream::pair().unwrap();
             drop(b);
-            let chunk = [1u8; 1024];
-            let err = loop {
-                let r = if vectored {
-                    a.write_vectored(&[io::IoSlice::new(&chunk), io::IoSlice::new(&chunk)])
-                        .await
-                } else {
-                    a.write(&chunk).await
-                };
-                if let Err(e) = r {
-                    break e;
-                }
-            };
+            let err = write_until_error(&mut a, vectored).await;
             assert_eq!(err.kind(), io::ErrorKind::BrokenPipe, "{err}");
         }
         // TCP: std's `write` sends with MSG_NOSIGNAL, its `write_vectored`
@@ -709,18 +717,7 @@ fn sigpipe_child() {
                 .await
                 .unwrap();
             drop(listener.accept().unwrap());
-            let chunk = [1u8; 1024];
-            let err = loop {
-                let r = if vectored {
-                    a.write_vectored(&[io::IoSlice::new(&chunk), io::IoSlice::new(&chunk)])
-                        .await
-                } else {
-                    a.write(&chunk).await
-                };
-                if let Err(e) = r {
-                    break e;
-                }
-            };
+            let err = write_until_error(&mut a, vectored).await;
             assert!(
                 matches!(
                     err.kind(),

@@ -36,37 +36,28 @@ pub(crate) trait StreamSource: mio::event::Source + Send + Sync + 'static {
 // using wq; Rust binaries ignore it by default). std's TcpStream sends its
 // plain writes that way, but its `write_vectored` (hyper's every write
 // through `WqIo`) is a plain `writev`, and its Unix stream uses `write`.
-impl StreamSource for mio::net::TcpStream {
-    const SHORT_READ_DRAINS: bool = true;
-    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        Read::read(&mut &*self, buf)
-    }
-    fn write(&self, buf: &[u8]) -> io::Result<usize> {
-        send(std::os::fd::AsRawFd::as_raw_fd(self), buf)
-    }
-    fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        send_vectored(std::os::fd::AsRawFd::as_raw_fd(self), bufs)
-    }
-    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        mio::net::TcpStream::shutdown(self, how)
-    }
+macro_rules! stream_source {
+    ($ty:ty, $drains:expr) => {
+        impl StreamSource for $ty {
+            const SHORT_READ_DRAINS: bool = $drains;
+            fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+                Read::read(&mut &*self, buf)
+            }
+            fn write(&self, buf: &[u8]) -> io::Result<usize> {
+                send(std::os::fd::AsRawFd::as_raw_fd(self), buf)
+            }
+            fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+                send_vectored(std::os::fd::AsRawFd::as_raw_fd(self), bufs)
+            }
+            fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+                <$ty>::shutdown(self, how)
+            }
+        }
+    };
 }
 
-impl StreamSource for mio::net::UnixStream {
-    const SHORT_READ_DRAINS: bool = false;
-    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        Read::read(&mut &*self, buf)
-    }
-    fn write(&self, buf: &[u8]) -> io::Result<usize> {
-        send(std::os::fd::AsRawFd::as_raw_fd(self), buf)
-    }
-    fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        send_vectored(std::os::fd::AsRawFd::as_raw_fd(self), bufs)
-    }
-    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        mio::net::UnixStream::shutdown(self, how)
-    }
-}
+stream_source!(mio::net::TcpStream, true);
+stream_source!(mio::net::UnixStream, false);
 
 /// `send(fd, buf, MSG_NOSIGNAL)`; `fd` must be a connected stream socket
 /// open for the call.

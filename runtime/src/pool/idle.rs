@@ -492,16 +492,21 @@ impl Idle {
                     ..Change::default()
                 },
             );
-            st.counters.unparks += 1;
-            wake.push(
-                st.slots[slot]
-                    .thread
-                    .clone()
-                    .expect("an idle worker has a thread"),
-            );
+            Self::unpark(st, slot, wake);
             return true;
         }
         false
+    }
+
+    /// Queues the unpark of idle worker `slot` (counted).
+    fn unpark(st: &mut State, slot: usize, wake: &mut WakeQueue) {
+        st.counters.unparks += 1;
+        wake.push(
+            st.slots[slot]
+                .thread
+                .clone()
+                .expect("an idle worker has a thread"),
+        );
     }
 
     /// Whether [`Idle::wake_idle`] may find a worker (the hint, no lock).
@@ -536,13 +541,7 @@ impl Idle {
             } else if let Some(&slot) = st.idle.last() {
                 // The limit is filled (else the kick had woken it): a
                 // spurious wake (I6), not a claim.
-                st.counters.unparks += 1;
-                wake.push(
-                    st.slots[slot]
-                        .thread
-                        .clone()
-                        .expect("an idle worker has a thread"),
-                );
+                Self::unpark(&mut st, slot, &mut wake);
                 true
             } else {
                 false
