@@ -92,6 +92,18 @@ impl Sleep {
         }
     }
 
+    /// Frees its wheel entry, if armed (the entry's waker is dropped
+    /// after the shard's lock).
+    fn disarm(&mut self) {
+        if let Some(key) = self.key.take() {
+            let shard = usize::from(self.shard);
+            let waker = self
+                .driver
+                .with_timers(shard, |t| (t.wheel.remove(key), None));
+            drop(waker);
+        }
+    }
+
     /// When it completes.
     pub fn deadline(&self) -> Instant {
         self.deadline
@@ -220,13 +232,7 @@ impl Future for Sleep {
         // (its entry freed: one lock, as the re-poll's would be).
         if Instant::now() >= this.deadline {
             this.fired = true;
-            if let Some(key) = this.key.take() {
-                let shard = usize::from(this.shard);
-                let waker = this
-                    .driver
-                    .with_timers(shard, |t| (t.wheel.remove(key), None));
-                drop(waker); // outside the lock
-            }
+            this.disarm();
             return Poll::Ready(());
         }
         let tick = this.tick;
@@ -275,13 +281,7 @@ impl Future for Sleep {
 
 impl Drop for Sleep {
     fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            let shard = usize::from(self.shard);
-            let waker = self
-                .driver
-                .with_timers(shard, |t| (t.wheel.remove(key), None));
-            drop(waker); // outside the lock
-        }
+        self.disarm();
     }
 }
 
