@@ -90,11 +90,36 @@ type PoolTable = [Box<[OnceLock<Arc<Pool>>]>; 6];
 /// The named workqueues of a runtime (`Scheduler::queues`).
 #[derive(Default)]
 struct Queues {
-    /// Alive, in creation order (a queue's drop takes its own out).
-    live: Vec<Weak<Queue>>,
-    /// The counters of dropped queues, per name, the most recently dropped
-    /// last (`metrics::Snapshot::retired_queues`).
-    retired: Vec<crate::metrics::WorkqueueStats>,
+    /// Alive, each with its creation number, in a slot a queue's drop
+    /// empties (its slot is kept in the queue: O(1) either way, with a
+    /// queue per connection by the thousand).
+    live: Vec<Option<(u64, Weak<Queue>)>>,
+    /// Empty slots of `live`.
+    free: Vec<usize>,
+    /// Queues created so far (creation numbers).
+    created: u64,
+    /// The counters of dropped queues per name, with the number of the
+    /// name's last retirement (`metrics::Snapshot::retired_queues`).
+    retired: std::collections::HashMap<String, (crate::metrics::WorkqueueStats, u64)>,
+    /// Retirements so far.
+    retirements: u64,
+}
+
+impl Queues {
+    /// The live queues in creation order, `None` for one being dropped.
+    fn live(&self) -> Vec<Option<Arc<Queue>>> {
+        let mut live: Vec<&(u64, Weak<Queue>)> = self.live.iter().flatten().collect();
+        live.sort_unstable_by_key(|(n, _)| *n);
+        live.iter().map(|(_, w)| w.upgrade()).collect()
+    }
+
+    /// The retired counters, the least recently retired name first.
+    fn retired(&self) -> Vec<crate::metrics::WorkqueueStats> {
+        let mut retired: Vec<&(crate::metrics::WorkqueueStats, u64)> =
+            self.retired.values().collect();
+        retired.sort_unstable_by_key(|(_, n)| *n);
+        retired.into_iter().map(|(s, _)| s.clone()).collect()
+    }
 }
 
 pub(crate) struct Scheduler {
@@ -244,9 +269,16 @@ impl Scheduler {
     pub(crate) fn create_queue(&self, config: queue::QueueConfig) -> Arc<Queue> {
         let q = Arc::new(Queue::new(config, self.me.clone()));
         // A dropped queue takes its own entry out (`retire_queue`).
-        crate::loom::lock(&self.queues)
-            .live
-            .push(Arc::downgrade(&q));
+        let mut queues = crate::loom::lock(&self.queues);
+        let slot = queues.free.pop().unwrap_or_else(|| {
+            queues.live.push(None);
+            queues.live.len() - 1
+        });
+        let number = queues.created;
+        queues.created += 1;
+        queues.live[slot] = Some((number, Arc::downgrade(&q)));
+        q.set_registry_slot(slot);
+        drop(queues);
         if self.is_closed() {
             q.close();
         }
@@ -259,30 +291,54 @@ impl Scheduler {
     /// one list or the other ([`Scheduler::queues_and_retired`]). The
     /// retired entry moves to the end; the least recently dropped names
     /// are forgotten beyond [`crate::metrics::RETIRED_QUEUE_NAMES`].
-    pub(crate) fn retire_queue(&self, queue: *const Queue, stats: crate::metrics::WorkqueueStats) {
+    pub(crate) fn retire_queue(
+        &self,
+        queue: *const Queue,
+        slot: usize,
+        stats: crate::metrics::WorkqueueStats,
+    ) {
         let mut queues = crate::loom::lock(&self.queues);
-        queues.live.retain(|w| !std::ptr::eq(w.as_ptr(), queue));
-        let retired = &mut queues.retired;
-        let stats = match retired.iter().position(|r| r.name == stats.name) {
-            Some(i) => {
-                let mut r = retired.remove(i);
-                r.absorb(&stats);
-                r
+        let queues = &mut *queues;
+        if let Some(entry) = queues.live.get_mut(slot)
+            && entry
+                .as_ref()
+                .is_some_and(|(_, w)| std::ptr::eq(w.as_ptr(), queue))
+        {
+            *entry = None;
+            queues.free.push(slot);
+        }
+        let number = queues.retirements;
+        queues.retirements += 1;
+        match queues.retired.get_mut(&stats.name) {
+            Some((r, n)) => {
+                r.absorb(&stats.retired());
+                *n = number;
             }
-            None => stats,
-        };
-        retired.push(stats.retired());
-        if retired.len() > crate::metrics::RETIRED_QUEUE_NAMES {
-            retired.remove(0);
+            None => {
+                let name = stats.name.clone();
+                queues.retired.insert(name, (stats.retired(), number));
+                if queues.retired.len() > crate::metrics::RETIRED_QUEUE_NAMES {
+                    // Forget the name retired longest ago (a scan, only
+                    // when a new name comes past the limit).
+                    let oldest = queues
+                        .retired
+                        .iter()
+                        .min_by_key(|(_, (_, n))| *n)
+                        .map(|(name, _)| name.clone());
+                    if let Some(oldest) = oldest {
+                        queues.retired.remove(&oldest);
+                    }
+                }
+            }
         }
     }
 
     /// The named workqueues alive now, in creation order.
     pub(crate) fn queues(&self) -> Vec<Arc<Queue>> {
         crate::loom::lock(&self.queues)
-            .live
-            .iter()
-            .filter_map(Weak::upgrade)
+            .live()
+            .into_iter()
+            .flatten()
             .collect()
     }
 
@@ -297,9 +353,9 @@ impl Scheduler {
         let give_up = std::time::Instant::now() + std::time::Duration::from_secs(1);
         loop {
             let queues = crate::loom::lock(&self.queues);
-            let live: Vec<Option<Arc<Queue>>> = queues.live.iter().map(Weak::upgrade).collect();
+            let live = queues.live();
             if live.iter().all(Option::is_some) || std::time::Instant::now() >= give_up {
-                let retired = queues.retired.clone();
+                let retired = queues.retired();
                 drop(queues);
                 return (live.into_iter().flatten().collect(), retired);
             }

@@ -257,6 +257,9 @@ pub(crate) struct Queue {
     hogs: Striped,
     cm_wakeups: Striped,
     repatriated: Striped,
+    /// Its slot in the scheduler's list of queues (set once, when it is
+    /// registered).
+    registry_slot: AtomicUsize,
 }
 
 /// What `Queue::stats` reads.
@@ -300,6 +303,7 @@ impl Queue {
             hogs: Striped::default(),
             cm_wakeups: Striped::default(),
             repatriated: Striped::default(),
+            registry_slot: AtomicUsize::new(usize::MAX),
         }
     }
 
@@ -535,6 +539,11 @@ impl Queue {
         }
     }
 
+    /// Its slot in the scheduler's list (`Scheduler::create_queue`).
+    pub(crate) fn set_registry_slot(&self, slot: usize) {
+        self.registry_slot.store(slot, Ordering::Relaxed);
+    }
+
     /// Its attributes now.
     pub(crate) fn attrs(&self) -> crate::metrics::WorkqueueAttrs {
         crate::metrics::WorkqueueAttrs {
@@ -585,8 +594,9 @@ impl Queue {
     }
 }
 
-/// Test hook: a queue's drop waits this long before it retires its
-/// counters (widening the window a snapshot must not fall into).
+/// Test hook: the drop of a queue named "dying" waits this long before it
+/// retires its counters (widening the window a snapshot must not fall
+/// into).
 #[cfg(all(test, not(loom)))]
 pub(crate) static RETIRE_DELAY_MS: AtomicU64 = AtomicU64::new(0);
 
@@ -597,10 +607,12 @@ impl Drop for Queue {
         if let Some(scheduler) = self.scheduler.upgrade() {
             let stats = self.stats();
             #[cfg(all(test, not(loom)))]
-            std::thread::sleep(std::time::Duration::from_millis(
-                RETIRE_DELAY_MS.load(Ordering::Relaxed),
-            ));
-            scheduler.retire_queue(self, stats);
+            if self.name == "dying" {
+                std::thread::sleep(std::time::Duration::from_millis(
+                    RETIRE_DELAY_MS.load(Ordering::Relaxed),
+                ));
+            }
+            scheduler.retire_queue(self, self.registry_slot.load(Ordering::Relaxed), stats);
         }
     }
 }
@@ -633,6 +645,35 @@ mod retire_tests {
         dropper.join().unwrap();
         assert_eq!(started(&during), 1, "the dying queue was in neither list");
         assert_eq!(started(&rt.metrics()), 1);
+    }
+
+    /// Live queues are listed in creation order though a dropped one's
+    /// slot is reused; past the limit, the name retired longest ago is
+    /// forgotten.
+    #[test]
+    fn the_registry_keeps_creation_order_and_forgets_the_oldest_name() {
+        use crate::metrics::RETIRED_QUEUE_NAMES;
+        let rt = crate::Runtime::builder().build().unwrap();
+        let q = |name: &str| crate::Workqueue::builder(name).build(rt.handle()).unwrap();
+        let (a, b) = (q("a"), q("b"));
+        drop(a);
+        let c = q("c");
+        let names: Vec<String> = rt.metrics().queues.iter().map(|s| s.name.clone()).collect();
+        assert_eq!(names, ["b", "c"]);
+        for i in 0..RETIRED_QUEUE_NAMES {
+            drop(q(&format!("n{i}")));
+        }
+        let retired: Vec<String> = rt
+            .metrics()
+            .retired_queues
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        assert_eq!(retired.len(), RETIRED_QUEUE_NAMES);
+        assert!(!retired.contains(&"a".to_owned()), "{:?}", &retired[..3]);
+        assert_eq!(retired[0], "n0");
+        assert_eq!(retired.last().map(String::as_str), Some("n1023"));
+        drop((b, c));
     }
 }
 
