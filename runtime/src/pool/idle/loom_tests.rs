@@ -65,43 +65,61 @@ fn worker(idle: &Idle, queue: &Queue, slot: usize, quota: usize, mut searching: 
                 break 'work;
             }
         }
-        // 2. Search.
-        if !searching && idle.try_start_searching() {
-            searching = true;
-            continue 'work;
-        }
-        // 3. One round of the spin.
-        if searching && queue.has_work() {
-            continue 'work;
-        }
-        // 4. Stop searching.
-        if searching {
-            searching = false;
-            if idle.stop_searching() && queue.has_work() {
-                continue 'work;
-            }
-        }
-        // 5. Enter idle, park, leave idle.
-        match idle.enter_idle(slot, Instant::now(), || queue.has_work()) {
-            Next::Run | Next::Search => continue 'work,
-            Next::Exit => break,
+        // 2.-5. Search, spin, stop searching, enter idle; park.
+        match look_then_idle(idle, queue, slot, &mut searching) {
             Next::Park => {}
+            Next::Exit => break,
+            Next::Run | Next::Search => continue 'work,
         }
-        loop {
-            loom::thread::park();
-            let mut wake = WakeQueue::default();
-            match idle.leave_idle(slot, Instant::now(), false, || queue.has_work(), &mut wake) {
-                Next::Search => {
-                    searching = true;
-                    continue 'work;
-                }
-                Next::Run => continue 'work,
-                Next::Park => continue,
-                Next::Exit => break 'work,
-            }
+        if park_until_woken(idle, queue, slot, &mut searching) == Next::Exit {
+            break;
         }
     }
     done
+}
+
+/// Steps 2-5 of the worker's loop (search, one round of the spin, stop
+/// searching, enter idle): `Park`, `Exit`, or `Run` to work again.
+fn look_then_idle(idle: &Idle, queue: &Queue, slot: usize, searching: &mut bool) -> Next {
+    // 2. Search.
+    if !*searching && idle.try_start_searching() {
+        *searching = true;
+        return Next::Run;
+    }
+    // 3. One round of the spin.
+    if *searching && queue.has_work() {
+        return Next::Run;
+    }
+    // 4. Stop searching.
+    if *searching {
+        *searching = false;
+        if idle.stop_searching() && queue.has_work() {
+            return Next::Run;
+        }
+    }
+    // 5. Enter idle.
+    match idle.enter_idle(slot, Instant::now(), || queue.has_work()) {
+        Next::Run | Next::Search => Next::Run,
+        next => next,
+    }
+}
+
+/// Parks until woken to work (`Run`, searching if a kick claimed it) or
+/// to leave (`Exit`).
+fn park_until_woken(idle: &Idle, queue: &Queue, slot: usize, searching: &mut bool) -> Next {
+    loop {
+        loom::thread::park();
+        let mut wake = WakeQueue::default();
+        match idle.leave_idle(slot, Instant::now(), false, || queue.has_work(), &mut wake) {
+            Next::Search => {
+                *searching = true;
+                return Next::Run;
+            }
+            Next::Run => return Next::Run,
+            Next::Park => {}
+            Next::Exit => return Next::Exit,
+        }
+    }
 }
 
 /// `worker` until it leaves for good (an exiting thread may be drafted).
@@ -302,39 +320,14 @@ fn limited_worker(
         }
         check_limit = false;
         if !stepped_down {
-            // 2.-4. Search, one round of the spin, stop searching.
-            if !searching && idle.try_start_searching() {
-                searching = true;
-                continue 'work;
-            }
-            if searching && queue.has_work() {
-                continue 'work;
-            }
-            if searching {
-                searching = false;
-                if idle.stop_searching() && queue.has_work() {
-                    continue 'work;
-                }
-            }
-            // 5. Enter idle.
-            match idle.enter_idle(slot, Instant::now(), || queue.has_work()) {
-                Next::Run | Next::Search => continue 'work,
-                Next::Exit => return,
+            match look_then_idle(idle, queue, slot, &mut searching) {
                 Next::Park => {}
+                Next::Exit => return,
+                Next::Run | Next::Search => continue 'work,
             }
         }
-        loop {
-            loom::thread::park();
-            let mut wake = WakeQueue::default();
-            match idle.leave_idle(slot, Instant::now(), false, || queue.has_work(), &mut wake) {
-                Next::Search => {
-                    searching = true;
-                    continue 'work;
-                }
-                Next::Run => continue 'work,
-                Next::Park => continue,
-                Next::Exit => return,
-            }
+        if park_until_woken(idle, queue, slot, &mut searching) == Next::Exit {
+            return;
         }
     }
 }
