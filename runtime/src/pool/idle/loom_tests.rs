@@ -352,29 +352,38 @@ fn step_down_unchecked(idle: &Idle, slot: usize) -> Next {
     Next::Park
 }
 
+/// A pool of one worker (two slots) whose worker `a`, started on this
+/// thread, is in `block_in_place` while a kick reserved its replacement
+/// `b` (not started yet: the caller's thread for it calls `started`).
+fn blocked_and_replaced() -> (Arc<Idle>, usize, usize) {
+    let mut cfg = config(true, WakeMode::Deferred);
+    cfg.slots = 2;
+    cfg.idle_timeout = Duration::from_secs(3600);
+    let idle = Arc::new(Idle::new(cfg));
+    let Kick::Start(a) = idle.kick() else {
+        panic!("a fresh pool starts a worker")
+    };
+    idle.started(a, loom::thread::current());
+    assert!(idle.stop_searching());
+    assert_eq!(idle.block(a, || false), Kick::Busy);
+    let Kick::Start(b) = idle.kick() else {
+        panic!("a blocked worker's replacement starts")
+    };
+    (idle, a, b)
+}
+
 /// A pool of one worker: worker `a` (this thread) comes back from
 /// `block_in_place` beside the replacement `b` a kick started, so the
-/// pool is over its limit (unless `b` idled first), while a producer queues two items (its kicks
-/// skipped: the running workers fill the limit). `a` steps down; every
+/// pool is over its limit (unless `b` idled first), while a producer
+/// queues two items (its kicks skipped: the running workers fill the
+/// limit). `a` steps down; every
 /// item runs (loom reports a deadlock if both workers park with work
 /// queued).
 fn over_the_limit(checked: bool) {
     loom::model(move || {
-        let mut cfg = config(true, WakeMode::Deferred);
-        cfg.slots = 2;
-        cfg.idle_timeout = Duration::from_secs(3600);
-        let idle = Arc::new(Idle::new(cfg));
+        let (idle, a, b) = blocked_and_replaced();
         let queue = Arc::new(Queue(Items::new(0)));
         let ran = Arc::new(Items::new(0));
-        let Kick::Start(a) = idle.kick() else {
-            panic!("a fresh pool starts a worker")
-        };
-        idle.started(a, loom::thread::current());
-        assert!(idle.stop_searching());
-        assert_eq!(idle.block(a, || false), Kick::Busy);
-        let Kick::Start(b) = idle.kick() else {
-            panic!("a blocked worker's replacement starts")
-        };
         let (i, q, r) = (idle.clone(), queue.clone(), ran.clone());
         let wb = loom::thread::spawn(move || {
             i.started(b, loom::thread::current());
@@ -422,21 +431,9 @@ fn loom_a_step_down_on_a_stale_hint_strands_work() {
 /// unwinding (a panic in a destructor of its own), tried by hand.
 fn hand_off(kick: bool) {
     loom::model(move || {
-        let mut cfg = config(true, WakeMode::Deferred);
-        cfg.slots = 2;
-        cfg.idle_timeout = Duration::from_secs(3600);
-        let idle = Arc::new(Idle::new(cfg));
+        let (idle, a, b) = blocked_and_replaced();
         let queue = Arc::new(Queue(Items::new(0)));
         let ran = Arc::new(Items::new(0));
-        let Kick::Start(a) = idle.kick() else {
-            panic!("a fresh pool starts a worker")
-        };
-        idle.started(a, loom::thread::current());
-        assert!(idle.stop_searching());
-        assert_eq!(idle.block(a, || false), Kick::Busy);
-        let Kick::Start(b) = idle.kick() else {
-            panic!("a blocked worker's replacement starts")
-        };
         assert!(idle.unblock(a));
         assert_eq!(idle.step_down(a, Instant::now()), Next::Park);
         let (i, q, r) = (idle.clone(), queue.clone(), ran.clone());
