@@ -210,6 +210,45 @@ fn a_second_abort_changes_nothing() {
     assert_eq!(rt.block_on(h).unwrap(), 7);
 }
 
+/// A handle polled again after its await gave the result says so (it
+/// said "cancelled", hiding a caller's bug behind a false reason); fused,
+/// `select!` in a loop skips it.
+#[test]
+fn a_join_handle_polled_after_its_result_says_so() {
+    use futures::FutureExt;
+    use futures::future::FusedFuture;
+    let rt = Runtime::new().unwrap();
+    let mut h = rt.spawn(async { 5 });
+    assert!(!h.is_terminated());
+    assert_eq!(rt.block_on(&mut h).unwrap(), 5);
+    assert!(h.is_terminated() && h.is_finished());
+    let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let _ = h.poll_unpin(&mut cx);
+    }))
+    .expect_err("a second poll gave a result");
+    let msg = again.downcast_ref::<&str>().copied().unwrap_or_default();
+    assert!(msg.contains("polled after it gave its result"), "{msg}");
+    // Aborted and awaited, then terminated too.
+    let mut a = rt.spawn(futures::future::pending::<()>());
+    a.abort();
+    assert!(rt.block_on(&mut a).unwrap_err().is_cancelled());
+    assert!(a.is_terminated());
+    // select! in a loop awaits each handle once.
+    let (mut x, mut y) = (rt.spawn(async { 1 }), rt.spawn(async { 2 }));
+    let sum = rt.block_on(async {
+        let mut sum = 0;
+        loop {
+            futures::select! {
+                v = x => sum += v.unwrap(),
+                v = y => sum += v.unwrap(),
+                complete => break sum,
+            }
+        }
+    });
+    assert_eq!(sum, 3);
+}
+
 #[test]
 fn yield_now_lets_others_run() {
     let rt = Runtime::builder().max_workers_per_pool(1).build().unwrap();

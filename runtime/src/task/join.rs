@@ -18,6 +18,8 @@ enum Slot<T> {
     Task(RawTask<T>),
     /// Aborted after it had completed (the cancel found its output).
     Ended(Option<Guarded<Outcome<T>>>),
+    /// The await has given its result: polling again is a caller's bug.
+    Done,
 }
 
 impl<T> Slot<T> {
@@ -26,6 +28,9 @@ impl<T> Slot<T> {
         match self {
             Slot::Task(task) => Pin::new(task).poll(cx),
             Slot::Ended(out) => Poll::Ready(out.take()),
+            Slot::Done => panic!(
+                "a wq::JoinHandle was polled after it gave its result: await it once (wrap it in `futures::FutureExt::fuse` to poll it in a loop)"
+            ),
         }
     }
 }
@@ -64,7 +69,9 @@ impl<T> Drop for Guarded<T> {
 /// Awaiting it gives `Ok(output)`, or a [`JoinError`] if the task panicked
 /// or was cancelled (by [`abort`](JoinHandle::abort), or because the runtime
 /// shut down first). Dropping it detaches the task: it runs on, and its
-/// output is dropped.
+/// output is dropped. It gives its result once: a poll after that panics
+/// (a caller's bug); it is a `FusedFuture`, so `futures::select!` in a
+/// loop skips a handle that has answered.
 ///
 /// ```
 /// # let rt = wq::Runtime::new().unwrap();
@@ -190,7 +197,7 @@ impl<T> JoinHandle<T> {
     /// Whether the task has finished (completed, panicked, or cancelled).
     pub fn is_finished(&self) -> bool {
         match crate::loom::lock(&self.task).as_ref() {
-            None | Some(Slot::Ended(_)) => true,
+            None | Some(Slot::Ended(_) | Slot::Done) => true,
             Some(Slot::Task(task)) => task.is_finished(),
         }
     }
@@ -207,6 +214,8 @@ impl<T> Future for JoinHandle<T> {
         let this = self.get_mut();
         let slot = this.task.get_mut().unwrap_or_else(|p| p.into_inner());
         let Some(task) = slot.as_mut() else {
+            // Refused, or aborted before it completed.
+            *slot = Some(Slot::Done);
             return Poll::Ready(Err(match this.refused {
                 Some(why) => JoinError::refused(why),
                 None => JoinError::cancelled(),
@@ -220,8 +229,16 @@ impl<T> Future for JoinHandle<T> {
             },
             Poll::Ready(None) => Err(JoinError::cancelled()),
         };
-        *slot = None;
+        *slot = Some(Slot::Done);
         Poll::Ready(out)
+    }
+}
+
+impl<T> futures::future::FusedFuture for JoinHandle<T> {
+    /// True once an await has given the result: `futures::select!` then
+    /// skips the handle rather than poll it again.
+    fn is_terminated(&self) -> bool {
+        matches!(crate::loom::lock(&self.task).as_ref(), Some(Slot::Done))
     }
 }
 
@@ -233,7 +250,7 @@ impl<T> Drop for JoinHandle<T> {
             // Dropping async-task's `cancel` detaches the task (its output,
             // if any, is dropped guarded).
             Some(Slot::Ended(out)) => drop(out),
-            None => {}
+            Some(Slot::Done) | None => {}
         }
     }
 }
