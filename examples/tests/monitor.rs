@@ -123,3 +123,74 @@ fn wq_monitor_says_how_to_start_a_service_when_none_is_there() {
     let (ok, _, err) = monitor(&["--bogus"]);
     assert!(!ok && err.contains("usage: wq-monitor"), "{err}");
 }
+
+/// The terminal screen killed by SIGTERM gives the terminal back (leaves
+/// the alternate screen; raw mode goes with it) and then dies by the
+/// signal; it left the terminal raw. Run in a pseudo-terminal by
+/// util-linux's `script` (Debian: bsdutils, an essential package).
+#[test]
+fn wq_monitor_gives_the_terminal_back_when_killed() {
+    within(120, || {
+        let (_service, addr) = start_service();
+        let cmd = format!("exec {} {addr}", env!("CARGO_BIN_EXE_wq-monitor"));
+        let mut script = Command::new("script")
+            .args(["-qfec", &cmd, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("util-linux's `script` runs the monitor in a pseudo-terminal (apt-get install bsdutils)");
+        let script_pid = script.id();
+        let mut stdout = script.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut chunk) {
+                if n == 0 || tx.send(chunk[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut out = Vec::new();
+        let has = |out: &[u8], pat: &[u8]| out.windows(pat.len()).any(|w| w == pat);
+        const ENTER: &[u8] = b"\x1b[?1049h";
+        const LEAVE: &[u8] = b"\x1b[?1049l";
+        while !has(&out, ENTER) {
+            out.extend(
+                rx.recv_timeout(Duration::from_secs(30))
+                    .expect("the monitor never took the screen"),
+            );
+        }
+        // The monitor: the process whose parent is `script`.
+        let monitor_pid = (0..200)
+            .find_map(|_| {
+                let found = std::fs::read_dir("/proc").ok()?.find_map(|e| {
+                    let stat = std::fs::read_to_string(e.ok()?.path().join("stat")).ok()?;
+                    let after = &stat[stat.rfind(')')? + 2..];
+                    let ppid: u32 = after.split_whitespace().nth(1)?.parse().ok()?;
+                    (ppid == script_pid)
+                        .then(|| stat.split_whitespace().next()?.parse::<i32>().ok())?
+                });
+                if found.is_none() {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                found
+            })
+            .expect("the monitor's process under `script`");
+        // SAFETY: a signal to a child process of ours.
+        assert_eq!(unsafe { libc::kill(monitor_pid, libc::SIGTERM) }, 0);
+        let status = script.wait().unwrap();
+        while let Ok(chunk) = rx.recv_timeout(Duration::from_secs(5)) {
+            out.extend(chunk);
+        }
+        let after_enter = &out[out.windows(ENTER.len()).position(|w| w == ENTER).unwrap()..];
+        assert!(
+            has(after_enter, LEAVE),
+            "killed, the monitor left the terminal in its screen: {:?}",
+            String::from_utf8_lossy(after_enter)
+        );
+        // `script -e` reports the child's death by a signal as 128 + it.
+        assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status:?}");
+    });
+}

@@ -13,6 +13,7 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use wq_examples::monitor::{self, Options};
@@ -93,7 +94,47 @@ fn lines(o: &Options) -> Result<(), String> {
     }
 }
 
-/// The refreshing terminal table: every second, until q, Esc or Ctrl-C.
+/// The termination signal that asked the screen to close, 0 while none has.
+static STOP: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_stop(sig: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    STOP.store(sig, Ordering::Relaxed);
+}
+
+/// While the screen is up, SIGTERM, SIGHUP and SIGINT (a `kill`, a closed
+/// terminal window) close it as `q` does, so the terminal is given back
+/// (raw mode off, the main screen back) before the process ends; they
+/// killed it with the terminal left raw.
+fn catch_stop_signals() {
+    for sig in [libc::SIGTERM, libc::SIGHUP, libc::SIGINT] {
+        // SAFETY: a zeroed `sigaction` is valid (no flags, empty fields);
+        // the mask is initialised by `sigemptyset`; the handler only stores
+        // an atomic.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            libc::sigemptyset(&mut sa.sa_mask);
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Ends the process by the signal that stopped the screen, as it would
+/// have ended without the handler (its parent sees "killed by SIGTERM").
+fn die_by(sig: libc::c_int) -> ! {
+    // SAFETY: restoring the default action and raising a signal are
+    // plain syscalls; the default action of these signals ends the process.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
+    }
+    std::process::exit(128 + sig)
+}
+
+/// The refreshing terminal table: every second, until q, Esc, Ctrl-C or
+/// a termination signal.
 /// Snapshots are fetched on a thread of their own, so the keys are read
 /// while a slow or silent service keeps a fetch waiting (up to its
 /// timeout).
@@ -115,10 +156,14 @@ fn tui(o: &Options) -> Result<(), String> {
             std::thread::sleep(Duration::from_secs(1).saturating_sub(started.elapsed()));
         }
     });
+    catch_stop_signals();
     let mut terminal = ratatui::init();
     let result = (|| -> Result<(), String> {
         let mut redraw = true;
         loop {
+            if STOP.load(Ordering::Relaxed) != 0 {
+                return Ok(());
+            }
             while let Ok(fetched) = rx.try_recv() {
                 match fetched {
                     Ok(s) => {
@@ -138,7 +183,11 @@ fn tui(o: &Options) -> Result<(), String> {
                     .map_err(|e| e.to_string())?;
                 redraw = false;
             }
-            if event::poll(Duration::from_millis(100)).map_err(|e| e.to_string())? {
+            let ready = match event::poll(Duration::from_millis(100)) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => false,
+                other => other.map_err(|e| e.to_string())?,
+            };
+            if ready {
                 match event::read().map_err(|e| e.to_string())? {
                     Event::Key(k) => {
                         let ctrl_c = k.code == KeyCode::Char('c')
@@ -154,5 +203,8 @@ fn tui(o: &Options) -> Result<(), String> {
         }
     })();
     ratatui::restore();
-    result
+    match STOP.load(Ordering::Relaxed) {
+        0 => result,
+        sig => die_by(sig),
+    }
 }
