@@ -57,9 +57,13 @@
 //!   makes no progress for [`WRITE_TIMEOUT`] ends the connection (a
 //!   client that stops reading), and a connection lives at most
 //!   [`CONNECTION_LIFETIME`];
-//! - at most [`MAX_CONNECTIONS`] at once: beyond, a new connection is
-//!   closed at once (the accept loop goes on), so slow or malformed
-//!   clients cost a bounded number of small tasks and never a worker.
+//! - at most [`MAX_CONNECTIONS`] at once: beyond, a new connection
+//!   closes the least recently active one (the connection whose last
+//!   request began, or which was accepted, longest ago) if that was at
+//!   least [`EVICT_IDLE`] ago, and is itself closed at once otherwise (the
+//!   accept loop goes on). Slow or malformed clients cost a bounded number
+//!   of small tasks and never a worker, and clients that open connections
+//!   and keep them idle cannot lock others out: they lose the oldest.
 //!
 //! [`DashboardHandle`] stops the server when dropped (or
 //! [`DashboardHandle::shutdown`]): the accept loop, the sampler and every
@@ -94,6 +98,9 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
 /// Connections served at once; more are closed as they come.
 pub const MAX_CONNECTIONS: usize = 64;
+/// At [`MAX_CONNECTIONS`], how long the least recently active connection
+/// must have been without a new request to be closed for a new one.
+pub const EVICT_IDLE: Duration = Duration::from_secs(1);
 /// The largest request head read (hyper's buffer; 431 or a close beyond).
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// At most one accept-error warning this often.
@@ -163,6 +170,8 @@ pub fn serve_on(handle: &Handle, addr: impl ToSocketAddrs) -> io::Result<Dashboa
         latest: Mutex::new(None),
         conns: AtomicUsize::new(0),
         refused: AtomicU64::new(0),
+        evicted: AtomicU64::new(0),
+        epoch: Instant::now(),
         tasks: Mutex::new(Tasks::default()),
         stopped: AtomicBool::new(false),
     });
@@ -203,9 +212,16 @@ impl DashboardHandle {
         self.shared.conns.load(Ordering::Relaxed)
     }
 
-    /// Connections closed at once because [`MAX_CONNECTIONS`] were open.
+    /// Connections closed at once because [`MAX_CONNECTIONS`] were open
+    /// and none had been idle for [`EVICT_IDLE`].
     pub fn refused_connections(&self) -> u64 {
         self.shared.refused.load(Ordering::Relaxed)
+    }
+
+    /// Idle connections closed to make room for a new one at
+    /// [`MAX_CONNECTIONS`].
+    pub fn evicted_connections(&self) -> u64 {
+        self.shared.evicted.load(Ordering::Relaxed)
     }
 }
 
@@ -218,8 +234,16 @@ impl Drop for DashboardHandle {
 #[derive(Debug, Default)]
 struct Tasks {
     loops: Vec<JoinHandle<()>>,
-    conns: HashMap<u64, JoinHandle<()>>,
+    conns: HashMap<u64, Conn>,
     next: u64,
+}
+
+/// A connection's task, and when its last request began (or it was
+/// accepted): milliseconds since [`Shared::epoch`].
+#[derive(Debug)]
+struct Conn {
+    task: JoinHandle<()>,
+    active: Arc<AtomicU64>,
 }
 
 #[derive(Debug)]
@@ -234,6 +258,9 @@ struct Shared {
     latest: Mutex<Option<(std::time::Instant, Arc<Snapshot>)>>,
     conns: AtomicUsize,
     refused: AtomicU64,
+    evicted: AtomicU64,
+    /// The clock of [`Conn::active`].
+    epoch: Instant,
     tasks: Mutex<Tasks>,
     stopped: AtomicBool,
 }
@@ -242,9 +269,45 @@ impl Shared {
     fn stop(&self) {
         self.stopped.store(true, Ordering::Relaxed);
         let t = std::mem::take(&mut *crate::loom::lock(&self.tasks));
-        for h in t.loops.iter().chain(t.conns.values()) {
+        for h in t.loops.iter().chain(t.conns.values().map(|c| &c.task)) {
             h.abort();
         }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// At the connection limit: closes the least recently active
+    /// connection if it has been idle for [`EVICT_IDLE`]; whether one was.
+    /// Past twice the limit (closed connections whose tasks have not been
+    /// dropped yet), none is.
+    fn evict_idle(&self) -> bool {
+        if self.conns.load(Ordering::Relaxed) >= 2 * MAX_CONNECTIONS {
+            return false;
+        }
+        let idle_before = self.now_ms().saturating_sub(EVICT_IDLE.as_millis() as u64);
+        let victim = {
+            let mut t = crate::loom::lock(&self.tasks);
+            let oldest = t
+                .conns
+                .iter()
+                .filter(|(_, c)| !c.task.is_finished())
+                .map(|(id, c)| (c.active.load(Ordering::Relaxed), *id))
+                .min();
+            match oldest {
+                Some((active, id)) if active <= idle_before => t.conns.remove(&id),
+                _ => None,
+            }
+        };
+        // Aborted outside the lock (the cancel may kick a pool); its task's
+        // guard counts it out when a worker drops it.
+        let Some(victim) = victim else {
+            return false;
+        };
+        victim.task.abort();
+        self.evicted.fetch_add(1, Ordering::Relaxed);
+        true
     }
 }
 
@@ -518,7 +581,7 @@ async fn accept(shared: Arc<Shared>, listener: crate::net::TcpListener, timer: W
         // Relaxed: a count, checked and changed only here and by the
         // connection tasks' guards; a momentary overshoot by one is
         // harmless.
-        if shared.conns.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+        if shared.conns.load(Ordering::Relaxed) >= MAX_CONNECTIONS && !shared.evict_idle() {
             shared.refused.fetch_add(1, Ordering::Relaxed);
             drop(stream);
             continue;
@@ -532,10 +595,13 @@ async fn accept(shared: Arc<Shared>, listener: crate::net::TcpListener, timer: W
             .local_addr()
             .map_or(true, |a| a.ip().to_canonical().is_loopback());
         let conn_shared = shared.clone();
+        let active = Arc::new(AtomicU64::new(shared.now_ms()));
+        let conn_active = active.clone();
         let conn = http.serve_connection(
             WqIo::new(stream).write_timeout(WRITE_TIMEOUT),
             hyper::service::service_fn(move |req| {
                 let s = conn_shared.clone();
+                conn_active.store(s.now_ms(), Ordering::Relaxed);
                 async move { Ok::<_, std::convert::Infallible>(route(&s, loopback, req).await) }
             }),
         );
@@ -570,9 +636,9 @@ async fn accept(shared: Arc<Shared>, listener: crate::net::TcpListener, timer: W
         // A connection that ended before its handle got here left it
         // behind: prune those now and then.
         if id.is_multiple_of(64) {
-            t.conns.retain(|_, h| !h.is_finished());
+            t.conns.retain(|_, c| !c.task.is_finished());
         }
-        t.conns.insert(id, task);
+        t.conns.insert(id, Conn { task, active });
     }
 }
 
