@@ -57,6 +57,25 @@ mod tests {
     use std::time::{Duration, Instant};
 
     #[test]
+    fn saturating_add_never_panics_even_near_the_end_of_instant() {
+        let now = Instant::now();
+        let year = Duration::from_secs(86400 * 365);
+        assert_eq!(super::saturating_add(now, year), now + year);
+        assert!(super::saturating_add(now, Duration::MAX) > now + 29 * year);
+        // The last representable instant, found by halving: within 30
+        // years of it, even the fallback overflows; `t` comes back.
+        let (mut end, mut step) = (now, Duration::MAX / 2);
+        while step > Duration::from_secs(1) {
+            if let Some(t) = end.checked_add(step) {
+                end = t;
+            } else {
+                step /= 2;
+            }
+        }
+        assert_eq!(super::saturating_add(end, Duration::MAX), end);
+    }
+
+    #[test]
     fn delays_are_nanoseconds_of_the_monotonic_clock() {
         calibrate();
         let (t0, i0) = (now(), Instant::now());
@@ -72,8 +91,10 @@ mod tests {
 }
 
 /// `t + d`, or about 30 years after `t` where that overflows `Instant`
-/// (`Duration::MAX` means "never", not a panic).
+/// (`Duration::MAX` means "never", not a panic), or `t` itself for a `t`
+/// within 30 years of `Instant`'s end.
 pub(crate) fn saturating_add(t: std::time::Instant, d: std::time::Duration) -> std::time::Instant {
     t.checked_add(d)
-        .unwrap_or_else(|| t + std::time::Duration::from_secs(86400 * 365 * 30))
+        .or_else(|| t.checked_add(std::time::Duration::from_secs(86400 * 365 * 30)))
+        .unwrap_or(t)
 }

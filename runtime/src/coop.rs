@@ -15,6 +15,13 @@
 //!   as `yield_now` is) and the operation returns `Pending`, touching
 //!   neither the readiness nor the waiters; else an operation that finds
 //!   its socket ready takes one unit ([`spend`]).
+//! - A [`Sleep`](crate::time::Sleep) is an operation too: a poll with the
+//!   budget spent is `Pending` (the task woken), a completion takes a unit;
+//!   so a loop over sleeps already due (`sleep(Duration::ZERO)`, a backoff
+//!   of zero, timeouts that elapsed) yields its worker as a socket loop
+//!   does. A [`timeout`](crate::time::timeout) whose inner future spent
+//!   the budget polls its sleep with none ([`has_budget`] before and
+//!   after), so the deadline still fires (tokio's rule).
 //! - So a loop over a socket that stays ready (a peer that sends faster
 //!   than the task reads, a flood of connections to accept) gives its
 //!   worker back every 128 operations: the task's other futures
@@ -88,6 +95,13 @@ pub(crate) fn poll_proceed(cx: &mut Context<'_>) -> Poll<()> {
     } else {
         Poll::Ready(())
     }
+}
+
+/// Whether the running poll has budget left (always, outside a budgeted
+/// poll).
+#[inline]
+pub(crate) fn has_budget() -> bool {
+    BUDGET.with(Cell::get) != 0
 }
 
 /// An operation found its socket ready: one unit of the budget.

@@ -178,6 +178,8 @@ pub struct WqIo<T> {
     write_timeout: Option<Duration>,
     /// Armed while writes make no progress (`write_timeout` set).
     stalled: Option<Sleep>,
+    /// [`WqIo::vectored_writes`].
+    vectored: bool,
 }
 
 /// hyper hands reads an uninitialised buffer and `AsyncRead` needs
@@ -206,10 +208,25 @@ impl<T> WqIo<T> {
             read_size: SCRATCH,
             write_timeout: None,
             stalled: None,
+            vectored: true,
         }
     }
 
-    /// Fails a write or flush (`TimedOut`) that makes no progress for
+    /// Whether hyper may hand the stream several buffers per write (a
+    /// response's head and body in one `writev`). True by default: wq's
+    /// streams write vectored (`sendmsg`/`writev`). Say `false` for a
+    /// stream whose `poll_write_vectored` is `futures`' default, which
+    /// writes only the first buffer (a TLS stream, most wrappers): hyper
+    /// then copies head and body into one buffer, rather than sending
+    /// them as two writes -- two TLS records, and, without `TCP_NODELAY`,
+    /// a second segment that can wait for the peer's delayed ACK.
+    #[must_use]
+    pub fn vectored_writes(mut self, vectored: bool) -> WqIo<T> {
+        self.vectored = vectored;
+        self
+    }
+
+    /// Fails a write, flush or shutdown (`TimedOut`) that makes no progress for
     /// `limit` (no byte accepted by the stream: for TCP, the kernel's send
     /// buffer stayed full): a peer that stops reading its responses cannot
     /// hold the connection, and what it holds, until some longer deadline.
@@ -235,6 +252,13 @@ impl<T> WqIo<T> {
         };
         if poll.is_ready() {
             self.stalled = None;
+            return poll;
+        }
+        if !crate::coop::has_budget() {
+            // `Pending` because the task's operation budget is spent: it
+            // is woken to go on at once, and this is no stall (arming the
+            // timer would cost a shard lock and a wheel insert every 128
+            // operations of a fast stream).
             return poll;
         }
         let stall = self
@@ -331,11 +355,15 @@ impl<T: AsyncWrite + Unpin> hyper::rt::Write for WqIo<T> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_close(cx)
+        // Timed too: a stream whose close flushes (TLS's close_notify)
+        // waits on the peer reading.
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_close(cx);
+        this.timed(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {
-        true
+        self.vectored
     }
 
     fn poll_write_vectored(
@@ -439,5 +467,23 @@ mod tests {
         assert_eq!(offered[11..17], [READ_MAX, 32768, 16384, 8192, 4096, 2048]);
         assert_eq!(offered[17..], [SCRATCH, SCRATCH, SCRATCH]);
         assert_eq!(io.read_size, SCRATCH);
+    }
+
+    /// A write `Pending` because the task's operation budget is spent is
+    /// no stall: no timer is armed (it cost a shard lock and a wheel insert
+    /// every 128 operations of a fast stream). Outside a runtime, arming
+    /// one would panic.
+    #[test]
+    fn a_write_pending_on_the_spent_budget_arms_no_stall_timer() {
+        let mut io = WqIo::new(()).write_timeout(std::time::Duration::from_millis(5));
+        let mut cx = Context::from_waker(noop_waker_ref());
+        crate::coop::with_budget(|| {
+            for _ in 0..crate::coop::PER_POLL {
+                crate::coop::spend();
+            }
+            let p = io.timed(&mut cx, Poll::<std::io::Result<()>>::Pending);
+            assert!(p.is_pending());
+        });
+        assert!(io.stalled.is_none());
     }
 }

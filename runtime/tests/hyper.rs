@@ -242,3 +242,48 @@ fn a_write_to_a_peer_that_does_not_read_times_out() {
         });
     });
 }
+
+/// A stream whose close never completes (a TLS close_notify to a peer that
+/// does not read): with `write_timeout`, hyper's shutdown fails with
+/// `TimedOut` too; it waited for ever.
+#[test]
+fn a_shutdown_that_makes_no_progress_times_out() {
+    struct NeverCloses;
+    impl futures::io::AsyncWrite for NeverCloses {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_close(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Pending
+        }
+    }
+    within_watchdog("shutdown timeout", LIMIT, || {
+        rt().block_on(async {
+            let mut io = WqIo::new(NeverCloses)
+                .write_timeout(Duration::from_millis(100))
+                .vectored_writes(false);
+            assert!(!hyper::rt::Write::is_write_vectored(&io));
+            let t0 = Instant::now();
+            let err = std::future::poll_fn(|cx| {
+                hyper::rt::Write::poll_shutdown(std::pin::Pin::new(&mut io), cx)
+            })
+            .await
+            .unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+            assert!(t0.elapsed() >= Duration::from_millis(100));
+        });
+    });
+}

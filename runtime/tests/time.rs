@@ -419,3 +419,41 @@ fn a_sleep_outliving_its_runtime_panics_instead_of_hanging() {
         assert!(msg.contains("polled after its runtime shut down"), "{msg}");
     }
 }
+
+/// A loop over sleeps already due (a backoff of zero) yields its worker
+/// every 128 (the operation budget) as a socket loop does: on a pool of
+/// one worker, another task runs meanwhile. (CPU-hog detection, which
+/// would let a second worker in, is set out of reach.)
+#[test]
+fn a_loop_over_sleeps_already_due_lets_other_tasks_run() {
+    within_watchdog("due sleeps", LIMIT, || {
+        let rt = Runtime::builder()
+            .default_scope(wq::Scope::System)
+            .max_workers_per_pool(1)
+            .cpu_hog_threshold(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let flag = Arc::new(AtomicUsize::new(0));
+            let f = flag.clone();
+            let looper = wq::spawn(async move {
+                let t0 = Instant::now();
+                let mut n = 0u64;
+                while f.load(Ordering::SeqCst) == 0 {
+                    sleep(Duration::ZERO).await;
+                    timeout(Duration::ZERO, std::future::pending::<()>())
+                        .await
+                        .unwrap_err();
+                    n += 1;
+                    assert!(
+                        t0.elapsed() < Duration::from_secs(10),
+                        "the other task never ran: {n} due sleeps held the worker"
+                    );
+                }
+            });
+            let setter = wq::spawn(async move { flag.store(1, Ordering::SeqCst) });
+            setter.await.unwrap();
+            looper.await.unwrap();
+        });
+    });
+}

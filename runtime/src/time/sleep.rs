@@ -222,7 +222,21 @@ impl Future for Sleep {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.get_mut();
+        // An operation of the task's budget (`coop`): a loop over sleeps
+        // already due yields its worker every 128.
+        std::task::ready!(crate::coop::poll_proceed(cx));
+        let done = self.get_mut().poll_deadline(cx);
+        if done.is_ready() {
+            crate::coop::spend();
+        }
+        done
+    }
+}
+
+impl Sleep {
+    /// [`Future::poll`] without the budget.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self;
         if this.fired {
             return Poll::Ready(());
         }

@@ -78,10 +78,20 @@ impl<F: Future> Future for Timeout<F> {
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: see above.
         let future = unsafe { Pin::new_unchecked(&mut this.future) };
+        let had_budget = crate::coop::has_budget();
         if let Poll::Ready(out) = future.poll(cx) {
             return Poll::Ready(Ok(out));
         }
-        match Pin::new(&mut this.sleep).poll(cx) {
+        // The inner future spent the budget (a read loop on a socket that
+        // stays ready): the deadline is checked with none, or it would
+        // never fire (`coop`).
+        let sleep = Pin::new(&mut this.sleep);
+        let elapsed = if had_budget && !crate::coop::has_budget() {
+            crate::coop::unconstrained(|| sleep.poll(cx))
+        } else {
+            sleep.poll(cx)
+        };
+        match elapsed {
             Poll::Ready(()) => Poll::Ready(Err(Elapsed(()))),
             Poll::Pending => Poll::Pending,
         }
