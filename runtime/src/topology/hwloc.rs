@@ -43,7 +43,7 @@ pub(super) fn detect() -> Result<Topology, TopologyError> {
         ));
     }
     Topology::build(
-        cpus,
+        super::as_found(cpus, "hwloc"),
         DEFAULT_CACHE_SHARD_SIZE,
         "hwloc (this machine)".to_owned(),
         true,
@@ -92,11 +92,13 @@ pub(super) fn synthetic(desc: &str) -> Result<Topology, TopologyError> {
             ));
         }
     }
-    // hwloc wants the last level to be `pu`; accept "core:4" as "core:4 pu:1".
-    let ends_with_pu = desc
-        .split_whitespace()
-        .last()
-        .is_some_and(|last| last.to_ascii_lowercase().starts_with("pu:"));
+    // hwloc wants the last level to be `pu`; accept "core:4" as "core:4
+    // pu:1". A last level with no type ("core:4 2") is hwloc's PU level
+    // already: appending would make it a level of its own.
+    let ends_with_pu = desc.split_whitespace().last().is_some_and(|last| {
+        let last = last.to_ascii_lowercase();
+        last.starts_with("pu:") || !last.contains(':')
+    });
     let full = if ends_with_pu {
         desc.to_owned()
     } else {
@@ -136,17 +138,48 @@ pub(super) fn from_xml(xml: &str) -> Result<Topology, TopologyError> {
         )
         .with_source(std::io::Error::other(source))
     };
+    // hwloc's importer takes a PU without `os_index` (a hand-edited or
+    // generated file), then numbers it by its logical index, or, in a
+    // debug build (hwlocality checks the topology there), aborts the
+    // process on its own consistency assertion.
+    if let Some(tag) = pu_without_os_index(xml) {
+        return Err(TopologyError::new(
+            TopologyErrorKind::InvalidXml,
+            format!(
+                "invalid hwloc XML topology: the PU object {tag:?} has no os_index attribute \
+                 (the CPU number the OS uses): export the machine with `hwloc-ls --of xml`, \
+                 which writes one for every PU"
+            ),
+        ));
+    }
     let hw = HwTopology::builder()
         .from_xml(xml)
         .map_err(|e| invalid(e.to_string()))?
         .build()
         .map_err(|e| invalid(e.to_string()))?;
     Topology::build(
-        describe(&hw, None),
+        super::as_found(describe(&hw, None), "xml"),
         DEFAULT_CACHE_SHARD_SIZE,
         "xml".to_owned(),
         false,
     )
+}
+
+/// The first `<object type="PU" ...>` tag of an hwloc XML export that has
+/// no `os_index` attribute, if any.
+fn pu_without_os_index(xml: &str) -> Option<&str> {
+    let mut rest = xml;
+    while let Some(start) = rest.find("<object") {
+        let tag_end = rest[start..]
+            .find('>')
+            .map_or(rest.len(), |e| start + e + 1);
+        let tag = &rest[start..tag_end];
+        if tag.contains("type=\"PU\"") && !tag.contains(" os_index=\"") {
+            return Some(tag);
+        }
+        rest = &rest[tag_end..];
+    }
+    None
 }
 
 /// The plain description of an hwloc topology, keeping only the PUs in
@@ -160,6 +193,7 @@ fn describe(hw: &HwTopology, allowed: Option<&[usize]>) -> Vec<CpuInfo> {
     };
     let mut cpus = Vec::new();
     for pu in hw.objects_with_type(ObjectType::PU) {
+        // Every PU has one: `from_xml` refuses an export without.
         let os_index = pu.os_index().unwrap_or_else(|| pu.logical_index());
         if allowed.is_some_and(|allowed| !allowed.contains(&os_index)) {
             continue;

@@ -71,6 +71,9 @@ pub struct CpuInfo {
     /// The physical core: CPUs with the same `core` are SMT siblings.
     pub core: usize,
     /// The last-level cache (or the largest shared cache level there is).
+    /// One shared by several NUMA nodes is split at their boundaries (the
+    /// `cache` scope never spans nodes), as the kernel's LLC masks are
+    /// under sub-NUMA clustering.
     pub llc: usize,
     /// The NUMA node.
     pub numa: usize,
@@ -513,6 +516,21 @@ impl Topology {
 }
 
 /// The error for a description of `n` CPUs, over [`MAX_CPUS`].
+/// A machine's description as a reader found it, made buildable where the
+/// machine itself is odd: SMT siblings that disagree on their cache, node
+/// or package are separated ([`pods::separate_disagreeing_siblings`]),
+/// with one warning.
+pub(crate) fn as_found(mut cpus: Vec<CpuInfo>, source: &str) -> Vec<CpuInfo> {
+    let moved = pods::separate_disagreeing_siblings(&mut cpus);
+    if !moved.is_empty() {
+        log::warn!(
+            "wq topology ({source}): CPUs {} share a core with CPUs in another LLC, NUMA node              or package; each is treated as a core of its own (as the kernel ignores such              sibling links)",
+            format_cpu_list(&moved)
+        );
+    }
+    cpus
+}
+
 pub(crate) fn too_many_cpus(source: &str, n: usize) -> TopologyError {
     TopologyError::new(
         TopologyErrorKind::TooManyCpus,

@@ -2,7 +2,8 @@
 //! description.
 //!
 //! 1. [`normalize`] sorts the CPUs by OS index, rejects an empty list,
-//!    duplicates and SMT siblings that disagree, and renumbers every id
+//!    duplicates and SMT siblings that disagree, splits an LLC shared by
+//!    several NUMA nodes at the nodes' boundaries, and renumbers every id
 //!    densely in the order of its group's first CPU. After it, a group id is
 //!    also the group's rank by first CPU.
 //! 2. [`compute`] groups the CPUs by id for `cpu`, `smt`, `cache`, `numa` and
@@ -35,7 +36,16 @@ pub(super) fn normalize(mut cpus: Vec<CpuInfo>) -> Result<Vec<CpuInfo>, Topology
         ));
     }
     renumber(&mut cpus, |c| &mut c.core);
-    renumber(&mut cpus, |c| &mut c.llc);
+    // An LLC shared by several NUMA nodes (Intel's sub-NUMA clustering:
+    // one L3 per package, a node per quarter of it) is split at the nodes'
+    // boundaries, as the kernel's LLC masks are: a `cache` or
+    // `cache_shard` pod never spans nodes, and every scope nests in the
+    // next. The pairs are numbered densely in order of first CPU.
+    let mut llcs = HashMap::new();
+    for cpu in &mut cpus {
+        let next = llcs.len();
+        cpu.llc = *llcs.entry((cpu.llc, cpu.numa)).or_insert(next);
+    }
     renumber(&mut cpus, |c| &mut c.numa);
     renumber(&mut cpus, |c| &mut c.package);
 
@@ -61,6 +71,35 @@ pub(super) fn normalize(mut cpus: Vec<CpuInfo>) -> Result<Vec<CpuInfo>, Topology
         }
     }
     Ok(cpus)
+}
+
+/// For a machine as a reader found it (sysfs, hwloc, an XML export): SMT
+/// siblings that disagree on their LLC, NUMA node or package (a VM whose
+/// virtual NUMA layout splits a core, which QEMU boots with a warning) are
+/// not siblings to wq. Each CPU that disagrees with its core's first CPU
+/// gets a core of its own, as the kernel ignores such a sibling link
+/// ("smt-sibling ... not on the same node"), where [`normalize`] would
+/// refuse the machine and no runtime could be built on it. Returns the
+/// CPUs moved, for a warning. `Topology::from_cpus` keeps the strict error.
+pub(super) fn separate_disagreeing_siblings(cpus: &mut [CpuInfo]) -> Vec<usize> {
+    let place = |c: &CpuInfo| (c.llc, c.numa, c.package);
+    let mut first: HashMap<usize, (usize, (usize, usize, usize))> = HashMap::new();
+    for c in cpus.iter() {
+        let e = first.entry(c.core).or_insert((c.os_index, place(c)));
+        if c.os_index < e.0 {
+            *e = (c.os_index, place(c));
+        }
+    }
+    let mut moved = Vec::new();
+    for c in cpus.iter_mut() {
+        if first[&c.core].1 != place(c) {
+            // A key no reader uses (they key cores by a CPU number).
+            c.core = usize::MAX - c.os_index;
+            moved.push(c.os_index);
+        }
+    }
+    moved.sort_unstable();
+    moved
 }
 
 /// Replaces the ids of one field by 0, 1, 2 ... in order of first appearance.

@@ -147,10 +147,11 @@ pub(super) fn describe(desc: &str) -> Result<Vec<CpuInfo>, TopologyError> {
         };
         let level = Level::parse(name)
             .ok_or_else(|| invalid(desc, &format!("unknown level type {name:?}")))?;
-        let count: usize =
-            count.parse().ok().filter(|&n| n >= 1).ok_or_else(|| {
-                invalid(desc, &format!("count {count:?} is not a positive number"))
-            })?;
+        // As hwloc reads it (C's strtoul: "010" is 8, "0x10" 16), so a
+        // description means the same machine with or without the feature.
+        let count: usize = strtoul(count)
+            .filter(|&n| n >= 1)
+            .ok_or_else(|| invalid(desc, &format!("count {count:?} is not a positive number")))?;
         if levels.last().is_some_and(|(l, _)| *l == Level::Pu) {
             return Err(invalid(desc, "pu must be the last level"));
         }

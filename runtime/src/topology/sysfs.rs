@@ -28,7 +28,7 @@ pub(super) fn detect() -> Result<Topology, TopologyError> {
     let allowed = allowed_cpus()?;
     let cpus = read(Path::new(SYSFS_ROOT), &allowed)?;
     Topology::build(
-        cpus,
+        super::as_found(cpus, "sysfs"),
         DEFAULT_CACHE_SHARD_SIZE,
         "sysfs (this machine)".to_owned(),
         true,

@@ -249,6 +249,46 @@ fn uneven_cores_per_llc_with_interleaved_siblings() {
     assert_eq!(topo.source(), "plain description");
 }
 
+/// Sub-NUMA clustering (Sapphire Rapids SNC4): one L3 per package, four
+/// NUMA nodes under it. The cache is split at the nodes' boundaries, as
+/// the kernel's LLC masks are: a `cache` or `cache_shard` pod never spans
+/// nodes (one cache pod for the package put shards across nodes, and the
+/// steal order saw every node's pods as "same cache").
+#[test]
+fn an_llc_shared_by_numa_nodes_is_split_at_their_boundaries() {
+    // 4 nodes of 4 cores (2 threads: siblings c and c + 16), one L3.
+    let cpus: Vec<CpuInfo> = (0..32)
+        .map(|os| {
+            let core = os % 16;
+            CpuInfo {
+                os_index: os,
+                core,
+                llc: 7,
+                numa: core / 4,
+                package: 0,
+            }
+        })
+        .collect();
+    let topo = Topology::from_cpus(cpus).unwrap();
+    check_invariants(&topo);
+    assert_eq!(lists(&topo, Scope::Cache), lists(&topo, Scope::Numa));
+    assert_eq!(
+        lists(&topo, Scope::Cache),
+        ["0-3,16-19", "4-7,20-23", "8-11,24-27", "12-15,28-31"]
+    );
+    for (inner, outer) in [
+        (Scope::Smt, Scope::CacheShard),
+        (Scope::CacheShard, Scope::Cache),
+        (Scope::Cache, Scope::Numa),
+    ] {
+        assert_nested(&topo, inner, outer);
+    }
+    // An LLC per node already (EPYC NPS4, several LLCs per node) is kept.
+    let epyc = synthetic("pack:1 numa:2 l3:4 core:8 pu:2");
+    assert_eq!(epyc.pods(Scope::Cache).len(), 8);
+    assert_nested(&epyc, Scope::Cache, Scope::Numa);
+}
+
 #[test]
 fn from_cpus_sorts_and_renumbers_ids_densely() {
     let cpus = vec![
@@ -430,14 +470,15 @@ fn too_big_or_wrong_descriptions_are_refused_with_what_to_do() {
     assert!(Topology::synthetic("core:99999999999999999999").is_err());
     // Also where the size hides from a `type:count` reading, in hwloc's
     // grammar: bare counts (hwloc picks the types), attribute lists with
-    // spaces, hex counts. Without hwloc, the parser here refuses them as
-    // forms it does not read; with it, they are sized before hwloc builds
-    // anything (before, hwloc tried to build 10^10 PUs).
+    // spaces. Without hwloc, the parser here refuses them as forms it does
+    // not read; with it, they are sized before hwloc builds anything
+    // (before, hwloc tried to build 10^10 PUs). Hex counts both read.
+    let err = Topology::synthetic("core:0x100000 pu:0x100000").unwrap_err();
+    assert_eq!(err.kind(), TopologyErrorKind::TooManyCpus, "{err}");
     for desc in [
         "100000 100000",
         "(memory=1GB) core:100000 pu:100000",
         "l3:100000(size=1MB indexes=0) pu:100000",
-        "core:0x100000 pu:0x100000",
     ] {
         let err = Topology::synthetic(desc).unwrap_err();
         #[cfg(feature = "hwloc")]
@@ -624,6 +665,26 @@ fn fake_sysfs() -> std::path::PathBuf {
     root
 }
 
+/// A VM whose virtual NUMA layout splits a core (QEMU boots it with a
+/// warning): CPU 5, the sibling of CPU 1, sits in node 1. A description
+/// built by hand is refused; the machine as a reader found it builds, CPU
+/// 5 a core of its own (the runtime could not be built on such a VM).
+#[test]
+fn siblings_split_across_nodes_by_a_vm_become_cores_of_their_own() {
+    let root = fake_sysfs();
+    std::fs::write(root.join("node/node0/cpulist"), "0-1,4\n").unwrap();
+    std::fs::write(root.join("node/node1/cpulist"), "2-3,5-6\n").unwrap();
+    let cpus = sysfs::read(&root, &(0..64).collect::<Vec<_>>()).unwrap();
+    let err = Topology::from_cpus(cpus.clone()).unwrap_err();
+    assert_eq!(err.kind(), TopologyErrorKind::InconsistentCpu);
+    let topo = Topology::from_cpus(as_found(cpus, "test")).unwrap();
+    check_invariants(&topo);
+    assert_eq!(lists(&topo, Scope::Smt), ["0,4", "1", "2,6", "3", "5"]);
+    assert_eq!(lists(&topo, Scope::Numa), ["0-1,4", "2-3,5-6"]);
+    assert_nested(&topo, Scope::Cache, Scope::Numa);
+    std::fs::remove_dir_all(root).unwrap();
+}
+
 #[test]
 fn sysfs_reader_on_a_fake_tree() {
     let root = fake_sysfs();
@@ -780,6 +841,52 @@ mod with_hwloc {
         for scope in Scope::ALL {
             assert_eq!(topo.pods(scope), want.pods(scope), "{scope}");
         }
+    }
+
+    /// An export whose PUs have no `os_index` (hwloc's importer takes it,
+    /// then numbers the PUs by logical index, or, in a debug build, aborts
+    /// the process on its own assertion) is refused with what to do.
+    #[test]
+    fn xml_pus_without_os_index_are_refused() {
+        let xml = export("core:2 pu:2(indexes=0,2,1,3)");
+        assert!(xml.contains("os_index=\"2\""), "{xml}");
+        let mut stripped = String::new();
+        for line in xml.lines() {
+            if line.contains("type=\"PU\"") {
+                let start = line.find(" os_index=\"").unwrap();
+                let end = start + 12 + line[start + 12..].find('"').unwrap() + 1;
+                stripped.push_str(&line[..start]);
+                stripped.push_str(&line[end..]);
+            } else {
+                stripped.push_str(line);
+            }
+            stripped.push('\n');
+        }
+        assert!(!stripped.contains("type=\"PU\" os_index"), "{stripped}");
+        let err = Topology::from_xml(&stripped).unwrap_err();
+        assert_eq!(err.kind(), TopologyErrorKind::InvalidXml);
+        assert!(
+            err.to_string().contains("has no os_index attribute"),
+            "{err}"
+        );
+        // The export as hwloc wrote it keeps its numbering.
+        let topo = Topology::from_xml(&xml).unwrap();
+        assert_eq!(lists(&topo, Scope::Smt), ["0,2", "1,3"]);
+    }
+
+    /// A last level with no type is hwloc's PU level ("core:4 2" is
+    /// "core:4 pu:2"); counts are read as hwloc reads them (C's strtoul),
+    /// by hwloc and by the parser used without the feature alike.
+    #[test]
+    fn synthetic_bare_last_level_and_counts_read_as_hwloc_reads_them() {
+        assert_eq!(
+            synthetic("core:4 2").pods(Scope::Smt),
+            synthetic("core:4 pu:2").pods(Scope::Smt)
+        );
+        assert_eq!(synthetic("core:010").num_cpus(), 8);
+        assert_eq!(synthetic("core:0x10").num_cpus(), 16);
+        assert_eq!(synthetic::parse("core:010").unwrap().num_cpus(), 8);
+        assert_eq!(synthetic::parse("core:0x10").unwrap().num_cpus(), 16);
     }
 
     #[test]
