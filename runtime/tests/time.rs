@@ -457,3 +457,42 @@ fn a_loop_over_sleeps_already_due_lets_other_tasks_run() {
         });
     });
 }
+
+/// `wq::task::unconstrained`: inside it, due sleeps never yield; outside,
+/// a task spawned beside the loop on a one-worker pool runs within it.
+#[test]
+fn unconstrained_polls_without_the_budget() {
+    within_watchdog("unconstrained", LIMIT, || {
+        let rt = Runtime::builder()
+            .default_scope(wq::Scope::System)
+            .max_workers_per_pool(1)
+            .cpu_hog_threshold(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        let ran_beside = |constrained: bool| {
+            rt.block_on(rt.spawn(async move {
+                let flag = Arc::new(AtomicUsize::new(0));
+                let f = flag.clone();
+                // Queued on this worker, the only one: it runs when this
+                // task yields.
+                let beside = wq::spawn(async move { f.store(1, Ordering::SeqCst) });
+                let sleeps = async {
+                    for _ in 0..1_000 {
+                        sleep(Duration::ZERO).await;
+                    }
+                };
+                if constrained {
+                    sleeps.await;
+                } else {
+                    wq::task::unconstrained(sleeps).await;
+                }
+                let ran = flag.load(Ordering::SeqCst) == 1;
+                beside.await.unwrap();
+                ran
+            }))
+            .unwrap()
+        };
+        assert!(ran_beside(true), "1,000 due sleeps never yielded");
+        assert!(!ran_beside(false), "unconstrained sleeps yielded");
+    });
+}

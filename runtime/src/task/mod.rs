@@ -29,6 +29,7 @@
 mod join;
 mod queue_ref;
 mod registry;
+mod unconstrained;
 mod yield_now;
 
 use join::Guarded;
@@ -36,6 +37,7 @@ pub(crate) use join::RUNTIME_SHUT_DOWN;
 pub use join::{JoinError, JoinHandle};
 pub(crate) use queue_ref::{QueueRef, StripeLines, TasksShare, stripe_lines};
 pub(crate) use registry::Registry;
+pub use unconstrained::{Unconstrained, unconstrained};
 pub use yield_now::yield_now;
 
 use std::cell::UnsafeCell;
