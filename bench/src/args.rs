@@ -29,6 +29,11 @@ impl Args {
                 ));
             };
             if let Some((name, value)) = name.split_once('=') {
+                if flags.contains(&name) {
+                    // Stored as a value, it was never read as the flag:
+                    // the run went on without what was asked for.
+                    return Err(format!("option --{name} takes no value (give --{name})"));
+                }
                 args.values.insert(name.to_owned(), value.to_owned());
             } else if flags.contains(&name) {
                 args.flags.push(name.to_owned());
@@ -67,6 +72,16 @@ impl Args {
     /// The raw value of `--name`, if given.
     pub fn raw(&self, name: &str) -> Option<&str> {
         self.values.get(name).map(String::as_str)
+    }
+
+    /// `--name` as a count of interleaved rounds: at least 1, rounded up
+    /// to a multiple of `runtimes`, so each runtime goes first equally
+    /// often (an odd count gave one runtime's median from the first slot
+    /// and the other's from the second, and the slot moves a run 5-25% on
+    /// a shared VM).
+    pub fn rounds(&self, name: &str, default: usize, runtimes: usize) -> Result<usize, String> {
+        let n: usize = self.get(name, default)?;
+        Ok(n.max(1).div_ceil(runtimes.max(1)) * runtimes.max(1))
     }
 
     /// `--name` parsed as `T`, or `default`.
@@ -143,5 +158,24 @@ mod tests {
         assert!(a.get("items", 1usize).unwrap_err().contains("--items"));
         let a = Args::parse(["--scopes", "cpu,l3"], &[]).unwrap();
         assert!(a.list::<wq::Scope>("scopes", vec![]).is_err());
+        // A flag given a value was stored as a value and never read.
+        let err = Args::parse(["--json=1"], &["json"]).unwrap_err();
+        assert!(err.contains("--json takes no value"), "{err}");
+    }
+
+    #[test]
+    fn rounds_give_each_runtime_the_first_slot_equally_often() {
+        let rounds = |argv: &[&str], runtimes| {
+            Args::parse(argv.iter().copied(), &[])
+                .unwrap()
+                .rounds("repeat", 5, runtimes)
+                .unwrap()
+        };
+        assert_eq!(rounds(&[], 2), 6);
+        assert_eq!(rounds(&["--repeat", "3"], 2), 4);
+        assert_eq!(rounds(&["--repeat", "4"], 2), 4);
+        assert_eq!(rounds(&["--repeat", "0"], 2), 2);
+        assert_eq!(rounds(&["--repeat", "21"], 3), 21);
+        assert_eq!(rounds(&["--repeat", "1"], 1), 1);
     }
 }

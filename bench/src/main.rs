@@ -54,26 +54,26 @@ beside busy neighbours); wq and tokio alternate iteration by iteration
   block_in_place (1,000 tasks each spinning 20 us in the runtime's block_in_place)
   --runtimes wq,tokio (wq runs with Builder::latency_capture(true); also wq-nocapture:
   latency capture off, the runtime's default)
-  --iters N (default 50)  --workers W (both runtimes; default: online CPUs)  --spin-us US  --json
+  --iters N (default 50; rounded up to a multiple of the runtimes)  --workers W (both runtimes; default: online CPUs)  --spin-us US  --json
   --busy-neighbours N (measure quietly, then beside N busy-loop processes, and report the
   runtimes' run-queue wait from schedstat)
 ";
 
 const TIMERS: &str = "\
 wq-bench timers: insert, cancel and fire of N timers, wq and tokio, ns per timer
-  --timers N (default 1000000)  --repeat R (default 5)
+  --timers N (default 1000000)  --repeat R (default 6; rounded up to even: each runtime first in half)
 ";
 
 const HTTP: &str = "\
 wq-bench http: hyper http1 hello world on wq and tokio, loaded by wrk (scripts/setup-bench)
   --threads T (wrk -t, default 1)  --conns C (wrk -c, default 64)  --secs S (default 10)
-  --repeat R (default 3)  --workers W (both runtimes; default: online CPUs)
+  --repeat R (default 4; rounded up to even)  --workers W (both runtimes; default: online CPUs)
   --spin-us US (wq's worker spin before parking; default: the runtime's)
 ";
 
 const ECHO: &str = "\
 wq-bench echo: TCP echo ping-pong, the same std-thread client against wq and tokio
-  --conns C (default 8)  --size BYTES (default 64)  --secs S (default 5)  --repeat R (default 3)
+  --conns C (default 8)  --size BYTES (default 64)  --secs S (default 5)  --repeat R (default 4; rounded up to even)
   --workers W (both runtimes; default: online CPUs)  --spin-us US (wq's worker spin before parking)
 ";
 
@@ -268,7 +268,8 @@ fn run_shapes(argv: &[String]) -> Result<(), String> {
         shapes::NAMES.iter().map(|s| s.to_string()).collect(),
     )?;
     let runtimes: Vec<String> = a.list("runtimes", vec!["wq".to_owned(), "tokio".to_owned()])?;
-    let iters: usize = a.get("iters", 50usize)?.max(1);
+    // Each runtime first in an equal share of the rounds.
+    let iters = a.rounds("iters", 50, runtimes.len())?;
     let workers: usize = a.get("workers", machine::online_cpus())?;
     let neighbours: usize = a.get("busy-neighbours", 0)?;
     let command = command_line();
@@ -284,7 +285,7 @@ fn run_shapes(argv: &[String]) -> Result<(), String> {
     }
     print!("{}", machine::header(&command));
     println!(
-        "# {workers} workers each; {iters} iterations per runtime, alternating{}\n",
+        "# {workers} workers each; {iters} iterations per runtime, alternating (each first in an equal share){}\n",
         if neighbours > 0 {
             format!("; quiet, then beside {neighbours} busy-loop processes")
         } else {
