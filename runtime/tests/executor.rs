@@ -1361,6 +1361,77 @@ fn shutdown_drops_the_tasks_in_a_blocked_workers_deque() {
     });
 }
 
+/// A task whose poll is running when the pools close absorbs the
+/// shutdown's wake and is queued on its closed pool when the poll ends;
+/// a worker blocked in `block_in_place` on what that task holds (a
+/// channel's sender) kept the shutdown waiting for ever. The shutdown now
+/// drops what reaches the closed queues while it waits.
+#[test]
+fn shutdown_drops_a_task_whose_poll_was_running_when_the_pools_closed() {
+    within(60, || {
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("core:2 pu:1").unwrap())
+            .default_scope(Scope::System)
+            .max_workers_per_pool(2)
+            .cpu_hog_threshold(Duration::ZERO)
+            .build()
+            .unwrap();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<&str>();
+        let (tx, rx) = std::sync::mpsc::channel::<u32>();
+        let blocked_tx = ready_tx.clone();
+        let blocked = rt.spawn(async move {
+            wq::block_in_place(|| {
+                blocked_tx.send("blocked").unwrap();
+                rx.recv()
+            })
+        });
+        let holder = rt.spawn(async move {
+            let _tx = tx;
+            ready_tx.send("polling").unwrap();
+            let start = std::time::Instant::now();
+            while start.elapsed() < Duration::from_millis(300) {
+                std::hint::spin_loop();
+            }
+            wq::task::yield_now().await;
+            std::future::pending::<()>().await;
+        });
+        let mut seen = [ready_rx.recv().unwrap(), ready_rx.recv().unwrap()];
+        seen.sort_unstable();
+        assert_eq!(seen, ["blocked", "polling"]);
+        drop((blocked, holder));
+        assert!(
+            rt.shutdown_timeout(Duration::from_secs(5)),
+            "a task queued after its poll outlived the pools' close, and kept a blocked worker waiting"
+        );
+    });
+}
+
+/// A poll that blocks (without `block_in_place`) on the task it just
+/// spawned, which waits in its worker's LIFO slot where nothing looks once
+/// the watchdog is off or gone: the shutdown takes the slot's task and
+/// drops it, and the poll ends.
+#[test]
+fn shutdown_drops_the_task_in_a_stuck_workers_lifo_slot() {
+    within(60, || {
+        let rt = one_worker_pool_without_watchdog();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+        let h = rt.spawn(async move {
+            let (tx, rx) = std::sync::mpsc::channel::<u32>();
+            drop(wq::spawn(async move {
+                tx.send(1).unwrap();
+            }));
+            ready_tx.send(()).unwrap();
+            rx.recv()
+        });
+        ready_rx.recv().unwrap();
+        drop(h);
+        assert!(
+            rt.shutdown_timeout(Duration::from_secs(5)),
+            "a worker stuck on the task in its LIFO slot kept the shutdown waiting"
+        );
+    });
+}
+
 #[test]
 fn block_in_place_outside_a_worker_just_runs_the_closure() {
     assert_eq!(wq::block_in_place(|| 5), 5);

@@ -8,7 +8,8 @@
 //! thread, by a worker finishing its last poll, or by the shutdown's own
 //! registry wake -- is pushed on the pool's injector like any other, and no
 //! worker is kicked; the shutdown thread drains the injectors after each
-//! registry wake (steps 2 and 4 of `runtime::shared`). Dropping a task drops
+//! registry wake (steps 2 and 4 of the scheduler's shutdown) and every
+//! 10 ms while it waits for the threads (step 3). Dropping a task drops
 //! its future, which is user code: done inside somebody's `wake()`, it
 //! would run in the waker's thread under whatever locks the waker holds,
 //! and a chain of tasks awaiting each other's `JoinHandle`s would recurse

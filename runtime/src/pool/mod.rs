@@ -464,6 +464,25 @@ impl Pool {
         });
     }
 
+    /// A shutdown waiting for the closed pool's workers: drops what is
+    /// queued ([`drain`](Pool::drain)) and the tasks waiting in the
+    /// workers' LIFO slots (a worker stuck in a poll never takes its own;
+    /// a running one would have dropped it on its way out, as the pool is
+    /// closed).
+    pub(crate) fn drain_stragglers(&self) {
+        debug_assert!(self.is_closed());
+        self.drain();
+        current::while_draining(self, || {
+            for slot in self.used_slots() {
+                while let Some(runnable) = slot.watch.lifo.steal() {
+                    drop(runnable);
+                }
+            }
+        });
+        // What dropping those woke (their awaiters) is queued here.
+        self.drain();
+    }
+
     /// Marks the pool closed and releases its workers: they exit when they
     /// next look at their state. Queued tasks are dropped by the caller.
     pub(crate) fn close(&self) {

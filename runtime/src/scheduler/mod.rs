@@ -26,7 +26,12 @@
 //! 3. Queued tasks are drained and dropped here, in the shutdown thread
 //!    (never inside another thread's `wake()`); the runtime's threads are
 //!    waited for (unless the caller is one of them) and joined
-//!    ([`threads`]).
+//!    ([`threads`]). While it waits, every [`STRAGGLER_SLICE`], it drops
+//!    what reached the closed queues and the workers' LIFO slots since: a
+//!    task whose poll was running when step 2 woke it is queued when the
+//!    poll ends, and a worker stuck in a poll never takes its LIFO task;
+//!    a thread waited for may wait for either to be dropped
+//!    (`Pool::drain_stragglers`).
 //! 4. The registries are woken once more and the queues drained a last
 //!    time: a task a worker had already taken from a queue when step 2 woke
 //!    it (the wake is absorbed by the pending run) is idle again once that
@@ -147,6 +152,10 @@ pub(crate) struct Scheduler {
     pub(crate) refuse_worker_starts: AtomicUsize,
     me: Weak<Scheduler>,
 }
+
+/// How often a shutdown waiting for its threads drops the tasks that
+/// reached its closed pools ([`Scheduler::wait_dropping_stragglers`]).
+const STRAGGLER_SLICE: Duration = Duration::from_millis(10);
 
 impl Scheduler {
     pub(crate) fn new(topology: Topology, config: Config) -> Arc<Scheduler> {
@@ -367,6 +376,42 @@ impl Scheduler {
         }
     }
 
+    /// Waits for the threads (as `Threads::wait`), dropping every
+    /// [`STRAGGLER_SLICE`] what reached the closed pools meanwhile: a task
+    /// whose poll was running when the pools closed absorbed the registry
+    /// wake and is queued when that poll ends; a worker stuck in a poll
+    /// (no `block_in_place`, the watchdog gone) keeps the task it spawned
+    /// last in its LIFO slot, where no drain looked. A thread waited for (a
+    /// worker blocked in `block_in_place`, the stuck worker itself) may be
+    /// waiting for such a task to be dropped: waited for in one go, the
+    /// shutdown hung.
+    fn wait_dropping_stragglers(
+        &self,
+        pools: &[Arc<Pool>],
+        timeout: Option<Duration>,
+        me: usize,
+    ) -> bool {
+        let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
+        loop {
+            let slice = match deadline {
+                None => STRAGGLER_SLICE,
+                Some(d) => {
+                    let left = d.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    left.min(STRAGGLER_SLICE)
+                }
+            };
+            if self.threads.wait(Some(slice), me) {
+                return true;
+            }
+            for pool in pools {
+                pool.drain_stragglers();
+            }
+        }
+    }
+
     /// Starts the rescuer thread (at build time).
     pub(crate) fn start_rescuer(&self) -> std::io::Result<()> {
         let me = self.me.upgrade().expect("called on a live runtime");
@@ -411,7 +456,7 @@ impl Scheduler {
             // waiting for one of them to go.
             crate::pool::worker::drop_local_tasks();
         }
-        let all_exited = self.threads.wait(timeout, me);
+        let all_exited = self.wait_dropping_stragglers(&pools, timeout, me);
         // A task that a worker took from a queue before the pool closed, and
         // whose wake above was absorbed by that pending run, is idle again
         // now that the worker is gone: wake what is left once more, with no
