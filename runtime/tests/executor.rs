@@ -1432,6 +1432,48 @@ fn shutdown_drops_the_task_in_a_stuck_workers_lifo_slot() {
     });
 }
 
+/// An idle task dropped by the shutdown runs its `Drop` with the runtime
+/// current, as on a worker: a spawn there is refused (it panicked "outside
+/// a wq runtime" when the shutdown thread was not a worker, and the rest of
+/// the `Drop` was skipped; inside another runtime's `block_on`, it spawned
+/// onto that one).
+#[test]
+fn futures_dropped_by_the_shutdown_see_their_runtime() {
+    struct SpawnsOnDrop(Arc<AtomicUsize>);
+    impl Drop for SpawnsOnDrop {
+        fn drop(&mut self) {
+            let h = wq::spawn(async {});
+            let refused = futures::executor::block_on(h).unwrap_err().is_refused();
+            self.0.store(if refused { 1 } else { 2 }, Ordering::SeqCst);
+        }
+    }
+    within(60, || {
+        let other = Runtime::new().unwrap();
+        for inside_other in [false, true] {
+            let rt = Runtime::new().unwrap();
+            let done = Arc::new(AtomicUsize::new(0));
+            let guard = SpawnsOnDrop(done.clone());
+            let (tx, rx) = std::sync::mpsc::channel();
+            drop(rt.spawn(async move {
+                let _guard = guard;
+                tx.send(()).unwrap();
+                std::future::pending::<()>().await;
+            }));
+            rx.recv().unwrap();
+            if inside_other {
+                other.block_on(async { drop(rt) });
+            } else {
+                drop(rt);
+            }
+            assert_eq!(
+                done.load(Ordering::SeqCst),
+                1,
+                "the Drop's spawn was not refused (inside another runtime: {inside_other})"
+            );
+        }
+    });
+}
+
 #[test]
 fn block_in_place_outside_a_worker_just_runs_the_closure() {
     assert_eq!(wq::block_in_place(|| 5), 5);

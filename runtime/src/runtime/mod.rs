@@ -197,7 +197,11 @@ impl Drop for Runtime {
         }
         if std::thread::panicking() {
             if !self.handle.scheduler.shutdown(Some(UNWIND_SHUTDOWN)) {
-                eprintln!(
+                // Not `eprintln!`: a closed stderr would panic during the
+                // unwind, and the process would abort.
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
                     "wq: a runtime dropped during a panic waited {UNWIND_SHUTDOWN:?} for its threads; \
                      those still running (a task in a loop or a blocking call) are left to finish on their own"
                 );

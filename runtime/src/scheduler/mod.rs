@@ -425,6 +425,12 @@ impl Scheduler {
     /// Shuts the runtime down (idempotent). Waits for the threads up to
     /// `timeout` (forever if `None`); returns whether they all exited.
     pub(crate) fn shutdown(&self, timeout: Option<Duration>) -> bool {
+        // The futures dropped in this thread (idle tasks, items on inactive
+        // lists) see this runtime as current, as they would on a worker: a
+        // `Drop` that spawns gets a refused handle rather than an "outside
+        // a runtime" panic (or, inside another runtime's `block_on`, a
+        // spawn onto that one).
+        let _enter = self.me.upgrade().map(context::enter);
         // A thread of this runtime dropping it cannot wait for itself.
         let me = usize::from(current::on_worker_of(self.id()) || current::on_rescuer_of(self.id()));
         let pools = {
