@@ -202,6 +202,34 @@ fn shutdown_drops_queued_jobs_and_waits_for_running_ones() {
         assert!(!rt.shutdown_timeout(Duration::from_millis(50)));
         assert!(start.elapsed() < Duration::from_millis(2000));
         futures::executor::block_on(slow).unwrap(); // it finishes on its own
+
+        // A stuck worker and a stuck job: the timeout is for the whole
+        // shutdown (it was the workers' and then the jobs' again, twice).
+        let rt = Runtime::builder().thread_name("sd3").build().unwrap();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let (job_tx, job_rx) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let started = started_tx.clone();
+        drop(rt.spawn(async move {
+            wq::block_in_place(|| {
+                started.send(()).unwrap();
+                let _ = release_rx.recv();
+            })
+        }));
+        drop(rt.spawn_blocking(move || {
+            started_tx.send(()).unwrap();
+            let _ = job_rx.recv();
+        }));
+        started_rx.recv().unwrap();
+        started_rx.recv().unwrap();
+        let start = Instant::now();
+        assert!(!rt.shutdown_timeout(Duration::from_millis(1500)));
+        let took = start.elapsed();
+        assert!(
+            took < Duration::from_millis(2600),
+            "shutdown_timeout(1.5 s) took {took:?}"
+        );
+        drop((release_tx, job_tx));
     });
 }
 

@@ -174,11 +174,11 @@ impl Runtime {
         }
     }
 
-    /// Shuts down, waiting at most `timeout` for the worker threads to exit
-    /// (a task stuck in a blocking call keeps its worker), then at most
-    /// `timeout` again for running [`spawn_blocking`](crate::spawn_blocking)
-    /// jobs. Returns whether every thread exited in time; those that did
-    /// not are left to finish on their own.
+    /// Shuts down, waiting at most `timeout` in all for the worker threads
+    /// to exit (a task stuck in a blocking call keeps its worker) and then
+    /// for running [`spawn_blocking`](crate::spawn_blocking) jobs. Returns
+    /// whether every thread exited in time; those that did not are left to
+    /// finish on their own.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> bool {
         self.shut_down = true;
         self.handle.scheduler.shutdown(Some(timeout))

@@ -388,10 +388,9 @@ impl Scheduler {
     fn wait_dropping_stragglers(
         &self,
         pools: &[Arc<Pool>],
-        timeout: Option<Duration>,
+        deadline: Option<std::time::Instant>,
         me: usize,
     ) -> bool {
-        let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
         loop {
             let slice = match deadline {
                 None => STRAGGLER_SLICE,
@@ -422,9 +421,13 @@ impl Scheduler {
         )
     }
 
-    /// Shuts the runtime down (idempotent). Waits for the threads up to
-    /// `timeout` (forever if `None`); returns whether they all exited.
+    /// Shuts the runtime down (idempotent). Waits for the threads, workers
+    /// and then blocking ones, up to `timeout` in all (forever if `None`);
+    /// returns whether they all exited.
     pub(crate) fn shutdown(&self, timeout: Option<Duration>) -> bool {
+        // One deadline for every wait below. A timeout past what `Instant`
+        // holds (`Duration::MAX`) is forever.
+        let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
         // The futures dropped in this thread (idle tasks, items on inactive
         // lists) see this runtime as current, as they would on a worker: a
         // `Drop` that spawns gets a refused handle rather than an "outside
@@ -462,7 +465,7 @@ impl Scheduler {
             // waiting for one of them to go.
             crate::pool::worker::drop_local_tasks();
         }
-        let all_exited = self.wait_dropping_stragglers(&pools, timeout, me);
+        let all_exited = self.wait_dropping_stragglers(&pools, deadline, me);
         // A task that a worker took from a queue before the pool closed, and
         // whose wake above was absorbed by that pending run, is idle again
         // now that the worker is gone: wake what is left once more, with no
@@ -471,7 +474,7 @@ impl Scheduler {
             pool.registry.close_and_wake_all();
             pool.bury();
         }
-        self.services.shutdown(timeout) && all_exited
+        self.services.shutdown(deadline) && all_exited
     }
 }
 

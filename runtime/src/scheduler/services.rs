@@ -51,7 +51,7 @@
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::Scheduler;
 use super::blocking::BlockingPool;
@@ -173,10 +173,9 @@ impl Services {
     }
 
     /// Shuts the services down (module docs); waits for running blocking
-    /// jobs up to `timeout`. Returns whether every service thread exited.
-    pub(crate) fn shutdown(&self, timeout: Option<Duration>) -> bool {
-        // A timeout past what `Instant` holds (`Duration::MAX`) is forever.
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    /// jobs until `deadline` (forever if `None`). Returns whether every
+    /// service thread exited.
+    pub(crate) fn shutdown(&self, deadline: Option<Instant>) -> bool {
         crate::loom::lock(&self.state).closed = true;
         if let Some(lent) = self.driver.get() {
             lent.handle.shutdown();
