@@ -308,6 +308,56 @@ fn set_max_active_takes_effect_on_waiting_items() {
     });
 }
 
+/// Items released together from the inactive list start in order: a
+/// pump on a worker of their pool put each in the LIFO slot, the one
+/// before behind it, so B, C, D started D, B, C.
+#[test]
+fn items_released_together_start_in_submission_order() {
+    within(60, || {
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
+            .default_scope(Scope::System)
+            .max_workers_per_pool(1)
+            .build()
+            .unwrap();
+        let q = Arc::new(
+            Workqueue::builder("in order")
+                .max_active(1)
+                .build(rt.handle())
+                .unwrap(),
+        );
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (open_tx, open_rx) = futures::channel::oneshot::channel::<()>();
+        let (a_tx, a_rx) = mpsc::channel::<()>();
+        let first = q.spawn(async move {
+            a_tx.send(()).unwrap();
+            let _ = open_rx.await;
+        });
+        a_rx.recv().unwrap();
+        let later: Vec<_> = ["B", "C", "D"]
+            .into_iter()
+            .map(|name| {
+                let order = order.clone();
+                q.spawn(async move { order.lock().unwrap().push(name) })
+            })
+            .collect();
+        assert_eq!(q.stats().inactive, 3);
+        // Raised from a task of the same pool, on its only worker: the
+        // pump releases B, C, D there.
+        let raiser = q.clone();
+        rt.block_on(rt.spawn(async move { raiser.set_max_active(4).unwrap() }))
+            .unwrap();
+        rt.block_on(async {
+            for h in later {
+                h.await.unwrap();
+            }
+        });
+        assert_eq!(*order.lock().unwrap(), ["B", "C", "D"]);
+        drop(open_tx);
+        rt.block_on(first).unwrap();
+    });
+}
+
 #[test]
 fn a_cpu_hog_is_detected_while_short_tasks_keep_completing() {
     within(60, || {
@@ -461,8 +511,13 @@ fn a_task_a_cpu_hog_spawned_before_hogging_runs_meanwhile() {
         let (ran, child) = rt.block_on(hog).unwrap();
         assert!(ran, "the task the hog spawned waited for the hog to end");
         rt.block_on(child).unwrap();
+        // Taken out of the LIFO slot by the watchdog -- unless the poll
+        // was found a hog before it spawned the child (its worker
+        // preempted for the threshold on a loaded machine), which then
+        // went to the pool's queue: `ran` holds either way, and fails if
+        // the child is left in the slot.
         let pool = &rt.metrics().pools[0];
-        assert_eq!(pool.counters.lifo_stolen, 1, "{pool:?}");
+        assert!(pool.counters.lifo_stolen <= 1, "{pool:?}");
     });
 }
 

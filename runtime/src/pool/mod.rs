@@ -556,8 +556,11 @@ impl fmt::Debug for Pool {
 
 /// Queues a task just spawned on `pool`, its home: as [`schedule`], with
 /// the caller's reference to the pool instead of a clone of the task's.
-pub(crate) fn schedule_spawned(pool: &Arc<Pool>, runnable: Runnable) {
-    if let Some(runnable) = worker::schedule_local(runnable, false) {
+/// `fifo`: behind the worker's queued work rather than in its LIFO slot
+/// (items a workqueue releases from its inactive list: released together,
+/// they start in order).
+pub(crate) fn schedule_spawned(pool: &Arc<Pool>, runnable: Runnable, fifo: bool) {
+    if let Some(runnable) = worker::schedule_local(runnable, fifo) {
         runnable.metadata().stamp(crate::clock::now());
         pool.push_remote(runnable);
     }

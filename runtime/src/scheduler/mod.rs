@@ -591,3 +591,48 @@ fn raise_priority() {
         });
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use crate::{Runtime, Scope, Topology, Workqueue};
+
+    /// A named queue's item placed, in the shutdown's window (the runtime
+    /// closed, the queues not yet), on a pool created then -- closed and
+    /// buried at once -- is pushed on that pool's injector, which no drain
+    /// of the shutdown looks at again; the push's kick, answered `Closed`,
+    /// drains it (`pool::closing`). Stranded, its handle would never
+    /// resolve and its queue's flush never return (a review's doubt).
+    #[test]
+    fn an_item_placed_on_a_pool_created_during_the_shutdown_is_dropped() {
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("core:2 pu:1").unwrap())
+            .default_scope(Scope::Cpu)
+            .build()
+            .unwrap();
+        let q = Workqueue::builder("window")
+            .scope(Scope::Cpu)
+            .build(rt.handle())
+            .unwrap();
+        // CPU 0's pool exists; CPU 1's does not.
+        rt.block_on(q.spawn_on_cpu(0, async {})).unwrap();
+        let scheduler = rt.handle().scheduler.clone();
+        scheduler.closed.store(true, Ordering::SeqCst);
+        let h = q.spawn_on_cpu(1, async {});
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(futures::executor::block_on(h).map_err(|e| e.is_cancelled()));
+        });
+        let got = rx.recv_timeout(Duration::from_secs(10));
+        // The runtime's own shutdown from here on.
+        scheduler.closed.store(false, Ordering::SeqCst);
+        assert_eq!(
+            got.expect("the item's handle never resolved: stranded on a buried pool"),
+            Err(true)
+        );
+        drop(q);
+        drop(rt);
+    }
+}

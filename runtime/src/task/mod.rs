@@ -299,7 +299,7 @@ where
         return JoinHandle::refused(crate::task::RUNTIME_SHUT_DOWN);
     }
     let (runnable, handle) = create(TaskMeta::released(None, 0, 0, pool), future);
-    queue_released(runnable, pool);
+    queue_released(runnable, pool, false);
     if let Some(start) = called_at {
         crate::metrics::record_spawn(&pool.capture, start, clock::now());
     }
@@ -336,7 +336,7 @@ where
     F::Output: Send + 'static,
 {
     let (runnable, handle) = create(TaskMeta::released(Some(queue), color, stripe, pool), future);
-    queue_released(runnable, pool);
+    queue_released(runnable, pool, false);
     handle
 }
 
@@ -349,13 +349,17 @@ pub(crate) fn release(runnable: Runnable, pool: &Arc<Pool>) {
     // once (it left its queue's inactive list once).
     unsafe { meta.home.set(pool.clone()) };
     meta.flags.fetch_or(RELEASED, Ordering::Relaxed);
-    queue_released(runnable, pool);
+    // In order: a pump releasing several items one after the other put
+    // each in the LIFO slot, the one before behind it, so B, C, D started
+    // D, B, C.
+    queue_released(runnable, pool, true);
 }
 
-/// Queues a task whose home is `pool` for its first poll.
-fn queue_released(runnable: Runnable, pool: &Arc<Pool>) {
+/// Queues a task whose home is `pool` for its first poll (`fifo`: see
+/// [`schedule_spawned`]).
+fn queue_released(runnable: Runnable, pool: &Arc<Pool>, fifo: bool) {
     pool.registry.spawned();
-    schedule_spawned(pool, runnable);
+    schedule_spawned(pool, runnable, fifo);
 }
 
 fn create<F>(meta: TaskMeta, future: F) -> (Runnable, JoinHandle<F::Output>)

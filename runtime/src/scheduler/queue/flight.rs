@@ -431,6 +431,47 @@ mod loom_tests {
         });
     }
 
+    /// `Queue::drain`'s last check, as it does it: while a drain is on,
+    /// item X (stripe 1) spawns Y, counted on stripe 0 (its worker's) and
+    /// bumping `chained`, then finishes. The drain reads `chained`, sums
+    /// the stripes one by one, reads `chained` again: it may return only if
+    /// nothing is in flight. Without the second read (`chained` ignored),
+    /// the sum can read stripe 0 before Y and stripe 1 after X: zero with
+    /// Y in flight.
+    fn drain_racing_a_chained_spawn(check_chained: bool) {
+        loom::model(move || {
+            let flight = Arc::new(Flight::new(2));
+            let chained = Arc::new(loom::sync::atomic::AtomicU64::new(0));
+            flight.spawned(1, 0);
+            let (f, c) = (flight.clone(), chained.clone());
+            let x = loom::thread::spawn(move || {
+                f.spawned(0, 0);
+                c.fetch_add(1, Ordering::SeqCst);
+                let _ = f.finished(1, 0, || {});
+            });
+            let before = chained.load(Ordering::SeqCst);
+            let empty = flight.in_flight(0) <= 0
+                && (!check_chained || chained.load(Ordering::SeqCst) == before);
+            x.join().unwrap();
+            assert!(
+                !empty || flight.in_flight(0) == 0,
+                "a drain returned with a chained item in flight"
+            );
+        });
+    }
+
+    #[test]
+    fn loom_a_drain_sees_an_item_chained_across_its_sum() {
+        drain_racing_a_chained_spawn(true);
+    }
+
+    /// Without the `chained` check the model must find the early return.
+    #[test]
+    #[should_panic(expected = "chained item in flight")]
+    fn loom_without_the_chained_count_a_drain_returns_early() {
+        drain_racing_a_chained_spawn(false);
+    }
+
     #[test]
     fn loom_a_flush_racing_the_last_finishes_is_woken() {
         flush_racing_finishes(false);

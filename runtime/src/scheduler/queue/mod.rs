@@ -81,7 +81,12 @@
 //! (`a_flush_after_a_dropped_one_still_waits_for_earlier_items`).
 //! `drain` flushes until nothing is in flight, refusing work from outside
 //! the queue meanwhile (a task of the queue may still queue more, as the
-//! kernel allows chained work).
+//! kernel allows chained work). "Nothing in flight" is a sum of the
+//! stripes read one by one, which an item chained onto a stripe already
+//! read by an item that then finished on a stripe read after can escape:
+//! a spawn counted while a drain is on also bumps `chained`, and the drain
+//! ends only on an empty sum between two equal reads of it
+//! (`loom_a_drain_sees_an_item_chained_across_its_sum`, with a negative).
 //!
 //! # Lifetime
 //! The task of an item holds its queue until its future is gone, by its
@@ -248,6 +253,11 @@ pub(crate) struct Queue {
     color: AtomicU8,
     flush: Mutex<Flush>,
     draining: AtomicUsize,
+    /// Items counted in flight while a drain was on (spawned by the
+    /// queue's own items): only grows. A drain's sum of the stripes, read
+    /// one by one, can miss an item counted on a stripe already read whose
+    /// spawner finished on a stripe read after; the count moving says so.
+    chained: AtomicU64,
     closed: AtomicBool,
     started: Striped,
     completed: Striped,
@@ -296,6 +306,7 @@ impl Queue {
             color: AtomicU8::new(0),
             flush: Mutex::new(Flush::default()),
             draining: AtomicUsize::new(0),
+            chained: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             started: Striped::default(),
             completed: Striped::default(),
@@ -524,7 +535,12 @@ impl Queue {
         let _undrain = Undrain(&self.draining);
         loop {
             self.flush().await;
-            if self.in_flight() <= 0 {
+            // Empty, and no item counted meanwhile by an item that then
+            // finished (`chained`): an item spawned by X is counted, and
+            // `chained` bumped, before X finishes; a sum that saw X gone
+            // comes before the second read, which then sees the bump.
+            let before = self.chained.load(Ordering::SeqCst);
+            if self.in_flight() <= 0 && self.chained.load(Ordering::SeqCst) == before {
                 return;
             }
         }
@@ -780,6 +796,11 @@ impl QueueHandle {
             return Err(Refused::Full);
         };
         queue.counts.flight.spawned(stripe, usize::from(color));
+        // After the count (both SeqCst): a drain on since before the count
+        // is seen here (`Queue::chained`).
+        if queue.draining.load(Ordering::SeqCst) > 0 {
+            queue.chained.fetch_add(1, Ordering::SeqCst);
+        }
         // SAFETY: this is a handle, and the item is counted in flight.
         let link = unsafe { self.share.task_ref() };
         let admitted = queue
