@@ -333,7 +333,9 @@ impl Local {
     /// Whether the watchdog marked the poll this worker runs, and how.
     pub(crate) fn long_poll(&self) -> Option<LongPoll> {
         let w = &self.pool.slots[self.slot].watch;
-        let hog = w.hog.load(Ordering::Relaxed);
+        // Acquire: pairs with the watchdog's Release of the mark, so the
+        // two flags read below are the ones stored with it.
+        let hog = w.hog.load(Ordering::Acquire);
         if hog == 0 || hog != w.poll_started.load(Ordering::Relaxed) {
             return None;
         }

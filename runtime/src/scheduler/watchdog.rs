@@ -285,6 +285,14 @@ impl Watchdog {
                     continue;
                 }
                 let on_cpu = doing == Doing::OnCpu;
+                // The `/proc` reads above take tens of microseconds: a
+                // poll that ended meanwhile must not have its allowance
+                // (and its `cpu_intensive` count) go to the next one. (A
+                // poll ending after this look is revoked at the next scan.)
+                if s.watch.poll_started.load(Ordering::Acquire) != started {
+                    self.samples.remove(&key);
+                    continue;
+                }
                 let Some(kick) = pool.idle.grant_hog(slot, on_cpu, || pool.has_work()) else {
                     continue;
                 };
@@ -293,7 +301,9 @@ impl Watchdog {
                     matches!(kick, Kick::Woke | Kick::Start(_)),
                     Ordering::Relaxed,
                 );
-                s.watch.hog.store(started, Ordering::Relaxed);
+                // Release: the worker that reads the mark reads the flags
+                // stored before it.
+                s.watch.hog.store(started, Ordering::Release);
                 HOG_MARKS.fetch_add(1, Ordering::Relaxed);
                 self.granted.insert(
                     key,
