@@ -13,7 +13,13 @@
 //!   nothing, or sends `P` and stops, would hold its connection forever) and
 //!   then each request head, and each request [`REQUEST_TIMEOUT`] to be
 //!   answered (504 after);
-//! - request bodies are capped at [`MAX_BODY`] bytes (413 beyond), and a
+//! - a connection with no request in flight for [`IDLE_TIMEOUT`] is shut
+//!   down gracefully, HTTP/2 included (its keep-alive pings, answered,
+//!   kept an idle connection for its whole lifetime: a thousand of those
+//!   held every slot for five minutes);
+//! - request bodies are capped at [`MAX_BODY`] bytes (413 beyond; HTTP/2
+//!   allows [`MAX_STREAMS`] streams a connection, each with a window of
+//!   [`MAX_BODY`], so one connection buffers at most that many bodies), and a
 //!   response write that makes no progress for [`WRITE_TIMEOUT`] (a client
 //!   that stops reading) ends the connection;
 //! - malformed requests get hyper's 400, connection errors are logged and
@@ -31,12 +37,14 @@ pub mod monitor;
 pub mod report;
 pub mod routes;
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
 use hyper::{Request, Response};
@@ -57,6 +65,10 @@ pub const MAX_CONNECTIONS: usize = 1024;
 /// The longest a connection stays open, however busy (HTTP/2 keep-alive
 /// pings would keep an idle one open forever).
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
+/// The longest a connection stays open with no request in flight.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 streams (requests) at once on one connection.
+pub const MAX_STREAMS: u32 = 16;
 
 /// The limits [`serve_with`] applies to each connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +77,8 @@ pub struct Limits {
     pub first_bytes: Duration,
     /// The longest a connection stays open.
     pub lifetime: Duration,
+    /// The longest a connection stays open with no request in flight.
+    pub idle: Duration,
     /// The most connections at once.
     pub max_connections: usize,
     /// The longest a response write may make no progress (a client that
@@ -77,6 +91,7 @@ impl Default for Limits {
         Limits {
             first_bytes: HEADER_READ_TIMEOUT,
             lifetime: CONNECTION_LIFETIME,
+            idle: IDLE_TIMEOUT,
             max_connections: max_connections(),
             write_progress: WRITE_TIMEOUT,
         }
@@ -193,9 +208,14 @@ pub fn http_builder() -> auto::Builder<WqExecutor> {
         .timer(WqTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(64 * 1024);
+    // A body is buffered whole (up to MAX_BODY): the windows keep what one
+    // connection can send ahead to MAX_STREAMS bodies, not hyper's 1 MiB
+    // per stream.
     b.http2()
         .timer(WqTimer::new())
-        .max_concurrent_streams(64)
+        .max_concurrent_streams(MAX_STREAMS)
+        .initial_stream_window_size(MAX_BODY as u32)
+        .initial_connection_window_size(MAX_STREAMS * MAX_BODY as u32)
         .keep_alive_interval(Some(Duration::from_secs(30)));
     b
 }
@@ -298,7 +318,24 @@ where
                     Err(_) => return Err("no request within the first-bytes timeout".into()),
                 }
                 let io = WqIo::new(stream).write_timeout(limits.write_progress);
-                http.serve_connection(io, service).await
+                let activity = Arc::new(Activity::new());
+                let service = Tracked {
+                    inner: service,
+                    activity: activity.clone(),
+                };
+                let mut conn = std::pin::pin!(http.serve_connection(io, service));
+                let mut idle = std::pin::pin!(idle_for(&activity, limits.idle));
+                let mut closing = false;
+                std::future::poll_fn(|cx| {
+                    if !closing && idle.as_mut().poll(cx).is_ready() {
+                        // Requests in flight (none) finish; HTTP/2 sends
+                        // GOAWAY, HTTP/1 closes after the current one.
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    conn.as_mut().poll(cx)
+                })
+                .await
             };
             let r = match wq::time::timeout(limits.lifetime, conn).await {
                 Ok(r) => r,
@@ -308,6 +345,91 @@ where
                 report::report(format!("connection from {peer}: {e}"));
             }
         }));
+    }
+}
+
+/// A connection's requests in flight, and when the last one ended.
+#[derive(Debug)]
+struct Activity {
+    in_flight: AtomicUsize,
+    /// Milliseconds since `epoch` when the connection last had no request
+    /// in flight.
+    idle_since_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            in_flight: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// When the connection went idle, or `None` while a request is in
+    /// flight.
+    fn idle_since(&self) -> Option<Instant> {
+        (self.in_flight.load(Ordering::SeqCst) == 0)
+            .then(|| self.epoch + Duration::from_millis(self.idle_since_ms.load(Ordering::SeqCst)))
+    }
+}
+
+/// Counts a request in flight while held.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn new(a: Arc<Activity>) -> InFlight {
+        a.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(a)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let a = &self.0;
+        a.idle_since_ms
+            .store(a.epoch.elapsed().as_millis() as u64, Ordering::SeqCst);
+        a.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A service whose calls are counted in its connection's [`Activity`].
+struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S, R> hyper::service::Service<R> for Tracked<S>
+where
+    S: hyper::service::Service<R>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn call(&self, req: R) -> Self::Future {
+        let in_flight = InFlight::new(self.activity.clone());
+        let answer = self.inner.call(req);
+        Box::pin(async move {
+            let _in_flight = in_flight;
+            answer.await
+        })
+    }
+}
+
+/// Completes once the connection has had no request in flight for
+/// `limit`.
+async fn idle_for(activity: &Activity, limit: Duration) {
+    loop {
+        match activity.idle_since() {
+            Some(since) if since.elapsed() >= limit => return,
+            Some(since) => wq::time::sleep_until(since + limit).await,
+            // Busy: look again a limit later (a request's end restarts
+            // the count).
+            None => wq::time::sleep(limit).await,
+        }
     }
 }
 

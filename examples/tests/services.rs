@@ -115,6 +115,7 @@ fn silent_clients_full_houses_and_long_connections_are_closed() {
         let limits = wq_examples::Limits {
             first_bytes: Duration::from_millis(1000),
             lifetime: Duration::from_millis(4000),
+            idle: Duration::from_secs(60),
             max_connections: 2,
             write_progress: Duration::from_secs(10),
         };
@@ -182,6 +183,69 @@ fn silent_clients_full_houses_and_long_connections_are_closed() {
             assert!(started.elapsed() < Duration::from_secs(20), "never closed");
         }
         assert!(started.elapsed() >= Duration::from_millis(3900));
+    });
+}
+
+/// An HTTP/2 client that answers the server's keep-alive pings but sends
+/// no request after its first is shut down (GOAWAY) once idle for the
+/// limit; it was kept for the connection's whole lifetime (five minutes
+/// by default, a thousand such clients holding every slot). A client
+/// busy with a request meanwhile is not.
+#[test]
+fn an_idle_http2_connection_is_shut_down_and_a_busy_one_is_not() {
+    on_wq(async || {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let limits = wq_examples::Limits {
+            first_bytes: Duration::from_secs(10),
+            lifetime: Duration::from_secs(60),
+            idle: Duration::from_millis(1000),
+            max_connections: 8,
+            write_progress: Duration::from_secs(10),
+        };
+        drop(wq::spawn(wq_examples::serve_with(
+            l,
+            || service_fn(routes::service),
+            limits,
+        )));
+        let connect = async || {
+            let io = WqIo::new(TcpStream::connect(addr).await.unwrap());
+            let (send, conn) =
+                hyper::client::conn::http2::Builder::new(wq::hyper::WqExecutor::new())
+                    .timer(wq::hyper::WqTimer::new())
+                    .keep_alive_interval(Some(Duration::from_millis(200)))
+                    .handshake(io)
+                    .await
+                    .unwrap();
+            let ended = wq::spawn(async move {
+                let t = std::time::Instant::now();
+                let _ = conn.await;
+                t.elapsed()
+            });
+            (send, ended)
+        };
+        let request = |path: &str| {
+            Request::builder()
+                .uri(format!("http://localhost{path}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap()
+        };
+        // Idle after one request: ended after about the idle limit.
+        let (mut send, ended) = connect().await;
+        assert_eq!(send.send_request(request("/")).await.unwrap().status(), 200);
+        let lived = wq::time::timeout(Duration::from_secs(20), ended)
+            .await
+            .expect("an idle HTTP/2 connection was kept open")
+            .unwrap();
+        assert!(
+            lived >= Duration::from_millis(900),
+            "closed after {lived:?}"
+        );
+        // A request in flight across the idle limit (a 3 s sleep) is
+        // answered on a connection that was not shut down under it.
+        let (mut send, _ended) = connect().await;
+        let res = send.send_request(request("/sleep?ms=3000")).await.unwrap();
+        assert_eq!(res.status(), 200);
     });
 }
 
