@@ -490,14 +490,26 @@ pub async fn bind_or_exit(
     })
 }
 
-/// What an example service does first: [`parse_args`] on the process's
-/// arguments, then [`bind_or_exit`]. `Err` is the exit code to return
-/// (2 after a usage message, 1 when the address cannot be bound).
-pub async fn listen(name: &str, default_port: u16) -> Result<(TcpListener, SocketAddr), ExitCode> {
-    let opts = parse_args(name, default_port, std::env::args().skip(1)).map_err(|msg| {
+/// Prints what [`parse_args`] refused with: the usage asked for
+/// (`--help`) on stdout, exit status 0; a bad argument and the usage on
+/// stderr, status 2.
+pub fn refused_args(msg: &str) -> ExitCode {
+    if msg.starts_with("usage:") {
+        println!("{msg}");
+        ExitCode::SUCCESS
+    } else {
         eprintln!("{msg}");
         ExitCode::from(2)
-    })?;
+    }
+}
+
+/// What an example service does first: [`parse_args`] on the process's
+/// arguments, then [`bind_or_exit`]. `Err` is the exit code to return
+/// (0 after `--help`, 2 after a bad argument, 1 when the address cannot be
+/// bound).
+pub async fn listen(name: &str, default_port: u16) -> Result<(TcpListener, SocketAddr), ExitCode> {
+    let opts = parse_args(name, default_port, std::env::args().skip(1))
+        .map_err(|msg| refused_args(&msg))?;
     bind_or_exit(name, &opts).await
 }
 

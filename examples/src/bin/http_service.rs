@@ -37,11 +37,14 @@ async fn run() -> ExitCode {
     let (dash, opts) = match parsed {
         Ok(o) => o,
         Err(msg) => {
-            eprintln!(
-                "{msg}\n  --dashboard-addr ADDR   the live dashboard (default {}; off for none)",
+            return wq_examples::refused_args(&format!(
+                "{}\n  --dashboard-addr ADDR   the live dashboard (default {}; off for none)",
+                msg.replace(
+                    "usage: http_service [--addr ADDR]",
+                    "usage: http_service [--addr ADDR] [--dashboard-addr ADDR|off]"
+                ),
                 wq_examples::DEFAULT_DASHBOARD_ADDR
-            );
-            return ExitCode::from(2);
+            ));
         }
     };
     let (listener, addr) = match bind_or_exit("http_service", &opts).await {

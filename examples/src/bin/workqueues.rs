@@ -21,8 +21,18 @@ fn busy(ms: u64) {
     }
 }
 
+const USAGE: &str = "usage: workqueues (no arguments): runs the named-workqueue demo and prints what each queue did";
+
 #[wq::main(scope = "system")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(arg) = std::env::args().nth(1) {
+        if arg == "-h" || arg == "--help" {
+            println!("{USAGE}");
+            return Ok(());
+        }
+        eprintln!("workqueues: unknown argument {arg:?}\n{USAGE}");
+        std::process::exit(2);
+    }
     let handle = wq::Handle::current();
 
     // At most 4 items at once; the rest wait their turn, in order.

@@ -25,7 +25,11 @@ fn main() -> ExitCode {
         Ok(o) => o,
         Err(msg) => {
             let help = msg.starts_with("usage:");
-            eprint!("{msg}");
+            if help {
+                print!("{msg}");
+            } else {
+                eprint!("{msg}");
+            }
             return if help {
                 ExitCode::SUCCESS
             } else {
