@@ -246,6 +246,36 @@ fn parse_workers(value: &Expr) -> syn::Result<Setting<u64>> {
             format!("option `workers` is too large: a pool holds at most {MAX_WORKERS} workers"),
         )
     })?;
+    // The literal's suffix, which the compiler does not check inside an
+    // attribute: an integer type the value fits (`16usize`), or none.
+    let suffix_max: Option<u128> = match lit.suffix() {
+        "" | "u64" | "usize" | "u128" | "i128" => None,
+        "u8" => Some(u8::MAX.into()),
+        "u16" => Some(u16::MAX.into()),
+        "u32" => Some(u32::MAX.into()),
+        "i8" => Some(i8::MAX as u128),
+        "i16" => Some(i16::MAX as u128),
+        "i32" => Some(i32::MAX as u128),
+        "i64" | "isize" => Some(i64::MAX as u128),
+        other => {
+            return Err(syn::Error::new(
+                lit.span(),
+                format!(
+                    "option `workers` has the suffix `{other}`, which is no integer type: \
+                     write a plain number, like `workers = 4`"
+                ),
+            ));
+        }
+    };
+    if suffix_max.is_some_and(|max| u128::from(n) > max) {
+        return Err(syn::Error::new(
+            lit.span(),
+            format!(
+                "option `workers` is {n}, which does not fit its suffix `{}`",
+                lit.suffix()
+            ),
+        ));
+    }
     if n == 0 {
         return Err(syn::Error::new(
             lit.span(),
@@ -474,6 +504,23 @@ mod tests {
         let (options, errors) = run(quote!(workers = (16usize)));
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(options.workers.unwrap().value, 16);
+        let (options, errors) = run(quote!(workers = 200u8));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(options.workers.unwrap().value, 200);
+    }
+
+    /// The compiler does not check a literal's suffix inside an attribute:
+    /// `4abc` and `300u8` were read as 4 and 300.
+    #[test]
+    fn workers_refuses_a_suffix_that_is_no_type_or_does_not_fit() {
+        assert!(
+            one_error(quote!(workers = 4abc))
+                .starts_with("option `workers` has the suffix `abc`, which is no integer type")
+        );
+        assert_eq!(
+            one_error(quote!(workers = 300u8)),
+            "option `workers` is 300, which does not fit its suffix `u8`"
+        );
     }
 
     #[test]
