@@ -39,8 +39,9 @@
 //!    `/metrics` and `/api/snapshot`, on that thread too, one at a
 //!    time (at most [`JOBS_MAX`] queued; beyond, `503`): a request within
 //!    [`SNAPSHOT_FRESH`] of the last snapshot is answered from it, so clients polling fast cost one snapshot per
-//!    [`SNAPSHOT_FRESH`], not one each (a snapshot takes every slot's
-//!    histogram lock, which workers take to publish). Rendering (JSON,
+//!    [`SNAPSHOT_FRESH`], not one each (a snapshot reads every slot's
+//!    counters and histograms, and takes the queue list's lock and the
+//!    spawn stripes' locks). Rendering (JSON,
 //!    Prometheus text) happens there too.
 //! 3. Each connection is a task: HTTP/1.1 (hyper), keep-alive.
 //!
@@ -400,7 +401,12 @@ impl History {
                     p95: p.sched_delay.p95_ns,
                     p99: p.sched_delay.p99_ns,
                     poll_p99: p.poll_time.p99_ns,
-                    started: p.counters.started as f64 / secs,
+                    // Polls started: the interval's scheduling-delay
+                    // samples, one per poll and exact (workers publish
+                    // `started` every 64 polls or when idle, so a busy
+                    // worker's rate read in steps of 64: 192 and 256 in
+                    // turn for 200/s).
+                    started: p.sched_delay.count as f64 / secs,
                     kicks: p.counters.kicks as f64 / secs,
                     coalesced: p.counters.coalesced_kicks as f64 / secs,
                     cm_wakeups: p.counters.cm_wakeups as f64 / secs,
@@ -806,6 +812,46 @@ fn query_u64(query: Option<&str>, key: &str) -> Result<Option<u64>, String> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    /// A point's polls per second count every poll of the interval: a
+    /// worker that has not gone idle publishes its `started` counter only
+    /// every 64 polls, so it read 0 here.
+    #[test]
+    fn a_busy_workers_polls_are_counted_in_its_point() {
+        let rt = crate::Runtime::builder()
+            .default_scope(crate::Scope::System)
+            .max_workers_per_pool(1)
+            .cpu_hog_threshold(Duration::ZERO)
+            .build()
+            .unwrap();
+        // The pool exists, and its worker has gone idle once.
+        rt.block_on(rt.spawn(async {})).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let last = rt.metrics();
+        let release = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let r = release.clone();
+        drop(rt.spawn(async move {
+            // Ten tasks queued behind this one, run on this worker, then
+            // it spins: the worker never goes idle meanwhile.
+            for _ in 0..10 {
+                drop(crate::spawn(async {}));
+            }
+            crate::task::yield_now().await;
+            tx.send(()).unwrap();
+            while !r.load(Ordering::SeqCst) {
+                std::hint::spin_loop();
+            }
+        }));
+        rx.recv().unwrap();
+        let now = rt.metrics();
+        release.store(true, Ordering::SeqCst);
+        let point = History::prepare(Some(&last), &now);
+        let pools = point.pools.unwrap();
+        let secs = now.delta(&last).interval.unwrap().as_secs_f64();
+        let polls = (pools[0].started * secs).round() as u64;
+        assert!(polls >= 11, "{polls} polls counted; 12 ran");
+    }
 
     #[test]
     fn queries() {

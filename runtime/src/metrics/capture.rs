@@ -161,16 +161,13 @@ const fn index_of(ns: u64) -> usize {
 }
 
 /// The bucket `ns` is counted in: 0 as 1 ns (as wq has always recorded
-/// it), a value past the last bucket as [`HIST_MAX_NS`] (as the crate's
-/// `saturating_record` does).
+/// it), anything over [`HIST_MAX_NS`] as that. (The crate's
+/// `saturating_record` keeps values up to its last bucket's end, 68.7 s,
+/// and clamps only larger ones to 60 s, so a 65 s delay read as longer
+/// than a 10-minute one.)
 #[inline]
 fn bucket(ns: u64) -> usize {
-    let index = index_of(ns.max(1));
-    if index < SLOT_COUNTS {
-        index
-    } else {
-        index_of(HIST_MAX_NS)
-    }
+    index_of(ns.clamp(1, HIST_MAX_NS))
 }
 
 /// Adds bucket counts (index order) to `into`, a histogram of wq's
@@ -483,7 +480,7 @@ mod tests {
         let mut direct = new_histogram();
         let slot = SlotHistogram::default();
         for &v in &values {
-            direct.saturating_record(v.max(1));
+            direct.saturating_record(v.clamp(1, HIST_MAX_NS));
             slot.record(v);
         }
         let lazy = LazyHistogram::default();
@@ -502,6 +499,29 @@ mod tests {
         assert_eq!(merged.mean(), direct.mean());
         assert_eq!(merged.min(), 1, "0 is recorded as 1 ns");
         assert_eq!(merged.max(), direct.max(), "over the maximum saturates");
+    }
+
+    /// A longer delay never reads shorter: everything over the maximum is
+    /// the maximum (65 s read as 65 s and 10 minutes as 60 s).
+    #[test]
+    fn saturation_is_monotonic() {
+        let max_of = |ns: u64| {
+            let h = SlotHistogram::default();
+            h.record(ns);
+            let mut all = new_histogram();
+            h.merge_into(&mut all);
+            all.max()
+        };
+        let (at_limit, over, far_over) = (
+            max_of(HIST_MAX_NS),
+            max_of(65_000_000_000),
+            max_of(600_000_000_000),
+        );
+        assert!(
+            far_over >= over && over >= at_limit,
+            "{at_limit} {over} {far_over}"
+        );
+        assert_eq!(over, at_limit);
     }
 
     #[test]

@@ -111,11 +111,35 @@ struct Queues {
 }
 
 impl Queues {
-    /// The live queues in creation order, `None` for one being dropped.
-    fn live(&self) -> Vec<Option<Arc<Queue>>> {
-        let mut live: Vec<&(u64, Weak<Queue>)> = self.live.iter().flatten().collect();
-        live.sort_unstable_by_key(|(n, _)| *n);
-        live.iter().map(|(_, w)| w.upgrade()).collect()
+    /// The live queues in creation order, and the slots and creation
+    /// numbers of those being dropped (the last reference gone, the
+    /// counters not yet retired).
+    fn live(&self) -> (Vec<Arc<Queue>>, Vec<(usize, u64)>) {
+        let mut live: Vec<(u64, usize, &Weak<Queue>)> = self
+            .live
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, e)| e.as_ref().map(|(n, w)| (*n, slot, w)))
+            .collect();
+        live.sort_unstable_by_key(|(n, _, _)| *n);
+        let (mut alive, mut dying) = (Vec::with_capacity(live.len()), Vec::new());
+        for (number, slot, w) in live {
+            match w.upgrade() {
+                Some(q) => alive.push(q),
+                None => dying.push((slot, number)),
+            }
+        }
+        (alive, dying)
+    }
+
+    /// Whether queue number `number` still holds `slot` (it has not
+    /// retired; a queue created since may hold the slot, even at the same
+    /// address, under another number).
+    fn holds(&self, slot: usize, number: u64) -> bool {
+        self.live
+            .get(slot)
+            .and_then(Option::as_ref)
+            .is_some_and(|(n, _)| *n == number)
     }
 
     /// The retired counters, the least recently retired name first.
@@ -344,34 +368,36 @@ impl Scheduler {
 
     /// The named workqueues alive now, in creation order.
     pub(crate) fn queues(&self) -> Vec<Arc<Queue>> {
-        crate::loom::lock(&self.queues)
-            .live()
-            .into_iter()
-            .flatten()
-            .collect()
+        crate::loom::lock(&self.queues).live().0
     }
 
     /// The live queues and the retired counters, consistent: a queue being
     /// dropped (its last reference gone, its counters not yet retired) is
     /// waited for, or it would be in neither and its name's counters would
-    /// go down for that snapshot. Its drop takes microseconds; after a
-    /// second the snapshot goes on without it.
+    /// go down for that snapshot. Only the queues found dying are waited
+    /// for (each drop takes microseconds): those found alive are held, so
+    /// none of them can die meanwhile. (Waiting for a scan that found none
+    /// dying retried for ever under a steady churn of queues, the lock
+    /// held for a scan each time.) After a second the snapshot goes on
+    /// without them.
     pub(crate) fn queues_and_retired(
         &self,
     ) -> (Vec<Arc<Queue>>, Vec<crate::metrics::WorkqueueStats>) {
         let give_up = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        let (live, dying) = crate::loom::lock(&self.queues).live();
         loop {
             let queues = crate::loom::lock(&self.queues);
-            let live = queues.live();
-            if live.iter().all(Option::is_some) || std::time::Instant::now() >= give_up {
-                let retired = queues.retired();
-                drop(queues);
-                return (live.into_iter().flatten().collect(), retired);
+            let retired = dying
+                .iter()
+                .all(|&(slot, number)| !queues.holds(slot, number));
+            if retired || std::time::Instant::now() >= give_up {
+                #[cfg(test)]
+                if !retired {
+                    SNAPSHOTS_GAVE_UP.fetch_add(1, Ordering::Relaxed);
+                }
+                return (live, queues.retired());
             }
-            // Our references are dropped after the lock: the last of one
-            // runs its queue's drop, which takes the lock.
             drop(queues);
-            drop(live);
             std::thread::yield_now();
         }
     }
@@ -592,12 +618,53 @@ fn raise_priority() {
     }
 }
 
+/// Snapshots that went on without a queue being dropped (after a second
+/// of waiting for it): a test hook.
+#[cfg(test)]
+static SNAPSHOTS_GAVE_UP: AtomicUsize = AtomicUsize::new(0);
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use std::sync::atomic::Ordering;
     use std::time::Duration;
 
+    use super::SNAPSHOTS_GAVE_UP;
     use crate::{Runtime, Scope, Topology, Workqueue};
+
+    /// A snapshot waits only for the queues it found dying. Two threads
+    /// drop queues whose drops take 300 ms each (a test hook), staggered,
+    /// so that one is always dying: waiting for a scan that found none
+    /// dying (as a steady churn of a queue per connection makes it) gave
+    /// up after its one-second limit, the list's lock taken for a scan
+    /// each time, and the snapshot then lost the dying queues' counters.
+    #[test]
+    fn a_snapshot_waits_only_for_the_queues_it_found_dying() {
+        let rt = Runtime::builder().build().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let droppers: Vec<_> = (0..2u64)
+            .map(|i| {
+                let (h, stop) = (rt.handle().clone(), stop.clone());
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(150 * i));
+                    while !stop.load(Ordering::Relaxed) {
+                        drop(Workqueue::builder("dying-ms-300").build(&h).unwrap());
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        let before = SNAPSHOTS_GAVE_UP.load(Ordering::Relaxed);
+        let _ = rt.metrics();
+        let gave_up = SNAPSHOTS_GAVE_UP.load(Ordering::Relaxed) - before;
+        stop.store(true, Ordering::Relaxed);
+        for d in droppers {
+            d.join().unwrap();
+        }
+        assert_eq!(
+            gave_up, 0,
+            "the snapshot waited for queues that died after its scan"
+        );
+    }
 
     /// A named queue's item placed, in the shutdown's window (the runtime
     /// closed, the queues not yet), on a pool created then -- closed and

@@ -612,7 +612,7 @@ impl Queue {
 
 /// Test hook: the drop of a queue named "dying" waits this long before it
 /// retires its counters (widening the window a snapshot must not fall
-/// into).
+/// into); one named "dying-ms-N" waits N ms.
 #[cfg(all(test, not(loom)))]
 pub(crate) static RETIRE_DELAY_MS: AtomicU64 = AtomicU64::new(0);
 
@@ -627,6 +627,8 @@ impl Drop for Queue {
                 std::thread::sleep(std::time::Duration::from_millis(
                     RETIRE_DELAY_MS.load(Ordering::Relaxed),
                 ));
+            } else if let Some(ms) = self.name.strip_prefix("dying-ms-") {
+                std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap()));
             }
             scheduler.retire_queue(self, self.registry_slot.load(Ordering::Relaxed), stats);
         }
