@@ -458,17 +458,24 @@ fn block_on<F: Future>(scheduler: &Scheduler, future: F) -> F::Output {
             self.0.unpark();
         }
     }
+    /// This thread may have held the driver while the workers idled on
+    /// their futexes: one of them takes it when `block_on` returns, or
+    /// unwinds from a panicking future (`pool::park`, "Attending the
+    /// driver"; a caller catching the panic goes on using the runtime).
+    struct Attend<'a>(&'a Scheduler);
+    impl Drop for Attend<'_> {
+        fn drop(&mut self) {
+            crate::pool::Host::attend_driver(self.0);
+        }
+    }
     let parker = Parker::new();
     let waker = std::task::Waker::from(Arc::new(Wake(parker.unparker())));
     let mut cx = std::task::Context::from_waker(&waker);
     let mut future = std::pin::pin!(future);
+    let _attend = Attend(scheduler);
     loop {
         let polled = crate::coop::with_budget(|| future.as_mut().poll(&mut cx));
         if let std::task::Poll::Ready(out) = polled {
-            // This thread may have held the driver while the workers
-            // idled on their futexes: one of them takes it now
-            // (`pool::park`, "Attending the driver").
-            crate::pool::Host::attend_driver(scheduler);
             return out;
         }
         parker.park(BLOCK_ON_PARK, |turn| scheduler.services.turn_driver(turn));
