@@ -618,7 +618,11 @@ impl Core {
     fn find_work(&mut self, local: &Local, host: &dyn Host) -> Option<Runnable> {
         let pool = &local.pool;
         self.tick = self.tick.wrapping_add(1);
-        if self.tick.is_multiple_of(MAINTENANCE_INTERVAL) {
+        // Half an interval away from the injector check below: on the same
+        // tick, a task the turn woke into the LIFO slot (where siblings do
+        // not look) waited behind the task the check takes first, every
+        // maintenance turn.
+        if self.tick % MAINTENANCE_INTERVAL == MAINTENANCE_INTERVAL / 2 {
             // Tasks it wakes of this pool land in this worker's LIFO slot.
             let turned = host.turn_driver(&mut |d| {
                 d.turn(Some(Duration::ZERO));
