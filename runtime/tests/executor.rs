@@ -1474,6 +1474,65 @@ fn futures_dropped_by_the_shutdown_see_their_runtime() {
     });
 }
 
+/// Tasks a poll spawned before it blocked go where every worker looks:
+/// left in the blocked worker's deque, they waited for the whole block
+/// while a steady stream of work kept the injector (which workers look at
+/// first) from ever being empty.
+#[test]
+fn tasks_spawned_before_a_block_do_not_wait_for_it_behind_a_busy_queue() {
+    within(60, || {
+        let rt = one_worker_pool_without_watchdog();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let first_child = Arc::new(std::sync::Mutex::new(None::<std::time::Instant>));
+        let fc = first_child.clone();
+        let blocker = rt.spawn(async move {
+            ready_tx.send(()).unwrap();
+            // Holds the only worker while the stream below starts.
+            go_rx.recv().unwrap();
+            for _ in 0..4 {
+                let fc = fc.clone();
+                drop(wq::spawn(async move {
+                    fc.lock()
+                        .unwrap()
+                        .get_or_insert_with(std::time::Instant::now);
+                }));
+            }
+            let blocked_at = std::time::Instant::now();
+            wq::block_in_place(|| std::thread::sleep(Duration::from_millis(500)));
+            blocked_at
+        });
+        ready_rx.recv().unwrap();
+        // A stream of 200 us tasks, one every 150 us: the injector is
+        // never empty for long, and the replacement never idles.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (h, s) = (rt.handle().clone(), stop.clone());
+        let producer = std::thread::spawn(move || {
+            let spin = |d: Duration| {
+                let t = std::time::Instant::now();
+                while t.elapsed() < d {
+                    std::hint::spin_loop();
+                }
+            };
+            while !s.load(Ordering::Relaxed) {
+                drop(h.spawn(async move { spin(Duration::from_micros(200)) }));
+                spin(Duration::from_micros(150));
+            }
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        go_tx.send(()).unwrap();
+        let blocked_at = rt.block_on(blocker).unwrap();
+        stop.store(true, Ordering::Relaxed);
+        producer.join().unwrap();
+        let started = first_child.lock().unwrap().expect("no child ran");
+        let waited = started.saturating_duration_since(blocked_at);
+        assert!(
+            waited < Duration::from_millis(250),
+            "the tasks spawned before the block started {waited:?} after it"
+        );
+    });
+}
+
 #[test]
 fn block_in_place_outside_a_worker_just_runs_the_closure() {
     assert_eq!(wq::block_in_place(|| 5), 5);

@@ -45,10 +45,11 @@
 //!
 //! # Blocking
 //! [`block_in_place`] takes the worker out of the pool's count while its
-//! closure blocks the thread ([`super::idle`] step 7): the LIFO task moves
-//! to the (stealable) deque, a sibling is kicked or started if work is
-//! queued, and wakes on this thread go to the pool's injector until it is
-//! back.
+//! closure blocks the thread ([`super::idle`] step 7): its LIFO task and
+//! deque go to their home pools' injectors (where every worker looks; a
+//! deque only when the injector is empty), a sibling is kicked or started
+//! if work is queued, and wakes on this thread go to the pool's injector
+//! until it is back.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -170,9 +171,11 @@ pub(crate) fn block_in_place<R>(f: impl FnOnce() -> R) -> R {
     if local.blocked.get() {
         return f();
     }
-    if let Some(r) = local.lifo().take() {
-        local.deque.push(r);
-    }
+    // Its LIFO task and deque go where every worker looks: left in the
+    // deque, they waited for the whole block while the injector kept the
+    // replacement and the siblings busy (a deque is looked at only when
+    // the injector is empty). `block` below sees them and kicks.
+    local.hand_off();
     local.blocked.set(true);
     let watch = &local.pool.slots[local.slot].watch;
     watch.blocked.store(true, Ordering::Relaxed);
@@ -523,6 +526,11 @@ impl Core {
                 if searching {
                     searching = false;
                     if pool.idle.stop_searching() && pool.has_work() {
+                        // The last searcher found work after all: producers
+                        // skipped their kicks while it searched, so hand
+                        // the search on, as step 1 does (it ran a burst
+                        // alone, the others asleep).
+                        pool.notify();
                         continue 'work;
                     }
                 }
