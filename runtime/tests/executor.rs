@@ -1474,14 +1474,18 @@ fn futures_dropped_by_the_shutdown_see_their_runtime() {
     });
 }
 
-/// Tasks a poll spawned before it blocked go where every worker looks:
-/// left in the blocked worker's deque, they waited for the whole block
-/// while a steady stream of work kept the injector (which workers look at
-/// first) from ever being empty.
+/// Tasks a poll spawned before it blocked go where every worker looks
+/// once the block outlasts the CPU-hog threshold (the watchdog moves the
+/// blocked worker's deque to the injector): left in the deque, they
+/// waited for the whole block while a steady stream of work kept the
+/// injector (which workers look at first) from ever being empty.
 #[test]
 fn tasks_spawned_before_a_block_do_not_wait_for_it_behind_a_busy_queue() {
     within(60, || {
-        let rt = one_worker_pool_without_watchdog();
+        let rt = one_worker_pool_builder()
+            .cpu_hog_threshold(Duration::from_millis(10))
+            .build()
+            .unwrap();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
         let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
         let first_child = Arc::new(std::sync::Mutex::new(None::<std::time::Instant>));

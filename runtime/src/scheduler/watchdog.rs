@@ -138,6 +138,32 @@ struct Grant {
     back: u64,
 }
 
+/// Moves what a blocked worker's deque holds to the injectors of the
+/// tasks' home pools (a remote steal's batch goes home), with one kick per
+/// pool (`Worker::hand_off`'s, from outside the worker: its deque's
+/// stealing end).
+fn move_deque(pool: &Arc<Pool>, slot: &crate::pool::WorkerSlot) {
+    let mut moved = false;
+    loop {
+        match slot.stealer.steal() {
+            crossbeam_deque::Steal::Success(r) => {
+                if Arc::ptr_eq(r.metadata().home(), pool) {
+                    pool.injector.push(r);
+                    moved = true;
+                } else {
+                    let home = r.metadata().home().clone();
+                    home.push_remote(r);
+                }
+            }
+            crossbeam_deque::Steal::Empty => break,
+            crossbeam_deque::Steal::Retry => std::hint::spin_loop(),
+        }
+    }
+    if moved {
+        pool.notify();
+    }
+}
+
 impl Watchdog {
     /// A watchdog for `threshold`; `None` when it is zero (detection off).
     pub(crate) fn new(threshold: Duration) -> Option<Watchdog> {
@@ -186,9 +212,15 @@ impl Watchdog {
                 }
                 if s.watch.blocked.load(Ordering::Acquire) {
                     // In `block_in_place`: out of the pool's count, its
-                    // LIFO task moved to its deque; nothing to grant or
-                    // take, and no reason to tick fast. Sampled afresh if
-                    // it comes back still polling.
+                    // LIFO task moved to its deque; nothing to grant, and
+                    // no reason to tick fast. Sampled afresh if it comes
+                    // back still polling. Blocked past the threshold, its
+                    // deque goes to the injector: a deque is looked at only
+                    // when the injector is empty, and under a steady
+                    // stream of work its tasks waited for the whole block.
+                    if clock::delay_ns(started, now) >= self.threshold_ns {
+                        move_deque(pool, s);
+                    }
                     continue;
                 }
                 running = true;
