@@ -294,11 +294,13 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
         *crate::loom::lock(&pool.slots[slot].deque) = Some(local.deque);
         core.publish(pool, slot);
         next = pool.idle.exit(slot);
+        // Culled out of the driver: an idle worker takes it -- also when
+        // this thread is drafted as a new worker (it runs queued work,
+        // not the driver, and the others may sleep on their futexes).
+        if !pool.is_closed() && left_driver {
+            host.attend_driver();
+        }
         if next == Next::Exit {
-            // Culled out of the driver: an idle worker takes it.
-            if !pool.is_closed() && left_driver {
-                host.attend_driver();
-            }
             break;
         }
     }
