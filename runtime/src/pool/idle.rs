@@ -866,6 +866,11 @@ impl Idle {
                     ..Change::default()
                 },
             );
+            // The worker's half of I3/I4 as in `enter_idle`: the published
+            // change before the look at the queues (an RMW alone does not
+            // order a later load on every architecture; crossbeam's SeqCst
+            // `is_empty` happened to).
+            fence(Ordering::SeqCst);
             if st.closed || !has_work() {
                 Kick::Busy
             } else {
@@ -981,6 +986,8 @@ impl Idle {
                     ..Change::default()
                 },
             );
+            // As in `block`: the change before the look at the queues.
+            fence(Ordering::SeqCst);
             if has_work() {
                 let kick = self.kick_locked(&mut st, &mut wake);
                 if !on_cpu && matches!(kick, Kick::Woke | Kick::Start(_)) {
