@@ -90,7 +90,8 @@
 //!    worker moves to the kicked list, becomes a searcher, and its unparker
 //!    is taken: unparked before the unlock
 //!    ([`WakeMode::UnderLock`]) or after it ([`WakeMode::Deferred`]). With
-//!    no idle worker and the pool under its maximum, a slot is reserved
+//!    no idle worker and the running workers under the limit (the maximum
+//!    plus hog allowances, I7), a slot is reserved
 //!    (`Starting`, a searcher) and the caller starts the thread after the
 //!    unlock; one start is in flight at a time (the kernel's manager): the
 //!    new worker's own chaining creates the next. After the OS refused a

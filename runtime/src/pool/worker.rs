@@ -27,8 +27,7 @@
 //!    neighbours, workers park at once, as tokio's do.
 //! 4. **Stop searching**; the last searcher re-checks the queues.
 //! 5. **Enter idle**, then **park** for `idle_timeout`; on every return,
-//!    leave idle (with a cull pass on a timeout): run, search, park again,
-//!    or exit.
+//!    leave idle (with a cull pass): run, search, park again, or exit.
 //!
 //! # Where `find_work` looks, in order
 //! - every [`GLOBAL_QUEUE_INTERVAL`] ticks, the injector first (fairness:

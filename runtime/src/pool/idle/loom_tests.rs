@@ -1,9 +1,13 @@
 //! Model checks of the protocol with loom: run with `scripts/loom` (or
 //! `RUSTFLAGS="--cfg loom" cargo test -p wq --lib --release loom_`).
 //!
-//! The model worker below follows `super::super::worker`'s loop step for
-//! step (work, search, one spin check, stop searching, enter idle, park,
-//! leave idle) over a toy queue of anonymous items.
+//! The model worker below follows `super::super::worker`'s loop (work,
+//! search, one spin check, stop searching, enter idle, park, leave idle)
+//! over a toy queue of anonymous items, in its protocol steps; its
+//! chaining kick is narrower than the worker's, its items live only in the
+//! shared queue (no LIFO slot or deque to hand off), and no watchdog or
+//! cull races it: those parts are covered by the executor and stress
+//! tests.
 
 use super::*;
 use loom::sync::Arc;
