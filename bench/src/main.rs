@@ -125,7 +125,7 @@ fn main() -> ExitCode {
         "locality" => locality::main(&rest, &command_line()),
         "memory" => memory::main(&rest, &command_line()),
         "memory-probe" => memory::probe_main(&rest),
-        "busy-loop" => wq_bench::neighbours::busy_loop(),
+        "busy-loop" => wq_bench::neighbours::busy_loop(rest.first().and_then(|p| p.parse().ok())),
         "shapes" => run_shapes(&rest),
         "timers" => wq_bench::services::timers_main(&rest, &command_line()),
         "http" => wq_bench::services::http_main(&rest, &command_line()),

@@ -31,6 +31,7 @@ impl Neighbours {
         for _ in 0..n {
             let child = Command::new(&exe)
                 .arg("busy-loop")
+                .arg(std::process::id().to_string())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -68,8 +69,8 @@ impl Drop for Neighbours {
     }
 }
 
-/// The body of `wq-bench busy-loop`: spins until killed.
-pub fn busy_loop() -> ! {
+/// The body of `wq-bench busy-loop PARENT_PID`: spins until killed.
+pub fn busy_loop(parent: Option<u32>) -> ! {
     // SAFETY: prctl(PR_SET_PDEATHSIG, SIGKILL) takes plain integers and
     // changes only this process's death signal.
     unsafe {
@@ -81,9 +82,13 @@ pub fn busy_loop() -> ! {
             0,
         );
     }
-    // The parent may have died before the prctl: then nobody would kill us.
+    // The parent may have died before the prctl: then nobody would kill
+    // us. Compared with the pid it gave, not with 1: an orphan is adopted
+    // by the nearest subreaper (`systemd --user`, a container's init),
+    // which need not be pid 1.
     // SAFETY: getppid has no preconditions.
-    if unsafe { libc::getppid() } == 1 {
+    let ppid = unsafe { libc::getppid() };
+    if parent.map_or(ppid == 1, |p| i64::from(ppid) != i64::from(p)) {
         std::process::exit(0);
     }
     let mut x = 0u64;
