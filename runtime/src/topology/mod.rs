@@ -258,7 +258,12 @@ impl Topology {
     /// itself (a worker, a blocking thread, the rescuer), whose mask is
     /// wq's choice rather than the user's, the process's main thread's
     /// mask is read instead (`taskset -p` without `-a` sets only that
-    /// one).
+    /// one). A thread started from inside a task is not one of those: it
+    /// inherits its worker's binding (its pod's CPUs, a single CPU at
+    /// `cpu` scope), and reads only those -- so does
+    /// `std::thread::available_parallelism`, and a thread pool started
+    /// there sizes itself by them. Detect (and build runtimes) from the
+    /// main thread, or pass its `Topology` along.
     ///
     /// ```
     /// let topo = wq::Topology::detect()?;
