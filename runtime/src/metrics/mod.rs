@@ -268,9 +268,15 @@ pub struct Latency {
     /// one entry per bound; the `+Inf` bucket is `count`). A sample within
     /// the histogram's 1% of a bound may be counted on either side of it.
     pub buckets: Vec<u64>,
-    /// The histogram itself; absent in a deserialized snapshot.
+    /// The histogram itself; absent in a deserialized snapshot, and when
+    /// nothing was recorded (an idle pool's 30 KiB, three times per pool
+    /// and snapshot, were most of a big machine's snapshot).
     #[serde(skip)]
     histogram: Option<Box<Histogram<u64>>>,
+    /// Taken from this process's histograms (not deserialized): an absent
+    /// histogram then means an empty one.
+    #[serde(skip)]
+    live: bool,
 }
 
 impl fmt::Debug for Latency {
@@ -288,14 +294,24 @@ impl fmt::Debug for Latency {
 }
 
 impl Latency {
+    /// An empty summary taken from this process's histograms.
+    pub(crate) fn empty() -> Latency {
+        Latency {
+            buckets: vec![0; BUCKET_BOUNDS_SECONDS.len()],
+            live: true,
+            ..Latency::default()
+        }
+    }
+
+    /// The summary of `h`, if anything was recorded (`None`: nothing).
+    pub(crate) fn from_recorded(h: Option<Histogram<u64>>) -> Latency {
+        h.map_or_else(Latency::empty, Latency::from_histogram)
+    }
+
     /// The summary of `h`.
     pub(crate) fn from_histogram(h: Histogram<u64>) -> Latency {
         if h.is_empty() {
-            return Latency {
-                buckets: vec![0; BUCKET_BOUNDS_SECONDS.len()],
-                histogram: Some(Box::new(h)),
-                ..Latency::default()
-            };
+            return Latency::empty();
         }
         let bounds_ns = prometheus::bounds_ns();
         let mut buckets = vec![0u64; bounds_ns.len()];
@@ -329,6 +345,7 @@ impl Latency {
             sum_ns: sum_ns as f64,
             buckets,
             histogram: Some(Box::new(h)),
+            live: true,
         }
     }
 
@@ -355,28 +372,38 @@ impl Latency {
         }
     }
 
-    /// The histogram, where the snapshot has it (not in a deserialized
-    /// one).
+    /// The histogram, where the snapshot has it: not in a deserialized
+    /// one, nor where nothing was recorded.
     pub fn histogram(&self) -> Option<&Histogram<u64>> {
         self.histogram.as_deref()
     }
 
-    fn merge(&mut self, other: &Latency) {
-        let mut h = self.histogram.take().map_or_else(new_histogram, |h| *h);
-        if let Some(o) = &other.histogram {
-            let _ = h.add(&**o);
+    /// Adds the samples of `others` (live summaries) to this one,
+    /// summarized once.
+    fn merge_all<'a>(&mut self, others: impl Iterator<Item = &'a Latency>) {
+        let mut h: Option<Histogram<u64>> = self.histogram.take().map(|h| *h);
+        for o in others.filter_map(|o| o.histogram.as_deref()) {
+            let _ = h.get_or_insert_with(new_histogram).add(o);
         }
-        *self = Latency::from_histogram(h);
+        *self = Latency::from_recorded(h);
     }
 
     /// The samples recorded after `earlier`.
     fn since(&self, earlier: &Latency) -> Latency {
-        if let (Some(now), Some(then)) = (&self.histogram, &earlier.histogram) {
-            let mut h = (**now).clone();
-            // Counts only grow between two snapshots of one pool.
-            if h.subtract(&**then).is_ok() {
-                return Latency::from_histogram(h);
-            }
+        if self.live && earlier.live {
+            return match (&self.histogram, &earlier.histogram) {
+                // Nothing recorded now: nothing since.
+                (None, _) => Latency::empty(),
+                (Some(now), None) => Latency::from_histogram((**now).clone()),
+                (Some(now), Some(then)) => {
+                    let mut h = (**now).clone();
+                    // Counts only grow between two snapshots of one pool.
+                    match h.subtract(&**then) {
+                        Ok(()) => Latency::from_histogram(h),
+                        Err(_) => Latency::empty(),
+                    }
+                }
+            };
         }
         // Deserialized snapshots: counts and buckets only; quantiles from
         // the buckets' differences.
@@ -501,8 +528,8 @@ impl PoolSnapshot {
     pub(crate) fn add_worker(
         &mut self,
         c: &WorkerCounters,
-        sched: &mut Histogram<u64>,
-        poll: &mut Histogram<u64>,
+        sched: &mut Option<Histogram<u64>>,
+        poll: &mut Option<Histogram<u64>>,
     ) {
         use std::sync::atomic::Ordering::Relaxed;
         let k = &mut self.counters;
@@ -513,20 +540,20 @@ impl PoolSnapshot {
         k.parks += c.parks.load(Relaxed);
         k.spin_hits += c.spin_hits.load(Relaxed);
         k.spin_backoffs += c.spin_backoffs.load(Relaxed);
-        c.sched_delay.merge_into(sched);
-        c.poll_time.merge_into(poll);
+        c.sched_delay.merge_into_recorded(sched);
+        c.poll_time.merge_into_recorded(poll);
     }
 
-    /// Sets the merged histograms.
+    /// Sets the merged histograms (`None`: nothing recorded).
     pub(crate) fn set_latencies(
         &mut self,
-        sched: Histogram<u64>,
-        poll: Histogram<u64>,
-        spawn: Histogram<u64>,
+        sched: Option<Histogram<u64>>,
+        poll: Option<Histogram<u64>>,
+        spawn: Option<Histogram<u64>>,
     ) {
-        self.sched_delay = Latency::from_histogram(sched);
-        self.poll_time = Latency::from_histogram(poll);
-        self.spawn_time = Latency::from_histogram(spawn);
+        self.sched_delay = Latency::from_recorded(sched);
+        self.poll_time = Latency::from_recorded(poll);
+        self.spawn_time = Latency::from_recorded(spawn);
     }
 
     /// The pod's CPUs as a compact list, `0-3,8` (the kernel's
@@ -766,19 +793,23 @@ impl Snapshot {
                     workers: WorkerStates::default(),
                     tasks: 0,
                     counters: Counters::default(),
-                    sched_delay: Latency::from_histogram(new_histogram()),
-                    poll_time: Latency::from_histogram(new_histogram()),
-                    spawn_time: Latency::from_histogram(new_histogram()),
+                    sched_delay: Latency::empty(),
+                    poll_time: Latency::empty(),
+                    spawn_time: Latency::empty(),
                 };
-                for p in of {
+                let of: Vec<&PoolSnapshot> = of.collect();
+                for p in &of {
                     s.pools += 1;
                     s.workers.add(&p.workers);
                     s.tasks = s.tasks.saturating_add(p.tasks);
                     s.counters.add(&p.counters);
-                    s.sched_delay.merge(&p.sched_delay);
-                    s.poll_time.merge(&p.poll_time);
-                    s.spawn_time.merge(&p.spawn_time);
                 }
+                // Each merged, then summarized once (a summary per pool
+                // was a pass over the histogram and five quantile scans
+                // per pool).
+                s.sched_delay.merge_all(of.iter().map(|p| &p.sched_delay));
+                s.poll_time.merge_all(of.iter().map(|p| &p.poll_time));
+                s.spawn_time.merge_all(of.iter().map(|p| &p.spawn_time));
                 Some(s)
             })
             .collect();
@@ -855,7 +886,7 @@ impl Snapshot {
         );
         // Either side deserialized (no histograms): a pool's difference
         // then has none either.
-        if d.pools.iter().any(|p| p.sched_delay.histogram.is_none()) {
+        if d.pools.iter().any(|p| !p.sched_delay.live) {
             // Deserialized: the scopes cannot be merged from histograms;
             // take the scopes' own differences.
             d.scopes = self
@@ -1001,6 +1032,39 @@ mod tests {
             h.record(s).unwrap();
         }
         Latency::from_histogram(h)
+    }
+
+    /// Nothing recorded: no histogram kept (an idle pool's three were
+    /// 90 KiB per snapshot), and the summary, its differences and its
+    /// merges read as empty, not as a deserialized snapshot's.
+    #[test]
+    fn an_empty_latency_keeps_no_histogram_and_still_merges_and_subtracts() {
+        let empty = Latency::from_recorded(None);
+        assert!(empty.histogram().is_none() && empty.live);
+        assert_eq!((empty.count, empty.p99_ns), (0, 0));
+        assert!(
+            Latency::from_histogram(new_histogram())
+                .histogram()
+                .is_none()
+        );
+        let some = latency(&[1_000, 2_000, 3_000]);
+        // Since an empty one: all of it, as a histogram.
+        let d = some.since(&empty);
+        assert_eq!(d.count, 3);
+        assert!(d.histogram().is_some());
+        // Nothing since: empty, live.
+        let none = empty.since(&empty);
+        assert!(none.live && none.count == 0);
+        let same = some.since(&some);
+        assert_eq!(same.count, 0);
+        assert!(same.histogram().is_none());
+        // A scope of an idle pool and a busy one.
+        let mut scope = Latency::empty();
+        scope.merge_all([&empty, &some, &empty].into_iter());
+        assert_eq!((scope.count, scope.max_ns), (3, some.max_ns));
+        let mut idle_scope = Latency::empty();
+        idle_scope.merge_all([&empty, &empty].into_iter());
+        assert!(idle_scope.histogram().is_none() && idle_scope.count == 0);
     }
 
     #[test]

@@ -48,7 +48,7 @@ use crossbeam_deque::{Injector, Stealer, Worker as Deque};
 use crossbeam_utils::CachePadded;
 
 use crate::Scope;
-use crate::metrics::{PoolCapture, PoolSnapshot, WorkerCounters, new_histogram};
+use crate::metrics::{PoolCapture, PoolSnapshot, WorkerCounters};
 use crate::task::{Registry, Runnable};
 use closing::Closing;
 use idle::{Idle, IdleConfig, Kick};
@@ -527,7 +527,9 @@ impl Pool {
         k.lifo_stolen = self.lifo_stolen.load(Ordering::Relaxed);
         k.rescued = self.rescued.started.load(Ordering::Relaxed);
         k.worker_start_failures = self.start_failures.load(Ordering::Relaxed);
-        let (mut sched, mut poll, mut spawn) = (new_histogram(), new_histogram(), new_histogram());
+        // Made only if something was recorded: an idle pool's three empty
+        // histograms (30 KiB each) were most of a big machine's snapshot.
+        let (mut sched, mut poll, mut spawn) = (None, None, None);
         for c in self
             .slots
             .iter()
