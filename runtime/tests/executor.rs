@@ -1583,3 +1583,22 @@ fn a_runtime_dropped_in_a_panic_does_not_wait_for_ever_on_a_stuck_task() {
         assert!(took >= Duration::from_secs(9), "gave up after {took:?}");
     });
 }
+
+/// A runtime held in a `thread_local!` is dropped at the thread's exit,
+/// after wq's own thread-locals may be gone: its shutdown cannot make
+/// itself the thread's current runtime then, and goes on without (it
+/// panicked inside a thread-local's destructor, which aborts the process).
+#[test]
+fn a_runtime_in_a_thread_local_shuts_down_at_the_threads_exit() {
+    thread_local! {
+        static RT: Runtime = Runtime::new().unwrap();
+    }
+    let t = std::thread::spawn(|| {
+        RT.with(|rt| {
+            let h = rt.spawn(futures::future::pending::<()>());
+            assert_eq!(rt.block_on(async { 1 }), 1);
+            drop(h);
+        });
+    });
+    t.join().unwrap();
+}

@@ -40,6 +40,19 @@ pub(crate) fn enter(scheduler: Arc<Scheduler>) -> ContextGuard {
     ContextGuard { prev, set }
 }
 
+/// As [`enter`], or `None` on a thread whose thread-locals are being
+/// destroyed (a `Runtime` held in a `thread_local!` and dropped at the
+/// thread's exit, after this module's): the context cannot be set there,
+/// and `enter`'s access would panic, which aborts inside a thread-local's
+/// destructor.
+pub(crate) fn try_enter(scheduler: Arc<Scheduler>) -> Option<ContextGuard> {
+    let set = Arc::as_ptr(&scheduler);
+    RUNTIME
+        .try_with(|c| c.borrow_mut().replace(scheduler))
+        .ok()
+        .map(|prev| ContextGuard { prev, set })
+}
+
 impl Drop for ContextGuard {
     fn drop(&mut self) {
         let prev = self.prev.take();

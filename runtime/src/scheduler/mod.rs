@@ -459,7 +459,7 @@ impl Scheduler {
         // `Drop` that spawns gets a refused handle rather than an "outside
         // a runtime" panic (or, inside another runtime's `block_on`, a
         // spawn onto that one).
-        let _enter = self.me.upgrade().map(context::enter);
+        let _enter = self.me.upgrade().and_then(context::try_enter);
         // A thread of this runtime dropping it cannot wait for itself.
         let me = usize::from(current::on_worker_of(self.id()) || current::on_rescuer_of(self.id()));
         let pools = {
