@@ -59,9 +59,10 @@
 //!   client that stops reading), and a connection lives at most
 //!   [`CONNECTION_LIFETIME`];
 //! - at most [`MAX_CONNECTIONS`] at once: beyond, a new connection
-//!   closes the least recently active one (the connection whose last
-//!   request began, or which was accepted, longest ago) if that was at
-//!   least [`EVICT_IDLE`] ago, and is itself closed at once otherwise (the
+//!   closes the least recently active idle one (the connection with no
+//!   request in flight whose last response was done with, or which was
+//!   accepted, longest ago) if that was at least [`EVICT_IDLE`] ago, and
+//!   is itself closed at once otherwise (the
 //!   accept loop goes on). Slow or malformed clients cost a bounded number
 //!   of small tasks and never a worker, and clients that open connections
 //!   and keep them idle cannot lock others out: they lose the oldest.
@@ -239,8 +240,9 @@ struct Tasks {
     next: u64,
 }
 
-/// A connection's task, and when its last request began (or it was
-/// accepted): milliseconds since [`Shared::epoch`].
+/// A connection's task, and when its last response was done with (or it
+/// was accepted): milliseconds since [`Shared::epoch`], [`BUSY`] while a
+/// request is in flight.
 #[derive(Debug)]
 struct Conn {
     task: JoinHandle<()>,
@@ -295,6 +297,7 @@ impl Shared {
                 .iter()
                 .filter(|(_, c)| !c.task.is_finished())
                 .map(|(id, c)| (c.active.load(Ordering::Relaxed), *id))
+                .filter(|&(active, _)| active != BUSY)
                 .min();
             match oldest {
                 Some((active, id)) if active <= idle_before => t.conns.remove(&id),
@@ -607,8 +610,18 @@ async fn accept(shared: Arc<Shared>, listener: crate::net::TcpListener, timer: W
             WqIo::new(stream).write_timeout(WRITE_TIMEOUT),
             hyper::service::service_fn(move |req| {
                 let s = conn_shared.clone();
-                conn_active.store(s.now_ms(), Ordering::Relaxed);
-                async move { Ok::<_, std::convert::Infallible>(route(&s, loopback, req).await) }
+                // Busy until its response body is written (or dropped):
+                // never evicted meanwhile.
+                conn_active.store(BUSY, Ordering::Relaxed);
+                let done = conn_active.clone();
+                async move {
+                    let reply = route(&s, loopback, req).await;
+                    Ok::<_, std::convert::Infallible>(reply.map(|body| Stamped {
+                        body,
+                        active: done,
+                        epoch: s.epoch,
+                    }))
+                }
             }),
         );
         // The id first, the spawn outside the lock (a kick takes the pool
@@ -649,6 +662,45 @@ async fn accept(shared: Arc<Shared>, listener: crate::net::TcpListener, timer: W
 }
 
 type Reply = Response<Full<Bytes>>;
+
+/// [`Conn::active`] while a request is in flight (until its response body
+/// is written or dropped).
+const BUSY: u64 = u64::MAX;
+
+/// A response body that stamps its connection active when it is done
+/// with (written to the end, or dropped with the connection).
+struct Stamped {
+    body: Full<Bytes>,
+    active: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
+impl hyper::body::Body for Stamped {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Stamped {
+    fn drop(&mut self) {
+        self.active
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
 
 fn reply(status: StatusCode, kind: &'static str, body: impl Into<Bytes>) -> Reply {
     let mut r = Response::new(Full::new(body.into()));
@@ -812,6 +864,41 @@ fn query_u64(query: Option<&str>, key: &str) -> Result<Option<u64>, String> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    /// At the limit, a connection with a request in flight (a response
+    /// still being written to a slow reader, a request waiting for the
+    /// dashboard's thread) is never the one closed, however long ago it
+    /// began: the oldest idle one is.
+    #[test]
+    fn eviction_skips_connections_with_a_request_in_flight() {
+        let rt = crate::Runtime::new().unwrap();
+        let d = serve_on(rt.handle(), "127.0.0.1:0").unwrap();
+        let shared = d.shared.clone();
+        std::thread::sleep(Duration::from_millis(1100));
+        let fake = |active: u64| Conn {
+            task: rt.spawn(std::future::pending::<()>()),
+            active: Arc::new(AtomicU64::new(active)),
+        };
+        {
+            let mut t = crate::loom::lock(&shared.tasks);
+            // Accepted at the start, then busy ever since; idle since 5 ms
+            // after the start; idle just now.
+            t.conns.insert(1_000_001, fake(BUSY));
+            t.conns.insert(1_000_002, fake(5));
+            t.conns.insert(1_000_003, fake(shared.now_ms()));
+        }
+        assert!(shared.evict_idle());
+        let t = crate::loom::lock(&shared.tasks);
+        assert!(
+            t.conns.contains_key(&1_000_001),
+            "the busy connection was closed"
+        );
+        assert!(
+            !t.conns.contains_key(&1_000_002),
+            "the oldest idle one stays"
+        );
+        assert!(t.conns.contains_key(&1_000_003));
+    }
 
     /// A point's polls per second count every poll of the interval: a
     /// worker that has not gone idle publishes its `started` counter only
