@@ -36,6 +36,13 @@
 //!   task's poll spent the budget would otherwise be told `Pending` and
 //!   woken at once, for ever.
 //!
+//! - A foreign executor nested inside a task's poll (a `Drop`, or code
+//!   that calls `futures::executor::block_on` on a wq socket or timer)
+//!   runs on the poll's budget: once spent, every operation there is
+//!   `Pending` and wakes itself, and the nested `block_on` spins. Blocking
+//!   belongs in `wq::block_in_place` (no budget), or the nested future in
+//!   `wq::task::unconstrained`.
+//!
 //! The budget is a thread-local count: a poll sets it and clears it (two
 //! stores; about 8 instructions per poll with the guard, by callgrind), an
 //! operation reads and decrements it. A poll nested in another on one

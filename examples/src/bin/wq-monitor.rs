@@ -112,10 +112,18 @@ extern "C" fn on_stop(sig: libc::c_int) {
 /// killed it with the terminal left raw.
 fn catch_stop_signals() {
     for sig in [libc::SIGTERM, libc::SIGHUP, libc::SIGINT] {
-        // SAFETY: a zeroed `sigaction` is valid (no flags, empty fields);
-        // the mask is initialised by `sigemptyset`; the handler only stores
-        // an atomic.
+        // SAFETY: a zeroed `sigaction` is valid (no flags, empty fields),
+        // and so is reading the current one into it; the mask is
+        // initialised by `sigemptyset`; the handler only stores an atomic.
         unsafe {
+            // A signal the process was started ignoring stays ignored
+            // (`nohup wq-monitor` outlives its terminal).
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction == libc::SIG_IGN
+            {
+                continue;
+            }
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = on_stop as extern "C" fn(libc::c_int) as libc::sighandler_t;
             libc::sigemptyset(&mut sa.sa_mask);

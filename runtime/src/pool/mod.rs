@@ -228,6 +228,10 @@ pub(crate) struct Watch {
     /// `block_in_place`: the watchdog times a poll from then, not from its
     /// start (its block is not time on a CPU).
     pub(crate) unblocked_at: AtomicU64,
+    /// The raw clock when the worker last went into `block_in_place`: the
+    /// watchdog moves its deque once the block (not the poll) outlasts the
+    /// threshold.
+    pub(crate) blocked_at: AtomicU64,
     /// The grant for the marked poll woke or started a worker.
     pub(crate) hog_woke: AtomicBool,
     /// The slot's LIFO slot (owned by the slot's worker thread; the

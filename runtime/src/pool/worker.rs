@@ -181,7 +181,9 @@ pub(crate) fn block_in_place<R>(f: impl FnOnce() -> R) -> R {
     }
     local.blocked.set(true);
     let watch = &local.pool.slots[local.slot].watch;
-    watch.blocked.store(true, Ordering::Relaxed);
+    watch.blocked_at.store(clock::now(), Ordering::Relaxed);
+    // Release: the watchdog that reads `blocked` reads `blocked_at` too.
+    watch.blocked.store(true, Ordering::Release);
     let kick = local.pool.idle.block(local.slot, || local.pool.has_work());
     if matches!(kick, Kick::Woke | Kick::Start(_)) {
         current::count_cm_wakeup();

@@ -423,7 +423,10 @@ impl Scheduler {
                 Some(d) => {
                     let left = d.saturating_duration_since(std::time::Instant::now());
                     if left.is_zero() {
-                        return false;
+                        // One last look (joining them if all exited): a
+                        // deadline that ran out during a drain says
+                        // nothing of the threads.
+                        return self.threads.wait(Some(Duration::ZERO), me);
                     }
                     left.min(STRAGGLER_SLICE)
                 }

@@ -218,7 +218,11 @@ impl Watchdog {
                     // deque goes to the injector: a deque is looked at only
                     // when the injector is empty, and under a steady
                     // stream of work its tasks waited for the whole block.
-                    if clock::delay_ns(started, now) >= self.threshold_ns {
+                    // Timed from the block's start, not the poll's: a poll
+                    // that blocks late or often would have its deque moved
+                    // at the first scan of every block, short ones too.
+                    let blocked_at = s.watch.blocked_at.load(Ordering::Relaxed);
+                    if clock::delay_ns(blocked_at, now) >= self.threshold_ns {
                         move_deque(pool, s);
                     }
                     continue;

@@ -167,14 +167,28 @@ pub(super) fn from_xml(xml: &str) -> Result<Topology, TopologyError> {
 
 /// The first `<object type="PU" ...>` tag of an hwloc XML export that has
 /// no `os_index` attribute, if any.
-fn pu_without_os_index(xml: &str) -> Option<&str> {
+pub(super) fn pu_without_os_index(xml: &str) -> Option<&str> {
     let mut rest = xml;
     while let Some(start) = rest.find("<object") {
         let tag_end = rest[start..]
             .find('>')
             .map_or(rest.len(), |e| start + e + 1);
         let tag = &rest[start..tag_end];
-        if tag.contains("type=\"PU\"") && !tag.contains(" os_index=\"") {
+        // Attributes as XML allows them: after any whitespace, either
+        // quote, spaces around `=`.
+        let attrs: Vec<String> = tag
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .replace(" =", "=")
+            .replace("= ", "=")
+            .split(' ')
+            .map(str::to_owned)
+            .collect();
+        let is_pu = attrs
+            .iter()
+            .any(|a| a.starts_with("type=\"PU\"") || a.starts_with("type='PU'"));
+        if is_pu && !attrs.iter().any(|a| a.starts_with("os_index=")) {
             return Some(tag);
         }
         rest = &rest[tag_end..];

@@ -520,7 +520,6 @@ impl Topology {
     }
 }
 
-/// The error for a description of `n` CPUs, over [`MAX_CPUS`].
 /// A machine's description as a reader found it, made buildable where the
 /// machine itself is odd: SMT siblings that disagree on their cache, node
 /// or package are separated ([`pods::separate_disagreeing_siblings`]),
@@ -529,13 +528,16 @@ pub(crate) fn as_found(mut cpus: Vec<CpuInfo>, source: &str) -> Vec<CpuInfo> {
     let moved = pods::separate_disagreeing_siblings(&mut cpus);
     if !moved.is_empty() {
         log::warn!(
-            "wq topology ({source}): CPUs {} share a core with CPUs in another LLC, NUMA node              or package; each is treated as a core of its own (as the kernel ignores such              sibling links)",
+            "wq topology ({source}): CPUs {} share a core with CPUs in another LLC, NUMA node \
+             or package; each is treated as a core of its own (as the kernel ignores such \
+             sibling links)",
             format_cpu_list(&moved)
         );
     }
     cpus
 }
 
+/// The error for a description of `n` CPUs, over [`MAX_CPUS`].
 pub(crate) fn too_many_cpus(source: &str, n: usize) -> TopologyError {
     TopologyError::new(
         TopologyErrorKind::TooManyCpus,

@@ -141,9 +141,14 @@ fn invalid(desc: &str, what: &str) -> TopologyError {
 pub(super) fn describe(desc: &str) -> Result<Vec<CpuInfo>, TopologyError> {
     let mut levels: Vec<(Level, usize)> = Vec::new();
     let mut last_rank: Option<u8> = None;
-    for token in desc.split_whitespace() {
-        let Some((name, count)) = token.split_once(':') else {
-            return Err(invalid(desc, &format!("level {token:?} lacks a :count")));
+    let tokens: Vec<&str> = desc.split_whitespace().collect();
+    for (i, &token) in tokens.iter().enumerate() {
+        // A last level with no type is the PU level, as hwloc reads it
+        // ("core:4 2" is "core:4 pu:2").
+        let (name, count) = match token.split_once(':') {
+            Some(split) => split,
+            None if i + 1 == tokens.len() && i > 0 && strtoul(token).is_some() => ("pu", token),
+            None => return Err(invalid(desc, &format!("level {token:?} lacks a :count"))),
         };
         let level = Level::parse(name)
             .ok_or_else(|| invalid(desc, &format!("unknown level type {name:?}")))?;

@@ -874,6 +874,27 @@ mod with_hwloc {
         assert_eq!(lists(&topo, Scope::Smt), ["0,2", "1,3"]);
     }
 
+    /// The `os_index` check reads attributes as XML allows them: any
+    /// whitespace between them, either quote, spaces around `=`.
+    #[test]
+    fn the_os_index_check_reads_attributes_as_xml_writes_them() {
+        use super::super::hwloc::pu_without_os_index as missing;
+        for with in [
+            "<object type=\"PU\" os_index=\"3\" cpuset=\"0x8\"/>",
+            "<object\ttype='PU'\n  os_index='3'/>",
+            "<object type = \"PU\" os_index = \"3\">",
+            "<object type=\"Core\"/>",
+        ] {
+            assert_eq!(missing(with), None, "{with:?}");
+        }
+        for without in [
+            "<object type=\"PU\" cpuset=\"0x8\"/>",
+            "<object\ttype='PU'\n cpuset='0x8'/>",
+        ] {
+            assert!(missing(without).is_some(), "{without:?}");
+        }
+    }
+
     /// A last level with no type is hwloc's PU level ("core:4 2" is
     /// "core:4 pu:2"); counts are read as hwloc reads them (C's strtoul),
     /// by hwloc and by the parser used without the feature alike.
@@ -886,6 +907,10 @@ mod with_hwloc {
         assert_eq!(synthetic("core:010").num_cpus(), 8);
         assert_eq!(synthetic("core:0x10").num_cpus(), 16);
         assert_eq!(synthetic::parse("core:010").unwrap().num_cpus(), 8);
+        assert_eq!(
+            synthetic::parse("core:4 2").unwrap().pods(Scope::Smt),
+            synthetic("core:4 pu:2").pods(Scope::Smt)
+        );
         assert_eq!(synthetic::parse("core:0x10").unwrap().num_cpus(), 16);
     }
 
