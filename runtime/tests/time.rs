@@ -420,6 +420,17 @@ fn a_sleep_outliving_its_runtime_panics_instead_of_hanging() {
     }
 }
 
+/// One pool of one worker, CPU-hog detection (which would let a second
+/// worker in) out of reach.
+fn one_worker_no_hog_detection() -> Runtime {
+    Runtime::builder()
+        .default_scope(wq::Scope::System)
+        .max_workers_per_pool(1)
+        .cpu_hog_threshold(Duration::from_secs(3600))
+        .build()
+        .unwrap()
+}
+
 /// A loop over sleeps already due (a backoff of zero) yields its worker
 /// every 128 (the operation budget) as a socket loop does: on a pool of
 /// one worker, another task runs meanwhile. (CPU-hog detection, which
@@ -427,12 +438,7 @@ fn a_sleep_outliving_its_runtime_panics_instead_of_hanging() {
 #[test]
 fn a_loop_over_sleeps_already_due_lets_other_tasks_run() {
     within_watchdog("due sleeps", LIMIT, || {
-        let rt = Runtime::builder()
-            .default_scope(wq::Scope::System)
-            .max_workers_per_pool(1)
-            .cpu_hog_threshold(Duration::from_secs(3600))
-            .build()
-            .unwrap();
+        let rt = one_worker_no_hog_detection();
         rt.block_on(async {
             let flag = Arc::new(AtomicUsize::new(0));
             let f = flag.clone();
@@ -463,12 +469,7 @@ fn a_loop_over_sleeps_already_due_lets_other_tasks_run() {
 #[test]
 fn unconstrained_polls_without_the_budget() {
     within_watchdog("unconstrained", LIMIT, || {
-        let rt = Runtime::builder()
-            .default_scope(wq::Scope::System)
-            .max_workers_per_pool(1)
-            .cpu_hog_threshold(Duration::from_secs(3600))
-            .build()
-            .unwrap();
+        let rt = one_worker_no_hog_detection();
         let ran_beside = |constrained: bool| {
             rt.block_on(rt.spawn(async move {
                 let flag = Arc::new(AtomicUsize::new(0));
