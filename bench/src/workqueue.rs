@@ -526,7 +526,7 @@ pub fn patch_table(cfg: &Config, rows: &[Row]) -> String {
 pub fn detail_table(cfg: &Config, rows: &[Row]) -> String {
     let items = cfg.counted_items();
     let mut out = format!(
-        "{:<26} {:>10} | {:>7} {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7} {:>7} | {:>6} {:>6} {:>6} {:>6} {:>7}\n",
+        "{:<26} {:>10} | {:>7} {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7} {:>7} | {:>6} {:>6} {:>6} {:>6} {:>7} {:>7}\n",
         "row",
         "items/s",
         "enq p50",
@@ -541,13 +541,14 @@ pub fn detail_table(cfg: &Config, rows: &[Row]) -> String {
         "coal",
         "spinhit",
         "lock",
-        "sched50"
+        "sched50",
+        "workers"
     );
     for r in rows {
         let (e, t) = (r.enqueue(), r.round_trip());
         let wq_cols = if r.runs.iter().any(|x| x.wq.is_some()) {
             format!(
-                "{:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>7}",
+                "{:>6.2} {:>6.2} {:>6.2} {:>6.2} {:>7} {:>7}",
                 r.per_item(items, |c| c.unparks as f64),
                 r.per_item(items, |c| c.coalesced as f64),
                 r.per_item(items, |c| c.spin_hits as f64),
@@ -557,10 +558,19 @@ pub fn detail_table(cfg: &Config, rows: &[Row]) -> String {
                         .iter()
                         .filter_map(|x| x.wq.map(|c| c.sched_p50))
                         .collect::<Vec<_>>()
-                ))
+                )),
+                median(
+                    &r.runs
+                        .iter()
+                        .filter_map(|x| x.wq.map(|c| c.workers_created as f64))
+                        .collect::<Vec<_>>()
+                )
             )
         } else {
-            format!("{:>6} {:>6} {:>6} {:>6} {:>7}", "-", "-", "-", "-", "-")
+            format!(
+                "{:>6} {:>6} {:>6} {:>6} {:>7} {:>7}",
+                "-", "-", "-", "-", "-", "-"
+            )
         };
         out.push_str(&format!(
             "{:<26} {:>10} | {:>7} {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7} {:>7} | {wq_cols}\n",
@@ -577,7 +587,7 @@ pub fn detail_table(cfg: &Config, rows: &[Row]) -> String {
         ));
     }
     out.push_str(
-        "(medians of the runs; unpark/coal/spinhit/lock: wq's worker unparks, coalesced kicks, spin hits and pool-lock acquisitions per item; sched50: wq's p50 scheduling delay)\n",
+        "(medians of the runs; unpark/coal/spinhit/lock: wq's worker unparks, coalesced kicks, spin hits and pool-lock acquisitions per item; sched50: wq's p50 scheduling delay; workers: wq's worker threads started in the run, over all its pools, against tokio's fixed count in the header)\n",
     );
     out
 }
