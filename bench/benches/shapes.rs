@@ -11,13 +11,21 @@ fn shapes(c: &mut Criterion) {
     let n = wq_bench::machine::online_cpus();
     let wq = Wq::new(n);
     let tokio = Tokio::new(n);
-    for name in shapes::NAMES {
-        let mut g = c.benchmark_group(name);
+    for (i, name) in shapes::NAMES.iter().enumerate() {
+        let mut g = c.benchmark_group(*name);
         g.sample_size(10)
             .warm_up_time(Duration::from_millis(500))
             .measurement_time(Duration::from_secs(3));
-        g.bench_function("wq", |b| b.iter(|| shapes::run(name, &wq)));
-        g.bench_function("tokio", |b| b.iter(|| shapes::run(name, &tokio)));
+        // Which runtime goes first alternates shape by shape: on a shared
+        // VM the second of a pair times differently (section 9 of
+        // docs/benchmarks.md), and wq always went first.
+        if i % 2 == 0 {
+            g.bench_function("wq", |b| b.iter(|| shapes::run(name, &wq)));
+            g.bench_function("tokio", |b| b.iter(|| shapes::run(name, &tokio)));
+        } else {
+            g.bench_function("tokio", |b| b.iter(|| shapes::run(name, &tokio)));
+            g.bench_function("wq", |b| b.iter(|| shapes::run(name, &wq)));
+        }
         g.finish();
     }
 }
