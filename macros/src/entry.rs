@@ -149,10 +149,17 @@ fn check_signature(kind: Kind, sig: &Signature, errors: &mut Errors) {
             format!("the function under {attr} cannot take parameters: {why}"),
         ));
     }
-    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+    if !sig.generics.params.is_empty() {
         errors.push(syn::Error::new_spanned(
             &sig.generics,
             format!("the function under {attr} cannot be generic"),
+        ));
+    } else if let Some(clause) = &sig.generics.where_clause {
+        // With no generic parameters, `Generics` prints nothing: the error
+        // would point at the attribute. The clause itself is the place.
+        errors.push(syn::Error::new_spanned(
+            clause,
+            format!("the function under {attr} takes no `where` clause: it has no generic parameters to bound"),
         ));
     }
 }
@@ -444,7 +451,9 @@ mod tests {
                 }
             ),
         );
-        assert!(text.contains("cannot be generic"), "{text}");
+        // Not "generic": it has no parameters (and the error is on the
+        // clause, not the attribute).
+        assert!(text.contains("takes no `where` clause"), "{text}");
         let text = expand_str(
             Kind::Main,
             quote!(),

@@ -1,0 +1,8 @@
+#[wq::test]
+async fn t()
+where
+    u8: Copy,
+{
+}
+
+fn main() {}
