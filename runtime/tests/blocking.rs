@@ -233,6 +233,61 @@ fn shutdown_drops_queued_jobs_and_waits_for_running_ones() {
     });
 }
 
+/// The blocking pool closes with the runtime, before its workers are
+/// waited for: a job queued then never starts. Here a worker blocks on a
+/// queued job's handle, and the job ahead of it waits for that worker: it
+/// is the queued job's cancellation that lets the shutdown end (it waited
+/// for its whole timeout, and the queued job ran after it had begun).
+#[test]
+fn a_job_queued_when_the_shutdown_begins_never_starts() {
+    within_watchdog("closed early", LIMIT, || {
+        let rt = Runtime::builder()
+            .thread_name("ce")
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        let (worker_done_tx, worker_done_rx) = std::sync::mpsc::channel::<()>();
+        let (a_running_tx, a_running_rx) = std::sync::mpsc::channel::<()>();
+        // A: holds the only blocking thread until the worker below is done.
+        drop(rt.spawn_blocking(move || {
+            a_running_tx.send(()).unwrap();
+            let _ = worker_done_rx.recv();
+        }));
+        a_running_rx.recv().unwrap();
+        // B: queued behind A.
+        let ran_b = Arc::new(AtomicUsize::new(0));
+        let r = ran_b.clone();
+        let b = rt.spawn_blocking(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        });
+        // A worker blocked on B's handle.
+        let (waiting_tx, waiting_rx) = std::sync::mpsc::channel::<()>();
+        let seen = Arc::new(Mutex::new(None));
+        let s = seen.clone();
+        drop(rt.spawn(async move {
+            wq::block_in_place(move || {
+                waiting_tx.send(()).unwrap();
+                let got = futures::executor::block_on(b);
+                *s.lock().unwrap() = Some(got.map_err(|e| e.is_cancelled()));
+                drop(worker_done_tx);
+            })
+        }));
+        waiting_rx.recv().unwrap();
+        let start = Instant::now();
+        assert!(
+            rt.shutdown_timeout(Duration::from_secs(20)),
+            "the shutdown waited for a worker blocked on a queued job ({:?})",
+            start.elapsed()
+        );
+        assert_eq!(ran_b.load(Ordering::SeqCst), 0, "the queued job started");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            Some(Err(true)),
+            "the worker's wait did not end in the job's cancellation"
+        );
+    });
+}
+
 #[test]
 fn the_runtime_is_current_inside_and_handles_work_from_any_thread() {
     let rt = Runtime::new().unwrap();

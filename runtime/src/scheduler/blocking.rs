@@ -31,10 +31,15 @@
 //!    queued for the next thread (reported once on stderr if no thread is
 //!    left to take it). The next spawn tries again.
 //!
-//! # Shutdown ([`BlockingPool::shutdown`])
-//! `shutdown` is set, the queue taken and dropped outside the lock (each
-//! job is cancelled: its handle gives a cancelled `JoinError`), idle
-//! threads are woken and exit; running jobs, and starts in progress, are
+//! # Shutdown ([`BlockingPool::close`], [`BlockingPool::shutdown`])
+//! **Close**, as soon as the runtime closes (before it waits for its
+//! workers, which may take as long as their longest poll): `shutdown` is
+//! set, the queue taken and dropped outside the lock (each job is
+//! cancelled: its handle gives a cancelled `JoinError`), idle threads are
+//! woken and exit, and a thread that finishes its job starts no other.
+//! A worker blocked on a queued job's handle (`block_in_place`) is woken
+//! by its cancellation rather than waited for. **Shutdown**, last: running
+//! jobs, and starts in progress, are
 //! waited for (`exited`) until the deadline, then the exited threads are
 //! joined (a start that returned after the handles were taken would leave
 //! its thread unjoined). A job still running
@@ -190,9 +195,10 @@ impl BlockingPool {
         }
     }
 
-    /// The module docs' shutdown: returns whether every thread exited by
-    /// `deadline` (`None`: wait for them all).
-    pub(crate) fn shutdown(&self, deadline: Option<Instant>) -> bool {
+    /// The first half of the module docs' shutdown (idempotent): no job
+    /// starts from now on. Queued jobs are cancelled, idle threads woken
+    /// to exit.
+    pub(crate) fn close(&self) {
         let (queued, sleepers) = {
             let mut s = crate::loom::lock(&self.state);
             s.shutdown = true;
@@ -208,6 +214,13 @@ impl BlockingPool {
             sleeper.thread.unpark();
         }
         drop(queued); // cancels them, outside the lock
+    }
+
+    /// The module docs' shutdown ([`BlockingPool::close`], then the wait):
+    /// returns whether every thread exited by `deadline` (`None`: wait for
+    /// them all).
+    pub(crate) fn shutdown(&self, deadline: Option<Instant>) -> bool {
+        self.close();
         let me = usize::from(POOL_OF_THREAD.with(|p| p.get()) == self as *const _ as usize);
         let mut s = crate::loom::lock(&self.state);
         while s.threads > me || s.starting > 0 {

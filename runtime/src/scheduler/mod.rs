@@ -477,6 +477,11 @@ impl Scheduler {
         for pool in &pools {
             pool.close();
         }
+        // No blocking job starts from now on: one started while the
+        // workers are waited for could outlast the shutdown's timeout, or
+        // be what a blocked worker waits for behind a job that waits for
+        // it.
+        self.services.blocking.close();
         self.rescuer.close();
         // Items waiting on the queues' inactive lists are dropped here.
         for queue in self.queues() {

@@ -42,11 +42,13 @@
 //! socket call that needed it; a timer panics with it.
 //!
 //! # Shutdown order
-//! The runtime calls [`Services::shutdown`] last, after every task has been
-//! dropped: sockets and timers that lived in tasks have deregistered by
-//! then. Then the blocking pool: queued jobs are dropped (their handles
-//! give a cancelled `JoinError`), running ones are waited for up to the
-//! shutdown's timeout (`blocking`'s module docs).
+//! As the runtime closes, the blocking pool closes too
+//! ([`BlockingPool::close`]): queued jobs are dropped (their handles give a
+//! cancelled `JoinError`) and none starts after, while the workers are
+//! waited for. The runtime calls [`Services::shutdown`] last, after every
+//! task has been dropped: sockets and timers that lived in tasks have
+//! deregistered by then. Running blocking jobs are waited for then, up to
+//! the shutdown's timeout (`blocking`'s module docs).
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
