@@ -840,6 +840,11 @@ fn threads_outside_the_runtime_spread_over_pods_by_their_cpu() {
 /// worker of cpu 1's pool finish a task: a non-strict pool's worker then
 /// takes the queued work (a remote steal); a strict one never does.
 fn remote_steals(strict: bool) -> (u64, usize) {
+    remote_steals_at(strict, Scope::Cpu)
+}
+
+/// [`remote_steals`] with CPU 1's pool first reached through `idle_scope`.
+fn remote_steals_at(strict: bool, idle_scope: Scope) -> (u64, usize) {
     let rt = Runtime::builder()
         .topology(Topology::synthetic("pack:2 core:1 pu:1").unwrap())
         .affinity_strict(strict)
@@ -865,7 +870,7 @@ fn remote_steals(strict: bool) -> (u64, usize) {
         }));
     }
     // Cpu 1's worker runs one task, then spins looking for work.
-    rt.block_on(h.spawn_on_cpu(1, Scope::Cpu, async {}))
+    rt.block_on(h.spawn_on_cpu(1, idle_scope, async {}))
         .unwrap();
     std::thread::sleep(Duration::from_millis(100));
     let ran_while_blocked = ran.load(Ordering::SeqCst);
@@ -886,6 +891,17 @@ fn remote_steals(strict: bool) -> (u64, usize) {
 #[test]
 fn non_strict_pools_steal_from_the_nearest_pod() {
     let (steals, ran) = remote_steals(false);
+    assert!(steals >= 1, "no remote steal");
+    assert_eq!(ran, 10, "cpu 1's worker ran cpu 0's queued work");
+}
+
+/// With no SMT, a `cpu` pod and an `smt` pod have the same CPUs and one
+/// pool: CPU 1's, first reached through `smt`, steals from CPU 0's, first
+/// reached through `cpu` (it looked in the `smt` table only, where CPU 0's
+/// pool was missing).
+#[test]
+fn a_pool_reached_through_another_scope_steals_as_its_own() {
+    let (steals, ran) = remote_steals_at(false, Scope::Smt);
     assert!(steals >= 1, "no remote steal");
     assert_eq!(ran, 10, "cpu 1's worker ran cpu 0's queued work");
 }

@@ -230,8 +230,31 @@ impl Scheduler {
 
     /// The pool of `scope`'s pod `pod` with `attrs`, created on first use.
     pub(crate) fn pool(&self, attrs: PoolAttrs, scope: Scope, pod: usize) -> &Arc<Pool> {
-        self.pools[attrs.index()][scope.index()][pod]
-            .get_or_init(|| self.create_pool(attrs, scope, pod))
+        let cell = &self.pools[attrs.index()][scope.index()][pod];
+        if let Some(pool) = cell.get() {
+            return pool;
+        }
+        let pool = cell.get_or_init(|| self.create_pool(attrs, scope, pod));
+        self.enter_in_every_scope(pool);
+        pool
+    }
+
+    /// Enters `pool` in the table of every scope with a pod of its CPUs
+    /// and attributes: one pool serves them all (`create_pool`), and a
+    /// non-strict pool looks for pools to steal from in its own scope's
+    /// table (`steal_remote`), where a pool first reached through another
+    /// scope was missing (`cpu` beside `smt` with no SMT, `cache_shard`
+    /// beside `cache` on a small LLC). Outside `all_pools`' lock: a cell
+    /// that another thread is initializing makes `set` wait for it, and
+    /// that thread takes the lock (to find this same pool).
+    fn enter_in_every_scope(&self, pool: &Arc<Pool>) {
+        for scope in Scope::ALL {
+            for (pod, p) in self.topology.pods(scope).iter().enumerate() {
+                if p.cpus() == &*pool.cpus {
+                    let _ = self.pools[pool.attrs.index()][scope.index()][pod].set(pool.clone());
+                }
+            }
+        }
     }
 
     fn create_pool(&self, attrs: PoolAttrs, scope: Scope, pod: usize) -> Arc<Pool> {
