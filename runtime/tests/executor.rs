@@ -1490,6 +1490,39 @@ fn futures_dropped_by_the_shutdown_see_their_runtime() {
     });
 }
 
+/// A future refused by a closed runtime is dropped inside `wq::spawn`;
+/// its `Drop` may use another runtime (`block_on`, `enter`): it panicked
+/// "already borrowed" (the current runtime's thread-local was borrowed for
+/// the whole spawn call).
+#[test]
+fn a_refused_futures_drop_may_enter_another_runtime() {
+    struct BlocksOnDrop(wq::Handle, Arc<AtomicUsize>);
+    impl Drop for BlocksOnDrop {
+        fn drop(&mut self) {
+            let n = self.0.block_on(async { 5 });
+            self.1.store(n, Ordering::SeqCst);
+        }
+    }
+    within(60, || {
+        let closed = Runtime::new().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let h = closed.handle().clone();
+        let other = Runtime::new().unwrap();
+        let done = Arc::new(AtomicUsize::new(0));
+        let guard = BlocksOnDrop(other.handle().clone(), done.clone());
+        let t = std::thread::spawn(move || {
+            rx.recv().unwrap();
+            // Current here: the closed runtime.
+            let j = h.block_on(async move { wq::spawn(async move { drop(guard) }) });
+            futures::executor::block_on(j).unwrap_err().is_refused()
+        });
+        drop(closed);
+        tx.send(()).unwrap();
+        assert!(t.join().expect("the refused future's Drop panicked"));
+        assert_eq!(done.load(Ordering::SeqCst), 5, "the Drop did not run");
+    });
+}
+
 /// Tasks a poll spawned before it blocked go where every worker looks
 /// once the block outlasts the CPU-hog threshold (the watchdog moves the
 /// blocked worker's deque to the injector): left in the deque, they

@@ -63,6 +63,10 @@ impl Drop for ContextGuard {
                 .is_some_and(|s| std::ptr::eq(Arc::as_ptr(s), self.set));
             if in_order {
                 *cur = prev;
+            } else {
+                // Kept, not dropped: a `with_current` in progress may be
+                // using it (its safety argument).
+                std::mem::forget(prev);
             }
             in_order
         });
@@ -77,11 +81,30 @@ impl Drop for ContextGuard {
 }
 
 /// Calls `f` with the current runtime's scheduler, if any.
+///
+/// The thread-local is not borrowed while `f` runs: `f` may enter a
+/// runtime (a future refused by a closed runtime is dropped inside `f`,
+/// and its `Drop` may call `block_on`), which a borrow held across it made
+/// a "already borrowed" panic. Nor is the scheduler's count touched (a
+/// clone per `wq::spawn` would be a read-modify-write of one line by every
+/// CPU that spawns).
 pub(crate) fn with_current<R>(f: impl FnOnce(Option<&Arc<Scheduler>>) -> R) -> R {
-    let mut f = Some(f);
-    match RUNTIME.try_with(|c| (f.take().expect("called once"))(c.borrow().as_ref())) {
-        Ok(r) => r,
-        Err(_) => (f.take().expect("not called"))(None),
+    let current = RUNTIME
+        .try_with(|c| c.borrow().as_ref().map(Arc::as_ptr))
+        .ok()
+        .flatten();
+    match current {
+        None => f(None),
+        Some(ptr) => {
+            // SAFETY: `ptr` came from an `Arc` (`as_ptr`), and that `Arc`
+            // stays owned until `f` returns: by the thread-local, or, once
+            // `f` enters another runtime, by that guard's `prev`, which an
+            // in-order drop puts back and an out-of-order one leaks (above);
+            // nothing else takes it out. `ManuallyDrop`: this borrowed view
+            // never gives up a count it does not hold.
+            let arc = std::mem::ManuallyDrop::new(unsafe { Arc::from_raw(ptr) });
+            f(Some(&arc))
+        }
     }
 }
 
