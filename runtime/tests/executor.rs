@@ -1513,8 +1513,9 @@ fn a_refused_futures_drop_may_enter_another_runtime() {
         let t = std::thread::spawn(move || {
             rx.recv().unwrap();
             // Current here: the closed runtime.
-            let j = h.block_on(async move { wq::spawn(async move { drop(guard) }) });
-            futures::executor::block_on(j).unwrap_err().is_refused()
+            h.block_on(async move { wq::spawn(async move { drop(guard) }).await })
+                .unwrap_err()
+                .is_refused()
         });
         drop(closed);
         tx.send(()).unwrap();
