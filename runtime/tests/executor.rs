@@ -1490,6 +1490,30 @@ fn futures_dropped_by_the_shutdown_see_their_runtime() {
     });
 }
 
+/// A worker of one runtime spawning onto another (both on synthetic
+/// topologies) is placed as any other thread of that other runtime, by
+/// one CPU picked for the thread: its own runtime's virtual CPU (7 here,
+/// unknown to the other) sent each spawn round-robin over the other's pods.
+#[test]
+fn a_worker_of_another_runtime_is_placed_by_a_cpu_of_this_one() {
+    within(60, || {
+        let a = synthetic("core:8 pu:1");
+        let b = synthetic("core:4 pu:1");
+        let bh = b.handle().clone();
+        a.block_on(a.handle().spawn_on_cpu(7, Scope::Cpu, async move {
+            for _ in 0..4 {
+                bh.spawn_on(Scope::Cpu, async {}).await.unwrap();
+            }
+        }))
+        .unwrap();
+        assert_eq!(
+            b.metrics().pools.len(),
+            1,
+            "one thread's spawns went to several pods"
+        );
+    });
+}
+
 /// A future refused by a closed runtime is dropped inside `wq::spawn`;
 /// its `Drop` may use another runtime (`block_on`, `enter`): it panicked
 /// "already borrowed" (the current runtime's thread-local was borrowed for

@@ -102,10 +102,14 @@ pub(crate) fn on_worker_thread() -> bool {
     with_worker(|w| w.is_some())
 }
 
-/// The virtual CPU of this worker thread, if it is one (placement on a
-/// topology that is not this machine's).
-pub(crate) fn virtual_cpu() -> Option<usize> {
-    with_worker(|w| w.map(|l| l.virtual_cpu))
+/// The virtual CPU of this worker thread, if it is one of the runtime
+/// whose scheduler is at `host` (placement on a topology that is not this
+/// machine's).
+pub(crate) fn virtual_cpu_of(host: *const ()) -> Option<usize> {
+    with_worker(|w| {
+        w.filter(|l| l.pool.host_ptr() == host)
+            .map(|l| l.virtual_cpu)
+    })
 }
 
 /// Makes this thread the rescuer of the runtime whose scheduler is at

@@ -315,7 +315,7 @@ impl Scheduler {
     /// The pool with `attrs` a task spawned now with `scope` goes to: the
     /// pod of `cpu` if given, else of the calling thread's CPU.
     pub(crate) fn place(&self, attrs: PoolAttrs, scope: Scope, cpu: Option<usize>) -> &Arc<Pool> {
-        let pod = placement::pod(&self.topology, scope, cpu, || {
+        let pod = placement::pod(&self.topology, self.id(), scope, cpu, || {
             self.round_robin.fetch_add(1, Ordering::Relaxed)
         });
         self.pool(attrs, scope, pod)

@@ -5,8 +5,9 @@
 //! # The pod of a spawn
 //! A task spawned with scope S goes to the S-pod holding the spawning CPU:
 //! `sched_getcpu()` on a topology read from this machine; on a synthetic or
-//! XML one, a worker's virtual CPU (a CPU of its pod) or, for other threads,
-//! a CPU picked once per thread in turn (by thread ordinal). A CPU the
+//! XML one, a worker's virtual CPU (a CPU of its pod) or, for other threads
+//! (a worker of another runtime included), a CPU picked once per thread in
+//! turn (by thread ordinal). A CPU the
 //! topology does not know (outside the allowed set) falls back to
 //! round-robin over the pods.
 //!
@@ -19,11 +20,12 @@
 use crate::pool::current;
 use crate::{Scope, Topology};
 
-/// The pod of `scope` for a task spawned now: `cpu`'s if given, else the
-/// calling thread's; `round_robin` gives a fresh number when the CPU is not
-/// in the topology.
+/// The pod of `scope` for a task spawned now on the runtime whose scheduler
+/// is at `host`: `cpu`'s if given, else the calling thread's;
+/// `round_robin` gives a fresh number when the CPU is not in the topology.
 pub(crate) fn pod(
     topology: &Topology,
+    host: *const (),
     scope: Scope,
     cpu: Option<usize>,
     round_robin: impl FnOnce() -> usize,
@@ -32,21 +34,23 @@ pub(crate) fn pod(
     if pods.len() == 1 {
         return 0;
     }
-    cpu.or_else(|| current_cpu(topology))
+    cpu.or_else(|| current_cpu(topology, host))
         .and_then(|cpu| topology.pod_of(scope, cpu))
         .map(|p| p.index())
         .unwrap_or_else(|| round_robin() % pods.len())
 }
 
-/// The CPU placement uses for the calling thread (see the module docs).
-pub(crate) fn current_cpu(topology: &Topology) -> Option<usize> {
+/// The CPU placement on `host`'s runtime uses for the calling thread (see
+/// the module docs). A worker's virtual CPU is one of its own runtime's
+/// topology: a worker of another runtime is placed as any other thread.
+pub(crate) fn current_cpu(topology: &Topology, host: *const ()) -> Option<usize> {
     if topology.is_live() {
         // SAFETY: sched_getcpu has no preconditions; it returns -1 on
         // error, handled below.
         let cpu = unsafe { libc::sched_getcpu() };
         return usize::try_from(cpu).ok();
     }
-    current::virtual_cpu().or_else(|| {
+    current::virtual_cpu_of(host).or_else(|| {
         let cpus = topology.cpus();
         Some(cpus[current::thread_ordinal() % cpus.len()].os_index)
     })
@@ -134,9 +138,34 @@ mod tests {
     #[test]
     fn a_spawn_goes_to_the_pod_of_its_cpu_or_round_robin() {
         let t = Topology::synthetic("pack:2 l3:1 core:2 pu:1").unwrap();
-        assert_eq!(pod(&t, Scope::Cache, Some(3), || unreachable!()), 1);
-        assert_eq!(pod(&t, Scope::Cache, Some(0), || unreachable!()), 0);
-        assert_eq!(pod(&t, Scope::Cpu, Some(99), || 5), 5 % 4, "unknown CPU");
-        assert_eq!(pod(&t, Scope::System, None, || unreachable!()), 0);
+        assert_eq!(
+            pod(
+                &t,
+                std::ptr::null(),
+                Scope::Cache,
+                Some(3),
+                || unreachable!()
+            ),
+            1
+        );
+        assert_eq!(
+            pod(
+                &t,
+                std::ptr::null(),
+                Scope::Cache,
+                Some(0),
+                || unreachable!()
+            ),
+            0
+        );
+        assert_eq!(
+            pod(&t, std::ptr::null(), Scope::Cpu, Some(99), || 5),
+            5 % 4,
+            "unknown CPU"
+        );
+        assert_eq!(
+            pod(&t, std::ptr::null(), Scope::System, None, || unreachable!()),
+            0
+        );
     }
 }

@@ -827,7 +827,7 @@ impl QueueHandle {
             // The item waits and is released later, maybe by another
             // thread: it keeps the CPU it was submitted on for its
             // placement.
-            let cpu = cpu.or_else(|| placement::current_cpu(&scheduler.topology));
+            let cpu = cpu.or_else(|| placement::current_cpu(&scheduler.topology, scheduler.id()));
             queue.counts.gate.wait(
                 stripe,
                 &queue.inactive,
