@@ -595,6 +595,49 @@ fn highpri_items_overtake_a_backlog_of_normal_ones() {
     });
 }
 
+/// A thread takes its creator's nice value: a blocking thread, and a
+/// worker of a normal pool, started from a high-priority worker ran at
+/// nice -20 for life. They run at the process's priority. (Where the
+/// process may not raise priorities, the high-priority worker is at the
+/// normal one and this checks nothing.)
+#[test]
+fn threads_started_by_a_highpri_worker_run_at_the_process_priority() {
+    fn nice() -> i32 {
+        // SAFETY: plain integers; the calling thread's nice value.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+    }
+    within(60, || {
+        // SAFETY: as above, for the process's main thread.
+        let base = unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::getpid() as libc::id_t) };
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
+            .build()
+            .unwrap();
+        let high = Workqueue::builder("urgent")
+            .highpri()
+            .build(rt.handle())
+            .unwrap();
+        let (hp, job, worker) = rt
+            .block_on(high.spawn(async {
+                let hp = nice();
+                let job = wq::spawn_blocking(nice).await.unwrap();
+                let worker = wq::spawn(async { nice() }).await.unwrap();
+                (hp, job, worker)
+            }))
+            .unwrap();
+        if hp == base {
+            eprintln!("skipped: this process may not raise a thread's priority");
+            return;
+        }
+        assert_eq!(hp, -20, "the high-priority worker");
+        assert_eq!(
+            job, base,
+            "a blocking thread started by a high-priority worker"
+        );
+        assert_eq!(worker, base, "a normal pool's worker started by one");
+    });
+}
+
 #[test]
 fn queues_with_the_same_attributes_share_pools() {
     let rt = runtime("pack:1 core:2 pu:1");

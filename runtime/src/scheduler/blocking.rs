@@ -255,6 +255,8 @@ fn run(runtime: Arc<Scheduler>) {
     // Started by whoever spawned the job, often a worker bound to its pod:
     // not held to those CPUs.
     runtime.bind_to_every_cpu();
+    // Nor at its priority, if that was a high-priority worker.
+    runtime.normal_priority();
     let shared = runtime.clone();
     let pool = &shared.services.blocking;
     POOL_OF_THREAD.with(|p| p.set(pool as *const _ as usize));

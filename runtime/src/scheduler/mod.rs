@@ -167,6 +167,9 @@ pub(crate) struct Scheduler {
     threads: Threads,
     closed: AtomicBool,
     round_robin: AtomicUsize,
+    /// The process's nice value when the runtime was built (its main
+    /// thread's), for threads that inherit a high-priority worker's.
+    base_nice: Option<libc::c_int>,
     /// The mayday list of pools no worker could be started for.
     pub(crate) rescuer: Rescuer,
     /// The I/O and timer driver and the blocking pool (`crate::services`).
@@ -202,6 +205,8 @@ impl Scheduler {
             threads: Threads::default(),
             closed: AtomicBool::new(false),
             round_robin: AtomicUsize::new(0),
+            // SAFETY: getpid has no preconditions.
+            base_nice: nice_of(unsafe { libc::getpid() } as libc::id_t),
             rescuer: Rescuer::default(),
             services: services::Services::default(),
             #[cfg(test)]
@@ -305,6 +310,13 @@ impl Scheduler {
         }
         let all: Vec<usize> = self.topology.cpus().iter().map(|c| c.os_index).collect();
         let _ = crate::topology::bind_current_thread(&all);
+    }
+
+    /// Gives the calling thread (a worker of a normal pool, a blocking
+    /// thread, the rescuer) the process's priority back if it inherited a
+    /// high-priority worker's ([`normal_priority`]).
+    pub(crate) fn normal_priority(&self) {
+        normal_priority(self.base_nice);
     }
 
     /// Every pool created so far.
@@ -565,6 +577,8 @@ impl Host for Scheduler {
                 }
                 if pool.attrs.highpri {
                     raise_priority();
+                } else {
+                    me.normal_priority();
                 }
                 let _context = context::enter(me.clone());
                 pool::worker::run(&pool, slot, &*me);
@@ -624,6 +638,36 @@ impl Host for Scheduler {
 
 /// The kernel's `HIGHPRI_NICE_LEVEL`.
 const HIGHPRI_NICE: libc::c_int = -20;
+
+/// The nice value of thread (or process) `who`, `None` if unknown (-1 is a
+/// nice value: errno tells an error from it).
+fn nice_of(who: libc::id_t) -> Option<libc::c_int> {
+    // SAFETY: errno is this thread's; getpriority takes plain integers.
+    unsafe {
+        *libc::__errno_location() = 0;
+        let n = libc::getpriority(libc::PRIO_PROCESS, who);
+        (n != -1 || *libc::__errno_location() == 0).then_some(n)
+    }
+}
+
+/// Gives the calling thread, one of the runtime's that is not a
+/// high-priority worker, back the process's priority (`base`, its main
+/// thread's nice value) if it inherited a higher one: a thread takes its
+/// creator's nice value, and a high-priority worker starts blocking
+/// threads (`spawn_blocking`), workers of other pools (a spawn) and the
+/// rescuer (a runtime built in its task). A lower priority (a larger
+/// value), the process's choice, is left alone.
+fn normal_priority(base: Option<libc::c_int>) {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() } as libc::id_t;
+    if let (Some(base), Some(now)) = (base, nice_of(tid))
+        && now < base
+    {
+        // SAFETY: as in `raise_priority`; lowering a thread's own
+        // priority needs no privilege.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, base) };
+    }
+}
 
 /// Gives the calling (worker) thread the high-priority pools' nice level;
 /// where the process may not, says so once (on stderr: the pools still

@@ -183,6 +183,7 @@ pub(crate) fn run(scheduler: &Arc<Scheduler>) {
     // Started by the thread that built the runtime, which may be a worker
     // of another runtime, bound to one CPU.
     scheduler.bind_to_every_cpu();
+    scheduler.normal_priority();
     current::set_rescuer_of(scheduler.id());
     let _context = context::enter(scheduler.clone());
     let mut watchdog = Watchdog::new(scheduler.config.cpu_hog_threshold);
