@@ -288,6 +288,86 @@ fn a_job_queued_when_the_shutdown_begins_never_starts() {
     });
 }
 
+/// An abort stops a job that has not started, and does nothing to one
+/// whose closure runs (tokio's rule): `abort` then `await` waits for it,
+/// so what it uses is free afterwards (it said cancelled at once, and the
+/// result was dropped, while the closure went on).
+#[test]
+fn abort_cancels_a_queued_job_and_leaves_a_running_one_to_finish() {
+    within_watchdog("abort", LIMIT, || {
+        let rt = Runtime::builder()
+            .thread_name("ab")
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let running = rt.spawn_blocking(move || {
+            started_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+            5
+        });
+        started_rx.recv().unwrap();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        let queued = rt.spawn_blocking(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        });
+        running.abort();
+        queued.abort();
+        assert!(!running.is_finished(), "a running job is not aborted");
+        assert!(queued.is_finished(), "a queued job is");
+        assert!(
+            futures::executor::block_on(queued)
+                .unwrap_err()
+                .is_cancelled(),
+            "the queued job's await says cancelled"
+        );
+        release_tx.send(()).unwrap();
+        assert_eq!(
+            futures::executor::block_on(running).unwrap(),
+            5,
+            "the running job's result"
+        );
+        // The only thread is free again, and the aborted job never ran.
+        assert_eq!(rt.block_on(rt.spawn_blocking(|| 7)).unwrap(), 7);
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "the aborted job ran");
+    });
+}
+
+/// The abort racing the job's start, many times: a job's await gives its
+/// result exactly when its closure ran, and cancelled exactly when it
+/// never runs; no await hangs.
+#[test]
+fn an_abort_racing_the_start_either_cancels_the_job_or_lets_it_finish() {
+    within_watchdog("abort race", LIMIT, || {
+        let rt = Runtime::builder().thread_name("ar").build().unwrap();
+        let mut outcomes = Vec::new();
+        for _ in 0..2_000 {
+            let ran = Arc::new(AtomicUsize::new(0));
+            let r = ran.clone();
+            let h = rt.spawn_blocking(move || {
+                r.fetch_add(1, Ordering::SeqCst);
+            });
+            h.abort();
+            outcomes.push((futures::executor::block_on(h).is_ok(), ran));
+        }
+        assert!(rt.shutdown_timeout(Duration::from_secs(30)));
+        for (ok, ran) in &outcomes {
+            assert_eq!(
+                usize::from(*ok),
+                ran.load(Ordering::SeqCst),
+                "a job's result and whether it ran disagree"
+            );
+        }
+        let cancelled = outcomes.iter().filter(|(ok, _)| !ok).count();
+        eprintln!(
+            "{cancelled} of {} aborted before they started",
+            outcomes.len()
+        );
+    });
+}
+
 #[test]
 fn the_runtime_is_current_inside_and_handles_work_from_any_thread() {
     let rt = Runtime::new().unwrap();

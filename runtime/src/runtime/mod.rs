@@ -422,6 +422,9 @@ where
 /// when the runtime is simply dropped, so a job that never returns holds
 /// the drop ([`Runtime::shutdown_timeout`] bounds the wait). Inside `f` the
 /// runtime is current: [`crate::spawn`] works there.
+/// [`JoinHandle::abort`](crate::JoinHandle::abort) cancels a job that has
+/// not started; once `f` runs it cannot be stopped, and awaiting the
+/// handle gives its result (as tokio's).
 ///
 /// # Panics
 /// Outside a runtime; use [`Handle::spawn_blocking`] there.

@@ -4,7 +4,8 @@ use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use super::TaskMeta;
@@ -89,10 +90,24 @@ pub struct JoinHandle<T> {
     // A lock so `abort(&self)` can cancel from any thread; uncontended in
     // practice (taken by the owner's polls and the rare abort).
     task: Mutex<Option<Slot<T>>>,
-    /// Why the task was never spawned, for a handle made by
-    /// [`JoinHandle::refused`].
-    refused: Option<&'static str>,
+    kind: Kind,
 }
+
+/// What a [`JoinHandle`] is the handle of, besides a task of the pools.
+#[derive(Debug)]
+enum Kind {
+    Task,
+    /// A task never spawned ([`JoinHandle::refused`]), and why.
+    Refused(&'static str),
+    /// A blocking job ([`JoinHandle::blocking`]): its [`JOB_STARTED`] and
+    /// [`JOB_ABORTED`] bits.
+    Job(Arc<AtomicU8>),
+}
+
+/// [`Kind::Job`]: the job's closure has started (set by its thread).
+const JOB_STARTED: u8 = 1;
+/// [`Kind::Job`]: the handle aborted it before it started.
+const JOB_ABORTED: u8 = 2;
 
 /// [`JoinHandle::refused`]'s reason when the runtime is shut down.
 pub(crate) const RUNTIME_SHUT_DOWN: &str =
@@ -102,7 +117,7 @@ impl<T> JoinHandle<T> {
     pub(crate) fn new(task: RawTask<T>) -> JoinHandle<T> {
         JoinHandle {
             task: Mutex::new(Some(Slot::Task(task))),
-            refused: None,
+            kind: Kind::Task,
         }
     }
 
@@ -112,7 +127,7 @@ impl<T> JoinHandle<T> {
     pub(crate) fn refused(why: &'static str) -> JoinHandle<T> {
         JoinHandle {
             task: Mutex::new(None),
-            refused: Some(why),
+            kind: Kind::Refused(why),
         }
     }
 
@@ -121,6 +136,14 @@ impl<T> JoinHandle<T> {
     /// `Runnable::schedule` calls first. A panic in `f` is caught and the
     /// handle gives it as [`JoinError::is_panic`]; dropping the runnable
     /// unrun cancels the task. It has no home pool: it never enters one.
+    ///
+    /// An abort stops a job only before its closure starts (a thread
+    /// cannot be interrupted; tokio's rule): the job's thread and the
+    /// handle each set their bit with one `fetch_or` on the job's word,
+    /// and whichever comes second sees the other's. The thread that sees
+    /// `JOB_ABORTED` leaves the closure unrun and waits (`Pending`) for the
+    /// abort's cancel, which drops it; an abort that sees `JOB_STARTED`
+    /// does nothing, and the await gives the closure's result.
     pub(crate) fn blocking<F>(
         f: F,
         schedule: impl Fn(super::Runnable) + Send + Sync + 'static,
@@ -133,14 +156,22 @@ impl<T> JoinHandle<T> {
         // Unrun (cancelled, or dropped at shutdown), the closure is dropped
         // with the future: guarded, as the output is.
         let job = Guarded::new(f);
+        let word = Arc::new(AtomicU8::new(0));
+        let bits = word.clone();
         let future = async move {
+            if bits.fetch_or(JOB_STARTED, Ordering::AcqRel) & JOB_ABORTED != 0 {
+                // Aborted first: its cancel drops this future.
+                std::future::pending::<()>().await;
+            }
             let f = job.take();
             Guarded::new(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)))
         };
         let (runnable, task) = async_task::Builder::new()
             .metadata(meta)
             .spawn(move |_| future, schedule);
-        (runnable, JoinHandle::new(task.fallible()))
+        let mut handle = JoinHandle::new(task.fallible());
+        handle.kind = Kind::Job(word);
+        (runnable, handle)
     }
 
     /// Cancels the task. If it has not finished, its future is dropped --
@@ -152,7 +183,17 @@ impl<T> JoinHandle<T> {
     /// when the await returns. A task that completed before the cancel
     /// keeps its output: awaiting gives it. (One whose last poll is
     /// running when the cancel comes is cancelled: its output is dropped.)
+    ///
+    /// A [`spawn_blocking`](crate::spawn_blocking) job is aborted only if
+    /// its closure has not started: a running closure cannot be stopped,
+    /// so the abort does nothing and awaiting gives its result (as
+    /// tokio's).
     pub fn abort(&self) {
+        if let Kind::Job(word) = &self.kind
+            && word.fetch_or(JOB_ABORTED, Ordering::AcqRel) & JOB_STARTED != 0
+        {
+            return;
+        }
         // Taken out of the slot, so that the cancel runs without the lock
         // (it may schedule the task: its pool's lock, a kick). Meanwhile a
         // concurrent `abort` does nothing and `is_finished` says true, as
@@ -216,9 +257,9 @@ impl<T> Future for JoinHandle<T> {
         let Some(task) = slot.as_mut() else {
             // Refused, or aborted before it completed.
             *slot = Some(Slot::Done);
-            return Poll::Ready(Err(match this.refused {
-                Some(why) => JoinError::refused(why),
-                None => JoinError::cancelled(),
+            return Poll::Ready(Err(match this.kind {
+                Kind::Refused(why) => JoinError::refused(why),
+                Kind::Task | Kind::Job(_) => JoinError::cancelled(),
             }));
         };
         let out = match task.poll(cx) {
