@@ -308,7 +308,7 @@ fn block_on_inside_a_worker_panics_with_a_hint() {
         .block_on(rt.spawn(async move { h.block_on(async {}) }))
         .unwrap_err();
     assert!(
-        err.to_string().contains(".await the future instead"),
+        err.to_string().contains("in a task, .await the future"),
         "{err}"
     );
 }
@@ -1511,6 +1511,37 @@ fn a_worker_of_another_runtime_is_placed_by_a_cpu_of_this_one() {
             1,
             "one thread's spawns went to several pods"
         );
+    });
+}
+
+/// `Handle::block_on` on a worker is refused, `block_in_place`'s closure
+/// included (tokio's bridge there); the panic says what works instead (it
+/// said ".await the future", which a synchronous closure cannot).
+#[test]
+fn block_on_inside_block_in_place_says_what_to_use_instead() {
+    within(60, || {
+        let rt = Runtime::new().unwrap();
+        let err = rt
+            .block_on(rt.spawn(async {
+                wq::block_in_place(|| wq::Handle::current().block_on(async { 7 }))
+            }))
+            .unwrap_err();
+        let payload = err.into_panic();
+        let msg = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap();
+        for what in ["futures::executor::block_on", "wq::spawn_blocking"] {
+            assert!(msg.contains(what), "{msg:?} does not name {what}");
+        }
+        // What it advises works.
+        let seven = rt
+            .block_on(
+                rt.spawn(async { wq::block_in_place(|| futures::executor::block_on(async { 7 })) }),
+            )
+            .unwrap();
+        assert_eq!(seven, 7);
     });
 }
 

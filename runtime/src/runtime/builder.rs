@@ -158,10 +158,12 @@ impl Builder {
         self
     }
 
-    /// The stack size of the runtime's threads (workers and the rescuer),
-    /// in bytes. Default: the standard library's (2 MiB, or
-    /// `RUST_MIN_STACK`). Tasks are polled on these stacks: give more when
-    /// a task's synchronous code recurses deeply. At least 64 KiB
+    /// The stack size of the runtime's threads (workers, the rescuer and
+    /// the blocking pool's threads), in bytes. Default: the standard
+    /// library's (2 MiB, or `RUST_MIN_STACK`). Tasks are polled on these
+    /// stacks, and `spawn_blocking` closures run on them (a C library or a
+    /// DNS lookup may need more than a small stack): give more when
+    /// either's synchronous code recurses deeply. At least 64 KiB
     /// ([`build`](Builder::build) refuses less: a stack overflow aborts
     /// the process).
     pub fn thread_stack_size(mut self, bytes: usize) -> Builder {

@@ -96,8 +96,13 @@ impl Runtime {
     /// current (so [`crate::spawn`] works inside).
     ///
     /// # Panics
-    /// When called from a worker thread of a wq runtime: blocking a worker
-    /// stalls its pool. `.await` the future instead.
+    /// When called from a worker thread (or the rescuer) of a wq runtime,
+    /// `wq::block_in_place`'s closure included: blocking a worker stalls
+    /// its pool, and this thread's driver turns would be its pool's. In a
+    /// task, `.await` the future; in synchronous code on a worker, use
+    /// `futures::executor::block_on` (wq's sockets and timers work under
+    /// it: the pools' drivers serve them), or move the code to
+    /// [`crate::spawn_blocking`], where `block_on` is allowed.
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         self.handle.block_on(future)
     }
@@ -304,7 +309,7 @@ impl Handle {
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         if current::on_worker_thread() || current::on_rescuer_thread() {
             panic!(
-                "wq: block_on called from a wq worker thread; blocking a worker (or the rescuer) stalls its pool: .await the future instead"
+                "wq: block_on called on a wq worker thread (or the rescuer), where blocking stalls its pool: in a task, .await the future; in synchronous code on a worker (wq::block_in_place's closure), use futures::executor::block_on, or run that code with wq::spawn_blocking, where block_on is allowed"
             );
         }
         let _guard = context::enter(self.scheduler.clone());
