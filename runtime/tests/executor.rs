@@ -839,12 +839,10 @@ fn threads_outside_the_runtime_spread_over_pods_by_their_cpu() {
 /// Blocks the only worker of cpu 0's pool, queues work there, and lets the
 /// worker of cpu 1's pool finish a task: a non-strict pool's worker then
 /// takes the queued work (a remote steal); a strict one never does.
-fn remote_steals(strict: bool) -> (u64, usize) {
-    remote_steals_at(strict, Scope::Cpu)
-}
-
-/// [`remote_steals`] with CPU 1's pool first reached through `idle_scope`.
-fn remote_steals_at(strict: bool, idle_scope: Scope) -> (u64, usize) {
+/// With CPU 1's pool first reached through `idle_scope`: the pools'
+/// `remote_steals`, the tasks that ran while their own pool was blocked,
+/// and the pools' `repatriated`.
+fn remote_steals_at(strict: bool, idle_scope: Scope) -> (u64, usize, u64) {
     let rt = Runtime::builder()
         .topology(Topology::synthetic("pack:2 core:1 pu:1").unwrap())
         .affinity_strict(strict)
@@ -866,6 +864,9 @@ fn remote_steals_at(strict: bool, idle_scope: Scope) -> (u64, usize) {
     for _ in 0..10 {
         let ran = ran.clone();
         drop(h.spawn_on_cpu(0, Scope::Cpu, async move {
+            // Stolen, a task goes home at its yield (repatriated), to be
+            // stolen again.
+            wq::task::yield_now().await;
             ran.fetch_add(1, Ordering::SeqCst);
         }));
     }
@@ -881,18 +882,73 @@ fn remote_steals_at(strict: bool, idle_scope: Scope) -> (u64, usize) {
         if ran.load(Ordering::SeqCst) == 10
             && m.pools.iter().all(|p| p.workers.total == p.workers.idle)
         {
-            break steals;
+            let repatriated = m.pools.iter().map(|p| p.counters.repatriated).sum();
+            break (steals, repatriated);
         }
         std::thread::sleep(Duration::from_millis(1));
     };
-    (steals, ran_while_blocked)
+    (steals.0, ran_while_blocked, steals.1)
 }
 
 #[test]
 fn non_strict_pools_steal_from_the_nearest_pod() {
-    let (steals, ran) = remote_steals(false);
-    assert!(steals >= 1, "no remote steal");
+    let (steals, ran, repatriated) = remote_steals_at(false, Scope::Cpu);
     assert_eq!(ran, 10, "cpu 1's worker ran cpu 0's queued work");
+    // Each task, at both its polls, and each counted once: a steal takes a
+    // batch, and only the task it returned was counted (and marked away).
+    assert_eq!(steals, 20, "remote_steals counts tasks");
+    assert_eq!(repatriated, 10, "every stolen task that yielded went home");
+}
+
+/// `sibling_steals` counts tasks: a worker's tasks that its sibling ran
+/// were each taken from its deque by a steal (a batch was counted once).
+#[test]
+fn sibling_steals_count_the_tasks_taken() {
+    within(60, || {
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("core:2 pu:1").unwrap())
+            .default_scope(Scope::System)
+            .worker_spin(Duration::from_millis(50))
+            .cpu_hog_threshold(Duration::ZERO)
+            .build()
+            .unwrap();
+        let elsewhere = Arc::new(AtomicUsize::new(0));
+        let e = elsewhere.clone();
+        rt.block_on(rt.spawn(async move {
+            let me = std::thread::current().id();
+            let handles: Vec<_> = (0..100)
+                .map(|_| {
+                    let e = e.clone();
+                    wq::spawn(async move {
+                        if std::thread::current().id() != me {
+                            e.fetch_add(1, Ordering::SeqCst);
+                        }
+                    })
+                })
+                .collect();
+            // This worker holds its deque's tasks while the sibling takes
+            // them.
+            std::thread::sleep(Duration::from_millis(200));
+            for h in handles {
+                h.await.unwrap();
+            }
+        }))
+        .unwrap();
+        let ran_elsewhere = elsewhere.load(Ordering::SeqCst) as u64;
+        // Counts are published by the time a worker idles.
+        let steals: u64 = loop {
+            let m = rt.metrics();
+            if m.pools.iter().all(|p| p.workers.total == p.workers.idle) {
+                break m.pools.iter().map(|p| p.counters.sibling_steals).sum();
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert!(ran_elsewhere > 0, "the sibling took nothing");
+        assert!(
+            steals >= ran_elsewhere,
+            "{steals} sibling steals for {ran_elsewhere} tasks run by the sibling"
+        );
+    });
 }
 
 /// With no SMT, a `cpu` pod and an `smt` pod have the same CPUs and one
@@ -901,14 +957,15 @@ fn non_strict_pools_steal_from_the_nearest_pod() {
 /// pool was missing).
 #[test]
 fn a_pool_reached_through_another_scope_steals_as_its_own() {
-    let (steals, ran) = remote_steals_at(false, Scope::Smt);
+    let (steals, ran, _) = remote_steals_at(false, Scope::Smt);
     assert!(steals >= 1, "no remote steal");
     assert_eq!(ran, 10, "cpu 1's worker ran cpu 0's queued work");
 }
 
 #[test]
 fn strict_pools_never_steal() {
-    let (steals, ran) = remote_steals(true);
+    let (steals, ran, repatriated) = remote_steals_at(true, Scope::Cpu);
+    assert_eq!(repatriated, 0);
     assert_eq!(steals, 0);
     assert_eq!(ran, 0, "the work waited for its own pod");
 }

@@ -435,6 +435,9 @@ struct Core {
     completed: u64,
     remote_steals: u64,
     sibling_steals: u64,
+    /// Where a remote steal's batch lands first, so that each of its
+    /// tasks is marked away from home before it joins the deque.
+    scratch: Deque<Runnable>,
     parks: u64,
     spin_hits: u64,
     spin_backoffs: u64,
@@ -451,6 +454,7 @@ impl Core {
             completed: 0,
             remote_steals: 0,
             sibling_steals: 0,
+            scratch: Deque::new_fifo(),
             parks: 0,
             spin_hits: 0,
             spin_backoffs: 0,
@@ -680,18 +684,26 @@ impl Core {
                 continue;
             }
             if let Some(r) = steal_into(victim, &local.deque) {
-                self.sibling_steals += 1;
+                // The task and the rest of its batch, now in this worker's
+                // deque (empty before: its `pop` just found nothing).
+                self.sibling_steals += 1 + local.deque.len() as u64;
                 return Some(r);
             }
         }
         if !pool.attrs.strict
-            && let Some(r) =
-                host.steal_remote(pool, &mut |other| steal_into(&other.injector, &local.deque))
+            && let Some(r) = host.steal_remote(pool, &mut |other| {
+                steal_into(&other.injector, &self.scratch)
+            })
         {
-            // It runs away from home: counted as repatriated when it is
-            // next queued there.
+            // It and the rest of its batch run away from home: each is
+            // counted as repatriated when it is next queued there.
             r.metadata().went_away();
             self.remote_steals += 1;
+            while let Some(t) = self.scratch.pop() {
+                t.metadata().went_away();
+                self.remote_steals += 1;
+                local.deque.push(t);
+            }
             return Some(r);
         }
         None
