@@ -494,7 +494,11 @@ impl<F> TaskCell<'_, F> {
         if let (Some(q), crate::pool::LongPoll::OnCpu) = (&meta.queue, long) {
             q.hogged();
         }
-        let pool = meta.home();
+        // The pool of the worker it ran on (the watchdog marked that
+        // worker's poll), which is not its home pool if it was stolen.
+        let home = meta.home();
+        let pool = crate::pool::current::with_worker(|w| w.map(|l| l.pool.clone()))
+            .unwrap_or_else(|| home.clone());
         let queue = meta.queue.as_ref().map_or_else(
             || "the default queue".to_owned(),
             |q| format!("workqueue {:?}", q.name()),
