@@ -234,12 +234,20 @@ impl Scheduler {
     }
 
     /// The pool of `scope`'s pod `pod` with `attrs`, created on first use.
+    #[inline]
     pub(crate) fn pool(&self, attrs: PoolAttrs, scope: Scope, pod: usize) -> &Arc<Pool> {
-        let cell = &self.pools[attrs.index()][scope.index()][pod];
-        if let Some(pool) = cell.get() {
-            return pool;
+        match self.pools[attrs.index()][scope.index()][pod].get() {
+            Some(pool) => pool,
+            None => self.first_use(attrs, scope, pod),
         }
-        let pool = cell.get_or_init(|| self.create_pool(attrs, scope, pod));
+    }
+
+    /// [`Scheduler::pool`] the first time a scope's pod is used.
+    #[cold]
+    #[inline(never)]
+    fn first_use(&self, attrs: PoolAttrs, scope: Scope, pod: usize) -> &Arc<Pool> {
+        let pool = self.pools[attrs.index()][scope.index()][pod]
+            .get_or_init(|| self.create_pool(attrs, scope, pod));
         self.enter_in_every_scope(pool);
         pool
     }
