@@ -5,8 +5,8 @@ mod common;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use wq::{Handle, Runtime, Scope, Topology, WakeMode};
 
@@ -836,13 +836,25 @@ fn threads_outside_the_runtime_spread_over_pods_by_their_cpu() {
     assert!(rt.metrics().pools.len() >= 2, "{}", rt.metrics());
 }
 
+/// What [`remote_steals_at`] saw.
+struct Steals {
+    /// The pools' `remote_steals`.
+    steals: u64,
+    /// Tasks that ran while their own pool's worker was blocked.
+    ran_while_blocked: usize,
+    /// The pools' `repatriated`.
+    repatriated: u64,
+    /// The tasks' polls on a worker other than their pool's.
+    away_polls: u64,
+    /// Their yields there (each queues the task home: repatriated).
+    away_yields: u64,
+}
+
 /// Blocks the only worker of cpu 0's pool, queues work there, and lets the
 /// worker of cpu 1's pool finish a task: a non-strict pool's worker then
-/// takes the queued work (a remote steal); a strict one never does.
-/// With CPU 1's pool first reached through `idle_scope`: the pools'
-/// `remote_steals`, the tasks that ran while their own pool was blocked,
-/// and the pools' `repatriated`.
-fn remote_steals_at(strict: bool, idle_scope: Scope) -> (u64, usize, u64) {
+/// takes the queued work (a remote steal); a strict one never does. CPU
+/// 1's pool is first reached through `idle_scope`.
+fn remote_steals_at(strict: bool, idle_scope: Scope) -> Steals {
     let rt = Runtime::builder()
         .topology(Topology::synthetic("pack:2 core:1 pu:1").unwrap())
         .affinity_strict(strict)
@@ -854,50 +866,79 @@ fn remote_steals_at(strict: bool, idle_scope: Scope) -> (u64, usize, u64) {
         .unwrap();
     let h = rt.handle();
     let (block_tx, block_rx) = std::sync::mpsc::channel::<()>();
-    let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<std::thread::ThreadId>();
     drop(h.spawn_on_cpu(0, Scope::Cpu, async move {
-        started_tx.send(()).unwrap();
-        let _ = block_rx.recv_timeout(Duration::from_secs(5));
+        started_tx.send(std::thread::current().id()).unwrap();
+        let _ = block_rx.recv_timeout(Duration::from_secs(30));
     }));
-    started_rx.recv().unwrap();
+    let home = started_rx.recv().unwrap();
     let ran = Arc::new(AtomicUsize::new(0));
+    let away_polls = Arc::new(AtomicU64::new(0));
+    let away_yields = Arc::new(AtomicU64::new(0));
     for _ in 0..10 {
-        let ran = ran.clone();
+        let (ran, polls, yields) = (ran.clone(), away_polls.clone(), away_yields.clone());
         drop(h.spawn_on_cpu(0, Scope::Cpu, async move {
             // Stolen, a task goes home at its yield (repatriated), to be
             // stolen again.
+            if std::thread::current().id() != home {
+                polls.fetch_add(1, Ordering::SeqCst);
+                yields.fetch_add(1, Ordering::SeqCst);
+            }
             wq::task::yield_now().await;
+            if std::thread::current().id() != home {
+                polls.fetch_add(1, Ordering::SeqCst);
+            }
             ran.fetch_add(1, Ordering::SeqCst);
         }));
     }
     // Cpu 1's worker runs one task, then spins looking for work.
     rt.block_on(h.spawn_on_cpu(1, idle_scope, async {}))
         .unwrap();
+    // Non-strict: until it has run them all (a loaded machine's delays);
+    // strict: a while, in which it must run none.
+    let deadline = Instant::now() + Duration::from_secs(if strict { 0 } else { 10 });
     std::thread::sleep(Duration::from_millis(100));
+    while ran.load(Ordering::SeqCst) < 10 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let ran_while_blocked = ran.load(Ordering::SeqCst);
     drop(block_tx);
-    let steals = loop {
+    let (steals, repatriated) = loop {
         let m = rt.metrics();
-        let steals: u64 = m.pools.iter().map(|p| p.counters.remote_steals).sum();
         if ran.load(Ordering::SeqCst) == 10
             && m.pools.iter().all(|p| p.workers.total == p.workers.idle)
         {
-            let repatriated = m.pools.iter().map(|p| p.counters.repatriated).sum();
-            break (steals, repatriated);
+            break (
+                m.pools.iter().map(|p| p.counters.remote_steals).sum(),
+                m.pools.iter().map(|p| p.counters.repatriated).sum(),
+            );
         }
         std::thread::sleep(Duration::from_millis(1));
     };
-    (steals.0, ran_while_blocked, steals.1)
+    Steals {
+        steals,
+        ran_while_blocked,
+        repatriated,
+        away_polls: away_polls.load(Ordering::SeqCst),
+        away_yields: away_yields.load(Ordering::SeqCst),
+    }
 }
 
 #[test]
 fn non_strict_pools_steal_from_the_nearest_pod() {
-    let (steals, ran, repatriated) = remote_steals_at(false, Scope::Cpu);
-    assert_eq!(ran, 10, "cpu 1's worker ran cpu 0's queued work");
-    // Each task, at both its polls, and each counted once: a steal takes a
-    // batch, and only the task it returned was counted (and marked away).
-    assert_eq!(steals, 20, "remote_steals counts tasks");
-    assert_eq!(repatriated, 10, "every stolen task that yielded went home");
+    let s = remote_steals_at(false, Scope::Cpu);
+    assert_eq!(
+        s.ran_while_blocked, 10,
+        "cpu 1's worker ran cpu 0's queued work"
+    );
+    // Every poll away from home came from a steal, each task counted
+    // once: a steal takes a batch, and only the task it returned was
+    // counted (and marked away).
+    assert_eq!(s.steals, s.away_polls, "remote_steals counts tasks");
+    assert_eq!(
+        s.repatriated, s.away_yields,
+        "every stolen task that yielded went home, counted"
+    );
 }
 
 /// `sibling_steals` counts tasks: a worker's tasks that its sibling ran
@@ -957,17 +998,21 @@ fn sibling_steals_count_the_tasks_taken() {
 /// pool was missing).
 #[test]
 fn a_pool_reached_through_another_scope_steals_as_its_own() {
-    let (steals, ran, _) = remote_steals_at(false, Scope::Smt);
-    assert!(steals >= 1, "no remote steal");
-    assert_eq!(ran, 10, "cpu 1's worker ran cpu 0's queued work");
+    let s = remote_steals_at(false, Scope::Smt);
+    assert!(s.steals >= 1, "no remote steal");
+    assert_eq!(
+        s.ran_while_blocked, 10,
+        "cpu 1's worker ran cpu 0's queued work"
+    );
 }
 
 #[test]
 fn strict_pools_never_steal() {
-    let (steals, ran, repatriated) = remote_steals_at(true, Scope::Cpu);
-    assert_eq!(repatriated, 0);
-    assert_eq!(steals, 0);
-    assert_eq!(ran, 0, "the work waited for its own pod");
+    let s = remote_steals_at(true, Scope::Cpu);
+    assert_eq!(s.repatriated, 0);
+    assert_eq!(s.steals, 0);
+    assert_eq!(s.away_polls, 0);
+    assert_eq!(s.ran_while_blocked, 0, "the work waited for its own pod");
 }
 
 #[cfg(target_os = "linux")]

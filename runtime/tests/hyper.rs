@@ -180,9 +180,11 @@ fn a_client_too_slow_with_its_headers_is_cut_off_by_the_timer() {
                 assert!(r.is_err(), "the slow client must be an error");
             })
             .await;
+            // Before the connect: the server's timer may start at its
+            // accept, before this thread's next step.
+            let start = Instant::now();
             let mut c = TcpStream::connect(addr).await.unwrap();
             c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap(); // never finished
-            let start = Instant::now();
             let mut rest = Vec::new();
             // hyper answers 408 or just closes; either way the read ends.
             let _ = c.read_to_end(&mut rest).await;
