@@ -76,7 +76,9 @@ pub use wake::{ParseWakeModeError, WakeMode};
 /// `wake = "deferred" | "under_lock"` ([`WakeMode`]), `topology = "<hwloc
 /// synthetic>"` ([`Topology::synthetic`]), `workers = N`
 /// ([`Builder::max_workers_per_pool`]; without it, a pool's pod CPUs up to
-/// the CPUs the process may use).
+/// the CPUs the process may use), `crate = "path"` (the path of `wq` when
+/// it is renamed in `Cargo.toml`). A bad value is a compile error that
+/// names the option and what it accepts.
 ///
 /// ```
 /// #[wq::main(scope = "system", wake = "deferred", workers = 2)]
