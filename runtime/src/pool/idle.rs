@@ -125,7 +125,9 @@
 //! 6. **Exit** ([`Idle::exit`], a culled worker, or any worker at
 //!    shutdown). Lock; the slot becomes `Absent`. If a kick could not start
 //!    a worker because every free slot was still held by exiting threads,
-//!    the exiting thread takes the reservation and becomes the new worker.
+//!    the exiting thread takes the reservation and becomes the new worker
+//!    -- unless the pool has closed since: then the reservation is undone
+//!    (its worker and searcher counts with it).
 //! 7. **Block** ([`Idle::block`] / [`Idle::unblock`], the kernel's
 //!    concurrency management): a worker about to block its thread
 //!    (`wq::block_in_place`) stops counting against the maximum, and the
@@ -833,6 +835,15 @@ impl Idle {
             change.can_start = Some(self.can_start(&st));
             self.publish(&st, change);
             return Next::Search;
+        }
+        if std::mem::take(&mut st.want_start) {
+            // Closed since the reservation: no thread will take it up, and
+            // its counts go with it (they stayed for good, a searching
+            // worker that never was).
+            st.starting = false;
+            st.nr_workers -= 1;
+            change.workers -= 1;
+            change.searching -= 1;
         }
         st.slots[slot].state = SlotState::Absent;
         st.slots[slot].thread = None;

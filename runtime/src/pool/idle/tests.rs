@@ -278,6 +278,26 @@ fn an_exiting_thread_is_drafted_when_no_slot_is_free() {
     assert!(idle.stop_searching());
 }
 
+/// The same reservation, with the pool closed before the culled thread
+/// exits: nobody takes it up, and its counts go (a searching worker that
+/// never was stayed in the counts for good).
+#[test]
+fn a_reservation_for_a_culled_thread_goes_if_the_pool_closes_first() {
+    let mut cfg = config(1);
+    cfg.slots = 1;
+    cfg.idle_timeout = Duration::ZERO;
+    cfg.min_idle = 0;
+    let idle = Idle::new(cfg);
+    let now = Instant::now();
+    idle_workers(&idle, 1, now);
+    idle.cull_now(now).wake_all();
+    assert_eq!(idle.kick(), Kick::Busy);
+    drop(idle.close());
+    assert_eq!(idle.exit(0), Next::Exit, "not drafted into a closed pool");
+    let snap = idle.snapshot();
+    assert_eq!((snap.nr_workers, snap.nr_searching), (0, 0));
+}
+
 #[test]
 fn a_blocked_worker_is_replaced_while_work_is_queued() {
     let idle = Idle::new(config(1));
