@@ -169,7 +169,10 @@ pub(crate) fn block_in_place<R>(f: impl FnOnce() -> R) -> R {
     let Some(local) = current::worker() else {
         return f();
     };
-    if local.blocked.get() {
+    // Nested, or not in a poll: a worker parked (its slot idle, not
+    // running) may run foreign code in its driver turn (a waker), and a
+    // slot that is not running cannot block.
+    if local.blocked.get() || local.parked.get() {
         return f();
     }
     // Its LIFO task to the stealable deque, where `block` below sees it.
