@@ -890,3 +890,55 @@ fn a_vectored_write_skips_leading_empty_slices() {
         });
     });
 }
+
+/// A waker that a parked worker's driver turn runs may call
+/// `block_in_place` (a foreign executor's waker, say): it just runs its
+/// closure there. It marked the parked worker's idle slot blocked (a
+/// debug assertion; in release, the pool's running count went wrong).
+#[test]
+fn a_waker_run_in_a_parked_workers_driver_turn_may_block_in_place() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::task::{Context, Wake, Waker};
+    struct BlocksInPlace(Arc<AtomicBool>);
+    impl Wake for BlocksInPlace {
+        fn wake(self: Arc<Self>) {
+            wq::block_in_place(|| self.0.store(true, Ordering::SeqCst));
+        }
+    }
+    within_watchdog("waker blocks", LIMIT, || {
+        let rt = rt();
+        let woke = Arc::new(AtomicBool::new(false));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = futures::channel::oneshot::channel::<()>();
+        let w = woke.clone();
+        let task = rt.spawn(async move {
+            let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            addr_tx.send(sock.local_addr().unwrap()).unwrap();
+            let mut buf = [0u8; 8];
+            // Polled once with the custom waker: it waits in the driver.
+            let waker = Waker::from(Arc::new(BlocksInPlace(w)));
+            let mut recv = Box::pin(sock.recv(&mut buf));
+            assert!(
+                recv.as_mut()
+                    .poll(&mut Context::from_waker(&waker))
+                    .is_pending()
+            );
+            // Idle until told: the worker parks in the driver meanwhile.
+            done_rx.await.unwrap();
+            drop(recv);
+        });
+        let addr = addr_rx.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.send_to(b"hi", addr).unwrap();
+        let start = Instant::now();
+        while !woke.load(Ordering::SeqCst) {
+            assert!(start.elapsed() < Duration::from_secs(10), "never woken");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        done_tx.send(()).unwrap();
+        rt.block_on(task).unwrap();
+        // The pools still run work.
+        assert_eq!(rt.block_on(rt.spawn(async { 5 })).unwrap(), 5);
+    });
+}
