@@ -125,7 +125,7 @@ impl LazyHistogram {
     }
 
     /// Adds what was recorded to `into` (a histogram of wq's bounds).
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn merge_into(&self, into: &mut Histogram<u64>) {
         if let Some(counts) = &*crate::loom::lock(&self.0) {
             merge_counts(counts.iter().copied(), into);
@@ -238,7 +238,7 @@ impl SlotHistogram {
     }
 
     /// Adds what was recorded to `into` (a histogram of wq's bounds).
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn merge_into(&self, into: &mut Histogram<u64>) {
         if let Some(counts) = self.counts.get() {
             merge_counts(counts.iter().map(|c| c.load(Ordering::Relaxed)), into);

@@ -340,6 +340,10 @@ pub(crate) struct Idle {
     state: Mutex<State>,
     hint: HintWord,
     config: IdleConfig,
+    /// A negative model's fault: a failed start's searcher goes after its
+    /// wake, not before (`loom_tests`).
+    #[cfg(loom)]
+    pub(crate) failed_start_unsearches_late: std::sync::atomic::AtomicBool,
 }
 
 impl Idle {
@@ -373,6 +377,8 @@ impl Idle {
             }),
             hint: HintWord::new(),
             config,
+            #[cfg(loom)]
+            failed_start_unsearches_late: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -652,19 +658,26 @@ impl Idle {
                 self.config.start_backoff,
             ));
             let can_start = self.can_start(&st);
-            // The reservation's searcher goes: producers that skipped their
-            // kick on it are served below.
-            self.publish(
-                &st,
-                Change {
-                    searching: -1,
-                    workers: -1,
-                    can_start: Some(can_start),
-                    ..Change::default()
-                },
-            );
-            fence(Ordering::SeqCst);
-            if st.nr_workers == 0 {
+            let unsearch = Change {
+                searching: -1,
+                workers: -1,
+                can_start: Some(can_start),
+                ..Change::default()
+            };
+            #[cfg(loom)]
+            let late = self
+                .failed_start_unsearches_late
+                .load(std::sync::atomic::Ordering::Relaxed);
+            #[cfg(not(loom))]
+            let late = false;
+            if !late {
+                // The reservation's searcher goes: producers that skipped
+                // their kick on it are served below (a wake that still
+                // counted it would coalesce on it).
+                self.publish(&st, unsearch);
+                fence(Ordering::SeqCst);
+            }
+            let kick = if st.nr_workers == 0 {
                 Kick::Mayday
             } else {
                 // A kick's wake, never its start: a parked worker if any;
@@ -673,7 +686,11 @@ impl Idle {
                 // held up past it would be told to start again from inside
                 // this failure.)
                 self.wake_locked(&mut st, &mut wake).unwrap_or(Kick::Busy)
+            };
+            if late {
+                self.publish(&st, unsearch);
             }
+            kick
         };
         wake.wake_all();
         kick

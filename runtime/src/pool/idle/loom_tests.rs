@@ -273,6 +273,62 @@ fn loom_a_failed_start_does_not_strand_an_item() {
     });
 }
 
+/// As above with a worker left: the pool's one worker is between its
+/// search and its idle when a kick (a thread of its own) reserves a
+/// second one (nobody searching, nobody idle), a producer skips its kick
+/// on the reservation's searcher, and the start fails. The failure must wake that worker if it
+/// parked meanwhile (loom reports a deadlock if the item is stranded).
+/// Any later start fails too, so the item is the one worker's to run.
+/// (The model above has no worker left: its failure always asks the
+/// rescuer, and cannot tell a failure that wakes nobody.)
+fn failed_start_beside_a_worker(unsearch_late: bool) {
+    loom::model(move || {
+        let mut cfg = config(true, WakeMode::Deferred);
+        cfg.max_workers = 2;
+        cfg.slots = 2;
+        cfg.idle_timeout = Duration::from_secs(3600);
+        let idle = Arc::new(Idle::new(cfg));
+        idle.failed_start_unsearches_late
+            .store(unsearch_late, std::sync::atomic::Ordering::Relaxed);
+        let queue = Arc::new(Queue(Items::new(0)));
+        let fail_starts = |kick: Kick, idle: &Idle| {
+            if let Kick::Start(slot) = kick {
+                let _ = idle.start_failed(slot);
+            }
+        };
+        // The worker is this thread, so that a deadlock is found here
+        // (found where a thread joins another, loom's panic aborts the
+        // process).
+        let Kick::Start(a) = idle.kick() else {
+            panic!("a fresh pool starts a worker")
+        };
+        idle.started(a, loom::thread::current());
+        let i = idle.clone();
+        let reserving = loom::thread::spawn(move || fail_starts(i.kick(), &i));
+        let (i, q) = (idle.clone(), queue.clone());
+        let producer = loom::thread::spawn(move || {
+            q.push();
+            fail_starts(i.notify(), &i);
+        });
+        assert_eq!(worker_thread(&idle, &queue, a, 1), 1);
+        reserving.join().unwrap();
+        producer.join().unwrap();
+    });
+}
+
+#[test]
+fn loom_a_failed_start_beside_a_worker_wakes_it() {
+    failed_start_beside_a_worker(false);
+}
+
+/// The failure's searcher taken off after its wake: that wake coalesces
+/// on the reservation itself, and the parked worker is never told.
+#[test]
+#[should_panic(expected = "deadlock")]
+fn loom_a_failed_start_that_unsearches_late_strands_the_item() {
+    failed_start_beside_a_worker(true);
+}
+
 /// `worker`'s loop with step 9 (step down) after each item (and before
 /// the first, for a worker back from its poll in `block_in_place`), as the
 /// real worker checks after a poll; the worker
