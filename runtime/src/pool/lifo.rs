@@ -29,7 +29,9 @@
 //! meanwhile (the same task woken again, or a new task where a finished
 //! one was freed): it then removes the task the slot holds now, having
 //! synchronized with the put that placed it, which is as right as
-//! removing the one it read (no ABA hazard). The model `loom_a_lifo_task_is_taken_once` races a
+//! removing the one it read (no ABA hazard;
+//! `loom_a_task_put_again_at_the_same_address_comes_out_once_per_put`).
+//! The model `loom_a_lifo_task_is_taken_once` races a
 //! thief against puts and takes; with the owner's take made a plain load
 //! and store it fails. (Compare-and-swap, not swap: loom 0.7 lets a swap
 //! read a value that a store it raced with then overwrites, tokio-rs/loom
@@ -246,5 +248,45 @@ mod loom_tests {
     #[should_panic(expected = "a task lost or ran twice")]
     fn loom_a_lifo_task_is_taken_once_fails_with_a_plain_take() {
         model(true);
+    }
+
+    /// The ABA case: the owner puts the same address again (a task woken
+    /// again, or a new one where a freed one was) while a thief that read
+    /// it the first time tries its compare-and-swap: each put comes out
+    /// once, whichever side takes it.
+    fn same_address(plain_take: bool) {
+        loom::model(move || {
+            let mut slot = LifoSlot::<Token>::default();
+            slot.plain_take = plain_take;
+            let slot = Arc::new(slot);
+            let thief = {
+                let slot = slot.clone();
+                thread::spawn(move || {
+                    let mut got: Vec<Token> = slot.steal().into_iter().collect();
+                    got.extend(slot.steal());
+                    got
+                })
+            };
+            let mut got = Vec::new();
+            for _ in 0..2 {
+                got.extend(slot.put(Token(1)));
+                got.extend(slot.take());
+            }
+            got.extend(thief.join().unwrap());
+            got.extend(slot.take());
+            let seen: Vec<usize> = got.iter().map(|t| t.0).collect();
+            assert_eq!(seen, [1, 1], "a put lost or taken twice");
+        });
+    }
+
+    #[test]
+    fn loom_a_task_put_again_at_the_same_address_comes_out_once_per_put() {
+        same_address(false);
+    }
+
+    #[test]
+    #[should_panic(expected = "a put lost or taken twice")]
+    fn loom_a_task_put_again_fails_with_a_plain_take() {
+        same_address(true);
     }
 }
