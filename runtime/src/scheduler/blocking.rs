@@ -28,8 +28,10 @@
 //!    lets a trickle of jobs keep one thread busy while the others age
 //!    out: woken in turn, none would ever idle for the whole keep-alive.
 //! 4. A thread that the OS refuses to start is un-reserved; its job stays
-//!    queued for the next thread (reported once on stderr if no thread is
-//!    left to take it). The next spawn tries again.
+//!    queued for the next thread. If no thread is left to take it (it is
+//!    **stranded**; reported once on stderr), the rescuer is poked and
+//!    tries a thread at once and then every `MAYDAY_INTERVAL` while jobs
+//!    stay stranded (`rescuer`'s module docs); a spawn tries too.
 //!
 //! # Shutdown ([`BlockingPool::close`], [`BlockingPool::shutdown`])
 //! **Close**, as soon as the runtime closes (before it waits for its
@@ -69,6 +71,9 @@ pub(crate) const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(10);
 pub(crate) struct BlockingPool {
     state: Mutex<State>,
     exited: Condvar,
+    /// Test hook: thread starts to refuse (as the OS would at its limit).
+    #[cfg(test)]
+    pub(crate) refuse_starts: std::sync::atomic::AtomicUsize,
 }
 
 /// An idle blocking thread on the stack (module docs).
@@ -151,16 +156,31 @@ impl BlockingPool {
         s.threads += 1;
         s.starting += 1;
         drop(s);
-        self.start_thread(shared);
+        self.start_thread(shared, false);
     }
 
-    fn start_thread(&self, shared: &Arc<Scheduler>) {
+    /// Starts a reserved thread. A refusal that strands jobs pokes the
+    /// rescuer unless `retrying` (the rescuer's own retry: it tries again
+    /// after its interval, not at once).
+    fn start_thread(&self, shared: &Arc<Scheduler>, retrying: bool) {
         let mut builder =
             std::thread::Builder::new().name(format!("{}-blocking", shared.config.thread_name));
         if let Some(bytes) = shared.config.thread_stack_size {
             builder = builder.stack_size(bytes);
         }
         let runtime = shared.clone();
+        #[cfg(test)]
+        if self
+            .refuse_starts
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            let err = std::io::Error::from_raw_os_error(libc::EAGAIN);
+            if self.start_failed(&err) && !retrying {
+                shared.rescuer.poke();
+            }
+            return;
+        }
         match builder.spawn(move || run(runtime)) {
             Ok(handle) => {
                 let mut s = crate::loom::lock(&self.state);
@@ -172,13 +192,37 @@ impl BlockingPool {
                 drop(s);
                 self.exited.notify_all();
             }
-            Err(err) => self.start_failed(&err),
+            Err(err) => {
+                if self.start_failed(&err) && !retrying {
+                    shared.rescuer.poke();
+                }
+            }
         }
+    }
+
+    /// Whether queued jobs have no thread to run them (step 4).
+    pub(crate) fn is_stranded(&self) -> bool {
+        let s = crate::loom::lock(&self.state);
+        !s.shutdown && s.threads == 0 && !s.queue.is_empty()
+    }
+
+    /// Step 4's retry, by the rescuer: a thread for stranded jobs.
+    pub(crate) fn retry_stranded(&self, shared: &Arc<Scheduler>) {
+        let mut s = crate::loom::lock(&self.state);
+        if s.shutdown || s.threads > 0 || s.queue.is_empty() {
+            return;
+        }
+        s.threads += 1;
+        s.starting += 1;
+        drop(s);
+        self.start_thread(shared, true);
     }
 
     /// Step 4: the thread reserved for a start the OS refused is given
     /// back. A shutdown may be waiting for it, as for one that exited.
-    fn start_failed(&self, err: &std::io::Error) {
+    /// Returns whether jobs are left with no thread (stranded: the
+    /// caller pokes the rescuer, which retries).
+    fn start_failed(&self, err: &std::io::Error) -> bool {
         let mut s = crate::loom::lock(&self.state);
         s.threads -= 1;
         s.starting -= 1;
@@ -190,9 +234,10 @@ impl BlockingPool {
         if first {
             let _ = writeln!(
                 std::io::stderr(),
-                "wq: could not start a blocking-pool thread: {err}; queued spawn_blocking jobs wait until one can be started (the next spawn_blocking tries again); check the process's thread limit (`ulimit -u`) and free memory"
+                "wq: could not start a blocking-pool thread: {err}; queued spawn_blocking jobs wait until one can be started (the runtime retries every 100 ms); check the process's thread limit (`ulimit -u`) and free memory"
             );
         }
+        stranded
     }
 
     /// The first half of the module docs' shutdown (idempotent): no job
@@ -375,7 +420,7 @@ mod tests {
         let (pool, rx) = shutting_down_during_a_start();
         // Waiting on `exited` by now, as a rule (if not, it sees no thread).
         std::thread::sleep(Duration::from_millis(50));
-        pool.start_failed(&std::io::Error::from_raw_os_error(libc::EAGAIN));
+        let _ = pool.start_failed(&std::io::Error::from_raw_os_error(libc::EAGAIN));
         assert_eq!(
             rx.recv_timeout(Duration::from_secs(30)),
             Ok(true),

@@ -35,6 +35,12 @@
 //!   other listed pools, so one busy pool cannot starve another. Rescued
 //!   tasks' scheduling delays go to the pool's `rescued` counters, merged
 //!   into the pool's metrics.
+//! - **Stranded blocking jobs.** A blocking-pool thread the OS refuses,
+//!   with no blocking thread left, strands the queued `spawn_blocking`
+//!   jobs (`blocking`'s step 4): the pool pokes the rescuer, which tries a
+//!   thread for them at once and then every [`MAYDAY_INTERVAL`](super::MAYDAY_INTERVAL) while they
+//!   stay stranded (it does not run them itself: a blocking job may block
+//!   for good, and the rescuer must stay free for the pools).
 //! - **Shutdown** (step 2 of `crate::scheduler`) closes the list and wakes
 //!   the rescuer, which exits; it is counted live and joined like a worker.
 //!
@@ -65,6 +71,8 @@ struct List<T> {
     /// `marked[key]`: the item with `key` is on the list.
     marked: Vec<bool>,
     closed: bool,
+    /// [`MaydayList::poke`]d since the last take.
+    poked: bool,
 }
 
 /// The mayday list: items (pools) by key (pool id), each on it at most once.
@@ -85,6 +93,7 @@ impl<T> Default for MaydayList<T> {
                 items: Vec::new(),
                 marked: Vec::new(),
                 closed: false,
+                poked: false,
             }),
             wakeup: Condvar::new(),
             #[cfg(loom)]
@@ -110,6 +119,13 @@ impl<T> MaydayList<T> {
         list.marked[key] = true;
         list.items.push((key, item()));
         drop(list);
+        self.wakeup.notify_one();
+    }
+
+    /// Wakes the rescuer with nothing listed: a take returns (perhaps
+    /// empty), for the rescuer's other duties (stranded blocking jobs).
+    pub(crate) fn poke(&self) {
+        lock(&self.list).poked = true;
         self.wakeup.notify_one();
     }
 
@@ -140,7 +156,7 @@ impl<T> MaydayList<T> {
             if list.closed {
                 return None;
             }
-            if !list.items.is_empty() || waited {
+            if !list.items.is_empty() || waited || std::mem::take(&mut list.poked) {
                 let items = std::mem::take(&mut list.items);
                 #[cfg(loom)]
                 let clear = !self.unmark_after_visit;
@@ -187,13 +203,22 @@ pub(crate) fn run(scheduler: &Arc<Scheduler>) {
     current::set_rescuer_of(scheduler.id());
     let _context = context::enter(scheduler.clone());
     let mut watchdog = Watchdog::new(scheduler.config.cpu_hog_threshold);
-    while let Some(pools) = scheduler
-        .rescuer
-        .take_timeout(watchdog.as_ref().map(Watchdog::tick))
-    {
+    loop {
+        // While blocking jobs are stranded, retry a thread for them every
+        // mayday interval.
+        let tick = watchdog.as_ref().map(Watchdog::tick);
+        let timeout = if scheduler.services.blocking.is_stranded() {
+            Some(tick.map_or(super::MAYDAY_INTERVAL, |t| t.min(super::MAYDAY_INTERVAL)))
+        } else {
+            tick
+        };
+        let Some(pools) = scheduler.rescuer.take_timeout(timeout) else {
+            break;
+        };
         for pool in pools {
             rescue(scheduler, &pool);
         }
+        scheduler.services.blocking.retry_stranded(scheduler);
         if let Some(w) = &mut watchdog {
             w.scan(&scheduler.pools());
             // If no worker turns the I/O driver (all busy: none parks in

@@ -183,3 +183,26 @@ fn never_start_then_shut_down() {
         assert!(futures::executor::block_on(h).unwrap_err().is_cancelled());
     }
 }
+
+/// A `spawn_blocking` job whose thread the OS refused, with no blocking
+/// thread left, runs once a thread can start: the rescuer retries (the
+/// job waited for the next `spawn_blocking`, for ever if none came). The
+/// watchdog is off, so the rescuer's only reasons to wake are this poke
+/// and its retry interval.
+#[test]
+fn a_stranded_blocking_job_runs_once_a_thread_can_start() {
+    within_watchdog(|| {
+        let rt = Runtime::builder()
+            .cpu_hog_threshold(Duration::ZERO)
+            .build()
+            .unwrap();
+        let blocking = &rt.handle().scheduler.services.blocking;
+        // The rescuer waits for a mayday, with nothing to time.
+        std::thread::sleep(Duration::from_millis(50));
+        // The spawn's start, the poked retry and one timed retry fail.
+        blocking.refuse_starts.store(3, Ordering::Relaxed);
+        let h = rt.spawn_blocking(|| 7);
+        assert_eq!(futures::executor::block_on(h).unwrap(), 7);
+        assert_eq!(blocking.refuse_starts.load(Ordering::Relaxed), 0);
+    });
+}
