@@ -1045,11 +1045,39 @@ fn workers_are_bound_to_their_pod_on_a_live_topology() {
             "a cpu-scope worker runs on its CPU only"
         );
     }
-    // A synthetic topology binds nothing.
+    // A synthetic topology binds to no pod.
     let rt = synthetic("core:1 pu:1");
     let outside = allowed_cpus();
     let seen = rt.block_on(rt.spawn(async { allowed_cpus() })).unwrap();
     assert_eq!(seen, outside);
+    // Nor to where the thread that started a worker was pinned (a
+    // benchmark's producer): a new thread inherits its creator's CPUs.
+    let rt = synthetic("core:4 pu:1");
+    let h = rt.handle().clone();
+    let seen = std::thread::spawn(move || {
+        // SAFETY: a zeroed cpu_set_t is an empty set; the calls take it
+        // by pointer with its size.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            assert_eq!(
+                libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set),
+                0
+            );
+            let first = (0..libc::CPU_SETSIZE as usize)
+                .find(|&c| libc::CPU_ISSET(c, &set))
+                .unwrap();
+            libc::CPU_ZERO(&mut set);
+            libc::CPU_SET(first, &mut set);
+            assert_eq!(
+                libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set),
+                0
+            );
+        }
+        futures::executor::block_on(h.spawn(async { allowed_cpus() })).unwrap()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(seen, outside, "a worker kept its starter's CPU");
 }
 
 #[test]

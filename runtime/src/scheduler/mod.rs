@@ -170,6 +170,10 @@ pub(crate) struct Scheduler {
     /// The process's nice value when the runtime was built (its main
     /// thread's), for threads that inherit a high-priority worker's.
     base_nice: Option<libc::c_int>,
+    /// On a topology that is not this machine's: the CPUs the process's
+    /// main thread could use when the runtime was built, where its threads
+    /// run ([`Scheduler::bind_to_every_cpu`]).
+    process_cpus: Option<Box<[usize]>>,
     /// The mayday list of pools no worker could be started for.
     pub(crate) rescuer: Rescuer,
     /// The I/O and timer driver and the blocking pool (`crate::services`).
@@ -194,6 +198,10 @@ impl Scheduler {
             })
         });
         let steal_order = Scope::ALL.map(|s| placement::steal_order(&topology, s));
+        let process_cpus = (!topology.is_live())
+            .then(crate::topology::process_cpus)
+            .flatten()
+            .map(Vec::into_boxed_slice);
         Arc::new_cyclic(|me| Scheduler {
             topology,
             config,
@@ -207,6 +215,7 @@ impl Scheduler {
             round_robin: AtomicUsize::new(0),
             // SAFETY: getpid has no preconditions.
             base_nice: nice_of(unsafe { libc::getpid() } as libc::id_t),
+            process_cpus,
             rescuer: Rescuer::default(),
             services: services::Services::default(),
             #[cfg(test)]
@@ -308,16 +317,20 @@ impl Scheduler {
     }
 
     /// Binds the calling thread, one of the runtime's own that is not a
-    /// worker (a blocking thread, the rescuer), to every CPU of a live
-    /// topology: a thread inherits its creator's CPUs, and the creator may
-    /// be a worker bound to one CPU, or a thread that built the runtime
-    /// inside such a worker's task. Best effort, as for a worker.
+    /// worker of a live topology's pod (a blocking thread, the rescuer, any
+    /// worker of a synthetic or XML topology), to every CPU: a live
+    /// topology's, else those of the process when the runtime was built. A
+    /// thread inherits its creator's CPUs, and the creator may be a thread
+    /// pinned to one CPU (a worker, a benchmark's producer), or a thread
+    /// that built the runtime inside a worker's task. Best effort, as for a
+    /// worker.
     pub(crate) fn bind_to_every_cpu(&self) {
-        if !self.topology.is_live() {
-            return;
+        if self.topology.is_live() {
+            let all: Vec<usize> = self.topology.cpus().iter().map(|c| c.os_index).collect();
+            let _ = crate::topology::bind_current_thread(&all);
+        } else if let Some(cpus) = &self.process_cpus {
+            let _ = crate::topology::bind_current_thread(cpus);
         }
-        let all: Vec<usize> = self.topology.cpus().iter().map(|c| c.os_index).collect();
-        let _ = crate::topology::bind_current_thread(&all);
     }
 
     /// Gives the calling thread (a worker of a normal pool, a blocking
@@ -582,6 +595,10 @@ impl Host for Scheduler {
                     if let Err(e) = crate::topology::bind_current_thread(&pool.cpus) {
                         pool.warn_unbound(&e);
                     }
+                } else {
+                    // Bound to no pod, and not to whatever its starter was
+                    // pinned to.
+                    me.bind_to_every_cpu();
                 }
                 if pool.attrs.highpri {
                     raise_priority();

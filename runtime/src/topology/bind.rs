@@ -43,6 +43,14 @@ pub(crate) fn bind_current_thread(cpus: &[usize]) -> io::Result<()> {
         })
 }
 
+/// The CPUs the process's main thread may run on (its own mask, not the
+/// calling thread's), `None` if unknown: where threads of a runtime on a
+/// topology that is not this machine's run (they are bound to no pod).
+pub(crate) fn process_cpus() -> Option<Vec<usize>> {
+    // SAFETY: getpid has no preconditions.
+    super::sysfs::affinity(unsafe { libc::getpid() }).ok()
+}
+
 /// The CPUs this process may use at once: `std::thread::available_parallelism`
 /// (the affinity mask and, on Linux, the cgroup's CPU quota), read with
 /// the process's mask even on a thread wq bound to a pod, whose own mask

@@ -47,7 +47,7 @@ use std::sync::Arc;
 
 use crate::Scope;
 
-pub(crate) use bind::{bind_current_thread, cpu_budget};
+pub(crate) use bind::{bind_current_thread, cpu_budget, process_cpus};
 
 /// The default number of cores in one `cache_shard` pod (the kernel's
 /// `wq_cache_shard_size`).
