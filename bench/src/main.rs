@@ -255,7 +255,7 @@ fn run_sweep(argv: &[String]) -> Result<(), String> {
     println!(
         "\ntargets (for a 16-64 CPU machine; on fewer CPUs every wide scope is one small pool):"
     );
-    for (what, met) in sweep::targets(&steps) {
+    for (what, met) in sweep::targets(&s, &steps) {
         println!("  [{}] {what}", if met { "met" } else { "MISSED" });
     }
     Ok(())

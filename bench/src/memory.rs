@@ -142,7 +142,7 @@ pub fn main(argv: &[String], command: &str) -> Result<(), String> {
 
 fn probe(args: &[&str]) -> Result<Value, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let out = Command::new(exe)
+    let out = crate::neighbours::die_with_parent(&mut Command::new(exe))
         .arg("memory-probe")
         .args(args)
         .output()

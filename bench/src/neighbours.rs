@@ -8,10 +8,54 @@
 //! be), not a thread, so the kernel's fair scheduler treats it as another
 //! task group member would. It asks the kernel to kill it when its parent
 //! dies (`PR_SET_PDEATHSIG`), and [`Neighbours`] kills and reaps them when
-//! dropped: a benchmark that fails leaves no spinning process behind.
+//! dropped: a benchmark that fails leaves no spinning process behind. The
+//! `k`th neighbour is pinned to the `k mod CPUs`th allowed CPU.
 
 use std::fs;
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
+
+/// Makes the child of `cmd` die (SIGKILL) when this process does, set in
+/// the child before it runs its program: a benchmark killed by a timeout
+/// (a CI step, `kill` of this pid alone) leaves no `wrk`, probe or busy
+/// loop running. A child whose parent died before the `prctl` exits at
+/// once (its parent pid is no longer this one).
+pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the child between fork and exec: it only
+    // makes two async-signal-safe system calls (prctl, getppid) and
+    // `_exit`, and touches no lock or allocation.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
+            if libc::getppid() as u32 != parent {
+                libc::_exit(0);
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Pins the child of `cmd` to CPU `cpu` before it runs its program.
+fn pin_child(cmd: &mut Command, cpu: usize) -> &mut Command {
+    // SAFETY: as in `die_with_parent`: `cpu_set_t` is plain data built on
+    // the stack, and sched_setaffinity is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            // Best effort: a CPU the child may not use leaves it unpinned.
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+            Ok(())
+        })
+    }
+}
 
 /// The busy-loop processes of one run; killed when dropped.
 #[derive(Debug)]
@@ -20,7 +64,10 @@ pub struct Neighbours {
 }
 
 impl Neighbours {
-    /// Starts `n` busy-loop processes (none for 0).
+    /// Starts `n` busy-loop processes (none for 0), the `k`th pinned to
+    /// the `k mod CPUs`th CPU this process may use: one per CPU, as a
+    /// neighbour on each (unpinned, the scheduler could stack two on one
+    /// CPU and leave another quiet, a spread of its own run to run).
     pub fn start(n: usize) -> Result<Neighbours, String> {
         let exe = std::env::current_exe().map_err(|e| format!("--busy-neighbours: {e}"))?;
         // Collected as they start: if one fails, dropping `started` kills
@@ -28,13 +75,22 @@ impl Neighbours {
         let mut started = Neighbours {
             children: Vec::with_capacity(n),
         };
-        for _ in 0..n {
-            let child = Command::new(&exe)
-                .arg("busy-loop")
+        let cpus: Vec<usize> = core_affinity::get_core_ids()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        for k in 0..n {
+            let mut cmd = Command::new(&exe);
+            cmd.arg("busy-loop")
                 .arg(std::process::id().to_string())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(Stdio::null());
+            if !cpus.is_empty() {
+                pin_child(&mut cmd, cpus[k % cpus.len()]);
+            }
+            let child = cmd
                 .spawn()
                 .map_err(|e| format!("--busy-neighbours: could not start a busy loop: {e}"))?;
             started.children.push(child);

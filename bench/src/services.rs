@@ -4,8 +4,10 @@
 //!   **insert** (create a sleep and poll it once, which arms it), **cancel**
 //!   (drop armed sleeps), **fire** (N sleeps due at one instant `D`, polled
 //!   through one `FuturesUnordered`: from `D` until all N completed, over
-//!   N). Same code for both runtimes; only the sleep type differs (tokio's
-//!   wrapped in `tokio::task::unconstrained`, see `timers_main`).
+//!   N). Same code for both runtimes, each task wrapped whole in its
+//!   runtime's `unconstrained` (see `timers_main`); only the sleep type
+//!   differs. wq's runtime is one `system` pool of `--workers`, tokio's
+//!   one pool of as many (default: the online CPUs).
 //! - `http`: the same hyper 1.x HTTP/1.1 hello-world server on each runtime
 //!   (hyper's own `http1` builder, a timer given on both sides), loaded by
 //!   `wrk --latency` in another process on loopback; requests/s and wrk's
@@ -35,12 +37,20 @@ use crate::stats::{self, Quantiles, median};
 /// `wq-bench timers`.
 pub fn timers_main(argv: &[String], command: &str) -> Result<(), String> {
     let a = Args::parse(argv.iter().cloned(), &[])?;
-    a.check_known(&["timers", "repeat"])?;
+    a.check_known(&["timers", "repeat", "workers"])?;
     let n: usize = a.get("timers", 1_000_000)?;
     let repeat = a.rounds("repeat", 6, 2)?;
-    let wq_rt = wq::Runtime::new().map_err(|e| e.to_string())?;
+    let workers: usize = a.get("workers", crate::machine::online_cpus())?;
+    if workers == 0 {
+        return Err("--workers must be at least 1".into());
+    }
+    // As `http` and `echo`: one `system` pool of `workers`, as tokio's one
+    // pool of as many.
+    let wq_rt = wq_builder(workers, None)
+        .build()
+        .map_err(|e| e.to_string())?;
     let tokio_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(crate::machine::online_cpus())
+        .worker_threads(workers)
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
@@ -200,7 +210,7 @@ pub fn http_main(argv: &[String], command: &str) -> Result<(), String> {
                 run.cpu_us_per_req,
                 if run.errors > 0 {
                     format!(
-                        ", {} ERRORS (the run is left out of the medians)",
+                        ", {} ERRORS (the round is left out of both runtimes' medians)",
                         run.errors
                     )
                 } else {
@@ -212,7 +222,7 @@ pub fn http_main(argv: &[String], command: &str) -> Result<(), String> {
     }
     print!("{}", crate::machine::header(command));
     println!(
-        "# hyper http1 hello world, {workers} workers per runtime; wrk -t{threads} -c{conns} -d{secs}s --latency on loopback (sharing the CPUs); medians of the runs without errors of {repeat} interleaved (each runtime first in half)"
+        "# hyper http1 hello world, {workers} workers per runtime; wrk -t{threads} -c{conns} -d{secs}s --latency on loopback (sharing the CPUs); medians of the rounds without errors (on either side) of {repeat} interleaved (each runtime first in half)"
     );
     println!(
         "# cpu us/req: the server process's CPU time (user + system, getrusage) over wrk's request count\n"
@@ -221,8 +231,20 @@ pub fn http_main(argv: &[String], command: &str) -> Result<(), String> {
         "{:<8} {:>10} {:>9} {:>9} {:>12} {:>8} {:>6}",
         "runtime", "req/s", "p50 ms", "p99 ms", "cpu us/req", "errors", "runs"
     );
+    // A round with errors on either side is left out on both: the runs
+    // dropped are those where a runtime stalled (wrk's timeouts), and
+    // dropping one side's alone made its medians look better and broke
+    // the balance of which runtime went first.
+    let clean_round: Vec<bool> = (0..runs[0].len())
+        .map(|r| runs.iter().all(|rs| rs[r].errors == 0))
+        .collect();
     for (name, rs) in ["wq", "tokio"].iter().zip(&runs) {
-        let clean: Vec<&WrkRun> = rs.iter().filter(|r| r.errors == 0).collect();
+        let clean: Vec<&WrkRun> = rs
+            .iter()
+            .zip(&clean_round)
+            .filter(|(_, clean)| **clean)
+            .map(|(r, _)| r)
+            .collect();
         let errors = rs.iter().map(|r| r.errors).sum::<u64>();
         if clean.is_empty() {
             println!(
@@ -247,7 +269,7 @@ pub fn http_main(argv: &[String], command: &str) -> Result<(), String> {
     }
     if runs.iter().flatten().any(|r| r.errors > 0) {
         println!(
-            "\n(errors: wrk's socket errors and non-2xx/3xx responses over all runs; wrk counts them in its requests/s, so a run with any is left out of the medians: runs = clean/all)"
+            "\n(errors: wrk's socket errors and non-2xx/3xx responses over all runs; wrk counts them in its requests/s, so a round with any, on either side, is left out of both medians: runs = clean/all)"
         );
     }
     Ok(())
@@ -263,7 +285,7 @@ fn timed_wrk(addr: SocketAddr, threads: usize, conns: usize, secs: u64) -> Resul
 }
 
 fn wrk(addr: SocketAddr, threads: usize, conns: usize, secs: u64) -> Result<WrkRun, String> {
-    let out = Command::new("wrk")
+    let out = crate::neighbours::die_with_parent(&mut Command::new("wrk"))
         .args([
             format!("-t{threads}"),
             format!("-c{conns}"),
@@ -483,12 +505,24 @@ mod tokio_glue {
     #[derive(Clone, Copy)]
     pub struct Timer;
 
-    struct Sleep(Pin<Box<tokio::time::Sleep>>);
+    /// tokio's sleep held in place: one allocation per sleep (hyper's
+    /// box), as hyper-util's `TokioSleep` and wq's `WqTimer`; it was boxed
+    /// twice, an allocation more per request than wq's side.
+    struct Sleep(tokio::time::Sleep);
+
+    impl Sleep {
+        fn inner(self: Pin<&mut Self>) -> Pin<&mut tokio::time::Sleep> {
+            // SAFETY: structural pinning: the field is never moved out of a
+            // pinned `Sleep`, and `Sleep` has no `Drop` or `Unpin` impl of
+            // its own.
+            unsafe { self.map_unchecked_mut(|s| &mut s.0) }
+        }
+    }
 
     impl std::future::Future for Sleep {
         type Output = ();
-        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-            self.0.as_mut().poll(cx)
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            self.inner().poll(cx)
         }
     }
 
@@ -496,11 +530,20 @@ mod tokio_glue {
 
     impl hyper::rt::Timer for Timer {
         fn sleep(&self, d: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-            Box::pin(Sleep(Box::pin(tokio::time::sleep(d))))
+            Box::pin(Sleep(tokio::time::sleep(d)))
         }
 
         fn sleep_until(&self, at: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-            Box::pin(Sleep(Box::pin(tokio::time::sleep_until(at.into()))))
+            Box::pin(Sleep(tokio::time::sleep_until(at.into())))
+        }
+
+        /// In place, as `WqTimer` and hyper-util's `TokioTimer` do (the
+        /// default makes a new sleep).
+        fn reset(&self, sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>, at: Instant) {
+            match sleep.as_mut().downcast_mut_pin::<Sleep>() {
+                Some(s) => s.inner().reset(at.into()),
+                None => *sleep = self.sleep_until(at),
+            }
         }
     }
 }

@@ -100,7 +100,7 @@ impl BenchRuntime for Wq {
 }
 
 /// The name of the tokio runtime's threads, to tell them apart in
-/// `/proc/self/task` (wq's are `wq-*`).
+/// `/proc/self/task` (wq's are `wqrt-*`, and `wqnc-*` with capture off).
 pub const TOKIO_THREAD_NAME: &str = "tokio-bench";
 
 /// tokio's multi-thread runtime with `n` workers.
