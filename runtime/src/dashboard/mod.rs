@@ -60,8 +60,8 @@
 //!   [`CONNECTION_LIFETIME`];
 //! - at most [`MAX_CONNECTIONS`] at once: beyond, a new connection
 //!   closes the least recently active idle one (the connection with no
-//!   request in flight whose last response was done with, or which was
-//!   accepted, longest ago) if that was at least [`EVICT_IDLE`] ago, and
+//!   request in flight and no write waiting for its client, whose last
+//!   response was written, or which was accepted, longest ago) if that was at least [`EVICT_IDLE`] ago, and
 //!   is itself closed at once otherwise (the
 //!   accept loop goes on). Slow or malformed clients cost a bounded number
 //!   of small tasks and never a worker, and clients that open connections
@@ -247,6 +247,8 @@ struct Tasks {
 struct Conn {
     task: JoinHandle<()>,
     active: Arc<AtomicU64>,
+    /// Its last write waits for the client to read ([`Watched`]).
+    writing: Arc<AtomicBool>,
 }
 
 #[derive(Debug)]
@@ -295,7 +297,7 @@ impl Shared {
             let oldest = t
                 .conns
                 .iter()
-                .filter(|(_, c)| !c.task.is_finished())
+                .filter(|(_, c)| !c.task.is_finished() && !c.writing.load(Ordering::Relaxed))
                 .map(|(id, c)| (c.active.load(Ordering::Relaxed), *id))
                 .filter(|&(active, _)| active != BUSY)
                 .min();
@@ -605,9 +607,15 @@ async fn accept(shared: Arc<Shared>, listener: crate::net::TcpListener, timer: W
             .map_or(true, |a| a.ip().to_canonical().is_loopback());
         let conn_shared = shared.clone();
         let active = Arc::new(AtomicU64::new(shared.now_ms()));
+        let writing = Arc::new(AtomicBool::new(false));
         let conn_active = active.clone();
         let conn = http.serve_connection(
-            WqIo::new(stream).write_timeout(WRITE_TIMEOUT),
+            Watched {
+                io: WqIo::new(stream).write_timeout(WRITE_TIMEOUT),
+                active: active.clone(),
+                writing: writing.clone(),
+                epoch: shared.epoch,
+            },
             hyper::service::service_fn(move |req| {
                 let s = conn_shared.clone();
                 // Busy until its response body is written (or dropped):
@@ -631,18 +639,23 @@ async fn accept(shared: Arc<Shared>, listener: crate::net::TcpListener, timer: W
             t.next += 1;
             t.next
         };
-        let done = shared.clone();
-        let task = shared.handle.spawn(async move {
-            struct Done(Arc<Shared>, u64);
-            impl Drop for Done {
-                fn drop(&mut self) {
-                    self.0.conns.fetch_sub(1, Ordering::Relaxed);
-                    // Its own handle, dropped after the lock is.
-                    let own = crate::loom::lock(&self.0.tasks).conns.remove(&self.1);
-                    drop(own);
-                }
+        struct Done(Arc<Shared>, u64);
+        impl Drop for Done {
+            fn drop(&mut self) {
+                self.0.conns.fetch_sub(1, Ordering::Relaxed);
+                // Its own handle, dropped after the lock is.
+                let own = crate::loom::lock(&self.0.tasks).conns.remove(&self.1);
+                drop(own);
             }
-            let _done = Done(done, id);
+        }
+        // Made before the spawn and moved into the task: a task aborted
+        // before its first poll (evicted while queued behind busy
+        // workers) drops its future unpolled, and a guard made inside it
+        // never counted the connection out (`conns` leaked toward the
+        // limit at which every newcomer is refused).
+        let done = Done(shared.clone(), id);
+        let task = shared.handle.spawn(async move {
+            let _done = done;
             let _ = crate::time::timeout(CONNECTION_LIFETIME, conn).await;
         });
         let mut t = crate::loom::lock(&shared.tasks);
@@ -657,7 +670,14 @@ async fn accept(shared: Arc<Shared>, listener: crate::net::TcpListener, timer: W
         if id.is_multiple_of(64) {
             t.conns.retain(|_, c| !c.task.is_finished());
         }
-        t.conns.insert(id, Conn { task, active });
+        t.conns.insert(
+            id,
+            Conn {
+                task,
+                active,
+                writing,
+            },
+        );
     }
 }
 
@@ -666,6 +686,88 @@ type Reply = Response<Full<Bytes>>;
 /// [`Conn::active`] while a request is in flight (until its response body
 /// is written or dropped).
 const BUSY: u64 = u64::MAX;
+
+/// A connection's IO that tells the eviction when it writes: a write or
+/// flush that waits for the client to read marks the connection busy
+/// (hyper drops a response body, [`Stamped`], when it has queued the last
+/// chunk, not when the bytes have gone: a slow reader of a large answer
+/// looked idle), and one that makes progress stamps it active.
+struct Watched<T> {
+    io: T,
+    active: Arc<AtomicU64>,
+    writing: Arc<AtomicBool>,
+    epoch: Instant,
+}
+
+impl<T> Watched<T> {
+    fn track<R>(&self, poll: &std::task::Poll<R>) {
+        let pending = poll.is_pending();
+        self.writing.store(pending, Ordering::Relaxed);
+        if !pending {
+            let now = self.epoch.elapsed().as_millis() as u64;
+            let _ = self
+                .active
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |a| {
+                    (a != BUSY).then_some(now)
+                });
+        }
+    }
+}
+
+impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for Watched<T> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Watched<T> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = std::pin::Pin::new(&mut this.io).poll_write(cx, buf);
+        this.track(&poll);
+        poll
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let poll = std::pin::Pin::new(&mut this.io).poll_flush(cx);
+        this.track(&poll);
+        poll
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = std::pin::Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.track(&poll);
+        poll
+    }
+}
 
 /// A response body that stamps its connection active when it is done
 /// with (written to the end, or dropped with the connection).
@@ -875,23 +977,31 @@ mod tests {
         let d = serve_on(rt.handle(), "127.0.0.1:0").unwrap();
         let shared = d.shared.clone();
         std::thread::sleep(Duration::from_millis(1100));
-        let fake = |active: u64| Conn {
+        let fake = |active: u64, writing: bool| Conn {
             task: rt.spawn(std::future::pending::<()>()),
             active: Arc::new(AtomicU64::new(active)),
+            writing: Arc::new(AtomicBool::new(writing)),
         };
         {
             let mut t = crate::loom::lock(&shared.tasks);
-            // Accepted at the start, then busy ever since; idle since 5 ms
-            // after the start; idle just now.
-            t.conns.insert(1_000_001, fake(BUSY));
-            t.conns.insert(1_000_002, fake(5));
-            t.conns.insert(1_000_003, fake(shared.now_ms()));
+            // Accepted at the start, then busy ever since; its response
+            // handed over 2 ms after the start, its bytes still waiting
+            // for a slow reader (it was closed mid-response); idle since
+            // 5 ms after the start; idle just now.
+            t.conns.insert(1_000_001, fake(BUSY, false));
+            t.conns.insert(1_000_004, fake(2, true));
+            t.conns.insert(1_000_002, fake(5, false));
+            t.conns.insert(1_000_003, fake(shared.now_ms(), false));
         }
         assert!(shared.evict_idle());
         let t = crate::loom::lock(&shared.tasks);
         assert!(
             t.conns.contains_key(&1_000_001),
             "the busy connection was closed"
+        );
+        assert!(
+            t.conns.contains_key(&1_000_004),
+            "the connection writing to a slow reader was closed"
         );
         assert!(
             !t.conns.contains_key(&1_000_002),
