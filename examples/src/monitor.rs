@@ -72,9 +72,9 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
                 let s: f64 = v
                     .parse()
                     .ok()
-                    .filter(|s: &f64| (0.05..=86_400.0).contains(s))
+                    .filter(|s: &f64| (0.25..=86_400.0).contains(s))
                     .ok_or(format!(
-                        "{a} {v:?}: give seconds, from 0.05 to 86400 (a day)\n{}",
+                        "{a} {v:?}: give seconds, from 0.25 (the dashboard serves a fresh snapshot at most every 0.25 s) to 86400 (a day)\n{}",
                         usage()
                     ))?;
                 o.interval = Some(s);
@@ -415,7 +415,8 @@ pub fn draw(frame: &mut Frame<'_>, title: &str, status: &str, rows: &[Row]) {
 
 /// The title of a report: the service and what the numbers cover.
 pub fn title(addr: &str, now: &Snapshot, prev: Option<&Snapshot>) -> String {
-    let over = match prev {
+    // A restart between the reads: the rows count since start (`rows`).
+    let over = match prev.filter(|p| now.follows(p)) {
         Some(p) => format!(
             "over the last {:.1} s",
             now.uptime.saturating_sub(p.uptime).as_secs_f64()
@@ -440,6 +441,25 @@ mod tests {
     use super::*;
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
+
+    /// A service restarted between two reads (a younger uptime): the
+    /// line-mode title says "since start", as its rows count (it said
+    /// "over the last 0.0 s").
+    #[test]
+    fn a_restart_between_reads_is_titled_since_start() {
+        let secs = std::time::Duration::from_secs;
+        let rt = wq::Runtime::new().unwrap();
+        let mut old = rt.metrics();
+        let mut young = rt.metrics();
+        young.uptime = secs(10);
+        old.uptime = secs(70);
+        let t = title("svc", &young, Some(&old));
+        assert!(t.contains("since start"), "{t}");
+        let mut earlier = young.clone();
+        earlier.uptime = secs(8);
+        let t = title("svc", &young, Some(&earlier));
+        assert!(t.contains("over the last 2.0 s"), "{t}");
+    }
 
     /// A name that resolves to an address where nothing listens before
     /// the dashboard's: the next one is tried.
@@ -531,12 +551,12 @@ mod tests {
         assert!(
             parse_args(args(&["-i", "0"]))
                 .unwrap_err()
-                .contains("from 0.05 to 86400")
+                .contains("from 0.25")
         );
         assert!(
             parse_args(args(&["-i", "1e20"]))
                 .unwrap_err()
-                .contains("from 0.05 to 86400"),
+                .contains("from 0.25"),
             "a finite but huge interval is refused, not a panic later"
         );
         assert!(

@@ -37,3 +37,28 @@ fn help_is_a_success_on_stdout_and_a_bad_argument_an_error_on_stderr() {
         .unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("[--dashboard-addr ADDR|off]"));
 }
+
+/// `wq-dump | head` on a large machine: the reader goes after a line, and
+/// the dump (more than a pipe's 64 KiB) ends quietly with status 0 (it
+/// panicked, "failed printing to stdout", exit 101: Rust ignores SIGPIPE).
+#[test]
+fn wq_dump_into_a_closed_pipe_ends_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wq-dump"))
+        .args(["--topology", "pack:8 core:32 pu:2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("source"), "{first:?}");
+    // The reader is gone (dropped above).
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -192,8 +192,18 @@ fn main() -> ExitCode {
     };
     match load(&args) {
         Ok(topo) => {
-            print!("{}", render(&topo));
-            ExitCode::SUCCESS
+            use std::io::Write as _;
+            // Not `print!`, which panics when the reader has gone
+            // (`wq-dump | head`: Rust ignores SIGPIPE): a closed pipe
+            // ends the dump quietly, as it ends `cat`'s.
+            match std::io::stdout().lock().write_all(render(&topo).as_bytes()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("wq-dump: could not write the dump: {e}");
+                    ExitCode::from(1)
+                }
+            }
         }
         Err(why) => {
             eprintln!("wq-dump: {why}");

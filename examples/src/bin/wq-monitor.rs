@@ -187,7 +187,7 @@ fn tui(o: &Options) -> Result<(), String> {
                 redraw = true;
             }
             if redraw {
-                let shown_prev = (now.uptime > prev.uptime).then_some(&prev);
+                let shown_prev = (now.uptime > prev.uptime && now.follows(&prev)).then_some(&prev);
                 let title = monitor::title(&o.addr, &now, shown_prev);
                 let rows = monitor::rows(shown_prev, &now);
                 terminal

@@ -826,6 +826,14 @@ impl Snapshot {
         }
     }
 
+    /// Whether `earlier` is an earlier snapshot of the runtime this one is
+    /// of: not a later uptime, and the same thread name (a service that
+    /// restarted between two reads has a younger uptime; one that outlived
+    /// the earlier snapshot's age is not told apart).
+    pub fn follows(&self, earlier: &Snapshot) -> bool {
+        earlier.uptime <= self.uptime && earlier.thread_name == self.thread_name
+    }
+
     /// What happened between `earlier` and this snapshot: counters and
     /// histograms (so their counts and quantiles) are the interval's, the
     /// workers' states and other gauges this snapshot's, and `interval`
@@ -833,9 +841,9 @@ impl Snapshot {
     /// matched by id (a pool created meanwhile counts from zero), queues
     /// by name. Works on deserialized snapshots too (quantiles then come
     /// from the bucket counts: see [`Latency::quantile_ns`]). An `earlier`
-    /// that is not an earlier snapshot of this runtime (a later uptime, or
-    /// another thread name: a service restarted between two reads) is
-    /// ignored: the result is this snapshot, over its whole uptime.
+    /// that this snapshot does not [`follow`](Snapshot::follows)
+    /// (a service restarted between two reads) is ignored: the result is
+    /// this snapshot, over its whole uptime.
     ///
     /// ```
     /// let rt = wq::Runtime::new().unwrap();
@@ -850,7 +858,7 @@ impl Snapshot {
     /// assert!(secs > 0.0);
     /// ```
     pub fn delta(&self, earlier: &Snapshot) -> Snapshot {
-        if earlier.uptime > self.uptime || earlier.thread_name != self.thread_name {
+        if !self.follows(earlier) {
             let mut whole = self.clone();
             whole.interval = Some(self.uptime);
             return whole;
