@@ -245,9 +245,12 @@ impl WorkerStates {
 pub struct Latency {
     /// Samples recorded.
     pub count: u64,
-    /// Smallest sample.
+    /// Smallest sample (in a delta of deserialized snapshots: the bound
+    /// of the lowest bucket with a sample of the interval).
     pub min_ns: u64,
-    /// Largest sample.
+    /// Largest sample (in a delta of deserialized snapshots: exact if it
+    /// grew in the interval, else the bound of the highest bucket with a
+    /// sample of the interval).
     pub max_ns: u64,
     /// Mean.
     pub mean_ns: f64,
@@ -261,8 +264,9 @@ pub struct Latency {
     pub p99_ns: u64,
     /// 99.9th percentile.
     pub p999_ns: u64,
-    /// Sum of the samples (`mean * count`: each sample counted at its
-    /// histogram bucket's value, so within 1%).
+    /// Sum of the samples, each counted at the middle of its HdrHistogram
+    /// bucket (within 1%), summed in integers: it never goes down between
+    /// two snapshots.
     pub sum_ns: f64,
     /// Samples at or below each of [`BUCKET_BOUNDS_SECONDS`] (cumulative,
     /// one entry per bound; the `+Inf` bucket is `count`). A sample within
@@ -428,6 +432,12 @@ impl Latency {
             buckets,
             ..Latency::default()
         };
+        // The lifetime maximum is the interval's only if it grew in it;
+        // else the interval's largest sample is at most its highest
+        // bucket's bound (it reported a startup stall in every interval).
+        if count > 0 && self.max_ns <= earlier.max_ns {
+            d.max_ns = d.quantile_ns(1.0);
+        }
         d.p50_ns = d.quantile_ns(0.5);
         d.p90_ns = d.quantile_ns(0.9);
         d.p95_ns = d.quantile_ns(0.95);
@@ -1151,6 +1161,23 @@ mod tests {
             d.p99_ns
         );
         assert_eq!(d.quantile_ns(0.5), b.max_ns, "capped at the largest sample");
+        assert_eq!(d.max_ns, b.max_ns, "the maximum grew in the interval");
+    }
+
+    /// An old maximum (a startup stall) is not the maximum of every later
+    /// interval of a deserialized delta: the interval's samples bound it.
+    #[test]
+    fn a_deserialized_delta_bounds_its_maximum_by_its_own_samples() {
+        let strip = |l: Latency| -> Latency {
+            serde_json::from_str(&serde_json::to_string(&l).unwrap()).unwrap()
+        };
+        let a = strip(latency(&[30_000_000_000]));
+        let mut later = vec![30_000_000_000];
+        later.extend([1_000; 5]);
+        let b = strip(latency(&later));
+        let d = b.since(&a);
+        assert_eq!(d.count, 5);
+        assert!(d.max_ns <= 2_500, "max {} ns", d.max_ns);
     }
 
     #[test]
