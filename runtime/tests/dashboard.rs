@@ -163,6 +163,19 @@ fn every_route_answers_read_only() {
                 .all(|p| p["seq"].as_u64().unwrap() < next),
             "{history}"
         );
+        // Which dashboard answered: the same one twice; another (a
+        // restarted service on the address) differs, so a page that held
+        // the first starts over whatever the seqs say.
+        let instance = history["instance"].as_u64().expect("instance");
+        let again: serde_json::Value =
+            serde_json::from_slice(&get(addr, "/api/history?since=0").body).unwrap();
+        assert_eq!(again["instance"].as_u64(), Some(instance));
+        {
+            let other = wq::dashboard::serve_on(rt.handle(), "127.0.0.1:0").unwrap();
+            let theirs: serde_json::Value =
+                serde_json::from_slice(&get(other.local_addr(), "/api/history").body).unwrap();
+            assert_ne!(theirs["instance"].as_u64(), Some(instance));
+        }
 
         // Read-only, and the rest.
         let post = request(

@@ -13,6 +13,7 @@ const BG = "#181e24", GRID = "#2a333d", DIM = "#8a96a3", FG = "#d8dee6";
 let seq = null;
 let points = [];
 let feed = null;
+let instance = null;
 
 function fmtNs(ns) {
   if (ns < 1e3) return ns.toFixed(0) + "ns";
@@ -121,6 +122,11 @@ function cpuList(cpus) {
 
 function drawDelays() {
   const box = document.getElementById("delays");
+  // Cards of pools the service no longer has (a restart with fewer).
+  const ids = new Set(feed.pools.map((p) => "pool-" + p.id));
+  for (const card of Array.from(box.querySelectorAll(".card"))) {
+    if (!ids.has(card.id)) card.remove();
+  }
   for (const p of feed.pools) {
     let card = document.getElementById("pool-" + p.id);
     if (!card) {
@@ -224,13 +230,16 @@ async function poll() {
     if (!res.ok) throw new Error("HTTP " + res.status);
     feed = await res.json();
     // A restarted service counts from 0 again (and its clock too): what
-    // this page holds is another process's; start over.
-    if (seq !== null && feed.next_seq <= seq) {
+    // this page holds is another process's; start over. Its instance
+    // tells even one that has made more points than this page had seen.
+    if (seq !== null && (feed.next_seq <= seq || feed.instance !== instance)) {
       points = [];
       seq = null;
+      instance = null;
       setTimeout(poll, 0);
       return;
     }
+    instance = feed.instance;
     for (const p of feed.points) points.push(p);
     if (points.length) seq = points[points.length - 1].seq;
     const tNow = points.length ? points[points.length - 1].t : 0;

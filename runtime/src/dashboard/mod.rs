@@ -174,6 +174,9 @@ pub fn serve_on(handle: &Handle, addr: impl ToSocketAddrs) -> io::Result<Dashboa
         refused: AtomicU64::new(0),
         evicted: AtomicU64::new(0),
         epoch: Instant::now(),
+        instance: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
         tasks: Mutex::new(Tasks::default()),
         stopped: AtomicBool::new(false),
     });
@@ -266,6 +269,9 @@ struct Shared {
     evicted: AtomicU64,
     /// The clock of [`Conn::active`].
     epoch: Instant,
+    /// When this dashboard started (ns since the Unix epoch): tells a page
+    /// that the service behind an address restarted ([`Feed::instance`]).
+    instance: u64,
     tasks: Mutex<Tasks>,
     stopped: AtomicBool,
 }
@@ -381,6 +387,11 @@ struct Feed<'a> {
     /// or beyond it is reading a restarted service (which counts from 0
     /// again) and starts over.
     next_seq: u64,
+    /// This dashboard's start: a page that held another's is reading a
+    /// restarted service and starts over, even one that has made more
+    /// points since than the page had seen (a background tab polled
+    /// rarely).
+    instance: u64,
 }
 
 /// A sample made ready outside the history's lock (its diff merges
@@ -901,6 +912,7 @@ async fn route(shared: &Arc<Shared>, loopback: bool, req: Request<Incoming>) -> 
                     pools,
                     points,
                     next_seq,
+                    instance: s.instance,
                 };
                 serde_json::to_vec(&feed)
             })
