@@ -309,6 +309,17 @@ fn from_std_refuses_sockets_that_cannot_accept() {
             let not_socket = std::net::TcpListener::from(OwnedFd::from(file));
             let err = TcpListener::from_std(not_socket).unwrap_err();
             assert!(err.to_string().contains("TcpListener::from_std"), "{err}");
+            // A listening Unix socket is no TCP listener: each accept
+            // dropped a client (the address read as an IP one failed).
+            let dir = std::env::temp_dir().join(format!("wq-from-std-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let unix = std::os::unix::net::UnixListener::bind(dir.join("l.sock")).unwrap();
+            let not_ip = std::net::TcpListener::from(OwnedFd::from(unix));
+            let err = TcpListener::from_std(not_ip).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+            assert!(err.to_string().contains("not an IP"), "{err}");
+            let _ = std::fs::remove_dir_all(&dir);
             // A listening one is taken.
             let std_l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = std_l.local_addr().unwrap();

@@ -154,6 +154,18 @@ fn check_listening(fd: std::os::fd::RawFd, what: &str) -> io::Result<()> {
             ),
         ));
     }
+    // An IP socket: a Unix (or vsock) listener passes the checks above,
+    // and each accept then took a client off its queue and dropped it
+    // (mio reads the peer's address as an IP one: `InvalidInput`).
+    let domain = get(libc::SO_DOMAIN)?;
+    if domain != libc::AF_INET && domain != libc::AF_INET6 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{what}: the socket is not an IP (TCP) socket (address family {domain}); a Unix socket's listener is wq::net::UnixListener"
+            ),
+        ));
+    }
     if get(libc::SO_ACCEPTCONN)? == 0 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
