@@ -953,3 +953,36 @@ fn a_waker_run_in_a_parked_workers_driver_turn_may_block_in_place() {
         assert_eq!(rt.block_on(rt.spawn(async { 5 })).unwrap(), 5);
     });
 }
+
+/// A Unix listener taken over from std (socket activation, an abstract
+/// name std can bind and wq cannot), and a stream too; a TCP listener is
+/// no Unix one.
+#[test]
+fn unix_sockets_are_taken_over_from_std() {
+    use std::os::linux::net::SocketAddrExt as _;
+    use std::os::unix::net::SocketAddr as UnixAddr;
+    within_watchdog("unix from_std", LIMIT, || {
+        rt().block_on(async {
+            let name = format!("wq-from-std-{}", std::process::id());
+            let addr = UnixAddr::from_abstract_name(name.as_bytes()).unwrap();
+            let std_l = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+            let l = UnixListener::from_std(std_l).unwrap();
+            let client = std::os::unix::net::UnixStream::connect_addr(&addr).unwrap();
+            let mut c = UnixStream::from_std(client).unwrap();
+            let (mut s, _) = l.accept().await.unwrap();
+            c.write_all(b"hi").await.unwrap();
+            let mut buf = [0u8; 2];
+            s.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, b"hi");
+
+            let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let not_unix = std::os::unix::net::UnixListener::from(std::os::fd::OwnedFd::from(tcp));
+            let err = UnixListener::from_std(not_unix).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+            assert!(
+                err.to_string().contains("not a Unix domain socket"),
+                "{err}"
+            );
+        });
+    });
+}

@@ -128,7 +128,7 @@ fn is_connection_error(e: &io::Error) -> bool {
 /// made elsewhere). Checked once, so that every `accept` error that could
 /// also be the listener's own (`EOPNOTSUPP`: not a stream socket) is one
 /// of the connection being accepted, which [`accept_retrying`] skips.
-fn check_listening(fd: std::os::fd::RawFd, what: &str) -> io::Result<()> {
+fn check_listening(fd: std::os::fd::RawFd, what: &str, unix: bool) -> io::Result<()> {
     let get = |opt| {
         let mut v: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -150,15 +150,25 @@ fn check_listening(fd: std::os::fd::RawFd, what: &str) -> io::Result<()> {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
-                "{what}: the socket is not a stream socket; only TCP listeners accept connections"
+                "{what}: the socket is not a stream socket; only stream listeners accept connections"
             ),
         ));
     }
-    // An IP socket: a Unix (or vsock) listener passes the checks above,
-    // and each accept then took a client off its queue and dropped it
-    // (mio reads the peer's address as an IP one: `InvalidInput`).
+    // Of the family the caller reads addresses of: a Unix (or vsock)
+    // listener passed as a TCP one had each accept take a client off its
+    // queue and drop it (mio reads the peer's address as an IP one:
+    // `InvalidInput`), and the other way round.
     let domain = get(libc::SO_DOMAIN)?;
-    if domain != libc::AF_INET && domain != libc::AF_INET6 {
+    let ip = domain == libc::AF_INET || domain == libc::AF_INET6;
+    if unix && domain != libc::AF_UNIX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{what}: the socket is not a Unix domain socket (address family {domain}); a TCP listener is wq::net::TcpListener"
+            ),
+        ));
+    }
+    if !unix && !ip {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(

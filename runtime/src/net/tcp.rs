@@ -67,6 +67,7 @@ impl TcpListener {
         super::check_listening(
             std::os::fd::AsRawFd::as_raw_fd(&listener),
             "wq::net::TcpListener::from_std",
+            false,
         )?;
         listener.set_nonblocking(true)?;
         Ok(TcpListener {

@@ -59,6 +59,31 @@ impl UnixListener {
         }
     }
 
+    /// Takes over a listening std socket (made non-blocking here): one
+    /// inherited from a service manager (systemd's socket activation), or
+    /// bound to an abstract name (`SocketAddrExt::from_abstract_name`).
+    ///
+    /// # Errors
+    /// `InvalidInput` if the socket is not a listening Unix stream socket
+    /// (a `UnixListener` made from another descriptor), saying which; the
+    /// OS error, named so, if the descriptor is no socket at all or cannot
+    /// be registered with the driver.
+    ///
+    /// # Panics
+    /// Outside a wq runtime.
+    pub fn from_std(listener: std::os::unix::net::UnixListener) -> io::Result<UnixListener> {
+        let driver = super::current("wq::net::UnixListener::from_std")?;
+        super::check_listening(
+            std::os::fd::AsRawFd::as_raw_fd(&listener),
+            "wq::net::UnixListener::from_std",
+            true,
+        )?;
+        listener.set_nonblocking(true)?;
+        Ok(UnixListener {
+            io: PollIo::new(driver, mio::net::UnixListener::from_std(listener))?,
+        })
+    }
+
     /// Waits for a connection.
     pub async fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
         let (s, peer) = self
@@ -132,6 +157,16 @@ impl UnixStream {
             UnixStream::from_mio(driver.clone(), a)?,
             UnixStream::from_mio(driver, b)?,
         ))
+    }
+
+    /// Takes over a connected std stream (made non-blocking here).
+    ///
+    /// # Panics
+    /// Outside a wq runtime.
+    pub fn from_std(stream: std::os::unix::net::UnixStream) -> io::Result<UnixStream> {
+        let driver = super::current("wq::net::UnixStream::from_std")?;
+        stream.set_nonblocking(true)?;
+        UnixStream::from_mio(driver, mio::net::UnixStream::from_std(stream))
     }
 
     fn from_mio(driver: crate::driver::Handle, s: mio::net::UnixStream) -> io::Result<UnixStream> {
