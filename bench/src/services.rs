@@ -65,7 +65,7 @@ pub fn timers_main(argv: &[String], command: &str) -> Result<(), String> {
             .block_on(wq_rt.spawn(wq::task::unconstrained(timer_ops(n, |d| {
                 Box::pin(wq::time::sleep_until(d)) as Pin<Box<dyn Future<Output = ()> + Send>>
             }))))
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?
     };
     let tokio_run = || -> Result<[f64; 3], String> {
         tokio_rt
@@ -73,7 +73,7 @@ pub fn timers_main(argv: &[String], command: &str) -> Result<(), String> {
                 Box::pin(tokio::time::sleep_until(d.into()))
                     as Pin<Box<dyn Future<Output = ()> + Send>>
             }))))
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?
     };
     for r in 0..repeat {
         // Each runtime goes first every other round: the first to run pays
@@ -115,7 +115,7 @@ async fn arm_all(v: &mut [BoxSleep]) {
 }
 
 /// Insert, cancel and fire of `n` timers (module docs); ns per timer.
-async fn timer_ops(n: usize, make: impl Fn(Instant) -> BoxSleep) -> [f64; 3] {
+async fn timer_ops(n: usize, make: impl Fn(Instant) -> BoxSleep) -> Result<[f64; 3], String> {
     let per = |d: Duration| d.as_nanos() as f64 / n as f64;
     // Insert and cancel: deadlines 10 s out, spread over a second.
     let base = Instant::now() + Duration::from_secs(10);
@@ -133,12 +133,25 @@ async fn timer_ops(n: usize, make: impl Fn(Instant) -> BoxSleep) -> [f64; 3] {
     let due = Instant::now() + Duration::from_millis(300 + n as u64 / 2000);
     let mut all: FuturesUnordered<BoxSleep> = (0..n).map(|_| make(due)).collect();
     let mut done = 0;
+    // The first poll arms every sleep (each new future is polled once).
+    // Timed from `due`, the fire phase must start after it: an arming that
+    // ran past `due` would count in one runtime's fire time.
+    let first = std::future::poll_fn(|cx| Poll::Ready(all.poll_next_unpin(cx))).await;
+    if Instant::now() >= due {
+        return Err(format!(
+            "timers: arming {n} timers took past their deadline ({} ms out): the fire time would include it; give fewer --timers",
+            300 + n / 2000
+        ));
+    }
+    if let Poll::Ready(Some(())) = first {
+        done += 1;
+    }
     while all.next().await.is_some() {
         done += 1;
     }
     assert_eq!(done, n);
     let fire = per(Instant::now().saturating_duration_since(due));
-    [insert, cancel, fire]
+    Ok([insert, cancel, fire])
 }
 
 const HELLO: &[u8] = b"Hello, World!";
