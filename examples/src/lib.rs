@@ -6,7 +6,9 @@
 //! - it binds where its user says (`--addr`), loopback by default;
 //! - at most [`MAX_CONNECTIONS`] connections at once, fewer if the
 //!   open-file limit leaves less ([`max_connections`]; beyond, a new one is
-//!   closed at once), each open at most [`CONNECTION_LIFETIME`];
+//!   closed at once), each told to close at [`CONNECTION_LIFETIME`]
+//!   (gracefully: requests in flight are answered) and dropped
+//!   [`CLOSE_GRACE`] later if it has not;
 //! - a client has [`HEADER_READ_TIMEOUT`] to send its first bytes, enough
 //!   of them to tell HTTP/1 from HTTP/2 (the `auto` server's version
 //!   sniffing has no timer of its own: a client that connects and says
@@ -16,7 +18,9 @@
 //! - a connection with no request in flight for [`IDLE_TIMEOUT`] is shut
 //!   down gracefully, HTTP/2 included (its keep-alive pings, answered,
 //!   kept an idle connection for its whole lifetime: a thousand of those
-//!   held every slot for five minutes);
+//!   held every slot for five minutes), and dropped [`CLOSE_GRACE`] later
+//!   if it has not closed (an HTTP/2 client that never opens its
+//!   flow-control window keeps a stream, and its connection, open);
 //! - request bodies are capped at [`MAX_BODY`] bytes (413 beyond; HTTP/2
 //!   allows [`MAX_STREAMS`] streams a connection, each with a window of
 //!   [`MAX_BODY`], so one connection buffers at most that many bodies), and a
@@ -44,6 +48,7 @@ use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
@@ -69,6 +74,10 @@ pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2 streams (requests) at once on one connection.
 pub const MAX_STREAMS: u32 = 16;
+/// The longest a connection told to close (idle, or at its lifetime) may
+/// take to finish its requests in flight before it is dropped: an answer
+/// ([`REQUEST_TIMEOUT`]) and its write ([`WRITE_TIMEOUT`]).
+pub const CLOSE_GRACE: Duration = Duration::from_secs(15);
 
 /// The limits [`serve_with`] applies to each connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +93,10 @@ pub struct Limits {
     /// The longest a response write may make no progress (a client that
     /// stops reading is cut off).
     pub write_progress: Duration,
+    /// The longest a connection told to close gracefully (idle, or at its
+    /// lifetime) may take to finish what is in flight before it is
+    /// dropped.
+    pub close_grace: Duration,
 }
 
 impl Default for Limits {
@@ -94,6 +107,7 @@ impl Default for Limits {
             idle: IDLE_TIMEOUT,
             max_connections: max_connections(),
             write_progress: WRITE_TIMEOUT,
+            close_grace: CLOSE_GRACE,
         }
     }
 }
@@ -325,23 +339,46 @@ where
                 };
                 let mut conn = std::pin::pin!(http.serve_connection(io, service));
                 let mut idle = std::pin::pin!(idle_for(&activity, limits.idle));
-                let mut closing = false;
+                let mut lifetime = std::pin::pin!(wq::time::sleep(limits.lifetime));
+                // Set once the connection is told to close: then it has
+                // `close_grace` to finish (an HTTP/2 client that never
+                // opens its flow-control window keeps its stream, and so
+                // its connection, open: the socket is not stalled, so the
+                // write timeout does not see it).
+                let mut closing: Option<(Pin<Box<wq::time::Sleep>>, &str)> = None;
                 std::future::poll_fn(|cx| {
-                    if !closing && idle.as_mut().poll(cx).is_ready() {
-                        // Requests in flight (none) finish; HTTP/2 sends
-                        // GOAWAY, HTTP/1 closes after the current one.
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
+                    if closing.is_none() {
+                        let why = if idle.as_mut().poll(cx).is_ready() {
+                            Some("idle")
+                        } else if lifetime.as_mut().poll(cx).is_ready() {
+                            Some("at its lifetime")
+                        } else {
+                            None
+                        };
+                        if let Some(why) = why {
+                            // Requests in flight finish; HTTP/2 sends
+                            // GOAWAY, HTTP/1 closes after the current one.
+                            conn.as_mut().graceful_shutdown();
+                            closing = Some((Box::pin(wq::time::sleep(limits.close_grace)), why));
+                        }
                     }
-                    conn.as_mut().poll(cx)
+                    if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+                        return Poll::Ready(r);
+                    }
+                    if let Some((grace, why)) = &mut closing
+                        && grace.as_mut().poll(cx).is_ready()
+                    {
+                        return Poll::Ready(Err(format!(
+                            "closed {why}, still open {:?} later: dropped",
+                            limits.close_grace
+                        )
+                        .into()));
+                    }
+                    Poll::Pending
                 })
                 .await
             };
-            let r = match wq::time::timeout(limits.lifetime, conn).await {
-                Ok(r) => r,
-                Err(_) => Err("open longer than the connection lifetime".into()),
-            };
-            if let Err(e) = r {
+            if let Err(e) = conn.await {
                 report::report(format!("connection from {peer}: {e}"));
             }
         }));

@@ -118,6 +118,7 @@ fn silent_clients_full_houses_and_long_connections_are_closed() {
             idle: Duration::from_secs(60),
             max_connections: 2,
             write_progress: Duration::from_secs(10),
+            close_grace: Duration::from_secs(5),
         };
         drop(wq::spawn(wq_examples::serve_with(
             l,
@@ -202,6 +203,7 @@ fn an_idle_http2_connection_is_shut_down_and_a_busy_one_is_not() {
             idle: Duration::from_millis(1000),
             max_connections: 8,
             write_progress: Duration::from_secs(10),
+            close_grace: Duration::from_secs(2),
         };
         drop(wq::spawn(wq_examples::serve_with(
             l,
@@ -246,6 +248,69 @@ fn an_idle_http2_connection_is_shut_down_and_a_busy_one_is_not() {
         let (mut send, _ended) = connect().await;
         let res = send.send_request(request("/sleep?ms=3000")).await.unwrap();
         assert_eq!(res.status(), 200);
+        // A client that never opens its flow-control window: its response
+        // body cannot be sent, so the stream, and the connection told to
+        // close, stayed open until its lifetime (60 s here, five minutes
+        // by default, a slot each). Dropped the grace after its GOAWAY.
+        let io = WqIo::new(TcpStream::connect(addr).await.unwrap());
+        let (mut send, conn) =
+            hyper::client::conn::http2::Builder::new(wq::hyper::WqExecutor::new())
+                .timer(wq::hyper::WqTimer::new())
+                .initial_stream_window_size(0)
+                .handshake(io)
+                .await
+                .unwrap();
+        let ended = wq::spawn(async move {
+            let t = std::time::Instant::now();
+            let _ = conn.await;
+            t.elapsed()
+        });
+        let res = send.send_request(request("/")).await.unwrap();
+        assert_eq!(res.status(), 200);
+        let lived = wq::time::timeout(Duration::from_secs(20), ended)
+            .await
+            .expect("a connection whose body could not be sent was held for its lifetime")
+            .unwrap();
+        drop(res);
+        assert!(
+            lived >= Duration::from_millis(2900),
+            "dropped after {lived:?}"
+        );
+    });
+}
+
+/// At its lifetime a connection is told to close, not cut: a request in
+/// flight then is answered (it got EOF and no response).
+#[test]
+fn a_request_in_flight_at_the_lifetime_is_answered() {
+    on_wq(async || {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let limits = wq_examples::Limits {
+            first_bytes: Duration::from_secs(10),
+            lifetime: Duration::from_millis(2000),
+            idle: Duration::from_secs(60),
+            max_connections: 8,
+            write_progress: Duration::from_secs(10),
+            close_grace: Duration::from_secs(10),
+        };
+        drop(wq::spawn(wq_examples::serve_with(
+            l,
+            || service_fn(routes::service),
+            limits,
+        )));
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        wq::time::sleep(Duration::from_millis(1200)).await;
+        c.write_all(b"GET /sleep?ms=1500 HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out).await;
+        assert!(
+            out.starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&out)
+        );
     });
 }
 
