@@ -299,6 +299,7 @@ fn a_request_in_flight_at_the_lifetime_is_answered() {
             || service_fn(routes::service),
             limits,
         )));
+        let connected = std::time::Instant::now();
         let mut c = TcpStream::connect(addr).await.unwrap();
         wq::time::sleep(Duration::from_millis(1200)).await;
         c.write_all(b"GET /sleep?ms=1500 HTTP/1.1\r\nhost: x\r\n\r\n")
@@ -311,6 +312,10 @@ fn a_request_in_flight_at_the_lifetime_is_answered() {
             "{:?}",
             String::from_utf8_lossy(&out)
         );
+        // And closed then, at the end of that request (not 10 s later by
+        // the keep-alive's header timeout).
+        let lived = connected.elapsed();
+        assert!(lived < Duration::from_secs(8), "closed after {lived:?}");
     });
 }
 
