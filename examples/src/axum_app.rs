@@ -32,7 +32,7 @@ pub fn router() -> Router {
 async fn metrics() -> Response {
     match crate::routes::metrics_table().await {
         Ok(table) => table.to_string().into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Err(e) => crate::routes::internal_error("/metrics", &e).into_response(),
     }
 }
 
@@ -77,7 +77,7 @@ async fn scope() -> Response {
     .await;
     match r {
         Ok(s) => s.into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Err(e) => crate::routes::internal_error("/scope", &e).into_response(),
     }
 }
 
@@ -93,12 +93,16 @@ async fn sleep(Query(q): Query<SleepQuery>) -> String {
 }
 
 async fn blocking() -> Response {
-    match wq::spawn_blocking(|| (0..1u64 << 20).fold(0u64, |a, x| a.wrapping_add(x * x))).await {
+    use crate::routes::BlockingError;
+    match crate::routes::blocking_sum().await {
         Ok(sum) => format!("sum of squares below 2^20: {sum}\n").into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("blocking job failed: {e}\n"),
+        Err(BlockingError::Busy) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many blocking jobs at once: try again\n",
         )
             .into_response(),
+        Err(BlockingError::Failed(e)) => {
+            crate::routes::internal_error("/blocking", &e).into_response()
+        }
     }
 }

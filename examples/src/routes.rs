@@ -5,7 +5,7 @@
 //! | `GET /` | `hello from wq` |
 //! | `GET /scope` | runs the handler at the `cache` scope (`wq::spawn_on`) and says on which thread and CPU |
 //! | `GET /sleep?ms=N` | waits N ms (the request timeout cuts it at 5 s: 504) |
-//! | `GET /blocking` | sums 2^20 numbers on the blocking pool (`wq::spawn_blocking`) |
+//! | `GET /blocking` | sums 2^20 numbers on the blocking pool (`wq::spawn_blocking`); at most 64 such jobs at once (503 beyond), a job not yet started cancelled with its request |
 //! | `GET /metrics` | the runtime's pool metrics, as text |
 //!
 //! Any other path is 404, any other method 405, a body over
@@ -70,23 +70,20 @@ pub async fn route(req: Request<Incoming>) -> Reply {
             }
             Err(why) => text(StatusCode::BAD_REQUEST, format!("{why}\n")),
         },
-        "/blocking" => {
-            match wq::spawn_blocking(|| (0..1u64 << 20).fold(0u64, |a, x| a.wrapping_add(x * x)))
-                .await
-            {
-                Ok(sum) => text(
-                    StatusCode::OK,
-                    format!("sum of squares below 2^20: {sum}\n"),
-                ),
-                Err(e) => text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("blocking job failed: {e}\n"),
-                ),
-            }
-        }
+        "/blocking" => match blocking_sum().await {
+            Ok(sum) => text(
+                StatusCode::OK,
+                format!("sum of squares below 2^20: {sum}\n"),
+            ),
+            Err(BlockingError::Busy) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many blocking jobs at once: try again\n",
+            ),
+            Err(BlockingError::Failed(e)) => internal_error("/blocking", &e),
+        },
         "/metrics" => match metrics_table().await {
             Ok(table) => text(StatusCode::OK, table.to_string()),
-            Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+            Err(e) => internal_error("/metrics", &e),
         },
         _ => text(StatusCode::NOT_FOUND, "no such page\n"),
     }
@@ -137,8 +134,88 @@ pub async fn scope() -> Reply {
     .await;
     match where_ {
         Ok(s) => text(StatusCode::OK, s),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+        Err(e) => internal_error("/scope", &e),
     }
+}
+
+/// A 500 that says nothing of the failure (a panic's message may carry
+/// anything: these routes are a template); the detail goes to the log.
+pub fn internal_error(route: &str, e: &dyn std::fmt::Display) -> Reply {
+    crate::report::report(format!("{route}: {e}"));
+    text(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n")
+}
+
+/// The most `/blocking` requests waiting for their job at once; beyond,
+/// 503.
+pub const MAX_BLOCKING_JOBS: usize = 64;
+
+static BLOCKING_JOBS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// `/blocking` requests waiting for their job now.
+pub fn blocking_jobs() -> usize {
+    BLOCKING_JOBS.load(std::sync::atomic::Ordering::Acquire)
+}
+
+/// Why [`blocking_sum`] gave no sum.
+#[derive(Debug)]
+pub enum BlockingError {
+    /// [`MAX_BLOCKING_JOBS`] are queued or running.
+    Busy,
+    /// The job failed (a panic).
+    Failed(wq::JoinError),
+}
+
+/// One of the jobs counted against [`MAX_BLOCKING_JOBS`], held by its
+/// request.
+struct JobSlot;
+
+impl JobSlot {
+    fn take() -> Option<JobSlot> {
+        use std::sync::atomic::Ordering;
+        BLOCKING_JOBS
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_BLOCKING_JOBS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| JobSlot)
+    }
+}
+
+impl Drop for JobSlot {
+    fn drop(&mut self) {
+        BLOCKING_JOBS.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Aborts its job when dropped: a request that goes (timed out, reset)
+/// takes its job with it if the job has not started (a dropped
+/// `JoinHandle` detaches: every timed-out request left a job queued).
+struct AbortOnDrop<T>(wq::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// `/blocking`'s work on the blocking pool: at most [`MAX_BLOCKING_JOBS`]
+/// at once, each cancelled with its request if it has not started (a
+/// started one finishes: a thread cannot be interrupted), so clients that
+/// go away leave no backlog behind for the workers and the next clients.
+pub async fn blocking_sum() -> Result<u64, BlockingError> {
+    capped_blocking(|| (0..1u64 << 20).fold(0u64, |a, x| a.wrapping_add(x * x))).await
+}
+
+/// `f` on the blocking pool as [`blocking_sum`]'s job: counted against
+/// [`MAX_BLOCKING_JOBS`], cancelled with its request if not started.
+pub async fn capped_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, BlockingError> {
+    // Held by the request: a job cancelled with it stays queued until a
+    // blocking thread reaches it (and drops it unrun), and must not count.
+    let _slot = JobSlot::take().ok_or(BlockingError::Busy)?;
+    let mut job = AbortOnDrop(wq::spawn_blocking(f));
+    (&mut job.0).await.map_err(BlockingError::Failed)
 }
 
 /// `key=<u64>` from a query string: `None` without one, an error saying
@@ -155,4 +232,90 @@ pub fn query_u64(query: Option<&str>, key: &str) -> Result<Option<u64>, String> 
     v.parse()
         .map(Some)
         .map_err(|_| format!("{key}={v:?} is not a whole number of {key}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt as _;
+
+    /// Beyond [`MAX_BLOCKING_JOBS`] a request is refused at once; the
+    /// jobs of requests that go before their job starts are cancelled
+    /// (they stayed queued, and ran after their clients had left, ahead
+    /// of every later job).
+    #[test]
+    fn blocking_jobs_are_capped_and_go_with_their_requests() {
+        let rt = wq::Runtime::builder()
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        // The one blocking thread, held.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started) = std::sync::mpsc::channel::<()>();
+        let blocker = rt.spawn_blocking(move || {
+            started_tx.send(()).unwrap();
+            let _ = held.recv();
+        });
+        started.recv().unwrap();
+        let ran = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let requests: Vec<_> = (0..MAX_BLOCKING_JOBS + 6)
+            .map(|_| {
+                let ran = ran.clone();
+                rt.spawn(capped_blocking(move || {
+                    ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }))
+            })
+            .collect();
+        // Every request has taken its slot or been refused.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while blocking_jobs() < MAX_BLOCKING_JOBS {
+            assert!(std::time::Instant::now() < deadline, "{}", blocking_jobs());
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let mut busy = 0;
+        let mut waiting = Vec::new();
+        for r in requests {
+            if r.is_finished() {
+                match rt.block_on(r).unwrap() {
+                    Err(BlockingError::Busy) => busy += 1,
+                    other => panic!("finished while the pool was held: {other:?}"),
+                }
+            } else {
+                waiting.push(r);
+            }
+        }
+        assert_eq!(busy, 6, "refused beyond the cap");
+        // The clients go: their queued jobs with them.
+        for r in waiting {
+            r.abort();
+        }
+        while blocking_jobs() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} jobs left behind by requests that went",
+                blocking_jobs()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        drop(release);
+        rt.block_on(blocker).unwrap();
+        // Behind the cancelled jobs in the queue: they were dropped unrun.
+        assert!(rt.block_on(blocking_sum()).is_ok());
+        assert_eq!(
+            ran.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "jobs of requests that went ran"
+        );
+    }
+
+    /// A 500 says nothing of its cause: a panic's message stays in the log.
+    #[test]
+    fn an_internal_error_does_not_show_its_cause() {
+        let reply = internal_error("/x", &"secret detail");
+        assert_eq!(reply.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = futures::executor::block_on(reply.into_body().collect())
+            .unwrap()
+            .to_bytes();
+        assert!(!String::from_utf8_lossy(&body).contains("secret"));
+    }
 }
