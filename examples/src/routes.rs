@@ -237,7 +237,6 @@ pub fn query_u64(query: Option<&str>, key: &str) -> Result<Option<u64>, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::BodyExt as _;
 
     /// Beyond [`MAX_BLOCKING_JOBS`] a request is refused at once; the
     /// jobs of requests that go before their job starts are cancelled
