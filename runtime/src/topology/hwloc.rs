@@ -75,7 +75,7 @@ pub(super) fn synthetic(desc: &str) -> Result<Topology, TopologyError> {
                 n,
             ));
         }
-        Some(_) => {}
+        Some(_) => super::synthetic::check_for_hwloc(desc)?,
         None => {
             // Counts too big to multiply, or one that is no number: the
             // parser here says which where it can (it refuses before
@@ -99,10 +99,14 @@ pub(super) fn synthetic(desc: &str) -> Result<Topology, TopologyError> {
         let last = last.to_ascii_lowercase();
         last.starts_with("pu:") || !last.contains(':')
     });
+    // hwloc separates levels by spaces and newlines only: a tab or a
+    // carriage return (accepted by the parser here and the macro) made it
+    // refuse the string without saying why.
+    let spaced = desc.split_whitespace().collect::<Vec<_>>().join(" ");
     let full = if ends_with_pu {
-        desc.to_owned()
+        spaced
     } else {
-        format!("{desc} pu:1")
+        format!("{spaced} pu:1")
     };
     // hwloc's own message says only that it rejected the string: where the
     // parser here (a subset of hwloc's grammar) finds the fault, say that.

@@ -29,6 +29,17 @@ const MAX_PUS: usize = super::MAX_CPUS;
 /// not their product, and would try to build every object of
 /// "100000 100000" (10^10 PUs).
 pub(super) fn pus_named(desc: &str) -> Option<usize> {
+    plain_levels(desc)?
+        .split_whitespace()
+        .try_fold(1usize, |acc, level| {
+            let count = level.rsplit_once(':').map_or(level, |(_, count)| count);
+            acc.checked_mul(strtoul(count)?)
+        })
+}
+
+/// `desc` with its attribute lists and memory children blanked out (as
+/// spaces): its levels only. `None` if the brackets do not balance.
+fn plain_levels(desc: &str) -> Option<String> {
     let mut plain = String::with_capacity(desc.len());
     let (mut parens, mut brackets) = (0usize, 0usize);
     for c in desc.chars() {
@@ -48,10 +59,121 @@ pub(super) fn pus_named(desc: &str) -> Option<usize> {
     if parens != 0 || brackets != 0 {
         return None;
     }
-    plain.split_whitespace().try_fold(1usize, |acc, level| {
-        let count = level.rsplit_once(':').map_or(level, |(_, count)| count);
-        acc.checked_mul(strtoul(count)?)
-    })
+    Some(plain)
+}
+
+/// [`check_for_hwloc`]'s `indexes=` lists (the numbered form; hwloc's
+/// interleaving form, `indexes=Core:PU`, is left to hwloc).
+#[cfg(feature = "hwloc")]
+fn check_indexes(desc: &str) -> Result<(), TopologyError> {
+    // The objects of the level being read: the product of the counts so
+    // far (each level's attribute list follows its count).
+    let mut objects = 1usize;
+    let mut token = String::new();
+    let level_objects = |token: &str, objects: usize| {
+        let token = token.trim();
+        if token.is_empty() {
+            return None; // the root's attributes
+        }
+        let count = token.rsplit_once(':').map_or(token, |(_, n)| n);
+        strtoul(count).and_then(|n| objects.checked_mul(n))
+    };
+    let mut chars = desc.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '(' => {
+                let mut attrs = String::new();
+                let mut depth = 1;
+                for c in chars.by_ref() {
+                    match c {
+                        '(' => depth += 1,
+                        ')' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                    attrs.push(c);
+                }
+                let here = level_objects(&token, objects);
+                if let Some(list) = attrs
+                    .split_whitespace()
+                    .find_map(|a| a.strip_prefix("indexes="))
+                    .filter(|l| !l.contains(':'))
+                {
+                    let what = |why: String| {
+                        invalid(
+                            desc,
+                            &format!("the indexes of {:?} ({list}) {why}", token.trim()),
+                        )
+                    };
+                    let mut indexes = Vec::new();
+                    for i in list.split(',') {
+                        match strtoul(i) {
+                            Some(i) if i < MAX_PUS => indexes.push(i),
+                            _ => return Err(what(format!("must be numbers below {MAX_PUS}"))),
+                        }
+                    }
+                    if let Some(n) = here
+                        && n != indexes.len()
+                    {
+                        return Err(what(format!("must number each of its {n} objects once")));
+                    }
+                    indexes.sort_unstable();
+                    if indexes.windows(2).any(|w| w[0] == w[1]) {
+                        return Err(what("repeat an index: each must be distinct".into()));
+                    }
+                }
+                if let Some(n) = here {
+                    objects = n;
+                }
+                token.clear();
+            }
+            c if c.is_whitespace() => {
+                if let Some(n) = level_objects(&token, objects) {
+                    objects = n;
+                }
+                token.clear();
+            }
+            c => token.push(c),
+        }
+    }
+    Ok(())
+}
+
+/// The checks hwloc does not make, for its reader (on a description whose
+/// size was checked): the levels this module knows nest outermost first
+/// (hwloc 2.9 builds "core:2 pack:2" as packages inside cores, and takes
+/// "l3:2 l3:2" or "l2:2 l3:2" as given), and a level's explicit OS
+/// indexes (`indexes=a,b,...`) are one per object of the level, distinct,
+/// each below the CPU limit: hwloc reads them unchecked (a repeated index
+/// merges CPUs silently; a huge one grows every CPU set to it,
+/// gigabytes; a short list is ignored).
+#[cfg(feature = "hwloc")]
+pub(super) fn check_for_hwloc(desc: &str) -> Result<(), TopologyError> {
+    check_indexes(desc)?;
+    let Some(plain) = plain_levels(desc) else {
+        return Ok(()); // hwloc and the caller report it
+    };
+    let mut last_rank: Option<u8> = None;
+    for token in plain.split_whitespace() {
+        let Some((name, _)) = token.split_once(':') else {
+            continue;
+        };
+        let Some(rank) = Level::parse(name).and_then(Level::rank) else {
+            continue; // a type only hwloc names, or an unranked one
+        };
+        if last_rank.is_some_and(|last| rank <= last) {
+            return Err(invalid(
+                desc,
+                &format!("{name:?} cannot sit inside the level before it"),
+            ));
+        }
+        last_rank = Some(rank);
+    }
+    Ok(())
 }
 
 /// A count as C's `strtoul(s, NULL, 0)` reads a whole word: decimal, `0x`

@@ -895,6 +895,37 @@ mod with_hwloc {
         }
     }
 
+    /// What hwloc reads unchecked is checked before it: explicit OS
+    /// indexes (a repeated one merged CPUs: "core:2 pu:2(indexes=0,0,1,1)"
+    /// made 2; a huge one grew every CPU set to gigabytes) are refused,
+    /// levels out of order are named (hwloc built packages inside cores
+    /// and blamed the core ids), and a tab separates levels as a space
+    /// (hwloc refused it without saying why).
+    #[test]
+    fn hwloc_is_given_no_string_it_would_misread() {
+        for desc in [
+            "core:2 pu:2(indexes=0,0,1,1)",
+            "core:2 pu:2(indexes=0,1,2,4000000000)",
+            "core:2 pu:2(indexes=0,1)",
+        ] {
+            let err = Topology::synthetic(desc).unwrap_err();
+            assert_eq!(err.kind(), TopologyErrorKind::InvalidSynthetic, "{desc}");
+            assert!(err.to_string().contains("the indexes of"), "{err}");
+        }
+        for desc in ["core:2 pack:2 pu:1", "l3:2 l3:2 pu:1", "l2:2 l3:2 pu:1"] {
+            let err = Topology::synthetic(desc).unwrap_err();
+            assert_eq!(err.kind(), TopologyErrorKind::InvalidSynthetic, "{desc}");
+            assert!(err.to_string().contains("cannot sit inside"), "{err}");
+        }
+        assert_eq!(synthetic("core:4\tpu:2").num_cpus(), 8);
+        assert_eq!(synthetic("core:4 pu:2\r\n").num_cpus(), 8);
+        // Attributes, still read.
+        assert_eq!(
+            synthetic("(memory=1GB) pack:2(memory=512MB) core:2 pu:2").num_cpus(),
+            8
+        );
+    }
+
     /// A last level with no type is hwloc's PU level ("core:4 2" is
     /// "core:4 pu:2"); counts are read as hwloc reads them (C's strtoul),
     /// by hwloc and by the parser used without the feature alike.
