@@ -156,6 +156,18 @@ pub(super) fn from_xml(xml: &str) -> Result<Topology, TopologyError> {
             ),
         ));
     }
+    // Nor does it check an os_index against the PU's cpuset or the other
+    // PUs' (the same abort in a debug build; in release, CPUs merged or
+    // misplaced).
+    if let Some((tag, why)) = pu_os_index_problem(xml) {
+        return Err(TopologyError::new(
+            TopologyErrorKind::InvalidXml,
+            format!(
+                "invalid hwloc XML topology: the PU object {tag:?} {why}: export the machine \
+                 with `hwloc-ls --of xml` rather than editing its CPU numbers"
+            ),
+        ));
+    }
     let hw = HwTopology::builder()
         .from_xml(xml)
         .map_err(|e| invalid(e.to_string()))?
@@ -169,6 +181,82 @@ pub(super) fn from_xml(xml: &str) -> Result<Topology, TopologyError> {
     )
 }
 
+/// The first PU tag whose `os_index` is no number, repeats another PU's,
+/// or is not the first CPU of its own `cpuset` (as hwloc's consistency
+/// check requires), with what is wrong; PUs without one are
+/// [`pu_without_os_index`]'s.
+pub(super) fn pu_os_index_problem(xml: &str) -> Option<(&str, String)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut rest = xml;
+    while let Some(start) = rest.find("<object") {
+        let tag_end = rest[start..]
+            .find('>')
+            .map_or(rest.len(), |e| start + e + 1);
+        let tag = &rest[start..tag_end];
+        rest = &rest[tag_end..];
+        let attrs = tag_attrs(tag);
+        let value = |name: &str| {
+            attrs.iter().find_map(|a| {
+                a.strip_prefix(name)
+                    .and_then(|v| v.strip_prefix('='))
+                    .map(|v| v.trim_matches(|c| c == '"' || c == '\''))
+            })
+        };
+        if value("type") != Some("PU") {
+            continue;
+        }
+        let Some(os_index) = value("os_index") else {
+            continue;
+        };
+        let Ok(n) = os_index.parse::<usize>() else {
+            return Some((tag, format!("has os_index {os_index:?}, not a number")));
+        };
+        if !seen.insert(n) {
+            return Some((tag, format!("repeats os_index {n} of another PU")));
+        }
+        if let Some(first) = value("cpuset").and_then(first_cpu_of)
+            && first != n
+        {
+            return Some((
+                tag,
+                format!("has os_index {n} but its cpuset holds CPU {first}"),
+            ));
+        }
+    }
+    None
+}
+
+/// The lowest CPU of an hwloc cpuset string (`0x...` words of 32 bits,
+/// the most significant first, separated by commas); `None` if empty or
+/// unreadable.
+fn first_cpu_of(set: &str) -> Option<usize> {
+    let words: Vec<&str> = set.split(',').collect();
+    for (i, word) in words.iter().rev().enumerate() {
+        let hex = word
+            .trim()
+            .trim_start_matches("0x")
+            .trim_start_matches("0X");
+        let w = u32::from_str_radix(hex, 16).ok()?;
+        if w != 0 {
+            return Some(i * 32 + w.trailing_zeros() as usize);
+        }
+    }
+    None
+}
+
+/// An XML tag's attributes as `name=value` words (whitespace and spaces
+/// around `=` as XML allows them).
+fn tag_attrs(tag: &str) -> Vec<String> {
+    tag.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace(" =", "=")
+        .replace("= ", "=")
+        .split(' ')
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The first `<object type="PU" ...>` tag of an hwloc XML export that has
 /// no `os_index` attribute, if any.
 pub(super) fn pu_without_os_index(xml: &str) -> Option<&str> {
@@ -180,15 +268,7 @@ pub(super) fn pu_without_os_index(xml: &str) -> Option<&str> {
         let tag = &rest[start..tag_end];
         // Attributes as XML allows them: after any whitespace, either
         // quote, spaces around `=`.
-        let attrs: Vec<String> = tag
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .replace(" =", "=")
-            .replace("= ", "=")
-            .split(' ')
-            .map(str::to_owned)
-            .collect();
+        let attrs = tag_attrs(tag);
         let is_pu = attrs
             .iter()
             .any(|a| a.starts_with("type=\"PU\"") || a.starts_with("type='PU'"));

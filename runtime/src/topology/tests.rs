@@ -895,6 +895,27 @@ mod with_hwloc {
         }
     }
 
+    /// A PU's os_index hand-edited to repeat another's, to disagree with
+    /// its cpuset, or to be no number: refused, naming the PU (a debug
+    /// build aborted in hwloc's own check; release merged or misplaced
+    /// CPUs).
+    #[test]
+    fn xml_with_edited_pu_numbers_is_refused() {
+        let xml = export("core:2 pu:2");
+        assert!(Topology::from_xml(&xml).is_ok());
+        for (from, to, says) in [
+            ("os_index=\"1\"", "os_index=\"0\"", "repeats os_index 0"),
+            ("os_index=\"1\"", "os_index=\"7\"", "its cpuset holds CPU 1"),
+            ("os_index=\"1\"", "os_index=\"x\"", "not a number"),
+        ] {
+            assert!(xml.contains(from), "{xml}");
+            let edited = xml.replacen(from, to, 1);
+            let err = Topology::from_xml(&edited).unwrap_err();
+            assert_eq!(err.kind(), TopologyErrorKind::InvalidXml);
+            assert!(err.to_string().contains(says), "{err}");
+        }
+    }
+
     /// What hwloc reads unchecked is checked before it: explicit OS
     /// indexes (a repeated one merged CPUs: "core:2 pu:2(indexes=0,0,1,1)"
     /// made 2; a huge one grew every CPU set to gigabytes) are refused,
