@@ -321,7 +321,8 @@ fn parse_topology(value: &Expr) -> syn::Result<LitStr> {
 
 /// A light syntax check of an hwloc synthetic topology string: one or more
 /// whitespace-separated `name:N` items (hwloc's `(attributes)` may follow
-/// N), `name` an identifier and `N` a positive integer, at most
+/// N), `name` an identifier and `N` a positive integer (read as the
+/// runtime reads it: `0x` hex, a leading 0 octal), at most
 /// [`MAX_CPUS`] CPUs in all. The runtime's `Topology::synthetic` does the
 /// full check when the program starts.
 pub(crate) fn check_topology(text: &str) -> Result<(), String> {
@@ -341,11 +342,7 @@ pub(crate) fn check_topology(text: &str) -> Result<(), String> {
             let mut chars = name.chars();
             let named = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
                 && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-            let digits = !count.is_empty() && count.chars().all(|c| c.is_ascii_digit());
-            (named && digits)
-                .then(|| count.parse::<u64>().ok())
-                .flatten()
-                .filter(|&n| n > 0)
+            named.then(|| strtoul(count)).flatten().filter(|&n| n > 0)
         });
         let Some(count) = count else {
             return Err(format!("invalid `topology` level `{item}`; {hint}"));
@@ -359,6 +356,21 @@ pub(crate) fn check_topology(text: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A count as the runtime reads it (hwloc's `strtoul(count, NULL, 0)`):
+/// decimal, `0x` hex, or octal after a leading 0 ("core:08" is no count,
+/// "core:010" is 8).
+fn strtoul(s: &str) -> Option<u64> {
+    if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        u64::from_str_radix(hex, 16).ok()
+    } else if s.len() > 1 && s.starts_with('0') {
+        u64::from_str_radix(&s[1..], 8).ok()
+    } else if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
+        s.parse().ok()
+    } else {
+        None
+    }
 }
 
 /// Parses `crate = "path"`.
@@ -534,7 +546,7 @@ mod tests {
             assert_eq!(check_topology(good), Ok(()), "{good:?}");
         }
         for bad in [
-            "pack:0", "core4", "core:", ":4", "core:-1", "core:4x", "4:4", "c-re:2",
+            "pack:0", "core4", "core:", ":4", "core:-1", "core:4x", "4:4", "c-re:2", "core:08",
         ] {
             let msg = check_topology(bad).unwrap_err();
             assert!(msg.contains(&format!("level `{bad}`")), "{msg}");
@@ -553,6 +565,11 @@ mod tests {
         assert!(
             one_error(quote!(topology = "core:4 pu")).starts_with("invalid `topology` level `pu`")
         );
+        // Counts as the runtime reads them (C's strtoul): "08" is no
+        // octal number (it compiled, then panicked at start); "020000" is
+        // 8,192 CPUs, not 20,000 (it was refused).
+        assert_eq!(check_topology("core:020000"), Ok(()));
+        assert_eq!(check_topology("core:0x10 pu:2"), Ok(()));
         assert!(one_error(quote!(topology = 4)).starts_with("option `topology` takes an hwloc"));
     }
 
