@@ -206,6 +206,16 @@ mod loom_tests {
         }
     }
 
+    /// A thief that steals twice from `slot`; it gives what it got.
+    fn two_steals(slot: &Arc<LifoSlot<Token>>) -> thread::JoinHandle<Vec<Token>> {
+        let slot = slot.clone();
+        thread::spawn(move || {
+            let mut got: Vec<Token> = slot.steal().into_iter().collect();
+            got.extend(slot.steal());
+            got
+        })
+    }
+
     /// The owner puts three tasks (the second displacing the first) and
     /// takes twice, while a thief steals twice: each task comes out once.
     fn model(plain_take: bool) {
@@ -213,14 +223,7 @@ mod loom_tests {
             let mut slot = LifoSlot::<Token>::default();
             slot.plain_take = plain_take;
             let slot = Arc::new(slot);
-            let thief = {
-                let slot = slot.clone();
-                thread::spawn(move || {
-                    let mut got: Vec<Token> = slot.steal().into_iter().collect();
-                    got.extend(slot.steal());
-                    got
-                })
-            };
+            let thief = two_steals(&slot);
             let (mut got, mut log) = (Vec::new(), Vec::new());
             let mut step = |what: &str, out: Vec<Token>| {
                 log.push(format!("{what}: {out:?}"));
@@ -259,14 +262,7 @@ mod loom_tests {
             let mut slot = LifoSlot::<Token>::default();
             slot.plain_take = plain_take;
             let slot = Arc::new(slot);
-            let thief = {
-                let slot = slot.clone();
-                thread::spawn(move || {
-                    let mut got: Vec<Token> = slot.steal().into_iter().collect();
-                    got.extend(slot.steal());
-                    got
-                })
-            };
+            let thief = two_steals(&slot);
             let mut got = Vec::new();
             for _ in 0..2 {
                 got.extend(slot.put(Token(1)));

@@ -258,8 +258,10 @@ fn busy_workers_keep_idle_ones_alive() {
     assert_eq!(snap.counters.workers_culled, 1);
 }
 
-#[test]
-fn an_exiting_thread_is_drafted_when_no_slot_is_free() {
+/// A pool of one slot whose only worker was culled and has not exited
+/// yet, and a kick that found no free slot: a start reserved for the
+/// exiting thread to take up.
+fn a_culled_thread_and_a_reservation() -> Idle {
     let mut cfg = config(1);
     cfg.slots = 1;
     cfg.idle_timeout = Duration::ZERO;
@@ -271,6 +273,12 @@ fn an_exiting_thread_is_drafted_when_no_slot_is_free() {
     assert_eq!(idle.slot_state(0), SlotState::Culled);
     // Work arrives while the culled thread is still on its way out.
     assert_eq!(idle.kick(), Kick::Busy);
+    idle
+}
+
+#[test]
+fn an_exiting_thread_is_drafted_when_no_slot_is_free() {
+    let idle = a_culled_thread_and_a_reservation();
     assert_eq!(idle.hint().searching(), 1, "the reservation searches");
     assert_eq!(idle.exit(0), Next::Search, "drafted as the new worker");
     assert_eq!(idle.slot_state(0), SlotState::Running);
@@ -283,15 +291,7 @@ fn an_exiting_thread_is_drafted_when_no_slot_is_free() {
 /// never was stayed in the counts for good).
 #[test]
 fn a_reservation_for_a_culled_thread_goes_if_the_pool_closes_first() {
-    let mut cfg = config(1);
-    cfg.slots = 1;
-    cfg.idle_timeout = Duration::ZERO;
-    cfg.min_idle = 0;
-    let idle = Idle::new(cfg);
-    let now = Instant::now();
-    idle_workers(&idle, 1, now);
-    idle.cull_now(now).wake_all();
-    assert_eq!(idle.kick(), Kick::Busy);
+    let idle = a_culled_thread_and_a_reservation();
     drop(idle.close());
     assert_eq!(idle.exit(0), Next::Exit, "not drafted into a closed pool");
     let snap = idle.snapshot();
