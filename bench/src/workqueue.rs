@@ -314,8 +314,16 @@ where
             .map(|i| {
                 let (spawn, barrier, cores) = (&spawn, &barrier, &cores);
                 s.spawn(move || {
-                    if cfg.pin && !cores.is_empty() {
-                        core_affinity::set_for_current(cores[i % cores.len()]);
+                    if cfg.pin
+                        && !cores.is_empty()
+                        && !core_affinity::set_for_current(cores[i % cores.len()])
+                    {
+                        static SAID: std::sync::Once = std::sync::Once::new();
+                        SAID.call_once(|| {
+                            eprintln!(
+                                "wq-bench: could not pin a producer to its CPU; producers run unpinned (--no-pin says so)"
+                            );
+                        });
                     }
                     let done = Completion::new();
                     for _ in 0..cfg.warmup {
@@ -826,7 +834,13 @@ pub fn json(cfg: &Config, rows: &[Row], command: &str) -> Value {
         "topology": cfg.topology.clone().unwrap_or_else(|| "this machine".to_owned()),
         "producers": cfg.producers,
         "items_per_producer": cfg.items,
+        "warmup_items_per_producer": cfg.warmup,
         "repeat": cfg.repeat,
+        "producers_pinned": cfg.pin,
+        // null: the runtime's default spin.
+        "wq_worker_spin_us": cfg.spin.map(|s| s.as_secs_f64() * 1e6),
+        // The rows' own runtime says which ran with capture off.
+        "wq_latency_capture": true,
         "tokio_workers": cfg.tokio_workers,
         // null: the runtime's default (the pod's CPUs, at most the CPUs
         // the process may use).
