@@ -30,8 +30,8 @@
 //! 4. A thread that the OS refuses to start is un-reserved; its job stays
 //!    queued for the next thread. If no thread is left to take it (it is
 //!    **stranded**; reported once on stderr), the rescuer is poked and
-//!    tries a thread at once and then every `MAYDAY_INTERVAL` while jobs
-//!    stay stranded (`rescuer`'s module docs); a spawn tries too.
+//!    tries a thread every `MAYDAY_INTERVAL` after the last refusal while
+//!    jobs stay stranded (`rescuer`'s module docs); a spawn tries too.
 //!
 //! # Shutdown ([`BlockingPool::close`], [`BlockingPool::shutdown`])
 //! **Close**, as soon as the runtime closes (before it waits for its
@@ -95,6 +95,9 @@ struct State {
     shutdown: bool,
     handles: Vec<ThreadHandle<()>>,
     start_failures: u64,
+    /// After a refused start: the rescuer's retry waits until then
+    /// (`MAYDAY_INTERVAL` later).
+    retry_at: Option<Instant>,
     /// Stranded jobs were reported (once per pool).
     stranded_said: bool,
 }
@@ -212,6 +215,11 @@ impl BlockingPool {
         if s.shutdown || s.threads > 0 || s.queue.is_empty() {
             return;
         }
+        // Paced: the rescuer wakes for maydays and watchdog ticks (every
+        // 5 ms while tasks run), and a failing start costs a clone().
+        if s.retry_at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
         s.threads += 1;
         s.starting += 1;
         drop(s);
@@ -227,6 +235,10 @@ impl BlockingPool {
         s.threads -= 1;
         s.starting -= 1;
         s.start_failures += 1;
+        s.retry_at = Some(crate::clock::saturating_add(
+            Instant::now(),
+            super::MAYDAY_INTERVAL,
+        ));
         let stranded = s.threads == 0 && !s.queue.is_empty();
         let first = stranded && !std::mem::replace(&mut s.stranded_said, true);
         drop(s);

@@ -38,8 +38,8 @@
 //! - **Stranded blocking jobs.** A blocking-pool thread the OS refuses,
 //!   with no blocking thread left, strands the queued `spawn_blocking`
 //!   jobs (`blocking`'s step 4): the pool pokes the rescuer, which tries a
-//!   thread for them at once and then every [`MAYDAY_INTERVAL`](super::MAYDAY_INTERVAL) while they
-//!   stay stranded (it does not run them itself: a blocking job may block
+//!   thread for them every [`MAYDAY_INTERVAL`](super::MAYDAY_INTERVAL) after the last refusal while
+//!   they stay stranded (it does not run them itself: a blocking job may block
 //!   for good, and the rescuer must stay free for the pools).
 //! - **Shutdown** (step 2 of `crate::scheduler`) closes the list and wakes
 //!   the rescuer, which exits; it is counted live and joined like a worker.

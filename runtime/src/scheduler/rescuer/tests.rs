@@ -199,10 +199,41 @@ fn a_stranded_blocking_job_runs_once_a_thread_can_start() {
         let blocking = &rt.handle().scheduler.services.blocking;
         // The rescuer waits for a mayday, with nothing to time.
         std::thread::sleep(Duration::from_millis(50));
-        // The spawn's start, the poked retry and one timed retry fail.
+        // The spawn's start and two paced retries fail.
         blocking.refuse_starts.store(3, Ordering::Relaxed);
         let h = rt.spawn_blocking(|| 7);
         assert_eq!(futures::executor::block_on(h).unwrap(), 7);
         assert_eq!(blocking.refuse_starts.load(Ordering::Relaxed), 0);
+    });
+}
+
+/// The retries of stranded jobs are paced at the mayday interval: the
+/// rescuer wakes every watchdog tick (5 ms while a task runs) and for
+/// every mayday, and tried a thread on each wake (about 200 failing
+/// clones a second at the thread limit).
+#[test]
+fn stranded_blocking_jobs_are_retried_at_the_mayday_interval() {
+    within_watchdog(|| {
+        let rt = Runtime::new().unwrap();
+        let blocking = &rt.handle().scheduler.services.blocking;
+        blocking.refuse_starts.store(1_000, Ordering::Relaxed);
+        // A task running meanwhile: the watchdog ticks fast.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let busy = rt.spawn(async move {
+            while !s.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        });
+        let job = rt.spawn_blocking(|| 7);
+        std::thread::sleep(Duration::from_millis(500));
+        let tried = 1_000 - blocking.refuse_starts.load(Ordering::Relaxed);
+        stop.store(true, Ordering::Relaxed);
+        rt.block_on(busy).unwrap();
+        // The spawn's try, then one every 100 ms (and slack for a slow
+        // machine's late ticks).
+        assert!((2..=8).contains(&tried), "{tried} starts tried in 500 ms");
+        blocking.refuse_starts.store(0, Ordering::Relaxed);
+        assert_eq!(futures::executor::block_on(job).unwrap(), 7);
     });
 }
