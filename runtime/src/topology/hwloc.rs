@@ -199,7 +199,11 @@ pub(super) fn pu_os_index_problem(xml: &str) -> Option<(&str, String)> {
             attrs.iter().find_map(|a| {
                 a.strip_prefix(name)
                     .and_then(|v| v.strip_prefix('='))
-                    .map(|v| v.trim_matches(|c| c == '"' || c == '\''))
+                    // The tag's last attribute carries its `>` or `/>`.
+                    .map(|v| {
+                        v.trim_end_matches(['>', '/'])
+                            .trim_matches(|c| c == '"' || c == '\'')
+                    })
             })
         };
         if value("type") != Some("PU") {

@@ -62,8 +62,10 @@ fn plain_levels(desc: &str) -> Option<String> {
     Some(plain)
 }
 
-/// [`check_for_hwloc`]'s `indexes=` lists (the numbered form; hwloc's
-/// interleaving form, `indexes=Core:PU`, is left to hwloc).
+/// [`check_for_hwloc`]'s `indexes=` lists: the numbered form, which hwloc
+/// tells by its characters (digits and commas only) and reads in base 10;
+/// its interleaving forms (`indexes=Core:PU`, `indexes=2*4`) are left to
+/// hwloc. Memory children (`[numa]`) are skipped as hwloc skips them.
 #[cfg(feature = "hwloc")]
 fn check_indexes(desc: &str) -> Result<(), TopologyError> {
     // The objects of the level being read: the product of the counts so
@@ -81,6 +83,23 @@ fn check_indexes(desc: &str) -> Result<(), TopologyError> {
     let mut chars = desc.chars();
     while let Some(c) = chars.next() {
         match c {
+            '[' => {
+                // A memory child after the count ("pack:2[numa]"): the
+                // count before it is the level's.
+                let mut depth = 1;
+                for c in chars.by_ref() {
+                    match c {
+                        '[' => depth += 1,
+                        ']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
             '(' => {
                 let mut attrs = String::new();
                 let mut depth = 1;
@@ -101,7 +120,7 @@ fn check_indexes(desc: &str) -> Result<(), TopologyError> {
                 if let Some(list) = attrs
                     .split_whitespace()
                     .find_map(|a| a.strip_prefix("indexes="))
-                    .filter(|l| !l.contains(':'))
+                    .filter(|l| l.chars().all(|c| c.is_ascii_digit() || c == ','))
                 {
                     let what = |why: String| {
                         invalid(
@@ -110,9 +129,11 @@ fn check_indexes(desc: &str) -> Result<(), TopologyError> {
                         )
                     };
                     let mut indexes = Vec::new();
-                    for i in list.split(',') {
-                        match strtoul(i) {
-                            Some(i) if i < MAX_PUS => indexes.push(i),
+                    // Base 10, as hwloc reads them; a trailing comma is
+                    // hwloc's to tolerate.
+                    for i in list.split(',').filter(|i| !i.is_empty()) {
+                        match i.parse::<usize>() {
+                            Ok(i) if i < MAX_PUS => indexes.push(i),
                             _ => return Err(what(format!("must be numbers below {MAX_PUS}"))),
                         }
                     }
@@ -162,8 +183,13 @@ pub(super) fn check_for_hwloc(desc: &str) -> Result<(), TopologyError> {
         let Some((name, _)) = token.split_once(':') else {
             continue;
         };
-        let Some(rank) = Level::parse(name).and_then(Level::rank) else {
-            continue; // a type only hwloc names, or an unranked one
+        let Some(rank) = Level::parse(name)
+            .filter(|l| *l != Level::Die)
+            .and_then(Level::rank)
+        else {
+            // A type only hwloc names, an unranked one, or a die (a
+            // package-wide L3 may span dies: "pack:1 l3:1 die:2").
+            continue;
         };
         if last_rank.is_some_and(|last| rank <= last) {
             return Err(invalid(

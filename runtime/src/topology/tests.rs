@@ -903,6 +903,13 @@ mod with_hwloc {
     fn xml_with_edited_pu_numbers_is_refused() {
         let xml = export("core:2 pu:2");
         assert!(Topology::from_xml(&xml).is_ok());
+        // The last attribute of a tag is read without its `/>`.
+        assert_eq!(
+            super::super::hwloc::pu_os_index_problem(
+                "<object type=\"PU\" cpuset=\"0x8\" os_index=\"3\"/>"
+            ),
+            None
+        );
         for (from, to, says) in [
             ("os_index=\"1\"", "os_index=\"0\"", "repeats os_index 0"),
             ("os_index=\"1\"", "os_index=\"7\"", "its cpuset holds CPU 1"),
@@ -938,6 +945,25 @@ mod with_hwloc {
             assert_eq!(err.kind(), TopologyErrorKind::InvalidSynthetic, "{desc}");
             assert!(err.to_string().contains("cannot sit inside"), "{err}");
         }
+        // What hwloc accepts stays accepted: indexes in base 10 with a
+        // trailing comma, an interleaving, memory children, a die inside
+        // a package-wide L3.
+        assert_eq!(
+            synthetic("core:4 pu:2(indexes=0,1,2,3,4,5,6,08,)").num_cpus(),
+            8
+        );
+        assert_eq!(synthetic("core:2 pu:2(indexes=2*2)").num_cpus(), 4);
+        assert_eq!(
+            synthetic("pack:2[numa] core:2 pu:2(indexes=0,2,4,6,1,3,5,7)").num_cpus(),
+            8
+        );
+        assert_eq!(synthetic("pack:1 l3:1 die:2 core:2 pu:1").num_cpus(), 4);
+        // Base 10 as hwloc reads them: "010" and "10" are one index.
+        assert!(Topology::synthetic("core:1 pu:2(indexes=010,10)").is_err());
+        assert!(
+            Topology::synthetic("pack:2[numa] core:2 pu:2(indexes=0,1,2,3)").is_err(),
+            "a list short of the 8 PUs behind a memory child"
+        );
         assert_eq!(synthetic("core:4\tpu:2").num_cpus(), 8);
         assert_eq!(synthetic("core:4 pu:2\r\n").num_cpus(), 8);
         // Attributes, still read.
