@@ -5,7 +5,7 @@
 //! | `GET /` | `hello from wq` |
 //! | `GET /scope` | runs the handler at the `cache` scope (`wq::spawn_on`) and says on which thread and CPU |
 //! | `GET /sleep?ms=N` | waits N ms (the request timeout cuts it at 5 s: 504) |
-//! | `GET /blocking` | sums 2^20 numbers on the blocking pool (`wq::spawn_blocking`); at most 64 such jobs at once (503 beyond), a job not yet started cancelled with its request |
+//! | `GET /blocking` | sums 2^20 numbers on the blocking pool (`wq::spawn_blocking`); at most 64 such requests waiting at once (503 beyond), a job not yet started cancelled with its request (a started one finishes) |
 //! | `GET /metrics` | the runtime's pool metrics, as text |
 //!
 //! Any other path is 404, any other method 405, a body over

@@ -185,7 +185,9 @@ counters! {
     lock_contended => "lock_contended",
     /// Tasks taken from another pod's pool.
     remote_steals => "remote_steals",
-    /// Tasks taken from a sibling worker's deque.
+    /// Tasks taken from a sibling worker's deque (counted as a batch
+    /// lands: a third worker stealing part of it at that instant leaves
+    /// those uncounted).
     sibling_steals => "sibling_steals",
     /// Times a worker parked.
     parks => "parks",

@@ -688,7 +688,8 @@ impl Core {
             }
             if let Some(r) = steal_into(victim, &local.deque) {
                 // The task and the rest of its batch, now in this worker's
-                // deque (empty before: its `pop` just found nothing).
+                // deque (empty before: its `pop` just found nothing); a
+                // sibling stealing from it meanwhile makes this a few low.
                 self.sibling_steals += 1 + local.deque.len() as u64;
                 return Some(r);
             }
