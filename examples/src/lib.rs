@@ -178,7 +178,12 @@ pub fn parse_args(
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--addr" => opts.addr = it.next().ok_or(format!("--addr needs a value\n{usage}"))?,
+            "--addr" => {
+                opts.addr = it
+                    .next()
+                    .filter(|v| !v.starts_with('-'))
+                    .ok_or(format!("--addr needs a value\n{usage}"))?
+            }
             s if s.starts_with("--addr=") => opts.addr = s["--addr=".len()..].to_owned(),
             "-h" | "--help" => return Err(usage),
             other => return Err(format!("unknown argument {other:?}\n{usage}")),
@@ -540,13 +545,22 @@ pub fn refused_args(msg: &str) -> ExitCode {
     }
 }
 
+/// The program's arguments after its name, each read lossily: one that is
+/// not UTF-8 is refused by the parsers (or the bind) as what it says,
+/// where `std::env::args` panicked on it.
+pub fn args() -> Vec<String> {
+    std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
+}
+
 /// What an example service does first: [`parse_args`] on the process's
 /// arguments, then [`bind_or_exit`]. `Err` is the exit code to return
 /// (0 after `--help`, 2 after a bad argument, 1 when the address cannot be
 /// bound).
 pub async fn listen(name: &str, default_port: u16) -> Result<(TcpListener, SocketAddr), ExitCode> {
-    let opts = parse_args(name, default_port, std::env::args().skip(1))
-        .map_err(|msg| refused_args(&msg))?;
+    let opts = parse_args(name, default_port, args()).map_err(|msg| refused_args(&msg))?;
     bind_or_exit(name, &opts).await
 }
 
@@ -605,6 +619,12 @@ mod tests {
         );
         assert!(
             parse_args("x", 80, args(&["--addr"]))
+                .unwrap_err()
+                .contains("needs a value")
+        );
+        // An option where the address should be is no address.
+        assert!(
+            parse_args("x", 80, args(&["--addr", "--help"]))
                 .unwrap_err()
                 .contains("needs a value")
         );

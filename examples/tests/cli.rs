@@ -62,3 +62,22 @@ fn wq_dump_into_a_closed_pipe_ends_quietly() {
     assert!(out.status.success(), "{:?}: {err}", out.status);
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// An argument that is not UTF-8 is refused as unknown, with status 2 (it
+/// panicked in `std::env::args`, status 101).
+#[test]
+fn an_argument_that_is_not_utf8_is_refused_not_a_panic() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let bad = std::ffi::OsStr::from_bytes(b"--\xff");
+    for bin in [
+        env!("CARGO_BIN_EXE_echo"),
+        env!("CARGO_BIN_EXE_wq-dump"),
+        env!("CARGO_BIN_EXE_wq-monitor"),
+        env!("CARGO_BIN_EXE_workqueues"),
+    ] {
+        let out = Command::new(bin).arg(bad).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bin}: {err}");
+        assert!(!err.contains("panicked"), "{bin}: {err}");
+    }
+}

@@ -32,7 +32,7 @@ fn main() -> ExitCode {
 }
 
 async fn run() -> ExitCode {
-    let parsed = dashboard_addr(std::env::args().skip(1))
+    let parsed = dashboard_addr(wq_examples::args())
         .and_then(|(dash, rest)| Ok((dash, parse_args("http_service", 8080, rest)?)));
     let (dash, opts) = match parsed {
         Ok(o) => o,

@@ -25,7 +25,7 @@ const USAGE: &str = "usage: workqueues (no arguments): runs the named-workqueue 
 
 #[wq::main(scope = "system")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    if let Some(arg) = std::env::args().nth(1) {
+    if let Some(arg) = wq_examples::args().into_iter().next() {
         if arg == "-h" || arg == "--help" {
             println!("{USAGE}");
             return Ok(());

@@ -179,7 +179,7 @@ fn write_report(out: &mut String, topo: &Topology) -> std::fmt::Result {
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
+    let args = match parse_args(wq_examples::args()) {
         Ok(Command::Dump(args)) => args,
         Ok(Command::Help) => {
             println!("{USAGE}");

@@ -21,7 +21,7 @@ use wq_examples::monitor::{self, Options};
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
-    let opts = match monitor::parse_args(std::env::args().skip(1)) {
+    let opts = match monitor::parse_args(wq_examples::args()) {
         Ok(o) => o,
         Err(msg) => {
             let help = msg.starts_with("usage:");
