@@ -106,25 +106,32 @@ async fn time_to_close(c: &mut TcpStream) -> Duration {
     t.elapsed()
 }
 
+/// `http_service`'s routes served with `limits` on a loopback port: its
+/// address.
+async fn serve_routes_with(limits: wq_examples::Limits) -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(wq::spawn(wq_examples::serve_with(
+        l,
+        || service_fn(routes::service),
+        limits,
+    )));
+    addr
+}
+
 #[test]
 fn silent_clients_full_houses_and_long_connections_are_closed() {
     on_wq(async || {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
         // Wide margins: the bounds below hold on a loaded 2-CPU machine.
-        let limits = wq_examples::Limits {
+        let addr = serve_routes_with(wq_examples::Limits {
             first_bytes: Duration::from_millis(1000),
             lifetime: Duration::from_millis(4000),
             idle: Duration::from_secs(60),
             max_connections: 2,
             write_progress: Duration::from_secs(10),
             close_grace: Duration::from_secs(5),
-        };
-        drop(wq::spawn(wq_examples::serve_with(
-            l,
-            || service_fn(routes::service),
-            limits,
-        )));
+        })
+        .await;
         // A client that connects and says nothing is closed after the
         // first-bytes timeout (the auto server's sniffing has no timer).
         let mut silent = TcpStream::connect(addr).await.unwrap();
@@ -195,21 +202,15 @@ fn silent_clients_full_houses_and_long_connections_are_closed() {
 #[test]
 fn an_idle_http2_connection_is_shut_down_and_a_busy_one_is_not() {
     on_wq(async || {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let limits = wq_examples::Limits {
+        let addr = serve_routes_with(wq_examples::Limits {
             first_bytes: Duration::from_secs(10),
             lifetime: Duration::from_secs(60),
             idle: Duration::from_millis(1000),
             max_connections: 8,
             write_progress: Duration::from_secs(10),
             close_grace: Duration::from_secs(2),
-        };
-        drop(wq::spawn(wq_examples::serve_with(
-            l,
-            || service_fn(routes::service),
-            limits,
-        )));
+        })
+        .await;
         let connect = async || {
             let io = WqIo::new(TcpStream::connect(addr).await.unwrap());
             let (send, conn) =
@@ -284,21 +285,15 @@ fn an_idle_http2_connection_is_shut_down_and_a_busy_one_is_not() {
 #[test]
 fn a_request_in_flight_at_the_lifetime_is_answered() {
     on_wq(async || {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let limits = wq_examples::Limits {
+        let addr = serve_routes_with(wq_examples::Limits {
             first_bytes: Duration::from_secs(10),
             lifetime: Duration::from_millis(2000),
             idle: Duration::from_secs(60),
             max_connections: 8,
             write_progress: Duration::from_secs(10),
             close_grace: Duration::from_secs(10),
-        };
-        drop(wq::spawn(wq_examples::serve_with(
-            l,
-            || service_fn(routes::service),
-            limits,
-        )));
+        })
+        .await;
         let connected = std::time::Instant::now();
         let mut c = TcpStream::connect(addr).await.unwrap();
         wq::time::sleep(Duration::from_millis(1200)).await;

@@ -187,13 +187,7 @@ pub(super) fn from_xml(xml: &str) -> Result<Topology, TopologyError> {
 /// [`pu_without_os_index`]'s.
 pub(super) fn pu_os_index_problem(xml: &str) -> Option<(&str, String)> {
     let mut seen = std::collections::HashSet::new();
-    let mut rest = xml;
-    while let Some(start) = rest.find("<object") {
-        let tag_end = rest[start..]
-            .find('>')
-            .map_or(rest.len(), |e| start + e + 1);
-        let tag = &rest[start..tag_end];
-        rest = &rest[tag_end..];
+    for tag in object_tags(xml) {
         let attrs = tag_attrs(tag);
         let value = |name: &str| {
             attrs.iter().find_map(|a| {
@@ -264,24 +258,29 @@ fn tag_attrs(tag: &str) -> Vec<String> {
 /// The first `<object type="PU" ...>` tag of an hwloc XML export that has
 /// no `os_index` attribute, if any.
 pub(super) fn pu_without_os_index(xml: &str) -> Option<&str> {
-    let mut rest = xml;
-    while let Some(start) = rest.find("<object") {
-        let tag_end = rest[start..]
-            .find('>')
-            .map_or(rest.len(), |e| start + e + 1);
-        let tag = &rest[start..tag_end];
+    object_tags(xml).find(|tag| {
         // Attributes as XML allows them: after any whitespace, either
         // quote, spaces around `=`.
         let attrs = tag_attrs(tag);
         let is_pu = attrs
             .iter()
             .any(|a| a.starts_with("type=\"PU\"") || a.starts_with("type='PU'"));
-        if is_pu && !attrs.iter().any(|a| a.starts_with("os_index=")) {
-            return Some(tag);
-        }
+        is_pu && !attrs.iter().any(|a| a.starts_with("os_index="))
+    })
+}
+
+/// The `<object ...>` tags of an hwloc XML export, in order.
+fn object_tags(xml: &str) -> impl Iterator<Item = &str> {
+    let mut rest = xml;
+    std::iter::from_fn(move || {
+        let start = rest.find("<object")?;
+        let tag_end = rest[start..]
+            .find('>')
+            .map_or(rest.len(), |e| start + e + 1);
+        let tag = &rest[start..tag_end];
         rest = &rest[tag_end..];
-    }
-    None
+        Some(tag)
+    })
 }
 
 /// The plain description of an hwloc topology, keeping only the PUs in

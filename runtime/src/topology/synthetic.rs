@@ -37,6 +37,26 @@ pub(super) fn pus_named(desc: &str) -> Option<usize> {
         })
 }
 
+/// What `chars` holds up to the `close` that matches an `open` just read
+/// (nested pairs included), that `close` consumed.
+#[cfg(feature = "hwloc")]
+fn group(chars: &mut std::str::Chars<'_>, open: char, close: char) -> String {
+    let mut inside = String::new();
+    let mut depth = 1;
+    for c in chars.by_ref() {
+        if c == open {
+            depth += 1;
+        } else if c == close {
+            depth -= 1;
+            if depth == 0 {
+                break;
+            }
+        }
+        inside.push(c);
+    }
+    inside
+}
+
 /// `desc` with its attribute lists and memory children blanked out (as
 /// spaces): its levels only. `None` if the brackets do not balance.
 fn plain_levels(desc: &str) -> Option<String> {
@@ -86,36 +106,10 @@ fn check_indexes(desc: &str) -> Result<(), TopologyError> {
             '[' => {
                 // A memory child after the count ("pack:2[numa]"): the
                 // count before it is the level's.
-                let mut depth = 1;
-                for c in chars.by_ref() {
-                    match c {
-                        '[' => depth += 1,
-                        ']' => {
-                            depth -= 1;
-                            if depth == 0 {
-                                break;
-                            }
-                        }
-                        _ => {}
-                    }
-                }
+                let _ = group(&mut chars, '[', ']');
             }
             '(' => {
-                let mut attrs = String::new();
-                let mut depth = 1;
-                for c in chars.by_ref() {
-                    match c {
-                        '(' => depth += 1,
-                        ')' => {
-                            depth -= 1;
-                            if depth == 0 {
-                                break;
-                            }
-                        }
-                        _ => {}
-                    }
-                    attrs.push(c);
-                }
+                let attrs = group(&mut chars, '(', ')');
                 let here = level_objects(&token, objects);
                 if let Some(list) = attrs
                     .split_whitespace()
