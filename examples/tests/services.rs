@@ -211,15 +211,18 @@ fn an_idle_http2_connection_is_shut_down_and_a_busy_one_is_not() {
             close_grace: Duration::from_secs(2),
         })
         .await;
-        let connect = async || {
+        // An HTTP/2 client (keep-alive pings, or a flow-control window
+        // never opened), and when its connection ended.
+        let connect_with = async |zero_window: bool| {
             let io = WqIo::new(TcpStream::connect(addr).await.unwrap());
-            let (send, conn) =
-                hyper::client::conn::http2::Builder::new(wq::hyper::WqExecutor::new())
-                    .timer(wq::hyper::WqTimer::new())
-                    .keep_alive_interval(Some(Duration::from_millis(200)))
-                    .handshake(io)
-                    .await
-                    .unwrap();
+            let mut b = hyper::client::conn::http2::Builder::new(wq::hyper::WqExecutor::new());
+            b.timer(wq::hyper::WqTimer::new());
+            if zero_window {
+                b.initial_stream_window_size(0);
+            } else {
+                b.keep_alive_interval(Some(Duration::from_millis(200)));
+            }
+            let (send, conn) = b.handshake(io).await.unwrap();
             let ended = wq::spawn(async move {
                 let t = std::time::Instant::now();
                 let _ = conn.await;
@@ -227,6 +230,7 @@ fn an_idle_http2_connection_is_shut_down_and_a_busy_one_is_not() {
             });
             (send, ended)
         };
+        let connect = async || connect_with(false).await;
         let request = |path: &str| {
             Request::builder()
                 .uri(format!("http://localhost{path}"))
@@ -253,19 +257,7 @@ fn an_idle_http2_connection_is_shut_down_and_a_busy_one_is_not() {
         // body cannot be sent, so the stream, and the connection told to
         // close, stayed open until its lifetime (60 s here, five minutes
         // by default, a slot each). Dropped the grace after its GOAWAY.
-        let io = WqIo::new(TcpStream::connect(addr).await.unwrap());
-        let (mut send, conn) =
-            hyper::client::conn::http2::Builder::new(wq::hyper::WqExecutor::new())
-                .timer(wq::hyper::WqTimer::new())
-                .initial_stream_window_size(0)
-                .handshake(io)
-                .await
-                .unwrap();
-        let ended = wq::spawn(async move {
-            let t = std::time::Instant::now();
-            let _ = conn.await;
-            t.elapsed()
-        });
+        let (mut send, ended) = connect_with(true).await;
         let res = send.send_request(request("/")).await.unwrap();
         assert_eq!(res.status(), 200);
         let lived = wq::time::timeout(Duration::from_secs(20), ended)
