@@ -43,7 +43,11 @@
 //! replaced, not only with the one it read
 //! (`loom_a_raise_racing_a_lowering_keeps_the_lower_limit`). A take in
 //! global mode reads the limit after the mode, so a take preempted across
-//! a lowering does not admit against the old limit.
+//! a lowering does not admit against the old limit; a striped take that
+//! leased against the old limit looks at the mode after its lease, and if
+//! the gate turned global meanwhile gives the lease back and takes as the
+//! global gate does
+//! (`loom_a_striped_take_preempted_across_a_lowering_keeps_the_new_limit`).
 
 use crate::loom::Fences;
 use crossbeam_utils::CachePadded;
@@ -180,7 +184,26 @@ impl Gate {
             .leased
             .fetch_update(o, o, |l| (l < max).then(|| l + (max - l).min(batch)));
         let got = match leased {
-            Ok(l) => (max - l).min(batch),
+            Ok(l) => {
+                let got = (max - l).min(batch);
+                // Leased against the limit read before; a lowering since
+                // (the gate turned global) may have admitted items against
+                // the new one: give the lease back and take as the global
+                // gate does. Had the lease come first, a global take saw
+                // it in `leased` (both `SeqCst`).
+                if self.is_global() {
+                    self.leased.fetch_sub(got, o);
+                    return match self.take(stripe) {
+                        // Slots went back to `leased` while items may have
+                        // queued on seeing them taken: a pump must follow,
+                        // as after a deposit.
+                        Taken::Slot | Taken::SlotAndSpares => Taken::SlotAndSpares,
+                        // No slot free now: none was for a waiting item.
+                        Taken::None => Taken::None,
+                    };
+                }
+                got
+            }
             Err(_) => self.reclaim(stripe),
         };
         match got {
@@ -473,6 +496,26 @@ mod loom_tests {
             fences: Fences { off: unfenced },
             ..Gate::with_batch(max, crate::task::stripe_lines(2), 1, false)
         }
+    }
+
+    /// A striped take (max_active 2) preempted between its read of the
+    /// limit and its lease, across a `set_max_active(1)` and a global take
+    /// that admitted an item under the new limit: the lease must not
+    /// admit a second (it compared against the old limit; two items
+    /// active under 1).
+    #[test]
+    fn loom_a_striped_take_preempted_across_a_lowering_keeps_the_new_limit() {
+        loom::model(|| {
+            let gate = Arc::new(striped(2, false));
+            let list = Arc::new(Counted::default());
+            let (g, l) = (gate.clone(), list.clone());
+            let a = loom::thread::spawn(move || g.admit_now(0, &*l, &mut |_| unreachable!()));
+            gate.set_max(1, 1, &*list, &mut |_| unreachable!());
+            let b = gate.admit_now(1, &*list, &mut |_| unreachable!());
+            let a = a.join().unwrap();
+            assert!(!(a && b), "two items active under max_active 1");
+            assert!(gate.active() <= 1, "{} active", gate.active());
+        });
     }
 
     /// max_active 1, striped: item A is active (stripe 0); B is admitted by
