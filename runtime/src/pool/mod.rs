@@ -157,6 +157,11 @@ pub(crate) struct Pool {
     pub(crate) pod: usize,
     /// OS indices of the pod's CPUs.
     pub(crate) cpus: Box<[usize]>,
+    /// OS indices of the CPUs its threads are bound to, on a live
+    /// topology: the pod's, but for a non-strict pool of a `cache_shard`
+    /// pod, whose threads may run anywhere in the pod's last-level cache
+    /// (`Scheduler::run_cpus` says why).
+    pub(crate) run_cpus: Box<[usize]>,
     pub(crate) injector: Injector<Runnable>,
     pub(crate) idle: Idle,
     pub(crate) slots: Box<[WorkerSlot]>,
@@ -257,6 +262,7 @@ impl Pool {
         scope: Scope,
         pod: usize,
         cpus: Box<[usize]>,
+        run_cpus: Box<[usize]>,
         config: PoolConfig,
         host: Weak<dyn Host>,
     ) -> Pool {
@@ -276,6 +282,7 @@ impl Pool {
             scope,
             pod,
             cpus,
+            run_cpus,
             injector: Injector::new(),
             idle: Idle::new(config.idle),
             slots,

@@ -1,4 +1,5 @@
-//! A worker: one OS thread of a pool, bound to the pod's CPUs by the
+//! A worker: one OS thread of a pool, bound to the pool's `run_cpus` (its
+//! pod's CPUs; a non-strict `cache_shard` pool's, its cache's) by the
 //! scheduler that starts it.
 //!
 //! # Loop (the steps are those of [`super::idle`])

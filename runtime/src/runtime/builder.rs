@@ -152,7 +152,9 @@ impl Builder {
 
     /// Strict pools never run tasks of other pods; non-strict ones (the
     /// default, as the kernel's `affinity_strict = 0`) let a worker with
-    /// nothing to do take work queued on the nearest other pod.
+    /// nothing to do take work queued on the nearest other pod, and bind
+    /// a `cache_shard` pool's workers to every CPU of the shard's cache
+    /// (its items still start in the submitter's shard).
     pub fn affinity_strict(mut self, strict: bool) -> Builder {
         self.config.affinity_strict = strict;
         self

@@ -260,8 +260,10 @@ impl WorkqueueBuilder {
     /// those workers take no work from other pods. Non-strict (the kernel's
     /// default, `affinity_strict = 0`): items start in their pod, but an
     /// idle worker of a nearby pod may take one that waits (counted as
-    /// `repatriated` when the task is next queued back home). Default: the
-    /// runtime's [`affinity_strict`](crate::Builder::affinity_strict).
+    /// `repatriated` when the task is next queued back home), and a
+    /// `cache_shard` pool's workers run on any CPU of the shard's cache.
+    /// Default: the runtime's
+    /// [`affinity_strict`](crate::Builder::affinity_strict).
     pub fn strict(mut self, strict: bool) -> WorkqueueBuilder {
         self.strict = Some(strict);
         self

@@ -256,7 +256,7 @@ fn rescue(scheduler: &Scheduler, pool: &Arc<Pool>) {
     }
     if scheduler.topology.is_live() {
         // Best effort, as for a worker.
-        if let Err(e) = crate::topology::bind_current_thread(&pool.cpus) {
+        if let Err(e) = crate::topology::bind_current_thread(&pool.run_cpus) {
             pool.warn_unbound(&e);
         }
     }
