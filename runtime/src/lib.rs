@@ -4,7 +4,8 @@
 //! wq reads the machine's topology ([`Topology`], through hwloc) and splits
 //! it into **pods** per **affinity scope** ([`Scope`]: `cpu`, `smt`,
 //! `cache_shard`, `cache`, `numa`, `system`). Each pod gets a **worker
-//! pool** of threads bound to its CPUs. A task spawned with a scope runs in
+//! pool** of threads bound to its CPUs (a non-strict `cache_shard` pool's,
+//! to its shard's whole cache). A task spawned with a scope runs in
 //! the pool of the pod that holds the spawning CPU, and is re-queued there
 //! whenever it wakes. Pools keep the kernel's idle protocol, with two of
 //! its newest patches (June 2026): a **kicked list** so culling idle

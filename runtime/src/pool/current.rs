@@ -12,6 +12,9 @@
 //! - **running queue**: while a task of a named workqueue is polled, that
 //!   queue (a queue being drained accepts work only from its own tasks), and
 //!   the concurrency-management wakeups its blocking caused, for its stats.
+//! - **roaming**: set while the thread is a worker of a pool whose threads
+//!   may run outside its pod (`Pool::run_cpus`), so that placement looks
+//!   at its pod only on such a thread (one thread-local read elsewhere).
 //! - **ordinal**: a small number unique to the thread, handed out in order
 //!   of first use; it spreads striped counters and registry shards, and
 //!   gives a thread outside the runtime a sticky virtual CPU on a topology
@@ -30,6 +33,7 @@ use super::worker::Local;
 struct ThreadState {
     ordinal: Cell<usize>,
     worker: RefCell<Option<Rc<Local>>>,
+    roaming: Cell<bool>,
     rescuer_of: Cell<*const ()>,
     draining: RefCell<Vec<*const Pool>>,
     running_queue: Cell<*const ()>,
@@ -41,6 +45,7 @@ thread_local! {
         ThreadState {
             ordinal: Cell::new(usize::MAX),
             worker: RefCell::new(None),
+            roaming: Cell::new(false),
             rescuer_of: Cell::new(std::ptr::null()),
             draining: RefCell::new(Vec::new()),
             running_queue: Cell::new(std::ptr::null()),
@@ -70,7 +75,12 @@ pub(crate) fn thread_ordinal() -> usize {
 
 /// Makes this thread the worker `local` (or no worker, with `None`).
 pub(crate) fn set_worker(local: Option<Rc<Local>>) {
-    THREAD.with(|t| *t.worker.borrow_mut() = local);
+    THREAD.with(|t| {
+        let pool = local.as_ref().map(|l| &l.pool);
+        t.roaming
+            .set(pool.is_some_and(|p| p.run_cpus.len() != p.cpus.len()));
+        *t.worker.borrow_mut() = local;
+    });
 }
 
 /// Calls `f` with this thread's worker, if it is one.
@@ -110,6 +120,32 @@ pub(crate) fn virtual_cpu_of(host: *const ()) -> Option<usize> {
         w.filter(|l| l.pool.host_ptr() == host)
             .map(|l| l.virtual_cpu)
     })
+}
+
+/// The CPU placement on the runtime at `host` uses for this thread, which
+/// runs on `cpu` of a live topology: `cpu`, unless the thread is a worker
+/// of that runtime whose pool's threads may run outside its pod and it
+/// runs outside it now; then the CPU of its pod it stands for, so that
+/// its spawns, like those of a worker at home, go to its own pool (its
+/// LIFO slot and deque) and not to the pool of the pod it visits.
+#[inline]
+pub(crate) fn placement_cpu(host: *const (), cpu: usize) -> usize {
+    if !THREAD.try_with(|t| t.roaming.get()).unwrap_or(false) {
+        return cpu;
+    }
+    with_worker(|w| {
+        w.filter(|l| l.pool.host_ptr() == host)
+            .map_or(cpu, |l| home_cpu(&l.pool.cpus, cpu, l.virtual_cpu))
+    })
+}
+
+/// `cpu` if it is one of the pod's (`pod`, sorted), else `virtual_cpu`.
+pub(crate) fn home_cpu(pod: &[usize], cpu: usize, virtual_cpu: usize) -> usize {
+    if pod.binary_search(&cpu).is_ok() {
+        cpu
+    } else {
+        virtual_cpu
+    }
 }
 
 /// Makes this thread the rescuer of the runtime whose scheduler is at

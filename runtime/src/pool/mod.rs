@@ -60,7 +60,7 @@ pub(crate) const MAX_WORKERS: usize = hint::MAX_SLOTS / 2;
 /// What a pool needs of the scheduler that owns it.
 pub(crate) trait Host: Send + Sync + 'static {
     /// Starts the thread of a new worker for reserved slot `slot` of `pool`:
-    /// it binds itself to the pool's CPUs, enters the runtime, and calls
+    /// it binds itself to the pool's `run_cpus`, enters the runtime, and calls
     /// [`worker::run`].
     fn start_worker(&self, pool: &Arc<Pool>, slot: usize) -> Result<(), StartError>;
     /// Hands `pool` to the rescuer: work is queued and no worker can run it.
@@ -313,7 +313,7 @@ impl Pool {
                 self.id,
                 self.scope,
                 self.pod,
-                self.cpus
+                self.run_cpus
             );
         }
     }

@@ -154,7 +154,7 @@ impl Builder {
     /// default, as the kernel's `affinity_strict = 0`) let a worker with
     /// nothing to do take work queued on the nearest other pod, and bind
     /// a `cache_shard` pool's workers to every CPU of the shard's cache
-    /// (its items still start in the submitter's shard).
+    /// (its items still queue in the submitter's shard's pool).
     pub fn affinity_strict(mut self, strict: bool) -> Builder {
         self.config.affinity_strict = strict;
         self

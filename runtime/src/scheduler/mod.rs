@@ -330,8 +330,8 @@ impl Scheduler {
     /// non-strict pool of a `cache_shard` pod, bound to the CPUs of its
     /// last-level cache. A shard splits a wide cache's *pool* (its queue,
     /// lock and idle list, which the cache's CPUs would otherwise share),
-    /// not the cache: its items still queue, and start, in the
-    /// submitter's shard, but its workers, like the kernel's non-strict
+    /// not the cache: its items still queue in the submitter's shard's
+    /// pool, but its workers, like the kernel's non-strict
     /// workers, may run on any CPU the scheduler finds idle in the cache
     /// rather than wait for one of the shard's CPUs while the other shard's
     /// are idle (8 producers pinned to one shard of a 16-CPU cache: 0.80-0.93x
@@ -339,13 +339,19 @@ impl Scheduler {
     /// `docs/benchmarks.md` section 12). A strict pool stays in its pod,
     /// and `cpu` and `smt` pods, whose point is the CPU's own caches, keep
     /// their CPUs.
+    ///
+    /// Pools are shared by CPU set, so a shard that is one core (a shard
+    /// size of 1 or 2, `Topology::with_cache_shard_size`) is also the
+    /// core's `smt` pool, and the core's rule wins.
     fn run_cpus(&self, attrs: PoolAttrs, cpus: &[usize]) -> Box<[usize]> {
+        let is_pod = |scope: Scope| {
+            cpus.first()
+                .and_then(|&cpu| self.topology.pod_of(scope, cpu))
+                .filter(|p| p.cpus() == cpus)
+        };
         if !attrs.strict
-            && self
-                .topology
-                .pods(Scope::CacheShard)
-                .iter()
-                .any(|p| p.cpus() == cpus)
+            && is_pod(Scope::CacheShard).is_some()
+            && is_pod(Scope::Smt).is_none()
             && let Some(cache) = cpus
                 .first()
                 .and_then(|&cpu| self.topology.pod_of(Scope::Cache, cpu))
@@ -797,8 +803,25 @@ mod tests {
             assert_eq!(&*s.pool(attrs, Scope::Smt, 5).run_cpus, &[5]);
             assert_eq!(&*s.pool(attrs, Scope::Cache, 0).run_cpus, &all[..]);
         }
-        // A shard that is its whole cache (8 cores: one shard) is the
-        // cache's pool.
+        // Shards of one core (a shard size of 1) are the cores' pools,
+        // which stay on their core; a shard of two keeps the rule.
+        for (size, want) in [(1, vec![1]), (2, vec![0, 1, 2, 3])] {
+            let rt = Runtime::builder()
+                .topology(
+                    Topology::synthetic("l3:1 core:4 pu:1")
+                        .unwrap()
+                        .with_cache_shard_size(size)
+                        .unwrap(),
+                )
+                .build()
+                .unwrap();
+            let s = &rt.handle().scheduler;
+            let attrs = s.default_attrs();
+            assert_eq!(&*s.pool(attrs, Scope::CacheShard, 1).run_cpus, &want[..]);
+            assert_eq!(&*s.pool(attrs, Scope::Cpu, 1).run_cpus, &[1]);
+        }
+        // A shard that is its whole cache (4 cores of 2 CPUs: one shard) is
+        // the cache's pool.
         let rt = Runtime::builder()
             .topology(Topology::synthetic("l3:2 core:4 pu:2").unwrap())
             .build()

@@ -4,7 +4,10 @@
 //!
 //! # The pod of a spawn
 //! A task spawned with scope S goes to the S-pod holding the spawning CPU:
-//! `sched_getcpu()` on a topology read from this machine; on a synthetic or
+//! `sched_getcpu()` on a topology read from this machine (for a worker of
+//! a non-strict `cache_shard` pool running on another shard's CPU, which
+//! its binding to the whole cache allows, a CPU of its own pod: its spawns
+//! stay in its pool, as they do while it runs at home); on a synthetic or
 //! XML one, a worker's virtual CPU (a CPU of its pod) or, for other threads
 //! (a worker of another runtime included), a CPU picked once per thread in
 //! turn (by thread ordinal). A CPU the
@@ -48,7 +51,15 @@ pub(crate) fn current_cpu(topology: &Topology, host: *const ()) -> Option<usize>
         // SAFETY: sched_getcpu has no preconditions; it returns -1 on
         // error, handled below.
         let cpu = unsafe { libc::sched_getcpu() };
-        return usize::try_from(cpu).ok();
+        return usize::try_from(cpu).ok().map(|cpu| {
+            // Only a split cache has pools whose workers run outside their
+            // pod: elsewhere, not even the thread-local is read.
+            if topology.splits_caches() {
+                current::placement_cpu(host, cpu)
+            } else {
+                cpu
+            }
+        });
     }
     current::virtual_cpu_of(host).or_else(|| {
         let cpus = topology.cpus();
@@ -96,6 +107,16 @@ pub(crate) fn steal_order(topology: &Topology, scope: Scope) -> Box<[Box<[usize]
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    /// A worker away from its pod places its spawns from the CPU it
+    /// stands for; at home, from the CPU it runs on.
+    #[test]
+    fn a_worker_away_from_its_pod_places_from_home() {
+        let pod = [8, 9, 10, 11];
+        assert_eq!(current::home_cpu(&pod, 10, 8), 10);
+        assert_eq!(current::home_cpu(&pod, 3, 9), 9);
+        assert_eq!(current::home_cpu(&pod, 12, 11), 11);
+    }
 
     #[test]
     fn steal_order_prefers_the_same_cache_then_numa() {

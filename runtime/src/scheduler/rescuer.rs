@@ -30,7 +30,7 @@
 //!   run while every slot is blocked), kick it (a
 //!   thread start, paced by the back-off); if the pool now has a worker,
 //!   done; else run up to [`RESCUE_BATCH`] of its tasks here (checking
-//!   `closed` before each), bound to the pool's CPUs on a live topology, and
+//!   `closed` before each), bound to the pool's `run_cpus` on a live topology, and
 //!   if work is left, send the pool a mayday again: it is visited after the
 //!   other listed pools, so one busy pool cannot starve another. Rescued
 //!   tasks' scheduling delays go to the pool's `rescued` counters, merged

@@ -9,7 +9,7 @@
 use std::io;
 
 thread_local! {
-    /// This thread was bound by wq (a worker, to its pod; a blocking thread
+    /// This thread was bound by wq (a worker, to its pool's `run_cpus`; a blocking thread
     /// or the rescuer, to every CPU, or to a rescued pool's).
     static BOUND: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }

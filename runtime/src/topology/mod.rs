@@ -245,6 +245,8 @@ struct Inner {
     /// `pod_of[os_index][scope.index()]`, `NO_POD` for an absent CPU.
     pod_of: Vec<[u32; Scope::ALL.len()]>,
     shard_size: usize,
+    /// Some cache is split into several `cache_shard` pods.
+    split_caches: bool,
     source: String,
     live: bool,
 }
@@ -260,7 +262,8 @@ impl Topology {
     /// mask is read instead (`taskset -p` without `-a` sets only that
     /// one). A thread started from inside a task is not one of those: it
     /// inherits its worker's binding (its pod's CPUs, a single CPU at
-    /// `cpu` scope), and reads only those -- so does
+    /// `cpu` scope, a shard's whole cache for a non-strict `cache_shard`
+    /// pool), and reads only those -- so does
     /// `std::thread::available_parallelism`, and a thread pool started
     /// there sizes itself by them. Detect (and build runtimes) from the
     /// main thread, or pass its `Topology` along.
@@ -398,12 +401,14 @@ impl Topology {
                 }
             }
         }
+        let split_caches = pods[Scope::CacheShard.index()].len() > pods[Scope::Cache.index()].len();
         Ok(Topology {
             inner: Arc::new(Inner {
                 cpus,
                 pods,
                 pod_of,
                 shard_size,
+                split_caches,
                 source,
                 live,
             }),
@@ -465,6 +470,12 @@ impl Topology {
         }
         let inner = &self.inner;
         Self::build(inner.cpus.clone(), cores, inner.source.clone(), inner.live)
+    }
+
+    /// Whether some cache is split into several `cache_shard` pods (whose
+    /// non-strict pools' workers may then run outside their pod).
+    pub(crate) fn splits_caches(&self) -> bool {
+        self.inner.split_caches
     }
 
     /// The number of cores in one `cache_shard` pod.
