@@ -50,7 +50,8 @@
 //! Ticks are milliseconds since `base` (the driver's creation). A deadline
 //! becomes the tick `ceil(deadline - base)`; a turn fires the ticks up to
 //! `floor(now - base)`. So a timer never fires before its deadline, and
-//! fires at most ~1 ms plus the wake-up latency after it.
+//! fires at most ~2 ms plus the wake-up latency after it (the tick's
+//! rounding, then epoll's wait, which mio rounds up to whole milliseconds).
 //!
 //! # Shutdown ([`Handle::shutdown`] then [`Driver::shut_down`])
 //! `shutdown` is set and the driver unparked: a turn in progress returns,

@@ -660,7 +660,9 @@ pub struct WorkqueueStats {
     pub repatriated: u64,
     /// Items spawned and not finished (active and inactive).
     pub in_flight: usize,
-    /// Items handed to a pool and not finished (at most `max_active`).
+    /// Items handed to a pool and not finished: at most `max_active`,
+    /// except while items released before `set_max_active` lowered it
+    /// finish (and, for an instant, a slot leased for a batch of spawns).
     pub active: usize,
     /// Items waiting on the inactive list.
     pub inactive: usize,

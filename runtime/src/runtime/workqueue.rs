@@ -206,7 +206,7 @@ impl Workqueue {
         }
         if self.queue.is_ordered() {
             return Err(WorkqueueError::new(format!(
-                "workqueue {:?} is ordered: it runs one item at a time, and its max_active cannot change",
+                "workqueue {:?} is ordered: it runs one item at a time, and its max_active cannot change; if its items may overlap, build it without .ordered() and with .max_active(n)",
                 self.name()
             )));
         }
@@ -278,6 +278,12 @@ impl WorkqueueBuilder {
 
     /// One item at a time, in submission order (the kernel's
     /// `alloc_ordered_workqueue()`): `max_active` 1, and it cannot change.
+    ///
+    /// An item that spawns on its own ordered queue and awaits that item
+    /// (or awaits a task that flushes the queue) waits forever: the new
+    /// item starts only after the one awaiting it ends. The same holds
+    /// for any queue whose `max_active` items all wait so. `flush` and
+    /// `drain` called from an item of the queue itself panic instead.
     pub fn ordered(mut self) -> WorkqueueBuilder {
         self.ordered = true;
         self
@@ -304,12 +310,12 @@ impl WorkqueueBuilder {
     /// Creates the queue on `handle`'s runtime.
     ///
     /// # Errors
-    /// An empty name, `max_active` over 2048, `ordered` with a
-    /// `max_active` other than 1, or a shut-down runtime.
+    /// A name that is empty or only spaces, `max_active` over 2048,
+    /// `ordered` with a `max_active` over 1, or a shut-down runtime.
     pub fn build(self, handle: &Handle) -> Result<Workqueue, WorkqueueError> {
         if self.name.trim().is_empty() {
             return Err(WorkqueueError::new(
-                "a workqueue needs a name (it names the queue in stats, metrics and reports): pass a non-empty one to Workqueue::builder",
+                "a workqueue needs a name (it names the queue in stats, metrics and reports): pass one with a non-space character to Workqueue::builder",
             ));
         }
         let mut max = max_active(self.max_active)?;

@@ -870,12 +870,14 @@ mod tests {
         );
     }
 
-    /// A named queue's item placed, in the shutdown's window (the runtime
-    /// closed, the queues not yet), on a pool created then -- closed and
-    /// buried at once -- is pushed on that pool's injector, which no drain
-    /// of the shutdown looks at again; the push's kick, answered `Closed`,
-    /// drains it (`pool::closing`). Stranded, its handle would never
-    /// resolve and its queue's flush never return (a review's doubt).
+    /// A named queue's item released, in the shutdown's window (the
+    /// runtime closed, the queues not yet), onto a pool created then --
+    /// closed and buried at once -- is pushed on that pool's injector,
+    /// which no drain of the shutdown looks at again; the push's kick,
+    /// answered `Closed`, drains it (`pool::closing`). Stranded, its handle
+    /// would never resolve and its queue's flush never return (a review's
+    /// doubt). The item waited on an ordered queue behind one that ends in
+    /// the window: a spawn in the window itself is refused (below).
     #[test]
     fn an_item_placed_on_a_pool_created_during_the_shutdown_is_dropped() {
         let rt = Runtime::builder()
@@ -885,13 +887,23 @@ mod tests {
             .unwrap();
         let q = Workqueue::builder("window")
             .scope(Scope::Cpu)
+            .ordered()
             .build(rt.handle())
             .unwrap();
-        // CPU 0's pool exists; CPU 1's does not.
-        rt.block_on(q.spawn_on_cpu(0, async {})).unwrap();
+        // CPU 0's pool runs the first item; CPU 1's does not exist yet.
+        let (go, wait) = futures::channel::oneshot::channel::<()>();
+        let (started, on) = std::sync::mpsc::channel();
+        let first = q.spawn_on_cpu(0, async move {
+            started.send(()).unwrap();
+            let _ = wait.await;
+        });
+        on.recv().unwrap();
+        let h = q.spawn_on_cpu(1, async {});
         let scheduler = rt.handle().scheduler.clone();
         scheduler.closed.store(true, Ordering::SeqCst);
-        let h = q.spawn_on_cpu(1, async {});
+        // The first item ends and releases the second onto CPU 1's pool,
+        // created now.
+        go.send(()).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let _ = tx.send(futures::executor::block_on(h).map_err(|e| e.is_cancelled()));
@@ -903,6 +915,31 @@ mod tests {
             got.expect("the item's handle never resolved: stranded on a buried pool"),
             Err(true)
         );
+        drop(first);
+        drop(q);
+        drop(rt);
+    }
+
+    /// A named spawn in the shutdown's window (the runtime closed, its
+    /// pools closing, the queues not yet closed) is refused, as
+    /// `wq::spawn`'s is: before, it was handed to a closed pool and
+    /// cancelled, and `try_spawn` said nothing of the shutdown.
+    #[test]
+    fn a_named_spawn_in_the_shutdown_window_is_refused() {
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("core:2 pu:1").unwrap())
+            .build()
+            .unwrap();
+        let q = Workqueue::builder("window").build(rt.handle()).unwrap();
+        let scheduler = rt.handle().scheduler.clone();
+        scheduler.closed.store(true, Ordering::SeqCst);
+        let err = q.try_spawn(async {}).map(drop).unwrap_err();
+        let h = q.spawn(async {});
+        let joined = futures::executor::block_on(h);
+        scheduler.closed.store(false, Ordering::SeqCst);
+        assert!(err.is_shut_down(), "{err}");
+        let e = joined.unwrap_err();
+        assert!(e.is_refused(), "{e}");
         drop(q);
         drop(rt);
     }

@@ -13,7 +13,7 @@ use super::Sleep;
 /// longer than a period), the next tick is the first one still ahead on the
 /// original schedule (`start + k * period`), so a slow consumer never gets
 /// a burst of catch-up ticks and the ticks stay aligned to the schedule.
-/// Timers have a resolution of 1 ms, and a tick fires up to about 1 ms
+/// Timers have a resolution of 1 ms, and a tick fires up to about 2 ms
 /// after it is due: with a period under a millisecond or two, every tick is
 /// late and the ones missed meanwhile are skipped, so such an interval
 /// ticks about once per 1-2 ms, not once per period.

@@ -9,8 +9,9 @@
 //! Guarantees:
 //! - a timer **never fires before its deadline**: deadlines are rounded up
 //!   to the next millisecond tick, and a tick fires only once the clock has
-//!   passed it; it fires at most about 1 ms plus the driver's and the
-//!   pool's wake-up latency after;
+//!   passed it; it fires at most about 2 ms plus the driver's and the
+//!   pool's wake-up latency after (the tick's rounding, and epoll's wait,
+//!   which takes whole milliseconds and rounds up);
 //! - [`timeout`] polls its future **before** its timer, so a future that is
 //!   ready when the deadline passes is not timed out.
 //!

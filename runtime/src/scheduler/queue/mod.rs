@@ -778,7 +778,10 @@ impl QueueHandle {
         F::Output: Send + 'static,
     {
         let queue = &self.queue;
-        if queue.closed.load(Ordering::Acquire) {
+        // The runtime's flag too: a shutdown closes the pools before the
+        // queues, and an item spawned between the two would be handed to a
+        // closed pool and cancelled, not refused as `wq::spawn` is.
+        if queue.closed.load(Ordering::Acquire) || scheduler.is_closed() {
             return Err(Refused::Closed);
         }
         if queue.draining.load(Ordering::Acquire) > 0 && current::running_queue() != queue.link_id()
