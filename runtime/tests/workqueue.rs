@@ -727,8 +727,13 @@ fn a_task_stolen_by_another_pod_is_counted_repatriated_when_it_comes_home() {
 fn bad_settings_are_refused_with_what_to_do() {
     let rt = runtime("pack:1 core:2 pu:1");
     let h = rt.handle();
-    let err = Workqueue::builder("").build(h).unwrap_err().to_string();
-    assert!(err.contains("needs a name"), "{err}");
+    for name in ["", "   "] {
+        let err = Workqueue::builder(name).build(h).unwrap_err().to_string();
+        assert!(
+            err.contains("needs a name") && err.contains("non-space"),
+            "{err}"
+        );
+    }
     let err = Workqueue::builder("big")
         .max_active(4096)
         .build(h)
