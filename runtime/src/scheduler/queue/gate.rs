@@ -26,7 +26,13 @@
 //! that puts a slot anywhere fences, then looks at the list. Of the two
 //! fences one comes first, so either the take finds the slot or the
 //! depositor finds the item; a slot moved again by a third thread was
-//! deposited by it, which then looks at the list itself.
+//! deposited by it, which then looks at the list itself. The models check
+//! it with batches of one (`loom_an_item_is_never_stranded_on_the_inactive_list`),
+//! a take that reclaims another stripe's spares
+//! (`loom_a_take_reclaiming_spares_racing_a_finish_strands_nothing`), a
+//! trim of a stripe's excess spares (`loom_a_trim_racing_an_admit_strands_nothing`)
+//! and a global gate (`loom_in_global_mode_an_item_is_never_stranded`);
+//! the negatives (`loom_without_the_fences_*`) fail without the fences.
 //!
 //! # Global mode
 //! A smaller `max` cannot be enforced on spares already leased, so the gate
@@ -523,8 +529,12 @@ mod loom_tests {
     /// released (by either), exactly once, and never while A holds the
     /// slot.
     fn admit_racing_finish(unfenced: bool) {
+        admit_racing_finish_on(move || striped(1, unfenced));
+    }
+
+    fn admit_racing_finish_on(gate: impl Fn() -> Gate + Send + Sync + 'static) {
         loom::model(move || {
-            let gate = Arc::new(striped(1, unfenced));
+            let gate = Arc::new(gate());
             let list = Arc::new(Counted::default());
             let released = Arc::new(AtomicUsize::new(0));
             assert!(gate.admit(0, &*list, 0, &mut |_| unreachable!()).is_some());
@@ -562,6 +572,23 @@ mod loom_tests {
     #[should_panic(expected = "stranded")]
     fn loom_without_the_fences_an_item_is_stranded() {
         admit_racing_finish(true);
+    }
+
+    /// The same race on a global gate (max_active 1: one count, no
+    /// spares; an ordered queue's gate, and any gate after a lowering).
+    #[test]
+    fn loom_in_global_mode_an_item_is_never_stranded() {
+        admit_racing_finish_on(|| Gate::with_batch(1, crate::task::stripe_lines(2), 1, true));
+    }
+
+    /// Without the fences, the model must find the stranded item there too.
+    #[test]
+    #[should_panic(expected = "stranded")]
+    fn loom_in_global_mode_without_the_fences_an_item_is_stranded() {
+        admit_racing_finish_on(|| Gate {
+            fences: Fences { off: true },
+            ..Gate::with_batch(1, crate::task::stripe_lines(2), 1, true)
+        });
     }
 
     /// max_active 2, striped: A and B active (stripe 0). A finishes while
@@ -612,6 +639,122 @@ mod loom_tests {
     #[should_panic(expected = "stranded")]
     fn loom_without_the_fences_a_shrink_loses_a_slot() {
         shrink_racing_finish(true);
+    }
+
+    /// A striped gate of `max` slots leased `batch` at a time over 2
+    /// stripes: takes deposit spares, and finishes trim them.
+    fn batched(max: usize, batch: usize, unfenced: bool) -> Gate {
+        Gate {
+            fences: Fences { off: unfenced },
+            ..Gate::with_batch(max, crate::task::stripe_lines(2), batch, false)
+        }
+    }
+
+    /// max_active 2 leased in batches of 2: A's take leased both slots and
+    /// left one as stripe 0's spare, which B took. C is admitted on stripe
+    /// 1 (no spare; nothing left to lease) while A finishes on stripe 0:
+    /// C's take reclaims the spare A's finish deposits, or A's pump
+    /// releases C. C starts exactly once, beside B only, and no slot is
+    /// lost or made.
+    fn reclaim_racing_finish(unfenced: bool) {
+        loom::model(move || {
+            let gate = Arc::new(batched(2, 2, unfenced));
+            let list = Arc::new(Counted::default());
+            let released = Arc::new(AtomicUsize::new(0));
+            for item in 0..2 {
+                assert!(
+                    gate.admit(0, &*list, item, &mut |_| unreachable!())
+                        .is_some()
+                );
+            }
+            assert_eq!(gate.leased.load(Ordering::Relaxed), 2, "one lease of two");
+            let (g, l, r) = (gate.clone(), list.clone(), released.clone());
+            let spawner = loom::thread::spawn(move || {
+                let mut release = |_| {
+                    r.fetch_add(1, Ordering::Relaxed);
+                };
+                if g.admit(1, &*l, 2, &mut release).is_some() {
+                    release(2);
+                }
+            });
+            let r = released.clone();
+            gate.finished(0, &*list, &mut |_| {
+                r.fetch_add(1, Ordering::Relaxed);
+            });
+            spawner.join().unwrap();
+            assert_eq!(
+                released.load(Ordering::Relaxed),
+                1,
+                "item C stranded on the inactive list (or released twice)"
+            );
+            assert_eq!(gate.active(), 2, "B and C hold the two slots");
+            assert_eq!(
+                gate.leased.load(Ordering::Relaxed),
+                2,
+                "a slot lost or made"
+            );
+        });
+    }
+
+    #[test]
+    fn loom_a_take_reclaiming_spares_racing_a_finish_strands_nothing() {
+        reclaim_racing_finish(false);
+    }
+
+    /// Without the fences, the model must find C stranded.
+    #[test]
+    #[should_panic(expected = "stranded")]
+    fn loom_without_the_fences_a_reclaiming_take_strands_an_item() {
+        reclaim_racing_finish(true);
+    }
+
+    /// max_active 3, leased one at a time: three items of stripe 0 finish
+    /// one after another while D is admitted on stripe 1. The third
+    /// finish finds three spares on its stripe, over two batches, and
+    /// returns two to `leased`; D takes a freed slot (a spare it
+    /// reclaims, a lease, or a finisher's pump) exactly once, and at the
+    /// end every slot is D's or a spare, none lost, none over the limit.
+    #[test]
+    fn loom_a_trim_racing_an_admit_strands_nothing() {
+        loom::model(|| {
+            let gate = Arc::new(batched(3, 1, false));
+            let list = Arc::new(Counted::default());
+            let released = Arc::new(AtomicUsize::new(0));
+            for item in 0..3 {
+                assert!(
+                    gate.admit(0, &*list, item, &mut |_| unreachable!())
+                        .is_some()
+                );
+            }
+            let (g, l, r) = (gate.clone(), list.clone(), released.clone());
+            let spawner = loom::thread::spawn(move || {
+                let mut release = |_| {
+                    r.fetch_add(1, Ordering::Relaxed);
+                };
+                if g.admit(1, &*l, 3, &mut release).is_some() {
+                    release(3);
+                }
+            });
+            for _ in 0..3 {
+                let r = released.clone();
+                gate.finished(0, &*list, &mut |_| {
+                    r.fetch_add(1, Ordering::Relaxed);
+                });
+            }
+            spawner.join().unwrap();
+            assert_eq!(
+                released.load(Ordering::Relaxed),
+                1,
+                "item D stranded on the inactive list (or released twice)"
+            );
+            assert_eq!(gate.active(), 1, "D alone is active");
+            let leased = gate.leased.load(Ordering::Relaxed);
+            assert!(leased <= 3, "{leased} slots leased under max_active 3");
+            assert!(
+                gate.spare(0).load(Ordering::Relaxed) <= 2,
+                "stripe 0 kept over two batches"
+            );
+        });
     }
 
     /// max_active 2, striped: a raise to 4 races a lowering to 3 while
