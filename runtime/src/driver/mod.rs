@@ -67,9 +67,11 @@
 //! taken alone.
 //! No waker is woken or dropped under any of them. One is cloned (and
 //! compared with `will_wake`) under a shard's lock when a `Sleep` stores
-//! its task's waker: a foreign executor's waker whose `clone` armed a wq
-//! timer on the same shard would deadlock there (wq's own wakers do
-//! nothing of the kind).
+//! its task's waker, and under a source's `waiters` when an I/O future
+//! stores its task's: a foreign executor's waker whose `clone` armed a wq
+//! timer on the same shard, or registered a wq socket (which takes `ios`,
+//! taken before `waiters` by a driver turn), would deadlock there (wq's
+//! own wakers do nothing of the kind).
 
 pub(crate) mod registration;
 pub(crate) mod scheduled_io;

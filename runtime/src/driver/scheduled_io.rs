@@ -271,10 +271,15 @@ impl ScheduledIo {
         // A replaced waker is dropped after the lock (module docs).
         let mut replaced = None;
         match key.and_then(|k| waiters.get_mut(k)) {
-            Some(w) => match &mut w.waker {
-                Some(old) if old.will_wake(cx.waker()) => {}
-                slot => replaced = slot.replace(cx.waker().clone()),
-            },
+            // A key waits in one direction only (a stream's halves and each
+            // operation's future keep their own).
+            Some(w) => {
+                debug_assert_eq!(w.dir, dir, "one key polled in two directions");
+                match &mut w.waker {
+                    Some(old) if old.will_wake(cx.waker()) => {}
+                    slot => replaced = slot.replace(cx.waker().clone()),
+                }
+            }
             None => {
                 *key = Some(waiters.insert(Waiter {
                     dir,

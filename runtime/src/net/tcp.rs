@@ -18,7 +18,15 @@ use crate::driver::scheduled_io::Direction;
 /// async fn main() -> std::io::Result<()> {
 ///     let listener = TcpListener::bind("127.0.0.1:8080").await?;
 ///     loop {
-///         let (stream, peer) = listener.accept().await?;
+///         let (stream, peer) = match listener.accept().await {
+///             Ok(conn) => conn,
+///             Err(e) => {
+///                 // Out of file descriptors, say: back off, then go on.
+///                 eprintln!("accept: {e}");
+///                 wq::time::sleep(std::time::Duration::from_millis(100)).await;
+///                 continue;
+///             }
+///         };
 ///         wq::spawn(async move {
 ///             println!("{peer} connected");
 ///             drop(stream);

@@ -64,13 +64,16 @@ impl UdpSocket {
         super::each_addr(addr, |a| async move { sock.connect(a) }).await
     }
 
-    /// Sends `buf` to the connected address.
+    /// Sends `buf` to the connected address (on a socket not
+    /// [`connect`](UdpSocket::connect)ed, an error: `EDESTADDRREQ`).
     pub async fn send(&self, buf: &[u8]) -> io::Result<usize> {
         self.io.async_io(Direction::Write, |s| s.send(buf)).await
     }
 
-    /// Receives one datagram from the connected address (truncated to
-    /// `buf`'s length).
+    /// Receives one datagram from the connected address. A datagram longer
+    /// than `buf` is truncated to it, and the rest is lost without a word
+    /// (an empty `buf` loses the whole datagram and returns 0): size `buf`
+    /// for the largest datagram expected (65,507 bytes over IPv4).
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.io.async_io(Direction::Read, |s| s.recv(buf)).await
     }
@@ -88,7 +91,8 @@ impl UdpSocket {
             .await
     }
 
-    /// Receives one datagram and its sender's address.
+    /// Receives one datagram and its sender's address; truncated to `buf`
+    /// as in [`recv`](UdpSocket::recv).
     pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         self.io
             .async_io(Direction::Read, |s| s.recv_from(buf))
