@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::within_watchdog;
 use wq::Runtime;
-use wq::time::{Elapsed, interval, sleep, sleep_until, timeout};
+use wq::time::{Elapsed, MissedTickBehavior, interval, sleep, sleep_until, timeout, timeout_at};
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -317,6 +317,59 @@ fn interval_ticks_at_once_then_on_schedule_and_skips_missed_ticks() {
                 "{:?}",
                 next - t0
             );
+        });
+    });
+}
+
+/// Burst gives the missed ticks at once, on the original schedule; Delay
+/// restarts the schedule a period after the late tick was taken.
+#[test]
+fn an_interval_bursts_or_delays_after_missed_ticks_when_told() {
+    within_watchdog("interval-missed", LIMIT, || {
+        rt().block_on(async {
+            let period = Duration::from_millis(100);
+            let mut burst = interval(period);
+            burst.set_missed_tick_behavior(MissedTickBehavior::Burst);
+            let mut delay = interval(period);
+            delay.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            assert_eq!(delay.missed_tick_behavior(), MissedTickBehavior::Delay);
+            let (b0, d0) = (burst.tick().await, delay.tick().await);
+            // Both miss ticks 1-3 (due at 100-300 ms).
+            std::thread::sleep(period * 3 + period / 2); // 350 ms or later
+            let taken = Instant::now();
+            for k in 1..=3 {
+                assert_eq!(burst.tick().await, b0 + period * k, "burst tick {k}");
+            }
+            assert!(
+                Instant::now() - taken < period,
+                "the missed ticks came at once"
+            );
+            assert_eq!(burst.tick().await, b0 + period * 4, "then the schedule");
+            let late = delay.tick().await;
+            assert_eq!(late, d0 + period, "the late tick, as due");
+            let next = delay.tick().await;
+            assert!(
+                next >= taken + period,
+                "a period after the late tick was taken: {:?} after it",
+                next.checked_duration_since(taken)
+            );
+            assert!(Instant::now() >= next);
+        });
+    });
+}
+
+#[test]
+fn timeout_at_times_out_at_its_instant_and_not_a_ready_future() {
+    within_watchdog("timeout_at", LIMIT, || {
+        rt().block_on(async {
+            let start = Instant::now();
+            let deadline = start + Duration::from_millis(50);
+            let out: Result<(), Elapsed> =
+                timeout_at(deadline, sleep(Duration::from_secs(60))).await;
+            assert!(out.is_err(), "a 60 s sleep finished in time");
+            assert!(Instant::now() >= deadline, "timed out before its deadline");
+            let past = start;
+            assert_eq!(timeout_at(past, async { 7 }).await, Ok(7));
         });
     });
 }

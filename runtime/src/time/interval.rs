@@ -1,4 +1,4 @@
-//! [`Interval`], [`interval`] and [`interval_at`].
+//! [`Interval`], [`interval`], [`interval_at`] and [`MissedTickBehavior`].
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
@@ -9,10 +9,12 @@ use super::Sleep;
 
 /// Ticks every `period`, the first tick at once.
 ///
-/// **Missed ticks are skipped**: if a tick is taken late (the task was busy
-/// longer than a period), the next tick is the first one still ahead on the
-/// original schedule (`start + k * period`), so a slow consumer never gets
-/// a burst of catch-up ticks and the ticks stay aligned to the schedule.
+/// **Missed ticks are skipped** by default: if a tick is taken late (the
+/// task was busy longer than a period), the next tick is the first one
+/// still ahead on the original schedule (`start + k * period`), so a slow
+/// consumer never gets a burst of catch-up ticks and the ticks stay
+/// aligned to the schedule. [`Interval::set_missed_tick_behavior`] chooses
+/// otherwise (tokio's default is [`MissedTickBehavior::Burst`]).
 /// Timers have a resolution of 1 ms, and a tick fires up to about 2 ms
 /// after it is due: with a period under a millisecond or two, every tick is
 /// late and the ones missed meanwhile are skipped, so such an interval
@@ -52,7 +54,26 @@ fn interval_at_named(what: &str, start: Instant, period: Duration) -> Interval {
     Interval {
         sleep: Sleep::new(super::sleep_driver(what), start),
         period,
+        missed: MissedTickBehavior::Skip,
     }
+}
+
+/// What an [`Interval`] does after a tick taken late, more than a period
+/// after it was due.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MissedTickBehavior {
+    /// The missed ticks come at once, one per `tick()`, until the schedule
+    /// is caught up (`start + k * period` for every `k`; tokio's default):
+    /// for a count of ticks that must not fall short.
+    Burst,
+    /// The schedule restarts from the late tick: the next one is a period
+    /// after it was taken, and later ones a period apart (a tick late by
+    /// less than a period keeps the schedule).
+    Delay,
+    /// The missed ticks are dropped: the next tick is the first one still
+    /// ahead on the original schedule (wq's default).
+    #[default]
+    Skip,
 }
 
 /// Ticks on a fixed schedule: see [`interval`].
@@ -60,6 +81,7 @@ fn interval_at_named(what: &str, start: Instant, period: Duration) -> Interval {
 pub struct Interval {
     sleep: Sleep,
     period: Duration,
+    missed: MissedTickBehavior,
 }
 
 impl Interval {
@@ -72,9 +94,34 @@ impl Interval {
     pub fn poll_tick(&mut self, cx: &mut Context<'_>) -> Poll<Instant> {
         ready!(Pin::new(&mut self.sleep).poll(cx));
         let tick = self.sleep.deadline();
-        self.sleep
-            .reset(next_tick(tick, self.period, Instant::now()));
+        let next = match self.missed {
+            MissedTickBehavior::Burst => super::saturating_add(tick, self.period),
+            MissedTickBehavior::Delay => {
+                // On schedule unless a whole period was missed.
+                let now = Instant::now();
+                let next = super::saturating_add(tick, self.period);
+                if next > now {
+                    next
+                } else {
+                    super::saturating_add(now, self.period)
+                }
+            }
+            MissedTickBehavior::Skip => next_tick(tick, self.period, Instant::now()),
+        };
+        self.sleep.reset(next);
         Poll::Ready(tick)
+    }
+
+    /// What to do after a tick taken late: see [`MissedTickBehavior`]
+    /// (default [`Skip`](MissedTickBehavior::Skip)). Takes effect from the
+    /// next tick taken.
+    pub fn set_missed_tick_behavior(&mut self, behavior: MissedTickBehavior) {
+        self.missed = behavior;
+    }
+
+    /// What it does after a tick taken late.
+    pub fn missed_tick_behavior(&self) -> MissedTickBehavior {
+        self.missed
     }
 
     /// The period.

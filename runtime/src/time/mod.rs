@@ -38,9 +38,9 @@ mod interval;
 mod sleep;
 mod timeout;
 
-pub use interval::{Interval, interval, interval_at};
+pub use interval::{Interval, MissedTickBehavior, interval, interval_at};
 pub use sleep::{Sleep, sleep, sleep_until};
-pub use timeout::{Elapsed, Timeout, timeout};
+pub use timeout::{Elapsed, Timeout, timeout, timeout_at};
 
 pub(crate) use sleep::current_driver_or_panic as sleep_driver;
 

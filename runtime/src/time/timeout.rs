@@ -1,4 +1,4 @@
-//! [`timeout`], [`Timeout`] and [`Elapsed`].
+//! [`timeout`], [`timeout_at`], [`Timeout`] and [`Elapsed`].
 
 use std::fmt;
 use std::future::Future;
@@ -38,7 +38,33 @@ pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
     }
 }
 
-/// The future of [`timeout`].
+/// Runs `future` until `deadline` at most: as [`timeout`], with the
+/// deadline given as an instant (a deadline already past still polls the
+/// future once: a ready one is not timed out).
+///
+/// # Panics
+/// Outside a wq runtime, as [`sleep`](super::sleep).
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use wq::time::{sleep, timeout_at};
+///
+/// #[wq::main]
+/// async fn main() {
+///     let deadline = Instant::now() + Duration::from_millis(5);
+///     assert!(timeout_at(deadline, sleep(Duration::from_secs(5))).await.is_err());
+///     assert_eq!(timeout_at(deadline, async { 7 }).await, Ok(7));
+/// }
+/// ```
+pub fn timeout_at<F: Future>(deadline: std::time::Instant, future: F) -> Timeout<F> {
+    let driver = super::sleep_driver("wq::time::timeout_at");
+    Timeout {
+        future,
+        sleep: Sleep::new(driver, deadline),
+    }
+}
+
+/// The future of [`timeout`] and [`timeout_at`].
 #[must_use = "a Timeout does nothing unless .awaited or polled"]
 pub struct Timeout<F> {
     future: F,
