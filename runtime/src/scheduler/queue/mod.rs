@@ -143,17 +143,36 @@ fn stripe_of(runnable: &Runnable) -> usize {
     usize::from(runnable.metadata().stripe())
 }
 
-/// Counters striped by thread ordinal: a thread adds to its own stripe, so
-/// the hot path writes no line other threads write; readers sum.
+/// A queue's statistics, striped by thread ordinal: a thread adds to its
+/// own stripe, so the hot path writes no line other threads write (but
+/// those of threads of its stripe); readers sum. All of a stripe's
+/// counters share its one line: a worker that starts, times and finishes
+/// an item writes one line, not three, and a queue carries 16 lines of
+/// statistics, not 96 (12 KiB of them before).
 #[derive(Default)]
-struct Striped([CachePadded<AtomicU64>; STRIPES]);
+struct Stats([CachePadded<StatLine>; STRIPES]);
 
-impl Striped {
-    fn add(&self, n: u64) {
-        self.0[this_stripe()].fetch_add(n, Ordering::Relaxed);
+#[derive(Default)]
+struct StatLine {
+    started: AtomicU64,
+    completed: AtomicU64,
+    cpu_time_ns: AtomicU64,
+    hogs: AtomicU64,
+    cm_wakeups: AtomicU64,
+    repatriated: AtomicU64,
+}
+
+impl Stats {
+    /// This thread's stripe.
+    fn mine(&self) -> &StatLine {
+        &self.0[this_stripe()]
     }
-    fn sum(&self) -> u64 {
-        self.0.iter().map(|s| s.load(Ordering::Relaxed)).sum()
+    /// The sum of the counter `field` picks over the stripes.
+    fn sum(&self, field: impl Fn(&StatLine) -> &AtomicU64) -> u64 {
+        self.0
+            .iter()
+            .map(|s| field(s).load(Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -259,14 +278,10 @@ pub(crate) struct Queue {
     /// spawner finished on a stripe read after; the count moving says so.
     chained: AtomicU64,
     closed: AtomicBool,
-    started: Striped,
-    completed: Striped,
-    cpu_time_ns: Striped,
-    /// Event counters, striped like the others: a repatriation (a wake)
-    /// must not write the line every spawn reads (`closed`, `color`, ...).
-    hogs: Striped,
-    cm_wakeups: Striped,
-    repatriated: Striped,
+    /// Started, completed, CPU time and the event counters, striped: a
+    /// repatriation (a wake) must not write the line every spawn reads
+    /// (`closed`, `color`, ...).
+    stats: Stats,
     /// Its slot in the scheduler's list of queues (set once, when it is
     /// registered).
     registry_slot: AtomicUsize,
@@ -308,12 +323,7 @@ impl Queue {
             draining: AtomicUsize::new(0),
             chained: AtomicU64::new(0),
             closed: AtomicBool::new(false),
-            started: Striped::default(),
-            completed: Striped::default(),
-            cpu_time_ns: Striped::default(),
-            hogs: Striped::default(),
-            cm_wakeups: Striped::default(),
-            repatriated: Striped::default(),
+            stats: Stats::default(),
             registry_slot: AtomicUsize::new(usize::MAX),
         }
     }
@@ -597,12 +607,12 @@ impl Queue {
 
     pub(crate) fn counts(&self) -> QueueCounts {
         QueueCounts {
-            started: self.started.sum(),
-            completed: self.completed.sum(),
-            cpu_time_ns: self.cpu_time_ns.sum(),
-            cpu_intensive: self.hogs.sum(),
-            cm_wakeups: self.cm_wakeups.sum(),
-            repatriated: self.repatriated.sum(),
+            started: self.stats.sum(|s| &s.started),
+            completed: self.stats.sum(|s| &s.completed),
+            cpu_time_ns: self.stats.sum(|s| &s.cpu_time_ns),
+            cpu_intensive: self.stats.sum(|s| &s.hogs),
+            cm_wakeups: self.stats.sum(|s| &s.cm_wakeups),
+            repatriated: self.stats.sum(|s| &s.repatriated),
             in_flight: self.in_flight().max(0) as usize,
             active: self.counts.gate.active(),
             inactive: self.inactive.len(),
@@ -699,7 +709,7 @@ impl QueueLink for Queue {
     fn finished(&self, released: bool, color: u8, stripe: u8) -> bool {
         let (color, stripe) = (usize::from(color), usize::from(stripe));
         if released {
-            self.completed.add(1);
+            self.stats.mine().completed.fetch_add(1, Ordering::Relaxed);
             self.counts
                 .gate
                 .finished(stripe, &self.inactive, &mut self.releaser());
@@ -717,10 +727,11 @@ impl QueueLink for Queue {
     }
 
     fn polled(&self, first: bool, ns: u64) {
+        let line = self.stats.mine();
         if first {
-            self.started.add(1);
+            line.started.fetch_add(1, Ordering::Relaxed);
         }
-        self.cpu_time_ns.add(ns);
+        line.cpu_time_ns.fetch_add(ns, Ordering::Relaxed);
     }
 
     fn is_cpu_intensive(&self) -> bool {
@@ -728,15 +739,18 @@ impl QueueLink for Queue {
     }
 
     fn hogged(&self) {
-        self.hogs.add(1);
+        self.stats.mine().hogs.fetch_add(1, Ordering::Relaxed);
     }
 
     fn cm_wakeup(&self) {
-        self.cm_wakeups.add(1);
+        self.stats.mine().cm_wakeups.fetch_add(1, Ordering::Relaxed);
     }
 
     fn repatriated(&self) {
-        self.repatriated.add(1);
+        self.stats
+            .mine()
+            .repatriated
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     fn name(&self) -> &str {
