@@ -122,12 +122,13 @@ pub(crate) fn virtual_cpu_of(host: *const ()) -> Option<usize> {
     })
 }
 
-/// The CPU placement on the runtime at `host` uses for this thread, which
-/// runs on `cpu` of a live topology: `cpu`, unless the thread is a worker
-/// of that runtime whose pool's threads may run outside its pod and it
-/// runs outside it now; then the CPU of its pod it stands for, so that
-/// its spawns, like those of a worker at home, go to its own pool (its
-/// LIFO slot and deque) and not to the pool of the pod it visits.
+/// The CPU a `cache_shard` spawn on the runtime at `host` is placed by,
+/// for this thread, which runs on `cpu` of a live topology: `cpu`, unless
+/// the thread is a worker of that runtime whose pool's threads may run
+/// outside its pod and it runs outside it now; then the CPU of its pod it
+/// stands for, so that its spawns, like those of a worker at home, go to
+/// its own pool (its LIFO slot and deque) and not to the pool of the pod
+/// it visits.
 #[inline]
 pub(crate) fn placement_cpu(host: *const (), cpu: usize) -> usize {
     if !THREAD.try_with(|t| t.roaming.get()).unwrap_or(false) {

@@ -157,10 +157,10 @@ pub(crate) struct Pool {
     pub(crate) pod: usize,
     /// OS indices of the pod's CPUs.
     pub(crate) cpus: Box<[usize]>,
-    /// OS indices of the CPUs its threads are bound to, on a live
+    /// OS indices of the CPUs its workers are bound to, on a live
     /// topology: the pod's, but for a non-strict pool of a `cache_shard`
-    /// pod, whose threads may run anywhere in the pod's last-level cache
-    /// (`Scheduler::run_cpus` says why).
+    /// pod (not one of a single core), whose workers may run anywhere in
+    /// the pod's last-level cache (`Scheduler::run_cpus` says why).
     pub(crate) run_cpus: Box<[usize]>,
     pub(crate) injector: Injector<Runnable>,
     pub(crate) idle: Idle,

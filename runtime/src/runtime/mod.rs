@@ -118,7 +118,9 @@ impl Runtime {
     }
 
     /// Spawns `future` on the pool of the `scope` pod that holds the calling
-    /// thread's CPU; that pool stays the task's home.
+    /// thread's CPU; that pool stays the task's home. (A worker of a
+    /// non-strict `cache_shard` pool may run on another shard's CPU: its
+    /// `cache_shard` spawns go to its own shard.)
     pub fn spawn_on<F>(&self, scope: Scope, future: F) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,

@@ -835,6 +835,46 @@ mod tests {
         assert_eq!(&*shard.run_cpus, &[8, 9, 10, 11, 12, 13, 14, 15]);
     }
 
+    /// A worker of a pool whose workers may leave its pod (a non-strict
+    /// shard of a split cache) places its `cache_shard` spawns from its
+    /// pod when it runs outside it, and from where it runs at home; any
+    /// other thread, and a spawn onto another runtime, by the CPU it runs
+    /// on.
+    #[test]
+    fn a_roaming_worker_places_shard_spawns_from_its_own_pod() {
+        let build = || {
+            Runtime::builder()
+                .topology(
+                    Topology::synthetic("l3:1 core:4 pu:1")
+                        .unwrap()
+                        .with_cache_shard_size(2)
+                        .unwrap(),
+                )
+                .build()
+                .unwrap()
+        };
+        let (rt, other) = (build(), build());
+        let (me, them) = (rt.handle().scheduler.id(), other.handle().scheduler.id());
+        let (me, them) = (me as usize, them as usize);
+        let q = Workqueue::builder("roam")
+            .scope(Scope::CacheShard)
+            .build(rt.handle())
+            .unwrap();
+        // Shard 0 is CPUs 0-1, bound (were the topology live) to 0-3.
+        let got = rt
+            .block_on(q.spawn_on_cpu(0, async move {
+                let place =
+                    |host: usize, cpu| crate::pool::current::placement_cpu(host as *const (), cpu);
+                (place(me, 3), place(me, 1), place(them, 3))
+            }))
+            .unwrap();
+        assert!(got.0 < 2, "away: placed from CPU {}, not its pod's", got.0);
+        assert_eq!(got.1, 1, "at home: where it runs");
+        assert_eq!(got.2, 3, "onto another runtime: where it runs");
+        let outside = crate::pool::current::placement_cpu(me as *const (), 3);
+        assert_eq!(outside, 3, "a thread that is no worker");
+    }
+
     /// A snapshot waits only for the queues it found dying. Two threads
     /// drop queues whose drops take 300 ms each (a test hook), staggered,
     /// so that one is always dying: waiting for a scan that found none

@@ -6,8 +6,9 @@
 //! A task spawned with scope S goes to the S-pod holding the spawning CPU:
 //! `sched_getcpu()` on a topology read from this machine (for a worker of
 //! a non-strict `cache_shard` pool running on another shard's CPU, which
-//! its binding to the whole cache allows, a CPU of its own pod: its spawns
-//! stay in its pool, as they do while it runs at home); on a synthetic or
+//! its binding to the whole cache allows, a CPU of its own pod when it
+//! spawns at `cache_shard` scope: those spawns stay in its pool, as they do
+//! while it runs at home); on a synthetic or
 //! XML one, a worker's virtual CPU (a CPU of its pod) or, for other threads
 //! (a worker of another runtime included), a CPU picked once per thread in
 //! turn (by thread ordinal). A CPU the
@@ -37,7 +38,7 @@ pub(crate) fn pod(
     if pods.len() == 1 {
         return 0;
     }
-    cpu.or_else(|| current_cpu(topology, host))
+    cpu.or_else(|| current_cpu(topology, host, scope))
         .and_then(|cpu| topology.pod_of(scope, cpu))
         .map(|p| p.index())
         .unwrap_or_else(|| round_robin() % pods.len())
@@ -46,15 +47,17 @@ pub(crate) fn pod(
 /// The CPU placement on `host`'s runtime uses for the calling thread (see
 /// the module docs). A worker's virtual CPU is one of its own runtime's
 /// topology: a worker of another runtime is placed as any other thread.
-pub(crate) fn current_cpu(topology: &Topology, host: *const ()) -> Option<usize> {
+pub(crate) fn current_cpu(topology: &Topology, host: *const (), scope: Scope) -> Option<usize> {
     if topology.is_live() {
         // SAFETY: sched_getcpu has no preconditions; it returns -1 on
         // error, handled below.
         let cpu = unsafe { libc::sched_getcpu() };
         return usize::try_from(cpu).ok().map(|cpu| {
             // Only a split cache has pools whose workers run outside their
-            // pod: elsewhere, not even the thread-local is read.
-            if topology.splits_caches() {
+            // pod: elsewhere, not even the thread-local is read. And only
+            // the shard is the worker's own: a `cpu` or `smt` spawn goes to
+            // the CPU it runs on, a wider one to a pod holding both.
+            if scope == Scope::CacheShard && topology.splits_caches() {
                 current::placement_cpu(host, cpu)
             } else {
                 cpu

@@ -30,7 +30,9 @@
 //!   run while every slot is blocked), kick it (a
 //!   thread start, paced by the back-off); if the pool now has a worker,
 //!   done; else run up to [`RESCUE_BATCH`] of its tasks here (checking
-//!   `closed` before each), bound to the pool's `run_cpus` on a live topology, and
+//!   `closed` before each), bound to the pool's pod on a live topology
+//!   (not its `run_cpus`: the rescuer is no worker, and its spawns are
+//!   placed by the CPU it runs on), and
 //!   if work is left, send the pool a mayday again: it is visited after the
 //!   other listed pools, so one busy pool cannot starve another. Rescued
 //!   tasks' scheduling delays go to the pool's `rescued` counters, merged
@@ -256,7 +258,7 @@ fn rescue(scheduler: &Scheduler, pool: &Arc<Pool>) {
     }
     if scheduler.topology.is_live() {
         // Best effort, as for a worker.
-        if let Err(e) = crate::topology::bind_current_thread(&pool.run_cpus) {
+        if let Err(e) = crate::topology::bind_current_thread(&pool.cpus) {
             pool.warn_unbound(&e);
         }
     }

@@ -17,8 +17,9 @@ use super::Sleep;
 /// otherwise (tokio's default is [`MissedTickBehavior::Burst`]).
 /// Timers have a resolution of 1 ms, and a tick fires up to about 2 ms
 /// after it is due: with a period under a millisecond or two, every tick is
-/// late and the ones missed meanwhile are skipped, so such an interval
-/// ticks about once per 1-2 ms, not once per period.
+/// late and, by default, the ones missed meanwhile are skipped, so such an
+/// interval ticks about once per 1-2 ms, not once per period (with
+/// [`MissedTickBehavior::Burst`] it catches up in bursts instead).
 ///
 /// # Panics
 /// If `period` is zero, or outside a wq runtime (as [`sleep`](super::sleep)).
@@ -67,8 +68,9 @@ pub enum MissedTickBehavior {
     /// for a count of ticks that must not fall short.
     Burst,
     /// The schedule restarts from the late tick: the next one is a period
-    /// after it was taken, and later ones a period apart (a tick late by
-    /// less than a period keeps the schedule).
+    /// after it was taken, and later ones a period apart. Unlike tokio's
+    /// (which restarts after a tick over 5 ms late), a tick late by less
+    /// than a whole period keeps the schedule.
     Delay,
     /// The missed ticks are dropped: the next tick is the first one still
     /// ahead on the original schedule (wq's default).

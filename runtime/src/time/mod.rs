@@ -1,4 +1,5 @@
-//! Timers: [`sleep`], [`sleep_until`], [`timeout`], [`interval`].
+//! Timers: [`sleep`], [`sleep_until`], [`timeout`], [`timeout_at`],
+//! [`interval`], [`interval_at`] (and its [`MissedTickBehavior`]).
 //!
 //! Timers live in the runtime's driver (a hierarchical timing wheel with
 //! 1 ms ticks, `driver::wheel`), which the thread turning the driver fires: a timer

@@ -32,7 +32,7 @@
 //! (`loom_a_take_reclaiming_spares_racing_a_finish_strands_nothing`), a
 //! trim of a stripe's excess spares (`loom_a_trim_racing_an_admit_strands_nothing`)
 //! and a global gate (`loom_in_global_mode_an_item_is_never_stranded`);
-//! the negatives (`loom_without_the_fences_*`) fail without the fences.
+//! the negatives (`loom_*without_the_fences_*`) fail without the fences.
 //!
 //! # Global mode
 //! A smaller `max` cannot be enforced on spares already leased, so the gate
@@ -41,8 +41,10 @@
 //! the active items, as one counter, and spares are swept into it. A
 //! deposit that raced the sweep finds the mode global after its fence and
 //! sweeps its own stripe. The models `loom_an_item_is_never_stranded_on_the_inactive_list`
-//! (striped, a finish racing an admit) and
-//! `loom_a_shrink_racing_a_finish_keeps_every_slot` check both.
+//! (striped, a finish racing an admit),
+//! `loom_in_global_mode_an_item_is_never_stranded` (the same race on a
+//! global gate) and `loom_a_shrink_racing_a_finish_keeps_every_slot` check
+//! both.
 //!
 //! A lowering racing a raise (both read the old limit first) turns the
 //! gate global too: a `set_max` compares its limit with the one its swap
@@ -552,11 +554,9 @@ mod loom_tests {
                 r.fetch_add(1, Ordering::Relaxed);
             });
             spawner.join().unwrap();
-            assert_eq!(
-                released.load(Ordering::Relaxed),
-                1,
-                "item B stranded on the inactive list (or released twice)"
-            );
+            let n = released.load(Ordering::Relaxed);
+            assert!(n < 2, "item B released twice");
+            assert_eq!(n, 1, "item B stranded on the inactive list");
             assert_eq!(gate.active(), 1, "B holds the one slot");
         });
     }
@@ -621,11 +621,9 @@ mod loom_tests {
                 "C started beside B over the new limit"
             );
             gate.finished(0, &*list, &mut release);
-            assert_eq!(
-                released.load(Ordering::Relaxed),
-                1,
-                "item C stranded: a slot was lost to the shrink"
-            );
+            let n = released.load(Ordering::Relaxed);
+            assert!(n < 2, "item C released twice");
+            assert_eq!(n, 1, "item C stranded: a slot was lost to the shrink");
         });
     }
 
@@ -682,11 +680,9 @@ mod loom_tests {
                 r.fetch_add(1, Ordering::Relaxed);
             });
             spawner.join().unwrap();
-            assert_eq!(
-                released.load(Ordering::Relaxed),
-                1,
-                "item C stranded on the inactive list (or released twice)"
-            );
+            let n = released.load(Ordering::Relaxed);
+            assert!(n < 2, "item C released twice");
+            assert_eq!(n, 1, "item C stranded on the inactive list");
             assert_eq!(gate.active(), 2, "B and C hold the two slots");
             assert_eq!(
                 gate.leased.load(Ordering::Relaxed),
@@ -742,11 +738,9 @@ mod loom_tests {
                 });
             }
             spawner.join().unwrap();
-            assert_eq!(
-                released.load(Ordering::Relaxed),
-                1,
-                "item D stranded on the inactive list (or released twice)"
-            );
+            let n = released.load(Ordering::Relaxed);
+            assert!(n < 2, "item D released twice");
+            assert_eq!(n, 1, "item D stranded on the inactive list");
             assert_eq!(gate.active(), 1, "D alone is active");
             let leased = gate.leased.load(Ordering::Relaxed);
             assert!(leased <= 3, "{leased} slots leased under max_active 3");

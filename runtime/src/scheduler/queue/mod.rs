@@ -844,7 +844,9 @@ impl QueueHandle {
             // The item waits and is released later, maybe by another
             // thread: it keeps the CPU it was submitted on for its
             // placement.
-            let cpu = cpu.or_else(|| placement::current_cpu(&scheduler.topology, scheduler.id()));
+            let cpu = cpu.or_else(|| {
+                placement::current_cpu(&scheduler.topology, scheduler.id(), queue.scope())
+            });
             queue.counts.gate.wait(
                 stripe,
                 &queue.inactive,
