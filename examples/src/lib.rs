@@ -545,6 +545,26 @@ pub fn refused_args(msg: &str) -> ExitCode {
     }
 }
 
+/// What an example that takes no arguments does first: `--help` (or `-h`)
+/// prints `usage` and exits 0; any other argument is an error, with the
+/// usage, and exits 2.
+pub fn no_arguments(name: &str, usage: &str) {
+    if let Some(arg) = args().into_iter().next() {
+        if arg == "-h" || arg == "--help" {
+            println!("{usage}");
+            std::process::exit(0);
+        }
+        eprintln!("{name}: unknown argument {arg:?}\n{usage}");
+        std::process::exit(2);
+    }
+}
+
+/// An example's check of what it shows: `Err` (and so a failing exit)
+/// with `what` if `ok` is false.
+pub fn check(ok: bool, what: impl Into<String>) -> Result<(), Box<dyn std::error::Error>> {
+    if ok { Ok(()) } else { Err(what.into().into()) }
+}
+
 /// The program's arguments after its name, each read lossily: one that is
 /// not UTF-8 is refused by the parsers (or the bind) as what it says,
 /// where `std::env::args` panicked on it.

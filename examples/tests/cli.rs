@@ -12,6 +12,11 @@ fn help_is_a_success_on_stdout_and_a_bad_argument_an_error_on_stderr() {
         ("http_service", env!("CARGO_BIN_EXE_http_service")),
         ("axum_service", env!("CARGO_BIN_EXE_axum_service")),
         ("workqueues", env!("CARGO_BIN_EXE_workqueues")),
+        ("flush_drain", env!("CARGO_BIN_EXE_flush_drain")),
+        ("change_queue", env!("CARGO_BIN_EXE_change_queue")),
+        ("highpri", env!("CARGO_BIN_EXE_highpri")),
+        ("cpu_hogs", env!("CARGO_BIN_EXE_cpu_hogs")),
+        ("queue_stats", env!("CARGO_BIN_EXE_queue_stats")),
         ("wq-dump", env!("CARGO_BIN_EXE_wq-dump")),
         ("wq-monitor", env!("CARGO_BIN_EXE_wq-monitor")),
     ] {

@@ -1,0 +1,64 @@
+//! A queue's statistics (`docs/guide/queue-stats.md`), in the kernel's
+//! vocabulary (`PWQ_STAT_*`): items started and completed, CPU time,
+//! items found CPU-intensive, concurrency-management wakeups, items
+//! repatriated, and the items in flight, active and waiting now.
+//!
+//! ```sh
+//! cargo run -p wq-examples --bin queue_stats
+//! ```
+
+use std::time::Duration;
+
+use wq::Workqueue;
+use wq_examples::check;
+
+const USAGE: &str =
+    "usage: queue_stats (no arguments): runs items on a named workqueue and prints its stats";
+
+#[wq::main(scope = "system")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    wq_examples::no_arguments("queue_stats", USAGE);
+    let q = Workqueue::builder("reports")
+        .max_active(2)
+        .build(&wq::Handle::current())?;
+    // Ten items that each wait 10 ms (two at a time), one that blocks in
+    // block_in_place (a concurrency-management wakeup), one that panics.
+    for _ in 0..10 {
+        drop(q.spawn(wq::time::sleep(Duration::from_millis(10))));
+    }
+    drop(q.spawn(async {
+        wq::block_in_place(|| std::thread::sleep(Duration::from_millis(20)));
+    }));
+    // Its message comes back in its JoinError; the default hook would also
+    // print it (and, with RUST_BACKTRACE set, a backtrace) on stderr.
+    std::panic::set_hook(Box::new(|_| {}));
+    let panicked = q.spawn(async { panic!("a report failed") });
+    let s = q.stats();
+    println!(
+        "while running: in flight {}, active {}, inactive {}",
+        s.in_flight, s.active, s.inactive
+    );
+    check(s.active <= 2, "more items active than max_active")?;
+    q.flush().await;
+    let joined = panicked.await;
+    let s = q.stats();
+    println!(
+        "after flush:   started {}, completed {}, cpu_time {:.1?}, cpu_intensive {}, cm_wakeups {}, repatriated {}, in flight {}",
+        s.started,
+        s.completed,
+        s.cpu_time,
+        s.cpu_intensive,
+        s.cm_wakeups,
+        s.repatriated,
+        s.in_flight
+    );
+    println!(
+        "the panicking item: {}",
+        joined.err().map_or("no panic".into(), |e| e.to_string())
+    );
+    check(
+        s.started == 12 && s.completed == 12 && s.in_flight == 0,
+        "the stats do not count the 12 items",
+    )?;
+    Ok(())
+}
