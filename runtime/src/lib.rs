@@ -51,6 +51,7 @@ mod pool;
 mod runtime;
 mod scheduler;
 mod scope;
+pub mod signal;
 pub mod task;
 pub mod time;
 mod topology;

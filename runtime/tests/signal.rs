@@ -1,0 +1,115 @@
+//! Signals (`wq::signal`): deliveries reach `recv`, every listener of a
+//! kind sees each one, ctrl_c listens from its call, a signal that cannot
+//! be caught is refused with a reason, and a dropped listener's handler
+//! is gone. In a test binary of their own: they raise signals at the
+//! process.
+
+use std::time::Duration;
+
+use wq::signal::unix::{SignalKind, signal};
+
+fn rt() -> wq::Runtime {
+    wq::Runtime::builder().build().unwrap()
+}
+
+fn raise(sig: libc::c_int) {
+    // SAFETY: raise takes a plain signal number; a handler is installed
+    // for it by the time each test raises it.
+    assert_eq!(unsafe { libc::raise(sig) }, 0);
+}
+
+/// `recv` within 10 s, or the test fails (never hangs).
+async fn recv_in_time(s: &mut wq::signal::unix::Signal) {
+    wq::time::timeout(Duration::from_secs(10), s.recv())
+        .await
+        .expect("no delivery within 10 s")
+        .expect("the driver shut down");
+}
+
+#[test]
+fn a_delivery_completes_recv_and_every_listener_sees_it() {
+    rt().block_on(async {
+        let mut a = signal(SignalKind::user_defined1()).unwrap();
+        let mut b = signal(SignalKind::user_defined1()).unwrap();
+        assert_eq!(a.kind(), SignalKind::user_defined1());
+        raise(libc::SIGUSR1);
+        recv_in_time(&mut a).await;
+        recv_in_time(&mut b).await;
+        // Nothing more is pending: the next recv waits for the next delivery.
+        assert!(
+            wq::time::timeout(Duration::from_millis(50), a.recv())
+                .await
+                .is_err(),
+            "a recv completed with no delivery"
+        );
+        raise(libc::SIGUSR1);
+        recv_in_time(&mut a).await;
+    });
+}
+
+#[test]
+fn a_delivery_before_recv_is_kept_and_one_from_a_spawned_task_is_seen() {
+    rt().block_on(async {
+        let mut s = signal(SignalKind::user_defined2()).unwrap();
+        raise(libc::SIGUSR2);
+        raise(libc::SIGUSR2);
+        recv_in_time(&mut s).await;
+        let waiter = wq::spawn(async move {
+            recv_in_time(&mut s).await;
+        });
+        wq::time::sleep(Duration::from_millis(20)).await;
+        raise(libc::SIGUSR2);
+        waiter.await.unwrap();
+    });
+}
+
+#[test]
+fn ctrl_c_listens_from_its_call() {
+    rt().block_on(async {
+        let stop = wq::signal::ctrl_c();
+        // Raised before the first poll: kept, and the process lives on.
+        raise(libc::SIGINT);
+        wq::time::timeout(Duration::from_secs(10), stop)
+            .await
+            .expect("ctrl_c did not complete")
+            .unwrap();
+    });
+}
+
+#[test]
+fn a_signal_that_cannot_be_caught_is_refused_with_a_reason() {
+    rt().block_on(async {
+        for sig in [libc::SIGKILL, libc::SIGSTOP, libc::SIGSEGV] {
+            let err = signal(SignalKind::from_raw(sig)).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+            assert!(err.to_string().contains("cannot be caught"), "{err}");
+        }
+    });
+}
+
+#[test]
+fn signal_outside_a_runtime_panics_with_the_call_named() {
+    let panic = std::panic::catch_unwind(|| signal(SignalKind::hangup())).unwrap_err();
+    let msg = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_default();
+    assert!(msg.contains("wq::signal::unix::signal"), "{msg}");
+}
+
+/// A dropped `Signal` closes both ends of its socket pair (the handler's
+/// write end is closed when its action is unregistered).
+#[test]
+fn dropped_signals_leave_no_file_descriptors() {
+    let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+    rt().block_on(async {
+        // The driver's own descriptors exist before the count.
+        drop(signal(SignalKind::window_change()).unwrap());
+        let before = fds();
+        for _ in 0..100 {
+            drop(signal(SignalKind::window_change()).unwrap());
+        }
+        assert_eq!(fds(), before);
+    });
+}
