@@ -96,7 +96,9 @@ pub mod unix {
         pub const fn user_defined2() -> SignalKind {
             SignalKind(libc::SIGUSR2)
         }
-        /// SIGCHLD.
+        /// SIGCHLD. (Listening installs a handler: a process that had set
+        /// SIGCHLD to ignored, so that the kernel reaped its children,
+        /// must reap them itself from then on.)
         pub const fn child() -> SignalKind {
             SignalKind(libc::SIGCHLD)
         }
@@ -155,8 +157,13 @@ pub mod unix {
         let (read, write) = std::os::unix::net::UnixStream::pair()?;
         read.set_nonblocking(true)?;
         write.set_nonblocking(true)?;
+        // The read end first: once the handler has the write end, the read
+        // end must outlive its registration (signal-hook's handler sends
+        // without MSG_NOSIGNAL: a delivery to a pair whose read end is gone
+        // would raise SIGPIPE, fatal to a host that has not ignored it).
+        let io = PollIo::new(driver, mio::net::UnixStream::from_std(read))?;
         // The handler owns the write end from here, and closes it when
-        // unregistered.
+        // unregistered (or at once, if registering fails).
         let id = signal_hook::low_level::pipe::register(kind.0, write).map_err(|e| {
             io::Error::new(
                 e.kind(),
@@ -166,18 +173,12 @@ pub mod unix {
                 ),
             )
         })?;
-        match PollIo::new(driver, mio::net::UnixStream::from_std(read)) {
-            Ok(io) => Ok(Signal {
-                io,
-                id,
-                kind,
-                key: None,
-            }),
-            Err(e) => {
-                signal_hook::low_level::unregister(id);
-                Err(e)
-            }
-        }
+        Ok(Signal {
+            io,
+            id,
+            kind,
+            key: None,
+        })
     }
 
     impl Signal {
@@ -222,6 +223,7 @@ pub mod unix {
     impl Drop for Signal {
         fn drop(&mut self) {
             self.io.release(&mut self.key);
+            // Before the read end (the `io` field) drops: see `signal_named`.
             signal_hook::low_level::unregister(self.id);
         }
     }

@@ -25,6 +25,9 @@ const LAYERS: &[(&str, u32)] = &[
     ("task", 2),
     ("scheduler", 3),
     ("time", 4),
+    // A signal listener is a driver socket, found through the scheduler's
+    // services.
+    ("signal", 4),
     // Above the timers: a Unix connect to a full listener backs off on
     // them.
     ("net", 5),
