@@ -274,6 +274,11 @@ impl Slots {
         }
     }
 
+    /// Slots held now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
     /// A slot, or `None` if `max` are held.
     pub fn take(&self) -> Option<Slot> {
         // Relaxed: a count, taken and given back only through slots.
@@ -306,10 +311,76 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    serve_until(listener, make, limits, std::future::pending()).await
+}
+
+/// Completes, with the signal's name, when the process is asked to stop:
+/// ctrl-c (SIGINT) or SIGTERM (a service manager's stop). Listening
+/// starts at the call.
+pub fn stop_requested() -> io::Result<impl Future<Output = &'static str> + Send + 'static> {
+    use wq::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        let term = std::pin::pin!(term.recv());
+        let int = std::pin::pin!(int.recv());
+        match futures::future::select(term, int).await {
+            futures::future::Either::Left(_) => "SIGTERM",
+            futures::future::Either::Right(_) => "SIGINT",
+        }
+    })
+}
+
+/// [`serve_with`] until `stop` completes (with a reason to report): then
+/// the listener is closed, every connection is told to close gracefully
+/// (requests in flight finish; HTTP/2 sends GOAWAY, HTTP/1 closes after the
+/// current response) and given [`Limits::close_grace`] to do so, and this
+/// returns once they are all gone (or the grace and a second more have
+/// passed: the runtime's shutdown then drops what is left).
+pub async fn serve_until<S, B>(
+    listener: TcpListener,
+    make: impl Fn() -> S,
+    limits: Limits,
+    stop: impl Future<Output = &'static str>,
+) -> io::Result<()>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let http = http_builder();
     let slots = Slots::new(limits.max_connections);
+    // Dropped at the stop: every connection's clone then completes.
+    let (stopping, stopped) = futures::channel::oneshot::channel::<()>();
+    let stopped = futures::FutureExt::shared(stopped);
+    let mut stop = std::pin::pin!(stop);
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted =
+            match futures::future::select(std::pin::pin!(listener.accept()), stop.as_mut()).await {
+                futures::future::Either::Left((accepted, _)) => Ok(accepted),
+                futures::future::Either::Right((why, _)) => Err(why),
+            };
+        let accepted = match accepted {
+            Ok(accepted) => accepted,
+            Err(why) => {
+                drop(listener);
+                let open = slots.open();
+                // Straight to stderr (not the reporter thread): the process
+                // ends soon after.
+                eprintln!("{why}: no more connections; closing the {open} open gracefully");
+                drop(stopping);
+                let deadline = Instant::now() + limits.close_grace + Duration::from_secs(1);
+                while slots.open() > 0 && Instant::now() < deadline {
+                    wq::time::sleep(Duration::from_millis(10)).await;
+                }
+                eprintln!("{why}: stopped, {} connections still open", slots.open());
+                return Ok(());
+            }
+        };
+        let (stream, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 // EMFILE / ENFILE / ECONNABORTED: log, back off, go on.
@@ -327,6 +398,7 @@ where
         let _ = stream.set_nodelay(true);
         let http = http.clone();
         let service = make();
+        let stopped = stopped.clone();
         drop(wq::spawn(async move {
             let _slot = slot;
             let conn = async {
@@ -345,6 +417,7 @@ where
                 let mut conn = std::pin::pin!(http.serve_connection(io, service));
                 let mut idle = std::pin::pin!(idle_for(&activity, limits.idle));
                 let mut lifetime = std::pin::pin!(wq::time::sleep(limits.lifetime));
+                let mut stopped = stopped;
                 // Set once the connection is told to close: then it has
                 // `close_grace` to finish (an HTTP/2 client that never
                 // opens its flow-control window keeps its stream, and so
@@ -357,6 +430,8 @@ where
                             Some("idle")
                         } else if lifetime.as_mut().poll(cx).is_ready() {
                             Some("at its lifetime")
+                        } else if Pin::new(&mut stopped).poll(cx).is_ready() {
+                            Some("as the service stops")
                         } else {
                             None
                         };

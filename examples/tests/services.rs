@@ -306,6 +306,79 @@ fn a_request_in_flight_at_the_lifetime_is_answered() {
     });
 }
 
+/// At the stop (`serve_until`'s future: SIGINT or SIGTERM in the
+/// binaries), the listener closes, a request in flight is answered and
+/// its connection closed after it, and `serve_until` returns.
+#[test]
+fn at_the_stop_requests_in_flight_finish_and_the_listener_closes() {
+    on_wq(async || {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = futures::channel::oneshot::channel::<()>();
+        let server = wq::spawn(wq_examples::serve_until(
+            listener,
+            || service_fn(routes::service),
+            wq_examples::Limits::default(),
+            async move {
+                let _ = stopped.await;
+                "test stop"
+            },
+        ));
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET /sleep?ms=500 HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        wq::time::sleep(Duration::from_millis(100)).await;
+        stop.send(()).unwrap();
+        let mut out = Vec::new();
+        let _ = c.read_to_end(&mut out).await;
+        assert!(
+            out.starts_with(b"HTTP/1.1 200") && out.ends_with(b"slept 500 ms\n"),
+            "{:?}",
+            String::from_utf8_lossy(&out)
+        );
+        wq::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("serve_until did not return")
+            .unwrap()
+            .unwrap();
+        let refused = TcpStream::connect(addr).await.unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    });
+}
+
+/// The service binaries stop on SIGTERM: they close gracefully and exit 0
+/// (the default action of SIGTERM ended them with status 143).
+#[test]
+fn http_service_exits_cleanly_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_http_service"))
+        .args(["--addr", "127.0.0.1:0", "--dashboard-addr", "off"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening on") {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "it ended before listening");
+    }
+    // SAFETY: kill takes a pid and a signal number.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+        let _ = tx.send((child.wait().unwrap(), rest));
+    });
+    let (status, rest) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("http_service did not exit within 20 s of SIGTERM");
+    assert!(status.success(), "{status:?}: {rest}");
+    assert!(rest.contains("SIGTERM: stopped"), "{rest}");
+}
+
 #[test]
 fn an_axum_router_answers_its_routes_and_a_404_on_wq() {
     on_wq(async || {

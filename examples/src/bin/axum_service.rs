@@ -9,10 +9,20 @@
 use std::process::ExitCode;
 
 use hyper_util::service::TowerToHyperService;
-use wq_examples::{axum_app, listen, serve};
+use wq_examples::{Limits, axum_app, listen, serve_until, stop_requested};
 
 #[wq::main(scope = "cache")]
 async fn main() -> ExitCode {
+    // ctrl-c or SIGTERM: stop accepting, let connections finish, exit 0.
+    // Listened for before the bind: once the address is announced, a
+    // SIGTERM is this service's, not the default action's.
+    let stop = match stop_requested() {
+        Ok(stop) => stop,
+        Err(e) => {
+            eprintln!("axum_service: cannot listen for ctrl-c and SIGTERM: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let (listener, addr) = match listen("axum_service", 8081).await {
         Ok(l) => l,
         Err(code) => return code,
@@ -20,7 +30,14 @@ async fn main() -> ExitCode {
     eprintln!("axum_service: listening on http://{addr}");
     wq_examples::say_connection_cap("axum_service", wq_examples::max_connections());
     let router = axum_app::router();
-    match serve(listener, || TowerToHyperService::new(router.clone())).await {
+    match serve_until(
+        listener,
+        || TowerToHyperService::new(router.clone()),
+        Limits::default(),
+        stop,
+    )
+    .await
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("axum_service: {e}");

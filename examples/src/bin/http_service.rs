@@ -14,7 +14,9 @@
 use std::process::ExitCode;
 
 use hyper::service::service_fn;
-use wq_examples::{bind_or_exit, dashboard_addr, parse_args, routes, serve};
+use wq_examples::{
+    Limits, bind_or_exit, dashboard_addr, parse_args, routes, serve_until, stop_requested,
+};
 
 fn main() -> ExitCode {
     // As `#[wq::main(scope = "cache")]`, with latency capture on.
@@ -47,6 +49,16 @@ async fn run() -> ExitCode {
             ));
         }
     };
+    // ctrl-c or SIGTERM: stop accepting, let connections finish, exit 0.
+    // Listened for before the bind: once the address is announced, a
+    // SIGTERM is this service's, not the default action's.
+    let stop = match stop_requested() {
+        Ok(stop) => stop,
+        Err(e) => {
+            eprintln!("http_service: cannot listen for ctrl-c and SIGTERM: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let (listener, addr) = match bind_or_exit("http_service", &opts).await {
         Ok(l) => l,
         Err(code) => return code,
@@ -70,7 +82,14 @@ async fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match serve(listener, || service_fn(routes::service)).await {
+    match serve_until(
+        listener,
+        || service_fn(routes::service),
+        Limits::default(),
+        stop,
+    )
+    .await
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("http_service: {e}");
