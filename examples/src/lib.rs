@@ -21,6 +21,10 @@
 //!   held every slot for five minutes), and dropped [`CLOSE_GRACE`] later
 //!   if it has not closed (an HTTP/2 client that never opens its
 //!   flow-control window keeps a stream, and its connection, open);
+//! - at ctrl-c or SIGTERM ([`stop_requested`], [`serve_until`]) the
+//!   listener closes and every connection is told to close gracefully,
+//!   with [`CLOSE_GRACE`] to do so; a second signal ends the service at
+//!   once;
 //! - request bodies are capped at [`MAX_BODY`] bytes (413 beyond; HTTP/2
 //!   allows [`MAX_STREAMS`] streams a connection, each with a window of
 //!   [`MAX_BODY`], so one connection buffers at most that many bodies), and a
@@ -48,7 +52,7 @@ use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
@@ -74,8 +78,9 @@ pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2 streams (requests) at once on one connection.
 pub const MAX_STREAMS: u32 = 16;
-/// The longest a connection told to close (idle, or at its lifetime) may
-/// take to finish its requests in flight before it is dropped: an answer
+/// The longest a connection told to close (idle, at its lifetime, or as
+/// the service stops) may take to finish its requests in flight before it
+/// is dropped: an answer
 /// ([`REQUEST_TIMEOUT`]) and its write ([`WRITE_TIMEOUT`]).
 pub const CLOSE_GRACE: Duration = Duration::from_secs(15);
 
@@ -93,9 +98,9 @@ pub struct Limits {
     /// The longest a response write may make no progress (a client that
     /// stops reading is cut off).
     pub write_progress: Duration,
-    /// The longest a connection told to close gracefully (idle, or at its
-    /// lifetime) may take to finish what is in flight before it is
-    /// dropped.
+    /// The longest a connection told to close gracefully (idle, at its
+    /// lifetime, or as the service stops) may take to finish what is in
+    /// flight before it is dropped.
     pub close_grace: Duration,
 }
 
@@ -311,37 +316,100 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    serve_until(listener, make, limits, std::future::pending()).await
+    serve_until(listener, make, limits, futures::stream::pending()).await
 }
 
-/// Completes, with the signal's name, when the process is asked to stop:
-/// ctrl-c (SIGINT) or SIGTERM (a service manager's stop). Listening
-/// starts at the call.
-pub fn stop_requested() -> io::Result<impl Future<Output = &'static str> + Send + 'static> {
+/// The process's requests to stop, from the call on: ctrl-c (SIGINT) and
+/// SIGTERM (a service manager's stop), each item the signal's name. The
+/// first stops a [`serve_until`] gracefully; a second one during the
+/// drain ends it at once.
+pub fn stop_requested()
+-> io::Result<impl futures::Stream<Item = &'static str> + Send + Unpin + 'static> {
     use wq::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        let term = std::pin::pin!(term.recv());
-        let int = std::pin::pin!(int.recv());
-        match futures::future::select(term, int).await {
-            futures::future::Either::Left(_) => "SIGTERM",
-            futures::future::Either::Right(_) => "SIGINT",
-        }
-    })
+    let term = signal(SignalKind::terminate())?;
+    let int = signal(SignalKind::interrupt())?;
+    Ok(Box::pin(futures::stream::unfold(
+        (term, int),
+        |(mut term, mut int)| async move {
+            let why = {
+                let t = std::pin::pin!(term.recv());
+                let i = std::pin::pin!(int.recv());
+                match futures::future::select(t, i).await {
+                    futures::future::Either::Left((Some(()), _)) => "SIGTERM",
+                    futures::future::Either::Right((Some(()), _)) => "SIGINT",
+                    // The runtime's I/O driver is gone: nothing more comes.
+                    _ => return None,
+                }
+            };
+            Some((why, (term, int)))
+        },
+    )))
 }
 
-/// [`serve_with`] until `stop` completes (with a reason to report): then
-/// the listener is closed, every connection is told to close gracefully
+/// Each connection's way to learn of the stop: a oneshot per connection
+/// (its polls touch only its own channel), the senders kept here until
+/// the stop drops them all.
+#[derive(Clone)]
+struct Stopping(Arc<std::sync::Mutex<Option<slab::Slab<futures::channel::oneshot::Sender<()>>>>>);
+
+impl Stopping {
+    fn new() -> Stopping {
+        Stopping(Arc::new(std::sync::Mutex::new(Some(slab::Slab::new()))))
+    }
+
+    /// A listener for the stop, or `None` once it happened.
+    fn listen(&self) -> Option<StopListener> {
+        let (tx, rx) = futures::channel::oneshot::channel();
+        let key = self.0.lock().unwrap().as_mut()?.insert(tx);
+        Some(StopListener {
+            rx,
+            key,
+            stopping: self.clone(),
+        })
+    }
+
+    /// Wakes every listener; later ones are refused.
+    fn stop(&self) {
+        drop(self.0.lock().unwrap().take());
+    }
+}
+
+/// Completes at the stop.
+struct StopListener {
+    rx: futures::channel::oneshot::Receiver<()>,
+    key: usize,
+    stopping: Stopping,
+}
+
+impl Future for StopListener {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // Canceled (the sender dropped at the stop) is the only outcome.
+        Pin::new(&mut self.rx).poll(cx).map(drop)
+    }
+}
+
+impl Drop for StopListener {
+    fn drop(&mut self) {
+        if let Some(senders) = self.stopping.0.lock().unwrap().as_mut() {
+            senders.try_remove(self.key);
+        }
+    }
+}
+
+/// [`serve_with`] until `stop` yields (a reason to report): then the
+/// listener is closed, every connection is told to close gracefully
 /// (requests in flight finish; HTTP/2 sends GOAWAY, HTTP/1 closes after the
-/// current response) and given [`Limits::close_grace`] to do so, and this
-/// returns once they are all gone (or the grace and a second more have
-/// passed: the runtime's shutdown then drops what is left).
+/// current response; one still waiting for its first bytes is closed) and
+/// given [`Limits::close_grace`] to do so, and this returns once they are
+/// all gone, or when the grace and a second more have passed (the
+/// runtime's shutdown then drops what is left), or at once when `stop`
+/// yields again.
 pub async fn serve_until<S, B>(
     listener: TcpListener,
     make: impl Fn() -> S,
     limits: Limits,
-    stop: impl Future<Output = &'static str>,
+    stop: impl futures::Stream<Item = &'static str> + Unpin,
 ) -> io::Result<()>
 where
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
@@ -351,18 +419,29 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    use futures::StreamExt;
     let http = http_builder();
     let slots = Slots::new(limits.max_connections);
-    // Dropped at the stop: every connection's clone then completes.
-    let (stopping, stopped) = futures::channel::oneshot::channel::<()>();
-    let stopped = futures::FutureExt::shared(stopped);
-    let mut stop = std::pin::pin!(stop);
+    let stopping = Stopping::new();
+    // `None` once the stop's stream ended (the runtime's driver is gone):
+    // then the service serves on without it.
+    let mut stop = Some(stop);
     loop {
-        let accepted =
-            match futures::future::select(std::pin::pin!(listener.accept()), stop.as_mut()).await {
-                futures::future::Either::Left((accepted, _)) => Ok(accepted),
-                futures::future::Either::Right((why, _)) => Err(why),
-            };
+        // The stop first: a flood of connections (each poll of accept
+        // spends the task's budget) must not keep it from being seen.
+        let accepted = match stop.as_mut() {
+            Some(st) => {
+                match futures::future::select(st.next(), std::pin::pin!(listener.accept())).await {
+                    futures::future::Either::Left((Some(why), _)) => Err(why),
+                    futures::future::Either::Left((None, _)) => {
+                        stop = None;
+                        continue;
+                    }
+                    futures::future::Either::Right((accepted, _)) => Ok(accepted),
+                }
+            }
+            None => Ok(listener.accept().await),
+        };
         let accepted = match accepted {
             Ok(accepted) => accepted,
             Err(why) => {
@@ -371,10 +450,26 @@ where
                 // Straight to stderr (not the reporter thread): the process
                 // ends soon after.
                 eprintln!("{why}: no more connections; closing the {open} open gracefully");
-                drop(stopping);
-                let deadline = Instant::now() + limits.close_grace + Duration::from_secs(1);
-                while slots.open() > 0 && Instant::now() < deadline {
-                    wq::time::sleep(Duration::from_millis(10)).await;
+                stopping.stop();
+                let deadline = wq::time::sleep(limits.close_grace + Duration::from_secs(1));
+                let deadline = std::pin::pin!(deadline);
+                while slots.open() > 0 && !deadline.is_elapsed() {
+                    let tick = std::pin::pin!(wq::time::sleep(Duration::from_millis(10)));
+                    let Some(st) = stop.as_mut() else {
+                        tick.await;
+                        continue;
+                    };
+                    match futures::future::select(st.next(), tick).await {
+                        futures::future::Either::Left((Some(again), _)) => {
+                            eprintln!(
+                                "{again} again: stopping now, dropping the {} open connections",
+                                slots.open()
+                            );
+                            return Ok(());
+                        }
+                        futures::future::Either::Left((None, _)) => stop = None,
+                        futures::future::Either::Right(_) => {}
+                    }
                 }
                 eprintln!("{why}: stopped, {} connections still open", slots.open());
                 return Ok(());
@@ -395,18 +490,25 @@ where
             drop(stream);
             continue;
         };
+        let Some(mut stopped) = stopping.listen() else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let http = http.clone();
         let service = make();
-        let stopped = stopped.clone();
         drop(wq::spawn(async move {
             let _slot = slot;
             let conn = async {
-                match wq::time::timeout(limits.first_bytes, version_known(&stream)).await {
-                    Ok(Ok(false)) => return Ok(()),
-                    Ok(Ok(true)) => {}
-                    Ok(Err(e)) => return Err(e.into()),
-                    Err(_) => return Err("no request within the first-bytes timeout".into()),
+                let first = wq::time::timeout(limits.first_bytes, version_known(&stream));
+                match futures::future::select(std::pin::pin!(first), &mut stopped).await {
+                    // Stopped before a request began: closed, quietly.
+                    futures::future::Either::Right(((), _)) => return Ok(()),
+                    futures::future::Either::Left((Ok(Ok(false)), _)) => return Ok(()),
+                    futures::future::Either::Left((Ok(Ok(true)), _)) => {}
+                    futures::future::Either::Left((Ok(Err(e)), _)) => return Err(e.into()),
+                    futures::future::Either::Left((Err(_), _)) => {
+                        return Err("no request within the first-bytes timeout".into());
+                    }
                 }
                 let io = WqIo::new(stream).write_timeout(limits.write_progress);
                 let activity = Arc::new(Activity::new());
@@ -417,7 +519,6 @@ where
                 let mut conn = std::pin::pin!(http.serve_connection(io, service));
                 let mut idle = std::pin::pin!(idle_for(&activity, limits.idle));
                 let mut lifetime = std::pin::pin!(wq::time::sleep(limits.lifetime));
-                let mut stopped = stopped;
                 // Set once the connection is told to close: then it has
                 // `close_grace` to finish (an HTTP/2 client that never
                 // opens its flow-control window keeps its stream, and so
@@ -425,6 +526,12 @@ where
                 // write timeout does not see it).
                 let mut closing: Option<(Pin<Box<wq::time::Sleep>>, &str)> = None;
                 std::future::poll_fn(|cx| {
+                    // The connection first: told to close before its first
+                    // poll (while it reads the protocol's version), hyper
+                    // cancels it, request and all.
+                    if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+                        return Poll::Ready(r);
+                    }
                     if closing.is_none() {
                         let why = if idle.as_mut().poll(cx).is_ready() {
                             Some("idle")
@@ -440,10 +547,10 @@ where
                             // GOAWAY, HTTP/1 closes after the current one.
                             conn.as_mut().graceful_shutdown();
                             closing = Some((Box::pin(wq::time::sleep(limits.close_grace)), why));
+                            if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+                                return Poll::Ready(r);
+                            }
                         }
-                    }
-                    if let Poll::Ready(r) = conn.as_mut().poll(cx) {
-                        return Poll::Ready(r);
                     }
                     if let Some((grace, why)) = &mut closing
                         && grace.as_mut().poll(cx).is_ready()

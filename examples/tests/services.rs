@@ -306,29 +306,57 @@ fn a_request_in_flight_at_the_lifetime_is_answered() {
     });
 }
 
-/// At the stop (`serve_until`'s future: SIGINT or SIGTERM in the
+/// A stop for `serve_until` from a oneshot: its first item when the
+/// sender sends (or drops), then nothing.
+fn stop_on(
+    rx: futures::channel::oneshot::Receiver<()>,
+) -> impl futures::Stream<Item = &'static str> + Unpin {
+    use futures::StreamExt;
+    Box::pin(
+        futures::stream::once(async move {
+            let _ = rx.await;
+            "test stop"
+        })
+        .chain(futures::stream::pending()),
+    )
+}
+
+/// At the stop (`serve_until`'s stream: SIGINT or SIGTERM in the
 /// binaries), the listener closes, a request in flight is answered and
-/// its connection closed after it, and `serve_until` returns.
+/// its connection closed after it, a connection that has not said a word
+/// yet is closed at once (not after its first-bytes timeout), and
+/// `serve_until` returns.
 #[test]
 fn at_the_stop_requests_in_flight_finish_and_the_listener_closes() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
     on_wq(async || {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = futures::channel::oneshot::channel::<()>();
+        let asked = Arc::new(AtomicBool::new(false));
+        let a = asked.clone();
         let server = wq::spawn(wq_examples::serve_until(
             listener,
-            || service_fn(routes::service),
-            wq_examples::Limits::default(),
-            async move {
-                let _ = stopped.await;
-                "test stop"
+            move || {
+                let a = a.clone();
+                service_fn(move |req| {
+                    a.store(true, Ordering::SeqCst);
+                    routes::service(req)
+                })
             },
+            wq_examples::Limits::default(),
+            stop_on(stopped),
         ));
+        let mut silent = TcpStream::connect(addr).await.unwrap();
         let mut c = TcpStream::connect(addr).await.unwrap();
         c.write_all(b"GET /sleep?ms=500 HTTP/1.1\r\nhost: x\r\n\r\n")
             .await
             .unwrap();
-        wq::time::sleep(Duration::from_millis(100)).await;
+        while !asked.load(Ordering::SeqCst) {
+            wq::time::sleep(Duration::from_millis(1)).await;
+        }
+        let stopped_at = std::time::Instant::now();
         stop.send(()).unwrap();
         let mut out = Vec::new();
         let _ = c.read_to_end(&mut out).await;
@@ -337,46 +365,168 @@ fn at_the_stop_requests_in_flight_finish_and_the_listener_closes() {
             "{:?}",
             String::from_utf8_lossy(&out)
         );
+        let mut rest = Vec::new();
+        assert_eq!(silent.read_to_end(&mut rest).await.unwrap(), 0);
         wq::time::timeout(Duration::from_secs(5), server)
             .await
             .expect("serve_until did not return")
             .unwrap()
             .unwrap();
+        assert!(
+            stopped_at.elapsed() < Duration::from_secs(5),
+            "the silent connection held the stop for its first-bytes timeout"
+        );
         let refused = TcpStream::connect(addr).await.unwrap_err();
         assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
     });
 }
 
+/// `http_service` started for a test, killed if the test ends first.
+struct Service(std::process::Child);
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The service binaries stop on SIGTERM: they close gracefully and exit 0
-/// (the default action of SIGTERM ended them with status 143).
+/// (the default action of SIGTERM ended them with status 143); a second
+/// SIGTERM during the drain ends them at once.
+#[test]
+fn http_service_exits_cleanly_on_sigterm_and_at_once_on_a_second() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_http_service"))
+        .args(["--addr", "127.0.0.1:0", "--dashboard-addr", "off"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let err = child.stderr.take().unwrap();
+    let pid = child.id() as libc::pid_t;
+    let service = Service(child);
+    // Its stderr, line by line, from a thread: every wait has a limit.
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |what: &str| -> String {
+        loop {
+            let line = lines
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("no line with {what:?} within 20 s"));
+            if line.contains(what) {
+                return line;
+            }
+        }
+    };
+    let listening = wait_for("listening on http://");
+    let addr = listening
+        .rsplit("http://")
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned();
+    // A request in flight for 5 s holds the graceful stop. The connection
+    // answers a quick one first, so it is being served (and reads the
+    // slow one as it comes) when the SIGTERM arrives.
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 64];
+    let n = std::io::Read::read(&mut slow, &mut first).unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &first[..n]);
+    slow.write_all(b"GET /sleep?ms=5000 HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let term = || {
+        // SAFETY: kill takes a pid and a signal number.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    };
+    term();
+    let closing = wait_for("no more connections");
+    assert!(closing.contains("closing the 1 open"), "{closing}");
+    let again = std::time::Instant::now();
+    term();
+    wait_for("again: stopping now");
+    let mut service = service;
+    let status = loop {
+        if let Some(status) = service.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            again.elapsed() < Duration::from_secs(10),
+            "still running 10 s after the second SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(
+        again.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        again.elapsed()
+    );
+    drop(slow);
+}
+
+/// A single SIGTERM with nothing open: a clean exit.
 #[test]
 fn http_service_exits_cleanly_on_sigterm() {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let mut child = Command::new(env!("CARGO_BIN_EXE_http_service"))
         .args(["--addr", "127.0.0.1:0", "--dashboard-addr", "off"])
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("listening on") {
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "it ended before listening");
+    let err = child.stderr.take().unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut service = Service(child);
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    while !seen.contains("listening on") {
+        seen = lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("no 'listening on' within 20 s");
     }
     // SAFETY: kill takes a pid and a signal number.
-    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut rest = String::new();
-        let _ = std::io::Read::read_to_string(&mut err, &mut rest);
-        let _ = tx.send((child.wait().unwrap(), rest));
-    });
-    let (status, rest) = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("http_service did not exit within 20 s of SIGTERM");
-    assert!(status.success(), "{status:?}: {rest}");
-    assert!(rest.contains("SIGTERM: stopped"), "{rest}");
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = service.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "still running 20 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status:?}");
+    // Its last lines: the reader thread ends at the exit's end of file.
+    let mut rest = Vec::new();
+    while let Ok(line) = lines.recv_timeout(Duration::from_secs(10)) {
+        rest.push(line);
+    }
+    assert!(
+        rest.iter().any(|l| l.contains("SIGTERM: stopped")),
+        "{rest:?}"
+    );
 }
 
 #[test]
