@@ -381,92 +381,133 @@ fn at_the_stop_requests_in_flight_finish_and_the_listener_closes() {
     });
 }
 
-/// `http_service` started for a test, killed if the test ends first.
-struct Service(std::process::Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// `http_service` started for a test (killed if the test ends first),
+/// its stderr read line by line by a thread, so every wait has a limit.
+struct Service {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
 }
 
-/// The service binaries stop on SIGTERM: they close gracefully and exit 0
-/// (the default action of SIGTERM ended them with status 143); a second
-/// SIGTERM during the drain ends them at once.
-#[test]
-fn http_service_exits_cleanly_on_sigterm_and_at_once_on_a_second() {
-    use std::io::{BufRead, BufReader, Write};
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_http_service"))
-        .args(["--addr", "127.0.0.1:0", "--dashboard-addr", "off"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let err = child.stderr.take().unwrap();
-    let pid = child.id() as libc::pid_t;
-    let service = Service(child);
-    // Its stderr, line by line, from a thread: every wait has a limit.
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
+impl Service {
+    /// Starts it on a free loopback port, without its dashboard; returns
+    /// once it said where it listens, with that address.
+    fn start() -> (Service, String) {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_http_service"))
+            .args(["--addr", "127.0.0.1:0", "--dashboard-addr", "off"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let err = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
             }
-        }
-    });
-    let wait_for = |what: &str| -> String {
+        });
+        let mut service = Service { child, lines };
+        let listening = service.wait_for("listening on http://");
+        let addr = listening
+            .rsplit("http://")
+            .next()
+            .unwrap()
+            .trim()
+            .to_owned();
+        (service, addr)
+    }
+
+    /// The next line of its stderr that contains `what`.
+    fn wait_for(&mut self, what: &str) -> String {
         loop {
-            let line = lines
+            let line = self
+                .lines
                 .recv_timeout(Duration::from_secs(20))
                 .unwrap_or_else(|_| panic!("no line with {what:?} within 20 s"));
             if line.contains(what) {
                 return line;
             }
         }
-    };
-    let listening = wait_for("listening on http://");
-    let addr = listening
-        .rsplit("http://")
-        .next()
-        .unwrap()
-        .trim()
-        .to_owned();
-    // A request in flight for 5 s holds the graceful stop. The connection
-    // answers a quick one first, so it is being served (and reads the
-    // slow one as it comes) when the SIGTERM arrives.
+    }
+
+    fn term(&self) {
+        let pid = self.child.id() as libc::pid_t;
+        // SAFETY: kill takes a pid and a signal number.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    }
+
+    /// Its exit status, once it exits within `limit`.
+    fn exit_within(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(start.elapsed() < limit, "still running after {limit:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Its last lines: the reader thread ends at the exit's end of file.
+    fn rest(&self) -> Vec<String> {
+        let mut rest = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(10)) {
+            rest.push(line);
+        }
+        rest
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The service binaries stop on SIGTERM: with nothing open, a clean exit
+/// (the default action of SIGTERM ended them with status 143).
+#[test]
+fn http_service_exits_cleanly_on_sigterm() {
+    let (mut service, _) = Service::start();
+    service.term();
+    let status = service.exit_within(Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+    let rest = service.rest();
+    assert!(
+        rest.iter().any(|l| l.contains("SIGTERM: stopped")),
+        "{rest:?}"
+    );
+}
+
+/// A request in flight holds the graceful stop; a second SIGTERM during
+/// the drain ends the service at once.
+#[test]
+fn http_service_exits_at_once_on_a_second_sigterm() {
+    use std::io::{Read, Write};
+    let (mut service, addr) = Service::start();
+    // A request in flight for 5 s. The connection answers a quick one
+    // first, so it is being served (and reads the slow one as it comes)
+    // when the SIGTERM arrives.
     let mut slow = std::net::TcpStream::connect(&addr).unwrap();
     slow.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
         .unwrap();
     let mut first = [0u8; 64];
-    let n = std::io::Read::read(&mut slow, &mut first).unwrap();
+    let n = slow.read(&mut first).unwrap();
     assert!(first[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &first[..n]);
     slow.write_all(b"GET /sleep?ms=5000 HTTP/1.1\r\nhost: x\r\n\r\n")
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let term = || {
-        // SAFETY: kill takes a pid and a signal number.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    };
-    term();
-    let closing = wait_for("no more connections");
+    service.term();
+    let closing = service.wait_for("no more connections");
     assert!(closing.contains("closing the 1 open"), "{closing}");
     let again = std::time::Instant::now();
-    term();
-    wait_for("again: stopping now");
-    let mut service = service;
-    let status = loop {
-        if let Some(status) = service.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            again.elapsed() < Duration::from_secs(10),
-            "still running 10 s after the second SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    service.term();
+    service.wait_for("again: stopping now");
+    let status = service.exit_within(Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
     assert!(
         again.elapsed() < Duration::from_secs(4),
@@ -474,59 +515,6 @@ fn http_service_exits_cleanly_on_sigterm_and_at_once_on_a_second() {
         again.elapsed()
     );
     drop(slow);
-}
-
-/// A single SIGTERM with nothing open: a clean exit.
-#[test]
-fn http_service_exits_cleanly_on_sigterm() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_http_service"))
-        .args(["--addr", "127.0.0.1:0", "--dashboard-addr", "off"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let err = child.stderr.take().unwrap();
-    let pid = child.id() as libc::pid_t;
-    let mut service = Service(child);
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = String::new();
-    while !seen.contains("listening on") {
-        seen = lines
-            .recv_timeout(Duration::from_secs(20))
-            .expect("no 'listening on' within 20 s");
-    }
-    // SAFETY: kill takes a pid and a signal number.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let start = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = service.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "still running 20 s after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    assert!(status.success(), "{status:?}");
-    // Its last lines: the reader thread ends at the exit's end of file.
-    let mut rest = Vec::new();
-    while let Ok(line) = lines.recv_timeout(Duration::from_secs(10)) {
-        rest.push(line);
-    }
-    assert!(
-        rest.iter().any(|l| l.contains("SIGTERM: stopped")),
-        "{rest:?}"
-    );
 }
 
 #[test]
