@@ -44,6 +44,7 @@ pub mod dashboard;
 mod driver;
 #[cfg(feature = "hyper")]
 pub mod hyper;
+pub mod io;
 mod loom;
 pub mod metrics;
 pub mod net;

@@ -31,6 +31,7 @@ const LAYERS: &[(&str, u32)] = &[
     // Above the timers: a Unix connect to a full listener backs off on
     // them.
     ("net", 5),
+    ("io", 5),
     ("runtime", 5),
     ("hyper", 6),
     ("dashboard", 7),

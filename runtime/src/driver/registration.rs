@@ -68,6 +68,17 @@ impl<S: mio::event::Source> PollIo<S> {
         self.source.as_ref().expect("taken only in drop")
     }
 
+    pub(crate) fn source_mut(&mut self) -> &mut S {
+        self.source.as_mut().expect("taken only in drop")
+    }
+
+    /// Deregisters the source and gives it back (its fd stays open).
+    pub(crate) fn into_source(mut self) -> S {
+        let mut source = self.source.take().expect("taken only here or in drop");
+        let _ = self.handle.deregister(&mut source, &self.registered);
+        source
+    }
+
     pub(crate) fn handle(&self) -> &Handle {
         &self.handle
     }
@@ -155,6 +166,7 @@ impl Drop for Key<'_> {
 
 impl<S: mio::event::Source> Drop for PollIo<S> {
     fn drop(&mut self) {
+        // `into_source` took it, and deregistered it, already.
         if let Some(mut source) = self.source.take() {
             // An error here (the fd is not registered any more) leaves
             // nothing to undo; the slot is freed either way.

@@ -1,0 +1,134 @@
+//! I/O on file descriptors that `wq::net` does not cover: [`AsyncFd`].
+
+use std::io;
+use std::os::fd::AsRawFd;
+
+use crate::driver::registration::PollIo;
+use crate::driver::scheduled_io::Direction;
+
+/// A file descriptor of yours (an eventfd, an inotify or netlink socket, a
+/// pipe, a serial port, a socket type `wq::net` lacks...) registered with
+/// the runtime's I/O driver, so that a task can wait for it to be readable
+/// or writable without blocking a worker.
+///
+/// The descriptor must be in **non-blocking** mode (`O_NONBLOCK`): an
+/// operation is tried, and when it says `WouldBlock` the task waits for
+/// the driver's next readiness event on the descriptor (edge-triggered
+/// epoll) and tries again. [`read_with`](AsyncFd::read_with) and
+/// [`write_with`](AsyncFd::write_with) run that loop around your
+/// operation; an operation that would block but does not say
+/// `WouldBlock` blocks its worker.
+///
+/// Dropping the `AsyncFd` deregisters the descriptor, then drops `T`
+/// (which closes it, if `T` owns it); [`into_inner`](AsyncFd::into_inner)
+/// deregisters it and gives `T` back, open.
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use std::os::unix::net::UnixStream;
+/// use wq::io::AsyncFd;
+///
+/// #[wq::main]
+/// async fn main() -> std::io::Result<()> {
+///     let (a, mut b) = UnixStream::pair()?;
+///     a.set_nonblocking(true)?;
+///     let a = AsyncFd::new(a)?;
+///     let writer = wq::spawn_blocking(move || b.write_all(b"ping"));
+///     let mut buf = [0u8; 4];
+///     let n = a.read_with(|s| (&*s).read(&mut buf)).await?;
+///     assert_eq!(&buf[..n], &b"ping"[..n]);
+///     writer.await.unwrap()?;
+///     Ok(())
+/// }
+/// ```
+pub struct AsyncFd<T: AsRawFd> {
+    io: PollIo<FdSource<T>>,
+}
+
+/// `T`'s descriptor as a mio source.
+struct FdSource<T: AsRawFd>(T);
+
+impl<T: AsRawFd> mio::event::Source for FdSource<T> {
+    fn register(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> io::Result<()> {
+        mio::unix::SourceFd(&self.0.as_raw_fd()).register(registry, token, interests)
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &mio::Registry,
+        token: mio::Token,
+        interests: mio::Interest,
+    ) -> io::Result<()> {
+        mio::unix::SourceFd(&self.0.as_raw_fd()).reregister(registry, token, interests)
+    }
+
+    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
+        mio::unix::SourceFd(&self.0.as_raw_fd()).deregister(registry)
+    }
+}
+
+impl<T: AsRawFd> AsyncFd<T> {
+    /// Registers `inner`'s descriptor with the current runtime's driver.
+    ///
+    /// # Errors
+    /// The descriptor cannot be registered: it is registered already (by
+    /// another `AsyncFd`, or a wq socket of the same descriptor), or it
+    /// is not one epoll takes (a regular file or a directory: `EPERM`).
+    ///
+    /// # Panics
+    /// Outside a wq runtime, as `wq::spawn`.
+    pub fn new(inner: T) -> io::Result<AsyncFd<T>> {
+        let driver = crate::scheduler::services::current_driver("wq::io::AsyncFd::new")?;
+        Ok(AsyncFd {
+            io: PollIo::new(driver, FdSource(inner))?,
+        })
+    }
+
+    /// The object inside.
+    pub fn get_ref(&self) -> &T {
+        &self.io.source().0
+    }
+
+    /// The object inside, mutably (keep its descriptor: the registration is
+    /// of that descriptor).
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.io.source_mut().0
+    }
+
+    /// Deregisters the descriptor and gives the object back, open.
+    pub fn into_inner(self) -> T {
+        self.io.into_source().0
+    }
+
+    /// Runs `op` until it does not say `WouldBlock`, waiting for the
+    /// descriptor to be readable before each try: a read from it, say.
+    /// Any number of tasks may wait on one `AsyncFd` at once.
+    pub async fn read_with<R>(&self, mut op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
+        self.io.async_io(Direction::Read, |s| op(&s.0)).await
+    }
+
+    /// As [`read_with`](AsyncFd::read_with), for an operation that waits
+    /// for the descriptor to be writable.
+    pub async fn write_with<R>(&self, mut op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
+        self.io.async_io(Direction::Write, |s| op(&s.0)).await
+    }
+}
+
+impl<T: AsRawFd> AsRawFd for AsyncFd<T> {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.get_ref().as_raw_fd()
+    }
+}
+
+impl<T: AsRawFd + std::fmt::Debug> std::fmt::Debug for AsyncFd<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncFd")
+            .field("inner", self.get_ref())
+            .finish_non_exhaustive()
+    }
+}
