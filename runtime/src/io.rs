@@ -11,17 +11,22 @@ use crate::driver::scheduled_io::Direction;
 /// the runtime's I/O driver, so that a task can wait for it to be readable
 /// or writable without blocking a worker.
 ///
-/// The descriptor must be in **non-blocking** mode (`O_NONBLOCK`): an
-/// operation is tried, and when it says `WouldBlock` the task waits for
-/// the driver's next readiness event on the descriptor (edge-triggered
-/// epoll) and tries again. [`read_with`](AsyncFd::read_with) and
-/// [`write_with`](AsyncFd::write_with) run that loop around your
-/// operation; an operation that would block but does not say
-/// `WouldBlock` blocks its worker.
+/// The descriptor must be in **non-blocking** mode (`O_NONBLOCK`).
+/// [`read_with`](AsyncFd::read_with) and [`write_with`](AsyncFd::write_with)
+/// wait for the driver to report the descriptor ready (edge-triggered
+/// epoll), try your operation, and when it says `WouldBlock` clear that
+/// readiness and wait for the next event. So the operation must say
+/// `WouldBlock` **only when the descriptor itself said `EAGAIN`**: one it
+/// makes up (from a buffer of its own) clears a readiness whose data is
+/// still pending, and no new edge comes; and an operation that would block
+/// but does not say `WouldBlock` blocks its worker.
 ///
-/// Dropping the `AsyncFd` deregisters the descriptor, then drops `T`
-/// (which closes it, if `T` owns it); [`into_inner`](AsyncFd::into_inner)
-/// deregisters it and gives `T` back, open.
+/// The descriptor must stay open, and `T::as_raw_fd` must keep returning
+/// it, until the `AsyncFd` is dropped or [`into_inner`](AsyncFd::into_inner)
+/// is called: otherwise waits may never complete, and the deregistration
+/// at the drop may hit whatever descriptor reuses the number. Dropping the
+/// `AsyncFd` deregisters the descriptor, then drops `T` (which closes it,
+/// if `T` owns it); `into_inner` deregisters it and gives `T` back, open.
 ///
 /// ```
 /// use std::io::{Read, Write};
@@ -76,9 +81,12 @@ impl<T: AsRawFd> AsyncFd<T> {
     /// Registers `inner`'s descriptor with the current runtime's driver.
     ///
     /// # Errors
-    /// The descriptor cannot be registered: it is registered already (by
-    /// another `AsyncFd`, or a wq socket of the same descriptor), or it
-    /// is not one epoll takes (a regular file or a directory: `EPERM`).
+    /// The descriptor cannot be registered: this runtime's driver has its
+    /// number registered already (another `AsyncFd`, or a wq socket, of
+    /// that descriptor: `EEXIST`), or epoll does not take it (a regular
+    /// file, a directory, most of `/proc`: `EPERM`); the runtime has shut
+    /// down, or its I/O driver could not be created (no descriptors left).
+    /// `inner` is dropped then (and closed, if it owns its descriptor).
     ///
     /// # Panics
     /// Outside a wq runtime, as `wq::spawn`.
@@ -94,8 +102,8 @@ impl<T: AsRawFd> AsyncFd<T> {
         &self.io.source().0
     }
 
-    /// The object inside, mutably (keep its descriptor: the registration is
-    /// of that descriptor).
+    /// The object inside, mutably. Keep its descriptor (see the type's
+    /// docs): the registration is of that descriptor.
     pub fn get_mut(&mut self) -> &mut T {
         &mut self.io.source_mut().0
     }
@@ -105,9 +113,10 @@ impl<T: AsRawFd> AsyncFd<T> {
         self.io.into_source().0
     }
 
-    /// Runs `op` until it does not say `WouldBlock`, waiting for the
-    /// descriptor to be readable before each try: a read from it, say.
-    /// Any number of tasks may wait on one `AsyncFd` at once.
+    /// Waits for the descriptor to be readable and runs `op` (a read from
+    /// it, say), again at each readiness event until `op` does not say
+    /// `WouldBlock` (see the type's docs). Any number of tasks may wait on
+    /// one `AsyncFd` at once.
     pub async fn read_with<R>(&self, mut op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
         self.io.async_io(Direction::Read, |s| op(&s.0)).await
     }

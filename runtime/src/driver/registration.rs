@@ -20,7 +20,9 @@
 //! UDP socket).
 //!
 //! Drop deregisters the source from epoll **before** its fd is closed (see
-//! `driver`'s module docs on file descriptions), then frees the slot.
+//! `driver`'s module docs on file descriptions), then frees the slot;
+//! `into_source` deregisters it and frees the slot, and gives the source
+//! back open (`wq::io::AsyncFd::into_inner`).
 
 use std::future::poll_fn;
 use std::io;
@@ -65,11 +67,15 @@ impl<S: mio::event::Source> PollIo<S> {
     }
 
     pub(crate) fn source(&self) -> &S {
-        self.source.as_ref().expect("taken only in drop")
+        self.source
+            .as_ref()
+            .expect("taken only by drop and into_source")
     }
 
     pub(crate) fn source_mut(&mut self) -> &mut S {
-        self.source.as_mut().expect("taken only in drop")
+        self.source
+            .as_mut()
+            .expect("taken only by drop and into_source")
     }
 
     /// Deregisters the source and gives it back (its fd stays open).
