@@ -86,15 +86,34 @@ impl<T: AsRawFd> AsyncFd<T> {
     /// that descriptor: `EEXIST`), or epoll does not take it (a regular
     /// file, a directory, most of `/proc`: `EPERM`); the runtime has shut
     /// down, or its I/O driver could not be created (no descriptors left).
-    /// `inner` is dropped then (and closed, if it owns its descriptor).
+    /// `inner` is dropped then (and closed, if it owns its descriptor):
+    /// [`try_new`](AsyncFd::try_new) gives it back.
     ///
     /// # Panics
     /// Outside a wq runtime, as `wq::spawn`.
     pub fn new(inner: T) -> io::Result<AsyncFd<T>> {
-        let driver = crate::scheduler::services::current_driver("wq::io::AsyncFd::new")?;
-        Ok(AsyncFd {
-            io: PollIo::new(driver, FdSource(inner))?,
-        })
+        AsyncFd::try_new_named("wq::io::AsyncFd::new", inner).map_err(|e| e.error)
+    }
+
+    /// As [`new`](AsyncFd::new), giving `inner` back with the error, so a
+    /// descriptor epoll refuses (a regular file) can be used another way
+    /// (`spawn_blocking`, say).
+    ///
+    /// # Panics
+    /// Outside a wq runtime, as `wq::spawn`.
+    pub fn try_new(inner: T) -> Result<AsyncFd<T>, AsyncFdTryNewError<T>> {
+        AsyncFd::try_new_named("wq::io::AsyncFd::try_new", inner)
+    }
+
+    fn try_new_named(what: &str, inner: T) -> Result<AsyncFd<T>, AsyncFdTryNewError<T>> {
+        let driver = match crate::scheduler::services::current_driver(what) {
+            Ok(d) => d,
+            Err(error) => return Err(AsyncFdTryNewError { inner, error }),
+        };
+        match PollIo::try_new(driver, FdSource(inner)) {
+            Ok(io) => Ok(AsyncFd { io }),
+            Err((error, FdSource(inner))) => Err(AsyncFdTryNewError { inner, error }),
+        }
     }
 
     /// The object inside.
@@ -125,6 +144,46 @@ impl<T: AsRawFd> AsyncFd<T> {
     /// for the descriptor to be writable.
     pub async fn write_with<R>(&self, mut op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
         self.io.async_io(Direction::Write, |s| op(&s.0)).await
+    }
+}
+
+/// The error of [`AsyncFd::try_new`]: why the descriptor could not be
+/// registered, and the object, given back.
+pub struct AsyncFdTryNewError<T> {
+    inner: T,
+    error: io::Error,
+}
+
+impl<T> AsyncFdTryNewError<T> {
+    /// The object and the error.
+    pub fn into_parts(self) -> (T, io::Error) {
+        (self.inner, self.error)
+    }
+}
+
+impl<T> std::fmt::Display for AsyncFdTryNewError<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl<T> std::fmt::Debug for AsyncFdTryNewError<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncFdTryNewError")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> std::error::Error for AsyncFdTryNewError<T> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl<T> From<AsyncFdTryNewError<T>> for io::Error {
+    fn from(e: AsyncFdTryNewError<T>) -> io::Error {
+        e.error
     }
 }
 

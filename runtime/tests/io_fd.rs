@@ -146,11 +146,20 @@ fn into_inner_deregisters_so_the_descriptor_can_be_registered_again() {
 }
 
 #[test]
-fn a_regular_file_is_refused_with_the_os_error() {
+fn a_regular_file_is_refused_with_the_os_error_and_try_new_gives_it_back() {
+    use std::io::Seek;
     rt().block_on(async {
         let f = std::fs::File::open(std::env::current_exe().unwrap()).unwrap();
         let err = AsyncFd::new(f).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+        let f = std::fs::File::open(std::env::current_exe().unwrap()).unwrap();
+        let (mut f, err) = AsyncFd::try_new(f).unwrap_err().into_parts();
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+        // Given back open: still usable the blocking way.
+        assert_eq!(f.seek(std::io::SeekFrom::Start(1)).unwrap(), 1);
+        let mut magic = [0u8; 3];
+        f.read_exact(&mut magic).unwrap();
+        assert_eq!(&magic, b"ELF");
     });
 }
 

@@ -57,13 +57,20 @@ fn is_short(n: usize, asked: usize) -> bool {
 
 impl<S: mio::event::Source> PollIo<S> {
     /// Registers `source` with `handle`'s driver.
-    pub(crate) fn new(handle: Handle, mut source: S) -> io::Result<PollIo<S>> {
-        let registered = handle.register(&mut source)?;
-        Ok(PollIo {
-            source: Some(source),
-            handle,
-            registered,
-        })
+    pub(crate) fn new(handle: Handle, source: S) -> io::Result<PollIo<S>> {
+        PollIo::try_new(handle, source).map_err(|(e, _)| e)
+    }
+
+    /// [`PollIo::new`], giving the source back if it cannot be registered.
+    pub(crate) fn try_new(handle: Handle, mut source: S) -> Result<PollIo<S>, (io::Error, S)> {
+        match handle.register(&mut source) {
+            Ok(registered) => Ok(PollIo {
+                source: Some(source),
+                handle,
+                registered,
+            }),
+            Err(e) => Err((e, source)),
+        }
     }
 
     pub(crate) fn source(&self) -> &S {
