@@ -52,7 +52,7 @@ use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
@@ -347,53 +347,25 @@ pub fn stop_requested()
 }
 
 /// Each connection's way to learn of the stop: a oneshot per connection
-/// (its polls touch only its own channel), the senders kept here until
-/// the stop drops them all.
-#[derive(Clone)]
-struct Stopping(Arc<std::sync::Mutex<Option<slab::Slab<futures::channel::oneshot::Sender<()>>>>>);
+/// (its polls, and its end, touch only its own channel), the senders kept
+/// by the accept loop alone, dropped all at the stop.
+struct Stopping(slab::Slab<futures::channel::oneshot::Sender<()>>);
 
 impl Stopping {
-    fn new() -> Stopping {
-        Stopping(Arc::new(std::sync::Mutex::new(Some(slab::Slab::new()))))
-    }
-
-    /// A listener for the stop, or `None` once it happened.
-    fn listen(&self) -> Option<StopListener> {
-        let (tx, rx) = futures::channel::oneshot::channel();
-        let key = self.0.lock().unwrap().as_mut()?.insert(tx);
-        Some(StopListener {
-            rx,
-            key,
-            stopping: self.clone(),
-        })
-    }
-
-    /// Wakes every listener; later ones are refused.
-    fn stop(&self) {
-        drop(self.0.lock().unwrap().take());
-    }
-}
-
-/// Completes at the stop.
-struct StopListener {
-    rx: futures::channel::oneshot::Receiver<()>,
-    key: usize,
-    stopping: Stopping,
-}
-
-impl Future for StopListener {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        // Canceled (the sender dropped at the stop) is the only outcome.
-        Pin::new(&mut self.rx).poll(cx).map(drop)
-    }
-}
-
-impl Drop for StopListener {
-    fn drop(&mut self) {
-        if let Some(senders) = self.stopping.0.lock().unwrap().as_mut() {
-            senders.try_remove(self.key);
+    /// A listener for the stop; senders of connections that ended are
+    /// cleared out as they pile up (`open` connections are left).
+    fn listen(&mut self, open: usize) -> futures::channel::oneshot::Receiver<()> {
+        if self.0.len() > 2 * open + 64 {
+            self.0.retain(|_, tx| !tx.is_canceled());
         }
+        let (tx, rx) = futures::channel::oneshot::channel();
+        self.0.insert(tx);
+        rx
+    }
+
+    /// Wakes every listener (their senders drop).
+    fn stop(&mut self) {
+        self.0.clear();
     }
 }
 
@@ -422,7 +394,7 @@ where
     use futures::StreamExt;
     let http = http_builder();
     let slots = Slots::new(limits.max_connections);
-    let stopping = Stopping::new();
+    let mut stopping = Stopping(slab::Slab::new());
     // `None` once the stop's stream ended (the runtime's driver is gone):
     // then the service serves on without it.
     let mut stop = Some(stop);
@@ -490,9 +462,7 @@ where
             drop(stream);
             continue;
         };
-        let Some(mut stopped) = stopping.listen() else {
-            continue;
-        };
+        let mut stopped = stopping.listen(slots.open());
         let _ = stream.set_nodelay(true);
         let http = http.clone();
         let service = make();
@@ -502,7 +472,7 @@ where
                 let first = wq::time::timeout(limits.first_bytes, version_known(&stream));
                 match futures::future::select(std::pin::pin!(first), &mut stopped).await {
                     // Stopped before a request began: closed, quietly.
-                    futures::future::Either::Right(((), _)) => return Ok(()),
+                    futures::future::Either::Right((_, _)) => return Ok(()),
                     futures::future::Either::Left((Ok(Ok(false)), _)) => return Ok(()),
                     futures::future::Either::Left((Ok(Ok(true)), _)) => {}
                     futures::future::Either::Left((Ok(Err(e)), _)) => return Err(e.into()),
@@ -724,6 +694,14 @@ pub fn refused_args(msg: &str) -> ExitCode {
     } else {
         eprintln!("{msg}");
         ExitCode::from(2)
+    }
+}
+
+/// Burns `ms` of CPU without yielding (an example's long poll).
+pub fn busy(ms: u64) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(ms) {
+        std::hint::spin_loop();
     }
 }
 

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use wq::io::AsyncFd;
 
+mod common;
+
 fn rt() -> wq::Runtime {
     wq::Runtime::builder().build().unwrap()
 }
@@ -166,10 +168,6 @@ fn a_regular_file_is_refused_with_the_os_error_and_try_new_gives_it_back() {
 #[test]
 fn async_fd_outside_a_runtime_panics_with_the_call_named() {
     let panic = std::panic::catch_unwind(|| AsyncFd::new(eventfd())).unwrap_err();
-    let msg = panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_default();
+    let msg = common::panic_message(&*panic);
     assert!(msg.contains("wq::io::AsyncFd::new"), "{msg}");
 }

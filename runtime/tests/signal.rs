@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use wq::signal::unix::{SignalKind, signal};
 
+mod common;
+
 fn rt() -> wq::Runtime {
     wq::Runtime::builder().build().unwrap()
 }
@@ -97,10 +99,6 @@ fn a_signal_that_cannot_be_caught_is_refused_with_a_reason() {
 #[test]
 fn signal_outside_a_runtime_panics_with_the_call_named() {
     let panic = std::panic::catch_unwind(|| signal(SignalKind::hangup())).unwrap_err();
-    let msg = panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_default();
+    let msg = common::panic_message(&*panic);
     assert!(msg.contains("wq::signal::unix::signal"), "{msg}");
 }

@@ -4,18 +4,19 @@
 
 use wq::signal::unix::{SignalKind, signal};
 
+mod common;
+
 /// A dropped `Signal` closes both ends of its socket pair (the handler's
 /// write end is closed when its action is unregistered).
 #[test]
 fn dropped_signals_leave_no_file_descriptors() {
-    let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
     wq::Runtime::builder().build().unwrap().block_on(async {
         // The driver's own descriptors exist before the count.
         drop(signal(SignalKind::window_change()).unwrap());
-        let before = fds();
+        let before = common::open_fds();
         for _ in 0..100 {
             drop(signal(SignalKind::window_change()).unwrap());
         }
-        assert_eq!(fds(), before);
+        assert_eq!(common::open_fds(), before);
     });
 }

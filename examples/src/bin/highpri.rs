@@ -9,20 +9,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use wq::Workqueue;
-use wq_examples::check;
+use wq_examples::{busy, check};
 
 const USAGE: &str = "usage: highpri (no arguments): an urgent item on a high-priority queue overtakes another queue's backlog";
-
-/// Burns `ms` of CPU without yielding.
-fn busy(ms: u64) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_millis(ms) {
-        std::hint::spin_loop();
-    }
-}
 
 #[wq::main(scope = "system")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -9,30 +9,15 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use wq::{Scope, Workqueue};
-
-/// Burns `ms` of CPU without yielding.
-fn busy(ms: u64) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_millis(ms) {
-        std::hint::spin_loop();
-    }
-}
+use wq_examples::busy;
 
 const USAGE: &str = "usage: workqueues (no arguments): runs the named-workqueue demo and prints what each queue did";
 
 #[wq::main(scope = "system")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    if let Some(arg) = wq_examples::args().into_iter().next() {
-        if arg == "-h" || arg == "--help" {
-            println!("{USAGE}");
-            return Ok(());
-        }
-        eprintln!("workqueues: unknown argument {arg:?}\n{USAGE}");
-        std::process::exit(2);
-    }
+    wq_examples::no_arguments("workqueues", USAGE);
     let handle = wq::Handle::current();
 
     // At most 4 items at once; the rest wait their turn, in order.

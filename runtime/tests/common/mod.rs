@@ -66,6 +66,16 @@ pub fn raise_nofile() -> u64 {
     lim.rlim_cur
 }
 
+/// The message of a panic caught with `catch_unwind` (a `String` or a
+/// `&str` payload; empty otherwise).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_default()
+}
+
 /// Open fds of this process.
 pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
