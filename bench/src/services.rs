@@ -33,6 +33,7 @@ use futures::stream::FuturesUnordered;
 
 use crate::args::Args;
 use crate::stats::{self, Quantiles, median};
+use crate::workqueue::Spin;
 
 /// `wq-bench timers`.
 pub fn timers_main(argv: &[String], command: &str) -> Result<(), String> {
@@ -46,7 +47,7 @@ pub fn timers_main(argv: &[String], command: &str) -> Result<(), String> {
     }
     // As `http` and `echo`: one `system` pool of `workers`, as tokio's one
     // pool of as many.
-    let wq_rt = wq_builder(workers, None)
+    let wq_rt = wq_builder(workers, Spin::default())
         .build()
         .map_err(|e| e.to_string())?;
     let tokio_rt = tokio::runtime::Builder::new_multi_thread()
@@ -184,8 +185,17 @@ struct WrkRun {
 
 /// `wq-bench http`.
 pub fn http_main(argv: &[String], command: &str) -> Result<(), String> {
-    let a = Args::parse(argv.iter().cloned(), &[])?;
-    a.check_known(&["repeat", "threads", "conns", "secs", "workers", "spin-us"])?;
+    let a = Args::parse(argv.iter().cloned(), &["spin-watches-deques"])?;
+    a.check_known(&[
+        "repeat",
+        "threads",
+        "conns",
+        "secs",
+        "workers",
+        "spin-us",
+        "spinners",
+        "spin-watches-deques",
+    ])?;
     let spin = crate::workqueue::spin_arg(&a)?;
     let repeat = a.rounds("repeat", 4, 2)?;
     let threads: usize = a.get("threads", 1)?;
@@ -361,15 +371,14 @@ fn parse_wrk(text: &str) -> Option<WrkRun> {
 }
 
 /// A wq runtime of one pool of `workers` (the system scope), as tokio's
-/// one pool, with the worker spin given by `--spin-us` if any.
-fn wq_builder(workers: usize, spin: Option<Duration>) -> wq::Builder {
-    let b = wq::Runtime::builder()
-        .default_scope(wq::Scope::System)
-        .max_workers_per_pool(workers);
-    match spin {
-        Some(spin) => b.worker_spin(spin),
-        None => b,
-    }
+/// one pool, with the worker spin given by `--spin-us` and `--spinners`
+/// if any.
+fn wq_builder(workers: usize, spin: Spin) -> wq::Builder {
+    spin.apply(
+        wq::Runtime::builder()
+            .default_scope(wq::Scope::System)
+            .max_workers_per_pool(workers),
+    )
 }
 
 /// The hello-world server on wq.
@@ -379,7 +388,7 @@ struct WqHttp {
 }
 
 impl WqHttp {
-    fn start(workers: usize, spin: Option<Duration>) -> Result<WqHttp, String> {
+    fn start(workers: usize, spin: Spin) -> Result<WqHttp, String> {
         // One pool of `workers` (the system scope), as tokio's one pool.
         let rt = wq_builder(workers, spin)
             .build()
@@ -563,8 +572,17 @@ mod tokio_glue {
 
 /// `wq-bench echo`.
 pub fn echo_main(argv: &[String], command: &str) -> Result<(), String> {
-    let a = Args::parse(argv.iter().cloned(), &[])?;
-    a.check_known(&["repeat", "conns", "secs", "workers", "size", "spin-us"])?;
+    let a = Args::parse(argv.iter().cloned(), &["spin-watches-deques"])?;
+    a.check_known(&[
+        "repeat",
+        "conns",
+        "secs",
+        "workers",
+        "size",
+        "spin-us",
+        "spinners",
+        "spin-watches-deques",
+    ])?;
     let spin = crate::workqueue::spin_arg(&a)?;
     let repeat = a.rounds("repeat", 4, 2)?;
     let conns: usize = a.get("conns", 8)?;

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use futures::channel::oneshot;
 
 use crate::completion::Completion;
+use crate::workqueue::Spin;
 
 /// Spawns in `spawn_many`.
 pub const SPAWN_MANY: usize = 10_000;
@@ -58,18 +59,18 @@ pub struct Wq(pub wq::Runtime);
 impl Wq {
     /// Workers: `n` (the pool's maximum).
     pub fn new(n: usize) -> Wq {
-        Wq::with_spin(n, None)
+        Wq::with_spin(n, Spin::default())
     }
 
     /// Workers: `n`; the worker spin, if not the default.
-    pub fn with_spin(n: usize, spin: Option<std::time::Duration>) -> Wq {
+    pub fn with_spin(n: usize, spin: Spin) -> Wq {
         Wq::configured(n, spin, true)
     }
 
     /// Workers: `n`; the worker spin, if not the default; latency capture
     /// on or off (off: threads named `wqnc-*`).
-    pub fn configured(n: usize, spin: Option<std::time::Duration>, capture: bool) -> Wq {
-        let mut b = wq::Runtime::builder()
+    pub fn configured(n: usize, spin: Spin, capture: bool) -> Wq {
+        let b = wq::Runtime::builder()
             .default_scope(wq::Scope::System)
             .max_workers_per_pool(n)
             .latency_capture(capture)
@@ -77,10 +78,7 @@ impl Wq {
             // thread is `wq-bench`, and the threads it spawns inherit that
             // name (their schedstat must not count as wq's).
             .thread_name(if capture { "wqrt" } else { "wqnc" });
-        if let Some(s) = spin {
-            b = b.worker_spin(s);
-        }
-        Wq(b.build().expect("wq runtime"))
+        Wq(spin.apply(b).build().expect("wq runtime"))
     }
 }
 
@@ -291,9 +289,10 @@ pub const OPTIONS: &[&str] = &[
     "workers",
     "busy-neighbours",
     "spin-us",
+    "spinners",
 ];
 /// Its flags.
-pub const FLAGS: &[&str] = &["json"];
+pub const FLAGS: &[&str] = &["json", "spin-watches-deques"];
 
 /// One shape on one runtime in one phase (quiet, or beside neighbours).
 #[derive(Clone, Debug)]
@@ -345,7 +344,7 @@ pub fn measure(
     iters: usize,
     workers: usize,
     neighbours: usize,
-    spin: Option<std::time::Duration>,
+    spin: Spin,
 ) -> Result<Vec<Timing>, String> {
     for name in names {
         if !NAMES.contains(&name.as_str()) && !EXTRA_NAMES.contains(&name.as_str()) {
@@ -570,7 +569,7 @@ mod tests {
     fn measured_shapes_report_both_phases_and_targets() {
         let names = vec!["chained_spawn".to_owned()];
         let rts = vec!["wq".to_owned(), "tokio".to_owned()];
-        let t = measure(&names, &rts, 2, 2, 0, None).unwrap();
+        let t = measure(&names, &rts, 2, 2, 0, Spin::default()).unwrap();
         assert_eq!(t.len(), 2);
         assert!(
             t.iter()
@@ -583,7 +582,7 @@ mod tests {
         let text = table(&t, 0);
         assert!(text.contains("wq/tokio time: quiet"), "{text}");
         assert!(targets(&t, 0).is_empty());
-        assert!(measure(&["nope".to_owned()], &rts, 1, 1, 0, None).is_err());
+        assert!(measure(&["nope".to_owned()], &rts, 1, 1, 0, Spin::default()).is_err());
     }
 
     #[test]

@@ -28,12 +28,13 @@ pub const OPTIONS: &[&str] = &[
     "scopes",
     "tokio-workers",
     "spin-us",
+    "spinners",
     "workers",
     "plot-dir",
     "busy-neighbours",
 ];
 /// Its flags.
-pub const FLAGS: &[&str] = &["json", "no-pin"];
+pub const FLAGS: &[&str] = &["json", "no-pin", "spin-watches-deques"];
 
 /// Settings of one sweep.
 #[derive(Clone, Debug)]

@@ -42,8 +42,8 @@ pub struct Config {
     pub modes: Vec<WakeMode>,
     /// Worker threads of the tokio row.
     pub tokio_workers: usize,
-    /// wq's worker spin before parking (`None`: the runtime's default).
-    pub spin: Option<Duration>,
+    /// wq's worker spin before parking and spinners per pool.
+    pub spin: Spin,
     /// wq's `max_workers_per_pool` (`None`: the runtime's default, the
     /// pod's CPUs up to the CPUs this process may use).
     pub workers: Option<usize>,
@@ -68,19 +68,74 @@ pub const OPTIONS: &[&str] = &[
     "modes",
     "tokio-workers",
     "spin-us",
+    "spinners",
     "workers",
     "plot-dir",
     "busy-neighbours",
 ];
 /// Its flags.
-pub const FLAGS: &[&str] = &["json", "no-pin", "no-tokio", "named", "capture-off"];
+pub const FLAGS: &[&str] = &[
+    "json",
+    "no-pin",
+    "no-tokio",
+    "named",
+    "capture-off",
+    "spin-watches-deques",
+];
 
-/// `--spin-us US`: wq's worker spin, if given.
-pub fn spin_arg(a: &Args) -> Result<Option<Duration>, String> {
-    a.raw("spin-us")
+/// wq's spin settings from the command line (`None`: the runtime's
+/// default).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Spin {
+    /// `--spin-us US`: `Builder::worker_spin`.
+    pub spin: Option<Duration>,
+    /// `--spinners N`: `Builder::spinning_workers`.
+    pub spinners: Option<usize>,
+    /// `--spin-watches-deques`: spinners watch the workers' deques too,
+    /// as before `Builder::spin_watches_deques` (an A/B baseline).
+    pub watch_deques: bool,
+}
+
+impl Spin {
+    /// `b` with these settings.
+    pub fn apply(self, mut b: wq::Builder) -> wq::Builder {
+        if let Some(s) = self.spin {
+            b = b.worker_spin(s);
+        }
+        if let Some(n) = self.spinners {
+            b = b.spinning_workers(n);
+        }
+        if self.watch_deques {
+            b = b.spin_watches_deques(true);
+        }
+        b
+    }
+}
+
+/// `--spin-us US` and `--spinners N`: wq's worker spin and the most
+/// workers of a pool that spin at once, if given.
+pub fn spin_arg(a: &Args) -> Result<Spin, String> {
+    let spin = a
+        .raw("spin-us")
         .map(|v| v.parse::<u64>().map(Duration::from_micros))
         .transpose()
-        .map_err(|e| format!("--spin-us: {e}"))
+        .map_err(|e| format!("--spin-us: {e} (give microseconds, 0 to park at once)"))?;
+    let spinners = match a.raw("spinners").map(str::parse::<usize>).transpose() {
+        Ok(Some(0)) => {
+            return Err("--spinners 0: give at least 1 (--spin-us 0 parks at once)".into());
+        }
+        Ok(n) => n,
+        Err(e) => {
+            return Err(format!(
+                "--spinners: {e} (give a number of workers, 1 or more)"
+            ));
+        }
+    };
+    Ok(Spin {
+        spin,
+        spinners,
+        watch_deques: a.flag("spin-watches-deques"),
+    })
 }
 
 /// `--workers N`: wq's `max_workers_per_pool`, if given (1 or more).
@@ -285,9 +340,7 @@ pub fn build_wq(
     if let Some(t) = &cfg.topology {
         b = b.topology(wq::Topology::synthetic(t).map_err(|e| e.to_string())?);
     }
-    if let Some(s) = cfg.spin {
-        b = b.worker_spin(s);
-    }
+    b = cfg.spin.apply(b);
     if let Some(n) = cfg.workers {
         b = b.max_workers_per_pool(n);
     }
@@ -838,7 +891,9 @@ pub fn json(cfg: &Config, rows: &[Row], command: &str) -> Value {
         "repeat": cfg.repeat,
         "producers_pinned": cfg.pin,
         // null: the runtime's default spin.
-        "wq_worker_spin_us": cfg.spin.map(|s| s.as_secs_f64() * 1e6),
+        "wq_worker_spin_us": cfg.spin.spin.map(|s| s.as_secs_f64() * 1e6),
+        // null: the runtime's default (as many as search).
+        "wq_spinning_workers": cfg.spin.spinners,
         // The rows' own runtime says which ran with capture off.
         "wq_latency_capture": true,
         "tokio_workers": cfg.tokio_workers,

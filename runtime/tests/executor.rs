@@ -758,6 +758,8 @@ fn build_errors_say_what_to_do() {
         .build()
         .unwrap_err();
     assert!(e.to_string().contains("worker_spin"), "{e}");
+    let e = Runtime::builder().spinning_workers(0).build().unwrap_err();
+    assert!(e.to_string().contains("spinning_workers is 0"), "{e}");
     let e = Runtime::builder()
         .cpu_hog_threshold(Duration::from_nanos(1))
         .build()
@@ -767,6 +769,7 @@ fn build_errors_say_what_to_do() {
     for b in [
         Runtime::builder().thread_stack_size(64 * 1024),
         Runtime::builder().worker_spin(Duration::from_millis(100)),
+        Runtime::builder().spinning_workers(1),
         Runtime::builder().cpu_hog_threshold(Duration::ZERO),
         Runtime::builder().cpu_hog_threshold(Duration::from_micros(100)),
     ] {

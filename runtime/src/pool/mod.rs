@@ -138,6 +138,10 @@ pub(crate) struct PoolConfig {
     pub(crate) idle: IdleConfig,
     /// The longest a searching worker spins before it parks.
     pub(crate) worker_spin: Duration,
+    /// The most workers that spin at once (`None`: as many as search).
+    pub(crate) spinning_workers: Option<usize>,
+    /// Spinners watch the workers' deques too, not only the injector.
+    pub(crate) spin_watches_deques: bool,
     pub(crate) attrs: PoolAttrs,
     /// Latency capture on (`Builder::latency_capture`).
     pub(crate) capture: bool,
@@ -193,8 +197,50 @@ pub(crate) struct Pool {
     /// (`crate::metrics`'s capture protocol).
     pub(crate) capture: Arc<PoolCapture>,
     pub(crate) worker_spin: Duration,
+    /// Workers spinning now (step 3 of the worker loop).
+    pub(crate) spinners: Spinners,
+    pub(crate) spin_watches_deques: bool,
     pub(crate) attrs: PoolAttrs,
     host: Weak<dyn Host>,
+}
+
+/// The workers of a pool that spin now, and the most that may
+/// (`Builder::spinning_workers`). Only a count: a worker that finds the
+/// limit reached has searched once already and parks, so nothing waits on
+/// it; the count is on a line of its own, written twice per spin (not per
+/// check).
+pub(crate) struct Spinners {
+    count: CachePadded<AtomicUsize>,
+    max: usize,
+}
+
+impl Spinners {
+    pub(crate) fn new(max: usize) -> Spinners {
+        Spinners {
+            count: CachePadded::new(AtomicUsize::new(0)),
+            max,
+        }
+    }
+
+    /// Counts the caller as spinning, unless `max` workers spin already;
+    /// the guard uncounts it.
+    pub(crate) fn try_start(&self) -> Option<SpinGuard<'_>> {
+        self.count
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| SpinGuard(&self.count))
+    }
+}
+
+/// A worker counted in its pool's [`Spinners`].
+pub(crate) struct SpinGuard<'a>(&'a AtomicUsize);
+
+impl Drop for SpinGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What a pool keeps per worker slot, whichever thread holds the slot.
@@ -297,6 +343,8 @@ impl Pool {
             rescued: WorkerCounters::default(),
             capture: Arc::new(PoolCapture::new(config.capture)),
             worker_spin: config.worker_spin,
+            spinners: Spinners::new(config.spinning_workers.unwrap_or(usize::MAX)),
+            spin_watches_deques: config.spin_watches_deques,
             attrs: config.attrs,
             host,
         }
@@ -614,4 +662,30 @@ pub(crate) fn long_poll() -> Option<LongPoll> {
 /// see [`worker::block_in_place`].
 pub(crate) fn block_in_place<R>(f: impl FnOnce() -> R) -> R {
     worker::block_in_place(f)
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::Spinners;
+
+    #[test]
+    fn spinners_are_limited_and_uncounted_when_they_stop() {
+        let s = Spinners::new(2);
+        let a = s.try_start().expect("first spinner");
+        let b = s.try_start().expect("second spinner");
+        assert!(s.try_start().is_none(), "a third spins beside two");
+        drop(a);
+        let c = s.try_start().expect("a slot freed by a stop");
+        assert!(s.try_start().is_none());
+        drop((b, c));
+        let one = Spinners::new(1);
+        let g = one.try_start().unwrap();
+        assert!(one.try_start().is_none());
+        drop(g);
+        assert!(one.try_start().is_some());
+        // Unlimited: as many as search.
+        let all = Spinners::new(usize::MAX);
+        let many: Vec<_> = (0..64).map(|_| all.try_start().unwrap()).collect();
+        assert_eq!(many.len(), 64);
+    }
 }

@@ -12,8 +12,23 @@
 //!    workers search at once) and look again: a producer that skips its
 //!    kick because someone searches relies on this look, or on the last
 //!    searcher's re-check when it stops.
-//! 3. **Spin**: a searcher watches the queues for up to its spin budget,
-//!    yielding the CPU every [`SPIN_CHECKS`] checks. A parked worker costs
+//! 3. **Spin**: a searcher (at most `Builder::spinning_workers` of them,
+//!    default all that search) watches the pool's **injector** for up to
+//!    its spin budget, yielding the CPU every [`SPIN_CHECKS`] checks. Not
+//!    the other workers' deques: work pushed there by a running worker is
+//!    left to it, to the sibling that finishes its own work first
+//!    (`find_work` steals), and to the spin's end: the last searcher's
+//!    re-check (step 4) or the idle re-check under the lock (step 5) finds
+//!    it, so a deque's task waits at most one spin budget for a spinner
+//!    and a producer that skipped its kick is still covered. Spinners that
+//!    stole from deques the moment a task showed took batches of one or
+//!    two from a spawning worker, every steal pulling its deque's lines
+//!    away from it: on 16 CPUs tokio's spawn_many and ping_pong ran 0.9-1.07x
+//!    tokio's time that way, 0.85-0.90x this way, the seed shape (remote
+//!    producers, the injector) unchanged (`docs/benchmarks.md`, section 12).
+//!    The one source of deque work no running worker will get to soon, a
+//!    parked worker's driver turn, queues all but its first woken task on
+//!    the injector ([`schedule_local`]). A parked worker costs
 //!    a futex wakeup (a context switch each way), a
 //!    spinning one answers in well under a microsecond; but a spinning
 //!    worker burns CPU time that the kernel's fair scheduler charges to it,
@@ -141,7 +156,15 @@ pub(crate) fn schedule_local(runnable: Runnable, yielded: bool) -> Option<Runnab
         if yielded {
             local.deque.push(runnable);
         } else if let Some(prev) = local.lifo().put(runnable) {
-            local.deque.push(prev);
+            if local.parked.get() && !local.pool.spin_watches_deques {
+                // A parked worker's driver turn woke more than one (a
+                // burst of sockets): the first stays in its LIFO slot, the
+                // rest go where spinners look (step 3 of the module docs),
+                // not to a deque they would wait on for a spin's length.
+                local.pool.injector.push(prev);
+            } else {
+                local.deque.push(prev);
+            }
         } else {
             return None;
         }
@@ -610,9 +633,19 @@ impl Core {
         if !self.spin.allowed(start) {
             return false;
         }
+        // Enough others spin: look once (done) and park.
+        let Some(_spinning) = pool.spinners.try_start() else {
+            return false;
+        };
         loop {
             for _ in 0..SPIN_CHECKS {
-                if pool.has_work() || pool.is_closed() {
+                // The injector only (see the module docs, step 3).
+                let work = if pool.spin_watches_deques {
+                    pool.has_work()
+                } else {
+                    !pool.injector.is_empty()
+                };
+                if work || pool.is_closed() {
                     self.spin.hit();
                     return true;
                 }

@@ -71,6 +71,8 @@ impl Builder {
                 cpu_budget: usize::MAX,
                 thread_name: "wq".to_owned(),
                 worker_spin: DEFAULT_WORKER_SPIN,
+                spinning_workers: None,
+                spin_watches_deques: false,
                 affinity_strict: false,
                 thread_stack_size: None,
                 cpu_hog_threshold: DEFAULT_CPU_HOG_THRESHOLD,
@@ -147,6 +149,27 @@ impl Builder {
     /// another thread (see `docs/architecture.md`, "Spinning").
     pub fn worker_spin(mut self, spin: Duration) -> Builder {
         self.config.worker_spin = spin;
+        self
+    }
+
+    /// The most workers of one pool that spin at once (at least 1; the
+    /// others that run out of work look once and park). Default: as many as
+    /// may search, half the pool's workers. Zero is refused: give
+    /// [`worker_spin`](Builder::worker_spin) `Duration::ZERO` to park at
+    /// once.
+    pub fn spinning_workers(mut self, n: usize) -> Builder {
+        self.config.spinning_workers = Some(n);
+        self
+    }
+
+    /// Whether spinning workers watch the other workers' deques too (and
+    /// a parked worker's driver turn queues the tasks it wakes on its own
+    /// deque), or only the pool's injector (false, the default; see
+    /// `docs/architecture.md`, "Spinning"). The A/B baseline of
+    /// `wq-bench --spin-watches-deques`, not a setting for services.
+    #[doc(hidden)]
+    pub fn spin_watches_deques(mut self, watch: bool) -> Builder {
+        self.config.spin_watches_deques = watch;
         self
     }
 
@@ -291,6 +314,11 @@ impl Builder {
                 c.worker_spin,
                 crate::DEFAULT_WORKER_SPIN
             )));
+        }
+        if c.spinning_workers == Some(0) {
+            return Err(BuildError::new(
+                "spinning_workers is 0: give at least 1, or worker_spin(Duration::ZERO) for workers that park at once without spinning",
+            ));
         }
         if !c.cpu_hog_threshold.is_zero() && c.cpu_hog_threshold < MIN_CPU_HOG_THRESHOLD {
             return Err(BuildError::new(format!(

@@ -78,6 +78,11 @@ pub(crate) struct Config {
     pub(crate) cpu_budget: usize,
     pub(crate) thread_name: String,
     pub(crate) worker_spin: Duration,
+    /// The most workers of one pool that spin at once (`None`: as many
+    /// as search).
+    pub(crate) spinning_workers: Option<usize>,
+    /// Spinners watch the workers' deques too, not only the injector.
+    pub(crate) spin_watches_deques: bool,
     pub(crate) affinity_strict: bool,
     pub(crate) thread_stack_size: Option<usize>,
     /// A poll running longer than this is a CPU hog; zero: no watchdog.
@@ -302,6 +307,8 @@ impl Scheduler {
                 kicked_list: true,
             },
             worker_spin: self.config.worker_spin,
+            spinning_workers: self.config.spinning_workers,
+            spin_watches_deques: self.config.spin_watches_deques,
             attrs,
             capture: self.config.latency_capture,
         };
