@@ -38,9 +38,13 @@ impl Args {
             } else if flags.contains(&name) {
                 args.flags.push(name.to_owned());
             } else {
-                let value = it
-                    .next()
-                    .ok_or_else(|| format!("option --{name} needs a value"))?;
+                // Not a flag here: a flag of another subcommand would
+                // take the next option as its value.
+                let value = it.next().filter(|v| !v.starts_with("--")).ok_or_else(|| {
+                    format!(
+                        "option --{name} needs a value, or is not a flag of this subcommand (`--help` lists its options)"
+                    )
+                })?;
                 args.values.insert(name.to_owned(), value);
             }
         }
@@ -154,6 +158,13 @@ mod tests {
                 .contains("needs a value")
         );
         assert!(Args::parse(["items"], &[]).is_err());
+        // A flag this subcommand does not have does not swallow the next
+        // option.
+        let err = Args::parse(["--no-such-flag", "--timers", "10"], &[]).unwrap_err();
+        assert!(
+            err.contains("--no-such-flag needs a value, or is not a flag"),
+            "{err}"
+        );
         let a = Args::parse(["--items", "x"], &[]).unwrap();
         assert!(a.get("items", 1usize).unwrap_err().contains("--items"));
         let a = Args::parse(["--scopes", "cpu,l3"], &[]).unwrap();

@@ -13,7 +13,7 @@ wq-bench workqueue: the kernel's test_workqueue.c shape (producers queue items o
 and wait for each): every scope x {under_lock, deferred}, plus tokio
   --producers P (default: online CPUs)  --items N per producer (default 200000, the spec's)
   --repeat R (default 5)  --warmup W  --topology \"<hwloc synthetic>\"  --scopes cpu,smt,...
-  --modes under_lock,deferred  --tokio-workers T (default: online CPUs)  --spin-us US  --spinners N  --spin-watches-deques
+  --modes under_lock,deferred  --tokio-workers T (default: online CPUs)  --spin-us US  --spinners N  --spin-watch deques|injector
   --workers W (wq's max_workers_per_pool; default: the pod's CPUs, at most the CPUs the
   process may use: pass it to give a --topology wider than this machine a worker per CPU)
   --plot-dir DIR (write SVG plots)  --json  --no-pin  --no-tokio
@@ -29,7 +29,7 @@ few scopes beside tokio: items/s and p95 enqueue with the wq/tokio ratio, and wq
 acquisitions per item
   --producers 1,2,4,... (default: doubling up to 4x the online CPUs)  --items N per producer
   (default 20000)  --repeat R (default 3)  --scopes cpu,cache_shard,system (default)
-  --topology \"<hwloc synthetic>\"  --tokio-workers T  --spin-us US  --spinners N  --spin-watches-deques  --workers W  --warmup W
+  --topology \"<hwloc synthetic>\"  --tokio-workers T  --spin-us US  --spinners N  --spin-watch deques|injector  --workers W  --warmup W
   --plot-dir DIR (write SVG plots)  --json  --no-pin  --busy-neighbours N
 ";
 
@@ -54,7 +54,7 @@ beside busy neighbours); wq and tokio alternate iteration by iteration
   block_in_place (1,000 tasks each spinning 20 us in the runtime's block_in_place)
   --runtimes wq,tokio (wq runs with Builder::latency_capture(true); also wq-nocapture:
   latency capture off, the runtime's default)
-  --iters N (default 50; rounded up to a multiple of the runtimes)  --workers W (both runtimes; default: online CPUs)  --spin-us US  --spinners N  --spin-watches-deques  --json
+  --iters N (default 50; rounded up to a multiple of the runtimes)  --workers W (both runtimes; default: online CPUs)  --spin-us US  --spinners N  --spin-watch deques|injector  --json
   --busy-neighbours N (measure quietly, then beside N busy-loop processes, and report the
   runtimes' run-queue wait from schedstat)
 ";
@@ -68,13 +68,13 @@ const HTTP: &str = "\
 wq-bench http: hyper http1 hello world on wq and tokio, loaded by wrk (scripts/setup-bench)
   --threads T (wrk -t, default 1)  --conns C (wrk -c, default 64)  --secs S (default 10)
   --repeat R (default 4; rounded up to even)  --workers W (both runtimes; default: online CPUs)
-  --spin-us US (wq's worker spin before parking; default: the runtime's)  --spinners N (the most wq workers of a pool spinning at once)  --spin-watches-deques (wq spinners watch the deques too: the old default, for A/B)
+  --spin-us US (wq's worker spin before parking; default: the runtime's)  --spinners N (the most wq workers of a pool spinning at once)  --spin-watch deques|injector (what wq spinners watch; default: by pool width)
 ";
 
 const ECHO: &str = "\
 wq-bench echo: TCP echo ping-pong, the same std-thread client against wq and tokio
   --conns C (default 8)  --size BYTES (default 64)  --secs S (default 5)  --repeat R (default 4; rounded up to even)
-  --workers W (both runtimes; default: online CPUs)  --spin-us US (wq's worker spin before parking)  --spinners N  --spin-watches-deques
+  --workers W (both runtimes; default: online CPUs)  --spin-us US (wq's worker spin before parking)  --spinners N  --spin-watch deques|injector
 ";
 
 fn usage() -> String {
@@ -276,7 +276,7 @@ fn run_shapes(argv: &[String]) -> Result<(), String> {
     let spin = workqueue::spin_arg(&a)?;
     let timings = shapes::measure(&names, &runtimes, iters, workers, neighbours, spin)?;
     if a.flag("json") {
-        let v = shapes::json(&timings, neighbours, &command, workers);
+        let v = shapes::json(&timings, neighbours, &command, workers, spin);
         println!(
             "{}",
             serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?

@@ -185,7 +185,7 @@ struct WrkRun {
 
 /// `wq-bench http`.
 pub fn http_main(argv: &[String], command: &str) -> Result<(), String> {
-    let a = Args::parse(argv.iter().cloned(), &["spin-watches-deques"])?;
+    let a = Args::parse(argv.iter().cloned(), &[])?;
     a.check_known(&[
         "repeat",
         "threads",
@@ -194,7 +194,7 @@ pub fn http_main(argv: &[String], command: &str) -> Result<(), String> {
         "workers",
         "spin-us",
         "spinners",
-        "spin-watches-deques",
+        "spin-watch",
     ])?;
     let spin = crate::workqueue::spin_arg(&a)?;
     let repeat = a.rounds("repeat", 4, 2)?;
@@ -572,7 +572,7 @@ mod tokio_glue {
 
 /// `wq-bench echo`.
 pub fn echo_main(argv: &[String], command: &str) -> Result<(), String> {
-    let a = Args::parse(argv.iter().cloned(), &["spin-watches-deques"])?;
+    let a = Args::parse(argv.iter().cloned(), &[])?;
     a.check_known(&[
         "repeat",
         "conns",
@@ -581,7 +581,7 @@ pub fn echo_main(argv: &[String], command: &str) -> Result<(), String> {
         "size",
         "spin-us",
         "spinners",
-        "spin-watches-deques",
+        "spin-watch",
     ])?;
     let spin = crate::workqueue::spin_arg(&a)?;
     let repeat = a.rounds("repeat", 4, 2)?;

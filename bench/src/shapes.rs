@@ -290,9 +290,10 @@ pub const OPTIONS: &[&str] = &[
     "busy-neighbours",
     "spin-us",
     "spinners",
+    "spin-watch",
 ];
 /// Its flags.
-pub const FLAGS: &[&str] = &["json", "spin-watches-deques"];
+pub const FLAGS: &[&str] = &["json"];
 
 /// One shape on one runtime in one phase (quiet, or beside neighbours).
 #[derive(Clone, Debug)]
@@ -543,6 +544,7 @@ pub fn json(
     neighbours: usize,
     command: &str,
     workers: usize,
+    spin: Spin,
 ) -> serde_json::Value {
     use serde_json::json;
     json!({
@@ -551,6 +553,7 @@ pub fn json(
         "date": crate::machine::date(),
         "command": command,
         "workers": workers,
+        "wq_spin": spin.json(),
         "busy_neighbours": neighbours,
         "rows": timings.iter().map(|t| json!({
             "shape": t.shape, "runtime": t.runtime, "neighbours": t.neighbours,

@@ -29,12 +29,13 @@ pub const OPTIONS: &[&str] = &[
     "tokio-workers",
     "spin-us",
     "spinners",
+    "spin-watch",
     "workers",
     "plot-dir",
     "busy-neighbours",
 ];
 /// Its flags.
-pub const FLAGS: &[&str] = &["json", "no-pin", "spin-watches-deques"];
+pub const FLAGS: &[&str] = &["json", "no-pin"];
 
 /// Settings of one sweep.
 #[derive(Clone, Debug)]
@@ -237,6 +238,7 @@ pub fn json(sweep: &Sweep, steps: &[Step], command: &str, neighbours: usize) -> 
         "repeat": sweep.base.repeat,
         "tokio_workers": sweep.base.tokio_workers,
         "wq_max_workers_per_pool": sweep.base.workers,
+        "wq_spin": sweep.base.spin.json(),
         "busy_neighbours": neighbours,
         "steps": steps_json,
         "targets": targets(sweep, steps).into_iter().map(|(t, met)| json!({"target": t, "met": met})).collect::<Vec<_>>(),

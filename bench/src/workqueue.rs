@@ -69,19 +69,13 @@ pub const OPTIONS: &[&str] = &[
     "tokio-workers",
     "spin-us",
     "spinners",
+    "spin-watch",
     "workers",
     "plot-dir",
     "busy-neighbours",
 ];
 /// Its flags.
-pub const FLAGS: &[&str] = &[
-    "json",
-    "no-pin",
-    "no-tokio",
-    "named",
-    "capture-off",
-    "spin-watches-deques",
-];
+pub const FLAGS: &[&str] = &["json", "no-pin", "no-tokio", "named", "capture-off"];
 
 /// wq's spin settings from the command line (`None`: the runtime's
 /// default).
@@ -91,9 +85,10 @@ pub struct Spin {
     pub spin: Option<Duration>,
     /// `--spinners N`: `Builder::spinning_workers`.
     pub spinners: Option<usize>,
-    /// `--spin-watches-deques`: spinners watch the workers' deques too,
-    /// as before `Builder::spin_watches_deques` (an A/B baseline).
-    pub watch_deques: bool,
+    /// `--spin-watch deques|injector`: what spinners watch
+    /// (`Builder::spin_watches_deques`; `None`: the runtime's choice by
+    /// pool width).
+    pub watch_deques: Option<bool>,
 }
 
 impl Spin {
@@ -105,10 +100,19 @@ impl Spin {
         if let Some(n) = self.spinners {
             b = b.spinning_workers(n);
         }
-        if self.watch_deques {
-            b = b.spin_watches_deques(true);
+        if let Some(w) = self.watch_deques {
+            b = b.spin_watches_deques(w);
         }
         b
+    }
+
+    /// The settings as JSON fields (null: the runtime's default).
+    pub fn json(self) -> Value {
+        json!({
+            "worker_spin_us": self.spin.map(|s| s.as_secs_f64() * 1e6),
+            "spinning_workers": self.spinners,
+            "spin_watches_deques": self.watch_deques,
+        })
     }
 }
 
@@ -134,7 +138,16 @@ pub fn spin_arg(a: &Args) -> Result<Spin, String> {
     Ok(Spin {
         spin,
         spinners,
-        watch_deques: a.flag("spin-watches-deques"),
+        watch_deques: match a.raw("spin-watch") {
+            None => None,
+            Some("deques") => Some(true),
+            Some("injector") => Some(false),
+            Some(other) => {
+                return Err(format!(
+                    "--spin-watch {other:?}: give deques (spinners watch the workers' deques and the injector) or injector (the injector only)"
+                ));
+            }
+        },
     })
 }
 
@@ -894,6 +907,7 @@ pub fn json(cfg: &Config, rows: &[Row], command: &str) -> Value {
         "wq_worker_spin_us": cfg.spin.spin.map(|s| s.as_secs_f64() * 1e6),
         // null: the runtime's default (as many as search).
         "wq_spinning_workers": cfg.spin.spinners,
+        "wq_spin_watches_deques": cfg.spin.watch_deques,
         // The rows' own runtime says which ran with capture off.
         "wq_latency_capture": true,
         "tokio_workers": cfg.tokio_workers,

@@ -328,3 +328,106 @@ fn children_of_long_polls_run_once_while_the_watchdog_takes_them() {
         );
     });
 }
+
+/// A runtime of 8-worker pools that spin (the default 20 us, or `spin`),
+/// watching the injector only (the default for pools wider than 4) or the
+/// deques too.
+fn spinning_runtime(watch_deques: bool, spin: Duration) -> Runtime {
+    Runtime::builder()
+        .topology(Topology::synthetic("pack:2 core:8 pu:1").unwrap())
+        .max_workers_per_pool(8)
+        .worker_spin(spin)
+        .spin_watches_deques(watch_deques)
+        .idle_timeout(Duration::from_millis(5))
+        .build()
+        .unwrap()
+}
+
+/// Work pushed on workers' deques (spawn trees, wakes between tasks), on
+/// the injector (a thread outside), and by driver turns (timers), with
+/// spinners watching either way: nothing is stranded (the re-checks
+/// before parking find deque work the spinners do not watch).
+#[test]
+fn spinners_watching_either_way_strand_nothing() {
+    for watch_deques in [false, true] {
+        within_watchdog("spin watch", move || {
+            let rt = spinning_runtime(watch_deques, wq::DEFAULT_WORKER_SPIN);
+            for _ in 0..3 {
+                assert_eq!(rt.block_on(tree(9)), 512);
+            }
+            let h = rt.handle();
+            // Timers firing in bursts: a driver turn wakes many at once.
+            let n = rt.block_on(async {
+                let hs: Vec<_> = (0..400)
+                    .map(|i| {
+                        wq::spawn(async move {
+                            for _ in 0..3 {
+                                wq::time::sleep(Duration::from_millis(1 + i % 3)).await;
+                            }
+                            1usize
+                        })
+                    })
+                    .collect();
+                let mut n = 0;
+                for h in hs {
+                    n += h.await.unwrap();
+                }
+                n
+            });
+            assert_eq!(n, 400);
+            // From outside, one at a time: each item lands on the injector
+            // while the workers spin or park.
+            let done = Arc::new(AtomicUsize::new(0));
+            for i in 0..2000 {
+                let d = done.clone();
+                h.block_on(h.spawn(async move {
+                    d.store(i + 1, Ordering::Release);
+                }))
+                .unwrap();
+            }
+            assert_eq!(done.load(Ordering::Acquire), 2000);
+        });
+    }
+}
+
+/// A task queues children on its worker (its LIFO slot and deque), then
+/// blocks in `block_in_place` until they ran: they run meanwhile, taken by
+/// a spinner on the deque alert or by a kicked worker, also with spins of
+/// 100 ms that watch only the injector (without the alert they would wait
+/// for a spin's end).
+#[test]
+fn children_of_a_blocked_task_run_while_it_blocks() {
+    for (watch_deques, spin) in [
+        (false, wq::DEFAULT_WORKER_SPIN),
+        (false, Duration::from_millis(100)),
+        (true, Duration::from_millis(100)),
+    ] {
+        within_watchdog("block with children", move || {
+            let rt = spinning_runtime(watch_deques, spin);
+            for round in 0..20 {
+                let ran = rt.block_on(rt.spawn(async move {
+                    let ran = Arc::new(AtomicUsize::new(0));
+                    for _ in 0..4 {
+                        let r = ran.clone();
+                        drop(wq::spawn(async move {
+                            r.fetch_add(1, Ordering::AcqRel);
+                        }));
+                    }
+                    let r = ran.clone();
+                    wq::block_in_place(move || {
+                        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                        while r.load(Ordering::Acquire) < 4 {
+                            assert!(
+                                std::time::Instant::now() < deadline,
+                                "round {round}: the children of a blocked task did not run"
+                            );
+                            std::thread::sleep(Duration::from_micros(50));
+                        }
+                    });
+                    ran.load(Ordering::Acquire)
+                }));
+                assert_eq!(ran.unwrap(), 4);
+            }
+        });
+    }
+}

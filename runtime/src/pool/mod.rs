@@ -140,8 +140,9 @@ pub(crate) struct PoolConfig {
     pub(crate) worker_spin: Duration,
     /// The most workers that spin at once (`None`: as many as search).
     pub(crate) spinning_workers: Option<usize>,
-    /// Spinners watch the workers' deques too, not only the injector.
-    pub(crate) spin_watches_deques: bool,
+    /// Spinners watch the workers' deques too, not only the injector
+    /// (`None`: in pools of at most [`SMALL_POOL`] workers).
+    pub(crate) spin_watches_deques: Option<bool>,
     pub(crate) attrs: PoolAttrs,
     /// Latency capture on (`Builder::latency_capture`).
     pub(crate) capture: bool,
@@ -200,6 +201,10 @@ pub(crate) struct Pool {
     /// Workers spinning now (step 3 of the worker loop).
     pub(crate) spinners: Spinners,
     pub(crate) spin_watches_deques: bool,
+    /// A worker that will not run its deque soon (blocked, a CPU hog) has
+    /// tasks there: the next spinner steals them (`worker` step 3). A
+    /// line of its own, written only then and by the spinner that takes it.
+    deque_alert: CachePadded<AtomicBool>,
     pub(crate) attrs: PoolAttrs,
     host: Weak<dyn Host>,
 }
@@ -232,6 +237,20 @@ impl Spinners {
             .ok()
             .map(|_| SpinGuard(&self.count))
     }
+}
+
+/// The widest pool whose spinners watch the workers' deques by default
+/// (`worker`, step 3): at most two of its workers search (the searchers'
+/// floor), so spinners crowding a spawning worker's deque cannot happen,
+/// and a task on a deque is taken at once. Measured: 2 workers, the
+/// deque watch ahead on HTTP; 16, the injector-only watch ahead on
+/// tokio's spawn_many and ping_pong (`docs/benchmarks.md`, section 12).
+pub(crate) const SMALL_POOL: usize = 4;
+
+/// Whether a pool of at most `max_workers` has its spinners watch the
+/// deques: as `setting` says, else if it is no wider than [`SMALL_POOL`].
+fn spin_watches_deques(setting: Option<bool>, max_workers: usize) -> bool {
+    setting.unwrap_or(max_workers <= SMALL_POOL)
 }
 
 /// A worker counted in its pool's [`Spinners`].
@@ -312,6 +331,8 @@ impl Pool {
         config: PoolConfig,
         host: Weak<dyn Host>,
     ) -> Pool {
+        let spin_watches_deques =
+            spin_watches_deques(config.spin_watches_deques, config.idle.max_workers);
         let slots = (0..config.idle.slots)
             .map(|_| {
                 let deque = Deque::new_fifo();
@@ -344,7 +365,8 @@ impl Pool {
             capture: Arc::new(PoolCapture::new(config.capture)),
             worker_spin: config.worker_spin,
             spinners: Spinners::new(config.spinning_workers.unwrap_or(usize::MAX)),
-            spin_watches_deques: config.spin_watches_deques,
+            spin_watches_deques,
+            deque_alert: CachePadded::new(AtomicBool::new(false)),
             attrs: config.attrs,
             host,
         }
@@ -364,6 +386,22 @@ impl Pool {
                 self.run_cpus
             );
         }
+    }
+
+    /// Raises the deque alert (where spinners do not watch the deques).
+    /// Only a hint for latency: a spinner that misses it finds the deque's
+    /// tasks at its spin's end, in the re-checks every worker makes before
+    /// it parks.
+    pub(crate) fn alert_spinners(&self) {
+        if !self.spin_watches_deques && !self.deque_alert.load(Ordering::Relaxed) {
+            self.deque_alert.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes the deque alert, if raised (a spinner's look: a read while
+    /// it is down).
+    pub(crate) fn take_deque_alert(&self) -> bool {
+        self.deque_alert.load(Ordering::Relaxed) && self.deque_alert.swap(false, Ordering::Relaxed)
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -666,7 +704,20 @@ pub(crate) fn block_in_place<R>(f: impl FnOnce() -> R) -> R {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
-    use super::Spinners;
+    use super::{SMALL_POOL, Spinners, spin_watches_deques};
+
+    #[test]
+    fn narrow_pools_watch_the_deques_wide_ones_the_injector() {
+        for n in 1..=SMALL_POOL {
+            assert!(spin_watches_deques(None, n), "{n} workers");
+        }
+        for n in [SMALL_POOL + 1, 8, 16, 64] {
+            assert!(!spin_watches_deques(None, n), "{n} workers");
+        }
+        // The setting wins either way.
+        assert!(spin_watches_deques(Some(true), 64));
+        assert!(!spin_watches_deques(Some(false), 2));
+    }
 
     #[test]
     fn spinners_are_limited_and_uncounted_when_they_stop() {

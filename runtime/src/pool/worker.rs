@@ -14,7 +14,9 @@
 //!    searcher's re-check when it stops.
 //! 3. **Spin**: a searcher (at most `Builder::spinning_workers` of them,
 //!    default all that search) watches the pool's **injector** for up to
-//!    its spin budget, yielding the CPU every [`SPIN_CHECKS`] checks. Not
+//!    its spin budget, yielding the CPU every [`SPIN_CHECKS`] checks (in a
+//!    pool of at most [`super::SMALL_POOL`] workers, the deques too: at
+//!    most two search there, and what follows does not apply). Not
 //!    the other workers' deques: work pushed there by a running worker is
 //!    left to it, to the sibling that finishes its own work first
 //!    (`find_work` steals), and to the spin's end: the last searcher's
@@ -23,12 +25,17 @@
 //!    and a producer that skipped its kick is still covered. Spinners that
 //!    stole from deques the moment a task showed took batches of one or
 //!    two from a spawning worker, every steal pulling its deque's lines
-//!    away from it: on 16 CPUs tokio's spawn_many and ping_pong ran 0.9-1.07x
+//!    away from it: on 16 CPUs tokio's spawn_many and ping_pong ran 0.90-1.07x
 //!    tokio's time that way, 0.85-0.90x this way, the seed shape (remote
 //!    producers, the injector) unchanged (`docs/benchmarks.md`, section 12).
-//!    The one source of deque work no running worker will get to soon, a
-//!    parked worker's driver turn, queues all but its first woken task on
-//!    the injector ([`schedule_local`]). A parked worker costs
+//!    Deque work that no running worker will get to soon is put where
+//!    spinners look: a driver turn (a parked worker's, or a busy one's
+//!    maintenance turn) keeps the last task it wakes in the LIFO slot and
+//!    queues the ones that displaces on the injector ([`schedule_local`]);
+//!    a worker that blocks in [`block_in_place`], or whose poll the
+//!    watchdog finds hogging its CPU, with tasks on its deque raises the
+//!    pool's **deque alert**, which the next spinner takes as a hit (and
+//!    then steals from the deques). A parked worker costs
 //!    a futex wakeup (a context switch each way), a
 //!    spinning one answers in well under a microsecond; but a spinning
 //!    worker burns CPU time that the kernel's fair scheduler charges to it,
@@ -128,6 +135,8 @@ pub(crate) struct Local {
     /// Its last park was in the I/O driver, and it has not asked anyone to
     /// take the driver since (`park`, "Attending the driver").
     left_driver: Cell<bool>,
+    /// In a maintenance turn of the I/O driver (`find_work`).
+    turning: Cell<bool>,
     /// The CPU this worker stands for when the topology is not this
     /// machine's (placement of its spawns).
     pub(crate) virtual_cpu: usize,
@@ -156,11 +165,11 @@ pub(crate) fn schedule_local(runnable: Runnable, yielded: bool) -> Option<Runnab
         if yielded {
             local.deque.push(runnable);
         } else if let Some(prev) = local.lifo().put(runnable) {
-            if local.parked.get() && !local.pool.spin_watches_deques {
-                // A parked worker's driver turn woke more than one (a
-                // burst of sockets): the first stays in its LIFO slot, the
-                // rest go where spinners look (step 3 of the module docs),
-                // not to a deque they would wait on for a spin's length.
+            if (local.parked.get() || local.turning.get()) && !local.pool.spin_watches_deques {
+                // A driver turn woke more than one (a burst of sockets):
+                // the last stays in the LIFO slot, the ones it displaces
+                // go where spinners look (step 3 of the module docs), not
+                // to a deque they would wait on for a spin's length.
                 local.pool.injector.push(prev);
             } else {
                 local.deque.push(prev);
@@ -205,6 +214,12 @@ pub(crate) fn block_in_place<R>(f: impl FnOnce() -> R) -> R {
     // A long one has its deque moved there by the watchdog.)
     if let Some(r) = local.lifo().take() {
         local.deque.push(r);
+    }
+    // Its deque waits for the block: a spinner must look there (step 3
+    // of the module docs) before the kick below finds it searching and
+    // coalesces.
+    if !local.deque.is_empty() {
+        local.pool.alert_spinners();
     }
     local.blocked.set(true);
     let watch = &local.pool.slots[local.slot].watch;
@@ -278,6 +293,7 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
             blocked: Cell::new(false),
             over_limit: Cell::new(false),
             left_driver: Cell::new(false),
+            turning: Cell::new(false),
             parked: Cell::new(false),
             virtual_cpu: virtual_cpu(&pool.cpus, slot, pool.idle.config().max_workers),
         });
@@ -639,11 +655,13 @@ impl Core {
         };
         loop {
             for _ in 0..SPIN_CHECKS {
-                // The injector only (see the module docs, step 3).
+                // The injector only, and the alert of a worker that left
+                // tasks on its deque and will not run them soon (see the
+                // module docs, step 3).
                 let work = if pool.spin_watches_deques {
                     pool.has_work()
                 } else {
-                    !pool.injector.is_empty()
+                    !pool.injector.is_empty() || pool.take_deque_alert()
                 };
                 if work || pool.is_closed() {
                     self.spin.hit();
@@ -679,10 +697,13 @@ impl Core {
         // not look) waited behind the task the check takes first, every
         // maintenance turn.
         if self.tick % MAINTENANCE_INTERVAL == MAINTENANCE_INTERVAL / 2 {
-            // Tasks it wakes of this pool land in this worker's LIFO slot.
+            // Tasks it wakes of this pool land in this worker's LIFO slot
+            // (the last; the others on the injector: `schedule_local`).
+            local.turning.set(true);
             let turned = host.turn_driver(&mut |d| {
                 d.turn(Some(Duration::ZERO));
             });
+            local.turning.set(false);
             // A sibling of its pool that idled meanwhile found the driver
             // taken and sleeps on its futex: it takes the driver now (a
             // worker of another pool waits for its own pool's turns, or

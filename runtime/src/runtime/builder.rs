@@ -72,7 +72,7 @@ impl Builder {
                 thread_name: "wq".to_owned(),
                 worker_spin: DEFAULT_WORKER_SPIN,
                 spinning_workers: None,
-                spin_watches_deques: false,
+                spin_watches_deques: None,
                 affinity_strict: false,
                 thread_stack_size: None,
                 cpu_hog_threshold: DEFAULT_CPU_HOG_THRESHOLD,
@@ -163,13 +163,14 @@ impl Builder {
     }
 
     /// Whether spinning workers watch the other workers' deques too (and
-    /// a parked worker's driver turn queues the tasks it wakes on its own
-    /// deque), or only the pool's injector (false, the default; see
-    /// `docs/architecture.md`, "Spinning"). The A/B baseline of
-    /// `wq-bench --spin-watches-deques`, not a setting for services.
+    /// a driver turn queues the tasks it wakes on its worker's deque), or
+    /// only the pool's injector. Default: the deques too in pools of at
+    /// most four workers, the injector only in wider ones (see
+    /// `docs/architecture.md`, "Spinning"). For A/B runs (`wq-bench
+    /// --spin-watch`), not a setting for services.
     #[doc(hidden)]
     pub fn spin_watches_deques(mut self, watch: bool) -> Builder {
-        self.config.spin_watches_deques = watch;
+        self.config.spin_watches_deques = Some(watch);
         self
     }
 

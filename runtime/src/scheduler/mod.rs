@@ -81,8 +81,9 @@ pub(crate) struct Config {
     /// The most workers of one pool that spin at once (`None`: as many
     /// as search).
     pub(crate) spinning_workers: Option<usize>,
-    /// Spinners watch the workers' deques too, not only the injector.
-    pub(crate) spin_watches_deques: bool,
+    /// Spinners watch the workers' deques too, not only the injector
+    /// (`None`: in pools of at most [`crate::pool::SMALL_POOL`] workers).
+    pub(crate) spin_watches_deques: Option<bool>,
     pub(crate) affinity_strict: bool,
     pub(crate) thread_stack_size: Option<usize>,
     /// A poll running longer than this is a CPU hog; zero: no watchdog.

@@ -250,6 +250,9 @@ impl Watchdog {
                         // allowance up (`Idle::block`): the poll goes on,
                         // so does the allowance.
                         g.back = back;
+                        if !s.stealer.is_empty() {
+                            pool.alert_spinners();
+                        }
                         if let Some(kick) =
                             pool.idle.regrant_hog(slot, g.on_cpu, || pool.has_work())
                         {
@@ -328,6 +331,10 @@ impl Watchdog {
                 if s.watch.poll_started.load(Ordering::Acquire) != started {
                     self.samples.remove(&key);
                     continue;
+                }
+                // Its deque waits for the hog: a spinner must look there.
+                if !s.stealer.is_empty() {
+                    pool.alert_spinners();
                 }
                 let Some(kick) = pool.idle.grant_hog(slot, on_cpu, || pool.has_work()) else {
                     continue;
