@@ -329,18 +329,23 @@ fn children_of_long_polls_run_once_while_the_watchdog_takes_them() {
     });
 }
 
-/// A runtime of 8-worker pools that spin (the default 20 us, or `spin`),
-/// watching the injector only (the default for pools wider than 4) or the
-/// deques too.
-fn spinning_runtime(watch_deques: bool, spin: Duration) -> Runtime {
-    Runtime::builder()
+/// A runtime of 8-worker pools that spin for up to `spin`, watching the
+/// injector only (`Some(false)`, and the default for pools wider than
+/// four: `None`) or the deques too. No CPU-hog watchdog: its moves of a
+/// blocked worker's deque would hide a task stranded there.
+fn spinning_runtime(watch_deques: Option<bool>, spin: Duration) -> Runtime {
+    let b = Runtime::builder()
         .topology(Topology::synthetic("pack:2 core:8 pu:1").unwrap())
         .max_workers_per_pool(8)
         .worker_spin(spin)
-        .spin_watches_deques(watch_deques)
-        .idle_timeout(Duration::from_millis(5))
-        .build()
-        .unwrap()
+        .cpu_hog_threshold(Duration::ZERO)
+        .idle_timeout(Duration::from_millis(5));
+    match watch_deques {
+        Some(w) => b.spin_watches_deques(w),
+        None => b,
+    }
+    .build()
+    .unwrap()
 }
 
 /// Work pushed on workers' deques (spawn trees, wakes between tasks), on
@@ -349,9 +354,14 @@ fn spinning_runtime(watch_deques: bool, spin: Duration) -> Runtime {
 /// before parking find deque work the spinners do not watch).
 #[test]
 fn spinners_watching_either_way_strand_nothing() {
-    for watch_deques in [false, true] {
+    for (watch_deques, spin) in [
+        (None, wq::DEFAULT_WORKER_SPIN),
+        (Some(false), Duration::from_millis(100)),
+        (Some(true), wq::DEFAULT_WORKER_SPIN),
+        (Some(true), Duration::from_millis(100)),
+    ] {
         within_watchdog("spin watch", move || {
-            let rt = spinning_runtime(watch_deques, wq::DEFAULT_WORKER_SPIN);
+            let rt = spinning_runtime(watch_deques, spin);
             for _ in 0..3 {
                 assert_eq!(rt.block_on(tree(9)), 512);
             }
@@ -391,16 +401,16 @@ fn spinners_watching_either_way_strand_nothing() {
 }
 
 /// A task queues children on its worker (its LIFO slot and deque), then
-/// blocks in `block_in_place` until they ran: they run meanwhile, taken by
-/// a spinner on the deque alert or by a kicked worker, also with spins of
-/// 100 ms that watch only the injector (without the alert they would wait
-/// for a spin's end).
+/// blocks in `block_in_place` until they ran: they run meanwhile (taken by
+/// a spinner on the deque alert, a kicked worker, or the re-checks at a
+/// spin's end), with no watchdog to move them, also with spins of 100 ms
+/// that watch only the injector.
 #[test]
 fn children_of_a_blocked_task_run_while_it_blocks() {
     for (watch_deques, spin) in [
-        (false, wq::DEFAULT_WORKER_SPIN),
-        (false, Duration::from_millis(100)),
-        (true, Duration::from_millis(100)),
+        (None, wq::DEFAULT_WORKER_SPIN),
+        (Some(false), Duration::from_millis(100)),
+        (Some(true), Duration::from_millis(100)),
     ] {
         within_watchdog("block with children", move || {
             let rt = spinning_runtime(watch_deques, spin);

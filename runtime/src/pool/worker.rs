@@ -33,9 +33,13 @@
 //!    maintenance turn) keeps the last task it wakes in the LIFO slot and
 //!    queues the ones that displaces on the injector ([`schedule_local`]);
 //!    a worker that blocks in [`block_in_place`], or whose poll the
-//!    watchdog finds hogging its CPU, with tasks on its deque raises the
+//!    watchdog finds past the CPU-hog threshold, with tasks on its deque
+//!    (the watchdog again at each scan while they wait), raises the
 //!    pool's **deque alert**, which the next spinner takes as a hit (and
-//!    then steals from the deques). A parked worker costs
+//!    then steals from the deques, raising it again while other deques
+//!    hold tasks; one whose tasks are gone is no hit). A driver turn keeps
+//!    a task woken before it where it was: only those the turn itself put
+//!    in the LIFO slot are displaced to the injector. A parked worker costs
 //!    a futex wakeup (a context switch each way), a
 //!    spinning one answers in well under a microsecond; but a spinning
 //!    worker burns CPU time that the kernel's fair scheduler charges to it,
@@ -135,8 +139,12 @@ pub(crate) struct Local {
     /// Its last park was in the I/O driver, and it has not asked anyone to
     /// take the driver since (`park`, "Attending the driver").
     left_driver: Cell<bool>,
-    /// In a maintenance turn of the I/O driver (`find_work`).
+    /// In a maintenance turn of the I/O driver (`find_work`), and how many
+    /// tasks that turn has put in the LIFO slot so far: the first one
+    /// displaces a task woken before the turn, which keeps its place on
+    /// the deque.
     turning: Cell<bool>,
+    turn_puts: Cell<usize>,
     /// The CPU this worker stands for when the topology is not this
     /// machine's (placement of its spawns).
     pub(crate) virtual_cpu: usize,
@@ -164,8 +172,19 @@ pub(crate) fn schedule_local(runnable: Runnable, yielded: bool) -> Option<Runnab
         runnable.metadata().stamp(now);
         if yielded {
             local.deque.push(runnable);
-        } else if let Some(prev) = local.lifo().put(runnable) {
-            if (local.parked.get() || local.turning.get()) && !local.pool.spin_watches_deques {
+        } else {
+            // Displacing a task this driver turn woke (a parked worker's
+            // slot is empty when it parks)?
+            let woken_by_turn = local.parked.get()
+                || (local.turning.get() && {
+                    let n = local.turn_puts.get();
+                    local.turn_puts.set(n + 1);
+                    n > 0
+                });
+            // An empty slot took it: scheduled (`None`), no kick (the
+            // worker runs it next).
+            let prev = local.lifo().put(runnable)?;
+            if woken_by_turn && !local.pool.spin_watches_deques {
                 // A driver turn woke more than one (a burst of sockets):
                 // the last stays in the LIFO slot, the ones it displaces
                 // go where spinners look (step 3 of the module docs), not
@@ -174,8 +193,6 @@ pub(crate) fn schedule_local(runnable: Runnable, yielded: bool) -> Option<Runnab
             } else {
                 local.deque.push(prev);
             }
-        } else {
-            return None;
         }
         // The deque is stealable: let an idle sibling help (step 1 of
         // `idle`, lock-free unless nobody searches and one is parked).
@@ -294,6 +311,7 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
             over_limit: Cell::new(false),
             left_driver: Cell::new(false),
             turning: Cell::new(false),
+            turn_puts: Cell::new(0),
             parked: Cell::new(false),
             virtual_cpu: virtual_cpu(&pool.cpus, slot, pool.idle.config().max_workers),
         });
@@ -484,6 +502,8 @@ struct Core {
     parks: u64,
     spin_hits: u64,
     spin_backoffs: u64,
+    /// The last spin ended on the pool's deque alert.
+    alerted: bool,
 }
 
 impl Core {
@@ -501,6 +521,7 @@ impl Core {
             parks: 0,
             spin_hits: 0,
             spin_backoffs: 0,
+            alerted: false,
         }
     }
 
@@ -660,8 +681,14 @@ impl Core {
                 // module docs, step 3).
                 let work = if pool.spin_watches_deques {
                     pool.has_work()
+                } else if !pool.injector.is_empty() {
+                    true
+                } else if pool.take_deque_alert() {
+                    // Taken; a stale one (the tasks gone) is no hit.
+                    self.alerted = pool.has_work();
+                    self.alerted
                 } else {
-                    !pool.injector.is_empty() || pool.take_deque_alert()
+                    false
                 };
                 if work || pool.is_closed() {
                     self.spin.hit();
@@ -690,6 +717,26 @@ impl Core {
     }
 
     fn find_work(&mut self, local: &Local, host: &dyn Host) -> Option<Runnable> {
+        if !std::mem::take(&mut self.alerted) {
+            return self.look(local, host);
+        }
+        // Sent by the deque alert: a steal takes half a deque (at most
+        // 32), and a second worker may have blocked meanwhile. Whatever
+        // other deques still hold goes to the next spinner.
+        let found = self.look(local, host);
+        let slots = local.pool.used_slots();
+        if slots
+            .iter()
+            .enumerate()
+            .any(|(i, s)| i != local.slot && !s.stealer.is_empty())
+        {
+            local.pool.alert_spinners();
+        }
+        found
+    }
+
+    /// `find_work`'s look, in the order of the module docs.
+    fn look(&mut self, local: &Local, host: &dyn Host) -> Option<Runnable> {
         let pool = &local.pool;
         self.tick = self.tick.wrapping_add(1);
         // Half an interval away from the injector check below: on the same
@@ -699,11 +746,20 @@ impl Core {
         if self.tick % MAINTENANCE_INTERVAL == MAINTENANCE_INTERVAL / 2 {
             // Tasks it wakes of this pool land in this worker's LIFO slot
             // (the last; the others on the injector: `schedule_local`).
+            /// Clears `turning` even if the turn unwinds.
+            struct Turning<'a>(&'a Local);
+            impl Drop for Turning<'_> {
+                fn drop(&mut self) {
+                    self.0.turning.set(false);
+                }
+            }
             local.turning.set(true);
+            local.turn_puts.set(0);
+            let turning = Turning(local);
             let turned = host.turn_driver(&mut |d| {
                 d.turn(Some(Duration::ZERO));
             });
-            local.turning.set(false);
+            drop(turning);
             // A sibling of its pool that idled meanwhile found the driver
             // taken and sleeps on its futex: it takes the driver now (a
             // worker of another pool waits for its own pool's turns, or

@@ -244,15 +244,17 @@ impl Watchdog {
                     pool.lifo_stolen.fetch_add(1, Ordering::Relaxed);
                 }
                 if let Some(g) = self.granted.get_mut(&key) {
+                    // What the hog queued on its deque since waits for it:
+                    // the next spinner steals it (`worker`, step 3).
+                    if !s.stealer.is_empty() {
+                        pool.alert_spinners();
+                    }
                     let back = s.watch.unblocked_at.load(Ordering::Relaxed);
                     if g.started == started && back > g.back {
                         // Back from a `block_in_place`, which gave the
                         // allowance up (`Idle::block`): the poll goes on,
                         // so does the allowance.
                         g.back = back;
-                        if !s.stealer.is_empty() {
-                            pool.alert_spinners();
-                        }
                         if let Some(kick) =
                             pool.idle.regrant_hog(slot, g.on_cpu, || pool.has_work())
                         {
