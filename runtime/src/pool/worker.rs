@@ -139,12 +139,12 @@ pub(crate) struct Local {
     /// Its last park was in the I/O driver, and it has not asked anyone to
     /// take the driver since (`park`, "Attending the driver").
     left_driver: Cell<bool>,
-    /// In a maintenance turn of the I/O driver (`find_work`), and how many
-    /// tasks that turn has put in the LIFO slot so far: the first one
-    /// displaces a task woken before the turn, which keeps its place on
-    /// the deque.
+    /// In a maintenance turn of the I/O driver (`find_work`).
     turning: Cell<bool>,
-    turn_puts: Cell<usize>,
+    /// The LIFO slot held a task woken before this maintenance turn: the
+    /// first task the turn puts there displaces it, and it keeps its place
+    /// on the deque.
+    held_before_turn: Cell<bool>,
     /// The CPU this worker stands for when the topology is not this
     /// machine's (placement of its spawns).
     pub(crate) virtual_cpu: usize,
@@ -173,17 +173,13 @@ pub(crate) fn schedule_local(runnable: Runnable, yielded: bool) -> Option<Runnab
         if yielded {
             local.deque.push(runnable);
         } else {
-            // Displacing a task this driver turn woke (a parked worker's
-            // slot is empty when it parks)?
-            let woken_by_turn = local.parked.get()
-                || (local.turning.get() && {
-                    let n = local.turn_puts.get();
-                    local.turn_puts.set(n + 1);
-                    n > 0
-                });
             // An empty slot took it: scheduled (`None`), no kick (the
             // worker runs it next).
             let prev = local.lifo().put(runnable)?;
+            // Displacing a task this driver turn woke (a parked worker's
+            // slot is empty when it parks)?
+            let woken_by_turn = local.parked.get()
+                || (local.turning.get() && !local.held_before_turn.replace(false));
             if woken_by_turn && !local.pool.spin_watches_deques {
                 // A driver turn woke more than one (a burst of sockets):
                 // the last stays in the LIFO slot, the ones it displaces
@@ -311,7 +307,7 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
             over_limit: Cell::new(false),
             left_driver: Cell::new(false),
             turning: Cell::new(false),
-            turn_puts: Cell::new(0),
+            held_before_turn: Cell::new(false),
             parked: Cell::new(false),
             virtual_cpu: virtual_cpu(&pool.cpus, slot, pool.idle.config().max_workers),
         });
@@ -502,8 +498,6 @@ struct Core {
     parks: u64,
     spin_hits: u64,
     spin_backoffs: u64,
-    /// The last spin ended on the pool's deque alert.
-    alerted: bool,
 }
 
 impl Core {
@@ -521,7 +515,6 @@ impl Core {
             parks: 0,
             spin_hits: 0,
             spin_backoffs: 0,
-            alerted: false,
         }
     }
 
@@ -684,9 +677,7 @@ impl Core {
                 } else if !pool.injector.is_empty() {
                     true
                 } else if pool.take_deque_alert() {
-                    // Taken; a stale one (the tasks gone) is no hit.
-                    self.alerted = pool.has_work();
-                    self.alerted
+                    deque_alert_hit(pool)
                 } else {
                     false
                 };
@@ -717,26 +708,6 @@ impl Core {
     }
 
     fn find_work(&mut self, local: &Local, host: &dyn Host) -> Option<Runnable> {
-        if !std::mem::take(&mut self.alerted) {
-            return self.look(local, host);
-        }
-        // Sent by the deque alert: a steal takes half a deque (at most
-        // 32), and a second worker may have blocked meanwhile. Whatever
-        // other deques still hold goes to the next spinner.
-        let found = self.look(local, host);
-        let slots = local.pool.used_slots();
-        if slots
-            .iter()
-            .enumerate()
-            .any(|(i, s)| i != local.slot && !s.stealer.is_empty())
-        {
-            local.pool.alert_spinners();
-        }
-        found
-    }
-
-    /// `find_work`'s look, in the order of the module docs.
-    fn look(&mut self, local: &Local, host: &dyn Host) -> Option<Runnable> {
         let pool = &local.pool;
         self.tick = self.tick.wrapping_add(1);
         // Half an interval away from the injector check below: on the same
@@ -754,7 +725,7 @@ impl Core {
                 }
             }
             local.turning.set(true);
-            local.turn_puts.set(0);
+            local.held_before_turn.set(!local.lifo().is_empty());
             let turning = Turning(local);
             let turned = host.turn_driver(&mut |d| {
                 d.turn(Some(Duration::ZERO));
@@ -905,6 +876,26 @@ fn virtual_cpu(cpus: &[usize], slot: usize, max_workers: usize) -> usize {
         return cpus[slot % cpus.len()];
     }
     cpus[(slot % max) * cpus.len() / max]
+}
+
+/// A spinner took `pool`'s deque alert: whether it is a hit (a stale one,
+/// its tasks gone, is not). A steal takes half a deque (at most 32), and
+/// a second worker may have blocked meanwhile: if more than this spinner's
+/// steal waits, the alert goes up again for the next spinner.
+#[cold]
+fn deque_alert_hit(pool: &Pool) -> bool {
+    let (mut deques, mut most) = (0, 0);
+    for slot in pool.used_slots() {
+        let n = slot.stealer.len();
+        if n > 0 {
+            deques += 1;
+            most = most.max(n);
+        }
+    }
+    if deques > 1 || most > 1 {
+        pool.alert_spinners();
+    }
+    deques > 0 || !pool.injector.is_empty()
 }
 
 /// Adds `n` to a counter whose only writer is the calling worker: a load
