@@ -222,6 +222,9 @@ pub struct WqCounters {
     /// Times a spinning worker stopped because another thread wanted its
     /// CPU.
     pub spin_backoffs: u64,
+    /// Pools whose spinners watched the deques too (the others: the
+    /// injector only).
+    pub pools_watching_deques: usize,
     /// Scheduling delay p50, ns.
     pub sched_p50: f64,
     /// Scheduling delay p99, ns.
@@ -246,6 +249,7 @@ impl WqCounters {
             c.lock_contended += p.counters.lock_contended;
             c.spin_hits += p.counters.spin_hits;
             c.spin_backoffs += p.counters.spin_backoffs;
+            c.pools_watching_deques += usize::from(p.spin_watches_deques);
             if let Some(ph) = p.sched_delay.histogram() {
                 let _ = h.add(ph);
             }
@@ -885,7 +889,7 @@ pub fn json(cfg: &Config, rows: &[Row], command: &str) -> Value {
                 "wq_counters_runs": r.runs.iter().filter_map(|x| x.wq).map(|c| json!({
                     "pools": c.pools, "workers_created": c.workers_created, "kicks": c.kicks,
                     "coalesced_kicks": c.coalesced, "unparks": c.unparks, "parks": c.parks,
-                    "spin_hits": c.spin_hits, "spin_backoffs": c.spin_backoffs, "lock_acquisitions": c.lock_acquisitions,
+                    "spin_hits": c.spin_hits, "spin_backoffs": c.spin_backoffs, "pools_watching_deques": c.pools_watching_deques, "lock_acquisitions": c.lock_acquisitions,
                     "lock_contended": c.lock_contended, "sched_delay_p50_ns": c.sched_p50,
                     "sched_delay_p99_ns": c.sched_p99,
                 })).collect::<Vec<_>>(),

@@ -766,3 +766,46 @@ fn a_names_counters_never_go_down_while_its_queues_come_and_go() {
         assert_eq!(m.queues_by_name()[0].started, 2000, "{snapshots} snapshots");
     });
 }
+
+/// Each pool says what its spinners watch: the deques too in pools of at
+/// most four workers, the injector only in wider ones, unless the builder
+/// says.
+#[test]
+fn pools_report_what_their_spinners_watch() {
+    let watch = |workers: usize, setting: Option<bool>| -> Vec<bool> {
+        let b = Runtime::builder()
+            .topology(Topology::synthetic("pack:2 core:8 pu:1").unwrap())
+            .max_workers_per_pool(workers);
+        let b = match setting {
+            Some(w) => b.spin_watches_deques(w),
+            None => b,
+        };
+        let rt = b.build().unwrap();
+        // Pools are created on first use: one of each scope's.
+        rt.block_on(async {
+            for scope in Scope::ALL {
+                wq::spawn_on(scope, async {}).await.unwrap();
+            }
+        });
+        let m = rt.metrics();
+        assert!(!m.pools.is_empty());
+        m.pools.iter().map(|p| p.spin_watches_deques).collect()
+    };
+    assert!(
+        watch(2, None).iter().all(|&w| w),
+        "pools of 2 watch the deques"
+    );
+    assert!(
+        watch(4, None).iter().all(|&w| w),
+        "pools of 4 watch the deques"
+    );
+    // Pools of 8 over the 8-CPU pods; the per-CPU and per-core pools have
+    // one worker.
+    let wide = watch(8, None);
+    assert!(
+        wide.iter().any(|&w| !w),
+        "no pool of 8 watches the injector only: {wide:?}"
+    );
+    assert!(watch(8, Some(true)).iter().all(|&w| w));
+    assert!(watch(2, Some(false)).iter().all(|&w| !w));
+}

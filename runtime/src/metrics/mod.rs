@@ -471,6 +471,11 @@ pub struct PoolSnapshot {
     pub highpri: bool,
     /// The pool's maximum number of workers.
     pub max_workers: usize,
+    /// What its spinning workers watch: the workers' deques and the
+    /// injector (`true`: pools of at most four workers, by default), or
+    /// the injector only (see `docs/architecture.md`, "Spinning").
+    #[serde(default)]
+    pub spin_watches_deques: bool,
     /// Its workers now.
     pub workers: WorkerStates,
     /// Tasks alive whose home is this pool (in flight).
@@ -509,6 +514,7 @@ impl PoolSnapshot {
             strict,
             highpri,
             max_workers,
+            spin_watches_deques: false,
             workers,
             tasks: 0,
             counters: Counters::default(),

@@ -608,6 +608,7 @@ impl Pool {
             workers,
         );
         m.tasks = self.registry.len();
+        m.spin_watches_deques = self.spin_watches_deques;
         let k = &mut m.counters;
         let c = snap.counters;
         k.kicks = c.kicks;
