@@ -233,8 +233,17 @@ fn a_delta_is_the_interval() {
         // A snapshot from a build before `cpu_budget` still reads.
         let mut old = serde_json::to_value(&a).unwrap();
         old.as_object_mut().unwrap().remove("cpu_budget").unwrap();
+        // And one from before `spin_watches_deques`: its spinners watched
+        // the deques.
+        for p in old["pools"].as_array_mut().unwrap() {
+            p.as_object_mut()
+                .unwrap()
+                .remove("spin_watches_deques")
+                .unwrap();
+        }
         let old: Snapshot = serde_json::from_value(old).unwrap();
         assert_eq!(old.cpu_budget, None);
+        assert!(!old.pools.is_empty() && old.pools.iter().all(|p| p.spin_watches_deques));
         let ja: Snapshot = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
         let jb: Snapshot = serde_json::from_str(&serde_json::to_string(&b).unwrap()).unwrap();
         let jd = jb.delta(&ja);

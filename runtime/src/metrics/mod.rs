@@ -474,7 +474,7 @@ pub struct PoolSnapshot {
     /// What its spinning workers watch: the workers' deques and the
     /// injector (`true`: pools of at most four workers, by default), or
     /// the injector only (see `docs/architecture.md`, "Spinning").
-    #[serde(default)]
+    #[serde(default = "watched_deques_before")]
     pub spin_watches_deques: bool,
     /// Its workers now.
     pub workers: WorkerStates,
@@ -490,6 +490,12 @@ pub struct PoolSnapshot {
     /// Spawn-call time: how long a spawn onto this pool took its caller
     /// (empty unless latency capture is on).
     pub spawn_time: Latency,
+}
+
+/// What a snapshot from a runtime older than the field says: its
+/// spinners watched the deques.
+fn watched_deques_before() -> bool {
+    true
 }
 
 impl PoolSnapshot {

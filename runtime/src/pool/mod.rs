@@ -228,14 +228,18 @@ impl Spinners {
     }
 
     /// Counts the caller as spinning, unless `max` workers spin already;
-    /// the guard uncounts it.
+    /// the guard uncounts it. Without a limit (the default) nothing is
+    /// counted: the line is not written twice per spin for nothing.
     pub(crate) fn try_start(&self) -> Option<SpinGuard<'_>> {
+        if self.max == usize::MAX {
+            return Some(SpinGuard(None));
+        }
         self.count
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                 (n < self.max).then_some(n + 1)
             })
             .ok()
-            .map(|_| SpinGuard(&self.count))
+            .map(|_| SpinGuard(Some(&self.count)))
     }
 }
 
@@ -253,12 +257,14 @@ fn spin_watches_deques(setting: Option<bool>, max_workers: usize) -> bool {
     setting.unwrap_or(max_workers <= SMALL_POOL)
 }
 
-/// A worker counted in its pool's [`Spinners`].
-pub(crate) struct SpinGuard<'a>(&'a AtomicUsize);
+/// A worker counted in its pool's [`Spinners`] (if they are limited).
+pub(crate) struct SpinGuard<'a>(Option<&'a AtomicUsize>);
 
 impl Drop for SpinGuard<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        if let Some(count) = self.0 {
+            count.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -394,14 +400,16 @@ impl Pool {
     /// it parks.
     pub(crate) fn alert_spinners(&self) {
         if !self.spin_watches_deques && !self.deque_alert.load(Ordering::Relaxed) {
-            self.deque_alert.store(true, Ordering::Relaxed);
+            // Release: the spinner that takes it sees the deque's tasks
+            // and the worker's `blocked` (or hog mark) stored before.
+            self.deque_alert.store(true, Ordering::Release);
         }
     }
 
     /// Takes the deque alert, if raised (a spinner's look: a read while
     /// it is down).
     pub(crate) fn take_deque_alert(&self) -> bool {
-        self.deque_alert.load(Ordering::Relaxed) && self.deque_alert.swap(false, Ordering::Relaxed)
+        self.deque_alert.load(Ordering::Relaxed) && self.deque_alert.swap(false, Ordering::AcqRel)
     }
 
     pub(crate) fn is_closed(&self) -> bool {

@@ -36,10 +36,12 @@
 //!    watchdog finds past the CPU-hog threshold, with tasks on its deque
 //!    (the watchdog again at each scan while they wait), raises the
 //!    pool's **deque alert**, which the next spinner takes as a hit (and
-//!    then steals from the deques, raising it again while other deques
-//!    hold tasks; one whose tasks are gone is no hit). A driver turn keeps
-//!    a task woken before it where it was: only those the turn itself put
-//!    in the LIFO slot are displaced to the injector. A parked worker costs
+//!    then steals from the deques, raising it again while blocked or
+//!    hogging workers' deques hold more than its steal takes; one whose
+//!    tasks are gone is no hit). A task in the LIFO slot from before a
+//!    maintenance turn goes to the deque when the turn's first wake
+//!    displaces it, as outside a turn: only tasks the turn itself put in
+//!    the slot are displaced to the injector. A parked worker costs
 //!    a futex wakeup (a context switch each way), a
 //!    spinning one answers in well under a microsecond; but a spinning
 //!    worker burns CPU time that the kernel's fair scheduler charges to it,
@@ -228,17 +230,18 @@ pub(crate) fn block_in_place<R>(f: impl FnOnce() -> R) -> R {
     if let Some(r) = local.lifo().take() {
         local.deque.push(r);
     }
-    // Its deque waits for the block: a spinner must look there (step 3
-    // of the module docs) before the kick below finds it searching and
-    // coalesces.
-    if !local.deque.is_empty() {
-        local.pool.alert_spinners();
-    }
     local.blocked.set(true);
     let watch = &local.pool.slots[local.slot].watch;
     watch.blocked_at.store(clock::now(), Ordering::Relaxed);
     // Release: the watchdog that reads `blocked` reads `blocked_at` too.
     watch.blocked.store(true, Ordering::Release);
+    // Its deque waits for the block: a spinner must look there (step 3
+    // of the module docs) before the kick below finds it searching and
+    // coalesces. After `blocked`: the spinner that takes the alert looks
+    // at the deques of blocked workers.
+    if !local.deque.is_empty() {
+        local.pool.alert_spinners();
+    }
     let kick = local.pool.idle.block(local.slot, || local.pool.has_work());
     if matches!(kick, Kick::Woke | Kick::Start(_)) {
         current::count_cm_wakeup();
@@ -716,7 +719,8 @@ impl Core {
         // maintenance turn.
         if self.tick % MAINTENANCE_INTERVAL == MAINTENANCE_INTERVAL / 2 {
             // Tasks it wakes of this pool land in this worker's LIFO slot
-            // (the last; the others on the injector: `schedule_local`).
+            // (the last; in a pool whose spinners watch the injector only,
+            // the others on the injector: `schedule_local`).
             /// Clears `turning` even if the turn unwinds.
             struct Turning<'a>(&'a Local);
             impl Drop for Turning<'_> {
@@ -878,24 +882,32 @@ fn virtual_cpu(cpus: &[usize], slot: usize, max_workers: usize) -> usize {
     cpus[(slot % max) * cpus.len() / max]
 }
 
-/// A spinner took `pool`'s deque alert: whether it is a hit (a stale one,
-/// its tasks gone, is not). A steal takes half a deque (at most 32), and
-/// a second worker may have blocked meanwhile: if more than this spinner's
-/// steal waits, the alert goes up again for the next spinner.
+/// A spinner took `pool`'s deque alert: whether it is a hit, tasks on the
+/// deque of a worker that blocks or runs a CPU hog (a stale alert, its
+/// tasks gone, is not; running workers' deques are theirs, as without an
+/// alert). A steal takes half a deque (at most 32), a second worker may
+/// have blocked meanwhile, and the spinner's look takes the injector
+/// first: if more than its steal waits, the alert goes up again for the
+/// next spinner.
 #[cold]
 fn deque_alert_hit(pool: &Pool) -> bool {
     let (mut deques, mut most) = (0, 0);
     for slot in pool.used_slots() {
-        let n = slot.stealer.len();
+        // Acquire: pairs with the Release of `blocked` (and the hog mark
+        // is stored before the alert is raised).
+        let held = slot.watch.blocked.load(Ordering::Acquire)
+            || slot.watch.hog.load(Ordering::Relaxed) != 0;
+        let n = if held { slot.stealer.len() } else { 0 };
         if n > 0 {
             deques += 1;
             most = most.max(n);
         }
     }
-    if deques > 1 || most > 1 {
+    let injected = !pool.injector.is_empty();
+    if deques > 1 || most > 1 || (deques > 0 && injected) {
         pool.alert_spinners();
     }
-    deques > 0 || !pool.injector.is_empty()
+    deques > 0 || injected
 }
 
 /// Adds `n` to a counter whose only writer is the calling worker: a load

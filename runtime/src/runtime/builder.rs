@@ -143,7 +143,9 @@ impl Builder {
 
     /// The longest a worker that ran out of work spins, watching its pool's
     /// queues, before it parks. Default [`DEFAULT_WORKER_SPIN`]; zero parks
-    /// at once; at most 100 ms ([`build`](Builder::build) refuses more). At most half a pool's workers spin at once, and each adapts
+    /// at once; at most 100 ms ([`build`](Builder::build) refuses more).
+    /// At most half a pool's workers (at least two) spin at once, fewer
+    /// with [`spinning_workers`](Builder::spinning_workers), and each adapts
     /// its spin below this bound: longer while spins find work, shorter
     /// while they do not, and none for a while when the CPU is wanted by
     /// another thread (see `docs/architecture.md`, "Spinning").
@@ -154,7 +156,7 @@ impl Builder {
 
     /// The most workers of one pool that spin at once (at least 1; the
     /// others that run out of work look once and park). Default: as many as
-    /// may search, half the pool's workers. Zero is refused: give
+    /// may search, half the pool's workers and at least two. Zero is refused: give
     /// [`worker_spin`](Builder::worker_spin) `Duration::ZERO` to park at
     /// once.
     pub fn spinning_workers(mut self, n: usize) -> Builder {

@@ -334,10 +334,6 @@ impl Watchdog {
                     self.samples.remove(&key);
                     continue;
                 }
-                // Its deque waits for the hog: a spinner must look there.
-                if !s.stealer.is_empty() {
-                    pool.alert_spinners();
-                }
                 let Some(kick) = pool.idle.grant_hog(slot, on_cpu, || pool.has_work()) else {
                     continue;
                 };
@@ -350,6 +346,11 @@ impl Watchdog {
                 // stored before it.
                 s.watch.hog.store(started, Ordering::Release);
                 HOG_MARKS.fetch_add(1, Ordering::Relaxed);
+                // Its deque waits for the hog: a spinner must look there
+                // (after the mark: the spinner looks at hogs' deques).
+                if !s.stealer.is_empty() {
+                    pool.alert_spinners();
+                }
                 self.granted.insert(
                     key,
                     Grant {
