@@ -8,6 +8,7 @@ use std::io;
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use common::{raise_nofile, within_watchdog};
@@ -983,6 +984,75 @@ fn unix_sockets_are_taken_over_from_std() {
                 err.to_string().contains("not a Unix domain socket"),
                 "{err}"
             );
+        });
+    });
+}
+
+/// `poll_accept` drives a `Stream` of connections (TCP and Unix): every
+/// client is accepted once and the task that polls is woken for each; a
+/// listener dropped with a task registered closes (its port can be bound
+/// again).
+#[test]
+fn poll_accept_serves_a_stream_of_connections() {
+    use futures::StreamExt;
+    within_watchdog("poll_accept", LIMIT, || {
+        let rt = rt();
+        rt.block_on(async {
+            const CLIENTS: usize = 50;
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            // The clients connect while the stream waits (Pending first).
+            let clients = wq::spawn(async move {
+                wq::time::sleep(Duration::from_millis(20)).await;
+                let mut kept = Vec::new();
+                for _ in 0..CLIENTS {
+                    kept.push(TcpStream::connect(addr).await.unwrap());
+                }
+                kept
+            });
+            let incoming = futures::stream::poll_fn(|cx| l.poll_accept(cx).map(Some));
+            let conns: Vec<_> = incoming.take(CLIENTS).collect().await;
+            let kept = clients.await.unwrap();
+            let mut peers: Vec<SocketAddr> = conns.into_iter().map(|c| c.unwrap().1).collect();
+            let mut locals: Vec<SocketAddr> =
+                kept.iter().map(|c| c.local_addr().unwrap()).collect();
+            peers.sort();
+            locals.sort();
+            assert_eq!(peers, locals, "each client accepted once");
+            // Registered and waiting, then dropped.
+            let waiting =
+                futures::future::poll_fn(|cx| Poll::Ready(l.poll_accept(cx).is_pending())).await;
+            assert!(waiting);
+            drop(l);
+            drop(
+                TcpListener::bind(addr)
+                    .await
+                    .expect("the port is free again"),
+            );
+
+            let dir = std::env::temp_dir().join(format!("wq-poll-accept-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("l.sock");
+            let ul = UnixListener::bind(&path).unwrap();
+            let p = path.clone();
+            let clients = wq::spawn(async move {
+                let mut kept = Vec::new();
+                for _ in 0..CLIENTS {
+                    kept.push(UnixStream::connect(&p).await.unwrap());
+                }
+                kept
+            });
+            let incoming = futures::stream::poll_fn(|cx| ul.poll_accept(cx).map(Some));
+            let n = incoming
+                .take(CLIENTS)
+                .filter(|c| futures::future::ready(c.is_ok()))
+                .count()
+                .await;
+            assert_eq!(n, CLIENTS);
+            drop(clients.await.unwrap());
+            drop(ul);
+            let _ = std::fs::remove_dir_all(&dir);
         });
     });
 }

@@ -17,7 +17,9 @@
 //! `async fn` operation holds one in its future ([`PollIo::async_io`]) and
 //! releases it when the future is dropped, so any number of tasks may wait
 //! on one socket (`accept` on a shared listener, `recv_from` on a shared
-//! UDP socket).
+//! UDP socket); a `&self` poll method (`TcpListener::poll_accept`) keeps
+//! one [`SharedKey`] in its object, under a lock, whose waker is the last
+//! polling task's (as tokio's `poll_*` on `&self`), freed with the object.
 //!
 //! Drop deregisters the source from epoll **before** its fd is closed (see
 //! `driver`'s module docs on file descriptions), then frees the slot;
@@ -28,6 +30,8 @@ use std::future::poll_fn;
 use std::io;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+
+use std::sync::Mutex;
 
 use super::Handle;
 use super::Registered;
@@ -163,7 +167,35 @@ impl<S: mio::event::Source> PollIo<S> {
     pub(crate) fn release(&self, key: &mut Option<usize>) {
         self.scheduled().release(key);
     }
+
+    /// [`PollIo::poll_io`] with the object's shared waiter slot (module
+    /// docs, "Waiter keys").
+    pub(crate) fn poll_io_shared<R>(
+        &self,
+        cx: &mut Context<'_>,
+        dir: Direction,
+        key: &SharedKey,
+        f: impl FnMut(&S) -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
+        self.poll_io(cx, dir, &mut crate::loom::lock(&key.0), f)
+    }
+
+    /// Frees the object's shared waiter slot (the object being dropped).
+    pub(crate) fn release_shared(&self, key: &SharedKey) {
+        self.release(&mut crate::loom::lock(&key.0));
+    }
+
+    /// Waiter slots held now.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn waiters(&self) -> usize {
+        self.scheduled().waiters()
+    }
 }
+
+/// The waiter slot of an object's `&self` poll method: one per object and
+/// direction, its waker the last polling task's (module docs).
+#[derive(Debug, Default)]
+pub(crate) struct SharedKey(Mutex<Option<usize>>);
 
 /// A waiter slot released on drop.
 struct Key<'a> {

@@ -4,9 +4,10 @@ use std::fmt;
 use std::io;
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
 use super::stream::{Half, async_read, async_write};
-use crate::driver::registration::PollIo;
+use crate::driver::registration::{PollIo, SharedKey};
 use crate::driver::scheduled_io::Direction;
 
 /// A TCP socket listening for connections.
@@ -36,6 +37,8 @@ use crate::driver::scheduled_io::Direction;
 /// ```
 pub struct TcpListener {
     io: PollIo<mio::net::TcpListener>,
+    /// [`TcpListener::poll_accept`]'s waiter slot.
+    poll_key: SharedKey,
 }
 
 impl TcpListener {
@@ -54,6 +57,7 @@ impl TcpListener {
                 super::listen_backlog(std::os::fd::AsRawFd::as_raw_fd(&l))?;
                 Ok(TcpListener {
                     io: PollIo::new(driver, l)?,
+                    poll_key: SharedKey::default(),
                 })
             }
         })
@@ -80,6 +84,7 @@ impl TcpListener {
         listener.set_nonblocking(true)?;
         Ok(TcpListener {
             io: PollIo::new(driver, mio::net::TcpListener::from_std(listener))?,
+            poll_key: SharedKey::default(),
         })
     }
 
@@ -96,9 +101,51 @@ impl TcpListener {
         Ok((TcpStream::from_mio(self.io.handle().clone(), s)?, peer))
     }
 
+    /// [`accept`](TcpListener::accept) for code that keeps no future: a
+    /// `poll_*` method of its own, or a `Stream` of connections. `Pending`
+    /// registers the task to wake; the listener keeps one such task, the
+    /// one that polled last (as tokio's `poll_accept`): tasks that wait on
+    /// one listener side by side each call `accept`.
+    ///
+    /// ```
+    /// use futures::StreamExt;
+    ///
+    /// #[wq::main]
+    /// async fn main() -> std::io::Result<()> {
+    ///     let l = wq::net::TcpListener::bind("127.0.0.1:0").await?;
+    ///     let addr = l.local_addr()?;
+    ///     let clients = wq::spawn(async move {
+    ///         let a = wq::net::TcpStream::connect(addr).await?;
+    ///         let b = wq::net::TcpStream::connect(addr).await?;
+    ///         std::io::Result::Ok((a, b))
+    ///     });
+    ///     let incoming = futures::stream::poll_fn(|cx| l.poll_accept(cx).map(Some));
+    ///     let conns: Vec<_> = incoming.take(2).collect().await;
+    ///     assert!(conns.iter().all(|c| c.is_ok()));
+    ///     drop(clients.await.unwrap()?);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(TcpStream, SocketAddr)>> {
+        let (s, peer) = ready!(
+            self.io
+                .poll_io_shared(cx, Direction::Read, &self.poll_key, |l| {
+                    super::accept_retrying(|| l.accept())
+                })
+        )?;
+        Poll::Ready(TcpStream::from_mio(self.io.handle().clone(), s).map(|s| (s, peer)))
+    }
+
     /// The address it listens on.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.io.source().local_addr()
+    }
+}
+
+impl Drop for TcpListener {
+    fn drop(&mut self) {
+        // Before the registration goes (`PollIo`'s drop).
+        self.io.release_shared(&self.poll_key);
     }
 }
 
@@ -304,3 +351,40 @@ super::as_fd!(TcpListener, io.source());
 super::as_fd!(TcpStream, source());
 super::as_fd!(OwnedReadHalf, read.io.source());
 super::as_fd!(OwnedWriteHalf, write.io.source());
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::future::poll_fn;
+    use std::task::Poll;
+
+    use super::TcpListener;
+
+    /// Polls from two tasks share the listener's one waiter slot (the
+    /// later task's waker replaces the earlier's), and an `accept` future
+    /// holds its own only while it lives.
+    #[test]
+    fn poll_accept_keeps_one_waiter_slot() {
+        let rt = crate::Runtime::builder().build().unwrap();
+        rt.block_on(async {
+            let l = std::sync::Arc::new(TcpListener::bind("127.0.0.1:0").await.unwrap());
+            for _ in 0..3 {
+                let l2 = l.clone();
+                crate::spawn(async move {
+                    poll_fn(|cx| Poll::Ready(l2.poll_accept(cx).is_pending())).await
+                })
+                .await
+                .unwrap();
+            }
+            assert_eq!(l.io.waiters(), 1, "one slot for every poll_accept");
+            {
+                let accept = std::pin::pin!(l.accept());
+                let mut accept = accept;
+                let pending =
+                    poll_fn(|cx| Poll::Ready(accept.as_mut().poll(cx).is_pending())).await;
+                assert!(pending);
+                assert_eq!(l.io.waiters(), 2);
+            }
+            assert_eq!(l.io.waiters(), 1, "the accept future's slot went with it");
+        });
+    }
+}

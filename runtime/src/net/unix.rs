@@ -7,9 +7,10 @@ use std::net::Shutdown;
 use std::os::unix::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
 use super::stream::{Half, async_read, async_write};
-use crate::driver::registration::PollIo;
+use crate::driver::registration::{PollIo, SharedKey};
 use crate::driver::scheduled_io::Direction;
 
 /// A Unix domain socket listening for connections.
@@ -34,6 +35,8 @@ use crate::driver::scheduled_io::Direction;
 /// ```
 pub struct UnixListener {
     io: PollIo<mio::net::UnixListener>,
+    /// [`UnixListener::poll_accept`]'s waiter slot.
+    poll_key: SharedKey,
 }
 
 impl UnixListener {
@@ -49,7 +52,10 @@ impl UnixListener {
         let io = super::listen_backlog(std::os::fd::AsRawFd::as_raw_fd(&l))
             .and_then(|()| PollIo::new(driver, l));
         match io {
-            Ok(io) => Ok(UnixListener { io }),
+            Ok(io) => Ok(UnixListener {
+                io,
+                poll_key: SharedKey::default(),
+            }),
             Err(e) => {
                 // The file this call made would make the next bind fail
                 // with `AddrInUse`.
@@ -81,6 +87,7 @@ impl UnixListener {
         listener.set_nonblocking(true)?;
         Ok(UnixListener {
             io: PollIo::new(driver, mio::net::UnixListener::from_std(listener))?,
+            poll_key: SharedKey::default(),
         })
     }
 
@@ -93,9 +100,30 @@ impl UnixListener {
         Ok((UnixStream::from_mio(self.io.handle().clone(), s)?, peer))
     }
 
+    /// [`accept`](UnixListener::accept) for code that keeps no future (a
+    /// `poll_*` method of its own, a `Stream` of connections); as
+    /// [`TcpListener::poll_accept`](super::TcpListener::poll_accept): the
+    /// listener wakes the task that polled last.
+    pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(UnixStream, SocketAddr)>> {
+        let (s, peer) = ready!(
+            self.io
+                .poll_io_shared(cx, Direction::Read, &self.poll_key, |l| {
+                    super::accept_retrying(|| l.accept())
+                })
+        )?;
+        Poll::Ready(UnixStream::from_mio(self.io.handle().clone(), s).map(|s| (s, peer)))
+    }
+
     /// The address it listens on.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.io.source().local_addr()
+    }
+}
+
+impl Drop for UnixListener {
+    fn drop(&mut self) {
+        // Before the registration goes (`PollIo`'s drop).
+        self.io.release_shared(&self.poll_key);
     }
 }
 
