@@ -1056,3 +1056,49 @@ fn poll_accept_serves_a_stream_of_connections() {
         });
     });
 }
+
+/// The `poll_*` datagram methods, from `poll_fn`: a datagram sent with
+/// `poll_send_to` arrives through `poll_recv_from` with its sender, one
+/// task waiting in `poll_recv_from` (Pending first) is woken by it, and a
+/// connected pair talks through `poll_send` / `poll_recv`.
+#[test]
+fn udp_poll_methods_send_and_receive() {
+    use futures::future::poll_fn;
+    within_watchdog("udp-poll", LIMIT, || {
+        rt().block_on(async {
+            let a = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+            let b = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+            let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+            let receiver = {
+                let b = b.clone();
+                wq::spawn(async move {
+                    let mut got = Vec::new();
+                    for _ in 0..3 {
+                        let mut buf = [0u8; 64];
+                        let (n, from) = poll_fn(|cx| b.poll_recv_from(cx, &mut buf)).await.unwrap();
+                        got.push((buf[..n].to_vec(), from));
+                    }
+                    got
+                })
+            };
+            wq::time::sleep(Duration::from_millis(20)).await;
+            for i in 0..3u8 {
+                let n = poll_fn(|cx| a.poll_send_to(cx, &[i; 5], b_addr))
+                    .await
+                    .unwrap();
+                assert_eq!(n, 5);
+            }
+            let got = receiver.await.unwrap();
+            assert_eq!(
+                got,
+                (0..3u8).map(|i| (vec![i; 5], a_addr)).collect::<Vec<_>>()
+            );
+            a.connect(b_addr).await.unwrap();
+            b.connect(a_addr).await.unwrap();
+            poll_fn(|cx| a.poll_send(cx, b"connected")).await.unwrap();
+            let mut buf = [0u8; 64];
+            let n = poll_fn(|cx| b.poll_recv(cx, &mut buf)).await.unwrap();
+            assert_eq!(&buf[..n], b"connected");
+        });
+    });
+}

@@ -3,8 +3,9 @@
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::task::{Context, Poll};
 
-use crate::driver::registration::PollIo;
+use crate::driver::registration::{PollIo, SharedKey};
 use crate::driver::scheduled_io::Direction;
 
 /// A UDP socket. Every operation takes `&self`: share it (an `Arc`)
@@ -24,6 +25,8 @@ use crate::driver::scheduled_io::Direction;
 /// ```
 pub struct UdpSocket {
     io: PollIo<mio::net::UdpSocket>,
+    /// The waiter slots of the `poll_*` methods: receiving, sending.
+    poll_keys: [SharedKey; 2],
 }
 
 impl UdpSocket {
@@ -38,6 +41,7 @@ impl UdpSocket {
             async move {
                 Ok(UdpSocket {
                     io: PollIo::new(driver, mio::net::UdpSocket::bind(a)?)?,
+                    poll_keys: Default::default(),
                 })
             }
         })
@@ -53,6 +57,7 @@ impl UdpSocket {
         socket.set_nonblocking(true)?;
         Ok(UdpSocket {
             io: PollIo::new(driver, mio::net::UdpSocket::from_std(socket))?,
+            poll_keys: Default::default(),
         })
     }
 
@@ -99,6 +104,49 @@ impl UdpSocket {
             .await
     }
 
+    /// [`recv_from`](UdpSocket::recv_from) for code that keeps no future
+    /// (a `poll_*` method of its own, a `Stream` of datagrams). `Pending`
+    /// registers the task to wake; the socket keeps one such task per
+    /// direction, the one that polled last (as tokio's `poll_recv_from`):
+    /// tasks that receive side by side each call `recv_from`.
+    pub fn poll_recv_from(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, SocketAddr)>> {
+        self.io
+            .poll_io_shared(cx, Direction::Read, &self.poll_keys[0], |s| {
+                s.recv_from(buf)
+            })
+    }
+
+    /// [`recv`](UdpSocket::recv) as [`poll_recv_from`](UdpSocket::poll_recv_from).
+    pub fn poll_recv(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        self.io
+            .poll_io_shared(cx, Direction::Read, &self.poll_keys[0], |s| s.recv(buf))
+    }
+
+    /// [`send_to`](UdpSocket::send_to) to an address already resolved, as
+    /// [`poll_recv_from`](UdpSocket::poll_recv_from) (its own waiter slot:
+    /// a task may poll both directions).
+    pub fn poll_send_to(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        target: SocketAddr,
+    ) -> Poll<io::Result<usize>> {
+        self.io
+            .poll_io_shared(cx, Direction::Write, &self.poll_keys[1], |s| {
+                s.send_to(buf, target)
+            })
+    }
+
+    /// [`send`](UdpSocket::send) as [`poll_send_to`](UdpSocket::poll_send_to).
+    pub fn poll_send(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.io
+            .poll_io_shared(cx, Direction::Write, &self.poll_keys[1], |s| s.send(buf))
+    }
+
     /// The local address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.io.source().local_addr()
@@ -107,6 +155,15 @@ impl UdpSocket {
     /// The connected address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.io.source().peer_addr()
+    }
+}
+
+impl Drop for UdpSocket {
+    fn drop(&mut self) {
+        // Before the registration goes (`PollIo`'s drop).
+        for key in &self.poll_keys {
+            self.io.release_shared(key);
+        }
     }
 }
 
