@@ -1001,7 +1001,10 @@ fn poll_accept_serves_a_stream_of_connections() {
             const CLIENTS: usize = 50;
             let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = l.local_addr().unwrap();
-            // The clients connect while the stream waits (Pending first).
+            // No client yet: the stream's first poll waits.
+            let first = futures::future::poll_fn(|cx| Poll::Ready(l.poll_accept(cx).is_pending()));
+            assert!(first.await);
+            // The clients connect while the stream waits.
             let clients = wq::spawn(async move {
                 wq::time::sleep(Duration::from_millis(20)).await;
                 let mut kept = Vec::new();

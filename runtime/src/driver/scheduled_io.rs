@@ -52,7 +52,10 @@
 //! each under a key owned by whoever waits: a stream keeps one key per
 //! direction for its `poll_read` / `poll_write`, an `async fn` operation
 //! (`accept`, `recv_from` ...) holds one for as long as its future lives
-//! and releases it on drop. Any number of tasks may wait on one direction.
+//! and releases it on drop, and a `&self` poll method (`poll_accept`,
+//! `poll_recv_from` ...) keeps one per object and direction in a
+//! `registration::SharedKey`, its waker the last poller's. Any number of
+//! tasks may wait on one direction.
 //!
 //! No lost wakeup: the driver updates the word *then* locks `waiters` and
 //! takes the wakers of the directions the event touched; a task locks
@@ -67,7 +70,9 @@
 //! and woken through the task's own `Waker`: wq's schedule path (the home
 //! pool's queue and a kick) is the only wake path.
 //!
-//! Lock order: the driver's I/O table lock, then a `waiters` lock. No other
+//! Lock order: the driver's I/O table lock, then a `waiters` lock; a
+//! `SharedKey`'s lock, then `waiters` (held across the poll, so the coop
+//! budget's `wake_by_ref` runs under it: wq's wakers only queue). No other
 //! lock is taken under `waiters`.
 
 use std::io;

@@ -144,7 +144,8 @@ impl TcpListener {
 
 impl Drop for TcpListener {
     fn drop(&mut self) {
-        // Before the registration goes (`PollIo`'s drop).
+        // The slot's waker goes now (the slot itself would go with the
+        // registration's `ScheduledIo`).
         self.io.release_shared(&self.poll_key);
     }
 }
@@ -355,13 +356,16 @@ super::as_fd!(OwnedWriteHalf, write.io.source());
 #[cfg(all(test, not(loom)))]
 mod tests {
     use std::future::poll_fn;
-    use std::task::Poll;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll, Wake, Waker};
 
     use super::TcpListener;
 
     /// Polls from two tasks share the listener's one waiter slot (the
     /// later task's waker replaces the earlier's), and an `accept` future
-    /// holds its own only while it lives.
+    /// holds its own only while it lives; a connection wakes the waker of
+    /// the last poll only.
     #[test]
     fn poll_accept_keeps_one_waiter_slot() {
         let rt = crate::Runtime::builder().build().unwrap();
@@ -385,6 +389,31 @@ mod tests {
                 assert_eq!(l.io.waiters(), 2);
             }
             assert_eq!(l.io.waiters(), 1, "the accept future's slot went with it");
+            // Two wakers in turn: the connection wakes the second.
+            let (first, second) = (Arc::new(Count::default()), Arc::new(Count::default()));
+            for w in [&first, &second] {
+                let waker = Waker::from(w.clone());
+                assert!(l.poll_accept(&mut Context::from_waker(&waker)).is_pending());
+            }
+            let _client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while second.0.load(Ordering::SeqCst) == 0 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the last poller never woken"
+                );
+                crate::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            assert_eq!(first.0.load(Ordering::SeqCst), 0, "a replaced waker woken");
         });
+    }
+
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
     }
 }

@@ -160,7 +160,8 @@ impl UdpSocket {
 
 impl Drop for UdpSocket {
     fn drop(&mut self) {
-        // Before the registration goes (`PollIo`'s drop).
+        // The slot's waker goes now (the slot itself would go with the
+        // registration's `ScheduledIo`).
         for key in &self.poll_keys {
             self.io.release_shared(key);
         }

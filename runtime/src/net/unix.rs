@@ -122,7 +122,8 @@ impl UnixListener {
 
 impl Drop for UnixListener {
     fn drop(&mut self) {
-        // Before the registration goes (`PollIo`'s drop).
+        // The slot's waker goes now (the slot itself would go with the
+        // registration's `ScheduledIo`).
         self.io.release_shared(&self.poll_key);
     }
 }
