@@ -1105,3 +1105,76 @@ fn udp_poll_methods_send_and_receive() {
         });
     });
 }
+
+/// `UnixDatagram`: bound sockets trade datagrams with their paths as
+/// sender addresses, an unbound sender is unnamed, a receiver waiting
+/// first is woken, a connected pair talks through `send` / `recv` and the
+/// `poll_*` methods, a datagram longer than the buffer is truncated, and
+/// `send` on a socket with no peer is `NotConnected`.
+#[test]
+fn unix_datagrams_are_sent_and_received() {
+    use futures::future::poll_fn;
+    use wq::net::UnixDatagram;
+    within_watchdog("unix-dgram", LIMIT, || {
+        rt().block_on(async {
+            let dir = std::env::temp_dir().join(format!("wq-dgram-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let (a_path, b_path) = (dir.join("a.sock"), dir.join("b.sock"));
+            let a = Arc::new(UnixDatagram::bind(&a_path).unwrap());
+            let b = Arc::new(UnixDatagram::bind(&b_path).unwrap());
+            // Waiting before anything is sent.
+            let receiver = {
+                let b = b.clone();
+                wq::spawn(async move {
+                    let mut got = Vec::new();
+                    for _ in 0..3 {
+                        let mut buf = [0u8; 64];
+                        let (n, from) = b.recv_from(&mut buf).await.unwrap();
+                        got.push((buf[..n].to_vec(), from.as_pathname().map(|p| p.to_owned())));
+                    }
+                    got
+                })
+            };
+            wq::time::sleep(Duration::from_millis(20)).await;
+            for i in 0..3u8 {
+                assert_eq!(a.send_to(&[i; 7], &b_path).await.unwrap(), 7);
+            }
+            assert_eq!(
+                receiver.await.unwrap(),
+                (0..3u8)
+                    .map(|i| (vec![i; 7], Some(a_path.clone())))
+                    .collect::<Vec<_>>()
+            );
+            // An unbound sender is unnamed; the reply goes nowhere it can
+            // name, so none is tried.
+            let u = UnixDatagram::unbound().unwrap();
+            u.send_to(b"anon", &b_path).await.unwrap();
+            let mut buf = [0u8; 64];
+            let (n, from) = poll_fn(|cx| b.poll_recv_from(cx, &mut buf)).await.unwrap();
+            assert_eq!(&buf[..n], b"anon");
+            assert!(from.is_unnamed(), "{from:?}");
+            // No peer: send says so.
+            let e = u.send(b"x").await.unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::NotConnected, "{e}");
+            // A pair, through the poll methods, and truncation.
+            let (p, q) = UnixDatagram::pair().unwrap();
+            poll_fn(|cx| p.poll_send(cx, b"0123456789")).await.unwrap();
+            let mut small = [0u8; 4];
+            let n = poll_fn(|cx| q.poll_recv(cx, &mut small)).await.unwrap();
+            assert_eq!(&small[..n], b"0123", "truncated to the buffer");
+            q.send(b"back").await.unwrap();
+            let n = p.recv(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], b"back");
+            a.connect(&b_path).unwrap();
+            assert_eq!(a.peer_addr().unwrap().as_pathname(), Some(b_path.as_path()));
+            poll_fn(|cx| a.poll_send_to(cx, b"to-b", &b_path))
+                .await
+                .unwrap();
+            let n = b.recv(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], b"to-b");
+            drop((a, b));
+            let _ = std::fs::remove_dir_all(&dir);
+        });
+    });
+}

@@ -1,4 +1,5 @@
-//! 10,000 short connections leave the process's fd count where it was.
+//! 10,000 short connections (and 2,000 Unix datagram pairs) leave the
+//! process's fd count where it was.
 //!
 //! Alone in its binary: `/proc/self/fd` counts the whole process, and
 //! tests in one binary run in parallel.
@@ -64,6 +65,17 @@ fn ten_thousand_short_connections_leave_the_fd_count_unchanged() {
                 after = open_fds();
             }
             assert_eq!(after, before, "fds leaked: {before} before, {after} after");
+            // Then 2,000 Unix datagram pairs, each used through a poll
+            // method (its shared waiter slot) and an awaited receive.
+            for _ in 0..2000 {
+                let (p, q) = wq::net::UnixDatagram::pair().unwrap();
+                futures::future::poll_fn(|cx| p.poll_send(cx, b"x"))
+                    .await
+                    .unwrap();
+                let mut b = [0u8; 1];
+                assert_eq!(q.recv(&mut b).await.unwrap(), 1);
+            }
+            assert_eq!(open_fds(), before, "datagram sockets leaked fds");
         });
     });
 }

@@ -50,6 +50,7 @@ mod stream;
 pub mod tcp;
 mod udp;
 pub mod unix;
+mod unix_datagram;
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -57,6 +58,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 pub use tcp::{TcpListener, TcpStream};
 pub use udp::UdpSocket;
 pub use unix::{UnixListener, UnixStream};
+pub use unix_datagram::UnixDatagram;
 
 use crate::driver;
 

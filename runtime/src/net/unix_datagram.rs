@@ -1,0 +1,216 @@
+//! Unix domain datagram sockets: [`UnixDatagram`].
+
+use std::fmt;
+use std::io;
+use std::net::Shutdown;
+use std::os::unix::net::SocketAddr;
+use std::path::Path;
+use std::task::{Context, Poll};
+
+use crate::driver::registration::{PollIo, SharedKey};
+use crate::driver::scheduled_io::Direction;
+
+/// A Unix domain datagram socket: a service manager's notification socket
+/// (`NOTIFY_SOCKET`), a local log sink, a pair of processes trading
+/// messages. Every operation takes `&self`: share it (an `Arc`) between a
+/// sending and a receiving task, or among several receivers.
+///
+/// ```
+/// #[wq::main]
+/// async fn main() -> std::io::Result<()> {
+///     let dir = std::env::temp_dir().join(format!("wq-doc-dgram-{}", std::process::id()));
+///     std::fs::create_dir_all(&dir)?;
+///     let (a_path, b_path) = (dir.join("a.sock"), dir.join("b.sock"));
+///     let _ = std::fs::remove_file(&a_path);
+///     let _ = std::fs::remove_file(&b_path);
+///     let a = wq::net::UnixDatagram::bind(&a_path)?;
+///     let b = wq::net::UnixDatagram::bind(&b_path)?;
+///     a.send_to(b"hi", &b_path).await?;
+///     let mut buf = [0; 16];
+///     let (n, from) = b.recv_from(&mut buf).await?;
+///     assert_eq!(&buf[..n], b"hi");
+///     assert_eq!(from.as_pathname(), Some(a_path.as_path()));
+///     std::fs::remove_dir_all(&dir)?;
+///     Ok(())
+/// }
+/// ```
+pub struct UnixDatagram {
+    io: PollIo<mio::net::UnixDatagram>,
+    /// The waiter slots of the `poll_*` methods: receiving, sending.
+    poll_keys: [SharedKey; 2],
+}
+
+impl UnixDatagram {
+    /// Binds to `path`. The socket file is not removed on drop (as with
+    /// std); remove a stale one before binding.
+    ///
+    /// # Panics
+    /// Outside a wq runtime.
+    pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixDatagram> {
+        let driver = super::current("wq::net::UnixDatagram::bind")?;
+        UnixDatagram::from_mio(driver, mio::net::UnixDatagram::bind(path)?)
+    }
+
+    /// A socket bound to no path: it can send (to a path, or to the
+    /// address it is [`connect`](UnixDatagram::connect)ed to), and
+    /// receive only what its peer sends back to it.
+    ///
+    /// # Panics
+    /// Outside a wq runtime.
+    pub fn unbound() -> io::Result<UnixDatagram> {
+        let driver = super::current("wq::net::UnixDatagram::unbound")?;
+        UnixDatagram::from_mio(driver, mio::net::UnixDatagram::unbound()?)
+    }
+
+    /// A connected pair (`socketpair`).
+    ///
+    /// # Panics
+    /// Outside a wq runtime.
+    pub fn pair() -> io::Result<(UnixDatagram, UnixDatagram)> {
+        let driver = super::current("wq::net::UnixDatagram::pair")?;
+        let (a, b) = mio::net::UnixDatagram::pair()?;
+        Ok((
+            UnixDatagram::from_mio(driver.clone(), a)?,
+            UnixDatagram::from_mio(driver, b)?,
+        ))
+    }
+
+    /// Takes over a std datagram socket (made non-blocking here): one
+    /// inherited from a service manager, or bound to an abstract name
+    /// (`SocketAddrExt::from_abstract_name`).
+    ///
+    /// # Panics
+    /// Outside a wq runtime.
+    pub fn from_std(socket: std::os::unix::net::UnixDatagram) -> io::Result<UnixDatagram> {
+        let driver = super::current("wq::net::UnixDatagram::from_std")?;
+        socket.set_nonblocking(true)?;
+        UnixDatagram::from_mio(driver, mio::net::UnixDatagram::from_std(socket))
+    }
+
+    fn from_mio(
+        driver: crate::driver::Handle,
+        socket: mio::net::UnixDatagram,
+    ) -> io::Result<UnixDatagram> {
+        Ok(UnixDatagram {
+            io: PollIo::new(driver, socket)?,
+            poll_keys: Default::default(),
+        })
+    }
+
+    /// Sets the default destination of [`send`](UnixDatagram::send) and
+    /// the only source [`recv`](UnixDatagram::recv) accepts. Immediate: a
+    /// datagram socket's connect only records the address.
+    pub fn connect(&self, path: impl AsRef<Path>) -> io::Result<()> {
+        self.io.source().connect(path)
+    }
+
+    /// Sends `buf` as one datagram to the connected address (on a socket
+    /// not connected, an error: `ENOTCONN`). Waits while the receiver's
+    /// queue is full.
+    pub async fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        self.io.async_io(Direction::Write, |s| s.send(buf)).await
+    }
+
+    /// Receives one datagram from the connected address. A datagram longer
+    /// than `buf` is truncated to it, and the rest is lost without a word:
+    /// size `buf` for the largest datagram expected.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.io.async_io(Direction::Read, |s| s.recv(buf)).await
+    }
+
+    /// Sends `buf` as one datagram to the socket bound at `path`. Waits
+    /// while the receiver's queue is full.
+    pub async fn send_to(&self, buf: &[u8], path: impl AsRef<Path>) -> io::Result<usize> {
+        let path = path.as_ref();
+        self.io
+            .async_io(Direction::Write, |s| s.send_to(buf, path))
+            .await
+    }
+
+    /// Receives one datagram and its sender's address (unnamed for an
+    /// [`unbound`](UnixDatagram::unbound) sender); truncated to `buf` as in
+    /// [`recv`](UnixDatagram::recv).
+    pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.io
+            .async_io(Direction::Read, |s| s.recv_from(buf))
+            .await
+    }
+
+    /// [`recv_from`](UnixDatagram::recv_from) for code that keeps no
+    /// future; as [`UdpSocket::poll_recv_from`](super::UdpSocket::poll_recv_from):
+    /// the socket wakes the task that polled last, per direction.
+    pub fn poll_recv_from(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, SocketAddr)>> {
+        self.io
+            .poll_io_shared(cx, Direction::Read, &self.poll_keys[0], |s| {
+                s.recv_from(buf)
+            })
+    }
+
+    /// [`recv`](UnixDatagram::recv) as [`poll_recv_from`](UnixDatagram::poll_recv_from).
+    pub fn poll_recv(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        self.io
+            .poll_io_shared(cx, Direction::Read, &self.poll_keys[0], |s| s.recv(buf))
+    }
+
+    /// [`send_to`](UnixDatagram::send_to) as
+    /// [`poll_recv_from`](UnixDatagram::poll_recv_from) (its own waiter
+    /// slot: a task may poll both directions).
+    pub fn poll_send_to(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        path: &Path,
+    ) -> Poll<io::Result<usize>> {
+        self.io
+            .poll_io_shared(cx, Direction::Write, &self.poll_keys[1], |s| {
+                s.send_to(buf, path)
+            })
+    }
+
+    /// [`send`](UnixDatagram::send) as [`poll_send_to`](UnixDatagram::poll_send_to).
+    pub fn poll_send(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.io
+            .poll_io_shared(cx, Direction::Write, &self.poll_keys[1], |s| s.send(buf))
+    }
+
+    /// The local address (unnamed for an unbound socket).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.source().local_addr()
+    }
+
+    /// The connected address.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.io.source().peer_addr()
+    }
+
+    /// Shuts the reading side, the writing side or both down
+    /// (`shutdown(2)`).
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.io.source().shutdown(how)
+    }
+}
+
+impl Drop for UnixDatagram {
+    fn drop(&mut self) {
+        // The slots' wakers go now (the slots themselves would go with the
+        // registration's `ScheduledIo`).
+        for key in &self.poll_keys {
+            self.io.release_shared(key);
+        }
+    }
+}
+
+impl fmt::Debug for UnixDatagram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnixDatagram")
+            .field("local_addr", &self.local_addr().ok())
+            .field("peer_addr", &self.peer_addr().ok())
+            .finish()
+    }
+}
+
+super::as_fd!(UnixDatagram, io.source());
