@@ -19,7 +19,8 @@
 //! on one socket (`accept` on a shared listener, `recv_from` on a shared
 //! UDP socket); a `&self` poll method (`TcpListener::poll_accept`) keeps
 //! one [`SharedKey`] in its object, under a lock, whose waker is the last
-//! polling task's (as tokio's `poll_*` on `&self`), freed with the object.
+//! polling task's (as tokio's `poll_*` on `&self`), freed with the object
+//! ([`Datagram`] holds a datagram socket's two).
 //!
 //! Drop deregisters the source from epoll **before** its fd is closed (see
 //! `driver`'s module docs on file descriptions), then frees the slot;
@@ -217,6 +218,67 @@ impl<S: mio::event::Source> Drop for PollIo<S> {
             // nothing to undo; the slot is freed either way.
             let _ = self.handle.deregister(&mut source, &self.registered);
             drop(source); // closes the fd, after the EPOLL_CTL_DEL
+        }
+    }
+}
+
+/// A datagram socket's registration and the waiter slots of its `&self`
+/// poll methods (receiving, sending), released when it drops: what
+/// `UdpSocket` and `UnixDatagram` share.
+pub(crate) struct Datagram<S: mio::event::Source> {
+    io: PollIo<S>,
+    keys: [SharedKey; 2],
+}
+
+impl<S: mio::event::Source> Datagram<S> {
+    pub(crate) fn new(io: PollIo<S>) -> Datagram<S> {
+        Datagram {
+            io,
+            keys: Default::default(),
+        }
+    }
+
+    pub(crate) fn source(&self) -> &S {
+        self.io.source()
+    }
+
+    /// An awaited receive: `f` when the socket is readable.
+    pub(crate) async fn recv_with<R>(&self, f: impl FnMut(&S) -> io::Result<R>) -> io::Result<R> {
+        self.io.async_io(Direction::Read, f).await
+    }
+
+    /// An awaited send: `f` when the socket is writable.
+    pub(crate) async fn send_with<R>(&self, f: impl FnMut(&S) -> io::Result<R>) -> io::Result<R> {
+        self.io.async_io(Direction::Write, f).await
+    }
+
+    /// A polled receive, in the receiving slot.
+    pub(crate) fn poll_recv_with<R>(
+        &self,
+        cx: &mut Context<'_>,
+        f: impl FnMut(&S) -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
+        self.io
+            .poll_io_shared(cx, Direction::Read, &self.keys[0], f)
+    }
+
+    /// A polled send, in the sending slot.
+    pub(crate) fn poll_send_with<R>(
+        &self,
+        cx: &mut Context<'_>,
+        f: impl FnMut(&S) -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
+        self.io
+            .poll_io_shared(cx, Direction::Write, &self.keys[1], f)
+    }
+}
+
+impl<S: mio::event::Source> Drop for Datagram<S> {
+    fn drop(&mut self) {
+        // The slots' wakers go now (the slots themselves would go with
+        // the registration's `ScheduledIo`).
+        for key in &self.keys {
+            self.io.release_shared(key);
         }
     }
 }

@@ -5,8 +5,7 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::task::{Context, Poll};
 
-use crate::driver::registration::{PollIo, SharedKey};
-use crate::driver::scheduled_io::Direction;
+use crate::driver::registration::{Datagram, PollIo};
 
 /// A UDP socket. Every operation takes `&self`: share it (an `Arc`)
 /// between a sending and a receiving task, or among several receivers.
@@ -24,9 +23,7 @@ use crate::driver::scheduled_io::Direction;
 /// }
 /// ```
 pub struct UdpSocket {
-    io: PollIo<mio::net::UdpSocket>,
-    /// The waiter slots of the `poll_*` methods: receiving, sending.
-    poll_keys: [SharedKey; 2],
+    sock: Datagram<mio::net::UdpSocket>,
 }
 
 impl UdpSocket {
@@ -40,8 +37,7 @@ impl UdpSocket {
             let driver = driver.clone();
             async move {
                 Ok(UdpSocket {
-                    io: PollIo::new(driver, mio::net::UdpSocket::bind(a)?)?,
-                    poll_keys: Default::default(),
+                    sock: Datagram::new(PollIo::new(driver, mio::net::UdpSocket::bind(a)?)?),
                 })
             }
         })
@@ -56,8 +52,7 @@ impl UdpSocket {
         let driver = super::current("wq::net::UdpSocket::from_std")?;
         socket.set_nonblocking(true)?;
         Ok(UdpSocket {
-            io: PollIo::new(driver, mio::net::UdpSocket::from_std(socket))?,
-            poll_keys: Default::default(),
+            sock: Datagram::new(PollIo::new(driver, mio::net::UdpSocket::from_std(socket))?),
         })
     }
 
@@ -65,14 +60,14 @@ impl UdpSocket {
     /// only source [`recv`](UdpSocket::recv) accepts (each resolved
     /// address in turn).
     pub async fn connect(&self, addr: impl ToSocketAddrs) -> io::Result<()> {
-        let sock = self.io.source();
+        let sock = self.sock.source();
         super::each_addr(addr, |a| async move { sock.connect(a) }).await
     }
 
     /// Sends `buf` to the connected address (on a socket not
     /// [`connect`](UdpSocket::connect)ed, an error: `EDESTADDRREQ`).
     pub async fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        self.io.async_io(Direction::Write, |s| s.send(buf)).await
+        self.sock.send_with(|s| s.send(buf)).await
     }
 
     /// Receives one datagram from the connected address. A datagram longer
@@ -80,7 +75,7 @@ impl UdpSocket {
     /// (an empty `buf` loses the whole datagram and returns 0): size `buf`
     /// for the largest datagram expected (65,507 bytes over IPv4).
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.io.async_io(Direction::Read, |s| s.recv(buf)).await
+        self.sock.recv_with(|s| s.recv(buf)).await
     }
 
     /// Sends `buf` to `target` (its first resolved address).
@@ -91,17 +86,13 @@ impl UdpSocket {
                 "the target address resolved to no socket address",
             )
         })?;
-        self.io
-            .async_io(Direction::Write, |s| s.send_to(buf, to))
-            .await
+        self.sock.send_with(|s| s.send_to(buf, to)).await
     }
 
     /// Receives one datagram and its sender's address; truncated to `buf`
     /// as in [`recv`](UdpSocket::recv).
     pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.io
-            .async_io(Direction::Read, |s| s.recv_from(buf))
-            .await
+        self.sock.recv_with(|s| s.recv_from(buf)).await
     }
 
     /// [`recv_from`](UdpSocket::recv_from) for code that keeps no future
@@ -114,16 +105,12 @@ impl UdpSocket {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<(usize, SocketAddr)>> {
-        self.io
-            .poll_io_shared(cx, Direction::Read, &self.poll_keys[0], |s| {
-                s.recv_from(buf)
-            })
+        self.sock.poll_recv_with(cx, |s| s.recv_from(buf))
     }
 
     /// [`recv`](UdpSocket::recv) as [`poll_recv_from`](UdpSocket::poll_recv_from).
     pub fn poll_recv(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        self.io
-            .poll_io_shared(cx, Direction::Read, &self.poll_keys[0], |s| s.recv(buf))
+        self.sock.poll_recv_with(cx, |s| s.recv(buf))
     }
 
     /// [`send_to`](UdpSocket::send_to) to an address already resolved, as
@@ -135,36 +122,22 @@ impl UdpSocket {
         buf: &[u8],
         target: SocketAddr,
     ) -> Poll<io::Result<usize>> {
-        self.io
-            .poll_io_shared(cx, Direction::Write, &self.poll_keys[1], |s| {
-                s.send_to(buf, target)
-            })
+        self.sock.poll_send_with(cx, |s| s.send_to(buf, target))
     }
 
     /// [`send`](UdpSocket::send) as [`poll_send_to`](UdpSocket::poll_send_to).
     pub fn poll_send(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.io
-            .poll_io_shared(cx, Direction::Write, &self.poll_keys[1], |s| s.send(buf))
+        self.sock.poll_send_with(cx, |s| s.send(buf))
     }
 
     /// The local address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.io.source().local_addr()
+        self.sock.source().local_addr()
     }
 
     /// The connected address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.io.source().peer_addr()
-    }
-}
-
-impl Drop for UdpSocket {
-    fn drop(&mut self) {
-        // The slot's waker goes now (the slot itself would go with the
-        // registration's `ScheduledIo`).
-        for key in &self.poll_keys {
-            self.io.release_shared(key);
-        }
+        self.sock.source().peer_addr()
     }
 }
 
@@ -176,4 +149,4 @@ impl fmt::Debug for UdpSocket {
     }
 }
 
-super::as_fd!(UdpSocket, io.source());
+super::as_fd!(UdpSocket, sock.source());

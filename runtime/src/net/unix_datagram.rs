@@ -7,8 +7,7 @@ use std::os::unix::net::SocketAddr;
 use std::path::Path;
 use std::task::{Context, Poll};
 
-use crate::driver::registration::{PollIo, SharedKey};
-use crate::driver::scheduled_io::Direction;
+use crate::driver::registration::{Datagram, PollIo};
 
 /// A Unix domain datagram socket: a service manager's notification socket
 /// (`NOTIFY_SOCKET`), a local log sink, a pair of processes trading
@@ -35,9 +34,7 @@ use crate::driver::scheduled_io::Direction;
 /// }
 /// ```
 pub struct UnixDatagram {
-    io: PollIo<mio::net::UnixDatagram>,
-    /// The waiter slots of the `poll_*` methods: receiving, sending.
-    poll_keys: [SharedKey; 2],
+    sock: Datagram<mio::net::UnixDatagram>,
 }
 
 impl UnixDatagram {
@@ -92,8 +89,7 @@ impl UnixDatagram {
         socket: mio::net::UnixDatagram,
     ) -> io::Result<UnixDatagram> {
         Ok(UnixDatagram {
-            io: PollIo::new(driver, socket)?,
-            poll_keys: Default::default(),
+            sock: Datagram::new(PollIo::new(driver, socket)?),
         })
     }
 
@@ -101,39 +97,35 @@ impl UnixDatagram {
     /// the only source [`recv`](UnixDatagram::recv) accepts. Immediate: a
     /// datagram socket's connect only records the address.
     pub fn connect(&self, path: impl AsRef<Path>) -> io::Result<()> {
-        self.io.source().connect(path)
+        self.sock.source().connect(path)
     }
 
     /// Sends `buf` as one datagram to the connected address (on a socket
     /// not connected, an error: `ENOTCONN`). Waits while the receiver's
     /// queue is full.
     pub async fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        self.io.async_io(Direction::Write, |s| s.send(buf)).await
+        self.sock.send_with(|s| s.send(buf)).await
     }
 
     /// Receives one datagram from the connected address. A datagram longer
     /// than `buf` is truncated to it, and the rest is lost without a word:
     /// size `buf` for the largest datagram expected.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.io.async_io(Direction::Read, |s| s.recv(buf)).await
+        self.sock.recv_with(|s| s.recv(buf)).await
     }
 
     /// Sends `buf` as one datagram to the socket bound at `path`. Waits
     /// while the receiver's queue is full.
     pub async fn send_to(&self, buf: &[u8], path: impl AsRef<Path>) -> io::Result<usize> {
         let path = path.as_ref();
-        self.io
-            .async_io(Direction::Write, |s| s.send_to(buf, path))
-            .await
+        self.sock.send_with(|s| s.send_to(buf, path)).await
     }
 
     /// Receives one datagram and its sender's address (unnamed for an
     /// [`unbound`](UnixDatagram::unbound) sender); truncated to `buf` as in
     /// [`recv`](UnixDatagram::recv).
     pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.io
-            .async_io(Direction::Read, |s| s.recv_from(buf))
-            .await
+        self.sock.recv_with(|s| s.recv_from(buf)).await
     }
 
     /// [`recv_from`](UnixDatagram::recv_from) for code that keeps no
@@ -144,16 +136,12 @@ impl UnixDatagram {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<(usize, SocketAddr)>> {
-        self.io
-            .poll_io_shared(cx, Direction::Read, &self.poll_keys[0], |s| {
-                s.recv_from(buf)
-            })
+        self.sock.poll_recv_with(cx, |s| s.recv_from(buf))
     }
 
     /// [`recv`](UnixDatagram::recv) as [`poll_recv_from`](UnixDatagram::poll_recv_from).
     pub fn poll_recv(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        self.io
-            .poll_io_shared(cx, Direction::Read, &self.poll_keys[0], |s| s.recv(buf))
+        self.sock.poll_recv_with(cx, |s| s.recv(buf))
     }
 
     /// [`send_to`](UnixDatagram::send_to) as
@@ -165,42 +153,28 @@ impl UnixDatagram {
         buf: &[u8],
         path: &Path,
     ) -> Poll<io::Result<usize>> {
-        self.io
-            .poll_io_shared(cx, Direction::Write, &self.poll_keys[1], |s| {
-                s.send_to(buf, path)
-            })
+        self.sock.poll_send_with(cx, |s| s.send_to(buf, path))
     }
 
     /// [`send`](UnixDatagram::send) as [`poll_send_to`](UnixDatagram::poll_send_to).
     pub fn poll_send(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.io
-            .poll_io_shared(cx, Direction::Write, &self.poll_keys[1], |s| s.send(buf))
+        self.sock.poll_send_with(cx, |s| s.send(buf))
     }
 
     /// The local address (unnamed for an unbound socket).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.io.source().local_addr()
+        self.sock.source().local_addr()
     }
 
     /// The connected address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.io.source().peer_addr()
+        self.sock.source().peer_addr()
     }
 
     /// Shuts the reading side, the writing side or both down
     /// (`shutdown(2)`).
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        self.io.source().shutdown(how)
-    }
-}
-
-impl Drop for UnixDatagram {
-    fn drop(&mut self) {
-        // The slots' wakers go now (the slots themselves would go with the
-        // registration's `ScheduledIo`).
-        for key in &self.poll_keys {
-            self.io.release_shared(key);
-        }
+        self.sock.source().shutdown(how)
     }
 }
 
@@ -213,4 +187,4 @@ impl fmt::Debug for UnixDatagram {
     }
 }
 
-super::as_fd!(UnixDatagram, io.source());
+super::as_fd!(UnixDatagram, sock.source());
