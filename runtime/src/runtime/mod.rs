@@ -2,6 +2,7 @@
 //! A thin layer over the scheduler (`crate::scheduler`).
 
 pub(crate) mod builder;
+mod join_set;
 pub(crate) mod workqueue;
 
 use std::fmt;

@@ -27,6 +27,7 @@
 //! the one left reads the TSC (see `clock.rs`).
 
 mod join;
+mod join_set;
 mod queue_ref;
 mod registry;
 mod unconstrained;
@@ -35,6 +36,7 @@ mod yield_now;
 use join::Guarded;
 pub(crate) use join::RUNTIME_SHUT_DOWN;
 pub use join::{JoinError, JoinHandle};
+pub use join_set::JoinSet;
 pub(crate) use queue_ref::{QueueRef, StripeLines, TasksShare, stripe_lines};
 pub(crate) use registry::Registry;
 pub use unconstrained::{Unconstrained, unconstrained};

@@ -1,0 +1,212 @@
+//! `JoinSet`: tasks spawned into a set, awaited in the order they finish.
+//!
+//! A set holds [`JoinHandle`]s in a `futures` `FuturesUnordered`: a task
+//! that finishes wakes its handle's entry, and `join_next` polls only the
+//! entries woken since its last call (no scan of the whole set per
+//! completion). Dropping the set aborts every task still in it, as
+//! tokio's does: a set owns its tasks, so a connection handler's
+//! per-request tasks go when the handler goes. The set itself is not
+//! shared between tasks: it is `Send`, and its methods take `&mut self`.
+//! Its `spawn` methods are the runtime's (`runtime/join_set.rs`: this layer
+//! does not reach the runtime).
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+
+use futures::stream::{FuturesUnordered, Stream};
+
+use super::{JoinError, JoinHandle};
+
+/// A set of tasks, awaited in the order they finish.
+///
+/// Tasks are spawned into the set ([`spawn`](JoinSet::spawn),
+/// [`spawn_on`](JoinSet::spawn_on),
+/// [`spawn_blocking`](JoinSet::spawn_blocking)), or their handles are
+/// added ([`push`](JoinSet::push): an item of a named
+/// [`Workqueue`](crate::Workqueue), a task of another runtime's
+/// [`Handle`](crate::Handle)). [`join_next`](JoinSet::join_next) gives the
+/// result of the next one to finish; a task that panicked or was aborted
+/// gives its [`JoinError`] there and the set goes on.
+///
+/// **Dropping the set aborts the tasks still in it** (see
+/// [`JoinHandle::abort`]); [`detach_all`](JoinSet::detach_all) lets them
+/// run on instead.
+///
+/// ```
+/// use wq::task::JoinSet;
+///
+/// # let rt = wq::Runtime::new().unwrap();
+/// rt.block_on(async {
+///     let mut set = JoinSet::new();
+///     for i in 0..10u64 {
+///         set.spawn(async move { i * i });
+///     }
+///     let mut sum = 0;
+///     while let Some(r) = set.join_next().await {
+///         sum += r.unwrap();
+///     }
+///     assert_eq!(sum, 285);
+///     assert!(set.is_empty());
+/// });
+/// ```
+#[must_use = "dropping a JoinSet aborts its tasks"]
+pub struct JoinSet<T> {
+    tasks: FuturesUnordered<JoinHandle<T>>,
+}
+
+impl<T> JoinSet<T> {
+    /// An empty set.
+    pub fn new() -> JoinSet<T> {
+        JoinSet {
+            tasks: FuturesUnordered::new(),
+        }
+    }
+
+    /// Tasks in the set: spawned or pushed, and not yet given back by a
+    /// join.
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Whether the set holds no task.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Adds a task's handle: the set now owns the task (a join gives its
+    /// result; dropping the set aborts it).
+    pub fn push(&mut self, handle: JoinHandle<T>) {
+        self.tasks.push(handle);
+    }
+
+    /// Polls for the result of the next task to finish: `Ready(None)` when
+    /// the set is empty. Only the last waker given is woken (as for a
+    /// `Stream`).
+    pub fn poll_join_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, JoinError>>> {
+        Pin::new(&mut self.tasks).poll_next(cx)
+    }
+
+    /// The result of the next task to finish, or `None` when the set is
+    /// empty. Cancel safe: a call dropped before it answers loses no
+    /// result (the task stays in the set).
+    pub async fn join_next(&mut self) -> Option<Result<T, JoinError>> {
+        std::future::poll_fn(|cx| self.poll_join_next(cx)).await
+    }
+
+    /// The result of a task that has finished, if one has, without
+    /// waiting: `None` when none has yet (or the set is empty).
+    pub fn try_join_next(&mut self) -> Option<Result<T, JoinError>> {
+        /// Records a wake: `FuturesUnordered` answers `Pending` and wakes
+        /// its caller, rather than look further, when it finds a wake
+        /// half-way into its ready queue (a task finishing on another
+        /// thread right then), so `Pending` alone does not mean that
+        /// nothing has finished.
+        struct Woken(AtomicBool);
+        impl Wake for Woken {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let woken = Arc::new(Woken(AtomicBool::new(false)));
+        let waker = Waker::from(woken.clone());
+        // A wake in flight is in the queue by the next round; bounded all
+        // the same.
+        for _ in 0..=self.len() {
+            match self.poll_join_next(&mut Context::from_waker(&waker)) {
+                Poll::Ready(r) => return r,
+                Poll::Pending if woken.0.swap(false, Ordering::Relaxed) => {}
+                Poll::Pending => return None,
+            }
+        }
+        None
+    }
+
+    /// Waits for every task and gives their outputs, in the order they
+    /// finished.
+    ///
+    /// # Panics
+    /// If a task panicked, the others are aborted and its panic resumes
+    /// here; if one was cancelled (aborted, or its runtime shut down), the
+    /// others are aborted and this panics saying so. To handle each
+    /// [`JoinError`], loop on [`join_next`](JoinSet::join_next) instead.
+    pub async fn join_all(mut self) -> Vec<T> {
+        let mut out = Vec::with_capacity(self.len());
+        while let Some(r) = self.join_next().await {
+            match r {
+                Ok(v) => out.push(v),
+                Err(e) if e.is_panic() => {
+                    self.abort_all();
+                    std::panic::resume_unwind(e.into_panic());
+                }
+                Err(e) => {
+                    self.abort_all();
+                    panic!(
+                        "wq::task::JoinSet::join_all: a task did not finish ({e}); the others were aborted. Loop on join_next to handle each task's JoinError"
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// Aborts every task in the set ([`JoinHandle::abort`]); they stay in
+    /// the set until joined, each giving a cancelled [`JoinError`] (or its
+    /// output, if it had finished first).
+    pub fn abort_all(&mut self) {
+        for handle in self.tasks.iter() {
+            handle.abort();
+        }
+    }
+
+    /// Empties the set, leaving its tasks to run on, detached.
+    pub fn detach_all(&mut self) {
+        // Dropping a handle detaches its task.
+        self.tasks.clear();
+    }
+
+    /// Aborts every task and waits until the set has given back every
+    /// result (dropping them). A cancelled task's future may still be
+    /// dropped after this returns, by a worker of its pool: as for
+    /// [`JoinHandle::abort`], do not count on its resources being free.
+    pub async fn shutdown(&mut self) {
+        self.abort_all();
+        while self.join_next().await.is_some() {}
+    }
+}
+
+impl<T> Default for JoinSet<T> {
+    fn default() -> JoinSet<T> {
+        JoinSet::new()
+    }
+}
+
+impl<T> Drop for JoinSet<T> {
+    fn drop(&mut self) {
+        self.abort_all();
+    }
+}
+
+impl<T> fmt::Debug for JoinSet<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinSet").field("len", &self.len()).finish()
+    }
+}
+
+impl<T> Extend<JoinHandle<T>> for JoinSet<T> {
+    fn extend<I: IntoIterator<Item = JoinHandle<T>>>(&mut self, handles: I) {
+        for h in handles {
+            self.push(h);
+        }
+    }
+}
+
+impl<T> FromIterator<JoinHandle<T>> for JoinSet<T> {
+    fn from_iter<I: IntoIterator<Item = JoinHandle<T>>>(handles: I) -> JoinSet<T> {
+        let mut set = JoinSet::new();
+        set.extend(handles);
+        set
+    }
+}

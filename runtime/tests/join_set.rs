@@ -1,0 +1,256 @@
+//! `wq::task::JoinSet` through the public API: results in the order tasks
+//! finish, errors that leave the set going, drop aborts and detach does
+//! not, `try_join_next` without waiting, `join_all`, and `shutdown`.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{panic_message, within};
+use futures::channel::oneshot;
+use wq::task::JoinSet;
+use wq::{Runtime, Scope};
+
+fn rt() -> Runtime {
+    Runtime::builder().thread_name("join-set").build().unwrap()
+}
+
+/// Sets its flag when dropped: tells when a task's future is gone.
+struct Dropped(Arc<AtomicBool>);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Waits (sleeping on the runtime's timers) until `done` says so; fails
+/// after 30 s.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{what}: never happened"
+        );
+        wq::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[test]
+fn results_come_in_the_order_tasks_finish() {
+    within(60, || {
+        rt().block_on(async {
+            let mut set = JoinSet::new();
+            let mut senders = Vec::new();
+            for i in 0..4u32 {
+                let (tx, rx) = oneshot::channel::<()>();
+                senders.push(Some(tx));
+                set.spawn(async move {
+                    rx.await.unwrap();
+                    i
+                });
+            }
+            assert_eq!(set.len(), 4);
+            for i in [2usize, 0, 3, 1] {
+                senders[i].take().unwrap().send(()).unwrap();
+                let got = set.join_next().await.expect("a task is left").unwrap();
+                assert_eq!(got, i as u32);
+            }
+            assert!(set.is_empty());
+            assert!(set.join_next().await.is_none());
+        });
+    });
+}
+
+#[test]
+fn a_panic_or_an_abort_is_a_join_error_and_the_set_goes_on() {
+    within(60, || {
+        rt().block_on(async {
+            let mut set = JoinSet::new();
+            set.spawn(async { panic!("boom in a set") });
+            let h = wq::spawn(std::future::pending::<u8>());
+            h.abort();
+            set.push(h);
+            set.spawn_on(Scope::Cpu, async { 7u8 });
+            set.spawn_blocking(|| 9u8);
+            let (mut ok, mut panics, mut cancelled) = (Vec::new(), 0, 0);
+            while let Some(r) = set.join_next().await {
+                match r {
+                    Ok(v) => ok.push(v),
+                    Err(e) if e.is_panic() => {
+                        assert_eq!(panic_message(&*e.into_panic()), "boom in a set");
+                        panics += 1;
+                    }
+                    Err(e) => {
+                        assert!(e.is_cancelled(), "{e}");
+                        cancelled += 1;
+                    }
+                }
+            }
+            ok.sort_unstable();
+            assert_eq!((ok, panics, cancelled), (vec![7, 9], 1, 1));
+        });
+    });
+}
+
+#[test]
+fn dropping_the_set_aborts_its_tasks_and_detach_all_does_not() {
+    within(60, || {
+        rt().block_on(async {
+            let flags: Vec<_> = (0..8).map(|_| Arc::new(AtomicBool::new(false))).collect();
+            let mut set = JoinSet::new();
+            for f in &flags {
+                let guard = Dropped(f.clone());
+                set.spawn(async move {
+                    let _guard = guard;
+                    std::future::pending::<()>().await;
+                });
+            }
+            drop(set);
+            eventually("the dropped set's tasks dropped", || {
+                flags.iter().all(|f| f.load(Ordering::SeqCst))
+            })
+            .await;
+
+            let ran = Arc::new(AtomicUsize::new(0));
+            let (tx, rx) = futures::channel::mpsc::unbounded::<()>();
+            let mut set = JoinSet::new();
+            let mut gates = Vec::new();
+            for _ in 0..8 {
+                let (go, wait) = oneshot::channel::<()>();
+                gates.push(go);
+                let (ran, tx) = (ran.clone(), tx.clone());
+                set.spawn(async move {
+                    wait.await.unwrap();
+                    ran.fetch_add(1, Ordering::SeqCst);
+                    tx.unbounded_send(()).unwrap();
+                });
+            }
+            set.detach_all();
+            assert!(set.is_empty());
+            drop(set);
+            for go in gates {
+                go.send(()).unwrap();
+            }
+            drop(tx);
+            use futures::StreamExt;
+            assert_eq!(rx.count().await, 8);
+            assert_eq!(ran.load(Ordering::SeqCst), 8);
+        });
+    });
+}
+
+#[test]
+fn try_join_next_finds_a_finished_task_behind_many_pending_ones() {
+    within(60, || {
+        rt().block_on(async {
+            let mut set = JoinSet::new();
+            assert!(set.try_join_next().is_none(), "an empty set");
+            // Many pending tasks, already polled once, then one that has
+            // finished.
+            let (_hold, wait) = futures::channel::mpsc::channel::<()>(1);
+            let wait = Arc::new(futures::lock::Mutex::new(wait));
+            for _ in 0..100 {
+                let wait = wait.clone();
+                set.spawn(async move {
+                    use futures::StreamExt;
+                    let _ = wait.lock().await.next().await;
+                    0u32
+                });
+            }
+            assert!(set.try_join_next().is_none(), "nothing has finished");
+            let done = wq::spawn(async { 42u32 });
+            eventually("the task finished", || done.is_finished()).await;
+            set.push(done);
+            assert_eq!(set.len(), 101);
+            let got = set
+                .try_join_next()
+                .expect("a finished task is found without waiting");
+            assert_eq!(got.unwrap(), 42);
+            assert_eq!(set.len(), 100);
+        });
+    });
+}
+
+#[test]
+fn join_all_gives_every_output_and_resumes_a_panic() {
+    within(60, || {
+        let rt = rt();
+        let mut all = rt.block_on(async {
+            let set: JoinSet<u32> = (0..50u32).map(|i| wq::spawn(async move { i })).collect();
+            set.join_all().await
+        });
+        all.sort_unstable();
+        assert_eq!(all, (0..50).collect::<Vec<_>>());
+
+        let flag = Arc::new(AtomicBool::new(false));
+        let guard = Dropped(flag.clone());
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rt.block_on(async move {
+                let mut set = JoinSet::new();
+                set.spawn(async move {
+                    let _guard = guard;
+                    std::future::pending::<u32>().await
+                });
+                set.spawn(async { panic!("join_all's panic") });
+                set.join_all().await
+            })
+        }));
+        let payload = caught.expect_err("join_all resumes the task's panic");
+        assert_eq!(panic_message(&*payload), "join_all's panic");
+        rt.block_on(eventually("the other task aborted", || {
+            flag.load(Ordering::SeqCst)
+        }));
+    });
+}
+
+#[test]
+fn shutdown_aborts_and_empties_the_set() {
+    within(60, || {
+        rt().block_on(async {
+            let flags: Vec<_> = (0..16).map(|_| Arc::new(AtomicBool::new(false))).collect();
+            let mut set = JoinSet::new();
+            for f in &flags {
+                let guard = Dropped(f.clone());
+                set.spawn(async move {
+                    let _guard = guard;
+                    std::future::pending::<()>().await;
+                });
+            }
+            set.spawn(async {});
+            set.shutdown().await;
+            assert!(set.is_empty());
+            assert!(set.join_next().await.is_none());
+            eventually("every aborted task dropped", || {
+                flags.iter().all(|f| f.load(Ordering::SeqCst))
+            })
+            .await;
+            // The set is usable after a shutdown.
+            set.spawn(async {});
+            assert!(set.join_next().await.unwrap().is_ok());
+        });
+    });
+}
+
+#[test]
+fn a_named_workqueue_items_join_through_a_set() {
+    within(60, || {
+        let rt = rt();
+        let queue = wq::Workqueue::builder("join-set-items")
+            .max_active(2)
+            .build(rt.handle())
+            .unwrap();
+        let n = rt.block_on(async {
+            let mut set: JoinSet<usize> = (0..20).map(|i| queue.spawn(async move { i })).collect();
+            let mut n = 0;
+            while let Some(r) = set.join_next().await {
+                n += r.unwrap();
+            }
+            n
+        });
+        assert_eq!(n, (0..20usize).sum::<usize>());
+    });
+}
