@@ -433,7 +433,9 @@ fn serve_outside_a_runtime_says_how_to_call_it() {
     // An address without a port says what failed, not only "invalid socket
     // address".
     let err = wq::dashboard::serve_on(rt.handle(), "localhost").unwrap_err();
-    assert!(err.to_string().contains("could not resolve"), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("could not resolve \"localhost\""), "{msg}");
+    assert!(msg.contains("HOST:PORT"), "{msg}");
 }
 
 /// Chromium as Debian packages it, or `WQ_CHROMIUM`.

@@ -61,8 +61,10 @@
 //! - at most [`MAX_CONNECTIONS`] at once: beyond, a new connection
 //!   closes the least recently active idle one (the connection with no
 //!   request in flight and no write waiting for its client, whose last
-//!   response was written, or which was accepted, longest ago) if that was at least [`EVICT_IDLE`] ago, and
-//!   is itself closed at once otherwise (the
+//!   response was written, or which was accepted, longest ago) if that was at least [`EVICT_IDLE`] ago,
+//!   else the connection whose response has been in flight longest, if
+//!   for at least [`EVICT_SLOW`] (a reader that takes a byte now and then),
+//!   and is itself closed at once otherwise (the
 //!   accept loop goes on). Slow or malformed clients cost a bounded number
 //!   of small tasks and never a worker, and clients that open connections
 //!   and keep them idle cannot lock others out: they lose the oldest.
@@ -72,6 +74,7 @@
 //! connection are cancelled.
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -103,6 +106,12 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// At [`MAX_CONNECTIONS`], how long the least recently active connection
 /// must have been without a new request to be closed for a new one.
 pub const EVICT_IDLE: Duration = Duration::from_secs(1);
+/// At [`MAX_CONNECTIONS`] with none idle, how long a connection's
+/// response may have been in flight (its request waiting, its bytes
+/// waiting for the client to read them) before it is closed for a new
+/// one: a reader that takes a byte now and then keeps its write timeout
+/// from firing, but not its slot.
+pub const EVICT_SLOW: Duration = Duration::from_secs(30);
 /// The largest request head read (hyper's buffer; 431 or a close beyond).
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// At most one accept-error warning this often.
@@ -127,7 +136,7 @@ const APP_CSS: &str = include_str!("app.css");
 /// # Errors
 /// Outside a wq runtime, or if `addr` cannot be resolved or bound (the
 /// error says which address).
-pub fn serve(addr: impl ToSocketAddrs) -> io::Result<DashboardHandle> {
+pub fn serve(addr: impl ToSocketAddrs + fmt::Debug) -> io::Result<DashboardHandle> {
     let Some(handle) = Handle::try_current() else {
         return Err(io::Error::other(
             "wq::dashboard::serve called outside a wq runtime: call it from a task, inside \
@@ -144,13 +153,19 @@ pub fn serve(addr: impl ToSocketAddrs) -> io::Result<DashboardHandle> {
 /// let d = wq::dashboard::serve_on(rt.handle(), "127.0.0.1:0").unwrap();
 /// println!("http://{}", d.local_addr());
 /// ```
-pub fn serve_on(handle: &Handle, addr: impl ToSocketAddrs) -> io::Result<DashboardHandle> {
+pub fn serve_on(
+    handle: &Handle,
+    addr: impl ToSocketAddrs + fmt::Debug,
+) -> io::Result<DashboardHandle> {
     let addrs: Vec<SocketAddr> = addr
         .to_socket_addrs()
         .map_err(|e| {
             io::Error::new(
                 e.kind(),
-                format!("wq dashboard: could not resolve the address to listen on: {e}"),
+                format!(
+                    "wq dashboard: could not resolve {addr:?} to an address to listen on: {e} \
+                     (give HOST:PORT, as 127.0.0.1:8089)"
+                ),
             )
         })?
         .collect();
@@ -252,6 +267,9 @@ struct Conn {
     active: Arc<AtomicU64>,
     /// Its last write waits for the client to read ([`Watched`]).
     writing: Arc<AtomicBool>,
+    /// When (the clock of `active`) its last request came: while a
+    /// response is in flight, how long it has been.
+    request_at: Arc<AtomicU64>,
 }
 
 #[derive(Debug)]
@@ -290,26 +308,43 @@ impl Shared {
     }
 
     /// At the connection limit: closes the least recently active
-    /// connection if it has been idle for [`EVICT_IDLE`]; whether one was.
-    /// Past twice the limit (closed connections whose tasks have not been
-    /// dropped yet), none is.
+    /// connection if it has been idle for [`EVICT_IDLE`], else the one
+    /// whose response has been in flight longest if that is at least
+    /// [`EVICT_SLOW`]; whether one was. Past twice the limit (closed
+    /// connections whose tasks have not been dropped yet), none is.
     fn evict_idle(&self) -> bool {
+        self.evict_at(self.now_ms())
+    }
+
+    /// [`Shared::evict_idle`] at time `now` (the clock of
+    /// [`Conn::active`]).
+    fn evict_at(&self, now: u64) -> bool {
         if self.conns.load(Ordering::Relaxed) >= 2 * MAX_CONNECTIONS {
             return false;
         }
-        let idle_before = self.now_ms().saturating_sub(EVICT_IDLE.as_millis() as u64);
+        let idle_before = now.saturating_sub(EVICT_IDLE.as_millis() as u64);
+        let slow_before = now.saturating_sub(EVICT_SLOW.as_millis() as u64);
         let victim = {
             let mut t = crate::loom::lock(&self.tasks);
-            let oldest = t
-                .conns
-                .iter()
-                .filter(|(_, c)| !c.task.is_finished() && !c.writing.load(Ordering::Relaxed))
+            let in_flight = |c: &Conn| {
+                c.writing.load(Ordering::Relaxed) || c.active.load(Ordering::Relaxed) == BUSY
+            };
+            let live = t.conns.iter().filter(|(_, c)| !c.task.is_finished());
+            let idle = live
+                .clone()
+                .filter(|(_, c)| !in_flight(c))
                 .map(|(id, c)| (c.active.load(Ordering::Relaxed), *id))
-                .filter(|&(active, _)| active != BUSY)
-                .min();
-            match oldest {
-                Some((active, id)) if active <= idle_before => t.conns.remove(&id),
-                _ => None,
+                .min()
+                .filter(|&(active, _)| active <= idle_before);
+            let slow = || {
+                live.filter(|(_, c)| in_flight(c))
+                    .map(|(id, c)| (c.request_at.load(Ordering::Relaxed), *id))
+                    .min()
+                    .filter(|&(at, _)| at <= slow_before)
+            };
+            match idle.or_else(slow) {
+                Some((_, id)) => t.conns.remove(&id),
+                None => None,
             }
         };
         // Aborted outside the lock (the cancel may kick a pool); its task's
@@ -619,6 +654,8 @@ async fn accept(shared: Arc<Shared>, listener: crate::net::TcpListener, timer: W
         let conn_shared = shared.clone();
         let active = Arc::new(AtomicU64::new(shared.now_ms()));
         let writing = Arc::new(AtomicBool::new(false));
+        let request_at = Arc::new(AtomicU64::new(shared.now_ms()));
+        let conn_request_at = request_at.clone();
         let conn_active = active.clone();
         let conn = http.serve_connection(
             Watched {
@@ -631,6 +668,7 @@ async fn accept(shared: Arc<Shared>, listener: crate::net::TcpListener, timer: W
                 let s = conn_shared.clone();
                 // Busy until its response body is written (or dropped):
                 // never evicted meanwhile.
+                conn_request_at.store(s.now_ms(), Ordering::Relaxed);
                 conn_active.store(BUSY, Ordering::Relaxed);
                 let done = conn_active.clone();
                 async move {
@@ -687,6 +725,7 @@ async fn accept(shared: Arc<Shared>, listener: crate::net::TcpListener, timer: W
                 task,
                 active,
                 writing,
+                request_at,
             },
         );
     }
@@ -993,6 +1032,7 @@ mod tests {
             task: rt.spawn(std::future::pending::<()>()),
             active: Arc::new(AtomicU64::new(active)),
             writing: Arc::new(AtomicBool::new(writing)),
+            request_at: Arc::new(AtomicU64::new(0)),
         };
         {
             let mut t = crate::loom::lock(&shared.tasks);
@@ -1020,6 +1060,52 @@ mod tests {
             "the oldest idle one stays"
         );
         assert!(t.conns.contains_key(&1_000_003));
+    }
+
+    /// At the limit with no connection idle, the one whose response has
+    /// been in flight longest is closed once that is [`EVICT_SLOW`]: a
+    /// reader that takes a byte now and then (its write timeout never
+    /// fires) does not keep its slot for the connection's whole lifetime.
+    #[test]
+    fn a_response_in_flight_for_long_loses_its_slot_when_none_is_idle() {
+        let rt = crate::Runtime::new().unwrap();
+        let d = serve_on(rt.handle(), "127.0.0.1:0").unwrap();
+        let shared = d.shared.clone();
+        let slow = EVICT_SLOW.as_millis() as u64;
+        // Evictions are asked at `now`, past the first `EVICT_SLOW`.
+        let now = slow + 10_000;
+        let fake = |active: u64, writing: bool, request_at: u64| Conn {
+            task: rt.spawn(std::future::pending::<()>()),
+            active: Arc::new(AtomicU64::new(active)),
+            writing: Arc::new(AtomicBool::new(writing)),
+            request_at: Arc::new(AtomicU64::new(request_at)),
+        };
+        {
+            let mut t = crate::loom::lock(&shared.tasks);
+            // A request waiting 1 s; a slow reader of a response that
+            // came a little less than the limit ago; one past it; an idle
+            // connection active 100 ms ago (not idle long enough).
+            t.conns.insert(1, fake(BUSY, false, now - 1000));
+            t.conns.insert(2, fake(now - 10, true, now - slow + 2000));
+            t.conns.insert(3, fake(now - 10, true, now - slow - 1000));
+            t.conns.insert(4, fake(now - 100, false, now - 200));
+        }
+        assert!(shared.evict_at(now));
+        {
+            let t = crate::loom::lock(&shared.tasks);
+            let left: Vec<u64> = {
+                let mut v: Vec<u64> = t.conns.keys().copied().collect();
+                v.sort_unstable();
+                v
+            };
+            assert_eq!(
+                left,
+                [1, 2, 4],
+                "the response in flight past the limit went"
+            );
+        }
+        // Nothing else qualifies.
+        assert!(!shared.evict_at(now));
     }
 
     /// A point's polls per second count every poll of the interval: a

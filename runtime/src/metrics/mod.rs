@@ -757,8 +757,9 @@ pub struct Snapshot {
     /// (their gauges and `max_active` zero), so that a name's counters in
     /// [`Snapshot::queues_by_name`] (and in Prometheus) never go down
     /// when one of its queues is dropped. At most
-    /// [`RETIRED_QUEUE_NAMES`] names: the least recently dropped are
-    /// forgotten first. Empty in a [`Snapshot::delta`] (its queues hold
+    /// [`RETIRED_QUEUE_NAMES`] names (more only while live queues bear
+    /// more of them: a name a live queue bears is not forgotten): the
+    /// least recently dropped are forgotten first. Empty in a [`Snapshot::delta`] (its queues hold
     /// them already) and in a snapshot from a build before this field.
     #[serde(default)]
     pub retired_queues: Vec<WorkqueueStats>,

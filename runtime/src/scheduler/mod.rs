@@ -114,6 +114,10 @@ struct Queues {
     retired: std::collections::HashMap<String, (crate::metrics::WorkqueueStats, u64)>,
     /// Retirements so far.
     retirements: u64,
+    /// How many live queues bear each name: a retired name one of them
+    /// bears is not forgotten (its counters in the metrics are the live
+    /// queues' plus the retired ones, and must not go down).
+    live_names: std::collections::HashMap<String, usize>,
 }
 
 impl Queues {
@@ -419,6 +423,7 @@ impl Scheduler {
         let number = queues.created;
         queues.created += 1;
         queues.live[slot] = Some((number, Arc::downgrade(&q)));
+        *queues.live_names.entry(q.name().to_owned()).or_default() += 1;
         q.set_registry_slot(slot);
         drop(queues);
         if self.is_closed() {
@@ -448,6 +453,12 @@ impl Scheduler {
         {
             *entry = None;
             queues.free.push(slot);
+            if let Some(n) = queues.live_names.get_mut(&stats.name) {
+                *n -= 1;
+                if *n == 0 {
+                    queues.live_names.remove(&stats.name);
+                }
+            }
         }
         let number = queues.retirements;
         queues.retirements += 1;
@@ -460,11 +471,15 @@ impl Scheduler {
                 let name = stats.name.clone();
                 queues.retired.insert(name, (stats.retired(), number));
                 if queues.retired.len() > crate::metrics::RETIRED_QUEUE_NAMES {
-                    // Forget the name retired longest ago (a scan, only
-                    // when a new name comes past the limit).
+                    // Forget the name retired longest ago that no live
+                    // queue bears (a scan, only when a new name comes past
+                    // the limit; with every retired name live, none is
+                    // forgotten: the map is bounded by the live queues).
+                    let live_names = &queues.live_names;
                     let oldest = queues
                         .retired
                         .iter()
+                        .filter(|(name, _)| !live_names.contains_key(*name))
                         .min_by_key(|(_, (_, n))| *n)
                         .map(|(name, _)| name.clone());
                     if let Some(oldest) = oldest {

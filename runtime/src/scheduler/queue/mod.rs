@@ -703,6 +703,56 @@ mod retire_tests {
         assert_eq!(retired.last().map(String::as_str), Some("n1023"));
         drop((b, c));
     }
+
+    /// A retired name that a live queue bears outlives the limit: its
+    /// counters in the metrics are the live queue's plus the retired ones,
+    /// and forgetting the retired ones would make a Prometheus counter go
+    /// down.
+    #[test]
+    fn a_retired_name_a_live_queue_bears_is_not_forgotten() {
+        use crate::metrics::RETIRED_QUEUE_NAMES;
+        let rt = crate::Runtime::builder().build().unwrap();
+        let q = |name: &str| crate::Workqueue::builder(name).build(rt.handle()).unwrap();
+        let started = |rt: &crate::Runtime| {
+            rt.metrics()
+                .queues_by_name()
+                .into_iter()
+                .find(|s| s.name == "db")
+                .map_or(0, |s| s.started)
+        };
+        let old = q("db");
+        rt.block_on(async {
+            for _ in 0..5 {
+                old.spawn(async {}).await.unwrap();
+            }
+        });
+        drop(old);
+        let live = q("db");
+        rt.block_on(live.spawn(async {})).unwrap();
+        assert_eq!(started(&rt), 6);
+        for i in 0..=RETIRED_QUEUE_NAMES {
+            drop(q(&format!("n{i}")));
+        }
+        assert_eq!(
+            started(&rt),
+            6,
+            "the live queue's name kept its retired counts"
+        );
+        let retired = rt.metrics().retired_queues;
+        assert_eq!(retired.len(), RETIRED_QUEUE_NAMES);
+        assert!(retired.iter().any(|s| s.name == "db"));
+        assert!(
+            !retired.iter().any(|s| s.name == "n0"),
+            "the oldest other name went"
+        );
+        // Once no live queue bears it, it is forgotten in its turn.
+        drop(live);
+        for i in 0..=RETIRED_QUEUE_NAMES {
+            drop(q(&format!("m{i}")));
+        }
+        assert_eq!(started(&rt), 0);
+        assert_eq!(rt.metrics().retired_queues.len(), RETIRED_QUEUE_NAMES);
+    }
 }
 
 impl QueueLink for Queue {
