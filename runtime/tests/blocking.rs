@@ -481,3 +481,58 @@ fn a_blocking_thread_started_by_a_bound_worker_is_not_held_to_its_cpu() {
         "the blocking thread kept its starter's CPU"
     );
 }
+
+/// The blocking pool in the metrics: its threads, the idle ones, jobs
+/// waiting for a thread at the limit, and the jobs so far; the counters
+/// of a delta are the interval's.
+#[test]
+fn the_blocking_pool_is_in_the_metrics() {
+    within_watchdog("blocking metrics", LIMIT, || {
+        let rt = Runtime::builder()
+            .thread_name("bmetrics")
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        let before = rt.metrics();
+        assert_eq!(before.blocking.max_threads, 1);
+        assert_eq!((before.blocking.threads, before.blocking.jobs), (0, 0));
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (running, is_running) = std::sync::mpsc::channel::<()>();
+        let first = rt.spawn_blocking(move || {
+            running.send(()).unwrap();
+            rx.recv().unwrap();
+        });
+        is_running.recv().unwrap();
+        let second = rt.spawn_blocking(|| ());
+        // The second waits for the one thread, busy with the first.
+        let m = rt.metrics();
+        let b = m.blocking;
+        assert_eq!((b.threads, b.idle, b.queued, b.jobs), (1, 0, 1, 2), "{b:?}");
+        let text = m.to_prometheus();
+        assert!(text.contains("\nwq_blocking_queue_depth 1\n"), "{text}");
+        assert!(text.contains("\nwq_blocking_threads_max 1\n"), "{text}");
+        assert!(text.contains("# TYPE wq_blocking_jobs_total counter\n"));
+        tx.send(()).unwrap();
+        rt.block_on(async {
+            first.await.unwrap();
+            second.await.unwrap();
+        });
+        // The thread goes idle once its last job is done.
+        let start = Instant::now();
+        let idle = loop {
+            let b = rt.metrics().blocking;
+            if b.idle == 1 || start.elapsed() > Duration::from_secs(30) {
+                break b;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        assert_eq!(
+            (idle.threads, idle.idle, idle.queued),
+            (1, 1, 0),
+            "{idle:?}"
+        );
+        let d = rt.metrics().delta(&m);
+        assert_eq!(d.blocking.jobs, 0, "no job since the snapshot");
+        assert_eq!(rt.metrics().delta(&before).blocking.jobs, 2);
+    });
+}

@@ -722,6 +722,42 @@ impl WorkqueueStats {
     }
 }
 
+/// The blocking pool's threads and jobs
+/// ([`spawn_blocking`](crate::spawn_blocking)). In a [`Snapshot::delta`],
+/// `jobs` and `start_failures` are the interval's, the others the later
+/// snapshot's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct BlockingStats {
+    /// Threads alive: running a job, idle, or being started.
+    pub threads: usize,
+    /// Of them, idle: waiting for a job (and exiting after
+    /// [`Builder::blocking_keep_alive`](crate::Builder::blocking_keep_alive)).
+    pub idle: usize,
+    /// Jobs queued that no thread runs yet: every thread busy at
+    /// [`max_threads`](BlockingStats::max_threads), or one starting.
+    pub queued: usize,
+    /// The most threads at once
+    /// ([`Builder::max_blocking_threads`](crate::Builder::max_blocking_threads)).
+    pub max_threads: usize,
+    /// Jobs queued so far.
+    pub jobs: u64,
+    /// Thread starts the OS refused (jobs then wait; see
+    /// [`spawn_blocking`](crate::spawn_blocking)).
+    pub start_failures: u64,
+}
+
+impl BlockingStats {
+    /// The counters since `earlier`; the gauges these.
+    fn since(&self, earlier: &BlockingStats) -> BlockingStats {
+        BlockingStats {
+            jobs: self.jobs.saturating_sub(earlier.jobs),
+            start_failures: self.start_failures.saturating_sub(earlier.start_failures),
+            ..*self
+        }
+    }
+}
+
 /// A runtime's metrics at one instant ([`Runtime::metrics`](crate::Runtime::metrics)),
 /// or over an interval ([`Snapshot::delta`]): every pool, every scope in
 /// use, every named workqueue.
@@ -771,6 +807,10 @@ pub struct Snapshot {
     /// this field).
     #[serde(default)]
     pub cpu_budget: Option<usize>,
+    /// The blocking pool. Zero in a snapshot from a build before this
+    /// field.
+    #[serde(default)]
+    pub blocking: BlockingStats,
 }
 
 impl Snapshot {
@@ -799,7 +839,7 @@ impl Snapshot {
     }
 
     /// Assembles a snapshot from its pools and queues (the scopes are
-    /// summed here).
+    /// summed here); the blocking pool's figures are the caller's to set.
     pub(crate) fn new(
         uptime: Duration,
         latency_capture: bool,
@@ -850,6 +890,7 @@ impl Snapshot {
             queues,
             retired_queues,
             cpu_budget,
+            blocking: BlockingStats::default(),
         }
     }
 
@@ -919,6 +960,7 @@ impl Snapshot {
             queues,
             Vec::new(),
         );
+        d.blocking = self.blocking.since(&earlier.blocking);
         // Either side deserialized (no histograms): a pool's difference
         // then has none either.
         if d.pools.iter().any(|p| !p.sched_delay.live) {
@@ -1001,6 +1043,12 @@ impl fmt::Display for Snapshot {
                 fmt_ns(p.poll_time.p99_ns),
             )?;
         }
+        let b = &self.blocking;
+        writeln!(
+            f,
+            "blocking pool: {} threads ({} idle) of at most {}, {} jobs queued, {} jobs in all, {} refused thread starts",
+            b.threads, b.idle, b.max_threads, b.queued, b.jobs, b.start_failures
+        )?;
         if !self.queues.is_empty() {
             writeln!(
                 f,

@@ -11,6 +11,8 @@
 //! |---|---|---|
 //! | `wq_uptime_seconds` | gauge | since the runtime was built |
 //! | `wq_cpu_budget` | gauge | the CPUs the process may use at once (affinity and cgroup quota), read at build: a pool's default maximum workers (absent if unknown) |
+//! | `wq_blocking_threads`, `wq_blocking_threads_idle`, `wq_blocking_threads_max`, `wq_blocking_queue_depth` | gauge | the blocking pool (`spawn_blocking`): threads alive, idle, its limit, jobs waiting for a thread |
+//! | `wq_blocking_jobs_total`, `wq_blocking_start_failures_total` | counter | jobs queued so far; thread starts the OS refused |
 //! | `wq_pool_info{pool,scope,pod,cpus,strict,highpri}` | gauge (1) | the pod's CPUs (`0-3,8`) and attributes |
 //! | `wq_workers{pool,scope,pod,state}` | gauge | workers by `state`: `busy`, `idle`, `kicked`, `searching`, `blocked` |
 //! | `wq_workers_max{..}` | gauge | the pool's maximum |
@@ -145,6 +147,48 @@ pub(super) fn encode(s: &Snapshot) -> String {
             "The CPUs the process may use at once (affinity mask and cgroup CPU quota), read when the runtime was built: no pool has more workers by default.",
         );
         let _ = writeln!(out, "wq_cpu_budget {budget}");
+    }
+    let b = &s.blocking;
+    for (name, kind, help, value) in [
+        (
+            "wq_blocking_threads",
+            "gauge",
+            "Blocking-pool threads alive (running a spawn_blocking job, idle, or starting).",
+            b.threads as u64,
+        ),
+        (
+            "wq_blocking_threads_idle",
+            "gauge",
+            "Blocking-pool threads waiting for a job.",
+            b.idle as u64,
+        ),
+        (
+            "wq_blocking_threads_max",
+            "gauge",
+            "The most blocking-pool threads at once (Builder::max_blocking_threads).",
+            b.max_threads as u64,
+        ),
+        (
+            "wq_blocking_queue_depth",
+            "gauge",
+            "spawn_blocking jobs queued that no thread runs yet.",
+            b.queued as u64,
+        ),
+        (
+            "wq_blocking_jobs_total",
+            "counter",
+            "spawn_blocking jobs queued so far.",
+            b.jobs,
+        ),
+        (
+            "wq_blocking_start_failures_total",
+            "counter",
+            "Blocking-pool thread starts the OS refused.",
+            b.start_failures,
+        ),
+    ] {
+        family(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
     }
 
     family(

@@ -323,7 +323,7 @@ impl Handle {
     pub fn metrics(&self) -> Snapshot {
         let s = &self.scheduler;
         let (queues, retired) = s.queues_and_retired();
-        Snapshot::new(
+        let mut snapshot = Snapshot::new(
             s.started_at.elapsed(),
             s.config.latency_capture,
             s.config.thread_name.clone(),
@@ -331,7 +331,9 @@ impl Handle {
             s.pools().iter().map(|p| p.metrics()).collect(),
             queues.iter().map(|q| q.stats()).collect(),
             retired,
-        )
+        );
+        snapshot.blocking = s.services.blocking.stats(s.config.max_blocking_threads);
+        snapshot
     }
 
     /// The topology the runtime schedules for.

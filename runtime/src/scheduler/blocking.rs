@@ -95,6 +95,8 @@ struct State {
     shutdown: bool,
     handles: Vec<ThreadHandle<()>>,
     start_failures: u64,
+    /// Jobs queued so far.
+    jobs: u64,
     /// After a refused start: the rescuer's retry waits until then
     /// (`MAYDAY_INTERVAL` later).
     retry_at: Option<Instant>,
@@ -147,6 +149,7 @@ impl BlockingPool {
             return;
         }
         s.queue.push_back(job);
+        s.jobs += 1;
         if let Some(sleeper) = s.sleepers.pop() {
             sleeper.woken.store(true, Ordering::Relaxed);
             drop(s);
@@ -200,6 +203,20 @@ impl BlockingPool {
                     shared.rescuer.poke();
                 }
             }
+        }
+    }
+
+    /// Its figures now, for the metrics; `max_threads` is the runtime's
+    /// limit.
+    pub(crate) fn stats(&self, max_threads: usize) -> crate::metrics::BlockingStats {
+        let s = crate::loom::lock(&self.state);
+        crate::metrics::BlockingStats {
+            threads: s.threads,
+            idle: s.sleepers.len(),
+            queued: s.queue.len(),
+            max_threads,
+            jobs: s.jobs,
+            start_failures: s.start_failures,
         }
     }
 

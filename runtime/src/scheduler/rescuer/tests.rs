@@ -204,6 +204,14 @@ fn a_stranded_blocking_job_runs_once_a_thread_can_start() {
         let h = rt.spawn_blocking(|| 7);
         assert_eq!(futures::executor::block_on(h).unwrap(), 7);
         assert_eq!(blocking.refuse_starts.load(Ordering::Relaxed), 0);
+        // The refusals are in the metrics, as text and as Prometheus.
+        let m = rt.metrics();
+        assert_eq!((m.blocking.start_failures, m.blocking.jobs), (3, 1));
+        assert!(
+            m.to_prometheus()
+                .contains("\nwq_blocking_start_failures_total 3\n")
+        );
+        assert!(m.to_string().contains("3 refused thread starts"), "{m}");
     });
 }
 
