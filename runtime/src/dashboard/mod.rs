@@ -994,10 +994,13 @@ fn local_host(host: Option<&HeaderValue>) -> bool {
         Some(v6) => v6.split(']').next().unwrap_or_default(),
         None => host.rsplit_once(':').map_or(host, |(h, _)| h),
     };
+    // `localhost.` is the same name, fully qualified; `::ffff:127.0.0.1`
+    // the IPv4 loopback, mapped.
+    let name = name.strip_suffix('.').unwrap_or(name);
     name.eq_ignore_ascii_case("localhost")
         || name
             .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
 fn query_u64(query: Option<&str>, key: &str) -> Result<Option<u64>, String> {
@@ -1174,6 +1177,8 @@ mod tests {
             "127.0.0.1:8089",
             "[::1]:8089",
             "[::1]",
+            "localhost.:8089",
+            "[::ffff:127.0.0.1]:8089",
         ] {
             assert!(h(ok), "{ok}");
         }
@@ -1183,6 +1188,8 @@ mod tests {
             "10.0.0.1:8089",
             "localhost.evil.example",
             "[fe80::1]:1",
+            "[::ffff:10.0.0.1]:8089",
+            "localhost..",
         ] {
             assert!(!h(no), "{no}");
         }
