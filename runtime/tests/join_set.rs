@@ -26,6 +26,22 @@ impl Drop for Dropped {
     }
 }
 
+/// Spawns `n` tasks into `set` that never finish; each one's flag says
+/// when its future is dropped.
+fn spawn_pending(set: &mut JoinSet<()>, n: usize) -> Vec<Arc<AtomicBool>> {
+    (0..n)
+        .map(|_| {
+            let flag = Arc::new(AtomicBool::new(false));
+            let guard = Dropped(flag.clone());
+            set.spawn(async move {
+                let _guard = guard;
+                std::future::pending::<()>().await;
+            });
+            flag
+        })
+        .collect()
+}
+
 /// Waits (sleeping on the runtime's timers) until `done` says so; fails
 /// after 30 s.
 async fn eventually(what: &str, done: impl Fn() -> bool) {
@@ -100,15 +116,8 @@ fn a_panic_or_an_abort_is_a_join_error_and_the_set_goes_on() {
 fn dropping_the_set_aborts_its_tasks_and_detach_all_does_not() {
     within(60, || {
         rt().block_on(async {
-            let flags: Vec<_> = (0..8).map(|_| Arc::new(AtomicBool::new(false))).collect();
             let mut set = JoinSet::new();
-            for f in &flags {
-                let guard = Dropped(f.clone());
-                set.spawn(async move {
-                    let _guard = guard;
-                    std::future::pending::<()>().await;
-                });
-            }
+            let flags = spawn_pending(&mut set, 8);
             drop(set);
             eventually("the dropped set's tasks dropped", || {
                 flags.iter().all(|f| f.load(Ordering::SeqCst))
@@ -211,15 +220,8 @@ fn join_all_gives_every_output_and_resumes_a_panic() {
 fn shutdown_aborts_and_empties_the_set() {
     within(60, || {
         rt().block_on(async {
-            let flags: Vec<_> = (0..16).map(|_| Arc::new(AtomicBool::new(false))).collect();
             let mut set = JoinSet::new();
-            for f in &flags {
-                let guard = Dropped(f.clone());
-                set.spawn(async move {
-                    let _guard = guard;
-                    std::future::pending::<()>().await;
-                });
-            }
+            let flags = spawn_pending(&mut set, 16);
             set.spawn(async {});
             set.shutdown().await;
             assert!(set.is_empty());
