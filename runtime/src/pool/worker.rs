@@ -71,6 +71,23 @@
 //! function can find its LIFO slot and deque when a task is woken on a
 //! worker of its home pool.
 //!
+//! # The deferred end
+//! A named workqueue's task ends with bookkeeping on its queue: the
+//! statistics of its last poll (its CPU time, `started`) and its finish
+//! (its `max_active` slot back, its count in flight down, which may
+//! release the next item or answer a flush). It comes after whatever the
+//! task did last -- as a rule, telling someone it is done -- so a producer
+//! woken by that and queueing its next item found the worker still in the
+//! bookkeeping, not looking: on a 2-CPU VM, 100 ns there cost the
+//! `test_workqueue` shape 28% (`docs/benchmarks.md`, section 3). So the
+//! task's drop on a worker hands its end ([`crate::task::DeferredEnd`]) to
+//! the worker ([`defer_end`], `Local::end`), which runs it right after its
+//! next look at its queues ([`Core::find_work`], found or not), before it
+//! runs what it found, searches, spins or parks: at most one look later,
+//! never behind another task's poll. Elsewhere (the rescuer, a thread
+//! dropping a task) the end runs at once. A `DeferredEnd` runs when
+//! dropped, so an unwinding worker loses none.
+//!
 //! # Blocking
 //! [`block_in_place`] takes the worker out of the pool's count while its
 //! closure blocks the thread ([`super::idle`] step 7): the LIFO task moves
@@ -150,6 +167,22 @@ pub(crate) struct Local {
     /// The CPU this worker stands for when the topology is not this
     /// machine's (placement of its spawns).
     pub(crate) virtual_cpu: usize,
+    /// The deferred end of the named task it ran last (module docs, "The
+    /// deferred end"): run after its next look at its queues.
+    end: Cell<Option<crate::task::DeferredEnd>>,
+}
+
+/// Keeps `end` (a named task's end: its last poll's statistics and its
+/// finish) for the current worker to run after its next look at its
+/// queues; runs it now on any other thread, or if the worker keeps one
+/// already (a run that dropped two tasks' futures: the older runs now).
+pub(crate) fn defer_end(end: crate::task::DeferredEnd) {
+    let now = current::with_worker(|local| match local {
+        Some(l) => l.end.replace(Some(end)),
+        None => Some(end),
+    });
+    // Run outside the worker's borrow: a finish may wake a flush's task.
+    drop(now);
 }
 
 /// Schedules `runnable` on the current worker if it is a worker of the
@@ -313,6 +346,7 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
             held_before_turn: Cell::new(false),
             parked: Cell::new(false),
             virtual_cpu: virtual_cpu(&pool.cpus, slot, pool.idle.config().max_workers),
+            end: Cell::new(None),
         });
         current::set_worker(Some(local.clone()));
         // If the loop unwinds (a bug outside any task's poll: polls are
@@ -328,6 +362,8 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
         }
         let unwinding = Unwinding(&pool.slots[slot]);
         core.work_until_exit(&local, host, &parker, next == Next::Search);
+        // Its last task's end, if the loop left with one kept.
+        drop(local.end.take());
         std::mem::forget(unwinding);
         current::set_worker(None);
         let local =
@@ -535,7 +571,11 @@ impl Core {
             local.now.set(clock::now());
             let mut step_down = false;
             while !pool.is_closed() {
-                let Some(runnable) = self.find_work(local, host) else {
+                let found = self.find_work(local, host);
+                // The last task's end, after this look (module docs, "The
+                // deferred end").
+                drop(local.end.take());
+                let Some(runnable) = found else {
                     break;
                 };
                 if searching {
@@ -558,6 +598,9 @@ impl Core {
                     break;
                 }
             }
+            // Left after a poll (stepping down, or the pool closed): the
+            // end goes before the worker idles.
+            drop(local.end.take());
             // No task runs: nothing for the watchdog to time.
             pool.slots[local.slot]
                 .watch

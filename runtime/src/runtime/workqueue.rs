@@ -164,6 +164,14 @@ impl Workqueue {
     }
 
     /// The queue's attributes and counters now.
+    ///
+    /// An item's end is counted (`completed`, its last poll's `cpu_time`,
+    /// and `started` for an item of one poll; it leaves `in_flight` and
+    /// `active`, and its slot frees) by its worker right after that
+    /// worker's next look at its queues: awaiting the item's
+    /// [`JoinHandle`](crate::JoinHandle) can return a moment before.
+    /// After [`flush`](Workqueue::flush) returns, every item spawned
+    /// before it is counted.
     pub fn stats(&self) -> WorkqueueStats {
         self.queue.stats()
     }

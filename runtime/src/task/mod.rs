@@ -37,7 +37,7 @@ use join::Guarded;
 pub(crate) use join::RUNTIME_SHUT_DOWN;
 pub use join::{JoinError, JoinHandle};
 pub use join_set::JoinSet;
-pub(crate) use queue_ref::{QueueRef, StripeLines, TasksShare, stripe_lines};
+pub(crate) use queue_ref::{DeferredEnd, QueueRef, StripeLines, TasksShare, stripe_lines};
 pub(crate) use registry::Registry;
 pub use unconstrained::{Unconstrained, unconstrained};
 pub use yield_now::yield_now;
@@ -134,6 +134,11 @@ const CPU_HOG: u8 = 1 << 2;
 const POLLED: u8 = 1 << 3;
 /// Reported once for blocking its worker.
 const REPORTED_BLOCKED: u8 = 1 << 4;
+/// A named task's last poll ran on a worker, which records it with the
+/// task's end ([`DeferredEnd`]); its length is in `queued_at`.
+const LAST_POLL: u8 = 1 << 5;
+/// That last poll was also its first.
+const LAST_POLL_FIRST: u8 = 1 << 6;
 
 /// What every task carries in its header.
 pub(crate) struct TaskMeta {
@@ -441,7 +446,18 @@ impl<F: Future> Future for TaskCell<'_, F> {
                         poll()
                     }
                 });
-                q.polled(first, clock::delay_ns(start, clock::now()));
+                let ns = clock::delay_ns(start, clock::now());
+                if !matches!(result, Ok(Poll::Pending)) && current::on_worker_thread() {
+                    // The last poll (the future is dropped next, on this
+                    // thread): recorded with the task's end, which its
+                    // worker runs after its next look at its queues
+                    // (`TaskCell::drop`). `queued_at` is not read again.
+                    meta.queued_at.store(ns, Ordering::Relaxed);
+                    let first = if first { LAST_POLL_FIRST } else { 0 };
+                    meta.flags.fetch_or(LAST_POLL | first, Ordering::Relaxed);
+                } else {
+                    q.polled(first, ns);
+                }
                 for _ in 0..cm_wakeups {
                     q.cm_wakeup();
                 }
@@ -544,10 +560,25 @@ impl<F> Drop for TaskCell<'_, F> {
             home.registry.dropped(self.entry.take());
         }
         if let Some(q) = &self.meta.queue {
+            let last_poll = (flags & LAST_POLL != 0).then(|| {
+                (
+                    flags & LAST_POLL_FIRST != 0,
+                    self.meta.queued_at.load(Ordering::Relaxed),
+                )
+            });
             // SAFETY: the future is dropped once, here, and the task's
             // queue is not reached after (its polls are over, and a task
             // whose future is gone is never scheduled again).
-            unsafe { q.finish(flags & RELEASED != 0, self.meta.color, self.meta.stripe) };
+            let end = unsafe {
+                q.end(
+                    last_poll,
+                    flags & RELEASED != 0,
+                    self.meta.color,
+                    self.meta.stripe,
+                )
+            };
+            // Run after this worker's next look at its queues, or now.
+            crate::pool::worker::defer_end(end);
         }
     }
 }

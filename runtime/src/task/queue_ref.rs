@@ -150,6 +150,68 @@ impl QueueRef {
     }
 }
 
+impl QueueRef {
+    /// The task's end as a value ([`DeferredEnd`]): the statistics of its
+    /// last poll (`last_poll`: whether it was its first, and its length),
+    /// then its finish (as [`QueueRef::finish`]), run when the value is
+    /// dropped.
+    ///
+    /// # Safety
+    /// As [`QueueRef::finish`]: once per task, and the reference is not
+    /// dereferenced after (the end holds the count in flight until it
+    /// runs).
+    pub(crate) unsafe fn end(
+        &self,
+        last_poll: Option<(bool, u64)>,
+        released: bool,
+        color: u8,
+        stripe: u8,
+    ) -> DeferredEnd {
+        DeferredEnd {
+            link: self.link,
+            last_poll,
+            released,
+            color,
+            stripe,
+        }
+    }
+}
+
+/// A task's end, to run later on the same thread: the statistics of its
+/// last poll and its finish ([`QueueRef::end`]). It runs when dropped, so
+/// it is never lost (an item left counted in flight would hold its flush
+/// for good). A worker keeps the end of the task it just ran and runs it
+/// after its next look at its queues (`pool::worker`, "The deferred
+/// end"): the look that may find the next item comes first.
+pub(crate) struct DeferredEnd {
+    link: NonNull<dyn QueueLink>,
+    last_poll: Option<(bool, u64)>,
+    released: bool,
+    color: u8,
+    stripe: u8,
+}
+
+impl Drop for DeferredEnd {
+    fn drop(&mut self) {
+        let task = QueueRef { link: self.link };
+        if let Some((first, ns)) = self.last_poll {
+            task.polled(first, ns);
+        }
+        // SAFETY: `QueueRef::end`'s contract: this is the task's one
+        // finish, and its count in flight held the queue until now.
+        unsafe { task.finish(self.released, self.color, self.stripe) };
+    }
+}
+
+impl std::fmt::Debug for DeferredEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeferredEnd")
+            .field("last_poll", &self.last_poll)
+            .field("stripe", &self.stripe)
+            .finish_non_exhaustive()
+    }
+}
+
 impl std::ops::Deref for QueueRef {
     type Target = dyn QueueLink;
 
