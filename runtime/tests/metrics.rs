@@ -552,6 +552,9 @@ fn queues_sharing_a_name_are_one_series_summed() {
             a.spawn(async {}).await.unwrap();
             b.spawn(async {}).await.unwrap();
             b.spawn(async {}).await.unwrap();
+            // The items' ends counted (`Workqueue::stats`).
+            a.flush().await;
+            b.flush().await;
         });
         let m = rt.metrics();
         assert_eq!(m.queues.len(), 2, "the snapshot keeps both");
@@ -751,7 +754,11 @@ fn a_names_counters_never_go_down_while_its_queues_come_and_go() {
             std::thread::spawn(move || {
                 for _ in 0..2000 {
                     let q = Workqueue::builder("x").build(&h).unwrap();
-                    h.block_on(q.spawn(async {})).unwrap();
+                    h.block_on(async {
+                        q.spawn(async {}).await.unwrap();
+                        // Its end counted before the queue goes.
+                        q.flush().await;
+                    });
                     drop(q);
                 }
                 done.store(true, Ordering::SeqCst);

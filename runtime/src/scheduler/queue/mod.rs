@@ -657,7 +657,11 @@ mod retire_tests {
         let q = crate::Workqueue::builder("dying")
             .build(rt.handle())
             .unwrap();
-        rt.block_on(q.spawn(async {})).unwrap();
+        rt.block_on(async {
+            q.spawn(async {}).await.unwrap();
+            // Its end counted (`Workqueue::stats`).
+            q.flush().await;
+        });
         let started = |m: &crate::metrics::Snapshot| {
             m.queues_by_name()
                 .iter()
@@ -721,14 +725,19 @@ mod retire_tests {
                 .map_or(0, |s| s.started)
         };
         let old = q("db");
+        // Flushed: an awaited item's end may be counted a moment later.
         rt.block_on(async {
             for _ in 0..5 {
                 old.spawn(async {}).await.unwrap();
             }
+            old.flush().await;
         });
         drop(old);
         let live = q("db");
-        rt.block_on(live.spawn(async {})).unwrap();
+        rt.block_on(async {
+            live.spawn(async {}).await.unwrap();
+            live.flush().await;
+        });
         assert_eq!(started(&rt), 6);
         for i in 0..=RETIRED_QUEUE_NAMES {
             drop(q(&format!("n{i}")));
