@@ -1154,3 +1154,38 @@ fn a_queue_is_freed_when_its_items_finish_while_their_handles_live() {
         }
     });
 }
+
+/// A runtime dropped inside one of its own tasks drops the named items it
+/// cancels on that worker, during that poll: their ends (their counts in
+/// flight) must not wait for the poll to return, which waits for the
+/// blocking job that waits for their flush.
+#[test]
+fn a_runtime_dropped_in_its_own_task_ends_the_items_it_drops_at_once() {
+    within(60, || {
+        let rt = runtime("pack:1 core:2 pu:1");
+        let h = rt.handle().clone();
+        let q = Workqueue::builder("ends").max_active(1).build(&h).unwrap();
+        let running = q.spawn(std::future::pending::<()>());
+        let waiting = q.spawn(async {});
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while (q.stats().active, q.stats().inactive) != (1, 1) {
+            assert!(Instant::now() < deadline, "{:?}", q.stats());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (started_tx, started_rx) = mpsc::channel();
+        let flushed = q.clone();
+        let job = h.spawn_blocking(move || {
+            started_tx.send(()).unwrap();
+            futures::executor::block_on(flushed.flush());
+        });
+        started_rx.recv().unwrap();
+        let (done_tx, done_rx) = mpsc::channel();
+        drop(h.spawn(async move {
+            drop(rt);
+            done_tx.send(()).unwrap();
+        }));
+        done_rx.recv().unwrap();
+        futures::executor::block_on(job).unwrap();
+        drop((running, waiting));
+    });
+}

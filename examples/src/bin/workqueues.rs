@@ -92,6 +92,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     bounded.set_max_active(16)?;
     bounded.spawn(async {}).await?;
 
+    // Flushed first: an awaited item's end is counted a moment after.
+    for q in [&bounded, &ordered, &crunch] {
+        q.flush().await;
+    }
     for s in [bounded.stats(), ordered.stats(), crunch.stats()] {
         println!(
             "{:<8} started {:>3} completed {:>3} cpu {:>8.1?} cpu_intensive {} cm_wakeups {} in flight {} (scope {}, max_active {})",

@@ -79,14 +79,21 @@
 //! task did last -- as a rule, telling someone it is done -- so a producer
 //! woken by that and queueing its next item found the worker still in the
 //! bookkeeping, not looking: on a 2-CPU VM, 100 ns there cost the
-//! `test_workqueue` shape 28% (`docs/benchmarks.md`, section 3). So the
-//! task's drop on a worker hands its end ([`crate::task::DeferredEnd`]) to
-//! the worker ([`defer_end`], `Local::end`), which runs it right after its
-//! next look at its queues ([`Core::find_work`], found or not), before it
-//! runs what it found, searches, spins or parks: at most one look later,
-//! never behind another task's poll. Elsewhere (the rescuer, a thread
-//! dropping a task) the end runs at once. A `DeferredEnd` runs when
-//! dropped, so an unwinding worker loses none.
+//! `test_workqueue` shape 28% (`docs/benchmarks.md`, section 3). So a
+//! task whose future is dropped as its own run on a worker ends
+//! (`Local::running` is that task) hands its end
+//! ([`crate::task::DeferredEnd`]) to the worker ([`defer_end`],
+//! `Local::end`), which runs it right after its next look at its queues
+//! ([`Core::find_work`], found or not), before it runs what it found,
+//! searches, spins or parks: at most one look later, never behind another
+//! task's poll. With nothing found, it looks once more after the end: the
+//! end may have woken a task into its LIFO slot (a flush's waiter), where
+//! no sibling looks, and idling would strand it. Any other end runs at
+//! once: on another thread (the rescuer, a thread dropping a task), and
+//! for a task dropped during another task's poll (a runtime dropped inside
+//! a task cancels its named items there, and that poll may then wait, in
+//! the shutdown, for a blocking job that waits for their flush). A
+//! `DeferredEnd` runs when dropped, so an unwinding worker loses none.
 //!
 //! # Blocking
 //! [`block_in_place`] takes the worker out of the pool's count while its
@@ -170,16 +177,23 @@ pub(crate) struct Local {
     /// The deferred end of the named task it ran last (module docs, "The
     /// deferred end"): run after its next look at its queues.
     end: Cell<Option<crate::task::DeferredEnd>>,
+    /// The task whose `run` is in progress (its metadata's address; null
+    /// between runs): only its own end is deferred.
+    running: Cell<*const crate::task::TaskMeta>,
 }
 
-/// Keeps `end` (a named task's end: its last poll's statistics and its
-/// finish) for the current worker to run after its next look at its
-/// queues; runs it now on any other thread, or if the worker keeps one
-/// already (a run that dropped two tasks' futures: the older runs now).
-pub(crate) fn defer_end(end: crate::task::DeferredEnd) {
+/// Keeps `end` (the end of the task of `meta`: its last poll's
+/// statistics and its finish) for the current worker to run after its
+/// next look at its queues, if that task is the one the worker is
+/// running (its own future dropped at the end of its run); runs it now
+/// otherwise: on any other thread, or for a task dropped during another
+/// task's poll (a runtime dropped inside a task cancels its named items
+/// there, and that poll may then wait, in the shutdown, for a job that
+/// waits for their flush).
+pub(crate) fn defer_end(end: crate::task::DeferredEnd, meta: &crate::task::TaskMeta) {
     let now = current::with_worker(|local| match local {
-        Some(l) => l.end.replace(Some(end)),
-        None => Some(end),
+        Some(l) if std::ptr::eq(l.running.get(), meta) => l.end.replace(Some(end)),
+        _ => Some(end),
     });
     // Run outside the worker's borrow: a finish may wake a flush's task.
     drop(now);
@@ -347,6 +361,7 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
             parked: Cell::new(false),
             virtual_cpu: virtual_cpu(&pool.cpus, slot, pool.idle.config().max_workers),
             end: Cell::new(None),
+            running: Cell::new(std::ptr::null()),
         });
         current::set_worker(Some(local.clone()));
         // If the loop unwinds (a bug outside any task's poll: polls are
@@ -571,10 +586,17 @@ impl Core {
             local.now.set(clock::now());
             let mut step_down = false;
             while !pool.is_closed() {
-                let found = self.find_work(local, host);
+                let mut found = self.find_work(local, host);
                 // The last task's end, after this look (module docs, "The
-                // deferred end").
-                drop(local.end.take());
+                // deferred end"). It may wake a task here (a flush's
+                // waiter, into the LIFO slot, where no sibling looks): with
+                // nothing found, look again, or it would idle with it.
+                if let Some(end) = local.end.take() {
+                    drop(end);
+                    if found.is_none() {
+                        found = self.find_work(local, host);
+                    }
+                }
                 let Some(runnable) = found else {
                     break;
                 };
@@ -865,9 +887,13 @@ impl Core {
         // async-task runs those drops under an abort-on-panic guard, so
         // they must not unwind to here. This catch is a last guard: the
         // worker's slot would be lost if it unwound.
+        // Its own end (a named task's future dropped as its run ends) is
+        // deferred: module docs, "The deferred end".
+        local.running.set(runnable.metadata());
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             crate::coop::with_budget(|| runnable.run())
         }));
+        local.running.set(std::ptr::null());
         // Between polls no poll runs: the watchdog must not time the
         // `find_work` that follows a long one against it (and take a task
         // a driver turn put in the LIFO slot meanwhile).

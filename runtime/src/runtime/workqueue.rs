@@ -20,9 +20,12 @@ use crate::task::JoinHandle;
 /// scope, no `max_active` limit).
 ///
 /// An item is **active** from the moment it is handed to a pool until its
-/// future is gone (finished, panicked or cancelled) -- while it runs and
-/// while it waits for a wake. Items beyond `max_active` wait on the queue's
-/// inactive list and start in submission order as active ones finish.
+/// future is gone (finished, panicked or cancelled) and its end counted --
+/// while it runs and while it waits for a wake. Items beyond `max_active`
+/// wait on the queue's inactive list and start in submission order as
+/// active ones finish. (An item's worker counts its end right after its
+/// next look at its queues: awaiting its handle can return a moment
+/// before; see [`Workqueue::stats`].)
 ///
 /// Like a [`Handle`], a workqueue does not keep its runtime running: once
 /// the [`Runtime`](crate::Runtime) is dropped, its items are cancelled and

@@ -160,7 +160,8 @@ pub(crate) struct TaskMeta {
     /// The stripe of the queue's counts it was spawned on (its finish
     /// uncounts it there).
     stripe: u8,
-    /// `RELEASED`, `AWAY`, `CPU_HOG`, `POLLED`. Read-modify-writes: a wake
+    /// `RELEASED`, `AWAY`, `CPU_HOG`, `POLLED`, `REPORTED_BLOCKED`,
+    /// `LAST_POLL`, `LAST_POLL_FIRST`. Read-modify-writes: a wake
     /// on another thread may clear `AWAY` while the task runs.
     flags: AtomicU8,
 }
@@ -578,7 +579,7 @@ impl<F> Drop for TaskCell<'_, F> {
                 )
             };
             // Run after this worker's next look at its queues, or now.
-            crate::pool::worker::defer_end(end);
+            crate::pool::worker::defer_end(end, self.meta);
         }
     }
 }
