@@ -132,20 +132,27 @@ impl BlockingPool {
             return JoinHandle::refused(crate::task::RUNTIME_SHUT_DOWN);
         }
         let weak = Arc::downgrade(shared);
-        let (job, handle) = JoinHandle::blocking(f, move |job| match weak.upgrade() {
-            Some(shared) => shared.services.blocking.push(&shared, job),
-            None => drop(job), // the runtime is gone: cancelled
+        let (job, handle) = JoinHandle::blocking(f, move |job, word| match weak.upgrade() {
+            Some(shared) => shared.services.blocking.push(&shared, job, word),
+            None => {
+                // The runtime is gone: refused, as after its shutdown.
+                crate::task::refuse_job(word);
+                drop(job);
+            }
         });
         job.schedule();
         handle
     }
 
     /// Step 1 of the module docs.
-    fn push(&self, shared: &Arc<Scheduler>, job: Job) {
+    fn push(&self, shared: &Arc<Scheduler>, job: Job, word: &std::sync::atomic::AtomicU8) {
         let mut s = crate::loom::lock(&self.state);
         if s.shutdown {
             drop(s);
-            drop(job); // cancelled: its handle resolves to a JoinError
+            // A spawn that raced the shutdown past its check: refused, as
+            // one after it (an aborted job's cancel stays cancelled).
+            crate::task::refuse_job(word);
+            drop(job);
             return;
         }
         s.queue.push_back(job);

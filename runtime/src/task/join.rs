@@ -99,8 +99,8 @@ enum Kind {
     Task,
     /// A task never spawned ([`JoinHandle::refused`]), and why.
     Refused(&'static str),
-    /// A blocking job ([`JoinHandle::blocking`]): its [`JOB_STARTED`] and
-    /// [`JOB_ABORTED`] bits.
+    /// A blocking job ([`JoinHandle::blocking`]): its [`JOB_STARTED`],
+    /// [`JOB_ABORTED`] and [`JOB_REFUSED`] bits.
     Job(Arc<AtomicU8>),
 }
 
@@ -108,6 +108,18 @@ enum Kind {
 const JOB_STARTED: u8 = 1;
 /// [`Kind::Job`]: the handle aborted it before it started.
 const JOB_ABORTED: u8 = 2;
+/// [`Kind::Job`]: its pool had shut down when the job came to it (a spawn
+/// racing the runtime's shutdown): it never ran, and its handle says
+/// refused, as a spawn after the shutdown does.
+const JOB_REFUSED: u8 = 4;
+
+/// A blocking job's pool refuses it ([`JOB_REFUSED`]), unless its handle
+/// aborted it first (an abort's cancel also comes to the pool).
+pub(crate) fn refuse_job(word: &AtomicU8) {
+    let _ = word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+        (w & (JOB_ABORTED | JOB_STARTED) == 0).then_some(w | JOB_REFUSED)
+    });
+}
 
 /// [`JoinHandle::refused`]'s reason when the runtime is shut down.
 pub(crate) const RUNTIME_SHUT_DOWN: &str =
@@ -132,8 +144,9 @@ impl<T> JoinHandle<T> {
     }
 
     /// Makes `f` a task that runs once, outside the pools (the blocking
-    /// pool): its runnable goes to `schedule`, which the caller's
-    /// `Runnable::schedule` calls first. A panic in `f` is caught and the
+    /// pool): its runnable goes to `schedule` (with the job's word, for
+    /// [`refuse_job`]), which the caller's `Runnable::schedule` calls
+    /// first. A panic in `f` is caught and the
     /// handle gives it as [`JoinError::is_panic`]; dropping the runnable
     /// unrun cancels the task. It has no home pool: it never enters one.
     ///
@@ -146,7 +159,7 @@ impl<T> JoinHandle<T> {
     /// does nothing, and the await gives the closure's result.
     pub(crate) fn blocking<F>(
         f: F,
-        schedule: impl Fn(super::Runnable) + Send + Sync + 'static,
+        schedule: impl Fn(super::Runnable, &AtomicU8) + Send + Sync + 'static,
     ) -> (super::Runnable, JoinHandle<T>)
     where
         F: FnOnce() -> T + Send + 'static,
@@ -166,9 +179,10 @@ impl<T> JoinHandle<T> {
             let f = job.take();
             Guarded::new(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)))
         };
+        let job_word = word.clone();
         let (runnable, task) = async_task::Builder::new()
             .metadata(meta)
-            .spawn(move |_| future, schedule);
+            .spawn(move |_| future, move |r| schedule(r, &job_word));
         let mut handle = JoinHandle::new(task.fallible());
         handle.kind = Kind::Job(word);
         (runnable, handle)
@@ -268,7 +282,12 @@ impl<T> Future for JoinHandle<T> {
                 Ok(value) => Ok(value),
                 Err(payload) => Err(JoinError::panic(payload)),
             },
-            Poll::Ready(None) => Err(JoinError::cancelled()),
+            Poll::Ready(None) => Err(match &this.kind {
+                Kind::Job(word) if word.load(Ordering::Acquire) & JOB_REFUSED != 0 => {
+                    JoinError::refused(RUNTIME_SHUT_DOWN)
+                }
+                _ => JoinError::cancelled(),
+            }),
         };
         *slot = Some(Slot::Done);
         Poll::Ready(out)

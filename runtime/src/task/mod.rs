@@ -34,8 +34,8 @@ mod unconstrained;
 mod yield_now;
 
 use join::Guarded;
-pub(crate) use join::RUNTIME_SHUT_DOWN;
 pub use join::{JoinError, JoinHandle};
+pub(crate) use join::{RUNTIME_SHUT_DOWN, refuse_job};
 pub use join_set::JoinSet;
 pub(crate) use queue_ref::{DeferredEnd, QueueRef, StripeLines, TasksShare, stripe_lines};
 pub(crate) use registry::Registry;

@@ -245,3 +245,21 @@ fn stranded_blocking_jobs_are_retried_at_the_mayday_interval() {
         assert_eq!(futures::executor::block_on(job).unwrap(), 7);
     });
 }
+
+/// A blocking job that comes to the pool after it closed (a spawn racing
+/// the runtime's shutdown past its check) is refused, as a spawn after the
+/// shutdown is, not cancelled as a job the shutdown dropped from the
+/// queue.
+#[test]
+fn a_blocking_job_racing_the_shutdown_is_refused() {
+    within_watchdog(|| {
+        let rt = Runtime::new().unwrap();
+        // The pool closes before the runtime does: the spawn passes the
+        // runtime's check and meets the closed pool.
+        rt.handle().scheduler.services.blocking.close();
+        let h = rt.spawn_blocking(|| 7);
+        let err = futures::executor::block_on(h).unwrap_err();
+        assert!(err.is_refused(), "{err}");
+        assert!(err.to_string().contains("shut down"), "{err}");
+    });
+}
