@@ -1178,3 +1178,131 @@ fn unix_datagrams_are_sent_and_received() {
         });
     });
 }
+
+/// `readable` / `try_read` and `writable` / `try_write`: `try_*` never
+/// waits (`WouldBlock` when the kernel has nothing, or no room), a
+/// `WouldBlock` clears the readiness so the next `readable` / `writable`
+/// waits for a new edge, and that edge wakes it. On TCP, on Unix streams,
+/// and on owned halves.
+#[test]
+fn readiness_waits_and_try_operations_never_wait() {
+    within_watchdog("readiness", LIMIT, || {
+        rt().block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let (client, accepted) = futures::join!(TcpStream::connect(addr), listener.accept());
+            let (client, (server, _)) = (client.unwrap(), accepted.unwrap());
+            check_readiness(&server, &client).await;
+            let (a, b) = UnixStream::pair().unwrap();
+            check_readiness(&a, &b).await;
+            // The owned halves have them too.
+            let (r, w) = server.into_split();
+            w.writable().await.unwrap();
+            assert_eq!(w.try_write(b"half").unwrap(), 4);
+            let mut got = [0u8; 4];
+            client.readable().await.unwrap();
+            assert_eq!(client.try_read(&mut got).unwrap(), 4);
+            assert_eq!(&got, b"half");
+            assert_eq!(
+                r.try_read(&mut got).unwrap_err().kind(),
+                io::ErrorKind::WouldBlock
+            );
+            assert_eq!(client.try_write(b"back").unwrap(), 4);
+            r.readable().await.unwrap();
+            assert_eq!(r.try_read(&mut got).unwrap(), 4);
+            assert_eq!(&got, b"back");
+        });
+    });
+}
+
+/// `a`'s read side fed by `b`, then `b`'s write side filled while `a`
+/// does not read.
+async fn check_readiness<S: Readiness>(a: &S, b: &S) {
+    let mut buf = [0u8; 64];
+    assert_eq!(
+        a.try_read(&mut buf).unwrap_err().kind(),
+        io::ErrorKind::WouldBlock,
+        "nothing sent yet"
+    );
+    let mut waiting = std::pin::pin!(a.readable());
+    assert!(futures::poll!(&mut waiting).is_pending(), "nothing to read");
+    b.writable().await.unwrap();
+    assert_eq!(b.try_write(b"hello").unwrap(), 5);
+    waiting.await.unwrap();
+    assert_eq!(a.try_read(&mut buf).unwrap(), 5);
+    assert_eq!(&buf[..5], b"hello");
+    // Drained: the next try says so and clears the readiness, so the next
+    // `readable` waits for the next write, which wakes it.
+    assert_eq!(
+        a.try_read(&mut buf).unwrap_err().kind(),
+        io::ErrorKind::WouldBlock
+    );
+    let mut waiting = std::pin::pin!(a.readable());
+    assert!(
+        futures::poll!(&mut waiting).is_pending(),
+        "readable did not wait after a WouldBlock"
+    );
+    assert_eq!(b.try_write(b"again").unwrap(), 5);
+    waiting.await.unwrap();
+    assert_eq!(a.try_read(&mut buf).unwrap(), 5);
+    assert_eq!(a.try_read(&mut []).unwrap(), 0, "an empty buffer");
+
+    // `b` fills its send buffer (and `a`'s receive buffer): `WouldBlock`,
+    // then `writable` waits until `a` reads.
+    let chunk = [7u8; 64 * 1024];
+    let mut written = 0usize;
+    loop {
+        match b.try_write(&chunk) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("try_write: {e}"),
+        }
+        assert!(written < 1 << 30, "the send buffer never filled");
+    }
+    assert_eq!(b.try_write(&[]).unwrap(), 0, "an empty buffer");
+    let mut room = std::pin::pin!(b.writable());
+    assert!(
+        futures::poll!(&mut room).is_pending(),
+        "writable with the send buffer full"
+    );
+    let mut drained = 0usize;
+    let mut big = vec![0u8; 256 * 1024];
+    while drained < written {
+        match a.try_read(&mut big) {
+            Ok(n) => drained += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => a.readable().await.unwrap(),
+            Err(e) => panic!("try_read: {e}"),
+        }
+    }
+    room.await.unwrap();
+}
+
+/// The readiness methods of the stream types, for one check over both.
+trait Readiness {
+    async fn readable(&self) -> io::Result<()>;
+    async fn writable(&self) -> io::Result<()>;
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+}
+
+macro_rules! readiness {
+    ($ty:ty) => {
+        impl Readiness for $ty {
+            async fn readable(&self) -> io::Result<()> {
+                <$ty>::readable(self).await
+            }
+            async fn writable(&self) -> io::Result<()> {
+                <$ty>::writable(self).await
+            }
+            fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+                <$ty>::try_read(self, buf)
+            }
+            fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+                <$ty>::try_write(self, buf)
+            }
+        }
+    };
+}
+
+readiness!(TcpStream);
+readiness!(UnixStream);

@@ -164,6 +164,42 @@ impl<S: mio::event::Source> PollIo<S> {
         poll_fn(|cx| self.poll_io(cx, dir, &mut key.key, &mut f)).await
     }
 
+    /// Waits until `dir` is ready (a hint: the next operation may still
+    /// get `WouldBlock`, and clear it), holding its own waiter slot.
+    pub(crate) async fn ready(&self, dir: Direction) -> io::Result<()> {
+        let mut key = Key {
+            io: self.scheduled(),
+            key: None,
+        };
+        poll_fn(|cx| {
+            self.scheduled()
+                .poll_ready(cx, dir, &mut key.key)
+                .map_ok(drop)
+        })
+        .await
+    }
+
+    /// Runs `f` once if `dir` is ready now, without waiting: `WouldBlock`
+    /// if it is not, or if `f` says so (which clears the readiness seen,
+    /// as a waiting operation's `WouldBlock` does).
+    pub(crate) fn try_io<R>(
+        &self,
+        dir: Direction,
+        f: impl FnOnce(&S) -> io::Result<R>,
+    ) -> io::Result<R> {
+        let Some(ev) = self.scheduled().ready_now(dir) else {
+            return Err(io::ErrorKind::WouldBlock.into());
+        };
+        let ev = ev?;
+        match f(self.source()) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.scheduled().clear_blocked(ev);
+                Err(e)
+            }
+            r => r,
+        }
+    }
+
     /// Frees a waiter slot the caller kept (a stream half being dropped).
     pub(crate) fn release(&self, key: &mut Option<usize>) {
         self.scheduled().release(key);

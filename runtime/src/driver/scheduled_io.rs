@@ -306,6 +306,13 @@ impl ScheduledIo {
         }
     }
 
+    /// Task side: the readiness of `dir` now, without waiting (`None`: not
+    /// ready).
+    pub(crate) fn ready_now(&self, dir: Direction) -> Option<io::Result<ReadyEvent>> {
+        // Acquire: pairs with the driver's Release update (see set_ready).
+        Self::event(self.readiness.load(Ordering::Acquire), dir)
+    }
+
     /// Task side: a short transfer after observing `event` (the buffer is
     /// drained or full): clear its direction's readiness, unless an event
     /// came since (the tick moved), whose readiness must be kept. A closed

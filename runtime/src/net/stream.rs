@@ -227,4 +227,77 @@ macro_rules! async_write {
     };
 }
 
-pub(crate) use {async_read, async_write};
+/// The readiness methods of a stream type or an owned half: `readable`
+/// and `try_read` through its read half (`read` field), `writable` and
+/// `try_write` through its write half (`write` field).
+macro_rules! read_readiness {
+    ($ty:ty, $field:ident) => {
+        impl $ty {
+            /// Waits until a read may make progress: data, end of file or
+            /// an error is there. A hint, as the kernel's readiness is:
+            /// [`try_read`](Self::try_read) may still say `WouldBlock`
+            /// (another reader took the data); then wait again.
+            ///
+            /// # Errors
+            /// When the runtime has shut down.
+            pub async fn readable(&self) -> std::io::Result<()> {
+                self.$field
+                    .io
+                    .ready(crate::driver::scheduled_io::Direction::Read)
+                    .await
+            }
+
+            /// Reads what is there without waiting: the bytes read, `0` at
+            /// end of file (or for an empty `buf`), or `WouldBlock` when
+            /// nothing is (await [`readable`](Self::readable), then try
+            /// again).
+            pub fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+                if buf.is_empty() {
+                    return Ok(0);
+                }
+                self.$field
+                    .io
+                    .try_io(crate::driver::scheduled_io::Direction::Read, |s| {
+                        crate::net::stream::StreamSource::read(s, buf)
+                    })
+            }
+        }
+    };
+}
+
+macro_rules! write_readiness {
+    ($ty:ty, $field:ident) => {
+        impl $ty {
+            /// Waits until a write may make progress: room in the send
+            /// buffer, or an error to report. A hint:
+            /// [`try_write`](Self::try_write) may still say `WouldBlock`;
+            /// then wait again.
+            ///
+            /// # Errors
+            /// When the runtime has shut down.
+            pub async fn writable(&self) -> std::io::Result<()> {
+                self.$field
+                    .io
+                    .ready(crate::driver::scheduled_io::Direction::Write)
+                    .await
+            }
+
+            /// Writes what fits without waiting: the bytes written, or
+            /// `WouldBlock` when the send buffer is full (await
+            /// [`writable`](Self::writable), then try again). An empty
+            /// `buf` writes nothing (`Ok(0)`).
+            pub fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
+                if buf.is_empty() {
+                    return Ok(0);
+                }
+                self.$field
+                    .io
+                    .try_io(crate::driver::scheduled_io::Direction::Write, |s| {
+                        crate::net::stream::StreamSource::write(s, buf)
+                    })
+            }
+        }
+    };
+}
+
+pub(crate) use {async_read, async_write, read_readiness, write_readiness};

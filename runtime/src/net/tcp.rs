@@ -6,7 +6,7 @@ use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use super::stream::{Half, async_read, async_write};
+use super::stream::{Half, async_read, async_write, read_readiness, write_readiness};
 use crate::driver::registration::{PollIo, SharedKey};
 use crate::driver::scheduled_io::Direction;
 
@@ -347,6 +347,10 @@ async_read!(TcpStream, read);
 async_write!(TcpStream, write);
 async_read!(OwnedReadHalf, read);
 async_write!(OwnedWriteHalf, write);
+read_readiness!(TcpStream, read);
+write_readiness!(TcpStream, write);
+read_readiness!(OwnedReadHalf, read);
+write_readiness!(OwnedWriteHalf, write);
 
 super::as_fd!(TcpListener, io.source());
 super::as_fd!(TcpStream, source());

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use super::stream::{Half, async_read, async_write};
+use super::stream::{Half, async_read, async_write, read_readiness, write_readiness};
 use crate::driver::registration::{PollIo, SharedKey};
 use crate::driver::scheduled_io::Direction;
 
@@ -272,6 +272,10 @@ async_read!(UnixStream, read);
 async_write!(UnixStream, write);
 async_read!(OwnedReadHalf, read);
 async_write!(OwnedWriteHalf, write);
+read_readiness!(UnixStream, read);
+write_readiness!(UnixStream, write);
+read_readiness!(OwnedReadHalf, read);
+write_readiness!(OwnedWriteHalf, write);
 
 super::as_fd!(UnixListener, io.source());
 super::as_fd!(UnixStream, source());
