@@ -1306,3 +1306,64 @@ macro_rules! readiness {
 
 readiness!(TcpStream);
 readiness!(UnixStream);
+
+/// The datagram sockets' `readable` / `writable` and `try_*`: as the
+/// streams' (`WouldBlock` without waiting, and a `WouldBlock` makes the
+/// next wait wait for a new datagram), and a full Unix datagram queue
+/// makes `writable` wait until the receiver takes one.
+#[test]
+fn datagram_readiness_waits_and_try_operations_never_wait() {
+    within_watchdog("datagram readiness", LIMIT, || {
+        rt().block_on(async {
+            let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+            let mut buf = [0u8; 64];
+            let would_block = io::ErrorKind::WouldBlock;
+            assert_eq!(a.try_recv_from(&mut buf).unwrap_err().kind(), would_block);
+            let mut waiting = std::pin::pin!(a.readable());
+            assert!(futures::poll!(&mut waiting).is_pending());
+            b.writable().await.unwrap();
+            assert_eq!(b.try_send_to(b"ping", a_addr).unwrap(), 4);
+            waiting.await.unwrap();
+            assert_eq!(a.try_recv_from(&mut buf).unwrap(), (4, b_addr));
+            assert_eq!(a.try_recv(&mut buf).unwrap_err().kind(), would_block);
+            let mut waiting = std::pin::pin!(a.readable());
+            assert!(
+                futures::poll!(&mut waiting).is_pending(),
+                "readable did not wait after a WouldBlock"
+            );
+            b.connect(a_addr).await.unwrap();
+            assert_eq!(b.try_send(b"pong").unwrap(), 4);
+            waiting.await.unwrap();
+            assert_eq!(a.try_recv(&mut buf).unwrap(), 4);
+            assert_eq!(&buf[..4], b"pong");
+
+            let (x, y) = wq::net::UnixDatagram::pair().unwrap();
+            assert_eq!(x.try_recv(&mut buf).unwrap_err().kind(), would_block);
+            // A try answers by the readiness the runtime has seen: wait
+            // for it first.
+            y.writable().await.unwrap();
+            let mut sent = 0;
+            loop {
+                match y.try_send(b"fill") {
+                    Ok(_) => sent += 1,
+                    Err(e) if e.kind() == would_block => break,
+                    Err(e) => panic!("try_send: {e}"),
+                }
+                assert!(sent < 1_000_000, "the queue never filled");
+            }
+            let mut room = std::pin::pin!(y.writable());
+            assert!(
+                futures::poll!(&mut room).is_pending(),
+                "writable with the receiver's queue full"
+            );
+            x.readable().await.unwrap();
+            for _ in 0..sent {
+                assert_eq!(x.try_recv(&mut buf).unwrap(), 4);
+            }
+            room.await.unwrap();
+            assert_eq!(x.try_recv(&mut buf).unwrap_err().kind(), would_block);
+        });
+    });
+}

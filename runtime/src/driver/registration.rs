@@ -288,6 +288,20 @@ impl<S: mio::event::Source> Datagram<S> {
         self.io.async_io(Direction::Write, f).await
     }
 
+    /// Waits until the socket is readable (`Read`) or writable (`Write`).
+    pub(crate) async fn ready(&self, dir: Direction) -> io::Result<()> {
+        self.io.ready(dir).await
+    }
+
+    /// `f` once if `dir` is ready now ([`PollIo::try_io`]).
+    pub(crate) fn try_with<R>(
+        &self,
+        dir: Direction,
+        f: impl FnOnce(&S) -> io::Result<R>,
+    ) -> io::Result<R> {
+        self.io.try_io(dir, f)
+    }
+
     /// A polled receive, in the receiving slot.
     pub(crate) fn poll_recv_with<R>(
         &self,

@@ -250,7 +250,9 @@ macro_rules! read_readiness {
             /// Reads what is there without waiting: the bytes read, `0` at
             /// end of file (or for an empty `buf`), or `WouldBlock` when
             /// nothing is (await [`readable`](Self::readable), then try
-            /// again).
+            /// again). It answers by the readiness the runtime has seen,
+            /// so it may also say `WouldBlock` before the first
+            /// `readable` has returned.
             pub fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
                 if buf.is_empty() {
                     return Ok(0);
@@ -284,8 +286,10 @@ macro_rules! write_readiness {
 
             /// Writes what fits without waiting: the bytes written, or
             /// `WouldBlock` when the send buffer is full (await
-            /// [`writable`](Self::writable), then try again). An empty
-            /// `buf` writes nothing (`Ok(0)`).
+            /// [`writable`](Self::writable), then try again). It answers
+            /// by the readiness the runtime has seen: on a new stream,
+            /// await `writable` first. An empty `buf` writes nothing
+            /// (`Ok(0)`).
             pub fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
                 if buf.is_empty() {
                     return Ok(0);

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::task::{Context, Poll};
 
 use crate::driver::registration::{Datagram, PollIo};
+use crate::driver::scheduled_io::Direction;
 
 /// A Unix domain datagram socket: a service manager's notification socket
 /// (`NOTIFY_SOCKET`), a local log sink, a pair of processes trading
@@ -142,6 +143,43 @@ impl UnixDatagram {
     /// [`recv`](UnixDatagram::recv) as [`poll_recv_from`](UnixDatagram::poll_recv_from).
     pub fn poll_recv(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         self.sock.poll_recv_with(cx, |s| s.recv(buf))
+    }
+
+    /// Waits until a receive may make progress, as
+    /// [`UdpSocket::readable`](super::UdpSocket::readable).
+    pub async fn readable(&self) -> io::Result<()> {
+        self.sock.ready(Direction::Read).await
+    }
+
+    /// Waits until a send may make progress (room in the receiver's
+    /// queue, for a connected socket), as
+    /// [`UdpSocket::writable`](super::UdpSocket::writable).
+    pub async fn writable(&self) -> io::Result<()> {
+        self.sock.ready(Direction::Write).await
+    }
+
+    /// [`recv_from`](UnixDatagram::recv_from) without waiting:
+    /// `WouldBlock` when no datagram is queued.
+    pub fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        self.sock.try_with(Direction::Read, |s| s.recv_from(buf))
+    }
+
+    /// [`recv`](UnixDatagram::recv) without waiting.
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.sock.try_with(Direction::Read, |s| s.recv(buf))
+    }
+
+    /// [`send_to`](UnixDatagram::send_to) without waiting: `WouldBlock`
+    /// when the receiver's queue is full.
+    pub fn try_send_to(&self, buf: &[u8], path: impl AsRef<Path>) -> io::Result<usize> {
+        let path = path.as_ref();
+        self.sock
+            .try_with(Direction::Write, |s| s.send_to(buf, path))
+    }
+
+    /// [`send`](UnixDatagram::send) without waiting.
+    pub fn try_send(&self, buf: &[u8]) -> io::Result<usize> {
+        self.sock.try_with(Direction::Write, |s| s.send(buf))
     }
 
     /// [`send_to`](UnixDatagram::send_to) as
