@@ -14,8 +14,8 @@
 //! (`net::stream`, `StreamSource::SHORT_READ_DRAINS`).
 //!
 //! Waiter keys: a stream keeps one per direction (`&mut self` polls); an
-//! `async fn` operation holds one in its future ([`PollIo::async_io`]) and
-//! releases it when the future is dropped, so any number of tasks may wait
+//! `async fn` operation holds one in its future ([`PollIo::async_io`],
+//! [`PollIo::ready`]) and releases it when the future is dropped, so any number of tasks may wait
 //! on one socket (`accept` on a shared listener, `recv_from` on a shared
 //! UDP socket); a `&self` poll method (`TcpListener::poll_accept`) keeps
 //! one [`SharedKey`] in its object, under a lock, whose waker is the last

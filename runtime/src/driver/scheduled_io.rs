@@ -51,8 +51,9 @@
 //! Tasks waiting for a direction sit in `waiters` (a slab under a mutex),
 //! each under a key owned by whoever waits: a stream keeps one key per
 //! direction for its `poll_read` / `poll_write`, an `async fn` operation
-//! (`accept`, `recv_from` ...) holds one for as long as its future lives
-//! and releases it on drop, and a `&self` poll method (`poll_accept`,
+//! (`accept`, `recv_from`, `readable` ...) holds one for as long as its
+//! future lives and releases it on drop (a `try_*` operation, which never
+//! waits, holds none: [`ScheduledIo::ready_now`]), and a `&self` poll method (`poll_accept`,
 //! `poll_recv_from` ...) keeps one per object and direction in a
 //! `registration::SharedKey`, its waker the last poller's. Any number of
 //! tasks may wait on one direction.

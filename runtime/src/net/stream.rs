@@ -252,7 +252,8 @@ macro_rules! read_readiness {
             /// nothing is (await [`readable`](Self::readable), then try
             /// again). It answers by the readiness the runtime has seen,
             /// so it may also say `WouldBlock` before the first
-            /// `readable` has returned.
+            /// `readable` has returned. Once the runtime has shut down,
+            /// an error that says so.
             pub fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
                 if buf.is_empty() {
                     return Ok(0);
@@ -289,7 +290,8 @@ macro_rules! write_readiness {
             /// [`writable`](Self::writable), then try again). It answers
             /// by the readiness the runtime has seen: on a new stream,
             /// await `writable` first. An empty `buf` writes nothing
-            /// (`Ok(0)`).
+            /// (`Ok(0)`). Once the runtime has shut down, an error that
+            /// says so.
             pub fn try_write(&self, buf: &[u8]) -> std::io::Result<usize> {
                 if buf.is_empty() {
                     return Ok(0);

@@ -46,7 +46,9 @@
 //! joined (a start that returned after the handles were taken would leave
 //! its thread unjoined). A job still running
 //! after the deadline keeps its thread, which exits when the job returns.
-//! Spawns after the shutdown are cancelled at once.
+//! Spawns after the shutdown are refused at once (`is_refused`, also
+//! `is_cancelled`), a spawn that met the pool closed after passing the
+//! runtime's check too (`task::refuse_job`).
 
 use std::collections::VecDeque;
 use std::fmt;
