@@ -381,7 +381,7 @@ fn at_the_stop_requests_in_flight_finish_and_the_listener_closes() {
     });
 }
 
-/// `http_service` started for a test (killed if the test ends first),
+/// A service binary started for a test (killed if the test ends first),
 /// its stderr read line by line by a thread, so every wait has a limit.
 struct Service {
     child: std::process::Child,
@@ -389,13 +389,23 @@ struct Service {
 }
 
 impl Service {
-    /// Starts it on a free loopback port, without its dashboard; returns
-    /// once it said where it listens, with that address.
+    /// Starts `http_service` on a free loopback port, without its
+    /// dashboard; returns once it said where it listens, with that address.
     fn start() -> (Service, String) {
+        Service::start_bin(
+            env!("CARGO_BIN_EXE_http_service"),
+            &["--addr", "127.0.0.1:0", "--dashboard-addr", "off"],
+            "http://",
+        )
+    }
+
+    /// Starts `bin` with `args`; returns once a line of its stderr said
+    /// `listening on {scheme}ADDR`, with ADDR.
+    fn start_bin(bin: &str, args: &[&str], scheme: &str) -> (Service, String) {
         use std::io::{BufRead, BufReader};
         use std::process::{Command, Stdio};
-        let mut child = Command::new(env!("CARGO_BIN_EXE_http_service"))
-            .args(["--addr", "127.0.0.1:0", "--dashboard-addr", "off"])
+        let mut child = Command::new(bin)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -410,9 +420,10 @@ impl Service {
             }
         });
         let mut service = Service { child, lines };
-        let listening = service.wait_for("listening on http://");
+        let marker = format!("listening on {scheme}");
+        let listening = service.wait_for(&marker);
         let addr = listening
-            .rsplit("http://")
+            .rsplit(marker.as_str())
             .next()
             .unwrap()
             .trim()
@@ -480,6 +491,44 @@ fn http_service_exits_cleanly_on_sigterm() {
     assert!(
         rest.iter().any(|l| l.contains("SIGTERM: stopped")),
         "{rest:?}"
+    );
+}
+
+/// The echo server stops on SIGTERM: its listener closes, the set of its
+/// connections' tasks is shut down (an open connection is closed), and it
+/// exits with success.
+#[test]
+fn echo_closes_its_connections_and_exits_cleanly_on_sigterm() {
+    use std::io::{Read, Write};
+    let (mut service, addr) =
+        Service::start_bin(env!("CARGO_BIN_EXE_echo"), &["--addr", "127.0.0.1:0"], "");
+    let mut client = std::net::TcpStream::connect(&addr).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    client.write_all(b"ping").unwrap();
+    let mut back = [0u8; 4];
+    client.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"ping");
+    service.term();
+    let status = service.exit_within(Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+    let rest = service.rest();
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("SIGTERM: closing 1 connections")),
+        "{rest:?}"
+    );
+    assert!(
+        rest.iter().any(|l| l.contains("SIGTERM: stopped")),
+        "{rest:?}"
+    );
+    // Closed by the server: end of file, or a reset.
+    let mut more = [0u8; 1];
+    assert!(matches!(client.read(&mut more), Ok(0) | Err(_)));
+    assert!(
+        std::net::TcpStream::connect(&addr).is_err(),
+        "still listening"
     );
 }
 

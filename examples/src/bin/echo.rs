@@ -12,11 +12,17 @@
 //! [`wq_examples::max_connections`] are served at once (beyond, a new one
 //! is closed at once): slow or stuck clients cannot pin fds forever.
 //! Errors are logged and end only their connection; accept errors (out of
-//! fds) back off 100 ms.
+//! fds) back off 100 ms. The connections' tasks are kept in a
+//! `wq::task::JoinSet` (reaped as they end): at SIGINT or SIGTERM the
+//! listener closes and the set's shutdown aborts them, and the server
+//! exits with success.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::future::{Either, select};
+use wq::task::JoinSet;
 use wq_examples::echo::{IDLE, echo};
 use wq_examples::{CONNECTION_LIFETIME, Slots, listen};
 
@@ -26,23 +32,52 @@ async fn main() -> ExitCode {
         Ok(l) => l,
         Err(code) => return code,
     };
+    let mut stop = match wq_examples::stop_requested() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("echo: cannot watch for SIGINT and SIGTERM: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     eprintln!("echo: listening on {addr}");
     let cap = wq_examples::max_connections();
     wq_examples::say_connection_cap("echo", cap);
     let slots = Slots::new(cap);
+    let mut connections = JoinSet::new();
     loop {
-        match listener.accept().await {
+        // Those that ended, without waiting (a panic is reported; the rest
+        // reported their own errors).
+        while let Some(ended) = connections.try_join_next() {
+            if let Err(e) = ended {
+                wq_examples::report::report(format!("echo: a connection's task: {e}"));
+            }
+        }
+        let next = match select(std::pin::pin!(listener.accept()), stop.next()).await {
+            Either::Left((accepted, _)) => Ok(accepted),
+            Either::Right((why, _)) => Err(why.unwrap_or("the runtime's I/O driver stopped")),
+        };
+        let accepted = match next {
+            Ok(accepted) => accepted,
+            Err(why) => {
+                eprintln!("echo: {why}: closing {} connections", connections.len());
+                drop(listener);
+                connections.shutdown().await;
+                eprintln!("echo: {why}: stopped");
+                return ExitCode::SUCCESS;
+            }
+        };
+        match accepted {
             Ok((stream, peer)) => {
                 let Some(slot) = slots.take() else {
                     drop(stream);
                     continue;
                 };
-                drop(wq::spawn(async move {
+                connections.spawn(async move {
                     let _slot = slot;
                     if let Err(e) = echo(stream, IDLE, CONNECTION_LIFETIME).await {
                         wq_examples::report::report(format!("echo: {peer}: {e}"));
                     }
-                }));
+                });
             }
             Err(e) => {
                 wq_examples::report::report(format!("echo: accept: {e}"));
