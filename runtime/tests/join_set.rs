@@ -256,3 +256,34 @@ fn a_named_workqueue_items_join_through_a_set() {
         assert_eq!(n, (0..20usize).sum::<usize>());
     });
 }
+
+/// `try_join_next` between two polls of `poll_join_next` does not take
+/// the poller's place: the poller is still woken when a task finishes
+/// (nothing else wakes it here: no timer).
+#[test]
+fn try_join_next_leaves_the_pollers_wake_in_place() {
+    within(60, || {
+        rt().block_on(async {
+            let mut set = JoinSet::new();
+            let (go, wait) = oneshot::channel::<()>();
+            set.spawn(async move {
+                wait.await.unwrap();
+                7u32
+            });
+            let mut go = Some(go);
+            let got = std::future::poll_fn(|cx| {
+                if let std::task::Poll::Ready(r) = set.poll_join_next(cx) {
+                    return std::task::Poll::Ready(r);
+                }
+                assert!(set.try_join_next().is_none());
+                // The task finishes after both calls.
+                if let Some(go) = go.take() {
+                    go.send(()).unwrap();
+                }
+                std::task::Poll::Pending
+            })
+            .await;
+            assert_eq!(got.unwrap().unwrap(), 7);
+        });
+    });
+}

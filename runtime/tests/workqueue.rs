@@ -1189,3 +1189,30 @@ fn a_runtime_dropped_in_its_own_task_ends_the_items_it_drops_at_once() {
         drop((running, waiting));
     });
 }
+
+/// A detached item's output is dropped where the item ends: its end (its
+/// count in flight) must come before that drop, which may wait for a
+/// flush of the same queue (here: the output is the runtime, whose drop
+/// waits for a blocking job that waits for the flush).
+#[test]
+fn an_items_end_comes_before_its_detached_outputs_drop() {
+    within(60, || {
+        let rt = runtime("pack:1 core:2 pu:1");
+        let h = rt.handle().clone();
+        let q = Workqueue::builder("own").build(&h).unwrap();
+        let (go, wait) = futures::channel::oneshot::channel::<()>();
+        drop(q.spawn(async move {
+            let _ = wait.await;
+            rt
+        }));
+        let (started_tx, started_rx) = mpsc::channel();
+        let flushed = q.clone();
+        let job = h.spawn_blocking(move || {
+            started_tx.send(()).unwrap();
+            futures::executor::block_on(flushed.flush());
+        });
+        started_rx.recv().unwrap();
+        go.send(()).unwrap();
+        futures::executor::block_on(job).unwrap();
+    });
+}

@@ -32,8 +32,10 @@ async fn main() -> ExitCode {
         Ok(l) => l,
         Err(code) => return code,
     };
+    // After its last signal (the runtime's driver gone), it waits for good:
+    // the server serves on, as `serve_until` does.
     let mut stop = match wq_examples::stop_requested() {
-        Ok(s) => s,
+        Ok(s) => s.chain(futures::stream::pending()),
         Err(e) => {
             eprintln!("echo: cannot watch for SIGINT and SIGTERM: {e}");
             return ExitCode::FAILURE;
@@ -52,14 +54,16 @@ async fn main() -> ExitCode {
                 wq_examples::report::report(format!("echo: a connection's task: {e}"));
             }
         }
-        let next = match select(std::pin::pin!(listener.accept()), stop.next()).await {
-            Either::Left((accepted, _)) => Ok(accepted),
-            Either::Right((why, _)) => Err(why.unwrap_or("the runtime's I/O driver stopped")),
+        // The stop first: a flood of connections must not keep it from
+        // being seen.
+        let next = match select(stop.next(), std::pin::pin!(listener.accept())).await {
+            Either::Left((why, _)) => Err(why.unwrap_or("the signal stream ended")),
+            Either::Right((accepted, _)) => Ok(accepted),
         };
         let accepted = match next {
             Ok(accepted) => accepted,
             Err(why) => {
-                eprintln!("echo: {why}: closing {} connections", connections.len());
+                eprintln!("echo: {why}: closing {} connections", slots.open());
                 drop(listener);
                 connections.shutdown().await;
                 eprintln!("echo: {why}: stopped");

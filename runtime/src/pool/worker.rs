@@ -86,7 +86,10 @@
 //! `Local::end`), which runs it right after its next look at its queues
 //! ([`Core::find_work`], found or not), before it runs what it found,
 //! searches, spins or parks: at most one look later, never behind another
-//! task's poll. With nothing found, it looks once more after the end: the
+//! task's poll, nor behind user code its run goes on to run (an output
+//! with a `Drop`, dropped where the task ends because its handle was
+//! detached, runs the end first: [`run_deferred_end`]). With nothing
+//! found, it looks once more after the end: the
 //! end may have woken a task into its LIFO slot (a flush's waiter), where
 //! no sibling looks, and idling would strand it. Any other end runs at
 //! once: on another thread (the rescuer, a thread dropping a task), and
@@ -180,6 +183,13 @@ pub(crate) struct Local {
     /// The task whose `run` is in progress (its metadata's address; null
     /// between runs): only its own end is deferred.
     running: Cell<*const crate::task::TaskMeta>,
+}
+
+/// Runs the current worker's deferred end now, if it holds one (before a
+/// task's output is dropped where the task ends: user code).
+pub(crate) fn run_deferred_end() {
+    let end = current::with_worker(|local| local.and_then(|l| l.end.take()));
+    drop(end);
 }
 
 /// Keeps `end` (the end of the task of `meta`: its last poll's

@@ -55,6 +55,14 @@ impl<T> Guarded<T> {
 
 impl<T> Drop for Guarded<T> {
     fn drop(&mut self) {
+        if std::mem::needs_drop::<T>() {
+            // A task's output dropped where it ends (its handle detached or
+            // aborted) runs user code: the task's deferred end, if its
+            // worker holds it, goes first, as it did before the output's
+            // drop when ends were not deferred (that drop may wait for
+            // something that waits for the end: a flush).
+            crate::pool::worker::run_deferred_end();
+        }
         if let Some(value) = self.0.take()
             && let Err(panic) =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(value)))

@@ -55,6 +55,10 @@ use super::{JoinError, JoinHandle};
 #[must_use = "dropping a JoinSet aborts its tasks"]
 pub struct JoinSet<T> {
     tasks: FuturesUnordered<JoinHandle<T>>,
+    /// The waker of the last [`poll_join_next`](JoinSet::poll_join_next):
+    /// [`try_join_next`](JoinSet::try_join_next) polls with one that wakes
+    /// it too, so a caller polling the set still hears of later results.
+    waker: Option<Waker>,
 }
 
 impl<T> JoinSet<T> {
@@ -62,6 +66,7 @@ impl<T> JoinSet<T> {
     pub fn new() -> JoinSet<T> {
         JoinSet {
             tasks: FuturesUnordered::new(),
+            waker: None,
         }
     }
 
@@ -86,6 +91,10 @@ impl<T> JoinSet<T> {
     /// the set is empty. Only the last waker given is woken (as for a
     /// `Stream`).
     pub fn poll_join_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, JoinError>>> {
+        match &mut self.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
         Pin::new(&mut self.tasks).poll_next(cx)
     }
 
@@ -103,21 +112,35 @@ impl<T> JoinSet<T> {
         /// its caller, rather than look further, when it finds a wake
         /// half-way into its ready queue (a task finishing on another
         /// thread right then), so `Pending` alone does not mean that
-        /// nothing has finished.
-        struct Woken(AtomicBool);
+        /// nothing has finished. It wakes the set's last poller's waker
+        /// too: `FuturesUnordered` keeps the waker of its last poll, this
+        /// one, for the results that come later.
+        struct Woken {
+            woken: AtomicBool,
+            poller: Option<Waker>,
+        }
         impl Wake for Woken {
             fn wake(self: Arc<Self>) {
-                self.0.store(true, Ordering::Relaxed);
+                self.wake_by_ref();
+            }
+            fn wake_by_ref(self: &Arc<Self>) {
+                self.woken.store(true, Ordering::Relaxed);
+                if let Some(w) = &self.poller {
+                    w.wake_by_ref();
+                }
             }
         }
-        let woken = Arc::new(Woken(AtomicBool::new(false)));
+        let woken = Arc::new(Woken {
+            woken: AtomicBool::new(false),
+            poller: self.waker.clone(),
+        });
         let waker = Waker::from(woken.clone());
         // A wake in flight is in the queue by the next round; bounded all
         // the same.
         for _ in 0..=self.len() {
-            match self.poll_join_next(&mut Context::from_waker(&waker)) {
+            match Pin::new(&mut self.tasks).poll_next(&mut Context::from_waker(&waker)) {
                 Poll::Ready(r) => return r,
-                Poll::Pending if woken.0.swap(false, Ordering::Relaxed) => {}
+                Poll::Pending if woken.woken.swap(false, Ordering::Relaxed) => {}
                 Poll::Pending => return None,
             }
         }
