@@ -1172,13 +1172,7 @@ fn a_runtime_dropped_in_its_own_task_ends_the_items_it_drops_at_once() {
             assert!(Instant::now() < deadline, "{:?}", q.stats());
             std::thread::sleep(Duration::from_millis(1));
         }
-        let (started_tx, started_rx) = mpsc::channel();
-        let flushed = q.clone();
-        let job = h.spawn_blocking(move || {
-            started_tx.send(()).unwrap();
-            futures::executor::block_on(flushed.flush());
-        });
-        started_rx.recv().unwrap();
+        let job = flush_on_a_blocking_thread(&h, &q);
         let (done_tx, done_rx) = mpsc::channel();
         drop(h.spawn(async move {
             drop(rt);
@@ -1205,14 +1199,20 @@ fn an_items_end_comes_before_its_detached_outputs_drop() {
             let _ = wait.await;
             rt
         }));
-        let (started_tx, started_rx) = mpsc::channel();
-        let flushed = q.clone();
-        let job = h.spawn_blocking(move || {
-            started_tx.send(()).unwrap();
-            futures::executor::block_on(flushed.flush());
-        });
-        started_rx.recv().unwrap();
+        let job = flush_on_a_blocking_thread(&h, &q);
         go.send(()).unwrap();
         futures::executor::block_on(job).unwrap();
     });
+}
+
+/// A blocking job, started before this returns, that flushes `q`.
+fn flush_on_a_blocking_thread(h: &wq::Handle, q: &Workqueue) -> wq::JoinHandle<()> {
+    let (started_tx, started_rx) = mpsc::channel();
+    let flushed = q.clone();
+    let job = h.spawn_blocking(move || {
+        started_tx.send(()).unwrap();
+        futures::executor::block_on(flushed.flush());
+    });
+    started_rx.recv().unwrap();
+    job
 }
