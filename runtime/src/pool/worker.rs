@@ -79,10 +79,10 @@
 //! task did last -- as a rule, telling someone it is done -- so a producer
 //! woken by that and queueing its next item found the worker still in the
 //! bookkeeping, not looking: on a 2-CPU VM, 100 ns there cost the
-//! `test_workqueue` shape 28% (`docs/benchmarks.md`, section 3). So a
+//! `test_workqueue` shape about 29% (`docs/benchmarks.md`, section 3). So a
 //! task whose future is dropped as its own run on a worker ends
 //! (`Local::running` is that task) hands its end
-//! ([`crate::task::DeferredEnd`]) to the worker ([`defer_end`],
+//! ([`crate::task::TaskEnd`]) to the worker ([`defer_end`],
 //! `Local::end`), which runs it right after its next look at its queues
 //! ([`Core::find_work`], found or not), before it runs what it found,
 //! searches, spins or parks: at most one look later, never behind another
@@ -96,7 +96,7 @@
 //! for a task dropped during another task's poll (a runtime dropped inside
 //! a task cancels its named items there, and that poll may then wait, in
 //! the shutdown, for a blocking job that waits for their flush). A
-//! `DeferredEnd` runs when dropped, so an unwinding worker loses none.
+//! `TaskEnd` runs when dropped, so an unwinding worker loses none.
 //!
 //! # Blocking
 //! [`block_in_place`] takes the worker out of the pool's count while its
@@ -179,7 +179,7 @@ pub(crate) struct Local {
     pub(crate) virtual_cpu: usize,
     /// The deferred end of the named task it ran last (module docs, "The
     /// deferred end"): run after its next look at its queues.
-    end: Cell<Option<crate::task::DeferredEnd>>,
+    end: Cell<Option<crate::task::TaskEnd>>,
     /// The task whose `run` is in progress (its metadata's address; null
     /// between runs): only its own end is deferred.
     running: Cell<*const crate::task::TaskMeta>,
@@ -200,7 +200,7 @@ pub(crate) fn run_deferred_end() {
 /// task's poll (a runtime dropped inside a task cancels its named items
 /// there, and that poll may then wait, in the shutdown, for a job that
 /// waits for their flush).
-pub(crate) fn defer_end(end: crate::task::DeferredEnd, meta: &crate::task::TaskMeta) {
+pub(crate) fn defer_end(end: crate::task::TaskEnd, meta: &crate::task::TaskMeta) {
     let now = current::with_worker(|local| match local {
         Some(l) if std::ptr::eq(l.running.get(), meta) => l.end.replace(Some(end)),
         _ => Some(end),

@@ -262,8 +262,8 @@ impl Handle {
     }
 
     /// See [`Runtime::spawn_on`]. On a shut-down runtime the future is
-    /// dropped and the handle resolves to a cancelled
-    /// [`JoinError`](crate::JoinError).
+    /// dropped and the handle resolves to a refused
+    /// [`JoinError`](crate::JoinError) (`is_refused`).
     pub fn spawn_on<F>(&self, scope: Scope, future: F) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
@@ -298,8 +298,8 @@ impl Handle {
     }
 
     /// See [`crate::spawn_blocking`]. On a shut-down runtime `f` is
-    /// dropped and the handle resolves to a cancelled
-    /// [`JoinError`](crate::JoinError).
+    /// dropped and the handle resolves to a refused
+    /// [`JoinError`](crate::JoinError) (`is_refused`).
     pub fn spawn_blocking<F, T>(&self, f: F) -> JoinHandle<T>
     where
         F: FnOnce() -> T + Send + 'static,

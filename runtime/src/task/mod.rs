@@ -14,7 +14,7 @@
 //! metadata until the task is freed, after the future is dropped): a task
 //! holds one reference to its home pool, `TaskMeta::home`, and spawning
 //! clones that `Arc` once. A task of a named workqueue also reaches its
-//! queue until its future is gone, through its count in flight on the
+//! queue until its end (`TaskEnd`), through its count in flight on the
 //! queue's stripes rather than an `Arc` (`QueueRef`, `queue_ref`).
 //!
 //! The queue time is one clock read per schedule from outside the home pool.
@@ -37,7 +37,7 @@ use join::Guarded;
 pub use join::{JoinError, JoinHandle};
 pub(crate) use join::{RUNTIME_SHUT_DOWN, refuse_job};
 pub use join_set::JoinSet;
-pub(crate) use queue_ref::{DeferredEnd, QueueRef, StripeLines, TasksShare, stripe_lines};
+pub(crate) use queue_ref::{QueueRef, StripeLines, TaskEnd, TasksShare, stripe_lines};
 pub(crate) use registry::Registry;
 pub use unconstrained::{Unconstrained, unconstrained};
 pub use yield_now::yield_now;
@@ -135,7 +135,7 @@ const POLLED: u8 = 1 << 3;
 /// Reported once for blocking its worker.
 const REPORTED_BLOCKED: u8 = 1 << 4;
 /// A named task's last poll ran on a worker, which records it with the
-/// task's end ([`DeferredEnd`]); its length is in `queued_at`.
+/// task's end ([`TaskEnd`]); its length is in `queued_at`.
 const LAST_POLL: u8 = 1 << 5;
 /// That last poll was also its first.
 const LAST_POLL_FIRST: u8 = 1 << 6;

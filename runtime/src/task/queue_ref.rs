@@ -1,8 +1,10 @@
 //! A task's reference to its workqueue, counted as the item's count in
 //! flight on the stripe the task was spawned on.
 //!
-//! A task of a named workqueue reaches its queue until its future is gone:
-//! it reports its polls, its repatriations and at last its finish there.
+//! A task of a named workqueue reaches its queue until its end: it
+//! reports its polls, its repatriations and at last its finish there (its
+//! end, [`TaskEnd`], comes after its future is gone: at once, or after its
+//! worker's next look at its queues).
 //! With an `Arc` clone per task, every item would write the `Arc`'s count
 //! at its spawn (the spawner's clone) and at its free (as a rule on a
 //! worker's CPU): one cache line that every CPU spawning or running the
@@ -16,7 +18,7 @@
 //! dropped by whichever comes last of the last handle's drop and the last
 //! finish.
 //!
-//! So a `QueueRef` is valid from the task's spawn to its finish (the drop
+//! So a `QueueRef` is valid from the task's spawn to its finish (made at the drop
 //! of its future, `TaskCell::drop`), and never dereferenced after: the
 //! task's metadata outlives the queue when a `JoinHandle` keeps the task.
 //!
@@ -151,7 +153,7 @@ impl QueueRef {
 }
 
 impl QueueRef {
-    /// The task's end as a value ([`DeferredEnd`]): the statistics of its
+    /// The task's end as a value ([`TaskEnd`]): the statistics of its
     /// last poll (`last_poll`: whether it was its first, and its length),
     /// then its finish (as [`QueueRef::finish`]), run when the value is
     /// dropped.
@@ -166,8 +168,8 @@ impl QueueRef {
         released: bool,
         color: u8,
         stripe: u8,
-    ) -> DeferredEnd {
-        DeferredEnd {
+    ) -> TaskEnd {
+        TaskEnd {
             link: self.link,
             last_poll,
             released,
@@ -177,13 +179,13 @@ impl QueueRef {
     }
 }
 
-/// A task's end, to run later on the same thread: the statistics of its
-/// last poll and its finish ([`QueueRef::end`]). It runs when dropped, so
-/// it is never lost (an item left counted in flight would hold its flush
-/// for good). A worker keeps the end of the task it just ran and runs it
-/// after its next look at its queues (`pool::worker`, "The deferred
-/// end"): the look that may find the next item comes first.
-pub(crate) struct DeferredEnd {
+/// A task's end as a value: the statistics of its last poll and its
+/// finish ([`QueueRef::end`]), run when dropped, so it is never lost (an
+/// item left counted in flight would hold its flush for good). Most run
+/// at once; a worker keeps the end of the task whose run it just finished
+/// and runs it after its next look at its queues (the **deferred end**,
+/// `pool::worker`): the look that may find the next item comes first.
+pub(crate) struct TaskEnd {
     link: NonNull<dyn QueueLink>,
     last_poll: Option<(bool, u64)>,
     released: bool,
@@ -191,7 +193,7 @@ pub(crate) struct DeferredEnd {
     stripe: u8,
 }
 
-impl Drop for DeferredEnd {
+impl Drop for TaskEnd {
     fn drop(&mut self) {
         let task = QueueRef { link: self.link };
         if let Some((first, ns)) = self.last_poll {
@@ -203,9 +205,9 @@ impl Drop for DeferredEnd {
     }
 }
 
-impl std::fmt::Debug for DeferredEnd {
+impl std::fmt::Debug for TaskEnd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeferredEnd")
+        f.debug_struct("TaskEnd")
             .field("last_poll", &self.last_poll)
             .field("stripe", &self.stripe)
             .finish_non_exhaustive()

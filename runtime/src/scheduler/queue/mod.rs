@@ -9,8 +9,9 @@
 //!
 //! # Active and inactive items (`max_active`)
 //! An item (a task) is **active** from the moment it is *released* to a
-//! pool until its future is gone (finished, panicked or cancelled): while
-//! it runs, and while it waits for a wake. At most `max_active` items are
+//! pool until its end (its future gone -- finished, panicked or
+//! cancelled -- and its end run: `task::TaskEnd`, the deferred end on a
+//! worker): while it runs, and while it waits for a wake. At most `max_active` items are
 //! active; the others wait on the queue's **inactive list** (a FIFO of
 //! created, never-queued tasks with the CPU they were submitted on) and
 //! are released in order as active ones finish. An ordered queue is
@@ -89,7 +90,7 @@
 //! (`loom_a_drain_sees_an_item_chained_across_its_sum`, with a negative).
 //!
 //! # Lifetime
-//! The task of an item holds its queue until its future is gone, by its
+//! The task of an item holds its queue until its end, by its
 //! count in flight (`task::QueueRef`: the tasks together hold one count of
 //! the queue's `Arc`, the **tasks' share**), and the [`QueueHandle`] every
 //! `Workqueue` of the queue shares lets it go when the last of them is
