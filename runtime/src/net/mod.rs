@@ -46,6 +46,7 @@
 //! }
 //! ```
 
+mod datagram;
 mod stream;
 pub mod tcp;
 mod udp;

@@ -109,24 +109,6 @@ impl UdpSocket {
         self.sock.poll_recv_with(cx, |s| s.recv_from(buf))
     }
 
-    /// [`recv`](UdpSocket::recv) as [`poll_recv_from`](UdpSocket::poll_recv_from).
-    pub fn poll_recv(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        self.sock.poll_recv_with(cx, |s| s.recv(buf))
-    }
-
-    /// Waits until a receive may make progress: a datagram (or an error)
-    /// is queued. A hint: [`try_recv_from`](UdpSocket::try_recv_from) may
-    /// still say `WouldBlock` (another task took it); then wait again.
-    pub async fn readable(&self) -> io::Result<()> {
-        self.sock.ready(Direction::Read).await
-    }
-
-    /// Waits until a send may make progress (room in the send buffer). A
-    /// hint, as [`readable`](UdpSocket::readable).
-    pub async fn writable(&self) -> io::Result<()> {
-        self.sock.ready(Direction::Write).await
-    }
-
     /// [`recv_from`](UdpSocket::recv_from) without waiting: `WouldBlock`
     /// when no datagram is queued (await
     /// [`readable`](UdpSocket::readable), then try again). The `try_*`
@@ -136,23 +118,11 @@ impl UdpSocket {
         self.sock.try_with(Direction::Read, |s| s.recv_from(buf))
     }
 
-    /// [`recv`](UdpSocket::recv) without waiting, as
-    /// [`try_recv_from`](UdpSocket::try_recv_from).
-    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.sock.try_with(Direction::Read, |s| s.recv(buf))
-    }
-
     /// Sends `buf` to `target` without waiting: `WouldBlock` when the
     /// send buffer is full (await [`writable`](UdpSocket::writable)).
     pub fn try_send_to(&self, buf: &[u8], target: SocketAddr) -> io::Result<usize> {
         self.sock
             .try_with(Direction::Write, |s| s.send_to(buf, target))
-    }
-
-    /// [`send`](UdpSocket::send) without waiting, as
-    /// [`try_send_to`](UdpSocket::try_send_to).
-    pub fn try_send(&self, buf: &[u8]) -> io::Result<usize> {
-        self.sock.try_with(Direction::Write, |s| s.send(buf))
     }
 
     /// [`send_to`](UdpSocket::send_to) to an address already resolved, as
@@ -165,11 +135,6 @@ impl UdpSocket {
         target: SocketAddr,
     ) -> Poll<io::Result<usize>> {
         self.sock.poll_send_with(cx, |s| s.send_to(buf, target))
-    }
-
-    /// [`send`](UdpSocket::send) as [`poll_send_to`](UdpSocket::poll_send_to).
-    pub fn poll_send(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.sock.poll_send_with(cx, |s| s.send(buf))
     }
 
     /// The local address.
@@ -192,3 +157,5 @@ impl fmt::Debug for UdpSocket {
 }
 
 super::as_fd!(UdpSocket, sock.source());
+
+super::datagram::datagram_methods!(UdpSocket);

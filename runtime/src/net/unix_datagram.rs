@@ -140,33 +140,10 @@ impl UnixDatagram {
         self.sock.poll_recv_with(cx, |s| s.recv_from(buf))
     }
 
-    /// [`recv`](UnixDatagram::recv) as [`poll_recv_from`](UnixDatagram::poll_recv_from).
-    pub fn poll_recv(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        self.sock.poll_recv_with(cx, |s| s.recv(buf))
-    }
-
-    /// Waits until a receive may make progress, as
-    /// [`UdpSocket::readable`](super::UdpSocket::readable).
-    pub async fn readable(&self) -> io::Result<()> {
-        self.sock.ready(Direction::Read).await
-    }
-
-    /// Waits until a send may make progress (room in the receiver's
-    /// queue, for a connected socket), as
-    /// [`UdpSocket::writable`](super::UdpSocket::writable).
-    pub async fn writable(&self) -> io::Result<()> {
-        self.sock.ready(Direction::Write).await
-    }
-
     /// [`recv_from`](UnixDatagram::recv_from) without waiting:
     /// `WouldBlock` when no datagram is queued.
     pub fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         self.sock.try_with(Direction::Read, |s| s.recv_from(buf))
-    }
-
-    /// [`recv`](UnixDatagram::recv) without waiting.
-    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.sock.try_with(Direction::Read, |s| s.recv(buf))
     }
 
     /// [`send_to`](UnixDatagram::send_to) without waiting: `WouldBlock`
@@ -175,11 +152,6 @@ impl UnixDatagram {
         let path = path.as_ref();
         self.sock
             .try_with(Direction::Write, |s| s.send_to(buf, path))
-    }
-
-    /// [`send`](UnixDatagram::send) without waiting.
-    pub fn try_send(&self, buf: &[u8]) -> io::Result<usize> {
-        self.sock.try_with(Direction::Write, |s| s.send(buf))
     }
 
     /// [`send_to`](UnixDatagram::send_to) as
@@ -192,11 +164,6 @@ impl UnixDatagram {
         path: &Path,
     ) -> Poll<io::Result<usize>> {
         self.sock.poll_send_with(cx, |s| s.send_to(buf, path))
-    }
-
-    /// [`send`](UnixDatagram::send) as [`poll_send_to`](UnixDatagram::poll_send_to).
-    pub fn poll_send(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.sock.poll_send_with(cx, |s| s.send(buf))
     }
 
     /// The local address (unnamed for an unbound socket).
@@ -226,3 +193,5 @@ impl fmt::Debug for UnixDatagram {
 }
 
 super::as_fd!(UnixDatagram, sock.source());
+
+super::datagram::datagram_methods!(UnixDatagram);
