@@ -42,7 +42,8 @@
 //!    [`SNAPSHOT_FRESH`], not one each (a snapshot reads every slot's
 //!    counters and histograms, and takes the queue list's lock and the
 //!    spawn stripes' locks). Rendering (JSON,
-//!    Prometheus text) happens there too.
+//!    Prometheus text) happens there too, once per snapshot and format
+//!    (`Latest`): a scrape flood costs one render per [`SNAPSHOT_FRESH`].
 //! 3. Each connection is a task: HTTP/1.1 (hyper), keep-alive.
 //!
 //! # Hardening
@@ -281,7 +282,7 @@ struct Shared {
     history: Mutex<History>,
     /// The last snapshot taken for a request, and when; held while one is
     /// taken (on the dashboard's thread, never a worker).
-    latest: Mutex<Option<(std::time::Instant, Arc<Snapshot>)>>,
+    latest: Mutex<Option<Latest>>,
     conns: AtomicUsize,
     refused: AtomicU64,
     evicted: AtomicU64,
@@ -513,28 +514,63 @@ impl History {
     }
 }
 
-/// A snapshot no older than [`SNAPSHOT_FRESH`], rendered by `render`, on
-/// the dashboard's thread (module docs); `None` if it is busy or gone.
-async fn rendered<T: Send + 'static>(
-    shared: &Arc<Shared>,
-    render: impl FnOnce(&Snapshot) -> T + Send + 'static,
-) -> Option<T> {
+/// The snapshot requests are answered from, and its renders, each made
+/// once: a flood of scrapes within [`SNAPSHOT_FRESH`] costs one snapshot
+/// and one render per format, not one each (the dashboard's one thread
+/// shares the machine with the workers).
+#[derive(Debug)]
+struct Latest {
+    at: Instant,
+    snapshot: Arc<Snapshot>,
+    prometheus: Option<Bytes>,
+    json: Option<Bytes>,
+}
+
+/// A format a snapshot is served in.
+#[derive(Clone, Copy, Debug)]
+enum Format {
+    Prometheus,
+    Json,
+}
+
+/// The snapshot no older than [`SNAPSHOT_FRESH`] rendered in `format`, on
+/// the dashboard's thread (module docs), rendered once per snapshot;
+/// `None` if the thread is busy or gone. A JSON error is the request's
+/// `Err`.
+async fn rendered(shared: &Arc<Shared>, format: Format) -> Option<Result<Bytes, String>> {
     let s = shared.clone();
-    let job = move || {
-        let snapshot = {
-            let mut latest = crate::loom::lock(&s.latest);
-            match &*latest {
-                Some((at, snap)) if at.elapsed() < SNAPSHOT_FRESH => snap.clone(),
-                _ => {
-                    let snap = Arc::new(s.handle.metrics());
-                    *latest = Some((std::time::Instant::now(), snap.clone()));
-                    snap
-                }
-            }
+    off_worker(shared, move || s.render(format)).await
+}
+
+impl Shared {
+    /// [`rendered`]'s job.
+    fn render(&self, format: Format) -> Result<Bytes, String> {
+        let mut latest = crate::loom::lock(&self.latest);
+        let fresh = matches!(&*latest, Some(l) if l.at.elapsed() < SNAPSHOT_FRESH);
+        if !fresh {
+            *latest = Some(Latest {
+                at: Instant::now(),
+                snapshot: Arc::new(self.handle.metrics()),
+                prometheus: None,
+                json: None,
+            });
+        }
+        let l = latest.as_mut().expect("made above");
+        let (cache, render): (_, fn(&Snapshot) -> Result<Bytes, String>) = match format {
+            Format::Prometheus => (&mut l.prometheus, |s| Ok(Bytes::from(s.to_prometheus()))),
+            Format::Json => (&mut l.json, |s| {
+                serde_json::to_vec(s)
+                    .map(Bytes::from)
+                    .map_err(|e| e.to_string())
+            }),
         };
-        render(&snapshot)
-    };
-    off_worker(shared, job).await
+        if let Some(body) = cache {
+            return Ok(body.clone());
+        }
+        let body = render(&l.snapshot)?;
+        *cache = Some(body.clone());
+        Ok(body)
+    }
 }
 
 /// Work for the dashboard's thread.
@@ -906,15 +942,16 @@ async fn route(shared: &Arc<Shared>, loopback: bool, req: Request<Incoming>) -> 
         "/" | "/index.html" => reply(StatusCode::OK, "text/html; charset=utf-8", PAGE),
         "/app.js" => reply(StatusCode::OK, "text/javascript; charset=utf-8", APP_JS),
         "/app.css" => reply(StatusCode::OK, "text/css; charset=utf-8", APP_CSS),
-        "/metrics" => match rendered(shared, |s| s.to_prometheus()).await {
-            Some(text) => reply(
+        "/metrics" => match rendered(shared, Format::Prometheus).await {
+            Some(Ok(text)) => reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
                 text,
             ),
+            Some(Err(e)) => reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, format!("{e}\n")),
             None => unavailable(),
         },
-        "/api/snapshot" => match rendered(shared, serde_json::to_vec).await {
+        "/api/snapshot" => match rendered(shared, Format::Json).await {
             Some(Ok(body)) => reply(StatusCode::OK, JSON, body),
             Some(Err(e)) => reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, format!("{e}\n")),
             None => unavailable(),
@@ -1063,6 +1100,40 @@ mod tests {
             "the oldest idle one stays"
         );
         assert!(t.conns.contains_key(&1_000_003));
+    }
+
+    /// A snapshot is rendered once per format: requests within
+    /// [`SNAPSHOT_FRESH`] of it share its bytes; a stale one is taken and
+    /// rendered anew.
+    #[test]
+    fn renders_are_made_once_per_snapshot_and_format() {
+        let rt = crate::Runtime::new().unwrap();
+        let d = serve_on(rt.handle(), "127.0.0.1:0").unwrap();
+        let shared = d.shared.clone();
+        let make_fresh = || {
+            if let Some(l) = crate::loom::lock(&shared.latest).as_mut() {
+                l.at = Instant::now();
+            }
+        };
+        let prom = shared.render(Format::Prometheus).unwrap();
+        make_fresh();
+        let again = shared.render(Format::Prometheus).unwrap();
+        assert_eq!(prom.as_ptr(), again.as_ptr(), "rendered twice");
+        make_fresh();
+        let json = shared.render(Format::Json).unwrap();
+        assert!(json.starts_with(b"{"), "{json:?}");
+        make_fresh();
+        assert_eq!(shared.render(Format::Json).unwrap().as_ptr(), json.as_ptr());
+        // Stale: a new snapshot, rendered anew.
+        if let Some(l) = crate::loom::lock(&shared.latest).as_mut() {
+            l.at -= SNAPSHOT_FRESH + Duration::from_millis(1);
+        }
+        let newer = shared.render(Format::Prometheus).unwrap();
+        assert_ne!(
+            newer.as_ptr(),
+            prom.as_ptr(),
+            "a stale snapshot's render was served"
+        );
     }
 
     /// At the limit with no connection idle, the one whose response has
