@@ -555,19 +555,25 @@ impl Shared {
                 json: None,
             });
         }
-        let l = latest.as_mut().expect("made above");
-        let (cache, render): (_, fn(&Snapshot) -> Result<Bytes, String>) = match format {
-            Format::Prometheus => (&mut l.prometheus, |s| Ok(Bytes::from(s.to_prometheus()))),
-            Format::Json => (&mut l.json, |s| {
-                serde_json::to_vec(s)
-                    .map(Bytes::from)
-                    .map_err(|e| e.to_string())
-            }),
+        let Latest {
+            snapshot,
+            prometheus,
+            json,
+            ..
+        } = latest.as_mut().expect("made above");
+        let cache = match format {
+            Format::Prometheus => prometheus,
+            Format::Json => json,
         };
         if let Some(body) = cache {
             return Ok(body.clone());
         }
-        let body = render(&l.snapshot)?;
+        let body = match format {
+            Format::Prometheus => Bytes::from(snapshot.to_prometheus()),
+            Format::Json => serde_json::to_vec(&**snapshot)
+                .map(Bytes::from)
+                .map_err(|e| e.to_string())?,
+        };
         *cache = Some(body.clone());
         Ok(body)
     }
