@@ -89,9 +89,9 @@
 //! task's poll, nor behind user code its run goes on to run (an output
 //! with a `Drop`, dropped where the task ends because its handle was
 //! detached, runs the end first: [`run_deferred_end`]). With nothing
-//! found, it looks once more after the end: the
-//! end may have woken a task into its LIFO slot (a flush's waiter), where
-//! no sibling looks, and idling would strand it. Any other end runs at
+//! found, it looks once more after the end, at its own LIFO slot and
+//! deque: the end may have woken a task into its LIFO slot (a flush's
+//! waiter), where no sibling looks, and idling would strand it. Any other end runs at
 //! once: on another thread (the rescuer, a thread dropping a task), and
 //! for a task dropped during another task's poll (a runtime dropped inside
 //! a task cancels its named items there, and that poll may then wait, in
@@ -598,13 +598,17 @@ impl Core {
             while !pool.is_closed() {
                 let mut found = self.find_work(local, host);
                 // The last task's end, after this look (module docs, "The
-                // deferred end"). It may wake a task here (a flush's
-                // waiter, into the LIFO slot, where no sibling looks): with
-                // nothing found, look again, or it would idle with it.
+                // deferred end"). It may queue a task here (a flush's
+                // waiter woken into the LIFO slot, where no sibling looks;
+                // the queue's next item, released to the deque): with
+                // nothing found, look there again, or it would idle with
+                // it. Only there: what it queued elsewhere is seen by the
+                // idle re-check, and a second full look would scan every
+                // sibling and remote pod again.
                 if let Some(end) = local.end.take() {
                     drop(end);
                     if found.is_none() {
-                        found = self.find_work(local, host);
+                        found = local.lifo().take().or_else(|| local.deque.pop());
                     }
                 }
                 let Some(runnable) = found else {
