@@ -22,17 +22,17 @@ pub fn router() -> Router {
         .route("/scope", get(scope))
         .route("/sleep", get(sleep))
         .route("/blocking", get(blocking))
-        .route("/metrics", get(metrics))
+        .route("/pools", get(pools))
         .fallback(|| async { (StatusCode::NOT_FOUND, "no such page\n") })
         .layer(DefaultBodyLimit::max(crate::MAX_BODY))
         .layer(middleware::from_fn(cap_body))
         .layer(middleware::from_fn(with_timeout))
 }
 
-async fn metrics() -> Response {
+async fn pools() -> Response {
     match crate::routes::metrics_table().await {
         Ok(table) => table.to_string().into_response(),
-        Err(e) => crate::routes::internal_error("/metrics", &e).into_response(),
+        Err(e) => crate::routes::internal_error("/pools", &e).into_response(),
     }
 }
 

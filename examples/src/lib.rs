@@ -36,7 +36,7 @@
 //!   [`report`], which never blocks a worker on a stalled stderr;
 //! - the services are read-only: GET (and HEAD) only, 405 otherwise.
 //!
-//! To add a route (a later step adds a live dashboard), add an arm to
+//! To add a route, add an arm to
 //! [`routes::route`] and a `.route(..)` to [`axum_app::router`].
 
 pub mod axum_app;
@@ -212,6 +212,7 @@ pub fn dashboard_addr(
     while let Some(a) = it.next() {
         let value = if a == "--dashboard-addr" {
             it.next()
+                .filter(|v| !v.starts_with('-'))
                 .ok_or("--dashboard-addr needs a value (an address, or off)")?
         } else if let Some(v) = a.strip_prefix("--dashboard-addr=") {
             v.to_owned()
@@ -780,6 +781,9 @@ mod tests {
             None
         );
         assert!(dashboard_addr(args(&["--dashboard-addr"])).is_err());
+        // The next flag is not taken for the address.
+        let err = dashboard_addr(args(&["--dashboard-addr", "--addr", "127.0.0.1:1"])).unwrap_err();
+        assert!(err.contains("--dashboard-addr needs a value"), "{err}");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! | `GET /scope` | runs the handler at the `cache` scope (`wq::spawn_on`) and says on which thread and CPU |
 //! | `GET /sleep?ms=N` | waits N ms (the request timeout cuts it at 5 s: 504) |
 //! | `GET /blocking` | sums 2^20 numbers on the blocking pool (`wq::spawn_blocking`); at most 64 such requests waiting at once (503 beyond), a job not yet started cancelled with its request (a started one finishes) |
-//! | `GET /metrics` | the runtime's pool metrics, as text |
+//! | `GET /pools` | the runtime's pools as a text table (`Snapshot`'s `Display`; for Prometheus, the dashboard's `/metrics`) |
 //!
 //! Any other path is 404, any other method 405, a body over
 //! [`MAX_BODY`](crate::MAX_BODY) 413.
@@ -81,18 +81,18 @@ pub async fn route(req: Request<Incoming>) -> Reply {
             ),
             Err(BlockingError::Failed(e)) => internal_error("/blocking", &e),
         },
-        "/metrics" => match metrics_table().await {
+        "/pools" => match metrics_table().await {
             Ok(table) => text(StatusCode::OK, table.to_string()),
-            Err(e) => internal_error("/metrics", &e),
+            Err(e) => internal_error("/pools", &e),
         },
         _ => text(StatusCode::NOT_FOUND, "no such page\n"),
     }
 }
 
-/// How old a `/metrics` table may be when served again.
+/// How old a `/pools` table may be when served again.
 pub const METRICS_FRESH: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// The last `/metrics` table, the runtime it was made for (the address of
+/// The last `/pools` table, the runtime it was made for (the address of
 /// its topology, which that runtime owns while it lives), and when.
 type Cached = (usize, std::time::Instant, std::sync::Arc<str>);
 static METRICS: std::sync::Mutex<Option<Cached>> = std::sync::Mutex::new(None);

@@ -46,7 +46,7 @@ async fn check_routes(addr: SocketAddr) {
     );
     let (s, b) = get(addr, "GET", "/blocking", vec![]).await;
     assert_eq!((s, b.starts_with("sum of squares")), (200, true), "{b}");
-    let (s, b) = get(addr, "GET", "/metrics", vec![]).await;
+    let (s, b) = get(addr, "GET", "/pools", vec![]).await;
     assert_eq!(s, 200);
     assert!(b.contains("pool"), "{b}");
     assert_eq!(get(addr, "GET", "/nope", vec![]).await.0, 404);
@@ -580,7 +580,7 @@ fn an_axum_router_answers_its_routes_and_a_404_on_wq() {
     });
 }
 
-/// `/metrics` requests close together share one table (one snapshot per
+/// `/pools` requests close together share one table (one snapshot per
 /// 250 ms, however many clients poll).
 #[test]
 fn metrics_tables_close_together_are_shared() {

@@ -22,12 +22,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .max_active(2)
         .build(&wq::Handle::current())?;
     // Ten items that each wait 10 ms (two at a time), one that blocks in
-    // block_in_place (a concurrency-management wakeup), one that panics.
+    // block_in_place, one that panics.
     for _ in 0..10 {
         drop(q.spawn(wq::time::sleep(Duration::from_millis(10))));
     }
     drop(q.spawn(async {
+        // Work queued in its pool (64 tasks of 100 us on the default
+        // queue) as it blocks: its pool wakes or starts another worker for
+        // that work meanwhile, a concurrency-management wakeup. (With
+        // nothing queued there, a block wakes nobody and counts none.)
+        let work: Vec<_> = (0..64)
+            .map(|_| wq::spawn(spin(Duration::from_micros(100))))
+            .collect();
         wq::block_in_place(|| std::thread::sleep(Duration::from_millis(20)));
+        futures::future::join_all(work).await;
     }));
     // Its message comes back in its JoinError; the default hook would also
     // print it (and, with RUST_BACKTRACE set, a backtrace) on stderr.
@@ -60,5 +68,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         s.started == 12 && s.completed == 12 && s.in_flight == 0,
         "the stats do not count the 12 items",
     )?;
+    check(
+        s.cm_wakeups >= 1,
+        "the item that blocked with work queued woke no worker",
+    )?;
     Ok(())
+}
+
+/// Keeps its CPU busy for `d`.
+async fn spin(d: Duration) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < d {
+        std::hint::spin_loop();
+    }
 }
