@@ -166,6 +166,14 @@ fn check_signature(kind: Kind, sig: &Signature, errors: &mut Errors) {
 
 /// Whether `attr` is `#[test]` or the prelude's `#[::core::prelude::*::test]`
 /// (or `std`'s), which already makes the function a test.
+/// `#[should_panic]` (with or without its `expected`).
+fn is_should_panic(attr: &Attribute) -> bool {
+    attr.path()
+        .segments
+        .last()
+        .is_some_and(|s| s.ident == "should_panic")
+}
+
 fn is_test_attribute(attr: &Attribute) -> bool {
     let Meta::Path(path) = &attr.meta else {
         return false;
@@ -214,6 +222,27 @@ fn generate(kind: Kind, input: AsyncFn, options: &Options) -> TokenStream {
     // scope would turn the binding into a constant pattern).
     let body = Ident::new("__wq_body", Span::mixed_site());
     let err = Ident::new("__wq_err", Span::mixed_site());
+    let ok = Ident::new("__wq_ok", Span::mixed_site());
+
+    // A runtime that cannot be built panics, which a `#[should_panic]`
+    // test would take for the panic it expects, passing without running
+    // its body: there, the error is printed and the test returns (it must
+    // return `()`), so it fails as "did not panic" with the error shown.
+    let should_panic = kind == Kind::Test && attrs.iter().any(is_should_panic);
+    let fail = |msg: &LitStr, span: Span| {
+        if should_panic {
+            let msg = LitStr::new(
+                &format!(
+                    "{}; this #[should_panic] test did not run its body (the panic it expects must come from the body, not from the runtime's options)",
+                    msg.value()
+                ),
+                span,
+            );
+            quote_spanned!(span=> { ::std::eprintln!(#msg, #err); return; })
+        } else {
+            quote_spanned!(span=> ::core::panic!(#msg, #err))
+        }
+    };
 
     let mut calls = TokenStream::new();
     if let Some(scope) = &options.scope {
@@ -229,10 +258,13 @@ fn generate(kind: Kind, input: AsyncFn, options: &Options) -> TokenStream {
             &format!("{attr}: invalid `topology` option: {{}}"),
             topology.span(),
         );
+        let fail = fail(&msg, topology.span());
         calls.extend(quote_spanned! {topology.span()=>
             .topology(
-                #krate::Topology::synthetic(#topology)
-                    .unwrap_or_else(|#err| ::core::panic!(#msg, #err))
+                match #krate::Topology::synthetic(#topology) {
+                    ::core::result::Result::Ok(#ok) => #ok,
+                    ::core::result::Result::Err(#err) => #fail,
+                }
             )
         });
     }
@@ -267,14 +299,18 @@ fn generate(kind: Kind, input: AsyncFn, options: &Options) -> TokenStream {
         &format!("{attr}: failed to build the wq runtime: {{}}"),
         brace.close(),
     );
+    let fail = fail(&build_msg, brace.close());
     let run = quote_spanned! {brace.close()=>
         #[allow(clippy::needless_return, clippy::diverging_sub_expression)]
         {
-            return #krate::Runtime::builder()
+            return match #krate::Runtime::builder()
                 #calls
                 .build()
-                .unwrap_or_else(|#err| ::core::panic!(#build_msg, #err))
-                .block_on(#body);
+            {
+                ::core::result::Result::Ok(#ok) => #ok,
+                ::core::result::Result::Err(#err) => #fail,
+            }
+            .block_on(#body);
         }
     };
 
@@ -377,7 +413,7 @@ mod tests {
         let calls = [
             ". default_scope (:: wq :: Scope :: Numa)",
             ". wake_mode (:: wq :: WakeMode :: UnderLock)",
-            ". topology (:: wq :: Topology :: synthetic (\"core:2 pu:2\")",
+            ". topology (match :: wq :: Topology :: synthetic (\"core:2 pu:2\")",
             "\"#[wq::main]: invalid `topology` option: {}\"",
             ". max_workers_per_pool (4)",
             ". build ()",

@@ -73,11 +73,14 @@ use proc_macro::TokenStream;
 /// ```ignore
 /// fn main() {
 ///     let body = async move { /* the body */ };
-///     return ::wq::Runtime::builder()
+///     return match ::wq::Runtime::builder()
 ///         .default_scope(::wq::Scope::Cache)
 ///         .build()
-///         .unwrap_or_else(|e| panic!("#[wq::main]: failed to build the wq runtime: {}", e))
-///         .block_on(body);
+///     {
+///         Ok(rt) => rt,
+///         Err(e) => panic!("#[wq::main]: failed to build the wq runtime: {}", e),
+///     }
+///     .block_on(body);
 /// }
 /// ```
 #[proc_macro_attribute]
@@ -90,7 +93,10 @@ pub fn main(args: TokenStream, item: TokenStream) -> TokenStream {
 /// Like [`macro@main`], with the same options, and the function also gets
 /// `#[test]` (unless it already has one). Each test builds its own runtime.
 /// The test may return a `Result`; `#[should_panic]` and `#[ignore]` work as
-/// usual.
+/// usual, except that a `#[should_panic]` test whose runtime cannot be
+/// built (a topology hwloc refuses, say) does not take that for its
+/// expected panic: it prints the error and returns, failing as "did not
+/// panic", without running its body.
 ///
 /// ```ignore
 /// #[wq::test]

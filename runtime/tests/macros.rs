@@ -39,6 +39,24 @@ async fn test_keeps_should_panic() {
     panic!("the body panicked");
 }
 
+// A topology the macro's check lets through and the runtime refuses (`pu`
+// must be the last level): a `#[should_panic]` test must not take the
+// runtime's refusal for its expected panic. Not run on its own (it would
+// fail, as it should); the test below calls it.
+#[wq::test(topology = "pu:2 core:4")]
+#[should_panic]
+#[ignore = "called by a_should_panic_test_whose_runtime_is_refused_fails_without_running_its_body"]
+async fn misconfigured_should_panic_test() {
+    panic!("the body ran");
+}
+
+#[test]
+fn a_should_panic_test_whose_runtime_is_refused_fails_without_running_its_body() {
+    // Returns (so the harness reports "did not panic as expected", the
+    // runtime's error printed on stderr) instead of panicking.
+    misconfigured_should_panic_test();
+}
+
 // `#[wq::test]` first, then `#[test]`: the function is registered once.
 #[wq::test]
 #[test]

@@ -342,7 +342,7 @@ impl WorkqueueBuilder {
         let scheduler = &handle.scheduler;
         if scheduler.is_closed() {
             return Err(WorkqueueError::new(format!(
-                "workqueue {:?} cannot be created: the runtime is shut down",
+                "workqueue {:?} cannot be created: the runtime is shut down (build queues while the Runtime is alive)",
                 self.name
             )));
         }
@@ -419,7 +419,7 @@ impl fmt::Display for SpawnError {
             ),
             Refused::Closed => write!(
                 f,
-                "workqueue {:?} accepts no items: its runtime is shut down",
+                "workqueue {:?} accepts no items: its runtime is shut down (spawn before the Runtime is shut down or dropped; its handles cannot revive it)",
                 self.queue
             ),
             Refused::Full => write!(

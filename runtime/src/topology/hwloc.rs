@@ -63,7 +63,13 @@ pub(super) fn synthetic(desc: &str) -> Result<Topology, TopologyError> {
         TopologyError::new(TopologyErrorKind::InvalidSynthetic, message)
     };
     if desc.trim().is_empty() {
-        return Err(invalid(None));
+        return Err(TopologyError::new(
+            TopologyErrorKind::InvalidSynthetic,
+            format!(
+                "invalid synthetic topology {desc:?}: it names no level; give levels outermost \
+                 first as type:count, e.g. {SYNTHETIC_EXAMPLE:?}"
+            ),
+        ));
     }
     // hwloc checks each count, not their product: it would try to build
     // every object of "core:100000 pu:100000". A description whose size

@@ -296,9 +296,19 @@ pub(super) fn describe(desc: &str) -> Result<Vec<CpuInfo>, TopologyError> {
             .ok_or_else(|| invalid(desc, &format!("unknown level type {name:?}")))?;
         // As hwloc reads it (C's strtoul: "010" is 8, "0x10" 16), so a
         // description means the same machine with or without the feature.
-        let count: usize = strtoul(count)
-            .filter(|&n| n >= 1)
-            .ok_or_else(|| invalid(desc, &format!("count {count:?} is not a positive number")))?;
+        let count: usize = strtoul(count).filter(|&n| n >= 1).ok_or_else(|| {
+            if count.contains('(') || desc.contains('[') {
+                // hwloc's attributes and memory children: its grammar.
+                invalid(
+                    desc,
+                    &format!(
+                        "level {token:?} has attributes in parentheses or memory children in brackets, which only hwloc reads (build wq with its `hwloc` feature, on by default)"
+                    ),
+                )
+            } else {
+                invalid(desc, &format!("count {count:?} is not a positive number"))
+            }
+        })?;
         if levels.last().is_some_and(|(l, _)| *l == Level::Pu) {
             return Err(invalid(desc, "pu must be the last level"));
         }

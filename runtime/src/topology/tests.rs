@@ -451,6 +451,8 @@ fn fallback_parser_rejects_what_it_cannot_read() {
         ("numa:2 numa:2 pu:1", "numa appears twice"),
         ("pack:1024 core:1024 pu:2", "more than wq supports"),
         ("   ", "names no level"),
+        ("core:2 pu:2(indexes=0,2,1,3)", "only hwloc reads"),
+        ("pack:2[numa] core:2", "only hwloc reads"),
     ];
     for (desc, what) in cases {
         let err = synthetic::describe(desc).unwrap_err().to_string();
@@ -468,6 +470,9 @@ fn fallback_parser_rejects_what_it_cannot_read() {
 fn too_big_or_wrong_descriptions_are_refused_with_what_to_do() {
     let t = std::time::Instant::now();
     assert!(Topology::synthetic("core:99999999999999999999").is_err());
+    // Nothing to read: said so (hwloc never saw it).
+    let err = Topology::synthetic(" \t").unwrap_err().to_string();
+    assert!(err.contains("names no level"), "{err}");
     // Also where the size hides from a `type:count` reading, in hwloc's
     // grammar: bare counts (hwloc picks the types), attribute lists with
     // spaces. Without hwloc, the parser here refuses them as forms it does
