@@ -34,8 +34,11 @@ impl Args {
                     // the run went on without what was asked for.
                     return Err(format!("option --{name} takes no value (give --{name})"));
                 }
-                args.values.insert(name.to_owned(), value.to_owned());
+                args.insert(name, value.to_owned())?;
             } else if flags.contains(&name) {
+                if args.flag(name) {
+                    return Err(format!("option --{name} is given twice"));
+                }
                 args.flags.push(name.to_owned());
             } else {
                 // Not a flag here: a flag of another subcommand would
@@ -45,10 +48,25 @@ impl Args {
                         "option --{name} needs a value, or is not a flag of this subcommand (`--help` lists its options)"
                     )
                 })?;
-                args.values.insert(name.to_owned(), value);
+                args.insert(name, value)?;
             }
         }
         Ok(args)
+    }
+
+    /// Keeps `--name value`, refusing a second `--name`: which of the two
+    /// was meant is not for the bench to guess.
+    fn insert(&mut self, name: &str, value: String) -> Result<(), String> {
+        match self.values.entry(name.to_owned()) {
+            std::collections::btree_map::Entry::Occupied(e) => Err(format!(
+                "option --{name} is given twice ({:?} and {value:?}): give it once",
+                e.get()
+            )),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(value);
+                Ok(())
+            }
+        }
     }
 
     /// Fails on an option not in `known` (flags and valued options).
@@ -84,8 +102,26 @@ impl Args {
     /// and the other's from the second, and the slot moves a run 5-25% on
     /// a shared VM).
     pub fn rounds(&self, name: &str, default: usize, runtimes: usize) -> Result<usize, String> {
-        let n: usize = self.get(name, default)?;
-        Ok(n.max(1).div_ceil(runtimes.max(1)) * runtimes.max(1))
+        let n: usize = self.count(name, default)?;
+        let runtimes = runtimes.max(1);
+        n.div_ceil(runtimes)
+            .checked_mul(runtimes)
+            .ok_or_else(|| format!("--{name} {n} is too many rounds"))
+    }
+
+    /// `--name` as a count that must be at least 1 (items, workers,
+    /// rounds, seconds...), or `default`: 0 would measure nothing, or
+    /// fail later with a message that does not name the option.
+    pub fn count<T>(&self, name: &str, default: T) -> Result<T, String>
+    where
+        T: FromStr + PartialOrd + From<u8> + Display,
+        T::Err: Display,
+    {
+        let n = self.get(name, default)?;
+        if n < T::from(1) {
+            return Err(format!("--{name} {n}: must be at least 1"));
+        }
+        Ok(n)
     }
 
     /// `--name` parsed as `T`, or `default`.
@@ -110,8 +146,12 @@ impl Args {
             None => Ok(default),
             Some(v) => v
                 .split(',')
-                .filter(|s| !s.is_empty())
-                .map(|s| s.trim().parse().map_err(|e| format!("--{name} {s:?}: {e}")))
+                .map(|s| match s.trim() {
+                    "" => Err(format!(
+                        "--{name} {v:?}: an empty element; give a comma-separated list, like a,b"
+                    )),
+                    s => s.parse().map_err(|e| format!("--{name} {s:?}: {e}")),
+                })
                 .collect(),
         }
     }
@@ -185,8 +225,34 @@ mod tests {
         assert_eq!(rounds(&[], 2), 6);
         assert_eq!(rounds(&["--repeat", "3"], 2), 4);
         assert_eq!(rounds(&["--repeat", "4"], 2), 4);
-        assert_eq!(rounds(&["--repeat", "0"], 2), 2);
         assert_eq!(rounds(&["--repeat", "21"], 3), 21);
         assert_eq!(rounds(&["--repeat", "1"], 1), 1);
+        let a = Args::parse(["--repeat", "0"], &[]).unwrap();
+        let err = a.rounds("repeat", 5, 2).unwrap_err();
+        assert!(err.contains("--repeat 0: must be at least 1"), "{err}");
+        let a = Args::parse(["--repeat", &usize::MAX.to_string()], &[]).unwrap();
+        let err = a.rounds("repeat", 5, 2).unwrap_err();
+        assert!(err.contains("too many rounds"), "{err}");
+    }
+
+    #[test]
+    fn refuses_what_it_would_otherwise_guess_or_drop() {
+        // Given twice: neither is silently kept.
+        let err = Args::parse(["--items", "10", "--items=20"], &[]).unwrap_err();
+        assert!(err.contains("--items is given twice"), "{err}");
+        let err = Args::parse(["--json", "--json"], &["json"]).unwrap_err();
+        assert!(err.contains("--json is given twice"), "{err}");
+        // An empty list, or an empty element, runs nothing.
+        for v in ["", ",", "cpu,,system"] {
+            let a = Args::parse(["--scopes", v], &[]).unwrap();
+            let err = a.list::<wq::Scope>("scopes", vec![]).unwrap_err();
+            assert!(err.contains("an empty element"), "{v:?}: {err}");
+        }
+        // Counts of 0 measure nothing.
+        let a = Args::parse(["--workers", "0", "--secs", "0"], &[]).unwrap();
+        let err = a.count("workers", 2usize).unwrap_err();
+        assert_eq!(err, "--workers 0: must be at least 1");
+        assert!(a.count("secs", 5u64).is_err());
+        assert_eq!(a.count("conns", 8usize), Ok(8));
     }
 }

@@ -329,10 +329,10 @@ pub fn main(argv: &[String], command: &str) -> Result<(), String> {
     let a = Args::parse(argv.iter().cloned(), FLAGS)?;
     a.check_known(&OPTIONS.iter().chain(FLAGS).copied().collect::<Vec<_>>())?;
     let topology = a.raw("topology").unwrap_or(DEFAULT_TOPOLOGY).to_owned();
-    let rounds: usize = a.get("rounds", 100_000)?;
-    let walks: usize = a.get("walks", 200)?;
-    let ws: usize = a.get("working-set-kib", 4096)?;
-    let repeat: usize = a.get("repeat", 5usize)?.max(1);
+    let rounds: usize = a.count("rounds", 100_000)?;
+    let walks: usize = a.count("walks", 200)?;
+    let ws: usize = a.count("working-set-kib", 4096)?;
+    let repeat: usize = a.count("repeat", 5usize)?;
     // tokio gets as many workers as wq may start on the made-up machine.
     let cpus = wq::Topology::synthetic(&topology)
         .map_err(|e| e.to_string())?

@@ -270,7 +270,7 @@ fn run_shapes(argv: &[String]) -> Result<(), String> {
     let runtimes: Vec<String> = a.list("runtimes", vec!["wq".to_owned(), "tokio".to_owned()])?;
     // Each runtime first in an equal share of the rounds.
     let iters = a.rounds("iters", 50, runtimes.len())?;
-    let workers: usize = a.get("workers", machine::online_cpus())?;
+    let workers: usize = a.count("workers", machine::online_cpus())?;
     let neighbours: usize = a.get("busy-neighbours", 0)?;
     let command = command_line();
     let spin = workqueue::spin_arg(&a)?;

@@ -24,11 +24,11 @@ const FLAGS: &[&str] = &["json"];
 pub fn main(argv: &[String], command: &str) -> Result<(), String> {
     let a = Args::parse(argv.iter().cloned(), FLAGS)?;
     a.check_known(&OPTIONS.iter().chain(FLAGS).copied().collect::<Vec<_>>())?;
-    let tasks: usize = a.get("tasks", 100_000)?;
+    let tasks: usize = a.count("tasks", 100_000)?;
     let idle_secs: u64 = a.get("idle-secs", 5)?;
-    let burst: usize = a.get("burst-workers", 8)?;
-    let repeat: usize = a.get("repeat", 3usize)?.max(1);
-    let workers: usize = a.get("workers", crate::machine::online_cpus())?;
+    let burst: usize = a.count("burst-workers", 8)?;
+    let repeat: usize = a.count("repeat", 3usize)?;
+    let workers: usize = a.count("workers", crate::machine::online_cpus())?;
 
     let mut out = json!({
         "bench": "memory", "machine": crate::machine::description(),

@@ -39,9 +39,9 @@ use crate::workqueue::Spin;
 pub fn timers_main(argv: &[String], command: &str) -> Result<(), String> {
     let a = Args::parse(argv.iter().cloned(), &[])?;
     a.check_known(&["timers", "repeat", "workers"])?;
-    let n: usize = a.get("timers", 1_000_000)?;
+    let n: usize = a.count("timers", 1_000_000)?;
     let repeat = a.rounds("repeat", 6, 2)?;
-    let workers: usize = a.get("workers", crate::machine::online_cpus())?;
+    let workers: usize = a.count("workers", crate::machine::online_cpus())?;
     if workers == 0 {
         return Err("--workers must be at least 1".into());
     }
@@ -198,10 +198,10 @@ pub fn http_main(argv: &[String], command: &str) -> Result<(), String> {
     ])?;
     let spin = crate::workqueue::spin_arg(&a)?;
     let repeat = a.rounds("repeat", 4, 2)?;
-    let threads: usize = a.get("threads", 1)?;
-    let conns: usize = a.get("conns", 64)?;
-    let secs: u64 = a.get("secs", 10)?;
-    let workers: usize = a.get("workers", crate::machine::online_cpus())?;
+    let threads: usize = a.count("threads", 1)?;
+    let conns: usize = a.count("conns", 64)?;
+    let secs: u64 = a.count("secs", 10)?;
+    let workers: usize = a.count("workers", crate::machine::online_cpus())?;
     if Command::new("wrk").arg("--version").output().is_err() {
         return Err("wrk is not installed: run scripts/setup-bench (apt-get install wrk)".into());
     }
@@ -585,10 +585,10 @@ pub fn echo_main(argv: &[String], command: &str) -> Result<(), String> {
     ])?;
     let spin = crate::workqueue::spin_arg(&a)?;
     let repeat = a.rounds("repeat", 4, 2)?;
-    let conns: usize = a.get("conns", 8)?;
-    let secs: u64 = a.get("secs", 5)?;
-    let size: usize = a.get("size", 64)?;
-    let workers: usize = a.get("workers", crate::machine::online_cpus())?;
+    let conns: usize = a.count("conns", 8)?;
+    let secs: u64 = a.count("secs", 5)?;
+    let size: usize = a.count("size", 64)?;
+    let workers: usize = a.count("workers", crate::machine::online_cpus())?;
     let mut runs: [Vec<(f64, Quantiles)>; 2] = [Vec::new(), Vec::new()];
     for r in 0..repeat {
         // Each runtime goes first every other round.

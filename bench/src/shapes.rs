@@ -70,6 +70,12 @@ impl Wq {
     /// Workers: `n`; the worker spin, if not the default; latency capture
     /// on or off (off: threads named `wqnc-*`).
     pub fn configured(n: usize, spin: Spin, capture: bool) -> Wq {
+        Wq::try_configured(n, spin, capture).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Wq::configured`], the runtime's refusal (a worker count or spin
+    /// over its limits) as a message naming the bench's options.
+    pub fn try_configured(n: usize, spin: Spin, capture: bool) -> Result<Wq, String> {
         let b = wq::Runtime::builder()
             .default_scope(wq::Scope::System)
             .max_workers_per_pool(n)
@@ -78,7 +84,9 @@ impl Wq {
             // thread is `wq-bench`, and the threads it spawns inherit that
             // name (their schedstat must not count as wq's).
             .thread_name(if capture { "wqrt" } else { "wqnc" });
-        Wq(spin.apply(b).build().expect("wq runtime"))
+        spin.apply(b).build().map(Wq).map_err(|e| {
+            format!("could not build the wq runtime (--workers {n}, --spin-us, --spinners): {e}")
+        })
     }
 }
 
@@ -364,11 +372,12 @@ pub fn measure(
             ));
         }
     }
-    let wq = Wq::with_spin(workers, spin);
+    let wq = Wq::try_configured(workers, spin, true)?;
     let wq_nocapture = runtimes
         .iter()
         .any(|r| r == "wq-nocapture")
-        .then(|| Wq::configured(workers, spin, false));
+        .then(|| Wq::try_configured(workers, spin, false))
+        .transpose()?;
     let tokio = Tokio::new(workers);
     let mut out = Vec::new();
     let phases: Vec<usize> = if neighbours > 0 {

@@ -64,19 +64,16 @@ impl Sweep {
         if producers.is_empty() || producers.contains(&0) {
             return Err("--producers: give producer counts of 1 or more, e.g. 1,2,4,8".into());
         }
-        let items = a.get("items", 20_000usize)?;
-        if items == 0 {
-            return Err("--items: give 1 or more items per producer".into());
-        }
+        let items = a.count("items", 20_000usize)?;
         let base = Config {
             producers: 1,
             items,
             warmup: a.get("warmup", (items / 20).clamp(1, 2000))?,
-            repeat: a.get("repeat", 3usize)?.max(1),
+            repeat: a.count("repeat", 3usize)?,
             topology: a.raw("topology").map(str::to_owned),
             scopes: a.list("scopes", vec![Scope::Cpu, Scope::CacheShard, Scope::System])?,
             modes: vec![WakeMode::Deferred],
-            tokio_workers: a.get("tokio-workers", cpus)?,
+            tokio_workers: a.count("tokio-workers", cpus)?,
             spin: workqueue::spin_arg(a)?,
             workers: workqueue::workers_arg(a)?,
             pin: !a.flag("no-pin"),

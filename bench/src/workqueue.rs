@@ -166,20 +166,17 @@ impl Config {
     /// From the command line; defaults sized for a 2-CPU machine.
     pub fn from_args(a: &Args) -> Result<Config, String> {
         let cpus = crate::machine::online_cpus();
-        let items = a.get("items", 200_000usize)?;
-        let producers = a.get("producers", cpus)?;
-        if producers == 0 {
-            return Err("--producers 0: give at least one producer".into());
-        }
+        let items = a.count("items", 200_000usize)?;
+        let producers = a.count("producers", cpus)?;
         Ok(Config {
             producers,
             items,
             warmup: a.get("warmup", (items / 20).clamp(1, 2000))?,
-            repeat: a.get("repeat", 5usize)?.max(1),
+            repeat: a.count("repeat", 5usize)?,
             topology: a.raw("topology").map(str::to_owned),
             scopes: a.list("scopes", Scope::ALL.to_vec())?,
             modes: a.list("modes", WakeMode::ALL.to_vec())?,
-            tokio_workers: a.get("tokio-workers", cpus)?,
+            tokio_workers: a.count("tokio-workers", cpus)?,
             spin: spin_arg(a)?,
             workers: workers_arg(a)?,
             pin: !a.flag("no-pin"),
