@@ -203,6 +203,31 @@ fn a_timer_fires_after_block_on_leaves_the_driver() {
     );
 }
 
+/// `block_on`, woken out of the driver, polls a future that blocks its
+/// thread (a synchronous call in `async fn main`) while the pool's worker
+/// sleeps on its futex (it idled while `block_on` held the driver):
+/// `block_on` leaves the driver to it before the poll, or the task's timer
+/// waits for the whole block.
+#[test]
+fn a_timer_fires_while_block_on_blocks_in_a_poll() {
+    let rt = rt_without_watchdog();
+    rt.block_on(async {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        drop(wq::spawn(async move {
+            // Busy while `block_on` parks in the driver; then idle.
+            std::thread::sleep(Duration::from_millis(30));
+            sleep(Duration::from_millis(100)).await;
+            tx.send(()).unwrap();
+        }));
+        sleep(Duration::from_millis(60)).await;
+        // Out of the driver: this poll blocks until the task's timer fires.
+        assert!(
+            rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "the task's timer waited for block_on's poll: nobody turns the driver"
+        );
+    });
+}
+
 /// The pool's one worker, parked in the driver, is kicked into a task that
 /// blocks in `block_in_place`: another worker must take the driver (the
 /// blocked one does not count against the pool's maximum), or a pending

@@ -57,6 +57,17 @@ use idle::{Idle, IdleConfig, Kick};
 /// half for workers blocked in `block_in_place`).
 pub(crate) const MAX_WORKERS: usize = hint::MAX_SLOTS / 2;
 
+/// How a thread turns the host's I/O driver ([`Host::turn_driver`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Turn {
+    /// Parked in it: it waits there for events, a timer or a wakeup (it
+    /// attends the driver).
+    Park = 1,
+    /// A turn that does not wait (a busy worker's maintenance turn, the
+    /// watchdog's): over in microseconds, it attends nobody after it.
+    ZeroWait = 2,
+}
+
 /// What a pool needs of the scheduler that owns it.
 pub(crate) trait Host: Send + Sync + 'static {
     /// Starts the thread of a new worker for reserved slot `slot` of `pool`:
@@ -72,16 +83,21 @@ pub(crate) trait Host: Send + Sync + 'static {
         pool: &Pool,
         take: &mut dyn FnMut(&Pool) -> Option<Runnable>,
     ) -> Option<Runnable>;
-    /// Lends the host's I/O driver to `turn`, if it has one and nobody
-    /// turns it now; returns whether it did (see [`park`]).
-    fn turn_driver(&self, turn: &mut dyn FnMut(&mut crate::driver::Driver)) -> bool;
+    /// Lends the host's I/O driver to `turn`, a turn of `kind`, if it has
+    /// one and nobody turns it now; returns whether it did (see [`park`]).
+    fn turn_driver(&self, kind: Turn, turn: &mut dyn FnMut(&mut crate::driver::Driver)) -> bool;
     /// Whether the host has an I/O driver that nobody turns now (a hint).
     fn driver_unattended(&self) -> bool;
     /// A thread gave up the driver, or may have left it to nobody (see
     /// [`park`]'s "Attending the driver"): if nobody turns it now, wakes an
     /// idle worker, of any pool, to park in it. Returns whether the driver
-    /// is turned or a worker is on its way.
+    /// is turned or a worker is on its way. A zero-wait turn does not
+    /// count as turning it: the attend is left to its thread, which calls
+    /// [`Host::take_deferred_attend`] after its turn.
     fn attend_driver(&self) -> bool;
+    /// After a zero-wait turn and a `SeqCst` fence: whether an attend was
+    /// left to this turn (the caller then calls [`Host::attend_driver`]).
+    fn take_deferred_attend(&self) -> bool;
 }
 
 /// Why a worker thread was not started.

@@ -42,18 +42,35 @@
 //! [`super::Host::attend_driver`], which wakes an idle worker to park in
 //! it if nobody turns it (while its pool's running workers fill the
 //! pool's limit, the idle worker is woken without a claim and parks again
-//! at once, in the driver: `idle::Idle::wake_idle`): `block_on` when it returns, a worker culled out
-//! of the driver or blocking in `block_in_place` after leaving it (once
-//! per stay: [`Parker::was_in_driver`]; it starts a worker if none is
-//! idle, the blocked one no longer counting), the watchdog after its
-//! zero-wait turn, and a busy worker after its own (for its pool's
+//! at once, in the driver: `idle::Idle::wake_idle`): `block_on` when it
+//! returns and each time it leaves the driver to poll its future (which
+//! may block its thread), a worker culled out of the driver or blocking
+//! in `block_in_place` after leaving it (once per stay:
+//! [`Parker::was_in_driver`]; the worker woken for its deque's work runs
+//! that first and does not count; with none woken, it starts a worker if
+//! none is idle, the blocked one no longer counting), the watchdog after
+//! its zero-wait turn, and a busy worker after its own (for its pool's
 //! idlers): a worker that idled during those found the driver taken. The
 //! caller fences (`SeqCst`) after giving the driver back and before
 //! reading who is parked; a parker counts itself parked, fences
 //! (`SeqCst`), then tries the driver: one of the two sees the other
-//! (`loom_attending_the_driver_*` model the pair). Without it, with the watchdog off, a timer waited for
-//! the next push (`a_timer_fires_after_block_on_leaves_the_driver`,
+//! (`loom_attending_the_driver_*` model the pair). Without it, with the
+//! watchdog off, a timer waited for the next push
+//! (`a_timer_fires_after_block_on_leaves_the_driver`,
+//! `a_timer_fires_while_block_on_blocks_in_a_poll`,
 //! `a_timer_fires_while_the_worker_that_held_the_driver_blocks`).
+//!
+//! A zero-wait turn holding the driver (a busy worker's maintenance turn,
+//! the watchdog's) is no attendance: it is over in microseconds, and a
+//! worker that idled meanwhile sleeps on its futex. An attend that finds
+//! one marks `attend_after`, fences (`SeqCst`) and looks at the turn
+//! again; the turn's thread, after its turn, fences and takes the mark,
+//! and attends (any pool's idle worker, where its own turn woke only its
+//! pool's). One of the two sees the other
+//! (`loom_an_attend_left_to_a_zero_wait_turn_*`); before, an attend that
+//! met such a turn counted the driver as attended, and a worker of
+//! another pool that idled while the driver was held slept until the
+//! watchdog's tick (or, with the watchdog off, the next worker to idle).
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -320,6 +337,7 @@ mod loom_models {
     //! parker's state; these models check the orderings they rely on.)
     use crate::loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
     use loom::sync::Arc;
+    use loom::sync::atomic::AtomicU8;
 
     fn model(parker_fences: bool) {
         loom::model(move || {
@@ -351,9 +369,58 @@ mod loom_models {
         });
     }
 
+    /// An attend that finds a zero-wait turn holding the driver leaves the
+    /// attend to that turn's thread (`Services::attend`): the attender
+    /// marks `attend_after`, fences and looks at the turn again; the turn's
+    /// thread clears its turn, fences and takes the mark. One of the two
+    /// attends.
+    fn deferred_model(attender_fences: bool) {
+        loom::model(move || {
+            const ZERO_WAIT: u8 = 2;
+            let turning = Arc::new(AtomicU8::new(ZERO_WAIT));
+            let attend_after = Arc::new(AtomicBool::new(false));
+            let (t2, a2) = (turning.clone(), attend_after.clone());
+            let turner = loom::thread::spawn(move || {
+                // The zero-wait turn ends (`Turned`'s drop), then the
+                // thread fences and takes the mark (`take_deferred_attend`).
+                t2.store(0, Ordering::Relaxed);
+                fence(Ordering::SeqCst);
+                a2.load(Ordering::Relaxed) && a2.swap(false, Ordering::Relaxed)
+            });
+            // `Host::attend_driver`: its fence, then `Services::attend`.
+            fence(Ordering::SeqCst);
+            let attends_itself = match turning.load(Ordering::Relaxed) {
+                0 => true,
+                _ => {
+                    attend_after.store(true, Ordering::Relaxed);
+                    if attender_fences {
+                        fence(Ordering::SeqCst);
+                    }
+                    turning.load(Ordering::Relaxed) == 0
+                }
+            };
+            let turner_attends = turner.join().unwrap();
+            assert!(
+                attends_itself || turner_attends,
+                "the attend was left to a zero-wait turn that ended without it: nobody wakes a worker"
+            );
+        });
+    }
+
     #[test]
     fn loom_attending_the_driver_one_side_sees_the_other() {
         model(true);
+    }
+
+    #[test]
+    fn loom_an_attend_left_to_a_zero_wait_turn_is_done_by_one_side() {
+        deferred_model(true);
+    }
+
+    #[test]
+    #[should_panic(expected = "nobody wakes a worker")]
+    fn loom_an_attend_left_to_a_zero_wait_turn_without_the_fence_is_lost() {
+        deferred_model(false);
     }
 
     #[test]

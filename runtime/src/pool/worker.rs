@@ -306,14 +306,15 @@ pub(crate) fn block_in_place<R>(f: impl FnOnce() -> R) -> R {
     let coming = matches!(kick, Kick::Woke | Kick::Start(_));
     local.pool.handle_kick(kick);
     // This worker may have been kicked out of the I/O driver into this
-    // task: unless a worker is on its way, an idle one takes the driver,
-    // or one is started (the blocked worker no longer counts), so that
-    // timers and sockets do not wait for `f` (`park`, "Attending the
-    // driver").
-    if !coming
-        && local.left_driver.replace(false)
+    // task: an idle worker takes the driver, so that timers and sockets do
+    // not wait for `f` (`park`, "Attending the driver"). The worker woken
+    // or started for the deque's work, if any, runs that work first (a
+    // long poll there would hold the driver up): it does not count. With
+    // none woken or started, one is (the blocked worker no longer counts).
+    if local.left_driver.replace(false)
         && let Some(host) = local.pool.host.upgrade()
         && !host.attend_driver()
+        && !coming
     {
         local.pool.kick();
     }
@@ -702,7 +703,9 @@ impl Core {
                 // In the runtime's I/O driver if nobody turns it, else on
                 // the futex (`park`).
                 local.parked.set(true);
-                parker.park(idle_timeout, |turn| host.turn_driver(turn));
+                parker.park(idle_timeout, |turn| {
+                    host.turn_driver(super::Turn::Park, turn)
+                });
                 local.parked.set(false);
                 local.left_driver.set(parker.was_in_driver());
                 let mut wake = WakeQueue::default();
@@ -810,18 +813,22 @@ impl Core {
             local.turning.set(true);
             local.held_before_turn.set(!local.lifo().is_empty());
             let turning = Turning(local);
-            let turned = host.turn_driver(&mut |d| {
+            let turned = host.turn_driver(super::Turn::ZeroWait, &mut |d| {
                 d.turn(Some(Duration::ZERO));
             });
             drop(turning);
             // A sibling of its pool that idled meanwhile found the driver
             // taken and sleeps on its futex: it takes the driver now (a
             // worker of another pool waits for its own pool's turns, or
-            // the watchdog's, which asks every pool).
+            // the watchdog's, which asks every pool). An attend that found
+            // this turn holding the driver was left to it: any pool's.
             if turned {
                 std::sync::atomic::fence(Ordering::SeqCst);
                 if host.driver_unattended() {
                     pool.idle.wake_idle();
+                }
+                if host.take_deferred_attend() {
+                    host.attend_driver();
                 }
             }
         }

@@ -491,7 +491,17 @@ fn block_on<F: Future>(scheduler: &Scheduler, future: F) -> F::Output {
         if let std::task::Poll::Ready(out) = polled {
             return out;
         }
-        parker.park(BLOCK_ON_PARK, |turn| scheduler.services.turn_driver(turn));
+        parker.park(BLOCK_ON_PARK, |turn| {
+            scheduler
+                .services
+                .turn_driver(crate::scheduler::Turn::Park, turn)
+        });
+        // Out of the driver, to poll a future that may compute or block
+        // for long (a synchronous call in `async fn main`): the workers
+        // may have idled on their futexes meanwhile, one takes it.
+        if parker.was_in_driver() {
+            crate::pool::Host::attend_driver(scheduler);
+        }
     }
 }
 

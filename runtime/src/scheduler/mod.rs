@@ -47,6 +47,8 @@ pub(crate) mod services;
 mod threads;
 pub(crate) mod watchdog;
 
+pub(crate) use services::Turn;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
@@ -687,8 +689,12 @@ impl Host for Scheduler {
         self.rescuer.mayday_pool(pool);
     }
 
-    fn turn_driver(&self, turn: &mut dyn FnMut(&mut crate::driver::Driver)) -> bool {
-        self.services.turn_driver(turn)
+    fn turn_driver(&self, kind: Turn, turn: &mut dyn FnMut(&mut crate::driver::Driver)) -> bool {
+        self.services.turn_driver(kind, turn)
+    }
+
+    fn take_deferred_attend(&self) -> bool {
+        self.services.take_deferred_attend()
     }
 
     fn driver_unattended(&self) -> bool {
@@ -701,7 +707,7 @@ impl Host for Scheduler {
         // lock back, then reads who is parked. One of the two sees the
         // other.
         std::sync::atomic::fence(Ordering::SeqCst);
-        if !self.services.driver_unattended() {
+        if self.services.attend() == services::Attended::Yes {
             return true;
         }
         // Only the pools with a worker parked or searching (the hint, read

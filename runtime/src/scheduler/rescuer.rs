@@ -226,12 +226,17 @@ pub(crate) fn run(scheduler: &Arc<Scheduler>) {
             // If no worker turns the I/O driver (all busy: none parks in
             // it), turn it without waiting: a long poll holds up sockets
             // and timers for at most a watchdog tick.
-            let turned = scheduler.services.turn_driver(&mut |d| {
-                d.turn(Some(std::time::Duration::ZERO));
-            });
+            let turned = scheduler
+                .services
+                .turn_driver(super::Turn::ZeroWait, &mut |d| {
+                    d.turn(Some(std::time::Duration::ZERO));
+                });
             // A worker that idled during the turn found the driver taken
-            // and sleeps on its futex: it takes the driver now.
+            // and sleeps on its futex: it takes the driver now (and an
+            // attend left to this turn is done with it).
             if turned {
+                std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+                let _ = scheduler.services.take_deferred_attend();
                 crate::pool::Host::attend_driver(&**scheduler);
             }
         }

@@ -51,13 +51,14 @@
 //! the shutdown's timeout (`blocking`'s module docs).
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use super::Scheduler;
 use super::blocking::BlockingPool;
 use crate::driver::{self, Driver};
+pub(crate) use crate::pool::Turn;
 
 /// See the module docs.
 #[derive(Default)]
@@ -71,9 +72,24 @@ pub(crate) struct Services {
 struct Lent {
     handle: driver::Handle,
     driver: Mutex<Driver>,
-    /// Somebody turns the driver now (a hint for spinning workers: mirrors
-    /// who holds `driver`).
-    turning: AtomicBool,
+    /// Who turns the driver now ([`Turn`] as `u8`, 0 for nobody): a hint
+    /// for spinning workers, mirroring who holds `driver`, and for
+    /// [`Services::attend`].
+    turning: AtomicU8,
+    /// An attend found a zero-wait turn holding the driver and left it to
+    /// that turn's thread, which attends after its turn
+    /// ([`Services::take_deferred_attend`]).
+    attend_after: AtomicBool,
+}
+
+/// What [`Services::attend`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Attended {
+    /// A thread is parked in the driver, or a zero-wait turn will attend
+    /// after it: nothing to do.
+    Yes,
+    /// Nobody turns it: the caller wakes an idle worker to park in it.
+    No,
 }
 
 #[derive(Default)]
@@ -118,7 +134,8 @@ impl Services {
         let lent = Lent {
             handle: driver.handle().clone(),
             driver: Mutex::new(driver),
-            turning: AtomicBool::new(false),
+            turning: AtomicU8::new(0),
+            attend_after: AtomicBool::new(false),
         };
         let handle = &self.driver.get_or_init(|| lent).handle;
         drop(state);
@@ -138,7 +155,7 @@ impl Services {
 
     /// Runs `turn` with the driver if it exists and nobody turns it now;
     /// returns whether it did.
-    pub(crate) fn turn_driver(&self, turn: &mut dyn FnMut(&mut Driver)) -> bool {
+    pub(crate) fn turn_driver(&self, kind: Turn, turn: &mut dyn FnMut(&mut Driver)) -> bool {
         let Some(lent) = self.driver.get() else {
             return false;
         };
@@ -150,14 +167,15 @@ impl Services {
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return false,
         };
-        // Relaxed: a hint (see `driver_unattended`).
-        lent.turning.store(true, Ordering::Relaxed);
+        // Relaxed: a hint (see `driver_unattended`); an attend orders its
+        // read with fences (`attend`).
+        lent.turning.store(kind as u8, Ordering::Relaxed);
         // Cleared even if the turn unwinds: set for good, it would keep
         // every idle worker off the driver.
-        struct Turned<'a>(&'a AtomicBool);
+        struct Turned<'a>(&'a AtomicU8);
         impl Drop for Turned<'_> {
             fn drop(&mut self) {
-                self.0.store(false, Ordering::Relaxed);
+                self.0.store(0, Ordering::Relaxed);
             }
         }
         let _turned = Turned(&lent.turning);
@@ -171,7 +189,46 @@ impl Services {
     pub(crate) fn driver_unattended(&self) -> bool {
         self.driver
             .get()
-            .is_some_and(|l| !l.turning.load(Ordering::Relaxed) && !l.handle.is_shutdown())
+            .is_some_and(|l| l.turning.load(Ordering::Relaxed) == 0 && !l.handle.is_shutdown())
+    }
+
+    /// The driver's side of an attend (`Host::attend_driver`, after the
+    /// caller's `SeqCst` fence): whether a thread attends the driver. A
+    /// zero-wait turn holding it does not (it waits for nothing and is
+    /// over at once: the idle workers that found the driver taken sleep on
+    /// their futexes): the attend is left to that turn's thread
+    /// (`attend_after`, read after its turn; the store-buffering pair of
+    /// "Attending the driver" in `pool::park`), unless the turn ended
+    /// meanwhile, when the caller wakes a worker itself.
+    pub(crate) fn attend(&self) -> Attended {
+        let Some(lent) = self.driver.get() else {
+            return Attended::Yes; // no driver: nothing to attend
+        };
+        if lent.handle.is_shutdown() {
+            return Attended::Yes;
+        }
+        match lent.turning.load(Ordering::Relaxed) {
+            0 => Attended::No,
+            t if t == Turn::Park as u8 => Attended::Yes,
+            _ => {
+                lent.attend_after.store(true, Ordering::Relaxed);
+                std::sync::atomic::fence(Ordering::SeqCst);
+                if lent.turning.load(Ordering::Relaxed) == 0 {
+                    Attended::No
+                } else {
+                    Attended::Yes
+                }
+            }
+        }
+    }
+
+    /// For a zero-wait turn's thread, after its turn and a `SeqCst` fence:
+    /// whether an attend was left to it ([`Services::attend`]); it then
+    /// attends (`Host::attend_driver`).
+    pub(crate) fn take_deferred_attend(&self) -> bool {
+        self.driver.get().is_some_and(|l| {
+            l.attend_after.load(Ordering::Relaxed) && l.attend_after.swap(false, Ordering::Relaxed)
+        })
     }
 
     /// Shuts the services down (module docs); waits for running blocking
