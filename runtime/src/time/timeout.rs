@@ -12,9 +12,11 @@ use super::Sleep;
 /// time, `Err(Elapsed)` otherwise (the future is dropped with the
 /// `Timeout`).
 ///
-/// The future is polled before the timer, so a future that is ready when
-/// the deadline passes is not timed out; and the timer never fires before
-/// `duration` has passed.
+/// The future is polled before the timer, and once more when the timer
+/// is found elapsed (the deadline may have passed since the first poll:
+/// this thread may have been preempted between the two), so a future that
+/// is ready when the deadline passes is not timed out; and the timer never
+/// fires before `duration` has passed.
 ///
 /// # Panics
 /// Outside a wq runtime, as [`sleep`](super::sleep).
@@ -103,9 +105,9 @@ impl<F: Future> Future for Timeout<F> {
         // through a plain reference.
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: see above.
-        let future = unsafe { Pin::new_unchecked(&mut this.future) };
+        let mut future = unsafe { Pin::new_unchecked(&mut this.future) };
         let had_budget = crate::coop::has_budget();
-        if let Poll::Ready(out) = future.poll(cx) {
+        if let Poll::Ready(out) = future.as_mut().poll(cx) {
             return Poll::Ready(Ok(out));
         }
         // The inner future spent the budget (a read loop on a socket that
@@ -118,7 +120,15 @@ impl<F: Future> Future for Timeout<F> {
             sleep.poll(cx)
         };
         match elapsed {
-            Poll::Ready(()) => Poll::Ready(Err(Elapsed(()))),
+            // The deadline passed, perhaps after the poll above (a
+            // preemption between the two): a future whose own deadline
+            // (a sleep inside it, say) was at or before this one's is
+            // ready by now, and wins. Polled at most once more per
+            // timeout (the `Timeout` is done after this).
+            Poll::Ready(()) => match future.poll(cx) {
+                Poll::Ready(out) => Poll::Ready(Ok(out)),
+                Poll::Pending => Poll::Ready(Err(Elapsed(()))),
+            },
             Poll::Pending => Poll::Pending,
         }
     }
