@@ -43,8 +43,9 @@
 //! it if nobody turns it (while its pool's running workers fill the
 //! pool's limit, the idle worker is woken without a claim and parks again
 //! at once, in the driver: `idle::Idle::wake_idle`): `block_on` when it
-//! returns and each time it leaves the driver to poll its future (which
-//! may block its thread), a worker culled out of the driver or blocking
+//! returns and each time it leaves the driver to poll its future after
+//! a wake of it (the poll may block its thread; not after a turn that
+//! only woke other tasks: it parks again at once), a worker culled out of the driver or blocking
 //! in `block_in_place` after leaving it (once per stay:
 //! [`Parker::was_in_driver`]; the worker woken for its deque's work runs
 //! that first and does not count; with none woken, it starts a worker if

@@ -8,6 +8,7 @@ pub(crate) mod workqueue;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub use builder::{BuildError, Builder, DEFAULT_CPU_HOG_THRESHOLD, DEFAULT_WORKER_SPIN};
@@ -462,12 +463,16 @@ where
 /// runtime with no worker yet still moves its sockets and timers), else on
 /// its futex.
 fn block_on<F: Future>(scheduler: &Scheduler, future: F) -> F::Output {
-    struct Wake(Unparker);
+    /// The future's waker: unparks this thread, and says the next poll
+    /// is not spurious (a park in the driver also returns when its turn
+    /// woke other tasks).
+    struct Wake(Unparker, AtomicBool);
     impl std::task::Wake for Wake {
         fn wake(self: Arc<Self>) {
-            self.0.unpark();
+            self.wake_by_ref();
         }
         fn wake_by_ref(self: &Arc<Self>) {
+            self.1.store(true, Ordering::Relaxed);
             self.0.unpark();
         }
     }
@@ -482,7 +487,8 @@ fn block_on<F: Future>(scheduler: &Scheduler, future: F) -> F::Output {
         }
     }
     let parker = Parker::new();
-    let waker = std::task::Waker::from(Arc::new(Wake(parker.unparker())));
+    let wake = Arc::new(Wake(parker.unparker(), AtomicBool::new(false)));
+    let waker = std::task::Waker::from(wake.clone());
     let mut cx = std::task::Context::from_waker(&waker);
     let mut future = std::pin::pin!(future);
     let _attend = Attend(scheduler);
@@ -496,10 +502,13 @@ fn block_on<F: Future>(scheduler: &Scheduler, future: F) -> F::Output {
                 .services
                 .turn_driver(crate::scheduler::Turn::Park, turn)
         });
-        // Out of the driver, to poll a future that may compute or block
-        // for long (a synchronous call in `async fn main`): the workers
-        // may have idled on their futexes meanwhile, one takes it.
-        if parker.was_in_driver() {
+        // Out of the driver, to poll a future that was woken and may
+        // compute or block for long (a synchronous call in `async fn
+        // main`): the workers may have idled on their futexes meanwhile,
+        // one takes it. Not after a turn that only woke other tasks: this
+        // thread goes back to the driver at once (a wakeup per turn there
+        // is the eager hand-off measured and not kept: `scheduler::services`).
+        if wake.1.swap(false, Ordering::Relaxed) && parker.was_in_driver() {
             crate::pool::Host::attend_driver(scheduler);
         }
     }
