@@ -178,8 +178,48 @@ fn flush_waits_for_exactly_what_came_before() {
     });
 }
 
+/// The `log` records of this test binary, kept (a logger is set once per
+/// process: the first call installs it).
+struct Logged;
+
+static LOG_LINES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+impl log::Log for Logged {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        LOG_LINES
+            .lock()
+            .unwrap()
+            .push(format!("{} {}", record.level(), record.args()));
+    }
+    fn flush(&self) {}
+}
+
+impl Logged {
+    /// Installs the logger (once), and gives the lines logged so far that
+    /// contain `text`.
+    fn lines_with(text: &str) -> Vec<String> {
+        static INSTALL: std::sync::Once = std::sync::Once::new();
+        INSTALL.call_once(|| {
+            log::set_logger(&Logged).expect("no other logger in this test binary");
+            log::set_max_level(log::LevelFilter::Warn);
+        });
+        LOG_LINES
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(text))
+            .cloned()
+            .collect()
+    }
+}
+
 #[test]
 fn drain_refuses_outside_work_and_accepts_chained_work() {
+    // Installed before the refusals below.
+    let _ = Logged::lines_with("");
     within(60, || {
         let rt = runtime("pack:1 core:2 pu:1");
         let q = Workqueue::builder("drained").build(rt.handle()).unwrap();
@@ -207,6 +247,11 @@ fn drain_refuses_outside_work_and_accepts_chained_work() {
             let err = q.spawn(async {}).await.unwrap_err();
             assert!(err.is_cancelled() && err.is_refused(), "{err:?}");
             assert!(err.to_string().contains("being drained"), "{err}");
+            // Counted, and the first refusal logged (once per queue).
+            assert_eq!(q.stats().refused, 2);
+            let logged = Logged::lines_with("workqueue \"drained\" refused an item");
+            assert_eq!(logged.len(), 1, "{logged:?}");
+            assert!(logged[0].starts_with("WARN wq: "), "{logged:?}");
             go_tx.send(()).unwrap();
             drain.await;
         });

@@ -670,6 +670,15 @@ pub struct WorkqueueStats {
     /// Items queued back to their home pool after running on another pod's
     /// worker.
     pub repatriated: u64,
+    /// Items the queue refused (their futures dropped, their handles
+    /// resolving to a refused [`JoinError`](crate::JoinError)): spawned
+    /// from outside the queue during a [`drain`](crate::Workqueue::drain),
+    /// after the runtime shut down, or with over a billion in flight. The
+    /// first refusal of a draining or full queue is also logged (`log`,
+    /// warn), as the kernel warns once of work queued on a draining
+    /// workqueue.
+    #[serde(default)]
+    pub refused: u64,
     /// Items spawned and not finished (active and inactive).
     pub in_flight: usize,
     /// Items handed to a pool and not finished: at most `max_active`,
@@ -703,6 +712,7 @@ impl WorkqueueStats {
         self.cpu_intensive = self.cpu_intensive.saturating_add(o.cpu_intensive);
         self.cm_wakeups = self.cm_wakeups.saturating_add(o.cm_wakeups);
         self.repatriated = self.repatriated.saturating_add(o.repatriated);
+        self.refused = self.refused.saturating_add(o.refused);
         self.in_flight = self.in_flight.saturating_add(o.in_flight);
         self.active = self.active.saturating_add(o.active);
         self.inactive = self.inactive.saturating_add(o.inactive);
@@ -717,6 +727,7 @@ impl WorkqueueStats {
             cpu_intensive: self.cpu_intensive.saturating_sub(e.cpu_intensive),
             cm_wakeups: self.cm_wakeups.saturating_sub(e.cm_wakeups),
             repatriated: self.repatriated.saturating_sub(e.repatriated),
+            refused: self.refused.saturating_sub(e.refused),
             ..self.clone()
         }
     }
@@ -1052,20 +1063,21 @@ impl fmt::Display for Snapshot {
         if !self.queues.is_empty() {
             writeln!(
                 f,
-                "\n{:<20} {:>10} {:>7} {:>9} {:>8} {:>8} {:>8}",
-                "workqueue", "total", "infl", "CPUtime", "CPUitsv", "CMW", "RPR"
+                "\n{:<20} {:>10} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8}",
+                "workqueue", "total", "infl", "CPUtime", "CPUitsv", "CMW", "RPR", "refused"
             )?;
             for q in &self.queues {
                 writeln!(
                     f,
-                    "{:<20} {:>10} {:>7} {:>9.3} {:>8} {:>8} {:>8}",
+                    "{:<20} {:>10} {:>7} {:>9.3} {:>8} {:>8} {:>8} {:>8}",
                     q.name,
                     q.started,
                     q.in_flight,
                     q.cpu_time.as_secs_f64(),
                     q.cpu_intensive,
                     q.cm_wakeups,
-                    q.repatriated
+                    q.repatriated,
+                    q.refused
                 )?;
             }
         }

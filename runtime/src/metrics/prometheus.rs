@@ -21,7 +21,7 @@
 //! | `wq_sched_delay_seconds{..}` | histogram | queued (spawned or woken) to the start of the poll |
 //! | `wq_poll_duration_seconds{..}` | histogram | poll durations |
 //! | `wq_spawn_call_seconds{..}` | histogram | how long a spawn call took its caller |
-//! | `wq_workqueue_<counter>_total{queue}` | counter | `started`, `completed`, `cpu_seconds`, `cpu_intensive`, `cm_wakeups`, `repatriated` |
+//! | `wq_workqueue_<counter>_total{queue}` | counter | `started`, `completed`, `cpu_seconds`, `cpu_intensive`, `cm_wakeups`, `repatriated`, `refused` |
 //! | `wq_workqueue_{in_flight,active,inactive,max_active}{queue}` | gauge | the queue's items now, and its limit |
 //!
 //! Scopes are not exported separately: the buckets are fixed, so
@@ -295,7 +295,7 @@ pub(super) fn encode(s: &Snapshot) -> String {
     // with one label set would be a duplicate sample to Prometheus).
     let queues = s.queues_by_name();
     type QueueCounter = fn(&super::WorkqueueStats) -> f64;
-    let queue_counters: [(&str, &str, QueueCounter); 6] = [
+    let queue_counters: [(&str, &str, QueueCounter); 7] = [
         ("started", "Items of the workqueue that started.", |q| {
             q.started as f64
         }),
@@ -321,6 +321,11 @@ pub(super) fn encode(s: &Snapshot) -> String {
             "repatriated",
             "Items of the workqueue queued back home after running on another pod.",
             |q| q.repatriated as f64,
+        ),
+        (
+            "refused",
+            "Items the workqueue refused (draining, shut down, or full): their futures were dropped.",
+            |q| q.refused as f64,
         ),
     ];
     for (metric, help, value) in queue_counters {

@@ -286,6 +286,10 @@ pub(crate) struct Queue {
     /// Its slot in the scheduler's list of queues (set once, when it is
     /// registered).
     registry_slot: AtomicUsize,
+    /// Items refused (`Queue::refuse`); written only by refusals.
+    refused: AtomicU64,
+    /// A refusal of a draining or full queue was logged.
+    refusal_logged: AtomicBool,
 }
 
 /// What `Queue::stats` reads.
@@ -297,6 +301,7 @@ pub(crate) struct QueueCounts {
     pub(crate) cpu_intensive: u64,
     pub(crate) cm_wakeups: u64,
     pub(crate) repatriated: u64,
+    pub(crate) refused: u64,
     pub(crate) in_flight: usize,
     pub(crate) active: usize,
     pub(crate) inactive: usize,
@@ -326,6 +331,8 @@ impl Queue {
             closed: AtomicBool::new(false),
             stats: Stats::default(),
             registry_slot: AtomicUsize::new(usize::MAX),
+            refused: AtomicU64::new(0),
+            refusal_logged: AtomicBool::new(false),
         }
     }
 
@@ -595,10 +602,28 @@ impl Queue {
             cpu_intensive: c.cpu_intensive,
             cm_wakeups: c.cm_wakeups,
             repatriated: c.repatriated,
+            refused: c.refused,
             in_flight: c.in_flight,
             active: c.active,
             inactive: c.inactive,
         }
+    }
+
+    /// Counts a refused item (its stats' `refused`); the first refusal of
+    /// a draining or full queue is logged, once per queue, as the kernel
+    /// warns once of work queued on a draining workqueue (a refusal after
+    /// the shutdown is the shutdown's to explain). Returns `why`.
+    #[cold]
+    fn refuse(&self, why: Refused) -> Refused {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        if why != Refused::Closed && !self.refusal_logged.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "wq: workqueue {:?} refused an item: {} (its future was dropped; the handle's JoinError says so, Workqueue::try_spawn returns it; counted in the queue's stats as `refused`; logged once per queue)",
+                self.name,
+                why.why()
+            );
+        }
+        why
     }
 
     /// Its runtime has shut down (it accepts and runs nothing more).
@@ -614,6 +639,7 @@ impl Queue {
             cpu_intensive: self.stats.sum(|s| &s.hogs),
             cm_wakeups: self.stats.sum(|s| &s.cm_wakeups),
             repatriated: self.stats.sum(|s| &s.repatriated),
+            refused: self.refused.load(Ordering::Relaxed),
             in_flight: self.in_flight().max(0) as usize,
             active: self.counts.gate.active(),
             inactive: self.inactive.len(),
@@ -856,11 +882,11 @@ impl QueueHandle {
         // queues, and an item spawned between the two would be handed to a
         // closed pool and cancelled, not refused as `wq::spawn` is.
         if queue.closed.load(Ordering::Acquire) || scheduler.is_closed() {
-            return Err(Refused::Closed);
+            return Err(queue.refuse(Refused::Closed));
         }
         if queue.draining.load(Ordering::Acquire) > 0 && current::running_queue() != queue.link_id()
         {
-            return Err(Refused::Draining);
+            return Err(queue.refuse(Refused::Draining));
         }
         // The spawn call's time, with latency capture on, timed for the
         // item's pool (for an item that waits, the pool the queue's
@@ -872,7 +898,7 @@ impl QueueHandle {
             .flight
             .stripe_for(this_stripe(), usize::from(color))
         else {
-            return Err(Refused::Full);
+            return Err(queue.refuse(Refused::Full));
         };
         queue.counts.flight.spawned(stripe, usize::from(color));
         // After the count (both SeqCst): a drain on since before the count
@@ -893,7 +919,7 @@ impl QueueHandle {
                 // be (a flush then also waits for its drop).
                 drop(future);
                 queue.refuse_admitted(stripe, color);
-                return Err(Refused::Closed);
+                return Err(queue.refuse(Refused::Closed));
             }
             // Created released, with its home (no atomic steps for them).
             let pool = queue.place(scheduler, cpu);
