@@ -164,16 +164,33 @@ fn check_signature(kind: Kind, sig: &Signature, errors: &mut Errors) {
     }
 }
 
-/// Whether `attr` is `#[test]` or the prelude's `#[::core::prelude::*::test]`
-/// (or `std`'s), which already makes the function a test.
-/// `#[should_panic]` (with or without its `expected`).
+/// Whether `attr` is `#[should_panic]` (with or without its `expected`,
+/// bare or as the prelude's `core`/`std` path), or a `#[cfg_attr(..)]`
+/// that may apply one.
 fn is_should_panic(attr: &Attribute) -> bool {
-    attr.path()
-        .segments
-        .last()
-        .is_some_and(|s| s.ident == "should_panic")
+    if attr.path().is_ident("cfg_attr") {
+        // `cfg_attr(condition, attr, ...)`: any `should_panic` among them.
+        return attr
+            .parse_args_with(syn::punctuated::Punctuated::<Meta, syn::Token![,]>::parse_terminated)
+            .is_ok_and(|metas| metas.iter().skip(1).any(|m| names_should_panic(m.path())));
+    }
+    names_should_panic(attr.path())
 }
 
+/// `should_panic`, or `{core,std}::prelude::*::should_panic`.
+fn names_should_panic(path: &Path) -> bool {
+    let names: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
+    match names.as_slice() {
+        [name] => name == "should_panic",
+        [krate, prelude, _, name] => {
+            (krate == "core" || krate == "std") && prelude == "prelude" && name == "should_panic"
+        }
+        _ => false,
+    }
+}
+
+/// Whether `attr` is `#[test]` or the prelude's `#[::core::prelude::*::test]`
+/// (or `std`'s), which already makes the function a test.
 fn is_test_attribute(attr: &Attribute) -> bool {
     let Meta::Path(path) = &attr.meta else {
         return false;
@@ -228,7 +245,13 @@ fn generate(kind: Kind, input: AsyncFn, options: &Options) -> TokenStream {
     // test would take for the panic it expects, passing without running
     // its body: there, the error is printed and the test returns (it must
     // return `()`), so it fails as "did not panic" with the error shown.
-    let should_panic = kind == Kind::Test && attrs.iter().any(is_should_panic);
+    // (A `#[should_panic]` test must return `()`: with another type,
+    // rustc's error says so, and the panic stays.)
+    let returns_unit = match &sig.output {
+        ReturnType::Default => true,
+        ReturnType::Type(_, ty) => matches!(&**ty, syn::Type::Tuple(t) if t.elems.is_empty()),
+    };
+    let should_panic = kind == Kind::Test && returns_unit && attrs.iter().any(is_should_panic);
     let fail = |msg: &LitStr, span: Span| {
         if should_panic {
             let msg = LitStr::new(
@@ -547,6 +570,57 @@ mod tests {
             text.contains("\"#[wq::test]: failed to build the wq runtime: {}\""),
             "{text}"
         );
+    }
+
+    /// A `#[should_panic]` test whose runtime cannot be built prints the
+    /// error and returns (failing as "did not panic"); every other test,
+    /// and `main`, panics.
+    #[test]
+    fn a_should_panic_test_returns_instead_of_panicking_when_its_runtime_fails() {
+        let returns = |item: TokenStream| {
+            let text = expand_str(Kind::Test, quote!(topology = "core:2"), item);
+            let ret = text.contains(":: std :: eprintln !") && text.contains("return ;");
+            assert_eq!(ret, !text.contains(":: core :: panic !"), "{text}");
+            ret
+        };
+        for attr in [
+            quote!(#[should_panic]),
+            quote!(#[should_panic(expected = "boom")]),
+            quote!(#[should_panic = "boom"]),
+            quote!(#[::core::prelude::v1::should_panic]),
+            quote!(#[cfg_attr(unix, should_panic)]),
+            quote!(#[cfg_attr(all(), ignore, should_panic(expected = "x"))]),
+        ] {
+            assert!(returns(quote!(#attr async fn t() {})), "{attr}");
+            assert!(returns(quote!(#attr async fn t() -> () {})), "{attr}");
+        }
+        // Not a `should_panic`, or a return type rustc refuses for one.
+        assert!(!returns(quote!(
+            async fn t() {}
+        )));
+        assert!(!returns(quote!(
+            #[my::should_panic]
+            async fn t() {}
+        )));
+        assert!(!returns(quote!(
+            #[cfg_attr(unix, ignore)]
+            async fn t() {}
+        )));
+        assert!(!returns(quote!(
+            #[should_panic]
+            async fn t() -> Result<(), String> {
+                Ok(())
+            }
+        )));
+        let main = expand_str(
+            Kind::Main,
+            quote!(),
+            quote!(
+                #[should_panic]
+                async fn main() {}
+            ),
+        );
+        assert!(main.contains(":: core :: panic !"), "{main}");
     }
 
     #[test]

@@ -65,13 +65,18 @@
 //! the watchdog's) is no attendance: it is over in microseconds, and a
 //! worker that idled meanwhile sleeps on its futex. An attend that finds
 //! one marks `attend_after`, fences (`SeqCst`) and looks at the turn
-//! again; the turn's thread, after its turn, fences and takes the mark,
-//! and attends (any pool's idle worker, where its own turn woke only its
-//! pool's). One of the two sees the other
-//! (`loom_an_attend_left_to_a_zero_wait_turn_*`); before, an attend that
+//! again (ended: whoever takes the mark back attends, so exactly one
+//! side does); a parker that finds the lock held by one marks it too,
+//! fences and tries the lock once more. The turn's thread, after its
+//! turn, fences and takes the mark, and attends (any pool's idle worker,
+//! where its own turn woke only its pool's, unless that woke one).
+//! One of the two sees the other (`loom_an_attend_left_to_a_zero_wait_turn_*`,
+//! `loom_a_park_that_meets_a_zero_wait_turn_*`); before, an attend that
 //! met such a turn counted the driver as attended, and a worker of
-//! another pool that idled while the driver was held slept until the
-//! watchdog's tick (or, with the watchdog off, the next worker to idle).
+//! another pool that idled during one slept until the watchdog's tick
+//! (or, with the watchdog off, the next worker to idle). A parker that
+//! finds the driver held by a thread parked in it sleeps unmarked: that
+//! thread attends (it comes back, or attends as it leaves for long).
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -397,7 +402,9 @@ mod loom_models {
                     if attender_fences {
                         fence(Ordering::SeqCst);
                     }
+                    // Ended: whoever takes the mark back attends.
                     turning.load(Ordering::Relaxed) == 0
+                        && attend_after.swap(false, Ordering::Relaxed)
                 }
             };
             let turner_attends = turner.join().unwrap();
@@ -405,7 +412,53 @@ mod loom_models {
                 attends_itself || turner_attends,
                 "the attend was left to a zero-wait turn that ended without it: nobody wakes a worker"
             );
+            assert!(
+                !(attends_itself && turner_attends),
+                "both sides attend: two workers woken for one driver"
+            );
         });
+    }
+
+    /// A thread about to park finds the driver's lock held by a zero-wait
+    /// turn (`Services::turn_driver`): it marks `attend_after`, fences and
+    /// tries the lock once more; the turn's thread unlocks, fences and takes
+    /// the mark. Either the try takes the driver or the turn's thread
+    /// attends (wakes an idle worker, this one among them).
+    fn parker_model(parker_fences: bool) {
+        loom::model(move || {
+            let locked = Arc::new(AtomicBool::new(true));
+            let attend_after = Arc::new(AtomicBool::new(false));
+            let (l2, a2) = (locked.clone(), attend_after.clone());
+            let turner = loom::thread::spawn(move || {
+                l2.store(false, Ordering::Release);
+                fence(Ordering::SeqCst);
+                a2.load(Ordering::Relaxed) && a2.swap(false, Ordering::Relaxed)
+            });
+            // Its first try failed (the lock was held): mark, fence, retry.
+            attend_after.store(true, Ordering::Relaxed);
+            if parker_fences {
+                fence(Ordering::SeqCst);
+            }
+            let took = locked
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok();
+            let attended = turner.join().unwrap();
+            assert!(
+                took || attended,
+                "the parker slept off a driver nobody turns, and nobody wakes a worker"
+            );
+        });
+    }
+
+    #[test]
+    fn loom_a_park_that_meets_a_zero_wait_turn_takes_the_driver_or_is_attended() {
+        parker_model(true);
+    }
+
+    #[test]
+    #[should_panic(expected = "nobody wakes a worker")]
+    fn loom_a_park_that_meets_a_zero_wait_turn_without_the_fence_is_missed() {
+        parker_model(false);
     }
 
     #[test]

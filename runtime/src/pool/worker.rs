@@ -824,10 +824,11 @@ impl Core {
             // this turn holding the driver was left to it: any pool's.
             if turned {
                 std::sync::atomic::fence(Ordering::SeqCst);
-                if host.driver_unattended() {
-                    pool.idle.wake_idle();
-                }
-                if host.take_deferred_attend() {
+                let coming = host.driver_unattended() && pool.idle.wake_idle();
+                // (With one of its own pool coming to the driver, the
+                // mark is taken and nobody else woken.) A turn does not
+                // unwind: a waker's panic is caught (`driver::wake_all`).
+                if host.take_deferred_attend() && !coming {
                     host.attend_driver();
                 }
             }

@@ -497,18 +497,28 @@ fn block_on<F: Future>(scheduler: &Scheduler, future: F) -> F::Output {
         if let std::task::Poll::Ready(out) = polled {
             return out;
         }
-        parker.park(BLOCK_ON_PARK, |turn| {
-            scheduler
-                .services
-                .turn_driver(crate::scheduler::Turn::Park, turn)
-        });
-        // Out of the driver, to poll a future that was woken and may
-        // compute or block for long (a synchronous call in `async fn
-        // main`): the workers may have idled on their futexes meanwhile,
-        // one takes it. Not after a turn that only woke other tasks: this
-        // thread goes back to the driver at once (a wakeup per turn there
-        // is the eager hand-off measured and not kept: `scheduler::services`).
-        if wake.1.swap(false, Ordering::Relaxed) && parker.was_in_driver() {
+        // Parks until the future is woken: a park in the driver also
+        // returns when its turn woke other tasks (or at its timeout),
+        // and this thread goes back to the driver then, without a poll.
+        let mut left_driver = false;
+        loop {
+            parker.park(BLOCK_ON_PARK, |turn| {
+                scheduler
+                    .services
+                    .turn_driver(crate::scheduler::Turn::Park, turn)
+            });
+            left_driver |= parker.was_in_driver();
+            if wake.1.swap(false, Ordering::Relaxed) {
+                break;
+            }
+        }
+        // Out of the driver, to poll a future that may compute or block
+        // for long (a synchronous call in `async fn main`): the workers
+        // may have idled on their futexes meanwhile, one takes it. Not
+        // after each turn (a wakeup per turn is the eager hand-off
+        // measured and not kept: `scheduler::services`), only before a
+        // poll.
+        if left_driver {
             crate::pool::Host::attend_driver(scheduler);
         }
     }

@@ -165,7 +165,26 @@ impl Services {
         let mut d = match lent.driver.try_lock() {
             Ok(d) => d,
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return false,
+            Err(std::sync::TryLockError::WouldBlock) => {
+                // A thread about to sleep on its futex because a zero-wait
+                // turn holds the driver (over in microseconds, attending
+                // nobody): it leaves that turn's thread a mark to attend
+                // after its turn, fences, and tries once more (the
+                // store-buffering pair of `attend`: either the turn's
+                // thread reads the mark, or this try finds the lock free).
+                if kind != Turn::Park
+                    || lent.turning.load(Ordering::Relaxed) != Turn::ZeroWait as u8
+                {
+                    return false;
+                }
+                lent.attend_after.store(true, Ordering::Relaxed);
+                std::sync::atomic::fence(Ordering::SeqCst);
+                match lent.driver.try_lock() {
+                    Ok(d) => d,
+                    Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                    Err(std::sync::TryLockError::WouldBlock) => return false,
+                }
+            }
         };
         // Relaxed: a hint (see `driver_unattended`); an attend orders its
         // read with fences (`attend`).
@@ -213,7 +232,12 @@ impl Services {
             _ => {
                 lent.attend_after.store(true, Ordering::Relaxed);
                 std::sync::atomic::fence(Ordering::SeqCst);
-                if lent.turning.load(Ordering::Relaxed) == 0 {
+                if lent.turning.load(Ordering::Relaxed) != 0 {
+                    return Attended::Yes;
+                }
+                // The turn ended: whoever takes the mark back attends (this
+                // caller, or the turn's thread, which may have read it).
+                if lent.attend_after.swap(false, Ordering::Relaxed) {
                     Attended::No
                 } else {
                     Attended::Yes

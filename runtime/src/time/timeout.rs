@@ -13,10 +13,11 @@ use super::Sleep;
 /// `Timeout`).
 ///
 /// The future is polled before the timer, and once more when the timer
-/// is found elapsed (the deadline may have passed since the first poll:
-/// this thread may have been preempted between the two), so a future that
-/// is ready when the deadline passes is not timed out; and the timer never
-/// fires before `duration` has passed.
+/// is found elapsed while the task's budget lasts (the deadline may have
+/// passed since the first poll: this thread may have been preempted
+/// between the two), so a future that is ready when the deadline passes
+/// is not timed out; and the timer never fires before `duration` has
+/// passed.
 ///
 /// # Panics
 /// Outside a wq runtime, as [`sleep`](super::sleep).
@@ -42,7 +43,7 @@ pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
 
 /// Runs `future` until `deadline` at most: as [`timeout`], with the
 /// deadline given as an instant (a deadline already past still polls the
-/// future once: a ready one is not timed out).
+/// future: a ready one is not timed out).
 ///
 /// # Panics
 /// Outside a wq runtime, as [`sleep`](super::sleep).
@@ -125,10 +126,14 @@ impl<F: Future> Future for Timeout<F> {
             // (a sleep inside it, say) was at or before this one's is
             // ready by now, and wins. Polled at most once more per
             // timeout (the `Timeout` is done after this).
-            Poll::Ready(()) => match future.poll(cx) {
+            // Not once the budget is spent: a future that stays ready (a
+            // read loop on a busy socket) would run unbounded, unconstrained,
+            // and the timeout never fire; with none left it could only yield.
+            Poll::Ready(()) if crate::coop::has_budget() => match future.poll(cx) {
                 Poll::Ready(out) => Poll::Ready(Ok(out)),
                 Poll::Pending => Poll::Ready(Err(Elapsed(()))),
             },
+            Poll::Ready(()) => Poll::Ready(Err(Elapsed(()))),
             Poll::Pending => Poll::Pending,
         }
     }
