@@ -63,8 +63,10 @@ use proc_macro::TokenStream;
 ///
 /// Each may be given once. A bad option, a non-`async` function or one with
 /// parameters is a compile error that points at the culprit. A `topology`
-/// string is checked there for its form and size (levels `name:N`, at most
-/// `wq::MAX_CPUS` CPUs); its level names and their nesting are checked when
+/// string is checked there for its form and size (levels `name:N`, the
+/// last also a bare `N`, hwloc's attribute lists and memory children
+/// skipped; at most `wq::MAX_CPUS` CPUs); its level names and their
+/// nesting are checked when
 /// the program starts (`wq::Topology::synthetic`, with hwloc's grammar
 /// where hwloc is built in), where a bad one panics saying which level.
 ///

@@ -319,33 +319,51 @@ fn parse_topology(value: &Expr) -> syn::Result<LitStr> {
     Ok(lit.clone())
 }
 
-/// A light syntax check of an hwloc synthetic topology string: one or more
-/// whitespace-separated `name:N` items (hwloc's `(attributes)` may follow
-/// N), `name` an identifier and `N` a positive integer (read as the
-/// runtime reads it: `0x` hex, a leading 0 octal), at most
-/// [`MAX_CPUS`] CPUs in all. The runtime's `Topology::synthetic` does the
-/// full check when the program starts.
+/// A light syntax check of an hwloc synthetic topology string, as the
+/// runtime reads it: whitespace-separated levels `name:N`, `name` an
+/// identifier and `N` a positive integer (read as the runtime reads it:
+/// `0x` hex, a leading 0 octal), the last one also a bare `N` (hwloc's PU
+/// level); hwloc's attribute lists in parentheses (the root's first, a
+/// level's after its count, spaces allowed) and memory children in
+/// brackets are skipped, and must balance; at most [`MAX_CPUS`] CPUs in
+/// all. The runtime's `Topology::synthetic` does the full check when the
+/// program starts.
 pub(crate) fn check_topology(text: &str) -> Result<(), String> {
     let hint =
         format!("write levels as `name:N` with N a positive integer, like {TOPOLOGY_EXAMPLE:?}");
     if text.trim().is_empty() {
         return Err(format!("option `topology` is empty; {hint}"));
     }
+    let Some(plain) = without_groups(text) else {
+        return Err(format!(
+            "option `topology` has unbalanced parentheses or brackets; {hint}"
+        ));
+    };
+    let items: Vec<&str> = plain.split_whitespace().collect();
+    if items.is_empty() {
+        return Err(format!("option `topology` names no level; {hint}"));
+    }
     let mut cpus: u64 = 1;
-    for item in text.split_whitespace() {
-        let count = item.split_once(':').and_then(|(name, rest)| {
-            let count = match rest.split_once('(') {
-                Some((count, attrs)) if attrs.ends_with(')') => count,
-                Some(_) => return None,
-                None => rest,
-            };
-            let mut chars = name.chars();
-            let named = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-            named.then(|| strtoul(count)).flatten().filter(|&n| n > 0)
-        });
+    for (i, item) in items.iter().enumerate() {
+        let count = match item.split_once(':') {
+            Some((name, count)) => {
+                let mut chars = name.chars();
+                let named = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+                    && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+                named.then(|| strtoul(count)).flatten()
+            }
+            // A last level with no type: hwloc's PU level ("core:4 2").
+            None if i > 0 && i + 1 == items.len() => strtoul(item),
+            None => None,
+        }
+        .filter(|&n| n > 0);
         let Some(count) = count else {
-            return Err(format!("invalid `topology` level `{item}`; {hint}"));
+            // The level as written (its attributes are not the fault).
+            let shown = text
+                .split_whitespace()
+                .find(|t| t.starts_with(item))
+                .unwrap_or(item);
+            return Err(format!("invalid `topology` level `{shown}`; {hint}"));
         };
         cpus = cpus.saturating_mul(count);
     }
@@ -356,6 +374,31 @@ pub(crate) fn check_topology(text: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// `text` with its parenthesized and bracketed groups (nested included)
+/// blanked out; `None` if they do not balance.
+fn without_groups(text: &str) -> Option<String> {
+    let mut plain = String::with_capacity(text.len());
+    let mut open: Vec<char> = Vec::new();
+    for c in text.chars() {
+        match c {
+            '(' | '[' => {
+                open.push(c);
+                plain.push(' ');
+            }
+            ')' | ']' => {
+                let want = if c == ')' { '(' } else { '[' };
+                if open.pop() != Some(want) {
+                    return None;
+                }
+                plain.push(' ');
+            }
+            c if open.is_empty() => plain.push(c),
+            _ => {}
+        }
+    }
+    open.is_empty().then_some(plain)
 }
 
 /// A count as the runtime reads it (hwloc's `strtoul(count, NULL, 0)`):
@@ -396,6 +439,18 @@ mod tests {
         let err = super::check_topology("pack:2 core:2048 pu:4").unwrap_err();
         assert!(err.contains("16384 CPUs"), "{err}");
         assert!(super::check_topology("core:2(").is_err());
+        for bad in [
+            "core:2 (a",
+            "core:2]",
+            "pack:2(x] core:2",
+            "()",
+            "4",
+            "core:4 2 pu:2",
+        ] {
+            assert!(super::check_topology(bad).is_err(), "{bad:?}");
+        }
+        let err = super::check_topology("core:2(a").unwrap_err();
+        assert!(err.contains("unbalanced"), "{err}");
     }
 
     use super::*;
@@ -542,6 +597,12 @@ mod tests {
             "pu:1",
             "  core:4\tpu:2 ",
             "NUMANode:2 L3Cache:1 Core:8",
+            // hwloc's forms the runtime reads: a bare last count, root and
+            // level attributes (with spaces), memory children.
+            "core:4 2",
+            "(memory=1GB) core:4 pu:2",
+            "l3:2(size=1MB indexes=0,1) pu:2",
+            "pack:2[numa] core:2",
         ] {
             assert_eq!(check_topology(good), Ok(()), "{good:?}");
         }
