@@ -72,14 +72,50 @@ pub fn thread_count() -> usize {
 /// CPU time this process has used so far, user and system, in seconds
 /// (`getrusage`: every thread's, the exited ones' included).
 pub fn process_cpu_secs() -> f64 {
+    let u = process_usage();
+    u.user_secs + u.sys_secs
+}
+
+/// This process's resource usage so far (`getrusage`), every thread.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Usage {
+    /// CPU time in user space, seconds.
+    pub user_secs: f64,
+    /// CPU time in the kernel, seconds.
+    pub sys_secs: f64,
+    /// Context switches: a thread blocked (voluntary) or was preempted.
+    pub switches: f64,
+    /// Of those, preemptions (involuntary).
+    pub preempted: f64,
+}
+
+impl Usage {
+    /// What was used from `earlier` to this.
+    pub fn since(self, earlier: Usage) -> Usage {
+        Usage {
+            user_secs: self.user_secs - earlier.user_secs,
+            sys_secs: self.sys_secs - earlier.sys_secs,
+            switches: self.switches - earlier.switches,
+            preempted: self.preempted - earlier.preempted,
+        }
+    }
+}
+
+/// [`Usage`] now (zeros if `getrusage` fails).
+pub fn process_usage() -> Usage {
     // SAFETY: an all-zero `rusage` is a valid value to be overwritten.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `ru` is a valid, writable `rusage`.
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
-        return 0.0;
+        return Usage::default();
     }
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(ru.ru_utime) + secs(ru.ru_stime)
+    Usage {
+        user_secs: secs(ru.ru_utime),
+        sys_secs: secs(ru.ru_stime),
+        switches: (ru.ru_nvcsw + ru.ru_nivcsw) as f64,
+        preempted: ru.ru_nivcsw as f64,
+    }
 }
 
 /// Resident set size of this process, bytes (`/proc/self/statm`).

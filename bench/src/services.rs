@@ -181,6 +181,12 @@ struct WrkRun {
     /// The server's CPU time (user + system, every thread of this process:
     /// the server is all that runs in it meanwhile) per request.
     cpu_us_per_req: f64,
+    /// Of that, in the kernel.
+    sys_us_per_req: f64,
+    /// The process's context switches per request.
+    switches_per_req: f64,
+    /// Of those, preemptions.
+    preempted_per_req: f64,
 }
 
 /// `wq-bench http`.
@@ -226,11 +232,14 @@ pub fn http_main(argv: &[String], command: &str) -> Result<(), String> {
                 }
             };
             eprintln!(
-                "run {r} {rt}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, server CPU {:.1} us/req{}",
+                "run {r} {rt}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, server CPU {:.1} us/req ({:.1} in the kernel), {:.3} context switches/req ({:.3} preemptions){}",
                 run.rps,
                 run.p50_ms,
                 run.p99_ms,
                 run.cpu_us_per_req,
+                run.sys_us_per_req,
+                run.switches_per_req,
+                run.preempted_per_req,
                 if run.errors > 0 {
                     format!(
                         ", {} ERRORS (the round is left out of both runtimes' medians)",
@@ -248,11 +257,11 @@ pub fn http_main(argv: &[String], command: &str) -> Result<(), String> {
         "# hyper http1 hello world, {workers} workers per runtime; wrk -t{threads} -c{conns} -d{secs}s --latency on loopback (sharing the CPUs); medians of the rounds without errors (on either side) of {repeat} interleaved (each runtime first in half)"
     );
     println!(
-        "# cpu us/req: the server process's CPU time (user + system, getrusage) over wrk's request count\n"
+        "# cpu us/req: the server process's CPU time (user + system, getrusage) over wrk's request count; sys: of it, in the kernel; cs/req: the process's context switches (voluntary and not) per request\n"
     );
     println!(
-        "{:<8} {:>10} {:>9} {:>9} {:>12} {:>8} {:>6}",
-        "runtime", "req/s", "p50 ms", "p99 ms", "cpu us/req", "errors", "runs"
+        "{:<8} {:>10} {:>9} {:>9} {:>12} {:>8} {:>8} {:>8} {:>6}",
+        "runtime", "req/s", "p50 ms", "p99 ms", "cpu us/req", "sys", "cs/req", "errors", "runs"
     );
     // A round with errors on either side is left out on both: the runs
     // dropped are those where a runtime stalled (wrk's timeouts), and
@@ -271,7 +280,9 @@ pub fn http_main(argv: &[String], command: &str) -> Result<(), String> {
         let errors = rs.iter().map(|r| r.errors).sum::<u64>();
         if clean.is_empty() {
             println!(
-                "{name:<8} {:>10} {:>9} {:>9} {:>12} {errors:>8} {:>6}",
+                "{name:<8} {:>10} {:>9} {:>9} {:>12} {:>8} {:>8} {errors:>8} {:>6}",
+                "-",
+                "-",
                 "-",
                 "-",
                 "-",
@@ -282,11 +293,13 @@ pub fn http_main(argv: &[String], command: &str) -> Result<(), String> {
         }
         let m = |f: fn(&WrkRun) -> f64| median(&clean.iter().map(|r| f(r)).collect::<Vec<_>>());
         println!(
-            "{name:<8} {:>10.0} {:>9.2} {:>9.2} {:>12.1} {errors:>8} {:>6}",
+            "{name:<8} {:>10.0} {:>9.2} {:>9.2} {:>12.1} {:>8.1} {:>8.3} {errors:>8} {:>6}",
             m(|r| r.rps),
             m(|r| r.p50_ms),
             m(|r| r.p99_ms),
             m(|r| r.cpu_us_per_req),
+            m(|r| r.sys_us_per_req),
+            m(|r| r.switches_per_req),
             format!("{}/{}", clean.len(), rs.len())
         );
     }
@@ -300,10 +313,13 @@ pub fn http_main(argv: &[String], command: &str) -> Result<(), String> {
 
 /// [`wrk`], with this process's CPU time over the run.
 fn timed_wrk(addr: SocketAddr, threads: usize, conns: usize, secs: u64) -> Result<WrkRun, String> {
-    let cpu = crate::machine::process_cpu_secs();
+    let before = crate::machine::process_usage();
     let mut run = wrk(addr, threads, conns, secs)?;
-    let used = crate::machine::process_cpu_secs() - cpu;
-    run.cpu_us_per_req = used * 1e6 / run.requests;
+    let used = crate::machine::process_usage().since(before);
+    run.cpu_us_per_req = (used.user_secs + used.sys_secs) * 1e6 / run.requests;
+    run.sys_us_per_req = used.sys_secs * 1e6 / run.requests;
+    run.switches_per_req = used.switches / run.requests;
+    run.preempted_per_req = used.preempted / run.requests;
     Ok(run)
 }
 
