@@ -30,7 +30,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Work queued in its pool (64 tasks of 100 us on the default
         // queue) as it blocks: its pool wakes or starts another worker for
         // that work meanwhile, a concurrency-management wakeup. (With
-        // nothing queued there, a block wakes nobody and counts none.)
+        // nothing queued there, a block wakes nobody and counts none; nor
+        // does it when a worker is already on its way to that work, woken
+        // by the spawns: so it is usually 1 here, sometimes 0.)
         let work: Vec<_> = (0..64)
             .map(|_| wq::spawn(spin(Duration::from_micros(100))))
             .collect();
@@ -67,10 +69,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     check(
         s.started == 12 && s.completed == 12 && s.in_flight == 0,
         "the stats do not count the 12 items",
-    )?;
-    check(
-        s.cm_wakeups >= 1,
-        "the item that blocked with work queued woke no worker",
     )?;
     Ok(())
 }
