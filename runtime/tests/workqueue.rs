@@ -1261,3 +1261,43 @@ fn flush_on_a_blocking_thread(h: &wq::Handle, q: &Workqueue) -> wq::JoinHandle<(
     started_rx.recv().unwrap();
     job
 }
+
+/// An item's end wakes its queue's flush waiter; that waker may be another
+/// executor's and panic. On a worker the end runs after the worker's next
+/// look at its queues, outside any poll: the panic must not kill the
+/// worker (a pool of one would run nothing more).
+#[test]
+fn a_flush_waiter_whose_waker_panics_does_not_kill_the_worker() {
+    use std::future::Future;
+    use std::task::{Context, Wake, Waker};
+    struct Bomb;
+    impl Wake for Bomb {
+        fn wake(self: Arc<Self>) {
+            panic!("this flush waker explodes");
+        }
+    }
+    within(60, || {
+        let rt = Runtime::builder().max_workers_per_pool(1).build().unwrap();
+        let q = Workqueue::builder("bomb").build(rt.handle()).unwrap();
+        let (tx, rx) = futures::channel::oneshot::channel::<()>();
+        let item = q.spawn(async move {
+            let _ = rx.await;
+        });
+        let mut flush = Box::pin(q.flush());
+        let bomb = Waker::from(Arc::new(Bomb));
+        assert!(
+            flush
+                .as_mut()
+                .poll(&mut Context::from_waker(&bomb))
+                .is_pending()
+        );
+        // The item ends on the pool's one worker, and its end wakes `bomb`.
+        tx.send(()).unwrap();
+        rt.block_on(item).unwrap();
+        // The worker lives on.
+        for i in 0..3 {
+            assert_eq!(rt.block_on(rt.spawn(async move { i })).unwrap(), i);
+        }
+        rt.block_on(flush);
+    });
+}

@@ -776,6 +776,17 @@ impl Idle {
                 };
                 remove(list, slot);
                 st.slots[slot].state = SlotState::Running;
+                if !self.config.kicked_list {
+                    // Claimed on the idle list (`claim_idle` left the
+                    // parked count): it leaves it only now.
+                    self.publish(
+                        &st,
+                        Change {
+                            parked: -1,
+                            ..Change::default()
+                        },
+                    );
+                }
                 Next::Search
             }
             SlotState::Idle if st.closed => Next::Exit,

@@ -139,6 +139,17 @@ fn this_stripe() -> usize {
     current::thread_ordinal() % STRIPES
 }
 
+/// Wakes a flush's waiter, whose waker may be another executor's and
+/// panic: a finish runs where its item ended, on a worker (its deferred
+/// end, outside any poll's catch) or in a task's drop, and must not unwind
+/// there (a worker thread would die holding its slot). The panic has been
+/// reported by the hook; it is dropped here.
+fn wake_caught(w: std::task::Waker) {
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || w.wake())) {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(panic)));
+    }
+}
+
 /// The stripe a task of a queue was spawned on.
 fn stripe_of(runnable: &Runnable) -> usize {
     usize::from(runnable.metadata().stripe())
@@ -807,7 +818,7 @@ impl QueueLink for Queue {
             waiter = lock(&self.flush).waiter.take();
         });
         if let Some(w) = waiter {
-            w.wake();
+            wake_caught(w);
         }
         finished == Finished::DropShare
     }
