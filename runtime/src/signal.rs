@@ -27,7 +27,8 @@ use crate::driver::registration::PollIo;
 use crate::driver::scheduled_io::Direction;
 
 /// Completes at the next SIGINT (ctrl-c in a terminal) delivered after
-/// the call, with an error if the handler cannot be installed. The
+/// the call, with an error if the handler cannot be installed, or if the
+/// runtime shuts down first (no ctrl-c came, and none will). The
 /// handler is installed at the call, not at the first poll: a ctrl-c
 /// between the two is not lost (and does not end the process).
 ///
@@ -48,8 +49,12 @@ pub fn ctrl_c() -> impl Future<Output = io::Result<()>> + Send + 'static {
     let signal = unix::signal_named("wq::signal::ctrl_c", unix::SignalKind::interrupt());
     async move {
         let mut signal = signal?;
-        signal.recv().await;
-        Ok(())
+        match signal.recv().await {
+            Some(()) => Ok(()),
+            // No more deliveries (the runtime's driver shut down): no
+            // ctrl-c came, and none will.
+            None => Err(crate::driver::scheduled_io::shutdown_error()),
+        }
     }
 }
 

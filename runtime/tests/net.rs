@@ -200,6 +200,7 @@ fn a_listener_dropped_while_a_task_is_in_accept_releases_its_port() {
             }
             let err = TcpStream::connect(addr).await.unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+            assert!(err.to_string().starts_with(&format!("{addr}: ")), "{err}");
 
             // A shared listener: an accept under a timeout is dropped when
             // it elapses, then the listener goes.
@@ -526,6 +527,18 @@ fn unix_streams_connect_split_and_echo() {
 
             let err = UnixStream::connect(&path).await.unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::NotFound);
+            assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
+            // A bind to a path in use names it, and the likely stale file.
+            let held = UnixListener::bind(&path).unwrap();
+            let err = UnixListener::bind(&path).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+            assert!(
+                err.to_string().contains("remove it before binding"),
+                "{err}"
+            );
+            assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
+            drop(held);
+            std::fs::remove_file(&path).unwrap();
 
             let (mut a, mut b) = UnixStream::pair().unwrap();
             a.write_all(b"x").await.unwrap();
@@ -1102,6 +1115,67 @@ fn udp_poll_methods_send_and_receive() {
             let mut buf = [0u8; 64];
             let n = poll_fn(|cx| b.poll_recv(cx, &mut buf)).await.unwrap();
             assert_eq!(&buf[..n], b"connected");
+        });
+    });
+}
+
+/// An unconnected `UnixDatagram::send_to` to a receiver whose queue other
+/// senders filled: Linux refuses it with no wakeup to follow (none of the
+/// sender's datagrams is in that queue), so it must retry on its own once
+/// the receiver drains, not wait for a write edge that never comes.
+#[test]
+fn an_unconnected_unix_send_to_a_receiver_others_filled_goes_through_when_it_drains() {
+    use wq::net::UnixDatagram;
+    within_watchdog("unix-dgram-full", LIMIT, || {
+        rt().block_on(async {
+            let dir = std::env::temp_dir().join(format!("wq-dgram-full-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let sink_path = dir.join("sink.sock");
+            let sink = UnixDatagram::bind(&sink_path).unwrap();
+            // Other senders fill the sink's queue to its length limit
+            // (`net.unix.max_dgram_qlen`): each until its own send buffer
+            // is full, until a fresh one is refused at once.
+            // (std sockets: a fresh wq socket's try waits for its first
+            // readiness event.)
+            let mut fillers = Vec::new();
+            let mut queued = 0;
+            loop {
+                let filler = std::os::unix::net::UnixDatagram::unbound().unwrap();
+                filler.set_nonblocking(true).unwrap();
+                let mut sent = 0;
+                loop {
+                    match filler.send_to(b"fill", &sink_path) {
+                        Ok(_) => sent += 1,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => panic!("filling the sink: {e}"),
+                    }
+                }
+                fillers.push(filler);
+                queued += sent;
+                if sent == 0 {
+                    break;
+                }
+                assert!(fillers.len() < 1000, "the sink's queue never filled");
+            }
+            let sender = UnixDatagram::unbound().unwrap();
+            let send = wq::spawn(async move { sender.send_to(b"late", &sink_path).await });
+            wq::time::sleep(Duration::from_millis(30)).await;
+            assert!(!send.is_finished(), "sent to a full queue");
+            // Drained: the send goes through (it retries within 50 ms).
+            let mut buf = [0u8; 16];
+            for _ in 0..queued {
+                let n = sink.recv(&mut buf).await.unwrap();
+                assert_eq!(&buf[..n], b"fill");
+            }
+            let sent = wq::time::timeout(Duration::from_secs(5), send).await;
+            assert!(
+                matches!(sent, Ok(Ok(Ok(4)))),
+                "the unconnected send waited on: {sent:?}"
+            );
+            let n = sink.recv(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], b"late");
+            let _ = std::fs::remove_dir_all(&dir);
         });
     });
 }

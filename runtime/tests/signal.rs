@@ -72,8 +72,13 @@ fn a_delivery_before_recv_is_kept_and_one_from_a_spawned_task_is_seen() {
     });
 }
 
+/// The tests that listen for SIGINT or raise it, one at a time (every
+/// listener sees every delivery).
+static SIGINT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn ctrl_c_listens_from_its_call() {
+    let _one = SIGINT.lock().unwrap_or_else(|e| e.into_inner());
     rt().block_on(async {
         let stop = wq::signal::ctrl_c();
         // Raised before the first poll: kept, and the process lives on.
@@ -83,6 +88,22 @@ fn ctrl_c_listens_from_its_call() {
             .expect("ctrl_c did not complete")
             .unwrap();
     });
+}
+
+/// A `ctrl_c` future that outlives its runtime says so: no ctrl-c came
+/// (it completed with `Ok`, as if one had).
+#[test]
+fn ctrl_c_after_its_runtime_shut_down_is_an_error_not_a_ctrl_c() {
+    let _one = SIGINT.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = rt();
+    // Made inside the runtime (it needs its driver), awaited after it.
+    let stop = {
+        let _in = rt.enter();
+        wq::signal::ctrl_c()
+    };
+    drop(rt);
+    let err = futures::executor::block_on(stop).unwrap_err();
+    assert!(err.to_string().contains("has shut down"), "{err}");
 }
 
 #[test]

@@ -278,6 +278,12 @@ impl<S: mio::event::Source> Datagram<S> {
         self.io.source()
     }
 
+    /// The driver the socket is registered with (its timers serve the
+    /// socket's own waits, whatever the polling thread's runtime).
+    pub(crate) fn driver(&self) -> &Handle {
+        self.io.handle()
+    }
+
     /// An awaited receive: `f` when the socket is readable.
     pub(crate) async fn recv_with<R>(&self, f: impl FnMut(&S) -> io::Result<R>) -> io::Result<R> {
         self.io.async_io(Direction::Read, f).await

@@ -213,7 +213,8 @@ where
     for a in addr.to_socket_addrs()? {
         match f(a).await {
             Ok(t) => return Ok(t),
-            Err(e) => last = Some(e),
+            // Named: with several addresses, only the last error is kept.
+            Err(e) => last = Some(io::Error::new(e.kind(), format!("{a}: {e}"))),
         }
     }
     Err(last.unwrap_or_else(|| {
@@ -239,4 +240,30 @@ mod tests {
             assert_eq!(r.unwrap_err().raw_os_error(), Some(errno));
         }
     }
+}
+
+/// A registration refused by the driver, with the call's name (`EEXIST`:
+/// the descriptor is registered with this runtime already).
+pub(crate) fn not_registered(what: &str, e: io::Error) -> io::Error {
+    let hint = if e.raw_os_error() == Some(libc::EEXIST) {
+        " (a wq socket of this runtime has this descriptor already: keep one per descriptor)"
+    } else {
+        ""
+    };
+    io::Error::new(
+        e.kind(),
+        format!("{what}: could not register the socket with the I/O driver: {e}{hint}"),
+    )
+}
+
+/// A Unix socket's bind error, with its path (and, for a path in use, the
+/// likely cause: a socket file left by an earlier run, which a bind does
+/// not replace).
+pub(crate) fn unix_bind_error(path: &std::path::Path, e: io::Error) -> io::Error {
+    let hint = if e.kind() == io::ErrorKind::AddrInUse {
+        " (a socket file left by an earlier run? remove it before binding)"
+    } else {
+        ""
+    };
+    io::Error::new(e.kind(), format!("bind {}: {e}{hint}", path.display()))
 }

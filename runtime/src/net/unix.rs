@@ -48,7 +48,7 @@ impl UnixListener {
     pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixListener> {
         let path = path.as_ref();
         let driver = super::current("wq::net::UnixListener::bind")?;
-        let l = mio::net::UnixListener::bind(path)?;
+        let l = mio::net::UnixListener::bind(path).map_err(|e| super::unix_bind_error(path, e))?;
         let io = super::listen_backlog(std::os::fd::AsRawFd::as_raw_fd(&l))
             .and_then(|()| PollIo::new(driver, l));
         match io {
@@ -72,8 +72,9 @@ impl UnixListener {
     /// # Errors
     /// `InvalidInput` if the socket is not a listening Unix stream socket
     /// (a `UnixListener` made from another descriptor), saying which; the
-    /// OS error, named so, if the descriptor is no socket at all or cannot
-    /// be registered with the driver.
+    /// OS error, with the call's name, if the descriptor is no socket at
+    /// all or cannot be registered with the driver (`EEXIST`: a wq socket
+    /// of this runtime has it already).
     ///
     /// # Panics
     /// Outside a wq runtime.
@@ -86,7 +87,8 @@ impl UnixListener {
         )?;
         listener.set_nonblocking(true)?;
         Ok(UnixListener {
-            io: PollIo::new(driver, mio::net::UnixListener::from_std(listener))?,
+            io: PollIo::new(driver, mio::net::UnixListener::from_std(listener))
+                .map_err(|e| super::not_registered("wq::net::UnixListener::from_std", e))?,
             poll_key: SharedKey::default(),
         })
     }
@@ -161,7 +163,11 @@ impl UnixStream {
                     crate::time::sleep(pause).await;
                     pause = (pause * 2).min(std::time::Duration::from_millis(50));
                 }
-                r => break r?,
+                r => {
+                    break r.map_err(|e| {
+                        io::Error::new(e.kind(), format!("connect to {}: {e}", path.display()))
+                    })?;
+                }
             }
         };
         let s = UnixStream::from_mio(driver, sock)?;

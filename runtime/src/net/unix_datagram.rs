@@ -46,7 +46,15 @@ impl UnixDatagram {
     /// Outside a wq runtime.
     pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixDatagram> {
         let driver = super::current("wq::net::UnixDatagram::bind")?;
-        UnixDatagram::from_mio(driver, mio::net::UnixDatagram::bind(path)?)
+        let path = path.as_ref();
+        let socket =
+            mio::net::UnixDatagram::bind(path).map_err(|e| super::unix_bind_error(path, e))?;
+        // Not registered (the runtime shutting down, say): the socket file
+        // this call made goes too, or the next bind to `path` would find
+        // it in use (as `UnixListener::bind` does).
+        UnixDatagram::from_mio(driver, socket).inspect_err(|_| {
+            let _ = std::fs::remove_file(path);
+        })
     }
 
     /// A socket bound to no path: it can send (to a path, or to the
@@ -117,9 +125,34 @@ impl UnixDatagram {
 
     /// Sends `buf` as one datagram to the socket bound at `path`. Waits
     /// while the receiver's queue is full.
+    ///
+    /// Linux tells a sender when a full receiver makes room only if the
+    /// sender is [`connect`](UnixDatagram::connect)ed to it (or has
+    /// datagrams of its own in its queue): to a receiver whose queue other
+    /// senders filled, an unconnected send is refused with no wakeup to
+    /// follow. So while it waits, it also tries again after 1 ms, then
+    /// twice as long each time, up to every 50 ms. A sender that sends to
+    /// one receiver often should connect to it and use
+    /// [`send`](UnixDatagram::send), which the kernel wakes.
     pub async fn send_to(&self, buf: &[u8], path: impl AsRef<Path>) -> io::Result<usize> {
         let path = path.as_ref();
-        self.sock.send_with(|s| s.send_to(buf, path)).await
+        let mut pause = std::time::Duration::from_millis(1);
+        loop {
+            // Readiness-driven (a write edge for a connected receiver, or
+            // for this socket's own datagrams leaving the queue), and at
+            // most `pause` before the next try.
+            let send = self.sock.send_with(|s| s.send_to(buf, path));
+            match crate::time::timeout_on(self.sock.driver().clone(), pause, send).await {
+                Ok(sent) => return sent,
+                Err(_) => pause = (pause * 2).min(std::time::Duration::from_millis(50)),
+            }
+            // The try the readiness would not make (it was cleared by the
+            // refusal and no edge comes): once now.
+            match self.sock.source().send_to(buf, path) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                sent => return sent,
+            }
+        }
     }
 
     /// Receives one datagram and its sender's address (unnamed for an
@@ -147,7 +180,9 @@ impl UnixDatagram {
     }
 
     /// [`send_to`](UnixDatagram::send_to) without waiting: `WouldBlock`
-    /// when the receiver's queue is full.
+    /// when the receiver's queue is full (or, after one, until a write
+    /// edge: an unconnected sender may get none, see
+    /// [`send_to`](UnixDatagram::send_to); retry on a timer).
     pub fn try_send_to(&self, buf: &[u8], path: impl AsRef<Path>) -> io::Result<usize> {
         let path = path.as_ref();
         self.sock
@@ -156,7 +191,10 @@ impl UnixDatagram {
 
     /// [`send_to`](UnixDatagram::send_to) as
     /// [`poll_recv_from`](UnixDatagram::poll_recv_from) (its own waiter
-    /// slot: a task may poll both directions).
+    /// slot: a task may poll both directions). Unlike `send_to`, it does
+    /// not retry on a timer: an unconnected sender to a receiver that other
+    /// senders filled may not be woken (see
+    /// [`send_to`](UnixDatagram::send_to)).
     pub fn poll_send_to(
         &self,
         cx: &mut Context<'_>,
