@@ -1120,9 +1120,11 @@ fn udp_poll_methods_send_and_receive() {
 }
 
 /// An unconnected `UnixDatagram::send_to` to a receiver whose queue other
-/// senders filled: Linux refuses it with no wakeup to follow (none of the
-/// sender's datagrams is in that queue), so it must retry on its own once
-/// the receiver drains, not wait for a write edge that never comes.
+/// senders filled: Linux reports the sender writable all along, and each
+/// refused send wakes it again (its datagram is freed); a wait on that
+/// readiness tried about 1,500 times in the 30 ms below, keeping a worker
+/// busy. It waits on a backoff timer instead, and goes through once the
+/// receiver drains.
 #[test]
 fn an_unconnected_unix_send_to_a_receiver_others_filled_goes_through_when_it_drains() {
     use wq::net::UnixDatagram;
@@ -1159,9 +1161,21 @@ fn an_unconnected_unix_send_to_a_receiver_others_filled_goes_through_when_it_dra
                 assert!(fillers.len() < 1000, "the sink's queue never filled");
             }
             let sender = UnixDatagram::unbound().unwrap();
+            let polls = || -> u64 {
+                let m = wq::Handle::current().metrics();
+                m.pools.iter().map(|p| p.counters.started).sum()
+            };
+            let before = polls();
             let send = wq::spawn(async move { sender.send_to(b"late", &sink_path).await });
             wq::time::sleep(Duration::from_millis(30)).await;
             assert!(!send.is_finished(), "sent to a full queue");
+            // A backoff from 1 ms polls it about 5 times in 30 ms (the
+            // counts are published 64 polls at a time).
+            let polled = polls() - before;
+            assert!(
+                polled < 200,
+                "the waiting send was polled {polled} times in 30 ms"
+            );
             // Drained: the send goes through (it retries within 50 ms).
             let mut buf = [0u8; 16];
             for _ in 0..queued {

@@ -126,32 +126,25 @@ impl UnixDatagram {
     /// Sends `buf` as one datagram to the socket bound at `path`. Waits
     /// while the receiver's queue is full.
     ///
-    /// Linux tells a sender when a full receiver makes room only if the
-    /// sender is [`connect`](UnixDatagram::connect)ed to it (or has
-    /// datagrams of its own in its queue): to a receiver whose queue other
-    /// senders filled, an unconnected send is refused with no wakeup to
-    /// follow. So while it waits, it also tries again after 1 ms, then
+    /// It waits on a timer, not on the socket's readiness: Linux reports
+    /// an unconnected sender writable whatever the receiver's queue, and
+    /// each refused send wakes it again (the datagram it could not queue
+    /// is freed), so a readiness-driven wait would try again and again
+    /// while the queue stays full. So it tries again after 1 ms, then
     /// twice as long each time, up to every 50 ms. A sender that sends to
-    /// one receiver often should connect to it and use
-    /// [`send`](UnixDatagram::send), which the kernel wakes.
+    /// one receiver often should [`connect`](UnixDatagram::connect) to it
+    /// and use [`send`](UnixDatagram::send): a connected sender is told
+    /// when the receiver makes room, at once.
     pub async fn send_to(&self, buf: &[u8], path: impl AsRef<Path>) -> io::Result<usize> {
         let path = path.as_ref();
         let mut pause = std::time::Duration::from_millis(1);
         loop {
-            // Readiness-driven (a write edge for a connected receiver, or
-            // for this socket's own datagrams leaving the queue), and at
-            // most `pause` before the next try.
-            let send = self.sock.send_with(|s| s.send_to(buf, path));
-            match crate::time::timeout_on(self.sock.driver().clone(), pause, send).await {
-                Ok(sent) => return sent,
-                Err(_) => pause = (pause * 2).min(std::time::Duration::from_millis(50)),
-            }
-            // The try the readiness would not make (it was cleared by the
-            // refusal and no edge comes): once now.
             match self.sock.source().send_to(buf, path) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 sent => return sent,
             }
+            crate::time::sleep_on(self.sock.driver().clone(), pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(50));
         }
     }
 
@@ -180,9 +173,8 @@ impl UnixDatagram {
     }
 
     /// [`send_to`](UnixDatagram::send_to) without waiting: `WouldBlock`
-    /// when the receiver's queue is full (or, after one, until a write
-    /// edge: an unconnected sender may get none, see
-    /// [`send_to`](UnixDatagram::send_to); retry on a timer).
+    /// when the receiver's queue is full (retry on a timer: the socket's
+    /// readiness says nothing of it, see [`send_to`](UnixDatagram::send_to)).
     pub fn try_send_to(&self, buf: &[u8], path: impl AsRef<Path>) -> io::Result<usize> {
         let path = path.as_ref();
         self.sock
@@ -191,10 +183,10 @@ impl UnixDatagram {
 
     /// [`send_to`](UnixDatagram::send_to) as
     /// [`poll_recv_from`](UnixDatagram::poll_recv_from) (its own waiter
-    /// slot: a task may poll both directions). Unlike `send_to`, it does
-    /// not retry on a timer: an unconnected sender to a receiver that other
-    /// senders filled may not be woken (see
-    /// [`send_to`](UnixDatagram::send_to)).
+    /// slot: a task may poll both directions). Unlike `send_to`, it waits
+    /// on the socket's readiness: to a full receiver, the task is woken
+    /// again at each refusal (see [`send_to`](UnixDatagram::send_to)), so a
+    /// caller that may meet one should back off itself.
     pub fn poll_send_to(
         &self,
         cx: &mut Context<'_>,

@@ -40,8 +40,8 @@ mod sleep;
 mod timeout;
 
 pub use interval::{Interval, MissedTickBehavior, interval, interval_at};
+pub(crate) use sleep::sleep_on;
 pub use sleep::{Sleep, sleep, sleep_until};
-pub(crate) use timeout::timeout_on;
 pub use timeout::{Elapsed, Timeout, timeout, timeout_at};
 
 pub(crate) use sleep::current_driver_or_panic as sleep_driver;

@@ -57,6 +57,12 @@ pub fn sleep(duration: Duration) -> Sleep {
     )
 }
 
+/// [`sleep`] on `driver`'s timers (a socket's own, whatever runtime, if
+/// any, the polling thread is in).
+pub(crate) fn sleep_on(driver: driver::Handle, duration: Duration) -> Sleep {
+    Sleep::new(driver, super::deadline_in(duration))
+}
+
 /// Waits until `deadline`. A deadline in the past completes at once.
 ///
 /// # Panics

@@ -67,19 +67,6 @@ pub fn timeout_at<F: Future>(deadline: std::time::Instant, future: F) -> Timeout
     }
 }
 
-/// [`timeout`] on `driver`'s timers (a socket's own, whatever runtime, if
-/// any, the polling thread is in).
-pub(crate) fn timeout_on<F: Future>(
-    driver: crate::driver::Handle,
-    duration: Duration,
-    future: F,
-) -> Timeout<F> {
-    Timeout {
-        future,
-        sleep: Sleep::new(driver, super::deadline_in(duration)),
-    }
-}
-
 /// The future of [`timeout`] and [`timeout_at`].
 #[must_use = "a Timeout does nothing unless .awaited or polled"]
 pub struct Timeout<F> {
