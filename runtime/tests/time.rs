@@ -180,6 +180,17 @@ fn rt_without_watchdog() -> Runtime {
         .unwrap()
 }
 
+/// Spawns a task that keeps its worker busy 30 ms (while `block_on` parks
+/// in the driver), then sleeps 100 ms (its worker idles on its futex, the
+/// driver taken) and sends on `tx`.
+fn busy_then_timer(tx: std::sync::mpsc::Sender<()>) {
+    drop(wq::spawn(async move {
+        std::thread::sleep(Duration::from_millis(30));
+        sleep(Duration::from_millis(100)).await;
+        tx.send(()).unwrap();
+    }));
+}
+
 /// `block_on` parked in the driver while the pool's worker, busy when it
 /// parked, went idle on its futex; when `block_on` returns it leaves the
 /// driver, and an idle worker must take it over, or the task's timer never
@@ -189,12 +200,7 @@ fn a_timer_fires_after_block_on_leaves_the_driver() {
     let rt = rt_without_watchdog();
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     rt.block_on(async {
-        drop(wq::spawn(async move {
-            // Busy while `block_on` parks in the driver.
-            std::thread::sleep(Duration::from_millis(30));
-            sleep(Duration::from_millis(100)).await;
-            tx.send(()).unwrap();
-        }));
+        busy_then_timer(tx);
         sleep(Duration::from_millis(60)).await;
     });
     assert!(
@@ -213,12 +219,7 @@ fn a_timer_fires_while_block_on_blocks_in_a_poll() {
     let rt = rt_without_watchdog();
     rt.block_on(async {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
-        drop(wq::spawn(async move {
-            // Busy while `block_on` parks in the driver; then idle.
-            std::thread::sleep(Duration::from_millis(30));
-            sleep(Duration::from_millis(100)).await;
-            tx.send(()).unwrap();
-        }));
+        busy_then_timer(tx);
         sleep(Duration::from_millis(60)).await;
         // Out of the driver: this poll blocks until the task's timer fires.
         assert!(
