@@ -200,7 +200,7 @@ fn a_listener_dropped_while_a_task_is_in_accept_releases_its_port() {
             }
             let err = TcpStream::connect(addr).await.unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
-            assert!(err.to_string().starts_with(&format!("{addr}: ")), "{err}");
+            assert_eq!(err.raw_os_error(), Some(libc::ECONNREFUSED), "{err:?}");
 
             // A shared listener: an accept under a timeout is dropped when
             // it elapses, then the listener goes.
@@ -527,18 +527,7 @@ fn unix_streams_connect_split_and_echo() {
 
             let err = UnixStream::connect(&path).await.unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::NotFound);
-            assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
-            // A bind to a path in use names it, and the likely stale file.
-            let held = UnixListener::bind(&path).unwrap();
-            let err = UnixListener::bind(&path).unwrap_err();
-            assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
-            assert!(
-                err.to_string().contains("remove it before binding"),
-                "{err}"
-            );
-            assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
-            drop(held);
-            std::fs::remove_file(&path).unwrap();
+            assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err:?}");
 
             let (mut a, mut b) = UnixStream::pair().unwrap();
             a.write_all(b"x").await.unwrap();
@@ -1122,8 +1111,8 @@ fn udp_poll_methods_send_and_receive() {
 /// An unconnected `UnixDatagram::send_to` to a receiver whose queue other
 /// senders filled: Linux reports the sender writable all along, and each
 /// refused send wakes it again (its datagram is freed); a wait on that
-/// readiness tried about 1,500 times in the 30 ms below, keeping a worker
-/// busy. It waits on a backoff timer instead, and goes through once the
+/// readiness polled it about 3,500 times in the 30 ms below, keeping a
+/// worker busy. It waits on a backoff timer instead, and goes through once the
 /// receiver drains.
 #[test]
 fn an_unconnected_unix_send_to_a_receiver_others_filled_goes_through_when_it_drains() {

@@ -4,6 +4,11 @@
 //! (edge-triggered epoll through mio); an operation that would block parks
 //! the task until the driver sees the socket ready, and the wake goes
 //! through the task's home pool like any other (`driver`'s module docs).
+//! Two waits are on a backoff timer instead (1 ms doubling to 50 ms),
+//! where Linux's readiness says nothing useful: a Unix stream's connect to
+//! a listener whose backlog is full (`EAGAIN`, no readiness for it), and
+//! an unconnected Unix datagram `send_to` to a full receiver (reported
+//! writable all along, and woken again by each refusal).
 //! Streams implement `futures::io::AsyncRead` and `AsyncWrite`
 //! (`poll_close` shuts the write side down), so `futures`' combinators and
 //! `wq::hyper::WqIo` (feature `hyper`) work with them.
@@ -14,8 +19,9 @@
 //! with the system resolver, which blocks the calling worker: give literal
 //! addresses on hot paths, or resolve in [`crate::spawn_blocking`].
 //!
-//! Errors are `std::io::Error`s carrying the OS cause
-//! (`ConnectionRefused`, `AddrInUse` ...). Creating a socket outside a wq
+//! Errors are the OS's own `std::io::Error`s (`ConnectionRefused`,
+//! `AddrInUse` ..., `raw_os_error` kept): add the address or path where
+//! you report them. Creating a socket outside a wq
 //! runtime panics with a message naming the call, as [`crate::spawn`] does.
 //! Dropping a socket deregisters it from epoll before its fd is closed. No
 //! task can be waiting on it then: every operation borrows the socket, and
@@ -213,8 +219,7 @@ where
     for a in addr.to_socket_addrs()? {
         match f(a).await {
             Ok(t) => return Ok(t),
-            // Named: with several addresses, only the last error is kept.
-            Err(e) => last = Some(io::Error::new(e.kind(), format!("{a}: {e}"))),
+            Err(e) => last = Some(e),
         }
     }
     Err(last.unwrap_or_else(|| {
@@ -254,16 +259,4 @@ pub(crate) fn not_registered(what: &str, e: io::Error) -> io::Error {
         e.kind(),
         format!("{what}: could not register the socket with the I/O driver: {e}{hint}"),
     )
-}
-
-/// A Unix socket's bind error, with its path (and, for a path in use, the
-/// likely cause: a socket file left by an earlier run, which a bind does
-/// not replace).
-pub(crate) fn unix_bind_error(path: &std::path::Path, e: io::Error) -> io::Error {
-    let hint = if e.kind() == io::ErrorKind::AddrInUse {
-        " (a socket file left by an earlier run? remove it before binding)"
-    } else {
-        ""
-    };
-    io::Error::new(e.kind(), format!("bind {}: {e}{hint}", path.display()))
 }

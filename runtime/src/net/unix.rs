@@ -48,7 +48,7 @@ impl UnixListener {
     pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixListener> {
         let path = path.as_ref();
         let driver = super::current("wq::net::UnixListener::bind")?;
-        let l = mio::net::UnixListener::bind(path).map_err(|e| super::unix_bind_error(path, e))?;
+        let l = mio::net::UnixListener::bind(path)?;
         let io = super::listen_backlog(std::os::fd::AsRawFd::as_raw_fd(&l))
             .and_then(|()| PollIo::new(driver, l));
         match io {
@@ -163,11 +163,7 @@ impl UnixStream {
                     crate::time::sleep(pause).await;
                     pause = (pause * 2).min(std::time::Duration::from_millis(50));
                 }
-                r => {
-                    break r.map_err(|e| {
-                        io::Error::new(e.kind(), format!("connect to {}: {e}", path.display()))
-                    })?;
-                }
+                r => break r?,
             }
         };
         let s = UnixStream::from_mio(driver, sock)?;

@@ -47,8 +47,7 @@ impl UnixDatagram {
     pub fn bind(path: impl AsRef<Path>) -> io::Result<UnixDatagram> {
         let driver = super::current("wq::net::UnixDatagram::bind")?;
         let path = path.as_ref();
-        let socket =
-            mio::net::UnixDatagram::bind(path).map_err(|e| super::unix_bind_error(path, e))?;
+        let socket = mio::net::UnixDatagram::bind(path)?;
         // Not registered (the runtime shutting down, say): the socket file
         // this call made goes too, or the next bind to `path` would find
         // it in use (as `UnixListener::bind` does).
@@ -139,9 +138,18 @@ impl UnixDatagram {
         let path = path.as_ref();
         let mut pause = std::time::Duration::from_millis(1);
         loop {
+            // An operation of the task's budget, as every socket's
+            // (`coop`): a loop of sends that succeed yields in time.
+            std::future::poll_fn(crate::coop::poll_proceed).await;
+            if self.sock.driver().is_shutdown() {
+                return Err(crate::driver::scheduled_io::shutdown_error());
+            }
             match self.sock.source().send_to(buf, path) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                sent => return sent,
+                sent => {
+                    crate::coop::spend();
+                    return sent;
+                }
             }
             crate::time::sleep_on(self.sock.driver().clone(), pause).await;
             pause = (pause * 2).min(std::time::Duration::from_millis(50));
