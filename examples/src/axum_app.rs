@@ -30,7 +30,7 @@ pub fn router() -> Router {
 }
 
 async fn pools() -> Response {
-    match crate::routes::metrics_table().await {
+    match crate::routes::pools_table().await {
         Ok(table) => table.to_string().into_response(),
         Err(e) => crate::routes::internal_error("/pools", &e).into_response(),
     }

@@ -6,7 +6,7 @@
 //! | `GET /scope` | runs the handler at the `cache` scope (`wq::spawn_on`) and says on which thread and CPU |
 //! | `GET /sleep?ms=N` | waits N ms (the request timeout cuts it at 5 s: 504) |
 //! | `GET /blocking` | sums 2^20 numbers on the blocking pool (`wq::spawn_blocking`); at most 64 such requests waiting at once (503 beyond), a job not yet started cancelled with its request (a started one finishes) |
-//! | `GET /pools` | the runtime's pools as a text table (`Snapshot`'s `Display`; for Prometheus, the dashboard's `/metrics`) |
+//! | `GET /pools` | the runtime's pools and workqueues as text tables (`Snapshot`'s `Display`; for Prometheus, the dashboard's `/metrics`) |
 //!
 //! Any other path is 404, any other method 405, a body over
 //! [`MAX_BODY`](crate::MAX_BODY) 413.
@@ -81,7 +81,7 @@ pub async fn route(req: Request<Incoming>) -> Reply {
             ),
             Err(BlockingError::Failed(e)) => internal_error("/blocking", &e),
         },
-        "/pools" => match metrics_table().await {
+        "/pools" => match pools_table().await {
             Ok(table) => text(StatusCode::OK, table.to_string()),
             Err(e) => internal_error("/pools", &e),
         },
@@ -90,27 +90,25 @@ pub async fn route(req: Request<Incoming>) -> Reply {
 }
 
 /// How old a `/pools` table may be when served again.
-pub const METRICS_FRESH: std::time::Duration = std::time::Duration::from_millis(250);
+pub const POOLS_FRESH: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// The last `/pools` table, the runtime it was made for (the address of
 /// its topology, which that runtime owns while it lives), and when.
 type Cached = (usize, std::time::Instant, std::sync::Arc<str>);
-static METRICS: std::sync::Mutex<Option<Cached>> = std::sync::Mutex::new(None);
+static POOLS: std::sync::Mutex<Option<Cached>> = std::sync::Mutex::new(None);
 
 /// The runtime's metrics as a table, taken on the blocking pool: a
 /// snapshot merges every pool's histograms under their locks, which
-/// must not hold a worker. Requests within [`METRICS_FRESH`] of the last
+/// must not hold a worker. Requests within [`POOLS_FRESH`] of the last
 /// table share it, one table made at a time (as the dashboard does):
 /// 1,024 clients polling cost one snapshot per 250 ms, not one each.
-pub async fn metrics_table() -> Result<std::sync::Arc<str>, wq::JoinError> {
+pub async fn pools_table() -> Result<std::sync::Arc<str>, wq::JoinError> {
     wq::spawn_blocking(|| {
         let handle = wq::Handle::current();
         let runtime = std::ptr::from_ref(handle.topology()) as usize;
-        let mut last = METRICS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = POOLS.lock().unwrap_or_else(|e| e.into_inner());
         match &*last {
-            Some((of, at, table)) if *of == runtime && at.elapsed() < METRICS_FRESH => {
-                table.clone()
-            }
+            Some((of, at, table)) if *of == runtime && at.elapsed() < POOLS_FRESH => table.clone(),
             _ => {
                 let table: std::sync::Arc<str> = handle.metrics().to_string().into();
                 *last = Some((runtime, std::time::Instant::now(), table.clone()));

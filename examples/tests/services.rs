@@ -583,13 +583,13 @@ fn an_axum_router_answers_its_routes_and_a_404_on_wq() {
 /// `/pools` requests close together share one table (one snapshot per
 /// 250 ms, however many clients poll).
 #[test]
-fn metrics_tables_close_together_are_shared() {
+fn pools_tables_close_together_are_shared() {
     on_wq(async || {
         let mut shared = false;
         // A slow machine may straddle a window's end: a few tries.
         for _ in 0..5 {
-            let a = routes::metrics_table().await.unwrap();
-            let b = routes::metrics_table().await.unwrap();
+            let a = routes::pools_table().await.unwrap();
+            let b = routes::pools_table().await.unwrap();
             if std::sync::Arc::ptr_eq(&a, &b) {
                 shared = true;
                 break;
@@ -602,11 +602,11 @@ fn metrics_tables_close_together_are_shared() {
 /// The cached table is the calling runtime's: another runtime in the same
 /// process, asking within the window, gets its own.
 #[test]
-fn a_cached_metrics_table_is_never_another_runtimes() {
+fn a_cached_pools_table_is_never_another_runtimes() {
     let a = wq::Runtime::new().unwrap();
     let b = wq::Runtime::new().unwrap();
-    let ta = a.block_on(routes::metrics_table()).unwrap();
-    let tb = b.block_on(routes::metrics_table()).unwrap();
+    let ta = a.block_on(routes::pools_table()).unwrap();
+    let tb = b.block_on(routes::pools_table()).unwrap();
     assert!(
         !std::sync::Arc::ptr_eq(&ta, &tb),
         "runtime b was served a's table"

@@ -323,7 +323,9 @@ fn parse_topology(value: &Expr) -> syn::Result<LitStr> {
 /// runtime reads it: whitespace-separated levels `name:N`, `name` an
 /// identifier and `N` a positive integer (read as the runtime reads it:
 /// `0x` hex, a leading 0 octal), the last one also a bare `N` (hwloc's PU
-/// level); hwloc's attribute lists in parentheses (the root's first, a
+/// level; hwloc reads a bare count at any level and types it itself, the
+/// runtime without hwloc only as the last: the macro takes the forms both
+/// read); hwloc's attribute lists in parentheses (the root's first, a
 /// level's after its count, spaces allowed) and memory children in
 /// brackets are skipped, and must balance; at most [`MAX_CPUS`] CPUs in
 /// all. The runtime's `Topology::synthetic` does the full check when the

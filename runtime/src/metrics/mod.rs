@@ -157,8 +157,9 @@ counters! {
     /// Task polls run by the runtime's rescuer thread because no worker
     /// could be started for the pool (included in `started`).
     rescued => "rescued",
-    /// Workers woken or started because a worker blocked in
-    /// `block_in_place` while work was queued (the kernel's `CM_WAKEUP`).
+    /// Workers woken or started because a worker blocked, in
+    /// `block_in_place` or in a poll the watchdog found blocking, while
+    /// work was queued (the kernel's `CM_WAKEUP`).
     cm_wakeups => "cm_wakeups",
     /// Tasks queued back to this, their home pool, after running on another
     /// pod's worker (the kernel's `REPATRIATED`).
@@ -664,8 +665,8 @@ pub struct WorkqueueStats {
     /// [`cpu_hog_threshold`](crate::Builder::cpu_hog_threshold)).
     pub cpu_intensive: u64,
     /// Workers woken or started because one of its items blocked
-    /// ([`block_in_place`](crate::block_in_place), or a CPU-intensive
-    /// item).
+    /// ([`block_in_place`](crate::block_in_place), or a poll the watchdog
+    /// found blocking) while work was queued in its pool.
     pub cm_wakeups: u64,
     /// Items queued back to their home pool after running on another pod's
     /// worker.

@@ -64,7 +64,9 @@ pub(crate) enum Turn {
     /// attends the driver).
     Park = 1,
     /// A turn that does not wait (a busy worker's maintenance turn, the
-    /// watchdog's): over in microseconds, it attends nobody after it.
+    /// watchdog's): over in microseconds, it does not attend the driver;
+    /// its thread attends after it if an attend was left to it
+    /// ([`Host::take_deferred_attend`]).
     ZeroWait = 2,
 }
 

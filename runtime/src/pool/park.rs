@@ -337,10 +337,13 @@ mod tests {
 
 #[cfg(all(test, loom))]
 mod loom_models {
-    //! The "attending the driver" pair (module docs), as its two sides
-    //! touch memory: the driver's lock word and the pool's hint of parked
-    //! workers. (The real sides use `std` types: the driver's mutex, the
-    //! parker's state; these models check the orderings they rely on.)
+    //! The store-buffering pairs of "Attending the driver" (module docs),
+    //! as their two sides touch memory: a leaver and a parker (the driver's
+    //! lock word and the pool's hint of parked workers), an attend left to
+    //! a zero-wait turn, and a parker that meets one (`attend_after`); each
+    //! with a negative control. (The real sides use `std` types: the
+    //! driver's mutex, the parker's state; these models check the
+    //! orderings they rely on.)
     use crate::loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
     use loom::sync::Arc;
     use loom::sync::atomic::AtomicU8;

@@ -524,8 +524,8 @@ fn block_on<F: Future>(scheduler: &Scheduler, future: F) -> F::Output {
     }
 }
 
-/// The longest `block_on` parks before it polls its future again (a
-/// spurious return is harmless; a wake cuts it short).
+/// The longest one park of `block_on` lasts (it then parks again: its
+/// future is polled only after a wake of it).
 const BLOCK_ON_PARK: Duration = Duration::from_secs(60);
 
 /// Runs `f` on `scheduler`'s blocking pool.

@@ -20,10 +20,11 @@
 //! hand-off): measured on the echo and HTTP benchmarks, the futex wakeup
 //! per batch cost more than it saved; it comes back to the driver when it
 //! idles, and the watchdog bounds the stall of a long poll meanwhile. A
-//! thread that may not come back for long (`block_on` returning, a worker
-//! culled or blocking) wakes an idle worker to take the driver
-//! (`pool::park`, "Attending the driver"): with the watchdog off
-//! (`cpu_hog_threshold(Duration::ZERO)`) nothing else would turn it.
+//! thread that may not come back for long (`block_on` returning or about
+//! to poll its woken future, a worker culled or blocking) wakes an idle
+//! worker to take the driver, and a zero-wait turn does not count as
+//! attending it (`pool::park`, "Attending the driver"): with the watchdog
+//! off (`cpu_hog_threshold(Duration::ZERO)`) nothing else would turn it.
 //!
 //! States of the driver, under `state`'s lock:
 //! 1. **none**: [`Services::driver`] creates it (epoll, its registry dup,
@@ -31,7 +32,9 @@
 //!    from then on), and kicks the default pool so that a worker exists to
 //!    park in it.
 //! 2. **lent**: its `Mutex` is taken with `try_lock` by a parking thread
-//!    for one turn; a thread that finds it taken parks on its futex.
+//!    for one turn; a thread that finds it taken parks on its futex (one
+//!    that finds a zero-wait turn holding it first leaves that turn's
+//!    thread a mark to attend after it, `pool::park`).
 //! 3. **closed**: [`Services::shutdown`] sets `closed` (no driver is
 //!    created after), asks the driver to shut down (a turn in progress
 //!    returns), takes it (the workers have exited by then) and shuts it

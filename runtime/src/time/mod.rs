@@ -13,8 +13,9 @@
 //!   passed it; it fires at most about 2 ms plus the driver's and the
 //!   pool's wake-up latency after (the tick's rounding, and epoll's wait,
 //!   which takes whole milliseconds and rounds up);
-//! - [`timeout`] polls its future **before** its timer, so a future that is
-//!   ready when the deadline passes is not timed out.
+//! - [`timeout`] polls its future **before** its timer, and once more when
+//!   the timer is found elapsed (while the task's budget lasts), so a
+//!   future that is ready when the deadline passes is not timed out.
 //!
 //! Creating a timer outside a runtime panics with a message saying where to
 //! call it from (as [`crate::spawn`] does). A `Sleep` polled after its
