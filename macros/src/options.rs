@@ -360,12 +360,8 @@ pub(crate) fn check_topology(text: &str) -> Result<(), String> {
         }
         .filter(|&n| n > 0);
         let Some(count) = count else {
-            // The level as written (its attributes are not the fault).
-            let shown = text
-                .split_whitespace()
-                .find(|t| t.starts_with(item))
-                .unwrap_or(item);
-            return Err(format!("invalid `topology` level `{shown}`; {hint}"));
+            // The level without its attributes (they are not the fault).
+            return Err(format!("invalid `topology` level `{item}`; {hint}"));
         };
         cpus = cpus.saturating_mul(count);
     }

@@ -28,7 +28,7 @@ use crate::driver::scheduled_io::Direction;
 
 /// Completes at the next SIGINT (ctrl-c in a terminal) delivered after
 /// the call, with an error if the handler cannot be installed, or if the
-/// runtime shuts down first (no ctrl-c came, and none will). The
+/// runtime shuts down before one is read (none will be). The
 /// handler is installed at the call, not at the first poll: a ctrl-c
 /// between the two is not lost (and does not end the process).
 ///

@@ -41,8 +41,9 @@ async fn test_keeps_should_panic() {
 
 // A topology the macro's check lets through and the runtime refuses (`pu`
 // must be the last level): a `#[should_panic]` test must not take the
-// runtime's refusal for its expected panic. Not run on its own (it would
-// fail, as it should); the test below calls it.
+// runtime's refusal for its expected panic. Not run on its own (it fails,
+// as it should: `--include-ignored` reports it so); the test below calls
+// it and fails if it panics.
 #[wq::test(topology = "pu:2 core:4")]
 #[should_panic]
 #[ignore = "called by a_should_panic_test_whose_runtime_is_refused_fails_without_running_its_body"]

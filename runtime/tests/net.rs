@@ -1183,6 +1183,48 @@ fn an_unconnected_unix_send_to_a_receiver_others_filled_goes_through_when_it_dra
     });
 }
 
+/// An unconnected `UnixDatagram::send_to` waiting on its backoff timer
+/// when its runtime shuts down fails with the shutdown error (its timer
+/// was fired by the shutdown; polling it again panicked).
+#[test]
+fn an_unconnected_unix_send_to_waiting_at_the_shutdown_fails_with_its_error() {
+    use wq::net::UnixDatagram;
+    within_watchdog("unix-dgram-shutdown", LIMIT, || {
+        let dir = std::env::temp_dir().join(format!("wq-dgram-shutdown-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sink_path = dir.join("sink.sock");
+        let rt = rt();
+        let (sink, sender) = rt.block_on(async {
+            let sink = UnixDatagram::bind(&sink_path).unwrap();
+            // Full: std senders until a fresh one is refused at once.
+            let mut fillers = Vec::new();
+            loop {
+                let filler = std::os::unix::net::UnixDatagram::unbound().unwrap();
+                filler.set_nonblocking(true).unwrap();
+                let mut sent = 0;
+                while filler.send_to(b"fill", &sink_path).is_ok() {
+                    sent += 1;
+                }
+                fillers.push(filler);
+                if sent == 0 {
+                    break;
+                }
+                assert!(fillers.len() < 1000, "the sink's queue never filled");
+            }
+            (sink, UnixDatagram::unbound().unwrap())
+        });
+        let mut send = Box::pin(sender.send_to(b"late", &sink_path));
+        // Refused, it waits on its timer (polled from outside the runtime).
+        assert!(futures::executor::block_on(async { futures::poll!(send.as_mut()) }).is_pending());
+        drop(rt);
+        let err = futures::executor::block_on(send).unwrap_err();
+        assert!(err.to_string().contains("has shut down"), "{err}");
+        drop(sink);
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
 /// `UnixDatagram`: bound sockets trade datagrams with their paths as
 /// sender addresses, an unbound sender is unnamed, a receiver waiting
 /// first is woken, a connected pair talks through `send` / `recv` and the

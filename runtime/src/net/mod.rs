@@ -246,17 +246,3 @@ mod tests {
         }
     }
 }
-
-/// A registration refused by the driver, with the call's name (`EEXIST`:
-/// the descriptor is registered with this runtime already).
-pub(crate) fn not_registered(what: &str, e: io::Error) -> io::Error {
-    let hint = if e.raw_os_error() == Some(libc::EEXIST) {
-        " (a wq socket of this runtime has this descriptor already: keep one per descriptor)"
-    } else {
-        ""
-    };
-    io::Error::new(
-        e.kind(),
-        format!("{what}: could not register the socket with the I/O driver: {e}{hint}"),
-    )
-}

@@ -68,10 +68,10 @@ impl TcpListener {
     ///
     /// # Errors
     /// `InvalidInput` if the socket is not a listening stream socket (a
-    /// `TcpListener` made from another descriptor), saying which; the OS
-    /// error, with the call's name, if the descriptor is no socket at all
-    /// (`ENOTSOCK`) or cannot be registered with the driver (`EEXIST`: a
-    /// wq socket of this runtime has it already).
+    /// `TcpListener` made from another descriptor), saying which; with
+    /// the call's name, if the descriptor is no socket at all
+    /// (`ENOTSOCK`); the OS's own error if it cannot be registered with the
+    /// driver (`EEXIST`: a wq socket of this runtime has it already).
     ///
     /// # Panics
     /// Outside a wq runtime.
@@ -84,8 +84,7 @@ impl TcpListener {
         )?;
         listener.set_nonblocking(true)?;
         Ok(TcpListener {
-            io: PollIo::new(driver, mio::net::TcpListener::from_std(listener))
-                .map_err(|e| super::not_registered("wq::net::TcpListener::from_std", e))?,
+            io: PollIo::new(driver, mio::net::TcpListener::from_std(listener))?,
             poll_key: SharedKey::default(),
         })
     }

@@ -71,10 +71,10 @@ impl UnixListener {
     ///
     /// # Errors
     /// `InvalidInput` if the socket is not a listening Unix stream socket
-    /// (a `UnixListener` made from another descriptor), saying which; the
-    /// OS error, with the call's name, if the descriptor is no socket at
-    /// all or cannot be registered with the driver (`EEXIST`: a wq socket
-    /// of this runtime has it already).
+    /// (a `UnixListener` made from another descriptor), saying which; with
+    /// the call's name, if the descriptor is no socket at all; the OS's own
+    /// error if it cannot be registered with the driver (`EEXIST`: a wq
+    /// socket of this runtime has it already).
     ///
     /// # Panics
     /// Outside a wq runtime.
@@ -87,8 +87,7 @@ impl UnixListener {
         )?;
         listener.set_nonblocking(true)?;
         Ok(UnixListener {
-            io: PollIo::new(driver, mio::net::UnixListener::from_std(listener))
-                .map_err(|e| super::not_registered("wq::net::UnixListener::from_std", e))?,
+            io: PollIo::new(driver, mio::net::UnixListener::from_std(listener))?,
             poll_key: SharedKey::default(),
         })
     }

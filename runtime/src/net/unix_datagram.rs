@@ -151,7 +151,19 @@ impl UnixDatagram {
                     return sent;
                 }
             }
-            crate::time::sleep_on(self.sock.driver().clone(), pause).await;
+            // The wait, unless the runtime shuts down meanwhile (its timer
+            // is fired then, and must not be polled again).
+            let mut wait = crate::time::sleep_on(self.sock.driver().clone(), pause);
+            let shut_down = std::future::poll_fn(|cx| {
+                if self.sock.driver().is_shutdown() {
+                    return Poll::Ready(true);
+                }
+                std::pin::Pin::new(&mut wait).poll(cx).map(|()| false)
+            })
+            .await;
+            if shut_down {
+                return Err(crate::driver::scheduled_io::shutdown_error());
+            }
             pause = (pause * 2).min(std::time::Duration::from_millis(50));
         }
     }

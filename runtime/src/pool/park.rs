@@ -66,8 +66,10 @@
 //! worker that idled meanwhile sleeps on its futex. An attend that finds
 //! one marks `attend_after`, fences (`SeqCst`) and looks at the turn
 //! again (ended: whoever takes the mark back attends, so exactly one
-//! side does); a parker that finds the lock held by one marks it too,
-//! fences and tries the lock once more. The turn's thread, after its
+//! side does); a parker that finds the lock held by anything but a
+//! thread parked in it (a zero-wait turn, or a turn taking or giving the
+//! lock back: `turning` is cleared after the unlock) marks it too, fences
+//! and tries the lock once more. The turn's thread, after its
 //! turn, fences and takes the mark, and attends (any pool's idle worker,
 //! where its own turn woke only its pool's, unless that woke one).
 //! One of the two sees the other (`loom_an_attend_left_to_a_zero_wait_turn_*`,

@@ -165,7 +165,7 @@ impl Services {
         if lent.handle.is_shutdown() {
             return false;
         }
-        let mut d = match lent.driver.try_lock() {
+        let d = match lent.driver.try_lock() {
             Ok(d) => d,
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => {
@@ -175,9 +175,11 @@ impl Services {
                 // after its turn, fences, and tries once more (the
                 // store-buffering pair of `attend`: either the turn's
                 // thread reads the mark, or this try finds the lock free).
-                if kind != Turn::Park
-                    || lent.turning.load(Ordering::Relaxed) != Turn::ZeroWait as u8
-                {
+                // `turning` reads 0 too while a turn takes or gives back
+                // the lock: marked then as well (a mark a parked holder's
+                // start gets is taken by the next zero-wait turn: one
+                // wakeup for nothing at most).
+                if kind != Turn::Park || lent.turning.load(Ordering::Relaxed) == Turn::Park as u8 {
                     return false;
                 }
                 lent.attend_after.store(true, Ordering::Relaxed);
@@ -192,16 +194,25 @@ impl Services {
         // Relaxed: a hint (see `driver_unattended`); an attend orders its
         // read with fences (`attend`).
         lent.turning.store(kind as u8, Ordering::Relaxed);
-        // Cleared even if the turn unwinds: set for good, it would keep
-        // every idle worker off the driver.
-        struct Turned<'a>(&'a AtomicU8);
+        // Cleared even if the turn unwinds (set for good, it would keep
+        // every idle worker off the driver), and only after the lock is
+        // given back: a parker that finds the lock held reads the turn's
+        // kind, not 0, to its end.
+        struct Turned<'a> {
+            turning: &'a AtomicU8,
+            driver: Option<std::sync::MutexGuard<'a, Driver>>,
+        }
         impl Drop for Turned<'_> {
             fn drop(&mut self) {
-                self.0.store(0, Ordering::Relaxed);
+                drop(self.driver.take());
+                self.turning.store(0, Ordering::Relaxed);
             }
         }
-        let _turned = Turned(&lent.turning);
-        turn(&mut d);
+        let mut turned = Turned {
+            turning: &lent.turning,
+            driver: Some(d),
+        };
+        turn(turned.driver.as_mut().expect("held until the drop"));
         true
     }
 

@@ -483,7 +483,7 @@ impl Queue {
                     }
                 };
                 if let Some(w) = next {
-                    w.wake();
+                    wake_caught(w);
                 }
             }
         }
