@@ -1108,6 +1108,35 @@ fn udp_poll_methods_send_and_receive() {
     });
 }
 
+/// Fills the queue of the datagram socket bound at `sink` to its length
+/// limit (`net.unix.max_dgram_qlen`) from other senders, each until its
+/// own send buffer is full, until a fresh one is refused at once. Returns
+/// the senders (kept alive) and the datagrams queued, each `b"fill"`.
+/// (std sockets: a fresh wq socket's try waits for its first readiness
+/// event.)
+fn fill_unix_sink(sink: &std::path::Path) -> (Vec<std::os::unix::net::UnixDatagram>, usize) {
+    let mut fillers = Vec::new();
+    let mut queued = 0;
+    loop {
+        let filler = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        filler.set_nonblocking(true).unwrap();
+        let mut sent = 0;
+        loop {
+            match filler.send_to(b"fill", sink) {
+                Ok(_) => sent += 1,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("filling the sink: {e}"),
+            }
+        }
+        fillers.push(filler);
+        queued += sent;
+        if sent == 0 {
+            return (fillers, queued);
+        }
+        assert!(fillers.len() < 1000, "the sink's queue never filled");
+    }
+}
+
 /// An unconnected `UnixDatagram::send_to` to a receiver whose queue other
 /// senders filled: Linux reports the sender writable all along, and each
 /// refused send wakes it again (its datagram is freed); a wait on that
@@ -1124,31 +1153,7 @@ fn an_unconnected_unix_send_to_a_receiver_others_filled_goes_through_when_it_dra
             std::fs::create_dir_all(&dir).unwrap();
             let sink_path = dir.join("sink.sock");
             let sink = UnixDatagram::bind(&sink_path).unwrap();
-            // Other senders fill the sink's queue to its length limit
-            // (`net.unix.max_dgram_qlen`): each until its own send buffer
-            // is full, until a fresh one is refused at once.
-            // (std sockets: a fresh wq socket's try waits for its first
-            // readiness event.)
-            let mut fillers = Vec::new();
-            let mut queued = 0;
-            loop {
-                let filler = std::os::unix::net::UnixDatagram::unbound().unwrap();
-                filler.set_nonblocking(true).unwrap();
-                let mut sent = 0;
-                loop {
-                    match filler.send_to(b"fill", &sink_path) {
-                        Ok(_) => sent += 1,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => panic!("filling the sink: {e}"),
-                    }
-                }
-                fillers.push(filler);
-                queued += sent;
-                if sent == 0 {
-                    break;
-                }
-                assert!(fillers.len() < 1000, "the sink's queue never filled");
-            }
+            let (_fillers, queued) = fill_unix_sink(&sink_path);
             let sender = UnixDatagram::unbound().unwrap();
             let polls = || -> u64 {
                 let m = wq::Handle::current().metrics();
@@ -1197,21 +1202,7 @@ fn an_unconnected_unix_send_to_waiting_at_the_shutdown_fails_with_its_error() {
         let rt = rt();
         let (sink, sender) = rt.block_on(async {
             let sink = UnixDatagram::bind(&sink_path).unwrap();
-            // Full: std senders until a fresh one is refused at once.
-            let mut fillers = Vec::new();
-            loop {
-                let filler = std::os::unix::net::UnixDatagram::unbound().unwrap();
-                filler.set_nonblocking(true).unwrap();
-                let mut sent = 0;
-                while filler.send_to(b"fill", &sink_path).is_ok() {
-                    sent += 1;
-                }
-                fillers.push(filler);
-                if sent == 0 {
-                    break;
-                }
-                assert!(fillers.len() < 1000, "the sink's queue never filled");
-            }
+            let _ = fill_unix_sink(&sink_path);
             (sink, UnixDatagram::unbound().unwrap())
         });
         let mut send = Box::pin(sender.send_to(b"late", &sink_path));
