@@ -69,6 +69,7 @@ wq-bench http: hyper http1 hello world on wq and tokio, loaded by wrk (scripts/s
   --threads T (wrk -t, default 1)  --conns C (wrk -c, default 64)  --secs S (default 10)
   --repeat R (default 4; rounded up to even)  --workers W (both runtimes; default: online CPUs)
   --spin-us US (wq's worker spin before parking; default: the runtime's)  --spinners N (the most wq workers of a pool spinning at once)  --spin-watch deques|injector (what wq spinners watch; default: by pool width)
+  --runtimes wq,tokio (default both; one alone to profile it, e.g. under perf record)
 ";
 
 const ECHO: &str = "\

@@ -201,9 +201,25 @@ pub fn http_main(argv: &[String], command: &str) -> Result<(), String> {
         "spin-us",
         "spinners",
         "spin-watch",
+        "runtimes",
     ])?;
     let spin = crate::workqueue::spin_arg(&a)?;
-    let repeat = a.rounds("repeat", 4, 2)?;
+    // One runtime alone: a profile of it (perf record) with no other
+    // server in the process.
+    let runtimes: Vec<String> = a.list("runtimes", vec!["wq".to_owned(), "tokio".to_owned()])?;
+    let mut chosen = [false; 2];
+    for rt in &runtimes {
+        match rt.as_str() {
+            "wq" => chosen[0] = true,
+            "tokio" => chosen[1] = true,
+            other => {
+                return Err(format!(
+                    "--runtimes: unknown runtime {other:?}; known: wq,tokio"
+                ));
+            }
+        }
+    }
+    let repeat = a.rounds("repeat", 4, chosen.iter().filter(|c| **c).count())?;
     let threads: usize = a.count("threads", 1)?;
     let conns: usize = a.count("conns", 64)?;
     let secs: u64 = a.count("secs", 10)?;
@@ -215,7 +231,7 @@ pub fn http_main(argv: &[String], command: &str) -> Result<(), String> {
     for r in 0..repeat {
         // Each runtime goes first every other round (an order effect on a
         // shared VM).
-        for i in [r % 2, 1 - r % 2] {
+        for i in [r % 2, 1 - r % 2].into_iter().filter(|&i| chosen[i]) {
             let rt = &["wq", "tokio"][i];
             let run = match *rt {
                 "wq" => {
@@ -267,10 +283,19 @@ pub fn http_main(argv: &[String], command: &str) -> Result<(), String> {
     // dropped are those where a runtime stalled (wrk's timeouts), and
     // dropping one side's alone made its medians look better and broke
     // the balance of which runtime went first.
-    let clean_round: Vec<bool> = (0..runs[0].len())
-        .map(|r| runs.iter().all(|rs| rs[r].errors == 0))
+    let rounds = runs.iter().map(Vec::len).max().unwrap_or(0);
+    let clean_round: Vec<bool> = (0..rounds)
+        .map(|r| {
+            runs.iter()
+                .all(|rs| rs.get(r).is_none_or(|run| run.errors == 0))
+        })
         .collect();
-    for (name, rs) in ["wq", "tokio"].iter().zip(&runs) {
+    for ((name, rs), _) in ["wq", "tokio"]
+        .iter()
+        .zip(&runs)
+        .zip(chosen)
+        .filter(|(_, chosen)| *chosen)
+    {
         let clean: Vec<&WrkRun> = rs
             .iter()
             .zip(&clean_round)
