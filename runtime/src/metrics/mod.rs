@@ -194,8 +194,8 @@ counters! {
     parks => "parks",
     /// Times a worker found work while spinning before parking.
     spin_hits => "spin_hits",
-    /// Times a spinning worker stopped because another thread wanted its
-    /// CPU (it then parks at once for a while).
+    /// Times a spinning worker stopped because another thread held its
+    /// CPU (a yield that took a scheduler slice); it then parks.
     spin_backoffs => "spin_backoffs",
     /// Worker threads the OS refused to start for this pool.
     worker_start_failures => "worker_start_failures",

@@ -48,12 +48,15 @@
 //!    and while it is off its CPU, counted as searching, no other worker is
 //!    kicked for new work. So the budget adapts ([`Spin`]): each spin in a
 //!    row that finds nothing halves it (down to a sixteenth of the
-//!    maximum), one that finds work restores it, and spinning stops for
-//!    [`SPIN_COOLDOWN`] when
-//!    yields show that a thread that does not give the CPU back wants it
-//!    (two yields within [`WANTED_WINDOW`] returned after more than
-//!    [`PREEMPTED`]; one alone may be the hypervisor's steal): beside busy
-//!    neighbours, workers park at once, as tokio's do.
+//!    maximum), one that finds work restores it; the spin yields every
+//!    [`SPIN_CHECKS`] checks, and a yield that returned after more than
+//!    [`PREEMPTED`] (a scheduler slice: another thread holds the CPU) ends
+//!    it. No cooldown follows: a worker that stopped spinning for 20 ms
+//!    after two such yields (as it did until 2026-12-05) parked and was
+//!    woken per item beside busy neighbours (the seed shape's p95 enqueue
+//!    7-9 us against 0.1-0.4 us without it) and per request beside an
+//!    HTTP load generator (about twice the thread switches per request):
+//!    `docs/benchmarks.md`, sections 6 and 9.
 //! 4. **Stop searching**; the last searcher re-checks the queues.
 //! 5. **Enter idle**, then **park** for `idle_timeout`; on every return,
 //!    leave idle (with a cull pass): run, search, park again, or exit.
@@ -142,12 +145,6 @@ pub(crate) const SPIN_CHECKS: u32 = 64;
 /// on current kernels), not one of the runtime's own short-lived threads
 /// (a producer woken on this CPU runs for microseconds).
 pub(crate) const PREEMPTED: Duration = Duration::from_micros(500);
-/// How long a worker does not spin after it found its CPU wanted.
-pub(crate) const SPIN_COOLDOWN: Duration = Duration::from_millis(20);
-/// Two long yields this close together mean the CPU is wanted; one alone
-/// may be the hypervisor taking the virtual CPU (steal time), which no
-/// amount of parking helps.
-pub(crate) const WANTED_WINDOW: Duration = Duration::from_millis(50);
 
 /// What the schedule function needs of the worker running on this thread.
 pub(crate) struct Local {
@@ -487,10 +484,6 @@ struct Spin {
     /// Spins in a row that found nothing: the budget is the maximum halved
     /// that many times (at most [`MAX_MISS_SHIFT`]); a hit resets it.
     misses: u32,
-    /// When (raw clock) a yield was last long.
-    long_yield_at: Option<u64>,
-    /// When (raw clock) spinning stopped because the CPU is wanted.
-    wanted_at: Option<u64>,
 }
 
 /// The budget never drops below the maximum over 2^this: a spin stays
@@ -500,12 +493,7 @@ const MAX_MISS_SHIFT: u32 = 4;
 impl Spin {
     fn new(max: Duration) -> Spin {
         let max_ns = max.as_nanos().min(u128::from(u64::MAX)) as u64;
-        Spin {
-            max_ns,
-            misses: 0,
-            long_yield_at: None,
-            wanted_at: None,
-        }
+        Spin { max_ns, misses: 0 }
     }
 
     /// How long the next spin may last.
@@ -523,25 +511,9 @@ impl Spin {
         self.misses = (self.misses + 1).min(MAX_MISS_SHIFT);
     }
 
-    /// A yield was long: if the last one was too, recently, the CPU is
-    /// wanted by another thread: no spin for a while, then from the floor
-    /// up. Returns whether spinning stops.
-    fn long_yield(&mut self, now: u64) -> bool {
-        let recent = self
-            .long_yield_at
-            .is_some_and(|t| clock::delay_ns(t, now) < WANTED_WINDOW.as_nanos() as u64);
-        self.long_yield_at = Some(now);
-        if recent {
-            self.misses = MAX_MISS_SHIFT;
-            self.wanted_at = Some(now);
-        }
-        recent
-    }
-
-    /// Whether to spin now.
-    fn allowed(&self, now: u64) -> bool {
-        let cooling = |t: u64| clock::delay_ns(t, now) < SPIN_COOLDOWN.as_nanos() as u64;
-        self.max_ns > 0 && self.wanted_at.is_none_or(|t| !cooling(t))
+    /// Whether to spin at all.
+    fn allowed(&self) -> bool {
+        self.max_ns > 0
     }
 }
 
@@ -744,10 +716,10 @@ impl Core {
     /// Step 3: watches the pool's queues for up to the spin budget. Returns
     /// whether work showed up.
     fn spin_for_work(&mut self, pool: &Pool) -> bool {
-        let start = clock::now();
-        if !self.spin.allowed(start) {
+        if !self.spin.allowed() {
             return false;
         }
+        let start = clock::now();
         // Enough others spin: look once (done) and park.
         let Some(_spinning) = pool.spinners.try_start() else {
             return false;
@@ -779,13 +751,16 @@ impl Core {
             }
             // Give the CPU to a runnable thread, if any (a producer woken
             // on this CPU): spinning must not delay the work it waits for.
-            // Without one, sched_yield returns at once; after a long one,
-            // the CPU is shared with a busy thread: stop spinning.
+            // Without one, sched_yield returns at once. After one that
+            // took a scheduler slice, another thread holds this CPU (a
+            // busy neighbour, a load generator): the spin ends (the worker
+            // looks once more and parks). The next spin starts afresh: a
+            // cooldown without spinning after two such yields made workers
+            // park and be woken per item beside busy neighbours, and per
+            // request beside a load generator (module docs, step 3).
             std::thread::yield_now();
             let back = clock::now();
-            if clock::delay_ns(now, back) >= PREEMPTED.as_nanos() as u64
-                && self.spin.long_yield(back)
-            {
+            if clock::delay_ns(now, back) >= PREEMPTED.as_nanos() as u64 {
                 self.spin_backoffs += 1;
                 return pool.has_work();
             }
