@@ -313,9 +313,7 @@ fn from_std_refuses_sockets_that_cannot_accept() {
             assert!(err.to_string().contains("TcpListener::from_std"), "{err}");
             // A listening Unix socket is no TCP listener: each accept
             // dropped a client (the address read as an IP one failed).
-            let dir = std::env::temp_dir().join(format!("wq-from-std-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
+            let dir = fresh_dir("from-std");
             let unix = std::os::unix::net::UnixListener::bind(dir.join("l.sock")).unwrap();
             let not_ip = std::net::TcpListener::from(OwnedFd::from(unix));
             let err = TcpListener::from_std(not_ip).unwrap_err();
@@ -642,9 +640,7 @@ fn a_burst_of_connects_fits_the_listen_backlog() {
 #[test]
 fn a_unix_connect_to_a_full_listener_waits_for_room() {
     within_watchdog("unix full queue", LIMIT, || {
-        let dir = std::env::temp_dir().join(format!("wq-unix-full-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fresh_dir("unix-full");
         let path = dir.join("s");
         let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
         // SAFETY: listen(2) on the listener's own descriptor.
@@ -1035,9 +1031,7 @@ fn poll_accept_serves_a_stream_of_connections() {
                     .expect("the port is free again"),
             );
 
-            let dir = std::env::temp_dir().join(format!("wq-poll-accept-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
+            let dir = fresh_dir("poll-accept");
             let path = dir.join("l.sock");
             let ul = UnixListener::bind(&path).unwrap();
             let p = path.clone();
@@ -1108,6 +1102,15 @@ fn udp_poll_methods_send_and_receive() {
     });
 }
 
+/// An empty directory of its own for a test's socket files (`name`, this
+/// process's id), left by a run before if any.
+fn fresh_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("wq-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// Fills the queue of the datagram socket bound at `sink` to its length
 /// limit (`net.unix.max_dgram_qlen`) from other senders, each until its
 /// own send buffer is full, until a fresh one is refused at once. Returns
@@ -1148,9 +1151,7 @@ fn an_unconnected_unix_send_to_a_receiver_others_filled_goes_through_when_it_dra
     use wq::net::UnixDatagram;
     within_watchdog("unix-dgram-full", LIMIT, || {
         rt().block_on(async {
-            let dir = std::env::temp_dir().join(format!("wq-dgram-full-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
+            let dir = fresh_dir("dgram-full");
             let sink_path = dir.join("sink.sock");
             let sink = UnixDatagram::bind(&sink_path).unwrap();
             let (_fillers, queued) = fill_unix_sink(&sink_path);
@@ -1195,9 +1196,7 @@ fn an_unconnected_unix_send_to_a_receiver_others_filled_goes_through_when_it_dra
 fn an_unconnected_unix_send_to_waiting_at_the_shutdown_fails_with_its_error() {
     use wq::net::UnixDatagram;
     within_watchdog("unix-dgram-shutdown", LIMIT, || {
-        let dir = std::env::temp_dir().join(format!("wq-dgram-shutdown-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = fresh_dir("dgram-shutdown");
         let sink_path = dir.join("sink.sock");
         let rt = rt();
         let (sink, sender) = rt.block_on(async {
@@ -1227,9 +1226,7 @@ fn unix_datagrams_are_sent_and_received() {
     use wq::net::UnixDatagram;
     within_watchdog("unix-dgram", LIMIT, || {
         rt().block_on(async {
-            let dir = std::env::temp_dir().join(format!("wq-dgram-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
+            let dir = fresh_dir("dgram");
             let (a_path, b_path) = (dir.join("a.sock"), dir.join("b.sock"));
             let a = Arc::new(UnixDatagram::bind(&a_path).unwrap());
             let b = Arc::new(UnixDatagram::bind(&b_path).unwrap());
