@@ -1301,3 +1301,36 @@ fn a_flush_waiter_whose_waker_panics_does_not_kill_the_worker() {
         rt.block_on(flush);
     });
 }
+
+/// A queue's `cpu_time` is its items' polls: each poll's computation
+/// counts (the first poll's, timed in the poll; the last one's, timed with
+/// the item's deferred end on its worker), the wait between them does
+/// not.
+#[test]
+fn cpu_time_counts_the_polls_and_not_the_waits_between_them() {
+    within(60, || {
+        let rt = runtime("pack:1 core:2 pu:1");
+        let q = Workqueue::builder("cpu-time").build(rt.handle()).unwrap();
+        let compute = || {
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_millis(4) {
+                std::hint::spin_loop();
+            }
+        };
+        let waited = Duration::from_millis(400);
+        let item = q.spawn(async move {
+            compute();
+            wq::time::sleep(waited).await;
+            compute();
+        });
+        rt.block_on(item).unwrap();
+        rt.block_on(q.flush());
+        let s = q.stats();
+        assert_eq!((s.started, s.completed), (1, 1), "{s:?}");
+        assert!(
+            s.cpu_time >= Duration::from_millis(8),
+            "both polls' 4 ms: {s:?}"
+        );
+        assert!(s.cpu_time < waited, "the sleep between them counted: {s:?}");
+    });
+}

@@ -658,7 +658,9 @@ pub struct WorkqueueStats {
     /// (completed, panicked or cancelled).
     pub completed: u64,
     /// Time its items spent being polled (seconds, in a serialized
-    /// snapshot).
+    /// snapshot); an item's last poll on a worker is timed to the end of
+    /// its run there (its future's drop and its result handed over
+    /// included).
     #[serde(with = "secs")]
     pub cpu_time: Duration,
     /// Items found hogging a CPU (a poll over the runtime's

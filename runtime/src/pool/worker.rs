@@ -578,7 +578,10 @@ impl Core {
                 // it. Only there: what it queued elsewhere is seen by the
                 // idle re-check, and a second full look would scan every
                 // sibling and remote pod again.
-                if let Some(end) = local.end.take() {
+                if let Some(mut end) = local.end.take() {
+                    // Timed to the clock read as its run ended (no read
+                    // since: `find_work` sets no time).
+                    end.ended_at(local.now.get());
                     drop(end);
                     if found.is_none() {
                         found = local.lifo().take().or_else(|| local.deque.pop());

@@ -130,15 +130,8 @@ const RELEASED: u8 = 1 << 0;
 const AWAY: u8 = 1 << 1;
 /// Found hogging a CPU: later polls leave concurrency management.
 const CPU_HOG: u8 = 1 << 2;
-/// Polled at least once.
-const POLLED: u8 = 1 << 3;
 /// Reported once for blocking its worker.
 const REPORTED_BLOCKED: u8 = 1 << 4;
-/// A named task's last poll ran on a worker, which records it with the
-/// task's end ([`TaskEnd`]); its length is in `queued_at`.
-const LAST_POLL: u8 = 1 << 5;
-/// That last poll was also its first.
-const LAST_POLL_FIRST: u8 = 1 << 6;
 
 /// What every task carries in its header.
 pub(crate) struct TaskMeta {
@@ -160,9 +153,10 @@ pub(crate) struct TaskMeta {
     /// The stripe of the queue's counts it was spawned on (its finish
     /// uncounts it there).
     stripe: u8,
-    /// `RELEASED`, `AWAY`, `CPU_HOG`, `POLLED`, `REPORTED_BLOCKED`,
-    /// `LAST_POLL`, `LAST_POLL_FIRST`. Read-modify-writes: a wake
-    /// on another thread may clear `AWAY` while the task runs.
+    /// `RELEASED`, `AWAY`, `CPU_HOG`, `REPORTED_BLOCKED`.
+    /// Read-modify-writes: a wake on another thread may clear `AWAY`
+    /// while the task runs. What only its polls write is in its
+    /// `TaskCell` (plain fields: polls are ordered one after the other).
     flags: AtomicU8,
 }
 
@@ -401,7 +395,21 @@ struct TaskCell<'m, F> {
     meta: &'m TaskMeta,
     future: ManuallyDrop<F>,
     entry: Option<registry::Entry>,
+    /// A named task's polls: `POLLED`, `LAST_POLL`, `LAST_POLL_FIRST`.
+    /// Only its polls and its drop (after them) touch it, one after the
+    /// other: a plain field, where flags in `TaskMeta` took two locked
+    /// instructions per item, one of them between the item's last act and
+    /// its worker's next look (`pool::worker`, "The deferred end").
+    polls: u8,
 }
+
+/// [`TaskCell::polls`]: polled at least once.
+const POLLED: u8 = 1 << 0;
+/// The last poll ran on a worker, which records it with the task's end
+/// ([`TaskEnd`]); the clock when it began is in `queued_at`.
+const LAST_POLL: u8 = 1 << 1;
+/// That last poll was also its first.
+const LAST_POLL_FIRST: u8 = 1 << 2;
 
 impl<'m, F> TaskCell<'m, F> {
     fn new(meta: &'m TaskMeta, future: F) -> TaskCell<'m, F> {
@@ -409,6 +417,7 @@ impl<'m, F> TaskCell<'m, F> {
             meta,
             future: ManuallyDrop::new(future),
             entry: None,
+            polls: 0,
         }
     }
 }
@@ -432,13 +441,8 @@ impl<F: Future> Future for TaskCell<'_, F> {
             None if !hog => poll(),
             None => crate::pool::block_in_place(poll),
             Some(q) => {
-                // Only a poll sets `POLLED`, and polls are ordered one
-                // after the other: a load finds it set on every later poll,
-                // with no locked instruction.
-                let first = meta.flags.load(Ordering::Relaxed) & POLLED == 0;
-                if first {
-                    meta.flags.fetch_or(POLLED, Ordering::Relaxed);
-                }
+                let first = this.polls & POLLED == 0;
+                this.polls |= POLLED;
                 let start = clock::now();
                 let (result, cm_wakeups) = current::with_running_queue(q.id(), || {
                     if hog || q.is_cpu_intensive() {
@@ -447,17 +451,17 @@ impl<F: Future> Future for TaskCell<'_, F> {
                         poll()
                     }
                 });
-                let ns = clock::delay_ns(start, clock::now());
                 if !matches!(result, Ok(Poll::Pending)) && current::on_worker_thread() {
                     // The last poll (the future is dropped next, on this
-                    // thread): recorded with the task's end, which its
-                    // worker runs after its next look at its queues
-                    // (`TaskCell::drop`). `queued_at` is not read again.
-                    meta.queued_at.store(ns, Ordering::Relaxed);
-                    let first = if first { LAST_POLL_FIRST } else { 0 };
-                    meta.flags.fetch_or(LAST_POLL | first, Ordering::Relaxed);
+                    // thread): timed with the task's end, which its worker
+                    // runs after its next look at its queues, to the clock
+                    // the worker reads as the run ends (`TaskEnd`): no
+                    // clock read here, between what the item did last and
+                    // that look. `queued_at` is not read again.
+                    meta.queued_at.store(start, Ordering::Relaxed);
+                    this.polls |= LAST_POLL | if first { LAST_POLL_FIRST } else { 0 };
                 } else {
-                    q.polled(first, ns);
+                    q.polled(first, clock::delay_ns(start, clock::now()));
                 }
                 for _ in 0..cm_wakeups {
                     q.cm_wakeup();
@@ -561,9 +565,9 @@ impl<F> Drop for TaskCell<'_, F> {
             home.registry.dropped(self.entry.take());
         }
         if let Some(q) = &self.meta.queue {
-            let last_poll = (flags & LAST_POLL != 0).then(|| {
+            let last_poll = (self.polls & LAST_POLL != 0).then(|| {
                 (
-                    flags & LAST_POLL_FIRST != 0,
+                    self.polls & LAST_POLL_FIRST != 0,
                     self.meta.queued_at.load(Ordering::Relaxed),
                 )
             });

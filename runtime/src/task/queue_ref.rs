@@ -154,9 +154,9 @@ impl QueueRef {
 
 impl QueueRef {
     /// The task's end as a value ([`TaskEnd`]): the statistics of its
-    /// last poll (`last_poll`: whether it was its first, and its length),
-    /// then its finish (as [`QueueRef::finish`]), run when the value is
-    /// dropped.
+    /// last poll (`last_poll`: whether it was its first, and the raw clock
+    /// when it began), then its finish (as [`QueueRef::finish`]), run when
+    /// the value is dropped.
     ///
     /// # Safety
     /// As [`QueueRef::finish`]: once per task, and the reference is not
@@ -172,6 +172,7 @@ impl QueueRef {
         TaskEnd {
             link: self.link,
             last_poll,
+            ended_at: 0,
             released,
             color,
             stripe,
@@ -187,17 +188,36 @@ impl QueueRef {
 /// `pool::worker`): the look that may find the next item comes first.
 pub(crate) struct TaskEnd {
     link: NonNull<dyn QueueLink>,
+    /// Whether its last poll was its first, and when it began (raw clock).
     last_poll: Option<(bool, u64)>,
+    /// When the run of that poll ended (raw clock), as its worker read it
+    /// ([`TaskEnd::ended_at`]); 0: the clock when the end runs.
+    ended_at: u64,
     released: bool,
     color: u8,
     stripe: u8,
 }
 
+impl TaskEnd {
+    /// Its last poll's run ended at raw clock `at`: the worker's own read
+    /// as the run ends, which times the poll (with the rest of its run:
+    /// the future's drop, its output stored, its joiner woken) and spares
+    /// the poll a read of its own between the item's last act and its
+    /// worker's next look.
+    pub(crate) fn ended_at(&mut self, at: u64) {
+        self.ended_at = at;
+    }
+}
+
 impl Drop for TaskEnd {
     fn drop(&mut self) {
         let task = QueueRef { link: self.link };
-        if let Some((first, ns)) = self.last_poll {
-            task.polled(first, ns);
+        if let Some((first, start)) = self.last_poll {
+            let end = match self.ended_at {
+                0 => crate::clock::now(),
+                at => at,
+            };
+            task.polled(first, crate::clock::delay_ns(start, end));
         }
         // SAFETY: `QueueRef::end`'s contract: this is the task's one
         // finish, and its count in flight held the queue until now.
