@@ -271,6 +271,12 @@ pub struct Run {
     pub enqueue: Quantiles,
     /// Spawn to producer resumed.
     pub round_trip: Quantiles,
+    /// Spawn to the item's signal (the runtime's part of the round trip:
+    /// the spawn, the item queued, found, polled).
+    pub to_signal: Quantiles,
+    /// The item's signal to its producer resumed (the operating system's
+    /// part: a parked thread woken, the same `unpark` on every row).
+    pub wakeup: Quantiles,
     /// wq's counters (none for tokio).
     pub wq: Option<WqCounters>,
 }
@@ -311,6 +317,14 @@ impl Row {
     /// Median round-trip quantiles.
     pub fn round_trip(&self) -> Quantiles {
         Quantiles::median_of(&self.runs.iter().map(|r| r.round_trip).collect::<Vec<_>>())
+    }
+    /// Median spawn-to-signal quantiles.
+    pub fn to_signal(&self) -> Quantiles {
+        Quantiles::median_of(&self.runs.iter().map(|r| r.to_signal).collect::<Vec<_>>())
+    }
+    /// Median signal-to-wakeup quantiles.
+    pub fn wakeup(&self) -> Quantiles {
+        Quantiles::median_of(&self.runs.iter().map(|r| r.wakeup).collect::<Vec<_>>())
     }
     /// Median of a wq counter per item.
     fn per_item(&self, items: f64, f: fn(&WqCounters) -> f64) -> f64 {
@@ -369,8 +383,39 @@ pub fn build_tokio(workers: usize) -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
+/// What [`run_once`] measured: items/s, and the histograms of the enqueue
+/// (spawn call), the round trip (spawn to producer resumed), and its two
+/// parts (spawn to the item's signal, signal to producer resumed).
+#[derive(Debug)]
+pub struct Measured {
+    /// Items per second, all producers.
+    pub items_per_s: f64,
+    /// The spawn calls.
+    pub enqueue: Histogram<u64>,
+    /// Spawn to producer resumed.
+    pub round_trip: Histogram<u64>,
+    /// Spawn to the item's signal.
+    pub to_signal: Histogram<u64>,
+    /// The item's signal to its producer resumed.
+    pub wakeup: Histogram<u64>,
+}
+
+impl Measured {
+    /// The run of a row.
+    fn run(&self, wq: Option<WqCounters>) -> Run {
+        Run {
+            items_per_s: self.items_per_s,
+            enqueue: Quantiles::of(&self.enqueue),
+            round_trip: Quantiles::of(&self.round_trip),
+            to_signal: Quantiles::of(&self.to_signal),
+            wakeup: Quantiles::of(&self.wakeup),
+            wq,
+        }
+    }
+}
+
 /// Runs the producers against `spawn` once.
-pub fn run_once<H, S>(cfg: &Config, spawn: S) -> (f64, Histogram<u64>, Histogram<u64>)
+pub fn run_once<H, S>(cfg: &Config, spawn: S) -> Measured
 where
     S: Fn(Arc<Completion>) -> H + Sync,
 {
@@ -398,22 +443,25 @@ where
                         done.wait();
                         drop(h);
                     }
-                    let mut enqueue = stats::histogram();
-                    let mut round_trip = stats::histogram();
+                    let mut h = [(); 4].map(|()| stats::histogram());
                     barrier.wait();
                     let start = Instant::now();
                     for _ in 0..cfg.items {
                         let c = done.clone();
                         let t0 = Instant::now();
-                        let h = spawn(c);
+                        let handle = spawn(c);
                         let t1 = Instant::now();
                         done.wait();
                         let t2 = Instant::now();
-                        drop(h);
-                        enqueue.saturating_record((t1 - t0).as_nanos() as u64);
-                        round_trip.saturating_record((t2 - t0).as_nanos() as u64);
+                        drop(handle);
+                        let signal = done.signalled_at();
+                        let ns = |a: Instant, b: Instant| b.saturating_duration_since(a).as_nanos() as u64;
+                        h[0].saturating_record(ns(t0, t1));
+                        h[1].saturating_record(ns(t0, t2));
+                        h[2].saturating_record(ns(t0, signal));
+                        h[3].saturating_record(ns(signal, t2));
                     }
-                    (start, Instant::now(), enqueue, round_trip)
+                    (start, Instant::now(), h)
                 })
             })
             .collect();
@@ -424,14 +472,21 @@ where
     });
     let start = results.iter().map(|r| r.0).min().expect("a producer");
     let end = results.iter().map(|r| r.1).max().expect("a producer");
-    let mut enqueue = stats::histogram();
-    let mut round_trip = stats::histogram();
+    let mut h = [(); 4].map(|()| stats::histogram());
     for r in &results {
-        enqueue.add(&r.2).expect("same bounds");
-        round_trip.add(&r.3).expect("same bounds");
+        for (all, one) in h.iter_mut().zip(&r.2) {
+            all.add(one).expect("same bounds");
+        }
     }
     let total = (cfg.producers * cfg.items) as f64;
-    (total / (end - start).as_secs_f64(), enqueue, round_trip)
+    let [enqueue, round_trip, to_signal, wakeup] = h;
+    Measured {
+        items_per_s: total / (end - start).as_secs_f64(),
+        enqueue,
+        round_trip,
+        to_signal,
+        wakeup,
+    }
 }
 
 fn run_target(cfg: &Config, target: Target) -> Result<Run, String> {
@@ -442,17 +497,12 @@ fn run_target(cfg: &Config, target: Target) -> Result<Run, String> {
                 _ => (WakeMode::Deferred, false),
             };
             let rt = build_wq(cfg, scope, mode, capture)?;
-            let (ips, e, r) = run_once(cfg, |c: Arc<Completion>| {
+            let measured = run_once(cfg, |c: Arc<Completion>| {
                 rt.spawn_on(scope, async move { c.complete() })
             });
             let counters = WqCounters::of(&rt);
             drop(rt);
-            Ok(Run {
-                items_per_s: ips,
-                enqueue: Quantiles::of(&e),
-                round_trip: Quantiles::of(&r),
-                wq: Some(counters),
-            })
+            Ok(measured.run(Some(counters)))
         }
         Target::WqNamed(scope) => {
             let rt = build_wq(cfg, scope, WakeMode::Deferred, true)?;
@@ -460,31 +510,21 @@ fn run_target(cfg: &Config, target: Target) -> Result<Run, String> {
                 .scope(scope)
                 .build(rt.handle())
                 .map_err(|e| e.to_string())?;
-            let (ips, e, r) = run_once(cfg, |c: Arc<Completion>| {
+            let measured = run_once(cfg, |c: Arc<Completion>| {
                 q.spawn(async move { c.complete() })
             });
             let counters = WqCounters::of(&rt);
             drop(rt);
-            Ok(Run {
-                items_per_s: ips,
-                enqueue: Quantiles::of(&e),
-                round_trip: Quantiles::of(&r),
-                wq: Some(counters),
-            })
+            Ok(measured.run(Some(counters)))
         }
         Target::Tokio => {
             let rt = build_tokio(cfg.tokio_workers);
             let handle = rt.handle().clone();
-            let (ips, e, r) = run_once(cfg, |c: Arc<Completion>| {
+            let measured = run_once(cfg, |c: Arc<Completion>| {
                 handle.spawn(async move { c.complete() })
             });
             drop(rt);
-            Ok(Run {
-                items_per_s: ips,
-                enqueue: Quantiles::of(&e),
-                round_trip: Quantiles::of(&r),
-                wq: None,
-            })
+            Ok(measured.run(None))
         }
     }
 }
@@ -664,6 +704,33 @@ pub fn detail_table(cfg: &Config, rows: &[Row]) -> String {
     out.push_str(
         "(medians of the runs; unpark/coal/spinhit/lock: wq's worker unparks, coalesced kicks, spin hits and pool-lock acquisitions per item; sched50: wq's p50 scheduling delay; workers: wq's worker threads started in the run, over all its pools, against tokio's fixed count in the header)\n",
     );
+    out.push_str(&split_table(rows));
+    out
+}
+
+/// The round trip in its two parts: spawn to the item's signal (the
+/// runtime's: the spawn, the item queued, found and polled) and the signal
+/// to its producer running again (the operating system's wakeup of a
+/// parked thread, the same `unpark` on every row).
+pub fn split_table(rows: &[Row]) -> String {
+    let mut out = format!(
+        "\n{:<26} | {:>9} {:>7} {:>7} | {:>9} {:>7} {:>7}\n",
+        "round trip split", "to signal", "p90", "p99", "wakeup", "p90", "p99"
+    );
+    for r in rows {
+        let (s, w) = (r.to_signal(), r.wakeup());
+        out.push_str(&format!(
+            "{:<26} | {:>9} {:>7} {:>7} | {:>9} {:>7} {:>7}\n",
+            r.label(),
+            fmt_ns(s.p50),
+            fmt_ns(s.p90),
+            fmt_ns(s.p99),
+            fmt_ns(w.p50),
+            fmt_ns(w.p90),
+            fmt_ns(w.p99),
+        ));
+    }
+    out.push_str("(medians of the runs; to signal: from the spawn call to the item's signal, the runtime's part; wakeup: from the signal to the producer running again, the operating system's)\n");
     out
 }
 
@@ -881,6 +948,8 @@ pub fn json(cfg: &Config, rows: &[Row], command: &str) -> Value {
                 "items_per_s_runs": r.runs.iter().map(|x| x.items_per_s).collect::<Vec<_>>(),
                 "enqueue": r.enqueue().json(),
                 "round_trip": r.round_trip().json(),
+                "to_signal": r.to_signal().json(),
+                "wakeup": r.wakeup().json(),
                 "lock_acquisitions_per_item": (r.target != Target::Tokio)
                     .then(|| r.lock_acquisitions_per_item(cfg.counted_items())),
                 "wq_counters_runs": r.runs.iter().filter_map(|x| x.wq).map(|c| json!({
@@ -990,6 +1059,8 @@ mod tests {
                     ..Quantiles::default()
                 },
                 round_trip: Quantiles::default(),
+                to_signal: Quantiles::default(),
+                wakeup: Quantiles::default(),
                 wq: None,
             }],
         }
