@@ -14,7 +14,7 @@
 //!    searcher's re-check when it stops.
 //! 3. **Spin**: a searcher (at most `Builder::spinning_workers` of them,
 //!    default all that search) watches the pool's **injector** for up to
-//!    its spin budget, yielding the CPU every [`SPIN_CHECKS`] checks (in a
+//!    its spin budget, yielding the CPU every [`SPIN_YIELD_EVERY`] (in a
 //!    pool of at most [`super::SMALL_POOL`] workers, the deques too: at
 //!    most two search there, and what follows does not apply). Not
 //!    the other workers' deques: work pushed there by a running worker is
@@ -48,10 +48,11 @@
 //!    and while it is off its CPU, counted as searching, no other worker is
 //!    kicked for new work. So the budget adapts ([`Spin`]): each spin in a
 //!    row that finds nothing halves it (down to a sixteenth of the
-//!    maximum), one that finds work restores it; the spin yields every
-//!    [`SPIN_CHECKS`] checks, and a yield that returned after more than
-//!    [`PREEMPTED`] (a scheduler slice: another thread holds the CPU) ends
-//!    it. No cooldown follows: a worker that stopped spinning for 20 ms
+//!    maximum), one that finds work restores it; the spin yields once
+//!    [`SPIN_YIELD_EVERY`] has passed since its last yield (a thread woken
+//!    on its CPU waits for it no longer), and a yield that returned after
+//!    more than [`PREEMPTED`] (a scheduler slice: another thread holds the
+//!    CPU) ends it. No cooldown follows: a worker that stopped spinning for 20 ms
 //!    after two such yields (as it did until 2026-12-05) parked and was
 //!    woken per item beside busy neighbours (the seed shape's p95 enqueue
 //!    7-9 us against 0.1-0.4 us without it) and per request beside an
@@ -138,8 +139,16 @@ pub(crate) const MAX_LIFO_POLLS: u32 = 3;
 /// Polls between two publications of a worker's plain counters
 /// (`crate::metrics`'s capture protocol, step 1).
 const PUBLISH_EVERY: usize = crate::metrics::SAMPLES;
-/// Queue checks between two reads of the clock (and yields) while spinning.
-pub(crate) const SPIN_CHECKS: u32 = 64;
+/// Queue checks between two reads of the clock while spinning.
+pub(crate) const SPIN_CHECKS: u32 = 8;
+/// A spinning worker yields its CPU once this long has passed since its
+/// last yield (or the spin's start): a thread woken on its CPU (the
+/// producer its last item signalled) waits at most about this long for
+/// it. Every 64 checks, as before, was every 6-10 us on the 2-vCPU VM
+/// (each check reads lines other CPUs write), and the woken producer's
+/// wait was most of the seed shape's round-trip tail
+/// (`docs/benchmarks.md`, section 3).
+pub(crate) const SPIN_YIELD_EVERY: Duration = Duration::from_micros(1);
 /// A yield that takes this long means a thread that does not give the CPU
 /// back ran on it: a busy neighbour holding a scheduler slice (0.75-3 ms
 /// on current kernels), not one of the runtime's own short-lived threads
@@ -727,6 +736,7 @@ impl Core {
         let Some(_spinning) = pool.spinners.try_start() else {
             return false;
         };
+        let mut yielded = start;
         loop {
             for _ in 0..SPIN_CHECKS {
                 // The injector only, and the alert of a worker that left
@@ -752,6 +762,9 @@ impl Core {
                 self.spin.miss();
                 return false;
             }
+            if clock::delay_ns(yielded, now) < SPIN_YIELD_EVERY.as_nanos() as u64 {
+                continue;
+            }
             // Give the CPU to a runnable thread, if any (a producer woken
             // on this CPU): spinning must not delay the work it waits for.
             // Without one, sched_yield returns at once. After one that
@@ -767,6 +780,7 @@ impl Core {
                 self.spin_backoffs += 1;
                 return pool.has_work();
             }
+            yielded = back;
         }
     }
 
