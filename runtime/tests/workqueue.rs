@@ -1334,3 +1334,110 @@ fn cpu_time_counts_the_polls_and_not_the_waits_between_them() {
         assert!(s.cpu_time < waited, "the sleep between them counted: {s:?}");
     });
 }
+
+/// An item aborted while it waits on the inactive list has its future
+/// dropped then, not when its turn comes: on an ordered queue whose
+/// running item waits for that drop (a sender the waiting item owns), the
+/// two would otherwise wait for each other for good. Its slot is never
+/// taken, and a flush does not wait for it.
+#[test]
+fn aborting_a_waiting_item_drops_its_future_before_its_turn() {
+    within(30, || {
+        let rt = runtime("pack:1 core:2 pu:1");
+        let q = Workqueue::builder("abort-waiting")
+            .ordered()
+            .build(rt.handle())
+            .unwrap();
+        let (tx, rx) = futures::channel::oneshot::channel::<()>();
+        let (go, started) = futures::channel::oneshot::channel::<()>();
+        let a = q.spawn(async move {
+            go.send(()).unwrap();
+            // Err: the sender was dropped (B's future, aborted).
+            rx.await.is_err()
+        });
+        let b = q.spawn(async move {
+            let _tx = tx;
+            unreachable!("an aborted item was polled");
+        });
+        let c = q.spawn(async { 3 });
+        rt.block_on(async {
+            started.await.unwrap();
+            assert_eq!(q.stats().inactive, 2, "B and C wait behind A");
+            b.abort();
+            assert!(b.await.unwrap_err().is_cancelled());
+            assert!(a.await.unwrap(), "B's sender was never dropped");
+            // C still runs, after A, in its turn.
+            assert_eq!(c.await.unwrap(), 3);
+            q.flush().await;
+        });
+        let s = q.stats();
+        // B never started, and its end is no completion (it held no slot).
+        assert_eq!((s.started, s.completed), (2, 2), "{s:?}");
+        assert_eq!((s.in_flight, s.active, s.inactive), (0, 0, 0), "{s:?}");
+    });
+}
+
+/// Aborts racing the pumps that release waiting items, from several
+/// threads: every item ends once (its future dropped once, or it ran), the
+/// queue's slots all come back, and nothing is left waiting.
+#[test]
+fn aborts_racing_releases_lose_no_slot_and_no_item() {
+    within(120, || {
+        let rt = runtime("pack:1 core:2 pu:1");
+        let q = Workqueue::builder("abort-race")
+            .max_active(2)
+            .build(rt.handle())
+            .unwrap();
+        struct Ends(Arc<AtomicUsize>);
+        impl Drop for Ends {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let ends = Arc::new(AtomicUsize::new(0));
+        let total = 4 * 300;
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let (q, ends) = (&q, ends.clone());
+                s.spawn(move || {
+                    let mut handles = Vec::new();
+                    for i in 0..300 {
+                        let e = Ends(ends.clone());
+                        handles.push(q.spawn(async move {
+                            let _e = e;
+                            wq::task::yield_now().await;
+                        }));
+                        if (i + t) % 3 == 0 {
+                            handles.swap_remove(handles.len() / 2).abort();
+                        }
+                    }
+                    for h in handles.iter().step_by(2) {
+                        h.abort();
+                    }
+                    drop(handles);
+                });
+            }
+        });
+        rt.block_on(q.flush());
+        assert_eq!(
+            ends.load(Ordering::SeqCst),
+            total,
+            "an item's future was not dropped once"
+        );
+        let s = q.stats();
+        assert_eq!((s.in_flight, s.active, s.inactive), (0, 0, 0), "{s:?}");
+        // Both slots came back: two items can run at once again.
+        let both = Arc::new(std::sync::Barrier::new(2));
+        let hs: Vec<_> = (0..2)
+            .map(|_| {
+                let b = both.clone();
+                q.spawn(async move {
+                    wq::block_in_place(|| b.wait());
+                })
+            })
+            .collect();
+        for h in hs {
+            rt.block_on(h).unwrap();
+        }
+    });
+}

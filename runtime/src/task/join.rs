@@ -110,7 +110,22 @@ enum Kind {
     /// A blocking job ([`JoinHandle::blocking`]): its [`JOB_STARTED`],
     /// [`JOB_ABORTED`] and [`JOB_REFUSED`] bits.
     Job(Arc<AtomicU8>),
+    /// An item of a workqueue created to wait on its inactive list
+    /// ([`JoinHandle::waiting`]): its task's metadata, which its abort
+    /// reads while it holds the task.
+    Waiting(MetaPtr),
 }
+
+/// The metadata of the task a handle holds (in its allocation, which the
+/// handle's task reference keeps).
+#[derive(Debug)]
+struct MetaPtr(std::ptr::NonNull<super::TaskMeta>);
+
+// SAFETY: only dereferenced as `&TaskMeta` (which is `Sync`) while the
+// handle holds its task.
+unsafe impl Send for MetaPtr {}
+// SAFETY: as above.
+unsafe impl Sync for MetaPtr {}
 
 /// [`Kind::Job`]: the job's closure has started (set by its thread).
 const JOB_STARTED: u8 = 1;
@@ -139,6 +154,13 @@ impl<T> JoinHandle<T> {
             task: Mutex::new(Some(Slot::Task(task))),
             kind: Kind::Task,
         }
+    }
+
+    /// The handle of a workqueue's item created to wait on its inactive
+    /// list: its abort takes it out of the list (`abort`).
+    pub(crate) fn waiting(mut self, meta: &super::TaskMeta) -> JoinHandle<T> {
+        self.kind = Kind::Waiting(MetaPtr(std::ptr::NonNull::from(meta)));
+        self
     }
 
     /// The handle of a task that was never spawned, `why` (the future was
@@ -230,6 +252,27 @@ impl<T> JoinHandle<T> {
                 }
             }
         };
+        // An item waiting on its workqueue's inactive list is taken out of
+        // it now, if no pump took it first (`scheduler::queue::inactive`,
+        // "Abort against pop"), and released without a slot once it is
+        // cancelled: its future is dropped by a worker now, not when its
+        // turn comes (an ordered queue's running item may wait for that
+        // drop: a sender the waiting item owns). It cannot end before it
+        // is released, so its queue lives through `take_aborted`.
+        let waiting = match &self.kind {
+            Kind::Waiting(meta) => {
+                // SAFETY: `task` is this handle's task, whose allocation
+                // holds the metadata.
+                let meta = unsafe { meta.0.as_ref() };
+                match &meta.queue {
+                    Some(queue) if super::abort_claims_waiting(meta) => {
+                        queue.take_aborted(super::waiting_id(meta))
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
         // async-task's `cancel` closes the task unless it has completed
         // (one atomic step: a task completing meanwhile keeps its output,
         // where reading `is_finished` and then dropping the handle lost
@@ -254,6 +297,14 @@ impl<T> JoinHandle<T> {
         };
         if out.is_some() {
             *crate::loom::lock(&self.task) = Some(Slot::Ended(out));
+        }
+        // Closed now: the worker that runs it drops it, unpolled; with its
+        // queue closed, it is dropped here (as the close drops waiting
+        // items).
+        match waiting {
+            Some((runnable, Some(pool))) => super::release_aborted(runnable, &pool),
+            Some((runnable, None)) => drop(runnable),
+            None => {}
         }
     }
 
@@ -281,7 +332,7 @@ impl<T> Future for JoinHandle<T> {
             *slot = Some(Slot::Done);
             return Poll::Ready(Err(match this.kind {
                 Kind::Refused(why) => JoinError::refused(why),
-                Kind::Task | Kind::Job(_) => JoinError::cancelled(),
+                Kind::Task | Kind::Job(_) | Kind::Waiting(_) => JoinError::cancelled(),
             }));
         };
         let out = match task.poll(cx) {

@@ -80,6 +80,12 @@ pub(crate) trait QueueLink: Send + Sync + 'static {
     fn repatriated(&self);
     /// The queue's name, for reports.
     fn name(&self) -> &str;
+    /// Takes the task `id` (`waiting_id`), aborted while it waited and
+    /// claimed by its aborter (`abort_claims_waiting`), out of the
+    /// inactive list, with the pool to release it to (`None`: the queue
+    /// is closed, the aborter drops it). The task has not ended, so the
+    /// queue lives through the call; the caller releases or drops it after.
+    fn take_aborted(&self, id: *const ()) -> Option<(Runnable, Option<Arc<Pool>>)>;
     /// The address of the queue, to tell queues apart (never dereferenced).
     fn id(&self) -> *const () {
         std::ptr::from_ref(self).cast()
@@ -130,8 +136,14 @@ const RELEASED: u8 = 1 << 0;
 const AWAY: u8 = 1 << 1;
 /// Found hogging a CPU: later polls leave concurrency management.
 const CPU_HOG: u8 = 1 << 2;
+/// Taken off its workqueue's inactive list by a pop (`TAKEN` and
+/// `ABORTED`: `scheduler::queue::inactive`, "Abort against pop").
+const TAKEN: u8 = 1 << 3;
 /// Reported once for blocking its worker.
 const REPORTED_BLOCKED: u8 = 1 << 4;
+/// Aborted by its handle (while it waited on its workqueue's inactive
+/// list, if `TAKEN` was not set first).
+const ABORTED: u8 = 1 << 5;
 
 /// What every task carries in its header.
 pub(crate) struct TaskMeta {
@@ -153,7 +165,8 @@ pub(crate) struct TaskMeta {
     /// The stripe of the queue's counts it was spawned on (its finish
     /// uncounts it there).
     stripe: u8,
-    /// `RELEASED`, `AWAY`, `CPU_HOG`, `REPORTED_BLOCKED`.
+    /// `RELEASED`, `AWAY`, `CPU_HOG`, `TAKEN`, `REPORTED_BLOCKED`,
+    /// `ABORTED`.
     /// Read-modify-writes: a wake on another thread may clear `AWAY`
     /// while the task runs. What only its polls write is in its
     /// `TaskCell` (plain fields: polls are ordered one after the other).
@@ -320,7 +333,9 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    create(TaskMeta::new(Some(queue), color, stripe), future)
+    let (runnable, handle) = create(TaskMeta::new(Some(queue), color, stripe), future);
+    let handle = handle.waiting(runnable.metadata());
+    (runnable, handle)
 }
 
 /// Creates a task of workqueue `queue` (flush color `color`, counted on
@@ -340,6 +355,46 @@ where
     let (runnable, handle) = create(TaskMeta::released(Some(queue), color, stripe, pool), future);
     queue_released(runnable, pool, false);
     handle
+}
+
+/// An item of a workqueue waiting on its inactive list, as the list sees
+/// it: its task and the CPU it was submitted on.
+impl crate::scheduler::queue::Waiting for (Runnable, Option<usize>) {
+    fn take(&self) -> bool {
+        // AcqRel: of this and the abort's `fetch_or`, the second reads
+        // the first (`inactive`, "Abort against pop").
+        self.0.metadata().flags.fetch_or(TAKEN, Ordering::AcqRel) & ABORTED == 0
+    }
+    fn is(&self, id: *const ()) -> bool {
+        std::ptr::eq(std::ptr::from_ref(self.0.metadata()).cast(), id)
+    }
+}
+
+/// The abort of a task by its handle: whether it is an item waiting on
+/// its workqueue's inactive list that no pop took first, which its
+/// aborter must then take out of the list (`inactive`, "Abort against
+/// pop"; `JoinHandle::abort`).
+pub(crate) fn abort_claims_waiting(meta: &TaskMeta) -> bool {
+    if meta.queue.is_none() {
+        return false;
+    }
+    meta.flags.fetch_or(ABORTED, Ordering::AcqRel) & (TAKEN | RELEASED) == 0
+}
+
+/// The identity of a task in its workqueue's inactive list.
+pub(crate) fn waiting_id(meta: &TaskMeta) -> *const () {
+    std::ptr::from_ref(meta).cast()
+}
+
+/// Gives an aborted task taken out of its workqueue's inactive list its
+/// home `pool` and queues it there, without a slot of its queue: it is
+/// cancelled, so the worker that runs it drops its future.
+pub(crate) fn release_aborted(runnable: Runnable, pool: &Arc<Pool>) {
+    // SAFETY: as in `release`: this thread holds the task's only
+    // `Runnable`, taken off the inactive list, and the task was never
+    // queued.
+    unsafe { runnable.metadata().home.set(pool.clone()) };
+    queue_released(runnable, pool, true);
 }
 
 /// Gives a created task its home `pool` and queues it there. Its

@@ -14,7 +14,9 @@
 //! worker): while it runs, and while it waits for a wake. At most `max_active` items are
 //! active; the others wait on the queue's **inactive list** (a FIFO of
 //! created, never-queued tasks with the CPU they were submitted on) and
-//! are released in order as active ones finish. An ordered queue is
+//! are released in order as active ones finish; one whose handle aborts
+//! it meanwhile is taken out of the list and dropped by a worker at once,
+//! holding no slot ([`inactive`]). An ordered queue is
 //! `max_active = 1` with the same FIFO: its items never overlap and start
 //! in submission order.
 //!
@@ -105,6 +107,9 @@
 
 mod flight;
 mod gate;
+mod inactive;
+
+pub(crate) use inactive::Waiting;
 
 use std::fmt;
 use std::future::Future;
@@ -112,7 +117,6 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Poll, Waker};
 
-use crossbeam_deque::Injector;
 use crossbeam_utils::CachePadded;
 
 use super::{Scheduler, placement};
@@ -123,6 +127,7 @@ use crate::pool::{Pool, PoolAttrs, current};
 use crate::task::{self, JoinHandle, QueueLink, Runnable, TasksShare};
 use flight::{Finished, Flight};
 use gate::{Fifo, Gate};
+use inactive::InactiveList;
 
 /// The kernel's `WQ_MAX_ACTIVE`.
 pub(crate) const MAX_ACTIVE: usize = 2048;
@@ -278,8 +283,9 @@ pub(crate) struct Queue {
     strict: AtomicBool,
     /// The slots and in-flight counts (the task references), striped.
     counts: CachePadded<Counts>,
-    /// Created, never-queued items and the CPU each was submitted on.
-    inactive: Injector<(Runnable, Option<usize>)>,
+    /// Created, never-queued items and the CPU each was submitted on
+    /// ([`inactive`]: a handle's abort takes its item out).
+    inactive: InactiveList<(Runnable, Option<usize>)>,
     /// The current flush color (0 or 1); flipped only by a flush.
     color: AtomicU8,
     flush: Mutex<Flush>,
@@ -334,7 +340,7 @@ impl Queue {
                 gate: Gate::new(config.max_active, lines.clone()),
                 flight: Flight::on(lines),
             }),
-            inactive: Injector::new(),
+            inactive: InactiveList::new(),
             color: AtomicU8::new(0),
             flush: Mutex::new(Flush::default()),
             draining: AtomicUsize::new(0),
@@ -852,6 +858,15 @@ impl QueueLink for Queue {
 
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn take_aborted(&self, id: *const ()) -> Option<(Runnable, Option<Arc<Pool>>)> {
+        let (runnable, cpu) = self.inactive.remove(id)?;
+        let pool = match self.scheduler.upgrade() {
+            Some(s) if !self.closed.load(Ordering::Acquire) => Some(self.place(&s, cpu).clone()),
+            _ => None,
+        };
+        Some((runnable, pool))
     }
 }
 
