@@ -5,7 +5,10 @@
 //! each queue `items` items one at a time: only the spawn call is timed
 //! (enqueue latency), then the producer waits for its item to run (a flag
 //! plus `thread::park`, see [`Completion`]); spawn to producer resumed is
-//! the round trip. items/s is all items over the wall time from the barrier
+//! the round trip, split at the item's signal into the runtime's part
+//! (spawn to signal) and the wakeup (from the later of the signal and the
+//! spawn call's return to the producer running again: the signaller's
+//! `unpark` and the operating system's wakeup). items/s is all items over the wall time from the barrier
 //! to the last producer done. Every figure reported is the median of
 //! `repeat` runs; the runs of one repeat are interleaved over the rows (the
 //! first row rotating from repeat to repeat) so drift and a neighbour's
@@ -274,7 +277,8 @@ pub struct Run {
     /// Spawn to the item's signal (the runtime's part of the round trip:
     /// the spawn, the item queued, found, polled).
     pub to_signal: Quantiles,
-    /// The item's signal to its producer resumed (the operating system's
+    /// The item's signal (or the spawn call's return, if later) to its
+    /// producer resumed (the signaller's `unpark` and the operating system's
     /// part: a parked thread woken, the same `unpark` on every row).
     pub wakeup: Quantiles,
     /// wq's counters (none for tokio).
@@ -396,7 +400,8 @@ pub struct Measured {
     pub round_trip: Histogram<u64>,
     /// Spawn to the item's signal.
     pub to_signal: Histogram<u64>,
-    /// The item's signal to its producer resumed.
+    /// The item's signal (or the spawn call's return, if later) to its
+    /// producer resumed.
     pub wakeup: Histogram<u64>,
 }
 
@@ -459,7 +464,10 @@ where
                         h[0].saturating_record(ns(t0, t1));
                         h[1].saturating_record(ns(t0, t2));
                         h[2].saturating_record(ns(t0, signal));
-                        h[3].saturating_record(ns(signal, t2));
+                        // The signal may come before the spawn call
+                        // returns (the producer preempted by the worker it
+                        // woke): the wakeup starts at the later of the two.
+                        h[3].saturating_record(ns(signal.max(t1), t2));
                     }
                     (start, Instant::now(), h)
                 })
@@ -730,7 +738,7 @@ pub fn split_table(rows: &[Row]) -> String {
             fmt_ns(w.p99),
         ));
     }
-    out.push_str("(medians of the runs; to signal: from the spawn call to the item's signal, the runtime's part; wakeup: from the signal to the producer running again, the operating system's)\n");
+    out.push_str("(medians of the runs, each quantile on its own: the parts' quantiles do not add up to the round trip's; to signal: from the spawn call to the item's signal, the runtime's part; wakeup: from the later of the signal and the spawn call's return to the producer running again, the signaller's unpark and the operating system's wakeup)\n");
     out
 }
 

@@ -161,7 +161,8 @@ pub(crate) struct Local {
     pub(crate) slot: usize,
     deque: Deque<Runnable>,
     /// The scheduling clock, read once per poll (after it) and when the
-    /// worker comes back from idle; local wakes are stamped with it.
+    /// worker comes back from idle; local wakes are stamped with it, and
+    /// the deferred end of the task that just ran is timed to it.
     now: Cell<u64>,
     /// In `block_in_place`: wakes on this thread go to the injector.
     blocked: Cell<bool>,
@@ -620,8 +621,11 @@ impl Core {
                 }
             }
             // Left after a poll (stepping down, or the pool closed): the
-            // end goes before the worker idles.
-            drop(local.end.take());
+            // end goes before the worker idles, timed as in the loop.
+            if let Some(mut end) = local.end.take() {
+                end.ended_at(local.now.get());
+                drop(end);
+            }
             // No task runs: nothing for the watchdog to time.
             pool.slots[local.slot]
                 .watch

@@ -155,7 +155,9 @@ pub(crate) struct TaskMeta {
     /// The raw [`clock::now`](crate::clock::now) when the task was last
     /// queued.
     /// Written by the scheduler, read by the worker that runs it; the queue
-    /// hand-off orders the two, so `Relaxed` suffices.
+    /// hand-off orders the two, so `Relaxed` suffices. After a named task's
+    /// last poll on a worker, that poll's start, written by the poll and
+    /// read by the task's end on the same thread (`TaskCell`).
     queued_at: AtomicU64,
     /// The workqueue it was spawned on; `None` for the default queue.
     /// Dereferenced only until the future is gone (`QueueRef`).
@@ -512,7 +514,8 @@ impl<F: Future> Future for TaskCell<'_, F> {
                     // runs after its next look at its queues, to the clock
                     // the worker reads as the run ends (`TaskEnd`): no
                     // clock read here, between what the item did last and
-                    // that look. `queued_at` is not read again.
+                    // that look. `queued_at` is not read again as a queue
+                    // time: only the end reads it, as this poll's start.
                     meta.queued_at.store(start, Ordering::Relaxed);
                     this.polls |= LAST_POLL | if first { LAST_POLL_FIRST } else { 0 };
                 } else {
