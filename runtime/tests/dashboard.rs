@@ -613,3 +613,113 @@ fn the_page_draws_its_charts_in_headless_chromium() {
         load.join().unwrap();
     });
 }
+
+/// The `next_seq` of the history feed: the sampler's points so far.
+fn next_seq(addr: SocketAddr) -> u64 {
+    let r = get(addr, "/api/history");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    v["next_seq"].as_u64().unwrap()
+}
+
+/// Clients that send a request and hang up at once leave no work behind
+/// for the dashboard's thread: other requests are served meanwhile, and
+/// the sampler keeps its points (each such request's job used to run for
+/// nobody, keeping the thread's queue full: 503 for everyone else).
+#[test]
+fn clients_that_hang_up_on_their_requests_leave_no_work_behind() {
+    within(120, || {
+        let rt = runtime();
+        let d = wq::dashboard::serve_on(rt.handle(), "127.0.0.1:0").unwrap();
+        let addr = d.local_addr();
+        let before = next_seq(addr);
+        let stop = Arc::new(AtomicBool::new(false));
+        let flood: Vec<_> = (0..4)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Ok(mut s) = TcpStream::connect(addr) {
+                            let _ = s
+                                .write_all(b"GET /api/history HTTP/1.1\r\nHost: localhost\r\n\r\n");
+                        }
+                    }
+                })
+            })
+            .collect();
+        // A request of ours may also find the connection limit full of
+        // the flood's (closed at once then): only a 503 counts against.
+        let status = || -> Option<u16> {
+            let mut s = TcpStream::connect(addr).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .ok()?;
+            let mut out = Vec::new();
+            s.read_to_end(&mut out).ok()?;
+            std::str::from_utf8(out.get(9..12)?).ok()?.parse().ok()
+        };
+        let t0 = Instant::now();
+        let (mut served, mut busy) = (0, 0);
+        while t0.elapsed() < Duration::from_secs(3) {
+            match status() {
+                Some(200) => served += 1,
+                Some(503) => busy += 1,
+                _ => {}
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let during = next_seq(addr);
+        stop.store(true, Ordering::Relaxed);
+        for f in flood {
+            f.join().unwrap();
+        }
+        assert!(
+            served > 0 && busy * 4 <= served,
+            "/metrics served {served} times, busy (503) {busy} times"
+        );
+        assert!(
+            during >= before + 2,
+            "the sampler's points stopped: {before} -> {during} in 3 s"
+        );
+    });
+}
+
+/// A client that trickles a request's head a byte at a time is not
+/// active: at the connection limit it is evicted once idle, as a silent
+/// one is (hyper flushes on every byte read, and a flush stamped the
+/// connection active).
+#[test]
+fn a_client_trickling_its_head_is_evicted_at_the_limit() {
+    within(120, || {
+        let rt = runtime();
+        let d = wq::dashboard::serve_on(rt.handle(), "127.0.0.1:0").unwrap();
+        let addr = d.local_addr();
+        let mut held: Vec<TcpStream> = (0..wq::dashboard::MAX_CONNECTIONS)
+            .map(|_| {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+                s
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while d.connections() < wq::dashboard::MAX_CONNECTIONS {
+            assert!(
+                Instant::now() < deadline,
+                "the held connections never accepted"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // A byte each, every 200 ms, for longer than EVICT_IDLE.
+        let t0 = Instant::now();
+        while t0.elapsed() < wq::dashboard::EVICT_IDLE + Duration::from_millis(500) {
+            for s in &mut held {
+                let _ = s.write_all(b"X");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let evicted = d.evicted_connections();
+        assert_eq!(get(addr, "/").status, 200, "a newcomer beside tricklers");
+        assert_eq!(d.evicted_connections(), evicted + 1);
+        drop(held);
+    });
+}

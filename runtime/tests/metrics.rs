@@ -301,7 +301,14 @@ fn parse(text: &str) -> (BTreeMap<String, String>, Vec<Sample>) {
     for (n, line) in text.lines().enumerate() {
         let n = n + 1;
         if let Some(rest) = line.strip_prefix("# HELP ") {
-            let name = rest.split(' ').next().unwrap().to_owned();
+            let (name, help) = rest.split_once(' ').unwrap();
+            // One space, then the text: a doubled space was a doc
+            // comment's leading one.
+            assert!(
+                !help.is_empty() && !help.starts_with(' '),
+                "line {n}: HELP text {help:?}"
+            );
+            let name = name.to_owned();
             assert!(
                 helps.insert(name.clone()),
                 "line {n}: second HELP for {name}"

@@ -548,9 +548,14 @@ impl Shared {
         let mut latest = crate::loom::lock(&self.latest);
         let fresh = matches!(&*latest, Some(l) if l.at.elapsed() < SNAPSHOT_FRESH);
         if !fresh {
+            // Its age counts from when it was taken, not from when the
+            // taking began (a snapshot can wait up to a second for a queue
+            // being dropped: it was stale on arrival, and each request
+            // then took its own).
+            let snapshot = Arc::new(self.handle.metrics());
             *latest = Some(Latest {
                 at: Instant::now(),
-                snapshot: Arc::new(self.handle.metrics()),
+                snapshot,
                 prometheus: None,
                 json: None,
             });
@@ -617,19 +622,38 @@ async fn off_worker<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Option<T> {
     let (tx, rx) = futures::channel::oneshot::channel();
-    let job: Job = Box::new(move || {
-        let _ = tx.send(f());
-    });
-    shared.jobs.try_send(job).ok()?;
+    shared.jobs.try_send(reply_job(tx, f)).ok()?;
     rx.await.ok()
 }
+
+/// The job that runs `f` and sends its result to `tx`, unless the
+/// request that waits for it is gone (its client hung up, and hyper
+/// dropped it): nothing is rendered for nobody, and a client that sends
+/// requests and hangs up at once cannot keep the thread's queue full (a
+/// review found that every other request then got 503, and the sampler
+/// lost its points).
+fn reply_job<T: Send + 'static>(
+    tx: futures::channel::oneshot::Sender<T>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Job {
+    Box::new(move || {
+        if !tx.is_canceled() {
+            let _ = tx.send(f());
+        }
+    })
+}
+
+/// How soon the sampler tries again when the dashboard thread's queue was
+/// full (requests queued to the limit): a point a little late, not lost.
+const SAMPLE_RETRY: Duration = Duration::from_millis(50);
 
 async fn sample(shared: Arc<Shared>) {
     loop {
         let s = shared.clone();
+        let (done, sampled) = futures::channel::oneshot::channel::<()>();
         // The snapshot and its diff, on the dashboard's thread: neither
         // holds a worker.
-        let _ = off_worker(&shared, move || {
+        let job: Job = Box::new(move || {
             let snap = s.handle.metrics();
             // Only this sampler writes `last`: taken out, diffed
             // without the lock (a request for the feed waits only for
@@ -638,9 +662,15 @@ async fn sample(shared: Arc<Shared>) {
             let point = History::prepare(last.as_ref(), &snap);
             drop(last);
             crate::loom::lock(&s.history).add(point, snap);
-        })
-        .await;
-        crate::time::sleep(SAMPLE_EVERY).await;
+            let _ = done.send(());
+        });
+        if shared.jobs.try_send(job).is_ok() {
+            // (A panicked sample is that point's loss only.)
+            let _ = sampled.await;
+            crate::time::sleep(SAMPLE_EVERY).await;
+        } else {
+            crate::time::sleep(SAMPLE_RETRY).await;
+        }
     }
 }
 
@@ -783,7 +813,10 @@ const BUSY: u64 = u64::MAX;
 /// flush that waits for the client to read marks the connection busy
 /// (hyper drops a response body, [`Stamped`], when it has queued the last
 /// chunk, not when the bytes have gone: a slow reader of a large answer
-/// looked idle), and one that makes progress stamps it active.
+/// looked idle), and a write that moves bytes stamps it active. A flush
+/// that returns stamps nothing: hyper flushes on every turn of its loop,
+/// each byte a client trickles in included, and such a client looked
+/// active for good (a review found it).
 struct Watched<T> {
     io: T,
     active: Arc<AtomicU64>,
@@ -792,10 +825,11 @@ struct Watched<T> {
 }
 
 impl<T> Watched<T> {
-    fn track<R>(&self, poll: &std::task::Poll<R>) {
-        let pending = poll.is_pending();
+    /// After a write or flush: `pending`, whether it waits for the client;
+    /// `wrote`, whether it moved bytes.
+    fn track(&self, pending: bool, wrote: bool) {
         self.writing.store(pending, Ordering::Relaxed);
-        if !pending {
+        if wrote {
             let now = self.epoch.elapsed().as_millis() as u64;
             let _ = self
                 .active
@@ -824,7 +858,7 @@ impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Watched<T> {
     ) -> std::task::Poll<io::Result<usize>> {
         let this = self.get_mut();
         let poll = std::pin::Pin::new(&mut this.io).poll_write(cx, buf);
-        this.track(&poll);
+        this.track(poll.is_pending(), wrote(&poll));
         poll
     }
 
@@ -834,7 +868,7 @@ impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Watched<T> {
     ) -> std::task::Poll<io::Result<()>> {
         let this = self.get_mut();
         let poll = std::pin::Pin::new(&mut this.io).poll_flush(cx);
-        this.track(&poll);
+        this.track(poll.is_pending(), false);
         poll
     }
 
@@ -856,9 +890,14 @@ impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Watched<T> {
     ) -> std::task::Poll<io::Result<usize>> {
         let this = self.get_mut();
         let poll = std::pin::Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        this.track(&poll);
+        this.track(poll.is_pending(), wrote(&poll));
         poll
     }
+}
+
+/// Whether a write moved bytes.
+fn wrote(poll: &std::task::Poll<io::Result<usize>>) -> bool {
+    matches!(poll, std::task::Poll::Ready(Ok(n)) if *n > 0)
 }
 
 /// A response body that stamps its connection active when it is done
@@ -1063,6 +1102,24 @@ fn query_u64(query: Option<&str>, key: &str) -> Result<Option<u64>, String> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    /// A job whose request is gone does not run its render; one whose
+    /// request waits does, and answers it.
+    #[test]
+    fn a_job_for_a_request_that_is_gone_renders_nothing() {
+        let ran = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = futures::channel::oneshot::channel::<u32>();
+        drop(rx);
+        let r = ran.clone();
+        reply_job(tx, move || {
+            r.store(true, Ordering::SeqCst);
+            1
+        })();
+        assert!(!ran.load(Ordering::SeqCst), "rendered for nobody");
+        let (tx, mut rx) = futures::channel::oneshot::channel::<u32>();
+        reply_job(tx, || 7)();
+        assert_eq!(rx.try_recv().unwrap(), Some(7));
+    }
 
     /// At the limit, a connection with a request in flight (a response
     /// still being written to a slow reader, a request waiting for the

@@ -120,7 +120,8 @@ macro_rules! counters {
             /// Every counter: field name, Prometheus name (without `wq_`
             /// and `_total`), help text, value.
             pub fn fields(&self) -> Vec<(&'static str, &'static str, &'static str, u64)> {
-                vec![$((stringify!($name), $metric, concat!($($doc),+), self.$name),)+]
+                // Each doc line starts with a space: the first one is cut.
+                vec![$((stringify!($name), $metric, concat!($($doc),+).trim_start(), self.$name),)+]
             }
 
             // Saturating: the counters may come from a deserialized snapshot.
