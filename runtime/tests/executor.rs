@@ -96,6 +96,7 @@ fn abort_cancels_a_pending_task_and_drops_its_future() {
     h.abort();
     let err = rt.block_on(h).unwrap_err();
     assert!(err.is_cancelled(), "{err:?}");
+    assert!(err.to_string().contains("its handle aborted it"), "{err}");
     // The future is dropped by the worker that runs the cancelled task.
     for _ in 0..1000 {
         if dropped.load(Ordering::SeqCst) == 1 {
@@ -402,6 +403,12 @@ fn dropping_the_runtime_drops_every_pending_future_and_joins_workers() {
     for h in handles {
         let err = futures::executor::block_on(h).unwrap_err();
         assert!(err.is_cancelled());
+        // Says why, and not an abort nobody made.
+        let text = err.to_string();
+        assert!(
+            text.contains("its runtime shut down before it finished") && !text.contains("abort"),
+            "{text}"
+        );
     }
     // A joined thread can stay listed in /proc for a moment after
     // pthread_join returns (the kernel clears its tid before it reaps it):
@@ -1839,4 +1846,79 @@ fn a_runtime_in_a_thread_local_shuts_down_at_the_threads_exit() {
         });
     });
     t.join().unwrap();
+}
+
+/// Awaiting a join handle is an operation of the awaiting task's budget,
+/// as in tokio: a task that joins many handles already done yields its
+/// worker on the way (polled more than once), where it ran them all in one
+/// poll. `JoinSet::try_join_next` still finds every finished task, budget
+/// spent or not.
+#[test]
+fn joining_finished_handles_spends_the_operation_budget() {
+    within(60, || {
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("pack:1 core:1 pu:1").unwrap())
+            .default_scope(Scope::System)
+            .build()
+            .unwrap();
+        let done = Arc::new(AtomicUsize::new(0));
+        let handles: Vec<_> = (0..1000)
+            .map(|i| {
+                let done = done.clone();
+                rt.spawn(async move {
+                    done.fetch_add(1, Ordering::SeqCst);
+                    i
+                })
+            })
+            .collect();
+        let mut set = wq::task::JoinSet::new();
+        let _in = rt.enter();
+        for i in 0..300 {
+            let done = done.clone();
+            set.spawn_on(Scope::System, async move {
+                done.fetch_add(1, Ordering::SeqCst);
+                i
+            });
+        }
+        while done.load(Ordering::SeqCst) < 1300 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        /// Counts the polls of the future it wraps.
+        struct Counted<F>(F, Arc<AtomicUsize>);
+        impl<F: Future + Unpin> Future for Counted<F> {
+            type Output = F::Output;
+            fn poll(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<F::Output> {
+                self.1.fetch_add(1, Ordering::SeqCst);
+                std::pin::Pin::new(&mut self.0).poll(cx)
+            }
+        }
+        let polls = Arc::new(AtomicUsize::new(0));
+        let joined = rt.spawn(Counted(
+            Box::pin(async move {
+                let mut sum = 0;
+                for h in handles {
+                    sum += h.await.unwrap();
+                }
+                // The budget is spent by now: try_join_next still sees
+                // every finished task.
+                let mut n = 0;
+                while let Some(r) = set.try_join_next() {
+                    r.unwrap();
+                    n += 1;
+                }
+                (sum, n)
+            }),
+            polls.clone(),
+        ));
+        let (sum, n) = rt.block_on(joined).unwrap();
+        assert_eq!(sum, (0..1000).sum::<usize>());
+        assert_eq!(n, 300, "try_join_next missed finished tasks");
+        assert!(
+            polls.load(Ordering::SeqCst) > 1,
+            "1000 joins in one poll: the budget was not spent"
+        );
+    });
 }

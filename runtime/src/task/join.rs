@@ -309,6 +309,12 @@ impl<T> JoinHandle<T> {
     }
 
     /// Whether the task has finished (completed, panicked, or cancelled).
+    /// After [`abort`](JoinHandle::abort) it is true at once, as awaiting
+    /// the handle then says cancelled at once; the future may still be
+    /// running its last poll or waiting to be dropped by a worker (tokio's
+    /// `is_finished` stays false until then). Do not count on what the
+    /// future holds (a socket's port, a lock) being free when it says
+    /// true after an abort.
     pub fn is_finished(&self) -> bool {
         match crate::loom::lock(&self.task).as_ref() {
             None | Some(Slot::Ended(_) | Slot::Done) => true,
@@ -325,6 +331,20 @@ impl<T> Future for JoinHandle<T> {
     type Output = Result<T, JoinError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // An operation of the awaiting task's budget (`coop`), as tokio's
+        // join handles are: a loop joining handles that are already done
+        // yields its worker every 128.
+        std::task::ready!(crate::coop::poll_proceed(cx));
+        let out = self.poll_result(cx);
+        if out.is_ready() {
+            crate::coop::spend();
+        }
+        out
+    }
+}
+
+impl<T> JoinHandle<T> {
+    fn poll_result(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, JoinError>> {
         let this = self.get_mut();
         let slot = this.task.get_mut().unwrap_or_else(|p| p.into_inner());
         let Some(task) = slot.as_mut() else {
@@ -341,11 +361,13 @@ impl<T> Future for JoinHandle<T> {
                 Ok(value) => Ok(value),
                 Err(payload) => Err(JoinError::panic(payload)),
             },
+            // Cancelled, and not by this handle (its abort takes the task
+            // out of the slot): its runtime's shutdown dropped it.
             Poll::Ready(None) => Err(match &this.kind {
                 Kind::Job(word) if word.load(Ordering::Acquire) & JOB_REFUSED != 0 => {
                     JoinError::refused(RUNTIME_SHUT_DOWN)
                 }
-                _ => JoinError::cancelled(),
+                _ => JoinError::shut_down(),
             }),
         };
         *slot = Some(Slot::Done);
@@ -388,7 +410,9 @@ pub struct JoinError {
 }
 
 enum Repr {
-    Cancelled,
+    /// Cancelled: by its handle's abort (`true`), or dropped unfinished by
+    /// its runtime's shutdown (`false`).
+    Cancelled(bool),
     /// Never spawned, and why.
     Refused(&'static str),
     // Mutex: the payload is `Send` but not `Sync`, and errors must be both.
@@ -396,9 +420,18 @@ enum Repr {
 }
 
 impl JoinError {
+    /// Cancelled by its handle's abort.
     pub(crate) fn cancelled() -> JoinError {
         JoinError {
-            repr: Repr::Cancelled,
+            repr: Repr::Cancelled(true),
+        }
+    }
+
+    /// Dropped unfinished by its runtime's shutdown (or its workqueue's
+    /// close, which the shutdown does).
+    pub(crate) fn shut_down() -> JoinError {
+        JoinError {
+            repr: Repr::Cancelled(false),
         }
     }
 
@@ -410,7 +443,7 @@ impl JoinError {
 
     /// The task was cancelled: aborted, or its runtime shut down.
     pub fn is_cancelled(&self) -> bool {
-        matches!(self.repr, Repr::Cancelled | Repr::Refused(_))
+        matches!(self.repr, Repr::Cancelled(_) | Repr::Refused(_))
     }
 
     /// The task never ran: it was refused when spawned (its runtime had
@@ -449,7 +482,7 @@ impl JoinError {
     pub fn try_into_panic(self) -> Result<Box<dyn Any + Send + 'static>, JoinError> {
         match self.repr {
             Repr::Panic(p) => Ok(p.into_inner().unwrap_or_else(|e| e.into_inner())),
-            Repr::Cancelled | Repr::Refused(_) => Err(self),
+            Repr::Cancelled(_) | Repr::Refused(_) => Err(self),
         }
     }
 
@@ -472,9 +505,13 @@ impl fmt::Display for JoinError {
         if let Repr::Refused(why) = self.repr {
             return write!(f, "task was never run: {why}");
         }
-        match self.panic_message() {
-            None => f.write_str("task was cancelled (aborted, or its runtime shut down)"),
-            Some(msg) => write!(f, "task panicked: {msg}"),
+        match (&self.repr, self.panic_message()) {
+            (Repr::Cancelled(true), _) => f.write_str("task was cancelled: its handle aborted it"),
+            (_, None) => f.write_str(
+                "task was cancelled: its runtime shut down before it finished (keep the \
+                 Runtime alive until its tasks are joined)",
+            ),
+            (_, Some(msg)) => write!(f, "task panicked: {msg}"),
         }
     }
 }
@@ -483,7 +520,7 @@ impl fmt::Debug for JoinError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.panic_message() {
             None if self.is_refused() => write!(f, "JoinError::Refused({self})"),
-            None => f.write_str("JoinError::Cancelled"),
+            None => write!(f, "JoinError::Cancelled({self})"),
             Some(msg) => write!(f, "JoinError::Panic({msg:?})"),
         }
     }

@@ -136,15 +136,19 @@ impl<T> JoinSet<T> {
         });
         let waker = Waker::from(woken.clone());
         // A wake in flight is in the queue by the next round; bounded all
-        // the same.
-        for _ in 0..=self.len() {
-            match Pin::new(&mut self.tasks).poll_next(&mut Context::from_waker(&waker)) {
-                Poll::Ready(r) => return r,
-                Poll::Pending if woken.woken.swap(false, Ordering::Relaxed) => {}
-                Poll::Pending => return None,
+        // the same. Without the operation budget: a handle polled with the
+        // calling task's budget spent answers `Pending` (and wakes itself),
+        // which would read as nothing finished.
+        crate::coop::unconstrained(|| {
+            for _ in 0..=self.len() {
+                match Pin::new(&mut self.tasks).poll_next(&mut Context::from_waker(&waker)) {
+                    Poll::Ready(r) => return r,
+                    Poll::Pending if woken.woken.swap(false, Ordering::Relaxed) => {}
+                    Poll::Pending => return None,
+                }
             }
-        }
-        None
+            None
+        })
     }
 
     /// Waits for every task and gives their outputs, in the order they
