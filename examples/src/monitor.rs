@@ -159,7 +159,10 @@ pub fn fetch(addr: &str, timeout: Duration) -> Result<Snapshot, String> {
                 raw.extend_from_slice(&chunk[..n]);
                 if raw.len() > MAX_ANSWER {
                     return Err(format!(
-                        "{addr} sent over {} MiB for /api/snapshot: not a wq dashboard",
+                        "{addr} sent over {} MiB for /api/snapshot, the most wq-monitor reads: \
+                         a runtime with hundreds of thousands of live workqueues (each is \
+                         listed; read its /metrics, where they are summed by name), or not \
+                         a wq dashboard",
                         MAX_ANSWER >> 20
                     ));
                 }
@@ -205,8 +208,9 @@ fn connect_any(targets: &[SocketAddr], deadline: std::time::Instant) -> std::io:
 }
 
 /// The largest answer [`fetch`] reads (a snapshot of a 1,024-pool runtime
-/// is well under it).
-const MAX_ANSWER: usize = 16 << 20;
+/// is well under it; each live workqueue adds about 300 bytes, so about
+/// 200,000 of them fill it).
+const MAX_ANSWER: usize = 64 << 20;
 
 /// The snapshot in a raw HTTP/1.1 response.
 fn parse_response(addr: &str, raw: &[u8]) -> Result<Snapshot, String> {
@@ -521,14 +525,14 @@ mod tests {
         );
         let addr = fake_server(|mut s| {
             let junk = vec![b'y'; 1 << 20];
-            for _ in 0..32 {
+            for _ in 0..(MAX_ANSWER >> 20) + 8 {
                 if s.write_all(&junk).is_err() {
                     return;
                 }
             }
         });
         let err = fetch(&addr, Duration::from_secs(20)).unwrap_err();
-        assert!(err.contains("sent over 16 MiB"), "{err}");
+        assert!(err.contains("sent over 64 MiB"), "{err}");
     }
 
     #[test]

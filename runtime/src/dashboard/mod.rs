@@ -186,6 +186,7 @@ pub fn serve_on(
         jobs,
         history: Mutex::new(History::default()),
         latest: Mutex::new(None),
+        whole_history: Mutex::new(None),
         conns: AtomicUsize::new(0),
         refused: AtomicU64::new(0),
         evicted: AtomicU64::new(0),
@@ -283,6 +284,12 @@ struct Shared {
     /// The last snapshot taken for a request, and when; held while one is
     /// taken (on the dashboard's thread, never a worker).
     latest: Mutex<Option<Latest>>,
+    /// The whole feed (`/api/history` without `since`) as last rendered,
+    /// and the `next_seq` it was rendered at: requests between two
+    /// samples share one body (up to every pool's 300 points: megabytes
+    /// on a machine of many pools, which 64 slow readers each held a copy
+    /// of).
+    whole_history: Mutex<Option<(u64, Bytes)>>,
     conns: AtomicUsize,
     refused: AtomicU64,
     evicted: AtomicU64,
@@ -543,6 +550,52 @@ async fn rendered(shared: &Arc<Shared>, format: Format) -> Option<Result<Bytes, 
 }
 
 impl Shared {
+    /// `/api/history`'s body: the points after `since`, or all of them
+    /// (on the dashboard's thread: up to every pool's 300 points).
+    fn history_body(&self, since: Option<u64>) -> Result<Bytes, serde_json::Error> {
+        // The whole feed is rendered once per point (`whole_history`; the
+        // sampler adds points meanwhile: a body is cached under the
+        // `next_seq` it holds).
+        let mut whole = since
+            .is_none()
+            .then(|| crate::loom::lock(&self.whole_history));
+        let (pools, points, next_seq) = {
+            let h = crate::loom::lock(&self.history);
+            if let Some(Some((seq, body))) = whole.as_deref()
+                && *seq == h.next_seq
+            {
+                return Ok(body.clone());
+            }
+            let points = h
+                .points
+                .iter()
+                .filter(|p| since.is_none_or(|since| p.seq > since))
+                .cloned()
+                .collect();
+            (h.pools.clone(), points, h.next_seq)
+        };
+        let feed = Feed {
+            thread_name: &self.handle.scheduler.config.thread_name,
+            cpus: self
+                .handle
+                .topology()
+                .cpus()
+                .iter()
+                .map(|c| c.os_index)
+                .collect(),
+            latency_capture: self.handle.scheduler.config.latency_capture,
+            pools,
+            points,
+            next_seq,
+            instance: self.instance,
+        };
+        let body = Bytes::from(serde_json::to_vec(&feed)?);
+        if let Some(cache) = whole.as_deref_mut() {
+            *cache = Some((next_seq, body.clone()));
+        }
+        Ok(body)
+    }
+
     /// [`rendered`]'s job.
     fn render(&self, format: Format) -> Result<Bytes, String> {
         let mut latest = crate::loom::lock(&self.latest);
@@ -1009,35 +1062,7 @@ async fn route(shared: &Arc<Shared>, loopback: bool, req: Request<Incoming>) -> 
             // Serialized on the dashboard's thread: up to HISTORY points
             // per pool, no work for a worker.
             let s = shared.clone();
-            let body = off_worker(shared, move || {
-                let (pools, points, next_seq) = {
-                    let h = crate::loom::lock(&s.history);
-                    let points = h
-                        .points
-                        .iter()
-                        .filter(|p| since.is_none_or(|since| p.seq > since))
-                        .cloned()
-                        .collect();
-                    (h.pools.clone(), points, h.next_seq)
-                };
-                let feed = Feed {
-                    thread_name: &s.handle.scheduler.config.thread_name,
-                    cpus: s
-                        .handle
-                        .topology()
-                        .cpus()
-                        .iter()
-                        .map(|c| c.os_index)
-                        .collect(),
-                    latency_capture: s.handle.scheduler.config.latency_capture,
-                    pools,
-                    points,
-                    next_seq,
-                    instance: s.instance,
-                };
-                serde_json::to_vec(&feed)
-            })
-            .await;
+            let body = off_worker(shared, move || s.history_body(since)).await;
             match body {
                 Some(Ok(body)) => reply(StatusCode::OK, JSON, body),
                 Some(Err(e)) => reply(StatusCode::INTERNAL_SERVER_ERROR, TEXT, format!("{e}\n")),
@@ -1197,6 +1222,37 @@ mod tests {
             prom.as_ptr(),
             "a stale snapshot's render was served"
         );
+    }
+
+    /// The whole history feed is rendered once per sampled point: requests
+    /// between two points share one body; a `since` feed is its own.
+    #[test]
+    fn the_whole_history_is_rendered_once_per_point() {
+        let rt = crate::Runtime::new().unwrap();
+        let d = serve_on(rt.handle(), "127.0.0.1:0").unwrap();
+        let shared = d.shared.clone();
+        // Between samples (the sampler may add one between two calls:
+        // then a third call shares the second's body).
+        let same = (0..3)
+            .map(|_| shared.history_body(None).unwrap())
+            .collect::<Vec<_>>()
+            .windows(2)
+            .any(|w| w[0].as_ptr() == w[1].as_ptr());
+        assert!(same, "rendered anew for each request");
+        let since = shared.history_body(Some(0)).unwrap();
+        assert_ne!(since.as_ptr(), shared.history_body(None).unwrap().as_ptr());
+        // A new point: rendered anew, with it.
+        let before = shared.history_body(None).unwrap();
+        let seq = crate::loom::lock(&shared.history).next_seq;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while crate::loom::lock(&shared.history).next_seq == seq {
+            assert!(Instant::now() < deadline, "no new point");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let after = shared.history_body(None).unwrap();
+        assert_ne!(after.as_ptr(), before.as_ptr(), "a stale feed was served");
+        let v: serde_json::Value = serde_json::from_slice(&after).unwrap();
+        assert!(v["next_seq"].as_u64().unwrap() > seq);
     }
 
     /// At the limit with no connection idle, the one whose response has
