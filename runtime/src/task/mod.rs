@@ -359,17 +359,13 @@ where
     handle
 }
 
-/// An item of a workqueue waiting on its inactive list, as the list sees
-/// it: its task and the CPU it was submitted on.
-impl crate::scheduler::queue::Waiting for (Runnable, Option<usize>) {
-    fn take(&self) -> bool {
-        // AcqRel: of this and the abort's `fetch_or`, the second reads
-        // the first (`inactive`, "Abort against pop").
-        self.0.metadata().flags.fetch_or(TAKEN, Ordering::AcqRel) & ABORTED == 0
-    }
-    fn is(&self, id: *const ()) -> bool {
-        std::ptr::eq(std::ptr::from_ref(self.0.metadata()).cast(), id)
-    }
+/// Marks an item of a workqueue taken off its inactive list; false if
+/// its abort came first (it is then its aborter's: `inactive`, "Abort
+/// against pop").
+pub(crate) fn take_waiting(meta: &TaskMeta) -> bool {
+    // AcqRel: of this and the abort's `fetch_or`, the second reads the
+    // first.
+    meta.flags.fetch_or(TAKEN, Ordering::AcqRel) & ABORTED == 0
 }
 
 /// The abort of a task by its handle: whether it is an item waiting on

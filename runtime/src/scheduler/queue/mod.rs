@@ -109,8 +109,6 @@ mod flight;
 mod gate;
 mod inactive;
 
-pub(crate) use inactive::Waiting;
-
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
@@ -127,12 +125,23 @@ use crate::pool::{Pool, PoolAttrs, current};
 use crate::task::{self, JoinHandle, QueueLink, Runnable, TasksShare};
 use flight::{Finished, Flight};
 use gate::{Fifo, Gate};
-use inactive::InactiveList;
+use inactive::{InactiveList, Waiting};
 
 /// The kernel's `WQ_MAX_ACTIVE`.
 pub(crate) const MAX_ACTIVE: usize = 2048;
 /// The kernel's `WQ_DFL_ACTIVE`.
 pub(crate) const DEFAULT_MAX_ACTIVE: usize = 1024;
+
+/// An item of a workqueue waiting on its inactive list, as the list sees
+/// it: its task and the CPU it was submitted on.
+impl Waiting for (Runnable, Option<usize>) {
+    fn take(&self) -> bool {
+        task::take_waiting(self.0.metadata())
+    }
+    fn is(&self, id: *const ()) -> bool {
+        std::ptr::eq(task::waiting_id(self.0.metadata()), id)
+    }
+}
 
 /// Stripes of a queue's per-item counts (slots, in-flight counts, task
 /// references) and of its statistics: a thread counts on stripe
