@@ -20,8 +20,50 @@ use super::{CpuInfo, DEFAULT_CACHE_SHARD_SIZE, Topology, TopologyError, Topology
 /// A synthetic description hwloc accepts, quoted in error messages.
 const SYNTHETIC_EXAMPLE: &str = "pack:2 numa:2 l3:2 core:4 pu:2";
 
+/// The variables that make hwloc describe something other than the
+/// machine it runs on, in the order hwloc looks at them.
+const OVERRIDES: [&str; 3] = ["HWLOC_FSROOT", "HWLOC_SYNTHETIC", "HWLOC_XMLFILE"];
+
+/// The first of [`OVERRIDES`] set in `env`, with its value.
+pub(super) fn env_override(env: impl Fn(&str) -> Option<String>) -> Option<(&'static str, String)> {
+    OVERRIDES
+        .iter()
+        .find_map(|&var| env(var).filter(|v| !v.is_empty()).map(|v| (var, v)))
+}
+
+/// The error of a live read that hwloc's environment pointed elsewhere.
+fn not_this_machine(over: Option<(&str, String)>) -> TopologyError {
+    let what = match over {
+        Some((var, value)) => format!("{var}={value:?} is set"),
+        None => "hwloc says its topology is not of this machine".to_owned(),
+    };
+    TopologyError::new(
+        TopologyErrorKind::NotThisMachine,
+        format!(
+            "Topology::detect reads this machine, but {what}: unset it; set HWLOC_THISSYSTEM=1 \
+             as well if the description is of this machine; or build the made-up machine \
+             with Topology::from_xml or Topology::synthetic"
+        ),
+    )
+}
+
 /// Reads the live machine, restricted to the calling thread's affinity.
+///
+/// hwloc reads `HWLOC_XMLFILE`, `HWLOC_SYNTHETIC` and `HWLOC_FSROOT` and
+/// then describes that instead: a pod built from it would bind workers
+/// by another machine's caches, so unless `HWLOC_THISSYSTEM=1` says the
+/// description is of this machine (an administrator's cached export, as
+/// hwloc's docs advise), the read is refused before hwloc loads anything
+/// (a huge synthetic description is never built), and a topology hwloc
+/// still says is not this system's is refused after.
 pub(super) fn detect() -> Result<Topology, TopologyError> {
+    let env = |var: &str| std::env::var(var).ok();
+    let vouched = env("HWLOC_THISSYSTEM").is_some_and(|v| v.trim() == "1");
+    // HWLOC_FSROOT=/ is this machine: that one is left to the check after.
+    let description = env_override(env).filter(|(var, _)| *var != "HWLOC_FSROOT");
+    if !vouched && let Some(over) = description {
+        return Err(not_this_machine(Some(over)));
+    }
     let hw = HwTopology::new().map_err(|e| {
         TopologyError::new(
             TopologyErrorKind::Io,
@@ -30,6 +72,9 @@ pub(super) fn detect() -> Result<Topology, TopologyError> {
         )
         .with_source(e)
     })?;
+    if !hw.is_this_system() {
+        return Err(not_this_machine(env_override(env)));
+    }
     let allowed = super::sysfs::allowed_cpus()?;
     let cpus = describe(&hw, Some(&allowed));
     if cpus.is_empty() {

@@ -152,6 +152,10 @@ pub enum TopologyErrorKind {
     Unsupported,
     /// Reading the machine failed (sysfs, `sched_getaffinity`, hwloc).
     Io,
+    /// [`Topology::detect`] was pointed at another machine's description
+    /// by hwloc's environment (`HWLOC_XMLFILE`, `HWLOC_SYNTHETIC`,
+    /// `HWLOC_FSROOT`) without `HWLOC_THISSYSTEM=1` saying it is this one.
+    NotThisMachine,
     /// More CPUs than [`MAX_CPUS`], or a CPU index of [`MAX_CPUS`] * 8 or
     /// more.
     TooManyCpus,

@@ -774,6 +774,58 @@ mod with_hwloc {
         }
     }
 
+    /// hwloc's environment pointing `detect` at another machine's
+    /// description is refused, naming the variable (the child below, run
+    /// with each set: a synthetic machine of 10^10 CPUs is refused before
+    /// hwloc builds it).
+    #[test]
+    fn detect_refuses_a_description_hwlocs_environment_points_at() {
+        for (var, value) in [
+            ("HWLOC_SYNTHETIC", "core:100000 pu:100000"),
+            ("HWLOC_SYNTHETIC", "core:2 pu:1"),
+            ("HWLOC_XMLFILE", "/nonexistent/box.xml"),
+        ] {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "topology::tests::with_hwloc::detect_env_child",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env("WQ_HWLOC_ENV_CHILD", var)
+                .env(var, value)
+                .env_remove("HWLOC_THISSYSTEM")
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains("1 passed"),
+                "{var}={value}: {}\n{stdout}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert_eq!(
+            hwloc::env_override(|v| (v == "HWLOC_XMLFILE").then(|| "x.xml".to_owned())),
+            Some(("HWLOC_XMLFILE", "x.xml".to_owned()))
+        );
+        assert_eq!(hwloc::env_override(|_| Some(String::new())), None);
+    }
+
+    #[test]
+    fn detect_env_child() {
+        let Ok(var) = std::env::var("WQ_HWLOC_ENV_CHILD") else {
+            return;
+        };
+        let err = Topology::detect().unwrap_err();
+        assert_eq!(err.kind(), TopologyErrorKind::NotThisMachine, "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains(&format!("{var}=")), "{msg}");
+        assert!(msg.contains("HWLOC_THISSYSTEM=1"), "{msg}");
+        // The live reader without hwloc is not misled.
+        assert!(Topology::detect_sysfs().unwrap().is_live());
+    }
+
     #[test]
     fn fallback_parser_matches_hwloc() {
         for desc in [
