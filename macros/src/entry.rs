@@ -107,9 +107,11 @@ pub(crate) fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenS
         Ok(input) => input,
         Err(e) => return with_error(item, e),
     };
+    let mut input = input;
     let mut errors = Errors::default();
     let options = options::parse(args, &mut errors);
     check_signature(kind, &input.sig, &mut errors);
+    take_repeats(kind, &mut input.attrs, &mut errors);
     let tokens = generate(kind, input, &options);
     match errors.into_error() {
         None => tokens,
@@ -162,6 +164,38 @@ fn check_signature(kind: Kind, sig: &Signature, errors: &mut Errors) {
             format!("the function under {attr} takes no `where` clause: it has no generic parameters to bound"),
         ));
     }
+}
+
+/// Takes out of `attrs` another `#[wq::main]` or `#[wq::test]` (or
+/// `wq_macros`'), with an error each: left in, it would expand again over
+/// the function this one made, which is not `async`, and say so.
+fn take_repeats(kind: Kind, attrs: &mut Vec<Attribute>, errors: &mut Errors) {
+    attrs.retain(|attr| {
+        let names: Vec<String> = attr
+            .path()
+            .segments
+            .iter()
+            .map(|s| s.ident.to_string())
+            .collect();
+        let repeat = matches!(
+            names.as_slice(),
+            [.., krate, name] if (krate == "wq" || krate == "wq_macros")
+                && (name == "main" || name == "test")
+        );
+        if repeat {
+            let other = format!("#[wq::{}]", names[names.len() - 1]);
+            let message = if other == kind.attr() {
+                format!("{other} is applied to this function twice; keep one")
+            } else {
+                format!(
+                    "{} and {other} are both applied to this function; keep one",
+                    kind.attr()
+                )
+            };
+            errors.push(syn::Error::new_spanned(attr, message));
+        }
+        !repeat
+    });
 }
 
 /// Whether `attr` is `#[should_panic]` (with or without its `expected`,

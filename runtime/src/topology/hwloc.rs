@@ -95,6 +95,13 @@ pub(super) fn detect() -> Result<Topology, TopologyError> {
     )
 }
 
+/// Whether `desc` uses the part of hwloc's grammar the parser here does not
+/// read (attributes in parentheses, memory children in brackets): its
+/// errors would only say to build wq with hwloc.
+fn hwloc_grammar(desc: &str) -> bool {
+    desc.contains(['(', ')', '[', ']'])
+}
+
 /// Builds a made-up machine with hwloc's synthetic backend.
 pub(super) fn synthetic(desc: &str) -> Result<Topology, TopologyError> {
     let invalid = |source: Option<String>| {
@@ -130,8 +137,11 @@ pub(super) fn synthetic(desc: &str) -> Result<Topology, TopologyError> {
         None => {
             // Counts too big to multiply, or one that is no number: the
             // parser here says which where it can (it refuses before
-            // building anything big).
-            super::synthetic::parse(desc)?;
+            // building anything big) -- not in hwloc's own grammar, which
+            // it would only send to the feature this build has.
+            if !hwloc_grammar(desc) {
+                super::synthetic::parse(desc)?;
+            }
             return Err(TopologyError::new(
                 TopologyErrorKind::InvalidSynthetic,
                 format!(
@@ -162,8 +172,8 @@ pub(super) fn synthetic(desc: &str) -> Result<Topology, TopologyError> {
     // hwloc's own message says only that it rejected the string: where the
     // parser here (a subset of hwloc's grammar) finds the fault, say that.
     let explain = |e: String| match super::synthetic::parse(desc) {
-        Err(ours) => ours,
-        Ok(_) => invalid(Some(e)),
+        Err(ours) if !hwloc_grammar(desc) => ours,
+        _ => invalid(Some(e)),
     };
     let hw = HwTopology::builder()
         .from_synthetic(&full)

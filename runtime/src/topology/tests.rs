@@ -498,14 +498,23 @@ fn too_big_or_wrong_descriptions_are_refused_with_what_to_do() {
     #[cfg(feature = "hwloc")]
     {
         // Unbalanced, or no number: refused with what to do.
-        for desc in ["core:4(size=1 pu:2", "core:four pu:2"] {
+        // In hwloc's own grammar too, where the error must not send the
+        // user to the feature this build has.
+        for desc in [
+            "core:4(size=1 pu:2",
+            "core:four pu:2",
+            "core:2(frobnicate=1) pu:2",
+            "pack:2[numa(frob=1)] core:2 pu:1",
+        ] {
             let err = Topology::synthetic(desc).unwrap_err();
             assert_eq!(
                 err.kind(),
                 TopologyErrorKind::InvalidSynthetic,
                 "{desc}: {err}"
             );
-            assert!(err.to_string().contains("type:count"), "{err}");
+            let msg = err.to_string();
+            assert!(msg.contains("type:count"), "{msg}");
+            assert!(!msg.contains("`hwloc` feature"), "{msg}");
         }
         // hwloc's attribute lists still pass.
         assert_eq!(

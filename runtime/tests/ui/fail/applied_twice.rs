@@ -1,0 +1,7 @@
+#[wq::test]
+#[wq::test]
+async fn twice() {}
+
+#[wq::main]
+#[wq::test]
+async fn main() {}
