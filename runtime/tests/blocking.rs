@@ -415,6 +415,48 @@ fn zero_blocking_threads_is_a_build_error_that_says_what_to_do() {
     );
 }
 
+/// An aborted job still queued behind a busy thread is dropped at its
+/// abort, with what it captured: here the sender the running job waits
+/// on, which it held until a thread came to it -- the running one, which
+/// never returned (at the thread limit, a deadlock that held `Runtime`'s
+/// drop too). Its queue does not keep aborted jobs either.
+#[test]
+fn an_aborted_queued_job_drops_its_closure_at_once() {
+    within_watchdog("aborted queued job", LIMIT, || {
+        let rt = Runtime::builder().max_blocking_threads(1).build().unwrap();
+        let (started, wait_started) = std::sync::mpsc::channel();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (go, wait_go) = std::sync::mpsc::channel::<()>();
+        let first = rt.spawn_blocking(move || {
+            started.send(()).unwrap();
+            let disconnected = rx.recv_timeout(LIMIT);
+            wait_go.recv().unwrap();
+            disconnected
+        });
+        wait_started.recv().unwrap();
+        let queued = rt.spawn_blocking(move || drop(tx));
+        assert_eq!(rt.metrics().blocking.queued, 1);
+        queued.abort();
+        // Many more, aborted while the one thread is busy: none stays.
+        for _ in 0..1_000 {
+            let big = vec![0u8; 4096];
+            rt.spawn_blocking(move || drop(big)).abort();
+        }
+        assert_eq!(rt.metrics().blocking.queued, 0);
+        go.send(()).unwrap();
+        assert_eq!(
+            futures::executor::block_on(first).unwrap(),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+        );
+        assert!(
+            futures::executor::block_on(queued)
+                .unwrap_err()
+                .is_cancelled()
+        );
+        assert_eq!(rt.block_on(rt.spawn_blocking(|| 5)).unwrap(), 5);
+    });
+}
+
 /// A queued blocking job cancelled before it ran: its closure, and what
 /// it captured, is dropped by async-task inside its abort-on-panic guard.
 #[test]

@@ -27,11 +27,24 @@
 //!    the most recently idle thread first (a stack, not a condvar's FIFO)
 //!    lets a trickle of jobs keep one thread busy while the others age
 //!    out: woken in turn, none would ever idle for the whole keep-alive.
-//! 4. A thread that the OS refuses to start is un-reserved; its job stays
-//!    queued for the next thread. If no thread is left to take it (it is
-//!    **stranded**; reported once on stderr), the rescuer is poked and
-//!    tries a thread every `MAYDAY_INTERVAL` after the last refusal while
-//!    jobs stay stranded (`rescuer`'s module docs); a spawn tries too.
+//! 4. A thread that the OS refuses to start is un-reserved, and counted
+//!    as `owed`; its job stays queued. While starts are owed, jobs are
+//!    queued and the pool is below its limit, the jobs are **stranded**
+//!    (reported once on stderr): the threads that run may be waiting for
+//!    them (a job that spawned one and waits for its handle), so the
+//!    rescuer is poked and tries a thread every `MAYDAY_INTERVAL` after
+//!    the last refusal while they stay stranded (`rescuer`'s module
+//!    docs); a spawn tries too. A start that succeeds pays one owed start
+//!    back; an empty queue, all.
+//! 5. **Abort** of a job whose closure has not started (`JoinHandle::
+//!    abort`; `task::JobControl`): after its cancel, its handle takes it
+//!    out of the queue (found by its cell) and drops it, closure and
+//!    captures, outside the lock -- a queued job's cancel does not
+//!    schedule it, and waiting for a thread to reach it kept what it
+//!    owned (a sender a running job waits on: a deadlock at the thread
+//!    limit) and let aborted jobs pile up behind busy threads. A job a
+//!    thread left unrun for its abort is scheduled by the cancel: `push`
+//!    drops it, not queues it.
 //!
 //! # Shutdown ([`BlockingPool::close`], [`BlockingPool::shutdown`])
 //! **Close**, as soon as the runtime closes (before it waits for its
@@ -53,8 +66,8 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle as ThreadHandle;
 use std::time::{Duration, Instant};
 
@@ -62,6 +75,29 @@ use super::Scheduler;
 use crate::task::JoinHandle;
 
 type Job = crate::task::Runnable;
+
+/// A queued job and the pool's view of it.
+type Queued = (Job, Arc<JobCell>);
+
+/// The pool's view of a job (`task::JobControl`): its word, and the
+/// runtime to tell when its handle aborts it.
+#[derive(Debug)]
+struct JobCell {
+    word: AtomicU8,
+    runtime: Weak<Scheduler>,
+}
+
+impl crate::task::JobControl for JobCell {
+    fn word(&self) -> &AtomicU8 {
+        &self.word
+    }
+
+    fn aborted(&self) {
+        if let Some(shared) = self.runtime.upgrade() {
+            shared.services.blocking.remove_aborted(self);
+        }
+    }
+}
 
 /// Default of `Builder::max_blocking_threads`.
 pub(crate) const DEFAULT_MAX_THREADS: usize = 512;
@@ -88,7 +124,7 @@ struct Sleeper {
 
 #[derive(Default)]
 struct State {
-    queue: VecDeque<Job>,
+    queue: VecDeque<Queued>,
     threads: usize,
     /// Of `threads`, those whose start has not returned yet (their handle
     /// not in `handles`): a shutdown takes the handles only once none is.
@@ -102,8 +138,19 @@ struct State {
     /// After a refused start: the rescuer's retry waits until then
     /// (`MAYDAY_INTERVAL` later).
     retry_at: Option<Instant>,
+    /// Starts the OS refused while jobs were queued, not yet made up by
+    /// a start that succeeded (step 4).
+    owed: usize,
     /// Stranded jobs were reported (once per pool).
     stranded_said: bool,
+}
+
+impl State {
+    /// Step 4: queued jobs wait for a thread that no one is starting,
+    /// below the limit `max`.
+    fn stranded(&self, max: usize) -> bool {
+        !self.shutdown && self.owed > 0 && !self.queue.is_empty() && self.threads < max
+    }
 }
 
 thread_local! {
@@ -134,11 +181,16 @@ impl BlockingPool {
             return JoinHandle::refused(crate::task::RUNTIME_SHUT_DOWN);
         }
         let weak = Arc::downgrade(shared);
-        let (job, handle) = JoinHandle::blocking(f, move |job, word| match weak.upgrade() {
-            Some(shared) => shared.services.blocking.push(&shared, job, word),
+        let cell = Arc::new(JobCell {
+            word: AtomicU8::new(0),
+            runtime: weak.clone(),
+        });
+        let mine = cell.clone();
+        let (job, handle) = JoinHandle::blocking(f, cell, move |job| match weak.upgrade() {
+            Some(shared) => shared.services.blocking.push(&shared, job, &mine),
             None => {
                 // The runtime is gone: refused, as after its shutdown.
-                crate::task::refuse_job(word);
+                crate::task::refuse_job(&mine.word);
                 drop(job);
             }
         });
@@ -147,17 +199,24 @@ impl BlockingPool {
     }
 
     /// Step 1 of the module docs.
-    fn push(&self, shared: &Arc<Scheduler>, job: Job, word: &std::sync::atomic::AtomicU8) {
+    fn push(&self, shared: &Arc<Scheduler>, job: Job, cell: &Arc<JobCell>) {
+        if crate::task::job_aborted(&cell.word) {
+            // The cancel of a job its thread left unrun for its abort
+            // (step 5): dropped here, not queued for a thread (which might
+            // have to be started) to drop.
+            drop(job);
+            return;
+        }
         let mut s = crate::loom::lock(&self.state);
         if s.shutdown {
             drop(s);
             // A spawn that raced the shutdown past its check: refused, as
             // one after it (an aborted job's cancel stays cancelled).
-            crate::task::refuse_job(word);
+            crate::task::refuse_job(&cell.word);
             drop(job);
             return;
         }
-        s.queue.push_back(job);
+        s.queue.push_back((job, cell.clone()));
         s.jobs += 1;
         if let Some(sleeper) = s.sleepers.pop() {
             sleeper.woken.store(true, Ordering::Relaxed);
@@ -191,7 +250,7 @@ impl BlockingPool {
             .is_ok()
         {
             let err = std::io::Error::from_raw_os_error(libc::EAGAIN);
-            if self.start_failed(&err) && !retrying {
+            if self.start_failed(&err, shared.config.max_blocking_threads) && !retrying {
                 shared.rescuer.poke();
             }
             return;
@@ -201,6 +260,7 @@ impl BlockingPool {
                 let mut s = crate::loom::lock(&self.state);
                 s.handles.retain(|h| !h.is_finished());
                 s.handles.push(handle);
+                s.owed = s.owed.saturating_sub(1);
                 // Registered: a shutdown waiting for the starts to be over
                 // before it takes the handles may go on.
                 s.starting -= 1;
@@ -208,11 +268,25 @@ impl BlockingPool {
                 self.exited.notify_all();
             }
             Err(err) => {
-                if self.start_failed(&err) && !retrying {
+                if self.start_failed(&err, shared.config.max_blocking_threads) && !retrying {
                     shared.rescuer.poke();
                 }
             }
         }
+    }
+
+    /// Step 5: takes `cell`'s job out of the queue, if it is there, and
+    /// drops it (its closure and what it captured) outside the lock.
+    fn remove_aborted(&self, cell: &JobCell) {
+        let removed = {
+            let mut s = crate::loom::lock(&self.state);
+            let at = s
+                .queue
+                .iter()
+                .position(|(_, c)| std::ptr::eq(Arc::as_ptr(c), cell));
+            at.and_then(|at| s.queue.remove(at))
+        };
+        drop(removed);
     }
 
     /// Its figures now, for the metrics; `max_threads` is the runtime's
@@ -229,16 +303,19 @@ impl BlockingPool {
         }
     }
 
-    /// Whether queued jobs have no thread to run them (step 4).
-    pub(crate) fn is_stranded(&self) -> bool {
-        let s = crate::loom::lock(&self.state);
-        !s.shutdown && s.threads == 0 && !s.queue.is_empty()
+    /// Whether queued jobs wait for a thread no one is starting (step 4);
+    /// `max` is the runtime's limit.
+    pub(crate) fn is_stranded(&self, max: usize) -> bool {
+        crate::loom::lock(&self.state).stranded(max)
     }
 
     /// Step 4's retry, by the rescuer: a thread for stranded jobs.
     pub(crate) fn retry_stranded(&self, shared: &Arc<Scheduler>) {
         let mut s = crate::loom::lock(&self.state);
-        if s.shutdown || s.threads > 0 || s.queue.is_empty() {
+        if s.queue.is_empty() {
+            s.owed = 0;
+        }
+        if !s.stranded(shared.config.max_blocking_threads) {
             return;
         }
         // Paced: the rescuer wakes for maydays and watchdog ticks (every
@@ -254,18 +331,21 @@ impl BlockingPool {
 
     /// Step 4: the thread reserved for a start the OS refused is given
     /// back. A shutdown may be waiting for it, as for one that exited.
-    /// Returns whether jobs are left with no thread (stranded: the
-    /// caller pokes the rescuer, which retries).
-    fn start_failed(&self, err: &std::io::Error) -> bool {
+    /// Returns whether jobs are left with no thread coming (stranded: the
+    /// caller pokes the rescuer, which retries); `max` is the limit.
+    fn start_failed(&self, err: &std::io::Error, max: usize) -> bool {
         let mut s = crate::loom::lock(&self.state);
         s.threads -= 1;
         s.starting -= 1;
         s.start_failures += 1;
+        if !s.queue.is_empty() {
+            s.owed += 1;
+        }
         s.retry_at = Some(crate::clock::saturating_add(
             Instant::now(),
             super::MAYDAY_INTERVAL,
         ));
-        let stranded = s.threads == 0 && !s.queue.is_empty();
+        let stranded = s.stranded(max);
         let first = stranded && !std::mem::replace(&mut s.stranded_said, true);
         drop(s);
         self.exited.notify_all();
@@ -351,7 +431,7 @@ fn run(runtime: Arc<Scheduler>) {
     let _context = super::context::enter(runtime);
     let mut s = crate::loom::lock(&pool.state);
     loop {
-        if let Some(job) = s.queue.pop_front() {
+        if let Some((job, _)) = s.queue.pop_front() {
             drop(s);
             // The job's future catches the closure's panic, and a panic in
             // dropping a cancelled job's closure or its output is caught
@@ -458,7 +538,7 @@ mod tests {
         let (pool, rx) = shutting_down_during_a_start();
         // Waiting on `exited` by now, as a rule (if not, it sees no thread).
         std::thread::sleep(Duration::from_millis(50));
-        let _ = pool.start_failed(&std::io::Error::from_raw_os_error(libc::EAGAIN));
+        let _ = pool.start_failed(&std::io::Error::from_raw_os_error(libc::EAGAIN), 1);
         assert_eq!(
             rx.recv_timeout(Duration::from_secs(30)),
             Ok(true),

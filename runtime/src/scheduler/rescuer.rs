@@ -209,7 +209,11 @@ pub(crate) fn run(scheduler: &Arc<Scheduler>) {
         // While blocking jobs are stranded, retry a thread for them every
         // mayday interval.
         let tick = watchdog.as_ref().map(Watchdog::tick);
-        let timeout = if scheduler.services.blocking.is_stranded() {
+        let stranded = scheduler
+            .services
+            .blocking
+            .is_stranded(scheduler.config.max_blocking_threads);
+        let timeout = if stranded {
             Some(tick.map_or(super::MAYDAY_INTERVAL, |t| t.min(super::MAYDAY_INTERVAL)))
         } else {
             tick

@@ -107,9 +107,9 @@ enum Kind {
     Task,
     /// A task never spawned ([`JoinHandle::refused`]), and why.
     Refused(&'static str),
-    /// A blocking job ([`JoinHandle::blocking`]): its [`JOB_STARTED`],
-    /// [`JOB_ABORTED`] and [`JOB_REFUSED`] bits.
-    Job(Arc<AtomicU8>),
+    /// A blocking job ([`JoinHandle::blocking`]): its pool's view of it,
+    /// with the [`JOB_STARTED`], [`JOB_ABORTED`] and [`JOB_REFUSED`] bits.
+    Job(Arc<dyn JobControl>),
     /// An item of a workqueue created to wait on its inactive list
     /// ([`JoinHandle::waiting`]): its task's metadata, which its abort
     /// reads while it holds the task.
@@ -135,6 +135,22 @@ const JOB_ABORTED: u8 = 2;
 /// racing the runtime's shutdown): it never ran, and its handle says
 /// refused, as a spawn after the shutdown does.
 const JOB_REFUSED: u8 = 4;
+
+/// A blocking job as its pool keeps it, beside its runnable (one
+/// allocation per job, as the bare word was).
+pub(crate) trait JobControl: Send + Sync + std::fmt::Debug {
+    /// Its [`JOB_STARTED`], [`JOB_ABORTED`] and [`JOB_REFUSED`] bits.
+    fn word(&self) -> &AtomicU8;
+    /// Its handle aborted it before its closure started, and cancelled it:
+    /// the pool drops it now if it is still queued (a queued job's cancel
+    /// does not schedule it again), rather than when a thread reaches it.
+    fn aborted(&self);
+}
+
+/// Whether a blocking job's handle aborted it ([`JOB_ABORTED`]).
+pub(crate) fn job_aborted(word: &AtomicU8) -> bool {
+    word.load(Ordering::Acquire) & JOB_ABORTED != 0
+}
 
 /// A blocking job's pool refuses it ([`JOB_REFUSED`]), unless its handle
 /// aborted it first (an abort's cancel also comes to the pool).
@@ -174,9 +190,9 @@ impl<T> JoinHandle<T> {
     }
 
     /// Makes `f` a task that runs once, outside the pools (the blocking
-    /// pool): its runnable goes to `schedule` (with the job's word, for
-    /// [`refuse_job`]), which the caller's `Runnable::schedule` calls
-    /// first. A panic in `f` is caught and the
+    /// pool), which `control` is the pool's view of: its runnable goes to
+    /// `schedule`, which the caller's `Runnable::schedule` calls first. A
+    /// panic in `f` is caught and the
     /// handle gives it as [`JoinError::is_panic`]; dropping the runnable
     /// unrun cancels the task. It has no home pool: it never enters one.
     ///
@@ -186,10 +202,12 @@ impl<T> JoinHandle<T> {
     /// and whichever comes second sees the other's. The thread that sees
     /// `JOB_ABORTED` leaves the closure unrun and waits (`Pending`) for the
     /// abort's cancel, which drops it; an abort that sees `JOB_STARTED`
-    /// does nothing, and the await gives the closure's result.
+    /// does nothing, and the await gives the closure's result. After its
+    /// cancel, the abort tells the pool ([`JobControl::aborted`]).
     pub(crate) fn blocking<F>(
         f: F,
-        schedule: impl Fn(super::Runnable, &AtomicU8) + Send + Sync + 'static,
+        control: Arc<dyn JobControl>,
+        schedule: impl Fn(super::Runnable) + Send + Sync + 'static,
     ) -> (super::Runnable, JoinHandle<T>)
     where
         F: FnOnce() -> T + Send + 'static,
@@ -199,22 +217,20 @@ impl<T> JoinHandle<T> {
         // Unrun (cancelled, or dropped at shutdown), the closure is dropped
         // with the future: guarded, as the output is.
         let job = Guarded::new(f);
-        let word = Arc::new(AtomicU8::new(0));
-        let bits = word.clone();
+        let bits = control.clone();
         let future = async move {
-            if bits.fetch_or(JOB_STARTED, Ordering::AcqRel) & JOB_ABORTED != 0 {
+            if bits.word().fetch_or(JOB_STARTED, Ordering::AcqRel) & JOB_ABORTED != 0 {
                 // Aborted first: its cancel drops this future.
                 std::future::pending::<()>().await;
             }
             let f = job.take();
             Guarded::new(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)))
         };
-        let job_word = word.clone();
         let (runnable, task) = async_task::Builder::new()
             .metadata(meta)
-            .spawn(move |_| future, move |r| schedule(r, &job_word));
+            .spawn(move |_| future, schedule);
         let mut handle = JoinHandle::new(task.fallible());
-        handle.kind = Kind::Job(word);
+        handle.kind = Kind::Job(control);
         (runnable, handle)
     }
 
@@ -231,10 +247,12 @@ impl<T> JoinHandle<T> {
     /// A [`spawn_blocking`](crate::spawn_blocking) job is aborted only if
     /// its closure has not started: a running closure cannot be stopped,
     /// so the abort does nothing and awaiting gives its result (as
-    /// tokio's).
+    /// tokio's). A queued one is taken out of the blocking pool's queue
+    /// and its closure dropped (with what it captured) during the abort,
+    /// on the calling thread.
     pub fn abort(&self) {
-        if let Kind::Job(word) = &self.kind
-            && word.fetch_or(JOB_ABORTED, Ordering::AcqRel) & JOB_STARTED != 0
+        if let Kind::Job(job) = &self.kind
+            && job.word().fetch_or(JOB_ABORTED, Ordering::AcqRel) & JOB_STARTED != 0
         {
             return;
         }
@@ -306,6 +324,11 @@ impl<T> JoinHandle<T> {
             Some((runnable, None)) => drop(runnable),
             None => {}
         }
+        // A queued blocking job is dropped by its pool now, not when a
+        // thread comes to it: it may own what a running job waits for.
+        if let Kind::Job(job) = &self.kind {
+            job.aborted();
+        }
     }
 
     /// Whether the task has finished (completed, panicked, or cancelled).
@@ -364,7 +387,7 @@ impl<T> JoinHandle<T> {
             // Cancelled, and not by this handle (its abort takes the task
             // out of the slot): its runtime's shutdown dropped it.
             Poll::Ready(None) => Err(match &this.kind {
-                Kind::Job(word) if word.load(Ordering::Acquire) & JOB_REFUSED != 0 => {
+                Kind::Job(job) if job.word().load(Ordering::Acquire) & JOB_REFUSED != 0 => {
                     JoinError::refused(RUNTIME_SHUT_DOWN)
                 }
                 _ => JoinError::shut_down(),

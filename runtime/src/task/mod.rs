@@ -34,8 +34,8 @@ mod unconstrained;
 mod yield_now;
 
 use join::Guarded;
+pub(crate) use join::{JobControl, RUNTIME_SHUT_DOWN, job_aborted, refuse_job};
 pub use join::{JoinError, JoinHandle};
-pub(crate) use join::{RUNTIME_SHUT_DOWN, refuse_job};
 pub use join_set::JoinSet;
 pub(crate) use queue_ref::{QueueRef, StripeLines, TaskEnd, TasksShare, stripe_lines};
 pub(crate) use registry::Registry;

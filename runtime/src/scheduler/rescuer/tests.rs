@@ -215,6 +215,35 @@ fn a_stranded_blocking_job_runs_once_a_thread_can_start() {
     });
 }
 
+/// A job whose thread the OS refused while another blocking thread runs
+/// is stranded too when that thread waits for it (a job that spawns a job
+/// and waits for it): the rescuer retries it, where only a pool with no
+/// thread at all was retried, and the two waited for each other for ever.
+#[test]
+fn a_job_refused_a_thread_beside_a_running_one_is_retried() {
+    within_watchdog(|| {
+        let rt = Runtime::builder()
+            .cpu_hog_threshold(Duration::ZERO)
+            .build()
+            .unwrap();
+        let handle = rt.handle().clone();
+        let (started, wait_started) = std::sync::mpsc::channel();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let first = rt.spawn_blocking(move || {
+            started.send(()).unwrap();
+            rx.recv_timeout(Duration::from_secs(60))
+        });
+        wait_started.recv().unwrap();
+        let blocking = &handle.scheduler.services.blocking;
+        blocking.refuse_starts.store(1, Ordering::Relaxed);
+        let second = rt.spawn_blocking(move || tx.send(()).unwrap());
+        assert_eq!(futures::executor::block_on(first).unwrap(), Ok(()));
+        futures::executor::block_on(second).unwrap();
+        assert_eq!(blocking.refuse_starts.load(Ordering::Relaxed), 0);
+        assert_eq!(rt.metrics().blocking.start_failures, 1);
+    });
+}
+
 /// The retries of stranded jobs are paced at the mayday interval: the
 /// rescuer wakes every watchdog tick (5 ms while a task runs) and for
 /// every mayday, and tried a thread on each wake (about 200 failing
