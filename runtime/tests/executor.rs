@@ -934,6 +934,75 @@ fn remote_steals_at(strict: bool, idle_scope: Scope) -> Steals {
     }
 }
 
+/// A worker that takes a batch from another pod's queue (not searching:
+/// straight after a task of its own) kicks its own pool for the rest of
+/// the batch, now in its deque, where the other pod's workers never look:
+/// here X, the batch's first task, waits for Y, the second, and Y waited
+/// in the busy worker's deque, its sibling asleep, until X gave up.
+#[test]
+fn a_remote_batch_behind_a_long_task_is_taken_by_a_sibling() {
+    within(60, || {
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("pack:2 l3:1 core:2 pu:1").unwrap())
+            .default_scope(Scope::Cache)
+            .worker_spin(Duration::ZERO)
+            .cpu_hog_threshold(Duration::ZERO)
+            .build()
+            .unwrap();
+        let h = rt.handle();
+        // Both workers of CPU 0's pod busy until the end.
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let released = Arc::new(std::sync::Mutex::new(released));
+        let (started, wait_started) = std::sync::mpsc::channel::<()>();
+        for _ in 0..2 {
+            let (released, started) = (released.clone(), started.clone());
+            drop(h.spawn_on_cpu(0, Scope::Cache, async move {
+                started.send(()).unwrap();
+                let _ = released
+                    .lock()
+                    .unwrap()
+                    .recv_timeout(Duration::from_secs(30));
+            }));
+            wait_started.recv().unwrap();
+        }
+        // A task of CPU 2's pod, running until the work below is queued.
+        let (go, wait_go) = std::sync::mpsc::channel::<()>();
+        let other = h.spawn_on_cpu(2, Scope::Cache, async move {
+            started.send(()).unwrap();
+            wait_go.recv().unwrap();
+        });
+        wait_started.recv().unwrap();
+        // Let its pod's other worker, woken to search, park.
+        std::thread::sleep(Duration::from_millis(100));
+        let y_ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = y_ran.clone();
+        let x = h.spawn_on_cpu(0, Scope::Cache, async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !seen.load(Ordering::SeqCst) && Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+            seen.load(Ordering::SeqCst)
+        });
+        let set = y_ran.clone();
+        let y = h.spawn_on_cpu(
+            0,
+            Scope::Cache,
+            async move { set.store(true, Ordering::SeqCst) },
+        );
+        let rest: Vec<_> = (0..4)
+            .map(|_| h.spawn_on_cpu(0, Scope::Cache, async {}))
+            .collect();
+        go.send(()).unwrap();
+        rt.block_on(other).unwrap();
+        assert!(rt.block_on(x).unwrap(), "X waited for Y for 10 s");
+        rt.block_on(y).unwrap();
+        drop(release);
+        for r in rest {
+            rt.block_on(r).unwrap();
+        }
+    });
+}
+
 #[test]
 fn non_strict_pools_steal_from_the_nearest_pod() {
     let s = remote_steals_at(false, Scope::Cpu);

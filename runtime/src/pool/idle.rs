@@ -77,8 +77,7 @@
 //!
 //! # Steps
 //! 1. **Kick** ([`Idle::notify`], by a producer after pushing; by the last
-//!    searcher when it finds work and more is queued, the kernel's
-//!    chaining). Fence, read the hint. `searching > 0`: a worker will look
+//!    searcher when it finds work, step 2, the kernel's chaining). Fence, read the hint. `searching > 0`: a worker will look
 //!    (I4): done, no lock. `FULL`, or no worker parked and none can be
 //!    started, and at least one counted: every running worker will look
 //!    (I3, I5): done, no lock (with none counted, every slot is blocked in

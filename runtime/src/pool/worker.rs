@@ -69,7 +69,10 @@
 //! - the worker's own deque, then the injector (a batch);
 //! - the deques of the pool's other workers;
 //! - unless the pool is strict, the injectors of other pods' pools of the
-//!   same scope, nearest first (counted as remote steals).
+//!   same scope, nearest first (counted as remote steals). A batch taken
+//!   there kicks this worker's own pool: the rest of it waits in this
+//!   worker's deque, where only its siblings look, and a worker not
+//!   searching hands no search on.
 //!
 //! [`super::current`] holds the worker's [`Local`], so the schedule
 //! function can find its LIFO slot and deque when a task is woken on a
@@ -872,10 +875,19 @@ impl Core {
             // counted as repatriated when it is next queued there.
             r.metadata().went_away();
             self.remote_steals += 1;
+            let mut batch = false;
             while let Some(t) = self.scratch.pop() {
                 t.metadata().went_away();
                 self.remote_steals += 1;
                 local.deque.push(t);
+                batch = true;
+            }
+            // The rest of the batch now waits behind `r` in this deque,
+            // where the other pod's workers never look, and this worker
+            // may not be searching (straight after a task of its own: no
+            // search hand-off follows): kick a sibling to take it.
+            if batch {
+                pool.notify();
             }
             return Some(r);
         }
