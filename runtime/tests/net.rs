@@ -1508,3 +1508,51 @@ fn datagram_readiness_waits_and_try_operations_never_wait() {
         });
     });
 }
+
+/// A `UnixDatagram` shut down for reading ends a waiting receive with 0,
+/// as the blocking call does: Linux answers a non-blocking receive on a
+/// datagram socket shut for reading with `EAGAIN`, and the `WouldBlock`
+/// cleared the readiness the shutdown raised, so the receive waited for
+/// an event that never came. The same for `recv_from`, `try_recv` and
+/// `readable` after it; a datagram queued before the shutdown is still
+/// received first.
+#[test]
+fn a_datagram_socket_shut_for_reading_ends_a_waiting_receive() {
+    use wq::net::UnixDatagram;
+    within_watchdog("dgram shutdown", LIMIT, || {
+        let rt = rt();
+        rt.block_on(async {
+            let (a, b) = UnixDatagram::pair().unwrap();
+            let a = Arc::new(a);
+            let waiting = {
+                let a = a.clone();
+                wq::spawn(async move { a.recv(&mut [0; 8]).await })
+            };
+            let waiting_from = {
+                let a = a.clone();
+                wq::spawn(async move { a.recv_from(&mut [0; 8]).await.map(|(n, _)| n) })
+            };
+            wq::time::sleep(Duration::from_millis(20)).await;
+            a.shutdown(Shutdown::Read).unwrap();
+            let limit = Duration::from_secs(10);
+            let got = wq::time::timeout(limit, waiting).await;
+            assert_eq!(got.expect("recv waited on").unwrap().unwrap(), 0);
+            let got = wq::time::timeout(limit, waiting_from).await;
+            assert_eq!(got.expect("recv_from waited on").unwrap().unwrap(), 0);
+            assert_eq!(a.try_recv(&mut [0; 8]).unwrap(), 0);
+            wq::time::timeout(limit, a.readable())
+                .await
+                .expect("readable waited on")
+                .unwrap();
+
+            // Queued before the shutdown: received, then 0.
+            let (c, d) = UnixDatagram::pair().unwrap();
+            d.send(b"hi").await.unwrap();
+            c.shutdown(Shutdown::Read).unwrap();
+            let mut buf = [0; 8];
+            assert_eq!(c.recv(&mut buf).await.unwrap(), 2);
+            assert_eq!(c.recv(&mut buf).await.unwrap(), 0);
+            drop(b);
+        });
+    });
+}

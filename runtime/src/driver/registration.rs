@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::Handle;
 use super::Registered;
@@ -261,9 +262,22 @@ impl<S: mio::event::Source> Drop for PollIo<S> {
 /// A datagram socket's registration and the waiter slots of its `&self`
 /// poll methods (receiving, sending), released when it drops: what
 /// `UdpSocket` and `UnixDatagram` share.
+///
+/// # Shut for reading
+/// Linux answers a non-blocking receive on a datagram socket shut down
+/// for reading with `EAGAIN` (the blocking one returns 0: only a
+/// `SOCK_SEQPACKET` socket says 0 either way), while its readiness says
+/// readable and read-closed. The `WouldBlock` would clear that readiness
+/// (`scheduled_io`, "A closed bit that no longer holds") and the receive
+/// wait for an event that never comes. So the socket's own `shutdown`
+/// marks `read_shut` (before the call: a receive woken by the shutdown's
+/// event then sees the mark), and a receive's `WouldBlock` with the mark
+/// set is the end of the stream, what the blocking call returns
+/// (`at_shut`); `readable` returns at once.
 pub(crate) struct Datagram<S: mio::event::Source> {
     io: PollIo<S>,
     keys: [SharedKey; 2],
+    read_shut: AtomicBool,
 }
 
 impl<S: mio::event::Source> Datagram<S> {
@@ -271,6 +285,46 @@ impl<S: mio::event::Source> Datagram<S> {
         Datagram {
             io,
             keys: Default::default(),
+            read_shut: AtomicBool::new(false),
+        }
+    }
+
+    /// Runs `shutdown` (the socket's `shutdown(2)`, `read` if it shuts the
+    /// reading side) with the mark set first (type docs), unset again if
+    /// it fails.
+    pub(crate) fn shutdown(
+        &self,
+        read: bool,
+        shutdown: impl FnOnce(&S) -> io::Result<()>,
+    ) -> io::Result<()> {
+        if !read {
+            return shutdown(self.source());
+        }
+        let was = self.read_shut.swap(true, Ordering::SeqCst);
+        let done = shutdown(self.source());
+        if done.is_err() && !was {
+            self.read_shut.store(false, Ordering::SeqCst);
+        }
+        done
+    }
+
+    /// A receive `f`, whose `WouldBlock` once the socket is shut for
+    /// reading is `at_shut()` (type docs).
+    fn receive<R>(
+        &self,
+        mut f: impl FnMut(&S) -> io::Result<R>,
+        at_shut: impl Fn() -> io::Result<R>,
+    ) -> impl FnMut(&S) -> io::Result<R> {
+        move |s| match f(s) {
+            // SeqCst: the mark is stored before the shutdown's call; a
+            // receive woken by its event reads it after its own call.
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    && self.read_shut.load(Ordering::SeqCst) =>
+            {
+                at_shut()
+            }
+            r => r,
         }
     }
 
@@ -284,9 +338,16 @@ impl<S: mio::event::Source> Datagram<S> {
         self.io.handle()
     }
 
-    /// An awaited receive: `f` when the socket is readable.
-    pub(crate) async fn recv_with<R>(&self, f: impl FnMut(&S) -> io::Result<R>) -> io::Result<R> {
-        self.io.async_io(Direction::Read, f).await
+    /// An awaited receive: `f` when the socket is readable; `at_shut()`
+    /// once it is shut for reading and has nothing queued (type docs).
+    pub(crate) async fn recv_with<R>(
+        &self,
+        f: impl FnMut(&S) -> io::Result<R>,
+        at_shut: impl Fn() -> io::Result<R>,
+    ) -> io::Result<R> {
+        self.io
+            .async_io(Direction::Read, self.receive(f, at_shut))
+            .await
     }
 
     /// An awaited send: `f` when the socket is writable.
@@ -294,28 +355,51 @@ impl<S: mio::event::Source> Datagram<S> {
         self.io.async_io(Direction::Write, f).await
     }
 
-    /// Waits until the socket is readable (`Read`) or writable (`Write`).
+    /// Waits until the socket is readable (`Read`: at once once it is
+    /// shut for reading) or writable (`Write`).
     pub(crate) async fn ready(&self, dir: Direction) -> io::Result<()> {
+        if dir == Direction::Read && self.read_shut.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         self.io.ready(dir).await
     }
 
-    /// `f` once if `dir` is ready now ([`PollIo::try_io`]).
-    pub(crate) fn try_with<R>(
-        &self,
-        dir: Direction,
-        f: impl FnOnce(&S) -> io::Result<R>,
-    ) -> io::Result<R> {
-        self.io.try_io(dir, f)
+    /// A send `f` once if the socket is writable now ([`PollIo::try_io`]).
+    pub(crate) fn try_send_with<R>(&self, f: impl FnOnce(&S) -> io::Result<R>) -> io::Result<R> {
+        self.io.try_io(Direction::Write, f)
     }
 
-    /// A polled receive, in the receiving slot.
+    /// A receive `f` once if the socket is readable now
+    /// ([`PollIo::try_io`]); `at_shut()` once it is shut for reading and
+    /// has nothing queued.
+    pub(crate) fn try_recv_with<R>(
+        &self,
+        f: impl FnOnce(&S) -> io::Result<R>,
+        at_shut: impl FnOnce() -> io::Result<R>,
+    ) -> io::Result<R> {
+        match self.io.try_io(Direction::Read, f) {
+            // Its own `WouldBlock`, or not ready (the readiness cleared by
+            // an earlier receive): once shut, the end either way.
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    && self.read_shut.load(Ordering::SeqCst) =>
+            {
+                at_shut()
+            }
+            r => r,
+        }
+    }
+
+    /// A polled receive, in the receiving slot; `at_shut()` as for
+    /// [`Datagram::recv_with`].
     pub(crate) fn poll_recv_with<R>(
         &self,
         cx: &mut Context<'_>,
         f: impl FnMut(&S) -> io::Result<R>,
+        at_shut: impl Fn() -> io::Result<R>,
     ) -> Poll<io::Result<R>> {
         self.io
-            .poll_io_shared(cx, Direction::Read, &self.keys[0], f)
+            .poll_io_shared(cx, Direction::Read, &self.keys[0], self.receive(f, at_shut))
     }
 
     /// A polled send, in the sending slot.

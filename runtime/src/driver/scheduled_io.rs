@@ -39,8 +39,10 @@
 //! after a short transfer keeps them. But mio also reports an error event
 //! as "write closed" (`EPOLLERR` with `EPOLLOUT`: a connected UDP socket
 //! told by ICMP that its peer's port is closed), and the error is consumed
-//! by the next syscall; the socket goes on working. A closed direction
-//! never answers `WouldBlock` (EOF reads 0, a hung-up write fails), so a
+//! by the next syscall; the socket goes on working. A stream's closed
+//! direction never answers `WouldBlock` (EOF reads 0, a hung-up write
+//! fails; a datagram socket shut for reading does, and its receives
+//! answer for it: `registration::Datagram`, "Shut for reading"), so a
 //! `WouldBlock` clears the direction's closed bit with its readiness
 //! ([`ScheduledIo::clear_blocked`], at the observed tick like any clear).
 //! Kept, the bit would make the direction ready forever, and an operation

@@ -33,19 +33,13 @@ macro_rules! datagram_methods {
             /// [`recv`](Self::recv) without waiting, as
             /// [`try_recv_from`](Self::try_recv_from).
             pub fn try_recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
-                self.sock
-                    .try_with(crate::driver::scheduled_io::Direction::Read, |s| {
-                        s.recv(buf)
-                    })
+                self.sock.try_recv_with(|s| s.recv(buf), || Ok(0))
             }
 
             /// [`send`](Self::send) without waiting, as
             /// [`try_send_to`](Self::try_send_to).
             pub fn try_send(&self, buf: &[u8]) -> std::io::Result<usize> {
-                self.sock
-                    .try_with(crate::driver::scheduled_io::Direction::Write, |s| {
-                        s.send(buf)
-                    })
+                self.sock.try_send_with(|s| s.send(buf))
             }
 
             /// [`recv`](Self::recv) as [`poll_recv_from`](Self::poll_recv_from).
@@ -54,7 +48,7 @@ macro_rules! datagram_methods {
                 cx: &mut std::task::Context<'_>,
                 buf: &mut [u8],
             ) -> std::task::Poll<std::io::Result<usize>> {
-                self.sock.poll_recv_with(cx, |s| s.recv(buf))
+                self.sock.poll_recv_with(cx, |s| s.recv(buf), || Ok(0))
             }
 
             /// [`send`](Self::send) as [`poll_send_to`](Self::poll_send_to).

@@ -8,7 +8,6 @@ use std::path::Path;
 use std::task::{Context, Poll};
 
 use crate::driver::registration::{Datagram, PollIo};
-use crate::driver::scheduled_io::Direction;
 
 /// A Unix domain datagram socket: a service manager's notification socket
 /// (`NOTIFY_SOCKET`), a local log sink, a pair of processes trading
@@ -119,7 +118,7 @@ impl UnixDatagram {
     /// than `buf` is truncated to it, and the rest is lost without a word:
     /// size `buf` for the largest datagram expected.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.sock.recv_with(|s| s.recv(buf)).await
+        self.sock.recv_with(|s| s.recv(buf), || Ok(0)).await
     }
 
     /// Sends `buf` as one datagram to the socket bound at `path`. Waits
@@ -172,7 +171,7 @@ impl UnixDatagram {
     /// [`unbound`](UnixDatagram::unbound) sender); truncated to `buf` as in
     /// [`recv`](UnixDatagram::recv).
     pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.sock.recv_with(|s| s.recv_from(buf)).await
+        self.sock.recv_with(|s| s.recv_from(buf), shut).await
     }
 
     /// [`recv_from`](UnixDatagram::recv_from) for code that keeps no
@@ -183,13 +182,13 @@ impl UnixDatagram {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<(usize, SocketAddr)>> {
-        self.sock.poll_recv_with(cx, |s| s.recv_from(buf))
+        self.sock.poll_recv_with(cx, |s| s.recv_from(buf), shut)
     }
 
     /// [`recv_from`](UnixDatagram::recv_from) without waiting:
     /// `WouldBlock` when no datagram is queued.
     pub fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.sock.try_with(Direction::Read, |s| s.recv_from(buf))
+        self.sock.try_recv_with(|s| s.recv_from(buf), shut)
     }
 
     /// [`send_to`](UnixDatagram::send_to) without waiting: `WouldBlock`
@@ -197,8 +196,7 @@ impl UnixDatagram {
     /// readiness says nothing of it, see [`send_to`](UnixDatagram::send_to)).
     pub fn try_send_to(&self, buf: &[u8], path: impl AsRef<Path>) -> io::Result<usize> {
         let path = path.as_ref();
-        self.sock
-            .try_with(Direction::Write, |s| s.send_to(buf, path))
+        self.sock.try_send_with(|s| s.send_to(buf, path))
     }
 
     /// [`send_to`](UnixDatagram::send_to) as
@@ -228,8 +226,15 @@ impl UnixDatagram {
 
     /// Shuts the reading side, the writing side or both down
     /// (`shutdown(2)`).
+    ///
+    /// Shut for reading, a receive returns what the blocking one would
+    /// once nothing is queued: 0 bytes (from an unnamed address, for
+    /// [`recv_from`](UnixDatagram::recv_from)), at once and every time
+    /// ([`readable`](UnixDatagram::readable) too), where Linux's
+    /// non-blocking receive says `WouldBlock` for ever.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        self.sock.source().shutdown(how)
+        let read = matches!(how, Shutdown::Read | Shutdown::Both);
+        self.sock.shutdown(read, |s| s.shutdown(how))
     }
 }
 
@@ -245,3 +250,13 @@ impl fmt::Debug for UnixDatagram {
 super::as_fd!(UnixDatagram, sock.source());
 
 super::datagram::datagram_methods!(UnixDatagram);
+
+/// What [`UnixDatagram::recv_from`] returns once the socket is shut for
+/// reading and has nothing queued, as the blocking call: 0 bytes from an
+/// unnamed address (`Datagram`'s docs, "Shut for reading").
+fn shut() -> io::Result<(usize, SocketAddr)> {
+    // An unbound socket's own address is the unnamed one (std makes no
+    // other way to build it).
+    let unnamed = std::os::unix::net::UnixDatagram::unbound()?.local_addr()?;
+    Ok((0, unnamed))
+}
