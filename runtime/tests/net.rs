@@ -1189,6 +1189,54 @@ fn an_unconnected_unix_send_to_a_receiver_others_filled_goes_through_when_it_dra
     });
 }
 
+/// `UnixDatagram::poll_send_to` to a receiver others filled waits on the
+/// backoff timer too: it waited on the socket's readiness, which each
+/// refusal raised again, and was polled thousands of times a second.
+#[test]
+fn an_unconnected_unix_poll_send_to_a_full_receiver_backs_off() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use wq::net::UnixDatagram;
+    within_watchdog("unix-dgram-poll-full", LIMIT, || {
+        rt().block_on(async {
+            let dir = fresh_dir("dgram-poll-full");
+            let sink_path = dir.join("sink.sock");
+            let sink = UnixDatagram::bind(&sink_path).unwrap();
+            let (_fillers, queued) = fill_unix_sink(&sink_path);
+            let sender = UnixDatagram::unbound().unwrap();
+            let polls = Arc::new(AtomicU64::new(0));
+            let counted = polls.clone();
+            let path = sink_path.clone();
+            let send = wq::spawn(async move {
+                std::future::poll_fn(|cx| {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    sender.poll_send_to(cx, b"late", &path)
+                })
+                .await
+            });
+            wq::time::sleep(Duration::from_millis(100)).await;
+            assert!(!send.is_finished(), "sent to a full queue");
+            // 1, 2, 4 ... 50 ms: about 7 polls in 100 ms.
+            let polled = polls.load(Ordering::SeqCst);
+            assert!(
+                polled < 40,
+                "the waiting send was polled {polled} times in 100 ms"
+            );
+            let mut buf = [0u8; 16];
+            for _ in 0..queued {
+                sink.recv(&mut buf).await.unwrap();
+            }
+            let sent = wq::time::timeout(Duration::from_secs(5), send).await;
+            assert!(
+                matches!(sent, Ok(Ok(Ok(4)))),
+                "the send waited on: {sent:?}"
+            );
+            let n = sink.recv(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], b"late");
+            let _ = std::fs::remove_dir_all(&dir);
+        });
+    });
+}
+
 /// An unconnected `UnixDatagram::send_to` waiting on its backoff timer
 /// when its runtime shuts down fails with the shutdown error (its timer
 /// was fired by the shutdown; polling it again panicked).

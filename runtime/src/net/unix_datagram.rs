@@ -35,6 +35,30 @@ use crate::driver::registration::{Datagram, PollIo};
 /// ```
 pub struct UnixDatagram {
     sock: Datagram<mio::net::UnixDatagram>,
+    /// [`UnixDatagram::poll_send_to`]'s backoff.
+    send_wait: std::sync::Mutex<Backoff>,
+}
+
+/// A refused unconnected send's wait ([`UnixDatagram::send_to`]): its timer
+/// while armed, and the next pause.
+#[derive(Debug)]
+struct Backoff {
+    sleep: Option<crate::time::Sleep>,
+    pause: std::time::Duration,
+}
+
+/// The first pause after a refused unconnected send.
+const FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
+/// The longest.
+const LAST_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff {
+            sleep: None,
+            pause: FIRST_PAUSE,
+        }
+    }
 }
 
 impl UnixDatagram {
@@ -97,6 +121,7 @@ impl UnixDatagram {
     ) -> io::Result<UnixDatagram> {
         Ok(UnixDatagram {
             sock: Datagram::new(PollIo::new(driver, socket)?),
+            send_wait: Default::default(),
         })
     }
 
@@ -135,35 +160,45 @@ impl UnixDatagram {
     /// when the receiver makes room, at once.
     pub async fn send_to(&self, buf: &[u8], path: impl AsRef<Path>) -> io::Result<usize> {
         let path = path.as_ref();
-        let mut pause = std::time::Duration::from_millis(1);
+        let mut wait = Backoff::default();
+        std::future::poll_fn(|cx| self.poll_send_to_with(cx, buf, path, &mut wait)).await
+    }
+
+    /// A `send_to` waiting on `wait`'s timer after a refusal (module docs
+    /// of [`send_to`](UnixDatagram::send_to)).
+    fn poll_send_to_with(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+        path: &Path,
+        wait: &mut Backoff,
+    ) -> Poll<io::Result<usize>> {
+        let driver = self.sock.driver();
         loop {
+            // The runtime's shutdown fires the timer, which must not be
+            // polled again (it would panic), and no send is made after it.
+            if driver.is_shutdown() {
+                wait.sleep = None;
+                return Poll::Ready(Err(crate::driver::scheduled_io::shutdown_error()));
+            }
+            if let Some(sleep) = &mut wait.sleep {
+                std::task::ready!(std::pin::Pin::new(sleep).poll(cx));
+                wait.sleep = None;
+            }
             // An operation of the task's budget, as every socket's
             // (`coop`): a loop of sends that succeed yields in time.
-            std::future::poll_fn(crate::coop::poll_proceed).await;
-            if self.sock.driver().is_shutdown() {
-                return Err(crate::driver::scheduled_io::shutdown_error());
-            }
+            std::task::ready!(crate::coop::poll_proceed(cx));
             match self.sock.source().send_to(buf, path) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    wait.sleep = Some(crate::time::sleep_on(driver.clone(), wait.pause));
+                    wait.pause = (wait.pause * 2).min(LAST_PAUSE);
+                }
                 sent => {
+                    wait.pause = FIRST_PAUSE;
                     crate::coop::spend();
-                    return sent;
+                    return Poll::Ready(sent);
                 }
             }
-            // The wait, unless the runtime shuts down meanwhile (its timer
-            // is fired then, and must not be polled again).
-            let mut wait = crate::time::sleep_on(self.sock.driver().clone(), pause);
-            let shut_down = std::future::poll_fn(|cx| {
-                if self.sock.driver().is_shutdown() {
-                    return Poll::Ready(true);
-                }
-                std::pin::Pin::new(&mut wait).poll(cx).map(|()| false)
-            })
-            .await;
-            if shut_down {
-                return Err(crate::driver::scheduled_io::shutdown_error());
-            }
-            pause = (pause * 2).min(std::time::Duration::from_millis(50));
         }
     }
 
@@ -199,19 +234,18 @@ impl UnixDatagram {
         self.sock.try_send_with(|s| s.send_to(buf, path))
     }
 
-    /// [`send_to`](UnixDatagram::send_to) as
-    /// [`poll_recv_from`](UnixDatagram::poll_recv_from) (its own waiter
-    /// slot: a task may poll both directions). Unlike `send_to`, it waits
-    /// on the socket's readiness: to a full receiver, the task is woken
-    /// again at each refusal (see [`send_to`](UnixDatagram::send_to)), so a
-    /// caller that may meet one should back off itself.
+    /// [`send_to`](UnixDatagram::send_to) for code that keeps no future:
+    /// refused by a full receiver, it waits on the same backoff timer, one
+    /// per socket, which wakes the task that polled last (as
+    /// [`poll_recv_from`](UnixDatagram::poll_recv_from)'s waiter slot).
     pub fn poll_send_to(
         &self,
         cx: &mut Context<'_>,
         buf: &[u8],
         path: &Path,
     ) -> Poll<io::Result<usize>> {
-        self.sock.poll_send_with(cx, |s| s.send_to(buf, path))
+        let mut wait = crate::loom::lock(&self.send_wait);
+        self.poll_send_to_with(cx, buf, path, &mut wait)
     }
 
     /// The local address (unnamed for an unbound socket).
