@@ -1055,6 +1055,108 @@ fn a_flush_after_a_dropped_one_still_waits_for_earlier_items() {
     });
 }
 
+/// A flush kept but no longer polled (timed out, its future held) does
+/// not hold up the flushes and drains after it: they finish its wait for
+/// it once its items are done (it held the turn until dropped, and they
+/// waited for ever), and it is ready when polled again.
+#[test]
+fn a_flush_held_but_not_polled_does_not_hold_up_later_ones() {
+    within(60, || {
+        let rt = runtime("pack:1 core:2 pu:1");
+        let q = Workqueue::builder("held-flush").build(rt.handle()).unwrap();
+        let (release, waits) = futures::channel::oneshot::channel::<()>();
+        let x = q.spawn(async move { waits.await.unwrap() });
+        rt.block_on(async {
+            let held = q.flush();
+            let mut held = std::pin::pin!(held);
+            let timed_out = wq::time::timeout(Duration::from_millis(50), held.as_mut()).await;
+            assert!(
+                timed_out.is_err(),
+                "a flush returned while an earlier item ran"
+            );
+            // Later, each behind the held one: one waiting already when X
+            // ends, one begun after.
+            let mut waiting = std::pin::pin!(q.flush());
+            assert!(futures::poll!(waiting.as_mut()).is_pending());
+            release.send(()).unwrap();
+            wq::time::timeout(Duration::from_secs(10), waiting)
+                .await
+                .expect("a flush waited behind one held but not polled");
+            wq::time::timeout(Duration::from_secs(10), q.drain())
+                .await
+                .expect("a drain waited behind a flush held but not polled");
+            // The held one's wait is over too.
+            assert!(futures::poll!(held.as_mut()).is_ready());
+            // And it is not in anyone's way when dropped.
+            drop(held);
+            wq::time::timeout(Duration::from_secs(10), q.flush())
+                .await
+                .expect("a flush after the held one was dropped");
+        });
+        rt.block_on(x).unwrap();
+    });
+}
+
+/// Flushes from many tasks at once, some given up by a timeout and held,
+/// some dropped, while items come and go: each that is polled to the end
+/// returns after every item spawned before it finished.
+#[test]
+fn concurrent_flushes_each_wait_for_what_came_before() {
+    within(120, || {
+        let rt = runtime("pack:1 core:2 pu:1");
+        let q = Arc::new(
+            Workqueue::builder("many-flushes")
+                .build(rt.handle())
+                .unwrap(),
+        );
+        let done = Arc::new(AtomicUsize::new(0));
+        let flushers: Vec<_> = (0..6)
+            .map(|f| {
+                let (q, done) = (q.clone(), done.clone());
+                rt.spawn(async move {
+                    // Flushes given up on by a timeout and kept, unpolled,
+                    // until this task ends.
+                    let mut held = Vec::new();
+                    for round in 0..60 {
+                        let spawned = {
+                            let done = done.clone();
+                            q.spawn(async move {
+                                wq::task::yield_now().await;
+                                done.fetch_add(1, Ordering::SeqCst);
+                            })
+                        };
+                        match (f + round) % 3 {
+                            0 => {
+                                q.flush().await;
+                                assert!(
+                                    spawned.is_finished(),
+                                    "a flush returned before an earlier item"
+                                );
+                            }
+                            1 => {
+                                let mut flush = Box::pin(q.flush());
+                                let _ = futures::poll!(flush.as_mut());
+                                held.push(flush);
+                            }
+                            _ => {
+                                drop(wq::time::timeout(Duration::from_micros(20), q.flush()).await)
+                            }
+                        }
+                        spawned.await.unwrap();
+                    }
+                    held.len()
+                })
+            })
+            .collect();
+        for f in flushers {
+            assert!(rt.block_on(f).unwrap() > 0);
+        }
+        rt.block_on(q.drain());
+        assert_eq!(done.load(Ordering::SeqCst), 360);
+        assert_eq!(q.stats().in_flight, 0);
+    });
+}
+
 /// Two drains at once: the first to end must not reopen the queue to
 /// outside work while the other still drains.
 #[test]

@@ -140,7 +140,9 @@ impl Workqueue {
 
     /// Waits until every item spawned on the queue before this call has
     /// finished (items spawned meanwhile may still run). Flushes of one
-    /// queue run one at a time, in order.
+    /// queue are served one at a time, in order; one given up on (a
+    /// timeout) but kept, no longer polled, holds none of the later ones
+    /// up: they finish its wait for it.
     ///
     /// # Panics
     /// When awaited by one of the queue's own items: it would wait for
@@ -291,10 +293,11 @@ impl WorkqueueBuilder {
     /// `alloc_ordered_workqueue()`): `max_active` 1, and it cannot change.
     ///
     /// An item that spawns on its own ordered queue and awaits that item
-    /// (or awaits a task that flushes the queue) waits forever: the new
-    /// item starts only after the one awaiting it ends. The same holds
-    /// for any queue whose `max_active` items all wait so. `flush` and
-    /// `drain` called from an item of the queue itself panic instead.
+    /// waits forever: the new item starts only after the one awaiting it
+    /// ends. The same holds for any queue whose `max_active` items all
+    /// wait so. An item that awaits a task that flushes or drains its own
+    /// queue waits forever on any queue (the flush waits for it); `flush`
+    /// and `drain` called from an item of the queue itself panic instead.
     pub fn ordered(mut self) -> WorkqueueBuilder {
         self.ordered = true;
         self

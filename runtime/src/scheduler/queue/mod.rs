@@ -60,9 +60,10 @@
 //!
 //! # Flush colors (`flush`, `drain`)
 //! Every item is counted in flight, from its spawn to its finish, in the
-//! queue's current **color** (0 or 1), on its stripe. A flush (flushes run
-//! one at a time, in order; one dropped before its turn gives the turn up,
-//! one dropped during it passes it on) flips the color, then waits until
+//! queue's current **color** (0 or 1), on its stripe. A flush (flushes are
+//! served one at a time, in order, by tickets; one dropped before its turn
+//! gives the turn up, one dropped during it passes it on) flips the color,
+//! then waits until
 //! the old color's stripes sum to zero: every item spawned before the
 //! flush began was counted in the old color (or, if it raced the flip,
 //! possibly the new one, and waiting for it is not needed). An item's
@@ -82,6 +83,19 @@
 //! read the current color), so the wait ends. Without it, such an item is
 //! missed by every later flush
 //! (`a_flush_after_a_dropped_one_still_waits_for_earlier_items`).
+//!
+//! The served flush's progress (`Phase`: begun, flipped) is kept with the
+//! turn, under the `flush` lock, not in its future, and every flush that
+//! waits (the served one, and those in line) takes it as far as it goes
+//! when polled, passing the turn on when it is done: the kernel's first
+//! flusher works for the others alike. A flush future given up on by a
+//! timeout but kept, no longer polled, held the turn until dropped, and
+//! every later flush and drain waited for ever
+//! (`a_flush_held_but_not_polled_does_not_hold_up_later_ones`). So a
+//! finisher that empties a flagged color wakes every waiting flush, and a
+//! flush reads a color only under the lock, after flagging it, and stores
+//! its waker before the unlock: a finisher's wake, which takes the lock,
+//! finds it.
 //! `drain` flushes until nothing is in flight, refusing work from outside
 //! the queue meanwhile (a task of the queue may still queue more, as the
 //! kernel allows chained work). "Nothing in flight" is a sum of the
@@ -255,29 +269,60 @@ impl Refused {
 
 #[derive(Default)]
 struct Flush {
-    /// Flushes waiting for their turn, in order.
+    /// Flushes waiting for their turn, in order, with their wakers.
     queue: std::collections::VecDeque<(u64, Waker)>,
     next_ticket: u64,
+    /// The ticket whose flush is served; those below are done.
     serving: u64,
+    /// How far the served flush is (module docs, "Flush colors").
+    phase: Phase,
     /// Tickets given up before their turn came (their flush futures were
     /// dropped): skipped when it comes.
     abandoned: std::collections::BTreeSet<u64>,
-    /// The running flush's waker, woken when its color empties.
+    /// The served flush's waker, while it waits.
     waiter: Option<Waker>,
+}
+
+/// The served flush's progress, kept with the turn rather than in its
+/// future, so that a flush waiting behind it can finish it (module docs,
+/// "Flush colors").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Phase {
+    /// Not begun.
+    #[default]
+    Start,
+    /// Waiting for the color `old ^ 1` to empty (flagged), before the flip
+    /// away from `old`.
+    Other { old: usize },
+    /// Flipped; waiting for `old` to empty (flagged).
+    Old { old: usize },
 }
 
 impl Flush {
     /// The flush being served is over (done or dropped): the turn passes to
-    /// the next ticket not given up. Returns that flush's waker if it waits.
-    fn pass_turn(&mut self) -> Option<Waker> {
+    /// the next ticket not given up. Returns the wakers to wake: the
+    /// served flush's, if it waits (it may be done by another), and the
+    /// next one's.
+    fn pass_turn(&mut self) -> Vec<Waker> {
+        let mut wake: Vec<Waker> = self.waiter.take().into_iter().collect();
         self.serving += 1;
-        self.waiter = None;
+        self.phase = Phase::Start;
         while self.abandoned.remove(&self.serving) {
             self.serving += 1;
         }
         let serving = self.serving;
-        let next = self.queue.iter().position(|(t, _)| *t == serving)?;
-        self.queue.remove(next).map(|(_, w)| w)
+        if let Some(next) = self.queue.iter().position(|(t, _)| *t == serving) {
+            wake.extend(self.queue.remove(next).map(|(_, w)| w));
+        }
+        wake
+    }
+
+    /// The wakers of every flush waiting (the served one and those in
+    /// line: any of them may finish the served flush).
+    fn waiting(&mut self) -> Vec<Waker> {
+        let mut wake: Vec<Waker> = self.waiter.take().into_iter().collect();
+        wake.extend(self.queue.iter().map(|(_, w)| w.clone()));
+        wake
     }
 }
 
@@ -472,7 +517,7 @@ impl Queue {
     /// Waits until every item spawned before the call has finished.
     pub(crate) async fn flush(&self) {
         self.not_from_own_item("flush");
-        // Our turn: flushes run one at a time, in order.
+        // Our turn: flushes are served one at a time, in order.
         let ticket = {
             let mut f = lock(&self.flush);
             let t = f.next_ticket;
@@ -487,19 +532,23 @@ impl Queue {
         }
         impl Drop for Turn<'_> {
             fn drop(&mut self) {
-                let next = {
+                let wake = {
                     let mut f = lock(&self.queue.flush);
                     if f.serving == self.ticket {
+                        // Given up during its turn: its flags go, and the
+                        // color it may have flipped away from is waited
+                        // for by the next (module docs).
+                        self.queue.unflag(f.phase);
                         f.pass_turn()
-                    } else {
+                    } else if f.serving < self.ticket {
                         f.abandoned.insert(self.ticket);
                         f.queue.retain(|(t, _)| *t != self.ticket);
-                        None
+                        Vec::new()
+                    } else {
+                        Vec::new() // done (by itself or a later flush)
                     }
                 };
-                if let Some(w) = next {
-                    wake_caught(w);
-                }
+                wake.into_iter().for_each(wake_caught);
             }
         }
         let _turn = Turn {
@@ -507,24 +556,84 @@ impl Queue {
             ticket,
         };
         std::future::poll_fn(|cx| {
-            let mut f = lock(&self.flush);
-            if f.serving == ticket {
-                return Poll::Ready(());
+            let mut wake = Vec::new();
+            let ready = {
+                let mut f = lock(&self.flush);
+                // The served flush, this one or one before it, as far as
+                // it goes now; each one done passes the turn on.
+                while f.serving <= ticket && self.advance(&mut f) {
+                    wake.extend(f.pass_turn());
+                }
+                if f.serving > ticket {
+                    true
+                } else {
+                    // Waiting, under the lock that a finisher's wake takes
+                    // (`QueueLink::finished`): the color was read above
+                    // after its flag was set, so a finisher that empties
+                    // it later finds this waker.
+                    if f.serving == ticket {
+                        f.waiter = Some(cx.waker().clone());
+                    } else {
+                        match f.queue.iter_mut().find(|(t, _)| *t == ticket) {
+                            Some((_, w)) => w.clone_from(cx.waker()),
+                            None => f.queue.push_back((ticket, cx.waker().clone())),
+                        }
+                    }
+                    false
+                }
+            };
+            wake.into_iter().for_each(wake_caught);
+            if ready {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
             }
-            match f.queue.iter_mut().find(|(t, _)| *t == ticket) {
-                Some((_, w)) => w.clone_from(cx.waker()),
-                None => f.queue.push_back((ticket, cx.waker().clone())),
-            }
-            Poll::Pending
         })
         .await;
-        let old = usize::from(self.color.load(Ordering::Acquire));
-        // The other color first (module docs, "Flush colors"): it holds
-        // only items spawned before this flush, left by a flush dropped
-        // while it waited or counted by a spawn that raced the last flip.
-        self.color_emptied(old ^ 1).await;
-        self.color.store((old as u8) ^ 1, Ordering::Release);
-        self.color_emptied(old).await;
+    }
+
+    /// Takes the served flush (whichever flush polls: module docs, "Flush
+    /// colors") as far as it goes without waiting, under the `flush` lock;
+    /// true if it is done. The other color first (module docs): it holds
+    /// only items spawned before this flush, left by a flush dropped while
+    /// it waited or counted by a spawn that raced the last flip; then the
+    /// flip, then the color flipped away from. Each wait flags its color
+    /// before reading it (`flight`'s handshake), and unflags it when over.
+    fn advance(&self, f: &mut Flush) -> bool {
+        loop {
+            match f.phase {
+                Phase::Start => {
+                    let old = usize::from(self.color.load(Ordering::Acquire));
+                    self.counts.flight.start_flush(old ^ 1);
+                    f.phase = Phase::Other { old };
+                }
+                Phase::Other { old } => {
+                    if self.color_in_flight(old ^ 1) > 0 {
+                        return false;
+                    }
+                    self.counts.flight.end_flush(old ^ 1);
+                    self.color.store((old as u8) ^ 1, Ordering::Release);
+                    self.counts.flight.start_flush(old);
+                    f.phase = Phase::Old { old };
+                }
+                Phase::Old { old } => {
+                    if self.color_in_flight(old) > 0 {
+                        return false;
+                    }
+                    self.counts.flight.end_flush(old);
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// The flags of a served flush at `phase`, given up.
+    fn unflag(&self, phase: Phase) {
+        match phase {
+            Phase::Start => {}
+            Phase::Other { old } => self.counts.flight.end_flush(old ^ 1),
+            Phase::Old { old } => self.counts.flight.end_flush(old),
+        }
     }
 
     /// Panics if the calling task is one of this queue's items: its
@@ -535,33 +644,6 @@ impl Queue {
             "wq: Workqueue::{what} of {:?} awaited by one of its own items would wait for itself forever; {what} from outside the queue, or await the items' JoinHandles",
             self.name
         );
-    }
-
-    /// Waits until no item of `color` is in flight (the flusher's half of
-    /// `flight`'s handshake).
-    async fn color_emptied(&self, color: usize) {
-        // Flagged, then fenced, before the count is read (`flight`).
-        self.counts.flight.start_flush(color);
-        struct Unflag<'a>(&'a Flight, usize);
-        impl Drop for Unflag<'_> {
-            fn drop(&mut self) {
-                self.0.end_flush(self.1);
-            }
-        }
-        let _unflag = Unflag(&self.counts.flight, color);
-        std::future::poll_fn(|cx| {
-            if self.color_in_flight(color) <= 0 {
-                return Poll::Ready(());
-            }
-            lock(&self.flush).waiter = Some(cx.waker().clone());
-            // A finisher that decremented before the waker was stored saw
-            // the flag and found no waker: sum again.
-            if self.color_in_flight(color) <= 0 {
-                return Poll::Ready(());
-            }
-            Poll::Pending
-        })
-        .await;
     }
 
     /// Flushes until nothing is in flight, refusing outside work meanwhile.
@@ -828,13 +910,13 @@ impl QueueLink for Queue {
         }
         // The task's last access to the queue (`flight`): the waker is
         // taken while the task is still counted, and woken here after.
-        let mut waiter = None;
+        let mut waiters = Vec::new();
         let finished = self.counts.flight.finished(stripe, color, || {
-            waiter = lock(&self.flush).waiter.take();
+            // Every flush waiting: any may finish the served one (a
+            // served flush's future may be held but not polled).
+            waiters = lock(&self.flush).waiting();
         });
-        if let Some(w) = waiter {
-            wake_caught(w);
-        }
+        waiters.into_iter().for_each(wake_caught);
         finished == Finished::DropShare
     }
 
