@@ -1067,8 +1067,7 @@ fn a_flush_held_but_not_polled_does_not_hold_up_later_ones() {
         let (release, waits) = futures::channel::oneshot::channel::<()>();
         let x = q.spawn(async move { waits.await.unwrap() });
         rt.block_on(async {
-            let held = q.flush();
-            let mut held = std::pin::pin!(held);
+            let mut held = Box::pin(q.flush());
             let timed_out = wq::time::timeout(Duration::from_millis(50), held.as_mut()).await;
             assert!(
                 timed_out.is_err(),
@@ -1139,7 +1138,8 @@ fn concurrent_flushes_each_wait_for_what_came_before() {
                                 held.push(flush);
                             }
                             _ => {
-                                drop(wq::time::timeout(Duration::from_micros(20), q.flush()).await)
+                                let _ =
+                                    wq::time::timeout(Duration::from_micros(20), q.flush()).await;
                             }
                         }
                         spawned.await.unwrap();
