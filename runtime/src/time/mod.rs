@@ -12,7 +12,15 @@
 //!   to the next millisecond tick, and a tick fires only once the clock has
 //!   passed it; it fires at most about 2 ms plus the driver's and the
 //!   pool's wake-up latency after (the tick's rounding, and epoll's wait,
-//!   which takes whole milliseconds and rounds up);
+//!   which takes whole milliseconds and rounds up) -- while a thread
+//!   turns the driver. A worker that leaves it to run what its turn woke
+//!   does not hand it to an idle sibling (`scheduler::services`, "Who
+//!   turns the driver"): if that run is one long poll and no other thread
+//!   comes to the driver, timers wait for the runtime's watchdog, which
+//!   turns it every half CPU-hog threshold (5 ms by default); with the
+//!   watchdog off (`cpu_hog_threshold(Duration::ZERO)`), for the next
+//!   worker to idle. Polls that return soon, as async code's should,
+//!   never meet this;
 //! - [`timeout`] polls its future **before** its timer, and once more when
 //!   the timer is found elapsed (while the task's budget lasts), so a
 //!   future that is ready when the deadline passes is not timed out.
