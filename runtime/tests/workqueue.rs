@@ -1157,6 +1157,47 @@ fn concurrent_flushes_each_wait_for_what_came_before() {
     });
 }
 
+/// What an item's future spawns on its own queue as it is dropped (a
+/// guard's cleanup) is chained work: a drain accepts it, when the item is
+/// aborted during the drain (it was refused: only polls counted as the
+/// queue's own).
+#[test]
+fn a_drain_accepts_what_an_aborted_items_drop_spawns() {
+    within(60, || {
+        let rt = runtime("pack:1 core:2 pu:1");
+        let q = Arc::new(
+            Workqueue::builder("drop-spawns")
+                .build(rt.handle())
+                .unwrap(),
+        );
+        struct Guard(Arc<Workqueue>, mpsc::Sender<wq::JoinHandle<u32>>);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                let _ = self.1.send(self.0.spawn(async { 7 }));
+            }
+        }
+        let (tx, rx) = mpsc::channel();
+        let (started, wait_started) = mpsc::channel();
+        let guard = Guard(q.clone(), tx);
+        let item = q.spawn(async move {
+            let _guard = guard;
+            started.send(()).unwrap();
+            futures::future::pending::<()>().await;
+        });
+        wait_started.recv().unwrap();
+        rt.block_on(async {
+            let mut drain = std::pin::pin!(q.drain());
+            assert!(futures::poll!(drain.as_mut()).is_pending());
+            item.abort();
+            wq::time::timeout(Duration::from_secs(10), drain)
+                .await
+                .expect("the drain waited on");
+        });
+        let cleanup = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(rt.block_on(cleanup).unwrap(), 7);
+    });
+}
+
 /// Two drains at once: the first to end must not reopen the queue to
 /// outside work while the other still drains.
 #[test]

@@ -211,7 +211,9 @@ impl Workqueue {
     /// On an ordered queue, for `n` over 2048, and once its runtime has
     /// shut down.
     pub fn set_max_active(&self, n: usize) -> Result<(), WorkqueueError> {
-        if self.queue.is_closed() {
+        // The runtime closes before its queues do (`Scheduler::shutdown`):
+        // either says it is shut down.
+        if self.scheduler.is_closed() || self.queue.is_closed() {
             return Err(WorkqueueError::new(format!(
                 "workqueue {:?}: its runtime is shut down, and the queue runs nothing more; build a new queue on a running runtime",
                 self.name()

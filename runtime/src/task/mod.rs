@@ -606,9 +606,20 @@ impl<F> TaskCell<'_, F> {
 impl<F> Drop for TaskCell<'_, F> {
     fn drop(&mut self) {
         let future = &mut self.future;
-        // SAFETY: the future is dropped exactly once, here, in place
-        // (pinning allows dropping in place), and never used again.
-        let drop_future = move || unsafe { ManuallyDrop::drop(future) };
+        let meta = self.meta;
+        let drop_future = move || {
+            // SAFETY: the future is dropped exactly once, here, in place
+            // (pinning allows dropping in place), and never used again.
+            let mut drop_it = move || unsafe { ManuallyDrop::drop(future) };
+            // An item's future is dropped as one of its queue's items, as
+            // it is polled: what its drop spawns there is chained work,
+            // which a drain accepts (a guard's cleanup, in an item aborted
+            // mid-drain).
+            match &meta.queue {
+                Some(q) => current::with_running_queue(q.id(), drop_it).0,
+                None => drop_it(),
+            }
+        };
         if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(drop_future)) {
             // The panic hook already reported it; the payload's own drop
             // must not unwind either.
