@@ -108,6 +108,14 @@ impl TcpListener {
     /// one that polled last (as tokio's `poll_accept`): tasks that wait on
     /// one listener side by side each call `accept`.
     ///
+    /// Its errors are `accept`'s: the listener's own, such as running out
+    /// of file descriptors (`EMFILE`, `ENFILE`), while the connection
+    /// stays queued, so polling again at once fails again at once: a
+    /// stream of connections built on it should pause (a
+    /// [`sleep`](crate::time::sleep) of some milliseconds) after an error
+    /// rather than poll straight on, or it spins a CPU that the tasks
+    /// closing connections need.
+    ///
     /// ```
     /// use futures::StreamExt;
     ///

@@ -104,7 +104,9 @@ impl UnixListener {
     /// [`accept`](UnixListener::accept) for code that keeps no future (a
     /// `poll_*` method of its own, a `Stream` of connections); as
     /// [`TcpListener::poll_accept`](super::TcpListener::poll_accept): the
-    /// listener wakes the task that polled last.
+    /// listener wakes the task that polled last, and after an error
+    /// (out of file descriptors) the caller should pause before polling
+    /// again.
     pub fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<(UnixStream, SocketAddr)>> {
         let (s, peer) = ready!(
             self.io
