@@ -534,3 +534,61 @@ fn hand_off(kick: bool) {
 fn loom_a_full_pools_idle_worker_hands_its_woken_task_off() {
     hand_off(true);
 }
+
+/// The pool's one worker `a` (this thread) enters `block_in_place` while a
+/// producer queues an item: the producer's kick is skipped while `a` fills
+/// the limit, so the block must start the replacement if it sees the item,
+/// and the producer's kick must if the block did not (it no longer counts
+/// `a`); never neither, and never both (one start at a time). The
+/// replacement then runs the item (here on this thread too: `a` stays
+/// blocked).
+fn block_racing_a_push(skip_fence: bool) {
+    loom::model(move || {
+        let mut cfg = config(true, WakeMode::Deferred);
+        cfg.slots = 2;
+        cfg.idle_timeout = Duration::from_secs(3600);
+        let idle = Arc::new(Idle::new(cfg));
+        idle.block_skips_fence
+            .store(skip_fence, std::sync::atomic::Ordering::Relaxed);
+        let queue = Arc::new(Queue(Items::new(0)));
+        let Kick::Start(a) = idle.kick() else {
+            panic!("a fresh pool starts a worker")
+        };
+        idle.started(a, loom::thread::current());
+        // `a` found a task and runs it.
+        assert!(idle.stop_searching());
+        let (i, q) = (idle.clone(), queue.clone());
+        let producer = loom::thread::spawn(move || {
+            q.push();
+            i.notify()
+        });
+        let blocked = idle.block(a, || queue.has_work());
+        let pushed = producer.join().unwrap();
+        let starts: Vec<usize> = [&blocked, &pushed]
+            .into_iter()
+            .filter_map(|k| match k {
+                Kick::Start(slot) => Some(*slot),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(starts.len(), 1, "block: {blocked:?}, push: {pushed:?}");
+        let b = starts[0];
+        idle.started(b, loom::thread::current());
+        let ran = Items::new(0);
+        limited_worker(&idle, &queue, b, &ran, 1, true, false, true, false);
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+    });
+}
+
+#[test]
+fn loom_a_block_racing_a_push_starts_one_replacement() {
+    block_racing_a_push(false);
+}
+
+/// Without the fence between the block's published count and its look at
+/// the queues, both may miss the other: nobody starts the replacement.
+#[test]
+#[should_panic(expected = "block: Busy")]
+fn loom_a_block_without_its_fence_strands_the_item() {
+    block_racing_a_push(true);
+}
