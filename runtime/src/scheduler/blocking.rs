@@ -180,20 +180,20 @@ impl BlockingPool {
         if shared.is_closed() {
             return JoinHandle::refused(crate::task::RUNTIME_SHUT_DOWN);
         }
-        let weak = Arc::downgrade(shared);
         let cell = Arc::new(JobCell {
             word: AtomicU8::new(0),
-            runtime: weak.clone(),
+            runtime: Arc::downgrade(shared),
         });
         let mine = cell.clone();
-        let (job, handle) = JoinHandle::blocking(f, cell, move |job| match weak.upgrade() {
-            Some(shared) => shared.services.blocking.push(&shared, job, &mine),
-            None => {
-                // The runtime is gone: refused, as after its shutdown.
-                crate::task::refuse_job(&mine.word);
-                drop(job);
-            }
-        });
+        let (job, handle) =
+            JoinHandle::blocking(f, cell, move |job| match mine.runtime.upgrade() {
+                Some(shared) => shared.services.blocking.push(&shared, job, &mine),
+                None => {
+                    // The runtime is gone: refused, as after its shutdown.
+                    crate::task::refuse_job(&mine.word);
+                    drop(job);
+                }
+            });
         job.schedule();
         handle
     }

@@ -463,6 +463,9 @@ const POLLED: u8 = 1 << 0;
 const LAST_POLL: u8 = 1 << 1;
 /// That last poll was also its first.
 const LAST_POLL_FIRST: u8 = 1 << 2;
+/// A named item's future returned (or panicked): its drop runs no code of
+/// the item's, and needs no queue mark (`Drop for TaskCell`).
+const ENDED: u8 = 1 << 3;
 
 impl<'m, F> TaskCell<'m, F> {
     fn new(meta: &'m TaskMeta, future: F) -> TaskCell<'m, F> {
@@ -504,6 +507,9 @@ impl<F: Future> Future for TaskCell<'_, F> {
                         poll()
                     }
                 });
+                if !matches!(result, Ok(Poll::Pending)) {
+                    this.polls |= ENDED;
+                }
                 if !matches!(result, Ok(Poll::Pending)) && current::on_worker_thread() {
                     // The last poll (the future is dropped next, on this
                     // thread): timed with the task's end, which its worker
@@ -607,17 +613,22 @@ impl<F> Drop for TaskCell<'_, F> {
     fn drop(&mut self) {
         let future = &mut self.future;
         let meta = self.meta;
+        let polls = self.polls;
         let drop_future = move || {
             // SAFETY: the future is dropped exactly once, here, in place
             // (pinning allows dropping in place), and never used again.
             let mut drop_it = move || unsafe { ManuallyDrop::drop(future) };
-            // An item's future is dropped as one of its queue's items, as
+            // An item's future dropped before it returned (aborted, or its
+            // runtime shut down) is dropped as one of its queue's items, as
             // it is polled: what its drop spawns there is chained work,
             // which a drain accepts (a guard's cleanup, in an item aborted
-            // mid-drain).
+            // mid-drain). One that returned dropped its own values as it
+            // did, in its poll.
             match &meta.queue {
-                Some(q) => current::with_running_queue(q.id(), drop_it).0,
-                None => drop_it(),
+                Some(q) if polls & ENDED == 0 => {
+                    let _ = current::with_running_queue(q.id(), drop_it);
+                }
+                _ => drop_it(),
             }
         };
         if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(drop_future)) {
