@@ -33,7 +33,15 @@
 //!     http.http1().timer(WqTimer::new()).header_read_timeout(Duration::from_secs(10));
 //!     http.http2().timer(WqTimer::new());
 //!     loop {
-//!         let (stream, _) = listener.accept().await?;
+//!         let (stream, _) = match listener.accept().await {
+//!             Ok(conn) => conn,
+//!             Err(e) => {
+//!                 // Out of file descriptors, say: back off, then accept again.
+//!                 eprintln!("accept: {e}");
+//!                 wq::time::sleep(Duration::from_millis(100)).await;
+//!                 continue;
+//!             }
+//!         };
 //!         let http = http.clone();
 //!         wq::spawn(async move {
 //!             if let Err(e) = http.serve_connection(WqIo::new(stream), service_fn(hello)).await {
@@ -43,6 +51,13 @@
 //!     }
 //! }
 //! ```
+//!
+//! That is the shape, not a service to expose: hyper-util's `auto` server
+//! reads a client's first bytes (to tell HTTP/1.1 from HTTP/2) with no
+//! timer, so a client that connects and says nothing holds its connection
+//! for ever, and nothing here caps connections. The README's "Services"
+//! section says what the runnable, hardened version (`serve` in
+//! `examples/src/lib.rs`) adds.
 
 use std::future::Future;
 use std::io;
@@ -180,6 +195,10 @@ pub struct WqIo<T> {
     write_timeout: Option<Duration>,
     /// Armed while writes make no progress (`write_timeout` set).
     stalled: Option<Sleep>,
+    /// The runtime whose timers time a stall: the one current when
+    /// `write_timeout` was set (as `WqTimer` keeps its own), else the one
+    /// current at the stall.
+    driver: Option<crate::driver::Handle>,
     /// [`WqIo::vectored_writes`].
     vectored: bool,
 }
@@ -211,6 +230,7 @@ impl<T> WqIo<T> {
             scratch: None,
             write_timeout: None,
             stalled: None,
+            driver: None,
             vectored: true,
         }
     }
@@ -238,11 +258,19 @@ impl<T> WqIo<T> {
     /// off too; an HTTP/2 peer that closes its flow-control window stalls
     /// hyper, not the socket, and is not.
     ///
+    /// The stall is timed on the runtime current when this is called
+    /// (inside one), so the stream may be polled from any thread after,
+    /// as [`WqTimer`] and [`WqExecutor`] may.
+    ///
     /// # Panics
-    /// A write that waits, outside a wq runtime (the timer is wq's).
+    /// A write that waits outside a wq runtime, if this was called
+    /// outside one too (the timer is wq's).
     #[must_use]
     pub fn write_timeout(mut self, limit: Duration) -> WqIo<T> {
         self.write_timeout = Some(limit);
+        if crate::scheduler::context::with_current(|s| s.is_some()) {
+            self.driver = Some(crate::time::sleep_driver("wq::hyper::WqIo::write_timeout"));
+        }
         self
     }
 
@@ -264,9 +292,10 @@ impl<T> WqIo<T> {
             // operations of a fast stream).
             return poll;
         }
-        let stall = self
-            .stalled
-            .get_or_insert_with(|| crate::time::sleep(limit));
+        let stall = self.stalled.get_or_insert_with(|| match &self.driver {
+            Some(driver) => Sleep::new(driver.clone(), crate::time::deadline_in(limit)),
+            None => crate::time::sleep(limit),
+        });
         if Pin::new(stall).poll(cx).is_ready() {
             self.stalled = None;
             return Poll::Ready(Err(io::Error::new(

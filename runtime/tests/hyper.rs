@@ -245,6 +245,44 @@ fn a_write_to_a_peer_that_does_not_read_times_out() {
     });
 }
 
+/// `write_timeout` set inside the runtime times a stall on that runtime,
+/// whatever thread polls the stream after (a client connection driven by
+/// another executor): it panicked as a `sleep` outside a runtime.
+#[test]
+fn a_write_timeout_set_in_the_runtime_works_from_another_thread() {
+    within_watchdog("write timeout elsewhere", LIMIT, || {
+        let rt = rt();
+        let (io, peer) = rt.block_on(async {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let peer = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+            let (stream, _) = l.accept().await.unwrap();
+            (
+                WqIo::new(stream).write_timeout(Duration::from_millis(200)),
+                peer,
+            )
+        });
+        let err = std::thread::spawn(move || {
+            let mut io = io;
+            let chunk = vec![7u8; 64 * 1024];
+            futures::executor::block_on(async {
+                loop {
+                    let w = std::future::poll_fn(|cx| {
+                        hyper::rt::Write::poll_write(std::pin::Pin::new(&mut io), cx, &chunk)
+                    })
+                    .await;
+                    if let Err(e) = w {
+                        break e;
+                    }
+                }
+            })
+        })
+        .join()
+        .expect("the writing thread panicked");
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+        drop(peer);
+    });
+}
+
 /// A stream whose close never completes (a TLS close_notify to a peer that
 /// does not read): with `write_timeout`, hyper's shutdown fails with
 /// `TimedOut` too; it waited for ever.
