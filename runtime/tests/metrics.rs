@@ -434,9 +434,27 @@ fn prometheus_text_parses_and_carries_every_pool() {
                 .collect()
         };
         let ids: BTreeSet<String> = m.pools.iter().map(|p| p.id.to_string()).collect();
+        // A worker is in one state: their sum is the pool's workers.
+        for p in &m.pools {
+            let id = p.id.to_string();
+            let by_state: f64 = samples
+                .iter()
+                .filter(|(n, l, _)| n == "wq_workers" && l["pool"] == id)
+                .map(|(_, _, v)| *v)
+                .sum();
+            let w = &p.workers;
+            assert_eq!(by_state as usize, w.busy + w.idle + w.kicked + w.blocked);
+            assert!(
+                by_state as usize <= w.total + w.blocked,
+                "{by_state} workers by state in a pool of {} and {} blocked",
+                w.total,
+                w.blocked
+            );
+        }
         for family in [
             "wq_pool_info",
             "wq_workers",
+            "wq_workers_searching",
             "wq_tasks_started_total",
             "wq_kicks_total",
             "wq_coalesced_kicks_total",

@@ -36,7 +36,8 @@
 //!    [`SPAWN_FLUSH_AGE`] at the next spawn, when a worker thread publishes
 //!    (step 1: a worker's spawns are seen whenever its polls are), and when
 //!    the thread exits. The pool's spawn histogram is **striped**: one
-//!    cache-padded, mutex-guarded histogram per stripe ([`SPAWN_STRIPES`]),
+//!    cache-padded, mutex-guarded array of bucket counts per stripe
+//!    ([`SPAWN_STRIPES`]),
 //!    a thread flushing always into the stripe of its ordinal, so flushes
 //!    of different threads take different locks and write different lines
 //!    (threads beyond the stripe count share stripes: one lock per 64

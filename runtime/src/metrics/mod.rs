@@ -25,7 +25,7 @@
 //! - latencies are recorded per slot (scheduling delay, poll duration: the
 //!   worker bumps a bucket of its slot's lock-free histogram) and per
 //!   stripe (spawn-call times, buffered per spawning thread, into
-//!   mutex-guarded HdrHistograms): the protocol, and what a reader
+//!   mutex-guarded bucket counts): the protocol, and what a reader
 //!   may see, is in the `capture` module's docs (`runtime/src/metrics/capture.rs`).
 //!
 //! A reader ([`Runtime::metrics`](crate::Runtime::metrics)) has each pool
@@ -946,10 +946,15 @@ impl Snapshot {
             whole.interval = Some(self.uptime);
             return whole;
         }
+        // By id through a map: a snapshot read from a server (wq-monitor)
+        // may hold any number of pools, and a search per pool made each
+        // redraw quadratic in them.
+        let earlier_pools: std::collections::HashMap<usize, &PoolSnapshot> =
+            earlier.pools.iter().map(|e| (e.id, e)).collect();
         let pools: Vec<PoolSnapshot> = self
             .pools
             .iter()
-            .map(|p| p.since(earlier.pools.iter().find(|e| e.id == p.id)))
+            .map(|p| p.since(earlier_pools.get(&p.id).copied()))
             .collect();
         // Queues are told apart across snapshots by name only: those of
         // one name are summed on both sides first.

@@ -14,7 +14,8 @@
 //! | `wq_blocking_threads`, `wq_blocking_threads_idle`, `wq_blocking_threads_max`, `wq_blocking_queue_depth` | gauge | the blocking pool (`spawn_blocking`): threads alive, idle, its limit, jobs waiting for a thread |
 //! | `wq_blocking_jobs_total`, `wq_blocking_start_failures_total` | counter | jobs queued so far; thread starts the OS refused |
 //! | `wq_pool_info{pool,scope,pod,cpus,strict,highpri}` | gauge (1) | the pod's CPUs (`0-3,8`) and attributes |
-//! | `wq_workers{pool,scope,pod,state}` | gauge | workers by `state`: `busy`, `idle`, `kicked`, `searching`, `blocked` |
+//! | `wq_workers{pool,scope,pod,state}` | gauge | workers by `state`, each in one: `busy`, `idle`, `kicked`, `blocked` (summed over `state`: the pool's workers, those in `block_in_place` included) |
+//! | `wq_workers_searching{..}` | gauge | of those, the ones searching (busy or kicked) |
 //! | `wq_workers_max{..}` | gauge | the pool's maximum |
 //! | `wq_tasks_alive{..}` | gauge | tasks whose home is the pool (in flight) |
 //! | `wq_<counter>_total{..}` | counter | one per field of [`Counters`](super::Counters): `wq_tasks_started_total`, `wq_kicks_total`, `wq_coalesced_kicks_total`, `wq_cm_wakeups_total`, ... |
@@ -212,7 +213,7 @@ pub(super) fn encode(s: &Snapshot) -> String {
         &mut out,
         "wq_workers",
         "gauge",
-        "Workers of the pool by state: busy (running or searching), idle (parked), kicked (woken, not yet running), searching, blocked (in block_in_place, not counted against the maximum).",
+        "Workers of the pool by state, each in one: busy (running or searching), idle (parked), kicked (woken, not yet running), blocked (in block_in_place, not counted against the maximum).",
     );
     for p in &s.pools {
         let w = &p.workers;
@@ -220,7 +221,6 @@ pub(super) fn encode(s: &Snapshot) -> String {
             ("busy", w.busy),
             ("idle", w.idle),
             ("kicked", w.kicked),
-            ("searching", w.searching),
             ("blocked", w.blocked),
         ] {
             let _ = writeln!(
@@ -229,6 +229,22 @@ pub(super) fn encode(s: &Snapshot) -> String {
                 pool_labels(p)
             );
         }
+    }
+    // Not a state of its own: a searcher is busy or kicked, and a sum over
+    // `state` must count each worker once.
+    family(
+        &mut out,
+        "wq_workers_searching",
+        "gauge",
+        "Workers of the pool searching for work (busy or kicked ones).",
+    );
+    for p in &s.pools {
+        let _ = writeln!(
+            out,
+            "wq_workers_searching{{{}}} {}",
+            pool_labels(p),
+            p.workers.searching
+        );
     }
     family(
         &mut out,

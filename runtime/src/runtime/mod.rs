@@ -160,8 +160,9 @@ impl Runtime {
     /// A snapshot of every pool (its workers, counters and latencies),
     /// summed per scope, and of every named workqueue: see
     /// [`Snapshot`](crate::metrics::Snapshot). Merging the workers'
-    /// histograms takes each one's lock in turn (never the pools' locks
-    /// but for an instant): call it off the hot path, e.g. once a second.
+    /// histograms reads their bucket counts without a lock, and takes each
+    /// spawn stripe's lock in turn (never the pools' locks but for an
+    /// instant): call it off the hot path, e.g. once a second.
     ///
     /// ```
     /// let rt = wq::Runtime::new().unwrap();
