@@ -91,7 +91,10 @@ pub struct Limits {
     pub first_bytes: Duration,
     /// The longest a connection stays open.
     pub lifetime: Duration,
-    /// The longest a connection stays open with no request in flight.
+    /// The longest a connection stays open making no progress: no
+    /// request in flight, or only responses whose bodies yield no frame
+    /// (a download that moves is progress; a service computing an answer
+    /// counts as busy).
     pub idle: Duration,
     /// The most connections at once.
     pub max_connections: usize,
@@ -543,12 +546,21 @@ where
     }
 }
 
-/// A connection's requests in flight, and when the last one ended.
+/// A connection's requests in flight, and when it last made progress.
+///
+/// A request is in flight from its call until its response body has ended
+/// (or been dropped). While some call runs (the service computing an
+/// answer) the connection is busy; while every request in flight is
+/// sending its body, it is idle since the last frame one of them yielded:
+/// a download that moves is not idle, and a body that cannot be sent (an
+/// HTTP/2 client that never opens its window) is.
 #[derive(Debug)]
 struct Activity {
     in_flight: AtomicUsize,
+    /// Of those, the ones whose call has not returned.
+    calls: AtomicUsize,
     /// Milliseconds since `epoch` when the connection last had no request
-    /// in flight.
+    /// in flight, or a body last yielded a frame (or began).
     idle_since_ms: AtomicU64,
     epoch: Instant,
 }
@@ -557,15 +569,22 @@ impl Activity {
     fn new() -> Activity {
         Activity {
             in_flight: AtomicUsize::new(0),
+            calls: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
             epoch: Instant::now(),
         }
     }
 
-    /// When the connection went idle, or `None` while a request is in
-    /// flight.
+    /// Progress now.
+    fn stamp(&self) {
+        self.idle_since_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Since when the connection has made no progress, or `None` while a
+    /// call runs.
     fn idle_since(&self) -> Option<Instant> {
-        (self.in_flight.load(Ordering::SeqCst) == 0)
+        (self.calls.load(Ordering::SeqCst) == 0)
             .then(|| self.epoch + Duration::from_millis(self.idle_since_ms.load(Ordering::SeqCst)))
     }
 }
@@ -582,10 +601,64 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let a = &self.0;
-        a.idle_since_ms
-            .store(a.epoch.elapsed().as_millis() as u64, Ordering::SeqCst);
-        a.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.0.stamp();
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Counts a call running while held.
+struct Calling(Arc<Activity>);
+
+impl Calling {
+    fn new(a: Arc<Activity>) -> Calling {
+        a.calls.fetch_add(1, Ordering::SeqCst);
+        Calling(a)
+    }
+}
+
+impl Drop for Calling {
+    fn drop(&mut self) {
+        // The body's time starts now.
+        self.0.stamp();
+        self.0.calls.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A response body that keeps its request in flight until it ends or is
+/// dropped, stamping its connection's activity at each frame.
+struct TrackedBody<B> {
+    inner: Pin<Box<B>>,
+    in_flight: Option<InFlight>,
+}
+
+impl<B: hyper::body::Body> hyper::body::Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        let this = self.get_mut();
+        let frame = this.inner.as_mut().poll_frame(cx);
+        match &frame {
+            Poll::Ready(Some(_)) => {
+                if let Some(f) = &this.in_flight {
+                    f.0.stamp();
+                }
+            }
+            Poll::Ready(None) => this.in_flight = None,
+            Poll::Pending => {}
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -595,27 +668,36 @@ struct Tracked<S> {
     activity: Arc<Activity>,
 }
 
-impl<S, R> hyper::service::Service<R> for Tracked<S>
+impl<S, R, B> hyper::service::Service<R> for Tracked<S>
 where
-    S: hyper::service::Service<R>,
+    S: hyper::service::Service<R, Response = Response<B>>,
     S::Future: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
 {
-    type Response = S::Response;
+    type Response = Response<TrackedBody<B>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
     fn call(&self, req: R) -> Self::Future {
         let in_flight = InFlight::new(self.activity.clone());
+        let calling = Calling::new(self.activity.clone());
         let answer = self.inner.call(req);
         Box::pin(async move {
-            let _in_flight = in_flight;
-            answer.await
+            let answer = answer.await;
+            drop(calling);
+            // In flight until its body has been sent (or dropped).
+            answer.map(|res| {
+                res.map(|body| TrackedBody {
+                    inner: Box::pin(body),
+                    in_flight: Some(in_flight),
+                })
+            })
         })
     }
 }
 
-/// Completes once the connection has had no request in flight for
-/// `limit`.
+/// Completes once the connection has made no progress for `limit`
+/// ([`Activity`]).
 async fn idle_for(activity: &Activity, limit: Duration) {
     loop {
         match activity.idle_since() {

@@ -272,6 +272,51 @@ fn an_idle_http2_connection_is_shut_down_and_a_busy_one_is_not() {
     });
 }
 
+/// A response whose body streams for longer than the idle limit, a frame
+/// at a time well inside it, is sent whole: the connection counted as
+/// idle from the service's return, and was told to close and dropped
+/// mid-body (a download cut off).
+#[test]
+fn a_body_streaming_past_the_idle_limit_is_sent_whole() {
+    on_wq(async || {
+        use http_body_util::StreamBody;
+        use hyper::body::Frame;
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let limits = wq_examples::Limits {
+            first_bytes: Duration::from_secs(10),
+            lifetime: Duration::from_secs(60),
+            idle: Duration::from_millis(600),
+            max_connections: 8,
+            write_progress: Duration::from_secs(10),
+            close_grace: Duration::from_millis(600),
+        };
+        let slow = |_: Request<hyper::body::Incoming>| async {
+            let chunks = futures::stream::unfold(0u32, |i| async move {
+                if i == 12 {
+                    return None;
+                }
+                wq::time::sleep(Duration::from_millis(200)).await;
+                Some((
+                    Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(vec![b'x'; 1024]))),
+                    i + 1,
+                ))
+            });
+            Ok::<_, std::convert::Infallible>(hyper::Response::new(StreamBody::new(Box::pin(
+                chunks,
+            ))))
+        };
+        drop(wq::spawn(wq_examples::serve_with(
+            l,
+            move || service_fn(slow),
+            limits,
+        )));
+        let (status, body) = get(addr, "GET", "/", vec![]).await;
+        assert_eq!(status, 200);
+        assert_eq!(body.len(), 12 * 1024, "the download was cut off");
+    });
+}
+
 /// At its lifetime a connection is told to close, not cut: a request in
 /// flight then is answered (it got EOF and no response).
 #[test]
