@@ -402,7 +402,12 @@ where
     // `None` once the stop's stream ended (the runtime's driver is gone):
     // then the service serves on without it.
     let mut stop = Some(stop);
+    // The connections' tasks, reaped as they end: what is left when this
+    // returns is aborted (a caller whose runtime goes on would have them
+    // serve on, with nothing to stop them).
+    let mut connections = wq::task::JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         // The stop first: a flood of connections (each poll of accept
         // spends the task's budget) must not keep it from being seen.
         let accepted = match stop.as_mut() {
@@ -441,13 +446,20 @@ where
                                 "{again} again: stopping now, dropping the {} open connections",
                                 slots.open()
                             );
+                            connections.shutdown().await;
                             return Ok(());
                         }
                         futures::future::Either::Left((None, _)) => stop = None,
                         futures::future::Either::Right(_) => {}
                     }
                 }
-                eprintln!("{why}: stopped, {} connections still open", slots.open());
+                let open = slots.open();
+                if open > 0 {
+                    eprintln!("{why}: stopped, dropping the {open} connections still open");
+                } else {
+                    eprintln!("{why}: stopped");
+                }
+                connections.shutdown().await;
                 return Ok(());
             }
         };
@@ -470,7 +482,7 @@ where
         let _ = stream.set_nodelay(true);
         let http = http.clone();
         let service = make();
-        drop(wq::spawn(async move {
+        connections.spawn(async move {
             let _slot = slot;
             let conn = async {
                 let first = wq::time::timeout(limits.first_bytes, version_known(&stream));
@@ -542,7 +554,7 @@ where
             if let Err(e) = conn.await {
                 report::report(format!("connection from {peer}: {e}"));
             }
-        }));
+        });
     }
 }
 

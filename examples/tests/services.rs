@@ -317,6 +317,53 @@ fn a_body_streaming_past_the_idle_limit_is_sent_whole() {
     });
 }
 
+/// `serve_until` stopped (here by a second stop during the drain) leaves
+/// no connection serving on in a runtime that goes on: its connections'
+/// tasks are dropped when it returns (they served on, with nothing left to
+/// stop them).
+#[test]
+fn serve_until_leaves_no_connection_behind() {
+    on_wq(async || {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (stop, stops) = futures::channel::mpsc::unbounded::<&'static str>();
+        let limits = wq_examples::Limits {
+            first_bytes: Duration::from_secs(10),
+            lifetime: Duration::from_secs(60),
+            idle: Duration::from_secs(60),
+            max_connections: 8,
+            write_progress: Duration::from_secs(10),
+            close_grace: Duration::from_secs(30),
+        };
+        let served = wq::spawn(wq_examples::serve_until(
+            l,
+            || service_fn(routes::service),
+            limits,
+            stops,
+        ));
+        // A keep-alive connection with a request in flight across the
+        // stop (the graceful close waits for it).
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET /sleep?ms=3000 HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        wq::time::sleep(Duration::from_millis(200)).await;
+        stop.unbounded_send("test stop").unwrap();
+        wq::time::sleep(Duration::from_millis(100)).await;
+        stop.unbounded_send("test stop").unwrap();
+        wq::time::timeout(Duration::from_secs(10), served)
+            .await
+            .expect("serve_until did not return")
+            .unwrap()
+            .unwrap();
+        // Its task is gone: the connection is closed, with no answer.
+        let mut out = Vec::new();
+        let read = wq::time::timeout(Duration::from_secs(10), c.read_to_end(&mut out)).await;
+        assert!(read.is_ok(), "the connection was still served");
+        assert!(out.is_empty(), "{:?}", String::from_utf8_lossy(&out));
+    });
+}
+
 /// At its lifetime a connection is told to close, not cut: a request in
 /// flight then is answered (it got EOF and no response).
 #[test]
