@@ -379,6 +379,13 @@ pub fn measure(
         .then(|| Wq::try_configured(workers, spin, false))
         .transpose()?;
     let tokio = Tokio::new(workers);
+    // Before each timed iteration, the runtime timed before it settles:
+    // wq's searching workers spin for up to `worker_spin` after their last
+    // task (tokio's park almost at once), and that spin ran into the next
+    // runtime's iteration, whichever it was -- timed against tokio more
+    // than against wq. A millisecond beyond the spin, every runtime's
+    // workers are parked as an iteration begins.
+    let settle = spin.spin.unwrap_or(wq::DEFAULT_WORKER_SPIN) + std::time::Duration::from_millis(1);
     let mut out = Vec::new();
     let phases: Vec<usize> = if neighbours > 0 {
         vec![0, neighbours]
@@ -414,6 +421,7 @@ pub fn measure(
                 let n = rows.len();
                 for k in 0..n {
                     let t = &mut rows[(i + k) % n];
+                    std::thread::sleep(settle);
                     match (t.runtime.as_str(), &wq_nocapture) {
                         ("wq", _) => time_one(name, &wq, "wqrt-", t),
                         ("wq-nocapture", Some(nc)) => time_one(name, nc, "wqnc-", t),
