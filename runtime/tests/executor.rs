@@ -782,13 +782,16 @@ fn build_errors_say_what_to_do() {
     ] {
         b.build().unwrap();
     }
-    // A stack no machine can map: the rescuer cannot start, and the error
-    // names the setting.
-    let e = Runtime::builder()
-        .thread_stack_size(1 << 60)
-        .build()
-        .unwrap_err();
-    assert!(e.to_string().contains("thread_stack_size"), "{e}");
+    // A stack no machine can map, and a unit slip (4 GiB where 4 MiB was
+    // meant): refused, naming the setting and its unit.
+    for bytes in [1 << 60, 4 << 30] {
+        let e = Runtime::builder()
+            .thread_stack_size(bytes)
+            .build()
+            .unwrap_err();
+        assert!(e.to_string().contains("thread_stack_size"), "{e}");
+        assert!(e.to_string().contains("at most 1073741824"), "{e}");
+    }
 }
 
 #[test]

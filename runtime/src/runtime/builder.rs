@@ -18,6 +18,9 @@ pub const DEFAULT_WORKER_SPIN: Duration = Duration::from_micros(20);
 
 /// The smallest `thread_stack_size` accepted.
 const MIN_STACK: usize = 64 * 1024;
+/// The largest `thread_stack_size` accepted: each thread maps this much,
+/// and a pool of 64 workers at 4 GiB each is a unit slip, not a plan.
+const MAX_STACK: usize = 1 << 30;
 /// The longest `worker_spin` accepted.
 const MAX_WORKER_SPIN: Duration = Duration::from_millis(100);
 /// The shortest nonzero `cpu_hog_threshold` accepted.
@@ -193,7 +196,9 @@ impl Builder {
     /// DNS lookup may need more than a small stack): give more when
     /// either's synchronous code recurses deeply. At least 64 KiB
     /// ([`build`](Builder::build) refuses less: a stack overflow aborts
-    /// the process).
+    /// the process), at most 1 GiB (more is refused as a unit slip: every
+    /// thread maps it, and where memory is not overcommitted later worker
+    /// starts fail).
     pub fn thread_stack_size(mut self, bytes: usize) -> Builder {
         self.config.thread_stack_size = Some(bytes);
         self
@@ -303,6 +308,14 @@ impl Builder {
             return Err(BuildError::new(
                 "thread_stack_size is zero: give the stack size in bytes (e.g. 4 << 20), or leave it unset for the default",
             ));
+        }
+        if let Some(n) = c.thread_stack_size
+            && n > MAX_STACK
+        {
+            return Err(BuildError::new(format!(
+                "thread_stack_size is {n} bytes ({} MiB): every worker, blocking and rescuer thread maps that much; give at most {MAX_STACK} (1 GiB) -- the size is in bytes (e.g. 8 << 20 for 8 MiB)",
+                n >> 20
+            )));
         }
         if let Some(n) = c.thread_stack_size
             && n < MIN_STACK

@@ -105,6 +105,13 @@ impl Runtime {
     /// `futures::executor::block_on` (wq's sockets and timers work under
     /// it: the pools' drivers serve them), or move the code to
     /// [`crate::spawn_blocking`], where `block_on` is allowed.
+    ///
+    /// Nested on one thread (a `block_on` inside the future of another: a
+    /// synchronous library called from `#[wq::main]` that blocks on a
+    /// future), it runs, the outer future suspended until it returns: an
+    /// inner future that waits for something only the outer one would do
+    /// waits for ever (tokio refuses any nesting with a panic; wq allows
+    /// the independent kind).
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         self.handle.block_on(future)
     }
@@ -310,7 +317,9 @@ impl Handle {
         spawn_blocking_on(&self.scheduler, f)
     }
 
-    /// See [`Runtime::block_on`].
+    /// See [`Runtime::block_on`]. On a handle whose runtime has shut down
+    /// the future still runs here, with that runtime current: its spawns
+    /// are refused (their handles say so), and its timers panic.
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         if current::on_worker_thread() || current::on_rescuer_thread() {
             panic!(

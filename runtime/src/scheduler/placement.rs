@@ -11,9 +11,13 @@
 //! while it runs at home); on a synthetic or
 //! XML one, a worker's virtual CPU (a CPU of its pod) or, for other threads
 //! (a worker of another runtime included), a CPU picked once per thread in
-//! turn (by thread ordinal). A CPU the
-//! topology does not know (outside the allowed set) falls back to
-//! round-robin over the pods.
+//! turn (by thread ordinal). A worker running on a CPU the topology does
+//! not know (moved there by `taskset -a`, or by a library's
+//! `sched_setaffinity` in a task; a CPU added since) places by the CPU of
+//! its pod it stands for, as on a synthetic topology: its spawns stay in
+//! its pool. Any other CPU the topology does not know (outside the
+//! allowed set, or named by `spawn_on_cpu`) falls back to round-robin
+//! over the pods.
 //!
 //! # Steal order
 //! For each pod, the other pods of its scope ordered by the narrowest wider
@@ -38,10 +42,34 @@ pub(crate) fn pod(
     if pods.len() == 1 {
         return 0;
     }
-    cpu.or_else(|| current_cpu(topology, host, scope))
-        .and_then(|cpu| topology.pod_of(scope, cpu))
-        .map(|p| p.index())
-        .unwrap_or_else(|| round_robin() % pods.len())
+    choose(
+        topology,
+        scope,
+        cpu,
+        || current_cpu(topology, host, scope),
+        || current::virtual_cpu_of(host),
+    )
+    .unwrap_or_else(|| round_robin() % pods.len())
+}
+
+/// [`pod`]'s choice from the CPUs it may go by, `None` for round-robin:
+/// `cpu` if given, else the calling thread's (`current`), else, if the
+/// topology does not know that one, the CPU of its pod a worker of the
+/// runtime stands for (`virtual_cpu`; module docs).
+fn choose(
+    topology: &Topology,
+    scope: Scope,
+    cpu: Option<usize>,
+    current: impl FnOnce() -> Option<usize>,
+    virtual_cpu: impl FnOnce() -> Option<usize>,
+) -> Option<usize> {
+    let known = |cpu: usize| topology.pod_of(scope, cpu).map(|p| p.index());
+    match cpu {
+        Some(cpu) => known(cpu),
+        None => current()
+            .and_then(known)
+            .or_else(|| virtual_cpu().and_then(known)),
+    }
 }
 
 /// The CPU placement on `host`'s runtime uses for the calling thread (see
@@ -119,6 +147,31 @@ mod tests {
         assert_eq!(current::home_cpu(&pod, 10, 8), 10);
         assert_eq!(current::home_cpu(&pod, 3, 9), 9);
         assert_eq!(current::home_cpu(&pod, 12, 11), 11);
+    }
+
+    /// A worker on a CPU the topology does not know (moved there by
+    /// `taskset -a`, say) places by the CPU it stands for: its spawns
+    /// went round-robin over every pod (at `cpu` scope, a pool and its
+    /// workers each); other threads on such a CPU, and a `spawn_on_cpu`
+    /// naming one, still go round-robin.
+    #[test]
+    fn a_worker_on_an_unknown_cpu_places_from_the_cpu_it_stands_for() {
+        let t = Topology::synthetic("core:4").unwrap();
+        let unknown = || Some(99);
+        assert_eq!(choose(&t, Scope::Cpu, None, unknown, || Some(2)), Some(2));
+        assert_eq!(choose(&t, Scope::Cpu, None, unknown, || None), None);
+        assert_eq!(
+            choose(&t, Scope::Cpu, None, || Some(1), || Some(2)),
+            Some(1)
+        );
+        assert_eq!(
+            choose(&t, Scope::Cpu, Some(99), || Some(1), || Some(2)),
+            None
+        );
+        assert_eq!(
+            choose(&t, Scope::Cpu, Some(3), || Some(1), || Some(2)),
+            Some(3)
+        );
     }
 
     #[test]
