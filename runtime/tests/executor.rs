@@ -1994,3 +1994,23 @@ fn joining_finished_handles_spends_the_operation_budget() {
         );
     });
 }
+
+/// Two guards of one runtime dropped in creation order: the first drop is
+/// out of order, and says so (it passed, as both made the same runtime
+/// current, and cleared the context while the second guard lived).
+#[test]
+fn enter_guards_of_one_runtime_dropped_out_of_order_are_caught() {
+    let rt = Runtime::new().unwrap();
+    let first = rt.enter();
+    let second = rt.enter();
+    let p =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(first))).unwrap_err();
+    let msg = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    assert!(msg.contains("dropped out of order"), "{msg:?}");
+    // The runtime is still current for the guard alive.
+    assert!(wq::Handle::try_current().is_some());
+    std::mem::forget(second);
+}

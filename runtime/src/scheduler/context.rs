@@ -14,6 +14,10 @@ use super::Scheduler;
 
 thread_local! {
     static RUNTIME: RefCell<Option<Arc<Scheduler>>> = const { RefCell::new(None) };
+    /// Guards alive on this thread: each knows its depth, so one dropped
+    /// before a later one is seen out of order even when both made the
+    /// same runtime current.
+    static DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
 /// Restores the previous current runtime when dropped. Not `Send`: it
@@ -25,6 +29,8 @@ pub(crate) struct ContextGuard {
     /// The runtime this guard made current (compared, never dereferenced):
     /// guards must be dropped in the reverse order of their creation.
     set: *const Scheduler,
+    /// Its place among the thread's guards (`DEPTH` after it was made).
+    depth: u32,
 }
 
 impl std::fmt::Debug for ContextGuard {
@@ -37,7 +43,19 @@ impl std::fmt::Debug for ContextGuard {
 pub(crate) fn enter(scheduler: Arc<Scheduler>) -> ContextGuard {
     let set = Arc::as_ptr(&scheduler);
     let prev = RUNTIME.with(|c| c.borrow_mut().replace(scheduler));
-    ContextGuard { prev, set }
+    ContextGuard {
+        prev,
+        set,
+        depth: deeper(),
+    }
+}
+
+/// One guard more on this thread: its depth.
+fn deeper() -> u32 {
+    DEPTH.with(|d| {
+        d.set(d.get() + 1);
+        d.get()
+    })
 }
 
 /// As [`enter`], or `None` on a thread whose thread-locals are being
@@ -50,7 +68,11 @@ pub(crate) fn try_enter(scheduler: Arc<Scheduler>) -> Option<ContextGuard> {
     RUNTIME
         .try_with(|c| c.borrow_mut().replace(scheduler))
         .ok()
-        .map(|prev| ContextGuard { prev, set })
+        .map(|prev| ContextGuard {
+            prev,
+            set,
+            depth: deeper(),
+        })
 }
 
 impl Drop for ContextGuard {
@@ -58,9 +80,15 @@ impl Drop for ContextGuard {
         let prev = self.prev.take();
         let in_order = RUNTIME.try_with(|c| {
             let mut cur = c.borrow_mut();
-            let in_order = cur
-                .as_ref()
-                .is_some_and(|s| std::ptr::eq(Arc::as_ptr(s), self.set));
+            let in_order = DEPTH.with(|d| d.get()) == self.depth
+                && cur
+                    .as_ref()
+                    .is_some_and(|s| std::ptr::eq(Arc::as_ptr(s), self.set));
+            if in_order {
+                // Out of order, the depth stays: the later guard's drop is
+                // then in order, and restores what it found.
+                DEPTH.with(|d| d.set(d.get() - 1));
+            }
             if in_order {
                 *cur = prev;
             } else {
