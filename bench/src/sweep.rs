@@ -80,7 +80,8 @@ impl Sweep {
             no_tokio: false,
             named: false,
             capture_off: false,
-        };
+        }
+        .fair_warmup()?;
         Ok(Sweep { producers, base })
     }
 }

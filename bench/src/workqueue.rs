@@ -171,7 +171,7 @@ impl Config {
         let cpus = crate::machine::online_cpus();
         let items = a.count("items", 200_000usize)?;
         let producers = a.count("producers", cpus)?;
-        Ok(Config {
+        Config {
             producers,
             items,
             warmup: a.get("warmup", (items / 20).clamp(1, 2000))?,
@@ -186,7 +186,17 @@ impl Config {
             no_tokio: a.flag("no-tokio"),
             named: a.flag("named"),
             capture_off: a.flag("capture-off"),
-        })
+        }
+        .fair_warmup()
+    }
+
+    /// Refuses `--warmup 0` beside tokio: wq starts its workers on demand
+    /// (in the first items, timed without a warm-up), tokio at build.
+    pub fn fair_warmup(self) -> Result<Config, String> {
+        if self.warmup == 0 && !self.no_tokio {
+            return Err("--warmup 0 beside tokio would time wq's worker starts (on demand, in the first items) but not tokio's (at build): give --warmup 1 or more (or, to `workqueue`, --no-tokio)".into());
+        }
+        Ok(self)
     }
 }
 
@@ -225,10 +235,11 @@ pub struct WqCounters {
     /// Pools whose spinners watched the deques too (the others: the
     /// injector only).
     pub pools_watching_deques: usize,
-    /// Scheduling delay p50, ns.
-    pub sched_p50: f64,
-    /// Scheduling delay p99, ns.
-    pub sched_p99: f64,
+    /// Scheduling delay p50, ns; `None` when nothing was recorded
+    /// (latency capture off): not a delay of 0.
+    pub sched_p50: Option<f64>,
+    /// Scheduling delay p99, ns, as `sched_p50`.
+    pub sched_p99: Option<f64>,
 }
 
 impl WqCounters {
@@ -254,8 +265,10 @@ impl WqCounters {
                 let _ = h.add(ph);
             }
         }
-        c.sched_p50 = h.value_at_quantile(0.5) as f64;
-        c.sched_p99 = h.value_at_quantile(0.99) as f64;
+        if !h.is_empty() {
+            c.sched_p50 = Some(h.value_at_quantile(0.5) as f64);
+            c.sched_p99 = Some(h.value_at_quantile(0.99) as f64);
+        }
         c
     }
 }
@@ -676,12 +689,19 @@ pub fn detail_table(cfg: &Config, rows: &[Row]) -> String {
                 r.per_item(items, |c| c.coalesced as f64),
                 r.per_item(items, |c| c.spin_hits as f64),
                 r.lock_acquisitions_per_item(items),
-                fmt_ns(median(
-                    &r.runs
+                {
+                    let sched: Vec<f64> = r
+                        .runs
                         .iter()
-                        .filter_map(|x| x.wq.map(|c| c.sched_p50))
-                        .collect::<Vec<_>>()
-                )),
+                        .filter_map(|x| x.wq.and_then(|c| c.sched_p50))
+                        .collect();
+                    // Capture off: no delay was measured.
+                    if sched.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        fmt_ns(median(&sched))
+                    }
+                },
                 median(
                     &r.runs
                         .iter()

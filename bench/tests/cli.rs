@@ -35,6 +35,13 @@ fn bad_options_say_what_is_wrong_and_where_to_look() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("--producers"), "{err}");
     assert!(err.contains("wq-bench sweep --help"), "{err}");
+    // No warm-up beside tokio would time wq's worker starts only.
+    for sub in ["workqueue", "sweep"] {
+        let out = wq_bench(&[sub, "--warmup", "0", "--items", "5"]);
+        assert!(!out.status.success(), "{sub}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains("give --warmup 1 or more"), "{err}");
+    }
     let out = wq_bench(&["workqueue", "--no-such-option", "1"]);
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("unknown option --no-such-option"), "{err}");
