@@ -257,6 +257,23 @@ fn a_delta_is_the_interval() {
         assert_eq!(restarted.pools[0].counters, a.pools[0].counters);
         let restarted = ja.delta(&jb);
         assert_eq!(restarted.pools[0].counters, a.pools[0].counters);
+        // Another runtime (a service restarted, with the same thread name)
+        // whose uptime has passed the earlier snapshot's: still not a
+        // difference (it subtracted the old process's counters).
+        let other = Runtime::new().unwrap();
+        other.block_on(other.spawn(async {})).unwrap();
+        let mut later = other.metrics();
+        while later.uptime <= b.uptime {
+            std::thread::sleep(Duration::from_millis(5));
+            later = other.metrics();
+        }
+        assert_ne!(later.instance, b.instance);
+        assert!(!later.follows(&b));
+        assert_eq!(later.delta(&b).interval, Some(later.uptime));
+        let jlater: Snapshot =
+            serde_json::from_str(&serde_json::to_string(&later).unwrap()).unwrap();
+        assert!(!jlater.follows(&jb), "the instance goes through JSON");
+        assert_eq!(b.delta(&a).instance, b.instance);
     });
 }
 

@@ -826,6 +826,12 @@ pub struct Snapshot {
     /// field.
     #[serde(default)]
     pub blocking: BlockingStats,
+    /// Tells the runtime from any other, in this process or after a
+    /// restart of its service: two snapshots of different instances are
+    /// not an interval ([`Snapshot::follows`]). 0 (unknown) in a snapshot
+    /// from a build before this field.
+    #[serde(default)]
+    pub instance: u64,
 }
 
 impl Snapshot {
@@ -906,15 +912,18 @@ impl Snapshot {
             retired_queues,
             cpu_budget,
             blocking: BlockingStats::default(),
+            instance: 0,
         }
     }
 
     /// Whether `earlier` is an earlier snapshot of the runtime this one is
-    /// of: not a later uptime, and the same thread name (a service that
-    /// restarted between two reads has a younger uptime; one that outlived
-    /// the earlier snapshot's age is not told apart).
+    /// of: the same [`instance`](Snapshot::instance) (where both have
+    /// one), not a later uptime, and the same thread name (a service that
+    /// restarted between two reads is another instance, and has a
+    /// younger uptime).
     pub fn follows(&self, earlier: &Snapshot) -> bool {
-        earlier.uptime <= self.uptime && earlier.thread_name == self.thread_name
+        let same = self.instance == 0 || earlier.instance == 0 || self.instance == earlier.instance;
+        same && earlier.uptime <= self.uptime && earlier.thread_name == self.thread_name
     }
 
     /// What happened between `earlier` and this snapshot: counters and
@@ -981,6 +990,7 @@ impl Snapshot {
             Vec::new(),
         );
         d.blocking = self.blocking.since(&earlier.blocking);
+        d.instance = self.instance;
         // Either side deserialized (no histograms): a pool's difference
         // then has none either.
         if d.pools.iter().any(|p| !p.sched_delay.live) {

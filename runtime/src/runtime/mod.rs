@@ -344,6 +344,7 @@ impl Handle {
             retired,
         );
         snapshot.blocking = s.services.blocking.stats(s.config.max_blocking_threads);
+        snapshot.instance = s.instance;
         snapshot
     }
 

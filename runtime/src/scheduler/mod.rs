@@ -163,11 +163,25 @@ impl Queues {
     }
 }
 
+/// [`Scheduler::instance`]: never 0 (a snapshot from a build without the
+/// field reads 0, "unknown").
+fn instance_id(address: usize) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mixed = nanos ^ (u64::from(std::process::id()) << 40) ^ (address as u64).rotate_left(17);
+    mixed.max(1)
+}
+
 pub(crate) struct Scheduler {
     pub(crate) topology: Topology,
     pub(crate) config: Config,
     /// When the runtime was built (snapshots' `uptime`).
     pub(crate) started_at: std::time::Instant,
+    /// Tells this runtime from any other, in this process or after a
+    /// restart (snapshots' `instance`): the wall clock at its build, in
+    /// nanoseconds, mixed with the process id and the runtime's address.
+    pub(crate) instance: u64,
     /// Per pool attributes (`PoolAttrs::index`), scope and pod.
     pools: [PoolTable; 4],
     all_pools: Mutex<Vec<Arc<Pool>>>,
@@ -218,6 +232,7 @@ impl Scheduler {
             topology,
             config,
             started_at: std::time::Instant::now(),
+            instance: instance_id(me.as_ptr() as usize),
             pools,
             all_pools: Mutex::new(Vec::new()),
             queues: Mutex::new(Queues::default()),
