@@ -1096,6 +1096,70 @@ fn a_flush_held_but_not_polled_does_not_hold_up_later_ones() {
     });
 }
 
+/// The served flush dropped while the next in line is held, unpolled,
+/// and a third waits behind it: the third (a flush, or a drain) finishes
+/// once the items are done (the turn passed to the held one, whose flush
+/// had not begun, so no finisher woke the third).
+#[test]
+fn a_dropped_served_flush_wakes_the_whole_line() {
+    for drain in [false, true] {
+        within(60, move || {
+            let rt = runtime("pack:1 core:2 pu:1");
+            let q = Workqueue::builder("dropped-served")
+                .build(rt.handle())
+                .unwrap();
+            let (release, waits) = futures::channel::oneshot::channel::<()>();
+            let x = q.spawn(async move { waits.await.unwrap() });
+            let q = Arc::new(q);
+            rt.block_on(async {
+                let mut served = Box::pin(q.flush());
+                assert!(futures::poll!(served.as_mut()).is_pending());
+                // Held by a task of its own that polls it once, then waits
+                // on something else: its wakes poll it no more.
+                let (polled, was_polled) = futures::channel::oneshot::channel::<()>();
+                let holder = {
+                    let q = q.clone();
+                    wq::spawn(async move {
+                        let mut held = Box::pin(q.flush());
+                        assert!(futures::poll!(held.as_mut()).is_pending());
+                        polled.send(()).unwrap();
+                        futures::future::pending::<()>().await;
+                        drop(held);
+                    })
+                };
+                was_polled.await.unwrap();
+                // The third in line, in a task of its own too: nothing
+                // but a wake polls it again.
+                let (in_line, was_in_line) = futures::channel::oneshot::channel::<()>();
+                let third = {
+                    let q = q.clone();
+                    wq::spawn(async move {
+                        let mut third: std::pin::Pin<
+                            Box<dyn std::future::Future<Output = ()> + Send>,
+                        > = if drain {
+                            Box::pin(q.drain())
+                        } else {
+                            Box::pin(q.flush())
+                        };
+                        assert!(futures::poll!(third.as_mut()).is_pending());
+                        in_line.send(()).unwrap();
+                        third.await;
+                    })
+                };
+                was_in_line.await.unwrap();
+                drop(served);
+                release.send(()).unwrap();
+                wq::time::timeout(Duration::from_secs(10), third)
+                    .await
+                    .expect("the last in line waited behind a held flush")
+                    .unwrap();
+                holder.abort();
+            });
+            rt.block_on(x).unwrap();
+        });
+    }
+}
+
 /// Flushes from many tasks at once, some given up by a timeout and held,
 /// some dropped, while items come and go: each that is polled to the end
 /// returns after every item spawned before it finished.
@@ -1193,6 +1257,58 @@ fn a_drain_accepts_what_an_aborted_items_drop_spawns() {
                 .await
                 .expect("the drain waited on");
         });
+        let cleanup = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(rt.block_on(cleanup).unwrap(), 7);
+    });
+}
+
+/// As above, for an item that returned: a hand-written future may keep a
+/// guard beside its inner future after `Ready`, dropped with the task;
+/// during a drain, what that drop spawns on the queue is chained work.
+#[test]
+fn a_drain_accepts_what_a_returned_items_guard_spawns() {
+    within(60, || {
+        let rt = runtime("pack:1 core:2 pu:1");
+        let q = Arc::new(
+            Workqueue::builder("guard-spawns")
+                .build(rt.handle())
+                .unwrap(),
+        );
+        struct Guard(Arc<Workqueue>, mpsc::Sender<wq::JoinHandle<u32>>);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                let _ = self.1.send(self.0.spawn(async { 7 }));
+            }
+        }
+        /// Ready once told to, keeping its guard until dropped.
+        struct KeepsGuard {
+            _guard: Guard,
+            go: futures::channel::oneshot::Receiver<()>,
+        }
+        impl std::future::Future for KeepsGuard {
+            type Output = ();
+            fn poll(
+                mut self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<()> {
+                std::pin::Pin::new(&mut self.go).poll(cx).map(|_| ())
+            }
+        }
+        let (tx, rx) = mpsc::channel();
+        let (go, go_rx) = futures::channel::oneshot::channel();
+        let item = q.spawn(KeepsGuard {
+            _guard: Guard(q.clone(), tx),
+            go: go_rx,
+        });
+        rt.block_on(async {
+            let mut drain = std::pin::pin!(q.drain());
+            assert!(futures::poll!(drain.as_mut()).is_pending());
+            go.send(()).unwrap();
+            wq::time::timeout(Duration::from_secs(10), drain)
+                .await
+                .expect("the drain waited on");
+        });
+        rt.block_on(item).unwrap();
         let cleanup = rx.recv_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!(rt.block_on(cleanup).unwrap(), 7);
     });

@@ -265,7 +265,9 @@ impl UnixDatagram {
     /// once nothing is queued: 0 bytes (from an unnamed address, for
     /// [`recv_from`](UnixDatagram::recv_from)), at once and every time
     /// ([`readable`](UnixDatagram::readable) too), where Linux's
-    /// non-blocking receive says `WouldBlock` for ever.
+    /// non-blocking receive says `WouldBlock` for ever. (Only through this
+    /// method: a `shutdown(2)` made on the descriptor directly is not
+    /// seen, and a receive then waits for ever.)
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         let read = matches!(how, Shutdown::Read | Shutdown::Both);
         self.sock.shutdown(read, |s| s.shutdown(how))

@@ -27,15 +27,16 @@
 //!    the most recently idle thread first (a stack, not a condvar's FIFO)
 //!    lets a trickle of jobs keep one thread busy while the others age
 //!    out: woken in turn, none would ever idle for the whole keep-alive.
-//! 4. A thread that the OS refuses to start is un-reserved, and counted
-//!    as `owed`; its job stays queued. While starts are owed, jobs are
-//!    queued and the pool is below its limit, the jobs are **stranded**
-//!    (reported once on stderr): the threads that run may be waiting for
-//!    them (a job that spawned one and waits for its handle), so the
-//!    rescuer is poked and tries a thread every `MAYDAY_INTERVAL` after
-//!    the last refusal while they stay stranded (`rescuer`'s module
-//!    docs); a spawn tries too. A start that succeeds pays one owed start
-//!    back; an empty queue, all.
+//! 4. A thread that the OS refuses to start is un-reserved, and the pool
+//!    marked `refused`; its job stays queued. Since a refusal (until a
+//!    thread finds the queue empty), below the limit, jobs queued beyond
+//!    the threads coming for them (starting, or woken off the stack and
+//!    not yet back: `waking`) are **stranded** (reported once on stderr):
+//!    the threads that run may be waiting for them (a job that spawned
+//!    one and waits for its handle), and a later start for a later job
+//!    covers only that one. So the rescuer is poked and tries a thread
+//!    every `MAYDAY_INTERVAL` after the last refusal while they stay
+//!    stranded (`rescuer`'s module docs); a spawn tries too.
 //! 5. **Abort** of a job whose closure has not started (`JoinHandle::
 //!    abort`; `task::JobControl`): after its cancel, its handle takes it
 //!    out of the queue (found by its cell) and drops it, closure and
@@ -138,9 +139,12 @@ struct State {
     /// After a refused start: the rescuer's retry waits until then
     /// (`MAYDAY_INTERVAL` later).
     retry_at: Option<Instant>,
-    /// Starts the OS refused while jobs were queued, not yet made up by
-    /// a start that succeeded (step 4).
-    owed: usize,
+    /// A start was refused since a thread last found the queue empty
+    /// (step 4).
+    refused: bool,
+    /// Threads taken off `sleepers` to run a job (or to exit at the
+    /// shutdown) that have not taken the lock again since.
+    waking: usize,
     /// Stranded jobs were reported (once per pool).
     stranded_said: bool,
 }
@@ -149,7 +153,10 @@ impl State {
     /// Step 4: queued jobs wait for a thread that no one is starting,
     /// below the limit `max`.
     fn stranded(&self, max: usize) -> bool {
-        !self.shutdown && self.owed > 0 && !self.queue.is_empty() && self.threads < max
+        !self.shutdown
+            && self.refused
+            && self.queue.len() > self.starting + self.waking
+            && self.threads < max
     }
 }
 
@@ -220,6 +227,7 @@ impl BlockingPool {
         s.jobs += 1;
         if let Some(sleeper) = s.sleepers.pop() {
             sleeper.woken.store(true, Ordering::Relaxed);
+            s.waking += 1;
             drop(s);
             sleeper.thread.unpark();
             return;
@@ -260,7 +268,6 @@ impl BlockingPool {
                 let mut s = crate::loom::lock(&self.state);
                 s.handles.retain(|h| !h.is_finished());
                 s.handles.push(handle);
-                s.owed = s.owed.saturating_sub(1);
                 // Registered: a shutdown waiting for the starts to be over
                 // before it takes the handles may go on.
                 s.starting -= 1;
@@ -313,7 +320,7 @@ impl BlockingPool {
     pub(crate) fn retry_stranded(&self, shared: &Arc<Scheduler>) {
         let mut s = crate::loom::lock(&self.state);
         if s.queue.is_empty() {
-            s.owed = 0;
+            s.refused = false;
         }
         if !s.stranded(shared.config.max_blocking_threads) {
             return;
@@ -338,9 +345,7 @@ impl BlockingPool {
         s.threads -= 1;
         s.starting -= 1;
         s.start_failures += 1;
-        if !s.queue.is_empty() {
-            s.owed += 1;
-        }
+        s.refused = true;
         s.retry_at = Some(crate::clock::saturating_add(
             Instant::now(),
             super::MAYDAY_INTERVAL,
@@ -368,6 +373,7 @@ impl BlockingPool {
             for sleeper in &s.sleepers {
                 sleeper.woken.store(true, Ordering::Relaxed);
             }
+            s.waking += s.sleepers.len();
             (
                 std::mem::take(&mut s.queue),
                 std::mem::take(&mut s.sleepers),
@@ -442,6 +448,9 @@ fn run(runtime: Arc<Scheduler>) {
             s = crate::loom::lock(&pool.state);
             continue;
         }
+        // Found the queue empty: what a refusal left queued has been run
+        // (step 4).
+        s.refused = false;
         if s.shutdown {
             break;
         }
@@ -457,7 +466,9 @@ fn run(runtime: Arc<Scheduler>) {
             }
             s = crate::loom::lock(&pool.state);
             if me.woken.load(Ordering::Relaxed) {
-                break false; // taken off the stack for a job (or the shutdown)
+                // Taken off the stack for a job (or the shutdown): back.
+                s.waking -= 1;
+                break false;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 let at = s

@@ -80,6 +80,8 @@ pub(crate) trait QueueLink: Send + Sync + 'static {
     fn repatriated(&self);
     /// The queue's name, for reports.
     fn name(&self) -> &str;
+    /// Whether a drain of the queue is on (it refuses outside work).
+    fn is_draining(&self) -> bool;
     /// Takes the task `id` (`waiting_id`), aborted while it waited and
     /// claimed by its aborter (`abort_claims_waiting`), out of the
     /// inactive list, with the pool to release it to (`None`: the queue
@@ -618,14 +620,16 @@ impl<F> Drop for TaskCell<'_, F> {
             // SAFETY: the future is dropped exactly once, here, in place
             // (pinning allows dropping in place), and never used again.
             let mut drop_it = move || unsafe { ManuallyDrop::drop(future) };
-            // An item's future dropped before it returned (aborted, or its
-            // runtime shut down) is dropped as one of its queue's items, as
+            // An item's future is dropped as one of its queue's items, as
             // it is polled: what its drop spawns there is chained work,
             // which a drain accepts (a guard's cleanup, in an item aborted
-            // mid-drain). One that returned dropped its own values as it
-            // did, in its poll.
+            // mid-drain). Where it matters: a future dropped before it
+            // returned (aborted, or its runtime shut down), or, during a
+            // drain, one that returned (an `async` block dropped its
+            // values as it did, but a hand-written future may keep a
+            // guard beside its inner one).
             match &meta.queue {
-                Some(q) if polls & ENDED == 0 => {
+                Some(q) if polls & ENDED == 0 || q.is_draining() => {
                     let _ = current::with_running_queue(q.id(), drop_it);
                 }
                 _ => drop_it(),

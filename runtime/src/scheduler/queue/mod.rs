@@ -301,19 +301,24 @@ enum Phase {
 impl Flush {
     /// The flush being served is over (done or dropped): the turn passes to
     /// the next ticket not given up. Returns the wakers to wake: the
-    /// served flush's, if it waits (it may be done by another), and the
-    /// next one's.
+    /// served flush's, if it waits (it may be done by another), and every
+    /// one in line -- the next may be held but not polled, and any of
+    /// them can take its flush on (its phase begins unflagged, so no
+    /// finisher would wake them).
     fn pass_turn(&mut self) -> Vec<Waker> {
-        let mut wake: Vec<Waker> = self.waiter.take().into_iter().collect();
         self.serving += 1;
         self.phase = Phase::Start;
         while self.abandoned.remove(&self.serving) {
             self.serving += 1;
         }
         let serving = self.serving;
+        let mut wake: Vec<Waker> = self.waiter.take().into_iter().collect();
+        // The new served flush leaves the line (it waits as `waiter` from
+        // its next poll on), woken with the others.
         if let Some(next) = self.queue.iter().position(|(t, _)| *t == serving) {
             wake.extend(self.queue.remove(next).map(|(_, w)| w));
         }
+        wake.extend(self.queue.iter().map(|(_, w)| w.clone()));
         wake
     }
 
@@ -930,6 +935,10 @@ impl QueueLink for Queue {
 
     fn is_cpu_intensive(&self) -> bool {
         self.cpu_intensive
+    }
+
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed) > 0
     }
 
     fn hogged(&self) {

@@ -244,6 +244,40 @@ fn a_job_refused_a_thread_beside_a_running_one_is_retried() {
     });
 }
 
+/// A refused job is still stranded when a later job's start succeeds:
+/// that thread takes the refused job (the queue is FIFO), and the later
+/// job waits behind it for a thread no one starts -- here the job the
+/// first waits for. (A start that succeeded paid the refused one back,
+/// and the rescuer stopped retrying.)
+#[test]
+fn a_later_jobs_start_does_not_hide_a_stranded_job() {
+    within_watchdog(|| {
+        let rt = Runtime::builder()
+            .cpu_hog_threshold(Duration::ZERO)
+            .build()
+            .unwrap();
+        let handle = rt.handle().clone();
+        // A thread kept busy throughout.
+        let (started, wait_started) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let busy = rt.spawn_blocking(move || {
+            started.send(()).unwrap();
+            let _ = released.recv_timeout(Duration::from_secs(60));
+        });
+        wait_started.recv().unwrap();
+        let blocking = &handle.scheduler.services.blocking;
+        blocking.refuse_starts.store(1, Ordering::Relaxed);
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        // Refused a thread, then taken by the next job's thread.
+        let waits = rt.spawn_blocking(move || rx.recv_timeout(Duration::from_secs(60)));
+        let sends = rt.spawn_blocking(move || tx.send(()).unwrap());
+        assert_eq!(futures::executor::block_on(waits).unwrap(), Ok(()));
+        futures::executor::block_on(sends).unwrap();
+        drop(release);
+        futures::executor::block_on(busy).unwrap();
+    });
+}
+
 /// The retries of stranded jobs are paced at the mayday interval: the
 /// rescuer wakes every watchdog tick (5 ms while a task runs) and for
 /// every mayday, and tried a thread on each wake (about 200 failing
