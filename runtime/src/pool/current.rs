@@ -194,6 +194,24 @@ pub(crate) fn while_draining<R>(pool: &Pool, f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Runs `f` (the drop of a future of an item of the workqueue `queue`)
+/// with `queue` as this thread's running queue: [`with_running_queue`]
+/// without its count of wakeups. During the thread-locals' teardown, `f`
+/// runs unmarked.
+pub(crate) fn with_queue_mark<R>(queue: *const (), f: impl FnOnce() -> R) -> R {
+    struct Restore(*const ());
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = THREAD.try_with(|t| t.running_queue.set(self.0));
+        }
+    }
+    let _restore = THREAD
+        .try_with(|t| t.running_queue.replace(queue))
+        .ok()
+        .map(Restore);
+    f()
+}
+
 /// Runs `f` (a poll of a task of the workqueue `queue`) with `queue` as
 /// this thread's running queue, and returns `f`'s result with the
 /// concurrency-management wakeups counted during it.

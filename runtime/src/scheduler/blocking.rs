@@ -30,8 +30,9 @@
 //! 4. A thread that the OS refuses to start is un-reserved, and the pool
 //!    marked `refused`; its job stays queued. Since a refusal (until a
 //!    thread finds the queue empty), below the limit, jobs queued beyond
-//!    the threads coming for them (starting, or woken off the stack and
-//!    not yet back: `waking`) are **stranded** (reported once on stderr):
+//!    the threads coming for them (reserved and not yet arrived:
+//!    `coming`; woken off the stack and not yet back: `waking`) are
+//!    **stranded** (reported once on stderr):
 //!    the threads that run may be waiting for them (a job that spawned
 //!    one and waits for its handle), and a later start for a later job
 //!    covers only that one. So the rescuer is poked and tries a thread
@@ -145,6 +146,11 @@ struct State {
     /// Threads taken off `sleepers` to run a job (or to exit at the
     /// shutdown) that have not taken the lock again since.
     waking: usize,
+    /// Threads reserved whose thread has not taken the lock yet (or whose
+    /// start failed): unlike `starting`, which ends when the start
+    /// returns, a started thread may have taken a job and blocked before
+    /// then, and must not count as coming for another (step 4).
+    coming: usize,
     /// Stranded jobs were reported (once per pool).
     stranded_said: bool,
 }
@@ -155,7 +161,7 @@ impl State {
     fn stranded(&self, max: usize) -> bool {
         !self.shutdown
             && self.refused
-            && self.queue.len() > self.starting + self.waking
+            && self.queue.len() > self.coming + self.waking
             && self.threads < max
     }
 }
@@ -237,6 +243,7 @@ impl BlockingPool {
         }
         s.threads += 1;
         s.starting += 1;
+        s.coming += 1;
         drop(s);
         self.start_thread(shared, false);
     }
@@ -332,6 +339,7 @@ impl BlockingPool {
         }
         s.threads += 1;
         s.starting += 1;
+        s.coming += 1;
         drop(s);
         self.start_thread(shared, true);
     }
@@ -344,6 +352,7 @@ impl BlockingPool {
         let mut s = crate::loom::lock(&self.state);
         s.threads -= 1;
         s.starting -= 1;
+        s.coming -= 1;
         s.start_failures += 1;
         s.refused = true;
         s.retry_at = Some(crate::clock::saturating_add(
@@ -436,6 +445,8 @@ fn run(runtime: Arc<Scheduler>) {
     });
     let _context = super::context::enter(runtime);
     let mut s = crate::loom::lock(&pool.state);
+    // Arrived: no longer a thread coming for the queue (step 4).
+    s.coming -= 1;
     loop {
         if let Some((job, _)) = s.queue.pop_front() {
             drop(s);
@@ -503,6 +514,7 @@ mod tests {
             let mut s = crate::loom::lock(&pool.state);
             s.threads = 1;
             s.starting = 1;
+            s.coming = 1;
         }
         let (tx, rx) = std::sync::mpsc::channel();
         let p = pool.clone();

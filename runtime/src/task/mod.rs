@@ -80,8 +80,6 @@ pub(crate) trait QueueLink: Send + Sync + 'static {
     fn repatriated(&self);
     /// The queue's name, for reports.
     fn name(&self) -> &str;
-    /// Whether a drain of the queue is on (it refuses outside work).
-    fn is_draining(&self) -> bool;
     /// Takes the task `id` (`waiting_id`), aborted while it waited and
     /// claimed by its aborter (`abort_claims_waiting`), out of the
     /// inactive list, with the pool to release it to (`None`: the queue
@@ -465,9 +463,6 @@ const POLLED: u8 = 1 << 0;
 const LAST_POLL: u8 = 1 << 1;
 /// That last poll was also its first.
 const LAST_POLL_FIRST: u8 = 1 << 2;
-/// A named item's future returned (or panicked): its drop runs no code of
-/// the item's, and needs no queue mark (`Drop for TaskCell`).
-const ENDED: u8 = 1 << 3;
 
 impl<'m, F> TaskCell<'m, F> {
     fn new(meta: &'m TaskMeta, future: F) -> TaskCell<'m, F> {
@@ -509,9 +504,6 @@ impl<F: Future> Future for TaskCell<'_, F> {
                         poll()
                     }
                 });
-                if !matches!(result, Ok(Poll::Pending)) {
-                    this.polls |= ENDED;
-                }
                 if !matches!(result, Ok(Poll::Pending)) && current::on_worker_thread() {
                     // The last poll (the future is dropped next, on this
                     // thread): timed with the task's end, which its worker
@@ -615,7 +607,6 @@ impl<F> Drop for TaskCell<'_, F> {
     fn drop(&mut self) {
         let future = &mut self.future;
         let meta = self.meta;
-        let polls = self.polls;
         let drop_future = move || {
             // SAFETY: the future is dropped exactly once, here, in place
             // (pinning allows dropping in place), and never used again.
@@ -623,16 +614,12 @@ impl<F> Drop for TaskCell<'_, F> {
             // An item's future is dropped as one of its queue's items, as
             // it is polled: what its drop spawns there is chained work,
             // which a drain accepts (a guard's cleanup, in an item aborted
-            // mid-drain). Where it matters: a future dropped before it
-            // returned (aborted, or its runtime shut down), or, during a
-            // drain, one that returned (an `async` block dropped its
-            // values as it did, but a hand-written future may keep a
-            // guard beside its inner one).
+            // mid-drain, or kept by a hand-written future past `Ready`). A
+            // drain may begin at any moment of the drop, so whether one is
+            // on cannot be asked first: every item's drop is marked.
             match &meta.queue {
-                Some(q) if polls & ENDED == 0 || q.is_draining() => {
-                    let _ = current::with_running_queue(q.id(), drop_it);
-                }
-                _ => drop_it(),
+                Some(q) => current::with_queue_mark(q.id(), drop_it),
+                None => drop_it(),
             }
         };
         if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(drop_future)) {

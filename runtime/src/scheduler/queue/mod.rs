@@ -937,10 +937,6 @@ impl QueueLink for Queue {
         self.cpu_intensive
     }
 
-    fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed) > 0
-    }
-
     fn hogged(&self) {
         self.stats.mine().hogs.fetch_add(1, Ordering::Relaxed);
     }
