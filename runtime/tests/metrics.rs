@@ -241,6 +241,21 @@ fn a_delta_is_the_interval() {
                 .remove("spin_watches_deques")
                 .unwrap();
         }
+        // A snapshot whose buckets do not match this build's bounds (read
+        // from another build's server) still exports cumulative buckets.
+        let mut short = serde_json::to_value(&b).unwrap();
+        for p in short["pools"].as_array_mut().unwrap() {
+            p["sched_delay"]["buckets"] = serde_json::json!([3]);
+        }
+        let short: Snapshot = serde_json::from_value(short).unwrap();
+        let (_, samples) = parse(&short.to_prometheus());
+        let id = short.pools[0].id.to_string();
+        let counts: Vec<f64> = samples
+            .iter()
+            .filter(|(n, l, _)| n == "wq_sched_delay_seconds_bucket" && l["pool"] == id)
+            .map(|(_, _, v)| *v)
+            .collect();
+        assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
         let old: Snapshot = serde_json::from_value(old).unwrap();
         assert_eq!(old.cpu_budget, None);
         assert!(!old.pools.is_empty() && old.pools.iter().all(|p| p.spin_watches_deques));

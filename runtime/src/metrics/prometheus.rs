@@ -120,8 +120,20 @@ fn histogram(
     for p in pools {
         let l = of(p);
         let labels = pool_labels(p);
+        // Cumulative whatever the snapshot holds: one read from JSON (a
+        // server's `/api/snapshot`, another build's bounds) may lack
+        // buckets, or hold ones that do not add up; a missing bucket
+        // repeats the one before (its samples are counted in +Inf).
+        let mut before = 0;
         for (i, bound) in BUCKET_BOUNDS_SECONDS.iter().enumerate() {
-            let n = l.buckets.get(i).copied().unwrap_or(0);
+            let n = l
+                .buckets
+                .get(i)
+                .copied()
+                .unwrap_or(before)
+                .max(before)
+                .min(l.count);
+            before = n;
             let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{}\"}} {n}", num(*bound));
         }
         let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", l.count);
