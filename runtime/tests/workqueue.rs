@@ -1221,6 +1221,16 @@ fn concurrent_flushes_each_wait_for_what_came_before() {
     });
 }
 
+/// A guard whose drop spawns cleanup (answering 7) on its queue, and
+/// sends the cleanup's handle.
+struct CleanupGuard(Arc<Workqueue>, mpsc::Sender<wq::JoinHandle<u32>>);
+
+impl Drop for CleanupGuard {
+    fn drop(&mut self) {
+        let _ = self.1.send(self.0.spawn(async { 7 }));
+    }
+}
+
 /// What an item's future spawns on its own queue as it is dropped (a
 /// guard's cleanup) is chained work: a drain accepts it, when the item is
 /// aborted during the drain (it was refused: only polls counted as the
@@ -1234,15 +1244,9 @@ fn a_drain_accepts_what_an_aborted_items_drop_spawns() {
                 .build(rt.handle())
                 .unwrap(),
         );
-        struct Guard(Arc<Workqueue>, mpsc::Sender<wq::JoinHandle<u32>>);
-        impl Drop for Guard {
-            fn drop(&mut self) {
-                let _ = self.1.send(self.0.spawn(async { 7 }));
-            }
-        }
         let (tx, rx) = mpsc::channel();
         let (started, wait_started) = mpsc::channel();
-        let guard = Guard(q.clone(), tx);
+        let guard = CleanupGuard(q.clone(), tx);
         let item = q.spawn(async move {
             let _guard = guard;
             started.send(()).unwrap();
@@ -1274,15 +1278,9 @@ fn a_drain_accepts_what_a_returned_items_guard_spawns() {
                 .build(rt.handle())
                 .unwrap(),
         );
-        struct Guard(Arc<Workqueue>, mpsc::Sender<wq::JoinHandle<u32>>);
-        impl Drop for Guard {
-            fn drop(&mut self) {
-                let _ = self.1.send(self.0.spawn(async { 7 }));
-            }
-        }
         /// Ready once told to, keeping its guard until dropped.
         struct KeepsGuard {
-            _guard: Guard,
+            _guard: CleanupGuard,
             go: futures::channel::oneshot::Receiver<()>,
         }
         impl std::future::Future for KeepsGuard {
@@ -1297,7 +1295,7 @@ fn a_drain_accepts_what_a_returned_items_guard_spawns() {
         let (tx, rx) = mpsc::channel();
         let (go, go_rx) = futures::channel::oneshot::channel();
         let item = q.spawn(KeepsGuard {
-            _guard: Guard(q.clone(), tx),
+            _guard: CleanupGuard(q.clone(), tx),
             go: go_rx,
         });
         rt.block_on(async {

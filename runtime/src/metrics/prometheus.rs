@@ -142,6 +142,20 @@ fn histogram(
     }
 }
 
+/// A gauge family with one sample per pool, labelled as every pool series.
+fn pool_gauge(
+    out: &mut String,
+    s: &Snapshot,
+    name: &str,
+    help: &str,
+    value: impl Fn(&PoolSnapshot) -> usize,
+) {
+    family(out, name, "gauge", help);
+    for p in &s.pools {
+        let _ = writeln!(out, "{name}{{{}}} {}", pool_labels(p), value(p));
+    }
+}
+
 /// See the module docs.
 pub(super) fn encode(s: &Snapshot) -> String {
     let mut out = String::with_capacity(4096 + s.pools.len() * 8192);
@@ -244,43 +258,27 @@ pub(super) fn encode(s: &Snapshot) -> String {
     }
     // Not a state of its own: a searcher is busy or kicked, and a sum over
     // `state` must count each worker once.
-    family(
+    pool_gauge(
         &mut out,
+        s,
         "wq_workers_searching",
-        "gauge",
         "Workers of the pool searching for work (busy or kicked ones).",
+        |p| p.workers.searching,
     );
-    for p in &s.pools {
-        let _ = writeln!(
-            out,
-            "wq_workers_searching{{{}}} {}",
-            pool_labels(p),
-            p.workers.searching
-        );
-    }
-    family(
+    pool_gauge(
         &mut out,
+        s,
         "wq_workers_max",
-        "gauge",
         "The pool's maximum number of workers.",
+        |p| p.max_workers,
     );
-    for p in &s.pools {
-        let _ = writeln!(
-            out,
-            "wq_workers_max{{{}}} {}",
-            pool_labels(p),
-            p.max_workers
-        );
-    }
-    family(
+    pool_gauge(
         &mut out,
+        s,
         "wq_tasks_alive",
-        "gauge",
         "Tasks alive whose home is the pool (in flight).",
+        |p| p.tasks,
     );
-    for p in &s.pools {
-        let _ = writeln!(out, "wq_tasks_alive{{{}}} {}", pool_labels(p), p.tasks);
-    }
 
     let names: Vec<(&str, &str)> = super::Counters::default()
         .fields()
