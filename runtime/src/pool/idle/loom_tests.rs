@@ -592,3 +592,49 @@ fn loom_a_block_racing_a_push_starts_one_replacement() {
 fn loom_a_block_without_its_fence_strands_the_item() {
     block_racing_a_push(true);
 }
+
+/// A pool of two workers: the first started (searching, then idle), a
+/// producer queueing two items with a kick each, the second worker started
+/// by whichever kick finds none idle. Both items run, and no worker is
+/// left parked with one queued (loom reports the deadlock): the kicked
+/// list and the search hand-off with more than one worker, which the
+/// one-worker models above cannot show.
+#[test]
+fn loom_two_workers_two_pushes_run_both() {
+    loom::model(|| {
+        let mut cfg = config(true, WakeMode::Deferred);
+        cfg.max_workers = 2;
+        cfg.slots = 2;
+        cfg.idle_timeout = Duration::from_secs(3600);
+        let idle = Arc::new(Idle::new(cfg));
+        let queue = Arc::new(Queue(Items::new(0)));
+        let ran = Arc::new(Items::new(0));
+        let start = |slot: usize, idle: &Arc<Idle>, queue: &Arc<Queue>, ran: &Arc<Items>| {
+            let (i, q, r) = (idle.clone(), queue.clone(), ran.clone());
+            loom::thread::spawn(move || {
+                i.started(slot, loom::thread::current());
+                limited_worker(&i, &q, slot, &r, 2, true, false, true, false);
+            })
+        };
+        let Kick::Start(a) = idle.kick() else {
+            panic!("a fresh pool starts a worker")
+        };
+        let wa = start(a, &idle, &queue, &ran);
+        let (i, q, r) = (idle.clone(), queue.clone(), ran.clone());
+        let producer = loom::thread::spawn(move || {
+            let mut started = Vec::new();
+            for _ in 0..2 {
+                q.push();
+                if let Kick::Start(slot) = i.notify() {
+                    started.push(start(slot, &i, &q, &r));
+                }
+            }
+            for t in started {
+                t.join().unwrap();
+            }
+        });
+        producer.join().unwrap();
+        wa.join().unwrap();
+        assert_eq!(ran.load(Ordering::SeqCst), 2);
+    });
+}
