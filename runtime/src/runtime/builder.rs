@@ -217,8 +217,9 @@ impl Builder {
     /// [`DEFAULT_CPU_HOG_THRESHOLD`] (10 ms); zero turns detection off.
     ///
     /// The watchdog runs on the runtime's rescuer thread: every half
-    /// threshold (at least every millisecond) while a worker runs a task,
-    /// less often (down to every 100 ms) while none does, and marks a poll
+    /// threshold (at most every millisecond, at least every 100 ms) while
+    /// a worker runs a task, less often (down to every 100 ms) while none
+    /// does, and marks a poll
     /// it has seen running over the threshold at two looks, so a hog that
     /// starts on an idle runtime is found within 100 ms plus the threshold
     /// plus a look (a threshold of 100 us is found after 1-2 ms). A nonzero threshold under

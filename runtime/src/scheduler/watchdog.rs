@@ -4,8 +4,10 @@
 //! A worker stores, before every poll, when it started (`pool::Watch`,
 //! a plain store on a line of its own that the watchdog reads), and 0
 //! after it. The watchdog -- the runtime's rescuer thread, between maydays --
-//! looks at every worker every half threshold while any runs a task, less
-//! and less often (down to [`IDLE_TICK`]) while none does.
+//! looks at every worker every half threshold (at most every
+//! [`IDLE_TICK`]: its turns of the I/O driver bound how long a busy pool
+//! holds sockets and timers up, whatever the threshold) while any runs a
+//! task, less and less often (down to [`IDLE_TICK`]) while none does.
 //!
 //! # Protocol
 //! - **Sample.** A poll older than half the threshold is sampled (not
@@ -172,7 +174,10 @@ impl Watchdog {
         }
         Some(Watchdog {
             threshold_ns: threshold.as_nanos().min(u128::from(u64::MAX)) as u64,
-            tick: threshold / 2,
+            // At most the idle tick: the same turns keep the I/O driver
+            // going while every worker is busy (`services`), whatever the
+            // threshold; hogs are told by their polls' ages, not by it.
+            tick: (threshold / 2).min(IDLE_TICK),
             samples: HashMap::new(),
             granted: HashMap::new(),
         })
@@ -365,11 +370,13 @@ impl Watchdog {
             }
         }
         self.samples.retain(|k, _| seen.contains(k));
-        let busy_tick = Duration::from_nanos(self.threshold_ns / 2).max(Duration::from_millis(1));
+        let busy_tick = Duration::from_nanos(self.threshold_ns / 2)
+            .max(Duration::from_millis(1))
+            .min(IDLE_TICK);
         self.tick = if running || !self.granted.is_empty() {
             busy_tick
         } else {
-            (self.tick * 2).min(IDLE_TICK.max(busy_tick))
+            (self.tick * 2).min(IDLE_TICK)
         };
     }
 
@@ -386,6 +393,23 @@ impl Watchdog {
 mod tests {
     use super::*;
     use crate::{Runtime, Scope, Topology};
+
+    /// A long threshold does not slow the watchdog's ticks past
+    /// `IDLE_TICK`: they also turn the I/O driver for busy pools (an hour's
+    /// threshold left sockets waiting half an hour; `Duration::MAX`, for
+    /// ever).
+    #[test]
+    fn a_long_threshold_keeps_the_tick_at_most_the_idle_tick() {
+        for threshold in [Duration::from_secs(3600), Duration::MAX] {
+            let mut w = Watchdog::new(threshold).unwrap();
+            assert!(w.tick() <= IDLE_TICK, "{:?}", w.tick());
+            w.scan(&[]);
+            assert!(w.tick() <= IDLE_TICK, "{:?}", w.tick());
+        }
+        // A short one keeps its half.
+        let w = Watchdog::new(Duration::from_millis(10)).unwrap();
+        assert_eq!(w.tick(), Duration::from_millis(5));
+    }
 
     /// A worker in `block_in_place` is not sampled: reading its thread's
     /// `/proc` statistics every tick while it blocks cost the watchdog's
