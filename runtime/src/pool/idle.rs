@@ -95,7 +95,9 @@
 //!    unlock; one start is in flight at a time (the kernel's manager): the
 //!    new worker's own chaining creates the next. After the OS refused a
 //!    start, no kick tries another for `start_backoff`; a pool left with no
-//!    worker at all is handed to the rescuer ([`Kick::Mayday`]).
+//!    worker serving its queues (none at all, or only ones in a poll the
+//!    watchdog granted a replacement for: step 8) is handed to the
+//!    rescuer ([`Kick::Mayday`]).
 //! 2. **Search** (a worker whose queues are empty). It becomes a searcher
 //!    ([`Idle::try_start_searching`]: at most half the workers, and at
 //!    least two, search at once), scans the queues again, and may spin a
@@ -565,6 +567,16 @@ impl Idle {
         woke
     }
 
+    /// Whether no worker serves the queues: none counted, or every one
+    /// counted is in a poll the watchdog granted a replacement for (a hog,
+    /// or a poll blocked without `block_in_place`), which will not look at
+    /// them soon. A kick that cannot start a worker then hands the pool to
+    /// the rescuer (the kernel's mayday: such workers do not count as
+    /// running).
+    fn none_serving(st: &State) -> bool {
+        st.nr_workers <= st.extra
+    }
+
     /// Reserves a slot for a new worker, if the pool may start one now.
     fn reserve(&self, st: &mut State) -> Kick {
         if st.starting || st.nr_workers >= self.config.max_workers + st.extra {
@@ -572,7 +584,7 @@ impl Idle {
         }
         if let Some(at) = st.retry_start_at {
             if Instant::now() < at {
-                return if st.nr_workers == 0 {
+                return if Self::none_serving(st) {
                     Kick::Mayday
                 } else {
                     Kick::Busy
@@ -682,7 +694,7 @@ impl Idle {
                 self.publish(&st, unsearch);
                 fence(Ordering::SeqCst);
             }
-            let kick = if st.nr_workers == 0 {
+            let kick = if Self::none_serving(&st) {
                 Kick::Mayday
             } else {
                 // A kick's wake, never its start: a parked worker if any;
@@ -1110,6 +1122,7 @@ impl Idle {
             .count();
         IdleSnapshot {
             nr_workers: st.nr_workers,
+            nr_granted: st.extra,
             nr_idle: st.idle.len(),
             nr_kicked: st.kicked.len(),
             nr_blocked: blocked,
@@ -1189,11 +1202,20 @@ fn remove(list: &mut Vec<usize>, slot: usize) {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct IdleSnapshot {
     pub(crate) nr_workers: usize,
+    /// Of those, the ones in a poll granted a replacement (`extra`).
+    pub(crate) nr_granted: usize,
     pub(crate) nr_idle: usize,
     pub(crate) nr_kicked: usize,
     pub(crate) nr_blocked: usize,
     pub(crate) nr_searching: usize,
     pub(crate) counters: LockedCounters,
+}
+
+impl IdleSnapshot {
+    /// Workers that serve the queues ([`Idle::none_serving`]).
+    pub(crate) fn serving(&self) -> usize {
+        self.nr_workers.saturating_sub(self.nr_granted)
+    }
 }
 
 impl fmt::Debug for Idle {

@@ -15,9 +15,12 @@
 //!   try no new start for [`MAYDAY_INTERVAL`](super::MAYDAY_INTERVAL): a burst of pushes to a pool
 //!   at the thread limit costs no failing `clone()` each.
 //! - **Mayday.** A refused or backed-off start that leaves the pool with no
-//!   worker at all sends the pool to the runtime's [`MaydayList`] and wakes
-//!   the rescuer (the kernel's `send_mayday`). A pool with a worker sends
-//!   none: that worker looks at the queue before it idles. A pool is
+//!   worker serving its queues (none at all, or only workers in polls the
+//!   watchdog granted a replacement for: a hog, or a poll blocked without
+//!   `block_in_place`, which the kernel would not count as running
+//!   either) sends the pool to the runtime's [`MaydayList`] and wakes
+//!   the rescuer (the kernel's `send_mayday`). A pool with a serving
+//!   worker sends none: that worker looks at the queue before it idles. A pool is
 //!   *marked* while it is on the list; marks are read and written only
 //!   under the list lock, so a mayday either finds the pool still listed
 //!   (and the rescuer will take it, and visit it, after this mayday) or
@@ -261,7 +264,7 @@ fn rescue(scheduler: &Scheduler, pool: &Arc<Pool>) {
     // a thread start at most once per MAYDAY_INTERVAL. A failure with no
     // worker sends a new mayday, which puts the pool back on the list.
     pool.kick();
-    if pool.idle.snapshot().nr_workers > 0 {
+    if pool.idle.snapshot().serving() > 0 {
         // A worker (new, or busy) looks at the queue before it idles.
         return;
     }
@@ -278,7 +281,7 @@ fn rescue(scheduler: &Scheduler, pool: &Arc<Pool>) {
         // must not be held to the CPUs of a pool that is busy.
         scheduler.bind_to_every_cpu();
     }
-    if !pool.is_closed() && pool.has_work() && pool.idle.snapshot().nr_workers == 0 {
+    if !pool.is_closed() && pool.has_work() && pool.idle.snapshot().serving() == 0 {
         // Come back after the other pools on the list.
         scheduler.rescuer.mayday_pool(pool);
     }
@@ -290,7 +293,7 @@ fn rescue(scheduler: &Scheduler, pool: &Arc<Pool>) {
 /// maximum).
 fn rescue_batch(pool: &Arc<Pool>) {
     for _ in 0..RESCUE_BATCH {
-        if pool.is_closed() || pool.idle.snapshot().nr_workers > 0 {
+        if pool.is_closed() || pool.idle.snapshot().serving() > 0 {
             return;
         }
         let Some(runnable) = pool.steal_any() else {

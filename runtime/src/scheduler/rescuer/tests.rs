@@ -278,6 +278,44 @@ fn a_later_jobs_start_does_not_hide_a_stranded_job() {
     });
 }
 
+/// A pool whose only worker is stuck in a poll that blocks (no
+/// `block_in_place`: the watchdog grants it a replacement) while no thread
+/// can start: its queued work goes to the rescuer, as with no worker at
+/// all (the worker counted as serving, and the task the blocked poll
+/// waits for never ran).
+#[test]
+fn work_behind_a_blocked_poll_runs_on_the_rescuer_when_no_worker_can_start() {
+    within_watchdog(|| {
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("core:1 pu:1").unwrap())
+            .max_workers_per_pool(1)
+            .cpu_hog_threshold(Duration::from_millis(10))
+            .build()
+            .unwrap();
+        // The pool's worker, started.
+        rt.block_on(rt.spawn(async {})).unwrap();
+        rt.handle()
+            .scheduler
+            .refuse_worker_starts
+            .store(usize::MAX, Ordering::Relaxed);
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (started, wait_started) = std::sync::mpsc::channel::<()>();
+        // A blocks its worker until B runs.
+        let a = rt.spawn(async move {
+            started.send(()).unwrap();
+            rx.recv_timeout(Duration::from_secs(60))
+        });
+        wait_started.recv().unwrap();
+        let b = rt.spawn(async move { tx.send(()).unwrap() });
+        assert_eq!(futures::executor::block_on(a).unwrap(), Ok(()));
+        futures::executor::block_on(b).unwrap();
+        rt.handle()
+            .scheduler
+            .refuse_worker_starts
+            .store(0, Ordering::Relaxed);
+    });
+}
+
 /// The retries of stranded jobs are paced at the mayday interval: the
 /// rescuer wakes every watchdog tick (5 ms while a task runs) and for
 /// every mayday, and tried a thread on each wake (about 200 failing
