@@ -196,6 +196,12 @@ impl Runtime {
     /// for running [`spawn_blocking`](crate::spawn_blocking) jobs. Returns
     /// whether every thread exited in time; those that did not are left to
     /// finish on their own.
+    ///
+    /// `Duration::ZERO` signals the threads and returns at once (false: a
+    /// runtime always has its rescuer thread), as tokio's
+    /// `shutdown_background`. The timeout bounds the waits, not the drops:
+    /// the futures still queued are dropped on the calling thread first,
+    /// and a `Drop` that blocks holds the call that long.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> bool {
         self.shut_down = true;
         self.handle.scheduler.shutdown(Some(timeout))

@@ -276,8 +276,11 @@ impl Services {
         crate::loom::lock(&self.state).closed = true;
         if let Some(lent) = self.driver.get() {
             lent.handle.shutdown();
-            // The workers have exited; a thread in `block_on` returns from
-            // its turn at the shutdown's unpark.
+            // The workers have exited, or those left (a shutdown's timeout
+            // ran out) are in a poll; a thread turning the driver (in
+            // `block_on`, or such a worker's maintenance turn) returns from
+            // its turn at the shutdown's unpark, and the lock below waits
+            // for that.
             crate::loom::lock(&lent.driver).shut_down();
         }
         self.blocking.shutdown(deadline)
