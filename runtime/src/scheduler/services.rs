@@ -110,6 +110,12 @@ impl std::fmt::Debug for Services {
 }
 
 impl Services {
+    /// Whether the driver has been created (tests).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn has_driver(&self) -> bool {
+        self.driver.get().is_some()
+    }
+
     /// The runtime's driver, created on first use (module docs).
     pub(crate) fn driver(&self, scheduler: &Scheduler) -> io::Result<&driver::Handle> {
         if let Some(l) = self.driver.get() {

@@ -3,10 +3,12 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::Sleep;
+use crate::scheduler::Scheduler;
 
 /// Runs `future` for at most `duration`: `Ok(output)` if it completes in
 /// time, `Err(Elapsed)` otherwise (the future is dropped with the
@@ -17,10 +19,14 @@ use super::Sleep;
 /// passed since the first poll: this thread may have been preempted
 /// between the two), so a future that is ready when the deadline passes
 /// is not timed out; and the timer never fires before `duration` has
-/// passed.
+/// passed. The timer is armed at the first poll that finds the future
+/// pending: a future ready at once costs no timer (nor, on a runtime that
+/// only computes, its I/O driver).
 ///
 /// # Panics
-/// Outside a wq runtime, as [`sleep`](super::sleep).
+/// Outside a wq runtime, as [`sleep`](super::sleep); at the first poll
+/// that waits, if the runtime's driver cannot be created (no file
+/// descriptors left) or the runtime has shut down.
 ///
 /// ```
 /// use std::time::Duration;
@@ -34,11 +40,7 @@ use super::Sleep;
 /// }
 /// ```
 pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
-    let driver = super::sleep_driver("wq::time::timeout");
-    Timeout {
-        future,
-        sleep: Sleep::new(driver, super::deadline_in(duration)),
-    }
+    Timeout::new("wq::time::timeout", super::deadline_in(duration), future)
 }
 
 /// Runs `future` until `deadline` at most: as [`timeout`], with the
@@ -60,21 +62,39 @@ pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
 /// }
 /// ```
 pub fn timeout_at<F: Future>(deadline: std::time::Instant, future: F) -> Timeout<F> {
-    let driver = super::sleep_driver("wq::time::timeout_at");
-    Timeout {
-        future,
-        sleep: Sleep::new(driver, deadline),
-    }
+    Timeout::new("wq::time::timeout_at", deadline, future)
 }
 
 /// The future of [`timeout`] and [`timeout_at`].
 #[must_use = "a Timeout does nothing unless .awaited or polled"]
 pub struct Timeout<F> {
     future: F,
-    sleep: Sleep,
+    deadline: Instant,
+    timer: Timer,
+}
+
+/// A [`Timeout`]'s timer, armed only once its future is first pending: a
+/// future ready at its first poll needs none, and a runtime that only
+/// computes then creates no I/O driver (its epoll and eventfd) for it.
+enum Timer {
+    /// The runtime it was made in, whose driver will time it.
+    Unarmed(Arc<Scheduler>, &'static str),
+    Armed(Sleep),
 }
 
 impl<F> Timeout<F> {
+    /// `future` until `deadline`, on the current runtime's timers; panics
+    /// naming `what` outside a runtime (as a `Sleep` does).
+    fn new(what: &'static str, deadline: Instant, future: F) -> Timeout<F> {
+        let scheduler = crate::scheduler::context::with_current(|s| s.cloned())
+            .unwrap_or_else(|| crate::scheduler::context::outside(what));
+        Timeout {
+            future,
+            deadline,
+            timer: Timer::Unarmed(scheduler, what),
+        }
+    }
+
     /// The future inside.
     pub fn get_ref(&self) -> &F {
         &self.future
@@ -92,7 +112,7 @@ impl<F> Timeout<F> {
 
     /// When it times out.
     pub fn deadline(&self) -> std::time::Instant {
-        self.sleep.deadline()
+        self.deadline
     }
 }
 
@@ -102,7 +122,7 @@ impl<F: Future> Future for Timeout<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // SAFETY: structural pinning of `future` only: it is never moved
         // out of a pinned `Timeout` (`into_inner` takes an unpinned one,
-        // and there is no `Drop` impl); `sleep` is `Unpin` and used
+        // and there is no `Drop` impl); `timer` is `Unpin` and used
         // through a plain reference.
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: see above.
@@ -111,10 +131,20 @@ impl<F: Future> Future for Timeout<F> {
         if let Poll::Ready(out) = future.as_mut().poll(cx) {
             return Poll::Ready(Ok(out));
         }
+        if let Timer::Unarmed(scheduler, what) = &this.timer {
+            let driver = match scheduler.services.driver(scheduler) {
+                Ok(driver) => driver.clone(),
+                Err(e) => panic!("{what}: the runtime's timer driver is unavailable: {e}"),
+            };
+            this.timer = Timer::Armed(Sleep::new(driver, this.deadline));
+        }
+        let Timer::Armed(sleep) = &mut this.timer else {
+            unreachable!("armed above")
+        };
         // The inner future spent the budget (a read loop on a socket that
         // stays ready): the deadline is checked with none, or it would
         // never fire (`coop`).
-        let sleep = Pin::new(&mut this.sleep);
+        let sleep = Pin::new(sleep);
         let elapsed = if had_budget && !crate::coop::has_budget() {
             crate::coop::unconstrained(|| sleep.poll(cx))
         } else {
@@ -142,7 +172,7 @@ impl<F: Future> Future for Timeout<F> {
 impl<F> fmt::Debug for Timeout<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Timeout")
-            .field("deadline", &self.sleep.deadline())
+            .field("deadline", &self.deadline)
             .finish_non_exhaustive()
     }
 }
@@ -162,5 +192,32 @@ impl std::error::Error for Elapsed {}
 impl From<Elapsed> for std::io::Error {
     fn from(e: Elapsed) -> std::io::Error {
         std::io::Error::new(std::io::ErrorKind::TimedOut, e)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::time::Duration;
+
+    /// A future ready at its first poll needs no timer: a runtime that
+    /// only computes creates no I/O driver (epoll, eventfd: descriptors a
+    /// process out of them could not open) for its timeouts; one that
+    /// waits arms it then.
+    #[test]
+    fn a_timeout_arms_its_timer_only_once_its_future_waits() {
+        let rt = crate::Runtime::new().unwrap();
+        let services = &rt.handle().scheduler.services;
+        let ready =
+            rt.block_on(async { super::timeout(Duration::from_secs(1), async { 7 }).await });
+        assert_eq!(ready, Ok(7));
+        assert!(
+            !services.has_driver(),
+            "a ready future's timeout made a driver"
+        );
+        let waited = rt.block_on(async {
+            super::timeout(Duration::from_millis(5), std::future::pending::<()>()).await
+        });
+        assert!(waited.is_err());
+        assert!(services.has_driver());
     }
 }
