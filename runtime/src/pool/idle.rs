@@ -608,9 +608,10 @@ impl Idle {
             }
             // Every slot holds a live worker (blocked ones and the CPU-hog
             // allowance can take the pool past its maximum): no start. If
-            // none of them is running (all blocked), nobody will run what
-            // was queued: the rescuer must.
-            None if st.nr_workers == 0 => return Kick::Mayday,
+            // none of them serves the queues (all blocked, or in polls
+            // granted a replacement), nobody will run what was queued: the
+            // rescuer must.
+            None if Self::none_serving(st) => return Kick::Mayday,
             None => return Kick::Busy,
         };
         st.nr_workers += 1;

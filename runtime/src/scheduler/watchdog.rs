@@ -265,6 +265,12 @@ impl Watchdog {
                         {
                             pool.handle_kick(kick);
                         }
+                    } else if pool.has_work() && pool.idle.snapshot().serving() == 0 {
+                        // Work queued while every worker is in a granted
+                        // poll: a producer's kick skips the lock while the
+                        // pool looks full, so the look comes from here (a
+                        // start, or, with none possible, the rescuer).
+                        pool.kick();
                     }
                     continue;
                 }

@@ -17,7 +17,7 @@
 //!   does not hand it to an idle sibling (`scheduler::services`, "Who
 //!   turns the driver"): if that run is one long poll and no other thread
 //!   comes to the driver, timers wait for the runtime's watchdog, which
-//!   turns it every half CPU-hog threshold (5 ms by default); with the
+//!   turns it every half CPU-hog threshold, at most 100 ms (5 ms by default); with the
 //!   watchdog off (`cpu_hog_threshold(Duration::ZERO)`), for the next
 //!   worker to idle. Polls that return soon, as async code's should,
 //!   never meet this;

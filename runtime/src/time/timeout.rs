@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -77,8 +77,9 @@ pub struct Timeout<F> {
 /// future ready at its first poll needs none, and a runtime that only
 /// computes then creates no I/O driver (its epoll and eventfd) for it.
 enum Timer {
-    /// The runtime it was made in, whose driver will time it.
-    Unarmed(Arc<Scheduler>, &'static str),
+    /// The runtime it was made in, whose driver will time it (weak: a
+    /// `Timeout` does not keep its runtime's pools alive).
+    Unarmed(Weak<Scheduler>, &'static str),
     Armed(Sleep),
 }
 
@@ -86,7 +87,7 @@ impl<F> Timeout<F> {
     /// `future` until `deadline`, on the current runtime's timers; panics
     /// naming `what` outside a runtime (as a `Sleep` does).
     fn new(what: &'static str, deadline: Instant, future: F) -> Timeout<F> {
-        let scheduler = crate::scheduler::context::with_current(|s| s.cloned())
+        let scheduler = crate::scheduler::context::with_current(|s| s.map(Arc::downgrade))
             .unwrap_or_else(|| crate::scheduler::context::outside(what));
         Timeout {
             future,
@@ -132,11 +133,17 @@ impl<F: Future> Future for Timeout<F> {
             return Poll::Ready(Ok(out));
         }
         if let Timer::Unarmed(scheduler, what) = &this.timer {
-            let driver = match scheduler.services.driver(scheduler) {
-                Ok(driver) => driver.clone(),
-                Err(e) => panic!("{what}: the runtime's timer driver is unavailable: {e}"),
+            let driver = match scheduler.upgrade() {
+                Some(s) => s.services.driver(&s).cloned(),
+                None => Err(crate::driver::scheduled_io::shutdown_error()),
             };
-            this.timer = Timer::Armed(Sleep::new(driver, this.deadline));
+            match driver {
+                Ok(driver) => this.timer = Timer::Armed(Sleep::new(driver, this.deadline)),
+                // As a `Sleep` polled after its runtime shut down: done if
+                // its deadline has passed, else nothing would fire it.
+                Err(_) if Instant::now() >= this.deadline => return Poll::Ready(Err(Elapsed(()))),
+                Err(e) => panic!("{what}: the runtime's timer driver is unavailable: {e}"),
+            }
         }
         let Timer::Armed(sleep) = &mut this.timer else {
             unreachable!("armed above")
@@ -219,5 +226,20 @@ mod tests {
         });
         assert!(waited.is_err());
         assert!(services.has_driver());
+    }
+
+    /// A timeout first polled after its runtime shut down, its deadline
+    /// past, has elapsed (as a `Sleep` then completes): it panicked, its
+    /// timer never armed on a driver that no longer could be made.
+    #[test]
+    fn a_timeout_past_its_deadline_after_the_shutdown_has_elapsed() {
+        let rt = crate::Runtime::new().unwrap();
+        let t = {
+            let _in = rt.enter();
+            super::timeout(Duration::from_millis(1), std::future::pending::<()>())
+        };
+        drop(rt);
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(futures::executor::block_on(t).is_err());
     }
 }

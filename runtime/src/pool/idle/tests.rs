@@ -430,8 +430,10 @@ fn with_every_slot_held_a_kick_reserves_nothing() {
     idle.stop_searching();
     assert_eq!(idle.grant_hog(1 - a, true, || false), Some(Kick::Busy));
     // Room by count (1 + 2 allowances), but no slot: no reservation, and
-    // no searcher left counted for a thread that will never come.
-    assert_eq!(idle.kick(), Kick::Busy);
+    // no searcher left counted for a thread that will never come. Both
+    // workers are in granted polls: none serves the queue, so the kick
+    // hands the pool to the rescuer.
+    assert_eq!(idle.kick(), Kick::Mayday);
     assert_eq!(idle.hint().searching(), 0);
     assert!(!idle.hint().can_start());
 }
