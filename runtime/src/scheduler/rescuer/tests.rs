@@ -215,6 +215,25 @@ fn a_stranded_blocking_job_runs_once_a_thread_can_start() {
     });
 }
 
+/// A runtime with the watchdog off (the rescuer wakes only for maydays and
+/// its retries), and a blocking job running `f` on it, started by the time
+/// this returns.
+fn running_job<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> (Runtime, crate::JoinHandle<T>) {
+    let rt = Runtime::builder()
+        .cpu_hog_threshold(Duration::ZERO)
+        .build()
+        .unwrap();
+    let (started, wait_started) = std::sync::mpsc::channel();
+    let job = rt.spawn_blocking(move || {
+        started.send(()).unwrap();
+        f()
+    });
+    wait_started.recv().unwrap();
+    (rt, job)
+}
+
 /// A job whose thread the OS refused while another blocking thread runs
 /// is stranded too when that thread waits for it (a job that spawns a job
 /// and waits for it): the rescuer retries it, where only a pool with no
@@ -222,18 +241,9 @@ fn a_stranded_blocking_job_runs_once_a_thread_can_start() {
 #[test]
 fn a_job_refused_a_thread_beside_a_running_one_is_retried() {
     within_watchdog(|| {
-        let rt = Runtime::builder()
-            .cpu_hog_threshold(Duration::ZERO)
-            .build()
-            .unwrap();
-        let handle = rt.handle().clone();
-        let (started, wait_started) = std::sync::mpsc::channel();
         let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let first = rt.spawn_blocking(move || {
-            started.send(()).unwrap();
-            rx.recv_timeout(Duration::from_secs(60))
-        });
-        wait_started.recv().unwrap();
+        let (rt, first) = running_job(move || rx.recv_timeout(Duration::from_secs(60)));
+        let handle = rt.handle().clone();
         let blocking = &handle.scheduler.services.blocking;
         blocking.refuse_starts.store(1, Ordering::Relaxed);
         let second = rt.spawn_blocking(move || tx.send(()).unwrap());
@@ -252,19 +262,12 @@ fn a_job_refused_a_thread_beside_a_running_one_is_retried() {
 #[test]
 fn a_later_jobs_start_does_not_hide_a_stranded_job() {
     within_watchdog(|| {
-        let rt = Runtime::builder()
-            .cpu_hog_threshold(Duration::ZERO)
-            .build()
-            .unwrap();
-        let handle = rt.handle().clone();
         // A thread kept busy throughout.
-        let (started, wait_started) = std::sync::mpsc::channel();
         let (release, released) = std::sync::mpsc::channel::<()>();
-        let busy = rt.spawn_blocking(move || {
-            started.send(()).unwrap();
+        let (rt, busy) = running_job(move || {
             let _ = released.recv_timeout(Duration::from_secs(60));
         });
-        wait_started.recv().unwrap();
+        let handle = rt.handle().clone();
         let blocking = &handle.scheduler.services.blocking;
         blocking.refuse_starts.store(1, Ordering::Relaxed);
         let (tx, rx) = std::sync::mpsc::channel::<()>();
