@@ -53,17 +53,20 @@ pub(crate) fn process_cpus() -> Option<Vec<usize>> {
 
 /// The CPUs this process may use at once: `std::thread::available_parallelism`
 /// (the affinity mask and, on Linux, the cgroup's CPU quota), read with
-/// the process's mask even on a thread wq bound to a pod, whose own mask
-/// is wq's choice (a runtime built inside a task): there it is read on a
-/// short-lived thread given the process's mask. `usize::MAX` if unknown.
+/// the process's mask (its main thread's) even on a thread whose own mask
+/// is narrower: one wq bound to a pod (a runtime built inside a task), or
+/// one that inherited such a binding (a thread started from a task, where
+/// the docs say to pass the main thread's `Topology` along). There it is
+/// read on a short-lived thread given the process's mask. `usize::MAX` if
+/// unknown.
 pub(crate) fn cpu_budget() -> usize {
     let read = || std::thread::available_parallelism().map_or(usize::MAX, usize::from);
-    if !bound_by_wq() {
+    let Some(process) = process_cpus() else {
+        return read();
+    };
+    if !bound_by_wq() && super::sysfs::affinity(0).is_ok_and(|mine| mine == process) {
         return read();
     }
-    let Ok(process) = super::sysfs::allowed_cpus() else {
-        return usize::MAX;
-    };
     let n = process.len();
     // A new thread inherits this one's mask: it widens its own first.
     std::thread::Builder::new()
@@ -132,5 +135,32 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    /// A thread started from a task inherits its worker's one-CPU mask
+    /// without being bound by wq: a runtime built there (on the main
+    /// thread's topology, as the docs advise) still gets the process's
+    /// budget, not one CPU's.
+    #[test]
+    fn the_budget_is_the_processs_on_a_thread_that_inherited_a_narrow_mask() {
+        let process = cpu_budget();
+        let allowed = super::super::sysfs::allowed_cpus().unwrap();
+        if allowed.len() < 2 || process < 2 {
+            return;
+        }
+        let last = *allowed.last().unwrap();
+        let inherited = std::thread::spawn(move || {
+            set_affinity(&[last]).unwrap();
+            std::thread::spawn(move || {
+                assert!(!bound_by_wq());
+                assert_eq!(super::super::sysfs::affinity(0).unwrap(), vec![last]);
+                cpu_budget()
+            })
+            .join()
+            .unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(inherited, process);
     }
 }
