@@ -1562,8 +1562,9 @@ fn datagram_readiness_waits_and_try_operations_never_wait() {
 /// datagram socket shut for reading with `EAGAIN`, and the `WouldBlock`
 /// cleared the readiness the shutdown raised, so the receive waited for
 /// an event that never came. The same for `recv_from`, `try_recv` and
-/// `readable` after it; a datagram queued before the shutdown is still
-/// received first.
+/// `readable` after it, and for a waiting receive after a `try_recv`
+/// (whose own `WouldBlock` cleared the readiness); a datagram queued
+/// before the shutdown is still received first.
 #[test]
 fn a_datagram_socket_shut_for_reading_ends_a_waiting_receive() {
     use wq::net::UnixDatagram;
@@ -1588,10 +1589,21 @@ fn a_datagram_socket_shut_for_reading_ends_a_waiting_receive() {
             let got = wq::time::timeout(limit, waiting_from).await;
             assert_eq!(got.expect("recv_from waited on").unwrap().unwrap(), 0);
             assert_eq!(a.try_recv(&mut [0; 8]).unwrap(), 0);
+            assert_eq!(a.try_recv_from(&mut [0; 8]).unwrap().0, 0);
             wq::time::timeout(limit, a.readable())
                 .await
                 .expect("readable waited on")
                 .unwrap();
+            // The `try_` receives' own `WouldBlock` cleared the readiness
+            // the shutdown raised: a waiting receive after them waited for
+            // ever.
+            let got = wq::time::timeout(limit, a.recv(&mut [0; 8])).await;
+            assert_eq!(got.expect("recv after try_recv waited on").unwrap(), 0);
+            let got = wq::time::timeout(limit, a.recv_from(&mut [0; 8])).await;
+            assert_eq!(
+                got.expect("recv_from after try_recv waited on").unwrap().0,
+                0
+            );
 
             // Queued before the shutdown: received, then 0.
             let (c, d) = UnixDatagram::pair().unwrap();

@@ -375,17 +375,23 @@ impl<S: mio::event::Source> Datagram<S> {
     pub(crate) fn try_recv_with<R>(
         &self,
         f: impl FnOnce(&S) -> io::Result<R>,
-        at_shut: impl FnOnce() -> io::Result<R>,
+        at_shut: impl Fn() -> io::Result<R>,
     ) -> io::Result<R> {
+        let shut = |e: &io::Error| {
+            e.kind() == io::ErrorKind::WouldBlock && self.read_shut.load(Ordering::SeqCst)
+        };
+        // Its own `WouldBlock` once shut is mapped inside `try_io`, as a
+        // waiting receive's is (`receive`): left to `try_io`, it cleared
+        // the readiness the shutdown's event raised, and a waiting receive
+        // after it waited for an event that never comes.
+        let f = |s: &S| match f(s) {
+            Err(e) if shut(&e) => at_shut(),
+            r => r,
+        };
         match self.io.try_io(Direction::Read, f) {
-            // Its own `WouldBlock`, or not ready (the readiness cleared by
-            // an earlier receive): once shut, the end either way.
-            Err(e)
-                if e.kind() == io::ErrorKind::WouldBlock
-                    && self.read_shut.load(Ordering::SeqCst) =>
-            {
-                at_shut()
-            }
+            // Not ready (the readiness cleared by an earlier receive,
+            // before the shutdown): once shut, the end.
+            Err(e) if shut(&e) => at_shut(),
             r => r,
         }
     }
