@@ -5,6 +5,7 @@ use std::io;
 use std::net::Shutdown;
 use std::os::unix::net::SocketAddr;
 use std::path::Path;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
 
 use crate::driver::registration::{Datagram, PollIo};
@@ -119,6 +120,8 @@ impl UnixDatagram {
         driver: crate::driver::Handle,
         socket: mio::net::UnixDatagram,
     ) -> io::Result<UnixDatagram> {
+        // Best effort: `shut` needs it, maybe when no descriptor is left.
+        let _ = unnamed();
         Ok(UnixDatagram {
             sock: Datagram::new(PollIo::new(driver, socket)?),
             send_wait: Default::default(),
@@ -291,8 +294,18 @@ super::datagram::datagram_methods!(UnixDatagram);
 /// reading and has nothing queued, as the blocking call: 0 bytes from an
 /// unnamed address (`Datagram`'s docs, "Shut for reading").
 fn shut() -> io::Result<(usize, SocketAddr)> {
-    // An unbound socket's own address is the unnamed one (std makes no
-    // other way to build it).
-    let unnamed = std::os::unix::net::UnixDatagram::unbound()?.local_addr()?;
-    Ok((0, unnamed))
+    Ok((0, unnamed()?))
+}
+
+/// The unnamed address. std makes no way to build it but an unbound
+/// socket's own address, so it is made once per process, when the first
+/// socket is registered (a process out of descriptors when it shuts a
+/// socket down, or later, still gets it), and kept.
+fn unnamed() -> io::Result<SocketAddr> {
+    static UNNAMED: OnceLock<SocketAddr> = OnceLock::new();
+    if let Some(addr) = UNNAMED.get() {
+        return Ok(addr.clone());
+    }
+    let addr = std::os::unix::net::UnixDatagram::unbound()?.local_addr()?;
+    Ok(UNNAMED.get_or_init(|| addr).clone())
 }
