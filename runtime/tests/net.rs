@@ -683,6 +683,64 @@ fn a_unix_connect_to_a_full_listener_waits_for_room() {
     });
 }
 
+/// A Unix connect backing off from a full queue times its pauses on the
+/// socket's own driver: polled from a thread in no runtime, it panicked
+/// ("outside a wq runtime"); and once that runtime has shut down, it ends
+/// with an error instead of a panic.
+#[test]
+fn a_unix_connect_backing_off_needs_no_runtime_on_the_polling_thread() {
+    within_watchdog("unix connect off-runtime", LIMIT, || {
+        let dir = fresh_dir("unix-full-off");
+        let full = |name: &str| {
+            let path = dir.join(name);
+            let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+            // SAFETY: listen(2) on the listener's own descriptor.
+            assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 0) }, 0);
+            (path, l)
+        };
+        let rt = rt();
+        // A connect future polled once under the runtime, left backing off
+        // from a full queue (filled by connects that complete without an
+        // accept, until one waits).
+        let waiting = |path: std::path::PathBuf| {
+            let mut held = Vec::new();
+            rt.block_on(async {
+                while let Ok(s) =
+                    wq::time::timeout(Duration::from_millis(200), UnixStream::connect(&path)).await
+                {
+                    held.push(s.unwrap());
+                    assert!(held.len() < 64, "the queue never filled");
+                }
+            });
+            let _enter = rt.enter();
+            let mut connect = Box::pin(UnixStream::connect(path));
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(std::future::Future::poll(connect.as_mut(), &mut cx).is_pending());
+            (connect, held)
+        };
+        let (path, l) = full("a");
+        let (connect, held) = waiting(path);
+        let queued = held.len() + 1;
+        let accepter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            for _ in 0..queued {
+                l.accept().unwrap();
+            }
+        });
+        assert!(wq::Handle::try_current().is_none());
+        futures::executor::block_on(connect).expect("connected once room was made");
+        drop(held);
+        accepter.join().unwrap();
+
+        let (path, _l) = full("b");
+        let (connect, _held) = waiting(path);
+        drop(rt);
+        let err = futures::executor::block_on(connect).expect_err("connected to a full queue");
+        assert!(err.to_string().contains("shut down"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
 /// Writes 1 KiB (in two slices if `vectored`) until a write fails.
 async fn write_until_error(
     s: &mut (impl futures::AsyncWrite + Unpin),

@@ -161,7 +161,12 @@ impl UnixStream {
         let sock = loop {
             match mio::net::UnixStream::connect(path) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    crate::time::sleep(pause).await;
+                    // On the socket's own driver: the polling thread may
+                    // be in another runtime, or none.
+                    let mut wait = crate::time::sleep_on(driver.clone(), pause);
+                    std::future::poll_fn(|cx| wait.poll_unless_shut_down(cx))
+                        .await
+                        .map_err(|_| crate::driver::scheduled_io::shutdown_error())?;
                     pause = (pause * 2).min(std::time::Duration::from_millis(50));
                 }
                 r => break r?,

@@ -178,15 +178,18 @@ impl UnixDatagram {
     ) -> Poll<io::Result<usize>> {
         let driver = self.sock.driver();
         loop {
-            // The runtime's shutdown fires the timer, which must not be
-            // polled again (it would panic), and no send is made after it.
+            // No send is made after the runtime's shutdown.
             if driver.is_shutdown() {
                 wait.sleep = None;
                 return Poll::Ready(Err(crate::driver::scheduled_io::shutdown_error()));
             }
             if let Some(sleep) = &mut wait.sleep {
-                std::task::ready!(std::pin::Pin::new(sleep).poll(cx));
+                // A shutdown after the check above ends the timer too.
+                let waited = std::task::ready!(sleep.poll_unless_shut_down(cx));
                 wait.sleep = None;
+                if waited.is_err() {
+                    return Poll::Ready(Err(crate::driver::scheduled_io::shutdown_error()));
+                }
             }
             // An operation of the task's budget, as every socket's
             // (`coop`): a loop of sends that succeed yields in time.

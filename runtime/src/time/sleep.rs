@@ -228,23 +228,44 @@ impl Future for Sleep {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match std::task::ready!(self.get_mut().poll_unless_shut_down(cx)) {
+            Ok(()) => Poll::Ready(()),
+            Err(ShutDown) => panic!(
+                "wq::time::Sleep polled after its runtime shut down: its deadline can never be reached; keep the runtime alive while timers are awaited"
+            ),
+        }
+    }
+}
+
+/// A [`Sleep`] polled after its runtime's driver shut down, with its
+/// deadline still ahead: it can never fire.
+#[derive(Debug)]
+pub(crate) struct ShutDown;
+
+impl Sleep {
+    /// [`Future::poll`], with its runtime's shutdown (the deadline still
+    /// ahead) an error rather than a panic: for wq's own waits (a socket's
+    /// back-off), which end with an I/O error then, as the socket's
+    /// operations do.
+    pub(crate) fn poll_unless_shut_down(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), ShutDown>> {
         // An operation of the task's budget (`coop`): a loop over sleeps
         // already due yields its worker every 128.
         std::task::ready!(crate::coop::poll_proceed(cx));
-        let done = self.get_mut().poll_deadline(cx);
+        let done = self.poll_deadline(cx);
         if done.is_ready() {
             crate::coop::spend();
         }
         done
     }
-}
 
-impl Sleep {
-    /// [`Future::poll`] without the budget.
-    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    /// [`Sleep::poll_unless_shut_down`] without the budget.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ShutDown>> {
         let this = self;
         if this.fired {
-            return Poll::Ready(());
+            return Poll::Ready(Ok(()));
         }
         // The wheel fires by the time of the driver's last turn, which may
         // be well behind the clock (this task may have run since): a
@@ -253,7 +274,7 @@ impl Sleep {
         if Instant::now() >= this.deadline {
             this.fired = true;
             this.disarm();
-            return Poll::Ready(());
+            return Poll::Ready(Ok(()));
         }
         let tick = this.tick;
         let key = this.key;
@@ -286,13 +307,11 @@ impl Sleep {
         drop(replaced);
         this.key = key;
         if shut_down && Instant::now() < this.deadline {
-            panic!(
-                "wq::time::Sleep polled after its runtime shut down: its deadline can never be reached; keep the runtime alive while timers are awaited"
-            );
+            return Poll::Ready(Err(ShutDown));
         }
         if fired {
             this.fired = true;
-            Poll::Ready(())
+            Poll::Ready(Ok(()))
         } else {
             Poll::Pending
         }
