@@ -168,9 +168,6 @@ impl Services {
         let Some(lent) = self.driver.get() else {
             return false;
         };
-        if lent.handle.is_shutdown() {
-            return false;
-        }
         let d = match lent.driver.try_lock() {
             Ok(d) => d,
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
@@ -197,6 +194,15 @@ impl Services {
                 }
             }
         };
+        // Read with the lock held: the shutdown's eventfd write, which
+        // ends the turn's wait, may have been taken by the turn that held
+        // the driver before, so a turn started after the request would
+        // wait its whole time (a minute, in `block_on`) and hold up the
+        // shutdown, which takes this lock. Either the flag is seen here,
+        // or it is set after, and its write wakes this turn.
+        if lent.handle.is_shutdown() {
+            return false;
+        }
         // Relaxed: a hint (see `driver_unattended`); an attend orders its
         // read with fences (`attend`).
         lent.turning.store(kind as u8, Ordering::Relaxed);
@@ -300,4 +306,31 @@ pub(crate) fn current_driver(what: &str) -> io::Result<driver::Handle> {
         Some(s) => s.services.driver(s).cloned(),
         None => super::context::outside(what),
     })
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::Turn;
+
+    /// A turn that takes the driver after the shutdown was asked for,
+    /// whose eventfd write an earlier turn took, does not wait in it: it
+    /// waited its whole time (a minute, for `block_on`), holding up the
+    /// shutdown.
+    #[test]
+    fn no_turn_starts_after_the_shutdown_was_asked_for() {
+        let rt = crate::Runtime::new().unwrap();
+        let scheduler = &rt.handle().scheduler;
+        let services = &scheduler.services;
+        let handle = services.driver(scheduler).unwrap().clone();
+        handle.shutdown();
+        // The earlier turn: it takes the shutdown's wakeup.
+        let lent = services.driver.get().unwrap();
+        crate::loom::lock(&lent.driver).turn(Some(std::time::Duration::ZERO));
+        let mut waited = false;
+        let turned = services.turn_driver(Turn::Park, &mut |_| waited = true);
+        assert!(
+            !turned && !waited,
+            "a turn started after the shutdown was asked for"
+        );
+    }
 }
