@@ -40,11 +40,16 @@ impl Concurrency {
 /// One `system` pool of at most `max_workers` workers on two made-up
 /// CPUs, with the CPU-hog watchdog at 10 ms.
 fn hog_runtime(max_workers: usize) -> Runtime {
+    hog_runtime_named(max_workers, "wq")
+}
+
+fn hog_runtime_named(max_workers: usize, thread_name: &str) -> Runtime {
     Runtime::builder()
         .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
         .default_scope(Scope::System)
         .max_workers_per_pool(max_workers)
         .cpu_hog_threshold(Duration::from_millis(10))
+        .thread_name(thread_name)
         .build()
         .unwrap()
 }
@@ -840,8 +845,20 @@ fn a_shut_down_runtime_drops_waiting_items_and_refuses_new_ones() {
 
 #[test]
 fn a_poll_blocking_its_worker_gets_a_replacement_and_is_not_a_cpu_hog() {
-    within(60, || {
-        let rt = hog_runtime(1);
+    a_blocking_poll_is_not_a_cpu_hog("wq");
+}
+
+/// The same with workers whose names the OS cuts (at 15 bytes) inside a
+/// character: their `/proc` stat is not UTF-8, the watchdog could not read
+/// it, and every long poll counted as on its CPU -- a blocked one a hog.
+#[test]
+fn a_blocking_poll_is_not_a_cpu_hog_whatever_the_thread_name() {
+    a_blocking_poll_is_not_a_cpu_hog("αβγδεζηθ");
+}
+
+fn a_blocking_poll_is_not_a_cpu_hog(thread_name: &'static str) {
+    within(60, move || {
+        let rt = hog_runtime_named(1, thread_name);
         let (tx, rx) = mpsc::channel::<()>();
         // A synchronous wait inside a poll, without block_in_place, on a
         // named queue (which counts the wakeup too).

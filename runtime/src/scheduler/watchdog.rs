@@ -97,16 +97,23 @@ impl SchedStat {
         let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
         let mut f = text.split_whitespace().map(|v| v.parse::<u64>().ok());
         let (on_cpu, run_queue) = (f.next()??, f.next()??);
-        // `pid (comm) S ...`: the state follows the last ')' (a thread's
-        // name may hold one).
-        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
-        let state = stat[stat.rfind(')')? + 1..].trim_start().chars().next()?;
+        // Bytes, not text: the thread's name is printed as it is, and the
+        // OS cut it at 15 bytes, maybe inside a character.
+        let stat = std::fs::read(format!("/proc/self/task/{tid}/stat")).ok()?;
         Some(SchedStat {
             on_cpu,
             run_queue,
-            runnable: state == 'R',
+            runnable: state_of(&stat)? == b'R',
         })
     }
+}
+
+/// The state in a `/proc/<pid>/task/<tid>/stat` line, `pid (comm) S ...`:
+/// the first character after the last ')' (the name may hold one, and
+/// need not be UTF-8).
+fn state_of(stat: &[u8]) -> Option<u8> {
+    let after = &stat[stat.iter().rposition(|&b| b == b')')? + 1..];
+    after.iter().copied().find(|b| !b.is_ascii_whitespace())
 }
 
 /// What a long poll was doing since its sample.
@@ -399,6 +406,16 @@ impl Watchdog {
 mod tests {
     use super::*;
     use crate::{Runtime, Scope, Topology};
+
+    #[test]
+    fn the_state_is_read_after_the_names_last_parenthesis_in_any_bytes() {
+        assert_eq!(state_of(b"12 (wq-0.1) R 1 2 3"), Some(b'R'));
+        assert_eq!(state_of(b"12 (a) b) (c)) S 1"), Some(b'S'));
+        // A name cut inside a two-byte character.
+        assert_eq!(state_of(b"12 (\xce\xb1\xce\xb2\xce) D 1"), Some(b'D'));
+        assert_eq!(state_of(b"12 (no end"), None);
+        assert_eq!(state_of(b"12 (x)  "), None);
+    }
 
     /// A long threshold does not slow the watchdog's ticks past
     /// `IDLE_TICK`: they also turn the I/O driver for busy pools (an hour's
