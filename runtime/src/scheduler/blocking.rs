@@ -294,10 +294,8 @@ impl BlockingPool {
     fn remove_aborted(&self, cell: &JobCell) {
         let removed = {
             let mut s = crate::loom::lock(&self.state);
-            let at = s
-                .queue
-                .iter()
-                .position(|(_, c)| std::ptr::eq(Arc::as_ptr(c), cell));
+            let at =
+                super::position_from_ends(&s.queue, |(_, c)| std::ptr::eq(Arc::as_ptr(c), cell));
             at.and_then(|at| s.queue.remove(at))
         };
         drop(removed);

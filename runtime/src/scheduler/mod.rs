@@ -807,6 +807,32 @@ fn raise_priority() {
     }
 }
 
+/// The index of an entry of `queue` matching `found`, looked for from both
+/// ends at once: an aborted entry taken out of a FIFO queue (a queued
+/// blocking job, an item on an inactive list) is found in a step or two
+/// whether the aborts come oldest first (a `Vec` of handles) or newest
+/// first (a `JoinSet`'s), where a search from the front made the newest
+/// first bulk abort of N entries N²/2 steps under the queue's lock.
+pub(crate) fn position_from_ends<T>(
+    queue: &std::collections::VecDeque<T>,
+    mut found: impl FnMut(&T) -> bool,
+) -> Option<usize> {
+    let (mut front, mut back) = (0, queue.len());
+    while front < back {
+        if found(&queue[front]) {
+            return Some(front);
+        }
+        front += 1;
+        if front < back {
+            back -= 1;
+            if found(&queue[back]) {
+                return Some(back);
+            }
+        }
+    }
+    None
+}
+
 /// Snapshots that went on without a queue being dropped (after a second
 /// of waiting for it): a test hook.
 #[cfg(test)]
@@ -820,6 +846,46 @@ mod tests {
 
     use super::SNAPSHOTS_GAVE_UP;
     use crate::{Runtime, Scope, Topology, Workqueue};
+
+    /// Every entry is found, each once; removed in either order, oldest or
+    /// newest first, each takes at most two looks.
+    #[test]
+    fn an_entry_is_found_from_either_end_in_two_looks() {
+        use std::collections::VecDeque;
+        for n in 0..6 {
+            let q: VecDeque<usize> = (0..n).collect();
+            for want in 0..n {
+                assert_eq!(super::position_from_ends(&q, |&x| x == want), Some(want));
+            }
+            assert_eq!(super::position_from_ends(&q, |&x| x == n), None);
+            let mut looks = 0;
+            assert_eq!(
+                super::position_from_ends(&q, |_| {
+                    looks += 1;
+                    false
+                }),
+                None
+            );
+            assert_eq!(looks, n, "each entry looked at once");
+        }
+        for newest_first in [false, true] {
+            let mut q: VecDeque<usize> = (0..1000).collect();
+            let mut looks = 0;
+            let order: Vec<usize> = if newest_first {
+                (0..1000).rev().collect()
+            } else {
+                (0..1000).collect()
+            };
+            for want in order {
+                let at = super::position_from_ends(&q, |&x| {
+                    looks += 1;
+                    x == want
+                });
+                q.remove(at.unwrap());
+            }
+            assert!(looks <= 2 * 1000, "{looks} looks for 1000 removals");
+        }
+    }
 
     /// A non-strict `cache_shard` pool's threads are bound to its cache,
     /// a strict one's to its shard, and `cpu`, `smt` and `cache` pools'

@@ -90,7 +90,7 @@ impl<T: Waiting> InactiveList<T> {
     /// (module docs): it is then on one of the two.
     pub(crate) fn remove(&self, id: *const ()) -> Option<T> {
         let mut l = lock(&self.lists);
-        if let Some(i) = l.waiting.iter().position(|t| t.is(id)) {
+        if let Some(i) = crate::scheduler::position_from_ends(&l.waiting, |t| t.is(id)) {
             let item = l.waiting.remove(i);
             self.len.store(l.waiting.len(), Ordering::SeqCst);
             return item;
