@@ -235,13 +235,17 @@ impl DashboardHandle {
     }
 
     /// Connections closed at once because [`MAX_CONNECTIONS`] were open
-    /// and none had been idle for [`EVICT_IDLE`].
+    /// and none could be evicted: none had been idle for [`EVICT_IDLE`]
+    /// nor had a response in flight for [`EVICT_SLOW`], or twice the limit
+    /// were still counted (closed ones whose tasks were not yet dropped).
     pub fn refused_connections(&self) -> u64 {
         self.shared.refused.load(Ordering::Relaxed)
     }
 
-    /// Idle connections closed to make room for a new one at
-    /// [`MAX_CONNECTIONS`].
+    /// Connections closed to make room for a new one at
+    /// [`MAX_CONNECTIONS`]: the one idle longest (at least [`EVICT_IDLE`]),
+    /// else the one whose response has been in flight longest (at least
+    /// [`EVICT_SLOW`]: a reader too slow to finish it).
     pub fn evicted_connections(&self) -> u64 {
         self.shared.evicted.load(Ordering::Relaxed)
     }
@@ -555,13 +559,17 @@ impl Shared {
     fn history_body(&self, since: Option<u64>) -> Result<Bytes, serde_json::Error> {
         // The whole feed is rendered once per point (`whole_history`; the
         // sampler adds points meanwhile: a body is cached under the
-        // `next_seq` it holds).
-        let mut whole = since
-            .is_none()
-            .then(|| crate::loom::lock(&self.whole_history));
-        let (pools, points, next_seq) = {
+        // `next_seq` it holds), and served for every request it answers:
+        // one without `since`, or with a `since` older than the oldest
+        // point kept (`?since=0` rendered a copy of the whole feed per
+        // request, which 64 slow readers each held). Only the dashboard's
+        // thread takes this lock.
+        let mut whole = crate::loom::lock(&self.whole_history);
+        let (pools, points, next_seq, all) = {
             let h = crate::loom::lock(&self.history);
-            if let Some(Some((seq, body))) = whole.as_deref()
+            let all = since.is_none_or(|since| h.points.front().is_none_or(|p| p.seq > since));
+            if all
+                && let Some((seq, body)) = whole.as_ref()
                 && *seq == h.next_seq
             {
                 return Ok(body.clone());
@@ -572,7 +580,7 @@ impl Shared {
                 .filter(|p| since.is_none_or(|since| p.seq > since))
                 .cloned()
                 .collect();
-            (h.pools.clone(), points, h.next_seq)
+            (h.pools.clone(), points, h.next_seq, all)
         };
         let feed = Feed {
             thread_name: &self.handle.scheduler.config.thread_name,
@@ -590,8 +598,8 @@ impl Shared {
             instance: self.instance,
         };
         let body = Bytes::from(serde_json::to_vec(&feed)?);
-        if let Some(cache) = whole.as_deref_mut() {
-            *cache = Some((next_seq, body.clone()));
+        if all {
+            *whole = Some((next_seq, body.clone()));
         }
         Ok(body)
     }
@@ -1085,7 +1093,6 @@ fn unavailable() -> Reply {
     )
 }
 
-/// `key=<u64>` from a query string.
 /// Whether a request's `Host` names this machine: `localhost`, a loopback
 /// address, or none (HTTP/1.0). A web page whose own host name was made to
 /// resolve to 127.0.0.1 (DNS rebinding) sends its own name, and is refused.
@@ -1097,8 +1104,20 @@ fn local_host(host: Option<&HeaderValue>) -> bool {
         return false;
     };
     let name = match host.strip_prefix('[') {
-        // `[::1]:8089`
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        // `[::1]:8089`: an IPv6 address, then nothing or a port.
+        Some(v6) => {
+            let Some((address, rest)) = v6.split_once(']') else {
+                return false;
+            };
+            let port = rest.is_empty()
+                || rest
+                    .strip_prefix(':')
+                    .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()));
+            if !port || address.parse::<std::net::Ipv6Addr>().is_err() {
+                return false;
+            }
+            address
+        }
         None => host.rsplit_once(':').map_or(host, |(h, _)| h),
     };
     // `localhost.` is the same name, fully qualified; `::ffff:127.0.0.1`
@@ -1110,6 +1129,7 @@ fn local_host(host: Option<&HeaderValue>) -> bool {
             .is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
+/// `key=<u64>` from a query string.
 fn query_u64(query: Option<&str>, key: &str) -> Result<Option<u64>, String> {
     let Some((_, v)) = query
         .into_iter()
@@ -1239,8 +1259,35 @@ mod tests {
             .windows(2)
             .any(|w| w[0].as_ptr() == w[1].as_ptr());
         assert!(same, "rendered anew for each request");
-        let since = shared.history_body(Some(0)).unwrap();
+        // Rendered in full at the first point kept, at once after its
+        // first point (the sampler takes one at its start).
+        let first = {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if let Some(p) = crate::loom::lock(&shared.history).points.front() {
+                    break p.seq;
+                }
+                assert!(Instant::now() < deadline, "no first point");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        let since = shared.history_body(Some(first)).unwrap();
         assert_ne!(since.as_ptr(), shared.history_body(None).unwrap().as_ptr());
+        // A `since` older than every point kept asks for the whole feed,
+        // and shares its body (it rendered a copy per request).
+        crate::loom::lock(&shared.history)
+            .points
+            .front_mut()
+            .unwrap()
+            .seq = first + 1;
+        let same = (0..3)
+            .map(|_| {
+                let whole = shared.history_body(None).unwrap();
+                let old = shared.history_body(Some(first)).unwrap();
+                whole.as_ptr() == old.as_ptr()
+            })
+            .any(|same| same);
+        assert!(same, "an old `since` rendered the whole feed anew");
         // A new point: rendered anew, with it.
         let before = shared.history_body(None).unwrap();
         let seq = crate::loom::lock(&shared.history).next_seq;
@@ -1380,6 +1427,13 @@ mod tests {
             "[fe80::1]:1",
             "[::ffff:10.0.0.1]:8089",
             "localhost..",
+            // Only a port may follow the brackets, which hold IPv6.
+            "[::1]evil.example",
+            "[::1]:80evil",
+            "[::1]x:80",
+            "[127.0.0.1]",
+            "[localhost]:80",
+            "[::1",
         ] {
             assert!(!h(no), "{no}");
         }
