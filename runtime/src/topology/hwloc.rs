@@ -130,7 +130,7 @@ pub(super) fn synthetic(desc: &str) -> Result<Topology, TopologyError> {
         Some(n) if n > super::MAX_CPUS => {
             return Err(super::too_many_cpus(
                 &format!("synthetic topology {desc:?}"),
-                n,
+                Some(n),
             ));
         }
         Some(_) => super::synthetic::check_for_hwloc(desc)?,

@@ -380,7 +380,7 @@ impl Topology {
     ) -> Result<Topology, TopologyError> {
         check_shard_size(shard_size)?;
         if cpus.len() > MAX_CPUS {
-            return Err(too_many_cpus(&source, cpus.len()));
+            return Err(too_many_cpus(&source, Some(cpus.len())));
         }
         if let Some(c) = cpus.iter().find(|c| c.os_index >= MAX_CPUS * 8) {
             return Err(TopologyError::new(
@@ -553,11 +553,17 @@ pub(crate) fn as_found(mut cpus: Vec<CpuInfo>, source: &str) -> Vec<CpuInfo> {
 }
 
 /// The error for a description of `n` CPUs, over [`MAX_CPUS`].
-pub(crate) fn too_many_cpus(source: &str, n: usize) -> TopologyError {
+/// `n` CPUs, or `None` for more than a `usize` counts (a synthetic
+/// description's count, or product of counts, that overflows).
+pub(crate) fn too_many_cpus(source: &str, n: Option<usize>) -> TopologyError {
+    let n = match n {
+        Some(n) => format!("{n} CPUs is"),
+        None => "more CPUs than a 64-bit number counts is".to_string(),
+    };
     TopologyError::new(
         TopologyErrorKind::TooManyCpus,
         format!(
-            "{source}: {n} CPUs is more than wq supports ({MAX_CPUS}, the largest \
+            "{source}: {n} more than wq supports ({MAX_CPUS}, the largest \
              CONFIG_NR_CPUS Linux distributions build): describe fewer (a synthetic \
              description multiplies its counts: pack:2 core:64 pu:2 is 256 CPUs)"
         ),

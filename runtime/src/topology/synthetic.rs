@@ -177,12 +177,8 @@ pub(super) fn check_for_hwloc(desc: &str) -> Result<(), TopologyError> {
         let Some((name, _)) = token.split_once(':') else {
             continue;
         };
-        let Some(rank) = Level::parse(name)
-            .filter(|l| *l != Level::Die)
-            .and_then(Level::rank)
-        else {
-            // A type only hwloc names, an unranked one, or a die (a
-            // package-wide L3 may span dies: "pack:1 l3:1 die:2").
+        let Some(rank) = Level::parse(name).and_then(Level::rank) else {
+            // A type only hwloc names, or an unranked one.
             continue;
         };
         if last_rank.is_some_and(|last| rank <= last) {
@@ -208,6 +204,18 @@ fn strtoul(s: &str) -> Option<usize> {
     }
 }
 
+/// Whether `s` is a number as [`strtoul`] reads one, too big for it.
+fn overflows(s: &str) -> bool {
+    let (digits, radix) = if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        (hex, 16)
+    } else if s.len() > 1 && s.starts_with('0') {
+        (&s[1..], 8)
+    } else {
+        (s, 10)
+    };
+    !digits.is_empty() && digits.chars().all(|c| c.is_digit(radix)) && strtoul(s).is_none()
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Level {
     Package,
@@ -221,15 +229,20 @@ enum Level {
 }
 
 impl Level {
+    /// A level's type as hwloc reads it (`hwloc_type_sscanf`): its name
+    /// or any start of it of two letters or more, in any case ("pa",
+    /// "co", "nu"), so a description means the same machine with or
+    /// without the feature, and is checked the same.
     fn parse(name: &str) -> Option<Level> {
         let name = name.to_ascii_lowercase();
+        let names = |full: &str| name.len() >= 2 && full.starts_with(name.as_str());
         Some(match name.as_str() {
-            "pack" | "package" | "socket" => Level::Package,
-            "die" => Level::Die,
-            "group" => Level::Group,
-            "numa" | "node" | "numanode" => Level::Numa,
-            "core" => Level::Core,
-            "pu" => Level::Pu,
+            _ if names("package") || names("socket") => Level::Package,
+            _ if names("die") => Level::Die,
+            _ if names("group") => Level::Group,
+            _ if names("numanode") || names("node") => Level::Numa,
+            _ if names("core") => Level::Core,
+            _ if names("pu") => Level::Pu,
             _ => {
                 let rest = name.strip_prefix('l')?;
                 let level = rest.chars().next()?.to_digit(10)?;
@@ -244,16 +257,16 @@ impl Level {
         })
     }
 
-    /// Nesting rank: a level's rank must exceed the ranks before it. Groups
-    /// and NUMA nodes may sit anywhere above the core.
+    /// Nesting rank: a level's rank must exceed the ranks before it.
+    /// Groups, NUMA nodes and dies may sit anywhere above the core (a
+    /// package-wide L3 may span dies: "pack:1 l3:1 die:2").
     fn rank(self) -> Option<u8> {
         match self {
             Level::Package => Some(0),
-            Level::Die => Some(1),
             Level::Cache(level) => Some(2 + (5 - level)),
             Level::Core => Some(8),
             Level::Pu => Some(9),
-            Level::Group | Level::Numa => None,
+            Level::Group | Level::Numa | Level::Die => None,
         }
     }
 }
@@ -305,6 +318,8 @@ pub(super) fn describe(desc: &str) -> Result<Vec<CpuInfo>, TopologyError> {
                         "level {token:?} has attributes in parentheses or memory children in brackets, which only hwloc reads (build wq with its `hwloc` feature, on by default)"
                     ),
                 )
+            } else if overflows(count) {
+                super::too_many_cpus(&format!("synthetic topology {desc:?}"), None)
             } else {
                 invalid(desc, &format!("count {count:?} is not a positive number"))
             }
@@ -342,10 +357,7 @@ pub(super) fn describe(desc: &str) -> Result<Vec<CpuInfo>, TopologyError> {
             acc.checked_mul(*n).filter(|&t| t <= MAX_PUS)
         })
         .ok_or_else(|| {
-            super::too_many_cpus(
-                &format!("synthetic topology {desc:?}"),
-                pus_named(desc).unwrap_or(usize::MAX),
-            )
+            super::too_many_cpus(&format!("synthetic topology {desc:?}"), pus_named(desc))
         })?;
 
     // PUs below each level: the object index of level i for PU p is

@@ -437,6 +437,43 @@ fn malformed_synthetic_strings_quote_the_input_and_an_example() {
     }
 }
 
+/// hwloc reads a level's type from any start of its name of two letters
+/// or more ("pa", "co", "no"); so does the parser here (the same machine
+/// with or without the feature), and a die may sit inside an L3 in both.
+#[test]
+fn fallback_parser_reads_types_as_hwloc_does() {
+    let cpus = |desc: &str| synthetic::describe(desc).unwrap_or_else(|e| panic!("{desc}: {e}"));
+    assert_eq!(cpus("pa:2 co:2 pu:1"), cpus("pack:2 core:2 pu:1"));
+    assert_eq!(cpus("SO:2 no:2 CORE:2"), cpus("package:2 numa:2 core:2"));
+    assert_eq!(
+        cpus("pac:2 gr:1 di:1 cor:2 pu:2"),
+        cpus("pack:2 core:2 pu:2")
+    );
+    assert_eq!(cpus("pack:1 l3:1 die:2 core:2 pu:1").len(), 4);
+}
+
+/// A count too big for a number, or counts whose product is, is too many
+/// CPUs (it said "not a positive number", and "18446744073709551615
+/// CPUs").
+#[test]
+fn counts_past_a_number_are_too_many_cpus() {
+    for desc in [
+        "core:99999999999999999999",
+        "core:0x100000000000000000",
+        "pack:4294967296 core:4294967296 pu:2",
+    ] {
+        for err in [
+            synthetic::describe(desc).unwrap_err(),
+            Topology::synthetic(desc).unwrap_err(),
+        ] {
+            assert_eq!(err.kind(), TopologyErrorKind::TooManyCpus, "{desc}: {err}");
+            let msg = err.to_string();
+            assert!(!msg.contains("18446744073709551615"), "{msg}");
+            assert!(msg.contains("more than wq supports"), "{msg}");
+        }
+    }
+}
+
 #[test]
 fn fallback_parser_rejects_what_it_cannot_read() {
     let cases = [
@@ -446,6 +483,9 @@ fn fallback_parser_rejects_what_it_cannot_read() {
         ("l7:2 pu:1", "unknown level type \"l7\""),
         ("pu:2 core:2", "pu must be the last level"),
         ("core:2 pack:2", "\"pack\" cannot sit inside"),
+        ("co:2 pa:2 pu:1", "\"pa\" cannot sit inside"),
+        ("l3:2 pa:2 co:2 pu:1", "\"pa\" cannot sit inside"),
+        ("p:2 pu:1", "unknown level type \"p\""),
         ("l2:2 l3:2 pu:1", "\"l3\" cannot sit inside"),
         ("core:2 numa:2 pu:1", "cannot sit inside a core"),
         ("numa:2 numa:2 pu:1", "numa appears twice"),
@@ -1006,7 +1046,13 @@ mod with_hwloc {
             assert_eq!(err.kind(), TopologyErrorKind::InvalidSynthetic, "{desc}");
             assert!(err.to_string().contains("the indexes of"), "{err}");
         }
-        for desc in ["core:2 pack:2 pu:1", "l3:2 l3:2 pu:1", "l2:2 l3:2 pu:1"] {
+        for desc in [
+            "core:2 pack:2 pu:1",
+            "l3:2 l3:2 pu:1",
+            "l2:2 l3:2 pu:1",
+            "co:2 pa:2 pu:1",
+            "l3:2 pa:2 co:2 pu:1",
+        ] {
             let err = Topology::synthetic(desc).unwrap_err();
             assert_eq!(err.kind(), TopologyErrorKind::InvalidSynthetic, "{desc}");
             assert!(err.to_string().contains("cannot sit inside"), "{err}");
