@@ -1280,13 +1280,11 @@ mod tests {
             .front_mut()
             .unwrap()
             .seq = first + 1;
-        let same = (0..3)
-            .map(|_| {
-                let whole = shared.history_body(None).unwrap();
-                let old = shared.history_body(Some(first)).unwrap();
-                whole.as_ptr() == old.as_ptr()
-            })
-            .any(|same| same);
+        let same = (0..3).any(|_| {
+            let whole = shared.history_body(None).unwrap();
+            let old = shared.history_body(Some(first)).unwrap();
+            whole.as_ptr() == old.as_ptr()
+        });
         assert!(same, "an old `since` rendered the whole feed anew");
         // A new point: rendered anew, with it.
         let before = shared.history_body(None).unwrap();
