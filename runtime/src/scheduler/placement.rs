@@ -63,13 +63,38 @@ fn choose(
     current: impl FnOnce() -> Option<usize>,
     virtual_cpu: impl FnOnce() -> Option<usize>,
 ) -> Option<usize> {
-    let known = |cpu: usize| topology.pod_of(scope, cpu).map(|p| p.index());
-    match cpu {
-        Some(cpu) => known(cpu),
-        None => current()
-            .and_then(known)
-            .or_else(|| virtual_cpu().and_then(known)),
-    }
+    cpu.or_else(|| known_cpu(topology, scope, current, virtual_cpu))
+        .and_then(|cpu| topology.pod_of(scope, cpu))
+        .map(|p| p.index())
+}
+
+/// The CPU [`choose`] goes by when none is given: the calling thread's,
+/// else, if the topology does not know that one, the one a worker stands
+/// for; `None` if the topology knows neither.
+fn known_cpu(
+    topology: &Topology,
+    scope: Scope,
+    current: impl FnOnce() -> Option<usize>,
+    virtual_cpu: impl FnOnce() -> Option<usize>,
+) -> Option<usize> {
+    let known = |cpu: &usize| topology.pod_of(scope, *cpu).is_some();
+    current()
+        .filter(known)
+        .or_else(|| virtual_cpu().filter(known))
+}
+
+/// The CPU a spawn made now with no CPU given is placed by, kept for an
+/// item placed later, maybe by another thread (a named queue's item that
+/// waits for a slot): [`known_cpu`] for the calling thread, so it goes
+/// where it would have gone at once. (The thread's raw CPU, unknown to the
+/// topology, sent it round-robin.)
+pub(crate) fn placing_cpu(topology: &Topology, host: *const (), scope: Scope) -> Option<usize> {
+    known_cpu(
+        topology,
+        scope,
+        || current_cpu(topology, host, scope),
+        || current::virtual_cpu_of(host),
+    )
 }
 
 /// The CPU placement on `host`'s runtime uses for the calling thread (see
@@ -204,6 +229,11 @@ mod tests {
             choose(&t, Scope::Cpu, Some(3), || Some(1), || Some(2)),
             Some(3)
         );
+        // Kept for a later placement (an item waiting for a slot): the CPU
+        // it stands for, not the unknown one.
+        assert_eq!(known_cpu(&t, Scope::Cpu, unknown, || Some(2)), Some(2));
+        assert_eq!(known_cpu(&t, Scope::Cpu, || Some(1), || Some(2)), Some(1));
+        assert_eq!(known_cpu(&t, Scope::Cpu, unknown, || Some(77)), None);
     }
 
     /// Every pair measured, sorted: the rule `steal_order` walks groups

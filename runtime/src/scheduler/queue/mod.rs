@@ -1051,9 +1051,9 @@ impl QueueHandle {
             let (runnable, handle) = task::spawn_unreleased(link, color, stripe as u8, future);
             // The item waits and is released later, maybe by another
             // thread: it keeps the CPU it was submitted on for its
-            // placement.
+            // placement (one the topology knows, as a spawn now goes by).
             let cpu = cpu.or_else(|| {
-                placement::current_cpu(&scheduler.topology, scheduler.id(), queue.scope())
+                placement::placing_cpu(&scheduler.topology, scheduler.id(), queue.scope())
             });
             queue.counts.gate.wait(
                 stripe,
