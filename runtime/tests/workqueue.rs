@@ -691,6 +691,64 @@ fn threads_started_by_a_highpri_worker_run_at_the_process_priority() {
     });
 }
 
+/// The dashboard's thread, started from a high-priority item, runs at the
+/// process's priority, as the runtime's own threads do: it inherited the
+/// item's worker's nice -20 for life.
+#[cfg(feature = "dashboard")]
+#[test]
+fn a_dashboard_started_by_a_highpri_item_runs_at_the_process_priority() {
+    within(60, || {
+        // SAFETY: plain integers; the process's main thread's nice value.
+        let base = unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::getpid() as libc::id_t) };
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
+            .build()
+            .unwrap();
+        let high = Workqueue::builder("urgent-dashboard")
+            .highpri()
+            .build(rt.handle())
+            .unwrap();
+        let (hp, dashboard) = rt
+            .block_on(high.spawn(async {
+                // SAFETY: as above, for this thread.
+                let hp =
+                    unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
+                (hp, wq::dashboard::serve("127.0.0.1:0").unwrap())
+            }))
+            .unwrap();
+        if hp == base {
+            eprintln!("skipped: this process may not raise a thread's priority");
+            return;
+        }
+        // The dashboard's thread, by its name (set before it runs: its
+        // priority may still be changing, so look until it settles).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let nice = loop {
+            let nices: Vec<i32> = std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .filter_map(|t| {
+                    let t = t.ok()?;
+                    let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+                    let tid: libc::id_t = t.file_name().to_str()?.parse().ok()?;
+                    // SAFETY: plain integers; that thread's nice value.
+                    (comm.trim_end() == "wq-dashboard")
+                        .then(|| unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) })
+                })
+                .collect();
+            assert_eq!(nices.len(), 1, "one dashboard thread: {nices:?}");
+            if nices[0] == base || std::time::Instant::now() > deadline {
+                break nices[0];
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(
+            nice, base,
+            "the dashboard's thread started by a high-priority item"
+        );
+        drop(dashboard);
+    });
+}
+
 #[test]
 fn queues_with_the_same_attributes_share_pools() {
     let rt = runtime("pack:1 core:2 pu:1");

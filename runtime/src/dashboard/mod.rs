@@ -180,7 +180,7 @@ pub fn serve_on(
     let _enter = crate::scheduler::context::enter(handle.scheduler.clone());
     let listener = crate::net::TcpListener::from_std(std_listener)?;
     let timer = WqTimer::new();
-    let jobs = start_thread()?;
+    let jobs = start_thread(handle.scheduler.clone())?;
     let shared = Arc::new(Shared {
         handle: handle.clone(),
         jobs,
@@ -654,12 +654,20 @@ type Job = Box<dyn FnOnce() + Send>;
 pub const JOBS_MAX: usize = 64;
 
 /// Starts the dashboard's thread: it runs queued jobs until every sender
-/// is gone (the dashboard's shared state dropped).
-fn start_thread() -> io::Result<std::sync::mpsc::SyncSender<Job>> {
+/// is gone (the dashboard's shared state dropped). Like the runtime's own
+/// threads, it runs at the process's priority on every CPU, whatever its
+/// creator's (a high-priority worker's nice -20, a worker's one CPU).
+fn start_thread(
+    scheduler: Arc<crate::scheduler::Scheduler>,
+) -> io::Result<std::sync::mpsc::SyncSender<Job>> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(JOBS_MAX);
     std::thread::Builder::new()
         .name("wq-dashboard".into())
         .spawn(move || {
+            scheduler.bind_to_every_cpu();
+            scheduler.normal_priority();
+            // Not kept: the thread outlives the runtime when a handle does.
+            drop(scheduler);
             for job in rx {
                 // A panic in a render is that request's failure only (its
                 // reply sender is dropped: the request gets 503).
