@@ -481,6 +481,15 @@ impl Pool {
         self.notify();
     }
 
+    /// Sends a task a worker holds but will not run (its LIFO slot or
+    /// deque, handed off) to its home pool's queue: one taken from another
+    /// pod in a batch goes back unrun, not repatriated.
+    pub(crate) fn send_home(runnable: Runnable) {
+        runnable.metadata().back_unrun();
+        let home = runnable.metadata().home().clone();
+        home.push_remote(runnable);
+    }
+
     /// Kicks the pool if no worker is searching and one is parked or can be
     /// started ([`Idle::notify`]: no lock otherwise).
     pub(crate) fn notify(self: &Arc<Self>) {

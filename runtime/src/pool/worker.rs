@@ -417,11 +417,10 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
             .into_iter()
             .chain(std::iter::from_fn(|| local.deque.pop()));
         for r in leftovers {
-            let home = r.metadata().home().clone();
-            if home.is_closed() {
+            if r.metadata().home().is_closed() {
                 drop(r);
             } else {
-                home.push_remote(r);
+                Pool::send_home(r);
             }
         }
         *crate::loom::lock(&pool.slots[slot].deque) = Some(local.deque);
@@ -461,8 +460,7 @@ impl Local {
             if Arc::ptr_eq(r.metadata().home(), &self.pool) {
                 self.pool.injector.push(r);
             } else {
-                let home = r.metadata().home().clone();
-                home.push_remote(r);
+                Pool::send_home(r);
             }
         }
     }
@@ -868,11 +866,12 @@ impl Core {
         }
         if !pool.attrs.strict
             && let Some(r) = host.steal_remote(pool, &mut |other| {
-                steal_into(&other.injector, &self.scratch)
+                steal_half_into(&other.injector, &self.scratch)
             })
         {
             // It and the rest of its batch run away from home: each is
-            // counted as repatriated when it is next queued there.
+            // counted as repatriated when it is next queued there (unless
+            // it goes back unrun: `Pool::send_home`).
             r.metadata().went_away();
             self.remote_steals += 1;
             let mut batch = false;
@@ -1045,9 +1044,55 @@ fn steal_into(src: &impl Source, dest: &Deque<Runnable>) -> Option<Runnable> {
     }
 }
 
+/// The most tasks a steal from another pod's queue takes (crossbeam's
+/// own batch limit).
+const MAX_REMOTE_BATCH: usize = 32;
+
+/// Steals from another pod's queue into `dest` and pops one: at most half
+/// of what the queue holds. Only this worker's pool sees `dest` after
+/// (the other pod never looks in it), so a steal that took most of a
+/// short queue -- crossbeam's batch takes everything to the end of the
+/// queue's storage block when its tail is in the next one, up to 33 --
+/// left the other pod's workers idle while its tasks waited here in a
+/// row.
+fn steal_half_into<T>(src: &crossbeam_deque::Injector<T>, dest: &Deque<T>) -> Option<T> {
+    loop {
+        let limit = (src.len() / 2).clamp(1, MAX_REMOTE_BATCH);
+        match src.steal_batch_with_limit_and_pop(dest, limit) {
+            Steal::Success(r) => return Some(r),
+            Steal::Empty => return None,
+            Steal::Retry => std::hint::spin_loop(),
+        }
+    }
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::virtual_cpu;
+
+    /// A steal from another pod's queue takes at most half of it, also
+    /// where the queue's storage block ends inside the tasks queued (a
+    /// plain batch then took 23 of 25).
+    #[test]
+    fn a_remote_steal_takes_at_most_half_of_the_queue() {
+        for (before, queued) in [(0, 25), (40, 25), (60, 10), (0, 1), (0, 2), (0, 200)] {
+            let injector = crossbeam_deque::Injector::new();
+            // Moves the queue's head `before` tasks into its first block.
+            for i in 0..before {
+                injector.push(i);
+            }
+            while injector.steal().is_success() {}
+            for i in 0..queued {
+                injector.push(i);
+            }
+            let dest = super::Deque::new_fifo();
+            assert_eq!(super::steal_half_into(&injector, &dest), Some(0));
+            let taken = 1 + dest.len();
+            let most = (queued / 2).clamp(1, super::MAX_REMOTE_BATCH);
+            assert!(taken <= most, "took {taken} of {queued} (head at {before})");
+            assert_eq!(taken + injector.len(), queued);
+        }
+    }
 
     #[test]
     fn workers_stand_for_cpus_spread_over_their_pod() {

@@ -160,8 +160,7 @@ fn move_deque(pool: &Arc<Pool>, slot: &crate::pool::WorkerSlot) {
                     pool.injector.push(r);
                     moved = true;
                 } else {
-                    let home = r.metadata().home().clone();
-                    home.push_remote(r);
+                    Pool::send_home(r);
                 }
             }
             crossbeam_deque::Steal::Empty => break,

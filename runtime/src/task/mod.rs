@@ -242,6 +242,15 @@ impl TaskMeta {
         self.flags.fetch_or(AWAY, Ordering::Relaxed);
     }
 
+    /// A task taken by another pod that goes back to its home pool without
+    /// having run there (the rest of a stolen batch, handed back): it never
+    /// ran away, and is not counted as repatriated.
+    pub(crate) fn back_unrun(&self) {
+        if self.flags.load(Ordering::Relaxed) & AWAY != 0 {
+            self.flags.fetch_and(!AWAY, Ordering::Relaxed);
+        }
+    }
+
     /// The task is queued on its home pool: if it had run away, it is back
     /// (the kernel's `REPATRIATED`). Returns whether it was away.
     #[inline]
