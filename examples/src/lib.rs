@@ -230,11 +230,18 @@ pub fn dashboard_addr(
 
 /// The `auto` (HTTP/1.1 + HTTP/2) connection builder with the examples'
 /// limits, on the current runtime.
-pub fn http_builder() -> auto::Builder<WqExecutor> {
+///
+/// hyper's HTTP/1 header-read timer also runs while a keep-alive
+/// connection waits for its next request: it is set to the longer of
+/// `first_bytes` and `idle`, so it ends no connection before its idle
+/// limit (with a fixed 10 s, an `idle` of a minute closed HTTP/1
+/// connections at 10 s, as errors), and a request head still takes no
+/// longer than that.
+pub fn http_builder(limits: &Limits) -> auto::Builder<WqExecutor> {
     let mut b = auto::Builder::new(WqExecutor::new());
     b.http1()
         .timer(WqTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(limits.first_bytes.max(limits.idle))
         .max_buf_size(64 * 1024);
     // A body is buffered whole (up to MAX_BODY): the windows keep what one
     // connection can send ahead to MAX_STREAMS bodies, not hyper's 1 MiB
@@ -396,7 +403,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     use futures::StreamExt;
-    let http = http_builder();
+    let http = http_builder(&limits);
     let slots = Slots::new(limits.max_connections);
     let mut stopping = Stopping(slab::Slab::new());
     // `None` once the stop's stream ended (the runtime's driver is gone):
@@ -516,7 +523,13 @@ where
                     // poll (while it reads the protocol's version), hyper
                     // cancels it, request and all.
                     if let Poll::Ready(r) = conn.as_mut().poll(cx) {
-                        return Poll::Ready(r);
+                        return Poll::Ready(r.or_else(|e| {
+                            if idle_timeout(&*e, &activity, limits.idle) {
+                                Ok(())
+                            } else {
+                                Err(e)
+                            }
+                        }));
                     }
                     if closing.is_none() {
                         let why = if idle.as_mut().poll(cx).is_ready() {
@@ -556,6 +569,24 @@ where
             }
         });
     }
+}
+
+/// Whether `e`, a connection's end, is hyper's header-read timer firing on
+/// an HTTP/1 connection idle for `idle` with no request in flight: the
+/// idle close of [`Limits::idle`] (the two timers end in the same
+/// millisecond when `idle` is the longer, and hyper's may come first), not
+/// an error to report.
+fn idle_timeout(
+    e: &(dyn std::error::Error + 'static),
+    activity: &Activity,
+    idle: Duration,
+) -> bool {
+    e.downcast_ref::<hyper::Error>()
+        .is_some_and(hyper::Error::is_timeout)
+        && activity.in_flight.load(Ordering::SeqCst) == 0
+        && activity
+            .idle_since()
+            .is_some_and(|since| since.elapsed() >= idle)
 }
 
 /// A connection's requests in flight, and when it last made progress.

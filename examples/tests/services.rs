@@ -194,6 +194,36 @@ fn silent_clients_full_houses_and_long_connections_are_closed() {
     });
 }
 
+/// An idle HTTP/1 keep-alive connection is closed at its idle limit when
+/// that is longer than hyper's default header-read timer (10 s): hyper's
+/// timer, which also runs between requests, closed it at 10 s (as an
+/// error, reported).
+#[test]
+fn an_idle_http1_connection_lives_to_its_idle_limit() {
+    on_wq(async || {
+        let addr = serve_routes_with(wq_examples::Limits {
+            first_bytes: Duration::from_secs(1),
+            lifetime: Duration::from_secs(60),
+            idle: Duration::from_secs(11),
+            max_connections: 8,
+            write_progress: Duration::from_secs(10),
+            close_grace: Duration::from_secs(2),
+        })
+        .await;
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        assert!(c.read(&mut buf).await.unwrap() > 0, "no answer");
+        let waited = time_to_close(&mut c).await;
+        assert!(
+            waited >= Duration::from_millis(10_500) && waited < Duration::from_secs(25),
+            "an idle keep-alive connection closed after {waited:?}"
+        );
+    });
+}
+
 /// An HTTP/2 client that answers the server's keep-alive pings but sends
 /// no request after its first is shut down (GOAWAY) once idle for the
 /// limit; it was kept for the connection's whole lifetime (five minutes
