@@ -5,7 +5,7 @@ mod common;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use wq::{Handle, Runtime, Scope, Topology, WakeMode};
@@ -1003,6 +1003,47 @@ fn a_remote_batch_behind_a_long_task_is_taken_by_a_sibling() {
         for r in rest {
             rt.block_on(r).unwrap();
         }
+    });
+}
+
+/// A task yielding in a loop lets what waits in its pool's queue run at
+/// its next yield: a spawn from another thread, which here is what it
+/// waits for, ran only every 61 polls (the queue's turn), the yielding
+/// task running again at once from its worker's otherwise empty deque.
+#[test]
+fn a_yield_lets_the_pools_queue_go_first() {
+    within(60, || {
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("core:1").unwrap())
+            .cpu_hog_threshold(Duration::ZERO)
+            .build()
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let yields = Arc::new(AtomicU64::new(0));
+        let (s, y) = (stop.clone(), yields.clone());
+        let yielder = rt.spawn(async move {
+            while !s.load(Ordering::SeqCst) {
+                y.fetch_add(1, Ordering::SeqCst);
+                wq::task::yield_now().await;
+            }
+        });
+        while yields.load(Ordering::SeqCst) < 100 {
+            std::thread::yield_now();
+        }
+        for _ in 0..20 {
+            let ran = Arc::new(AtomicU64::new(u64::MAX));
+            let (r, y) = (ran.clone(), yields.clone());
+            let queued =
+                rt.spawn(async move { r.store(y.load(Ordering::SeqCst), Ordering::SeqCst) });
+            // Counted from the spawn's return (it may have run already):
+            // the spawn call itself takes some yields' time.
+            let at = yields.load(Ordering::SeqCst);
+            rt.block_on(queued).unwrap();
+            let waited = ran.load(Ordering::SeqCst).saturating_sub(at);
+            assert!(waited <= 4, "{waited} yields before the queued task ran");
+        }
+        stop.store(true, Ordering::SeqCst);
+        rt.block_on(yielder).unwrap();
     });
 }
 

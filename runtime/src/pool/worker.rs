@@ -193,6 +193,10 @@ pub(crate) struct Local {
     /// The task whose `run` is in progress (its metadata's address; null
     /// between runs): only its own end is deferred.
     running: Cell<*const crate::task::TaskMeta>,
+    /// A task yielded (woke itself while running) into the deque since
+    /// the last look at the queues: the pool's queue goes first at the
+    /// next one (`find_work`).
+    yielded: Cell<bool>,
 }
 
 /// Runs the current worker's deferred end now, if it holds one (before a
@@ -241,6 +245,7 @@ pub(crate) fn schedule_local(runnable: Runnable, yielded: bool) -> Option<Runnab
         runnable.metadata().stamp(now);
         if yielded {
             local.deque.push(runnable);
+            local.yielded.set(true);
         } else {
             // An empty slot took it: scheduled (`None`), no kick (the
             // worker runs it next).
@@ -383,6 +388,7 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
             virtual_cpu: virtual_cpu(&pool.cpus, slot, pool.idle.config().max_workers),
             end: Cell::new(None),
             running: Cell::new(std::ptr::null()),
+            yielded: Cell::new(false),
         });
         current::set_worker(Some(local.clone()));
         // If the loop unwinds (a bug outside any task's poll: polls are
@@ -830,7 +836,14 @@ impl Core {
                 }
             }
         }
-        if self.tick.is_multiple_of(GLOBAL_QUEUE_INTERVAL)
+        // Every GLOBAL_QUEUE_INTERVAL polls, and after a yield, the pool's
+        // queue first: a task that yields in a loop, the deque otherwise
+        // empty, would run again at once, and what waits in the pool's
+        // queue (a spawn from another thread, maybe what the task waits
+        // for) with it only every 61 polls. (An empty queue is seen with
+        // two loads, no fence.)
+        let yielded = local.yielded.replace(false) && !pool.injector.is_empty();
+        if (yielded || self.tick.is_multiple_of(GLOBAL_QUEUE_INTERVAL))
             && let Some(r) = steal_into(&pool.injector, &local.deque)
         {
             return Some(r);
