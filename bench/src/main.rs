@@ -62,6 +62,7 @@ beside busy neighbours); wq and tokio alternate iteration by iteration
 const TIMERS: &str = "\
 wq-bench timers: insert, cancel and fire of N timers, wq and tokio, ns per timer
   --timers N (default 1000000)  --repeat R (default 6; rounded up to even: each runtime first in half)
+  --workers W (both runtimes; default: online CPUs)
 ";
 
 const HTTP: &str = "\
@@ -74,7 +75,7 @@ wq-bench http: hyper http1 hello world on wq and tokio, loaded by wrk (scripts/s
 
 const ECHO: &str = "\
 wq-bench echo: TCP echo ping-pong, the same std-thread client against wq and tokio
-  --conns C (default 8)  --size BYTES (default 64)  --secs S (default 5)  --repeat R (default 4; rounded up to even)
+  --conns C (default 8)  --size BYTES (default 64, at most 1 MiB)  --secs S (default 5)  --repeat R (default 4; rounded up to even)
   --workers W (both runtimes; default: online CPUs)  --spin-us US (wq's worker spin before parking)  --spinners N  --spin-watch deques|injector
 ";
 
@@ -126,7 +127,15 @@ fn main() -> ExitCode {
         "locality" => locality::main(&rest, &command_line()),
         "memory" => memory::main(&rest, &command_line()),
         "memory-probe" => memory::probe_main(&rest),
-        "busy-loop" => wq_bench::neighbours::busy_loop(rest.first().and_then(|p| p.parse().ok())),
+        // Started by `--busy-neighbours` with its parent's pid, which it
+        // exits with: without one (a typo, `--help`), it would spin for
+        // ever from a shell.
+        "busy-loop" => match rest.first().and_then(|p| p.parse().ok()) {
+            Some(parent) => wq_bench::neighbours::busy_loop(parent),
+            None => Err(
+                "busy-loop is the process --busy-neighbours starts, given its parent's pid; it is not run by hand".to_owned(),
+            ),
+        },
         "shapes" => run_shapes(&rest),
         "timers" => wq_bench::services::timers_main(&rest, &command_line()),
         "http" => wq_bench::services::http_main(&rest, &command_line()),
@@ -161,17 +170,31 @@ fn neighbours_line(n: usize) -> String {
     }
 }
 
-/// `--plot-dir DIR`: creates DIR and writes the plots `plots` makes there,
-/// naming each on stderr.
+/// `--plot-dir DIR`, made (and checked writable) before the run: a
+/// directory that cannot take the plots is said at once, not after
+/// minutes of measuring (when the results were lost with it).
+fn plot_dir(dir: Option<&str>) -> Result<Option<PathBuf>, String> {
+    let Some(dir) = dir else {
+        return Ok(None);
+    };
+    let dir = PathBuf::from(dir);
+    let fail = |e: std::io::Error| format!("--plot-dir {}: {e}", dir.display());
+    std::fs::create_dir_all(&dir).map_err(fail)?;
+    let probe = dir.join(".wq-bench-probe");
+    std::fs::write(&probe, b"").map_err(fail)?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(Some(dir))
+}
+
+/// Writes the plots `plots` makes in `dir` (from [`plot_dir`]), after the
+/// results were printed.
 fn write_plots(
-    dir: Option<&str>,
+    dir: Option<PathBuf>,
     plots: impl FnOnce(&Path) -> Result<Vec<String>, String>,
 ) -> Result<(), String> {
     let Some(dir) = dir else {
         return Ok(());
     };
-    let dir = PathBuf::from(dir);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     for p in plots(&dir)? {
         eprintln!("wrote {p}");
     }
@@ -182,11 +205,11 @@ fn run_workqueue(argv: &[String]) -> Result<(), String> {
     let a = parse(argv, workqueue::OPTIONS, workqueue::FLAGS)?;
     let cfg = workqueue::Config::from_args(&a)?;
     let command = command_line();
+    let plots = plot_dir(a.raw("plot-dir"))?;
     let busy = Neighbours::start(a.get("busy-neighbours", 0usize)?)?;
     let rows = workqueue::run(&cfg)?;
     let n = busy.len();
     drop(busy);
-    write_plots(a.raw("plot-dir"), |dir| workqueue::plots(&cfg, &rows, dir))?;
     if a.flag("json") {
         let mut v = workqueue::json(&cfg, &rows, &command);
         v["busy_neighbours"] = n.into();
@@ -194,7 +217,7 @@ fn run_workqueue(argv: &[String]) -> Result<(), String> {
             "{}",
             serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
         );
-        return Ok(());
+        return write_plots(plots, |dir| workqueue::plots(&cfg, &rows, dir));
     }
     print!("{}", machine::header(&command));
     print!("{}", neighbours_line(n));
@@ -226,25 +249,25 @@ fn run_workqueue(argv: &[String]) -> Result<(), String> {
     for (what, verdict) in workqueue::targets(&cfg, &rows) {
         println!("  [{}] {what}", verdict.label());
     }
-    Ok(())
+    write_plots(plots, |dir| workqueue::plots(&cfg, &rows, dir))
 }
 
 fn run_sweep(argv: &[String]) -> Result<(), String> {
     let a = parse(argv, sweep::OPTIONS, sweep::FLAGS)?;
     let s = sweep::Sweep::from_args(&a)?;
     let command = command_line();
+    let plots = plot_dir(a.raw("plot-dir"))?;
     let busy = Neighbours::start(a.get("busy-neighbours", 0usize)?)?;
     let steps = sweep::run(&s)?;
     let n = busy.len();
     drop(busy);
-    write_plots(a.raw("plot-dir"), |dir| sweep::plots(&s, &steps, dir))?;
     if a.flag("json") {
         let v = sweep::json(&s, &steps, &command, n);
         println!(
             "{}",
             serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
         );
-        return Ok(());
+        return write_plots(plots, |dir| sweep::plots(&s, &steps, dir));
     }
     print!("{}", machine::header(&command));
     print!("{}", neighbours_line(n));
@@ -259,7 +282,7 @@ fn run_sweep(argv: &[String]) -> Result<(), String> {
     for (what, met) in sweep::targets(&s, &steps) {
         println!("  [{}] {what}", if met { "met" } else { "MISSED" });
     }
-    Ok(())
+    write_plots(plots, |dir| sweep::plots(&s, &steps, dir))
 }
 
 fn run_shapes(argv: &[String]) -> Result<(), String> {

@@ -126,7 +126,7 @@ impl Drop for Neighbours {
 }
 
 /// The body of `wq-bench busy-loop PARENT_PID`: spins until killed.
-pub fn busy_loop(parent: Option<u32>) -> ! {
+pub fn busy_loop(parent: u32) -> ! {
     // SAFETY: prctl(PR_SET_PDEATHSIG, SIGKILL) takes plain integers and
     // changes only this process's death signal.
     unsafe {
@@ -144,7 +144,7 @@ pub fn busy_loop(parent: Option<u32>) -> ! {
     // which need not be pid 1.
     // SAFETY: getppid has no preconditions.
     let ppid = unsafe { libc::getppid() };
-    if parent.map_or(ppid == 1, |p| i64::from(ppid) != i64::from(p)) {
+    if i64::from(ppid) != i64::from(parent) {
         std::process::exit(0);
     }
     let mut x = 0u64;

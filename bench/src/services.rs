@@ -611,6 +611,10 @@ mod tokio_glue {
     }
 }
 
+/// The largest `echo --size`: well inside Linux's default loopback socket
+/// buffers (a client writes its whole message, then reads the echo).
+pub const MAX_ECHO_SIZE: usize = 1 << 20;
+
 /// `wq-bench echo`.
 pub fn echo_main(argv: &[String], command: &str) -> Result<(), String> {
     let a = Args::parse(argv.iter().cloned(), &[])?;
@@ -629,6 +633,11 @@ pub fn echo_main(argv: &[String], command: &str) -> Result<(), String> {
     let conns: usize = a.count("conns", 8)?;
     let secs: u64 = a.count("secs", 5)?;
     let size: usize = a.count("size", 64)?;
+    if size > MAX_ECHO_SIZE {
+        return Err(format!(
+            "--size {size}: at most {MAX_ECHO_SIZE} bytes (a client writes its whole message before it reads the echo: one larger than the loopback socket buffers would stall both ends)"
+        ));
+    }
     let workers: usize = a.count("workers", crate::machine::online_cpus())?;
     let mut runs: [Vec<(f64, Quantiles)>; 2] = [Vec::new(), Vec::new()];
     for r in 0..repeat {
@@ -750,9 +759,14 @@ fn ping_pong(
                     let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
                     s.set_nodelay(true).map_err(|e| e.to_string())?;
                     // A server that stalls (a lost wake) fails the run
-                    // instead of hanging it.
-                    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-                        .map_err(|e| e.to_string())?;
+                    // instead of hanging it, reading or writing.
+                    for set in [
+                        std::net::TcpStream::set_read_timeout,
+                        std::net::TcpStream::set_write_timeout,
+                    ] {
+                        set(&s, Some(std::time::Duration::from_secs(10)))
+                            .map_err(|e| e.to_string())?;
+                    }
                     let msg = vec![7u8; size];
                     let mut back = vec![0u8; size];
                     let mut h = stats::histogram();

@@ -232,6 +232,8 @@ pub fn json(sweep: &Sweep, steps: &[Step], command: &str, neighbours: usize) -> 
         "command": command,
         "topology": sweep.base.topology.clone().unwrap_or_else(|| "this machine".to_owned()),
         "items_per_producer": sweep.base.items,
+        "warmup_items_per_producer": sweep.base.warmup,
+        "producers_pinned": workqueue::producers_pinned(&sweep.base),
         "wq_latency_capture": true,
         "repeat": sweep.base.repeat,
         "tokio_workers": sweep.base.tokio_workers,

@@ -14,7 +14,7 @@
 //! first row rotating from repeat to repeat) so drift and a neighbour's
 //! compile spread over all of them.
 
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -432,22 +432,88 @@ impl Measured {
     }
 }
 
-/// Runs the producers against `spawn` once.
-pub fn run_once<H, S>(cfg: &Config, spawn: S) -> Measured
+/// Whether every producer so far was pinned to its CPU (`--no-pin` aside):
+/// reported as `producers_pinned`.
+static ALL_PINNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Whether the producers of every run so far were pinned (false with
+/// `--no-pin`, or where a pin failed or no CPU list could be read).
+pub fn producers_pinned(cfg: &Config) -> bool {
+    cfg.pin && ALL_PINNED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The producers' start line: a barrier that a producer which could not
+/// start, or panicked before it, breaks (the others were left waiting for
+/// it for ever, and the run hung with its busy neighbours spinning).
+struct StartLine {
+    state: std::sync::Mutex<(usize, bool)>,
+    all_in: std::sync::Condvar,
+    producers: usize,
+}
+
+impl StartLine {
+    fn new(producers: usize) -> StartLine {
+        StartLine {
+            state: std::sync::Mutex::new((0, false)),
+            all_in: std::sync::Condvar::new(),
+            producers,
+        }
+    }
+
+    /// Waits for every producer; false if the line was broken.
+    fn wait(&self) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.0 += 1;
+        if s.0 == self.producers {
+            self.all_in.notify_all();
+        }
+        while s.0 < self.producers && !s.1 {
+            s = self.all_in.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        !s.1
+    }
+
+    fn r#break(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.all_in.notify_all();
+    }
+}
+
+/// Breaks the start line if its producer unwinds before reaching it.
+struct Arriving<'a>(Option<&'a StartLine>);
+
+impl Drop for Arriving<'_> {
+    fn drop(&mut self) {
+        if let Some(line) = self.0 {
+            line.r#break();
+        }
+    }
+}
+
+/// Runs the producers against `spawn` once. A producer that could not
+/// start or that panicked fails the run (the others are released).
+pub fn run_once<H, S>(cfg: &Config, spawn: S) -> Result<Measured, String>
 where
     S: Fn(Arc<Completion>) -> H + Sync,
 {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
-    let barrier = Barrier::new(cfg.producers);
-    let results: Vec<_> = thread::scope(|s| {
-        let workers: Vec<_> = (0..cfg.producers)
-            .map(|i| {
-                let (spawn, barrier, cores) = (&spawn, &barrier, &cores);
-                s.spawn(move || {
+    if cfg.pin && cores.is_empty() {
+        ALL_PINNED.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+    let line = StartLine::new(cfg.producers);
+    let results: Result<Vec<_>, String> = thread::scope(|s| {
+        let mut workers = Vec::with_capacity(cfg.producers);
+        for i in 0..cfg.producers {
+            let (spawn, line, cores) = (&spawn, &line, &cores);
+            let started = thread::Builder::new()
+                .name(format!("producer-{i}"))
+                .spawn_scoped(s, move || {
+                    let mut arriving = Arriving(Some(line));
                     if cfg.pin
                         && !cores.is_empty()
                         && !core_affinity::set_for_current(cores[i % cores.len()])
                     {
+                        ALL_PINNED.store(false, std::sync::atomic::Ordering::Relaxed);
                         static SAID: std::sync::Once = std::sync::Once::new();
                         SAID.call_once(|| {
                             eprintln!(
@@ -462,7 +528,10 @@ where
                         drop(h);
                     }
                     let mut h = [(); 4].map(|()| stats::histogram());
-                    barrier.wait();
+                    arriving.0 = None;
+                    if !line.wait() {
+                        return None;
+                    }
                     let start = Instant::now();
                     for _ in 0..cfg.items {
                         let c = done.clone();
@@ -482,15 +551,34 @@ where
                         // woke): the wakeup starts at the later of the two.
                         h[3].saturating_record(ns(signal.max(t1), t2));
                     }
-                    (start, Instant::now(), h)
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().expect("producer"))
-            .collect()
+                    Some((start, Instant::now(), h))
+                });
+            match started {
+                Ok(w) => workers.push(w),
+                Err(e) => {
+                    line.r#break();
+                    return Err(format!(
+                        "could not start producer {i} of {} ({e}): fewer --producers, or a higher thread limit (`ulimit -u`, a cgroup's pids.max)",
+                        cfg.producers
+                    ));
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(workers.len());
+        let mut failed = None;
+        for (i, w) in workers.into_iter().enumerate() {
+            match w.join() {
+                Ok(Some(r)) => out.push(r),
+                Ok(None) => {}
+                Err(_) => failed = failed.or(Some(format!("producer {i} panicked"))),
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
     });
+    let results = results?;
     let start = results.iter().map(|r| r.0).min().expect("a producer");
     let end = results.iter().map(|r| r.1).max().expect("a producer");
     let mut h = [(); 4].map(|()| stats::histogram());
@@ -501,13 +589,13 @@ where
     }
     let total = (cfg.producers * cfg.items) as f64;
     let [enqueue, round_trip, to_signal, wakeup] = h;
-    Measured {
+    Ok(Measured {
         items_per_s: total / (end - start).as_secs_f64(),
         enqueue,
         round_trip,
         to_signal,
         wakeup,
-    }
+    })
 }
 
 fn run_target(cfg: &Config, target: Target) -> Result<Run, String> {
@@ -520,7 +608,7 @@ fn run_target(cfg: &Config, target: Target) -> Result<Run, String> {
             let rt = build_wq(cfg, scope, mode, capture)?;
             let measured = run_once(cfg, |c: Arc<Completion>| {
                 rt.spawn_on(scope, async move { c.complete() })
-            });
+            })?;
             let counters = WqCounters::of(&rt);
             drop(rt);
             Ok(measured.run(Some(counters)))
@@ -533,7 +621,7 @@ fn run_target(cfg: &Config, target: Target) -> Result<Run, String> {
                 .map_err(|e| e.to_string())?;
             let measured = run_once(cfg, |c: Arc<Completion>| {
                 q.spawn(async move { c.complete() })
-            });
+            })?;
             let counters = WqCounters::of(&rt);
             drop(rt);
             Ok(measured.run(Some(counters)))
@@ -543,7 +631,7 @@ fn run_target(cfg: &Config, target: Target) -> Result<Run, String> {
             let handle = rt.handle().clone();
             let measured = run_once(cfg, |c: Arc<Completion>| {
                 handle.spawn(async move { c.complete() })
-            });
+            })?;
             drop(rt);
             Ok(measured.run(None))
         }
@@ -1011,7 +1099,7 @@ pub fn json(cfg: &Config, rows: &[Row], command: &str) -> Value {
         "items_per_producer": cfg.items,
         "warmup_items_per_producer": cfg.warmup,
         "repeat": cfg.repeat,
-        "producers_pinned": cfg.pin,
+        "producers_pinned": producers_pinned(cfg),
         // null: the runtime's default spin.
         "wq_worker_spin_us": cfg.spin.spin.map(|s| s.as_secs_f64() * 1e6),
         // null: the runtime's default (as many as search).
@@ -1112,6 +1200,34 @@ mod tests {
             no_tokio: true,
             ..Config::from_args(&a).unwrap()
         }
+    }
+
+    /// A producer that panics before the start line fails the run: the
+    /// others waited for it at the barrier for ever, and the run hung.
+    #[test]
+    fn a_producer_panicking_before_the_start_fails_the_run() {
+        let cfg = Config {
+            producers: 3,
+            items: 10,
+            warmup: 2,
+            pin: false,
+            ..config("core:2", vec![Scope::Cpu])
+        };
+        let first = std::sync::atomic::AtomicBool::new(true);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let out = run_once(&cfg, |c: Arc<Completion>| {
+                if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    panic!("a spawn that fails");
+                }
+                std::thread::spawn(move || c.complete())
+            });
+            tx.send(out.map(|m| m.items_per_s)).unwrap();
+        });
+        let out = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("the run hung on its start line");
+        assert!(out.unwrap_err().contains("panicked"));
     }
 
     #[test]

@@ -67,8 +67,13 @@ fn busy_loops() -> usize {
         .count()
 }
 
+/// Held by the tests that start `busy-loop` processes: the count of them
+/// above sees the other test's.
+static BUSY_LOOPS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn busy_neighbours_run_beside_a_benchmark_and_are_gone_after_it() {
+    let _alone = BUSY_LOOPS.lock().unwrap_or_else(|e| e.into_inner());
     let before = busy_loops();
     let out = wq_bench(&[
         "shapes",
@@ -88,4 +93,70 @@ fn busy_neighbours_run_beside_a_benchmark_and_are_gone_after_it() {
     assert_eq!(v["targets"].as_array().unwrap().len(), 2);
     // The children are killed and reaped before wq-bench exits.
     assert_eq!(busy_loops(), before, "busy loops left behind");
+}
+
+/// A `--plot-dir` that cannot take the plots is refused before the run
+/// (it failed after the whole run, its results unprinted); one that can
+/// gets them after the results.
+#[test]
+fn a_plot_dir_is_checked_before_the_run() {
+    let small = [
+        "workqueue",
+        "--items",
+        "5",
+        "--repeat",
+        "1",
+        "--warmup",
+        "0",
+        "--scopes",
+        "cpu",
+        "--modes",
+        "deferred",
+        "--no-tokio",
+        "--json",
+        "--plot-dir",
+    ];
+    let started = std::time::Instant::now();
+    let out = wq_bench(&[&small[..], &["/proc/no-such-dir"]].concat());
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--plot-dir /proc/no-such-dir"), "{err}");
+    assert!(out.stdout.is_empty(), "measured anyway");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    let dir = std::env::temp_dir().join(format!("wq-bench-plots-{}", std::process::id()));
+    let out = wq_bench(&[&small[..], &[dir.to_str().unwrap()]].concat());
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v.is_object());
+    assert!(
+        std::fs::read_dir(&dir).unwrap().count() > 0,
+        "no plot written"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An echo message larger than the socket buffers would stall both ends
+/// (the client writes it whole before reading): refused at once.
+#[test]
+fn an_echo_size_past_the_socket_buffers_is_refused() {
+    let out = wq_bench(&["echo", "--size", "67108864", "--secs", "1", "--repeat", "2"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--size 67108864: at most 1048576 bytes"),
+        "{err}"
+    );
+}
+
+/// `busy-loop` without its parent's pid (a typo, `--help`) exits with an
+/// error instead of spinning for ever.
+#[test]
+fn busy_loop_without_a_parent_exits() {
+    let _alone = BUSY_LOOPS.lock().unwrap_or_else(|e| e.into_inner());
+    for args in [&["busy-loop"][..], &["busy-loop", "--help"]] {
+        let out = wq_bench(args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("not run by hand"), "{err}");
+    }
 }
