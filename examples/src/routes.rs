@@ -83,7 +83,11 @@ pub async fn route(req: Request<Incoming>) -> Reply {
         },
         "/pools" => match pools_table().await {
             Ok(table) => text(StatusCode::OK, table.to_string()),
-            Err(e) => internal_error("/pools", &e),
+            Err(BlockingError::Busy) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many blocking jobs at once: try again\n",
+            ),
+            Err(BlockingError::Failed(e)) => internal_error("/pools", &e),
         },
         _ => text(StatusCode::NOT_FOUND, "no such page\n"),
     }
@@ -92,31 +96,60 @@ pub async fn route(req: Request<Incoming>) -> Reply {
 /// How old a `/pools` table may be when served again.
 pub const POOLS_FRESH: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// The last `/pools` table, the runtime it was made for (the address of
-/// its topology, which that runtime owns while it lives), and when.
-type Cached = (usize, std::time::Instant, std::sync::Arc<str>);
+/// The last `/pools` table: the runtime it was made for
+/// ([`wq::Handle::instance`]), when, and the table.
+type Cached = (u64, std::time::Instant, std::sync::Arc<str>);
 static POOLS: std::sync::Mutex<Option<Cached>> = std::sync::Mutex::new(None);
+/// A request is making the next table.
+static REFRESHING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The runtime's metrics as a table, taken on the blocking pool: a
 /// snapshot merges every pool's histograms under their locks, which
 /// must not hold a worker. Requests within [`POOLS_FRESH`] of the last
-/// table share it, one table made at a time (as the dashboard does):
-/// 1,024 clients polling cost one snapshot per 250 ms, not one each.
-pub async fn pools_table() -> Result<std::sync::Arc<str>, wq::JoinError> {
-    wq::spawn_blocking(|| {
-        let handle = wq::Handle::current();
-        let runtime = std::ptr::from_ref(handle.topology()) as usize;
-        let mut last = POOLS.lock().unwrap_or_else(|e| e.into_inner());
-        match &*last {
-            Some((of, at, table)) if *of == runtime && at.elapsed() < POOLS_FRESH => table.clone(),
-            _ => {
-                let table: std::sync::Arc<str> = handle.metrics().to_string().into();
-                *last = Some((runtime, std::time::Instant::now(), table.clone()));
-                table
+/// table share it, and while one request makes the next, the others get
+/// the last (as the dashboard does): 1,024 clients polling cost one
+/// snapshot per 250 ms, not one each, nor a blocking thread each. A
+/// table is made as a [`capped_blocking`] job (aborted if its request
+/// goes), so even requests with no table to share yet cost at most
+/// [`MAX_BLOCKING_JOBS`] jobs.
+pub async fn pools_table() -> Result<std::sync::Arc<str>, BlockingError> {
+    use std::sync::atomic::Ordering;
+    let handle = wq::Handle::current();
+    let runtime = handle.instance();
+    // The lock is held only to look or to store (never for a snapshot):
+    // taken on a worker.
+    let last = POOLS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .filter(|(of, _, _)| *of == runtime)
+        .map(|(_, at, table)| (*at, table.clone()));
+    match last {
+        Some((at, table)) if at.elapsed() < POOLS_FRESH => return Ok(table),
+        Some((_, table)) if REFRESHING.load(Ordering::Acquire) => return Ok(table),
+        _ => {}
+    }
+    /// Clears `REFRESHING` when the request that set it ends, however.
+    struct Refreshing(bool);
+    impl Drop for Refreshing {
+        fn drop(&mut self) {
+            if self.0 {
+                REFRESHING.store(false, Ordering::Release);
             }
         }
-    })
-    .await
+    }
+    let _mine = Refreshing(!REFRESHING.swap(true, Ordering::AcqRel));
+    let made = std::time::Instant::now();
+    let table: std::sync::Arc<str> = capped_blocking(move || handle.metrics().to_string())
+        .await?
+        .into();
+    let mut last = POOLS.lock().unwrap_or_else(|e| e.into_inner());
+    // A table made later (by a request that started after this one) is
+    // kept.
+    if !matches!(&*last, Some((of, at, _)) if *of == runtime && *at > made) {
+        *last = Some((runtime, made, table.clone()));
+    }
+    Ok(table)
 }
 
 /// Runs at the `cache` scope: on the pool of this CPU's cache pod.

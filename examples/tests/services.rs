@@ -722,7 +722,8 @@ fn pools_tables_close_together_are_shared() {
 }
 
 /// The cached table is the calling runtime's: another runtime in the same
-/// process, asking within the window, gets its own.
+/// process, asking within the window, gets its own -- also one built where
+/// a dropped one was (the cache was keyed by an address).
 #[test]
 fn a_cached_pools_table_is_never_another_runtimes() {
     let a = wq::Runtime::new().unwrap();
@@ -732,6 +733,50 @@ fn a_cached_pools_table_is_never_another_runtimes() {
     assert!(
         !std::sync::Arc::ptr_eq(&ta, &tb),
         "runtime b was served a's table"
+    );
+    drop((a, b));
+    for _ in 0..3 {
+        let c = wq::Runtime::new().unwrap();
+        let tc = c.block_on(routes::pools_table()).unwrap();
+        assert!(
+            !std::sync::Arc::ptr_eq(&tc, &tb),
+            "a new runtime got a dropped one's table"
+        );
+        drop(c);
+        let d = wq::Runtime::new().unwrap();
+        let td = d.block_on(routes::pools_table()).unwrap();
+        assert!(
+            !std::sync::Arc::ptr_eq(&td, &tc),
+            "a new runtime got a dropped one's table"
+        );
+    }
+}
+
+/// Many `/pools` requests at once cost at most `MAX_BLOCKING_JOBS`
+/// blocking jobs: each started one (all but one waiting on the cache's
+/// lock), and the blocking pool a thread for each, up to 512.
+#[test]
+fn many_pools_requests_at_once_cost_few_blocking_threads() {
+    let rt = wq::Runtime::new().unwrap();
+    let results = rt.block_on(async {
+        let requests: Vec<_> = (0..300).map(|_| wq::spawn(routes::pools_table())).collect();
+        let mut out = Vec::new();
+        for r in requests {
+            out.push(r.await.unwrap());
+        }
+        out
+    });
+    assert!(results.iter().any(Result::is_ok));
+    for r in &results {
+        assert!(
+            matches!(r, Ok(_) | Err(routes::BlockingError::Busy)),
+            "{r:?}"
+        );
+    }
+    let threads = rt.metrics().blocking.threads;
+    assert!(
+        threads <= routes::MAX_BLOCKING_JOBS,
+        "{threads} blocking threads for 300 /pools requests"
     );
 }
 

@@ -358,6 +358,21 @@ impl Handle {
     pub fn topology(&self) -> &Topology {
         &self.scheduler.topology
     }
+
+    /// Tells this runtime from any other: its metrics'
+    /// [`Snapshot::instance`](crate::metrics::Snapshot::instance) (its
+    /// build's wall-clock time mixed with the process id). State cached
+    /// per runtime keys on it: a dropped runtime's address may be a new
+    /// one's.
+    ///
+    /// ```
+    /// let (a, b) = (wq::Runtime::new().unwrap(), wq::Runtime::new().unwrap());
+    /// assert_ne!(a.handle().instance(), b.handle().instance());
+    /// assert_eq!(a.handle().instance(), a.metrics().instance);
+    /// ```
+    pub fn instance(&self) -> u64 {
+        self.scheduler.instance
+    }
 }
 
 impl fmt::Debug for Handle {
