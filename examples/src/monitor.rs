@@ -285,8 +285,8 @@ pub struct Row {
     pub workers: String,
     /// Polls started (over the interval, with a previous snapshot).
     pub total: u64,
-    /// Tasks alive (in flight).
-    pub in_flight: usize,
+    /// Tasks alive (spawned on the pool, not yet ended).
+    pub alive: usize,
     /// Kicks that took the lock.
     pub kicks: u64,
     /// Of those, coalesced.
@@ -317,7 +317,7 @@ pub fn rows(prev: Option<&Snapshot>, now: &Snapshot) -> Vec<Row> {
                 p.workers.busy, p.workers.idle, p.workers.kicked, p.max_workers
             ),
             total: p.counters.started,
-            in_flight: p.tasks,
+            alive: p.tasks,
             kicks: p.counters.kicks,
             coalesced: p.counters.coalesced_kicks,
             cm_wakeups: p.counters.cm_wakeups,
@@ -333,7 +333,7 @@ const HEADERS: [&str; 11] = [
     "cpus",
     "b/i/k/max",
     "total",
-    "infl",
+    "alive",
     "kicks",
     "coalesc",
     "cm_wake",
@@ -348,7 +348,7 @@ fn cells(r: &Row) -> [String; 11] {
         r.cpus.clone(),
         r.workers.clone(),
         r.total.to_string(),
-        r.in_flight.to_string(),
+        r.alive.to_string(),
         r.kicks.to_string(),
         r.coalesced.to_string(),
         r.cm_wakeups.to_string(),

@@ -487,7 +487,7 @@ fn prometheus_text_parses_and_carries_every_pool() {
             "wq_pool_info",
             "wq_workers",
             "wq_workers_searching",
-            "wq_tasks_started_total",
+            "wq_polls_started_total",
             "wq_kicks_total",
             "wq_coalesced_kicks_total",
             "wq_cm_wakeups_total",

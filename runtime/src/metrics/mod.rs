@@ -11,7 +11,7 @@
 //! println!("{started} polls in {:?}", d.interval.unwrap());
 //! println!("{after}");                         // a table like the kernel's wq_monitor.py
 //! let text = after.to_prometheus();            // the Prometheus text exposition
-//! assert!(text.contains("wq_tasks_started_total"));
+//! assert!(text.contains("wq_polls_started_total"));
 //! ```
 //!
 //! This module is a leaf: it defines what is counted and how it is read
@@ -139,9 +139,9 @@ macro_rules! counters {
 counters! {
     /// Task polls started (the kernel's `PWQ_STAT_STARTED`; a task is
     /// polled once per wake).
-    started => "tasks_started",
+    started => "polls_started",
     /// Task polls completed (`PWQ_STAT_COMPLETED`).
-    completed => "tasks_completed",
+    completed => "polls_completed",
     /// Kicks that took the pool lock (work queued from outside the pool,
     /// and chaining). A kick that finds a worker searching, or every
     /// worker running, is skipped without the lock and not counted.

@@ -18,7 +18,7 @@
 //! | `wq_workers_searching{..}` | gauge | of those, the ones searching (busy or kicked) |
 //! | `wq_workers_max{..}` | gauge | the pool's maximum |
 //! | `wq_tasks_alive{..}` | gauge | tasks whose home is the pool (in flight) |
-//! | `wq_<counter>_total{..}` | counter | one per field of [`Counters`](super::Counters): `wq_tasks_started_total`, `wq_kicks_total`, `wq_coalesced_kicks_total`, `wq_cm_wakeups_total`, ... |
+//! | `wq_<counter>_total{..}` | counter | one per field of [`Counters`](super::Counters): `wq_polls_started_total`, `wq_kicks_total`, `wq_coalesced_kicks_total`, `wq_cm_wakeups_total`, ... |
 //! | `wq_sched_delay_seconds{..}` | histogram | queued (spawned or woken) to the start of the poll |
 //! | `wq_poll_duration_seconds{..}` | histogram | poll durations |
 //! | `wq_spawn_call_seconds{..}` | histogram | how long a spawn call took its caller |
