@@ -196,7 +196,8 @@ counters! {
     /// Times a worker found work while spinning before parking.
     spin_hits => "spin_hits",
     /// Times a spinning worker stopped because another thread held its
-    /// CPU (a yield that took a scheduler slice); it then parks.
+    /// CPU (a yield that took a scheduler slice); it then looks at the
+    /// queues once more, and parks or runs what it found (not a spin hit).
     spin_backoffs => "spin_backoffs",
     /// Worker threads the OS refused to start for this pool.
     worker_start_failures => "worker_start_failures",

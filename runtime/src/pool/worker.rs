@@ -664,7 +664,6 @@ impl Core {
                     // it: then park in it at once (a socket's readiness would
                     // wait for the spin to end).
                     if searching && !host.driver_unattended() && self.spin_for_work(pool) {
-                        self.spin_hits += 1;
                         continue 'work;
                     }
                 }
@@ -737,12 +736,13 @@ impl Core {
     }
 
     /// Step 3: watches the pool's queues for up to the spin budget. Returns
-    /// whether work showed up.
+    /// whether to look at them again (work showed up, or the pool closed);
+    /// counts a spin hit only for work found while spinning.
     fn spin_for_work(&mut self, pool: &Pool) -> bool {
         if !self.spin.allowed() {
             return false;
         }
-        let start = clock::now();
+        let mut start = clock::now();
         // Enough others spin: look once (done) and park.
         let Some(_spinning) = pool.spinners.try_start() else {
             return false;
@@ -762,13 +762,24 @@ impl Core {
                 } else {
                     false
                 };
-                if work || pool.is_closed() {
+                if work {
                     self.spin.hit();
+                    self.spin_hits += 1;
+                    return true;
+                }
+                if pool.is_closed() {
                     return true;
                 }
                 std::hint::spin_loop();
             }
             let now = clock::now();
+            // Moved to a CPU whose cycle counter is behind this one's (the
+            // delay reads 0 until it catches up): the budget counts from
+            // here, so the spin lasts at most twice it, not the skew too.
+            if now < start {
+                start = now;
+                yielded = now;
+            }
             if clock::delay_ns(start, now) >= self.spin.budget_ns() {
                 self.spin.miss();
                 return false;
