@@ -322,6 +322,32 @@ impl Flush {
         wake
     }
 
+    /// A new flush's ticket, its place in line.
+    fn take_ticket(&mut self) -> u64 {
+        let t = self.next_ticket;
+        self.next_ticket += 1;
+        t
+    }
+
+    /// A flush given up in line, before its turn: skipped when its turn
+    /// comes -- or, the newest, its ticket is taken back (with those given
+    /// up just before it): flushes given up one after another behind a
+    /// served one held but not polled (a `timeout` around each, in a loop)
+    /// kept a ticket each until that one ended.
+    fn give_up_in_line(&mut self, ticket: u64) {
+        self.queue.retain(|(t, _)| *t != ticket);
+        if ticket + 1 == self.next_ticket {
+            self.next_ticket = ticket;
+            while self.next_ticket > self.serving + 1
+                && self.abandoned.remove(&(self.next_ticket - 1))
+            {
+                self.next_ticket -= 1;
+            }
+        } else {
+            self.abandoned.insert(ticket);
+        }
+    }
+
     /// The wakers of every flush waiting (the served one and those in
     /// line: any of them may finish the served flush).
     fn waiting(&mut self) -> Vec<Waker> {
@@ -523,12 +549,7 @@ impl Queue {
     pub(crate) async fn flush(&self) {
         self.not_from_own_item("flush");
         // Our turn: flushes are served one at a time, in order.
-        let ticket = {
-            let mut f = lock(&self.flush);
-            let t = f.next_ticket;
-            f.next_ticket += 1;
-            t
-        };
+        let ticket = lock(&self.flush).take_ticket();
         // Whatever happens from here (the flush future may be dropped while
         // it waits for its turn, or during it), the turn passes on.
         struct Turn<'a> {
@@ -546,8 +567,7 @@ impl Queue {
                         self.queue.unflag(f.phase);
                         f.pass_turn()
                     } else if f.serving < self.ticket {
-                        f.abandoned.insert(self.ticket);
-                        f.queue.retain(|(t, _)| *t != self.ticket);
+                        f.give_up_in_line(self.ticket);
                         Vec::new()
                     } else {
                         Vec::new() // done (by itself or a later flush)
@@ -1099,5 +1119,41 @@ impl fmt::Debug for Queue {
             .field("max_active", &self.max_active())
             .field("ordered", &self.ordered)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::Flush;
+
+    /// Flushes given up in line behind a served one keep nothing once the
+    /// newest goes (a loop of timed-out flushes grew the set of given-up
+    /// tickets without bound); one given up in the middle is skipped when
+    /// its turn comes.
+    #[test]
+    fn flushes_given_up_in_line_leave_nothing_behind() {
+        let mut f = Flush::default();
+        let served = f.take_ticket();
+        assert_eq!(served, f.serving);
+        for _ in 0..10_000 {
+            let t = f.take_ticket();
+            f.give_up_in_line(t);
+        }
+        assert!(f.abandoned.is_empty());
+        assert_eq!(f.next_ticket, served + 1);
+        // Given up out of order: the middle one waits to be skipped, and
+        // goes with the newest.
+        let (a, b, c) = (f.take_ticket(), f.take_ticket(), f.take_ticket());
+        f.give_up_in_line(b);
+        assert_eq!(f.abandoned.len(), 1);
+        f.give_up_in_line(c);
+        assert!(f.abandoned.is_empty());
+        assert_eq!(f.next_ticket, a + 1);
+        // With a served one ahead: its turn passes over a given-up one.
+        let d = f.take_ticket();
+        f.give_up_in_line(a);
+        drop(f.pass_turn());
+        assert_eq!(f.serving, d, "the given-up ticket skipped");
+        assert!(f.abandoned.is_empty());
     }
 }
