@@ -54,6 +54,9 @@ struct Shard {
 }
 
 /// See the module docs.
+/// A shard's slab capacity kept when it empties (`Registry::dropped`).
+const SHRINK_ABOVE: usize = 1024;
+
 pub(crate) struct Registry {
     shards: Box<[CachePadded<Mutex<Shard>>]>,
     /// Spawns minus drops, per thread-ordinal stripe (wrapping).
@@ -99,9 +102,28 @@ impl Registry {
     pub(crate) fn dropped(&self, entry: Option<Entry>) {
         self.stripe().fetch_sub(1, Ordering::Relaxed);
         if let Some(e) = entry {
-            let waker = lock(&*self.shards[e.shard]).tasks.try_remove(e.key);
+            let waker = {
+                let mut s = lock(&*self.shards[e.shard]);
+                let waker = s.tasks.try_remove(e.key);
+                // Emptied after a burst of idle tasks: its memory goes (a
+                // slab never shrinks by itself; it can only shrink when
+                // empty here, its keys being the tasks' entries).
+                if s.tasks.is_empty() && s.tasks.capacity() > SHRINK_ABOVE {
+                    s.tasks.shrink_to_fit();
+                }
+                waker
+            };
             drop(waker);
         }
+    }
+
+    /// The wakers the shards' slabs have room for, all together.
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| lock(&**s).tasks.capacity())
+            .sum()
     }
 
     /// Registers an idle task's `waker`; `None` if the registry is closed,
@@ -237,6 +259,26 @@ mod tests {
         assert!(r.register(&waker).is_none(), "closed: the caller wakes it");
         r.dropped(None);
         assert_eq!((r.len(), r.registered()), (0, 0));
+    }
+
+    /// A burst of idle tasks does not keep its memory once they are gone:
+    /// the slab held a waker's room for each (about 24 bytes) for the
+    /// runtime's life.
+    #[test]
+    fn an_emptied_registry_gives_its_memory_back() {
+        let r = Registry::new();
+        let waker = futures::task::noop_waker();
+        let entries: Vec<Entry> = (0..100_000)
+            .map(|_| {
+                r.spawned();
+                r.register(&waker).unwrap()
+            })
+            .collect();
+        assert!(r.capacity() >= 100_000);
+        for e in entries {
+            r.dropped(Some(e));
+        }
+        assert!(r.capacity() <= SHARDS * SHRINK_ABOVE, "{}", r.capacity());
     }
 
     #[test]
