@@ -53,18 +53,22 @@ pub(crate) fn process_cpus() -> Option<Vec<usize>> {
 
 /// The CPUs this process may use at once: `std::thread::available_parallelism`
 /// (the affinity mask and, on Linux, the cgroup's CPU quota), read with
-/// the process's mask (its main thread's) even on a thread whose own mask
-/// is narrower: one wq bound to a pod (a runtime built inside a task), or
+/// the process's mask (its main thread's) on a thread whose own mask is a
+/// part of it: one wq bound to a pod (a runtime built inside a task), or
 /// one that inherited such a binding (a thread started from a task, where
 /// the docs say to pass the main thread's `Topology` along). There it is
-/// read on a short-lived thread given the process's mask. `usize::MAX` if
-/// unknown.
+/// read on a short-lived thread given the process's mask. A thread
+/// allowed as much or more (the main thread narrowed itself after
+/// starting it) reads its own. `usize::MAX` if unknown.
 pub(crate) fn cpu_budget() -> usize {
     let read = || std::thread::available_parallelism().map_or(usize::MAX, usize::from);
     let Some(process) = process_cpus() else {
         return read();
     };
-    if !bound_by_wq() && super::sysfs::affinity(0).is_ok_and(|mine| mine == process) {
+    let narrower = |mine: Vec<usize>| {
+        mine.len() < process.len() && mine.iter().all(|c| process.binary_search(c).is_ok())
+    };
+    if !bound_by_wq() && !super::sysfs::affinity(0).is_ok_and(narrower) {
         return read();
     }
     let n = process.len();
