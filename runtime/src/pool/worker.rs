@@ -65,11 +65,17 @@
 //! # Where `find_work` looks, in order
 //! - every [`GLOBAL_QUEUE_INTERVAL`] ticks, the injector first (fairness:
 //!   two tasks waking each other must not starve the pool's queue);
+//! - after a task yielded (woke itself while running) into the deque, one
+//!   task of the injector first: a task yielding in a loop, the deque
+//!   otherwise empty, ran again at once, and what waited in the injector
+//!   (a spawn from another thread, maybe what it waited for) only at the
+//!   interval's turn;
 //! - the LIFO slot, at most [`MAX_LIFO_POLLS`] times in a row;
 //! - the worker's own deque, then the injector (a batch);
 //! - the deques of the pool's other workers;
 //! - unless the pool is strict, the injectors of other pods' pools of the
-//!   same scope, nearest first (counted as remote steals). A batch taken
+//!   same scope, nearest first (counted as remote steals), at most half
+//!   of one (`steal_half_into`). A batch taken
 //!   there kicks this worker's own pool: the rest of it waits in this
 //!   worker's deque, where only its siblings look, and a worker not
 //!   searching hands no search on.
@@ -853,9 +859,18 @@ impl Core {
         // queue (a spawn from another thread, maybe what the task waits
         // for) with it only every 61 polls. (An empty queue is seen with
         // two loads, no fence.)
-        let yielded = local.yielded.replace(false) && !pool.injector.is_empty();
-        if (yielded || self.tick.is_multiple_of(GLOBAL_QUEUE_INTERVAL))
+        if self.tick.is_multiple_of(GLOBAL_QUEUE_INTERVAL)
             && let Some(r) = steal_into(&pool.injector, &local.deque)
+        {
+            local.yielded.set(false);
+            return Some(r);
+        }
+        // After a yield one task, not a batch: a yield at every budget's
+        // end would otherwise move half the queue into this deque, where
+        // spinning siblings of a wide pool do not look.
+        if local.yielded.replace(false)
+            && !pool.injector.is_empty()
+            && let Some(r) = steal_one(&pool.injector)
         {
             return Some(r);
         }
@@ -1061,6 +1076,17 @@ impl Source for crossbeam_deque::Stealer<Runnable> {
 fn steal_into(src: &impl Source, dest: &Deque<Runnable>) -> Option<Runnable> {
     loop {
         match src.steal_batch_and_pop(dest) {
+            Steal::Success(r) => return Some(r),
+            Steal::Empty => return None,
+            Steal::Retry => std::hint::spin_loop(),
+        }
+    }
+}
+
+/// Takes one task from `src`, retrying while contended.
+fn steal_one(src: &crossbeam_deque::Injector<Runnable>) -> Option<Runnable> {
+    loop {
+        match src.steal() {
             Steal::Success(r) => return Some(r),
             Steal::Empty => return None,
             Steal::Retry => std::hint::spin_loop(),
