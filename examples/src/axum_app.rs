@@ -32,14 +32,7 @@ pub fn router() -> Router {
 async fn pools() -> Response {
     match crate::routes::pools_table().await {
         Ok(table) => table.to_string().into_response(),
-        Err(crate::routes::BlockingError::Busy) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many blocking jobs at once: try again\n",
-        )
-            .into_response(),
-        Err(crate::routes::BlockingError::Failed(e)) => {
-            crate::routes::internal_error("/pools", &e).into_response()
-        }
+        Err(e) => crate::routes::internal_error("/pools", &e).into_response(),
     }
 }
 

@@ -83,11 +83,7 @@ pub async fn route(req: Request<Incoming>) -> Reply {
         },
         "/pools" => match pools_table().await {
             Ok(table) => text(StatusCode::OK, table.to_string()),
-            Err(BlockingError::Busy) => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many blocking jobs at once: try again\n",
-            ),
-            Err(BlockingError::Failed(e)) => internal_error("/pools", &e),
+            Err(e) => internal_error("/pools", &e),
         },
         _ => text(StatusCode::NOT_FOUND, "no such page\n"),
     }
@@ -96,60 +92,77 @@ pub async fn route(req: Request<Incoming>) -> Reply {
 /// How old a `/pools` table may be when served again.
 pub const POOLS_FRESH: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// The last `/pools` table: the runtime it was made for
-/// ([`wq::Handle::instance`]), when, and the table.
-type Cached = (u64, std::time::Instant, std::sync::Arc<str>);
-static POOLS: std::sync::Mutex<Option<Cached>> = std::sync::Mutex::new(None);
-/// A request is making the next table.
-static REFRESHING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// A `/pools` table being made (one snapshot job), awaited by every
+/// request that wants it.
+type Making = futures::future::Shared<
+    futures::future::BoxFuture<'static, Result<std::sync::Arc<str>, String>>,
+>;
+
+/// The `/pools` cache: the runtime it is for ([`wq::Handle::instance`]:
+/// an address could be a dropped runtime's), the last table and when it
+/// was made, and the one being made.
+struct Pools {
+    runtime: u64,
+    last: Option<(std::time::Instant, std::sync::Arc<str>)>,
+    making: Option<Making>,
+}
+
+static POOLS: std::sync::Mutex<Option<Pools>> = std::sync::Mutex::new(None);
 
 /// The runtime's metrics as a table, taken on the blocking pool: a
 /// snapshot merges every pool's histograms under their locks, which
 /// must not hold a worker. Requests within [`POOLS_FRESH`] of the last
-/// table share it, and while one request makes the next, the others get
-/// the last (as the dashboard does): 1,024 clients polling cost one
-/// snapshot per 250 ms, not one each, nor a blocking thread each. A
-/// table is made as a [`capped_blocking`] job (aborted if its request
-/// goes), so even requests with no table to share yet cost at most
-/// [`MAX_BLOCKING_JOBS`] jobs.
-pub async fn pools_table() -> Result<std::sync::Arc<str>, BlockingError> {
-    use std::sync::atomic::Ordering;
+/// table share it, and those after it share the next: one snapshot job at
+/// a time, whatever the number of requests (as the dashboard does:
+/// 1,024 clients polling cost one snapshot per 250 ms, not one each, nor a
+/// blocking thread each). A request that goes leaves the job to the
+/// others, or, if none is left, to the next request.
+pub async fn pools_table() -> Result<std::sync::Arc<str>, String> {
+    use futures::FutureExt;
     let handle = wq::Handle::current();
     let runtime = handle.instance();
-    // The lock is held only to look or to store (never for a snapshot):
-    // taken on a worker.
-    let last = POOLS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-        .filter(|(of, _, _)| *of == runtime)
-        .map(|(_, at, table)| (*at, table.clone()));
-    match last {
-        Some((at, table)) if at.elapsed() < POOLS_FRESH => return Ok(table),
-        Some((_, table)) if REFRESHING.load(Ordering::Acquire) => return Ok(table),
-        _ => {}
-    }
-    /// Clears `REFRESHING` when the request that set it ends, however.
-    struct Refreshing(bool);
-    impl Drop for Refreshing {
-        fn drop(&mut self) {
-            if self.0 {
-                REFRESHING.store(false, Ordering::Release);
-            }
+    // Held only to look or to store (taken on a worker).
+    let making = {
+        let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
+        let cache = match &mut *pools {
+            Some(p) if p.runtime == runtime => p,
+            other => other.insert(Pools {
+                runtime,
+                last: None,
+                making: None,
+            }),
+        };
+        if let Some((at, table)) = &cache.last
+            && at.elapsed() < POOLS_FRESH
+        {
+            return Ok(table.clone());
         }
-    }
-    let _mine = Refreshing(!REFRESHING.swap(true, Ordering::AcqRel));
-    let made = std::time::Instant::now();
-    let table: std::sync::Arc<str> = capped_blocking(move || handle.metrics().to_string())
-        .await?
-        .into();
-    let mut last = POOLS.lock().unwrap_or_else(|e| e.into_inner());
-    // A table made later (by a request that started after this one) is
-    // kept.
-    if !matches!(&*last, Some((of, at, _)) if *of == runtime && *at > made) {
-        *last = Some((runtime, made, table.clone()));
-    }
-    Ok(table)
+        cache
+            .making
+            .get_or_insert_with(|| {
+                async move {
+                    let table = wq::spawn_blocking(move || handle.metrics().to_string())
+                        .await
+                        .map(std::sync::Arc::<str>::from)
+                        .map_err(|e| e.to_string());
+                    // Made or failed, the next request after makes its own.
+                    let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(p) = &mut *pools
+                        && p.runtime == runtime
+                    {
+                        if let Ok(table) = &table {
+                            p.last = Some((std::time::Instant::now(), table.clone()));
+                        }
+                        p.making = None;
+                    }
+                    table
+                }
+                .boxed()
+                .shared()
+            })
+            .clone()
+    };
+    making.await
 }
 
 /// Runs at the `cache` scope: on the pool of this CPU's cache pod.
