@@ -69,6 +69,11 @@ pub(crate) struct Services {
     driver: OnceLock<Lent>,
     state: Mutex<DriverState>,
     pub(crate) blocking: BlockingPool,
+    /// Test hook: runs once in the next `turn_driver`, just before it
+    /// takes the driver's lock.
+    #[cfg(test)]
+    #[allow(clippy::type_complexity)]
+    before_lock: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 /// The driver and its handle.
@@ -168,6 +173,10 @@ impl Services {
         let Some(lent) = self.driver.get() else {
             return false;
         };
+        #[cfg(test)]
+        if let Some(hook) = crate::loom::lock(&self.before_lock).take() {
+            hook();
+        }
         let d = match lent.driver.try_lock() {
             Ok(d) => d,
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
@@ -315,17 +324,21 @@ mod tests {
     /// A turn that takes the driver after the shutdown was asked for,
     /// whose eventfd write an earlier turn took, does not wait in it: it
     /// waited its whole time (a minute, for `block_on`), holding up the
-    /// shutdown.
+    /// shutdown. The shutdown comes as the turn is about to take the lock
+    /// (after a look at the flag made before it, where one was).
     #[test]
     fn no_turn_starts_after_the_shutdown_was_asked_for() {
         let rt = crate::Runtime::new().unwrap();
-        let scheduler = &rt.handle().scheduler;
+        let scheduler = rt.handle().scheduler.clone();
         let services = &scheduler.services;
-        let handle = services.driver(scheduler).unwrap().clone();
-        handle.shutdown();
-        // The earlier turn: it takes the shutdown's wakeup.
-        let lent = services.driver.get().unwrap();
-        crate::loom::lock(&lent.driver).turn(Some(std::time::Duration::ZERO));
+        services.driver(&scheduler).unwrap();
+        let s = scheduler.clone();
+        *crate::loom::lock(&services.before_lock) = Some(Box::new(move || {
+            let lent = s.services.driver.get().unwrap();
+            lent.handle.shutdown();
+            // The earlier turn: it takes the shutdown's wakeup.
+            crate::loom::lock(&lent.driver).turn(Some(std::time::Duration::ZERO));
+        }));
         let mut waited = false;
         let turned = services.turn_driver(Turn::Park, &mut |_| waited = true);
         assert!(
