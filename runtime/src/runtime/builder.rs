@@ -231,7 +231,11 @@ impl Builder {
     }
 
     /// The most threads of the blocking pool ([`crate::spawn_blocking`]).
-    /// Default 512. Jobs beyond it wait, first in first out.
+    /// Default 512. Jobs beyond it wait, first in first out: a job that
+    /// waits for another blocking job (a `block_on` of its handle) can
+    /// deadlock once every thread holds such a job, the one each waits for
+    /// queued behind them (as in tokio). Keep such waits off the blocking
+    /// pool, or the limit above the most that can happen at once.
     ///
     /// ```
     /// let rt = wq::Runtime::builder().max_blocking_threads(2).build().unwrap();

@@ -94,16 +94,28 @@ impl SchedStat {
         if tid <= 0 {
             return None;
         }
-        let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
-        let mut f = text.split_whitespace().map(|v| v.parse::<u64>().ok());
-        let (on_cpu, run_queue) = (f.next()??, f.next()??);
+        let schedstat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
         // Bytes, not text: the thread's name is printed as it is, and the
         // OS cut it at 15 bytes, maybe inside a character.
         let stat = std::fs::read(format!("/proc/self/task/{tid}/stat")).ok()?;
+        SchedStat::parse(&schedstat, &stat)
+    }
+
+    /// The statistics from a thread's `schedstat` and `stat` files.
+    fn parse(schedstat: &str, stat: &[u8]) -> Option<SchedStat> {
+        let mut f = schedstat.split_whitespace().map(|v| v.parse::<u64>().ok());
+        let (on_cpu, run_queue) = (f.next()??, f.next()??);
+        if on_cpu == 0 && run_queue == 0 {
+            // A kernel without CONFIG_SCHED_INFO prints zeros: unknown
+            // (a worker in a poll has run), not a thread that never ran
+            // -- which, runnable, read as waiting for a CPU for ever, and
+            // a hog was never granted.
+            return None;
+        }
         Some(SchedStat {
             on_cpu,
             run_queue,
-            runnable: state_of(&stat)? == b'R',
+            runnable: state_of(stat)? == b'R',
         })
     }
 }
@@ -351,6 +363,11 @@ impl Watchdog {
                     self.samples.remove(&key);
                     continue;
                 }
+                // Read before the grant: a `block_in_place` that gives the
+                // allowance up between the grant and this read would store
+                // the `unblocked_at` read here, and no later scan would see
+                // it come back to grant it again.
+                let back = s.watch.unblocked_at.load(Ordering::Relaxed);
                 let Some(kick) = pool.idle.grant_hog(slot, on_cpu, || pool.has_work()) else {
                     continue;
                 };
@@ -374,7 +391,7 @@ impl Watchdog {
                         pool: pool.clone(),
                         started,
                         on_cpu,
-                        back: s.watch.unblocked_at.load(Ordering::Relaxed),
+                        back,
                     },
                 );
                 self.samples.remove(&key);
@@ -414,6 +431,16 @@ mod tests {
         assert_eq!(state_of(b"12 (\xce\xb1\xce\xb2\xce) D 1"), Some(b'D'));
         assert_eq!(state_of(b"12 (no end"), None);
         assert_eq!(state_of(b"12 (x)  "), None);
+    }
+
+    /// Zeros (a kernel without CONFIG_SCHED_INFO) are unknown figures,
+    /// which count as on a CPU: a runnable hog read as waiting for ever.
+    #[test]
+    fn zero_scheduler_statistics_are_unknown() {
+        assert!(SchedStat::parse("0 0 0\n", b"7 (wq) R 1").is_none());
+        let s = SchedStat::parse("1500 20 3\n", b"7 (wq) S 1").unwrap();
+        assert_eq!((s.on_cpu, s.run_queue, s.runnable), (1500, 20, false));
+        assert!(SchedStat::parse("x", b"7 (wq) R 1").is_none());
     }
 
     /// A long threshold does not slow the watchdog's ticks past
