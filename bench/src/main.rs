@@ -57,6 +57,8 @@ beside busy neighbours); wq and tokio alternate iteration by iteration
   --iters N (default 50; rounded up to a multiple of the runtimes)  --workers W (both runtimes; default: online CPUs)  --spin-us US  --spinners N  --spin-watch deques|injector  --json
   --busy-neighbours N (measure quietly, then beside N busy-loop processes, and report the
   runtimes' run-queue wait from schedstat)
+  --layouts N (the measurement in N processes, each with its heap shifted differently, pooled,
+  with wq/tokio per layout: a shape's ratio moves with where the runtimes' structures land)
 ";
 
 const TIMERS: &str = "\
@@ -285,8 +287,103 @@ fn run_sweep(argv: &[String]) -> Result<(), String> {
     write_plots(plots, |dir| sweep::plots(&s, &steps, dir))
 }
 
+/// `shapes --layouts N`: the same measurement in N processes, each with
+/// its heap shifted differently (`--pad K`), pooled: a shape's ratio
+/// moves with where the runtimes' hot structures land (section 5 of
+/// docs/benchmarks.md), so one process measures one layout.
+fn run_shape_layouts(
+    argv: &[String],
+    a: &wq_bench::args::Args,
+    layouts: usize,
+) -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find wq-bench itself: {e}"))?;
+    // Its own arguments but `--layouts` and `--json`, which it sets.
+    let mut child_args: Vec<String> = vec!["shapes".to_owned()];
+    let mut it = argv.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--layouts" | "--pad" => {
+                it.next();
+            }
+            "--json" => {}
+            other if other.starts_with("--layouts=") || other.starts_with("--pad=") => {}
+            other => child_args.push(other.to_owned()),
+        }
+    }
+    let mut measured = Vec::with_capacity(layouts);
+    for k in 0..layouts {
+        eprintln!("[layout {}/{layouts}] --pad {k}", k + 1);
+        let out = std::process::Command::new(&exe)
+            .args(&child_args)
+            .args(["--json", "--pad", &k.to_string()])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| format!("could not run layout {k}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("layout {k} failed ({})", out.status));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| format!("layout {k}'s output is not JSON: {e}"))?;
+        measured.push(shapes::timings_of_json(&v)?);
+    }
+    let timings = shapes::pool_layouts(&measured);
+    let ratios = shapes::layout_ratios(&measured);
+    let neighbours: usize = a.get("busy-neighbours", 0)?;
+    let workers: usize = a.count("workers", machine::online_cpus())?;
+    let spin = workqueue::spin_arg(a)?;
+    let command = command_line();
+    if a.flag("json") {
+        let mut v = shapes::json(&timings, neighbours, &command, workers, spin);
+        v["layouts"] = layouts.into();
+        v["layout_ratios"] = ratios
+            .iter()
+            .map(|(s, r)| (s.clone(), serde_json::json!(r)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    }
+    print!("{}", machine::header(&command));
+    println!(
+        "# {layouts} heap layouts (a process each, --pad 0..{}), their iterations pooled; {workers} workers each\n",
+        layouts - 1
+    );
+    print!("{}", shapes::table(&timings, neighbours));
+    println!("\nwq/tokio median time per layout (quiet):");
+    for (shape, r) in &ratios {
+        let mut sorted = r.clone();
+        sorted.sort_by(f64::total_cmp);
+        println!(
+            "  {shape:<14} {}  (median {:.2}, {:.2}-{:.2})",
+            r.iter()
+                .map(|x| format!("{x:.2}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            wq_bench::stats::median(r),
+            sorted[0],
+            sorted[sorted.len() - 1]
+        );
+    }
+    let t = shapes::targets(&timings, neighbours);
+    if !t.is_empty() {
+        println!("\ntargets (on the pooled iterations):");
+        for (what, met) in t {
+            println!("  [{}] {what}", if met { "met" } else { "MISSED" });
+        }
+    }
+    Ok(())
+}
+
 fn run_shapes(argv: &[String]) -> Result<(), String> {
     let a = parse(argv, shapes::OPTIONS, shapes::FLAGS)?;
+    shapes::pad_heap(a.get("pad", 0usize)?);
+    let layouts: usize = a.count("layouts", 1)?;
+    if layouts > 1 {
+        return run_shape_layouts(argv, &a, layouts);
+    }
     let names: Vec<String> = a.list(
         "shapes",
         shapes::NAMES.iter().map(|s| s.to_string()).collect(),

@@ -292,6 +292,8 @@ pub fn run<R: BenchRuntime>(name: &str, rt: &R) -> bool {
 /// The valued options of `wq-bench shapes`.
 pub const OPTIONS: &[&str] = &[
     "shapes",
+    "layouts",
+    "pad",
     "runtimes",
     "iters",
     "workers",
@@ -302,6 +304,85 @@ pub const OPTIONS: &[&str] = &[
 ];
 /// Its flags.
 pub const FLAGS: &[&str] = &["json"];
+
+/// Shifts the heap under what is built next: `n` small blocks allocated
+/// and kept (`--pad`, given to each process of `--layouts`).
+pub fn pad_heap(n: usize) {
+    let blocks: Vec<Box<[u8]>> = (0..n).map(|_| vec![1u8; 48].into_boxed_slice()).collect();
+    std::mem::forget(std::hint::black_box(blocks));
+}
+
+/// The timings of one process's `--json` document (`rows`).
+pub fn timings_of_json(v: &serde_json::Value) -> Result<Vec<Timing>, String> {
+    let rows = v["rows"].as_array().ok_or("no rows in a layout's output")?;
+    let floats = |r: &serde_json::Value, k: &str| -> Vec<f64> {
+        r[k].as_array()
+            .map(|a| a.iter().filter_map(serde_json::Value::as_f64).collect())
+            .unwrap_or_default()
+    };
+    rows.iter()
+        .map(|r| {
+            Ok(Timing {
+                shape: r["shape"]
+                    .as_str()
+                    .ok_or("a row without its shape")?
+                    .to_owned(),
+                runtime: r["runtime"]
+                    .as_str()
+                    .ok_or("a row without its runtime")?
+                    .to_owned(),
+                neighbours: r["neighbours"].as_u64().ok_or("a row without neighbours")? as usize,
+                times: floats(r, "times_ns"),
+                run_queue: floats(r, "run_queue_ns"),
+                on_cpu: floats(r, "on_cpu_ns"),
+            })
+        })
+        .collect()
+}
+
+/// Several layouts' timings as one: each shape's iterations on one
+/// runtime pooled over the layouts (in the order given).
+pub fn pool_layouts(layouts: &[Vec<Timing>]) -> Vec<Timing> {
+    let mut out: Vec<Timing> = Vec::new();
+    for t in layouts.iter().flatten() {
+        match out
+            .iter_mut()
+            .find(|o| o.shape == t.shape && o.runtime == t.runtime && o.neighbours == t.neighbours)
+        {
+            Some(o) => {
+                o.times.extend(&t.times);
+                o.run_queue.extend(&t.run_queue);
+                o.on_cpu.extend(&t.on_cpu);
+            }
+            None => out.push(t.clone()),
+        }
+    }
+    out
+}
+
+/// Per shape (quiet), wq/tokio median time in each layout.
+pub fn layout_ratios(layouts: &[Vec<Timing>]) -> Vec<(String, Vec<f64>)> {
+    let mut out: Vec<(String, Vec<f64>)> = Vec::new();
+    for timings in layouts {
+        for w in timings
+            .iter()
+            .filter(|t| t.runtime == "wq" && t.neighbours == 0)
+        {
+            let Some(t) = timings
+                .iter()
+                .find(|t| t.runtime == "tokio" && t.shape == w.shape && t.neighbours == 0)
+            else {
+                continue;
+            };
+            let ratio = w.median() / t.median();
+            match out.iter_mut().find(|(s, _)| *s == w.shape) {
+                Some((_, r)) => r.push(ratio),
+                None => out.push((w.shape.clone(), vec![ratio])),
+            }
+        }
+    }
+    out
+}
 
 /// One shape on one runtime in one phase (quiet, or beside neighbours).
 #[derive(Clone, Debug)]

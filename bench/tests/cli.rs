@@ -160,3 +160,27 @@ fn busy_loop_without_a_parent_exits() {
         assert!(err.contains("not run by hand"), "{err}");
     }
 }
+
+/// `shapes --layouts N` measures in N processes, each heap shifted, and
+/// pools them: every iteration of every layout counted, and a wq/tokio
+/// ratio per layout.
+#[test]
+fn shapes_over_several_heap_layouts_are_pooled() {
+    let out = wq_bench(&[
+        "shapes",
+        "--shapes",
+        "chained_spawn",
+        "--iters",
+        "2",
+        "--layouts",
+        "3",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["layouts"], 3);
+    assert_eq!(v["layout_ratios"]["chained_spawn"].as_array().unwrap().len(), 3);
+    for row in v["rows"].as_array().unwrap() {
+        assert_eq!(row["times_ns"].as_array().unwrap().len(), 2 * 3, "{row}");
+    }
+}
