@@ -379,6 +379,21 @@ fn run_shape_layouts(
 
 fn run_shapes(argv: &[String]) -> Result<(), String> {
     let a = parse(argv, shapes::OPTIONS, shapes::FLAGS)?;
+    if a.raw("pad").is_some() {
+        // A layout's process (`--layouts`): it goes with its parent (and
+        // its busy neighbours with it, by their own death signal).
+        // SAFETY: prctl(PR_SET_PDEATHSIG, SIGKILL) takes plain integers
+        // and changes only this process's death signal.
+        unsafe {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            );
+        }
+    }
     shapes::pad_heap(a.get("pad", 0usize)?);
     let layouts: usize = a.count("layouts", 1)?;
     if layouts > 1 {

@@ -179,7 +179,13 @@ fn shapes_over_several_heap_layouts_are_pooled() {
     assert!(out.status.success(), "{out:?}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["layouts"], 3);
-    assert_eq!(v["layout_ratios"]["chained_spawn"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        v["layout_ratios"]["chained_spawn"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
     for row in v["rows"].as_array().unwrap() {
         assert_eq!(row["times_ns"].as_array().unwrap().len(), 2 * 3, "{row}");
     }

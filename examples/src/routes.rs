@@ -140,7 +140,11 @@ pub async fn pools_table() -> Result<std::sync::Arc<str>, String> {
         cache
             .making
             .get_or_insert_with(|| {
-                async move {
+                // A task of its own, not a future only the requests poll:
+                // run to its end whether or not they stay (one whose
+                // requests all went kept its snapshot, and served it as
+                // new to the next request, however old).
+                let job = wq::spawn(async move {
                     let table = wq::spawn_blocking(move || handle.metrics().to_string())
                         .await
                         .map(std::sync::Arc::<str>::from)
@@ -156,9 +160,10 @@ pub async fn pools_table() -> Result<std::sync::Arc<str>, String> {
                         p.making = None;
                     }
                     table
-                }
-                .boxed()
-                .shared()
+                });
+                async move { job.await.map_err(|e| e.to_string())? }
+                    .boxed()
+                    .shared()
             })
             .clone()
     };

@@ -69,11 +69,11 @@ pub(crate) struct Services {
     driver: OnceLock<Lent>,
     state: Mutex<DriverState>,
     pub(crate) blocking: BlockingPool,
-    /// Test hook: runs once in the next `turn_driver`, just before it
-    /// takes the driver's lock.
+    /// Test hook: runs once in the next `turn_driver` on the thread that
+    /// set it (not a worker's), just before it takes the driver's lock.
     #[cfg(test)]
     #[allow(clippy::type_complexity)]
-    before_lock: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    before_lock: Mutex<Option<(std::thread::ThreadId, Box<dyn FnOnce() + Send>)>>,
 }
 
 /// The driver and its handle.
@@ -174,8 +174,15 @@ impl Services {
             return false;
         };
         #[cfg(test)]
-        if let Some(hook) = crate::loom::lock(&self.before_lock).take() {
-            hook();
+        {
+            let mut hook = crate::loom::lock(&self.before_lock);
+            if hook
+                .as_ref()
+                .is_some_and(|(on, _)| *on == std::thread::current().id())
+                && let Some((_, hook)) = hook.take()
+            {
+                hook();
+            }
         }
         let d = match lent.driver.try_lock() {
             Ok(d) => d,
@@ -333,12 +340,15 @@ mod tests {
         let services = &scheduler.services;
         services.driver(&scheduler).unwrap();
         let s = scheduler.clone();
-        *crate::loom::lock(&services.before_lock) = Some(Box::new(move || {
-            let lent = s.services.driver.get().unwrap();
-            lent.handle.shutdown();
-            // The earlier turn: it takes the shutdown's wakeup.
-            crate::loom::lock(&lent.driver).turn(Some(std::time::Duration::ZERO));
-        }));
+        *crate::loom::lock(&services.before_lock) = Some((
+            std::thread::current().id(),
+            Box::new(move || {
+                let lent = s.services.driver.get().unwrap();
+                lent.handle.shutdown();
+                // The earlier turn: it takes the shutdown's wakeup.
+                crate::loom::lock(&lent.driver).turn(Some(std::time::Duration::ZERO));
+            }),
+        ));
         let mut waited = false;
         let turned = services.turn_driver(Turn::Park, &mut |_| waited = true);
         assert!(
