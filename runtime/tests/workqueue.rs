@@ -526,8 +526,12 @@ fn a_short_computation_after_a_long_block_is_not_a_cpu_hog() {
             .unwrap();
         let h = q.spawn(async {
             wq::block_in_place(|| std::thread::sleep(Duration::from_millis(100)));
+            // Well under the threshold: a loaded machine (a CI run's tests
+            // in parallel on 2 CPUs) may preempt the poll after it, and 18
+            // ms once came out over 20. Long enough for the watchdog's
+            // looks (every 10 ms) to have found the old bug.
             let t = Instant::now();
-            while t.elapsed() < Duration::from_millis(18) {
+            while t.elapsed() < Duration::from_millis(15) {
                 std::hint::spin_loop();
             }
         });
@@ -720,8 +724,8 @@ fn a_dashboard_started_by_a_highpri_item_runs_at_the_process_priority() {
             eprintln!("skipped: this process may not raise a thread's priority");
             return;
         }
-        // The dashboard's thread, by its name (set before it runs: its
-        // priority may still be changing, so look until it settles).
+        // The dashboard's thread, by its name (which it sets once it runs,
+        // as it sets its priority: look until both are done).
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let nice = loop {
             let nices: Vec<i32> = std::fs::read_dir("/proc/self/task")
@@ -735,8 +739,11 @@ fn a_dashboard_started_by_a_highpri_item_runs_at_the_process_priority() {
                         .then(|| unsafe { libc::getpriority(libc::PRIO_PROCESS, tid) })
                 })
                 .collect();
-            assert_eq!(nices.len(), 1, "one dashboard thread: {nices:?}");
-            if nices[0] == base || std::time::Instant::now() > deadline {
+            // None yet: a new thread names itself once it runs.
+            assert!(nices.len() <= 1, "one dashboard thread: {nices:?}");
+            let timed_out = std::time::Instant::now() > deadline;
+            assert!(!(nices.is_empty() && timed_out), "no dashboard thread");
+            if nices.first() == Some(&base) || (timed_out && !nices.is_empty()) {
                 break nices[0];
             }
             std::thread::sleep(Duration::from_millis(10));
