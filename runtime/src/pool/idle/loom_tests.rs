@@ -201,6 +201,49 @@ fn loom_kick_and_cull_never_strand_an_item_under_lock() {
     kick_races_cull(true, WakeMode::UnderLock);
 }
 
+/// Step 6's draft racing the pool's close: the one worker is culled and
+/// its thread exits while a producer's kick waits for its slot (every
+/// slot held by an exiting thread: the reservation is left for it), and
+/// the pool closes meanwhile. Either the thread is drafted before the
+/// close, and exits at its next look, or the close comes first and the
+/// reservation is undone with its counts: no worker or searcher counted
+/// once every thread is gone, and none parked for ever (loom's deadlock
+/// check).
+#[test]
+fn loom_a_draft_racing_close_leaves_no_count_behind() {
+    loom::model(|| {
+        let idle = Arc::new(Idle::new(config(true, WakeMode::Deferred)));
+        let queue = Arc::new(Queue(Items::new(0)));
+        // A quota it never reaches: it leaves only through `exit`.
+        let w = one_worker(&idle, &queue, 2);
+        let (i, q) = (idle.clone(), queue.clone());
+        let producer = loom::thread::spawn(move || {
+            q.push();
+            if let Kick::Start(slot) = i.notify() {
+                let (i2, q2) = (i.clone(), q.clone());
+                loom::thread::spawn(move || {
+                    i2.started(slot, loom::thread::current());
+                    worker_thread(&i2, &q2, slot, 2)
+                })
+                .join()
+                .unwrap();
+            }
+        });
+        idle.cull_now(Instant::now()).wake_all();
+        let i = idle.clone();
+        let closer = loom::thread::spawn(move || i.close().wake_all());
+        closer.join().unwrap();
+        producer.join().unwrap();
+        w.join().unwrap();
+        let s = idle.snapshot();
+        assert_eq!(
+            (s.nr_workers, s.nr_searching, s.nr_idle, s.nr_kicked),
+            (0, 0, 0, 0),
+            "counts left behind: {s:?}"
+        );
+    });
+}
+
 /// Without the kicked list the model must find the kernel's race: this
 /// proves the test above can fail.
 #[test]
