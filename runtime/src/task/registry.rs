@@ -118,7 +118,7 @@ impl Registry {
     }
 
     /// The wakers the shards' slabs have room for, all together.
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     fn capacity(&self) -> usize {
         self.shards
             .iter()
