@@ -340,11 +340,7 @@ fn run_shape_layouts(
             .map(|(s, r)| (s.clone(), serde_json::json!(r)))
             .collect::<serde_json::Map<_, _>>()
             .into();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
-        );
-        return Ok(());
+        return print_json(&v);
     }
     print!("{}", machine::header(&command));
     println!(
@@ -367,13 +363,27 @@ fn run_shape_layouts(
             sorted[sorted.len() - 1]
         );
     }
-    let t = shapes::targets(&timings, neighbours);
+    print_shape_targets(&timings, neighbours, " (on the pooled iterations)");
+    Ok(())
+}
+
+/// The shapes' targets, when measured beside busy neighbours.
+fn print_shape_targets(timings: &[shapes::Timing], neighbours: usize, on: &str) {
+    let t = shapes::targets(timings, neighbours);
     if !t.is_empty() {
-        println!("\ntargets (on the pooled iterations):");
+        println!("\ntargets{on}:");
         for (what, met) in t {
             println!("  [{}] {what}", if met { "met" } else { "MISSED" });
         }
     }
+}
+
+/// Prints a `--json` document.
+fn print_json(v: &serde_json::Value) -> Result<(), String> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).map_err(|e| e.to_string())?
+    );
     Ok(())
 }
 
@@ -412,12 +422,7 @@ fn run_shapes(argv: &[String]) -> Result<(), String> {
     let spin = workqueue::spin_arg(&a)?;
     let timings = shapes::measure(&names, &runtimes, iters, workers, neighbours, spin)?;
     if a.flag("json") {
-        let v = shapes::json(&timings, neighbours, &command, workers, spin);
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
-        );
-        return Ok(());
+        return print_json(&shapes::json(&timings, neighbours, &command, workers, spin));
     }
     print!("{}", machine::header(&command));
     println!(
@@ -429,12 +434,6 @@ fn run_shapes(argv: &[String]) -> Result<(), String> {
         }
     );
     print!("{}", shapes::table(&timings, neighbours));
-    let t = shapes::targets(&timings, neighbours);
-    if !t.is_empty() {
-        println!("\ntargets:");
-        for (what, met) in t {
-            println!("  [{}] {what}", if met { "met" } else { "MISSED" });
-        }
-    }
+    print_shape_targets(&timings, neighbours, "");
     Ok(())
 }

@@ -657,23 +657,32 @@ fn highpri_items_overtake_a_backlog_of_normal_ones() {
 /// nice -20 for life. They run at the process's priority. (Where the
 /// process may not raise priorities, the high-priority worker is at the
 /// normal one and this checks nothing.)
+/// The calling thread's nice value.
+fn nice() -> i32 {
+    // SAFETY: plain integers; the calling thread's nice value.
+    unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+}
+
+/// The process's (main thread's) nice value, a runtime, and a high-priority
+/// queue `name` on it.
+fn highpri_queue(name: &str) -> (i32, Runtime, Workqueue) {
+    // SAFETY: plain integers; the process's main thread's nice value.
+    let base = unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::getpid() as libc::id_t) };
+    let rt = Runtime::builder()
+        .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
+        .build()
+        .unwrap();
+    let high = Workqueue::builder(name)
+        .highpri()
+        .build(rt.handle())
+        .unwrap();
+    (base, rt, high)
+}
+
 #[test]
 fn threads_started_by_a_highpri_worker_run_at_the_process_priority() {
-    fn nice() -> i32 {
-        // SAFETY: plain integers; the calling thread's nice value.
-        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
-    }
     within(60, || {
-        // SAFETY: as above, for the process's main thread.
-        let base = unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::getpid() as libc::id_t) };
-        let rt = Runtime::builder()
-            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
-            .build()
-            .unwrap();
-        let high = Workqueue::builder("urgent")
-            .highpri()
-            .build(rt.handle())
-            .unwrap();
+        let (base, rt, high) = highpri_queue("urgent");
         let (hp, job, worker) = rt
             .block_on(high.spawn(async {
                 let hp = nice();
@@ -702,23 +711,9 @@ fn threads_started_by_a_highpri_worker_run_at_the_process_priority() {
 #[test]
 fn a_dashboard_started_by_a_highpri_item_runs_at_the_process_priority() {
     within(60, || {
-        // SAFETY: plain integers; the process's main thread's nice value.
-        let base = unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::getpid() as libc::id_t) };
-        let rt = Runtime::builder()
-            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
-            .build()
-            .unwrap();
-        let high = Workqueue::builder("urgent-dashboard")
-            .highpri()
-            .build(rt.handle())
-            .unwrap();
+        let (base, rt, high) = highpri_queue("urgent-dashboard");
         let (hp, dashboard) = rt
-            .block_on(high.spawn(async {
-                // SAFETY: as above, for this thread.
-                let hp =
-                    unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
-                (hp, wq::dashboard::serve("127.0.0.1:0").unwrap())
-            }))
+            .block_on(high.spawn(async { (nice(), wq::dashboard::serve("127.0.0.1:0").unwrap()) }))
             .unwrap();
         if hp == base {
             eprintln!("skipped: this process may not raise a thread's priority");
