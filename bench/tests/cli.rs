@@ -10,6 +10,26 @@ fn wq_bench(args: &[&str]) -> std::process::Output {
         .expect("run wq-bench")
 }
 
+/// `shapes --shapes chained_spawn --iters 2 --json` with `extra`: its
+/// document, the run having succeeded.
+fn chained_spawn_json(extra: &[&str]) -> serde_json::Value {
+    let args = [
+        &[
+            "shapes",
+            "--shapes",
+            "chained_spawn",
+            "--iters",
+            "2",
+            "--json",
+        ][..],
+        extra,
+    ]
+    .concat();
+    let out = wq_bench(&args);
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn help_after_any_subcommand_prints_its_usage() {
     for sub in ["workqueue", "sweep", "locality", "memory", "shapes"] {
@@ -75,18 +95,7 @@ static BUSY_LOOPS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 fn busy_neighbours_run_beside_a_benchmark_and_are_gone_after_it() {
     let _alone = BUSY_LOOPS.lock().unwrap_or_else(|e| e.into_inner());
     let before = busy_loops();
-    let out = wq_bench(&[
-        "shapes",
-        "--shapes",
-        "chained_spawn",
-        "--iters",
-        "2",
-        "--busy-neighbours",
-        "2",
-        "--json",
-    ]);
-    assert!(out.status.success(), "{out:?}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = chained_spawn_json(&["--busy-neighbours", "2"]);
     assert_eq!(v["busy_neighbours"], 2);
     // Quiet and busy rows for both runtimes, and the two targets each.
     assert_eq!(v["rows"].as_array().unwrap().len(), 4);
@@ -166,18 +175,7 @@ fn busy_loop_without_a_parent_exits() {
 /// ratio per layout.
 #[test]
 fn shapes_over_several_heap_layouts_are_pooled() {
-    let out = wq_bench(&[
-        "shapes",
-        "--shapes",
-        "chained_spawn",
-        "--iters",
-        "2",
-        "--layouts",
-        "3",
-        "--json",
-    ]);
-    assert!(out.status.success(), "{out:?}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = chained_spawn_json(&["--layouts", "3"]);
     assert_eq!(v["layouts"], 3);
     assert_eq!(
         v["layout_ratios"]["chained_spawn"]
