@@ -73,6 +73,7 @@
 //! taken before `waiters` by a driver turn), would deadlock there (wq's
 //! own wakers do nothing of the kind).
 
+pub(crate) mod coarse;
 pub(crate) mod registration;
 pub(crate) mod scheduled_io;
 pub(crate) mod timers;
@@ -123,6 +124,8 @@ struct Inner {
     timers: TimerShards,
     /// The tick base: deadlines are milliseconds after it.
     base: Instant,
+    /// The coarse clock related to `base` ([`coarse`]).
+    coarse: Option<coarse::CoarseClock>,
     shutdown: AtomicBool,
 }
 
@@ -169,6 +172,7 @@ impl Driver {
         let poll = Poll::new()?;
         let registry = poll.registry().try_clone()?;
         let waker = mio::Waker::new(poll.registry(), WAKE_TOKEN)?;
+        let base = Instant::now();
         Ok(Driver {
             poll,
             events: Events::with_capacity(EVENTS),
@@ -178,7 +182,8 @@ impl Driver {
                     waker,
                     ios: Mutex::new(IoTable::default()),
                     timers,
-                    base: Instant::now(),
+                    base,
+                    coarse: coarse::CoarseClock::new(base),
                     shutdown: AtomicBool::new(false),
                 }),
             },
@@ -426,6 +431,17 @@ impl Handle {
     pub(crate) fn tick_ceil(&self, deadline: Instant) -> u64 {
         let d = deadline.saturating_duration_since(self.inner.base);
         u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+    }
+
+    /// Whether a deadline at tick `tick` has passed, is ahead, or is near
+    /// enough now to read the clock ([`coarse`]).
+    #[inline]
+    pub(crate) fn coarse_check(&self, tick: u64) -> coarse::Coarse {
+        match &self.inner.coarse {
+            Some(c) => c.check(tick),
+            None if tick == 0 => coarse::Coarse::Passed,
+            None => coarse::Coarse::Near,
+        }
     }
 
     /// The timer shard of the arming thread numbered `thread`.

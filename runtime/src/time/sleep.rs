@@ -117,7 +117,18 @@ impl Sleep {
 
     /// Whether the deadline has passed.
     pub fn is_elapsed(&self) -> bool {
-        self.fired || Instant::now() >= self.deadline
+        self.fired || self.passed()
+    }
+
+    /// Whether the deadline has passed by the clock; read only when the
+    /// coarse clock cannot tell (`driver::coarse`).
+    #[inline]
+    fn passed(&self) -> bool {
+        match self.driver.coarse_check(self.tick) {
+            driver::coarse::Coarse::Passed => true,
+            driver::coarse::Coarse::Ahead => false,
+            driver::coarse::Coarse::Near => Instant::now() >= self.deadline,
+        }
     }
 
     /// Moves the deadline to `deadline`, keeping the same timer (no new
@@ -131,7 +142,7 @@ impl Sleep {
         self.fired = false;
         let shard = usize::from(self.shard);
         if let Some(key) = self.key
-            && Instant::now() >= deadline
+            && self.passed()
         {
             // Past by the clock, though maybe not by the driver's last turn
             // (the wheel's time): fired now, as a first poll would.
@@ -270,8 +281,9 @@ impl Sleep {
         // The wheel fires by the time of the driver's last turn, which may
         // be well behind the clock (this task may have run since): a
         // deadline the clock has passed completes now, unarmed, or armed
-        // (its entry freed: one lock, as the re-poll's would be).
-        if Instant::now() >= this.deadline {
+        // (its entry freed: one lock, as the re-poll's would be). The
+        // clock is read only for a deadline near now (`driver::coarse`).
+        if this.passed() {
             this.fired = true;
             this.disarm();
             return Poll::Ready(Ok(()));
