@@ -840,6 +840,29 @@ fn a_names_counters_never_go_down_while_its_queues_come_and_go() {
     });
 }
 
+/// A delta over a snapshot of another runtime (a restarted service) is the
+/// later snapshot whole, in the shape of every delta: queues summed by
+/// name, retired names folded in, `retired_queues` empty.
+#[test]
+fn a_delta_over_another_instance_has_the_shape_of_every_delta() {
+    within(60, || {
+        let rt = Runtime::new().unwrap();
+        let _a = Workqueue::builder("io").build(rt.handle()).unwrap();
+        let _b = Workqueue::builder("io").build(rt.handle()).unwrap();
+        drop(Workqueue::builder("gone").build(rt.handle()).unwrap());
+        let now = rt.metrics();
+        assert!(!now.retired_queues.is_empty());
+        let other = Runtime::new().unwrap().metrics();
+        assert!(!now.follows(&other));
+        let d = now.delta(&other);
+        assert!(d.retired_queues.is_empty(), "{:?}", d.retired_queues);
+        let mut names: Vec<&str> = d.queues.iter().map(|q| q.name.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["gone", "io"]);
+        assert_eq!(d.interval, Some(now.uptime));
+    });
+}
+
 /// Each pool says what its spinners watch: the deques too in pools of at
 /// most four workers, the injector only in wider ones, unless the builder
 /// says.

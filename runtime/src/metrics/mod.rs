@@ -558,10 +558,16 @@ impl PoolSnapshot {
         sched: &mut Option<Histogram<u64>>,
         poll: &mut Option<Histogram<u64>>,
     ) {
-        use std::sync::atomic::Ordering::Relaxed;
+        use std::sync::atomic::Ordering::{Acquire, Relaxed};
         let k = &mut self.counters;
+        // `completed` first: its writers release it after `started`, so
+        // the `started` read after it is at least as new (never fewer
+        // polls started than completed in one snapshot).
+        let completed = c.completed.load(Acquire);
+        #[cfg(all(test, not(loom)))]
+        tests::BETWEEN_LOADS.with(|h| h.take().map(|f| f()));
         k.started += c.started.load(Relaxed);
-        k.completed += c.completed.load(Relaxed);
+        k.completed += completed;
         k.remote_steals += c.remote_steals.load(Relaxed);
         k.sibling_steals += c.sibling_steals.load(Relaxed);
         k.parks += c.parks.load(Relaxed);
@@ -952,8 +958,12 @@ impl Snapshot {
     /// ```
     pub fn delta(&self, earlier: &Snapshot) -> Snapshot {
         if !self.follows(earlier) {
+            // The whole of this one, shaped as every delta: queues summed
+            // by name, retired names in them.
             let mut whole = self.clone();
             whole.interval = Some(self.uptime);
+            whole.queues = self.queues_by_name();
+            whole.retired_queues.clear();
             return whole;
         }
         // By id through a map: a snapshot read from a server (wq-monitor)
@@ -1140,6 +1150,43 @@ fn cpu_list(cpus: &[usize]) -> String {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    std::thread_local! {
+        /// Test hook: runs between `add_worker`'s two loads of a slot's
+        /// poll counts, on this thread.
+        pub(super) static BETWEEN_LOADS: std::cell::Cell<Option<Box<dyn FnOnce()>>> =
+            const { std::cell::Cell::new(None) };
+    }
+
+    /// A worker publishes its poll counts every 64 polls; a snapshot that
+    /// read `started` before a publish and `completed` after it had up to
+    /// 64 more polls completed than started. The hook publishes between
+    /// the two loads.
+    #[test]
+    fn a_publish_between_the_loads_never_shows_more_polls_completed_than_started() {
+        use std::sync::Arc;
+        use std::sync::atomic::Ordering;
+        let c = Arc::new(WorkerCounters::default());
+        c.started.store(100, Ordering::Relaxed);
+        c.completed.store(100, Ordering::Relaxed);
+        let writer = c.clone();
+        BETWEEN_LOADS.with(|h| {
+            h.set(Some(Box::new(move || {
+                writer.started.store(164, Ordering::Relaxed);
+                writer.completed.store(164, Ordering::Release);
+            })))
+        });
+        let workers = PoolSnapshot::worker_states(1, 0, 0, 0, 0);
+        let mut p = PoolSnapshot::new(0, Scope::System, 0, vec![0], false, false, 1, workers);
+        p.add_worker(&c, &mut None, &mut None);
+        assert!(
+            p.counters.completed <= p.counters.started,
+            "{} completed, {} started",
+            p.counters.completed,
+            p.counters.started
+        );
+        assert_eq!(p.counters.completed, 100);
+    }
 
     fn latency(samples: &[u64]) -> Latency {
         let mut h = new_histogram();

@@ -989,8 +989,17 @@ impl Core {
         // The latencies were recorded at each poll (`metrics::capture`,
         // step 1): the histograms are ahead of the counters.
         self.unpublished = 0;
+        // `completed` after `started`, released: a reader that loads
+        // `completed` first (acquire) reads a `started` at least as new,
+        // so it never sees more polls completed than started.
         add(&c.started, std::mem::take(&mut self.started));
-        add(&c.completed, std::mem::take(&mut self.completed));
+        let completed = std::mem::take(&mut self.completed);
+        if completed != 0 {
+            c.completed.store(
+                c.completed.load(Ordering::Relaxed) + completed,
+                Ordering::Release,
+            );
+        }
         add(&c.remote_steals, std::mem::take(&mut self.remote_steals));
         add(&c.sibling_steals, std::mem::take(&mut self.sibling_steals));
         add(&c.parks, std::mem::take(&mut self.parks));

@@ -312,7 +312,8 @@ fn rescue_batch(pool: &Arc<Pool>) {
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             crate::coop::with_budget(|| runnable.run())
         }));
-        c.completed.fetch_add(1, Ordering::Relaxed);
+        // Released after `started`, as a worker publishes them.
+        c.completed.fetch_add(1, Ordering::Release);
         if pool.capture.enabled {
             c.poll_time.record(clock::delay_ns(start, clock::now()));
         }
