@@ -233,6 +233,54 @@ fn shutdown_drops_queued_jobs_and_waits_for_running_ones() {
     });
 }
 
+/// A worker in `block_in_place` waiting, in synchronous code, on a wq
+/// timer or socket (as the docs suggest: the pools' drivers serve them)
+/// when its runtime is dropped: the shutdown waits for that worker, and
+/// while it waits it turns the driver itself, as the exiting workers no
+/// longer do. Without that the timer never fired and the drop waited for
+/// ever (with a timeout: gave up, and the task panicked at the driver's
+/// shutdown).
+#[test]
+fn the_shutdown_turns_the_driver_for_a_worker_it_waits_for() {
+    within_watchdog("shutdown turns the driver", LIMIT, || {
+        let rt = Runtime::builder().thread_name("std").build().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let slept = rt.spawn(async move {
+            wq::block_in_place(|| {
+                let s = wq::time::sleep(Duration::from_millis(300));
+                tx.send(()).unwrap();
+                futures::executor::block_on(s);
+                "slept"
+            })
+        });
+        rx.recv().unwrap();
+        let start = Instant::now();
+        assert!(
+            rt.shutdown_timeout(Duration::from_secs(10)),
+            "gave up after {:?}",
+            start.elapsed()
+        );
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(5), "the shutdown took {took:?}");
+        assert_eq!(futures::executor::block_on(slept).unwrap(), "slept");
+
+        // And a plain drop, which waits without a limit.
+        let rt = Runtime::builder().thread_name("std2").build().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        drop(rt.spawn(async move {
+            wq::block_in_place(|| {
+                let s = wq::time::sleep(Duration::from_millis(200));
+                tx.send(()).unwrap();
+                futures::executor::block_on(s);
+            })
+        }));
+        rx.recv().unwrap();
+        let start = Instant::now();
+        drop(rt);
+        assert!(start.elapsed() < Duration::from_secs(5));
+    });
+}
+
 /// The blocking pool closes with the runtime, before its workers are
 /// waited for: a job queued then never starts. Here a worker blocks on a
 /// queued job's handle, and the job ahead of it waits for that worker: it

@@ -463,8 +463,13 @@ where
 /// started are dropped (their handles give a cancelled `JoinError`) and
 /// running ones are waited for up to the shutdown's timeout: without limit
 /// when the runtime is simply dropped, so a job that never returns holds
-/// the drop ([`Runtime::shutdown_timeout`] bounds the wait). Inside `f` the
-/// runtime is current: [`crate::spawn`] works there.
+/// the drop ([`Runtime::shutdown_timeout`] bounds the wait). They are
+/// waited for after the runtime's timers and sockets shut down (as
+/// tokio's): from then on a wq socket's operations in a running job fail
+/// with an error saying the runtime is gone, and a `wq::time::Sleep` still
+/// ahead panics when polled, so a job that may run into the shutdown (a
+/// retry loop, a back-off) should sleep with `std::thread::sleep`. Inside
+/// `f` the runtime is current: [`crate::spawn`] works there.
 /// [`JoinHandle::abort`](crate::JoinHandle::abort) cancels a job that has
 /// not started; once `f` runs it cannot be stopped, and awaiting the
 /// handle gives its result (as tokio's).

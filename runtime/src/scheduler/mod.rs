@@ -31,7 +31,13 @@
 //!    task whose poll was running when step 2 woke it is queued when the
 //!    poll ends, and a worker stuck in a poll never takes its LIFO task;
 //!    a thread waited for may wait for either to be dropped
-//!    (`Pool::drain_stragglers`).
+//!    (`Pool::drain_stragglers`). And it turns the I/O driver meanwhile,
+//!    if nobody else does: a worker blocked in `block_in_place` may wait
+//!    on a wq timer or socket, which only a driver turn serves (each
+//!    thread's exit cuts the turn short).
+//! 5. The services shut down ([`services`]): the driver (every timer
+//!    fires, every socket fails), then the blocking pool, whose running
+//!    jobs are waited for.
 //! 4. The registries are woken once more and the queues drained a last
 //!    time: a task a worker had already taken from a queue when step 2 woke
 //!    it (the wake is absorbed by the pending run) is idle again once that
@@ -552,12 +558,24 @@ impl Scheduler {
     /// worker blocked in `block_in_place`, the stuck worker itself) may be
     /// waiting for such a task to be dropped: waited for in one go, the
     /// shutdown hung.
+    ///
+    /// While it waits it turns the I/O driver, if the runtime has one and
+    /// nobody else turns it: a worker blocked in `block_in_place` may wait,
+    /// in synchronous code, on a wq timer or socket, which the workers
+    /// served by parking in the driver, and they are gone (the drop hung
+    /// for ever). Each thread's exit unparks the driver
+    /// ([`Threads::on_exit`](threads::Threads::on_exit)), so the turn ends
+    /// as soon as the last one is out.
     fn wait_dropping_stragglers(
         &self,
         pools: &[Arc<Pool>],
         deadline: Option<std::time::Instant>,
         me: usize,
     ) -> bool {
+        let driver = self.services.existing_driver().cloned();
+        if let Some(d) = driver.clone() {
+            self.threads.on_exit(Box::new(move || d.unpark()));
+        }
         loop {
             let slice = match deadline {
                 None => STRAGGLER_SLICE,
@@ -572,7 +590,15 @@ impl Scheduler {
                     left.min(STRAGGLER_SLICE)
                 }
             };
-            if self.threads.wait(Some(slice), me) {
+            // Checked after the hook is set: a thread out before it is
+            // counted here, one out after it cuts the turn short.
+            let turned = driver.is_some()
+                && !self.threads.at_most(me)
+                && self.services.turn_driver(Turn::Park, &mut |d| {
+                    d.turn(Some(slice));
+                });
+            let waited = if turned { Duration::ZERO } else { slice };
+            if self.threads.wait(Some(waited), me) {
                 return true;
             }
             for pool in pools {

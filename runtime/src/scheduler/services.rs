@@ -121,6 +121,11 @@ impl Services {
         self.driver.get().is_some()
     }
 
+    /// The runtime's driver, if it has been created.
+    pub(crate) fn existing_driver(&self) -> Option<&driver::Handle> {
+        self.driver.get().map(|l| &l.handle)
+    }
+
     /// The runtime's driver, created on first use (module docs).
     pub(crate) fn driver(&self, scheduler: &Scheduler) -> io::Result<&driver::Handle> {
         if let Some(l) = self.driver.get() {

@@ -14,6 +14,12 @@
 //!   `wait` waits for it, and since the spawner held `handles` until its
 //!   handle was pushed, `wait`'s take of `handles` finds it.
 //!
+//! - **Exit hook** (shutdown): a thread counting itself out then calls the
+//!   hook set with [`Threads::on_exit`], outside the `live` lock: the
+//!   shutdown, turning the I/O driver while it waits (a thread it waits
+//!   for may wait on a wq timer or socket), has its turn cut short there
+//!   rather than at its slice's end.
+//!
 //! Lock order: `handles`, then `live`. Both are leaves otherwise.
 
 use std::sync::{Arc, Condvar, Mutex};
@@ -28,10 +34,14 @@ struct Live {
     closed: bool,
 }
 
+/// Called by each thread after it counted itself out.
+type ExitHook = Box<dyn Fn() + Send + Sync>;
+
 #[derive(Default)]
 struct Inner {
     live: Mutex<Live>,
     live_changed: Condvar,
+    exit_hook: std::sync::OnceLock<ExitHook>,
 }
 
 /// See the module docs.
@@ -46,9 +56,14 @@ struct Counted(Arc<Inner>);
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        let mut live = lock(&self.0.live);
-        live.count -= 1;
-        self.0.live_changed.notify_all();
+        {
+            let mut live = lock(&self.0.live);
+            live.count -= 1;
+            self.0.live_changed.notify_all();
+        }
+        if let Some(hook) = self.0.exit_hook.get() {
+            hook();
+        }
     }
 }
 
@@ -83,6 +98,17 @@ impl Threads {
         handles.retain(|t| !t.is_finished());
         handles.push(handle);
         Ok(())
+    }
+
+    /// Has every thread call `hook` once it has counted itself out (module
+    /// docs); a hook set already stays.
+    pub(crate) fn on_exit(&self, hook: ExitHook) {
+        let _ = self.inner.exit_hook.set(hook);
+    }
+
+    /// Whether at most `own` threads are live now.
+    pub(crate) fn at_most(&self, own: usize) -> bool {
+        lock(&self.inner.live).count <= own
     }
 
     /// Refuses every later spawn (shutdown, before `wait`).
