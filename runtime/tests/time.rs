@@ -501,6 +501,30 @@ fn a_sleep_outliving_its_runtime_panics_instead_of_hanging() {
     }
 }
 
+/// A timer made through a handle of a runtime that shut down before it
+/// ever made its driver: a panic that says so (it said "the wq runtime
+/// this I/O object was created on has shut down", of no object yet).
+#[test]
+fn a_sleep_made_after_the_shutdown_says_the_runtime_shut_down() {
+    let rt = rt();
+    let handle = rt.handle().clone();
+    drop(rt);
+    let p = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        handle.block_on(async { sleep(Duration::from_millis(1)).await })
+    }))
+    .unwrap_err();
+    let msg = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    assert!(
+        msg.contains("wq::time::sleep") && msg.contains("the wq runtime has shut down"),
+        "{msg}"
+    );
+    assert!(!msg.contains("I/O object"), "{msg}");
+}
+
 /// One pool of one worker, CPU-hog detection (which would let a second
 /// worker in) out of reach.
 fn one_worker_no_hog_detection() -> Runtime {

@@ -136,7 +136,9 @@ impl Services {
             return Ok(&l.handle);
         }
         if state.closed {
-            return Err(driver::scheduled_io::shutdown_error());
+            return Err(io::Error::other(
+                "the wq runtime has shut down: no socket or timer can be made on it; keep the runtime alive while they are made and used",
+            ));
         }
         // A shard per CPU the runtime may use (the topology's, when the
         // budget is unknown).
