@@ -698,7 +698,8 @@ fn the_grafana_dashboard_queries_only_series_and_labels_we_export() {
         let labels: BTreeSet<&str> = samples
             .iter()
             .flat_map(|(_, l, _)| l.keys().map(String::as_str))
-            .chain(["le"])
+            // `instance` and `job` are the scrape's own.
+            .chain(["le", "instance", "job"])
             .collect();
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -736,6 +737,14 @@ fn the_grafana_dashboard_queries_only_series_and_labels_we_export() {
                 for l in inside.split(',').map(str::trim) {
                     assert!(labels.contains(l), "label {l} in {q:?} is not exported");
                 }
+                // Pool ids are a process's own: pool 3 of two replicas (or
+                // of two machines, one's `cpu 3`, the other's `system 0`)
+                // are different pools.
+                let by: Vec<&str> = inside.split(',').map(str::trim).collect();
+                assert!(
+                    !by.contains(&"pool") || by.contains(&"instance"),
+                    "{q:?} sums one pool id over every instance"
+                );
             }
         }
     });
