@@ -614,6 +614,77 @@ fn the_page_draws_its_charts_in_headless_chromium() {
     });
 }
 
+/// A machine with hundreds of pools (a cpu-scope pool per CPU): the page
+/// charts the 48 pools with the highest p99 and says so, draws pod rows
+/// for the first 160 (a canvas of a row per pool was 8,000 px tall here,
+/// and past browsers' canvas limits at 1,000 pools), and its table has
+/// every pool. (Each redraw also searched every point's pools for each
+/// pool: quadratic in them; now a map per point.)
+#[test]
+fn a_page_of_hundreds_of_pools_charts_the_worst_and_tables_them_all() {
+    let Some(browser) = chromium() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "chromium not found in CI: scripts/setup installs it"
+        );
+        eprintln!("skipped: no chromium");
+        return;
+    };
+    within(180, move || {
+        let cpus = 180;
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic(&format!("pack:1 core:{cpus} pu:1")).unwrap())
+            .thread_name("dash-wide")
+            .build()
+            .unwrap();
+        let d = wq::dashboard::serve_on(rt.handle(), "127.0.0.1:0").unwrap();
+        let addr = d.local_addr();
+        let hs: Vec<_> = (0..cpus)
+            .map(|cpu| rt.handle().spawn_on_cpu(cpu, Scope::Cpu, async {}))
+            .collect();
+        for h in hs {
+            rt.block_on(h).unwrap();
+        }
+        let pools = rt.metrics().pools.len();
+        assert!(pools >= cpus, "{pools} pools");
+        // Two points of history.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let h: serde_json::Value =
+                serde_json::from_slice(&get(addr, "/api/history").body).unwrap();
+            if h["points"].as_array().unwrap().len() >= 2 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no history after 30 s");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let url = format!("http://{addr}/");
+        let profile = std::env::temp_dir().join(format!("wq-chromium-wide-{}", std::process::id()));
+        let dom = headless(&browser, &profile, &["--dump-dom"], &url);
+        let _ = std::fs::remove_dir_all(&profile);
+        assert_eq!(
+            attr(&dom, "<body", "data-ready").as_deref(),
+            Some("1"),
+            "the page never rendered a point"
+        );
+        let cards = dom.matches("class=\"card\"").count();
+        assert_eq!(cards, 48, "delay charts");
+        let note = &dom[dom.find("id=\"delays-more\"").expect("the note")..];
+        let note = &note[..note.find("</p>").unwrap()];
+        assert!(
+            !note.contains("hidden") && note.contains(&format!("of {pools}")),
+            "{note}"
+        );
+        let height: usize = attr(&dom, "id=\"pods\"", "height")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(height <= 161 * 46 + 30, "pods canvas {height} px");
+        let tbody = &dom[dom.find("<tbody>").unwrap()..dom.find("</tbody>").unwrap()];
+        assert_eq!(tbody.matches("<tr>").count(), pools, "table rows");
+    });
+}
+
 /// The `next_seq` of the history feed: the sampler's points so far.
 fn next_seq(addr: SocketAddr) -> u64 {
     let r = get(addr, "/api/history");

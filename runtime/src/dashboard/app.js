@@ -9,6 +9,11 @@ const COLORS = { p50: "#64b5f6", p95: "#ffb300", p99: "#ef5350" };
 const RATE_COLORS = { started: "#4caf50", kicks: "#64b5f6", coalesced: "#ab47bc", cm_wakeups: "#ef5350" };
 const STATE_COLORS = { busy: "#4caf50", kicked: "#ffb300", idle: "#546e7a", blocked: "#e53935" };
 const BG = "#181e24", GRID = "#2a333d", DIM = "#8a96a3", FG = "#d8dee6";
+// A machine with hundreds of pools (a cpu-scope pool per CPU and
+// attributes) gets charts for the pools with the highest p99 now, and pod
+// rows for the first pools; the table has every pool.
+const MAX_CHARTS = 48;
+const MAX_POD_ROWS = 160;
 
 let seq = null;
 let points = [];
@@ -120,26 +125,51 @@ function cpuList(cpus) {
   return out.join(",");
 }
 
+// A point's pools by id (made once per point: a search per pool and point
+// was quadratic in the pools, every second).
+function byId(pt) {
+  if (!pt.byId) pt.byId = new Map(pt.pools.map((x) => [x.id, x]));
+  return pt.byId;
+}
+
+// The pools that get a delay chart: all, or the MAX_CHARTS with the
+// highest p99 in the latest point, in id order.
+function charted() {
+  if (feed.pools.length <= MAX_CHARTS) return feed.pools;
+  const last = points.length ? byId(points[points.length - 1]) : new Map();
+  const p99 = (p) => { const pp = last.get(p.id); return pp ? pp.p99 : 0; };
+  const top = feed.pools.slice().sort((a, b) => p99(b) - p99(a) || a.id - b.id).slice(0, MAX_CHARTS);
+  return top.sort((a, b) => a.id - b.id);
+}
+
 function drawDelays() {
   const box = document.getElementById("delays");
-  // Cards of pools the service no longer has (a restart with fewer).
-  const ids = new Set(feed.pools.map((p) => "pool-" + p.id));
+  const pools = charted();
+  const more = document.getElementById("delays-more");
+  more.hidden = pools.length === feed.pools.length;
+  more.textContent = "The " + pools.length + " pools with the highest p99 now, of " + feed.pools.length + ": the table below has every pool.";
+  // Cards of pools the service no longer has (a restart with fewer), or
+  // no longer charted.
+  const ids = new Set(pools.map((p) => "pool-" + p.id));
   for (const card of Array.from(box.querySelectorAll(".card"))) {
     if (!ids.has(card.id)) card.remove();
   }
-  for (const p of feed.pools) {
+  let before = box.firstChild;
+  for (const p of pools) {
     let card = document.getElementById("pool-" + p.id);
     if (!card) {
       card = document.createElement("div");
       card.className = "card";
       card.id = "pool-" + p.id;
       card.innerHTML = '<div class="title"></div><canvas class="chart delay" width="380" height="150"></canvas>';
-      box.appendChild(card);
     }
+    // In id order (a newly charted pool goes where it belongs).
+    if (card !== before) box.insertBefore(card, before);
+    before = card.nextSibling;
     card.querySelector(".title").textContent = poolLabel(p);
     const series = ["p50", "p95", "p99"].map((q) => ({
       name: q, color: COLORS[q],
-      values: points.map((pt) => { const pp = pt.pools.find((x) => x.id === p.id); return [pt.t, pp ? pp[q] : 0]; }),
+      values: points.map((pt) => { const pp = byId(pt).get(p.id); return [pt.t, pp ? pp[q] : 0]; }),
     }));
     chart(card.querySelector("canvas"), series, { log: true, fmt: fmtNs });
   }
@@ -155,8 +185,9 @@ function drawRates() {
 
 function drawPods() {
   const canvas = document.getElementById("pods");
-  const last = points[points.length - 1];
-  const rows = feed.pools.length;
+  const last = points.length ? byId(points[points.length - 1]) : null;
+  const pools = feed.pools.slice(0, MAX_POD_ROWS);
+  const rows = pools.length + (pools.length < feed.pools.length ? 1 : 0);
   const rowH = 46;
   canvas.height = Math.max(60, rows * rowH + 30);
   const ctx = prepare(canvas);
@@ -164,7 +195,11 @@ function drawPods() {
   // The machine: every CPU, marked by the pools that hold it.
   ctx.fillStyle = DIM;
   ctx.fillText("machine: " + feed.cpus.length + " CPUs", 6, 14);
-  feed.pools.forEach((p, r) => {
+  if (pools.length < feed.pools.length) {
+    ctx.fillStyle = DIM;
+    ctx.fillText((feed.pools.length - pools.length) + " more pools: the table below has every pool", 6, 24 + pools.length * rowH + 12);
+  }
+  pools.forEach((p, r) => {
     const y0 = 24 + r * rowH;
     ctx.fillStyle = FG;
     ctx.fillText("pool " + p.id + " (" + p.scope + " " + p.pod + ")", 6, y0 + 12);
@@ -179,7 +214,7 @@ function drawPods() {
       ctx.fillText(String(cpu), x0 + 3, y0 + 13);
     });
     // Its workers by state, from the latest point.
-    const pp = last ? last.pools.find((x) => x.id === p.id) : null;
+    const pp = last ? last.get(p.id) : null;
     const states = pp ? [["busy", pp.busy], ["kicked", pp.kicked], ["idle", pp.idle], ["blocked", pp.blocked]] : [];
     let x0 = 150;
     for (const [state, n] of states) {
@@ -199,9 +234,9 @@ function drawPods() {
 
 function drawTable() {
   const body = document.querySelector("#table tbody");
-  const last = points[points.length - 1];
+  const last = points.length ? byId(points[points.length - 1]) : null;
   const rows = feed.pools.map((p) => {
-    const pp = last ? last.pools.find((x) => x.id === p.id) : null;
+    const pp = last ? last.get(p.id) : null;
     const c = (v) => "<td>" + v + "</td>";
     if (!pp) return "<tr>" + c(p.id) + c(p.scope) + c(p.pod) + c(cpuList(p.cpus)) + "</tr>";
     return "<tr>" + c(p.id) + c(p.scope) + c(p.pod) + c(cpuList(p.cpus)) +
