@@ -244,6 +244,98 @@ fn loom_a_draft_racing_close_leaves_no_count_behind() {
     });
 }
 
+/// A parked worker whose park (a driver turn) woke a task into its own
+/// LIFO slot, racing a cull of it: a culled worker's LIFO task and deque
+/// go home (`worker::run`: queued on the pool's queue, as a producer
+/// queues, then `exit`), and the item must run, by this thread drafted for
+/// the kick's reservation or by a worker the kick starts. Not culled, the
+/// worker runs it (`leave_idle` counts its own LIFO slot as work). The
+/// main thread's unpark is the park's timeout. `kick_home: false` queues
+/// the task without the kick (the negative model).
+fn culled_with_a_lifo_task(kick_home: bool) {
+    loom::model(move || {
+        let idle = Arc::new(Idle::new(config(true, WakeMode::Deferred)));
+        let queue = Arc::new(Queue(Items::new(0)));
+        let Kick::Start(slot) = idle.kick() else {
+            panic!("a fresh pool starts a worker")
+        };
+        let (i, q) = (idle.clone(), queue.clone());
+        let w = loom::thread::spawn(move || {
+            i.started(slot, loom::thread::current());
+            let mut searching = true;
+            // No work: it idles (a search first).
+            loop {
+                match look_then_idle(&i, &q, slot, &mut searching) {
+                    Next::Park => break,
+                    Next::Run | Next::Search => continue,
+                    Next::Exit => unreachable!("not closed"),
+                }
+            }
+            loop {
+                loom::thread::park();
+                // The park's driver turn woke the item into this LIFO slot.
+                let mut wake = WakeQueue::default();
+                match i.leave_idle(slot, Instant::now(), false, || true, &mut wake) {
+                    Next::Run | Next::Search => {
+                        wake.wake_all();
+                        return 1;
+                    }
+                    Next::Park => {
+                        wake.wake_all();
+                        // With no other worker running the limit is free:
+                        // the worker runs what it holds.
+                        unreachable!("one worker: the limit is free");
+                    }
+                    Next::Exit => {
+                        wake.wake_all();
+                        // Culled: its LIFO task goes home.
+                        q.push();
+                        let started = if kick_home {
+                            match i.notify() {
+                                Kick::Start(s) => {
+                                    let (i2, q2) = (i.clone(), q.clone());
+                                    Some(loom::thread::spawn(move || {
+                                        i2.started(s, loom::thread::current());
+                                        worker_thread(&i2, &q2, s, 1)
+                                    }))
+                                }
+                                _ => None,
+                            }
+                        } else {
+                            None
+                        };
+                        let ran = match i.exit(slot) {
+                            Next::Exit => 0,
+                            _ => worker_thread(&i, &q, slot, 1),
+                        };
+                        return ran + started.map_or(0, |t| t.join().unwrap());
+                    }
+                }
+            }
+        });
+        idle.cull_now(Instant::now()).wake_all();
+        // The park's timeout.
+        w.thread().unpark();
+        let ran = w.join().unwrap();
+        assert_eq!(
+            ran, 1,
+            "stranded item: a culled worker's LIFO task never ran"
+        );
+    });
+}
+
+#[test]
+fn loom_a_culled_workers_lifo_task_goes_home_and_runs() {
+    culled_with_a_lifo_task(true);
+}
+
+/// Queued home without the kick, the item is stranded: the model can fail.
+#[test]
+#[should_panic(expected = "stranded item")]
+fn loom_a_culled_workers_lifo_task_queued_without_a_kick_is_stranded() {
+    culled_with_a_lifo_task(false);
+}
+
 /// Without the kicked list the model must find the kernel's race: this
 /// proves the test above can fail.
 #[test]
