@@ -271,45 +271,43 @@ fn culled_with_a_lifo_task(kick_home: bool) {
                     Next::Exit => unreachable!("not closed"),
                 }
             }
-            loop {
-                loom::thread::park();
-                // The park's driver turn woke the item into this LIFO slot.
-                let mut wake = WakeQueue::default();
-                match i.leave_idle(slot, Instant::now(), false, || true, &mut wake) {
-                    Next::Run | Next::Search => {
-                        wake.wake_all();
-                        return 1;
-                    }
-                    Next::Park => {
-                        wake.wake_all();
-                        // With no other worker running the limit is free:
-                        // the worker runs what it holds.
-                        unreachable!("one worker: the limit is free");
-                    }
-                    Next::Exit => {
-                        wake.wake_all();
-                        // Culled: its LIFO task goes home.
-                        q.push();
-                        let started = if kick_home {
-                            match i.notify() {
-                                Kick::Start(s) => {
-                                    let (i2, q2) = (i.clone(), q.clone());
-                                    Some(loom::thread::spawn(move || {
-                                        i2.started(s, loom::thread::current());
-                                        worker_thread(&i2, &q2, s, 1)
-                                    }))
-                                }
-                                _ => None,
+            loom::thread::park();
+            // The park's driver turn woke the item into this LIFO slot.
+            let mut wake = WakeQueue::default();
+            match i.leave_idle(slot, Instant::now(), false, || true, &mut wake) {
+                Next::Run | Next::Search => {
+                    wake.wake_all();
+                    1
+                }
+                Next::Park => {
+                    wake.wake_all();
+                    // With no other worker running the limit is free:
+                    // the worker runs what it holds.
+                    unreachable!("one worker: the limit is free");
+                }
+                Next::Exit => {
+                    wake.wake_all();
+                    // Culled: its LIFO task goes home.
+                    q.push();
+                    let started = if kick_home {
+                        match i.notify() {
+                            Kick::Start(s) => {
+                                let (i2, q2) = (i.clone(), q.clone());
+                                Some(loom::thread::spawn(move || {
+                                    i2.started(s, loom::thread::current());
+                                    worker_thread(&i2, &q2, s, 1)
+                                }))
                             }
-                        } else {
-                            None
-                        };
-                        let ran = match i.exit(slot) {
-                            Next::Exit => 0,
-                            _ => worker_thread(&i, &q, slot, 1),
-                        };
-                        return ran + started.map_or(0, |t| t.join().unwrap());
-                    }
+                            _ => None,
+                        }
+                    } else {
+                        None
+                    };
+                    let ran = match i.exit(slot) {
+                        Next::Exit => 0,
+                        _ => worker_thread(&i, &q, slot, 1),
+                    };
+                    ran + started.map_or(0, |t| t.join().unwrap())
                 }
             }
         });
