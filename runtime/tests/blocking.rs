@@ -264,6 +264,28 @@ fn the_shutdown_turns_the_driver_for_a_worker_it_waits_for() {
         assert!(took < Duration::from_secs(5), "the shutdown took {took:?}");
         assert_eq!(futures::executor::block_on(slept).unwrap(), "slept");
 
+        // The runtime's first timer made while the shutdown waits: its
+        // driver did not exist when the wait began.
+        let rt = Runtime::builder().thread_name("std3").build().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let slept = rt.spawn(async move {
+            wq::block_in_place(|| {
+                tx.send(()).unwrap();
+                // The shutdown is waiting by now.
+                std::thread::sleep(Duration::from_millis(200));
+                futures::executor::block_on(wq::time::sleep(Duration::from_millis(50)));
+                "slept"
+            })
+        });
+        rx.recv().unwrap();
+        let start = Instant::now();
+        assert!(
+            rt.shutdown_timeout(Duration::from_secs(10)),
+            "a driver made during the wait: gave up after {:?}",
+            start.elapsed()
+        );
+        assert_eq!(futures::executor::block_on(slept).unwrap(), "slept");
+
         // And a plain drop, which waits without a limit.
         let rt = Runtime::builder().thread_name("std2").build().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();

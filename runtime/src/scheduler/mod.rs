@@ -35,14 +35,14 @@
 //!    if nobody else does: a worker blocked in `block_in_place` may wait
 //!    on a wq timer or socket, which only a driver turn serves (each
 //!    thread's exit cuts the turn short).
-//! 5. The services shut down ([`services`]): the driver (every timer
-//!    fires, every socket fails), then the blocking pool, whose running
-//!    jobs are waited for.
 //! 4. The registries are woken once more and the queues drained a last
 //!    time: a task a worker had already taken from a queue when step 2 woke
 //!    it (the wake is absorbed by the pending run) is idle again once that
 //!    worker has run it, and nobody else would wake it. The pools are
 //!    buried: a push from now on drops what it queued (`pool::closing`).
+//! 5. The services shut down ([`services`]): the driver (every timer
+//!    fires, every socket fails), then the blocking pool, whose running
+//!    jobs are waited for.
 
 pub(crate) mod blocking;
 pub(crate) mod context;
@@ -572,11 +572,17 @@ impl Scheduler {
         deadline: Option<std::time::Instant>,
         me: usize,
     ) -> bool {
-        let driver = self.services.existing_driver().cloned();
-        if let Some(d) = driver.clone() {
-            self.threads.on_exit(Box::new(move || d.unpark()));
-        }
+        let mut driver: Option<crate::driver::Handle> = None;
         loop {
+            // Looked for at each pass: a thread waited for may make the
+            // runtime's first socket or timer while the shutdown waits.
+            if driver.is_none()
+                && let Some(d) = self.services.existing_driver()
+            {
+                let d = d.clone();
+                driver = Some(d.clone());
+                self.threads.on_exit(Box::new(move || d.unpark()));
+            }
             let slice = match deadline {
                 None => STRAGGLER_SLICE,
                 Some(d) => {
