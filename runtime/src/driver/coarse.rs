@@ -165,10 +165,8 @@ mod tests {
             tv_nsec: 0,
         };
         // SAFETY: `res` is a valid timespec to write.
-        assert_eq!(
-            unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut res) },
-            0
-        );
+        let got = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut res) };
+        assert_eq!(got, 0);
         let tick_ns = i128::from(res.tv_sec) * 1_000_000_000 + i128::from(res.tv_nsec);
         std::thread::sleep(Duration::from_millis(30));
         // Offsets beyond the margin either side (the margin is 3-21 ms by
