@@ -435,10 +435,14 @@ where
             Err(why) => {
                 drop(listener);
                 let open = slots.open();
-                // Straight to stderr (not the reporter thread): the process
-                // ends soon after.
-                eprintln!("{why}: no more connections; closing the {open} open gracefully");
+                // The connections told first, and the lines through the
+                // reporter (flushed before this returns, within a bound):
+                // a stderr that blocks (a stalled pipe) or fails (EPIPE:
+                // `eprintln!` panics) must not hold up or abort the stop.
                 stopping.stop();
+                report::report(format!(
+                    "{why}: no more connections; closing the {open} open gracefully"
+                ));
                 let deadline = wq::time::sleep(limits.close_grace + Duration::from_secs(1));
                 let deadline = std::pin::pin!(deadline);
                 while slots.open() > 0 && !deadline.is_elapsed() {
@@ -449,11 +453,12 @@ where
                     };
                     match futures::future::select(st.next(), tick).await {
                         futures::future::Either::Left((Some(again), _)) => {
-                            eprintln!(
+                            report::report(format!(
                                 "{again} again: stopping now, dropping the {} open connections",
                                 slots.open()
-                            );
+                            ));
                             connections.shutdown().await;
+                            flush_reports().await;
                             return Ok(());
                         }
                         futures::future::Either::Left((None, _)) => stop = None,
@@ -462,11 +467,14 @@ where
                 }
                 let open = slots.open();
                 if open > 0 {
-                    eprintln!("{why}: stopped, dropping the {open} connections still open");
+                    report::report(format!(
+                        "{why}: stopped, dropping the {open} connections still open"
+                    ));
                 } else {
-                    eprintln!("{why}: stopped");
+                    report::report(format!("{why}: stopped"));
                 }
                 connections.shutdown().await;
+                flush_reports().await;
                 return Ok(());
             }
         };
@@ -703,6 +711,14 @@ impl<B: hyper::body::Body> hyper::body::Body for TrackedBody<B> {
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// Waits (a second at most, on the blocking pool) until the reported lines
+/// are written: a process that exits next would lose them with the writer
+/// thread.
+pub async fn flush_reports() {
+    let flushed = wq::spawn_blocking(|| report::flush(Duration::from_secs(1)));
+    let _ = flushed.await;
 }
 
 /// A service whose calls are counted in its connection's [`Activity`].

@@ -20,10 +20,18 @@ use std::sync::{Arc, OnceLock};
 /// Lines queued at most before new ones are dropped.
 pub const CAPACITY: usize = 1024;
 
+/// What the writer thread is given.
+#[derive(Debug)]
+enum Msg {
+    Line(String),
+    /// Answered once every line queued before it is written.
+    Flush(SyncSender<()>),
+}
+
 /// A bounded queue of lines and the thread that writes them.
 #[derive(Debug)]
 pub struct Reporter {
-    tx: SyncSender<String>,
+    tx: SyncSender<Msg>,
     dropped: Arc<AtomicUsize>,
 }
 
@@ -45,9 +53,34 @@ impl Reporter {
     /// Queues `line` for the writer; drops it (and counts it) if the queue
     /// is full. Never blocks.
     pub fn report(&self, line: String) {
-        if self.tx.try_send(line).is_err() {
+        if self.tx.try_send(Msg::Line(line)).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Waits, at most `within`, until the lines queued so far are written
+    /// (a process about to exit, whose writer thread would die with it).
+    /// Returns whether they were. Blocks the caller: not on a worker.
+    pub fn flush(&self, within: std::time::Duration) -> bool {
+        let (done, written) = sync_channel(1);
+        let deadline = std::time::Instant::now() + within;
+        // A full queue: wait for room, as long as the deadline allows.
+        let mut msg = Msg::Flush(done);
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => break,
+                Err(std::sync::mpsc::TrySendError::Full(m)) => {
+                    if std::time::Instant::now() >= deadline {
+                        return false;
+                    }
+                    msg = m;
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return false,
+            }
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        written.recv_timeout(left).is_ok()
     }
 
     /// Lines dropped so far.
@@ -58,9 +91,17 @@ impl Reporter {
 
 /// The writer thread: each line as it comes, and after each, the lines
 /// dropped since the last notice.
-fn write_lines<W: Write>(rx: Receiver<String>, mut out: W, dropped: &AtomicUsize) {
+fn write_lines<W: Write>(rx: Receiver<Msg>, mut out: W, dropped: &AtomicUsize) {
     let mut told = 0;
-    for line in rx {
+    for msg in rx {
+        let line = match msg {
+            Msg::Line(line) => line,
+            Msg::Flush(done) => {
+                let _ = out.flush();
+                let _ = done.try_send(());
+                continue;
+            }
+        };
         let _ = writeln!(out, "{line}");
         let now = dropped.load(Ordering::Relaxed);
         if now > told {
@@ -73,10 +114,17 @@ fn write_lines<W: Write>(rx: Receiver<String>, mut out: W, dropped: &AtomicUsize
 /// Reports `line` on stderr through the process's [`Reporter`] (started on
 /// first use).
 pub fn report(line: String) {
+    reporter().report(line);
+}
+
+/// [`Reporter::flush`] of the process's reporter.
+pub fn flush(within: std::time::Duration) -> bool {
+    reporter().flush(within)
+}
+
+fn reporter() -> &'static Reporter {
     static REPORTER: OnceLock<Reporter> = OnceLock::new();
-    REPORTER
-        .get_or_init(|| Reporter::new(CAPACITY, std::io::stderr()))
-        .report(line);
+    REPORTER.get_or_init(|| Reporter::new(CAPACITY, std::io::stderr()))
 }
 
 #[cfg(test)]
@@ -162,5 +210,33 @@ mod tests {
             assert!(Instant::now() < deadline, "nothing written: {text}");
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// A flush returns once the lines before it are written; with the
+    /// output stalled it gives up at its bound instead of blocking.
+    #[test]
+    fn a_flush_waits_for_the_lines_before_it_and_no_longer_than_told() {
+        let (go, wait) = mpsc::channel();
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let r = Reporter::new(
+            4,
+            Held {
+                go: Some(wait),
+                out: out.clone(),
+            },
+        );
+        r.report("stopping".into());
+        let start = Instant::now();
+        assert!(
+            !r.flush(Duration::from_millis(200)),
+            "written while stalled"
+        );
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(5), "the flush took {took:?}");
+        go.send(()).unwrap();
+        r.report("stopped".into());
+        assert!(r.flush(Duration::from_secs(10)));
+        let text = String::from_utf8(out.lock().unwrap().clone()).unwrap();
+        assert_eq!(text, "stopping\nstopped\n");
     }
 }

@@ -616,6 +616,65 @@ fn http_service_exits_cleanly_on_sigterm() {
     );
 }
 
+/// A stderr nobody reads any more (a log shipper gone) does not abort the
+/// stop: the request in flight is answered and the exit is clean. The stop
+/// wrote its lines with `eprintln!`, which panics on EPIPE: exit 101, the
+/// request dropped.
+#[test]
+fn http_service_stops_cleanly_with_its_stderr_closed() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_http_service"))
+        .args(["--addr", "127.0.0.1:0", "--dashboard-addr", "off"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "no listening line");
+        if let Some(addr) = line.trim().rsplit("listening on http://").next()
+            && line.contains("listening on http://")
+        {
+            break addr.to_owned();
+        }
+    };
+    // Its stderr's reader goes away.
+    drop(err);
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    slow.write_all(b"GET /sleep?ms=1000 HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill takes a pid and a signal number.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let mut answer = Vec::new();
+    let _ = slow.read_to_end(&mut answer);
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("still running 20 s after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status:?}");
+}
+
 /// The echo server stops on SIGTERM: its listener closes, the set of its
 /// connections' tasks is shut down (an open connection is closed), and it
 /// exits with success.

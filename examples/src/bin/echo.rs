@@ -63,10 +63,16 @@ async fn main() -> ExitCode {
         let accepted = match next {
             Ok(accepted) => accepted,
             Err(why) => {
-                eprintln!("echo: {why}: closing {} connections", slots.open());
+                // Through the reporter: a stderr that blocks or fails must
+                // not hold up or abort the stop.
+                wq_examples::report::report(format!(
+                    "echo: {why}: closing {} connections",
+                    slots.open()
+                ));
                 drop(listener);
                 connections.shutdown().await;
-                eprintln!("echo: {why}: stopped");
+                wq_examples::report::report(format!("echo: {why}: stopped"));
+                wq_examples::flush_reports().await;
                 return ExitCode::SUCCESS;
             }
         };
