@@ -650,10 +650,8 @@ fn http_service_stops_cleanly_with_its_stderr_closed() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     // SAFETY: kill takes a pid and a signal number.
-    assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
-        0
-    );
+    let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(sent, 0);
     let mut answer = Vec::new();
     let _ = slow.read_to_end(&mut answer);
     assert!(
