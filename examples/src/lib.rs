@@ -263,7 +263,7 @@ where
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
+    B::Data: Send + From<bytes::Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     serve_with(listener, make, Limits::default()).await
@@ -324,7 +324,7 @@ where
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
+    B::Data: Send + From<bytes::Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     serve_until(listener, make, limits, futures::stream::pending()).await
@@ -399,7 +399,7 @@ where
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
+    B::Data: Send + From<bytes::Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     use futures::StreamExt;
@@ -495,6 +495,11 @@ where
         };
         let mut stopped = stopping.listen(slots.open());
         let _ = stream.set_nodelay(true);
+        // Accepted on a loopback address (a listener on a wildcard serves
+        // both): then only requests for localhost (`Tracked`).
+        let loopback = stream
+            .local_addr()
+            .is_ok_and(|a| a.ip().to_canonical().is_loopback());
         let http = http.clone();
         let service = make();
         connections.spawn(async move {
@@ -516,6 +521,7 @@ where
                 let service = Tracked {
                     inner: service,
                     activity: activity.clone(),
+                    loopback,
                 };
                 let mut conn = std::pin::pin!(http.serve_connection(io, service));
                 let mut idle = std::pin::pin!(idle_for(&activity, limits.idle));
@@ -678,11 +684,15 @@ impl Drop for Calling {
 /// A response body that keeps its request in flight until it ends or is
 /// dropped, stamping its connection's activity at each frame.
 struct TrackedBody<B> {
-    inner: Pin<Box<B>>,
+    /// `Err`: a refusal's text, sent whole (`Tracked`'s host check).
+    inner: Result<Pin<Box<B>>, Option<bytes::Bytes>>,
     in_flight: Option<InFlight>,
 }
 
-impl<B: hyper::body::Body> hyper::body::Body for TrackedBody<B> {
+impl<B: hyper::body::Body> hyper::body::Body for TrackedBody<B>
+where
+    B::Data: From<bytes::Bytes>,
+{
     type Data = B::Data;
     type Error = B::Error;
 
@@ -691,7 +701,16 @@ impl<B: hyper::body::Body> hyper::body::Body for TrackedBody<B> {
         cx: &mut std::task::Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
         let this = self.get_mut();
-        let frame = this.inner.as_mut().poll_frame(cx);
+        let inner = match &mut this.inner {
+            Ok(inner) => inner,
+            Err(text) => {
+                return Poll::Ready(
+                    text.take()
+                        .map(|t| Ok(hyper::body::Frame::data(B::Data::from(t)))),
+                );
+            }
+        };
+        let frame = inner.as_mut().poll_frame(cx);
         match &frame {
             Poll::Ready(Some(_)) => {
                 if let Some(f) = &this.in_flight {
@@ -705,11 +724,19 @@ impl<B: hyper::body::Body> hyper::body::Body for TrackedBody<B> {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            Ok(inner) => inner.is_end_stream(),
+            Err(text) => text.is_none(),
+        }
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Ok(inner) => inner.size_hint(),
+            Err(text) => {
+                hyper::body::SizeHint::with_exact(text.as_ref().map_or(0, |t| t.len() as u64))
+            }
+        }
     }
 }
 
@@ -721,15 +748,21 @@ pub async fn flush_reports() {
     let _ = flushed.await;
 }
 
-/// A service whose calls are counted in its connection's [`Activity`].
+/// A service whose calls are counted in its connection's [`Activity`]; on
+/// a connection to a loopback address, a request whose `Host` does not
+/// name this machine is refused (403) before the service sees it: a web
+/// page whose own host name was made to resolve to 127.0.0.1 (DNS
+/// rebinding) must not read `/pools` or start `/blocking` work
+/// ([`wq::hyper::is_local_host`], the dashboard's rule).
 struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
+    loopback: bool,
 }
 
-impl<S, R, B> hyper::service::Service<R> for Tracked<S>
+impl<S, Q, B> hyper::service::Service<Request<Q>> for Tracked<S>
 where
-    S: hyper::service::Service<R, Response = Response<B>>,
+    S: hyper::service::Service<Request<Q>, Response = Response<B>>,
     S::Future: Send + 'static,
     B: hyper::body::Body + Send + 'static,
 {
@@ -737,7 +770,18 @@ where
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
-    fn call(&self, req: R) -> Self::Future {
+    fn call(&self, req: Request<Q>) -> Self::Future {
+        if self.loopback && !wq::hyper::is_local_host(req.headers().get(hyper::header::HOST)) {
+            let text = bytes::Bytes::from_static(
+                b"this service listens on loopback and answers requests for localhost only\n",
+            );
+            let mut res = Response::new(TrackedBody {
+                inner: Err(Some(text)),
+                in_flight: None,
+            });
+            *res.status_mut() = hyper::StatusCode::FORBIDDEN;
+            return Box::pin(async move { Ok(res) });
+        }
         let in_flight = InFlight::new(self.activity.clone());
         let calling = Calling::new(self.activity.clone());
         let answer = self.inner.call(req);
@@ -747,7 +791,7 @@ where
             // In flight until its body has been sent (or dropped).
             answer.map(|res| {
                 res.map(|body| TrackedBody {
-                    inner: Box::pin(body),
+                    inner: Ok(Box::pin(body)),
                     in_flight: Some(in_flight),
                 })
             })

@@ -17,13 +17,24 @@ use wq::net::{TcpListener, TcpStream};
 use wq_examples::{axum_app, routes, serve};
 
 async fn get(addr: SocketAddr, method: &str, path: &str, body: Vec<u8>) -> (u16, String) {
+    get_for(addr, "localhost", method, path, body).await
+}
+
+/// [`get`] with the request's `Host` header `host`.
+async fn get_for(
+    addr: SocketAddr,
+    host: &str,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> (u16, String) {
     let io = WqIo::new(TcpStream::connect(addr).await.unwrap());
     let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
     drop(wq::spawn(conn));
     let req = Request::builder()
         .method(method)
         .uri(path)
-        .header("host", "localhost")
+        .header("host", host)
         .body(Full::new(Bytes::from(body)))
         .unwrap();
     let res = send.send_request(req).await.unwrap();
@@ -95,7 +106,24 @@ fn http_service_answers_its_routes_and_survives_bad_clients() {
         drop(wq::spawn(serve(l, || service_fn(routes::service))));
         check_routes(addr).await;
         check_hardening(addr).await;
+        check_local_only(addr).await;
     });
+}
+
+/// On loopback, a request for another host (a web page whose name was
+/// made to resolve to 127.0.0.1: DNS rebinding) is refused before the
+/// service sees it; localhost by name or address is served.
+async fn check_local_only(addr: SocketAddr) {
+    for host in ["evil.example", "evil.example:8080", "10.0.0.1"] {
+        let (status, body) = get_for(addr, host, "GET", "/pools", vec![]).await;
+        assert_eq!(status, 403, "Host {host}: {body}");
+        assert!(body.contains("localhost only"), "{body}");
+    }
+    let port = addr.port();
+    for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+        let (status, _) = get_for(addr, &host, "GET", "/", vec![]).await;
+        assert_eq!(status, 200, "Host {host}");
+    }
 }
 
 /// Reads until EOF or an error; how long that took.
@@ -158,7 +186,7 @@ fn silent_clients_full_houses_and_long_connections_are_closed() {
         let mut a = TcpStream::connect(addr).await.unwrap();
         let mut b = TcpStream::connect(addr).await.unwrap();
         for c in [&mut a, &mut b] {
-            c.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            c.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
                 .await
                 .unwrap();
             let mut buf = [0u8; 4096];
@@ -178,7 +206,7 @@ fn silent_clients_full_houses_and_long_connections_are_closed() {
         let started = std::time::Instant::now();
         let mut buf = [0u8; 4096];
         loop {
-            if c.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            if c.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
                 .await
                 .is_err()
             {
@@ -211,7 +239,7 @@ fn an_idle_http1_connection_lives_to_its_idle_limit() {
         })
         .await;
         let mut c = TcpStream::connect(addr).await.unwrap();
-        c.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+        c.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
             .await
             .unwrap();
         let mut buf = [0u8; 4096];
@@ -374,7 +402,7 @@ fn serve_until_leaves_no_connection_behind() {
         // A keep-alive connection with a request in flight across the
         // stop (the graceful close waits for it).
         let mut c = TcpStream::connect(addr).await.unwrap();
-        c.write_all(b"GET /sleep?ms=3000 HTTP/1.1\r\nhost: x\r\n\r\n")
+        c.write_all(b"GET /sleep?ms=3000 HTTP/1.1\r\nhost: localhost\r\n\r\n")
             .await
             .unwrap();
         wq::time::sleep(Duration::from_millis(200)).await;
@@ -411,7 +439,7 @@ fn a_request_in_flight_at_the_lifetime_is_answered() {
         let connected = std::time::Instant::now();
         let mut c = TcpStream::connect(addr).await.unwrap();
         wq::time::sleep(Duration::from_millis(1200)).await;
-        c.write_all(b"GET /sleep?ms=1500 HTTP/1.1\r\nhost: x\r\n\r\n")
+        c.write_all(b"GET /sleep?ms=1500 HTTP/1.1\r\nhost: localhost\r\n\r\n")
             .await
             .unwrap();
         let mut out = Vec::new();
@@ -472,7 +500,7 @@ fn at_the_stop_requests_in_flight_finish_and_the_listener_closes() {
         ));
         let mut silent = TcpStream::connect(addr).await.unwrap();
         let mut c = TcpStream::connect(addr).await.unwrap();
-        c.write_all(b"GET /sleep?ms=500 HTTP/1.1\r\nhost: x\r\n\r\n")
+        c.write_all(b"GET /sleep?ms=500 HTTP/1.1\r\nhost: localhost\r\n\r\n")
             .await
             .unwrap();
         while !asked.load(Ordering::SeqCst) {
@@ -721,12 +749,12 @@ fn http_service_exits_at_once_on_a_second_sigterm() {
     // first, so it is being served (and reads the slow one as it comes)
     // when the SIGTERM arrives.
     let mut slow = std::net::TcpStream::connect(&addr).unwrap();
-    slow.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+    slow.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
         .unwrap();
     let mut first = [0u8; 64];
     let n = slow.read(&mut first).unwrap();
     assert!(first[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &first[..n]);
-    slow.write_all(b"GET /sleep?ms=5000 HTTP/1.1\r\nhost: x\r\n\r\n")
+    slow.write_all(b"GET /sleep?ms=5000 HTTP/1.1\r\nhost: localhost\r\n\r\n")
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     service.term();
@@ -756,6 +784,7 @@ fn an_axum_router_answers_its_routes_and_a_404_on_wq() {
         })));
         check_routes(addr).await;
         check_hardening(addr).await;
+        check_local_only(addr).await;
     });
 }
 

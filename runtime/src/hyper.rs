@@ -412,6 +412,51 @@ impl<T: AsyncWrite + Unpin> hyper::rt::Write for WqIo<T> {
     }
 }
 
+/// Whether a request's `Host` names this machine: `localhost`, a loopback
+/// address, or none (HTTP/1.0). A service listening on loopback that
+/// checks it refuses a web page whose own host name was made to resolve to
+/// 127.0.0.1 (DNS rebinding: the page sends its own name), as
+/// `wq::dashboard` does and the example services do.
+///
+/// ```
+/// use hyper::header::HeaderValue;
+/// assert!(wq::hyper::is_local_host(Some(&HeaderValue::from_static("localhost:8080"))));
+/// assert!(wq::hyper::is_local_host(Some(&HeaderValue::from_static("[::1]:8080"))));
+/// assert!(!wq::hyper::is_local_host(Some(&HeaderValue::from_static("evil.example"))));
+/// ```
+pub fn is_local_host(host: Option<&hyper::header::HeaderValue>) -> bool {
+    let Some(host) = host else {
+        return true;
+    };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        // `[::1]:8089`: an IPv6 address, then nothing or a port.
+        Some(v6) => {
+            let Some((address, rest)) = v6.split_once(']') else {
+                return false;
+            };
+            let port = rest.is_empty()
+                || rest
+                    .strip_prefix(':')
+                    .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()));
+            if !port || address.parse::<std::net::Ipv6Addr>().is_err() {
+                return false;
+            }
+            address
+        }
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    // `localhost.` is the same name, fully qualified; `::ffff:127.0.0.1`
+    // the IPv4 loopback, mapped.
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     use std::mem::MaybeUninit;

@@ -787,7 +787,7 @@ async fn accept(shared: Arc<Shared>, listener: crate::net::TcpListener, timer: W
         shared.conns.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         // Made to a loopback address: requests must name a local host
-        // ([`local_host`]). Per connection: a listener on a wildcard
+        // ([`crate::hyper::is_local_host`]). Per connection: a listener on a wildcard
         // address is reached through loopback too.
         let loopback = stream
             .local_addr()
@@ -1031,7 +1031,7 @@ async fn route(shared: &Arc<Shared>, loopback: bool, req: Request<Incoming>) -> 
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
-    if loopback && !local_host(req.headers().get(header::HOST)) {
+    if loopback && !crate::hyper::is_local_host(req.headers().get(header::HOST)) {
         return reply(
             StatusCode::FORBIDDEN,
             TEXT,
@@ -1099,42 +1099,6 @@ fn unavailable() -> Reply {
         TEXT,
         "the dashboard is busy or shutting down; try again\n",
     )
-}
-
-/// Whether a request's `Host` names this machine: `localhost`, a loopback
-/// address, or none (HTTP/1.0). A web page whose own host name was made to
-/// resolve to 127.0.0.1 (DNS rebinding) sends its own name, and is refused.
-fn local_host(host: Option<&HeaderValue>) -> bool {
-    let Some(host) = host else {
-        return true;
-    };
-    let Ok(host) = host.to_str() else {
-        return false;
-    };
-    let name = match host.strip_prefix('[') {
-        // `[::1]:8089`: an IPv6 address, then nothing or a port.
-        Some(v6) => {
-            let Some((address, rest)) = v6.split_once(']') else {
-                return false;
-            };
-            let port = rest.is_empty()
-                || rest
-                    .strip_prefix(':')
-                    .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()));
-            if !port || address.parse::<std::net::Ipv6Addr>().is_err() {
-                return false;
-            }
-            address
-        }
-        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
-    };
-    // `localhost.` is the same name, fully qualified; `::ffff:127.0.0.1`
-    // the IPv4 loopback, mapped.
-    let name = name.strip_suffix('.').unwrap_or(name);
-    name.eq_ignore_ascii_case("localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
 /// `key=<u64>` from a query string.
@@ -1411,8 +1375,8 @@ mod tests {
 
     #[test]
     fn queries() {
-        let h = |v: &str| local_host(Some(&HeaderValue::from_str(v).unwrap()));
-        assert!(local_host(None));
+        let h = |v: &str| crate::hyper::is_local_host(Some(&HeaderValue::from_str(v).unwrap()));
+        assert!(crate::hyper::is_local_host(None));
         for ok in [
             "localhost",
             "LOCALHOST:8089",
