@@ -31,17 +31,27 @@ pub(super) fn env_override(env: impl Fn(&str) -> Option<String>) -> Option<(&'st
         .find_map(|&var| env(var).filter(|v| !v.is_empty()).map(|v| (var, v)))
 }
 
+/// Other variables that make hwloc say its topology is not this system's
+/// (read after [`OVERRIDES`]).
+const NOT_THIS_SYSTEM: [&str; 3] = ["HWLOC_THISSYSTEM", "HWLOC_CPUID_PATH", "HWLOC_COMPONENTS"];
+
 /// The error of a live read that hwloc's environment pointed elsewhere.
 fn not_this_machine(over: Option<(&str, String)>) -> TopologyError {
+    let env = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty());
+    let over = over.or_else(|| {
+        NOT_THIS_SYSTEM
+            .iter()
+            .find_map(|&var| env(var).map(|v| (var, v)))
+    });
     let what = match over {
-        Some((var, value)) => format!("{var}={value:?} is set"),
+        Some((var, value)) => format!("{var}={value:?} is set: unset it"),
         None => "hwloc says its topology is not of this machine".to_owned(),
     };
     TopologyError::new(
         TopologyErrorKind::NotThisMachine,
         format!(
-            "Topology::detect reads this machine, but {what}: unset it; set HWLOC_THISSYSTEM=1 \
-             as well if the description is of this machine; or build the made-up machine \
+            "Topology::detect reads this machine, but {what}; set HWLOC_THISSYSTEM=1 if the \
+             description hwloc is given is of this machine; or build the made-up machine \
              with Topology::from_xml or Topology::synthetic"
         ),
     )
@@ -63,6 +73,30 @@ pub(super) fn detect() -> Result<Topology, TopologyError> {
     let description = env_override(env).filter(|(var, _)| *var != "HWLOC_FSROOT");
     if !vouched && let Some(over) = description {
         return Err(not_this_machine(Some(over)));
+    }
+    // Vouched for, a synthetic description is still sized before hwloc
+    // builds it (hwloc checks each count, not their product).
+    if let Some(("HWLOC_SYNTHETIC", desc)) = &description {
+        match super::synthetic::pus_named(desc) {
+            Some(n) if n <= super::MAX_CPUS => {}
+            Some(n) => {
+                return Err(super::too_many_cpus(
+                    &format!("HWLOC_SYNTHETIC={desc:?}"),
+                    Some(n),
+                ));
+            }
+            None => {
+                return Err(TopologyError::new(
+                    TopologyErrorKind::InvalidSynthetic,
+                    format!(
+                        "HWLOC_SYNTHETIC={desc:?}: cannot tell how many CPUs it makes (a count \
+                         that is not a number, unbalanced parentheses or brackets, or counts \
+                         whose product overflows); give levels outermost first as type:count, \
+                         e.g. {SYNTHETIC_EXAMPLE:?}, or unset it"
+                    ),
+                ));
+            }
+        }
     }
     let hw = HwTopology::new().map_err(|e| {
         TopologyError::new(
@@ -155,8 +189,11 @@ pub(super) fn synthetic(desc: &str) -> Result<Topology, TopologyError> {
     }
     // hwloc wants the last level to be `pu`; accept "core:4" as "core:4
     // pu:1". A last level with no type ("core:4 2") is hwloc's PU level
-    // already: appending would make it a level of its own.
-    let ends_with_pu = desc.split_whitespace().last().is_some_and(|last| {
+    // already: appending would make it a level of its own. Read with the
+    // attributes blanked: "pack:2(memory=1GB indexes=0,1)" ends with a
+    // package, not with "indexes=0,1)".
+    let plain = super::synthetic::plain_levels(desc).unwrap_or_else(|| desc.to_owned());
+    let ends_with_pu = plain.split_whitespace().last().is_some_and(|last| {
         let last = last.to_ascii_lowercase();
         last.starts_with("pu:") || !last.contains(':')
     });

@@ -59,7 +59,7 @@ fn group(chars: &mut std::str::Chars<'_>, open: char, close: char) -> String {
 
 /// `desc` with its attribute lists and memory children blanked out (as
 /// spaces): its levels only. `None` if the brackets do not balance.
-fn plain_levels(desc: &str) -> Option<String> {
+pub(super) fn plain_levels(desc: &str) -> Option<String> {
     let mut plain = String::with_capacity(desc.len());
     let (mut parens, mut brackets) = (0usize, 0usize);
     for c in desc.chars() {

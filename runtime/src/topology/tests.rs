@@ -854,6 +854,43 @@ mod with_hwloc {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        // Vouched for, a huge synthetic description is still refused
+        // before hwloc builds it; and hwloc told "not this system" by
+        // HWLOC_THISSYSTEM=0 alone is named in the error.
+        for (mode, envs) in [
+            (
+                "vouched-huge",
+                [
+                    ("HWLOC_THISSYSTEM", "1"),
+                    ("HWLOC_SYNTHETIC", "core:100000 pu:100000"),
+                ],
+            ),
+            (
+                "not-this-system",
+                [("HWLOC_THISSYSTEM", "0"), ("WQ_UNUSED", "")],
+            ),
+        ] {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "topology::tests::with_hwloc::detect_env_child",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env("WQ_HWLOC_ENV_CHILD", mode)
+                .env_remove("HWLOC_THISSYSTEM")
+                .env_remove("HWLOC_SYNTHETIC")
+                .envs(envs)
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains("1 passed"),
+                "{mode}: {}\n{stdout}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         assert_eq!(
             hwloc::env_override(|v| (v == "HWLOC_XMLFILE").then(|| "x.xml".to_owned())),
             Some(("HWLOC_XMLFILE", "x.xml".to_owned()))
@@ -866,6 +903,22 @@ mod with_hwloc {
         let Ok(var) = std::env::var("WQ_HWLOC_ENV_CHILD") else {
             return;
         };
+        if var == "vouched-huge" {
+            let err = Topology::detect().unwrap_err();
+            assert_eq!(err.kind(), TopologyErrorKind::TooManyCpus, "{err}");
+            assert!(err.to_string().contains("HWLOC_SYNTHETIC="), "{err}");
+            return;
+        }
+        if var == "not-this-system" {
+            let err = Topology::detect().unwrap_err();
+            assert_eq!(err.kind(), TopologyErrorKind::NotThisMachine, "{err}");
+            assert!(
+                err.to_string()
+                    .contains("HWLOC_THISSYSTEM=\"0\" is set: unset it"),
+                "{err}"
+            );
+            return;
+        }
         let err = Topology::detect().unwrap_err();
         assert_eq!(err.kind(), TopologyErrorKind::NotThisMachine, "{err}");
         let msg = err.to_string();
@@ -1083,6 +1136,11 @@ mod with_hwloc {
             synthetic("(memory=1GB) pack:2(memory=512MB) core:2 pu:2").num_cpus(),
             8
         );
+        // A last level whose attributes hold a space still gets its
+        // implied `pu:1` (the last word was "indexes=0,1)", taken for a
+        // bare PU count: hwloc then refused a description ending in a
+        // package).
+        assert_eq!(synthetic("pack:2(memory=1GB indexes=0,1)").num_cpus(), 2);
     }
 
     /// A last level with no type is hwloc's PU level ("core:4 2" is
