@@ -152,7 +152,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("wq-bench {sub}: {e}");
-            eprintln!("(`wq-bench {sub} --help` lists the options)");
+            // Only a subcommand that has options (an unknown one was just
+            // told the list of those that do).
+            if sub_usage.is_some() {
+                eprintln!("(`wq-bench {sub} --help` lists the options)");
+            }
             ExitCode::FAILURE
         }
     }

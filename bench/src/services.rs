@@ -115,6 +115,17 @@ async fn arm_all(v: &mut [BoxSleep]) {
     .await
 }
 
+/// The longest `--secs` (a day): a run's end is an `Instant` that far
+/// out, and a count near `u64::MAX` overflowed it (a panic).
+const MAX_SECS: u64 = 86_400;
+
+fn check_secs(secs: u64) -> Result<(), String> {
+    if secs > MAX_SECS {
+        return Err(format!("--secs {secs}: at most {MAX_SECS} (a day) per run"));
+    }
+    Ok(())
+}
+
 /// Insert, cancel and fire of `n` timers (module docs); ns per timer.
 async fn timer_ops(n: usize, make: impl Fn(Instant) -> BoxSleep) -> Result<[f64; 3], String> {
     let per = |d: Duration| d.as_nanos() as f64 / n as f64;
@@ -223,6 +234,7 @@ pub fn http_main(argv: &[String], command: &str) -> Result<(), String> {
     let threads: usize = a.count("threads", 1)?;
     let conns: usize = a.count("conns", 64)?;
     let secs: u64 = a.count("secs", 10)?;
+    check_secs(secs)?;
     let workers: usize = a.count("workers", crate::machine::online_cpus())?;
     if Command::new("wrk").arg("--version").output().is_err() {
         return Err("wrk is not installed: run scripts/setup-bench (apt-get install wrk)".into());
@@ -632,6 +644,7 @@ pub fn echo_main(argv: &[String], command: &str) -> Result<(), String> {
     let repeat = a.rounds("repeat", 4, 2)?;
     let conns: usize = a.count("conns", 8)?;
     let secs: u64 = a.count("secs", 5)?;
+    check_secs(secs)?;
     let size: usize = a.count("size", 64)?;
     if size > MAX_ECHO_SIZE {
         return Err(format!(

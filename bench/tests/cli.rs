@@ -67,6 +67,18 @@ fn bad_options_say_what_is_wrong_and_where_to_look() {
     assert!(err.contains("unknown option --no-such-option"), "{err}");
     let out = wq_bench(&["frobnicate"]);
     assert!(!out.status.success());
+    // No `wq-bench frobnicate --help` to point at: the list of those
+    // there are is the answer.
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("unknown subcommand \"frobnicate\""), "{err}");
+    assert!(!err.contains("frobnicate --help"), "{err}");
+    // A run's length that overflows its end instant (it panicked).
+    for sub in ["echo", "http"] {
+        let out = wq_bench(&[sub, "--secs", "18446744073709551615"]);
+        assert_eq!(out.status.code(), Some(1), "{sub}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains("at most 86400 (a day)"), "{err}");
+    }
 }
 
 /// Busy-loop children of this test's run (their parent is the wq-bench

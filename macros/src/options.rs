@@ -400,18 +400,23 @@ fn without_groups(text: &str) -> Option<String> {
 }
 
 /// A count as the runtime reads it (hwloc's `strtoul(count, NULL, 0)`):
-/// decimal, `0x` hex, or octal after a leading 0 ("core:08" is no count,
-/// "core:010" is 8).
+/// an optional `+`, then decimal, `0x` hex, or octal after a leading 0
+/// ("core:08" is no count, "core:010" is 8). A count too big for 64 bits
+/// is `u64::MAX`: too many CPUs, which the caller says, not a malformed
+/// level.
 fn strtoul(s: &str) -> Option<u64> {
-    if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        u64::from_str_radix(hex, 16).ok()
+    let s = s.strip_prefix('+').unwrap_or(s);
+    let (digits, radix) = if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        (hex, 16)
     } else if s.len() > 1 && s.starts_with('0') {
-        u64::from_str_radix(&s[1..], 8).ok()
-    } else if !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()) {
-        s.parse().ok()
+        (&s[1..], 8)
     } else {
-        None
+        (s, 10)
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
     }
+    Some(u64::from_str_radix(digits, radix).unwrap_or(u64::MAX))
 }
 
 /// Parses `crate = "path"`.
@@ -629,6 +634,12 @@ mod tests {
         // 8,192 CPUs, not 20,000 (it was refused).
         assert_eq!(check_topology("core:020000"), Ok(()));
         assert_eq!(check_topology("core:0x10 pu:2"), Ok(()));
+        // strtoul's leading `+`, as `Topology::synthetic` reads it.
+        assert_eq!(check_topology("core:+4"), Ok(()));
+        // A count past 64 bits is too many CPUs, not a malformed level
+        // (it said to write a positive integer, which it was).
+        let msg = check_topology("core:99999999999999999999").unwrap_err();
+        assert!(msg.contains("CPUs; wq supports at most"), "{msg}");
         assert!(one_error(quote!(topology = 4)).starts_with("option `topology` takes an hwloc"));
     }
 

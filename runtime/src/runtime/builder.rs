@@ -108,7 +108,15 @@ impl Builder {
     }
 
     /// How long a worker stays idle before it may be culled. Default 300 s
-    /// (the kernel's `IDLE_WORKER_TIMEOUT`).
+    /// (the kernel's `IDLE_WORKER_TIMEOUT`). Under a millisecond is
+    /// refused by [`build`](Builder::build) (workers would be culled as
+    /// they park).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let err = wq::Runtime::builder().idle_timeout(Duration::ZERO).build().unwrap_err();
+    /// assert!(err.to_string().contains("idle_timeout"), "{err}");
+    /// ```
     pub fn idle_timeout(mut self, timeout: Duration) -> Builder {
         self.config.idle_timeout = timeout;
         self
@@ -235,7 +243,8 @@ impl Builder {
     /// waits for another blocking job (a `block_on` of its handle) can
     /// deadlock once every thread holds such a job, the one each waits for
     /// queued behind them (as in tokio). Keep such waits off the blocking
-    /// pool, or the limit above the most that can happen at once.
+    /// pool, or the limit above the most that can happen at once. Zero is
+    /// refused by [`build`](Builder::build).
     ///
     /// ```
     /// let rt = wq::Runtime::builder().max_blocking_threads(2).build().unwrap();
@@ -249,7 +258,8 @@ impl Builder {
     }
 
     /// How long a blocking-pool thread waits idle for a job before it
-    /// exits. Default 10 s.
+    /// exits. Default 10 s; under a millisecond is refused by
+    /// [`build`](Builder::build).
     pub fn blocking_keep_alive(mut self, keep_alive: Duration) -> Builder {
         self.config.blocking_keep_alive = keep_alive;
         self

@@ -1154,6 +1154,8 @@ mod with_hwloc {
         );
         assert_eq!(synthetic("core:010").num_cpus(), 8);
         assert_eq!(synthetic("core:0x10").num_cpus(), 16);
+        // strtoul's leading `+` (the macro's check takes it too).
+        assert_eq!(synthetic("core:+4").num_cpus(), 4);
         assert_eq!(synthetic::parse("core:010").unwrap().num_cpus(), 8);
         assert_eq!(
             synthetic::parse("core:4 2").unwrap().pods(Scope::Smt),
