@@ -440,6 +440,9 @@ fn several_pools() -> (Runtime, Workqueue) {
         .build(rt.handle())
         .unwrap();
     rt.block_on(q.spawn(async {})).unwrap();
+    // Counted at the item's end, which may come a moment after its handle
+    // answers (the deferred end): a flush waits for it.
+    rt.block_on(q.flush());
     (rt, q)
 }
 

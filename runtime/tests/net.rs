@@ -1615,6 +1615,67 @@ fn datagram_readiness_waits_and_try_operations_never_wait() {
     });
 }
 
+/// A `try_recv` after `shutdown(Read)` gets a datagram queued before it
+/// even when the driver has not seen the datagram's event yet (nobody
+/// turned it: the one worker is busy, and the caller has not awaited
+/// since): it said 0 (the end) first, and gave the datagram after.
+#[test]
+fn a_try_recv_after_shutdown_read_gets_what_was_queued_first() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use wq::net::UnixDatagram;
+    within_watchdog("dgram try_recv after shutdown", LIMIT, || {
+        let rt = Runtime::builder()
+            .topology(wq::Topology::synthetic("core:1").unwrap())
+            .default_scope(wq::Scope::System)
+            .max_workers_per_pool(1)
+            .cpu_hog_threshold(Duration::ZERO)
+            .build()
+            .unwrap();
+        let release = Arc::new(AtomicBool::new(false));
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let busy = {
+            let release = release.clone();
+            rt.spawn(async move {
+                started_tx.send(()).unwrap();
+                // The one worker, held: nobody parks in the driver.
+                while !release.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        };
+        started.recv().unwrap();
+        // Lets the worker go however the test ends (a failed assertion
+        // would otherwise hold the runtime's drop).
+        struct Held(Arc<AtomicBool>);
+        impl Drop for Held {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let held = Held(release.clone());
+        rt.block_on(async {
+            for round in 0..50 {
+                let (mine, peer) = std::os::unix::net::UnixDatagram::pair().unwrap();
+                let a = UnixDatagram::from_std(mine).unwrap();
+                let mut buf = [0; 8];
+                // Readiness cleared, as after an earlier receive.
+                assert_eq!(
+                    a.try_recv(&mut buf).unwrap_err().kind(),
+                    io::ErrorKind::WouldBlock
+                );
+                peer.send(b"hi").unwrap();
+                a.shutdown(Shutdown::Read).unwrap();
+                assert_eq!(a.try_recv(&mut buf).unwrap(), 2, "round {round}");
+                assert_eq!(&buf[..2], b"hi");
+                assert_eq!(a.try_recv(&mut buf).unwrap(), 0, "round {round}");
+                assert_eq!(a.try_recv_from(&mut buf).unwrap().0, 0, "round {round}");
+            }
+        });
+        drop(held);
+        rt.block_on(busy).unwrap();
+    });
+}
+
 /// A `UnixDatagram` shut down for reading ends a waiting receive with 0,
 /// as the blocking call does: Linux answers a non-blocking receive on a
 /// datagram socket shut for reading with `EAGAIN`, and the `WouldBlock`

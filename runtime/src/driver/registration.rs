@@ -388,6 +388,17 @@ impl<S: mio::event::Source> Datagram<S> {
             Err(e) if shut(&e) => at_shut(),
             r => r,
         };
+        // Shut: the socket itself says whether anything is queued (Linux
+        // delivers what came before the shutdown). Its readiness may not
+        // know yet -- an event the driver has not turned to -- and "not
+        // ready" read as "the end" answered 0 with a datagram queued,
+        // which then came after it. (The runtime's shutdown still wins.)
+        if self.read_shut.load(Ordering::SeqCst) {
+            if let Some(Err(e)) = self.io.scheduled().ready_now(Direction::Read) {
+                return Err(e);
+            }
+            return f(self.io.source());
+        }
         match self.io.try_io(Direction::Read, f) {
             // Not ready (the readiness cleared by an earlier receive,
             // before the shutdown): once shut, the end.

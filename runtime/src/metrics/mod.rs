@@ -653,6 +653,12 @@ pub struct WorkqueueAttrs {
 /// `tools/workqueue/wq_monitor.py` prints them). In a [`Snapshot::delta`],
 /// the counters are the interval's and the gauges (`in_flight`, `active`,
 /// `inactive`) are the later snapshot's.
+///
+/// An item is counted at its end, which its worker runs right after its
+/// next look at its queues (the deferred end, `docs/architecture.md`):
+/// its `JoinHandle` may answer a moment before. After a
+/// [`flush`](crate::Workqueue::flush), every item queued before it is
+/// counted.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct WorkqueueStats {

@@ -15,6 +15,12 @@ use crate::driver::registration::{Datagram, PollIo};
 /// messages. Every operation takes `&self`: share it (an `Arc`) between a
 /// sending and a receiving task, or among several receivers.
 ///
+/// Addresses are paths. An abstract one (Linux's, `@name`: some service
+/// managers' `NOTIFY_SOCKET`) is reached through std, then taken over:
+/// `std::os::unix::net::UnixDatagram::unbound()`, `connect_addr` with
+/// `SocketAddr::from_abstract_name` (`std::os::linux::net::SocketAddrExt`),
+/// then [`UnixDatagram::from_std`] and [`send`](UnixDatagram::send).
+///
 /// ```
 /// #[wq::main]
 /// async fn main() -> std::io::Result<()> {
