@@ -19,8 +19,10 @@
 //! - A **deposit** (any step that adds spares to a stripe) is followed by
 //!   a `SeqCst` fence and a look at the mode (below), and then by a pump.
 //!
-//! Invariant: `active + sum(spares) = leased <= max`, so at most `max`
-//! items are active. No slot is stranded while an item waits: the waiting
+//! Invariant: `active + sum(spares) = leased`, and no slot is taken while
+//! `leased >= max`, so at most `max` items are active; after `max` is
+//! lowered, `leased` may exceed it until enough of the items already
+//! active finish (no new one is admitted meanwhile). No slot is stranded while an item waits: the waiting
 //! item's spawner pushes, fences, then takes, and a take looks at every
 //! place a slot can be (its stripe, `leased`, every other stripe); a thread
 //! that puts a slot anywhere fences, then looks at the list. Of the two

@@ -1055,13 +1055,24 @@ impl QueueHandle {
             .gate
             .admit_now(stripe, &queue.inactive, &mut queue.releaser());
         let (handle, pool) = if admitted {
+            #[cfg(all(test, not(loom)))]
+            tests::BEFORE_CLOSED_RECHECK.with(|h| h.take().map(|f| f(queue)));
             if queue.closed.load(Ordering::Acquire) {
                 // Closed since the check above: the future is dropped
                 // before its item is uncounted, as a created task's would
-                // be (a flush then also waits for its drop).
-                drop(future);
+                // be (a flush then also waits for its drop). A panic in
+                // its `Drop` reaches the caller, as a refused future's
+                // does, after the item is uncounted (unguarded, it left
+                // the slot taken and the count up: a later flush waited
+                // for ever).
+                let dropped =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(future)));
                 queue.refuse_admitted(stripe, color);
-                return Err(queue.refuse(Refused::Closed));
+                let refused = queue.refuse(Refused::Closed);
+                if let Err(panic) = dropped {
+                    std::panic::resume_unwind(panic);
+                }
+                return Err(refused);
             }
             // Created released, with its home (no atomic steps for them).
             let pool = queue.place(scheduler, cpu);
@@ -1124,7 +1135,48 @@ impl fmt::Debug for Queue {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
-    use super::Flush;
+    use super::{Flush, Queue};
+
+    /// What [`BEFORE_CLOSED_RECHECK`] runs.
+    type Hook = Option<Box<dyn FnOnce(&Queue)>>;
+
+    std::thread_local! {
+        /// Test hook: runs in a spawn admitted at once, on this thread,
+        /// just before it looks at `closed` again.
+        pub(super) static BEFORE_CLOSED_RECHECK: std::cell::Cell<Hook> =
+            const { std::cell::Cell::new(None) };
+    }
+
+    /// A spawn admitted as its queue closes drops the future it refuses;
+    /// a panic in that `Drop` reaches the caller, and the item is
+    /// uncounted first: its slot back, nothing in flight, a flush answers.
+    #[test]
+    fn a_panicking_drop_of_an_item_refused_at_the_close_leaves_no_count() {
+        use std::time::Duration;
+        let rt = crate::Runtime::builder().build().unwrap();
+        let q = crate::Workqueue::builder("closing")
+            .max_active(1)
+            .build(rt.handle())
+            .unwrap();
+        struct PanicOnDrop;
+        impl Drop for PanicOnDrop {
+            fn drop(&mut self) {
+                panic!("a future's drop panicked");
+            }
+        }
+        BEFORE_CLOSED_RECHECK.with(|h| h.set(Some(Box::new(|queue: &Queue| queue.close()))));
+        let p = PanicOnDrop;
+        let fut = async move {
+            let _p = &p;
+        };
+        let spawned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| q.spawn(fut)));
+        assert!(spawned.is_err(), "the drop's panic reaches the caller");
+        let s = q.stats();
+        assert_eq!((s.in_flight, s.active), (0, 0), "{s:?}");
+        let flushed =
+            rt.block_on(async { crate::time::timeout(Duration::from_secs(5), q.flush()).await });
+        assert!(flushed.is_ok(), "a flush after it waited");
+    }
 
     /// Flushes given up in line behind a served one keep nothing once the
     /// newest goes (a loop of timed-out flushes grew the set of given-up
