@@ -478,6 +478,14 @@ fn timers_outside_a_runtime_panic_with_what_to_do() {
     assert!(msg.contains("wq::time::timeout called outside"), "{msg}");
 }
 
+/// A panic's message (a `&str` or `String` payload), or "".
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
 #[test]
 fn a_sleep_outliving_its_runtime_panics_instead_of_hanging() {
     let rt = rt();
@@ -492,11 +500,7 @@ fn a_sleep_outliving_its_runtime_panics_instead_of_hanging() {
             futures::executor::block_on(s)
         }))
         .unwrap_err();
-        let msg = p
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| p.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
+        let msg = panic_message(&*p);
         assert!(msg.contains("polled after its runtime shut down"), "{msg}");
     }
 }
@@ -513,11 +517,7 @@ fn a_sleep_made_after_the_shutdown_says_the_runtime_shut_down() {
         handle.block_on(async { sleep(Duration::from_millis(1)).await })
     }))
     .unwrap_err();
-    let msg = p
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_default();
+    let msg = panic_message(&*p);
     assert!(
         msg.contains("wq::time::sleep") && msg.contains("the wq runtime has shut down"),
         "{msg}"

@@ -834,25 +834,7 @@ mod with_hwloc {
             ("HWLOC_SYNTHETIC", "core:2 pu:1"),
             ("HWLOC_XMLFILE", "/nonexistent/box.xml"),
         ] {
-            let out = std::process::Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--exact",
-                    "topology::tests::with_hwloc::detect_env_child",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env("WQ_HWLOC_ENV_CHILD", var)
-                .env(var, value)
-                .env_remove("HWLOC_THISSYSTEM")
-                .output()
-                .unwrap();
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success() && stdout.contains("1 passed"),
-                "{var}={value}: {}\n{stdout}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
+            env_child(var, &[(var, value)], &["HWLOC_THISSYSTEM"]);
         }
         // Vouched for, a huge synthetic description is still refused
         // before hwloc builds it; and hwloc told "not this system" by
@@ -870,32 +852,38 @@ mod with_hwloc {
                 [("HWLOC_THISSYSTEM", "0"), ("WQ_UNUSED", "")],
             ),
         ] {
-            let out = std::process::Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--exact",
-                    "topology::tests::with_hwloc::detect_env_child",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env("WQ_HWLOC_ENV_CHILD", mode)
-                .env_remove("HWLOC_THISSYSTEM")
-                .env_remove("HWLOC_SYNTHETIC")
-                .envs(envs)
-                .output()
-                .unwrap();
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success() && stdout.contains("1 passed"),
-                "{mode}: {}\n{stdout}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
+            env_child(mode, &envs, &["HWLOC_THISSYSTEM", "HWLOC_SYNTHETIC"]);
         }
         assert_eq!(
             hwloc::env_override(|v| (v == "HWLOC_XMLFILE").then(|| "x.xml".to_owned())),
             Some(("HWLOC_XMLFILE", "x.xml".to_owned()))
         );
         assert_eq!(hwloc::env_override(|_| Some(String::new())), None);
+    }
+
+    /// Runs `detect_env_child` in a child process in `mode`, with `set`
+    /// and without `unset` in its environment; fails unless it passed.
+    fn env_child(mode: &str, set: &[(&str, &str)], unset: &[&str]) {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+        child
+            .args([
+                "--exact",
+                "topology::tests::with_hwloc::detect_env_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("WQ_HWLOC_ENV_CHILD", mode);
+        for var in unset {
+            child.env_remove(var);
+        }
+        let out = child.envs(set.iter().copied()).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "{mode} {set:?}: {}\n{stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     #[test]
