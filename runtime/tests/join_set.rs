@@ -55,6 +55,16 @@ async fn eventually(what: &str, done: impl Fn() -> bool) {
     }
 }
 
+/// A handle (and so a `JoinSet` entry) is not as large as its task's
+/// output: it held room for the output of an abort that found the task
+/// complete (a 64 KiB array was a 64 KiB handle on the spawner's stack).
+#[test]
+fn a_handle_is_small_whatever_its_output() {
+    let small = std::mem::size_of::<wq::JoinHandle<()>>();
+    assert_eq!(std::mem::size_of::<wq::JoinHandle<[u8; 65536]>>(), small);
+    assert!(small <= 96, "{small} bytes");
+}
+
 #[test]
 fn results_come_in_the_order_tasks_finish() {
     within(60, || {

@@ -18,7 +18,9 @@ enum Slot<T> {
     /// Not aborted (or aborted while it had finished: it keeps its output).
     Task(RawTask<T>),
     /// Aborted after it had completed (the cancel found its output).
-    Ended(Option<Guarded<Outcome<T>>>),
+    /// Boxed: a handle is not as large as its task's output (that case is
+    /// rare; every handle and `JoinSet` entry held the room).
+    Ended(Option<Box<Guarded<Outcome<T>>>>),
     /// The await has given its result: polling again is a caller's bug.
     Done,
 }
@@ -28,7 +30,7 @@ impl<T> Slot<T> {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Guarded<Outcome<T>>>> {
         match self {
             Slot::Task(task) => Pin::new(task).poll(cx),
-            Slot::Ended(out) => Poll::Ready(out.take()),
+            Slot::Ended(out) => Poll::Ready(out.take().map(|out| *out)),
             Slot::Done => panic!(
                 "a wq::JoinHandle was polled after it gave its result: await it once (wrap it in `futures::FutureExt::fuse` to poll it in a loop)"
             ),
@@ -98,6 +100,13 @@ pub struct JoinHandle<T> {
     // A lock so `abort(&self)` can cancel from any thread; uncontended in
     // practice (taken by the owner's polls and the rare abort).
     task: Mutex<Option<Slot<T>>>,
+    /// The waker of the last await that found the task running: woken by
+    /// [`abort`](JoinHandle::abort). async-task wakes the awaiter when a
+    /// cancel closes the task, but a cancel that finds it closed already
+    /// (the shutdown dropping it) does not, and the abort's own poll of
+    /// the cancel then registered a no-op waker in its place: a `JoinSet`
+    /// entry was never polled again (`join_next` waited for ever).
+    awaiter: futures::task::AtomicWaker,
     kind: Kind,
 }
 
@@ -168,6 +177,7 @@ impl<T> JoinHandle<T> {
     pub(crate) fn new(task: RawTask<T>) -> JoinHandle<T> {
         JoinHandle {
             task: Mutex::new(Some(Slot::Task(task))),
+            awaiter: futures::task::AtomicWaker::new(),
             kind: Kind::Task,
         }
     }
@@ -185,6 +195,7 @@ impl<T> JoinHandle<T> {
     pub(crate) fn refused(why: &'static str) -> JoinHandle<T> {
         JoinHandle {
             task: Mutex::new(None),
+            awaiter: futures::task::AtomicWaker::new(),
             kind: Kind::Refused(why),
         }
     }
@@ -314,8 +325,11 @@ impl<T> JoinHandle<T> {
             }
         };
         if out.is_some() {
-            *crate::loom::lock(&self.task) = Some(Slot::Ended(out));
+            *crate::loom::lock(&self.task) = Some(Slot::Ended(out.map(Box::new)));
         }
+        // The await, if any, finds the slot emptied (or the output): it
+        // gives its result now.
+        self.awaiter.wake();
         // Closed now: the worker that runs it drops it, unpolled; with its
         // queue closed, it is dropped here (as the close drops waiting
         // items).
@@ -332,8 +346,9 @@ impl<T> JoinHandle<T> {
     }
 
     /// Whether the task has finished (completed, panicked, or cancelled).
-    /// After [`abort`](JoinHandle::abort) it is true at once, as awaiting
-    /// the handle then says cancelled at once; the future may still be
+    /// After an [`abort`](JoinHandle::abort) that cancels it (any task but a
+    /// blocking job whose closure has started) it is true at once, as
+    /// awaiting the handle then says cancelled at once; the future may still be
     /// running its last poll or waiting to be dropped by a worker (tokio's
     /// `is_finished` stays false until then). Do not count on what the
     /// future holds (a socket's port, a lock) being free when it says
@@ -379,7 +394,10 @@ impl<T> JoinHandle<T> {
             }));
         };
         let out = match task.poll(cx) {
-            Poll::Pending => return Poll::Pending,
+            Poll::Pending => {
+                this.awaiter.register(cx.waker());
+                return Poll::Pending;
+            }
             Poll::Ready(Some(out)) => match out.take() {
                 Ok(value) => Ok(value),
                 Err(payload) => Err(JoinError::panic(payload)),

@@ -533,7 +533,11 @@ impl<F: Future> Future for TaskCell<'_, F> {
             }
         };
         if let Some(long) = crate::pool::long_poll() {
-            this.ran_long(long);
+            // Outside the poll's catch: its report runs the process's
+            // logger, which may panic; unguarded, that closed the task
+            // and its handle said "runtime shut down". The report is lost,
+            // the task goes on.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| this.ran_long(long)));
         }
         match result {
             Ok(Poll::Pending) => {

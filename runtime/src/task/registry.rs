@@ -47,10 +47,21 @@ use crate::pool::current::thread_ordinal;
 
 const SHARDS: usize = 16;
 
-#[derive(Default)]
 struct Shard {
     tasks: Slab<Waker>,
     closed: bool,
+    /// Its length at its last shrink (`usize::MAX`: none since it grew).
+    shrunk_at: usize,
+}
+
+impl Default for Shard {
+    fn default() -> Shard {
+        Shard {
+            tasks: Slab::new(),
+            closed: false,
+            shrunk_at: usize::MAX,
+        }
+    }
 }
 
 /// See the module docs.
@@ -105,11 +116,17 @@ impl Registry {
             let waker = {
                 let mut s = lock(&*self.shards[e.shard]);
                 let waker = s.tasks.try_remove(e.key);
-                // Emptied after a burst of idle tasks: its memory goes (a
-                // slab never shrinks by itself; it can only shrink when
-                // empty here, its keys being the tasks' entries).
-                if s.tasks.is_empty() && s.tasks.capacity() > SHRINK_ABOVE {
+                // Mostly emptied after a burst of idle tasks: its memory
+                // goes (a slab never shrinks by itself). `shrink_to_fit`
+                // keeps every key (it trims the vacant tail: after a burst,
+                // the burst's keys), so it may run with tasks left: a
+                // long-lived one (an accept loop) kept the shard from ever
+                // emptying, and so its peak's room. It rebuilds the free
+                // list (O(n)): tried again only once the length halved.
+                let (len, cap) = (s.tasks.len(), s.tasks.capacity());
+                if cap > SHRINK_ABOVE && (len == 0 || (len * 4 < cap && len * 2 <= s.shrunk_at)) {
                     s.tasks.shrink_to_fit();
+                    s.shrunk_at = len;
                 }
                 waker
             };
@@ -143,6 +160,11 @@ impl Registry {
             return None;
         }
         let key = s.tasks.insert(waker.clone());
+        // Grown past twice its last shrink: a new burst, shrunk from the
+        // top again when it goes.
+        if s.tasks.len() > s.shrunk_at.saturating_mul(2) {
+            s.shrunk_at = usize::MAX;
+        }
         Some(Entry { shard, key })
     }
 
@@ -279,6 +301,34 @@ mod tests {
             r.dropped(Some(e));
         }
         assert!(r.capacity() <= SHARDS * SHRINK_ABOVE, "{}", r.capacity());
+    }
+
+    /// The same with a long-lived task registered first (a server's
+    /// accept loop): its shard never empties, and kept its peak's room.
+    #[test]
+    fn a_shard_with_a_task_left_gives_a_bursts_memory_back() {
+        let r = Registry::new();
+        let waker = futures::task::noop_waker();
+        r.spawned();
+        let keep = r.register(&waker).unwrap();
+        for round in 0..3 {
+            let entries: Vec<Entry> = (0..100_000)
+                .map(|_| {
+                    r.spawned();
+                    r.register(&waker).unwrap()
+                })
+                .collect();
+            assert!(r.capacity() >= 100_000);
+            for e in entries {
+                r.dropped(Some(e));
+            }
+            assert!(
+                r.capacity() <= SHARDS * SHRINK_ABOVE,
+                "round {round}: {}",
+                r.capacity()
+            );
+        }
+        r.dropped(Some(keep));
     }
 
     #[test]
