@@ -128,6 +128,35 @@ fn state_of(stat: &[u8]) -> Option<u8> {
     after.iter().copied().find(|b| !b.is_ascii_whitespace())
 }
 
+/// The state letter of this process's thread `tid` (`R`, `S`, `D`...).
+fn thread_state(tid: i32) -> Option<u8> {
+    if tid <= 0 {
+        return None;
+    }
+    state_of(&std::fs::read(format!("/proc/self/task/{tid}/stat")).ok()?)
+}
+
+/// What a long poll was doing between its sample (`a`) and now (`b`),
+/// `wall` ns apart: on its CPU most of the time, waiting for one (or
+/// still waiting: runnable, neither figure grown), else blocked. Without
+/// the figures (a kernel without schedstat), by its state now: asleep
+/// (`S`, `D`) is blocked in a call; anything else counts as on its CPU
+/// (it was, until 2026-12-06, for a sleeping one too: a poll in a
+/// 30 ms `sleep` was marked CPU-intensive).
+fn doing(a: Option<SchedStat>, b: Option<SchedStat>, state: Option<u8>, wall: u64) -> Doing {
+    match (a, b) {
+        (Some(a), Some(b)) if b.on_cpu.saturating_sub(a.on_cpu) * 2 >= wall => Doing::OnCpu,
+        (Some(a), Some(b)) if b.run_queue.saturating_sub(a.run_queue) * 2 >= wall || b.runnable => {
+            Doing::Waiting
+        }
+        (Some(_), Some(_)) => Doing::Blocked,
+        _ => match state {
+            Some(b'S' | b'D') => Doing::Blocked,
+            _ => Doing::OnCpu,
+        },
+    }
+}
+
 /// What a long poll was doing since its sample.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Doing {
@@ -314,22 +343,13 @@ impl Watchdog {
                 if age < self.threshold_ns {
                     continue;
                 }
-                // Unknown statistics count as on its CPU.
                 let wall = clock::delay_ns(sample.wall, now).max(1);
-                let doing = match (sample.stat, stat_now) {
-                    (Some(a), Some(b)) if b.on_cpu.saturating_sub(a.on_cpu) * 2 >= wall => {
-                        Doing::OnCpu
-                    }
-                    (Some(a), Some(b))
-                        if b.run_queue.saturating_sub(a.run_queue) * 2 >= wall || b.runnable =>
-                    {
-                        // Waited for a CPU most of the time, or still
-                        // waits (neither figure grew yet).
-                        Doing::Waiting
-                    }
-                    (Some(_), Some(_)) => Doing::Blocked,
-                    _ => Doing::OnCpu,
+                // Without the figures (no schedstat), the thread's state now.
+                let state = match (sample.stat, stat_now) {
+                    (Some(_), Some(_)) => None,
+                    _ => thread_state(s.watch.tid.load(Ordering::Relaxed)),
                 };
+                let doing = doing(sample.stat, stat_now, state, wall);
                 let flat = matches!(
                     (sample.stat, stat_now),
                     (Some(a), Some(b)) if a.on_cpu == b.on_cpu && a.run_queue == b.run_queue
@@ -433,14 +453,45 @@ mod tests {
         assert_eq!(state_of(b"12 (x)  "), None);
     }
 
-    /// Zeros (a kernel without CONFIG_SCHED_INFO) are unknown figures,
-    /// which count as on a CPU: a runnable hog read as waiting for ever.
+    /// Zeros (a kernel without CONFIG_SCHED_INFO) are unknown figures
+    /// (then the thread's state decides: `doing`): a runnable hog read as
+    /// waiting for ever.
     #[test]
     fn zero_scheduler_statistics_are_unknown() {
         assert!(SchedStat::parse("0 0 0\n", b"7 (wq) R 1").is_none());
         let s = SchedStat::parse("1500 20 3\n", b"7 (wq) S 1").unwrap();
         assert_eq!((s.on_cpu, s.run_queue, s.runnable), (1500, 20, false));
         assert!(SchedStat::parse("x", b"7 (wq) R 1").is_none());
+    }
+
+    /// Without the figures a poll asleep in a call is blocked, not a CPU
+    /// hog (a 30 ms `sleep` in a poll was marked CPU-intensive, and
+    /// granted a worker as one); runnable, or state unknown, it counts as
+    /// on its CPU. With them, as measured.
+    #[test]
+    fn unknown_figures_read_the_threads_state() {
+        let ms = 1_000_000;
+        assert_eq!(doing(None, None, Some(b'S'), 20 * ms), Doing::Blocked);
+        assert_eq!(doing(None, None, Some(b'D'), 20 * ms), Doing::Blocked);
+        assert_eq!(doing(None, None, Some(b'R'), 20 * ms), Doing::OnCpu);
+        assert_eq!(doing(None, None, None, 20 * ms), Doing::OnCpu);
+        let at = |on_cpu, run_queue, runnable| {
+            Some(SchedStat {
+                on_cpu,
+                run_queue,
+                runnable,
+            })
+        };
+        let a = at(0, 0, true);
+        assert_eq!(doing(a, at(15 * ms, 0, true), None, 20 * ms), Doing::OnCpu);
+        assert_eq!(
+            doing(a, at(1, 15 * ms, true), None, 20 * ms),
+            Doing::Waiting
+        );
+        assert_eq!(
+            doing(a, at(1, 1, false), Some(b'R'), 20 * ms),
+            Doing::Blocked
+        );
     }
 
     /// A long threshold does not slow the watchdog's ticks past
