@@ -103,6 +103,8 @@ pub(crate) struct Parker {
     inner: Arc<Inner>,
     /// The last park was in the driver.
     in_driver: std::cell::Cell<bool>,
+    /// The last park went as far as the driver ([`Parker::tried_driver`]).
+    tried_driver: std::cell::Cell<bool>,
 }
 
 /// The waking side: cloneable, `Send + Sync`.
@@ -129,6 +131,7 @@ impl Parker {
                 driver: OnceLock::new(),
             }),
             in_driver: std::cell::Cell::new(false),
+            tried_driver: std::cell::Cell::new(false),
         }
     }
 
@@ -182,9 +185,11 @@ impl Parker {
         turn: impl FnOnce(&mut dyn FnMut(&mut driver::Driver)) -> bool,
     ) -> usize {
         self.in_driver.set(false);
+        self.tried_driver.set(false);
         if self.consume() {
             return 0;
         }
+        self.tried_driver.set(true);
         // The parker's side of the "attending the driver" pair (module
         // docs): this thread counted itself parked (the pool's hint) before
         // it tries the driver's lock. A SeqCst read-modify-write of the
@@ -225,6 +230,15 @@ impl Parker {
     pub(crate) fn was_in_driver(&self) -> bool {
         self.in_driver.get()
     }
+
+    /// Whether the last [`park`](Parker::park) went as far as the driver
+    /// (held it, or found it held): one that returned on a wakeup already
+    /// pending did not, and says nothing of who attends the driver (a
+    /// worker that left it earlier still owes an attend: `worker`'s
+    /// `left_driver`).
+    pub(crate) fn tried_driver(&self) -> bool {
+        self.tried_driver.get()
+    }
 }
 
 impl Unparker {
@@ -256,6 +270,27 @@ mod tests {
         let t = Instant::now();
         p.park(Duration::from_secs(10), |_| false);
         assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    /// A park that returns on a wakeup already pending never went to the
+    /// driver: it says so, and the worker keeps what it owed the driver
+    /// from before (it cleared its "left the driver", and a
+    /// `block_in_place` after it attended nobody). One that found the
+    /// driver taken did go there.
+    #[test]
+    fn a_park_on_a_pending_wakeup_says_it_never_tried_the_driver() {
+        let p = Parker::new();
+        p.unparker().unpark();
+        let mut asked = false;
+        p.park(Duration::from_secs(10), |_| {
+            asked = true;
+            false
+        });
+        assert!(!asked && !p.tried_driver() && !p.was_in_driver());
+        p.unparker().unpark();
+        p.consume();
+        p.park(Duration::from_millis(1), |_| false);
+        assert!(p.tried_driver() && !p.was_in_driver());
     }
 
     #[test]

@@ -707,7 +707,13 @@ impl Core {
                     host.turn_driver(super::Turn::Park, turn)
                 });
                 local.parked.set(false);
-                local.left_driver.set(parker.was_in_driver());
+                // Left it now, or left it before and has not been back
+                // (a park on a wakeup already pending never went there:
+                // it cleared this, and a `block_in_place` after it
+                // attended nobody while the driver sat free).
+                local.left_driver.set(
+                    parker.was_in_driver() || (local.left_driver.get() && !parker.tried_driver()),
+                );
                 let mut wake = WakeQueue::default();
                 // Tasks the driver turn woke into this worker's LIFO slot
                 // are work too.

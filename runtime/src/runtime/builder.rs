@@ -158,8 +158,9 @@ impl Builder {
     /// At most half a pool's workers (at least two) spin at once, fewer
     /// with [`spinning_workers`](Builder::spinning_workers), and each adapts
     /// its spin below this bound: longer while spins find work, shorter
-    /// while they do not, and none for a while when the CPU is wanted by
-    /// another thread (see `docs/architecture.md`, "Spinning").
+    /// while they do not, and a spin ends at once when a yield shows that
+    /// another thread holds the CPU (see `docs/architecture.md`,
+    /// "Spinning").
     pub fn worker_spin(mut self, spin: Duration) -> Builder {
         self.config.worker_spin = spin;
         self
