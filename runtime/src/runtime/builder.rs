@@ -219,8 +219,8 @@ impl Builder {
     /// the pool's other work is not held behind it, counts it if it was
     /// found using its CPU (`cpu_intensive` in the metrics; a poll found
     /// blocked in a synchronous call gets the extra worker uncounted) and
-    /// reports the task once through
-    /// the [`log`](https://docs.rs/log) facade; the task's later polls no
+    /// reports the task through the [`log`](https://docs.rs/log) facade
+    /// once per finding (blocked, CPU hog); the task's later polls no
     /// longer count against the pool (as in
     /// [`block_in_place`](crate::block_in_place)). Default
     /// [`DEFAULT_CPU_HOG_THRESHOLD`] (10 ms); zero turns detection off.
@@ -271,9 +271,10 @@ impl Builder {
     /// ([`Runtime::metrics`]: [`Latency`](crate::metrics::Latency); the
     /// dashboard's poll and spawn charts). Default **off**: on a shape
     /// that is nothing but polls (200 tasks yielding 1,000 times each) it
-    /// costs more than the 5% a default may cost (`docs/benchmarks.md`);
-    /// on a service whose tasks do real work per poll it is lost in the
-    /// noise. Off, spawns read no clock and workers keep no poll sample.
+    /// cost up to 5% at the current build on a 2-vCPU VM, the most a
+    /// default may cost, and 14-17% at earlier ones (`docs/benchmarks.md`,
+    /// section 4): off until a wide machine agrees. On a service whose
+    /// tasks do real work per poll it is lost in the noise. Off, spawns read no clock and workers keep no poll sample.
     ///
     /// Every task's **scheduling delay** (queued to polled) is recorded
     /// either way, as are the counters and worker states: the worker reads
