@@ -815,6 +815,30 @@ fn tasks_run_on_stacks_of_the_configured_size() {
     assert!(rt.block_on(h).unwrap() > 0);
 }
 
+/// Spawns from a CPU the topology does not know go round-robin over the
+/// pods, per scope: one counter for every scope sent spawns alternating
+/// between two scopes to the same pods of each for good (pod 0 of 2
+/// caches, pods 1 and 3 of 4 CPUs).
+#[test]
+fn spawns_from_an_unknown_cpu_reach_every_pod_of_each_scope() {
+    let rt = synthetic("pack:2 l3:1 core:2 pu:1");
+    let h = rt.handle().clone();
+    for _ in 0..8 {
+        rt.block_on(h.spawn_on_cpu(999, Scope::Cache, async {}))
+            .unwrap();
+        rt.block_on(h.spawn_on_cpu(999, Scope::Cpu, async {}))
+            .unwrap();
+    }
+    let m = rt.metrics();
+    let mut cpus: Vec<Vec<usize>> = m.pools.iter().map(|p| p.cpus.clone()).collect();
+    cpus.sort();
+    assert_eq!(
+        cpus,
+        [vec![0], vec![0, 1], vec![1], vec![2], vec![2, 3], vec![3]],
+        "{m}"
+    );
+}
+
 #[test]
 fn spawns_from_a_worker_stay_in_its_pod() {
     let rt = synthetic("pack:2 l3:2 core:2 pu:1");

@@ -198,7 +198,11 @@ pub(crate) struct Scheduler {
     steal_order: [Box<[Box<[usize]>]>; 6],
     threads: Threads,
     closed: AtomicBool,
-    round_robin: AtomicUsize,
+    /// Per scope: the next pod for a spawn from a CPU the topology does not
+    /// know. One counter for every scope sent spawns that alternate
+    /// between two scopes to the same pods of each for good (with 2 and
+    /// 4 pods: pod 0 of one, pods 1 and 3 of the other).
+    round_robin: [AtomicUsize; 6],
     /// The process's nice value when the runtime was built (its main
     /// thread's), for threads that inherit a high-priority worker's.
     base_nice: Option<libc::c_int>,
@@ -245,7 +249,7 @@ impl Scheduler {
             steal_order,
             threads: Threads::default(),
             closed: AtomicBool::new(false),
-            round_robin: AtomicUsize::new(0),
+            round_robin: Default::default(),
             // SAFETY: getpid has no preconditions.
             base_nice: nice_of(unsafe { libc::getpid() } as libc::id_t),
             process_cpus,
@@ -429,7 +433,7 @@ impl Scheduler {
     /// pod of `cpu` if given, else of the calling thread's CPU.
     pub(crate) fn place(&self, attrs: PoolAttrs, scope: Scope, cpu: Option<usize>) -> &Arc<Pool> {
         let pod = placement::pod(&self.topology, self.id(), scope, cpu, || {
-            self.round_robin.fetch_add(1, Ordering::Relaxed)
+            self.round_robin[scope.index()].fetch_add(1, Ordering::Relaxed)
         });
         self.pool(attrs, scope, pod)
     }
@@ -707,9 +711,12 @@ impl Host for Scheduler {
             .spawn(name, self.config.thread_stack_size, move || {
                 if me.topology.is_live() {
                     // Best effort: a CPU set we may not use (a cgroup
-                    // changed under us) leaves the thread where the OS put
-                    // it, said once per pool.
+                    // changed under us, a CPU taken offline) is said once
+                    // per pool, and the thread goes on every CPU it may
+                    // use -- not where its starter was pinned (a worker of
+                    // another pod, on one CPU).
                     if let Err(e) = crate::topology::bind_current_thread(&pool.run_cpus) {
+                        me.bind_to_every_cpu();
                         pool.warn_unbound(&e);
                     }
                 } else {
