@@ -131,8 +131,11 @@ pub(crate) const MAX_STEAL_PODS: usize = 64;
 
 /// For each pod of `scope`, the other pods, nearest first, at most
 /// [`MAX_STEAL_PODS`] (module docs): those sharing its pod of the next
-/// wider scope, then of the one after, and so on, in pod order within one
-/// distance.
+/// wider scope, then of the one after, and so on -- its package counts as
+/// a level between `numa` and `system` (a socket's other NUMA nodes, with
+/// sub-NUMA clustering or EPYC's NPS2/NPS4, before the other socket's) --
+/// and within one distance in pod order starting after its own, wrapping
+/// (so that the idle pools of a cache do not all try its first pod first).
 ///
 /// Walks each pod's groups outward instead of measuring every pair: a
 /// runtime on 8,192 CPUs would otherwise compare 67 million pairs per scope
@@ -140,21 +143,16 @@ pub(crate) const MAX_STEAL_PODS: usize = 64;
 /// groups' first `MAX_STEAL_PODS` pods beyond those already taken.
 pub(crate) fn steal_order(topology: &Topology, scope: Scope) -> Box<[Box<[usize]>]> {
     let pods = topology.pods(scope);
-    let wider: Vec<Scope> = Scope::ALL.into_iter().filter(|s| *s > scope).collect();
-    // For each wider scope: each pod's group, and each group's pods in
-    // order. A CPU the wider scope does not know (none does, on a checked
+    // For each wider level: each pod's group, and each group's pods in
+    // order. A CPU a level does not know (none does, on a checked
     // topology) makes a group of its own, as the pairwise rule had it.
-    let levels: Vec<(Vec<usize>, Vec<Vec<usize>>)> = wider
+    let levels: Vec<(Vec<usize>, Vec<Vec<usize>>)> = wider_levels(topology, scope)
         .iter()
-        .map(|&s| {
-            let unknown = topology.pods(s).len();
+        .map(|(group_of, groups)| {
+            let unknown = *groups;
             let of: Vec<usize> = pods
                 .iter()
-                .map(|pod| {
-                    topology
-                        .pod_of(s, pod.cpus()[0])
-                        .map_or(unknown, |p| p.index())
-                })
+                .map(|pod| group_of.get(&pod.cpus()[0]).copied().unwrap_or(unknown))
                 .collect();
             let mut members = vec![Vec::new(); unknown + 1];
             for (pod, &group) in of.iter().enumerate() {
@@ -182,14 +180,50 @@ pub(crate) fn steal_order(topology: &Topology, scope: Scope) -> Box<[Box<[usize]
                 }
             };
             for (of, members) in &levels {
-                take(&mut members[of[me]].iter().copied(), &mut order);
+                let group = &members[of[me]];
+                let after = group.partition_point(|&p| p <= me);
+                take(
+                    &mut group[after..].iter().chain(&group[..after]).copied(),
+                    &mut order,
+                );
             }
             // Pods sharing no wider group (none, while `system` holds every
             // CPU).
-            take(&mut (0..pods.len()), &mut order);
+            take(&mut (me + 1..pods.len()).chain(0..me), &mut order);
             order.into_boxed_slice()
         })
         .collect()
+}
+
+/// The levels wider than `scope`, nearest first: each CPU's group at that
+/// level, and how many groups it has (the wider scopes' pods, with the
+/// packages before `system`).
+fn wider_levels(
+    topology: &Topology,
+    scope: Scope,
+) -> Vec<(std::collections::HashMap<usize, usize>, usize)> {
+    let mut levels = Vec::new();
+    for s in Scope::ALL.into_iter().filter(|s| *s > scope) {
+        if s == Scope::System {
+            let mut ids = std::collections::HashMap::new();
+            let group_of = topology
+                .cpus()
+                .iter()
+                .map(|c| {
+                    let n = ids.len();
+                    (c.os_index, *ids.entry(c.package).or_insert(n))
+                })
+                .collect();
+            levels.push((group_of, ids.len()));
+        }
+        let pods = topology.pods(s);
+        let group_of = pods
+            .iter()
+            .flat_map(|p| p.cpus().iter().map(move |&cpu| (cpu, p.index())))
+            .collect();
+        levels.push((group_of, pods.len()));
+    }
+    levels
 }
 
 #[cfg(all(test, not(loom)))]
@@ -237,29 +271,29 @@ mod tests {
     }
 
     /// Every pair measured, sorted: the rule `steal_order` walks groups
-    /// to follow.
+    /// to follow (the nearest shared level, then the distance after `me`
+    /// in pod order, wrapping).
     fn steal_order_pairwise(topology: &Topology, scope: Scope) -> Vec<Vec<usize>> {
         let pods = topology.pods(scope);
-        let wider: Vec<Scope> = Scope::ALL.into_iter().filter(|s| *s > scope).collect();
-        let group =
-            |pod: usize, s: Scope| topology.pod_of(s, pods[pod].cpus()[0]).map(|p| p.index());
-        (0..pods.len())
+        let levels = wider_levels(topology, scope);
+        let group = |pod: usize, level: usize| levels[level].0.get(&pods[pod].cpus()[0]).copied();
+        let n = pods.len();
+        (0..n)
             .map(|me| {
-                let mut others: Vec<(usize, usize)> = (0..pods.len())
+                let mut others: Vec<(usize, usize, usize)> = (0..n)
                     .filter(|&p| p != me)
                     .map(|p| {
-                        let distance = wider
-                            .iter()
-                            .position(|&s| group(p, s) == group(me, s))
-                            .unwrap_or(wider.len());
-                        (distance, p)
+                        let distance = (0..levels.len())
+                            .position(|l| group(p, l) == group(me, l))
+                            .unwrap_or(levels.len());
+                        (distance, (p + n - me) % n, p)
                     })
                     .collect();
                 others.sort_unstable();
                 others
                     .into_iter()
                     .take(MAX_STEAL_PODS)
-                    .map(|(_, p)| p)
+                    .map(|(_, _, p)| p)
                     .collect()
             })
             .collect()
@@ -274,6 +308,7 @@ mod tests {
             "pack:2 numa:2 l3:2 core:4 pu:2",
             "pack:1 l3:4 core:64 pu:1",
             "pack:3 numa:2 l3:3 core:12 pu:2",
+            "pack:2 numa:4 l3:1 core:3 pu:1",
         ] {
             let t = Topology::synthetic(description).unwrap();
             for scope in Scope::ALL {
@@ -309,6 +344,34 @@ mod tests {
         // Cache pod 0 shares NUMA node 0 with cache pod 1 only.
         assert_eq!(order[0][0], 1);
         assert_eq!(order[0].len(), 7);
+    }
+
+    /// A socket's other NUMA nodes come before the other socket's (sub-NUMA
+    /// clustering, EPYC's NPS2/NPS4): past its node, the order went by
+    /// pod index, so cache pod 2 tried pods 0 and 1 (the other socket)
+    /// before pod 3 (its own).
+    #[test]
+    fn steal_order_stays_in_the_socket_before_the_other_one() {
+        let t = Topology::synthetic("pack:2 numa:2 l3:1 core:4 pu:1").unwrap();
+        let order = steal_order(&t, Scope::Cache);
+        assert_eq!(&*order[2], &[3, 0, 1]);
+        assert_eq!(&*order[1], &[0, 2, 3]);
+        let order = steal_order(&t, Scope::Numa);
+        assert_eq!(&*order[0], &[1, 2, 3]);
+        assert_eq!(&*order[2], &[3, 0, 1]);
+    }
+
+    /// Pods at one distance are tried from the one after, wrapping: every
+    /// idle pool of a cache tried its first pod first.
+    #[test]
+    fn steal_order_starts_after_its_own_pod_at_one_distance() {
+        let t = Topology::synthetic("core:4").unwrap();
+        let order = steal_order(&t, Scope::Cpu);
+        assert_eq!(&*order[0], &[1, 2, 3]);
+        assert_eq!(&*order[1], &[2, 3, 0]);
+        assert_eq!(&*order[3], &[0, 1, 2]);
+        let firsts: std::collections::BTreeSet<usize> = order.iter().map(|o| o[0]).collect();
+        assert_eq!(firsts.len(), 4, "every pod is someone's first");
     }
 
     #[test]
