@@ -196,32 +196,44 @@ pub(crate) fn steal_order(topology: &Topology, scope: Scope) -> Box<[Box<[usize]
 }
 
 /// The levels wider than `scope`, nearest first: each CPU's group at that
-/// level, and how many groups it has (the wider scopes' pods, with the
-/// packages before `system`).
+/// level, and how many groups it has -- the wider scopes' pods, each split
+/// by package (a NUMA node that spans packages: no NUMA information,
+/// EPYC's NPS0, a VM with sockets and no nodes), with the packages a level
+/// of their own before `system`.
 fn wider_levels(
     topology: &Topology,
     scope: Scope,
 ) -> Vec<(std::collections::HashMap<usize, usize>, usize)> {
+    use std::collections::HashMap;
+    let package: HashMap<usize, usize> = topology
+        .cpus()
+        .iter()
+        .map(|c| (c.os_index, c.package))
+        .collect();
+    // Dense ids for `key(cpu)` over every CPU.
+    let level = |key: &dyn Fn(usize) -> (Option<usize>, usize)| {
+        let mut ids = HashMap::new();
+        let group_of: HashMap<usize, usize> = topology
+            .cpus()
+            .iter()
+            .map(|c| {
+                let n = ids.len();
+                (c.os_index, *ids.entry(key(c.os_index)).or_insert(n))
+            })
+            .collect();
+        (group_of, ids.len())
+    };
     let mut levels = Vec::new();
     for s in Scope::ALL.into_iter().filter(|s| *s > scope) {
         if s == Scope::System {
-            let mut ids = std::collections::HashMap::new();
-            let group_of = topology
-                .cpus()
-                .iter()
-                .map(|c| {
-                    let n = ids.len();
-                    (c.os_index, *ids.entry(c.package).or_insert(n))
-                })
-                .collect();
-            levels.push((group_of, ids.len()));
+            levels.push(level(&|cpu| (package.get(&cpu).copied(), 0)));
         }
-        let pods = topology.pods(s);
-        let group_of = pods
-            .iter()
-            .flat_map(|p| p.cpus().iter().map(move |&cpu| (cpu, p.index())))
-            .collect();
-        levels.push((group_of, pods.len()));
+        let pod = |cpu: usize| topology.pod_of(s, cpu).map_or(usize::MAX, |p| p.index());
+        if s == Scope::System {
+            levels.push(level(&|cpu| (None, pod(cpu))));
+        } else {
+            levels.push(level(&|cpu| (package.get(&cpu).copied(), pod(cpu))));
+        }
     }
     levels
 }
@@ -309,6 +321,8 @@ mod tests {
             "pack:1 l3:4 core:64 pu:1",
             "pack:3 numa:2 l3:3 core:12 pu:2",
             "pack:2 numa:4 l3:1 core:3 pu:1",
+            "pack:2 l3:2 core:2 pu:1",
+            "pack:4 l3:3 core:1 pu:2",
         ] {
             let t = Topology::synthetic(description).unwrap();
             for scope in Scope::ALL {
@@ -333,7 +347,8 @@ mod tests {
         assert_eq!(order[5][0], 4, "same-cache sibling first");
         let order = steal_order(&t, Scope::Cache);
         assert_eq!(order.len(), 4);
-        assert_eq!(&*order[3], &[0, 1, 2]);
+        // Its package's other cache first (one NUMA node spans both).
+        assert_eq!(&*order[3], &[2, 0, 1]);
     }
 
     #[test]
@@ -359,6 +374,13 @@ mod tests {
         let order = steal_order(&t, Scope::Numa);
         assert_eq!(&*order[0], &[1, 2, 3]);
         assert_eq!(&*order[2], &[3, 0, 1]);
+        // Without NUMA information one node spans both sockets: split by
+        // package, it still orders a socket's own pods first (it took
+        // them all in index order, the other socket's first for pod 1).
+        let t = Topology::synthetic("pack:2 l3:2 core:1 pu:1").unwrap();
+        let order = steal_order(&t, Scope::Cache);
+        assert_eq!(&*order[1], &[0, 2, 3]);
+        assert_eq!(&*order[3], &[2, 0, 1]);
     }
 
     /// Pods at one distance are tried from the one after, wrapping: every

@@ -412,6 +412,9 @@ impl<T> JoinHandle<T> {
             }),
         };
         *slot = Some(Slot::Done);
+        // Answered: the awaiter's waker (its task's allocation) is not
+        // kept for as long as the handle is.
+        drop(this.awaiter.take());
         Poll::Ready(out)
     }
 }

@@ -126,7 +126,12 @@ impl Registry {
                 let (len, cap) = (s.tasks.len(), s.tasks.capacity());
                 if cap > SHRINK_ABOVE && (len == 0 || (len * 4 < cap && len * 2 <= s.shrunk_at)) {
                     s.tasks.shrink_to_fit();
-                    s.shrunk_at = len;
+                    // Counted only if it gave memory back: with its top
+                    // key live it gives none (and costs no rebuild), and
+                    // is tried again at the next drop.
+                    if s.tasks.capacity() < cap {
+                        s.shrunk_at = len;
+                    }
                 }
                 waker
             };
@@ -329,6 +334,34 @@ mod tests {
             );
         }
         r.dropped(Some(keep));
+    }
+
+    /// Long-lived tasks spread over a burst's keys, the top one among
+    /// them: nothing can be given back while it lives; once it goes, the
+    /// room above the next live key is (shrinks that freed nothing were
+    /// counted, and none was tried again until the count halved).
+    #[test]
+    fn the_room_above_the_top_live_key_goes_when_it_does() {
+        let r = Registry::new();
+        let waker = futures::task::noop_waker();
+        let mut entries: Vec<Option<Entry>> = (0..100_000)
+            .map(|_| {
+                r.spawned();
+                r.register(&waker)
+            })
+            .collect();
+        let top = entries[99_999].take().unwrap();
+        for (i, e) in entries.iter_mut().enumerate() {
+            if i % 1000 != 0 {
+                r.dropped(e.take());
+            }
+        }
+        assert!(r.capacity() >= 100_000, "{}", r.capacity());
+        r.dropped(Some(top));
+        assert!(r.capacity() < 99_500, "{}", r.capacity());
+        for e in entries.into_iter().flatten() {
+            r.dropped(Some(e));
+        }
     }
 
     #[test]

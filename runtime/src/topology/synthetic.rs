@@ -192,20 +192,12 @@ pub(super) fn check_for_hwloc(desc: &str) -> Result<(), TopologyError> {
     Ok(())
 }
 
-/// A count as C's `strtoul(s, NULL, 0)` reads a whole word: decimal, `0x`
-/// hex, or octal after a leading 0.
-fn strtoul(s: &str) -> Option<usize> {
-    if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        usize::from_str_radix(hex, 16).ok()
-    } else if s.len() > 1 && s.starts_with('0') {
-        usize::from_str_radix(&s[1..], 8).ok()
-    } else {
-        s.parse().ok()
-    }
-}
-
-/// Whether `s` is a number as [`strtoul`] reads one, too big for it.
-fn overflows(s: &str) -> bool {
+/// A word's digits and their radix as C's `strtoul(s, NULL, 0)` reads
+/// them: an optional `+`, then `0x` hex, octal after a leading 0, or
+/// decimal; `None` unless every digit is one of the radix (the macro's
+/// check reads counts the same way).
+fn digits_of(s: &str) -> Option<(&str, u32)> {
+    let s = s.strip_prefix('+').unwrap_or(s);
     let (digits, radix) = if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         (hex, 16)
     } else if s.len() > 1 && s.starts_with('0') {
@@ -213,7 +205,18 @@ fn overflows(s: &str) -> bool {
     } else {
         (s, 10)
     };
-    !digits.is_empty() && digits.chars().all(|c| c.is_digit(radix)) && strtoul(s).is_none()
+    (!digits.is_empty() && digits.chars().all(|c| c.is_digit(radix))).then_some((digits, radix))
+}
+
+/// A count as C's `strtoul(s, NULL, 0)` reads a whole word.
+fn strtoul(s: &str) -> Option<usize> {
+    let (digits, radix) = digits_of(s)?;
+    usize::from_str_radix(digits, radix).ok()
+}
+
+/// Whether `s` is a number as [`strtoul`] reads one, too big for it.
+fn overflows(s: &str) -> bool {
+    digits_of(s).is_some() && strtoul(s).is_none()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1142,8 +1142,14 @@ mod with_hwloc {
         );
         assert_eq!(synthetic("core:010").num_cpus(), 8);
         assert_eq!(synthetic("core:0x10").num_cpus(), 16);
-        // strtoul's leading `+` (the macro's check takes it too).
+        // strtoul's leading `+` (the macro's check takes it too), before
+        // the radix's prefix, read alike with and without hwloc.
         assert_eq!(synthetic("core:+4").num_cpus(), 4);
+        assert_eq!(synthetic("core:+0x10").num_cpus(), 16);
+        assert_eq!(synthetic("core:+010").num_cpus(), 8);
+        assert_eq!(synthetic::parse("core:+010").unwrap().num_cpus(), 8);
+        assert_eq!(synthetic::parse("core:+0x10").unwrap().num_cpus(), 16);
+        assert!(synthetic::parse("core:0x+10").is_err());
         assert_eq!(synthetic::parse("core:010").unwrap().num_cpus(), 8);
         assert_eq!(
             synthetic::parse("core:4 2").unwrap().pods(Scope::Smt),
