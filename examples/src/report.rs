@@ -154,12 +154,9 @@ mod tests {
         }
     }
 
-    /// With its output blocked, reporting 100 lines returns at once for
-    /// every one (the queue holds 4, the writer one more, the rest are
-    /// counted); once the output moves, the queued lines and a notice of
-    /// the dropped ones come out.
-    #[test]
-    fn a_blocked_output_never_blocks_the_reporter_and_says_what_it_lost() {
+    /// A reporter of 4 lines writing to a [`Held`] output: the sender
+    /// that lets it go, and what it wrote.
+    fn held_reporter() -> (Reporter, mpsc::Sender<()>, Arc<Mutex<Vec<u8>>>) {
         let (go, wait) = mpsc::channel();
         let out = Arc::new(Mutex::new(Vec::new()));
         let r = Reporter::new(
@@ -169,6 +166,16 @@ mod tests {
                 out: out.clone(),
             },
         );
+        (r, go, out)
+    }
+
+    /// With its output blocked, reporting 100 lines returns at once for
+    /// every one (the queue holds 4, the writer one more, the rest are
+    /// counted); once the output moves, the queued lines and a notice of
+    /// the dropped ones come out.
+    #[test]
+    fn a_blocked_output_never_blocks_the_reporter_and_says_what_it_lost() {
+        let (r, go, out) = held_reporter();
         // On a thread of its own, so that a report that blocks fails the
         // test instead of hanging it.
         let (done, finished) = mpsc::channel();
@@ -216,15 +223,7 @@ mod tests {
     /// output stalled it gives up at its bound instead of blocking.
     #[test]
     fn a_flush_waits_for_the_lines_before_it_and_no_longer_than_told() {
-        let (go, wait) = mpsc::channel();
-        let out = Arc::new(Mutex::new(Vec::new()));
-        let r = Reporter::new(
-            4,
-            Held {
-                go: Some(wait),
-                out: out.clone(),
-            },
-        );
+        let (r, go, out) = held_reporter();
         r.report("stopping".into());
         let start = Instant::now();
         assert!(

@@ -295,17 +295,22 @@ mod tests {
     fn an_emptied_registry_gives_its_memory_back() {
         let r = Registry::new();
         let waker = futures::task::noop_waker();
-        let entries: Vec<Entry> = (0..100_000)
-            .map(|_| {
-                r.spawned();
-                r.register(&waker).unwrap()
-            })
-            .collect();
+        let entries = burst(&r, &waker, 100_000);
         assert!(r.capacity() >= 100_000);
         for e in entries {
             r.dropped(Some(e));
         }
         assert!(r.capacity() <= SHARDS * SHRINK_ABOVE, "{}", r.capacity());
+    }
+
+    /// `n` tasks spawned and registered idle.
+    fn burst(r: &Registry, waker: &Waker, n: usize) -> Vec<Entry> {
+        (0..n)
+            .map(|_| {
+                r.spawned();
+                r.register(waker).unwrap()
+            })
+            .collect()
     }
 
     /// The same with a long-lived task registered first (a server's
@@ -317,12 +322,7 @@ mod tests {
         r.spawned();
         let keep = r.register(&waker).unwrap();
         for round in 0..3 {
-            let entries: Vec<Entry> = (0..100_000)
-                .map(|_| {
-                    r.spawned();
-                    r.register(&waker).unwrap()
-                })
-                .collect();
+            let entries = burst(&r, &waker, 100_000);
             assert!(r.capacity() >= 100_000);
             for e in entries {
                 r.dropped(Some(e));
