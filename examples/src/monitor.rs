@@ -50,7 +50,7 @@ pub fn usage() -> String {
          \x20 (none)        a refreshing terminal table (q or Esc quits)\n\
          \x20 -i SECONDS    print a table every SECONDS (counters and quantiles of the interval)\n\
          \x20 --json        print the snapshot as JSON (with -i, one per interval), for scripts\n\
-         \x20 -c COUNT      stop after COUNT reports\n"
+         \x20 -c COUNT      stop after COUNT intervals (reports, and fetches that failed)\n"
     )
 }
 

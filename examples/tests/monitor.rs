@@ -107,6 +107,45 @@ fn wq_monitor_prints_the_example_services_pools() {
     });
 }
 
+/// Line mode whose reader goes away (`| head -1`) ends quietly with
+/// success (`println!` panicked on the broken pipe: exit 101); `-c` counts
+/// failed fetches too, so a run against a service that went away ends.
+#[test]
+fn wq_monitor_ends_quietly_when_its_reader_goes_and_counts_failures() {
+    within(120, || {
+        use std::io::Read;
+        let (service, addr) = start_service();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wq-monitor"))
+            .args([&addr, "-i", "0.3", "-c", "50"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let mut first = [0u8; 64];
+        assert!(out.read(&mut first).unwrap() > 0, "no report");
+        drop(out);
+        let done = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&done.stderr);
+        assert!(done.status.success(), "{:?}: {err}", done.status);
+        assert!(!err.contains("panicked"), "{err}");
+        // The service gone after the first report: three intervals end.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wq-monitor"))
+            .args([&addr, "-i", "0.3", "-c", "3"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = child.stdout.take().unwrap();
+        assert!(out.read(&mut first).unwrap() > 0, "no report");
+        drop(service);
+        let done = child.wait_with_output().unwrap();
+        assert!(done.status.success(), "{:?}", done.status);
+    });
+}
+
 #[test]
 fn wq_monitor_says_how_to_start_a_service_when_none_is_there() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -56,31 +56,35 @@ fn main() -> ExitCode {
 /// fails after the first one is reported on stderr and retried at the next
 /// interval (a service restarting, a busy dashboard).
 fn lines(o: &Options) -> Result<(), String> {
+    use std::io::Write;
     let mut prev = None;
+    // Intervals done, a failed fetch's too: `-c` ends a script's run
+    // whether or not the service answers (failures alone retried for
+    // ever).
     let mut reports = 0u64;
     loop {
         match monitor::fetch(&o.addr, TIMEOUT) {
             Ok(now) => {
-                if o.json {
+                let text = if o.json {
                     let out = match &prev {
                         Some(p) => now.delta(p),
                         None => now.clone(),
                     };
-                    println!(
-                        "{}",
-                        serde_json::to_string(&out).map_err(|e| e.to_string())?
-                    );
+                    serde_json::to_string(&out).map_err(|e| e.to_string())? + "\n"
                 } else {
-                    print!(
-                        "{}",
-                        monitor::line_table(
-                            &monitor::title(&o.addr, &now, prev.as_ref()),
-                            &monitor::rows(prev.as_ref(), &now)
-                        )
-                    );
-                    println!();
+                    monitor::line_table(
+                        &monitor::title(&o.addr, &now, prev.as_ref()),
+                        &monitor::rows(prev.as_ref(), &now),
+                    ) + "\n"
+                };
+                // A reader that went away (`| head -1`) ends the run
+                // quietly, as `wq-dump`'s does (`println!` panicked on
+                // the broken pipe: exit 101).
+                let mut out = std::io::stdout().lock();
+                match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                    r => r.map_err(|e| format!("writing stdout: {e}"))?,
                 }
-                reports += 1;
                 prev = Some(now);
             }
             Err(e) if prev.is_some() && o.interval.is_some() => {
@@ -88,6 +92,7 @@ fn lines(o: &Options) -> Result<(), String> {
             }
             Err(e) => return Err(e),
         }
+        reports += 1;
         let Some(secs) = o.interval else {
             return Ok(());
         };
@@ -106,12 +111,16 @@ extern "C" fn on_stop(sig: libc::c_int) {
     STOP.store(sig, Ordering::Relaxed);
 }
 
-/// While the screen is up, SIGTERM, SIGHUP and SIGINT (a `kill`, a closed
-/// terminal window) close it as `q` does, so the terminal is given back
+/// While the screen is up, SIGTERM and SIGINT (a `kill`, Ctrl-C sent by
+/// another process) close it as `q` does, so the terminal is given back
 /// (raw mode off, the main screen back) before the process ends; they
-/// killed it with the terminal left raw.
+/// killed it with the terminal left raw. SIGHUP (a closed terminal
+/// window, a dropped ssh session) keeps its default: there is no
+/// terminal left to give back, and caught, the process lived on, reading
+/// the hung-up terminal in a loop at full CPU (crossterm's read never
+/// returns there), a later `kill` caught the same way.
 fn catch_stop_signals() {
-    for sig in [libc::SIGTERM, libc::SIGHUP, libc::SIGINT] {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
         // SAFETY: a zeroed `sigaction` is valid (no flags, empty fields),
         // and so is reading the current one into it; the mask is
         // initialised by `sigemptyset`; the handler only stores an atomic.
@@ -156,7 +165,9 @@ fn tui(o: &Options) -> Result<(), String> {
     let mut prev = monitor::fetch(&o.addr, TIMEOUT)?;
     let mut now = prev.clone();
     let mut status = String::from("q quits · refreshed every second");
-    let (tx, rx) = std::sync::mpsc::channel();
+    // Bounded: a screen that stopped reading (stuck in the terminal)
+    // holds the fetcher, not a growing queue of snapshots.
+    let (tx, rx) = std::sync::mpsc::sync_channel(2);
     let addr = o.addr.clone();
     // Left running when the screen quits: the process exits.
     std::thread::spawn(move || {
@@ -169,7 +180,21 @@ fn tui(o: &Options) -> Result<(), String> {
         }
     });
     catch_stop_signals();
-    let mut terminal = ratatui::init();
+    // A stop signal the screen does not act on within a second (its loop
+    // stuck in a terminal read): ended by the signal anyway.
+    std::thread::spawn(|| {
+        let mut since = None;
+        loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let sig = STOP.load(Ordering::Relaxed);
+            if sig != 0 && since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(1)
+            {
+                die_by(sig);
+            }
+        }
+    });
+    let mut terminal =
+        ratatui::try_init().map_err(|e| format!("cannot take the terminal over: {e}"))?;
     let result = (|| -> Result<(), String> {
         let mut redraw = true;
         loop {
