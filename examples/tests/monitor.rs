@@ -115,31 +115,27 @@ fn wq_monitor_ends_quietly_when_its_reader_goes_and_counts_failures() {
     within(120, || {
         use std::io::Read;
         let (service, addr) = start_service();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wq-monitor"))
-            .args([&addr, "-i", "0.3", "-c", "50"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = child.stdout.take().unwrap();
-        let mut first = [0u8; 64];
-        assert!(out.read(&mut first).unwrap() > 0, "no report");
+        // A monitor of `count` reports every 0.3 s, once it printed one.
+        let after_a_report = |count: &str| {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_wq-monitor"))
+                .args([&addr, "-i", "0.3", "-c", count])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut out = child.stdout.take().unwrap();
+            assert!(out.read(&mut [0u8; 64]).unwrap() > 0, "no report");
+            (child, out)
+        };
+        let (child, out) = after_a_report("50");
         drop(out);
         let done = child.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&done.stderr);
         assert!(done.status.success(), "{:?}: {err}", done.status);
         assert!(!err.contains("panicked"), "{err}");
         // The service gone after the first report: three intervals end.
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wq-monitor"))
-            .args([&addr, "-i", "0.3", "-c", "3"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = child.stdout.take().unwrap();
-        assert!(out.read(&mut first).unwrap() > 0, "no report");
+        let (child, _out) = after_a_report("3");
         drop(service);
         let done = child.wait_with_output().unwrap();
         assert!(done.status.success(), "{:?}", done.status);
