@@ -317,7 +317,9 @@ fn run_shape_layouts(
     let mut measured = Vec::with_capacity(layouts);
     for k in 0..layouts {
         eprintln!("[layout {}/{layouts}] --pad {k}", k + 1);
-        let out = std::process::Command::new(&exe)
+        // A layout's process goes with this one, set up before it runs
+        // (its busy neighbours go with it, by their own death signal).
+        let out = wq_bench::neighbours::die_with_parent(&mut std::process::Command::new(&exe))
             .args(&child_args)
             .args(["--json", "--pad", &k.to_string()])
             .stderr(std::process::Stdio::inherit())
@@ -393,21 +395,6 @@ fn print_json(v: &serde_json::Value) -> Result<(), String> {
 
 fn run_shapes(argv: &[String]) -> Result<(), String> {
     let a = parse(argv, shapes::OPTIONS, shapes::FLAGS)?;
-    if a.raw("pad").is_some() {
-        // A layout's process (`--layouts`): it goes with its parent (and
-        // its busy neighbours with it, by their own death signal).
-        // SAFETY: prctl(PR_SET_PDEATHSIG, SIGKILL) takes plain integers
-        // and changes only this process's death signal.
-        unsafe {
-            libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            );
-        }
-    }
     shapes::pad_heap(a.get("pad", 0usize)?);
     let layouts: usize = a.count("layouts", 1)?;
     if layouts > 1 {

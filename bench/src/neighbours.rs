@@ -163,15 +163,23 @@ pub struct SchedStat {
     pub run_queue_ns: u64,
 }
 
-impl SchedStat {
-    /// Summed over this process's threads whose name starts with one of
-    /// `prefixes` (threads that exited are not counted).
-    pub fn of_threads(prefixes: &[&str]) -> SchedStat {
-        let mut total = SchedStat::default();
+/// One reading of [`SchedStat`] per thread, by thread id: two readings
+/// subtract thread by thread ([`Threads::since`]), so a thread that
+/// exits between them takes nothing off the others' figures.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Threads(std::collections::HashMap<u64, SchedStat>);
+
+impl Threads {
+    /// This process's threads whose name starts with one of `prefixes`.
+    pub fn named(prefixes: &[&str]) -> Threads {
+        let mut threads = Threads::default();
         let Ok(dir) = fs::read_dir("/proc/self/task") else {
-            return total;
+            return threads;
         };
         for entry in dir.flatten() {
+            let Some(tid) = entry.file_name().to_str().and_then(|t| t.parse().ok()) else {
+                continue;
+            };
             let path = entry.path();
             let Ok(name) = fs::read_to_string(path.join("comm")) else {
                 continue;
@@ -185,18 +193,41 @@ impl SchedStat {
             let mut fields = stat
                 .split_whitespace()
                 .map(|f| f.parse::<u64>().unwrap_or(0));
-            total.on_cpu_ns += fields.next().unwrap_or(0);
-            total.run_queue_ns += fields.next().unwrap_or(0);
+            let on_cpu_ns = fields.next().unwrap_or(0);
+            let run_queue_ns = fields.next().unwrap_or(0);
+            threads.0.insert(
+                tid,
+                SchedStat {
+                    on_cpu_ns,
+                    run_queue_ns,
+                },
+            );
         }
-        total
+        threads
     }
 
-    /// `self - earlier`, per field (saturating: threads may have exited).
-    pub fn since(self, earlier: SchedStat) -> SchedStat {
-        SchedStat {
-            on_cpu_ns: self.on_cpu_ns.saturating_sub(earlier.on_cpu_ns),
-            run_queue_ns: self.run_queue_ns.saturating_sub(earlier.run_queue_ns),
-        }
+    /// Summed over the threads read.
+    pub fn total(&self) -> SchedStat {
+        self.0
+            .values()
+            .fold(SchedStat::default(), |t, s| SchedStat {
+                on_cpu_ns: t.on_cpu_ns + s.on_cpu_ns,
+                run_queue_ns: t.run_queue_ns + s.run_queue_ns,
+            })
+    }
+
+    /// What the threads read now did since `earlier`, summed: a thread
+    /// read only now counts whole (it was born between the readings), one
+    /// read only `earlier` not at all (what it did after that reading,
+    /// before it exited, is not known).
+    pub fn since(&self, earlier: &Threads) -> SchedStat {
+        self.0.iter().fold(SchedStat::default(), |t, (tid, now)| {
+            let before = earlier.0.get(tid).copied().unwrap_or_default();
+            SchedStat {
+                on_cpu_ns: t.on_cpu_ns + now.on_cpu_ns.saturating_sub(before.on_cpu_ns),
+                run_queue_ns: t.run_queue_ns + now.run_queue_ns.saturating_sub(before.run_queue_ns),
+            }
+        })
     }
 }
 
@@ -213,14 +244,61 @@ mod tests {
                 while start.elapsed() < std::time::Duration::from_millis(20) {
                     std::hint::spin_loop();
                 }
-                SchedStat::of_threads(&["schedstat-probe"])
+                Threads::named(&["schedstat-probe"]).total()
             })
             .unwrap();
         let s = t.join().unwrap();
         assert!(s.on_cpu_ns > 0, "{s:?}");
         assert_eq!(
-            SchedStat::of_threads(&["no-such-thread"]),
+            Threads::named(&["no-such-thread"]).total(),
             SchedStat::default()
         );
+    }
+
+    /// Spins until the calling thread has run `ms` milliseconds on a CPU
+    /// (its own clock: time waiting for a CPU does not count).
+    fn spin(ms: u64) {
+        let on_cpu = || {
+            let mut t = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: `t` is a valid timespec to write.
+            let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+            assert_eq!(r, 0, "clock_gettime");
+            t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+        };
+        let start = on_cpu();
+        while on_cpu() - start < ms * 1_000_000 {
+            std::hint::spin_loop();
+        }
+    }
+
+    /// A thread that exits between two readings takes nothing off what
+    /// the others did (its lifetime total came off the sum before).
+    #[test]
+    fn a_thread_that_exits_between_readings_takes_nothing_off_the_others() {
+        let (a_read, read_a) = std::sync::mpsc::channel::<Threads>();
+        let a = std::thread::Builder::new()
+            .name("sst-a".into())
+            .spawn(move || {
+                spin(60);
+                // The first reading, taken while this thread lives.
+                a_read.send(Threads::named(&["sst-"])).unwrap();
+            })
+            .unwrap();
+        let before = read_a.recv().unwrap();
+        a.join().unwrap();
+        let b = std::thread::Builder::new()
+            .name("sst-b".into())
+            .spawn(move || {
+                spin(10);
+                Threads::named(&["sst-"])
+            })
+            .unwrap();
+        let after = b.join().unwrap();
+        assert_eq!(before.0.len(), 1, "{before:?}");
+        let done = after.since(&before);
+        assert!(done.on_cpu_ns >= 9_000_000, "sst-b ran 10 ms: {done:?}");
     }
 }

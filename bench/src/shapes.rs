@@ -414,12 +414,12 @@ impl Timing {
 }
 
 fn time_one<R: BenchRuntime>(name: &str, rt: &R, prefix: &str, t: &mut Timing) {
-    use crate::neighbours::SchedStat;
-    let before = SchedStat::of_threads(&[prefix]);
+    use crate::neighbours::Threads;
+    let before = Threads::named(&[prefix]);
     let start = std::time::Instant::now();
     assert!(run(name, rt), "unknown shape {name}");
     t.times.push(start.elapsed().as_nanos() as f64);
-    let d = SchedStat::of_threads(&[prefix]).since(before);
+    let d = Threads::named(&[prefix]).since(&before);
     t.run_queue.push(d.run_queue_ns as f64);
     t.on_cpu.push(d.on_cpu_ns as f64);
 }
