@@ -444,7 +444,8 @@ impl Handle {
         }
     }
 
-    /// The timer shard of the arming thread numbered `thread`.
+    /// The timer shard of the arming thread numbered `thread` (a worker's
+    /// CPU, or another thread's number: `time::sleep`).
     pub(crate) fn timer_shard(&self, thread: usize) -> usize {
         self.inner.timers.shard_of(thread)
     }

@@ -7,14 +7,15 @@
 //! once the head is read, two lock acquisitions a request. With one wheel
 //! behind one lock, that lock's line moved between every worker serving
 //! requests (the largest wq-only item in the HTTP profile,
-//! `docs/benchmarks.md` section 9). A thread arms on the shard of its
-//! number among the threads that arm timers (`time::sleep`: the lowest
-//! number no live arming thread holds, taken at its first arm and given
-//! back when it exits; `number % shards`, shards a power of two), so the
-//! `shards` arming threads alive (a runtime's workers, as a rule) have a
-//! shard each, whose lock stays in the thread's cache unless a timer is
-//! cancelled by another thread; tokio shards its wheel by worker the same
-//! way. (The current CPU's shard, `sched_getcpu`, costs 5 ns an arm more.)
+//! `docs/benchmarks.md` section 9). A worker arms on the shard of the CPU
+//! it stands for (`cpu % shards`, shards a power of two), so the workers
+//! sharing a shard are those of one CPU (one pool per scope), and a
+//! shard's lock stays in that CPU's cache unless a timer is cancelled
+//! elsewhere; tokio shards its wheel by worker the same way. Any other
+//! thread arms on the shard of its number among such threads
+//! (`time::sleep`: the lowest number no live one holds, taken at its
+//! first arm and given back when it exits). (The current CPU's shard,
+//! `sched_getcpu`, costs 5 ns an arm more.)
 //!
 //! # Parts
 //! - A shard: its [`Wheel`] and `shut_down` flag under its mutex
@@ -68,7 +69,7 @@ use crate::loom::Fences;
 use crate::loom::sync::Mutex;
 use crate::loom::sync::atomic::{AtomicU64, Ordering};
 
-/// The most shards: arming threads beyond share them.
+/// The most shards: CPUs beyond share them.
 pub(crate) const MAX_SHARDS: usize = 64;
 /// T3 advances a shard with nothing due when its wheel is this many ticks
 /// behind: a timer is placed relative to the wheel's time, and one placed
@@ -134,7 +135,8 @@ impl TimerShards {
         TimerShards::new(std::thread::available_parallelism().map_or(1, usize::from))
     }
 
-    /// The shard of the arming thread numbered `thread` (module docs).
+    /// The shard of the arming thread numbered `thread`: a worker's CPU, or
+    /// another thread's number (module docs).
     pub(crate) fn shard_of(&self, thread: usize) -> usize {
         thread & (self.shards.len() - 1)
     }

@@ -112,6 +112,12 @@ pub(crate) fn on_worker_thread() -> bool {
     with_worker(|w| w.is_some())
 }
 
+/// The CPU this thread stands for, if it is a worker (of any runtime):
+/// it picks the thread's timer shard (`time::sleep`).
+pub(crate) fn worker_cpu() -> Option<usize> {
+    with_worker(|w| w.map(|l| l.virtual_cpu))
+}
+
 /// The virtual CPU of this worker thread, if it is one of the runtime
 /// whose scheduler is at `host` (placement on a topology that is not this
 /// machine's).

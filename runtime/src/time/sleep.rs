@@ -176,13 +176,23 @@ impl Sleep {
     }
 }
 
+/// The number that picks this thread's timer shard (`driver::timers`): on
+/// a worker, the CPU it stands for, so the workers that share a shard are
+/// those of one CPU (a pool per scope), whichever armed first. (Numbers
+/// handed out per process in order of first arm gave two workers of
+/// different CPUs one shard whenever a thread of another runtime, a
+/// `block_on` or a blocking job armed between their first arms.)
+/// Elsewhere, its number among the other threads that arm timers
+/// ([`arming_thread`]).
+fn arming_number() -> usize {
+    crate::pool::current::worker_cpu().unwrap_or_else(arming_thread)
+}
+
 /// This thread's number among the threads that arm timers, given at its
 /// first arm and given back when it exits: the lowest number no live
-/// arming thread holds, so the first `shards` of them (a runtime's
-/// workers, as a rule) get a timer shard each (`driver::timers`), and a
-/// worker started after another was culled takes its number, not a new
-/// one that would share a shard with a live worker. (A process-wide
-/// counter numbered every thread that ever armed a timer.)
+/// arming thread holds, so a thread started after another exited takes
+/// its number (and its shard), not a new one. (A process-wide counter
+/// numbered every thread that ever armed a timer.)
 fn arming_thread() -> usize {
     /// Arming threads' numbers.
     static NUMBERS: std::sync::Mutex<Numbers> = std::sync::Mutex::new(Numbers::new());
@@ -292,7 +302,7 @@ impl Sleep {
         let key = this.key;
         if key.is_none() {
             // Armed on this thread's shard, kept until dropped.
-            let shard = this.driver.timer_shard(arming_thread());
+            let shard = this.driver.timer_shard(arming_number());
             this.shard = u8::try_from(shard).expect("at most 64 timer shards");
         }
         let shard = usize::from(this.shard);
@@ -351,6 +361,49 @@ impl hyper::rt::Sleep for Sleep {}
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::Numbers;
+
+    /// Arms a timer an hour ahead here; gives the shard it armed on and
+    /// the shard of `number` on its driver.
+    fn armed_shard(number: usize) -> (usize, usize) {
+        let mut s = crate::time::sleep(std::time::Duration::from_secs(3600));
+        let waker = futures::task::noop_waker();
+        let p = s.poll_deadline(&mut std::task::Context::from_waker(&waker));
+        assert!(p.is_pending());
+        (usize::from(s.shard), s.driver.timer_shard(number))
+    }
+
+    /// Two workers of two CPUs arm on their CPUs' shards, though another
+    /// thread armed between their first arms (and lives on). With numbers
+    /// handed out per process in order of first arm, they shared one.
+    #[cfg(not(loom))]
+    #[test]
+    fn workers_arm_on_their_cpus_shards_whoever_armed_between() {
+        use crate::{Runtime, Scope, Topology};
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("core:2 pu:1").unwrap())
+            .build()
+            .unwrap();
+        let h = rt.handle().clone();
+        let on_cpu = |cpu: usize| {
+            rt.block_on(h.spawn_on_cpu(cpu, Scope::Cpu, async move { armed_shard(cpu) }))
+                .unwrap()
+        };
+        let (a, want_a) = on_cpu(0);
+        let (armed, stay) = std::sync::mpsc::channel::<()>();
+        let (go, gone) = std::sync::mpsc::channel::<()>();
+        let h2 = h.clone();
+        let between = std::thread::spawn(move || {
+            let _ = h2.block_on(async { armed_shard(0) });
+            armed.send(()).unwrap();
+            // Alive (its number held) until the second worker has armed.
+            gone.recv().unwrap();
+        });
+        stay.recv().unwrap();
+        let (b, want_b) = on_cpu(1);
+        go.send(()).unwrap();
+        between.join().unwrap();
+        assert_eq!((a, b), (want_a, want_b), "cpu 0's worker, cpu 1's");
+    }
 
     #[test]
     fn a_thread_number_given_back_is_the_next_taken() {
