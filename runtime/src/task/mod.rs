@@ -64,10 +64,15 @@ pub(crate) trait QueueLink: Send + Sync + 'static {
     /// A task of the queue is gone (its future finished or was dropped).
     /// `released`: it had left the queue's inactive list (it held one of
     /// the queue's `max_active` slots); `color`: its flush color; `stripe`:
-    /// the stripe of the queue's counts it was spawned on. The task's last
-    /// access to the queue: returns whether the caller must drop the
-    /// tasks' share (no task and no handle is left; `QueueRef::finish`).
-    fn finished(&self, released: bool, color: u8, stripe: u8) -> bool;
+    /// the stripe of the queue's counts it was spawned on. Does all but
+    /// the finish's last change, which may let the queue go, and returns
+    /// it (`QueueRef::finish` makes it after this borrow has ended).
+    fn finishing(&self, released: bool, color: u8, stripe: u8)
+    -> crate::scheduler::queue::LastStep;
+    /// The finish's slow path (a flush waited on `color` when its count
+    /// went), the task still counted: the flushers to wake if the color
+    /// may be empty, to be woken after its last change.
+    fn flagged(&self, color: u8) -> Vec<std::task::Waker>;
     /// One poll of one of its tasks took `ns`; `first` for its first poll.
     fn polled(&self, first: bool, ns: u64);
     /// Whether its items leave concurrency management while they run.

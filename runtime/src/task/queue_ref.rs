@@ -137,14 +137,27 @@ impl QueueRef {
     /// # Safety
     /// Called once per task, and the reference is not dereferenced after.
     pub(crate) unsafe fn finish(&self, released: bool, color: u8, stripe: u8) {
-        // The borrow of the queue ends with the call: `finished` touches
-        // nothing after its last read-modify-write (as `Arc::drop`).
-        let last = {
+        // The borrows of the queue end before its last change, made
+        // through the atomic alone (`LastStep`: as `Arc::drop`).
+        let step = {
             // SAFETY: the task has not finished: its count holds the queue.
             let queue = unsafe { self.link.as_ref() };
-            queue.finished(released, color, stripe)
+            queue.finishing(released, color, stripe)
         };
-        if last {
+        let mut waiters = Vec::new();
+        // SAFETY: read from this task's queue just now, the task counted.
+        let finished = unsafe {
+            step.take(|| {
+                // On the slow path the task is still counted (as pending)
+                // until `take`'s last decrement, after this.
+                waiters = self.link.as_ref().flagged(color);
+            })
+        };
+        // Woken after the task's last access.
+        waiters
+            .into_iter()
+            .for_each(crate::scheduler::queue::wake_caught);
+        if finished == crate::scheduler::queue::Finished::DropShare {
             // SAFETY: `finished` left no task and no handle: this thread
             // owns the share, held as `link` (see `TasksShare::new`).
             unsafe { drop_share(self.link) };

@@ -71,7 +71,12 @@
 //! makes to its queue comes before its last read-modify-write (`Release`);
 //! the step that reaches zero acquires them all (release sequences), and
 //! the `Arc`'s own count orders the share's drop before the queue is
-//! freed. `loom_a_queue_outlives_its_tasks_and_is_freed_once` checks it,
+//! freed. No borrow of the queue (or of this `Flight`) spans a finish's
+//! last read-modify-write: a reference passed to a function is assumed
+//! valid until that function returns, and another thread may free the
+//! queue right after that change; so it is made through the atomic alone
+//! ([`LastStep`], as `Arc::drop` does), after the borrows that read what
+//! it needs have ended. `loom_a_queue_outlives_its_tasks_and_is_freed_once` checks it,
 //! with a flush that ends while a finisher is on the slow path; its two
 //! negative controls (the finishes' orderings off, the gone step's off)
 //! show that each side's orderings are needed. A finisher that took the
@@ -80,6 +85,8 @@
 //!
 //! A spawn and a finish on one CPU write only that stripe's line; the
 //! flags and `DEAD` are written there only by a flush and by the gone step.
+
+use std::ptr::NonNull;
 
 use crate::loom::Fences;
 use crate::loom::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
@@ -128,6 +135,90 @@ pub(crate) enum Finished {
     /// The finish was the last reference of a queue with no handle left:
     /// the caller drops the tasks' share (nothing else touches the queue).
     DropShare,
+}
+
+/// A finish's changes to the counts, as pointers to the atomics it changes
+/// and the orderings it uses, read while its item is counted. Its
+/// read-modify-write of the stripe's word (the fast path's swap, the slow
+/// path's last decrement) may be the queue's last reference, after which
+/// another thread may free the queue: no borrow of the queue or of its
+/// counts may span that change (a reference passed to a function is
+/// assumed valid until the function returns; `Arc::drop` too touches
+/// only the atomic count then, rust-lang/rust#55005). So the change is
+/// made here, through the atomic alone, after the borrows that read
+/// these have ended.
+#[must_use]
+pub(crate) struct LastStep {
+    /// The stripe's word (on the queue's stripe lines).
+    word: NonNull<AtomicU64>,
+    /// `Flight::left`.
+    left: NonNull<AtomicIsize>,
+    color: usize,
+    swap: Ordering,
+    release: Ordering,
+    finish_fences: Fences,
+}
+
+impl LastStep {
+    /// Takes the item's count off its stripe; on the slow path (its
+    /// color's flag seen) calls `flagged` ([`Flight::flagged`] on the same
+    /// counts, through a borrow that ends before the last decrement), then
+    /// takes its pending count off. After this returns, the caller must not
+    /// touch the queue, except to drop the tasks' share if told so.
+    ///
+    /// # Safety
+    /// The `Flight` this was read from is alive, its item counted (its
+    /// count, or the `left` it was collected into, holds the queue) and not
+    /// finished by another step.
+    pub(crate) unsafe fn take(self, flagged: impl FnOnce()) -> Finished {
+        let color = self.color;
+        // SAFETY: the item's count holds the queue (the caller's contract)
+        // until the read-modify-write that takes it off; the reference is
+        // only used up to that one (and, on the slow path, the decrement
+        // of `pending` that ends it).
+        let word = unsafe { self.word.as_ref() };
+        let mut old = word.load(Ordering::Relaxed);
+        loop {
+            debug_assert!(count(old, color) > 0, "an item finished twice");
+            let flagged = old & FLUSHING[color] != 0;
+            if flagged && pending(old) == PENDING_MAX {
+                // As many finishers as `pending` holds are on the slow
+                // path: wait for one to leave it.
+                crate::loom::yielding::yield_now();
+                old = word.load(Ordering::Relaxed);
+                continue;
+            }
+            let new = old - one(color) + if flagged { PENDING } else { 0 };
+            match word.compare_exchange_weak(old, new, self.swap, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(now) => old = now,
+            }
+        }
+        if old & FLUSHING[color] != 0 {
+            // The slow path: still counted (as pending).
+            flagged();
+            let before = word.fetch_sub(PENDING, self.release);
+            return self.put_if_collected(before);
+        }
+        // The fast path: the swap was the task's last access.
+        self.put_if_collected(old)
+    }
+
+    /// After a finish's last read-modify-write returned `before`.
+    fn put_if_collected(&self, before: u64) -> Finished {
+        if before & DEAD == 0 {
+            return Finished::Done;
+        }
+        // A reference counted in `left` goes.
+        // SAFETY: collected into `left`, the item still holds the queue
+        // until this decrement, its last access.
+        let left = unsafe { self.left.as_ref() };
+        if left.fetch_sub(1, self.release) != 1 {
+            return Finished::Done;
+        }
+        self.finish_fences.fence_of(Ordering::Acquire);
+        Finished::DropShare
+    }
 }
 
 /// Items in flight per color (0 or 1) and stripe, the flushes' flags, and
@@ -205,64 +296,42 @@ impl Flight {
 
     /// An item counted in `color` on `stripe` is gone. `wake` is called
     /// (with the task still counted) if a flush waits and this may have
-    /// been the color's last item; it wakes the flusher. After this
-    /// returns, the caller must not touch the queue, except to drop the
-    /// tasks' share if told so.
+    /// been the color's last item; it wakes the flusher. The whole finish
+    /// through one borrow of the counts: for callers that hold the queue
+    /// through it (tests, models). A task's finish, whose count may be
+    /// the queue's last reference, goes by [`Flight::last_step`].
+    #[cfg(test)]
     pub(crate) fn finished(&self, stripe: usize, color: usize, wake: impl FnOnce()) -> Finished {
-        let word = self.word(stripe);
-        let release = self.finish_fences.or_relaxed(Ordering::Release);
-        // SeqCst (the flush handshake), which includes the `Release` of the
-        // task's accesses when this is its last (the lifetime).
-        let swap = self
-            .finish_fences
-            .or_relaxed(self.fences.or_relaxed(Ordering::SeqCst));
-        let mut old = word.load(Ordering::Relaxed);
-        loop {
-            debug_assert!(count(old, color) > 0, "an item finished twice");
-            let flagged = old & FLUSHING[color] != 0;
-            if flagged && pending(old) == PENDING_MAX {
-                // As many finishers as `pending` holds are on the slow
-                // path: wait for one to leave it.
-                crate::loom::yielding::yield_now();
-                old = word.load(Ordering::Relaxed);
-                continue;
-            }
-            let new = old - one(color) + if flagged { PENDING } else { 0 };
-            match word.compare_exchange_weak(old, new, swap, Ordering::Relaxed) {
-                Ok(_) => break,
-                Err(now) => old = now,
-            }
-        }
-        if old & FLUSHING[color] != 0 {
-            // The slow path: still counted (as pending). Decremented, then
-            // fenced, before the other stripes are read.
-            self.fences.fence();
-            if self.in_flight(color) <= 0 {
-                wake();
-            }
-            let before = word.fetch_sub(PENDING, release);
-            return self.put_if_collected(before);
-        }
-        // The fast path: the swap was the task's last access.
-        self.put_if_collected(old)
+        let step = self.last_step(stripe, color);
+        // SAFETY: `self` outlives this call (the caller's borrow).
+        unsafe { step.take(|| self.flagged(color, wake)) }
     }
 
-    /// After a finish's last read-modify-write returned `before`.
-    fn put_if_collected(&self, before: u64) -> Finished {
-        if before & DEAD == 0 {
-            return Finished::Done;
+    /// What the finish of an item counted in `color` on `stripe` changes
+    /// at its end ([`LastStep`]), read while the item is counted.
+    pub(crate) fn last_step(&self, stripe: usize, color: usize) -> LastStep {
+        LastStep {
+            word: NonNull::from(self.word(stripe)),
+            left: NonNull::from(&self.left),
+            color,
+            // SeqCst (the flush handshake), which includes the `Release`
+            // of the task's accesses when this is its last (the lifetime).
+            swap: self
+                .finish_fences
+                .or_relaxed(self.fences.or_relaxed(Ordering::SeqCst)),
+            release: self.finish_fences.or_relaxed(Ordering::Release),
+            finish_fences: self.finish_fences,
         }
-        self.put_collected()
     }
 
-    /// A reference counted in `left` goes.
-    fn put_collected(&self) -> Finished {
-        let release = self.finish_fences.or_relaxed(Ordering::Release);
-        if self.left.fetch_sub(1, release) != 1 {
-            return Finished::Done;
+    /// The slow path's middle (a finisher that saw its color's flag, still
+    /// counted as pending): fenced after its decrement, it sums the
+    /// stripes, and calls `wake` if the color may be empty.
+    pub(crate) fn flagged(&self, color: usize, wake: impl FnOnce()) {
+        self.fences.fence();
+        if self.in_flight(color) <= 0 {
+            wake();
         }
-        self.finish_fences.fence_of(Ordering::Acquire);
-        Finished::DropShare
     }
 
     /// A flush starts waiting for `color` to empty.

@@ -137,7 +137,8 @@ use crate::clock;
 use crate::loom::lock;
 use crate::pool::{Pool, PoolAttrs, current};
 use crate::task::{self, JoinHandle, QueueLink, Runnable, TasksShare};
-use flight::{Finished, Flight};
+use flight::Flight;
+pub(crate) use flight::{Finished, LastStep};
 use gate::{Fifo, Gate};
 use inactive::{InactiveList, Waiting};
 
@@ -172,7 +173,7 @@ fn this_stripe() -> usize {
 /// end, outside any poll's catch) or in a task's drop, and must not unwind
 /// there (a worker thread would die holding its slot). The panic has been
 /// reported by the hook; it is dropped here.
-fn wake_caught(w: std::task::Waker) {
+pub(crate) fn wake_caught(w: std::task::Waker) {
     if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || w.wake())) {
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(panic)));
     }
@@ -532,8 +533,13 @@ impl Queue {
         while let Some((waiting, _)) = self.inactive.pop() {
             drop(waiting);
         }
-        let last = QueueLink::finished(self, false, color, stripe as u8);
-        debug_assert!(!last, "the spawner holds a handle");
+        let step = QueueLink::finishing(self, false, color, stripe as u8);
+        let mut waiters = Vec::new();
+        // SAFETY: read just now, the item counted; the spawner's handle
+        // holds the queue through the call.
+        let finished = unsafe { step.take(|| waiters = QueueLink::flagged(self, color)) };
+        waiters.into_iter().for_each(wake_caught);
+        debug_assert_eq!(finished, Finished::Done, "the spawner holds a handle");
     }
 
     /// Items in flight now (spawned, not finished), over both colors.
@@ -925,7 +931,7 @@ mod retire_tests {
 }
 
 impl QueueLink for Queue {
-    fn finished(&self, released: bool, color: u8, stripe: u8) -> bool {
+    fn finishing(&self, released: bool, color: u8, stripe: u8) -> LastStep {
         let (color, stripe) = (usize::from(color), usize::from(stripe));
         if released {
             self.stats.mine().completed.fetch_add(1, Ordering::Relaxed);
@@ -933,16 +939,18 @@ impl QueueLink for Queue {
                 .gate
                 .finished(stripe, &self.inactive, &mut self.releaser());
         }
-        // The task's last access to the queue (`flight`): the waker is
-        // taken while the task is still counted, and woken here after.
+        // The task's last access to the queue follows (`flight`).
+        self.counts.flight.last_step(stripe, color)
+    }
+
+    fn flagged(&self, color: u8) -> Vec<Waker> {
         let mut waiters = Vec::new();
-        let finished = self.counts.flight.finished(stripe, color, || {
+        self.counts.flight.flagged(usize::from(color), || {
             // Every flush waiting: any may finish the served one (a
             // served flush's future may be held but not polled).
             waiters = lock(&self.flush).waiting();
         });
-        waiters.into_iter().for_each(wake_caught);
-        finished == Finished::DropShare
+        waiters
     }
 
     fn polled(&self, first: bool, ns: u64) {
