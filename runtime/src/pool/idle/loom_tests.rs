@@ -379,41 +379,15 @@ fn loom_no_lost_wakeup_under_lock() {
     no_lost_wakeup(WakeMode::UnderLock);
 }
 
-/// The start of a worker fails while a producer skips its kick because the
-/// reservation counts as a searcher: the failure must hand the item on
-/// (here: to the rescuer, as the pool has no worker at all).
-#[test]
-fn loom_a_failed_start_does_not_strand_an_item() {
-    loom::model(|| {
-        let idle = Arc::new(Idle::new(config(true, WakeMode::Deferred)));
-        let queue = Arc::new(Queue(Items::new(0)));
-        let Kick::Start(slot) = idle.kick() else {
-            panic!()
-        };
-        let (i, q) = (idle.clone(), queue.clone());
-        let producer = loom::thread::spawn(move || {
-            q.push();
-            i.notify()
-        });
-        let failed = idle.start_failed(slot);
-        let pushed = producer.join().unwrap();
-        // Somebody is told to run the item: the failing start, or the
-        // producer's own kick.
-        assert!(
-            failed == Kick::Mayday || pushed == Kick::Mayday || matches!(pushed, Kick::Start(_)),
-            "stranded item: {failed:?} / {pushed:?}"
-        );
-    });
-}
-
-/// As above with a worker left: the pool's one worker is between its
+/// A failed start beside a worker: the pool's one worker is between its
 /// search and its idle when a kick (a thread of its own) reserves a
 /// second one (nobody searching, nobody idle), a producer skips its kick
 /// on the reservation's searcher, and the start fails. The failure must wake that worker if it
 /// parked meanwhile (loom reports a deadlock if the item is stranded).
 /// Any later start fails too, so the item is the one worker's to run.
-/// (The model above has no worker left: its failure always asks the
-/// rescuer, and cannot tell a failure that wakes nobody.)
+/// (With no worker left, a failure always asks the rescuer: a unit test,
+/// `idle::tests`; a model of it could not tell a failure that wakes
+/// nobody, and was removed.)
 fn failed_start_beside_a_worker(unsearch_late: bool) {
     loom::model(move || {
         let mut cfg = config(true, WakeMode::Deferred);
