@@ -159,6 +159,12 @@ impl Wheel {
         if self.entries.is_empty() && self.entries.capacity() > KEEP_ENTRIES {
             // No key is live: give back what a burst of timers grew (a
             // slab never shrinks under live keys, which it cannot renumber).
+            // So a shard keeps its peak while any timer lives on it (a
+            // long-lived `Interval` beside a burst of request timeouts).
+            // Trimming the vacant tail with timers left
+            // (`Slab::shrink_to_fit`, as the task registry does) was tried
+            // (2026-12-06): `wq-bench timers` inserts went from 62 to 72-76
+            // ns, and the cause was not found; not kept.
             self.entries = Slab::new();
         }
         waker
