@@ -444,10 +444,16 @@ impl Handle {
         }
     }
 
-    /// The timer shard of the arming thread numbered `thread` (a worker's
-    /// CPU, or another thread's number: `time::sleep`).
+    /// The timer shard of the arming thread numbered `thread`
+    /// (`time::sleep`).
     pub(crate) fn timer_shard(&self, thread: usize) -> usize {
         self.inner.timers.shard_of(thread)
+    }
+
+    /// How many timer shards the driver has.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn timer_shards(&self) -> usize {
+        self.inner.timers.shards()
     }
 
     /// Runs `f` on timer shard `shard`, under its lock, then unparks the

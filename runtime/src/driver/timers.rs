@@ -7,15 +7,18 @@
 //! once the head is read, two lock acquisitions a request. With one wheel
 //! behind one lock, that lock's line moved between every worker serving
 //! requests (the largest wq-only item in the HTTP profile,
-//! `docs/benchmarks.md` section 9). A worker arms on the shard of the CPU
-//! it stands for (`cpu % shards`, shards a power of two), so the workers
-//! sharing a shard are those of one CPU (one pool per scope), and a
-//! shard's lock stays in that CPU's cache unless a timer is cancelled
-//! elsewhere; tokio shards its wheel by worker the same way. Any other
-//! thread arms on the shard of its number among such threads
-//! (`time::sleep`: the lowest number no live one holds, taken at its
-//! first arm and given back when it exits). (The current CPU's shard,
-//! `sched_getcpu`, costs 5 ns an arm more.)
+//! `docs/benchmarks.md` section 9). A worker arms on the shard of its
+//! number among its runtime's live workers (the lowest number no live
+//! worker of the runtime holds, taken at its start and given back at its
+//! exit; `number % shards`, shards a power of two), so a runtime's
+//! workers spread evenly over its shards, and a shard's lock stays in its
+//! workers' caches unless a timer is cancelled elsewhere; tokio shards its
+//! wheel by worker the same way. Any other thread arms on the shard of its
+//! number among such threads (`time::sleep`: numbered the same way, at its
+//! first arm). (The current CPU's shard, `sched_getcpu`, costs 5 ns an arm
+//! more; the CPU a worker stands for put every worker on one or two
+//! shards under a CPU quota, whose workers stand for CPUs a power of two
+//! apart.)
 //!
 //! # Parts
 //! - A shard: its [`Wheel`] and `shut_down` flag under its mutex
@@ -69,7 +72,7 @@ use crate::loom::Fences;
 use crate::loom::sync::Mutex;
 use crate::loom::sync::atomic::{AtomicU64, Ordering};
 
-/// The most shards: CPUs beyond share them.
+/// The most shards: workers beyond share them.
 pub(crate) const MAX_SHARDS: usize = 64;
 /// T3 advances a shard with nothing due when its wheel is this many ticks
 /// behind: a timer is placed relative to the wheel's time, and one placed
@@ -135,8 +138,7 @@ impl TimerShards {
         TimerShards::new(std::thread::available_parallelism().map_or(1, usize::from))
     }
 
-    /// The shard of the arming thread numbered `thread`: a worker's CPU, or
-    /// another thread's number (module docs).
+    /// The shard of the arming thread numbered `thread` (module docs).
     pub(crate) fn shard_of(&self, thread: usize) -> usize {
         thread & (self.shards.len() - 1)
     }

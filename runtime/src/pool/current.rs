@@ -112,10 +112,11 @@ pub(crate) fn on_worker_thread() -> bool {
     with_worker(|w| w.is_some())
 }
 
-/// The CPU this thread stands for, if it is a worker (of any runtime):
-/// it picks the thread's timer shard (`time::sleep`).
-pub(crate) fn worker_cpu() -> Option<usize> {
-    with_worker(|w| w.map(|l| l.virtual_cpu))
+/// This thread's number among its runtime's live workers, if it is a
+/// worker (of any runtime): it picks the thread's timer shard
+/// (`time::sleep`).
+pub(crate) fn worker_number() -> Option<usize> {
+    with_worker(|w| w.map(|l| l.number))
 }
 
 /// The virtual CPU of this worker thread, if it is one of the runtime
@@ -249,4 +250,37 @@ pub(crate) fn running_queue() -> *const () {
 /// Blocking on this thread woke or started another worker.
 pub(crate) fn count_cm_wakeup() {
     let _ = THREAD.try_with(|t| t.cm_wakeups.set(t.cm_wakeups.get() + 1));
+}
+
+/// Small numbers for threads: the lowest one not held (a runtime's
+/// workers, `Host::worker_numbers`; the other threads that arm timers,
+/// `time::sleep`).
+pub(crate) struct Numbers {
+    /// Numbers `0..handed` were handed out at some time.
+    handed: usize,
+    /// Those given back since.
+    free: std::collections::BinaryHeap<std::cmp::Reverse<usize>>,
+}
+
+impl Numbers {
+    pub(crate) const fn new() -> Numbers {
+        Numbers {
+            handed: 0,
+            free: std::collections::BinaryHeap::new(),
+        }
+    }
+
+    pub(crate) fn take(&mut self) -> usize {
+        match self.free.pop() {
+            Some(std::cmp::Reverse(n)) => n,
+            None => {
+                self.handed += 1;
+                self.handed - 1
+            }
+        }
+    }
+
+    pub(crate) fn give(&mut self, n: usize) {
+        self.free.push(std::cmp::Reverse(n));
+    }
 }

@@ -100,6 +100,10 @@ pub(crate) trait Host: Send + Sync + 'static {
     /// After a zero-wait turn and a `SeqCst` fence: whether an attend was
     /// left to this turn (the caller then calls [`Host::attend_driver`]).
     fn take_deferred_attend(&self) -> bool;
+    /// The numbers of the host's live workers, over all its pools: a
+    /// worker takes the lowest free one at its start and gives it back
+    /// at its exit (its timer shard, `time::sleep`).
+    fn worker_numbers(&self) -> &Mutex<current::Numbers>;
 }
 
 /// Why a worker thread was not started.

@@ -193,6 +193,9 @@ pub(crate) struct Local {
     /// The CPU this worker stands for when the topology is not this
     /// machine's (placement of its spawns).
     pub(crate) virtual_cpu: usize,
+    /// Its number among its runtime's live workers (`Host::worker_numbers`):
+    /// its timer shard.
+    pub(crate) number: usize,
     /// The deferred end of the named task it ran last (module docs, "The
     /// deferred end"): run after its next look at its queues.
     end: Cell<Option<crate::task::TaskEnd>>,
@@ -362,6 +365,15 @@ pub(crate) fn block_in_place<R>(f: impl FnOnce() -> R) -> R {
 /// its start to its exit. The caller has bound the thread and entered the
 /// runtime's context.
 pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
+    /// The thread's number among the runtime's live workers, given back
+    /// when it exits (or unwinds).
+    struct Number<'a>(usize, &'a dyn Host);
+    impl Drop for Number<'_> {
+        fn drop(&mut self) {
+            crate::loom::lock(self.1.worker_numbers()).give(self.0);
+        }
+    }
+    let number = Number(crate::loom::lock(host.worker_numbers()).take(), host);
     let mut core = Core::new(pool.worker_spin);
     let parker = Parker::new();
     pool.slots[slot]
@@ -392,6 +404,7 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
             held_before_turn: Cell::new(false),
             parked: Cell::new(false),
             virtual_cpu: virtual_cpu(&pool.cpus, slot, pool.idle.config().max_workers),
+            number: number.0,
             end: Cell::new(None),
             running: Cell::new(std::ptr::null()),
             yielded: Cell::new(false),

@@ -203,6 +203,8 @@ pub(crate) struct Scheduler {
     /// between two scopes to the same pods of each for good (with 2 and
     /// 4 pods: pod 0 of one, pods 1 and 3 of the other).
     round_robin: [AtomicUsize; 6],
+    /// The live workers' numbers (`Host::worker_numbers`).
+    worker_numbers: Mutex<crate::pool::current::Numbers>,
     /// The process's nice value when the runtime was built (its main
     /// thread's), for threads that inherit a high-priority worker's.
     base_nice: Option<libc::c_int>,
@@ -250,6 +252,7 @@ impl Scheduler {
             threads: Threads::default(),
             closed: AtomicBool::new(false),
             round_robin: Default::default(),
+            worker_numbers: Mutex::new(crate::pool::current::Numbers::new()),
             // SAFETY: getpid has no preconditions.
             base_nice: nice_of(unsafe { libc::getpid() } as libc::id_t),
             process_cpus,
@@ -749,6 +752,10 @@ impl Host for Scheduler {
 
     fn take_deferred_attend(&self) -> bool {
         self.services.take_deferred_attend()
+    }
+
+    fn worker_numbers(&self) -> &Mutex<crate::pool::current::Numbers> {
+        &self.worker_numbers
     }
 
     fn driver_unattended(&self) -> bool {

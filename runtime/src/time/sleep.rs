@@ -177,15 +177,17 @@ impl Sleep {
 }
 
 /// The number that picks this thread's timer shard (`driver::timers`): on
-/// a worker, the CPU it stands for, so the workers that share a shard are
-/// those of one CPU (a pool per scope), whichever armed first. (Numbers
-/// handed out per process in order of first arm gave two workers of
-/// different CPUs one shard whenever a thread of another runtime, a
-/// `block_on` or a blocking job armed between their first arms.)
-/// Elsewhere, its number among the other threads that arm timers
-/// ([`arming_thread`]).
+/// a worker, its number among its runtime's live workers (taken at its
+/// start), so a runtime's workers spread over the shards whatever else
+/// arms timers. (Numbers handed out per process in order of first arm
+/// gave two workers one shard whenever a thread of another runtime, a
+/// `block_on` or a blocking job armed between their first arms; the CPU a
+/// worker stands for put every worker on one or two shards where a CPU
+/// quota leaves fewer workers than a pod has CPUs: at 2 of 16 CPUs,
+/// workers of CPUs 0, 4, 8 and 12, all on shard 0 of 2.) Elsewhere, its
+/// number among the other threads that arm timers ([`arming_thread`]).
 fn arming_number() -> usize {
-    crate::pool::current::worker_cpu().unwrap_or_else(arming_thread)
+    crate::pool::current::worker_number().unwrap_or_else(arming_thread)
 }
 
 /// This thread's number among the threads that arm timers, given at its
@@ -194,6 +196,7 @@ fn arming_number() -> usize {
 /// its number (and its shard), not a new one. (A process-wide counter
 /// numbered every thread that ever armed a timer.)
 fn arming_thread() -> usize {
+    use crate::pool::current::Numbers;
     /// Arming threads' numbers.
     static NUMBERS: std::sync::Mutex<Numbers> = std::sync::Mutex::new(Numbers::new());
 
@@ -212,37 +215,6 @@ fn arming_thread() -> usize {
     // Only spreading matters: a thread whose locals are being destroyed
     // takes shard 0.
     THIS.try_with(|n| n.0).unwrap_or(0)
-}
-
-/// Small numbers for threads: the lowest one not held.
-struct Numbers {
-    /// Numbers `0..handed` were handed out at some time.
-    handed: usize,
-    /// Those given back since.
-    free: std::collections::BinaryHeap<std::cmp::Reverse<usize>>,
-}
-
-impl Numbers {
-    const fn new() -> Numbers {
-        Numbers {
-            handed: 0,
-            free: std::collections::BinaryHeap::new(),
-        }
-    }
-
-    fn take(&mut self) -> usize {
-        match self.free.pop() {
-            Some(std::cmp::Reverse(n)) => n,
-            None => {
-                self.handed += 1;
-                self.handed - 1
-            }
-        }
-    }
-
-    fn give(&mut self, n: usize) {
-        self.free.push(std::cmp::Reverse(n));
-    }
 }
 
 impl Future for Sleep {
@@ -360,24 +332,24 @@ impl hyper::rt::Sleep for Sleep {}
 
 #[cfg(all(test, not(loom)))]
 mod tests {
-    use super::Numbers;
+    use crate::pool::current::Numbers;
 
     /// Arms a timer an hour ahead here; gives the shard it armed on and
-    /// the shard of `number` on its driver.
-    fn armed_shard(number: usize) -> (usize, usize) {
+    /// how many its driver has.
+    fn armed_shard() -> (usize, usize) {
         let mut s = crate::time::sleep(std::time::Duration::from_secs(3600));
         let waker = futures::task::noop_waker();
         let p = s.poll_deadline(&mut std::task::Context::from_waker(&waker));
         assert!(p.is_pending());
-        (usize::from(s.shard), s.driver.timer_shard(number))
+        (usize::from(s.shard), s.driver.timer_shards())
     }
 
-    /// Two workers of two CPUs arm on their CPUs' shards, though another
-    /// thread armed between their first arms (and lives on). With numbers
-    /// handed out per process in order of first arm, they shared one.
+    /// Two workers arm on shards of their own, though another thread
+    /// armed between their first arms (and lives on). With numbers handed
+    /// out per process in order of first arm, they shared one.
     #[cfg(not(loom))]
     #[test]
-    fn workers_arm_on_their_cpus_shards_whoever_armed_between() {
+    fn workers_arm_on_shards_of_their_own_whoever_armed_between() {
         use crate::{Runtime, Scope, Topology};
         let rt = Runtime::builder()
             .topology(Topology::synthetic("core:2 pu:1").unwrap())
@@ -385,24 +357,64 @@ mod tests {
             .unwrap();
         let h = rt.handle().clone();
         let on_cpu = |cpu: usize| {
-            rt.block_on(h.spawn_on_cpu(cpu, Scope::Cpu, async move { armed_shard(cpu) }))
+            rt.block_on(h.spawn_on_cpu(cpu, Scope::Cpu, async { armed_shard() }))
                 .unwrap()
         };
-        let (a, want_a) = on_cpu(0);
+        let (a, shards) = on_cpu(0);
         let (armed, stay) = std::sync::mpsc::channel::<()>();
         let (go, gone) = std::sync::mpsc::channel::<()>();
         let h2 = h.clone();
         let between = std::thread::spawn(move || {
-            let _ = h2.block_on(async { armed_shard(0) });
+            let _ = h2.block_on(async { armed_shard() });
             armed.send(()).unwrap();
             // Alive (its number held) until the second worker has armed.
             gone.recv().unwrap();
         });
         stay.recv().unwrap();
-        let (b, want_b) = on_cpu(1);
+        let (b, _) = on_cpu(1);
         go.send(()).unwrap();
         between.join().unwrap();
-        assert_eq!((a, b), (want_a, want_b), "cpu 0's worker, cpu 1's");
+        if shards >= 2 {
+            assert_ne!(a, b, "cpu 0's worker and cpu 1's on one of {shards} shards");
+        }
+    }
+
+    /// A CPU quota leaves a pod of 8 CPUs 2 workers, standing for CPUs 0
+    /// and 4: with the shard picked by that CPU, both took shard 0 of 2.
+    #[cfg(not(loom))]
+    #[test]
+    fn workers_of_a_pod_wider_than_its_workers_spread_over_the_shards() {
+        use crate::{Runtime, Scope, Topology};
+        use std::sync::mpsc::channel;
+        use std::time::Duration;
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("core:8 pu:1").unwrap())
+            .max_workers_per_pool(2)
+            .build()
+            .unwrap();
+        let (shard_of, shards_armed) = channel::<(usize, usize)>();
+        let (release, released) = channel::<()>();
+        let first = {
+            let shard_of = shard_of.clone();
+            rt.spawn_on(Scope::System, async move {
+                shard_of.send(armed_shard()).unwrap();
+                // Holds its worker until the other task has armed.
+                let _ = released.recv_timeout(Duration::from_secs(10));
+            })
+        };
+        let (a, shards) = shards_armed.recv_timeout(Duration::from_secs(10)).unwrap();
+        let second = rt.spawn_on(Scope::System, async move {
+            shard_of.send(armed_shard()).unwrap();
+        });
+        let (b, _) = shards_armed
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a second worker ran the second task");
+        release.send(()).unwrap();
+        rt.block_on(first).unwrap();
+        rt.block_on(second).unwrap();
+        if shards >= 2 {
+            assert_ne!(a, b, "the pod's two workers on one of {shards} shards");
+        }
     }
 
     #[test]
