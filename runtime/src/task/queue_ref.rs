@@ -130,7 +130,7 @@ unsafe fn drop_share(link: NonNull<dyn QueueLink>) {
 
 impl QueueRef {
     /// The task's future is gone: tells the queue (`released`, `color`,
-    /// `stripe`: as [`QueueLink::finished`]), which gives the reference
+    /// `stripe`: as [`QueueLink::finishing`]), which gives the reference
     /// back. The task's last access to the queue, unless no task and no
     /// handle is left, in which case the queue goes with the tasks' share.
     ///
@@ -158,7 +158,7 @@ impl QueueRef {
             .into_iter()
             .for_each(crate::scheduler::queue::wake_caught);
         if finished == crate::scheduler::queue::Finished::DropShare {
-            // SAFETY: `finished` left no task and no handle: this thread
+            // SAFETY: `take` left no task and no handle: this thread
             // owns the share, held as `link` (see `TasksShare::new`).
             unsafe { drop_share(self.link) };
         }

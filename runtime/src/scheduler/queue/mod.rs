@@ -509,7 +509,7 @@ impl Queue {
     }
 
     /// The runtime is shut down: the task is cancelled here; as far as
-    /// `finished` knows it never held its slot.
+    /// `finishing` knows it never held its slot.
     fn refuse_released(&self, runnable: Runnable) {
         self.counts.gate.give_back(stripe_of(&runnable));
         drop(runnable);
@@ -599,7 +599,7 @@ impl Queue {
                     true
                 } else {
                     // Waiting, under the lock that a finisher's wake takes
-                    // (`QueueLink::finished`): the color was read above
+                    // (`QueueLink::flagged`): the color was read above
                     // after its flag was set, so a finisher that empties
                     // it later finds this waker.
                     if f.serving == ticket {
