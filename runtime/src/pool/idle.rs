@@ -109,10 +109,12 @@
 //!    if it was the last searcher it re-checks the queues (I4) and goes
 //!    back to work if they hold any.
 //! 3. **Enter idle** ([`Idle::enter_idle`]). Lock; move to the idle list
-//!    (`parked + 1`), stamp `idle_since`; fence; re-check the queues (I3):
-//!    if there is work and the others running are under the limit, leave
-//!    the list again and go back to work (with the limit filled, they will
-//!    look: I5). Unlock; park.
+//!    (`parked + 1`), stamp `idle_since`; unlock; fence; re-check the
+//!    queues (I3), outside the lock (it reads every worker's deque). If
+//!    there is work, lock again and leave as step 4 does: search if a kick
+//!    claimed the worker meanwhile, exit if it was culled, else go back to
+//!    work if the others running are under the limit (with the limit
+//!    filled, they will look: I5). Otherwise park.
 //! 4. **Leave idle** ([`Idle::leave_idle`], a worker back from park). Lock.
 //!    `Kicked`: leave the kicked list and search (it is a searcher already).
 //!    `Idle` (a timeout or a spurious wake): run if there is work and the
@@ -733,45 +735,113 @@ impl Idle {
         last
     }
 
-    /// Step 3. `has_work` is called under the lock.
+    /// Step 3. `has_work` is called after the lock is dropped: it reads
+    /// every worker's deque (a line each, and a fence each in
+    /// crossbeam's `is_empty`), which at 64 workers is microseconds that
+    /// kicks, parks and blocks would wait on the lock for.
     pub(crate) fn enter_idle(
         &self,
         slot: usize,
         now: Instant,
         has_work: impl FnOnce() -> bool,
     ) -> Next {
-        let mut st = self.lock();
-        if st.closed {
-            return Next::Exit;
-        }
-        debug_assert_eq!(st.slots[slot].state, SlotState::Running);
-        st.slots[slot].state = SlotState::Idle;
-        st.slots[slot].idle_since = now;
-        st.idle.push(slot);
-        self.publish(
-            &st,
-            Change {
-                parked: 1,
-                ..Change::default()
-            },
-        );
-        // The worker's half of I3: on the list before the re-check.
-        fence(Ordering::SeqCst);
-        // With the limit filled by the others, they will look (I5).
-        if has_work() && st.running() < self.limit(&st) {
-            // The item arrived before we were on the list; take it.
-            st.idle.pop();
-            st.slots[slot].state = SlotState::Running;
+        {
+            let mut st = self.lock();
+            if st.closed {
+                return Next::Exit;
+            }
+            debug_assert_eq!(st.slots[slot].state, SlotState::Running);
+            st.slots[slot].state = SlotState::Idle;
+            st.slots[slot].idle_since = now;
+            st.idle.push(slot);
             self.publish(
                 &st,
+                Change {
+                    parked: 1,
+                    ..Change::default()
+                },
+            );
+        }
+        // The worker's half of I3: on the list before the re-check.
+        fence(Ordering::SeqCst);
+        if !has_work() {
+            return Next::Park;
+        }
+        self.work_seen_on_idle(slot)
+    }
+
+    /// A kicked worker runs (and searches: the kick counted it).
+    fn leave_kicked(&self, st: &mut State, slot: usize) {
+        let list = if self.config.kicked_list {
+            &mut st.kicked
+        } else {
+            &mut st.idle
+        };
+        remove(list, slot);
+        st.slots[slot].state = SlotState::Running;
+        if !self.config.kicked_list {
+            // Claimed on the idle list (`claim_idle` left the parked
+            // count): it leaves it only now.
+            self.publish(
+                st,
                 Change {
                     parked: -1,
                     ..Change::default()
                 },
             );
-            return Next::Run;
         }
-        Next::Park
+    }
+
+    /// Step 3's end: the re-check found work that arrived before the
+    /// worker was on the idle list. Since the unlock a kick may have
+    /// claimed it (it searches: the kick counted it), a cull retired it,
+    /// or the pool closed.
+    fn work_seen_on_idle(&self, slot: usize) -> Next {
+        let mut st = self.lock();
+        let limit_filled = st.running() >= self.limit(&st);
+        match st.slots[slot].state {
+            SlotState::Kicked => {
+                self.leave_kicked(&mut st, slot);
+                Next::Search
+            }
+            SlotState::Idle if st.closed => Next::Exit,
+            // With the limit filled by the others, they will look (I5).
+            SlotState::Idle if limit_filled => Next::Park,
+            SlotState::Idle => {
+                remove(&mut st.idle, slot);
+                st.slots[slot].state = SlotState::Running;
+                self.publish(
+                    &st,
+                    Change {
+                        parked: -1,
+                        ..Change::default()
+                    },
+                );
+                Next::Run
+            }
+            SlotState::Culled if st.closed || limit_filled => Next::Exit,
+            SlotState::Culled => {
+                // Culled after it went idle (`idle_timeout` near zero),
+                // before its re-check found the work: it stays. The item's
+                // producer may have seen it running and kicked nobody
+                // (`loom_kick_and_cull_never_strand_an_item` found the
+                // item stranded when it exited here).
+                st.slots[slot].state = SlotState::Running;
+                st.nr_workers += 1;
+                st.counters.workers_culled -= 1;
+                let can_start = Some(self.can_start(&st));
+                self.publish(
+                    &st,
+                    Change {
+                        workers: 1,
+                        can_start,
+                        ..Change::default()
+                    },
+                );
+                Next::Run
+            }
+            state => unreachable!("worker {slot} re-checked its queues in state {state:?}"),
+        }
     }
 
     /// Step 4, with a cull pass (step 5) when `cull` is set and the worker
@@ -787,24 +857,7 @@ impl Idle {
         let mut st = self.lock();
         match st.slots[slot].state {
             SlotState::Kicked => {
-                let list = if self.config.kicked_list {
-                    &mut st.kicked
-                } else {
-                    &mut st.idle
-                };
-                remove(list, slot);
-                st.slots[slot].state = SlotState::Running;
-                if !self.config.kicked_list {
-                    // Claimed on the idle list (`claim_idle` left the
-                    // parked count): it leaves it only now.
-                    self.publish(
-                        &st,
-                        Change {
-                            parked: -1,
-                            ..Change::default()
-                        },
-                    );
-                }
+                self.leave_kicked(&mut st, slot);
                 Next::Search
             }
             SlotState::Idle if st.closed => Next::Exit,

@@ -706,7 +706,13 @@ impl Core {
                     .idle
                     .enter_idle(local.slot, Instant::now(), || pool.has_work())
                 {
-                    Next::Run | Next::Search => continue 'work,
+                    Next::Run => continue 'work,
+                    // Claimed by a kick between its idle and its re-check:
+                    // a searcher (the kick counted it).
+                    Next::Search => {
+                        searching = true;
+                        continue 'work;
+                    }
                     Next::Exit => return,
                     Next::Park => {}
                 }

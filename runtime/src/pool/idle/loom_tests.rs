@@ -101,9 +101,12 @@ fn look_then_idle(idle: &Idle, queue: &Queue, slot: usize, searching: &mut bool)
             return Next::Run;
         }
     }
-    // 5. Enter idle.
+    // 5. Enter idle (claimed by a kick meanwhile: a searcher).
     match idle.enter_idle(slot, Instant::now(), || queue.has_work()) {
-        Next::Run | Next::Search => Next::Run,
+        Next::Search => {
+            *searching = true;
+            Next::Run
+        }
         next => next,
     }
 }

@@ -189,6 +189,53 @@ fn a_refused_start_never_asks_for_a_start_at_once() {
     assert_eq!(idle.start_failed(b), Kick::Busy);
 }
 
+/// The re-check runs outside the pool lock (it reads every worker's
+/// deque): a kick or a cull may come between the worker's idle and its
+/// re-check (here, inside it: under the lock this would deadlock). A kick
+/// makes it a searcher; a cull is undone when it saw work, which its
+/// producer may have left to it (it saw the worker running).
+#[test]
+fn enter_idle_rechecks_outside_the_lock_and_keeps_a_worker_culled_meanwhile() {
+    let mut cfg = config(2);
+    cfg.idle_timeout = Duration::ZERO;
+    cfg.min_idle = 0;
+    let idle = Idle::new(cfg);
+    let Kick::Start(a) = idle.kick() else {
+        panic!()
+    };
+    idle.started(a, unparker());
+    idle.stop_searching();
+    let next = idle.enter_idle(a, Instant::now(), || {
+        let _ = idle.cull_now(Instant::now());
+        assert_eq!(idle.slot_state(a), SlotState::Culled);
+        true
+    });
+    assert_eq!(next, Next::Run, "it stays for the work it saw");
+    assert_eq!(idle.slot_state(a), SlotState::Running);
+    let snap = idle.snapshot();
+    assert_eq!((snap.nr_workers, snap.nr_idle), (1, 0));
+    assert_eq!(snap.counters.workers_culled, 0);
+    assert_eq!(idle.hint().parked(), 0);
+    // A kick in the same place: it searches.
+    let next = idle.enter_idle(a, Instant::now(), || {
+        assert_eq!(idle.kick(), Kick::Woke);
+        true
+    });
+    assert_eq!(next, Next::Search);
+    assert_eq!(idle.slot_state(a), SlotState::Running);
+    assert_eq!(idle.hint().searching(), 1);
+    assert!(idle.stop_searching());
+    // Nothing seen: it stays culled, and exits.
+    assert_eq!(
+        idle.enter_idle(a, Instant::now(), || {
+            let _ = idle.cull_now(Instant::now());
+            false
+        }),
+        Next::Park
+    );
+    assert_eq!(idle.slot_state(a), SlotState::Culled);
+}
+
 #[test]
 fn enter_idle_rechecks_the_queues() {
     let idle = Idle::new(config(1));
