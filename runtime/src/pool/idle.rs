@@ -819,7 +819,19 @@ impl Idle {
                 );
                 Next::Run
             }
-            SlotState::Culled if st.closed || limit_filled => Next::Exit,
+            // A kick since the cull may have reserved a worker for the
+            // first culled thread to exit (`want_start`, counted already):
+            // `exit` drafts this one for it. With the workers at their
+            // maximum, others are idle: a producer that came before them
+            // kicked one, and those that idled after it re-check (I3).
+            SlotState::Culled
+                if st.closed
+                    || limit_filled
+                    || st.want_start
+                    || st.nr_workers >= self.config.max_workers + st.extra =>
+            {
+                Next::Exit
+            }
             SlotState::Culled => {
                 // Culled after it went idle (`idle_timeout` near zero),
                 // before its re-check found the work: it stays. The item's

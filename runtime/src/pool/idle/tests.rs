@@ -236,6 +236,51 @@ fn enter_idle_rechecks_outside_the_lock_and_keeps_a_worker_culled_meanwhile() {
     assert_eq!(idle.slot_state(a), SlotState::Culled);
 }
 
+/// A worker culled between its idle and its re-check, with every free
+/// slot held by culled threads: a kick in that window reserves a worker
+/// for the first of them to exit. The re-check that saw work must leave
+/// it to that reservation (its exit drafts it), not stay beside it: the
+/// reservation would count a worker and a searcher for good.
+#[test]
+fn a_worker_culled_before_its_recheck_takes_up_a_kicks_reservation() {
+    // Two workers, two slots; the cull takes both, so the limit is not
+    // what stops this one.
+    let mut cfg = config(2);
+    cfg.slots = 2;
+    cfg.idle_timeout = Duration::ZERO;
+    cfg.min_idle = 0;
+    let idle = Idle::new(cfg);
+    let now = Instant::now();
+    let mut slots = Vec::new();
+    for _ in 0..2 {
+        let Kick::Start(slot) = idle.kick() else {
+            panic!()
+        };
+        idle.started(slot, unparker());
+        idle.stop_searching();
+        slots.push(slot);
+    }
+    let (a, b) = (slots[1], slots[0]);
+    assert_eq!(idle.enter_idle(b, now, || false), Next::Park);
+    let next = idle.enter_idle(a, now, || {
+        let _ = idle.cull_now(Instant::now());
+        assert_eq!(idle.slot_state(b), SlotState::Culled);
+        assert_eq!(idle.kick(), Kick::Busy, "reserved for a culled thread");
+        true
+    });
+    assert_eq!(next, Next::Exit);
+    assert_eq!(idle.exit(a), Next::Search, "drafted");
+    assert_eq!(idle.slot_state(a), SlotState::Running);
+    let snap = idle.snapshot();
+    assert_eq!(snap.nr_workers, 1);
+    assert_eq!(
+        idle.hint().searching(),
+        1,
+        "the kick's searcher, this worker"
+    );
+    assert!(idle.stop_searching());
+}
+
 #[test]
 fn enter_idle_rechecks_the_queues() {
     let idle = Idle::new(config(1));
