@@ -180,6 +180,8 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crossbeam_utils::CachePadded;
+
 #[cfg(all(test, not(loom)))]
 use super::hint::Hint;
 use super::hint::{Change, HintWord, MAX_SLOTS};
@@ -341,7 +343,10 @@ pub(crate) enum Next {
 /// docs.
 pub(crate) struct Idle {
     state: Mutex<State>,
-    hint: HintWord,
+    /// A line of its own: every producer reads it per item and searching
+    /// workers write it; beside it were fields every worker reads
+    /// (the pool's `closed`, its spin settings), and the lock's word.
+    hint: CachePadded<HintWord>,
     config: IdleConfig,
     /// A negative model's fault: a failed start's searcher goes after its
     /// wake, not before (`loom_tests`).
@@ -382,7 +387,7 @@ impl Idle {
                 closed: false,
                 counters: LockedCounters::default(),
             }),
-            hint: HintWord::new(),
+            hint: CachePadded::new(HintWord::new()),
             config,
             #[cfg(loom)]
             failed_start_unsearches_late: std::sync::atomic::AtomicBool::new(false),

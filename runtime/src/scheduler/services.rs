@@ -53,6 +53,7 @@
 //! deregistered by then. Running blocking jobs are waited for then, up to
 //! the shutdown's timeout (`blocking`'s module docs).
 
+use crossbeam_utils::CachePadded;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -66,7 +67,9 @@ pub(crate) use crate::pool::Turn;
 /// See the module docs.
 #[derive(Default)]
 pub(crate) struct Services {
-    driver: OnceLock<Lent>,
+    /// On lines of its own: its lock and `turning` are written at every
+    /// turn and park, beside the scheduler's fields every spawn reads.
+    driver: OnceLock<CachePadded<Lent>>,
     state: Mutex<DriverState>,
     pub(crate) blocking: BlockingPool,
     /// Test hook: runs once in the next `turn_driver` on the thread that
@@ -78,7 +81,8 @@ pub(crate) struct Services {
 
 /// The driver and its handle.
 struct Lent {
-    handle: driver::Handle,
+    /// Read by every timer and socket made; a line apart from the lock.
+    handle: CachePadded<driver::Handle>,
     driver: Mutex<Driver>,
     /// Who turns the driver now ([`Turn`] as `u8`, 0 for nobody): a hint
     /// for spinning workers, mirroring who holds `driver`, and for
@@ -123,17 +127,17 @@ impl Services {
 
     /// The runtime's driver, if it has been created.
     pub(crate) fn existing_driver(&self) -> Option<&driver::Handle> {
-        self.driver.get().map(|l| &l.handle)
+        self.driver.get().map(|l| &*l.handle)
     }
 
     /// The runtime's driver, created on first use (module docs).
     pub(crate) fn driver(&self, scheduler: &Scheduler) -> io::Result<&driver::Handle> {
         if let Some(l) = self.driver.get() {
-            return Ok(&l.handle);
+            return Ok(&*l.handle);
         }
         let state = crate::loom::lock(&self.state);
         if let Some(l) = self.driver.get() {
-            return Ok(&l.handle);
+            return Ok(&*l.handle);
         }
         if state.closed {
             return Err(io::Error::other(
@@ -153,12 +157,12 @@ impl Services {
             )
         })?;
         let lent = Lent {
-            handle: driver.handle().clone(),
+            handle: CachePadded::new(driver.handle().clone()),
             driver: Mutex::new(driver),
             turning: AtomicU8::new(0),
             attend_after: AtomicBool::new(false),
         };
-        let handle = &self.driver.get_or_init(|| lent).handle;
+        let handle = &*self.driver.get_or_init(|| CachePadded::new(lent)).handle;
         drop(state);
         // A worker to park in it: a pool with no worker yet starts one,
         // which finds nothing to run and parks in the driver.
