@@ -45,15 +45,16 @@
 //!   is never culled.
 //! - **I3** (no lost wakeup, parked side) a producer pushes its item, fences
 //!   (`SeqCst`), then reads the hint; a worker going idle adds itself to
-//!   `parked` (a `SeqCst` read-modify-write), fences, then re-checks the
-//!   queues, under the lock. Of the two fences one comes first: either the
-//!   worker's re-check sees the item, or the producer sees the worker parked
-//!   and takes the lock to kick it.
+//!   `parked` (a `SeqCst` read-modify-write, under the lock), then, after
+//!   the lock, fences and re-checks the queues. Of the two fences one comes
+//!   first: either the worker's re-check sees the item, or the producer
+//!   sees the worker parked and takes the lock to kick it. (The lock plays
+//!   no part: the re-check ran under it until 2026-12-06.)
 //! - **I4** (no lost wakeup, searching side) a searcher stops searching by
 //!   a `SeqCst` decrement of `searching` and a fence, and re-checks the
 //!   queues after it: at once, without the lock, if it was the **last
-//!   searcher** (the count reached zero), and in any case under the lock
-//!   when it enters idle (I3). A producer that skipped its kick because it
+//!   searcher** (the count reached zero), and in any case when it enters
+//!   idle (I3). A producer that skipped its kick because it
 //!   read `searching > 0` read a value from before that decrement, so by
 //!   the same fence argument those re-checks see its item.
 //! - **I5** (no stranded item) after a kick, some worker that has not yet
@@ -64,6 +65,11 @@
 //!   A worker parks with work queued only when, under the lock, the others
 //!   running fill the limit (step 3's re-check, step 4, step 9): the last
 //!   of them to idle finds the others under the limit and takes the work.
+//!   A worker culled between its idle and its re-check leaves work it saw
+//!   only when the others fill the limit, when a kick's reservation waits
+//!   for a culled thread (it takes that up: step 6), or when the workers
+//!   are at their maximum, others idle (a producer before them kicked one;
+//!   those after re-check, I3); else it stays (step 3).
 //! - **I7** (the limit) a worker leaves the idle list to run work (a kick's
 //!   claim, step 3's re-check, step 4) only while the running workers are
 //!   under the limit, so running <= limit, except after step 7's return
@@ -111,10 +117,11 @@
 //! 3. **Enter idle** ([`Idle::enter_idle`]). Lock; move to the idle list
 //!    (`parked + 1`), stamp `idle_since`; unlock; fence; re-check the
 //!    queues (I3), outside the lock (it reads every worker's deque). If
-//!    there is work, lock again and leave as step 4 does: search if a kick
-//!    claimed the worker meanwhile, exit if it was culled, else go back to
-//!    work if the others running are under the limit (with the limit
-//!    filled, they will look: I5). Otherwise park.
+//!    there is work, lock again: search if a kick claimed the worker
+//!    meanwhile; go back to work if the others running are under the limit
+//!    (with the limit filled, they will look: I5), and if a cull retired
+//!    it meanwhile (`idle_timeout` elapsed in between) stay, the cull
+//!    undone (but for I5's cases: then exit). Otherwise park.
 //! 4. **Leave idle** ([`Idle::leave_idle`], a worker back from park). Lock.
 //!    `Kicked`: leave the kicked list and search (it is a searcher already).
 //!    `Idle` (a timeout or a spurious wake): run if there is work and the
@@ -124,7 +131,8 @@
 //!    (`nr_idle > min_idle && (nr_idle - min_idle) * 4 >= nr_busy`,
 //!    `min_idle` = 2 as the kernel's) and the oldest idle worker has been
 //!    idle for `idle_timeout`, it leaves the idle list as `Culled` and is
-//!    unparked after the unlock to exit.
+//!    unparked after the unlock to exit (one still in step 3's re-check
+//!    may stay, if the re-check saw work).
 //! 6. **Exit** ([`Idle::exit`], a culled worker, or any worker at
 //!    shutdown). Lock; the slot becomes `Absent`. If a kick could not start
 //!    a worker because every free slot was still held by exiting threads,
@@ -231,8 +239,8 @@ pub(crate) enum SlotState {
     /// Not counted against the maximum (the pool may start a replacement);
     /// on no list.
     Blocked,
-    /// Retired by a cull; its thread is on its way out. Not counted; on no
-    /// list.
+    /// Retired by a cull; its thread is on its way out (or, in step 3's
+    /// re-check, may stay: back to `Running`). Not counted; on no list.
     Culled,
 }
 
@@ -843,9 +851,9 @@ impl Idle {
                 // producer may have seen it running and kicked nobody
                 // (`loom_kick_and_cull_never_strand_an_item` found the
                 // item stranded when it exited here).
+                // (The cull still counts: a counter never goes down.)
                 st.slots[slot].state = SlotState::Running;
                 st.nr_workers += 1;
-                st.counters.workers_culled -= 1;
                 let can_start = Some(self.can_start(&st));
                 self.publish(
                     &st,

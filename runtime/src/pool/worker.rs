@@ -20,7 +20,7 @@
 //!    the other workers' deques: work pushed there by a running worker is
 //!    left to it, to the sibling that finishes its own work first
 //!    (`find_work` steals), and to the spin's end: the last searcher's
-//!    re-check (step 4) or the idle re-check under the lock (step 5) finds
+//!    re-check (step 4) or the idle re-check (step 5) finds
 //!    it, so a deque's task waits at most one spin budget for a spinner
 //!    and a producer that skipped its kick is still covered. Spinners that
 //!    stole from deques the moment a task showed took batches of one or
@@ -659,7 +659,7 @@ impl Core {
                 .store(0, Ordering::Relaxed);
             if step_down {
                 // Its tasks to where the others look, before it is on the
-                // idle list (the others' re-check under the lock sees them),
+                // idle list (the others' idle re-check sees them),
                 // queued as a producer queues: the kick is skipped while
                 // the others fill the limit, and drops them if the pool
                 // closed meanwhile. (If the step down then finds the pool

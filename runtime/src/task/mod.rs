@@ -26,6 +26,7 @@
 //! Two clock reads per poll were 37% of worker time in `yield_many` (perf);
 //! the one left reads the TSC (see `clock.rs`).
 
+pub(crate) mod in_flight;
 mod join;
 mod join_set;
 mod queue_ref;
@@ -37,7 +38,7 @@ use join::Guarded;
 pub(crate) use join::{JobControl, RUNTIME_SHUT_DOWN, job_aborted, refuse_job};
 pub use join::{JoinError, JoinHandle};
 pub use join_set::JoinSet;
-pub(crate) use queue_ref::{QueueRef, StripeLines, TaskEnd, TasksShare, stripe_lines};
+pub(crate) use queue_ref::{QueueRef, StripeLines, TaskEnd, TasksShare, stripe_lines, wake_caught};
 pub(crate) use registry::Registry;
 pub use unconstrained::{Unconstrained, unconstrained};
 pub use yield_now::yield_now;
@@ -67,8 +68,7 @@ pub(crate) trait QueueLink: Send + Sync + 'static {
     /// the stripe of the queue's counts it was spawned on. Does all but
     /// the finish's last change, which may let the queue go, and returns
     /// it (`QueueRef::finish` makes it after this borrow has ended).
-    fn finishing(&self, released: bool, color: u8, stripe: u8)
-    -> crate::scheduler::queue::LastStep;
+    fn finishing(&self, released: bool, color: u8, stripe: u8) -> in_flight::LastStep;
     /// The finish's slow path (a flush waited on `color` when its count
     /// went), the task still counted: the flushers to wake if the color
     /// may be empty, to be woken after its last change.

@@ -30,6 +30,7 @@ use std::sync::Arc;
 use crossbeam_utils::CachePadded;
 
 use super::QueueLink;
+use super::in_flight::Finished;
 use crate::loom::sync::atomic::{AtomicU64, AtomicUsize};
 
 /// What a workqueue counts per stripe, all on the stripe's one cache line:
@@ -154,10 +155,8 @@ impl QueueRef {
             })
         };
         // Woken after the task's last access.
-        waiters
-            .into_iter()
-            .for_each(crate::scheduler::queue::wake_caught);
-        if finished == crate::scheduler::queue::Finished::DropShare {
+        waiters.into_iter().for_each(wake_caught);
+        if finished == Finished::DropShare {
             // SAFETY: `take` left no task and no handle: this thread
             // owns the share, held as `link` (see `TasksShare::new`).
             unsafe { drop_share(self.link) };
@@ -255,5 +254,16 @@ impl std::ops::Deref for QueueRef {
         // contract, kept by `task`: its future's poll, its wakes, and the
         // finish in the future's drop), while its count holds the queue.
         unsafe { self.link.as_ref() }
+    }
+}
+
+/// Wakes a flush's waiter, whose waker may be another executor's and
+/// panic: a finish runs where its item ended, on a worker (its deferred
+/// end, outside any poll's catch) or in a task's drop, and must not unwind
+/// there (a worker thread would die holding its slot). The panic has been
+/// reported by the hook; it is dropped here.
+pub(crate) fn wake_caught(w: std::task::Waker) {
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || w.wake())) {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(panic)));
     }
 }

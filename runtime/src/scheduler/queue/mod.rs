@@ -136,9 +136,10 @@ use crate::Scope;
 use crate::clock;
 use crate::loom::lock;
 use crate::pool::{Pool, PoolAttrs, current};
+use crate::task::in_flight::{Finished, LastStep};
+use crate::task::wake_caught;
 use crate::task::{self, JoinHandle, QueueLink, Runnable, TasksShare};
 use flight::Flight;
-pub(crate) use flight::{Finished, LastStep};
 use gate::{Fifo, Gate};
 use inactive::{InactiveList, Waiting};
 
@@ -166,17 +167,6 @@ const STRIPES: usize = 16;
 /// The calling thread's stripe.
 fn this_stripe() -> usize {
     current::thread_ordinal() % STRIPES
-}
-
-/// Wakes a flush's waiter, whose waker may be another executor's and
-/// panic: a finish runs where its item ended, on a worker (its deferred
-/// end, outside any poll's catch) or in a task's drop, and must not unwind
-/// there (a worker thread would die holding its slot). The panic has been
-/// reported by the hook; it is dropped here.
-pub(crate) fn wake_caught(w: std::task::Waker) {
-    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || w.wake())) {
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(panic)));
-    }
 }
 
 /// The stripe a task of a queue was spawned on.
