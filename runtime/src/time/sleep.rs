@@ -351,8 +351,12 @@ mod tests {
     #[test]
     fn workers_arm_on_shards_of_their_own_whoever_armed_between() {
         use crate::{Runtime, Scope, Topology};
+        // The default scope's pool is the one under test: the driver's
+        // creation starts a worker there if it has none (to park in the
+        // driver), which would take a number of its own.
         let rt = Runtime::builder()
             .topology(Topology::synthetic("core:2 pu:1").unwrap())
+            .default_scope(Scope::Cpu)
             .build()
             .unwrap();
         let h = rt.handle().clone();
@@ -387,8 +391,10 @@ mod tests {
         use crate::{Runtime, Scope, Topology};
         use std::sync::mpsc::channel;
         use std::time::Duration;
+        // As above: the driver's worker, if any, is this pool's.
         let rt = Runtime::builder()
             .topology(Topology::synthetic("core:8 pu:1").unwrap())
+            .default_scope(Scope::System)
             .max_workers_per_pool(2)
             .build()
             .unwrap();
