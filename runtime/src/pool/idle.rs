@@ -783,6 +783,19 @@ impl Idle {
         self.work_seen_on_idle(slot)
     }
 
+    /// An idle worker leaves the idle list to run.
+    fn leave_idle_list(&self, st: &mut State, slot: usize) {
+        remove(&mut st.idle, slot);
+        st.slots[slot].state = SlotState::Running;
+        self.publish(
+            st,
+            Change {
+                parked: -1,
+                ..Change::default()
+            },
+        );
+    }
+
     /// A kicked worker runs (and searches: the kick counted it).
     fn leave_kicked(&self, st: &mut State, slot: usize) {
         let list = if self.config.kicked_list {
@@ -821,15 +834,7 @@ impl Idle {
             // With the limit filled by the others, they will look (I5).
             SlotState::Idle if limit_filled => Next::Park,
             SlotState::Idle => {
-                remove(&mut st.idle, slot);
-                st.slots[slot].state = SlotState::Running;
-                self.publish(
-                    &st,
-                    Change {
-                        parked: -1,
-                        ..Change::default()
-                    },
-                );
+                self.leave_idle_list(&mut st, slot);
                 Next::Run
             }
             // A kick since the cull may have reserved a worker for the
@@ -888,15 +893,7 @@ impl Idle {
             SlotState::Idle if st.closed => Next::Exit,
             SlotState::Idle => {
                 if has_work() && st.running() < self.limit(&st) {
-                    remove(&mut st.idle, slot);
-                    st.slots[slot].state = SlotState::Running;
-                    self.publish(
-                        &st,
-                        Change {
-                            parked: -1,
-                            ..Change::default()
-                        },
-                    );
+                    self.leave_idle_list(&mut st, slot);
                     Next::Run
                 } else if cull && self.cull(&mut st, now, slot, wake) {
                     Next::Exit
