@@ -364,6 +364,10 @@ pub(crate) struct Idle {
     /// fence (`loom_tests`).
     #[cfg(loom)]
     pub(crate) block_skips_fence: std::sync::atomic::AtomicBool,
+    /// A negative model's fault: `enter_idle` re-checks the queues
+    /// without its fence (`loom_tests`).
+    #[cfg(loom)]
+    pub(crate) idle_skips_fence: std::sync::atomic::AtomicBool,
 }
 
 impl Idle {
@@ -401,6 +405,8 @@ impl Idle {
             failed_start_unsearches_late: std::sync::atomic::AtomicBool::new(false),
             #[cfg(loom)]
             block_skips_fence: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(loom)]
+            idle_skips_fence: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -776,7 +782,15 @@ impl Idle {
             );
         }
         // The worker's half of I3: on the list before the re-check.
-        fence(Ordering::SeqCst);
+        #[cfg(loom)]
+        let skip = self
+            .idle_skips_fence
+            .load(std::sync::atomic::Ordering::Relaxed);
+        #[cfg(not(loom))]
+        let skip = false;
+        if !skip {
+            fence(Ordering::SeqCst);
+        }
         if !has_work() {
             return Next::Park;
         }

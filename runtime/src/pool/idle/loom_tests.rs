@@ -382,6 +382,46 @@ fn loom_no_lost_wakeup_under_lock() {
     no_lost_wakeup(WakeMode::UnderLock);
 }
 
+/// As `no_lost_wakeup`, one producer, the worker on this thread (so that
+/// a deadlock is found here: found where a thread joins another, loom's
+/// panic aborts the process). `idle_skips_fence`: the fault.
+fn one_item_no_lost_wakeup(idle_skips_fence: bool) {
+    loom::model(move || {
+        let mut cfg = config(true, WakeMode::Deferred);
+        cfg.idle_timeout = Duration::from_secs(3600);
+        let idle = Arc::new(Idle::new(cfg));
+        idle.idle_skips_fence
+            .store(idle_skips_fence, std::sync::atomic::Ordering::Relaxed);
+        let queue = Arc::new(Queue(Items::new(0)));
+        let Kick::Start(slot) = idle.kick() else {
+            panic!("a fresh pool starts a worker")
+        };
+        idle.started(slot, loom::thread::current());
+        let (i, q) = (idle.clone(), queue.clone());
+        let producer = loom::thread::spawn(move || {
+            q.push();
+            let _ = i.notify();
+        });
+        assert_eq!(worker_thread(&idle, &queue, slot, 1), 1);
+        producer.join().unwrap();
+    });
+}
+
+#[test]
+fn loom_one_item_no_lost_wakeup() {
+    one_item_no_lost_wakeup(false);
+}
+
+/// Without the fence between going idle and the re-check (I3; the
+/// re-check runs after the pool lock since 2026-12-06, and the lock
+/// orders nothing with a producer that skipped its kick), the model must
+/// find the worker parked beside the item.
+#[test]
+#[should_panic(expected = "deadlock")]
+fn loom_without_the_idle_fence_a_wakeup_is_lost() {
+    one_item_no_lost_wakeup(true);
+}
+
 /// A failed start beside a worker: the pool's one worker is between its
 /// search and its idle when a kick (a thread of its own) reserves a
 /// second one (nobody searching, nobody idle), a producer skips its kick
