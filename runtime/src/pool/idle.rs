@@ -368,6 +368,10 @@ pub(crate) struct Idle {
     /// without its fence (`loom_tests`).
     #[cfg(loom)]
     pub(crate) idle_skips_fence: std::sync::atomic::AtomicBool,
+    /// A negative model's fault: `notify` reads the hint without its
+    /// fence (`loom_tests`).
+    #[cfg(loom)]
+    pub(crate) notify_skips_fence: std::sync::atomic::AtomicBool,
 }
 
 impl Idle {
@@ -407,6 +411,8 @@ impl Idle {
             block_skips_fence: std::sync::atomic::AtomicBool::new(false),
             #[cfg(loom)]
             idle_skips_fence: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(loom)]
+            notify_skips_fence: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -455,7 +461,15 @@ impl Idle {
     pub(crate) fn notify(&self) -> Kick {
         // The producer's half of I3 and I4: the push is before this fence,
         // the hint read after it.
-        fence(Ordering::SeqCst);
+        #[cfg(loom)]
+        let skip = self
+            .notify_skips_fence
+            .load(std::sync::atomic::Ordering::Relaxed);
+        #[cfg(not(loom))]
+        let skip = false;
+        if !skip {
+            fence(Ordering::SeqCst);
+        }
         let h = self.hint.load();
         // "Every worker is running and will look" needs a worker: with
         // every slot blocked (`block_in_place`) there is none, and the kick

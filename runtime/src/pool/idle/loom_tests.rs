@@ -382,16 +382,28 @@ fn loom_no_lost_wakeup_under_lock() {
     no_lost_wakeup(WakeMode::UnderLock);
 }
 
+/// A fence of I3 left out (negative models).
+#[derive(Clone, Copy, PartialEq)]
+enum Skip {
+    None,
+    /// The worker's, between going idle and its re-check.
+    Idle,
+    /// The producer's, between its push and its read of the hint.
+    Notify,
+}
+
 /// As `no_lost_wakeup`, one producer, the worker on this thread (so that
 /// a deadlock is found here: found where a thread joins another, loom's
-/// panic aborts the process). `idle_skips_fence`: the fault.
-fn one_item_no_lost_wakeup(idle_skips_fence: bool) {
+/// panic aborts the process). `skip`: the fault.
+fn one_item_no_lost_wakeup(skip: Skip) {
     loom::model(move || {
         let mut cfg = config(true, WakeMode::Deferred);
         cfg.idle_timeout = Duration::from_secs(3600);
         let idle = Arc::new(Idle::new(cfg));
         idle.idle_skips_fence
-            .store(idle_skips_fence, std::sync::atomic::Ordering::Relaxed);
+            .store(skip == Skip::Idle, std::sync::atomic::Ordering::Relaxed);
+        idle.notify_skips_fence
+            .store(skip == Skip::Notify, std::sync::atomic::Ordering::Relaxed);
         let queue = Arc::new(Queue(Items::new(0)));
         let Kick::Start(slot) = idle.kick() else {
             panic!("a fresh pool starts a worker")
@@ -409,7 +421,7 @@ fn one_item_no_lost_wakeup(idle_skips_fence: bool) {
 
 #[test]
 fn loom_one_item_no_lost_wakeup() {
-    one_item_no_lost_wakeup(false);
+    one_item_no_lost_wakeup(Skip::None);
 }
 
 /// Without the fence between going idle and the re-check (I3; the
@@ -419,7 +431,18 @@ fn loom_one_item_no_lost_wakeup() {
 #[test]
 #[should_panic(expected = "deadlock")]
 fn loom_without_the_idle_fence_a_wakeup_is_lost() {
-    one_item_no_lost_wakeup(true);
+    one_item_no_lost_wakeup(Skip::Idle);
+}
+
+/// The producer's half: without its fence the model must find the item
+/// stranded too. (I4's fence, after a searcher's decrement, has no such
+/// model: without it the last searcher's re-check may miss an item whose
+/// producer saw it searching, and its idle re-check, fenced, finds it: a
+/// later pickup, not a stranded item.)
+#[test]
+#[should_panic(expected = "deadlock")]
+fn loom_without_the_producers_fence_a_wakeup_is_lost() {
+    one_item_no_lost_wakeup(Skip::Notify);
 }
 
 /// A failed start beside a worker: the pool's one worker is between its
