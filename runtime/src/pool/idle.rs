@@ -372,6 +372,10 @@ pub(crate) struct Idle {
     /// fence (`loom_tests`).
     #[cfg(loom)]
     pub(crate) notify_skips_fence: std::sync::atomic::AtomicBool,
+    /// A negative model's fault: `close` returns without its fence
+    /// (`loom_tests`).
+    #[cfg(loom)]
+    pub(crate) close_skips_fence: std::sync::atomic::AtomicBool,
 }
 
 impl Idle {
@@ -413,6 +417,8 @@ impl Idle {
             idle_skips_fence: std::sync::atomic::AtomicBool::new(false),
             #[cfg(loom)]
             notify_skips_fence: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(loom)]
+            close_skips_fence: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -1211,8 +1217,16 @@ impl Idle {
         drop(st);
         // Pairs with the fence in `notify`: a producer that skipped the
         // lock pushed before its fence, so the caller's drain, after this
-        // one, sees its item.
-        fence(Ordering::SeqCst);
+        // one, sees its item (`loom_a_push_racing_close_is_taken_once`).
+        #[cfg(loom)]
+        let skip = self
+            .close_skips_fence
+            .load(std::sync::atomic::Ordering::Relaxed);
+        #[cfg(not(loom))]
+        let skip = false;
+        if !skip {
+            fence(Ordering::SeqCst);
+        }
         wake
     }
 

@@ -419,6 +419,47 @@ fn one_item_no_lost_wakeup(skip: Skip) {
     });
 }
 
+/// A producer queues an item while the pool closes (the runtime's
+/// shutdown: `close`, then the closer drains the queue). The item is
+/// taken once: by the worker, by the closer's drain, or by the producer
+/// its kick told `Closed` (the pool's `pushed_after_close`, simplified:
+/// the bury protocol that decides who drains then is `closing`'s model).
+/// A producer that skipped the lock (it saw the worker searching or
+/// running) is covered by `close`'s fence against `notify`'s: the drain
+/// after `close` sees its item. `close_skips_fence`: the fault.
+fn close_races_a_push(close_skips_fence: bool) {
+    loom::model(move || {
+        let mut cfg = config(true, WakeMode::Deferred);
+        cfg.idle_timeout = Duration::from_secs(3600);
+        let idle = Arc::new(Idle::new(cfg));
+        idle.close_skips_fence
+            .store(close_skips_fence, std::sync::atomic::Ordering::Relaxed);
+        let queue = Arc::new(Queue(Items::new(0)));
+        let w = one_worker(&idle, &queue, 1);
+        let (i, q) = (idle.clone(), queue.clone());
+        let producer = loom::thread::spawn(move || {
+            q.push();
+            usize::from(i.notify() == Kick::Closed && q.pop())
+        });
+        idle.close().wake_all();
+        let drained = usize::from(queue.pop());
+        let ran = w.join().unwrap();
+        let taken = drained + ran + producer.join().unwrap();
+        assert_eq!(taken, 1, "a pushed item was left queued on the closed pool");
+    });
+}
+
+#[test]
+fn loom_a_push_racing_close_is_taken_once() {
+    close_races_a_push(false);
+}
+
+#[test]
+#[should_panic(expected = "left queued")]
+fn loom_without_the_close_fence_a_push_is_left_queued() {
+    close_races_a_push(true);
+}
+
 #[test]
 fn loom_one_item_no_lost_wakeup() {
     one_item_no_lost_wakeup(Skip::None);
