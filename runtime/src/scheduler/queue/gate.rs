@@ -1,7 +1,8 @@
 //! The `max_active` gate of a workqueue: at most `max` items active, the
 //! rest on an inactive FIFO, released in order as slots free (the protocol
-//! is in the parent module's docs; this is its code, generic over the list
-//! so that loom can check it with a list of its own atomics).
+//! is in the parent module's docs; this is its code, generic over the list;
+//! the loom models run it over the shipped inactive list, of items never
+//! aborted: `inactive`'s own model races an abort against a pop).
 //!
 //! # Slots leased to stripes
 //! One count of active items, taken and given back by every item, is a
@@ -467,36 +468,16 @@ mod loom_tests {
     use super::*;
     use loom::sync::Arc;
 
-    /// A FIFO of item numbers made of loom atomics: `tail` counts pushes,
-    /// `head` pops (items are numbered in push order).
-    #[derive(Default)]
-    struct Counted {
-        head: AtomicUsize,
-        tail: AtomicUsize,
-    }
+    /// The shipped inactive list (`super::inactive`), of items never
+    /// aborted (`inactive`'s own model races an abort against a pop).
+    type List = super::super::inactive::InactiveList<usize>;
 
-    impl Fifo<usize> for Counted {
-        fn push(&self, _: usize) {
-            // Release, as a queue's push publishes its item.
-            self.tail.fetch_add(1, Ordering::Release);
+    impl super::super::inactive::Waiting for usize {
+        fn take(&self) -> bool {
+            true
         }
-        fn pop(&self) -> Option<usize> {
-            let mut h = self.head.load(Ordering::Acquire);
-            loop {
-                if h >= self.tail.load(Ordering::Acquire) {
-                    return None;
-                }
-                match self
-                    .head
-                    .compare_exchange(h, h + 1, Ordering::AcqRel, Ordering::Acquire)
-                {
-                    Ok(_) => return Some(h),
-                    Err(now) => h = now,
-                }
-            }
-        }
-        fn is_empty(&self) -> bool {
-            self.head.load(Ordering::Acquire) >= self.tail.load(Ordering::Acquire)
+        fn is(&self, _: *const ()) -> bool {
+            false
         }
     }
 
@@ -517,7 +498,7 @@ mod loom_tests {
     fn loom_a_striped_take_preempted_across_a_lowering_keeps_the_new_limit() {
         loom::model(|| {
             let gate = Arc::new(striped(2, false));
-            let list = Arc::new(Counted::default());
+            let list = Arc::new(List::new());
             let (g, l) = (gate.clone(), list.clone());
             let a = loom::thread::spawn(move || g.admit_now(0, &*l, &mut |_| unreachable!()));
             gate.set_max(1, 1, &*list, &mut |_| unreachable!());
@@ -539,7 +520,7 @@ mod loom_tests {
     fn admit_racing_finish_on(gate: impl Fn() -> Gate + Send + Sync + 'static) {
         loom::model(move || {
             let gate = Arc::new(gate());
-            let list = Arc::new(Counted::default());
+            let list = Arc::new(List::new());
             let released = Arc::new(AtomicUsize::new(0));
             assert!(gate.admit(0, &*list, 0, &mut |_| unreachable!()).is_some());
             let (g, l, r) = (gate.clone(), list.clone(), released.clone());
@@ -600,7 +581,7 @@ mod loom_tests {
     fn shrink_racing_finish(unfenced: bool) {
         loom::model(move || {
             let gate = Arc::new(striped(2, unfenced));
-            let list = Arc::new(Counted::default());
+            let list = Arc::new(List::new());
             let released = Arc::new(AtomicUsize::new(0));
             for item in 0..2 {
                 assert!(
@@ -659,7 +640,7 @@ mod loom_tests {
     fn reclaim_racing_finish(unfenced: bool) {
         loom::model(move || {
             let gate = Arc::new(batched(2, 2, unfenced));
-            let list = Arc::new(Counted::default());
+            let list = Arc::new(List::new());
             let released = Arc::new(AtomicUsize::new(0));
             for item in 0..2 {
                 assert!(
@@ -716,7 +697,7 @@ mod loom_tests {
     fn loom_a_trim_racing_an_admit_strands_nothing() {
         loom::model(|| {
             let gate = Arc::new(batched(3, 1, false));
-            let list = Arc::new(Counted::default());
+            let list = Arc::new(List::new());
             let released = Arc::new(AtomicUsize::new(0));
             for item in 0..3 {
                 assert!(
@@ -762,7 +743,7 @@ mod loom_tests {
     fn loom_a_raise_racing_a_lowering_keeps_the_lower_limit() {
         loom::model(|| {
             let gate = Arc::new(striped(2, false));
-            let list = Arc::new(Counted::default());
+            let list = Arc::new(List::new());
             let setters: Vec<_> = [4, 3]
                 .into_iter()
                 .map(|max| {
