@@ -15,10 +15,18 @@
 //! - **roaming**: set while the thread is a worker of a pool whose threads
 //!   may run outside its pod (`Pool::run_cpus`), so that placement looks
 //!   at its pod only on such a thread (one thread-local read elsewhere).
-//! - **ordinal**: a small number unique to the thread, handed out in order
-//!   of first use; it spreads striped counters and registry shards, and
-//!   gives a thread outside the runtime a sticky virtual CPU on a topology
-//!   that is not this machine's.
+//! - **ordinal**: a small number for the thread; it spreads striped
+//!   counters and registry shards, and gives a thread outside the runtime
+//!   a sticky virtual CPU on a topology that is not this machine's. A
+//!   worker's comes from its number among its runtime's live workers
+//!   (from its start), counted down from the top (`worker_ordinal`);
+//!   another thread's is handed out process-wide in order of first use,
+//!   counting up from zero. So a runtime's workers spread evenly over the
+//!   16 stripes (process-wide numbers, interleaved with every other
+//!   thread's, did not), and the first producers and the first workers
+//!   take different stripes. Only spreading matters: a stripe's count is
+//!   summed, and what a task took from a stripe it gives back there (its
+//!   stripe is recorded).
 //!
 //! Runtimes are told apart by the address of their scheduler (an opaque
 //! `*const ()`, compared, never dereferenced).
@@ -73,12 +81,23 @@ pub(crate) fn thread_ordinal() -> usize {
         .unwrap_or(0)
 }
 
+/// The ordinal of the worker numbered `number`: from the top down (below
+/// `usize::MAX`, "unset"), so modulo any power of two the workers take the
+/// stripes from the last down while other threads take them from the
+/// first up.
+fn worker_ordinal(number: usize) -> usize {
+    usize::MAX - 1 - number
+}
+
 /// Makes this thread the worker `local` (or no worker, with `None`).
 pub(crate) fn set_worker(local: Option<Rc<Local>>) {
     THREAD.with(|t| {
         let pool = local.as_ref().map(|l| &l.pool);
         t.roaming
             .set(pool.is_some_and(|p| p.run_cpus.len() != p.cpus.len()));
+        if let Some(l) = &local {
+            t.ordinal.set(worker_ordinal(l.number));
+        }
         *t.worker.borrow_mut() = local;
     });
 }
@@ -282,5 +301,55 @@ impl Numbers {
 
     pub(crate) fn give(&mut self, n: usize) {
         self.free.push(std::cmp::Reverse(n));
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::thread_ordinal;
+
+    /// A runtime's workers take the last stripes (their numbers, from the
+    /// top), however many ordinals other threads took before them; with
+    /// process-wide ordinals they took 20 and up here.
+    #[test]
+    fn a_runtimes_workers_stripe_by_their_numbers() {
+        use crate::{Runtime, Scope, Topology};
+        use std::sync::mpsc::channel;
+        use std::time::Duration;
+        for _ in 0..20 {
+            std::thread::spawn(|| {
+                let _ = thread_ordinal();
+            })
+            .join()
+            .unwrap();
+        }
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("core:8 pu:1").unwrap())
+            .default_scope(Scope::System)
+            .max_workers_per_pool(2)
+            .build()
+            .unwrap();
+        let (ordinal_of, ordinals) = channel::<usize>();
+        let (release, released) = channel::<()>();
+        // The first task holds its worker until the second has run, so
+        // the two run on the pool's two workers.
+        let first = {
+            let ordinal_of = ordinal_of.clone();
+            rt.spawn_on(Scope::System, async move {
+                ordinal_of.send(thread_ordinal()).unwrap();
+                let _ = released.recv_timeout(Duration::from_secs(10));
+            })
+        };
+        let a = ordinals.recv_timeout(Duration::from_secs(10)).unwrap();
+        let second = rt.spawn_on(Scope::System, async move {
+            ordinal_of.send(thread_ordinal()).unwrap();
+        });
+        let b = ordinals.recv_timeout(Duration::from_secs(10)).unwrap();
+        release.send(()).unwrap();
+        rt.block_on(first).unwrap();
+        rt.block_on(second).unwrap();
+        let mut seen = [a % 16, b % 16];
+        seen.sort_unstable();
+        assert_eq!(seen, [13, 14], "the pool's two workers, numbers 0 and 1");
     }
 }
