@@ -304,18 +304,52 @@ impl Numbers {
     }
 }
 
+/// Runs `f` on two workers of one pool at once and returns both results:
+/// a `system` pool of 2 workers of a synthetic 8-CPU machine, the default
+/// scope's (so the I/O driver's worker, if a timer makes one, is one of
+/// them); the first task holds its worker until the second has run.
+#[cfg(all(test, not(loom)))]
+pub(crate) fn on_two_workers<T: Send + 'static>(f: fn() -> T) -> (T, T) {
+    use crate::{Runtime, Scope, Topology};
+    use std::sync::mpsc::channel;
+    use std::time::Duration;
+    let rt = Runtime::builder()
+        .topology(Topology::synthetic("core:8 pu:1").unwrap())
+        .default_scope(Scope::System)
+        .max_workers_per_pool(2)
+        .build()
+        .unwrap();
+    let (result_of, results) = channel::<T>();
+    let (release, released) = channel::<()>();
+    let first = {
+        let result_of = result_of.clone();
+        rt.spawn_on(Scope::System, async move {
+            result_of.send(f()).unwrap();
+            let _ = released.recv_timeout(Duration::from_secs(10));
+        })
+    };
+    let a = results.recv_timeout(Duration::from_secs(10)).unwrap();
+    let second = rt.spawn_on(Scope::System, async move {
+        result_of.send(f()).unwrap();
+    });
+    let b = results
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a second worker ran the second task");
+    release.send(()).unwrap();
+    rt.block_on(first).unwrap();
+    rt.block_on(second).unwrap();
+    (a, b)
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
-    use super::thread_ordinal;
+    use super::{on_two_workers, thread_ordinal};
 
     /// A runtime's workers take the last stripes (their numbers, from the
     /// top), however many ordinals other threads took before them; with
     /// process-wide ordinals they took 20 and up here.
     #[test]
     fn a_runtimes_workers_stripe_by_their_numbers() {
-        use crate::{Runtime, Scope, Topology};
-        use std::sync::mpsc::channel;
-        use std::time::Duration;
         for _ in 0..20 {
             std::thread::spawn(|| {
                 let _ = thread_ordinal();
@@ -323,31 +357,7 @@ mod tests {
             .join()
             .unwrap();
         }
-        let rt = Runtime::builder()
-            .topology(Topology::synthetic("core:8 pu:1").unwrap())
-            .default_scope(Scope::System)
-            .max_workers_per_pool(2)
-            .build()
-            .unwrap();
-        let (ordinal_of, ordinals) = channel::<usize>();
-        let (release, released) = channel::<()>();
-        // The first task holds its worker until the second has run, so
-        // the two run on the pool's two workers.
-        let first = {
-            let ordinal_of = ordinal_of.clone();
-            rt.spawn_on(Scope::System, async move {
-                ordinal_of.send(thread_ordinal()).unwrap();
-                let _ = released.recv_timeout(Duration::from_secs(10));
-            })
-        };
-        let a = ordinals.recv_timeout(Duration::from_secs(10)).unwrap();
-        let second = rt.spawn_on(Scope::System, async move {
-            ordinal_of.send(thread_ordinal()).unwrap();
-        });
-        let b = ordinals.recv_timeout(Duration::from_secs(10)).unwrap();
-        release.send(()).unwrap();
-        rt.block_on(first).unwrap();
-        rt.block_on(second).unwrap();
+        let (a, b) = on_two_workers(thread_ordinal);
         let mut seen = [a % 16, b % 16];
         seen.sort_unstable();
         assert_eq!(seen, [13, 14], "the pool's two workers, numbers 0 and 1");

@@ -388,36 +388,7 @@ mod tests {
     #[cfg(not(loom))]
     #[test]
     fn workers_of_a_pod_wider_than_its_workers_spread_over_the_shards() {
-        use crate::{Runtime, Scope, Topology};
-        use std::sync::mpsc::channel;
-        use std::time::Duration;
-        // As above: the driver's worker, if any, is this pool's.
-        let rt = Runtime::builder()
-            .topology(Topology::synthetic("core:8 pu:1").unwrap())
-            .default_scope(Scope::System)
-            .max_workers_per_pool(2)
-            .build()
-            .unwrap();
-        let (shard_of, shards_armed) = channel::<(usize, usize)>();
-        let (release, released) = channel::<()>();
-        let first = {
-            let shard_of = shard_of.clone();
-            rt.spawn_on(Scope::System, async move {
-                shard_of.send(armed_shard()).unwrap();
-                // Holds its worker until the other task has armed.
-                let _ = released.recv_timeout(Duration::from_secs(10));
-            })
-        };
-        let (a, shards) = shards_armed.recv_timeout(Duration::from_secs(10)).unwrap();
-        let second = rt.spawn_on(Scope::System, async move {
-            shard_of.send(armed_shard()).unwrap();
-        });
-        let (b, _) = shards_armed
-            .recv_timeout(Duration::from_secs(10))
-            .expect("a second worker ran the second task");
-        release.send(()).unwrap();
-        rt.block_on(first).unwrap();
-        rt.block_on(second).unwrap();
+        let ((a, shards), (b, _)) = crate::pool::current::on_two_workers(armed_shard);
         if shards >= 2 {
             assert_ne!(a, b, "the pod's two workers on one of {shards} shards");
         }
