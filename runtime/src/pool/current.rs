@@ -304,46 +304,51 @@ impl Numbers {
     }
 }
 
-/// Runs `f` on two workers of one pool at once and returns both results:
-/// a `system` pool of 2 workers of a synthetic 8-CPU machine, the default
-/// scope's (so the I/O driver's worker, if a timer makes one, is one of
-/// them); the first task holds its worker until the second has run.
+/// Test helpers that drive a runtime (they use the public API, a layer
+/// above this one: test modules may).
 #[cfg(all(test, not(loom)))]
-pub(crate) fn on_two_workers<T: Send + 'static>(f: fn() -> T) -> (T, T) {
-    use crate::{Runtime, Scope, Topology};
-    use std::sync::mpsc::channel;
-    use std::time::Duration;
-    let rt = Runtime::builder()
-        .topology(Topology::synthetic("core:8 pu:1").unwrap())
-        .default_scope(Scope::System)
-        .max_workers_per_pool(2)
-        .build()
-        .unwrap();
-    let (result_of, results) = channel::<T>();
-    let (release, released) = channel::<()>();
-    let first = {
-        let result_of = result_of.clone();
-        rt.spawn_on(Scope::System, async move {
+pub(crate) mod two_workers {
+    /// Runs `f` on two workers of one pool at once and returns both results:
+    /// a `system` pool of 2 workers of a synthetic 8-CPU machine, the default
+    /// scope's (so the I/O driver's worker, if a timer makes one, is one of
+    /// them); the first task holds its worker until the second has run.
+    pub(crate) fn on_two_workers<T: Send + 'static>(f: fn() -> T) -> (T, T) {
+        use crate::{Runtime, Scope, Topology};
+        use std::sync::mpsc::channel;
+        use std::time::Duration;
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("core:8 pu:1").unwrap())
+            .default_scope(Scope::System)
+            .max_workers_per_pool(2)
+            .build()
+            .unwrap();
+        let (result_of, results) = channel::<T>();
+        let (release, released) = channel::<()>();
+        let first = {
+            let result_of = result_of.clone();
+            rt.spawn_on(Scope::System, async move {
+                result_of.send(f()).unwrap();
+                let _ = released.recv_timeout(Duration::from_secs(10));
+            })
+        };
+        let a = results.recv_timeout(Duration::from_secs(10)).unwrap();
+        let second = rt.spawn_on(Scope::System, async move {
             result_of.send(f()).unwrap();
-            let _ = released.recv_timeout(Duration::from_secs(10));
-        })
-    };
-    let a = results.recv_timeout(Duration::from_secs(10)).unwrap();
-    let second = rt.spawn_on(Scope::System, async move {
-        result_of.send(f()).unwrap();
-    });
-    let b = results
-        .recv_timeout(Duration::from_secs(10))
-        .expect("a second worker ran the second task");
-    release.send(()).unwrap();
-    rt.block_on(first).unwrap();
-    rt.block_on(second).unwrap();
-    (a, b)
+        });
+        let b = results
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a second worker ran the second task");
+        release.send(()).unwrap();
+        rt.block_on(first).unwrap();
+        rt.block_on(second).unwrap();
+        (a, b)
+    }
 }
 
 #[cfg(all(test, not(loom)))]
 mod tests {
-    use super::{on_two_workers, thread_ordinal};
+    use super::thread_ordinal;
+    use super::two_workers::on_two_workers;
 
     /// A runtime's workers take the last stripes (their numbers, from the
     /// top), however many ordinals other threads took before them; with

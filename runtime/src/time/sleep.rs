@@ -388,7 +388,7 @@ mod tests {
     #[cfg(not(loom))]
     #[test]
     fn workers_of_a_pod_wider_than_its_workers_spread_over_the_shards() {
-        let ((a, shards), (b, _)) = crate::pool::current::on_two_workers(armed_shard);
+        let ((a, shards), (b, _)) = crate::pool::current::two_workers::on_two_workers(armed_shard);
         if shards >= 2 {
             assert_ne!(a, b, "the pod's two workers on one of {shards} shards");
         }
