@@ -281,6 +281,49 @@ fn a_worker_culled_before_its_recheck_takes_up_a_kicks_reservation() {
     assert!(idle.stop_searching());
 }
 
+/// A worker started on a CPU-hog allowance (the pool at its maximum plus
+/// one), culled between its idle and its re-check after the allowance was
+/// revoked, with another worker idle: the workers are at the maximum, the
+/// others running are under the limit. It must not stay (the pool would
+/// count a worker over its maximum); the idle one re-checks (I3).
+#[test]
+fn a_worker_culled_before_its_recheck_stays_only_under_the_maximum() {
+    let mut cfg = config(2);
+    cfg.idle_timeout = Duration::ZERO;
+    cfg.min_idle = 1;
+    let idle = Idle::new(cfg);
+    let mut slots = Vec::new();
+    for _ in 0..2 {
+        let Kick::Start(slot) = idle.kick() else {
+            panic!()
+        };
+        idle.started(slot, unparker());
+        idle.stop_searching();
+        slots.push(slot);
+    }
+    let (a, b) = (slots[0], slots[1]);
+    // `a` hogs its CPU: a third worker on the allowance.
+    let Some(Kick::Start(c)) = idle.grant_hog(a, true, || true) else {
+        panic!("the allowance starts a worker")
+    };
+    idle.started(c, unparker());
+    idle.stop_searching();
+    assert_eq!(idle.snapshot().nr_workers, 3);
+    let next = idle.enter_idle(c, Instant::now(), || {
+        // `b` idles after `c` (so `c` is the oldest idle), the allowance
+        // goes, and a cull takes `c` (`b` stays: the one idle kept).
+        assert_eq!(idle.enter_idle(b, Instant::now(), || false), Next::Park);
+        idle.revoke_hog(a);
+        let _ = idle.cull_now(Instant::now());
+        assert_eq!(idle.slot_state(c), SlotState::Culled);
+        assert_eq!(idle.slot_state(b), SlotState::Idle);
+        true
+    });
+    assert_eq!(next, Next::Exit, "two workers, the maximum: it leaves");
+    assert_eq!(idle.snapshot().nr_workers, 2);
+    assert_eq!(idle.exit(c), Next::Exit);
+}
+
 #[test]
 fn enter_idle_rechecks_the_queues() {
     let idle = Idle::new(config(1));
