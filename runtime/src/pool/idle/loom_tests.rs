@@ -51,6 +51,14 @@ fn config(kicked_list: bool, wake_mode: WakeMode) -> IdleConfig {
     }
 }
 
+/// `config` with the kicked list, whose workers are never culled.
+fn no_cull(wake_mode: WakeMode) -> IdleConfig {
+    IdleConfig {
+        idle_timeout: Duration::from_secs(3600),
+        ..config(true, wake_mode)
+    }
+}
+
 /// A worker of the model: runs items until `quota` are done, searches,
 /// idles and parks in between, leaves when culled. Returns how many it ran.
 fn worker(idle: &Idle, queue: &Queue, slot: usize, quota: usize, mut searching: bool) -> usize {
@@ -351,9 +359,7 @@ fn loom_without_kicked_list_the_item_is_stranded() {
 /// idle re-check.
 fn no_lost_wakeup(wake_mode: WakeMode) {
     loom::model(move || {
-        let mut cfg = config(true, wake_mode);
-        cfg.idle_timeout = Duration::from_secs(3600);
-        let idle = Arc::new(Idle::new(cfg));
+        let idle = Arc::new(Idle::new(no_cull(wake_mode)));
         let queue = Arc::new(Queue(Items::new(0)));
         let w = one_worker(&idle, &queue, 2);
         let producers: Vec<_> = (0..2)
@@ -397,9 +403,7 @@ enum Skip {
 /// panic aborts the process). `skip`: the fault.
 fn one_item_no_lost_wakeup(skip: Skip) {
     loom::model(move || {
-        let mut cfg = config(true, WakeMode::Deferred);
-        cfg.idle_timeout = Duration::from_secs(3600);
-        let idle = Arc::new(Idle::new(cfg));
+        let idle = Arc::new(Idle::new(no_cull(WakeMode::Deferred)));
         idle.idle_skips_fence
             .store(skip == Skip::Idle, std::sync::atomic::Ordering::Relaxed);
         idle.notify_skips_fence
@@ -429,9 +433,7 @@ fn one_item_no_lost_wakeup(skip: Skip) {
 /// after `close` sees its item. `close_skips_fence`: the fault.
 fn close_races_a_push(close_skips_fence: bool) {
     loom::model(move || {
-        let mut cfg = config(true, WakeMode::Deferred);
-        cfg.idle_timeout = Duration::from_secs(3600);
-        let idle = Arc::new(Idle::new(cfg));
+        let idle = Arc::new(Idle::new(no_cull(WakeMode::Deferred)));
         idle.close_skips_fence
             .store(close_skips_fence, std::sync::atomic::Ordering::Relaxed);
         let queue = Arc::new(Queue(Items::new(0)));

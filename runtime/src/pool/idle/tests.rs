@@ -20,16 +20,34 @@ fn config(max_workers: usize) -> IdleConfig {
     }
 }
 
+/// `config(max_workers)` whose culls take an idle worker at once, keeping
+/// `min_idle`.
+fn culling_at_once(max_workers: usize, min_idle: usize) -> IdleConfig {
+    IdleConfig {
+        idle_timeout: Duration::ZERO,
+        min_idle,
+        ..config(max_workers)
+    }
+}
+
+/// Starts `n` workers, each running (a new worker searches first, finds
+/// nothing, and stops); returns their slots.
+fn running_workers(idle: &Idle, n: usize) -> Vec<usize> {
+    (0..n)
+        .map(|_| {
+            let Kick::Start(slot) = idle.kick() else {
+                panic!("expected a start")
+            };
+            idle.started(slot, unparker());
+            idle.stop_searching();
+            slot
+        })
+        .collect()
+}
+
 /// Starts `n` workers (slots 0..n) and idles them in order.
 fn idle_workers(idle: &Idle, n: usize, now: Instant) {
-    for _ in 0..n {
-        let Kick::Start(slot) = idle.kick() else {
-            panic!("expected a start")
-        };
-        idle.started(slot, unparker());
-        // A new worker searches first, finds nothing, and stops.
-        idle.stop_searching();
-    }
+    running_workers(idle, n);
     for slot in 0..n {
         assert_eq!(idle.enter_idle(slot, now, || false), Next::Park);
     }
@@ -196,10 +214,7 @@ fn a_refused_start_never_asks_for_a_start_at_once() {
 /// producer may have left to it (it saw the worker running).
 #[test]
 fn enter_idle_rechecks_outside_the_lock_and_keeps_a_worker_culled_meanwhile() {
-    let mut cfg = config(2);
-    cfg.idle_timeout = Duration::ZERO;
-    cfg.min_idle = 0;
-    let idle = Idle::new(cfg);
+    let idle = Idle::new(culling_at_once(2, 0));
     let Kick::Start(a) = idle.kick() else {
         panic!()
     };
@@ -245,21 +260,12 @@ fn enter_idle_rechecks_outside_the_lock_and_keeps_a_worker_culled_meanwhile() {
 fn a_worker_culled_before_its_recheck_takes_up_a_kicks_reservation() {
     // Two workers, two slots; the cull takes both, so the limit is not
     // what stops this one.
-    let mut cfg = config(2);
-    cfg.slots = 2;
-    cfg.idle_timeout = Duration::ZERO;
-    cfg.min_idle = 0;
-    let idle = Idle::new(cfg);
+    let idle = Idle::new(IdleConfig {
+        slots: 2,
+        ..culling_at_once(2, 0)
+    });
     let now = Instant::now();
-    let mut slots = Vec::new();
-    for _ in 0..2 {
-        let Kick::Start(slot) = idle.kick() else {
-            panic!()
-        };
-        idle.started(slot, unparker());
-        idle.stop_searching();
-        slots.push(slot);
-    }
+    let slots = running_workers(&idle, 2);
     let (a, b) = (slots[1], slots[0]);
     assert_eq!(idle.enter_idle(b, now, || false), Next::Park);
     let next = idle.enter_idle(a, now, || {
@@ -288,19 +294,8 @@ fn a_worker_culled_before_its_recheck_takes_up_a_kicks_reservation() {
 /// count a worker over its maximum); the idle one re-checks (I3).
 #[test]
 fn a_worker_culled_before_its_recheck_stays_only_under_the_maximum() {
-    let mut cfg = config(2);
-    cfg.idle_timeout = Duration::ZERO;
-    cfg.min_idle = 1;
-    let idle = Idle::new(cfg);
-    let mut slots = Vec::new();
-    for _ in 0..2 {
-        let Kick::Start(slot) = idle.kick() else {
-            panic!()
-        };
-        idle.started(slot, unparker());
-        idle.stop_searching();
-        slots.push(slot);
-    }
+    let idle = Idle::new(culling_at_once(2, 1));
+    let slots = running_workers(&idle, 2);
     let (a, b) = (slots[0], slots[1]);
     // `a` hogs its CPU: a third worker on the allowance.
     let Some(Kick::Start(c)) = idle.grant_hog(a, true, || true) else {
@@ -375,13 +370,7 @@ fn busy_workers_keep_idle_ones_alive() {
     cfg.idle_timeout = Duration::ZERO;
     let idle = Idle::new(cfg);
     let now = Instant::now();
-    for _ in 0..12 {
-        let Kick::Start(slot) = idle.kick() else {
-            panic!()
-        };
-        idle.started(slot, unparker());
-        idle.stop_searching();
-    }
+    running_workers(&idle, 12);
     for slot in 0..4 {
         assert_eq!(idle.enter_idle(slot, now, || false), Next::Park);
     }
