@@ -5,11 +5,14 @@
 //! ```text
 //! fn NAME() -> Ret {
 //!     let body = async move { BODY };
-//!     return ::wq::Runtime::builder()
+//!     return match ::wq::Runtime::builder()
 //!         .default_scope(..)            // one call per option given
 //!         .build()
-//!         .unwrap_or_else(|e| panic!(..))
-//!         .block_on(body);
+//!     {
+//!         Ok(rt) => rt,
+//!         Err(e) => panic!(..),         // a `#[should_panic]` test: print, return
+//!     }
+//!     .block_on(body);
 //! }
 //! ```
 //!
@@ -141,7 +144,15 @@ fn check_signature(kind: Kind, sig: &Signature, errors: &mut Errors) {
             format!("the function under {attr} cannot be `const`"),
         ));
     }
-    if !sig.inputs.is_empty() {
+    if let Some(receiver) = sig.receiver() {
+        errors.push(syn::Error::new_spanned(
+            receiver,
+            format!(
+                "the function under {attr} cannot be a method taking `self`: make it a free \
+                 or associated function, and call the method from its body"
+            ),
+        ));
+    } else if !sig.inputs.is_empty() {
         let why = match kind {
             Kind::Main => "read the command line with `std::env::args()` instead",
             Kind::Test => "the test harness calls it with none",
@@ -200,7 +211,11 @@ fn take_repeats(kind: Kind, attrs: &mut Vec<Attribute>, errors: &mut Errors) {
 
 /// Whether `attr` is `#[should_panic]` (with or without its `expected`,
 /// bare or as the prelude's `core`/`std` path), or a `#[cfg_attr(..)]`
-/// that may apply one.
+/// that may apply one. (rustc applies or drops an item's `cfg_attr`s before
+/// it calls an attribute macro, so the macro sees the outcome: a
+/// `cfg_attr` whose condition is false is no `should_panic`,
+/// `runtime/tests/macros.rs` checks both ways. The branch is kept for a
+/// caller that passes the item unconfigured.)
 fn is_should_panic(attr: &Attribute) -> bool {
     if attr.path().is_ident("cfg_attr") {
         // `cfg_attr(condition, attr, ...)`: any `should_panic` among them.
@@ -707,5 +722,22 @@ mod tests {
             text.contains("cannot take parameters: the test harness calls it with none"),
             "{text}"
         );
+    }
+
+    /// A method is told apart from a function with parameters: the advice
+    /// for those (read `std::env::args()`) is no answer to `self`.
+    #[test]
+    fn a_method_is_told_to_be_a_function() {
+        for kind in [Kind::Main, Kind::Test] {
+            let text = expand_str(
+                kind,
+                quote!(),
+                quote!(
+                    async fn run(&self, n: u8) {}
+                ),
+            );
+            assert!(text.contains("cannot be a method taking `self`"), "{text}");
+            assert!(!text.contains("cannot take parameters"), "{text}");
+        }
     }
 }

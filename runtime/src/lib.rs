@@ -81,7 +81,9 @@ pub use wake::{ParseWakeModeError, WakeMode};
 /// ([`Builder::max_workers_per_pool`]; without it, a pool's pod CPUs up to
 /// the CPUs the process may use), `crate = "path"` (the path of `wq` when
 /// it is renamed in `Cargo.toml`). A bad value is a compile error that
-/// names the option and what it accepts.
+/// names the option and what it accepts, except a topology's level names
+/// and their nesting, which the runtime checks when the program starts
+/// (it panics saying what it refused).
 ///
 /// ```
 /// #[wq::main(scope = "system", wake = "deferred", workers = 2)]

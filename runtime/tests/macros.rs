@@ -58,6 +58,34 @@ fn a_should_panic_test_whose_runtime_is_refused_fails_without_running_its_body()
     misconfigured_should_panic_test();
 }
 
+// The same runtime refusal under a `cfg_attr` that does not apply: the test
+// is an ordinary one, and a runtime that cannot be built must fail it (a
+// panic), not return as a `#[should_panic]` test's would, passing it
+// without running its body.
+#[wq::test(topology = "pu:2 core:4")]
+#[cfg_attr(any(), should_panic)]
+#[ignore = "called by a_cfg_attr_that_does_not_apply_keeps_the_runtime_refusal_a_panic"]
+async fn misconfigured_test_with_an_inactive_should_panic() {}
+
+#[test]
+#[should_panic(expected = "invalid `topology` option")]
+fn a_cfg_attr_that_does_not_apply_keeps_the_runtime_refusal_a_panic() {
+    misconfigured_test_with_an_inactive_should_panic();
+}
+
+// And under one that applies (`all()` is true), it returns as above.
+#[wq::test(topology = "pu:2 core:4")]
+#[cfg_attr(all(), should_panic)]
+#[ignore = "called by a_cfg_attr_that_applies_returns_on_the_runtime_refusal"]
+async fn misconfigured_test_with_an_active_should_panic() {
+    panic!("the body ran");
+}
+
+#[test]
+fn a_cfg_attr_that_applies_returns_on_the_runtime_refusal() {
+    misconfigured_test_with_an_active_should_panic();
+}
+
 // `#[wq::test]` first, then `#[test]`: the function is registered once.
 #[wq::test]
 #[test]
