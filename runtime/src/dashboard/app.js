@@ -275,7 +275,9 @@ async function poll() {
       return;
     }
     instance = feed.instance;
-    for (const p of feed.points) points.push(p);
+    // Asked for many points (a tab polled rarely), the service sends every
+    // point it keeps: take those beyond what this page holds.
+    for (const p of feed.points) if (seq === null || p.seq > seq) points.push(p);
     if (points.length) seq = points[points.length - 1].seq;
     const tNow = points.length ? points[points.length - 1].t : 0;
     points = points.filter((p) => tNow - p.t <= WINDOW_S);

@@ -5,7 +5,7 @@
 //! | route | what |
 //! |---|---|
 //! | `/` (and `/app.js`, `/app.css`) | a live page: per-pool p50/p95/p99 scheduling delay over the last five minutes, rates, and the pods drawn as the machine's CPUs with their workers by state; refreshed every second; every asset served from here (no CDN) |
-//! | `/api/history?since=SEQ` | the page's feed: the points after `SEQ` (JSON) |
+//! | `/api/history?since=SEQ` | the page's feed (JSON): the points after `SEQ`, or, when over [`SINCE_POINTS_MAX`] are, every point kept (a reader keeps those beyond its `SEQ`) |
 //! | `/api/snapshot` | [`Snapshot`] as JSON (what `wq-monitor` polls) |
 //! | `/metrics` | the Prometheus text format ([`Snapshot::to_prometheus`](crate::metrics::Snapshot::to_prometheus)) |
 //!
@@ -121,6 +121,12 @@ const ACCEPT_WARNING_EVERY: Duration = Duration::from_secs(60);
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// How old a snapshot `/metrics` and `/api/snapshot` answer from may be.
 pub const SNAPSHOT_FRESH: Duration = Duration::from_millis(250);
+/// The most points after its `since` an `/api/history` request is given
+/// in a body of its own; asking for more, it is given the whole feed,
+/// whose one body every such request shares (a page polling each second
+/// asks for one; a private near-whole copy per request let 64 slow
+/// readers hold 64 of them).
+pub const SINCE_POINTS_MAX: usize = 10;
 
 const PAGE: &str = include_str!("page.html");
 const APP_JS: &str = include_str!("app.js");
@@ -554,20 +560,31 @@ async fn rendered(shared: &Arc<Shared>, format: Format) -> Option<Result<Bytes, 
 }
 
 impl Shared {
-    /// `/api/history`'s body: the points after `since`, or all of them
-    /// (on the dashboard's thread: up to every pool's 300 points).
+    /// `/api/history`'s body: the points after `since` if they are at
+    /// most [`SINCE_POINTS_MAX`], else all of them (on the dashboard's
+    /// thread: up to every pool's 300 points).
     fn history_body(&self, since: Option<u64>) -> Result<Bytes, serde_json::Error> {
         // The whole feed is rendered once per point (`whole_history`; the
         // sampler adds points meanwhile: a body is cached under the
         // `next_seq` it holds), and served for every request it answers:
-        // one without `since`, or with a `since` older than the oldest
-        // point kept (`?since=0` rendered a copy of the whole feed per
+        // one without `since`, or with a `since` that leaves more than
+        // `SINCE_POINTS_MAX` points after it (`?since=0`, or the oldest
+        // point's seq, rendered a copy of nearly the whole feed per
         // request, which 64 slow readers each held). Only the dashboard's
         // thread takes this lock.
         let mut whole = crate::loom::lock(&self.whole_history);
         let (pools, points, next_seq, all) = {
             let h = crate::loom::lock(&self.history);
-            let all = since.is_none_or(|since| h.points.front().is_none_or(|p| p.seq > since));
+            let all = since.is_none_or(|since| {
+                // Points are in seq order: count from the newest.
+                h.points
+                    .iter()
+                    .rev()
+                    .take_while(|p| p.seq > since)
+                    .take(SINCE_POINTS_MAX + 1)
+                    .count()
+                    > SINCE_POINTS_MAX
+            });
             if all
                 && let Some((seq, body)) = whole.as_ref()
                 && *seq == h.next_seq
@@ -577,7 +594,7 @@ impl Shared {
             let points = h
                 .points
                 .iter()
-                .filter(|p| since.is_none_or(|since| p.seq > since))
+                .filter(|p| all || since.is_none_or(|since| p.seq > since))
                 .cloned()
                 .collect();
             (h.pools.clone(), points, h.next_seq, all)
@@ -1217,7 +1234,8 @@ mod tests {
     }
 
     /// The whole history feed is rendered once per sampled point: requests
-    /// between two points share one body; a `since` feed is its own.
+    /// between two points share one body, those asking for more than
+    /// [`SINCE_POINTS_MAX`] points too; a `since` feed of fewer is its own.
     #[test]
     fn the_whole_history_is_rendered_once_per_point() {
         let rt = crate::Runtime::new().unwrap();
@@ -1245,19 +1263,38 @@ mod tests {
         };
         let since = shared.history_body(Some(first)).unwrap();
         assert_ne!(since.as_ptr(), shared.history_body(None).unwrap().as_ptr());
-        // A `since` older than every point kept asks for the whole feed,
-        // and shares its body (it rendered a copy per request).
-        crate::loom::lock(&shared.history)
-            .points
-            .front_mut()
-            .unwrap()
-            .seq = first + 1;
-        let same = (0..3).any(|_| {
-            let whole = shared.history_body(None).unwrap();
-            let old = shared.history_body(Some(first)).unwrap();
-            whole.as_ptr() == old.as_ptr()
-        });
-        assert!(same, "an old `since` rendered the whole feed anew");
+        // More points than a private body holds (copies of the first, as
+        // the sampler would have added over a minute).
+        let last = {
+            let mut h = crate::loom::lock(&shared.history);
+            let p = h.points.front().unwrap().clone();
+            for _ in 0..SINCE_POINTS_MAX + 5 {
+                let seq = h.next_seq;
+                h.points.push_back(Point { seq, ..p.clone() });
+                h.next_seq += 1;
+            }
+            h.next_seq - 1
+        };
+        // A page polling each second asks for a point or two: its own body.
+        let recent = shared.history_body(Some(last - 1)).unwrap();
+        assert_ne!(recent.as_ptr(), shared.history_body(None).unwrap().as_ptr());
+        let v: serde_json::Value = serde_json::from_slice(&recent).unwrap();
+        assert!(
+            v["points"].as_array().unwrap().len() <= 2,
+            "{}",
+            v["points"]
+        );
+        // Asking for more -- from the oldest point kept (which left a
+        // private copy of all but one point per request), or from before
+        // it -- shares the whole feed's body.
+        for since in [first, first.saturating_sub(1), 0] {
+            let same = (0..3).any(|_| {
+                let whole = shared.history_body(None).unwrap();
+                let old = shared.history_body(Some(since)).unwrap();
+                whole.as_ptr() == old.as_ptr()
+            });
+            assert!(same, "since {since} rendered nearly the whole feed anew");
+        }
         // A new point: rendered anew, with it.
         let before = shared.history_body(None).unwrap();
         let seq = crate::loom::lock(&shared.history).next_seq;
