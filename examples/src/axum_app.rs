@@ -31,7 +31,15 @@ pub fn router() -> Router {
 
 async fn pools() -> Response {
     match crate::routes::pools_table().await {
-        Ok(table) => table.to_string().into_response(),
+        // The cached table itself, not a copy (as `http_service`'s route).
+        Ok(table) => (
+            [(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; charset=utf-8"),
+            )],
+            table,
+        )
+            .into_response(),
         Err(e) => crate::routes::internal_error("/pools", &e).into_response(),
     }
 }

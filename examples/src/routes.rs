@@ -82,7 +82,10 @@ pub async fn route(req: Request<Incoming>) -> Reply {
             Err(BlockingError::Failed(e)) => internal_error("/blocking", &e),
         },
         "/pools" => match pools_table().await {
-            Ok(table) => text(StatusCode::OK, table.to_string()),
+            // The cached table itself: a response holds a reference to it,
+            // not a copy (16 streams on each of 1,024 connections could
+            // hold one each until idle).
+            Ok(table) => text(StatusCode::OK, table),
             Err(e) => internal_error("/pools", &e),
         },
         _ => text(StatusCode::NOT_FOUND, "no such page\n"),
@@ -94,16 +97,14 @@ pub const POOLS_FRESH: std::time::Duration = std::time::Duration::from_millis(25
 
 /// A `/pools` table being made (one snapshot job), awaited by every
 /// request that wants it.
-type Making = futures::future::Shared<
-    futures::future::BoxFuture<'static, Result<std::sync::Arc<str>, String>>,
->;
+type Making = futures::future::Shared<futures::future::BoxFuture<'static, Result<Bytes, String>>>;
 
 /// The `/pools` cache: the runtime it is for ([`wq::Handle::instance`]:
 /// an address could be a dropped runtime's), the last table and when it
 /// was made, and the one being made.
 struct Pools {
     runtime: u64,
-    last: Option<(std::time::Instant, std::sync::Arc<str>)>,
+    last: Option<(std::time::Instant, Bytes)>,
     making: Option<Making>,
 }
 
@@ -117,7 +118,7 @@ static POOLS: std::sync::Mutex<Option<Pools>> = std::sync::Mutex::new(None);
 /// 1,024 clients polling cost one snapshot per 250 ms, not one each, nor a
 /// blocking thread each). A request that goes leaves the job to the
 /// others, or, if none is left, to the next request.
-pub async fn pools_table() -> Result<std::sync::Arc<str>, String> {
+pub async fn pools_table() -> Result<Bytes, String> {
     use futures::FutureExt;
     let handle = wq::Handle::current();
     let runtime = handle.instance();
@@ -147,7 +148,7 @@ pub async fn pools_table() -> Result<std::sync::Arc<str>, String> {
                 let job = wq::spawn(async move {
                     let table = wq::spawn_blocking(move || handle.metrics().to_string())
                         .await
-                        .map(std::sync::Arc::<str>::from)
+                        .map(Bytes::from)
                         .map_err(|e| e.to_string());
                     // Made or failed, the next request after makes its own.
                     let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
