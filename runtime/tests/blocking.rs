@@ -308,6 +308,46 @@ fn the_shutdown_turns_the_driver_for_a_worker_it_waits_for() {
 /// queued job's handle, and the job ahead of it waits for that worker: it
 /// is the queued job's cancellation that lets the shutdown end (it waited
 /// for its whole timeout, and the queued job ran after it had begun).
+/// A thread-local whose destructor blocks until released.
+struct Lingering(std::sync::mpsc::Receiver<()>);
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        let _ = self.0.recv_timeout(Duration::from_secs(30));
+    }
+}
+
+thread_local! {
+    static LINGERING: std::cell::RefCell<Option<Lingering>> = const { std::cell::RefCell::new(None) };
+}
+
+/// `shutdown_timeout` waits at most its timeout for the blocking
+/// threads, their thread-locals' destructors included (it joined every
+/// thread that had counted itself out, without a bound).
+#[test]
+fn shutdown_timeout_does_not_wait_past_it_for_a_blocking_threads_thread_local_destructor() {
+    within_watchdog("tls", LIMIT, || {
+        let rt = Runtime::new().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        rt.block_on(rt.spawn_blocking(move || {
+            LINGERING.with(|l| *l.borrow_mut() = Some(Lingering(rx)));
+        }))
+        .unwrap();
+        let start = Instant::now();
+        let all = rt.shutdown_timeout(Duration::from_millis(200));
+        let took = start.elapsed();
+        drop(tx);
+        assert!(
+            took < Duration::from_secs(15),
+            "shutdown_timeout(200 ms) took {took:?}"
+        );
+        assert!(
+            !all,
+            "a blocking thread still running its destructors counted as exited"
+        );
+    });
+}
+
 #[test]
 fn a_job_queued_when_the_shutdown_begins_never_starts() {
     within_watchdog("closed early", LIMIT, || {

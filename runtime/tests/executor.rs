@@ -464,6 +464,48 @@ fn shutdown_timeout_returns_when_a_worker_is_stuck() {
     drop(tx);
 }
 
+/// A thread-local whose destructor blocks until released: it runs after
+/// its thread counted itself out of the runtime's live threads.
+struct Lingering(std::sync::mpsc::Receiver<()>);
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        let _ = self.0.recv_timeout(Duration::from_secs(30));
+    }
+}
+
+thread_local! {
+    static LINGERING: std::cell::RefCell<Option<Lingering>> = const { std::cell::RefCell::new(None) };
+}
+
+/// `shutdown_timeout` waits at most its timeout for the workers, their
+/// thread-locals' destructors included (it joined every thread that had
+/// counted itself out, without a bound: as long as such a destructor
+/// blocked).
+#[test]
+fn shutdown_timeout_does_not_wait_past_it_for_a_workers_thread_local_destructor() {
+    within(60, || {
+        let rt = Runtime::builder().max_workers_per_pool(1).build().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        rt.block_on(rt.spawn(async move {
+            LINGERING.with(|l| *l.borrow_mut() = Some(Lingering(rx)));
+        }))
+        .unwrap();
+        let start = Instant::now();
+        let all = rt.shutdown_timeout(Duration::from_millis(200));
+        let took = start.elapsed();
+        drop(tx);
+        assert!(
+            took < Duration::from_secs(15),
+            "shutdown_timeout(200 ms) took {took:?}"
+        );
+        assert!(
+            !all,
+            "a worker still running its destructors counted as exited"
+        );
+    });
+}
+
 #[test]
 fn a_shutdown_timeout_of_duration_max_waits_instead_of_panicking() {
     within(60, || {

@@ -193,9 +193,10 @@ impl Runtime {
 
     /// Shuts down, waiting at most `timeout` in all for the worker threads
     /// to exit (a task stuck in a blocking call keeps its worker) and then
-    /// for running [`spawn_blocking`](crate::spawn_blocking) jobs. Returns
-    /// whether every thread exited in time; those that did not are left to
-    /// finish on their own.
+    /// for running [`spawn_blocking`](crate::spawn_blocking) jobs, their
+    /// thread-locals' destructors included (they run as each thread ends).
+    /// Returns whether every thread exited in time; those that did not are
+    /// left to finish on their own.
     ///
     /// `Duration::ZERO` signals the threads and returns at once (false: a
     /// runtime always has its rescuer thread), as tokio's

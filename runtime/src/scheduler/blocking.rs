@@ -111,6 +111,8 @@ pub(crate) const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(10);
 pub(crate) struct BlockingPool {
     state: Mutex<State>,
     exited: Condvar,
+    /// The shutdown's joins (by its deadline).
+    joins: super::threads::Joins,
     /// Test hook: thread starts to refuse (as the OS would at its limit).
     #[cfg(test)]
     pub(crate) refuse_starts: std::sync::atomic::AtomicUsize,
@@ -416,13 +418,9 @@ impl BlockingPool {
         }
         let handles = std::mem::take(&mut s.handles);
         drop(s);
-        let current = std::thread::current().id();
-        for h in handles {
-            if h.thread().id() != current {
-                let _ = h.join();
-            }
-        }
-        true
+        // Their thread-locals' destructors run after the count
+        // (`threads::Joins`).
+        self.joins.join(handles, deadline)
     }
 }
 

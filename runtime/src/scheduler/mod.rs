@@ -598,7 +598,7 @@ impl Scheduler {
                         // One last look (joining them if all exited): a
                         // deadline that ran out during a drain says
                         // nothing of the threads.
-                        return self.threads.wait(Some(Duration::ZERO), me);
+                        return self.threads.wait(Some(Duration::ZERO), me, deadline);
                     }
                     left.min(STRAGGLER_SLICE)
                 }
@@ -611,7 +611,7 @@ impl Scheduler {
                     d.turn(Some(slice));
                 });
             let waited = if turned { Duration::ZERO } else { slice };
-            if self.threads.wait(Some(waited), me) {
+            if self.threads.wait(Some(waited), me, deadline) {
                 return true;
             }
             for pool in pools {
@@ -649,7 +649,7 @@ impl Scheduler {
             let all = crate::loom::lock(&self.all_pools);
             if self.closed.swap(true, Ordering::AcqRel) {
                 drop(all);
-                return self.threads.wait(timeout, me);
+                return self.threads.wait(timeout, me, deadline);
             }
             all.clone()
         };

@@ -14,6 +14,15 @@
 //!   `wait` waits for it, and since the spawner held `handles` until its
 //!   handle was pushed, `wait`'s take of `handles` finds it.
 //!
+//! - **Join.** A thread counted out has ended the runtime's work, but its
+//!   thread-locals' destructors run after that (an application's
+//!   thread-local whose `Drop` flushes a connection, say): with a
+//!   deadline, the joins happen on a thread of their own (`wq-join`), and
+//!   what is not joined by the deadline is left to it (the shutdown
+//!   returns false; a later wait waits for that joiner first). Without
+//!   one, they are joined in place. [`Joins`] does it, for the blocking
+//!   pool's threads too.
+//!
 //! - **Exit hook** (shutdown): a thread counting itself out then calls the
 //!   hook set with [`Threads::on_exit`], outside the `live` lock: the
 //!   shutdown, turning the I/O driver while it waits (a thread it waits
@@ -22,7 +31,7 @@
 //!
 //! Lock order: `handles`, then `live`. Both are leaves otherwise.
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -49,6 +58,77 @@ struct Inner {
 pub(crate) struct Threads {
     handles: Mutex<Vec<JoinHandle<()>>>,
     inner: Arc<Inner>,
+    joins: Joins,
+}
+
+/// Joins threads by a deadline (module docs, "Join").
+#[derive(Debug, Default)]
+pub(crate) struct Joins {
+    /// A joiner that did not finish by its deadline: done once it sends
+    /// (or drops its sender).
+    pending: Mutex<Option<mpsc::Receiver<()>>>,
+}
+
+impl Joins {
+    /// Joins `handles` but the calling thread's, and any joiner left
+    /// pending by an earlier call: by `deadline` if one is given, else
+    /// waiting as long as they take. Returns whether all were joined.
+    pub(crate) fn join(&self, handles: Vec<JoinHandle<()>>, deadline: Option<Instant>) -> bool {
+        /// Waits for the pending joiner, then joins the threads.
+        fn join_all(pending: Option<mpsc::Receiver<()>>, handles: Vec<JoinHandle<()>>) {
+            if let Some(p) = pending {
+                let _ = p.recv();
+            }
+            for t in handles {
+                let _ = t.join();
+            }
+        }
+        let current = std::thread::current().id();
+        let handles: Vec<_> = handles
+            .into_iter()
+            .filter(|t| t.thread().id() != current)
+            .collect();
+        let pending = lock(&self.pending).take();
+        let Some(deadline) = deadline else {
+            join_all(pending, handles);
+            return true;
+        };
+        let done = if handles.is_empty() {
+            match pending {
+                Some(p) => p,
+                None => return true,
+            }
+        } else {
+            let (tx, rx) = mpsc::channel();
+            // Shared with the joiner, so that a refused start leaves them here.
+            let work = Arc::new(Mutex::new(Some((pending, handles))));
+            let w = work.clone();
+            let started = std::thread::Builder::new()
+                .name("wq-join".into())
+                .spawn(move || {
+                    if let Some((pending, handles)) = lock(&*w).take() {
+                        join_all(pending, handles);
+                    }
+                    let _ = tx.send(());
+                });
+            if started.is_err() {
+                // No thread to spare (the process's limit): join here.
+                if let Some((pending, handles)) = lock(&*work).take() {
+                    join_all(pending, handles);
+                }
+                return true;
+            }
+            rx
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        match done.recv_timeout(left) {
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => true,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                *lock(&self.pending) = Some(done);
+                false
+            }
+        }
+    }
 }
 
 /// Counts a live thread out when dropped (at the thread's very end).
@@ -117,9 +197,15 @@ impl Threads {
     }
 
     /// Waits up to `timeout` (forever if `None`) until at most `own`
-    /// threads are live (the caller's own), then joins the others. Returns
-    /// whether they all exited in time.
-    pub(crate) fn wait(&self, timeout: Option<Duration>, own: usize) -> bool {
+    /// threads are live (the caller's own), then joins the others by
+    /// `join_by` (module docs, "Join"). Returns whether they all exited in
+    /// time.
+    pub(crate) fn wait(
+        &self,
+        timeout: Option<Duration>,
+        own: usize,
+        join_by: Option<Instant>,
+    ) -> bool {
         // A timeout past what `Instant` holds (`Duration::MAX`) is forever.
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         let mut live = lock(&self.inner.live);
@@ -145,12 +231,6 @@ impl Threads {
         }
         drop(live);
         let handles = std::mem::take(&mut *lock(&self.handles));
-        let current = std::thread::current().id();
-        for t in handles {
-            if t.thread().id() != current {
-                let _ = t.join();
-            }
-        }
-        true
+        self.joins.join(handles, join_by)
     }
 }
