@@ -1055,7 +1055,9 @@ impl QueueHandle {
         let (handle, pool) = if admitted {
             #[cfg(all(test, not(loom)))]
             tests::BEFORE_CLOSED_RECHECK.with(|h| h.take().map(|f| f(queue)));
-            if queue.closed.load(Ordering::Acquire) {
+            // The runtime's flag too, as above: a shutdown closes the
+            // pools before the queues.
+            if queue.closed.load(Ordering::Acquire) || scheduler.is_closed() {
                 // Closed since the check above: the future is dropped
                 // before its item is uncounted, as a created task's would
                 // be (a flush then also waits for its drop). A panic in
@@ -1174,6 +1176,46 @@ mod tests {
         let flushed =
             rt.block_on(async { crate::time::timeout(Duration::from_secs(5), q.flush()).await });
         assert!(flushed.is_ok(), "a flush after it waited");
+    }
+
+    /// A spawn admitted while the runtime shuts down -- its pools closed,
+    /// its queues not yet (the shutdown closes them after) -- is refused
+    /// as `wq::spawn` is, not handed to a closed pool and cancelled.
+    #[test]
+    fn a_spawn_admitted_as_the_runtime_shuts_down_is_refused() {
+        use std::sync::atomic::Ordering;
+        let rt = crate::Runtime::builder().build().unwrap();
+        let q = crate::Workqueue::builder("shutting")
+            .build(rt.handle())
+            .unwrap();
+        let scheduler = rt.handle().scheduler.clone();
+        let s = scheduler.clone();
+        // The shutdown's first steps, between the spawn's checks.
+        BEFORE_CLOSED_RECHECK.with(|h| {
+            h.set(Some(Box::new(move |_: &Queue| {
+                s.closed.store(true, Ordering::Release);
+                for pool in crate::loom::lock(&s.all_pools).iter() {
+                    pool.close();
+                }
+            })))
+        });
+        let spawned = q.try_spawn(async {});
+        let refused = spawned
+            .as_ref()
+            .err()
+            .map(crate::runtime::workqueue::SpawnError::is_shut_down);
+        let stats = q.stats();
+        // Let the real shutdown run.
+        scheduler.closed.store(false, Ordering::Release);
+        drop(spawned);
+        drop(q);
+        drop(rt);
+        assert_eq!(
+            refused,
+            Some(true),
+            "accepted, then cancelled by the shutdown"
+        );
+        assert_eq!((stats.in_flight, stats.active), (0, 0), "{stats:?}");
     }
 
     /// Flushes given up in line behind a served one keep nothing once the
