@@ -420,7 +420,19 @@ fn describe(hw: &HwTopology, allowed: Option<&[usize]>) -> Vec<CpuInfo> {
                 })
             })
             .min()
-            .map_or(0, |(_, id)| id);
+            .map(|(_, id)| id)
+            // A node hwloc dropped (outside the process's allowed memory:
+            // a cgroup's `cpuset.mems`, or memoryless, which hwloc never
+            // counts as allowed) keeps its CPUs, in no kept node's
+            // cpuset; their `complete_nodeset` still names it (node 0
+            // took them all: one `numa` pod over several nodes, unlike
+            // the sysfs reader's).
+            .or_else(|| {
+                pu.complete_nodeset()
+                    .and_then(|set| set.first_set())
+                    .map(usize::from)
+            })
+            .unwrap_or(0);
         let package = pu
             .first_ancestor_with_type(ObjectType::Package)
             .map_or(0, |p| p.logical_index());

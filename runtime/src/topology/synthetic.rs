@@ -177,8 +177,16 @@ pub(super) fn check_for_hwloc(desc: &str) -> Result<(), TopologyError> {
         let Some((name, _)) = token.split_once(':') else {
             continue;
         };
-        let Some(rank) = Level::parse(name).and_then(Level::rank) else {
-            // A type only hwloc names, or an unranked one.
+        let Some(level) = Level::parse(name) else {
+            continue; // a type only hwloc names
+        };
+        let Some(rank) = level.rank() else {
+            // Unranked (a NUMA node, group or die) may sit anywhere but
+            // inside a core: hwloc builds that (CPUs of one core on
+            // different nodes), as the reader without it refuses.
+            if last_rank.is_some_and(|last| last >= 8) {
+                return Err(invalid(desc, &format!("{name:?} cannot sit inside a core")));
+            }
             continue;
         };
         if last_rank.is_some_and(|last| rank <= last) {

@@ -503,6 +503,26 @@ fn fallback_parser_rejects_what_it_cannot_read() {
     }
 }
 
+/// A NUMA node, group or die inside a core is refused the same way with
+/// and without hwloc (hwloc builds them: "core:4 numa:2" was refused for
+/// CPUs of one core on different nodes, saying to fix core ids a
+/// synthetic description does not have, and the others were taken).
+#[test]
+fn a_level_inside_a_core_is_refused_by_both_readers() {
+    for desc in ["core:4 numa:2", "core:2 group:2", "pack:2 core:2 die:2"] {
+        let err = Topology::synthetic(desc).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            TopologyErrorKind::InvalidSynthetic,
+            "{desc}: {err}"
+        );
+        assert!(
+            err.to_string().contains("cannot sit inside a core"),
+            "{desc}: {err}"
+        );
+    }
+}
+
 /// Through `Topology::synthetic` (hwloc's backend when the feature is on):
 /// sizes beyond `MAX_CPUS` are refused before anything is built, and a
 /// level hwloc rejects is named.
@@ -988,6 +1008,25 @@ mod with_hwloc {
         for scope in Scope::ALL {
             assert_eq!(topo.pods(scope), want.pods(scope), "{scope}");
         }
+    }
+
+    /// NUMA nodes outside the process's allowed memory (a cgroup's
+    /// `cpuset.mems`, or memoryless nodes, which hwloc never counts as
+    /// allowed) are dropped by hwloc with their CPUs kept: those CPUs are
+    /// still their node's (its `complete_nodeset`), as the sysfs reader
+    /// says, not node 0's (they were filed under it: one `numa` pod
+    /// spanned nodes 0, 3 and 4 here).
+    #[test]
+    fn cpus_of_nodes_hwloc_dropped_keep_their_own_numa_pods() {
+        let desc = "pack:1 numa:4 core:2 pu:1";
+        let xml = export(desc);
+        let all = "allowed_nodeset=\"0x0000000f\"";
+        assert!(xml.contains(all), "{xml}");
+        let xml = xml.replace(all, "allowed_nodeset=\"0x00000006\"");
+        let topo = Topology::from_xml(&xml).unwrap();
+        check_invariants(&topo);
+        assert_eq!(lists(&topo, Scope::Numa), ["0-1", "2-3", "4-5", "6-7"]);
+        assert_eq!(topo.pods(Scope::Numa), synthetic(desc).pods(Scope::Numa));
     }
 
     /// An export whose PUs have no `os_index` (hwloc's importer takes it,
