@@ -542,6 +542,50 @@ fn a_short_computation_after_a_long_block_is_not_a_cpu_hog() {
     });
 }
 
+/// A `cpu_intensive()` item's polls leave the pool's count (and let
+/// another worker in for what is queued), but they compute: that is no
+/// block, and no `cm_wakeup` (the kernel counts none for a
+/// `WQ_CPU_INTENSIVE` item's kick either). Each such poll that found work
+/// queued counted one, on the queue and on the pool.
+#[test]
+fn a_cpu_intensive_items_polls_are_not_cm_wakeups() {
+    within(60, || {
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
+            .default_scope(Scope::System)
+            .max_workers_per_pool(1)
+            .build()
+            .unwrap();
+        let q = Workqueue::builder("crunch")
+            .cpu_intensive()
+            .build(rt.handle())
+            .unwrap();
+        // Two items taking turns: the other is queued as each poll begins.
+        let items: Vec<_> = (0..2)
+            .map(|_| {
+                q.spawn(async {
+                    for _ in 0..20 {
+                        let t = Instant::now();
+                        while t.elapsed() < Duration::from_micros(200) {
+                            std::hint::spin_loop();
+                        }
+                        wq::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        for h in items {
+            rt.block_on(h).unwrap();
+        }
+        rt.block_on(q.flush());
+        let stats = q.stats();
+        assert_eq!(stats.cm_wakeups, 0, "{stats:?}");
+        let m = rt.metrics();
+        let pool = m.pools.iter().find(|p| p.counters.completed > 0).unwrap();
+        assert_eq!(pool.counters.cm_wakeups, 0, "{pool:?}");
+    });
+}
+
 /// A task spawned by a poll goes to its worker's LIFO slot, which no
 /// sibling looks at: if that poll then hogs its CPU, the watchdog takes the
 /// task out, and another worker runs it.

@@ -1007,11 +1007,12 @@ impl Idle {
         Next::Exit
     }
 
-    /// Step 7: the running worker in `slot` is about to block its thread.
-    /// It stops counting against the maximum; if `has_work` (called under
-    /// the lock), another worker is kicked. Returns that kick's outcome
-    /// (`Kick::Busy` if nothing was queued).
-    pub(crate) fn block(&self, slot: usize, has_work: impl FnOnce() -> bool) -> Kick {
+    /// Step 7: the running worker in `slot` is about to block its thread
+    /// (or, not `blocks`, to run a CPU-intensive poll). It stops counting
+    /// against the maximum; if `has_work` (called under the lock), another
+    /// worker is kicked (a `cm_wakeup` if it `blocks`). Returns that kick's
+    /// outcome (`Kick::Busy` if nothing was queued).
+    pub(crate) fn block(&self, slot: usize, blocks: bool, has_work: impl FnOnce() -> bool) -> Kick {
         let mut wake = WakeQueue::default();
         let kick = {
             let mut st = self.lock();
@@ -1050,7 +1051,7 @@ impl Idle {
                 Kick::Busy
             } else {
                 let kick = self.kick_locked(&mut st, &mut wake);
-                if matches!(kick, Kick::Woke | Kick::Start(_)) {
+                if blocks && matches!(kick, Kick::Woke | Kick::Start(_)) {
                     st.counters.cm_wakeups += 1;
                 }
                 kick

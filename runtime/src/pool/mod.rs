@@ -737,9 +737,18 @@ pub(crate) fn long_poll() -> Option<LongPoll> {
 }
 
 /// Runs `f`, which blocks the thread, without stalling the worker's pool:
-/// see [`worker::block_in_place`].
+/// see [`worker::leave_count`].
 pub(crate) fn block_in_place<R>(f: impl FnOnce() -> R) -> R {
-    worker::block_in_place(f)
+    worker::leave_count(f, true)
+}
+
+/// Runs `f`, a CPU-intensive poll (a `cpu_intensive()` item's, or a task
+/// the watchdog found hogging its CPU), out of the pool's count as
+/// [`block_in_place`] does, but counted as no block: the kick it makes for
+/// queued work is no `cm_wakeup` (nor is the kernel's for a
+/// `WQ_CPU_INTENSIVE` item).
+pub(crate) fn run_cpu_intensive<R>(f: impl FnOnce() -> R) -> R {
+    worker::leave_count(f, false)
 }
 
 #[cfg(all(test, not(loom)))]

@@ -32,7 +32,7 @@
 //!    spinners look: a driver turn (a parked worker's, or a busy one's
 //!    maintenance turn) keeps the last task it wakes in the LIFO slot and
 //!    queues the ones that displaces on the injector ([`schedule_local`]);
-//!    a worker that blocks in [`block_in_place`], or whose poll the
+//!    a worker that blocks in [`block_in_place`](leave_count), or whose poll the
 //!    watchdog finds past the CPU-hog threshold, with tasks on its deque
 //!    (the watchdog again at each scan while they wait), raises the
 //!    pool's **deque alert**, which the next spinner takes as a hit (and
@@ -112,7 +112,7 @@
 //! `TaskEnd` runs when dropped, so an unwinding worker loses none.
 //!
 //! # Blocking
-//! [`block_in_place`] takes the worker out of the pool's count while its
+//! [`block_in_place`](leave_count) takes the worker out of the pool's count while its
 //! closure blocks the thread ([`super::idle`] step 7): the LIFO task moves
 //! to the (stealable) deque, a sibling is kicked or started if work is
 //! queued, and wakes on this thread go to the pool's injector until it is
@@ -292,9 +292,11 @@ pub(crate) fn drop_local_tasks() {
     }
 }
 
-/// Runs `f`, which blocks the thread, on a worker without stalling its
-/// pool: see the module docs. Elsewhere it just runs `f`.
-pub(crate) fn block_in_place<R>(f: impl FnOnce() -> R) -> R {
+/// Runs `f`, which blocks the thread (or computes for long), on a worker
+/// without stalling its pool: see the module docs. Elsewhere it just runs
+/// `f`. `blocks`: `f` blocks, and a worker it lets in for queued work is
+/// a `cm_wakeup` (not for a CPU-intensive poll).
+pub(crate) fn leave_count<R>(f: impl FnOnce() -> R, blocks: bool) -> R {
     let Some(local) = current::worker() else {
         return f();
     };
@@ -323,8 +325,11 @@ pub(crate) fn block_in_place<R>(f: impl FnOnce() -> R) -> R {
     if !local.deque.is_empty() {
         local.pool.alert_spinners();
     }
-    let kick = local.pool.idle.block(local.slot, || local.pool.has_work());
-    if matches!(kick, Kick::Woke | Kick::Start(_)) {
+    let kick = local
+        .pool
+        .idle
+        .block(local.slot, blocks, || local.pool.has_work());
+    if blocks && matches!(kick, Kick::Woke | Kick::Start(_)) {
         current::count_cm_wakeup();
     }
     let coming = matches!(kick, Kick::Woke | Kick::Start(_));

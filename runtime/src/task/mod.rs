@@ -506,14 +506,14 @@ impl<F: Future> Future for TaskCell<'_, F> {
         let result = match &meta.queue {
             // The default queue's task: nothing to account for.
             None if !hog => poll(),
-            None => crate::pool::block_in_place(poll),
+            None => crate::pool::run_cpu_intensive(poll),
             Some(q) => {
                 let first = this.polls & POLLED == 0;
                 this.polls |= POLLED;
                 let start = clock::now();
                 let (result, cm_wakeups) = current::with_running_queue(q.id(), || {
                     if hog || q.is_cpu_intensive() {
-                        crate::pool::block_in_place(poll)
+                        crate::pool::run_cpu_intensive(poll)
                     } else {
                         poll()
                     }

@@ -641,7 +641,7 @@ fn blocked_and_replaced() -> (Arc<Idle>, usize, usize) {
     };
     idle.started(a, loom::thread::current());
     assert!(idle.stop_searching());
-    assert_eq!(idle.block(a, || false), Kick::Busy);
+    assert_eq!(idle.block(a, true, || false), Kick::Busy);
     let Kick::Start(b) = idle.kick() else {
         panic!("a blocked worker's replacement starts")
     };
@@ -778,7 +778,7 @@ fn block_racing_a_push(skip_fence: bool) {
             q.push();
             i.notify()
         });
-        let blocked = idle.block(a, || queue.has_work());
+        let blocked = idle.block(a, true, || queue.has_work());
         let pushed = producer.join().unwrap();
         let starts: Vec<usize> = [&blocked, &pushed]
             .into_iter()

@@ -431,7 +431,7 @@ fn a_blocked_worker_is_replaced_while_work_is_queued() {
     idle.started(a, unparker());
     idle.stop_searching();
     assert_eq!(idle.kick(), Kick::Busy, "at the maximum");
-    let Kick::Start(b) = idle.block(a, || true) else {
+    let Kick::Start(b) = idle.block(a, true, || true) else {
         panic!("a replacement is started while `a` blocks")
     };
     assert_eq!(idle.snapshot().counters.cm_wakeups, 1);
@@ -477,7 +477,7 @@ fn a_blocked_worker_is_replaced_while_work_is_queued() {
     );
     assert!(idle.stop_searching());
     // Nothing queued: blocking kicks nobody.
-    assert_eq!(idle.block(b, || false), Kick::Busy);
+    assert_eq!(idle.block(b, true, || false), Kick::Busy);
     assert!(!idle.unblock(b), "its sibling is idle: not over");
     assert_eq!(idle.snapshot().counters.cm_wakeups, 1);
 }
@@ -584,7 +584,7 @@ fn a_granted_poll_that_blocks_gives_its_allowance_up() {
     idle.stop_searching();
     // The hog blocks: without giving up the allowance, a third worker
     // could start (max 1 + extra 1, 1 counted).
-    assert_eq!(idle.block(a, || false), Kick::Busy);
+    assert_eq!(idle.block(a, true, || false), Kick::Busy);
     assert_eq!(idle.snapshot().nr_workers, 1);
     assert!(!idle.hint().can_start(), "a third worker could start");
     // The watchdog's revoke, after the poll, finds nothing to take back.
