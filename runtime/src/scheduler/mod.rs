@@ -500,23 +500,24 @@ impl Scheduler {
             None => {
                 let name = stats.name.clone();
                 queues.retired.insert(name, (stats.retired(), number));
-                if queues.retired.len() > crate::metrics::RETIRED_QUEUE_NAMES {
-                    // Forget the name retired longest ago that no live
-                    // queue bears (a scan, only when a new name comes past
-                    // the limit; with every retired name live, none is
-                    // forgotten: the map is bounded by the live queues).
-                    let live_names = &queues.live_names;
-                    let oldest = queues
-                        .retired
-                        .iter()
-                        .filter(|(name, _)| !live_names.contains_key(*name))
-                        .min_by_key(|(_, (_, n))| *n)
-                        .map(|(name, _)| name.clone());
-                    if let Some(oldest) = oldest {
-                        queues.retired.remove(&oldest);
-                    }
-                }
             }
+        }
+        // Past the limit, forget the names retired longest ago that no
+        // live queue bears (a scan per name forgotten, only past the
+        // limit; with every retired name live, none is forgotten: the map
+        // is bounded by the live queues). At every retirement, not only a
+        // new name's: names kept while live queues bore them are
+        // forgotten as those queues go.
+        while queues.retired.len() > crate::metrics::RETIRED_QUEUE_NAMES {
+            let live_names = &queues.live_names;
+            let oldest = queues
+                .retired
+                .iter()
+                .filter(|(name, _)| !live_names.contains_key(*name))
+                .min_by_key(|(_, (_, n))| *n)
+                .map(|(name, _)| name.clone());
+            let Some(oldest) = oldest else { break };
+            queues.retired.remove(&oldest);
         }
     }
 

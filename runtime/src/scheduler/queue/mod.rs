@@ -918,6 +918,26 @@ mod retire_tests {
         assert_eq!(started(&rt), 0);
         assert_eq!(rt.metrics().retired_queues.len(), RETIRED_QUEUE_NAMES);
     }
+
+    /// Names kept past the limit while live queues bore them are forgotten
+    /// once those queues go too (the map stayed at its peak: a name was
+    /// forgotten only when a new one came, one at a time).
+    #[test]
+    fn names_kept_for_live_queues_go_back_under_the_limit_when_they_retire() {
+        use crate::metrics::RETIRED_QUEUE_NAMES;
+        let rt = crate::Runtime::builder().build().unwrap();
+        let q = |name: &str| crate::Workqueue::builder(name).build(rt.handle()).unwrap();
+        let n = RETIRED_QUEUE_NAMES + 100;
+        let pairs: Vec<_> = (0..n)
+            .map(|i| (q(&format!("n{i}")), q(&format!("n{i}"))))
+            .collect();
+        let (first, second): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
+        drop(first);
+        assert_eq!(rt.metrics().retired_queues.len(), n, "every name is live");
+        drop(second);
+        assert!(rt.metrics().queues.is_empty());
+        assert_eq!(rt.metrics().retired_queues.len(), RETIRED_QUEUE_NAMES);
+    }
 }
 
 impl QueueLink for Queue {
