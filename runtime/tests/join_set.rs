@@ -297,3 +297,63 @@ fn try_join_next_leaves_the_pollers_wake_in_place() {
         });
     });
 }
+
+/// A task added after a poll that found nothing ready wakes that poller:
+/// its handle was never polled, so its end woke nobody (a hand-written
+/// `poll` that reaps, then accepts and spawns, slept until another task
+/// ended). `abort_all` of such tasks likewise.
+#[test]
+fn a_task_added_after_a_pending_poll_wakes_the_poller() {
+    within(60, || {
+        let rt = rt();
+        // In a task: polled only when woken (a `block_on` may poll again
+        // on a spurious return of its park).
+        rt.block_on(rt.spawn(async {
+            for abort in [false, true] {
+                let mut set = JoinSet::new();
+                let (_keep, never) = oneshot::channel::<()>();
+                set.spawn(async move {
+                    let _ = never.await;
+                    0u32
+                });
+                let mut polls = 0;
+                let start = Instant::now();
+                let got = wq::time::timeout(
+                    Duration::from_secs(3),
+                    std::future::poll_fn(|cx| {
+                        if let std::task::Poll::Ready(r) = set.poll_join_next(cx) {
+                            return std::task::Poll::Ready(r);
+                        }
+                        // Not at the first: `FuturesUnordered` wakes its
+                        // poller itself after polling each of its futures
+                        // once; the second finds nothing to poll.
+                        polls += 1;
+                        if polls == 2 {
+                            if abort {
+                                set.abort_all();
+                            } else {
+                                set.spawn(async { 7u32 });
+                            }
+                        }
+                        std::task::Poll::Pending
+                    }),
+                )
+                .await
+                .unwrap_or_else(|_| panic!("abort {abort}: the poller was never woken"))
+                .unwrap();
+                if abort {
+                    assert!(got.unwrap_err().is_cancelled());
+                } else {
+                    assert_eq!(got.unwrap(), 7);
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(2),
+                    "{:?}",
+                    start.elapsed()
+                );
+                set.abort_all();
+            }
+        }))
+        .unwrap();
+    });
+}

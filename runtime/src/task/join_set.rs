@@ -59,6 +59,11 @@ pub struct JoinSet<T> {
     /// [`try_join_next`](JoinSet::try_join_next) polls with one that wakes
     /// it too, so a caller polling the set still hears of later results.
     waker: Option<Waker>,
+    /// That poll found nothing ready, and its waker has not been woken
+    /// for a task added or aborted since: `FuturesUnordered` polls a new
+    /// handle (registering the set's wake with it) only at the next poll,
+    /// and does not wake its poller when one is pushed.
+    waiting: bool,
 }
 
 impl<T> JoinSet<T> {
@@ -67,6 +72,7 @@ impl<T> JoinSet<T> {
         JoinSet {
             tasks: FuturesUnordered::new(),
             waker: None,
+            waiting: false,
         }
     }
 
@@ -85,6 +91,17 @@ impl<T> JoinSet<T> {
     /// result; dropping the set aborts it).
     pub fn push(&mut self, handle: JoinHandle<T>) {
         self.tasks.push(handle);
+        self.wake_waiting_poller();
+    }
+
+    /// Wakes the last poller if it waits: a task was added or aborted,
+    /// whose end would wake nobody until a poll has seen it.
+    fn wake_waiting_poller(&mut self) {
+        if std::mem::take(&mut self.waiting)
+            && let Some(w) = &self.waker
+        {
+            w.wake_by_ref();
+        }
     }
 
     /// Polls for the result of the next task to finish: `Ready(None)` when
@@ -95,7 +112,9 @@ impl<T> JoinSet<T> {
             Some(w) if w.will_wake(cx.waker()) => {}
             slot => *slot = Some(cx.waker().clone()),
         }
-        Pin::new(&mut self.tasks).poll_next(cx)
+        let polled = Pin::new(&mut self.tasks).poll_next(cx);
+        self.waiting = polled.is_pending();
+        polled
     }
 
     /// The result of the next task to finish, or `None` when the set is
@@ -186,6 +205,7 @@ impl<T> JoinSet<T> {
         for handle in self.tasks.iter() {
             handle.abort();
         }
+        self.wake_waiting_poller();
     }
 
     /// Empties the set, leaving its tasks to run on, detached.
