@@ -589,7 +589,8 @@ fn sockets_outside_a_runtime_panic_with_what_to_do() {
 }
 
 /// A burst of 400 connects to a listener that is not accepting yet: all
-/// complete at once with a backlog of 1024 (mio's bind listens with 128:
+/// complete at once with the kernel's maximum backlog (1024 or more: mio's
+/// bind listens with 128:
 /// the connects beyond it had their SYNs dropped and waited a second for
 /// the retransmit).
 #[test]
@@ -631,6 +632,65 @@ fn a_burst_of_connects_fits_the_listen_backlog() {
             );
             drop(l);
         });
+    });
+}
+
+/// A Unix listener's queue is as long as the kernel allows
+/// (`net.core.somaxconn`), as std's and mio's are: wq listened again with
+/// 1,024, which shrank it, and the 1,026th pending connect got `EAGAIN`.
+#[test]
+fn a_unix_listeners_queue_is_the_kernels_maximum() {
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    if somaxconn < 2048 || common::raise_nofile() < 2200 {
+        eprintln!("net.core.somaxconn is {somaxconn} (or too few fds): nothing to check");
+        return;
+    }
+    within_watchdog("unix backlog", LIMIT, || {
+        let rt = rt();
+        let dir = fresh_dir("unix-backlog");
+        let path = dir.join("queue.sock");
+        let l = rt.block_on(async { UnixListener::bind(&path) }).unwrap();
+        // Non-blocking connects, never accepted: each one is queued until
+        // the queue is full (EAGAIN).
+        // SAFETY: a zeroed sockaddr_un is valid; the path is copied in
+        // below its length.
+        let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str());
+        assert!(bytes.len() < sun.sun_path.len());
+        for (d, &b) in sun.sun_path.iter_mut().zip(bytes) {
+            *d = b as libc::c_char;
+        }
+        let mut pending = Vec::new();
+        while pending.len() < 2000 {
+            // SAFETY: socket(2) has no preconditions.
+            let fd =
+                unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0) };
+            assert!(fd >= 0, "{}", io::Error::last_os_error());
+            // SAFETY: a new fd, owned by nothing else.
+            let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            // SAFETY: connect(2) on an fd we own, with an address of the
+            // size given.
+            let r = unsafe {
+                libc::connect(
+                    fd.as_raw_fd(),
+                    std::ptr::from_ref(&sun).cast(),
+                    std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+                )
+            };
+            if r != 0 {
+                panic!(
+                    "connect {} refused: {}",
+                    pending.len() + 1,
+                    io::Error::last_os_error()
+                );
+            }
+            pending.push(fd);
+        }
+        drop((pending, l));
     });
 }
 

@@ -94,11 +94,13 @@ fn current(what: &str) -> io::Result<driver::Handle> {
     crate::scheduler::services::current_driver(what)
 }
 
-/// The listen backlog of wq's listeners (the kernel caps it at
-/// `net.core.somaxconn`). mio's `bind` listens with std's 128: a burst of
-/// connects beyond it has SYNs dropped, and those clients wait a second
-/// for their retransmit.
-const LISTEN_BACKLOG: libc::c_int = 1024;
+/// The listen backlog of wq's listeners: the kernel's maximum (Linux
+/// takes a larger one, -1 as unsigned, as `net.core.somaxconn`, 4096 by
+/// default since 5.4). mio's TCP `bind` listens with std's 128: a burst
+/// of connects beyond it has SYNs dropped, and those clients wait a
+/// second for their retransmit. (A fixed 1,024 shrank a Unix listener's
+/// queue, which mio opens with the maximum as std does.)
+const LISTEN_BACKLOG: libc::c_int = -1;
 
 /// Raises a listening socket's backlog to [`LISTEN_BACKLOG`] (`listen`
 /// again on a listening socket only changes its backlog).

@@ -43,7 +43,7 @@ pub struct TcpListener {
 
 impl TcpListener {
     /// Binds to `addr` (each resolved address in turn) and listens
-    /// (`SO_REUSEADDR` set, backlog 1024). Port 0 picks a free port: see
+    /// (`SO_REUSEADDR` set, backlog the kernel's maximum, `net.core.somaxconn`). Port 0 picks a free port: see
     /// [`local_addr`](TcpListener::local_addr).
     ///
     /// # Panics
