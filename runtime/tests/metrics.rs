@@ -917,3 +917,28 @@ fn pools_report_what_their_spinners_watch() {
     assert!(watch(8, Some(true)).iter().all(|&w| w));
     assert!(watch(2, Some(false)).iter().all(|&w| !w));
 }
+
+/// A worker's park is counted as it parks: an idle pool shows the parks
+/// its idle workers are in (they were published at the next wake, so a
+/// pool idle since its start showed none, and a long-idle pool's
+/// `wq_parks_total` stood still through its re-parks).
+#[test]
+fn a_parked_worker_has_its_park_counted() {
+    within(60, || {
+        let rt = one_pool(1);
+        rt.block_on(rt.spawn(async {})).unwrap();
+        let m = eventually(&rt, "the worker idle", |m| {
+            m.pools
+                .iter()
+                .any(|p| p.workers.total == 1 && p.workers.idle == 1)
+        });
+        let pool = m.pools.iter().find(|p| p.workers.total == 1).unwrap();
+        // Idle: parked, or a moment away from it.
+        let m = eventually(&rt, "its park counted", |m| {
+            m.pools
+                .iter()
+                .any(|p| p.id == pool.id && p.counters.parks >= 1)
+        });
+        drop(m);
+    });
+}

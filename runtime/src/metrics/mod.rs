@@ -19,9 +19,10 @@
 //! written on a shared line in the hot path:
 //! - events that happen under the pool lock anyway (kicks, coalesced kicks,
 //!   unparks, workers created and culled) are counted there;
-//! - events of a worker (polls started and completed, steals, parks) are
+//! - events of a worker (polls started and completed, steals, spins) are
 //!   counted in the worker's own plain locals and published when it goes
-//!   idle, and every 64 polls, into its slot's cache-padded counters;
+//!   idle, and every 64 polls, into its slot's cache-padded counters (its
+//!   parks there as it parks);
 //! - latencies are recorded per slot (scheduling delay, poll duration: the
 //!   worker bumps a bucket of its slot's lock-free histogram) and per
 //!   stripe (spawn-call times, buffered per spawning thread, into

@@ -573,7 +573,6 @@ struct Core {
     /// Where a remote steal's batch lands first, so that each of its
     /// tasks is marked away from home before it joins the deque.
     scratch: Deque<Runnable>,
-    parks: u64,
     spin_hits: u64,
     spin_backoffs: u64,
 }
@@ -590,7 +589,6 @@ impl Core {
             remote_steals: 0,
             sibling_steals: 0,
             scratch: Deque::new_fifo(),
-            parks: 0,
             spin_hits: 0,
             spin_backoffs: 0,
         }
@@ -723,7 +721,11 @@ impl Core {
                 }
             }
             loop {
-                self.parks += 1;
+                // Counted as it parks, not at the next publish: an idle
+                // pool shows the parks its workers are in (a park is slow
+                // already; the slot's count has this worker for its only
+                // writer).
+                add(&pool.slots[local.slot].counters.parks, 1);
                 // In the runtime's I/O driver if nobody turns it, else on
                 // the futex (`park`).
                 local.parked.set(true);
@@ -1032,7 +1034,6 @@ impl Core {
         }
         add(&c.remote_steals, std::mem::take(&mut self.remote_steals));
         add(&c.sibling_steals, std::mem::take(&mut self.sibling_steals));
-        add(&c.parks, std::mem::take(&mut self.parks));
         add(&c.spin_hits, std::mem::take(&mut self.spin_hits));
         add(&c.spin_backoffs, std::mem::take(&mut self.spin_backoffs));
         if pool.capture.enabled {
