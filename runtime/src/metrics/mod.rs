@@ -144,13 +144,16 @@ counters! {
     /// Task polls completed (`PWQ_STAT_COMPLETED`).
     completed => "polls_completed",
     /// Kicks that took the pool lock (work queued from outside the pool,
-    /// and chaining). A kick that finds a worker searching, or every
-    /// worker running, is skipped without the lock and not counted.
+    /// and chaining; also the wake of an idle worker to attend the I/O
+    /// driver that a worker left, which has no work for it). A kick that
+    /// finds a worker searching, or every worker running, is skipped
+    /// without the lock and not counted.
     kicks => "kicks",
     /// Kicks that took the lock and found a worker already kicked or
     /// searching, and woke nobody.
     coalesced_kicks => "coalesced_kicks",
-    /// Worker threads unparked by kicks.
+    /// Worker threads unparked by kicks (those to attend the I/O driver
+    /// included).
     unparks => "unparks",
     /// Worker threads created.
     workers_created => "workers_created",
