@@ -2121,3 +2121,65 @@ fn enter_guards_of_one_runtime_dropped_out_of_order_are_caught() {
     assert!(wq::Handle::try_current().is_some());
     std::mem::forget(second);
 }
+
+/// The child half of the next test: runs only when that test re-executes
+/// this binary with `WQ_JOIN_WAKER_CHILD` set.
+#[test]
+fn panicking_join_waker_child() {
+    if std::env::var_os("WQ_JOIN_WAKER_CHILD").is_none() {
+        return;
+    }
+    struct Boom;
+    impl std::task::Wake for Boom {
+        fn wake(self: Arc<Self>) {
+            panic!("a foreign waker panicked");
+        }
+    }
+    let boom = std::task::Waker::from(Arc::new(Boom));
+    let rt = Runtime::new().unwrap();
+    for abort in [false, true] {
+        let (tx, rx) = futures::channel::oneshot::channel::<()>();
+        let mut h = rt.spawn(async move {
+            let _ = rx.await;
+        });
+        let polled = std::pin::Pin::new(&mut h).poll(&mut std::task::Context::from_waker(&boom));
+        assert!(polled.is_pending());
+        if abort {
+            // The cancel wakes the awaiter on this thread.
+            h.abort();
+        } else {
+            // The task's end wakes the awaiter on its worker.
+            tx.send(()).unwrap();
+            while !h.is_finished() {
+                std::thread::yield_now();
+            }
+        }
+        drop(h);
+    }
+    // The runtime and its workers live on.
+    assert_eq!(rt.block_on(rt.spawn(async { 5 })).unwrap(), 5);
+}
+
+/// A waker of another executor that panics when a `JoinHandle`'s task ends
+/// (or is aborted) is caught, as the driver catches a socket waker's
+/// panic: async-task calls its awaiter under an abort-on-panic guard, and
+/// the whole process aborted.
+#[test]
+fn a_panicking_waker_awaiting_a_join_handle_does_not_abort_the_process() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "panicking_join_waker_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("WQ_JOIN_WAKER_CHILD", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the child {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

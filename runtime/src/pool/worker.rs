@@ -202,6 +202,10 @@ pub(crate) struct Local {
     /// The task whose `run` is in progress (its metadata's address; null
     /// between runs): only its own end is deferred.
     running: Cell<*const crate::task::TaskMeta>,
+    /// That task's waker's data pointer (async-task's task pointer): a
+    /// `JoinHandle` the task awaits with its own waker gives it to
+    /// async-task as it is ([`is_running_tasks_waker`]).
+    running_waker: Cell<*const ()>,
     /// A task yielded (woke itself while running) into the deque since
     /// the last look at the queues: the pool's queue goes first at the
     /// next one (`find_work`).
@@ -230,6 +234,13 @@ pub(crate) fn defer_end(end: crate::task::TaskEnd, meta: &crate::task::TaskMeta)
     });
     // Run outside the worker's borrow: a finish may wake a flush's task.
     drop(now);
+}
+
+/// Whether `waker` is the waker of the task this worker runs now (a wq
+/// task's waker, which does not panic: `task::join`'s relay is for the
+/// others).
+pub(crate) fn is_running_tasks_waker(waker: &std::task::Waker) -> bool {
+    current::with_worker(|local| local.is_some_and(|l| l.running_waker.get() == waker.data()))
 }
 
 /// Schedules `runnable` on the current worker if it is a worker of the
@@ -412,6 +423,7 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
             number: number.0,
             end: Cell::new(None),
             running: Cell::new(std::ptr::null()),
+            running_waker: Cell::new(std::ptr::null()),
             yielded: Cell::new(false),
         });
         current::set_worker(Some(local.clone()));
@@ -990,10 +1002,16 @@ impl Core {
         // Its own end (a named task's future dropped as its run ends) is
         // deferred: module docs, "The deferred end".
         local.running.set(runnable.metadata());
+        // The task's pointer, which its wakers carry (a no-op round trip).
+        let raw = runnable.into_raw();
+        local.running_waker.set(raw.as_ptr());
+        // SAFETY: the pointer `into_raw` just gave, used once.
+        let runnable = unsafe { Runnable::from_raw(raw) };
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             crate::coop::with_budget(|| runnable.run())
         }));
         local.running.set(std::ptr::null());
+        local.running_waker.set(std::ptr::null());
         // Between polls no poll runs: the watchdog must not time the
         // `find_work` that follows a long one against it (and take a task
         // a driver turn put in the LIFO slot meanwhile).

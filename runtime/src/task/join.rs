@@ -100,14 +100,54 @@ pub struct JoinHandle<T> {
     // A lock so `abort(&self)` can cancel from any thread; uncontended in
     // practice (taken by the owner's polls and the rare abort).
     task: Mutex<Option<Slot<T>>>,
-    /// The waker of the last await that found the task running: woken by
-    /// [`abort`](JoinHandle::abort). async-task wakes the awaiter when a
-    /// cancel closes the task, but a cancel that finds it closed already
-    /// (the shutdown dropping it) does not, and the abort's own poll of
-    /// the cancel then registered a no-op waker in its place: a `JoinSet`
-    /// entry was never polled again (`join_next` waited for ever).
+    /// The waker async-task was given by the last await that found the
+    /// task running: woken by [`abort`](JoinHandle::abort). async-task
+    /// wakes the awaiter when a cancel closes the task, but a cancel that
+    /// finds it closed already (the shutdown dropping it) does not, and the
+    /// abort's own poll of the cancel then registered a no-op waker in its
+    /// place: a `JoinSet` entry was never polled again (`join_next` waited
+    /// for ever).
     awaiter: futures::task::AtomicWaker,
+    /// For an await whose waker is not the polling task's own (another
+    /// executor's, a `JoinSet`'s): the relay async-task is given instead,
+    /// and a waker of it, made at the first such await.
+    relay: Option<(Arc<Relay>, Waker)>,
     kind: Kind,
+}
+
+/// What async-task wakes when a handle's task ends or is cancelled: the
+/// awaiting task's waker, registered here, woken with a panic caught.
+/// async-task calls its awaiter under an abort-on-panic guard, so a
+/// foreign executor's waker that panicked aborted the process; the
+/// driver and the flush waiters catch such a panic the same way.
+#[derive(Default)]
+struct Relay {
+    waker: futures::task::AtomicWaker,
+}
+
+impl Relay {
+    fn wake_awaiter(&self) {
+        if let Some(w) = self.waker.take() {
+            super::queue_ref::wake_caught(w);
+        }
+    }
+
+    /// A relay and its waker.
+    fn new() -> (Arc<Relay>, Waker) {
+        let relay = Arc::new(Relay::default());
+        let waker = Waker::from(relay.clone());
+        (relay, waker)
+    }
+}
+
+impl std::task::Wake for Relay {
+    fn wake(self: Arc<Self>) {
+        self.wake_awaiter();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.wake_awaiter();
+    }
 }
 
 /// What a [`JoinHandle`] is the handle of, besides a task of the pools.
@@ -178,6 +218,7 @@ impl<T> JoinHandle<T> {
         JoinHandle {
             task: Mutex::new(Some(Slot::Task(task))),
             awaiter: futures::task::AtomicWaker::new(),
+            relay: None,
             kind: Kind::Task,
         }
     }
@@ -196,6 +237,7 @@ impl<T> JoinHandle<T> {
         JoinHandle {
             task: Mutex::new(None),
             awaiter: futures::task::AtomicWaker::new(),
+            relay: None,
             kind: Kind::Refused(why),
         }
     }
@@ -393,11 +435,29 @@ impl<T> JoinHandle<T> {
                 Kind::Task | Kind::Job(_) | Kind::Waiting(_) => JoinError::cancelled(),
             }));
         };
-        let out = match task.poll(cx) {
-            Poll::Pending => {
+        // The running task's own waker (a wq task's: it does not panic)
+        // goes to async-task as it is; any other through a relay that
+        // catches a panic (`Relay`), made at the first such await (an
+        // allocation and a cache line more per handle: 25 ns in a
+        // spawn-then-await loop, which a task's own await does not pay).
+        let polled = if crate::pool::worker::is_running_tasks_waker(cx.waker()) {
+            let polled = task.poll(cx);
+            if polled.is_pending() {
                 this.awaiter.register(cx.waker());
-                return Poll::Pending;
             }
+            polled
+        } else {
+            let (relay, waker) = this.relay.get_or_insert_with(Relay::new);
+            // Before the poll: an end after it wakes this waker.
+            relay.waker.register(cx.waker());
+            let polled = task.poll(&mut Context::from_waker(waker));
+            if polled.is_pending() {
+                this.awaiter.register(waker);
+            }
+            polled
+        };
+        let out = match polled {
+            Poll::Pending => return Poll::Pending,
             Poll::Ready(Some(out)) => match out.take() {
                 Ok(value) => Ok(value),
                 Err(payload) => Err(JoinError::panic(payload)),
@@ -415,6 +475,7 @@ impl<T> JoinHandle<T> {
         // Answered: the awaiter's waker (its task's allocation) is not
         // kept for as long as the handle is.
         drop(this.awaiter.take());
+        this.relay = None;
         Poll::Ready(out)
     }
 }
@@ -571,3 +632,44 @@ impl fmt::Debug for JoinError {
 }
 
 impl std::error::Error for JoinError {}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// A task awaiting a handle with its own waker gives async-task that
+    /// waker (no relay: the worker knows its running task's pointer, which
+    /// async-task's wakers carry); another waker goes through a relay.
+    #[test]
+    fn only_a_foreign_waker_gets_a_relay() {
+        let rt = crate::Runtime::builder().build().unwrap();
+        let relays = rt
+            .block_on(rt.spawn(async {
+                let (tx, rx) = futures::channel::oneshot::channel::<()>();
+                let mut h = crate::spawn(async move {
+                    let _ = rx.await;
+                });
+                // Its own waker.
+                let own = std::future::poll_fn(|cx| {
+                    assert!(Pin::new(&mut h).poll(cx).is_pending());
+                    Poll::Ready(h.relay.is_some())
+                })
+                .await;
+                // Another (as a `JoinSet`'s or another executor's).
+                let other = futures::task::noop_waker();
+                assert!(
+                    Pin::new(&mut h)
+                        .poll(&mut Context::from_waker(&other))
+                        .is_pending()
+                );
+                let foreign = h.relay.is_some();
+                tx.send(()).unwrap();
+                h.await.unwrap();
+                (own, foreign)
+            }))
+            .unwrap();
+        assert_eq!(relays, (false, true));
+    }
+}
