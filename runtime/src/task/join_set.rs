@@ -59,10 +59,10 @@ pub struct JoinSet<T> {
     /// [`try_join_next`](JoinSet::try_join_next) polls with one that wakes
     /// it too, so a caller polling the set still hears of later results.
     waker: Option<Waker>,
-    /// That poll found nothing ready, and its waker has not been woken
-    /// for a task added or aborted since: `FuturesUnordered` polls a new
-    /// handle (registering the set's wake with it) only at the next poll,
-    /// and does not wake its poller when one is pushed.
+    /// That poll gave no result (nothing ready, or the set empty), and its
+    /// waker has not been woken for a task added since: `FuturesUnordered`
+    /// polls a new handle (registering the set's wake with it) only at the
+    /// next poll, and does not wake its poller when one is pushed.
     waiting: bool,
 }
 
@@ -94,8 +94,8 @@ impl<T> JoinSet<T> {
         self.wake_waiting_poller();
     }
 
-    /// Wakes the last poller if it waits: a task was added or aborted,
-    /// whose end would wake nobody until a poll has seen it.
+    /// Wakes the last poller if it waits: a task was added, whose end would
+    /// wake nobody until a poll has seen it.
     fn wake_waiting_poller(&mut self) {
         if std::mem::take(&mut self.waiting)
             && let Some(w) = &self.waker
@@ -113,7 +113,8 @@ impl<T> JoinSet<T> {
             slot => *slot = Some(cx.waker().clone()),
         }
         let polled = Pin::new(&mut self.tasks).poll_next(cx);
-        self.waiting = polled.is_pending();
+        // `Ready(None)` too: a task spawned into the empty set wakes it.
+        self.waiting = !matches!(polled, Poll::Ready(Some(_)));
         polled
     }
 
@@ -205,7 +206,6 @@ impl<T> JoinSet<T> {
         for handle in self.tasks.iter() {
             handle.abort();
         }
-        self.wake_waiting_poller();
     }
 
     /// Empties the set, leaving its tasks to run on, detached.
