@@ -303,11 +303,6 @@ fn the_shutdown_turns_the_driver_for_a_worker_it_waits_for() {
     });
 }
 
-/// The blocking pool closes with the runtime, before its workers are
-/// waited for: a job queued then never starts. Here a worker blocks on a
-/// queued job's handle, and the job ahead of it waits for that worker: it
-/// is the queued job's cancellation that lets the shutdown end (it waited
-/// for its whole timeout, and the queued job ran after it had begun).
 /// A thread-local whose destructor blocks until released.
 struct Lingering(std::sync::mpsc::Receiver<()>);
 
@@ -348,6 +343,11 @@ fn shutdown_timeout_does_not_wait_past_it_for_a_blocking_threads_thread_local_de
     });
 }
 
+/// The blocking pool closes with the runtime, before its workers are
+/// waited for: a job queued then never starts. Here a worker blocks on a
+/// queued job's handle, and the job ahead of it waits for that worker: it
+/// is the queued job's cancellation that lets the shutdown end (it waited
+/// for its whole timeout, and the queued job ran after it had begun).
 #[test]
 fn a_job_queued_when_the_shutdown_begins_never_starts() {
     within_watchdog("closed early", LIMIT, || {

@@ -506,6 +506,40 @@ fn shutdown_timeout_does_not_wait_past_it_for_a_workers_thread_local_destructor(
     });
 }
 
+/// A shutdown whose timeout runs out while it drops queued futures (a
+/// slow `Drop`), with every thread gone meanwhile, says they all exited:
+/// the joins of threads already out are not held to the spent deadline
+/// (they were, through the joining thread, and it said false).
+#[test]
+fn a_deadline_spent_on_drops_does_not_fail_the_joins_of_exited_threads() {
+    within(60, || {
+        struct SlowDrop;
+        impl Drop for SlowDrop {
+            fn drop(&mut self) {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        }
+        let rt = Runtime::builder().build().unwrap();
+        let q = wq::Workqueue::builder("slow-drop")
+            .max_active(1)
+            .build(rt.handle())
+            .unwrap();
+        // A holds the queue's one slot; B waits on its inactive list, and
+        // the shutdown drops it (on its own thread, before the joins).
+        drop(q.spawn(std::future::pending::<()>()));
+        let slow = SlowDrop;
+        drop(q.spawn(async move {
+            let _s = &slow;
+        }));
+        std::thread::sleep(Duration::from_millis(50));
+        drop(q);
+        assert!(
+            rt.shutdown_timeout(Duration::from_millis(100)),
+            "every thread exited while the drop ran"
+        );
+    });
+}
+
 #[test]
 fn a_shutdown_timeout_of_duration_max_waits_instead_of_panicking() {
     within(60, || {

@@ -18,8 +18,9 @@
 //!   thread-locals' destructors run after that (an application's
 //!   thread-local whose `Drop` flushes a connection, say): with a
 //!   deadline, the joins happen on a thread of their own (`wq-join`), and
-//!   what is not joined by the deadline is left to it (the shutdown
-//!   returns false; a later wait waits for that joiner first). Without
+//!   what is not joined by the deadline (or 10 ms, if less is left: the
+//!   threads are out already) is left to it (the shutdown returns false;
+//!   a later wait waits for that joiner first). Without
 //!   one, they are joined in place. [`Joins`] does it, for the blocking
 //!   pool's threads too.
 //!
@@ -60,6 +61,10 @@ pub(crate) struct Threads {
     inner: Arc<Inner>,
     joins: Joins,
 }
+
+/// The least a join of threads that have counted themselves out is given,
+/// however little is left of the deadline.
+const JOIN_GRACE: Duration = Duration::from_millis(10);
 
 /// Joins threads by a deadline (module docs, "Join").
 #[derive(Debug, Default)]
@@ -120,7 +125,14 @@ impl Joins {
             }
             rx
         };
-        let left = deadline.saturating_duration_since(Instant::now());
+        // The threads joined here have left the runtime's count already:
+        // their joins take an OS thread's exit, and a deadline spent on the
+        // shutdown's drops (a slow `Drop`) must not fail them (it did:
+        // false, with every thread gone). Only a thread-local's destructor
+        // that blocks outlasts the grace.
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(JOIN_GRACE);
         match done.recv_timeout(left) {
             Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => true,
             Err(mpsc::RecvTimeoutError::Timeout) => {
