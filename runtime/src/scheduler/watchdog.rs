@@ -23,7 +23,10 @@
 //!   the time, or is runnable now without having been on a CPU (a wait
 //!   is added to the statistics only when it ends), the CPUs are
 //!   saturated and another worker would not help: nothing is granted (it
-//!   is looked at again next tick); else it is
+//!   is sampled again, and judged after twice the window it was judged
+//!   over, at most 8 thresholds: the `/proc` reads, tens of microseconds
+//!   each, are not made for every long poll at every tick while the CPUs
+//!   are saturated); else it is
 //!   **blocking** its thread in a synchronous call (the kernel would count
 //!   the wakeup it causes as `CM_WAKEUP`). For a hog or a blocked poll,
 //!   under the pool lock its pool may have one worker beyond
@@ -73,7 +76,16 @@ struct Sample {
     /// The raw clock and the thread's scheduler statistics then.
     wall: u64,
     stat: Option<SchedStat>,
+    /// The window judged from it, ns: half the threshold at first, doubled
+    /// (up to [`MAX_WINDOWS`] thresholds) after each look that found the
+    /// CPUs saturated. A `/proc` read is tens of microseconds: a pool of
+    /// 64 long polls read them every tick while saturated, most of a CPU
+    /// at the default threshold, and grants are put off then anyway.
+    window: u64,
 }
+
+/// The longest a sample's window grows to, in thresholds.
+const MAX_WINDOWS: u64 = 8;
 
 /// A thread's time on a CPU and waiting on a run queue, ns, and whether
 /// it is runnable now.
@@ -146,7 +158,14 @@ fn thread_state(tid: i32) -> Option<u8> {
 fn doing(a: Option<SchedStat>, b: Option<SchedStat>, state: Option<u8>, wall: u64) -> Doing {
     match (a, b) {
         (Some(a), Some(b)) if b.on_cpu.saturating_sub(a.on_cpu) * 2 >= wall => Doing::OnCpu,
-        (Some(a), Some(b)) if b.run_queue.saturating_sub(a.run_queue) * 2 >= wall || b.runnable => {
+        // Runnable now counts only with no time on its CPU in the window:
+        // a thread on its CPU at the look is runnable too (a poll mostly
+        // blocked, caught running, read as waiting, and its grant was put
+        // off).
+        (Some(a), Some(b))
+            if b.run_queue.saturating_sub(a.run_queue) * 2 >= wall
+                || (b.runnable && b.on_cpu == a.on_cpu) =>
+        {
             Doing::Waiting
         }
         (Some(_), Some(_)) => Doing::Blocked,
@@ -250,7 +269,7 @@ impl Watchdog {
                 still
             });
         let mut running = false;
-        let mut seen = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for pool in pools {
             if pool.is_closed() {
                 continue;
@@ -324,8 +343,7 @@ impl Watchdog {
                 if age < self.threshold_ns / 2 {
                     continue;
                 }
-                seen.push(key);
-                let stat_now = SchedStat::of(s.watch.tid.load(Ordering::Relaxed));
+                seen.insert(key);
                 let sample = match self.samples.get(&key) {
                     Some(sample) if sample.started == started => *sample,
                     _ => {
@@ -334,15 +352,19 @@ impl Watchdog {
                             Sample {
                                 started,
                                 wall: now,
-                                stat: stat_now,
+                                stat: SchedStat::of(s.watch.tid.load(Ordering::Relaxed)),
+                                window: self.threshold_ns / 2,
                             },
                         );
                         continue;
                     }
                 };
-                if age < self.threshold_ns {
+                // Judged once it is over the threshold and its window has
+                // passed; read no `/proc` before.
+                if age < self.threshold_ns || clock::delay_ns(sample.wall, now) < sample.window {
                     continue;
                 }
+                let stat_now = SchedStat::of(s.watch.tid.load(Ordering::Relaxed));
                 let wall = clock::delay_ns(sample.wall, now).max(1);
                 // Without the figures (no schedstat), the thread's state now.
                 let state = match (sample.stat, stat_now) {
@@ -364,12 +386,14 @@ impl Watchdog {
                 }
                 if doing == Doing::Waiting {
                     // Saturated CPUs: one more worker would only wait too.
+                    // Looked at again after a longer window.
                     self.samples.insert(
                         key,
                         Sample {
                             started,
                             wall: now,
                             stat: stat_now,
+                            window: (sample.window * 2).min(self.threshold_ns * MAX_WINDOWS),
                         },
                     );
                     continue;
@@ -490,6 +514,16 @@ mod tests {
         );
         assert_eq!(
             doing(a, at(1, 1, false), Some(b'R'), 20 * ms),
+            Doing::Blocked
+        );
+        // Runnable now, and waiting through the whole window (neither
+        // figure grown: a wait is added when it ends): waiting.
+        assert_eq!(doing(a, at(0, 0, true), None, 20 * ms), Doing::Waiting);
+        // Runnable now because it is on its CPU at the look, having spent
+        // most of the window blocked (8 ms of 20 on its CPU): blocked, not
+        // waiting (it was read as waiting, and the grant put off).
+        assert_eq!(
+            doing(a, at(8 * ms, ms, true), None, 20 * ms),
             Doing::Blocked
         );
     }
