@@ -34,6 +34,8 @@ pub const REMOTE_SPAWNS: usize = 5_000;
 pub const BLOCKING_TASKS: usize = 1_000;
 /// What each does inside `block_in_place`: a spin of this many µs.
 pub const BLOCKING_SPIN_US: u64 = 20;
+/// Tasks in `spawn_join`, each awaited before the next is spawned.
+pub const JOINS: usize = 10_000;
 
 /// The runtimes `measure` knows: wq (with latency capture on), wq with
 /// latency capture off (the runtime's default), tokio.
@@ -50,6 +52,11 @@ pub trait BenchRuntime: Sync {
     /// Runs `f`, which holds its thread, from inside a task: the
     /// runtime's `block_in_place`.
     fn block_in_place(f: impl FnOnce());
+    /// Spawns `f` from inside a task of this runtime and awaits its join
+    /// handle.
+    fn spawn_and_join<F: Future<Output = ()> + Send + 'static>(
+        f: F,
+    ) -> impl Future<Output = ()> + Send;
 }
 
 /// wq with one `system` pool of `n` workers.
@@ -103,6 +110,12 @@ impl BenchRuntime for Wq {
     fn block_in_place(f: impl FnOnce()) {
         wq::block_in_place(f);
     }
+    fn spawn_and_join<F: Future<Output = ()> + Send + 'static>(
+        f: F,
+    ) -> impl Future<Output = ()> + Send {
+        let h = wq::spawn(f);
+        async move { h.await.expect("a spawn_join task") }
+    }
 }
 
 /// The name of the tokio runtime's threads, to tell them apart in
@@ -138,6 +151,12 @@ impl BenchRuntime for Tokio {
     }
     fn block_in_place(f: impl FnOnce()) {
         tokio::task::block_in_place(f);
+    }
+    fn spawn_and_join<F: Future<Output = ()> + Send + 'static>(
+        f: F,
+    ) -> impl Future<Output = ()> + Send {
+        let h = tokio::spawn(f);
+        async move { h.await.expect("a spawn_join task") }
     }
 }
 
@@ -263,6 +282,22 @@ pub fn block_in_place<R: BenchRuntime>(rt: &R) {
     done.wait();
 }
 
+/// A task spawns [`JOINS`] tasks one at a time, awaiting each one's join
+/// handle before the next (`spawn(f).await`: the handle is awaited while
+/// its task has not run yet). Not one of tokio's shapes, nor run by
+/// default.
+pub fn spawn_join<R: BenchRuntime>(rt: &R) {
+    let done = Completion::new();
+    let d = done.clone();
+    rt.spawn(async move {
+        for _ in 0..JOINS {
+            R::spawn_and_join(async {}).await;
+        }
+        d.complete();
+    });
+    done.wait();
+}
+
 /// Every shape by name, for the criterion benches and `wq-bench shapes`.
 pub const NAMES: [&str; 5] = [
     "spawn_many",
@@ -273,7 +308,7 @@ pub const NAMES: [&str; 5] = [
 ];
 
 /// Shapes `wq-bench shapes --shapes` also knows, not run by default.
-pub const EXTRA_NAMES: [&str; 1] = ["block_in_place"];
+pub const EXTRA_NAMES: [&str; 2] = ["block_in_place", "spawn_join"];
 
 /// Runs shape `name` once on `rt`; `false` if there is no such shape.
 pub fn run<R: BenchRuntime>(name: &str, rt: &R) -> bool {
@@ -284,6 +319,7 @@ pub fn run<R: BenchRuntime>(name: &str, rt: &R) -> bool {
         "chained_spawn" => chained_spawn(rt),
         "remote_spawn" => remote_spawn(rt),
         "block_in_place" => block_in_place(rt),
+        "spawn_join" => spawn_join(rt),
         _ => return false,
     }
     true
