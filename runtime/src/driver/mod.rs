@@ -318,7 +318,7 @@ impl Driver {
 /// is also explained once on stderr) and the other wakers are still woken,
 /// so the thread turning the driver -- a worker, `block_on`, the watchdog
 /// -- lives on with its counts intact.
-fn wake_all(wake: &mut Vec<Waker>) {
+pub(crate) fn wake_all(wake: &mut Vec<Waker>) {
     static REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     for waker in wake.drain(..) {
         let woke = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || waker.wake()));

@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::Handle;
 use super::Registered;
-use super::scheduled_io::{Direction, ScheduledIo};
+use super::scheduled_io::{Direction, READ_CLOSED, READABLE, ScheduledIo};
 
 /// A registered mio source.
 pub(crate) struct PollIo<S: mio::event::Source> {
@@ -270,10 +270,13 @@ impl<S: mio::event::Source> Drop for PollIo<S> {
 /// readable and read-closed. The `WouldBlock` would clear that readiness
 /// (`scheduled_io`, "A closed bit that no longer holds") and the receive
 /// wait for an event that never comes. So the socket's own `shutdown`
-/// marks `read_shut` (before the call: a receive woken by the shutdown's
-/// event then sees the mark), and a receive's `WouldBlock` with the mark
-/// set is the end of the stream, what the blocking call returns
-/// (`at_shut`); `readable` returns at once.
+/// marks `read_shut` once its call succeeded, and raises the read
+/// readiness itself (the call's own event may have been consumed by a
+/// receive that read no mark yet: it looks again and sees it); a
+/// receive's `WouldBlock` with the mark set is the end of the stream,
+/// what the blocking call returns (`at_shut`); `readable` returns at
+/// once. (The mark came before the call until 2026-12-06: a receive
+/// between the two said the end while the socket still took datagrams.)
 pub(crate) struct Datagram<S: mio::event::Source> {
     io: PollIo<S>,
     keys: [SharedKey; 2],
@@ -290,8 +293,8 @@ impl<S: mio::event::Source> Datagram<S> {
     }
 
     /// Runs `shutdown` (the socket's `shutdown(2)`, `read` if it shuts the
-    /// reading side) with the mark set first (type docs), unset again if
-    /// it fails.
+    /// reading side), then marks the socket shut for reading if it
+    /// succeeded (type docs).
     pub(crate) fn shutdown(
         &self,
         read: bool,
@@ -300,12 +303,28 @@ impl<S: mio::event::Source> Datagram<S> {
         if !read {
             return shutdown(self.source());
         }
-        let was = self.read_shut.swap(true, Ordering::SeqCst);
+        #[cfg(all(test, not(loom)))]
+        tests::BEFORE_SHUTDOWN_CALL.with(|h| h.take().map(|f| f()));
         let done = shutdown(self.source());
-        if done.is_err() && !was {
-            self.read_shut.store(false, Ordering::SeqCst);
+        if done.is_ok() {
+            self.mark_read_shut();
         }
         done
+    }
+
+    /// Marks the socket shut for reading, after its `shutdown(2)` call,
+    /// and raises its read readiness (the call's own event may have come
+    /// and gone: a receive that met `WouldBlock` before the mark, and
+    /// waits, looks again and sees it). Marked before the call, a receive
+    /// between the two said the end while the socket took datagrams still,
+    /// queued then behind that end.
+    fn mark_read_shut(&self) {
+        self.read_shut.store(true, Ordering::SeqCst);
+        let mut wake = Vec::new();
+        self.io
+            .scheduled()
+            .set_ready(READABLE | READ_CLOSED, &mut wake);
+        crate::driver::wake_all(&mut wake);
     }
 
     /// A receive `f`, whose `WouldBlock` once the socket is shut for
@@ -316,8 +335,8 @@ impl<S: mio::event::Source> Datagram<S> {
         at_shut: impl Fn() -> io::Result<R>,
     ) -> impl FnMut(&S) -> io::Result<R> {
         move |s| match f(s) {
-            // SeqCst: the mark is stored before the shutdown's call; a
-            // receive woken by its event reads it after its own call.
+            // SeqCst, as the mark's store: a receive woken by the
+            // readiness the mark raised reads it after its own call.
             Err(e)
                 if e.kind() == io::ErrorKind::WouldBlock
                     && self.read_shut.load(Ordering::SeqCst) =>
@@ -437,5 +456,58 @@ impl<S: mio::event::Source> Drop for Datagram<S> {
         for key in &self.keys {
             self.io.release_shared(key);
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    /// A test hook, run once.
+    type Hook = std::cell::Cell<Option<Box<dyn FnOnce()>>>;
+
+    std::thread_local! {
+        /// Runs in a datagram socket's `shutdown` (for reading), on this
+        /// thread, just before its `shutdown(2)` call.
+        pub(super) static BEFORE_SHUTDOWN_CALL: Hook = const { std::cell::Cell::new(None) };
+    }
+
+    /// A receive during a shutdown for reading answers by the socket's
+    /// state, not the shutdown's intent: before the `shutdown(2)` call,
+    /// "nothing yet" (it said the end, and a datagram that came before
+    /// the call was queued behind that end); a receive waiting since
+    /// before is woken by the mark, and says the end.
+    #[test]
+    fn a_receive_during_a_shutdown_for_reading_says_the_end_only_once_shut() {
+        use std::io::ErrorKind::WouldBlock;
+        let rt = crate::Runtime::new().unwrap();
+        rt.block_on(async {
+            let (a, b) = crate::net::UnixDatagram::pair().unwrap();
+            let a = std::sync::Arc::new(a);
+            let a2 = a.clone();
+            BEFORE_SHUTDOWN_CALL.with(|h| {
+                h.set(Some(Box::new(move || {
+                    let mut buf = [0u8; 8];
+                    let r = a2.try_recv_from(&mut buf).map(|(n, _)| n);
+                    assert_eq!(
+                        r.map_err(|e| e.kind()),
+                        Err(WouldBlock),
+                        "the end before the call"
+                    );
+                })))
+            });
+            // A receive waiting since before the shutdown.
+            let a3 = a.clone();
+            let waiting = crate::spawn(async move {
+                let mut buf = [0u8; 8];
+                a3.recv(&mut buf).await
+            });
+            crate::time::sleep(std::time::Duration::from_millis(20)).await;
+            a.shutdown(std::net::Shutdown::Read).unwrap();
+            let got = crate::time::timeout(std::time::Duration::from_secs(5), waiting)
+                .await
+                .expect("the waiting receive was woken")
+                .unwrap();
+            assert_eq!(got.unwrap(), 0, "the end, once shut");
+            drop(b);
+        });
     }
 }
