@@ -286,24 +286,40 @@ impl<T> WqIo<T> {
             return poll;
         }
         if !crate::coop::has_budget() {
-            // `Pending` because the task's operation budget is spent: it
-            // is woken to go on at once, and this is no stall (arming the
-            // timer would cost a shard lock and a wheel insert every 128
-            // operations of a fast stream).
+            // `Pending` because the task's operation budget is spent (no
+            // stall: arming the timer would cost a shard lock and a wheel
+            // insert every 128 operations of a fast stream). A wq stream
+            // woke the task for that; a stream of another kind, which
+            // spends no budget, may be pending on its own, after other
+            // work spent the last unit: the task is woken to look again
+            // with a budget, and to arm the timer then if the stall goes
+            // on (it waited for ever when the peer never read again).
+            cx.waker().wake_by_ref();
             return poll;
         }
         let stall = self.stalled.get_or_insert_with(|| match &self.driver {
             Some(driver) => Sleep::new(driver.clone(), crate::time::deadline_in(limit)),
             None => crate::time::sleep(limit),
         });
-        if Pin::new(stall).poll(cx).is_ready() {
-            self.stalled = None;
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no write progress for {limit:?}: the peer does not read"),
-            )));
+        match stall.poll_unless_shut_down(cx) {
+            Poll::Ready(Ok(())) => {
+                self.stalled = None;
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no write progress for {limit:?}: the peer does not read"),
+                )))
+            }
+            // The runtime that times the stall (the one `write_timeout`
+            // was set in) has shut down: an error, as wq's sockets' waits
+            // end then, not the panic of a `Sleep` polled after it.
+            Poll::Ready(Err(_)) => {
+                self.stalled = None;
+                Poll::Ready(Err(io::Error::other(
+                    "the wq runtime that times this stream's writes (write_timeout) has shut down",
+                )))
+            }
+            Poll::Pending => Poll::Pending,
         }
-        Poll::Pending
     }
 
     /// The stream inside.
@@ -565,5 +581,54 @@ mod tests {
             assert!(p.is_pending());
         });
         assert!(io.stalled.is_none());
+    }
+
+    /// A waker that counts its wakes.
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// That `Pending` may be the stream's own (a stream of another kind,
+    /// which spends no budget, after the task spent its last unit on
+    /// other work): the task is woken to look again with a budget, when
+    /// the timer is armed if the stall goes on (it was not woken: a write
+    /// whose peer never read again waited for ever).
+    #[test]
+    fn a_write_pending_on_the_spent_budget_wakes_its_task_to_look_again() {
+        let mut io = WqIo::new(()).write_timeout(std::time::Duration::from_millis(5));
+        let count = std::sync::Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        crate::coop::with_budget(|| {
+            for _ in 0..crate::coop::PER_POLL {
+                crate::coop::spend();
+            }
+            assert!(
+                io.timed(&mut cx, Poll::<std::io::Result<()>>::Pending)
+                    .is_pending()
+            );
+        });
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    /// A stall timed on a runtime that has shut down since (the stream
+    /// served by another) ends the write with an error, as wq's sockets'
+    /// waits do, not a panic of the connection's task.
+    #[test]
+    fn a_stall_timed_on_a_runtime_shut_down_since_is_an_error() {
+        let a = crate::Runtime::new().unwrap();
+        let mut io =
+            a.block_on(async { WqIo::new(()).write_timeout(std::time::Duration::from_secs(60)) });
+        drop(a);
+        let b = crate::Runtime::new().unwrap();
+        let r = b.block_on(std::future::poll_fn(|cx| {
+            crate::coop::with_budget(|| io.timed(cx, Poll::<std::io::Result<()>>::Pending))
+        }));
+        let e = r.unwrap_err();
+        assert!(e.to_string().contains("shut down"), "{e}");
     }
 }
