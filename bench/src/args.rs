@@ -5,6 +5,21 @@ use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::str::FromStr;
 
+/// The largest value of the numeric options whose size the bench builds
+/// things of (threads, processes, buffers), and why: beyond, the run
+/// panicked ("capacity overflow"), aborted on a failed allocation, or forked
+/// busy loops until the OS refused, after setting up what came before.
+const LIMITS: &[(&str, u128, &str)] = &[
+    ("producers", 4096, "a thread each"),
+    ("workers", 32_767, "wq's most workers per pool"),
+    ("busy-neighbours", 1024, "a process each"),
+    ("layouts", 1000, "a process each"),
+    ("pad", 1 << 20, "48 bytes each, allocated first"),
+    ("tasks", 1 << 26, "one task each, alive at once"),
+    ("conns", 65_536, "a connection each"),
+    ("threads", 1024, "a thread each"),
+];
+
 /// Parsed `--name value`, `--name=value` and bare `--flag` options.
 #[derive(Debug, Default)]
 pub struct Args {
@@ -132,7 +147,15 @@ impl Args {
     {
         match self.values.get(name) {
             None => Ok(default),
-            Some(v) => v.parse().map_err(|e| format!("--{name} {v:?}: {e}")),
+            Some(v) => {
+                let n = v.parse().map_err(|e| format!("--{name} {v:?}: {e}"))?;
+                if let Some((_, max, why)) = LIMITS.iter().find(|(l, _, _)| *l == name)
+                    && v.parse::<u128>().is_ok_and(|v| v > *max)
+                {
+                    return Err(format!("--{name} {v}: at most {max} ({why})"));
+                }
+                Ok(n)
+            }
         }
     }
 
@@ -254,5 +277,29 @@ mod tests {
         assert_eq!(err, "--workers 0: must be at least 1");
         assert!(a.count("secs", 5u64).is_err());
         assert_eq!(a.count("conns", 8usize), Ok(8));
+        // Sizes beyond what a run can build are refused, named (they
+        // panicked on a capacity overflow, or aborted on an allocation).
+        let a = Args::parse(
+            [
+                "--producers",
+                "18446744073709551615",
+                "--busy-neighbours",
+                "50000",
+                "--pad",
+                "10",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            a.count("producers", 2usize).unwrap_err(),
+            "--producers 18446744073709551615: at most 4096 (a thread each)"
+        );
+        assert!(
+            a.get("busy-neighbours", 0usize)
+                .unwrap_err()
+                .contains("at most 1024")
+        );
+        assert_eq!(a.get("pad", 0usize), Ok(10));
     }
 }

@@ -89,9 +89,15 @@ fn usage() -> String {
     )
 }
 
+/// The command line's arguments, read lossily: one that is not UTF-8
+/// (`std::env::args` panicked on it) reaches the option that refuses it.
+fn args() -> impl Iterator<Item = String> {
+    std::env::args_os().map(|a| a.to_string_lossy().into_owned())
+}
+
 fn command_line() -> String {
     let mut parts = vec!["wq-bench".to_owned()];
-    for a in std::env::args().skip(1) {
+    for a in args().skip(1) {
         if a.contains(' ') || a.is_empty() {
             parts.push(format!("\"{a}\""));
         } else {
@@ -102,7 +108,7 @@ fn command_line() -> String {
 }
 
 fn main() -> ExitCode {
-    let mut argv = std::env::args().skip(1);
+    let mut argv = args().skip(1);
     let Some(sub) = argv.next() else {
         eprint!("{}", usage());
         return ExitCode::from(2);

@@ -200,3 +200,39 @@ fn shapes_over_several_heap_layouts_are_pooled() {
         assert_eq!(row["times_ns"].as_array().unwrap().len(), 2 * 3, "{row}");
     }
 }
+
+/// A size beyond what a run can build, and an argument that is not UTF-8,
+/// are refused with a message and exit status 1 (bad option values), not a panic (a capacity
+/// overflow after the run's setup; `std::env::args` on the argument).
+#[test]
+fn an_oversized_count_and_a_non_utf8_argument_are_refused() {
+    use std::os::unix::ffi::OsStrExt;
+    let out = wq_bench(&[
+        "workqueue",
+        "--producers",
+        "18446744073709551615",
+        "--items",
+        "1",
+        "--no-tokio",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--producers") && err.contains("at most 4096"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_wq-bench"))
+        .arg("workqueue")
+        .arg("--topology")
+        .arg(std::ffi::OsStr::from_bytes(b"core:\xff"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--topology") || err.contains("topology"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -50,7 +50,7 @@ pub fn usage() -> String {
          \x20 (none)        a refreshing terminal table (q or Esc quits)\n\
          \x20 -i SECONDS    print a table every SECONDS (counters and quantiles of the interval)\n\
          \x20 --json        print the snapshot as JSON (with -i, one per interval), for scripts\n\
-         \x20 -c COUNT      stop after COUNT intervals (reports, and fetches that failed)\n"
+         \x20 -c COUNT      with -i: stop after COUNT intervals (reports, and fetches that failed)\n"
     )
 }
 
@@ -97,6 +97,14 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
             }
             s => return Err(format!("one address only, got {s:?} too\n{}", usage())),
         }
+    }
+    if o.count.is_some() && o.interval.is_none() {
+        // Without -i there are no intervals to count: the screen refreshes
+        // until q, and --json prints one snapshot (-c was ignored).
+        return Err(format!(
+            "-c counts intervals: give -i SECONDS too (without -i, the screen runs until q and --json prints one snapshot)\n{}",
+            usage()
+        ));
     }
     Ok(o)
 }
@@ -583,6 +591,15 @@ mod tests {
                 .unwrap_err()
                 .starts_with("usage: wq-monitor")
         );
+        // A count of intervals needs intervals (it was ignored).
+        for a in [&["-c", "5"][..], &["--json", "-c", "5"]] {
+            assert!(
+                parse_args(args(a))
+                    .unwrap_err()
+                    .contains("give -i SECONDS too"),
+                "{a:?}"
+            );
+        }
     }
 
     fn snapshot() -> Snapshot {
