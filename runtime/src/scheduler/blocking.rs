@@ -298,7 +298,9 @@ impl BlockingPool {
             let mut s = crate::loom::lock(&self.state);
             let at =
                 super::position_from_ends(&s.queue, |(_, c)| std::ptr::eq(Arc::as_ptr(c), cell));
-            at.and_then(|at| s.queue.remove(at))
+            let removed = at.and_then(|at| s.queue.remove(at));
+            super::trim(&mut s.queue);
+            removed
         };
         drop(removed);
     }
@@ -445,6 +447,7 @@ fn run(runtime: Arc<Scheduler>) {
     s.coming -= 1;
     loop {
         if let Some((job, _)) = s.queue.pop_front() {
+            super::trim(&mut s.queue);
             drop(s);
             // The job's future catches the closure's panic, and a panic in
             // dropping a cancelled job's closure or its output is caught
@@ -493,6 +496,11 @@ fn run(runtime: Arc<Scheduler>) {
         }
     }
     s.threads -= 1;
+    // The handles of threads that have exited: dropped (detached, their
+    // stacks freed) as each thread exits, not only at the next start,
+    // which a trickle served by one thread never makes (this one's own is
+    // let go by the next exit or start).
+    s.handles.retain(|h| !h.is_finished());
     drop(s);
     pool.exited.notify_all();
 }
@@ -519,6 +527,78 @@ mod tests {
             std::thread::yield_now();
         }
         (pool, rx)
+    }
+
+    /// A burst of queued jobs gives its memory back as the queue empties
+    /// (a million queued jobs kept their 16 MiB for the runtime's life).
+    #[test]
+    fn the_job_queue_gives_memory_back_as_it_empties() {
+        let rt = crate::Runtime::builder()
+            .max_blocking_threads(1)
+            .build()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let held = rt.spawn_blocking(move || {
+            let _ = rx.recv();
+        });
+        let queued: Vec<_> = (0..100_000).map(|_| rt.spawn_blocking(|| ())).collect();
+        let cap = || {
+            crate::loom::lock(&rt.handle().scheduler.services.blocking.state)
+                .queue
+                .capacity()
+        };
+        assert!(cap() >= 100_000);
+        drop(tx);
+        rt.block_on(async {
+            held.await.unwrap();
+            for h in queued {
+                h.await.unwrap();
+            }
+        });
+        assert!(cap() <= 1024, "{} kept", cap());
+    }
+
+    /// Threads culled after a burst have their handles dropped (so their
+    /// stacks are freed) as threads exit, not only at the next start,
+    /// which a trickle served by one thread never makes: 64 culled
+    /// threads' stacks stayed mapped.
+    #[test]
+    fn culled_threads_are_let_go_without_a_later_start() {
+        let rt = crate::Runtime::builder()
+            .blocking_keep_alive(std::time::Duration::from_millis(100))
+            .build()
+            .unwrap();
+        let burst: Vec<_> = (0..64)
+            .map(|_| rt.spawn_blocking(|| std::thread::sleep(std::time::Duration::from_millis(50))))
+            .collect();
+        rt.block_on(async {
+            for h in burst {
+                h.await.unwrap();
+            }
+        });
+        let state = || {
+            let s = crate::loom::lock(&rt.handle().scheduler.services.blocking.state);
+            (s.threads, s.handles.len())
+        };
+        assert!(
+            state().0 > 1,
+            "the burst ran on one thread: nothing to check"
+        );
+        // A trickle, served by the thread that idled last, while the
+        // others are culled.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while state().0 > 1 {
+            assert!(std::time::Instant::now() < deadline, "{:?}", state());
+            rt.block_on(rt.spawn_blocking(|| ())).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(30));
+        }
+        // The last one culled lets go of the others' handles (its own is
+        // dropped by the next exit or start).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while state().1 > 2 {
+            assert!(std::time::Instant::now() < deadline, "{:?}", state());
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     /// A thread whose start has not returned yet may run and exit before

@@ -60,19 +60,13 @@ struct Lists<T> {
     aborted: Vec<T>,
 }
 
-/// The capacity a list keeps however empty it gets.
+/// The capacity `aborted` keeps however empty it gets.
 const KEEP: usize = 64;
 
 impl<T> Lists<T> {
-    /// Gives memory back after a burst: down to half when a quarter is
-    /// used (a queue of a million waiting items kept their 24 MiB until
-    /// it was dropped). Halving at a quarter, the copies cost O(1) per
-    /// item taken, amortised.
+    /// Gives memory back after a burst (`scheduler::trim`).
     fn trim(&mut self) {
-        let cap = self.waiting.capacity();
-        if cap > KEEP && self.waiting.len() < cap / 4 {
-            self.waiting.shrink_to(cap / 2);
-        }
+        crate::scheduler::trim(&mut self.waiting);
         let cap = self.aborted.capacity();
         if cap > KEEP && self.aborted.len() < cap / 4 {
             self.aborted.shrink_to(cap / 2);
