@@ -49,6 +49,10 @@ type ExitHook = Box<dyn Fn() + Send + Sync>;
 
 #[derive(Default)]
 struct Inner {
+    /// The threads' handles. Those of threads that exited are dropped
+    /// (detached: their stacks freed) as each thread exits and at each
+    /// start; the shutdown joins the rest.
+    handles: Mutex<Vec<JoinHandle<()>>>,
     live: Mutex<Live>,
     live_changed: Condvar,
     exit_hook: std::sync::OnceLock<ExitHook>,
@@ -57,7 +61,6 @@ struct Inner {
 /// See the module docs.
 #[derive(Default)]
 pub(crate) struct Threads {
-    handles: Mutex<Vec<JoinHandle<()>>>,
     inner: Arc<Inner>,
     joins: Joins,
 }
@@ -148,6 +151,16 @@ struct Counted(Arc<Inner>);
 
 impl Drop for Counted {
     fn drop(&mut self) {
+        // Threads culled after a burst: their handles go as each exits,
+        // not at the next start, which a pool culled to its idle two
+        // may never make (14 exited workers' stacks stayed mapped). This
+        // one's own is not finished yet: the next exit or start drops it.
+        // (Not nested in `live`: the lock order is `handles`, then `live`.
+        // A try: a start that fails drops this guard with the closure
+        // while it holds `handles`, and it prunes them itself.)
+        if let Ok(mut handles) = self.0.handles.try_lock() {
+            handles.retain(|t| !t.is_finished());
+        }
         {
             let mut live = lock(&self.0.live);
             live.count -= 1;
@@ -167,7 +180,7 @@ impl Threads {
         stack_size: Option<usize>,
         f: impl FnOnce() + Send + 'static,
     ) -> std::io::Result<()> {
-        let mut handles = lock(&self.handles);
+        let mut handles = lock(&self.inner.handles);
         {
             let mut live = lock(&self.inner.live);
             if live.closed {
@@ -242,7 +255,60 @@ impl Threads {
             };
         }
         drop(live);
-        let handles = std::mem::take(&mut *lock(&self.handles));
+        let handles = std::mem::take(&mut *lock(&self.inner.handles));
         self.joins.join(handles, join_by)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    /// Workers culled after a burst have their handles dropped (their
+    /// stacks freed) as they exit, not at the next start, which a pool
+    /// culled to its idle two may never make.
+    #[test]
+    fn culled_workers_are_let_go_without_a_later_start() {
+        let rt = crate::Runtime::builder()
+            .topology(crate::Topology::synthetic("pack:1 core:8 pu:1").unwrap())
+            .default_scope(crate::Scope::System)
+            .idle_timeout(Duration::from_millis(50))
+            .build()
+            .unwrap();
+        // Eight workers at once: each task holds its thread a while.
+        rt.block_on(async {
+            let hs: Vec<_> = (0..32)
+                .map(|_| crate::spawn(async { std::thread::sleep(Duration::from_millis(20)) }))
+                .collect();
+            for h in hs {
+                h.await.unwrap();
+            }
+        });
+        let threads = &rt.handle().scheduler.threads;
+        let live = || crate::loom::lock(&threads.inner.live).count;
+        let handles = || crate::loom::lock(&threads.inner.handles).len();
+        assert!(
+            handles() > 4,
+            "the burst started {} threads: nothing to check",
+            handles()
+        );
+        // Culled down to the two idle workers the pool keeps, and the
+        // rescuer.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while live() > 3 {
+            assert!(Instant::now() < deadline, "{} live", live());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // The culled ones' handles went (the last one's at most is left).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while handles() > live() + 1 {
+            assert!(
+                Instant::now() < deadline,
+                "{} handles, {} live",
+                handles(),
+                live()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
