@@ -260,16 +260,17 @@ impl Refused {
 
 #[derive(Default)]
 struct Flush {
-    /// Flushes waiting for their turn, in order, with their wakers.
+    /// Flushes waiting for their turn, in ticket order, with their wakers
+    /// (a no-op one until their first wait): every live flush in line is
+    /// here from the moment it takes its ticket, and leaves when it is
+    /// given up or its turn comes. A ticket not here, between `serving`
+    /// and `next_ticket`, was given up: the turn passes over it.
     queue: std::collections::VecDeque<(u64, Waker)>,
     next_ticket: u64,
     /// The ticket whose flush is served; those below are done.
     serving: u64,
     /// How far the served flush is (module docs, "Flush colors").
     phase: Phase,
-    /// Tickets given up before their turn came (their flush futures were
-    /// dropped): skipped when it comes.
-    abandoned: std::collections::BTreeSet<u64>,
     /// The served flush's waker, while it waits.
     waiter: Option<Waker>,
 }
@@ -297,46 +298,42 @@ impl Flush {
     /// them can take its flush on (its phase begins unflagged, so no
     /// finisher would wake them).
     fn pass_turn(&mut self) -> Vec<Waker> {
-        self.serving += 1;
         self.phase = Phase::Start;
-        while self.abandoned.remove(&self.serving) {
-            self.serving += 1;
-        }
-        let serving = self.serving;
         let mut wake: Vec<Waker> = self.waiter.take().into_iter().collect();
-        // The new served flush leaves the line (it waits as `waiter` from
-        // its next poll on), woken with the others.
-        if let Some(next) = self.queue.iter().position(|(t, _)| *t == serving) {
-            wake.extend(self.queue.remove(next).map(|(_, w)| w));
+        // The oldest flush in line is served next (those given up left
+        // the line); with none, the next ticket taken is.
+        match self.queue.pop_front() {
+            Some((next, w)) => {
+                self.serving = next;
+                // It waits as `waiter` from its next poll on: woken with
+                // the others.
+                wake.push(w);
+            }
+            None => self.serving = self.next_ticket,
         }
         wake.extend(self.queue.iter().map(|(_, w)| w.clone()));
         wake
     }
 
-    /// A new flush's ticket, its place in line.
+    /// A new flush's ticket: served at once if none is, else in line
+    /// (under the same lock: a turn passed between the ticket and the
+    /// flush's first wait must not pass over it).
     fn take_ticket(&mut self) -> u64 {
         let t = self.next_ticket;
         self.next_ticket += 1;
+        if t != self.serving {
+            self.queue.push_back((t, Waker::noop().clone()));
+        }
         t
     }
 
-    /// A flush given up in line, before its turn: skipped when its turn
-    /// comes -- or, the newest, its ticket is taken back (with those given
-    /// up just before it): flushes given up one after another behind a
-    /// served one held but not polled (a `timeout` around each, in a loop)
-    /// kept a ticket each until that one ended.
+    /// A flush given up in line, before its turn: it leaves the line, and
+    /// the turn passes over its ticket. (A set of given-up tickets, kept
+    /// until their turn, grew by one per timed-out flush while a flush
+    /// held the turn: a health probe's `timeout(flush)` every 100 ms
+    /// behind a stuck one, 864,000 a day.)
     fn give_up_in_line(&mut self, ticket: u64) {
         self.queue.retain(|(t, _)| *t != ticket);
-        if ticket + 1 == self.next_ticket {
-            self.next_ticket = ticket;
-            while self.next_ticket > self.serving + 1
-                && self.abandoned.remove(&(self.next_ticket - 1))
-            {
-                self.next_ticket -= 1;
-            }
-        } else {
-            self.abandoned.insert(ticket);
-        }
     }
 
     /// The wakers of every flush waiting (the served one and those in
@@ -595,10 +592,13 @@ impl Queue {
                     if f.serving == ticket {
                         f.waiter = Some(cx.waker().clone());
                     } else {
-                        match f.queue.iter_mut().find(|(t, _)| *t == ticket) {
-                            Some((_, w)) => w.clone_from(cx.waker()),
-                            None => f.queue.push_back((ticket, cx.waker().clone())),
-                        }
+                        // In line since its ticket (`take_ticket`).
+                        let (_, w) = f
+                            .queue
+                            .iter_mut()
+                            .find(|(t, _)| *t == ticket)
+                            .expect("a flush waiting for its turn is in line");
+                        w.clone_from(cx.waker());
                     }
                     false
                 }
@@ -1238,34 +1238,45 @@ mod tests {
         assert_eq!((stats.in_flight, stats.active), (0, 0), "{stats:?}");
     }
 
-    /// Flushes given up in line behind a served one keep nothing once the
-    /// newest goes (a loop of timed-out flushes grew the set of given-up
-    /// tickets without bound); one given up in the middle is skipped when
-    /// its turn comes.
+    /// Flushes given up in line behind a served one keep nothing: neither
+    /// a loop of timed-out flushes one at a time, nor overlapping ones,
+    /// each given up while a newer one waits (a health probe's
+    /// `timeout(flush)` behind a stuck flush: a set of given-up tickets
+    /// grew by one per probe); the turn passes over every given-up ticket
+    /// to the oldest flush still in line.
     #[test]
     fn flushes_given_up_in_line_leave_nothing_behind() {
         let mut f = Flush::default();
         let served = f.take_ticket();
         assert_eq!(served, f.serving);
+        assert!(f.queue.is_empty(), "served at once, not in line");
         for _ in 0..10_000 {
             let t = f.take_ticket();
             f.give_up_in_line(t);
         }
-        assert!(f.abandoned.is_empty());
-        assert_eq!(f.next_ticket, served + 1);
-        // Given up out of order: the middle one waits to be skipped, and
-        // goes with the newest.
+        assert!(f.queue.is_empty());
+        // Overlapping: each given up while the next waits.
+        let mut prev = f.take_ticket();
+        for _ in 0..100_000 {
+            let next = f.take_ticket();
+            f.give_up_in_line(prev);
+            prev = next;
+        }
+        assert_eq!(f.queue.len(), 1, "only the one still waiting");
+        // Out of order, with a served one ahead: its turn passes over the
+        // given-up ones to the oldest left.
         let (a, b, c) = (f.take_ticket(), f.take_ticket(), f.take_ticket());
+        f.give_up_in_line(prev);
         f.give_up_in_line(b);
-        assert_eq!(f.abandoned.len(), 1);
-        f.give_up_in_line(c);
-        assert!(f.abandoned.is_empty());
-        assert_eq!(f.next_ticket, a + 1);
-        // With a served one ahead: its turn passes over a given-up one.
-        let d = f.take_ticket();
-        f.give_up_in_line(a);
         drop(f.pass_turn());
-        assert_eq!(f.serving, d, "the given-up ticket skipped");
-        assert!(f.abandoned.is_empty());
+        assert_eq!(f.serving, a, "the given-up tickets skipped");
+        assert_eq!(f.queue.len(), 1);
+        drop(f.pass_turn());
+        assert_eq!(f.serving, c);
+        // None left in line: the next ticket taken is served at once.
+        drop(f.pass_turn());
+        let d = f.take_ticket();
+        assert_eq!(f.serving, d);
+        assert!(f.queue.is_empty());
     }
 }
