@@ -343,6 +343,43 @@ fn shutdown_timeout_does_not_wait_past_it_for_a_blocking_threads_thread_local_de
     });
 }
 
+/// The same with a second blocking thread that exits after the first,
+/// at the shutdown: its exit must not let go of the first one's handle
+/// (an exiting thread drops the handles of threads that have ended, but a
+/// handle says ended before its thread-locals' destructors run).
+#[test]
+fn a_later_exit_at_the_shutdown_leaves_the_lingering_threads_join_to_it() {
+    within_watchdog("tls-2", LIMIT, || {
+        let rt = Runtime::new().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (b_started, b_is_running) = std::sync::mpsc::channel::<()>();
+        // A: sets the thread-local once B runs beside it (two threads).
+        let a = rt.spawn_blocking(move || {
+            b_is_running.recv().unwrap();
+            LINGERING.with(|l| *l.borrow_mut() = Some(Lingering(rx)));
+        });
+        // B: still running when the shutdown begins; exits after A.
+        let b = rt.spawn_blocking(move || {
+            b_started.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+        });
+        rt.block_on(a).unwrap();
+        let start = Instant::now();
+        let all = rt.shutdown_timeout(Duration::from_millis(1500));
+        let took = start.elapsed();
+        drop(tx);
+        drop(b);
+        assert!(
+            !all,
+            "A's thread, still in its thread-local's destructor, counted as joined"
+        );
+        assert!(
+            took < Duration::from_secs(15),
+            "shutdown_timeout(1.5 s) took {took:?}"
+        );
+    });
+}
+
 /// The blocking pool closes with the runtime, before its workers are
 /// waited for: a job queued then never starts. Here a worker blocks on a
 /// queued job's handle, and the job ahead of it waits for that worker: it

@@ -499,8 +499,12 @@ fn run(runtime: Arc<Scheduler>) {
     // The handles of threads that have exited: dropped (detached, their
     // stacks freed) as each thread exits, not only at the next start,
     // which a trickle served by one thread never makes (this one's own is
-    // let go by the next exit or start).
-    s.handles.retain(|h| !h.is_finished());
+    // let go by the next exit or start). Not at the shutdown: a handle
+    // says finished before the thread's thread-locals' destructors run,
+    // which the shutdown waits for.
+    if !s.shutdown {
+        s.handles.retain(|h| !h.is_finished());
+    }
     drop(s);
     pool.exited.notify_all();
 }

@@ -18,7 +18,7 @@
 //!   thread-locals' destructors run after that (an application's
 //!   thread-local whose `Drop` flushes a connection, say): with a
 //!   deadline, the joins happen on a thread of their own (`wq-join`), and
-//!   what is not joined by the deadline (or 10 ms, if less is left: the
+//!   what is not joined by the deadline (or 100 ms, if less is left: the
 //!   threads are out already) is left to it (the shutdown returns false;
 //!   a later wait waits for that joiner first). Without
 //!   one, they are joined in place. [`Joins`] does it, for the blocking
@@ -66,8 +66,9 @@ pub(crate) struct Threads {
 }
 
 /// The least a join of threads that have counted themselves out is given,
-/// however little is left of the deadline.
-const JOIN_GRACE: Duration = Duration::from_millis(10);
+/// however little is left of the deadline (the joining thread must be
+/// scheduled first: 10 ms was short on two loaded CPUs).
+const JOIN_GRACE: Duration = Duration::from_millis(100);
 
 /// Joins threads by a deadline (module docs, "Join").
 #[derive(Debug, Default)]
@@ -155,10 +156,15 @@ impl Drop for Counted {
         // not at the next start, which a pool culled to its idle two
         // may never make (14 exited workers' stacks stayed mapped). This
         // one's own is not finished yet: the next exit or start drops it.
-        // (Not nested in `live`: the lock order is `handles`, then `live`.
-        // A try: a start that fails drops this guard with the closure
-        // while it holds `handles`, and it prunes them itself.)
-        if let Ok(mut handles) = self.0.handles.try_lock() {
+        // Not once closed: a handle says finished when its closure has
+        // returned, before the thread's thread-locals' destructors run,
+        // which the shutdown waits for (module docs, "Join"). (The lock
+        // order is `handles`, then `live`. A try: a start that fails
+        // drops this guard with the closure while it holds `handles`,
+        // and it prunes them itself.)
+        if let Ok(mut handles) = self.0.handles.try_lock()
+            && !lock(&self.0.live).closed
+        {
             handles.retain(|t| !t.is_finished());
         }
         {
@@ -262,53 +268,65 @@ impl Threads {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
+    use super::Threads;
     use std::time::{Duration, Instant};
 
-    /// Workers culled after a burst have their handles dropped (their
-    /// stacks freed) as they exit, not at the next start, which a pool
-    /// culled to its idle two may never make.
+    /// Threads that exit have their handles dropped (their stacks freed)
+    /// as a later one exits, not only at the next start, which a pool
+    /// culled to its idle two may never make; and not once closed (the
+    /// shutdown joins them, thread-locals' destructors included).
     #[test]
-    fn culled_workers_are_let_go_without_a_later_start() {
-        let rt = crate::Runtime::builder()
-            .topology(crate::Topology::synthetic("pack:1 core:8 pu:1").unwrap())
-            .default_scope(crate::Scope::System)
-            .idle_timeout(Duration::from_millis(50))
-            .build()
-            .unwrap();
-        // Eight workers at once: each task holds its thread a while.
-        rt.block_on(async {
-            let hs: Vec<_> = (0..32)
-                .map(|_| crate::spawn(async { std::thread::sleep(Duration::from_millis(20)) }))
-                .collect();
-            for h in hs {
-                h.await.unwrap();
-            }
-        });
-        let threads = &rt.handle().scheduler.threads;
-        let live = || crate::loom::lock(&threads.inner.live).count;
-        let handles = || crate::loom::lock(&threads.inner.handles).len();
-        assert!(
-            handles() > 4,
-            "the burst started {} threads: nothing to check",
-            handles()
-        );
-        // Culled down to the two idle workers the pool keeps, and the
-        // rescuer.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while live() > 3 {
-            assert!(Instant::now() < deadline, "{} live", live());
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        // The culled ones' handles went (the last one's at most is left).
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while handles() > live() + 1 {
-            assert!(
-                Instant::now() < deadline,
-                "{} handles, {} live",
-                handles(),
-                live()
+    fn exited_threads_are_let_go_by_a_later_exit_unless_closed() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        for closed in [false, true] {
+            let threads = Threads::default();
+            // Five that end first and one that ends later, all started
+            // before any ends (a start drops finished handles itself).
+            let (quick, late) = (
+                Arc::new(AtomicBool::new(false)),
+                Arc::new(AtomicBool::new(false)),
             );
-            std::thread::sleep(Duration::from_millis(10));
+            let gate = |go: &Arc<AtomicBool>| {
+                let go = go.clone();
+                move || {
+                    while !go.load(Ordering::Acquire) {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            };
+            threads.spawn("late".into(), None, gate(&late)).unwrap();
+            for _ in 0..5 {
+                threads.spawn("quick".into(), None, gate(&quick)).unwrap();
+            }
+            if closed {
+                threads.close();
+            }
+            let handles = || crate::loom::lock(&threads.inner.handles).len();
+            let live = || crate::loom::lock(&threads.inner.live).count;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            quick.store(true, Ordering::Release);
+            while live() > 1 {
+                assert!(Instant::now() < deadline);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // The quick ones' closures have returned by now.
+            std::thread::sleep(Duration::from_millis(50));
+            late.store(true, Ordering::Release);
+            while live() > 0 {
+                assert!(Instant::now() < deadline);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if closed {
+                assert_eq!(
+                    handles(),
+                    6,
+                    "closed: every handle is left to the shutdown's joins"
+                );
+            } else {
+                assert!(handles() <= 1, "{} handles left", handles());
+            }
+            assert!(threads.wait(None, 0, None));
         }
     }
 }
