@@ -26,7 +26,10 @@
 //!   is sampled again, and judged after twice the window it was judged
 //!   over, at most 8 thresholds: the `/proc` reads, tens of microseconds
 //!   each, are not made for every long poll at every tick while the CPUs
-//!   are saturated); else it is
+//!   are saturated); if it is runnable now having been on a CPU under
+//!   half the time (on it at the look after blocking, or waiting since a
+//!   short run: the same figures), it is judged at a later look, the
+//!   sample kept; else it is
 //!   **blocking** its thread in a synchronous call (the kernel would count
 //!   the wakeup it causes as `CM_WAKEUP`). For a hog or a blocked poll,
 //!   under the pool lock its pool may have one worker beyond
@@ -158,16 +161,19 @@ fn thread_state(tid: i32) -> Option<u8> {
 fn doing(a: Option<SchedStat>, b: Option<SchedStat>, state: Option<u8>, wall: u64) -> Doing {
     match (a, b) {
         (Some(a), Some(b)) if b.on_cpu.saturating_sub(a.on_cpu) * 2 >= wall => Doing::OnCpu,
-        // Runnable now counts only with no time on its CPU in the window:
-        // a thread on its CPU at the look is runnable too (a poll mostly
-        // blocked, caught running, read as waiting, and its grant was put
-        // off).
         (Some(a), Some(b))
             if b.run_queue.saturating_sub(a.run_queue) * 2 >= wall
                 || (b.runnable && b.on_cpu == a.on_cpu) =>
         {
             Doing::Waiting
         }
+        // Runnable now, some time on its CPU, under half: on its CPU at
+        // the look after blocking most of the window, or waiting for one
+        // since a short run (a wait is added to the figures when it
+        // ends): the figures are the same. Judged at a later look (it was
+        // read as waiting, putting a blocked poll's grant off, then as
+        // blocked, granting a worker on saturated CPUs).
+        (Some(_), Some(b)) if b.runnable => Doing::Undecided,
         (Some(_), Some(_)) => Doing::Blocked,
         _ => match state {
             Some(b'S' | b'D') => Doing::Blocked,
@@ -182,6 +188,9 @@ enum Doing {
     OnCpu,
     Waiting,
     Blocked,
+    /// The figures fit waiting and blocking alike: looked at again, the
+    /// sample kept (a longer window).
+    Undecided,
 }
 
 /// The watchdog's own state (it lives on the rescuer thread).
@@ -376,12 +385,12 @@ impl Watchdog {
                     (sample.stat, stat_now),
                     (Some(a), Some(b)) if a.on_cpu == b.on_cpu && a.run_queue == b.run_queue
                 );
-                if doing == Doing::Waiting && flat {
-                    // Neither figure moved: the kernel updates them at
-                    // ticks and switches, and a tickless CPU (nohz_full)
-                    // may not have ticked yet. Keep the old sample, so the
-                    // next look sees a longer window, rather than start
-                    // again and never decide.
+                if doing == Doing::Undecided || (doing == Doing::Waiting && flat) {
+                    // Undecided (`doing`), or neither figure moved: the
+                    // kernel updates them at ticks and switches, and a
+                    // tickless CPU (nohz_full) may not have ticked yet.
+                    // Keep the old sample, so the next look sees a longer
+                    // window, rather than start again and never decide.
                     continue;
                 }
                 if doing == Doing::Waiting {
@@ -519,11 +528,19 @@ mod tests {
         // Runnable now, and waiting through the whole window (neither
         // figure grown: a wait is added when it ends): waiting.
         assert_eq!(doing(a, at(0, 0, true), None, 20 * ms), Doing::Waiting);
-        // Runnable now because it is on its CPU at the look, having spent
-        // most of the window blocked (8 ms of 20 on its CPU): blocked, not
-        // waiting (it was read as waiting, and the grant put off).
+        // Runnable now with some time on its CPU, under half: on its CPU
+        // at the look after blocking most of the window, or waiting since
+        // a short run -- the same figures: neither granted nor put off,
+        // judged again later (it was read as waiting, putting a blocked
+        // poll's grant off; then as blocked, granting on saturated CPUs).
         assert_eq!(
             doing(a, at(8 * ms, ms, true), None, 20 * ms),
+            Doing::Undecided
+        );
+        assert_eq!(doing(a, at(ms, 0, true), None, 5 * ms), Doing::Undecided);
+        // Not runnable, under half on its CPU: blocked.
+        assert_eq!(
+            doing(a, at(8 * ms, ms, false), None, 20 * ms),
             Doing::Blocked
         );
     }
