@@ -18,6 +18,13 @@ const LIMITS: &[(&str, u128, &str)] = &[
     ("tasks", 1 << 26, "one task each, alive at once"),
     ("conns", 65_536, "a connection each"),
     ("threads", 1024, "a thread each"),
+    ("timers", 1 << 28, "a timer each, armed at once"),
+    ("iters", 1 << 24, "a timing each, kept"),
+    (
+        "working-set-kib",
+        1 << 24,
+        "the buffer each task walks: 16 GiB",
+    ),
 ];
 
 /// Parsed `--name value`, `--name=value` and bare `--flag` options.
@@ -36,7 +43,15 @@ impl Args {
         S: Into<String>,
     {
         let mut args = Args::default();
-        let mut it = argv.into_iter().map(Into::into);
+        let argv: Vec<String> = argv.into_iter().map(Into::into).collect();
+        // Read lossily from the command line: a path (`--plot-dir`) would
+        // name another directory than the one given.
+        if let Some(arg) = argv.iter().find(|a| a.contains('\u{FFFD}')) {
+            return Err(format!(
+                "argument {arg:?} is not valid UTF-8 (shown with U+FFFD): give options and paths in UTF-8"
+            ));
+        }
+        let mut it = argv.into_iter();
         while let Some(arg) = it.next() {
             let Some(name) = arg.strip_prefix("--") else {
                 return Err(format!(

@@ -230,9 +230,6 @@ fn an_oversized_count_and_a_non_utf8_argument_are_refused() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("--topology") || err.contains("topology"),
-        "{err}"
-    );
+    assert!(err.contains("not valid UTF-8"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
