@@ -27,6 +27,16 @@ const LIMITS: &[(&str, u128, &str)] = &[
     ),
 ];
 
+/// Refuses `v` for `--name` beyond its [`LIMITS`] entry, if any.
+fn within_limit(name: &str, v: &str) -> Result<(), String> {
+    if let Some((_, max, why)) = LIMITS.iter().find(|(l, _, _)| *l == name)
+        && v.parse::<u128>().is_ok_and(|v| v > *max)
+    {
+        return Err(format!("--{name} {v}: at most {max} ({why})"));
+    }
+    Ok(())
+}
+
 /// Parsed `--name value`, `--name=value` and bare `--flag` options.
 #[derive(Debug, Default)]
 pub struct Args {
@@ -43,15 +53,7 @@ impl Args {
         S: Into<String>,
     {
         let mut args = Args::default();
-        let argv: Vec<String> = argv.into_iter().map(Into::into).collect();
-        // Read lossily from the command line: a path (`--plot-dir`) would
-        // name another directory than the one given.
-        if let Some(arg) = argv.iter().find(|a| a.contains('\u{FFFD}')) {
-            return Err(format!(
-                "argument {arg:?} is not valid UTF-8 (shown with U+FFFD): give options and paths in UTF-8"
-            ));
-        }
-        let mut it = argv.into_iter();
+        let mut it = argv.into_iter().map(Into::into);
         while let Some(arg) = it.next() {
             let Some(name) = arg.strip_prefix("--") else {
                 return Err(format!(
@@ -164,11 +166,7 @@ impl Args {
             None => Ok(default),
             Some(v) => {
                 let n = v.parse().map_err(|e| format!("--{name} {v:?}: {e}"))?;
-                if let Some((_, max, why)) = LIMITS.iter().find(|(l, _, _)| *l == name)
-                    && v.parse::<u128>().is_ok_and(|v| v > *max)
-                {
-                    return Err(format!("--{name} {v}: at most {max} ({why})"));
-                }
+                within_limit(name, v)?;
                 Ok(n)
             }
         }
@@ -188,7 +186,11 @@ impl Args {
                     "" => Err(format!(
                         "--{name} {v:?}: an empty element; give a comma-separated list, like a,b"
                     )),
-                    s => s.parse().map_err(|e| format!("--{name} {s:?}: {e}")),
+                    s => {
+                        let n = s.parse().map_err(|e| format!("--{name} {s:?}: {e}"))?;
+                        within_limit(name, s)?;
+                        Ok(n)
+                    }
                 })
                 .collect(),
         }
@@ -316,5 +318,12 @@ mod tests {
                 .contains("at most 1024")
         );
         assert_eq!(a.get("pad", 0usize), Ok(10));
+        // In a list too (`sweep --producers 1,2,4`).
+        let a = Args::parse(["--producers", "1,18446744073709551615"], &[]).unwrap();
+        assert!(
+            a.list::<usize>("producers", vec![])
+                .unwrap_err()
+                .contains("at most 4096")
+        );
     }
 }

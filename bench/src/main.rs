@@ -89,8 +89,8 @@ fn usage() -> String {
     )
 }
 
-/// The command line's arguments, read lossily: one that is not UTF-8
-/// (`std::env::args` panicked on it) reaches the option that refuses it.
+/// The command line's arguments (`main` refuses one that is not UTF-8
+/// first: `std::env::args` panicked on it).
 fn args() -> impl Iterator<Item = String> {
     std::env::args_os().map(|a| a.to_string_lossy().into_owned())
 }
@@ -108,6 +108,10 @@ fn command_line() -> String {
 }
 
 fn main() -> ExitCode {
+    if let Some(bad) = std::env::args_os().skip(1).find(|a| a.to_str().is_none()) {
+        eprintln!("wq-bench: argument {bad:?} is not valid UTF-8: give options and paths in UTF-8");
+        return ExitCode::from(1);
+    }
     let mut argv = args().skip(1);
     let Some(sub) = argv.next() else {
         eprint!("{}", usage());

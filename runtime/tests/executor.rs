@@ -513,13 +513,19 @@ fn shutdown_timeout_does_not_wait_past_it_for_a_workers_thread_local_destructor(
 #[test]
 fn a_deadline_spent_on_drops_does_not_fail_the_joins_of_exited_threads() {
     within(60, || {
+        // Its drop lasts until the runtime's threads are gone (past the
+        // deadline), not a fixed time a loaded machine may not give them.
         struct SlowDrop;
         impl Drop for SlowDrop {
             fn drop(&mut self) {
-                std::thread::sleep(Duration::from_millis(300));
+                std::thread::sleep(Duration::from_millis(150));
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while threads_named("slowdrop") > 0 && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
             }
         }
-        let rt = Runtime::builder().build().unwrap();
+        let rt = Runtime::builder().thread_name("slowdrop").build().unwrap();
         let q = wq::Workqueue::builder("slow-drop")
             .max_active(1)
             .build(rt.handle())

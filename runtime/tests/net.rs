@@ -644,7 +644,9 @@ fn a_unix_listeners_queue_is_the_kernels_maximum() {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0);
-    if somaxconn < 2048 || common::raise_nofile() < 2200 {
+    // 1,100 connects show it: the old 1,024 refused the 1,026th (and the
+    // echo test beside this one holds 2,000 fds).
+    if somaxconn < 1100 || common::raise_nofile() < 1300 {
         eprintln!("net.core.somaxconn is {somaxconn} (or too few fds): nothing to check");
         return;
     }
@@ -665,7 +667,7 @@ fn a_unix_listeners_queue_is_the_kernels_maximum() {
             *d = b as libc::c_char;
         }
         let mut pending = Vec::new();
-        while pending.len() < 2000 {
+        while pending.len() < 1100 {
             // SAFETY: socket(2) has no preconditions.
             let fd =
                 unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0) };

@@ -310,8 +310,19 @@ mod tests {
                 assert!(Instant::now() < deadline);
                 std::thread::sleep(Duration::from_millis(1));
             }
-            // The quick ones' closures have returned by now.
-            std::thread::sleep(Duration::from_millis(50));
+            // Until the quick ones' closures have returned (they count
+            // themselves out just before): only `late` is left unfinished
+            // (the quick ones' exits may have let go of each other's).
+            let unfinished = || {
+                crate::loom::lock(&threads.inner.handles)
+                    .iter()
+                    .filter(|h| !h.is_finished())
+                    .count()
+            };
+            while unfinished() > 1 {
+                assert!(Instant::now() < deadline);
+                std::thread::sleep(Duration::from_millis(1));
+            }
             late.store(true, Ordering::Release);
             while live() > 0 {
                 assert!(Instant::now() < deadline);
