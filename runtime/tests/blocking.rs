@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{threads_named, within_watchdog};
+use common::{LINGERING, Lingering, threads_named, within_watchdog};
 use wq::{Runtime, Scope};
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -301,19 +301,6 @@ fn the_shutdown_turns_the_driver_for_a_worker_it_waits_for() {
         drop(rt);
         assert!(start.elapsed() < Duration::from_secs(5));
     });
-}
-
-/// A thread-local whose destructor blocks until released.
-struct Lingering(std::sync::mpsc::Receiver<()>);
-
-impl Drop for Lingering {
-    fn drop(&mut self) {
-        let _ = self.0.recv_timeout(Duration::from_secs(30));
-    }
-}
-
-thread_local! {
-    static LINGERING: std::cell::RefCell<Option<Lingering>> = const { std::cell::RefCell::new(None) };
 }
 
 /// `shutdown_timeout` waits at most its timeout for the blocking

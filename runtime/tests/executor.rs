@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use wq::{Handle, Runtime, Scope, Topology, WakeMode};
 
-use common::within;
+use common::{LINGERING, Lingering, within};
 
 fn synthetic(desc: &str) -> Runtime {
     Runtime::builder()
@@ -462,20 +462,6 @@ fn shutdown_timeout_returns_when_a_worker_is_stuck() {
     }
     assert!(!rt.shutdown_timeout(Duration::from_millis(20)));
     drop(tx);
-}
-
-/// A thread-local whose destructor blocks until released: it runs after
-/// its thread counted itself out of the runtime's live threads.
-struct Lingering(std::sync::mpsc::Receiver<()>);
-
-impl Drop for Lingering {
-    fn drop(&mut self) {
-        let _ = self.0.recv_timeout(Duration::from_secs(30));
-    }
-}
-
-thread_local! {
-    static LINGERING: std::cell::RefCell<Option<Lingering>> = const { std::cell::RefCell::new(None) };
 }
 
 /// `shutdown_timeout` waits at most its timeout for the workers, their

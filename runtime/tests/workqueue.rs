@@ -20,6 +20,16 @@ fn runtime(desc: &str) -> Runtime {
         .unwrap()
 }
 
+/// One `system` pool of at most one worker on two made-up CPUs.
+fn one_worker_runtime() -> Runtime {
+    Runtime::builder()
+        .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
+        .default_scope(Scope::System)
+        .max_workers_per_pool(1)
+        .build()
+        .unwrap()
+}
+
 /// Tracks how many items run at once, and the most seen.
 #[derive(Default)]
 struct Concurrency {
@@ -367,12 +377,7 @@ fn set_max_active_takes_effect_on_waiting_items() {
 #[test]
 fn items_released_together_start_in_submission_order() {
     within(60, || {
-        let rt = Runtime::builder()
-            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
-            .default_scope(Scope::System)
-            .max_workers_per_pool(1)
-            .build()
-            .unwrap();
+        let rt = one_worker_runtime();
         let q = Arc::new(
             Workqueue::builder("in order")
                 .max_active(1)
@@ -550,12 +555,7 @@ fn a_short_computation_after_a_long_block_is_not_a_cpu_hog() {
 #[test]
 fn a_cpu_intensive_items_polls_are_not_cm_wakeups() {
     within(60, || {
-        let rt = Runtime::builder()
-            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
-            .default_scope(Scope::System)
-            .max_workers_per_pool(1)
-            .build()
-            .unwrap();
+        let rt = one_worker_runtime();
         let q = Workqueue::builder("crunch")
             .cpu_intensive()
             .build(rt.handle())

@@ -91,3 +91,19 @@ pub fn threads_named(prefix: &str) -> usize {
         .filter(|name| name.trim_end().starts_with(prefix))
         .count()
 }
+
+/// A thread-local value whose destructor blocks until its sender is
+/// dropped (30 s at most): it runs after its thread has counted itself out
+/// of the runtime's live threads, as the thread ends.
+pub struct Lingering(pub std::sync::mpsc::Receiver<()>);
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        let _ = self.0.recv_timeout(Duration::from_secs(30));
+    }
+}
+
+thread_local! {
+    /// Where a test leaves a [`Lingering`] on the thread it runs on.
+    pub static LINGERING: std::cell::RefCell<Option<Lingering>> = const { std::cell::RefCell::new(None) };
+}
