@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{LINGERING, Lingering, threads_named, within_watchdog};
+use common::{
+    LINGERING, Lingering, shutdown_beside_a_lingering_thread, threads_named, within_watchdog,
+};
 use wq::{Runtime, Scope};
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -309,20 +311,12 @@ fn the_shutdown_turns_the_driver_for_a_worker_it_waits_for() {
 #[test]
 fn shutdown_timeout_does_not_wait_past_it_for_a_blocking_threads_thread_local_destructor() {
     within_watchdog("tls", LIMIT, || {
-        let rt = Runtime::new().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        rt.block_on(rt.spawn_blocking(move || {
-            LINGERING.with(|l| *l.borrow_mut() = Some(Lingering(rx)));
-        }))
-        .unwrap();
-        let start = Instant::now();
-        let all = rt.shutdown_timeout(Duration::from_millis(200));
-        let took = start.elapsed();
-        drop(tx);
-        assert!(
-            took < Duration::from_secs(15),
-            "shutdown_timeout(200 ms) took {took:?}"
-        );
+        let all = shutdown_beside_a_lingering_thread(Runtime::new().unwrap(), |rt, l| {
+            rt.block_on(rt.spawn_blocking(move || {
+                LINGERING.with(|s| *s.borrow_mut() = Some(l));
+            }))
+            .unwrap();
+        });
         assert!(
             !all,
             "a blocking thread still running its destructors counted as exited"

@@ -107,3 +107,25 @@ thread_local! {
     /// Where a test leaves a [`Lingering`] on the thread it runs on.
     pub static LINGERING: std::cell::RefCell<Option<Lingering>> = const { std::cell::RefCell::new(None) };
 }
+
+/// Leaves a [`Lingering`] on a thread of `rt` (`leave` runs there what it
+/// is given), then shuts `rt` down with a 200 ms timeout while that
+/// thread's end blocks in its destructor; checks the call kept to its
+/// timeout (within 15 s: not the 30 s the destructor lasts) and returns
+/// what it said.
+pub fn shutdown_beside_a_lingering_thread(
+    rt: wq::Runtime,
+    leave: impl FnOnce(&wq::Runtime, Lingering),
+) -> bool {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    leave(&rt, Lingering(rx));
+    let start = std::time::Instant::now();
+    let all = rt.shutdown_timeout(Duration::from_millis(200));
+    let took = start.elapsed();
+    drop(tx);
+    assert!(
+        took < Duration::from_secs(15),
+        "shutdown_timeout(200 ms) took {took:?}"
+    );
+    all
+}
