@@ -65,12 +65,12 @@
 //! `is_cancelled`), a spawn that met the pool closed after passing the
 //! runtime's check too (`task::refuse_job`).
 
+use super::threads::Thread;
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
-use std::thread::JoinHandle as ThreadHandle;
 use std::time::{Duration, Instant};
 
 use super::Scheduler;
@@ -135,7 +135,7 @@ struct State {
     starting: usize,
     sleepers: Vec<Arc<Sleeper>>,
     shutdown: bool,
-    handles: Vec<ThreadHandle<()>>,
+    handles: Vec<Thread>,
     start_failures: u64,
     /// Jobs queued so far.
     jobs: u64,
@@ -272,10 +272,10 @@ impl BlockingPool {
             }
             return;
         }
-        match builder.spawn(move || run(runtime)) {
+        match Thread::spawn(builder, move || run(runtime)) {
             Ok(handle) => {
                 let mut s = crate::loom::lock(&self.state);
-                s.handles.retain(|h| !h.is_finished());
+                s.handles.retain(|h| !h.has_ended());
                 s.handles.push(handle);
                 // Registered: a shutdown waiting for the starts to be over
                 // before it takes the handles may go on.
@@ -496,14 +496,13 @@ fn run(runtime: Arc<Scheduler>) {
         }
     }
     s.threads -= 1;
-    // The handles of threads that have exited: dropped (detached, their
-    // stacks freed) as each thread exits, not only at the next start,
-    // which a trickle served by one thread never makes (this one's own is
-    // let go by the next exit or start). Not at the shutdown: a handle
-    // says finished before the thread's thread-locals' destructors run,
-    // which the shutdown waits for.
+    // The handles of threads that have ended (`threads::Thread`: their
+    // thread-locals' destructors run): dropped (detached, their stacks
+    // freed) as each thread exits, not only at the next start, which a
+    // trickle served by one thread never makes (this one's own is let go
+    // by the next exit or start). Not at the shutdown, which joins them.
     if !s.shutdown {
-        s.handles.retain(|h| !h.is_finished());
+        s.handles.retain(|h| !h.has_ended());
     }
     drop(s);
     pool.exited.notify_all();
@@ -616,7 +615,7 @@ mod tests {
     fn a_shutdown_waits_for_a_start_in_progress_to_keep_its_handle() {
         let (pool, rx) = shutting_down_during_a_start();
         // The new thread ran, saw the shutdown and exited...
-        let thread = std::thread::spawn(|| ());
+        let thread = Thread::spawn(std::thread::Builder::new(), || ()).unwrap();
         crate::loom::lock(&pool.state).threads -= 1;
         pool.exited.notify_all();
         std::thread::sleep(Duration::from_millis(50));

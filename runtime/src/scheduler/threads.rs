@@ -16,13 +16,17 @@
 //!
 //! - **Join.** A thread counted out has ended the runtime's work, but its
 //!   thread-locals' destructors run after that (an application's
-//!   thread-local whose `Drop` flushes a connection, say): with a
-//!   deadline, the joins happen on a thread of their own (`wq-join`), and
-//!   what is not joined by the deadline (or 100 ms, if less is left: the
-//!   threads are out already) is left to it (the shutdown returns false;
-//!   a later wait waits for that joiner first). Without
-//!   one, they are joined in place. [`Joins`] does it, for the blocking
-//!   pool's threads too.
+//!   thread-local whose `Drop` flushes a connection, say). A [`Thread`]
+//!   knows when they have all run (its end mark, the thread's last
+//!   thread-local destructor): those **ended** are joined in place at
+//!   once; with a deadline, the others are joined on a thread of their
+//!   own (`wq-join`), and what is not joined by the deadline (or 100 ms,
+//!   if less is left: the threads are out already) is left to it (the
+//!   shutdown returns false; a later wait waits for that joiner first).
+//!   Without one, they are joined in place. [`Joins`] does it, for the
+//!   blocking pool's threads too. Ended threads' handles are also dropped
+//!   (their stacks freed) as other threads exit and start, until the
+//!   threads are closed.
 //!
 //! - **Exit hook** (shutdown): a thread counting itself out then calls the
 //!   hook set with [`Threads::on_exit`], outside the `live` lock: the
@@ -32,6 +36,8 @@
 //!
 //! Lock order: `handles`, then `live`. Both are leaves otherwise.
 
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -47,12 +53,71 @@ struct Live {
 /// Called by each thread after it counted itself out.
 type ExitHook = Box<dyn Fn() + Send + Sync>;
 
+/// A runtime thread (a worker, the rescuer, a blocking thread): its
+/// handle, and whether it has **ended**: its thread-locals' destructors
+/// have all run. `JoinHandle::is_finished` says finished once the thread's
+/// closure returns, before those destructors (an application's, say, that
+/// flushes a connection); a join then waits for them. An ended thread's
+/// join is an OS thread's exit, microseconds.
+pub(crate) struct Thread {
+    join: JoinHandle<()>,
+    ended: Arc<AtomicBool>,
+}
+
+impl Thread {
+    /// Starts `f` on a thread made by `builder`.
+    pub(crate) fn spawn(
+        builder: std::thread::Builder,
+        f: impl FnOnce() + Send + 'static,
+    ) -> std::io::Result<Thread> {
+        let ended = Arc::new(AtomicBool::new(false));
+        let mark = ended.clone();
+        let join = builder.spawn(move || {
+            // First, so that its destructor runs last (they run in the
+            // reverse order of their registration, at a thread's first
+            // use of each thread-local).
+            let _ = END_MARK.try_with(|m| m.0.set(Some(mark)));
+            f();
+        })?;
+        Ok(Thread { join, ended })
+    }
+
+    /// Whether the thread has ended (type docs).
+    pub(crate) fn has_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    fn id(&self) -> std::thread::ThreadId {
+        self.join.thread().id()
+    }
+
+    fn join(self) {
+        let _ = self.join.join();
+    }
+}
+
+/// Sets its thread's end mark as the thread's last thread-local
+/// destructor (`Thread`).
+struct EndMark(Cell<Option<Arc<AtomicBool>>>);
+
+impl Drop for EndMark {
+    fn drop(&mut self) {
+        if let Some(ended) = self.0.take() {
+            ended.store(true, Ordering::Release);
+        }
+    }
+}
+
+std::thread_local! {
+    static END_MARK: EndMark = const { EndMark(Cell::new(None)) };
+}
+
 #[derive(Default)]
 struct Inner {
-    /// The threads' handles. Those of threads that exited are dropped
+    /// The threads' handles. Those of threads that ended are dropped
     /// (detached: their stacks freed) as each thread exits and at each
     /// start; the shutdown joins the rest.
-    handles: Mutex<Vec<JoinHandle<()>>>,
+    handles: Mutex<Vec<Thread>>,
     live: Mutex<Live>,
     live_changed: Condvar,
     exit_hook: std::sync::OnceLock<ExitHook>,
@@ -82,21 +147,26 @@ impl Joins {
     /// Joins `handles` but the calling thread's, and any joiner left
     /// pending by an earlier call: by `deadline` if one is given, else
     /// waiting as long as they take. Returns whether all were joined.
-    pub(crate) fn join(&self, handles: Vec<JoinHandle<()>>, deadline: Option<Instant>) -> bool {
+    pub(crate) fn join(&self, handles: Vec<Thread>, deadline: Option<Instant>) -> bool {
         /// Waits for the pending joiner, then joins the threads.
-        fn join_all(pending: Option<mpsc::Receiver<()>>, handles: Vec<JoinHandle<()>>) {
+        fn join_all(pending: Option<mpsc::Receiver<()>>, handles: Vec<Thread>) {
             if let Some(p) = pending {
                 let _ = p.recv();
             }
             for t in handles {
-                let _ = t.join();
+                t.join();
             }
         }
         let current = std::thread::current().id();
-        let handles: Vec<_> = handles
+        // Ended threads are joined here at once (an OS thread's exit); the
+        // others may be in a thread-local's destructor.
+        let (ended, handles): (Vec<_>, Vec<_>) = handles
             .into_iter()
-            .filter(|t| t.thread().id() != current)
-            .collect();
+            .filter(|t| t.id() != current)
+            .partition(Thread::has_ended);
+        for t in ended {
+            t.join();
+        }
         let pending = lock(&self.pending).take();
         let Some(deadline) = deadline else {
             join_all(pending, handles);
@@ -154,18 +224,17 @@ impl Drop for Counted {
     fn drop(&mut self) {
         // Threads culled after a burst: their handles go as each exits,
         // not at the next start, which a pool culled to its idle two
-        // may never make (14 exited workers' stacks stayed mapped). This
-        // one's own is not finished yet: the next exit or start drops it.
-        // Not once closed: a handle says finished when its closure has
-        // returned, before the thread's thread-locals' destructors run,
-        // which the shutdown waits for (module docs, "Join"). (The lock
-        // order is `handles`, then `live`. A try: a start that fails
-        // drops this guard with the closure while it holds `handles`,
-        // and it prunes them itself.)
+        // may never make (14 exited workers' stacks stayed mapped). Only
+        // ended ones (`Thread`: one still in a thread-local's destructor
+        // is waited for by a shutdown); this one's own goes at the next
+        // exit or start. Not once closed: the shutdown joins them. (The
+        // lock order is `handles`, then `live`. A try: a start that fails
+        // drops this guard with the closure while it holds `handles`, and
+        // it prunes them itself.)
         if let Ok(mut handles) = self.0.handles.try_lock()
             && !lock(&self.0.live).closed
         {
-            handles.retain(|t| !t.is_finished());
+            handles.retain(|t| !t.has_ended());
         }
         {
             let mut live = lock(&self.0.live);
@@ -201,12 +270,12 @@ impl Threads {
         }
         // On failure the closure, and with it `counted`, is dropped: the
         // thread is counted out again.
-        let handle = builder.spawn(move || {
+        let handle = Thread::spawn(builder, move || {
             let _counted = counted;
             f();
         })?;
-        // Culled workers' handles: drop (detach) the finished ones.
-        handles.retain(|t| !t.is_finished());
+        // Culled workers' handles: drop (detach) the ended ones.
+        handles.retain(|t| !t.has_ended());
         handles.push(handle);
         Ok(())
     }
@@ -316,7 +385,7 @@ mod tests {
             let unfinished = || {
                 crate::loom::lock(&threads.inner.handles)
                     .iter()
-                    .filter(|h| !h.is_finished())
+                    .filter(|h| !h.has_ended())
                     .count()
             };
             while unfinished() > 1 {
@@ -339,5 +408,67 @@ mod tests {
             }
             assert!(threads.wait(None, 0, None));
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod ended_tests {
+    use super::Threads;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    /// Blocks its thread's end in its destructor until `release` is set.
+    struct Lingering(Arc<AtomicBool>);
+
+    impl Drop for Lingering {
+        fn drop(&mut self) {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !self.0.load(Ordering::Acquire) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
+    std::thread_local! {
+        static LINGERING: std::cell::RefCell<Option<Lingering>> = const { std::cell::RefCell::new(None) };
+    }
+
+    /// A thread whose closure has returned but whose thread-local
+    /// destructor still runs (culled while an application's destructor
+    /// flushes) is not let go by a later exit: a shutdown after waits for
+    /// it (its handle said finished, and a later exit dropped it).
+    #[test]
+    fn a_thread_in_its_thread_locals_destructor_is_not_let_go() {
+        let threads = Threads::default();
+        let release = Arc::new(AtomicBool::new(false));
+        let r = release.clone();
+        threads
+            .spawn("lingering".into(), None, move || {
+                LINGERING.with(|l| *l.borrow_mut() = Some(Lingering(r)));
+            })
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while crate::loom::lock(&threads.inner.live).count > 0 {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Its closure returned; a later thread starts and exits.
+        std::thread::sleep(Duration::from_millis(20));
+        threads.spawn("later".into(), None, || ()).unwrap();
+        while crate::loom::lock(&threads.inner.live).count > 0 {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        // The shutdown's wait: the lingering thread is still to be joined.
+        threads.close();
+        let by = Instant::now() + Duration::from_millis(200);
+        assert!(
+            !threads.wait(Some(Duration::ZERO), 0, Some(by)),
+            "a thread in its thread-local's destructor counted as joined"
+        );
+        release.store(true, Ordering::Release);
+        assert!(threads.wait(None, 0, None));
     }
 }
