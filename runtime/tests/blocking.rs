@@ -361,6 +361,50 @@ fn a_later_exit_at_the_shutdown_leaves_the_lingering_threads_join_to_it() {
     });
 }
 
+/// A C library's per-thread destructor (`pthread_key_create`), which runs
+/// after the thread's Rust thread-locals' ones, holds the shutdown no
+/// longer than its timeout either, whether the thread exits at the
+/// shutdown or was culled before it.
+#[test]
+fn shutdown_timeout_bounds_a_c_librarys_per_thread_destructor() {
+    extern "C" fn slow(_: *mut libc::c_void) {
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    within_watchdog("pthread key", LIMIT, || {
+        for culled_first in [false, true] {
+            let rt = Runtime::builder()
+                .blocking_keep_alive(Duration::from_millis(50))
+                .build()
+                .unwrap();
+            rt.block_on(rt.spawn_blocking(|| {
+                let mut key: libc::pthread_key_t = 0;
+                // SAFETY: a new key, and a non-null value for this thread:
+                // its destructor runs as the thread ends.
+                unsafe {
+                    libc::pthread_key_create(&mut key, Some(slow));
+                    libc::pthread_setspecific(key, std::ptr::dangling::<libc::c_void>());
+                }
+            }))
+            .unwrap();
+            if culled_first {
+                // Culled: its thread now in `slow`.
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            let start = Instant::now();
+            let all = rt.shutdown_timeout(Duration::from_millis(200));
+            let took = start.elapsed();
+            assert!(
+                took < Duration::from_secs(3),
+                "culled first {culled_first}: shutdown_timeout(200 ms) took {took:?}"
+            );
+            assert!(
+                !all,
+                "culled first {culled_first}: a thread still in its destructor joined"
+            );
+        }
+    });
+}
+
 /// The blocking pool closes with the runtime, before its workers are
 /// waited for: a job queued then never starts. Here a worker blocks on a
 /// queued job's handle, and the job ahead of it waits for that worker: it

@@ -111,8 +111,6 @@ pub(crate) const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(10);
 pub(crate) struct BlockingPool {
     state: Mutex<State>,
     exited: Condvar,
-    /// The shutdown's joins (by its deadline).
-    joins: super::threads::Joins,
     /// Test hook: thread starts to refuse (as the OS would at its limit).
     #[cfg(test)]
     pub(crate) refuse_starts: std::sync::atomic::AtomicUsize,
@@ -275,7 +273,7 @@ impl BlockingPool {
         match Thread::spawn(builder, move || run(runtime)) {
             Ok(handle) => {
                 let mut s = crate::loom::lock(&self.state);
-                s.handles.retain(|h| !h.has_ended());
+                s.handles.retain_mut(|h| !h.try_join());
                 s.handles.push(handle);
                 // Registered: a shutdown waiting for the starts to be over
                 // before it takes the handles may go on.
@@ -422,7 +420,7 @@ impl BlockingPool {
         drop(s);
         // Their thread-locals' destructors run after the count
         // (`threads::Joins`).
-        self.joins.join(handles, deadline)
+        super::threads::join_all(handles, deadline)
     }
 }
 
@@ -496,13 +494,13 @@ fn run(runtime: Arc<Scheduler>) {
         }
     }
     s.threads -= 1;
-    // The handles of threads that have ended (`threads::Thread`: their
-    // thread-locals' destructors run): dropped (detached, their stacks
-    // freed) as each thread exits, not only at the next start, which a
-    // trickle served by one thread never makes (this one's own is let go
-    // by the next exit or start). Not at the shutdown, which joins them.
+    // Threads that have gone (`threads::Thread::try_join`: joined without
+    // waiting, their stacks freed) as each thread exits, not only at the
+    // next start, which a trickle served by one thread never makes (this
+    // one is joined at the next exit or start). Not at the shutdown,
+    // which joins them.
     if !s.shutdown {
-        s.handles.retain(|h| !h.has_ended());
+        s.handles.retain_mut(|h| !h.try_join());
     }
     drop(s);
     pool.exited.notify_all();

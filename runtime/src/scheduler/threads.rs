@@ -16,17 +16,15 @@
 //!
 //! - **Join.** A thread counted out has ended the runtime's work, but its
 //!   thread-locals' destructors run after that (an application's
-//!   thread-local whose `Drop` flushes a connection, say). A [`Thread`]
-//!   knows when they have all run (its end mark, the thread's last
-//!   thread-local destructor): those **ended** are joined in place at
-//!   once; with a deadline, the others are joined on a thread of their
-//!   own (`wq-join`), and what is not joined by the deadline (or 100 ms,
-//!   if less is left: the threads are out already) is left to it (the
-//!   shutdown returns false; a later wait waits for that joiner first).
-//!   Without one, they are joined in place. [`Joins`] does it, for the
-//!   blocking pool's threads too. Ended threads' handles are also dropped
-//!   (their stacks freed) as other threads exit and start, until the
-//!   threads are closed.
+//!   thread-local whose `Drop` flushes a connection, say; a C library's
+//!   per-thread destructor). With a deadline, each thread is joined by it
+//!   (or 100 ms from now, if less is left: the threads are out already),
+//!   and one not gone by then is detached, left to end on its own (the
+//!   shutdown returns false); without one, joined as long as it takes
+//!   ([`join_all`], for the blocking pool's threads too). Threads that
+//!   have gone are also joined as other threads exit and start, without
+//!   waiting (`Thread::try_join`: their stacks freed), until the threads
+//!   are closed.
 //!
 //! - **Exit hook** (shutdown): a thread counting itself out then calls the
 //!   hook set with [`Threads::on_exit`], outside the `live` lock: the
@@ -36,9 +34,7 @@
 //!
 //! Lock order: `handles`, then `live`. Both are leaves otherwise.
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -48,20 +44,27 @@ use crate::loom::lock;
 struct Live {
     count: usize,
     closed: bool,
+    /// A wait left a thread detached, not gone by its deadline: every
+    /// later wait says so too (the shutdown's last look took no handle
+    /// left, and said every thread had exited).
+    left_one: bool,
 }
 
 /// Called by each thread after it counted itself out.
 type ExitHook = Box<dyn Fn() + Send + Sync>;
 
 /// A runtime thread (a worker, the rescuer, a blocking thread): its
-/// handle, and whether it has **ended**: its thread-locals' destructors
-/// have all run. `JoinHandle::is_finished` says finished once the thread's
-/// closure returns, before those destructors (an application's, say, that
-/// flushes a connection); a join then waits for them. An ended thread's
-/// join is an OS thread's exit, microseconds.
+/// handle, joined without waiting (when the thread has gone: pruned) or
+/// by a deadline (the shutdown). `JoinHandle::is_finished` says finished
+/// once the thread's closure returns, before its thread-locals'
+/// destructors (an application's, say, that flushes a connection) and a C
+/// library's per-thread ones (`pthread_key_create`), which a join waits
+/// for: a thread is gone when the OS says so, by a join that does not
+/// wait (`pthread_tryjoin_np`) or that waits until a deadline
+/// (`pthread_timedjoin_np`).
 pub(crate) struct Thread {
-    join: JoinHandle<()>,
-    ended: Arc<AtomicBool>,
+    /// `None` once joined.
+    join: Option<JoinHandle<()>>,
 }
 
 impl Thread {
@@ -70,46 +73,66 @@ impl Thread {
         builder: std::thread::Builder,
         f: impl FnOnce() + Send + 'static,
     ) -> std::io::Result<Thread> {
-        let ended = Arc::new(AtomicBool::new(false));
-        let mark = ended.clone();
-        let join = builder.spawn(move || {
-            // First, so that its destructor runs last (they run in the
-            // reverse order of their registration, at a thread's first
-            // use of each thread-local).
-            let _ = END_MARK.try_with(|m| m.0.set(Some(mark)));
-            f();
-        })?;
-        Ok(Thread { join, ended })
+        Ok(Thread {
+            join: Some(builder.spawn(f)?),
+        })
     }
 
-    /// Whether the thread has ended (type docs).
-    pub(crate) fn has_ended(&self) -> bool {
-        self.ended.load(Ordering::Acquire)
+    fn id(&self) -> Option<std::thread::ThreadId> {
+        self.join.as_ref().map(|j| j.thread().id())
     }
 
-    fn id(&self) -> std::thread::ThreadId {
-        self.join.thread().id()
-    }
-
-    fn join(self) {
-        let _ = self.join.join();
-    }
-}
-
-/// Sets its thread's end mark as the thread's last thread-local
-/// destructor (`Thread`).
-struct EndMark(Cell<Option<Arc<AtomicBool>>>);
-
-impl Drop for EndMark {
-    fn drop(&mut self) {
-        if let Some(ended) = self.0.take() {
-            ended.store(true, Ordering::Release);
+    /// Joins the thread if it has gone, without waiting; whether it had.
+    pub(crate) fn try_join(&mut self) -> bool {
+        use std::os::unix::thread::JoinHandleExt;
+        let Some(j) = &self.join else {
+            return true;
+        };
+        // SAFETY: the handle's own thread, not joined or detached yet
+        // (`join` is `Some`); on success it is joined, and the handle is
+        // consumed below without detaching it.
+        if unsafe { libc::pthread_tryjoin_np(j.as_pthread_t(), std::ptr::null_mut()) } != 0 {
+            return false;
         }
+        if let Some(j) = self.join.take() {
+            let _joined = j.into_pthread_t();
+        }
+        true
     }
-}
 
-std::thread_local! {
-    static END_MARK: EndMark = const { EndMark(Cell::new(None)) };
+    /// Joins the thread, waiting until `deadline` at most (for ever if
+    /// `None`); left detached, to end on its own, if it has not gone by
+    /// then. Whether it was joined.
+    fn join_by(mut self, deadline: Option<Instant>) -> bool {
+        use std::os::unix::thread::JoinHandleExt;
+        let Some(j) = self.join.take() else {
+            return true;
+        };
+        let Some(deadline) = deadline else {
+            let _ = j.join();
+            return true;
+        };
+        let pthread = j.into_pthread_t();
+        // The deadline on the clock `pthread_timedjoin_np` reads.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let at = now.saturating_add(left);
+        let abstime = libc::timespec {
+            tv_sec: libc::time_t::try_from(at.as_secs()).unwrap_or(libc::time_t::MAX),
+            tv_nsec: libc::c_long::from(at.subsec_nanos()),
+        };
+        // SAFETY: the thread's handle, owned here (`into_pthread_t`), joined
+        // or detached exactly once below.
+        let joined =
+            unsafe { libc::pthread_timedjoin_np(pthread, std::ptr::null_mut(), &abstime) } == 0;
+        if !joined {
+            // SAFETY: as above: not joined, detached once.
+            unsafe { libc::pthread_detach(pthread) };
+        }
+        joined
+    }
 }
 
 #[derive(Default)]
@@ -127,94 +150,26 @@ struct Inner {
 #[derive(Default)]
 pub(crate) struct Threads {
     inner: Arc<Inner>,
-    joins: Joins,
 }
 
 /// The least a join of threads that have counted themselves out is given,
-/// however little is left of the deadline (the joining thread must be
-/// scheduled first: 10 ms was short on two loaded CPUs).
+/// however little is left of the deadline (their OS threads' exits).
 const JOIN_GRACE: Duration = Duration::from_millis(100);
 
-/// Joins threads by a deadline (module docs, "Join").
-#[derive(Debug, Default)]
-pub(crate) struct Joins {
-    /// A joiner that did not finish by its deadline: done once it sends
-    /// (or drops its sender).
-    pending: Mutex<Option<mpsc::Receiver<()>>>,
-}
-
-impl Joins {
-    /// Joins `handles` but the calling thread's, and any joiner left
-    /// pending by an earlier call: by `deadline` if one is given, else
-    /// waiting as long as they take. Returns whether all were joined.
-    pub(crate) fn join(&self, handles: Vec<Thread>, deadline: Option<Instant>) -> bool {
-        /// Waits for the pending joiner, then joins the threads.
-        fn join_all(pending: Option<mpsc::Receiver<()>>, handles: Vec<Thread>) {
-            if let Some(p) = pending {
-                let _ = p.recv();
-            }
-            for t in handles {
-                t.join();
-            }
-        }
-        let current = std::thread::current().id();
-        // Ended threads are joined here at once (an OS thread's exit); the
-        // others may be in a thread-local's destructor.
-        let (ended, handles): (Vec<_>, Vec<_>) = handles
-            .into_iter()
-            .filter(|t| t.id() != current)
-            .partition(Thread::has_ended);
-        for t in ended {
-            t.join();
-        }
-        let pending = lock(&self.pending).take();
-        let Some(deadline) = deadline else {
-            join_all(pending, handles);
-            return true;
-        };
-        let done = if handles.is_empty() {
-            match pending {
-                Some(p) => p,
-                None => return true,
-            }
-        } else {
-            let (tx, rx) = mpsc::channel();
-            // Shared with the joiner, so that a refused start leaves them here.
-            let work = Arc::new(Mutex::new(Some((pending, handles))));
-            let w = work.clone();
-            let started = std::thread::Builder::new()
-                .name("wq-join".into())
-                .spawn(move || {
-                    if let Some((pending, handles)) = lock(&*w).take() {
-                        join_all(pending, handles);
-                    }
-                    let _ = tx.send(());
-                });
-            if started.is_err() {
-                // No thread to spare (the process's limit): join here.
-                if let Some((pending, handles)) = lock(&*work).take() {
-                    join_all(pending, handles);
-                }
-                return true;
-            }
-            rx
-        };
-        // The threads joined here have left the runtime's count already:
-        // their joins take an OS thread's exit, and a deadline spent on the
-        // shutdown's drops (a slow `Drop`) must not fail them (it did:
-        // false, with every thread gone). Only a thread-local's destructor
-        // that blocks outlasts the grace.
-        let left = deadline
-            .saturating_duration_since(Instant::now())
-            .max(JOIN_GRACE);
-        match done.recv_timeout(left) {
-            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => true,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                *lock(&self.pending) = Some(done);
-                false
-            }
+/// Joins `handles` but the calling thread's: by `deadline` if one is
+/// given (at least [`JOIN_GRACE`] from now: the threads have counted
+/// themselves out), those not gone by then left detached; else waiting as
+/// long as they take. Returns whether all were joined.
+pub(crate) fn join_all(handles: Vec<Thread>, deadline: Option<Instant>) -> bool {
+    let current = Some(std::thread::current().id());
+    let deadline = deadline.map(|d| d.max(Instant::now() + JOIN_GRACE));
+    let mut all = true;
+    for t in handles {
+        if t.id() != current {
+            all &= t.join_by(deadline);
         }
     }
+    all
 }
 
 /// Counts a live thread out when dropped (at the thread's very end).
@@ -234,7 +189,7 @@ impl Drop for Counted {
         if let Ok(mut handles) = self.0.handles.try_lock()
             && !lock(&self.0.live).closed
         {
-            handles.retain(|t| !t.has_ended());
+            handles.retain_mut(|t| !t.try_join());
         }
         {
             let mut live = lock(&self.0.live);
@@ -274,8 +229,8 @@ impl Threads {
             let _counted = counted;
             f();
         })?;
-        // Culled workers' handles: drop (detach) the ended ones.
-        handles.retain(|t| !t.has_ended());
+        // Culled workers' threads: join those gone.
+        handles.retain_mut(|t| !t.try_join());
         handles.push(handle);
         Ok(())
     }
@@ -331,7 +286,10 @@ impl Threads {
         }
         drop(live);
         let handles = std::mem::take(&mut *lock(&self.inner.handles));
-        self.joins.join(handles, join_by)
+        let joined = join_all(handles, join_by);
+        let mut live = lock(&self.inner.live);
+        live.left_one |= !joined;
+        !live.left_one
     }
 }
 
@@ -384,9 +342,9 @@ mod tests {
             // (the quick ones' exits may have let go of each other's).
             let unfinished = || {
                 crate::loom::lock(&threads.inner.handles)
-                    .iter()
-                    .filter(|h| !h.has_ended())
-                    .count()
+                    .iter_mut()
+                    .map(|h| usize::from(!h.try_join()))
+                    .sum::<usize>()
             };
             while unfinished() > 1 {
                 assert!(Instant::now() < deadline);
@@ -412,7 +370,7 @@ mod tests {
 }
 
 #[cfg(all(test, not(loom)))]
-mod ended_tests {
+mod lingering_tests {
     use super::Threads;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -437,7 +395,8 @@ mod ended_tests {
     /// A thread whose closure has returned but whose thread-local
     /// destructor still runs (culled while an application's destructor
     /// flushes) is not let go by a later exit: a shutdown after waits for
-    /// it (its handle said finished, and a later exit dropped it).
+    /// it (its handle said finished, and a later exit dropped it), and says
+    /// it is left if it has not gone by the deadline.
     #[test]
     fn a_thread_in_its_thread_locals_destructor_is_not_let_go() {
         let threads = Threads::default();
@@ -469,6 +428,7 @@ mod ended_tests {
             "a thread in its thread-local's destructor counted as joined"
         );
         release.store(true, Ordering::Release);
-        assert!(threads.wait(None, 0, None));
+        // Left detached by that wait: a later one says so too.
+        assert!(!threads.wait(None, 0, None));
     }
 }
