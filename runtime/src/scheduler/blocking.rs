@@ -419,7 +419,7 @@ impl BlockingPool {
         let handles = std::mem::take(&mut s.handles);
         drop(s);
         // Their thread-locals' destructors run after the count
-        // (`threads::Joins`).
+        // (`threads`, "Join").
         super::threads::join_all(handles, deadline)
     }
 }
@@ -497,11 +497,8 @@ fn run(runtime: Arc<Scheduler>) {
     // Threads that have gone (`threads::Thread::try_join`: joined without
     // waiting, their stacks freed) as each thread exits, not only at the
     // next start, which a trickle served by one thread never makes (this
-    // one is joined at the next exit or start). Not at the shutdown,
-    // which joins them.
-    if !s.shutdown {
-        s.handles.retain_mut(|h| !h.try_join());
-    }
+    // one is joined at the next exit or start).
+    s.handles.retain_mut(|h| !h.try_join());
     drop(s);
     pool.exited.notify_all();
 }

@@ -23,8 +23,8 @@
 //!   shutdown returns false); without one, joined as long as it takes
 //!   ([`join_all`], for the blocking pool's threads too). Threads that
 //!   have gone are also joined as other threads exit and start, without
-//!   waiting (`Thread::try_join`: their stacks freed), until the threads
-//!   are closed.
+//!   waiting (`Thread::try_join`: their stacks freed), a thread the
+//!   shutdown left included.
 //!
 //! - **Exit hook** (shutdown): a thread counting itself out then calls the
 //!   hook set with [`Threads::on_exit`], outside the `live` lock: the
@@ -102,44 +102,38 @@ impl Thread {
 
     /// Joins the thread, waiting until `deadline` at most (for ever if
     /// `None`); left detached, to end on its own, if it has not gone by
-    /// then. Whether it was joined.
+    /// then. Whether it was joined. The wait is by the monotonic clock, in
+    /// naps between joins that do not wait (a timed pthread join reads the
+    /// wall clock, which a step would stretch or cut short).
     fn join_by(mut self, deadline: Option<Instant>) -> bool {
-        use std::os::unix::thread::JoinHandleExt;
-        let Some(j) = self.join.take() else {
-            return true;
-        };
         let Some(deadline) = deadline else {
-            let _ = j.join();
+            if let Some(j) = self.join.take() {
+                let _ = j.join();
+            }
             return true;
         };
-        let pthread = j.into_pthread_t();
-        // The deadline on the clock `pthread_timedjoin_np` reads.
-        let left = deadline.saturating_duration_since(Instant::now());
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let at = now.saturating_add(left);
-        let abstime = libc::timespec {
-            tv_sec: libc::time_t::try_from(at.as_secs()).unwrap_or(libc::time_t::MAX),
-            tv_nsec: libc::c_long::from(at.subsec_nanos()),
-        };
-        // SAFETY: the thread's handle, owned here (`into_pthread_t`), joined
-        // or detached exactly once below.
-        let joined =
-            unsafe { libc::pthread_timedjoin_np(pthread, std::ptr::null_mut(), &abstime) } == 0;
-        if !joined {
-            // SAFETY: as above: not joined, detached once.
-            unsafe { libc::pthread_detach(pthread) };
+        let mut nap = Duration::from_micros(50);
+        loop {
+            if self.try_join() {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                // Dropped: detached.
+                drop(self.join.take());
+                return false;
+            }
+            std::thread::sleep(nap.min(deadline - now));
+            nap = (nap * 2).min(Duration::from_millis(10));
         }
-        joined
     }
 }
 
 #[derive(Default)]
 struct Inner {
-    /// The threads' handles. Those of threads that ended are dropped
-    /// (detached: their stacks freed) as each thread exits and at each
-    /// start; the shutdown joins the rest.
+    /// The threads' handles. Those of threads that have gone are joined
+    /// (their stacks freed) as each thread exits and at each start; the
+    /// shutdown joins the rest.
     handles: Mutex<Vec<Thread>>,
     live: Mutex<Live>,
     live_changed: Condvar,
@@ -177,18 +171,15 @@ struct Counted(Arc<Inner>);
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        // Threads culled after a burst: their handles go as each exits,
-        // not at the next start, which a pool culled to its idle two
-        // may never make (14 exited workers' stacks stayed mapped). Only
-        // ended ones (`Thread`: one still in a thread-local's destructor
-        // is waited for by a shutdown); this one's own goes at the next
-        // exit or start. Not once closed: the shutdown joins them. (The
-        // lock order is `handles`, then `live`. A try: a start that fails
-        // drops this guard with the closure while it holds `handles`, and
-        // it prunes them itself.)
-        if let Ok(mut handles) = self.0.handles.try_lock()
-            && !lock(&self.0.live).closed
-        {
+        // Threads culled after a burst are joined as others exit, not at
+        // the next start, which a pool culled to its idle two may never
+        // make (14 exited workers' stacks stayed mapped): those gone
+        // (`Thread::try_join`: one still in a destructor is not), at any
+        // time, the shutdown's included (a thread it left is joined by a
+        // later exit); this one is joined at the next exit or start. (A
+        // try: a start that fails drops this guard with the closure while
+        // it holds `handles`, and it joins them itself.)
+        if let Ok(mut handles) = self.0.handles.try_lock() {
             handles.retain_mut(|t| !t.try_join());
         }
         {
@@ -298,12 +289,12 @@ mod tests {
     use super::Threads;
     use std::time::{Duration, Instant};
 
-    /// Threads that exit have their handles dropped (their stacks freed)
-    /// as a later one exits, not only at the next start, which a pool
-    /// culled to its idle two may never make; and not once closed (the
-    /// shutdown joins them, thread-locals' destructors included).
+    /// Threads that exit are joined (their stacks freed) as a later one
+    /// exits, not only at the next start, which a pool culled to its idle
+    /// two may never make; once closed too (a join that does not wait
+    /// takes only threads that have gone).
     #[test]
-    fn exited_threads_are_let_go_by_a_later_exit_unless_closed() {
+    fn exited_threads_are_let_go_by_a_later_exit_closed_or_not() {
         use std::sync::Arc;
         use std::sync::atomic::{AtomicBool, Ordering};
         for closed in [false, true] {
@@ -355,15 +346,11 @@ mod tests {
                 assert!(Instant::now() < deadline);
                 std::thread::sleep(Duration::from_millis(1));
             }
-            if closed {
-                assert_eq!(
-                    handles(),
-                    6,
-                    "closed: every handle is left to the shutdown's joins"
-                );
-            } else {
-                assert!(handles() <= 1, "{} handles left", handles());
-            }
+            assert!(
+                handles() <= 1,
+                "closed {closed}: {} handles left",
+                handles()
+            );
             assert!(threads.wait(None, 0, None));
         }
     }
