@@ -194,7 +194,9 @@ impl Runtime {
     /// Shuts down, waiting at most `timeout` in all for the worker threads
     /// to exit (a task stuck in a blocking call keeps its worker) and then
     /// for running [`spawn_blocking`](crate::spawn_blocking) jobs, their
-    /// thread-locals' destructors included (they run as each thread ends).
+    /// thread-locals' destructors included (they run as each thread ends;
+    /// threads that have finished their work get 100 ms past the timeout
+    /// for those).
     /// Returns whether every thread exited in time; those that did not are
     /// left to finish on their own.
     ///

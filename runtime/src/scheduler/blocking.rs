@@ -420,7 +420,7 @@ impl BlockingPool {
         drop(s);
         // Their thread-locals' destructors run after the count
         // (`threads`, "Join").
-        super::threads::join_all(handles, deadline)
+        super::threads::join_all(handles, super::threads::join_deadline(deadline))
     }
 }
 
@@ -594,10 +594,11 @@ mod tests {
             rt.block_on(rt.spawn_blocking(|| ())).unwrap();
             std::thread::sleep(std::time::Duration::from_millis(30));
         }
-        // The last one culled lets go of the others' handles (its own is
-        // dropped by the next exit or start).
+        // The exits joined the others (the last one's own is joined by the
+        // next exit or start; a few may still have been on their way out
+        // of the OS when the last exit looked: not 64).
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while state().1 > 2 {
+        while state().1 > 8 {
             assert!(std::time::Instant::now() < deadline, "{:?}", state());
             std::thread::sleep(std::time::Duration::from_millis(10));
         }

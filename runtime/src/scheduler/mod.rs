@@ -599,7 +599,11 @@ impl Scheduler {
                         // One last look (joining them if all exited): a
                         // deadline that ran out during a drain says
                         // nothing of the threads.
-                        return self.threads.wait(Some(Duration::ZERO), me, deadline);
+                        return self.threads.wait(
+                            Some(Duration::ZERO),
+                            me,
+                            threads::join_deadline(deadline),
+                        );
                     }
                     left.min(STRAGGLER_SLICE)
                 }
@@ -612,7 +616,10 @@ impl Scheduler {
                     d.turn(Some(slice));
                 });
             let waited = if turned { Duration::ZERO } else { slice };
-            if self.threads.wait(Some(waited), me, deadline) {
+            if self
+                .threads
+                .wait(Some(waited), me, threads::join_deadline(deadline))
+            {
                 return true;
             }
             for pool in pools {
@@ -650,7 +657,9 @@ impl Scheduler {
             let all = crate::loom::lock(&self.all_pools);
             if self.closed.swap(true, Ordering::AcqRel) {
                 drop(all);
-                return self.threads.wait(timeout, me, deadline);
+                return self
+                    .threads
+                    .wait(timeout, me, threads::join_deadline(deadline));
             }
             all.clone()
         };

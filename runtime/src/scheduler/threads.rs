@@ -18,9 +18,10 @@
 //!   thread-locals' destructors run after that (an application's
 //!   thread-local whose `Drop` flushes a connection, say; a C library's
 //!   per-thread destructor). With a deadline, each thread is joined by it
-//!   (or 100 ms from now, if less is left: the threads are out already),
-//!   and one not gone by then is detached, left to end on its own (the
-//!   shutdown returns false); without one, joined as long as it takes
+//!   plus 100 ms (the threads are out already; one grace for a whole
+//!   shutdown, `join_deadline`), and one not gone by then is detached,
+//!   left to end on its own (the shutdown returns false); without one,
+//!   joined as long as it takes
 //!   ([`join_all`], for the blocking pool's threads too). Threads that
 //!   have gone are also joined as other threads exit and start, without
 //!   waiting (`Thread::try_join`: their stacks freed), a thread the
@@ -60,8 +61,7 @@ type ExitHook = Box<dyn Fn() + Send + Sync>;
 /// destructors (an application's, say, that flushes a connection) and a C
 /// library's per-thread ones (`pthread_key_create`), which a join waits
 /// for: a thread is gone when the OS says so, by a join that does not
-/// wait (`pthread_tryjoin_np`) or that waits until a deadline
-/// (`pthread_timedjoin_np`).
+/// wait (`pthread_tryjoin_np`), tried again in naps until a deadline.
 pub(crate) struct Thread {
     /// `None` once joined.
     join: Option<JoinHandle<()>>,
@@ -146,17 +146,23 @@ pub(crate) struct Threads {
     inner: Arc<Inner>,
 }
 
-/// The least a join of threads that have counted themselves out is given,
-/// however little is left of the deadline (their OS threads' exits).
+/// What joins of threads that have counted themselves out are given past
+/// a shutdown's deadline (their OS threads' exits): the deadline of every
+/// join of one shutdown ([`join_deadline`]).
 const JOIN_GRACE: Duration = Duration::from_millis(100);
 
+/// The deadline of a shutdown's joins: its own plus [`JOIN_GRACE`], once
+/// for all of them (the workers', the blocking threads'), so that the
+/// shutdown ends at most a grace past its deadline.
+pub(crate) fn join_deadline(deadline: Option<Instant>) -> Option<Instant> {
+    deadline.map(|d| d + JOIN_GRACE)
+}
+
 /// Joins `handles` but the calling thread's: by `deadline` if one is
-/// given (at least [`JOIN_GRACE`] from now: the threads have counted
-/// themselves out), those not gone by then left detached; else waiting as
-/// long as they take. Returns whether all were joined.
+/// given ([`join_deadline`]), those not gone by then left detached; else
+/// waiting as long as they take. Returns whether all were joined.
 pub(crate) fn join_all(handles: Vec<Thread>, deadline: Option<Instant>) -> bool {
     let current = Some(std::thread::current().id());
-    let deadline = deadline.map(|d| d.max(Instant::now() + JOIN_GRACE));
     let mut all = true;
     for t in handles {
         if t.id() != current {
