@@ -3,6 +3,8 @@
 //! argument does, so `--help | less` showed nothing); a bad argument
 //! says what was wrong, with the usage, on stderr, and exits 2.
 
+mod common;
+
 use std::process::Command;
 
 #[test]
@@ -20,14 +22,14 @@ fn help_is_a_success_on_stdout_and_a_bad_argument_an_error_on_stderr() {
         ("wq-dump", env!("CARGO_BIN_EXE_wq-dump")),
         ("wq-monitor", env!("CARGO_BIN_EXE_wq-monitor")),
     ] {
-        let help = Command::new(bin).arg("--help").output().unwrap();
+        let help = common::output(Command::new(bin).arg("--help"));
         let out = String::from_utf8_lossy(&help.stdout);
         assert!(help.status.success(), "{name} --help: {:?}", help.status);
         assert!(
             out.starts_with(&format!("usage: {name}")),
             "{name} --help printed {out:?}"
         );
-        let bad = Command::new(bin).arg("--bogus").output().unwrap();
+        let bad = common::output(Command::new(bin).arg("--bogus"));
         let err = String::from_utf8_lossy(&bad.stderr);
         assert_eq!(bad.status.code(), Some(2), "{name} --bogus: {err}");
         assert!(
@@ -36,10 +38,7 @@ fn help_is_a_success_on_stdout_and_a_bad_argument_an_error_on_stderr() {
         );
     }
     // The service's synopsis names its dashboard option too.
-    let help = Command::new(env!("CARGO_BIN_EXE_http_service"))
-        .arg("--help")
-        .output()
-        .unwrap();
+    let help = common::output(Command::new(env!("CARGO_BIN_EXE_http_service")).arg("--help"));
     assert!(String::from_utf8_lossy(&help.stdout).contains("[--dashboard-addr ADDR|off]"));
 }
 
@@ -80,9 +79,21 @@ fn an_argument_that_is_not_utf8_is_refused_not_a_panic() {
         env!("CARGO_BIN_EXE_wq-monitor"),
         env!("CARGO_BIN_EXE_workqueues"),
     ] {
-        let out = Command::new(bin).arg(bad).output().unwrap();
+        let out = common::output(Command::new(bin).arg(bad));
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{bin}: {err}");
         assert!(!err.contains("panicked"), "{bin}: {err}");
     }
+}
+
+/// A program that does not end is killed and fails its test, with what it
+/// printed, instead of holding the test run (the helper every example
+/// run here goes through).
+#[test]
+#[should_panic(expected = "was killed")]
+fn a_program_that_hangs_fails_its_test() {
+    common::output_within(
+        Command::new("sleep").arg("30"),
+        std::time::Duration::from_millis(200),
+    );
 }

@@ -3,10 +3,12 @@
 //! not hold, and here their output is checked for the lines the pages
 //! quote.
 
+mod common;
+
 use std::process::Command;
 
 fn run(name: &str, bin: &str) -> String {
-    let out = Command::new(bin).output().unwrap();
+    let out = common::output(&mut Command::new(bin));
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
