@@ -325,9 +325,9 @@ fn shutdown_timeout_does_not_wait_past_it_for_a_blocking_threads_thread_local_de
 }
 
 /// The same with a second blocking thread that exits after the first,
-/// at the shutdown: its exit must not let go of the first one's handle
-/// (an exiting thread drops the handles of threads that have ended, but a
-/// handle says ended before its thread-locals' destructors run).
+/// at the shutdown: its exit must not take the first one's handle (an
+/// exiting thread joins threads that have gone, and a thread in its
+/// thread-locals' destructors has not, though its handle says finished).
 #[test]
 fn a_later_exit_at_the_shutdown_leaves_the_lingering_threads_join_to_it() {
     within_watchdog("tls-2", LIMIT, || {
