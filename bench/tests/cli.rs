@@ -3,11 +3,11 @@
 
 use std::process::Command;
 
+#[path = "../../runtime/tests/common/child.rs"]
+mod child;
+
 fn wq_bench(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_wq-bench"))
-        .args(args)
-        .output()
-        .expect("run wq-bench")
+    child::output(Command::new(env!("CARGO_BIN_EXE_wq-bench")).args(args))
 }
 
 /// `shapes --shapes chained_spawn --iters 2 --json` with `extra`: its
@@ -222,12 +222,12 @@ fn an_oversized_count_and_a_non_utf8_argument_are_refused() {
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
-    let out = Command::new(env!("CARGO_BIN_EXE_wq-bench"))
-        .arg("workqueue")
-        .arg("--topology")
-        .arg(std::ffi::OsStr::from_bytes(b"core:\xff"))
-        .output()
-        .unwrap();
+    let out = child::output(
+        Command::new(env!("CARGO_BIN_EXE_wq-bench"))
+            .arg("workqueue")
+            .arg("--topology")
+            .arg(std::ffi::OsStr::from_bytes(b"core:\xff")),
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("not valid UTF-8"), "{err}");

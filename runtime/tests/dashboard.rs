@@ -455,28 +455,28 @@ fn chromium() -> Option<String> {
 }
 
 fn headless(browser: &str, profile: &std::path::Path, extra: &[&str], url: &str) -> String {
-    let out = Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            // Nothing but the page: no update checks, sync or QUIC probes
-            // to hosts a test machine may not reach.
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-quic",
-            "--hide-scrollbars",
-            "--window-size=1400,1500",
-            "--virtual-time-budget=6000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(extra)
-        .arg(url)
-        .output()
-        .unwrap();
+    let out = common::child::output(
+        Command::new(browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                // Nothing but the page: no update checks, sync or QUIC probes
+                // to hosts a test machine may not reach.
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-quic",
+                "--hide-scrollbars",
+                "--window-size=1400,1500",
+                "--virtual-time-budget=6000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(extra)
+            .arg(url),
+    );
     assert!(
         out.status.success(),
         "{browser}: {:?}\n{}",

@@ -2185,16 +2185,16 @@ fn panicking_join_waker_child() {
 /// the whole process aborted.
 #[test]
 fn a_panicking_waker_awaiting_a_join_handle_does_not_abort_the_process() {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "panicking_join_waker_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("WQ_JOIN_WAKER_CHILD", "1")
-        .output()
-        .unwrap();
+    let out = common::child::output(
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "panicking_join_waker_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("WQ_JOIN_WAKER_CHILD", "1"),
+    );
     assert!(
         out.status.success(),
         "the child {}: {}",

@@ -866,16 +866,16 @@ fn sigpipe_child() {
 #[test]
 fn a_write_to_a_closed_peer_is_an_error_not_a_sigpipe() {
     use std::os::unix::process::ExitStatusExt;
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "sigpipe_child",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("WQ_SIGPIPE_CHILD", "1")
-        .output()
-        .unwrap();
+    let out = common::child::output(
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "sigpipe_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("WQ_SIGPIPE_CHILD", "1"),
+    );
     assert!(
         out.status.success(),
         "the child {} ({:?}): {}",

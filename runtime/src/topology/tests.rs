@@ -828,6 +828,11 @@ fn xml_needs_the_hwloc_feature() {
     assert!(err.to_string().contains("`hwloc` cargo feature"), "{err}");
 }
 
+// The integration tests' child runner (a hung child killed and reported).
+#[cfg(feature = "hwloc")]
+#[path = "../../tests/common/child.rs"]
+mod child_process;
+
 #[cfg(feature = "hwloc")]
 mod with_hwloc {
     use super::*;
@@ -896,7 +901,7 @@ mod with_hwloc {
         for var in unset {
             child.env_remove(var);
         }
-        let out = child.envs(set.iter().copied()).output().unwrap();
+        let out = child_process::output(child.envs(set.iter().copied()));
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success() && stdout.contains("1 passed"),

@@ -1,7 +1,9 @@
 //! Helpers shared by the integration tests: a watchdog, and the process's
-//! open-file limit and count.
+//! open-file limit and count, a child process run with a time limit.
 
 #![allow(dead_code)]
+
+pub mod child;
 
 use std::sync::mpsc;
 use std::time::Duration;
