@@ -73,6 +73,10 @@ impl TcpListener {
     /// (`ENOTSOCK`); the OS's own error if it cannot be registered with the
     /// driver (`EEXIST`: a wq socket of this runtime has it already).
     ///
+    /// On an error the socket is closed (it was moved in): where the
+    /// descriptor must outlive a refusal (to try it as another kind, say),
+    /// pass a duplicate (`try_clone`).
+    ///
     /// # Panics
     /// Outside a wq runtime.
     pub fn from_std(listener: std::net::TcpListener) -> io::Result<TcpListener> {
@@ -226,6 +230,16 @@ impl TcpStream {
     }
 
     /// Takes over a connected std socket (made non-blocking here).
+    ///
+    /// # Errors
+    /// The OS's own error if the socket cannot be made non-blocking or
+    /// registered with the driver (`EEXIST`: a wq socket of this runtime
+    /// has it already); an error saying so if the runtime has shut down or
+    /// its driver cannot be made (out of file descriptors).
+    ///
+    /// On an error the socket is closed (it was moved in): where the
+    /// descriptor must outlive a refusal (to try it as another kind, say),
+    /// pass a duplicate (`try_clone`).
     ///
     /// # Panics
     /// Outside a wq runtime.

@@ -114,6 +114,16 @@ impl UnixDatagram {
     /// inherited from a service manager, or bound to an abstract name
     /// (`SocketAddrExt::from_abstract_name`).
     ///
+    /// # Errors
+    /// The OS's own error if the socket cannot be made non-blocking or
+    /// registered with the driver (`EEXIST`: a wq socket of this runtime
+    /// has it already); an error saying so if the runtime has shut down or
+    /// its driver cannot be made (out of file descriptors).
+    ///
+    /// On an error the socket is closed (it was moved in): where the
+    /// descriptor must outlive a refusal (to try it as another kind, say),
+    /// pass a duplicate (`try_clone`).
+    ///
     /// # Panics
     /// Outside a wq runtime.
     pub fn from_std(socket: std::os::unix::net::UnixDatagram) -> io::Result<UnixDatagram> {
