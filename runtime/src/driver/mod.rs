@@ -551,7 +551,7 @@ mod tests {
     fn arm(h: &Handle, shard: usize, after: Duration, waker: &Waker) -> usize {
         let tick = h.tick_ceil(Instant::now() + after);
         h.with_timers(shard, |t| {
-            let (key, fired) = t.wheel.insert(tick, waker.clone());
+            let (key, fired) = t.wheel.insert(tick, waker);
             assert!(!fired);
             (key, Some(tick))
         })

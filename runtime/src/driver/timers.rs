@@ -34,9 +34,12 @@
 //!   `SCANNING` (`u64::MAX`) while it computes that, or `AWAKE` (0).
 //!
 //! A `Sleep` arms on the shard of the thread that first polls it and keeps
-//! that shard (its key is the shard's) until it is dropped, or reset to a
-//! deadline already past (its timer is then freed; the next poll after a
-//! reset to the future arms on the polling thread's shard).
+//! that shard (its key is the shard's) until it is dropped, polled past its
+//! deadline (how most sleeps end: the clock passed it before the wheel's
+//! turn did), or reset to a deadline already past; its timer is then freed,
+//! and the next poll after a reset to the future arms on the polling
+//! thread's shard (an `Interval` arms each tick's on the thread that polls
+//! it).
 //!
 //! # Protocol: no timer is slept past
 //! - **T1 (turn, before `epoll_wait`)** ([`TimerShards::park`]): store
@@ -262,7 +265,7 @@ mod loom_models {
             let t2 = timers.clone();
             let arm = loom::thread::spawn(move || {
                 let ((), unpark) = t2.with_shard(1, |t| {
-                    let (_, fired) = t.wheel.insert(10, futures::task::noop_waker());
+                    let (_, fired) = t.wheel.insert(10, &futures::task::noop_waker());
                     assert!(!fired);
                     ((), Some(10))
                 });

@@ -109,18 +109,24 @@ impl Wheel {
         self.pending
     }
 
-    /// Arms a timer due at tick `when`, woken through `waker`. Returns its
-    /// key, and whether it is already fired (`when <= elapsed`).
-    pub(crate) fn insert(&mut self, when: u64, waker: Waker) -> (usize, bool) {
+    /// Arms a timer due at tick `when`, woken through `waker` (cloned only
+    /// if it is armed: an entry that fires at once keeps no waker, as
+    /// `advance` and `reset` leave one, so a later `reset` does not re-arm
+    /// it with this task's). Returns its key, and whether it is already
+    /// fired (`when <= elapsed`).
+    pub(crate) fn insert(&mut self, when: u64, waker: &Waker) -> (usize, bool) {
         let key = self.entries.insert(Entry {
             when,
-            waker: Some(waker),
+            waker: None,
             prev: NIL,
             next: NIL,
             state: State::Fired,
         });
         assert!(key < NIL as usize, "wq: more than 4 billion timers pending");
         let fired = !self.arm(key, when);
+        if !fired {
+            self.entries[key].waker = Some(waker.clone());
+        }
         (key, fired)
     }
 
@@ -345,26 +351,84 @@ mod tests {
     /// and far timers) against a map of deadlines: every timer fires
     /// exactly once, at the first advance that reaches its tick, never
     /// before.
+    /// A timer due at insert fires at once and keeps no waker: reset into
+    /// the future (a `Sleep::reset` before its next poll), it wakes none of
+    /// the task that first polled it.
+    #[test]
+    fn a_timer_fired_at_insert_keeps_no_waker() {
+        let woken = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut wheel = Wheel::new();
+        assert!(wheel.advance(100, &mut Vec::new(), 16));
+        let first = Waker::from(Arc::new(Id(1, woken.clone())));
+        let (key, fired) = wheel.insert(50, &first);
+        assert!(fired);
+        assert_eq!(Arc::strong_count(&woken), 2, "no clone of the waker kept");
+        assert!(wheel.reset(key, 150).is_ok());
+        let mut wake = Vec::new();
+        assert!(wheel.advance(200, &mut wake, 16));
+        assert!(wake.is_empty(), "woke the first poller's task");
+        wheel.remove(key);
+    }
+
     #[test]
     fn matches_a_brute_force_model() {
+        brute_force_model(
+            7,
+            0,
+            [10, 100, 5_000, 300_000, 40_000_000, ROTATION * 2],
+            [1, 3, 64, 1000, 70_000, 50_000_000],
+        );
+    }
+
+    /// The model across the end of a rotation (every 2^36 ticks, 2.2
+    /// years): far timers parked at the rotation's last tick and placed
+    /// again as the next rotation starts, from a wheel started just before
+    /// the end and advanced by up to a rotation at a time.
+    #[test]
+    fn matches_a_brute_force_model_across_rotations() {
+        for (seed, start) in [
+            (11, ROTATION - 1_000),
+            (12, ROTATION - 1),
+            (13, 5 * ROTATION - 70_000),
+        ] {
+            brute_force_model(
+                seed,
+                start,
+                [
+                    10,
+                    5_000,
+                    40_000_000,
+                    ROTATION / 2,
+                    ROTATION * 2,
+                    ROTATION * 5,
+                ],
+                [1, 64, 70_000, 50_000_000, ROTATION / 3, ROTATION],
+            );
+        }
+    }
+
+    /// Random inserts, resets, removes and advances from tick `start`:
+    /// timers due within one of `spans` of now, advances by up to one of
+    /// `steps`.
+    fn brute_force_model(seed: u64, start: u64, spans: [u64; 6], steps: [u64; 6]) {
         let woken = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut rng = Lcg(7);
+        let mut rng = Lcg(seed);
         let mut wheel = Wheel::new();
+        assert!(wheel.advance(start, &mut Vec::new(), 50));
         // id -> (key, when), for armed timers.
         let mut armed: BTreeMap<u64, (usize, u64)> = BTreeMap::new();
         let mut keys: Vec<(u64, usize)> = Vec::new();
         let mut next_id = 0;
-        let mut now = 0u64;
+        let mut now = start;
         for round in 0..20_000 {
             match rng.next() % 10 {
                 0..=4 => {
-                    let span = [10, 100, 5_000, 300_000, 40_000_000, ROTATION * 2]
-                        [(rng.next() % 6) as usize];
+                    let span = spans[(rng.next() % 6) as usize];
                     let when = now + rng.next() % span;
                     let id = next_id;
                     next_id += 1;
                     let w = Waker::from(Arc::new(Id(id, woken.clone())));
-                    let (key, fired) = wheel.insert(when, w);
+                    let (key, fired) = wheel.insert(when, &w);
                     assert_eq!(fired, when <= now);
                     keys.push((id, key));
                     if !fired {
@@ -391,7 +455,7 @@ mod tests {
                     }
                 }
                 _ => {
-                    let step = [1, 3, 64, 1000, 70_000, 50_000_000][(rng.next() % 6) as usize];
+                    let step = steps[(rng.next() % 6) as usize];
                     now += rng.next() % step;
                     let mut wake = Vec::new();
                     while !wheel.advance(now, &mut wake, 50) {
@@ -431,7 +495,7 @@ mod tests {
         let mut wheel = Wheel::new();
         let waker = futures::task::noop_waker();
         let keys: Vec<usize> = (0..1_000_000u64)
-            .map(|i| wheel.insert(1 + i % 100_000, waker.clone()).0)
+            .map(|i| wheel.insert(1 + i % 100_000, &waker).0)
             .collect();
         for k in keys.iter().step_by(2) {
             wheel.remove(*k);
@@ -453,7 +517,7 @@ mod tests {
         let mut wheel = Wheel::new();
         let waker = futures::task::noop_waker();
         let keys: Vec<usize> = (0..100_000u64)
-            .map(|i| wheel.insert(1 + i % 1000, waker.clone()).0)
+            .map(|i| wheel.insert(1 + i % 1000, &waker).0)
             .collect();
         assert!(wheel.entries.capacity() >= 100_000);
         for k in keys {
@@ -464,7 +528,7 @@ mod tests {
             "capacity {} kept",
             wheel.entries.capacity()
         );
-        let (k, fired) = wheel.insert(5, waker.clone());
+        let (k, fired) = wheel.insert(5, &waker);
         assert!(!fired);
         let mut wake = Vec::new();
         assert!(wheel.advance(10, &mut wake, 16));

@@ -293,7 +293,7 @@ impl Sleep {
                     None,
                 ),
                 None => {
-                    let (key, fired) = t.wheel.insert(tick, cx.waker().clone());
+                    let (key, fired) = t.wheel.insert(tick, cx.waker());
                     ((fired, Some(key), false), (!fired).then_some(tick))
                 }
             }
