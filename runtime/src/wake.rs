@@ -1,6 +1,8 @@
 //! Wake modes.
 //!
-//! A kick picks and claims a worker under the pool lock. What happens to the
+//! A kick picks and claims a worker under the pool lock (a producer's, or
+//! concurrency management's when a worker blocks, the watchdog's for a CPU
+//! hog, a failed start's, a driver hand-off's). What happens to the
 //! worker's unparker then is the [`WakeMode`]: `UnderLock` unparks before the
 //! lock is released (the kernel before its deferred-wakeup patch),
 //! `Deferred` puts it in the pool's wake queue, drained only after the lock

@@ -376,6 +376,10 @@ pub(crate) struct Idle {
     /// (`loom_tests`).
     #[cfg(loom)]
     pub(crate) close_skips_fence: std::sync::atomic::AtomicBool,
+    /// Wake queues unparked with the pool lock held, and after it
+    /// (`tests`: which [`WakeMode`] each step follows).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) wakes_locked_unlocked: [std::sync::atomic::AtomicUsize; 2],
 }
 
 impl Idle {
@@ -419,6 +423,8 @@ impl Idle {
             notify_skips_fence: std::sync::atomic::AtomicBool::new(false),
             #[cfg(loom)]
             close_skips_fence: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(all(test, not(loom)))]
+            wakes_locked_unlocked: Default::default(),
         }
     }
 
@@ -493,16 +499,35 @@ impl Idle {
         let outcome = {
             let mut st = self.lock();
             let outcome = self.kick_locked(&mut st, &mut wake);
-            if self.config.wake_mode == WakeMode::UnderLock {
-                // The kernel before the deferred-wakeup patch: the wakeup
-                // happens inside the critical section.
-                std::mem::take(&mut wake).wake_all();
-            }
+            self.wake_under_lock(&mut wake);
             outcome
         };
         // Deferred: the lock is released, now wake (I6: `wake` holds the Arc).
-        wake.wake_all();
+        self.wake(wake);
         outcome
+    }
+
+    /// Under [`WakeMode::UnderLock`], unparks what a step queued while the
+    /// caller still holds the pool lock (the kernel before its
+    /// deferred-wakeup patch, where every `kick_pool()`, concurrency
+    /// management's included, woke inside the critical section); under
+    /// `Deferred` leaves it for [`Idle::wake`] after the unlock. Every step
+    /// that claims or unparks a worker calls it before its unlock.
+    fn wake_under_lock(&self, wake: &mut WakeQueue) {
+        if self.config.wake_mode == WakeMode::UnderLock {
+            self.wake(std::mem::take(wake));
+        }
+    }
+
+    /// Unparks what `wake` holds.
+    fn wake(&self, wake: WakeQueue) {
+        #[cfg(all(test, not(loom)))]
+        if !wake.is_empty() {
+            let locked = matches!(self.state.try_lock(), Err(TryLockError::WouldBlock));
+            self.wakes_locked_unlocked[usize::from(!locked)]
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        wake.wake_all();
     }
 
     fn kick_locked(&self, st: &mut State, wake: &mut WakeQueue) -> Kick {
@@ -591,7 +616,7 @@ impl Idle {
         let mut wake = WakeQueue::default();
         let woke = {
             let mut st = self.lock();
-            if st.closed {
+            let woke = if st.closed {
                 false
             } else if self.wake_locked(&mut st, &mut wake).is_some() {
                 true
@@ -602,9 +627,11 @@ impl Idle {
                 true
             } else {
                 false
-            }
+            };
+            self.wake_under_lock(&mut wake);
+            woke
         };
-        wake.wake_all();
+        self.wake(wake);
         woke
     }
 
@@ -749,9 +776,10 @@ impl Idle {
             if late {
                 self.publish(&st, unsearch);
             }
+            self.wake_under_lock(&mut wake);
             kick
         };
-        wake.wake_all();
+        self.wake(wake);
         kick
     }
 
@@ -1047,7 +1075,7 @@ impl Idle {
             if !skip {
                 fence(Ordering::SeqCst);
             }
-            if st.closed || !has_work() {
+            let kick = if st.closed || !has_work() {
                 Kick::Busy
             } else {
                 let kick = self.kick_locked(&mut st, &mut wake);
@@ -1055,9 +1083,11 @@ impl Idle {
                     st.counters.cm_wakeups += 1;
                 }
                 kick
-            }
+            };
+            self.wake_under_lock(&mut wake);
+            kick
         };
-        wake.wake_all();
+        self.wake(wake);
         kick
     }
 
@@ -1164,7 +1194,7 @@ impl Idle {
             );
             // As in `block`: the change before the look at the queues.
             fence(Ordering::SeqCst);
-            if has_work() {
+            let kick = if has_work() {
                 let kick = self.kick_locked(&mut st, &mut wake);
                 if !on_cpu && matches!(kick, Kick::Woke | Kick::Start(_)) {
                     st.counters.cm_wakeups += 1;
@@ -1172,9 +1202,11 @@ impl Idle {
                 kick
             } else {
                 Kick::Busy
-            }
+            };
+            self.wake_under_lock(&mut wake);
+            kick
         };
-        wake.wake_all();
+        self.wake(wake);
         Some(kick)
     }
 

@@ -592,3 +592,63 @@ fn a_granted_poll_that_blocks_gives_its_allowance_up() {
     idle.unblock(a);
     assert_eq!(idle.snapshot().nr_workers, 2);
 }
+
+/// Every step that wakes a worker follows the wake mode: under `UnderLock`
+/// (the kernel before its deferred-wakeup patch) it unparks with the pool
+/// lock held, under `Deferred` after the unlock: a producer's kick, a
+/// concurrency-management kick (`block`), the watchdog's (`grant_hog`), a
+/// failed start's and a driver hand-off's (`wake_idle`).
+#[test]
+fn every_wake_follows_the_wake_mode() {
+    for mode in WakeMode::ALL {
+        type Step = (&'static str, fn(&Idle));
+        let steps: [Step; 5] = [
+            ("kick", |idle| {
+                idle_workers(idle, 2, Instant::now());
+                assert_eq!(idle.notify(), Kick::Woke);
+            }),
+            ("block", |idle| {
+                running_workers(idle, 2);
+                assert_eq!(idle.enter_idle(1, Instant::now(), || false), Next::Park);
+                assert_eq!(idle.block(0, true, || true), Kick::Woke);
+            }),
+            ("grant_hog", |idle| {
+                running_workers(idle, 2);
+                assert_eq!(idle.enter_idle(1, Instant::now(), || false), Next::Park);
+                assert_eq!(idle.grant_hog(0, true, || true), Some(Kick::Woke));
+            }),
+            ("start_failed", |idle| {
+                running_workers(idle, 2);
+                let Kick::Start(c) = idle.kick() else {
+                    panic!("expected a start")
+                };
+                assert_eq!(idle.enter_idle(1, Instant::now(), || false), Next::Park);
+                assert_eq!(idle.start_failed(c), Kick::Woke);
+            }),
+            ("wake_idle", |idle| {
+                idle_workers(idle, 2, Instant::now());
+                assert!(idle.wake_idle());
+            }),
+        ];
+        for (name, step) in steps {
+            let idle = Idle::new(IdleConfig {
+                wake_mode: mode,
+                ..config(4)
+            });
+            step(&idle);
+            let [locked, unlocked] = idle
+                .wakes_locked_unlocked
+                .each_ref()
+                .map(|n| n.load(std::sync::atomic::Ordering::Relaxed));
+            let want = match mode {
+                WakeMode::UnderLock => [1, 0],
+                WakeMode::Deferred => [0, 1],
+            };
+            assert_eq!(
+                [locked, unlocked],
+                want,
+                "{name} under {mode:?}: [locked, unlocked]"
+            );
+        }
+    }
+}
