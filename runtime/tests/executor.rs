@@ -1520,6 +1520,23 @@ fn block_in_place_lets_another_worker_run_the_pool() {
     });
 }
 
+/// Synchronous code in a task that blocks on a task it spawns, as the
+/// docs say (`futures::executor::block_on` inside `block_in_place`): the
+/// spawned task, put in the blocked worker's LIFO slot, runs on the
+/// worker started to replace it, with no watchdog to take it out.
+#[test]
+fn a_spawn_awaited_by_block_on_inside_block_in_place_runs() {
+    within(60, || {
+        let rt = one_worker_pool_without_watchdog();
+        let got = rt.block_on(rt.spawn(async {
+            wq::block_in_place(|| {
+                futures::executor::block_on(async { wq::spawn(async { 7 }).await.unwrap() })
+            })
+        }));
+        assert_eq!(got.unwrap(), 7);
+    });
+}
+
 /// A pool of one worker whose worker comes back from `block_in_place`
 /// while its replacement runs: the pool has two workers then, and the one
 /// back steps down after its poll, so the pool runs one task at a time

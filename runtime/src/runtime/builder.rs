@@ -223,7 +223,9 @@ impl Builder {
     /// once per finding (blocked, CPU hog); the task's later polls no
     /// longer count against the pool (as in
     /// [`block_in_place`](crate::block_in_place)). Default
-    /// [`DEFAULT_CPU_HOG_THRESHOLD`] (10 ms); zero turns detection off.
+    /// [`DEFAULT_CPU_HOG_THRESHOLD`] (10 ms); zero turns detection off,
+    /// and with it the rescue of a task left in the LIFO slot of a worker
+    /// whose poll blocks outside [`block_in_place`](crate::block_in_place).
     ///
     /// The watchdog runs on the runtime's rescuer thread: every half
     /// threshold (at most every millisecond, at least every 100 ms) while

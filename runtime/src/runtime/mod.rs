@@ -102,9 +102,14 @@ impl Runtime {
     /// `wq::block_in_place`'s closure included: blocking a worker stalls
     /// its pool, and this thread's driver turns would be its pool's. In a
     /// task, `.await` the future; in synchronous code on a worker, use
-    /// `futures::executor::block_on` (wq's sockets and timers work under
-    /// it: the pools' drivers serve them), or move the code to
-    /// [`crate::spawn_blocking`], where `block_on` is allowed.
+    /// `futures::executor::block_on` inside [`crate::block_in_place`]
+    /// (wq's sockets and timers work under it: the pools' drivers serve
+    /// them), or move the code to [`crate::spawn_blocking`], where
+    /// `block_on` is allowed. Not inside `block_in_place`, a task the
+    /// blocked poll spawned or woke last waits in its worker's LIFO slot
+    /// until the watchdog finds the poll (the CPU-hog threshold, 10 ms by
+    /// default), or for ever with detection off: a `block_on` that awaits
+    /// it never returns.
     ///
     /// Nested on one thread (a `block_on` inside the future of another: a
     /// synchronous library called from `#[wq::main]` that blocks on a
@@ -332,7 +337,7 @@ impl Handle {
     pub fn block_on<F: Future>(&self, future: F) -> F::Output {
         if current::on_worker_thread() || current::on_rescuer_thread() {
             panic!(
-                "wq: block_on called on a wq worker thread (or the rescuer), where blocking stalls its pool: in a task, .await the future; in synchronous code on a worker (wq::block_in_place's closure), use futures::executor::block_on, or run that code with wq::spawn_blocking, where block_on is allowed"
+                "wq: block_on called on a wq worker thread (or the rescuer), where blocking stalls its pool: in a task, .await the future; in synchronous code on a worker, use futures::executor::block_on inside wq::block_in_place, or run that code with wq::spawn_blocking, where block_on is allowed"
             );
         }
         let _guard = context::enter(self.scheduler.clone());

@@ -297,6 +297,13 @@ const _: () = assert!(
 /// every pool's rescue and the CPU-hog watchdog until `f` returns. For work
 /// that blocks for long, prefer [`crate::spawn_blocking`].
 ///
+/// A poll that blocks its worker outside `block_in_place` (a
+/// `futures::executor::block_on` in the task, a channel's `recv`) holds
+/// the task it spawned or woke last in the worker's LIFO slot, where only
+/// the watchdog looks: until the poll is found a CPU hog (10 ms by
+/// default), or for ever with detection off; a blocking wait for that task
+/// is a deadlock there.
+///
 /// ```
 /// #[wq::main(scope = "system", workers = 1)]
 /// async fn main() {
