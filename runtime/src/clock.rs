@@ -1,8 +1,8 @@
 //! The scheduling clock: a raw timestamp per enqueue and per poll, and the
 //! delay between two of them in nanoseconds.
 //!
-//! A worker reads the clock once per poll, and a task queued from outside
-//! its home pool once per enqueue: on a busy pool that is tens of millions
+//! A worker reads the clock once per poll, and every task once per
+//! enqueue: on a busy pool that is tens of millions
 //! of reads a second, so the read must be cheap. `clock_gettime` (the vDSO,
 //! what `std::time::Instant` calls) was 35% of worker time in `yield_many`
 //! (`perf`, 2-vCPU VM): its seqlock, ordered `rdtsc` and scaling cost ~20 ns

@@ -195,6 +195,87 @@ fn a_task_queued_behind_a_blocking_one_shows_the_wait_at_p99() {
     });
 }
 
+/// Spins for `d` (a poll that uses its CPU, as a computation does).
+fn spin_for(d: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < d {
+        std::hint::spin_loop();
+    }
+}
+
+/// The scheduling delays recorded while `f` runs on `rt`'s pool: the
+/// interval's histogram, once `samples` delays are published.
+fn delays_of(rt: &Runtime, samples: u64, f: impl FnOnce()) -> wq::metrics::Latency {
+    // The pool is made by its first spawn.
+    rt.block_on(rt.spawn(async {})).unwrap();
+    let before = eventually(rt, "the pool", |m| m.pools.len() == 1);
+    let counted = before.pools[0].sched_delay.count;
+    f();
+    let after = eventually(rt, "the delays published", |m| {
+        m.pools[0].sched_delay.count >= counted + samples
+    });
+    after.delta(&before).pools[0].sched_delay.clone()
+}
+
+/// A task that yields after a long poll (as the CPU-hog warning advises)
+/// is queued when that poll has ended: its delay is the time to its next
+/// poll, not its own poll's length (it was stamped with the poll's start).
+#[test]
+fn a_task_woken_during_its_own_poll_is_not_charged_that_poll() {
+    within(60, || {
+        let rt = one_pool(1);
+        const POLL: Duration = Duration::from_millis(5);
+        let d = delays_of(&rt, 21, || {
+            rt.block_on(rt.spawn(async {
+                for _ in 0..20 {
+                    spin_for(POLL);
+                    wq::task::yield_now().await;
+                }
+            }))
+            .unwrap();
+        });
+        // 20 yields' re-polls (the only worker runs them at once) and the
+        // spawn's: at most two preempted by the OS.
+        assert!(d.count >= 21, "{d:?}");
+        assert!(
+            Duration::from_nanos(d.p90_ns) < POLL / 2,
+            "p90 {:?}: a yield charged its own poll\n{d:?}",
+            Duration::from_nanos(d.p90_ns)
+        );
+    });
+}
+
+/// A task spawned at the end of a long poll is queued when spawned: its
+/// delay is the rest of that poll and after, not the part of the poll
+/// before the spawn (it was stamped with the poll's start).
+#[test]
+fn a_task_spawned_late_in_a_long_poll_is_charged_from_its_spawn() {
+    within(60, || {
+        let rt = one_pool(1);
+        const POLL: Duration = Duration::from_millis(20);
+        let d = delays_of(&rt, 21, || {
+            rt.block_on(rt.spawn(async {
+                let mut children = Vec::new();
+                for _ in 0..10 {
+                    spin_for(POLL);
+                    // The child runs when this poll ends: at once.
+                    children.push(wq::spawn(async {}));
+                    wq::task::yield_now().await;
+                }
+                for c in children {
+                    c.await.unwrap();
+                }
+            }))
+            .unwrap();
+        });
+        assert!(
+            Duration::from_nanos(d.p90_ns) < POLL / 4,
+            "p90 {:?}: a child charged its parent's poll before the spawn\n{d:?}",
+            Duration::from_nanos(d.p90_ns)
+        );
+    });
+}
+
 #[test]
 fn a_delta_is_the_interval() {
     within(60, || {

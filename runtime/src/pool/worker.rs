@@ -170,8 +170,8 @@ pub(crate) struct Local {
     pub(crate) slot: usize,
     deque: Deque<Runnable>,
     /// The scheduling clock, read once per poll (after it) and when the
-    /// worker comes back from idle; local wakes are stamped with it, and
-    /// the deferred end of the task that just ran is timed to it.
+    /// worker comes back from idle: the next poll's start, and the time
+    /// the deferred end of the task that just ran is timed to.
     now: Cell<u64>,
     /// In `block_in_place`: wakes on this thread go to the injector.
     blocked: Cell<bool>,
@@ -254,15 +254,10 @@ pub(crate) fn schedule_local(runnable: Runnable, yielded: bool) -> Option<Runnab
         if !Arc::ptr_eq(&local.pool, runnable.metadata().home()) || local.blocked.get() {
             return Some(runnable);
         }
-        // The worker's cached time, read once per poll; while it parks
-        // (a driver turn waking tasks), that time is from before the park
-        // and the delay would include the whole sleep: the clock then.
-        let now = if local.parked.get() {
-            clock::now()
-        } else {
-            local.now.get()
-        };
-        runnable.metadata().stamp(now);
+        // Queued now: the clock (a task spawned or woken late in a long
+        // poll was charged the poll's part before, stamped with the poll's
+        // start; one woken during its own poll, with that whole poll).
+        runnable.metadata().stamp(clock::now());
         if yielded {
             local.deque.push(runnable);
             local.yielded.set(true);

@@ -17,14 +17,14 @@
 //! queue until its end (`TaskEnd`), through its count in flight on the
 //! queue's stripes rather than an `Arc` (`QueueRef`, `queue_ref`).
 //!
-//! The queue time is one clock read per schedule from outside the home pool.
-//! A task woken on a worker of its home pool is stamped with that worker's
-//! cached time, read once per poll, at the start of the poll that woke it:
-//! its delay then includes the rest of that poll (for a yield, its own poll).
-//! One woken by a driver turn of a parked worker is stamped with the clock
-//! (the cached time is from before the park).
-//! Two clock reads per poll were 37% of worker time in `yield_many` (perf);
-//! the one left reads the TSC (see `clock.rs`).
+//! The queue time is one clock read per schedule (the TSC: see `clock.rs`).
+//! A task spawned or woken on a worker of its home pool was once stamped
+//! with the worker's cached time, read at the start of the poll that woke
+//! it: a child spawned late in a 20 ms poll was charged the 20 ms, a task
+//! that yielded its own poll's length (`tests/metrics.rs`); the clock read
+//! costs about 2% of `yield_many`, nothing seen in `spawn_many`
+//! (`docs/benchmarks.md`, section 4). Two `clock_gettime` reads per poll
+//! were 37% of worker time in `yield_many` (perf) before the TSC.
 
 pub(crate) mod in_flight;
 mod join;
