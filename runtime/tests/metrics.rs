@@ -1023,3 +1023,57 @@ fn a_parked_worker_has_its_park_counted() {
         drop(m);
     });
 }
+
+/// Snapshots taken on several threads at once are ordered as their
+/// uptimes are: one that follows another has at least its counts (before,
+/// the uptime was read before the counts, and a delta of two concurrent
+/// snapshots could silently come out empty).
+#[test]
+fn concurrent_snapshots_are_ordered_by_their_uptime() {
+    within(60, || {
+        let rt = std::sync::Arc::new(one_pool(2));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Work that keeps the counters moving.
+        let busy = {
+            let stop = stop.clone();
+            rt.spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    wq::spawn(async {}).await.unwrap();
+                }
+            })
+        };
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let rt = rt.clone();
+                std::thread::spawn(move || {
+                    // Seconds on 2 CPUs (it failed within the first 300 ms
+                    // or after 22 s, in two runs of 40,000).
+                    let until = Instant::now() + Duration::from_secs(5);
+                    (0..20_000)
+                        .take_while(|_| Instant::now() < until)
+                        .map(|_| {
+                            let m = rt.metrics();
+                            let started: u64 = m.pools.iter().map(|p| p.counters.started).sum();
+                            (m.uptime, started)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all: Vec<(Duration, u64)> = readers
+            .into_iter()
+            .flat_map(|r| r.join().unwrap())
+            .collect();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        rt.block_on(busy).unwrap();
+        all.sort();
+        for w in all.windows(2) {
+            assert!(
+                w[1].0 == w[0].0 || w[1].1 >= w[0].1,
+                "a later snapshot with fewer polls started: {:?} then {:?}",
+                w[0],
+                w[1]
+            );
+        }
+    });
+}

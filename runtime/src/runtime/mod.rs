@@ -347,9 +347,11 @@ impl Handle {
     /// See [`Runtime::metrics`].
     pub fn metrics(&self) -> Snapshot {
         let s = &self.scheduler;
+        let _ordered = crate::loom::lock(&s.snapshots);
+        let uptime = s.started_at.elapsed();
         let (queues, retired) = s.queues_and_retired();
         let mut snapshot = Snapshot::new(
-            s.started_at.elapsed(),
+            uptime,
             s.config.latency_capture,
             s.config.thread_name.clone(),
             (s.config.cpu_budget != usize::MAX).then_some(s.config.cpu_budget),

@@ -184,6 +184,11 @@ pub(crate) struct Scheduler {
     pub(crate) config: Config,
     /// When the runtime was built (snapshots' `uptime`).
     pub(crate) started_at: std::time::Instant,
+    /// Held while a snapshot reads its uptime and its counts: snapshots
+    /// taken on several threads at once are then ordered as their uptimes
+    /// (one that `follows` another has at least its counts, so their delta
+    /// is not emptied by a subtraction that would go negative).
+    pub(crate) snapshots: Mutex<()>,
     /// Tells this runtime from any other, in this process or after a
     /// restart (snapshots' `instance`): the wall clock at its build, in
     /// nanoseconds, mixed with the process id and the runtime's address.
@@ -244,6 +249,7 @@ impl Scheduler {
             topology,
             config,
             started_at: std::time::Instant::now(),
+            snapshots: Mutex::new(()),
             instance: instance_id(me.as_ptr() as usize),
             pools,
             all_pools: Mutex::new(Vec::new()),
