@@ -67,9 +67,11 @@
 //! one marks `attend_after`, fences (`SeqCst`) and looks at the turn
 //! again (ended: whoever takes the mark back attends, so exactly one
 //! side does); a parker that finds the lock held by anything but a
-//! thread parked in it (a zero-wait turn, or a turn taking or giving the
-//! lock back: `turning` is cleared after the unlock) marks it too, fences
-//! and tries the lock once more. The turn's thread, after its
+//! thread parked in it (a zero-wait turn, or any turn taking the lock:
+//! `turning` is still 0) marks it too, fences and tries the lock once
+//! more. `turning` is cleared after the unlock, so a parked thread's turn
+//! reads as parked to its end, running the wakers of its events included:
+//! a parker that meets it then sleeps unmarked, as below. The turn's thread, after its
 //! turn, fences and takes the mark, and attends (any pool's idle worker,
 //! where its own turn woke only its pool's, unless that woke one).
 //! One of the two sees the other (`loom_an_attend_left_to_a_zero_wait_turn_*`,

@@ -205,10 +205,14 @@ impl Services {
                 // after its turn, fences, and tries once more (the
                 // store-buffering pair of `attend`: either the turn's
                 // thread reads the mark, or this try finds the lock free).
-                // `turning` reads 0 too while a turn takes or gives back
-                // the lock: marked then as well (a mark a parked holder's
-                // start gets is taken by the next zero-wait turn: one
-                // wakeup for nothing at most).
+                // `turning` reads 0 too while a turn takes the lock:
+                // marked then as well (a mark a parked holder's start gets
+                // is taken by the next zero-wait turn: one wakeup for
+                // nothing at most). A parked holder's turn reads `Park` to
+                // its end (cleared after the unlock): its thread comes
+                // back or attends as it leaves for long (`pool::park`,
+                // "Attending the driver"); a poll it runs meanwhile is the
+                // watchdog's to cover.
                 if kind != Turn::Park || lent.turning.load(Ordering::Relaxed) == Turn::Park as u8 {
                     return false;
                 }
