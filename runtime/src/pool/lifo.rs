@@ -77,6 +77,10 @@ pub(crate) struct LifoSlot<T: Raw> {
     /// model).
     #[cfg(loom)]
     plain_take: bool,
+    /// Under loom: the owner's put into an empty slot as a relaxed store
+    /// (the negative model of the payload's publication).
+    #[cfg(loom)]
+    relaxed_put: bool,
     /// It holds a `T` as a pointer (neither `Send` nor `Sync` by itself:
     /// the impls below say when).
     _owns: PhantomData<*const T>,
@@ -95,6 +99,8 @@ impl<T: Raw> Default for LifoSlot<T> {
             task: AtomicPtr::new(std::ptr::null_mut()),
             #[cfg(loom)]
             plain_take: false,
+            #[cfg(loom)]
+            relaxed_put: false,
             _owns: PhantomData,
         }
     }
@@ -126,7 +132,17 @@ impl<T: Raw> LifoSlot<T> {
             // removed it: no one else turns it back.
             return Some(unsafe { T::from_raw(NonNull::new_unchecked(old)) });
         }
-        self.task.store(new, Ordering::Release);
+        // Release: a thief that takes the task reads what its spawner or
+        // waker wrote to it (its header: the home pool) before this.
+        #[cfg(loom)]
+        let order = if self.relaxed_put {
+            Ordering::Relaxed
+        } else {
+            Ordering::Release
+        };
+        #[cfg(not(loom))]
+        let order = Ordering::Release;
+        self.task.store(new, order);
         None
     }
 
@@ -284,5 +300,59 @@ mod loom_tests {
     #[should_panic(expected = "a put lost or taken twice")]
     fn loom_a_task_put_again_fails_with_a_plain_take() {
         same_address(true);
+    }
+
+    /// A task with a body: a value its owner writes before the put (as a
+    /// spawner writes a task's header) and whoever takes it reads.
+    struct Boxed(Box<loom::cell::UnsafeCell<usize>>);
+
+    impl Raw for Boxed {
+        fn into_raw(self) -> NonNull<()> {
+            NonNull::new(Box::into_raw(self.0).cast()).expect("a box")
+        }
+
+        unsafe fn from_raw(ptr: NonNull<()>) -> Self {
+            // SAFETY: a pointer `into_raw` gave, turned back once.
+            Boxed(unsafe { Box::from_raw(ptr.as_ptr().cast()) })
+        }
+    }
+
+    /// The owner writes a task's body and puts it; a thief that steals it
+    /// reads the body: the put's Release and the steal's Acquire order the
+    /// two (loom reports a read of the cell that is not, as a causality
+    /// violation).
+    fn payload(relaxed_put: bool) {
+        loom::model(move || {
+            let mut slot = LifoSlot::<Boxed>::default();
+            slot.relaxed_put = relaxed_put;
+            let slot = Arc::new(slot);
+            let thief = {
+                let slot = slot.clone();
+                thread::spawn(move || {
+                    let stolen = slot.steal()?;
+                    // SAFETY: the thief owns what it stole.
+                    Some(stolen.0.with(|v| unsafe { *v }))
+                })
+            };
+            let task = Boxed(Box::new(loom::cell::UnsafeCell::new(0)));
+            // SAFETY: not shared yet.
+            task.0.with_mut(|v| unsafe { *v = 42 });
+            assert!(slot.put(task).is_none());
+            if let Some(v) = thief.join().unwrap() {
+                assert_eq!(v, 42);
+            }
+            drop(slot.take());
+        });
+    }
+
+    #[test]
+    fn loom_a_stolen_task_is_read_as_its_owner_wrote_it() {
+        payload(false);
+    }
+
+    #[test]
+    #[should_panic(expected = "Causality violation")]
+    fn loom_a_stolen_task_is_read_as_written_fails_with_a_relaxed_put() {
+        payload(true);
     }
 }
