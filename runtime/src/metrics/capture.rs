@@ -67,10 +67,11 @@
 //!
 //! With capture off ([`Builder::latency_capture`](crate::Builder::latency_capture),
 //! the default) only the scheduling delays are kept: workers record no poll
-//! duration and spawns read no clock (step 2 does not run). The delay is
-//! kept always because it costs a subtraction and a bucket's count per
-//! poll on the worker's own lines (the poll's start is read anyway), and
-//! it is the latency this runtime exists to keep low.
+//! duration and spawns make no second clock read for their call's time
+//! (step 2 does not run). The delay is kept always because it costs a
+//! clock read per enqueue (the task's stamp), and a subtraction and a
+//! bucket's count per poll on the worker's own lines (the poll's start is
+//! read anyway), and it is the latency this runtime exists to keep low.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -46,7 +46,7 @@
 //! help (promtool exits 3: `wq_kicks_total no help text`, checked here
 //! with Debian's promtool). Its collector API would also have us copy each
 //! HdrHistogram into its own bucket type per scrape, which is what this
-//! file does directly in under four hundred lines with its tests; the tests check the output
+//! file does directly in about four hundred lines with its tests; the tests check the output
 //! with promtool (installed by `scripts/setup`) and with a parser of their
 //! own.
 

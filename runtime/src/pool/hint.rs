@@ -127,7 +127,7 @@ impl HintWord {
     }
 
     /// One more searcher, if fewer than half the workers (at least two)
-    /// search already: tokio's limit, so that a burst of idle workers does
+    /// search already (of 5 workers, 3 may: half rounded up): tokio's limit, so that a burst of idle workers does
     /// not storm the queues, but never below two, so that in a small pool
     /// a worker that finishes while another searches does not park (and
     /// need a futex wakeup for the next item). Returns whether the caller

@@ -155,7 +155,7 @@ impl Builder {
     /// The longest a worker that ran out of work spins, watching its pool's
     /// queues, before it parks. Default [`DEFAULT_WORKER_SPIN`]; zero parks
     /// at once; at most 100 ms ([`build`](Builder::build) refuses more).
-    /// At most half a pool's workers (at least two) spin at once, fewer
+    /// At most half a pool's workers (rounded up, at least two) spin at once, fewer
     /// with [`spinning_workers`](Builder::spinning_workers), and each adapts
     /// its spin below this bound: longer while spins find work, shorter
     /// while they do not, and a spin ends at once when a yield shows that
@@ -168,7 +168,7 @@ impl Builder {
 
     /// The most workers of one pool that spin at once (at least 1; the
     /// others that run out of work look once and park). Default: as many as
-    /// may search, half the pool's workers and at least two. Zero is refused: give
+    /// may search, half the pool's workers rounded up and at least two. Zero is refused: give
     /// [`worker_spin`](Builder::worker_spin) `Duration::ZERO` to park at
     /// once.
     pub fn spinning_workers(mut self, n: usize) -> Builder {
@@ -276,12 +276,14 @@ impl Builder {
     /// cost up to 5% at the current build on a 2-vCPU VM, the most a
     /// default may cost, and 14-17% at earlier ones (`docs/benchmarks.md`,
     /// section 4): off until a wide machine agrees. On a service whose
-    /// tasks do real work per poll it is lost in the noise. Off, spawns read no clock and workers keep no poll sample.
+    /// tasks do real work per poll it is lost in the noise. Off, spawns make
+    /// no second clock read for their call's time and workers keep no poll
+    /// sample.
     ///
     /// Every task's **scheduling delay** (queued to polled) is recorded
-    /// either way, as are the counters and worker states: the worker reads
-    /// the clock at each poll's start anyway, and buffers the delay in its
-    /// own array.
+    /// either way, as are the counters and worker states: each enqueue
+    /// reads the clock once (its stamp), the worker reads it at each poll's
+    /// start anyway, and buffers the delay in its own array.
     ///
     /// ```
     /// let rt = wq::Runtime::builder().latency_capture(true).build().unwrap();
