@@ -255,9 +255,30 @@ fn drain_refuses_outside_work_and_accepts_chained_work() {
         rt.block_on(async {
             let mut drain = std::pin::pin!(q.drain());
             assert!(futures::poll!(drain.as_mut()).is_pending());
-            let err = q.try_spawn(async {}).unwrap_err();
+            // try_spawn gives the refused future back, not dropped: it
+            // runs once spawned again after the drain.
+            struct Kept(Arc<AtomicUsize>);
+            impl Drop for Kept {
+                fn drop(&mut self) {
+                    self.0.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            let kept = Arc::new(AtomicUsize::new(0));
+            let k = Kept(kept.clone());
+            let err = q
+                .try_spawn(async move {
+                    let _k = k;
+                    7
+                })
+                .unwrap_err();
             assert!(err.is_draining(), "{err}");
             assert!(err.to_string().contains("drained"), "{err}");
+            assert_eq!(
+                kept.load(Ordering::SeqCst),
+                0,
+                "the refused future was dropped"
+            );
+            let job = err.into_future();
             // spawn() hands back a handle whose error says why.
             let err = q.spawn(async {}).await.unwrap_err();
             assert!(err.is_cancelled() && err.is_refused(), "{err:?}");
@@ -269,6 +290,8 @@ fn drain_refuses_outside_work_and_accepts_chained_work() {
             assert!(logged[0].starts_with("WARN wq: "), "{logged:?}");
             go_tx.send(()).unwrap();
             drain.await;
+            assert_eq!(q.spawn(job).await.unwrap(), 7);
+            assert_eq!(kept.load(Ordering::SeqCst), 1);
         });
         assert_eq!(chained.load(Ordering::SeqCst), 1);
         rt.block_on(first).unwrap();

@@ -99,28 +99,50 @@ impl Workqueue {
     /// future is dropped and the handle resolves to a
     /// [`JoinError`](crate::JoinError) that says why
     /// ([`is_refused`](crate::JoinError::is_refused));
-    /// [`Workqueue::try_spawn`] gives the reason at once.
+    /// [`Workqueue::try_spawn`] gives the reason at once, and the future
+    /// back.
     pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        self.try_spawn(future)
-            .unwrap_or_else(|e| JoinHandle::refused(e.refused.why()))
-    }
-
-    /// As [`Workqueue::spawn`], but a refused item is an error that says
-    /// why.
-    pub fn try_spawn<F>(&self, future: F) -> Result<JoinHandle<F::Output>, SpawnError>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
         self.queue
             .spawn(&self.scheduler, None, future)
-            .map_err(|refused| SpawnError {
+            .unwrap_or_else(refused_handle)
+    }
+
+    /// As [`Workqueue::spawn`], but a refused item is an error that says
+    /// why and gives the future back
+    /// ([`SpawnError::into_future`]: to spawn it again once a drain
+    /// returns, say, or to run it elsewhere).
+    ///
+    /// ```
+    /// # #[wq::main] async fn main() {
+    /// let q = wq::Workqueue::builder("jobs").build(&wq::Handle::current()).unwrap();
+    /// let item = q.spawn(async {});
+    /// let drain = q.drain();
+    /// futures::pin_mut!(drain);
+    /// assert!(futures::poll!(drain.as_mut()).is_pending());
+    /// // Refused from outside the queue while it drains, the job kept.
+    /// let err = q.try_spawn(async { 7 }).unwrap_err();
+    /// assert!(err.is_draining());
+    /// let job = err.into_future();
+    /// drain.await;
+    /// item.await.unwrap();
+    /// assert_eq!(q.spawn(job).await.unwrap(), 7);
+    /// # }
+    /// ```
+    pub fn try_spawn<F>(&self, future: F) -> Result<JoinHandle<F::Output>, SpawnError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.queue
+            .spawn(&self.scheduler, None, future)
+            .map_err(|(refused, future)| SpawnError {
                 queue: self.queue.name().to_owned(),
                 refused,
+                future,
             })
     }
 
@@ -135,7 +157,7 @@ impl Workqueue {
     {
         self.queue
             .spawn(&self.scheduler, Some(cpu), future)
-            .unwrap_or_else(|refused| JoinHandle::refused(refused.why()))
+            .unwrap_or_else(refused_handle)
     }
 
     /// Waits until every item spawned on the queue before this call has
@@ -389,14 +411,29 @@ impl fmt::Display for WorkqueueError {
 
 impl std::error::Error for WorkqueueError {}
 
-/// Why [`Workqueue::try_spawn`] refused an item.
-#[derive(Clone, Debug)]
-pub struct SpawnError {
-    queue: String,
-    refused: Refused,
+/// The handle of a refused item: its future dropped here (a `Drop` that
+/// panics reaches the spawner, as the future's would anywhere), its
+/// `JoinError` saying why.
+fn refused_handle<F: Future>((refused, future): (Refused, F)) -> JoinHandle<F::Output> {
+    drop(future);
+    JoinHandle::refused(refused.why())
 }
 
-impl SpawnError {
+/// Why [`Workqueue::try_spawn`] refused an item, with the item's future,
+/// given back ([`SpawnError::into_future`]).
+pub struct SpawnError<F> {
+    queue: String,
+    refused: Refused,
+    future: F,
+}
+
+impl<F> SpawnError<F> {
+    /// The refused future, to spawn again (once a drain returns) or to run
+    /// elsewhere.
+    pub fn into_future(self) -> F {
+        self.future
+    }
+
     /// The queue is being drained, and the caller is not one of its tasks.
     pub fn is_draining(&self) -> bool {
         self.refused == Refused::Draining
@@ -414,7 +451,16 @@ impl SpawnError {
     }
 }
 
-impl fmt::Display for SpawnError {
+impl<F> fmt::Debug for SpawnError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpawnError")
+            .field("queue", &self.queue)
+            .field("refused", &self.refused)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F> fmt::Display for SpawnError<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.refused {
             Refused::Draining => write!(
@@ -437,4 +483,4 @@ impl fmt::Display for SpawnError {
     }
 }
 
-impl std::error::Error for SpawnError {}
+impl<F> std::error::Error for SpawnError<F> {}

@@ -747,7 +747,7 @@ impl Queue {
         self.refused.fetch_add(1, Ordering::Relaxed);
         if why != Refused::Closed && !self.refusal_logged.swap(true, Ordering::Relaxed) {
             log::warn!(
-                "wq: workqueue {:?} refused an item: {} (its future was dropped; the handle's JoinError says so, Workqueue::try_spawn returns it; counted in the queue's stats as `refused`; logged once per queue)",
+                "wq: workqueue {:?} refused an item: {} (Workqueue::spawn dropped its future, its handle's JoinError says so; Workqueue::try_spawn gives the future back in its SpawnError; counted in the queue's stats as `refused`; logged once per queue)",
                 self.name,
                 why.why()
             );
@@ -1026,13 +1026,14 @@ impl QueueHandle {
 
     /// Spawns `future` as an item of the queue, placed by `cpu` (if given)
     /// or by the calling thread's CPU. `scheduler` is the queue's runtime,
-    /// borrowed from the caller's `Workqueue`.
+    /// borrowed from the caller's `Workqueue`. A refused future is given
+    /// back, with why.
     pub(crate) fn spawn<F>(
         &self,
         scheduler: &Scheduler,
         cpu: Option<usize>,
         future: F,
-    ) -> Result<JoinHandle<F::Output>, Refused>
+    ) -> Result<JoinHandle<F::Output>, (Refused, F)>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
@@ -1042,11 +1043,11 @@ impl QueueHandle {
         // queues, and an item spawned between the two would be handed to a
         // closed pool and cancelled, not refused as `wq::spawn` is.
         if queue.closed.load(Ordering::Acquire) || scheduler.is_closed() {
-            return Err(queue.refuse(Refused::Closed));
+            return Err((queue.refuse(Refused::Closed), future));
         }
         if queue.draining.load(Ordering::Acquire) > 0 && current::running_queue() != queue.link_id()
         {
-            return Err(queue.refuse(Refused::Draining));
+            return Err((queue.refuse(Refused::Draining), future));
         }
         // The spawn call's time, with latency capture on, timed for the
         // item's pool (for an item that waits, the pool the queue's
@@ -1058,7 +1059,7 @@ impl QueueHandle {
             .flight
             .stripe_for(this_stripe(), usize::from(color))
         else {
-            return Err(queue.refuse(Refused::Full));
+            return Err((queue.refuse(Refused::Full), future));
         };
         queue.counts.flight.spawned(stripe, usize::from(color));
         // After the count (both SeqCst): a drain on since before the count
@@ -1078,21 +1079,13 @@ impl QueueHandle {
             // The runtime's flag too, as above: a shutdown closes the
             // pools before the queues.
             if queue.closed.load(Ordering::Acquire) || scheduler.is_closed() {
-                // Closed since the check above: the future is dropped
-                // before its item is uncounted, as a created task's would
-                // be (a flush then also waits for its drop). A panic in
-                // its `Drop` reaches the caller, as a refused future's
-                // does, after the item is uncounted (unguarded, it left
-                // the slot taken and the count up: a later flush waited
-                // for ever).
-                let dropped =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(future)));
+                // Closed since the check above: the item is uncounted and
+                // its future given back, as at the early refusals (never an
+                // item, a flush does not wait for its drop; what the caller
+                // does with it, a `Drop` that panics included, happens
+                // after the slot and the count are back).
                 queue.refuse_admitted(stripe, color);
-                let refused = queue.refuse(Refused::Closed);
-                if let Err(panic) = dropped {
-                    std::panic::resume_unwind(panic);
-                }
-                return Err(refused);
+                return Err((queue.refuse(Refused::Closed), future));
             }
             // Created released, with its home (no atomic steps for them).
             let pool = queue.place(scheduler, cpu);
