@@ -306,6 +306,8 @@ fn from_std_refuses_sockets_that_cannot_accept() {
             let unlistened = std::net::TcpListener::from(unsafe { OwnedFd::from_raw_fd(fd) });
             let err = TcpListener::from_std(unlistened).unwrap_err();
             assert!(err.to_string().contains("not listening"), "{err}");
+            // It says the socket is gone, and how to keep one.
+            assert!(err.to_string().contains("try_clone()"), "{err}");
             // Not a socket at all: the OS error, named.
             let file = std::fs::File::open("/dev/null").unwrap();
             let not_socket = std::net::TcpListener::from(OwnedFd::from(file));

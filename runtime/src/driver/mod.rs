@@ -404,7 +404,7 @@ impl Handle {
                 .register(source, token, Interest::READABLE | Interest::WRITABLE)
         {
             self.release(index);
-            return Err(err);
+            return Err(register_error(err));
         }
         Ok(Registered { io, index })
     }
@@ -491,10 +491,34 @@ pub(crate) struct Registered {
     index: usize,
 }
 
+/// `epoll_ctl`'s error for a source it would not register, with what to do
+/// where the user can act: ENOSPC is the per-user watch limit (it kept its
+/// errno's words, "No space left on device", which point at a disk).
+fn register_error(err: io::Error) -> io::Error {
+    if err.raw_os_error() == Some(libc::ENOSPC) {
+        return io::Error::new(
+            err.kind(),
+            format!(
+                "wq: could not register the socket with the I/O driver (epoll_ctl): {err}; the user's epoll watch limit is reached: raise /proc/sys/fs/epoll/max_user_watches"
+            ),
+        );
+    }
+    err
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn a_full_epoll_watch_limit_says_which_limit() {
+        let e = register_error(io::Error::from_raw_os_error(libc::ENOSPC));
+        assert_eq!(e.kind(), io::ErrorKind::StorageFull);
+        assert!(e.to_string().contains("max_user_watches"), "{e}");
+        let e = register_error(io::Error::from_raw_os_error(libc::EEXIST));
+        assert_eq!(e.raw_os_error(), Some(libc::EEXIST), "others unchanged");
+    }
 
     #[test]
     fn a_stale_token_does_not_reach_the_slots_next_owner() {

@@ -161,7 +161,7 @@ fn check_listening(fd: std::os::fd::RawFd, what: &str, unix: bool) -> io::Result
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
-                "{what}: the socket is not a stream socket; only stream listeners accept connections"
+                "{what}: the socket is not a stream socket; only stream listeners accept connections (this socket, moved in, is closed now: pass a try_clone() to keep a descriptor)"
             ),
         ));
     }
@@ -175,7 +175,7 @@ fn check_listening(fd: std::os::fd::RawFd, what: &str, unix: bool) -> io::Result
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
-                "{what}: the socket is not a Unix domain socket (address family {domain}); a TCP listener is wq::net::TcpListener"
+                "{what}: the socket is not a Unix domain socket (address family {domain}); a TCP listener is wq::net::TcpListener (this socket, moved in, is closed now: pass a try_clone() to keep a descriptor)"
             ),
         ));
     }
@@ -183,7 +183,7 @@ fn check_listening(fd: std::os::fd::RawFd, what: &str, unix: bool) -> io::Result
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
-                "{what}: the socket is not an IP (TCP) socket (address family {domain}); a Unix socket's listener is wq::net::UnixListener"
+                "{what}: the socket is not an IP (TCP) socket (address family {domain}); a Unix socket's listener is wq::net::UnixListener (this socket, moved in, is closed now: pass a try_clone() to keep a descriptor)"
             ),
         ));
     }
@@ -191,7 +191,7 @@ fn check_listening(fd: std::os::fd::RawFd, what: &str, unix: bool) -> io::Result
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
-                "{what}: the socket is not listening; call listen on it first (std's TcpListener::bind does), or use wq::net::TcpListener::bind"
+                "{what}: the socket is not listening; call listen on it first (std's TcpListener::bind does), or use wq::net::TcpListener::bind (this socket, moved in, is closed now: pass a try_clone() to keep a descriptor)"
             ),
         ));
     }
