@@ -46,7 +46,7 @@ pub fn usage() -> String {
     format!(
         "usage: wq-monitor [ADDR] [-i SECONDS] [--json] [-c COUNT]\n\n\
          Shows a wq service's pools, as the kernel's wq_monitor.py shows workqueues, from its\n\
-         dashboard's /api/snapshot (ADDR, default {DEFAULT_ADDR}).\n\n\
+         dashboard's /api/snapshot (ADDR: HOST:PORT or its http:// URL, default {DEFAULT_ADDR}).\n\n\
          \x20 (none)        a refreshing terminal table (q or Esc quits)\n\
          \x20 -i SECONDS    print a table every SECONDS (counters and quantiles of the interval)\n\
          \x20 --json        print the snapshot as JSON (with -i, one per interval), for scripts\n\
@@ -92,7 +92,12 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
             "-h" | "--help" => return Err(usage()),
             s if s.starts_with('-') => return Err(format!("unknown option {s:?}\n{}", usage())),
             s if !addr_seen => {
-                o.addr = s.to_owned();
+                // The dashboard's URL as http_service prints it is taken
+                // too: its HOST:PORT.
+                o.addr = s
+                    .strip_prefix("http://")
+                    .map_or(s, |rest| rest.trim_end_matches('/'))
+                    .to_owned();
                 addr_seen = true;
             }
             s => return Err(format!("one address only, got {s:?} too\n{}", usage())),
@@ -119,7 +124,9 @@ pub fn fetch(addr: &str, timeout: Duration) -> Result<Snapshot, String> {
     let deadline = std::time::Instant::now() + timeout;
     let targets: Vec<SocketAddr> = addr
         .to_socket_addrs()
-        .map_err(|e| format!("{addr:?} is not an address: {e}"))?
+        .map_err(|e| {
+            format!("{addr:?} is not an address: {e}; give HOST:PORT, e.g. 127.0.0.1:8089")
+        })?
         .collect();
     if targets.is_empty() {
         return Err(format!("{addr:?} resolves to no address"));
@@ -550,6 +557,11 @@ mod tests {
             (o.addr.as_str(), o.interval, o.json, o.count),
             (DEFAULT_ADDR, None, false, None)
         );
+        // The dashboard's URL, as http_service prints it, is its address.
+        let o = parse_args(args(&["http://127.0.0.1:8089/"])).unwrap();
+        assert_eq!(o.addr, "127.0.0.1:8089");
+        let err = fetch("8089", std::time::Duration::from_secs(1)).unwrap_err();
+        assert!(err.contains("give HOST:PORT"), "{err}");
         let o = parse_args(args(&["127.0.0.1:1", "-i", "0.5", "--json", "-c", "3"])).unwrap();
         assert_eq!(
             (o.addr.as_str(), o.interval, o.json, o.count),
