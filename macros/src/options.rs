@@ -361,7 +361,16 @@ pub(crate) fn check_topology(text: &str) -> Result<(), String> {
         .filter(|&n| n > 0);
         let Some(count) = count else {
             // The level without its attributes (they are not the fault).
-            return Err(format!("invalid `topology` level `{item}`; {hint}"));
+            let octal = item
+                .split_once(':')
+                .map(|(_, n)| n)
+                .filter(|n| {
+                    n.len() > 1 && n.starts_with('0') && n.bytes().all(|b| b.is_ascii_digit())
+                })
+                .and_then(|n| n.trim_start_matches('0').parse::<u64>().ok())
+                .map(|n| format!(" (a leading 0 means octal, as hwloc reads counts: write {n})"))
+                .unwrap_or_default();
+            return Err(format!("invalid `topology` level `{item}`{octal}; {hint}"));
         };
         cpus = cpus.saturating_mul(count);
     }
@@ -454,6 +463,13 @@ mod tests {
         }
         let err = super::check_topology("core:2(a").unwrap_err();
         assert!(err.contains("unbalanced"), "{err}");
+        // "08" is not octal: the error says why a count that looks fine is
+        // refused, and what to write.
+        let err = super::check_topology("pack:2 core:08").unwrap_err();
+        assert!(
+            err.contains("leading 0 means octal") && err.contains("write 8"),
+            "{err}"
+        );
     }
 
     use super::*;

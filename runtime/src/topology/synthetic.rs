@@ -216,6 +216,18 @@ fn digits_of(s: &str) -> Option<(&str, u32)> {
     (!digits.is_empty() && digits.chars().all(|c| c.is_digit(radix))).then_some((digits, radix))
 }
 
+/// For a count that C's `strtoul` reads as octal and refuses ("08", "09"):
+/// what hwloc's reading is, and the count meant.
+fn octal_hint(count: &str) -> String {
+    let digits =
+        count.len() > 1 && count.starts_with('0') && count.bytes().all(|b| b.is_ascii_digit());
+    match count.trim_start_matches('0').parse::<u64>() {
+        Ok(n) if digits => {
+            format!(" as hwloc reads it (C's strtoul: a leading 0 means octal, 0x hex); write {n}")
+        }
+        _ => String::new(),
+    }
+}
 /// A count as C's `strtoul(s, NULL, 0)` reads a whole word.
 fn strtoul(s: &str) -> Option<usize> {
     let (digits, radix) = digits_of(s)?;
@@ -332,7 +344,10 @@ pub(super) fn describe(desc: &str) -> Result<Vec<CpuInfo>, TopologyError> {
             } else if overflows(count) {
                 super::too_many_cpus(&format!("synthetic topology {desc:?}"), None)
             } else {
-                invalid(desc, &format!("count {count:?} is not a positive number"))
+                invalid(
+                    desc,
+                    &format!("count {count:?} is not a positive number{}", octal_hint(count)),
+                )
             }
         })?;
         if levels.last().is_some_and(|(l, _)| *l == Level::Pu) {

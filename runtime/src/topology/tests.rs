@@ -479,6 +479,10 @@ fn fallback_parser_rejects_what_it_cannot_read() {
     let cases = [
         ("core:x", "count \"x\" is not a positive number"),
         ("core:0", "count \"0\" is not a positive number"),
+        (
+            "core:08",
+            "count \"08\" is not a positive number as hwloc reads it (C's strtoul: a leading 0 means octal, 0x hex); write 8",
+        ),
         ("core", "lacks a :count"),
         ("l7:2 pu:1", "unknown level type \"l7\""),
         ("pu:2 core:2", "pu must be the last level"),
