@@ -368,7 +368,9 @@ fn generate(kind: Kind, input: AsyncFn, options: &Options) -> TokenStream {
     // body's type and the return type points at the body. The explicit
     // `return` keeps lints on a diverging body (`loop {}`) quiet, as in tokio.
     let build_msg = LitStr::new(
-        &format!("{attr}: failed to build the wq runtime: {{}}"),
+        &format!(
+            "{attr}: failed to build the wq runtime: {{}} (where the attribute's options cannot say what the error asks for, build the runtime by hand: wq::Runtime::builder()...build()?.block_on(..))"
+        ),
         brace.close(),
     );
     let fail = fail(&build_msg, brace.close());
@@ -616,7 +618,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("\"#[wq::test]: failed to build the wq runtime: {}\""),
+            text.contains("\"#[wq::test]: failed to build the wq runtime: {} (where the attribute's options cannot say what the error asks for, build the runtime by hand: wq::Runtime::builder()...build()?.block_on(..))\""),
             "{text}"
         );
     }

@@ -80,7 +80,7 @@ use proc_macro::TokenStream;
 ///         .build()
 ///     {
 ///         Ok(rt) => rt,
-///         Err(e) => panic!("#[wq::main]: failed to build the wq runtime: {}", e),
+///         Err(e) => panic!("#[wq::main]: failed to build the wq runtime: {} (...)", e),
 ///     }
 ///     .block_on(body);
 /// }
