@@ -17,6 +17,43 @@
 //! `rt_multi_threaded` shapes. Results and how they were taken are in
 //! `docs/benchmarks.md`.
 
+/// `print!` to stdout that ends the program quietly (exit status 0) when
+/// the reader has gone (`wq-bench ... | head`): Rust ignores SIGPIPE, and
+/// `print!` panicked on the broken pipe. What matters is done by then
+/// (the busy neighbours stopped, the plots written).
+#[macro_export]
+macro_rules! out {
+    ($($t:tt)*) => {
+        $crate::write_out(&::std::format!($($t)*))
+    };
+}
+
+/// [`out!`] with a newline.
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::write_out("\n")
+    };
+    ($($t:tt)*) => {
+        $crate::write_out(&::std::format!("{}\n", ::std::format_args!($($t)*)))
+    };
+}
+
+/// Writes `s` to stdout (see [`out!`]); another write error ends the
+/// program with it.
+pub fn write_out(s: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(s.as_bytes()).and_then(|()| stdout.flush()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("wq-bench: could not write the results to stdout: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 pub mod args;
 pub mod completion;
 pub mod locality;

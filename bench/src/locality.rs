@@ -385,40 +385,43 @@ pub fn main(argv: &[String], command: &str) -> Result<(), String> {
             })).collect::<Vec<_>>(),
             "working_set_kib": ws,
         });
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
         );
         return Ok(());
     }
-    print!("{}", crate::machine::header(command));
-    println!(
+    out!("{}", crate::machine::header(command));
+    outln!(
         "# topology: synthetic \"{topology}\" -- this machine has one LLC, so wq lays out pods as on \
          that machine but its threads are not bound: scheduling paths differ, cache effects cannot show"
     );
-    println!(
+    outln!(
         "# medians of {repeat} runs, the rows interleaved (the first rotating); tokio: {cpus} workers, wq: up to a worker per CPU of each pod ({cpus} CPUs): the same threads on the real CPUs\n"
     );
-    println!("remote wake, ping-pong of two tasks ({rounds} round trips):");
-    println!("  {:<28} {:>12}", "row", "per round trip");
-    println!(
+    outln!("remote wake, ping-pong of two tasks ({rounds} round trips):");
+    outln!("  {:<28} {:>12}", "row", "per round trip");
+    outln!(
         "  {:<28} {:>12}",
         "wq cache, same pod",
         fmt_ns(median(&same))
     );
-    println!(
+    outln!(
         "  {:<28} {:>12}",
         "wq cache, cross pod",
         fmt_ns(median(&cross))
     );
-    println!("  {:<28} {:>12}", "tokio", fmt_ns(median(&tok)));
-    println!(
+    outln!("  {:<28} {:>12}", "tokio", fmt_ns(median(&tok)));
+    outln!(
         "\ncache-affine walk: one task per cache pod, {} KiB working set each, {walks} rounds:",
         ws
     );
-    println!(
+    outln!(
         "  {:<12} {:>10} {:>12} {:>12}",
-        "row", "walks/s", "walk p50", "walk p99"
+        "row",
+        "walks/s",
+        "walk p50",
+        "walk p99"
     );
     for (k, r, p50, p99) in &affine_rows {
         let label = if *k == "tokio" {
@@ -426,7 +429,7 @@ pub fn main(argv: &[String], command: &str) -> Result<(), String> {
         } else {
             format!("wq {k}")
         };
-        println!(
+        outln!(
             "  {label:<12} {:>10} {:>12} {:>12}",
             fmt_count(*r),
             fmt_ns(*p50),

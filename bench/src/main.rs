@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use wq_bench::args::Args;
 use wq_bench::neighbours::Neighbours;
-use wq_bench::{locality, machine, memory, shapes, sweep, workqueue};
+use wq_bench::{locality, machine, memory, out, outln, shapes, sweep, workqueue};
 
 const WORKQUEUE: &str = "\
 wq-bench workqueue: the kernel's test_workqueue.c shape (producers queue items one at a time
@@ -131,7 +131,7 @@ fn main() -> ExitCode {
         _ => None,
     };
     if let (true, Some(u)) = (help, sub_usage) {
-        print!("{u}");
+        out!("{u}");
         return ExitCode::SUCCESS;
     }
     let result = match sub.as_str() {
@@ -154,7 +154,7 @@ fn main() -> ExitCode {
         "http" => wq_bench::services::http_main(&rest, &command_line()),
         "echo" => wq_bench::services::echo_main(&rest, &command_line()),
         "-h" | "--help" | "help" => {
-            print!("{}", usage());
+            out!("{}", usage());
             Ok(())
         }
         other => Err(format!("unknown subcommand {other:?}\n\n{}", usage())),
@@ -203,8 +203,9 @@ fn plot_dir(dir: Option<&str>) -> Result<Option<PathBuf>, String> {
     Ok(Some(dir))
 }
 
-/// Writes the plots `plots` makes in `dir` (from [`plot_dir`]), after the
-/// results were printed.
+/// Writes the plots `plots` makes in `dir` (from [`plot_dir`]), before the
+/// results are printed: a reader that closes stdout early (`| head`)
+/// loses none.
 fn write_plots(
     dir: Option<PathBuf>,
     plots: impl FnOnce(&Path) -> Result<Vec<String>, String>,
@@ -227,18 +228,19 @@ fn run_workqueue(argv: &[String]) -> Result<(), String> {
     let rows = workqueue::run(&cfg)?;
     let n = busy.len();
     drop(busy);
+    write_plots(plots, |dir| workqueue::plots(&cfg, &rows, dir))?;
     if a.flag("json") {
         let mut v = workqueue::json(&cfg, &rows, &command);
         v["busy_neighbours"] = n.into();
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
         );
-        return write_plots(plots, |dir| workqueue::plots(&cfg, &rows, dir));
+        return Ok(());
     }
-    print!("{}", machine::header(&command));
-    print!("{}", neighbours_line(n));
-    println!(
+    out!("{}", machine::header(&command));
+    out!("{}", neighbours_line(n));
+    outln!(
         "# topology: {}",
         cfg.topology
             .as_deref()
@@ -253,20 +255,24 @@ fn run_workqueue(argv: &[String]) -> Result<(), String> {
             machine::online_cpus()
         ),
     };
-    println!(
+    outln!(
         "# {} producers x {} items (+{} warm-up), medians of {} runs; wq workers: {wq_workers}; tokio: {} workers\n",
-        cfg.producers, cfg.items, cfg.warmup, cfg.repeat, cfg.tokio_workers
+        cfg.producers,
+        cfg.items,
+        cfg.warmup,
+        cfg.repeat,
+        cfg.tokio_workers
     );
-    print!("{}", workqueue::patch_table(&cfg, &rows));
-    println!();
-    print!("{}", workqueue::detail_table(&cfg, &rows));
-    println!(
+    out!("{}", workqueue::patch_table(&cfg, &rows));
+    outln!();
+    out!("{}", workqueue::detail_table(&cfg, &rows));
+    outln!(
         "\ntargets (level: not met, but inside the spread of rows that repeat one configuration here):"
     );
     for (what, verdict) in workqueue::targets(&cfg, &rows) {
-        println!("  [{}] {what}", verdict.label());
+        outln!("  [{}] {what}", verdict.label());
     }
-    write_plots(plots, |dir| workqueue::plots(&cfg, &rows, dir))
+    Ok(())
 }
 
 fn run_sweep(argv: &[String]) -> Result<(), String> {
@@ -278,28 +284,32 @@ fn run_sweep(argv: &[String]) -> Result<(), String> {
     let steps = sweep::run(&s)?;
     let n = busy.len();
     drop(busy);
+    write_plots(plots, |dir| sweep::plots(&s, &steps, dir))?;
     if a.flag("json") {
         let v = sweep::json(&s, &steps, &command, n);
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
         );
-        return write_plots(plots, |dir| sweep::plots(&s, &steps, dir));
+        return Ok(());
     }
-    print!("{}", machine::header(&command));
-    print!("{}", neighbours_line(n));
-    println!(
+    out!("{}", machine::header(&command));
+    out!("{}", neighbours_line(n));
+    outln!(
         "# {} items per producer (+{} warm-up), medians of {} runs; tokio: {} workers; wq with latency capture on (Builder::latency_capture(true))\n",
-        s.base.items, s.base.warmup, s.base.repeat, s.base.tokio_workers
+        s.base.items,
+        s.base.warmup,
+        s.base.repeat,
+        s.base.tokio_workers
     );
-    print!("{}", sweep::table(&s, &steps));
-    println!(
+    out!("{}", sweep::table(&s, &steps));
+    outln!(
         "\ntargets (for a 16-64 CPU machine; on fewer CPUs every wide scope is one small pool):"
     );
     for (what, met) in sweep::targets(&s, &steps) {
-        println!("  [{}] {what}", if met { "met" } else { "MISSED" });
+        outln!("  [{}] {what}", if met { "met" } else { "MISSED" });
     }
-    write_plots(plots, |dir| sweep::plots(&s, &steps, dir))
+    Ok(())
 }
 
 /// `shapes --layouts N`: the same measurement in N processes, each with
@@ -359,17 +369,17 @@ fn run_shape_layouts(
             .into();
         return print_json(&v);
     }
-    print!("{}", machine::header(&command));
-    println!(
+    out!("{}", machine::header(&command));
+    outln!(
         "# {layouts} heap layouts (a process each, --pad 0..{}), their iterations pooled; {workers} workers each\n",
         layouts - 1
     );
-    print!("{}", shapes::table(&timings, neighbours));
-    println!("\nwq/tokio median time per layout (quiet):");
+    out!("{}", shapes::table(&timings, neighbours));
+    outln!("\nwq/tokio median time per layout (quiet):");
     for (shape, r) in &ratios {
         let mut sorted = r.clone();
         sorted.sort_by(f64::total_cmp);
-        println!(
+        outln!(
             "  {shape:<14} {}  (median {:.2}, {:.2}-{:.2})",
             r.iter()
                 .map(|x| format!("{x:.2}"))
@@ -388,16 +398,16 @@ fn run_shape_layouts(
 fn print_shape_targets(timings: &[shapes::Timing], neighbours: usize, on: &str) {
     let t = shapes::targets(timings, neighbours);
     if !t.is_empty() {
-        println!("\ntargets{on}:");
+        outln!("\ntargets{on}:");
         for (what, met) in t {
-            println!("  [{}] {what}", if met { "met" } else { "MISSED" });
+            outln!("  [{}] {what}", if met { "met" } else { "MISSED" });
         }
     }
 }
 
 /// Prints a `--json` document.
 fn print_json(v: &serde_json::Value) -> Result<(), String> {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(v).map_err(|e| e.to_string())?
     );
@@ -426,8 +436,8 @@ fn run_shapes(argv: &[String]) -> Result<(), String> {
     if a.flag("json") {
         return print_json(&shapes::json(&timings, neighbours, &command, workers, spin));
     }
-    print!("{}", machine::header(&command));
-    println!(
+    out!("{}", machine::header(&command));
+    outln!(
         "# {workers} workers each; {iters} iterations per runtime, alternating (each first in an equal share){}\n",
         if neighbours > 0 {
             format!("; quiet, then beside {neighbours} busy-loop processes")
@@ -435,7 +445,7 @@ fn run_shapes(argv: &[String]) -> Result<(), String> {
             String::new()
         }
     );
-    print!("{}", shapes::table(&timings, neighbours));
+    out!("{}", shapes::table(&timings, neighbours));
     print_shape_targets(&timings, neighbours, "");
     Ok(())
 }

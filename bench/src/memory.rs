@@ -130,12 +130,12 @@ pub fn main(argv: &[String], command: &str) -> Result<(), String> {
         "(threads: the process's threads minus those before the runtime was built; wq's kernel minimum is 2 idle workers per pool)\n",
     );
     if a.flag("json") {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?
         );
     } else {
-        print!("{text}");
+        out!("{text}");
     }
     Ok(())
 }
@@ -335,7 +335,7 @@ pub fn probe_main(argv: &[String]) -> Result<(), String> {
         }
         other => return Err(format!("memory-probe: unknown probe {other:?}")),
     };
-    println!("{v}");
+    outln!("{v}");
     Ok(())
 }
 
@@ -355,7 +355,7 @@ fn cull_tokio(workers: usize, burst: usize, idle_secs: u64, th0: usize) -> Resul
     let note = format!(
         "tokio: {workers} fixed workers; the burst ran on spawn_blocking threads (thread_keep_alive 1 s)"
     );
-    println!("{}", json!({"samples": samples, "note": note}));
+    outln!("{}", json!({"samples": samples, "note": note}));
     Ok(())
 }
 

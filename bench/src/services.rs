@@ -87,17 +87,20 @@ pub fn timers_main(argv: &[String], command: &str) -> Result<(), String> {
             rows[0].push(wq_run()?);
         }
     }
-    print!("{}", crate::machine::header(command));
-    println!(
+    out!("{}", crate::machine::header(command));
+    outln!(
         "# {n} timers per operation, medians of {repeat} interleaved runs (each runtime first in half); ns per timer; each runtime's timer task unconstrained (no operation budget)\n"
     );
-    println!(
+    outln!(
         "{:<8} {:>10} {:>10} {:>10}",
-        "runtime", "insert", "cancel", "fire"
+        "runtime",
+        "insert",
+        "cancel",
+        "fire"
     );
     for (name, runs) in ["wq", "tokio"].iter().zip(&rows) {
         let m = |i: usize| median(&runs.iter().map(|r| r[i]).collect::<Vec<_>>());
-        println!("{name:<8} {:>10.1} {:>10.1} {:>10.1}", m(0), m(1), m(2));
+        outln!("{name:<8} {:>10.1} {:>10.1} {:>10.1}", m(0), m(1), m(2));
     }
     Ok(())
 }
@@ -280,16 +283,24 @@ pub fn http_main(argv: &[String], command: &str) -> Result<(), String> {
             runs[i].push(run);
         }
     }
-    print!("{}", crate::machine::header(command));
-    println!(
+    out!("{}", crate::machine::header(command));
+    outln!(
         "# hyper http1 hello world, {workers} workers per runtime; wrk -t{threads} -c{conns} -d{secs}s --latency on loopback (sharing the CPUs); medians of the rounds without errors (on either side) of {repeat} interleaved (each runtime first in half)"
     );
-    println!(
+    outln!(
         "# cpu us/req: the server process's CPU time (user + system, getrusage) over wrk's request count; sys: of it, in the kernel; cs/req: the process's context switches (voluntary and not) per request\n"
     );
-    println!(
+    outln!(
         "{:<8} {:>10} {:>9} {:>9} {:>12} {:>8} {:>8} {:>8} {:>6}",
-        "runtime", "req/s", "p50 ms", "p99 ms", "cpu us/req", "sys", "cs/req", "errors", "runs"
+        "runtime",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "cpu us/req",
+        "sys",
+        "cs/req",
+        "errors",
+        "runs"
     );
     // A round with errors on either side is left out on both: the runs
     // dropped are those where a runtime stalled (wrk's timeouts), and
@@ -316,7 +327,7 @@ pub fn http_main(argv: &[String], command: &str) -> Result<(), String> {
             .collect();
         let errors = rs.iter().map(|r| r.errors).sum::<u64>();
         if clean.is_empty() {
-            println!(
+            outln!(
                 "{name:<8} {:>10} {:>9} {:>9} {:>12} {:>8} {:>8} {errors:>8} {:>6}",
                 "-",
                 "-",
@@ -329,7 +340,7 @@ pub fn http_main(argv: &[String], command: &str) -> Result<(), String> {
             continue;
         }
         let m = |f: fn(&WrkRun) -> f64| median(&clean.iter().map(|r| f(r)).collect::<Vec<_>>());
-        println!(
+        outln!(
             "{name:<8} {:>10.0} {:>9.2} {:>9.2} {:>12.1} {:>8.1} {:>8.3} {errors:>8} {:>6}",
             m(|r| r.rps),
             m(|r| r.p50_ms),
@@ -341,7 +352,7 @@ pub fn http_main(argv: &[String], command: &str) -> Result<(), String> {
         );
     }
     if runs.iter().flatten().any(|r| r.errors > 0) {
-        println!(
+        outln!(
             "\n(errors: wrk's socket errors and non-2xx/3xx responses over all runs; wrk counts them in its requests/s, so a round with any, on either side, is left out of both medians: runs = clean/all)"
         );
     }
@@ -686,18 +697,21 @@ pub fn echo_main(argv: &[String], command: &str) -> Result<(), String> {
             runs[i].push(run);
         }
     }
-    print!("{}", crate::machine::header(command));
-    println!(
+    out!("{}", crate::machine::header(command));
+    outln!(
         "# TCP echo, {conns} connections x {size}-byte blocking round trips from std threads (the same client for both), {secs} s, {workers} workers per runtime; medians of {repeat} interleaved runs (each runtime first in half)\n"
     );
-    println!(
+    outln!(
         "{:<8} {:>14} {:>10} {:>10}",
-        "runtime", "round trips/s", "p50", "p99"
+        "runtime",
+        "round trips/s",
+        "p50",
+        "p99"
     );
     for (name, rs) in ["wq", "tokio"].iter().zip(&runs) {
         let rps = median(&rs.iter().map(|r| r.0).collect::<Vec<_>>());
         let q = Quantiles::median_of(&rs.iter().map(|r| r.1).collect::<Vec<_>>());
-        println!(
+        outln!(
             "{name:<8} {rps:>14.0} {:>10} {:>10}",
             stats::fmt_ns(q.p50),
             stats::fmt_ns(q.p99)

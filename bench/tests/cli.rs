@@ -233,3 +233,54 @@ fn an_oversized_count_and_a_non_utf8_argument_are_refused() {
     assert!(err.contains("not valid UTF-8"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// A reader that closes stdout early (`wq-bench ... | head`) ends the run
+/// quietly with its plots written: `print!` panicked on the broken pipe
+/// (exit 101), after the measurement, and the plots came after it.
+#[test]
+fn a_closed_stdout_ends_quietly_with_the_plots_written() {
+    let dir = std::env::temp_dir().join(format!("wq-bench-pipe-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wq-bench"))
+        .args([
+            "workqueue",
+            "--scopes",
+            "cpu",
+            "--modes",
+            "deferred",
+            "--items",
+            "200",
+            "--warmup",
+            "0",
+            "--repeat",
+            "1",
+            "--no-tokio",
+            "--json",
+            "--plot-dir",
+        ])
+        .arg(&dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes before anything is written.
+    drop(child.stdout.take());
+    let deadline = std::time::Instant::now() + child::CHILD_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("wq-bench ran over {:?}", child::CHILD_LIMIT);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{status}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let plots = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+    assert!(plots > 0, "no plot written: {err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
