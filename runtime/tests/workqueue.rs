@@ -231,6 +231,37 @@ impl Logged {
     }
 }
 
+/// A spawn on a CPU the topology does not know (a typo, or another
+/// machine's numbering) runs, placed round-robin, and says so once per
+/// runtime: it was silent.
+#[test]
+fn a_spawn_on_an_unknown_cpu_runs_and_is_logged_once() {
+    let _ = Logged::lines_with("");
+    within(60, || {
+        let rt = runtime("pack:2 core:2 pu:1");
+        let q = Workqueue::builder("unknown-cpu")
+            .scope(Scope::Cache)
+            .build(rt.handle())
+            .unwrap();
+        for _ in 0..2 {
+            rt.block_on(rt.handle().spawn_on_cpu(64, Scope::Cache, async {}))
+                .unwrap();
+            rt.block_on(q.spawn_on_cpu(64, async {})).unwrap();
+        }
+        // Known CPUs say nothing.
+        rt.block_on(rt.handle().spawn_on_cpu(3, Scope::Cache, async {}))
+            .unwrap();
+        let logged = Logged::lines_with("spawn_on_cpu(64)");
+        assert_eq!(logged.len(), 1, "{logged:?}");
+        assert!(
+            logged[0].contains("CPU 64 is not in the runtime's topology")
+                && logged[0].contains("CPUs 0-3")
+                && logged[0].contains("round-robin"),
+            "{logged:?}"
+        );
+    });
+}
+
 #[test]
 fn drain_refuses_outside_work_and_accepts_chained_work() {
     // Installed before the refusals below.

@@ -298,7 +298,8 @@ impl Handle {
     /// Spawns `future` on the pool of the `scope` pod that holds CPU `cpu`
     /// (an OS index), as if it were spawned there: the kernel's
     /// `queue_work_on()`. A CPU the topology does not know falls back to
-    /// round-robin over the pods. Useful on a synthetic topology, whose CPUs
+    /// round-robin over the pods (logged once per runtime, through `log`).
+    /// Useful on a synthetic topology, whose CPUs
     /// are not this machine's.
     ///
     /// ```

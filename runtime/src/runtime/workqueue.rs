@@ -149,7 +149,8 @@ impl Workqueue {
     /// As [`Workqueue::spawn`], placed as if spawned on CPU `cpu` (an OS
     /// index; the kernel's `queue_work_on()`): the item goes to the pool of
     /// the queue's scope's pod that holds `cpu`. A CPU the topology does not
-    /// know falls back to round-robin over the pods.
+    /// know falls back to round-robin over the pods (logged once per
+    /// runtime, through `log`).
     pub fn spawn_on_cpu<F>(&self, cpu: usize, future: F) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,

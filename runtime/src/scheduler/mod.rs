@@ -208,6 +208,8 @@ pub(crate) struct Scheduler {
     /// between two scopes to the same pods of each for good (with 2 and
     /// 4 pods: pod 0 of one, pods 1 and 3 of the other).
     round_robin: [AtomicUsize; 6],
+    /// A spawn on a CPU the topology does not know was logged (once).
+    unknown_cpu_logged: AtomicBool,
     /// The live workers' numbers (`Host::worker_numbers`).
     worker_numbers: Mutex<crate::pool::current::Numbers>,
     /// The process's nice value when the runtime was built (its main
@@ -258,6 +260,7 @@ impl Scheduler {
             threads: Threads::default(),
             closed: AtomicBool::new(false),
             round_robin: Default::default(),
+            unknown_cpu_logged: AtomicBool::new(false),
             worker_numbers: Mutex::new(crate::pool::current::Numbers::new()),
             // SAFETY: getpid has no preconditions.
             base_nice: nice_of(unsafe { libc::getpid() } as libc::id_t),
@@ -442,9 +445,29 @@ impl Scheduler {
     /// pod of `cpu` if given, else of the calling thread's CPU.
     pub(crate) fn place(&self, attrs: PoolAttrs, scope: Scope, cpu: Option<usize>) -> &Arc<Pool> {
         let pod = placement::pod(&self.topology, self.id(), scope, cpu, || {
+            if let Some(cpu) = cpu {
+                // Asked for (`spawn_on_cpu`), and not known: said once, as
+                // the kernel warns of work queued on a CPU it cannot use.
+                self.log_unknown_cpu(cpu, scope);
+            }
             self.round_robin[scope.index()].fetch_add(1, Ordering::Relaxed)
         });
         self.pool(attrs, scope, pod)
+    }
+
+    /// Logs, once per runtime, a spawn on a CPU its topology does not know
+    /// (placed round-robin instead).
+    #[cold]
+    fn log_unknown_cpu(&self, cpu: usize, scope: Scope) {
+        if self.unknown_cpu_logged.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let cpus: Vec<usize> = self.topology.cpus().iter().map(|c| c.os_index).collect();
+        log::warn!(
+            "wq: spawn_on_cpu({cpu}): CPU {cpu} is not in the runtime's topology ({}: CPUs {}); its tasks are placed round-robin over the {scope} pods instead (logged once per runtime)",
+            self.topology.source(),
+            crate::topology::format_cpu_list(&cpus)
+        );
     }
 
     /// Creates a named workqueue on this runtime.
