@@ -896,18 +896,13 @@ impl Core {
         // queue first: a task that yields in a loop, the deque otherwise
         // empty, would run again at once, and what waits in the pool's
         // queue (a spawn from another thread, maybe what the task waits
-        // for) with it only every 61 polls. (An empty queue is seen with
+        // for) with it only every 61 polls. One task, not a batch (as
+        // tokio's interval check): a busy worker's batch would move up to
+        // 32 of the queue into its deque, behind its own work, where
+        // spinning siblings of a wide pool do not look; a batch is taken
+        // when the deque is empty (below). (An empty queue is seen with
         // two loads, no fence.)
-        if self.tick.is_multiple_of(GLOBAL_QUEUE_INTERVAL)
-            && let Some(r) = steal_into(&pool.injector, &local.deque)
-        {
-            local.yielded.set(false);
-            return Some(r);
-        }
-        // After a yield one task, not a batch: a yield at every budget's
-        // end would otherwise move half the queue into this deque, where
-        // spinning siblings of a wide pool do not look.
-        if local.yielded.replace(false)
+        if (local.yielded.replace(false) || self.tick.is_multiple_of(GLOBAL_QUEUE_INTERVAL))
             && !pool.injector.is_empty()
             && let Some(r) = steal_one(&pool.injector)
         {
