@@ -141,9 +141,10 @@
 //!    (its worker and searcher counts with it).
 //! 7. **Block** ([`Idle::block`] / [`Idle::unblock`], the kernel's
 //!    concurrency management): a worker about to block its thread
-//!    (`wq::block_in_place`) stops counting against the maximum, and the
-//!    pool is kicked if work is queued, so another worker runs it
-//!    (`cm_wakeups`). Back from blocking, it counts again; if that puts the
+//!    (`wq::block_in_place`) stops counting against the maximum, under the
+//!    lock; after it, fenced, it looks at the queues (every deque: not
+//!    under the lock) and kicks the pool as a producer would if work is
+//!    queued, so another worker runs it (`cm_wakeups`). Back from blocking, it counts again; if that puts the
 //!    running workers over the limit, it steps down after its poll (step
 //!    9).
 //! 8. **CPU hog** ([`Idle::grant_hog`] / [`Idle::revoke_hog`], by the
@@ -1037,12 +1038,13 @@ impl Idle {
 
     /// Step 7: the running worker in `slot` is about to block its thread
     /// (or, not `blocks`, to run a CPU-intensive poll). It stops counting
-    /// against the maximum; if `has_work` (called under the lock), another
-    /// worker is kicked (a `cm_wakeup` if it `blocks`). Returns that kick's
-    /// outcome (`Kick::Busy` if nothing was queued).
+    /// against the maximum; if `has_work` (called after the unlock: it
+    /// looks at every worker's deque, O(workers) fenced loads a wide pool's
+    /// lock must not be held across), another worker is kicked (a
+    /// `cm_wakeup` if it `blocks`). Returns that kick's outcome
+    /// (`Kick::Busy` if nothing was queued).
     pub(crate) fn block(&self, slot: usize, blocks: bool, has_work: impl FnOnce() -> bool) -> Kick {
-        let mut wake = WakeQueue::default();
-        let kick = {
+        {
             let mut st = self.lock();
             debug_assert_eq!(st.slots[slot].state, SlotState::Running);
             st.slots[slot].state = SlotState::Blocked;
@@ -1062,20 +1064,30 @@ impl Idle {
                     ..Change::default()
                 },
             );
-            // The worker's half of I3/I4 as in `enter_idle`: the published
-            // change before the look at the queues (an RMW alone does not
-            // order a later load on every architecture; crossbeam's SeqCst
-            // `is_empty` happened to).
-            #[cfg(loom)]
-            let skip = self
-                .block_skips_fence
-                .load(std::sync::atomic::Ordering::Relaxed);
-            #[cfg(not(loom))]
-            let skip = false;
-            if !skip {
-                fence(Ordering::SeqCst);
-            }
-            let kick = if st.closed || !has_work() {
+        }
+        // The worker's half of I3/I4 as in `enter_idle`: the published
+        // change before the look at the queues (an RMW alone does not
+        // order a later load on every architecture; crossbeam's SeqCst
+        // `is_empty` happened to). A producer that pushed meanwhile either
+        // is seen here, or sees this worker out of the count and kicks.
+        #[cfg(loom)]
+        let skip = self
+            .block_skips_fence
+            .load(std::sync::atomic::Ordering::Relaxed);
+        #[cfg(not(loom))]
+        let skip = false;
+        if !skip {
+            fence(Ordering::SeqCst);
+        }
+        if !has_work() {
+            return Kick::Busy;
+        }
+        // Work is queued: a kick under the lock, as a producer's (a kick
+        // since the look may have claimed a worker: coalesced then).
+        let mut wake = WakeQueue::default();
+        let kick = {
+            let mut st = self.lock();
+            let kick = if st.closed {
                 Kick::Busy
             } else {
                 let kick = self.kick_locked(&mut st, &mut wake);

@@ -206,8 +206,11 @@ pub(crate) struct Pool {
     closing: Closing,
     /// Worker threads the OS refused to start.
     start_failures: AtomicU64,
-    /// Tasks queued back here after running on another pod's worker.
-    repatriated: AtomicU64,
+    /// Tasks queued back here after running on another pod's worker. A
+    /// line of its own: written by the waking CPU for each task that ran
+    /// away and comes back, beside fields every spawn and steal scan read
+    /// (`slots_used`, the registry).
+    repatriated: CachePadded<AtomicU64>,
     /// Tasks the watchdog took from a long poll's LIFO slot (single
     /// writer: the watchdog).
     pub(crate) lifo_stolen: AtomicU64,
@@ -386,7 +389,7 @@ impl Pool {
             closed: AtomicBool::new(false),
             closing: Closing::default(),
             start_failures: AtomicU64::new(0),
-            repatriated: AtomicU64::new(0),
+            repatriated: CachePadded::new(AtomicU64::new(0)),
             lifo_stolen: AtomicU64::new(0),
             unbound_said: AtomicBool::new(false),
             rescued: WorkerCounters::default(),

@@ -754,7 +754,7 @@ impl Core {
                     local.slot,
                     Instant::now(),
                     true,
-                    || pool.has_work() || local.has_local_work(),
+                    || local.has_local_work() || pool.has_work(),
                     &mut wake,
                 );
                 wake.wake_all();
@@ -1154,6 +1154,12 @@ const MAX_REMOTE_BATCH: usize = 32;
 /// left the other pod's workers idle while its tasks waited here in a
 /// row.
 fn steal_half_into<T>(src: &crossbeam_deque::Injector<T>, dest: &Deque<T>) -> Option<T> {
+    // An empty queue, the usual case for a searcher looking at each other
+    // pod: two loads (`len` reads three, and the batch steal fences even
+    // when it finds nothing).
+    if src.is_empty() {
+        return None;
+    }
     loop {
         let limit = (src.len() / 2).clamp(1, MAX_REMOTE_BATCH);
         match src.steal_batch_with_limit_and_pop(dest, limit) {

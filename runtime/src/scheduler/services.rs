@@ -195,6 +195,13 @@ impl Services {
                 hook();
             }
         }
+        // A zero-wait turn (every busy worker's, each 61 polls) while a
+        // turn holds the driver has nothing to do: one load of a line
+        // every turn writes anyway, not a failed lock's write to the
+        // mutex's line, which the holder then misses on to give it back.
+        if kind == Turn::ZeroWait && lent.turning.load(Ordering::Relaxed) != 0 {
+            return false;
+        }
         let d = match lent.driver.try_lock() {
             Ok(d) => d,
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),

@@ -652,3 +652,33 @@ fn every_wake_follows_the_wake_mode() {
         }
     }
 }
+
+/// A blocking worker looks at the queues (every deque of the pool: a wide
+/// pool's O(workers) fenced loads) without the pool lock held; only a kick
+/// for the work it found takes it again.
+#[test]
+fn a_block_looks_at_the_queues_without_the_pool_lock() {
+    let idle = Idle::new(config(4));
+    running_workers(&idle, 2);
+    assert_eq!(idle.enter_idle(1, Instant::now(), || false), Next::Park);
+    let locks = idle.snapshot().counters.lock_acquisitions;
+    let idle = &idle;
+    let free = |has: bool| {
+        move || {
+            assert!(
+                idle.state.try_lock().is_ok(),
+                "the queues were looked at under the pool lock"
+            );
+            has
+        }
+    };
+    assert_eq!(idle.block(0, true, free(false)), Kick::Busy);
+    assert_eq!(
+        idle.snapshot().counters.lock_acquisitions,
+        locks + 1,
+        "one lock, nothing queued"
+    );
+    assert!(!idle.unblock(0));
+    assert_eq!(idle.block(0, true, free(true)), Kick::Woke);
+    assert_eq!(idle.snapshot().counters.cm_wakeups, 1);
+}
