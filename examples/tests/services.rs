@@ -220,12 +220,32 @@ fn silent_clients_full_houses_and_long_connections_are_closed() {
             "third closed after {waited:?}"
         );
         drop((a, b));
-        wq::time::sleep(Duration::from_millis(50)).await;
         // A keep-alive client that answers every timer is still closed at
-        // the end of the connection's lifetime.
-        let mut c = TcpStream::connect(addr).await.unwrap();
-        let started = std::time::Instant::now();
+        // the end of the connection's lifetime. The dropped clients' slots
+        // come back as their server tasks end (an epoll wake and hyper's
+        // EOF each): a connection closed at once meanwhile (the house still
+        // full) is tried again; its lifetime starts at its accept, after
+        // `started`.
+        let slots_back = std::time::Instant::now() + Duration::from_secs(10);
         let mut buf = [0u8; 4096];
+        let (mut c, started) = loop {
+            let started = std::time::Instant::now();
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            let answered = c
+                .write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
+                .await
+                .is_ok()
+                && matches!(c.read(&mut buf).await, Ok(n) if n > 0);
+            if answered {
+                break (c, started);
+            }
+            assert!(
+                std::time::Instant::now() < slots_back,
+                "the closed clients' slots never came back"
+            );
+            wq::time::sleep(Duration::from_millis(20)).await;
+        };
+        wq::time::sleep(Duration::from_millis(100)).await;
         loop {
             if c.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
                 .await

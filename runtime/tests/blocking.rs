@@ -174,12 +174,16 @@ fn shutdown_drops_queued_jobs_and_waits_for_running_ones() {
             .unwrap();
         let ran = Arc::new(AtomicUsize::new(0));
         let r = ran.clone();
+        // Running, said by the job itself (a new thread may first run a
+        // scheduler period later on a loaded machine).
+        let (running_tx, running_rx) = std::sync::mpsc::channel::<()>();
         let running = rt.spawn_blocking(move || {
+            running_tx.send(()).unwrap();
             std::thread::sleep(Duration::from_millis(200));
             r.fetch_add(1, Ordering::SeqCst);
             "done"
         });
-        std::thread::sleep(Duration::from_millis(30)); // it is running now
+        running_rx.recv().unwrap();
         let r = ran.clone();
         let queued = rt.spawn_blocking(move || {
             r.fetch_add(10, Ordering::SeqCst);
@@ -198,8 +202,12 @@ fn shutdown_drops_queued_jobs_and_waits_for_running_ones() {
 
         // A running job longer than the timeout: shutdown gives up on it.
         let rt = Runtime::builder().thread_name("sd2").build().unwrap();
-        let slow = rt.spawn_blocking(|| std::thread::sleep(Duration::from_millis(3000)));
-        std::thread::sleep(Duration::from_millis(30));
+        let (running_tx, running_rx) = std::sync::mpsc::channel::<()>();
+        let slow = rt.spawn_blocking(move || {
+            running_tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(3000));
+        });
+        running_rx.recv().unwrap();
         let start = Instant::now();
         assert!(!rt.shutdown_timeout(Duration::from_millis(50)));
         assert!(start.elapsed() < Duration::from_millis(2000));

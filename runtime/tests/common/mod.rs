@@ -35,6 +35,16 @@ pub fn within_watchdog<T: Send + 'static>(
     }
 }
 
+/// Waits (in 1 ms naps) until `done`; fails naming `what` after 30 s (a
+/// lost wakeup is a failure, not a hung test run).
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// [`within_watchdog`] for a test body of no result, `secs` seconds, named
 /// after the test thread.
 pub fn within(secs: u64, f: impl FnOnce() + Send + 'static) {
