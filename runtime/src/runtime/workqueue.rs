@@ -55,7 +55,7 @@ use crate::task::JoinHandle;
 pub struct Workqueue {
     /// The queue, through the claim every handle of it shares (its drop,
     /// the last handle's, lets the queue go once its tasks have).
-    queue: Arc<QueueHandle>,
+    pub(crate) queue: Arc<QueueHandle>,
     /// The runtime it was built on, held as a [`Handle`] holds it: a spawn
     /// places its item through it without touching the runtime's reference
     /// count (a line every spawning CPU would write).

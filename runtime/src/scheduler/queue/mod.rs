@@ -380,6 +380,9 @@ pub(crate) struct Queue {
     refused: AtomicU64,
     /// A refusal of a draining or full queue was logged.
     refusal_logged: AtomicBool,
+    /// Releases that upgraded `scheduler` (not current there): tests.
+    #[cfg(all(test, not(loom)))]
+    release_upgrades: AtomicUsize,
 }
 
 /// What `Queue::stats` reads.
@@ -423,6 +426,8 @@ impl Queue {
             registry_slot: AtomicUsize::new(usize::MAX),
             refused: AtomicU64::new(0),
             refusal_logged: AtomicBool::new(false),
+            #[cfg(all(test, not(loom)))]
+            release_upgrades: AtomicUsize::new(0),
         }
     }
 
@@ -478,11 +483,31 @@ impl Queue {
     /// (an item taken off the inactive list, by whichever thread freed its
     /// slot).
     fn release(&self, runnable: Runnable, cpu: Option<usize>) {
-        match self.scheduler.upgrade() {
-            Some(s) if !self.closed.load(Ordering::Acquire) => {
-                task::release(runnable, self.place(&s, cpu));
+        // The thread's current runtime, when it is the queue's (its
+        // workers, where the finishes that free slots run, and its
+        // `block_on`), is borrowed: an upgrade per released item wrote
+        // the runtime's count, a line every CPU releasing items shared.
+        super::context::with_current(|current| match current {
+            Some(s) if std::ptr::eq(Arc::as_ptr(s), self.scheduler.as_ptr()) => {
+                self.release_on(s, runnable, cpu);
             }
-            _ => self.refuse_released(runnable),
+            _ => {
+                #[cfg(all(test, not(loom)))]
+                self.release_upgrades.fetch_add(1, Ordering::Relaxed);
+                match self.scheduler.upgrade() {
+                    Some(s) => self.release_on(&s, runnable, cpu),
+                    None => self.refuse_released(runnable),
+                }
+            }
+        });
+    }
+
+    /// [`Queue::release`] on its runtime `scheduler`.
+    fn release_on(&self, scheduler: &Scheduler, runnable: Runnable, cpu: Option<usize>) {
+        if self.closed.load(Ordering::Acquire) {
+            self.refuse_released(runnable);
+        } else {
+            task::release(runnable, self.place(scheduler, cpu));
         }
     }
 
@@ -1152,6 +1177,28 @@ mod tests {
 
     /// What [`BEFORE_CLOSED_RECHECK`] runs.
     type Hook = Option<Box<dyn FnOnce(&Queue)>>;
+
+    /// An ordered queue's items, each released by the finish of the one
+    /// before on a worker (or by the spawning `block_on`), borrow the
+    /// runtime current there: none upgrades the queue's reference.
+    #[test]
+    fn released_items_borrow_the_current_runtime() {
+        use std::sync::atomic::Ordering;
+        let rt = crate::Runtime::builder().build().unwrap();
+        let q = crate::Workqueue::builder("released")
+            .ordered()
+            .build(rt.handle())
+            .unwrap();
+        rt.block_on(async {
+            let items: Vec<_> = (0..100).map(|i| q.spawn(async move { i })).collect();
+            for (i, h) in items.into_iter().enumerate() {
+                assert_eq!(h.await.unwrap(), i);
+            }
+        });
+        assert_eq!(q.stats().completed, 100);
+        let upgrades = q.queue.release_upgrades.load(Ordering::Relaxed);
+        assert_eq!(upgrades, 0, "{upgrades} upgrades for 99 releases");
+    }
 
     std::thread_local! {
         /// Test hook: runs in a spawn admitted at once, on this thread,
