@@ -228,7 +228,10 @@ fn run_workqueue(argv: &[String]) -> Result<(), String> {
     let rows = workqueue::run(&cfg)?;
     let n = busy.len();
     drop(busy);
-    write_plots(plots, |dir| workqueue::plots(&cfg, &rows, dir))?;
+    // Before the results (a reader that closes stdout early loses no
+    // plot); a plot that fails is reported after them (a long run's
+    // results are not lost to it).
+    let plotted = write_plots(plots, |dir| workqueue::plots(&cfg, &rows, dir));
     if a.flag("json") {
         let mut v = workqueue::json(&cfg, &rows, &command);
         v["busy_neighbours"] = n.into();
@@ -236,7 +239,7 @@ fn run_workqueue(argv: &[String]) -> Result<(), String> {
             "{}",
             serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
         );
-        return Ok(());
+        return plotted;
     }
     out!("{}", machine::header(&command));
     out!("{}", neighbours_line(n));
@@ -272,7 +275,7 @@ fn run_workqueue(argv: &[String]) -> Result<(), String> {
     for (what, verdict) in workqueue::targets(&cfg, &rows) {
         outln!("  [{}] {what}", verdict.label());
     }
-    Ok(())
+    plotted
 }
 
 fn run_sweep(argv: &[String]) -> Result<(), String> {
@@ -284,14 +287,17 @@ fn run_sweep(argv: &[String]) -> Result<(), String> {
     let steps = sweep::run(&s)?;
     let n = busy.len();
     drop(busy);
-    write_plots(plots, |dir| sweep::plots(&s, &steps, dir))?;
+    // Before the results (a reader that closes stdout early loses no
+    // plot); a plot that fails is reported after them (a long run's
+    // results are not lost to it).
+    let plotted = write_plots(plots, |dir| sweep::plots(&s, &steps, dir));
     if a.flag("json") {
         let v = sweep::json(&s, &steps, &command, n);
         outln!(
             "{}",
             serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?
         );
-        return Ok(());
+        return plotted;
     }
     out!("{}", machine::header(&command));
     out!("{}", neighbours_line(n));
@@ -309,7 +315,7 @@ fn run_sweep(argv: &[String]) -> Result<(), String> {
     for (what, met) in sweep::targets(&s, &steps) {
         outln!("  [{}] {what}", if met { "met" } else { "MISSED" });
     }
-    Ok(())
+    plotted
 }
 
 /// `shapes --layouts N`: the same measurement in N processes, each with

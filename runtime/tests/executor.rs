@@ -1530,8 +1530,9 @@ fn block_in_place_lets_another_worker_run_the_pool() {
 
 /// Synchronous code in a task that blocks on a task it spawns, as the
 /// docs say (`futures::executor::block_on` inside `block_in_place`): the
-/// spawned task, put in the blocked worker's LIFO slot, runs on the
-/// worker started to replace it, with no watchdog to take it out.
+/// spawn, made on a blocked worker, goes to the pool's queue (not the
+/// worker's LIFO slot, where only the watchdog looks) and runs on the
+/// worker started to replace it, with no watchdog here.
 #[test]
 fn a_spawn_awaited_by_block_on_inside_block_in_place_runs() {
     within(60, || {

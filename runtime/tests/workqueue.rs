@@ -231,6 +231,24 @@ impl Logged {
     }
 }
 
+/// A refused item's error goes into the usual boxed errors, whatever its
+/// future: `SpawnError` holds it (to give it back), and a boxed future is
+/// not `Sync`.
+#[test]
+fn a_spawn_error_is_a_send_sync_error_for_any_future() {
+    fn boxed<E: std::error::Error + Send + Sync + 'static>(
+        e: E,
+    ) -> Box<dyn std::error::Error + Send + Sync> {
+        Box::new(e)
+    }
+    let rt = runtime("core:2 pu:1");
+    let q = Workqueue::builder("boxed").build(rt.handle()).unwrap();
+    rt.shutdown_timeout(Duration::from_secs(10));
+    let fut: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = Box::pin(async {});
+    let err = q.try_spawn(fut).unwrap_err();
+    assert!(boxed(err).to_string().contains("shut down"));
+}
+
 /// A spawn on a CPU the topology does not know (a typo, or another
 /// machine's numbering) runs, placed round-robin, and says so once per
 /// runtime: it was silent.
@@ -251,14 +269,21 @@ fn a_spawn_on_an_unknown_cpu_runs_and_is_logged_once() {
         // Known CPUs say nothing.
         rt.block_on(rt.handle().spawn_on_cpu(3, Scope::Cache, async {}))
             .unwrap();
+        // A scope of one pod (system here) says so too, once per runtime.
+        let one = runtime("core:2 pu:1");
+        one.block_on(one.handle().spawn_on_cpu(64, Scope::System, async {}))
+            .unwrap();
         let logged = Logged::lines_with("spawn_on_cpu(64)");
-        assert_eq!(logged.len(), 1, "{logged:?}");
+        assert_eq!(logged.len(), 2, "{logged:?}");
         assert!(
-            logged[0].contains("CPU 64 is not in the runtime's topology")
-                && logged[0].contains("CPUs 0-3")
-                && logged[0].contains("round-robin"),
+            logged
+                .iter()
+                .any(|l| l.contains("CPU 64 is not in the runtime's topology")
+                    && l.contains("CPUs 0-3")
+                    && l.contains("round-robin")),
             "{logged:?}"
         );
+        assert!(logged.iter().any(|l| l.contains("CPUs 0-1")), "{logged:?}");
     });
 }
 

@@ -485,3 +485,10 @@ impl<F> fmt::Display for SpawnError<F> {
 }
 
 impl<F> std::error::Error for SpawnError<F> {}
+
+// SAFETY: a shared `SpawnError` gives no access to its future (only
+// `into_future(self)` moves it out, by value): it may be shared whatever
+// the future, as a `Send` one may be sent. So `try_spawn(..)?` works in a
+// function returning `Box<dyn Error + Send + Sync>` for any spawnable
+// future, boxed `dyn Future + Send` ones (not `Sync`) included.
+unsafe impl<F: Send> Sync for SpawnError<F> {}

@@ -444,19 +444,23 @@ impl Scheduler {
     /// The pool with `attrs` a task spawned now with `scope` goes to: the
     /// pod of `cpu` if given, else of the calling thread's CPU.
     pub(crate) fn place(&self, attrs: PoolAttrs, scope: Scope, cpu: Option<usize>) -> &Arc<Pool> {
+        if let Some(cpu) = cpu
+            && self.topology.pod_of(scope, cpu).is_none()
+        {
+            // Asked for (`spawn_on_cpu`), and not known: said once, as the
+            // kernel warns of work queued on a CPU it cannot use (a scope
+            // of one pod too, which places it there anyway). An array
+            // lookup, for spawns given a CPU only.
+            self.log_unknown_cpu(cpu, scope);
+        }
         let pod = placement::pod(&self.topology, self.id(), scope, cpu, || {
-            if let Some(cpu) = cpu {
-                // Asked for (`spawn_on_cpu`), and not known: said once, as
-                // the kernel warns of work queued on a CPU it cannot use.
-                self.log_unknown_cpu(cpu, scope);
-            }
             self.round_robin[scope.index()].fetch_add(1, Ordering::Relaxed)
         });
         self.pool(attrs, scope, pod)
     }
 
     /// Logs, once per runtime, a spawn on a CPU its topology does not know
-    /// (placed round-robin instead).
+    /// (placed round-robin instead, or in the scope's one pod).
     #[cold]
     fn log_unknown_cpu(&self, cpu: usize, scope: Scope) {
         if self.unknown_cpu_logged.swap(true, Ordering::Relaxed) {
@@ -464,7 +468,7 @@ impl Scheduler {
         }
         let cpus: Vec<usize> = self.topology.cpus().iter().map(|c| c.os_index).collect();
         log::warn!(
-            "wq: spawn_on_cpu({cpu}): CPU {cpu} is not in the runtime's topology ({}: CPUs {}); its tasks are placed round-robin over the {scope} pods instead (logged once per runtime)",
+            "wq: spawn_on_cpu({cpu}): CPU {cpu} is not in the runtime's topology ({}: CPUs {}); its tasks are placed as if spawned on no CPU, round-robin over the {scope} pods (logged once per runtime)",
             self.topology.source(),
             crate::topology::format_cpu_list(&cpus)
         );

@@ -8,7 +8,7 @@
 
 use std::io::Read;
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 /// How long a test's child process may run before it is taken for hung.
@@ -27,25 +27,30 @@ pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
         .spawn()
         .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     // Read on threads of their own: a child that fills a pipe's buffer
-    // waits for the reader.
+    // waits for the reader. What they read so far is kept where a reader
+    // that never reaches the end (a grandchild, a browser's helper, holds
+    // the pipe) still shows it.
     let drain = |mut r: Box<dyn Read + Send>| {
-        let (tx, rx) = mpsc::channel();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel::<()>();
+        let g = got.clone();
         std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = r.read_to_end(&mut v);
-            let _ = tx.send(v);
+            let mut buf = [0u8; 8192];
+            while let Ok(n @ 1..) = r.read(&mut buf) {
+                g.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+            let _ = tx.send(());
         });
-        rx
+        (got, rx)
     };
     let stdout = drain(Box::new(child.stdout.take().unwrap()));
     let stderr = drain(Box::new(child.stderr.take().unwrap()));
     let deadline = Instant::now() + limit;
-    // What a pipe held, waiting at most until the deadline plus a grace: a
-    // grandchild (a browser's helpers) may hold a pipe open after the
-    // child has gone.
-    let read = |rx: &mpsc::Receiver<Vec<u8>>| {
-        let grace = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(5);
-        rx.recv_timeout(grace).unwrap_or_default()
+    // What a pipe held, once the child has gone: its end waited for 5 s
+    // at most (a grandchild may hold it open for longer).
+    let read = |(got, end): &(Arc<Mutex<Vec<u8>>>, mpsc::Receiver<()>)| {
+        let _ = end.recv_timeout(Duration::from_secs(5));
+        std::mem::take(&mut *got.lock().unwrap())
     };
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
