@@ -715,6 +715,25 @@ fn http_service_stops_cleanly_with_its_stderr_closed() {
     let mut slow = std::net::TcpStream::connect(&addr).unwrap();
     slow.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
+    // A quick request answered first: the connection is accepted and
+    // served (the service checks the signal before it accepts), and reads
+    // the slow one as it comes.
+    slow.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .unwrap();
+    // The whole answer (its body ends the route's one line), so that what
+    // is read after the signal is the slow one's.
+    let mut first = Vec::new();
+    while !first.ends_with(b"hello from wq\n") {
+        let mut buf = [0u8; 512];
+        let n = slow.read(&mut buf).unwrap();
+        assert!(n > 0, "{:?}", String::from_utf8_lossy(&first));
+        first.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        first.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&first)
+    );
     slow.write_all(b"GET /sleep?ms=1000 HTTP/1.1\r\nhost: localhost\r\n\r\n")
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));

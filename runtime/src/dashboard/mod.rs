@@ -1366,10 +1366,21 @@ mod tests {
             .cpu_hog_threshold(Duration::ZERO)
             .build()
             .unwrap();
-        // The pool exists, and its worker has gone idle once.
+        // The pool exists, and its worker has gone idle once: its poll is
+        // published (as it idles), waited for rather than slept on.
         rt.block_on(rt.spawn(async {})).unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        let last = rt.metrics();
+        let published = std::time::Instant::now() + Duration::from_secs(20);
+        let last = loop {
+            let m = rt.metrics();
+            if m.pools.first().is_some_and(|p| p.counters.started == 1) {
+                break m;
+            }
+            assert!(
+                std::time::Instant::now() < published,
+                "never published:\n{m}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        };
         let release = Arc::new(AtomicBool::new(false));
         let ran = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = std::sync::mpsc::channel();

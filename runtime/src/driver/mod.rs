@@ -588,10 +588,13 @@ mod tests {
         let h = driver.handle().clone();
         let count = Arc::new(Count(Default::default()));
         let waker = Waker::from(count.clone());
+        // Before the arms: "never early" is from the earliest they could
+        // have been made (a thread preempted between them and a later
+        // clock read failed it).
+        let start = Instant::now();
         arm(&h, 0, Duration::from_secs(60), &waker);
         arm(&h, 3, Duration::from_millis(30), &waker);
         arm(&h, 2, Duration::from_millis(60), &waker);
-        let start = Instant::now();
         while count.0.load(Ordering::SeqCst) < 2 {
             driver.turn(None);
             assert!(

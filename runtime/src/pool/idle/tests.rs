@@ -159,8 +159,12 @@ fn a_refused_start_backs_off_and_a_pool_without_workers_sends_a_mayday() {
     assert_eq!(idle.kick(), Kick::Mayday);
     assert_eq!(idle.snapshot().nr_workers, 0);
 
-    // With a worker running, a refused start leaves the work to it.
-    let idle = Idle::new(config(2));
+    // With a worker running, a refused start leaves the work to it. (The
+    // back-off of an hour: the default 100 ms may pass between two calls
+    // on a loaded machine.)
+    let mut cfg = config(2);
+    cfg.start_backoff = Duration::from_secs(3600);
+    let idle = Idle::new(cfg);
     let Kick::Start(a) = idle.kick() else {
         panic!()
     };
