@@ -18,15 +18,18 @@
 //! - **ordinal**: a small number for the thread; it spreads striped
 //!   counters and registry shards, and gives a thread outside the runtime
 //!   a sticky virtual CPU on a topology that is not this machine's. A
-//!   worker's comes from its number among its runtime's live workers
-//!   (from its start), counted down from the top (`worker_ordinal`);
-//!   another thread's is handed out process-wide in order of first use,
-//!   counting up from zero. So a runtime's workers spread evenly over the
-//!   16 stripes (process-wide numbers, interleaved with every other
-//!   thread's, did not), and the first producers and the first workers
-//!   take different stripes. Only spreading matters: a stripe's count is
-//!   summed, and what a task took from a stripe it gives back there (its
-//!   stripe is recorded).
+//!   worker's comes from its slot in its pool, offset by the pool's id,
+//!   counted down from the top (`worker_ordinal`); another thread's is
+//!   handed out process-wide in order of first use, counting up from
+//!   zero. So a pool's workers spread over a pool's 16 stripes one each
+//!   (the registry's; process-wide numbers, interleaved with every other
+//!   thread's, did not, and nor did the runtime's worker numbers, which
+//!   pools starting workers in turn interleave: 4 stripes for a pool of
+//!   16 beside 3 others), a queue's items run by several pools' workers
+//!   spread over its stripes as evenly, and the first producers and the
+//!   first workers take different stripes. Only spreading matters: a
+//!   stripe's count is summed, and what a task took from a stripe it
+//!   gives back there (its stripe is recorded).
 //!
 //! Runtimes are told apart by the address of their scheduler (an opaque
 //! `*const ()`, compared, never dereferenced).
@@ -81,12 +84,15 @@ pub(crate) fn thread_ordinal() -> usize {
         .unwrap_or(0)
 }
 
-/// The ordinal of the worker numbered `number`: from the top down (below
-/// `usize::MAX`, "unset"), so modulo any power of two the workers take the
-/// stripes from the last down while other threads take them from the
-/// first up.
-fn worker_ordinal(number: usize) -> usize {
-    usize::MAX - 1 - number
+/// The ordinal of the worker in slot `slot` of pool `pool_id`, whose
+/// maximum is `width` workers: from the top down (below `usize::MAX`,
+/// "unset"), so modulo any power of two the workers take the stripes from
+/// the last down while other threads take them from the first up; a
+/// pool's slots take consecutive stripes, the pools' ranges one after the
+/// other (pools of one width fill the stripes evenly).
+fn worker_ordinal(pool_id: usize, width: usize, slot: usize) -> usize {
+    let n = pool_id.wrapping_mul(width).wrapping_add(slot);
+    usize::MAX - 1 - n % (usize::MAX / 2)
 }
 
 /// Makes this thread the worker `local` (or no worker, with `None`).
@@ -96,7 +102,11 @@ pub(crate) fn set_worker(local: Option<Rc<Local>>) {
         t.roaming
             .set(pool.is_some_and(|p| p.run_cpus.len() != p.cpus.len()));
         if let Some(l) = &local {
-            t.ordinal.set(worker_ordinal(l.number));
+            t.ordinal.set(worker_ordinal(
+                l.pool.id,
+                l.pool.idle.config().max_workers,
+                l.slot,
+            ));
         }
         *t.worker.borrow_mut() = local;
     });
@@ -347,14 +357,38 @@ pub(crate) mod two_workers {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
-    use super::thread_ordinal;
     use super::two_workers::on_two_workers;
+    use super::{thread_ordinal, worker_ordinal};
 
-    /// A runtime's workers take the last stripes (their numbers, from the
-    /// top), however many ordinals other threads took before them; with
-    /// process-wide ordinals they took 20 and up here.
+    /// A pool's workers take one stripe each (of 16, as the registry's),
+    /// whatever the order pools started workers in; the workers of 8 pools
+    /// of 8 share each stripe 4 ways, evenly (runtime-wide worker numbers,
+    /// given out as 4 pools started workers in turn, put a pool of 16 on
+    /// 4 stripes).
     #[test]
-    fn a_runtimes_workers_stripe_by_their_numbers() {
+    fn a_pools_workers_take_a_stripe_each() {
+        for pool in 0..8 {
+            let mut stripes: Vec<usize> = (0..16)
+                .map(|slot| worker_ordinal(pool, 16, slot) % 16)
+                .collect();
+            stripes.sort_unstable();
+            stripes.dedup();
+            assert_eq!(stripes.len(), 16, "pool {pool}");
+        }
+        let mut per_stripe = [0; 16];
+        for pool in 0..8 {
+            for slot in 0..8 {
+                per_stripe[worker_ordinal(pool, 8, slot) % 16] += 1;
+            }
+        }
+        assert_eq!(per_stripe, [4; 16]);
+    }
+
+    /// A runtime's workers take the last stripes (their pool's slots, from
+    /// the top), however many ordinals other threads took before them;
+    /// with process-wide ordinals they took 20 and up here.
+    #[test]
+    fn a_runtimes_workers_stripe_by_their_slots() {
         for _ in 0..20 {
             std::thread::spawn(|| {
                 let _ = thread_ordinal();
@@ -365,6 +399,10 @@ mod tests {
         let (a, b) = on_two_workers(thread_ordinal);
         let mut seen = [a % 16, b % 16];
         seen.sort_unstable();
-        assert_eq!(seen, [13, 14], "the pool's two workers, numbers 0 and 1");
+        assert_eq!(
+            seen,
+            [13, 14],
+            "the first pool's two workers, slots 0 and 1"
+        );
     }
 }
