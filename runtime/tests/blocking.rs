@@ -36,11 +36,8 @@ fn a_long_blocking_job_does_not_delay_short_tasks() {
                 blocking.iter().all(|b| !b.is_finished()),
                 "the short tasks took {took:?}: the blocking jobs finished first"
             );
-            // 10x margin: what matters is the order (above), not the speed.
-            assert!(
-                took < Duration::from_millis(1000),
-                "short tasks took {took:?}"
-            );
+            // What matters is the order (above), not the speed: no timed
+            // bound here (a loaded machine's), the jobs' 2 s is the bound.
             for b in blocking {
                 b.await.unwrap();
             }
@@ -149,7 +146,8 @@ fn a_trickle_of_jobs_keeps_one_thread_and_lets_the_rest_be_culled() {
         for j in burst {
             rt.block_on(j).unwrap();
         }
-        assert_eq!(threads_named("tk-blocking"), 4);
+        // Four threads ran at once (the barrier held them all); a count
+        // here would race their 100 ms keep-alive if this thread ran late.
         // 600 ms of trickle: six keep-alives.
         let end = Instant::now() + Duration::from_millis(600);
         while Instant::now() < end {
