@@ -159,10 +159,17 @@ pub(crate) fn parse(args: TokenStream, errors: &mut Errors) -> Options {
 /// The error for an option name that is not one of [`OPTION_NAMES`].
 fn unknown_option(span: Span, name: &str) -> syn::Error {
     let valid: Vec<String> = OPTION_NAMES.iter().map(|n| format!("`{n}`")).collect();
+    // tokio's options, as a tokio user writes them.
+    let tokio = match name {
+        "flavor" => " (tokio's `flavor` has no equivalent: wq's pools are always multi-threaded)",
+        "worker_threads" => " (tokio's `worker_threads` is `workers` here, per pool)",
+        "start_paused" => " (wq has no paused time)",
+        _ => "",
+    };
     syn::Error::new(
         span,
         format!(
-            "unknown option `{name}`; the valid options are {}",
+            "unknown option `{name}`{tokio}; the valid options are {}",
             valid.join(", ")
         ),
     )
@@ -535,12 +542,17 @@ mod tests {
 
     #[test]
     fn unknown_option_lists_the_valid_ones() {
-        let msg = one_error(quote!(flavor = "multi_thread"));
+        let msg = one_error(quote!(bogus = 1));
         assert_eq!(
             msg,
-            "unknown option `flavor`; the valid options are `scope`, `wake`, `topology`, \
+            "unknown option `bogus`; the valid options are `scope`, `wake`, `topology`, \
              `workers`, `crate`"
         );
+        // A tokio user's options say what they are here.
+        let msg = one_error(quote!(flavor = "multi_thread"));
+        assert!(msg.contains("tokio's `flavor` has no equivalent"), "{msg}");
+        let msg = one_error(quote!(worker_threads = 4));
+        assert!(msg.contains("is `workers` here, per pool"), "{msg}");
         assert!(one_error(quote!(a::b = 1)).starts_with("unknown option `a :: b`"));
     }
 

@@ -12,7 +12,7 @@
 //! ```no_run
 //! #[wq::main]
 //! async fn main() -> std::io::Result<()> {
-//!     let dashboard = wq::dashboard::serve("127.0.0.1:9090")?;
+//!     let dashboard = wq::dashboard::serve("127.0.0.1:8089")?;
 //!     println!("dashboard on http://{}", dashboard.local_addr());
 //!     // ... the service's own work; dropping `dashboard` stops it.
 //!     # Ok(())

@@ -44,7 +44,8 @@ pub struct TcpListener {
 impl TcpListener {
     /// Binds to `addr` (each resolved address in turn) and listens
     /// (`SO_REUSEADDR` set, backlog the kernel's maximum, `net.core.somaxconn`). Port 0 picks a free port: see
-    /// [`local_addr`](TcpListener::local_addr).
+    /// [`local_addr`](TcpListener::local_addr). A host name blocks the
+    /// calling worker while it is resolved (the module docs).
     ///
     /// # Panics
     /// Outside a wq runtime.
@@ -199,7 +200,10 @@ pub struct TcpStream {
 
 impl TcpStream {
     /// Connects to `addr`, trying each resolved address in turn; the
-    /// error is the last address's (e.g. `ConnectionRefused`).
+    /// error is the last address's (e.g. `ConnectionRefused`). A host
+    /// name is resolved with the system resolver, which blocks the calling
+    /// worker (tokio resolves off it): give literal addresses on hot
+    /// paths, or resolve in [`crate::spawn_blocking`].
     ///
     /// # Panics
     /// Outside a wq runtime.

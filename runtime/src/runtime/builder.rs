@@ -273,7 +273,7 @@ impl Builder {
     /// ([`Runtime::metrics`]: [`Latency`](crate::metrics::Latency); the
     /// dashboard's poll and spawn charts). Default **off**: on a shape
     /// that is nothing but polls (200 tasks yielding 1,000 times each) it
-    /// cost up to 5% at the current build on a 2-vCPU VM, the most a
+    /// cost up to 5.5% at the current build on a 2-vCPU VM, about the most a
     /// default may cost, and 14-17% at earlier ones (`docs/benchmarks.md`,
     /// section 4): off until a wide machine agrees. On a service whose
     /// tasks do real work per poll it is lost in the noise. Off, spawns make
