@@ -377,6 +377,10 @@ pub(crate) struct Idle {
     /// (`loom_tests`).
     #[cfg(loom)]
     pub(crate) close_skips_fence: std::sync::atomic::AtomicBool,
+    /// A negative model's fault: a worker culled before its re-check
+    /// exits whatever the others are (`loom_tests`).
+    #[cfg(loom)]
+    pub(crate) culled_always_exits: std::sync::atomic::AtomicBool,
     /// Wake queues unparked with the pool lock held, and after it
     /// (`tests`: which [`WakeMode`] each step follows).
     #[cfg(all(test, not(loom)))]
@@ -424,6 +428,8 @@ impl Idle {
             notify_skips_fence: std::sync::atomic::AtomicBool::new(false),
             #[cfg(loom)]
             close_skips_fence: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(loom)]
+            culled_always_exits: std::sync::atomic::AtomicBool::new(false),
             #[cfg(all(test, not(loom)))]
             wakes_locked_unlocked: Default::default(),
         }
@@ -888,6 +894,12 @@ impl Idle {
     fn work_seen_on_idle(&self, slot: usize) -> Next {
         let mut st = self.lock();
         let limit_filled = st.running() >= self.limit(&st);
+        #[cfg(loom)]
+        let fault = self
+            .culled_always_exits
+            .load(std::sync::atomic::Ordering::Relaxed);
+        #[cfg(not(loom))]
+        let fault = false;
         match st.slots[slot].state {
             SlotState::Kicked => {
                 self.leave_kicked(&mut st, slot);
@@ -906,7 +918,8 @@ impl Idle {
             // maximum, others are idle: a producer that came before them
             // kicked one, and those that idled after it re-check (I3).
             SlotState::Culled
-                if st.closed
+                if fault
+                    || st.closed
                     || limit_filled
                     || st.want_start
                     || st.nr_workers >= self.config.max_workers + st.extra =>

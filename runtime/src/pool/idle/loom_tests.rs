@@ -212,6 +212,85 @@ fn loom_kick_and_cull_never_strand_an_item_under_lock() {
     kick_races_cull(true, WakeMode::UnderLock);
 }
 
+/// [`limited_worker`] as a thread's life: after a cull, `exit` may draft
+/// the thread for a start a kick reserved (step 6), and it works again;
+/// it ends once `total` items ran (the pool closed) or it exits.
+fn limited_thread(idle: &Idle, queue: &Queue, slot: usize, ran: &Items, total: usize) {
+    loop {
+        limited_worker(idle, queue, slot, ran, total, true, false, true, false);
+        if ran.load(Ordering::SeqCst) >= total {
+            return;
+        }
+        if idle.exit(slot) == Next::Exit {
+            return;
+        }
+    }
+}
+
+/// The cull paths other live workers decide (I5), which the one-slot
+/// models above cannot reach: a pool of one worker with a second slot.
+/// The worker idles and is culled while a producer queues an item; the
+/// kick, finding none idle, starts a successor in the other slot. The
+/// culled worker, seeing the item at its re-check with the successor
+/// counted, exits (the limit filled: `work_seen_on_idle`), or is drafted
+/// for the start (`exit`), or stays (none counted): whichever, the item
+/// runs once (loom reports a deadlock if both park with it queued).
+fn cull_beside_a_successor(culled_always_exits: bool) {
+    loom::model(move || {
+        let mut cfg = config(true, WakeMode::Deferred);
+        cfg.slots = 2;
+        let idle = Idle::new(cfg);
+        idle.culled_always_exits
+            .store(culled_always_exits, std::sync::atomic::Ordering::Relaxed);
+        let idle = Arc::new(idle);
+        let queue = Arc::new(Queue(Items::new(0)));
+        let ran = Arc::new(Items::new(0));
+        let Kick::Start(a) = idle.kick() else {
+            panic!("a fresh pool starts a worker")
+        };
+        let wa = {
+            let (i, q, r) = (idle.clone(), queue.clone(), ran.clone());
+            loom::thread::spawn(move || {
+                i.started(a, loom::thread::current());
+                limited_thread(&i, &q, a, &r, 1);
+            })
+        };
+        let producer = {
+            let (i, q, r) = (idle.clone(), queue.clone(), ran.clone());
+            loom::thread::spawn(move || {
+                q.push();
+                if let Kick::Start(b) = i.notify() {
+                    let (i2, q2, r2) = (i.clone(), q.clone(), r.clone());
+                    loom::thread::spawn(move || {
+                        i2.started(b, loom::thread::current());
+                        limited_thread(&i2, &q2, b, &r2, 1);
+                    })
+                    .join()
+                    .unwrap();
+                }
+            })
+        };
+        idle.cull_now(Instant::now()).wake_all();
+        producer.join().unwrap();
+        wa.join().unwrap();
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "the item was stranded");
+    });
+}
+
+#[test]
+fn loom_a_cull_beside_a_successor_never_strands_an_item() {
+    cull_beside_a_successor(false);
+}
+
+/// With the culled worker exiting though nobody else counts (the stay of
+/// `work_seen_on_idle` removed), the item is stranded: the producer saw
+/// the worker counted and kicked nobody.
+#[test]
+#[should_panic(expected = "the item was stranded")]
+fn loom_a_culled_worker_that_always_exits_strands_the_item() {
+    cull_beside_a_successor(true);
+}
+
 /// Step 6's draft racing the pool's close: the one worker is culled and
 /// its thread exits while a producer's kick waits for its slot (every
 /// slot held by an exiting thread: the reservation is left for it), and
