@@ -3,7 +3,9 @@
 use std::fs;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// CPU model (from `/proc/cpuinfo`) and online CPU count.
+/// CPU model (from `/proc/cpuinfo`), the machine's online CPUs and, if
+/// fewer, those this process may use (its affinity, a cgroup quota: a
+/// `taskset` run said "1 online CPUs" of a 2-CPU machine).
 pub fn description() -> String {
     let model = fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -14,10 +16,31 @@ pub fn description() -> String {
                 .map(|(_, m)| m.trim().to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".to_owned());
-    format!("{model}, {} online CPUs", online_cpus())
+    describe(&model, machine_cpus(), online_cpus())
 }
 
-/// CPUs this process may run on.
+/// The description's text for `model`, `online` CPUs and `usable` of them.
+fn describe(model: &str, online: usize, usable: usize) -> String {
+    if usable < online {
+        format!("{model}, {online} online CPUs, {usable} usable by this process")
+    } else {
+        format!("{model}, {online} online CPUs")
+    }
+}
+
+/// The machine's online CPUs (`_SC_NPROCESSORS_ONLN`), whatever this
+/// process may use.
+pub fn machine_cpus() -> usize {
+    // SAFETY: sysconf takes a constant and reads no memory of ours.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n)
+        .ok()
+        .filter(|&n| n > 0)
+        .unwrap_or_else(online_cpus)
+}
+
+/// CPUs this process may run on (its affinity and cgroup quota; the
+/// benchmarks' defaults).
 pub fn online_cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -151,6 +174,15 @@ pub fn rss_anon_bytes() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_process_limited_to_fewer_cpus_says_both() {
+        assert_eq!(super::describe("X", 2, 2), "X, 2 online CPUs");
+        assert_eq!(
+            super::describe("X", 2, 1),
+            "X, 2 online CPUs, 1 usable by this process"
+        );
+    }
+
     use super::*;
 
     #[test]
