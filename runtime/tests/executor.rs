@@ -2173,6 +2173,62 @@ fn enter_guards_of_one_runtime_dropped_out_of_order_are_caught() {
 }
 
 /// The child half of the next test: runs only when that test re-executes
+/// this binary with `WQ_TLS_DROP_CHILD` set.
+#[test]
+fn block_on_in_a_tls_destructor_child() {
+    if std::env::var_os("WQ_TLS_DROP_CHILD").is_none() {
+        return;
+    }
+    /// A thread's connection, flushed through the runtime as the thread
+    /// exits.
+    struct Conn(wq::Handle);
+    impl Drop for Conn {
+        fn drop(&mut self) {
+            let n = self.0.block_on(async { 6 * 7 });
+            println!("flushed {n}");
+        }
+    }
+    std::thread_local! {
+        static CONN: std::cell::RefCell<Option<Conn>> = const { std::cell::RefCell::new(None) };
+    }
+    let rt = Runtime::new().unwrap();
+    let h = rt.handle().clone();
+    std::thread::spawn(move || {
+        // This thread-local first, wq's after: wq's is destroyed first at
+        // the thread's exit, before the connection's flush.
+        CONN.with(|c| *c.borrow_mut() = Some(Conn(h.clone())));
+        assert_eq!(h.block_on(async { 1 }), 1);
+    })
+    .join()
+    .unwrap();
+}
+
+/// A `block_on` in a thread-local's destructor, after wq's own
+/// thread-locals were destroyed, runs its future (the runtime not current
+/// there): it made the runtime current and the access aborted the
+/// process.
+#[test]
+fn block_on_in_a_thread_locals_destructor_runs() {
+    let out = common::child::output(
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "block_on_in_a_tls_destructor_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("WQ_TLS_DROP_CHILD", "1"),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("flushed 42"),
+        "the child {}: {stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The child half of the next test: runs only when that test re-executes
 /// this binary with `WQ_JOIN_WAKER_CHILD` set.
 #[test]
 fn panicking_join_waker_child() {

@@ -69,7 +69,10 @@ pub struct Handle {
 /// ```
 #[must_use = "the runtime is current only while the guard lives"]
 pub struct EnterGuard<'a> {
-    _guard: context::ContextGuard,
+    /// `None` on a thread whose thread-locals are being destroyed (a
+    /// guard taken in a `thread_local!`'s `Drop`): the runtime cannot be
+    /// made current there, and trying aborted the process.
+    _guard: Option<context::ContextGuard>,
     _runtime: std::marker::PhantomData<&'a Handle>,
 }
 
@@ -191,7 +194,7 @@ impl Runtime {
     /// [`crate::spawn`] and [`Handle::current`] work outside `block_on`.
     pub fn enter(&self) -> EnterGuard<'_> {
         EnterGuard {
-            _guard: context::enter(self.handle.scheduler.clone()),
+            _guard: context::try_enter(self.handle.scheduler.clone()),
             _runtime: std::marker::PhantomData,
         }
     }
@@ -341,7 +344,11 @@ impl Handle {
                 "wq: block_on called on a wq worker thread (or the rescuer), where blocking stalls its pool: in a task, .await the future; in synchronous code on a worker, use futures::executor::block_on inside wq::block_in_place, or run that code with wq::spawn_blocking, where block_on is allowed"
             );
         }
-        let _guard = context::enter(self.scheduler.clone());
+        // Not current (the future still runs) on a thread whose
+        // thread-locals are being destroyed: a `block_on` in a
+        // `thread_local!`'s `Drop` (a connection flushed at thread exit)
+        // aborted the process there.
+        let _guard = context::try_enter(self.scheduler.clone());
         block_on(&self.scheduler, future)
     }
 

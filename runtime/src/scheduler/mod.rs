@@ -16,7 +16,8 @@
 //! pods for non-strict pools.
 //!
 //! # Shutdown
-//! 1. `closed` is set, under `all_pools`' lock (no pool is created after).
+//! 1. `closed` is set, under `all_pools`' lock (a pool created after, by a
+//!    spawn racing the shutdown, is closed and buried at its creation).
 //! 2. Each pool is closed (kicks fail, workers are released) and the
 //!    rescuer is told to exit ([`rescuer`]); then each pool's registry:
 //!    every idle task is woken, and its schedule function queues it without
