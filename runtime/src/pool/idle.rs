@@ -387,6 +387,21 @@ pub(crate) struct Idle {
     pub(crate) wakes_locked_unlocked: [std::sync::atomic::AtomicUsize; 2],
 }
 
+/// `fence(SeqCst)`: one side of one of the protocol's store-buffering
+/// pairs; under loom, left out while the negative model's fault
+/// `self.$fault` is set.
+macro_rules! protocol_fence {
+    ($self:ident . $fault:ident) => {{
+        #[cfg(loom)]
+        let skip = $self.$fault.load(std::sync::atomic::Ordering::Relaxed);
+        #[cfg(not(loom))]
+        let skip = false;
+        if !skip {
+            fence(Ordering::SeqCst);
+        }
+    }};
+}
+
 impl Idle {
     pub(crate) fn new(config: IdleConfig) -> Idle {
         assert!(config.max_workers > 0, "a pool needs at least one worker");
@@ -480,15 +495,7 @@ impl Idle {
     pub(crate) fn notify(&self) -> Kick {
         // The producer's half of I3 and I4: the push is before this fence,
         // the hint read after it.
-        #[cfg(loom)]
-        let skip = self
-            .notify_skips_fence
-            .load(std::sync::atomic::Ordering::Relaxed);
-        #[cfg(not(loom))]
-        let skip = false;
-        if !skip {
-            fence(Ordering::SeqCst);
-        }
+        protocol_fence!(self.notify_skips_fence);
         let h = self.hint.load();
         // "Every worker is running and will look" needs a worker: with
         // every slot blocked (`block_in_place`) there is none, and the kick
@@ -837,15 +844,7 @@ impl Idle {
             );
         }
         // The worker's half of I3: on the list before the re-check.
-        #[cfg(loom)]
-        let skip = self
-            .idle_skips_fence
-            .load(std::sync::atomic::Ordering::Relaxed);
-        #[cfg(not(loom))]
-        let skip = false;
-        if !skip {
-            fence(Ordering::SeqCst);
-        }
+        protocol_fence!(self.idle_skips_fence);
         if !has_work() {
             return Next::Park;
         }
@@ -1083,15 +1082,7 @@ impl Idle {
         // order a later load on every architecture; crossbeam's SeqCst
         // `is_empty` happened to). A producer that pushed meanwhile either
         // is seen here, or sees this worker out of the count and kicks.
-        #[cfg(loom)]
-        let skip = self
-            .block_skips_fence
-            .load(std::sync::atomic::Ordering::Relaxed);
-        #[cfg(not(loom))]
-        let skip = false;
-        if !skip {
-            fence(Ordering::SeqCst);
-        }
+        protocol_fence!(self.block_skips_fence);
         if !has_work() {
             return Kick::Busy;
         }
@@ -1276,15 +1267,7 @@ impl Idle {
         // Pairs with the fence in `notify`: a producer that skipped the
         // lock pushed before its fence, so the caller's drain, after this
         // one, sees its item (`loom_a_push_racing_close_is_taken_once`).
-        #[cfg(loom)]
-        let skip = self
-            .close_skips_fence
-            .load(std::sync::atomic::Ordering::Relaxed);
-        #[cfg(not(loom))]
-        let skip = false;
-        if !skip {
-            fence(Ordering::SeqCst);
-        }
+        protocol_fence!(self.close_skips_fence);
         wake
     }
 
