@@ -2176,18 +2176,26 @@ fn enter_guards_of_one_runtime_dropped_out_of_order_are_caught() {
 /// this binary with `WQ_TLS_DROP_CHILD` set.
 #[test]
 fn block_on_in_a_tls_destructor_child() {
-    if std::env::var_os("WQ_TLS_DROP_CHILD").is_none() {
+    let Some(mode) = std::env::var_os("WQ_TLS_DROP_CHILD") else {
         return;
-    }
+    };
     /// A thread's connection, flushed through the runtime as the thread
     /// exits.
-    struct Conn(wq::Handle);
+    struct Conn(wq::Handle, bool);
     impl Drop for Conn {
         fn drop(&mut self) {
-            let n = self.0.block_on(async { 6 * 7 });
+            let timer = self.1;
+            let n = self.0.block_on(async move {
+                if timer {
+                    // Needs a current runtime: none can be, here.
+                    wq::time::sleep(Duration::from_millis(1)).await;
+                }
+                6 * 7
+            });
             println!("flushed {n}");
         }
     }
+    let timer = mode == "timer";
     std::thread_local! {
         static CONN: std::cell::RefCell<Option<Conn>> = const { std::cell::RefCell::new(None) };
     }
@@ -2196,7 +2204,7 @@ fn block_on_in_a_tls_destructor_child() {
     std::thread::spawn(move || {
         // This thread-local first, wq's after: wq's is destroyed first at
         // the thread's exit, before the connection's flush.
-        CONN.with(|c| *c.borrow_mut() = Some(Conn(h.clone())));
+        CONN.with(|c| *c.borrow_mut() = Some(Conn(h.clone(), timer)));
         assert_eq!(h.block_on(async { 1 }), 1);
     })
     .join()
@@ -2225,6 +2233,25 @@ fn block_on_in_a_thread_locals_destructor_runs() {
         "the child {}: {stdout}{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
+    );
+    // A timer there cannot work (no runtime can be current): the panic,
+    // an abort in a destructor, says where it was and why, not "outside a
+    // wq runtime" from inside a block_on.
+    let out = common::child::output(
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "block_on_in_a_tls_destructor_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("WQ_TLS_DROP_CHILD", "timer"),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("in a thread-local's destructor, after wq's own"),
+        "{stderr}"
     );
 }
 

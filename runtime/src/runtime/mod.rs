@@ -114,6 +114,12 @@ impl Runtime {
     /// default), or for ever with detection off: a `block_on` that awaits
     /// it never returns.
     ///
+    /// In a thread-local's destructor that runs after wq's own (a
+    /// connection flushed at a thread's exit), the future runs with no
+    /// runtime current: what needs one there (`wq::spawn`, timers, sockets)
+    /// panics, which aborts the process inside a destructor. Do that work
+    /// before the thread exits.
+    ///
     /// Nested on one thread (a `block_on` inside the future of another: a
     /// synchronous library called from `#[wq::main]` that blocks on a
     /// future), it runs, the outer future suspended until it returns: an

@@ -139,6 +139,13 @@ pub(crate) fn with_current<R>(f: impl FnOnce(Option<&Arc<Scheduler>>) -> R) -> R
 /// Panics for `what` (a call that needs a runtime) made outside one, with
 /// what to do instead.
 pub(crate) fn outside(what: &str) -> ! {
+    if RUNTIME.try_with(|_| ()).is_err() {
+        // In a thread-local's destructor, after wq's own: no runtime can be
+        // current there, `block_on`'s included.
+        panic!(
+            "{what} called in a thread-local's destructor, after wq's own thread-locals were destroyed: no wq runtime can be current there (Runtime::block_on still runs its future, but spawns, timers and sockets need a current runtime); do that work before the thread exits, or from another thread"
+        )
+    }
     panic!(
         "{what} called outside a wq runtime: call it from a task, inside Runtime::block_on or #[wq::main], after Runtime::enter(), or use a wq::Handle"
     )
