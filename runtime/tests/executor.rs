@@ -2217,16 +2217,14 @@ fn block_on_in_a_tls_destructor_child() {
 /// process.
 #[test]
 fn block_on_in_a_thread_locals_destructor_runs() {
-    let out = common::child::output(
-        std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "block_on_in_a_tls_destructor_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("WQ_TLS_DROP_CHILD", "1"),
-    );
+    let child = |mode| {
+        common::child::this_binary_test(
+            "block_on_in_a_tls_destructor_child",
+            "WQ_TLS_DROP_CHILD",
+            mode,
+        )
+    };
+    let out = child("1");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("flushed 42"),
@@ -2237,16 +2235,7 @@ fn block_on_in_a_thread_locals_destructor_runs() {
     // A timer there cannot work (no runtime can be current): the panic,
     // an abort in a destructor, says where it was and why, not "outside a
     // wq runtime" from inside a block_on.
-    let out = common::child::output(
-        std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "block_on_in_a_tls_destructor_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("WQ_TLS_DROP_CHILD", "timer"),
-    );
+    let out = child("timer");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -2299,16 +2288,8 @@ fn panicking_join_waker_child() {
 /// the whole process aborted.
 #[test]
 fn a_panicking_waker_awaiting_a_join_handle_does_not_abort_the_process() {
-    let out = common::child::output(
-        std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "panicking_join_waker_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("WQ_JOIN_WAKER_CHILD", "1"),
-    );
+    let out =
+        common::child::this_binary_test("panicking_join_waker_child", "WQ_JOIN_WAKER_CHILD", "1");
     assert!(
         out.status.success(),
         "the child {}: {}",

@@ -868,16 +868,7 @@ fn sigpipe_child() {
 #[test]
 fn a_write_to_a_closed_peer_is_an_error_not_a_sigpipe() {
     use std::os::unix::process::ExitStatusExt;
-    let out = common::child::output(
-        std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "sigpipe_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("WQ_SIGPIPE_CHILD", "1"),
-    );
+    let out = common::child::this_binary_test("sigpipe_child", "WQ_SIGPIPE_CHILD", "1");
     assert!(
         out.status.success(),
         "the child {} ({:?}): {}",

@@ -73,3 +73,15 @@ pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
         stderr: read(&stderr),
     }
 }
+
+/// Runs test `test` of this test binary in a child process, alone, with
+/// `var` set to `value` (the child half of a test that must run in a
+/// process of its own: one that may abort it, or install process-wide
+/// state), killed past [`CHILD_LIMIT`].
+pub fn this_binary_test(test: &str, var: &str, value: &str) -> Output {
+    output(
+        Command::new(std::env::current_exe().expect("this test binary"))
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .env(var, value),
+    )
+}
