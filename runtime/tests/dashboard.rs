@@ -455,6 +455,19 @@ fn chromium() -> Option<String> {
 }
 
 fn headless(browser: &str, profile: &std::path::Path, extra: &[&str], url: &str) -> String {
+    headless_for(browser, profile, extra, url, "--virtual-time-budget=6000")
+}
+
+/// `headless` with its own time flag: `--virtual-time-budget=MS` (the
+/// page's timers run as fast as they may, but time stands still while a
+/// fetch is in flight) or `--timeout=MS` (real time).
+fn headless_for(
+    browser: &str,
+    profile: &std::path::Path,
+    extra: &[&str],
+    url: &str,
+    time: &str,
+) -> String {
     let out = common::child::output(
         Command::new(browser)
             .args([
@@ -471,7 +484,7 @@ fn headless(browser: &str, profile: &std::path::Path, extra: &[&str], url: &str)
                 "--disable-quic",
                 "--hide-scrollbars",
                 "--window-size=1400,1500",
-                "--virtual-time-budget=6000",
+                time,
             ])
             .arg(format!("--user-data-dir={}", profile.display()))
             .args(extra)
@@ -792,5 +805,159 @@ fn a_client_trickling_its_head_is_evicted_at_the_limit() {
         assert_eq!(get(addr, "/").status, 200, "a newcomer beside tricklers");
         assert_eq!(d.evicted_connections(), evicted + 1);
         drop(held);
+    });
+}
+
+/// A stand-in for a service whose sampler stopped (`frozen`: every
+/// history answer the same, no new point) or that stopped answering
+/// (`hung`: after the first history answer, requests are read and never
+/// answered, the connection held open, as a stopped process's kernel
+/// does). Serves the real dashboard's page and assets and its first
+/// history answer.
+fn stand_in(real: SocketAddr, hung: bool) -> (SocketAddr, Arc<AtomicBool>) {
+    let mut page = get(real, "/").body;
+    if hung {
+        // The page's load (after which Chromium dumps it) waits for an
+        // image the stand-in sends 8 s late: the page runs 8 s of real
+        // time first.
+        let at = page.windows(7).position(|w| w == b"</body>").unwrap();
+        page.splice(at..at, b"<img src=\"/slow.png\" alt=\"\">".iter().copied());
+    }
+    let js = get(real, "/app.js").body;
+    let css = get(real, "/app.css").body;
+    let history = get(real, "/api/history").body;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (stop2, answered) = (stop.clone(), Arc::new(AtomicBool::new(false)));
+    l.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while !stop2.load(Ordering::Relaxed) {
+            let Ok((mut s, _)) = l.accept() else {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            s.set_nonblocking(false).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && matches!(s.read(&mut b), Ok(1)) {
+                head.push(b[0]);
+            }
+            let head = String::from_utf8_lossy(&head).into_owned();
+            let path = head.split(' ').nth(1).unwrap_or("");
+            if path == "/slow.png" {
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_secs(8));
+                    let _ = s.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                });
+                continue;
+            }
+            let (kind, body) = if path == "/" {
+                ("text/html", &page)
+            } else if path == "/app.js" {
+                ("text/javascript", &js)
+            } else if path == "/app.css" {
+                ("text/css", &css)
+            } else if path.starts_with("/api/history") {
+                if hung && answered.swap(true, Ordering::Relaxed) {
+                    held.push(s);
+                    continue;
+                }
+                ("application/json", &history)
+            } else {
+                continue;
+            };
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(body);
+        }
+    });
+    (addr, stop)
+}
+
+/// The page says so when the service stops making points or stops
+/// answering, within seconds, instead of "live" over charts frozen at the
+/// last point (a fetch to a stopped process waits for ever: the page
+/// gives one up after 5 s, and looks at the newest point's age every
+/// second whatever its fetch is doing).
+#[test]
+fn the_page_says_when_its_service_is_stale_or_hung() {
+    let Some(browser) = chromium() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "chromium not found in CI: scripts/setup installs it"
+        );
+        eprintln!("skipped: no chromium");
+        return;
+    };
+    within(180, move || {
+        let rt = runtime();
+        let d = wq::dashboard::serve_on(rt.handle(), "127.0.0.1:0").unwrap();
+        let real = d.local_addr();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while next_seq(real) < 1 {
+            assert!(Instant::now() < deadline, "no history after 30 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for hung in [false, true] {
+            let (addr, stop) = stand_in(real, hung);
+            let profile = std::env::temp_dir()
+                .join(format!("wq-chromium-stale-{hung}-{}", std::process::id()));
+            // A hung fetch stops virtual time: the hung service's page
+            // runs in real time (8 s: its image; 20 s at most).
+            let time = if hung {
+                "--timeout=20000"
+            } else {
+                "--virtual-time-budget=6000"
+            };
+            let dom = headless_for(
+                &browser,
+                &profile,
+                &["--dump-dom"],
+                &format!("http://{addr}/"),
+                time,
+            );
+            stop.store(true, Ordering::Relaxed);
+            let _ = std::fs::remove_dir_all(&profile);
+            let status = &dom[dom.find("id=\"status\"").expect("a status")..];
+            let status = &status[..status.find("</span>").unwrap()];
+            assert!(
+                status.contains("class=\"err\"")
+                    && (status.contains("stale") || status.contains("no answer")),
+                "hung {hung}: {status}"
+            );
+        }
+    });
+}
+
+/// A client that shuts its writing side after its request (as `nc -N`
+/// and socat do) gets its answer, on every route.
+#[test]
+fn a_client_that_half_closes_after_its_request_is_answered() {
+    within(60, || {
+        let rt = runtime();
+        let d = wq::dashboard::serve_on(rt.handle(), "127.0.0.1:0").unwrap();
+        for path in ["/", "/app.css", "/metrics", "/api/snapshot", "/api/history"] {
+            for version in ["HTTP/1.0", "HTTP/1.1"] {
+                let mut s = TcpStream::connect(d.local_addr()).unwrap();
+                write!(s, "GET {path} {version}\r\nHost: localhost\r\n\r\n").unwrap();
+                s.shutdown(std::net::Shutdown::Write).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                let mut out = Vec::new();
+                s.read_to_end(&mut out).unwrap();
+                assert!(
+                    out.starts_with(b"HTTP/1.") && out[9..12] == *b"200",
+                    "{path} {version}: {:?}",
+                    String::from_utf8_lossy(&out[..out.len().min(200)])
+                );
+            }
+        }
     });
 }

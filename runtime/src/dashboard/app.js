@@ -19,6 +19,17 @@ let seq = null;
 let points = [];
 let feed = null;
 let instance = null;
+// When the newest point arrived (the page's clock): a service that stops
+// answering, or answers with no new point, is called stale after
+// STALE_MS, whatever its fetch is doing.
+let lastPointAt = null;
+const STALE_MS = 3500;
+// The last poll failed: its message stands until one succeeds.
+let failing = false;
+// A poll that gets no complete answer in this long is given up (a stopped
+// service's kernel still accepts the request: the fetch would wait for
+// ever, and the page never poll again).
+const FETCH_TIMEOUT_MS = 5000;
 
 function fmtNs(ns) {
   if (ns < 1e3) return ns.toFixed(0) + "ns";
@@ -258,12 +269,38 @@ function render() {
   if (points.length > 0) document.body.dataset.ready = "1";
 }
 
+// A fetch with a deadline over its answer, body included.
+function fetchWithin(url, ms) {
+  const ctl = new AbortController();
+  const timer = setTimeout(() => ctl.abort(new Error("no answer within " + ms / 1000 + " s")), ms);
+  return fetch(url, { cache: "no-store", signal: ctl.signal }).then(async (res) => {
+    try {
+      return { ok: res.ok, status: res.status, body: res.ok ? await res.json() : null };
+    } finally {
+      clearTimeout(timer);
+    }
+  }, (e) => {
+    clearTimeout(timer);
+    throw ctl.signal.aborted && ctl.signal.reason instanceof Error ? ctl.signal.reason : e;
+  });
+}
+
+// Runs every second, beside the polls: says so when the newest point is
+// old, however long the poll in flight takes.
+function checkStale() {
+  if (lastPointAt === null || failing) return;
+  const age = Date.now() - lastPointAt;
+  if (age > STALE_MS) {
+    setStatus("stale: no new point for " + Math.floor(age / 1000) + " s (the charts stop at the last one); still asking", true);
+  }
+}
+
 async function poll() {
   try {
     const url = "/api/history" + (seq === null ? "" : "?since=" + seq);
-    const res = await fetch(url, { cache: "no-store" });
+    const res = await fetchWithin(url, FETCH_TIMEOUT_MS);
     if (!res.ok) throw new Error("HTTP " + res.status);
-    feed = await res.json();
+    feed = res.body;
     // A restarted service counts from 0 again (and its clock too): what
     // this page holds is another process's; start over. Its instance
     // tells even one that has made more points than this page had seen.
@@ -277,16 +314,22 @@ async function poll() {
     instance = feed.instance;
     // Asked for many points (a tab polled rarely), the service sends every
     // point it keeps: take those beyond what this page holds.
+    const held = points.length;
     for (const p of feed.points) if (seq === null || p.seq > seq) points.push(p);
+    if (points.length > held || lastPointAt === null) lastPointAt = Date.now();
     if (points.length) seq = points[points.length - 1].seq;
     const tNow = points.length ? points[points.length - 1].t : 0;
     points = points.filter((p) => tNow - p.t <= WINDOW_S);
     render();
     setStatus(points.length ? "live · " + points.length + " s of history" : "waiting for the first second…", false);
+    failing = false;
+    checkStale();
   } catch (e) {
+    failing = true;
     setStatus("lost the service (" + e.message + "); retrying every second", true);
   }
   setTimeout(poll, 1000);
 }
 
 poll();
+setInterval(checkStale, 1000);

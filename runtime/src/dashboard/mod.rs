@@ -765,6 +765,12 @@ async fn accept(shared: Arc<Shared>, listener: crate::net::TcpListener, timer: W
     http.timer(timer)
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(MAX_HEAD_BYTES)
+        // A client that shuts its writing side after its request (`nc
+        // -N`, socat, a script's `shutdown(SHUT_WR)`) still gets its
+        // answer: hyper's default closed such a connection unanswered. A
+        // client gone altogether is found when the answer is written (a
+        // render is cached: its job costs a clone).
+        .half_close(true)
         .keep_alive(true);
     // Accept errors not logged since the last warning, and when the next
     // may be written.
