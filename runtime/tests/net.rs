@@ -1790,3 +1790,85 @@ fn a_datagram_socket_shut_for_reading_ends_a_waiting_receive() {
         });
     });
 }
+
+/// A client socket bound to `addr` (libc: a path filling all of
+/// `sun_path`, no NUL, which std cannot bind), connected to `to`.
+fn unix_client_bound_to(path: &[u8], to: &std::path::Path) -> std::os::unix::net::UnixStream {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: plain socket calls on a descriptor this function owns and
+    // addresses that live across each call.
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "{}", io::Error::last_os_error());
+        let s = std::os::unix::net::UnixStream::from_raw_fd(fd);
+        let mut sa: libc::sockaddr_un = std::mem::zeroed();
+        sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (d, b) in sa.sun_path.iter_mut().zip(path) {
+            *d = *b as libc::c_char;
+        }
+        let len = std::mem::size_of::<libc::sa_family_t>() + path.len();
+        let r = libc::bind(fd, (&raw const sa).cast(), len as libc::socklen_t);
+        assert_eq!(r, 0, "bind: {}", io::Error::last_os_error());
+        let mut to_sa: libc::sockaddr_un = std::mem::zeroed();
+        to_sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (d, b) in to_sa.sun_path.iter_mut().zip(to.as_os_str().as_bytes()) {
+            *d = *b as libc::c_char;
+        }
+        let r = libc::connect(
+            fd,
+            (&raw const to_sa).cast(),
+            std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        );
+        assert_eq!(r, 0, "connect: {}", io::Error::last_os_error());
+        s
+    }
+}
+
+/// A Unix listener accepts any peer and names it as the kernel does: one
+/// bound to a path of all 108 bytes of `sun_path` (its address length is
+/// 111; mio's accept sliced past the array and panicked the accepting
+/// task: any local client could end a server's accept loop), and one
+/// bound to an abstract name (reported unnamed by mio's).
+#[test]
+fn a_unix_listener_accepts_peers_with_full_length_paths_and_abstract_names() {
+    use std::os::linux::net::SocketAddrExt as _;
+    use std::os::unix::ffi::OsStrExt;
+    within_watchdog("unix peer names", LIMIT, || {
+        rt().block_on(async {
+            let dir = fresh_dir("peer-names");
+            let at = dir.join("l");
+            let l = UnixListener::bind(&at).unwrap();
+            let mut long = dir.as_os_str().as_bytes().to_vec();
+            long.push(b'/');
+            long.resize(108, b'c');
+            let _long_client = unix_client_bound_to(&long, &at);
+            let abs = format!("\0wq-peer-{}", std::process::id());
+            let _abs_client = unix_client_bound_to(abs.as_bytes(), &at);
+            let _unnamed = std::os::unix::net::UnixStream::connect(&at).unwrap();
+            let l = std::sync::Arc::new(l);
+            let accepted = {
+                let l = l.clone();
+                wq::spawn(async move {
+                    let mut peers = Vec::new();
+                    for _ in 0..3 {
+                        peers.push(l.accept().await.unwrap().1);
+                    }
+                    peers
+                })
+                .await
+                .expect("the accepting task panicked")
+            };
+            let path = accepted[0].as_pathname().expect("a pathname");
+            assert_eq!(path.as_os_str().as_bytes(), &long[..]);
+            assert_eq!(
+                accepted[1].as_abstract_name(),
+                Some(&abs.as_bytes()[1..]),
+                "{:?}",
+                accepted[1]
+            );
+            assert!(accepted[2].is_unnamed(), "{:?}", accepted[2]);
+            let _ = std::fs::remove_dir_all(&dir);
+        });
+    });
+}

@@ -78,7 +78,8 @@ impl UnixListener {
     ///
     /// On an error the socket is closed (it was moved in): where the
     /// descriptor must outlive a refusal (to try it as another kind, say),
-    /// pass a duplicate (`try_clone`).
+    /// pass a duplicate (`try_clone`): a refusal leaves it as it was,
+    /// blocking or not (the socket is made non-blocking once registered).
     ///
     /// # Panics
     /// Outside a wq runtime.
@@ -89,18 +90,19 @@ impl UnixListener {
             "wq::net::UnixListener::from_std",
             true,
         )?;
-        listener.set_nonblocking(true)?;
-        Ok(UnixListener {
+        let l = UnixListener {
             io: PollIo::new(driver, mio::net::UnixListener::from_std(listener))?,
             poll_key: SharedKey::default(),
-        })
+        };
+        super::set_nonblocking(&l)?;
+        Ok(l)
     }
 
     /// Waits for a connection.
     pub async fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
         let (s, peer) = self
             .io
-            .async_io(Direction::Read, |l| super::accept_retrying(|| l.accept()))
+            .async_io(Direction::Read, |l| super::accept_retrying(|| accept(l)))
             .await?;
         Ok((UnixStream::from_mio(self.io.handle().clone(), s)?, peer))
     }
@@ -115,7 +117,7 @@ impl UnixListener {
         let (s, peer) = ready!(
             self.io
                 .poll_io_shared(cx, Direction::Read, &self.poll_key, |l| {
-                    super::accept_retrying(|| l.accept())
+                    super::accept_retrying(|| accept(l))
                 })
         )?;
         Poll::Ready(UnixStream::from_mio(self.io.handle().clone(), s).map(|s| (s, peer)))
@@ -125,6 +127,34 @@ impl UnixListener {
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.io.source().local_addr()
     }
+}
+
+/// One `accept4` (non-blocking, close-on-exec), the peer's address read
+/// by std (`getpeername`). Not mio's accept: it parses the address itself,
+/// and a peer bound to a path of all 108 bytes of `sun_path` (no NUL; the
+/// kernel reports a length of 111) made it slice past the array and
+/// panic, and a peer bound to an abstract name came out unnamed. std's
+/// parsing takes both.
+fn accept(l: &mio::net::UnixListener) -> io::Result<(mio::net::UnixStream, SocketAddr)> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: null address arguments: `accept4` writes through neither.
+    let fd = unsafe {
+        libc::accept4(
+            l.as_raw_fd(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor `accept4` just made, owned by nothing else.
+    let s = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
+    // The kernel keeps an accepted socket's peer while it lives (even a
+    // peer closed since): this fails only as `accept` itself would have.
+    let peer = s.peer_addr()?;
+    Ok((mio::net::UnixStream::from_std(s), peer))
 }
 
 impl Drop for UnixListener {
@@ -210,14 +240,16 @@ impl UnixStream {
     ///
     /// On an error the socket is closed (it was moved in): where the
     /// descriptor must outlive a refusal (to try it as another kind, say),
-    /// pass a duplicate (`try_clone`).
+    /// pass a duplicate (`try_clone`): a refusal leaves it as it was,
+    /// blocking or not (the socket is made non-blocking once registered).
     ///
     /// # Panics
     /// Outside a wq runtime.
     pub fn from_std(stream: std::os::unix::net::UnixStream) -> io::Result<UnixStream> {
         let driver = super::current("wq::net::UnixStream::from_std")?;
-        stream.set_nonblocking(true)?;
-        UnixStream::from_mio(driver, mio::net::UnixStream::from_std(stream))
+        let s = UnixStream::from_mio(driver, mio::net::UnixStream::from_std(stream))?;
+        super::set_nonblocking(&s)?;
+        Ok(s)
     }
 
     fn from_mio(driver: crate::driver::Handle, s: mio::net::UnixStream) -> io::Result<UnixStream> {
