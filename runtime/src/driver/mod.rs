@@ -371,6 +371,10 @@ impl Handle {
 
     /// Registers `source` for read and write readiness (edge-triggered).
     pub(crate) fn register(&self, source: &mut impl mio::event::Source) -> io::Result<Registered> {
+        #[cfg(all(test, not(loom)))]
+        if REFUSE_REGISTER.get() {
+            return Err(io::Error::from_raw_os_error(libc::EEXIST));
+        }
         let io = Arc::new(ScheduledIo::new());
         let (index, generation) = {
             let mut ios = crate::loom::lock(&*self.inner.ios);
@@ -482,6 +486,13 @@ impl Handle {
         let ios = crate::loom::lock(&*self.inner.ios);
         ios.slots.iter().filter(|s| s.io.is_some()).count()
     }
+}
+
+#[cfg(all(test, not(loom)))]
+thread_local! {
+    /// Tests: this thread's registrations fail (`EEXIST`, as a descriptor
+    /// registered already would).
+    pub(crate) static REFUSE_REGISTER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// A source's registration: its readiness and its slot.

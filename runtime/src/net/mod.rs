@@ -112,6 +112,22 @@ fn listen_backlog(fd: std::os::fd::RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Makes a socket taken over from std (`from_std`) non-blocking, once it
+/// is registered with the driver: `O_NONBLOCK` belongs to the open file,
+/// which a duplicate the caller kept (`try_clone`) shares, so a refused
+/// registration must not have changed it (a blocking fallback on the
+/// duplicate would fail with `WouldBlock`). Nothing reads or writes the
+/// socket in between; epoll takes a blocking one.
+fn set_nonblocking(socket: &impl std::os::fd::AsRawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: FIONBIO reads the int it is pointed at, on a descriptor the
+    // caller owns.
+    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::FIONBIO, &on) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Whether an accept(2) error belongs to the connection being accepted,
 /// not the listener: Linux reports errors already pending on the new
 /// connection as accept's own, and its man page says to retry them as
@@ -235,6 +251,61 @@ where
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    /// A socket `from_std` refuses (here: its registration) leaves a
+    /// duplicate the caller kept as it was: blocking (`O_NONBLOCK` belongs
+    /// to the open file, which a `try_clone` shares; it was set before
+    /// the registration was tried, and a blocking fallback on the
+    /// duplicate then failed with `WouldBlock`). One that is taken is
+    /// non-blocking.
+    #[test]
+    fn a_refused_from_std_leaves_a_kept_duplicate_blocking() {
+        use std::os::fd::AsRawFd;
+        fn blocking(fd: &impl AsRawFd) -> bool {
+            // SAFETY: F_GETFL on a descriptor the caller holds.
+            let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+            assert!(flags >= 0, "{}", io::Error::last_os_error());
+            flags & libc::O_NONBLOCK == 0
+        }
+        let rt = crate::Runtime::builder().build().unwrap();
+        let dir = std::env::temp_dir().join(format!("wq-refused-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (u, _u2) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        let ul = std::os::unix::net::UnixListener::bind(dir.join("l")).unwrap();
+        let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let ts = std::net::TcpStream::connect(t.local_addr().unwrap()).unwrap();
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        rt.block_on(async {
+            crate::driver::REFUSE_REGISTER.set(true);
+            let refused = [
+                UnixStream::from_std(a.try_clone().unwrap()).err(),
+                UnixDatagram::from_std(u.try_clone().unwrap()).err(),
+                UnixListener::from_std(ul.try_clone().unwrap()).err(),
+                TcpListener::from_std(t.try_clone().unwrap()).err(),
+                TcpStream::from_std(ts.try_clone().unwrap()).err(),
+                UdpSocket::from_std(udp.try_clone().unwrap()).err(),
+            ];
+            crate::driver::REFUSE_REGISTER.set(false);
+            for e in refused {
+                assert_eq!(e.expect("refused").raw_os_error(), Some(libc::EEXIST));
+            }
+        });
+        assert!(blocking(&a), "UnixStream");
+        assert!(blocking(&u), "UnixDatagram");
+        assert!(blocking(&ul), "UnixListener");
+        assert!(blocking(&t), "TcpListener");
+        assert!(blocking(&ts), "TcpStream");
+        assert!(blocking(&udp), "UdpSocket");
+        rt.block_on(async {
+            let s = UnixStream::from_std(a.try_clone().unwrap()).unwrap();
+            assert!(!blocking(&s));
+            let l = TcpListener::from_std(t.try_clone().unwrap()).unwrap();
+            assert!(!blocking(&l));
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn a_connections_own_accept_error_is_retried_and_the_listeners_is_not() {

@@ -76,7 +76,8 @@ impl TcpListener {
     ///
     /// On an error the socket is closed (it was moved in): where the
     /// descriptor must outlive a refusal (to try it as another kind, say),
-    /// pass a duplicate (`try_clone`).
+    /// pass a duplicate (`try_clone`): a refusal leaves it as it was,
+    /// blocking or not (the socket is made non-blocking once registered).
     ///
     /// # Panics
     /// Outside a wq runtime.
@@ -87,11 +88,12 @@ impl TcpListener {
             "wq::net::TcpListener::from_std",
             false,
         )?;
-        listener.set_nonblocking(true)?;
-        Ok(TcpListener {
+        let l = TcpListener {
             io: PollIo::new(driver, mio::net::TcpListener::from_std(listener))?,
             poll_key: SharedKey::default(),
-        })
+        };
+        super::set_nonblocking(&l)?;
+        Ok(l)
     }
 
     /// Waits for a connection. Several tasks may wait on one listener
@@ -243,14 +245,16 @@ impl TcpStream {
     ///
     /// On an error the socket is closed (it was moved in): where the
     /// descriptor must outlive a refusal (to try it as another kind, say),
-    /// pass a duplicate (`try_clone`).
+    /// pass a duplicate (`try_clone`): a refusal leaves it as it was,
+    /// blocking or not (the socket is made non-blocking once registered).
     ///
     /// # Panics
     /// Outside a wq runtime.
     pub fn from_std(stream: std::net::TcpStream) -> io::Result<TcpStream> {
         let driver = super::current("wq::net::TcpStream::from_std")?;
-        stream.set_nonblocking(true)?;
-        TcpStream::from_mio(driver, mio::net::TcpStream::from_std(stream))
+        let s = TcpStream::from_mio(driver, mio::net::TcpStream::from_std(stream))?;
+        super::set_nonblocking(&s)?;
+        Ok(s)
     }
 
     fn from_mio(driver: crate::driver::Handle, s: mio::net::TcpStream) -> io::Result<TcpStream> {

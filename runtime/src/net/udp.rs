@@ -54,16 +54,18 @@ impl UdpSocket {
     ///
     /// On an error the socket is closed (it was moved in): where the
     /// descriptor must outlive a refusal (to try it as another kind, say),
-    /// pass a duplicate (`try_clone`).
+    /// pass a duplicate (`try_clone`): a refusal leaves it as it was,
+    /// blocking or not (the socket is made non-blocking once registered).
     ///
     /// # Panics
     /// Outside a wq runtime.
     pub fn from_std(socket: std::net::UdpSocket) -> io::Result<UdpSocket> {
         let driver = super::current("wq::net::UdpSocket::from_std")?;
-        socket.set_nonblocking(true)?;
-        Ok(UdpSocket {
+        let s = UdpSocket {
             sock: Datagram::new(PollIo::new(driver, mio::net::UdpSocket::from_std(socket))?),
-        })
+        };
+        super::set_nonblocking(&s)?;
+        Ok(s)
     }
 
     /// Sets the default destination of [`send`](UdpSocket::send) and the

@@ -122,14 +122,16 @@ impl UnixDatagram {
     ///
     /// On an error the socket is closed (it was moved in): where the
     /// descriptor must outlive a refusal (to try it as another kind, say),
-    /// pass a duplicate (`try_clone`).
+    /// pass a duplicate (`try_clone`): a refusal leaves it as it was,
+    /// blocking or not (the socket is made non-blocking once registered).
     ///
     /// # Panics
     /// Outside a wq runtime.
     pub fn from_std(socket: std::os::unix::net::UnixDatagram) -> io::Result<UnixDatagram> {
         let driver = super::current("wq::net::UnixDatagram::from_std")?;
-        socket.set_nonblocking(true)?;
-        UnixDatagram::from_mio(driver, mio::net::UnixDatagram::from_std(socket))
+        let s = UnixDatagram::from_mio(driver, mio::net::UnixDatagram::from_std(socket))?;
+        super::set_nonblocking(&s)?;
+        Ok(s)
     }
 
     fn from_mio(
