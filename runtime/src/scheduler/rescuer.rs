@@ -40,6 +40,12 @@
 //!   other listed pools, so one busy pool cannot starve another. Rescued
 //!   tasks' scheduling delays go to the pool's `rescued` counters, merged
 //!   into the pool's metrics.
+//! - **The driver.** A rescued task may wait on the I/O driver (a timer,
+//!   a socket), which only a parking thread turns: while a pool whose
+//!   tasks this thread ran has tasks alive and no worker serving, the
+//!   rescuer turns the driver without waiting every
+//!   [`RESCUED_DRIVER_TICK`] (a timer's tick), with or without the
+//!   watchdog (which turns it every tick of its own).
 //! - **Stranded blocking jobs.** A blocking-pool thread the OS refuses,
 //!   with no blocking thread left, strands the queued `spawn_blocking`
 //!   jobs (`blocking`'s step 4): the pool pokes the rescuer, which tries a
@@ -70,6 +76,10 @@ use crate::pool::{Pool, current};
 
 /// Tasks run between two checks of the pool (and retries).
 const RESCUE_BATCH: usize = 64;
+
+/// How often the rescuer turns the I/O driver while pools it ran tasks of
+/// have tasks alive and no worker: a timer's tick.
+const RESCUED_DRIVER_TICK: std::time::Duration = std::time::Duration::from_millis(1);
 
 struct List<T> {
     items: Vec<(usize, T)>,
@@ -208,6 +218,10 @@ pub(crate) fn run(scheduler: &Arc<Scheduler>) {
     current::set_rescuer_of(scheduler.id());
     let _context = context::enter(scheduler.clone());
     let mut watchdog = Watchdog::new(scheduler.config.cpu_hog_threshold);
+    // Pools this thread ran tasks of that have no worker since, while
+    // they have tasks alive: those may wait on the driver, which no
+    // worker parks in.
+    let mut rescued: Vec<Arc<Pool>> = Vec::new();
     loop {
         // While blocking jobs are stranded, retry a thread for them every
         // mayday interval.
@@ -216,23 +230,33 @@ pub(crate) fn run(scheduler: &Arc<Scheduler>) {
             .services
             .blocking
             .is_stranded(scheduler.config.max_blocking_threads);
-        let timeout = if stranded {
+        let mut timeout = if stranded {
             Some(tick.map_or(super::MAYDAY_INTERVAL, |t| t.min(super::MAYDAY_INTERVAL)))
         } else {
             tick
         };
+        if !rescued.is_empty() {
+            timeout = Some(timeout.map_or(RESCUED_DRIVER_TICK, |t| t.min(RESCUED_DRIVER_TICK)));
+        }
         let Some(pools) = scheduler.rescuer.take_timeout(timeout) else {
             break;
         };
         for pool in pools {
-            rescue(scheduler, &pool);
+            if rescue(scheduler, &pool) && !rescued.iter().any(|p| Arc::ptr_eq(p, &pool)) {
+                rescued.push(pool);
+            }
         }
         scheduler.services.blocking.retry_stranded(scheduler);
         if let Some(w) = &mut watchdog {
             w.scan(&scheduler.pools());
-            // If no worker turns the I/O driver (all busy: none parks in
-            // it), turn it without waiting: a long poll holds up sockets
-            // and timers for at most a watchdog tick.
+        }
+        rescued
+            .retain(|p| !p.is_closed() && p.idle.snapshot().serving() == 0 && p.registry.len() > 0);
+        if watchdog.is_some() || !rescued.is_empty() {
+            // If no worker turns the I/O driver (all busy, or none: none
+            // parks in it), turn it without waiting: a long poll holds up
+            // sockets and timers for at most a watchdog tick, and rescued
+            // tasks' for a timer's tick.
             let turned = scheduler
                 .services
                 .turn_driver(super::Turn::ZeroWait, &mut |d| {
@@ -253,12 +277,13 @@ pub(crate) fn run(scheduler: &Arc<Scheduler>) {
     }
 }
 
-/// One visit to `pool`: at most one batch, then the next pool.
-fn rescue(scheduler: &Scheduler, pool: &Arc<Pool>) {
+/// One visit to `pool`: at most one batch, then the next pool. Whether it
+/// ran a batch here.
+fn rescue(scheduler: &Scheduler, pool: &Arc<Pool>) -> bool {
     // Queued work, in the injector or a blocked worker's deque (the tasks
     // its last poll spawned or woke).
     if pool.is_closed() || !pool.has_work() {
-        return;
+        return false;
     }
     // Try for a worker: paced by the pool's start back-off, so this tries
     // a thread start at most once per MAYDAY_INTERVAL. A failure with no
@@ -266,7 +291,7 @@ fn rescue(scheduler: &Scheduler, pool: &Arc<Pool>) {
     pool.kick();
     if pool.idle.snapshot().serving() > 0 {
         // A worker (new, or busy) looks at the queue before it idles.
-        return;
+        return false;
     }
     if scheduler.topology.is_live() {
         // Best effort, as for a worker.
@@ -285,6 +310,7 @@ fn rescue(scheduler: &Scheduler, pool: &Arc<Pool>) {
         // Come back after the other pools on the list.
         scheduler.rescuer.mayday_pool(pool);
     }
+    true
 }
 
 /// Runs up to [`RESCUE_BATCH`] of `pool`'s queued tasks, stopping early

@@ -375,3 +375,44 @@ fn a_blocking_job_racing_the_shutdown_is_refused() {
         assert!(err.to_string().contains("shut down"), "{err}");
     });
 }
+
+/// A task the rescuer runs may wait on the I/O driver (a timer, a
+/// socket): with no worker, no thread parks in the driver, so the
+/// rescuer turns it while pools it ran tasks of have tasks alive and no
+/// worker. It turned the driver only as the CPU-hog watchdog: with
+/// detection off (`cpu_hog_threshold(ZERO)`), a rescued task's sleep
+/// never fired; with it on, it fired at the watchdog's idle tick (100 ms,
+/// rescued polls not counting as work). Waited on from a thread that is
+/// no runtime's (a `block_on` here would turn the driver itself).
+#[test]
+fn a_rescued_tasks_timer_fires_without_a_worker() {
+    within_watchdog(|| {
+        for threshold in [Duration::ZERO, Duration::from_millis(10)] {
+            let rt = Runtime::builder()
+                .topology(Topology::synthetic("core:1 pu:1").unwrap())
+                .cpu_hog_threshold(threshold)
+                .build()
+                .unwrap();
+            rt.handle()
+                .scheduler
+                .refuse_worker_starts
+                .store(usize::MAX, Ordering::Relaxed);
+            // Ten sleeps of 2 ms: about 30 ms in all with the driver
+            // turned every millisecond; 100 ms each at the watchdog's idle
+            // tick (the bound leaves 20 times the time for a busy machine).
+            let h = rt.spawn(async {
+                let t0 = std::time::Instant::now();
+                for _ in 0..10 {
+                    crate::time::sleep(Duration::from_millis(2)).await;
+                }
+                t0.elapsed()
+            });
+            let took = futures::executor::block_on(h).unwrap();
+            assert!(
+                took < Duration::from_millis(600),
+                "threshold {threshold:?}: ten 2 ms sleeps took {took:?}"
+            );
+            assert_eq!(pool_totals(&rt).0, 0, "no worker started");
+        }
+    });
+}
