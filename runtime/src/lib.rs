@@ -35,6 +35,22 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+/// `log::warn!`, a panicking logger's unwind (and its payload's drop)
+/// caught here: wq warns from inside its own steps (a spawn between its
+/// count and its push, a worker binding itself), where an unwind would
+/// leave a count or a slot behind, or end a worker. A logger that panics
+/// (one writing to a closed stderr with `eprintln!`) loses its line.
+macro_rules! warn_caught {
+    ($($arg:tt)+) => {{
+        let logged = ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(|| {
+            ::log::warn!($($arg)+)
+        }));
+        if let Err(panic) = logged {
+            let _ = ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(move || drop(panic)));
+        }
+    }};
+}
+
 // Layers, each importing only from those above it in this list (the
 // task <-> pool link async-task imposes aside); `tests/layers.rs` checks it.
 mod clock;

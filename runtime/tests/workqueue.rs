@@ -1904,3 +1904,64 @@ fn aborts_racing_releases_lose_no_slot_and_no_item() {
         }
     });
 }
+
+/// The child half of the next test: runs only when that test re-executes
+/// this binary with `WQ_PANICKING_LOGGER_CHILD` set (the logger is the
+/// process's).
+#[test]
+fn panicking_logger_child() {
+    if std::env::var_os("WQ_PANICKING_LOGGER_CHILD").is_none() {
+        return;
+    }
+    struct Panicky;
+    impl log::Log for Panicky {
+        fn enabled(&self, _: &log::Metadata) -> bool {
+            true
+        }
+        fn log(&self, _: &log::Record) {
+            panic!("the logger panicked");
+        }
+        fn flush(&self) {}
+    }
+    log::set_logger(&Panicky).unwrap();
+    log::set_max_level(log::LevelFilter::Warn);
+    let rt = Runtime::builder()
+        .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
+        .build()
+        .unwrap();
+    let q = Workqueue::builder("logged")
+        .max_active(1)
+        .build(rt.handle())
+        .unwrap();
+    // The runtime's first unknown CPU is logged: the item still runs,
+    // and leaves nothing counted.
+    let h = q.spawn_on_cpu(1 << 20, async { 7 });
+    assert_eq!(rt.block_on(h).unwrap(), 7);
+    let flushed =
+        rt.block_on(async { wq::time::timeout(Duration::from_secs(20), q.flush()).await });
+    assert!(flushed.is_ok(), "the flush never returned: {:?}", q.stats());
+    let s = q.stats();
+    assert_eq!((s.in_flight, s.active, s.completed), (0, 0, 1), "{s:?}");
+    // The slot came back: the next item runs.
+    let next = rt
+        .block_on(async { wq::time::timeout(Duration::from_secs(20), q.spawn(async { 8 })).await });
+    assert_eq!(next.expect("the next item never ran").unwrap(), 8);
+}
+
+/// A logger that panics (one writing to a closed stderr with
+/// `eprintln!`) does not unwind through wq's own steps: the first
+/// unknown CPU given to a named queue's `spawn_on_cpu` is logged between
+/// the item's count and its push, and the panic left the item counted in
+/// flight and holding a slot of `max_active` for good (its flush never
+/// returned; an ordered queue never ran another item).
+#[test]
+fn a_panicking_logger_leaves_no_count_behind() {
+    let out =
+        common::child::this_binary_test("panicking_logger_child", "WQ_PANICKING_LOGGER_CHILD", "1");
+    assert!(
+        out.status.success(),
+        "the child {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

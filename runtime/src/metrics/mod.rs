@@ -673,7 +673,9 @@ pub struct WorkqueueStats {
     /// Items that started (were polled once).
     pub started: u64,
     /// Items that finished after starting or being handed to a pool
-    /// (completed, panicked or cancelled).
+    /// with a slot of `max_active` (completed, panicked or cancelled). An
+    /// item aborted while it waited on the inactive list counts in neither
+    /// `started` nor `completed` (it leaves `in_flight` and `inactive`).
     pub completed: u64,
     /// Time its items spent being polled (seconds, in a serialized
     /// snapshot); an item's last poll on a worker is timed to the end of
@@ -702,7 +704,9 @@ pub struct WorkqueueStats {
     pub refused: u64,
     /// Items spawned and not finished (active and inactive).
     pub in_flight: usize,
-    /// Items handed to a pool and not finished: at most `max_active`,
+    /// Items handed to a pool with a slot of `max_active` and not
+    /// finished (an aborted waiting item, sent to a pool only to be
+    /// dropped there, holds no slot and is not counted): at most `max_active`,
     /// except while items released before `set_max_active` lowered it
     /// finish (and, for an instant, a slot leased for a batch of spawns).
     pub active: usize,

@@ -407,7 +407,7 @@ impl Pool {
     /// the OS puts it. Logged once per pool.
     pub(crate) fn warn_unbound(&self, e: &io::Error) {
         if !self.unbound_said.swap(true, Ordering::Relaxed) {
-            log::warn!(
+            warn_caught!(
                 "wq: a thread of pool {} ({} pod {}, CPUs {:?}) could not be bound to its \
                  CPUs ({e}); it runs where the OS puts it. Is the process's CPU set (a \
                  cgroup, taskset) narrower than when the runtime was built?",

@@ -323,6 +323,10 @@ impl WorkqueueBuilder {
     /// wait so. An item that awaits a task that flushes or drains its own
     /// queue waits forever on any queue (the flush waits for it); `flush`
     /// and `drain` called from an item of the queue itself panic instead.
+    ///
+    /// An item aborted while it waits for its turn never starts: its
+    /// future is dropped then (by a worker), beside the item running (a drop
+    /// that must not overlap the running item needs a lock of its own).
     pub fn ordered(mut self) -> WorkqueueBuilder {
         self.ordered = true;
         self

@@ -468,7 +468,7 @@ impl Scheduler {
             return;
         }
         let cpus: Vec<usize> = self.topology.cpus().iter().map(|c| c.os_index).collect();
-        log::warn!(
+        warn_caught!(
             "wq: spawn_on_cpu({cpu}): CPU {cpu} is not in the runtime's topology ({}: CPUs {}); its tasks are placed round-robin over the {scope} pods (or in its one pod; logged once per runtime)",
             self.topology.source(),
             crate::topology::format_cpu_list(&cpus)

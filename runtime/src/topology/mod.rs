@@ -542,7 +542,7 @@ impl Topology {
 pub(crate) fn as_found(mut cpus: Vec<CpuInfo>, source: &str) -> Vec<CpuInfo> {
     let moved = pods::separate_disagreeing_siblings(&mut cpus);
     if !moved.is_empty() {
-        log::warn!(
+        warn_caught!(
             "wq topology ({source}): CPUs {} share a core with CPUs in another LLC, NUMA node \
              or package; each is treated as a core of its own (as the kernel ignores such \
              sibling links)",

@@ -771,7 +771,7 @@ impl Queue {
     fn refuse(&self, why: Refused) -> Refused {
         self.refused.fetch_add(1, Ordering::Relaxed);
         if why != Refused::Closed && !self.refusal_logged.swap(true, Ordering::Relaxed) {
-            log::warn!(
+            warn_caught!(
                 "wq: workqueue {:?} refused an item: {} (Workqueue::spawn dropped its future, its handle's JoinError says so; Workqueue::try_spawn gives the future back in its SpawnError; counted in the queue's stats as `refused`; logged once per queue)",
                 self.name,
                 why.why()
