@@ -293,7 +293,16 @@ impl<T> WqIo<T> {
             // spends no budget, may be pending on its own, after other
             // work spent the last unit: the task is woken to look again
             // with a budget, and to arm the timer then if the stall goes
-            // on (it waited for ever when the peer never read again).
+            // on (it waited for ever when the peer never read again). A
+            // stall armed before is looked at (a clock read, no lock):
+            // polls that always come with their budget spent (an HTTP/2
+            // peer that stopped reading sends frames that need no answer:
+            // the reads spend the budget before the flush) must not keep
+            // it from ending.
+            if self.stalled.as_ref().is_some_and(|s| s.is_elapsed()) {
+                self.stalled = None;
+                return Poll::Ready(Err(stalled_for(limit)));
+            }
             cx.waker().wake_by_ref();
             return poll;
         }
@@ -304,10 +313,7 @@ impl<T> WqIo<T> {
         match stall.poll_unless_shut_down(cx) {
             Poll::Ready(Ok(())) => {
                 self.stalled = None;
-                Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("no write progress for {limit:?}: the peer does not read"),
-                )))
+                Poll::Ready(Err(stalled_for(limit)))
             }
             // The runtime that times the stall (the one `write_timeout`
             // was set in) has shut down: an error, as wq's sockets' waits
@@ -336,6 +342,14 @@ impl<T> WqIo<T> {
     pub fn into_inner(self) -> T {
         self.inner
     }
+}
+
+/// A write's error when it made no progress for `limit`.
+fn stalled_for(limit: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("no write progress for {limit:?}: the peer does not read"),
+    )
 }
 
 impl<T: AsyncRead + Unpin> hyper::rt::Read for WqIo<T> {
@@ -630,5 +644,40 @@ mod tests {
         }));
         let e = r.unwrap_err();
         assert!(e.to_string().contains("shut down"), "{e}");
+    }
+
+    /// A stall armed before goes on counting while every poll comes with
+    /// its budget spent (an HTTP/2 peer that stopped reading but keeps
+    /// sending frames that need no answer: the reads spend each poll's
+    /// budget before the flush): past its limit the write fails. It was
+    /// never looked at in those polls, and the write waited for ever.
+    #[test]
+    fn a_stall_past_its_limit_ends_the_write_on_a_spent_budget_too() {
+        let rt = crate::Runtime::new().unwrap();
+        rt.block_on(async {
+            let mut io = WqIo::new(()).write_timeout(std::time::Duration::from_millis(5));
+            std::future::poll_fn(|cx| {
+                let p =
+                    crate::coop::with_budget(|| io.timed(cx, Poll::<std::io::Result<()>>::Pending));
+                assert!(p.is_pending());
+                Poll::Ready(())
+            })
+            .await;
+            assert!(io.stalled.is_some(), "armed");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let r = std::future::poll_fn(|cx| {
+                Poll::Ready(crate::coop::with_budget(|| {
+                    for _ in 0..crate::coop::PER_POLL {
+                        crate::coop::spend();
+                    }
+                    io.timed(cx, Poll::<std::io::Result<()>>::Pending)
+                }))
+            })
+            .await;
+            match r {
+                Poll::Ready(Err(e)) => assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}"),
+                other => panic!("{other:?}"),
+            }
+        });
     }
 }
