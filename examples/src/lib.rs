@@ -228,6 +228,9 @@ pub fn dashboard_addr(
     Ok((addr, rest))
 }
 
+/// A limit as good as none, that an `Instant` can be moved by.
+const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// The `auto` (HTTP/1.1 + HTTP/2) connection builder with the examples'
 /// limits, on the current runtime.
 ///
@@ -241,7 +244,9 @@ pub fn http_builder(limits: &Limits) -> auto::Builder<WqExecutor> {
     let mut b = auto::Builder::new(WqExecutor::new());
     b.http1()
         .timer(WqTimer::new())
-        .header_read_timeout(limits.first_bytes.max(limits.idle))
+        // hyper adds it to an `Instant`: a year is as good as never
+        // (`Duration::MAX`, no limit, overflowed there).
+        .header_read_timeout(limits.first_bytes.max(limits.idle).min(NEVER))
         .max_buf_size(64 * 1024);
     // A body is buffered whole (up to MAX_BODY): the windows keep what one
     // connection can send ahead to MAX_STREAMS bodies, not hyper's 1 MiB
@@ -443,7 +448,8 @@ where
                 report::report(format!(
                     "{why}: no more connections; closing the {open} open gracefully"
                 ));
-                let deadline = wq::time::sleep(limits.close_grace + Duration::from_secs(1));
+                let deadline =
+                    wq::time::sleep(limits.close_grace.saturating_add(Duration::from_secs(1)));
                 let deadline = std::pin::pin!(deadline);
                 while slots.open() > 0 && !deadline.is_elapsed() {
                     let tick = std::pin::pin!(wq::time::sleep(Duration::from_millis(10)));
@@ -682,11 +688,37 @@ impl Drop for Calling {
 }
 
 /// A response body that keeps its request in flight until it ends or is
-/// dropped, stamping its connection's activity at each frame.
-struct TrackedBody<B> {
+/// dropped, stamping its connection's activity at each frame. A data
+/// frame over [`PIECE`] is handed on in pieces of that size: hyper takes
+/// a body of one frame whole (and drops it, its end) and then spends the
+/// time a slow reader takes writing it; each piece taken is progress.
+struct TrackedBody<B: hyper::body::Body> {
     /// `Err`: a refusal's text, sent whole (`Tracked`'s host check).
     inner: Result<Pin<Box<B>>, Option<bytes::Bytes>>,
     in_flight: Option<InFlight>,
+    /// What is left of a data frame over [`PIECE`] (boxed: `B::Data`
+    /// need not be `Unpin`).
+    rest: Option<Box<B::Data>>,
+}
+
+/// The largest data frame a [`TrackedBody`] hands on.
+const PIECE: usize = 64 << 10;
+
+impl<B: hyper::body::Body> TrackedBody<B>
+where
+    B::Data: From<bytes::Bytes>,
+{
+    /// The next piece of `data`: all of it if it is at most [`PIECE`]
+    /// (the rest kept otherwise).
+    fn piece(&mut self, mut data: B::Data) -> B::Data {
+        use bytes::Buf;
+        if data.remaining() <= PIECE {
+            return data;
+        }
+        let piece = data.copy_to_bytes(PIECE);
+        self.rest = Some(Box::new(data));
+        B::Data::from(piece)
+    }
 }
 
 impl<B: hyper::body::Body> hyper::body::Body for TrackedBody<B>
@@ -701,6 +733,12 @@ where
         cx: &mut std::task::Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
         let this = self.get_mut();
+        if let Some(rest) = this.rest.take() {
+            if let Some(f) = &this.in_flight {
+                f.0.stamp();
+            }
+            return Poll::Ready(Some(Ok(hyper::body::Frame::data(this.piece(*rest)))));
+        }
         let inner = match &mut this.inner {
             Ok(inner) => inner,
             Err(text) => {
@@ -711,28 +749,53 @@ where
             }
         };
         let frame = inner.as_mut().poll_frame(cx);
-        match &frame {
-            Poll::Ready(Some(_)) => {
+        match frame {
+            Poll::Ready(Some(Ok(frame))) => {
                 if let Some(f) = &this.in_flight {
                     f.0.stamp();
                 }
+                Poll::Ready(Some(Ok(match frame.into_data() {
+                    Ok(data) => hyper::body::Frame::data(this.piece(data)),
+                    Err(frame) => frame,
+                })))
             }
-            Poll::Ready(None) => this.in_flight = None,
-            Poll::Pending => {}
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(f) = &this.in_flight {
+                    f.0.stamp();
+                }
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                this.in_flight = None;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
         }
-        frame
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.inner {
-            Ok(inner) => inner.is_end_stream(),
-            Err(text) => text.is_none(),
-        }
+        self.rest.is_none()
+            && match &self.inner {
+                Ok(inner) => inner.is_end_stream(),
+                Err(text) => text.is_none(),
+            }
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
+        let rest = self
+            .rest
+            .as_ref()
+            .map_or(0, |r| bytes::Buf::remaining(&**r) as u64);
         match &self.inner {
-            Ok(inner) => inner.size_hint(),
+            Ok(inner) => {
+                let h = inner.size_hint();
+                let mut with_rest = hyper::body::SizeHint::new();
+                with_rest.set_lower(h.lower().saturating_add(rest));
+                if let Some(upper) = h.upper() {
+                    with_rest.set_upper(upper.saturating_add(rest));
+                }
+                with_rest
+            }
             Err(text) => {
                 hyper::body::SizeHint::with_exact(text.as_ref().map_or(0, |t| t.len() as u64))
             }
@@ -765,6 +828,7 @@ where
     S: hyper::service::Service<Request<Q>, Response = Response<B>>,
     S::Future: Send + 'static,
     B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
 {
     type Response = Response<TrackedBody<B>>;
     type Error = S::Error;
@@ -778,6 +842,7 @@ where
             let mut res = Response::new(TrackedBody {
                 inner: Err(Some(text)),
                 in_flight: None,
+                rest: None,
             });
             *res.status_mut() = hyper::StatusCode::FORBIDDEN;
             return Box::pin(async move { Ok(res) });
@@ -793,6 +858,7 @@ where
                 res.map(|body| TrackedBody {
                     inner: Ok(Box::pin(body)),
                     in_flight: Some(in_flight),
+                    rest: None,
                 })
             })
         })
@@ -805,7 +871,12 @@ async fn idle_for(activity: &Activity, limit: Duration) {
     loop {
         match activity.idle_since() {
             Some(since) if since.elapsed() >= limit => return,
-            Some(since) => wq::time::sleep_until(since + limit).await,
+            Some(since) => match since.checked_add(limit) {
+                Some(at) => wq::time::sleep_until(at).await,
+                // No limit (`Duration::MAX`): this connection never idles
+                // out.
+                None => std::future::pending().await,
+            },
             // Busy: look again a limit later (a request's end restarts
             // the count).
             None => wq::time::sleep(limit).await,

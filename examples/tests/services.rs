@@ -416,6 +416,89 @@ fn a_body_streaming_past_the_idle_limit_is_sent_whole() {
     });
 }
 
+/// A large response read slowly but steadily is sent whole: hyper takes
+/// a whole body of one frame at once (and drops it: its end), then spends
+/// its time writing it, so the connection looked idle while the download
+/// moved, and was closed at the idle limit plus the grace. Served bodies
+/// are handed to hyper in pieces of at most 64 KiB, each progress.
+#[test]
+fn a_large_body_read_slowly_is_sent_whole() {
+    const LEN: usize = 32 << 20;
+    on_wq(async || {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let limits = wq_examples::Limits {
+            first_bytes: Duration::from_secs(10),
+            lifetime: Duration::from_secs(60),
+            idle: Duration::from_millis(600),
+            max_connections: 8,
+            write_progress: Duration::from_secs(10),
+            close_grace: Duration::from_millis(600),
+        };
+        let big = |_: Request<hyper::body::Incoming>| async {
+            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(
+                vec![b'x'; LEN],
+            ))))
+        };
+        drop(wq::spawn(wq_examples::serve_with(
+            l,
+            move || service_fn(big),
+            limits,
+        )));
+        // A reader of 64 KiB every 5 ms (at most 13 MiB/s: 32 MiB take
+        // 2.5 s or more, past the idle limit and the grace, 1.2 s).
+        let got = wq::spawn_blocking(move || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let (mut got, mut buf) = (0usize, vec![0u8; 64 << 10]);
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => return got,
+                    Ok(n) => got += n,
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+        .await
+        .unwrap();
+        assert!(got > LEN, "{got} bytes of a body of {LEN} and its head");
+    });
+}
+
+/// `Duration::MAX`, "no limit", is a limit like any other: each
+/// connection's task panicked at its first poll (an `Instant` plus it, in
+/// hyper's header timer and the idle close) and the client got a closed
+/// connection; `serve_until`'s stop panicked on the grace.
+#[test]
+fn limits_of_duration_max_mean_no_limit() {
+    on_wq(async || {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (stop, stops) = futures::channel::mpsc::unbounded::<&'static str>();
+        let limits = wq_examples::Limits {
+            first_bytes: Duration::MAX,
+            lifetime: Duration::MAX,
+            idle: Duration::MAX,
+            max_connections: 8,
+            write_progress: Duration::MAX,
+            close_grace: Duration::MAX,
+        };
+        let served = wq::spawn(wq_examples::serve_until(
+            l,
+            || service_fn(routes::service),
+            limits,
+            stops,
+        ));
+        let (status, body) = get(addr, "GET", "/", vec![]).await;
+        assert_eq!(status, 200, "{body}");
+        stop.unbounded_send("stop").unwrap();
+        served.await.expect("serve_until panicked").unwrap();
+    });
+}
+
 /// `serve_until` stopped (here by a second stop during the drain) leaves
 /// no connection serving on in a runtime that goes on: its connections'
 /// tasks are dropped when it returns (they served on, with nothing left to
