@@ -359,3 +359,34 @@ fn a_task_added_after_a_poll_without_a_result_wakes_the_poller() {
         }
     });
 }
+
+/// `try_join_next` with nothing finished wakes nobody: `FuturesUnordered`
+/// wakes the waker it is polled with after polling each of its futures
+/// once (a yield), and that wake went on to the set's last poller, one
+/// useless wake and poll per call.
+#[test]
+fn try_join_next_with_nothing_finished_wakes_nobody() {
+    struct Count(AtomicUsize);
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    within(60, || {
+        let rt = rt();
+        let _enter = rt.enter();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(count.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut set = JoinSet::new();
+        assert!(set.poll_join_next(&mut cx).is_ready(), "empty");
+        let flags = spawn_pending(&mut set, 8);
+        let before = count.0.load(Ordering::SeqCst);
+        for _ in 0..3 {
+            assert!(set.try_join_next().is_none());
+        }
+        assert_eq!(count.0.load(Ordering::SeqCst), before, "woken for nothing");
+        set.abort_all();
+        drop(flags);
+    });
+}

@@ -131,12 +131,16 @@ impl<T> JoinSet<T> {
         /// Records a wake: `FuturesUnordered` answers `Pending` and wakes
         /// its caller, rather than look further, when it finds a wake
         /// half-way into its ready queue (a task finishing on another
-        /// thread right then), so `Pending` alone does not mean that
-        /// nothing has finished. It wakes the set's last poller's waker
-        /// too: `FuturesUnordered` keeps the waker of its last poll, this
-        /// one, for the results that come later.
+        /// thread right then), or after polling each of its futures once
+        /// (a yield), so `Pending` alone does not mean that nothing has
+        /// finished. Once this call has answered (`done`), it wakes the
+        /// set's last poller's waker instead: `FuturesUnordered` keeps the
+        /// waker of its last poll, this one, for the results that come
+        /// later. (Passed on during the call too, the yield woke the
+        /// poller for nothing at every call.)
         struct Woken {
             woken: AtomicBool,
+            done: AtomicBool,
             poller: Option<Waker>,
         }
         impl Wake for Woken {
@@ -144,14 +148,21 @@ impl<T> JoinSet<T> {
                 self.wake_by_ref();
             }
             fn wake_by_ref(self: &Arc<Self>) {
-                self.woken.store(true, Ordering::Relaxed);
-                if let Some(w) = &self.poller {
+                // SeqCst, with `done`'s store and the answer's re-read of
+                // `woken` below: a wake racing the answer is seen by one
+                // side at least (a Dekker pair), so the poller is never
+                // left unwoken for a task that finished.
+                self.woken.store(true, Ordering::SeqCst);
+                if self.done.load(Ordering::SeqCst)
+                    && let Some(w) = &self.poller
+                {
                     w.wake_by_ref();
                 }
             }
         }
         let woken = Arc::new(Woken {
             woken: AtomicBool::new(false),
+            done: AtomicBool::new(false),
             poller: self.waker.clone(),
         });
         let waker = Waker::from(woken.clone());
@@ -159,16 +170,28 @@ impl<T> JoinSet<T> {
         // the same. Without the operation budget: a handle polled with the
         // calling task's budget spent answers `Pending` (and wakes itself),
         // which would read as nothing finished.
-        crate::coop::unconstrained(|| {
+        let answer = crate::coop::unconstrained(|| {
             for _ in 0..=self.len() {
                 match Pin::new(&mut self.tasks).poll_next(&mut Context::from_waker(&waker)) {
                     Poll::Ready(r) => return r,
-                    Poll::Pending if woken.woken.swap(false, Ordering::Relaxed) => {}
+                    Poll::Pending if woken.woken.swap(false, Ordering::SeqCst) => {}
                     Poll::Pending => return None,
                 }
             }
+            // Woken at every look, up to the bound: the last wake's
+            // result is the poller's to take.
+            woken.woken.store(true, Ordering::SeqCst);
             None
-        })
+        });
+        // From now on wakes go to the poller; one that came since the last
+        // look (a task finishing on another thread) is passed on here.
+        woken.done.store(true, Ordering::SeqCst);
+        if woken.woken.load(Ordering::SeqCst)
+            && let Some(w) = &woken.poller
+        {
+            w.wake_by_ref();
+        }
+        answer
     }
 
     /// Waits for every task and gives their outputs, in the order they
