@@ -77,6 +77,11 @@ pub(super) fn detect() -> Result<Topology, TopologyError> {
     // Vouched for, a synthetic description is still sized before hwloc
     // builds it (hwloc checks each count, not their product).
     if let Some(("HWLOC_SYNTHETIC", desc)) = &description {
+        // And read as `Topology::synthetic` reads it: repeated or huge
+        // indexes, levels out of order (hwloc builds what it is given,
+        // here a live topology whose workers bind to this machine's CPUs).
+        super::synthetic::check_for_hwloc(desc)
+            .map_err(|e| TopologyError::new(e.kind(), format!("HWLOC_SYNTHETIC={desc:?}: {e}")))?;
         match super::synthetic::pus_named(desc) {
             Some(n) if n <= super::MAX_CPUS => {}
             Some(n) => {
@@ -227,15 +232,24 @@ pub(super) fn synthetic(desc: &str) -> Result<Topology, TopologyError> {
 
 /// Builds the topology of an hwloc XML export.
 pub(super) fn from_xml(xml: &str) -> Result<Topology, TopologyError> {
+    let refused = |why: String| TopologyError::new(TopologyErrorKind::InvalidXml, why);
+    // What hwloc would refuse without saying why, said here.
+    if let Some(why) = xml_shape_problem(xml) {
+        return Err(refused(format!(
+            "invalid hwloc XML topology ({} bytes): {why}",
+            xml.len()
+        )));
+    }
     let invalid = |source: String| {
         TopologyError::new(
             TopologyErrorKind::InvalidXml,
             format!(
-                "invalid hwloc XML topology ({} bytes, starting {:?}): hwloc rejected it; \
-                 export one with `hwloc-ls --of xml > box.xml` (or lstopo) and pass the file's \
-                 whole contents",
+                "invalid hwloc XML topology ({} bytes{}): hwloc rejected it (run with \
+                 HWLOC_XML_VERBOSE=1 for hwloc's reason on stderr; a machine without a NUMA \
+                 node, say, or objects that do not nest); export one with `hwloc-ls --of xml \
+                 > box.xml` (or lstopo) and pass the file's whole contents",
                 xml.len(),
-                xml.chars().take(40).collect::<String>()
+                xml_version(xml).map_or(String::new(), |v| format!(", version {v:?}"))
             ),
         )
         .with_source(std::io::Error::other(source))
@@ -277,6 +291,52 @@ pub(super) fn from_xml(xml: &str) -> Result<Topology, TopologyError> {
         "xml".to_owned(),
         false,
     )
+}
+
+/// Why `xml` is no whole hwloc export, if it plainly is not: empty, a
+/// path passed for the contents, cut short (no `</topology>`), or written
+/// by an hwloc whose XML version this one does not read.
+fn xml_shape_problem(xml: &str) -> Option<String> {
+    let body = xml.trim();
+    if body.is_empty() {
+        return Some(
+            "it is empty: pass the whole contents of an export (`hwloc-ls --of xml > box.xml`)"
+                .to_owned(),
+        );
+    }
+    if !body.starts_with('<') {
+        let start: String = body.chars().take(60).collect();
+        return Some(format!(
+            "it does not start with an XML tag ({start:?}): from_xml takes the export's \
+             contents, not its path (read the file with std::fs::read_to_string)"
+        ));
+    }
+    if !body.contains("</topology>") && !body.ends_with("/>") {
+        return Some(
+            "it is cut short (no closing </topology>): pass the whole file, as `hwloc-ls --of \
+             xml` wrote it"
+                .to_owned(),
+        );
+    }
+    if let Some(v) = xml_version(xml)
+        && !matches!(v, "1.0" | "2.0")
+    {
+        return Some(format!(
+            "its <topology> has version {v:?}, which the hwloc wq uses cannot read (it reads \
+             versions 1.0 and 2.0): export the machine with hwloc 2 (`hwloc-ls --of xml`)"
+        ));
+    }
+    None
+}
+
+/// The `version` attribute of the `<topology>` tag, if any.
+fn xml_version(xml: &str) -> Option<&str> {
+    let at = xml.find("<topology")?;
+    let tag = &xml[at..at + xml[at..].find('>')?];
+    let v = &tag[tag.find("version=")? + "version=".len()..];
+    let quote = v.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+    let v = &v[1..];
+    Some(&v[..v.find(quote)?])
 }
 
 /// The first PU tag whose `os_index` is no number, repeats another PU's,
@@ -323,8 +383,9 @@ pub(super) fn pu_os_index_problem(xml: &str) -> Option<(&str, String)> {
 }
 
 /// The lowest CPU of an hwloc cpuset string (`0x...` words of 32 bits,
-/// the most significant first, separated by commas); `None` if empty or
-/// unreadable.
+/// the most significant first, separated by commas; hwloc writes a word
+/// of zeros between others as an empty field: CPU 70 is
+/// `0x00000040,,0x0`); `None` if empty or unreadable.
 fn first_cpu_of(set: &str) -> Option<usize> {
     let words: Vec<&str> = set.split(',').collect();
     for (i, word) in words.iter().rev().enumerate() {
@@ -332,6 +393,9 @@ fn first_cpu_of(set: &str) -> Option<usize> {
             .trim()
             .trim_start_matches("0x")
             .trim_start_matches("0X");
+        if hex.is_empty() {
+            continue;
+        }
         let w = u32::from_str_radix(hex, 16).ok()?;
         if w != 0 {
             return Some(i * 32 + w.trailing_zeros() as usize);

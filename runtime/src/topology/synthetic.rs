@@ -127,8 +127,24 @@ fn check_indexes(desc: &str) -> Result<(), TopologyError> {
                     // hwloc's to tolerate.
                     for i in list.split(',').filter(|i| !i.is_empty()) {
                         match i.parse::<usize>() {
-                            Ok(i) if i < MAX_PUS => indexes.push(i),
-                            _ => return Err(what(format!("must be numbers below {MAX_PUS}"))),
+                            // The OS index every reader takes (`Topology::build`).
+                            Ok(i) if i < super::MAX_CPUS * 8 => indexes.push(i),
+                            Ok(i) => {
+                                return Err(TopologyError::new(
+                                    TopologyErrorKind::TooManyCpus,
+                                    format!(
+                                        "synthetic topology {desc:?}: the indexes of {:?} hold {i}, beyond the CPU indexes wq supports (below {}): number CPUs from 0, as the OS does",
+                                        token.trim(),
+                                        super::MAX_CPUS * 8
+                                    ),
+                                ));
+                            }
+                            Err(_) => {
+                                return Err(what(format!(
+                                    "must be numbers below {}",
+                                    super::MAX_CPUS * 8
+                                )));
+                            }
                         }
                     }
                     if let Some(n) = here

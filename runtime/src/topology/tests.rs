@@ -880,6 +880,16 @@ mod with_hwloc {
                 "not-this-system",
                 [("HWLOC_THISSYSTEM", "0"), ("WQ_UNUSED", "")],
             ),
+            // Vouched for, a synthetic description gets the checks
+            // `Topology::synthetic` makes (repeated indexes merged CPUs of
+            // a live topology).
+            (
+                "vouched-repeated",
+                [
+                    ("HWLOC_THISSYSTEM", "1"),
+                    ("HWLOC_SYNTHETIC", "core:2 pu:2(indexes=0,0,1,1)"),
+                ],
+            ),
         ] {
             env_child(mode, &envs, &["HWLOC_THISSYSTEM", "HWLOC_SYNTHETIC"]);
         }
@@ -924,6 +934,12 @@ mod with_hwloc {
             let err = Topology::detect().unwrap_err();
             assert_eq!(err.kind(), TopologyErrorKind::TooManyCpus, "{err}");
             assert!(err.to_string().contains("HWLOC_SYNTHETIC="), "{err}");
+            return;
+        }
+        if var == "vouched-repeated" {
+            let err = Topology::detect().unwrap_err();
+            assert_eq!(err.kind(), TopologyErrorKind::InvalidSynthetic, "{err}");
+            assert!(err.to_string().contains("indexes"), "{err}");
             return;
         }
         if var == "not-this-system" {
@@ -1118,6 +1134,63 @@ mod with_hwloc {
         }
     }
 
+    /// The os_index check reads cpusets as hwloc writes them: a 32-bit
+    /// word of zeros is an empty field (CPU 70: `0x00000040,,0x0`), and
+    /// the check let every PU from 64 up through unchecked (an edited one
+    /// aborted a debug build in hwloc's own check).
+    #[test]
+    fn the_os_index_check_reads_cpusets_with_empty_words() {
+        let xml = export("core:48 pu:2");
+        let pu70 = "type=\"PU\" os_index=\"70\"";
+        assert!(
+            xml.contains(pu70) && xml.contains("0x00000040,,0x0"),
+            "{xml}"
+        );
+        let err =
+            Topology::from_xml(&xml.replacen(pu70, "type=\"PU\" os_index=\"200\"", 1)).unwrap_err();
+        assert_eq!(err.kind(), TopologyErrorKind::InvalidXml);
+        assert!(err.to_string().contains("its cpuset holds CPU 70"), "{err}");
+        assert!(Topology::from_xml(&xml).is_ok());
+    }
+
+    /// A file hwloc refuses is described: empty, cut short (no
+    /// `</topology>`), or written by another hwloc version; and every
+    /// refusal says how to have hwloc say why (the message quoted the
+    /// file's first 40 characters: always its `<?xml` prolog).
+    #[test]
+    fn xml_hwloc_refuses_is_described() {
+        let xml = export("core:2 pu:2");
+        let cut = &xml[..xml.find("os_index").unwrap() + 3];
+        let newer = xml.replacen("version=\"2.0\"", "version=\"3.0\"", 1);
+        assert_ne!(newer, xml, "{xml}");
+        for (input, says) in [
+            ("", "is empty"),
+            ("   \n", "is empty"),
+            (cut, "cut short"),
+            (&newer[..], "version \"3.0\""),
+        ] {
+            let err = Topology::from_xml(input).unwrap_err();
+            assert_eq!(err.kind(), TopologyErrorKind::InvalidXml, "{input:?}");
+            let msg = err.to_string();
+            assert!(msg.contains(says), "{says}: {msg}");
+            assert!(!msg.contains("<?xml"), "{msg}");
+        }
+        let no_numa = xml.replace("type=\"NUMANode\"", "type=\"Group\"");
+        let err = Topology::from_xml(&no_numa).unwrap_err();
+        assert!(err.to_string().contains("HWLOC_XML_VERBOSE=1"), "{err}");
+    }
+
+    /// Synthetic indexes reach the OS index every other reader takes
+    /// (below 65,536), and over it the error is the same kind.
+    #[test]
+    fn synthetic_indexes_reach_every_readers_os_index_limit() {
+        let t = Topology::synthetic("core:2 pu:2(indexes=0,1,2,9000)").unwrap();
+        assert_eq!(t.cpus()[3].os_index, 9000);
+        let err = Topology::synthetic(&format!("core:2 pu:2(indexes=0,1,2,{})", MAX_CPUS * 8))
+            .unwrap_err();
+        assert_eq!(err.kind(), TopologyErrorKind::TooManyCpus, "{err}");
+    }
+
     /// What hwloc reads unchecked is checked before it: explicit OS
     /// indexes (a repeated one merged CPUs: "core:2 pu:2(indexes=0,0,1,1)"
     /// made 2; a huge one grew every CPU set to gigabytes) are refused,
@@ -1126,13 +1199,22 @@ mod with_hwloc {
     /// (hwloc refused it without saying why).
     #[test]
     fn hwloc_is_given_no_string_it_would_misread() {
-        for desc in [
-            "core:2 pu:2(indexes=0,0,1,1)",
-            "core:2 pu:2(indexes=0,1,2,4000000000)",
-            "core:2 pu:2(indexes=0,1)",
+        for (desc, kind) in [
+            (
+                "core:2 pu:2(indexes=0,0,1,1)",
+                TopologyErrorKind::InvalidSynthetic,
+            ),
+            (
+                "core:2 pu:2(indexes=0,1,2,4000000000)",
+                TopologyErrorKind::TooManyCpus,
+            ),
+            (
+                "core:2 pu:2(indexes=0,1)",
+                TopologyErrorKind::InvalidSynthetic,
+            ),
         ] {
             let err = Topology::synthetic(desc).unwrap_err();
-            assert_eq!(err.kind(), TopologyErrorKind::InvalidSynthetic, "{desc}");
+            assert_eq!(err.kind(), kind, "{desc}");
             assert!(err.to_string().contains("the indexes of"), "{err}");
         }
         for desc in [
