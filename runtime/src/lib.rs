@@ -9,7 +9,7 @@
 //! the pool of the pod that holds the spawning CPU, and is re-queued there
 //! whenever it wakes. Pools keep the kernel's idle protocol, with two of
 //! its newest patches (June 2026): a **kicked list** so culling idle
-//! workers can never strand work, and **deferred unpark** so a wakeup never
+//! workers can never strand work, and **deferred wakeup** so a wakeup never
 //! happens under the pool lock (the default, `WakeMode::Deferred`); workers that are already **searching**
 //! absorb new work without any lock. The pools' counters, every task's
 //! scheduling delay (per-worker HdrHistograms), and with
