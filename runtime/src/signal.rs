@@ -188,7 +188,9 @@ pub mod unix {
 
     impl Signal {
         /// Waits for the next delivery (or for those since the last
-        /// `recv`). `None` only if the runtime's driver has shut down.
+        /// `recv`). `None` when no more can come: the runtime's driver has
+        /// shut down (or something in the process took wq's handler away,
+        /// with signal-hook-registry's deprecated `unregister_signal`).
         pub async fn recv(&mut self) -> Option<()> {
             std::future::poll_fn(|cx| self.poll_recv(cx)).await
         }
