@@ -1153,6 +1153,75 @@ mod with_hwloc {
         assert!(Topology::from_xml(&xml).is_ok());
     }
 
+    /// CPU sets edited so that they no longer nest as hwloc's consistency
+    /// check asserts are refused, naming the object (a debug build aborted
+    /// in that check: hwlocality runs it; release read CPUs into the wrong
+    /// caches): a core without one of its PUs, siblings that overlap, a
+    /// set beyond its complete set. Every export hwloc writes passes, and
+    /// what its import mends is left to it.
+    #[test]
+    fn xml_whose_cpusets_do_not_nest_is_refused() {
+        use super::super::hwloc::cpuset_problem;
+        for desc in [
+            "pack:2 numa:2 l3:2 core:4 pu:2",
+            "core:48 pu:2",
+            "pack:1 numa:4 core:2 pu:1",
+            "pack:2 l3:1 numa:2 core:3 pu:2",
+            "numa:4 l3:3 l2:2 core:2 pu:4",
+            "core:2 pu:2(indexes=0,2,1,3)",
+        ] {
+            let xml = export(desc);
+            assert_eq!(cpuset_problem(&xml), None, "{desc}");
+        }
+        let xml = export("pack:1 numa:1 core:2 pu:2");
+        // Core 0 holds PUs 0-1 (0x3), core 1 PUs 2-3 (0xc).
+        let core0 = "type=\"Core\" os_index=\"0\" cpuset=\"0x00000003\"";
+        let numa = "type=\"NUMANode\" os_index=\"0\" cpuset=\"0x0000000f\"";
+        let pu1 = "type=\"PU\" os_index=\"1\" cpuset=\"0x00000002\"";
+        let core1 = "type=\"Core\" os_index=\"1\" cpuset=\"0x0000000c\"";
+        let core0_complete = format!("{core0} complete_cpuset=\"0x00000003\"");
+        let core1_complete = format!("{core1} complete_cpuset=\"0x0000000c\"");
+        for needle in [core0, numa, pu1, &core0_complete, &core1_complete] {
+            assert!(xml.contains(needle), "{needle}\n{xml}");
+        }
+        for (from, to, says) in [
+            (
+                core0.to_owned(),
+                core0.replace("0x00000003", "0x00000001"),
+                "not the union",
+            ),
+            (
+                core1_complete.clone(),
+                core1_complete.replace("0x0000000c", "0x0000000e"),
+                "another child",
+            ),
+            (
+                core0_complete.clone(),
+                core0_complete.replace(
+                    "complete_cpuset=\"0x00000003\"",
+                    "complete_cpuset=\"0x00000001\"",
+                ),
+                "not within its complete_cpuset",
+            ),
+        ] {
+            let edited = xml.replacen(&from, &to, 1);
+            let err = Topology::from_xml(&edited).unwrap_err();
+            assert_eq!(err.kind(), TopologyErrorKind::InvalidXml, "{to}");
+            assert!(err.to_string().contains(says), "{says}: {err}");
+        }
+        // What hwloc's import mends is left to it (its check passes): a
+        // NUMA node's set, a PU's.
+        for (from, to) in [
+            (numa, numa.replace("0x0000000f", "0x00000007")),
+            (pu1, pu1.replace("0x00000002", "0x00000006")),
+        ] {
+            assert!(
+                Topology::from_xml(&xml.replacen(from, &to, 1)).is_ok(),
+                "{to}"
+            );
+        }
+    }
+
     /// A file hwloc refuses is described: empty, cut short (no
     /// `</topology>`), or written by another hwloc version; and every
     /// refusal says how to have hwloc say why (the message quoted the
@@ -1175,7 +1244,10 @@ mod with_hwloc {
             assert!(msg.contains(says), "{says}: {msg}");
             assert!(!msg.contains("<?xml"), "{msg}");
         }
-        let no_numa = xml.replace("type=\"NUMANode\"", "type=\"Group\"");
+        // No NUMA node at all (hwloc needs one).
+        let numa_at = xml.find("<object type=\"NUMANode\"").unwrap();
+        let numa_end = numa_at + xml[numa_at..].find("</object>").unwrap() + "</object>".len();
+        let no_numa = format!("{}{}", &xml[..numa_at], &xml[numa_end..]);
         let err = Topology::from_xml(&no_numa).unwrap_err();
         assert!(err.to_string().contains("HWLOC_XML_VERBOSE=1"), "{err}");
     }
