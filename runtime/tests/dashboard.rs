@@ -706,12 +706,13 @@ fn next_seq(addr: SocketAddr) -> u64 {
     v["next_seq"].as_u64().unwrap()
 }
 
-/// Clients that send a request and hang up at once leave no work behind
-/// for the dashboard's thread: other requests are served meanwhile, and
-/// the sampler keeps its points (each such request's job used to run for
-/// nobody, keeping the thread's queue full: 503 for everyone else).
+/// Clients that send a request and hang up at once do not hold others
+/// up: other requests are served meanwhile, and the sampler keeps its
+/// points (each such request's job once rendered for nobody, keeping the
+/// thread's queue full: 503 for everyone else; their jobs run now, the
+/// connection taking half-closed sockets, but share the cached renders).
 #[test]
-fn clients_that_hang_up_on_their_requests_leave_no_work_behind() {
+fn clients_that_hang_up_on_their_requests_do_not_hold_others_up() {
     within(120, || {
         let rt = runtime();
         let d = wq::dashboard::serve_on(rt.handle(), "127.0.0.1:0").unwrap();

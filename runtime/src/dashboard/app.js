@@ -308,6 +308,7 @@ async function poll() {
       points = [];
       seq = null;
       instance = null;
+      lastPointAt = null;
       setTimeout(poll, 0);
       return;
     }

@@ -713,10 +713,14 @@ async fn off_worker<T: Send + 'static>(
 }
 
 /// The job that runs `f` and sends its result to `tx`, unless the
-/// request that waits for it is gone (its client hung up, and hyper
-/// dropped it): nothing is rendered for nobody, and a client that sends
-/// requests and hangs up at once cannot keep the thread's queue full (a
-/// review found that every other request then got 503, and the sampler
+/// request that waits for it is gone (its connection dropped: evicted,
+/// over its lifetime, the dashboard stopped): nothing is rendered for
+/// nobody. A client that hangs up is found only when its answer is
+/// written (the connection takes a half-closed socket, and a read cannot
+/// tell that from a hang-up), so its job runs: a clone of a cached render,
+/// or one render per 250 ms shared by every request (a client that sent
+/// requests and hung up at once, each rendered alone, once kept the
+/// thread's queue full: 503 for every other request, and the sampler
 /// lost its points).
 fn reply_job<T: Send + 'static>(
     tx: futures::channel::oneshot::Sender<T>,

@@ -43,9 +43,11 @@
 //! - **The driver.** A rescued task may wait on the I/O driver (a timer,
 //!   a socket), which only a parking thread turns: while a pool whose
 //!   tasks this thread ran has tasks alive and no worker serving, the
-//!   rescuer turns the driver without waiting every
-//!   [`RESCUED_DRIVER_TICK`] (a timer's tick), with or without the
-//!   watchdog (which turns it every tick of its own).
+//!   rescuer turns the driver without waiting, a [`RESCUED_DRIVER_TICK`]
+//!   (a timer's tick) after a rescue or a turn that woke a task, then
+//!   twice as long after each turn that woke none (up to the mayday
+//!   interval), with or without the watchdog (which turns it every tick
+//!   of its own, and looks at its pace, not this one's).
 //! - **Stranded blocking jobs.** A blocking-pool thread the OS refuses,
 //!   with no blocking thread left, strands the queued `spawn_blocking`
 //!   jobs (`blocking`'s step 4): the pool pokes the rescuer, which tries a
@@ -77,8 +79,13 @@ use crate::pool::{Pool, current};
 /// Tasks run between two checks of the pool (and retries).
 const RESCUE_BATCH: usize = 64;
 
-/// How often the rescuer turns the I/O driver while pools it ran tasks of
-/// have tasks alive and no worker: a timer's tick.
+/// How soon the rescuer turns the I/O driver again, while pools it ran
+/// tasks of have tasks alive and no worker, after a rescue or a turn that
+/// woke a task: a timer's tick. Each turn that woke none doubles the wait,
+/// up to [`MAYDAY_INTERVAL`](super::MAYDAY_INTERVAL): rescued tasks that
+/// wait for good (a channel that never sends) cost ten turns a second,
+/// not a thousand, and a timer armed since the last rescue fires within
+/// twice its time.
 const RESCUED_DRIVER_TICK: std::time::Duration = std::time::Duration::from_millis(1);
 
 struct List<T> {
@@ -219,9 +226,13 @@ pub(crate) fn run(scheduler: &Arc<Scheduler>) {
     let _context = context::enter(scheduler.clone());
     let mut watchdog = Watchdog::new(scheduler.config.cpu_hog_threshold);
     // Pools this thread ran tasks of that have no worker since, while
-    // they have tasks alive: those may wait on the driver, which no
-    // worker parks in.
-    let mut rescued: Vec<Arc<Pool>> = Vec::new();
+    // they have tasks alive (the flag: none were at the last look; gone at
+    // the second such look, a sum over stripes can read 0 for an instant):
+    // those tasks may wait on the driver, which no worker parks in.
+    let mut rescued: Vec<(Arc<Pool>, bool)> = Vec::new();
+    let mut rescued_tick = RESCUED_DRIVER_TICK;
+    // The watchdog looks at its own pace, however often this loop runs.
+    let mut scanned = std::time::Instant::now();
     loop {
         // While blocking jobs are stranded, retry a thread for them every
         // mayday interval.
@@ -236,32 +247,51 @@ pub(crate) fn run(scheduler: &Arc<Scheduler>) {
             tick
         };
         if !rescued.is_empty() {
-            timeout = Some(timeout.map_or(RESCUED_DRIVER_TICK, |t| t.min(RESCUED_DRIVER_TICK)));
+            timeout = Some(timeout.map_or(rescued_tick, |t| t.min(rescued_tick)));
         }
         let Some(pools) = scheduler.rescuer.take_timeout(timeout) else {
             break;
         };
+        let mut ran = false;
         for pool in pools {
-            if rescue(scheduler, &pool) && !rescued.iter().any(|p| Arc::ptr_eq(p, &pool)) {
-                rescued.push(pool);
+            if rescue(scheduler, &pool) {
+                ran = true;
+                match rescued.iter_mut().find(|(p, _)| Arc::ptr_eq(p, &pool)) {
+                    Some((_, none_alive)) => *none_alive = false,
+                    None => rescued.push((pool, false)),
+                }
             }
         }
         scheduler.services.blocking.retry_stranded(scheduler);
-        if let Some(w) = &mut watchdog {
+        if let (Some(w), Some(tick)) = (&mut watchdog, tick)
+            && (rescued.is_empty() || scanned.elapsed() >= tick)
+        {
             w.scan(&scheduler.pools());
+            scanned = std::time::Instant::now();
         }
-        rescued
-            .retain(|p| !p.is_closed() && p.idle.snapshot().serving() == 0 && p.registry.len() > 0);
+        rescued.retain_mut(|(p, none_alive)| {
+            if p.is_closed() || p.idle.snapshot().serving() > 0 {
+                return false;
+            }
+            let was = std::mem::replace(none_alive, p.registry.len() == 0);
+            !(was && *none_alive)
+        });
         if watchdog.is_some() || !rescued.is_empty() {
             // If no worker turns the I/O driver (all busy, or none: none
             // parks in it), turn it without waiting: a long poll holds up
             // sockets and timers for at most a watchdog tick, and rescued
-            // tasks' for a timer's tick.
+            // tasks' for a timer's tick to a mayday interval (backing off).
+            let mut woke = 0;
             let turned = scheduler
                 .services
                 .turn_driver(super::Turn::ZeroWait, &mut |d| {
-                    d.turn(Some(std::time::Duration::ZERO));
+                    woke = d.turn(Some(std::time::Duration::ZERO));
                 });
+            rescued_tick = if ran || woke > 0 {
+                RESCUED_DRIVER_TICK
+            } else {
+                (rescued_tick * 2).min(super::MAYDAY_INTERVAL)
+            };
             // A worker that idled during the turn found the driver taken
             // and sleeps on its futex: it takes the driver now (and an
             // attend left to this turn is done with it).

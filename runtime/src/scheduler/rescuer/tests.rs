@@ -416,3 +416,60 @@ fn a_rescued_tasks_timer_fires_without_a_worker() {
         }
     });
 }
+
+/// Voluntary context switches of this process's thread named `name` (its
+/// first 15 bytes: the kernel's `comm`).
+fn switches_of(name: &str) -> u64 {
+    let comm: String = name.chars().take(15).collect();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let dir = task.unwrap().path();
+        if std::fs::read_to_string(dir.join("comm")).is_ok_and(|c| c.trim() == comm) {
+            let status = std::fs::read_to_string(dir.join("status")).unwrap();
+            let line = status
+                .lines()
+                .find(|l| l.starts_with("voluntary_ctxt_switches:"))
+                .unwrap();
+            return line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        }
+    }
+    panic!("no thread named {comm}");
+}
+
+/// A rescued task that waits for good (a channel that never sends) keeps
+/// its pool on the rescuer's watch, and the rescuer turning the driver
+/// for it backs off: it turned it every millisecond for as long as the
+/// task lived (a thousand wakes a second of an idle process).
+#[test]
+fn a_rescued_task_waiting_for_good_costs_few_wakes() {
+    within_watchdog(|| {
+        for threshold in [Duration::ZERO, Duration::from_millis(10)] {
+            let rt = Runtime::builder()
+                .topology(Topology::synthetic("core:1 pu:1").unwrap())
+                .cpu_hog_threshold(threshold)
+                .thread_name("rq-idle")
+                .build()
+                .unwrap();
+            rt.handle()
+                .scheduler
+                .refuse_worker_starts
+                .store(usize::MAX, Ordering::Relaxed);
+            let (_keep, never) = futures::channel::oneshot::channel::<()>();
+            let (started, on_start) = futures::channel::oneshot::channel::<()>();
+            let h = rt.spawn(async move {
+                let _ = started.send(());
+                let _ = never.await;
+            });
+            futures::executor::block_on(on_start).unwrap();
+            // The back-off settles (1 + 2 + ... + 64 ms: about 130 ms).
+            std::thread::sleep(Duration::from_millis(300));
+            let before = switches_of("rq-idle-rescuer");
+            std::thread::sleep(Duration::from_millis(1000));
+            let woke = switches_of("rq-idle-rescuer") - before;
+            assert!(
+                woke < 100,
+                "threshold {threshold:?}: the rescuer woke {woke} times in a second"
+            );
+            h.abort();
+        }
+    });
+}
