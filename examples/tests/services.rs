@@ -371,6 +371,18 @@ fn an_idle_http2_connection_is_shut_down_and_a_busy_one_is_not() {
     });
 }
 
+/// Limits with an idle close and a grace of 600 ms each.
+fn short_idle() -> wq_examples::Limits {
+    wq_examples::Limits {
+        first_bytes: Duration::from_secs(10),
+        lifetime: Duration::from_secs(60),
+        idle: Duration::from_millis(600),
+        max_connections: 8,
+        write_progress: Duration::from_secs(10),
+        close_grace: Duration::from_millis(600),
+    }
+}
+
 /// A response whose body streams for longer than the idle limit, a frame
 /// at a time well inside it, is sent whole: the connection counted as
 /// idle from the service's return, and was told to close and dropped
@@ -382,14 +394,7 @@ fn a_body_streaming_past_the_idle_limit_is_sent_whole() {
         use hyper::body::Frame;
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        let limits = wq_examples::Limits {
-            first_bytes: Duration::from_secs(10),
-            lifetime: Duration::from_secs(60),
-            idle: Duration::from_millis(600),
-            max_connections: 8,
-            write_progress: Duration::from_secs(10),
-            close_grace: Duration::from_millis(600),
-        };
+        let limits = short_idle();
         let slow = |_: Request<hyper::body::Incoming>| async {
             let chunks = futures::stream::unfold(0u32, |i| async move {
                 if i == 12 {
@@ -427,14 +432,7 @@ fn a_large_body_read_slowly_is_sent_whole() {
     on_wq(async || {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        let limits = wq_examples::Limits {
-            first_bytes: Duration::from_secs(10),
-            lifetime: Duration::from_secs(60),
-            idle: Duration::from_millis(600),
-            max_connections: 8,
-            write_progress: Duration::from_secs(10),
-            close_grace: Duration::from_millis(600),
-        };
+        let limits = short_idle();
         let big = |_: Request<hyper::body::Incoming>| async {
             Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(
                 vec![b'x'; LEN],

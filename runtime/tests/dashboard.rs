@@ -454,6 +454,22 @@ fn chromium() -> Option<String> {
         .map(str::to_owned)
 }
 
+/// [`chromium`], or `None` with the reason printed (a failure in CI,
+/// where scripts/setup installs it).
+fn chromium_or_skip() -> Option<String> {
+    let browser = chromium();
+    if browser.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "chromium not found in CI: scripts/setup installs it"
+        );
+        eprintln!(
+            "skipped: no chromium (Debian's `chromium`, which scripts/setup installs; or set WQ_CHROMIUM)"
+        );
+    }
+    browser
+}
+
 fn headless(browser: &str, profile: &std::path::Path, extra: &[&str], url: &str) -> String {
     headless_for(browser, profile, extra, url, "--virtual-time-budget=6000")
 }
@@ -512,14 +528,7 @@ fn attr(dom: &str, marker: &str, name: &str) -> Option<String> {
 
 #[test]
 fn the_page_draws_its_charts_in_headless_chromium() {
-    let Some(browser) = chromium() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "chromium not found in CI: scripts/setup installs it"
-        );
-        eprintln!(
-            "skipped: no chromium (Debian's `chromium`, which scripts/setup installs; or set WQ_CHROMIUM)"
-        );
+    let Some(browser) = chromium_or_skip() else {
         return;
     };
     within(180, move || {
@@ -635,12 +644,7 @@ fn the_page_draws_its_charts_in_headless_chromium() {
 /// pool: quadratic in them; now a map per point.)
 #[test]
 fn a_page_of_hundreds_of_pools_charts_the_worst_and_tables_them_all() {
-    let Some(browser) = chromium() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "chromium not found in CI: scripts/setup installs it"
-        );
-        eprintln!("skipped: no chromium");
+    let Some(browser) = chromium_or_skip() else {
         return;
     };
     within(180, move || {
@@ -890,12 +894,7 @@ fn stand_in(real: SocketAddr, hung: bool) -> (SocketAddr, Arc<AtomicBool>) {
 /// second whatever its fetch is doing).
 #[test]
 fn the_page_says_when_its_service_is_stale_or_hung() {
-    let Some(browser) = chromium() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "chromium not found in CI: scripts/setup installs it"
-        );
-        eprintln!("skipped: no chromium");
+    let Some(browser) = chromium_or_skip() else {
         return;
     };
     within(180, move || {

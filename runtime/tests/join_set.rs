@@ -298,6 +298,21 @@ fn try_join_next_leaves_the_pollers_wake_in_place() {
     });
 }
 
+/// A waker that counts its wakes.
+struct Count(AtomicUsize);
+
+impl std::task::Wake for Count {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A [`Count`] and its waker.
+fn counted() -> (Arc<Count>, std::task::Waker) {
+    let count = Arc::new(Count(AtomicUsize::new(0)));
+    (count.clone(), std::task::Waker::from(count))
+}
+
 /// A task added after a poll that gave no result wakes that poller: its
 /// handle was never polled, so its end woke nobody (a hand-written `poll`
 /// that reaps, then accepts and spawns, slept until another task ended),
@@ -305,18 +320,11 @@ fn try_join_next_leaves_the_pollers_wake_in_place() {
 /// (`Ready(None)`, a server with no connection open).
 #[test]
 fn a_task_added_after_a_poll_without_a_result_wakes_the_poller() {
-    struct Count(AtomicUsize);
-    impl std::task::Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
     within(60, || {
         let rt = rt();
         let _enter = rt.enter();
         for empty in [false, true] {
-            let count = Arc::new(Count(AtomicUsize::new(0)));
-            let waker = std::task::Waker::from(count.clone());
+            let (count, waker) = counted();
             let mut cx = std::task::Context::from_waker(&waker);
             let mut set = JoinSet::new();
             let (_keep, never) = oneshot::channel::<()>();
@@ -366,17 +374,10 @@ fn a_task_added_after_a_poll_without_a_result_wakes_the_poller() {
 /// useless wake and poll per call.
 #[test]
 fn try_join_next_with_nothing_finished_wakes_nobody() {
-    struct Count(AtomicUsize);
-    impl std::task::Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
     within(60, || {
         let rt = rt();
         let _enter = rt.enter();
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = std::task::Waker::from(count.clone());
+        let (count, waker) = counted();
         let mut cx = std::task::Context::from_waker(&waker);
         let mut set = JoinSet::new();
         assert!(set.poll_join_next(&mut cx).is_ready(), "empty");

@@ -358,17 +358,7 @@ pub(super) fn pu_os_index_problem(xml: &str) -> Option<(&str, String)> {
     let mut seen = std::collections::HashSet::new();
     for tag in object_tags(xml) {
         let attrs = tag_attrs(tag);
-        let value = |name: &str| {
-            attrs.iter().find_map(|a| {
-                a.strip_prefix(name)
-                    .and_then(|v| v.strip_prefix('='))
-                    // The tag's last attribute carries its `>` or `/>`.
-                    .map(|v| {
-                        v.trim_end_matches(['>', '/'])
-                            .trim_matches(|c| c == '"' || c == '\'')
-                    })
-            })
-        };
+        let value = |name: &str| attr_value(&attrs, name);
         if value("type") != Some("PU") {
             continue;
         }
@@ -437,17 +427,7 @@ pub(super) fn cpuset_problem(xml: &str) -> Option<(&str, String)> {
         let tag = &rest[at..end];
         rest = &rest[end..];
         let attrs = tag_attrs(tag);
-        let value = |name: &str| {
-            attrs.iter().find_map(|a| {
-                a.strip_prefix(name)
-                    .and_then(|v| v.strip_prefix('='))
-                    .map(|v| {
-                        v.trim_end_matches(['>', '/'])
-                            .trim_matches(|c| c == '"' || c == '\'')
-                            .to_owned()
-                    })
-            })
-        };
+        let value = |name: &str| attr_value(&attrs, name).map(str::to_owned);
         let kind = value("type").unwrap_or_default();
         // A PU's sets are its os_index's CPU after the import, whatever
         // the file says.
@@ -595,6 +575,19 @@ fn or_into(into: &mut Vec<u32>, from: &[u32]) {
 /// unreadable ([`cpuset_words`]).
 fn first_cpu_of(set: &str) -> Option<usize> {
     first_of(&cpuset_words(set)?)
+}
+
+/// The value of attribute `name` among a tag's [`tag_attrs`], unquoted.
+fn attr_value<'a>(attrs: &'a [String], name: &str) -> Option<&'a str> {
+    attrs.iter().find_map(|a| {
+        a.strip_prefix(name)
+            .and_then(|v| v.strip_prefix('='))
+            // The tag's last attribute carries its `>` or `/>`.
+            .map(|v| {
+                v.trim_end_matches(['>', '/'])
+                    .trim_matches(|c| c == '"' || c == '\'')
+            })
+    })
 }
 
 /// An XML tag's attributes as `name=value` words (whitespace and spaces

@@ -376,6 +376,22 @@ fn a_blocking_job_racing_the_shutdown_is_refused() {
     });
 }
 
+/// A runtime of one CPU, named `name`, whose every worker start the "OS"
+/// refuses: its tasks run on the rescuer.
+fn workerless(name: &str, cpu_hog_threshold: Duration) -> Runtime {
+    let rt = Runtime::builder()
+        .topology(Topology::synthetic("core:1 pu:1").unwrap())
+        .cpu_hog_threshold(cpu_hog_threshold)
+        .thread_name(name)
+        .build()
+        .unwrap();
+    rt.handle()
+        .scheduler
+        .refuse_worker_starts
+        .store(usize::MAX, Ordering::Relaxed);
+    rt
+}
+
 /// A task the rescuer runs may wait on the I/O driver (a timer, a
 /// socket): with no worker, no thread parks in the driver, so the
 /// rescuer turns it while pools it ran tasks of have tasks alive and no
@@ -388,15 +404,7 @@ fn a_blocking_job_racing_the_shutdown_is_refused() {
 fn a_rescued_tasks_timer_fires_without_a_worker() {
     within_watchdog(|| {
         for threshold in [Duration::ZERO, Duration::from_millis(10)] {
-            let rt = Runtime::builder()
-                .topology(Topology::synthetic("core:1 pu:1").unwrap())
-                .cpu_hog_threshold(threshold)
-                .build()
-                .unwrap();
-            rt.handle()
-                .scheduler
-                .refuse_worker_starts
-                .store(usize::MAX, Ordering::Relaxed);
+            let rt = workerless("rq-timer", threshold);
             // Ten sleeps of 2 ms: about 30 ms in all with the driver
             // turned every millisecond; 100 ms each at the watchdog's idle
             // tick (the bound leaves 20 times the time for a busy machine).
@@ -443,16 +451,7 @@ fn switches_of(name: &str) -> u64 {
 fn a_rescued_task_waiting_for_good_costs_few_wakes() {
     within_watchdog(|| {
         for threshold in [Duration::ZERO, Duration::from_millis(10)] {
-            let rt = Runtime::builder()
-                .topology(Topology::synthetic("core:1 pu:1").unwrap())
-                .cpu_hog_threshold(threshold)
-                .thread_name("rq-idle")
-                .build()
-                .unwrap();
-            rt.handle()
-                .scheduler
-                .refuse_worker_starts
-                .store(usize::MAX, Ordering::Relaxed);
+            let rt = workerless("rq-idle", threshold);
             let (_keep, never) = futures::channel::oneshot::channel::<()>();
             let (started, on_start) = futures::channel::oneshot::channel::<()>();
             let h = rt.spawn(async move {
