@@ -693,8 +693,10 @@ pub struct WorkqueueStats {
     /// Items queued back to their home pool after running on another pod's
     /// worker.
     pub repatriated: u64,
-    /// Items the queue refused (their futures dropped, their handles
-    /// resolving to a refused [`JoinError`](crate::JoinError)): spawned
+    /// Spawns the queue refused (a `spawn`'s future dropped, its handle
+    /// resolving to a refused [`JoinError`](crate::JoinError); a
+    /// `try_spawn`'s future given back, so one spawned again later counts
+    /// here and, when it runs, in `started` too): spawned
     /// from outside the queue during a [`drain`](crate::Workqueue::drain),
     /// after the runtime shut down, or with over a billion in flight. The
     /// first refusal of a draining or full queue is also logged (`log`,

@@ -350,7 +350,7 @@ pub(super) fn encode(s: &Snapshot) -> String {
         ),
         (
             "refused",
-            "Items the workqueue refused (draining, shut down, or full): their futures were dropped.",
+            "Spawns the workqueue refused (draining, shut down, or full): a spawn's future dropped, a try_spawn's given back.",
             |q| q.refused as f64,
         ),
     ];
