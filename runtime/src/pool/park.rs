@@ -465,7 +465,9 @@ mod loom_models {
     /// turn (`Services::turn_driver`): it marks `attend_after`, fences and
     /// tries the lock once more; the turn's thread unlocks, fences and takes
     /// the mark. Either the try takes the driver or the turn's thread
-    /// attends (wakes an idle worker, this one among them).
+    /// attends (wakes an idle worker, this one among them; a `block_on`
+    /// thread is no worker: it is among the waiters an attend that finds
+    /// no worker wakes, `Services::add_block_on_waiter`).
     fn parker_model(parker_fences: bool) {
         loom::model(move || {
             let locked = Arc::new(AtomicBool::new(true));

@@ -541,10 +541,18 @@ fn block_on<F: Future>(scheduler: &Scheduler, future: F) -> F::Output {
     /// their futexes: one of them takes it when `block_on` returns, or
     /// unwinds from a panicking future (`pool::park`, "Attending the
     /// driver"; a caller catching the panic goes on using the runtime).
-    struct Attend<'a>(&'a Scheduler);
+    /// Before that, it stops waiting for the driver (`waiter`: its key
+    /// among the threads that found the driver taken, while it is one).
+    struct Attend<'a> {
+        scheduler: &'a Scheduler,
+        waiter: Option<u64>,
+    }
     impl Drop for Attend<'_> {
         fn drop(&mut self) {
-            crate::pool::Host::attend_driver(self.0);
+            if let Some(key) = self.waiter.take() {
+                self.scheduler.services.remove_block_on_waiter(key);
+            }
+            crate::pool::Host::attend_driver(self.scheduler);
         }
     }
     let parker = Parker::new();
@@ -552,7 +560,10 @@ fn block_on<F: Future>(scheduler: &Scheduler, future: F) -> F::Output {
     let waker = std::task::Waker::from(wake.clone());
     let mut cx = std::task::Context::from_waker(&waker);
     let mut future = std::pin::pin!(future);
-    let _attend = Attend(scheduler);
+    let mut attend = Attend {
+        scheduler,
+        waiter: None,
+    };
     loop {
         let polled = crate::coop::with_budget(|| future.as_mut().poll(&mut cx));
         if let std::task::Poll::Ready(out) = polled {
@@ -564,10 +575,25 @@ fn block_on<F: Future>(scheduler: &Scheduler, future: F) -> F::Output {
         let mut left_driver = false;
         loop {
             parker.park(BLOCK_ON_PARK, |turn| {
-                scheduler
-                    .services
-                    .turn_driver(crate::scheduler::Turn::Park, turn)
+                let services = &scheduler.services;
+                if services.turn_driver(crate::scheduler::Turn::Park, turn) {
+                    return true;
+                }
+                // Found it taken: a thread that gives it back with no
+                // worker to take it wakes this one (`attend_driver`), the
+                // store-buffering pair of `add_block_on_waiter`.
+                if attend.waiter.is_none() && services.existing_driver().is_some() {
+                    attend.waiter = Some(services.add_block_on_waiter(wake.0.clone()));
+                    std::sync::atomic::fence(Ordering::SeqCst);
+                    return services.turn_driver(crate::scheduler::Turn::Park, turn);
+                }
+                false
             });
+            if parker.was_in_driver()
+                && let Some(key) = attend.waiter.take()
+            {
+                scheduler.services.remove_block_on_waiter(key);
+            }
             left_driver |= parker.was_in_driver();
             if wake.1.swap(false, Ordering::Relaxed) {
                 break;

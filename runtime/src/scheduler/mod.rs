@@ -822,7 +822,11 @@ impl Host for Scheduler {
             .filter(|p| p.idle.may_wake_idle())
             .cloned()
             .collect();
-        candidates.iter().any(|p| p.idle.wake_idle())
+        // No worker to wake (every one busy, blocked, or none started): a
+        // `block_on` thread that found the driver taken and sleeps on its
+        // futex takes it (it slept its whole park, a minute, a timer of
+        // its future unfired).
+        candidates.iter().any(|p| p.idle.wake_idle()) || self.services.wake_block_on_waiters()
     }
 
     fn steal_remote(

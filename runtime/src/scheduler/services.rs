@@ -10,7 +10,9 @@
 //! worker, into its LIFO slot when the task's home is that worker's pool:
 //! no thread hop, no kick. A kick of that worker wakes the driver's
 //! eventfd. A thread in `Runtime::block_on` does the same while its future
-//! waits. Busy workers turn the driver without waiting every
+//! waits; one that finds the driver taken sleeps on its futex as a
+//! **waiter**, woken to take it by an attend that finds no worker to wake
+//! (its holder left with every worker busy, blocked or refused). Busy workers turn the driver without waiting every
 //! [`MAINTENANCE_INTERVAL`](crate::pool::worker::MAINTENANCE_INTERVAL)
 //! polls, so I/O moves on while every worker is busy, and the runtime's
 //! watchdog (the rescuer thread) does too at each of its ticks (every half
@@ -71,6 +73,10 @@ pub(crate) struct Services {
     /// turn and park, beside the scheduler's fields every spawn reads.
     driver: OnceLock<CachePadded<Lent>>,
     state: Mutex<DriverState>,
+    /// Threads in `block_on` that found the driver taken (and may sleep on
+    /// their futexes), by a key: woken to take it when its holder leaves
+    /// and no worker can be ([`Services::wake_block_on_waiters`]).
+    block_on_waiters: Mutex<BlockOnWaiters>,
     pub(crate) blocking: BlockingPool,
     /// Test hook: runs once in the next `turn_driver` on the thread that
     /// set it (not a worker's), just before it takes the driver's lock.
@@ -107,6 +113,12 @@ pub(crate) enum Attended {
 #[derive(Default)]
 struct DriverState {
     closed: bool,
+}
+
+#[derive(Default)]
+struct BlockOnWaiters {
+    next: u64,
+    waiting: Vec<(u64, crate::pool::park::Unparker)>,
 }
 
 impl std::fmt::Debug for Services {
@@ -310,6 +322,39 @@ impl Services {
         }
     }
 
+    /// A `block_on` thread that found the driver taken, before it tries
+    /// again (after a `SeqCst` fence) and sleeps on its futex: the
+    /// store-buffering pair of [`wake_block_on_waiters`] (either its try
+    /// finds the lock free, or the thread that gave it back and found no
+    /// worker to take it reads this). Until
+    /// [`remove_block_on_waiter`](Services::remove_block_on_waiter).
+    ///
+    /// [`wake_block_on_waiters`]: Services::wake_block_on_waiters
+    pub(crate) fn add_block_on_waiter(&self, unparker: crate::pool::park::Unparker) -> u64 {
+        let mut w = crate::loom::lock(&self.block_on_waiters);
+        let key = w.next;
+        w.next += 1;
+        w.waiting.push((key, unparker));
+        key
+    }
+
+    pub(crate) fn remove_block_on_waiter(&self, key: u64) {
+        crate::loom::lock(&self.block_on_waiters)
+            .waiting
+            .retain(|(k, _)| *k != key);
+    }
+
+    /// For an attend that found no worker to wake (`Host::attend_driver`):
+    /// wakes every `block_on` thread that found the driver taken (few: one
+    /// takes it, the others sleep again); whether there was one.
+    pub(crate) fn wake_block_on_waiters(&self) -> bool {
+        let w = crate::loom::lock(&self.block_on_waiters);
+        for (_, u) in &w.waiting {
+            u.unpark();
+        }
+        !w.waiting.is_empty()
+    }
+
     /// For a zero-wait turn's thread, after its turn and a `SeqCst` fence:
     /// whether an attend was left to it ([`Services::attend`]); it then
     /// attends (`Host::attend_driver`).
@@ -349,6 +394,55 @@ pub(crate) fn current_driver(what: &str) -> io::Result<driver::Handle> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::Turn;
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+
+    /// A `block_on` thread that met another `block_on` thread's turn in
+    /// the driver sleeps on its futex; when that turn's thread leaves and
+    /// no worker can be woken to take the driver (none here: the "OS"
+    /// refuses every start; the watchdog, which turns it too, off), the
+    /// sleeper is woken to take it. It slept its whole park (60 s), its
+    /// timer unfired.
+    #[test]
+    fn a_block_on_asleep_beside_the_driver_takes_it_when_its_holder_leaves() {
+        let rt = crate::Runtime::builder()
+            .topology(crate::Topology::synthetic("core:1 pu:1").unwrap())
+            .cpu_hog_threshold(Duration::ZERO)
+            .build()
+            .unwrap();
+        let scheduler = rt.handle().scheduler.clone();
+        scheduler
+            .refuse_worker_starts
+            .store(usize::MAX, Ordering::Relaxed);
+        scheduler.services.driver(&scheduler).unwrap();
+        let lent = scheduler.services.driver.get().unwrap();
+        let h = rt.handle().clone();
+        let holder = std::thread::spawn(move || {
+            h.block_on(async { crate::time::sleep(Duration::from_millis(300)).await });
+        });
+        // The holder parks in the driver for its sleep.
+        let t0 = Instant::now();
+        while lent.turning.load(Ordering::Relaxed) != Turn::Park as u8 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "the holder never parked in the driver"
+            );
+            std::thread::yield_now();
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let h = rt.handle().clone();
+        let sleeper = std::thread::spawn(move || {
+            let start = Instant::now();
+            h.block_on(async { crate::time::sleep(Duration::from_millis(600)).await });
+            let _ = tx.send(start.elapsed());
+        });
+        let took = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the sleeper's 600 ms timer had not fired after 20 s");
+        assert!(took >= Duration::from_millis(600), "{took:?}");
+        holder.join().unwrap();
+        sleeper.join().unwrap();
+    }
 
     /// A turn that takes the driver after the shutdown was asked for,
     /// whose eventfd write an earlier turn took, does not wait in it: it
