@@ -57,7 +57,7 @@
 
 use crossbeam_utils::CachePadded;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
@@ -83,6 +83,10 @@ pub(crate) struct Services {
     #[cfg(test)]
     #[allow(clippy::type_complexity)]
     before_lock: Mutex<Option<(std::thread::ThreadId, Box<dyn FnOnce() + Send>)>>,
+    /// Test hook: runs once at the end of the next turn, between its
+    /// unlock and the clear of its mark.
+    #[cfg(test)]
+    after_unlock: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 /// The driver and its handle.
@@ -90,14 +94,44 @@ struct Lent {
     /// Read by every timer and socket made; a line apart from the lock.
     handle: CachePadded<driver::Handle>,
     driver: Mutex<Driver>,
-    /// Who turns the driver now ([`Turn`] as `u8`, 0 for nobody): a hint
-    /// for spinning workers, mirroring who holds `driver`, and for
+    /// Who turns the driver now ([`Turn`] as `u8` in the low byte, 0 for
+    /// nobody; the turning thread's [`turn_tag`] above it, so that a turn
+    /// that ends clears its own mark only, never the next holder's, which
+    /// may take the lock between its unlock and its clear): a hint for
+    /// spinning workers, mirroring who holds `driver`, and for
     /// [`Services::attend`].
-    turning: AtomicU8,
+    turning: AtomicU32,
     /// An attend found a zero-wait turn holding the driver and left it to
     /// that turn's thread, which attends after its turn
     /// ([`Services::take_deferred_attend`]).
     attend_after: AtomicBool,
+}
+
+impl Lent {
+    /// The [`Turn`] of the turn holding the driver (0: nobody).
+    fn turning(&self) -> u8 {
+        self.turning.load(Ordering::Relaxed) as u8
+    }
+}
+
+/// This thread's tag in a turn's mark (`Lent::turning`): nonzero, one per
+/// thread (a thread's turns never overlap), repeating only after 2^24
+/// threads.
+fn turn_tag() -> u32 {
+    use std::cell::Cell;
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    thread_local! {
+        static TAG: Cell<u32> = const { Cell::new(0) };
+    }
+    TAG.try_with(|t| {
+        if t.get() == 0 {
+            t.set((NEXT.fetch_add(1, Ordering::Relaxed) & 0x00ff_ffff).max(1));
+        }
+        t.get()
+    })
+    // In a thread-local's destructor: a tag of its own is not needed for
+    // correctness, only to keep a late clear off the next mark.
+    .unwrap_or(0x00ff_ffff)
 }
 
 /// What [`Services::attend`] found.
@@ -171,7 +205,7 @@ impl Services {
         let lent = Lent {
             handle: CachePadded::new(driver.handle().clone()),
             driver: Mutex::new(driver),
-            turning: AtomicU8::new(0),
+            turning: AtomicU32::new(0),
             attend_after: AtomicBool::new(false),
         };
         let handle = &*self.driver.get_or_init(|| CachePadded::new(lent)).handle;
@@ -211,7 +245,7 @@ impl Services {
         // turn holds the driver has nothing to do: one load of a line
         // every turn writes anyway, not a failed lock's write to the
         // mutex's line, which the holder then misses on to give it back.
-        if kind == Turn::ZeroWait && lent.turning.load(Ordering::Relaxed) != 0 {
+        if kind == Turn::ZeroWait && lent.turning() != 0 {
             return false;
         }
         let d = match lent.driver.try_lock() {
@@ -232,7 +266,7 @@ impl Services {
                 // back or attends as it leaves for long (`pool::park`,
                 // "Attending the driver"); a poll it runs meanwhile is the
                 // watchdog's to cover.
-                if kind != Turn::Park || lent.turning.load(Ordering::Relaxed) == Turn::Park as u8 {
+                if kind != Turn::Park || lent.turning() == Turn::Park as u8 {
                     return false;
                 }
                 lent.attend_after.store(true, Ordering::Relaxed);
@@ -255,24 +289,40 @@ impl Services {
         }
         // Relaxed: a hint (see `driver_unattended`); an attend orders its
         // read with fences (`attend`).
-        lent.turning.store(kind as u8, Ordering::Relaxed);
+        let mark = kind as u32 | turn_tag() << 8;
+        lent.turning.store(mark, Ordering::Relaxed);
         // Cleared even if the turn unwinds (set for good, it would keep
         // every idle worker off the driver), and only after the lock is
         // given back: a parker that finds the lock held reads the turn's
         // kind, not 0, to its end.
         struct Turned<'a> {
-            turning: &'a AtomicU8,
+            turning: &'a AtomicU32,
+            mark: u32,
             driver: Option<std::sync::MutexGuard<'a, Driver>>,
+            #[cfg(test)]
+            services: &'a Services,
         }
         impl Drop for Turned<'_> {
             fn drop(&mut self) {
                 drop(self.driver.take());
-                self.turning.store(0, Ordering::Relaxed);
+                #[cfg(test)]
+                if let Some(hook) = crate::loom::lock(&self.services.after_unlock).take() {
+                    hook();
+                }
+                let _ = self.turning.compare_exchange(
+                    self.mark,
+                    0,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
             }
         }
         let mut turned = Turned {
             turning: &lent.turning,
+            mark,
             driver: Some(d),
+            #[cfg(test)]
+            services: self,
         };
         turn(turned.driver.as_mut().expect("held until the drop"));
         true
@@ -284,7 +334,7 @@ impl Services {
     pub(crate) fn driver_unattended(&self) -> bool {
         self.driver
             .get()
-            .is_some_and(|l| l.turning.load(Ordering::Relaxed) == 0 && !l.handle.is_shutdown())
+            .is_some_and(|l| l.turning() == 0 && !l.handle.is_shutdown())
     }
 
     /// The driver's side of an attend (`Host::attend_driver`, after the
@@ -302,13 +352,13 @@ impl Services {
         if lent.handle.is_shutdown() {
             return Attended::Yes;
         }
-        match lent.turning.load(Ordering::Relaxed) {
+        match lent.turning() {
             0 => Attended::No,
             t if t == Turn::Park as u8 => Attended::Yes,
             _ => {
                 lent.attend_after.store(true, Ordering::Relaxed);
                 std::sync::atomic::fence(Ordering::SeqCst);
-                if lent.turning.load(Ordering::Relaxed) != 0 {
+                if lent.turning() != 0 {
                     return Attended::Yes;
                 }
                 // The turn ended: whoever takes the mark back attends (this
@@ -397,6 +447,54 @@ mod tests {
     use std::sync::atomic::Ordering;
     use std::time::{Duration, Instant};
 
+    /// A runtime of one CPU whose every worker start the "OS" refuses,
+    /// without the watchdog: no thread of its own turns the driver.
+    fn no_workers() -> crate::Runtime {
+        let rt = crate::Runtime::builder()
+            .topology(crate::Topology::synthetic("core:1 pu:1").unwrap())
+            .cpu_hog_threshold(Duration::ZERO)
+            .build()
+            .unwrap();
+        rt.handle()
+            .scheduler
+            .refuse_worker_starts
+            .store(usize::MAX, Ordering::Relaxed);
+        rt
+    }
+
+    /// A turn that ends clears its own mark, not that of the turn that
+    /// took the driver between its unlock and its clear: a parked turn
+    /// read as nobody's for its whole wait (every searcher parked instead
+    /// of spinning, every attend woke a worker for nothing).
+    #[test]
+    fn a_turn_that_ends_leaves_the_next_turns_mark() {
+        let rt = no_workers();
+        let scheduler = rt.handle().scheduler.clone();
+        let services = &scheduler.services;
+        services.driver(&scheduler).unwrap();
+        let s = scheduler.clone();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        *crate::loom::lock(&services.after_unlock) = Some(Box::new(move || {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                s.services.turn_driver(Turn::Park, &mut |d| {
+                    tx.send(()).unwrap();
+                    while done_rx.try_recv().is_err() {
+                        d.turn(Some(Duration::from_millis(10)));
+                    }
+                });
+            });
+            // The next turn holds the driver, its mark stored.
+            rx.recv().unwrap();
+        }));
+        assert!(services.turn_driver(Turn::ZeroWait, &mut |d| {
+            d.turn(Some(Duration::ZERO));
+        }));
+        let unattended = services.driver_unattended();
+        done_tx.send(()).unwrap();
+        assert!(!unattended, "a turn in the driver read as nobody's");
+    }
+
     /// A `block_on` thread that met another `block_on` thread's turn in
     /// the driver sleeps on its futex; when that turn's thread leaves and
     /// no worker can be woken to take the driver (none here: the "OS"
@@ -405,15 +503,8 @@ mod tests {
     /// timer unfired.
     #[test]
     fn a_block_on_asleep_beside_the_driver_takes_it_when_its_holder_leaves() {
-        let rt = crate::Runtime::builder()
-            .topology(crate::Topology::synthetic("core:1 pu:1").unwrap())
-            .cpu_hog_threshold(Duration::ZERO)
-            .build()
-            .unwrap();
+        let rt = no_workers();
         let scheduler = rt.handle().scheduler.clone();
-        scheduler
-            .refuse_worker_starts
-            .store(usize::MAX, Ordering::Relaxed);
         scheduler.services.driver(&scheduler).unwrap();
         let lent = scheduler.services.driver.get().unwrap();
         let h = rt.handle().clone();
@@ -422,7 +513,7 @@ mod tests {
         });
         // The holder parks in the driver for its sleep.
         let t0 = Instant::now();
-        while lent.turning.load(Ordering::Relaxed) != Turn::Park as u8 {
+        while lent.turning() != Turn::Park as u8 {
             assert!(
                 t0.elapsed() < Duration::from_secs(30),
                 "the holder never parked in the driver"
