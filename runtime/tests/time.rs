@@ -251,6 +251,36 @@ fn a_timer_fires_while_the_worker_that_held_the_driver_blocks() {
     assert!(fired.is_ok(), "the timer waited for the blocked worker");
 }
 
+/// The same, beside a `block_on` thread whose synchronous poll holds it:
+/// the worker that blocks was woken to take the driver (by `block_on`
+/// leaving it) and found the blocking task first, so it never held the
+/// driver, and attended nothing as it blocked; nobody took the driver,
+/// and the timer waited for `block_on`'s poll. A worker that blocks
+/// attends an unattended driver too (and a `block_on` thread that found
+/// the driver taken is no waiter while it polls).
+#[test]
+fn a_timer_fires_while_the_worker_that_held_the_driver_blocks_beside_a_block_on() {
+    let rt = rt_without_watchdog();
+    rt.block_on(async {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        drop(wq::spawn(async move {
+            sleep(Duration::from_millis(200)).await;
+            tx.send(()).unwrap();
+        }));
+        // This thread parks beside the worker, which holds the driver
+        // (idle in it), and is woken by its timer.
+        sleep(Duration::from_millis(50)).await;
+        sleep(Duration::from_millis(10)).await;
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let blocked = wq::spawn(async move { wq::block_in_place(|| release_rx.recv().unwrap()) });
+        // Synchronous, in this poll.
+        let fired = rx.recv_timeout(Duration::from_secs(10));
+        release_tx.send(()).unwrap();
+        blocked.await.unwrap();
+        assert!(fired.is_ok(), "the timer waited for block_on's poll");
+    });
+}
+
 /// A timer whose waker panics (a foreign executor's, say) fires in some
 /// thread's driver turn: that thread -- here the pool's only worker,
 /// parked in the driver -- must live on, and the pool keep running tasks.

@@ -246,16 +246,27 @@ impl Parker {
 impl Unparker {
     /// Wakes the parked thread, or makes its next park return at once.
     pub(crate) fn unpark(&self) {
+        self.unpark_asleep();
+    }
+
+    /// [`unpark`](Unparker::unpark), saying whether the thread was asleep
+    /// on its futex (and so wakes now, to look again: a thread that is
+    /// running, or asleep in the driver, is not coming anywhere for this).
+    pub(crate) fn unpark_asleep(&self) -> bool {
         // AcqRel: publishes what the waker did (Release), and orders the
         // read of the parked state (Acquire).
         match self.inner.state.swap(NOTIFIED, Ordering::AcqRel) {
-            PARKED => self.inner.thread.unpark(),
+            PARKED => {
+                self.inner.thread.unpark();
+                true
+            }
             PARKED_DRIVER => {
                 if let Some(d) = self.inner.driver.get() {
                     d.unpark();
                 }
+                false
             }
-            _ => {}
+            _ => false,
         }
     }
 }

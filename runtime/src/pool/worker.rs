@@ -341,13 +341,16 @@ pub(crate) fn leave_count<R>(f: impl FnOnce() -> R, blocks: bool) -> R {
     let coming = matches!(kick, Kick::Woke | Kick::Start(_));
     local.pool.handle_kick(kick);
     // This worker may have been kicked out of the I/O driver into this
-    // task: an idle worker takes the driver, so that timers and sockets do
-    // not wait for `f` (`park`, "Attending the driver"). The worker woken
-    // or started for the deque's work, if any, runs that work first (a
-    // long poll there would hold the driver up): it does not count. With
-    // none woken or started, one is (the blocked worker no longer counts).
-    if local.left_driver.replace(false)
-        && let Some(host) = local.pool.host.upgrade()
+    // task, or woken to take it (by a thread that left it, which counted
+    // on an idle worker) and found this task first: an idle worker takes
+    // the driver, so that timers and sockets do not wait for `f` (`park`,
+    // "Attending the driver"). The worker woken or started for the deque's
+    // work, if any, runs that work first (a long poll there would hold the
+    // driver up): it does not count. With none woken or started, one is
+    // (the blocked worker no longer counts).
+    let left_driver = local.left_driver.replace(false);
+    if let Some(host) = local.pool.host.upgrade()
+        && (left_driver || host.driver_unattended())
         && !host.attend_driver()
         && !coming
     {

@@ -589,13 +589,16 @@ fn block_on<F: Future>(scheduler: &Scheduler, future: F) -> F::Output {
                 }
                 false
             });
-            if parker.was_in_driver()
+            let polling = wake.1.swap(false, Ordering::Relaxed);
+            // A waiter only while it parks: in the driver now, or off to
+            // poll its future (an attend must not count it as coming).
+            if (polling || parker.was_in_driver())
                 && let Some(key) = attend.waiter.take()
             {
                 scheduler.services.remove_block_on_waiter(key);
             }
             left_driver |= parker.was_in_driver();
-            if wake.1.swap(false, Ordering::Relaxed) {
+            if polling {
                 break;
             }
         }

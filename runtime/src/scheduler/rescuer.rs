@@ -231,6 +231,10 @@ pub(crate) fn run(scheduler: &Arc<Scheduler>) {
     // those tasks may wait on the driver, which no worker parks in.
     let mut rescued: Vec<(Arc<Pool>, bool)> = Vec::new();
     let mut rescued_tick = RESCUED_DRIVER_TICK;
+    // When this loop last turned the driver: a turn that woke nothing
+    // doubles the wait only if the wait before it ran its whole tick (a
+    // mayday or a poke ends it early, and ran no batch).
+    let mut turned_at = std::time::Instant::now();
     // The watchdog looks at its own pace, however often this loop runs.
     let mut scanned = std::time::Instant::now();
     loop {
@@ -247,7 +251,13 @@ pub(crate) fn run(scheduler: &Arc<Scheduler>) {
             tick
         };
         if !rescued.is_empty() {
-            timeout = Some(timeout.map_or(rescued_tick, |t| t.min(rescued_tick)));
+            // And the next scan due at the watchdog's pace, not a whole
+            // tick after this pass.
+            let next = match tick {
+                Some(t) => rescued_tick.min(t.saturating_sub(scanned.elapsed())),
+                None => rescued_tick,
+            };
+            timeout = Some(timeout.map_or(next, |t| t.min(next)));
         }
         let Some(pools) = scheduler.rescuer.take_timeout(timeout) else {
             break;
@@ -287,11 +297,12 @@ pub(crate) fn run(scheduler: &Arc<Scheduler>) {
                 .turn_driver(super::Turn::ZeroWait, &mut |d| {
                     woke = d.turn(Some(std::time::Duration::ZERO));
                 });
-            rescued_tick = if ran || woke > 0 {
-                RESCUED_DRIVER_TICK
-            } else {
-                (rescued_tick * 2).min(super::MAYDAY_INTERVAL)
-            };
+            if ran || woke > 0 {
+                rescued_tick = RESCUED_DRIVER_TICK;
+            } else if turned_at.elapsed() >= rescued_tick {
+                rescued_tick = (rescued_tick * 2).min(super::MAYDAY_INTERVAL);
+            }
+            turned_at = std::time::Instant::now();
             // A worker that idled during the turn found the driver taken
             // and sleeps on its futex: it takes the driver now (and an
             // attend left to this turn is done with it).

@@ -396,13 +396,16 @@ impl Services {
 
     /// For an attend that found no worker to wake (`Host::attend_driver`):
     /// wakes every `block_on` thread that found the driver taken (few: one
-    /// takes it, the others sleep again); whether there was one.
+    /// takes it, the others sleep again); whether one was asleep on its
+    /// futex, and so comes to the driver now (one between two parks is
+    /// about to; the caller starts a worker all the same).
     pub(crate) fn wake_block_on_waiters(&self) -> bool {
         let w = crate::loom::lock(&self.block_on_waiters);
+        let mut coming = false;
         for (_, u) in &w.waiting {
-            u.unpark();
+            coming |= u.unpark_asleep();
         }
-        !w.waiting.is_empty()
+        coming
     }
 
     /// For a zero-wait turn's thread, after its turn and a `SeqCst` fence:
@@ -460,6 +463,41 @@ mod tests {
             .refuse_worker_starts
             .store(usize::MAX, Ordering::Relaxed);
         rt
+    }
+
+    /// A `block_on` thread is a waiter only while it parks: polling its
+    /// future it is not coming to the driver, and an attend that found no
+    /// worker must not count it (it did: no worker was started, and the
+    /// driver waited for the poll).
+    #[test]
+    fn a_block_on_thread_polling_its_future_is_no_waiter() {
+        let rt = no_workers();
+        let scheduler = rt.handle().scheduler.clone();
+        scheduler.services.driver(&scheduler).unwrap();
+        let lent = scheduler.services.driver.get().unwrap();
+        let h = rt.handle().clone();
+        let holder = std::thread::spawn(move || {
+            h.block_on(async { crate::time::sleep(Duration::from_millis(300)).await });
+        });
+        let t0 = Instant::now();
+        while lent.turning() != Turn::Park as u8 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "the holder never parked in the driver"
+            );
+            std::thread::yield_now();
+        }
+        let s = scheduler.clone();
+        let waiters_while_polling = rt.block_on(async move {
+            // Parks beside the holder's turn (a waiter), woken by its timer
+            // in that turn.
+            crate::time::sleep(Duration::from_millis(50)).await;
+            crate::loom::lock(&s.services.block_on_waiters)
+                .waiting
+                .len()
+        });
+        holder.join().unwrap();
+        assert_eq!(waiters_while_polling, 0);
     }
 
     /// A turn that ends clears its own mark, not that of the turn that

@@ -472,3 +472,33 @@ fn a_rescued_task_waiting_for_good_costs_few_wakes() {
         }
     });
 }
+
+/// The back-off doubles after a wait that ran its whole tick only: pokes
+/// (a refused blocking-pool thread's, a mayday for a pool with no work)
+/// end a wait early, and each such pass, turning the driver and waking
+/// nothing, doubled the wait, to 100 ms within a millisecond: a rescued
+/// 10 ms sleep fired after about 100 ms.
+#[test]
+fn a_rescued_timer_fires_on_time_whatever_ends_the_rescuers_waits() {
+    within_watchdog(|| {
+        let rt = workerless("rq-poke", Duration::ZERO);
+        let scheduler = rt.handle().scheduler.clone();
+        let (started, on_start) = futures::channel::oneshot::channel::<()>();
+        let h = rt.spawn(async move {
+            let _ = started.send(());
+            let t0 = std::time::Instant::now();
+            crate::time::sleep(Duration::from_millis(10)).await;
+            t0.elapsed()
+        });
+        futures::executor::block_on(on_start).unwrap();
+        for _ in 0..8 {
+            scheduler.rescuer.poke();
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        let took = futures::executor::block_on(h).unwrap();
+        assert!(
+            took < Duration::from_millis(60),
+            "a rescued 10 ms sleep took {took:?}"
+        );
+    });
+}
