@@ -281,6 +281,47 @@ fn a_timer_fires_while_the_worker_that_held_the_driver_blocks_beside_a_block_on(
     });
 }
 
+/// The pool's one worker blocks while the `block_on` thread is parked (in
+/// the driver, or beside it as a waiter) and then polls synchronously:
+/// the blocking worker's attend counted that thread as coming (in the
+/// driver, or woken), which then went to poll instead, and attended
+/// nothing that started a worker (the blocked one no longer counts): the
+/// timer waited for the poll.
+#[test]
+fn a_timer_fires_while_block_on_polls_after_the_only_worker_blocked() {
+    let rt = Runtime::builder()
+        .topology(wq::Topology::synthetic("core:1 pu:1").unwrap())
+        .max_workers_per_pool(1)
+        .cpu_hog_threshold(Duration::ZERO)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // The driver made, the worker idle.
+        sleep(Duration::from_millis(10)).await;
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        drop(wq::spawn(async move {
+            sleep(Duration::from_millis(200)).await;
+            tx.send(()).unwrap();
+        }));
+        let (go_tx, go_rx) = futures::channel::oneshot::channel::<()>();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let blocked = wq::spawn(async move {
+            // This thread parks meanwhile.
+            std::thread::sleep(Duration::from_millis(50));
+            wq::block_in_place(move || {
+                go_tx.send(()).unwrap();
+                release_rx.recv().unwrap()
+            })
+        });
+        go_rx.await.unwrap();
+        // Synchronous, in this poll.
+        let fired = rx.recv_timeout(Duration::from_secs(10));
+        release_tx.send(()).unwrap();
+        blocked.await.unwrap();
+        assert!(fired.is_ok(), "the timer waited for block_on's poll");
+    });
+}
+
 /// A timer whose waker panics (a foreign executor's, say) fires in some
 /// thread's driver turn: that thread -- here the pool's only worker,
 /// parked in the driver -- must live on, and the pool keep running tasks.

@@ -45,9 +45,12 @@
 //! at once, in the driver: `idle::Idle::wake_idle`): `block_on` when it
 //! returns and each time it leaves the driver to poll its future after
 //! a wake of it (the poll may block its thread; not after a turn that
-//! only woke other tasks: it parks again at once), a worker culled out of the driver or blocking
-//! in `block_in_place` after leaving it (once per stay:
-//! [`Parker::was_in_driver`]; the worker woken for its deque's work runs
+//! only woke other tasks: it parks again at once; with no idle worker and
+//! no waiter, it kicks the default pool, which starts one if it may), a
+//! worker culled out of the driver, or blocking in `block_in_place` after
+//! leaving it (once per stay: [`Parker::was_in_driver`]) or with the
+//! driver unattended (it may have been woken to take the driver and
+//! found this task first; the worker woken for its deque's work runs
 //! that first and does not count; with none woken, it starts a worker if
 //! none is idle, the blocked one no longer counting), the watchdog after
 //! its zero-wait turn, and a busy worker after its own (for its pool's
@@ -59,7 +62,17 @@
 //! watchdog off, a timer waited for the next push
 //! (`a_timer_fires_after_block_on_leaves_the_driver`,
 //! `a_timer_fires_while_block_on_blocks_in_a_poll`,
-//! `a_timer_fires_while_the_worker_that_held_the_driver_blocks`).
+//! `a_timer_fires_while_the_worker_that_held_the_driver_blocks`, and
+//! beside a `block_on`: `..._blocks_beside_a_block_on`,
+//! `a_timer_fires_while_block_on_polls_after_the_only_worker_blocked`).
+//!
+//! A `block_on` thread is no worker: an attend cannot wake it as an idle
+//! one. One that finds the driver taken is a **waiter** while it parks
+//! (`Services::add_block_on_waiter`, before its second try: the same
+//! store-buffering pair); an attend that finds no idle worker wakes the
+//! waiters, and counts one as coming only if it was asleep on its futex.
+//! Off to poll its future, it is no waiter, and one that was attends as
+//! if it left the driver (an attend may have counted it).
 //!
 //! A zero-wait turn holding the driver (a busy worker's maintenance turn,
 //! the watchdog's) is no attendance: it is over in microseconds, and a
@@ -244,6 +257,12 @@ impl Parker {
 }
 
 impl Unparker {
+    /// The thread it wakes (tests).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn thread_id(&self) -> std::thread::ThreadId {
+        self.inner.thread.id()
+    }
+
     /// Wakes the parked thread, or makes its next park return at once.
     pub(crate) fn unpark(&self) {
         self.unpark_asleep();

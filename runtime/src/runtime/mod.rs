@@ -552,7 +552,7 @@ fn block_on<F: Future>(scheduler: &Scheduler, future: F) -> F::Output {
             if let Some(key) = self.waiter.take() {
                 self.scheduler.services.remove_block_on_waiter(key);
             }
-            crate::pool::Host::attend_driver(self.scheduler);
+            self.scheduler.attend_driver_or_start();
         }
     }
     let parker = Parker::new();
@@ -591,11 +591,15 @@ fn block_on<F: Future>(scheduler: &Scheduler, future: F) -> F::Output {
             });
             let polling = wake.1.swap(false, Ordering::Relaxed);
             // A waiter only while it parks: in the driver now, or off to
-            // poll its future (an attend must not count it as coming).
+            // poll its future (an attend must not count it as coming). One
+            // off to poll may have been counted as coming already (woken
+            // by an attend that found no worker, its future woken too): it
+            // attends as one that leaves the driver does.
             if (polling || parker.was_in_driver())
                 && let Some(key) = attend.waiter.take()
             {
                 scheduler.services.remove_block_on_waiter(key);
+                left_driver |= !parker.was_in_driver();
             }
             left_driver |= parker.was_in_driver();
             if polling {
@@ -609,7 +613,7 @@ fn block_on<F: Future>(scheduler: &Scheduler, future: F) -> F::Output {
         // measured and not kept: `scheduler::services`), only before a
         // poll.
         if left_driver {
-            crate::pool::Host::attend_driver(scheduler);
+            scheduler.attend_driver_or_start();
         }
     }
 }

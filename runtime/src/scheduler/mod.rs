@@ -475,6 +475,18 @@ impl Scheduler {
         );
     }
 
+    /// For a `block_on` thread leaving the driver (to poll its future, or
+    /// returning): an idle worker, or a waiter, takes it; with none, and
+    /// the driver still unattended, the default pool is kicked, which
+    /// starts a worker if it may (one blocked in `block_in_place` no
+    /// longer counts) to park in it, as a blocking worker's attend does.
+    pub(crate) fn attend_driver_or_start(&self) {
+        if !crate::pool::Host::attend_driver(self) && self.services.driver_unattended() {
+            self.place(self.default_attrs(), self.config.default_scope, None)
+                .kick();
+        }
+    }
+
     /// Creates a named workqueue on this runtime.
     pub(crate) fn create_queue(&self, config: queue::QueueConfig) -> Arc<Queue> {
         let q = Arc::new(Queue::new(config, self.me.clone()));

@@ -45,9 +45,11 @@
 //!   tasks this thread ran has tasks alive and no worker serving, the
 //!   rescuer turns the driver without waiting, a [`RESCUED_DRIVER_TICK`]
 //!   (a timer's tick) after a rescue or a turn that woke a task, then
-//!   twice as long after each turn that woke none (up to the mayday
-//!   interval), with or without the watchdog (which turns it every tick
-//!   of its own, and looks at its pace, not this one's).
+//!   twice as long after each whole wait whose turn woke none (up to the
+//!   mayday interval; a wait a mayday or a poke ends early does not
+//!   count), with or without the watchdog (which turns it every tick of
+//!   its own, and looks at its pace, not this one's: the wait ends at its
+//!   next scan at the latest).
 //! - **Stranded blocking jobs.** A blocking-pool thread the OS refuses,
 //!   with no blocking thread left, strands the queued `spawn_blocking`
 //!   jobs (`blocking`'s step 4): the pool pokes the rescuer, which tries a
@@ -81,7 +83,7 @@ const RESCUE_BATCH: usize = 64;
 
 /// How soon the rescuer turns the I/O driver again, while pools it ran
 /// tasks of have tasks alive and no worker, after a rescue or a turn that
-/// woke a task: a timer's tick. Each turn that woke none doubles the wait,
+/// woke a task: a timer's tick. Each whole wait whose turn woke none doubles it,
 /// up to [`MAYDAY_INTERVAL`](super::MAYDAY_INTERVAL): rescued tasks that
 /// wait for good (a channel that never sends) cost ten turns a second,
 /// not a thousand, and a timer armed since the last rescue fires within
