@@ -180,6 +180,17 @@ fn rt_without_watchdog() -> Runtime {
         .unwrap()
 }
 
+/// [`rt_without_watchdog`] on one CPU: one pool, of one worker (two
+/// slots: a blocked worker's replacement).
+fn one_cpu_without_watchdog() -> Runtime {
+    Runtime::builder()
+        .topology(wq::Topology::synthetic("core:1 pu:1").unwrap())
+        .max_workers_per_pool(1)
+        .cpu_hog_threshold(Duration::ZERO)
+        .build()
+        .unwrap()
+}
+
 /// Spawns a task that keeps its worker busy 30 ms (while `block_on` parks
 /// in the driver), then sleeps 100 ms (its worker idles on its futex, the
 /// driver taken) and sends on `tx`.
@@ -260,7 +271,7 @@ fn a_timer_fires_while_the_worker_that_held_the_driver_blocks() {
 /// the driver taken is no waiter while it polls).
 #[test]
 fn a_timer_fires_while_the_worker_that_held_the_driver_blocks_beside_a_block_on() {
-    let rt = rt_without_watchdog();
+    let rt = one_cpu_without_watchdog();
     rt.block_on(async {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         drop(wq::spawn(async move {
@@ -289,12 +300,7 @@ fn a_timer_fires_while_the_worker_that_held_the_driver_blocks_beside_a_block_on(
 /// timer waited for the poll.
 #[test]
 fn a_timer_fires_while_block_on_polls_after_the_only_worker_blocked() {
-    let rt = Runtime::builder()
-        .topology(wq::Topology::synthetic("core:1 pu:1").unwrap())
-        .max_workers_per_pool(1)
-        .cpu_hog_threshold(Duration::ZERO)
-        .build()
-        .unwrap();
+    let rt = one_cpu_without_watchdog();
     rt.block_on(async {
         // The driver made, the worker idle.
         sleep(Duration::from_millis(10)).await;
@@ -318,6 +324,84 @@ fn a_timer_fires_while_block_on_polls_after_the_only_worker_blocked() {
         let fired = rx.recv_timeout(Duration::from_secs(10));
         release_tx.send(()).unwrap();
         blocked.await.unwrap();
+        assert!(fired.is_ok(), "the timer waited for block_on's poll");
+    });
+}
+
+/// The `block_on` thread parks as a waiter beside the worker's turn; the
+/// worker leaves the driver for a task that blocks, and its attend,
+/// finding no idle worker, wakes the waiter and counts it as coming; the
+/// waiter's future is woken too, and it goes to poll synchronously: it
+/// must attend as one leaving the driver does (a worker is started), or
+/// nobody turns the driver.
+#[test]
+fn a_timer_fires_while_a_woken_waiter_polls_and_the_worker_blocks() {
+    let rt = one_cpu_without_watchdog();
+    rt.block_on(async {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        drop(wq::spawn(async move {
+            sleep(Duration::from_millis(300)).await;
+            tx.send(()).unwrap();
+        }));
+        let (go_tx, go_rx) = futures::channel::oneshot::channel::<()>();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let blocked = wq::spawn(async move {
+            sleep(Duration::from_millis(100)).await;
+            wq::block_in_place(move || {
+                go_tx.send(()).unwrap();
+                release_rx.recv().unwrap()
+            })
+        });
+        // The worker runs both tasks' first polls and idles in the
+        // driver meanwhile.
+        std::thread::sleep(Duration::from_millis(40));
+        // This thread finds the worker's turn: a waiter.
+        go_rx.await.unwrap();
+        // Synchronous, in this poll.
+        let fired = rx.recv_timeout(Duration::from_secs(10));
+        release_tx.send(()).unwrap();
+        blocked.await.unwrap();
+        assert!(fired.is_ok(), "the timer waited for block_on's poll");
+    });
+}
+
+/// Both slots of the pool's one worker blocked (the worker and its
+/// replacement), the `block_on` thread polling synchronously: no worker
+/// can be started, the kick sends the pool to the rescuer, and the
+/// rescuer turns the driver while nobody does (it visited the pool,
+/// found no work queued, and left it: the timer waited for the poll).
+#[test]
+fn a_timer_fires_while_block_on_polls_and_every_slot_is_blocked() {
+    let rt = one_cpu_without_watchdog();
+    rt.block_on(async {
+        sleep(Duration::from_millis(10)).await;
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        drop(wq::spawn(async move {
+            sleep(Duration::from_millis(200)).await;
+            tx.send(()).unwrap();
+        }));
+        let mut releases = Vec::new();
+        let mut blocked = Vec::new();
+        for _ in 0..2 {
+            let (go_tx, go_rx) = futures::channel::oneshot::channel::<()>();
+            let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+            blocked.push(wq::spawn(async move {
+                wq::block_in_place(move || {
+                    go_tx.send(()).unwrap();
+                    release_rx.recv().unwrap()
+                })
+            }));
+            go_rx.await.unwrap();
+            releases.push(release_tx);
+        }
+        // Synchronous, in this poll.
+        let fired = rx.recv_timeout(Duration::from_secs(10));
+        for r in releases {
+            r.send(()).unwrap();
+        }
+        for b in blocked {
+            b.await.unwrap();
+        }
         assert!(fired.is_ok(), "the timer waited for block_on's poll");
     });
 }

@@ -538,21 +538,28 @@ fn block_on<F: Future>(scheduler: &Scheduler, future: F) -> F::Output {
         }
     }
     /// This thread may have held the driver while the workers idled on
-    /// their futexes: one of them takes it when `block_on` returns, or
-    /// unwinds from a panicking future (`pool::park`, "Attending the
-    /// driver"; a caller catching the panic goes on using the runtime).
-    /// Before that, it stops waiting for the driver (`waiter`: its key
-    /// among the threads that found the driver taken, while it is one).
+    /// their futexes (`owes`: since its last attend): one of them takes
+    /// it (`pool::park`, "Attending the driver"), before each poll, and
+    /// as `block_on` unwinds between a park and that attend (a caller
+    /// catching the panic goes on using the runtime). First it stops
+    /// waiting for the driver (`waiter`: its key among the threads that
+    /// found the driver taken, while it is one). A `block_on` whose
+    /// future was ready without a park, or that attended before its last
+    /// poll, owes nothing: every return attended (and kicked a pool)
+    /// before.
     struct Attend<'a> {
         scheduler: &'a Scheduler,
         waiter: Option<u64>,
+        owes: bool,
     }
     impl Drop for Attend<'_> {
         fn drop(&mut self) {
             if let Some(key) = self.waiter.take() {
                 self.scheduler.services.remove_block_on_waiter(key);
             }
-            self.scheduler.attend_driver_or_start();
+            if std::mem::take(&mut self.owes) {
+                self.scheduler.attend_driver_or_start();
+            }
         }
     }
     let parker = Parker::new();
@@ -563,6 +570,7 @@ fn block_on<F: Future>(scheduler: &Scheduler, future: F) -> F::Output {
     let mut attend = Attend {
         scheduler,
         waiter: None,
+        owes: false,
     };
     loop {
         let polled = crate::coop::with_budget(|| future.as_mut().poll(&mut cx));
@@ -572,7 +580,6 @@ fn block_on<F: Future>(scheduler: &Scheduler, future: F) -> F::Output {
         // Parks until the future is woken: a park in the driver also
         // returns when its turn woke other tasks (or at its timeout),
         // and this thread goes back to the driver then, without a poll.
-        let mut left_driver = false;
         loop {
             parker.park(BLOCK_ON_PARK, |turn| {
                 let services = &scheduler.services;
@@ -599,9 +606,9 @@ fn block_on<F: Future>(scheduler: &Scheduler, future: F) -> F::Output {
                 && let Some(key) = attend.waiter.take()
             {
                 scheduler.services.remove_block_on_waiter(key);
-                left_driver |= !parker.was_in_driver();
+                attend.owes |= !parker.was_in_driver();
             }
-            left_driver |= parker.was_in_driver();
+            attend.owes |= parker.was_in_driver();
             if polling {
                 break;
             }
@@ -612,7 +619,7 @@ fn block_on<F: Future>(scheduler: &Scheduler, future: F) -> F::Output {
         // after each turn (a wakeup per turn is the eager hand-off
         // measured and not kept: `scheduler::services`), only before a
         // poll.
-        if left_driver {
+        if std::mem::take(&mut attend.owes) {
             scheduler.attend_driver_or_start();
         }
     }

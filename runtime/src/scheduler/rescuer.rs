@@ -42,7 +42,9 @@
 //!   into the pool's metrics.
 //! - **The driver.** A rescued task may wait on the I/O driver (a timer,
 //!   a socket), which only a parking thread turns: while a pool whose
-//!   tasks this thread ran has tasks alive and no worker serving, the
+//!   tasks this thread ran, or that was sent here with no work queued and
+//!   the driver unattended (an attend's kick that found every slot
+//!   blocked), has tasks alive and no worker serving, the
 //!   rescuer turns the driver without waiting, a [`RESCUED_DRIVER_TICK`]
 //!   (a timer's tick) after a rescue or a turn that woke a task, then
 //!   twice as long after each whole wait whose turn woke none (up to the
@@ -266,11 +268,24 @@ pub(crate) fn run(scheduler: &Arc<Scheduler>) {
         };
         let mut ran = false;
         for pool in pools {
-            if rescue(scheduler, &pool) {
-                ran = true;
+            let batch = rescue(scheduler, &pool);
+            ran |= batch;
+            // Sent here with no work queued too: a kick that could start
+            // no worker (every slot blocked), made to have the driver
+            // turned (an attend): its tasks may wait on the driver, which
+            // nobody turns.
+            let watch = batch
+                || (!pool.is_closed()
+                    && pool.idle.snapshot().serving() == 0
+                    && pool.registry.len() > 0
+                    && scheduler.services.driver_unattended());
+            if watch {
                 match rescued.iter_mut().find(|(p, _)| Arc::ptr_eq(p, &pool)) {
                     Some((_, none_alive)) => *none_alive = false,
-                    None => rescued.push((pool, false)),
+                    None => {
+                        rescued.push((pool, false));
+                        rescued_tick = RESCUED_DRIVER_TICK;
+                    }
                 }
             }
         }
