@@ -353,8 +353,15 @@ fn a_timer_fires_while_a_woken_waiter_polls_and_the_worker_blocks() {
             })
         });
         // The worker runs both tasks' first polls and idles in the
-        // driver meanwhile.
-        std::thread::sleep(Duration::from_millis(40));
+        // driver meanwhile (nobody else holds it: this thread waits here).
+        let t0 = std::time::Instant::now();
+        while wq::Handle::current().metrics().pools[0].workers.idle == 0 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the worker never idled"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
         // This thread finds the worker's turn: a waiter.
         go_rx.await.unwrap();
         // Synchronous, in this poll.

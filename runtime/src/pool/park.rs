@@ -42,9 +42,10 @@
 //! [`super::Host::attend_driver`], which wakes an idle worker to park in
 //! it if nobody turns it (while its pool's running workers fill the
 //! pool's limit, the idle worker is woken without a claim and parks again
-//! at once, in the driver: `idle::Idle::wake_idle`): `block_on` when it
-//! returns and each time it leaves the driver to poll its future after
-//! a wake of it (the poll may block its thread; not after a turn that
+//! at once, in the driver: `idle::Idle::wake_idle`): `block_on` each
+//! time it leaves the driver (or a wake as a waiter) to poll its future
+//! after a wake of it, its return covered by the attend before its last
+//! poll (the poll may block its thread; not after a turn that
 //! only woke other tasks: it parks again at once; with no idle worker and
 //! no waiter, it kicks the default pool, which starts one if it may), a
 //! worker culled out of the driver, or blocking in `block_in_place` after

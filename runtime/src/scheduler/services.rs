@@ -22,8 +22,8 @@
 //! hand-off): measured on the echo and HTTP benchmarks, the futex wakeup
 //! per batch cost more than it saved; it comes back to the driver when it
 //! idles, and the watchdog bounds the stall of a long poll meanwhile. A
-//! thread that may not come back for long (`block_on` returning or about
-//! to poll its woken future, a worker culled or blocking) wakes an idle
+//! thread that may not come back for long (`block_on` about to poll its
+//! woken future, a worker culled or blocking) wakes an idle
 //! worker to take the driver, and a zero-wait turn does not count as
 //! attending it (`pool::park`, "Attending the driver"): with the watchdog
 //! off (`cpu_hog_threshold(Duration::ZERO)`) nothing else would turn it.
