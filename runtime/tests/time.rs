@@ -262,6 +262,54 @@ fn a_timer_fires_while_the_worker_that_held_the_driver_blocks() {
     assert!(fired.is_ok(), "the timer waited for the blocked worker");
 }
 
+/// Spawns a task that sleeps `ms`, then sends: the receiver says when its
+/// timer fired.
+fn timer_in(ms: u64) -> std::sync::mpsc::Receiver<()> {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    drop(wq::spawn(async move {
+        sleep(Duration::from_millis(ms)).await;
+        tx.send(()).unwrap();
+    }));
+    rx
+}
+
+/// A task that, after `before`, blocks in `block_in_place` until released.
+struct Blocker {
+    started: futures::channel::oneshot::Receiver<()>,
+    release: std::sync::mpsc::Sender<()>,
+    task: wq::JoinHandle<()>,
+}
+
+fn blocker(before: impl std::future::Future<Output = ()> + Send + 'static) -> Blocker {
+    let (go_tx, started) = futures::channel::oneshot::channel::<()>();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    let task = wq::spawn(async move {
+        before.await;
+        wq::block_in_place(move || {
+            let _ = go_tx.send(());
+            release_rx.recv().unwrap()
+        })
+    });
+    Blocker {
+        started,
+        release,
+        task,
+    }
+}
+
+/// Waits (synchronously, in `block_on`'s poll) for `timer` to fire, then
+/// releases the blockers; fails if the timer waited for the poll.
+async fn fires_during_the_poll(timer: std::sync::mpsc::Receiver<()>, blockers: Vec<Blocker>) {
+    let fired = timer.recv_timeout(Duration::from_secs(10));
+    for b in &blockers {
+        b.release.send(()).unwrap();
+    }
+    for b in blockers {
+        b.task.await.unwrap();
+    }
+    assert!(fired.is_ok(), "the timer waited for block_on's poll");
+}
+
 /// The same, beside a `block_on` thread whose synchronous poll holds it:
 /// the worker that blocks was woken to take the driver (by `block_on`
 /// leaving it) and found the blocking task first, so it never held the
@@ -273,22 +321,13 @@ fn a_timer_fires_while_the_worker_that_held_the_driver_blocks() {
 fn a_timer_fires_while_the_worker_that_held_the_driver_blocks_beside_a_block_on() {
     let rt = one_cpu_without_watchdog();
     rt.block_on(async {
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        drop(wq::spawn(async move {
-            sleep(Duration::from_millis(200)).await;
-            tx.send(()).unwrap();
-        }));
+        let timer = timer_in(200);
         // This thread parks beside the worker, which holds the driver
         // (idle in it), and is woken by its timer.
         sleep(Duration::from_millis(50)).await;
         sleep(Duration::from_millis(10)).await;
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let blocked = wq::spawn(async move { wq::block_in_place(|| release_rx.recv().unwrap()) });
-        // Synchronous, in this poll.
-        let fired = rx.recv_timeout(Duration::from_secs(10));
-        release_tx.send(()).unwrap();
-        blocked.await.unwrap();
-        assert!(fired.is_ok(), "the timer waited for block_on's poll");
+        let b = blocker(async {});
+        fires_during_the_poll(timer, vec![b]).await;
     });
 }
 
@@ -304,27 +343,11 @@ fn a_timer_fires_while_block_on_polls_after_the_only_worker_blocked() {
     rt.block_on(async {
         // The driver made, the worker idle.
         sleep(Duration::from_millis(10)).await;
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        drop(wq::spawn(async move {
-            sleep(Duration::from_millis(200)).await;
-            tx.send(()).unwrap();
-        }));
-        let (go_tx, go_rx) = futures::channel::oneshot::channel::<()>();
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let blocked = wq::spawn(async move {
-            // This thread parks meanwhile.
-            std::thread::sleep(Duration::from_millis(50));
-            wq::block_in_place(move || {
-                go_tx.send(()).unwrap();
-                release_rx.recv().unwrap()
-            })
-        });
-        go_rx.await.unwrap();
-        // Synchronous, in this poll.
-        let fired = rx.recv_timeout(Duration::from_secs(10));
-        release_tx.send(()).unwrap();
-        blocked.await.unwrap();
-        assert!(fired.is_ok(), "the timer waited for block_on's poll");
+        let timer = timer_in(200);
+        // This thread parks while the task's first poll takes 50 ms.
+        let mut b = blocker(async { std::thread::sleep(Duration::from_millis(50)) });
+        (&mut b.started).await.unwrap();
+        fires_during_the_poll(timer, vec![b]).await;
     });
 }
 
@@ -338,20 +361,8 @@ fn a_timer_fires_while_block_on_polls_after_the_only_worker_blocked() {
 fn a_timer_fires_while_a_woken_waiter_polls_and_the_worker_blocks() {
     let rt = one_cpu_without_watchdog();
     rt.block_on(async {
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        drop(wq::spawn(async move {
-            sleep(Duration::from_millis(300)).await;
-            tx.send(()).unwrap();
-        }));
-        let (go_tx, go_rx) = futures::channel::oneshot::channel::<()>();
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let blocked = wq::spawn(async move {
-            sleep(Duration::from_millis(100)).await;
-            wq::block_in_place(move || {
-                go_tx.send(()).unwrap();
-                release_rx.recv().unwrap()
-            })
-        });
+        let timer = timer_in(300);
+        let mut b = blocker(async { sleep(Duration::from_millis(100)).await });
         // The worker runs both tasks' first polls and idles in the
         // driver meanwhile (nobody else holds it: this thread waits here).
         let t0 = std::time::Instant::now();
@@ -363,12 +374,8 @@ fn a_timer_fires_while_a_woken_waiter_polls_and_the_worker_blocks() {
             std::thread::sleep(Duration::from_millis(1));
         }
         // This thread finds the worker's turn: a waiter.
-        go_rx.await.unwrap();
-        // Synchronous, in this poll.
-        let fired = rx.recv_timeout(Duration::from_secs(10));
-        release_tx.send(()).unwrap();
-        blocked.await.unwrap();
-        assert!(fired.is_ok(), "the timer waited for block_on's poll");
+        (&mut b.started).await.unwrap();
+        fires_during_the_poll(timer, vec![b]).await;
     });
 }
 
@@ -382,34 +389,14 @@ fn a_timer_fires_while_block_on_polls_and_every_slot_is_blocked() {
     let rt = one_cpu_without_watchdog();
     rt.block_on(async {
         sleep(Duration::from_millis(10)).await;
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        drop(wq::spawn(async move {
-            sleep(Duration::from_millis(200)).await;
-            tx.send(()).unwrap();
-        }));
-        let mut releases = Vec::new();
-        let mut blocked = Vec::new();
+        let timer = timer_in(200);
+        let mut blockers = Vec::new();
         for _ in 0..2 {
-            let (go_tx, go_rx) = futures::channel::oneshot::channel::<()>();
-            let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-            blocked.push(wq::spawn(async move {
-                wq::block_in_place(move || {
-                    go_tx.send(()).unwrap();
-                    release_rx.recv().unwrap()
-                })
-            }));
-            go_rx.await.unwrap();
-            releases.push(release_tx);
+            let mut b = blocker(async {});
+            (&mut b.started).await.unwrap();
+            blockers.push(b);
         }
-        // Synchronous, in this poll.
-        let fired = rx.recv_timeout(Duration::from_secs(10));
-        for r in releases {
-            r.send(()).unwrap();
-        }
-        for b in blocked {
-            b.await.unwrap();
-        }
-        assert!(fired.is_ok(), "the timer waited for block_on's poll");
+        fires_during_the_poll(timer, blockers).await;
     });
 }
 

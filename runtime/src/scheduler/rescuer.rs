@@ -473,4 +473,4 @@ mod loom_tests {
 }
 
 #[cfg(all(test, not(loom)))]
-mod tests;
+pub(crate) mod tests;

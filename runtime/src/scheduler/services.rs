@@ -447,22 +447,33 @@ pub(crate) fn current_driver(what: &str) -> io::Result<driver::Handle> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::Turn;
-    use std::sync::atomic::Ordering;
     use std::time::{Duration, Instant};
 
     /// A runtime of one CPU whose every worker start the "OS" refuses,
     /// without the watchdog: no thread of its own turns the driver.
     fn no_workers() -> crate::Runtime {
-        let rt = crate::Runtime::builder()
-            .topology(crate::Topology::synthetic("core:1 pu:1").unwrap())
-            .cpu_hog_threshold(Duration::ZERO)
-            .build()
-            .unwrap();
-        rt.handle()
-            .scheduler
-            .refuse_worker_starts
-            .store(usize::MAX, Ordering::Relaxed);
-        rt
+        crate::scheduler::rescuer::tests::workerless("no-workers", Duration::ZERO)
+    }
+
+    /// A thread in `block_on` of `rt` sleeping `ms`, once it parks in the
+    /// driver for it.
+    fn holder_in_the_driver(rt: &crate::Runtime, ms: u64) -> std::thread::JoinHandle<()> {
+        let scheduler = rt.handle().scheduler.clone();
+        scheduler.services.driver(&scheduler).unwrap();
+        let h = rt.handle().clone();
+        let holder = std::thread::spawn(move || {
+            h.block_on(async { crate::time::sleep(Duration::from_millis(ms)).await });
+        });
+        let lent = scheduler.services.driver.get().unwrap();
+        let t0 = Instant::now();
+        while lent.turning() != Turn::Park as u8 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "the holder never parked in the driver"
+            );
+            std::thread::yield_now();
+        }
+        holder
     }
 
     /// A `block_on` thread is a waiter only while it parks: polling its
@@ -472,22 +483,8 @@ mod tests {
     #[test]
     fn a_block_on_thread_polling_its_future_is_no_waiter() {
         let rt = no_workers();
-        let scheduler = rt.handle().scheduler.clone();
-        scheduler.services.driver(&scheduler).unwrap();
-        let lent = scheduler.services.driver.get().unwrap();
-        let h = rt.handle().clone();
-        let holder = std::thread::spawn(move || {
-            h.block_on(async { crate::time::sleep(Duration::from_millis(300)).await });
-        });
-        let t0 = Instant::now();
-        while lent.turning() != Turn::Park as u8 {
-            assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "the holder never parked in the driver"
-            );
-            std::thread::yield_now();
-        }
-        let s = scheduler.clone();
+        let holder = holder_in_the_driver(&rt, 300);
+        let s = rt.handle().scheduler.clone();
         let me_while_polling = rt.block_on(async move {
             // Parks beside the holder's turn (a waiter), woken by its timer
             // in that turn.
@@ -544,22 +541,7 @@ mod tests {
     #[test]
     fn a_block_on_asleep_beside_the_driver_takes_it_when_its_holder_leaves() {
         let rt = no_workers();
-        let scheduler = rt.handle().scheduler.clone();
-        scheduler.services.driver(&scheduler).unwrap();
-        let lent = scheduler.services.driver.get().unwrap();
-        let h = rt.handle().clone();
-        let holder = std::thread::spawn(move || {
-            h.block_on(async { crate::time::sleep(Duration::from_millis(300)).await });
-        });
-        // The holder parks in the driver for its sleep.
-        let t0 = Instant::now();
-        while lent.turning() != Turn::Park as u8 {
-            assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "the holder never parked in the driver"
-            );
-            std::thread::yield_now();
-        }
+        let holder = holder_in_the_driver(&rt, 300);
         let (tx, rx) = std::sync::mpsc::channel();
         let h = rt.handle().clone();
         let sleeper = std::thread::spawn(move || {

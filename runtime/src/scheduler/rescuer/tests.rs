@@ -378,7 +378,7 @@ fn a_blocking_job_racing_the_shutdown_is_refused() {
 
 /// A runtime of one CPU, named `name`, whose every worker start the "OS"
 /// refuses: its tasks run on the rescuer.
-fn workerless(name: &str, cpu_hog_threshold: Duration) -> Runtime {
+pub(crate) fn workerless(name: &str, cpu_hog_threshold: Duration) -> Runtime {
     let rt = Runtime::builder()
         .topology(Topology::synthetic("core:1 pu:1").unwrap())
         .cpu_hog_threshold(cpu_hog_threshold)
