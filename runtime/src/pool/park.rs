@@ -69,8 +69,8 @@
 //!
 //! A `block_on` thread is no worker: an attend cannot wake it as an idle
 //! one. One that finds the driver taken is a **waiter** while it parks
-//! (`Services::add_block_on_waiter`, before its second try: the same
-//! store-buffering pair); an attend that finds no idle worker wakes the
+//! (`Services::add_block_on_waiter`, before its second try: a pair the
+//! waiters' lock orders, `loom_a_block_on_waiter_*`); an attend that finds no idle worker wakes the
 //! waiters, and counts one as coming only if it was asleep on its futex.
 //! Off to poll its future, it is no waiter, and one that was attends as
 //! if it left the driver (an attend may have counted it).
@@ -523,6 +523,55 @@ mod loom_models {
                 "the parker slept off a driver nobody turns, and nobody wakes a worker"
             );
         });
+    }
+
+    /// A `block_on` thread that found the driver taken registers as a
+    /// waiter and tries the lock again; the holder gives the lock back and
+    /// an attend that finds no worker reads the waiters. Under the
+    /// waiters' lock (`Services::add_block_on_waiter`) one side sees the
+    /// other with no fence: the lock's acquisitions are ordered, and the
+    /// later one happens after the earlier one's side (the fence the
+    /// waiter makes is not needed for this pair). With the registration a
+    /// relaxed flag and no fence, the waiter is missed.
+    fn waiter_model(under_lock: bool) {
+        loom::model(move || {
+            let locked = Arc::new(AtomicBool::new(true));
+            let waiters = Arc::new(loom::sync::Mutex::new(0usize));
+            let flag = Arc::new(AtomicBool::new(false));
+            let (l2, w2, f2) = (locked.clone(), waiters.clone(), flag.clone());
+            let holder = loom::thread::spawn(move || {
+                l2.store(false, Ordering::Release);
+                if under_lock {
+                    *w2.lock().unwrap() > 0
+                } else {
+                    f2.load(Ordering::Relaxed)
+                }
+            });
+            if under_lock {
+                *waiters.lock().unwrap() += 1;
+            } else {
+                flag.store(true, Ordering::Relaxed);
+            }
+            let took = locked
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok();
+            let woke = holder.join().unwrap();
+            assert!(
+                took || woke,
+                "the waiter slept off a driver nobody turns, and nobody wakes it"
+            );
+        });
+    }
+
+    #[test]
+    fn loom_a_block_on_waiter_takes_the_driver_or_is_woken() {
+        waiter_model(true);
+    }
+
+    #[test]
+    #[should_panic(expected = "nobody wakes it")]
+    fn loom_a_block_on_waiter_without_the_lock_or_a_fence_is_missed() {
+        waiter_model(false);
     }
 
     #[test]

@@ -587,11 +587,12 @@ fn block_on<F: Future>(scheduler: &Scheduler, future: F) -> F::Output {
                     return true;
                 }
                 // Found it taken: a thread that gives it back with no
-                // worker to take it wakes this one (`attend_driver`), the
-                // store-buffering pair of `add_block_on_waiter`.
+                // worker to take it wakes this one (`attend_driver`); the
+                // pair of `add_block_on_waiter`, ordered by the waiters'
+                // lock: either the try below finds the lock free, or that
+                // thread reads this one registered.
                 if attend.waiter.is_none() && services.existing_driver().is_some() {
                     attend.waiter = Some(services.add_block_on_waiter(wake.0.clone()));
-                    std::sync::atomic::fence(Ordering::SeqCst);
                     return services.turn_driver(crate::scheduler::Turn::Park, turn);
                 }
                 false

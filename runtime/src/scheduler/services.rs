@@ -373,10 +373,11 @@ impl Services {
     }
 
     /// A `block_on` thread that found the driver taken, before it tries
-    /// again (after a `SeqCst` fence) and sleeps on its futex: the
-    /// store-buffering pair of [`wake_block_on_waiters`] (either its try
-    /// finds the lock free, or the thread that gave it back and found no
-    /// worker to take it reads this). Until
+    /// again and sleeps on its futex: the pair of
+    /// [`wake_block_on_waiters`] (either its try finds the lock free, or
+    /// the thread that gave it back and found no worker to take it reads
+    /// this; the waiters' lock orders the two, no fence needed:
+    /// `loom_a_block_on_waiter_*` in `pool::park`). Until
     /// [`remove_block_on_waiter`](Services::remove_block_on_waiter).
     ///
     /// [`wake_block_on_waiters`]: Services::wake_block_on_waiters
