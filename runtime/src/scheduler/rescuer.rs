@@ -44,7 +44,9 @@
 //!   a socket), which only a parking thread turns: while a pool whose
 //!   tasks this thread ran, or that was sent here with no work queued and
 //!   the driver unattended (an attend's kick that found every slot
-//!   blocked), has tasks alive and no worker serving, the
+//!   blocked), has tasks alive and no worker serving (and, with no work
+//!   queued, no thread is parked in the driver: that one turns it, and
+//!   attends when it leaves for long), the
 //!   rescuer turns the driver without waiting, a [`RESCUED_DRIVER_TICK`]
 //!   (a timer's tick) after a rescue or a turn that woke a task, then
 //!   twice as long after each whole wait whose turn woke none (up to the
@@ -296,8 +298,14 @@ pub(crate) fn run(scheduler: &Arc<Scheduler>) {
             w.scan(&scheduler.pools());
             scanned = std::time::Instant::now();
         }
+        // A thread parked in the driver turns it for the watched pools'
+        // tasks, and attends (which sends a pool here again) when it
+        // leaves for long: a pool with no work queued needs no turn of
+        // this thread meanwhile (its turns, failing beside that thread,
+        // cost ten wakes a second while the pool's slots stay blocked).
+        let parked = scheduler.services.driver_parked();
         rescued.retain_mut(|(p, none_alive)| {
-            if p.is_closed() || p.idle.snapshot().serving() > 0 {
+            if p.is_closed() || p.idle.snapshot().serving() > 0 || (parked && !p.has_work()) {
                 return false;
             }
             let was = std::mem::replace(none_alive, p.registry.len() == 0);

@@ -328,6 +328,14 @@ impl Services {
         true
     }
 
+    /// Whether a thread is parked in the driver now (a hint, stale at
+    /// once): it fires timers, and attends when it leaves for long.
+    pub(crate) fn driver_parked(&self) -> bool {
+        self.driver
+            .get()
+            .is_some_and(|l| l.turning() == Turn::Park as u8)
+    }
+
     /// Whether the runtime has a driver that nobody turns now: a worker
     /// with nothing to do should park in it rather than spin (a socket's
     /// readiness would wait for the spin to end). A hint, stale at once.

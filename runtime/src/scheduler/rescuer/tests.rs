@@ -504,3 +504,53 @@ fn a_rescued_timer_fires_on_time_whatever_ends_the_rescuers_waits() {
         );
     });
 }
+
+/// A pool on the rescuer's watch (every slot blocked, tasks alive, the
+/// driver unattended) leaves it while a thread is parked in the driver:
+/// that thread fires the timers and attends when it leaves for long, and
+/// the rescuer's turns, failing beside it, cost ten wakes a second for as
+/// long as the slots stay blocked.
+#[test]
+fn the_rescuer_stops_turning_the_driver_while_a_thread_is_parked_in_it() {
+    within_watchdog(|| {
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("core:1 pu:1").unwrap())
+            .max_workers_per_pool(1)
+            .cpu_hog_threshold(Duration::ZERO)
+            .thread_name("rq-parked")
+            .build()
+            .unwrap();
+        let woke = rt.block_on(async {
+            crate::time::sleep(Duration::from_millis(10)).await;
+            let (fired_tx, fired) = std::sync::mpsc::channel::<()>();
+            drop(crate::spawn(async move {
+                crate::time::sleep(Duration::from_millis(100)).await;
+                fired_tx.send(()).unwrap();
+            }));
+            let mut releases = Vec::new();
+            for _ in 0..2 {
+                let (go_tx, go_rx) = futures::channel::oneshot::channel::<()>();
+                let (release, release_rx) = std::sync::mpsc::channel::<()>();
+                drop(crate::spawn(async move {
+                    crate::block_in_place(move || {
+                        go_tx.send(()).unwrap();
+                        let _ = release_rx.recv();
+                    })
+                }));
+                go_rx.await.unwrap();
+                releases.push(release);
+            }
+            // Every slot blocked, this thread in a synchronous wait: the
+            // rescuer turns the driver, and the timer fires.
+            fired.recv_timeout(Duration::from_secs(10)).unwrap();
+            // This thread parks in the driver from here on.
+            crate::time::sleep(Duration::from_millis(300)).await;
+            let before = switches_of("rq-parked-rescuer");
+            crate::time::sleep(Duration::from_millis(1000)).await;
+            let woke = switches_of("rq-parked-rescuer") - before;
+            drop(releases);
+            woke
+        });
+        assert!(woke <= 3, "the rescuer woke {woke} times in a second");
+    });
+}
