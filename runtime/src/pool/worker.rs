@@ -354,7 +354,15 @@ pub(crate) fn leave_count<R>(f: impl FnOnce() -> R, blocks: bool) -> R {
         && !host.attend_driver()
         && !coming
     {
-        local.pool.kick();
+        if left_driver {
+            local.pool.kick();
+        } else {
+            // Only to have the driver turned: through the lock-free look
+            // first (a pool whose slots are all running or starting, the
+            // usual case while every worker is busy, needs no lock: a
+            // busy worker's zero-wait turns cover the driver then).
+            local.pool.notify();
+        }
     }
     struct Unblock<'a>(&'a Local);
     impl Drop for Unblock<'_> {
