@@ -196,6 +196,10 @@ pub(crate) struct Local {
     /// Its number among its runtime's live workers (`Host::worker_numbers`):
     /// its timer shard.
     pub(crate) number: usize,
+    /// Its runtime (the thread holds it for its whole life): reached
+    /// without the pool's `Weak`, whose upgrade in `block_in_place` was a
+    /// read-modify-write of the one count every worker shares.
+    host: Arc<dyn Host>,
     /// The deferred end of the named task it ran last (module docs, "The
     /// deferred end"): run after its next look at its queues.
     end: Cell<Option<crate::task::TaskEnd>>,
@@ -349,11 +353,7 @@ pub(crate) fn leave_count<R>(f: impl FnOnce() -> R, blocks: bool) -> R {
     // driver up): it does not count. With none woken or started, one is
     // (the blocked worker no longer counts).
     let left_driver = local.left_driver.replace(false);
-    if let Some(host) = local.pool.host.upgrade()
-        && (left_driver || host.driver_unattended())
-        && !host.attend_driver()
-        && !coming
-    {
+    if (left_driver || local.host.driver_unattended()) && !local.host.attend_driver() && !coming {
         if left_driver {
             local.pool.kick();
         } else {
@@ -386,7 +386,8 @@ pub(crate) fn leave_count<R>(f: impl FnOnce() -> R, blocks: bool) -> R {
 /// The body of a worker thread for reserved slot `slot` of `pool`, from
 /// its start to its exit. The caller has bound the thread and entered the
 /// runtime's context.
-pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
+pub(crate) fn run(pool: &Arc<Pool>, slot: usize, runtime: &Arc<dyn Host>) {
+    let host: &dyn Host = &**runtime;
     /// The thread's number among the runtime's live workers, given back
     /// when it exits (or unwinds).
     struct Number<'a>(usize, &'a dyn Host);
@@ -427,6 +428,7 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, host: &dyn Host) {
             parked: Cell::new(false),
             virtual_cpu: virtual_cpu(&pool.cpus, slot, pool.idle.config().max_workers),
             number: number.0,
+            host: runtime.clone(),
             end: Cell::new(None),
             running: Cell::new(std::ptr::null()),
             running_waker: Cell::new(std::ptr::null()),

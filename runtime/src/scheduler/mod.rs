@@ -789,7 +789,8 @@ impl Host for Scheduler {
                     me.normal_priority();
                 }
                 let _context = context::enter(me.clone());
-                pool::worker::run(&pool, slot, &*me);
+                let host: Arc<dyn Host> = me;
+                pool::worker::run(&pool, slot, &host);
             });
         match spawned {
             Ok(()) => Ok(()),
