@@ -70,8 +70,9 @@
 //! A `block_on` thread is no worker: an attend cannot wake it as an idle
 //! one. One that finds the driver taken is a **waiter** while it parks
 //! (`Services::add_block_on_waiter`, before its second try: a pair the
-//! waiters' lock orders, `loom_a_block_on_waiter_*`); an attend that finds no idle worker wakes the
-//! waiters, and counts one as coming only if it was asleep on its futex.
+//! waiters' lock orders, `loom_a_block_on_waiter_*`); an attend that
+//! finds no idle worker wakes waiters, the latest first, until one was
+//! asleep on its futex (counted as coming; the others sleep on).
 //! Off to poll its future, it is no waiter, and one that was attends as
 //! if it left the driver (an attend may have counted it).
 //!
@@ -262,6 +263,12 @@ impl Unparker {
     #[cfg(all(test, not(loom)))]
     pub(crate) fn thread_id(&self) -> std::thread::ThreadId {
         self.inner.thread.id()
+    }
+
+    /// Whether the thread is parked on its futex, or about to be (tests).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn asleep(&self) -> bool {
+        self.inner.state.load(Ordering::Acquire) == PARKED
     }
 
     /// Wakes the parked thread, or makes its next park return at once.

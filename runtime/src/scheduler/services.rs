@@ -404,17 +404,17 @@ impl Services {
     }
 
     /// For an attend that found no worker to wake (`Host::attend_driver`):
-    /// wakes every `block_on` thread that found the driver taken (few: one
-    /// takes it, the others sleep again); whether one was asleep on its
-    /// futex, and so comes to the driver now (one between two parks is
-    /// about to; the caller starts a worker all the same).
+    /// wakes the `block_on` threads that found the driver taken, the
+    /// latest first, until one was asleep on its futex; whether one was,
+    /// and so comes to the driver now (one between two parks is about to:
+    /// its next park returns at once, and tries the driver; with none
+    /// asleep, the caller starts a worker all the same). The others sleep
+    /// on: the one woken takes the driver, or, its future woken first,
+    /// attends before its poll as any thread leaving the driver does,
+    /// which wakes the next.
     pub(crate) fn wake_block_on_waiters(&self) -> bool {
         let w = crate::loom::lock(&self.block_on_waiters);
-        let mut coming = false;
-        for (_, u) in &w.waiting {
-            coming |= u.unpark_asleep();
-        }
-        coming
+        w.waiting.iter().rev().any(|(_, u)| u.unpark_asleep())
     }
 
     /// For a zero-wait turn's thread, after its turn and a `SeqCst` fence:
@@ -564,6 +564,41 @@ mod tests {
         assert!(took >= Duration::from_millis(600), "{took:?}");
         holder.join().unwrap();
         sleeper.join().unwrap();
+    }
+
+    /// An attend that finds no worker wakes one `block_on` waiter asleep
+    /// on its futex, not every one: the first takes the driver (or polls
+    /// its future and attends in turn); the others woke only to sleep
+    /// again, a futex wake and a context switch each.
+    #[test]
+    fn an_attend_wakes_one_sleeping_block_on_waiter() {
+        let services = super::Services::default();
+        let sleepers: Vec<_> = (0..4)
+            .map(|_| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let thread = std::thread::spawn(move || {
+                    let parker = crate::pool::park::Parker::new();
+                    tx.send(parker.unparker()).unwrap();
+                    parker.park(Duration::from_secs(30), |_| false);
+                });
+                (rx.recv().unwrap(), thread)
+            })
+            .collect();
+        for (u, _) in &sleepers {
+            services.add_block_on_waiter(u.clone());
+        }
+        let t0 = Instant::now();
+        while !sleepers.iter().all(|(u, _)| u.asleep()) {
+            assert!(t0.elapsed() < Duration::from_secs(20), "never all asleep");
+            std::thread::yield_now();
+        }
+        assert!(services.wake_block_on_waiters(), "one was asleep");
+        let woken = sleepers.iter().filter(|(u, _)| !u.asleep()).count();
+        for (u, thread) in sleepers {
+            u.unpark();
+            thread.join().unwrap();
+        }
+        assert_eq!(woken, 1, "an attend woke {woken} sleeping waiters");
     }
 
     /// A turn that takes the driver after the shutdown was asked for,
