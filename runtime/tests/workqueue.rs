@@ -669,6 +669,56 @@ fn a_cpu_intensive_items_polls_are_not_cm_wakeups() {
     });
 }
 
+/// A worker in a `cpu_intensive()` item's poll is out of the count, as a
+/// blocked one is, but it computes: the metrics say `cpu_intensive`, not
+/// `blocked` (they said blocked, which the docs and the dashboard call a
+/// worker in `block_in_place`); one in `block_in_place` stays `blocked`.
+#[test]
+fn a_worker_in_a_cpu_intensive_poll_is_not_reported_blocked() {
+    within(60, || {
+        let rt = one_worker_runtime();
+        let q = Workqueue::builder("crunch")
+            .cpu_intensive()
+            .build(rt.handle())
+            .unwrap();
+        let states = |rt: &wq::Runtime| {
+            let m = rt.metrics();
+            let sum = |f: fn(&wq::metrics::WorkerStates) -> usize| {
+                m.pools.iter().map(|p| f(&p.workers)).sum::<usize>()
+            };
+            (sum(|w| w.blocked), sum(|w| w.cpu_intensive))
+        };
+        for intensive in [true, false] {
+            let (in_tx, in_rx) = std::sync::mpsc::channel();
+            let (out_tx, out_rx) = std::sync::mpsc::channel::<()>();
+            let work = move || {
+                in_tx.send(()).unwrap();
+                out_rx.recv().unwrap();
+            };
+            let h = if intensive {
+                q.spawn(async move { work() })
+            } else {
+                rt.spawn(async move { wq::task::block_in_place(work) })
+            };
+            in_rx.recv().unwrap();
+            let seen = states(&rt);
+            out_tx.send(()).unwrap();
+            rt.block_on(h).unwrap();
+            let want = if intensive { (0, 1) } else { (1, 0) };
+            assert_eq!(
+                seen,
+                want,
+                "(blocked, cpu_intensive) in a {} poll",
+                if intensive {
+                    "cpu_intensive"
+                } else {
+                    "block_in_place"
+                }
+            );
+        }
+    });
+}
+
 /// A task spawned by a poll goes to its worker's LIFO slot, which no
 /// sibling looks at: if that poll then hogs its CPU, the watchdog takes the
 /// task out, and another worker runs it.

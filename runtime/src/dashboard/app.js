@@ -7,7 +7,7 @@
 const WINDOW_S = 300;
 const COLORS = { p50: "#64b5f6", p95: "#ffb300", p99: "#ef5350" };
 const RATE_COLORS = { started: "#4caf50", kicks: "#64b5f6", coalesced: "#ab47bc", cm_wakeups: "#ef5350" };
-const STATE_COLORS = { busy: "#4caf50", kicked: "#ffb300", idle: "#546e7a", blocked: "#e53935" };
+const STATE_COLORS = { busy: "#4caf50", kicked: "#ffb300", idle: "#546e7a", blocked: "#e53935", cpu_intensive: "#ab47bc" };
 const BG = "#181e24", GRID = "#2a333d", DIM = "#8a96a3", FG = "#d8dee6";
 // A machine with hundreds of pools (a cpu-scope pool per CPU and
 // attributes) gets charts for the pools with the highest p99 now, and pod
@@ -226,7 +226,7 @@ function drawPods() {
     });
     // Its workers by state, from the latest point.
     const pp = last ? last.get(p.id) : null;
-    const states = pp ? [["busy", pp.busy], ["kicked", pp.kicked], ["idle", pp.idle], ["blocked", pp.blocked]] : [];
+    const states = pp ? [["busy", pp.busy], ["kicked", pp.kicked], ["idle", pp.idle], ["blocked", pp.blocked], ["cpu_intensive", pp.cpu_intensive]] : [];
     let x0 = 150;
     for (const [state, n] of states) {
       for (let k = 0; k < n; k++) {
@@ -237,7 +237,7 @@ function drawPods() {
       }
     }
     ctx.fillStyle = DIM;
-    const counts = pp ? pp.busy + " busy, " + pp.kicked + " kicked, " + pp.idle + " idle" + (pp.blocked ? ", " + pp.blocked + " blocked" : "") + " / max " + p.max_workers : "";
+    const counts = pp ? pp.busy + " busy, " + pp.kicked + " kicked, " + pp.idle + " idle" + (pp.blocked ? ", " + pp.blocked + " blocked" : "") + (pp.cpu_intensive ? ", " + pp.cpu_intensive + " cpu_intensive" : "") + " / max " + p.max_workers : "";
     ctx.fillText(counts, Math.max(x0 + 6, 150), y0 + cell + 13);
   });
   ink(canvas, ctx);

@@ -396,6 +396,7 @@ struct PoolPoint {
     idle: usize,
     kicked: usize,
     blocked: usize,
+    cpu_intensive: usize,
     tasks: usize,
 }
 
@@ -483,6 +484,7 @@ impl History {
                     idle: p.workers.idle,
                     kicked: p.workers.kicked,
                     blocked: p.workers.blocked,
+                    cpu_intensive: p.workers.cpu_intensive,
                     tasks: p.tasks,
                 })
                 .collect()

@@ -229,6 +229,11 @@ pub struct WorkerStates {
     /// Workers blocked in [`block_in_place`](crate::task::block_in_place),
     /// not counted in `total`.
     pub blocked: usize,
+    /// Workers in a CPU-intensive poll, not counted in `total` (the
+    /// kernel's `WORKER_CPU_INTENSIVE`): an item of a
+    /// [`cpu_intensive`](crate::WorkqueueBuilder::cpu_intensive) queue, or
+    /// of a task the watchdog found hogging its CPU.
+    pub cpu_intensive: usize,
 }
 
 impl WorkerStates {
@@ -240,6 +245,7 @@ impl WorkerStates {
         self.kicked = self.kicked.saturating_add(o.kicked);
         self.searching = self.searching.saturating_add(o.searching);
         self.blocked = self.blocked.saturating_add(o.blocked);
+        self.cpu_intensive = self.cpu_intensive.saturating_add(o.cpu_intensive);
     }
 }
 
@@ -544,6 +550,7 @@ impl PoolSnapshot {
         kicked: usize,
         searching: usize,
         blocked: usize,
+        cpu_intensive: usize,
     ) -> WorkerStates {
         WorkerStates {
             total,
@@ -552,6 +559,7 @@ impl PoolSnapshot {
             kicked,
             searching,
             blocked,
+            cpu_intensive,
         }
     }
 
@@ -1192,7 +1200,7 @@ mod tests {
                 writer.completed.store(164, Ordering::Release);
             })))
         });
-        let workers = PoolSnapshot::worker_states(1, 0, 0, 0, 0);
+        let workers = PoolSnapshot::worker_states(1, 0, 0, 0, 0, 0);
         let mut p = PoolSnapshot::new(0, Scope::System, 0, vec![0], false, false, 1, workers);
         p.add_worker(&c, &mut None, &mut None);
         assert!(

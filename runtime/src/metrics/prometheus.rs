@@ -239,7 +239,7 @@ pub(super) fn encode(s: &Snapshot) -> String {
         &mut out,
         "wq_workers",
         "gauge",
-        "Workers of the pool by state, each in one: busy (running or searching), idle (parked), kicked (woken, not yet running), blocked (in block_in_place, not counted against the maximum).",
+        "Workers of the pool by state, each in one: busy (running or searching), idle (parked), kicked (woken, not yet running), blocked (in block_in_place), cpu_intensive (in a CPU-intensive poll); the last two not counted against the maximum.",
     );
     for p in &s.pools {
         let w = &p.workers;
@@ -248,6 +248,7 @@ pub(super) fn encode(s: &Snapshot) -> String {
             ("idle", w.idle),
             ("kicked", w.kicked),
             ("blocked", w.blocked),
+            ("cpu_intensive", w.cpu_intensive),
         ] {
             let _ = writeln!(
                 out,

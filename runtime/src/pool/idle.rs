@@ -252,6 +252,9 @@ struct Slot {
     /// The watchdog granted this slot's poll a CPU-hog allowance (counted
     /// in `extra`) that has not been revoked or given up.
     granted: bool,
+    /// Out of the count (`Blocked`) for a CPU-intensive poll, not a
+    /// block: reported apart (`WorkerStates::cpu_intensive`).
+    computing: bool,
 }
 
 /// Counters kept under the pool lock, where the events happen anyway.
@@ -416,6 +419,7 @@ impl Idle {
                 idle_since: now,
                 thread: None,
                 granted: false,
+                computing: false,
             })
             .collect();
         Idle {
@@ -1060,6 +1064,7 @@ impl Idle {
             let mut st = self.lock();
             debug_assert_eq!(st.slots[slot].state, SlotState::Running);
             st.slots[slot].state = SlotState::Blocked;
+            st.slots[slot].computing = !blocks;
             st.nr_workers -= 1;
             // A hog allowance this slot's poll holds is given up: blocking
             // takes the worker out of the count already, and both would
@@ -1274,17 +1279,21 @@ impl Idle {
     /// A consistent copy of the lists' sizes and the counters.
     pub(crate) fn snapshot(&self) -> IdleSnapshot {
         let st = lock(&self.state);
-        let blocked = st
-            .slots
-            .iter()
-            .filter(|s| s.state == SlotState::Blocked)
-            .count();
+        let (mut blocked, mut computing) = (0, 0);
+        for s in st.slots.iter().filter(|s| s.state == SlotState::Blocked) {
+            if s.computing {
+                computing += 1;
+            } else {
+                blocked += 1;
+            }
+        }
         IdleSnapshot {
             nr_workers: st.nr_workers,
             nr_granted: st.extra,
             nr_idle: st.idle.len(),
             nr_kicked: st.kicked.len(),
             nr_blocked: blocked,
+            nr_computing: computing,
             nr_searching: self.hint.load().searching(),
             counters: st.counters,
         }
@@ -1365,7 +1374,10 @@ pub(crate) struct IdleSnapshot {
     pub(crate) nr_granted: usize,
     pub(crate) nr_idle: usize,
     pub(crate) nr_kicked: usize,
+    /// Out of the count in `block_in_place`.
     pub(crate) nr_blocked: usize,
+    /// Out of the count in a CPU-intensive poll.
+    pub(crate) nr_computing: usize,
     pub(crate) nr_searching: usize,
     pub(crate) counters: LockedCounters,
 }

@@ -638,6 +638,7 @@ impl Pool {
             snap.nr_kicked,
             snap.nr_searching,
             snap.nr_blocked,
+            snap.nr_computing,
         );
         let mut m = PoolSnapshot::new(
             self.id,
