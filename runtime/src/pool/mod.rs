@@ -90,6 +90,9 @@ pub(crate) trait Host: Send + Sync + 'static {
     fn turn_driver(&self, kind: Turn, turn: &mut dyn FnMut(&mut crate::driver::Driver)) -> bool;
     /// Whether the host has an I/O driver that nobody turns now (a hint).
     fn driver_unattended(&self) -> bool;
+    /// Whether the host has an I/O driver that no thread is parked in now
+    /// (a hint): unattended, or held by a zero-wait turn.
+    fn driver_unparked(&self) -> bool;
     /// A thread gave up the driver, or may have left it to nobody (see
     /// [`park`]'s "Attending the driver"): if nobody turns it now, wakes an
     /// idle worker, of any pool, to park in it. Returns whether the driver
@@ -98,8 +101,15 @@ pub(crate) trait Host: Send + Sync + 'static {
     /// [`Host::take_deferred_attend`] after its turn.
     fn attend_driver(&self) -> bool;
     /// After a zero-wait turn and a `SeqCst` fence: whether an attend was
-    /// left to this turn (the caller then calls [`Host::attend_driver`]).
+    /// left to this turn (the caller then calls
+    /// [`Host::attend_driver_or_start`]).
     fn take_deferred_attend(&self) -> bool;
+    /// [`Host::attend_driver`], and with nobody to wake and the driver
+    /// still unattended, a kick of the default pool, which starts a worker
+    /// if it may: for an attend left to a zero-wait turn, whose maker (a
+    /// worker blocking, a `block_on` thread off to poll) counted the
+    /// driver attended and kicked nothing itself.
+    fn attend_driver_or_start(&self);
     /// The numbers of the host's live workers, over all its pools: a
     /// worker takes the lowest free one at its start and gives it back
     /// at its exit (its timer shard, `time::sleep`).

@@ -49,8 +49,8 @@
 //! only woke other tasks: it parks again at once; with no idle worker and
 //! no waiter, it kicks the default pool, which starts one if it may), a
 //! worker culled out of the driver, or blocking in `block_in_place` after
-//! leaving it (once per stay: [`Parker::was_in_driver`]) or with the
-//! driver unattended (it may have been woken to take the driver and
+//! leaving it (once per stay: [`Parker::was_in_driver`]) or with nobody
+//! parked in the driver (it may have been woken to take the driver and
 //! found this task first; the worker woken for its deque's work runs
 //! that first and does not count; with none woken, it starts a worker if
 //! none is idle, the blocked one no longer counting), the watchdog after
@@ -88,7 +88,11 @@
 //! reads as parked to its end, running the wakers of its events included:
 //! a parker that meets it then sleeps unmarked, as below. The turn's thread, after its
 //! turn, fences and takes the mark, and attends (any pool's idle worker,
-//! where its own turn woke only its pool's, unless that woke one).
+//! where its own turn woke only its pool's, unless that woke one); with
+//! nobody to wake, it kicks the default pool, which starts a worker if it
+//! may, as the attend's maker would have (a worker blocking, which counted
+//! the driver attended and kicked nothing: the timer waited for the
+//! block, `a_timer_fires_while_a_worker_blocks_*` in `scheduler::services`).
 //! One of the two sees the other (`loom_an_attend_left_to_a_zero_wait_turn_*`,
 //! `loom_a_park_that_meets_a_zero_wait_turn_*`); before, an attend that
 //! met such a turn counted the driver as attended, and a worker of

@@ -351,9 +351,11 @@ pub(crate) fn leave_count<R>(f: impl FnOnce() -> R, blocks: bool) -> R {
     // "Attending the driver"). The worker woken or started for the deque's
     // work, if any, runs that work first (a long poll there would hold the
     // driver up): it does not count. With none woken or started, one is
-    // (the blocked worker no longer counts).
+    // (the blocked worker no longer counts). A driver held by a zero-wait
+    // turn is not attended: the attend is left to that turn's thread,
+    // which kicks a pool itself if it finds nobody to wake.
     let left_driver = local.left_driver.replace(false);
-    if (left_driver || local.host.driver_unattended()) && !local.host.attend_driver() && !coming {
+    if (left_driver || local.host.driver_unparked()) && !local.host.attend_driver() && !coming {
         if left_driver {
             local.pool.kick();
         } else {
@@ -901,7 +903,7 @@ impl Core {
                 // mark is taken and nobody else woken.) A turn does not
                 // unwind: a waker's panic is caught (`driver::wake_all`).
                 if host.take_deferred_attend() && !coming {
-                    host.attend_driver();
+                    host.attend_driver_or_start();
                 }
             }
         }

@@ -487,6 +487,22 @@ impl Scheduler {
         }
     }
 
+    /// After the watchdog's zero-wait turn: a worker that idled during it
+    /// found the driver taken and sleeps on its futex: it takes the driver
+    /// now. An attend left to this turn is done as its maker would have
+    /// done it: with no idle worker and no waiter, a pool is kicked,
+    /// which starts a worker if it may (the maker, a worker blocking in
+    /// `block_in_place` or a `block_on` thread off to poll, counted the
+    /// driver attended and kicked nothing).
+    pub(crate) fn attend_after_zero_wait_turn(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.services.take_deferred_attend() {
+            self.attend_driver_or_start();
+        } else {
+            crate::pool::Host::attend_driver(self);
+        }
+    }
+
     /// Creates a named workqueue on this runtime.
     pub(crate) fn create_queue(&self, config: queue::QueueConfig) -> Arc<Queue> {
         let q = Arc::new(Queue::new(config, self.me.clone()));
@@ -811,12 +827,20 @@ impl Host for Scheduler {
         self.services.take_deferred_attend()
     }
 
+    fn attend_driver_or_start(&self) {
+        Scheduler::attend_driver_or_start(self);
+    }
+
     fn worker_numbers(&self) -> &Mutex<crate::pool::current::Numbers> {
         &self.worker_numbers
     }
 
     fn driver_unattended(&self) -> bool {
         self.services.driver_unattended()
+    }
+
+    fn driver_unparked(&self) -> bool {
+        self.services.driver_unparked()
     }
 
     fn attend_driver(&self) -> bool {

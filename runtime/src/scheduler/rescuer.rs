@@ -328,13 +328,8 @@ pub(crate) fn run(scheduler: &Arc<Scheduler>) {
                 rescued_tick = (rescued_tick * 2).min(super::MAYDAY_INTERVAL);
             }
             turned_at = std::time::Instant::now();
-            // A worker that idled during the turn found the driver taken
-            // and sleeps on its futex: it takes the driver now (and an
-            // attend left to this turn is done with it).
             if turned {
-                std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-                let _ = scheduler.services.take_deferred_attend();
-                crate::pool::Host::attend_driver(&**scheduler);
+                scheduler.attend_after_zero_wait_turn();
             }
         }
     }

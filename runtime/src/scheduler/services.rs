@@ -345,6 +345,15 @@ impl Services {
             .is_some_and(|l| l.turning() == 0 && !l.handle.is_shutdown())
     }
 
+    /// Whether the runtime has a driver that no thread is parked in now (a
+    /// hint): unattended, or held by a zero-wait turn, which attends
+    /// nobody (an attend then leaves it to that turn's thread).
+    pub(crate) fn driver_unparked(&self) -> bool {
+        self.driver
+            .get()
+            .is_some_and(|l| l.turning() != Turn::Park as u8 && !l.handle.is_shutdown())
+    }
+
     /// The driver's side of an attend (`Host::attend_driver`, after the
     /// caller's `SeqCst` fence): whether a thread attends the driver. A
     /// zero-wait turn holding it does not (it waits for nothing and is
@@ -456,6 +465,8 @@ pub(crate) fn current_driver(what: &str) -> io::Result<driver::Handle> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::Turn;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
 
     /// A runtime of one CPU whose every worker start the "OS" refuses,
@@ -564,6 +575,145 @@ mod tests {
         assert!(took >= Duration::from_millis(600), "{took:?}");
         holder.join().unwrap();
         sleeper.join().unwrap();
+    }
+
+    /// The pool's one worker, parked in the driver, is kicked into a task
+    /// that blocks in `block_in_place`, and a zero-wait turn (the
+    /// watchdog's, here with the watchdog off) holds the driver as it
+    /// attends: the attend is left to that turn's thread, which found no
+    /// idle worker to wake and did nothing more. Nobody was started (the
+    /// blocked worker no longer counts), and the timer waited for the
+    /// block to end.
+    #[test]
+    fn a_timer_fires_while_a_worker_blocks_whose_attend_met_a_zero_wait_turn() {
+        let rt = crate::Runtime::builder()
+            .topology(crate::Topology::synthetic("core:1 pu:1").unwrap())
+            .max_workers_per_pool(1)
+            .cpu_hog_threshold(Duration::ZERO)
+            .build()
+            .unwrap();
+        let scheduler = rt.handle().scheduler.clone();
+        let (timer_tx, timer_rx) = std::sync::mpsc::channel::<()>();
+        drop(rt.spawn(async move {
+            crate::time::sleep(Duration::from_millis(200)).await;
+            timer_tx.send(()).unwrap();
+        }));
+        let lent = || scheduler.services.driver.get();
+        let t0 = Instant::now();
+        while lent().is_none_or(|l| l.turning() != Turn::Park as u8) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "no worker in the driver"
+            );
+            std::thread::yield_now();
+        }
+        // Kicked out of the driver into this task, the worker waits (in
+        // its poll) until the zero-wait turn below holds the driver, then
+        // blocks.
+        let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+        let (blocked_tx, blocked_rx) = std::sync::mpsc::channel::<()>();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let blocker = rt.spawn(async move {
+            held_rx.recv().unwrap();
+            crate::task::block_in_place(move || {
+                blocked_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+            });
+        });
+        let mut held = Some((held_tx, blocked_rx));
+        while held.is_some() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "never held the driver"
+            );
+            scheduler.services.turn_driver(Turn::ZeroWait, &mut |_| {
+                let (held_tx, blocked_rx) = held.take().unwrap();
+                held_tx.send(()).unwrap();
+                blocked_rx.recv().unwrap();
+            });
+            std::thread::yield_now();
+        }
+        scheduler.attend_after_zero_wait_turn();
+        let fired = timer_rx.recv_timeout(Duration::from_secs(10));
+        release_tx.send(()).unwrap();
+        rt.block_on(blocker).unwrap();
+        assert!(fired.is_ok(), "the timer waited for the blocked worker");
+    }
+
+    /// A worker that never held the driver blocks in `block_in_place` while
+    /// the driver is unattended (its `block_on` holder left, finding no
+    /// worker to take it: the one worker was in this poll) but held by a
+    /// zero-wait turn: that turn attends nobody, yet the worker read the
+    /// driver as attended and attended nothing; the turn's thread, with
+    /// no attend left to it, found no idle worker, and the timer waited
+    /// for the block to end.
+    #[test]
+    fn a_timer_fires_while_a_worker_blocks_beside_a_zero_wait_turn() {
+        let rt = crate::Runtime::builder()
+            .topology(crate::Topology::synthetic("core:1 pu:1").unwrap())
+            .max_workers_per_pool(1)
+            .cpu_hog_threshold(Duration::ZERO)
+            .build()
+            .unwrap();
+        let scheduler = rt.handle().scheduler.clone();
+        let t0 = Instant::now();
+        let wait = |what: &str| {
+            assert!(t0.elapsed() < Duration::from_secs(20), "{what}");
+            std::thread::yield_now();
+        };
+        // The one worker busy until released: it never holds the driver.
+        let busy = Arc::new(AtomicBool::new(true));
+        let b = busy.clone();
+        drop(rt.spawn(async move {
+            while b.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        }));
+        // A `block_on` thread holds the driver until `leave` fires.
+        scheduler.services.driver(&scheduler).unwrap();
+        let (leave_tx, leave_rx) = futures::channel::oneshot::channel::<()>();
+        let h = rt.handle().clone();
+        let holder = std::thread::spawn(move || h.block_on(leave_rx).unwrap());
+        let lent = scheduler.services.driver.get().unwrap();
+        while lent.turning() != Turn::Park as u8 {
+            wait("the holder never parked in the driver");
+        }
+        let (timer_tx, timer_rx) = std::sync::mpsc::channel::<()>();
+        drop(rt.spawn(async move {
+            crate::time::sleep(Duration::from_millis(300)).await;
+            timer_tx.send(()).unwrap();
+        }));
+        let (entered_tx, entered_rx) = std::sync::mpsc::channel::<()>();
+        let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+        let (blocked_tx, blocked_rx) = std::sync::mpsc::channel::<()>();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let blocker = rt.spawn(async move {
+            entered_tx.send(()).unwrap();
+            held_rx.recv().unwrap();
+            crate::task::block_in_place(move || {
+                blocked_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+            });
+        });
+        busy.store(false, Ordering::Relaxed);
+        // The worker ran the timer's task and is in the blocker's poll.
+        entered_rx.recv().unwrap();
+        leave_tx.send(()).unwrap();
+        holder.join().unwrap();
+        let mut held = Some((held_tx, blocked_rx));
+        while held.is_some() {
+            scheduler.services.turn_driver(Turn::ZeroWait, &mut |_| {
+                let (held_tx, blocked_rx) = held.take().unwrap();
+                held_tx.send(()).unwrap();
+                blocked_rx.recv().unwrap();
+            });
+            wait("never held the driver");
+        }
+        scheduler.attend_after_zero_wait_turn();
+        let fired = timer_rx.recv_timeout(Duration::from_secs(10));
+        release_tx.send(()).unwrap();
+        rt.block_on(blocker).unwrap();
+        assert!(fired.is_ok(), "the timer waited for the blocked worker");
     }
 
     /// An attend that finds no worker wakes one `block_on` waiter asleep
