@@ -11,6 +11,7 @@ use std::str::FromStr;
 /// busy loops until the OS refused, after setting up what came before.
 const LIMITS: &[(&str, u128, &str)] = &[
     ("producers", 4096, "a thread each"),
+    ("tokio-workers", 4096, "a thread each"),
     ("workers", 32_767, "wq's most workers per pool"),
     ("busy-neighbours", 1024, "a process each"),
     ("layouts", 1000, "a process each"),
@@ -172,28 +173,40 @@ impl Args {
         }
     }
 
-    /// `--name a,b,c` parsed element-wise, or `default`.
+    /// `--name a,b,c` parsed element-wise, or `default`. An element given
+    /// twice is refused, as an option given twice is: it measured its row
+    /// twice, and a row compared with itself gave a noise floor of 0.
     pub fn list<T>(&self, name: &str, default: Vec<T>) -> Result<Vec<T>, String>
     where
-        T: FromStr,
+        T: FromStr + PartialEq,
         T::Err: Display,
     {
-        match self.values.get(name) {
-            None => Ok(default),
-            Some(v) => v
-                .split(',')
-                .map(|s| match s.trim() {
-                    "" => Err(format!(
+        let Some(v) = self.values.get(name) else {
+            return Ok(default);
+        };
+        let mut out: Vec<T> = Vec::new();
+        for s in v.split(',') {
+            let n = match s.trim() {
+                "" => {
+                    return Err(format!(
                         "--{name} {v:?}: an empty element; give a comma-separated list, like a,b"
-                    )),
-                    s => {
-                        let n = s.parse().map_err(|e| format!("--{name} {s:?}: {e}"))?;
-                        within_limit(name, s)?;
-                        Ok(n)
-                    }
-                })
-                .collect(),
+                    ));
+                }
+                s => {
+                    let n = s.parse().map_err(|e| format!("--{name} {s:?}: {e}"))?;
+                    within_limit(name, s)?;
+                    n
+                }
+            };
+            if out.contains(&n) {
+                return Err(format!(
+                    "--{name} {v:?}: {:?} is given twice; give each once",
+                    s.trim()
+                ));
+            }
+            out.push(n);
         }
+        Ok(out)
     }
 }
 
@@ -325,5 +338,27 @@ mod tests {
                 .unwrap_err()
                 .contains("at most 4096")
         );
+        // tokio's workers are threads too: a million was measured for
+        // minutes, then tokio's start panicked.
+        let a = Args::parse(["--tokio-workers", "100000000"], &[]).unwrap();
+        assert!(
+            a.count("tokio-workers", 2usize)
+                .unwrap_err()
+                .contains("at most 4096 (a thread each)")
+        );
+    }
+
+    #[test]
+    fn a_list_element_given_twice_is_refused() {
+        let a = Args::parse(["--scopes", "cache,numa, numa"], &[]).unwrap();
+        assert_eq!(
+            a.list::<String>("scopes", vec![]).unwrap_err(),
+            "--scopes \"cache,numa, numa\": \"numa\" is given twice; give each once"
+        );
+        // The same value spelled twice (`8,08`) is the same element.
+        let a = Args::parse(["--producers", "8,08"], &[]).unwrap();
+        assert!(a.list::<usize>("producers", vec![]).is_err());
+        let a = Args::parse(["--producers", "8,1,2"], &[]).unwrap();
+        assert_eq!(a.list::<usize>("producers", vec![]), Ok(vec![8, 1, 2]));
     }
 }

@@ -39,6 +39,17 @@ macro_rules! outln {
     };
 }
 
+/// `eprintln!` for progress and notes: a write error (a reader of stderr
+/// that has gone, `2>&1 | head`) is ignored, where `eprintln!` panicked
+/// mid-run (exit status 101, the plots never written).
+#[macro_export]
+macro_rules! progress {
+    ($($t:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stderr().lock(), $($t)*);
+    }};
+}
+
 /// Writes `s` to stdout (see [`out!`]); another write error ends the
 /// program with it.
 pub fn write_out(s: &str) {
@@ -48,7 +59,7 @@ pub fn write_out(s: &str) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
         Err(e) => {
-            eprintln!("wq-bench: could not write the results to stdout: {e}");
+            progress!("wq-bench: could not write the results to stdout: {e}");
             std::process::exit(1);
         }
     }

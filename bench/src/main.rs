@@ -109,7 +109,9 @@ fn command_line() -> String {
 
 fn main() -> ExitCode {
     if let Some(bad) = std::env::args_os().skip(1).find(|a| a.to_str().is_none()) {
-        eprintln!("wq-bench: argument {bad:?} is not valid UTF-8: give options and paths in UTF-8");
+        wq_bench::progress!(
+            "wq-bench: argument {bad:?} is not valid UTF-8: give options and paths in UTF-8"
+        );
         return ExitCode::from(1);
     }
     let mut argv = args().skip(1);
@@ -162,11 +164,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("wq-bench {sub}: {e}");
+            wq_bench::progress!("wq-bench {sub}: {e}");
             // Only a subcommand that has options (an unknown one was just
             // told the list of those that do).
             if sub_usage.is_some() {
-                eprintln!("(`wq-bench {sub} --help` lists the options)");
+                wq_bench::progress!("(`wq-bench {sub} --help` lists the options)");
             }
             ExitCode::FAILURE
         }
@@ -214,7 +216,7 @@ fn write_plots(
         return Ok(());
     };
     for p in plots(&dir)? {
-        eprintln!("wrote {p}");
+        wq_bench::progress!("wrote {p}");
     }
     Ok(())
 }
@@ -343,7 +345,7 @@ fn run_shape_layouts(
     }
     let mut measured = Vec::with_capacity(layouts);
     for k in 0..layouts {
-        eprintln!("[layout {}/{layouts}] --pad {k}", k + 1);
+        wq_bench::progress!("[layout {}/{layouts}] --pad {k}", k + 1);
         // A layout's process goes with this one, set up before it runs
         // (its busy neighbours go with it, by their own death signal).
         let out = wq_bench::neighbours::die_with_parent(&mut std::process::Command::new(&exe))

@@ -262,7 +262,7 @@ pub fn http_main(argv: &[String], command: &str) -> Result<(), String> {
                     run?
                 }
             };
-            eprintln!(
+            crate::progress!(
                 "run {r} {rt}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, server CPU {:.1} us/req ({:.1} in the kernel), {:.3} context switches/req ({:.3} preemptions){}",
                 run.rps,
                 run.p50_ms,
@@ -688,7 +688,7 @@ pub fn echo_main(argv: &[String], command: &str) -> Result<(), String> {
                     .map_err(|e| e.to_string())?;
                 ping_pong(addr, conns, size, Duration::from_secs(secs))?
             };
-            eprintln!(
+            crate::progress!(
                 "run {r} {name}: {:.0} round trips/s, p50 {}, p99 {}",
                 run.0,
                 stats::fmt_ns(run.1.p50),
@@ -779,37 +779,46 @@ fn ping_pong(
 ) -> Result<(f64, Quantiles), String> {
     let start = Instant::now();
     let end = start + length;
-    let clients: Vec<_> = (0..conns)
-        .map(|_| {
-            std::thread::spawn(
-                move || -> Result<(u64, hdrhistogram::Histogram<u64>), String> {
-                    let mut s = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
-                    s.set_nodelay(true).map_err(|e| e.to_string())?;
-                    // A server that stalls (a lost wake) fails the run
-                    // instead of hanging it, reading or writing.
-                    for set in [
-                        std::net::TcpStream::set_read_timeout,
-                        std::net::TcpStream::set_write_timeout,
-                    ] {
-                        set(&s, Some(std::time::Duration::from_secs(10)))
-                            .map_err(|e| e.to_string())?;
-                    }
-                    let msg = vec![7u8; size];
-                    let mut back = vec![0u8; size];
-                    let mut h = stats::histogram();
-                    let mut n = 0;
-                    while Instant::now() < end {
-                        let t = Instant::now();
-                        s.write_all(&msg).map_err(|e| e.to_string())?;
-                        s.read_exact(&mut back).map_err(|e| e.to_string())?;
-                        h.saturating_record(t.elapsed().as_nanos() as u64);
-                        n += 1;
-                    }
-                    Ok((n, h))
-                },
-            )
+    let clients = (0..conns)
+        .map(|i| {
+            std::thread::Builder::new()
+                .spawn(
+                    move || -> Result<(u64, hdrhistogram::Histogram<u64>), String> {
+                        let mut s =
+                            std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+                        s.set_nodelay(true).map_err(|e| e.to_string())?;
+                        // A server that stalls (a lost wake) fails the run
+                        // instead of hanging it, reading or writing.
+                        for set in [
+                            std::net::TcpStream::set_read_timeout,
+                            std::net::TcpStream::set_write_timeout,
+                        ] {
+                            set(&s, Some(std::time::Duration::from_secs(10)))
+                                .map_err(|e| e.to_string())?;
+                        }
+                        let msg = vec![7u8; size];
+                        let mut back = vec![0u8; size];
+                        let mut h = stats::histogram();
+                        let mut n = 0;
+                        while Instant::now() < end {
+                            let t = Instant::now();
+                            s.write_all(&msg).map_err(|e| e.to_string())?;
+                            s.read_exact(&mut back).map_err(|e| e.to_string())?;
+                            h.saturating_record(t.elapsed().as_nanos() as u64);
+                            n += 1;
+                        }
+                        Ok((n, h))
+                    },
+                )
+                .map_err(|e| {
+                    format!(
+                        "could not start client thread {} of --conns {conns}: {e} (give fewer)",
+                        i + 1
+                    )
+                })
         })
-        .collect();
+        // The clients started before a refusal end at `end` by themselves.
+        .collect::<Result<Vec<_>, String>>()?;
     let mut total = 0;
     let mut all = stats::histogram();
     for c in clients {

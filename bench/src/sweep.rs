@@ -60,7 +60,9 @@ impl Sweep {
     /// From the command line.
     pub fn from_args(a: &Args) -> Result<Sweep, String> {
         let cpus = crate::machine::online_cpus();
-        let producers = a.list("producers", default_producers(cpus))?;
+        // Ascending, as the table and the plot's x axis read them.
+        let mut producers = a.list("producers", default_producers(cpus))?;
+        producers.sort_unstable();
         if producers.is_empty() || producers.contains(&0) {
             return Err("--producers: give producer counts of 1 or more, e.g. 1,2,4,8".into());
         }
@@ -103,7 +105,7 @@ pub fn run(sweep: &Sweep) -> Result<Vec<Step>, String> {
             producers: p,
             ..sweep.base.clone()
         };
-        eprintln!("# {p} producers");
+        crate::progress!("# {p} producers");
         steps.push(Step {
             producers: p,
             rows: workqueue::run(&cfg)?,
@@ -311,6 +313,14 @@ mod tests {
         assert_eq!(default_producers(16), vec![1, 2, 4, 8, 16, 32, 64]);
         assert_eq!(default_producers(6), vec![1, 2, 4, 8, 16, 24]);
         assert_eq!(default_producers(1), vec![1, 2, 4]);
+    }
+
+    /// Counts given out of order are swept in order: the table and the
+    /// plot's x axis followed the order given.
+    #[test]
+    fn producer_counts_are_swept_in_ascending_order() {
+        let a = Args::parse(["--producers", "8,1,2"], FLAGS).unwrap();
+        assert_eq!(Sweep::from_args(&a).unwrap().producers, vec![1, 2, 8]);
     }
 
     #[test]

@@ -516,7 +516,7 @@ where
                         ALL_PINNED.store(false, std::sync::atomic::Ordering::Relaxed);
                         static SAID: std::sync::Once = std::sync::Once::new();
                         SAID.call_once(|| {
-                            eprintln!(
+                            crate::progress!(
                                 "wq-bench: could not pin a producer to its CPU; producers run unpinned (--no-pin says so)"
                             );
                         });
@@ -679,7 +679,7 @@ pub fn run(cfg: &Config) -> Result<Vec<Row>, String> {
         for k in 0..n {
             let row = &mut rows[(first + k) % n];
             let run = run_target(cfg, row.target)?;
-            eprintln!(
+            crate::progress!(
                 "[{}/{}] {:<24} {:>10} items/s  enqueue p95 {:>8}  rtt p50 {:>8}",
                 rep + 1,
                 cfg.repeat,

@@ -284,3 +284,49 @@ fn a_closed_stdout_ends_quietly_with_the_plots_written() {
     assert!(plots > 0, "no plot written: {err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The progress lines go to stderr: a reader of stderr that has gone
+/// (`2>&1 | head`) ends nothing early. `eprintln!` panicked on the broken
+/// pipe after the first run (exit status 101, no plots written).
+#[test]
+fn a_closed_stderr_ends_nothing_early() {
+    let dir = std::env::temp_dir().join(format!("wq-bench-errpipe-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wq-bench"))
+        .args([
+            "workqueue",
+            "--scopes",
+            "cpu",
+            "--modes",
+            "deferred",
+            "--items",
+            "200",
+            "--warmup",
+            "0",
+            "--repeat",
+            "2",
+            "--no-tokio",
+            "--plot-dir",
+        ])
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let deadline = std::time::Instant::now() + child::CHILD_LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("wq-bench ran over {:?}", child::CHILD_LIMIT);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status}");
+    let plots = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+    assert!(plots > 0, "no plot written");
+    let _ = std::fs::remove_dir_all(&dir);
+}
