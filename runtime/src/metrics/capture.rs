@@ -38,14 +38,15 @@
 //!    the thread exits. The pool's spawn histogram is **striped**: one
 //!    cache-padded, mutex-guarded array of bucket counts per stripe
 //!    ([`SPAWN_STRIPES`]),
-//!    a thread flushing always into the stripe of its ordinal, so flushes
-//!    of different threads take different locks and write different lines
+//!    a thread flushing always into the same stripe, the next in turn at
+//!    its first flush (a process-wide round robin), so flushes of
+//!    different threads take different locks and write different lines
 //!    (threads beyond the stripe count share stripes: one lock per 64
 //!    spawns, not per spawn).
 //! 3. **Readers** (`Handle::metrics`, any thread) merge: for each slot
 //!    they add its histograms' non-empty buckets to the pool's total (one
-//!    `record_n` each), then the spawn stripes (under each stripe's
-//!    mutex), then the rescuer's. Histograms are allocated on their first
+//!    `record_n` each), the rescuer's after the slots', then the spawn
+//!    stripes (under each stripe's mutex). Histograms are allocated on their first
 //!    record (a pool has twice its maximum in slots, most never used; each
 //!    histogram is 30 KiB).
 //!

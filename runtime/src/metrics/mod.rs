@@ -611,12 +611,23 @@ impl PoolSnapshot {
         let Some(e) = earlier else {
             return self.clone();
         };
+        // Field by field: `..self.clone()` copied the three histograms
+        // only to drop them (tens of KiB a pool, each dashboard second).
         PoolSnapshot {
+            id: self.id,
+            scope: self.scope,
+            pod: self.pod,
+            cpus: self.cpus.clone(),
+            strict: self.strict,
+            highpri: self.highpri,
+            max_workers: self.max_workers,
+            spin_watches_deques: self.spin_watches_deques,
+            workers: self.workers,
+            tasks: self.tasks,
             counters: self.counters.since(&e.counters),
             sched_delay: self.sched_delay.since(&e.sched_delay),
             poll_time: self.poll_time.since(&e.poll_time),
             spawn_time: self.spawn_time.since(&e.spawn_time),
-            ..self.clone()
         }
     }
 }

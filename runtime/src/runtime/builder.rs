@@ -283,7 +283,8 @@ impl Builder {
     /// Every task's **scheduling delay** (queued to polled) is recorded
     /// either way, as are the counters and worker states: each enqueue
     /// reads the clock once (its stamp), the worker reads it at each poll's
-    /// start anyway, and buffers the delay in its own array.
+    /// start anyway, and records the delay into its own slot's histogram,
+    /// which a snapshot reads at once.
     ///
     /// ```
     /// let rt = wq::Runtime::builder().latency_capture(true).build().unwrap();

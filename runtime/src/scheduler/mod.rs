@@ -130,22 +130,18 @@ struct Queues {
 }
 
 impl Queues {
-    /// The live queues in creation order, and the slots and creation
-    /// numbers of those being dropped (the last reference gone, the
-    /// counters not yet retired).
-    fn live(&self) -> (Vec<Arc<Queue>>, Vec<(usize, u64)>) {
-        let mut live: Vec<(u64, usize, &Weak<Queue>)> = self
-            .live
-            .iter()
-            .enumerate()
-            .filter_map(|(slot, e)| e.as_ref().map(|(n, w)| (*n, slot, w)))
-            .collect();
-        live.sort_unstable_by_key(|(n, _, _)| *n);
-        let (mut alive, mut dying) = (Vec::with_capacity(live.len()), Vec::new());
-        for (number, slot, w) in live {
-            match w.upgrade() {
-                Some(q) => alive.push(q),
-                None => dying.push((slot, number)),
+    /// The live queues with their creation numbers, in no order (the
+    /// caller sorts them after the unlock: [`in_creation_order`]), and the
+    /// slots and creation numbers of those being dropped (the last
+    /// reference gone, the counters not yet retired).
+    fn live(&self) -> (Vec<Numbered>, Vec<(usize, u64)>) {
+        let (mut alive, mut dying) = (Vec::with_capacity(self.live.len()), Vec::new());
+        for (slot, e) in self.live.iter().enumerate() {
+            if let Some((number, w)) = e {
+                match w.upgrade() {
+                    Some(q) => alive.push((*number, q)),
+                    None => dying.push((slot, *number)),
+                }
             }
         }
         (alive, dying)
@@ -168,6 +164,17 @@ impl Queues {
         retired.sort_unstable_by_key(|(_, n)| *n);
         retired.into_iter().map(|(s, _)| s.clone()).collect()
     }
+}
+
+/// A live queue and its creation number.
+type Numbered = (u64, Arc<Queue>);
+
+/// The queues of [`Queues::live`] in creation order: sorted with the
+/// registry's lock released (with a queue per connection, a snapshot's sort
+/// held up every queue's creation and drop).
+fn in_creation_order(mut live: Vec<Numbered>) -> Vec<Arc<Queue>> {
+    live.sort_unstable_by_key(|(n, _)| *n);
+    live.into_iter().map(|(_, q)| q).collect()
 }
 
 /// [`Scheduler::instance`]: never 0 (a snapshot from a build without the
@@ -585,7 +592,8 @@ impl Scheduler {
 
     /// The named workqueues alive now, in creation order.
     pub(crate) fn queues(&self) -> Vec<Arc<Queue>> {
-        crate::loom::lock(&self.queues).live().0
+        let live = crate::loom::lock(&self.queues).live().0;
+        in_creation_order(live)
     }
 
     /// The live queues and the retired counters, consistent: a queue being
@@ -612,7 +620,9 @@ impl Scheduler {
                 if !retired {
                     SNAPSHOTS_GAVE_UP.fetch_add(1, Ordering::Relaxed);
                 }
-                return (live, queues.retired());
+                let retired = queues.retired();
+                drop(queues);
+                return (in_creation_order(live), retired);
             }
             drop(queues);
             std::thread::yield_now();
