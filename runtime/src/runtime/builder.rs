@@ -88,7 +88,11 @@ impl Builder {
 
     /// The machine to schedule for. Default: [`Topology::detect`]. A
     /// synthetic or XML topology lays out pods as on that machine but binds
-    /// no thread (threads get virtual CPUs, see [`Runtime::spawn_on`]).
+    /// no thread to a pod: the runtime's threads run on the CPUs the
+    /// process's main thread had when the runtime was built (not those of
+    /// the thread that built it or started them), and each stands for a
+    /// CPU of the made-up machine when it places a spawn (see
+    /// [`Runtime::spawn_on`]).
     pub fn topology(mut self, topology: Topology) -> Builder {
         self.topology = Some(topology);
         self

@@ -143,7 +143,13 @@ impl Runtime {
     /// Spawns `future` on the pool of the `scope` pod that holds the calling
     /// thread's CPU; that pool stays the task's home. (A worker of a
     /// non-strict `cache_shard` pool may run on another shard's CPU: its
-    /// `cache_shard` spawns go to its own shard.)
+    /// `cache_shard` spawns go to its own shard.) On a synthetic or XML
+    /// topology the CPU is a made-up one: a worker's stands for a CPU of
+    /// its pod, any other thread is given one in turn, once. From a CPU
+    /// the topology does not know (outside a [`Topology::restrict`]ed
+    /// set, or added since), spawns go round-robin over the pods.
+    ///
+    /// [`Topology::restrict`]: crate::Topology::restrict
     pub fn spawn_on<F>(&self, scope: Scope, future: F) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
