@@ -52,6 +52,12 @@
 //! `floor(now - base)`. So a timer never fires before its deadline, and
 //! fires at most ~2 ms plus the wake-up latency after it (the tick's
 //! rounding, then epoll's wait, which mio rounds up to whole milliseconds).
+//! The kernel lets `epoll_wait` sleep past its timeout by a slack of 0.1%
+//! of it (0.5% in a niced process), up to 100 ms
+//! (`select_estimate_accuracy`; 7.9 ms late for a 10 s wait on the 2-vCPU
+//! VM): a wait for a timer more than [`SLACK_FREE_WAIT`] away ends 1% of
+//! it early (at most 200 ms), and the next turn waits the rest, whose
+//! slack is under a millisecond ([`wait_for_timer`]).
 //!
 //! # Shutdown ([`Handle::shutdown`] then [`Driver::shut_down`])
 //! `shutdown` is set and the driver unparked: a turn in progress returns,
@@ -158,6 +164,24 @@ impl std::fmt::Debug for Driver {
     }
 }
 
+/// The longest wait for a timer made whole: the kernel's slack on it is
+/// at most 2 ms (0.5% in a niced process; module docs, "Time").
+pub(crate) const SLACK_FREE_WAIT: Duration = Duration::from_millis(400);
+
+/// How long a turn waits for a timer `until` away: all of it up to
+/// [`SLACK_FREE_WAIT`]; beyond, 1% less (at most 200 ms less), so that
+/// the kernel's slack (at most 0.5%) ends the wait before the deadline,
+/// not after: the turn that follows waits the rest. A 60 s sleep ended
+/// about 60 ms late; now two wakeups, the second within a millisecond of
+/// the deadline.
+pub(crate) fn wait_for_timer(until: Duration) -> Duration {
+    if until <= SLACK_FREE_WAIT {
+        until
+    } else {
+        until - (until / 100).min(Duration::from_millis(200))
+    }
+}
+
 impl Driver {
     /// Creates the epoll instance, its registry dup and its waker (three
     /// fds), with a timer shard per CPU of this machine (tests).
@@ -226,9 +250,11 @@ impl Driver {
         } else {
             let next = inner.timers.park();
             let until_timer = (next != u64::MAX).then(|| {
-                inner
-                    .instant_of(next)
-                    .saturating_duration_since(Instant::now())
+                wait_for_timer(
+                    inner
+                        .instant_of(next)
+                        .saturating_duration_since(Instant::now()),
+                )
             });
             match (max_wait, until_timer) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -521,6 +547,42 @@ fn register_error(err: io::Error) -> io::Error {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    /// A wait for a timer, plus the most slack the kernel may add to it
+    /// (`select_estimate_accuracy`: 0.5% of it in a niced process, at most
+    /// 100 ms; 0.1% otherwise), ends by the deadline; short waits are
+    /// whole. (A 60 s wait could end 300 ms late, niced.)
+    #[test]
+    fn a_wait_for_a_timer_leaves_room_for_the_kernels_slack() {
+        let slack = |w: Duration| (w / 200).min(Duration::from_millis(100));
+        for ms in [
+            1,
+            100,
+            400,
+            401,
+            1_000,
+            10_000,
+            20_000,
+            60_000,
+            3_600_000,
+            u32::MAX as u64,
+        ] {
+            let until = Duration::from_millis(ms);
+            let wait = wait_for_timer(until);
+            if until <= SLACK_FREE_WAIT {
+                assert_eq!(wait, until);
+                assert!(slack(wait) <= Duration::from_millis(2), "{until:?}");
+            } else {
+                assert!(wait + slack(wait) < until, "{until:?}: waits {wait:?}");
+                // The rest, waited next, has a slack under a millisecond.
+                assert!(slack(until - wait) <= Duration::from_millis(1), "{until:?}");
+            }
+        }
+        assert_eq!(
+            wait_for_timer(Duration::from_secs(60)),
+            Duration::from_millis(59_800)
+        );
+    }
 
     #[test]
     fn a_full_epoll_watch_limit_says_which_limit() {

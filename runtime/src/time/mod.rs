@@ -12,7 +12,9 @@
 //!   to the next millisecond tick, and a tick fires only once the clock has
 //!   passed it; it fires at most about 2 ms plus the driver's and the
 //!   pool's wake-up latency after (the tick's rounding, and epoll's wait,
-//!   which takes whole milliseconds and rounds up) -- while a thread
+//!   which takes whole milliseconds and rounds up; a long wait ends early
+//!   by more than the kernel's timer slack, 0.1% of it, and waits the rest
+//!   after: a 10 s sleep was 7-11 ms late, now 1.1-1.5 ms) -- while a thread
 //!   turns the driver. A worker that leaves it to run what its turn woke
 //!   does not hand it to an idle sibling (`scheduler::services`, "Who
 //!   turns the driver"): if that run is one long poll and no other thread
