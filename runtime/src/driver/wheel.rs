@@ -115,6 +115,10 @@ impl Wheel {
     /// it with this task's). Returns its key, and whether it is already
     /// fired (`when <= elapsed`).
     pub(crate) fn insert(&mut self, when: u64, waker: &Waker) -> (usize, bool) {
+        // Cloned first: a foreign waker's clone that panics leaves nothing
+        // linked (an entry linked first stayed pending for good, keyless,
+        // and its shard's slab never shrank again).
+        let waker = (when > self.elapsed).then(|| waker.clone());
         let key = self.entries.insert(Entry {
             when,
             waker: None,
@@ -125,7 +129,7 @@ impl Wheel {
         assert!(key < NIL as usize, "wq: more than 4 billion timers pending");
         let fired = !self.arm(key, when);
         if !fired {
-            self.entries[key].waker = Some(waker.clone());
+            self.entries[key].waker = waker;
         }
         (key, fired)
     }
@@ -202,9 +206,16 @@ impl Wheel {
 
     /// Advances to tick `now`, firing what is due: each fired timer's waker
     /// is pushed on `wake`. Stops early once `wake` holds `limit` wakers (so
-    /// the caller can wake them outside its lock) and returns `false`; call
-    /// again to go on. Returns `true` when everything due by `now` fired.
+    /// the caller can wake them outside its lock), or once it has re-placed
+    /// `limit` entries of a higher level's slot (a cascade: a million
+    /// sleeps armed within seconds share a level-2 slot, and moving them
+    /// all held the caller's lock, which every arm and cancel on the shard
+    /// takes, for tens of milliseconds), and returns `false`; call again
+    /// to go on (a slot left half moved is safe: an arm meanwhile cannot
+    /// land in it, as its span is before the next level's). Returns `true`
+    /// when everything due by `now` fired.
     pub(crate) fn advance(&mut self, now: u64, wake: &mut Vec<Waker>, limit: usize) -> bool {
+        let mut moved = 0;
         loop {
             let next = (0..LEVELS)
                 .filter_map(|level| self.next_at_level(level).map(|(s, at)| (at, level, s)))
@@ -215,17 +226,17 @@ impl Wheel {
             };
             self.elapsed = self.elapsed.max(at);
             while self.heads[level][slot] != NIL {
-                if wake.len() >= limit {
+                if wake.len() >= limit || moved >= limit {
                     return false;
                 }
                 let key = self.heads[level][slot] as usize;
                 self.unlink(key);
                 let when = self.entries[key].when;
-                if !self.arm(key, when) {
+                if self.arm(key, when) {
+                    moved += 1;
+                } else if let Some(w) = self.entries[key].waker.take() {
                     // Due (W3): fire it.
-                    if let Some(w) = self.entries[key].waker.take() {
-                        wake.push(w);
-                    }
+                    wake.push(w);
                 }
             }
         }
@@ -351,6 +362,63 @@ mod tests {
     /// and far timers) against a map of deadlines: every timer fires
     /// exactly once, at the first advance that reaches its tick, never
     /// before.
+    /// A foreign waker whose clone panics (polled by another executor)
+    /// leaves nothing pending: the entry was linked before the clone, and
+    /// stayed pending for good with no key to remove it by.
+    #[test]
+    fn a_waker_clone_that_panics_leaves_no_timer_pending() {
+        use std::task::{RawWaker, RawWakerVTable};
+        fn clone(_: *const ()) -> RawWaker {
+            panic!("a foreign waker's clone")
+        }
+        fn noop(_: *const ()) {}
+        static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, noop, noop, noop);
+        // SAFETY: the vtable's functions ignore the (null) data pointer.
+        let waker = unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) };
+        let mut wheel = Wheel::new();
+        let inserted =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wheel.insert(100, &waker)));
+        assert!(inserted.is_err());
+        assert_eq!(wheel.pending(), 0);
+    }
+
+    /// A cascade is batched as firing is: 3,000 timers sharing one level-2
+    /// slot are re-placed at most `limit` per call (one call moved them
+    /// all, under the shard's lock), and every one still fires at its tick.
+    #[test]
+    fn a_cascade_moves_at_most_a_batch_per_call() {
+        let woken = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut wheel = Wheel::new();
+        for i in 1..=3000u64 {
+            let w = Waker::from(Arc::new(Id(8192 + i, woken.clone())));
+            assert!(!wheel.insert(8192 + i, &w).1);
+        }
+        let mut wake = Vec::new();
+        assert!(!wheel.advance(8192, &mut wake, 1024), "3,000 moved at once");
+        assert!(wake.is_empty());
+        // 3,000 moved to level 1, and 63 of those on to level 0.
+        let mut calls = 1;
+        loop {
+            calls += 1;
+            if wheel.advance(8192, &mut wake, 1024) {
+                break;
+            }
+        }
+        assert_eq!((calls, wake.len(), wheel.pending()), (3, 0, 3000));
+        let mut now = 8192;
+        while now < 8192 + 3000 {
+            now += 7;
+            while !wheel.advance(now, &mut wake, 1024) {}
+            for w in wake.drain(..) {
+                w.wake();
+            }
+            let fired = woken.lock().unwrap();
+            assert!(fired.iter().all(|&t| t <= now), "fired early");
+            assert_eq!(fired.len() as u64, (now - 8192).min(3000));
+        }
+        assert_eq!(wheel.pending(), 0);
+    }
+
     /// A timer due at insert fires at once and keeps no waker: reset into
     /// the future (a `Sleep::reset` before its next poll), it wakes none of
     /// the task that first polled it.
