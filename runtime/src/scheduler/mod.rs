@@ -326,12 +326,17 @@ impl Scheduler {
     /// beside `cache` on a small LLC). Outside `all_pools`' lock: a cell
     /// that another thread is initializing makes `set` wait for it, and
     /// that thread takes the lock (to find this same pool).
+    /// The pod of a scope with the pool's CPUs, if any, is the one that
+    /// holds its first CPU (a scope's pods partition the CPUs): one look
+    /// per scope, where a scan of every pod of every scope at each pool's
+    /// first use made a machine of N CPUs compare O(N^2) CPU lists.
     fn enter_in_every_scope(&self, pool: &Arc<Pool>) {
         for scope in Scope::ALL {
-            for (pod, p) in self.topology.pods(scope).iter().enumerate() {
-                if p.cpus() == &*pool.cpus {
-                    let _ = self.pools[pool.attrs.index()][scope.index()][pod].set(pool.clone());
-                }
+            let Some(pod) = self.topology.pod_index_of(scope, pool.cpus[0]) else {
+                continue;
+            };
+            if self.topology.pods(scope)[pod].cpus() == &*pool.cpus {
+                let _ = self.pools[pool.attrs.index()][scope.index()][pod].set(pool.clone());
             }
         }
     }
@@ -1004,6 +1009,37 @@ mod tests {
 
     use super::SNAPSHOTS_GAVE_UP;
     use crate::{Runtime, Scope, Topology, Workqueue};
+
+    /// A pool made for one scope's pod is entered in every scope's table
+    /// with a pod of the same CPUs (here, without SMT, `cpu` and `smt`;
+    /// `cache_shard`, `cache`, `numa` and `system` are the whole machine),
+    /// and in no other pod.
+    #[test]
+    fn a_pool_is_entered_in_every_scope_with_its_cpus() {
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("core:4 pu:1").unwrap())
+            .build()
+            .unwrap();
+        rt.block_on(rt.handle().spawn_on_cpu(2, Scope::Cpu, async {}))
+            .unwrap();
+        rt.block_on(rt.handle().spawn_on_cpu(1, Scope::Cache, async {}))
+            .unwrap();
+        let s = &rt.handle().scheduler;
+        let attrs = s.default_attrs();
+        let pools = s.pools();
+        assert!(pools.iter().any(|p| *p.cpus == [2]));
+        for scope in Scope::ALL {
+            for (pod, cell) in s.pools[attrs.index()][scope.index()].iter().enumerate() {
+                let cpus = s.topology.pods(scope)[pod].cpus();
+                let made = pools.iter().find(|p| &*p.cpus == cpus && p.attrs == attrs);
+                match (cell.get(), made) {
+                    (Some(p), Some(m)) => assert!(Arc::ptr_eq(p, m), "{scope} {pod}"),
+                    (None, None) => {}
+                    (p, m) => panic!("{scope} pod {pod}: in the table {p:?}, made {m:?}"),
+                }
+            }
+        }
+    }
 
     /// Every entry is found, each once; removed in either order, oldest or
     /// newest first, each takes at most two looks.

@@ -505,11 +505,14 @@ impl Topology {
     /// The pod of `scope` that holds CPU `cpu` (an OS index), or `None` if the
     /// topology lacks that CPU. O(1).
     pub fn pod_of(&self, scope: Scope, cpu: usize) -> Option<&Pod> {
+        self.pods(scope).get(self.pod_index_of(scope, cpu)?)
+    }
+
+    /// The index among `pods(scope)` of the pod that holds CPU `cpu`.
+    /// O(1).
+    pub(crate) fn pod_index_of(&self, scope: Scope, cpu: usize) -> Option<usize> {
         let index = *self.inner.pod_of.get(cpu)?.get(scope.index())?;
-        if index == NO_POD {
-            return None;
-        }
-        self.pods(scope).get(index as usize)
+        (index != NO_POD).then_some(index as usize)
     }
 
     /// Whether this topology was read from the running machine, so that
