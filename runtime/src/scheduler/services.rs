@@ -577,6 +577,87 @@ mod tests {
         sleeper.join().unwrap();
     }
 
+    /// One CPU, one worker, no watchdog (nothing else turns the driver).
+    fn one_worker_without_watchdog() -> crate::Runtime {
+        crate::Runtime::builder()
+            .topology(crate::Topology::synthetic("core:1 pu:1").unwrap())
+            .max_workers_per_pool(1)
+            .cpu_hog_threshold(Duration::ZERO)
+            .build()
+            .unwrap()
+    }
+
+    /// A task on `rt` that sleeps `ms`, then sends: the receiver says when
+    /// its timer fired.
+    fn timer_in(rt: &crate::Runtime, ms: u64) -> std::sync::mpsc::Receiver<()> {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        drop(rt.spawn(async move {
+            crate::time::sleep(Duration::from_millis(ms)).await;
+            tx.send(()).unwrap();
+        }));
+        rx
+    }
+
+    /// A task that first waits (in its poll, holding its worker) for
+    /// `held`, then blocks in `block_in_place` until `release`.
+    struct Blocker {
+        held: std::sync::mpsc::Sender<()>,
+        blocked: std::sync::mpsc::Receiver<()>,
+        release: std::sync::mpsc::Sender<()>,
+        task: crate::JoinHandle<()>,
+    }
+
+    fn blocker(rt: &crate::Runtime, entered: std::sync::mpsc::Sender<()>) -> Blocker {
+        let (held, held_rx) = std::sync::mpsc::channel::<()>();
+        let (blocked_tx, blocked) = std::sync::mpsc::channel::<()>();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let task = rt.spawn(async move {
+            entered.send(()).unwrap();
+            held_rx.recv().unwrap();
+            crate::task::block_in_place(move || {
+                blocked_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+            });
+        });
+        Blocker {
+            held,
+            blocked,
+            release,
+            task,
+        }
+    }
+
+    /// Holds the driver in a zero-wait turn while `b`'s worker blocks
+    /// (the turn taken once the driver is free), then does what the
+    /// watchdog does after its turn; returns whether `timer` fired while
+    /// the worker stayed blocked.
+    fn fires_beside_a_zero_wait_turn(
+        rt: &crate::Runtime,
+        b: Blocker,
+        timer: &std::sync::mpsc::Receiver<()>,
+    ) -> bool {
+        let scheduler = rt.handle().scheduler.clone();
+        let t0 = Instant::now();
+        let mut pending = Some((b.held, b.blocked));
+        while pending.is_some() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "never held the driver"
+            );
+            scheduler.services.turn_driver(Turn::ZeroWait, &mut |_| {
+                let (held, blocked) = pending.take().unwrap();
+                held.send(()).unwrap();
+                blocked.recv().unwrap();
+            });
+            std::thread::yield_now();
+        }
+        scheduler.attend_after_zero_wait_turn();
+        let fired = timer.recv_timeout(Duration::from_secs(10)).is_ok();
+        b.release.send(()).unwrap();
+        rt.block_on(b.task).unwrap();
+        fired
+    }
+
     /// The pool's one worker, parked in the driver, is kicked into a task
     /// that blocks in `block_in_place`, and a zero-wait turn (the
     /// watchdog's, here with the watchdog off) holds the driver as it
@@ -586,58 +667,29 @@ mod tests {
     /// block to end.
     #[test]
     fn a_timer_fires_while_a_worker_blocks_whose_attend_met_a_zero_wait_turn() {
-        let rt = crate::Runtime::builder()
-            .topology(crate::Topology::synthetic("core:1 pu:1").unwrap())
-            .max_workers_per_pool(1)
-            .cpu_hog_threshold(Duration::ZERO)
-            .build()
-            .unwrap();
+        let rt = one_worker_without_watchdog();
+        let timer = timer_in(&rt, 200);
         let scheduler = rt.handle().scheduler.clone();
-        let (timer_tx, timer_rx) = std::sync::mpsc::channel::<()>();
-        drop(rt.spawn(async move {
-            crate::time::sleep(Duration::from_millis(200)).await;
-            timer_tx.send(()).unwrap();
-        }));
-        let lent = || scheduler.services.driver.get();
         let t0 = Instant::now();
-        while lent().is_none_or(|l| l.turning() != Turn::Park as u8) {
+        while scheduler
+            .services
+            .driver
+            .get()
+            .is_none_or(|l| l.turning() != Turn::Park as u8)
+        {
             assert!(
                 t0.elapsed() < Duration::from_secs(20),
                 "no worker in the driver"
             );
             std::thread::yield_now();
         }
-        // Kicked out of the driver into this task, the worker waits (in
-        // its poll) until the zero-wait turn below holds the driver, then
-        // blocks.
-        let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
-        let (blocked_tx, blocked_rx) = std::sync::mpsc::channel::<()>();
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let blocker = rt.spawn(async move {
-            held_rx.recv().unwrap();
-            crate::task::block_in_place(move || {
-                blocked_tx.send(()).unwrap();
-                release_rx.recv().unwrap();
-            });
-        });
-        let mut held = Some((held_tx, blocked_rx));
-        while held.is_some() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "never held the driver"
-            );
-            scheduler.services.turn_driver(Turn::ZeroWait, &mut |_| {
-                let (held_tx, blocked_rx) = held.take().unwrap();
-                held_tx.send(()).unwrap();
-                blocked_rx.recv().unwrap();
-            });
-            std::thread::yield_now();
-        }
-        scheduler.attend_after_zero_wait_turn();
-        let fired = timer_rx.recv_timeout(Duration::from_secs(10));
-        release_tx.send(()).unwrap();
-        rt.block_on(blocker).unwrap();
-        assert!(fired.is_ok(), "the timer waited for the blocked worker");
+        // Kicked out of the driver into this task.
+        let (entered, _entered) = std::sync::mpsc::channel();
+        let b = blocker(&rt, entered);
+        assert!(
+            fires_beside_a_zero_wait_turn(&rt, b, &timer),
+            "the timer waited for the blocked worker"
+        );
     }
 
     /// A worker that never held the driver blocks in `block_in_place` while
@@ -649,18 +701,8 @@ mod tests {
     /// for the block to end.
     #[test]
     fn a_timer_fires_while_a_worker_blocks_beside_a_zero_wait_turn() {
-        let rt = crate::Runtime::builder()
-            .topology(crate::Topology::synthetic("core:1 pu:1").unwrap())
-            .max_workers_per_pool(1)
-            .cpu_hog_threshold(Duration::ZERO)
-            .build()
-            .unwrap();
+        let rt = one_worker_without_watchdog();
         let scheduler = rt.handle().scheduler.clone();
-        let t0 = Instant::now();
-        let wait = |what: &str| {
-            assert!(t0.elapsed() < Duration::from_secs(20), "{what}");
-            std::thread::yield_now();
-        };
         // The one worker busy until released: it never holds the driver.
         let busy = Arc::new(AtomicBool::new(true));
         let b = busy.clone();
@@ -675,45 +717,26 @@ mod tests {
         let h = rt.handle().clone();
         let holder = std::thread::spawn(move || h.block_on(leave_rx).unwrap());
         let lent = scheduler.services.driver.get().unwrap();
+        let t0 = Instant::now();
         while lent.turning() != Turn::Park as u8 {
-            wait("the holder never parked in the driver");
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "the holder never parked in the driver"
+            );
+            std::thread::yield_now();
         }
-        let (timer_tx, timer_rx) = std::sync::mpsc::channel::<()>();
-        drop(rt.spawn(async move {
-            crate::time::sleep(Duration::from_millis(300)).await;
-            timer_tx.send(()).unwrap();
-        }));
-        let (entered_tx, entered_rx) = std::sync::mpsc::channel::<()>();
-        let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
-        let (blocked_tx, blocked_rx) = std::sync::mpsc::channel::<()>();
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let blocker = rt.spawn(async move {
-            entered_tx.send(()).unwrap();
-            held_rx.recv().unwrap();
-            crate::task::block_in_place(move || {
-                blocked_tx.send(()).unwrap();
-                release_rx.recv().unwrap();
-            });
-        });
+        let timer = timer_in(&rt, 300);
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let b = blocker(&rt, entered_tx);
         busy.store(false, Ordering::Relaxed);
         // The worker ran the timer's task and is in the blocker's poll.
-        entered_rx.recv().unwrap();
+        entered.recv().unwrap();
         leave_tx.send(()).unwrap();
         holder.join().unwrap();
-        let mut held = Some((held_tx, blocked_rx));
-        while held.is_some() {
-            scheduler.services.turn_driver(Turn::ZeroWait, &mut |_| {
-                let (held_tx, blocked_rx) = held.take().unwrap();
-                held_tx.send(()).unwrap();
-                blocked_rx.recv().unwrap();
-            });
-            wait("never held the driver");
-        }
-        scheduler.attend_after_zero_wait_turn();
-        let fired = timer_rx.recv_timeout(Duration::from_secs(10));
-        release_tx.send(()).unwrap();
-        rt.block_on(blocker).unwrap();
-        assert!(fired.is_ok(), "the timer waited for the blocked worker");
+        assert!(
+            fires_beside_a_zero_wait_turn(&rt, b, &timer),
+            "the timer waited for the blocked worker"
+        );
     }
 
     /// An attend that finds no worker wakes one `block_on` waiter asleep
