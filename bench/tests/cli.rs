@@ -234,14 +234,11 @@ fn an_oversized_count_and_a_non_utf8_argument_are_refused() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
-/// A reader that closes stdout early (`wq-bench ... | head`) ends the run
-/// quietly with its plots written: `print!` panicked on the broken pipe
-/// (exit 101), after the measurement, and the plots came after it.
-#[test]
-fn a_closed_stdout_ends_quietly_with_the_plots_written() {
-    let dir = std::env::temp_dir().join(format!("wq-bench-pipe-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wq-bench"))
+/// A tiny `workqueue` run with plots into a fresh `dir`, over `repeat`
+/// runs, stdout and stderr piped.
+fn plotting_run(dir: &std::path::Path, repeat: &str) -> std::process::Child {
+    let _ = std::fs::remove_dir_all(dir);
+    Command::new(env!("CARGO_BIN_EXE_wq-bench"))
         .args([
             "workqueue",
             "--scopes",
@@ -253,36 +250,55 @@ fn a_closed_stdout_ends_quietly_with_the_plots_written() {
             "--warmup",
             "0",
             "--repeat",
-            "1",
+            repeat,
             "--no-tokio",
             "--json",
             "--plot-dir",
         ])
-        .arg(&dir)
+        .arg(dir)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap();
-    // The reader goes before anything is written.
-    drop(child.stdout.take());
+        .unwrap()
+}
+
+/// Waits for `child`, at most `child::CHILD_LIMIT`.
+fn wait_bounded(child: &mut std::process::Child) -> std::process::ExitStatus {
     let deadline = std::time::Instant::now() + child::CHILD_LIMIT;
-    let status = loop {
+    loop {
         if let Some(status) = child.try_wait().unwrap() {
-            break status;
+            return status;
         }
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
             panic!("wq-bench ran over {:?}", child::CHILD_LIMIT);
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
-    };
+    }
+}
+
+/// The plots `dir` holds (then removed).
+fn plots_in(dir: &std::path::Path) -> usize {
+    let plots = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+    let _ = std::fs::remove_dir_all(dir);
+    plots
+}
+
+/// A reader that closes stdout early (`wq-bench ... | head`) ends the run
+/// quietly with its plots written: `print!` panicked on the broken pipe
+/// (exit 101), after the measurement, and the plots came after it.
+#[test]
+fn a_closed_stdout_ends_quietly_with_the_plots_written() {
+    let dir = std::env::temp_dir().join(format!("wq-bench-pipe-{}", std::process::id()));
+    let mut child = plotting_run(&dir, "1");
+    // The reader goes before anything is written.
+    drop(child.stdout.take());
+    let status = wait_bounded(&mut child);
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(status.success(), "{status}: {err}");
     assert!(!err.contains("panicked"), "{err}");
-    let plots = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
-    assert!(plots > 0, "no plot written: {err}");
-    let _ = std::fs::remove_dir_all(&dir);
+    assert!(plots_in(&dir) > 0, "no plot written: {err}");
 }
 
 /// The progress lines go to stderr: a reader of stderr that has gone
@@ -291,42 +307,16 @@ fn a_closed_stdout_ends_quietly_with_the_plots_written() {
 #[test]
 fn a_closed_stderr_ends_nothing_early() {
     let dir = std::env::temp_dir().join(format!("wq-bench-errpipe-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wq-bench"))
-        .args([
-            "workqueue",
-            "--scopes",
-            "cpu",
-            "--modes",
-            "deferred",
-            "--items",
-            "200",
-            "--warmup",
-            "0",
-            "--repeat",
-            "2",
-            "--no-tokio",
-            "--plot-dir",
-        ])
-        .arg(&dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = plotting_run(&dir, "2");
     drop(child.stderr.take());
-    let deadline = std::time::Instant::now() + child::CHILD_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("wq-bench ran over {:?}", child::CHILD_LIMIT);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
+    // Read meanwhile: a full stdout pipe would hold the run up.
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut out);
+    });
+    let status = wait_bounded(&mut child);
+    reader.join().unwrap();
     assert!(status.success(), "{status}");
-    let plots = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
-    assert!(plots > 0, "no plot written");
-    let _ = std::fs::remove_dir_all(&dir);
+    assert!(plots_in(&dir) > 0, "no plot written");
 }

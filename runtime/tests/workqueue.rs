@@ -630,6 +630,16 @@ fn a_short_computation_after_a_long_block_is_not_a_cpu_hog() {
     });
 }
 
+/// A runtime of one worker and a `cpu_intensive()` queue on it.
+fn one_worker_and_a_cpu_intensive_queue() -> (Runtime, Workqueue) {
+    let rt = one_worker_runtime();
+    let q = Workqueue::builder("crunch")
+        .cpu_intensive()
+        .build(rt.handle())
+        .unwrap();
+    (rt, q)
+}
+
 /// A `cpu_intensive()` item's polls leave the pool's count (and let
 /// another worker in for what is queued), but they compute: that is no
 /// block, and no `cm_wakeup` (the kernel counts none for a
@@ -638,11 +648,7 @@ fn a_short_computation_after_a_long_block_is_not_a_cpu_hog() {
 #[test]
 fn a_cpu_intensive_items_polls_are_not_cm_wakeups() {
     within(60, || {
-        let rt = one_worker_runtime();
-        let q = Workqueue::builder("crunch")
-            .cpu_intensive()
-            .build(rt.handle())
-            .unwrap();
+        let (rt, q) = one_worker_and_a_cpu_intensive_queue();
         // Two items taking turns: the other is queued as each poll begins.
         let items: Vec<_> = (0..2)
             .map(|_| {
@@ -676,11 +682,7 @@ fn a_cpu_intensive_items_polls_are_not_cm_wakeups() {
 #[test]
 fn a_worker_in_a_cpu_intensive_poll_is_not_reported_blocked() {
     within(60, || {
-        let rt = one_worker_runtime();
-        let q = Workqueue::builder("crunch")
-            .cpu_intensive()
-            .build(rt.handle())
-            .unwrap();
+        let (rt, q) = one_worker_and_a_cpu_intensive_queue();
         let states = |rt: &wq::Runtime| {
             let m = rt.metrics();
             let sum = |f: fn(&wq::metrics::WorkerStates) -> usize| {
