@@ -484,16 +484,26 @@ mod tests {
         let holder = std::thread::spawn(move || {
             h.block_on(async { crate::time::sleep(Duration::from_millis(ms)).await });
         });
-        let lent = scheduler.services.driver.get().unwrap();
+        until_parked_in_the_driver(&scheduler);
+        holder
+    }
+
+    /// Waits until a thread of `scheduler` parks in its driver (made
+    /// already, or soon).
+    fn until_parked_in_the_driver(scheduler: &super::Scheduler) {
         let t0 = Instant::now();
-        while lent.turning() != Turn::Park as u8 {
+        while scheduler
+            .services
+            .driver
+            .get()
+            .is_none_or(|l| l.turning() != Turn::Park as u8)
+        {
             assert!(
                 t0.elapsed() < Duration::from_secs(30),
-                "the holder never parked in the driver"
+                "nobody parked in the driver"
             );
             std::thread::yield_now();
         }
-        holder
     }
 
     /// A `block_on` thread is a waiter only while it parks: polling its
@@ -669,20 +679,7 @@ mod tests {
     fn a_timer_fires_while_a_worker_blocks_whose_attend_met_a_zero_wait_turn() {
         let rt = one_worker_without_watchdog();
         let timer = timer_in(&rt, 200);
-        let scheduler = rt.handle().scheduler.clone();
-        let t0 = Instant::now();
-        while scheduler
-            .services
-            .driver
-            .get()
-            .is_none_or(|l| l.turning() != Turn::Park as u8)
-        {
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "no worker in the driver"
-            );
-            std::thread::yield_now();
-        }
+        until_parked_in_the_driver(&rt.handle().scheduler);
         // Kicked out of the driver into this task.
         let (entered, _entered) = std::sync::mpsc::channel();
         let b = blocker(&rt, entered);
@@ -716,15 +713,7 @@ mod tests {
         let (leave_tx, leave_rx) = futures::channel::oneshot::channel::<()>();
         let h = rt.handle().clone();
         let holder = std::thread::spawn(move || h.block_on(leave_rx).unwrap());
-        let lent = scheduler.services.driver.get().unwrap();
-        let t0 = Instant::now();
-        while lent.turning() != Turn::Park as u8 {
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "the holder never parked in the driver"
-            );
-            std::thread::yield_now();
-        }
+        until_parked_in_the_driver(&scheduler);
         let timer = timer_in(&rt, 300);
         let (entered_tx, entered) = std::sync::mpsc::channel();
         let b = blocker(&rt, entered_tx);
