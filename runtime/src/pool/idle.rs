@@ -609,6 +609,13 @@ impl Idle {
         );
     }
 
+    /// Whether a kick may start a worker now (the hint, no lock; a start
+    /// backing off after a refusal reads as possible).
+    pub(crate) fn may_start(&self) -> bool {
+        let h = self.hint.load();
+        !h.closed() && h.can_start()
+    }
+
     /// Whether [`Idle::wake_idle`] may find a worker (the hint, no lock).
     pub(crate) fn may_wake_idle(&self) -> bool {
         let h = self.hint.load();

@@ -518,6 +518,16 @@ impl Pool {
         self.handle_kick(self.idle.kick());
     }
 
+    /// [`Pool::kick`], saying whether a worker comes of it (one woken,
+    /// started, or already searching) or the rescuer is sent: not when
+    /// every worker is running and none can be started.
+    pub(crate) fn kick_reaches(self: &Arc<Self>) -> bool {
+        let kick = self.idle.kick();
+        let reaches = !matches!(kick, Kick::Busy | Kick::Closed);
+        self.handle_kick(kick);
+        reaches
+    }
+
     /// Does what a kick's outcome asks of its caller.
     pub(crate) fn handle_kick(self: &Arc<Self>, kick: Kick) {
         match kick {

@@ -90,7 +90,9 @@
 //! turn, fences and takes the mark, and attends (any pool's idle worker,
 //! where its own turn woke only its pool's, unless that woke one); with
 //! nobody to wake, it kicks the default pool, which starts a worker if it
-//! may, as the attend's maker would have (a worker blocking, which counted
+//! may (or, with that pool's workers all running, a pool with room and
+//! tasks: the maker's own, say a strict queue's), as the attend's maker
+//! would have (a worker blocking, which counted
 //! the driver attended and kicked nothing: the timer waited for the
 //! block, `a_timer_fires_while_a_worker_blocks_*` in `scheduler::services`).
 //! One of the two sees the other (`loom_an_attend_left_to_a_zero_wait_turn_*`,

@@ -488,14 +488,32 @@ impl Scheduler {
     }
 
     /// For a `block_on` thread leaving the driver (to poll its future, or
-    /// returning): an idle worker, or a waiter, takes it; with none, and
-    /// the driver still unattended, the default pool is kicked, which
-    /// starts a worker if it may (one blocked in `block_in_place` no
-    /// longer counts) to park in it, as a blocking worker's attend does.
+    /// returning), and an attend left to a zero-wait turn: an idle
+    /// worker, or a waiter, takes it; with none, and the driver still
+    /// unattended, the default pool is kicked, which starts a worker if
+    /// it may (one blocked in `block_in_place` no longer counts) to park
+    /// in it, as a blocking worker's attend does. If every one of its
+    /// workers runs and none can be started, the first pool that may
+    /// start one and has tasks is kicked: an attend left to a zero-wait
+    /// turn came from a worker blocking in a pool of its own (a strict or
+    /// high-priority queue's), whose start was the one to make. (Rare: a
+    /// scan of the pools' hints.)
     pub(crate) fn attend_driver_or_start(&self) {
-        if !crate::pool::Host::attend_driver(self) && self.services.driver_unattended() {
-            self.place(self.default_attrs(), self.config.default_scope, None)
-                .kick();
+        if crate::pool::Host::attend_driver(self) || !self.services.driver_unattended() {
+            return;
+        }
+        if self
+            .place(self.default_attrs(), self.config.default_scope, None)
+            .kick_reaches()
+        {
+            return;
+        }
+        let room = crate::loom::lock(&self.all_pools)
+            .iter()
+            .find(|p| p.idle.may_start() && p.registry.len() > 0)
+            .cloned();
+        if let Some(pool) = room {
+            pool.kick();
         }
     }
 

@@ -618,17 +618,25 @@ mod tests {
     }
 
     fn blocker(rt: &crate::Runtime, entered: std::sync::mpsc::Sender<()>) -> Blocker {
+        blocker_with(|f| rt.spawn(f), entered)
+    }
+
+    /// [`blocker`], spawned by `spawn`.
+    fn blocker_with(
+        spawn: impl FnOnce(futures::future::BoxFuture<'static, ()>) -> crate::JoinHandle<()>,
+        entered: std::sync::mpsc::Sender<()>,
+    ) -> Blocker {
         let (held, held_rx) = std::sync::mpsc::channel::<()>();
         let (blocked_tx, blocked) = std::sync::mpsc::channel::<()>();
         let (release, release_rx) = std::sync::mpsc::channel::<()>();
-        let task = rt.spawn(async move {
+        let task = spawn(Box::pin(async move {
             entered.send(()).unwrap();
             held_rx.recv().unwrap();
             crate::task::block_in_place(move || {
                 blocked_tx.send(()).unwrap();
                 release_rx.recv().unwrap();
             });
-        });
+        }));
         Blocker {
             held,
             blocked,
@@ -687,6 +695,40 @@ mod tests {
             fires_beside_a_zero_wait_turn(&rt, b, &timer),
             "the timer waited for the blocked worker"
         );
+    }
+
+    /// As `a_timer_fires_while_a_worker_blocks_whose_attend_met_a_zero_wait_turn`,
+    /// the blocking worker in a pool of its own (a strict queue's) while
+    /// the default pool's one worker is in a long poll: the turn's thread
+    /// kicked the default pool only, which could start nobody, and the
+    /// blocked worker's pool, with room for one, started none.
+    #[test]
+    fn a_timer_fires_while_a_worker_of_another_pool_blocks_beside_a_zero_wait_turn() {
+        let rt = one_worker_without_watchdog();
+        // The default pool's one worker in a poll until released.
+        let busy = Arc::new(AtomicBool::new(true));
+        let b = busy.clone();
+        drop(rt.spawn(async move {
+            while b.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        }));
+        let q = crate::Workqueue::builder("own-pool")
+            .strict(true)
+            .build(rt.handle())
+            .unwrap();
+        let (timer_tx, timer) = std::sync::mpsc::channel::<()>();
+        drop(q.spawn(async move {
+            crate::time::sleep(Duration::from_millis(300)).await;
+            timer_tx.send(()).unwrap();
+        }));
+        // The queue's worker armed the timer and idles in the driver.
+        until_parked_in_the_driver(&rt.handle().scheduler);
+        let (entered, _entered) = std::sync::mpsc::channel();
+        let b = blocker_with(|f| q.spawn(f), entered);
+        let fired = fires_beside_a_zero_wait_turn(&rt, b, &timer);
+        busy.store(false, Ordering::Relaxed);
+        assert!(fired, "the timer waited for the blocked worker");
     }
 
     /// A worker that never held the driver blocks in `block_in_place` while
