@@ -531,7 +531,21 @@ fn several_pools() -> (Runtime, Workqueue) {
 fn prometheus_text_parses_and_carries_every_pool() {
     within(60, || {
         let (rt, _q) = several_pools();
+        // One worker in a CPU-intensive poll while the snapshot is taken.
+        let crunch = Workqueue::builder("crunch")
+            .cpu_intensive()
+            .build(rt.handle())
+            .unwrap();
+        let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let held = crunch.spawn(async move {
+            entered_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+        });
+        entered.recv().unwrap();
         let m = rt.metrics();
+        release.send(()).unwrap();
+        rt.block_on(held).unwrap();
         assert!(m.pools.len() >= 7, "{m}");
         let text = m.to_prometheus();
         let (types, samples) = parse(&text);
@@ -559,14 +573,20 @@ fn prometheus_text_parses_and_carries_every_pool() {
                 .map(|(_, _, v)| *v)
                 .sum();
             let w = &p.workers;
-            assert_eq!(by_state as usize, w.busy + w.idle + w.kicked + w.blocked);
+            let out = w.blocked + w.cpu_intensive;
+            assert_eq!(by_state as usize, w.busy + w.idle + w.kicked + out);
             assert!(
-                by_state as usize <= w.total + w.blocked,
-                "{by_state} workers by state in a pool of {} and {} blocked",
+                by_state as usize <= w.total + out,
+                "{by_state} workers by state in a pool of {} and {out} out of the count",
                 w.total,
-                w.blocked
             );
         }
+        let computing: f64 = samples
+            .iter()
+            .filter(|(n, l, _)| n == "wq_workers" && l["state"] == "cpu_intensive")
+            .map(|(_, _, v)| *v)
+            .sum();
+        assert_eq!(computing, 1.0, "the worker in the CPU-intensive poll");
         for family in [
             "wq_pool_info",
             "wq_workers",

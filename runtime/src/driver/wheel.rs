@@ -358,10 +358,6 @@ mod tests {
         assert_eq!(slot_for(130, 1), 2);
     }
 
-    /// Random inserts, resets, removes and advances (including big jumps
-    /// and far timers) against a map of deadlines: every timer fires
-    /// exactly once, at the first advance that reaches its tick, never
-    /// before.
     /// A foreign waker whose clone panics (polled by another executor)
     /// leaves nothing pending: the entry was linked before the clone, and
     /// stayed pending for good with no key to remove it by.
@@ -438,6 +434,10 @@ mod tests {
         wheel.remove(key);
     }
 
+    /// Random inserts, resets, removes and advances (including big jumps
+    /// and far timers) against a map of deadlines: every timer fires
+    /// exactly once, at the first advance that reaches its tick, never
+    /// before.
     #[test]
     fn matches_a_brute_force_model() {
         brute_force_model(

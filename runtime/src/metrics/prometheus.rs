@@ -14,7 +14,7 @@
 //! | `wq_blocking_threads`, `wq_blocking_threads_idle`, `wq_blocking_threads_max`, `wq_blocking_queue_depth` | gauge | the blocking pool (`spawn_blocking`): threads alive, idle, its limit, jobs waiting for a thread |
 //! | `wq_blocking_jobs_total`, `wq_blocking_start_failures_total` | counter | jobs queued so far; thread starts the OS refused |
 //! | `wq_pool_info{pool,scope,pod,cpus,strict,highpri}` | gauge (1) | the pod's CPUs (`0-3,8`) and attributes |
-//! | `wq_workers{pool,scope,pod,state}` | gauge | workers by `state`, each in one: `busy`, `idle`, `kicked`, `blocked` (summed over `state`: the pool's workers, those in `block_in_place` included) |
+//! | `wq_workers{pool,scope,pod,state}` | gauge | workers by `state`, each in one: `busy`, `idle`, `kicked`, `blocked`, `cpu_intensive` (summed over `state`: the pool's workers, those in `block_in_place` or in a CPU-intensive poll included) |
 //! | `wq_workers_searching{..}` | gauge | of those, the ones searching (busy or kicked) |
 //! | `wq_workers_max{..}` | gauge | the pool's maximum |
 //! | `wq_tasks_alive{..}` | gauge | tasks whose home is the pool (in flight) |
