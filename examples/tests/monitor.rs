@@ -3,6 +3,8 @@
 //! and JSON), and says what to do when no service is there. Under a
 //! watchdog; the service is killed at the end whatever happens.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -144,9 +146,8 @@ fn wq_monitor_ends_quietly_when_its_reader_goes_and_counts_failures() {
 
 #[test]
 fn wq_monitor_says_how_to_start_a_service_when_none_is_there() {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    drop(l);
+    let (_held, addr) = common::refusing_addr();
+    let addr = addr.to_string();
     let (ok, _, err) = monitor(&[&addr, "-i", "1"]);
     assert!(!ok);
     assert!(

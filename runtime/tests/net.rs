@@ -337,9 +337,7 @@ fn from_std_refuses_sockets_that_cannot_accept() {
 fn connect_to_a_closed_port_is_connection_refused() {
     within_watchdog("refused", LIMIT, || {
         rt().block_on(async {
-            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = l.local_addr().unwrap();
-            drop(l);
+            let (_held, addr) = common::refusing::refusing_addr();
             let err = TcpStream::connect(addr).await.unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
             // Several addresses: each is tried, the last error returned.

@@ -4,6 +4,10 @@
 
 #[path = "../../../runtime/tests/common/child.rs"]
 mod child;
+#[path = "../../../runtime/tests/common/refusing.rs"]
+mod refusing;
 
 #[allow(unused_imports)] // each test file uses its part
 pub use child::{output, output_within};
+#[allow(unused_imports)]
+pub use refusing::refusing_addr;

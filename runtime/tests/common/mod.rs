@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod refusing;
 
 use std::sync::mpsc;
 use std::time::Duration;
