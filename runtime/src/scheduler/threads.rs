@@ -153,9 +153,12 @@ const JOIN_GRACE: Duration = Duration::from_millis(100);
 
 /// The deadline of a shutdown's joins: its own plus [`JOIN_GRACE`], once
 /// for all of them (the workers', the blocking threads'), so that the
-/// shutdown ends at most a grace past its deadline.
+/// shutdown ends at most a grace past its deadline. None (no deadline)
+/// for one within the grace of the last `Instant` (`shutdown_timeout`
+/// with such a timeout panicked here, its pools closed and its driver
+/// never shut down): as good as for ever.
 pub(crate) fn join_deadline(deadline: Option<Instant>) -> Option<Instant> {
-    deadline.map(|d| d + JOIN_GRACE)
+    deadline.and_then(|d| d.checked_add(JOIN_GRACE))
 }
 
 /// Joins `handles` but the calling thread's: by `deadline` if one is
@@ -294,6 +297,28 @@ impl Threads {
 mod tests {
     use super::Threads;
     use std::time::{Duration, Instant};
+
+    /// A shutdown deadline within the grace of the last `Instant`
+    /// (`shutdown_timeout` with a timeout just short of what `Instant`
+    /// holds) gives joins with no deadline, not an overflow's panic.
+    #[test]
+    fn a_deadline_near_the_end_of_instant_joins_without_one() {
+        let (mut end, mut step) = (Instant::now(), Duration::MAX / 2);
+        while step > Duration::from_nanos(1) {
+            match end.checked_add(step) {
+                Some(t) => end = t,
+                None => step /= 2,
+            }
+        }
+        let near = end - Duration::from_millis(50);
+        assert_eq!(super::join_deadline(Some(near)), None);
+        let now = Instant::now();
+        assert_eq!(
+            super::join_deadline(Some(now)),
+            Some(now + super::JOIN_GRACE)
+        );
+        assert_eq!(super::join_deadline(None), None);
+    }
 
     /// Threads that exit are joined (their stacks freed) as a later one
     /// exits, not only at the next start, which a pool culled to its idle
