@@ -268,6 +268,20 @@ pub(super) fn from_xml(xml: &str) -> Result<Topology, TopologyError> {
             ),
         ));
     }
+    // An os_index wq would refuse after the import is refused before it,
+    // saying why: hwloc rejected a PU of 4,000,000,000 with no CPU set
+    // (EINVAL: "hwloc rejected it"), and one with a set was refused for
+    // the set's disagreeing, not for the number.
+    if let Some(n) = pu_os_indexes(xml).find(|&n| n >= super::MAX_CPUS * 8) {
+        return Err(TopologyError::new(
+            TopologyErrorKind::TooManyCpus,
+            format!(
+                "hwloc XML topology: CPU index {n} is beyond what wq supports (below {}): \
+                 number CPUs from 0, as the OS does",
+                super::MAX_CPUS * 8
+            ),
+        ));
+    }
     // Nor does it check an os_index against the PU's cpuset or the other
     // PUs' (the same abort in a debug build; in release, CPUs merged or
     // misplaced).
@@ -354,6 +368,17 @@ fn xml_version(xml: &str) -> Option<&str> {
 /// or is not the first CPU of its own `cpuset` (as hwloc's consistency
 /// check requires), with what is wrong; PUs without one are
 /// [`pu_without_os_index`]'s.
+/// The os_index of every PU of an hwloc XML export that has a number for
+/// one.
+fn pu_os_indexes(xml: &str) -> impl Iterator<Item = usize> + '_ {
+    object_tags(xml).filter_map(|tag| {
+        let attrs = tag_attrs(tag);
+        (attr_value(&attrs, "type") == Some("PU"))
+            .then(|| attr_value(&attrs, "os_index")?.parse().ok())
+            .flatten()
+    })
+}
+
 pub(super) fn pu_os_index_problem(xml: &str) -> Option<(&str, String)> {
     let mut seen = std::collections::HashSet::new();
     for tag in object_tags(xml) {

@@ -1134,6 +1134,33 @@ mod with_hwloc {
         }
     }
 
+    /// A PU numbered beyond what wq supports is refused before hwloc reads
+    /// the file, saying so: hwloc rejected one with no CPU set, and the
+    /// error said only that hwloc rejected the file (`InvalidXml`).
+    #[test]
+    fn xml_with_a_pu_numbered_beyond_the_limit_is_refused_before_hwloc_reads_it() {
+        let xml = export("core:2 pu:1");
+        let at = xml.find("type=\"PU\" os_index=\"1\"").expect("PU 1");
+        let end = at + xml[at..].find('>').unwrap();
+        // Its CPU sets taken out, as hwloc mends a PU's from its os_index.
+        let tag: Vec<&str> = xml[at..end]
+            .trim_end_matches('/')
+            .split_whitespace()
+            .filter(|a| !a.contains("cpuset="))
+            .map(|a| {
+                if a.starts_with("os_index=") {
+                    "os_index=\"4000000000\""
+                } else {
+                    a
+                }
+            })
+            .collect();
+        let edited = format!("{}{}/{}", &xml[..at], tag.join(" "), &xml[end..]);
+        let err = Topology::from_xml(&edited).unwrap_err();
+        assert_eq!(err.kind(), TopologyErrorKind::TooManyCpus, "{err}");
+        assert!(err.to_string().contains("CPU index 4000000000"), "{err}");
+    }
+
     /// The os_index check reads cpusets as hwloc writes them: a 32-bit
     /// word of zeros is an empty field (CPU 70: `0x00000040,,0x0`), and
     /// the check let every PU from 64 up through unchecked (an edited one
