@@ -313,6 +313,11 @@ fn from_std_refuses_sockets_that_cannot_accept() {
             let not_socket = std::net::TcpListener::from(OwnedFd::from(file));
             let err = TcpListener::from_std(not_socket).unwrap_err();
             assert!(err.to_string().contains("TcpListener::from_std"), "{err}");
+            // ... its errno kept, as the error's source (it was lost).
+            let os = std::error::Error::source(&err)
+                .and_then(|s| s.downcast_ref::<io::Error>())
+                .and_then(io::Error::raw_os_error);
+            assert_eq!(os, Some(libc::ENOTSOCK), "{err:?}");
             // A listening Unix socket is no TCP listener: each accept
             // dropped a client (the address read as an IP one failed).
             let dir = fresh_dir("from-std");

@@ -533,12 +533,10 @@ pub(crate) struct Registered {
 /// errno's words, "No space left on device", which point at a disk).
 fn register_error(err: io::Error) -> io::Error {
     if err.raw_os_error() == Some(libc::ENOSPC) {
-        return io::Error::new(
-            err.kind(),
-            format!(
-                "wq: could not register the socket with the I/O driver (epoll_ctl): {err}; the user's epoll watch limit is reached: raise /proc/sys/fs/epoll/max_user_watches"
-            ),
+        let message = format!(
+            "wq: could not register the socket with the I/O driver (epoll_ctl): {err}; the user's epoll watch limit is reached: raise /proc/sys/fs/epoll/max_user_watches"
         );
+        return crate::io::with_hint(err, message);
     }
     err
 }
@@ -589,6 +587,11 @@ mod tests {
         let e = register_error(io::Error::from_raw_os_error(libc::ENOSPC));
         assert_eq!(e.kind(), io::ErrorKind::StorageFull);
         assert!(e.to_string().contains("max_user_watches"), "{e}");
+        // The OS's error kept, as the source (its errno was lost).
+        let os = std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<io::Error>())
+            .and_then(io::Error::raw_os_error);
+        assert_eq!(os, Some(libc::ENOSPC), "{e:?}");
         let e = register_error(io::Error::from_raw_os_error(libc::EEXIST));
         assert_eq!(e.raw_os_error(), Some(libc::EEXIST), "others unchanged");
     }

@@ -21,7 +21,11 @@
 //!
 //! Errors are the OS's own `std::io::Error`s (`ConnectionRefused`,
 //! `AddrInUse` ..., `raw_os_error` kept): add the address or path where
-//! you report them. Creating a socket outside a wq
+//! you report them. A few say what to do too (the open-file limit reached
+//! as the runtime's I/O driver is made, the epoll watch limit, a
+//! descriptor moved in that is no socket): those keep the OS error's
+//! `kind()`, and the OS error itself, with its `raw_os_error`, is their
+//! [`source()`](std::error::Error::source). Creating a socket outside a wq
 //! runtime panics with a message naming the call, as [`crate::spawn`] does.
 //! Dropping a socket deregisters it from epoll before its fd is closed. No
 //! task can be waiting on it then: every operation borrows the socket, and
@@ -167,10 +171,8 @@ fn check_listening(fd: std::os::fd::RawFd, what: &str, unix: bool) -> io::Result
             Ok(v)
         } else {
             let e = io::Error::last_os_error();
-            Err(io::Error::new(
-                e.kind(),
-                format!("{what}: not a socket wq can listen on: {e}"),
-            ))
+            let message = format!("{what}: not a socket wq can listen on: {e}");
+            Err(crate::io::with_hint(e, message))
         }
     };
     if get(libc::SO_TYPE)? != libc::SOCK_STREAM {

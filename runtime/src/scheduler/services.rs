@@ -197,10 +197,10 @@ impl Services {
             .cpu_budget
             .min(scheduler.topology.num_cpus());
         let driver = Driver::for_cpus(cpus).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("wq: could not create the I/O driver (epoll): {e}; check the process's open-file limit (`ulimit -n`)"),
-            )
+            let message = format!(
+                "wq: could not create the I/O driver (epoll): {e}; check the process's open-file limit (`ulimit -n`)"
+            );
+            crate::io::with_hint(e, message)
         })?;
         let lent = Lent {
             handle: CachePadded::new(driver.handle().clone()),
