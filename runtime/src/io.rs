@@ -200,28 +200,3 @@ impl<T: AsRawFd + std::fmt::Debug> std::fmt::Debug for AsyncFd<T> {
             .finish_non_exhaustive()
     }
 }
-
-/// An OS error with what wq adds to it (what it was doing, what to do):
-/// `message` says it all, the OS error included; the OS error, with its
-/// `raw_os_error`, is the returned error's `source()`.
-pub(crate) fn with_hint(os: io::Error, message: String) -> io::Error {
-    io::Error::new(os.kind(), Hinted { message, os })
-}
-
-#[derive(Debug)]
-struct Hinted {
-    message: String,
-    os: io::Error,
-}
-
-impl std::fmt::Display for Hinted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Hinted {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.os)
-    }
-}

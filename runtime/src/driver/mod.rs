@@ -528,6 +528,31 @@ pub(crate) struct Registered {
     index: usize,
 }
 
+/// An OS error with what wq adds to it (what it was doing, what to do):
+/// `message` says it all, the OS error included; the OS error, with its
+/// `raw_os_error`, is the returned error's `source()`.
+pub(crate) fn with_hint(os: io::Error, message: String) -> io::Error {
+    io::Error::new(os.kind(), Hinted { message, os })
+}
+
+#[derive(Debug)]
+struct Hinted {
+    message: String,
+    os: io::Error,
+}
+
+impl std::fmt::Display for Hinted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Hinted {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.os)
+    }
+}
+
 /// `epoll_ctl`'s error for a source it would not register, with what to do
 /// where the user can act: ENOSPC is the per-user watch limit (it kept its
 /// errno's words, "No space left on device", which point at a disk).
@@ -536,7 +561,7 @@ fn register_error(err: io::Error) -> io::Error {
         let message = format!(
             "wq: could not register the socket with the I/O driver (epoll_ctl): {err}; the user's epoll watch limit is reached: raise /proc/sys/fs/epoll/max_user_watches"
         );
-        return crate::io::with_hint(err, message);
+        return crate::driver::with_hint(err, message);
     }
     err
 }

@@ -172,7 +172,7 @@ fn check_listening(fd: std::os::fd::RawFd, what: &str, unix: bool) -> io::Result
         } else {
             let e = io::Error::last_os_error();
             let message = format!("{what}: not a socket wq can listen on: {e}");
-            Err(crate::io::with_hint(e, message))
+            Err(crate::driver::with_hint(e, message))
         }
     };
     if get(libc::SO_TYPE)? != libc::SOCK_STREAM {

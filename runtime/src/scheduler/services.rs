@@ -200,7 +200,7 @@ impl Services {
             let message = format!(
                 "wq: could not create the I/O driver (epoll): {e}; check the process's open-file limit (`ulimit -n`)"
             );
-            crate::io::with_hint(e, message)
+            crate::driver::with_hint(e, message)
         })?;
         let lent = Lent {
             handle: CachePadded::new(driver.handle().clone()),
