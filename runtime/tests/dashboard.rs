@@ -438,6 +438,39 @@ fn serve_outside_a_runtime_says_how_to_call_it() {
     assert!(msg.contains("HOST:PORT"), "{msg}");
 }
 
+/// A dashboard asked for while its runtime shuts down (its drop waiting
+/// for a task) is an error: it was `Ok`, its loops refused and its port
+/// closed, a dashboard that never answers.
+#[test]
+fn serve_on_a_runtime_shutting_down_is_an_error() {
+    within(60, || {
+        let rt = runtime();
+        let h = rt.handle().clone();
+        let (entered_tx, entered) = std::sync::mpsc::channel::<()>();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        drop(rt.spawn(async move {
+            entered_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+        }));
+        entered.recv().unwrap();
+        let dropper = std::thread::spawn(move || drop(rt));
+        // Closing once a spawn is refused.
+        loop {
+            match futures::executor::block_on(h.spawn(async {})) {
+                Err(e) if e.is_refused() => break,
+                _ => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        let served = wq::dashboard::serve_on(&h, "127.0.0.1:0");
+        release.send(()).unwrap();
+        dropper.join().unwrap();
+        let Err(err) = served else {
+            panic!("a dashboard on a runtime shutting down")
+        };
+        assert!(err.to_string().contains("shut"), "{err}");
+    });
+}
+
 /// Chromium as Debian packages it, or `WQ_CHROMIUM`.
 fn chromium() -> Option<String> {
     if let Some(c) = std::env::var_os("WQ_CHROMIUM") {

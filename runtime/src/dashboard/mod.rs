@@ -210,7 +210,17 @@ pub fn serve_on(
         t.loops.push(sampler);
         t.loops.push(accept);
     }
-    Ok(DashboardHandle { shared, local_addr })
+    let dashboard = DashboardHandle { shared, local_addr };
+    // A runtime shutting down (closed, its driver not yet shut: the
+    // listener was taken) refused the loops: no dashboard would answer.
+    if handle.scheduler.is_closed() {
+        drop(dashboard);
+        return Err(io::Error::other(
+            "wq dashboard: the runtime is shut down (or shutting down): serve it while the \
+             runtime is alive",
+        ));
+    }
+    Ok(dashboard)
 }
 
 /// A running dashboard; dropping it stops the server.
