@@ -391,3 +391,22 @@ fn try_join_next_with_nothing_finished_wakes_nobody() {
         drop(flags);
     });
 }
+
+/// Outside a runtime, a JoinSet's spawns panic naming the call made (they
+/// named `wq::spawn` and `wq::spawn_blocking`, calls the user did not make).
+#[test]
+fn a_join_set_spawn_outside_a_runtime_names_itself() {
+    let message = |f: fn()| panic_message(&*std::panic::catch_unwind(f).unwrap_err());
+    let m = message(|| JoinSet::<()>::new().spawn(async {}));
+    assert!(
+        m.starts_with("JoinSet::spawn called outside a wq runtime"),
+        "{m}"
+    );
+    let m = message(|| JoinSet::<()>::new().spawn_on(Scope::Cpu, async {}));
+    assert!(m.starts_with("JoinSet::spawn_on called outside"), "{m}");
+    let m = message(|| JoinSet::<()>::new().spawn_blocking(|| ()));
+    assert!(
+        m.starts_with("JoinSet::spawn_blocking called outside"),
+        "{m}"
+    );
+}

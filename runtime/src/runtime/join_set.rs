@@ -5,7 +5,16 @@
 use std::future::Future;
 
 use crate::Scope;
+use crate::scheduler::context;
 use crate::task::JoinSet;
+
+/// Panics, naming `what`, outside a runtime (the spawn it calls would name
+/// itself: `wq::spawn`, a call the user did not make).
+fn in_a_runtime(what: &str) {
+    if !context::with_current(|s| s.is_some()) {
+        context::outside(what);
+    }
+}
 
 impl<T: Send + 'static> JoinSet<T> {
     /// Spawns `future` into the set, at the runtime's default scope (as
@@ -17,6 +26,7 @@ impl<T: Send + 'static> JoinSet<T> {
     where
         F: Future<Output = T> + Send + 'static,
     {
+        in_a_runtime("JoinSet::spawn");
         self.push(crate::spawn(future));
     }
 
@@ -29,6 +39,7 @@ impl<T: Send + 'static> JoinSet<T> {
     where
         F: Future<Output = T> + Send + 'static,
     {
+        in_a_runtime("JoinSet::spawn_on");
         self.push(crate::spawn_on(scope, future));
     }
 
@@ -42,6 +53,7 @@ impl<T: Send + 'static> JoinSet<T> {
     where
         F: FnOnce() -> T + Send + 'static,
     {
+        in_a_runtime("JoinSet::spawn_blocking");
         self.push(crate::spawn_blocking(f));
     }
 }
