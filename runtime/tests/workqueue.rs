@@ -1079,6 +1079,15 @@ fn a_shut_down_runtime_drops_waiting_items_and_refuses_new_ones() {
         // Changing it now says so, instead of an Ok that changes nothing.
         let err = q.set_max_active(4).unwrap_err();
         assert!(err.to_string().contains("runtime is shut down"), "{err}");
+        // ... which a caller can tell from a setting refused.
+        assert!(err.is_shut_down(), "{err}");
+        let live = Runtime::new().unwrap();
+        let refused = Workqueue::builder("o")
+            .ordered()
+            .max_active(2)
+            .build(live.handle())
+            .unwrap_err();
+        assert!(!refused.is_shut_down(), "{refused}");
     });
 }
 

@@ -237,7 +237,7 @@ impl Workqueue {
         // The runtime closes before its queues do (`Scheduler::shutdown`):
         // either says it is shut down.
         if self.scheduler.is_closed() || self.queue.is_closed() {
-            return Err(WorkqueueError::new(format!(
+            return Err(WorkqueueError::shut_down(format!(
                 "workqueue {:?}: its runtime is shut down, and the queue runs nothing more; build a new queue on a running runtime",
                 self.name()
             )));
@@ -373,7 +373,7 @@ impl WorkqueueBuilder {
         }
         let scheduler = &handle.scheduler;
         if scheduler.is_closed() {
-            return Err(WorkqueueError::new(format!(
+            return Err(WorkqueueError::shut_down(format!(
                 "workqueue {:?} cannot be created: the runtime is shut down (build queues while the Runtime is alive)",
                 self.name
             )));
@@ -398,13 +398,30 @@ impl WorkqueueBuilder {
 #[derive(Clone, Debug)]
 pub struct WorkqueueError {
     message: String,
+    shut_down: bool,
 }
 
 impl WorkqueueError {
     fn new(message: impl Into<String>) -> WorkqueueError {
         WorkqueueError {
             message: message.into(),
+            shut_down: false,
         }
+    }
+
+    fn shut_down(message: impl Into<String>) -> WorkqueueError {
+        WorkqueueError {
+            shut_down: true,
+            ..WorkqueueError::new(message)
+        }
+    }
+
+    /// The runtime is shut down (a change or a queue asked for during or
+    /// after its shutdown: harmless there), not a setting refused (an
+    /// ordered queue's `max_active`, one over the limit, no name), which
+    /// the message says how to fix.
+    pub fn is_shut_down(&self) -> bool {
+        self.shut_down
     }
 }
 
