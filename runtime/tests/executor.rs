@@ -1943,6 +1943,41 @@ fn a_refused_futures_drop_may_enter_another_runtime() {
     });
 }
 
+/// `Handle::try_spawn` runs a future on a live runtime and gives it back,
+/// unpolled and undropped, from one shut down (`spawn` drops it there).
+#[test]
+fn try_spawn_gives_the_future_back_from_a_runtime_shut_down() {
+    within(60, || {
+        let rt = Runtime::new().unwrap();
+        let h = rt.handle().clone();
+        let ran = rt.block_on(h.try_spawn(async { 3 }).unwrap()).unwrap();
+        assert_eq!(ran, 3);
+        drop(rt);
+        let dropped = Arc::new(AtomicUsize::new(0));
+        struct Counted(Arc<AtomicUsize>);
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let guard = Counted(dropped.clone());
+        let err = h
+            .try_spawn_on(Scope::Cpu, async move {
+                let _guard = guard;
+                7
+            })
+            .unwrap_err();
+        assert!(err.is_shut_down(), "{err}");
+        assert!(
+            err.to_string().starts_with("the runtime is shut down"),
+            "{err}"
+        );
+        assert_eq!(dropped.load(Ordering::SeqCst), 0, "dropped in the call");
+        assert_eq!(futures::executor::block_on(err.into_future()), 7);
+        assert_eq!(dropped.load(Ordering::SeqCst), 1);
+    });
+}
+
 /// Tasks a poll spawned before it blocked go where every worker looks
 /// once the block outlasts the CPU-hog threshold (the watchdog moves the
 /// blocked worker's deque to the injector): left in the deque, they

@@ -301,13 +301,53 @@ impl Handle {
 
     /// See [`Runtime::spawn_on`]. On a shut-down runtime the future is
     /// dropped and the handle resolves to a refused
-    /// [`JoinError`](crate::JoinError) (`is_refused`).
+    /// [`JoinError`](crate::JoinError) (`is_refused`); [`Handle::try_spawn`]
+    /// gives it back instead.
     pub fn spawn_on<F>(&self, scope: Scope, future: F) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
         spawn_at(&self.scheduler, scope, None, future)
+    }
+
+    /// As [`Handle::spawn`], but a runtime shut down (or shutting down)
+    /// gives the future back in the error
+    /// ([`SpawnError::into_future`](crate::SpawnError::into_future),
+    /// `is_shut_down`), to run elsewhere or drop where the caller
+    /// chooses. (A spawn that races the shutdown may still be accepted,
+    /// then dropped unrun with the rest: its handle says so.)
+    ///
+    /// ```
+    /// let rt = wq::Runtime::new().unwrap();
+    /// let handle = rt.handle().clone();
+    /// drop(rt);
+    /// let err = handle.try_spawn(async { 7 }).unwrap_err();
+    /// assert!(err.is_shut_down());
+    /// assert_eq!(futures::executor::block_on(err.into_future()), 7);
+    /// ```
+    pub fn try_spawn<F>(&self, future: F) -> Result<JoinHandle<F::Output>, workqueue::SpawnError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.try_spawn_on(self.scheduler.config.default_scope, future)
+    }
+
+    /// [`Handle::try_spawn`] at `scope` (see [`Runtime::spawn_on`]).
+    pub fn try_spawn_on<F>(
+        &self,
+        scope: Scope,
+        future: F,
+    ) -> Result<JoinHandle<F::Output>, workqueue::SpawnError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        if self.scheduler.is_closed() {
+            return Err(workqueue::SpawnError::shut_down(future));
+        }
+        Ok(spawn_at(&self.scheduler, scope, None, future))
     }
 
     /// Spawns `future` on the pool of the `scope` pod that holds CPU `cpu`

@@ -140,7 +140,7 @@ impl Workqueue {
         self.queue
             .spawn(&self.scheduler, None, future)
             .map_err(|(refused, future)| SpawnError {
-                queue: self.queue.name().to_owned(),
+                queue: Some(self.queue.name().to_owned()),
                 refused,
                 future,
             })
@@ -441,15 +441,27 @@ fn refused_handle<F: Future>((refused, future): (Refused, F)) -> JoinHandle<F::O
     JoinHandle::refused(refused.why())
 }
 
-/// Why [`Workqueue::try_spawn`] refused an item, with the item's future,
-/// given back ([`SpawnError::into_future`]).
+/// Why [`Workqueue::try_spawn`] (or [`Handle::try_spawn`]) refused an
+/// item, with the item's future, given back ([`SpawnError::into_future`]).
+///
+/// [`Handle::try_spawn`]: crate::Handle::try_spawn
 pub struct SpawnError<F> {
-    queue: String,
+    /// The queue's name; `None` for a spawn on the runtime itself.
+    queue: Option<String>,
     refused: Refused,
     future: F,
 }
 
 impl<F> SpawnError<F> {
+    /// The runtime refused a spawn of `future`: it is shut down.
+    pub(crate) fn shut_down(future: F) -> SpawnError<F> {
+        SpawnError {
+            queue: None,
+            refused: Refused::Closed,
+            future,
+        }
+    }
+
     /// The refused future, to spawn again (once a drain returns) or to run
     /// elsewhere.
     pub fn into_future(self) -> F {
@@ -484,21 +496,27 @@ impl<F> fmt::Debug for SpawnError<F> {
 
 impl<F> fmt::Display for SpawnError<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(queue) = &self.queue else {
+            // Only a shutdown refuses a spawn on the runtime.
+            return f.write_str(
+                "the runtime is shut down: it accepts no task (spawn before the Runtime is shut down or dropped; its handles cannot revive it)",
+            );
+        };
         match self.refused {
             Refused::Draining => write!(
                 f,
                 "workqueue {:?} is being drained: it accepts items only from its own tasks until drain() returns",
-                self.queue
+                queue
             ),
             Refused::Closed => write!(
                 f,
                 "workqueue {:?} accepts no items: its runtime is shut down (spawn before the Runtime is shut down or dropped; its handles cannot revive it)",
-                self.queue
+                queue
             ),
             Refused::Full => write!(
                 f,
                 "workqueue {:?} accepts no more items now: {}",
-                self.queue,
+                queue,
                 self.refused.why()
             ),
         }
