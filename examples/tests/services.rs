@@ -799,8 +799,14 @@ fn http_service_stops_cleanly_with_its_stderr_closed() {
     // A quick request answered first: the connection is accepted and
     // served (the service checks the signal before it accepts), and reads
     // the slow one as it comes.
-    slow.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
-        .unwrap();
+    // The slow one sent with it (pipelined): the service has it once it
+    // answers the first (a slow one sent after that answer, and a sleep,
+    // could still be on its way when the signal came, on a loaded machine:
+    // the connection was idle then, and closed unanswered).
+    slow.write_all(
+        b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\nGET /sleep?ms=1000 HTTP/1.1\r\nhost: localhost\r\n\r\n",
+    )
+    .unwrap();
     // The whole answer (its body ends the route's one line), so that what
     // is read after the signal is the slow one's.
     let mut first = Vec::new();
@@ -815,8 +821,6 @@ fn http_service_stops_cleanly_with_its_stderr_closed() {
         "{:?}",
         String::from_utf8_lossy(&first)
     );
-    slow.write_all(b"GET /sleep?ms=1000 HTTP/1.1\r\nhost: localhost\r\n\r\n")
-        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     // SAFETY: kill takes a pid and a signal number.
     let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
@@ -889,14 +893,15 @@ fn http_service_exits_at_once_on_a_second_sigterm() {
     // A request in flight for 5 s. The connection answers a quick one
     // first, so it is being served (and reads the slow one as it comes)
     // when the SIGTERM arrives.
+    // Pipelined: the slow one is the service's once the first is answered.
     let mut slow = std::net::TcpStream::connect(&addr).unwrap();
-    slow.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
-        .unwrap();
+    slow.write_all(
+        b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\nGET /sleep?ms=5000 HTTP/1.1\r\nhost: localhost\r\n\r\n",
+    )
+    .unwrap();
     let mut first = [0u8; 64];
     let n = slow.read(&mut first).unwrap();
     assert!(first[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &first[..n]);
-    slow.write_all(b"GET /sleep?ms=5000 HTTP/1.1\r\nhost: localhost\r\n\r\n")
-        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     service.term();
     let closing = service.wait_for("no more connections");

@@ -872,13 +872,22 @@ fn a_task_woken_in_a_parked_workers_driver_turn_is_not_charged_the_park() {
         rx.recv().unwrap();
         // Published when the worker idles again.
         let mut m = rt.metrics();
+        let delays = |m: &wq::metrics::Snapshot| -> u64 {
+            m.pools.iter().map(|p| p.sched_delay.count).sum()
+        };
         for _ in 0..5000 {
-            if m.pools.iter().map(|p| p.sched_delay.count).sum::<u64>() >= 2 {
+            if delays(&m) >= 2 {
                 break;
             }
             std::thread::sleep(Duration::from_millis(1));
             m = rt.metrics();
         }
+        // The woken task's delay is there (without it, the check below
+        // saw only the first poll's, and passed whatever the park cost).
+        assert!(
+            delays(&m) >= 2,
+            "the woken task's delay never published\n{m}"
+        );
         let worst = m.pools.iter().map(|p| p.sched_delay.max_ns).max().unwrap();
         assert!(
             worst < 100_000_000,

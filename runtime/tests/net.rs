@@ -617,8 +617,10 @@ fn a_burst_of_connects_fits_the_listen_backlog() {
             let addr = l.local_addr().unwrap();
             let connects: Vec<_> = (0..400)
                 .map(|_| {
+                    // Under the SYN retransmit's 1 s, with room for a loaded
+                    // machine's polls of 400 tasks.
                     wq::spawn(async move {
-                        wq::time::timeout(Duration::from_millis(600), TcpStream::connect(addr))
+                        wq::time::timeout(Duration::from_millis(900), TcpStream::connect(addr))
                             .await
                     })
                 })

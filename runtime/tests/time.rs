@@ -127,7 +127,7 @@ fn a_sleep_reset_into_the_past_wakes_the_task_waiting_on_it() {
 /// next, for a sleep armed before), even when the driver has not turned
 /// since (its wheel's time is its last turn's):
 /// here the pool's one worker and the `block_on` thread are both busy for
-/// 30 ms, with no watchdog, so nobody turns the driver meanwhile.
+/// 300 ms, with no watchdog, so nobody turns the driver meanwhile.
 #[test]
 fn a_deadline_already_past_completes_at_the_first_poll() {
     let rt = Runtime::builder()
@@ -147,17 +147,18 @@ fn a_deadline_already_past_completes_at_the_first_poll() {
         busy_rx.recv().unwrap();
         let noop = &mut std::task::Context::from_waker(std::task::Waker::noop());
         let start = Instant::now();
-        // Armed in the wheel before the clock passes its deadline.
-        let mut armed = sleep_until(start + Duration::from_millis(10));
+        // Armed in the wheel before the clock passes its deadline (200 ms
+        // away: a thread preempted that long here would find it due).
+        let mut armed = sleep_until(start + Duration::from_millis(200));
         assert!(std::pin::Pin::new(&mut armed).poll(noop).is_pending());
-        std::thread::sleep(Duration::from_millis(30));
+        std::thread::sleep(Duration::from_millis(300));
         let armed_ready = std::pin::Pin::new(&mut armed).poll(noop).is_ready();
-        let mut first = sleep_until(start + Duration::from_millis(10));
+        let mut first = sleep_until(start + Duration::from_millis(200));
         let first_ready = std::pin::Pin::new(&mut first).poll(noop).is_ready();
         // Armed in the wheel, then moved into the past by the clock.
         let mut reset = sleep(Duration::from_secs(3600));
         assert!(std::pin::Pin::new(&mut reset).poll(noop).is_pending());
-        reset.reset(start + Duration::from_millis(10));
+        reset.reset(start + Duration::from_millis(200));
         let reset_ready = std::pin::Pin::new(&mut reset).poll(noop).is_ready();
         go_tx.send(()).unwrap();
         busy.await.unwrap();

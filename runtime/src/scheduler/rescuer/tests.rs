@@ -483,25 +483,31 @@ fn a_rescued_timer_fires_on_time_whatever_ends_the_rescuers_waits() {
     within_watchdog(|| {
         let rt = workerless("rq-poke", Duration::ZERO);
         let scheduler = rt.handle().scheduler.clone();
-        let (started, on_start) = futures::channel::oneshot::channel::<()>();
-        let h = rt.spawn(async move {
-            let _ = started.send(());
-            let t0 = std::time::Instant::now();
-            crate::time::sleep(Duration::from_millis(10)).await;
-            t0.elapsed()
-        });
-        futures::executor::block_on(on_start).unwrap();
-        for _ in 0..8 {
-            scheduler.rescuer.poke();
-            std::thread::sleep(Duration::from_micros(100));
-        }
-        let took = futures::executor::block_on(h).unwrap();
         // About 16 ms now (turns at 1, 3, 7, 15 ms after the pokes); 101
-        // ms with every poke doubling the wait.
-        assert!(
-            took < Duration::from_millis(80),
-            "a rescued 10 ms sleep took {took:?}"
-        );
+        // ms with every poke doubling the wait. Three tries: a loaded
+        // machine may hold the rescuer up past the bound once, the
+        // doubling waits did every time.
+        let mut tries = Vec::new();
+        for _ in 0..3 {
+            let (started, on_start) = futures::channel::oneshot::channel::<()>();
+            let h = rt.spawn(async move {
+                let _ = started.send(());
+                let t0 = std::time::Instant::now();
+                crate::time::sleep(Duration::from_millis(10)).await;
+                t0.elapsed()
+            });
+            futures::executor::block_on(on_start).unwrap();
+            for _ in 0..8 {
+                scheduler.rescuer.poke();
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            let took = futures::executor::block_on(h).unwrap();
+            if took < Duration::from_millis(80) {
+                return;
+            }
+            tries.push(took);
+        }
+        panic!("a rescued 10 ms sleep took {tries:?}");
     });
 }
 
