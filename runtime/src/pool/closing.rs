@@ -44,19 +44,30 @@ use crate::loom::sync::atomic::{AtomicBool, Ordering, fence};
 #[derive(Debug, Default)]
 pub(crate) struct Closing {
     buried: AtomicBool,
+    /// Loom's negative control: the pair without its fences.
+    #[cfg(loom)]
+    skips_fences: bool,
 }
 
 impl Closing {
     /// Called after pushing on a closed pool: whether the caller must drain
     /// the queue itself (the shutdown's last drain may have missed it).
     pub(crate) fn must_drain_after_push(&self) -> bool {
-        fence(Ordering::SeqCst);
+        self.fence();
         self.buried.load(Ordering::Relaxed)
     }
 
     /// Announces the shutdown's last drain; the caller drains after this.
     pub(crate) fn bury(&self) {
         self.buried.store(true, Ordering::Relaxed);
+        self.fence();
+    }
+
+    fn fence(&self) {
+        #[cfg(loom)]
+        if self.skips_fences {
+            return;
+        }
         fence(Ordering::SeqCst);
     }
 }
@@ -71,8 +82,23 @@ mod tests {
     /// modeled by one slot, so that loom, not a lock, orders the two sides.
     #[test]
     fn loom_a_push_racing_the_last_drain_is_dropped() {
-        loom::model(|| {
-            let closing = Arc::new(Closing::default());
+        model(false);
+    }
+
+    /// The negative control: without the fences, the pusher may read the
+    /// pool not yet buried while the last drain missed its push.
+    #[test]
+    #[should_panic(expected = "a task was stranded")]
+    fn loom_without_the_fences_a_push_racing_the_last_drain_is_stranded() {
+        model(true);
+    }
+
+    fn model(skips_fences: bool) {
+        loom::model(move || {
+            let closing = Arc::new(Closing {
+                skips_fences,
+                ..Closing::default()
+            });
             let queued = Arc::new(AtomicUsize::new(0));
             let (c, q) = (closing.clone(), queued.clone());
             let pusher = loom::thread::spawn(move || {
