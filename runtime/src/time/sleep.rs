@@ -353,10 +353,14 @@ mod tests {
         use crate::{Runtime, Scope, Topology};
         // The default scope's pool is the one under test: the driver's
         // creation starts a worker there if it has none (to park in the
-        // driver), which would take a number of its own.
+        // driver), which would take a number of its own. Strict: CPU 0's
+        // worker, idle, took CPU 1's task from its queue while CPU 1's
+        // worker was starting (a loaded machine), and armed on its own
+        // shard (seen once in CI).
         let rt = Runtime::builder()
             .topology(Topology::synthetic("core:2 pu:1").unwrap())
             .default_scope(Scope::Cpu)
+            .affinity_strict(true)
             .build()
             .unwrap();
         let h = rt.handle().clone();
