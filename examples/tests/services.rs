@@ -560,8 +560,10 @@ fn a_request_in_flight_at_the_lifetime_is_answered() {
         .await;
         let connected = std::time::Instant::now();
         let mut c = TcpStream::connect(addr).await.unwrap();
-        wq::time::sleep(Duration::from_millis(1200)).await;
-        c.write_all(b"GET /sleep?ms=1500 HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        // In flight from the start to past the 2 s lifetime (sent after a
+        // 1.2 s sleep, a loaded machine's late wake could send it after
+        // the lifetime, to a connection already closed).
+        c.write_all(b"GET /sleep?ms=3000 HTTP/1.1\r\nhost: localhost\r\n\r\n")
             .await
             .unwrap();
         let mut out = Vec::new();
