@@ -296,7 +296,8 @@ pub struct Row {
     pub pod: String,
     /// Its CPUs, `0-3`.
     pub cpus: String,
-    /// busy/idle/kicked/max.
+    /// busy/idle/kicked/max, `+N` for workers out of the count (blocked,
+    /// or in a CPU-intensive poll).
     pub workers: String,
     /// Polls started (over the interval, with a previous snapshot).
     pub total: u64,
@@ -327,10 +328,7 @@ pub fn rows(prev: Option<&Snapshot>, now: &Snapshot) -> Vec<Row> {
             pool: p.id,
             pod: format!("{} {}", p.scope, p.pod),
             cpus: p.cpu_list(),
-            workers: format!(
-                "{}/{}/{}/{}",
-                p.workers.busy, p.workers.idle, p.workers.kicked, p.max_workers
-            ),
+            workers: p.workers.column(p.max_workers),
             total: p.counters.started,
             alive: p.tasks,
             kicks: p.counters.kicks,

@@ -823,6 +823,12 @@ fn the_grafana_dashboard_queries_only_series_and_labels_we_export() {
             }
         }
         assert!(queries.len() >= 8, "{queries:?}");
+        let states: BTreeSet<&str> = samples
+            .iter()
+            .filter(|(n, _, _)| n == "wq_workers")
+            .map(|(_, l, _)| l["state"].as_str())
+            .collect();
+        assert!(states.contains("cpu_intensive"), "{states:?}");
         for q in &queries {
             let mut rest = q.as_str();
             while let Some(i) = rest.find("wq_") {
@@ -849,6 +855,14 @@ fn the_grafana_dashboard_queries_only_series_and_labels_we_export() {
                     !by.contains(&"pool") || by.contains(&"instance"),
                     "{q:?} sums one pool id over every instance"
                 );
+            }
+            // A matcher on `state` takes every state exported: a stack of
+            // workers by state adds up to the pool's workers (the panel
+            // left out `cpu_intensive` when it came).
+            if let Some(i) = q.find("state=~\"") {
+                let list = &q[i + 8..i + 8 + q[i + 8..].find('"').unwrap()];
+                let matched: BTreeSet<&str> = list.split('|').collect();
+                assert_eq!(matched, states, "{q:?}");
             }
         }
     });

@@ -237,6 +237,19 @@ pub struct WorkerStates {
 }
 
 impl WorkerStates {
+    /// `busy/idle/kicked/max`, and `+N` for the workers out of the count
+    /// (`blocked`, `cpu_intensive`) if any: a pool whose workers all
+    /// compute in `cpu_intensive()` items read `0/0/0/2`, as if idle.
+    pub fn column(&self, max_workers: usize) -> String {
+        let out = self.blocked.saturating_add(self.cpu_intensive);
+        let counted = format!("{}/{}/{}/{max_workers}", self.busy, self.idle, self.kicked);
+        if out > 0 {
+            format!("{counted}+{out}")
+        } else {
+            counted
+        }
+    }
+
     // Saturating: the states may come from a deserialized snapshot.
     fn add(&mut self, o: &WorkerStates) {
         self.total = self.total.saturating_add(o.total);
@@ -1106,7 +1119,7 @@ impl fmt::Display for Snapshot {
                 p.scope.name(),
                 p.pod,
                 p.cpu_list(),
-                format!("{}/{}/{}/{}", w.busy, w.idle, w.kicked, p.max_workers),
+                w.column(p.max_workers),
                 c.started,
                 p.tasks,
                 c.kicks,
@@ -1191,6 +1204,21 @@ mod tests {
         /// poll counts, on this thread.
         pub(super) static BETWEEN_LOADS: std::cell::Cell<Option<Box<dyn FnOnce()>>> =
             const { std::cell::Cell::new(None) };
+    }
+
+    /// The workers column (the `Display` table, wq-monitor) shows the
+    /// workers out of the count: two in CPU-intensive polls read `0/0/0/2`,
+    /// a pool that looked idle.
+    #[test]
+    fn the_workers_column_shows_workers_out_of_the_count() {
+        let computing = PoolSnapshot::worker_states(0, 0, 0, 0, 0, 2);
+        assert_eq!(computing.column(2), "0/0/0/2+2");
+        let mixed = PoolSnapshot::worker_states(2, 1, 0, 0, 1, 1);
+        assert_eq!(mixed.column(4), "1/1/0/4+2");
+        assert_eq!(
+            PoolSnapshot::worker_states(1, 1, 0, 0, 0, 0).column(2),
+            "0/1/0/2"
+        );
     }
 
     /// A worker publishes its poll counts every 64 polls; a snapshot that
