@@ -49,7 +49,9 @@ pub struct Runtime {
 /// A cheap, cloneable reference to a runtime, usable from any thread.
 ///
 /// It does not keep the runtime alive: once the [`Runtime`] is dropped,
-/// tasks spawned through a handle are cancelled at once.
+/// a spawn through a handle is refused at the call (its future dropped
+/// there, its [`JoinError`](crate::JoinError) `is_refused`);
+/// [`Handle::try_spawn`] gives the future back instead.
 #[derive(Clone)]
 pub struct Handle {
     pub(crate) scheduler: Arc<Scheduler>,

@@ -232,7 +232,7 @@ impl Workqueue {
     ///
     /// # Errors
     /// On an ordered queue, for `n` over 2048, and once its runtime has
-    /// shut down.
+    /// shut down ([`WorkqueueError::is_shut_down`]).
     pub fn set_max_active(&self, n: usize) -> Result<(), WorkqueueError> {
         // The runtime closes before its queues do (`Scheduler::shutdown`):
         // either says it is shut down.
@@ -354,7 +354,8 @@ impl WorkqueueBuilder {
     ///
     /// # Errors
     /// A name that is empty or only spaces, `max_active` over 2048,
-    /// `ordered` with a `max_active` over 1, or a shut-down runtime.
+    /// `ordered` with a `max_active` over 1, or a shut-down runtime
+    /// ([`WorkqueueError::is_shut_down`]).
     pub fn build(self, handle: &Handle) -> Result<Workqueue, WorkqueueError> {
         if self.name.trim().is_empty() {
             return Err(WorkqueueError::new(
