@@ -346,10 +346,7 @@ impl Handle {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        if self.scheduler.is_closed() {
-            return Err(workqueue::SpawnError::shut_down(future));
-        }
-        Ok(spawn_at(&self.scheduler, scope, None, future))
+        try_spawn_at(&self.scheduler, scope, None, future).map_err(workqueue::SpawnError::shut_down)
     }
 
     /// Spawns `future` on the pool of the `scope` pod that holds CPU `cpu`
@@ -515,6 +512,39 @@ where
     if scheduler.is_closed() {
         return JoinHandle::refused(crate::task::RUNTIME_SHUT_DOWN);
     }
+    spawn_placed(scheduler, scope, cpu, future)
+}
+
+/// [`spawn_at`], giving the future back if the runtime is shut down (one
+/// look at the flag: a second, after the caller's, could drop it).
+fn try_spawn_at<F>(
+    scheduler: &Scheduler,
+    scope: Scope,
+    cpu: Option<usize>,
+    future: F,
+) -> Result<JoinHandle<F::Output>, F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    if scheduler.is_closed() {
+        return Err(future);
+    }
+    Ok(spawn_placed(scheduler, scope, cpu, future))
+}
+
+/// The spawn itself, the runtime open.
+#[inline]
+fn spawn_placed<F>(
+    scheduler: &Scheduler,
+    scope: Scope,
+    cpu: Option<usize>,
+    future: F,
+) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
     // The spawn call's time includes the placement (`sched_getcpu`).
     let called_at = scheduler.config.latency_capture.then(crate::clock::now);
     task::spawn(
