@@ -97,15 +97,25 @@ fn jobs_beyond_the_limit_queue_fifo_and_never_exceed_it() {
         assert_eq!(order.lock().unwrap().len(), 8);
         assert!(threads_named("limit-blocking") <= 2);
         drop(rt);
-        // One thread: exactly the order queued.
+        // One thread: exactly the order queued (the first job holds the
+        // thread until all are queued, so that they wait in the queue).
         let rt = Runtime::builder().max_blocking_threads(1).build().unwrap();
         let order = Arc::new(Mutex::new(Vec::new()));
+        let (all_queued, queued) = std::sync::mpsc::channel::<()>();
+        let mut queued = Some(queued);
         let jobs: Vec<_> = (0..8)
             .map(|i| {
                 let order = order.clone();
-                rt.spawn_blocking(move || order.lock().unwrap().push(i))
+                let hold = queued.take();
+                rt.spawn_blocking(move || {
+                    if let Some(hold) = hold {
+                        hold.recv().unwrap();
+                    }
+                    order.lock().unwrap().push(i);
+                })
             })
             .collect();
+        all_queued.send(()).unwrap();
         for j in jobs {
             rt.block_on(j).unwrap();
         }
