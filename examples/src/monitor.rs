@@ -375,7 +375,7 @@ pub fn line_table(title: &str, rows: &[Row]) -> String {
     let mut out = format!("{title}\n");
     let fmt = |c: &[String]| {
         format!(
-            "{:>4} {:<12} {:>8} {:>11} {:>10} {:>6} {:>8} {:>8} {:>8} {:>9} {:>9}\n",
+            "{:>4} {:<12} {:>8} {:>14} {:>10} {:>6} {:>8} {:>8} {:>8} {:>9} {:>9}\n",
             c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10]
         )
     };
@@ -409,7 +409,7 @@ pub fn draw(frame: &mut Frame<'_>, title: &str, status: &str, rows: &[Row]) {
         Constraint::Length(4),
         Constraint::Length(12),
         Constraint::Length(8),
-        Constraint::Length(11),
+        Constraint::Length(14),
         Constraint::Length(10),
         Constraint::Length(6),
         Constraint::Length(8),

@@ -246,12 +246,14 @@ function drawPods() {
 function drawTable() {
   const body = document.querySelector("#table tbody");
   const last = points.length ? byId(points[points.length - 1]) : null;
+  // Workers out of the count (blocked, in a CPU-intensive poll).
+  const out = (pp) => (pp.blocked || 0) + (pp.cpu_intensive || 0);
   const rows = feed.pools.map((p) => {
     const pp = last ? last.get(p.id) : null;
     const c = (v) => "<td>" + v + "</td>";
     if (!pp) return "<tr>" + c(p.id) + c(p.scope) + c(p.pod) + c(cpuList(p.cpus)) + "</tr>";
     return "<tr>" + c(p.id) + c(p.scope) + c(p.pod) + c(cpuList(p.cpus)) +
-      c(pp.busy + "/" + pp.idle + "/" + pp.kicked + "/" + p.max_workers) + c(pp.tasks) +
+      c(pp.busy + "/" + pp.idle + "/" + pp.kicked + "/" + p.max_workers + (out(pp) ? "+" + out(pp) : "")) + c(pp.tasks) +
       c(fmtRate(pp.started)) + c(fmtRate(pp.kicks)) + c(fmtRate(pp.coalesced)) + c(fmtRate(pp.cm_wakeups)) +
       c(fmtNs(pp.p50)) + c(fmtNs(pp.p95)) + c(fmtNs(pp.p99)) + c(fmtNs(pp.poll_p99)) + "</tr>";
   });

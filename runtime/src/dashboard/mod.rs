@@ -141,8 +141,9 @@ const APP_CSS: &str = include_str!("app.css");
 /// calling it from a task, whose worker would wait on the lookup.
 ///
 /// # Errors
-/// Outside a wq runtime, or if `addr` cannot be resolved or bound (the
-/// error says which address).
+/// Outside a wq runtime, if `addr` cannot be resolved or bound (the
+/// error says which address), or if the runtime is shut down (or shutting
+/// down: no dashboard would answer).
 pub fn serve(addr: impl ToSocketAddrs + fmt::Debug) -> io::Result<DashboardHandle> {
     let Some(handle) = Handle::try_current() else {
         return Err(io::Error::other(
@@ -154,6 +155,9 @@ pub fn serve(addr: impl ToSocketAddrs + fmt::Debug) -> io::Result<DashboardHandl
 }
 
 /// As [`serve`], on `handle`'s runtime (from any thread).
+///
+/// # Errors
+/// As [`serve`]'s, but for the first.
 ///
 /// ```no_run
 /// let rt = wq::Runtime::new().unwrap();

@@ -364,10 +364,6 @@ fn xml_version(xml: &str) -> Option<&str> {
     Some(&v[..v.find(quote)?])
 }
 
-/// The first PU tag whose `os_index` is no number, repeats another PU's,
-/// or is not the first CPU of its own `cpuset` (as hwloc's consistency
-/// check requires), with what is wrong; PUs without one are
-/// [`pu_without_os_index`]'s.
 /// The os_index of every PU of an hwloc XML export that has a number for
 /// one.
 fn pu_os_indexes(xml: &str) -> impl Iterator<Item = usize> + '_ {
@@ -379,6 +375,10 @@ fn pu_os_indexes(xml: &str) -> impl Iterator<Item = usize> + '_ {
     })
 }
 
+/// The first PU tag whose `os_index` is no number, repeats another PU's,
+/// or is not the first CPU of its own `cpuset` (as hwloc's consistency
+/// check requires), with what is wrong; PUs without one are
+/// [`pu_without_os_index`]'s.
 pub(super) fn pu_os_index_problem(xml: &str) -> Option<(&str, String)> {
     let mut seen = std::collections::HashSet::new();
     for tag in object_tags(xml) {
