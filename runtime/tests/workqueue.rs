@@ -586,7 +586,10 @@ fn a_cpu_hog_that_blocks_briefly_gets_its_extra_worker_back() {
 /// A poll that comes back from `block_in_place` is timed from then: a
 /// computation shorter than the threshold after a long block is no CPU hog
 /// (timed from the poll's start, it was found one at the watchdog's second
-/// look after the block, most of the time).
+/// look after the block, about half the time), and the task it spawns
+/// stays in its worker's LIFO slot (timed from the poll's start, the
+/// watchdog's first look after the block took it out as a long poll's:
+/// one look decides that, and a 15 ms spin holds one).
 #[test]
 fn a_short_computation_after_a_long_block_is_not_a_cpu_hog() {
     within(60, || {
@@ -614,6 +617,8 @@ fn a_short_computation_after_a_long_block_is_not_a_cpu_hog() {
             .unwrap();
         let h = q.spawn(async {
             wq::block_in_place(|| std::thread::sleep(Duration::from_millis(100)));
+            // Into this worker's LIFO slot, run when the poll ends.
+            drop(wq::spawn(async {}));
             // Well under the threshold: a loaded machine (a CI run's tests
             // in parallel on 2 CPUs) may preempt the poll after it, and 18
             // ms once came out over 20. Long enough for the watchdog's
@@ -627,6 +632,16 @@ fn a_short_computation_after_a_long_block_is_not_a_cpu_hog() {
         rt.block_on(busy).unwrap();
         let stats = q.stats();
         assert_eq!(stats.cpu_intensive, 0, "{stats:?}");
+        let stolen: u64 = rt
+            .metrics()
+            .pools
+            .iter()
+            .map(|p| p.counters.lifo_stolen)
+            .sum();
+        assert_eq!(
+            stolen, 0,
+            "the short poll's LIFO task taken out as a long poll's"
+        );
     });
 }
 
