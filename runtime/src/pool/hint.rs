@@ -13,6 +13,8 @@
 //! | 49 | `CLOSED`: the pool is shut down | under the pool lock only |
 //! | 50 | `FULL`: the workers not parked (running, searching, kicked, starting) fill the pool's limit (its maximum plus the CPU-hog allowances) | under the pool lock only |
 //! | 51 | `OVER`: they exceed it (a worker back from `block_in_place`, an allowance revoked): one steps down | under the pool lock only |
+//! | 52 | `BACKING_OFF`: the OS refused a start, and no kick starts another before the pool's retry deadline (`Idle`'s, beside this word) | under the pool lock only |
+//! | 53 | `UNSERVED`: no counted worker serves the queues (none counted, or each in a poll granted a CPU-hog allowance) | under the pool lock only |
 //!
 //! Every change is a single read-modify-write of the whole word (fields
 //! never borrow from each other: each stays in its range by the protocol's
@@ -30,6 +32,8 @@ const CAN_START: u64 = 1 << 48;
 const CLOSED: u64 = 1 << 49;
 const FULL: u64 = 1 << 50;
 const OVER: u64 = 1 << 51;
+const BACKING_OFF: u64 = 1 << 52;
+const UNSERVED: u64 = 1 << 53;
 
 /// The most workers (slots) a pool may have: a field's range.
 pub(crate) const MAX_SLOTS: usize = FIELD_MASK as usize;
@@ -66,6 +70,14 @@ impl Hint {
     pub(crate) fn over(self) -> bool {
         self.0 & OVER != 0
     }
+
+    pub(crate) fn backing_off(self) -> bool {
+        self.0 & BACKING_OFF != 0
+    }
+
+    pub(crate) fn unserved(self) -> bool {
+        self.0 & UNSERVED != 0
+    }
 }
 
 impl std::fmt::Debug for Hint {
@@ -78,6 +90,8 @@ impl std::fmt::Debug for Hint {
             .field("closed", &self.closed())
             .field("full", &self.full())
             .field("over", &self.over())
+            .field("backing_off", &self.backing_off())
+            .field("unserved", &self.unserved())
             .finish()
     }
 }
@@ -94,14 +108,24 @@ pub(crate) struct Change {
     pub(crate) workers: isize,
     pub(crate) can_start: Option<bool>,
     pub(crate) closed: bool,
-    /// `FULL` and `OVER`, when set.
-    pub(crate) limit: Option<(bool, bool)>,
+    /// The fields `Idle::publish` derives from the state under the lock
+    /// (`FULL`, `OVER`, `BACKING_OFF`, `UNSERVED`), when set.
+    pub(crate) derived: Option<Derived>,
+}
+
+/// The hint's fields derived from the pool's state under its lock.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Derived {
+    pub(crate) full: bool,
+    pub(crate) over: bool,
+    pub(crate) backing_off: bool,
+    pub(crate) unserved: bool,
 }
 
 impl HintWord {
-    /// No worker, room for one.
+    /// No worker (so none serves), room for one.
     pub(crate) fn new() -> HintWord {
-        HintWord(AtomicU64::new(CAN_START))
+        HintWord(AtomicU64::new(CAN_START | UNSERVED))
     }
 
     /// Reads the word. `Relaxed`: every reader that acts on it does so after
@@ -169,9 +193,13 @@ impl HintWord {
         if c.closed {
             w |= CLOSED;
         }
-        if let Some((full, over)) = c.limit {
-            w &= !(FULL | OVER);
-            w |= if full { FULL } else { 0 } | if over { OVER } else { 0 };
+        if let Some(d) = c.derived {
+            let bit = |on: bool, bit: u64| if on { bit } else { 0 };
+            w &= !(FULL | OVER | BACKING_OFF | UNSERVED);
+            w |= bit(d.full, FULL)
+                | bit(d.over, OVER)
+                | bit(d.backing_off, BACKING_OFF)
+                | bit(d.unserved, UNSERVED);
         }
         w
     }
@@ -211,23 +239,34 @@ mod tests {
         assert!(now.closed());
         assert!(!now.full() && !now.over());
         h.apply(Change {
-            limit: Some((true, true)),
+            derived: Some(Derived {
+                full: true,
+                over: true,
+                backing_off: true,
+                unserved: true,
+            }),
             ..Change::default()
         });
         let now = h.load();
         assert!(now.full() && now.over() && now.closed());
-        // A change without `limit` keeps the bits; one with it sets both.
+        assert!(now.backing_off() && now.unserved());
+        // A change without `derived` keeps the bits; one with it sets all.
         h.apply(Change {
             parked: 1,
             ..Change::default()
         });
-        assert!(h.load().over());
+        assert!(h.load().over() && h.load().backing_off());
         h.apply(Change {
-            limit: Some((true, false)),
+            derived: Some(Derived {
+                full: true,
+                backing_off: true,
+                ..Derived::default()
+            }),
             ..Change::default()
         });
         let now = h.load();
         assert!(now.full() && !now.over());
+        assert!(now.backing_off() && !now.unserved());
         assert_eq!((now.searching(), now.parked(), now.workers()), (1, 2, 3));
     }
 

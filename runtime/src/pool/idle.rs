@@ -88,7 +88,10 @@
 //!    started, and at least one counted: every running worker will look
 //!    (I3, I5): done, no lock (with none counted, every slot is blocked in
 //!    `block_in_place`, and the locked kick hands the pool to the rescuer).
-//!    Otherwise [`Idle::kick`]: lock; a searcher now (a kicked worker, or
+//!    A start refused less than `start_backoff` ago (`BACKING_OFF`, and
+//!    the deadline beside the hint), none parked, and a worker serving:
+//!    the same, for none can start (while the OS refuses threads, a kick
+//!    per item took the lock to learn it). Otherwise [`Idle::kick`]: lock; a searcher now (a kicked worker, or
 //!    one that started searching meanwhile) absorbs the kick (*coalesced*,
 //!    the kernel's `first_idle_worker()` peeking the kicked list first);
 //!    else, with the running workers under the limit (I7), the last idle
@@ -181,7 +184,7 @@
 //! # Lock acquisitions per item
 //! A producer takes the pool lock only when no worker is searching, the
 //! running workers do not fill the limit, and one is parked (or can be
-//! started); a worker only to park, to come back from a park, to block, to
+//! started, and no refused start backs off); a worker only to park, to come back from a park, to block, to
 //! step down, and to start or exit. With work arriving faster than
 //! workers park, an item costs no lock at all; `lock_acquisitions` in the
 //! pool's metrics counts them.
@@ -191,13 +194,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
-#[cfg(all(test, not(loom)))]
-use super::hint::Hint;
-use super::hint::{Change, HintWord, MAX_SLOTS};
+use super::hint::{Change, Derived, Hint, HintWord, MAX_SLOTS};
 use super::wake_queue::{Unparker, WakeQueue};
 use crate::WakeMode;
 use crate::loom::lock;
-use crate::loom::sync::atomic::{Ordering, fence};
+use crate::loom::sync::atomic::{AtomicU64, Ordering, fence};
 use crate::loom::sync::{Mutex, MutexGuard, TryLockError};
 
 /// What a pool's protocol is configured with.
@@ -359,6 +360,12 @@ pub(crate) struct Idle {
     /// workers write it; beside it were fields every worker reads
     /// (the pool's `closed`, its spin settings), and the lock's word.
     hint: CachePadded<HintWord>,
+    /// `retry_start_at` while `BACKING_OFF` is set, in nanoseconds since
+    /// `epoch` (written under the lock before the bit; a stale read is an
+    /// earlier deadline, which sends the kick to the lock): what a
+    /// producer's kick reads without the lock ([`Idle::notify`]).
+    retry_at_ns: AtomicU64,
+    epoch: Instant,
     config: IdleConfig,
     /// A negative model's fault: a failed start's searcher goes after its
     /// wake, not before (`loom_tests`).
@@ -384,6 +391,10 @@ pub(crate) struct Idle {
     /// exits whatever the others are (`loom_tests`).
     #[cfg(loom)]
     pub(crate) culled_always_exits: std::sync::atomic::AtomicBool,
+    /// A negative model's fault: a kick skips the lock while a start backs
+    /// off even with a worker parked (`loom_tests`).
+    #[cfg(loom)]
+    pub(crate) backoff_skip_ignores_parked: std::sync::atomic::AtomicBool,
     /// Wake queues unparked with the pool lock held, and after it
     /// (`tests`: which [`WakeMode`] each step follows).
     #[cfg(all(test, not(loom)))]
@@ -436,6 +447,8 @@ impl Idle {
                 counters: LockedCounters::default(),
             }),
             hint: CachePadded::new(HintWord::new()),
+            retry_at_ns: AtomicU64::new(0),
+            epoch: now,
             config,
             #[cfg(loom)]
             failed_start_unsearches_late: std::sync::atomic::AtomicBool::new(false),
@@ -449,6 +462,8 @@ impl Idle {
             close_skips_fence: std::sync::atomic::AtomicBool::new(false),
             #[cfg(loom)]
             culled_always_exits: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(loom)]
+            backoff_skip_ignores_parked: std::sync::atomic::AtomicBool::new(false),
             #[cfg(all(test, not(loom)))]
             wakes_locked_unlocked: Default::default(),
         }
@@ -463,11 +478,17 @@ impl Idle {
         self.config.max_workers + st.extra
     }
 
-    /// Applies `change` to the hint word, with `FULL` and `OVER` as `st`
-    /// (changed already) says. Under the lock.
-    fn publish(&self, st: &State, mut change: Change) -> super::hint::Hint {
+    /// Applies `change` to the hint word, with `FULL`, `OVER`,
+    /// `BACKING_OFF` and `UNSERVED` as `st` (changed already) says. Under
+    /// the lock; every step that changes what they derive from publishes.
+    fn publish(&self, st: &State, mut change: Change) -> Hint {
         let (running, limit) = (st.running(), self.limit(st));
-        change.limit = Some((running >= limit, running > limit));
+        change.derived = Some(Derived {
+            full: running >= limit,
+            over: running > limit,
+            backing_off: st.retry_start_at.is_some(),
+            unserved: Self::none_serving(st),
+        });
         self.hint.apply(change)
     }
 
@@ -505,10 +526,30 @@ impl Idle {
         // every slot blocked (`block_in_place`) there is none, and the kick
         // must reach the lock, which hands the pool to the rescuer.
         let all_running = (h.full() || (h.parked() == 0 && !h.can_start())) && h.workers() > 0;
-        if !h.closed() && (h.searching() > 0 || all_running) {
+        if !h.closed() && (h.searching() > 0 || all_running || self.backing_off(h)) {
             return Kick::Skipped;
         }
         self.kick()
+    }
+
+    /// Step 1's last lock-free check: a refused start backs off (no kick
+    /// may start a worker before its deadline), no worker is parked, and
+    /// one serves the queues: as when none can start, every running worker
+    /// will look (I3, I5), and the kick would end `Busy` under the lock.
+    /// Reads the clock, only on the path that takes the lock otherwise.
+    /// (With every counted worker in a granted poll, the lock hands the
+    /// pool to the rescuer; with one parked, it wakes it.)
+    fn backing_off(&self, h: Hint) -> bool {
+        #[cfg(loom)]
+        let parked_ignored = self
+            .backoff_skip_ignores_parked
+            .load(std::sync::atomic::Ordering::Relaxed);
+        #[cfg(not(loom))]
+        let parked_ignored = false;
+        h.backing_off()
+            && !h.unserved()
+            && (h.parked() == 0 || parked_ignored)
+            && nanos_since(self.epoch, Instant::now()) < self.retry_at_ns.load(Ordering::Relaxed)
     }
 
     /// Step 1 under the lock. Call after the work is visible in the queues.
@@ -684,6 +725,8 @@ impl Idle {
                 };
             }
             st.retry_start_at = None;
+            // `BACKING_OFF` goes: kicks take the lock again.
+            self.publish(st, Change::default());
         }
         let free = st.slots.iter().position(|s| s.state == SlotState::Absent);
         let kick = match free {
@@ -764,10 +807,11 @@ impl Idle {
             st.slots[slot].state = SlotState::Absent;
             st.nr_workers -= 1;
             st.starting = false;
-            st.retry_start_at = Some(crate::clock::saturating_add(
-                Instant::now(),
-                self.config.start_backoff,
-            ));
+            let retry_at = crate::clock::saturating_add(Instant::now(), self.config.start_backoff);
+            st.retry_start_at = Some(retry_at);
+            // Before the publish that sets `BACKING_OFF`.
+            self.retry_at_ns
+                .store(nanos_since(self.epoch, retry_at), Ordering::Relaxed);
             let can_start = self.can_start(&st);
             let unsearch = Change {
                 searching: -1,
@@ -1363,6 +1407,12 @@ impl Idle {
         }
         me_culled
     }
+}
+
+/// Nanoseconds from `epoch` to `t` (0 before it, `u64::MAX` past 584
+/// years).
+fn nanos_since(epoch: Instant, t: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn remove(list: &mut Vec<usize>, slot: usize) {

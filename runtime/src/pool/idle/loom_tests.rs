@@ -624,6 +624,56 @@ fn loom_a_failed_start_that_unsearches_late_strands_the_item() {
     failed_start_beside_a_worker(true);
 }
 
+/// A push while a refused start backs off: the pool's one worker runs
+/// (it serves the queues), a start beside it was refused an hour ago, and
+/// a producer queues an item while the worker searches, idles and parks.
+/// The producer's kick skips the lock only while no worker is parked (the
+/// worker's re-check then sees the item, I3); with one parked it wakes it.
+/// `ignores_parked`: the fault, a skip on the back-off alone (loom reports
+/// a deadlock: the worker parked before the push, and nobody wakes it).
+fn push_while_a_start_backs_off(ignores_parked: bool) {
+    loom::model(move || {
+        let mut cfg = no_cull(WakeMode::Deferred);
+        cfg.max_workers = 2;
+        cfg.slots = 2;
+        cfg.start_backoff = Duration::from_secs(3600);
+        let idle = Arc::new(Idle::new(cfg));
+        idle.backoff_skip_ignores_parked
+            .store(ignores_parked, std::sync::atomic::Ordering::Relaxed);
+        let queue = Arc::new(Queue(Items::new(0)));
+        let Kick::Start(a) = idle.kick() else {
+            panic!("a fresh pool starts a worker")
+        };
+        idle.started(a, loom::thread::current());
+        idle.stop_searching();
+        let Kick::Start(b) = idle.kick() else {
+            panic!("room for a second worker, nobody searching")
+        };
+        assert_eq!(idle.start_failed(b), Kick::Busy);
+        let (i, q) = (idle.clone(), queue.clone());
+        let producer = loom::thread::spawn(move || {
+            q.push();
+            let kick = i.notify();
+            assert!(!matches!(kick, Kick::Start(_) | Kick::Mayday), "{kick:?}");
+        });
+        // The worker is this thread (a deadlock is found where a thread
+        // joins another).
+        assert_eq!(worker(&idle, &queue, a, 1, false), 1);
+        producer.join().unwrap();
+    });
+}
+
+#[test]
+fn loom_a_push_while_a_start_backs_off_is_run() {
+    push_while_a_start_backs_off(false);
+}
+
+#[test]
+#[should_panic(expected = "deadlock")]
+fn loom_a_backoff_skip_beside_a_parked_worker_strands_the_item() {
+    push_while_a_start_backs_off(true);
+}
+
 /// `worker`'s loop with step 9 (step down) after each item (and before
 /// the first, for a worker back from its poll in `block_in_place`), as the
 /// real worker checks after a poll; the worker

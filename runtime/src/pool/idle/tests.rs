@@ -177,6 +177,68 @@ fn a_refused_start_backs_off_and_a_pool_without_workers_sends_a_mayday() {
     assert_eq!(idle.kick(), Kick::Busy, "backing off");
 }
 
+/// While a refused start backs off, a producer's kick takes no lock when
+/// a worker serves the queues and none is parked (it would end `Busy`):
+/// the OS refusing threads cost a lock per item. With a worker parked it
+/// still wakes it, and with none serving it still hands the pool to the
+/// rescuer.
+#[test]
+fn while_a_start_backs_off_a_kick_skips_the_lock_only_where_a_worker_will_look() {
+    let mut cfg = config(2);
+    cfg.start_backoff = Duration::from_secs(3600);
+    let idle = Idle::new(cfg);
+    let [a] = running_workers(&idle, 1)[..] else {
+        panic!()
+    };
+    let Kick::Start(b) = idle.kick() else {
+        panic!()
+    };
+    assert_eq!(idle.start_failed(b), Kick::Busy);
+    assert!(idle.hint().backing_off() && !idle.hint().unserved());
+    let locks = idle.snapshot().counters.lock_acquisitions;
+    for _ in 0..100 {
+        assert_eq!(idle.notify(), Kick::Skipped);
+    }
+    assert_eq!(idle.snapshot().counters.lock_acquisitions, locks);
+
+    // The worker parks: the next kick wakes it.
+    assert_eq!(idle.enter_idle(a, Instant::now(), || false), Next::Park);
+    assert_eq!(idle.notify(), Kick::Woke);
+    let mut wake = WakeQueue::default();
+    assert_eq!(
+        idle.leave_idle(a, Instant::now(), false, || true, &mut wake),
+        Next::Search
+    );
+    idle.stop_searching();
+
+    // Its poll is granted a CPU-hog allowance: nobody serves the queues,
+    // and a kick (the slot the allowance would start is backing off) asks
+    // the rescuer.
+    assert_eq!(idle.grant_hog(a, true, || false), Some(Kick::Busy));
+    assert!(idle.hint().unserved());
+    assert_eq!(idle.notify(), Kick::Mayday);
+    idle.revoke_hog(a);
+    assert!(!idle.hint().unserved());
+    assert_eq!(idle.notify(), Kick::Skipped);
+}
+
+/// The back-off ends for the lock-free check too: a kick after the
+/// deadline takes the lock and starts a worker, and `BACKING_OFF` goes.
+#[test]
+fn after_the_backoff_a_kick_that_skipped_the_lock_starts_a_worker() {
+    let mut cfg = config(2);
+    cfg.start_backoff = Duration::from_millis(1);
+    let idle = Idle::new(cfg);
+    running_workers(&idle, 1);
+    let Kick::Start(b) = idle.kick() else {
+        panic!()
+    };
+    assert_eq!(idle.start_failed(b), Kick::Busy);
+    std::thread::sleep(Duration::from_millis(5));
+    assert!(matches!(idle.notify(), Kick::Start(_)));
+    assert!(!idle.hint().backing_off());
+}
+
 #[test]
 fn after_the_backoff_a_kick_starts_a_worker_again() {
     let mut cfg = config(1);
