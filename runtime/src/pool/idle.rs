@@ -391,6 +391,10 @@ pub(crate) struct Idle {
     /// exits whatever the others are (`loom_tests`).
     #[cfg(loom)]
     pub(crate) culled_always_exits: std::sync::atomic::AtomicBool,
+    /// A negative model's fault: an exit that finds a reservation left for
+    /// it after the pool closed keeps its counts (`loom_tests`).
+    #[cfg(loom)]
+    pub(crate) closed_reservation_kept: std::sync::atomic::AtomicBool,
     /// A negative model's fault: a kick skips the lock while a start backs
     /// off even with a worker parked (`loom_tests`).
     #[cfg(loom)]
@@ -462,6 +466,8 @@ impl Idle {
             close_skips_fence: std::sync::atomic::AtomicBool::new(false),
             #[cfg(loom)]
             culled_always_exits: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(loom)]
+            closed_reservation_kept: std::sync::atomic::AtomicBool::new(false),
             #[cfg(loom)]
             backoff_skip_ignores_parked: std::sync::atomic::AtomicBool::new(false),
             #[cfg(all(test, not(loom)))]
@@ -1087,7 +1093,13 @@ impl Idle {
             self.publish(&st, change);
             return Next::Search;
         }
-        if std::mem::take(&mut st.want_start) {
+        #[cfg(loom)]
+        let kept = self
+            .closed_reservation_kept
+            .load(std::sync::atomic::Ordering::Relaxed);
+        #[cfg(not(loom))]
+        let kept = false;
+        if std::mem::take(&mut st.want_start) && !kept {
             // Closed since the reservation: no thread will take it up, and
             // its counts go with it (they stayed for good, a searching
             // worker that never was).

@@ -299,10 +299,11 @@ fn loom_a_culled_worker_that_always_exits_strands_the_item() {
 /// reservation is undone with its counts: no worker or searcher counted
 /// once every thread is gone, and none parked for ever (loom's deadlock
 /// check).
-#[test]
-fn loom_a_draft_racing_close_leaves_no_count_behind() {
-    loom::model(|| {
+fn draft_racing_close(keep_counts: bool) {
+    loom::model(move || {
         let idle = Arc::new(Idle::new(config(true, WakeMode::Deferred)));
+        idle.closed_reservation_kept
+            .store(keep_counts, std::sync::atomic::Ordering::Relaxed);
         let queue = Arc::new(Queue(Items::new(0)));
         // A quota it never reaches: it leaves only through `exit`.
         let w = one_worker(&idle, &queue, 2);
@@ -332,6 +333,19 @@ fn loom_a_draft_racing_close_leaves_no_count_behind() {
             "counts left behind: {s:?}"
         );
     });
+}
+
+#[test]
+fn loom_a_draft_racing_close_leaves_no_count_behind() {
+    draft_racing_close(false);
+}
+
+/// The reservation's counts kept by the exit that finds the pool closed:
+/// the model must find them left behind.
+#[test]
+#[should_panic(expected = "counts left behind")]
+fn loom_a_closed_reservation_kept_leaves_counts_behind() {
+    draft_racing_close(true);
 }
 
 /// A parked worker whose park (a driver turn) woke a task into its own

@@ -59,6 +59,9 @@
 //! the gate turned global meanwhile gives the lease back and takes as the
 //! global gate does
 //! (`loom_a_striped_take_preempted_across_a_lowering_keeps_the_new_limit`).
+//! Each of the two steps has a negative model that leaves it out
+//! (`loom_a_lowering_that_trusts_its_first_read_admits_over_the_limit`,
+//! `loom_a_lease_against_the_old_limit_admits_over_the_new_one`).
 
 use crate::loom::Fences;
 use crossbeam_utils::CachePadded;
@@ -122,6 +125,21 @@ pub(crate) struct Gate {
     global: AtomicBool,
     /// `SeqCst` and fences (turned off by a negative model).
     fences: Fences,
+    /// A negative model's fault, if any.
+    #[cfg(loom)]
+    fault: Option<Fault>,
+}
+
+/// A step left out by a negative model (`loom_tests`).
+#[cfg(loom)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// A striped take keeps a lease made against the limit it read before
+    /// the gate turned global.
+    LeaseKeepsOldLimit,
+    /// `set_max` compares its limit only with the one it read first, not
+    /// with the one its swap replaced.
+    SetMaxComparesTheReadLimit,
 }
 
 impl Gate {
@@ -141,6 +159,8 @@ impl Gate {
             batch: batch.max(1),
             global: AtomicBool::new(global),
             fences: Fences::default(),
+            #[cfg(loom)]
+            fault: None,
         }
     }
 
@@ -202,7 +222,11 @@ impl Gate {
                 // the new one: give the lease back and take as the global
                 // gate does. Had the lease come first, a global take saw
                 // it in `leased` (both `SeqCst`).
-                if self.is_global() {
+                #[cfg(loom)]
+                let keeps = self.fault == Some(Fault::LeaseKeepsOldLimit);
+                #[cfg(not(loom))]
+                let keeps = false;
+                if !keeps && self.is_global() {
                     self.leased.fetch_sub(got, o);
                     return match self.take(stripe) {
                         // Slots went back to `leased` while items may have
@@ -365,7 +389,11 @@ impl Gate {
             self.turn_global();
         }
         let replaced = self.max.swap(max, o);
-        if max < replaced {
+        #[cfg(loom)]
+        let read_only = self.fault == Some(Fault::SetMaxComparesTheReadLimit);
+        #[cfg(not(loom))]
+        let read_only = false;
+        if max < replaced && !read_only {
             self.turn_global();
         }
         self.fences.fence();
@@ -489,15 +517,22 @@ mod loom_tests {
         }
     }
 
+    /// `striped(max, false)` with `fault`.
+    fn faulty(max: usize, fault: Fault) -> Gate {
+        Gate {
+            fault: Some(fault),
+            ..striped(max, false)
+        }
+    }
+
     /// A striped take (max_active 2) preempted between its read of the
     /// limit and its lease, across a `set_max_active(1)` and a global take
     /// that admitted an item under the new limit: the lease must not
     /// admit a second (it compared against the old limit; two items
     /// active under 1).
-    #[test]
-    fn loom_a_striped_take_preempted_across_a_lowering_keeps_the_new_limit() {
-        loom::model(|| {
-            let gate = Arc::new(striped(2, false));
+    fn take_across_a_lowering(gate: impl Fn() -> Gate + Send + Sync + 'static) {
+        loom::model(move || {
+            let gate = Arc::new(gate());
             let list = Arc::new(List::new());
             let (g, l) = (gate.clone(), list.clone());
             let a = loom::thread::spawn(move || g.admit_now(0, &*l, &mut |_| unreachable!()));
@@ -507,6 +542,19 @@ mod loom_tests {
             assert!(!(a && b), "two items active under max_active 1");
             assert!(gate.active() <= 1, "{} active", gate.active());
         });
+    }
+
+    #[test]
+    fn loom_a_striped_take_preempted_across_a_lowering_keeps_the_new_limit() {
+        take_across_a_lowering(|| striped(2, false));
+    }
+
+    /// A lease kept though the gate turned global after the limit was
+    /// read: the model must find two items active under 1.
+    #[test]
+    #[should_panic(expected = "two items active")]
+    fn loom_a_lease_against_the_old_limit_admits_over_the_new_one() {
+        take_across_a_lowering(|| faulty(2, Fault::LeaseKeepsOldLimit));
     }
 
     /// max_active 1, striped: item A is active (stripe 0); B is admitted by
@@ -693,10 +741,9 @@ mod loom_tests {
     /// returns two to `leased`; D takes a freed slot (a spare it
     /// reclaims, a lease, or a finisher's pump) exactly once, and at the
     /// end every slot is D's or a spare, none lost, none over the limit.
-    #[test]
-    fn loom_a_trim_racing_an_admit_strands_nothing() {
-        loom::model(|| {
-            let gate = Arc::new(batched(3, 1, false));
+    fn trim_racing_an_admit(unfenced: bool) {
+        loom::model(move || {
+            let gate = Arc::new(batched(3, 1, unfenced));
             let list = Arc::new(List::new());
             let released = Arc::new(AtomicUsize::new(0));
             for item in 0..3 {
@@ -734,15 +781,26 @@ mod loom_tests {
         });
     }
 
+    #[test]
+    fn loom_a_trim_racing_an_admit_strands_nothing() {
+        trim_racing_an_admit(false);
+    }
+
+    /// Without the fences, the model must find D stranded.
+    #[test]
+    #[should_panic(expected = "stranded")]
+    fn loom_without_the_fences_a_trim_racing_an_admit_strands_an_item() {
+        trim_racing_an_admit(true);
+    }
+
     /// max_active 2, striped: a raise to 4 races a lowering to 3 while
     /// items are admitted. Once both returned, an item that finishes and
     /// the next admit must keep to the limit stored last: both calls read
     /// 2 first, so neither turned the gate global, and the stripes kept
     /// the slots leased under 4 as spares for good (the model failed so).
-    #[test]
-    fn loom_a_raise_racing_a_lowering_keeps_the_lower_limit() {
-        loom::model(|| {
-            let gate = Arc::new(striped(2, false));
+    fn raise_racing_a_lowering(gate: impl Fn() -> Gate + Send + Sync + 'static) {
+        loom::model(move || {
+            let gate = Arc::new(gate());
             let list = Arc::new(List::new());
             let setters: Vec<_> = [4, 3]
                 .into_iter()
@@ -773,5 +831,18 @@ mod loom_tests {
                 gate.max()
             );
         });
+    }
+
+    #[test]
+    fn loom_a_raise_racing_a_lowering_keeps_the_lower_limit() {
+        raise_racing_a_lowering(|| striped(2, false));
+    }
+
+    /// `set_max` comparing its limit only with the one it read first: the
+    /// model must find an admit over the limit.
+    #[test]
+    #[should_panic(expected = "over the limit")]
+    fn loom_a_lowering_that_trusts_its_first_read_admits_over_the_limit() {
+        raise_racing_a_lowering(|| faulty(2, Fault::SetMaxComparesTheReadLimit));
     }
 }
