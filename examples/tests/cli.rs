@@ -6,6 +6,7 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 #[test]
 fn help_is_a_success_on_stdout_and_a_bad_argument_an_error_on_stderr() {
@@ -55,6 +56,7 @@ fn wq_dump_into_a_closed_pipe_ends_quietly() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let _killer = common::kill_after(child.id(), Duration::from_secs(60));
     let mut first = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut first)

@@ -46,11 +46,11 @@ fn start_service() -> (Service, String) {
 }
 
 fn monitor(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_wq-monitor"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = common::output(
+        Command::new(env!("CARGO_BIN_EXE_wq-monitor"))
+            .args(args)
+            .stdin(Stdio::null()),
+    );
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -3,6 +3,8 @@
 //! client on wq: every route, 404, 405, 413, a malformed request, a
 //! client that says nothing, a full house and a connection's lifetime.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -782,6 +784,8 @@ fn http_service_stops_cleanly_with_its_stderr_closed() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Its reads below wait on the child: a hung one is killed.
+    let _killer = common::kill_after(child.id(), Duration::from_secs(60));
     let mut err = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     let addr = loop {
@@ -897,6 +901,8 @@ fn http_service_exits_at_once_on_a_second_sigterm() {
     // when the SIGTERM arrives.
     // Pipelined: the slow one is the service's once the first is answered.
     let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     slow.write_all(
         b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\nGET /sleep?ms=5000 HTTP/1.1\r\nhost: localhost\r\n\r\n",
     )

@@ -187,26 +187,28 @@ fn abort_racing_completion_never_drops_a_completed_output() {
 /// second abort found nothing left to cancel.
 #[test]
 fn a_second_abort_changes_nothing() {
-    let rt = Runtime::new().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let h = rt.spawn(async move {
-        tx.send(()).unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        futures::future::pending::<()>().await;
+    within(60, || {
+        let rt = Runtime::new().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let h = rt.spawn(async move {
+            tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            futures::future::pending::<()>().await;
+        });
+        rx.recv().unwrap();
+        h.abort();
+        h.abort();
+        assert!(h.is_finished());
+        assert!(rt.block_on(h).unwrap_err().is_cancelled());
+        // A finished task's output survives any number of aborts.
+        let h = rt.spawn(async { 7 });
+        while !h.is_finished() {
+            std::thread::yield_now();
+        }
+        h.abort();
+        h.abort();
+        assert_eq!(rt.block_on(h).unwrap(), 7);
     });
-    rx.recv().unwrap();
-    h.abort();
-    h.abort();
-    assert!(h.is_finished());
-    assert!(rt.block_on(h).unwrap_err().is_cancelled());
-    // A finished task's output survives any number of aborts.
-    let h = rt.spawn(async { 7 });
-    while !h.is_finished() {
-        std::thread::yield_now();
-    }
-    h.abort();
-    h.abort();
-    assert_eq!(rt.block_on(h).unwrap(), 7);
 }
 
 /// A handle polled again after its await gave the result says so (it
@@ -355,96 +357,99 @@ fn spawning_on_a_closed_runtime_is_cancelled_and_drops_the_future() {
 
 #[test]
 fn dropping_the_runtime_drops_every_pending_future_and_joins_workers() {
-    static LIVE: AtomicUsize = AtomicUsize::new(0);
-    struct Live;
-    impl Live {
-        fn new() -> Live {
-            LIVE.fetch_add(1, Ordering::SeqCst);
-            Live
+    within(60, || {
+        static LIVE: AtomicUsize = AtomicUsize::new(0);
+        struct Live;
+        impl Live {
+            fn new() -> Live {
+                LIVE.fetch_add(1, Ordering::SeqCst);
+                Live
+            }
         }
-    }
-    impl Drop for Live {
-        fn drop(&mut self) {
-            LIVE.fetch_sub(1, Ordering::SeqCst);
+        impl Drop for Live {
+            fn drop(&mut self) {
+                LIVE.fetch_sub(1, Ordering::SeqCst);
+            }
         }
-    }
-    let rt = Runtime::builder()
-        .topology(Topology::synthetic("pack:2 core:2 pu:1").unwrap())
-        .thread_name("droptest")
-        .build()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let mut handles = Vec::new();
-    for scope in Scope::ALL {
-        for _ in 0..50 {
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("pack:2 core:2 pu:1").unwrap())
+            .thread_name("droptest")
+            .build()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let mut handles = Vec::new();
+        for scope in Scope::ALL {
+            for _ in 0..50 {
+                let live = Live::new();
+                // Pending forever: nobody will ever wake them but shutdown.
+                handles.push(rt.spawn_on(scope, async move {
+                    let _live = live;
+                    futures::future::pending::<()>().await
+                }));
+            }
+            // Detached, queued and never run on a busy pool.
             let live = Live::new();
-            // Pending forever: nobody will ever wake them but shutdown.
-            handles.push(rt.spawn_on(scope, async move {
+            drop(rt.spawn_on(scope, async move {
                 let _live = live;
+                wq::task::yield_now().await;
                 futures::future::pending::<()>().await
             }));
         }
-        // Detached, queued and never run on a busy pool.
+        // A task blocked until the runtime is being dropped.
         let live = Live::new();
-        drop(rt.spawn_on(scope, async move {
+        drop(rt.spawn(async move {
             let _live = live;
-            wq::task::yield_now().await;
-            futures::future::pending::<()>().await
+            let _ = rx.recv_timeout(Duration::from_millis(50));
         }));
-    }
-    // A task blocked until the runtime is being dropped.
-    let live = Live::new();
-    drop(rt.spawn(async move {
-        let _live = live;
-        let _ = rx.recv_timeout(Duration::from_millis(50));
-    }));
-    drop(tx);
-    // Worker threads name themselves when they start.
-    for _ in 0..5000 {
-        // The rescuer (`droptest-rescuer`) runs from the start; wait for a worker.
-        if threads_named("droptest") > 1 {
-            break;
+        drop(tx);
+        // Worker threads name themselves when they start.
+        for _ in 0..5000 {
+            // The rescuer (`droptest-rescuer`) runs from the start; wait for a worker.
+            if threads_named("droptest") > 1 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    assert!(threads_named("droptest") > 1);
-    drop(rt);
-    assert_eq!(LIVE.load(Ordering::SeqCst), 0, "every future was dropped");
-    for h in handles {
-        let err = futures::executor::block_on(h).unwrap_err();
-        assert!(err.is_cancelled());
-        // Says why, and not an abort nobody made.
-        let text = err.to_string();
-        assert!(
-            text.contains("its runtime shut down before it finished") && !text.contains("abort"),
-            "{text}"
+        assert!(threads_named("droptest") > 1);
+        drop(rt);
+        assert_eq!(LIVE.load(Ordering::SeqCst), 0, "every future was dropped");
+        for h in handles {
+            let err = futures::executor::block_on(h).unwrap_err();
+            assert!(err.is_cancelled());
+            // Says why, and not an abort nobody made.
+            let text = err.to_string();
+            assert!(
+                text.contains("its runtime shut down before it finished")
+                    && !text.contains("abort"),
+                "{text}"
+            );
+        }
+        // A joined thread can stay listed in /proc for a moment after
+        // pthread_join returns (the kernel clears its tid before it reaps it):
+        // give it a bounded time to go; a thread never joined stays.
+        for _ in 0..5000 {
+            if threads_named("droptest") == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let left: Vec<String> = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| {
+                let p = t.ok()?.path();
+                Some(format!(
+                    "{} {}",
+                    p.display(),
+                    std::fs::read_to_string(p.join("comm")).ok()?.trim()
+                ))
+            })
+            .collect();
+        assert_eq!(
+            threads_named("droptest"),
+            0,
+            "every worker and the rescuer were joined: {left:?}"
         );
-    }
-    // A joined thread can stay listed in /proc for a moment after
-    // pthread_join returns (the kernel clears its tid before it reaps it):
-    // give it a bounded time to go; a thread never joined stays.
-    for _ in 0..5000 {
-        if threads_named("droptest") == 0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let left: Vec<String> = std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|t| {
-            let p = t.ok()?.path();
-            Some(format!(
-                "{} {}",
-                p.display(),
-                std::fs::read_to_string(p.join("comm")).ok()?.trim()
-            ))
-        })
-        .collect();
-    assert_eq!(
-        threads_named("droptest"),
-        0,
-        "every worker and the rescuer were joined: {left:?}"
-    );
+    });
 }
 
 /// Threads of this process whose name starts with `prefix` (Linux).
@@ -963,75 +968,77 @@ struct Steals {
 /// takes the queued work (a remote steal); a strict one never does. CPU
 /// 1's pool is first reached through `idle_scope`.
 fn remote_steals_at(strict: bool, idle_scope: Scope) -> Steals {
-    let rt = Runtime::builder()
-        .topology(Topology::synthetic("pack:2 core:1 pu:1").unwrap())
-        .affinity_strict(strict)
-        .worker_spin(Duration::from_millis(50))
-        // The blocked worker below would be replaced by the hog watchdog:
-        // this test is about stealing.
-        .cpu_hog_threshold(Duration::ZERO)
-        .build()
-        .unwrap();
-    let h = rt.handle();
-    let (block_tx, block_rx) = std::sync::mpsc::channel::<()>();
-    let (started_tx, started_rx) = std::sync::mpsc::channel::<std::thread::ThreadId>();
-    drop(h.spawn_on_cpu(0, Scope::Cpu, async move {
-        started_tx.send(std::thread::current().id()).unwrap();
-        let _ = block_rx.recv_timeout(Duration::from_secs(30));
-    }));
-    let home = started_rx.recv().unwrap();
-    let ran = Arc::new(AtomicUsize::new(0));
-    let away_polls = Arc::new(AtomicU64::new(0));
-    let away_yields = Arc::new(AtomicU64::new(0));
-    for _ in 0..10 {
-        let (ran, polls, yields) = (ran.clone(), away_polls.clone(), away_yields.clone());
+    common::within_watchdog("remote_steals_at", Duration::from_secs(90), move || {
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("pack:2 core:1 pu:1").unwrap())
+            .affinity_strict(strict)
+            .worker_spin(Duration::from_millis(50))
+            // The blocked worker below would be replaced by the hog watchdog:
+            // this test is about stealing.
+            .cpu_hog_threshold(Duration::ZERO)
+            .build()
+            .unwrap();
+        let h = rt.handle();
+        let (block_tx, block_rx) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<std::thread::ThreadId>();
         drop(h.spawn_on_cpu(0, Scope::Cpu, async move {
-            // Stolen, a task goes home at its yield (repatriated), to be
-            // stolen again.
-            if std::thread::current().id() != home {
-                polls.fetch_add(1, Ordering::SeqCst);
-                yields.fetch_add(1, Ordering::SeqCst);
-            }
-            wq::task::yield_now().await;
-            if std::thread::current().id() != home {
-                polls.fetch_add(1, Ordering::SeqCst);
-            }
-            ran.fetch_add(1, Ordering::SeqCst);
+            started_tx.send(std::thread::current().id()).unwrap();
+            let _ = block_rx.recv_timeout(Duration::from_secs(30));
         }));
-    }
-    // Cpu 1's worker runs one task, then spins looking for work.
-    rt.block_on(h.spawn_on_cpu(1, idle_scope, async {}))
-        .unwrap();
-    // Non-strict: until it has run them all (a loaded machine's delays);
-    // strict: a while, in which it must run none.
-    let deadline = Instant::now() + Duration::from_secs(if strict { 0 } else { 10 });
-    std::thread::sleep(Duration::from_millis(100));
-    while ran.load(Ordering::SeqCst) < 10 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let ran_while_blocked = ran.load(Ordering::SeqCst);
-    drop(block_tx);
-    let all_ran = Instant::now() + Duration::from_secs(30);
-    let (steals, repatriated) = loop {
-        let m = rt.metrics();
-        if ran.load(Ordering::SeqCst) == 10
-            && m.pools.iter().all(|p| p.workers.total == p.workers.idle)
-        {
-            break (
-                m.pools.iter().map(|p| p.counters.remote_steals).sum(),
-                m.pools.iter().map(|p| p.counters.repatriated).sum(),
-            );
+        let home = started_rx.recv().unwrap();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let away_polls = Arc::new(AtomicU64::new(0));
+        let away_yields = Arc::new(AtomicU64::new(0));
+        for _ in 0..10 {
+            let (ran, polls, yields) = (ran.clone(), away_polls.clone(), away_yields.clone());
+            drop(h.spawn_on_cpu(0, Scope::Cpu, async move {
+                // Stolen, a task goes home at its yield (repatriated), to be
+                // stolen again.
+                if std::thread::current().id() != home {
+                    polls.fetch_add(1, Ordering::SeqCst);
+                    yields.fetch_add(1, Ordering::SeqCst);
+                }
+                wq::task::yield_now().await;
+                if std::thread::current().id() != home {
+                    polls.fetch_add(1, Ordering::SeqCst);
+                }
+                ran.fetch_add(1, Ordering::SeqCst);
+            }));
         }
-        assert!(Instant::now() < all_ran, "never ran all 10 and idled:\n{m}");
-        std::thread::sleep(Duration::from_millis(1));
-    };
-    Steals {
-        steals,
-        ran_while_blocked,
-        repatriated,
-        away_polls: away_polls.load(Ordering::SeqCst),
-        away_yields: away_yields.load(Ordering::SeqCst),
-    }
+        // Cpu 1's worker runs one task, then spins looking for work.
+        rt.block_on(h.spawn_on_cpu(1, idle_scope, async {}))
+            .unwrap();
+        // Non-strict: until it has run them all (a loaded machine's delays);
+        // strict: a while, in which it must run none.
+        let deadline = Instant::now() + Duration::from_secs(if strict { 0 } else { 10 });
+        std::thread::sleep(Duration::from_millis(100));
+        while ran.load(Ordering::SeqCst) < 10 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let ran_while_blocked = ran.load(Ordering::SeqCst);
+        drop(block_tx);
+        let all_ran = Instant::now() + Duration::from_secs(30);
+        let (steals, repatriated) = loop {
+            let m = rt.metrics();
+            if ran.load(Ordering::SeqCst) == 10
+                && m.pools.iter().all(|p| p.workers.total == p.workers.idle)
+            {
+                break (
+                    m.pools.iter().map(|p| p.counters.remote_steals).sum(),
+                    m.pools.iter().map(|p| p.counters.repatriated).sum(),
+                );
+            }
+            assert!(Instant::now() < all_ran, "never ran all 10 and idled:\n{m}");
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        Steals {
+            steals,
+            ran_while_blocked,
+            repatriated,
+            away_polls: away_polls.load(Ordering::SeqCst),
+            away_yields: away_yields.load(Ordering::SeqCst),
+        }
+    })
 }
 
 /// A worker that takes a batch from another pod's queue (not searching:
@@ -1412,77 +1419,81 @@ fn metrics_count_the_live_tasks_of_each_pool() {
 
 #[test]
 fn a_task_that_goes_idle_while_the_runtime_shuts_down_is_dropped() {
-    static LIVE: AtomicUsize = AtomicUsize::new(0);
-    struct Live;
-    impl Drop for Live {
-        fn drop(&mut self) {
-            LIVE.fetch_sub(1, Ordering::SeqCst);
+    within(60, || {
+        static LIVE: AtomicUsize = AtomicUsize::new(0);
+        struct Live;
+        impl Drop for Live {
+            fn drop(&mut self) {
+                LIVE.fetch_sub(1, Ordering::SeqCst);
+            }
         }
-    }
-    for round in 0..20 {
-        let rt = Runtime::builder().max_workers_per_pool(1).build().unwrap();
-        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
-        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
-        LIVE.fetch_add(1, Ordering::SeqCst);
-        let live = Live;
-        // Its first poll blocks until the shutdown has begun (or nearly:
-        // the release below races with `drop(rt)` on purpose), then the task
-        // goes idle, on a waker nobody holds.
-        drop(rt.spawn(async move {
-            let _live = live;
-            started_tx.send(()).unwrap();
-            let _ = go_rx.recv();
-            futures::future::pending::<()>().await
-        }));
-        started_rx.recv().unwrap();
-        let release = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(round % 3));
-            drop(go_tx);
-        });
-        drop(rt);
-        release.join().unwrap();
-        assert_eq!(LIVE.load(Ordering::SeqCst), 0, "round {round}");
-    }
+        for round in 0..20 {
+            let rt = Runtime::builder().max_workers_per_pool(1).build().unwrap();
+            let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+            let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+            LIVE.fetch_add(1, Ordering::SeqCst);
+            let live = Live;
+            // Its first poll blocks until the shutdown has begun (or nearly:
+            // the release below races with `drop(rt)` on purpose), then the task
+            // goes idle, on a waker nobody holds.
+            drop(rt.spawn(async move {
+                let _live = live;
+                started_tx.send(()).unwrap();
+                let _ = go_rx.recv();
+                futures::future::pending::<()>().await
+            }));
+            started_rx.recv().unwrap();
+            let release = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(round % 3));
+                drop(go_tx);
+            });
+            drop(rt);
+            release.join().unwrap();
+            assert_eq!(LIVE.load(Ordering::SeqCst), 0, "round {round}");
+        }
+    });
 }
 
 #[test]
 fn shutdown_drops_a_long_chain_of_awaiting_tasks_without_recursing() {
-    // Each task awaits the JoinHandle of the one spawned before it; the
-    // first waits forever. Dropping a task completes its handle and wakes
-    // its awaiter: if that awaiter were dropped inside the wake, the drops
-    // would nest once per link and overflow the small stack below.
-    const LINKS: usize = 5_000;
-    let rt = Runtime::builder()
-        .default_scope(Scope::System)
-        .build()
-        .unwrap();
-    let polled = Arc::new(AtomicUsize::new(0));
-    let p = polled.clone();
-    let mut handle = rt.spawn(async move {
-        p.fetch_add(1, Ordering::SeqCst);
-        futures::future::pending::<()>().await
-    });
-    for _ in 1..LINKS {
+    within(60, || {
+        // Each task awaits the JoinHandle of the one spawned before it; the
+        // first waits forever. Dropping a task completes its handle and wakes
+        // its awaiter: if that awaiter were dropped inside the wake, the drops
+        // would nest once per link and overflow the small stack below.
+        const LINKS: usize = 5_000;
+        let rt = Runtime::builder()
+            .default_scope(Scope::System)
+            .build()
+            .unwrap();
+        let polled = Arc::new(AtomicUsize::new(0));
         let p = polled.clone();
-        let inner = handle;
-        handle = rt.spawn(async move {
+        let mut handle = rt.spawn(async move {
             p.fetch_add(1, Ordering::SeqCst);
-            let _ = inner.await;
+            futures::future::pending::<()>().await
         });
-    }
-    // Every task has gone idle (registered) before the shutdown.
-    wait_until("every task idle", || polled.load(Ordering::SeqCst) >= LINKS);
-    std::thread::Builder::new()
-        .stack_size(256 * 1024)
-        .spawn(move || drop(rt))
-        .unwrap()
-        .join()
-        .expect("the runtime dropped without overflowing its stack");
-    assert!(
-        futures::executor::block_on(handle)
-            .unwrap_err()
-            .is_cancelled()
-    );
+        for _ in 1..LINKS {
+            let p = polled.clone();
+            let inner = handle;
+            handle = rt.spawn(async move {
+                p.fetch_add(1, Ordering::SeqCst);
+                let _ = inner.await;
+            });
+        }
+        // Every task has gone idle (registered) before the shutdown.
+        wait_until("every task idle", || polled.load(Ordering::SeqCst) >= LINKS);
+        std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || drop(rt))
+            .unwrap()
+            .join()
+            .expect("the runtime dropped without overflowing its stack");
+        assert!(
+            futures::executor::block_on(handle)
+                .unwrap_err()
+                .is_cancelled()
+        );
+    });
 }
 
 /// A runtime of one pool (system scope on 2 CPUs) of at most one worker.

@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::within_watchdog;
+use common::{within, within_watchdog};
 use futures::{AsyncReadExt, AsyncWriteExt};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -197,21 +197,23 @@ fn a_client_too_slow_with_its_headers_is_cut_off_by_the_timer() {
 
 #[test]
 fn the_executor_and_timer_work_from_outside_the_runtime() {
-    let rt = rt();
-    let (exec, timer) = rt.block_on(async { (WqExecutor::new(), WqTimer::new()) });
-    let (tx, rx) = futures::channel::oneshot::channel();
-    std::thread::spawn(move || {
-        use hyper::rt::{Executor, Timer};
-        exec.execute(async move {
-            let _ = tx.send(());
-        });
-        let mut s = timer.sleep(Duration::from_secs(3600));
-        timer.reset(&mut s, Instant::now() + Duration::from_millis(5));
-        futures::executor::block_on(s);
-    })
-    .join()
-    .unwrap();
-    futures::executor::block_on(rx).unwrap();
+    within(60, || {
+        let rt = rt();
+        let (exec, timer) = rt.block_on(async { (WqExecutor::new(), WqTimer::new()) });
+        let (tx, rx) = futures::channel::oneshot::channel();
+        std::thread::spawn(move || {
+            use hyper::rt::{Executor, Timer};
+            exec.execute(async move {
+                let _ = tx.send(());
+            });
+            let mut s = timer.sleep(Duration::from_secs(3600));
+            timer.reset(&mut s, Instant::now() + Duration::from_millis(5));
+            futures::executor::block_on(s);
+        })
+        .join()
+        .unwrap();
+        futures::executor::block_on(rx).unwrap();
+    });
 }
 
 /// A peer that stops reading: with `write_timeout`, the writer's call fails

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::within_watchdog;
+use common::{within, within_watchdog};
 use wq::Runtime;
 use wq::time::{
     Elapsed, MissedTickBehavior, interval, interval_at, sleep, sleep_until, timeout, timeout_at,
@@ -320,15 +320,17 @@ async fn fires_during_the_poll(timer: std::sync::mpsc::Receiver<()>, blockers: V
 /// the driver taken is no waiter while it polls).
 #[test]
 fn a_timer_fires_while_the_worker_that_held_the_driver_blocks_beside_a_block_on() {
-    let rt = one_cpu_without_watchdog();
-    rt.block_on(async {
-        let timer = timer_in(200);
-        // This thread parks beside the worker, which holds the driver
-        // (idle in it), and is woken by its timer.
-        sleep(Duration::from_millis(50)).await;
-        sleep(Duration::from_millis(10)).await;
-        let b = blocker(async {});
-        fires_during_the_poll(timer, vec![b]).await;
+    within(60, || {
+        let rt = one_cpu_without_watchdog();
+        rt.block_on(async {
+            let timer = timer_in(200);
+            // This thread parks beside the worker, which holds the driver
+            // (idle in it), and is woken by its timer.
+            sleep(Duration::from_millis(50)).await;
+            sleep(Duration::from_millis(10)).await;
+            let b = blocker(async {});
+            fires_during_the_poll(timer, vec![b]).await;
+        });
     });
 }
 
@@ -340,15 +342,17 @@ fn a_timer_fires_while_the_worker_that_held_the_driver_blocks_beside_a_block_on(
 /// timer waited for the poll.
 #[test]
 fn a_timer_fires_while_block_on_polls_after_the_only_worker_blocked() {
-    let rt = one_cpu_without_watchdog();
-    rt.block_on(async {
-        // The driver made, the worker idle.
-        sleep(Duration::from_millis(10)).await;
-        let timer = timer_in(200);
-        // This thread parks while the task's first poll takes 50 ms.
-        let mut b = blocker(async { std::thread::sleep(Duration::from_millis(50)) });
-        (&mut b.started).await.unwrap();
-        fires_during_the_poll(timer, vec![b]).await;
+    within(60, || {
+        let rt = one_cpu_without_watchdog();
+        rt.block_on(async {
+            // The driver made, the worker idle.
+            sleep(Duration::from_millis(10)).await;
+            let timer = timer_in(200);
+            // This thread parks while the task's first poll takes 50 ms.
+            let mut b = blocker(async { std::thread::sleep(Duration::from_millis(50)) });
+            (&mut b.started).await.unwrap();
+            fires_during_the_poll(timer, vec![b]).await;
+        });
     });
 }
 
@@ -360,23 +364,25 @@ fn a_timer_fires_while_block_on_polls_after_the_only_worker_blocked() {
 /// nobody turns the driver.
 #[test]
 fn a_timer_fires_while_a_woken_waiter_polls_and_the_worker_blocks() {
-    let rt = one_cpu_without_watchdog();
-    rt.block_on(async {
-        let timer = timer_in(300);
-        let mut b = blocker(async { sleep(Duration::from_millis(100)).await });
-        // The worker runs both tasks' first polls and idles in the
-        // driver meanwhile (nobody else holds it: this thread waits here).
-        let t0 = std::time::Instant::now();
-        while wq::Handle::current().metrics().pools[0].workers.idle == 0 {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "the worker never idled"
-            );
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        // This thread finds the worker's turn: a waiter.
-        (&mut b.started).await.unwrap();
-        fires_during_the_poll(timer, vec![b]).await;
+    within(60, || {
+        let rt = one_cpu_without_watchdog();
+        rt.block_on(async {
+            let timer = timer_in(300);
+            let mut b = blocker(async { sleep(Duration::from_millis(100)).await });
+            // The worker runs both tasks' first polls and idles in the
+            // driver meanwhile (nobody else holds it: this thread waits here).
+            let t0 = std::time::Instant::now();
+            while wq::Handle::current().metrics().pools[0].workers.idle == 0 {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "the worker never idled"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // This thread finds the worker's turn: a waiter.
+            (&mut b.started).await.unwrap();
+            fires_during_the_poll(timer, vec![b]).await;
+        });
     });
 }
 
@@ -387,17 +393,19 @@ fn a_timer_fires_while_a_woken_waiter_polls_and_the_worker_blocks() {
 /// found no work queued, and left it: the timer waited for the poll).
 #[test]
 fn a_timer_fires_while_block_on_polls_and_every_slot_is_blocked() {
-    let rt = one_cpu_without_watchdog();
-    rt.block_on(async {
-        sleep(Duration::from_millis(10)).await;
-        let timer = timer_in(200);
-        let mut blockers = Vec::new();
-        for _ in 0..2 {
-            let mut b = blocker(async {});
-            (&mut b.started).await.unwrap();
-            blockers.push(b);
-        }
-        fires_during_the_poll(timer, blockers).await;
+    within(60, || {
+        let rt = one_cpu_without_watchdog();
+        rt.block_on(async {
+            sleep(Duration::from_millis(10)).await;
+            let timer = timer_in(200);
+            let mut blockers = Vec::new();
+            for _ in 0..2 {
+                let mut b = blocker(async {});
+                (&mut b.started).await.unwrap();
+                blockers.push(b);
+            }
+            fires_during_the_poll(timer, blockers).await;
+        });
     });
 }
 

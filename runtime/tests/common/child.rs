@@ -85,3 +85,25 @@ pub fn this_binary_test(test: &str, var: &str, value: &str) -> Output {
             .env(var, value),
     )
 }
+
+/// Kills process `pid` (SIGKILL) unless dropped within `limit`: for a test
+/// that talks to its child over pipes or sockets (reads that would wait
+/// for ever on a child that hangs), the kill closes them and the read
+/// fails, with the test. Drop it once the child has been waited for.
+#[must_use = "the kill is called off when the guard drops"]
+pub struct KillAfter {
+    /// Dropped with the guard: the waiting thread sees `Disconnected`.
+    _call_off: mpsc::Sender<()>,
+}
+
+pub fn kill_after(pid: u32, limit: Duration) -> KillAfter {
+    let (tx, rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if rx.recv_timeout(limit) == Err(mpsc::RecvTimeoutError::Timeout) {
+            eprintln!("child {pid} still running after {limit:?}: killed");
+            // SAFETY: kill takes a pid and a signal number.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+    });
+    KillAfter { _call_off: tx }
+}
