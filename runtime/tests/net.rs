@@ -973,9 +973,12 @@ fn block_in_place_runs_outside_the_tasks_operation_budget() {
         let rt = rt();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
+        let (written_tx, written) = futures::channel::oneshot::channel::<()>();
         let writer = std::thread::spawn(move || {
             let (mut peer, _) = listener.accept().unwrap();
             peer.write_all(&[5u8; 4096]).unwrap();
+            // On loopback, written is in the reader's receive buffer.
+            written_tx.send(()).unwrap();
             // Held open until the reader is done.
             let mut b = [0u8; 1];
             let _ = std::io::Read::read(&mut peer, &mut b);
@@ -985,7 +988,7 @@ fn block_in_place_runs_outside_the_tasks_operation_budget() {
                 let mut s = TcpStream::connect(addr).await.unwrap();
                 // All 4 KiB here before the reads, so that they spend the
                 // budget in this one poll.
-                wq::time::sleep(Duration::from_millis(50)).await;
+                written.await.unwrap();
                 let mut byte = [0u8; 1];
                 for _ in 0..128 {
                     s.read_exact(&mut byte).await.unwrap();

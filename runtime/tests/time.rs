@@ -253,8 +253,12 @@ fn a_timer_fires_while_the_worker_that_held_the_driver_blocks() {
         sleep(Duration::from_millis(200)).await;
         tx.send(()).unwrap();
     }));
-    // The worker goes idle, in the driver.
-    std::thread::sleep(Duration::from_millis(50));
+    // The worker goes idle, in the driver (the task's first poll done).
+    let t0 = std::time::Instant::now();
+    while rt.metrics().pools[0].workers.idle == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "never idle");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
     let blocked = rt.spawn(async move { wq::block_in_place(|| release_rx.recv().unwrap()) });
     let fired = rx.recv_timeout(Duration::from_secs(10));
