@@ -31,7 +31,10 @@
 //!
 //! Outside the lock, the hint word ([`super::hint`]) mirrors `parked`
 //! (= `idle.len()`), `workers` (= `nr_workers`), `CAN_START`, `CLOSED`,
-//! `FULL` (running >= limit) and `OVER` (running > limit), and holds
+//! `FULL` (running >= limit), `OVER` (running > limit), `BACKING_OFF`
+//! (`retry_start_at` set; its deadline in an atomic beside the word) and
+//! `UNSERVED` (`nr_workers <= extra`: no counted worker outside a granted
+//! poll), and holds
 //! `searching`: the workers that will look at the queues before they park.
 //! A `Kicked` or `Starting` worker is a searcher from the kick that claimed
 //! it; a `Running` worker is one between "my queues are empty" and "I
@@ -184,7 +187,8 @@
 //! # Lock acquisitions per item
 //! A producer takes the pool lock only when no worker is searching, the
 //! running workers do not fill the limit, and one is parked (or can be
-//! started, and no refused start backs off); a worker only to park, to come back from a park, to block, to
+//! started, and no refused start backs off), or none serves the queues
+//! (the kick hands the pool to the rescuer); a worker only to park, to come back from a park, to block, to
 //! step down, and to start or exit. With work arriving faster than
 //! workers park, an item costs no lock at all; `lock_acquisitions` in the
 //! pool's metrics counts them.
@@ -399,6 +403,10 @@ pub(crate) struct Idle {
     /// off even with a worker parked (`loom_tests`).
     #[cfg(loom)]
     pub(crate) backoff_skip_ignores_parked: std::sync::atomic::AtomicBool,
+    /// A negative model's fault: that skip even with no worker serving
+    /// (`loom_tests`).
+    #[cfg(loom)]
+    pub(crate) backoff_skip_ignores_unserved: std::sync::atomic::AtomicBool,
     /// Wake queues unparked with the pool lock held, and after it
     /// (`tests`: which [`WakeMode`] each step follows).
     #[cfg(all(test, not(loom)))]
@@ -470,6 +478,8 @@ impl Idle {
             closed_reservation_kept: std::sync::atomic::AtomicBool::new(false),
             #[cfg(loom)]
             backoff_skip_ignores_parked: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(loom)]
+            backoff_skip_ignores_unserved: std::sync::atomic::AtomicBool::new(false),
             #[cfg(all(test, not(loom)))]
             wakes_locked_unlocked: Default::default(),
         }
@@ -547,14 +557,23 @@ impl Idle {
     /// pool to the rescuer; with one parked, it wakes it.)
     fn backing_off(&self, h: Hint) -> bool {
         #[cfg(loom)]
-        let parked_ignored = self
-            .backoff_skip_ignores_parked
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let (parked_ignored, unserved_ignored) = (
+            self.backoff_skip_ignores_parked
+                .load(std::sync::atomic::Ordering::Relaxed),
+            self.backoff_skip_ignores_unserved
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
         #[cfg(not(loom))]
-        let parked_ignored = false;
-        h.backing_off()
-            && !h.unserved()
+        let (parked_ignored, unserved_ignored) = (false, false);
+        (!h.unserved() || unserved_ignored)
             && (h.parked() == 0 || parked_ignored)
+            && self.before_retry(h)
+    }
+
+    /// Whether a refused start still backs off (the hint's bit, then the
+    /// deadline beside it).
+    fn before_retry(&self, h: Hint) -> bool {
+        h.backing_off()
             && nanos_since(self.epoch, Instant::now()) < self.retry_at_ns.load(Ordering::Relaxed)
     }
 
@@ -656,11 +675,11 @@ impl Idle {
         );
     }
 
-    /// Whether a kick may start a worker now (the hint, no lock; a start
-    /// backing off after a refusal reads as possible).
+    /// Whether a kick may start a worker now (the hint, no lock): room,
+    /// no start in flight, and none refused less than `start_backoff` ago.
     pub(crate) fn may_start(&self) -> bool {
         let h = self.hint.load();
-        !h.closed() && h.can_start()
+        !h.closed() && h.can_start() && !self.before_retry(h)
     }
 
     /// Whether [`Idle::wake_idle`] may find a worker (the hint, no lock).

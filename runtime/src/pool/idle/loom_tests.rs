@@ -670,11 +670,62 @@ fn push_while_a_start_backs_off(ignores_parked: bool) {
             let kick = i.notify();
             assert!(!matches!(kick, Kick::Start(_) | Kick::Mayday), "{kick:?}");
         });
-        // The worker is this thread (a deadlock is found where a thread
-        // joins another).
+        // The worker is this thread, so that a deadlock is found here
+        // (found in a spawned thread, loom's panic aborts the process).
         assert_eq!(worker(&idle, &queue, a, 1, false), 1);
         producer.join().unwrap();
     });
+}
+
+/// A push while a refused start backs off and the pool's one serving
+/// worker blocks (`block_in_place`): no worker can start, so the pool must
+/// go to the rescuer, by the block's kick if its look after its fence saw
+/// the item, else by the producer's, which then reads `UNSERVED` and takes
+/// the lock. `ignores_unserved`: the fault, a skip on the back-off with
+/// nobody serving (neither asks the rescuer).
+fn block_while_a_start_backs_off(ignores_unserved: bool) {
+    loom::model(move || {
+        let mut cfg = no_cull(WakeMode::Deferred);
+        cfg.max_workers = 2;
+        cfg.slots = 3;
+        cfg.start_backoff = Duration::from_secs(3600);
+        let idle = Arc::new(Idle::new(cfg));
+        idle.backoff_skip_ignores_unserved
+            .store(ignores_unserved, std::sync::atomic::Ordering::Relaxed);
+        let queue = Arc::new(Queue(Items::new(0)));
+        let Kick::Start(a) = idle.kick() else {
+            panic!("a fresh pool starts a worker")
+        };
+        idle.started(a, loom::thread::current());
+        // `a` found a task and runs it; a second start is refused.
+        idle.stop_searching();
+        let Kick::Start(b) = idle.kick() else {
+            panic!("room for a second worker, nobody searching")
+        };
+        assert_eq!(idle.start_failed(b), Kick::Busy);
+        let (i, q) = (idle.clone(), queue.clone());
+        let producer = loom::thread::spawn(move || {
+            q.push();
+            i.notify()
+        });
+        let blocked = idle.block(a, true, || queue.has_work());
+        let pushed = producer.join().unwrap();
+        assert!(
+            blocked == Kick::Mayday || pushed == Kick::Mayday,
+            "stranded: block {blocked:?}, push {pushed:?}"
+        );
+    });
+}
+
+#[test]
+fn loom_a_block_while_a_start_backs_off_asks_the_rescuer() {
+    block_while_a_start_backs_off(false);
+}
+
+#[test]
+#[should_panic(expected = "stranded")]
+fn loom_a_backoff_skip_with_nobody_serving_strands_the_item() {
+    block_while_a_start_backs_off(true);
 }
 
 #[test]

@@ -195,6 +195,9 @@ fn while_a_start_backs_off_a_kick_skips_the_lock_only_where_a_worker_will_look()
     };
     assert_eq!(idle.start_failed(b), Kick::Busy);
     assert!(idle.hint().backing_off() && !idle.hint().unserved());
+    // Room, but no start before the deadline: the driver's attend looks
+    // for a pool that may start one elsewhere.
+    assert!(idle.hint().can_start() && !idle.may_start());
     let locks = idle.snapshot().counters.lock_acquisitions;
     for _ in 0..100 {
         assert_eq!(idle.notify(), Kick::Skipped);
@@ -234,7 +237,9 @@ fn after_the_backoff_a_kick_that_skipped_the_lock_starts_a_worker() {
         panic!()
     };
     assert_eq!(idle.start_failed(b), Kick::Busy);
+    assert!(idle.hint().backing_off());
     std::thread::sleep(Duration::from_millis(5));
+    assert!(idle.may_start());
     assert!(matches!(idle.notify(), Kick::Start(_)));
     assert!(!idle.hint().backing_off());
 }
