@@ -193,6 +193,40 @@ fn flush_waits_for_exactly_what_came_before() {
     });
 }
 
+/// A flush begins in the call, not at its first poll: an item spawned
+/// between `flush()` and its `.await` is not waited for (it was: a caller
+/// that released such an item after the await waited for ever). A drain
+/// refuses outside items from its call on.
+#[test]
+fn a_flush_begins_in_the_call_not_at_its_first_poll() {
+    within(60, || {
+        let rt = runtime("pack:1 core:2 pu:1");
+        let q = Workqueue::builder("eager").build(rt.handle()).unwrap();
+        // A, in flight before the call, holds the flush.
+        let (release_a, a_waits) = futures::channel::oneshot::channel::<()>();
+        let a = q.spawn(async move { a_waits.await.unwrap() });
+        let flush = q.flush();
+        // B, spawned after the call, is released only after the flush.
+        let (release_b, b_waits) = futures::channel::oneshot::channel::<()>();
+        let b = q.spawn(async move { b_waits.await.unwrap() });
+        release_a.send(()).unwrap();
+        rt.block_on(async {
+            wq::time::timeout(Duration::from_secs(10), flush)
+                .await
+                .expect("the flush waited for an item spawned after the call");
+        });
+        release_b.send(()).unwrap();
+        rt.block_on(a).unwrap();
+        rt.block_on(b).unwrap();
+
+        let drain = q.drain();
+        let refused = q.try_spawn(async {}).map(drop).unwrap_err();
+        assert!(refused.is_draining(), "{refused}");
+        rt.block_on(drain);
+        rt.block_on(q.spawn(async {})).unwrap();
+    });
+}
+
 /// The `log` records of this test binary, kept (a logger is set once per
 /// process: the first call installs it).
 struct Logged;

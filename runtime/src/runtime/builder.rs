@@ -220,13 +220,15 @@ impl Builder {
     /// A poll that runs longer than this without returning is a **CPU
     /// hog** (the kernel's CPU-intensive detection): the runtime's watchdog
     /// lets its pool start one worker beyond its maximum while it runs, so
-    /// the pool's other work is not held behind it, counts it if it was
-    /// found using its CPU (`cpu_intensive` in the metrics; a poll found
-    /// blocked in a synchronous call gets the extra worker uncounted) and
-    /// reports the task through the [`log`](https://docs.rs/log) facade
-    /// once per finding (blocked, CPU hog); the task's later polls no
+    /// the pool's other work is not held behind it, and reports the task
+    /// through the [`log`](https://docs.rs/log) facade once per finding
+    /// (blocked, CPU hog). A poll found using its CPU is counted
+    /// (`cpu_intensive` in the metrics), and the task's later polls no
     /// longer count against the pool (as in
-    /// [`block_in_place`](crate::block_in_place)). Default
+    /// [`block_in_place`](crate::block_in_place)); a poll found blocked in
+    /// a synchronous call is not, its extra worker is a `cm_wakeup` when
+    /// work was waiting for it, and its task's later polls count as
+    /// before. Default
     /// [`DEFAULT_CPU_HOG_THRESHOLD`] (10 ms); zero turns detection off,
     /// and with it the rescue of a task left in the LIFO slot of a worker
     /// whose poll blocks outside [`block_in_place`](crate::block_in_place).

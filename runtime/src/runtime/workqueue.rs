@@ -162,28 +162,33 @@ impl Workqueue {
     }
 
     /// Waits until every item spawned on the queue before this call has
-    /// finished (items spawned meanwhile may still run). Flushes of one
-    /// queue are served one at a time, in order; one given up on (a
-    /// timeout) but kept, no longer polled, holds none of the later ones
-    /// up: they finish its wait for it.
+    /// finished. The flush begins in the call, not at the first poll of
+    /// the future it returns: items spawned after the call are not waited
+    /// for (unless an earlier flush was dropped in its turn, or one is
+    /// still being served: the flush then starts when its turn comes, and
+    /// may wait for items spawned before that too). Flushes of one queue
+    /// are served one at a time, in order; one given up on (a timeout) but
+    /// kept, no longer polled, holds none of the later ones up: they
+    /// finish its wait for it.
     ///
     /// # Panics
-    /// When awaited by one of the queue's own items: it would wait for
+    /// When called by one of the queue's own items: it would wait for
     /// itself forever (the kernel warns of the same). Flush from outside
     /// the queue, or await the items' handles.
-    pub async fn flush(&self) {
-        self.queue.flush().await;
+    pub fn flush(&self) -> impl Future<Output = ()> + Send + '_ {
+        self.queue.flush()
     }
 
     /// Flushes until no item is left, refusing items from outside the queue
-    /// meanwhile (an item of the queue may still spawn more on it, as the
-    /// kernel's `drain_workqueue()` allows chained work).
+    /// from the call until the returned future completes or is dropped (an
+    /// item of the queue may still spawn more on it, as the kernel's
+    /// `drain_workqueue()` allows chained work).
     ///
     /// # Panics
-    /// When awaited by one of the queue's own items, as
+    /// When called by one of the queue's own items, as
     /// [`flush`](Workqueue::flush).
-    pub async fn drain(&self) {
-        self.queue.drain().await;
+    pub fn drain(&self) -> impl Future<Output = ()> + Send + '_ {
+        self.queue.drain()
     }
 
     /// The queue's name.

@@ -563,13 +563,28 @@ impl Queue {
         self.counts.flight.in_flight(color)
     }
 
-    /// Waits until every item spawned before the call has finished.
-    pub(crate) async fn flush(&self) {
+    /// Waits until every item spawned before the call has finished. The
+    /// flush begins in the call, not at its first poll: its ticket, and,
+    /// served at once, its flip (so that an item spawned between the call
+    /// and the `.await` is counted in the new color, and not waited for,
+    /// unless the other color still held items: module docs).
+    pub(crate) fn flush(&self) -> impl Future<Output = ()> + Send + '_ {
         self.not_from_own_item("flush");
-        // Our turn: flushes are served one at a time, in order.
-        let ticket = lock(&self.flush).take_ticket();
+        // Our turn: flushes are served one at a time, in order. The served
+        // one goes as far as it can now, as a poll would take it.
+        let (ticket, wake) = {
+            let mut f = lock(&self.flush);
+            let ticket = f.take_ticket();
+            let mut wake = Vec::new();
+            while f.serving <= ticket && self.advance(&mut f) {
+                wake.extend(f.pass_turn());
+            }
+            (ticket, wake)
+        };
+        wake.into_iter().for_each(wake_caught);
         // Whatever happens from here (the flush future may be dropped while
-        // it waits for its turn, or during it), the turn passes on.
+        // it waits for its turn, or during it, or never polled), the turn
+        // passes on.
         struct Turn<'a> {
             queue: &'a Queue,
             ticket: u64,
@@ -594,11 +609,11 @@ impl Queue {
                 wake.into_iter().for_each(wake_caught);
             }
         }
-        let _turn = Turn {
+        let turn = Turn {
             queue: self,
             ticket,
         };
-        std::future::poll_fn(|cx| {
+        let wait = std::future::poll_fn(move |cx| {
             let mut wake = Vec::new();
             let ready = {
                 let mut f = lock(&self.flush);
@@ -634,8 +649,11 @@ impl Queue {
             } else {
                 Poll::Pending
             }
-        })
-        .await;
+        });
+        async move {
+            wait.await;
+            drop(turn);
+        }
     }
 
     /// Takes the served flush (whichever flush polls: module docs, "Flush
@@ -692,8 +710,9 @@ impl Queue {
         );
     }
 
-    /// Flushes until nothing is in flight, refusing outside work meanwhile.
-    pub(crate) async fn drain(&self) {
+    /// Flushes until nothing is in flight, refusing outside work from the
+    /// call on (not from the first poll) until the future ends or drops.
+    pub(crate) fn drain(&self) -> impl Future<Output = ()> + Send + '_ {
         self.not_from_own_item("drain");
         // Counted, as the kernel's `nr_drainers`: outside work stays
         // refused until the last drain ends (or is dropped).
@@ -704,16 +723,24 @@ impl Queue {
                 self.0.fetch_sub(1, Ordering::SeqCst);
             }
         }
-        let _undrain = Undrain(&self.draining);
-        loop {
-            self.flush().await;
-            // Empty, and no item counted meanwhile by an item that then
-            // finished (`chained`): an item spawned by X is counted, and
-            // `chained` bumped, before X finishes; a sum that saw X gone
-            // comes before the second read, which then sees the bump.
-            let before = self.chained.load(Ordering::SeqCst);
-            if self.in_flight() <= 0 && self.chained.load(Ordering::SeqCst) == before {
-                return;
+        let undrain = Undrain(&self.draining);
+        let mut first = Some(self.flush());
+        async move {
+            let _undrain = undrain;
+            loop {
+                match first.take() {
+                    Some(flush) => flush.await,
+                    None => self.flush().await,
+                }
+                // Empty, and no item counted meanwhile by an item that
+                // then finished (`chained`): an item spawned by X is
+                // counted, and `chained` bumped, before X finishes; a sum
+                // that saw X gone comes before the second read, which then
+                // sees the bump.
+                let before = self.chained.load(Ordering::SeqCst);
+                if self.in_flight() <= 0 && self.chained.load(Ordering::SeqCst) == before {
+                    return;
+                }
             }
         }
     }
