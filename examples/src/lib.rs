@@ -60,6 +60,7 @@ use hyper::{Request, Response};
 use hyper_util::server::conn::auto;
 use wq::hyper::{WqExecutor, WqIo, WqTimer};
 use wq::net::TcpListener;
+use wq::task::Unconstrained;
 
 /// Time a client has to send a request head.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -530,14 +531,21 @@ where
                     loopback,
                 };
                 let mut conn = std::pin::pin!(http.serve_connection(io, service));
-                let mut idle = std::pin::pin!(idle_for(&activity, limits.idle));
-                let mut lifetime = std::pin::pin!(wq::time::sleep(limits.lifetime));
+                // The limits' sleeps are polled after the connection, in
+                // the same poll: outside the task's operation budget, which
+                // the connection may have spent (a handler busy in a loop of
+                // ready operations, a client's flood of frames), else they
+                // said `Pending` in every poll and never closed it.
+                let mut idle =
+                    std::pin::pin!(wq::task::unconstrained(idle_for(&activity, limits.idle)));
+                let mut lifetime =
+                    std::pin::pin!(wq::task::unconstrained(wq::time::sleep(limits.lifetime)));
                 // Set once the connection is told to close: then it has
                 // `close_grace` to finish (an HTTP/2 client that never
                 // opens its flow-control window keeps its stream, and so
                 // its connection, open: the socket is not stalled, so the
                 // write timeout does not see it).
-                let mut closing: Option<(Pin<Box<wq::time::Sleep>>, &str)> = None;
+                let mut closing: Option<(Pin<Box<Unconstrained<wq::time::Sleep>>>, &str)> = None;
                 std::future::poll_fn(|cx| {
                     // The connection first: told to close before its first
                     // poll (while it reads the protocol's version), hyper
@@ -565,7 +573,9 @@ where
                             // Requests in flight finish; HTTP/2 sends
                             // GOAWAY, HTTP/1 closes after the current one.
                             conn.as_mut().graceful_shutdown();
-                            closing = Some((Box::pin(wq::time::sleep(limits.close_grace)), why));
+                            let grace =
+                                wq::task::unconstrained(wq::time::sleep(limits.close_grace));
+                            closing = Some((Box::pin(grace), why));
                             if let Poll::Ready(r) = conn.as_mut().poll(cx) {
                                 return Poll::Ready(r);
                             }
@@ -816,7 +826,8 @@ pub async fn flush_reports() {
 /// name this machine is refused (403) before the service sees it: a web
 /// page whose own host name was made to resolve to 127.0.0.1 (DNS
 /// rebinding) must not read `/pools` or start `/blocking` work
-/// ([`wq::hyper::is_local_host`], the dashboard's rule).
+/// ([`wq::hyper::is_local_request`]: the `Host` header, and the target's
+/// authority, which HTTP/2 sends instead).
 struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
@@ -835,7 +846,7 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
     fn call(&self, req: Request<Q>) -> Self::Future {
-        if self.loopback && !wq::hyper::is_local_host(req.headers().get(hyper::header::HOST)) {
+        if self.loopback && !wq::hyper::is_local_request(&req) {
             let text = bytes::Bytes::from_static(
                 b"this service listens on loopback and answers requests for localhost only\n",
             );

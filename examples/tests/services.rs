@@ -147,6 +147,31 @@ async fn check_local_only(addr: SocketAddr) {
         let (status, _) = get_for(addr, &host, "GET", "/", vec![]).await;
         assert_eq!(status, 200, "Host {host}");
     }
+    // HTTP/2 names the host in `:authority`, with no Host header: it was
+    // not checked at all. An HTTP/1 request in absolute form names it in
+    // its target, which the server must use over the Host header.
+    let io = WqIo::new(TcpStream::connect(addr).await.unwrap());
+    let (mut send, conn) = hyper::client::conn::http2::handshake(wq::hyper::WqExecutor::new(), io)
+        .await
+        .unwrap();
+    drop(wq::spawn(conn));
+    for (authority, want) in [("evil.example", 403), ("localhost", 200), ("[::1]:80", 200)] {
+        let req = Request::builder()
+            .uri(format!("http://{authority}/"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let status = send.send_request(req).await.unwrap().status();
+        assert_eq!(status, want, "HTTP/2 :authority {authority}");
+    }
+    let (status, _) = get_for(
+        addr,
+        "localhost",
+        "GET",
+        "http://evil.example/pools",
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 403, "an absolute-form target for another host");
 }
 
 /// Reads until EOF or an error; how long that took.
@@ -374,6 +399,103 @@ fn an_idle_http2_connection_is_shut_down_and_a_busy_one_is_not() {
 }
 
 /// Limits with an idle close and a grace of 600 ms each.
+/// An HTTP/2 client flooding frames the server reads and answers nothing
+/// to (PRIORITY) keeps every read of its connection full: the
+/// connection's task spends its operation budget in each poll, and the
+/// idle, lifetime and close-grace sleeps polled after it with the budget
+/// spent said `Pending`, for as long as the flood lasted. They are
+/// polled outside the budget: the connection is closed and then dropped.
+#[test]
+fn an_http2_frame_flood_is_closed_by_the_connection_limits() {
+    on_wq(async || {
+        let addr = serve_routes_with(wq_examples::Limits {
+            idle: Duration::from_millis(300),
+            lifetime: Duration::from_millis(500),
+            close_grace: Duration::from_millis(300),
+            ..short_idle()
+        })
+        .await;
+        let (tx, rx) = futures::channel::oneshot::channel();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            let mut r = s.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while matches!(r.read(&mut buf), Ok(1..)) {}
+            });
+            s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+                .unwrap();
+            // PRIORITY on stream 1: 9 bytes of header, 5 of payload.
+            let frame = b"\0\0\x05\x02\0\0\0\0\x01\0\0\0\0\x10";
+            let burst: Vec<u8> = frame
+                .iter()
+                .copied()
+                .cycle()
+                .take(frame.len() * 4096)
+                .collect();
+            let start = std::time::Instant::now();
+            let closed = loop {
+                if s.write_all(&burst).is_err() {
+                    break Some(start.elapsed());
+                }
+                if start.elapsed() > Duration::from_secs(10) {
+                    break None;
+                }
+            };
+            let _ = tx.send(closed);
+        });
+        let closed = rx.await.unwrap();
+        let closed = closed.expect("still open 10 s into the flood");
+        assert!(closed < Duration::from_secs(5), "closed after {closed:?}");
+    });
+}
+
+/// A request whose handler spends the task's operation budget in every
+/// poll (a loop of completed sleeps: busy, yielding) is closed at the
+/// connection's lifetime and dropped after the grace: the lifetime and
+/// grace sleeps, polled after the connection in the same poll, saw the
+/// budget spent and said `Pending` in every poll, and the connection
+/// stayed open for good.
+#[test]
+fn a_handler_spending_its_budget_does_not_outlive_the_lifetime() {
+    on_wq(async || {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let busy = |_: Request<hyper::body::Incoming>| async {
+            loop {
+                wq::time::sleep(Duration::ZERO).await;
+            }
+            #[allow(unreachable_code)]
+            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::new())))
+        };
+        drop(wq::spawn(wq_examples::serve_with(
+            l,
+            move || service_fn(busy),
+            wq_examples::Limits {
+                lifetime: Duration::from_millis(500),
+                close_grace: Duration::from_millis(300),
+                ..short_idle()
+            },
+        )));
+        let (tx, rx) = futures::channel::oneshot::channel();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
+                .unwrap();
+            let start = std::time::Instant::now();
+            let mut buf = [0u8; 256];
+            let read = s.read(&mut buf);
+            let _ = tx.send((read.map_err(|e| e.kind()), start.elapsed()));
+        });
+        let (read, took) = rx.await.unwrap();
+        assert_eq!(read, Ok(0), "after {took:?}: the connection was not closed");
+        assert!(took < Duration::from_secs(5), "closed after {took:?}");
+    });
+}
+
 fn short_idle() -> wq_examples::Limits {
     wq_examples::Limits {
         first_bytes: Duration::from_secs(10),

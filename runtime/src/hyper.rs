@@ -442,6 +442,26 @@ impl<T: AsyncWrite + Unpin> hyper::rt::Write for WqIo<T> {
     }
 }
 
+/// Whether a request names this machine as its host wherever it names
+/// one: the `Host` header (HTTP/1.1), the target's authority (HTTP/2's
+/// `:authority`, which comes with no `Host` header, and an HTTP/1 request
+/// in absolute form), each by [`is_local_host`]'s rule; one naming none
+/// (HTTP/1.0) is local. Use it rather than checking `Host` alone on a
+/// server that speaks HTTP/2.
+///
+/// ```
+/// let req = |uri: &str| hyper::Request::builder().uri(uri).body(()).unwrap();
+/// assert!(wq::hyper::is_local_request(&req("http://localhost:8080/")));
+/// assert!(!wq::hyper::is_local_request(&req("http://evil.example/")));
+/// assert!(wq::hyper::is_local_request(&req("/pools")));
+/// ```
+pub fn is_local_request<B>(req: &hyper::Request<B>) -> bool {
+    let authority = req.uri().authority().map(|a| {
+        hyper::header::HeaderValue::from_str(a.host()).is_ok_and(|h| is_local_host(Some(&h)))
+    });
+    is_local_host(req.headers().get(hyper::header::HOST)) && authority.unwrap_or(true)
+}
+
 /// Whether a request's `Host` names this machine: `localhost`, a loopback
 /// address, or none (HTTP/1.0). A service listening on loopback that
 /// checks it refuses a web page whose own host name was made to resolve to

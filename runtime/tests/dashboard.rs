@@ -376,6 +376,13 @@ fn a_wildcard_listener_checks_the_host_of_loopback_connections() {
             "GET /api/snapshot HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
         );
         assert_eq!(rebound.status, 403);
+        // A target in absolute form names the host the server must use,
+        // over the Host header's.
+        let absolute = request(
+            local,
+            "GET http://evil.example/api/snapshot HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(absolute.status, 403);
         assert_eq!(get(local, "/api/snapshot").status, 200);
     });
 }

@@ -830,7 +830,7 @@ async fn accept(shared: Arc<Shared>, listener: crate::net::TcpListener, timer: W
         shared.conns.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         // Made to a loopback address: requests must name a local host
-        // ([`crate::hyper::is_local_host`]). Per connection: a listener on a wildcard
+        // ([`crate::hyper::is_local_request`]). Per connection: a listener on a wildcard
         // address is reached through loopback too.
         let loopback = stream
             .local_addr()
@@ -1074,7 +1074,7 @@ async fn route(shared: &Arc<Shared>, loopback: bool, req: Request<Incoming>) -> 
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
-    if loopback && !crate::hyper::is_local_host(req.headers().get(header::HOST)) {
+    if loopback && !crate::hyper::is_local_request(&req) {
         return reply(
             StatusCode::FORBIDDEN,
             TEXT,
