@@ -70,7 +70,9 @@ pub(super) fn detect() -> Result<Topology, TopologyError> {
     let env = |var: &str| std::env::var(var).ok();
     let vouched = env("HWLOC_THISSYSTEM").is_some_and(|v| v.trim() == "1");
     // HWLOC_FSROOT=/ is this machine: that one is left to the check after.
-    let description = env_override(env).filter(|(var, _)| *var != "HWLOC_FSROOT");
+    // The others are looked for past it (a root hwloc cannot open falls
+    // through to them: a synthetic description was built unsized).
+    let description = env_override(|var| env(var).filter(|_| var != "HWLOC_FSROOT"));
     if !vouched && let Some(over) = description {
         return Err(not_this_machine(Some(over)));
     }
@@ -282,6 +284,23 @@ pub(super) fn from_xml(xml: &str) -> Result<Topology, TopologyError> {
             ),
         ));
     }
+    // So is a NUMA node's (hwloc grew every node set to it: 490 MiB for
+    // 4,000,000,000), and more CPUs than wq takes (hwloc built them all
+    // first, 65,536 at most by their indexes, before wq refused).
+    if let Some(n) = os_indexes_of(xml, "NUMANode").find(|&n| n >= super::MAX_CPUS * 8) {
+        return Err(TopologyError::new(
+            TopologyErrorKind::TooManyCpus,
+            format!(
+                "hwloc XML topology: NUMA node index {n} is beyond what wq supports (below {}): \
+                 number nodes from 0, as the OS does",
+                super::MAX_CPUS * 8
+            ),
+        ));
+    }
+    let pus = pu_os_indexes(xml).count();
+    if pus > super::MAX_CPUS {
+        return Err(super::too_many_cpus("hwloc XML topology", Some(pus)));
+    }
     // Nor does it check an os_index against the PU's cpuset or the other
     // PUs' (the same abort in a debug build; in release, CPUs merged or
     // misplaced).
@@ -367,9 +386,14 @@ fn xml_version(xml: &str) -> Option<&str> {
 /// The os_index of every PU of an hwloc XML export that has a number for
 /// one.
 fn pu_os_indexes(xml: &str) -> impl Iterator<Item = usize> + '_ {
-    object_tags(xml).filter_map(|tag| {
+    os_indexes_of(xml, "PU")
+}
+
+/// The `os_index` numbers of `xml`'s objects of type `kind`.
+fn os_indexes_of<'a>(xml: &'a str, kind: &'a str) -> impl Iterator<Item = usize> + 'a {
+    object_tags(xml).filter_map(move |tag| {
         let attrs = tag_attrs(tag);
-        (attr_value(&attrs, "type") == Some("PU"))
+        (attr_value(&attrs, "type") == Some(kind))
             .then(|| attr_value(&attrs, "os_index")?.parse().ok())
             .flatten()
     })
@@ -378,13 +402,27 @@ fn pu_os_indexes(xml: &str) -> impl Iterator<Item = usize> + '_ {
 /// The first PU tag whose `os_index` is no number, repeats another PU's,
 /// or is not the first CPU of its own `cpuset` (as hwloc's consistency
 /// check requires), with what is wrong; PUs without one are
-/// [`pu_without_os_index`]'s.
+/// [`pu_without_os_index`]'s. Then the same of NUMA nodes and their
+/// `nodeset` (an edited node number aborted a debug build in hwloc's
+/// check, and misnumbered the node in a release one).
 pub(super) fn pu_os_index_problem(xml: &str) -> Option<(&str, String)> {
+    os_index_problem(xml, "PU", "cpuset", "CPU")
+        .or_else(|| os_index_problem(xml, "NUMANode", "nodeset", "node"))
+}
+
+/// [`pu_os_index_problem`] for objects of type `kind`, whose own set is
+/// attribute `set`, numbering `what`s.
+fn os_index_problem<'a>(
+    xml: &'a str,
+    kind: &str,
+    set: &str,
+    what: &str,
+) -> Option<(&'a str, String)> {
     let mut seen = std::collections::HashSet::new();
     for tag in object_tags(xml) {
         let attrs = tag_attrs(tag);
         let value = |name: &str| attr_value(&attrs, name);
-        if value("type") != Some("PU") {
+        if value("type") != Some(kind) {
             continue;
         }
         let Some(os_index) = value("os_index") else {
@@ -394,14 +432,14 @@ pub(super) fn pu_os_index_problem(xml: &str) -> Option<(&str, String)> {
             return Some((tag, format!("has os_index {os_index:?}, not a number")));
         };
         if !seen.insert(n) {
-            return Some((tag, format!("repeats os_index {n} of another PU")));
+            return Some((tag, format!("repeats os_index {n} of another {kind}")));
         }
-        if let Some(first) = value("cpuset").and_then(first_cpu_of)
+        if let Some(first) = value(set).and_then(first_cpu_of)
             && first != n
         {
             return Some((
                 tag,
-                format!("has os_index {n} but its cpuset holds CPU {first}"),
+                format!("has os_index {n} but its {set} holds {what} {first}"),
             ));
         }
     }

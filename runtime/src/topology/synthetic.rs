@@ -23,8 +23,10 @@ const MAX_PUS: usize = super::MAX_CPUS;
 /// each count read as `strtoul(count, 0)` reads it (`0x` hex, a leading 0
 /// octal), attribute lists in parentheses (the root's first, a level's
 /// after its count; they may hold spaces) and memory children in brackets
-/// skipped, `pu:1` implied. `None` if a level's count does not read so,
-/// the brackets do not balance, or the product overflows: the caller
+/// skipped, `pu:1` implied. `None` if a level's count does not read so
+/// (a word is one level: hwloc also reads levels glued together,
+/// "pack:1000core:1000", whose count this would misread), the brackets do
+/// not balance, or the product overflows: the caller
 /// refuses a description it cannot size, since hwloc checks each count and
 /// not their product, and would try to build every object of
 /// "100000 100000" (10^10 PUs).
@@ -32,7 +34,9 @@ pub(super) fn pus_named(desc: &str) -> Option<usize> {
     plain_levels(desc)?
         .split_whitespace()
         .try_fold(1usize, |acc, level| {
-            let count = level.rsplit_once(':').map_or(level, |(_, count)| count);
+            // After the first colon, all of the rest: "1000core:1000" is
+            // no count (its last part read alone undercounted 1000-fold).
+            let count = level.split_once(':').map_or(level, |(_, count)| count);
             acc.checked_mul(strtoul(count)?)
         })
 }
@@ -85,7 +89,9 @@ pub(super) fn plain_levels(desc: &str) -> Option<String> {
 /// [`check_for_hwloc`]'s `indexes=` lists: the numbered form, which hwloc
 /// tells by its characters (digits and commas only) and reads in base 10;
 /// its interleaving forms (`indexes=Core:PU`, `indexes=2*4`) are left to
-/// hwloc. Memory children (`[numa]`) are skipped as hwloc skips them.
+/// hwloc. A level's list numbers each of its objects once; a memory
+/// child's (`pack:2[numa(indexes=0,1)]`) has its numbers checked, not
+/// their count.
 #[cfg(feature = "hwloc")]
 fn check_indexes(desc: &str) -> Result<(), TopologyError> {
     // The objects of the level being read: the product of the counts so
@@ -97,7 +103,7 @@ fn check_indexes(desc: &str) -> Result<(), TopologyError> {
         if token.is_empty() {
             return None; // the root's attributes
         }
-        let count = token.rsplit_once(':').map_or(token, |(_, n)| n);
+        let count = token.split_once(':').map_or(token, |(_, n)| n);
         strtoul(count).and_then(|n| objects.checked_mul(n))
     };
     let mut chars = desc.chars();
@@ -105,8 +111,20 @@ fn check_indexes(desc: &str) -> Result<(), TopologyError> {
         match c {
             '[' => {
                 // A memory child after the count ("pack:2[numa]"): the
-                // count before it is the level's.
-                let _ = group(&mut chars, '[', ']');
+                // count before it is the level's. Its own indexes are
+                // read unchecked by hwloc too: a huge one grew every node
+                // set to it (gigabytes), a repeated one made two nodes of
+                // one number (and wq's `numa` scope one pod of both).
+                let inside = group(&mut chars, '[', ']');
+                let mut rest = inside.as_str();
+                while let Some(at) = rest.find("indexes=") {
+                    rest = &rest[at + "indexes=".len()..];
+                    let end = rest
+                        .find(|c: char| c.is_whitespace() || c == ')' || c == '(')
+                        .unwrap_or(rest.len());
+                    let what = format!("memory child [{}] of {:?}", inside.trim(), token.trim());
+                    check_index_list(desc, &what, &rest[..end], None)?;
+                }
             }
             '(' => {
                 let attrs = group(&mut chars, '(', ')');
@@ -114,48 +132,8 @@ fn check_indexes(desc: &str) -> Result<(), TopologyError> {
                 if let Some(list) = attrs
                     .split_whitespace()
                     .find_map(|a| a.strip_prefix("indexes="))
-                    .filter(|l| l.chars().all(|c| c.is_ascii_digit() || c == ','))
                 {
-                    let what = |why: String| {
-                        invalid(
-                            desc,
-                            &format!("the indexes of {:?} ({list}) {why}", token.trim()),
-                        )
-                    };
-                    let mut indexes = Vec::new();
-                    // Base 10, as hwloc reads them; a trailing comma is
-                    // hwloc's to tolerate.
-                    for i in list.split(',').filter(|i| !i.is_empty()) {
-                        match i.parse::<usize>() {
-                            // The OS index every reader takes (`Topology::build`).
-                            Ok(i) if i < super::MAX_CPUS * 8 => indexes.push(i),
-                            Ok(i) => {
-                                return Err(TopologyError::new(
-                                    TopologyErrorKind::TooManyCpus,
-                                    format!(
-                                        "synthetic topology {desc:?}: the indexes of {:?} hold {i}, beyond the CPU indexes wq supports (below {}): number CPUs from 0, as the OS does",
-                                        token.trim(),
-                                        super::MAX_CPUS * 8
-                                    ),
-                                ));
-                            }
-                            Err(_) => {
-                                return Err(what(format!(
-                                    "must be numbers below {}",
-                                    super::MAX_CPUS * 8
-                                )));
-                            }
-                        }
-                    }
-                    if let Some(n) = here
-                        && n != indexes.len()
-                    {
-                        return Err(what(format!("must number each of its {n} objects once")));
-                    }
-                    indexes.sort_unstable();
-                    if indexes.windows(2).any(|w| w[0] == w[1]) {
-                        return Err(what("repeat an index: each must be distinct".into()));
-                    }
+                    check_index_list(desc, &format!("{:?}", token.trim()), list, here)?;
                 }
                 if let Some(n) = here {
                     objects = n;
@@ -170,6 +148,53 @@ fn check_indexes(desc: &str) -> Result<(), TopologyError> {
             }
             c => token.push(c),
         }
+    }
+    Ok(())
+}
+
+/// One numbered `indexes=` list (of `what`, in `desc`): each a number
+/// below the CPU limit (the OS index every reader takes:
+/// `Topology::build`), none repeated, and, given `objects`, one per
+/// object. Lists of hwloc's other forms pass.
+#[cfg(feature = "hwloc")]
+fn check_index_list(
+    desc: &str,
+    what: &str,
+    list: &str,
+    objects: Option<usize>,
+) -> Result<(), TopologyError> {
+    if !list.chars().all(|c| c.is_ascii_digit() || c == ',') {
+        return Ok(());
+    }
+    let bad = |why: String| invalid(desc, &format!("the indexes of {what} ({list}) {why}"));
+    let limit = super::MAX_CPUS * 8;
+    let mut indexes = Vec::new();
+    // Base 10, as hwloc reads them; a trailing comma is hwloc's to
+    // tolerate.
+    for i in list.split(',').filter(|i| !i.is_empty()) {
+        match i.parse::<usize>() {
+            Ok(i) if i < limit => indexes.push(i),
+            Ok(i) => {
+                return Err(TopologyError::new(
+                    TopologyErrorKind::TooManyCpus,
+                    format!(
+                        "synthetic topology {desc:?}: the indexes of {what} hold {i}, beyond the \
+                         indexes wq supports (below {limit}): number CPUs and nodes from 0, as \
+                         the OS does"
+                    ),
+                ));
+            }
+            Err(_) => return Err(bad(format!("must be numbers below {limit}"))),
+        }
+    }
+    if let Some(n) = objects
+        && n != indexes.len()
+    {
+        return Err(bad(format!("must number each of its {n} objects once")));
+    }
+    indexes.sort_unstable();
+    if indexes.windows(2).any(|w| w[0] == w[1]) {
+        return Err(bad("repeat an index: each must be distinct".into()));
     }
     Ok(())
 }

@@ -594,6 +594,17 @@ fn too_big_or_wrong_descriptions_are_refused_with_what_to_do() {
         assert_eq!(err.kind(), TopologyErrorKind::TooManyCpus, "{desc}: {err}");
         assert!(err.to_string().contains("more than wq supports"), "{err}");
     }
+    // Levels glued together ("1000core:1000"), which hwloc reads as two:
+    // the size read from the word's last count (8,000) passed the limit,
+    // and hwloc built 8,000,000 PUs. A word is one level here.
+    for desc in ["pack:1000core:1000 pu:8", "pack:2core:3 pu:2"] {
+        let err = Topology::synthetic(desc).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            TopologyErrorKind::InvalidSynthetic,
+            "{desc}: {err}"
+        );
+    }
     assert!(
         t.elapsed() < std::time::Duration::from_secs(5),
         "refused only after building"
@@ -864,6 +875,16 @@ mod with_hwloc {
             ("HWLOC_XMLFILE", "/nonexistent/box.xml"),
         ] {
             env_child(var, &[(var, value)], &["HWLOC_THISSYSTEM"]);
+        }
+        // A root hwloc cannot open falls through to the next variable:
+        // that one is refused, named, before hwloc builds it (the search
+        // stopped at HWLOC_FSROOT, and hwloc built 10^10 PUs).
+        for value in ["core:2 pu:1", "core:100000 pu:100000"] {
+            env_child(
+                "HWLOC_SYNTHETIC",
+                &[("HWLOC_FSROOT", "/nonexistent"), ("HWLOC_SYNTHETIC", value)],
+                &["HWLOC_THISSYSTEM"],
+            );
         }
         // Vouched for, a huge synthetic description is still refused
         // before hwloc builds it; and hwloc told "not this system" by
@@ -1161,6 +1182,33 @@ mod with_hwloc {
         assert!(err.to_string().contains("CPU index 4000000000"), "{err}");
     }
 
+    /// So is a NUMA node numbered beyond it: hwloc grew every node set to
+    /// the number (490 MiB for this one) and the topology was taken.
+    #[test]
+    fn xml_with_a_numa_node_numbered_beyond_the_limit_is_refused() {
+        let xml = export("pack:2 numa:1 core:2 pu:1");
+        let node = "type=\"NUMANode\" os_index=\"1\"";
+        assert!(xml.contains(node), "{xml}");
+        let edited = xml.replacen(node, "type=\"NUMANode\" os_index=\"4000000000\"", 1);
+        let err = Topology::from_xml(&edited).unwrap_err();
+        assert_eq!(err.kind(), TopologyErrorKind::TooManyCpus, "{err}");
+        assert!(
+            err.to_string().contains("NUMA node index 4000000000"),
+            "{err}"
+        );
+        // One within the limit that is not its node set's (it aborted a
+        // debug build in hwloc's own check), or repeats another node's.
+        for (index, why) in [
+            ("3", "its nodeset holds node 1"),
+            ("0", "repeats os_index 0"),
+        ] {
+            let edited = xml.replacen(node, &format!("type=\"NUMANode\" os_index=\"{index}\""), 1);
+            let err = Topology::from_xml(&edited).unwrap_err();
+            assert_eq!(err.kind(), TopologyErrorKind::InvalidXml, "{err}");
+            assert!(err.to_string().contains(why), "{err}");
+        }
+    }
+
     /// The os_index check reads cpusets as hwloc writes them: a 32-bit
     /// word of zeros is an empty field (CPU 70: `0x00000040,,0x0`), and
     /// the check let every PU from 64 up through unchecked (an edited one
@@ -1311,6 +1359,17 @@ mod with_hwloc {
                 "core:2 pu:2(indexes=0,1)",
                 TopologyErrorKind::InvalidSynthetic,
             ),
+            // A memory child's own indexes: a repeated one made two nodes
+            // of one number (the numa scope one pod of both); a huge one
+            // grew every node set to it.
+            (
+                "pack:2[numa(indexes=0,0)] core:2 pu:1",
+                TopologyErrorKind::InvalidSynthetic,
+            ),
+            (
+                "pack:2[numa(indexes=0,4000000000)] core:2 pu:1",
+                TopologyErrorKind::TooManyCpus,
+            ),
         ] {
             let err = Topology::synthetic(desc).unwrap_err();
             assert_eq!(err.kind(), kind, "{desc}");
@@ -1339,6 +1398,8 @@ mod with_hwloc {
             synthetic("pack:2[numa] core:2 pu:2(indexes=0,2,4,6,1,3,5,7)").num_cpus(),
             8
         );
+        let t = synthetic("pack:2[numa(indexes=1,0)] core:2 pu:1");
+        assert_eq!(t.pods(Scope::Numa).len(), 2);
         assert_eq!(synthetic("pack:1 l3:1 die:2 core:2 pu:1").num_cpus(), 4);
         // Base 10 as hwloc reads them: "010" and "10" are one index.
         assert!(Topology::synthetic("core:1 pu:2(indexes=010,10)").is_err());
