@@ -1799,6 +1799,31 @@ fn a_datagram_socket_shut_for_reading_ends_a_waiting_receive() {
     });
 }
 
+/// A loop of `readable()` and `try_recv` on a datagram socket shut for
+/// reading (a zero-length datagram is one, so 0 need not end it) spends
+/// the task's budget as a loop on a socket that stays ready does: a
+/// timeout around it fires. `readable()` there returned at once without
+/// the budget, and the loop held its worker for good.
+#[test]
+fn a_readable_loop_on_a_shut_datagram_socket_yields_to_its_timeout() {
+    use wq::net::UnixDatagram;
+    within_watchdog("dgram readable loop", LIMIT, || {
+        let rt = rt();
+        rt.block_on(async {
+            let (a, _b) = UnixDatagram::pair().unwrap();
+            a.shutdown(Shutdown::Read).unwrap();
+            let spun = wq::time::timeout(Duration::from_millis(50), async {
+                loop {
+                    a.readable().await.unwrap();
+                    let _ = a.try_recv(&mut [0; 8]);
+                }
+            })
+            .await;
+            assert!(spun.is_err());
+        });
+    });
+}
+
 /// A client socket bound to `addr` (libc: a path filling all of
 /// `sun_path`, no NUL, which std cannot bind), connected to `to`.
 fn unix_client_bound_to(path: &[u8], to: &std::path::Path) -> std::os::unix::net::UnixStream {

@@ -334,14 +334,20 @@ impl<S: mio::event::Source> Datagram<S> {
         mut f: impl FnMut(&S) -> io::Result<R>,
         at_shut: impl Fn() -> io::Result<R>,
     ) -> impl FnMut(&S) -> io::Result<R> {
+        let would_block =
+            |r: &io::Result<R>| matches!(r, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
         move |s| match f(s) {
             // SeqCst, as the mark's store: a receive woken by the
             // readiness the mark raised reads it after its own call.
-            Err(e)
-                if e.kind() == io::ErrorKind::WouldBlock
-                    && self.read_shut.load(Ordering::SeqCst) =>
-            {
-                at_shut()
+            r if would_block(&r) && self.read_shut.load(Ordering::SeqCst) => {
+                // The shutdown came between the call and the load: what
+                // was queued before it (Linux delivers it) may have come
+                // meanwhile too, and goes before the end. The mark is
+                // stored after the shutdown's call: this one sees it.
+                match f(s) {
+                    r if would_block(&r) => at_shut(),
+                    r => r,
+                }
             }
             r => r,
         }
@@ -378,7 +384,16 @@ impl<S: mio::event::Source> Datagram<S> {
     /// shut for reading) or writable (`Write`).
     pub(crate) async fn ready(&self, dir: Direction) -> io::Result<()> {
         if dir == Direction::Read && self.read_shut.load(Ordering::SeqCst) {
-            return Ok(());
+            // An operation of the task's budget, as a readiness found set
+            // is (`coop`): a loop of `readable()` and `try_recv` on a shut
+            // socket (a `try_recv` there never waits) held its worker,
+            // and a timeout around it never fired.
+            return std::future::poll_fn(|cx| {
+                std::task::ready!(crate::coop::poll_proceed(cx));
+                crate::coop::spend();
+                std::task::Poll::Ready(Ok(()))
+            })
+            .await;
         }
         self.io.ready(dir).await
     }
@@ -393,7 +408,7 @@ impl<S: mio::event::Source> Datagram<S> {
     /// has nothing queued.
     pub(crate) fn try_recv_with<R>(
         &self,
-        f: impl FnOnce(&S) -> io::Result<R>,
+        mut f: impl FnMut(&S) -> io::Result<R>,
         at_shut: impl Fn() -> io::Result<R>,
     ) -> io::Result<R> {
         let shut = |e: &io::Error| {
@@ -403,7 +418,7 @@ impl<S: mio::event::Source> Datagram<S> {
         // waiting receive's is (`receive`): left to `try_io`, it cleared
         // the readiness the shutdown's event raised, and a waiting receive
         // after it waited for an event that never comes.
-        let f = |s: &S| match f(s) {
+        let mut f = |s: &S| match f(s) {
             Err(e) if shut(&e) => at_shut(),
             r => r,
         };
@@ -418,10 +433,12 @@ impl<S: mio::event::Source> Datagram<S> {
             }
             return f(self.io.source());
         }
-        match self.io.try_io(Direction::Read, f) {
+        match self.io.try_io(Direction::Read, &mut f) {
             // Not ready (the readiness cleared by an earlier receive,
-            // before the shutdown): once shut, the end.
-            Err(e) if shut(&e) => at_shut(),
+            // before the shutdown): once shut, the socket says, as above
+            // (a shutdown between the first load and here: what it
+            // queued before went after the end).
+            Err(e) if shut(&e) => f(self.io.source()),
             r => r,
         }
     }
