@@ -5,21 +5,33 @@ use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::str::FromStr;
 
+/// The most threads an option may ask for (producers, workers of either
+/// runtime).
+pub const MAX_THREADS: usize = 4096;
+
 /// The largest value of the numeric options whose size the bench builds
 /// things of (threads, processes, buffers), and why: beyond, the run
 /// panicked ("capacity overflow"), aborted on a failed allocation, or forked
 /// busy loops until the OS refused, after setting up what came before.
 const LIMITS: &[(&str, u128, &str)] = &[
-    ("producers", 4096, "a thread each"),
-    ("tokio-workers", 4096, "a thread each"),
-    ("workers", 32_767, "wq's most workers per pool"),
+    ("producers", MAX_THREADS as u128, "a thread each"),
+    ("tokio-workers", MAX_THREADS as u128, "a thread each"),
+    // Given to tokio too (shapes, timers, http, echo, memory), which
+    // panics when the OS refuses a thread.
+    (
+        "workers",
+        MAX_THREADS as u128,
+        "a thread each, on wq and on tokio",
+    ),
+    ("burst-workers", MAX_THREADS as u128, "a thread each"),
     ("busy-neighbours", 1024, "a process each"),
     ("layouts", 1000, "a process each"),
     ("pad", 1 << 20, "48 bytes each, allocated first"),
     ("tasks", 1 << 26, "one task each, alive at once"),
     ("conns", 65_536, "a connection each"),
     ("threads", 1024, "a thread each"),
-    ("timers", 1 << 28, "a timer each, armed at once"),
+    // 2^28 needed 4 GiB for the handles alone.
+    ("timers", 1 << 24, "a timer each, armed at once"),
     ("iters", 1 << 24, "a timing each, kept"),
     (
         "working-set-kib",
@@ -346,6 +358,13 @@ mod tests {
                 .unwrap_err()
                 .contains("at most 4096 (a thread each)")
         );
+        // So are `--workers` (tokio gets as many in most subcommands) and
+        // the memory probe's burst.
+        for name in ["workers", "burst-workers"] {
+            let a = Args::parse([format!("--{name}"), "5000".to_owned()], &[]).unwrap();
+            let err = a.count(name, 2usize).unwrap_err();
+            assert!(err.contains("at most 4096 (a thread each"), "{err}");
+        }
     }
 
     #[test]

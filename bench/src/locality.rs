@@ -370,6 +370,14 @@ pub fn main(argv: &[String], command: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .cpus()
         .len();
+    // A thread each: tokio panics when the OS refuses one.
+    if cpus > crate::args::MAX_THREADS {
+        return Err(format!(
+            "--topology {topology:?}: {cpus} CPUs, and tokio gets a worker thread per CPU here: \
+             at most {} (describe fewer)",
+            crate::args::MAX_THREADS
+        ));
+    }
 
     // The rows interleaved repeat by repeat, so drift falls on all of
     // them, and the first row rotating from repeat to repeat: on a VM the

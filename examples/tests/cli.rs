@@ -69,6 +69,17 @@ fn wq_dump_into_a_closed_pipe_ends_quietly() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// `wq-dump --xml` of an endless file reads to a limit and says so (it
+/// grew until the OS killed it).
+#[test]
+fn wq_dump_refuses_an_endless_xml_file() {
+    let out =
+        common::output(Command::new(env!("CARGO_BIN_EXE_wq-dump")).args(["--xml", "/dev/zero"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is over 64 MiB"), "{err}");
+}
+
 /// An argument that is not UTF-8 is refused as unknown, with status 2 (it
 /// panicked in `std::env::args`, status 101).
 #[test]

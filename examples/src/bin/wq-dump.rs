@@ -90,8 +90,21 @@ fn load(args: &Args) -> Result<Topology, String> {
         Source::Sysfs => Topology::detect_sysfs(),
         Source::Synthetic(desc) => Topology::synthetic(desc),
         Source::Xml(path) => {
-            let xml =
-                std::fs::read_to_string(path).map_err(|e| format!("cannot read {path:?}: {e}"))?;
+            // Read to a limit: `--xml /dev/zero` grew until the OS killed
+            // the process. An export of 8,192 CPUs is a few MiB.
+            use std::io::Read as _;
+            const MAX_XML: u64 = 64 << 20;
+            let mut xml = String::new();
+            std::fs::File::open(path)
+                .and_then(|f| f.take(MAX_XML + 1).read_to_string(&mut xml))
+                .map_err(|e| format!("cannot read {path:?}: {e}"))?;
+            if xml.len() as u64 > MAX_XML {
+                return Err(format!(
+                    "{path:?} is over {} MiB, more than any hwloc export of the machines wq \
+                     supports: pass the file `hwloc-ls --of xml` wrote",
+                    MAX_XML >> 20
+                ));
+            }
             Topology::from_xml(&xml)
         }
     }
