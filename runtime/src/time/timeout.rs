@@ -24,9 +24,11 @@ use crate::scheduler::Scheduler;
 /// only computes, its I/O driver).
 ///
 /// # Panics
-/// Outside a wq runtime, as [`sleep`](super::sleep); at the first poll
-/// that waits, if the runtime's driver cannot be created (no file
-/// descriptors left) or the runtime has shut down.
+/// Outside a wq runtime, as [`sleep`](super::sleep); at a poll that
+/// waits with the deadline still ahead, if the runtime's driver cannot be
+/// created (no file descriptors left) or the runtime has shut down (the
+/// message then names `wq::time::Sleep` for a timer armed before). Past
+/// its deadline it gives `Err(Elapsed)` instead.
 ///
 /// ```
 /// use std::time::Duration;
@@ -48,7 +50,9 @@ pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
 /// future: a ready one is not timed out).
 ///
 /// # Panics
-/// Outside a wq runtime, as [`sleep`](super::sleep).
+/// As [`timeout`]: outside a wq runtime, and at a poll that waits with
+/// the deadline still ahead once the runtime's driver is gone or cannot
+/// be created.
 ///
 /// ```
 /// use std::time::{Duration, Instant};
