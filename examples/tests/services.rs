@@ -398,13 +398,13 @@ fn an_idle_http2_connection_is_shut_down_and_a_busy_one_is_not() {
     });
 }
 
-/// Limits with an idle close and a grace of 600 ms each.
 /// An HTTP/2 client flooding frames the server reads and answers nothing
-/// to (PRIORITY) keeps every read of its connection full: the
-/// connection's task spends its operation budget in each poll, and the
-/// idle, lifetime and close-grace sleeps polled after it with the budget
-/// spent said `Pending`, for as long as the flood lasted. They are
-/// polled outside the budget: the connection is closed and then dropped.
+/// to (PRIORITY), with no request in flight, is closed as idle and
+/// dropped after the grace: frames that are no request do not keep a
+/// connection alive. (Where the client outruns the server, every read is
+/// full and the connection spends its task's budget in each poll: the
+/// case `a_handler_spending_its_budget_does_not_outlive_the_lifetime`
+/// pins, which this 2-vCPU machine's client cannot reach.)
 #[test]
 fn an_http2_frame_flood_is_closed_by_the_connection_limits() {
     on_wq(async || {
@@ -496,6 +496,7 @@ fn a_handler_spending_its_budget_does_not_outlive_the_lifetime() {
     });
 }
 
+/// Limits with an idle close and a grace of 600 ms each.
 fn short_idle() -> wq_examples::Limits {
     wq_examples::Limits {
         first_bytes: Duration::from_secs(10),

@@ -1746,6 +1746,42 @@ fn a_flush_or_drain_from_the_queues_own_item_panics_instead_of_hanging() {
     });
 }
 
+/// The check is where the flush is awaited, not where it was made: a
+/// flush made outside and awaited by an item of the queue panics (it
+/// hung when the check ran only in the call), and one an item makes and
+/// hands to a task outside the queue waits for that item and returns.
+#[test]
+fn a_flush_is_checked_where_it_is_awaited() {
+    within(30, || {
+        let rt = Runtime::new().unwrap();
+        let q = Workqueue::builder("handed").build(rt.handle()).unwrap();
+        let q: &'static Workqueue = Box::leak(Box::new(q));
+        type Made = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+        for drain in [false, true] {
+            // The item first (a drain refuses items from outside), then
+            // the future it awaits.
+            let (tx, rx) = futures::channel::oneshot::channel::<Made>();
+            let item = q.spawn(async move { rx.await.unwrap().await });
+            let made: Made = if drain {
+                Box::pin(q.drain())
+            } else {
+                Box::pin(q.flush())
+            };
+            tx.send(made).ok().unwrap();
+            let err = rt.block_on(item).unwrap_err();
+            assert!(err.is_panic(), "{err:?}");
+            assert!(err.to_string().contains("wait for itself"), "{err}");
+        }
+        let (tx, rx) = futures::channel::oneshot::channel();
+        let item = q.spawn(async move {
+            let flush = q.flush();
+            tx.send(wq::spawn(flush)).ok().unwrap();
+        });
+        rt.block_on(item).unwrap();
+        rt.block_on(async { rx.await.unwrap().await.unwrap() });
+    });
+}
+
 /// A task's reference to its queue ends with its future, not with the
 /// task: a queue whose items have finished is freed while their
 /// `JoinHandle`s (and so the tasks) live on, and the handles still give

@@ -120,9 +120,8 @@ impl Workqueue {
     /// # #[wq::main] async fn main() {
     /// let q = wq::Workqueue::builder("jobs").build(&wq::Handle::current()).unwrap();
     /// let item = q.spawn(async {});
+    /// // Draining from the call on.
     /// let drain = q.drain();
-    /// futures::pin_mut!(drain);
-    /// assert!(futures::poll!(drain.as_mut()).is_pending());
     /// // Refused from outside the queue while it drains, the job kept.
     /// let err = q.try_spawn(async { 7 }).unwrap_err();
     /// assert!(err.is_draining());
@@ -172,9 +171,10 @@ impl Workqueue {
     /// finish its wait for it.
     ///
     /// # Panics
-    /// When called by one of the queue's own items: it would wait for
+    /// When awaited by one of the queue's own items: it would wait for
     /// itself forever (the kernel warns of the same). Flush from outside
-    /// the queue, or await the items' handles.
+    /// the queue, or await the items' handles. (An item may make the
+    /// future and hand it to a task outside the queue.)
     pub fn flush(&self) -> impl Future<Output = ()> + Send + '_ {
         self.queue.flush()
     }
@@ -185,7 +185,7 @@ impl Workqueue {
     /// `drain_workqueue()` allows chained work).
     ///
     /// # Panics
-    /// When called by one of the queue's own items, as
+    /// When awaited by one of the queue's own items, as
     /// [`flush`](Workqueue::flush).
     pub fn drain(&self) -> impl Future<Output = ()> + Send + '_ {
         self.queue.drain()

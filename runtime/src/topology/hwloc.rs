@@ -69,10 +69,18 @@ fn not_this_machine(over: Option<(&str, String)>) -> TopologyError {
 pub(super) fn detect() -> Result<Topology, TopologyError> {
     let env = |var: &str| std::env::var(var).ok();
     let vouched = env("HWLOC_THISSYSTEM").is_some_and(|v| v.trim() == "1");
-    // HWLOC_FSROOT=/ is this machine: that one is left to the check after.
-    // The others are looked for past it (a root hwloc cannot open falls
-    // through to them: a synthetic description was built unsized).
-    let description = env_override(|var| env(var).filter(|_| var != "HWLOC_FSROOT"));
+    // HWLOC_FSROOT=/ is this machine: a root hwloc opens (a directory) is
+    // left to the check after, and hwloc reads nothing past it. One it
+    // cannot open falls through to the next variable: that one is looked
+    // for (a synthetic description was built unsized).
+    let root_opens = env("HWLOC_FSROOT")
+        .filter(|root| !root.is_empty())
+        .is_some_and(|root| std::fs::metadata(root).is_ok_and(|m| m.is_dir()));
+    let description = if root_opens {
+        None
+    } else {
+        env_override(|var| env(var).filter(|_| var != "HWLOC_FSROOT"))
+    };
     if !vouched && let Some(over) = description {
         return Err(not_this_machine(Some(over)));
     }

@@ -886,6 +886,12 @@ mod with_hwloc {
                 &["HWLOC_THISSYSTEM"],
             );
         }
+        // One it opens (`/`) is read, and nothing past it.
+        env_child(
+            "fsroot-live",
+            &[("HWLOC_FSROOT", "/"), ("HWLOC_SYNTHETIC", "core:2 pu:1")],
+            &["HWLOC_THISSYSTEM"],
+        );
         // Vouched for, a huge synthetic description is still refused
         // before hwloc builds it; and hwloc told "not this system" by
         // HWLOC_THISSYSTEM=0 alone is named in the error.
@@ -955,6 +961,14 @@ mod with_hwloc {
             let err = Topology::detect().unwrap_err();
             assert_eq!(err.kind(), TopologyErrorKind::TooManyCpus, "{err}");
             assert!(err.to_string().contains("HWLOC_SYNTHETIC="), "{err}");
+            return;
+        }
+        if var == "fsroot-live" {
+            // A root hwloc opens is what it reads: the live machine, the
+            // synthetic description beside it unread.
+            let t = Topology::detect().unwrap();
+            assert!(t.is_live());
+            assert_eq!(t.num_cpus(), Topology::detect_sysfs().unwrap().num_cpus());
             return;
         }
         if var == "vouched-repeated" {

@@ -140,6 +140,9 @@ enum Fault {
     /// `set_max` compares its limit only with the one it read first, not
     /// with the one its swap replaced.
     SetMaxComparesTheReadLimit,
+    /// A trim takes a stripe's excess spares without giving their lease
+    /// back.
+    TrimKeepsLease,
 }
 
 impl Gate {
@@ -277,7 +280,13 @@ impl Gate {
         if now > 2 * self.batch
             && let Ok(had) = own.fetch_update(o, o, |c| (c > self.batch).then_some(self.batch))
         {
-            self.leased.fetch_sub(had - self.batch, o);
+            #[cfg(loom)]
+            let keeps = self.fault == Some(Fault::TrimKeepsLease);
+            #[cfg(not(loom))]
+            let keeps = false;
+            if !keeps {
+                self.leased.fetch_sub(had - self.batch, o);
+            }
         }
         self.deposited(stripe);
     }
@@ -741,9 +750,9 @@ mod loom_tests {
     /// returns two to `leased`; D takes a freed slot (a spare it
     /// reclaims, a lease, or a finisher's pump) exactly once, and at the
     /// end every slot is D's or a spare, none lost, none over the limit.
-    fn trim_racing_an_admit(unfenced: bool) {
+    fn trim_racing_an_admit(gate: impl Fn() -> Gate + Send + Sync + 'static) {
         loom::model(move || {
-            let gate = Arc::new(batched(3, 1, unfenced));
+            let gate = Arc::new(gate());
             let list = Arc::new(List::new());
             let released = Arc::new(AtomicUsize::new(0));
             for item in 0..3 {
@@ -783,14 +792,22 @@ mod loom_tests {
 
     #[test]
     fn loom_a_trim_racing_an_admit_strands_nothing() {
-        trim_racing_an_admit(false);
+        trim_racing_an_admit(|| batched(3, 1, false));
     }
 
     /// Without the fences, the model must find D stranded.
     #[test]
     #[should_panic(expected = "stranded")]
     fn loom_without_the_fences_a_trim_racing_an_admit_strands_an_item() {
-        trim_racing_an_admit(true);
+        trim_racing_an_admit(|| batched(3, 1, true));
+    }
+
+    /// A trim that keeps the lease of the spares it takes: the model must
+    /// find a slot lost (counted active, held by nobody).
+    #[test]
+    #[should_panic(expected = "D alone is active")]
+    fn loom_a_trim_that_keeps_its_lease_loses_slots() {
+        trim_racing_an_admit(|| faulty(3, Fault::TrimKeepsLease));
     }
 
     /// max_active 2, striped: a raise to 4 races a lowering to 3 while

@@ -569,7 +569,6 @@ impl Queue {
     /// and the `.await` is counted in the new color, and not waited for,
     /// unless the other color still held items: module docs).
     pub(crate) fn flush(&self) -> impl Future<Output = ()> + Send + '_ {
-        self.not_from_own_item("flush");
         // Our turn: flushes are served one at a time, in order. The served
         // one goes as far as it can now, as a poll would take it.
         let (ticket, wake) = {
@@ -614,6 +613,9 @@ impl Queue {
             ticket,
         };
         let wait = std::future::poll_fn(move |cx| {
+            // Where it is awaited, not where it was made (an item may
+            // hand its flush to a task outside the queue).
+            self.not_from_own_item("flush");
             let mut wake = Vec::new();
             let ready = {
                 let mut f = lock(&self.flush);
@@ -713,7 +715,6 @@ impl Queue {
     /// Flushes until nothing is in flight, refusing outside work from the
     /// call on (not from the first poll) until the future ends or drops.
     pub(crate) fn drain(&self) -> impl Future<Output = ()> + Send + '_ {
-        self.not_from_own_item("drain");
         // Counted, as the kernel's `nr_drainers`: outside work stays
         // refused until the last drain ends (or is dropped).
         self.draining.fetch_add(1, Ordering::SeqCst);
@@ -727,6 +728,7 @@ impl Queue {
         let mut first = Some(self.flush());
         async move {
             let _undrain = undrain;
+            self.not_from_own_item("drain");
             loop {
                 match first.take() {
                     Some(flush) => flush.await,
