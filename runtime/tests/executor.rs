@@ -211,6 +211,37 @@ fn a_second_abort_changes_nothing() {
     });
 }
 
+/// A handle awaited, left waiting and dropped (a `select!` that took
+/// another branch) lets go of the waker it was awaited with: async-task
+/// kept it until the task ended, and woke it for nothing then (a task's
+/// own await: its allocation, sized to its future).
+#[test]
+fn a_dropped_handle_lets_go_of_its_awaiters_waker() {
+    within(60, || {
+        struct Count;
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {}
+        }
+        let rt = Runtime::new().unwrap();
+        let (tx, rx) = futures::channel::oneshot::channel::<()>();
+        let mut h = rt.spawn(async move {
+            let _ = rx.await;
+        });
+        let count = Arc::new(Count);
+        let waker = std::task::Waker::from(count.clone());
+        let polled = std::pin::Pin::new(&mut h).poll(&mut std::task::Context::from_waker(&waker));
+        assert!(polled.is_pending());
+        drop(h);
+        drop(waker);
+        assert_eq!(
+            Arc::strong_count(&count),
+            1,
+            "the dropped handle's task kept the waker"
+        );
+        tx.send(()).unwrap();
+    });
+}
+
 /// A handle polled again after its await gave the result says so (it
 /// said "cancelled", hiding a caller's bug behind a false reason); fused,
 /// `select!` in a loop skips it.

@@ -410,3 +410,25 @@ fn a_join_set_spawn_outside_a_runtime_names_itself() {
         "{m}"
     );
 }
+
+/// A handle whose await has given its result has nothing left to join:
+/// `push` says so (the next `join_next` panicked, telling the caller to
+/// fuse a future it never polled twice).
+#[test]
+fn pushing_an_answered_handle_says_why() {
+    let rt = rt();
+    let mut h = rt.spawn(async { 1 });
+    assert_eq!(rt.block_on(&mut h).unwrap(), 1);
+    let pushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        JoinSet::new().push(h);
+    }));
+    let m = panic_message(&*pushed.unwrap_err());
+    assert!(
+        m.starts_with("wq::task::JoinSet::push: this JoinHandle's await"),
+        "{m}"
+    );
+    // A handle not yet awaited joins as ever.
+    let mut set = JoinSet::new();
+    set.push(rt.spawn(async { 2 }));
+    assert_eq!(rt.block_on(set.join_next()).unwrap().unwrap(), 2);
+}

@@ -15,8 +15,12 @@ type RawTask<T> = async_task::FallibleTask<Guarded<Outcome<T>>, TaskMeta>;
 
 /// A handle's task.
 enum Slot<T> {
-    /// Not aborted (or aborted while it had finished: it keeps its output).
-    Task(RawTask<T>),
+    /// Not aborted (or aborted while it had finished: it keeps its output);
+    /// `true` once an await found it running and left async-task its
+    /// waker (let go of at the drop: `Drop`). A flag here, in the tag's
+    /// padding, not a look at `awaiter`: a handle stays 96 bytes, and a
+    /// detached spawn's drop free of atomics.
+    Task(RawTask<T>, bool),
     /// Aborted after it had completed (the cancel found its output).
     /// Boxed: a handle is not as large as its task's output (that case is
     /// rare; every handle and `JoinSet` entry held the room).
@@ -26,10 +30,17 @@ enum Slot<T> {
 }
 
 impl<T> Slot<T> {
+    /// An await found the task running (it left async-task its waker).
+    fn waited(&mut self) {
+        if let Slot::Task(_, waited) = self {
+            *waited = true;
+        }
+    }
+
     /// Polls for the task's end: its output, or `None` if it was cancelled.
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Guarded<Outcome<T>>>> {
         match self {
-            Slot::Task(task) => Pin::new(task).poll(cx),
+            Slot::Task(task, _) => Pin::new(task).poll(cx),
             Slot::Ended(out) => Poll::Ready(out.take().map(|out| *out)),
             Slot::Done => panic!(
                 "a wq::JoinHandle was polled after it gave its result: await it once (wrap it in `futures::FutureExt::fuse` to poll it in a loop)"
@@ -216,7 +227,7 @@ pub(crate) const RUNTIME_SHUT_DOWN: &str =
 impl<T> JoinHandle<T> {
     pub(crate) fn new(task: RawTask<T>) -> JoinHandle<T> {
         JoinHandle {
-            task: Mutex::new(Some(Slot::Task(task))),
+            task: Mutex::new(Some(Slot::Task(task, false))),
             awaiter: futures::task::AtomicWaker::new(),
             relay: None,
             kind: Kind::Task,
@@ -318,7 +329,7 @@ impl<T> JoinHandle<T> {
         let task = {
             let mut slot = crate::loom::lock(&self.task);
             match slot.take() {
-                Some(Slot::Task(task)) if !task.is_finished() => task,
+                Some(Slot::Task(task, _)) if !task.is_finished() => task,
                 other => {
                     *slot = other;
                     return;
@@ -400,7 +411,7 @@ impl<T> JoinHandle<T> {
     pub fn is_finished(&self) -> bool {
         match crate::loom::lock(&self.task).as_ref() {
             None | Some(Slot::Ended(_) | Slot::Done) => true,
-            Some(Slot::Task(task)) => task.is_finished(),
+            Some(Slot::Task(task, _)) => task.is_finished(),
         }
     }
 }
@@ -446,6 +457,7 @@ impl<T> JoinHandle<T> {
             let polled = task.poll(cx);
             if polled.is_pending() {
                 this.awaiter.register(cx.waker());
+                task.waited();
             }
             polled
         } else {
@@ -455,6 +467,7 @@ impl<T> JoinHandle<T> {
             let polled = task.poll(&mut Context::from_waker(waker));
             if polled.is_pending() {
                 this.awaiter.register(waker);
+                task.waited();
             }
             polled
         };
@@ -482,6 +495,17 @@ impl<T> JoinHandle<T> {
     }
 }
 
+impl<T> JoinHandle<T> {
+    /// Whether an await has given the result ([`FusedFuture::is_terminated`](futures::future::FusedFuture::is_terminated)
+    /// through `&mut`: no lock).
+    pub(crate) fn answered(&mut self) -> bool {
+        matches!(
+            self.task.get_mut().unwrap_or_else(|p| p.into_inner()),
+            Some(Slot::Done)
+        )
+    }
+}
+
 impl<T> futures::future::FusedFuture for JoinHandle<T> {
     /// True once an await has given the result: `futures::select!` then
     /// skips the handle rather than poll it again.
@@ -494,7 +518,20 @@ impl<T> Drop for JoinHandle<T> {
     fn drop(&mut self) {
         let slot = self.task.get_mut().unwrap_or_else(|p| p.into_inner());
         match slot.take() {
-            Some(Slot::Task(task)) => task.detach(),
+            Some(Slot::Task(mut task, waited)) => {
+                // Awaited and left waiting (a `select!` that took another
+                // branch, a timeout): async-task keeps that await's waker
+                // (the awaiting task's allocation, or the relay with the
+                // caller's waker) until the task ends, and wakes it for
+                // nothing then. A poll with a no-op waker puts that in its
+                // place (tokio's handle lets go of it at the drop). A
+                // result it finds is dropped guarded.
+                if waited {
+                    let mut noop = Context::from_waker(Waker::noop());
+                    drop(Pin::new(&mut task).poll(&mut noop));
+                }
+                task.detach();
+            }
             // Dropping async-task's `cancel` detaches the task (its output,
             // if any, is dropped guarded).
             Some(Slot::Ended(out)) => drop(out),

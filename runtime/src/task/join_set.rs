@@ -89,7 +89,17 @@ impl<T> JoinSet<T> {
 
     /// Adds a task's handle: the set now owns the task (a join gives its
     /// result; dropping the set aborts it).
-    pub fn push(&mut self, handle: JoinHandle<T>) {
+    ///
+    /// # Panics
+    /// If an await of `handle` has given its result already: the set would
+    /// have nothing to join (the next join panicked, naming a poll after
+    /// the result).
+    pub fn push(&mut self, mut handle: JoinHandle<T>) {
+        assert!(
+            !handle.answered(),
+            "wq::task::JoinSet::push: this JoinHandle's await has given its result already, \
+             so there is nothing left to join: push a handle before awaiting it"
+        );
         self.tasks.push(handle);
         self.wake_waiting_poller();
     }
