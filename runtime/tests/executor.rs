@@ -2258,21 +2258,27 @@ fn block_on_in_a_tls_destructor_child() {
     };
     /// A thread's connection, flushed through the runtime as the thread
     /// exits.
-    struct Conn(wq::Handle, bool);
+    struct Conn(wq::Handle, &'static str);
     impl Drop for Conn {
         fn drop(&mut self) {
-            let timer = self.1;
+            let mode = self.1;
             let n = self.0.block_on(async move {
-                if timer {
-                    // Needs a current runtime: none can be, here.
-                    wq::time::sleep(Duration::from_millis(1)).await;
+                // Each needs a current runtime: none can be, here.
+                match mode {
+                    "timer" => wq::time::sleep(Duration::from_millis(1)).await,
+                    "current" => drop(wq::Handle::current()),
+                    _ => {}
                 }
                 6 * 7
             });
             println!("flushed {n}");
         }
     }
-    let timer = mode == "timer";
+    let mode: &'static str = match mode.to_str() {
+        Some("timer") => "timer",
+        Some("current") => "current",
+        _ => "",
+    };
     std::thread_local! {
         static CONN: std::cell::RefCell<Option<Conn>> = const { std::cell::RefCell::new(None) };
     }
@@ -2281,7 +2287,7 @@ fn block_on_in_a_tls_destructor_child() {
     std::thread::spawn(move || {
         // This thread-local first, wq's after: wq's is destroyed first at
         // the thread's exit, before the connection's flush.
-        CONN.with(|c| *c.borrow_mut() = Some(Conn(h.clone(), timer)));
+        CONN.with(|c| *c.borrow_mut() = Some(Conn(h.clone(), mode)));
         assert_eq!(h.block_on(async { 1 }), 1);
     })
     .join()
@@ -2312,13 +2318,16 @@ fn block_on_in_a_thread_locals_destructor_runs() {
     // A timer there cannot work (no runtime can be current): the panic,
     // an abort in a destructor, says where it was and why, not "outside a
     // wq runtime" from inside a block_on.
-    let out = child("timer");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        stderr.contains("in a thread-local's destructor, after wq's own"),
-        "{stderr}"
-    );
+    // So does Handle::current() there (it said "outside a wq runtime").
+    for mode in ["timer", "current"] {
+        let out = child(mode);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains("in a thread-local's destructor, after wq's own"),
+            "{mode}: {stderr}"
+        );
+    }
 }
 
 /// The child half of the next test: runs only when that test re-executes
@@ -2371,6 +2380,57 @@ fn a_panicking_waker_awaiting_a_join_handle_does_not_abort_the_process() {
         out.status.success(),
         "the child {}: {}",
         out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The child half of the next test (alone in its process: it counts the
+/// process's epoll descriptors).
+#[test]
+fn a_handle_kept_past_its_runtime_child() {
+    if std::env::var_os("WQ_KEPT_HANDLE_CHILD").is_none() {
+        return;
+    }
+    let epolls = || {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|l| l.to_string_lossy().contains("eventpoll"))
+            .count()
+    };
+    let before = epolls();
+    let rt = Runtime::builder()
+        .cpu_hog_threshold(Duration::ZERO)
+        .build()
+        .unwrap();
+    rt.block_on(async { wq::time::sleep(Duration::from_millis(1)).await });
+    assert_eq!(
+        epolls(),
+        before + 2,
+        "the driver's epoll and its registry's"
+    );
+    let h = rt.handle().clone();
+    drop(rt);
+    // What sockets and timers may still hold stays: the registry's.
+    assert_eq!(epolls(), before + 1, "the shut driver's epoll kept");
+    drop(h);
+    assert_eq!(epolls(), before);
+}
+
+/// A `Handle` kept past its runtime keeps no shut driver's epoll
+/// descriptor or event buffer (they went with the last handle).
+#[test]
+fn a_handle_kept_past_its_runtime_holds_no_shut_driver() {
+    let out = common::child::this_binary_test(
+        "a_handle_kept_past_its_runtime_child",
+        "WQ_KEPT_HANDLE_CHILD",
+        "1",
+    );
+    assert!(
+        out.status.success(),
+        "the child {}: {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -29,6 +29,14 @@ use crate::{Scope, Topology};
 /// thread panics, at most 10 s is waited: a panicking `#[wq::main]` or
 /// `#[wq::test]` whose tasks are stuck fails instead of hanging).
 ///
+/// The drop blocks the dropping thread until then. Dropped inside an
+/// async task (allowed: tokio panics there), it holds that task's worker
+/// for the whole shutdown: another runtime's tasks woken on that worker
+/// wait for it, and in its own runtime a running blocking job or
+/// `block_in_place` that waits for the dropping task deadlocks the drop
+/// (the shutdown waits for them). Drop a runtime from a plain thread, or
+/// use [`Runtime::shutdown_timeout`] there.
+///
 /// ```
 /// use wq::{Runtime, Scope};
 ///
@@ -277,6 +285,9 @@ impl Handle {
     /// [`Runtime::enter`]). Use [`Handle::try_current`] to check.
     pub fn current() -> Handle {
         Handle::try_current().unwrap_or_else(|| {
+            if context::tls_gone() {
+                context::outside("wq::Handle::current()");
+            }
             panic!(
                 "wq::Handle::current() called outside a wq runtime: call it from a task, inside Runtime::block_on or #[wq::main], or after Runtime::enter()"
             )

@@ -93,7 +93,11 @@ pub(crate) struct Services {
 struct Lent {
     /// Read by every timer and socket made; a line apart from the lock.
     handle: CachePadded<driver::Handle>,
-    driver: Mutex<Driver>,
+    /// `None` once shut down: its epoll descriptor and event buffer go
+    /// then, not with the last `Handle` (a handle kept past its runtime
+    /// held them for good). What sockets and timers still use lives in
+    /// `handle`.
+    driver: Mutex<Option<Driver>>,
     /// Who turns the driver now ([`Turn`] as `u8` in the low byte, 0 for
     /// nobody; the turning thread's [`turn_tag`] above it, so that a turn
     /// that ends clears its own mark only, never the next holder's, which
@@ -204,7 +208,7 @@ impl Services {
         })?;
         let lent = Lent {
             handle: CachePadded::new(driver.handle().clone()),
-            driver: Mutex::new(driver),
+            driver: Mutex::new(Some(driver)),
             turning: AtomicU32::new(0),
             attend_after: AtomicBool::new(false),
         };
@@ -284,7 +288,7 @@ impl Services {
         // wait its whole time (a minute, in `block_on`) and hold up the
         // shutdown, which takes this lock. Either the flag is seen here,
         // or it is set after, and its write wakes this turn.
-        if lent.handle.is_shutdown() {
+        if lent.handle.is_shutdown() || d.is_none() {
             return false;
         }
         // Relaxed: a hint (see `driver_unattended`); an attend orders its
@@ -298,7 +302,7 @@ impl Services {
         struct Turned<'a> {
             turning: &'a AtomicU32,
             mark: u32,
-            driver: Option<std::sync::MutexGuard<'a, Driver>>,
+            driver: Option<std::sync::MutexGuard<'a, Option<Driver>>>,
             #[cfg(test)]
             services: &'a Services,
         }
@@ -324,7 +328,8 @@ impl Services {
             #[cfg(test)]
             services: self,
         };
-        turn(turned.driver.as_mut().expect("held until the drop"));
+        let driver = turned.driver.as_mut().expect("held until the drop");
+        turn(driver.as_mut().expect("checked above, under the lock"));
         true
     }
 
@@ -447,7 +452,10 @@ impl Services {
             // `block_on`, or such a worker's maintenance turn) returns from
             // its turn at the shutdown's unpark, and the lock below waits
             // for that.
-            crate::loom::lock(&lent.driver).shut_down();
+            let mut driver = crate::loom::lock(&lent.driver);
+            if let Some(mut d) = driver.take() {
+                d.shut_down();
+            }
         }
         self.blocking.shutdown(deadline)
     }
@@ -823,7 +831,10 @@ mod tests {
                 let lent = s.services.driver.get().unwrap();
                 lent.handle.shutdown();
                 // The earlier turn: it takes the shutdown's wakeup.
-                crate::loom::lock(&lent.driver).turn(Some(std::time::Duration::ZERO));
+                crate::loom::lock(&lent.driver)
+                    .as_mut()
+                    .unwrap()
+                    .turn(Some(std::time::Duration::ZERO));
             }),
         ));
         let mut waited = false;
