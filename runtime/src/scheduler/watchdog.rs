@@ -278,6 +278,9 @@ impl Watchdog {
                 still
             });
         let mut running = false;
+        // Grants whose poll is in `block_in_place` now: they gave their
+        // allowance up (`Idle::block`), and keep no tick fast.
+        let mut granted_blocked = 0;
         let mut seen = std::collections::HashSet::new();
         for pool in pools {
             if pool.is_closed() {
@@ -305,6 +308,7 @@ impl Watchdog {
                     if clock::delay_ns(blocked_at, now) >= self.threshold_ns {
                         move_deque(pool, s);
                     }
+                    granted_blocked += usize::from(self.granted.contains_key(&(pool.id, slot)));
                     continue;
                 }
                 running = true;
@@ -455,7 +459,10 @@ impl Watchdog {
         let busy_tick = Duration::from_nanos(self.threshold_ns / 2)
             .max(Duration::from_millis(1))
             .min(IDLE_TICK);
-        self.tick = if running || !self.granted.is_empty() {
+        // A granted poll blocked in `block_in_place` for minutes kept the
+        // fast tick (200 wakes a second of an idle runtime's rescuer): it
+        // is looked at again within an idle tick of its return.
+        self.tick = if running || self.granted.len() > granted_blocked {
             busy_tick
         } else {
             (self.tick * 2).min(IDLE_TICK)
@@ -593,6 +600,51 @@ mod tests {
         w.scan(&pools);
         assert!(w.samples.is_empty(), "sampled: {:?}", w.samples);
         assert!(w.granted.is_empty());
+        tx.send(()).unwrap();
+        rt.block_on(h).unwrap();
+    }
+
+    /// A poll granted an allowance that then blocks in `block_in_place`
+    /// (a sync server loop, for minutes) slows the watchdog's tick as a
+    /// blocked worker does: the grant, kept to be taken again at its
+    /// return, kept the fast tick (about 200 wakes a second) for the
+    /// whole block.
+    #[test]
+    fn a_granted_poll_blocked_in_place_does_not_keep_the_tick_fast() {
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
+            .default_scope(Scope::System)
+            .max_workers_per_pool(1)
+            // The runtime's own watchdog grants nothing: this test's does.
+            .cpu_hog_threshold(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (in_tx, in_rx) = std::sync::mpsc::channel::<()>();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let h = rt.spawn(async move {
+            // Long on its CPU (granted), then blocking.
+            go_rx.recv().unwrap();
+            crate::block_in_place(|| {
+                in_tx.send(()).unwrap();
+                rx.recv().unwrap();
+            })
+        });
+        let pools = rt.handle().scheduler.pools();
+        let mut w = Watchdog::new(Duration::from_millis(10)).unwrap();
+        let start = std::time::Instant::now();
+        while w.granted.is_empty() {
+            assert!(start.elapsed() < Duration::from_secs(30), "never granted");
+            w.scan(&pools);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        go_tx.send(()).unwrap();
+        in_rx.recv().unwrap();
+        for _ in 0..20 {
+            w.scan(&pools);
+        }
+        assert_eq!(w.granted.len(), 1, "kept for the poll's return");
+        assert_eq!(w.tick(), IDLE_TICK);
         tx.send(()).unwrap();
         rt.block_on(h).unwrap();
     }
