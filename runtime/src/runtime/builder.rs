@@ -230,8 +230,10 @@ impl Builder {
     /// work was waiting for it, and its task's later polls count as
     /// before. Default
     /// [`DEFAULT_CPU_HOG_THRESHOLD`] (10 ms); zero turns detection off,
-    /// and with it the rescue of a task left in the LIFO slot of a worker
-    /// whose poll blocks outside [`block_in_place`](crate::block_in_place).
+    /// and with it the rescue of the tasks left in the LIFO slot and deque
+    /// of a worker whose poll runs that long (a hog, or one blocked outside
+    /// [`block_in_place`](crate::block_in_place)), and of a blocked
+    /// worker's deque.
     ///
     /// The watchdog runs on the runtime's rescuer thread: every half
     /// threshold (at most every millisecond, at least every 100 ms) while

@@ -41,7 +41,9 @@
 //!   (and at every look while it lasts), the task in its worker's LIFO
 //!   slot is taken out and pushed on the pool's injector, with a kick
 //!   (`pool::lifo`; counted as `lifo_stolen`): the poll spawned or woke
-//!   it, and no sibling looks there.
+//!   it, and no sibling looks there. So are the tasks on its deque, where
+//!   siblings look only when the injector is empty (under a steady stream
+//!   of work, never while the poll lasts).
 //! - **Again.** A granted poll that calls `block_in_place` gives its
 //!   allowance up (the blocked worker leaves the count anyway); when it
 //!   comes back still polling (`Watch::unblocked_at` later than the
@@ -317,22 +319,24 @@ impl Watchdog {
                 // back from one during this poll.
                 let since = started.max(s.watch.unblocked_at.load(Ordering::Relaxed));
                 let age = clock::delay_ns(since, now);
-                if age >= self.threshold_ns
-                    && let Some(r) = s.watch.lifo.steal()
-                {
-                    // What the poll spawned or woke last waits in its
-                    // worker's LIFO slot, where no sibling looks: it goes
-                    // to the pool's queue (stamped when it was put, so
-                    // its scheduling delay counts the wait).
-                    pool.push_remote(r);
-                    pool.lifo_stolen.fetch_add(1, Ordering::Relaxed);
+                if age >= self.threshold_ns {
+                    if let Some(r) = s.watch.lifo.steal() {
+                        // What the poll spawned or woke last waits in its
+                        // worker's LIFO slot, where no sibling looks: it
+                        // goes to the pool's queue (stamped when it was
+                        // put, so its scheduling delay counts the wait).
+                        pool.push_remote(r);
+                        pool.lifo_stolen.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // And its deque, as a blocked worker's: a sibling
+                    // looks at deques only when the pool's queue is
+                    // empty, so under a steady stream of work they
+                    // waited for the whole poll.
+                    if !s.stealer.is_empty() {
+                        move_deque(pool, s);
+                    }
                 }
                 if let Some(g) = self.granted.get_mut(&key) {
-                    // What the hog queued on its deque since waits for it:
-                    // the next spinner steals it (`worker`, step 3).
-                    if !s.stealer.is_empty() {
-                        pool.alert_spinners();
-                    }
                     let back = s.watch.unblocked_at.load(Ordering::Relaxed);
                     if g.started == started && back > g.back {
                         // Back from a `block_in_place`, which gave the
@@ -437,7 +441,9 @@ impl Watchdog {
                 // stored before it.
                 s.watch.hog.store(started, Ordering::Release);
                 HOG_MARKS.fetch_add(1, Ordering::Relaxed);
-                // Its deque waits for the hog: a spinner must look there
+                // Its deque (moved at each look past the threshold; what
+                // the poll queued since) waits for the hog: a spinner must
+                // look there
                 // (after the mark: the spinner looks at hogs' deques).
                 if !s.stealer.is_empty() {
                     pool.alert_spinners();
@@ -600,6 +606,51 @@ mod tests {
         w.scan(&pools);
         assert!(w.samples.is_empty(), "sampled: {:?}", w.samples);
         assert!(w.granted.is_empty());
+        tx.send(()).unwrap();
+        rt.block_on(h).unwrap();
+    }
+
+    /// A poll past the threshold (here blocked outside `block_in_place`)
+    /// has its deque moved to the pool's queue at the watchdog's first
+    /// look past it, with its LIFO task: a sibling looks at a deque only
+    /// when the pool's queue is empty, so under a steady stream of work
+    /// those tasks waited for the whole poll.
+    #[test]
+    fn a_long_polls_deque_goes_to_the_pools_queue() {
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
+            .default_scope(Scope::System)
+            // No sibling to take them, none started for the full pool.
+            .max_workers_per_pool(1)
+            // The runtime's own watchdog looks at nothing: this test's does.
+            .cpu_hog_threshold(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (in_tx, in_rx) = std::sync::mpsc::channel::<()>();
+        let h = rt.spawn(async move {
+            // A to the LIFO slot, then B, which puts A on the deque.
+            drop(crate::spawn(async {}));
+            drop(crate::spawn(async {}));
+            in_tx.send(()).unwrap();
+            rx.recv().unwrap();
+        });
+        in_rx.recv().unwrap();
+        // Past the threshold.
+        std::thread::sleep(Duration::from_millis(30));
+        let pools = rt.handle().scheduler.pools();
+        let pool = pools
+            .iter()
+            .find(|p| p.used_slots().iter().any(|s| !s.stealer.is_empty()))
+            .expect("A on the worker's deque");
+        assert_eq!(pool.injector.len(), 0);
+        let mut w = Watchdog::new(Duration::from_millis(10)).unwrap();
+        w.scan(&pools);
+        assert!(
+            pool.used_slots().iter().all(|s| s.stealer.is_empty()),
+            "the long poll's deque was left where no sibling looks"
+        );
+        assert_eq!(pool.injector.len(), 2, "A and B on the pool's queue");
         tx.send(()).unwrap();
         rt.block_on(h).unwrap();
     }
