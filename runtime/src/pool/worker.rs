@@ -33,9 +33,10 @@
 //!    maintenance turn) keeps the last task it wakes in the LIFO slot and
 //!    queues the ones that displaces on the injector ([`schedule_local`]);
 //!    a worker that blocks in [`block_in_place`](leave_count), or whose poll the
-//!    watchdog finds past the CPU-hog threshold, with tasks on its deque
-//!    (the watchdog again at each scan while they wait), raises the
-//!    pool's **deque alert**, which the next spinner takes as a hit (and
+//!    watchdog finds past the CPU-hog threshold, with tasks on its deque,
+//!    raises the pool's **deque alert** (and the watchdog moves the
+//!    deque to the injector at each look past the threshold, as many
+//!    tasks as it holds then), which the next spinner takes as a hit (and
 //!    then steals from the deques, raising it again while blocked or
 //!    hogging workers' deques hold more than its steal takes; one whose
 //!    tasks are gone is no hit). A task in the LIFO slot from before a

@@ -136,14 +136,14 @@ pub(crate) fn with_current<R>(f: impl FnOnce(Option<&Arc<Scheduler>>) -> R) -> R
     }
 }
 
-/// Panics for `what` (a call that needs a runtime) made outside one, with
-/// what to do instead.
 /// Whether this thread's wq thread-locals are destroyed (a thread-local's
 /// destructor running after them): no runtime can be current.
 pub(crate) fn tls_gone() -> bool {
     RUNTIME.try_with(|_| ()).is_err()
 }
 
+/// Panics for `what` (a call that needs a runtime) made outside one, with
+/// what to do instead.
 pub(crate) fn outside(what: &str) -> ! {
     if tls_gone() {
         // In a thread-local's destructor, after wq's own: no runtime can be

@@ -218,15 +218,20 @@ struct Grant {
     back: u64,
 }
 
-/// Moves what a blocked worker's deque holds to the injectors of the
-/// tasks' home pools (a remote steal's batch goes home), with one kick per
-/// pool (`Worker::hand_off`'s, from outside the worker: its deque's
-/// stealing end).
+/// Moves what a blocked or long-polling worker's deque holds to the
+/// injectors of the tasks' home pools (a remote steal's batch goes home),
+/// with one kick per pool (`Worker::hand_off`'s, from outside the worker:
+/// its deque's stealing end). As many as it held on entry, at most: a
+/// poll still running may push as fast as this takes (a spawn loop), and
+/// what it pushes later goes at the next look, not in a loop that held
+/// the rescuer for the whole poll.
 fn move_deque(pool: &Arc<Pool>, slot: &crate::pool::WorkerSlot) {
     let mut moved = false;
-    loop {
+    let mut left = slot.stealer.len();
+    while left > 0 {
         match slot.stealer.steal() {
             crossbeam_deque::Steal::Success(r) => {
+                left -= 1;
                 if Arc::ptr_eq(r.metadata().home(), pool) {
                     pool.injector.push(r);
                     moved = true;
@@ -698,5 +703,8 @@ mod tests {
         assert_eq!(w.tick(), IDLE_TICK);
         tx.send(()).unwrap();
         rt.block_on(h).unwrap();
+        // The grant and its process-wide mark go (the runtime's own
+        // watchdog would revoke them at its next look).
+        w.clear();
     }
 }
