@@ -580,19 +580,25 @@ mod tests {
         assert_eq!(w.tick(), Duration::from_millis(5));
     }
 
+    /// A runtime whose tasks run in one pool (`system` on 2 CPUs) of at
+    /// most one worker, its own watchdog at `threshold`.
+    fn one_worker_pool(threshold: Duration) -> Runtime {
+        Runtime::builder()
+            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
+            .default_scope(Scope::System)
+            .max_workers_per_pool(1)
+            .cpu_hog_threshold(threshold)
+            .build()
+            .unwrap()
+    }
+
     /// A worker in `block_in_place` is not sampled: reading its thread's
     /// `/proc` statistics every tick while it blocks cost the watchdog's
     /// thread about 50 ms of CPU a second per blocked worker at a 2 ms
     /// threshold.
     #[test]
     fn a_worker_in_block_in_place_is_not_sampled() {
-        let rt = Runtime::builder()
-            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
-            .default_scope(Scope::System)
-            .max_workers_per_pool(1)
-            .cpu_hog_threshold(Duration::from_millis(10))
-            .build()
-            .unwrap();
+        let rt = one_worker_pool(Duration::from_millis(10));
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let (in_tx, in_rx) = std::sync::mpsc::channel::<()>();
         let h = rt.spawn(async move {
@@ -622,15 +628,9 @@ mod tests {
     /// those tasks waited for the whole poll.
     #[test]
     fn a_long_polls_deque_goes_to_the_pools_queue() {
-        let rt = Runtime::builder()
-            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
-            .default_scope(Scope::System)
-            // No sibling to take them, none started for the full pool.
-            .max_workers_per_pool(1)
-            // The runtime's own watchdog looks at nothing: this test's does.
-            .cpu_hog_threshold(Duration::from_secs(3600))
-            .build()
-            .unwrap();
+        // No sibling to take them, none started for the full pool; the
+        // runtime's own watchdog looks at nothing: this test's does.
+        let rt = one_worker_pool(Duration::from_secs(3600));
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let (in_tx, in_rx) = std::sync::mpsc::channel::<()>();
         let h = rt.spawn(async move {
@@ -667,14 +667,8 @@ mod tests {
     /// whole block.
     #[test]
     fn a_granted_poll_blocked_in_place_does_not_keep_the_tick_fast() {
-        let rt = Runtime::builder()
-            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
-            .default_scope(Scope::System)
-            .max_workers_per_pool(1)
-            // The runtime's own watchdog grants nothing: this test's does.
-            .cpu_hog_threshold(Duration::from_secs(3600))
-            .build()
-            .unwrap();
+        // The runtime's own watchdog grants nothing: this test's does.
+        let rt = one_worker_pool(Duration::from_secs(3600));
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let (in_tx, in_rx) = std::sync::mpsc::channel::<()>();
         let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();

@@ -638,6 +638,29 @@ fn loom_a_failed_start_that_unsearches_late_strands_the_item() {
     failed_start_beside_a_worker(true);
 }
 
+/// A pool of at most two workers (`slots` slots) whose one worker `a`
+/// (this thread) is running, not searching, beside a start refused an
+/// hour ago: (the pool, its queue, `a`).
+fn beside_a_refused_start(slots: usize) -> (Arc<Idle>, Arc<Queue>, usize) {
+    let mut cfg = no_cull(WakeMode::Deferred);
+    cfg.max_workers = 2;
+    cfg.slots = slots;
+    cfg.start_backoff = Duration::from_secs(3600);
+    let idle = Arc::new(Idle::new(cfg));
+    let queue = Arc::new(Queue(Items::new(0)));
+    let Kick::Start(a) = idle.kick() else {
+        panic!("a fresh pool starts a worker")
+    };
+    idle.started(a, loom::thread::current());
+    // `a` found a task and runs it; a second start is refused.
+    idle.stop_searching();
+    let Kick::Start(b) = idle.kick() else {
+        panic!("room for a second worker, nobody searching")
+    };
+    assert_eq!(idle.start_failed(b), Kick::Busy);
+    (idle, queue, a)
+}
+
 /// A push while a refused start backs off: the pool's one worker runs
 /// (it serves the queues), a start beside it was refused an hour ago, and
 /// a producer queues an item while the worker searches, idles and parks.
@@ -647,23 +670,9 @@ fn loom_a_failed_start_that_unsearches_late_strands_the_item() {
 /// a deadlock: the worker parked before the push, and nobody wakes it).
 fn push_while_a_start_backs_off(ignores_parked: bool) {
     loom::model(move || {
-        let mut cfg = no_cull(WakeMode::Deferred);
-        cfg.max_workers = 2;
-        cfg.slots = 2;
-        cfg.start_backoff = Duration::from_secs(3600);
-        let idle = Arc::new(Idle::new(cfg));
+        let (idle, queue, a) = beside_a_refused_start(2);
         idle.backoff_skip_ignores_parked
             .store(ignores_parked, std::sync::atomic::Ordering::Relaxed);
-        let queue = Arc::new(Queue(Items::new(0)));
-        let Kick::Start(a) = idle.kick() else {
-            panic!("a fresh pool starts a worker")
-        };
-        idle.started(a, loom::thread::current());
-        idle.stop_searching();
-        let Kick::Start(b) = idle.kick() else {
-            panic!("room for a second worker, nobody searching")
-        };
-        assert_eq!(idle.start_failed(b), Kick::Busy);
         let (i, q) = (idle.clone(), queue.clone());
         let producer = loom::thread::spawn(move || {
             q.push();
@@ -685,24 +694,9 @@ fn push_while_a_start_backs_off(ignores_parked: bool) {
 /// nobody serving (neither asks the rescuer).
 fn block_while_a_start_backs_off(ignores_unserved: bool) {
     loom::model(move || {
-        let mut cfg = no_cull(WakeMode::Deferred);
-        cfg.max_workers = 2;
-        cfg.slots = 3;
-        cfg.start_backoff = Duration::from_secs(3600);
-        let idle = Arc::new(Idle::new(cfg));
+        let (idle, queue, a) = beside_a_refused_start(3);
         idle.backoff_skip_ignores_unserved
             .store(ignores_unserved, std::sync::atomic::Ordering::Relaxed);
-        let queue = Arc::new(Queue(Items::new(0)));
-        let Kick::Start(a) = idle.kick() else {
-            panic!("a fresh pool starts a worker")
-        };
-        idle.started(a, loom::thread::current());
-        // `a` found a task and runs it; a second start is refused.
-        idle.stop_searching();
-        let Kick::Start(b) = idle.kick() else {
-            panic!("room for a second worker, nobody searching")
-        };
-        assert_eq!(idle.start_failed(b), Kick::Busy);
         let (i, q) = (idle.clone(), queue.clone());
         let producer = loom::thread::spawn(move || {
             q.push();
