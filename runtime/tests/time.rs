@@ -123,6 +123,40 @@ fn a_sleep_reset_into_the_past_wakes_the_task_waiting_on_it() {
     });
 }
 
+/// A sleep another task waits on, moved from an hour ahead to a few
+/// milliseconds ahead while the driver sleeps until its next timer: the
+/// reset lowers its shard's earliest tick and wakes the driver, which
+/// fires it (the wheel's reset, then `TimerShards::with_shard`'s T2).
+#[test]
+fn a_sleep_reset_sooner_by_another_task_fires_at_its_new_deadline() {
+    within_watchdog("reset-sooner", LIMIT, || {
+        rt().block_on(async {
+            let s = Arc::new(std::sync::Mutex::new(sleep(Duration::from_secs(3600))));
+            let polled = Arc::new(AtomicUsize::new(0));
+            let waiter = {
+                let (s, polled) = (s.clone(), polled.clone());
+                wq::spawn(std::future::poll_fn(move |cx| {
+                    polled.fetch_add(1, Ordering::SeqCst);
+                    std::pin::Pin::new(&mut *s.lock().unwrap()).poll(cx)
+                }))
+            };
+            while polled.load(Ordering::SeqCst) == 0 {
+                wq::task::yield_now().await;
+            }
+            // Time for the driver to go to sleep until the hour's tick (if
+            // it has not, the reset is a plain one, and the test weaker).
+            std::thread::sleep(Duration::from_millis(50));
+            let at = Instant::now() + Duration::from_millis(5);
+            s.lock().unwrap().reset(at);
+            timeout(Duration::from_secs(10), waiter)
+                .await
+                .expect("the sleep reset sooner did not fire")
+                .unwrap();
+            assert!(Instant::now() >= at);
+        });
+    });
+}
+
 /// A deadline the clock has passed completes at the first poll (or the
 /// next, for a sleep armed before), even when the driver has not turned
 /// since (its wheel's time is its last turn's):

@@ -309,8 +309,8 @@ struct Shared {
     /// taken (on the dashboard's thread, never a worker).
     latest: Mutex<Option<Latest>>,
     /// The whole feed (`/api/history` without `since`) as last rendered,
-    /// and the `next_seq` it was rendered at: requests between two
-    /// samples share one body (up to every pool's 300 points: megabytes
+    /// and the history's `revision` it was rendered at: requests between
+    /// two samples share one body (up to every pool's 300 points: megabytes
     /// on a machine of many pools, which 64 slow readers each held a copy
     /// of).
     whole_history: Mutex<Option<(u64, Bytes)>>,
@@ -438,6 +438,10 @@ struct History {
     points: VecDeque<Point>,
     pools: Vec<PoolInfo>,
     next_seq: u64,
+    /// Counts the samples added: what a cached feed is keyed on (the
+    /// first sample adds pools but no point, so `next_seq` does not say
+    /// the feed changed).
+    revision: u64,
     last: Option<Snapshot>,
 }
 
@@ -538,6 +542,7 @@ impl History {
         }
         self.pools = p.infos;
         self.last = Some(now);
+        self.revision += 1;
     }
 
     #[cfg(test)]
@@ -580,16 +585,16 @@ impl Shared {
     /// most [`SINCE_POINTS_MAX`], else all of them (on the dashboard's
     /// thread: up to every pool's 300 points).
     fn history_body(&self, since: Option<u64>) -> Result<Bytes, serde_json::Error> {
-        // The whole feed is rendered once per point (`whole_history`; the
-        // sampler adds points meanwhile: a body is cached under the
-        // `next_seq` it holds), and served for every request it answers:
+        // The whole feed is rendered once per sample (`whole_history`; the
+        // sampler adds samples meanwhile: a body is cached under the
+        // history's `revision`), and served for every request it answers:
         // one without `since`, or with a `since` that leaves more than
         // `SINCE_POINTS_MAX` points after it (`?since=0`, or the oldest
         // point's seq, rendered a copy of nearly the whole feed per
         // request, which 64 slow readers each held). Only the dashboard's
         // thread takes this lock.
         let mut whole = crate::loom::lock(&self.whole_history);
-        let (pools, points, next_seq, all) = {
+        let (pools, points, next_seq, revision, all) = {
             let h = crate::loom::lock(&self.history);
             let all = since.is_none_or(|since| {
                 // Points are in seq order: count from the newest.
@@ -603,7 +608,7 @@ impl Shared {
             });
             if all
                 && let Some((seq, body)) = whole.as_ref()
-                && *seq == h.next_seq
+                && *seq == h.revision
             {
                 return Ok(body.clone());
             }
@@ -613,7 +618,7 @@ impl Shared {
                 .filter(|p| all || since.is_none_or(|since| p.seq > since))
                 .cloned()
                 .collect();
-            (h.pools.clone(), points, h.next_seq, all)
+            (h.pools.clone(), points, h.next_seq, h.revision, all)
         };
         let feed = Feed {
             thread_name: &self.handle.scheduler.config.thread_name,
@@ -632,7 +637,7 @@ impl Shared {
         };
         let body = Bytes::from(serde_json::to_vec(&feed)?);
         if all {
-            *whole = Some((next_seq, body.clone()));
+            *whole = Some((revision, body.clone()));
         }
         Ok(body)
     }
@@ -1299,6 +1304,7 @@ mod tests {
                 h.points.push_back(Point { seq, ..p.clone() });
                 h.next_seq += 1;
             }
+            h.revision += 1;
             h.next_seq - 1
         };
         // A page polling each second asks for a point or two: its own body.
@@ -1333,6 +1339,55 @@ mod tests {
         assert_ne!(after.as_ptr(), before.as_ptr(), "a stale feed was served");
         let v: serde_json::Value = serde_json::from_slice(&after).unwrap();
         assert!(v["next_seq"].as_u64().unwrap() > seq);
+    }
+
+    /// The first sample adds the pools but no point (a point is a delta
+    /// between two): a feed rendered before it is not served after it.
+    /// (It was, keyed on `next_seq`: a page that polled in the
+    /// dashboard's first second listed no pools until the next sample.)
+    #[test]
+    fn a_sample_without_a_point_renews_the_whole_feed() {
+        let rt = crate::Runtime::new().unwrap();
+        let d = serve_on(rt.handle(), "127.0.0.1:0").unwrap();
+        let shared = d.shared.clone();
+        let before = shared.history_body(None).unwrap();
+        let next_seq = {
+            let mut h = crate::loom::lock(&shared.history);
+            let info = PoolInfo {
+                id: usize::MAX,
+                scope: crate::Scope::System,
+                pod: 0,
+                cpus: vec![0],
+                max_workers: 1,
+                highpri: false,
+                strict: false,
+            };
+            let now = rt.handle().metrics();
+            h.add(
+                Prepared {
+                    pools: None,
+                    t: 0.0,
+                    infos: vec![info],
+                },
+                now,
+            );
+            h.next_seq
+        };
+        let after = shared.history_body(None).unwrap();
+        assert_ne!(
+            after.as_ptr(),
+            before.as_ptr(),
+            "the cached feed was served"
+        );
+        let v: serde_json::Value = serde_json::from_slice(&after).unwrap();
+        assert_eq!(v["next_seq"].as_u64(), Some(next_seq));
+        let pools = v["pools"].as_array().unwrap();
+        assert!(
+            pools
+                .iter()
+                .any(|p| p["id"].as_u64() == Some(usize::MAX as u64)),
+            "{pools:?}"
+        );
     }
 
     /// At the limit with no connection idle, the one whose response has

@@ -38,8 +38,9 @@
 //! deadline (how most sleeps end: the clock passed it before the wheel's
 //! turn did), or reset to a deadline already past; its timer is then freed,
 //! and the next poll after a reset to the future arms on the polling
-//! thread's shard (an `Interval` arms each tick's on the thread that polls
-//! it).
+//! thread's shard (an `Interval`'s tick ended by the clock check arms the
+//! next one on the thread that polls it; a tick the driver fired keeps its
+//! key, and the next is armed again on the same shard).
 //!
 //! # Protocol: no timer is slept past
 //! - **T1 (turn, before `epoll_wait`)** ([`TimerShards::park`]): store
