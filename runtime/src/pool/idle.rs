@@ -88,9 +88,11 @@
 //! 1. **Kick** ([`Idle::notify`], by a producer after pushing; by the last
 //!    searcher when it finds work, step 2, the kernel's chaining). Fence, read the hint. `searching > 0`: a worker will look
 //!    (I4): done, no lock. `FULL`, or no worker parked and none can be
-//!    started, and at least one counted: every running worker will look
-//!    (I3, I5): done, no lock (with none counted, every slot is blocked in
-//!    `block_in_place`, and the locked kick hands the pool to the rescuer).
+//!    started, and a counted worker serving (not `UNSERVED`): every
+//!    running worker will look (I3, I5): done, no lock (with none counted,
+//!    every slot blocked in `block_in_place`, or each counted one in a
+//!    poll granted a hog allowance, the locked kick hands the pool to the
+//!    rescuer).
 //!    A start refused less than `start_backoff` ago (`BACKING_OFF`, and
 //!    the deadline beside the hint), none parked, and a worker serving:
 //!    the same, for none can start (while the OS refuses threads, a kick
@@ -128,16 +130,21 @@
 //!    (with the limit filled, they will look: I5), and if a cull retired
 //!    it meanwhile (`idle_timeout` elapsed in between) stay, the cull
 //!    undone (but for I5's cases: then exit). Otherwise park.
-//! 4. **Leave idle** ([`Idle::leave_idle`], a worker back from park). Lock.
+//! 4. **Leave idle** ([`Idle::leave_idle`], a worker back from park). A
+//!    park that ended with no wakeup (a driver turn's events, a timeout)
+//!    looks at the queues first, without the lock (O(workers) loads in a
+//!    wide pool; safe, as the worker is on the idle list: I3). Lock.
 //!    `Kicked`: leave the kicked list and search (it is a searcher already).
-//!    `Idle` (a timeout or a spurious wake): run if there is work and the
+//!    `Idle` (a timeout or a spurious wake): run if there is work (looked
+//!    at now, under the lock, if not before) and the
 //!    running workers are under the limit, else run a cull pass if the
 //!    idle timeout elapsed, else park again. `Culled`: exit.
 //! 5. **Cull** (under the lock): while there are too many workers
 //!    (`nr_idle > min_idle && (nr_idle - min_idle) * 4 >= nr_busy`,
 //!    `min_idle` = 2 as the kernel's) and the oldest idle worker has been
 //!    idle for `idle_timeout`, it leaves the idle list as `Culled` and is
-//!    unparked after the unlock to exit (one still in step 3's re-check
+//!    unparked (after the unlock, or before it under
+//!    [`WakeMode::UnderLock`], as every step's wakes) to exit (one still in step 3's re-check
 //!    may stay, if the re-check saw work).
 //! 6. **Exit** ([`Idle::exit`], a culled worker, or any worker at
 //!    shutdown). Lock; the slot becomes `Absent`. If a kick could not start
@@ -407,6 +414,10 @@ pub(crate) struct Idle {
     /// (`loom_tests`).
     #[cfg(loom)]
     pub(crate) backoff_skip_ignores_unserved: std::sync::atomic::AtomicBool,
+    /// A negative model's fault: the skip for "every running worker will
+    /// look" with every counted worker in a granted poll (`loom_tests`).
+    #[cfg(loom)]
+    pub(crate) running_skip_ignores_unserved: std::sync::atomic::AtomicBool,
     /// Wake queues unparked with the pool lock held, and after it
     /// (`tests`: which [`WakeMode`] each step follows).
     #[cfg(all(test, not(loom)))]
@@ -480,6 +491,8 @@ impl Idle {
             backoff_skip_ignores_parked: std::sync::atomic::AtomicBool::new(false),
             #[cfg(loom)]
             backoff_skip_ignores_unserved: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(loom)]
+            running_skip_ignores_unserved: std::sync::atomic::AtomicBool::new(false),
             #[cfg(all(test, not(loom)))]
             wakes_locked_unlocked: Default::default(),
         }
@@ -538,10 +551,23 @@ impl Idle {
         // the hint read after it.
         protocol_fence!(self.notify_skips_fence);
         let h = self.hint.load();
-        // "Every worker is running and will look" needs a worker: with
-        // every slot blocked (`block_in_place`) there is none, and the kick
-        // must reach the lock, which hands the pool to the rescuer.
-        let all_running = (h.full() || (h.parked() == 0 && !h.can_start())) && h.workers() > 0;
+        // "Every worker is running and will look" needs a worker that
+        // serves the queues: with none counted (every slot blocked in
+        // `block_in_place`) or each counted one in a poll granted a CPU-hog
+        // allowance (`UNSERVED` covers both), the kick must reach the lock,
+        // which hands the pool to the rescuer.
+        #[cfg(loom)]
+        let unserved_ignored = self
+            .running_skip_ignores_unserved
+            .load(std::sync::atomic::Ordering::Relaxed);
+        #[cfg(not(loom))]
+        let unserved_ignored = false;
+        let served = if unserved_ignored {
+            h.workers() > 0
+        } else {
+            !h.unserved()
+        };
+        let all_running = (h.full() || (h.parked() == 0 && !h.can_start())) && served;
         if !h.closed() && (h.searching() > 0 || all_running || self.backing_off(h)) {
             return Kick::Skipped;
         }
@@ -603,8 +629,8 @@ impl Idle {
         }
     }
 
-    /// Unparks what `wake` holds.
-    fn wake(&self, wake: WakeQueue) {
+    /// Unparks what `wake` holds (a step's wakes, after its unlock).
+    pub(crate) fn wake(&self, wake: WakeQueue) {
         #[cfg(all(test, not(loom)))]
         if !wake.is_empty() {
             let locked = matches!(self.state.try_lock(), Err(TryLockError::WouldBlock));
@@ -1030,15 +1056,34 @@ impl Idle {
     }
 
     /// Step 4, with a cull pass (step 5) when `cull` is set and the worker
-    /// is still idle. Culled workers other than `slot` are queued on `wake`.
+    /// is still idle. Culled workers other than `slot` are queued on `wake`
+    /// (unparked before the unlock under [`WakeMode::UnderLock`]; the
+    /// caller passes the rest to [`Idle::wake`]).
+    ///
+    /// `look_first`: the park ended with no wakeup (a driver turn, a
+    /// timeout), so the worker is most likely still idle, and `has_work` is
+    /// called before the lock is taken: in a wide pool the look is
+    /// O(workers) fenced loads (every deque), which held the lock against
+    /// every kick of the pool once per driver turn. Nothing is lost by
+    /// looking first: the worker is on the idle list (I3 was settled at
+    /// `enter_idle`), so work queued after the look kicks under the lock.
+    /// Otherwise (woken: most likely claimed, `Kicked`, which needs no
+    /// look) the look is made under the lock, only if still idle.
     pub(crate) fn leave_idle(
         &self,
         slot: usize,
         now: Instant,
         cull: bool,
+        look_first: bool,
         has_work: impl FnOnce() -> bool,
         wake: &mut WakeQueue,
     ) -> Next {
+        let mut has_work = Some(has_work);
+        let looked = if look_first {
+            has_work.take().map(|look| look())
+        } else {
+            None
+        };
         let mut st = self.lock();
         match st.slots[slot].state {
             SlotState::Kicked => {
@@ -1047,14 +1092,17 @@ impl Idle {
             }
             SlotState::Idle if st.closed => Next::Exit,
             SlotState::Idle => {
-                if has_work() && st.running() < self.limit(&st) {
+                let work = looked.or_else(|| has_work.take().map(|look| look()));
+                let next = if work == Some(true) && st.running() < self.limit(&st) {
                     self.leave_idle_list(&mut st, slot);
                     Next::Run
                 } else if cull && self.cull(&mut st, now, slot, wake) {
                     Next::Exit
                 } else {
                     Next::Park
-                }
+                };
+                self.wake_under_lock(wake);
+                next
             }
             SlotState::Culled => Next::Exit,
             state => unreachable!("worker {slot} came back from park in state {state:?}"),
@@ -1331,7 +1379,9 @@ impl Idle {
     }
 
     /// Shuts the pool: no kick succeeds after this, and every worker is
-    /// queued on the returned wake queue so it sees `closed` and exits.
+    /// woken so it sees `closed` and exits: under [`WakeMode::UnderLock`]
+    /// before the unlock, else queued on the returned wake queue (for
+    /// [`Idle::wake`]).
     pub(crate) fn close(&self) -> WakeQueue {
         let mut wake = WakeQueue::default();
         let mut st = self.lock();
@@ -1350,6 +1400,7 @@ impl Idle {
                 wake.push(thread.clone());
             }
         }
+        self.wake_under_lock(&mut wake);
         drop(st);
         // Pairs with the fence in `notify`: a producer that skipped the
         // lock pushed before its fence, so the caller's drain, after this

@@ -646,7 +646,8 @@ impl Pool {
     /// next look at their state. Queued tasks are dropped by the caller.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
-        self.idle.close().wake_all();
+        let wake = self.idle.close();
+        self.idle.wake(wake);
     }
 
     /// A snapshot of the pool's workers, counters and latencies.

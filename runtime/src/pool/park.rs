@@ -128,6 +128,8 @@ pub(crate) struct Parker {
     in_driver: std::cell::Cell<bool>,
     /// The last park went as far as the driver ([`Parker::tried_driver`]).
     tried_driver: std::cell::Cell<bool>,
+    /// The last park ended on a wakeup ([`Parker::was_woken`]).
+    woken: std::cell::Cell<bool>,
 }
 
 /// The waking side: cloneable, `Send + Sync`.
@@ -155,6 +157,7 @@ impl Parker {
             }),
             in_driver: std::cell::Cell::new(false),
             tried_driver: std::cell::Cell::new(false),
+            woken: std::cell::Cell::new(false),
         }
     }
 
@@ -168,10 +171,13 @@ impl Parker {
     fn consume(&self) -> bool {
         // Acquire: what the waker did before unparking is visible after
         // the park returns.
-        self.inner
+        let woken = self
+            .inner
             .state
             .compare_exchange(NOTIFIED, EMPTY, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
+            .is_ok();
+        self.woken.set(self.woken.get() || woken);
+        woken
     }
 
     /// Enters `parked` from `EMPTY`; false if a wakeup came first (it is
@@ -188,6 +194,7 @@ impl Parker {
             Err(_) => {
                 // NOTIFIED: consume it.
                 self.inner.state.swap(EMPTY, Ordering::Acquire);
+                self.woken.set(true);
                 false
             }
         }
@@ -195,7 +202,9 @@ impl Parker {
 
     fn leave(&self) {
         // Acquire: as in `consume`.
-        self.inner.state.swap(EMPTY, Ordering::Acquire);
+        if self.inner.state.swap(EMPTY, Ordering::Acquire) == NOTIFIED {
+            self.woken.set(true);
+        }
     }
 
     /// Parks for at most `timeout` (see the module docs), in the driver if
@@ -209,6 +218,7 @@ impl Parker {
     ) -> usize {
         self.in_driver.set(false);
         self.tried_driver.set(false);
+        self.woken.set(false);
         if self.consume() {
             return 0;
         }
@@ -252,6 +262,14 @@ impl Parker {
     /// leaves it to nobody until it parks again (`attend_driver`).
     pub(crate) fn was_in_driver(&self) -> bool {
         self.in_driver.get()
+    }
+
+    /// Whether the last [`park`](Parker::park) ended on (or found) a
+    /// wakeup: an unpark, not a driver turn's events or a timeout alone.
+    /// A worker back unwoken is most likely still idle (`Idle::leave_idle`
+    /// looks at the queues before the pool lock then).
+    pub(crate) fn was_woken(&self) -> bool {
+        self.woken.get()
     }
 
     /// Whether the last [`park`](Parker::park) went as far as the driver
@@ -309,6 +327,15 @@ mod tests {
     use super::*;
     use std::time::Instant;
 
+    /// A waker that unparks a parker.
+    struct Unpark(Unparker);
+
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+
     #[test]
     fn an_unpark_before_the_park_is_not_lost() {
         let p = Parker::new();
@@ -316,6 +343,7 @@ mod tests {
         let t = Instant::now();
         p.park(Duration::from_secs(10), |_| false);
         assert!(t.elapsed() < Duration::from_secs(5));
+        assert!(p.was_woken());
     }
 
     /// A park that returns on a wakeup already pending never went to the
@@ -354,6 +382,7 @@ mod tests {
                     }
                     in_driver
                 });
+                assert!(p.was_woken(), "in driver {in_driver}");
                 start.elapsed()
             });
             let u = rx.recv().unwrap();
@@ -374,12 +403,6 @@ mod tests {
     fn a_wake_during_its_own_turn_leaves_the_next_turn_waiting() {
         use crate::driver::scheduled_io::Direction;
         use std::io::Write;
-        struct Unpark(Unparker);
-        impl std::task::Wake for Unpark {
-            fn wake(self: Arc<Self>) {
-                self.0.unpark();
-            }
-        }
         let p = Parker::new();
         let mut driver = driver::Driver::new().unwrap();
         let h = driver.handle().clone();
@@ -398,6 +421,7 @@ mod tests {
             f(&mut driver);
             true
         });
+        assert!(p.was_woken(), "its own turn's wake is a wakeup");
         let start = Instant::now();
         driver.turn(Some(Duration::from_millis(200)));
         let waited = start.elapsed();
@@ -415,6 +439,44 @@ mod tests {
         let t = Instant::now();
         p.park(Duration::from_millis(20), |_| false);
         assert!(t.elapsed() >= Duration::from_millis(15));
+        assert!(!p.was_woken());
+    }
+
+    /// A park in the driver that returns for an event whose waker is not
+    /// this parker's (a task of another pool, say) was not woken: the
+    /// worker is most likely still idle (`Idle::leave_idle`'s
+    /// `look_first`).
+    #[test]
+    fn a_driver_turn_for_others_is_no_wakeup() {
+        use crate::driver::scheduled_io::Direction;
+        use std::io::Write;
+        let p = Parker::new();
+        let mut driver = driver::Driver::new().unwrap();
+        let h = driver.handle().clone();
+        let (mut a, mut a_peer) = mio::net::UnixStream::pair().unwrap();
+        let r = h.register(&mut a).unwrap();
+        let other = Parker::new();
+        let waker = std::task::Waker::from(Arc::new(Unpark(other.unparker())));
+        let mut key = None;
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(
+            r.io.poll_ready(&mut cx, Direction::Read, &mut key)
+                .is_pending()
+        );
+        a_peer.write_all(b"x").unwrap();
+        let start = Instant::now();
+        p.park(Duration::from_secs(10), |f| {
+            f(&mut driver);
+            true
+        });
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the event ended the turn"
+        );
+        assert!(p.was_in_driver() && !p.was_woken());
+        assert!(other.consume(), "the other parker was woken");
+        r.io.release(&mut key);
+        h.deregister(&mut a, &r).unwrap();
     }
 }
 

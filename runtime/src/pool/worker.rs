@@ -770,10 +770,11 @@ impl Core {
                     local.slot,
                     Instant::now(),
                     true,
+                    !parker.was_woken(),
                     || local.has_local_work() || pool.has_work(),
                     &mut wake,
                 );
-                wake.wake_all();
+                pool.idle.wake(wake);
                 match next {
                     Next::Search => {
                         searching = true;

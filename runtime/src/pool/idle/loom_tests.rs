@@ -125,7 +125,16 @@ fn park_until_woken(idle: &Idle, queue: &Queue, slot: usize, searching: &mut boo
     loop {
         loom::thread::park();
         let mut wake = WakeQueue::default();
-        match idle.leave_idle(slot, Instant::now(), false, || queue.has_work(), &mut wake) {
+        // Looking before the lock, as a worker back unwoken does (here
+        // after every park: a superset of the worker's interleavings).
+        match idle.leave_idle(
+            slot,
+            Instant::now(),
+            false,
+            true,
+            || queue.has_work(),
+            &mut wake,
+        ) {
             Next::Search => {
                 *searching = true;
                 return Next::Run;
@@ -378,7 +387,7 @@ fn culled_with_a_lifo_task(kick_home: bool) {
             loom::thread::park();
             // The park's driver turn woke the item into this LIFO slot.
             let mut wake = WakeQueue::default();
-            match i.leave_idle(slot, Instant::now(), false, || true, &mut wake) {
+            match i.leave_idle(slot, Instant::now(), false, false, || true, &mut wake) {
                 Next::Run | Next::Search => {
                     wake.wake_all();
                     1
@@ -661,6 +670,60 @@ fn beside_a_refused_start(slots: usize) -> (Arc<Idle>, Arc<Queue>, usize) {
     (idle, queue, a)
 }
 
+/// A push while the worker a CPU-hog allowance started blocks
+/// (`block_in_place`) beside the granted poll: the only counted worker is
+/// in that poll, none serves the queues and none can start (both slots
+/// held), so the pool must go to the rescuer, by the block's kick if its
+/// look saw the item, else by the producer's, which reads `UNSERVED` and
+/// takes the lock. `ignores_unserved`: the fault, the producer's skip for
+/// "every running worker will look" with a worker counted, whatever it
+/// does (the item waited for the poll's end or the watchdog's next scan).
+fn block_beside_a_granted_poll(ignores_unserved: bool) {
+    loom::model(move || {
+        let mut cfg = no_cull(WakeMode::Deferred);
+        cfg.max_workers = 1;
+        cfg.slots = 2;
+        let idle = Arc::new(Idle::new(cfg));
+        let queue = Arc::new(Queue(Items::new(0)));
+        idle.running_skip_ignores_unserved
+            .store(ignores_unserved, std::sync::atomic::Ordering::Relaxed);
+        let Kick::Start(a) = idle.kick() else {
+            panic!("a fresh pool starts a worker")
+        };
+        idle.started(a, loom::thread::current());
+        idle.stop_searching();
+        // `a`'s poll runs past the threshold with work queued: the
+        // allowance starts `b`, which takes that work and runs it.
+        let Some(Kick::Start(b)) = idle.grant_hog(a, true, || true) else {
+            panic!("the allowance starts a worker")
+        };
+        idle.started(b, loom::thread::current());
+        idle.stop_searching();
+        let (i, q) = (idle.clone(), queue.clone());
+        let producer = loom::thread::spawn(move || {
+            q.push();
+            i.notify()
+        });
+        let blocked = idle.block(b, true, || queue.has_work());
+        let pushed = producer.join().unwrap();
+        assert!(
+            blocked == Kick::Mayday || pushed == Kick::Mayday,
+            "stranded: block {blocked:?}, push {pushed:?}"
+        );
+    });
+}
+
+#[test]
+fn loom_a_block_beside_a_granted_poll_asks_the_rescuer() {
+    block_beside_a_granted_poll(false);
+}
+
+#[test]
+#[should_panic(expected = "stranded")]
+fn loom_negative_a_skip_with_only_granted_workers_strands_the_item() {
+    block_beside_a_granted_poll(true);
+}
+
 /// A push while a refused start backs off: the pool's one worker runs
 /// (it serves the queues), a start beside it was refused an hour ago, and
 /// a producer queues an item while the worker searches, idles and parks.
@@ -907,7 +970,7 @@ fn hand_off(kick: bool) {
         });
         // Back from a park with a task in its own slot.
         let mut wake = WakeQueue::default();
-        let next = idle.leave_idle(a, Instant::now(), false, || true, &mut wake);
+        let next = idle.leave_idle(a, Instant::now(), false, false, || true, &mut wake);
         wake.wake_all();
         match next {
             // Claimed, or under the limit: it runs its own task.

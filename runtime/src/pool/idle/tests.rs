@@ -78,7 +78,7 @@ fn kick_takes_the_most_recently_idle_worker_and_coalesces() {
     assert_eq!(snap.counters.coalesced_kicks, 1);
     let mut wq = WakeQueue::default();
     assert_eq!(
-        idle.leave_idle(2, now, true, || true, &mut wq),
+        idle.leave_idle(2, now, true, false, || true, &mut wq),
         Next::Search
     );
     assert_eq!(idle.slot_state(2), SlotState::Running);
@@ -209,7 +209,7 @@ fn while_a_start_backs_off_a_kick_skips_the_lock_only_where_a_worker_will_look()
     assert_eq!(idle.notify(), Kick::Woke);
     let mut wake = WakeQueue::default();
     assert_eq!(
-        idle.leave_idle(a, Instant::now(), false, || true, &mut wake),
+        idle.leave_idle(a, Instant::now(), false, false, || true, &mut wake),
         Next::Search
     );
     idle.stop_searching();
@@ -531,7 +531,7 @@ fn a_blocked_worker_is_replaced_while_work_is_queued() {
     // `a` back from a spurious wake with work queued: the limit is filled.
     let mut wq = WakeQueue::default();
     assert_eq!(
-        idle.leave_idle(a, Instant::now(), false, || true, &mut wq),
+        idle.leave_idle(a, Instant::now(), false, false, || true, &mut wq),
         Next::Park
     );
     // Not over: `b` does not step down, and when it idles with work queued
@@ -543,7 +543,7 @@ fn a_blocked_worker_is_replaced_while_work_is_queued() {
     // Both idle: a kick wakes one (the most recently idle).
     assert_eq!(idle.kick(), Kick::Woke);
     assert_eq!(
-        idle.leave_idle(b, Instant::now(), false, || true, &mut wq),
+        idle.leave_idle(b, Instant::now(), false, false, || true, &mut wq),
         Next::Search
     );
     assert!(idle.stop_searching());
@@ -584,7 +584,7 @@ fn closed_pool_refuses_kicks_and_releases_workers() {
     assert_eq!(idle.kick(), Kick::Closed);
     let mut wq = WakeQueue::default();
     assert_eq!(
-        idle.leave_idle(0, Instant::now(), false, || true, &mut wq),
+        idle.leave_idle(0, Instant::now(), false, false, || true, &mut wq),
         Next::Exit
     );
     assert_eq!(idle.exit(0), Next::Exit);
@@ -633,6 +633,50 @@ fn with_every_slot_held_a_kick_reserves_nothing() {
     assert!(!idle.hint().can_start());
 }
 
+/// A producer's kick goes through [`Idle::notify`]'s lock-free look
+/// first: with every counted worker in a granted poll (none parked, none
+/// can start) none serves the queues, and the look must not settle it as
+/// "every worker is running and will look": the lock hands the pool to
+/// the rescuer. (It skipped, and the item waited for a poll's end, an
+/// unblock or the watchdog's next scan.)
+#[test]
+fn a_push_with_every_counted_worker_granted_reaches_the_rescuer() {
+    // Both workers in granted polls.
+    let mut cfg = config(1);
+    cfg.slots = 2;
+    let idle = Idle::new(cfg);
+    let Kick::Start(a) = idle.kick() else {
+        panic!()
+    };
+    idle.started(a, unparker());
+    idle.stop_searching();
+    let Some(Kick::Start(b)) = idle.grant_hog(a, true, || true) else {
+        panic!()
+    };
+    idle.started(b, unparker());
+    idle.stop_searching();
+    assert_eq!(idle.grant_hog(b, true, || false), Some(Kick::Busy));
+    assert!(idle.hint().unserved() && idle.hint().workers() > 0);
+    assert_eq!(idle.notify(), Kick::Mayday);
+    // One in a granted poll, the other blocked (`block_in_place`).
+    let mut cfg = config(1);
+    cfg.slots = 2;
+    let idle = Idle::new(cfg);
+    let Kick::Start(a) = idle.kick() else {
+        panic!()
+    };
+    idle.started(a, unparker());
+    idle.stop_searching();
+    let Some(Kick::Start(b)) = idle.grant_hog(a, true, || true) else {
+        panic!()
+    };
+    idle.started(b, unparker());
+    idle.stop_searching();
+    assert_eq!(idle.block(b, true, || false), Kick::Busy);
+    assert!(idle.hint().unserved() && idle.hint().workers() > 0);
+    assert_eq!(idle.notify(), Kick::Mayday);
+}
+
 /// A hog poll granted an allowance that then blocks gives the allowance
 /// up: blocking already takes its worker out of the count, and both
 /// would let the pool start two workers beyond its maximum.
@@ -673,7 +717,7 @@ fn a_granted_poll_that_blocks_gives_its_allowance_up() {
 fn every_wake_follows_the_wake_mode() {
     for mode in WakeMode::ALL {
         type Step = (&'static str, fn(&Idle));
-        let steps: [Step; 5] = [
+        let steps: [Step; 7] = [
             ("kick", |idle| {
                 idle_workers(idle, 2, Instant::now());
                 assert_eq!(idle.notify(), Kick::Woke);
@@ -700,11 +744,26 @@ fn every_wake_follows_the_wake_mode() {
                 idle_workers(idle, 2, Instant::now());
                 assert!(idle.wake_idle());
             }),
+            ("cull", |idle| {
+                // Three idle, one kept: the worker back from its park
+                // culls the longest idle, which it wakes to exit.
+                idle_workers(idle, 3, Instant::now());
+                let mut wake = WakeQueue::default();
+                let next = idle.leave_idle(2, Instant::now(), true, false, || false, &mut wake);
+                assert_eq!(next, Next::Park);
+                assert_eq!(idle.slot_state(0), SlotState::Culled);
+                idle.wake(wake);
+            }),
+            ("close", |idle| {
+                idle_workers(idle, 2, Instant::now());
+                let wake = idle.close();
+                idle.wake(wake);
+            }),
         ];
         for (name, step) in steps {
             let idle = Idle::new(IdleConfig {
                 wake_mode: mode,
-                ..config(4)
+                ..culling_at_once(4, 1)
             });
             step(&idle);
             let [locked, unlocked] = idle
@@ -722,6 +781,61 @@ fn every_wake_follows_the_wake_mode() {
             );
         }
     }
+}
+
+/// A worker back from its park unwoken (a driver turn, a timeout) looks
+/// at the queues before the pool lock (a wide pool's O(workers) fenced
+/// loads held it against every kick once per driver turn), then acts on
+/// what it saw under one lock; a woken one looks under the lock, and only
+/// if nobody claimed it.
+#[test]
+fn a_worker_back_unwoken_looks_at_the_queues_without_the_pool_lock() {
+    let idle = Idle::new(config(4));
+    idle_workers(&idle, 2, Instant::now());
+    let idle = &idle;
+    let free = |has: bool| {
+        move || {
+            assert!(
+                idle.state.try_lock().is_ok(),
+                "the queues were looked at under the pool lock"
+            );
+            has
+        }
+    };
+    let mut wake = WakeQueue::default();
+    let locks = idle.snapshot().counters.lock_acquisitions;
+    assert_eq!(
+        idle.leave_idle(1, Instant::now(), true, true, free(false), &mut wake),
+        Next::Park
+    );
+    assert_eq!(
+        idle.leave_idle(1, Instant::now(), true, true, free(true), &mut wake),
+        Next::Run
+    );
+    assert_eq!(idle.slot_state(1), SlotState::Running);
+    assert_eq!(
+        idle.snapshot().counters.lock_acquisitions,
+        locks + 2,
+        "one lock each"
+    );
+    // Woken, and still idle: the look under the lock.
+    let held = || {
+        assert!(idle.state.try_lock().is_err(), "looked before the lock");
+        false
+    };
+    assert_eq!(
+        idle.leave_idle(0, Instant::now(), true, false, held, &mut wake),
+        Next::Park
+    );
+    // Woken by a claim: a searcher, no look.
+    assert_eq!(idle.notify(), Kick::Woke);
+    assert_eq!(idle.slot_state(0), SlotState::Kicked);
+    let looked = |_: ()| -> bool { panic!("a claimed worker looked at the queues") };
+    assert_eq!(
+        idle.leave_idle(0, Instant::now(), true, false, || looked(()), &mut wake),
+        Next::Search
+    );
+    assert!(wake.is_empty());
 }
 
 /// A blocking worker looks at the queues (every deque of the pool: a wide
