@@ -8,7 +8,11 @@ use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, Thread};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long [`Completion::wait`] waits before it calls the run lost: far
+/// beyond any item's or iteration's time, beside busy neighbours too.
+pub const WAIT_LIMIT: Duration = Duration::from_secs(120);
 
 /// A reusable one-waiter completion (the kernel test's
 /// `wait_for_completion`).
@@ -41,11 +45,29 @@ impl Completion {
     }
 
     /// Waits until [`complete`](Self::complete) was called, and resets it.
-    /// Call only from the thread that created it.
+    /// Call only from the thread that created it. Panics after
+    /// [`WAIT_LIMIT`] without it (a lost wakeup, or a task that panicked
+    /// before its signal: the run is abandoned rather than left hanging
+    /// with its busy neighbours spinning).
     pub fn wait(&self) {
+        self.wait_within(WAIT_LIMIT);
+    }
+
+    /// [`wait`](Self::wait), giving up after `limit`.
+    pub fn wait_within(&self, limit: Duration) {
         // Acquire: pairs with the Release store in `complete`.
+        if self.done.swap(false, Ordering::Acquire) {
+            return;
+        }
+        // Only a wait that parks reads the clock.
+        let deadline = Instant::now() + limit;
         while !self.done.swap(false, Ordering::Acquire) {
-            thread::park();
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "wq-bench: a task did not signal its completion within {limit:?} (a lost wakeup, or a task that panicked before its signal); the run is abandoned"
+            );
+            thread::park_timeout(left);
         }
     }
 
@@ -69,7 +91,6 @@ fn since_epoch(t: Instant) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn completes_across_threads_and_resets_and_keeps_the_signal_time() {
@@ -91,5 +112,11 @@ mod tests {
             assert!(at <= after, "signalled after the wait returned");
         }
         assert!(!c.done.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    #[should_panic(expected = "did not signal its completion within 20ms")]
+    fn a_completion_never_signalled_is_a_lost_run() {
+        Completion::new().wait_within(Duration::from_millis(20));
     }
 }

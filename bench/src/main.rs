@@ -19,7 +19,8 @@ and wait for each): every scope x {under_lock, deferred}, plus tokio
   --plot-dir DIR (write SVG plots)  --json  --no-pin  --no-tokio
   --named (a row per scope spawning through a named wq::Workqueue: what a queue costs)
   --capture-off (a row per scope with latency capture off, the runtime's default; the other
-  wq rows run with Builder::latency_capture(true), which their delay columns need)
+  wq rows run with Builder::latency_capture(true), as a service with its dashboards would:
+  the conservative figure, at capture's cost; the delay columns need no capture)
   --busy-neighbours N (N busy-loop processes run beside the benchmark)
 ";
 
@@ -437,11 +438,17 @@ fn print_json(v: &serde_json::Value) -> Result<(), String> {
 
 fn run_shapes(argv: &[String]) -> Result<(), String> {
     let a = parse(argv, shapes::OPTIONS, shapes::FLAGS)?;
-    shapes::pad_heap(a.get("pad", 0usize)?);
     let layouts: usize = a.count("layouts", 1)?;
     if layouts > 1 {
+        if a.raw("pad").is_some() {
+            return Err(format!(
+                "--pad with --layouts {layouts}: each layout's process is given its own pad (0..{}); give one or the other",
+                layouts - 1
+            ));
+        }
         return run_shape_layouts(argv, &a, layouts);
     }
+    shapes::pad_heap(a.get("pad", 0usize)?);
     let names: Vec<String> = a.list(
         "shapes",
         shapes::NAMES.iter().map(|s| s.to_string()).collect(),

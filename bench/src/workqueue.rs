@@ -41,7 +41,8 @@ pub struct Config {
     pub topology: Option<String>,
     /// Scopes, narrowest first.
     pub scopes: Vec<Scope>,
-    /// Wake modes (the first is the baseline of the gain columns).
+    /// Wake modes (the gain columns compare `deferred` with `under_lock`,
+    /// whichever is given first).
     pub modes: Vec<WakeMode>,
     /// Worker threads of the tokio row.
     pub tokio_workers: usize,
@@ -235,8 +236,8 @@ pub struct WqCounters {
     /// Pools whose spinners watched the deques too (the others: the
     /// injector only).
     pub pools_watching_deques: usize,
-    /// Scheduling delay p50, ns; `None` when nothing was recorded
-    /// (latency capture off): not a delay of 0.
+    /// Scheduling delay p50, ns (recorded whether latency capture is on
+    /// or off); `None` when nothing was recorded: not a delay of 0.
     pub sched_p50: Option<f64>,
     /// Scheduling delay p99, ns, as `sched_p50`.
     pub sched_p99: Option<f64>,
@@ -784,7 +785,7 @@ pub fn detail_table(cfg: &Config, rows: &[Row]) -> String {
                         .iter()
                         .filter_map(|x| x.wq.and_then(|c| c.sched_p50))
                         .collect();
-                    // Capture off: no delay was measured.
+                    // No delay recorded (no wq row ran).
                     if sched.is_empty() {
                         "-".to_owned()
                     } else {
@@ -900,8 +901,10 @@ pub fn same_pool_groups(cfg: &Config) -> Option<Vec<Vec<Scope>>> {
 /// The row that goes first in repeat `rep` of `repeat` over `n` rows:
 /// the rotation strides over the whole order, so that each row runs at
 /// places spread over the cycle (stepping by one, 5 repeats of 25 rows
-/// put tokio's row, the last, at places 20-24 only, right after the same
-/// wq row each time).
+/// put tokio's row, the last, at places 20-24 only: late in every
+/// repeat, where a drifting VM was slowest or fastest). The order stays
+/// cyclic, so a row follows the same row in every repeat but the one it
+/// opens (each run's threads are joined before the next run starts).
 pub fn first_row(rep: usize, repeat: usize, n: usize) -> usize {
     if repeat >= n {
         rep % n

@@ -169,6 +169,16 @@ fn an_echo_size_past_the_socket_buffers_is_refused() {
     );
 }
 
+/// `--pad` beside `--layouts`: each layout's process takes its own pad,
+/// and the parent measures nothing, so the pad given was silently unused.
+#[test]
+fn a_pad_with_layouts_is_refused() {
+    let out = wq_bench(&["shapes", "--layouts", "2", "--pad", "3", "--iters", "2"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--pad with --layouts 2"), "{err}");
+}
+
 /// `busy-loop` without its parent's pid (a typo, `--help`) exits with an
 /// error instead of spinning for ever.
 #[test]
