@@ -454,7 +454,12 @@ pub fn title(addr: &str, now: &Snapshot, prev: Option<&Snapshot>) -> String {
 }
 
 #[cfg(test)]
+#[path = "../../runtime/tests/common/refusing.rs"]
+mod refusing;
+
+#[cfg(test)]
 mod tests {
+    use super::refusing::refusing_addr;
     use super::*;
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
@@ -482,10 +487,9 @@ mod tests {
     /// the dashboard's: the next one is tried.
     #[test]
     fn every_resolved_address_is_tried() {
-        let refused = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap()
-        };
+        // Held: a listener just dropped frees its port for another test's
+        // bind (tests run in parallel).
+        let (_held, refused) = refusing_addr();
         let live = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = live.local_addr().unwrap();
         let s = connect_any(
@@ -701,9 +705,8 @@ mod tests {
 
     #[test]
     fn a_service_that_is_not_there_is_named_with_how_to_start_one() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        drop(l);
+        let (_held, addr) = refusing_addr();
+        let addr = addr.to_string();
         let e = fetch(&addr, Duration::from_secs(2)).unwrap_err();
         assert!(
             e.starts_with(&format!(

@@ -58,6 +58,13 @@ fn monitor(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// A test's limit: past the children's own ([`common::CHILD_LIMIT`], at
+/// which `output` kills a hung `wq-monitor`), so a hang ends in the
+/// test's thread, which drops its `Service` (killing the service) as it
+/// unwinds; at the same limit, the test failed first and left both
+/// running.
+const WITHIN_S: u64 = 180;
+
 fn within(secs: u64, f: impl FnOnce() + Send + 'static) {
     let (tx, rx) = mpsc::channel();
     let t = std::thread::spawn(move || {
@@ -77,7 +84,7 @@ fn within(secs: u64, f: impl FnOnce() + Send + 'static) {
 
 #[test]
 fn wq_monitor_prints_the_example_services_pools() {
-    within(120, || {
+    within(WITHIN_S, || {
         let (_service, addr) = start_service();
         // JSON: the snapshot itself.
         let (ok, out, err) = monitor(&[&addr, "--json"]);
@@ -114,7 +121,7 @@ fn wq_monitor_prints_the_example_services_pools() {
 /// failed fetches too, so a run against a service that went away ends.
 #[test]
 fn wq_monitor_ends_quietly_when_its_reader_goes_and_counts_failures() {
-    within(120, || {
+    within(WITHIN_S, || {
         use std::io::Read;
         let (service, addr) = start_service();
         // A monitor of `count` reports every 0.3 s, once it printed one.
@@ -166,7 +173,7 @@ fn wq_monitor_says_how_to_start_a_service_when_none_is_there() {
 /// util-linux's `script` (Debian: bsdutils, an essential package).
 #[test]
 fn wq_monitor_gives_the_terminal_back_when_killed() {
-    within(120, || {
+    within(WITHIN_S, || {
         let (_service, addr) = start_service();
         let cmd = format!("exec {} {addr}", env!("CARGO_BIN_EXE_wq-monitor"));
         let mut script = Command::new("script")

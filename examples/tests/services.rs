@@ -901,12 +901,15 @@ fn http_service_exits_cleanly_on_sigterm() {
 fn http_service_stops_cleanly_with_its_stderr_closed() {
     use std::io::{BufRead, BufReader, Read, Write};
     use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_http_service"))
-        .args(["--addr", "127.0.0.1:0", "--dashboard-addr", "off"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // Killed if an assertion fails before its stop (it never exits alone).
+    let mut child = common::KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_http_service"))
+            .args(["--addr", "127.0.0.1:0", "--dashboard-addr", "off"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     // Its reads below wait on the child: a hung one is killed.
     let _killer = common::kill_after(child.id(), Duration::from_secs(60));
     let mut err = BufReader::new(child.stderr.take().unwrap());

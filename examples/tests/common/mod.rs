@@ -8,6 +8,6 @@ mod child;
 mod refusing;
 
 #[allow(unused_imports)] // each test file uses its part
-pub use child::{kill_after, output, output_within};
+pub use child::{CHILD_LIMIT, KillOnDrop, kill_after, output, output_within};
 #[allow(unused_imports)]
 pub use refusing::refusing_addr;

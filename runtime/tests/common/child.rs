@@ -86,6 +86,33 @@ pub fn this_binary_test(test: &str, var: &str, value: &str) -> Output {
     )
 }
 
+/// A child killed (and reaped) when the test lets go of it: at the end of
+/// the test, or as a failed assertion unwinds it (a service that never
+/// exits on its own outlived the test before). One already waited for is
+/// left alone (std knows it has exited: no signal goes to its pid, which
+/// another process may have by then).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Kills process `pid` (SIGKILL) unless dropped within `limit`: for a test
 /// that talks to its child over pipes or sockets (reads that would wait
 /// for ever on a child that hangs), the kill closes them and the read
