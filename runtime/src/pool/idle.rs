@@ -1439,7 +1439,7 @@ impl Idle {
     }
 
     /// The state of slot `slot` (tests).
-    #[cfg(all(test, not(loom)))]
+    #[cfg(test)]
     pub(crate) fn slot_state(&self, slot: usize) -> SlotState {
         lock(&self.state).slots[slot].state
     }

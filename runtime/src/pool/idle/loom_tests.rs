@@ -670,6 +670,58 @@ fn beside_a_refused_start(slots: usize) -> (Arc<Idle>, Arc<Queue>, usize) {
     (idle, queue, a)
 }
 
+/// A worker back from a park that no wakeup ended (a timeout, a driver
+/// turn for others: `look_first`) looks at the queue before the pool
+/// lock, while a producer pushes and kicks. The item is never stranded:
+/// the worker is on the idle list throughout its look (I3), so a push
+/// its look missed finds it parked, and the producer's kick, under the
+/// lock, either claims it before its lock (it comes back `Kicked`, a
+/// searcher) or after (it parked again, claimed and unparked).
+#[test]
+fn loom_an_unwoken_worker_looking_before_the_lock_strands_nothing() {
+    loom::model(|| {
+        let idle = Arc::new(Idle::new(no_cull(WakeMode::Deferred)));
+        let queue = Arc::new(Queue(Items::new(0)));
+        let Kick::Start(a) = idle.kick() else {
+            panic!("a fresh pool starts a worker")
+        };
+        // What the kick unparks: not this thread, which joins the
+        // producer (a pending unpark there confuses loom's join).
+        let parked = loom::thread::spawn(|| {});
+        idle.started(a, parked.thread().clone());
+        assert!(idle.stop_searching());
+        assert_eq!(
+            idle.enter_idle(a, Instant::now(), || queue.has_work()),
+            Next::Park
+        );
+        let (i, q) = (idle.clone(), queue.clone());
+        let producer = loom::thread::spawn(move || {
+            q.push();
+            i.notify()
+        });
+        let mut wake = WakeQueue::default();
+        let next = idle.leave_idle(
+            a,
+            Instant::now(),
+            false,
+            true,
+            || queue.has_work(),
+            &mut wake,
+        );
+        let kick = producer.join().unwrap();
+        match next {
+            // It saw the item, or was claimed for it.
+            Next::Run | Next::Search => {}
+            Next::Park => assert!(
+                kick == Kick::Woke && idle.slot_state(a) == SlotState::Kicked,
+                "stranded: parked again, the push's kick {kick:?}"
+            ),
+            Next::Exit => panic!("exited with an item queued"),
+        }
+        parked.join().unwrap();
+    });
+}
+
 /// A push while the worker a CPU-hog allowance started blocks
 /// (`block_in_place`) beside the granted poll: the only counted worker is
 /// in that poll, none serves the queues and none can start (both slots
