@@ -94,22 +94,30 @@ fn sleep_reset_in_place_and_deadline() {
     });
 }
 
+/// A sleep of an hour, shared, and a task waiting on it (it has polled
+/// it once), for another task to reset.
+async fn a_task_waiting_on_an_hours_sleep()
+-> (Arc<std::sync::Mutex<wq::time::Sleep>>, wq::JoinHandle<()>) {
+    let s = Arc::new(std::sync::Mutex::new(sleep(Duration::from_secs(3600))));
+    let polled = Arc::new(AtomicUsize::new(0));
+    let waiter = {
+        let (s, polled) = (s.clone(), polled.clone());
+        wq::spawn(std::future::poll_fn(move |cx| {
+            polled.fetch_add(1, Ordering::SeqCst);
+            std::pin::Pin::new(&mut *s.lock().unwrap()).poll(cx)
+        }))
+    };
+    while polled.load(Ordering::SeqCst) == 0 {
+        wq::task::yield_now().await;
+    }
+    (s, waiter)
+}
+
 #[test]
 fn a_sleep_reset_into_the_past_wakes_the_task_waiting_on_it() {
     within_watchdog("reset-past", LIMIT, || {
         rt().block_on(async {
-            let s = Arc::new(std::sync::Mutex::new(sleep(Duration::from_secs(3600))));
-            let polled = Arc::new(AtomicUsize::new(0));
-            let waiter = {
-                let (s, polled) = (s.clone(), polled.clone());
-                wq::spawn(std::future::poll_fn(move |cx| {
-                    polled.fetch_add(1, Ordering::SeqCst);
-                    std::pin::Pin::new(&mut *s.lock().unwrap()).poll(cx)
-                }))
-            };
-            while polled.load(Ordering::SeqCst) == 0 {
-                wq::task::yield_now().await;
-            }
+            let (s, waiter) = a_task_waiting_on_an_hours_sleep().await;
             // Another task moves the deadline to the past: the waiter, not
             // the resetter, must be woken.
             s.lock()
@@ -131,18 +139,7 @@ fn a_sleep_reset_into_the_past_wakes_the_task_waiting_on_it() {
 fn a_sleep_reset_sooner_by_another_task_fires_at_its_new_deadline() {
     within_watchdog("reset-sooner", LIMIT, || {
         rt().block_on(async {
-            let s = Arc::new(std::sync::Mutex::new(sleep(Duration::from_secs(3600))));
-            let polled = Arc::new(AtomicUsize::new(0));
-            let waiter = {
-                let (s, polled) = (s.clone(), polled.clone());
-                wq::spawn(std::future::poll_fn(move |cx| {
-                    polled.fetch_add(1, Ordering::SeqCst);
-                    std::pin::Pin::new(&mut *s.lock().unwrap()).poll(cx)
-                }))
-            };
-            while polled.load(Ordering::SeqCst) == 0 {
-                wq::task::yield_now().await;
-            }
+            let (s, waiter) = a_task_waiting_on_an_hours_sleep().await;
             // Time for the driver to go to sleep until the hour's tick (if
             // it has not, the reset is a plain one, and the test weaker).
             std::thread::sleep(Duration::from_millis(50));

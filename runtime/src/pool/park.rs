@@ -409,26 +409,8 @@ mod tests {
     /// idle worker) writes no eventfd: the next turn waits as asked.
     #[test]
     fn a_wake_during_its_own_turn_leaves_the_next_turn_waiting() {
-        use crate::driver::scheduled_io::Direction;
-        use std::io::Write;
         let p = Parker::new();
-        let mut driver = driver::Driver::new().unwrap();
-        let h = driver.handle().clone();
-        let (mut a, mut a_peer) = mio::net::UnixStream::pair().unwrap();
-        let r = h.register(&mut a).unwrap();
-        let waker = std::task::Waker::from(Arc::new(Unpark(p.unparker())));
-        let mut key = None;
-        let mut cx = std::task::Context::from_waker(&waker);
-        assert!(
-            r.io.poll_ready(&mut cx, Direction::Read, &mut key)
-                .is_pending()
-        );
-        a_peer.write_all(b"x").unwrap();
-        // The turn in this park sees `a` readable and runs the waker.
-        p.park(Duration::from_secs(10), |f| {
-            f(&mut driver);
-            true
-        });
+        let mut driver = park_through_a_readiness(&p, p.unparker());
         assert!(p.was_woken(), "its own turn's wake is a wakeup");
         let start = Instant::now();
         driver.turn(Some(Duration::from_millis(200)));
@@ -437,8 +419,39 @@ mod tests {
             waited >= Duration::from_millis(150),
             "the next turn returned after {waited:?}: the wake wrote the eventfd"
         );
+    }
+
+    /// Parks `p` in a new driver whose turn sees a socket readable, its
+    /// waiter's waker unparking `wakes`; returns the driver (the socket
+    /// deregistered).
+    fn park_through_a_readiness(p: &Parker, wakes: Unparker) -> driver::Driver {
+        use crate::driver::scheduled_io::Direction;
+        use std::io::Write;
+        let mut driver = driver::Driver::new().unwrap();
+        let h = driver.handle().clone();
+        let (mut a, mut a_peer) = mio::net::UnixStream::pair().unwrap();
+        let r = h.register(&mut a).unwrap();
+        let waker = std::task::Waker::from(Arc::new(Unpark(wakes)));
+        let mut key = None;
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(
+            r.io.poll_ready(&mut cx, Direction::Read, &mut key)
+                .is_pending()
+        );
+        a_peer.write_all(b"x").unwrap();
+        // The turn in this park sees `a` readable and runs the waker.
+        let start = Instant::now();
+        p.park(Duration::from_secs(10), |f| {
+            f(&mut driver);
+            true
+        });
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the event ended the turn"
+        );
         r.io.release(&mut key);
         h.deregister(&mut a, &r).unwrap();
+        driver
     }
 
     #[test]
@@ -456,35 +469,11 @@ mod tests {
     /// `look_first`).
     #[test]
     fn a_driver_turn_for_others_is_no_wakeup() {
-        use crate::driver::scheduled_io::Direction;
-        use std::io::Write;
         let p = Parker::new();
-        let mut driver = driver::Driver::new().unwrap();
-        let h = driver.handle().clone();
-        let (mut a, mut a_peer) = mio::net::UnixStream::pair().unwrap();
-        let r = h.register(&mut a).unwrap();
         let other = Parker::new();
-        let waker = std::task::Waker::from(Arc::new(Unpark(other.unparker())));
-        let mut key = None;
-        let mut cx = std::task::Context::from_waker(&waker);
-        assert!(
-            r.io.poll_ready(&mut cx, Direction::Read, &mut key)
-                .is_pending()
-        );
-        a_peer.write_all(b"x").unwrap();
-        let start = Instant::now();
-        p.park(Duration::from_secs(10), |f| {
-            f(&mut driver);
-            true
-        });
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "the event ended the turn"
-        );
+        let _driver = park_through_a_readiness(&p, other.unparker());
         assert!(p.was_in_driver() && !p.was_woken());
         assert!(other.consume(), "the other parker was woken");
-        r.io.release(&mut key);
-        h.deregister(&mut a, &r).unwrap();
     }
 }
 

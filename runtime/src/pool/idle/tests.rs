@@ -633,6 +633,26 @@ fn with_every_slot_held_a_kick_reserves_nothing() {
     assert!(!idle.hint().can_start());
 }
 
+/// A pool of one worker and two slots whose worker is in a poll granted a
+/// CPU-hog allowance, the allowance's worker started and running: (the
+/// pool, the second worker's slot).
+fn a_granted_poll_and_its_replacement() -> (Idle, usize) {
+    let mut cfg = config(1);
+    cfg.slots = 2;
+    let idle = Idle::new(cfg);
+    let Kick::Start(a) = idle.kick() else {
+        panic!()
+    };
+    idle.started(a, unparker());
+    idle.stop_searching();
+    let Some(Kick::Start(b)) = idle.grant_hog(a, true, || true) else {
+        panic!()
+    };
+    idle.started(b, unparker());
+    idle.stop_searching();
+    (idle, b)
+}
+
 /// A producer's kick goes through [`Idle::notify`]'s lock-free look
 /// first: with every counted worker in a granted poll (none parked, none
 /// can start) none serves the queues, and the look must not settle it as
@@ -642,36 +662,12 @@ fn with_every_slot_held_a_kick_reserves_nothing() {
 #[test]
 fn a_push_with_every_counted_worker_granted_reaches_the_rescuer() {
     // Both workers in granted polls.
-    let mut cfg = config(1);
-    cfg.slots = 2;
-    let idle = Idle::new(cfg);
-    let Kick::Start(a) = idle.kick() else {
-        panic!()
-    };
-    idle.started(a, unparker());
-    idle.stop_searching();
-    let Some(Kick::Start(b)) = idle.grant_hog(a, true, || true) else {
-        panic!()
-    };
-    idle.started(b, unparker());
-    idle.stop_searching();
+    let (idle, b) = a_granted_poll_and_its_replacement();
     assert_eq!(idle.grant_hog(b, true, || false), Some(Kick::Busy));
     assert!(idle.hint().unserved() && idle.hint().workers() > 0);
     assert_eq!(idle.notify(), Kick::Mayday);
     // One in a granted poll, the other blocked (`block_in_place`).
-    let mut cfg = config(1);
-    cfg.slots = 2;
-    let idle = Idle::new(cfg);
-    let Kick::Start(a) = idle.kick() else {
-        panic!()
-    };
-    idle.started(a, unparker());
-    idle.stop_searching();
-    let Some(Kick::Start(b)) = idle.grant_hog(a, true, || true) else {
-        panic!()
-    };
-    idle.started(b, unparker());
-    idle.stop_searching();
+    let (idle, b) = a_granted_poll_and_its_replacement();
     assert_eq!(idle.block(b, true, || false), Kick::Busy);
     assert!(idle.hint().unserved() && idle.hint().workers() > 0);
     assert_eq!(idle.notify(), Kick::Mayday);
