@@ -172,6 +172,19 @@ impl Config {
         let cpus = crate::machine::online_cpus();
         let items = a.count("items", 200_000usize)?;
         let producers = a.count("producers", cpus)?;
+        if a.flag("no-tokio") && a.raw("tokio-workers").is_some() {
+            return Err("--tokio-workers with --no-tokio: there is no tokio row to size; give one or the other".into());
+        }
+        let modes: Vec<WakeMode> = a.list("modes", WakeMode::ALL.to_vec())?;
+        if !modes.contains(&WakeMode::Deferred) {
+            for flag in ["named", "capture-off"] {
+                if a.flag(flag) {
+                    return Err(format!(
+                        "--{flag} rows are measured against the deferred `wq::spawn` rows, which --modes leaves out: add deferred to --modes"
+                    ));
+                }
+            }
+        }
         Config {
             producers,
             items,
@@ -179,7 +192,7 @@ impl Config {
             repeat: a.count("repeat", 5usize)?,
             topology: a.raw("topology").map(str::to_owned),
             scopes: a.list("scopes", Scope::ALL.to_vec())?,
-            modes: a.list("modes", WakeMode::ALL.to_vec())?,
+            modes,
             tokio_workers: a.count("tokio-workers", cpus)?,
             spin: spin_arg(a)?,
             workers: workers_arg(a)?,

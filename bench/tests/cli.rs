@@ -169,6 +169,30 @@ fn an_echo_size_past_the_socket_buffers_is_refused() {
     );
 }
 
+/// Options a run would ignore are refused, saying why: tokio's size with
+/// no tokio row; the named and capture-off rows without the deferred rows
+/// they are measured against (they ran, and their targets were silently
+/// left out).
+#[test]
+fn options_a_workqueue_run_would_ignore_are_refused() {
+    for (args, said) in [
+        (
+            &["--no-tokio", "--tokio-workers", "4"][..],
+            "--tokio-workers with --no-tokio",
+        ),
+        (&["--modes", "under_lock", "--named"][..], "--named rows"),
+        (
+            &["--modes", "under_lock", "--capture-off"][..],
+            "--capture-off rows",
+        ),
+    ] {
+        let out = wq_bench(&[&["workqueue", "--items", "10"][..], args].concat());
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(said), "{args:?}: {err}");
+    }
+}
+
 /// `--pad` beside `--layouts`: each layout's process takes its own pad,
 /// and the parent measures nothing, so the pad given was silently unused.
 #[test]
