@@ -68,8 +68,8 @@ pub mod unix {
 
     impl SignalKind {
         /// Any signal by number; one the process may not catch (SIGKILL,
-        /// SIGSTOP, and the faults SIGSEGV, SIGILL, SIGFPE) is refused by
-        /// [`signal`].
+        /// SIGSTOP, and the faults SIGSEGV, SIGILL, SIGFPE), or a number
+        /// that is no signal, is refused by [`signal`].
         pub const fn from_raw(signum: libc::c_int) -> SignalKind {
             SignalKind(signum)
         }
@@ -127,7 +127,9 @@ pub mod unix {
     ///
     /// # Errors
     /// A signal the process may not catch (SIGKILL, SIGSTOP, SIGSEGV,
-    /// SIGILL, SIGFPE), or no file descriptors left for the socket pair.
+    /// SIGILL, SIGFPE), a number that is no signal (`EINVAL`, from
+    /// `sigaction`), no file descriptors left for the socket pair, or a
+    /// runtime that has shut down (or whose driver cannot be made).
     ///
     /// # Panics
     /// Outside a wq runtime, as `wq::spawn`.

@@ -45,6 +45,10 @@ pub(crate) use capture::{
 };
 pub use prometheus::BUCKET_BOUNDS_SECONDS;
 
+/// The HdrHistogram crate whose `Histogram` [`Latency::histogram`] returns,
+/// re-exported so that users name the same version wq was built with.
+pub use hdrhistogram;
+
 use std::fmt;
 use std::time::Duration;
 

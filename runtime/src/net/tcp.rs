@@ -72,7 +72,9 @@ impl TcpListener {
     /// `TcpListener` made from another descriptor), saying which; with
     /// the call's name, if the descriptor is no socket at all
     /// (`ENOTSOCK`); the OS's own error if it cannot be registered with the
-    /// driver (`EEXIST`: a wq socket of this runtime has it already).
+    /// driver (`EEXIST`: a wq socket of this runtime has it already); an
+    /// error saying so if the runtime has shut down or its driver cannot
+    /// be made (out of file descriptors).
     ///
     /// On an error the socket is closed (it was moved in): where the
     /// descriptor must outlive a refusal (to try it as another kind, say),

@@ -74,7 +74,8 @@ impl UnixListener {
     /// (a `UnixListener` made from another descriptor), saying which; with
     /// the call's name, if the descriptor is no socket at all; the OS's own
     /// error if it cannot be registered with the driver (`EEXIST`: a wq
-    /// socket of this runtime has it already).
+    /// socket of this runtime has it already); an error saying so if the
+    /// runtime has shut down or its driver cannot be made.
     ///
     /// On an error the socket is closed (it was moved in): where the
     /// descriptor must outlive a refusal (to try it as another kind, say),

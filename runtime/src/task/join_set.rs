@@ -35,6 +35,11 @@ use super::{JoinError, JoinHandle};
 /// [`JoinHandle::abort`]); [`detach_all`](JoinSet::detach_all) lets them
 /// run on instead.
 ///
+/// Unlike tokio's, the `spawn` methods return nothing (no `AbortHandle`):
+/// a set aborts its tasks together ([`abort_all`](JoinSet::abort_all), or
+/// its drop); a task that may need aborting on its own is better kept as
+/// its [`JoinHandle`] ([`JoinHandle::abort`]) than put in a set.
+///
 /// ```
 /// use wq::task::JoinSet;
 ///

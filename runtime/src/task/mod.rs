@@ -1,4 +1,10 @@
-//! Tasks: the `async-task` cell, its metadata, spawning, and yielding.
+//! Task utilities: [`JoinSet`] (a set of tasks awaited as they finish),
+//! [`yield_now`], [`unconstrained`] (out of the operation budget), and
+//! the [`JoinHandle`] and [`JoinError`] every spawn returns (also at the
+//! crate's root, with [`block_in_place`]).
+//!
+//! The rest of this page is how wq builds a task: the `async-task` cell,
+//! its metadata, spawning, and yielding.
 //!
 //! A task is an `async_task` allocation holding the future, its output slot
 //! and a `TaskMeta`: the task's **home pool** (where every wake re-queues
@@ -305,15 +311,35 @@ const _: () = assert!(
 /// is a deadlock there.
 ///
 /// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+/// use std::time::{Duration, Instant};
+///
 /// #[wq::main(scope = "system", workers = 1)]
 /// async fn main() {
-///     // The pool has one worker; while it blocks, another runs `quick`.
-///     let slow = wq::spawn(async {
-///         wq::block_in_place(|| std::thread::sleep(std::time::Duration::from_millis(50)));
-///     });
-///     let quick = wq::spawn(async { 1 });
-///     assert_eq!(quick.await.unwrap(), 1);
-///     slow.await.unwrap();
+///     // The pool has one worker. `slow` blocks it until `quick` has run,
+///     // which another worker does meanwhile, started at once (without
+///     // `block_in_place` only once the CPU-hog watchdog finds the poll
+///     // blocked, 10 ms by default, or never with detection off).
+///     let (blocking, ran) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+///     let slow = {
+///         let (blocking, ran) = (blocking.clone(), ran.clone());
+///         wq::spawn(async move {
+///             wq::block_in_place(|| {
+///                 blocking.store(true, SeqCst);
+///                 let start = Instant::now();
+///                 while !ran.load(SeqCst) && start.elapsed() < Duration::from_secs(10) {
+///                     std::thread::sleep(Duration::from_millis(1));
+///                 }
+///                 ran.load(SeqCst)
+///             })
+///         })
+///     };
+///     while !blocking.load(SeqCst) {
+///         wq::task::yield_now().await;
+///     }
+///     wq::spawn(async move { ran.store(true, SeqCst) }).await.unwrap();
+///     assert!(slow.await.unwrap(), "`quick` ran while `slow` blocked its worker");
 /// }
 /// ```
 pub fn block_in_place<F, R>(f: F) -> R

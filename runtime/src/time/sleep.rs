@@ -42,8 +42,11 @@ pub struct Sleep {
 ///
 /// # Panics
 /// Outside a wq runtime (call it from a task, inside `Runtime::block_on`
-/// or `#[wq::main]`, or after `Runtime::enter`), or if the runtime's driver
-/// cannot be created (epoll: the process is out of file descriptors).
+/// or `#[wq::main]`, or after `Runtime::enter`), if the runtime's driver
+/// cannot be created (epoll: the process is out of file descriptors), or
+/// in a runtime that has shut down (a `Handle::block_on` after the
+/// `Runtime` was dropped, a `Drop` running in the shutdown), as the
+/// [module docs](crate::time) say.
 ///
 /// ```
 /// # #[wq::main] async fn main() {

@@ -142,7 +142,7 @@ pub enum TopologyErrorKind {
     DuplicateCpu,
     /// SMT siblings (same core) disagree on their LLC, NUMA node or package.
     InconsistentCpu,
-    /// A `cache_shard` size of 0 cores.
+    /// A `cache_shard` size of 0 cores, or of more than [`MAX_CPUS`].
     InvalidShardSize,
     /// A synthetic description that does not parse.
     InvalidSynthetic,
@@ -352,7 +352,9 @@ impl Topology {
     /// Builds a topology from a plain description (pure: reads nothing).
     /// The ids may be any numbers; they are renumbered densely in the order of
     /// each group's first CPU. Errors on an empty list, a duplicate
-    /// `os_index`, or SMT siblings that disagree on LLC, NUMA node or package.
+    /// `os_index`, SMT siblings that disagree on LLC, NUMA node or package,
+    /// and more than [`MAX_CPUS`] CPUs or an `os_index` of `MAX_CPUS * 8`
+    /// or more ([`TopologyErrorKind::TooManyCpus`]).
     ///
     /// ```
     /// use wq::{CpuInfo, Scope, Topology};
@@ -459,7 +461,7 @@ impl Topology {
     }
 
     /// Sets the number of cores in one `cache_shard` pod (default 8) and
-    /// recomputes the pods. Errors on 0.
+    /// recomputes the pods. Errors on 0, and on more than [`MAX_CPUS`].
     ///
     /// ```
     /// use wq::{Scope, Topology};
