@@ -689,8 +689,9 @@ pub fn run(cfg: &Config) -> Result<Vec<Row>, String> {
         // The row that goes first rotates with each repeat: on a shared
         // VM a run times differently by where it falls in the cycle.
         let n = rows.len();
-        for i in run_order(rep, cfg.repeat, n) {
-            let row = &mut rows[i];
+        let first = first_row(rep, cfg.repeat, n);
+        for k in 0..n {
+            let row = &mut rows[(first + k) % n];
             let run = run_target(cfg, row.target)?;
             crate::progress!(
                 "[{}/{}] {:<24} {:>10} items/s  enqueue p95 {:>8}  rtt p50 {:>8}",
@@ -914,32 +915,18 @@ pub fn same_pool_groups(cfg: &Config) -> Option<Vec<Vec<Scope>>> {
 /// the rotation strides over the whole order, so that each row runs at
 /// places spread over the cycle (stepping by one, 5 repeats of 25 rows
 /// put tokio's row, the last, at places 20-24 only: late in every
-/// repeat, where a drifting VM was slowest or fastest).
+/// repeat, where a drifting VM was slowest or fastest). The order stays
+/// cyclic, so a row follows the same row in every repeat but the one it
+/// opens (each run's threads are joined before the next run starts): an
+/// order run backward in odd repeats varied that, but put rows at the
+/// same place twice where repeats and rows are as many and odd (`ad613da`,
+/// reverted).
 pub fn first_row(rep: usize, repeat: usize, n: usize) -> usize {
     if repeat >= n {
         rep % n
     } else {
         rep * n / repeat
     }
-}
-
-/// The order of the `n` rows in repeat `rep` of `repeat`: from
-/// [`first_row`], forward in even repeats and backward in odd ones, so a
-/// row follows one neighbour in half the repeats and the other in the
-/// rest (in one direction tokio's row, the last, followed the last wq row
-/// in every repeat it did not open; each run's threads are joined before
-/// the next starts, but what a run leaves in the caches is not).
-pub fn run_order(rep: usize, repeat: usize, n: usize) -> Vec<usize> {
-    let first = first_row(rep, repeat, n);
-    (0..n)
-        .map(|k| {
-            if rep.is_multiple_of(2) {
-                (first + k) % n
-            } else {
-                (first + n - k) % n
-            }
-        })
-        .collect()
 }
 
 /// The noise floor of `scope`'s rows: the largest spread (max over min,
@@ -1365,28 +1352,6 @@ mod tests {
         assert_eq!(places, [24, 19, 14, 9, 4]);
         let firsts: Vec<usize> = (0..6).map(|r| first_row(r, 6, 3)).collect();
         assert_eq!(firsts, [0, 1, 2, 0, 1, 2]);
-    }
-
-    /// Every row runs once per repeat, and the last row (tokio's) follows
-    /// different rows from repeat to repeat.
-    #[test]
-    fn the_run_order_alternates_its_direction() {
-        for (repeat, n) in [(5, 25), (3, 4), (5, 13), (6, 3)] {
-            let mut before_last = std::collections::BTreeSet::new();
-            for rep in 0..repeat {
-                let order = run_order(rep, repeat, n);
-                let mut sorted = order.clone();
-                sorted.sort_unstable();
-                assert_eq!(sorted, (0..n).collect::<Vec<_>>(), "{repeat} x {n}");
-                if let Some(at) = order.iter().position(|&i| i == n - 1)
-                    && at > 0
-                {
-                    before_last.insert(order[at - 1]);
-                }
-            }
-            assert!(before_last.len() >= 2, "{repeat} x {n}: {before_last:?}");
-        }
-        assert_eq!(run_order(1, 3, 4), [1, 0, 3, 2]);
     }
 
     /// A loss is judged on the floor's scale (max over min): deferred at

@@ -91,7 +91,8 @@ impl<T> Drop for Guarded<T> {
 /// Awaiting it gives `Ok(output)`, or a [`JoinError`] if the task panicked
 /// or was cancelled (by [`abort`](JoinHandle::abort), or because the runtime
 /// shut down first), or was refused at its spawn (the runtime shut down, a
-/// named workqueue draining: [`JoinError::is_refused`]). Dropping it detaches the task: it runs on, and its
+/// named workqueue being drained or over its items in flight:
+/// [`JoinError::is_refused`]). Dropping it detaches the task: it runs on, and its
 /// output is dropped. It gives its result once: a poll after that panics
 /// (a caller's bug); it is a `FusedFuture`, so `futures::select!` in a
 /// loop skips a handle that has answered.
@@ -588,8 +589,9 @@ impl JoinError {
 
     /// The task was cancelled: aborted, or its runtime shut down, or it
     /// was never run, refused at its spawn ([`is_refused`](Self::is_refused):
-    /// the runtime had shut down, or a named workqueue was draining or
-    /// closed). Tell a refusal from a cancellation with `is_refused`.
+    /// the runtime had shut down, or a named workqueue was being drained or
+    /// held over a billion items in flight). Tell a refusal from a
+    /// cancellation with `is_refused`.
     pub fn is_cancelled(&self) -> bool {
         matches!(self.repr, Repr::Cancelled(_) | Repr::Refused(_))
     }

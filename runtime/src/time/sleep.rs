@@ -44,9 +44,11 @@ pub struct Sleep {
 /// Outside a wq runtime (call it from a task, inside `Runtime::block_on`
 /// or `#[wq::main]`, or after `Runtime::enter`), if the runtime's driver
 /// cannot be created (epoll: the process is out of file descriptors), or
-/// in a runtime that has shut down (a `Handle::block_on` after the
-/// `Runtime` was dropped, a `Drop` running in the shutdown), as the
-/// [module docs](crate::time) say.
+/// in a runtime that shut down before it had made its driver. A sleep of
+/// a runtime that has shut down (a `Handle::block_on` after the `Runtime`
+/// was dropped, a `Drop` running in the shutdown) panics when it is
+/// polled with its deadline still ahead, and completes if the deadline
+/// has passed, as the [module docs](crate::time) say.
 ///
 /// ```
 /// # #[wq::main] async fn main() {
