@@ -604,41 +604,12 @@ fn lock_acquisitions_are_counted_and_readers_are_not() {
     assert_eq!((c.lock_acquisitions, c.lock_contended), (2, 0));
 }
 
-#[test]
-fn with_every_slot_held_a_kick_reserves_nothing() {
-    // Two slots, both running (one over the maximum, as a CPU-hog
-    // allowance or a blocked worker's replacement leaves it).
+/// A pool of one worker and `slots` slots whose worker (`a`) is in a poll
+/// granted a CPU-hog allowance, the allowance's worker (`b`) started and
+/// running: (the pool, `a`, `b`).
+fn a_granted_poll_and_its_replacement(slots: usize) -> (Idle, usize, usize) {
     let mut cfg = config(1);
-    cfg.slots = 2;
-    let idle = Idle::new(cfg);
-    let Kick::Start(a) = idle.kick() else {
-        panic!()
-    };
-    idle.started(a, unparker());
-    idle.stop_searching();
-    assert_eq!(
-        idle.grant_hog(a, true, || true)
-            .map(|k| matches!(k, Kick::Start(_))),
-        Some(true)
-    );
-    idle.started(1 - a, unparker());
-    idle.stop_searching();
-    assert_eq!(idle.grant_hog(1 - a, true, || false), Some(Kick::Busy));
-    // Room by count (1 + 2 allowances), but no slot: no reservation, and
-    // no searcher left counted for a thread that will never come. Both
-    // workers are in granted polls: none serves the queue, so the kick
-    // hands the pool to the rescuer.
-    assert_eq!(idle.kick(), Kick::Mayday);
-    assert_eq!(idle.hint().searching(), 0);
-    assert!(!idle.hint().can_start());
-}
-
-/// A pool of one worker and two slots whose worker is in a poll granted a
-/// CPU-hog allowance, the allowance's worker started and running: (the
-/// pool, the second worker's slot).
-fn a_granted_poll_and_its_replacement() -> (Idle, usize) {
-    let mut cfg = config(1);
-    cfg.slots = 2;
+    cfg.slots = slots;
     let idle = Idle::new(cfg);
     let Kick::Start(a) = idle.kick() else {
         panic!()
@@ -646,11 +617,26 @@ fn a_granted_poll_and_its_replacement() -> (Idle, usize) {
     idle.started(a, unparker());
     idle.stop_searching();
     let Some(Kick::Start(b)) = idle.grant_hog(a, true, || true) else {
-        panic!()
+        panic!("the allowance starts a worker for queued work")
     };
     idle.started(b, unparker());
     idle.stop_searching();
-    (idle, b)
+    (idle, a, b)
+}
+
+#[test]
+fn with_every_slot_held_a_kick_reserves_nothing() {
+    // Two slots, both running (one over the maximum, as a CPU-hog
+    // allowance or a blocked worker's replacement leaves it).
+    let (idle, _, b) = a_granted_poll_and_its_replacement(2);
+    assert_eq!(idle.grant_hog(b, true, || false), Some(Kick::Busy));
+    // Room by count (1 + 2 allowances), but no slot: no reservation, and
+    // no searcher left counted for a thread that will never come. Both
+    // workers are in granted polls: none serves the queue, so the kick
+    // hands the pool to the rescuer.
+    assert_eq!(idle.kick(), Kick::Mayday);
+    assert_eq!(idle.hint().searching(), 0);
+    assert!(!idle.hint().can_start());
 }
 
 /// A producer's kick goes through [`Idle::notify`]'s lock-free look
@@ -662,12 +648,12 @@ fn a_granted_poll_and_its_replacement() -> (Idle, usize) {
 #[test]
 fn a_push_with_every_counted_worker_granted_reaches_the_rescuer() {
     // Both workers in granted polls.
-    let (idle, b) = a_granted_poll_and_its_replacement();
+    let (idle, _, b) = a_granted_poll_and_its_replacement(2);
     assert_eq!(idle.grant_hog(b, true, || false), Some(Kick::Busy));
     assert!(idle.hint().unserved() && idle.hint().workers() > 0);
     assert_eq!(idle.notify(), Kick::Mayday);
     // One in a granted poll, the other blocked (`block_in_place`).
-    let (idle, b) = a_granted_poll_and_its_replacement();
+    let (idle, _, b) = a_granted_poll_and_its_replacement(2);
     assert_eq!(idle.block(b, true, || false), Kick::Busy);
     assert!(idle.hint().unserved() && idle.hint().workers() > 0);
     assert_eq!(idle.notify(), Kick::Mayday);
@@ -678,21 +664,9 @@ fn a_push_with_every_counted_worker_granted_reaches_the_rescuer() {
 /// would let the pool start two workers beyond its maximum.
 #[test]
 fn a_granted_poll_that_blocks_gives_its_allowance_up() {
-    let mut cfg = config(1);
-    cfg.slots = 4;
-    let idle = Idle::new(cfg);
-    let Kick::Start(a) = idle.kick() else {
-        panic!()
-    };
-    idle.started(a, unparker());
-    idle.stop_searching();
-    // The allowance starts a second worker for queued work.
-    let Some(Kick::Start(b)) = idle.grant_hog(a, true, || true) else {
-        panic!()
-    };
+    // The allowance started a second worker for queued work.
+    let (idle, a, _) = a_granted_poll_and_its_replacement(4);
     assert_eq!(idle.grant_hog(a, true, || true), None, "one grant per slot");
-    idle.started(b, unparker());
-    idle.stop_searching();
     // The hog blocks: without giving up the allowance, a third worker
     // could start (max 1 + extra 1, 1 counted).
     assert_eq!(idle.block(a, true, || false), Kick::Busy);
@@ -779,6 +753,18 @@ fn every_wake_follows_the_wake_mode() {
     }
 }
 
+/// A look at the queues that answers `has`, asserting the pool lock is
+/// not held while it is made.
+fn looked_without_the_lock(idle: &Idle, has: bool) -> impl FnOnce() -> bool + '_ {
+    move || {
+        assert!(
+            idle.state.try_lock().is_ok(),
+            "the queues were looked at under the pool lock"
+        );
+        has
+    }
+}
+
 /// A worker back from its park unwoken (a driver turn, a timeout) looks
 /// at the queues before the pool lock (a wide pool's O(workers) fenced
 /// loads held it against every kick once per driver turn), then acts on
@@ -788,16 +774,7 @@ fn every_wake_follows_the_wake_mode() {
 fn a_worker_back_unwoken_looks_at_the_queues_without_the_pool_lock() {
     let idle = Idle::new(config(4));
     idle_workers(&idle, 2, Instant::now());
-    let idle = &idle;
-    let free = |has: bool| {
-        move || {
-            assert!(
-                idle.state.try_lock().is_ok(),
-                "the queues were looked at under the pool lock"
-            );
-            has
-        }
-    };
+    let free = |has| looked_without_the_lock(&idle, has);
     let mut wake = WakeQueue::default();
     let locks = idle.snapshot().counters.lock_acquisitions;
     assert_eq!(
@@ -843,16 +820,7 @@ fn a_block_looks_at_the_queues_without_the_pool_lock() {
     running_workers(&idle, 2);
     assert_eq!(idle.enter_idle(1, Instant::now(), || false), Next::Park);
     let locks = idle.snapshot().counters.lock_acquisitions;
-    let idle = &idle;
-    let free = |has: bool| {
-        move || {
-            assert!(
-                idle.state.try_lock().is_ok(),
-                "the queues were looked at under the pool lock"
-            );
-            has
-        }
-    };
+    let free = |has| looked_without_the_lock(&idle, has);
     assert_eq!(idle.block(0, true, free(false)), Kick::Busy);
     assert_eq!(
         idle.snapshot().counters.lock_acquisitions,
