@@ -157,8 +157,17 @@ pub(crate) const SPIN_CHECKS: u32 = 8;
 /// it. Every 64 checks, as before, was every 6-10 us on the 2-vCPU VM
 /// (each check reads lines other CPUs write), and the woken producer's
 /// wait was most of the seed shape's round-trip tail
-/// (`docs/benchmarks.md`, section 3).
-pub(crate) const SPIN_YIELD_EVERY: Duration = Duration::from_micros(1);
+/// (`docs/benchmarks.md`, section 3). Every microsecond, as until
+/// 2026-12-06, each yield beside a busy neighbour was one more chance to
+/// lose the CPU to it for a scheduler slice while counted as searching
+/// (new work coalesces on a searcher): tokio's chained_spawn stalled over
+/// 2 ms more often than with 2 us (`docs/benchmarks.md`, section 5). A
+/// spin whose budget misses have halved yields every half budget instead
+/// ([`Spin::yield_every_ns`]): one that ended without a yield left a
+/// producer woken on its CPU waiting for it to park, and the seed shape's
+/// `system` workers parked per item in some runs (and at 4 or 8 us for
+/// every spin, beside busy loops, the `cpu` ones).
+pub(crate) const SPIN_YIELD_EVERY: Duration = Duration::from_micros(2);
 /// A yield that takes this long means a thread that does not give the CPU
 /// back ran on it: a busy neighbour holding a scheduler slice (0.75-3 ms
 /// on current kernels), not one of the runtime's own short-lived threads
@@ -565,6 +574,13 @@ impl Spin {
         self.max_ns >> self.misses.min(MAX_MISS_SHIFT)
     }
 
+    /// How long the spin may go without yielding: [`SPIN_YIELD_EVERY`],
+    /// or half the budget if that is shorter, so that every spin yields
+    /// at least once before it ends (see the constant).
+    fn yield_every_ns(&self) -> u64 {
+        (SPIN_YIELD_EVERY.as_nanos() as u64).min(self.budget_ns() / 2)
+    }
+
     /// A spin found work: the whole budget next time.
     fn hit(&mut self) {
         self.misses = 0;
@@ -810,6 +826,7 @@ impl Core {
             return false;
         };
         let mut yielded = start;
+        let yield_every = self.spin.yield_every_ns();
         loop {
             for _ in 0..SPIN_CHECKS {
                 // The injector only, and the alert of a worker that left
@@ -846,7 +863,7 @@ impl Core {
                 self.spin.miss();
                 return false;
             }
-            if clock::delay_ns(yielded, now) < SPIN_YIELD_EVERY.as_nanos() as u64 {
+            if clock::delay_ns(yielded, now) < yield_every {
                 continue;
             }
             // Give the CPU to a runnable thread, if any (a producer woken
@@ -1232,5 +1249,29 @@ mod tests {
         let few = [7, 9];
         let many: Vec<usize> = (0..8).map(|s| virtual_cpu(&few, s, 4)).collect();
         assert_eq!(many, [7, 9, 7, 9, 7, 9, 7, 9]);
+    }
+
+    /// Every spin yields before its budget runs out, at any number of
+    /// misses (one that did not left a producer woken on its CPU waiting
+    /// for the park: the seed shape parked per item), and a long one
+    /// yields every `SPIN_YIELD_EVERY`, not more often.
+    #[test]
+    fn a_spin_yields_before_its_budget_ends() {
+        use super::{MAX_MISS_SHIFT, SPIN_YIELD_EVERY, Spin};
+        let every = SPIN_YIELD_EVERY.as_nanos() as u64;
+        for max_us in [1, 3, 20, 100, 100_000] {
+            let mut spin = Spin::new(std::time::Duration::from_micros(max_us));
+            for _ in 0..=MAX_MISS_SHIFT + 1 {
+                let (budget, yield_every) = (spin.budget_ns(), spin.yield_every_ns());
+                assert!(
+                    yield_every < budget && yield_every <= every,
+                    "budget {budget} ns, a yield every {yield_every} ns"
+                );
+                if budget >= 2 * every {
+                    assert_eq!(yield_every, every, "budget {budget} ns");
+                }
+                spin.miss();
+            }
+        }
     }
 }
