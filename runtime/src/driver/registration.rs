@@ -408,20 +408,19 @@ impl<S: mio::event::Source> Datagram<S> {
     /// has nothing queued.
     pub(crate) fn try_recv_with<R>(
         &self,
-        mut f: impl FnMut(&S) -> io::Result<R>,
+        f: impl FnMut(&S) -> io::Result<R>,
         at_shut: impl Fn() -> io::Result<R>,
     ) -> io::Result<R> {
         let shut = |e: &io::Error| {
             e.kind() == io::ErrorKind::WouldBlock && self.read_shut.load(Ordering::SeqCst)
         };
         // Its own `WouldBlock` once shut is mapped inside `try_io`, as a
-        // waiting receive's is (`receive`): left to `try_io`, it cleared
-        // the readiness the shutdown's event raised, and a waiting receive
-        // after it waited for an event that never comes.
-        let mut f = |s: &S| match f(s) {
-            Err(e) if shut(&e) => at_shut(),
-            r => r,
-        };
+        // waiting receive's is, asking the socket once more first
+        // (`receive`): left to `try_io`, it cleared the readiness the
+        // shutdown's event raised, and a waiting receive after it waited
+        // for an event that never comes; mapped at once, a datagram that
+        // came between the call and a shutdown came after the end.
+        let mut f = self.receive(f, at_shut);
         // Shut: the socket itself says whether anything is queued (Linux
         // delivers what came before the shutdown). Its readiness may not
         // know yet -- an event the driver has not turned to -- and "not
@@ -525,6 +524,49 @@ mod tests {
                 .unwrap();
             assert_eq!(got.unwrap(), 0, "the end, once shut");
             drop(b);
+        });
+    }
+
+    /// A `try_recv` whose call found nothing, with a datagram and a
+    /// shutdown for reading coming between the call and its look at the
+    /// mark, gets the datagram, and the end after it (it answered the end
+    /// at once, and the datagram came after it).
+    #[test]
+    fn a_try_recv_racing_a_shutdown_for_reading_gets_what_came_before_it() {
+        let rt = crate::Runtime::new().unwrap();
+        rt.block_on(async {
+            let (a, b) = mio::net::UnixDatagram::pair().unwrap();
+            let driver = crate::scheduler::services::current_driver("the test").unwrap();
+            let sock = super::Datagram::new(super::PollIo::new(driver, a).unwrap());
+            // Readable, and left so by a receive that got a datagram.
+            b.send(b"a").unwrap();
+            sock.ready(super::Direction::Read).await.unwrap();
+            let mut buf = [0u8; 8];
+            let got = sock.try_recv_with(|s| s.recv(&mut buf), || Ok(0));
+            assert_eq!(got.unwrap(), 1);
+            let mut first = true;
+            let got = sock.try_recv_with(
+                |s| {
+                    if std::mem::take(&mut first) {
+                        // The call found nothing; then a datagram, and the
+                        // shutdown.
+                        b.send(b"b").unwrap();
+                        sock.shutdown(true, |s| s.shutdown(std::net::Shutdown::Read))
+                            .unwrap();
+                        return Err(std::io::ErrorKind::WouldBlock.into());
+                    }
+                    s.recv(&mut buf)
+                },
+                || Ok(0),
+            );
+            assert_eq!(
+                got.unwrap(),
+                1,
+                "the datagram that came before the shutdown"
+            );
+            assert_eq!(&buf[..1], b"b");
+            let end = sock.try_recv_with(|s| s.recv(&mut buf), || Ok(0));
+            assert_eq!(end.unwrap(), 0, "then the end");
         });
     }
 }
