@@ -545,6 +545,13 @@ impl Queue {
         while let Some((waiting, _)) = self.inactive.pop() {
             drop(waiting);
         }
+        self.refuse_counted(stripe, color);
+    }
+
+    /// A spawn counted in flight found the queue closed before creating
+    /// its task: the count goes back (with no slot taken, nothing to look
+    /// at on the list).
+    fn refuse_counted(&self, stripe: usize, color: u8) {
         let step = QueueLink::finishing(self, false, color, stripe as u8);
         let mut waiters = Vec::new();
         // SAFETY: read just now, the item counted; the spawner's handle
@@ -1146,6 +1153,15 @@ impl QueueHandle {
             let handle = task::spawn_released(link, color, stripe as u8, pool, future);
             (handle, Some(pool))
         } else {
+            #[cfg(all(test, not(loom)))]
+            tests::BEFORE_WAITING_RECHECK.with(|h| h.take().map(|f| f(queue)));
+            // As above: an item that waits, pushed after the shutdown
+            // closed the queue, was released into a closed pool or dropped
+            // by the next slot put down -- cancelled, not refused.
+            if queue.closed.load(Ordering::Acquire) || scheduler.is_closed() {
+                queue.refuse_counted(stripe, color);
+                return Err((queue.refuse(Refused::Closed), future));
+            }
             let (runnable, handle) = task::spawn_unreleased(link, color, stripe as u8, future);
             // The item waits and is released later, maybe by another
             // thread: it keeps the CPU it was submitted on for its
@@ -1239,6 +1255,10 @@ mod tests {
         /// just before it looks at `closed` again.
         pub(super) static BEFORE_CLOSED_RECHECK: std::cell::Cell<Hook> =
             const { std::cell::Cell::new(None) };
+        /// Test hook: runs in a spawn that must wait for a slot, on this
+        /// thread, just before it looks at `closed` again.
+        pub(super) static BEFORE_WAITING_RECHECK: std::cell::Cell<Hook> =
+            const { std::cell::Cell::new(None) };
     }
 
     /// A spawn admitted as its queue closes drops the future it refuses;
@@ -1310,6 +1330,52 @@ mod tests {
             "accepted, then cancelled by the shutdown"
         );
         assert_eq!((stats.in_flight, stats.active), (0, 0), "{stats:?}");
+    }
+
+    /// A spawn that must wait for a slot, made while the runtime shuts
+    /// down (its pools closed, its queues not yet), is refused too: it was
+    /// accepted, and its handle said cancelled.
+    #[test]
+    fn a_spawn_that_must_wait_as_the_runtime_shuts_down_is_refused() {
+        use std::sync::atomic::Ordering;
+        let rt = crate::Runtime::builder().build().unwrap();
+        let q = crate::Workqueue::builder("shutting")
+            .max_active(1)
+            .build(rt.handle())
+            .unwrap();
+        // The one slot, held.
+        let holder = q.spawn(std::future::pending::<()>());
+        let scheduler = rt.handle().scheduler.clone();
+        let s = scheduler.clone();
+        BEFORE_WAITING_RECHECK.with(|h| {
+            h.set(Some(Box::new(move |_: &Queue| {
+                s.closed.store(true, Ordering::Release);
+                for pool in crate::loom::lock(&s.all_pools).iter() {
+                    pool.close();
+                }
+            })))
+        });
+        let spawned = q.try_spawn(async {});
+        let refused = spawned
+            .as_ref()
+            .err()
+            .map(crate::runtime::workqueue::SpawnError::is_shut_down);
+        let stats = q.stats();
+        scheduler.closed.store(false, Ordering::Release);
+        drop(spawned);
+        drop(holder);
+        drop(q);
+        drop(rt);
+        assert_eq!(
+            refused,
+            Some(true),
+            "accepted, then cancelled by the shutdown"
+        );
+        assert_eq!(
+            (stats.in_flight, stats.inactive, stats.refused),
+            (1, 0, 1),
+            "{stats:?}"
+        );
     }
 
     /// Flushes given up in line behind a served one keep nothing: neither
