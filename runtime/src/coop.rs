@@ -6,8 +6,10 @@
 //! - A poll of a task by a worker or the rescuer, and each poll of
 //!   `block_on`'s future, runs with a budget of [`PER_POLL`] operations
 //!   ([`with_budget`]; after the poll, even one that unwinds, the thread
-//!   has no budget again). Anywhere else (a wq future polled by another
-//!   executor) there is no budget: no limit.
+//!   has the budget it had before: none, unless the poll was nested in
+//!   another, as a `block_on` inside `block_on`'s future is, whose budget
+//!   goes on). Anywhere else (a wq future polled by another executor)
+//!   there is no budget: no limit.
 //! - Every readiness check of a socket (`ScheduledIo::poll_ready`, which
 //!   every read, write, accept, connect and datagram goes through) asks
 //!   [`poll_proceed`] first. With the budget spent, the task is woken
@@ -63,19 +65,20 @@ thread_local! {
     static BUDGET: Cell<u32> = const { Cell::new(UNCONSTRAINED) };
 }
 
-/// Runs `poll` (one poll of a task) with a fresh budget, then leaves the
-/// thread with none (also if `poll` unwinds: a foreign executor polling
-/// wq I/O on this thread later must not find a spent one).
+/// Runs `poll` (one poll of a task) with a fresh budget, then gives the
+/// thread the budget it had back, also if `poll` unwinds: none outside a
+/// poll (a foreign executor polling wq I/O on this thread later must not
+/// find a spent one); the rest of the outer poll's for a nested one (a
+/// `block_on` inside `block_on`'s future left it unlimited).
 #[inline]
 pub(crate) fn with_budget<R>(poll: impl FnOnce() -> R) -> R {
-    struct Clear;
-    impl Drop for Clear {
+    struct Restore(u32);
+    impl Drop for Restore {
         fn drop(&mut self) {
-            BUDGET.with(|b| b.set(UNCONSTRAINED));
+            BUDGET.with(|b| b.set(self.0));
         }
     }
-    BUDGET.with(|b| b.set(PER_POLL));
-    let _clear = Clear;
+    let _restore = Restore(BUDGET.with(|b| b.replace(PER_POLL)));
     poll()
 }
 

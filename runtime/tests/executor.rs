@@ -831,11 +831,32 @@ fn enter_guards_dropped_out_of_order_panic_with_what_to_do() {
         .unwrap();
     assert!(msg.contains("reverse order"), "{msg}");
     drop(inner);
+    // With no guard left, no runtime is current (the outer guard's drop
+    // restored nothing, and the inner one's put the outer runtime back).
+    assert!(
+        Handle::try_current().is_none(),
+        "a runtime current with no guard"
+    );
     // In order is fine.
     let g1 = a.enter();
     let g2 = b.enter();
     drop(g2);
     drop(g1);
+    assert!(Handle::try_current().is_none());
+    // A middle guard dropped first: the one above it restores what it
+    // would have (`a`), and the one below is then dropped in order.
+    let g1 = a.enter();
+    let g2 = b.enter();
+    let g3 = a.enter();
+    let middle = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(g2)));
+    assert!(middle.is_err());
+    drop(g3);
+    assert!(
+        Handle::try_current().is_some(),
+        "g1's runtime is current again"
+    );
+    drop(g1);
+    assert!(Handle::try_current().is_none());
 }
 
 #[test]
@@ -2225,6 +2246,45 @@ fn joining_finished_handles_spends_the_operation_budget() {
         assert!(
             polls.load(Ordering::SeqCst) > 1,
             "1000 joins in one poll: the budget was not spent"
+        );
+    });
+}
+
+/// A `block_on` nested in `block_on`'s future runs, and gives the outer
+/// poll the rest of its operation budget back: it left the thread with no
+/// budget, and the outer poll joined every finished handle at once.
+#[test]
+fn a_nested_block_on_runs_and_gives_the_budget_back() {
+    within(60, || {
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
+            .build()
+            .unwrap();
+        let handle = rt.handle().clone();
+        let (inner, ready) = rt.block_on(async {
+            let mut handles: Vec<_> = (0..300).map(|i| wq::spawn(async move { i })).collect();
+            while !handles.iter().all(|h| h.is_finished()) {
+                wq::task::yield_now().await;
+            }
+            // One poll from here: the nested call, then the joins.
+            let inner = handle.block_on(async { wq::spawn(async { 7 }).await.unwrap() });
+            let mut ready = 0;
+            for h in &mut handles {
+                match futures::poll!(h) {
+                    std::task::Poll::Ready(r) => {
+                        r.unwrap();
+                        ready += 1;
+                    }
+                    std::task::Poll::Pending => break,
+                }
+            }
+            (inner, ready)
+        });
+        assert_eq!(inner, 7);
+        assert!(
+            (1..300).contains(&ready),
+            "{ready} of 300 finished handles joined in one poll after a nested block_on \
+             (the budget is 128 operations a poll)"
         );
     });
 }

@@ -230,9 +230,11 @@ impl Runtime {
     /// Returns whether every thread exited in time; those that did not are
     /// left to finish on their own.
     ///
-    /// `Duration::ZERO` signals the threads and returns at once (false: a
-    /// runtime always has its rescuer thread), as tokio's
-    /// `shutdown_background`. The timeout bounds the waits, not the drops:
+    /// `Duration::ZERO` signals the threads and returns without waiting
+    /// for any still at work (threads past their work get the 100 ms for
+    /// their destructors), as tokio's `shutdown_background`; what it
+    /// returns then says only whether every thread, the runtime's rescuer
+    /// among them, happened to have exited already. The timeout bounds the waits, not the drops:
     /// the futures still queued are dropped on the calling thread first,
     /// and a `Drop` that blocks holds the call that long.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> bool {

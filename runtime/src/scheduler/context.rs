@@ -18,6 +18,12 @@ thread_local! {
     /// before a later one is seen out of order even when both made the
     /// same runtime current.
     static DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// What guards dropped out of order would have restored, by their
+    /// depth: the guard above such a guard restores it in its place when
+    /// it drops (so the thread ends with the runtime it had before its
+    /// first guard, not one left current with no guard alive). Empty but
+    /// after that misuse.
+    static SKIPPED: RefCell<Vec<(u32, Option<Arc<Scheduler>>)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Restores the previous current runtime when dropped. Not `Send`: it
@@ -77,7 +83,7 @@ pub(crate) fn try_enter(scheduler: Arc<Scheduler>) -> Option<ContextGuard> {
 
 impl Drop for ContextGuard {
     fn drop(&mut self) {
-        let prev = self.prev.take();
+        let mut prev = self.prev.take();
         let in_order = RUNTIME.try_with(|c| {
             let mut cur = c.borrow_mut();
             let in_order = DEPTH.with(|d| d.get()) == self.depth
@@ -85,16 +91,26 @@ impl Drop for ContextGuard {
                     .as_ref()
                     .is_some_and(|s| std::ptr::eq(Arc::as_ptr(s), self.set));
             if in_order {
-                // Out of order, the depth stays: the later guard's drop is
-                // then in order, and restores what it found.
-                DEPTH.with(|d| d.set(d.get() - 1));
-            }
-            if in_order {
+                // Guards just below it dropped out of order: what they
+                // would have restored goes back instead, and the depth
+                // steps past them.
+                let mut depth = self.depth;
+                while let Some(skipped) = SKIPPED.with(|s| {
+                    let mut s = s.borrow_mut();
+                    let i = s.iter().position(|(d, _)| *d + 1 == depth)?;
+                    Some(s.swap_remove(i).1)
+                }) {
+                    // Kept, not dropped: a `with_current` in progress may
+                    // be using it (its safety argument).
+                    std::mem::forget(std::mem::replace(&mut prev, skipped));
+                    depth -= 1;
+                }
+                DEPTH.with(|d| d.set(depth - 1));
                 *cur = prev;
             } else {
-                // Kept, not dropped: a `with_current` in progress may be
-                // using it (its safety argument).
-                std::mem::forget(prev);
+                // Out of order, the depth stays: the later guard's drop is
+                // then in order, and restores what this one would have.
+                let _ = SKIPPED.try_with(|s| s.borrow_mut().push((self.depth, prev)));
             }
             in_order
         });
