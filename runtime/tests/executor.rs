@@ -2337,6 +2337,7 @@ fn block_on_in_a_tls_destructor_child() {
     let mode: &'static str = match mode.to_str() {
         Some("timer") => "timer",
         Some("current") => "current",
+        Some("early") => "early",
         _ => "",
     };
     std::thread_local! {
@@ -2345,6 +2346,12 @@ fn block_on_in_a_tls_destructor_child() {
     let rt = Runtime::new().unwrap();
     let h = rt.handle().clone();
     std::thread::spawn(move || {
+        if mode == "early" {
+            // wq's current runtime first, then this thread-local, then the
+            // rest of wq's (a guard's first drop below): at the exit the
+            // connection's flush runs between them.
+            assert!(wq::Handle::try_current().is_none());
+        }
         // This thread-local first, wq's after: wq's is destroyed first at
         // the thread's exit, before the connection's flush.
         CONN.with(|c| *c.borrow_mut() = Some(Conn(h.clone(), mode)));
@@ -2367,14 +2374,18 @@ fn block_on_in_a_thread_locals_destructor_runs() {
             mode,
         )
     };
-    let out = child("1");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("flushed 42"),
-        "the child {}: {stdout}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // "early": wq's current runtime outlives the connection, the rest of
+    // its thread-locals not (a guard's drop there aborted the process).
+    for mode in ["1", "early"] {
+        let out = child(mode);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("flushed 42"),
+            "the child ({mode}) {}: {stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     // A timer there cannot work (no runtime can be current): the panic,
     // an abort in a destructor, says where it was and why, not "outside a
     // wq runtime" from inside a block_on.

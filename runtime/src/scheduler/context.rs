@@ -94,12 +94,19 @@ impl Drop for ContextGuard {
                 // Guards just below it dropped out of order: what they
                 // would have restored goes back instead, and the depth
                 // steps past them.
+                // (`try_with`: in a thread-local's destructor that runs
+                // after `SKIPPED`'s and before `RUNTIME`'s, a guard still
+                // drops; nothing was skipped there, or it is gone.)
                 let mut depth = self.depth;
-                while let Some(skipped) = SKIPPED.with(|s| {
-                    let mut s = s.borrow_mut();
-                    let i = s.iter().position(|(d, _)| *d + 1 == depth)?;
-                    Some(s.swap_remove(i).1)
-                }) {
+                while let Some(skipped) = SKIPPED
+                    .try_with(|s| {
+                        let mut s = s.borrow_mut();
+                        let i = s.iter().position(|(d, _)| *d + 1 == depth)?;
+                        Some(s.swap_remove(i).1)
+                    })
+                    .ok()
+                    .flatten()
+                {
                     // Kept, not dropped: a `with_current` in progress may
                     // be using it (its safety argument).
                     std::mem::forget(std::mem::replace(&mut prev, skipped));
@@ -110,7 +117,11 @@ impl Drop for ContextGuard {
             } else {
                 // Out of order, the depth stays: the later guard's drop is
                 // then in order, and restores what this one would have.
-                let _ = SKIPPED.try_with(|s| s.borrow_mut().push((self.depth, prev)));
+                // Kept, not dropped, where `SKIPPED` is gone too.
+                let mut prev = Some(prev);
+                let _ =
+                    SKIPPED.try_with(|s| s.borrow_mut().push((self.depth, prev.take().unwrap())));
+                std::mem::forget(prev);
             }
             in_order
         });
@@ -143,8 +154,11 @@ pub(crate) fn with_current<R>(f: impl FnOnce(Option<&Arc<Scheduler>>) -> R) -> R
             // SAFETY: `ptr` came from an `Arc` (`as_ptr`), and that `Arc`
             // stays owned until `f` returns: by the thread-local, or, once
             // `f` enters another runtime, by that guard's `prev`, which an
-            // in-order drop puts back and an out-of-order one leaks (above);
-            // nothing else takes it out. `ManuallyDrop`: this borrowed view
+            // in-order drop puts back and an out-of-order one keeps in
+            // `SKIPPED` (for the guard above to put back, or to forget if
+            // a lower one's replaces it; what stays there is dropped only
+            // with the thread's thread-locals, when no `f` runs); nothing
+            // else takes it out. `ManuallyDrop`: this borrowed view
             // never gives up a count it does not hold.
             let arc = std::mem::ManuallyDrop::new(unsafe { Arc::from_raw(ptr) });
             f(Some(&arc))
