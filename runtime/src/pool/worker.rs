@@ -575,8 +575,10 @@ impl Spin {
     }
 
     /// How long the spin may go without yielding: [`SPIN_YIELD_EVERY`],
-    /// or half the budget if that is shorter, so that every spin yields
-    /// at least once before it ends (see the constant).
+    /// or half the budget if that is shorter, so that a spin whose misses
+    /// shrank its budget still yields before it ends (see the constant),
+    /// unless one round of [`SPIN_CHECKS`] outlasts the budget's first
+    /// half (the clock is read after each round).
     fn yield_every_ns(&self) -> u64 {
         (SPIN_YIELD_EVERY.as_nanos() as u64).min(self.budget_ns() / 2)
     }
@@ -1251,10 +1253,11 @@ mod tests {
         assert_eq!(many, [7, 9, 7, 9, 7, 9, 7, 9]);
     }
 
-    /// Every spin yields before its budget runs out, at any number of
-    /// misses (one that did not left a producer woken on its CPU waiting
-    /// for the park: the seed shape parked per item), and a long one
-    /// yields every `SPIN_YIELD_EVERY`, not more often.
+    /// A spin's yield interval is under its budget at any number of
+    /// misses (with 2 us for all, a spin at the floor ended before its
+    /// first yield and left a producer woken on its CPU waiting for the
+    /// park: the seed shape parked per item), and a long one yields every
+    /// `SPIN_YIELD_EVERY`, not more often.
     #[test]
     fn a_spin_yields_before_its_budget_ends() {
         use super::{MAX_MISS_SHIFT, SPIN_YIELD_EVERY, Spin};
