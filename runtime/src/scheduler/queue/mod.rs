@@ -1292,20 +1292,28 @@ mod tests {
         assert!(flushed.is_ok(), "a flush after it waited");
     }
 
-    /// A spawn admitted while the runtime shuts down -- its pools closed,
-    /// its queues not yet (the shutdown closes them after) -- is refused
-    /// as `wq::spawn` is, not handed to a closed pool and cancelled.
-    #[test]
-    fn a_spawn_admitted_as_the_runtime_shuts_down_is_refused() {
+    /// A runtime, and a queue on it (of `max_active` slots, all held by
+    /// pending items, if given); `hook` runs the shutdown's first steps
+    /// (the runtime's flag, its pools closed; the shutdown closes the
+    /// queues after) between a `try_spawn`'s checks. Whether that spawn
+    /// was refused as shut down, and the queue's stats right after it.
+    fn try_spawn_as_the_runtime_shuts_down(
+        hook: &'static std::thread::LocalKey<std::cell::Cell<Hook>>,
+        max_active: Option<usize>,
+    ) -> (Option<bool>, crate::WorkqueueStats) {
         use std::sync::atomic::Ordering;
         let rt = crate::Runtime::builder().build().unwrap();
-        let q = crate::Workqueue::builder("shutting")
-            .build(rt.handle())
-            .unwrap();
+        let mut q = crate::Workqueue::builder("shutting");
+        if let Some(n) = max_active {
+            q = q.max_active(n);
+        }
+        let q = q.build(rt.handle()).unwrap();
+        let holders: Vec<_> = (0..max_active.unwrap_or(0))
+            .map(|_| q.spawn(std::future::pending::<()>()))
+            .collect();
         let scheduler = rt.handle().scheduler.clone();
         let s = scheduler.clone();
-        // The shutdown's first steps, between the spawn's checks.
-        BEFORE_CLOSED_RECHECK.with(|h| {
+        hook.with(|h| {
             h.set(Some(Box::new(move |_: &Queue| {
                 s.closed.store(true, Ordering::Release);
                 for pool in crate::loom::lock(&s.all_pools).iter() {
@@ -1321,9 +1329,16 @@ mod tests {
         let stats = q.stats();
         // Let the real shutdown run.
         scheduler.closed.store(false, Ordering::Release);
-        drop(spawned);
-        drop(q);
-        drop(rt);
+        drop((spawned, holders, q, rt));
+        (refused, stats)
+    }
+
+    /// A spawn admitted while the runtime shuts down -- its pools closed,
+    /// its queues not yet (the shutdown closes them after) -- is refused
+    /// as `wq::spawn` is, not handed to a closed pool and cancelled.
+    #[test]
+    fn a_spawn_admitted_as_the_runtime_shuts_down_is_refused() {
+        let (refused, stats) = try_spawn_as_the_runtime_shuts_down(&BEFORE_CLOSED_RECHECK, None);
         assert_eq!(
             refused,
             Some(true),
@@ -1333,39 +1348,12 @@ mod tests {
     }
 
     /// A spawn that must wait for a slot, made while the runtime shuts
-    /// down (its pools closed, its queues not yet), is refused too: it was
-    /// accepted, and its handle said cancelled.
+    /// down, is refused too: it was accepted, and its handle said
+    /// cancelled.
     #[test]
     fn a_spawn_that_must_wait_as_the_runtime_shuts_down_is_refused() {
-        use std::sync::atomic::Ordering;
-        let rt = crate::Runtime::builder().build().unwrap();
-        let q = crate::Workqueue::builder("shutting")
-            .max_active(1)
-            .build(rt.handle())
-            .unwrap();
-        // The one slot, held.
-        let holder = q.spawn(std::future::pending::<()>());
-        let scheduler = rt.handle().scheduler.clone();
-        let s = scheduler.clone();
-        BEFORE_WAITING_RECHECK.with(|h| {
-            h.set(Some(Box::new(move |_: &Queue| {
-                s.closed.store(true, Ordering::Release);
-                for pool in crate::loom::lock(&s.all_pools).iter() {
-                    pool.close();
-                }
-            })))
-        });
-        let spawned = q.try_spawn(async {});
-        let refused = spawned
-            .as_ref()
-            .err()
-            .map(crate::runtime::workqueue::SpawnError::is_shut_down);
-        let stats = q.stats();
-        scheduler.closed.store(false, Ordering::Release);
-        drop(spawned);
-        drop(holder);
-        drop(q);
-        drop(rt);
+        let (refused, stats) =
+            try_spawn_as_the_runtime_shuts_down(&BEFORE_WAITING_RECHECK, Some(1));
         assert_eq!(
             refused,
             Some(true),
