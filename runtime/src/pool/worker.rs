@@ -158,10 +158,12 @@ pub(crate) const SPIN_CHECKS: u32 = 8;
 /// (each check reads lines other CPUs write), and the woken producer's
 /// wait was most of the seed shape's round-trip tail
 /// (`docs/benchmarks.md`, section 3). Every microsecond, as until
-/// 2026-12-06, each yield beside a busy neighbour was one more chance to
-/// lose the CPU to it for a scheduler slice while counted as searching
-/// (new work coalesces on a searcher): tokio's chained_spawn stalled over
-/// 2 ms more often than with 2 us (`docs/benchmarks.md`, section 5). A
+/// 2026-12-06, the quiet seed shape's `system` workers were in the
+/// spinning mode (a spinner takes each item) in 8 of 30 runs, against 25
+/// of 30 with 2 us (227K against 300K items/s at the median); and beside
+/// a busy neighbour each yield is one more chance to lose the CPU to it
+/// for a scheduler slice while counted as searching (new work coalesces
+/// on a searcher; `docs/benchmarks.md`, section 5). A
 /// spin whose budget misses have halved yields every half budget instead
 /// ([`Spin::yield_every_ns`]): one that ended without a yield left a
 /// producer woken on its CPU waiting for it to park, and the seed shape's
@@ -576,9 +578,9 @@ impl Spin {
 
     /// How long the spin may go without yielding: [`SPIN_YIELD_EVERY`],
     /// or half the budget if that is shorter, so that a spin whose misses
-    /// shrank its budget still yields before it ends (see the constant),
-    /// unless one round of [`SPIN_CHECKS`] outlasts the budget's first
-    /// half (the clock is read after each round).
+    /// shrank its budget still yields before it ends (see the constant;
+    /// the clock is read after each round of [`SPIN_CHECKS`], and a spin
+    /// whose first round outlasted its budget yields as it ends).
     fn yield_every_ns(&self) -> u64 {
         (SPIN_YIELD_EVERY.as_nanos() as u64).min(self.budget_ns() / 2)
     }
@@ -862,6 +864,13 @@ impl Core {
                 yielded = now;
             }
             if clock::delay_ns(start, now) >= self.spin.budget_ns() {
+                // One round of checks outlasted half a short budget: the
+                // spin yields once before it ends, as every other does (a
+                // producer woken on this CPU would otherwise wait for the
+                // park: `Spin::yield_every_ns`).
+                if yielded == start {
+                    std::thread::yield_now();
+                }
                 self.spin.miss();
                 return false;
             }
