@@ -343,7 +343,14 @@ impl Watchdog {
                 }
                 if let Some(g) = self.granted.get_mut(&key) {
                     let back = s.watch.unblocked_at.load(Ordering::Relaxed);
-                    if g.started == started && back > g.back {
+                    // (Re-read: the moves above take time, and a poll
+                    // that ended meanwhile must not have its allowance
+                    // back, as at the first grant; a poll ending after
+                    // this look is revoked at the next scan.)
+                    if g.started == started
+                        && back > g.back
+                        && s.watch.poll_started.load(Ordering::Acquire) == started
+                    {
                         // Back from a `block_in_place`, which gave the
                         // allowance up (`Idle::block`): the poll goes on,
                         // so does the allowance.

@@ -119,19 +119,43 @@ fn look_then_idle(idle: &Idle, queue: &Queue, slot: usize, searching: &mut bool)
     }
 }
 
+std::thread_local! {
+    /// Whether a worker back from a park looks at the queues before the
+    /// pool lock, as one back unwoken does (the default here), or under
+    /// it, as a woken one does: [`looking_under_the_lock`] runs a model
+    /// the second way. (Loom runs a model's threads on the test's thread:
+    /// this is the model's.)
+    static LOOK_FIRST: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Runs `model` with its workers looking at the queues under the pool
+/// lock after each park (`leave_idle`'s `look_first` off).
+fn looking_under_the_lock(model: impl FnOnce()) {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            LOOK_FIRST.with(|l| l.set(true));
+        }
+    }
+    LOOK_FIRST.with(|l| l.set(false));
+    let _reset = Reset;
+    model();
+}
+
 /// Parks until woken to work (`Run`, searching if a kick claimed it) or
 /// to leave (`Exit`).
 fn park_until_woken(idle: &Idle, queue: &Queue, slot: usize, searching: &mut bool) -> Next {
     loop {
         loom::thread::park();
         let mut wake = WakeQueue::default();
-        // Looking before the lock, as a worker back unwoken does (here
-        // after every park: a superset of the worker's interleavings).
+        // Looking before the lock, as a worker back unwoken does, or under
+        // it, as a woken one does (`LOOK_FIRST`): each model's threads
+        // park and come back every way the worker's can, one way a run.
         match idle.leave_idle(
             slot,
             Instant::now(),
             false,
-            true,
+            LOOK_FIRST.with(std::cell::Cell::get),
             || queue.has_work(),
             &mut wake,
         ) {
@@ -219,6 +243,13 @@ fn loom_kick_and_cull_never_strand_an_item() {
 #[test]
 fn loom_kick_and_cull_never_strand_an_item_under_lock() {
     kick_races_cull(true, WakeMode::UnderLock);
+}
+
+/// As above, the worker looking at the queues under the pool lock when
+/// it comes back from a park (as a woken worker does).
+#[test]
+fn loom_kick_and_cull_never_strand_an_item_looking_under_the_lock() {
+    looking_under_the_lock(|| kick_races_cull(true, WakeMode::Deferred));
 }
 
 /// [`limited_worker`] as a thread's life: after a cull, `exit` may draft
@@ -488,6 +519,13 @@ fn loom_no_lost_wakeup() {
 #[test]
 fn loom_no_lost_wakeup_under_lock() {
     no_lost_wakeup(WakeMode::UnderLock);
+}
+
+/// As above, the worker looking at the queues under the pool lock when
+/// it comes back from a park (as a woken worker does).
+#[test]
+fn loom_no_lost_wakeup_looking_under_the_lock() {
+    looking_under_the_lock(|| no_lost_wakeup(WakeMode::Deferred));
 }
 
 /// A fence of I3 left out (negative models).
