@@ -305,8 +305,10 @@ impl Topology {
     /// `"pack:2 numa:2 l3:2 core:4 pu:2"` (levels outermost first, each
     /// `type:count`; `package`, `core` and `pu` may be spelled out). With the
     /// `hwloc` feature hwloc itself parses it; without, a parser of the subset
-    /// `pack|package|socket`, `numa|node|numanode`, `l1`..`l5` (or `l3cache`
-    /// ...), `group`, `core`, `pu`. CPUs are numbered 0.. in order.
+    /// `pack|package|socket`, `die`, `numa|node|numanode`, `l1`..`l5` (or
+    /// `l3cache` ...), `group`, `core`, `pu`. CPUs are numbered 0.. in order,
+    /// unless hwloc is given other numbers (`pu:2(indexes=0,8,...)`,
+    /// honoured with the `hwloc` feature).
     ///
     /// ```
     /// use wq::{Scope, Topology};

@@ -3,7 +3,7 @@
 //!
 //! 1. [`normalize`] sorts the CPUs by OS index, rejects an empty list,
 //!    duplicates and SMT siblings that disagree, splits an LLC shared by
-//!    several NUMA nodes at the nodes' boundaries, and renumbers every id
+//!    several NUMA nodes (or packages) at their boundaries, and renumbers every id
 //!    densely in the order of its group's first CPU. After it, a group id is
 //!    also the group's rank by first CPU.
 //! 2. [`compute`] groups the CPUs by id for `cpu`, `smt`, `cache`, `numa` and
@@ -40,11 +40,14 @@ pub(super) fn normalize(mut cpus: Vec<CpuInfo>) -> Result<Vec<CpuInfo>, Topology
     // one L3 per package, a node per quarter of it) is split at the nodes'
     // boundaries, as the kernel's LLC masks are: a `cache` or
     // `cache_shard` pod never spans nodes, and every scope nests in the
-    // next. The pairs are numbered densely in order of first CPU.
+    // next. So is one that spans packages (no cache does: a description
+    // that numbers each package's LLCs from 0 gets them apart, as the
+    // steal order, which goes by package, has them). The triples are
+    // numbered densely in order of first CPU.
     let mut llcs = HashMap::new();
     for cpu in &mut cpus {
         let next = llcs.len();
-        cpu.llc = *llcs.entry((cpu.llc, cpu.numa)).or_insert(next);
+        cpu.llc = *llcs.entry((cpu.llc, cpu.numa, cpu.package)).or_insert(next);
     }
     renumber(&mut cpus, |c| &mut c.numa);
     renumber(&mut cpus, |c| &mut c.package);

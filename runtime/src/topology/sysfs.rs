@@ -8,8 +8,13 @@
 //!    non-instruction cache in `cpuN/cache/index*` (none: the core);
 //! 4. NUMA node: the `node/nodeM/cpulist` that lists the CPU (none: node 0).
 //!
-//! The keys are renumbered by `Topology::build`, so the result equals the
-//! hwloc reader's on the same machine (hwloc reads the same files).
+//! The keys are renumbered by `Topology::build`, so the result is the
+//! hwloc reader's on the same machine (hwloc reads the same files) but
+//! where hwloc reads differently: `docs/architecture.md` lists the cases
+//! known (x86 CPUs without a `topology` directory, which hwloc fills in
+//! from CPUID; AMD family 15h/16h compute units, whose two threads hwloc
+//! makes two cores where their `thread_siblings_list` pairs them; NUMA
+//! nodes that hwloc widens by HMAT initiators).
 
 use std::fs;
 use std::io;
@@ -63,6 +68,15 @@ pub(super) fn read(root: &Path, allowed: &[usize]) -> Result<Vec<CpuInfo>, Topol
             .with_source(e)
         })?,
     };
+    if online.is_empty() {
+        return Err(TopologyError::new(
+            TopologyErrorKind::Io,
+            format!(
+                "{} lists no CPU (no online list and no cpuN directory): is this a Linux                  sysfs? mount /sys, or build with the `hwloc` feature, or describe the                  machine with Topology::synthetic or Topology::from_cpus",
+                cpu_dir.display()
+            ),
+        ));
+    }
     let usable: Vec<usize> = online
         .iter()
         .copied()

@@ -289,6 +289,27 @@ fn an_llc_shared_by_numa_nodes_is_split_at_their_boundaries() {
     assert_nested(&epyc, Scope::Cache, Scope::Numa);
 }
 
+/// A description that numbers each package's LLC from 0 (ids are
+/// machine-wide: an easy slip) gets a cache per package, not one cache,
+/// and one set of shards, across both: no cache spans packages.
+#[test]
+fn an_llc_id_given_in_two_packages_is_two_caches() {
+    let cpus: Vec<CpuInfo> = (0..8)
+        .map(|os| CpuInfo {
+            os_index: os,
+            core: os,
+            llc: 0,
+            numa: 0,
+            package: os / 4,
+        })
+        .collect();
+    let topo = Topology::from_cpus(cpus).unwrap();
+    check_invariants(&topo);
+    assert_eq!(lists(&topo, Scope::Cache), ["0-3", "4-7"]);
+    assert_eq!(lists(&topo, Scope::CacheShard), ["0-3", "4-7"]);
+    assert_eq!(lists(&topo, Scope::Numa), ["0-7"]);
+}
+
 #[test]
 fn from_cpus_sorts_and_renumbers_ids_densely() {
     let cpus = vec![
@@ -810,6 +831,11 @@ fn sysfs_reader_on_a_fake_tree() {
 
     let err = sysfs::read(&root.join("missing"), &[0]).unwrap_err();
     assert_eq!(err.kind(), TopologyErrorKind::Io);
+    // A tree that lists no CPU is no sysfs: not an affinity matter.
+    std::fs::create_dir_all(root.join("empty/cpu")).unwrap();
+    let err = sysfs::read(&root.join("empty"), &[0]).unwrap_err();
+    assert_eq!(err.kind(), TopologyErrorKind::Io, "{err}");
+    assert!(err.to_string().contains("lists no CPU"), "{err}");
     std::fs::remove_dir_all(&root).unwrap();
 }
 
