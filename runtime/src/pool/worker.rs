@@ -580,7 +580,7 @@ impl Spin {
     /// or half the budget if that is shorter, so that a spin whose misses
     /// shrank its budget still yields before it ends (see the constant;
     /// the clock is read after each round of [`SPIN_CHECKS`], and a spin
-    /// whose first round outlasted its budget yields as it ends).
+    /// that has not yielded by the end of its budget yields as it ends).
     fn yield_every_ns(&self) -> u64 {
         (SPIN_YIELD_EVERY.as_nanos() as u64).min(self.budget_ns() / 2)
     }

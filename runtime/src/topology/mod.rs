@@ -73,7 +73,8 @@ pub struct CpuInfo {
     /// The last-level cache (or the largest shared cache level there is).
     /// One shared by several NUMA nodes is split at their boundaries (the
     /// `cache` scope never spans nodes), as the kernel's LLC masks are
-    /// under sub-NUMA clustering.
+    /// under sub-NUMA clustering; so is one id given in two packages
+    /// (each package's caches numbered from 0).
     pub llc: usize,
     /// The NUMA node.
     pub numa: usize,

@@ -72,7 +72,9 @@ pub(super) fn read(root: &Path, allowed: &[usize]) -> Result<Vec<CpuInfo>, Topol
         return Err(TopologyError::new(
             TopologyErrorKind::Io,
             format!(
-                "{} lists no CPU (no online list and no cpuN directory): is this a Linux                  sysfs? mount /sys, or build with the `hwloc` feature, or describe the                  machine with Topology::synthetic or Topology::from_cpus",
+                "{} lists no CPU (an empty online list, or none and no cpuN directory): \
+                 is this a Linux sysfs? mount /sys, or build with the `hwloc` feature, \
+                 or describe the machine with Topology::synthetic or Topology::from_cpus",
                 cpu_dir.display()
             ),
         ));

@@ -836,6 +836,7 @@ fn sysfs_reader_on_a_fake_tree() {
     let err = sysfs::read(&root.join("empty"), &[0]).unwrap_err();
     assert_eq!(err.kind(), TopologyErrorKind::Io, "{err}");
     assert!(err.to_string().contains("lists no CPU"), "{err}");
+    assert!(!err.to_string().contains("  "), "{err}");
     std::fs::remove_dir_all(&root).unwrap();
 }
 
