@@ -166,9 +166,10 @@
 //!    beyond its maximum, and kicks it if work is queued, so the pool's
 //!    other work is not held behind the hog; when that poll ends, the
 //!    allowance goes (and a worker steps down if the pool is left over its
-//!    limit, step 9). The watchdog owns the allowance: the hog's worker
-//!    does nothing (its poll is not interrupted, and it takes no extra
-//!    step when the poll ends). One allowance per slot, marked on it; if
+//!    limit, step 9). The watchdog grants the allowance; the hog's worker
+//!    gives it up as the marked poll ends (its poll is not interrupted),
+//!    and the watchdog's next scan revokes whatever a race left (a revoke
+//!    takes the slot's `granted` flag: idempotent). One allowance per slot, marked on it; if
 //!    the poll then blocks (step 7), the block gives the allowance up (the
 //!    worker leaves the count anyway: both would put the pool two over its
 //!    maximum), the watchdog grants it again if the poll comes back still

@@ -752,13 +752,26 @@ pub(crate) fn schedule(runnable: Runnable, info: async_task::ScheduleInfo) {
 }
 
 /// Whether the watchdog found the poll that just ran on this thread running
-/// too long, and how (called by the task at the end of its poll).
+/// too long, and how (called by the task at the end of its poll, once).
+///
+/// The watchdog marks only a poll it granted a CPU-hog allowance: as that
+/// poll ends, its worker serves the pool again, so the allowance goes here
+/// (`Idle::revoke_hog`), not at the watchdog's next scan (until then the
+/// pool read nobody serving: its pushes took the lock, and the rescuer
+/// ran its tasks beside the free worker); that scan's revoke finds it
+/// gone. Over the limit now, the worker looks at once (its step 1b).
 #[inline]
 pub(crate) fn long_poll() -> Option<LongPoll> {
     if HOG_MARKS.load(Ordering::Relaxed) == 0 {
         return None;
     }
-    current::with_worker(|w| w.and_then(|l| l.long_poll()))
+    current::with_worker(|w| {
+        w.and_then(|l| {
+            let long = l.long_poll()?;
+            l.end_allowance();
+            Some(long)
+        })
+    })
 }
 
 /// Runs `f`, which blocks the thread, without stalling the worker's pool:

@@ -187,8 +187,9 @@ pub(crate) struct Local {
     now: Cell<u64>,
     /// In `block_in_place`: wakes on this thread go to the injector.
     blocked: Cell<bool>,
-    /// Back from `block_in_place` into a pool over its limit: try to step
-    /// down after this poll (`idle` step 9).
+    /// Back from `block_in_place` into a pool over its limit, or its
+    /// poll's CPU-hog allowance given up ([`Local::end_allowance`]): try
+    /// to step down after this poll (`idle` step 9).
     over_limit: Cell<bool>,
     /// Parked (perhaps turning the I/O driver): `now` is stale, so tasks
     /// a driver turn wakes here are stamped with the clock.
@@ -532,6 +533,14 @@ impl Local {
     /// Whether this worker's own LIFO slot or deque holds a task.
     fn has_local_work(&self) -> bool {
         !self.lifo().is_empty() || !self.deque.is_empty()
+    }
+
+    /// The poll this worker runs, granted a CPU-hog allowance, ends: the
+    /// allowance goes (`super::long_poll` says why), and this worker looks
+    /// whether the pool is over its limit after the poll.
+    pub(crate) fn end_allowance(&self) {
+        self.pool.idle.revoke_hog(self.slot);
+        self.over_limit.set(true);
     }
 
     /// Whether the watchdog marked the poll this worker runs, and how.

@@ -50,8 +50,14 @@
 //!   grant), the allowance is granted again, the poll not counted again.
 //! - **Revoke.** When the slot's `poll_started` is no longer the granted
 //!   one (the hog poll ended), the allowance is revoked and the mark
-//!   uncounted. The watchdog alone grants and revokes: the hog's worker
-//!   takes no part, so no race with it can leak an allowance.
+//!   uncounted. The hog's worker gives the allowance up itself as the
+//!   marked poll ends (`pool::long_poll`: until this scan, the pool read
+//!   nobody serving while its worker served); the watchdog alone grants,
+//!   and its revoke here is the backstop: a grant that races the poll's
+//!   end (made or made again after the worker's look) lasts at most until
+//!   the next scan, and a revoke is idempotent (`Idle::revoke_hog` takes
+//!   the slot's `granted` flag), so no race leaks an allowance or takes
+//!   one twice.
 //! - **The task.** At the end of its poll, a task that finds its worker's
 //!   mark equal to its poll's start (only looked at while `HOG_MARKS` is
 //!   not zero) learns it ran long: a CPU hog marks itself CPU-intensive
@@ -665,6 +671,40 @@ mod tests {
         assert_eq!(pool.injector.len(), 2, "A and B on the pool's queue");
         tx.send(()).unwrap();
         rt.block_on(h).unwrap();
+    }
+
+    /// A granted poll's allowance goes when the poll ends, by its worker:
+    /// it lasted until the watchdog's next scan, the pool reading nobody
+    /// serving meanwhile (its pushes taking the lock, the rescuer running
+    /// its tasks beside the free worker).
+    #[test]
+    fn a_granted_polls_allowance_goes_as_the_poll_ends() {
+        // The runtime's own watchdog grants nothing: this test's does.
+        let rt = one_worker_pool(Duration::from_secs(3600));
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let h = rt.spawn(async move { go_rx.recv().unwrap() });
+        let pools = rt.handle().scheduler.pools();
+        let mut w = Watchdog::new(Duration::from_millis(10)).unwrap();
+        let start = std::time::Instant::now();
+        while w.granted.is_empty() {
+            assert!(start.elapsed() < Duration::from_secs(30), "never granted");
+            w.scan(&pools);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let granted = |n| pools.iter().any(|p| p.idle.snapshot().nr_granted == n);
+        assert!(granted(1));
+        go_tx.send(()).unwrap();
+        rt.block_on(h).unwrap();
+        // No scan since: the worker gave it up.
+        let start = std::time::Instant::now();
+        while !pools.iter().all(|p| p.idle.snapshot().nr_granted == 0) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the allowance outlived its poll"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        w.clear();
     }
 
     /// A poll granted an allowance that then blocks in `block_in_place`
