@@ -605,6 +605,17 @@ mod tests {
             .unwrap()
     }
 
+    /// Scans until `w` grants an allowance (a poll held past its
+    /// threshold), for at most 30 s.
+    fn scan_until_granted(w: &mut Watchdog, pools: &[Arc<Pool>]) {
+        let start = std::time::Instant::now();
+        while w.granted.is_empty() {
+            assert!(start.elapsed() < Duration::from_secs(30), "never granted");
+            w.scan(pools);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// A worker in `block_in_place` is not sampled: reading its thread's
     /// `/proc` statistics every tick while it blocks cost the watchdog's
     /// thread about 50 ms of CPU a second per blocked worker at a 2 ms
@@ -685,12 +696,7 @@ mod tests {
         let h = rt.spawn(async move { go_rx.recv().unwrap() });
         let pools = rt.handle().scheduler.pools();
         let mut w = Watchdog::new(Duration::from_millis(10)).unwrap();
-        let start = std::time::Instant::now();
-        while w.granted.is_empty() {
-            assert!(start.elapsed() < Duration::from_secs(30), "never granted");
-            w.scan(&pools);
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        scan_until_granted(&mut w, &pools);
         let granted = |n| pools.iter().any(|p| p.idle.snapshot().nr_granted == n);
         assert!(granted(1));
         go_tx.send(()).unwrap();
@@ -729,12 +735,7 @@ mod tests {
         });
         let pools = rt.handle().scheduler.pools();
         let mut w = Watchdog::new(Duration::from_millis(10)).unwrap();
-        let start = std::time::Instant::now();
-        while w.granted.is_empty() {
-            assert!(start.elapsed() < Duration::from_secs(30), "never granted");
-            w.scan(&pools);
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        scan_until_granted(&mut w, &pools);
         go_tx.send(()).unwrap();
         in_rx.recv().unwrap();
         for _ in 0..20 {
