@@ -176,7 +176,8 @@
 //!    running ([`Idle::regrant_hog`]), and its revoke takes back whatever
 //!    is held then.
 //! 9. **Step down** ([`Idle::step_down`], a worker between two polls that
-//!    read `OVER`: at once after a poll that returned from blocking, else
+//!    read `OVER`: at once after a poll that returned from blocking or
+//!    whose CPU-hog allowance it gave up (step 8), else
 //!    after a poll at a tick that is a multiple of
 //!    [`GLOBAL_QUEUE_INTERVAL`](super::worker::GLOBAL_QUEUE_INTERVAL)).
 //!    Its LIFO task and deque go to the pool's injector, with a kick (step
@@ -197,7 +198,8 @@
 //! running workers do not fill the limit, and one is parked (or can be
 //! started, and no refused start backs off), or none serves the queues
 //! (the kick hands the pool to the rescuer); a worker only to park, to come back from a park, to block, to
-//! step down, and to start or exit. With work arriving faster than
+//! step down, to start or exit, and to give up a CPU-hog allowance as its
+//! marked poll ends (step 8). With work arriving faster than
 //! workers park, an item costs no lock at all; `lock_acquisitions` in the
 //! pool's metrics counts them.
 

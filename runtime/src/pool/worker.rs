@@ -690,7 +690,8 @@ impl Core {
                 }
                 self.run_task(local, runnable);
                 // 1b. Over the limit? (`idle` step 9: after a poll back
-                // from blocking, and every so many ticks.) Not once closed:
+                // from blocking or whose CPU-hog allowance this worker gave
+                // up, and every so many ticks.) Not once closed:
                 // the shutdown drops what is queued.
                 if (local.over_limit.replace(false)
                     || self.tick.is_multiple_of(GLOBAL_QUEUE_INTERVAL))
