@@ -713,6 +713,69 @@ mod tests {
         w.clear();
     }
 
+    /// The hog's worker, over the limit once it gave its allowance up,
+    /// steps down before it runs anything more: it ran what was queued
+    /// beside the worker started for the grant (two tasks at once in a
+    /// pool of one) until a check every 61 ticks.
+    #[test]
+    fn a_hogs_worker_steps_down_as_it_gives_its_allowance_up() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize};
+        // The runtime's own watchdog grants nothing: this test's does.
+        let rt = one_worker_pool(Duration::from_secs(3600));
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let a = rt.spawn(async move { go_rx.recv().unwrap() });
+        // Queued behind the blocked poll: run by the worker the grant
+        // starts, and held there until the end.
+        let (running, stop) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (r, st) = (running.clone(), stop.clone());
+        let b = rt.spawn(async move {
+            r.store(true, Ordering::SeqCst);
+            while !st.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+        });
+        let pools = rt.handle().scheduler.pools();
+        let mut w = Watchdog::new(Duration::from_millis(10)).unwrap();
+        scan_until_granted(&mut w, &pools);
+        let start = std::time::Instant::now();
+        while !running.load(Ordering::SeqCst) {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no worker started for the grant"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // More work, then the hog's poll ends.
+        let ran = Arc::new(AtomicUsize::new(0));
+        let more: Vec<_> = (0..10)
+            .map(|_| {
+                let ran = ran.clone();
+                rt.spawn(async move {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        go_tx.send(()).unwrap();
+        rt.block_on(a).unwrap();
+        // Whatever the time, the pool runs one task at a time: `b`.
+        std::thread::sleep(Duration::from_millis(100));
+        let beside = ran.load(Ordering::SeqCst);
+        stop.store(true, Ordering::SeqCst);
+        assert_eq!(
+            beside, 0,
+            "the hog's worker ran queued tasks beside the one started for it"
+        );
+        rt.block_on(b).unwrap();
+        for h in more {
+            rt.block_on(h).unwrap();
+        }
+        assert_eq!(ran.load(Ordering::SeqCst), 10);
+        w.clear();
+    }
+
     /// A poll granted an allowance that then blocks in `block_in_place`
     /// (a sync server loop, for minutes) slows the watchdog's tick as a
     /// blocked worker does: the grant, kept to be taken again at its
