@@ -718,9 +718,14 @@ fn a_cpu_intensive_items_polls_are_not_cm_wakeups() {
         rt.block_on(q.flush());
         let stats = q.stats();
         assert_eq!(stats.cm_wakeups, 0, "{stats:?}");
+        // Every pool, not the one that shows the polls: a worker publishes
+        // its poll counts as it idles, so right after the flush its pool
+        // may show none yet; `cm_wakeups` is counted under the pool lock.
         let m = rt.metrics();
-        let pool = m.pools.iter().find(|p| p.counters.completed > 0).unwrap();
-        assert_eq!(pool.counters.cm_wakeups, 0, "{pool:?}");
+        assert!(!m.pools.is_empty(), "{m}");
+        for pool in &m.pools {
+            assert_eq!(pool.counters.cm_wakeups, 0, "{pool:?}");
+        }
     });
 }
 
