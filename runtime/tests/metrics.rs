@@ -870,8 +870,10 @@ fn the_grafana_dashboard_queries_only_series_and_labels_we_export() {
 
 /// A task woken by a timer on the worker parked in the driver: its
 /// scheduling delay runs from the wake, not from before the park (the
-/// worker's cached time is stale while it sleeps; the whole 300 ms idle
-/// gap was recorded as delay).
+/// worker's cached time is stale while it sleeps; the whole idle gap was
+/// recorded as delay). The first poll's delay includes the worker's start,
+/// which a loaded machine may take long over: the gap is a second, the
+/// bound half of it.
 #[test]
 fn a_task_woken_in_a_parked_workers_driver_turn_is_not_charged_the_park() {
     within(60, || {
@@ -880,7 +882,7 @@ fn a_task_woken_in_a_parked_workers_driver_turn_is_not_charged_the_park() {
         // waiting on a channel, not parked in the driver.
         let (tx, rx) = mpsc::channel();
         drop(rt.spawn(async move {
-            wq::time::sleep(Duration::from_millis(300)).await;
+            wq::time::sleep(Duration::from_millis(1000)).await;
             tx.send(()).unwrap();
         }));
         rx.recv().unwrap();
@@ -904,7 +906,7 @@ fn a_task_woken_in_a_parked_workers_driver_turn_is_not_charged_the_park() {
         );
         let worst = m.pools.iter().map(|p| p.sched_delay.max_ns).max().unwrap();
         assert!(
-            worst < 100_000_000,
+            worst < 500_000_000,
             "a scheduling delay of {worst} ns: the park was counted\n{m}"
         );
     });

@@ -185,19 +185,20 @@ fn a_listener_dropped_while_a_task_is_in_accept_releases_its_port() {
             acceptor.abort();
             assert!(acceptor.await.unwrap_err().is_cancelled());
             // The fd is closed (the aborted future is dropped by a worker
-            // soon after the abort): the port can be bound again and nobody
-            // accepts on it any more.
+            // soon after the abort): the port can be bound again (held,
+            // so that no other test's listener takes it before the
+            // connect) and nobody accepts on it any more.
             let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                match TcpListener::bind(addr).await {
-                    Ok(again) => break drop(again),
+            let _held = loop {
+                match common::refusing::hold(addr) {
+                    Ok(held) => break held,
                     Err(e) if Instant::now() < deadline => {
                         assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
                         wq::time::sleep(Duration::from_millis(5)).await;
                     }
                     Err(e) => panic!("the aborted acceptor's listener was never closed: {e}"),
                 }
-            }
+            };
             let err = TcpStream::connect(addr).await.unwrap_err();
             assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
             assert_eq!(err.raw_os_error(), Some(libc::ECONNREFUSED), "{err:?}");
@@ -569,7 +570,10 @@ fn runtime_shutdown_with_tasks_waiting_on_io_neither_hangs_nor_leaks() {
         let start = Instant::now();
         drop(rt);
         assert!(start.elapsed() < Duration::from_secs(10));
-        // The tasks' sockets were closed with their futures.
+        // The tasks' sockets were closed with their futures: the port is
+        // free (held now, so that no other test's listener takes it
+        // before the connect) and refuses.
+        let _held = common::refusing::hold(addr).expect("the listener was not closed");
         let err = std::net::TcpStream::connect(addr).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
         // A socket kept outside fails its waits with a clear error.

@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{open_fds, within_watchdog};
@@ -25,14 +27,21 @@ fn ten_thousand_short_connections_leave_the_fd_count_unchanged() {
         rt.block_on(async {
             let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = l.local_addr().unwrap();
+            // Server-side sockets closed: the server task drops its socket
+            // after its write, which the client may see first.
+            let closed = Arc::new(AtomicUsize::new(0));
+            let server_closed = closed.clone();
             drop(wq::spawn(async move {
                 loop {
                     let (mut s, _) = l.accept().await.unwrap();
+                    let closed = server_closed.clone();
                     drop(wq::spawn(async move {
                         let mut b = [0u8; 4];
                         if s.read_exact(&mut b).await.is_ok() {
                             let _ = s.write_all(&b).await;
                         }
+                        drop(s);
+                        closed.fetch_add(1, Ordering::SeqCst);
                     }));
                 }
             }));
@@ -45,7 +54,15 @@ fn ten_thousand_short_connections_leave_the_fd_count_unchanged() {
                 assert_eq!(&b, b"ping");
             }
             one(addr).await;
-            wq::time::sleep(Duration::from_millis(50)).await;
+            let all_closed = |n: usize| {
+                let closed = closed.clone();
+                async move {
+                    while closed.load(Ordering::SeqCst) < n {
+                        wq::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            };
+            all_closed(1).await;
             let before = open_fds();
             // 8 clients at a time, 10,000 connections in all.
             let clients: Vec<_> = (0..8)
@@ -60,8 +77,9 @@ fn ten_thousand_short_connections_leave_the_fd_count_unchanged() {
             for c in clients {
                 c.await.unwrap();
             }
-            // The server side closes each socket when its task ends; give
-            // the last tasks a moment.
+            all_closed(10_001).await;
+            // Every socket is closed now; the loop gives anything closed
+            // late a moment (a leak stays).
             let mut after = open_fds();
             for _ in 0..200 {
                 if after <= before {

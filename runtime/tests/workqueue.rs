@@ -50,15 +50,17 @@ impl Concurrency {
 /// One `system` pool of at most `max_workers` workers on two made-up
 /// CPUs, with the CPU-hog watchdog at 10 ms.
 fn hog_runtime(max_workers: usize) -> Runtime {
-    hog_runtime_named(max_workers, "wq")
+    hog_runtime_with(max_workers, "wq", Duration::from_millis(10))
 }
 
-fn hog_runtime_named(max_workers: usize, thread_name: &str) -> Runtime {
+/// The same with workers named `thread_name` and the watchdog at
+/// `threshold`.
+fn hog_runtime_with(max_workers: usize, thread_name: &str, threshold: Duration) -> Runtime {
     Runtime::builder()
         .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
         .default_scope(Scope::System)
         .max_workers_per_pool(max_workers)
-        .cpu_hog_threshold(Duration::from_millis(10))
+        .cpu_hog_threshold(threshold)
         .thread_name(thread_name)
         .build()
         .unwrap()
@@ -623,7 +625,10 @@ fn a_cpu_hog_that_blocks_briefly_gets_its_extra_worker_back() {
 /// look after the block, about half the time), and the task it spawns
 /// stays in its worker's LIFO slot (timed from the poll's start, the
 /// watchdog's first look after the block took it out as a long poll's:
-/// one look decides that, and a 15 ms spin holds one).
+/// one look decides that, and a spin of over half the threshold holds
+/// one). The spin is 60 ms under the threshold: a loaded machine (a CI
+/// run's tests in parallel on 2 CPUs) may preempt the poll around it (with
+/// a 20 ms threshold and a 15 ms spin, 5 ms of preemption failed it).
 #[test]
 fn a_short_computation_after_a_long_block_is_not_a_cpu_hog() {
     within(60, || {
@@ -631,13 +636,13 @@ fn a_short_computation_after_a_long_block_is_not_a_cpu_hog() {
             .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
             .default_scope(Scope::System)
             .max_workers_per_pool(2)
-            .cpu_hog_threshold(Duration::from_millis(20))
+            .cpu_hog_threshold(Duration::from_millis(200))
             .build()
             .unwrap();
         // Short polls on the other worker keep the watchdog looking every
         // half threshold.
         let busy = rt.spawn(async {
-            let end = Instant::now() + Duration::from_millis(400);
+            let end = Instant::now() + Duration::from_millis(700);
             while Instant::now() < end {
                 let t = Instant::now();
                 while t.elapsed() < Duration::from_millis(2) {
@@ -650,15 +655,15 @@ fn a_short_computation_after_a_long_block_is_not_a_cpu_hog() {
             .build(rt.handle())
             .unwrap();
         let h = q.spawn(async {
-            wq::block_in_place(|| std::thread::sleep(Duration::from_millis(100)));
+            wq::block_in_place(|| std::thread::sleep(Duration::from_millis(400)));
             // Into this worker's LIFO slot, run when the poll ends.
             drop(wq::spawn(async {}));
-            // Well under the threshold: a loaded machine (a CI run's tests
-            // in parallel on 2 CPUs) may preempt the poll after it, and 18
-            // ms once came out over 20. Long enough for the watchdog's
-            // looks (every 10 ms) to have found the old bug.
+            // Under the threshold by 60 ms; long enough for the watchdog's
+            // looks (every 100 ms) to have found the old bug: the LIFO
+            // steal at the first, the hog mark at the second (seen about
+            // 40% of the time).
             let t = Instant::now();
-            while t.elapsed() < Duration::from_millis(15) {
+            while t.elapsed() < Duration::from_millis(140) {
                 std::hint::spin_loop();
             }
         });
@@ -1160,13 +1165,20 @@ fn a_blocking_poll_is_not_a_cpu_hog_whatever_the_thread_name() {
 
 fn a_blocking_poll_is_not_a_cpu_hog(thread_name: &'static str) {
     within(60, move || {
-        let rt = hog_runtime_named(1, thread_name);
+        // A threshold far above how long the main thread may take, loaded,
+        // from the item's start to its spawn of the unblocker: the grant's
+        // wakeup is a `cm_wakeup` only if it finds that queued.
+        let rt = hog_runtime_with(1, thread_name, Duration::from_millis(200));
         let (tx, rx) = mpsc::channel::<()>();
+        let (began_tx, began_rx) = mpsc::channel::<()>();
         // A synchronous wait inside a poll, without block_in_place, on a
         // named queue (which counts the wakeup too).
         let q = Workqueue::builder("blocks").build(rt.handle()).unwrap();
-        let blocked = q.spawn(async move { rx.recv_timeout(Duration::from_secs(5)).is_ok() });
-        std::thread::sleep(Duration::from_millis(5));
+        let blocked = q.spawn(async move {
+            began_tx.send(()).unwrap();
+            rx.recv_timeout(Duration::from_secs(10)).is_ok()
+        });
+        began_rx.recv().unwrap();
         let unblocker = rt.spawn(async move { tx.send(()).unwrap() });
         assert!(
             rt.block_on(blocked).unwrap(),
