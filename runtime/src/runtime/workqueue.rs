@@ -326,8 +326,9 @@ impl WorkqueueBuilder {
     /// waits forever: the new item starts only after the one awaiting it
     /// ends. The same holds for any queue whose `max_active` items all
     /// wait so. An item that awaits a task that flushes or drains its own
-    /// queue waits forever on any queue (the flush waits for it); `flush`
-    /// and `drain` called from an item of the queue itself panic instead.
+    /// queue waits forever on any queue (the flush waits for it); a
+    /// `flush` or `drain` awaited in an item of the queue itself panics
+    /// instead.
     ///
     /// An item aborted while it waits for its turn never starts: its
     /// future is dropped then (by a worker), beside the item running (a drop
