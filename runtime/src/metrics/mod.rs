@@ -714,8 +714,10 @@ pub struct WorkqueueStats {
     /// `started` nor `completed` (it leaves `in_flight` and `inactive`).
     pub completed: u64,
     /// Time its items spent being polled (seconds, in a serialized
-    /// snapshot); an item's last poll on a worker is timed to the end of
-    /// its run there (its future's drop and its result handed over
+    /// snapshot); on a worker a poll is timed from the worker's clock
+    /// read as its previous poll ended, or as it came back from idle (its
+    /// look at its queues included), and an item's last poll there to
+    /// the end of its run (its future's drop and its result handed over
     /// included).
     #[serde(with = "secs")]
     pub cpu_time: Duration,

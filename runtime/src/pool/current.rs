@@ -248,25 +248,54 @@ pub(crate) fn with_queue_mark<R>(queue: *const (), f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// A poll of a named workqueue's task, as [`with_running_queue`] ran it.
+pub(crate) struct QueuePoll<R> {
+    /// What the poll returned.
+    pub(crate) result: R,
+    /// The concurrency-management wakeups its blocking caused.
+    pub(crate) cm_wakeups: u32,
+    /// The scheduling clock as it began: on a worker, the worker's own
+    /// read (at the end of its previous poll or its return from idle, as
+    /// `poll_time` counts), so that no read of its own comes between the
+    /// worker taking the task and the user's code; elsewhere a read here.
+    pub(crate) started: u64,
+    /// Whether this thread is a worker.
+    pub(crate) on_worker: bool,
+}
+
 /// Runs `f` (a poll of a task of the workqueue `queue`) with `queue` as
-/// this thread's running queue, and returns `f`'s result with the
-/// concurrency-management wakeups counted during it.
-pub(crate) fn with_running_queue<R>(queue: *const (), f: impl FnOnce() -> R) -> (R, u32) {
+/// this thread's running queue: see [`QueuePoll`]. Two thread-local
+/// accesses, one before `f` and one after (and one more only if `f`
+/// unwinds).
+pub(crate) fn with_running_queue<R>(queue: *const (), f: impl FnOnce() -> R) -> QueuePoll<R> {
+    /// Restores the running queue if `f` unwinds.
     struct Restore(*const ());
     impl Drop for Restore {
         fn drop(&mut self) {
             let _ = THREAD.try_with(|t| t.running_queue.set(self.0));
         }
     }
-    let prev = THREAD.with(|t| {
+    let (prev, worker_now) = THREAD.with(|t| {
         t.cm_wakeups.set(0);
-        t.running_queue.replace(queue)
+        let now = t.worker.borrow().as_deref().map(Local::clock);
+        (t.running_queue.replace(queue), now)
     });
+    let started = worker_now.unwrap_or_else(crate::clock::now);
     let restore = Restore(prev);
-    let r = f();
-    drop(restore);
-    let n = THREAD.try_with(|t| t.cm_wakeups.replace(0)).unwrap_or(0);
-    (r, n)
+    let result = f();
+    std::mem::forget(restore);
+    let cm_wakeups = THREAD
+        .try_with(|t| {
+            t.running_queue.set(prev);
+            t.cm_wakeups.replace(0)
+        })
+        .unwrap_or(0);
+    QueuePoll {
+        result,
+        cm_wakeups,
+        started,
+        on_worker: worker_now.is_some(),
+    }
 }
 
 /// The workqueue whose task this thread is polling (null: none).

@@ -543,15 +543,16 @@ impl<F: Future> Future for TaskCell<'_, F> {
             Some(q) => {
                 let first = this.polls & POLLED == 0;
                 this.polls |= POLLED;
-                let start = clock::now();
-                let (result, cm_wakeups) = current::with_running_queue(q.id(), || {
-                    if hog || q.is_cpu_intensive() {
+                let intensive = hog || q.is_cpu_intensive();
+                let polled = current::with_running_queue(q.id(), || {
+                    if intensive {
                         crate::pool::run_cpu_intensive(poll)
                     } else {
                         poll()
                     }
                 });
-                if !matches!(result, Ok(Poll::Pending)) && current::on_worker_thread() {
+                let (result, start) = (polled.result, polled.started);
+                if !matches!(result, Ok(Poll::Pending)) && polled.on_worker {
                     // The last poll (the future is dropped next, on this
                     // thread): timed with the task's end, which its worker
                     // runs after its next look at its queues, to the clock
@@ -564,7 +565,7 @@ impl<F: Future> Future for TaskCell<'_, F> {
                 } else {
                     q.polled(first, clock::delay_ns(start, clock::now()));
                 }
-                for _ in 0..cm_wakeups {
+                for _ in 0..polled.cm_wakeups {
                     q.cm_wakeup();
                 }
                 result
