@@ -38,7 +38,7 @@ pub fn main(argv: &[String], command: &str) -> Result<(), String> {
     let mut text = crate::machine::header(command);
     text.push_str(&format!(
         "# wq: system scope, max_workers_per_pool {workers}; tokio: multi-thread, worker_threads {workers}; \
-         every figure from a fresh process, medians of {repeat}\n\n"
+         every figure from a fresh process, medians of {repeat} (the threads after a burst below: one run)\n\n"
     ));
     text.push_str(&format!(
         "{:<8} {:>16} {:>16} {:>18} {:>16}\n",
@@ -93,7 +93,7 @@ pub fn main(argv: &[String], command: &str) -> Result<(), String> {
          bytes / idle task: RSS added by {tasks} spawned tasks each parked on a pending future, JoinHandles dropped)\n\n"
     ));
     text.push_str(&format!(
-        "worker threads after a burst of {burst} blocking items, then idle {idle_secs} s (1 s idle timeout):\n"
+        "worker threads after a burst of {burst} blocking items, then idle {idle_secs} s (1 s idle timeout; one run each):\n"
     ));
     for rt in ["wq", "tokio"] {
         let v = probe(&[

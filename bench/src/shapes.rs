@@ -615,7 +615,12 @@ pub fn table(timings: &[Timing], neighbours: usize) -> String {
             } else {
                 String::new()
             };
-            out.push_str(&format!("{:<14} wq/tokio time: quiet {r:.2}{busy}\n", ""));
+            // Of the medians above: in a `--layouts` run, the pooled ones
+            // (the targets judge each layout's own ratio instead).
+            out.push_str(&format!(
+                "{:<14} wq/tokio time (of the medians above): quiet {r:.2}{busy}\n",
+                ""
+            ));
         }
         if let (Some(on), Some(off)) = (
             find(timings, shape, "wq", 0),
@@ -751,7 +756,10 @@ mod tests {
             "{t:?}"
         );
         let text = table(&t, 0);
-        assert!(text.contains("wq/tokio time: quiet"), "{text}");
+        assert!(
+            text.contains("wq/tokio time (of the medians above): quiet"),
+            "{text}"
+        );
         assert!(targets(&t, 0).is_empty());
         assert!(measure(&["nope".to_owned()], &rts, 1, 1, 0, Spin::default()).is_err());
     }

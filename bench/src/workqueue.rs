@@ -157,12 +157,14 @@ pub fn spin_arg(a: &Args) -> Result<Spin, String> {
 
 /// `--workers N`: wq's `max_workers_per_pool`, if given (1 or more).
 pub fn workers_arg(a: &Args) -> Result<Option<usize>, String> {
-    match a.raw("workers").map(str::parse::<usize>).transpose() {
-        Ok(Some(0)) => Err("--workers 0: a pool needs at least one worker; give 1 or more".into()),
-        Ok(n) => Ok(n),
-        Err(e) => Err(format!(
-            "--workers: {e} (give a number of workers per pool)"
-        )),
+    if a.raw("workers").is_none() {
+        return Ok(None);
+    }
+    // Through `get`: its limit (as `shapes --workers` has).
+    match a.get::<usize>("workers", 0) {
+        Ok(0) => Err("--workers 0: a pool needs at least one worker; give 1 or more".into()),
+        Ok(n) => Ok(Some(n)),
+        Err(e) => Err(format!("{e} (give a number of workers per pool)")),
     }
 }
 
@@ -1246,6 +1248,20 @@ mod tests {
             no_tokio: true,
             ..Config::from_args(&a).unwrap()
         }
+    }
+
+    /// `--workers` is held to the thread limit every other thread count
+    /// has (it was parsed on its own, and 32,767 reserved slots for that
+    /// many workers in every pool).
+    #[test]
+    fn workers_beyond_the_thread_limit_are_refused() {
+        let parse = |v: &str| workers_arg(&Args::parse(["--workers", v], &[]).unwrap());
+        let err = parse("5000").unwrap_err();
+        assert!(err.contains("at most 4096"), "{err}");
+        assert!(parse("0").unwrap_err().contains("at least one worker"));
+        assert!(parse("x").unwrap_err().contains("number of workers"));
+        assert_eq!(parse("4096"), Ok(Some(4096)));
+        assert_eq!(workers_arg(&Args::default()), Ok(None));
     }
 
     /// A producer that panics before the start line fails the run: the
