@@ -762,7 +762,15 @@ fn a_runtime_dropped_in_its_own_task_drops_its_worker_local_tasks_first() {
         let rt = Runtime::new().unwrap();
         let h = rt.handle().clone();
         let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let job = h.spawn_blocking(move || rx.recv().is_err());
+        let (running_tx, running_rx) = std::sync::mpsc::channel::<()>();
+        let job = h.spawn_blocking(move || {
+            running_tx.send(()).unwrap();
+            rx.recv().is_err()
+        });
+        // Running before the drop: a job still queued then is cancelled
+        // by the shutdown, not waited for (a loaded machine may start its
+        // thread late).
+        running_rx.recv().unwrap();
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         drop(h.spawn(async move {
             // Queued on this worker (its LIFO slot), never polled: it holds
@@ -920,6 +928,62 @@ fn build_errors_say_what_to_do() {
         assert!(e.to_string().contains("thread_stack_size"), "{e}");
         assert!(e.to_string().contains("at most 1073741824"), "{e}");
     }
+}
+
+/// The child half of the next test (alone in its process: it limits the
+/// process's address space).
+#[test]
+fn a_rescuer_the_os_refuses_child() {
+    if std::env::var_os("WQ_RESCUER_REFUSED_CHILD").is_none() {
+        return;
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let vm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmSize in /proc/self/status");
+    // Room for the build, not for a 1 GiB stack.
+    let limit = (vm_kib + (256 << 10)) << 10;
+    let rl = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
+    // SAFETY: a plain struct passed by pointer.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &rl) }, 0);
+    let e = Runtime::builder()
+        .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
+        .thread_stack_size(1 << 30)
+        .build()
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("could not start the runtime's rescuer thread")
+            && msg.contains("Builder::thread_stack_size"),
+        "{msg}"
+    );
+    let io = std::error::Error::source(&e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .unwrap_or_else(|| panic!("no io::Error beneath: {e:?}"));
+    assert!(io.raw_os_error().is_some(), "{io:?}");
+}
+
+/// A runtime whose rescuer thread the OS will not start is a build error
+/// that says so, with the OS's error as its source (it was kept as text).
+#[test]
+fn a_rescuer_the_os_refuses_is_a_build_error_with_the_os_error_beneath() {
+    let out = common::child::this_binary_test(
+        "a_rescuer_the_os_refuses_child",
+        "WQ_RESCUER_REFUSED_CHILD",
+        "1",
+    );
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+        "the child {}: {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -404,19 +404,31 @@ impl Builder {
                 Some(n) => format!(", or cannot map thread stacks of {n} bytes (Builder::thread_stack_size)"),
                 None => String::new(),
             };
-            BuildError::new(format!(
-                "could not start the runtime's rescuer thread: {err}; the process may be at its thread limit (`ulimit -u`) or out of memory{stack}"
-            ))
+            BuildError::io(
+                format!(
+                    "could not start the runtime's rescuer thread: {err}; the process may be at its thread limit (`ulimit -u`) or out of memory{stack}"
+                ),
+                err,
+            )
         })?;
         Ok(runtime)
     }
 }
 
-/// Why a [`Runtime`] could not be built.
+/// Why a [`Runtime`] could not be built. Its
+/// [`source`](std::error::Error::source) is the error beneath, where there
+/// is one: the [`TopologyError`] of a topology that could not be read, or
+/// the [`std::io::Error`] of a thread the OS would not start.
 #[derive(Debug)]
 pub struct BuildError {
     message: String,
-    source: Option<TopologyError>,
+    source: Option<Source>,
+}
+
+#[derive(Debug)]
+enum Source {
+    Topology(TopologyError),
+    Io(std::io::Error),
 }
 
 impl BuildError {
@@ -432,7 +444,14 @@ impl BuildError {
             message: format!(
                 "could not read this machine's topology: {err}; pass one with Builder::topology (e.g. Topology::detect_sysfs())"
             ),
-            source: Some(err),
+            source: Some(Source::Topology(err)),
+        }
+    }
+
+    fn io(message: String, err: std::io::Error) -> BuildError {
+        BuildError {
+            message,
+            source: Some(Source::Io(err)),
         }
     }
 }
@@ -445,6 +464,9 @@ impl fmt::Display for BuildError {
 
 impl std::error::Error for BuildError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_ref().map(|e| e as _)
+        match self.source.as_ref()? {
+            Source::Topology(e) => Some(e),
+            Source::Io(e) => Some(e),
+        }
     }
 }
