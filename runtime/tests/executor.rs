@@ -1310,9 +1310,13 @@ fn sibling_steals_count_the_tasks_taken() {
                     })
                 })
                 .collect();
-            // This worker holds its deque's tasks while the sibling takes
-            // them.
-            std::thread::sleep(Duration::from_millis(200));
+            // This worker holds its deque's tasks until the sibling has
+            // taken some (a fixed wait could end before a sibling started
+            // late on a loaded machine ran at all).
+            let t = Instant::now();
+            while e.load(Ordering::SeqCst) == 0 && t.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
             for h in handles {
                 h.await.unwrap();
             }

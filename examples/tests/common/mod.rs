@@ -10,4 +10,4 @@ mod refusing;
 #[allow(unused_imports)] // each test file uses its part
 pub use child::{CHILD_LIMIT, KillOnDrop, kill_after, output, output_within};
 #[allow(unused_imports)]
-pub use refusing::refusing_addr;
+pub use refusing::{hold, refusing_addr};
