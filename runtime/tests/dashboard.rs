@@ -814,16 +814,15 @@ fn clients_that_hang_up_on_their_requests_do_not_hold_others_up() {
             std::thread::sleep(Duration::from_millis(10));
         }
         let during = next_seq(addr);
-        // Bounds for a loaded 2-CPU machine, where the flood's threads and
-        // other tests' (a headless browser's) starve the dashboard's
-        // thread: held up, ours were refused every time and the sampler
-        // stopped.
+        // At most half refused: a loaded 2-CPU machine (the flood's
+        // threads, other tests' headless browser) starves the dashboard's
+        // thread; held up, ours were refused every time.
         assert!(
             served > 0 && busy <= served,
             "/metrics served {served} times, busy (503) {busy} times"
         );
         assert!(
-            during > before,
+            during >= before + 2,
             "the sampler's points stopped: {before} -> {during} in 3 s"
         );
     });

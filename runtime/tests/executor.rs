@@ -943,12 +943,15 @@ fn a_rescuer_the_os_refuses_child() {
         .find_map(|l| l.strip_prefix("VmSize:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmSize in /proc/self/status");
-    // Room for the build, not for a 1 GiB stack.
-    let limit = (vm_kib + (256 << 10)) << 10;
-    let rl = libc::rlimit {
-        rlim_cur: limit,
-        rlim_max: limit,
+    // Room for the build, not for a 1 GiB stack (within a hard limit
+    // already set, if any).
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
     };
+    // SAFETY: a plain struct written by pointer.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut rl) }, 0);
+    rl.rlim_cur = ((vm_kib + (256 << 10)) << 10).min(rl.rlim_max);
     // SAFETY: a plain struct passed by pointer.
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &rl) }, 0);
     let e = Runtime::builder()

@@ -715,8 +715,9 @@ pub struct WorkqueueStats {
     pub completed: u64,
     /// Time its items spent being polled (seconds, in a serialized
     /// snapshot); on a worker a poll is timed from the worker's clock
-    /// read as its previous poll ended, or as it came back from idle (its
-    /// look at its queues included), and an item's last poll there to
+    /// read as its previous poll ended, or as it came back from idle
+    /// (what the worker did between included: its look at its queues,
+    /// the end of the item it ran before), and an item's last poll there to
     /// the end of its run (its future's drop and its result handed over
     /// included).
     #[serde(with = "secs")]

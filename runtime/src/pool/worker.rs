@@ -535,16 +535,17 @@ impl Local {
         !self.lifo().is_empty() || !self.deque.is_empty()
     }
 
-    /// The poll this worker runs, granted a CPU-hog allowance, ends: the
-    /// allowance goes (`super::long_poll` says why), and this worker looks
-    /// whether the pool is over its limit after the poll.
     /// The worker's scheduling clock: its last read, at the end of its
-    /// previous poll or as it came back from idle (or from
-    /// `block_in_place`); during a poll, that poll's start.
+    /// previous poll or as it came back from idle; as a poll begins, that
+    /// poll's start (a `block_in_place` in the poll reads it again as it
+    /// returns).
     pub(crate) fn clock(&self) -> u64 {
         self.now.get()
     }
 
+    /// The poll this worker runs, granted a CPU-hog allowance, ends: the
+    /// allowance goes (`super::long_poll` says why), and this worker looks
+    /// whether the pool is over its limit after the poll.
     pub(crate) fn end_allowance(&self) {
         self.pool.idle.revoke_hog(self.slot);
         self.over_limit.set(true);

@@ -10,25 +10,27 @@ use std::os::fd::{FromRawFd, OwnedFd};
 /// test's bind can take the port meanwhile, as one could the port of a
 /// listener just dropped (tests run in parallel).
 pub fn refusing_addr() -> (OwnedFd, std::net::SocketAddr) {
-    let sock = bound(0).unwrap_or_else(|e| panic!("bind: {e}"));
+    let sock = bound(0, false).unwrap_or_else(|e| panic!("bind: {e}"));
     let addr = local_addr(&sock);
     (sock, addr)
 }
 
-/// Holds the loopback port of `addr` as [`refusing_addr`] does, once
-/// nothing listens on it: `AddrInUse` while a listener (or another
-/// holder) has it. A test that dropped a listener checks its port this
-/// way, then connects while holding it: a connect to the freed port
-/// alone could reach another test's listener bound there meanwhile.
+/// Holds the loopback port of `addr`, bound and not listening, once
+/// nothing listens on it: `AddrInUse` while a listener has it. A test
+/// that dropped a listener checks its port this way, then connects while
+/// holding it: a connect to the freed port alone could reach another
+/// test's listener bound there meanwhile. With `SO_REUSEADDR` (a closed
+/// connection's `TIME_WAIT` on the port must not keep it), so it keeps
+/// out binds to port 0 and connects' ephemeral ports, not a bind to this
+/// port with `SO_REUSEADDR` too (which no test makes).
 pub fn hold(addr: std::net::SocketAddr) -> std::io::Result<OwnedFd> {
     assert!(addr.ip().is_loopback(), "{addr}: not a loopback address");
-    bound(addr.port())
+    bound(addr.port(), true)
 }
 
 /// A TCP socket bound to 127.0.0.1:`port` (0: any), not listening, with
-/// `SO_REUSEADDR` (a closed connection's `TIME_WAIT` on the port does not
-/// keep it; a listener does).
-fn bound(port: u16) -> std::io::Result<OwnedFd> {
+/// `SO_REUSEADDR` if `reuse`.
+fn bound(port: u16, reuse: bool) -> std::io::Result<OwnedFd> {
     // SAFETY: socket(2) has no memory preconditions; the fd is owned below.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -36,19 +38,21 @@ fn bound(port: u16) -> std::io::Result<OwnedFd> {
     }
     // SAFETY: a fresh fd, owned by nobody else.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    let on: libc::c_int = 1;
-    // SAFETY: `on` is a c_int of the length given.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            (&raw const on).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
+    if reuse {
+        let on: libc::c_int = 1;
+        // SAFETY: `on` is a c_int of the length given.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_REUSEADDR,
+                (&raw const on).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
     }
     let sa = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
