@@ -163,7 +163,11 @@
 //! 8. **CPU hog** ([`Idle::grant_hog`] / [`Idle::revoke_hog`], by the
 //!    runtime's watchdog, the kernel's CPU-intensive detection): a poll
 //!    that has run longer than the threshold lets the pool have one worker
-//!    beyond its maximum, and kicks it if work is queued, so the pool's
+//!    beyond its maximum, and kicks it if work is queued (the grant
+//!    publishes the room it makes, fences, then looks at the queues: a
+//!    producer that read the pool full and skipped its kick pushed before
+//!    that look, which sees its item: I3's pair, the grant in the parking
+//!    worker's place), so the pool's
 //!    other work is not held behind the hog; when that poll ends, the
 //!    allowance goes (and a worker steps down if the pool is left over its
 //!    limit, step 9). The watchdog grants the allowance; the hog's worker
@@ -401,6 +405,10 @@ pub(crate) struct Idle {
     /// (`loom_tests`).
     #[cfg(loom)]
     pub(crate) close_skips_fence: std::sync::atomic::AtomicBool,
+    /// A negative model's fault: a CPU-hog grant looks at the queues
+    /// without its fence (`loom_tests`).
+    #[cfg(loom)]
+    pub(crate) grant_skips_fence: std::sync::atomic::AtomicBool,
     /// A negative model's fault: a worker culled before its re-check
     /// exits whatever the others are (`loom_tests`).
     #[cfg(loom)]
@@ -486,6 +494,8 @@ impl Idle {
             notify_skips_fence: std::sync::atomic::AtomicBool::new(false),
             #[cfg(loom)]
             close_skips_fence: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(loom)]
+            grant_skips_fence: std::sync::atomic::AtomicBool::new(false),
             #[cfg(loom)]
             culled_always_exits: std::sync::atomic::AtomicBool::new(false),
             #[cfg(loom)]
@@ -1346,8 +1356,10 @@ impl Idle {
                     ..Change::default()
                 },
             );
-            // As in `block`: the change before the look at the queues.
-            fence(Ordering::SeqCst);
+            // As in `block`: the change before the look at the queues
+            // (a producer that read the pool full before it skipped its
+            // kick: `loom_a_push_racing_a_grant_is_served`).
+            protocol_fence!(self.grant_skips_fence);
             let kick = if has_work() {
                 let kick = self.kick_locked(&mut st, &mut wake);
                 if !on_cpu && matches!(kick, Kick::Woke | Kick::Start(_)) {

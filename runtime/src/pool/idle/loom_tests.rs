@@ -814,6 +814,55 @@ fn loom_negative_a_skip_with_only_granted_workers_strands_the_item() {
     block_beside_a_granted_poll(true);
 }
 
+/// A push racing a CPU-hog grant: the pool's one worker is in a long
+/// poll (counted, serving, the pool full), a producer queues an item while
+/// the watchdog grants that poll its allowance. The item does not wait for
+/// the poll's end or the watchdog's next scan: the grant publishes the
+/// room it makes, fences and looks at the queues (seeing the item, it
+/// starts a worker), and the producer pushes, fences and reads the hint
+/// (seeing the grant, it kicks under the lock, which starts one).
+/// `skips_fence`: the fault, the grant's look without its fence (both may
+/// miss the other: the producer reads the pool full and skips, the grant
+/// finds no work).
+fn push_racing_a_grant(skips_fence: bool) {
+    loom::model(move || {
+        let mut cfg = no_cull(WakeMode::Deferred);
+        cfg.max_workers = 1;
+        cfg.slots = 2;
+        let idle = Arc::new(Idle::new(cfg));
+        let queue = Arc::new(Queue(Items::new(0)));
+        idle.grant_skips_fence
+            .store(skips_fence, std::sync::atomic::Ordering::Relaxed);
+        let Kick::Start(a) = idle.kick() else {
+            panic!("a fresh pool starts a worker")
+        };
+        idle.started(a, loom::thread::current());
+        idle.stop_searching();
+        let (i, q) = (idle.clone(), queue.clone());
+        let producer = loom::thread::spawn(move || {
+            q.push();
+            i.notify()
+        });
+        let granted = idle.grant_hog(a, true, || queue.has_work());
+        let pushed = producer.join().unwrap();
+        assert!(
+            matches!(granted, Some(Kick::Start(_))) || matches!(pushed, Kick::Start(_)),
+            "stranded: grant {granted:?}, push {pushed:?}"
+        );
+    });
+}
+
+#[test]
+fn loom_a_push_racing_a_grant_is_served() {
+    push_racing_a_grant(false);
+}
+
+#[test]
+#[should_panic(expected = "stranded")]
+fn loom_without_the_grants_fence_a_push_waits_for_the_poll() {
+    push_racing_a_grant(true);
+}
+
 /// A push while a refused start backs off: the pool's one worker runs
 /// (it serves the queues), a start beside it was refused an hour ago, and
 /// a producer queues an item while the worker searches, idles and parks.
