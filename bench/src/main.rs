@@ -363,8 +363,9 @@ fn run_shape_layouts(
         measured.push(shapes::timings_of_json(&v)?);
     }
     let timings = shapes::pool_layouts(&measured);
-    let ratios = shapes::layout_ratios(&measured);
     let neighbours: usize = a.get("busy-neighbours", 0)?;
+    let ratios = shapes::layout_ratios(&measured, 0);
+    let busy_ratios = (neighbours > 0).then(|| shapes::layout_ratios(&measured, neighbours));
     let workers: usize = a.count("workers", machine::online_cpus())?;
     let spin = workqueue::spin_arg(a)?;
     let command = command_line();
@@ -377,11 +378,17 @@ fn run_shape_layouts(
             .map(|(t, met)| serde_json::json!({"target": t, "met": met}))
             .collect::<Vec<_>>()
             .into();
-        v["layout_ratios"] = ratios
-            .iter()
-            .map(|(s, r)| (s.clone(), serde_json::json!(r)))
-            .collect::<serde_json::Map<_, _>>()
-            .into();
+        let by_shape = |ratios: &[(String, Vec<f64>)]| -> serde_json::Value {
+            ratios
+                .iter()
+                .map(|(s, r)| (s.clone(), serde_json::json!(r)))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        };
+        v["layout_ratios"] = by_shape(&ratios);
+        if let Some(busy) = &busy_ratios {
+            v["layout_ratios_busy"] = by_shape(busy);
+        }
         return print_json(&v);
     }
     out!("{}", machine::header(&command));
@@ -390,20 +397,27 @@ fn run_shape_layouts(
         layouts - 1
     );
     out!("{}", shapes::table(&timings, neighbours));
-    outln!("\nwq/tokio median time per layout (quiet):");
-    for (shape, r) in &ratios {
-        let mut sorted = r.clone();
-        sorted.sort_by(f64::total_cmp);
-        outln!(
-            "  {shape:<14} {}  (median {:.2}, {:.2}-{:.2})",
-            r.iter()
-                .map(|x| format!("{x:.2}"))
-                .collect::<Vec<_>>()
-                .join(" "),
-            wq_bench::stats::median(r),
-            sorted[0],
-            sorted[sorted.len() - 1]
-        );
+    let phases = std::iter::once(("quiet".to_owned(), &ratios)).chain(
+        busy_ratios
+            .iter()
+            .map(|b| (format!("beside {neighbours} busy loops"), b)),
+    );
+    for (phase, ratios) in phases {
+        outln!("\nwq/tokio median time per layout ({phase}):");
+        for (shape, r) in ratios {
+            let mut sorted = r.clone();
+            sorted.sort_by(f64::total_cmp);
+            outln!(
+                "  {shape:<14} {}  (median {:.2}, {:.2}-{:.2})",
+                r.iter()
+                    .map(|x| format!("{x:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                wq_bench::stats::median(r),
+                sorted[0],
+                sorted[sorted.len() - 1]
+            );
+        }
     }
     print_targets(
         &shapes::layout_targets(&measured, neighbours),

@@ -396,17 +396,18 @@ pub fn pool_layouts(layouts: &[Vec<Timing>]) -> Vec<Timing> {
     out
 }
 
-/// Per shape (quiet), wq/tokio median time in each layout.
-pub fn layout_ratios(layouts: &[Vec<Timing>]) -> Vec<(String, Vec<f64>)> {
+/// Per shape, wq/tokio median time in each layout, in the phase beside
+/// `neighbours` busy loops (0: quiet).
+pub fn layout_ratios(layouts: &[Vec<Timing>], neighbours: usize) -> Vec<(String, Vec<f64>)> {
     let mut out: Vec<(String, Vec<f64>)> = Vec::new();
     for timings in layouts {
         for w in timings
             .iter()
-            .filter(|t| t.runtime == "wq" && t.neighbours == 0)
+            .filter(|t| t.runtime == "wq" && t.neighbours == neighbours)
         {
             let Some(t) = timings
                 .iter()
-                .find(|t| t.runtime == "tokio" && t.shape == w.shape && t.neighbours == 0)
+                .find(|t| t.runtime == "tokio" && t.shape == w.shape && t.neighbours == neighbours)
             else {
                 continue;
             };
@@ -791,6 +792,15 @@ mod tests {
         ];
         let pooled = targets(&pool_layouts(&[a.clone(), b.clone()]), 2);
         assert!(!pooled[0].1, "the pooled medians read {}", pooled[0].0);
+        // Each phase's per-layout ratios are its own (the busy ones were
+        // not printed at all).
+        let quiet = layout_ratios(&[a.clone(), b.clone()], 0);
+        let busy = layout_ratios(&[a.clone(), b.clone()], 2);
+        let r = |x: &[(String, Vec<f64>)]| -> Vec<String> {
+            x[0].1.iter().map(|v| format!("{v:.2}")).collect()
+        };
+        assert_eq!(r(&quiet), ["0.67", "0.67"]);
+        assert_eq!(r(&busy), ["0.67", "0.69"]);
         let judged = layout_targets(&[a, b], 2);
         assert!(judged[0].1, "{}", judged[0].0);
         assert!(judged[0].0.contains("0.68"), "{}", judged[0].0);
