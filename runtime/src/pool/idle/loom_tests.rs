@@ -760,6 +760,23 @@ fn loom_an_unwoken_worker_looking_before_the_lock_strands_nothing() {
     });
 }
 
+/// A pool of at most one worker (two slots: room for an allowance's),
+/// its worker `a` started and running a task (not searching): the pool
+/// full. Returns the pool, its queue and `a`.
+fn one_running_worker() -> (Arc<Idle>, Arc<Queue>, usize) {
+    let mut cfg = no_cull(WakeMode::Deferred);
+    cfg.max_workers = 1;
+    cfg.slots = 2;
+    let idle = Arc::new(Idle::new(cfg));
+    let queue = Arc::new(Queue(Items::new(0)));
+    let Kick::Start(a) = idle.kick() else {
+        panic!("a fresh pool starts a worker")
+    };
+    idle.started(a, loom::thread::current());
+    idle.stop_searching();
+    (idle, queue, a)
+}
+
 /// A push while the worker a CPU-hog allowance started blocks
 /// (`block_in_place`) beside the granted poll: the only counted worker is
 /// in that poll, none serves the queues and none can start (both slots
@@ -770,18 +787,9 @@ fn loom_an_unwoken_worker_looking_before_the_lock_strands_nothing() {
 /// does (the item waited for the poll's end or the watchdog's next scan).
 fn block_beside_a_granted_poll(ignores_unserved: bool) {
     loom::model(move || {
-        let mut cfg = no_cull(WakeMode::Deferred);
-        cfg.max_workers = 1;
-        cfg.slots = 2;
-        let idle = Arc::new(Idle::new(cfg));
-        let queue = Arc::new(Queue(Items::new(0)));
+        let (idle, queue, a) = one_running_worker();
         idle.running_skip_ignores_unserved
             .store(ignores_unserved, std::sync::atomic::Ordering::Relaxed);
-        let Kick::Start(a) = idle.kick() else {
-            panic!("a fresh pool starts a worker")
-        };
-        idle.started(a, loom::thread::current());
-        idle.stop_searching();
         // `a`'s poll runs past the threshold with work queued: the
         // allowance starts `b`, which takes that work and runs it.
         let Some(Kick::Start(b)) = idle.grant_hog(a, true, || true) else {
@@ -826,18 +834,9 @@ fn loom_negative_a_skip_with_only_granted_workers_strands_the_item() {
 /// finds no work).
 fn push_racing_a_grant(skips_fence: bool) {
     loom::model(move || {
-        let mut cfg = no_cull(WakeMode::Deferred);
-        cfg.max_workers = 1;
-        cfg.slots = 2;
-        let idle = Arc::new(Idle::new(cfg));
-        let queue = Arc::new(Queue(Items::new(0)));
+        let (idle, queue, a) = one_running_worker();
         idle.grant_skips_fence
             .store(skips_fence, std::sync::atomic::Ordering::Relaxed);
-        let Kick::Start(a) = idle.kick() else {
-            panic!("a fresh pool starts a worker")
-        };
-        idle.started(a, loom::thread::current());
-        idle.stop_searching();
         let (i, q) = (idle.clone(), queue.clone());
         let producer = loom::thread::spawn(move || {
             q.push();
