@@ -1079,10 +1079,21 @@ fn an_axum_router_answers_its_routes_and_a_404_on_wq() {
     });
 }
 
+/// Held by the tests that call `pools_table` directly: its cache is the
+/// process's, and each of them, run in parallel, took it over from the
+/// others (a runtime's table replaces another's), costing them a
+/// snapshot job and a shared table.
+static POOLS_CACHE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn pools_cache() -> std::sync::MutexGuard<'static, ()> {
+    POOLS_CACHE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// `/pools` requests close together share one table (one snapshot per
 /// 250 ms, however many clients poll).
 #[test]
 fn pools_tables_close_together_are_shared() {
+    let _cache = pools_cache();
     on_wq(async || {
         let mut shared = false;
         // A slow machine may straddle a window's end: a few tries.
@@ -1103,6 +1114,7 @@ fn pools_tables_close_together_are_shared() {
 /// a dropped one was (the cache was keyed by an address).
 #[test]
 fn a_cached_pools_table_is_never_another_runtimes() {
+    let _cache = pools_cache();
     let a = wq::Runtime::new().unwrap();
     let b = wq::Runtime::new().unwrap();
     let ta = a.block_on(routes::pools_table()).unwrap();
@@ -1129,10 +1141,11 @@ fn a_cached_pools_table_is_never_another_runtimes() {
 /// Many `/pools` requests at once share a snapshot job: each started
 /// one (all but one waiting on the cache's lock), and the blocking pool a
 /// thread for each, up to 512. (Other tests' runtimes asking at the same
-/// time take the one cache over meanwhile, each time costing this one a
-/// job more: a bound, not one job.)
+/// time -- a service's `/pools` -- take the one cache over meanwhile, each
+/// time costing this one a job more: a bound, not one job.)
 #[test]
 fn many_pools_requests_at_once_share_a_snapshot_job() {
+    let _cache = pools_cache();
     let rt = wq::Runtime::new().unwrap();
     rt.block_on(async {
         let requests: Vec<_> = (0..300).map(|_| wq::spawn(routes::pools_table())).collect();
@@ -1154,6 +1167,7 @@ fn many_pools_requests_at_once_share_a_snapshot_job() {
 /// handed, however old, to the next request.
 #[test]
 fn an_abandoned_pools_table_is_not_served_later_as_new() {
+    let _cache = pools_cache();
     let rt = wq::Runtime::new().unwrap();
     rt.block_on(async {
         let mut first = Box::pin(routes::pools_table());
