@@ -732,11 +732,7 @@ fn loom_an_unwoken_worker_looking_before_the_lock_strands_nothing() {
             idle.enter_idle(a, Instant::now(), || queue.has_work()),
             Next::Park
         );
-        let (i, q) = (idle.clone(), queue.clone());
-        let producer = loom::thread::spawn(move || {
-            q.push();
-            i.notify()
-        });
+        let producer = push_and_kick(&idle, &queue);
         let mut wake = WakeQueue::default();
         let next = idle.leave_idle(
             a,
@@ -758,6 +754,16 @@ fn loom_an_unwoken_worker_looking_before_the_lock_strands_nothing() {
         }
         parked.join().unwrap();
     });
+}
+
+/// A producer thread: pushes an item and kicks the pool (`Idle::notify`);
+/// its handle gives the kick.
+fn push_and_kick(idle: &Arc<Idle>, queue: &Arc<Queue>) -> loom::thread::JoinHandle<Kick> {
+    let (i, q) = (idle.clone(), queue.clone());
+    loom::thread::spawn(move || {
+        q.push();
+        i.notify()
+    })
 }
 
 /// A pool of at most one worker (two slots: room for an allowance's),
@@ -797,11 +803,7 @@ fn block_beside_a_granted_poll(ignores_unserved: bool) {
         };
         idle.started(b, loom::thread::current());
         idle.stop_searching();
-        let (i, q) = (idle.clone(), queue.clone());
-        let producer = loom::thread::spawn(move || {
-            q.push();
-            i.notify()
-        });
+        let producer = push_and_kick(&idle, &queue);
         let blocked = idle.block(b, true, || queue.has_work());
         let pushed = producer.join().unwrap();
         assert!(
@@ -837,11 +839,7 @@ fn push_racing_a_grant(skips_fence: bool) {
         let (idle, queue, a) = one_running_worker();
         idle.grant_skips_fence
             .store(skips_fence, std::sync::atomic::Ordering::Relaxed);
-        let (i, q) = (idle.clone(), queue.clone());
-        let producer = loom::thread::spawn(move || {
-            q.push();
-            i.notify()
-        });
+        let producer = push_and_kick(&idle, &queue);
         let granted = idle.grant_hog(a, true, || queue.has_work());
         let pushed = producer.join().unwrap();
         assert!(
@@ -898,11 +896,7 @@ fn block_while_a_start_backs_off(ignores_unserved: bool) {
         let (idle, queue, a) = beside_a_refused_start(3);
         idle.backoff_skip_ignores_unserved
             .store(ignores_unserved, std::sync::atomic::Ordering::Relaxed);
-        let (i, q) = (idle.clone(), queue.clone());
-        let producer = loom::thread::spawn(move || {
-            q.push();
-            i.notify()
-        });
+        let producer = push_and_kick(&idle, &queue);
         let blocked = idle.block(a, true, || queue.has_work());
         let pushed = producer.join().unwrap();
         assert!(
@@ -1162,11 +1156,7 @@ fn block_racing_a_push(skip_fence: bool) {
         idle.started(a, loom::thread::current());
         // `a` found a task and runs it.
         assert!(idle.stop_searching());
-        let (i, q) = (idle.clone(), queue.clone());
-        let producer = loom::thread::spawn(move || {
-            q.push();
-            i.notify()
-        });
+        let producer = push_and_kick(&idle, &queue);
         let blocked = idle.block(a, true, || queue.has_work());
         let pushed = producer.join().unwrap();
         let starts: Vec<usize> = [&blocked, &pushed]
