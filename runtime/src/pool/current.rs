@@ -43,7 +43,6 @@ use super::worker::Local;
 
 struct ThreadState {
     ordinal: Cell<usize>,
-    worker: RefCell<Option<Rc<Local>>>,
     roaming: Cell<bool>,
     rescuer_of: Cell<*const ()>,
     draining: RefCell<Vec<*const Pool>>,
@@ -55,7 +54,6 @@ thread_local! {
     static THREAD: ThreadState = const {
         ThreadState {
             ordinal: Cell::new(usize::MAX),
-            worker: RefCell::new(None),
             roaming: Cell::new(false),
             rescuer_of: Cell::new(std::ptr::null()),
             draining: RefCell::new(Vec::new()),
@@ -63,6 +61,20 @@ thread_local! {
             cm_wakeups: Cell::new(0),
         }
     };
+}
+
+thread_local! {
+    /// The worker this thread is (null: none), set by [`as_worker`] for
+    /// the length of the worker's run, whose caller holds the `Local`'s
+    /// handle all that time. Apart from `THREAD`, as a pointer: a
+    /// constant thread-local with nothing to drop is read with no state
+    /// check and no `RefCell` count, and a closure given the worker runs
+    /// outside any thread-local's closure (a `with` that moved it in
+    /// through an `Option` and its result out cost a deferred end's 48
+    /// bytes twice each way, on a named item's path between its last act
+    /// and its worker's next look). The scoped thread-local of `scoped-tls`
+    /// and tokio's runtime context, on one pointer.
+    static WORKER: Cell<*const Local> = const { Cell::new(std::ptr::null()) };
 }
 
 static NEXT_ORDINAL: AtomicUsize = AtomicUsize::new(0);
@@ -95,39 +107,54 @@ fn worker_ordinal(pool_id: usize, width: usize, slot: usize) -> usize {
     usize::MAX - 1 - n % (usize::MAX / 2)
 }
 
-/// Makes this thread the worker `local` (or no worker, with `None`).
-pub(crate) fn set_worker(local: Option<Rc<Local>>) {
-    THREAD.with(|t| {
-        let pool = local.as_ref().map(|l| &l.pool);
-        t.roaming
-            .set(pool.is_some_and(|p| p.run_cpus.len() != p.cpus.len()));
-        if let Some(l) = &local {
-            t.ordinal.set(worker_ordinal(
-                l.pool.id,
-                l.pool.idle.config().max_workers,
-                l.slot,
-            ));
+/// Runs `f` with this thread as the worker `local`: this thread is no
+/// worker again when `f` returns or unwinds.
+pub(crate) fn as_worker<R>(local: &Rc<Local>, f: impl FnOnce() -> R) -> R {
+    /// Puts the thread back as it was, `f` returned or unwinding.
+    struct Reset(*const Local);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            WORKER.with(|w| w.set(self.0));
+            let _ = THREAD.try_with(|t| t.roaming.set(false));
         }
-        *t.worker.borrow_mut() = local;
+    }
+    THREAD.with(|t| {
+        let pool = &local.pool;
+        t.roaming.set(pool.run_cpus.len() != pool.cpus.len());
+        t.ordinal.set(worker_ordinal(
+            pool.id,
+            pool.idle.config().max_workers,
+            local.slot,
+        ));
     });
+    let _reset = Reset(WORKER.with(|w| w.replace(Rc::as_ptr(local))));
+    f()
 }
 
 /// Calls `f` with this thread's worker, if it is one.
 #[inline]
 pub(crate) fn with_worker<R>(f: impl FnOnce(Option<&Local>) -> R) -> R {
-    let mut f = Some(f);
-    match THREAD.try_with(|t| (f.take().expect("called once"))(t.worker.borrow().as_deref())) {
-        Ok(r) => r,
-        Err(_) => (f.take().expect("not called"))(None),
-    }
+    let worker = WORKER.with(Cell::get);
+    // SAFETY: a pointer set by `as_worker` on this thread, which is still
+    // running its `f` (it resets the pointer as that returns or unwinds);
+    // its caller's handle keeps the `Local` alive meanwhile. The
+    // reference lives for `f` alone (`f` takes it for any lifetime, so
+    // it cannot keep it).
+    f(unsafe { worker.as_ref() })
 }
 
 /// This thread's worker, if it is one (a clone of its handle).
 pub(crate) fn worker() -> Option<Rc<Local>> {
-    THREAD
-        .try_with(|t| t.worker.borrow().clone())
-        .ok()
-        .flatten()
+    let worker = WORKER.with(Cell::get);
+    (!worker.is_null()).then(|| {
+        // SAFETY: as in `with_worker`: the pointer is `Rc::as_ptr` of the
+        // handle `as_worker`'s caller holds, alive while it is set, so a
+        // count may be added to it.
+        unsafe {
+            Rc::increment_strong_count(worker);
+            Rc::from_raw(worker)
+        }
+    })
 }
 
 /// Whether this thread is a worker of the runtime whose scheduler is at
@@ -264,9 +291,9 @@ pub(crate) struct QueuePoll<R> {
 }
 
 /// Runs `f` (a poll of a task of the workqueue `queue`) with `queue` as
-/// this thread's running queue: see [`QueuePoll`]. Two thread-local
-/// accesses, one before `f` and one after (and one more only if `f`
-/// unwinds).
+/// this thread's running queue: see [`QueuePoll`]. Two accesses to
+/// `THREAD`, one before `f` and one after (and one more only if `f`
+/// unwinds), and a read of the worker's pointer.
 pub(crate) fn with_running_queue<R>(queue: *const (), f: impl FnOnce() -> R) -> QueuePoll<R> {
     /// Restores the running queue if `f` unwinds.
     struct Restore(*const ());
@@ -275,10 +302,10 @@ pub(crate) fn with_running_queue<R>(queue: *const (), f: impl FnOnce() -> R) -> 
             let _ = THREAD.try_with(|t| t.running_queue.set(self.0));
         }
     }
-    let (prev, worker_now) = THREAD.with(|t| {
+    let worker_now = with_worker(|w| w.map(Local::clock));
+    let prev = THREAD.with(|t| {
         t.cm_wakeups.set(0);
-        let now = t.worker.borrow().as_deref().map(Local::clock);
-        (t.running_queue.replace(queue), now)
+        t.running_queue.replace(queue)
     });
     let started = worker_now.unwrap_or_else(crate::clock::now);
     let restore = Restore(prev);

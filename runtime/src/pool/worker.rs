@@ -249,7 +249,8 @@ pub(crate) fn defer_end(end: crate::task::TaskEnd, meta: &crate::task::TaskMeta)
         Some(l) if std::ptr::eq(l.running.get(), meta) => l.end.replace(Some(end)),
         _ => Some(end),
     });
-    // Run outside the worker's borrow: a finish may wake a flush's task.
+    // Run after the closure, not inside it: a finish may wake a flush's
+    // task, which comes back to this worker (`schedule_local`).
     drop(now);
 }
 
@@ -449,7 +450,6 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, runtime: &Arc<dyn Host>) {
             running_waker: Cell::new(std::ptr::null()),
             yielded: Cell::new(false),
         });
-        current::set_worker(Some(local.clone()));
         // If the loop unwinds (a bug outside any task's poll: polls are
         // caught), the slot's LIFO task would keep the pool, which keeps
         // it: dropped here instead, as the unwinding `Local`'s deque is,
@@ -462,13 +462,15 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, runtime: &Arc<dyn Host>) {
             }
         }
         let unwinding = Unwinding(&pool.slots[slot]);
-        core.work_until_exit(&local, host, &parker, next == Next::Search);
-        // Its last task's end, if the loop left with one kept.
-        drop(local.end.take());
+        current::as_worker(&local, || {
+            core.work_until_exit(&local, host, &parker, next == Next::Search);
+            // Its last task's end, if the loop left with one kept.
+            drop(local.end.take());
+        });
         std::mem::forget(unwinding);
-        current::set_worker(None);
-        let local =
-            Rc::try_unwrap(local).unwrap_or_else(|_| unreachable!("only `current` shares it"));
+        let local = Rc::try_unwrap(local).unwrap_or_else(|_| {
+            unreachable!("the clones `current::worker` gives are dropped in the run")
+        });
         let left_driver = local.left_driver.get();
         // Anything left: the pool is closed (the tasks are dropped, as the
         // shutdown drops everything queued), or we were culled, and a task
