@@ -1,6 +1,7 @@
 //! What the current OS thread is to wq, in one place: its role (a worker of
 //! a pool, the rescuer of a runtime, or neither), the pools it is draining,
-//! and its ordinal. One thread-local holds all of it.
+//! and its ordinal. Two thread-locals hold it: the worker as a pointer
+//! (`WORKER`, read on every local schedule), the rest in `THREAD`.
 //!
 //! - **worker**: set by a worker thread for as long as it serves its slot;
 //!   the schedule function reads it to put a task woken on a worker of its
@@ -107,27 +108,34 @@ fn worker_ordinal(pool_id: usize, width: usize, slot: usize) -> usize {
     usize::MAX - 1 - n % (usize::MAX / 2)
 }
 
-/// Runs `f` with this thread as the worker `local`: this thread is no
-/// worker again when `f` returns or unwinds.
+/// Runs `f` with this thread as the worker `local`: this thread is what
+/// it was before (no worker, for a worker thread's run) when `f` returns
+/// or unwinds. (The ordinal stays: only its spreading matters.)
 pub(crate) fn as_worker<R>(local: &Rc<Local>, f: impl FnOnce() -> R) -> R {
     /// Puts the thread back as it was, `f` returned or unwinding.
-    struct Reset(*const Local);
+    struct Reset {
+        worker: *const Local,
+        roaming: bool,
+    }
     impl Drop for Reset {
         fn drop(&mut self) {
-            WORKER.with(|w| w.set(self.0));
-            let _ = THREAD.try_with(|t| t.roaming.set(false));
+            WORKER.with(|w| w.set(self.worker));
+            let _ = THREAD.try_with(|t| t.roaming.set(self.roaming));
         }
     }
-    THREAD.with(|t| {
+    let roaming = THREAD.with(|t| {
         let pool = &local.pool;
-        t.roaming.set(pool.run_cpus.len() != pool.cpus.len());
         t.ordinal.set(worker_ordinal(
             pool.id,
             pool.idle.config().max_workers,
             local.slot,
         ));
+        t.roaming.replace(pool.run_cpus.len() != pool.cpus.len())
     });
-    let _reset = Reset(WORKER.with(|w| w.replace(Rc::as_ptr(local))));
+    let _reset = Reset {
+        worker: WORKER.with(|w| w.replace(Rc::as_ptr(local))),
+        roaming,
+    };
     f()
 }
 
