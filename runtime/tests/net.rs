@@ -503,6 +503,45 @@ fn a_unix_read_stopped_by_passed_descriptors_leaves_no_data_stranded() {
 }
 
 #[test]
+fn a_tcp_read_stopped_at_urgent_data_leaves_no_data_stranded() {
+    within_watchdog("tcp-urgent", LIMIT, || {
+        rt().block_on(async {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            // A peer that sends data, one byte of urgent data (`MSG_OOB`),
+            // and more data, then waits for an answer: a read stops at the
+            // urgent mark with the rest queued behind it, and no new edge
+            // comes for what is already there.
+            let peer = std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut c = std::net::TcpStream::connect(addr).unwrap();
+                c.set_nodelay(true).unwrap();
+                c.write_all(b"abc").unwrap();
+                // SAFETY: a one-byte buffer for the length given.
+                let n = unsafe { libc::send(c.as_raw_fd(), b"X".as_ptr().cast(), 1, libc::MSG_OOB) };
+                assert_eq!(n, 1, "send(MSG_OOB): {}", io::Error::last_os_error());
+                c.write_all(b"def").unwrap();
+                let mut ack = [0u8; 2];
+                c.read_exact(&mut ack).unwrap();
+                ack
+            });
+            let (mut s, _) = l.accept().await.unwrap();
+            // Everything queued before the first read (the urgent byte is
+            // out of band: reads skip it).
+            wq::time::sleep(Duration::from_millis(50)).await;
+            let mut got = [0u8; 6];
+            wq::time::timeout(Duration::from_secs(10), s.read_exact(&mut got))
+                .await
+                .expect("the bytes after the urgent mark were left unread (a short read at the mark cleared the readiness)")
+                .unwrap();
+            assert_eq!(&got, b"abcdef");
+            s.write_all(b"ok").await.unwrap();
+            assert_eq!(&peer.join().unwrap(), b"ok");
+        });
+    });
+}
+
+#[test]
 fn unix_streams_connect_split_and_echo() {
     within_watchdog("unix", LIMIT, || {
         rt().block_on(async {

@@ -94,7 +94,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
 
-use scheduled_io::{READ_CLOSED, READABLE, ScheduledIo, WRITABLE, WRITE_CLOSED};
+use scheduled_io::{READ_CLOSED, READABLE, ScheduledIo, URGENT, WRITABLE, WRITE_CLOSED};
 use timers::TimerShards;
 pub(crate) use timers::Timers;
 
@@ -304,6 +304,10 @@ impl Driver {
                     // The syscall of either side reports the error.
                     ready |= READABLE | WRITABLE;
                 }
+                if event.is_priority() {
+                    // Registered for TCP streams only (`register`).
+                    ready |= URGENT;
+                }
                 io.set_ready(ready, &mut self.wake);
             }
         }
@@ -395,8 +399,14 @@ impl Handle {
         self.inner.shutdown.load(Ordering::Acquire)
     }
 
-    /// Registers `source` for read and write readiness (edge-triggered).
-    pub(crate) fn register(&self, source: &mut impl mio::event::Source) -> io::Result<Registered> {
+    /// Registers `source` for read and write readiness (edge-triggered),
+    /// and with `urgent` for TCP's urgent data (`EPOLLPRI`: a TCP
+    /// stream's; `scheduled_io`, "Urgent data").
+    pub(crate) fn register(
+        &self,
+        source: &mut impl mio::event::Source,
+        urgent: bool,
+    ) -> io::Result<Registered> {
         #[cfg(all(test, not(loom)))]
         if REFUSE_REGISTER.get() {
             return Err(io::Error::from_raw_os_error(libc::EEXIST));
@@ -428,11 +438,12 @@ impl Handle {
             (index, slot.generation)
         };
         let token = Token(generation << INDEX_BITS | index);
-        if let Err(err) =
-            self.inner
-                .registry
-                .register(source, token, Interest::READABLE | Interest::WRITABLE)
-        {
+        let interest = if urgent {
+            Interest::READABLE | Interest::WRITABLE | Interest::PRIORITY
+        } else {
+            Interest::READABLE | Interest::WRITABLE
+        };
+        if let Err(err) = self.inner.registry.register(source, token, interest) {
             self.release(index);
             return Err(register_error(err));
         }
@@ -626,7 +637,7 @@ mod tests {
         let mut driver = Driver::new().unwrap();
         let h = driver.handle().clone();
         let (mut a, mut a_peer) = mio::net::UnixStream::pair().unwrap();
-        let ra = h.register(&mut a).unwrap();
+        let ra = h.register(&mut a, false).unwrap();
         let index = ra.index;
         // Make `a` readable, but drop its registration before the turn;
         // a new source gets the same slot with the next generation.
@@ -634,7 +645,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(10));
         h.deregister(&mut a, &ra).unwrap();
         let (mut b, _b_peer) = mio::net::UnixStream::pair().unwrap();
-        let rb = h.register(&mut b).unwrap();
+        let rb = h.register(&mut b, false).unwrap();
         assert_eq!(rb.index, index, "the slot is reused");
         driver.turn(Some(Duration::from_millis(10)));
         let waker = futures::task::noop_waker();

@@ -11,7 +11,9 @@
 //! tick, so the clear cannot lose it). Where a short transfer does not
 //! mean that, the caller asks 0 bytes, which never counts as short: a
 //! `writev` of more slices than the kernel takes, a Unix stream's read
-//! (`net::stream`, `StreamSource::SHORT_READ_DRAINS`).
+//! (`net::stream`, `StreamSource::SHORT_READ_DRAINS`); and a read that
+//! observed TCP urgent data pending keeps the readiness, short or not
+//! (`scheduled_io`, "Urgent data").
 //!
 //! Waiter keys: a stream keeps one per direction (`&mut self` polls); an
 //! `async fn` operation holds one in its future ([`PollIo::async_io`],
@@ -64,12 +66,26 @@ fn is_short(n: usize, asked: usize) -> bool {
 impl<S: mio::event::Source> PollIo<S> {
     /// Registers `source` with `handle`'s driver.
     pub(crate) fn new(handle: Handle, source: S) -> io::Result<PollIo<S>> {
-        PollIo::try_new(handle, source).map_err(|(e, _)| e)
+        PollIo::registered(handle, source, false).map_err(|(e, _)| e)
+    }
+
+    /// [`PollIo::new`] for a TCP stream: registered for urgent data's
+    /// events too (`scheduled_io`, "Urgent data").
+    pub(crate) fn new_tcp_stream(handle: Handle, source: S) -> io::Result<PollIo<S>> {
+        PollIo::registered(handle, source, true).map_err(|(e, _)| e)
     }
 
     /// [`PollIo::new`], giving the source back if it cannot be registered.
-    pub(crate) fn try_new(handle: Handle, mut source: S) -> Result<PollIo<S>, (io::Error, S)> {
-        match handle.register(&mut source) {
+    pub(crate) fn try_new(handle: Handle, source: S) -> Result<PollIo<S>, (io::Error, S)> {
+        PollIo::registered(handle, source, false)
+    }
+
+    fn registered(
+        handle: Handle,
+        mut source: S,
+        urgent: bool,
+    ) -> Result<PollIo<S>, (io::Error, S)> {
+        match handle.register(&mut source, urgent) {
             Ok(registered) => Ok(PollIo {
                 source: Some(source),
                 handle,
@@ -142,7 +158,9 @@ impl<S: mio::event::Source> PollIo<S> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.scheduled().clear_blocked(ev);
                 }
-                Ok(n) if is_short(n, asked) && !ev.is_closed() => {
+                // Not at TCP's urgent mark, where a read stops short with
+                // data behind it (`scheduled_io`, "Urgent data").
+                Ok(n) if is_short(n, asked) && !ev.is_closed() && !ev.is_urgent() => {
                     self.scheduled().clear(ev);
                     return Poll::Ready(Ok(n));
                 }

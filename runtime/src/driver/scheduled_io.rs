@@ -9,6 +9,8 @@
 //! bit  2      READ_CLOSED   set by an event (peer shut its write side: EOF); sticky
 //! bit  3      WRITE_CLOSED  set by an event (we can no longer write); sticky
 //! bit  4      SHUTDOWN      the driver is gone: every wait fails; sticky
+//! bit  5      URGENT        set by an event (TCP urgent data pending, EPOLLPRI);
+//!                           cleared with READABLE by a reader that got WouldBlock
 //! bits 8-19   read tick     +1 (wrapping) for each event touching the read side
 //! bits 20-31  write tick    +1 (wrapping) for each event touching the write side
 //! ```
@@ -48,6 +50,18 @@
 //! Kept, the bit would make the direction ready forever, and an operation
 //! that keeps getting `WouldBlock` (a full send buffer) would loop in its
 //! poll instead of waiting.
+//!
+//! # Urgent data
+//! A TCP read stops at the urgent mark (a peer's `MSG_OOB` byte) with
+//! the data behind it queued and no new edge to come for it, so a short
+//! read does not mean a drained buffer while urgent data is pending
+//! (`registration`, the short transfer's clear). TCP streams are
+//! registered for `EPOLLPRI` too, which sets URGENT, a read-side bit (it
+//! moves the read tick and readies readers, as READABLE does); a short
+//! read that observed it keeps the readiness, and only a `WouldBlock`
+//! clears the two. A short read at the mark made before the driver took
+//! the event is saved by the tick: the event moved it, so the read's
+//! clear did nothing (or came first, and the event sets both again).
 //!
 //! # Waiters
 //! Tasks waiting for a direction sit in `waiters` (a slab under a mutex),
@@ -92,6 +106,7 @@ pub(crate) const WRITABLE: usize = 1 << 1;
 pub(crate) const READ_CLOSED: usize = 1 << 2;
 pub(crate) const WRITE_CLOSED: usize = 1 << 3;
 const SHUTDOWN: usize = 1 << 4;
+pub(crate) const URGENT: usize = 1 << 5;
 const READ_TICK_SHIFT: u32 = 8;
 const WRITE_TICK_SHIFT: u32 = 20;
 /// 12 bits a tick: a clear is fooled only if exactly a multiple of 4,096
@@ -111,15 +126,15 @@ impl Direction {
     /// The readiness bits that let an operation of this direction proceed.
     fn mask(self) -> usize {
         match self {
-            Direction::Read => READABLE | READ_CLOSED,
+            Direction::Read => READABLE | READ_CLOSED | URGENT,
             Direction::Write => WRITABLE | WRITE_CLOSED,
         }
     }
 
-    /// The bit a clear removes.
+    /// The bits a clear removes.
     fn clearable(self) -> usize {
         match self {
-            Direction::Read => READABLE,
+            Direction::Read => READABLE | URGENT,
             Direction::Write => WRITABLE,
         }
     }
@@ -157,6 +172,12 @@ impl ReadyEvent {
     /// The peer closed this direction (read: EOF; write: broken pipe).
     pub(crate) fn is_closed(&self) -> bool {
         self.ready & (READ_CLOSED | WRITE_CLOSED) != 0
+    }
+
+    /// TCP urgent data was pending: a short read may have stopped at its
+    /// mark (module docs, "Urgent data").
+    pub(crate) fn is_urgent(&self) -> bool {
+        self.ready & URGENT != 0
     }
 }
 
@@ -461,6 +482,31 @@ mod unit_tests {
         io.set_ready(WRITE_CLOSED, &mut wake);
         io.clear_blocked(seen);
         assert!(ready(&io, Direction::Write).unwrap().is_closed());
+    }
+
+    #[test]
+    fn urgent_data_is_read_side_readiness_that_only_a_would_block_clears() {
+        let io = ScheduledIo::new();
+        let mut wake = Vec::new();
+        io.set_ready(READABLE, &mut wake);
+        let plain = ready(&io, Direction::Read).unwrap();
+        assert!(!plain.is_urgent());
+        // Urgent data arrives after that observation: the tick moved, so a
+        // short read's clear at the old tick keeps it.
+        io.set_ready(READABLE | URGENT, &mut wake);
+        io.clear(plain);
+        let urgent = ready(&io, Direction::Read).expect("kept");
+        assert!(urgent.is_urgent());
+        assert!(
+            ready(&io, Direction::Write).is_none(),
+            "a read-side bit only"
+        );
+        // The reader keeps reading until WouldBlock, which clears both.
+        io.clear_blocked(urgent);
+        assert!(ready(&io, Direction::Read).is_none());
+        // An urgent event alone readies a reader too.
+        io.set_ready(URGENT, &mut wake);
+        assert!(ready(&io, Direction::Read).unwrap().is_urgent());
     }
 
     #[test]

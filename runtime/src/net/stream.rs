@@ -21,8 +21,10 @@ pub(crate) trait StreamSource: mio::event::Source + Send + Sync + 'static {
     /// message that carried file descriptors (`SCM_RIGHTS`, which a peer
     /// may send unasked) or at a change of sender credentials, with more
     /// queued behind it and no new edge to come. TCP keeps it, as tokio
-    /// does; its one exception is urgent data (a peer's `MSG_OOB`, out of
-    /// use but for telnet-era protocols), where a read stops at the mark.
+    /// does, but for urgent data (a peer's `MSG_OOB`, out of use but for
+    /// telnet-era protocols), where a read stops at the mark: a TCP stream
+    /// is registered for its events, and a short read keeps the readiness
+    /// while one is pending (`driver::scheduled_io`, "Urgent data").
     const SHORT_READ_DRAINS: bool;
     fn read(&self, buf: &mut [u8]) -> io::Result<usize>;
     fn write(&self, buf: &[u8]) -> io::Result<usize>;

@@ -260,7 +260,7 @@ impl TcpStream {
     }
 
     fn from_mio(driver: crate::driver::Handle, s: mio::net::TcpStream) -> io::Result<TcpStream> {
-        let io = Arc::new(PollIo::new(driver, s)?);
+        let io = Arc::new(PollIo::new_tcp_stream(driver, s)?);
         Ok(TcpStream {
             read: Half::new(io.clone()),
             write: Half::new(io),

@@ -430,7 +430,7 @@ mod tests {
         let mut driver = driver::Driver::new().unwrap();
         let h = driver.handle().clone();
         let (mut a, mut a_peer) = mio::net::UnixStream::pair().unwrap();
-        let r = h.register(&mut a).unwrap();
+        let r = h.register(&mut a, false).unwrap();
         let waker = std::task::Waker::from(Arc::new(Unpark(wakes)));
         let mut key = None;
         let mut cx = std::task::Context::from_waker(&waker);
