@@ -542,6 +542,87 @@ fn a_tcp_read_stopped_at_urgent_data_leaves_no_data_stranded() {
 }
 
 #[test]
+fn a_write_shutdown_wakes_a_unix_writer_waiting_for_room() {
+    within_watchdog("unix-shut-write", LIMIT, || {
+        rt().block_on(async {
+            // Linux reports no event for a Unix stream's write side shut
+            // alone while its send buffer is full (no room, no hang-up):
+            // the writer waiting for room must be woken by the shutdown
+            // itself, to meet the error its next send gets.
+            let (a, b) = UnixStream::pair().unwrap();
+            let a = Arc::new(a);
+            a.writable().await.unwrap();
+            let block = [0u8; 65536];
+            loop {
+                match a.try_write(&block) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("filling the buffer: {e}"),
+                }
+            }
+            let a2 = a.clone();
+            let writer = wq::spawn(async move {
+                loop {
+                    a2.writable().await?;
+                    match a2.try_write(&[0u8; 4096]) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        r => return r,
+                    }
+                }
+            });
+            wq::time::sleep(Duration::from_millis(20)).await;
+            a.shutdown(Shutdown::Write).unwrap();
+            let written = wq::time::timeout(Duration::from_secs(10), writer)
+                .await
+                .expect("the writer waiting for room was not woken by the write side's shutdown")
+                .unwrap();
+            let err = written.expect_err("a write after the shutdown fails");
+            assert_eq!(err.raw_os_error(), Some(libc::EPIPE), "{err}");
+            drop(b);
+        });
+    });
+}
+
+#[test]
+fn a_write_shutdown_wakes_a_unix_datagram_sender_waiting_for_room() {
+    within_watchdog("unix-dgram-shut-write", LIMIT, || {
+        rt().block_on(async {
+            // As for the stream: a connected sender whose peer's queue is
+            // full gets no event when its write side is shut.
+            let (a, b) = wq::net::UnixDatagram::pair().unwrap();
+            let a = Arc::new(a);
+            a.writable().await.unwrap();
+            loop {
+                match a.try_send(b"x") {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("filling the peer's queue: {e}"),
+                }
+            }
+            let a2 = a.clone();
+            let sender = wq::spawn(async move {
+                loop {
+                    a2.writable().await?;
+                    match a2.try_send(b"y") {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        r => return r,
+                    }
+                }
+            });
+            wq::time::sleep(Duration::from_millis(20)).await;
+            a.shutdown(Shutdown::Write).unwrap();
+            let sent = wq::time::timeout(Duration::from_secs(10), sender)
+                .await
+                .expect("the sender waiting for room was not woken by the write side's shutdown")
+                .unwrap();
+            let err = sent.expect_err("a send after the shutdown fails");
+            assert_eq!(err.raw_os_error(), Some(libc::EPIPE), "{err}");
+            drop(b);
+        });
+    });
+}
+
+#[test]
 fn unix_streams_connect_split_and_echo() {
     within_watchdog("unix", LIMIT, || {
         rt().block_on(async {

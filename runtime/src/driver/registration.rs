@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::Handle;
 use super::Registered;
-use super::scheduled_io::{Direction, READ_CLOSED, READABLE, ScheduledIo};
+use super::scheduled_io::{Direction, READ_CLOSED, READABLE, ScheduledIo, WRITABLE, WRITE_CLOSED};
 
 /// A registered mio source.
 pub(crate) struct PollIo<S: mio::event::Source> {
@@ -120,6 +120,20 @@ impl<S: mio::event::Source> PollIo<S> {
 
     fn scheduled(&self) -> &Arc<ScheduledIo> {
         &self.registered.io
+    }
+
+    /// Raises the write readiness with the write side's closed bit, after
+    /// a `shutdown(2)` of the write side that succeeded: Linux reports no
+    /// event for a Unix socket's write side shut alone while it has no
+    /// room (no room, no hang-up), and a writer waiting for room must
+    /// meet the error its next send gets (`EPIPE`). TCP reports one; a
+    /// second is harmless. The bit stays: a send on a shut side fails,
+    /// never says `WouldBlock`.
+    pub(crate) fn mark_write_shut(&self) {
+        let mut wake = Vec::new();
+        self.scheduled()
+            .set_ready(WRITABLE | WRITE_CLOSED, &mut wake);
+        crate::driver::wake_all(&mut wake);
     }
 
     /// Runs `f` when `dir` is ready, until it does not say `WouldBlock`
@@ -311,23 +325,27 @@ impl<S: mio::event::Source> Datagram<S> {
     }
 
     /// Runs `shutdown` (the socket's `shutdown(2)`, `read` if it shuts the
-    /// reading side), then marks the socket shut for reading if it
-    /// succeeded (type docs).
+    /// reading side, `write` the writing side), then, if it succeeded,
+    /// marks the socket shut for reading and raises the write side's
+    /// readiness (`PollIo::mark_write_shut`) as it shut them (type docs).
     pub(crate) fn shutdown(
         &self,
         read: bool,
+        write: bool,
         shutdown: impl FnOnce(&S) -> io::Result<()>,
     ) -> io::Result<()> {
-        if !read {
-            return shutdown(self.source());
-        }
         #[cfg(all(test, not(loom)))]
-        tests::BEFORE_SHUTDOWN_CALL.with(|h| h.take().map(|f| f()));
-        let done = shutdown(self.source());
-        if done.is_ok() {
+        if read {
+            tests::BEFORE_SHUTDOWN_CALL.with(|h| h.take().map(|f| f()));
+        }
+        shutdown(self.source())?;
+        if read {
             self.mark_read_shut();
         }
-        done
+        if write {
+            self.io.mark_write_shut();
+        }
+        Ok(())
     }
 
     /// Marks the socket shut for reading, after its `shutdown(2)` call,
@@ -569,7 +587,7 @@ mod tests {
                         // The call found nothing; then a datagram, and the
                         // shutdown.
                         b.send(b"b").unwrap();
-                        sock.shutdown(true, |s| s.shutdown(std::net::Shutdown::Read))
+                        sock.shutdown(true, false, |s| s.shutdown(std::net::Shutdown::Read))
                             .unwrap();
                         return Err(std::io::ErrorKind::WouldBlock.into());
                     }

@@ -159,8 +159,19 @@ impl<S: StreamSource> Half<S> {
             })
     }
 
+    /// The socket's `shutdown(2)`; a write side shut raises the write
+    /// readiness (`PollIo::mark_write_shut`: a Unix writer waiting for
+    /// room gets no event otherwise).
+    pub(crate) fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        self.io.source().shutdown(how)?;
+        if how != Shutdown::Read {
+            self.io.mark_write_shut();
+        }
+        Ok(())
+    }
+
     pub(crate) fn shutdown_write(&self) -> io::Result<()> {
-        match self.io.source().shutdown(Shutdown::Write) {
+        match self.shutdown(Shutdown::Write) {
             // Already shut down, or the peer reset it: nothing left to close.
             Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
             r => r,

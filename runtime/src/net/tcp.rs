@@ -314,7 +314,7 @@ impl TcpStream {
     /// Shuts down the read side, the write side (the peer reads EOF), or
     /// both. Dropping the stream closes it whatever this says.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        self.source().shutdown(how)
+        self.write.shutdown(how)
     }
 
     /// Splits into a read half and a write half, usable from different

@@ -275,9 +275,11 @@ impl UnixStream {
         self.source().local_addr()
     }
 
-    /// Shuts down the read side, the write side, or both.
+    /// Shuts down the read side, the write side, or both. A task waiting
+    /// for room to write is woken (Linux reports no event for it): its
+    /// next write fails.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        self.source().shutdown(how)
+        self.write.shutdown(how)
     }
 
     /// Splits into a read half and a write half, usable from different

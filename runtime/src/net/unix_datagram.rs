@@ -294,7 +294,8 @@ impl UnixDatagram {
     /// seen, and a receive then waits for ever.)
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         let read = matches!(how, Shutdown::Read | Shutdown::Both);
-        self.sock.shutdown(read, |s| s.shutdown(how))
+        let write = matches!(how, Shutdown::Write | Shutdown::Both);
+        self.sock.shutdown(read, write, |s| s.shutdown(how))
     }
 }
 
