@@ -39,13 +39,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::Handle;
 use super::Registered;
-use super::scheduled_io::{Direction, READ_CLOSED, READABLE, ScheduledIo, WRITABLE, WRITE_CLOSED};
+use super::scheduled_io::{
+    Direction, READ_CLOSED, READABLE, ReadyEvent, ScheduledIo, WRITABLE, WRITE_CLOSED,
+};
 
 /// A registered mio source.
 pub(crate) struct PollIo<S: mio::event::Source> {
     source: Option<S>,
     handle: Handle,
     registered: Registered,
+    /// A TCP stream's descriptor, to tell a read stopped at its urgent
+    /// mark by a signal ([`PollIo::stopped_at_urgent_byte`]); `None` for
+    /// the other sources.
+    urgent_fd: Option<std::os::fd::RawFd>,
 }
 
 impl<S: mio::event::Source> std::fmt::Debug for PollIo<S> {
@@ -54,6 +60,15 @@ impl<S: mio::event::Source> std::fmt::Debug for PollIo<S> {
             .field("io", &self.registered.io)
             .finish_non_exhaustive()
     }
+}
+
+/// A read stopped at TCP's urgent mark by a signal
+/// ([`PollIo::stopped_at_urgent_byte`]): wakes the task to read again
+/// after the pool's other work, rather than loop here (a storm of signals
+/// would hold the poll).
+fn yield_now<R>(cx: &mut Context<'_>) -> Poll<io::Result<R>> {
+    cx.waker().wake_by_ref();
+    Poll::Pending
 }
 
 /// Whether a transfer of `n` of `asked` bytes was short: the kernel buffer
@@ -71,8 +86,14 @@ impl<S: mio::event::Source> PollIo<S> {
 
     /// [`PollIo::new`] for a TCP stream: registered for urgent data's
     /// events too (`scheduled_io`, "Urgent data").
-    pub(crate) fn new_tcp_stream(handle: Handle, source: S) -> io::Result<PollIo<S>> {
-        PollIo::registered(handle, source, true).map_err(|(e, _)| e)
+    pub(crate) fn new_tcp_stream(handle: Handle, source: S) -> io::Result<PollIo<S>>
+    where
+        S: std::os::fd::AsRawFd,
+    {
+        let fd = source.as_raw_fd();
+        let mut io = PollIo::registered(handle, source, true).map_err(|(e, _)| e)?;
+        io.urgent_fd = Some(fd);
+        Ok(io)
     }
 
     /// [`PollIo::new`], giving the source back if it cannot be registered.
@@ -90,6 +111,7 @@ impl<S: mio::event::Source> PollIo<S> {
                 source: Some(source),
                 handle,
                 registered,
+                urgent_fd: None,
             }),
             Err(e) => Err((e, source)),
         }
@@ -122,6 +144,44 @@ impl<S: mio::event::Source> PollIo<S> {
         &self.registered.io
     }
 
+    /// After a read's `WouldBlock` that observed TCP urgent data pending:
+    /// whether the read stands at the urgent mark with the urgent byte
+    /// there, which means a signal stopped it, not a want of data. Linux's
+    /// TCP read stops at the mark when a signal is pending and has copied
+    /// nothing, with `EAGAIN` on a non-blocking socket (`tcp_recvmsg`);
+    /// cleared then, the readiness would leave the bytes behind the mark
+    /// for an edge that does not come. A read that found no data skipped
+    /// the urgent byte first (the mark is behind it), and one whose byte
+    /// has not arrived finds none to peek: both clear as any `WouldBlock`.
+    /// Two syscalls, only on this rare path (`SIOCATMARK`, then a peek of
+    /// the out-of-band byte, which leaves it).
+    fn stopped_at_urgent_byte(&self, ev: &ReadyEvent) -> bool {
+        let Some(fd) = self.urgent_fd.filter(|_| ev.is_urgent()) else {
+            return false;
+        };
+        /// `SIOCATMARK` (`asm-generic/sockios.h`; not in the `libc` crate
+        /// for Linux).
+        const SIOCATMARK: libc::c_ulong = 0x8905;
+        let mut at: libc::c_int = 0;
+        // SAFETY: `fd` is the source's, open while it is held (`self`);
+        // SIOCATMARK writes one int.
+        if unsafe { libc::ioctl(fd, SIOCATMARK as _, &mut at) } != 0 || at == 0 {
+            return false;
+        }
+        let mut byte = 0u8;
+        // SAFETY: a one-byte buffer for the length given; MSG_PEEK leaves
+        // the byte, MSG_DONTWAIT never blocks.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                (&raw mut byte).cast(),
+                1,
+                libc::MSG_OOB | libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n == 1
+    }
+
     /// Raises the write readiness with the write side's closed bit, after
     /// a `shutdown(2)` of the write side that succeeded: Linux reports no
     /// event for a Unix socket's write side shut alone while it has no
@@ -149,6 +209,9 @@ impl<S: mio::event::Source> PollIo<S> {
             let ev = ready!(self.scheduled().poll_ready(cx, dir, key))?;
             match f(self.source()) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.stopped_at_urgent_byte(&ev) {
+                        return yield_now(cx);
+                    }
                     self.scheduled().clear_blocked(ev);
                 }
                 r => return Poll::Ready(r),
@@ -170,6 +233,9 @@ impl<S: mio::event::Source> PollIo<S> {
             let ev = ready!(self.scheduled().poll_ready(cx, dir, key))?;
             match f(self.source()) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.stopped_at_urgent_byte(&ev) {
+                        return yield_now(cx);
+                    }
                     self.scheduled().clear_blocked(ev);
                 }
                 // Not at TCP's urgent mark, where a read stops short with
@@ -226,7 +292,11 @@ impl<S: mio::event::Source> PollIo<S> {
         let ev = ev?;
         match f(self.source()) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.scheduled().clear_blocked(ev);
+                // The readiness kept: the caller's `readable` answers at
+                // once, and its next try reads.
+                if !self.stopped_at_urgent_byte(&ev) {
+                    self.scheduled().clear_blocked(ev);
+                }
                 Err(e)
             }
             r => r,

@@ -61,7 +61,12 @@
 //! read that observed it keeps the readiness, and only a `WouldBlock`
 //! clears the two. A short read at the mark made before the driver took
 //! the event is saved by the tick: the event moved it, so the read's
-//! clear did nothing (or came first, and the event sets both again).
+//! clear did nothing (or came first, and the event sets both again). A
+//! read at the mark may also say `WouldBlock` with data queued, when a
+//! signal came during it: a `WouldBlock` that observed URGENT asks the
+//! socket whether it stands at the mark with the urgent byte there
+//! (`registration`, `PollIo::stopped_at_urgent_byte`), and keeps the
+//! readiness if so, the task yielding to read again.
 //!
 //! # Waiters
 //! Tasks waiting for a direction sit in `waiters` (a slab under a mutex),
