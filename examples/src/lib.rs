@@ -503,10 +503,12 @@ where
         let mut stopped = stopping.listen(slots.open());
         let _ = stream.set_nodelay(true);
         // Accepted on a loopback address (a listener on a wildcard serves
-        // both): then only requests for localhost (`Tracked`).
+        // both): then only requests for localhost (`Tracked`). An address
+        // that cannot be read is taken for loopback, the stricter check
+        // (as the dashboard's).
         let loopback = stream
             .local_addr()
-            .is_ok_and(|a| a.ip().to_canonical().is_loopback());
+            .map_or(true, |a| a.ip().to_canonical().is_loopback());
         let http = http.clone();
         let service = make();
         connections.spawn(async move {

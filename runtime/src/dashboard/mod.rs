@@ -68,7 +68,13 @@
 //!   and is itself closed at once otherwise (the
 //!   accept loop goes on). Slow or malformed clients cost a bounded number
 //!   of small tasks and never a worker, and clients that open connections
-//!   and keep them idle cannot lock others out: they lose the oldest.
+//!   and keep them idle cannot lock others out: they lose the oldest;
+//! - at most [`MAX_LIVE_FEEDS`] whole history feeds (megabytes each on a
+//!   machine of many pools) are alive at once, however many slow readers
+//!   hold one: beyond, the whole feed is the last one rendered;
+//! - an accept error's warning (one a minute) is written on a thread of
+//!   the blocking pool, one at a time: a logger writing to a stalled
+//!   stderr holds neither a worker nor the dashboard's thread.
 //!
 //! [`DashboardHandle`] stops the server when dropped (or
 //! [`DashboardHandle::shutdown`]): the accept loop, the sampler and every
@@ -117,6 +123,14 @@ pub const EVICT_SLOW: Duration = Duration::from_secs(30);
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// At most one accept-error warning this often.
 const ACCEPT_WARNING_EVERY: Duration = Duration::from_secs(60);
+/// Whole history feeds alive at once (rendered at different samples and
+/// still held: by the cache, or by responses slow readers have not taken
+/// yet); beyond, a request for the whole feed is given the last one
+/// rendered, however old (its `next_seq` says where the page goes on).
+/// Each is up to every pool's [`HISTORY`] points: megabytes on a machine
+/// of many pools, which a reader per connection slot, asking once a
+/// sample and reading slowly, held a different one of.
+pub const MAX_LIVE_FEEDS: usize = 4;
 /// How often the sampler takes a point.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// How old a snapshot `/metrics` and `/api/snapshot` answer from may be.
@@ -197,6 +211,8 @@ pub fn serve_on(
         history: Mutex::new(History::default()),
         latest: Mutex::new(None),
         whole_history: Mutex::new(None),
+        live_feeds: Arc::new(AtomicUsize::new(0)),
+        warning: Arc::new(AtomicBool::new(false)),
         conns: AtomicUsize::new(0),
         refused: AtomicU64::new(0),
         evicted: AtomicU64::new(0),
@@ -314,6 +330,11 @@ struct Shared {
     /// on a machine of many pools, which 64 slow readers each held a copy
     /// of).
     whole_history: Mutex<Option<(u64, Bytes)>>,
+    /// Whole feeds alive ([`MAX_LIVE_FEEDS`]): each body's owner counts
+    /// itself out when its last clone goes ([`FeedBody`]).
+    live_feeds: Arc<AtomicUsize>,
+    /// An accept-error warning is being written ([`warn_off_thread`]).
+    warning: Arc<AtomicBool>,
     conns: AtomicUsize,
     refused: AtomicU64,
     evicted: AtomicU64,
@@ -580,6 +601,60 @@ async fn rendered(shared: &Arc<Shared>, format: Format) -> Option<Result<Bytes, 
     off_worker(shared, move || s.render(format)).await
 }
 
+/// Writes a warning (`log`) on a thread of the blocking pool, one at a
+/// time (`writing`: one still being written, the next is not started: its
+/// errors are counted into the one after). A logger writing to a stalled
+/// stderr then holds one blocking thread, not a worker, and not the
+/// dashboard's thread, whose samples and renders the dashboard lives by
+/// (it went blind, and its requests waited, just when the process was
+/// out of descriptors).
+fn warn_off_thread(writing: &Arc<AtomicBool>, warn: impl FnOnce() + Send + 'static) {
+    /// Clears `writing` when the warning is written, or dropped unwritten
+    /// (a runtime shutting down refuses the job).
+    struct Written(Arc<AtomicBool>);
+    impl Drop for Written {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::Relaxed);
+        }
+    }
+    writing.store(true, Ordering::Relaxed);
+    let written = Written(writing.clone());
+    drop(crate::spawn_blocking(move || {
+        let _written = written;
+        warn();
+    }));
+}
+
+/// A whole history feed's bytes, counted alive in [`Shared::live_feeds`]
+/// until the last clone of its `Bytes` goes (the cache's, and those of
+/// responses not yet written).
+struct FeedBody {
+    body: Vec<u8>,
+    live: Arc<AtomicUsize>,
+}
+
+impl FeedBody {
+    fn counted(body: Vec<u8>, live: &Arc<AtomicUsize>) -> Bytes {
+        live.fetch_add(1, Ordering::Relaxed);
+        Bytes::from_owner(FeedBody {
+            body,
+            live: live.clone(),
+        })
+    }
+}
+
+impl AsRef<[u8]> for FeedBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.body
+    }
+}
+
+impl Drop for FeedBody {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Shared {
     /// `/api/history`'s body: the points after `since` if they are at
     /// most [`SINCE_POINTS_MAX`], else all of them (on the dashboard's
@@ -608,8 +683,11 @@ impl Shared {
             });
             if all
                 && let Some((seq, body)) = whole.as_ref()
-                && *seq == h.revision
+                && (*seq == h.revision || self.live_feeds.load(Ordering::Relaxed) >= MAX_LIVE_FEEDS)
             {
+                // The current feed, or the last one rendered while as many
+                // as may be are alive (`MAX_LIVE_FEEDS`): only this thread
+                // renders them, and the count only falls meanwhile.
                 return Ok(body.clone());
             }
             let points = h
@@ -635,10 +713,12 @@ impl Shared {
             next_seq,
             instance: self.instance,
         };
-        let body = Bytes::from(serde_json::to_vec(&feed)?);
-        if all {
-            *whole = Some((revision, body.clone()));
+        let body = serde_json::to_vec(&feed)?;
+        if !all {
+            return Ok(Bytes::from(body));
         }
+        let body = FeedBody::counted(body, &self.live_feeds);
+        *whole = Some((revision, body.clone()));
         Ok(body)
     }
 
@@ -805,17 +885,17 @@ async fn accept(shared: Arc<Shared>, listener: crate::net::TcpListener, timer: W
             Ok(c) => c,
             Err(e) => {
                 // Out of fds: back off, go on. One warning a minute at
-                // most, written on the dashboard's thread: a logger
-                // writing to a stalled stderr must not hold this worker.
+                // most, written off the workers and off the dashboard's
+                // thread (`warn_off_thread`).
                 unlogged += 1;
-                if Instant::now() >= next_warning {
+                if Instant::now() >= next_warning && !shared.warning.load(Ordering::Relaxed) {
                     let n = std::mem::take(&mut unlogged);
                     next_warning = Instant::now() + ACCEPT_WARNING_EVERY;
-                    let _ = shared.jobs.try_send(Box::new(move || {
+                    warn_off_thread(&shared.warning, move || {
                         log::warn!(
                             "wq dashboard: accept: {e} ({n} accept errors since the last warning, one a minute at most)"
                         );
-                    }));
+                    });
                 }
                 crate::time::sleep(Duration::from_millis(100)).await;
                 continue;
@@ -1262,6 +1342,85 @@ mod tests {
             prom.as_ptr(),
             "a stale snapshot's render was served"
         );
+    }
+
+    /// Slow readers each holding a whole feed of a different sample keep
+    /// at most [`MAX_LIVE_FEEDS`] alive: beyond, a request is given the
+    /// last one rendered; once they are read (dropped), the next sample's
+    /// is rendered again.
+    #[test]
+    fn whole_feeds_alive_at_once_are_bounded() {
+        let rt = crate::Runtime::new().unwrap();
+        let d = serve_on(rt.handle(), "127.0.0.1:0").unwrap();
+        let shared = d.shared.clone();
+        let next_sample = || crate::loom::lock(&shared.history).revision += 1;
+        let mut held: Vec<Bytes> = Vec::new();
+        for _ in 0..MAX_LIVE_FEEDS + 3 {
+            next_sample();
+            held.push(shared.history_body(None).unwrap());
+            assert!(
+                shared.live_feeds.load(Ordering::Relaxed) <= MAX_LIVE_FEEDS,
+                "{} feeds alive",
+                shared.live_feeds.load(Ordering::Relaxed)
+            );
+        }
+        let mut distinct: Vec<*const u8> = held.iter().map(|b| b.as_ptr()).collect();
+        distinct.dedup();
+        assert_eq!(
+            distinct.len(),
+            MAX_LIVE_FEEDS,
+            "one per sample until the bound"
+        );
+        // Read by their clients: the next sample's feed is its own again
+        // (not the cached one, still alive: addresses of freed ones may be
+        // reused).
+        held.clear();
+        let cached = crate::loom::lock(&shared.whole_history)
+            .as_ref()
+            .map(|(_, b)| b.as_ptr())
+            .unwrap();
+        next_sample();
+        let fresh = shared.history_body(None).unwrap();
+        assert_ne!(fresh.as_ptr(), cached, "an old feed served with none held");
+        drop(fresh);
+        assert_eq!(
+            shared.live_feeds.load(Ordering::Relaxed),
+            1,
+            "the cache's own"
+        );
+    }
+
+    /// An accept-error warning is written on a blocking-pool thread: a
+    /// logger that never returns holds neither a worker nor the dashboard's
+    /// thread, which goes on rendering; no second warning is started while
+    /// one is being written.
+    #[test]
+    fn a_stalled_warning_holds_neither_a_worker_nor_the_dashboards_thread() {
+        let rt = crate::Runtime::new().unwrap();
+        let d = serve_on(rt.handle(), "127.0.0.1:0").unwrap();
+        let shared = d.shared.clone();
+        let (release, stalled) = std::sync::mpsc::channel::<()>();
+        let s = shared.clone();
+        rt.block_on(async move {
+            warn_off_thread(&s.warning, move || {
+                let _ = stalled.recv();
+            });
+            assert!(s.warning.load(Ordering::Relaxed), "being written");
+            let rendered =
+                crate::time::timeout(Duration::from_secs(10), rendered(&s, Format::Prometheus))
+                    .await
+                    .expect("the dashboard's thread waited for the warning");
+            assert!(rendered.unwrap().is_ok());
+        });
+        release.send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while shared.warning.load(Ordering::Relaxed) {
+            assert!(
+                Instant::now() < deadline,
+                "the written warning stays marked"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// The whole history feed is rendered once per sampled point: requests
