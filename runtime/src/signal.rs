@@ -68,8 +68,8 @@ pub mod unix {
 
     impl SignalKind {
         /// Any signal by number; one the process may not catch (SIGKILL,
-        /// SIGSTOP, and the faults SIGSEGV, SIGILL, SIGFPE), or a number
-        /// that is no signal, is refused by [`signal`].
+        /// SIGSTOP, and the faults SIGSEGV, SIGBUS, SIGILL, SIGFPE), or a
+        /// number that is no signal, is refused by [`signal`].
         pub const fn from_raw(signum: libc::c_int) -> SignalKind {
             SignalKind(signum)
         }
@@ -127,7 +127,7 @@ pub mod unix {
     ///
     /// # Errors
     /// A signal the process may not catch (SIGKILL, SIGSTOP, SIGSEGV,
-    /// SIGILL, SIGFPE), a number that is no signal (`EINVAL`, from
+    /// SIGBUS, SIGILL, SIGFPE), a number that is no signal (`EINVAL`, from
     /// `sigaction`), no file descriptors left for the socket pair, or a
     /// runtime that has shut down (or whose driver cannot be made).
     ///
@@ -151,7 +151,11 @@ pub mod unix {
 
     pub(super) fn signal_named(what: &str, kind: SignalKind) -> io::Result<Signal> {
         let driver = crate::scheduler::services::current_driver(what)?;
-        if signal_hook::consts::FORBIDDEN.contains(&kind.0) {
+        // signal-hook's list has the other faults but not SIGBUS, which is
+        // one (a read of a mapped file's page past its end): with a
+        // handler that returns, the faulting access runs again, and
+        // again, where the process should have died with a core dump.
+        if signal_hook::consts::FORBIDDEN.contains(&kind.0) || kind.0 == libc::SIGBUS {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(

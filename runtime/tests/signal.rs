@@ -109,7 +109,7 @@ fn ctrl_c_after_its_runtime_shut_down_is_an_error_not_a_ctrl_c() {
 #[test]
 fn a_signal_that_cannot_be_caught_is_refused_with_a_reason() {
     rt().block_on(async {
-        for sig in [libc::SIGKILL, libc::SIGSTOP, libc::SIGSEGV] {
+        for sig in [libc::SIGKILL, libc::SIGSTOP, libc::SIGSEGV, libc::SIGBUS] {
             let err = signal(SignalKind::from_raw(sig)).unwrap_err();
             assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
             assert!(err.to_string().contains("cannot be caught"), "{err}");
