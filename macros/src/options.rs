@@ -352,7 +352,9 @@ pub(crate) fn check_topology(text: &str) -> Result<(), String> {
     if items.is_empty() {
         return Err(format!("option `topology` names no level; {hint}"));
     }
-    let mut cpus: u64 = 1;
+    // `None`: more than a 64-bit number counts (a count that overflowed,
+    // `u64::MAX` from `strtoul`, or a product that did).
+    let mut cpus: Option<u64> = Some(1);
     for (i, item) in items.iter().enumerate() {
         let count = match item.split_once(':') {
             Some((name, count)) => {
@@ -361,8 +363,14 @@ pub(crate) fn check_topology(text: &str) -> Result<(), String> {
                     && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
                 named.then(|| strtoul(count)).flatten()
             }
-            // A last level with no type: hwloc's PU level ("core:4 2").
-            None if i > 0 && i + 1 == items.len() => strtoul(item),
+            // A last level with no type: hwloc's PU level ("core:4 2"),
+            // which hwloc reads only if it starts with a digit (no `+`).
+            None if i > 0
+                && i + 1 == items.len()
+                && item.starts_with(|c: char| c.is_ascii_digit()) =>
+            {
+                strtoul(item)
+            }
             None => None,
         }
         .filter(|&n| n > 0);
@@ -379,11 +387,17 @@ pub(crate) fn check_topology(text: &str) -> Result<(), String> {
                 .unwrap_or_default();
             return Err(format!("invalid `topology` level `{item}`{octal}; {hint}"));
         };
-        cpus = cpus.saturating_mul(count);
+        cpus = cpus
+            .and_then(|c| c.checked_mul(count))
+            .filter(|_| count != u64::MAX);
     }
-    if cpus > MAX_CPUS {
+    if cpus.is_none_or(|n| n > MAX_CPUS) {
+        let described = cpus.map_or_else(
+            || "more CPUs than a 64-bit number counts".to_string(),
+            |n| format!("{n} CPUs"),
+        );
         return Err(format!(
-            "option `topology` describes {cpus} CPUs; wq supports at most {MAX_CPUS} \
+            "option `topology` describes {described}; wq supports at most {MAX_CPUS} \
              (`wq::MAX_CPUS`): the counts multiply, e.g. \"pack:2 core:64 pu:2\" is 256"
         ));
     }
@@ -666,8 +680,29 @@ mod tests {
         assert_eq!(check_topology("core:+4"), Ok(()));
         // A count past 64 bits is too many CPUs, not a malformed level
         // (it said to write a positive integer, which it was).
-        let msg = check_topology("core:99999999999999999999").unwrap_err();
-        assert!(msg.contains("CPUs; wq supports at most"), "{msg}");
+        for huge in [
+            "core:99999999999999999999",
+            "pack:4294967296 core:4294967296 pu:2",
+        ] {
+            let msg = check_topology(huge).unwrap_err();
+            assert!(
+                msg.contains(
+                    "describes more CPUs than a 64-bit number counts; wq supports at most"
+                ),
+                "{msg}"
+            );
+        }
+        let msg = check_topology("pack:64 core:64 pu:4").unwrap_err();
+        assert!(
+            msg.contains("describes 16384 CPUs; wq supports at most"),
+            "{msg}"
+        );
+        // hwloc reads a bare last count only if it starts with a digit.
+        assert!(
+            check_topology("core:4 +2")
+                .unwrap_err()
+                .starts_with("invalid `topology` level `+2`")
+        );
         assert!(one_error(quote!(topology = 4)).starts_with("option `topology` takes an hwloc"));
     }
 

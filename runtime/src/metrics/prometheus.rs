@@ -26,8 +26,11 @@
 //! | `wq_workqueue_{in_flight,active,inactive,max_active}{queue}` | gauge | the queue's items now, and its limit |
 //!
 //! Scopes are not exported separately: the buckets are fixed, so
-//! `sum by (scope, le) (rate(wq_sched_delay_seconds_bucket[1m]))` gives a
-//! scope's histogram exactly.
+//! `sum by (scope, le) (rate(wq_sched_delay_seconds_bucket[1m]))` gives
+//! the histogram of the pools each scope created exactly. A pool is
+//! labelled with the scope that created it, and serves every scope whose
+//! pod has its CPUs (on one cache, `cache_shard`, `cache`, `numa` and
+//! `system` share one pool, labelled with whichever was used first).
 //!
 //! # Buckets
 //! Classic cumulative histograms with the fixed bounds
@@ -376,7 +379,7 @@ pub(super) fn encode(s: &Snapshot) -> String {
         ),
         (
             "active",
-            "Items of the workqueue handed to a pool and not finished.",
+            "Items of the workqueue handed to a pool with a slot of max_active and not finished.",
             |q| q.active,
         ),
         (

@@ -440,10 +440,17 @@ impl BuildError {
     }
 
     fn topology(err: TopologyError) -> BuildError {
+        // `detect_sysfs` is another reader only where `detect` is hwloc's,
+        // and no reader helps with no CPU allowed (an empty affinity).
+        let other_reader = cfg!(feature = "hwloc")
+            && err.kind() != crate::topology::TopologyErrorKind::EmptyCpuSet;
+        let hint = if other_reader {
+            "pass one with Builder::topology (e.g. Topology::detect_sysfs(), which reads /sys without hwloc)"
+        } else {
+            "pass one with Builder::topology (Topology::synthetic or Topology::from_cpus, describing the CPUs to use)"
+        };
         BuildError {
-            message: format!(
-                "could not read this machine's topology: {err}; pass one with Builder::topology (e.g. Topology::detect_sysfs())"
-            ),
+            message: format!("could not read this machine's topology: {err}; {hint}"),
             source: Some(Source::Topology(err)),
         }
     }

@@ -363,6 +363,13 @@ fn xml_shape_problem(xml: &str) -> Option<String> {
              contents, not its path (read the file with std::fs::read_to_string)"
         ));
     }
+    if !body.contains("<topology") {
+        return Some(
+            "it has no <topology> element: it is not an hwloc export (an SVG or another \
+             tool's XML?); export the machine with `hwloc-ls --of xml`"
+                .to_owned(),
+        );
+    }
     if !body.contains("</topology>") && !body.ends_with("/>") {
         return Some(
             "it is cut short (no closing </topology>): pass the whole file, as `hwloc-ls --of \

@@ -4,7 +4,7 @@
 //!
 //! Grammar: whitespace-separated levels, outermost first, each `type:count`
 //! with `count >= 1`. Types (case-insensitive): `pack|package|socket`,
-//! `die`, `group` (any number of times), `numa|node|numanode` (once),
+//! `die` (once), `group` (any number of times), `numa|node|numanode` (once),
 //! `l1`..`l5` (also `l3cache`, `l2dcache` ...), `core`, `pu`. Packages, dies,
 //! caches (outer level first), core and pu must nest in that order; `pu`, if
 //! given, comes last (else `pu:1` is implied). PUs are numbered 0.. in order,
@@ -363,10 +363,17 @@ pub(super) fn describe(desc: &str) -> Result<Vec<CpuInfo>, TopologyError> {
     let tokens: Vec<&str> = desc.split_whitespace().collect();
     for (i, &token) in tokens.iter().enumerate() {
         // A last level with no type is the PU level, as hwloc reads it
-        // ("core:4 2" is "core:4 pu:2").
+        // ("core:4 2" is "core:4 pu:2"; only a count that starts with a
+        // digit: hwloc takes "+2" for a type).
         let (name, count) = match token.split_once(':') {
             Some(split) => split,
-            None if i + 1 == tokens.len() && i > 0 && strtoul(token).is_some() => ("pu", token),
+            None if i + 1 == tokens.len()
+                && i > 0
+                && token.starts_with(|c: char| c.is_ascii_digit())
+                && strtoul(token).is_some() =>
+            {
+                ("pu", token)
+            }
             None => return Err(invalid(desc, &format!("level {token:?} lacks a :count"))),
         };
         let level = Level::parse(name)
@@ -396,6 +403,10 @@ pub(super) fn describe(desc: &str) -> Result<Vec<CpuInfo>, TopologyError> {
         }
         if level == Level::Numa && levels.iter().any(|(l, _)| *l == Level::Numa) {
             return Err(invalid(desc, "numa appears twice"));
+        }
+        // hwloc refuses a second die level too.
+        if level == Level::Die && levels.iter().any(|(l, _)| *l == Level::Die) {
+            return Err(invalid(desc, "die appears twice"));
         }
         match level.rank() {
             Some(rank) if last_rank.is_some_and(|last| rank <= last) => {

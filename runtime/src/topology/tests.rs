@@ -514,6 +514,9 @@ fn fallback_parser_rejects_what_it_cannot_read() {
         ("l2:2 l3:2 pu:1", "\"l3\" cannot sit inside"),
         ("core:2 numa:2 pu:1", "cannot sit inside a core"),
         ("numa:2 numa:2 pu:1", "numa appears twice"),
+        // hwloc refuses these two as well: read alike without it.
+        ("die:2 die:2 core:2", "die appears twice"),
+        ("core:4 +2", "level \"+2\" lacks a :count"),
         ("pack:1024 core:1024 pu:2", "more than wq supports"),
         ("   ", "names no level"),
         ("core:2 pu:2(indexes=0,2,1,3)", "only hwloc reads"),
@@ -1487,6 +1490,17 @@ mod with_hwloc {
             synthetic("core:4 pu:2").pods(Scope::Smt)
         );
         assert_eq!(synthetic::parse("core:0x10").unwrap().num_cpus(), 16);
+    }
+
+    /// A complete XML document of another kind is no hwloc export, not a
+    /// cut-short one.
+    #[test]
+    fn xml_of_another_kind_is_said_to_be_no_hwloc_export() {
+        let err = Topology::from_xml("<?xml version=\"1.0\"?><svg></svg>").unwrap_err();
+        assert_eq!(err.kind(), TopologyErrorKind::InvalidXml);
+        let msg = err.to_string();
+        assert!(msg.contains("not an hwloc export"), "{msg}");
+        assert!(!msg.contains("cut short"), "{msg}");
     }
 
     #[test]
