@@ -112,6 +112,22 @@ pub(super) fn detect() -> Result<Topology, TopologyError> {
                 ));
             }
         }
+        // And parsed by hwloc as it stands: hwloc drops a description it
+        // cannot parse (its backend fails to enable, which its load
+        // ignores) and reads the real machine, so this returned the real
+        // machine under a description its user vouched for ("pack:2
+        // core:8": hwloc wants a PU level last, which `Topology::synthetic`
+        // appends and the environment's string lacks).
+        if let Err(e) = HwTopology::builder().from_synthetic(desc) {
+            return Err(TopologyError::new(
+                TopologyErrorKind::InvalidSynthetic,
+                format!(
+                    "HWLOC_SYNTHETIC={desc:?}: hwloc cannot parse it ({e}), and would read this \
+                     machine instead; end it with a pu level (e.g. {SYNTHETIC_EXAMPLE:?}), or \
+                     unset it"
+                ),
+            ));
+        }
     }
     let hw = HwTopology::new().map_err(|e| {
         TopologyError::new(

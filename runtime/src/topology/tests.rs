@@ -947,6 +947,15 @@ mod with_hwloc {
                     ("HWLOC_SYNTHETIC", "core:2 pu:2(indexes=0,0,1,1)"),
                 ],
             ),
+            // Vouched for, one hwloc cannot parse (no pu level last) is
+            // refused: hwloc dropped it and read this machine instead.
+            (
+                "vouched-unparsed",
+                [
+                    ("HWLOC_THISSYSTEM", "1"),
+                    ("HWLOC_SYNTHETIC", "pack:2 core:8"),
+                ],
+            ),
         ] {
             env_child(mode, &envs, &["HWLOC_THISSYSTEM", "HWLOC_SYNTHETIC"]);
         }
@@ -1005,6 +1014,13 @@ mod with_hwloc {
             let err = Topology::detect().unwrap_err();
             assert_eq!(err.kind(), TopologyErrorKind::InvalidSynthetic, "{err}");
             assert!(err.to_string().contains("indexes"), "{err}");
+            return;
+        }
+        if var == "vouched-unparsed" {
+            let err = Topology::detect().unwrap_err();
+            assert_eq!(err.kind(), TopologyErrorKind::InvalidSynthetic, "{err}");
+            assert!(err.to_string().contains("HWLOC_SYNTHETIC="), "{err}");
+            assert!(err.to_string().contains("hwloc cannot parse it"), "{err}");
             return;
         }
         if var == "not-this-system" {
