@@ -512,19 +512,7 @@ fn a_tcp_read_stopped_at_urgent_data_leaves_no_data_stranded() {
             // and more data, then waits for an answer: a read stops at the
             // urgent mark with the rest queued behind it, and no new edge
             // comes for what is already there.
-            let peer = std::thread::spawn(move || {
-                use std::io::{Read, Write};
-                let mut c = std::net::TcpStream::connect(addr).unwrap();
-                c.set_nodelay(true).unwrap();
-                c.write_all(b"abc").unwrap();
-                // SAFETY: a one-byte buffer for the length given.
-                let n = unsafe { libc::send(c.as_raw_fd(), b"X".as_ptr().cast(), 1, libc::MSG_OOB) };
-                assert_eq!(n, 1, "send(MSG_OOB): {}", io::Error::last_os_error());
-                c.write_all(b"def").unwrap();
-                let mut ack = [0u8; 2];
-                c.read_exact(&mut ack).unwrap();
-                ack
-            });
+            let peer = common::urgent::peer(addr);
             let (mut s, _) = l.accept().await.unwrap();
             // Everything queued before the first read (the urgent byte is
             // out of band: reads skip it).

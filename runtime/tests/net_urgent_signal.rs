@@ -6,7 +6,6 @@
 mod common;
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -45,19 +44,7 @@ fn a_read_at_the_urgent_mark_stopped_by_a_signal_keeps_the_data_behind_it() {
         rt.block_on(async {
             let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = l.local_addr().unwrap();
-            let peer = std::thread::spawn(move || {
-                use std::io::{Read, Write};
-                let mut c = std::net::TcpStream::connect(addr).unwrap();
-                c.set_nodelay(true).unwrap();
-                c.write_all(b"abc").unwrap();
-                // SAFETY: a one-byte buffer for the length given.
-                let n = unsafe { libc::send(c.as_raw_fd(), b"X".as_ptr().cast(), 1, libc::MSG_OOB) };
-                assert_eq!(n, 1, "send(MSG_OOB): {}", io::Error::last_os_error());
-                c.write_all(b"def").unwrap();
-                let mut ack = [0u8; 2];
-                c.read_exact(&mut ack).unwrap();
-                ack
-            });
+            let peer = common::urgent::peer(addr);
             let (mut s, _): (TcpStream, _) = l.accept().await.unwrap();
             wq::time::sleep(Duration::from_millis(50)).await;
             let mut abc = [0u8; 3];

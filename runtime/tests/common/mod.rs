@@ -5,6 +5,7 @@
 
 pub mod child;
 pub mod refusing;
+pub mod urgent;
 
 use std::sync::mpsc;
 use std::time::Duration;
