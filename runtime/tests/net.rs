@@ -529,6 +529,66 @@ fn a_tcp_read_stopped_at_urgent_data_leaves_no_data_stranded() {
     });
 }
 
+/// This thread's CPU time so far.
+fn thread_cpu_time() -> Duration {
+    // SAFETY: an all-zero rusage is valid.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes one rusage.
+    let r = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+    assert_eq!(r, 0, "getrusage: {}", io::Error::last_os_error());
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+#[test]
+fn a_peek_at_urgent_data_with_nothing_behind_it_waits_without_spinning() {
+    within_watchdog("tcp-urgent-peek", LIMIT, || {
+        rt().block_on(async {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            // "abc", the urgent byte, and nothing after it (until the peer
+            // gets an answer): a peek at the mark skips the byte and finds
+            // nothing, with the mark and the byte still there, as a read
+            // a signal stopped finds them.
+            let peer = std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut c = std::net::TcpStream::connect(addr).unwrap();
+                c.write_all(b"abc").unwrap();
+                // SAFETY: a one-byte buffer for the length given.
+                let n =
+                    unsafe { libc::send(c.as_raw_fd(), b"X".as_ptr().cast(), 1, libc::MSG_OOB) };
+                assert_eq!(n, 1, "send(MSG_OOB): {}", io::Error::last_os_error());
+                let mut ack = [0u8; 2];
+                c.read_exact(&mut ack).unwrap();
+                c.write_all(b"def").unwrap();
+                ack
+            });
+            let (mut s, _) = l.accept().await.unwrap();
+            wq::time::sleep(Duration::from_millis(50)).await;
+            let mut abc = [0u8; 3];
+            s.read_exact(&mut abc).await.unwrap();
+            assert_eq!(&abc, b"abc");
+            // `block_on` polls this future on this thread: a peek that
+            // kept the readiness and yielded would poll it for the whole
+            // wait.
+            let before = thread_cpu_time();
+            let mut buf = [0u8; 8];
+            let waited = wq::time::timeout(Duration::from_millis(300), s.peek(&mut buf)).await;
+            let spent = thread_cpu_time() - before;
+            assert!(waited.is_err(), "nothing to peek: {waited:?}");
+            assert!(
+                spent < Duration::from_millis(60),
+                "the peek spun for {spent:?} of its 300 ms wait"
+            );
+            s.write_all(b"ok").await.unwrap();
+            assert_eq!(&peer.join().unwrap(), b"ok");
+            let mut def = [0u8; 3];
+            s.read_exact(&mut def).await.unwrap();
+            assert_eq!(&def, b"def");
+        });
+    });
+}
+
 #[test]
 fn a_write_shutdown_wakes_a_unix_writer_waiting_for_room() {
     within_watchdog("unix-shut-write", LIMIT, || {

@@ -52,6 +52,9 @@ pub(crate) struct PollIo<S: mio::event::Source> {
     /// mark by a signal ([`PollIo::stopped_at_urgent_byte`]); `None` for
     /// the other sources.
     urgent_fd: Option<std::os::fd::RawFd>,
+    /// Reads in a row [`PollIo::stopped_at_urgent_byte`] kept the
+    /// readiness for without seeing data behind the mark.
+    urgent_tries: std::sync::atomic::AtomicU8,
 }
 
 impl<S: mio::event::Source> std::fmt::Debug for PollIo<S> {
@@ -61,6 +64,11 @@ impl<S: mio::event::Source> std::fmt::Debug for PollIo<S> {
             .finish_non_exhaustive()
     }
 }
+
+/// Reads in a row at TCP's urgent mark that see no data behind it and
+/// keep the readiness, before it is cleared
+/// ([`PollIo::stopped_at_urgent_byte`]).
+const URGENT_TRIES: u8 = 32;
 
 /// A read stopped at TCP's urgent mark by a signal
 /// ([`PollIo::stopped_at_urgent_byte`]): wakes the task to read again
@@ -112,6 +120,7 @@ impl<S: mio::event::Source> PollIo<S> {
                 handle,
                 registered,
                 urgent_fd: None,
+                urgent_tries: std::sync::atomic::AtomicU8::new(0),
             }),
             Err(e) => Err((e, source)),
         }
@@ -145,41 +154,64 @@ impl<S: mio::event::Source> PollIo<S> {
     }
 
     /// After a read's `WouldBlock` that observed TCP urgent data pending:
-    /// whether the read stands at the urgent mark with the urgent byte
-    /// there, which means a signal stopped it, not a want of data. Linux's
-    /// TCP read stops at the mark when a signal is pending and has copied
-    /// nothing, with `EAGAIN` on a non-blocking socket (`tcp_recvmsg`);
-    /// cleared then, the readiness would leave the bytes behind the mark
-    /// for an edge that does not come. A read that found no data skipped
-    /// the urgent byte first (the mark is behind it), and one whose byte
-    /// has not arrived finds none to peek: both clear as any `WouldBlock`.
-    /// Two syscalls, only on this rare path (`SIOCATMARK`, then a peek of
-    /// the out-of-band byte, which leaves it).
+    /// whether a signal, not a want of data, may have stopped it at the
+    /// urgent mark, so that the readiness is kept (the task reads again).
+    /// Linux's TCP read stops at the mark when a signal is pending and has
+    /// copied nothing, with `EAGAIN` on a non-blocking socket
+    /// (`tcp_recvmsg`); cleared then, the readiness would leave the bytes
+    /// behind the mark for an edge that does not come.
+    ///
+    /// Not at the mark, or with no urgent byte there (a read that found no
+    /// data skipped the byte; one whose byte has not arrived has none to
+    /// peek): cleared as any `WouldBlock`. At the mark with the byte and
+    /// data behind it (a peek of one byte finds it): kept. At the mark
+    /// with the byte and no data seen behind it, either there is none (a
+    /// peek, which skips the byte without moving the mark, waiting for
+    /// more) or a signal stopped that peek too: kept for
+    /// [`URGENT_TRIES`] reads in a row, then cleared (so a peek waiting
+    /// for more does not spin; a signal would have to stop that many in a
+    /// row). Syscalls only on this rare path: `SIOCATMARK` and two peeks.
     fn stopped_at_urgent_byte(&self, ev: &ReadyEvent) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
         let Some(fd) = self.urgent_fd.filter(|_| ev.is_urgent()) else {
             return false;
         };
         /// `SIOCATMARK` (`asm-generic/sockios.h`; not in the `libc` crate
         /// for Linux).
         const SIOCATMARK: libc::c_ulong = 0x8905;
+        // A one-byte peek of `fd` with `flags`: whether it found a byte.
+        let peek = |flags: libc::c_int| {
+            let mut byte = 0u8;
+            // SAFETY: a one-byte buffer for the length given; MSG_PEEK
+            // leaves the byte, MSG_DONTWAIT never blocks.
+            unsafe {
+                libc::recv(
+                    fd,
+                    (&raw mut byte).cast(),
+                    1,
+                    flags | libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                ) == 1
+            }
+        };
         let mut at: libc::c_int = 0;
         // SAFETY: `fd` is the source's, open while it is held (`self`);
         // SIOCATMARK writes one int.
-        if unsafe { libc::ioctl(fd, SIOCATMARK as _, &mut at) } != 0 || at == 0 {
+        let at_mark = unsafe { libc::ioctl(fd, SIOCATMARK as _, &mut at) } == 0 && at != 0;
+        if !at_mark || !peek(libc::MSG_OOB) {
+            self.urgent_tries.store(0, Relaxed);
             return false;
         }
-        let mut byte = 0u8;
-        // SAFETY: a one-byte buffer for the length given; MSG_PEEK leaves
-        // the byte, MSG_DONTWAIT never blocks.
-        let n = unsafe {
-            libc::recv(
-                fd,
-                (&raw mut byte).cast(),
-                1,
-                libc::MSG_OOB | libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        n == 1
+        if peek(0) {
+            self.urgent_tries.store(0, Relaxed);
+            return true;
+        }
+        let tries = self.urgent_tries.load(Relaxed) + 1;
+        if tries > URGENT_TRIES {
+            self.urgent_tries.store(0, Relaxed);
+            return false;
+        }
+        self.urgent_tries.store(tries, Relaxed);
+        true
     }
 
     /// Raises the write readiness with the write side's closed bit, after
