@@ -93,11 +93,15 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
             s if s.starts_with('-') => return Err(format!("unknown option {s:?}\n{}", usage())),
             s if !addr_seen => {
                 // The dashboard's URL as http_service prints it is taken
-                // too: its HOST:PORT.
+                // too, with a path (its /metrics or /api/snapshot URL):
+                // its HOST:PORT.
                 o.addr = s
                     .strip_prefix("http://")
-                    .map_or(s, |rest| rest.trim_end_matches('/'))
+                    .map_or(s, |rest| rest.split('/').next().unwrap_or(rest))
                     .to_owned();
+                if o.addr.is_empty() {
+                    return Err(format!("{s:?} names no address\n{}", usage()));
+                }
                 addr_seen = true;
             }
             s => return Err(format!("one address only, got {s:?} too\n{}", usage())),
@@ -562,6 +566,18 @@ mod tests {
         // The dashboard's URL, as http_service prints it, is its address.
         let o = parse_args(args(&["http://127.0.0.1:8089/"])).unwrap();
         assert_eq!(o.addr, "127.0.0.1:8089");
+        // With a path, as http_service prints its /metrics URL.
+        for url in [
+            "http://127.0.0.1:8089/metrics",
+            "http://127.0.0.1:8089/api/snapshot",
+        ] {
+            assert_eq!(parse_args(args(&[url])).unwrap().addr, "127.0.0.1:8089");
+        }
+        assert!(
+            parse_args(args(&["http://"]))
+                .unwrap_err()
+                .contains("names no address")
+        );
         let err = fetch("8089", std::time::Duration::from_secs(1)).unwrap_err();
         assert!(err.contains("give HOST:PORT"), "{err}");
         let o = parse_args(args(&["127.0.0.1:1", "-i", "0.5", "--json", "-c", "3"])).unwrap();

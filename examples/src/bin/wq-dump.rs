@@ -55,7 +55,13 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
     let mut shard_size = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
-        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+        // A value, not the next option (`--xml --sysfs` read a file
+        // named "--sysfs").
+        let mut value = |name: &str| {
+            args.next()
+                .filter(|v| !v.starts_with('-'))
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
         let new_source = match arg.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "--topology" => Source::Synthetic(value("--topology")?),
@@ -260,6 +266,11 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
+        // The next option is no value (it read a file named "--sysfs").
+        assert_eq!(
+            parse(&["--xml", "--sysfs"]),
+            Err("--xml needs a value".into())
+        );
     }
 
     #[test]
