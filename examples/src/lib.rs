@@ -989,6 +989,29 @@ pub fn no_arguments(name: &str, usage: &str) {
     }
 }
 
+/// `println!` for the guide's examples: a closed stdout (`workqueues |
+/// head -1`, the reader gone) ends the process quietly with status 0,
+/// where `println!` panicked ("failed printing to stdout", exit 101: Rust
+/// ignores SIGPIPE), as `wq-dump` and `wq-monitor` end.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::say_line(::std::format_args!($($arg)*))
+    };
+}
+
+/// [`say!`]'s line: written to stdout with its newline; a closed stdout
+/// exits the process (status 0), another error panics as `println!`.
+pub fn say_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_fmt(line).and_then(|()| out.write_all(b"\n")) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => panic!("writing to stdout: {e}"),
+    }
+}
+
 /// An example's check of what it shows: `Err` (and so a failing exit)
 /// with `what` if `ok` is false.
 pub fn check(ok: bool, what: impl Into<String>) -> Result<(), Box<dyn std::error::Error>> {

@@ -69,6 +69,36 @@ fn wq_dump_into_a_closed_pipe_ends_quietly() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// The guide's examples into a pipe whose reader is gone (`workqueues |
+/// head -1` after its first line): they end quietly with status 0 (they
+/// panicked, "failed printing to stdout", exit 101; `queue_stats` with
+/// nothing on stderr, its panic hook silencing every later panic).
+#[test]
+fn the_guides_examples_into_a_closed_pipe_end_quietly() {
+    use std::process::Stdio;
+    for (name, bin) in [
+        ("workqueues", env!("CARGO_BIN_EXE_workqueues")),
+        ("flush_drain", env!("CARGO_BIN_EXE_flush_drain")),
+        ("change_queue", env!("CARGO_BIN_EXE_change_queue")),
+        ("highpri", env!("CARGO_BIN_EXE_highpri")),
+        ("cpu_hogs", env!("CARGO_BIN_EXE_cpu_hogs")),
+        ("queue_stats", env!("CARGO_BIN_EXE_queue_stats")),
+    ] {
+        let mut child = Command::new(bin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _killer = common::kill_after(child.id(), Duration::from_secs(60));
+        // The reader goes before the example's first line.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name}: {:?}: {err}", out.status);
+        assert!(!err.contains("panicked"), "{name}: {err}");
+    }
+}
+
 /// `wq-dump --xml` of an endless file reads to a limit and says so (it
 /// grew until the OS killed it).
 #[test]

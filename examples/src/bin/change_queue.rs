@@ -44,12 +44,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let before = handle.metrics();
     q.spawn_on_cpu(3, async {}).await?;
     let at_cpu = pools_that_ran(&before, &handle.metrics());
-    println!("scope cpu: the item ran in the {}", at_cpu.join(", "));
+    wq_examples::say!("scope cpu: the item ran in the {}", at_cpu.join(", "));
     q.set_scope(Scope::System);
     let before = handle.metrics();
     q.spawn_on_cpu(3, async {}).await?;
     let at_system = pools_that_ran(&before, &handle.metrics());
-    println!("scope system: the item ran in the {}", at_system.join(", "));
+    wq_examples::say!("scope system: the item ran in the {}", at_system.join(", "));
     check(
         at_cpu == ["cpu pool of CPUs [3]"] && at_system == ["system pool of CPUs [0, 1, 2, 3]"],
         "the item did not follow the scope",
@@ -77,7 +77,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Time for others to start, were the limit not kept.
     wq::time::sleep(Duration::from_millis(20)).await;
     let before_raise = started.load(Ordering::SeqCst);
-    println!("max_active 1: {before_raise} of 8 items started");
+    wq_examples::say!("max_active 1: {before_raise} of 8 items started");
     check(
         before_raise == 1,
         "more than one item ran under max_active 1",
@@ -88,12 +88,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         wq::time::sleep(Duration::from_millis(1)).await;
     }
     let after_raise = started.load(Ordering::SeqCst);
-    println!("max_active 8: {after_raise} of 8 items started, the first still running");
+    wq_examples::say!("max_active 8: {after_raise} of 8 items started, the first still running");
     check(after_raise == 8, "raising max_active left items waiting")?;
     let _ = release.send(());
     for item in items {
         item.await?;
     }
-    println!("{:?}", q.stats().attrs);
+    wq_examples::say!("{:?}", q.stats().attrs);
     Ok(())
 }

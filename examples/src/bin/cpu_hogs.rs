@@ -56,7 +56,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         s.await?;
     }
     let stats = q.stats();
-    println!(
+    wq_examples::say!(
         "hog: polled {hogged:.1?}; {done_during} of {SHORT} short tasks completed meanwhile; cpu_intensive {}",
         stats.cpu_intensive
     );

@@ -35,7 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     q.flush().await;
     let flushed = done.load(Ordering::SeqCst);
-    println!("flush: returned with {flushed} of 16 items done");
+    wq_examples::say!("flush: returned with {flushed} of 16 items done");
     check(
         flushed == 16,
         "flush returned before the items queued before it",
@@ -63,15 +63,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let ((), refused) = futures::join!(q.drain(), outside);
     match &refused {
-        Err(e) => println!("drain: an outside spawn was refused: {e}"),
-        Ok(()) => println!("drain: an outside spawn was accepted"),
+        Err(e) => wq_examples::say!("drain: an outside spawn was refused: {e}"),
+        Ok(()) => wq_examples::say!("drain: an outside spawn was accepted"),
     }
     check(
         refused.is_err_and(|e| e.is_draining()),
         "an outside spawn during the drain was not refused as draining",
     )?;
     let stats = q.stats();
-    println!(
+    wq_examples::say!(
         "drain: returned with the chained item done ({}) and {} in flight",
         chained.load(Ordering::SeqCst),
         stats.in_flight
@@ -82,6 +82,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     // After the drain, outside work is welcome again.
     q.spawn(async {}).await?;
-    println!("after the drain: an outside spawn runs");
+    wq_examples::say!("after the drain: an outside spawn runs");
     Ok(())
 }

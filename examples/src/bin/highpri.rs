@@ -37,7 +37,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let seen = urgent
         .spawn(async move { d.load(Ordering::SeqCst) })
         .await?;
-    println!("urgent: ran with {seen} of 128 backlog items done");
+    wq_examples::say!("urgent: ran with {seen} of 128 backlog items done");
     for item in backlog {
         item.await?;
     }
@@ -45,7 +45,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         seen < 128,
         "the high-priority item waited for the whole backlog",
     )?;
-    println!(
+    wq_examples::say!(
         "urgent queue: {:?}; backlog queue: {:?}",
         urgent.stats().attrs,
         normal.stats().attrs

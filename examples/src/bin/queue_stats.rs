@@ -44,15 +44,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::panic::set_hook(Box::new(|_| {}));
     let panicked = q.spawn(async { panic!("a report failed") });
     let s = q.stats();
-    println!(
+    wq_examples::say!(
         "while running: in flight {}, active {}, inactive {}",
-        s.in_flight, s.active, s.inactive
+        s.in_flight,
+        s.active,
+        s.inactive
     );
     check(s.active <= 2, "more items active than max_active")?;
     q.flush().await;
     let joined = panicked.await;
+    // The default hook back: a later panic (a bug) is reported.
+    drop(std::panic::take_hook());
     let s = q.stats();
-    println!(
+    wq_examples::say!(
         "after flush:   started {}, completed {}, cpu_time {:.1?}, cpu_intensive {}, cm_wakeups {}, repatriated {}, in flight {}",
         s.started,
         s.completed,
@@ -62,7 +66,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         s.repatriated,
         s.in_flight
     );
-    println!(
+    wq_examples::say!(
         "the panicking item: {}",
         joined.err().map_or("no panic".into(), |e| e.to_string())
     );

@@ -40,7 +40,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // Everything spawned above has finished once flush returns.
     bounded.flush().await;
-    println!(
+    wq_examples::say!(
         "bounded: 32 items, at most {} at once (max_active {})",
         most.load(Ordering::SeqCst),
         bounded.max_active()
@@ -54,7 +54,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         drop(ordered.spawn(async move { log.lock().unwrap().push(i) }));
     }
     ordered.drain().await;
-    println!("ordered: ran {:?}", log.lock().unwrap());
+    wq_examples::say!("ordered: ran {:?}", log.lock().unwrap());
 
     // High priority: its own pools, ahead of another queue's backlog.
     let normal = Workqueue::builder("backlog").build(&handle)?;
@@ -73,7 +73,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let seen = urgent
         .spawn(async move { d.load(Ordering::SeqCst) })
         .await?;
-    println!("highpri: ran with {seen} of 64 backlog items done");
+    wq_examples::say!("highpri: ran with {seen} of 64 backlog items done");
     for h in backlog {
         h.await?;
     }
@@ -85,7 +85,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let heavy = crunch.spawn(async { busy(30) });
     let light = wq::spawn(async { "light work done" }).await?;
     heavy.await?;
-    println!("cpu_intensive: {light} beside a 30 ms item");
+    wq_examples::say!("cpu_intensive: {light} beside a 30 ms item");
 
     // Changed while running: later items go to the new scope's pods.
     bounded.set_scope(Scope::System);
@@ -97,7 +97,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         q.flush().await;
     }
     for s in [bounded.stats(), ordered.stats(), crunch.stats()] {
-        println!(
+        wq_examples::say!(
             "{:<8} started {:>3} completed {:>3} cpu {:>8.1?} cpu_intensive {} cm_wakeups {} in flight {} (scope {}, max_active {})",
             s.name,
             s.started,
