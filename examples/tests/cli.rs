@@ -8,21 +8,26 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
+/// The user guide's examples (one a page of `docs/guide`).
+const GUIDE_EXAMPLES: [(&str, &str); 6] = [
+    ("workqueues", env!("CARGO_BIN_EXE_workqueues")),
+    ("flush_drain", env!("CARGO_BIN_EXE_flush_drain")),
+    ("change_queue", env!("CARGO_BIN_EXE_change_queue")),
+    ("highpri", env!("CARGO_BIN_EXE_highpri")),
+    ("cpu_hogs", env!("CARGO_BIN_EXE_cpu_hogs")),
+    ("queue_stats", env!("CARGO_BIN_EXE_queue_stats")),
+];
+
 #[test]
 fn help_is_a_success_on_stdout_and_a_bad_argument_an_error_on_stderr() {
-    for (name, bin) in [
+    let others = [
         ("echo", env!("CARGO_BIN_EXE_echo")),
         ("http_service", env!("CARGO_BIN_EXE_http_service")),
         ("axum_service", env!("CARGO_BIN_EXE_axum_service")),
-        ("workqueues", env!("CARGO_BIN_EXE_workqueues")),
-        ("flush_drain", env!("CARGO_BIN_EXE_flush_drain")),
-        ("change_queue", env!("CARGO_BIN_EXE_change_queue")),
-        ("highpri", env!("CARGO_BIN_EXE_highpri")),
-        ("cpu_hogs", env!("CARGO_BIN_EXE_cpu_hogs")),
-        ("queue_stats", env!("CARGO_BIN_EXE_queue_stats")),
         ("wq-dump", env!("CARGO_BIN_EXE_wq-dump")),
         ("wq-monitor", env!("CARGO_BIN_EXE_wq-monitor")),
-    ] {
+    ];
+    for (name, bin) in GUIDE_EXAMPLES.into_iter().chain(others) {
         let help = common::output(Command::new(bin).arg("--help"));
         let out = String::from_utf8_lossy(&help.stdout);
         assert!(help.status.success(), "{name} --help: {:?}", help.status);
@@ -76,14 +81,7 @@ fn wq_dump_into_a_closed_pipe_ends_quietly() {
 #[test]
 fn the_guides_examples_into_a_closed_pipe_end_quietly() {
     use std::process::Stdio;
-    for (name, bin) in [
-        ("workqueues", env!("CARGO_BIN_EXE_workqueues")),
-        ("flush_drain", env!("CARGO_BIN_EXE_flush_drain")),
-        ("change_queue", env!("CARGO_BIN_EXE_change_queue")),
-        ("highpri", env!("CARGO_BIN_EXE_highpri")),
-        ("cpu_hogs", env!("CARGO_BIN_EXE_cpu_hogs")),
-        ("queue_stats", env!("CARGO_BIN_EXE_queue_stats")),
-    ] {
+    for (name, bin) in GUIDE_EXAMPLES {
         let mut child = Command::new(bin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
