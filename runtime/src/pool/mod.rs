@@ -323,8 +323,16 @@ pub(crate) struct Watch {
     /// long poll, `hog`, and to empty `lifo`).
     pub(crate) poll_started: AtomicU64,
     /// The OS thread id of the slot's thread, set when a worker takes the
-    /// slot (the watchdog reads its scheduler statistics); 0 if unknown.
+    /// slot (the watchdog reads its state and scheduler statistics in
+    /// `/proc` when its CPU clock does not settle a long poll); 0 if
+    /// unknown.
     pub(crate) tid: AtomicI32,
+    /// The slot's thread's CPU-time clock (`pthread_getcpuclockid`), set
+    /// with `tid`: the watchdog's first look at a long poll reads it (a
+    /// system call, under a microsecond) rather than `/proc` files (two
+    /// reads, about 22 us). A thread's clock id is negative on Linux; 0
+    /// (`CLOCK_REALTIME`, never a thread's) if unknown.
+    pub(crate) cpu_clock: AtomicI32,
     /// The `poll_started` of the poll the watchdog found running too long.
     pub(crate) hog: AtomicU64,
     /// Whether that poll was using its CPU (a CPU hog) rather than

@@ -420,6 +420,10 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, runtime: &Arc<dyn Host>) {
         .tid
         // SAFETY: gettid has no preconditions.
         .store(unsafe { libc::gettid() }, Ordering::Relaxed);
+    pool.slots[slot]
+        .watch
+        .cpu_clock
+        .store(crate::clock::this_threads_cpu_clock(), Ordering::Relaxed);
     #[cfg(not(loom))]
     pool.idle.started(slot, parker.unparker());
     // Under loom only the protocol is modeled (`idle::loom_tests`); this

@@ -13,25 +13,34 @@
 //! - **Sample.** A poll older than half the threshold is sampled (not
 //!   while its worker is in `block_in_place`: `Watch::blocked`; a poll
 //!   that came back from one is timed from then, `Watch::unblocked_at`): the
-//!   worker thread's scheduler statistics (`/proc/self/task/<tid>/
-//!   schedstat`: time on a CPU, time waiting on a run queue) and the wall
-//!   time.
+//!   worker thread's CPU time (its CPU clock, `Watch::cpu_clock`: a system
+//!   call, under a microsecond) and the wall time.
 //! - **Grant.** A poll older than the threshold (the same `poll_started`
 //!   as sampled) runs too long. Over the time since the sample, if its
 //!   thread was on a CPU at least half the time, it is a **CPU hog** (the
-//!   kernel's `CPU_INTENSIVE`); if it waited on a run queue at least half
-//!   the time, or is runnable now without having been on a CPU (a wait
-//!   is added to the statistics only when it ends), the CPUs are
+//!   kernel's `CPU_INTENSIVE`). If not, it was waiting for a CPU or
+//!   blocked, and its state now (`/proc/self/task/<tid>/stat`) tells
+//!   which where it can: asleep (or stopped), it is **blocking** its
+//!   thread in a synchronous call (the kernel would count the wakeup it
+//!   causes as `CM_WAKEUP`); runnable, it may be waiting for a CPU or back
+//!   from blocking, and the sample is taken again with the thread's
+//!   scheduler statistics (`schedstat`: time on a CPU, time waiting on a
+//!   run queue) and judged after its window: if it waited on a run queue
+//!   at least half the time, or is runnable without having been on a CPU
+//!   (a wait is added to the statistics only when it ends), the CPUs are
 //!   saturated and another worker would not help: nothing is granted (it
-//!   is sampled again, and judged after twice the window it was judged
-//!   over, at most 8 thresholds: the `/proc` reads, tens of microseconds
-//!   each, are not made for every long poll at every tick while the CPUs
-//!   are saturated); if it is runnable now having been on a CPU under
-//!   half the time (on it at the look after blocking, or waiting since a
-//!   short run: the same figures), it is judged at a later look, the
-//!   sample kept; else it is
-//!   **blocking** its thread in a synchronous call (the kernel would count
-//!   the wakeup it causes as `CM_WAKEUP`). For a hog or a blocked poll,
+//!   is sampled again, and judged after twice the window, at most 8
+//!   thresholds: `/proc` reads take about 22 us, and are not made for
+//!   every long poll at every tick while the CPUs are saturated); if it
+//!   is runnable having been on a CPU under half the time (on it at the
+//!   look after blocking, or waiting since a short run: the same
+//!   figures), it is judged at a later look, the sample kept; else it is
+//!   blocking. With `/proc` unreadable (no procfs, another PID namespace,
+//!   no file descriptor left), a poll off its CPU half the time counts as
+//!   blocking: a grant on saturated CPUs costs one thread more for the
+//!   poll's length, where a blocking task read as a hog lost concurrency
+//!   management for life. (A thread whose CPU clock cannot be read, never
+//!   seen on Linux, is sampled with the statistics at once.) For a hog or a blocked poll,
 //!   under the pool lock its pool may have one worker beyond
 //!   its maximum and is kicked if work is queued (`Idle::grant_hog`, step
 //!   8 of `pool::idle`); the slot's `hog` mark is set to that poll's start
@@ -84,14 +93,18 @@ pub(crate) const IDLE_TICK: Duration = Duration::from_millis(100);
 struct Sample {
     /// Its `poll_started`.
     started: u64,
-    /// The raw clock and the thread's scheduler statistics then.
+    /// The raw clock and the thread's CPU time then (`None`: its clock
+    /// unknown).
     wall: u64,
+    cpu: Option<u64>,
+    /// Its scheduler statistics then, where its CPU clock did not settle
+    /// it (the second look: module docs), or the clock is unknown.
     stat: Option<SchedStat>,
     /// The window judged from it, ns: half the threshold at first, doubled
     /// (up to [`MAX_WINDOWS`] thresholds) after each look that found the
-    /// CPUs saturated. A `/proc` read is tens of microseconds: a pool of
-    /// 64 long polls read them every tick while saturated, most of a CPU
-    /// at the default threshold, and grants are put off then anyway.
+    /// CPUs saturated. A `/proc` read is about 22 us: a pool of 64 long
+    /// polls read them every tick while saturated, most of a CPU at the
+    /// default threshold, and grants are put off then anyway.
     window: u64,
 }
 
@@ -109,6 +122,26 @@ struct SchedStat {
     /// ends, so a thread that waited through the whole interval shows no
     /// growth in either figure; this tells it from a sleeping one.
     runnable: bool,
+}
+
+impl Sample {
+    /// A first sample of the poll that started at `started`, on the
+    /// thread of `watch`: its CPU clock, or the statistics where the
+    /// clock is unknown.
+    fn new(started: u64, now: u64, watch: &crate::pool::Watch, window: u64) -> Sample {
+        let cpu = clock::cpu_time(watch.cpu_clock.load(Ordering::Relaxed));
+        Sample {
+            started,
+            wall: now,
+            cpu,
+            stat: if cpu.is_none() {
+                SchedStat::of(watch.tid.load(Ordering::Relaxed))
+            } else {
+                None
+            },
+            window,
+        }
+    }
 }
 
 impl SchedStat {
@@ -159,18 +192,32 @@ fn thread_state(tid: i32) -> Option<u8> {
     state_of(&std::fs::read(format!("/proc/self/task/{tid}/stat")).ok()?)
 }
 
-/// What a long poll was doing between its sample (`a`) and now (`b`),
-/// `wall` ns apart: on its CPU most of the time, waiting for one (or
-/// still waiting: runnable, neither figure grown), else blocked. Without
-/// the figures (a kernel without schedstat), by its state now: asleep
-/// (`S`, `D`) is blocked in a call; anything else counts as on its CPU
-/// (it was, until 2026-12-06, for a sleeping one too: a poll in a
-/// 30 ms `sleep` was marked CPU-intensive).
-fn doing(a: Option<SchedStat>, b: Option<SchedStat>, state: Option<u8>, wall: u64) -> Doing {
-    match (a, b) {
-        (Some(a), Some(b)) if b.on_cpu.saturating_sub(a.on_cpu) * 2 >= wall => Doing::OnCpu,
-        (Some(a), Some(b))
-            if b.run_queue.saturating_sub(a.run_queue) * 2 >= wall
+/// What a long poll was doing over the `wall` ns since its sample, from
+/// its thread's CPU time grown meanwhile (`cpu`, if its clock was read),
+/// its scheduler statistics then and now (`stats`, if the sample took
+/// them), and its state now (`state`, if read):
+/// - on its CPU at least half the time (the clock, else the statistics);
+/// - with the statistics: waiting for a CPU (half the time on a run queue,
+///   or runnable with no time on a CPU), undecided (runnable, some time
+///   on a CPU), else blocked;
+/// - without them: asleep or stopped is blocked; runnable asks for them
+///   ([`Doing::Runnable`]) where the clock said it was off its CPU, and
+///   is on its CPU where nothing else is known (as is an unknown state);
+///   an unknown state with the clock read is blocked.
+fn doing(
+    cpu: Option<u64>,
+    wall: u64,
+    stats: Option<(SchedStat, SchedStat)>,
+    state: Option<u8>,
+) -> Doing {
+    let half = |grown: u64| grown.saturating_mul(2) >= wall;
+    if cpu.is_some_and(half) {
+        return Doing::OnCpu;
+    }
+    match stats {
+        Some((a, b)) if cpu.is_none() && half(b.on_cpu.saturating_sub(a.on_cpu)) => Doing::OnCpu,
+        Some((a, b))
+            if half(b.run_queue.saturating_sub(a.run_queue))
                 || (b.runnable && b.on_cpu == a.on_cpu) =>
         {
             Doing::Waiting
@@ -181,11 +228,12 @@ fn doing(a: Option<SchedStat>, b: Option<SchedStat>, state: Option<u8>, wall: u6
         // ends): the figures are the same. Judged at a later look (it was
         // read as waiting, putting a blocked poll's grant off, then as
         // blocked, granting a worker on saturated CPUs).
-        (Some(_), Some(b)) if b.runnable => Doing::Undecided,
-        (Some(_), Some(_)) => Doing::Blocked,
-        _ => match state {
-            Some(b'S' | b'D') => Doing::Blocked,
-            _ => Doing::OnCpu,
+        Some((_, b)) if b.runnable => Doing::Undecided,
+        Some(_) => Doing::Blocked,
+        None => match (state, cpu) {
+            (Some(b'R'), Some(_)) => Doing::Runnable,
+            (Some(b'R') | None, None) => Doing::OnCpu,
+            _ => Doing::Blocked,
         },
     }
 }
@@ -199,6 +247,9 @@ enum Doing {
     /// The figures fit waiting and blocking alike: looked at again, the
     /// sample kept (a longer window).
     Undecided,
+    /// Off its CPU most of the window and runnable now: sampled again
+    /// with the scheduler statistics, to tell waiting from blocking.
+    Runnable,
 }
 
 /// The watchdog's own state (it lives on the rescuer thread).
@@ -393,34 +444,47 @@ impl Watchdog {
                 let sample = match self.samples.get(&key) {
                     Some(sample) if sample.started == started => *sample,
                     _ => {
-                        self.samples.insert(
-                            key,
-                            Sample {
-                                started,
-                                wall: now,
-                                stat: SchedStat::of(s.watch.tid.load(Ordering::Relaxed)),
-                                window: self.threshold_ns / 2,
-                            },
-                        );
+                        let sample = Sample::new(started, now, &s.watch, self.threshold_ns / 2);
+                        self.samples.insert(key, sample);
                         continue;
                     }
                 };
                 // Judged once it is over the threshold and its window has
-                // passed; read no `/proc` before.
+                // passed; read nothing before.
                 if age < self.threshold_ns || clock::delay_ns(sample.wall, now) < sample.window {
                     continue;
                 }
-                let stat_now = SchedStat::of(s.watch.tid.load(Ordering::Relaxed));
+                let tid = s.watch.tid.load(Ordering::Relaxed);
+                let cpu_now = clock::cpu_time(s.watch.cpu_clock.load(Ordering::Relaxed));
                 let wall = clock::delay_ns(sample.wall, now).max(1);
-                // Without the figures (no schedstat), the thread's state now.
-                let state = match (sample.stat, stat_now) {
-                    (Some(_), Some(_)) => None,
-                    _ => thread_state(s.watch.tid.load(Ordering::Relaxed)),
+                let cpu = sample.cpu.zip(cpu_now).map(|(a, b)| b.saturating_sub(a));
+                // `/proc` only where the clock does not settle it: the
+                // statistics where the sample took them, else the state.
+                let (stats, state) = if cpu.is_some_and(|c| c.saturating_mul(2) >= wall) {
+                    (None, None)
+                } else {
+                    let stats = sample.stat.zip(SchedStat::of(tid));
+                    (stats, stats.is_none().then(|| thread_state(tid)).flatten())
                 };
-                let doing = doing(sample.stat, stat_now, state, wall);
+                let doing = doing(cpu, wall, stats, state);
+                if doing == Doing::Runnable {
+                    // Off its CPU, runnable now: waiting, or back from a
+                    // block. Its statistics decide, a window from now.
+                    self.samples.insert(
+                        key,
+                        Sample {
+                            started,
+                            wall: now,
+                            cpu: cpu_now,
+                            stat: SchedStat::of(tid),
+                            window: sample.window,
+                        },
+                    );
+                    continue;
+                }
                 let flat = matches!(
-                    (sample.stat, stat_now),
-                    (Some(a), Some(b)) if a.on_cpu == b.on_cpu && a.run_queue == b.run_queue
+                    stats,
+                    Some((a, b)) if a.on_cpu == b.on_cpu && a.run_queue == b.run_queue
                 );
                 if doing == Doing::Undecided || (doing == Doing::Waiting && flat) {
                     // Undecided (`doing`), or neither figure moved: the
@@ -438,14 +502,15 @@ impl Watchdog {
                         Sample {
                             started,
                             wall: now,
-                            stat: stat_now,
+                            cpu: cpu_now,
+                            stat: stats.map(|(_, b)| b),
                             window: (sample.window * 2).min(self.threshold_ns * MAX_WINDOWS),
                         },
                     );
                     continue;
                 }
                 let on_cpu = doing == Doing::OnCpu;
-                // The `/proc` reads above take tens of microseconds: a
+                // The reads above take time (`/proc`'s about 22 us): a
                 // poll that ended meanwhile must not have its allowance
                 // (and its `cpu_intensive` count) go to the next one. (A
                 // poll ending after this look is revoked at the next scan.)
@@ -539,50 +604,87 @@ mod tests {
         assert!(SchedStat::parse("x", b"7 (wq) R 1").is_none());
     }
 
-    /// Without the figures a poll asleep in a call is blocked, not a CPU
-    /// hog (a 30 ms `sleep` in a poll was marked CPU-intensive, and
-    /// granted a worker as one); runnable, or state unknown, it counts as
-    /// on its CPU. With them, as measured.
+    /// The thread's CPU clock settles a hog alone; off its CPU, its state
+    /// now decides, asking for the scheduler statistics when runnable; a
+    /// state unknown (`/proc` unreadable) is blocked -- it was on its CPU,
+    /// and a poll asleep in a call in a process without `/proc` was marked
+    /// CPU-intensive for life.
     #[test]
-    fn unknown_figures_read_the_threads_state() {
+    fn the_cpu_clock_decides_first_and_the_state_next() {
         let ms = 1_000_000;
-        assert_eq!(doing(None, None, Some(b'S'), 20 * ms), Doing::Blocked);
-        assert_eq!(doing(None, None, Some(b'D'), 20 * ms), Doing::Blocked);
-        assert_eq!(doing(None, None, Some(b'R'), 20 * ms), Doing::OnCpu);
-        assert_eq!(doing(None, None, None, 20 * ms), Doing::OnCpu);
-        let at = |on_cpu, run_queue, runnable| {
-            Some(SchedStat {
-                on_cpu,
-                run_queue,
-                runnable,
-            })
+        let w = 20 * ms;
+        assert_eq!(doing(Some(10 * ms), w, None, None), Doing::OnCpu);
+        assert_eq!(doing(Some(19 * ms), w, None, Some(b'S')), Doing::OnCpu);
+        assert_eq!(doing(Some(ms), w, None, Some(b'S')), Doing::Blocked);
+        assert_eq!(doing(Some(ms), w, None, Some(b'D')), Doing::Blocked);
+        assert_eq!(doing(Some(ms), w, None, Some(b'T')), Doing::Blocked);
+        assert_eq!(doing(Some(ms), w, None, Some(b'R')), Doing::Runnable);
+        assert_eq!(doing(Some(0), w, None, None), Doing::Blocked);
+        // Nothing known but the state (no clock, no statistics): asleep
+        // is blocked, anything else on its CPU.
+        assert_eq!(doing(None, w, None, Some(b'S')), Doing::Blocked);
+        assert_eq!(doing(None, w, None, Some(b'R')), Doing::OnCpu);
+        assert_eq!(doing(None, w, None, None), Doing::OnCpu);
+    }
+
+    /// With the scheduler statistics (the second look, or no clock), as
+    /// measured: the clock's CPU time first where read, the statistics'
+    /// where not.
+    #[test]
+    fn the_statistics_tell_waiting_from_blocking() {
+        let ms = 1_000_000;
+        let w = 20 * ms;
+        let at = |on_cpu, run_queue, runnable| SchedStat {
+            on_cpu,
+            run_queue,
+            runnable,
         };
         let a = at(0, 0, true);
-        assert_eq!(doing(a, at(15 * ms, 0, true), None, 20 * ms), Doing::OnCpu);
+        let with = |b| Some((a, b));
         assert_eq!(
-            doing(a, at(1, 15 * ms, true), None, 20 * ms),
+            doing(None, w, with(at(15 * ms, 0, true)), None),
+            Doing::OnCpu
+        );
+        // The clock read: its figure counts, not the statistics' (which
+        // move at ticks and switches).
+        assert_eq!(
+            doing(Some(ms), w, with(at(15 * ms, 0, false)), None),
+            Doing::Blocked
+        );
+        assert_eq!(
+            doing(Some(15 * ms), w, with(at(0, 0, false)), None),
+            Doing::OnCpu
+        );
+        assert_eq!(
+            doing(Some(1), w, with(at(1, 15 * ms, true)), None),
             Doing::Waiting
         );
         assert_eq!(
-            doing(a, at(1, 1, false), Some(b'R'), 20 * ms),
+            doing(Some(1), w, with(at(1, 1, false)), None),
             Doing::Blocked
         );
         // Runnable now, and waiting through the whole window (neither
         // figure grown: a wait is added when it ends): waiting.
-        assert_eq!(doing(a, at(0, 0, true), None, 20 * ms), Doing::Waiting);
+        assert_eq!(
+            doing(Some(0), w, with(at(0, 0, true)), None),
+            Doing::Waiting
+        );
         // Runnable now with some time on its CPU, under half: on its CPU
         // at the look after blocking most of the window, or waiting since
         // a short run -- the same figures: neither granted nor put off,
         // judged again later (it was read as waiting, putting a blocked
         // poll's grant off; then as blocked, granting on saturated CPUs).
         assert_eq!(
-            doing(a, at(8 * ms, ms, true), None, 20 * ms),
+            doing(Some(8 * ms), w, with(at(8 * ms, ms, true)), None),
             Doing::Undecided
         );
-        assert_eq!(doing(a, at(ms, 0, true), None, 5 * ms), Doing::Undecided);
+        assert_eq!(
+            doing(None, 5 * ms, with(at(ms, 0, true)), None),
+            Doing::Undecided
+        );
         // Not runnable, under half on its CPU: blocked.
         assert_eq!(
-            doing(a, at(8 * ms, ms, false), None, 20 * ms),
+            doing(Some(8 * ms), w, with(at(8 * ms, ms, false)), None),
             Doing::Blocked
         );
     }
