@@ -236,7 +236,7 @@ fn run_workqueue(argv: &[String]) -> Result<(), String> {
     // results are not lost to it).
     let plotted = write_plots(plots, |dir| workqueue::plots(&cfg, &rows, dir));
     if a.flag("json") {
-        let mut v = workqueue::json(&cfg, &rows, &command);
+        let mut v = workqueue::json(&cfg, &rows, &command, n);
         v["busy_neighbours"] = n.into();
         outln!(
             "{}",
@@ -275,7 +275,7 @@ fn run_workqueue(argv: &[String]) -> Result<(), String> {
     outln!(
         "\ntargets (level: not met, but inside the spread of rows that repeat one configuration here):"
     );
-    for (what, verdict) in workqueue::targets(&cfg, &rows) {
+    for (what, verdict) in workqueue::targets(&cfg, &rows, n) {
         outln!("  [{}] {what}", verdict.label());
     }
     plotted
@@ -315,7 +315,7 @@ fn run_sweep(argv: &[String]) -> Result<(), String> {
     outln!(
         "\ntargets (for a 16-64 CPU machine; on fewer CPUs every wide scope is one small pool):"
     );
-    for (what, met) in sweep::targets(&s, &steps) {
+    for (what, met) in sweep::targets(&s, &steps, n) {
         outln!("  [{}] {what}", if met { "met" } else { "MISSED" });
     }
     plotted
@@ -403,7 +403,10 @@ fn run_shape_layouts(
             .map(|b| (format!("beside {neighbours} busy loops"), b)),
     );
     for (phase, ratios) in phases {
-        outln!("\nwq/tokio median time per layout ({phase}):");
+        outln!(
+            "\n{}/tokio median time per layout ({phase}):",
+            shapes::compared(&timings)
+        );
         for (shape, r) in ratios {
             let mut sorted = r.clone();
             sorted.sort_by(f64::total_cmp);

@@ -396,14 +396,26 @@ pub fn pool_layouts(layouts: &[Vec<Timing>]) -> Vec<Timing> {
     out
 }
 
-/// Per shape, wq/tokio median time in each layout, in the phase beside
-/// `neighbours` busy loops (0: quiet).
+/// The wq runtime the comparisons with tokio (ratios, targets) read:
+/// `wq` where it ran, else `wq-nocapture` (`--runtimes
+/// wq-nocapture,tokio` printed no ratio and judged no target, silently).
+pub fn compared(timings: &[Timing]) -> &'static str {
+    if timings.iter().any(|t| t.runtime == "wq") {
+        "wq"
+    } else {
+        "wq-nocapture"
+    }
+}
+
+/// Per shape, wq/tokio median time in each layout (wq: [`compared`]), in
+/// the phase beside `neighbours` busy loops (0: quiet).
 pub fn layout_ratios(layouts: &[Vec<Timing>], neighbours: usize) -> Vec<(String, Vec<f64>)> {
     let mut out: Vec<(String, Vec<f64>)> = Vec::new();
     for timings in layouts {
+        let wq = compared(timings);
         for w in timings
             .iter()
-            .filter(|t| t.runtime == "wq" && t.neighbours == neighbours)
+            .filter(|t| t.runtime == wq && t.neighbours == neighbours)
         {
             let Some(t) = timings
                 .iter()
@@ -604,11 +616,9 @@ pub fn table(timings: &[Timing], neighbours: usize) -> String {
                 fmt_ns(median(&q.run_queue)),
             ));
         }
+        let wq = compared(timings);
         let ratio = |n: usize| -> Option<f64> {
-            Some(
-                find(timings, shape, "wq", n)?.median()
-                    / find(timings, shape, "tokio", n)?.median(),
-            )
+            Some(find(timings, shape, wq, n)?.median() / find(timings, shape, "tokio", n)?.median())
         };
         if let Some(r) = ratio(0) {
             let busy = if neighbours > 0 {
@@ -619,7 +629,7 @@ pub fn table(timings: &[Timing], neighbours: usize) -> String {
             // Of the medians above: in a `--layouts` run, the pooled ones
             // (the targets judge each layout's own ratio instead).
             out.push_str(&format!(
-                "{:<14} wq/tokio time (of the medians above): quiet {r:.2}{busy}\n",
+                "{:<14} {wq}/tokio time (of the medians above): quiet {r:.2}{busy}\n",
                 ""
             ));
         }
@@ -645,9 +655,10 @@ pub fn table(timings: &[Timing], neighbours: usize) -> String {
 /// The targets beside busy neighbours: wq within 1.25x tokio's
 /// time, and no iteration over 10x its quiet median.
 pub fn targets(timings: &[Timing], neighbours: usize) -> Vec<(String, bool)> {
+    let wq = compared(timings);
     targets_by(timings, neighbours, |shape| {
         Some(
-            find(timings, shape, "wq", neighbours)?.median()
+            find(timings, shape, wq, neighbours)?.median()
                 / find(timings, shape, "tokio", neighbours)?.median(),
         )
     })
@@ -660,12 +671,13 @@ pub fn targets(timings: &[Timing], neighbours: usize) -> Vec<(String, bool)> {
 /// iteration is over all of them, against the pooled quiet median.
 pub fn layout_targets(layouts: &[Vec<Timing>], neighbours: usize) -> Vec<(String, bool)> {
     let pooled = pool_layouts(layouts);
+    let wq = compared(&pooled);
     targets_by(&pooled, neighbours, |shape| {
         let ratios: Vec<f64> = layouts
             .iter()
             .filter_map(|t| {
                 Some(
-                    find(t, shape, "wq", neighbours)?.median()
+                    find(t, shape, wq, neighbours)?.median()
                         / find(t, shape, "tokio", neighbours)?.median(),
                 )
             })
@@ -674,7 +686,8 @@ pub fn layout_targets(layouts: &[Vec<Timing>], neighbours: usize) -> Vec<(String
     })
 }
 
-/// [`targets`] with wq/tokio's time ratio per shape from `ratio`.
+/// [`targets`] with wq/tokio's time ratio per shape from `ratio` (wq:
+/// [`compared`]).
 fn targets_by(
     timings: &[Timing],
     neighbours: usize,
@@ -690,21 +703,22 @@ fn targets_by(
             shapes.push(&t.shape);
         }
     }
+    let wq = compared(timings);
     for shape in shapes {
         if let (Some(w), Some(r), Some(q)) = (
-            find(timings, shape, "wq", neighbours),
+            find(timings, shape, wq, neighbours),
             ratio(shape),
-            find(timings, shape, "wq", 0),
+            find(timings, shape, wq, 0),
         ) {
             out.push((
                 format!(
-                    "{shape} beside {neighbours} busy loops: wq/tokio time {r:.2} (want <= 1.25)"
+                    "{shape} beside {neighbours} busy loops: {wq}/tokio time {r:.2} (want <= 1.25)"
                 ),
                 r <= 1.25,
             ));
             let m = w.max() / q.median();
             out.push((
-                format!("{shape} beside {neighbours} busy loops: slowest wq run {m:.1}x its quiet median (want <= 10x)"),
+                format!("{shape} beside {neighbours} busy loops: slowest {wq} run {m:.1}x its quiet median (want <= 10x)"),
                 m <= 10.0,
             ));
         }
@@ -804,6 +818,53 @@ mod tests {
         let judged = layout_targets(&[a, b], 2);
         assert!(judged[0].1, "{}", judged[0].0);
         assert!(judged[0].0.contains("0.68"), "{}", judged[0].0);
+    }
+
+    /// Without `wq` in `--runtimes`, `wq-nocapture` is compared with
+    /// tokio (it printed no ratio and judged no busy target, silently);
+    /// with both, `wq`.
+    #[test]
+    fn wq_nocapture_alone_is_compared_with_tokio() {
+        let t = |rt: &str, n: usize, time: f64| Timing {
+            shape: "chained_spawn".to_owned(),
+            runtime: rt.to_owned(),
+            neighbours: n,
+            times: vec![time; 3],
+            run_queue: vec![0.0; 3],
+            on_cpu: vec![0.0; 3],
+        };
+        let only = vec![
+            t("wq-nocapture", 0, 100.0),
+            t("tokio", 0, 200.0),
+            t("wq-nocapture", 2, 300.0),
+            t("tokio", 2, 300.0),
+        ];
+        let judged = targets(&only, 2);
+        assert_eq!(judged.len(), 2, "{judged:?}");
+        assert!(
+            judged[0].0.contains("wq-nocapture/tokio time 1.00"),
+            "{}",
+            judged[0].0
+        );
+        assert!(
+            judged[1].0.contains("3.0x its quiet median"),
+            "{}",
+            judged[1].0
+        );
+        let text = table(&only, 2);
+        assert!(
+            text.contains("wq-nocapture/tokio time (of the medians above): quiet 0.50, busy 1.00"),
+            "{text}"
+        );
+        assert_eq!(layout_ratios(&[only.clone()], 0)[0].1, [0.5]);
+        let mut both = only;
+        both.push(t("wq", 0, 200.0));
+        both.push(t("wq", 2, 600.0));
+        assert!(
+            targets(&both, 2)[0].0.contains("wq/tokio time 2.00"),
+            "{:?}",
+            targets(&both, 2)
+        );
     }
 
     #[test]
