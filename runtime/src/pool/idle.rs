@@ -164,10 +164,11 @@
 //!    runtime's watchdog, the kernel's CPU-intensive detection): a poll
 //!    that has run longer than the threshold lets the pool have one worker
 //!    beyond its maximum, and kicks it if work is queued (the grant
-//!    publishes the room it makes, fences, then looks at the queues: a
-//!    producer that read the pool full and skipped its kick pushed before
-//!    that look, which sees its item: I3's pair, the grant in the parking
-//!    worker's place), so the pool's
+//!    publishes the room it makes, unlocks, fences, then looks at the
+//!    queues, taking the lock again to kick only if it found work, as step
+//!    7's block: a producer that read the pool full and skipped its kick
+//!    pushed before that look, which sees its item: I3's pair, the grant in
+//!    the parking worker's place), so the pool's
 //!    other work is not held behind the hog; when that poll ends, the
 //!    allowance goes (and a worker steps down if the pool is left over its
 //!    limit, step 9). The watchdog grants the allowance; the hog's worker
@@ -1305,8 +1306,9 @@ impl Idle {
     /// the CPU-hog threshold, using its CPU (`on_cpu`, counted as
     /// `cpu_intensive`) or blocking its thread. The pool may start one
     /// worker more than its maximum until [`Idle::revoke_hog`], and is
-    /// kicked if `has_work` (called under the lock; a kick that wakes or
-    /// starts a worker for a blocked poll is a `cm_wakeup`). `None` if the
+    /// kicked if `has_work` (called after the unlock, as in [`Idle::block`];
+    /// a kick that wakes or starts a worker for a blocked poll is a
+    /// `cm_wakeup`). `None` if the
     /// worker is not running a task as a counted worker (blocked already,
     /// or gone).
     pub(crate) fn grant_hog(
@@ -1337,8 +1339,7 @@ impl Idle {
         count: bool,
         has_work: impl FnOnce() -> bool,
     ) -> Option<Kick> {
-        let mut wake = WakeQueue::default();
-        let kick = {
+        {
             let mut st = self.lock();
             if st.closed || st.slots[slot].state != SlotState::Running || st.slots[slot].granted {
                 return None;
@@ -1356,18 +1357,29 @@ impl Idle {
                     ..Change::default()
                 },
             );
-            // As in `block`: the change before the look at the queues
-            // (a producer that read the pool full before it skipped its
-            // kick: `loom_a_push_racing_a_grant_is_served`).
-            protocol_fence!(self.grant_skips_fence);
-            let kick = if has_work() {
+        }
+        // As in `block`: the published change before the look at the
+        // queues (a producer that read the pool full before it skipped its
+        // kick: `loom_a_push_racing_a_grant_is_served`), and the look
+        // after the unlock (every worker's deque: O(workers) fenced loads
+        // a wide pool's lock must not be held across).
+        protocol_fence!(self.grant_skips_fence);
+        if !has_work() {
+            return Some(Kick::Busy);
+        }
+        // Work is queued: a kick under the lock, as a producer's (a kick
+        // since the look may have claimed a worker: coalesced then).
+        let mut wake = WakeQueue::default();
+        let kick = {
+            let mut st = self.lock();
+            let kick = if st.closed {
+                Kick::Busy
+            } else {
                 let kick = self.kick_locked(&mut st, &mut wake);
                 if !on_cpu && matches!(kick, Kick::Woke | Kick::Start(_)) {
                     st.counters.cm_wakeups += 1;
                 }
                 kick
-            } else {
-                Kick::Busy
             };
             self.wake_under_lock(&mut wake);
             kick

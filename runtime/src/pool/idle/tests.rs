@@ -831,3 +831,28 @@ fn a_block_looks_at_the_queues_without_the_pool_lock() {
     assert_eq!(idle.block(0, true, free(true)), Kick::Woke);
     assert_eq!(idle.snapshot().counters.cm_wakeups, 1);
 }
+
+/// The watchdog's grant looks at the queues (every deque: O(workers)
+/// fenced loads) without the pool lock held, as a block does; only a kick
+/// for the work it found takes the lock again, and a blocked poll's grant
+/// that wakes a worker counts a `cm_wakeup`.
+#[test]
+fn a_grant_looks_at_the_queues_without_the_pool_lock() {
+    let idle = Idle::new(config(4));
+    running_workers(&idle, 2);
+    assert_eq!(idle.enter_idle(1, Instant::now(), || false), Next::Park);
+    let locks = idle.snapshot().counters.lock_acquisitions;
+    let free = |has| looked_without_the_lock(&idle, has);
+    assert_eq!(idle.grant_hog(0, false, free(false)), Some(Kick::Busy));
+    assert_eq!(
+        idle.snapshot().counters.lock_acquisitions,
+        locks + 1,
+        "one lock, nothing queued"
+    );
+    idle.revoke_hog(0);
+    assert_eq!(idle.grant_hog(0, false, free(true)), Some(Kick::Woke));
+    assert_eq!(idle.snapshot().counters.cm_wakeups, 1);
+    // Granted already: no second allowance, no look.
+    let looked = |_: ()| -> bool { panic!("a granted poll's pool was looked at again") };
+    assert_eq!(idle.grant_hog(0, false, || looked(())), None);
+}
