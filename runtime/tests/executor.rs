@@ -1946,6 +1946,35 @@ fn shutdown_drops_the_task_in_a_stuck_workers_lifo_slot() {
     });
 }
 
+/// The same with no time to wait (`shutdown_timeout(Duration::ZERO)`, as
+/// `shutdown_background`): the LIFO slot's task is still dropped, on the
+/// calling thread, and the stuck poll ends. The slots were emptied only in
+/// the wait's slices, which a deadline already past skipped: the worker
+/// stayed blocked for the life of the process.
+#[test]
+fn a_shutdown_without_a_wait_drops_the_task_in_a_stuck_workers_lifo_slot() {
+    within(60, || {
+        let rt = one_worker_pool_without_watchdog();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+        let ended = Arc::new(AtomicBool::new(false));
+        let ended_in_task = ended.clone();
+        let h = rt.spawn(async move {
+            let (tx, rx) = std::sync::mpsc::channel::<u32>();
+            drop(wq::spawn(async move {
+                tx.send(1).unwrap();
+            }));
+            ready_tx.send(()).unwrap();
+            let got = rx.recv();
+            ended_in_task.store(true, Ordering::SeqCst);
+            got
+        });
+        ready_rx.recv().unwrap();
+        drop(h);
+        rt.shutdown_timeout(Duration::ZERO);
+        wait_until("the stuck poll to end", || ended.load(Ordering::SeqCst));
+    });
+}
+
 /// An idle task dropped by the shutdown runs its `Drop` with the runtime
 /// current, as on a worker: a spawn there is refused (it panicked "outside
 /// a wq runtime" when the shutdown thread was not a worker, and the rest of

@@ -157,7 +157,10 @@ impl Runtime {
     /// topology the CPU is a made-up one: a worker's stands for a CPU of
     /// its pod, any other thread is given one in turn, once. From a CPU
     /// the topology does not know (outside a [`Topology::restrict`]ed
-    /// set, or added since), spawns go round-robin over the pods.
+    /// set, or added since), a thread that is not one of the runtime's
+    /// workers spawns round-robin over the pods; a worker (moved there by
+    /// `taskset`, say) spawns as from the CPU of its pod it stands for, so
+    /// its spawns stay in its pod.
     ///
     /// [`Topology::restrict`]: crate::Topology::restrict
     pub fn spawn_on<F>(&self, scope: Scope, future: F) -> JoinHandle<F::Output>

@@ -36,11 +36,13 @@
 //!    if nobody else does: a worker blocked in `block_in_place` may wait
 //!    on a wq timer or socket, which only a driver turn serves (each
 //!    thread's exit cuts the turn short).
-//! 4. The registries are woken once more and the queues drained a last
-//!    time: a task a worker had already taken from a queue when step 2 woke
-//!    it (the wake is absorbed by the pending run) is idle again once that
-//!    worker has run it, and nobody else would wake it. The pools are
-//!    buried: a push from now on drops what it queued (`pool::closing`).
+//! 4. The registries are woken once more and the queues and the workers'
+//!    LIFO slots drained a last time: a task a worker had already taken
+//!    from a queue when step 2 woke it (the wake is absorbed by the pending
+//!    run) is idle again once that worker has run it, and nobody else would
+//!    wake it; a wait with no time left (a zero timeout) had no slice to
+//!    empty the slots in. The pools are buried: a push from now on drops
+//!    what it queued (`pool::closing`).
 //! 5. The services shut down ([`services`]): the driver (every timer
 //!    fires, every socket fails), then the blocking pool, whose running
 //!    jobs are waited for.
@@ -788,9 +790,13 @@ impl Scheduler {
         // A task that a worker took from a queue before the pool closed, and
         // whose wake above was absorbed by that pending run, is idle again
         // now that the worker is gone: wake what is left once more, with no
-        // worker running.
+        // worker running. And the workers' LIFO slots once more: the wait
+        // empties them only in its slices, which a deadline already past
+        // skips (`shutdown_timeout(Duration::ZERO)`), and a poll stuck on
+        // its slot's task stayed stuck for the life of the process.
         for pool in &pools {
             pool.registry.close_and_wake_all();
+            pool.drain_stragglers();
             pool.bury();
         }
         self.services.shutdown(deadline) && all_exited
