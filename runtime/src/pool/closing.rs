@@ -1,9 +1,12 @@
 //! What becomes of a task scheduled on a closed pool.
 //!
 //! # Who drops what
-//! While the runtime shuts down, tasks queued on a pool's injector are
-//! dropped by the shutdown thread (a worker exiting drops what is in its
-//! own LIFO slot and deque, in its own thread). A task scheduled on a
+//! While the runtime shuts down, tasks queued on a pool's injector and on
+//! its workers' deques (a live worker's too: `Pool::drain` steals from
+//! every used slot), and in a stuck worker's LIFO slot
+//! (`Pool::drain_stragglers`), are dropped by the shutdown thread; a
+//! worker exiting drops, in its own thread, what is left in its LIFO slot
+//! and deque whose home pool is closed, and sends the rest home. A task scheduled on a
 //! closed pool -- woken by another
 //! thread, by a worker finishing its last poll, or by the shutdown's own
 //! registry wake -- is pushed on the pool's injector like any other, and no

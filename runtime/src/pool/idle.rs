@@ -68,6 +68,8 @@
 //!   A worker parks with work queued only when, under the lock, the others
 //!   running fill the limit (step 3's re-check, step 4, step 9): the last
 //!   of them to idle finds the others under the limit and takes the work.
+//!   (A worker stepping down, step 9, idles without looking: it does so
+//!   only while the others running still fill the limit, and they look.)
 //!   A worker culled between its idle and its re-check leaves work it saw
 //!   only when the others fill the limit, when a kick's reservation waits
 //!   for a culled thread (it takes that up: step 6), or when the workers
@@ -91,8 +93,9 @@
 //!    started, and a counted worker serving (not `UNSERVED`): every
 //!    running worker will look (I3, I5): done, no lock (with none counted,
 //!    every slot blocked in `block_in_place`, or each counted one in a
-//!    poll granted a hog allowance, the locked kick hands the pool to the
-//!    rescuer).
+//!    poll granted a hog allowance, the kick takes the lock: it starts a
+//!    worker where a slot is free and no refused start backs off, else
+//!    hands the pool to the rescuer).
 //!    A start refused less than `start_backoff` ago (`BACKING_OFF`, and
 //!    the deadline beside the hint), none parked, and a worker serving:
 //!    the same, for none can start (while the OS refuses threads, a kick
@@ -202,9 +205,11 @@
 //! A producer takes the pool lock only when no worker is searching, the
 //! running workers do not fill the limit, and one is parked (or can be
 //! started, and no refused start backs off), or none serves the queues
-//! (the kick hands the pool to the rescuer); a worker only to park, to come back from a park, to block, to
-//! step down, to start or exit, and to give up a CPU-hog allowance as its
-//! marked poll ends (step 8). With work arriving faster than
+//! (the kick hands the pool to the rescuer); a worker only to park (and
+//! once more when its re-check finds work: `work_seen_on_idle`), to come
+//! back from a park, to block (and once more to kick for work it then
+//! finds), to come back from blocking, to step down, to start or exit,
+//! and to give up a CPU-hog allowance as its marked poll ends (step 8). With work arriving faster than
 //! workers park, an item costs no lock at all; `lock_acquisitions` in the
 //! pool's metrics counts them.
 

@@ -18,9 +18,12 @@
 //! 1. Its home pool is closed: the task is pushed on the injector, without
 //!    a kick, for the shutdown thread to drop (see [`closing`]).
 //! 2. The current thread is a worker of its home pool: the task goes to that
-//!    worker's LIFO slot (a yield goes to the back of its deque instead); no
-//!    lock is taken. The displaced LIFO task goes to the deque, and the pool
-//!    is notified, so an idle sibling can steal it.
+//!    worker's LIFO slot (a yield goes to the back of its deque instead).
+//!    The displaced LIFO task goes to the deque (to the injector where a
+//!    driver turn displaced it and the pool's spinners watch only the
+//!    injector: [`worker`]'s step 3), and the pool is notified, so an idle
+//!    sibling can steal it (lock-free unless nobody searches and one is
+//!    parked: [`idle`]'s step 1).
 //! 3. Otherwise: pushed on the home pool's injector, then the pool is
 //!    notified: push first, then kick (invariants I3 and I4 of [`idle`]).
 //!
