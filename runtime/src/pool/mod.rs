@@ -81,8 +81,8 @@ pub(crate) trait Host: Send + Sync + 'static {
     fn start_worker(&self, pool: &Arc<Pool>, slot: usize) -> Result<(), StartError>;
     /// Hands `pool` to the rescuer: work is queued and no worker can run it.
     fn mayday(&self, pool: &Arc<Pool>);
-    /// Offers `take` the other pools of `pool`'s scope, nearest first, until
-    /// it returns a task.
+    /// Offers `take` the other pools of `pool`'s scopes (every one it
+    /// serves: [`Pool::served`]), nearest first, until it returns a task.
     fn steal_remote(
         &self,
         pool: &Pool,
@@ -195,6 +195,11 @@ pub(crate) struct Pool {
     /// set share it).
     pub(crate) scope: Scope,
     pub(crate) pod: usize,
+    /// Every scope with a pod of exactly its CPUs, and that pod, narrowest
+    /// scope first: the tables that hold it, and whose neighbours an idle
+    /// worker of a non-strict pool looks at (the scheduler's
+    /// `steal_remote`).
+    pub(crate) served: Box<[(Scope, usize)]>,
     /// OS indices of the pod's CPUs.
     pub(crate) cpus: Box<[usize]>,
     /// OS indices of the CPUs its workers are bound to, on a live
@@ -378,6 +383,7 @@ impl Pool {
         id: usize,
         scope: Scope,
         pod: usize,
+        served: Box<[(Scope, usize)]>,
         cpus: Box<[usize]>,
         run_cpus: Box<[usize]>,
         config: PoolConfig,
@@ -400,6 +406,7 @@ impl Pool {
             id,
             scope,
             pod,
+            served,
             cpus,
             run_cpus,
             injector: Injector::new(),

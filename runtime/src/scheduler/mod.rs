@@ -328,19 +328,28 @@ impl Scheduler {
     /// beside `cache` on a small LLC). Outside `all_pools`' lock: a cell
     /// that another thread is initializing makes `set` wait for it, and
     /// that thread takes the lock (to find this same pool).
-    /// The pod of a scope with the pool's CPUs, if any, is the one that
-    /// holds its first CPU (a scope's pods partition the CPUs): one look
-    /// per scope, where a scan of every pod of every scope at each pool's
-    /// first use made a machine of N CPUs compare O(N^2) CPU lists.
     fn enter_in_every_scope(&self, pool: &Arc<Pool>) {
-        for scope in Scope::ALL {
-            let Some(pod) = self.topology.pod_index_of(scope, pool.cpus[0]) else {
-                continue;
-            };
-            if self.topology.pods(scope)[pod].cpus() == &*pool.cpus {
-                let _ = self.pools[pool.attrs.index()][scope.index()][pod].set(pool.clone());
-            }
+        for &(scope, pod) in pool.served.iter() {
+            let _ = self.pools[pool.attrs.index()][scope.index()][pod].set(pool.clone());
         }
+    }
+
+    /// Every scope with a pod of exactly `cpus` (of which `scope`'s `pod`
+    /// is one), and that pod, narrowest first ([`Pool::served`]). The pod
+    /// of a scope with those CPUs, if any, is the one that holds the first
+    /// (a scope's pods partition the CPUs): one look per scope, where a
+    /// scan of every pod of every scope at each pool's first use made a
+    /// machine of N CPUs compare O(N^2) CPU lists.
+    fn served_by(&self, cpus: &[usize], scope: Scope, pod: usize) -> Box<[(Scope, usize)]> {
+        let served: Box<[(Scope, usize)]> = Scope::ALL
+            .into_iter()
+            .filter_map(|s| {
+                let p = self.topology.pod_index_of(s, cpus[0])?;
+                (self.topology.pods(s)[p].cpus() == cpus).then_some((s, p))
+            })
+            .collect();
+        debug_assert!(served.contains(&(scope, pod)));
+        served
     }
 
     fn create_pool(&self, attrs: PoolAttrs, scope: Scope, pod: usize) -> Arc<Pool> {
@@ -377,6 +386,7 @@ impl Scheduler {
             all.len(),
             scope,
             pod,
+            self.served_by(cpus, scope, pod),
             cpus.into(),
             run_cpus,
             config,
@@ -910,13 +920,19 @@ impl Host for Scheduler {
         pool: &Pool,
         take: &mut dyn FnMut(&Pool) -> Option<Runnable>,
     ) -> Option<Runnable> {
-        let scope = pool.scope.index();
-        let table = &self.pools[pool.attrs.index()][scope];
-        self.steal_order[scope][pool.pod]
-            .iter()
-            .filter_map(|&pod| table[pod].get())
-            .filter(|p| p.id != pool.id && !p.attrs.strict)
-            .find_map(|p| take(p))
+        // The neighbours in every scope that shares the pool, narrowest
+        // first: it looked in its creating scope's table alone, so whether
+        // it helped another scope's pods depended on which scope reached
+        // it first (a cache of 4 CPUs beside one of 16 split in two
+        // shards: its one pool is both a `cache` and a `cache_shard` pod).
+        pool.served.iter().find_map(|&(scope, pod)| {
+            let table = &self.pools[pool.attrs.index()][scope.index()];
+            self.steal_order[scope.index()][pod]
+                .iter()
+                .filter_map(|&pod| table[pod].get())
+                .filter(|p| p.id != pool.id && !p.attrs.strict)
+                .find_map(|p| take(p))
+        })
     }
 }
 
@@ -1236,6 +1252,52 @@ mod tests {
             gave_up, 0,
             "the snapshot waited for queues that died after its scan"
         );
+    }
+
+    /// A pool shared by two scopes looks at the neighbours of both,
+    /// whichever reached it first: caches of 16 and 4 CPUs, the first
+    /// split in two shards, the second one shard (its pool is both its
+    /// `cache` pod and its `cache_shard` pod). Created through `cache`, it
+    /// looked only in the `cache` table (the big cache's pool, never made
+    /// here), and never at the shard pools beside it; through
+    /// `cache_shard`, at both.
+    #[test]
+    fn a_pool_shared_by_two_scopes_looks_at_the_neighbours_of_both() {
+        for first in [Scope::Cache, Scope::CacheShard] {
+            let topology = Topology::synthetic("l3:2 core:16 pu:1")
+                .unwrap()
+                .restrict(&(0..20).collect::<Vec<_>>())
+                .unwrap();
+            let rt = Runtime::builder()
+                .topology(topology)
+                .max_workers_per_pool(1)
+                .build()
+                .unwrap();
+            let run = |cpu, scope| {
+                rt.block_on(rt.handle().spawn_on_cpu(cpu, scope, async {}))
+                    .unwrap()
+            };
+            run(16, first);
+            run(0, Scope::CacheShard);
+            run(8, Scope::CacheShard);
+            let scheduler = &rt.handle().scheduler;
+            let attrs = scheduler.default_attrs();
+            let small = scheduler.pool(attrs, Scope::Cache, 1).clone();
+            assert!(Arc::ptr_eq(
+                &small,
+                scheduler.pool(attrs, Scope::CacheShard, 2)
+            ));
+            let mut looked = Vec::new();
+            assert!(
+                crate::pool::Host::steal_remote(&**scheduler, &small, &mut |p| {
+                    looked.push(p.cpus[0]);
+                    None
+                })
+                .is_none()
+            );
+            looked.sort_unstable();
+            assert_eq!(looked, [0, 8], "created through {first:?}");
+        }
     }
 
     /// A named queue's item released, in the shutdown's window (the

@@ -23,7 +23,8 @@
 //! For each pod, the other pods of its scope ordered by the narrowest wider
 //! scope they share with it (same cache, then same NUMA node, then the
 //! rest), then by index: an idle worker of a non-strict pool looks at the
-//! nearest pools first.
+//! nearest pools first. A pool that is the pod of several scopes (the
+//! same CPUs) looks in each one's order, narrowest scope first.
 
 use crate::pool::current;
 use crate::{Scope, Topology};
