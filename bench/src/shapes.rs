@@ -856,7 +856,7 @@ mod tests {
             text.contains("wq-nocapture/tokio time (of the medians above): quiet 0.50, busy 1.00"),
             "{text}"
         );
-        assert_eq!(layout_ratios(&[only.clone()], 0)[0].1, [0.5]);
+        assert_eq!(layout_ratios(std::slice::from_ref(&only), 0)[0].1, [0.5]);
         let mut both = only;
         both.push(t("wq", 0, 200.0));
         both.push(t("wq", 2, 600.0));

@@ -379,10 +379,11 @@ pub(crate) enum LongPoll {
 }
 
 impl Pool {
+    /// A pool for `scope`'s pod `pod`, serving every (scope, pod) of
+    /// `served` (the same CPUs).
     pub(crate) fn new(
         id: usize,
-        scope: Scope,
-        pod: usize,
+        (scope, pod): (Scope, usize),
         served: Box<[(Scope, usize)]>,
         cpus: Box<[usize]>,
         run_cpus: Box<[usize]>,

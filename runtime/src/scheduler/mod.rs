@@ -384,8 +384,7 @@ impl Scheduler {
         let run_cpus = self.run_cpus(attrs, cpus);
         let pool = Arc::new(Pool::new(
             all.len(),
-            scope,
-            pod,
+            (scope, pod),
             self.served_by(cpus, scope, pod),
             cpus.into(),
             run_cpus,
