@@ -150,6 +150,8 @@ impl SchedStat {
         if tid <= 0 {
             return None;
         }
+        #[cfg(all(test, not(loom)))]
+        tests::PROC_READS.with(|n| n.set(n.get() + 2));
         let schedstat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
         // Bytes, not text: the thread's name is printed as it is, and the
         // OS cut it at 15 bytes, maybe inside a character.
@@ -189,6 +191,8 @@ fn thread_state(tid: i32) -> Option<u8> {
     if tid <= 0 {
         return None;
     }
+    #[cfg(all(test, not(loom)))]
+    tests::PROC_READS.with(|n| n.set(n.get() + 1));
     state_of(&std::fs::read(format!("/proc/self/task/{tid}/stat")).ok()?)
 }
 
@@ -463,21 +467,32 @@ impl Watchdog {
                 let (stats, state) = if cpu.is_some_and(|c| c.saturating_mul(2) >= wall) {
                     (None, None)
                 } else {
-                    let stats = sample.stat.zip(SchedStat::of(tid));
+                    // (Read only where the sample took them: `zip` would
+                    // read them for nothing.)
+                    let stats = sample.stat.and_then(|a| SchedStat::of(tid).map(|b| (a, b)));
                     (stats, stats.is_none().then(|| thread_state(tid)).flatten())
                 };
                 let doing = doing(cpu, wall, stats, state);
                 if doing == Doing::Runnable {
                     // Off its CPU, runnable now: waiting, or back from a
-                    // block. Its statistics decide, a window from now.
+                    // block. Its statistics decide, a window from now;
+                    // without them (no schedstat), the clock and state
+                    // again after a longer window, as a wait's (no grant
+                    // meanwhile, and no reads every half threshold).
+                    let stat = SchedStat::of(tid);
+                    let window = if stat.is_some() {
+                        sample.window
+                    } else {
+                        (sample.window * 2).min(self.threshold_ns * MAX_WINDOWS)
+                    };
                     self.samples.insert(
                         key,
                         Sample {
                             started,
                             wall: now,
                             cpu: cpu_now,
-                            stat: SchedStat::of(tid),
-                            window: sample.window,
+                            stat,
+                            window,
                         },
                     );
                     continue;
@@ -582,6 +597,11 @@ impl Watchdog {
 mod tests {
     use super::*;
     use crate::{Runtime, Scope, Topology};
+
+    std::thread_local! {
+        /// The `/proc` files this thread's watchdog read.
+        pub(super) static PROC_READS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
 
     #[test]
     fn the_state_is_read_after_the_names_last_parenthesis_in_any_bytes() {
@@ -756,6 +776,33 @@ mod tests {
         assert!(w.granted.is_empty());
         tx.send(()).unwrap();
         rt.block_on(h).unwrap();
+    }
+
+    /// A poll blocked off its CPU is judged by its clock and one `/proc`
+    /// read (its state): its sample reads nothing, and its scheduler
+    /// statistics are not read for a judgement that does not use them
+    /// (they were, two files more, by an eager `zip`).
+    #[test]
+    fn a_blocked_poll_is_judged_with_one_proc_read() {
+        // The runtime's own watchdog does not look in this test's time.
+        let rt = one_worker_pool(Duration::from_secs(3600));
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (in_tx, in_rx) = std::sync::mpsc::channel::<()>();
+        let h = rt.spawn(async move {
+            in_tx.send(()).unwrap();
+            rx.recv().unwrap();
+        });
+        in_rx.recv().unwrap();
+        let pools = rt.handle().scheduler.pools();
+        let mut w = Watchdog::new(Duration::from_millis(20)).unwrap();
+        PROC_READS.with(|n| n.set(0));
+        scan_until_granted(&mut w, &pools);
+        let grant = w.granted.values().next().unwrap();
+        assert!(!grant.on_cpu, "a blocked poll read as a hog");
+        assert_eq!(PROC_READS.with(std::cell::Cell::get), 1);
+        tx.send(()).unwrap();
+        rt.block_on(h).unwrap();
+        w.clear();
     }
 
     /// A poll past the threshold (here blocked outside `block_in_place`)
