@@ -16,7 +16,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Line;
-use ratatui::widgets::{Block, Borders, Paragraph, Row as TableRow, Table};
+use ratatui::widgets::{Block, Borders, Paragraph, Row as TableRow, Table, TableState};
 use wq::metrics::{Snapshot, fmt_ns};
 
 /// Where `wq-monitor` looks by default: `http_service`'s `--dashboard-addr`
@@ -47,7 +47,7 @@ pub fn usage() -> String {
         "usage: wq-monitor [ADDR] [-i SECONDS] [--json] [-c COUNT]\n\n\
          Shows a wq service's pools, as the kernel's wq_monitor.py shows workqueues, from its\n\
          dashboard's /api/snapshot (ADDR: HOST:PORT or its http:// URL, default {DEFAULT_ADDR}).\n\n\
-         \x20 (none)        a refreshing terminal table (q or Esc quits)\n\
+         \x20 (none)        a refreshing terminal table (q or Esc quits; arrows, PgUp, PgDn, Home and End scroll)\n\
          \x20 -i SECONDS    print a table every SECONDS (counters and quantiles of the interval)\n\
          \x20 --json        print the snapshot as JSON (with -i, one per interval), for scripts\n\
          \x20 -c COUNT      with -i: stop after COUNT intervals (reports, and fetches that failed)\n"
@@ -374,24 +374,78 @@ fn cells(r: &Row) -> [String; 11] {
     ]
 }
 
+/// Which columns are numbers (right-aligned).
+const NUMERIC: [bool; 11] = [
+    true, false, false, true, true, true, true, true, true, true, true,
+];
+
+/// The widest a CPU list is shown in the terminal (the line table shows it
+/// whole): a pool of scattered CPUs lists them all.
+const CPUS_SHOWN: usize = 24;
+
+/// Each column as wide as its widest cell or header: fixed widths cut a
+/// `cache_shard 12` pod to its scope, CPU lists mid-number and counts past
+/// seven digits.
+fn widths(cells: &[[String; 11]]) -> [usize; 11] {
+    let mut w = HEADERS.map(|h| h.chars().count());
+    for row in cells {
+        for (w, c) in w.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    w
+}
+
+/// `list` cut to at most `max` characters at a comma, with `…` for the
+/// rest (a CPU is never shown as part of its number).
+fn elide_list(list: &str, max: usize) -> String {
+    if list.chars().count() <= max {
+        return list.to_owned();
+    }
+    let room = max.saturating_sub(1);
+    let cut = list
+        .char_indices()
+        .take_while(|&(i, _)| i < room)
+        .filter(|&(i, c)| c == ',' && i < room)
+        .map(|(i, _)| i + 1)
+        .last()
+        .unwrap_or(0);
+    format!("{}…", &list[..cut])
+}
+
 /// The line-mode table (`-i`).
 pub fn line_table(title: &str, rows: &[Row]) -> String {
     let mut out = format!("{title}\n");
-    let fmt = |c: &[String]| {
-        format!(
-            "{:>4} {:<12} {:>8} {:>14} {:>10} {:>6} {:>8} {:>8} {:>8} {:>9} {:>9}\n",
-            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10]
-        )
+    let body: Vec<[String; 11]> = rows.iter().map(cells).collect();
+    let w = widths(&body);
+    let fmt = |c: &[String; 11]| {
+        let mut line = String::new();
+        for (i, cell) in c.iter().enumerate() {
+            if i > 0 {
+                line.push(' ');
+            }
+            if NUMERIC[i] {
+                line.push_str(&format!("{cell:>width$}", width = w[i]));
+            } else if i + 1 < c.len() {
+                line.push_str(&format!("{cell:<width$}", width = w[i]));
+            } else {
+                line.push_str(cell);
+            }
+        }
+        line.push('\n');
+        line
     };
     out.push_str(&fmt(&HEADERS.map(str::to_owned)));
-    for r in rows {
-        out.push_str(&fmt(&cells(r)));
+    for c in &body {
+        out.push_str(&fmt(c));
     }
     out
 }
 
-/// The terminal frame: a title line and the pools' table.
-pub fn draw(frame: &mut Frame<'_>, title: &str, status: &str, rows: &[Row]) {
+/// The terminal frame: a title line, the pools' table from row `scroll`
+/// (clamped here so the last page is full: the keys move it), and a
+/// status line that says which pools are shown when not all fit.
+pub fn draw(frame: &mut Frame<'_>, title: &str, status: &str, rows: &[Row], scroll: &mut usize) {
     let [top, table, bottom] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(3),
@@ -403,33 +457,56 @@ pub fn draw(frame: &mut Frame<'_>, title: &str, status: &str, rows: &[Row]) {
             .style(Style::default().add_modifier(Modifier::BOLD)),
         top,
     );
-    let header = TableRow::new(HEADERS).style(
+    // Inside the borders, under the header.
+    let fits = usize::from(table.height.saturating_sub(3)).max(1);
+    *scroll = (*scroll).min(rows.len().saturating_sub(fits));
+    let mut body: Vec<[String; 11]> = rows.iter().map(cells).collect();
+    for c in &mut body {
+        c[2] = elide_list(&c[2], CPUS_SHOWN);
+    }
+    let w = widths(&body);
+    let header = TableRow::new(HEADERS.iter().enumerate().map(|(i, h)| {
+        if NUMERIC[i] {
+            Line::from(*h).right_aligned()
+        } else {
+            Line::from(*h)
+        }
+    }))
+    .style(
         Style::default()
             .fg(Color::Yellow)
             .add_modifier(Modifier::BOLD),
     );
-    let body = rows.iter().map(|r| TableRow::new(cells(r)));
-    let widths = [
-        Constraint::Length(4),
-        Constraint::Length(12),
-        Constraint::Length(8),
-        Constraint::Length(14),
-        Constraint::Length(10),
-        Constraint::Length(6),
-        Constraint::Length(8),
-        Constraint::Length(8),
-        Constraint::Length(8),
-        Constraint::Length(9),
-        Constraint::Length(9),
-    ];
-    frame.render_widget(
-        Table::new(body, widths)
+    let lines = body.into_iter().map(|c| {
+        TableRow::new(c.into_iter().enumerate().map(|(i, cell)| {
+            if NUMERIC[i] {
+                Line::from(cell).right_aligned()
+            } else {
+                Line::from(cell)
+            }
+        }))
+    });
+    let widths = w.map(|w| Constraint::Length(u16::try_from(w).unwrap_or(u16::MAX)));
+    let mut state = TableState::default().with_offset(*scroll);
+    frame.render_stateful_widget(
+        Table::new(lines, widths)
             .header(header)
             .block(Block::default().borders(Borders::ALL).title(" pools ")),
         table,
+        &mut state,
     );
+    let status = if rows.len() > fits {
+        format!(
+            "pools {}-{} of {} · ↑ ↓ PgUp PgDn Home End scroll · {status}",
+            *scroll + 1,
+            (*scroll + fits).min(rows.len()),
+            rows.len()
+        )
+    } else {
+        status.to_owned()
+    };
     frame.render_widget(
-        Paragraph::new(Line::from(status.to_owned())).style(Style::default().fg(Color::DarkGray)),
+        Paragraph::new(Line::from(status)).style(Style::default().fg(Color::DarkGray)),
         bottom,
     );
 }
@@ -673,7 +750,7 @@ mod tests {
         assert_eq!(r.len(), 3);
         let mut term = Terminal::new(TestBackend::new(110, 10)).unwrap();
         let t = title("127.0.0.1:9", &s, None);
-        term.draw(|f| draw(f, &t, "q quits", &r)).unwrap();
+        term.draw(|f| draw(f, &t, "q quits", &r, &mut 0)).unwrap();
         let buf = term.backend().buffer();
         let lines: Vec<String> = (0..buf.area.height)
             .map(|y| {
@@ -702,6 +779,124 @@ mod tests {
             assert!(line.contains(&p.cpu_list()), "{screen}");
         }
         assert!(lines[9].starts_with("q quits"), "{screen}");
+    }
+
+    fn row(pool: usize, pod: &str, cpus: &str, total: u64) -> Row {
+        Row {
+            pool,
+            pod: pod.to_owned(),
+            cpus: cpus.to_owned(),
+            workers: "1/0/0/4".to_owned(),
+            total,
+            alive: 0,
+            kicks: 0,
+            coalesced: 0,
+            cm_wakeups: 0,
+            p95_ns: 1_500,
+            p99_ns: 2_000,
+        }
+    }
+
+    fn screen(term: &Terminal<TestBackend>) -> Vec<String> {
+        let buf = term.backend().buffer();
+        (0..buf.area.height)
+            .map(|y| {
+                (0..buf.area.width)
+                    .map(|x| buf[(x, y)].symbol().to_owned())
+                    .collect::<String>()
+            })
+            .collect()
+    }
+
+    /// Columns as wide as what they hold: a `cache_shard 12` pod, a long
+    /// CPU list and a 12-digit count are shown whole in the line table
+    /// (fixed widths cut the pod to its scope, the list mid-number and
+    /// pushed the count out of line), every line's columns in line.
+    #[test]
+    fn columns_fit_what_they_hold() {
+        let rows = [
+            row(0, "system 0", "0-1", 7),
+            row(12, "cache_shard 12", "0-3,8-11,100-107", 123_456_789_012),
+        ];
+        let table = line_table("t", &rows);
+        let lines: Vec<&str> = table.lines().skip(1).collect();
+        assert!(lines[2].contains("cache_shard 12 "), "{table}");
+        assert!(lines[2].contains(" 0-3,8-11,100-107 "), "{table}");
+        assert!(lines[2].contains(" 123456789012 "), "{table}");
+        // Every line ends its p99 at the same column.
+        let ends: Vec<usize> = lines.iter().map(|l| l.trim_end().len()).collect();
+        assert!(ends.iter().all(|&e| e == ends[0]), "{table}");
+        // The terminal shows the pod whole, and a CPU list past its
+        // room cut at a comma.
+        let long: String = (0..40)
+            .map(|c| (c * 2).to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut term = Terminal::new(TestBackend::new(140, 8)).unwrap();
+        let rows = [row(12, "cache_shard 12", &long, 5)];
+        term.draw(|f| draw(f, "t", "q quits", &rows, &mut 0))
+            .unwrap();
+        let lines = screen(&term);
+        assert!(lines[3].contains("cache_shard 12"), "{lines:#?}");
+        assert!(lines[3].contains(" 0,2,4,6,8,10,12,14,16,…"), "{lines:#?}");
+    }
+
+    #[test]
+    fn a_cpu_list_is_cut_at_a_comma() {
+        assert_eq!(elide_list("0-3", 24), "0-3");
+        assert_eq!(elide_list("0,2,4,6,8,10,12", 10), "0,2,4,6,…");
+        assert_eq!(elide_list("0,2,4,6,8,10,12", 9), "0,2,4,6,…");
+        assert_eq!(elide_list("1000-2000,3000", 5), "…");
+    }
+
+    /// More pools than rows: the table scrolls, the last page full, and
+    /// the status line says which are shown (the pools past the screen
+    /// could not be seen at all).
+    #[test]
+    fn more_pools_than_rows_scroll() {
+        let rows: Vec<Row> = (0..40).map(|i| row(i, "cpu", &i.to_string(), 1)).collect();
+        // 10 lines: a title, a status line, borders and a header around
+        // 5 rows.
+        let mut term = Terminal::new(TestBackend::new(110, 10)).unwrap();
+        let mut scroll = 0;
+        term.draw(|f| draw(f, "t", "q quits", &rows, &mut scroll))
+            .unwrap();
+        let lines = screen(&term);
+        assert!(
+            lines[3]
+                .trim_start_matches('│')
+                .trim_start()
+                .starts_with("0 "),
+            "{lines:#?}"
+        );
+        assert!(lines[9].starts_with("pools 1-5 of 40 ·"), "{lines:#?}");
+        assert!(lines[9].contains("q quits"), "{lines:#?}");
+        scroll = 1000;
+        term.draw(|f| draw(f, "t", "q quits", &rows, &mut scroll))
+            .unwrap();
+        assert_eq!(scroll, 35, "clamped: the last page full");
+        let lines = screen(&term);
+        assert!(
+            lines[3]
+                .trim_start_matches('│')
+                .trim_start()
+                .starts_with("35 "),
+            "{lines:#?}"
+        );
+        assert!(
+            lines[7]
+                .trim_start_matches('│')
+                .trim_start()
+                .starts_with("39 "),
+            "{lines:#?}"
+        );
+        assert!(lines[9].starts_with("pools 36-40 of 40"), "{lines:#?}");
+        // All fit: no scroll, the status alone.
+        let mut scroll = 3;
+        term.draw(|f| draw(f, "t", "q quits", &rows[..5], &mut scroll))
+            .unwrap();
+        assert_eq!(scroll, 0);
+        assert!(screen(&term)[9].starts_with("q quits"));
     }
 
     #[test]

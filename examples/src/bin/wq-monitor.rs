@@ -197,6 +197,10 @@ fn tui(o: &Options) -> Result<(), String> {
         ratatui::try_init().map_err(|e| format!("cannot take the terminal over: {e}"))?;
     let result = (|| -> Result<(), String> {
         let mut redraw = true;
+        // The first pool shown, and how many the last frame showed (a
+        // page); `draw` clamps the first.
+        let mut scroll = 0usize;
+        let mut page = 1usize;
         loop {
             if STOP.load(Ordering::Relaxed) != 0 {
                 return Ok(());
@@ -216,7 +220,10 @@ fn tui(o: &Options) -> Result<(), String> {
                 let title = monitor::title(&o.addr, &now, shown_prev);
                 let rows = monitor::rows(shown_prev, &now);
                 terminal
-                    .draw(|f| monitor::draw(f, &title, &status, &rows))
+                    .draw(|f| {
+                        page = usize::from(f.area().height.saturating_sub(5)).max(1);
+                        monitor::draw(f, &title, &status, &rows, &mut scroll);
+                    })
                     .map_err(|e| e.to_string())?;
                 redraw = false;
             }
@@ -232,6 +239,17 @@ fn tui(o: &Options) -> Result<(), String> {
                         if matches!(k.code, KeyCode::Char('q') | KeyCode::Esc) || ctrl_c {
                             return Ok(());
                         }
+                        let was = scroll;
+                        scroll = match k.code {
+                            KeyCode::Down | KeyCode::Char('j') => scroll.saturating_add(1),
+                            KeyCode::Up | KeyCode::Char('k') => scroll.saturating_sub(1),
+                            KeyCode::PageDown | KeyCode::Char(' ') => scroll.saturating_add(page),
+                            KeyCode::PageUp => scroll.saturating_sub(page),
+                            KeyCode::Home | KeyCode::Char('g') => 0,
+                            KeyCode::End | KeyCode::Char('G') => usize::MAX,
+                            _ => scroll,
+                        };
+                        redraw |= scroll != was;
                     }
                     Event::Resize(..) => redraw = true,
                     _ => {}
