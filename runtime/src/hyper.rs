@@ -1,6 +1,10 @@
 //! hyper 1.x on wq (cargo feature `hyper`): an executor, a timer and an I/O
-//! adapter, which are all the glue hyper's and hyper-util's servers and
-//! clients need.
+//! adapter, which are all the glue hyper's servers and connection-level
+//! clients (`hyper::client::conn`) and hyper-util's servers need.
+//! hyper-util's pooled client (`client::legacy::Client`) also wants its
+//! connector's connections to implement its `Connection` trait, which wq
+//! does not depend on: wrap [`WqIo`] in a type of your own that forwards
+//! `Read` and `Write` and implements it.
 //!
 //! - [`WqExecutor`]: `hyper::rt::Executor`; spawns hyper's background tasks
 //!   (HTTP/2 streams, connection drivers) on a wq runtime, captured when it
