@@ -82,7 +82,7 @@ pub(crate) trait Host: Send + Sync + 'static {
     /// Hands `pool` to the rescuer: work is queued and no worker can run it.
     fn mayday(&self, pool: &Arc<Pool>);
     /// Offers `take` the other pools of `pool`'s scopes (every one it
-    /// serves: [`Pool::served`]), nearest first, until it returns a task.
+    /// serves: [`Served`]), nearest first, until it returns a task.
     fn steal_remote(
         &self,
         pool: &Pool,
@@ -187,6 +187,21 @@ pub(crate) struct PoolConfig {
 /// common case), a finishing poll need not look at its worker's mark.
 pub(crate) static HOG_MARKS: AtomicUsize = AtomicUsize::new(0);
 
+/// The scopes a pool is a pod of (the same CPUs), and where its idle
+/// workers look for work in other pools (the scheduler's `steal_remote`).
+#[derive(Debug)]
+pub(crate) struct Served {
+    /// Every scope with a pod of exactly the pool's CPUs, and that pod,
+    /// narrowest scope first: the tables that hold it.
+    pub(crate) pods: Box<[(Scope, usize)]>,
+    /// Where those scopes split the machine differently (a pool that is a
+    /// `cache` pod, and a `cache_shard` pod beside shards of a bigger
+    /// cache), their steal orders merged, nearest first, each other pod
+    /// once; `None` where one scope's order is all of them (the scheduler
+    /// walks the first pod's: the common case).
+    pub(crate) steal: Option<Box<[(Scope, usize)]>>,
+}
+
 /// One worker pool: the execution object for one pod.
 pub(crate) struct Pool {
     /// Runtime-unique, for names and metrics.
@@ -195,11 +210,9 @@ pub(crate) struct Pool {
     /// set share it).
     pub(crate) scope: Scope,
     pub(crate) pod: usize,
-    /// Every scope with a pod of exactly its CPUs, and that pod, narrowest
-    /// scope first: the tables that hold it, and whose neighbours an idle
-    /// worker of a non-strict pool looks at (the scheduler's
-    /// `steal_remote`).
-    pub(crate) served: Box<[(Scope, usize)]>,
+    /// The scopes it is a pod of, and where its idle workers look for
+    /// work in other pools.
+    pub(crate) served: Served,
     /// OS indices of the pod's CPUs.
     pub(crate) cpus: Box<[usize]>,
     /// OS indices of the CPUs its workers are bound to, on a live
@@ -384,7 +397,7 @@ impl Pool {
     pub(crate) fn new(
         id: usize,
         (scope, pod): (Scope, usize),
-        served: Box<[(Scope, usize)]>,
+        served: Served,
         cpus: Box<[usize]>,
         run_cpus: Box<[usize]>,
         config: PoolConfig,

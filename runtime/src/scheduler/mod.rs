@@ -63,7 +63,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use crate::pool::idle::IdleConfig;
-use crate::pool::{self, Host, Pool, PoolAttrs, PoolConfig, StartError, current};
+use crate::pool::{self, Host, Pool, PoolAttrs, PoolConfig, Served, StartError, current};
 use crate::task::Runnable;
 use crate::{Scope, Topology, WakeMode};
 use queue::Queue;
@@ -211,6 +211,9 @@ pub(crate) struct Scheduler {
     queues: Mutex<Queues>,
     /// For each scope and pod: the other pods, nearest first.
     steal_order: [Box<[Box<[usize]>]>; 6],
+    /// Per scope: it splits the machine as a narrower scope does (its
+    /// neighbours are that one's: `placement::repeats_a_narrower`).
+    repeats_a_narrower: [bool; 6],
     threads: Threads,
     closed: AtomicBool,
     /// Per scope: the next pod for a spawn from a CPU the topology does not
@@ -253,6 +256,7 @@ impl Scheduler {
             })
         });
         let steal_order = Scope::ALL.map(|s| placement::steal_order(&topology, s));
+        let repeats_a_narrower = placement::repeats_a_narrower(&topology);
         let process_cpus = (!topology.is_live())
             .then(crate::topology::process_cpus)
             .flatten()
@@ -267,6 +271,7 @@ impl Scheduler {
             all_pools: Mutex::new(Vec::new()),
             queues: Mutex::new(Queues::default()),
             steal_order,
+            repeats_a_narrower,
             threads: Threads::default(),
             closed: AtomicBool::new(false),
             round_robin: Default::default(),
@@ -329,27 +334,38 @@ impl Scheduler {
     /// that another thread is initializing makes `set` wait for it, and
     /// that thread takes the lock (to find this same pool).
     fn enter_in_every_scope(&self, pool: &Arc<Pool>) {
-        for &(scope, pod) in pool.served.iter() {
+        for &(scope, pod) in pool.served.pods.iter() {
             let _ = self.pools[pool.attrs.index()][scope.index()][pod].set(pool.clone());
         }
     }
 
     /// Every scope with a pod of exactly `cpus` (of which `scope`'s `pod`
-    /// is one), and that pod, narrowest first ([`Pool::served`]). The pod
-    /// of a scope with those CPUs, if any, is the one that holds the first
-    /// (a scope's pods partition the CPUs): one look per scope, where a
-    /// scan of every pod of every scope at each pool's first use made a
-    /// machine of N CPUs compare O(N^2) CPU lists.
-    fn served_by(&self, cpus: &[usize], scope: Scope, pod: usize) -> Box<[(Scope, usize)]> {
-        let served: Box<[(Scope, usize)]> = Scope::ALL
+    /// is one), and that pod, narrowest first, and where those scopes
+    /// split the machine differently, their steal orders merged
+    /// ([`Served`]). The pod of a scope with those CPUs, if any, is the
+    /// one that holds the first (a scope's pods partition the CPUs): one
+    /// look per scope, where a scan of every pod of every scope at each
+    /// pool's first use made a machine of N CPUs compare O(N^2) CPU lists.
+    fn served_by(&self, cpus: &[usize], scope: Scope, pod: usize) -> Served {
+        let pods: Box<[(Scope, usize)]> = Scope::ALL
             .into_iter()
             .filter_map(|s| {
                 let p = self.topology.pod_index_of(s, cpus[0])?;
                 (self.topology.pods(s)[p].cpus() == cpus).then_some((s, p))
             })
             .collect();
-        debug_assert!(served.contains(&(scope, pod)));
-        served
+        debug_assert!(pods.contains(&(scope, pod)));
+        // A scope that splits the machine as a narrower one does (no SMT:
+        // `smt` as `cpu`) has the same neighbours: walked once.
+        let distinct: Vec<(Scope, usize)> = pods
+            .iter()
+            .copied()
+            .filter(|(s, _)| !self.repeats_a_narrower[s.index()])
+            .collect();
+        let steal = (distinct.len() > 1).then(|| {
+            placement::merged_steal_order(&self.topology, &self.steal_order, cpus, &distinct)
+        });
+        Served { pods, steal }
     }
 
     fn create_pool(&self, attrs: PoolAttrs, scope: Scope, pod: usize) -> Arc<Pool> {
@@ -919,19 +935,29 @@ impl Host for Scheduler {
         pool: &Pool,
         take: &mut dyn FnMut(&Pool) -> Option<Runnable>,
     ) -> Option<Runnable> {
-        // The neighbours in every scope that shares the pool, narrowest
+        // The neighbours in every scope that shares the pool, nearest
         // first: it looked in its creating scope's table alone, so whether
         // it helped another scope's pods depended on which scope reached
         // it first (a cache of 4 CPUs beside one of 16 split in two
         // shards: its one pool is both a `cache` and a `cache_shard` pod).
-        pool.served.iter().find_map(|&(scope, pod)| {
-            let table = &self.pools[pool.attrs.index()][scope.index()];
-            self.steal_order[scope.index()][pod]
+        let tables = &self.pools[pool.attrs.index()];
+        let usable = |p: &&Arc<Pool>| p.id != pool.id && !p.attrs.strict;
+        match &pool.served.steal {
+            Some(merged) => merged
                 .iter()
-                .filter_map(|&pod| table[pod].get())
-                .filter(|p| p.id != pool.id && !p.attrs.strict)
-                .find_map(|p| take(p))
-        })
+                .filter_map(|&(scope, pod)| tables[scope.index()][pod].get())
+                .filter(usable)
+                .find_map(|p| take(p)),
+            None => {
+                let (scope, pod) = pool.served.pods[0];
+                let table = &tables[scope.index()];
+                self.steal_order[scope.index()][pod]
+                    .iter()
+                    .filter_map(|&pod| table[pod].get())
+                    .filter(usable)
+                    .find_map(|p| take(p))
+            }
+        }
     }
 }
 
@@ -1297,6 +1323,64 @@ mod tests {
             looked.sort_unstable();
             assert_eq!(looked, [0, 8], "created through {first:?}");
         }
+    }
+
+    /// The pools `steal_remote` offers a search from the pool of CPU
+    /// `from`'s pod in `scope`, by their first CPUs, in order.
+    fn looked_at(rt: &Runtime, scope: Scope, from: usize) -> Vec<usize> {
+        let scheduler = &rt.handle().scheduler;
+        let attrs = scheduler.default_attrs();
+        let pod = scheduler.topology.pod_index_of(scope, from).unwrap();
+        let pool = scheduler.pool(attrs, scope, pod).clone();
+        let mut looked = Vec::new();
+        let found = crate::pool::Host::steal_remote(&**scheduler, &pool, &mut |p| {
+            looked.push(p.cpus[0]);
+            None
+        });
+        assert!(found.is_none());
+        looked
+    }
+
+    /// Scopes that split the machine alike (caches of 4 CPUs: each its
+    /// own shard) hold the same pools: a search looks at each once (it
+    /// looked twice, once per scope, after pools kept every scope they
+    /// serve).
+    #[test]
+    fn scopes_that_split_the_machine_alike_are_searched_once() {
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("pack:1 l3:4 core:4 pu:1").unwrap())
+            .build()
+            .unwrap();
+        for cpu in [0, 4, 8, 12] {
+            rt.block_on(rt.handle().spawn_on_cpu(cpu, Scope::CacheShard, async {}))
+                .unwrap();
+        }
+        assert_eq!(looked_at(&rt, Scope::Cache, 0), [4, 8, 12]);
+    }
+
+    /// A pool that is a `cache` pod and a `cache_shard` pod looks at the
+    /// pools of its own NUMA node before those of the other node, whichever
+    /// scope they are pods of: two nodes, each of two caches of 16 CPUs
+    /// (two shards each) but node 0's second, cut to 4 CPUs (one shard).
+    /// Walked scope by scope, the other node's shards came before the
+    /// node's own cache.
+    #[test]
+    fn a_pool_of_two_scopes_looks_nearest_first() {
+        let topology = Topology::synthetic("pack:1 numa:2 l3:2 core:16 pu:1")
+            .unwrap()
+            .restrict(&(0..20).chain(32..64).collect::<Vec<_>>())
+            .unwrap();
+        let rt = Runtime::builder().topology(topology).build().unwrap();
+        let run = |cpu, scope| {
+            rt.block_on(rt.handle().spawn_on_cpu(cpu, scope, async {}))
+                .unwrap()
+        };
+        run(16, Scope::Cache);
+        run(32, Scope::CacheShard);
+        run(40, Scope::CacheShard);
+        run(0, Scope::Cache);
+        assert_eq!(looked_at(&rt, Scope::Cache, 16), [0, 32, 40]);
+        assert_eq!(looked_at(&rt, Scope::CacheShard, 16), [0, 32, 40]);
     }
 
     /// A named queue's item released, in the shutdown's window (the

@@ -24,7 +24,9 @@
 //! scope they share with it (same cache, then same NUMA node, then the
 //! rest), then by index: an idle worker of a non-strict pool looks at the
 //! nearest pools first. A pool that is the pod of several scopes (the
-//! same CPUs) looks in each one's order, narrowest scope first.
+//! same CPUs) looks at their pods merged by distance (the narrowest scope
+//! whose pod holds both), each pool once; scopes that split the machine
+//! alike (`smt` without SMT) count as one.
 
 use crate::pool::current;
 use crate::{Scope, Topology};
@@ -193,6 +195,72 @@ pub(crate) fn steal_order(topology: &Topology, scope: Scope) -> Box<[Box<[usize]
             take(&mut (me + 1..pods.len()).chain(0..me), &mut order);
             order.into_boxed_slice()
         })
+        .collect()
+}
+
+/// Per scope (by [`Scope::index`]): whether its pods are those of a
+/// narrower scope (`smt` without SMT is `cpu`; `cache` is `cache_shard`
+/// where no cache is split): a pool that is a pod of both has the same
+/// neighbours in each, looked at once.
+pub(crate) fn repeats_a_narrower(topology: &Topology) -> [bool; 6] {
+    let same = |a: Scope, b: Scope| {
+        let (a, b) = (topology.pods(a), topology.pods(b));
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.cpus() == y.cpus())
+    };
+    Scope::ALL.map(|s| {
+        Scope::ALL
+            .iter()
+            .take_while(|&&n| n != s)
+            .any(|&n| same(n, s))
+    })
+}
+
+/// The steal orders of a pool of `cpus` that is a pod of each of
+/// `served`'s scopes (splitting the machine differently), merged: every
+/// other pod by distance -- the narrowest scope whose pod holds both its
+/// first CPU and the pool's -- and within one distance in the order the
+/// scopes' own orders give, narrowest scope first; a pod of the same CPUs
+/// as one already taken (the same pool), or as the pool's own, left out;
+/// at most [`MAX_STEAL_PODS`]. Walking the scopes one after another took a
+/// narrow scope's pods on another NUMA node before a wider scope's on the
+/// pool's own.
+pub(crate) fn merged_steal_order(
+    topology: &Topology,
+    orders: &[Box<[Box<[usize]>]>; 6],
+    cpus: &[usize],
+    served: &[(Scope, usize)],
+) -> Box<[(Scope, usize)]> {
+    let me = cpus[0];
+    let distance = |cpu: usize| {
+        Scope::ALL
+            .iter()
+            .position(|&w| {
+                topology
+                    .pod_index_of(w, me)
+                    .is_some_and(|p| topology.pod_index_of(w, cpu) == Some(p))
+            })
+            .unwrap_or(Scope::ALL.len())
+    };
+    let mut all: Vec<(usize, usize, Scope, usize)> = Vec::new();
+    for &(scope, pod) in served {
+        for &other in orders[scope.index()][pod].iter() {
+            let first = topology.pods(scope)[other].cpus()[0];
+            all.push((distance(first), all.len(), scope, other));
+        }
+    }
+    all.sort_unstable_by_key(|&(d, seq, ..)| (d, seq));
+    let mut taken: Vec<&[usize]> = vec![cpus];
+    all.into_iter()
+        .filter(|&(_, _, scope, pod)| {
+            let c = topology.pods(scope)[pod].cpus();
+            let new = !taken.contains(&c);
+            if new {
+                taken.push(c);
+            }
+            new
+        })
+        .map(|(_, _, scope, pod)| (scope, pod))
+        .take(MAX_STEAL_PODS)
         .collect()
 }
 
