@@ -280,6 +280,10 @@ struct Slot {
     /// Out of the count (`Blocked`) for a CPU-intensive poll, not a
     /// block: reported apart (`WorkerStates::cpu_intensive`).
     computing: bool,
+    /// Reserved (`Starting`) by a kick that is a `cm_wakeup` (a block's,
+    /// a blocked poll's grant): counted when the thread starts, not if the
+    /// OS refuses it (`start_failed`).
+    cm_start: bool,
 }
 
 /// Counters kept under the pool lock, where the events happen anyway.
@@ -471,6 +475,7 @@ impl Idle {
                 thread: None,
                 granted: false,
                 computing: false,
+                cm_start: false,
             })
             .collect();
         Idle {
@@ -856,6 +861,9 @@ impl Idle {
         st.starting = false;
         st.retry_start_at = None;
         st.counters.workers_created += 1;
+        if std::mem::take(&mut st.slots[slot].cm_start) {
+            st.counters.cm_wakeups += 1;
+        }
         self.publish(
             &st,
             Change {
@@ -875,6 +883,8 @@ impl Idle {
             let mut st = self.lock();
             debug_assert_eq!(st.slots[slot].state, SlotState::Starting);
             st.slots[slot].state = SlotState::Absent;
+            // Nobody was woken or started for the block that asked.
+            st.slots[slot].cm_start = false;
             st.nr_workers -= 1;
             st.starting = false;
             let retry_at = crate::clock::saturating_add(Instant::now(), self.config.start_backoff);
@@ -1249,8 +1259,8 @@ impl Idle {
                 Kick::Busy
             } else {
                 let kick = self.kick_locked(&mut st, &mut wake);
-                if blocks && matches!(kick, Kick::Woke | Kick::Start(_)) {
-                    st.counters.cm_wakeups += 1;
+                if blocks {
+                    Self::count_cm_wakeup(&mut st, &kick);
                 }
                 kick
             };
@@ -1259,6 +1269,16 @@ impl Idle {
         };
         self.wake(wake);
         kick
+    }
+
+    /// A kick made for a blocked worker: a wake is a `cm_wakeup` now, a
+    /// start once its thread runs ([`Slot::cm_start`]).
+    fn count_cm_wakeup(st: &mut State, kick: &Kick) {
+        match *kick {
+            Kick::Woke => st.counters.cm_wakeups += 1,
+            Kick::Start(slot) => st.slots[slot].cm_start = true,
+            _ => {}
+        }
     }
 
     /// Step 7: the worker in `slot` is back from blocking and counts again.
@@ -1381,8 +1401,8 @@ impl Idle {
                 Kick::Busy
             } else {
                 let kick = self.kick_locked(&mut st, &mut wake);
-                if !on_cpu && matches!(kick, Kick::Woke | Kick::Start(_)) {
-                    st.counters.cm_wakeups += 1;
+                if !on_cpu {
+                    Self::count_cm_wakeup(&mut st, &kick);
                 }
                 kick
             };

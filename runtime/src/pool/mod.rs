@@ -561,16 +561,23 @@ impl Pool {
     }
 
     /// Does what a kick's outcome asks of its caller.
-    pub(crate) fn handle_kick(self: &Arc<Self>, kick: Kick) {
+    /// Returns whether a worker was woken or started (a start the OS
+    /// refused is neither).
+    pub(crate) fn handle_kick(self: &Arc<Self>, kick: Kick) -> bool {
         match kick {
-            Kick::Skipped | Kick::Coalesced | Kick::Woke | Kick::Busy => {}
+            Kick::Woke => true,
+            Kick::Skipped | Kick::Coalesced | Kick::Busy => false,
             Kick::Start(slot) => self.start_worker(slot),
             Kick::Mayday => {
                 if let Some(host) = self.host.upgrade() {
                     host.mayday(self);
                 }
+                false
             }
-            Kick::Closed => self.pushed_after_close(),
+            Kick::Closed => {
+                self.pushed_after_close();
+                false
+            }
         }
     }
 
@@ -595,7 +602,7 @@ impl Pool {
     }
 
     /// Starts the thread for reserved slot `slot` (no lock held).
-    fn start_worker(self: &Arc<Self>, slot: usize) {
+    fn start_worker(self: &Arc<Self>, slot: usize) -> bool {
         // Before the thread exists: its deque is in `used_slots` from then.
         self.slots_used.fetch_max(slot + 1, Ordering::Release);
         let result = match self.host.upgrade() {
@@ -604,12 +611,12 @@ impl Pool {
             None => Err(StartError::Closed),
         };
         let err = match result {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err(StartError::Closed) => {
                 let _ = self.idle.start_failed(slot);
                 // Queued work is dropped by the shutdown's drains.
                 self.pushed_after_close();
-                return;
+                return false;
             }
             Err(StartError::Os(err)) => err,
         };
@@ -630,8 +637,10 @@ impl Pool {
         // busy ones see it before they idle, or the pool, with no worker at
         // all, is handed to the rescuer (which retries the start at the
         // back-off's pace).
-        // (`start_failed` never asks for a start: no recursion here.)
+        // (`start_failed` never asks for a start: no recursion here.) Its
+        // wake of a parked worker, if any, is not the start asked for.
         self.handle_kick(self.idle.start_failed(slot));
+        false
     }
 
     /// The shutdown's last drain ([`closing`]): from now on, a push on this

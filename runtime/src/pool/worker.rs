@@ -130,7 +130,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_deque::{Steal, Worker as Deque};
 
-use super::idle::{Kick, Next};
+use super::idle::Next;
 use super::park::Parker;
 use super::wake_queue::WakeQueue;
 use super::{Host, LongPoll, Pool, current};
@@ -353,11 +353,11 @@ pub(crate) fn leave_count<R>(f: impl FnOnce() -> R, blocks: bool) -> R {
         .pool
         .idle
         .block(local.slot, blocks, || local.pool.has_work());
-    if blocks && matches!(kick, Kick::Woke | Kick::Start(_)) {
+    // Woken or started (a start the OS refused is neither).
+    let coming = local.pool.handle_kick(kick);
+    if blocks && coming {
         current::count_cm_wakeup();
     }
-    let coming = matches!(kick, Kick::Woke | Kick::Start(_));
-    local.pool.handle_kick(kick);
     // This worker may have been kicked out of the I/O driver into this
     // task, or woken to take it (by a thread that left it, which counted
     // on an idle worker) and found this task first: an idle worker takes

@@ -567,7 +567,14 @@ impl Watchdog {
                     },
                 );
                 self.samples.remove(&key);
-                pool.handle_kick(kick);
+                // Last (a worker it starts looks at the marked hog's
+                // deque); a start the OS refused woke nobody: the task
+                // counts no `cm_wakeup` for it (unless its poll ended in
+                // this instant, having read the flag above).
+                let start = matches!(kick, Kick::Start(_));
+                if !pool.handle_kick(kick) && start {
+                    s.watch.hog_woke.store(false, Ordering::Relaxed);
+                }
             }
         }
         self.samples.retain(|k, _| seen.contains(k));

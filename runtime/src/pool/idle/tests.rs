@@ -505,9 +505,11 @@ fn a_blocked_worker_is_replaced_while_work_is_queued() {
     let Kick::Start(b) = idle.block(a, true, || true) else {
         panic!("a replacement is started while `a` blocks")
     };
-    assert_eq!(idle.snapshot().counters.cm_wakeups, 1);
     assert_eq!(idle.snapshot().nr_blocked, 1);
+    // Counted once its thread runs.
+    assert_eq!(idle.snapshot().counters.cm_wakeups, 0);
     idle.started(b, unparker());
+    assert_eq!(idle.snapshot().counters.cm_wakeups, 1);
     idle.stop_searching();
     assert!(
         idle.unblock(a),
@@ -855,4 +857,28 @@ fn a_grant_looks_at_the_queues_without_the_pool_lock() {
     // Granted already: no second allowance, no look.
     let looked = |_: ()| -> bool { panic!("a granted poll's pool was looked at again") };
     assert_eq!(idle.grant_hog(0, false, || looked(())), None);
+}
+
+/// A block's kick that reserves a start is a `cm_wakeup` once the thread
+/// runs, and none if the OS refuses it: the count said a worker was
+/// started for the block where none was.
+#[test]
+fn a_refused_start_for_a_block_is_no_cm_wakeup() {
+    for refused in [true, false] {
+        let idle = Idle::new(config(4));
+        running_workers(&idle, 1);
+        let Kick::Start(slot) = idle.block(0, true, || true) else {
+            panic!("expected a start")
+        };
+        if refused {
+            let _ = idle.start_failed(slot);
+        } else {
+            idle.started(slot, unparker());
+        }
+        assert_eq!(
+            idle.snapshot().counters.cm_wakeups,
+            u64::from(!refused),
+            "refused: {refused}"
+        );
+    }
 }

@@ -562,3 +562,40 @@ fn the_rescuer_stops_turning_the_driver_while_a_thread_is_parked_in_it() {
         assert!(woke <= 3, "the rescuer woke {woke} times in a second");
     });
 }
+
+/// A `block_in_place` whose replacement worker the OS refuses to start
+/// woke nobody: no `cm_wakeup` on its pool or its queue (both counted the
+/// reservation), and the work it left queued still runs (the rescuer).
+#[test]
+fn a_block_whose_replacement_is_refused_counts_no_cm_wakeup() {
+    within_watchdog(|| {
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
+            .default_scope(Scope::System)
+            .max_workers_per_pool(1)
+            .build()
+            .unwrap();
+        // The pool's one worker first, then no more.
+        rt.block_on(rt.spawn(async {})).unwrap();
+        rt.handle()
+            .scheduler
+            .refuse_worker_starts
+            .store(1, Ordering::Relaxed);
+        let q = crate::Workqueue::builder("blocks")
+            .build(rt.handle())
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let item = q.spawn(async move {
+            // Queued behind the block: it needs another worker.
+            let other = crate::spawn(async move { tx.send(()).unwrap() });
+            crate::block_in_place(|| rx.recv_timeout(Duration::from_secs(30)).is_ok())
+                && other.await.is_ok()
+        });
+        assert!(rt.block_on(item).unwrap(), "the queued work never ran");
+        let m = rt.metrics();
+        let pool = &m.pools[0];
+        assert_eq!(pool.counters.worker_start_failures, 1, "{pool:?}");
+        assert_eq!(pool.counters.cm_wakeups, 0, "{pool:?}");
+        assert_eq!(q.stats().cm_wakeups, 0, "{:?}", q.stats());
+    });
+}
