@@ -1250,35 +1250,35 @@ impl Idle {
         if !has_work() {
             return Kick::Busy;
         }
-        // Work is queued: a kick under the lock, as a producer's (a kick
-        // since the look may have claimed a worker: coalesced then).
+        self.kick_for_work_seen(blocks)
+    }
+
+    /// A block's or a grant's kick for the work its look (after the
+    /// unlock) found: under the lock, as a producer's (a kick since the
+    /// look may have claimed a worker: coalesced then); none on a closed
+    /// pool. `cm`: a worker it wakes is a `cm_wakeup` now, one it starts
+    /// once its thread runs ([`Slot::cm_start`]).
+    fn kick_for_work_seen(&self, cm: bool) -> Kick {
         let mut wake = WakeQueue::default();
         let kick = {
             let mut st = self.lock();
             let kick = if st.closed {
                 Kick::Busy
             } else {
-                let kick = self.kick_locked(&mut st, &mut wake);
-                if blocks {
-                    Self::count_cm_wakeup(&mut st, &kick);
-                }
-                kick
+                self.kick_locked(&mut st, &mut wake)
             };
+            if cm {
+                match kick {
+                    Kick::Woke => st.counters.cm_wakeups += 1,
+                    Kick::Start(slot) => st.slots[slot].cm_start = true,
+                    _ => {}
+                }
+            }
             self.wake_under_lock(&mut wake);
             kick
         };
         self.wake(wake);
         kick
-    }
-
-    /// A kick made for a blocked worker: a wake is a `cm_wakeup` now, a
-    /// start once its thread runs ([`Slot::cm_start`]).
-    fn count_cm_wakeup(st: &mut State, kick: &Kick) {
-        match *kick {
-            Kick::Woke => st.counters.cm_wakeups += 1,
-            Kick::Start(slot) => st.slots[slot].cm_start = true,
-            _ => {}
-        }
     }
 
     /// Step 7: the worker in `slot` is back from blocking and counts again.
@@ -1392,25 +1392,7 @@ impl Idle {
         if !has_work() {
             return Some(Kick::Busy);
         }
-        // Work is queued: a kick under the lock, as a producer's (a kick
-        // since the look may have claimed a worker: coalesced then).
-        let mut wake = WakeQueue::default();
-        let kick = {
-            let mut st = self.lock();
-            let kick = if st.closed {
-                Kick::Busy
-            } else {
-                let kick = self.kick_locked(&mut st, &mut wake);
-                if !on_cpu {
-                    Self::count_cm_wakeup(&mut st, &kick);
-                }
-                kick
-            };
-            self.wake_under_lock(&mut wake);
-            kick
-        };
-        self.wake(wake);
-        Some(kick)
+        Some(self.kick_for_work_seen(!on_cpu))
     }
 
     /// Step 8: the poll a grant was for has ended.
