@@ -130,6 +130,12 @@ pub use wq_macros::test;
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
+/// The workqueue guide's example, compiled and run as a doctest (the other
+/// guide pages show output, and point at their runnable examples).
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/guide/workqueues.md")]
+pub struct GuideDoctests;
+
 /// `wq-macros` checks `#[wq::main]`'s options at compile time against
 /// copies of these limits (it cannot depend on this crate).
 #[cfg(all(test, not(loom)))]

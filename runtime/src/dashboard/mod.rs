@@ -41,7 +41,7 @@
 //!    [`SNAPSHOT_FRESH`] of the last snapshot is answered from it, so clients polling fast cost one snapshot per
 //!    [`SNAPSHOT_FRESH`], not one each (a snapshot reads every slot's
 //!    counters and histograms, and takes the queue list's lock and the
-//!    spawn stripes' locks). Rendering (JSON,
+//!    spawn shards' locks). Rendering (JSON,
 //!    Prometheus text) happens there too, once per snapshot and format
 //!    (`Latest`): a scrape flood costs one render per [`SNAPSHOT_FRESH`].
 //! 3. Each connection is a task: HTTP/1.1 (hyper), keep-alive.

@@ -35,18 +35,18 @@
 //!    a spawn goes to another pool, when its oldest sample is older than
 //!    [`SPAWN_FLUSH_AGE`] at the next spawn, when a worker thread publishes
 //!    (step 1: a worker's spawns are seen whenever its polls are), and when
-//!    the thread exits. The pool's spawn histogram is **striped**: one
-//!    cache-padded, mutex-guarded array of bucket counts per stripe
-//!    ([`SPAWN_STRIPES`]),
-//!    a thread flushing always into the same stripe, the next in turn at
+//!    the thread exits. The pool's spawn histogram is **sharded**: one
+//!    cache-padded, mutex-guarded array of bucket counts per shard
+//!    ([`SPAWN_SHARDS`]),
+//!    a thread flushing always into the same shard, the next in turn at
 //!    its first flush (a process-wide round robin), so flushes of
 //!    different threads take different locks and write different lines
-//!    (threads beyond the stripe count share stripes: one lock per 64
+//!    (threads beyond the shard count share shards: one lock per 64
 //!    spawns, not per spawn).
 //! 3. **Readers** (`Handle::metrics`, any thread) merge: for each slot
 //!    they add its histograms' non-empty buckets to the pool's total (one
 //!    `record_n` each), the rescuer's after the slots', then the spawn
-//!    stripes (under each stripe's mutex). Histograms are allocated on their first
+//!    shards (under each shard's mutex). Histograms are allocated on their first
 //!    record (a pool has twice its maximum in slots, most never used; each
 //!    histogram is 30 KiB).
 //!
@@ -91,8 +91,8 @@ pub(crate) const HIST_SIGFIG: u8 = 2;
 /// recorded into a shared histogram; also the polls between two
 /// publications of a worker's counters.
 pub(crate) const SAMPLES: usize = 64;
-/// Stripes of a pool's spawn-call histogram.
-pub(crate) const SPAWN_STRIPES: usize = 16;
+/// Shards of a pool's spawn-call histogram.
+pub(crate) const SPAWN_SHARDS: usize = 16;
 /// A spawner's buffer older than this is flushed at its next spawn, so a
 /// thread that spawns rarely is still seen within about this long of its
 /// next spawn.
@@ -107,7 +107,7 @@ pub(crate) fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, HIST_MAX_NS, HIST_SIGFIG).expect("valid histogram bounds")
 }
 
-/// A histogram with many writers (a pool's spawn-call stripe): bucket
+/// A histogram with many writers (a pool's spawn-call shard): bucket
 /// counts as in [`SlotHistogram`], behind a mutex that its writers take
 /// once per batch and metrics readers once per merge, allocated on the
 /// first record.
@@ -275,7 +275,7 @@ pub(crate) struct WorkerCounters {
     pub(crate) poll_time: SlotHistogram,
 }
 
-/// A pool's capture switch and its striped spawn-call histogram (shared
+/// A pool's capture switch and its sharded spawn-call histogram (shared
 /// with the spawner threads' buffers, hence its own `Arc`).
 #[derive(Debug)]
 pub(crate) struct PoolCapture {
@@ -288,7 +288,7 @@ impl PoolCapture {
     pub(crate) fn new(enabled: bool) -> PoolCapture {
         PoolCapture {
             enabled,
-            spawn: (0..SPAWN_STRIPES)
+            spawn: (0..SPAWN_SHARDS)
                 .map(|_| CachePadded::new(LazyHistogram::default()))
                 .collect(),
         }
@@ -310,11 +310,11 @@ struct SpawnBuffer {
     len: usize,
     /// Raw clock at the first sample in the buffer.
     first_at: u64,
-    /// This thread's stripe (`usize::MAX` until first flushed).
-    stripe: usize,
+    /// This thread's shard (`usize::MAX` until first flushed).
+    shard: usize,
 }
 
-static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
 
 impl SpawnBuffer {
     fn flush(&mut self) {
@@ -324,11 +324,11 @@ impl SpawnBuffer {
         if self.len == 0 {
             return;
         }
-        if self.stripe == usize::MAX {
+        if self.shard == usize::MAX {
             // Only spreading matters.
-            self.stripe = NEXT_STRIPE.fetch_add(1, Ordering::Relaxed) % SPAWN_STRIPES;
+            self.shard = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SPAWN_SHARDS;
         }
-        target.spawn[self.stripe].record_all(&self.samples[..self.len]);
+        target.spawn[self.shard].record_all(&self.samples[..self.len]);
         self.len = 0;
     }
 }
@@ -346,7 +346,7 @@ thread_local! {
             samples: [0; SAMPLES],
             len: 0,
             first_at: 0,
-            stripe: usize::MAX,
+            shard: usize::MAX,
         })
     };
 }
@@ -518,7 +518,7 @@ mod tests {
         slot.merge_into(&mut merged);
         let mut merged_lazy = new_histogram();
         lazy.merge_into(&mut merged_lazy);
-        assert!(merged_lazy == direct, "the stripes' histograms too");
+        assert!(merged_lazy == direct, "the shards' histograms too");
         assert!(merged == direct, "the same counts, min, max and total");
         for q in [0.0, 0.5, 0.9, 0.99, 0.999, 1.0] {
             assert_eq!(merged.value_at_quantile(q), direct.value_at_quantile(q));

@@ -201,7 +201,7 @@ impl Runtime {
     /// summed per scope, and of every named workqueue: see
     /// [`Snapshot`](crate::metrics::Snapshot). Merging the workers'
     /// histograms reads their bucket counts without a lock, and takes each
-    /// spawn stripe's lock in turn (never the pools' locks but for an
+    /// spawn shard's lock in turn (never the pools' locks but for an
     /// instant): call it off the hot path, e.g. once a second.
     ///
     /// ```

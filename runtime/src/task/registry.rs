@@ -3,9 +3,9 @@
 //!
 //! # Protocol
 //! - **Count.** A task is counted when it is spawned and uncounted when its
-//!   future is dropped (completed or cancelled). The count is striped by
-//!   thread ordinal: a thread adds to and takes from its own stripe, so a
-//!   spawn touches no line another thread writes; the stripes' wrapping sum
+//!   future is dropped (completed or cancelled). The count is sharded by
+//!   thread ordinal: a thread adds to and takes from its own shard, so a
+//!   spawn touches no line another thread writes; the shards' wrapping sum
 //!   is the live count ([`Registry::len`]).
 //! - **Idle tasks.** A task is registered the first time a poll returns
 //!   `Pending` (by the worker that polled it, with the task's waker), and
@@ -70,7 +70,7 @@ const SHRINK_ABOVE: usize = 1024;
 
 pub(crate) struct Registry {
     shards: Box<[CachePadded<Mutex<Shard>>]>,
-    /// Spawns minus drops, per thread-ordinal stripe (wrapping).
+    /// Spawns minus drops, per thread-ordinal shard (wrapping).
     alive: Box<[CachePadded<AtomicUsize>]>,
     /// Model tests only: check `closed` and insert in two critical sections
     /// (the bug the protocol avoids).
@@ -99,19 +99,19 @@ impl Registry {
         }
     }
 
-    fn stripe(&self) -> &AtomicUsize {
+    fn alive_here(&self) -> &AtomicUsize {
         &self.alive[thread_ordinal() % SHARDS]
     }
 
     /// Counts a spawned task.
     #[inline]
     pub(crate) fn spawned(&self) {
-        self.stripe().fetch_add(1, Ordering::Relaxed);
+        self.alive_here().fetch_add(1, Ordering::Relaxed);
     }
 
     /// Uncounts a dropped task and removes its waker, if it had one here.
     pub(crate) fn dropped(&self, entry: Option<Entry>) {
-        self.stripe().fetch_sub(1, Ordering::Relaxed);
+        self.alive_here().fetch_sub(1, Ordering::Relaxed);
         if let Some(e) = entry {
             let waker = {
                 let mut s = lock(&*self.shards[e.shard]);
@@ -194,7 +194,7 @@ impl Registry {
             .alive
             .iter()
             .fold(0usize, |acc, s| acc.wrapping_add(s.load(Ordering::Relaxed)));
-        // Racing spawns and drops on different stripes can make the sum
+        // Racing spawns and drops on different shards can make the sum
         // transiently "negative"; report that as zero.
         if sum > isize::MAX as usize { 0 } else { sum }
     }
