@@ -700,6 +700,10 @@ impl Idle {
                 st.kicked.push(slot);
             }
             st.slots[slot].state = SlotState::Kicked;
+            debug_assert!(
+                !self.config.kicked_list || st.running() <= self.limit(st),
+                "I7: a kick claimed a worker over the limit"
+            );
             self.publish(
                 st,
                 Change {
@@ -990,6 +994,12 @@ impl Idle {
     fn leave_idle_list(&self, st: &mut State, slot: usize) {
         remove(&mut st.idle, slot);
         st.slots[slot].state = SlotState::Running;
+        // I7, checked where it is kept (the loom models run with debug
+        // assertions: a move made without the check above it fails them).
+        debug_assert!(
+            st.running() <= self.limit(st),
+            "I7: a worker left the idle list to run over the limit"
+        );
         self.publish(
             st,
             Change {
@@ -1069,6 +1079,10 @@ impl Idle {
                 // (The cull still counts: a counter never goes down.)
                 st.slots[slot].state = SlotState::Running;
                 st.nr_workers += 1;
+                debug_assert!(
+                    st.running() <= self.limit(&st),
+                    "I7: a culled worker stayed to run over the limit"
+                );
                 let can_start = Some(self.can_start(&st));
                 self.publish(
                     &st,

@@ -42,9 +42,11 @@
 //!   queue of 64 workers' items costs each finisher one swap, not a fence
 //!   and 16 loads; before 2026-12-06 every finisher that saw the flag
 //!   summed).
-//! - **Flush of `c`**: set `FLUSHING[c]` on every stripe, fence, and read
-//!   the sum; if it is not zero, store the waker (under the flush lock) and
-//!   read it again; then wait. **End of a flush**: clear the flags.
+//! - **Flush of `c`**: under the queue's flush lock, set `FLUSHING[c]` on
+//!   every stripe, fence, read the sum, and if it is not zero store the
+//!   waker, in that one critical section; then wait. A finisher that
+//!   wakes takes the wakers under the same lock. **End of a flush**: clear
+//!   the flags.
 //! - **Gone** (the last handle dropped, while it still holds its own strong
 //!   count): set `DEAD` on every stripe (`AcqRel`), collecting its counts
 //!   and `pending`, and add the sum to `left`; if that leaves `left` at
@@ -63,11 +65,16 @@
 //! these). Of two such finishers on two stripes,
 //! the one whose fence comes second sees the other's decrement
 //! (store-buffering, ordered by the fences), so the last of them reads
-//! zero and takes the waker; the flusher stored the waker under the lock
-//! before its second read, so either the finisher finds the waker or the
-//! flusher's second read sees zero. Without the fences, both finishers may
-//! read the other's stale count and neither wakes
-//! (`loom_without_the_fences_a_flush_is_never_woken`).
+//! zero and takes the waker under the flush lock; the flusher read the
+//! sum and stored its waker in one critical section of that lock, so
+//! either the finisher's take comes after it and finds the waker, or
+//! before it, and the flusher's read sees the finisher's decrement.
+//! Without the fences, both finishers may read the other's stale count
+//! and neither wakes (`loom_without_the_fences_a_flush_is_never_woken`);
+//! with the waker stored in a critical section of its own after the read
+//! (before 2026-12-05 a second read followed it), a finisher's take can
+//! fall between the two and the flush waits for ever
+//! (`loom_a_waker_stored_apart_from_the_read_is_never_woken`).
 //!
 //! # Why the queue is freed once, after every task's last access
 //! The word's read-modify-writes form one modification order per stripe:
@@ -357,14 +364,27 @@ mod loom_tests {
     use crate::loom::sync::Mutex;
     use loom::sync::Arc;
 
+    /// How the model's flusher stores its waker.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Store {
+        /// As `Queue::flush`: flag, read and store the waker in one
+        /// critical section of the flush lock.
+        WithTheRead,
+        /// The fault: the waker stored in a critical section of its own
+        /// after the read, which is not made again.
+        Apart,
+    }
+
     /// Two items of color 0 in flight, on stripes 0 and 1 of 2, finished on
     /// two threads while a flush of color 0 runs, as `Queue::flush` does
-    /// it: flag, read; if not empty, store its waker (here a flag) under
-    /// the lock and read again; if still not empty, wait. A finisher told
-    /// to wake takes the waker under the lock. A flush that waits must be
-    /// woken.
+    /// it (`store`): under the flush lock (here the waiter's), flag, read,
+    /// and if not empty store its waker (here a flag); then wait. A
+    /// finisher told to wake takes the waker under the lock. A flush that
+    /// waits must be woken. The flusher's steps are a copy of those
+    /// `Queue::flush`'s poll takes under the flush lock (`advance`, then
+    /// the waker); the finishers run `Flight`'s own.
     /// `stripes`: the stripe of each item (and its finisher).
-    fn flush_racing_finishes(unfenced: bool, stripes: &'static [usize]) {
+    fn flush_racing_finishes(unfenced: bool, store: Store, stripes: &'static [usize]) {
         loom::model(move || {
             let flight = Arc::new(Flight {
                 fences: Fences { off: unfenced },
@@ -389,10 +409,22 @@ mod loom_tests {
                     })
                 })
                 .collect();
-            flight.start_flush(0);
-            let waits = flight.in_flight(0) > 0 && {
-                *waiter.lock().unwrap() = true;
-                flight.in_flight(0) > 0
+            let waits = match store {
+                Store::WithTheRead => {
+                    let mut w = waiter.lock().unwrap();
+                    flight.start_flush(0);
+                    let waits = flight.in_flight(0) > 0;
+                    *w = waits;
+                    waits
+                }
+                Store::Apart => {
+                    flight.start_flush(0);
+                    let waits = flight.in_flight(0) > 0;
+                    if waits {
+                        *waiter.lock().unwrap() = true;
+                    }
+                    waits
+                }
             };
             let woken = finishers
                 .into_iter()
@@ -449,14 +481,14 @@ mod loom_tests {
 
     #[test]
     fn loom_a_flush_racing_the_last_finishes_is_woken() {
-        flush_racing_finishes(false, &[0, 1]);
+        flush_racing_finishes(false, Store::WithTheRead, &[0, 1]);
     }
 
     /// Two items on one stripe: the finish that leaves the other there
     /// takes the fast path (no sum), the one that empties it sums.
     #[test]
     fn loom_a_flush_is_woken_by_the_finish_that_empties_a_shared_stripe() {
-        flush_racing_finishes(false, &[0, 0, 1]);
+        flush_racing_finishes(false, Store::WithTheRead, &[0, 0, 1]);
     }
 
     /// Without the fences (and with relaxed operations), the model must
@@ -464,7 +496,17 @@ mod loom_tests {
     #[test]
     #[should_panic(expected = "never woken")]
     fn loom_without_the_fences_a_flush_is_never_woken() {
-        flush_racing_finishes(true, &[0, 1]);
+        flush_racing_finishes(true, Store::WithTheRead, &[0, 1]);
+    }
+
+    /// The waker stored apart from the read (the read not made again):
+    /// the finisher that empties the count may take the waker between
+    /// them, and the flush waits for ever. `Queue::flush` reads and
+    /// stores in one critical section; the test above can fail.
+    #[test]
+    #[should_panic(expected = "never woken")]
+    fn loom_a_waker_stored_apart_from_the_read_is_never_woken() {
+        flush_racing_finishes(false, Store::Apart, &[0, 1]);
     }
 
     /// A queue in miniature: its counts, state its tasks read (and its
