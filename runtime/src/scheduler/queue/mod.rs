@@ -103,7 +103,8 @@
 //! read by an item that then finished on a stripe read after can escape:
 //! a spawn counted while a drain is on also bumps `chained`, and the drain
 //! ends only on an empty sum between two equal reads of it
-//! (`loom_a_drain_sees_an_item_chained_across_its_sum`, with a negative).
+//! (`flight::Drains`; `loom_a_drain_sees_an_item_chained_across_its_sum`,
+//! with a negative).
 //!
 //! # Lifetime
 //! The task of an item holds its queue until its end, by its
@@ -139,7 +140,7 @@ use crate::pool::{Pool, PoolAttrs, current};
 use crate::task::in_flight::{Finished, LastStep};
 use crate::task::wake_caught;
 use crate::task::{self, JoinHandle, QueueLink, Runnable, TasksShare};
-use flight::Flight;
+use flight::{Drains, Flight};
 use gate::{Fifo, Gate};
 use inactive::{InactiveList, Waiting};
 
@@ -362,12 +363,8 @@ pub(crate) struct Queue {
     /// The current flush color (0 or 1); flipped only by a flush.
     color: AtomicU8,
     flush: Mutex<Flush>,
-    draining: AtomicUsize,
-    /// Items counted in flight while a drain was on (spawned by the
-    /// queue's own items): only grows. A drain's sum of the stripes, read
-    /// one by one, can miss an item counted on a stripe already read whose
-    /// spawner finished on a stripe read after; the count moving says so.
-    chained: AtomicU64,
+    /// Drains on, and the items counted while one was.
+    drains: Drains,
     closed: AtomicBool,
     /// Started, completed, CPU time and the event counters, striped: a
     /// repatriation (a wake) must not write the line every spawn reads
@@ -419,8 +416,7 @@ impl Queue {
             inactive: InactiveList::new(),
             color: AtomicU8::new(0),
             flush: Mutex::new(Flush::default()),
-            draining: AtomicUsize::new(0),
-            chained: AtomicU64::new(0),
+            drains: Drains::new(),
             closed: AtomicBool::new(false),
             stats: Stats::default(),
             registry_slot: AtomicUsize::new(usize::MAX),
@@ -724,14 +720,14 @@ impl Queue {
     pub(crate) fn drain(&self) -> impl Future<Output = ()> + Send + '_ {
         // Counted, as the kernel's `nr_drainers`: outside work stays
         // refused until the last drain ends (or is dropped).
-        self.draining.fetch_add(1, Ordering::SeqCst);
-        struct Undrain<'a>(&'a AtomicUsize);
+        self.drains.on.fetch_add(1, Ordering::SeqCst);
+        struct Undrain<'a>(&'a crate::loom::sync::atomic::AtomicUsize);
         impl Drop for Undrain<'_> {
             fn drop(&mut self) {
                 self.0.fetch_sub(1, Ordering::SeqCst);
             }
         }
-        let undrain = Undrain(&self.draining);
+        let undrain = Undrain(&self.drains.on);
         let mut first = Some(self.flush());
         async move {
             let _undrain = undrain;
@@ -742,12 +738,8 @@ impl Queue {
                     None => self.flush().await,
                 }
                 // Empty, and no item counted meanwhile by an item that
-                // then finished (`chained`): an item spawned by X is
-                // counted, and `chained` bumped, before X finishes; a sum
-                // that saw X gone comes before the second read, which then
-                // sees the bump.
-                let before = self.chained.load(Ordering::SeqCst);
-                if self.in_flight() <= 0 && self.chained.load(Ordering::SeqCst) == before {
+                // then finished (`Drains::empty`).
+                if self.drains.empty(&self.counts.flight) {
                     return;
                 }
             }
@@ -1106,7 +1098,8 @@ impl QueueHandle {
         if queue.closed.load(Ordering::Acquire) || scheduler.is_closed() {
             return Err((queue.refuse(Refused::Closed), future));
         }
-        if queue.draining.load(Ordering::Acquire) > 0 && current::running_queue() != queue.link_id()
+        if queue.drains.on.load(Ordering::Acquire) > 0
+            && current::running_queue() != queue.link_id()
         {
             return Err((queue.refuse(Refused::Draining), future));
         }
@@ -1124,10 +1117,8 @@ impl QueueHandle {
         };
         queue.counts.flight.spawned(stripe, usize::from(color));
         // After the count (both SeqCst): a drain on since before the count
-        // is seen here (`Queue::chained`).
-        if queue.draining.load(Ordering::SeqCst) > 0 {
-            queue.chained.fetch_add(1, Ordering::SeqCst);
-        }
+        // is seen here (`Drains::counted`).
+        queue.drains.counted();
         // SAFETY: this is a handle, and the item is counted in flight.
         let link = unsafe { self.share.task_ref() };
         let admitted = queue
