@@ -126,6 +126,15 @@ std::thread_local! {
     /// the second way. (Loom runs a model's threads on the test's thread:
     /// this is the model's.)
     static LOOK_FIRST: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+    /// Whether a worker back from a park with nothing to do may cull
+    /// itself, as a production worker does (`leave_idle`'s `cull`); off
+    /// but in [`kick_races_a_self_cull`], whose others cull from outside
+    /// (`cull_now`).
+    static SELF_CULL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Parks left to time out at once (no sleep, no wake), in
+    /// [`kick_races_a_self_cull`]: a thread unparking the worker stood in
+    /// badly (loom wakes a thread blocked on a mutex with it).
+    static TIMEOUTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Runs `model` with its workers looking at the queues under the pool
@@ -146,7 +155,10 @@ fn looking_under_the_lock(model: impl FnOnce()) {
 /// to leave (`Exit`).
 fn park_until_woken(idle: &Idle, queue: &Queue, slot: usize, searching: &mut bool) -> Next {
     loop {
-        loom::thread::park();
+        let timed_out = TIMEOUTS.with(|t| t.replace(t.get().saturating_sub(1)) > 0);
+        if !timed_out {
+            loom::thread::park();
+        }
         let mut wake = WakeQueue::default();
         // Looking before the lock, as a worker back unwoken does, or under
         // it, as a woken one does (`LOOK_FIRST`): each model's threads
@@ -154,7 +166,7 @@ fn park_until_woken(idle: &Idle, queue: &Queue, slot: usize, searching: &mut boo
         match idle.leave_idle(
             slot,
             Instant::now(),
-            false,
+            SELF_CULL.with(std::cell::Cell::get),
             LOOK_FIRST.with(std::cell::Cell::get),
             || queue.has_work(),
             &mut wake,
@@ -250,6 +262,62 @@ fn loom_kick_and_cull_never_strand_an_item_under_lock() {
 #[test]
 fn loom_kick_and_cull_never_strand_an_item_looking_under_the_lock() {
     looking_under_the_lock(|| kick_races_cull(true, WakeMode::Deferred));
+}
+
+/// The one worker comes back from its park unwoken (its timeout: here its
+/// first park returns at once) and, finding no work, culls itself, as a
+/// production worker does, while a producer queues an item and kicks:
+/// the item runs once, on the worker (claimed, or seeing it) or on the
+/// successor the kick starts once the worker is gone. The models above
+/// cull from another thread (`cull_now`); this is the worker's own cull,
+/// `leave_idle`'s step 5.
+fn kick_races_a_self_cull(wake_mode: WakeMode) {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            SELF_CULL.with(|c| c.set(false));
+        }
+    }
+    SELF_CULL.with(|c| c.set(true));
+    let _reset = Reset;
+    loom::model(move || {
+        TIMEOUTS.with(|t| t.set(1));
+        let idle = Arc::new(Idle::new(config(true, wake_mode)));
+        let queue = Arc::new(Queue(Items::new(0)));
+        let w = one_worker(&idle, &queue, 1);
+        let (i, q) = (idle.clone(), queue.clone());
+        let producer = loom::thread::spawn(move || {
+            q.push();
+            match i.notify() {
+                // The worker culled itself first: its successor.
+                Kick::Start(slot) => {
+                    let (i2, q2) = (i.clone(), q.clone());
+                    let t = loom::thread::spawn(move || {
+                        i2.started(slot, loom::thread::current());
+                        worker_thread(&i2, &q2, slot, 1)
+                    });
+                    t.join().unwrap()
+                }
+                _ => 0,
+            }
+        });
+        let ran = w.join().unwrap() + producer.join().unwrap();
+        TIMEOUTS.with(|t| t.set(0));
+        assert_eq!(
+            ran, 1,
+            "stranded item: the worker culled itself with it queued"
+        );
+    });
+}
+
+#[test]
+fn loom_a_worker_culling_itself_never_strands_an_item() {
+    kick_races_a_self_cull(WakeMode::Deferred);
+}
+
+#[test]
+fn loom_a_worker_culling_itself_never_strands_an_item_under_lock() {
+    kick_races_a_self_cull(WakeMode::UnderLock);
 }
 
 /// [`limited_worker`] as a thread's life: after a cull, `exit` may draft
