@@ -4,7 +4,8 @@
 //! Code whose protocol is model-checked (the kick / idle / cull protocol in
 //! [`crate::pool::idle`], the closing protocol, the rescuer's mayday list,
 //! the task registry, a worker's LIFO slot, a workqueue's `max_active` gate, its flush
-//! handshake and its tasks' references to it) takes its `Mutex`, atomics and thread handles from
+//! handshake, its drains' count and its tasks' references to it, a
+//! parker's states) takes its `Mutex`, atomics and thread handles from
 //! here, so the same source runs in production and under loom's model
 //! checker, as tokio's `loom` module does. Other code uses `std::sync`
 //! directly, and locks through [`lock`] all the same.
@@ -13,7 +14,7 @@
 pub(crate) mod sync {
     pub(crate) mod atomic {
         pub(crate) use std::sync::atomic::{
-            AtomicBool, AtomicIsize, AtomicPtr, AtomicU64, AtomicUsize, Ordering, fence,
+            AtomicBool, AtomicIsize, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering, fence,
         };
     }
     pub(crate) use std::sync::{Condvar, Mutex, MutexGuard, TryLockError};
@@ -23,18 +24,30 @@ pub(crate) mod sync {
 pub(crate) mod sync {
     pub(crate) mod atomic {
         pub(crate) use loom::sync::atomic::{
-            AtomicBool, AtomicIsize, AtomicPtr, AtomicU64, AtomicUsize, Ordering, fence,
+            AtomicBool, AtomicIsize, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering, fence,
         };
     }
     pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
     pub(crate) use std::sync::TryLockError;
 }
 
-/// Threads under loom: the idle protocol's unparker (`pool::wake_queue`)
-/// is a loom thread there, and its model workers park on it.
+/// Threads: the idle protocol's unparker (`pool::wake_queue`) is a loom
+/// thread under loom, and its model workers park on it; so does a
+/// [`Parker`](crate::pool::park) (loom's park has no timeout: a model
+/// parks until unparked, and a lost wakeup is a deadlock).
 #[cfg(loom)]
 pub(crate) mod thread {
     pub(crate) use loom::thread::{Thread, current};
+
+    pub(crate) fn park_timeout(_: std::time::Duration) {
+        loom::thread::park();
+    }
+}
+
+/// Threads: `std`'s.
+#[cfg(not(loom))]
+pub(crate) mod thread {
+    pub(crate) use std::thread::{Thread, current, park_timeout};
 }
 
 /// `yield_now` for model-checked code that waits for another thread.

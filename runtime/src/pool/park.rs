@@ -103,8 +103,9 @@
 //! finds the driver held by a thread parked in it sleeps unmarked: that
 //! thread attends (it comes back, or attends as it leaves for long).
 
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
+
+use crate::loom::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use crate::driver;
@@ -116,7 +117,7 @@ const NOTIFIED: u8 = 3;
 
 struct Inner {
     state: AtomicU8,
-    thread: std::thread::Thread,
+    thread: crate::loom::thread::Thread,
     /// The driver this thread parks in, once it has parked there.
     driver: OnceLock<driver::Handle>,
 }
@@ -130,6 +131,10 @@ pub(crate) struct Parker {
     tried_driver: std::cell::Cell<bool>,
     /// The last park ended on a wakeup ([`Parker::was_woken`]).
     woken: std::cell::Cell<bool>,
+    /// A negative model's fault: `enter` stores its state over whatever is
+    /// there, a wakeup included.
+    #[cfg(loom)]
+    plain_enter: std::cell::Cell<bool>,
 }
 
 /// The waking side: cloneable, `Send + Sync`.
@@ -152,12 +157,14 @@ impl Parker {
         Parker {
             inner: Arc::new(Inner {
                 state: AtomicU8::new(EMPTY),
-                thread: std::thread::current(),
+                thread: crate::loom::thread::current(),
                 driver: OnceLock::new(),
             }),
             in_driver: std::cell::Cell::new(false),
             tried_driver: std::cell::Cell::new(false),
             woken: std::cell::Cell::new(false),
+            #[cfg(loom)]
+            plain_enter: std::cell::Cell::new(false),
         }
     }
 
@@ -183,6 +190,11 @@ impl Parker {
     /// Enters `parked` from `EMPTY`; false if a wakeup came first (it is
     /// consumed).
     fn enter(&self, parked: u8) -> bool {
+        #[cfg(loom)]
+        if self.plain_enter.get() {
+            self.inner.state.store(parked, Ordering::Release);
+            return true;
+        }
         match self.inner.state.compare_exchange(
             EMPTY,
             parked,
@@ -228,7 +240,7 @@ impl Parker {
         // it tries the driver's lock. A SeqCst read-modify-write of the
         // hint does not order the lock's later load on every CPU (ARM may
         // read the lock before the count is visible): the fence does.
-        std::sync::atomic::fence(Ordering::SeqCst);
+        crate::loom::sync::atomic::fence(Ordering::SeqCst);
         let mut woken = None;
         let lent = turn(&mut |d: &mut driver::Driver| {
             let _ = self.inner.driver.set(d.handle().clone());
@@ -250,7 +262,7 @@ impl Parker {
             return n;
         }
         if self.enter(PARKED) {
-            std::thread::park_timeout(timeout);
+            crate::loom::thread::park_timeout(timeout);
             self.leave();
         }
         0
@@ -477,15 +489,50 @@ mod tests {
     }
 }
 
+/// The parker's own states on the shipped [`Parker`] (no driver lent): an
+/// unpark racing a park is never lost; with `enter` a plain store (the
+/// fault), the park overwrites a wakeup that came first and sleeps for
+/// ever (loom's deadlock).
+#[cfg(all(test, loom))]
+mod loom_parker {
+    use super::*;
+
+    fn unpark_racing_a_park(plain_enter: bool) {
+        loom::model(move || {
+            let p = Parker::new();
+            p.plain_enter.set(plain_enter);
+            let u = p.unparker();
+            let waker = loom::thread::spawn(move || u.unpark());
+            // Loom's park has no timeout: it returns on the unpark alone.
+            let _ = p.park(Duration::from_secs(1), |_| false);
+            assert!(p.was_woken(), "the park returned without its wakeup");
+            waker.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn loom_an_unpark_racing_a_park_is_never_lost() {
+        unpark_racing_a_park(false);
+    }
+
+    #[test]
+    #[should_panic(expected = "deadlock")]
+    fn loom_a_park_that_stores_over_a_wakeup_sleeps_for_ever() {
+        unpark_racing_a_park(true);
+    }
+}
+
 #[cfg(all(test, loom))]
 mod loom_models {
     //! The store-buffering pairs of "Attending the driver" (module docs),
     //! as their two sides touch memory: a leaver and a parker (the driver's
     //! lock word and the pool's hint of parked workers), an attend left to
     //! a zero-wait turn, and a parker that meets one (`attend_after`); each
-    //! with a negative control. (The real sides use `std` types: the
-    //! driver's mutex, the parker's state; these models check the
-    //! orderings they rely on.)
+    //! with a negative control. (The real sides use `std` types, the
+    //! driver's mutex and the services' flags, and a driver loom cannot
+    //! run: these models check the orderings they rely on, on atomics of
+    //! their own -- a copy, not the shipped code, unlike `loom_parker`'s
+    //! models of the parker's states.)
     use crate::loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
     use loom::sync::Arc;
     use loom::sync::atomic::AtomicU8;
