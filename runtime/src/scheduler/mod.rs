@@ -1383,6 +1383,38 @@ mod tests {
         assert_eq!(looked_at(&rt, Scope::CacheShard, 16), [0, 32, 40]);
     }
 
+    /// The same across packages: the pool's own package before the other,
+    /// with NUMA nodes (a node of the same package before another's) and
+    /// without (one node over both packages: the package alone tells them
+    /// apart). Merged by scope alone, the other package's shards came
+    /// first.
+    #[test]
+    fn a_pool_of_two_scopes_looks_in_its_package_first() {
+        let run = |rt: &Runtime, cpu, scope| {
+            rt.block_on(rt.handle().spawn_on_cpu(cpu, scope, async {}))
+                .unwrap()
+        };
+        let no_nodes = Topology::synthetic("pack:2 l3:2 core:16 pu:1")
+            .unwrap()
+            .restrict(&(0..20).chain(32..64).collect::<Vec<_>>())
+            .unwrap();
+        let rt = Runtime::builder().topology(no_nodes).build().unwrap();
+        run(&rt, 16, Scope::Cache);
+        run(&rt, 32, Scope::CacheShard);
+        run(&rt, 0, Scope::Cache);
+        assert_eq!(looked_at(&rt, Scope::Cache, 16), [0, 32]);
+        drop(rt);
+        let nodes = Topology::synthetic("pack:2 numa:2 l3:2 core:16 pu:1")
+            .unwrap()
+            .restrict(&(0..20).chain(32..128).collect::<Vec<_>>())
+            .unwrap();
+        let rt = Runtime::builder().topology(nodes).build().unwrap();
+        run(&rt, 16, Scope::Cache);
+        run(&rt, 64, Scope::CacheShard);
+        run(&rt, 32, Scope::Cache);
+        assert_eq!(looked_at(&rt, Scope::Cache, 16), [32, 64]);
+    }
+
     /// A named queue's item released, in the shutdown's window (the
     /// runtime closed, the queues not yet), onto a pool created then --
     /// closed and buried at once -- is pushed on that pool's injector,

@@ -218,7 +218,8 @@ pub(crate) fn repeats_a_narrower(topology: &Topology) -> [bool; 6] {
 /// The steal orders of a pool of `cpus` that is a pod of each of
 /// `served`'s scopes (splitting the machine differently), merged: every
 /// other pod by distance -- the narrowest scope whose pod holds both its
-/// first CPU and the pool's -- and within one distance in the order the
+/// first CPU and the pool's within their package, else the package, else
+/// the machine, the levels [`steal_order`] walks -- and within one distance in the order the
 /// scopes' own orders give, narrowest scope first; a pod of the same CPUs
 /// as one already taken (the same pool), or as the pool's own, left out;
 /// at most [`MAX_STEAL_PODS`]. Walking the scopes one after another took a
@@ -231,15 +232,27 @@ pub(crate) fn merged_steal_order(
     served: &[(Scope, usize)],
 ) -> Box<[(Scope, usize)]> {
     let me = cpus[0];
+    // The levels `steal_order` walks: each scope below `system` within
+    // the package (a NUMA node that spans packages is split by them),
+    // then the package, then the rest.
+    let package: std::collections::HashMap<usize, usize> = topology
+        .cpus()
+        .iter()
+        .map(|c| (c.os_index, c.package))
+        .collect();
     let distance = |cpu: usize| {
-        Scope::ALL
-            .iter()
-            .position(|&w| {
-                topology
+        let same_package = package.get(&me) == package.get(&cpu);
+        let within = Scope::ALL[..Scope::ALL.len() - 1].iter().position(|&w| {
+            same_package
+                && topology
                     .pod_index_of(w, me)
                     .is_some_and(|p| topology.pod_index_of(w, cpu) == Some(p))
-            })
-            .unwrap_or(Scope::ALL.len())
+        });
+        within.unwrap_or(if same_package {
+            Scope::ALL.len() - 1
+        } else {
+            Scope::ALL.len()
+        })
     };
     let mut all: Vec<(usize, usize, Scope, usize)> = Vec::new();
     for &(scope, pod) in served {
