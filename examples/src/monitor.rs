@@ -495,9 +495,11 @@ pub fn draw(frame: &mut Frame<'_>, title: &str, status: &str, rows: &[Row], scro
         table,
         &mut state,
     );
+    // The caller's first (a fetch's error, which a narrow terminal would
+    // cut off after the scroll's hint).
     let status = if rows.len() > fits {
         format!(
-            "pools {}-{} of {} · ↑ ↓ PgUp PgDn Home End scroll · {status}",
+            "{status} · pools {}-{} of {} (↑ ↓ PgUp PgDn Home End)",
             *scroll + 1,
             (*scroll + fits).min(rows.len()),
             rows.len()
@@ -869,8 +871,10 @@ mod tests {
                 .starts_with("0 "),
             "{lines:#?}"
         );
-        assert!(lines[9].starts_with("pools 1-5 of 40 ·"), "{lines:#?}");
-        assert!(lines[9].contains("q quits"), "{lines:#?}");
+        assert!(
+            lines[9].starts_with("q quits · pools 1-5 of 40"),
+            "{lines:#?}"
+        );
         scroll = 1000;
         term.draw(|f| draw(f, "t", "q quits", &rows, &mut scroll))
             .unwrap();
@@ -890,7 +894,10 @@ mod tests {
                 .starts_with("39 "),
             "{lines:#?}"
         );
-        assert!(lines[9].starts_with("pools 36-40 of 40"), "{lines:#?}");
+        assert!(
+            lines[9].starts_with("q quits · pools 36-40 of 40"),
+            "{lines:#?}"
+        );
         // All fit: no scroll, the status alone.
         let mut scroll = 3;
         term.draw(|f| draw(f, "t", "q quits", &rows[..5], &mut scroll))
