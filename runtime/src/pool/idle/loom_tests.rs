@@ -215,6 +215,28 @@ fn one_worker(
     })
 }
 
+/// A producer thread: queues an item and kicks; a kick that finds the
+/// worker gone (culled) starts its successor, which runs the item.
+/// Returns the items the successor ran.
+fn pushing_producer(idle: &Arc<Idle>, queue: &Arc<Queue>) -> loom::thread::JoinHandle<usize> {
+    let (i, q) = (idle.clone(), queue.clone());
+    loom::thread::spawn(move || {
+        q.push();
+        match i.notify() {
+            Kick::Start(slot) => {
+                let (i2, q2) = (i.clone(), q.clone());
+                loom::thread::spawn(move || {
+                    i2.started(slot, loom::thread::current());
+                    worker_thread(&i2, &q2, slot, 1)
+                })
+                .join()
+                .unwrap()
+            }
+            _ => 0,
+        }
+    })
+}
+
 /// One worker; a producer queues an item and kicks while a cull runs.
 /// Fails if the item is stranded.
 fn kick_races_cull(kicked_list: bool, wake_mode: WakeMode) {
@@ -222,22 +244,7 @@ fn kick_races_cull(kicked_list: bool, wake_mode: WakeMode) {
         let idle = Arc::new(Idle::new(config(kicked_list, wake_mode)));
         let queue = Arc::new(Queue(Items::new(0)));
         let w = one_worker(&idle, &queue, 1);
-        let (i, q) = (idle.clone(), queue.clone());
-        let producer = loom::thread::spawn(move || {
-            q.push();
-            match i.notify() {
-                // The worker was culled first: start its successor.
-                Kick::Start(slot) => {
-                    let (i2, q2) = (i.clone(), q.clone());
-                    let t = loom::thread::spawn(move || {
-                        i2.started(slot, loom::thread::current());
-                        worker_thread(&i2, &q2, slot, 1)
-                    });
-                    t.join().unwrap()
-                }
-                _ => 0,
-            }
-        });
+        let producer = pushing_producer(&idle, &queue);
         idle.cull_now(Instant::now()).wake_all();
         let ran = w.join().unwrap() + producer.join().unwrap();
         assert_eq!(
@@ -285,22 +292,7 @@ fn kick_races_a_self_cull(wake_mode: WakeMode) {
         let idle = Arc::new(Idle::new(config(true, wake_mode)));
         let queue = Arc::new(Queue(Items::new(0)));
         let w = one_worker(&idle, &queue, 1);
-        let (i, q) = (idle.clone(), queue.clone());
-        let producer = loom::thread::spawn(move || {
-            q.push();
-            match i.notify() {
-                // The worker culled itself first: its successor.
-                Kick::Start(slot) => {
-                    let (i2, q2) = (i.clone(), q.clone());
-                    let t = loom::thread::spawn(move || {
-                        i2.started(slot, loom::thread::current());
-                        worker_thread(&i2, &q2, slot, 1)
-                    });
-                    t.join().unwrap()
-                }
-                _ => 0,
-            }
-        });
+        let producer = pushing_producer(&idle, &queue);
         let ran = w.join().unwrap() + producer.join().unwrap();
         TIMEOUTS.with(|t| t.set(0));
         assert_eq!(
