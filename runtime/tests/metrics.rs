@@ -40,6 +40,22 @@ fn one_pool(workers: usize) -> Runtime {
         .unwrap()
 }
 
+/// Spawns made in a `block_on`'s future are in the next snapshot once it
+/// returns: its thread flushes its spawn-call samples then (they waited
+/// for that thread's 64th spawn, a spawn 100 ms later, or its exit).
+#[test]
+fn spawns_made_in_block_on_are_counted_when_it_returns() {
+    within(60, || {
+        let rt = one_pool(2);
+        rt.block_on(async {
+            for _ in 0..10 {
+                drop(wq::spawn(async {}));
+            }
+        });
+        assert_eq!(rt.metrics().pools[0].spawn_time.count, 10);
+    });
+}
+
 #[test]
 fn histogram_counts_equal_the_polls_and_spawns_made() {
     within(60, || {

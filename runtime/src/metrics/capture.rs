@@ -64,7 +64,11 @@
 //!   every part of it monotonic (counts never go back between snapshots).
 //! - A spawner thread that stops spawning keeps up to [`SAMPLES`] samples
 //!   until it spawns again (after [`SPAWN_FLUSH_AGE`]) or exits; worker
-//!   threads publish theirs whenever they publish their polls.
+//!   threads publish theirs whenever they publish their polls, a
+//!   `block_on` thread as its future returns, the rescuer after each batch
+//!   it runs. (A worker in `block_in_place` or a CPU-intensive poll
+//!   publishes nothing until its poll ends: a pool's histogram counts may
+//!   run ahead of its `started` and `completed` for that long.)
 //!
 //! With capture off ([`Builder::latency_capture`](crate::Builder::latency_capture),
 //! the default) only the scheduling delays are kept: workers record no poll

@@ -669,6 +669,9 @@ fn block_on<F: Future>(scheduler: &Scheduler, future: F) -> F::Output {
     loop {
         let polled = crate::coop::with_budget(|| future.as_mut().poll(&mut cx));
         if let std::task::Poll::Ready(out) = polled {
+            // The future's spawns' samples (with latency capture on), in
+            // the next snapshot: this thread may spawn nothing more.
+            crate::metrics::flush_spawns();
             return out;
         }
         // Parks until the future is woken: a park in the driver also

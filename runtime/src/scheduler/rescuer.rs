@@ -381,7 +381,7 @@ fn rescue(scheduler: &Scheduler, pool: &Arc<Pool>) -> bool {
 fn rescue_batch(pool: &Arc<Pool>) {
     for _ in 0..RESCUE_BATCH {
         if pool.is_closed() || pool.idle.snapshot().serving() > 0 {
-            return;
+            break;
         }
         let Some(runnable) = pool.steal_any() else {
             break;
@@ -405,6 +405,9 @@ fn rescue_batch(pool: &Arc<Pool>) {
             c.poll_time.record(clock::delay_ns(start, clock::now()));
         }
     }
+    // The rescued tasks' spawns' samples, as a worker flushes its own
+    // when it publishes: this thread may rescue nothing for long.
+    crate::metrics::flush_spawns();
 }
 
 #[cfg(all(test, loom))]
