@@ -500,7 +500,11 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, runtime: &Arc<dyn Host>) {
         // Culled out of the driver: an idle worker takes it -- also when
         // this thread is drafted as a new worker (it runs queued work,
         // not the driver, and the others may sleep on their futexes).
-        if !pool.is_closed() && left_driver {
+        // Closed out of it too: a `block_on` thread may sleep beside the
+        // driver as a waiter (the shutdown's thread itself, in a `Drop`
+        // its drain runs, which would wait its whole park: nobody else
+        // turns the driver then).
+        if left_driver {
             host.attend_driver();
         }
         if next == Next::Exit {

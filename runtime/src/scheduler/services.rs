@@ -778,6 +778,62 @@ mod tests {
         );
     }
 
+    /// A `block_on` thread asleep beside the driver (a waiter: an idle
+    /// worker held it) while the runtime shuts down and waits for a worker
+    /// stuck in a poll: its timer fires. The idle worker, closed out of
+    /// the driver, exits, and the watchdog's turns end with the rescuer;
+    /// the driver is turned by the shutdown's own wait (step 3), and the
+    /// exiting worker attends it too. (A review read the waiter as left
+    /// to sleep its whole park, 60 s, there.)
+    #[test]
+    fn a_block_on_waiter_takes_the_driver_from_a_worker_closed_out_of_it() {
+        let rt = crate::Runtime::builder()
+            .topology(crate::Topology::synthetic("pack:1 core:2 pu:1").unwrap())
+            .default_scope(crate::Scope::System)
+            .max_workers_per_pool(2)
+            .cpu_hog_threshold(Duration::ZERO)
+            .build()
+            .unwrap();
+        let scheduler = rt.handle().scheduler.clone();
+        scheduler.services.driver(&scheduler).unwrap();
+        // One worker stuck in a synchronous wait until the end.
+        let (release, stuck) = std::sync::mpsc::channel::<()>();
+        let (in_tx, in_rx) = std::sync::mpsc::channel::<()>();
+        drop(rt.spawn(async move {
+            in_tx.send(()).unwrap();
+            let _ = stuck.recv();
+        }));
+        in_rx.recv().unwrap();
+        // The other idle, in the driver, its turn waiting for a timer that
+        // comes before the waiter's (an earlier one would cut the turn
+        // short, and the `block_on` thread might take the driver itself).
+        drop(rt.spawn(async { crate::time::sleep(Duration::from_secs(3)).await }));
+        until_parked_in_the_driver(&scheduler);
+        let h = rt.handle().clone();
+        let waiter = std::thread::spawn(move || {
+            h.block_on(async { crate::time::sleep(Duration::from_millis(3500)).await });
+        });
+        let t0 = Instant::now();
+        while !crate::loom::lock(&scheduler.services.block_on_waiters)
+            .waiting
+            .iter()
+            .any(|(_, u)| u.asleep())
+        {
+            assert!(t0.elapsed() < Duration::from_secs(20), "never a waiter");
+            std::thread::yield_now();
+        }
+        // The shutdown waits for the stuck worker: released only once the
+        // waiter's `block_on` has returned.
+        let dropper = std::thread::spawn(move || drop(rt));
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done_tx.send(waiter.join()).unwrap());
+        let done = done_rx.recv_timeout(Duration::from_secs(30));
+        release.send(()).unwrap();
+        dropper.join().unwrap();
+        done.expect("the waiter slept beside a driver nobody turned")
+            .unwrap();
+    }
+
     /// An attend that finds no worker wakes one `block_on` waiter asleep
     /// on its futex, not every one: the first takes the driver (or polls
     /// its future and attends in turn); the others woke only to sleep
