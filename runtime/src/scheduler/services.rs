@@ -778,41 +778,71 @@ mod tests {
         );
     }
 
-    /// A `block_on` thread asleep beside the driver (a waiter: an idle
-    /// worker held it) while the runtime shuts down and waits for a worker
-    /// stuck in a poll: its timer fires. The idle worker, closed out of
-    /// the driver, exits, and the watchdog's turns end with the rescuer;
-    /// the driver is turned by the shutdown's own wait (step 3), and the
-    /// exiting worker attends it too. (A review read the waiter as left
-    /// to sleep its whole park, 60 s, there.)
+    /// The shutdown's own thread as the waiter: a task its drain drops
+    /// runs a `Drop` that calls `block_on` while the pool's one worker,
+    /// closed but still in its driver turn (running a waker there), holds
+    /// the driver. The worker, leaving the turn and exiting, attends the
+    /// driver and wakes the waiter, whose timer then fires. It exited
+    /// without attending (its pool closed), and nobody else turned the
+    /// driver before the shutdown's wait: the drop took the park's 60 s.
     #[test]
-    fn a_block_on_waiter_takes_the_driver_from_a_worker_closed_out_of_it() {
+    fn a_shutdown_thread_waiting_in_a_drop_is_woken_by_the_exiting_worker() {
+        use std::task::{Context, Wake, Waker};
+        /// A waker that, woken in the worker's driver turn, says so and
+        /// holds the turn until released.
+        struct Holds(
+            std::sync::Mutex<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>,
+        );
+        impl Wake for Holds {
+            fn wake(self: Arc<Self>) {
+                self.wake_by_ref();
+            }
+            fn wake_by_ref(self: &Arc<Self>) {
+                let g = self.0.lock().unwrap();
+                let _ = g.0.send(());
+                let _ = g.1.recv();
+            }
+        }
+        /// Its `Drop` waits on the runtime it was dropped by.
+        struct WaitsOnDrop(crate::Handle, Arc<AtomicBool>);
+        impl Drop for WaitsOnDrop {
+            fn drop(&mut self) {
+                self.0
+                    .block_on(async { crate::time::sleep(Duration::from_millis(50)).await });
+                self.1.store(true, Ordering::SeqCst);
+            }
+        }
         let rt = crate::Runtime::builder()
             .topology(crate::Topology::synthetic("pack:1 core:2 pu:1").unwrap())
             .default_scope(crate::Scope::System)
-            .max_workers_per_pool(2)
+            .max_workers_per_pool(1)
             .cpu_hog_threshold(Duration::ZERO)
             .build()
             .unwrap();
         let scheduler = rt.handle().scheduler.clone();
         scheduler.services.driver(&scheduler).unwrap();
-        // One worker stuck in a synchronous wait until the end.
-        let (release, stuck) = std::sync::mpsc::channel::<()>();
-        let (in_tx, in_rx) = std::sync::mpsc::channel::<()>();
-        drop(rt.spawn(async move {
-            in_tx.send(()).unwrap();
-            let _ = stuck.recv();
-        }));
-        in_rx.recv().unwrap();
-        // The other idle, in the driver, its turn waiting for a timer that
-        // comes before the waiter's (an earlier one would cut the turn
-        // short, and the `block_on` thread might take the driver itself).
-        drop(rt.spawn(async { crate::time::sleep(Duration::from_secs(3)).await }));
+        rt.block_on(rt.spawn(async {})).unwrap();
         until_parked_in_the_driver(&scheduler);
-        let h = rt.handle().clone();
-        let waiter = std::thread::spawn(move || {
-            h.block_on(async { crate::time::sleep(Duration::from_millis(3500)).await });
-        });
+        // A timer whose waker holds the worker's turn.
+        let (in_turn_tx, in_turn) = std::sync::mpsc::channel();
+        let (release, held) = std::sync::mpsc::channel();
+        let waker = Waker::from(Arc::new(Holds(std::sync::Mutex::new((in_turn_tx, held)))));
+        let mut sleep = {
+            let _in = rt.enter();
+            Box::pin(crate::time::sleep(Duration::from_millis(20)))
+        };
+        assert!(
+            std::future::Future::poll(sleep.as_mut(), &mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        in_turn.recv().unwrap();
+        // Queued behind the held worker: the shutdown's drain drops it.
+        let dropped = Arc::new(AtomicBool::new(false));
+        let guard = WaitsOnDrop(rt.handle().clone(), dropped.clone());
+        drop(rt.spawn(async move {
+            let _guard = guard;
+        }));
+        let dropper = std::thread::spawn(move || drop(rt));
         let t0 = Instant::now();
         while !crate::loom::lock(&scheduler.services.block_on_waiters)
             .waiting
@@ -822,16 +852,15 @@ mod tests {
             assert!(t0.elapsed() < Duration::from_secs(20), "never a waiter");
             std::thread::yield_now();
         }
-        // The shutdown waits for the stuck worker: released only once the
-        // waiter's `block_on` has returned.
-        let dropper = std::thread::spawn(move || drop(rt));
-        let (done_tx, done_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || done_tx.send(waiter.join()).unwrap());
-        let done = done_rx.recv_timeout(Duration::from_secs(30));
         release.send(()).unwrap();
-        dropper.join().unwrap();
-        done.expect("the waiter slept beside a driver nobody turned")
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || done_tx.send(dropper.join()).unwrap());
+        done_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the shutdown's thread slept beside a driver nobody turned")
             .unwrap();
+        assert!(dropped.load(Ordering::SeqCst));
+        drop(sleep);
     }
 
     /// An attend that finds no worker wakes one `block_on` waiter asleep
