@@ -1390,29 +1390,37 @@ mod tests {
     /// first.
     #[test]
     fn a_pool_of_two_scopes_looks_in_its_package_first() {
-        let run = |rt: &Runtime, cpu, scope| {
-            rt.block_on(rt.handle().spawn_on_cpu(cpu, scope, async {}))
-                .unwrap()
+        // On `desc` cut to `cpus`, with pools made at each of `made`: the
+        // pools CPU 16's `cache` pool (also a `cache_shard` pod) looks at.
+        let looked = |desc: &str, cpus: Vec<usize>, made: &[(usize, Scope)]| {
+            let topology = Topology::synthetic(desc).unwrap().restrict(&cpus).unwrap();
+            let rt = Runtime::builder().topology(topology).build().unwrap();
+            for &(cpu, scope) in made {
+                rt.block_on(rt.handle().spawn_on_cpu(cpu, scope, async {}))
+                    .unwrap();
+            }
+            looked_at(&rt, Scope::Cache, 16)
         };
-        let no_nodes = Topology::synthetic("pack:2 l3:2 core:16 pu:1")
-            .unwrap()
-            .restrict(&(0..20).chain(32..64).collect::<Vec<_>>())
-            .unwrap();
-        let rt = Runtime::builder().topology(no_nodes).build().unwrap();
-        run(&rt, 16, Scope::Cache);
-        run(&rt, 32, Scope::CacheShard);
-        run(&rt, 0, Scope::Cache);
-        assert_eq!(looked_at(&rt, Scope::Cache, 16), [0, 32]);
-        drop(rt);
-        let nodes = Topology::synthetic("pack:2 numa:2 l3:2 core:16 pu:1")
-            .unwrap()
-            .restrict(&(0..20).chain(32..128).collect::<Vec<_>>())
-            .unwrap();
-        let rt = Runtime::builder().topology(nodes).build().unwrap();
-        run(&rt, 16, Scope::Cache);
-        run(&rt, 64, Scope::CacheShard);
-        run(&rt, 32, Scope::Cache);
-        assert_eq!(looked_at(&rt, Scope::Cache, 16), [32, 64]);
+        let no_nodes = looked(
+            "pack:2 l3:2 core:16 pu:1",
+            (0..20).chain(32..64).collect(),
+            &[
+                (16, Scope::Cache),
+                (32, Scope::CacheShard),
+                (0, Scope::Cache),
+            ],
+        );
+        assert_eq!(no_nodes, [0, 32]);
+        let nodes = looked(
+            "pack:2 numa:2 l3:2 core:16 pu:1",
+            (0..20).chain(32..128).collect(),
+            &[
+                (16, Scope::Cache),
+                (64, Scope::CacheShard),
+                (32, Scope::Cache),
+            ],
+        );
+        assert_eq!(nodes, [32, 64]);
     }
 
     /// A named queue's item released, in the shutdown's window (the

@@ -137,18 +137,28 @@ std::thread_local! {
     static TIMEOUTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
+/// Runs `f` with the model switch `flag` set to `on`, and puts it back
+/// to `!on` afterwards, a panic included (the models' negatives panic).
+fn with_switch(
+    flag: &'static std::thread::LocalKey<std::cell::Cell<bool>>,
+    on: bool,
+    f: impl FnOnce(),
+) {
+    struct Reset(&'static std::thread::LocalKey<std::cell::Cell<bool>>, bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            self.0.with(|c| c.set(self.1));
+        }
+    }
+    flag.with(|c| c.set(on));
+    let _reset = Reset(flag, !on);
+    f();
+}
+
 /// Runs `model` with its workers looking at the queues under the pool
 /// lock after each park (`leave_idle`'s `look_first` off).
 fn looking_under_the_lock(model: impl FnOnce()) {
-    struct Reset;
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            LOOK_FIRST.with(|l| l.set(true));
-        }
-    }
-    LOOK_FIRST.with(|l| l.set(false));
-    let _reset = Reset;
-    model();
+    with_switch(&LOOK_FIRST, false, model);
 }
 
 /// Parks until woken to work (`Run`, searching if a kick claimed it) or
@@ -279,26 +289,20 @@ fn loom_kick_and_cull_never_strand_an_item_looking_under_the_lock() {
 /// cull from another thread (`cull_now`); this is the worker's own cull,
 /// `leave_idle`'s step 5.
 fn kick_races_a_self_cull(wake_mode: WakeMode) {
-    struct Reset;
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            SELF_CULL.with(|c| c.set(false));
-        }
-    }
-    SELF_CULL.with(|c| c.set(true));
-    let _reset = Reset;
-    loom::model(move || {
-        TIMEOUTS.with(|t| t.set(1));
-        let idle = Arc::new(Idle::new(config(true, wake_mode)));
-        let queue = Arc::new(Queue(Items::new(0)));
-        let w = one_worker(&idle, &queue, 1);
-        let producer = pushing_producer(&idle, &queue);
-        let ran = w.join().unwrap() + producer.join().unwrap();
-        TIMEOUTS.with(|t| t.set(0));
-        assert_eq!(
-            ran, 1,
-            "stranded item: the worker culled itself with it queued"
-        );
+    with_switch(&SELF_CULL, true, || {
+        loom::model(move || {
+            TIMEOUTS.with(|t| t.set(1));
+            let idle = Arc::new(Idle::new(config(true, wake_mode)));
+            let queue = Arc::new(Queue(Items::new(0)));
+            let w = one_worker(&idle, &queue, 1);
+            let producer = pushing_producer(&idle, &queue);
+            let ran = w.join().unwrap() + producer.join().unwrap();
+            TIMEOUTS.with(|t| t.set(0));
+            assert_eq!(
+                ran, 1,
+                "stranded item: the worker culled itself with it queued"
+            );
+        });
     });
 }
 
