@@ -2075,3 +2075,114 @@ fn a_unix_listener_accepts_peers_with_full_length_paths_and_abstract_names() {
         });
     });
 }
+
+#[test]
+fn tcp_user_timeout_is_set_read_back_and_refused_past_the_kernels_range() {
+    within_watchdog("tcp_user_timeout", LIMIT, || {
+        let rt = rt();
+        rt.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let client = TcpStream::connect(addr).await.unwrap();
+            assert_eq!(
+                client.tcp_user_timeout().unwrap(),
+                None,
+                "the kernel's default"
+            );
+            client
+                .set_tcp_user_timeout(Some(Duration::from_micros(1500)))
+                .unwrap();
+            // Rounded up to whole milliseconds.
+            assert_eq!(
+                client.tcp_user_timeout().unwrap(),
+                Some(Duration::from_millis(2))
+            );
+            let e = client
+                .set_tcp_user_timeout(Some(Duration::MAX))
+                .unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+            assert!(e.to_string().contains("TCP_USER_TIMEOUT"), "{e}");
+            assert_eq!(
+                client.tcp_user_timeout().unwrap(),
+                Some(Duration::from_millis(2)),
+                "a refused value changes nothing"
+            );
+            client.set_tcp_user_timeout(None).unwrap();
+            assert_eq!(client.tcp_user_timeout().unwrap(), None);
+        });
+    });
+}
+
+/// The sockets on local port `port` in `/proc/net/tcp` in state
+/// `FIN-WAIT-1` (`04`), with their send queues.
+fn fin_wait1_send_queues(port: u16) -> Vec<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let local_port = u16::from_str_radix(f[1].rsplit(':').next()?, 16).ok()?;
+            let tx = u64::from_str_radix(f[4].split(':').next()?, 16).ok()?;
+            (local_port == port && f[3] == "04").then_some(tx)
+        })
+        .collect()
+}
+
+#[test]
+fn a_closed_connection_whose_client_never_reads_is_dropped_by_the_kernel_after_the_user_timeout() {
+    // Two connections to clients that never read: the server fills each
+    // until its writes stall, then drops it. The one with the timeout set
+    // leaves the kernel's memory; the other, the control, stays in
+    // FIN-WAIT-1 with its answer queued (for as long as the client's
+    // kernel answers the window probes: minutes), which shows what the
+    // test looks at.
+    within_watchdog("user_timeout_orphan", LIMIT, || {
+        let rt = rt();
+        rt.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let port = addr.port();
+            let timed_client = std::net::TcpStream::connect(addr).unwrap();
+            let (timed, _) = listener.accept().await.unwrap();
+            let control_client = std::net::TcpStream::connect(addr).unwrap();
+            let (control, _) = listener.accept().await.unwrap();
+            timed
+                .set_tcp_user_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            let chunk = vec![7u8; 64 * 1024];
+            for mut s in [timed, control] {
+                // Until a write makes no progress for 200 ms (the
+                // client's window and the server's buffer full).
+                while let Ok(Ok(())) =
+                    wq::time::timeout(Duration::from_millis(200), s.write_all(&chunk)).await
+                {
+                }
+                drop(s);
+            }
+            let dropped = Instant::now();
+            let mut timed_gone = None;
+            loop {
+                let queues = fin_wait1_send_queues(port);
+                assert!(
+                    !queues.is_empty() || timed_gone.is_none(),
+                    "the control connection left FIN-WAIT-1 too: the test sees nothing"
+                );
+                if queues.len() <= 1 && timed_gone.is_none() {
+                    timed_gone = Some(dropped.elapsed());
+                }
+                if timed_gone.is_some() && dropped.elapsed() >= Duration::from_secs(2) {
+                    assert_eq!(queues.len(), 1, "the control stays: {queues:?}");
+                    assert!(queues[0] > 0, "the control's answer stays queued");
+                    break;
+                }
+                assert!(
+                    dropped.elapsed() < Duration::from_secs(30),
+                    "the timed connection still in FIN-WAIT-1 30 s after its drop: {queues:?}"
+                );
+                wq::time::sleep(Duration::from_millis(50)).await;
+            }
+            drop((timed_client, control_client));
+        });
+    });
+}

@@ -311,6 +311,78 @@ impl TcpStream {
         self.source().nodelay()
     }
 
+    /// Sets `TCP_USER_TIMEOUT`: the longest data written may wait unsent
+    /// or unacknowledged -- a peer that stopped reading (its window zero)
+    /// or vanished -- before the kernel drops the connection and its
+    /// queued data (`None`: the kernel's default, retrying for many
+    /// minutes). It holds after the stream is dropped too: a server that
+    /// closes a connection to a client that never reads otherwise leaves
+    /// the unsent answer in kernel memory (the socket in `FIN-WAIT-1`)
+    /// for as long as the client's kernel answers its window probes.
+    /// Rounded up to whole milliseconds.
+    ///
+    /// # Errors
+    /// A timeout over `u32::MAX` milliseconds (about 49 days) is
+    /// `InvalidInput`; the system's refusal otherwise.
+    pub fn set_tcp_user_timeout(&self, timeout: Option<std::time::Duration>) -> io::Result<()> {
+        let ms = match timeout {
+            None => 0,
+            Some(t) => {
+                let ms = t.as_nanos().div_ceil(1_000_000).max(1);
+                libc::c_uint::try_from(ms).map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!(
+                            "TCP_USER_TIMEOUT of {t:?} is over the kernel's {} ms: give a \
+                             shorter one, or None for the kernel's default",
+                            libc::c_uint::MAX
+                        ),
+                    )
+                })?
+            }
+        };
+        let fd = std::os::fd::AsRawFd::as_raw_fd(self.source());
+        // SAFETY: `fd` is this stream's open socket, and the option's value
+        // is a `c_uint` passed with its size.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_USER_TIMEOUT,
+                (&raw const ms).cast(),
+                std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// `TCP_USER_TIMEOUT` ([`set_tcp_user_timeout`](Self::set_tcp_user_timeout)):
+    /// `None` where the kernel's default applies.
+    pub fn tcp_user_timeout(&self) -> io::Result<Option<std::time::Duration>> {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(self.source());
+        let mut ms: libc::c_uint = 0;
+        let mut len = std::mem::size_of::<libc::c_uint>() as libc::socklen_t;
+        // SAFETY: `fd` is this stream's open socket; `ms` and `len` are
+        // the option's buffer and its size, both live for the call.
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_USER_TIMEOUT,
+                (&raw mut ms).cast(),
+                &raw mut len,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((ms != 0).then(|| std::time::Duration::from_millis(u64::from(ms))))
+    }
+
     /// Shuts down the read side, the write side (the peer reads EOF), or
     /// both. Dropping the stream closes it whatever this says.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
