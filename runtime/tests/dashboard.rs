@@ -448,6 +448,29 @@ fn serve_outside_a_runtime_says_how_to_call_it() {
     assert!(msg.contains("HOST:PORT"), "{msg}");
 }
 
+/// The dashboard's thread is named after its runtime's threads
+/// (`<name>-dashboard`): it was `wq-dashboard` whatever the runtime's
+/// `thread_name`, and two runtimes' dashboards could not be told apart.
+#[test]
+fn the_dashboards_thread_takes_the_runtimes_thread_name() {
+    within(60, || {
+        let rt = runtime();
+        let d = wq::dashboard::serve_on(rt.handle(), "127.0.0.1:0").unwrap();
+        assert_eq!(get(d.local_addr(), "/api/snapshot").status, 200);
+        let named = || {
+            std::fs::read_dir("/proc/self/task").unwrap().any(|t| {
+                t.ok()
+                    .and_then(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                    .is_some_and(|c| c.trim_end() == "dash-dashboard")
+            })
+        };
+        // A new thread names itself once it runs; the snapshot above ran
+        // on it.
+        assert!(named(), "no thread named dash-dashboard");
+        drop(d);
+    });
+}
+
 /// A dashboard asked for while its runtime shuts down (its drop waiting
 /// for a task) is an error: it was `Ok`, its loops refused and its port
 /// closed, a dashboard that never answers.

@@ -25,7 +25,8 @@
 //!    nobody else's business) and spawns, on the current runtime, an
 //!    accept loop and a **sampler**.
 //! 2. The sampler takes a [`Snapshot`] every
-//!    second on the dashboard's own thread (`wq-dashboard`: merging
+//!    second on the dashboard's own thread (`<name>-dashboard`, after
+//!    the runtime's `thread_name`, `wq-dashboard` by default: merging
 //!    histograms must not hold a worker, and the application's
 //!    `spawn_blocking` jobs filling the blocking pool must not leave the
 //!    dashboard blind when it is wanted most), diffs it with the previous
@@ -57,7 +58,9 @@
 //!   (`WqTimer`), the head is at most [`MAX_HEAD_BYTES`], a request body
 //!   is never read (`413` if one is announced), a response write that
 //!   makes no progress for [`WRITE_TIMEOUT`] ends the connection (a
-//!   client that stops reading), and a connection lives at most
+//!   client that stops reading; the kernel too drops data left unread
+//!   that long, `TCP_USER_TIMEOUT`, so a closed connection's unsent answer
+//!   does not outlive it), and a connection lives at most
 //!   [`CONNECTION_LIFETIME`];
 //! - at most [`MAX_CONNECTIONS`] at once: beyond, a new connection
 //!   closes the least recently active idle one (the connection with no
@@ -780,7 +783,7 @@ fn start_thread(
 ) -> io::Result<std::sync::mpsc::SyncSender<Job>> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(JOBS_MAX);
     std::thread::Builder::new()
-        .name("wq-dashboard".into())
+        .name(format!("{}-dashboard", scheduler.config.thread_name))
         .spawn(move || {
             scheduler.bind_to_every_cpu();
             scheduler.normal_priority();
@@ -914,6 +917,11 @@ async fn accept(shared: Arc<Shared>, listener: crate::net::TcpListener, timer: W
         }
         shared.conns.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
+        // The kernel drops what a client leaves unread for the write
+        // timeout, after the stream's close too (else the answer stays
+        // in kernel memory while the client's kernel answers its window
+        // probes: minutes, per connection the cap has already freed).
+        let _ = stream.set_tcp_user_timeout(Some(WRITE_TIMEOUT));
         // Made to a loopback address: requests must name a local host
         // ([`crate::hyper::is_local_request`]). Per connection: a listener on a wildcard
         // address is reached through loopback too.

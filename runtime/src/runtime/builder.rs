@@ -147,7 +147,8 @@ impl Builder {
     }
 
     /// Worker threads are named `<name>-<pool>.<slot>` (the others
-    /// `<name>-rescuer`, `<name>-blocking`). Default `wq`. Linux keeps 15
+    /// `<name>-rescuer`, `<name>-blocking`, and a dashboard's
+    /// `<name>-dashboard`). Default `wq`. Linux keeps 15
     /// bytes of a thread's name (`top`, `ps`, `/proc/*/comm`): a name of
     /// more than about 8 bytes hides the suffixes there, and the threads
     /// look alike.
