@@ -23,10 +23,28 @@ pub fn router() -> Router {
         .route("/sleep", get(sleep))
         .route("/blocking", get(blocking))
         .route("/pools", get(pools))
-        .fallback(|| async { (StatusCode::NOT_FOUND, "no such page\n") })
+        .fallback(fallback)
         .layer(DefaultBodyLimit::max(crate::MAX_BODY))
         .layer(middleware::from_fn(cap_body))
         .layer(middleware::from_fn(with_timeout))
+}
+
+/// Any other path: 404 for a read, 405 for anything else (read-only,
+/// as `http_service`, whose routes look at the method first).
+async fn fallback(method: http::Method) -> Response {
+    if method == http::Method::GET || method == http::Method::HEAD {
+        (StatusCode::NOT_FOUND, "no such page\n").into_response()
+    } else {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(
+                http::header::ALLOW,
+                http::HeaderValue::from_static("GET, HEAD"),
+            )],
+            "read-only: GET only\n",
+        )
+            .into_response()
+    }
 }
 
 async fn pools() -> Response {

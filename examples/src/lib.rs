@@ -29,7 +29,11 @@
 //!   allows [`MAX_STREAMS`] streams a connection, each with a window of
 //!   [`MAX_BODY`], so one connection buffers at most that many bodies), and a
 //!   response write that makes no progress for [`WRITE_TIMEOUT`] (a client
-//!   that stops reading) ends the connection;
+//!   that stops reading) ends the connection, and the kernel drops data a
+//!   client leaves unread that long, on a closed connection too
+//!   (`TCP_USER_TIMEOUT`: else a closed connection's unsent answers stay
+//!   in kernel memory, its socket in `FIN-WAIT-1`, for minutes, while the
+//!   client's kernel answers the window probes);
 //! - malformed requests get hyper's 400, connection errors are logged and
 //!   the connection dropped; accept errors (out of fds) are logged and the
 //!   loop backs off 100 ms instead of spinning; the log lines go through
@@ -64,7 +68,7 @@ use wq::task::Unconstrained;
 
 /// Time a client has to send a request head.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time a request has to be answered.
+/// Time a request has to be answered ([`Limits::request`]).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -72,8 +76,11 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most connections served at once.
 pub const MAX_CONNECTIONS: usize = 1024;
-/// The longest a connection stays open, however busy (HTTP/2 keep-alive
-/// pings would keep an idle one open forever).
+/// How long a connection is served, however busy (HTTP/2 keep-alive
+/// pings would keep an idle one open forever), counted from its client's
+/// first bytes: then it is told to close, and dropped [`CLOSE_GRACE`]
+/// later if it has not, so a connection is open at most
+/// [`HEADER_READ_TIMEOUT`] + this + [`CLOSE_GRACE`].
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
 /// The longest a connection stays open with no request in flight.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -90,7 +97,13 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(15);
 pub struct Limits {
     /// Time a client has to send its first bytes.
     pub first_bytes: Duration,
-    /// The longest a connection stays open.
+    /// Time a request has to be answered: the service's call, to its
+    /// response's head (504 after; the body's frames are the `idle`
+    /// limit's).
+    pub request: Duration,
+    /// How long a connection is served, from its first bytes (then told
+    /// to close; dropped `close_grace` later: open at most `first_bytes` +
+    /// this + `close_grace`).
     pub lifetime: Duration,
     /// The longest a connection stays open making no progress: no
     /// request in flight, or only responses whose bodies yield no frame
@@ -112,6 +125,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             first_bytes: HEADER_READ_TIMEOUT,
+            request: REQUEST_TIMEOUT,
             lifetime: CONNECTION_LIFETIME,
             idle: IDLE_TIMEOUT,
             max_connections: max_connections(),
@@ -171,6 +185,13 @@ pub struct Options {
     pub addr: String,
 }
 
+/// The usage text of [`parse_args`]'s options.
+pub fn usage(name: &str, default_port: u16) -> String {
+    format!(
+        "usage: {name} [--addr ADDR]\n\n  --addr ADDR   where to listen (default 127.0.0.1:{default_port}; 0.0.0.0:PORT to accept from other machines)"
+    )
+}
+
 /// Parses `--addr ADDR` (default `127.0.0.1:<default_port>`) and `--help`.
 /// `Err` holds the message to print (the usage for `--help`).
 pub fn parse_args(
@@ -178,9 +199,7 @@ pub fn parse_args(
     default_port: u16,
     args: impl IntoIterator<Item = String>,
 ) -> Result<Options, String> {
-    let usage = format!(
-        "usage: {name} [--addr ADDR]\n\n  --addr ADDR   where to listen (default 127.0.0.1:{default_port}; 0.0.0.0:PORT to accept from other machines)"
-    );
+    let usage = usage(name, default_port);
     let mut opts = Options {
         addr: format!("127.0.0.1:{default_port}"),
     };
@@ -502,6 +521,10 @@ where
         };
         let mut stopped = stopping.listen(slots.open());
         let _ = stream.set_nodelay(true);
+        // Unread data is dropped by the kernel after the write limit, the
+        // connection closed or not (no limit: `Duration::MAX` is refused,
+        // the kernel's default kept).
+        let _ = stream.set_tcp_user_timeout(Some(limits.write_progress));
         // Accepted on a loopback address (a listener on a wildcard serves
         // both): then only requests for localhost (`Tracked`). An address
         // that cannot be read is taken for loopback, the stricter check
@@ -531,6 +554,7 @@ where
                     inner: service,
                     activity: activity.clone(),
                     loopback,
+                    request: limits.request,
                 };
                 let mut conn = std::pin::pin!(http.serve_connection(io, service));
                 // The limits' sleeps are polled after the connection, in
@@ -834,6 +858,27 @@ struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
     loopback: bool,
+    /// [`Limits::request`]: a call not answered by then is dropped and
+    /// answered 504.
+    request: Duration,
+}
+
+/// A response of `Tracked`'s own, `text` whole, in no request's count.
+fn own_answer<B: hyper::body::Body>(
+    status: hyper::StatusCode,
+    text: &'static [u8],
+) -> Response<TrackedBody<B>> {
+    let mut res = Response::new(TrackedBody {
+        inner: Err(Some(bytes::Bytes::from_static(text))),
+        in_flight: None,
+        rest: None,
+    });
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
 }
 
 impl<S, Q, B> hyper::service::Service<Request<Q>> for Tracked<S>
@@ -849,23 +894,26 @@ where
 
     fn call(&self, req: Request<Q>) -> Self::Future {
         if self.loopback && !wq::hyper::is_local_request(&req) {
-            let text = bytes::Bytes::from_static(
+            let res = own_answer(
+                hyper::StatusCode::FORBIDDEN,
                 b"this service listens on loopback and answers requests for localhost only\n",
             );
-            let mut res = Response::new(TrackedBody {
-                inner: Err(Some(text)),
-                in_flight: None,
-                rest: None,
-            });
-            *res.status_mut() = hyper::StatusCode::FORBIDDEN;
             return Box::pin(async move { Ok(res) });
         }
         let in_flight = InFlight::new(self.activity.clone());
         let calling = Calling::new(self.activity.clone());
-        let answer = self.inner.call(req);
+        let answer = wq::time::timeout(self.request, self.inner.call(req));
         Box::pin(async move {
             let answer = answer.await;
             drop(calling);
+            let Ok(answer) = answer else {
+                // The call is dropped: its request no longer in flight.
+                drop(in_flight);
+                return Ok(own_answer(
+                    hyper::StatusCode::GATEWAY_TIMEOUT,
+                    b"request timed out\n",
+                ));
+            };
             // In flight until its body has been sent (or dropped).
             answer.map(|res| {
                 res.map(|body| TrackedBody {

@@ -138,3 +138,34 @@ fn a_program_that_hangs_fails_its_test() {
         std::time::Duration::from_millis(200),
     );
 }
+
+/// `http_service` with its dashboard's address taken exits 1 without
+/// announcing the service (it printed "listening on" first, then failed:
+/// a script waiting for that line connected to a service about to exit),
+/// and `--dashboard-addr` with no value says so with the usage, status 2.
+#[test]
+fn http_service_announces_nothing_when_its_dashboard_cannot_bind() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = common::output(Command::new(env!("CARGO_BIN_EXE_http_service")).args([
+        "--addr",
+        "127.0.0.1:0",
+        "--dashboard-addr",
+        &format!("127.0.0.1:{port}"),
+    ]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("listening on"), "{err}");
+    assert!(err.contains("--dashboard-addr"), "{err}");
+    drop(taken);
+
+    let out =
+        common::output(Command::new(env!("CARGO_BIN_EXE_http_service")).arg("--dashboard-addr"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--dashboard-addr needs a value")
+            && err.contains("usage: http_service [--addr ADDR] [--dashboard-addr ADDR|off]"),
+        "{err}"
+    );
+}

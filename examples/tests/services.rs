@@ -1,7 +1,8 @@
 //! The service examples' routes, served as the binaries serve them
 //! (`wq_examples::serve`: hyper-util `auto` on wq), fetched with hyper's
 //! client on wq: every route, 404, 405, 413, a malformed request, a
-//! client that says nothing, a full house and a connection's lifetime.
+//! client that says nothing, a request never answered, a full house and a
+//! connection's lifetime.
 
 mod common;
 
@@ -85,6 +86,10 @@ async fn check_routes(addr: SocketAddr) {
     );
     assert_eq!(get(addr, "GET", "/nope", vec![]).await.0, 404);
     assert_eq!(get(addr, "POST", "/", vec![]).await.0, 405);
+    // Read-only everywhere: a write to a path that does not exist is 405
+    // too (axum's fallback said 404).
+    assert_eq!(get(addr, "POST", "/nope", vec![]).await.0, 405);
+    assert_eq!(get(addr, "DELETE", "/pools", vec![]).await.0, 405);
     assert_eq!(
         get(addr, "GET", "/sleep?ms=abc", vec![]).await.0,
         400,
@@ -201,6 +206,7 @@ fn silent_clients_full_houses_and_long_connections_are_closed() {
         // Wide margins: the bounds below hold on a loaded 2-CPU machine.
         let addr = serve_routes_with(wq_examples::Limits {
             first_bytes: Duration::from_millis(1000),
+            request: wq_examples::REQUEST_TIMEOUT,
             lifetime: Duration::from_millis(4000),
             idle: Duration::from_secs(60),
             max_connections: 2,
@@ -304,6 +310,7 @@ fn an_idle_http1_connection_lives_to_its_idle_limit() {
     on_wq(async || {
         let addr = serve_routes_with(wq_examples::Limits {
             first_bytes: Duration::from_secs(1),
+            request: wq_examples::REQUEST_TIMEOUT,
             lifetime: Duration::from_secs(60),
             idle: Duration::from_secs(11),
             max_connections: 8,
@@ -335,6 +342,7 @@ fn an_idle_http2_connection_is_shut_down_and_a_busy_one_is_not() {
     on_wq(async || {
         let addr = serve_routes_with(wq_examples::Limits {
             first_bytes: Duration::from_secs(10),
+            request: wq_examples::REQUEST_TIMEOUT,
             lifetime: Duration::from_secs(60),
             idle: Duration::from_millis(1000),
             max_connections: 8,
@@ -501,10 +509,62 @@ fn a_handler_spending_its_budget_does_not_outlive_the_lifetime() {
     });
 }
 
+/// `serve_with` answers 504 for a request its service has not answered
+/// within `Limits::request`, whatever the service (one that never
+/// answers here): the limit was the routes' own, and a service of a
+/// user's held its connection and slot to the lifetime.
+#[test]
+fn serve_with_answers_504_for_a_request_its_service_never_answers() {
+    on_wq(async || {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = dropped.clone();
+        let never = move |_: Request<hyper::body::Incoming>| {
+            struct CountsDrop(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+            impl Drop for CountsDrop {
+                fn drop(&mut self) {
+                    self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+            let d = CountsDrop(dropped.clone());
+            async move {
+                let _d = d;
+                std::future::pending::<()>().await;
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::new())))
+            }
+        };
+        drop(wq::spawn(wq_examples::serve_with(
+            l,
+            move || service_fn(never.clone()),
+            wq_examples::Limits {
+                request: Duration::from_millis(300),
+                ..short_idle()
+            },
+        )));
+        let start = std::time::Instant::now();
+        let (status, body) = get(addr, "GET", "/", Vec::new()).await;
+        let took = start.elapsed();
+        assert_eq!(status, 504, "{body}");
+        assert_eq!(body, "request timed out\n");
+        assert!(
+            took >= Duration::from_millis(300),
+            "answered after {took:?}"
+        );
+        assert!(took < Duration::from_secs(5), "answered after {took:?}");
+        assert_eq!(
+            seen.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "the call was dropped"
+        );
+    });
+}
+
 /// Limits with an idle close and a grace of 600 ms each.
 fn short_idle() -> wq_examples::Limits {
     wq_examples::Limits {
         first_bytes: Duration::from_secs(10),
+        request: wq_examples::REQUEST_TIMEOUT,
         lifetime: Duration::from_secs(60),
         idle: Duration::from_millis(600),
         max_connections: 8,
@@ -608,6 +668,7 @@ fn limits_of_duration_max_mean_no_limit() {
         let (stop, stops) = futures::channel::mpsc::unbounded::<&'static str>();
         let limits = wq_examples::Limits {
             first_bytes: Duration::MAX,
+            request: wq_examples::REQUEST_TIMEOUT,
             lifetime: Duration::MAX,
             idle: Duration::MAX,
             max_connections: 8,
@@ -639,6 +700,7 @@ fn serve_until_leaves_no_connection_behind() {
         let (stop, stops) = futures::channel::mpsc::unbounded::<&'static str>();
         let limits = wq_examples::Limits {
             first_bytes: Duration::from_secs(10),
+            request: wq_examples::REQUEST_TIMEOUT,
             lifetime: Duration::from_secs(60),
             idle: Duration::from_secs(60),
             max_connections: 8,
@@ -681,6 +743,7 @@ fn a_request_in_flight_at_the_lifetime_is_answered() {
     on_wq(async || {
         let addr = serve_routes_with(wq_examples::Limits {
             first_bytes: Duration::from_secs(10),
+            request: wq_examples::REQUEST_TIMEOUT,
             lifetime: Duration::from_millis(2000),
             idle: Duration::from_secs(60),
             max_connections: 8,

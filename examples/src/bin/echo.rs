@@ -10,7 +10,9 @@
 //! after [`wq_examples::CONNECTION_LIFETIME`] (a client trickling a byte
 //! now and then would otherwise keep its slot forever), and at most
 //! [`wq_examples::max_connections`] are served at once (beyond, a new one
-//! is closed at once): slow or stuck clients cannot pin fds forever.
+//! is closed at once): slow or stuck clients cannot pin fds forever, nor
+//! kernel memory (echoes left unread for `IDLE` are dropped by the kernel,
+//! after the close too: `TCP_USER_TIMEOUT`).
 //! Errors are logged and end only their connection; accept errors (out of
 //! fds) back off 100 ms. The connections' tasks are kept in a
 //! `wq::task::JoinSet` (reaped as they end): at SIGINT or SIGTERM the
@@ -82,6 +84,9 @@ async fn main() -> ExitCode {
                     drop(stream);
                     continue;
                 };
+                // Echoes left unread are dropped by the kernel after the
+                // idle limit, after the close too (the module docs).
+                let _ = stream.set_tcp_user_timeout(Some(IDLE));
                 connections.spawn(async move {
                     let _slot = slot;
                     if let Err(e) = echo(stream, IDLE, CONNECTION_LIFETIME).await {

@@ -35,6 +35,7 @@ fn main() -> ExitCode {
 
 async fn run() -> ExitCode {
     let parsed = dashboard_addr(wq_examples::args())
+        .map_err(|msg| format!("{msg}\n{}", wq_examples::usage("http_service", 8080)))
         .and_then(|(dash, rest)| Ok((dash, parse_args("http_service", 8080, rest)?)));
     let (dash, opts) = match parsed {
         Ok(o) => o,
@@ -63,18 +64,12 @@ async fn run() -> ExitCode {
         Ok(l) => l,
         Err(code) => return code,
     };
-    eprintln!("http_service: listening on http://{addr}");
-    wq_examples::say_connection_cap("http_service", wq_examples::max_connections());
-    // Kept alive for as long as the service runs.
-    let _dashboard = match dash.map(wq::dashboard::serve).transpose() {
-        Ok(Some(d)) => {
-            let at = d.local_addr();
-            eprintln!(
-                "http_service: dashboard on http://{at}/ (Prometheus: http://{at}/metrics; wq-monitor {at})"
-            );
-            Some(d)
-        }
-        Ok(None) => None,
+    // Both bound before either is announced: a script that waits for the
+    // "listening" line must not find a service about to exit because the
+    // dashboard's address was taken. Kept alive for as long as the
+    // service runs.
+    let dashboard = match dash.map(wq::dashboard::serve).transpose() {
+        Ok(d) => d,
         Err(e) => {
             eprintln!(
                 "http_service: {e} (give the dashboard another address with --dashboard-addr HOST:PORT, or turn it off with --dashboard-addr off)"
@@ -82,6 +77,14 @@ async fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    eprintln!("http_service: listening on http://{addr}");
+    wq_examples::say_connection_cap("http_service", wq_examples::max_connections());
+    if let Some(d) = &dashboard {
+        let at = d.local_addr();
+        eprintln!(
+            "http_service: dashboard on http://{at}/ (Prometheus: http://{at}/metrics; wq-monitor {at})"
+        );
+    }
     match serve_until(
         listener,
         || service_fn(routes::service),
