@@ -308,7 +308,19 @@ impl<T> JoinHandle<T> {
     /// do not count on its resources (a socket's port, say) being free
     /// when the await returns. A task that completed before the cancel
     /// keeps its output: awaiting gives it. (One whose last poll is
-    /// running when the cancel comes is cancelled: its output is dropped.)
+    /// running when the cancel comes is cancelled: its output is dropped,
+    /// a panic of that poll included; tokio keeps a poll's result that
+    /// completes, and would give that panic.)
+    ///
+    /// A panic in the future's `Drop` after a cancel reaches only the
+    /// panic hook (its message on stderr): the await has answered
+    /// cancelled by then, where tokio's handle reports it (`is_panic`).
+    /// Where the future is dropped: mostly on a worker of its pool, as
+    /// above; on the thread calling `abort` when the task is a named
+    /// queue's item still waiting on its queue's inactive list and that
+    /// queue has closed, or when the abort races the runtime's shutdown
+    /// past its last drain (then the aborting thread drains the closed
+    /// pool).
     ///
     /// A [`spawn_blocking`](crate::spawn_blocking) job is aborted only if
     /// its closure has not started: a running closure cannot be stopped,
