@@ -7,7 +7,7 @@
 //! once the head is read, two lock acquisitions a request. With one wheel
 //! behind one lock, that lock's line moved between every worker serving
 //! requests (the largest wq-only item in the HTTP profile,
-//! `docs/benchmarks.md` section 9). A worker arms on the shard of its
+//! `docs/benchmarks.md` as of `faa1f9f`, section 9). A worker arms on the shard of its
 //! number among its runtime's live workers (the lowest number no live
 //! worker of the runtime holds, taken at its start and given back at its
 //! exit; `number % shards`, shards a power of two), so a runtime's

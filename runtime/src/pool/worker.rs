@@ -93,7 +93,8 @@
 //! task did last -- as a rule, telling someone it is done -- so a producer
 //! woken by that and queueing its next item found the worker still in the
 //! bookkeeping, not looking: on a 2-CPU VM, 100 ns there cost the
-//! `test_workqueue` shape about 29% (`docs/benchmarks.md`, section 3). So a
+//! `test_workqueue` shape about 29% (`docs/benchmarks.md` as of `faa1f9f`,
+//! section 3). So a
 //! task whose future is dropped as its own run on a worker ends
 //! (`Local::running` is that task) hands its end
 //! ([`crate::task::TaskEnd`]) to the worker ([`defer_end`],

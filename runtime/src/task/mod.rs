@@ -29,7 +29,7 @@
 //! it: a child spawned late in a 20 ms poll was charged the 20 ms, a task
 //! that yielded its own poll's length (`tests/metrics.rs`); the clock read
 //! costs about 2% of `yield_many`, nothing seen in `spawn_many`
-//! (`docs/benchmarks.md`, section 4). Two `clock_gettime` reads per poll
+//! (`docs/benchmarks.md` as of `faa1f9f`, section 4). Two `clock_gettime` reads per poll
 //! were 37% of worker time in `yield_many` (perf) before the TSC.
 
 pub(crate) mod in_flight;
