@@ -349,8 +349,11 @@ fn generate(kind: Kind, input: AsyncFn, options: &Options) -> TokenStream {
 
     // Tests are many: pin each body behind `dyn Future` so that `block_on` is
     // compiled once per output type, not once per test (as tokio does). Not
-    // possible when the output type is an `impl Trait`.
-    let pin = (kind == Kind::Test && !mentions_impl(&sig.output)).then(|| {
+    // possible when the output type is an `impl Trait`, nor `!` (unstable
+    // anywhere but a return type: `Output = !` does not compile).
+    let never =
+        matches!(&sig.output, ReturnType::Type(_, ty) if matches!(**ty, syn::Type::Never(_)));
+    let pin = (kind == Kind::Test && !mentions_impl(&sig.output) && !never).then(|| {
         let output = match &sig.output {
             ReturnType::Default => quote!(()),
             ReturnType::Type(_, ty) => quote!(#ty),

@@ -197,6 +197,23 @@ fn literal(expr: &Expr) -> Option<&Lit> {
     }
 }
 
+/// Refuses a string literal with a suffix (`"cache"bogus`): the compiler
+/// checks no suffix inside an attribute's arguments, and one read as the
+/// bare string would let a typo through.
+fn unsuffixed(lit: &LitStr, name: &str) -> syn::Result<()> {
+    if lit.suffix().is_empty() {
+        return Ok(());
+    }
+    Err(syn::Error::new(
+        lit.span(),
+        format!(
+            "option `{name}` takes a plain string: {:?} has the suffix `{}` after its closing quote; remove it",
+            lit.value(),
+            lit.suffix()
+        ),
+    ))
+}
+
 /// "\"a\", \"b\" or \"c\"".
 fn quoted_list(choices: &[(&str, &str)]) -> String {
     let quoted: Vec<String> = choices.iter().map(|(s, _)| format!("\"{s}\"")).collect();
@@ -222,6 +239,7 @@ fn parse_choice(
             ),
         ));
     };
+    unsuffixed(lit, name)?;
     let text = lit.value();
     match choices.iter().find(|(s, _)| *s == text) {
         Some((_, variant)) => Ok(Setting {
@@ -322,6 +340,7 @@ fn parse_topology(value: &Expr) -> syn::Result<LitStr> {
             format!("option `topology` takes an hwloc synthetic string, like {TOPOLOGY_EXAMPLE:?}"),
         ));
     };
+    unsuffixed(lit, "topology")?;
     check_topology(&lit.value()).map_err(|msg| syn::Error::new(lit.span(), msg))?;
     Ok(lit.clone())
 }
@@ -460,6 +479,7 @@ fn parse_crate(value: &Expr) -> syn::Result<Path> {
     let Some(Lit::Str(lit)) = literal(value) else {
         return Err(err());
     };
+    unsuffixed(lit, "crate")?;
     lit.parse::<Path>().map_err(|_| err())
 }
 
@@ -512,6 +532,25 @@ mod tests {
         let (_, mut messages) = run(args);
         assert_eq!(messages.len(), 1, "{messages:?}");
         messages.remove(0)
+    }
+
+    /// A suffix after a string's closing quote is refused, naming it (it
+    /// was read as the bare string: `scope = "cache"bogus` ran as `cache`).
+    #[test]
+    fn a_suffixed_string_is_refused() {
+        for (args, name, suffix) in [
+            (r#"scope = "cache"bogus"#, "scope", "bogus"),
+            (r#"wake = "deferred"z"#, "wake", "z"),
+            (r#"topology = "core:2 pu:2"xyz"#, "topology", "xyz"),
+            (r#"crate = "::wq"q"#, "crate", "q"),
+        ] {
+            let msg = one_error(args.parse().unwrap());
+            assert!(
+                msg.contains(&format!("option `{name}` takes a plain string"))
+                    && msg.contains(&format!("the suffix `{suffix}`")),
+                "{args}: {msg}"
+            );
+        }
     }
 
     #[test]

@@ -31,6 +31,23 @@ fn ui() {
     }
 }
 
+/// The options reach the runtime the test runs on (the ui tests only
+/// build and run them).
+#[wq::test(
+    scope = "numa",
+    wake = "under_lock",
+    topology = "pack:2 numa:2 core:2 pu:2",
+    workers = 3
+)]
+async fn test_options_take_effect() {
+    wq::spawn(async {}).await.unwrap();
+    let h = wq::Handle::current();
+    assert_eq!(h.topology().num_cpus(), 16);
+    let m = h.metrics();
+    assert!(m.pools.iter().all(|p| p.max_workers == 3), "{:?}", m.pools);
+    assert!(m.pools.iter().any(|p| p.scope == wq::Scope::Numa));
+}
+
 #[wq::test]
 async fn test_runs_the_body_on_a_runtime() {
     let n = wq::spawn(async { 6 * 7 }).await.unwrap();

@@ -23,4 +23,12 @@ async fn has_its_own_test_attribute() {
     panic!("expected");
 }
 
+// A test that never returns (`-> !`): its body is not pinned behind
+// `dyn Future<Output = !>`, which does not compile (`!` is unstable there).
+#[wq::test]
+#[ignore = "ends the process"]
+async fn never_returns() -> ! {
+    std::process::exit(0)
+}
+
 fn main() {}
