@@ -52,7 +52,7 @@ pub fn ctrl_c() -> impl Future<Output = io::Result<()>> + Send + 'static {
         match signal.recv().await {
             Some(()) => Ok(()),
             // No more deliveries (the runtime's driver shut down): no
-            // ctrl-c came, and none will.
+            // ctrl-c came before, none is waiting unread, and none will.
             None => Err(crate::driver::scheduled_io::shutdown_error()),
         }
     }
@@ -196,7 +196,9 @@ pub mod unix {
         /// Waits for the next delivery (or for those since the last
         /// `recv`). `None` when no more can come: the runtime's driver has
         /// shut down (or something in the process took wq's handler away,
-        /// with signal-hook-registry's deprecated `unregister_signal`).
+        /// with signal-hook-registry's deprecated `unregister_signal`). A
+        /// delivery made before the shutdown and not yet received is still
+        /// given (`Some`) first.
         pub async fn recv(&mut self) -> Option<()> {
             std::future::poll_fn(|cx| self.poll_recv(cx)).await
         }
@@ -204,25 +206,13 @@ pub mod unix {
         /// Polls for the next delivery; see [`Signal::recv`].
         pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<()>> {
             let Signal { io, key, .. } = self;
-            let drained = io.poll_io(cx, Direction::Read, key, |s| {
-                let mut buf = [0u8; 64];
-                let mut got = 0;
-                loop {
-                    match (&*s).read(&mut buf) {
-                        // The write end closes only when this Signal drops.
-                        Ok(0) if got == 0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-                        Ok(0) => break,
-                        Ok(n) => got += n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => break,
-                        Err(e) => return Err(e),
-                    }
-                }
-                Ok(got)
-            });
+            let drained = io.poll_io(cx, Direction::Read, key, drain);
             match drained {
                 Poll::Ready(Ok(_)) => Poll::Ready(Some(())),
-                Poll::Ready(Err(_)) => Poll::Ready(None),
+                // The driver shut down (or the pair broke): a delivery
+                // already written to the pair is still one, and is given;
+                // only then none can come.
+                Poll::Ready(Err(_)) => Poll::Ready(drain(io.source()).ok().map(|_| ())),
                 Poll::Pending => Poll::Pending,
             }
         }
@@ -231,6 +221,25 @@ pub mod unix {
         pub fn kind(&self) -> SignalKind {
             self.kind
         }
+    }
+
+    /// Reads every delivery's byte from the pair: how many, at least one;
+    /// `WouldBlock` if none is there.
+    fn drain(s: &mio::net::UnixStream) -> io::Result<usize> {
+        let mut buf = [0u8; 64];
+        let mut got = 0;
+        loop {
+            match (&*s).read(&mut buf) {
+                // The write end closes only when this Signal drops.
+                Ok(0) if got == 0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(got)
     }
 
     impl Drop for Signal {

@@ -106,6 +106,22 @@ fn ctrl_c_after_its_runtime_shut_down_is_an_error_not_a_ctrl_c() {
     assert!(err.to_string().contains("has shut down"), "{err}");
 }
 
+/// A delivery made before the runtime shut down and not yet received is
+/// still given after the shutdown (it was `None`, for ctrl_c an error:
+/// "no ctrl-c came"), and only then `None`.
+#[test]
+fn a_delivery_unread_at_the_shutdown_is_still_given() {
+    let rt = rt();
+    let mut s = {
+        let _in = rt.enter();
+        signal(SignalKind::from_raw(libc::SIGWINCH)).unwrap()
+    };
+    raise(libc::SIGWINCH);
+    drop(rt);
+    assert_eq!(futures::executor::block_on(s.recv()), Some(()));
+    assert_eq!(futures::executor::block_on(s.recv()), None, "none after it");
+}
+
 #[test]
 fn a_signal_that_cannot_be_caught_is_refused_with_a_reason() {
     rt().block_on(async {
