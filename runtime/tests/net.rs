@@ -1994,6 +1994,26 @@ fn a_readable_loop_on_a_shut_datagram_socket_yields_to_its_timeout() {
     });
 }
 
+/// `readable()` on a datagram socket shut for reading fails once the
+/// runtime has shut down, as every other wait and `try_recv` do (it went
+/// on answering `Ok`).
+#[test]
+fn readable_on_a_shut_datagram_socket_fails_after_the_runtime_shut_down() {
+    use wq::net::UnixDatagram;
+    within_watchdog("dgram readable after shutdown", LIMIT, || {
+        let rt = rt();
+        let (a, _b) = rt.block_on(async { UnixDatagram::pair().unwrap() });
+        a.shutdown(Shutdown::Read).unwrap();
+        assert!(
+            futures::executor::block_on(a.readable()).is_ok(),
+            "shut: ready"
+        );
+        drop(rt);
+        let err = futures::executor::block_on(a.readable()).unwrap_err();
+        assert!(err.to_string().contains("shut down"), "{err}");
+    });
+}
+
 /// A client socket bound to `addr` (libc: a path filling all of
 /// `sun_path`, no NUL, which std cannot bind), connected to `to`.
 fn unix_client_bound_to(path: &[u8], to: &std::path::Path) -> std::os::unix::net::UnixStream {

@@ -528,10 +528,14 @@ impl<S: mio::event::Source> Datagram<S> {
             // An operation of the task's budget, as a readiness found set
             // is (`coop`): a loop of `readable()` and `try_recv` on a shut
             // socket (a `try_recv` there never waits) held its worker,
-            // and a timeout around it never fired.
+            // and a timeout around it never fired. The runtime's shutdown
+            // still wins, as for every other wait and for `try_recv`.
             return std::future::poll_fn(|cx| {
                 std::task::ready!(crate::coop::poll_proceed(cx));
                 crate::coop::spend();
+                if let Some(Err(e)) = self.io.scheduled().ready_now(Direction::Read) {
+                    return std::task::Poll::Ready(Err(e));
+                }
                 std::task::Poll::Ready(Ok(()))
             })
             .await;

@@ -70,7 +70,11 @@ impl UdpSocket {
 
     /// Sets the default destination of [`send`](UdpSocket::send) and the
     /// only source [`recv`](UdpSocket::recv) accepts (each resolved
-    /// address in turn).
+    /// address in turn). From then on: Linux keeps what was queued before
+    /// the connect, so a datagram from another address that came earlier
+    /// is still received (by `recv_from` with its sender); a client that
+    /// must not read one (a spoofed answer) connects before it sends, or
+    /// checks the sender.
     pub async fn connect(&self, addr: impl ToSocketAddrs) -> io::Result<()> {
         let sock = self.sock.source();
         super::each_addr(addr, |a| async move { sock.connect(a) }).await
@@ -171,10 +175,11 @@ super::as_fd!(UdpSocket, sock.source());
 super::datagram::datagram_methods!(UdpSocket);
 
 /// [`UdpSocket::recv_from`] on a socket shut for reading with nothing
-/// queued: a `UdpSocket` has no `shutdown` of its own, so this answers
-/// only a shutdown made on its descriptor from outside, which wq does not
-/// see (it then says `WouldBlock`, as Linux does); kept for the shared
-/// receive path's shape.
+/// queued: never called, since a `UdpSocket` has no `shutdown` of its
+/// own and only the shared datagram path's `shutdown` marks a socket shut
+/// (a shutdown made on its descriptor from outside is not seen: a receive
+/// then waits for a datagram that cannot come); kept for that path's
+/// shape.
 fn shut() -> io::Result<(usize, SocketAddr)> {
     Err(io::ErrorKind::WouldBlock.into())
 }

@@ -147,7 +147,9 @@ impl UnixDatagram {
     }
 
     /// Sets the default destination of [`send`](UnixDatagram::send) and
-    /// the only source [`recv`](UnixDatagram::recv) accepts. Immediate: a
+    /// the only source [`recv`](UnixDatagram::recv) accepts, from then on:
+    /// what was queued before the connect stays, so a datagram from
+    /// another socket that came earlier is still received. Immediate: a
     /// datagram socket's connect only records the address.
     pub fn connect(&self, path: impl AsRef<Path>) -> io::Result<()> {
         self.sock.source().connect(path)
