@@ -238,6 +238,8 @@ pub fn probe_main(argv: &[String]) -> Result<(), String> {
     };
     let num = |i: usize| -> Result<usize, String> { arg(i)?.parse().map_err(|e| format!("{e}")) };
     let (what, rt_name, workers) = (arg(0)?, arg(1)?, num(2)?);
+    // Before any baseline: `run_one`'s completion would start it midway.
+    crate::completion::start_watchdog();
     let v = match what {
         "idle" => {
             let (rss0, anon0, th0) = (rss_bytes(), rss_anon_bytes(), thread_count());
