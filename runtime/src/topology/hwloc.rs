@@ -294,6 +294,21 @@ pub(super) fn from_xml(xml: &str) -> Result<Topology, TopologyError> {
             ),
         ));
     }
+    // Nor a file with no PU at all, or with a gp_index two objects share:
+    // hwloc's importer takes both, and its consistency check aborts a
+    // debug build (in release, a file without PUs was refused as "no
+    // CPU", with advice for `from_cpus`; a repeated gp_index passed).
+    if !object_tags(xml).any(|tag| attr_value(&tag_attrs(tag), "type") == Some("PU")) {
+        return Err(refused(
+            "invalid hwloc XML topology: it has no PU object (no CPU): export the machine with              `hwloc-ls --of xml`, which writes one for every CPU"
+                .to_owned(),
+        ));
+    }
+    if let Some((tag, n)) = repeated_gp_index(xml) {
+        return Err(refused(format!(
+            "invalid hwloc XML topology: the object {tag:?} repeats gp_index {n} of another              object (each object's gp_index is its own): export the machine with `hwloc-ls              --of xml` rather than editing it"
+        )));
+    }
     // An os_index wq would refuse after the import is refused before it,
     // saying why: hwloc rejected a PU of 4,000,000,000 with no CPU set
     // (EINVAL: "hwloc rejected it"), and one with a set was refused for
@@ -464,6 +479,14 @@ fn os_index_problem<'a>(
         };
         if !seen.insert(n) {
             return Some((tag, format!("repeats os_index {n} of another {kind}")));
+        }
+        // An empty set: hwloc drops the object (a CPU gone without a
+        // word in a release build; its check aborts a debug one).
+        if value(set)
+            .and_then(cpuset_words)
+            .is_some_and(|words| words.iter().all(|w| *w == 0))
+        {
+            return Some((tag, format!("has an empty {set}")));
         }
         if let Some(first) = value(set).and_then(first_cpu_of)
             && first != n
@@ -708,6 +731,16 @@ pub(super) fn pu_without_os_index(xml: &str) -> Option<&str> {
             .iter()
             .any(|a| a.starts_with("type=\"PU\"") || a.starts_with("type='PU'"));
         is_pu && !attrs.iter().any(|a| a.starts_with("os_index="))
+    })
+}
+
+/// The first object tag whose `gp_index` another object's repeats, with
+/// that number.
+fn repeated_gp_index(xml: &str) -> Option<(&str, String)> {
+    let mut seen = std::collections::HashSet::new();
+    object_tags(xml).find_map(|tag| {
+        let n = attr_value(&tag_attrs(tag), "gp_index")?.to_owned();
+        (!seen.insert(n.clone())).then_some((tag, n))
     })
 }
 

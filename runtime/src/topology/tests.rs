@@ -1215,6 +1215,58 @@ mod with_hwloc {
         }
     }
 
+    /// Hand-edited exports hwloc's importer takes and its consistency check
+    /// then aborts on (the process, in a debug build: no error to catch)
+    /// are refused first, saying what is wrong: no PU at all (in release
+    /// it was refused as "no CPU" with advice for `from_cpus`), a PU with
+    /// an empty cpuset (in release that CPU vanished), a gp_index two
+    /// objects share (in release it passed).
+    #[test]
+    fn xml_without_pus_with_an_empty_pu_or_a_repeated_gp_index_is_refused() {
+        let xml = export("pack:1 l3:1 core:2 pu:2");
+        assert!(Topology::from_xml(&xml).is_ok());
+        let no_pu: String = xml
+            .lines()
+            .filter(|l| !l.contains("type=\"PU\""))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let first_pu = xml
+            .lines()
+            .find(|l| l.contains("type=\"PU\""))
+            .unwrap()
+            .to_owned();
+        let mut empty_pu = first_pu.clone();
+        for attr in ["cpuset", "complete_cpuset"] {
+            let at = empty_pu.find(&format!(" {attr}=\"")).unwrap() + attr.len() + 3;
+            let end = at + empty_pu[at..].find('"').unwrap();
+            empty_pu.replace_range(at..end, "0x0");
+        }
+        let gp = xml
+            .lines()
+            .filter_map(|l| {
+                let at = l.find("gp_index=\"")? + "gp_index=\"".len();
+                Some(l[at..at + l[at..].find('"')?].to_owned())
+            })
+            .collect::<Vec<_>>();
+        assert!(gp.len() >= 2, "{xml}");
+        for (edited, says) in [
+            (no_pu, "has no PU object"),
+            (xml.replacen(&first_pu, &empty_pu, 1), "has an empty cpuset"),
+            (
+                xml.replacen(
+                    &format!("gp_index=\"{}\"", gp[1]),
+                    &format!("gp_index=\"{}\"", gp[0]),
+                    1,
+                ),
+                "repeats gp_index",
+            ),
+        ] {
+            let err = Topology::from_xml(&edited).unwrap_err();
+            assert_eq!(err.kind(), TopologyErrorKind::InvalidXml, "{err}");
+            assert!(err.to_string().contains(says), "{says}: {err}");
+        }
+    }
+
     /// A PU numbered beyond what wq supports is refused before hwloc reads
     /// the file, saying so: hwloc rejected one with no CPU set, and the
     /// error said only that hwloc rejected the file (`InvalidXml`).
