@@ -665,6 +665,9 @@ fn timers_outside_a_runtime_panic_with_what_to_do() {
         msg.contains("wq::time::sleep called outside a wq runtime"),
         "{msg}"
     );
+    // A Handle has no timers of its own: the way through it is its
+    // block_on (the message said only "use a wq::Handle").
+    assert!(msg.contains("inside Handle::block_on"), "{msg}");
     let p =
         std::panic::catch_unwind(|| drop(timeout(Duration::from_secs(1), async {}))).unwrap_err();
     let msg = p.downcast_ref::<String>().cloned().unwrap_or_default();

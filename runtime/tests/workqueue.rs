@@ -1095,6 +1095,23 @@ fn bad_settings_are_refused_with_what_to_do() {
             "{err}"
         );
     }
+    // A control character in a name broke the metrics table's lines and
+    // reached the terminal raw.
+    for (name, c) in [
+        ("a\nb", "'\\n'"),
+        ("a\0b", "'\\0'"),
+        ("x\u{1b}[2J", "'\\u{1b}'"),
+    ] {
+        let err = Workqueue::builder(name).build(h).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("control character {c}")) && err.contains("printable"),
+            "{err}"
+        );
+    }
+    assert!(
+        Workqueue::builder("réseau-rx 0").build(h).is_ok(),
+        "printable, not ASCII"
+    );
     let err = Workqueue::builder("big")
         .max_active(4096)
         .build(h)

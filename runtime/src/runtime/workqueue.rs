@@ -359,14 +359,21 @@ impl WorkqueueBuilder {
     /// Creates the queue on `handle`'s runtime.
     ///
     /// # Errors
-    /// A name that is empty or only spaces, `max_active` over 2048,
-    /// `ordered` with a `max_active` over 1, or a shut-down runtime
-    /// ([`WorkqueueError::is_shut_down`]).
+    /// A name that is empty or only spaces, or holds a control character
+    /// (a newline, NUL, an escape: the name is printed in tables and
+    /// reports), `max_active` over 2048, `ordered` with a `max_active` over
+    /// 1, or a shut-down runtime ([`WorkqueueError::is_shut_down`]).
     pub fn build(self, handle: &Handle) -> Result<Workqueue, WorkqueueError> {
         if self.name.trim().is_empty() {
             return Err(WorkqueueError::new(
                 "a workqueue needs a name (it names the queue in stats, metrics and reports): pass one with a non-space character to Workqueue::builder",
             ));
+        }
+        if let Some((at, c)) = self.name.char_indices().find(|(_, c)| c.is_control()) {
+            return Err(WorkqueueError::new(format!(
+                "workqueue name {:?} holds the control character {c:?} at byte {at}: a name is printed in tables, logs and reports, so pass printable text to Workqueue::builder",
+                self.name
+            )));
         }
         let mut max = max_active(self.max_active)?;
         if self.ordered {

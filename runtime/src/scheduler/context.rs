@@ -183,6 +183,6 @@ pub(crate) fn outside(what: &str) -> ! {
         )
     }
     panic!(
-        "{what} called outside a wq runtime: call it from a task, inside Runtime::block_on or #[wq::main], after Runtime::enter(), or use a wq::Handle"
+        "{what} called outside a wq runtime: call it from a task, inside Runtime::block_on or #[wq::main], or after Runtime::enter(); from a thread holding only a wq::Handle, spawn through the Handle's methods, or run the code that needs the runtime (timers, sockets, signals) inside Handle::block_on"
     )
 }
