@@ -166,6 +166,7 @@ impl Waiting for (Runnable, Option<usize>) {
 const STRIPES: usize = 16;
 
 /// The calling thread's stripe.
+#[inline]
 fn this_stripe() -> usize {
     current::thread_ordinal() % STRIPES
 }
@@ -508,6 +509,7 @@ impl Queue {
     }
 
     /// The pool the queue's settings give an item placed by `cpu` now.
+    #[inline]
     fn place<'s>(&self, scheduler: &'s Scheduler, cpu: Option<usize>) -> &'s Arc<Pool> {
         let attrs = PoolAttrs {
             strict: self.is_strict(),
