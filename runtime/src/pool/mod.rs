@@ -451,8 +451,8 @@ impl Pool {
         if !self.unbound_said.swap(true, Ordering::Relaxed) {
             warn_caught!(
                 "wq: a thread of pool {} ({} pod {}, CPUs {:?}) could not be bound to its \
-                 CPUs ({e}); it runs where the OS puts it. Is the process's CPU set (a \
-                 cgroup, taskset) narrower than when the runtime was built?",
+                 CPUs ({e}); it runs where the OS puts it. Is the cgroup's cpuset \
+                 narrower than when the runtime was built, or are those CPUs offline?",
                 self.id,
                 self.scope,
                 self.pod,

@@ -20,8 +20,11 @@ pub(crate) fn bound_by_wq() -> bool {
     BOUND.with(std::cell::Cell::get)
 }
 
-/// Pins the calling thread to `cpus` (OS indices). Errors on an empty set, a
-/// CPU the process may not use, or a failed system call.
+/// Pins the calling thread to `cpus` (OS indices). Errors on an empty set,
+/// a set with no CPU of the cgroup's cpuset online, or a failed system
+/// call. The kernel cuts the set to the cpuset, not to the affinity the
+/// thread or the process had: CPUs a `taskset` narrowing left out are
+/// bound all the same (`docs/architecture.md`, "Topology layer").
 pub(crate) fn bind_current_thread(cpus: &[usize]) -> io::Result<()> {
     if cpus.is_empty() {
         return Err(io::Error::new(

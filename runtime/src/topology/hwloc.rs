@@ -129,6 +129,27 @@ pub(super) fn detect() -> Result<Topology, TopologyError> {
             ));
         }
     }
+    // Vouched for, an export is read as `Topology::from_xml` reads one
+    // (hwloc took a PU without os_index, a repeated gp_index or an empty
+    // PU and aborted a debug build on them; a node numbered in the
+    // billions grew every node set to it), and a file hwloc cannot open
+    // is refused: hwloc read this machine instead, under the export's
+    // name.
+    if let Some(("HWLOC_XMLFILE", path)) = &description {
+        let xml = std::fs::read_to_string(path).map_err(|e| {
+            TopologyError::new(
+                TopologyErrorKind::InvalidXml,
+                format!(
+                    "HWLOC_XMLFILE={path:?}: cannot read it ({e}), and hwloc would read this \
+                     machine instead; point it at an export (`hwloc-ls --of xml > box.xml`), \
+                     or unset it"
+                ),
+            )
+            .with_source(e)
+        })?;
+        check_xml(&xml)
+            .map_err(|e| TopologyError::new(e.kind(), format!("HWLOC_XMLFILE={path:?}: {e}")))?;
+    }
     let hw = HwTopology::new().map_err(|e| {
         TopologyError::new(
             TopologyErrorKind::Io,
@@ -143,11 +164,17 @@ pub(super) fn detect() -> Result<Topology, TopologyError> {
     let allowed = super::sysfs::allowed_cpus()?;
     let cpus = describe(&hw, Some(&allowed));
     if cpus.is_empty() {
+        // The mask is never empty: hwloc left those CPUs out (as it does
+        // where sysfs lacks a CPU's topology directory), and the sysfs
+        // reader may find them.
+        let found: Vec<usize> = describe(&hw, None).iter().map(|c| c.os_index).collect();
         return Err(TopologyError::new(
             TopologyErrorKind::EmptyCpuSet,
             format!(
-                "none of the CPUs hwloc found is in this thread's affinity mask ({}): \
-                 run the process with at least one online CPU allowed (taskset, cgroup cpuset)",
+                "none of the CPUs hwloc found ({}) is in the process's affinity mask ({}): \
+                 use Topology::detect_sysfs(), which reads the CPUs from /sys itself, or \
+                 run the process on CPUs hwloc found",
+                super::format_cpu_list(&found),
                 super::format_cpu_list(&allowed)
             ),
         ));
@@ -258,14 +285,7 @@ pub(super) fn synthetic(desc: &str) -> Result<Topology, TopologyError> {
 
 /// Builds the topology of an hwloc XML export.
 pub(super) fn from_xml(xml: &str) -> Result<Topology, TopologyError> {
-    let refused = |why: String| TopologyError::new(TopologyErrorKind::InvalidXml, why);
-    // What hwloc would refuse without saying why, said here.
-    if let Some(why) = xml_shape_problem(xml) {
-        return Err(refused(format!(
-            "invalid hwloc XML topology ({} bytes): {why}",
-            xml.len()
-        )));
-    }
+    check_xml(xml)?;
     let invalid = |source: String| {
         TopologyError::new(
             TopologyErrorKind::InvalidXml,
@@ -280,6 +300,32 @@ pub(super) fn from_xml(xml: &str) -> Result<Topology, TopologyError> {
         )
         .with_source(std::io::Error::other(source))
     };
+    let hw = HwTopology::builder()
+        .from_xml(xml)
+        .map_err(|e| invalid(e.to_string()))?
+        .build()
+        .map_err(|e| invalid(e.to_string()))?;
+    Topology::build(
+        super::as_found(describe(&hw, None), "xml"),
+        DEFAULT_CACHE_SHARD_SIZE,
+        "xml".to_owned(),
+        false,
+    )
+}
+
+/// What `from_xml` refuses before hwloc reads `xml` (also a vouched
+/// `HWLOC_XMLFILE`'s contents, which `detect` hands hwloc): what hwloc would
+/// refuse without saying why, and what it would take and then abort a debug
+/// build on, or read wrongly.
+fn check_xml(xml: &str) -> Result<(), TopologyError> {
+    let refused = |why: String| TopologyError::new(TopologyErrorKind::InvalidXml, why);
+    // What hwloc would refuse without saying why, said here.
+    if let Some(why) = xml_shape_problem(xml) {
+        return Err(refused(format!(
+            "invalid hwloc XML topology ({} bytes): {why}",
+            xml.len()
+        )));
+    }
     // hwloc's importer takes a PU without `os_index` (a hand-edited or
     // generated file), then numbers it by its logical index, or, in a
     // debug build (hwlocality checks the topology there), aborts the
@@ -300,13 +346,16 @@ pub(super) fn from_xml(xml: &str) -> Result<Topology, TopologyError> {
     // CPU", with advice for `from_cpus`; a repeated gp_index passed).
     if !object_tags(xml).any(|tag| attr_value(&tag_attrs(tag), "type") == Some("PU")) {
         return Err(refused(
-            "invalid hwloc XML topology: it has no PU object (no CPU): export the machine with              `hwloc-ls --of xml`, which writes one for every CPU"
+            "invalid hwloc XML topology: it has no PU object (no CPU): export the machine with \
+             `hwloc-ls --of xml`, which writes one for every CPU"
                 .to_owned(),
         ));
     }
     if let Some((tag, n)) = repeated_gp_index(xml) {
         return Err(refused(format!(
-            "invalid hwloc XML topology: the object {tag:?} repeats gp_index {n} of another              object (each object's gp_index is its own): export the machine with `hwloc-ls              --of xml` rather than editing it"
+            "invalid hwloc XML topology: the object {tag:?} repeats gp_index {n} of another \
+             object (each object's gp_index is its own): export the machine with `hwloc-ls \
+             --of xml` rather than editing it"
         )));
     }
     // An os_index wq would refuse after the import is refused before it,
@@ -363,17 +412,7 @@ pub(super) fn from_xml(xml: &str) -> Result<Topology, TopologyError> {
             ),
         ));
     }
-    let hw = HwTopology::builder()
-        .from_xml(xml)
-        .map_err(|e| invalid(e.to_string()))?
-        .build()
-        .map_err(|e| invalid(e.to_string()))?;
-    Topology::build(
-        super::as_found(describe(&hw, None), "xml"),
-        DEFAULT_CACHE_SHARD_SIZE,
-        "xml".to_owned(),
-        false,
-    )
+    Ok(())
 }
 
 /// Why `xml` is no whole hwloc export, if it plainly is not: empty, a
@@ -761,6 +800,10 @@ fn object_tags(xml: &str) -> impl Iterator<Item = &str> {
 /// The plain description of an hwloc topology, keeping only the PUs in
 /// `allowed` when given. Ids are keys, renumbered by `Topology::build`.
 fn describe(hw: &HwTopology, allowed: Option<&[usize]>) -> Vec<CpuInfo> {
+    // A set, not a scan of the list per PU (8,192 CPUs made 67 million
+    // comparisons).
+    let allowed: Option<std::collections::HashSet<usize>> =
+        allowed.map(|a| a.iter().copied().collect());
     let numa_nodes: Vec<&TopologyObject> = hw.objects_with_type(ObjectType::NUMANode).collect();
     let first_cpu = |obj: &TopologyObject| {
         obj.cpuset()
@@ -771,7 +814,10 @@ fn describe(hw: &HwTopology, allowed: Option<&[usize]>) -> Vec<CpuInfo> {
     for pu in hw.objects_with_type(ObjectType::PU) {
         // Every PU has one: `from_xml` refuses an export without.
         let os_index = pu.os_index().unwrap_or_else(|| pu.logical_index());
-        if allowed.is_some_and(|allowed| !allowed.contains(&os_index)) {
+        if allowed
+            .as_ref()
+            .is_some_and(|allowed| !allowed.contains(&os_index))
+        {
             continue;
         }
         let core = pu

@@ -79,10 +79,13 @@ pub(super) fn read(root: &Path, allowed: &[usize]) -> Result<Vec<CpuInfo>, Topol
             ),
         ));
     }
+    // A set, not a scan of the list per CPU (8,192 CPUs made 67 million
+    // comparisons).
+    let allowed_set: std::collections::HashSet<usize> = allowed.iter().copied().collect();
     let usable: Vec<usize> = online
         .iter()
         .copied()
-        .filter(|c| allowed.contains(c))
+        .filter(|c| allowed_set.contains(c))
         .collect();
     if usable.is_empty() {
         return Err(TopologyError::new(

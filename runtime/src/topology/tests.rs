@@ -959,6 +959,35 @@ mod with_hwloc {
         ] {
             env_child(mode, &envs, &["HWLOC_THISSYSTEM", "HWLOC_SYNTHETIC"]);
         }
+        // Vouched for, an export gets the checks `Topology::from_xml`
+        // makes (hwloc took a PU without os_index, and a debug build
+        // aborted on it), and a file hwloc cannot open is refused (hwloc
+        // read this machine instead, under the export's name).
+        let xml = export("pack:1 core:2 pu:2");
+        let first_pu = xml.lines().find(|l| l.contains("type=\"PU\"")).unwrap();
+        let at = first_pu.find(" os_index=\"").unwrap();
+        let end = at + 1 + first_pu[at + 1..].find(' ').unwrap();
+        let no_os_index = xml.replacen(
+            first_pu,
+            &format!("{}{}", &first_pu[..at], &first_pu[end..]),
+            1,
+        );
+        let dir = std::env::temp_dir().join(format!("wq-xmlfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("no-os-index.xml");
+        std::fs::write(&file, no_os_index).unwrap();
+        let file = file.to_str().unwrap();
+        for (mode, path) in [
+            ("vouched-xml-unreadable", "/nonexistent/box.xml"),
+            ("vouched-xml-no-os-index", file),
+        ] {
+            env_child(
+                mode,
+                &[("HWLOC_THISSYSTEM", "1"), ("HWLOC_XMLFILE", path)],
+                &["HWLOC_SYNTHETIC", "HWLOC_FSROOT"],
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(
             hwloc::env_override(|v| (v == "HWLOC_XMLFILE").then(|| "x.xml".to_owned())),
             Some(("HWLOC_XMLFILE", "x.xml".to_owned()))
@@ -1021,6 +1050,26 @@ mod with_hwloc {
             assert_eq!(err.kind(), TopologyErrorKind::InvalidSynthetic, "{err}");
             assert!(err.to_string().contains("HWLOC_SYNTHETIC="), "{err}");
             assert!(err.to_string().contains("hwloc cannot parse it"), "{err}");
+            return;
+        }
+        if var == "vouched-xml-unreadable" {
+            let err = Topology::detect().unwrap_err();
+            assert_eq!(err.kind(), TopologyErrorKind::InvalidXml, "{err}");
+            assert!(
+                err.to_string()
+                    .contains("HWLOC_XMLFILE=\"/nonexistent/box.xml\": cannot read it"),
+                "{err}"
+            );
+            return;
+        }
+        if var == "vouched-xml-no-os-index" {
+            let err = Topology::detect().unwrap_err();
+            assert_eq!(err.kind(), TopologyErrorKind::InvalidXml, "{err}");
+            assert!(err.to_string().contains("HWLOC_XMLFILE="), "{err}");
+            assert!(
+                err.to_string().contains("has no os_index attribute"),
+                "{err}"
+            );
             return;
         }
         if var == "not-this-system" {
@@ -1264,6 +1313,9 @@ mod with_hwloc {
             let err = Topology::from_xml(&edited).unwrap_err();
             assert_eq!(err.kind(), TopologyErrorKind::InvalidXml, "{err}");
             assert!(err.to_string().contains(says), "{says}: {err}");
+            // Each line continued with its `\` (two lost theirs, and the
+            // message carried a run of the next line's indentation).
+            assert!(!err.to_string().contains("  "), "{err}");
         }
     }
 
