@@ -283,11 +283,20 @@ fn parse_response(addr: &str, raw: &[u8]) -> Result<Snapshot, String> {
     Ok(snapshot)
 }
 
-/// `text` with every control character (escape sequences included)
-/// replaced by `?`.
+/// `text` with every control character (escape sequences included), line
+/// and paragraph separator and bidirectional control (which makes a name
+/// show as another) replaced by `?`: what wq refuses in a queue's name.
 fn printable(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| {
+            let bidi = matches!(
+                c,
+                '\u{2028}' | '\u{2029}' | '\u{061c}' | '\u{200e}' | '\u{200f}'
+                    | '\u{202a}'..='\u{202e}'
+                    | '\u{2066}'..='\u{2069}'
+            );
+            if c.is_control() || bidi { '?' } else { c }
+        })
         .collect()
 }
 
@@ -961,14 +970,14 @@ mod tests {
             .unwrap();
         let body = serde_json::to_string(&rt.metrics()).unwrap().replace(
             "\"q-placeholder-x\"",
-            &serde_json::to_string("q\u{9b}31m\u{7f}x").unwrap(),
+            &serde_json::to_string("q\u{9b}31m\u{7f}x\u{202e}y\u{2028}").unwrap(),
         );
         let raw = format!(
             "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
             body.len()
         );
         let got = parse_response("a", raw.as_bytes()).unwrap();
-        assert_eq!(got.queues[0].name, "q?31m?x");
+        assert_eq!(got.queues[0].name, "q?31m?x?y?");
         drop(q);
     }
 

@@ -1101,6 +1101,11 @@ fn bad_settings_are_refused_with_what_to_do() {
         ("a\nb", "'\\n'"),
         ("a\0b", "'\\0'"),
         ("x\u{1b}[2J", "'\\u{1b}'"),
+        // A line separator breaks a line too, and a bidirectional
+        // override shows another name ("a\u{202e}lper").
+        ("a\u{2028}b", "'\\u{2028}'"),
+        ("a\u{202e}lper", "'\\u{202e}'"),
+        ("x\u{2067}y", "'\\u{2067}'"),
     ] {
         let err = Workqueue::builder(name).build(h).unwrap_err().to_string();
         assert!(

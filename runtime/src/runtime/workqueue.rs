@@ -165,7 +165,10 @@ impl Workqueue {
     /// the future it returns: items spawned after the call are not waited
     /// for (unless an earlier flush was dropped in its turn, or one is
     /// still being served: the flush then starts when its turn comes, and
-    /// may wait for items spawned before that too). Flushes of one queue
+    /// may wait for items spawned before that too; or a spawn that began
+    /// before an earlier flush and counted itself after it still runs:
+    /// the flush then waits for it first, and for what was spawned until
+    /// it ended). Flushes of one queue
     /// are served one at a time, in order; one given up on (a timeout) but
     /// kept, no longer polled, holds none of the later ones up: they
     /// finish its wait for it.
@@ -278,6 +281,21 @@ impl fmt::Debug for Workqueue {
     }
 }
 
+/// Whether `c` may not be in a queue's name: a control character (a
+/// newline, NUL, an escape), or one that breaks a line or reorders the
+/// text around it where the name is shown (the line and paragraph
+/// separators, the bidirectional marks, embeddings, overrides and
+/// isolates: "a\u{202e}lper" shows as another name).
+fn unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{061c}' | '\u{200e}' | '\u{200f}'
+                | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+        )
+}
+
 /// Validates a `max_active`: 0 means the default.
 fn max_active(n: usize) -> Result<usize, WorkqueueError> {
     match n {
@@ -360,8 +378,9 @@ impl WorkqueueBuilder {
     ///
     /// # Errors
     /// A name that is empty or only spaces, or holds a control character
-    /// (a newline, NUL, an escape: the name is printed in tables and
-    /// reports), `max_active` over 2048, `ordered` with a `max_active` over
+    /// (a newline, NUL, an escape, a line separator or a bidirectional
+    /// override: the name is printed in tables and reports), `max_active`
+    /// over 2048, `ordered` with a `max_active` over
     /// 1, or a shut-down runtime ([`WorkqueueError::is_shut_down`]).
     pub fn build(self, handle: &Handle) -> Result<Workqueue, WorkqueueError> {
         if self.name.trim().is_empty() {
@@ -369,7 +388,7 @@ impl WorkqueueBuilder {
                 "a workqueue needs a name (it names the queue in stats, metrics and reports): pass one with a non-space character to Workqueue::builder",
             ));
         }
-        if let Some((at, c)) = self.name.char_indices().find(|(_, c)| c.is_control()) {
+        if let Some((at, c)) = self.name.char_indices().find(|&(_, c)| unprintable(c)) {
             return Err(WorkqueueError::new(format!(
                 "workqueue name {:?} holds the control character {c:?} at byte {at}: a name is printed in tables, logs and reports, so pass printable text to Workqueue::builder",
                 self.name
