@@ -231,11 +231,12 @@ impl Runtime {
     /// threads that have finished their work get 100 ms past the timeout
     /// for those).
     /// Returns whether every thread exited in time; those that did not are
-    /// left to finish on their own.
+    /// left to finish on their own (detached: nothing holds them after).
     ///
     /// `Duration::ZERO` signals the threads and returns without waiting
-    /// for any still at work (threads past their work get the 100 ms for
-    /// their destructors), as tokio's `shutdown_background`; what it
+    /// for any still at work (if every thread is past its work, they get
+    /// the 100 ms for their destructors; if one is not, none is waited
+    /// for), as tokio's `shutdown_background`; what it
     /// returns then says only whether every thread, the runtime's rescuer
     /// among them, happened to have exited already. The timeout bounds the waits, not the drops:
     /// the futures still queued are dropped on the calling thread first,

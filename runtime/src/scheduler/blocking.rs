@@ -407,6 +407,11 @@ impl BlockingPool {
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
+                        // Given up on: detached (`threads`, "Join"; the
+                        // last to exit stayed joinable otherwise).
+                        let handles = std::mem::take(&mut s.handles);
+                        drop(s);
+                        drop(handles);
                         return false;
                     }
                     self.exited
@@ -560,6 +565,33 @@ mod tests {
     /// stacks are freed) as threads exit, not only at the next start,
     /// which a trickle served by one thread never makes: 64 culled
     /// threads' stacks stayed mapped.
+    #[test]
+    fn a_thread_a_shutdown_gave_up_on_is_detached() {
+        let rt = crate::Runtime::builder().build().unwrap();
+        let h = rt.handle().clone();
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let _job = rt.spawn_blocking(move || {
+            started_tx.send(()).unwrap();
+            let _ = held.recv();
+        });
+        started.recv().unwrap();
+        assert!(!rt.shutdown_timeout(std::time::Duration::ZERO));
+        drop(release);
+        let state = || {
+            let s = crate::loom::lock(&h.scheduler.services.blocking.state);
+            (s.threads, s.handles.len())
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while state().0 > 0 {
+            assert!(std::time::Instant::now() < deadline, "{:?}", state());
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // Its own handle, which no exit or start would join: detached by
+        // the shutdown that gave up on it.
+        assert_eq!(state().1, 0);
+    }
+
     #[test]
     fn culled_threads_are_let_go_without_a_later_start() {
         let rt = crate::Runtime::builder()

@@ -721,11 +721,15 @@ impl Scheduler {
                         // One last look (joining them if all exited): a
                         // deadline that ran out during a drain says
                         // nothing of the threads.
-                        return self.threads.wait(
+                        let all = self.threads.wait(
                             Some(Duration::ZERO),
                             me,
                             threads::join_deadline(deadline),
                         );
+                        if !all {
+                            self.threads.give_up();
+                        }
+                        return all;
                     }
                     left.min(STRAGGLER_SLICE)
                 }
@@ -1074,6 +1078,34 @@ mod tests {
 
     use super::SNAPSHOTS_GAVE_UP;
     use crate::{Runtime, Scope, Topology, Workqueue};
+
+    /// A shutdown that gives up on its threads (a zero timeout: the
+    /// rescuer and a worker are still on their way out) leaves none of
+    /// them joinable once they are gone: the last of them to exit stayed
+    /// so (no thread joins itself), its stack mapped while a `Handle`
+    /// kept the runtime.
+    #[test]
+    fn threads_a_shutdown_gave_up_on_are_not_left_joinable() {
+        let rt = Runtime::builder().build().unwrap();
+        let h = rt.handle().clone();
+        // A worker held in a poll through the shutdown.
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let _task = rt.spawn(async move {
+            started_tx.send(()).unwrap();
+            let _ = held.recv();
+        });
+        started.recv().unwrap();
+        assert!(!rt.shutdown_timeout(Duration::ZERO));
+        drop(release);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !h.scheduler.threads.at_most(0) {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(h.scheduler.threads.handles_held(), 0);
+    }
 
     /// A pool made for one scope's pod is entered in every scope's table
     /// with a pod of the same CPUs (here, without SMT, `cpu` and `smt`;

@@ -24,8 +24,10 @@
 //!   joined as long as it takes
 //!   ([`join_all`], for the blocking pool's threads too). Threads that
 //!   have gone are also joined as other threads exit and start, without
-//!   waiting (`Thread::try_join`: their stacks freed), a thread the
-//!   shutdown left included.
+//!   waiting (`Thread::try_join`: their stacks freed). A shutdown whose
+//!   deadline passes before every thread counted itself out detaches them
+//!   all (the last to exit would otherwise stay joinable, as no thread
+//!   joins itself, until the runtime's last handle went).
 //!
 //! - **Exit hook** (shutdown): a thread counting itself out then calls the
 //!   hook set with [`Threads::on_exit`], outside the `live` lock: the
@@ -185,7 +187,8 @@ impl Drop for Counted {
         // make (14 exited workers' stacks stayed mapped): those gone
         // (`Thread::try_join`: one still in a destructor is not), at any
         // time, the shutdown's included (a thread it left is joined by a
-        // later exit); this one is joined at the next exit or start. (A
+        // later exit; one it gave up waiting for is detached); this one is
+        // joined at the next exit or start. (A
         // try: a start that fails drops this guard with the closure while
         // it holds `handles`, and it joins them itself.)
         if let Ok(mut handles) = self.0.handles.try_lock() {
@@ -246,9 +249,29 @@ impl Threads {
         lock(&self.inner.live).count <= own
     }
 
+    /// Handles not joined yet (tests).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn handles_held(&self) -> usize {
+        lock(&self.inner.handles).len()
+    }
+
     /// Refuses every later spawn (shutdown, before `wait`).
     pub(crate) fn close(&self) {
         lock(&self.inner.live).closed = true;
+    }
+
+    /// The shutdown gave up waiting for the threads still live (its
+    /// deadline passed): their handles are dropped, detaching them, and
+    /// every later [`Threads::wait`] says a thread was left. Kept, the last
+    /// of them to exit stayed joinable (no thread joins itself, and no
+    /// later exit or start came to join it), its stack mapped until the
+    /// runtime's last handle went: one per runtime shut down with
+    /// `Duration::ZERO`. (Not at a [`Threads::wait`]'s own timeout: the
+    /// shutdown waits in slices, turning the driver between them.)
+    pub(crate) fn give_up(&self) {
+        let handles = std::mem::take(&mut *lock(&self.inner.handles));
+        lock(&self.inner.live).left_one = true;
+        drop(handles);
     }
 
     /// Waits up to `timeout` (forever if `None`) until at most `own`
@@ -448,5 +471,39 @@ mod lingering_tests {
         release.store(true, Ordering::Release);
         // Left detached by that wait: a later one says so too.
         assert!(!threads.wait(None, 0, None));
+    }
+
+    /// A shutdown that gives up waiting for a thread (a zero timeout)
+    /// detaches it: no thread joins itself, and the last to exit stayed
+    /// joinable, its stack mapped, while the runtime lived on in a handle.
+    #[test]
+    fn a_thread_a_shutdown_gave_up_on_is_detached() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let threads = Threads::default();
+        let release = Arc::new(AtomicBool::new(false));
+        let r = release.clone();
+        threads
+            .spawn("late".into(), None, move || {
+                while !r.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+            .unwrap();
+        threads.close();
+        assert!(!threads.wait(Some(Duration::ZERO), 0, Some(Instant::now())));
+        threads.give_up();
+        release.store(true, Ordering::Release);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !threads.at_most(0) {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(
+            crate::loom::lock(&threads.inner.handles).is_empty(),
+            "a thread the shutdown gave up on is still to be joined"
+        );
+        assert!(!threads.wait(None, 0, None), "it was not joined");
     }
 }
