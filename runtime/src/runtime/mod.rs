@@ -121,8 +121,10 @@ impl Runtime {
     /// `block_on` is allowed. Not inside `block_in_place`, a task the
     /// blocked poll spawned or woke last waits in its worker's LIFO slot
     /// until the watchdog finds the poll (the CPU-hog threshold, 10 ms by
-    /// default), or for ever with detection off: a `block_on` that awaits
-    /// it never returns.
+    /// default, plus up to 100 ms for a poll that starts after the runtime
+    /// idled: [`Builder::cpu_hog_threshold`](crate::Builder::cpu_hog_threshold)),
+    /// or for ever with detection off: a `block_on` that awaits it never
+    /// returns.
     ///
     /// In a thread-local's destructor that runs after wq's own (a
     /// connection flushed at a thread's exit), the future runs with no

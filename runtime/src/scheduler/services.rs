@@ -16,8 +16,10 @@
 //! [`MAINTENANCE_INTERVAL`](crate::pool::worker::MAINTENANCE_INTERVAL)
 //! polls, so I/O moves on while every worker is busy, and the runtime's
 //! watchdog (the rescuer thread) does too at each of its ticks (every half
-//! CPU-hog threshold while workers run), so a long poll holds I/O up for
-//! at most that. A worker that leaves the driver after events woke tasks
+//! CPU-hog threshold while workers run; its tick grows to 100 ms while
+//! none does, and a poll that starts then waits for the tick it is on), so
+//! a long poll holds I/O up for at most a tick: half the threshold, or,
+//! for one that starts after the runtime idled, up to 100 ms. A worker that leaves the driver after events woke tasks
 //! does not hand the driver to a parked sibling (tokio's optional eager
 //! hand-off): measured on the echo and HTTP benchmarks, the futex wakeup
 //! per batch cost more than it saved; it comes back to the driver when it
