@@ -531,6 +531,70 @@ fn items_released_together_start_in_submission_order() {
     });
 }
 
+/// Items a raise of `max_active` releases onto a worker start ahead of a
+/// task queued on the pool after them: the release marked the worker as
+/// after a yield, and its next look took the pool's queue first, so a
+/// spawn made from outside during the raise ran before them (X, B, C, D).
+#[test]
+fn released_items_are_not_overtaken_by_a_later_spawn() {
+    within(60, || {
+        // No watchdog: the raiser's poll waits for X by spinning, and a
+        // second worker (a CPU hog's) would run X beside it.
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
+            .default_scope(Scope::System)
+            .max_workers_per_pool(1)
+            .cpu_hog_threshold(Duration::ZERO)
+            .build()
+            .unwrap();
+        let q = Arc::new(
+            Workqueue::builder("released first")
+                .max_active(1)
+                .build(rt.handle())
+                .unwrap(),
+        );
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (open_tx, open_rx) = futures::channel::oneshot::channel::<()>();
+        let first = q.spawn(async move {
+            let _ = open_rx.await;
+        });
+        let later: Vec<_> = ["B", "C", "D"]
+            .into_iter()
+            .map(|name| {
+                let o = order.clone();
+                q.spawn(async move { o.lock().unwrap().push(name) })
+            })
+            .collect();
+        assert_eq!(q.stats().inactive, 3);
+        // Raised from a task on the pool's only worker: B, C, D go to its
+        // deque, in order; X is queued from outside before that poll ends.
+        let (raised_tx, raised) = mpsc::channel::<()>();
+        let x_queued = Arc::new(AtomicBool::new(false));
+        let (raiser, queued) = (q.clone(), x_queued.clone());
+        let raise = rt.spawn(async move {
+            raiser.set_max_active(4).unwrap();
+            raised_tx.send(()).unwrap();
+            while !queued.load(Ordering::Acquire) {
+                std::hint::spin_loop();
+            }
+        });
+        raised.recv().unwrap();
+        let o = order.clone();
+        let x = rt.spawn(async move { o.lock().unwrap().push("X") });
+        x_queued.store(true, Ordering::Release);
+        rt.block_on(async {
+            raise.await.unwrap();
+            for h in later {
+                h.await.unwrap();
+            }
+            x.await.unwrap();
+        });
+        assert_eq!(*order.lock().unwrap(), ["B", "C", "D", "X"]);
+        drop(open_tx);
+        rt.block_on(first).unwrap();
+    });
+}
+
 #[test]
 fn a_cpu_hog_is_detected_while_short_tasks_keep_completing() {
     within(60, || {

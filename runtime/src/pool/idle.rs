@@ -116,8 +116,8 @@
 //!    watchdog granted a replacement for: step 8) is handed to the
 //!    rescuer ([`Kick::Mayday`]).
 //! 2. **Search** (a worker whose queues are empty). It becomes a searcher
-//!    ([`Idle::try_start_searching`]: at most half the workers, and at
-//!    least two, search at once), scans the queues again, and may spin a
+//!    ([`Idle::try_start_searching`]: at most half the workers, rounded
+//!    up, and at least two, search at once), scans the queues again, and may spin a
 //!    little (`super::worker`). When it finds work it stops searching
 //!    ([`Idle::stop_searching`]); if it was the last searcher, it kicks
 //!    (step 1; tokio's rule: work came, more may follow, so a parked worker

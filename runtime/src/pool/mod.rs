@@ -301,7 +301,8 @@ impl Spinners {
 
 /// The widest pool whose spinners watch the workers' deques by default
 /// (`worker`, step 3): at most two of its workers search (the searchers'
-/// floor), so spinners crowding a spawning worker's deque cannot happen,
+/// floor; three while a CPU hog's extra worker makes it five), so
+/// spinners crowding a spawning worker's deque cannot happen,
 /// and a task on a deque is taken at once. Measured: 2 workers, the
 /// deque watch ahead on HTTP; 16, the injector-only watch ahead on
 /// tokio's spawn_many and ping_pong (`docs/benchmarks.md`, section 12).
@@ -765,7 +766,12 @@ impl fmt::Debug for Pool {
 /// (items a workqueue releases from its inactive list: released together,
 /// they start in order).
 pub(crate) fn schedule_spawned(pool: &Arc<Pool>, runnable: Runnable, fifo: bool) {
-    if let Some(runnable) = worker::schedule_local(runnable, fifo) {
+    let slot = if fifo {
+        worker::Slot::Fifo
+    } else {
+        worker::Slot::Lifo
+    };
+    if let Some(runnable) = worker::schedule_local(runnable, slot) {
         runnable.metadata().stamp(crate::clock::now());
         pool.push_remote(runnable);
     }
@@ -784,7 +790,12 @@ pub(crate) fn schedule(runnable: Runnable, info: async_task::ScheduleInfo) {
     if meta.came_home() {
         meta.home().repatriated.fetch_add(1, Ordering::Relaxed);
     }
-    if let Some(runnable) = worker::schedule_local(runnable, info.woken_while_running) {
+    let slot = if info.woken_while_running {
+        worker::Slot::Yielded
+    } else {
+        worker::Slot::Lifo
+    };
+    if let Some(runnable) = worker::schedule_local(runnable, slot) {
         runnable.metadata().stamp(crate::clock::now());
         // The slow path: one Arc clone, as the task moves into the injector.
         let home = runnable.metadata().home().clone();

@@ -9,7 +9,7 @@
 //!    so a parked sibling is woken to look for the next item, and the
 //!    producer of that item finds a searcher and takes no lock).
 //! 2. **Search**: with nothing found, become a searcher (at most half the
-//!    workers search at once) and look again: a producer that skips its
+//!    workers, rounded up, and at least two, search at once) and look again: a producer that skips its
 //!    kick because someone searches relies on this look, or on the last
 //!    searcher's re-check when it stops.
 //! 3. **Spin**: a searcher (at most `Builder::spinning_workers` of them,
@@ -262,10 +262,24 @@ pub(crate) fn is_running_tasks_waker(waker: &std::task::Waker) -> bool {
     current::with_worker(|local| local.is_some_and(|l| l.running_waker.get() == waker.data()))
 }
 
+/// Where [`schedule_local`] puts a task on its worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Slot {
+    /// The LIFO slot (a spawn, a wake): run next.
+    Lifo,
+    /// The back of the deque: behind the worker's queued work (items a
+    /// workqueue releases from its inactive list, which start in order).
+    Fifo,
+    /// The back of the deque, and the pool's queue looked at first next
+    /// time: a task that woke itself while running (a yield).
+    Yielded,
+}
+
 /// Schedules `runnable` on the current worker if it is a worker of the
-/// task's home pool (and not blocked); gives it back otherwise.
+/// task's home pool (and not blocked), as `slot` says; gives it back
+/// otherwise.
 #[inline]
-pub(crate) fn schedule_local(runnable: Runnable, yielded: bool) -> Option<Runnable> {
+pub(crate) fn schedule_local(runnable: Runnable, slot: Slot) -> Option<Runnable> {
     current::with_worker(|local| {
         let Some(local) = local else {
             return Some(runnable);
@@ -277,9 +291,15 @@ pub(crate) fn schedule_local(runnable: Runnable, yielded: bool) -> Option<Runnab
         // poll was charged the poll's part before, stamped with the poll's
         // start; one woken during its own poll, with that whole poll).
         runnable.metadata().stamp(clock::now());
-        if yielded {
+        if slot != Slot::Lifo {
             local.deque.push(runnable);
-            local.yielded.set(true);
+            // Only a yield: a released item set it too, and the worker
+            // whose deferred ends released a queue's next items looked at
+            // the pool's queue first at nearly every tick, taking a task
+            // queued after them ahead of them (A, X, B, C).
+            if slot == Slot::Yielded {
+                local.yielded.set(true);
+            }
         } else {
             // An empty slot took it: scheduled (`None`), no kick (the
             // worker runs it next).
