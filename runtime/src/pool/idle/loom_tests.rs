@@ -1297,3 +1297,30 @@ fn loom_two_workers_two_pushes_run_both() {
         assert_eq!(ran.load(Ordering::SeqCst), 2);
     });
 }
+
+/// A wake of an idle worker with no work for it ([`Idle::wake_idle`], the
+/// I/O driver handed over) racing a producer's push and kick: the wake
+/// claims the worker as a searcher, on which the producer's kick may
+/// coalesce, so the worker's search, or its stop's re-check, must find
+/// the item. The item runs, and the worker never parks with it queued
+/// (loom reports the deadlock).
+#[test]
+fn loom_a_wake_idle_racing_a_push_strands_nothing() {
+    loom::model(|| {
+        let idle = Arc::new(Idle::new(no_cull(WakeMode::Deferred)));
+        let queue = Arc::new(Queue(Items::new(0)));
+        let w = one_worker(&idle, &queue, 1);
+        let i = idle.clone();
+        let waker = loom::thread::spawn(move || {
+            let _ = i.wake_idle();
+        });
+        let (i, q) = (idle.clone(), queue.clone());
+        let producer = loom::thread::spawn(move || {
+            q.push();
+            let _ = i.notify();
+        });
+        producer.join().unwrap();
+        waker.join().unwrap();
+        assert_eq!(w.join().unwrap(), 1);
+    });
+}
