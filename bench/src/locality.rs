@@ -4,7 +4,8 @@
 //!    over `futures` channels. Same pod: both tasks' home is one `cache`
 //!    pod, so a wake lands in the waking worker's LIFO slot. Cross pod: the
 //!    homes are two `cache` pods, so every wake goes through the other
-//!    pool's injector and a kick. tokio: the same two tasks.
+//!    pool's injector and a kick. tokio: the same two tasks, on as many
+//!    workers as one wq pod's pool (the same-pod row's).
 //! 2. **Cache-affine working set**: one task per `cache` pod, each owning a
 //!    working set (default 4 MiB) that it walks (read and write every cache
 //!    line) each time an outside driver thread wakes it; all are woken
@@ -144,8 +145,7 @@ fn placers(rt: &Arc<wq::Runtime>, scope: Scope, n: usize) -> Vec<Placer> {
 }
 
 /// `rounds` round trips with `pong`; their time (ns) in `took`, timed by
-/// this task: the same clock on both runtimes (timed from the caller, wq's
-/// included the hand-off to its placer thread and back).
+/// this task: the same clock on both runtimes.
 async fn ping(
     rounds: usize,
     mut tx: mpsc::Sender<u32>,
@@ -379,6 +379,16 @@ pub fn main(argv: &[String], command: &str) -> Result<(), String> {
         ));
     }
 
+    // The ping-pong's tokio: as many workers as the same-pod row's one wq
+    // pool may start (a pod's CPUs), not a worker per CPU of the made-up
+    // machine (8 tokio threads against 2 wq ones, on the same CPUs).
+    let ping_pong_workers = wq::Topology::synthetic(&topology)
+        .map_err(|e| e.to_string())?
+        .pods(Scope::Cache)
+        .iter()
+        .map(|p| p.cpus().len())
+        .max()
+        .unwrap_or(1);
     // The rows interleaved repeat by repeat, so drift falls on all of
     // them, and the first row rotating from repeat to repeat: on a VM the
     // run that goes second in a pair can time differently.
@@ -388,7 +398,7 @@ pub fn main(argv: &[String], command: &str) -> Result<(), String> {
             match row {
                 0 => same.push(wq_ping_pong(&topology, rounds, false)?),
                 1 => cross.push(wq_ping_pong(&topology, rounds, true)?),
-                _ => tok.push(tokio_ping_pong(cpus, rounds)),
+                _ => tok.push(tokio_ping_pong(ping_pong_workers, rounds)),
             }
         }
     }
@@ -437,7 +447,7 @@ pub fn main(argv: &[String], command: &str) -> Result<(), String> {
          that machine but its threads are not bound: scheduling paths differ, cache effects cannot show"
     );
     outln!(
-        "# medians of {repeat} runs, the rows interleaved (the first rotating); tokio: {cpus} workers, wq: up to a worker per CPU of each pod ({cpus} CPUs): the same threads on the real CPUs\n"
+        "# medians of {repeat} runs, the rows interleaved (the first rotating); ping-pong: tokio {ping_pong_workers} workers, as one wq pod's pool; walk: tokio {cpus} workers, wq up to a worker per CPU of each pod ({cpus} CPUs): the same threads on the real CPUs\n"
     );
     outln!("remote wake, ping-pong of two tasks ({rounds} round trips):");
     outln!("  {:<28} {:>12}", "row", "per round trip");

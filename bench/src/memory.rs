@@ -188,7 +188,8 @@ impl Rt {
             }
             "tokio" => {
                 let mut b = tokio::runtime::Builder::new_multi_thread();
-                b.worker_threads(workers);
+                // Its drivers on, as wq's always are (`workqueue::build_tokio`).
+                b.worker_threads(workers).enable_all();
                 if let Some(t) = idle_timeout {
                     b.thread_keep_alive(t);
                 }

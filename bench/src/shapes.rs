@@ -133,6 +133,8 @@ impl Tokio {
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(n)
                 .thread_name(TOKIO_THREAD_NAME)
+                // Its drivers on, as wq's always are (`workqueue::build_tokio`).
+                .enable_all()
                 .build()
                 .expect("tokio runtime"),
         )

@@ -408,10 +408,15 @@ pub fn build_wq(
     b.build().map_err(|e| e.to_string())
 }
 
-/// Builds the tokio runtime of the comparison (multi-thread, `workers`).
+/// Builds the tokio runtime of the comparison (multi-thread, `workers`),
+/// with its I/O and time drivers, as `#[tokio::main]` and tokio's own
+/// benchmarks build it: wq's are always on (an idle worker parks in its
+/// epoll), and without them tokio's idle workers parked on a plain futex
+/// and it carried no driver memory.
 pub fn build_tokio(workers: usize) -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
+        .enable_all()
         .build()
         .expect("tokio runtime")
 }
@@ -687,18 +692,19 @@ pub fn run(cfg: &Config) -> Result<Vec<Row>, String> {
             runs: Vec::new(),
         });
     }
-    for rep in 0..cfg.repeat {
+    let n = rows.len();
+    let repeat = balanced_repeats(cfg.repeat, n);
+    for rep in 0..repeat {
         // The row that goes first rotates with each repeat: on a shared
         // VM a run times differently by where it falls in the cycle.
-        let n = rows.len();
-        let first = first_row(rep, cfg.repeat, n);
+        let first = first_row(rep, repeat, n);
         for k in 0..n {
             let row = &mut rows[(first + k) % n];
             let run = run_target(cfg, row.target)?;
             crate::progress!(
                 "[{}/{}] {:<24} {:>10} items/s  enqueue p95 {:>8}  rtt p50 {:>8}",
                 rep + 1,
-                cfg.repeat,
+                repeat,
                 row.label(),
                 fmt_count(run.items_per_s),
                 fmt_ns(run.enqueue.p95),
@@ -911,6 +917,20 @@ pub fn same_pool_groups(cfg: &Config) -> Option<Vec<Vec<Scope>>> {
         }
     }
     Some(groups.into_iter().map(|(_, s)| s).collect())
+}
+
+/// The repeats a run of `n` rows makes when asked for `repeat`: as many,
+/// unless there are at least as many as rows, then rounded up to a
+/// multiple of them, so each row goes first equally often (5 repeats of 2
+/// rows put wq's first 3 times, tokio's twice, and the slot moves a run
+/// 5-25% on a shared VM: `Args::rounds`). Fewer repeats than rows spread
+/// the rows' places instead ([`first_row`]).
+pub fn balanced_repeats(repeat: usize, n: usize) -> usize {
+    if n > 0 && repeat >= n {
+        repeat.div_ceil(n) * n
+    } else {
+        repeat
+    }
 }
 
 /// The row that goes first in repeat `rep` of `repeat` over `n` rows:
@@ -1162,7 +1182,9 @@ pub fn json(cfg: &Config, rows: &[Row], command: &str, neighbours: usize) -> Val
         "producers": cfg.producers,
         "items_per_producer": cfg.items,
         "warmup_items_per_producer": cfg.warmup,
-        "repeat": cfg.repeat,
+        // As run: rounded up to a multiple of the rows if at least as
+        // many (`balanced_repeats`).
+        "repeat": rows.first().map_or(cfg.repeat, |r| r.runs.len()),
         "producers_pinned": producers_pinned(cfg),
         // null: the runtime's default spin.
         "wq_worker_spin_us": cfg.spin.spin.map(|s| s.as_secs_f64() * 1e6),
@@ -1421,6 +1443,41 @@ mod tests {
         assert_eq!(places, [24, 19, 14, 9, 4]);
         let firsts: Vec<usize> = (0..6).map(|r| first_row(r, 6, 3)).collect();
         assert_eq!(firsts, [0, 1, 2, 0, 1, 2]);
+    }
+
+    /// At least as many repeats as rows: rounded up to a multiple of them,
+    /// so each row goes first equally often (5 repeats of wq and tokio's
+    /// two rows gave wq the first slot 3 times, tokio twice).
+    #[test]
+    fn repeats_give_each_row_the_first_slot_equally_often() {
+        for (repeat, n) in [(5, 2), (3, 2), (7, 3), (6, 3), (1, 1), (4, 13), (13, 13)] {
+            let repeat = balanced_repeats(repeat, n);
+            let mut firsts = vec![0usize; n];
+            for rep in 0..repeat {
+                firsts[first_row(rep, repeat, n)] += 1;
+            }
+            if repeat >= n {
+                assert!(
+                    firsts.iter().all(|&f| f == firsts[0]),
+                    "{repeat} {n}: {firsts:?}"
+                );
+            } else {
+                assert!(firsts.iter().all(|&f| f <= 1), "{repeat} {n}: {firsts:?}");
+            }
+        }
+        assert_eq!(balanced_repeats(5, 2), 6);
+        assert_eq!(balanced_repeats(4, 13), 4);
+    }
+
+    /// tokio's runtime in the comparison has its drivers, as wq's always
+    /// does (without them its idle workers parked on a plain futex).
+    #[test]
+    fn the_tokio_runtime_has_its_drivers() {
+        let rt = build_tokio(1);
+        rt.block_on(async {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        });
     }
 
     /// A loss is judged on the floor's scale (max over min): deferred at

@@ -188,14 +188,22 @@ impl Registry {
         }
     }
 
-    /// Tasks alive now (spawned, their future not yet dropped).
+    /// Tasks alive now (spawned, their future not yet dropped), read shard
+    /// by shard: an estimate while tasks come and go. A task counted on a
+    /// shard the read has passed and uncounted on one it has not reached
+    /// (spawned on one thread, dropped on another, both during the read)
+    /// is subtracted unadded, so the sum may fall below the tasks alive
+    /// throughout, to zero (or "negative", reported as zero). Uncounting
+    /// on the spawner's shard would make it a lower bound, at the price of
+    /// a write to the spawner's line from the CPU where each task ends, on
+    /// every task; the callers that act on it are the rescuer's, which
+    /// drop a pool they watch only after two zeros in a row, and are sent
+    /// a pool again at its next kick that starts no worker.
     pub(crate) fn len(&self) -> usize {
         let sum = self
             .alive
             .iter()
             .fold(0usize, |acc, s| acc.wrapping_add(s.load(Ordering::Relaxed)));
-        // Racing spawns and drops on different shards can make the sum
-        // transiently "negative"; report that as zero.
         if sum > isize::MAX as usize { 0 } else { sum }
     }
 
