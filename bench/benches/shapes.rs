@@ -17,8 +17,10 @@ fn shapes(c: &mut Criterion) {
             .warm_up_time(Duration::from_millis(500))
             .measurement_time(Duration::from_secs(3));
         // Which runtime goes first alternates shape by shape: on a shared
-        // VM the second of a pair times differently (section 9 of
-        // docs/benchmarks.md), and wq always went first.
+        // VM the second of a pair times differently (docs/benchmarks.md,
+        // "Reading the figures"), and wq always went first. (No settle
+        // between the groups as `wq-bench shapes` makes: the 500 ms
+        // warm-up outlasts wq's spin after its last task.)
         if i % 2 == 0 {
             g.bench_function("wq", |b| b.iter(|| shapes::run(name, &wq)));
             g.bench_function("tokio", |b| b.iter(|| shapes::run(name, &tokio)));
