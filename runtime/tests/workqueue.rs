@@ -30,6 +30,18 @@ fn one_worker_runtime() -> Runtime {
         .unwrap()
 }
 
+/// [`one_worker_runtime`] with the CPU-hog watchdog off: a poll that
+/// spins or blocks on purpose gets no second worker beside it.
+fn one_worker_runtime_without_watchdog() -> Runtime {
+    Runtime::builder()
+        .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
+        .default_scope(Scope::System)
+        .max_workers_per_pool(1)
+        .cpu_hog_threshold(Duration::ZERO)
+        .build()
+        .unwrap()
+}
+
 /// Tracks how many items run at once, and the most seen.
 #[derive(Default)]
 struct Concurrency {
@@ -540,13 +552,7 @@ fn released_items_are_not_overtaken_by_a_later_spawn() {
     within(60, || {
         // No watchdog: the raiser's poll waits for X by spinning, and a
         // second worker (a CPU hog's) would run X beside it.
-        let rt = Runtime::builder()
-            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
-            .default_scope(Scope::System)
-            .max_workers_per_pool(1)
-            .cpu_hog_threshold(Duration::ZERO)
-            .build()
-            .unwrap();
+        let rt = one_worker_runtime_without_watchdog();
         let q = Arc::new(
             Workqueue::builder("released first")
                 .max_active(1)
@@ -911,13 +917,7 @@ fn a_task_woken_by_a_poll_that_then_blocks_runs_meanwhile() {
 #[test]
 fn highpri_items_overtake_a_backlog_of_normal_ones() {
     within(60, || {
-        let rt = Runtime::builder()
-            .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
-            .default_scope(Scope::System)
-            .max_workers_per_pool(1)
-            .cpu_hog_threshold(Duration::ZERO)
-            .build()
-            .unwrap();
+        let rt = one_worker_runtime_without_watchdog();
         let normal = Workqueue::builder("normal").build(rt.handle()).unwrap();
         let high = Workqueue::builder("urgent")
             .highpri()
