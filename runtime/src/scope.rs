@@ -26,7 +26,8 @@ pub enum Scope {
     /// [`Topology::cache_shard_size`](crate::Topology::cache_shard_size) cores
     /// (8 by default), never splitting SMT siblings. The default scope.
     CacheShard,
-    /// One pod per last-level cache.
+    /// One pod per last-level cache (split where one cache spans several
+    /// NUMA nodes or packages: a pod never crosses them).
     Cache,
     /// One pod per NUMA node.
     Numa,

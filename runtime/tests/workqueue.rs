@@ -606,6 +606,7 @@ fn a_cpu_hog_is_detected_while_short_tasks_keep_completing() {
     within(60, || {
         // One pool of one worker: without the watchdog, the short task
         // would wait behind the hog.
+        Logged::lines_with(""); // installed before the hog is found
         let rt = hog_runtime(1);
         let q = Workqueue::builder("hogs").build(rt.handle()).unwrap();
         let short_ran = Arc::new(AtomicBool::new(false));
@@ -648,6 +649,15 @@ fn a_cpu_hog_is_detected_while_short_tasks_keep_completing() {
             "a worker beyond the maximum: {pool:?}"
         );
         assert_eq!(q.stats().cpu_intensive, 1);
+        // Reported once, with the advice the README gives.
+        let logged = Logged::lines_with("workqueue \"hogs\"");
+        assert_eq!(logged.len(), 1, "{logged:?}");
+        assert!(
+            logged[0].contains("marked CPU-intensive")
+                && logged[0].contains("yield_now")
+                && logged[0].contains(".cpu_intensive() workqueue"),
+            "{logged:?}"
+        );
     });
 }
 
@@ -1264,6 +1274,7 @@ fn a_blocking_poll_is_not_a_cpu_hog(thread_name: &'static str) {
         // A threshold far above how long the main thread may take, loaded,
         // from the item's start to its spawn of the unblocker: the grant's
         // wakeup is a `cm_wakeup` only if it finds that queued.
+        Logged::lines_with(""); // installed before the block is found
         let rt = hog_runtime_with(1, thread_name, Duration::from_millis(200));
         let (tx, rx) = mpsc::channel::<()>();
         let (began_tx, began_rx) = mpsc::channel::<()>();
@@ -1290,6 +1301,15 @@ fn a_blocking_poll_is_not_a_cpu_hog(thread_name: &'static str) {
         let stats = q.stats();
         assert_eq!(stats.cm_wakeups, 1, "{stats:?}");
         assert_eq!(stats.cpu_intensive, 0, "{stats:?}");
+        // Reported with the README's advice: block_in_place for short
+        // calls, spawn_blocking for longer ones.
+        let logged = Logged::lines_with("workqueue \"blocks\"");
+        assert!(
+            logged.iter().any(|l| l.contains("blocked its worker")
+                && l.contains("wq::block_in_place")
+                && l.contains("wq::spawn_blocking")),
+            "{logged:?}"
+        );
     });
 }
 

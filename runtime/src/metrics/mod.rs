@@ -164,7 +164,9 @@ counters! {
     /// Idle workers culled.
     workers_culled => "workers_culled",
     /// Task polls run by the runtime's rescuer thread because no worker
-    /// could be started for the pool (included in `started`).
+    /// could be started for the pool, or because every worker it may run
+    /// was blocked (`block_in_place`) with work queued (included in
+    /// `started`).
     rescued => "rescued",
     /// Workers woken or started because a worker blocked, in
     /// `block_in_place` or in a poll the watchdog found blocking, while
@@ -183,9 +185,9 @@ counters! {
     /// CPU-hog threshold (no other worker looks in that slot).
     lifo_stolen => "lifo_stolen",
     /// Workers that parked between two polls because the pool ran more
-    /// workers than its maximum (one back from `block_in_place` while its
-    /// replacement ran, or a CPU-hog allowance revoked): the kernel's
-    /// `keep_working()` bound.
+    /// workers than its limit (its maximum plus the CPU-hog allowances it
+    /// holds: one back from `block_in_place` while its replacement ran, or
+    /// an allowance revoked): the kernel's `keep_working()` bound.
     stepped_down => "stepped_down",
     /// Acquisitions of the pool lock by the kick / idle / cull protocol
     /// (metrics readers not counted): every one is a cache-line transfer

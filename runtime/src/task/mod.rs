@@ -636,8 +636,9 @@ impl<F> TaskCell<'_, F> {
             crate::pool::LongPoll::OnCpu => log::warn!(
                 "wq: a task of {queue} ran on pool {} ({} pod {}) longer than the CPU-hog \
                  threshold without yielding; it is marked CPU-intensive: its polls no longer \
-                 hold up the pool's other work. Yield in long computations \
-                 (wq::task::yield_now), or run them with wq::block_in_place",
+                 hold up the pool's other work. Yield every millisecond or so in a computation \
+                 you can split (wq::task::yield_now); give long ones that must stay on the \
+                 pools a .cpu_intensive() workqueue",
                 pool.id,
                 pool.scope,
                 pool.pod
@@ -645,8 +646,9 @@ impl<F> TaskCell<'_, F> {
             crate::pool::LongPoll::Blocked { .. } => log::warn!(
                 "wq: a task of {queue} blocked its worker of pool {} ({} pod {}) longer than the \
                  CPU-hog threshold (a synchronous call inside a poll); the pool may run another \
-                 worker meanwhile, if it had work queued. Wrap blocking calls in \
-                 wq::block_in_place",
+                 worker meanwhile, if it had work queued. Wrap a blocking call of about a \
+                 millisecond or less in wq::block_in_place; run longer ones with \
+                 wq::spawn_blocking",
                 pool.id,
                 pool.scope,
                 pool.pod
