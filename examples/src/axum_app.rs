@@ -65,7 +65,12 @@ async fn pools() -> Response {
 /// Reads (and caps) any request body before routing, as `http_service`
 /// does: 413 beyond [`MAX_BODY`](crate::MAX_BODY), whether or not the
 /// handler would read it. (`DefaultBodyLimit` alone only caps extractors.)
+/// A method other than GET or HEAD is answered 405 first, body unread, as
+/// `http_service`'s routes do (a write with a body over the limit got 413).
 async fn cap_body(req: Request, next: Next) -> Response {
+    if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
+        return fallback(req.method().clone()).await;
+    }
     let (parts, body) = req.into_parts();
     match http_body_util::Limited::new(body, crate::MAX_BODY)
         .collect()

@@ -1003,11 +1003,11 @@ pub async fn bind_or_exit(
 }
 
 /// Prints what [`parse_args`] refused with: the usage asked for
-/// (`--help`) on stdout, exit status 0; a bad argument and the usage on
-/// stderr, status 2.
+/// (`--help`) on stdout, exit status 0 (a closed stdout too, [`say!`]); a
+/// bad argument and the usage on stderr, status 2.
 pub fn refused_args(msg: &str) -> ExitCode {
     if msg.starts_with("usage:") {
-        println!("{msg}");
+        say!("{msg}");
         ExitCode::SUCCESS
     } else {
         eprintln!("{msg}");
@@ -1024,12 +1024,12 @@ pub fn busy(ms: u64) {
 }
 
 /// What an example that takes no arguments does first: `--help` (or `-h`)
-/// prints `usage` and exits 0; any other argument is an error, with the
-/// usage, and exits 2.
+/// prints `usage` and exits 0 (a closed stdout too, [`say!`]); any other
+/// argument is an error, with the usage, and exits 2.
 pub fn no_arguments(name: &str, usage: &str) {
     if let Some(arg) = args().into_iter().next() {
         if arg == "-h" || arg == "--help" {
-            println!("{usage}");
+            say!("{usage}");
             std::process::exit(0);
         }
         eprintln!("{name}: unknown argument {arg:?}\n{usage}");

@@ -48,6 +48,36 @@ fn help_is_a_success_on_stdout_and_a_bad_argument_an_error_on_stderr() {
     assert!(String::from_utf8_lossy(&help.stdout).contains("[--dashboard-addr ADDR|off]"));
 }
 
+/// `--help` into a pipe whose reader is gone (`--help | head -0`): every
+/// binary ends with status 0, quietly (it panicked, "failed printing to
+/// stdout", exit 101).
+#[test]
+fn help_into_a_closed_pipe_ends_quietly() {
+    let others = [
+        ("echo", env!("CARGO_BIN_EXE_echo")),
+        ("http_service", env!("CARGO_BIN_EXE_http_service")),
+        ("axum_service", env!("CARGO_BIN_EXE_axum_service")),
+        ("wq-dump", env!("CARGO_BIN_EXE_wq-dump")),
+        ("wq-monitor", env!("CARGO_BIN_EXE_wq-monitor")),
+    ];
+    for (name, bin) in GUIDE_EXAMPLES.into_iter().chain(others) {
+        // The reader closed first: the write fails, deterministically.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let child = Command::new(bin)
+            .arg("--help")
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _killer = common::kill_after(child.id(), Duration::from_secs(60));
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{name} --help: {err}");
+        assert!(!err.contains("panicked"), "{name}: {err}");
+    }
+}
+
 /// `wq-dump | head` on a large machine: the reader goes after a line, and
 /// the dump (more than a pipe's 64 KiB) ends quietly with status 0 (it
 /// panicked, "failed printing to stdout", exit 101: Rust ignores SIGPIPE).

@@ -201,7 +201,7 @@ fn main() -> ExitCode {
     let args = match parse_args(wq_examples::args()) {
         Ok(Command::Dump(args)) => args,
         Ok(Command::Help) => {
-            println!("{USAGE}");
+            wq_examples::say!("{USAGE}");
             return ExitCode::SUCCESS;
         }
         Err(why) => {

@@ -26,7 +26,8 @@ fn main() -> ExitCode {
         Err(msg) => {
             let help = msg.starts_with("usage:");
             if help {
-                print!("{msg}");
+                // A closed stdout ends it quietly, status 0 (`say!`).
+                wq_examples::say!("{}", msg.trim_end_matches('\n'));
             } else {
                 eprint!("{msg}");
             }
@@ -88,7 +89,10 @@ fn lines(o: &Options) -> Result<(), String> {
                 prev = Some(now);
             }
             Err(e) if prev.is_some() && o.interval.is_some() => {
-                eprintln!("wq-monitor: {e} (retrying)");
+                // Not `eprintln!`: a closed stderr (`2>&1 | head`) panicked
+                // here; the run goes on, and ends quietly at its next
+                // write to a closed stdout.
+                let _ = writeln!(std::io::stderr(), "wq-monitor: {e} (retrying)");
             }
             Err(e) => return Err(e),
         }
