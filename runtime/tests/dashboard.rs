@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use wq::metrics::Snapshot;
@@ -640,7 +640,8 @@ fn the_page_draws_its_charts_in_headless_chromium() {
             assert!(Instant::now() < deadline, "no history after 30 s");
             std::thread::sleep(Duration::from_millis(200));
         }
-        let url = format!("http://{addr}/");
+        // `?ink`: the page counts what each canvas drew (`data-inked`).
+        let url = format!("http://{addr}/?ink");
         let profile = std::env::temp_dir().join(format!("wq-chromium-{}", std::process::id()));
         let dom = headless(&browser, &profile, &["--dump-dom"], &url);
         assert_eq!(
@@ -763,6 +764,13 @@ fn a_page_of_hundreds_of_pools_charts_the_worst_and_tables_them_all() {
             .parse()
             .unwrap();
         assert!(height <= 161 * 46 + 30, "pods canvas {height} px");
+        // Every CPU has its cell in a pool's row (those past the canvas's
+        // width were left out).
+        assert_eq!(
+            attr(&dom, "id=\"pods\"", "data-cpus").as_deref(),
+            Some(cpus.to_string().as_str()),
+            "CPUs drawn"
+        );
         let tbody = &dom[dom.find("<tbody>").unwrap()..dom.find("</tbody>").unwrap()];
         assert_eq!(tbody.matches("<tr>").count(), pools, "table rows");
     });
@@ -891,13 +899,25 @@ fn a_client_trickling_its_head_is_evicted_at_the_limit() {
     });
 }
 
-/// A stand-in for a service whose sampler stopped (`frozen`: every
-/// history answer the same, no new point) or that stopped answering
-/// (`hung`: after the first history answer, requests are read and never
-/// answered, the connection held open, as a stopped process's kernel
-/// does). Serves the real dashboard's page and assets and its first
-/// history answer.
-fn stand_in(real: SocketAddr, hung: bool) -> (SocketAddr, Arc<AtomicBool>) {
+/// What a [`stand_in`] does after its first history answer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum After {
+    /// The sampler stopped: every history answer the same, no new point.
+    Frozen,
+    /// It stopped answering: requests are read and never answered, the
+    /// connection held open, as a stopped process's kernel does.
+    Hung,
+    /// Every later answer an older feed of the same service (the same
+    /// instance, no point, a `next_seq` of 1), as the last whole feed
+    /// rendered is handed out while `MAX_LIVE_FEEDS` are alive.
+    Older,
+}
+
+/// A stand-in for a service that behaves as `after` says. Serves the real
+/// dashboard's page and assets and its first history answer; counts the
+/// history requests without `since` (a page starting over).
+fn stand_in(real: SocketAddr, after: After) -> (SocketAddr, Arc<AtomicBool>, Arc<AtomicUsize>) {
+    let hung = after == After::Hung;
     let mut page = get(real, "/").body;
     if hung {
         // The page's load (after which Chromium dumps it) waits for an
@@ -909,10 +929,21 @@ fn stand_in(real: SocketAddr, hung: bool) -> (SocketAddr, Arc<AtomicBool>) {
     let js = get(real, "/app.js").body;
     let css = get(real, "/app.css").body;
     let history = get(real, "/api/history").body;
+    let older = {
+        let mut v: serde_json::Value = serde_json::from_slice(&history).unwrap();
+        v["points"] = serde_json::json!([]);
+        v["next_seq"] = serde_json::json!(1);
+        serde_json::to_vec(&v).unwrap()
+    };
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let (stop2, answered) = (stop.clone(), Arc::new(AtomicBool::new(false)));
+    let whole = Arc::new(AtomicUsize::new(0));
+    let (stop2, answered, whole2) = (
+        stop.clone(),
+        Arc::new(AtomicBool::new(false)),
+        whole.clone(),
+    );
     l.set_nonblocking(true).unwrap();
     std::thread::spawn(move || {
         let mut held = Vec::new();
@@ -946,11 +977,18 @@ fn stand_in(real: SocketAddr, hung: bool) -> (SocketAddr, Arc<AtomicBool>) {
             } else if path == "/app.css" {
                 ("text/css", &css)
             } else if path.starts_with("/api/history") {
-                if hung && answered.swap(true, Ordering::Relaxed) {
-                    held.push(s);
-                    continue;
+                if !path.contains("since=") {
+                    whole2.fetch_add(1, Ordering::Relaxed);
                 }
-                ("application/json", &history)
+                let later = answered.swap(true, Ordering::Relaxed);
+                match after {
+                    After::Hung if later => {
+                        held.push(s);
+                        continue;
+                    }
+                    After::Older if later => ("application/json", &older),
+                    _ => ("application/json", &history),
+                }
             } else {
                 continue;
             };
@@ -962,7 +1000,7 @@ fn stand_in(real: SocketAddr, hung: bool) -> (SocketAddr, Arc<AtomicBool>) {
             let _ = s.write_all(body);
         }
     });
-    (addr, stop)
+    (addr, stop, whole)
 }
 
 /// The page says so when the service stops making points or stops
@@ -985,7 +1023,8 @@ fn the_page_says_when_its_service_is_stale_or_hung() {
             std::thread::sleep(Duration::from_millis(100));
         }
         for hung in [false, true] {
-            let (addr, stop) = stand_in(real, hung);
+            let after = if hung { After::Hung } else { After::Frozen };
+            let (addr, stop, _) = stand_in(real, after);
             let profile = std::env::temp_dir()
                 .join(format!("wq-chromium-stale-{hung}-{}", std::process::id()));
             // A hung fetch stops virtual time: the hung service's page
@@ -1012,6 +1051,47 @@ fn the_page_says_when_its_service_is_stale_or_hung() {
                 "hung {hung}: {status}"
             );
         }
+    });
+}
+
+/// A feed older than the page's newest point, from the same service (the
+/// last whole feed rendered, handed out while `MAX_LIVE_FEEDS` are alive),
+/// is no restart: the page keeps its points and goes on asking for those
+/// after them (it threw its history away and asked for the whole feed
+/// again, then showed the old points as live).
+#[test]
+fn an_older_feed_of_the_same_service_is_no_restart() {
+    let Some(browser) = chromium_or_skip() else {
+        return;
+    };
+    within(180, move || {
+        let rt = runtime();
+        let d = wq::dashboard::serve_on(rt.handle(), "127.0.0.1:0").unwrap();
+        let real = d.local_addr();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // Points up to seq 1 at least: the older feed's `next_seq` (1) is
+        // at or before the page's newest.
+        while next_seq(real) < 2 {
+            assert!(Instant::now() < deadline, "no history after 30 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (addr, stop, whole) = stand_in(real, After::Older);
+        let profile =
+            std::env::temp_dir().join(format!("wq-chromium-older-{}", std::process::id()));
+        let dom = headless(
+            &browser,
+            &profile,
+            &["--dump-dom"],
+            &format!("http://{addr}/"),
+        );
+        stop.store(true, Ordering::Relaxed);
+        let _ = std::fs::remove_dir_all(&profile);
+        assert!(dom.contains("id=\"status\""), "{dom}");
+        assert_eq!(
+            whole.load(Ordering::Relaxed),
+            1,
+            "the page asked for the whole feed again: it took an older feed for a restart"
+        );
     });
 }
 

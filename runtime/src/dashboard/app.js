@@ -62,8 +62,11 @@ function prepare(canvas) {
 }
 
 // Counts sampled pixels that are not the background (the tests' proof that
-// something was drawn).
+// something was drawn): only for a page loaded with `?ink` (the tests'),
+// as it reads every canvas back each second.
+const INK = new URLSearchParams(location.search).has("ink");
 function ink(canvas, ctx) {
+  if (!INK) return;
   const d = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
   let n = 0;
   for (let i = 0; i < d.length; i += 16) {
@@ -199,10 +202,24 @@ function drawPods() {
   const last = points.length ? byId(points[points.length - 1]) : null;
   const pools = feed.pools.slice(0, MAX_POD_ROWS);
   const rows = pools.length + (pools.length < feed.pools.length ? 1 : 0);
-  const rowH = 46;
+  // Every CPU of the machine gets a cell in each pool's row: numbered, 18
+  // px wide while they fit the canvas; narrower (down to 3 px) past that;
+  // wrapped onto more lines past that (CPUs beyond the width were left
+  // out: a pool of CPU 60 had no cell at 1280 px).
+  const cell = 18, left = 150;
+  const width = Math.max(200, Math.floor(canvas.clientWidth || canvas.width));
+  const n = Math.max(1, feed.cpus.length);
+  const avail = Math.max(cell + 2, width - 4 - left);
+  const pitch = Math.max(3, Math.min(cell + 2, Math.floor(avail / n)));
+  const perLine = Math.max(1, Math.floor(avail / pitch));
+  const lines = Math.ceil(n / perLine);
+  const cellW = pitch === cell + 2 ? cell : Math.max(2, pitch - 1);
+  const lineH = lines === 1 ? cell + 2 : 8;
+  const band = lines === 1 ? cell : lines * lineH - 2;
+  const rowH = band + 28;
   canvas.height = Math.max(60, rows * rowH + 30);
   const ctx = prepare(canvas);
-  const cell = 18;
+  let drawn = 0;
   // The machine: every CPU, marked by the pools that hold it.
   ctx.fillStyle = DIM;
   ctx.fillText("machine: " + feed.cpus.length + " CPUs", 6, 14);
@@ -215,31 +232,36 @@ function drawPods() {
     ctx.fillStyle = FG;
     ctx.fillText("pool " + p.id + " (" + p.scope + " " + p.pod + ")", 6, y0 + 12);
     // The machine's CPUs, the pod's filled.
+    const pod = new Set(p.cpus);
     feed.cpus.forEach((cpu, i) => {
-      const x0 = 150 + i * (cell + 2);
-      if (x0 + cell > canvas.width - 4) return;
-      const mine = p.cpus.includes(cpu);
-      ctx.fillStyle = mine ? "#37474f" : "#1f262d";
-      ctx.fillRect(x0, y0, cell, cell);
-      ctx.fillStyle = mine ? FG : "#3a444f";
-      ctx.fillText(String(cpu), x0 + 3, y0 + 13);
+      const x0 = left + (i % perLine) * pitch;
+      const y = y0 + Math.floor(i / perLine) * lineH;
+      const mine = pod.has(cpu);
+      ctx.fillStyle = mine ? (cellW === cell ? "#37474f" : "#90a4ae") : "#1f262d";
+      ctx.fillRect(x0, y, cellW, lines === 1 ? cell : lineH - 2);
+      if (r === 0) drawn++;
+      if (cellW === cell) {
+        ctx.fillStyle = mine ? FG : "#3a444f";
+        ctx.fillText(String(cpu), x0 + 3, y + 13);
+      }
     });
     // Its workers by state, from the latest point.
     const pp = last ? last.get(p.id) : null;
     const states = pp ? [["busy", pp.busy], ["kicked", pp.kicked], ["idle", pp.idle], ["blocked", pp.blocked], ["cpu_intensive", pp.cpu_intensive]] : [];
-    let x0 = 150;
-    for (const [state, n] of states) {
-      for (let k = 0; k < n; k++) {
+    let x0 = left;
+    for (const [state, count] of states) {
+      for (let k = 0; k < count; k++) {
         if (x0 + 10 > canvas.width - 4) break;
         ctx.fillStyle = STATE_COLORS[state];
-        ctx.fillRect(x0, y0 + cell + 4, 10, 10);
+        ctx.fillRect(x0, y0 + band + 4, 10, 10);
         x0 += 12;
       }
     }
     ctx.fillStyle = DIM;
     const counts = pp ? pp.busy + " busy, " + pp.kicked + " kicked, " + pp.idle + " idle" + (pp.blocked ? ", " + pp.blocked + " blocked" : "") + (pp.cpu_intensive ? ", " + pp.cpu_intensive + " cpu_intensive" : "") + " / max " + p.max_workers : "";
-    ctx.fillText(counts, Math.max(x0 + 6, 150), y0 + cell + 13);
+    ctx.fillText(counts, Math.max(x0 + 6, left), y0 + band + 13);
   });
+  canvas.dataset.cpus = String(drawn);
   ink(canvas, ctx);
 }
 
@@ -305,8 +327,11 @@ async function poll() {
     feed = res.body;
     // A restarted service counts from 0 again (and its clock too): what
     // this page holds is another process's; start over. Its instance
-    // tells even one that has made more points than this page had seen.
-    if (seq !== null && (feed.next_seq <= seq || feed.instance !== instance)) {
+    // tells, even one that has made more points than this page had seen.
+    // A feed of the same instance that ends before this page's newest
+    // point is an older rendering (the service hands its last whole feed
+    // out while as many as it keeps are alive): nothing in it is new.
+    if (seq !== null && feed.instance !== instance) {
       points = [];
       seq = null;
       instance = null;

@@ -129,7 +129,8 @@ const ACCEPT_WARNING_EVERY: Duration = Duration::from_secs(60);
 /// Whole history feeds alive at once (rendered at different samples and
 /// still held: by the cache, or by responses slow readers have not taken
 /// yet); beyond, a request for the whole feed is given the last one
-/// rendered, however old (its `next_seq` says where the page goes on).
+/// rendered, however old (a page takes the points beyond its own newest
+/// from it, if any: one that ends before them is no restart).
 /// Each is up to every pool's [`HISTORY`] points: megabytes on a machine
 /// of many pools, which a reader per connection slot, asking once a
 /// sample and reading slowly, held a different one of.
@@ -479,9 +480,10 @@ struct Feed<'a> {
     latency_capture: bool,
     pools: Vec<PoolInfo>,
     points: Vec<Point>,
-    /// The seq the next point will have: a page that has seen a point at
-    /// or beyond it is reading a restarted service (which counts from 0
-    /// again) and starts over.
+    /// The seq the next point will have. A page that has seen a point at
+    /// or beyond it was given an older feed (the last whole one rendered,
+    /// while [`MAX_LIVE_FEEDS`] are alive) and takes nothing from it; a
+    /// restart is told by `instance`.
     next_seq: u64,
     /// This dashboard's start: a page that held another's is reading a
     /// restarted service and starts over, even one that has made more
