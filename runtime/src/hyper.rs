@@ -141,7 +141,9 @@ pub struct WqTimer {
 }
 
 impl WqTimer {
-    /// A timer on the current runtime's driver (started if need be).
+    /// A timer on the current runtime's driver (started if need be). Its
+    /// sleeps end at once if polled after that runtime shut down (hyper
+    /// takes that for its timeout), where a `wq::time::Sleep` panics.
     ///
     /// # Panics
     /// Outside a wq runtime, or if the I/O driver cannot be created.
@@ -160,23 +162,41 @@ impl Default for WqTimer {
 
 impl hyper::rt::Timer for WqTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(Sleep::new(
+        Box::pin(TimerSleep(Sleep::new(
             self.driver.clone(),
             crate::time::deadline_in(duration),
-        ))
+        )))
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(Sleep::new(self.driver.clone(), deadline))
+        Box::pin(TimerSleep(Sleep::new(self.driver.clone(), deadline)))
     }
 
     fn reset(&self, sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>, new_deadline: Instant) {
-        match sleep.as_mut().downcast_mut_pin::<Sleep>() {
-            Some(mut ours) => ours.reset(new_deadline),
+        match sleep.as_mut().downcast_mut_pin::<TimerSleep>() {
+            Some(mut ours) => ours.0.reset(new_deadline),
             None => *sleep = self.sleep_until(new_deadline),
         }
     }
 }
+
+/// A [`WqTimer`]'s sleep: a [`Sleep`] that ends, rather than panics, when
+/// polled after its runtime shut down with its deadline ahead (hyper
+/// polls its timers before it sees the socket's shutdown error; a
+/// connection driven off the runtime, a client's, would have panicked its
+/// executor). hyper takes the end for its timeout, and the connection
+/// ends with an error, as its socket's operations do then.
+struct TimerSleep(Sleep);
+
+impl Future for TimerSleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.poll_unless_shut_down(cx).map(|_| ())
+    }
+}
+
+impl hyper::rt::Sleep for TimerSleep {}
 
 /// A wq stream as `hyper::rt::Read` and `hyper::rt::Write`.
 ///
@@ -267,8 +287,12 @@ impl<T> WqIo<T> {
     /// as [`WqTimer`] and [`WqExecutor`] may.
     ///
     /// # Panics
-    /// A write that waits outside a wq runtime, if this was called
-    /// outside one too (the timer is wq's).
+    /// Called inside a wq runtime whose driver cannot be created (epoll:
+    /// the process is out of file descriptors) or that shut down before it
+    /// had made one (as [`WqTimer::new`]). Called outside one, a write
+    /// that waits, outside a wq runtime or in one such as above (the
+    /// timer is wq's). A wq stream was made by a runtime with its driver,
+    /// so only a stream of another kind meets these.
     #[must_use]
     pub fn write_timeout(mut self, limit: Duration) -> WqIo<T> {
         self.write_timeout = Some(limit);
@@ -278,10 +302,19 @@ impl<T> WqIo<T> {
         self
     }
 
-    /// Passes on a write's or flush's result, timing a wait: `Pending`
-    /// arms (once per stall) a sleep of `write_timeout`, whose firing
-    /// fails the call; progress disarms it.
-    fn timed<R>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+    /// Runs a write, flush or shutdown (`op` on the stream inside) and
+    /// passes its result on, timing a wait: `Pending` arms (once per
+    /// stall) a sleep of `write_timeout`, whose firing fails the call;
+    /// progress disarms it.
+    fn timed<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut op: impl FnMut(Pin<&mut T>, &mut Context<'_>) -> Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>>
+    where
+        T: Unpin,
+    {
+        let poll = op(Pin::new(&mut self.inner), cx);
         let Some(limit) = self.write_timeout else {
             return poll;
         };
@@ -302,10 +335,17 @@ impl<T> WqIo<T> {
             // polls that always come with their budget spent (an HTTP/2
             // peer that stopped reading sends frames that need no answer:
             // the reads spend the budget before the flush) must not keep
-            // it from ending.
+            // it from ending. A wq stream did not try the operation (it
+            // looks at the budget first): it is tried once more outside
+            // the budget, and only a stream still not ready has stalled
+            // (a peer that read again late in the stall had its live
+            // connection cut).
             if self.stalled.as_ref().is_some_and(|s| s.is_elapsed()) {
                 self.stalled = None;
-                return Poll::Ready(Err(stalled_for(limit)));
+                return match crate::coop::unconstrained(|| op(Pin::new(&mut self.inner), cx)) {
+                    Poll::Ready(r) => Poll::Ready(r),
+                    Poll::Pending => Poll::Ready(Err(stalled_for(limit))),
+                };
             }
             cx.waker().wake_by_ref();
             return poll;
@@ -413,22 +453,19 @@ impl<T: AsyncWrite + Unpin> hyper::rt::Write for WqIo<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.timed(cx, poll)
+        this.timed(cx, |inner, cx| inner.poll_write(cx, buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let poll = Pin::new(&mut this.inner).poll_flush(cx);
-        this.timed(cx, poll)
+        this.timed(cx, |inner, cx| inner.poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         // Timed too: a stream whose close flushes (TLS's close_notify)
         // waits on the peer reading.
         let this = self.get_mut();
-        let poll = Pin::new(&mut this.inner).poll_close(cx);
-        this.timed(cx, poll)
+        this.timed(cx, |inner, cx| inner.poll_close(cx))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -441,8 +478,7 @@ impl<T: AsyncWrite + Unpin> hyper::rt::Write for WqIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.timed(cx, poll)
+        this.timed(cx, |inner, cx| inner.poll_write_vectored(cx, bufs))
     }
 }
 
@@ -615,7 +651,7 @@ mod tests {
             for _ in 0..crate::coop::PER_POLL {
                 crate::coop::spend();
             }
-            let p = io.timed(&mut cx, Poll::<std::io::Result<()>>::Pending);
+            let p = io.timed(&mut cx, |_, _| Poll::<std::io::Result<()>>::Pending);
             assert!(p.is_pending());
         });
         assert!(io.stalled.is_none());
@@ -646,7 +682,7 @@ mod tests {
                 crate::coop::spend();
             }
             assert!(
-                io.timed(&mut cx, Poll::<std::io::Result<()>>::Pending)
+                io.timed(&mut cx, |_, _| Poll::<std::io::Result<()>>::Pending)
                     .is_pending()
             );
         });
@@ -664,7 +700,7 @@ mod tests {
         drop(a);
         let b = crate::Runtime::new().unwrap();
         let r = b.block_on(std::future::poll_fn(|cx| {
-            crate::coop::with_budget(|| io.timed(cx, Poll::<std::io::Result<()>>::Pending))
+            crate::coop::with_budget(|| io.timed(cx, |_, _| Poll::<std::io::Result<()>>::Pending))
         }));
         let e = r.unwrap_err();
         assert!(e.to_string().contains("shut down"), "{e}");
@@ -676,13 +712,37 @@ mod tests {
     /// budget before the flush): past its limit the write fails. It was
     /// never looked at in those polls, and the write waited for ever.
     #[test]
-    fn a_stall_past_its_limit_ends_the_write_on_a_spent_budget_too() {
+    fn a_timers_sleep_polled_after_its_runtime_shut_down_ends() {
+        use hyper::rt::Timer;
+        use std::time::{Duration, Instant};
+        let rt = crate::Runtime::new().unwrap();
+        let (mut s, mut r) = rt.block_on(async {
+            let timer = super::WqTimer::new();
+            let mut r = timer.sleep(Duration::from_secs(60));
+            timer.reset(&mut r, Instant::now() + Duration::from_secs(120));
+            (timer.sleep(Duration::from_secs(60)), r)
+        });
+        drop(rt);
+        // Polled by another executor (a client connection's): no panic.
+        futures::executor::block_on(async {
+            s.as_mut().await;
+            r.as_mut().await;
+        });
+    }
+
+    #[test]
+    fn a_stall_past_its_limit_on_a_spent_budget_tries_the_write_first() {
+        // A wq stream looks at the budget before its socket: with the
+        // budget spent it says `Pending` without trying. A stall that
+        // elapsed meanwhile is no proof of one if the socket has room now
+        // (the peer read again): the write is tried outside the budget.
         let rt = crate::Runtime::new().unwrap();
         rt.block_on(async {
             let mut io = WqIo::new(()).write_timeout(std::time::Duration::from_millis(5));
             std::future::poll_fn(|cx| {
-                let p =
-                    crate::coop::with_budget(|| io.timed(cx, Poll::<std::io::Result<()>>::Pending));
+                let p = crate::coop::with_budget(|| {
+                    io.timed(cx, |_, _| Poll::<std::io::Result<usize>>::Pending)
+                });
                 assert!(p.is_pending());
                 Poll::Ready(())
             })
@@ -694,7 +754,46 @@ mod tests {
                     for _ in 0..crate::coop::PER_POLL {
                         crate::coop::spend();
                     }
-                    io.timed(cx, Poll::<std::io::Result<()>>::Pending)
+                    // Writable now, as a wq stream with a budget to try.
+                    io.timed(cx, |_, _| {
+                        if crate::coop::has_budget() {
+                            Poll::Ready(Ok(3))
+                        } else {
+                            Poll::Pending
+                        }
+                    })
+                }))
+            })
+            .await;
+            match r {
+                Poll::Ready(Ok(3)) => {}
+                other => panic!("{other:?}"),
+            }
+            assert!(io.stalled.is_none(), "progress disarms");
+        });
+    }
+
+    #[test]
+    fn a_stall_past_its_limit_ends_the_write_on_a_spent_budget_too() {
+        let rt = crate::Runtime::new().unwrap();
+        rt.block_on(async {
+            let mut io = WqIo::new(()).write_timeout(std::time::Duration::from_millis(5));
+            std::future::poll_fn(|cx| {
+                let p = crate::coop::with_budget(|| {
+                    io.timed(cx, |_, _| Poll::<std::io::Result<()>>::Pending)
+                });
+                assert!(p.is_pending());
+                Poll::Ready(())
+            })
+            .await;
+            assert!(io.stalled.is_some(), "armed");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let r = std::future::poll_fn(|cx| {
+                Poll::Ready(crate::coop::with_budget(|| {
+                    for _ in 0..crate::coop::PER_POLL {
+                        crate::coop::spend();
+                    }
+                    io.timed(cx, |_, _| Poll::<std::io::Result<()>>::Pending)
                 }))
             })
             .await;
