@@ -10,6 +10,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ratatui::Frame;
@@ -34,8 +35,8 @@ pub struct Options {
     pub addr: String,
     /// Line mode: a table every this many seconds.
     pub interval: Option<f64>,
-    /// Print snapshots as JSON (one per line; with `interval`, one per
-    /// interval).
+    /// Print snapshots as JSON (one per line; with `interval`, the whole
+    /// first, then one per interval: its delta).
     pub json: bool,
     /// Stop after this many reports (line and JSON modes).
     pub count: Option<u64>,
@@ -49,7 +50,9 @@ pub fn usage() -> String {
          dashboard's /api/snapshot (ADDR: HOST:PORT or its http:// URL, default {DEFAULT_ADDR}).\n\n\
          \x20 (none)        a refreshing terminal table (q or Esc quits; arrows, PgUp, PgDn, Home and End scroll)\n\
          \x20 -i SECONDS    print a table every SECONDS (counters and quantiles of the interval)\n\
-         \x20 --json        print the snapshot as JSON (with -i, one per interval), for scripts\n\
+         \x20 --json        print the snapshot as JSON, for scripts; with -i, one line per interval: the\n\
+         \x20               first the whole snapshot (\"interval\": null, counters since the start), each\n\
+         \x20               later one the interval's (queues summed by name, no retired queues)\n\
          \x20 -c COUNT      with -i: stop after COUNT intervals (reports, and fetches that failed)\n"
     )
 }
@@ -124,14 +127,10 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
 /// A message saying what went wrong and, when nothing listens there, how
 /// to start a dashboard.
 pub fn fetch(addr: &str, timeout: Duration) -> Result<Snapshot, String> {
-    // One deadline for the connect, the request and the answer.
+    // One deadline for the name's resolution, the connect, the request
+    // and the answer.
     let deadline = std::time::Instant::now() + timeout;
-    let targets: Vec<SocketAddr> = addr
-        .to_socket_addrs()
-        .map_err(|e| {
-            format!("{addr:?} is not an address: {e}; give HOST:PORT, e.g. 127.0.0.1:8089")
-        })?
-        .collect();
+    let targets = resolve(addr, deadline)?;
     if targets.is_empty() {
         return Err(format!("{addr:?} resolves to no address"));
     }
@@ -163,10 +162,23 @@ pub fn fetch(addr: &str, timeout: Duration) -> Result<Snapshot, String> {
     )
     .map_err(io)?;
     // The whole answer within `timeout`, and at most MAX_ANSWER bytes: a
-    // server that dribbles or never stops cannot hold the monitor.
+    // server that dribbles or never stops cannot hold the monitor. The
+    // answer ends at its Content-Length, or where the server closes (a
+    // server that keeps the connection open after a whole answer, a proxy
+    // that ignores `Connection: close`, is not waited on).
     let mut raw = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
+    // The answer's whole length, once its head is in (looked for in the
+    // first [`MAX_HEAD`] bytes only: a server sending megabytes of no
+    // head is not searched again at every read).
+    let mut len = None;
     loop {
+        if len.is_none() && raw.len() <= MAX_HEAD {
+            len = answer_len(&raw);
+        }
+        if len.is_some_and(|len| raw.len() >= len) {
+            break;
+        }
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {
             return Err(late());
@@ -199,6 +211,79 @@ pub fn fetch(addr: &str, timeout: Duration) -> Result<Snapshot, String> {
         }
     }
     parse_response(addr, &raw)
+}
+
+/// The longest answer head looked for a Content-Length in.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// The whole answer's length in `raw` (head and body), once its head has
+/// arrived and says its Content-Length.
+fn answer_len(raw: &[u8]) -> Option<usize> {
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&raw[..split]).ok()?;
+    let len = head.lines().skip(1).find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse::<usize>().ok())?
+    })?;
+    (split + 4).checked_add(len)
+}
+
+/// `addr`'s socket addresses, resolved by `deadline`: an address (the
+/// usual `127.0.0.1:8089`) at once; a name on a thread of its own, given
+/// up on at the deadline (`getaddrinfo` has no timeout: a slow resolver
+/// held the fetch past it, and froze the screen's refreshes). One such
+/// thread at a time: a fetch that finds one still waiting says so.
+fn resolve(addr: &str, deadline: std::time::Instant) -> Result<Vec<SocketAddr>, String> {
+    static RESOLVING: AtomicBool = AtomicBool::new(false);
+    resolve_with(addr, deadline, &RESOLVING, |name| {
+        name.to_socket_addrs().map(Iterator::collect)
+    })
+}
+
+/// [`resolve`] with its resolver (`lookup`) and its flag of a lookup in
+/// flight (`busy`) given.
+fn resolve_with(
+    addr: &str,
+    deadline: std::time::Instant,
+    busy: &'static AtomicBool,
+    lookup: fn(&str) -> std::io::Result<Vec<SocketAddr>>,
+) -> Result<Vec<SocketAddr>, String> {
+    let bad = |e: std::io::Error| {
+        format!("{addr:?} is not an address: {e}; give HOST:PORT, e.g. 127.0.0.1:8089")
+    };
+    if let Ok(a) = addr.parse::<SocketAddr>() {
+        return Ok(vec![a]);
+    }
+    let slow = || {
+        format!(
+            "{addr:?}: its name did not resolve in time (a slow resolver); give an address, \
+             e.g. 127.0.0.1:8089"
+        )
+    };
+    if busy.swap(true, Ordering::Acquire) {
+        return Err(slow());
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = addr.to_owned();
+    let spawned = std::thread::Builder::new()
+        .name("wq-monitor-resolve".into())
+        .spawn(move || {
+            let r = lookup(&name);
+            busy.store(false, Ordering::Release);
+            let _ = tx.send(r);
+        });
+    if spawned.is_err() {
+        // No thread: resolved here, unbounded, as before.
+        busy.store(false, Ordering::Release);
+        return lookup(addr).map_err(bad);
+    }
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    match rx.recv_timeout(left) {
+        Ok(r) => r.map_err(bad),
+        Err(_) => Err(slow()),
+    }
 }
 
 /// Connects to the first of `targets` that answers (a name such as
@@ -267,7 +352,19 @@ fn parse_response(addr: &str, raw: &[u8]) -> Result<Snapshot, String> {
             "{addr} sent a chunked body: not a wq dashboard (it sends a Content-Length)"
         ));
     }
-    let mut snapshot: Snapshot = serde_json::from_slice(&raw[split + 4..])
+    let mut body = &raw[split + 4..];
+    if let Some(len) = answer_len(raw) {
+        let want = len - (split + 4);
+        if body.len() < want {
+            return Err(format!(
+                "{addr}: the answer to /api/snapshot was cut short: {} of its {want} bytes \
+                 (the service stopped or the connection broke; try again)",
+                body.len()
+            ));
+        }
+        body = &body[..want];
+    }
+    let mut snapshot: Snapshot = serde_json::from_slice(body)
         .map_err(|e| format!("{addr}: /api/snapshot is not a wq snapshot: {e}"))?;
     // The service names itself: what it says is printed to this terminal,
     // so it may carry no escape sequence (a title, a clipboard write).
@@ -642,6 +739,72 @@ mod tests {
         });
         let err = fetch(&addr, Duration::from_secs(20)).unwrap_err();
         assert!(err.contains("sent over 64 MiB"), "{err}");
+    }
+
+    /// A server that sends a whole answer with its Content-Length and
+    /// keeps the connection open is not waited on (it was given up on,
+    /// "no complete answer"); one whose answer is cut short says so (it
+    /// was "not a wq snapshot: EOF while parsing").
+    #[test]
+    fn an_answer_ends_at_its_content_length() {
+        let body = serde_json::to_string(&snapshot()).unwrap();
+        let whole = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let answer = whole.clone();
+        let addr = fake_server(move |mut s| {
+            let _ = s.write_all(answer.as_bytes());
+            std::thread::sleep(Duration::from_secs(10));
+        });
+        let t = std::time::Instant::now();
+        let got = fetch(&addr, Duration::from_secs(5)).unwrap();
+        assert_eq!(got.thread_name, snapshot().thread_name);
+        assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+        let cut = whole[..whole.len() - 10].to_owned();
+        let addr = fake_server(move |mut s| {
+            // The request read first: closing on it unread resets the
+            // connection.
+            let mut req = Vec::new();
+            let mut b = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut b) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => req.extend_from_slice(&b[..n]),
+                }
+            }
+            let _ = s.write_all(cut.as_bytes());
+        });
+        let err = fetch(&addr, Duration::from_secs(5)).unwrap_err();
+        assert!(err.contains("cut short"), "{err}");
+    }
+
+    /// A name whose resolver hangs is given up on at the deadline, and a
+    /// fetch meanwhile does not start another lookup.
+    #[test]
+    fn a_slow_resolver_is_given_up_on_at_the_deadline() {
+        static BUSY: AtomicBool = AtomicBool::new(false);
+        fn hung(_: &str) -> std::io::Result<Vec<SocketAddr>> {
+            std::thread::sleep(Duration::from_secs(3));
+            Ok(vec![])
+        }
+        let t = std::time::Instant::now();
+        let deadline = t + Duration::from_millis(300);
+        let err = resolve_with("dashboard.example:8089", deadline, &BUSY, hung).unwrap_err();
+        assert!(err.contains("did not resolve in time"), "{err}");
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        let later = std::time::Instant::now() + Duration::from_secs(5);
+        let err = resolve_with("dashboard.example:8089", later, &BUSY, hung).unwrap_err();
+        assert!(err.contains("did not resolve in time"), "{err}");
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "a second lookup waited"
+        );
+        // An address needs no lookup.
+        assert_eq!(
+            resolve_with("127.0.0.1:8089", deadline, &BUSY, hung).unwrap(),
+            vec!["127.0.0.1:8089".parse().unwrap()]
+        );
     }
 
     #[test]

@@ -66,13 +66,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         s.repatriated,
         s.in_flight
     );
+    let panic = joined.as_ref().err().filter(|e| e.is_panic());
     wq_examples::say!(
         "the panicking item: {}",
-        joined.err().map_or("no panic".into(), |e| e.to_string())
+        joined
+            .as_ref()
+            .err()
+            .map_or("no panic".into(), |e| e.to_string())
     );
+    check(
+        panic.is_some(),
+        "the panicking item did not end in its panic",
+    )?;
     check(
         s.started == 12 && s.completed == 12 && s.in_flight == 0,
         "the stats do not count the 12 items",
+    )?;
+    // Short items, one pod (system scope): none CPU-intensive, none
+    // repatriated.
+    check(
+        s.cpu_intensive == 0 && s.repatriated == 0,
+        "an item counted CPU-intensive or repatriated",
     )?;
     Ok(())
 }

@@ -193,12 +193,19 @@ fn tui(o: &Options) -> Result<(), String> {
             let sig = STOP.load(Ordering::Relaxed);
             if sig != 0 && since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(1)
             {
+                // The shell gets its line discipline back (a `tcsetattr`,
+                // no write: it cannot block on a stuck terminal); the
+                // alternate screen is the terminal's to leave.
+                let _ = ratatui::crossterm::terminal::disable_raw_mode();
                 die_by(sig);
             }
         }
     });
-    let mut terminal =
-        ratatui::try_init().map_err(|e| format!("cannot take the terminal over: {e}"))?;
+    let mut terminal = ratatui::try_init().map_err(|e| {
+        // Raw mode may be on already (a later step failed): undone.
+        ratatui::restore();
+        format!("cannot take the terminal over: {e}")
+    })?;
     let result = (|| -> Result<(), String> {
         let mut redraw = true;
         // The first pool shown, and how many the last frame showed (a
