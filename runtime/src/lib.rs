@@ -51,6 +51,12 @@ macro_rules! warn_caught {
     }};
 }
 
+// The integration tests' child runner (a hung child killed and reported),
+// for unit tests that run this test binary as a child.
+#[cfg(test)]
+#[path = "../tests/common/child.rs"]
+mod child_process;
+
 // Layers, each importing only from those above it in this list (the
 // task <-> pool link async-task imposes aside); `tests/layers.rs` checks it.
 mod clock;

@@ -424,6 +424,15 @@ pub(crate) fn leave_count<R>(f: impl FnOnce() -> R, blocks: bool) -> R {
 /// its start to its exit. The caller has bound the thread and entered the
 /// runtime's context.
 pub(crate) fn run(pool: &Arc<Pool>, slot: usize, runtime: &Arc<dyn Host>) {
+    // A panic out of this body is a bug in wq (every task's poll, drop and
+    // end is caught): the slot would stay reserved and counted among the
+    // pool's workers, its deque gone, so work queued to the pool could
+    // wait for good and a shutdown for its deadline. The process is
+    // aborted instead, after the panic's message, as rayon's workers do.
+    let _abort = AbortOnUnwind {
+        what: "a worker thread",
+        pool: pool.id,
+    };
     let host: &dyn Host = &**runtime;
     /// The thread's number among the runtime's live workers, given back
     /// when it exits (or unwinds).
@@ -475,24 +484,15 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, runtime: &Arc<dyn Host>) {
             running_waker: Cell::new(std::ptr::null()),
             yielded: Cell::new(false),
         });
-        // If the loop unwinds (a bug outside any task's poll: polls are
-        // caught), the slot's LIFO task would keep the pool, which keeps
-        // it: dropped here instead, as the unwinding `Local`'s deque is,
-        // and the slot no longer looks busy to the watchdog.
-        struct Unwinding<'a>(&'a super::WorkerSlot);
-        impl Drop for Unwinding<'_> {
-            fn drop(&mut self) {
-                self.0.watch.poll_started.store(0, Ordering::Relaxed);
-                drop(self.0.watch.lifo.take());
-            }
+        #[cfg(all(test, not(loom)))]
+        if tests::PANIC_OUTSIDE_POLLS.load(Ordering::Relaxed) {
+            panic!("injected: a bug in a worker's loop, outside any task's poll");
         }
-        let unwinding = Unwinding(&pool.slots[slot]);
         current::as_worker(&local, || {
             core.work_until_exit(&local, host, &parker, next == Next::Search);
             // Its last task's end, if the loop left with one kept.
             drop(local.end.take());
         });
-        std::mem::forget(unwinding);
         let local = Rc::try_unwrap(local).unwrap_or_else(|_| {
             unreachable!("the clones `current::worker` gives are dropped in the run")
         });
@@ -531,6 +531,36 @@ pub(crate) fn run(pool: &Arc<Pool>, slot: usize, runtime: &Arc<dyn Host>) {
         if next == Next::Exit {
             break;
         }
+    }
+}
+
+/// Aborts the process if dropped while its thread unwinds: a panic out of
+/// a runtime thread's loop, outside any task's poll, is a bug in wq that
+/// leaves the runtime's accounting wrong (see [`run`]).
+pub(crate) struct AbortOnUnwind {
+    /// The thread, for the message: "a worker thread", "the rescuer".
+    pub(crate) what: &'static str,
+    /// Its pool's id (the rescuer's: none, `usize::MAX`).
+    pub(crate) pool: usize,
+}
+
+impl Drop for AbortOnUnwind {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let of = if self.pool == usize::MAX {
+            String::new()
+        } else {
+            format!(" of pool {}", self.pool)
+        };
+        eprintln!(
+            "wq: {}{of} panicked outside any task's poll (the message above): a bug in wq, \
+             please report it; aborting, as the runtime's accounting of its threads can no \
+             longer be trusted",
+            self.what
+        );
+        std::process::abort();
     }
 }
 
@@ -1265,8 +1295,58 @@ fn steal_half_into<T>(src: &crossbeam_deque::Injector<T>, dest: &Deque<T>) -> Op
 }
 
 #[cfg(all(test, not(loom)))]
-mod tests {
+pub(crate) mod tests {
     use super::virtual_cpu;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Set in a child process: workers panic in their loop, outside any
+    /// poll.
+    pub(crate) static PANIC_OUTSIDE_POLLS: AtomicBool = AtomicBool::new(false);
+
+    /// A worker whose loop panics outside any task's poll aborts the
+    /// process with a message naming the bug (it died alone: its slot
+    /// stayed counted among the pool's workers, and work queued to the
+    /// pool waited for good).
+    #[test]
+    fn a_panic_outside_a_poll_aborts_with_a_message() {
+        let out = crate::child_process::output(
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "pool::worker::tests::a_panic_outside_a_poll_child",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env("WQ_PANIC_OUTSIDE_POLLS_CHILD", "1"),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGABRT),
+            "{:?}: {err}",
+            out.status
+        );
+        assert!(
+            err.contains("injected: a bug in a worker's loop")
+                && err.contains("a worker thread of pool")
+                && err.contains("a bug in wq"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_panic_outside_a_poll_child() {
+        if std::env::var_os("WQ_PANIC_OUTSIDE_POLLS_CHILD").is_none() {
+            return;
+        }
+        PANIC_OUTSIDE_POLLS.store(true, Ordering::Relaxed);
+        let rt = crate::Runtime::new().unwrap();
+        let h = rt.spawn(async {});
+        // Never completes: the worker that would run it aborts the process.
+        let _ = rt.block_on(h);
+        unreachable!("the process aborted");
+    }
 
     /// A steal from another pod's queue takes at most half of it, also
     /// where the queue's storage block ends inside the tasks queued (a

@@ -224,6 +224,13 @@ impl Rescuer {
 /// The rescuer thread's body; it is also the CPU-hog watchdog
 /// ([`super::watchdog`]) between maydays.
 pub(crate) fn run(scheduler: &Arc<Scheduler>) {
+    // A panic out of this loop (a bug in wq: the tasks it runs are caught
+    // as a worker's are) would end rescues, the watchdog and the driver's
+    // turns for workerless pools unseen: the process aborts instead.
+    let _abort = crate::pool::worker::AbortOnUnwind {
+        what: "the rescuer thread",
+        pool: usize::MAX,
+    };
     // Started by the thread that built the runtime, which may be a worker
     // of another runtime, bound to one CPU.
     scheduler.bind_to_every_cpu();

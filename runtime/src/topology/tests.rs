@@ -873,10 +873,8 @@ fn xml_needs_the_hwloc_feature() {
     assert!(err.to_string().contains("`hwloc` cargo feature"), "{err}");
 }
 
-// The integration tests' child runner (a hung child killed and reported).
 #[cfg(feature = "hwloc")]
-#[path = "../../tests/common/child.rs"]
-mod child_process;
+use crate::child_process;
 
 #[cfg(feature = "hwloc")]
 mod with_hwloc {
