@@ -81,39 +81,54 @@ fn bad_options_say_what_is_wrong_and_where_to_look() {
     }
 }
 
-/// Busy-loop children of this test's run (their parent is the wq-bench
-/// process, which has exited by the time we look).
-fn busy_loops() -> usize {
+/// The busy-loop processes wq-bench process `parent` started (each is
+/// given its parent's pid; they outlive it only if left behind). Those of
+/// other wq-bench runs on the machine (a developer's benchmark beside the
+/// tests) are not counted.
+fn busy_loops_of(parent: u32) -> usize {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return 0;
     };
+    let mine = format!("busy-loop {parent}");
     dir.flatten()
         .filter(|e| {
             std::fs::read(e.path().join("cmdline"))
                 .map(|c| {
                     let c = String::from_utf8_lossy(&c).replace('\0', " ");
-                    c.contains("wq-bench") && c.contains("busy-loop")
+                    c.contains("wq-bench") && c.trim_end().ends_with(&mine)
                 })
                 .unwrap_or(false)
         })
         .count()
 }
 
-/// Held by the tests that start `busy-loop` processes: the count of them
-/// above sees the other test's.
-static BUSY_LOOPS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 #[test]
 fn busy_neighbours_run_beside_a_benchmark_and_are_gone_after_it() {
-    let _alone = BUSY_LOOPS.lock().unwrap_or_else(|e| e.into_inner());
-    let before = busy_loops();
-    let v = chained_spawn_json(&["--busy-neighbours", "2"]);
+    let bench = Command::new(env!("CARGO_BIN_EXE_wq-bench"))
+        .args([
+            "shapes",
+            "--shapes",
+            "chained_spawn",
+            "--iters",
+            "2",
+            "--json",
+        ])
+        .args(["--busy-neighbours", "2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = bench.id();
+    let _killer = child::kill_after(pid, child::CHILD_LIMIT);
+    let out = bench.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["busy_neighbours"], 2);
     // Quiet and busy rows for both runtimes, and the two targets each.
     assert_eq!(v["rows"].as_array().unwrap().len(), 4);
     assert_eq!(v["targets"].as_array().unwrap().len(), 2);
     // The children are killed and reaped before wq-bench exits.
-    assert_eq!(busy_loops(), before, "busy loops left behind");
+    assert_eq!(busy_loops_of(pid), 0, "busy loops left behind");
 }
 
 /// A `--plot-dir` that cannot take the plots is refused before the run
@@ -207,7 +222,6 @@ fn a_pad_with_layouts_is_refused() {
 /// error instead of spinning for ever.
 #[test]
 fn busy_loop_without_a_parent_exits() {
-    let _alone = BUSY_LOOPS.lock().unwrap_or_else(|e| e.into_inner());
     for args in [&["busy-loop"][..], &["busy-loop", "--help"]] {
         let out = wq_bench(args);
         assert!(!out.status.success(), "{args:?}");

@@ -27,8 +27,9 @@ use crate::scheduler::Scheduler;
 /// Outside a wq runtime, as [`sleep`](super::sleep); at a poll that
 /// waits with the deadline still ahead, if the runtime's driver cannot be
 /// created (no file descriptors left) or the runtime has shut down (the
-/// message then names `wq::time::Sleep` for a timer armed before). Past
-/// its deadline it gives `Err(Elapsed)` instead.
+/// message then names `wq::time::Sleep` if the runtime had made its
+/// driver before, `wq::time::timeout` if not). Past its deadline it gives
+/// `Err(Elapsed)` instead.
 ///
 /// ```
 /// use std::time::Duration;
