@@ -348,6 +348,15 @@ impl Driver {
 /// is also explained once on stderr) and the other wakers are still woken,
 /// so the thread turning the driver -- a worker, `block_on`, the watchdog
 /// -- lives on with its counts intact.
+/// `d` in whole milliseconds, rounded up, at most `u64::MAX`: in u64 (a
+/// whole second is whole milliseconds), where `as_nanos`' u128 division
+/// cost a call per timer armed.
+fn ms_ceil(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1000)
+        .saturating_add(u64::from(d.subsec_nanos().div_ceil(1_000_000)))
+}
+
 pub(crate) fn wake_all(wake: &mut Vec<Waker>) {
     static REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     for waker in wake.drain(..) {
@@ -475,8 +484,7 @@ impl Handle {
 
     /// The tick of `deadline`, rounded up: a timer never fires early.
     pub(crate) fn tick_ceil(&self, deadline: Instant) -> u64 {
-        let d = deadline.saturating_duration_since(self.inner.base);
-        u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+        ms_ceil(deadline.saturating_duration_since(self.inner.base))
     }
 
     /// Whether a deadline at tick `tick` has passed, is ahead, or is near
@@ -581,6 +589,30 @@ fn register_error(err: io::Error) -> io::Error {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    /// A deadline's tick is its distance in milliseconds rounded up
+    /// (never early), saturating: as the u128 division it replaces.
+    #[test]
+    fn ms_ceil_rounds_up_and_saturates() {
+        let exact =
+            |d: Duration| u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
+        for d in [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::from_nanos(999_999),
+            Duration::from_nanos(1_000_000),
+            Duration::from_nanos(1_000_001),
+            Duration::new(1, 0),
+            Duration::new(1, 1),
+            Duration::new(1, 999_999_999),
+            Duration::new(u64::MAX / 1000, 999_000_000),
+            Duration::new(u64::MAX / 1000, 999_999_999),
+            Duration::new(u64::MAX / 1000 + 1, 0),
+            Duration::MAX,
+        ] {
+            assert_eq!(ms_ceil(d), exact(d), "{d:?}");
+        }
+    }
 
     /// A wait for a timer, plus the most slack the kernel may add to it
     /// (`select_estimate_accuracy`: 0.5% of it in a niced process, at most

@@ -115,23 +115,37 @@ impl Wheel {
     /// it with this task's). Returns its key, and whether it is already
     /// fired (`when <= elapsed`).
     pub(crate) fn insert(&mut self, when: u64, waker: &Waker) -> (usize, bool) {
+        if when <= self.elapsed {
+            let key = self.entries.insert(Entry {
+                when,
+                waker: None,
+                prev: NIL,
+                next: NIL,
+                state: State::Fired,
+            });
+            assert!(key < NIL as usize, "wq: more than 4 billion timers pending");
+            return (key, true);
+        }
         // Cloned first: a foreign waker's clone that panics leaves nothing
         // linked (an entry linked first stayed pending for good, keyless,
-        // and its shard's slab never shrank again).
-        let waker = (when > self.elapsed).then(|| waker.clone());
+        // and its shard's slab never shrank again). The entry is written
+        // once, linked at the head of its slot.
+        let waker = waker.clone();
+        let (level, slot) = self.place(when);
+        let head = self.heads[level][slot];
         let key = self.entries.insert(Entry {
             when,
-            waker: None,
+            waker: Some(waker),
             prev: NIL,
-            next: NIL,
-            state: State::Fired,
+            next: head,
+            state: State::Pending {
+                level: level as u8,
+                slot: slot as u8,
+            },
         });
         assert!(key < NIL as usize, "wq: more than 4 billion timers pending");
-        let fired = !self.arm(key, when);
-        if !fired {
-            self.entries[key].waker = waker;
-        }
-        (key, fired)
+        self.link_at_head(key, level, slot, head);
+        (key, false)
     }
 
     /// Re-arms `key` (fired or pending) for tick `when`. If that is already
@@ -264,17 +278,7 @@ impl Wheel {
             self.entries[key].state = State::Fired;
             return false;
         }
-        // Beyond this rotation: park it at the rotation's last tick.
-        let last = self.elapsed | (ROTATION - 1);
-        let place = if when <= last {
-            when
-        } else if last > self.elapsed {
-            last
-        } else {
-            self.elapsed + 1
-        };
-        let level = level_for(self.elapsed, place);
-        let slot = slot_for(place, level);
+        let (level, slot) = self.place(when);
         let head = self.heads[level][slot];
         {
             let e = &mut self.entries[key];
@@ -285,13 +289,37 @@ impl Wheel {
             e.prev = NIL;
             e.next = head;
         }
+        self.link_at_head(key, level, slot, head);
+        true
+    }
+
+    /// The level and slot of a timer due at tick `when` (`when >
+    /// elapsed`). Beyond this rotation: parked at the rotation's last
+    /// tick.
+    #[inline]
+    fn place(&self, when: u64) -> (usize, usize) {
+        let last = self.elapsed | (ROTATION - 1);
+        let place = if when <= last {
+            when
+        } else if last > self.elapsed {
+            last
+        } else {
+            self.elapsed + 1
+        };
+        let level = level_for(self.elapsed, place);
+        (level, slot_for(place, level))
+    }
+
+    /// Makes `key` (its state and `next` already set, `next` = `head`) the
+    /// head of its slot.
+    #[inline]
+    fn link_at_head(&mut self, key: usize, level: usize, slot: usize, head: u32) {
         if head != NIL {
             self.entries[head as usize].prev = key as u32;
         }
         self.heads[level][slot] = key as u32;
         self.occupied[level] |= 1 << slot;
         self.pending += 1;
-        true
     }
 
     /// Takes `key` out of its slot, if it is in one (it is then fired).
