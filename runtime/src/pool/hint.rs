@@ -35,6 +35,10 @@ const OVER: u64 = 1 << 51;
 const BACKING_OFF: u64 = 1 << 52;
 const UNSERVED: u64 = 1 << 53;
 
+/// Half of at least this many workers may search at once: two, however
+/// few workers there are ([`HintWord::try_start_searching`]).
+pub(crate) const SEARCH_FLOOR: usize = 4;
+
 /// The most workers (slots) a pool may have: a field's range.
 pub(crate) const MAX_SLOTS: usize = FIELD_MASK as usize;
 
@@ -155,12 +159,14 @@ impl HintWord {
     /// not storm the queues, but never below two, so that in a small pool
     /// a worker that finishes while another searches does not park (and
     /// need a futex wakeup for the next item). Returns whether the caller
-    /// now searches.
-    pub(crate) fn try_start_searching(&self) -> bool {
+    /// now searches. `floor`: the fewest workers the half is taken of
+    /// ([`SEARCH_FLOOR`]; a loom model lowers it to see a refusal with two
+    /// workers).
+    pub(crate) fn try_start_searching(&self, floor: usize) -> bool {
         self.0
             .fetch_update(Ordering::SeqCst, Ordering::Relaxed, |w| {
                 let h = Hint(w);
-                (2 * h.searching() < h.workers().max(4)).then(|| w + (1 << SEARCHING_SHIFT))
+                (2 * h.searching() < h.workers().max(floor)).then(|| w + (1 << SEARCHING_SHIFT))
             })
             .is_ok()
     }
@@ -219,9 +225,12 @@ mod tests {
             can_start: Some(false),
             ..Change::default()
         });
-        assert!(h.try_start_searching(), "0 of 3 search");
-        assert!(h.try_start_searching(), "1 of 3 search");
-        assert!(!h.try_start_searching(), "2 of 3 search: the limit");
+        assert!(h.try_start_searching(SEARCH_FLOOR), "0 of 3 search");
+        assert!(h.try_start_searching(SEARCH_FLOOR), "1 of 3 search");
+        assert!(
+            !h.try_start_searching(SEARCH_FLOOR),
+            "2 of 3 search: the limit"
+        );
         let now = h.load();
         assert_eq!((now.searching(), now.parked(), now.workers()), (2, 2, 3));
         assert!(!now.can_start() && !now.closed());
@@ -277,9 +286,12 @@ mod tests {
             workers: 1,
             ..Change::default()
         });
-        assert!(h.try_start_searching());
-        assert!(h.try_start_searching(), "two may search, however small");
-        assert!(!h.try_start_searching());
+        assert!(h.try_start_searching(SEARCH_FLOOR));
+        assert!(
+            h.try_start_searching(SEARCH_FLOOR),
+            "two may search, however small"
+        );
+        assert!(!h.try_start_searching(SEARCH_FLOOR));
         h.stop_searching();
         h.stop_searching();
         h.apply(Change {
@@ -287,8 +299,14 @@ mod tests {
             ..Change::default()
         });
         for i in 0..8 {
-            assert!(h.try_start_searching(), "searcher {i} of 16 workers");
+            assert!(
+                h.try_start_searching(SEARCH_FLOOR),
+                "searcher {i} of 16 workers"
+            );
         }
-        assert!(!h.try_start_searching(), "8 of 16 search: the limit");
+        assert!(
+            !h.try_start_searching(SEARCH_FLOOR),
+            "8 of 16 search: the limit"
+        );
     }
 }

@@ -395,6 +395,10 @@ pub(crate) struct Idle {
     retry_at_ns: AtomicU64,
     epoch: Instant,
     config: IdleConfig,
+    /// The searchers' floor ([`super::hint::SEARCH_FLOOR`]), lowered by a
+    /// model to refuse a second searcher of two workers (`loom_tests`).
+    #[cfg(loom)]
+    pub(crate) search_floor: std::sync::atomic::AtomicUsize,
     /// A negative model's fault: a failed start's searcher goes after its
     /// wake, not before (`loom_tests`).
     #[cfg(loom)]
@@ -495,6 +499,8 @@ impl Idle {
             retry_at_ns: AtomicU64::new(0),
             epoch: now,
             config,
+            #[cfg(loom)]
+            search_floor: std::sync::atomic::AtomicUsize::new(super::hint::SEARCH_FLOOR),
             #[cfg(loom)]
             failed_start_unsearches_late: std::sync::atomic::AtomicBool::new(false),
             #[cfg(loom)]
@@ -938,7 +944,11 @@ impl Idle {
 
     /// Step 2: becomes a searcher unless half the workers search already.
     pub(crate) fn try_start_searching(&self) -> bool {
-        let started = self.hint.try_start_searching();
+        #[cfg(loom)]
+        let floor = self.search_floor.load(std::sync::atomic::Ordering::Relaxed);
+        #[cfg(not(loom))]
+        let floor = super::hint::SEARCH_FLOOR;
+        let started = self.hint.try_start_searching(floor);
         if started {
             // The worker's half of I4: counted before its scan.
             fence(Ordering::SeqCst);

@@ -93,10 +93,13 @@ fn worker(idle: &Idle, queue: &Queue, slot: usize, quota: usize, mut searching: 
 /// Steps 2-5 of the worker's loop (search, one round of the spin, stop
 /// searching, enter idle): `Park`, `Exit`, or `Run` to work again.
 fn look_then_idle(idle: &Idle, queue: &Queue, slot: usize, searching: &mut bool) -> Next {
-    // 2. Search.
-    if !*searching && idle.try_start_searching() {
-        *searching = true;
-        return Next::Run;
+    // 2. Search (or not: refused, as others search already).
+    if !*searching {
+        if idle.try_start_searching() {
+            *searching = true;
+            return Next::Run;
+        }
+        REFUSED.with(|r| r.set(r.get() + 1));
     }
     // 3. One round of the spin.
     if *searching && queue.has_work() {
@@ -135,6 +138,9 @@ std::thread_local! {
     /// [`kick_races_a_self_cull`]: a thread unparking the worker stood in
     /// badly (loom wakes a thread blocked on a mutex with it).
     static TIMEOUTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Searches refused (the searchers' limit), over a model's executions:
+    /// proof that a model went that way.
+    static REFUSED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Runs `f` with the model switch `flag` set to `on`, and puts it back
@@ -1296,6 +1302,59 @@ fn loom_two_workers_two_pushes_run_both() {
         wa.join().unwrap();
         assert_eq!(ran.load(Ordering::SeqCst), 2);
     });
+}
+
+/// Two workers, of whom one may search (the searchers' floor lowered to
+/// two, as at most half of many workers may: `try_start_searching`), and
+/// two pushes: a worker refused the search skips the scan and goes to
+/// enter idle, whose re-check (I3), or the searcher's own (I4), finds
+/// what was queued meanwhile; both items run. (With the floor of four, no
+/// model of two workers is ever refused; the executions here are, which
+/// the model checks.)
+#[test]
+fn loom_a_worker_refused_the_search_strands_nothing() {
+    REFUSED.with(|r| r.set(0));
+    loom::model(|| {
+        let mut cfg = config(true, WakeMode::Deferred);
+        cfg.max_workers = 2;
+        cfg.slots = 2;
+        cfg.idle_timeout = Duration::from_secs(3600);
+        let idle = Arc::new(Idle::new(cfg));
+        idle.search_floor.store(2, Ordering::Relaxed);
+        let queue = Arc::new(Queue(Items::new(0)));
+        let ran = Arc::new(Items::new(0));
+        let start = |slot: usize, idle: &Arc<Idle>, queue: &Arc<Queue>, ran: &Arc<Items>| {
+            let (i, q, r) = (idle.clone(), queue.clone(), ran.clone());
+            loom::thread::spawn(move || {
+                i.started(slot, loom::thread::current());
+                limited_worker(&i, &q, slot, &r, 2, true, false, true, false);
+            })
+        };
+        let Kick::Start(a) = idle.kick() else {
+            panic!("a fresh pool starts a worker")
+        };
+        let wa = start(a, &idle, &queue, &ran);
+        let (i, q, r) = (idle.clone(), queue.clone(), ran.clone());
+        let producer = loom::thread::spawn(move || {
+            let mut started = Vec::new();
+            for _ in 0..2 {
+                q.push();
+                if let Kick::Start(slot) = i.notify() {
+                    started.push(start(slot, &i, &q, &r));
+                }
+            }
+            for t in started {
+                t.join().unwrap();
+            }
+        });
+        producer.join().unwrap();
+        wa.join().unwrap();
+        assert_eq!(ran.load(Ordering::SeqCst), 2);
+    });
+    assert!(
+        REFUSED.with(|r| r.get()) > 0,
+        "no execution refused a search: the model does not test the limit"
+    );
 }
 
 /// A wake of an idle worker with no work for it ([`Idle::wake_idle`], the
