@@ -172,9 +172,12 @@ pub fn fetch(addr: &str, timeout: Duration) -> Result<Snapshot, String> {
     // first [`MAX_HEAD`] bytes only: a server sending megabytes of no
     // head is not searched again at every read).
     let mut len = None;
+    let mut looked = 0;
     loop {
-        if len.is_none() && raw.len() <= MAX_HEAD {
-            len = answer_len(&raw);
+        if len.is_none() && looked <= MAX_HEAD && raw.len() > looked {
+            len = answer_len(&raw[..raw.len().min(MAX_HEAD)])
+                .map_err(|why| format!("wq dashboard at {addr}: {why}"))?;
+            looked = raw.len();
         }
         if len.is_some_and(|len| raw.len() >= len) {
             break;
@@ -217,17 +220,42 @@ pub fn fetch(addr: &str, timeout: Duration) -> Result<Snapshot, String> {
 const MAX_HEAD: usize = 64 * 1024;
 
 /// The whole answer's length in `raw` (head and body), once its head has
-/// arrived and says its Content-Length.
-fn answer_len(raw: &[u8]) -> Option<usize> {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&raw[..split]).ok()?;
-    let len = head.lines().skip(1).find_map(|l| {
-        let (name, value) = l.split_once(':')?;
-        name.trim()
-            .eq_ignore_ascii_case("content-length")
-            .then(|| value.trim().parse::<usize>().ok())?
-    })?;
-    (split + 4).checked_add(len)
+/// arrived and says its Content-Length; `Err` for a Content-Length that
+/// is not a number, or two that differ (RFC 9110: an answer framed two
+/// ways is not read).
+fn answer_len(raw: &[u8]) -> Result<Option<usize>, String> {
+    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(None);
+    };
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let mut len = None;
+    for line in head.lines().skip(1) {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        if !name.eq_ignore_ascii_case("content-length") {
+            continue;
+        }
+        let value = value.trim();
+        let n = value
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| value.parse::<usize>().ok())
+            .flatten()
+            .ok_or_else(|| {
+                format!(
+                    "its answer's Content-Length {:?} is not a length: not a wq dashboard",
+                    printable(value)
+                )
+            })?;
+        if len.is_some_and(|l| l != n) {
+            return Err(
+                "its answer has two Content-Lengths that differ: not a wq dashboard".into(),
+            );
+        }
+        len = Some(n);
+    }
+    Ok(len.and_then(|n| (split + 4).checked_add(n)))
 }
 
 /// `addr`'s socket addresses, resolved by `deadline`: an address (the
@@ -270,8 +298,17 @@ fn resolve_with(
     let spawned = std::thread::Builder::new()
         .name("wq-monitor-resolve".into())
         .spawn(move || {
+            /// Clears `busy` however the lookup ends (a panic too: a flag
+            /// left set refused every later lookup).
+            struct Done(&'static AtomicBool);
+            impl Drop for Done {
+                fn drop(&mut self) {
+                    self.0.store(false, Ordering::Release);
+                }
+            }
+            let done = Done(busy);
             let r = lookup(&name);
-            busy.store(false, Ordering::Release);
+            drop(done);
             let _ = tx.send(r);
         });
     if spawned.is_err() {
@@ -282,7 +319,10 @@ fn resolve_with(
     let left = deadline.saturating_duration_since(std::time::Instant::now());
     match rx.recv_timeout(left) {
         Ok(r) => r.map_err(bad),
-        Err(_) => Err(slow()),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(slow()),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(format!(
+            "{addr:?}: its lookup failed (the resolver panicked); give an address, e.g. 127.0.0.1:8089"
+        )),
     }
 }
 
@@ -353,7 +393,7 @@ fn parse_response(addr: &str, raw: &[u8]) -> Result<Snapshot, String> {
         ));
     }
     let mut body = &raw[split + 4..];
-    if let Some(len) = answer_len(raw) {
+    if let Some(len) = answer_len(raw).map_err(|why| format!("{addr}: {why}"))? {
         let want = len - (split + 4);
         if body.len() < want {
             return Err(format!(
@@ -777,6 +817,46 @@ mod tests {
         });
         let err = fetch(&addr, Duration::from_secs(5)).unwrap_err();
         assert!(err.contains("cut short"), "{err}");
+    }
+
+    /// An answer framed two ways, or with a length that is no number, is
+    /// refused, saying so (it was cut at the first header, or read to the
+    /// close).
+    #[test]
+    fn a_bad_content_length_is_refused_saying_so() {
+        let body = serde_json::to_string(&snapshot()).unwrap();
+        for (head, says) in [
+            (
+                format!("content-length: 5\r\ncontent-length: {}", body.len()),
+                "differ",
+            ),
+            ("content-length: +12".to_owned(), "not a length"),
+            ("content-length: 5, 5".to_owned(), "not a length"),
+        ] {
+            let raw = format!("HTTP/1.1 200 OK\r\n{head}\r\n\r\n{body}");
+            let err = parse_response("a", raw.as_bytes()).unwrap_err();
+            assert!(err.contains(says), "{head}: {err}");
+        }
+    }
+
+    /// A lookup that panics leaves no lookup in flight behind: the next
+    /// one runs (every later one was refused as still resolving).
+    #[test]
+    fn a_lookup_that_panics_does_not_refuse_the_next() {
+        static BUSY: AtomicBool = AtomicBool::new(false);
+        fn panics(_: &str) -> std::io::Result<Vec<SocketAddr>> {
+            panic!("a resolver bug")
+        }
+        fn fine(_: &str) -> std::io::Result<Vec<SocketAddr>> {
+            Ok(vec!["127.0.0.1:8089".parse().unwrap()])
+        }
+        let soon = || std::time::Instant::now() + Duration::from_secs(5);
+        let err = resolve_with("dashboard.example:8089", soon(), &BUSY, panics).unwrap_err();
+        assert!(err.contains("lookup failed"), "{err}");
+        assert_eq!(
+            resolve_with("dashboard.example:8089", soon(), &BUSY, fine).unwrap(),
+            vec!["127.0.0.1:8089".parse().unwrap()]
+        );
     }
 
     /// A name whose resolver hangs is given up on at the deadline, and a

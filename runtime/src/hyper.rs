@@ -162,14 +162,14 @@ impl Default for WqTimer {
 
 impl hyper::rt::Timer for WqTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(TimerSleep(Sleep::new(
-            self.driver.clone(),
-            crate::time::deadline_in(duration),
-        )))
+        Box::pin(TimerSleep(
+            Sleep::new(self.driver.clone(), crate::time::deadline_in(duration)),
+            false,
+        ))
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(TimerSleep(Sleep::new(self.driver.clone(), deadline)))
+        Box::pin(TimerSleep(Sleep::new(self.driver.clone(), deadline), false))
     }
 
     fn reset(&self, sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>, new_deadline: Instant) {
@@ -180,19 +180,31 @@ impl hyper::rt::Timer for WqTimer {
     }
 }
 
-/// A [`WqTimer`]'s sleep: a [`Sleep`] that ends, rather than panics, when
-/// polled after its runtime shut down with its deadline ahead (hyper
+/// A [`WqTimer`]'s sleep: a [`Sleep`] that ends once, rather than panics,
+/// when polled after its runtime shut down with its deadline ahead (hyper
 /// polls its timers before it sees the socket's shutdown error; a
 /// connection driven off the runtime, a client's, would have panicked its
 /// executor). hyper takes the end for its timeout, and the connection
 /// ends with an error, as its socket's operations do then.
-struct TimerSleep(Sleep);
+struct TimerSleep(Sleep, bool);
 
 impl Future for TimerSleep {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.0.poll_unless_shut_down(cx).map(|_| ())
+        match self.0.poll_unless_shut_down(cx) {
+            Poll::Ready(Err(_)) => {
+                // Once: a caller that resets and polls it again (hyper-
+                // util's pool's idle loop) would spin on an end at every
+                // poll. Later polls wait, for a timer that cannot fire.
+                if std::mem::replace(&mut self.1, true) {
+                    Poll::Pending
+                } else {
+                    Poll::Ready(())
+                }
+            }
+            done => done.map(|_| ()),
+        }
     }
 }
 
@@ -706,11 +718,10 @@ mod tests {
         assert!(e.to_string().contains("shut down"), "{e}");
     }
 
-    /// A stall armed before goes on counting while every poll comes with
-    /// its budget spent (an HTTP/2 peer that stopped reading but keeps
-    /// sending frames that need no answer: the reads spend each poll's
-    /// budget before the flush): past its limit the write fails. It was
-    /// never looked at in those polls, and the write waited for ever.
+    /// A `WqTimer`'s sleep polled by another executor after its runtime
+    /// shut down ends once (hyper's timeout), then waits: it panicked, as
+    /// a `wq::time::Sleep` does; ending at every poll would spin a loop
+    /// that resets and polls it (hyper-util's pool's idle task).
     #[test]
     fn a_timers_sleep_polled_after_its_runtime_shut_down_ends() {
         use hyper::rt::Timer;
@@ -728,6 +739,10 @@ mod tests {
             s.as_mut().await;
             r.as_mut().await;
         });
+        // Once: reset and polled again, it waits.
+        let timer_less = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&timer_less);
+        assert!(s.as_mut().poll(&mut cx).is_pending());
     }
 
     #[test]
@@ -773,6 +788,11 @@ mod tests {
         });
     }
 
+    /// A stall armed before goes on counting while every poll comes with
+    /// its budget spent (an HTTP/2 peer that stopped reading but keeps
+    /// sending frames that need no answer: the reads spend each poll's
+    /// budget before the flush): past its limit the write fails. It was
+    /// never looked at in those polls, and the write waited for ever.
     #[test]
     fn a_stall_past_its_limit_ends_the_write_on_a_spent_budget_too() {
         let rt = crate::Runtime::new().unwrap();

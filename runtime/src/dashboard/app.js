@@ -1,7 +1,9 @@
 // The wq dashboard's page: polls /api/history every second and draws it on
-// plain canvases (no library). After each draw, every canvas says in
-// data-inked how many of its sampled pixels are not background, and the
-// body says data-ready="1" and data-points: the tests read those.
+// plain canvases (no library). After each draw the body says
+// data-ready="1" and data-points, the pods canvas data-cpus (the CPU
+// cells of a row drawn inside it), and, loaded with ?ink, every canvas
+// data-inked (how many of its sampled pixels are not background): the
+// tests read those.
 "use strict";
 
 const WINDOW_S = 300;
@@ -239,7 +241,7 @@ function drawPods() {
       const mine = pod.has(cpu);
       ctx.fillStyle = mine ? (cellW === cell ? "#37474f" : "#90a4ae") : "#1f262d";
       ctx.fillRect(x0, y, cellW, lines === 1 ? cell : lineH - 2);
-      if (r === 0) drawn++;
+      if (r === 0 && x0 + cellW <= canvas.width - 4 && y + lineH <= y0 + rowH) drawn++;
       if (cellW === cell) {
         ctx.fillStyle = mine ? FG : "#3a444f";
         ctx.fillText(String(cpu), x0 + 3, y + 13);

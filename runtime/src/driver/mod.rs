@@ -342,12 +342,6 @@ impl Driver {
     }
 }
 
-/// Wakes the wakers a turn collected. A waker is a task's as a rule (wq's
-/// schedule path, which does not panic), but one from another executor
-/// might: its panic is caught (the panic hook has reported it; the first
-/// is also explained once on stderr) and the other wakers are still woken,
-/// so the thread turning the driver -- a worker, `block_on`, the watchdog
-/// -- lives on with its counts intact.
 /// `d` in whole milliseconds, rounded up, at most `u64::MAX`: in u64 (a
 /// whole second is whole milliseconds), where `as_nanos`' u128 division
 /// cost a call per timer armed.
@@ -357,6 +351,12 @@ fn ms_ceil(d: Duration) -> u64 {
         .saturating_add(u64::from(d.subsec_nanos().div_ceil(1_000_000)))
 }
 
+/// Wakes the wakers a turn collected. A waker is a task's as a rule (wq's
+/// schedule path, which does not panic), but one from another executor
+/// might: its panic is caught (the panic hook has reported it; the first
+/// is also explained once on stderr) and the other wakers are still woken,
+/// so the thread turning the driver -- a worker, `block_on`, the watchdog
+/// -- lives on with its counts intact.
 pub(crate) fn wake_all(wake: &mut Vec<Waker>) {
     static REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     for waker in wake.drain(..) {

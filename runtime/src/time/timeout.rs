@@ -28,8 +28,8 @@ use crate::scheduler::Scheduler;
 /// waits with the deadline still ahead, if the runtime's driver cannot be
 /// created (no file descriptors left) or the runtime has shut down (the
 /// message then names `wq::time::Sleep` if the runtime had made its
-/// driver before, `wq::time::timeout` if not). Past its deadline it gives
-/// `Err(Elapsed)` instead.
+/// driver before and a `Handle` of it is still alive, `wq::time::timeout`
+/// otherwise). Past its deadline it gives `Err(Elapsed)` instead.
 ///
 /// ```
 /// use std::time::Duration;
