@@ -87,16 +87,17 @@ pub(super) fn detect() -> Result<Topology, TopologyError> {
     // Vouched for, a synthetic description is still sized before hwloc
     // builds it (hwloc checks each count, not their product).
     if let Some(("HWLOC_SYNTHETIC", desc)) = &description {
+        let shown = super::Shown(desc);
         // And read as `Topology::synthetic` reads it: repeated or huge
         // indexes, levels out of order (hwloc builds what it is given,
         // here a live topology whose workers bind to this machine's CPUs).
         super::synthetic::check_for_hwloc(desc)
-            .map_err(|e| TopologyError::new(e.kind(), format!("HWLOC_SYNTHETIC={desc:?}: {e}")))?;
+            .map_err(|e| TopologyError::new(e.kind(), format!("HWLOC_SYNTHETIC={shown:?}: {e}")))?;
         match super::synthetic::pus_named(desc) {
             Some(n) if n <= super::MAX_CPUS => {}
             Some(n) => {
                 return Err(super::too_many_cpus(
-                    &format!("HWLOC_SYNTHETIC={desc:?}"),
+                    &format!("HWLOC_SYNTHETIC={shown:?}"),
                     Some(n),
                 ));
             }
@@ -104,7 +105,7 @@ pub(super) fn detect() -> Result<Topology, TopologyError> {
                 return Err(TopologyError::new(
                     TopologyErrorKind::InvalidSynthetic,
                     format!(
-                        "HWLOC_SYNTHETIC={desc:?}: cannot tell how many CPUs it makes (a count \
+                        "HWLOC_SYNTHETIC={shown:?}: cannot tell how many CPUs it makes (a count \
                          that is not a number, unbalanced parentheses or brackets, or counts \
                          whose product overflows); give levels outermost first as type:count, \
                          e.g. {SYNTHETIC_EXAMPLE:?}, or unset it"
@@ -122,7 +123,7 @@ pub(super) fn detect() -> Result<Topology, TopologyError> {
             return Err(TopologyError::new(
                 TopologyErrorKind::InvalidSynthetic,
                 format!(
-                    "HWLOC_SYNTHETIC={desc:?}: hwloc cannot parse it ({e}), and would read this \
+                    "HWLOC_SYNTHETIC={shown:?}: hwloc cannot parse it ({e}), and would read this \
                      machine instead; end it with a pu level (e.g. {SYNTHETIC_EXAMPLE:?}), or \
                      unset it"
                 ),
@@ -196,9 +197,10 @@ fn hwloc_grammar(desc: &str) -> bool {
 
 /// Builds a made-up machine with hwloc's synthetic backend.
 pub(super) fn synthetic(desc: &str) -> Result<Topology, TopologyError> {
+    let shown = super::Shown(desc);
     let invalid = |source: Option<String>| {
         let mut message = format!(
-            "invalid synthetic topology {desc:?}: hwloc rejected it; give levels outermost \
+            "invalid synthetic topology {shown:?}: hwloc rejected it; give levels outermost \
              first as type:count, e.g. {SYNTHETIC_EXAMPLE:?}"
         );
         if let Some(source) = source {
@@ -210,7 +212,7 @@ pub(super) fn synthetic(desc: &str) -> Result<Topology, TopologyError> {
         return Err(TopologyError::new(
             TopologyErrorKind::InvalidSynthetic,
             format!(
-                "invalid synthetic topology {desc:?}: it names no level; give levels outermost \
+                "invalid synthetic topology {shown:?}: it names no level; give levels outermost \
                  first as type:count, e.g. {SYNTHETIC_EXAMPLE:?}"
             ),
         ));
@@ -221,7 +223,7 @@ pub(super) fn synthetic(desc: &str) -> Result<Topology, TopologyError> {
     match super::synthetic::pus_named(desc) {
         Some(n) if n > super::MAX_CPUS => {
             return Err(super::too_many_cpus(
-                &format!("synthetic topology {desc:?}"),
+                &format!("synthetic topology {shown:?}"),
                 Some(n),
             ));
         }
@@ -237,7 +239,7 @@ pub(super) fn synthetic(desc: &str) -> Result<Topology, TopologyError> {
             return Err(TopologyError::new(
                 TopologyErrorKind::InvalidSynthetic,
                 format!(
-                    "invalid synthetic topology {desc:?}: cannot tell how many CPUs it makes \
+                    "invalid synthetic topology {shown:?}: cannot tell how many CPUs it makes \
                      (a count that is not a number, unbalanced parentheses or brackets, or \
                      counts whose product overflows); give levels outermost first as \
                      type:count, e.g. {SYNTHETIC_EXAMPLE:?}"

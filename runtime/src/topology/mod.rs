@@ -448,9 +448,17 @@ impl Topology {
             return Err(TopologyError::new(
                 TopologyErrorKind::EmptyCpuSet,
                 format!(
-                    "restricting the topology to CPUs {:?} leaves no CPU: the topology has CPUs {}; \
+                    "restricting the topology to CPUs {} leaves no CPU: the topology has CPUs {}; \
                      pass at least one of them",
-                    allowed,
+                    // As a list of ranges (`5000-9095`), however many.
+                    if allowed.is_empty() {
+                        "(none)".to_owned()
+                    } else {
+                        let mut a = allowed.to_vec();
+                        a.sort_unstable();
+                        a.dedup();
+                        format_cpu_list(&a)
+                    },
                     format_cpu_list(&self.os_indices())
                 ),
             ));
@@ -692,4 +700,22 @@ pub(crate) fn parse_cpu_list(text: &str) -> Option<Vec<usize>> {
     cpus.sort_unstable();
     cpus.dedup();
     Some(cpus)
+}
+
+/// An input quoted in an error message (`{:?}`), cut after
+/// [`SHOWN_MAX`] characters with its length said: a mistaken
+/// multi-kilobyte input (a file's content given for a description) does
+/// not bury the message.
+pub(super) struct Shown<'a>(pub(super) &'a str);
+
+/// The most characters of an input an error message quotes.
+pub(super) const SHOWN_MAX: usize = 160;
+
+impl std::fmt::Debug for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.char_indices().nth(SHOWN_MAX) {
+            None => write!(f, "{:?}", self.0),
+            Some((cut, _)) => write!(f, "{:?}... ({} bytes in all)", &self.0[..cut], self.0.len()),
+        }
+    }
 }

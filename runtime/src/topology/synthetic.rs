@@ -166,7 +166,12 @@ fn check_index_list(
     if !list.chars().all(|c| c.is_ascii_digit() || c == ',') {
         return Ok(());
     }
-    let bad = |why: String| invalid(desc, &format!("the indexes of {what} ({list}) {why}"));
+    let bad = |why: String| {
+        invalid(
+            desc,
+            &format!("the indexes of {what} ({:?}) {why}", super::Shown(list)),
+        )
+    };
     let limit = super::MAX_CPUS * 8;
     let mut indexes = Vec::new();
     // Base 10, as hwloc reads them; a trailing comma is hwloc's to
@@ -178,9 +183,10 @@ fn check_index_list(
                 return Err(TopologyError::new(
                     TopologyErrorKind::TooManyCpus,
                     format!(
-                        "synthetic topology {desc:?}: the indexes of {what} hold {i}, beyond the \
+                        "synthetic topology {:?}: the indexes of {what} hold {i}, beyond the \
                          indexes wq supports (below {limit}): number CPUs and nodes from 0, as \
-                         the OS does"
+                         the OS does",
+                        super::Shown(desc)
                     ),
                 ));
             }
@@ -226,7 +232,10 @@ pub(super) fn check_for_hwloc(desc: &str) -> Result<(), TopologyError> {
             // inside a core: hwloc builds that (CPUs of one core on
             // different nodes), as the reader without it refuses.
             if last_rank.is_some_and(|last| last >= 8) {
-                return Err(invalid(desc, &format!("{name:?} cannot sit inside a core")));
+                return Err(invalid(
+                    desc,
+                    &format!("{:?} cannot sit inside a core", super::Shown(name)),
+                ));
             }
             continue;
         };
@@ -347,10 +356,11 @@ pub(super) fn parse(desc: &str) -> Result<Topology, TopologyError> {
 }
 
 fn invalid(desc: &str, what: &str) -> TopologyError {
+    let shown = super::Shown(desc);
     TopologyError::new(
         TopologyErrorKind::InvalidSynthetic,
         format!(
-            "invalid synthetic topology {desc:?}: {what}; give levels outermost first as \
+            "invalid synthetic topology {shown:?}: {what}; give levels outermost first as \
              type:count, e.g. {EXAMPLE:?}"
         ),
     )
@@ -374,10 +384,19 @@ pub(super) fn describe(desc: &str) -> Result<Vec<CpuInfo>, TopologyError> {
             {
                 ("pu", token)
             }
-            None => return Err(invalid(desc, &format!("level {token:?} lacks a :count"))),
+            None => {
+                return Err(invalid(
+                    desc,
+                    &format!("level {:?} lacks a :count", super::Shown(token)),
+                ));
+            }
         };
-        let level = Level::parse(name)
-            .ok_or_else(|| invalid(desc, &format!("unknown level type {name:?}")))?;
+        let level = Level::parse(name).ok_or_else(|| {
+            invalid(
+                desc,
+                &format!("unknown level type {:?}", super::Shown(name)),
+            )
+        })?;
         // As hwloc reads it (C's strtoul: "010" is 8, "0x10" 16), so a
         // description means the same machine with or without the feature.
         let count: usize = strtoul(count).filter(|&n| n >= 1).ok_or_else(|| {
@@ -386,11 +405,12 @@ pub(super) fn describe(desc: &str) -> Result<Vec<CpuInfo>, TopologyError> {
                 invalid(
                     desc,
                     &format!(
-                        "level {token:?} has attributes in parentheses or memory children in brackets, which only hwloc reads (build wq with its `hwloc` feature, on by default)"
+                        "level {:?} has attributes in parentheses or memory children in brackets, which only hwloc reads (build wq with its `hwloc` feature, on by default)",
+                        super::Shown(token)
                     ),
                 )
             } else if overflows(count) {
-                super::too_many_cpus(&format!("synthetic topology {desc:?}"), None)
+                super::too_many_cpus(&format!("synthetic topology {:?}", super::Shown(desc)), None)
             } else {
                 invalid(
                     desc,
@@ -417,7 +437,10 @@ pub(super) fn describe(desc: &str) -> Result<Vec<CpuInfo>, TopologyError> {
             }
             Some(rank) => last_rank = Some(rank),
             None if last_rank.is_some_and(|last| last >= 8) => {
-                return Err(invalid(desc, &format!("{name:?} cannot sit inside a core")));
+                return Err(invalid(
+                    desc,
+                    &format!("{:?} cannot sit inside a core", super::Shown(name)),
+                ));
             }
             None => {}
         }
@@ -435,7 +458,10 @@ pub(super) fn describe(desc: &str) -> Result<Vec<CpuInfo>, TopologyError> {
             acc.checked_mul(*n).filter(|&t| t <= MAX_PUS)
         })
         .ok_or_else(|| {
-            super::too_many_cpus(&format!("synthetic topology {desc:?}"), pus_named(desc))
+            super::too_many_cpus(
+                &format!("synthetic topology {:?}", super::Shown(desc)),
+                pus_named(desc),
+            )
         })?;
 
     // PUs below each level: the object index of level i for PU p is

@@ -409,6 +409,36 @@ fn empty_cpu_sets_are_errors() {
             "names the CPUs there are: {err}"
         );
     }
+    // Thousands of CPUs given are said as ranges (they were listed one by
+    // one: a message of kilobytes).
+    let many: Vec<usize> = (5000..9096).rev().collect();
+    let err = topo.restrict(&many).unwrap_err().to_string();
+    assert!(err.contains("CPUs 5000-9095 leaves no CPU"), "{err}");
+    assert!(err.len() < 300, "{} bytes: {err}", err.len());
+}
+
+/// A mistaken huge description (a file's content given for one) is
+/// quoted cut short, with its length: it was echoed whole.
+#[test]
+fn a_huge_bad_synthetic_description_is_quoted_cut_short() {
+    let desc = format!("core:2 {}", "x".repeat(100_000));
+    let err = Topology::synthetic(&desc).unwrap_err();
+    assert_eq!(err.kind(), TopologyErrorKind::InvalidSynthetic);
+    let msg = err.to_string();
+    assert!(
+        msg.contains("... (100007 bytes in all)"),
+        "{}",
+        &msg[..msg.len().min(400)]
+    );
+    assert!(
+        msg.len() < 1000,
+        "{} bytes: {}",
+        msg.len(),
+        msg.replace(&"x".repeat(200), "<x200>")
+            .chars()
+            .take(2000)
+            .collect::<String>()
+    );
 }
 
 #[test]
