@@ -2,8 +2,9 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
+use std::task::{Context, Poll};
 
-use crate::driver::registration::PollIo;
+use crate::driver::registration::{PollIo, SharedKey};
 use crate::driver::scheduled_io::Direction;
 
 /// A file descriptor of yours (an eventfd, an inotify or netlink socket, a
@@ -48,6 +49,12 @@ use crate::driver::scheduled_io::Direction;
 /// ```
 pub struct AsyncFd<T: AsRawFd> {
     io: PollIo<FdSource<T>>,
+    /// The waiter slots of [`poll_read_with`](AsyncFd::poll_read_with)
+    /// and [`poll_write_with`](AsyncFd::poll_write_with) (indexes into the
+    /// registration's own waiters: they go with it, at the drop or
+    /// [`into_inner`](AsyncFd::into_inner), whose deregistration frees
+    /// the registration's state, wakers included).
+    keys: [SharedKey; 2],
 }
 
 /// `T`'s descriptor as a mio source.
@@ -111,7 +118,10 @@ impl<T: AsRawFd> AsyncFd<T> {
             Err(error) => return Err(AsyncFdTryNewError { inner, error }),
         };
         match PollIo::try_new(driver, FdSource(inner)) {
-            Ok(io) => Ok(AsyncFd { io }),
+            Ok(io) => Ok(AsyncFd {
+                io,
+                keys: Default::default(),
+            }),
             Err((error, FdSource(inner))) => Err(AsyncFdTryNewError { inner, error }),
         }
     }
@@ -144,6 +154,80 @@ impl<T: AsRawFd> AsyncFd<T> {
     /// for the descriptor to be writable.
     pub async fn write_with<R>(&self, mut op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
         self.io.async_io(Direction::Write, |s| op(&s.0)).await
+    }
+
+    /// [`read_with`](AsyncFd::read_with) as a poll: runs `op` if the
+    /// descriptor is readable, until it does not say `WouldBlock`; else
+    /// `Pending`, and `cx`'s task is woken at the next readiness event.
+    /// For implementing `futures::io::AsyncRead` (or a `Stream`) on a type
+    /// of yours around the descriptor. One waker is kept for reading: that
+    /// of the task that polled last, as for a socket's `&self` poll
+    /// methods; tasks that wait at once use `read_with`.
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use std::os::unix::net::UnixStream;
+    /// use std::pin::Pin;
+    /// use std::task::{Context, Poll};
+    /// use futures::{AsyncRead, AsyncReadExt};
+    /// use wq::io::AsyncFd;
+    ///
+    /// /// A pipe end as an `AsyncRead`.
+    /// struct Reader(AsyncFd<UnixStream>);
+    ///
+    /// impl AsyncRead for Reader {
+    ///     fn poll_read(
+    ///         self: Pin<&mut Self>,
+    ///         cx: &mut Context<'_>,
+    ///         buf: &mut [u8],
+    ///     ) -> Poll<std::io::Result<usize>> {
+    ///         self.0.poll_read_with(cx, |s| (&*s).read(buf))
+    ///     }
+    /// }
+    ///
+    /// #[wq::main]
+    /// async fn main() -> std::io::Result<()> {
+    ///     let (a, mut b) = UnixStream::pair()?;
+    ///     a.set_nonblocking(true)?;
+    ///     let mut r = Reader(AsyncFd::new(a)?);
+    ///     let writer = wq::spawn_blocking(move || std::io::Write::write_all(&mut b, b"hello"));
+    ///     let mut got = Vec::new();
+    ///     r.read_to_end(&mut got).await?;
+    ///     assert_eq!(got, b"hello");
+    ///     writer.await.unwrap()
+    /// }
+    /// ```
+    pub fn poll_read_with<R>(
+        &self,
+        cx: &mut Context<'_>,
+        mut op: impl FnMut(&T) -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
+        self.io
+            .poll_io_shared(cx, Direction::Read, &self.keys[0], |s| op(&s.0))
+    }
+
+    /// As [`poll_read_with`](AsyncFd::poll_read_with), for an operation
+    /// that waits for the descriptor to be writable (its own waker slot).
+    pub fn poll_write_with<R>(
+        &self,
+        cx: &mut Context<'_>,
+        mut op: impl FnMut(&T) -> io::Result<R>,
+    ) -> Poll<io::Result<R>> {
+        self.io
+            .poll_io_shared(cx, Direction::Write, &self.keys[1], |s| op(&s.0))
+    }
+
+    /// Runs `op` once if the descriptor is readable now, without waiting:
+    /// `WouldBlock` if the driver has not reported it readable since an
+    /// operation last said `WouldBlock`, or if `op` says so (which clears
+    /// that readiness, as a waiting operation's does).
+    pub fn try_read_with<R>(&self, op: impl FnOnce(&T) -> io::Result<R>) -> io::Result<R> {
+        self.io.try_io(Direction::Read, |s| op(&s.0))
+    }
+
+    /// As [`try_read_with`](AsyncFd::try_read_with), for writing.
+    pub fn try_write_with<R>(&self, op: impl FnOnce(&T) -> io::Result<R>) -> io::Result<R> {
+        self.io.try_io(Direction::Write, |s| op(&s.0))
     }
 }
 

@@ -1,7 +1,9 @@
 //! `wq::io::AsyncFd`: a descriptor of the user's, waited on through the
 //! driver: an eventfd read when another task writes it, a socket written
 //! once its peer makes room, the object given back deregistered (so it can
-//! be registered again), and the errors of a descriptor epoll refuses.
+//! be registered again), and the errors of a descriptor epoll refuses; its
+//! poll methods making a type of the user's an `AsyncRead`/`AsyncWrite`,
+//! its `try_` methods, and the poll's waker released with it.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -170,4 +172,146 @@ fn async_fd_outside_a_runtime_panics_with_the_call_named() {
     let panic = std::panic::catch_unwind(|| AsyncFd::new(eventfd())).unwrap_err();
     let msg = common::panic_message(&*panic);
     assert!(msg.contains("wq::io::AsyncFd::new"), "{msg}");
+}
+
+/// A type of the user's around an `AsyncFd`, made an `AsyncRead` and an
+/// `AsyncWrite` with the poll methods: a pipe's bytes read to its end as
+/// a thread writes them in pieces, and a write that waits for room.
+struct Pipe(AsyncFd<UnixStream>);
+
+impl futures::AsyncRead for Pipe {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.0.poll_read_with(cx, |s| (&*s).read(buf))
+    }
+}
+
+impl futures::AsyncWrite for Pipe {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.0.poll_write_with(cx, |s| (&*s).write(buf))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[test]
+fn poll_methods_make_a_users_type_an_async_reader_and_writer() {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    common::within(60, || {
+        rt().block_on(async {
+            // Read: pieces written by a thread, with pauses, to the end.
+            let (a, mut b) = UnixStream::pair().unwrap();
+            a.set_nonblocking(true).unwrap();
+            let mut r = Pipe(AsyncFd::new(a).unwrap());
+            let writer = std::thread::spawn(move || {
+                for piece in [&b"one "[..], b"two ", b"three"] {
+                    std::thread::sleep(Duration::from_millis(5));
+                    b.write_all(piece).unwrap();
+                }
+            });
+            let mut got = Vec::new();
+            r.read_to_end(&mut got).await.unwrap();
+            assert_eq!(got, b"one two three");
+            writer.join().unwrap();
+
+            // Write: 1 MiB through a socket's buffer, which a thread drains.
+            let (a, mut b) = UnixStream::pair().unwrap();
+            a.set_nonblocking(true).unwrap();
+            let mut w = Pipe(AsyncFd::new(a).unwrap());
+            let reader = std::thread::spawn(move || {
+                let mut all = Vec::new();
+                b.read_to_end(&mut all).unwrap();
+                all
+            });
+            let data: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+            w.write_all(&data).await.unwrap();
+            drop(w); // the peer's read ends
+            assert!(reader.join().unwrap() == data, "the bytes written");
+        });
+    });
+}
+
+/// `try_read_with` does not wait: `WouldBlock` before the driver reports
+/// data, the data once it has, and `WouldBlock` again once drained.
+#[test]
+fn try_read_with_does_not_wait() {
+    common::within(60, || {
+        rt().block_on(async {
+            let (a, mut b) = UnixStream::pair().unwrap();
+            a.set_nonblocking(true).unwrap();
+            let a = AsyncFd::new(a).unwrap();
+            let mut buf = [0u8; 16];
+            let err = a.try_read_with(|s| (&*s).read(&mut buf)).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+            b.write_all(b"data").unwrap();
+            let n = loop {
+                match a.try_read_with(|s| (&*s).read(&mut buf)) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        // The driver has not turned since: let it.
+                        wq::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            };
+            assert_eq!(&buf[..n], b"data");
+            let err = a.try_read_with(|s| (&*s).read(&mut buf)).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+        });
+    });
+}
+
+/// The waker a pending `poll_read_with` left goes with the `AsyncFd`
+/// (dropped, or its object taken back with `into_inner`): it kept a task
+/// alive otherwise.
+#[test]
+fn a_polls_waker_goes_with_the_async_fd() {
+    use std::sync::Arc;
+    use std::task::{Context, Wake, Waker};
+    struct Noop;
+    impl Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+    rt().block_on(async {
+        for give_back in [false, true] {
+            let (a, _b) = UnixStream::pair().unwrap();
+            a.set_nonblocking(true).unwrap();
+            let a = AsyncFd::new(a).unwrap();
+            let noop = Arc::new(Noop);
+            let waker = Waker::from(noop.clone());
+            let mut cx = Context::from_waker(&waker);
+            let mut buf = [0u8; 4];
+            assert!(
+                a.poll_read_with(&mut cx, |s| (&*s).read(&mut buf))
+                    .is_pending()
+            );
+            drop(waker);
+            assert_eq!(Arc::strong_count(&noop), 2, "the read's waker is kept");
+            if give_back {
+                drop(a.into_inner());
+            } else {
+                drop(a);
+            }
+            assert_eq!(Arc::strong_count(&noop), 1, "given back: {give_back}");
+        }
+    });
 }
