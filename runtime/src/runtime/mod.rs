@@ -232,8 +232,11 @@ impl Runtime {
     /// thread-locals' destructors included (they run as each thread ends;
     /// threads that have finished their work get 100 ms past the timeout
     /// for those).
-    /// Returns whether every thread exited in time; those that did not are
-    /// left to finish on their own (detached: nothing holds them after).
+    /// Returns whether every thread exited in time (but the calling thread,
+    /// when it is one of this runtime's own, a task shutting its runtime
+    /// down: it is not waited for, and exits once its poll returns);
+    /// those that did not are left to finish on their own (detached:
+    /// nothing holds them after).
     ///
     /// `Duration::ZERO` signals the threads and returns without waiting
     /// for any still at work (if every thread is past its work, they get
