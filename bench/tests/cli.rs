@@ -10,21 +10,20 @@ fn wq_bench(args: &[&str]) -> std::process::Output {
     child::output(Command::new(env!("CARGO_BIN_EXE_wq-bench")).args(args))
 }
 
-/// `shapes --shapes chained_spawn --iters 2 --json` with `extra`: its
+/// `shapes --shapes chained_spawn --iters 2 --json`.
+const CHAINED_SPAWN_JSON: [&str; 6] = [
+    "shapes",
+    "--shapes",
+    "chained_spawn",
+    "--iters",
+    "2",
+    "--json",
+];
+
+/// [`CHAINED_SPAWN_JSON`] with `extra`: its
 /// document, the run having succeeded.
 fn chained_spawn_json(extra: &[&str]) -> serde_json::Value {
-    let args = [
-        &[
-            "shapes",
-            "--shapes",
-            "chained_spawn",
-            "--iters",
-            "2",
-            "--json",
-        ][..],
-        extra,
-    ]
-    .concat();
+    let args = [&CHAINED_SPAWN_JSON[..], extra].concat();
     let out = wq_bench(&args);
     assert!(out.status.success(), "{out:?}");
     serde_json::from_slice(&out.stdout).unwrap()
@@ -105,14 +104,7 @@ fn busy_loops_of(parent: u32) -> usize {
 #[test]
 fn busy_neighbours_run_beside_a_benchmark_and_are_gone_after_it() {
     let bench = Command::new(env!("CARGO_BIN_EXE_wq-bench"))
-        .args([
-            "shapes",
-            "--shapes",
-            "chained_spawn",
-            "--iters",
-            "2",
-            "--json",
-        ])
+        .args(CHAINED_SPAWN_JSON)
         .args(["--busy-neighbours", "2"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

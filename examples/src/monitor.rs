@@ -739,6 +739,19 @@ mod tests {
         a.iter().map(|s| s.to_string()).collect()
     }
 
+    /// A request's head read from `s` (`None`: the client went first).
+    fn read_request(s: &mut std::net::TcpStream) -> Option<Vec<u8>> {
+        let mut req = Vec::new();
+        let mut b = [0u8; 1024];
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut b) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => req.extend_from_slice(&b[..n]),
+            }
+        }
+        Some(req)
+    }
+
     /// A server on loopback that answers one connection with `answer`.
     fn fake_server(answer: impl FnOnce(std::net::TcpStream) + Send + 'static) -> String {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -805,14 +818,9 @@ mod tests {
         let addr = fake_server(move |mut s| {
             // The request read first: closing on it unread resets the
             // connection.
-            let mut req = Vec::new();
-            let mut b = [0u8; 1024];
-            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut b) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => req.extend_from_slice(&b[..n]),
-                }
-            }
+            let Some(_) = read_request(&mut s) else {
+                return;
+            };
             let _ = s.write_all(cut.as_bytes());
         });
         let err = fetch(&addr, Duration::from_secs(5)).unwrap_err();
@@ -1249,14 +1257,9 @@ mod tests {
     #[test]
     fn a_refusal_is_shown_with_the_dashboards_reason() {
         let addr = fake_server(|mut s| {
-            let mut req = Vec::new();
-            let mut b = [0u8; 1024];
-            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut b) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => req.extend_from_slice(&b[..n]),
-                }
-            }
+            let Some(req) = read_request(&mut s) else {
+                return;
+            };
             let req = String::from_utf8_lossy(&req).to_string();
             let local = s.local_addr().unwrap();
             let body = if req.contains(&format!("Host: {local}\r\n")) {

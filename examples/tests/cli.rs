@@ -18,16 +18,18 @@ const GUIDE_EXAMPLES: [(&str, &str); 6] = [
     ("queue_stats", env!("CARGO_BIN_EXE_queue_stats")),
 ];
 
+/// The other binaries: services and tools.
+const OTHERS: [(&str, &str); 5] = [
+    ("echo", env!("CARGO_BIN_EXE_echo")),
+    ("http_service", env!("CARGO_BIN_EXE_http_service")),
+    ("axum_service", env!("CARGO_BIN_EXE_axum_service")),
+    ("wq-dump", env!("CARGO_BIN_EXE_wq-dump")),
+    ("wq-monitor", env!("CARGO_BIN_EXE_wq-monitor")),
+];
+
 #[test]
 fn help_is_a_success_on_stdout_and_a_bad_argument_an_error_on_stderr() {
-    let others = [
-        ("echo", env!("CARGO_BIN_EXE_echo")),
-        ("http_service", env!("CARGO_BIN_EXE_http_service")),
-        ("axum_service", env!("CARGO_BIN_EXE_axum_service")),
-        ("wq-dump", env!("CARGO_BIN_EXE_wq-dump")),
-        ("wq-monitor", env!("CARGO_BIN_EXE_wq-monitor")),
-    ];
-    for (name, bin) in GUIDE_EXAMPLES.into_iter().chain(others) {
+    for (name, bin) in GUIDE_EXAMPLES.into_iter().chain(OTHERS) {
         let help = common::output(Command::new(bin).arg("--help"));
         let out = String::from_utf8_lossy(&help.stdout);
         assert!(help.status.success(), "{name} --help: {:?}", help.status);
@@ -53,14 +55,7 @@ fn help_is_a_success_on_stdout_and_a_bad_argument_an_error_on_stderr() {
 /// stdout", exit 101).
 #[test]
 fn help_into_a_closed_pipe_ends_quietly() {
-    let others = [
-        ("echo", env!("CARGO_BIN_EXE_echo")),
-        ("http_service", env!("CARGO_BIN_EXE_http_service")),
-        ("axum_service", env!("CARGO_BIN_EXE_axum_service")),
-        ("wq-dump", env!("CARGO_BIN_EXE_wq-dump")),
-        ("wq-monitor", env!("CARGO_BIN_EXE_wq-monitor")),
-    ];
-    for (name, bin) in GUIDE_EXAMPLES.into_iter().chain(others) {
+    for (name, bin) in GUIDE_EXAMPLES.into_iter().chain(OTHERS) {
         // The reader closed first: the write fails, deterministically.
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);

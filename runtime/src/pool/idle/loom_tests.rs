@@ -1266,12 +1266,19 @@ fn loom_a_block_without_its_fence_strands_the_item() {
 /// one-worker models above cannot show.
 #[test]
 fn loom_two_workers_two_pushes_run_both() {
-    loom::model(|| {
+    two_workers_two_pushes(super::super::hint::SEARCH_FLOOR);
+}
+
+/// [`loom_two_workers_two_pushes_run_both`] with the searchers' floor at
+/// `search_floor` (two: one of the two workers may search).
+fn two_workers_two_pushes(search_floor: usize) {
+    loom::model(move || {
         let mut cfg = config(true, WakeMode::Deferred);
         cfg.max_workers = 2;
         cfg.slots = 2;
         cfg.idle_timeout = Duration::from_secs(3600);
         let idle = Arc::new(Idle::new(cfg));
+        idle.search_floor.store(search_floor, Ordering::Relaxed);
         let queue = Arc::new(Queue(Items::new(0)));
         let ran = Arc::new(Items::new(0));
         let start = |slot: usize, idle: &Arc<Idle>, queue: &Arc<Queue>, ran: &Arc<Items>| {
@@ -1314,43 +1321,7 @@ fn loom_two_workers_two_pushes_run_both() {
 #[test]
 fn loom_a_worker_refused_the_search_strands_nothing() {
     REFUSED.with(|r| r.set(0));
-    loom::model(|| {
-        let mut cfg = config(true, WakeMode::Deferred);
-        cfg.max_workers = 2;
-        cfg.slots = 2;
-        cfg.idle_timeout = Duration::from_secs(3600);
-        let idle = Arc::new(Idle::new(cfg));
-        idle.search_floor.store(2, Ordering::Relaxed);
-        let queue = Arc::new(Queue(Items::new(0)));
-        let ran = Arc::new(Items::new(0));
-        let start = |slot: usize, idle: &Arc<Idle>, queue: &Arc<Queue>, ran: &Arc<Items>| {
-            let (i, q, r) = (idle.clone(), queue.clone(), ran.clone());
-            loom::thread::spawn(move || {
-                i.started(slot, loom::thread::current());
-                limited_worker(&i, &q, slot, &r, 2, true, false, true, false);
-            })
-        };
-        let Kick::Start(a) = idle.kick() else {
-            panic!("a fresh pool starts a worker")
-        };
-        let wa = start(a, &idle, &queue, &ran);
-        let (i, q, r) = (idle.clone(), queue.clone(), ran.clone());
-        let producer = loom::thread::spawn(move || {
-            let mut started = Vec::new();
-            for _ in 0..2 {
-                q.push();
-                if let Kick::Start(slot) = i.notify() {
-                    started.push(start(slot, &i, &q, &r));
-                }
-            }
-            for t in started {
-                t.join().unwrap();
-            }
-        });
-        producer.join().unwrap();
-        wa.join().unwrap();
-        assert_eq!(ran.load(Ordering::SeqCst), 2);
-    });
+    two_workers_two_pushes(2);
     assert!(
         REFUSED.with(|r| r.get()) > 0,
         "no execution refused a search: the model does not test the limit"
