@@ -76,7 +76,10 @@ pub(crate) fn cpu_time(clock: libc::clockid_t) -> Option<u64> {
         tv_nsec: 0,
     };
     // SAFETY: `ts` is a valid place for the time; an id whose thread is
-    // gone is refused (`EINVAL`), not undefined.
+    // gone is refused (`EINVAL`), not undefined (if the kernel has given
+    // the id to another thread of this process meanwhile, that thread's
+    // time is read: a wrong sample, which the callers' saturating
+    // arithmetic bounds).
     if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
         return None;
     }

@@ -24,6 +24,9 @@
 //!   does. A [`timeout`](crate::time::timeout) whose inner future spent
 //!   the budget polls its sleep with none ([`has_budget`] before and
 //!   after), so the deadline still fires (tokio's rule).
+//! - Awaiting a [`JoinHandle`](crate::task::JoinHandle) is an operation
+//!   too (as tokio's): a loop joining handles already done yields its
+//!   worker every 128.
 //! - So a loop over a socket that stays ready (a peer that sends faster
 //!   than the task reads, a flood of connections to accept) gives its
 //!   worker back every 128 operations: the task's other futures
@@ -69,7 +72,7 @@ thread_local! {
 /// thread the budget it had back, also if `poll` unwinds: none outside a
 /// poll (a foreign executor polling wq I/O on this thread later must not
 /// find a spent one); the rest of the outer poll's for a nested one (a
-/// `block_on` inside `block_on`'s future left it unlimited).
+/// `block_on` inside `block_on`'s future goes on with it).
 #[inline]
 pub(crate) fn with_budget<R>(poll: impl FnOnce() -> R) -> R {
     struct Restore(u32);

@@ -18,8 +18,9 @@
 //! dropped by whichever comes last of the last handle's drop and the last
 //! finish.
 //!
-//! So a `QueueRef` is valid from the task's spawn to its finish (made at the drop
-//! of its future, `TaskCell::drop`), and never dereferenced after: the
+//! So a `QueueRef` is valid from the task's spawn to its finish (made when
+//! its `TaskEnd` drops: at the drop of its future, `TaskCell::drop`, or,
+//! deferred, after its worker's next look), and never dereferenced after: the
 //! task's metadata outlives the queue when a `JoinHandle` keeps the task.
 //!
 //! A spawn and a finish on one CPU write only that stripe's line.

@@ -64,10 +64,11 @@ impl Default for Shard {
     }
 }
 
-/// See the module docs.
-/// A shard's slab capacity kept when it empties (`Registry::dropped`).
+/// A shard's slab is shrunk only beyond this capacity (`Registry::dropped`:
+/// an emptied one above it is given back whole).
 const SHRINK_ABOVE: usize = 1024;
 
+/// See the module docs.
 pub(crate) struct Registry {
     shards: Box<[CachePadded<Mutex<Shard>>]>,
     /// Spawns minus drops, per thread-ordinal shard (wrapping).
