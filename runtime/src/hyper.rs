@@ -745,18 +745,18 @@ mod tests {
         assert!(s.as_mut().poll(&mut cx).is_pending());
     }
 
-    #[test]
-    fn a_stall_past_its_limit_on_a_spent_budget_tries_the_write_first() {
-        // A wq stream looks at the budget before its socket: with the
-        // budget spent it says `Pending` without trying. A stall that
-        // elapsed meanwhile is no proof of one if the socket has room now
-        // (the peer read again): the write is tried outside the budget.
+    /// A `WqIo` of `()` whose write stall (limit 5 ms) was armed by a
+    /// `Pending` write and has run 20 ms; then one poll of `op` through
+    /// `timed` with the task's budget spent.
+    fn spent_budget_poll_past_a_stall<R: std::fmt::Debug>(
+        op: impl FnMut(Pin<&mut ()>, &mut Context<'_>) -> Poll<std::io::Result<R>>,
+    ) -> (Poll<std::io::Result<R>>, bool) {
         let rt = crate::Runtime::new().unwrap();
         rt.block_on(async {
             let mut io = WqIo::new(()).write_timeout(std::time::Duration::from_millis(5));
             std::future::poll_fn(|cx| {
                 let p = crate::coop::with_budget(|| {
-                    io.timed(cx, |_, _| Poll::<std::io::Result<usize>>::Pending)
+                    io.timed(cx, |_, _| Poll::<std::io::Result<R>>::Pending)
                 });
                 assert!(p.is_pending());
                 Poll::Ready(())
@@ -764,28 +764,39 @@ mod tests {
             .await;
             assert!(io.stalled.is_some(), "armed");
             std::thread::sleep(std::time::Duration::from_millis(20));
+            let mut op = Some(op);
             let r = std::future::poll_fn(|cx| {
                 Poll::Ready(crate::coop::with_budget(|| {
                     for _ in 0..crate::coop::PER_POLL {
                         crate::coop::spend();
                     }
-                    // Writable now, as a wq stream with a budget to try.
-                    io.timed(cx, |_, _| {
-                        if crate::coop::has_budget() {
-                            Poll::Ready(Ok(3))
-                        } else {
-                            Poll::Pending
-                        }
-                    })
+                    io.timed(cx, op.take().unwrap())
                 }))
             })
             .await;
-            match r {
-                Poll::Ready(Ok(3)) => {}
-                other => panic!("{other:?}"),
+            (r, io.stalled.is_some())
+        })
+    }
+
+    #[test]
+    fn a_stall_past_its_limit_on_a_spent_budget_tries_the_write_first() {
+        // A wq stream looks at the budget before its socket: with the
+        // budget spent it says `Pending` without trying. A stall that
+        // elapsed meanwhile is no proof of one if the socket has room now
+        // (the peer read again): the write is tried outside the budget.
+        let (r, armed) = spent_budget_poll_past_a_stall(|_, _| {
+            // Writable now, as a wq stream with a budget to try.
+            if crate::coop::has_budget() {
+                Poll::Ready(Ok(3))
+            } else {
+                Poll::Pending
             }
-            assert!(io.stalled.is_none(), "progress disarms");
         });
+        match r {
+            Poll::Ready(Ok(3)) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(!armed, "progress disarms");
     }
 
     /// A stall armed before goes on counting while every poll comes with
@@ -795,32 +806,10 @@ mod tests {
     /// never looked at in those polls, and the write waited for ever.
     #[test]
     fn a_stall_past_its_limit_ends_the_write_on_a_spent_budget_too() {
-        let rt = crate::Runtime::new().unwrap();
-        rt.block_on(async {
-            let mut io = WqIo::new(()).write_timeout(std::time::Duration::from_millis(5));
-            std::future::poll_fn(|cx| {
-                let p = crate::coop::with_budget(|| {
-                    io.timed(cx, |_, _| Poll::<std::io::Result<()>>::Pending)
-                });
-                assert!(p.is_pending());
-                Poll::Ready(())
-            })
-            .await;
-            assert!(io.stalled.is_some(), "armed");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            let r = std::future::poll_fn(|cx| {
-                Poll::Ready(crate::coop::with_budget(|| {
-                    for _ in 0..crate::coop::PER_POLL {
-                        crate::coop::spend();
-                    }
-                    io.timed(cx, |_, _| Poll::<std::io::Result<()>>::Pending)
-                }))
-            })
-            .await;
-            match r {
-                Poll::Ready(Err(e)) => assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}"),
-                other => panic!("{other:?}"),
-            }
-        });
+        let (r, _) = spent_budget_poll_past_a_stall(|_, _| Poll::<std::io::Result<()>>::Pending);
+        match r {
+            Poll::Ready(Err(e)) => assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -776,6 +776,19 @@ fn a_page_of_hundreds_of_pools_charts_the_worst_and_tables_them_all() {
     });
 }
 
+/// A dashboard of `rt` on loopback, once its history holds `points`
+/// points (30 s at most), and its address.
+fn serving_points(rt: &Runtime, points: u64) -> (wq::dashboard::DashboardHandle, SocketAddr) {
+    let d = wq::dashboard::serve_on(rt.handle(), "127.0.0.1:0").unwrap();
+    let addr = d.local_addr();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while next_seq(addr) < points {
+        assert!(Instant::now() < deadline, "no history after 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (d, addr)
+}
+
 /// The `next_seq` of the history feed: the sampler's points so far.
 fn next_seq(addr: SocketAddr) -> u64 {
     let r = get(addr, "/api/history");
@@ -1015,13 +1028,7 @@ fn the_page_says_when_its_service_is_stale_or_hung() {
     };
     within(180, move || {
         let rt = runtime();
-        let d = wq::dashboard::serve_on(rt.handle(), "127.0.0.1:0").unwrap();
-        let real = d.local_addr();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while next_seq(real) < 1 {
-            assert!(Instant::now() < deadline, "no history after 30 s");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let (_d, real) = serving_points(&rt, 1);
         for hung in [false, true] {
             let after = if hung { After::Hung } else { After::Frozen };
             let (addr, stop, _) = stand_in(real, after);
@@ -1066,15 +1073,9 @@ fn an_older_feed_of_the_same_service_is_no_restart() {
     };
     within(180, move || {
         let rt = runtime();
-        let d = wq::dashboard::serve_on(rt.handle(), "127.0.0.1:0").unwrap();
-        let real = d.local_addr();
-        let deadline = Instant::now() + Duration::from_secs(30);
         // Points up to seq 1 at least: the older feed's `next_seq` (1) is
         // at or before the page's newest.
-        while next_seq(real) < 2 {
-            assert!(Instant::now() < deadline, "no history after 30 s");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let (_d, real) = serving_points(&rt, 2);
         let (addr, stop, whole) = stand_in(real, After::Older);
         let profile =
             std::env::temp_dir().join(format!("wq-chromium-older-{}", std::process::id()));
