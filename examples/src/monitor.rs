@@ -175,8 +175,12 @@ pub fn fetch(addr: &str, timeout: Duration) -> Result<Snapshot, String> {
     let mut looked = 0;
     loop {
         if len.is_none() && looked <= MAX_HEAD && raw.len() > looked {
-            len = answer_len(&raw[..raw.len().min(MAX_HEAD)])
-                .map_err(|why| format!("wq dashboard at {addr}: {why}"))?;
+            match answer_len(&raw[..raw.len().min(MAX_HEAD)]) {
+                Ok(l) => len = l,
+                // A bad Content-Length: its status and body say more (a
+                // proxy's 502), which `parse_response` looks at first.
+                Err(_) => break,
+            }
             looked = raw.len();
         }
         if len.is_some_and(|len| raw.len() >= len) {
@@ -845,6 +849,19 @@ mod tests {
             let err = parse_response("a", raw.as_bytes()).unwrap_err();
             assert!(err.contains(says), "{head}: {err}");
         }
+        // A refusal with a bad length is told by its status and reason.
+        let answer = "HTTP/1.1 502 Bad Gateway\r\ncontent-length: x\r\n\r\nupstream down";
+        let addr = fake_server(move |mut s| {
+            if read_request(&mut s).is_some() {
+                let _ = s.write_all(answer.as_bytes());
+                std::thread::sleep(Duration::from_secs(10));
+            }
+        });
+        let err = fetch(&addr, Duration::from_secs(5)).unwrap_err();
+        assert!(
+            err.contains("502") && err.contains("upstream down"),
+            "{err}"
+        );
     }
 
     /// A lookup that panics leaves no lookup in flight behind: the next

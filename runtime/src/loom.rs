@@ -98,10 +98,9 @@ impl<T> Lock for loom::sync::Mutex<T> {
 /// Locks `mutex`, ignoring poisoning: a wq lock guards consistent state
 /// whenever code that can panic runs under it. Little does: another
 /// executor's waker is cloned under a source's `waiters` lock (before the
-/// waiter slab changes) and may be woken under an object's `SharedKey`
-/// lock (its budget spent: `coop`, a key that does not change then), and
-/// the driver's mutex is held through a turn's wakes (`driver::wake_all`
-/// catches their panics); no other user code runs under a wq lock.
+/// waiter slab changes), and the driver's mutex is held through a turn's
+/// wakes (`driver::wake_all` catches their panics); no other user code
+/// runs under a wq lock.
 pub(crate) fn lock<M: Lock + ?Sized>(mutex: &M) -> M::Guard<'_> {
     mutex.lock_unpoisoned()
 }

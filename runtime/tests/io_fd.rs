@@ -315,3 +315,32 @@ fn a_polls_waker_goes_with_the_async_fd() {
         }
     });
 }
+
+/// A poll method's operation may poll the same `AsyncFd` again (a length
+/// prefix read through a helper, then the rest): it deadlocked on the
+/// waiter slot's lock, held across the operation.
+#[test]
+fn a_poll_operation_may_poll_its_async_fd_again() {
+    common::within(30, || {
+        rt().block_on(async {
+            let (a, mut b) = UnixStream::pair().unwrap();
+            a.set_nonblocking(true).unwrap();
+            let fd = AsyncFd::new(a).unwrap();
+            b.write_all(b"ab").unwrap();
+            let (mut first, mut second) = ([0u8; 1], [0u8; 1]);
+            let noop = futures::task::noop_waker();
+            let n = std::future::poll_fn(|cx| {
+                fd.poll_read_with(cx, |s| {
+                    // Readable (this operation runs): the inner poll reads.
+                    let mut inner_cx = std::task::Context::from_waker(&noop);
+                    let inner = fd.poll_read_with(&mut inner_cx, |s| (&*s).read(&mut first));
+                    assert!(matches!(inner, std::task::Poll::Ready(Ok(1))), "{inner:?}");
+                    (&*s).read(&mut second)
+                })
+            })
+            .await
+            .unwrap();
+            assert_eq!((n, first, second), (1, *b"a", *b"b"));
+        });
+    });
+}

@@ -19,10 +19,12 @@
 //! `async fn` operation holds one in its future ([`PollIo::async_io`],
 //! [`PollIo::ready`]) and releases it when the future is dropped, so any number of tasks may wait
 //! on one socket (`accept` on a shared listener, `recv_from` on a shared
-//! UDP socket); a `&self` poll method (`TcpListener::poll_accept`) keeps
-//! one [`SharedKey`] in its object, under a lock, whose waker is the last
-//! polling task's (as tokio's `poll_*` on `&self`), freed with the object
-//! ([`Datagram`] holds a datagram socket's two).
+//! UDP socket); a `&self` poll method (`TcpListener::poll_accept`,
+//! `AsyncFd::poll_read_with`) keeps one [`SharedKey`] in its object,
+//! taken out for each poll and put back after it (no lock held across
+//! the poll), whose waker is the last polling task's (as tokio's `poll_*`
+//! on `&self`), freed with the object ([`Datagram`] holds a datagram
+//! socket's two; an `AsyncFd`'s go with its registration).
 //!
 //! Drop deregisters the source from epoll **before** its fd is closed (see
 //! `driver`'s module docs on file descriptions), then frees the slot;
@@ -344,7 +346,14 @@ impl<S: mio::event::Source> PollIo<S> {
     }
 
     /// [`PollIo::poll_io`] with the object's shared waiter slot (module
-    /// docs, "Waiter keys").
+    /// docs, "Waiter keys"). The slot is taken out of `key` for the poll
+    /// and put back after it, its lock not held meanwhile: `f` may be a
+    /// user's (`AsyncFd::poll_read_with`), which may poll the same object
+    /// again (a `std` mutex held across it deadlocked that), and the
+    /// budget's wake may be another executor's. Polls at once (from two
+    /// threads, or nested) each wait in a slot of their own; the one that
+    /// puts its slot back last keeps it and the other slot is released:
+    /// the last poller is the one woken, as the method's docs say.
     pub(crate) fn poll_io_shared<R>(
         &self,
         cx: &mut Context<'_>,
@@ -352,7 +361,14 @@ impl<S: mio::event::Source> PollIo<S> {
         key: &SharedKey,
         f: impl FnMut(&S) -> io::Result<R>,
     ) -> Poll<io::Result<R>> {
-        self.poll_io(cx, dir, &mut crate::loom::lock(&key.0), f)
+        let mut slot = crate::loom::lock(&key.0).take();
+        let r = self.poll_io(cx, dir, &mut slot, f);
+        let replaced = std::mem::replace(&mut *crate::loom::lock(&key.0), slot);
+        if replaced.is_some() {
+            // Another poll put its slot back meanwhile: ours is the later.
+            self.release(&mut { replaced });
+        }
+        r
     }
 
     /// Frees the object's shared waiter slot (the object being dropped).

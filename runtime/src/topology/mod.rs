@@ -450,14 +450,14 @@ impl Topology {
                 format!(
                     "restricting the topology to CPUs {} leaves no CPU: the topology has CPUs {}; \
                      pass at least one of them",
-                    // As a list of ranges (`5000-9095`), however many.
+                    // As a list of ranges (`5000-9095`), cut if long.
                     if allowed.is_empty() {
                         "(none)".to_owned()
                     } else {
                         let mut a = allowed.to_vec();
                         a.sort_unstable();
                         a.dedup();
-                        format_cpu_list(&a)
+                        Shown(&format_cpu_list(&a)).cut()
                     },
                     format_cpu_list(&self.os_indices())
                 ),
@@ -710,6 +710,16 @@ pub(super) struct Shown<'a>(pub(super) &'a str);
 
 /// The most characters of an input an error message quotes.
 pub(super) const SHOWN_MAX: usize = 160;
+
+impl Shown<'_> {
+    /// The input unquoted, cut as its `{:?}` is (for a list, a group).
+    pub(super) fn cut(&self) -> String {
+        match self.0.char_indices().nth(SHOWN_MAX) {
+            None => self.0.to_owned(),
+            Some((cut, _)) => format!("{}... ({} bytes in all)", &self.0[..cut], self.0.len()),
+        }
+    }
+}
 
 impl std::fmt::Debug for Shown<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -122,7 +122,11 @@ fn check_indexes(desc: &str) -> Result<(), TopologyError> {
                     let end = rest
                         .find(|c: char| c.is_whitespace() || c == ')' || c == '(')
                         .unwrap_or(rest.len());
-                    let what = format!("memory child [{}] of {:?}", inside.trim(), token.trim());
+                    let what = format!(
+                        "memory child [{}] of {:?}",
+                        super::Shown(inside.trim()).cut(),
+                        super::Shown(token.trim())
+                    );
                     check_index_list(desc, &what, &rest[..end], None)?;
                 }
             }
@@ -133,7 +137,12 @@ fn check_indexes(desc: &str) -> Result<(), TopologyError> {
                     .split_whitespace()
                     .find_map(|a| a.strip_prefix("indexes="))
                 {
-                    check_index_list(desc, &format!("{:?}", token.trim()), list, here)?;
+                    check_index_list(
+                        desc,
+                        &format!("{:?}", super::Shown(token.trim())),
+                        list,
+                        here,
+                    )?;
                 }
                 if let Some(n) = here {
                     objects = n;
@@ -414,7 +423,11 @@ pub(super) fn describe(desc: &str) -> Result<Vec<CpuInfo>, TopologyError> {
             } else {
                 invalid(
                     desc,
-                    &format!("count {count:?} is not a positive number{}", octal_hint(count)),
+                    &format!(
+                        "count {:?} is not a positive number{}",
+                        super::Shown(count),
+                        octal_hint(count)
+                    ),
                 )
             }
         })?;

@@ -410,17 +410,34 @@ fn empty_cpu_sets_are_errors() {
         );
     }
     // Thousands of CPUs given are said as ranges (they were listed one by
-    // one: a message of kilobytes).
+    // one: a message of kilobytes), cut if those are many.
     let many: Vec<usize> = (5000..9096).rev().collect();
     let err = topo.restrict(&many).unwrap_err().to_string();
     assert!(err.contains("CPUs 5000-9095 leaves no CPU"), "{err}");
     assert!(err.len() < 300, "{} bytes: {err}", err.len());
+    let sparse: Vec<usize> = (0..20_000).map(|i| 100_000 + 2 * i).collect();
+    let err = topo.restrict(&sparse).unwrap_err().to_string();
+    assert!(
+        err.contains("bytes in all)"),
+        "{}",
+        &err[..err.len().min(400)]
+    );
+    assert!(err.len() < 1000, "{} bytes", err.len());
 }
 
 /// A mistaken huge description (a file's content given for one) is
 /// quoted cut short, with its length: it was echoed whole.
 #[test]
 fn a_huge_bad_synthetic_description_is_quoted_cut_short() {
+    // A count that is no number, and an index list in a memory child
+    // (read with hwloc's grammar), quote what they name cut too.
+    for desc in [
+        format!("core:{}", "x".repeat(100_000)),
+        format!("pack:2[numa(indexes=0,0 {})] pu:2", "x".repeat(100_000)),
+    ] {
+        let msg = Topology::synthetic(&desc).unwrap_err().to_string();
+        assert!(msg.len() < 1000, "{} bytes", msg.len());
+    }
     let desc = format!("core:2 {}", "x".repeat(100_000));
     let err = Topology::synthetic(&desc).unwrap_err();
     assert_eq!(err.kind(), TopologyErrorKind::InvalidSynthetic);
