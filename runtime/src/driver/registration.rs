@@ -36,8 +36,7 @@ use std::io;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::Handle;
 use super::Registered;
@@ -361,9 +360,9 @@ impl<S: mio::event::Source> PollIo<S> {
         key: &SharedKey,
         f: impl FnMut(&S) -> io::Result<R>,
     ) -> Poll<io::Result<R>> {
-        let mut slot = crate::loom::lock(&key.0).take();
+        let mut slot = key.take();
         let r = self.poll_io(cx, dir, &mut slot, f);
-        let replaced = std::mem::replace(&mut *crate::loom::lock(&key.0), slot);
+        let replaced = key.put(slot);
         if replaced.is_some() {
             // Another poll put its slot back meanwhile: ours is the later.
             self.release(&mut { replaced });
@@ -373,7 +372,7 @@ impl<S: mio::event::Source> PollIo<S> {
 
     /// Frees the object's shared waiter slot (the object being dropped).
     pub(crate) fn release_shared(&self, key: &SharedKey) {
-        self.release(&mut crate::loom::lock(&key.0));
+        self.release(&mut key.take());
     }
 
     /// Waiter slots held now.
@@ -385,8 +384,33 @@ impl<S: mio::event::Source> PollIo<S> {
 
 /// The waiter slot of an object's `&self` poll method: one per object and
 /// direction, its waker the last polling task's (module docs).
-#[derive(Debug, Default)]
-pub(crate) struct SharedKey(Mutex<Option<usize>>);
+#[derive(Debug)]
+pub(crate) struct SharedKey(AtomicUsize);
+
+/// A [`SharedKey`] holding no slot.
+const NO_KEY: usize = usize::MAX;
+
+impl Default for SharedKey {
+    fn default() -> SharedKey {
+        SharedKey(AtomicUsize::new(NO_KEY))
+    }
+}
+
+impl SharedKey {
+    /// The slot, taken out (a poll waits in it meanwhile).
+    fn take(&self) -> Option<usize> {
+        let key = self.0.swap(NO_KEY, Ordering::Relaxed);
+        (key != NO_KEY).then_some(key)
+    }
+
+    /// Puts `key` back; the slot another poll put back meanwhile, if any.
+    /// (Relaxed: a slot is an index into the waiters' slab, which its own
+    /// lock guards; one swap each way, as the mutex's lock and unlock were.)
+    fn put(&self, key: Option<usize>) -> Option<usize> {
+        let prev = self.0.swap(key.unwrap_or(NO_KEY), Ordering::Relaxed);
+        (prev != NO_KEY).then_some(prev)
+    }
+}
 
 /// A waiter slot released on drop.
 struct Key<'a> {

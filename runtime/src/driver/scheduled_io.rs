@@ -92,10 +92,10 @@
 //! and woken through the task's own `Waker`: wq's schedule path (the home
 //! pool's queue and a kick) is the only wake path.
 //!
-//! Lock order: the driver's I/O table lock, then a `waiters` lock. A
-//! `SharedKey`'s lock is taken alone, to take its slot out before a poll
-//! and put it back after (`PollIo::poll_io_shared`). No other lock is
-//! taken under `waiters`.
+//! Lock order: the driver's I/O table lock, then a `waiters` lock. (A
+//! `SharedKey` is an atomic: its slot is swapped out before a poll and
+//! back after, `PollIo::poll_io_shared`.) No other lock is taken under
+//! `waiters`.
 
 use std::io;
 use std::task::{Context, Poll, Waker};
