@@ -517,6 +517,49 @@ mod tests {
         });
     }
 
+    /// The shared slot's swap protocol under contention: two threads poll
+    /// `poll_accept` on one listener at once while a third connects, so
+    /// polls overlap (each waits in a slot of its own, the later put back
+    /// keeps its slot and frees the other's). Every connection is
+    /// accepted exactly once, and the slots drawn meanwhile are all
+    /// freed but the one the listener keeps.
+    #[test]
+    fn overlapping_poll_accepts_leak_no_waiter_slot() {
+        const CONNECTIONS: usize = 300;
+        let rt = crate::Runtime::builder().build().unwrap();
+        let l = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let l = Arc::new(l);
+        let addr = l.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let pollers: Vec<_> = (0..2)
+            .map(|_| {
+                let (l, accepted) = (l.clone(), accepted.clone());
+                std::thread::spawn(move || {
+                    let waker = Waker::from(Arc::new(Count::default()));
+                    let mut cx = Context::from_waker(&waker);
+                    let mut kept = Vec::new();
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                    while accepted.load(Ordering::SeqCst) < CONNECTIONS {
+                        assert!(std::time::Instant::now() < deadline, "connections lost");
+                        if let Poll::Ready(r) = l.poll_accept(&mut cx) {
+                            kept.push(r.unwrap().0);
+                            accepted.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    kept.len()
+                })
+            })
+            .collect();
+        let clients: Vec<_> = (0..CONNECTIONS)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        let total: usize = pollers.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(total, CONNECTIONS, "a connection accepted twice or lost");
+        assert_eq!(accepted.load(Ordering::SeqCst), CONNECTIONS);
+        assert_eq!(l.io.waiters(), 1, "slots drawn by overlapping polls leaked");
+        drop(clients);
+    }
+
     #[derive(Default)]
     struct Count(AtomicUsize);
 
