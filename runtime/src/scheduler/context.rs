@@ -24,6 +24,31 @@ thread_local! {
     /// first guard, not one left current with no guard alive). Empty but
     /// after that misuse.
     static SKIPPED: RefCell<Vec<(u32, Option<Arc<Scheduler>>)>> = const { RefCell::new(Vec::new()) };
+    /// `with_current` calls running on this thread (they nest: a spawn in
+    /// a dropped future's `Drop`).
+    static BORROWING: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// Runtimes that guards dropped out of order stopped holding while a
+    /// `with_current` ran, which may be using one of them: dropped when
+    /// the outermost `with_current` returns (or with the thread's
+    /// thread-locals), not before, and not leaked.
+    static RETIRED: RefCell<Vec<Arc<Scheduler>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Drops `retired` runtimes now, or, while a `with_current` runs on this
+/// thread, when the outermost one returns (its safety argument).
+fn retire(retired: Vec<Arc<Scheduler>>) {
+    if retired.is_empty() {
+        return;
+    }
+    if BORROWING.try_with(|b| b.get()).unwrap_or(0) == 0 {
+        drop(retired);
+    } else {
+        // Where `RETIRED` is gone (a thread-local's destructor after it),
+        // they are kept: a count leaked there beats a freed scheduler.
+        let mut retired = Some(retired);
+        let _ = RETIRED.try_with(|r| r.borrow_mut().extend(retired.take().unwrap()));
+        std::mem::forget(retired);
+    }
 }
 
 /// Restores the previous current runtime when dropped. Not `Send`: it
@@ -84,6 +109,9 @@ pub(crate) fn try_enter(scheduler: Arc<Scheduler>) -> Option<ContextGuard> {
 impl Drop for ContextGuard {
     fn drop(&mut self) {
         let mut prev = self.prev.take();
+        // Dropped after `RUNTIME`'s borrow ends (a scheduler's drop may
+        // look at the context).
+        let mut retired = Vec::new();
         let in_order = RUNTIME.try_with(|c| {
             let mut cur = c.borrow_mut();
             let in_order = DEPTH.with(|d| d.get()) == self.depth
@@ -107,9 +135,9 @@ impl Drop for ContextGuard {
                     .ok()
                     .flatten()
                 {
-                    // Kept, not dropped: a `with_current` in progress may
-                    // be using it (its safety argument).
-                    std::mem::forget(std::mem::replace(&mut prev, skipped));
+                    // Not dropped at once: a `with_current` in progress
+                    // may be using it (its safety argument).
+                    retired.extend(std::mem::replace(&mut prev, skipped));
                     depth -= 1;
                 }
                 DEPTH.with(|d| d.set(depth - 1));
@@ -125,6 +153,7 @@ impl Drop for ContextGuard {
             }
             in_order
         });
+        retire(retired);
         if in_order == Ok(false) && !std::thread::panicking() {
             panic!(
                 "wq: runtime EnterGuards dropped out of order: guards returned by \
@@ -155,13 +184,43 @@ pub(crate) fn with_current<R>(f: impl FnOnce(Option<&Arc<Scheduler>>) -> R) -> R
             // stays owned until `f` returns: by the thread-local, or, once
             // `f` enters another runtime, by that guard's `prev`, which an
             // in-order drop puts back and an out-of-order one keeps in
-            // `SKIPPED` (for the guard above to put back, or to forget if
-            // a lower one's replaces it; what stays there is dropped only
-            // with the thread's thread-locals, when no `f` runs); nothing
-            // else takes it out. `ManuallyDrop`: this borrowed view
+            // `SKIPPED` (for the guard above to put back, or to retire if
+            // a lower one's replaces it: `RETIRED` holds it until the
+            // outermost `with_current` returns; what stays in either is
+            // dropped only with the thread's thread-locals, when no `f`
+            // runs); nothing else takes it out. `ManuallyDrop`: this borrowed view
             // never gives up a count it does not hold.
             let arc = std::mem::ManuallyDrop::new(unsafe { Arc::from_raw(ptr) });
+            let _borrowing = Borrowing::new();
             f(Some(&arc))
+        }
+    }
+}
+
+/// A `with_current` running (`BORROWING`); the outermost one's end drops
+/// the runtimes retired meanwhile, unwinding included.
+struct Borrowing;
+
+impl Borrowing {
+    fn new() -> Borrowing {
+        let _ = BORROWING.try_with(|b| b.set(b.get() + 1));
+        Borrowing
+    }
+}
+
+impl Drop for Borrowing {
+    fn drop(&mut self) {
+        let outermost = BORROWING
+            .try_with(|b| {
+                b.set(b.get() - 1);
+                b.get() == 0
+            })
+            .unwrap_or(false);
+        if outermost {
+            let retired = RETIRED
+                .try_with(|r| std::mem::take(&mut *r.borrow_mut()))
+                .unwrap_or_default();
+            drop(retired);
         }
     }
 }
@@ -185,4 +244,66 @@ pub(crate) fn outside(what: &str) -> ! {
     panic!(
         "{what} called outside a wq runtime: call it from a task, inside Runtime::block_on or #[wq::main], or after Runtime::enter(); from a thread holding only a wq::Handle, spawn through the Handle's methods, or run the code that needs the runtime (timers, sockets, signals) inside Handle::block_on"
     )
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::sync::Arc;
+
+    use super::{enter, with_current};
+    use crate::Runtime;
+
+    /// Drops `guard` out of order: the panic that says so, caught.
+    fn drop_out_of_order<T>(guard: T) {
+        let p = catch_unwind(AssertUnwindSafe(move || drop(guard))).unwrap_err();
+        let msg = p.downcast_ref::<&str>().copied().unwrap_or_default();
+        assert!(msg.contains("dropped out of order"), "{msg:?}");
+    }
+
+    /// Guards of two runtimes dropped out of order: the later guard's drop
+    /// restores what the earlier would have (no runtime), and the count on
+    /// the first runtime's scheduler its guard held is given back, not
+    /// leaked (it was forgotten until 2026-12-07: the scheduler outlived
+    /// its runtime).
+    #[test]
+    fn guards_dropped_out_of_order_leak_no_runtime() {
+        let a = Runtime::builder().build().unwrap();
+        let b = Runtime::builder().build().unwrap();
+        let weak_a = Arc::downgrade(&a.handle().scheduler);
+        let ga = enter(a.handle().scheduler.clone());
+        let gb = enter(b.handle().scheduler.clone());
+        drop_out_of_order(ga);
+        drop(gb);
+        assert!(crate::Handle::try_current().is_none());
+        drop(a);
+        assert!(
+            weak_a.upgrade().is_none(),
+            "the first runtime's scheduler leaked"
+        );
+    }
+
+    /// The same inside a `with_current` that borrows the first runtime: its
+    /// scheduler is kept while the call runs (it may be in use there), and
+    /// dropped when the call returns.
+    #[test]
+    fn a_runtime_retired_under_with_current_lives_until_it_returns() {
+        let a = Runtime::builder().build().unwrap();
+        let b = Runtime::builder().build().unwrap();
+        let weak_a = Arc::downgrade(&a.handle().scheduler);
+        let ga = enter(a.handle().scheduler.clone());
+        let mut a = Some(a);
+        with_current(|current| {
+            let current = current.unwrap();
+            assert!(Arc::ptr_eq(current, &weak_a.upgrade().unwrap()));
+            let gb = enter(b.handle().scheduler.clone());
+            drop_out_of_order(ga);
+            drop(gb);
+            drop(a.take());
+            // Only the retired count keeps it now.
+            assert_eq!(Arc::strong_count(current), 1);
+            assert!(weak_a.upgrade().is_some(), "dropped while borrowed");
+        });
+        assert!(weak_a.upgrade().is_none(), "the retired scheduler leaked");
+    }
 }
