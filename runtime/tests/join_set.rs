@@ -432,3 +432,50 @@ fn pushing_an_answered_handle_says_why() {
     set.push(rt.spawn(async { 2 }));
     assert_eq!(rt.block_on(set.join_next()).unwrap().unwrap(), 2);
 }
+
+/// A set's poll that finds its one task still running wakes nobody:
+/// `FuturesUnordered` wakes its poller after polling each of its futures
+/// once (a yield), and a set's first poll after a spawn always did, so a
+/// handler that spawns a task and joins it was polled once for nothing.
+/// The task's end still wakes the poller, once.
+#[test]
+fn a_poll_that_finds_the_task_running_wakes_nobody() {
+    within(60, || {
+        let rt = rt();
+        let _enter = rt.enter();
+        for tasks in [1usize, 40] {
+            let (count, waker) = counted();
+            let mut cx = std::task::Context::from_waker(&waker);
+            let mut set = JoinSet::new();
+            let mut gos = Vec::new();
+            for i in 0..tasks {
+                let (go, wait) = oneshot::channel::<()>();
+                gos.push(go);
+                set.spawn(async move {
+                    wait.await.unwrap();
+                    i
+                });
+            }
+            assert!(set.poll_join_next(&mut cx).is_pending());
+            assert!(set.poll_join_next(&mut cx).is_pending());
+            assert_eq!(
+                count.0.load(Ordering::SeqCst),
+                0,
+                "{tasks}: woken for nothing"
+            );
+            gos.pop().unwrap().send(()).unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while count.0.load(Ordering::SeqCst) == 0 {
+                assert!(Instant::now() < deadline, "{tasks}: the end woke nobody");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            match set.poll_join_next(&mut cx) {
+                std::task::Poll::Ready(Some(r)) => assert_eq!(r.unwrap(), tasks - 1),
+                other => panic!("{tasks}: woken, and no result: {:?}", other.is_ready()),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            assert_eq!(count.0.load(Ordering::SeqCst), 1, "{tasks}: woken twice");
+            set.abort_all();
+        }
+    });
+}

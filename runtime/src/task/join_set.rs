@@ -9,6 +9,27 @@
 //! shared between tasks: it is `Send`, and its methods take `&mut self`.
 //! Its `spawn` methods are the runtime's (`runtime/join_set.rs`: this layer
 //! does not reach the runtime).
+//!
+//! # The relay: no wake for a yield
+//! `FuturesUnordered` answers `Pending` *and wakes its poller* once it has
+//! polled each of its futures in one call (a yield, so one poll never
+//! runs too long), and when futures woke themselves during the call: a
+//! set's first poll after a spawn always did that, and its task was
+//! scheduled and polled once for nothing (a handler that spawns one task
+//! and joins it: three polls where two do). So the set polls it with its
+//! own waker, the [`Relay`], never the caller's:
+//! - during a call (`in_call` set) a wake only marks `woken`: the call
+//!   then looks again (the futures it woke are in the queue by then), at
+//!   most [`LOOKS`] times for a poll, after which the wake goes on to the
+//!   caller (a real yield: a budget spent, futures that keep waking
+//!   themselves);
+//! - outside a call a wake goes to the last poller's waker (`poller`, an
+//!   `AtomicWaker`).
+//!
+//! No lost wake: a waker stores `woken` *then* loads `in_call`; a call's
+//! end stores `in_call` false *then* swaps `woken` (SeqCst both, a Dekker
+//! pair): a wake racing the end is passed on by one side at least
+//! (by both at worst, one useless wake).
 
 use std::fmt;
 use std::pin::Pin;
@@ -17,6 +38,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
 use futures::stream::{FuturesUnordered, Stream};
+use futures::task::AtomicWaker;
 
 use super::{JoinError, JoinHandle};
 
@@ -60,10 +82,10 @@ use super::{JoinError, JoinHandle};
 #[must_use = "dropping a JoinSet aborts its tasks"]
 pub struct JoinSet<T> {
     tasks: FuturesUnordered<JoinHandle<T>>,
-    /// The waker of the last [`poll_join_next`](JoinSet::poll_join_next):
-    /// [`try_join_next`](JoinSet::try_join_next) polls with one that wakes
-    /// it too, so a caller polling the set still hears of later results.
-    waker: Option<Waker>,
+    /// What `tasks` is polled with (module docs, "The relay"), and its
+    /// waker.
+    relay: Arc<Relay>,
+    relay_waker: Waker,
     /// That poll gave no result (nothing ready, or the set empty), and its
     /// waker has not been woken for a task added since: `FuturesUnordered`
     /// polls a new handle (registering the set's wake with it) only at the
@@ -74,9 +96,15 @@ pub struct JoinSet<T> {
 impl<T> JoinSet<T> {
     /// An empty set.
     pub fn new() -> JoinSet<T> {
+        let relay = Arc::new(Relay {
+            in_call: AtomicBool::new(false),
+            woken: AtomicBool::new(false),
+            poller: AtomicWaker::new(),
+        });
         JoinSet {
             tasks: FuturesUnordered::new(),
-            waker: None,
+            relay_waker: Waker::from(relay.clone()),
+            relay,
             waiting: false,
         }
     }
@@ -112,22 +140,44 @@ impl<T> JoinSet<T> {
     /// Wakes the last poller if it waits: a task was added, whose end would
     /// wake nobody until a poll has seen it.
     fn wake_waiting_poller(&mut self) {
-        if std::mem::take(&mut self.waiting)
-            && let Some(w) = &self.waker
-        {
-            w.wake_by_ref();
+        if std::mem::take(&mut self.waiting) {
+            self.relay.poller.wake();
         }
+    }
+
+    /// Polls `tasks` through the relay, looking again while wakes came
+    /// during the call, up to `looks` times; a wake that came during the
+    /// last look, or races the call's end, goes on to the poller (module
+    /// docs, "The relay").
+    fn poll_relayed(&mut self, looks: usize) -> Poll<Option<Result<T, JoinError>>> {
+        let relay = &*self.relay;
+        relay.in_call.store(true, Ordering::SeqCst);
+        // Wakes before the call are the poller's already; the futures they
+        // woke are in the queue for this call's look.
+        relay.woken.store(false, Ordering::SeqCst);
+        let mut cx = Context::from_waker(&self.relay_waker);
+        let mut polled = Poll::Pending;
+        let mut owed = false;
+        for look in 1..=looks {
+            polled = Pin::new(&mut self.tasks).poll_next(&mut cx);
+            if polled.is_ready() || !relay.woken.swap(false, Ordering::SeqCst) {
+                break;
+            }
+            owed = look == looks;
+        }
+        relay.in_call.store(false, Ordering::SeqCst);
+        if polled.is_pending() && (owed | relay.woken.swap(false, Ordering::SeqCst)) {
+            relay.poller.wake();
+        }
+        polled
     }
 
     /// Polls for the result of the next task to finish: `Ready(None)` when
     /// the set is empty. Only the last waker given is woken (as for a
     /// `Stream`).
     pub fn poll_join_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, JoinError>>> {
-        match &mut self.waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            slot => *slot = Some(cx.waker().clone()),
-        }
-        let polled = Pin::new(&mut self.tasks).poll_next(cx);
+        self.relay.poller.register(cx.waker());
+        let polled = self.poll_relayed(LOOKS);
         // `Ready(None)` too: a task spawned into the empty set wakes it.
         self.waiting = !matches!(polled, Poll::Ready(Some(_)));
         polled
@@ -143,70 +193,20 @@ impl<T> JoinSet<T> {
     /// The result of a task that has finished, if one has, without
     /// waiting: `None` when none has yet (or the set is empty).
     pub fn try_join_next(&mut self) -> Option<Result<T, JoinError>> {
-        /// Records a wake: `FuturesUnordered` answers `Pending` and wakes
-        /// its caller, rather than look further, when it finds a wake
-        /// half-way into its ready queue (a task finishing on another
-        /// thread right then), or after polling each of its futures once
-        /// (a yield), so `Pending` alone does not mean that nothing has
-        /// finished. Once this call has answered (`done`), it wakes the
-        /// set's last poller's waker instead: `FuturesUnordered` keeps the
-        /// waker of its last poll, this one, for the results that come
-        /// later. (Passed on during the call too, the yield woke the
-        /// poller for nothing at every call.)
-        struct Woken {
-            woken: AtomicBool,
-            done: AtomicBool,
-            poller: Option<Waker>,
+        // `Pending` after a look with no wake means nothing has finished;
+        // a wake in flight is in the queue by the next look, so up to one
+        // look per task, each ending in a wake at worst (a task finishing
+        // on another thread during every look), after which the last
+        // wake's result is the poller's to take. The poller is the last
+        // `poll_join_next`'s: this call does not take its place. Without
+        // the operation budget: a handle polled with the calling task's
+        // budget spent answers `Pending` (and wakes itself), which would
+        // read as nothing finished.
+        let looks = self.len() + 1;
+        match crate::coop::unconstrained(|| self.poll_relayed(looks)) {
+            Poll::Ready(r) => r,
+            Poll::Pending => None,
         }
-        impl Wake for Woken {
-            fn wake(self: Arc<Self>) {
-                self.wake_by_ref();
-            }
-            fn wake_by_ref(self: &Arc<Self>) {
-                // SeqCst, with `done`'s store and the answer's re-read of
-                // `woken` below: a wake racing the answer is seen by one
-                // side at least (a Dekker pair), so the poller is never
-                // left unwoken for a task that finished.
-                self.woken.store(true, Ordering::SeqCst);
-                if self.done.load(Ordering::SeqCst)
-                    && let Some(w) = &self.poller
-                {
-                    w.wake_by_ref();
-                }
-            }
-        }
-        let woken = Arc::new(Woken {
-            woken: AtomicBool::new(false),
-            done: AtomicBool::new(false),
-            poller: self.waker.clone(),
-        });
-        let waker = Waker::from(woken.clone());
-        // A wake in flight is in the queue by the next round; bounded all
-        // the same. Without the operation budget: a handle polled with the
-        // calling task's budget spent answers `Pending` (and wakes itself),
-        // which would read as nothing finished.
-        let answer = crate::coop::unconstrained(|| {
-            for _ in 0..=self.len() {
-                match Pin::new(&mut self.tasks).poll_next(&mut Context::from_waker(&waker)) {
-                    Poll::Ready(r) => return r,
-                    Poll::Pending if woken.woken.swap(false, Ordering::SeqCst) => {}
-                    Poll::Pending => return None,
-                }
-            }
-            // Woken at every look, up to the bound: the last wake's
-            // result is the poller's to take.
-            woken.woken.store(true, Ordering::SeqCst);
-            None
-        });
-        // From now on wakes go to the poller; one that came since the last
-        // look (a task finishing on another thread) is passed on here.
-        woken.done.store(true, Ordering::SeqCst);
-        if woken.woken.load(Ordering::SeqCst)
-            && let Some(w) = &woken.poller
-        {
-            w.wake_by_ref();
-        }
-        answer
     }
 
     /// Waits for every task and gives their outputs, in the order they
@@ -259,6 +259,35 @@ impl<T> JoinSet<T> {
     pub async fn shutdown(&mut self) {
         self.abort_all();
         while self.join_next().await.is_some() {}
+    }
+}
+
+/// Looks a `poll_join_next` takes while `FuturesUnordered` wakes it during
+/// the call: the second looks at the futures the first woke (its yield after
+/// polling each future once, a fresh set's first poll); a third would be a
+/// real yield's (module docs, "The relay").
+const LOOKS: usize = 2;
+
+/// The waker `tasks` is polled with (module docs, "The relay").
+struct Relay {
+    /// A call polls `tasks` now.
+    in_call: AtomicBool,
+    /// Woken during the call (or since the last one).
+    woken: AtomicBool,
+    /// The last `poll_join_next`'s waker; taken by the wake that wakes it.
+    poller: AtomicWaker,
+}
+
+impl Wake for Relay {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::SeqCst);
+        if !self.in_call.load(Ordering::SeqCst) {
+            self.poller.wake();
+        }
     }
 }
 
