@@ -144,4 +144,18 @@ impl Fences {
         }
         sync::atomic::fence(order);
     }
+
+    /// Between two `SeqCst` accesses of one thread to different atomics
+    /// (`order()`), where the protocol needs them in the single total
+    /// order C11 gives every `SeqCst` access: a `SeqCst` fence under loom
+    /// only, or nothing when turned off. Loom regards `SeqCst` accesses
+    /// as `AcqRel` (its README, "Unsupported features") and would report
+    /// the store-buffering outcome that order rules out; a real fence
+    /// after a locked read-modify-write would cost an `mfence` for
+    /// nothing.
+    #[inline(always)]
+    pub(crate) fn total_order(self) {
+        #[cfg(loom)]
+        self.fence();
+    }
 }

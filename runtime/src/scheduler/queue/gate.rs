@@ -16,7 +16,7 @@
 //!   spares of `s`; else reclaim the spares of another stripe, one for the
 //!   item, the rest spares of `s`; else none is free.
 //! - **Give back** on `s`: one more spare for `s`; a stripe holding more
-//!   than two batches returns the excess to `leased`.
+//!   than two batches returns all but one batch to `leased`.
 //! - A **deposit** (any step that adds spares to a stripe) is followed by
 //!   a `SeqCst` fence and a look at the mode (below), and then by a pump.
 //!
@@ -53,8 +53,14 @@
 //! gate global too: a `set_max` compares its limit with the one its swap
 //! replaced, not only with the one it read
 //! (`loom_a_raise_racing_a_lowering_keeps_the_lower_limit`). A take in
-//! global mode reads the limit after the mode, so a take preempted across
-//! a lowering does not admit against the old limit; a striped take that
+//! global mode reads the limit after the mode, and again after its slot is
+//! taken (a gate global already, from a small limit or an earlier
+//! lowering, orders nothing by its mode): a slot taken against a limit
+//! lowered since is given back, so a take preempted across a lowering
+//! does not admit against the old limit
+//! (`loom_a_global_take_preempted_across_a_lowering_keeps_the_new_limit`,
+//! its negative `loom_a_global_take_that_trusts_its_read_admits_over_the_new_limit`;
+//! the second read needed since 2026-12-07); a striped take that
 //! leased against the old limit looks at the mode after its lease, and if
 //! the gate turned global meanwhile gives the lease back and takes as the
 //! global gate does
@@ -143,6 +149,9 @@ enum Fault {
     /// A trim takes a stripe's excess spares without giving their lease
     /// back.
     TrimKeepsLease,
+    /// A take on a gate global already keeps a slot taken against the
+    /// limit it read, lowered since.
+    GlobalTakeTrustsItsRead,
 }
 
 impl Gate {
@@ -215,18 +224,7 @@ impl Gate {
     fn take_elsewhere(&self, stripe: usize) -> Taken {
         let o = self.fences.order();
         if self.is_global() {
-            // `max` read after the mode: a shrink turns the gate global
-            // before it stores the smaller limit, so a take that finds the
-            // mode global reads that limit or a later one (read before,
-            // a take preempted across a `set_max_active(1)` admitted
-            // against the old limit after the call returned).
-            return match self
-                .leased
-                .fetch_update(o, o, |l| (l < self.max.load(o)).then_some(l + 1))
-            {
-                Ok(_) => Taken::Slot,
-                Err(_) => Taken::None,
-            };
+            return self.take_global();
         }
         let own = self.spare(stripe);
         let max = self.max.load(o);
@@ -268,6 +266,52 @@ impl Gate {
                 own.fetch_add(n - 1, o);
                 Taken::SlotAndSpares
             }
+        }
+    }
+
+    /// A take on a global gate: a slot of `leased`, if it is below the
+    /// limit. `max` is read after the mode: a shrink turns the gate global
+    /// before it stores the smaller limit, so a take that finds the mode
+    /// global *because of that shrink* reads that limit or a later one
+    /// (read before, a take preempted across a `set_max_active(1)`
+    /// admitted against the old limit after the call returned). A gate
+    /// global before (a small limit, or lowered once already) orders
+    /// nothing that way: the limit is read again after the slot is
+    /// taken, and a slot taken against a limit lowered meanwhile is given
+    /// back (module docs, "Global mode").
+    fn take_global(&self) -> Taken {
+        let o = self.fences.order();
+        let mut gave_back = false;
+        loop {
+            let Ok(l) = self
+                .leased
+                .fetch_update(o, o, |l| (l < self.max.load(o)).then_some(l + 1))
+            else {
+                // No slot free now: none was for a waiting item either
+                // (all are held by active items, whose ends pump).
+                return Taken::None;
+            };
+            // With `set_max`'s swap and fence: one of the two sees the
+            // other (the slot in `leased`, or the new limit).
+            self.fences.total_order();
+            #[cfg(loom)]
+            let trusts = self.fault == Some(Fault::GlobalTakeTrustsItsRead);
+            #[cfg(not(loom))]
+            let trusts = false;
+            if trusts || l < self.max.load(o) {
+                // A slot given back meanwhile may have been seen taken by
+                // an item that queued: a pump must follow, as after a
+                // deposit.
+                return if gave_back {
+                    Taken::SlotAndSpares
+                } else {
+                    Taken::Slot
+                };
+            }
+            // Taken against a limit lowered since: give it back, look
+            // again.
+            self.leased.fetch_sub(1, o);
+            gave_back = true;
         }
     }
 
@@ -591,6 +635,55 @@ mod loom_tests {
     #[should_panic(expected = "two items active")]
     fn loom_a_lease_against_the_old_limit_admits_over_the_new_one() {
         take_across_a_lowering(|| faulty(2, Fault::LeaseKeepsOldLimit));
+    }
+
+    /// A gate global already (max_active 2, as a queue lowered once, or
+    /// built with a small limit), item X active: a take preempted between
+    /// its read of the limit and its increment, across a
+    /// `set_max_active(1)`, must not admit a second item after the call
+    /// returned (`leased` did not move, so the increment succeeded).
+    fn global_take_across_a_lowering(gate: impl Fn() -> Gate + Send + Sync + 'static) {
+        loom::model(move || {
+            let gate = Arc::new(gate());
+            let list = Arc::new(List::new());
+            assert!(gate.admit_now(0, &*list, &mut |_| unreachable!()));
+            let (g, l) = (gate.clone(), list.clone());
+            let a = loom::thread::spawn(move || g.admit_now(1, &*l, &mut |_| unreachable!()));
+            gate.set_max(1, 0, &*list, &mut |_| unreachable!());
+            // `SeqCst` (`active` reads `Relaxed`, and may miss a slot taken
+            // before the lowering): the items admitted by the return.
+            let at_return = gate.leased.load(Ordering::SeqCst);
+            a.join().unwrap();
+            assert!(
+                gate.active() <= at_return.max(1),
+                "admitted over the new limit after set_max returned: {} active",
+                gate.active()
+            );
+        });
+    }
+
+    /// `striped(max, false)`, global from the start.
+    fn global(max: usize) -> Gate {
+        Gate {
+            global: AtomicBool::new(true),
+            ..striped(max, false)
+        }
+    }
+
+    #[test]
+    fn loom_a_global_take_preempted_across_a_lowering_keeps_the_new_limit() {
+        global_take_across_a_lowering(|| global(2));
+    }
+
+    /// The slot taken against the old limit kept: the model must find two
+    /// items active under 1.
+    #[test]
+    #[should_panic(expected = "admitted over the new limit")]
+    fn loom_a_global_take_that_trusts_its_read_admits_over_the_new_limit() {
+        global_take_across_a_lowering(|| Gate {
+            fault: Some(Fault::GlobalTakeTrustsItsRead),
+            ..global(2)
+        });
     }
 
     /// max_active 1, striped: item A is active (stripe 0); B is admitted by
