@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! fn NAME() -> Ret {
-//!     let body = async move { BODY };
+//!     async fn body_fn() -> Ret { BODY }
+//!     let body = body_fn();
 //!     return match ::wq::Runtime::builder()
 //!         .default_scope(..)            // one call per option given
 //!         .build()
@@ -27,10 +28,15 @@
 //!    expansion is emitted all the same, beside one `compile_error!` per
 //!    mistake, so the rest of the user's code still type-checks.
 //!
-//! The body becomes an `async move` block, so `?` and `return` inside it
-//! behave as in the `async fn`, and the function keeps its return type,
-//! attributes and visibility. The local holding the body has a
-//! `Span::mixed_site` name, invisible to the user's code.
+//! The body becomes an inner `async fn` of the same return type, so it is
+//! type-checked as the `async fn`'s was (`?`, `return`, and coercions to
+//! the return type: an `async` block has no declared output, and a boxed
+//! error did not coerce to `Box<dyn Error>` in one), and the function keeps
+//! its return type, attributes and visibility. Where the signature has
+//! errors (parameters, generics) the body stays an `async move` block,
+//! which keeps the parameters in scope, so only the errors given show. The
+//! local holding the body and the inner function have `Span::mixed_site`,
+//! `__wq_`-prefixed names.
 
 use proc_macro2::{Delimiter, Group, Ident, Span, TokenStream, TokenTree};
 use quote::{ToTokens, quote, quote_spanned};
@@ -114,7 +120,7 @@ pub(crate) fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenS
     let mut errors = Errors::default();
     let options = options::parse(args, &mut errors);
     check_signature(kind, &input.sig, &mut errors);
-    take_repeats(kind, &mut input.attrs, &mut errors);
+    take_repeats(kind, &mut input.attrs, options.krate.as_ref(), &mut errors);
     let tokens = generate(kind, input, &options);
     match errors.into_error() {
         None => tokens,
@@ -141,7 +147,7 @@ fn check_signature(kind: Kind, sig: &Signature, errors: &mut Errors) {
     if let Some(constness) = &sig.constness {
         errors.push(syn::Error::new_spanned(
             constness,
-            format!("the function under {attr} cannot be `const`"),
+            format!("the function under {attr} cannot be `const`: remove `const`"),
         ));
     }
     if let Some(receiver) = sig.receiver() {
@@ -165,7 +171,10 @@ fn check_signature(kind: Kind, sig: &Signature, errors: &mut Errors) {
     if !sig.generics.params.is_empty() {
         errors.push(syn::Error::new_spanned(
             &sig.generics,
-            format!("the function under {attr} cannot be generic"),
+            format!(
+                "the function under {attr} cannot be generic: nothing would choose its \
+                 parameters; move the generic code into a function its body calls"
+            ),
         ));
     } else if let Some(clause) = &sig.generics.where_clause {
         // With no generic parameters, `Generics` prints nothing: the error
@@ -178,9 +187,13 @@ fn check_signature(kind: Kind, sig: &Signature, errors: &mut Errors) {
 }
 
 /// Takes out of `attrs` another `#[wq::main]` or `#[wq::test]` (or
-/// `wq_macros`'), with an error each: left in, it would expand again over
-/// the function this one made, which is not `async`, and say so.
-fn take_repeats(kind: Kind, attrs: &mut Vec<Attribute>, errors: &mut Errors) {
+/// `wq_macros`', or the renamed crate's of a `crate = ".."` option), with
+/// an error each: left in, it would expand again over the function this
+/// one made, which is not `async`, and say so.
+fn take_repeats(kind: Kind, attrs: &mut Vec<Attribute>, krate: Option<&Path>, errors: &mut Errors) {
+    let renamed = krate
+        .and_then(|k| k.segments.last())
+        .map(|s| s.ident.to_string());
     attrs.retain(|attr| {
         let names: Vec<String> = attr
             .path()
@@ -190,7 +203,8 @@ fn take_repeats(kind: Kind, attrs: &mut Vec<Attribute>, errors: &mut Errors) {
             .collect();
         let repeat = matches!(
             names.as_slice(),
-            [.., krate, name] if (krate == "wq" || krate == "wq_macros")
+            [.., krate, name] if (krate == "wq" || krate == "wq_macros"
+                || renamed.as_deref() == Some(krate.as_str()))
                 && (name == "main" || name == "test")
         );
         if repeat {
@@ -280,6 +294,14 @@ fn generate(kind: Kind, input: AsyncFn, options: &Options) -> TokenStream {
         inner_attrs,
         stmts,
     } = input;
+    // A signature the checks passed: the body becomes an inner `async fn`
+    // of it (below).
+    let clean = sig.asyncness.is_some()
+        && sig.constness.is_none()
+        && sig.inputs.is_empty()
+        && sig.variadic.is_none()
+        && sig.generics.params.is_empty()
+        && sig.generics.where_clause.is_none();
     sig.asyncness = None;
     let attr = kind.attr();
     let krate: Path = options.krate.clone().unwrap_or_else(|| parse_quote!(::wq));
@@ -378,7 +400,11 @@ fn generate(kind: Kind, input: AsyncFn, options: &Options) -> TokenStream {
     );
     let fail = fail(&build_msg, brace.close());
     let run = quote_spanned! {brace.close()=>
-        #[allow(clippy::needless_return, clippy::diverging_sub_expression)]
+        #[allow(
+            unreachable_code,
+            clippy::needless_return,
+            clippy::diverging_sub_expression
+        )]
         {
             return match #krate::Runtime::builder()
                 #calls
@@ -393,12 +419,33 @@ fn generate(kind: Kind, input: AsyncFn, options: &Options) -> TokenStream {
 
     let mut block = Group::new(Delimiter::Brace, stmts);
     block.set_span(brace.join());
+    // The body is an inner `async fn` with the function's return type, so
+    // it is checked against that type as the `async fn` itself was: an
+    // `async` block (or closure) has no declared output, and a `return
+    // Err(Box::new(e))` under `-> Result<(), Box<dyn Error>>` did not
+    // coerce. A signature with errors keeps the block: its parameters
+    // stay in scope for the body, and no error is added to the ones given.
+    let future = if clean {
+        let body_fn = Ident::new("__wq_async_body", Span::mixed_site());
+        let unsafety = &sig.unsafety;
+        let output = &sig.output;
+        let call = match unsafety {
+            Some(_) => quote!(unsafe { #body_fn() }),
+            None => quote!(#body_fn()),
+        };
+        quote! {
+            #unsafety async fn #body_fn() #output #block
+            let #body = #call;
+        }
+    } else {
+        quote!(let #body = async move #block;)
+    };
     quote! {
         #test_attr
         #(#attrs)*
         #vis #sig {
             #(#inner_attrs)*
-            let #body = async move #block;
+            #future
             #pin
             #run
         }
@@ -434,7 +481,9 @@ mod tests {
         assert_eq!(f.sig.ident, "main");
         let text = f.to_token_stream().to_string();
         assert!(
-            text.contains("let __wq_body = async move { run () . await ; } ;"),
+            text.contains(
+                "async fn __wq_async_body () { run () . await ; } let __wq_body = __wq_async_body () ;"
+            ),
             "{text}"
         );
         assert!(
@@ -521,6 +570,44 @@ mod tests {
         );
     }
 
+    /// A repeat of the attribute under its renamed crate's path is caught
+    /// too (it read as a second expansion over a function no longer
+    /// `async`: "must be `async`", on an `async fn`).
+    #[test]
+    fn a_repeat_under_the_renamed_crate_is_caught() {
+        let text = expand_str(
+            Kind::Test,
+            quote!(crate = "my_wq"),
+            quote!(
+                #[my_wq::test(crate = "my_wq")]
+                async fn t() {}
+            ),
+        );
+        assert!(text.contains("applied to this function twice"), "{text}");
+        assert!(!text.contains("my_wq :: test"), "{text}");
+    }
+
+    /// With an error in the signature the body stays an `async move`
+    /// block, its parameters in scope (an inner `async fn` would add
+    /// "cannot find value" errors to the one given).
+    #[test]
+    fn a_signature_with_errors_keeps_the_async_block() {
+        let text = expand_str(
+            Kind::Main,
+            quote!(),
+            quote!(
+                async fn main(n: u8) {
+                    n;
+                }
+            ),
+        );
+        assert!(
+            text.contains("let __wq_body = async move { n ; } ;"),
+            "{text}"
+        );
+        assert!(!text.contains("__wq_async_body"), "{text}");
+    }
+
     #[test]
     fn errors_come_beside_the_expansion() {
         let text = expand_str(
@@ -594,7 +681,7 @@ mod tests {
         // A body that does not parse is still expanded: it stays tokens.
         let text = expand_str(Kind::Main, quote!(), quote!(async fn main() { let = ; }));
         assert!(
-            text.contains("let __wq_body = async move { let = ; } ;"),
+            text.contains("async fn __wq_async_body () { let = ; }"),
             "{text}"
         );
         assert!(!text.contains("compile_error"), "{text}");

@@ -74,7 +74,9 @@ use proc_macro::TokenStream;
 ///
 /// ```ignore
 /// fn main() {
-///     let body = async move { /* the body */ };
+///     // The body, checked against the function's return type.
+///     async fn body_fn() { /* the body */ }
+///     let body = body_fn();
 ///     return match ::wq::Runtime::builder()
 ///         .default_scope(::wq::Scope::Cache)
 ///         .build()

@@ -128,3 +128,55 @@ fn a_cfg_attr_that_applies_returns_on_the_runtime_refusal() {
 async fn test_keeps_an_existing_test_attribute() {
     wq::spawn(async {}).await.unwrap();
 }
+
+/// The body is checked against the declared return type, as an `async fn`'s
+/// is: a boxed error coerces to `Box<dyn Error>` at a `return`, a closure's
+/// parameter types come from the return type.
+#[wq::test]
+async fn test_body_meets_its_declared_return_type() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::var_os("WQ_NEVER_SET_4f1c").is_some() {
+        return Err(Box::new(std::fmt::Error));
+    }
+    let add: Box<dyn Fn(u32) -> u32> = adder().await;
+    assert_eq!(add(1), 2);
+    Ok(())
+}
+
+async fn adder() -> Box<dyn Fn(u32) -> u32> {
+    Box::new(|x| x + 1)
+}
+
+/// A test that never returns compiles (the body's `-> !` is an inner
+/// `async fn`'s; `Output = !` cannot be written): ignored, it would end
+/// the process. (libtest's own call of a `-> !` test is an unreachable
+/// call, a warning allowed for the module; `ui/pass/main_never.rs` checks
+/// the expansion adds none.)
+mod never {
+    #![allow(unreachable_code)]
+
+    #[wq::test]
+    #[ignore = "ends the test process: only its compiling is checked"]
+    async fn test_may_never_return() -> ! {
+        std::process::exit(0)
+    }
+}
+
+/// A test may return an `impl Termination` (no `dyn Future` pin for it).
+#[wq::test]
+async fn test_may_return_an_impl_termination() -> impl std::process::Termination {
+    wq::spawn(async {}).await.unwrap();
+}
+
+/// The expansion names everything by absolute paths: it compiles where
+/// the prelude is not imported.
+mod no_prelude {
+    #![no_implicit_prelude]
+
+    #[::wq::test]
+    async fn plain() {}
+
+    #[::wq::test(topology = "core:2 pu:1")]
+    async fn with_options() -> ::core::result::Result<(), ::std::string::String> {
+        ::core::result::Result::Ok(())
+    }
+}
