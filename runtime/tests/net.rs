@@ -292,6 +292,80 @@ fn peek_waits_for_bytes_and_leaves_them_for_the_read() {
 
 /// `from_std` takes a listening stream socket only: anything else is an
 /// error saying so, not an `accept` that retries its error forever.
+/// A stream's `from_std` refuses a socket of another kind, saying which:
+/// a Unix stream taken as a TCP one read under TCP's rule that a short
+/// read drains the socket (bytes queued behind a message carrying
+/// descriptors were stranded), a listener or a datagram socket is no
+/// connection, and a sequenced-packet socket's reads would cut its
+/// messages.
+#[test]
+fn a_streams_from_std_refuses_sockets_of_another_kind() {
+    use std::os::fd::OwnedFd;
+    within_watchdog("stream from_std", LIMIT, || {
+        rt().block_on(async {
+            let refused = |r: io::Result<()>, says: &str| {
+                let err = r.unwrap_err();
+                assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+                assert!(err.to_string().contains(says), "{says}: {err}");
+                assert!(err.to_string().contains("try_clone()"), "{err}");
+            };
+            let (unix, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+            let as_tcp = std::net::TcpStream::from(OwnedFd::from(unix));
+            refused(
+                TcpStream::from_std(as_tcp).map(drop),
+                "not an IP (TCP) socket",
+            );
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let as_stream = std::net::TcpStream::from(OwnedFd::from(listener));
+            refused(
+                TcpStream::from_std(as_stream).map(drop),
+                "TcpListener::from_std",
+            );
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let as_stream = std::net::TcpStream::from(OwnedFd::from(udp));
+            refused(
+                TcpStream::from_std(as_stream).map(drop),
+                "not a stream socket",
+            );
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let tcp = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let as_unix = std::os::unix::net::UnixStream::from(OwnedFd::from(tcp));
+            refused(
+                UnixStream::from_std(as_unix).map(drop),
+                "not a Unix domain socket",
+            );
+            let mut fds = [0; 2];
+            // SAFETY: socketpair(2) into an array of two descriptors.
+            let rc = unsafe {
+                libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET, 0, fds.as_mut_ptr())
+            };
+            assert_eq!(rc, 0);
+            // SAFETY: fresh descriptors owned by nothing else.
+            let (a, _b) = unsafe {
+                use std::os::fd::FromRawFd;
+                (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
+            };
+            let seqpacket = std::os::unix::net::UnixStream::from(a);
+            refused(
+                UnixStream::from_std(seqpacket).map(drop),
+                "not a stream socket",
+            );
+            // The right kinds are taken.
+            let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+            let (mut a, mut b) = (
+                UnixStream::from_std(a).unwrap(),
+                UnixStream::from_std(b).unwrap(),
+            );
+            a.write_all(b"ok").await.unwrap();
+            let mut buf = [0u8; 2];
+            b.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, b"ok");
+            let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            TcpStream::from_std(c).unwrap();
+        });
+    });
+}
+
 #[test]
 fn from_std_refuses_sockets_that_cannot_accept() {
     use std::os::fd::{FromRawFd, OwnedFd};

@@ -154,12 +154,53 @@ fn is_connection_error(e: &io::Error) -> bool {
     )
 }
 
-/// Whether `fd` is a listening stream socket, as `accept` needs: an error
-/// saying what it is instead, for `what` (a `from_std` taking a socket
-/// made elsewhere). Checked once, so that every `accept` error that could
-/// also be the listener's own (`EOPNOTSUPP`: not a stream socket) is one
-/// of the connection being accepted, which [`accept_retrying`] skips.
-fn check_listening(fd: std::os::fd::RawFd, what: &str, unix: bool) -> io::Result<()> {
+/// What a `from_std` takes: a listener or a connected stream, TCP or Unix.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Taken {
+    TcpListener,
+    UnixListener,
+    TcpStream,
+    UnixStream,
+}
+
+impl Taken {
+    fn unix(self) -> bool {
+        matches!(self, Taken::UnixListener | Taken::UnixStream)
+    }
+
+    fn listener(self) -> bool {
+        matches!(self, Taken::TcpListener | Taken::UnixListener)
+    }
+
+    /// The wq type of the same role for the other family.
+    fn other_family(self) -> &'static str {
+        match self {
+            Taken::TcpListener => "a Unix socket's listener is wq::net::UnixListener",
+            Taken::UnixListener => "a TCP listener is wq::net::TcpListener",
+            Taken::TcpStream => "a Unix stream is wq::net::UnixStream",
+            Taken::UnixStream => "a TCP stream is wq::net::TcpStream",
+        }
+    }
+}
+
+/// Whether `fd` is the socket `taken` needs, checked once as a `from_std`
+/// takes a socket made elsewhere: an error saying what it is instead, for
+/// `what`.
+/// - A listener must be a listening stream socket, as `accept` needs: so
+///   that every `accept` error that could also be the listener's own
+///   (`EOPNOTSUPP`: not a stream socket) is one of the connection being
+///   accepted, which [`accept_retrying`] skips.
+/// - A stream must be a stream socket that does not listen.
+/// - Either must be of the family the caller reads addresses of, and reads
+///   as: a Unix (or vsock) listener passed as a TCP one had each accept
+///   take a client off its queue and drop it (mio reads the peer's address
+///   as an IP one: `InvalidInput`), and the other way round; a Unix stream
+///   passed as a TCP one got TCP's rule that a short read drained the
+///   socket (`stream::StreamSource::SHORT_READ_DRAINS`), and bytes queued
+///   behind a message carrying descriptors waited for an event that had
+///   come already.
+fn check_socket(fd: std::os::fd::RawFd, what: &str, taken: Taken) -> io::Result<()> {
+    let closed = "this socket, moved in, is closed now: pass a try_clone() to keep a descriptor";
     let get = |opt| {
         let mut v: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -171,49 +212,53 @@ fn check_listening(fd: std::os::fd::RawFd, what: &str, unix: bool) -> io::Result
             Ok(v)
         } else {
             let e = io::Error::last_os_error();
-            let message = format!("{what}: not a socket wq can listen on: {e}");
+            let message = format!("{what}: not a socket wq can take: {e}");
             Err(crate::driver::with_hint(e, message))
         }
     };
-    if get(libc::SO_TYPE)? != libc::SOCK_STREAM {
-        return Err(io::Error::new(
+    let refuse = |why: String| {
+        Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!(
-                "{what}: the socket is not a stream socket; only stream listeners accept connections (this socket, moved in, is closed now: pass a try_clone() to keep a descriptor)"
-            ),
-        ));
+            format!("{what}: {why} ({closed})"),
+        ))
+    };
+    if get(libc::SO_TYPE)? != libc::SOCK_STREAM {
+        return refuse(if taken.listener() {
+            "the socket is not a stream socket; only stream listeners accept connections".into()
+        } else {
+            "the socket is not a stream socket (a datagram or sequenced-packet socket keeps its messages' bounds, which a byte stream's reads would cut): a datagram socket is wq::net::UdpSocket or wq::net::UnixDatagram".into()
+        });
     }
-    // Of the family the caller reads addresses of: a Unix (or vsock)
-    // listener passed as a TCP one had each accept take a client off its
-    // queue and drop it (mio reads the peer's address as an IP one:
-    // `InvalidInput`), and the other way round.
     let domain = get(libc::SO_DOMAIN)?;
     let ip = domain == libc::AF_INET || domain == libc::AF_INET6;
-    if unix && domain != libc::AF_UNIX {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "{what}: the socket is not a Unix domain socket (address family {domain}); a TCP listener is wq::net::TcpListener (this socket, moved in, is closed now: pass a try_clone() to keep a descriptor)"
-            ),
+    if taken.unix() && domain != libc::AF_UNIX {
+        return refuse(format!(
+            "the socket is not a Unix domain socket (address family {domain}); {}",
+            taken.other_family()
         ));
     }
-    if !unix && !ip {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "{what}: the socket is not an IP (TCP) socket (address family {domain}); a Unix socket's listener is wq::net::UnixListener (this socket, moved in, is closed now: pass a try_clone() to keep a descriptor)"
-            ),
+    if !taken.unix() && !ip {
+        return refuse(format!(
+            "the socket is not an IP (TCP) socket (address family {domain}); {}",
+            taken.other_family()
         ));
     }
-    if get(libc::SO_ACCEPTCONN)? == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "{what}: the socket is not listening; call listen on it first (std's TcpListener::bind does), or use wq::net::TcpListener::bind (this socket, moved in, is closed now: pass a try_clone() to keep a descriptor)"
-            ),
-        ));
+    let listening = get(libc::SO_ACCEPTCONN)? != 0;
+    match (taken, listening) {
+        (Taken::TcpListener, false) => refuse(
+            "the socket is not listening; call listen on it first (std's TcpListener::bind does), or use wq::net::TcpListener::bind".into(),
+        ),
+        (Taken::UnixListener, false) => refuse(
+            "the socket is not listening; call listen on it first (std's UnixListener::bind does), or use wq::net::UnixListener::bind".into(),
+        ),
+        (Taken::TcpStream, true) => {
+            refuse("the socket is a listener, not a connection: take it with wq::net::TcpListener::from_std".into())
+        }
+        (Taken::UnixStream, true) => {
+            refuse("the socket is a listener, not a connection: take it with wq::net::UnixListener::from_std".into())
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// `accept` once, retried over [errors of the connection

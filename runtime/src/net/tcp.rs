@@ -65,7 +65,12 @@ impl TcpListener {
         .await
     }
 
-    /// Takes over a listening std socket (made non-blocking here).
+    /// Takes over a listening std socket (made non-blocking here). Its
+    /// listen backlog stays what it was made with (std's `bind`: 128; a
+    /// socket from systemd: its `Backlog=`), where [`TcpListener::bind`]
+    /// takes the kernel's maximum: a burst of connects beyond 128 has SYNs
+    /// dropped, and those clients retry a second later. Call `listen(2)`
+    /// on the socket again (with `socket2`, say) to raise it.
     ///
     /// # Errors
     /// `InvalidInput` if the socket is not a listening stream socket (a
@@ -85,10 +90,10 @@ impl TcpListener {
     /// Outside a wq runtime.
     pub fn from_std(listener: std::net::TcpListener) -> io::Result<TcpListener> {
         let driver = super::current("wq::net::TcpListener::from_std")?;
-        super::check_listening(
+        super::check_socket(
             std::os::fd::AsRawFd::as_raw_fd(&listener),
             "wq::net::TcpListener::from_std",
-            false,
+            super::Taken::TcpListener,
         )?;
         let l = TcpListener {
             io: PollIo::new(driver, mio::net::TcpListener::from_std(listener))?,
@@ -102,7 +107,10 @@ impl TcpListener {
     /// (through an `Arc`); each connection goes to one of them. Errors of
     /// a connection reset before it was taken (`ECONNABORTED`, `EPROTO`,
     /// ...) are skipped; what is returned is the listener's own (out of
-    /// file descriptors: back off before accepting again).
+    /// file descriptors: back off before accepting again), or the
+    /// registration's of the connection taken: that connection is closed
+    /// then, and its client reads an end (the runtime shut down, or epoll
+    /// refused the descriptor: `ENOSPC` past `fs.epoll.max_user_watches`).
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let (s, peer) = self
             .io
@@ -240,7 +248,10 @@ impl TcpStream {
     /// Takes over a connected std socket (made non-blocking here).
     ///
     /// # Errors
-    /// The OS's own error if the socket cannot be made non-blocking or
+    /// `InvalidInput` if the socket is not an IP (TCP) stream socket, or is a
+    /// listener (a std stream made from another descriptor), saying which;
+    /// with the call's name, if the descriptor is no socket at all
+    /// (`ENOTSOCK`); the OS's own error if the socket cannot be made non-blocking or
     /// registered with the driver (`EEXIST`: a wq socket of this runtime
     /// has it already); an error saying so if the runtime has shut down or
     /// its driver cannot be made (out of file descriptors).
@@ -254,6 +265,11 @@ impl TcpStream {
     /// Outside a wq runtime.
     pub fn from_std(stream: std::net::TcpStream) -> io::Result<TcpStream> {
         let driver = super::current("wq::net::TcpStream::from_std")?;
+        super::check_socket(
+            std::os::fd::AsRawFd::as_raw_fd(&stream),
+            "wq::net::TcpStream::from_std",
+            super::Taken::TcpStream,
+        )?;
         let s = TcpStream::from_mio(driver, mio::net::TcpStream::from_std(stream))?;
         super::set_nonblocking(&s)?;
         Ok(s)

@@ -86,10 +86,10 @@ impl UnixListener {
     /// Outside a wq runtime.
     pub fn from_std(listener: std::os::unix::net::UnixListener) -> io::Result<UnixListener> {
         let driver = super::current("wq::net::UnixListener::from_std")?;
-        super::check_listening(
+        super::check_socket(
             std::os::fd::AsRawFd::as_raw_fd(&listener),
             "wq::net::UnixListener::from_std",
-            true,
+            super::Taken::UnixListener,
         )?;
         let l = UnixListener {
             io: PollIo::new(driver, mio::net::UnixListener::from_std(listener))?,
@@ -99,7 +99,13 @@ impl UnixListener {
         Ok(l)
     }
 
-    /// Waits for a connection.
+    /// Waits for a connection. Several tasks may wait on one listener
+    /// (through an `Arc`); each connection goes to one of them. What is
+    /// returned is the listener's own error (out of file descriptors: back
+    /// off before accepting again), or the registration's of the
+    /// connection taken: that connection is closed then, and its client
+    /// reads an end (the runtime shut down, or epoll refused the
+    /// descriptor: `ENOSPC` past `fs.epoll.max_user_watches`).
     pub async fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
         let (s, peer) = self
             .io
@@ -234,7 +240,10 @@ impl UnixStream {
     /// Takes over a connected std stream (made non-blocking here).
     ///
     /// # Errors
-    /// The OS's own error if the socket cannot be made non-blocking or
+    /// `InvalidInput` if the socket is not a Unix domain stream socket, or
+    /// is a listener (a std stream made from another descriptor), saying
+    /// which; with the call's name, if the descriptor is no socket at all
+    /// (`ENOTSOCK`); the OS's own error if the socket cannot be made non-blocking or
     /// registered with the driver (`EEXIST`: a wq socket of this runtime
     /// has it already); an error saying so if the runtime has shut down or
     /// its driver cannot be made (out of file descriptors).
@@ -248,6 +257,11 @@ impl UnixStream {
     /// Outside a wq runtime.
     pub fn from_std(stream: std::os::unix::net::UnixStream) -> io::Result<UnixStream> {
         let driver = super::current("wq::net::UnixStream::from_std")?;
+        super::check_socket(
+            std::os::fd::AsRawFd::as_raw_fd(&stream),
+            "wq::net::UnixStream::from_std",
+            super::Taken::UnixStream,
+        )?;
         let s = UnixStream::from_mio(driver, mio::net::UnixStream::from_std(stream))?;
         super::set_nonblocking(&s)?;
         Ok(s)
