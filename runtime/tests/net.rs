@@ -1342,6 +1342,12 @@ fn unix_sockets_are_taken_over_from_std() {
             let mut buf = [0u8; 2];
             s.read_exact(&mut buf).await.unwrap();
             assert_eq!(&buf, b"hi");
+            // wq's own connect reaches an abstract name too.
+            let mut c = UnixStream::connect_addr(&addr).await.unwrap();
+            let (mut s, _) = l.accept().await.unwrap();
+            s.write_all(b"yo").await.unwrap();
+            c.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, b"yo");
 
             let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let not_unix = std::os::unix::net::UnixListener::from(std::os::fd::OwnedFd::from(tcp));

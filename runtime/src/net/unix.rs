@@ -196,11 +196,54 @@ impl UnixStream {
     /// # Panics
     /// Outside a wq runtime.
     pub async fn connect(path: impl AsRef<Path>) -> io::Result<UnixStream> {
-        let driver = super::current("wq::net::UnixStream::connect")?;
         let path = path.as_ref();
+        UnixStream::connect_with("wq::net::UnixStream::connect", || {
+            mio::net::UnixStream::connect(path)
+        })
+        .await
+    }
+
+    /// Connects to the socket at `addr`: as [`UnixStream::connect`], and
+    /// takes the addresses a path cannot say, a Linux abstract name
+    /// (`std::os::linux::net::SocketAddrExt::from_abstract_name`) among
+    /// them.
+    ///
+    /// ```
+    /// use std::os::linux::net::SocketAddrExt;
+    /// use std::os::unix::net::SocketAddr;
+    ///
+    /// # let rt = wq::Runtime::new().unwrap();
+    /// rt.block_on(async {
+    ///     let name = format!("wq-doc-{}", std::process::id());
+    ///     let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
+    ///     let listener = std::os::unix::net::UnixListener::bind_addr(&addr)?;
+    ///     let listener = wq::net::UnixListener::from_std(listener)?;
+    ///     let _client = wq::net::UnixStream::connect_addr(&addr).await?;
+    ///     let (_server, _) = listener.accept().await?;
+    ///     std::io::Result::Ok(())
+    /// })
+    /// .unwrap();
+    /// ```
+    ///
+    /// # Panics
+    /// Outside a wq runtime.
+    pub async fn connect_addr(addr: &SocketAddr) -> io::Result<UnixStream> {
+        UnixStream::connect_with("wq::net::UnixStream::connect_addr", || {
+            mio::net::UnixStream::connect_addr(addr)
+        })
+        .await
+    }
+
+    /// A connect of `connect`'s, retried while the listener's queue is
+    /// full, then awaited (see [`UnixStream::connect`]).
+    async fn connect_with(
+        what: &str,
+        mut connect: impl FnMut() -> io::Result<mio::net::UnixStream>,
+    ) -> io::Result<UnixStream> {
+        let driver = super::current(what)?;
         let mut pause = std::time::Duration::from_millis(1);
         let sock = loop {
-            match mio::net::UnixStream::connect(path) {
+            match connect() {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // On the socket's own driver: the polling thread may
                     // be in another runtime, or none.
