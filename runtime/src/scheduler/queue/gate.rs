@@ -970,6 +970,55 @@ mod loom_tests {
         });
     }
 
+    /// max_active 1, item X active: B is admitted (and queues) on one
+    /// thread while `set_max_active(2)` runs on another. The raise frees a
+    /// slot with nobody finishing: B must be released, once, by either
+    /// (the spawner's push, fence, take against the raise's swap, fence,
+    /// look at the list).
+    fn raise_racing_a_wait(gate: impl Fn() -> Gate + Send + Sync + 'static) {
+        loom::model(move || {
+            let gate = Arc::new(gate());
+            let list = Arc::new(List::new());
+            let released = Arc::new(AtomicUsize::new(0));
+            assert!(gate.admit_now(0, &*list, &mut |_| unreachable!()));
+            let (g, l, r) = (gate.clone(), list.clone(), released.clone());
+            let spawner = loom::thread::spawn(move || {
+                let mut release = |_| {
+                    r.fetch_add(1, Ordering::Relaxed);
+                };
+                if g.admit(1, &*l, 1, &mut release).is_some() {
+                    release(1);
+                }
+            });
+            let r = released.clone();
+            gate.set_max(2, 0, &*list, &mut |_| {
+                r.fetch_add(1, Ordering::Relaxed);
+            });
+            spawner.join().unwrap();
+            let n = released.load(Ordering::Relaxed);
+            assert!(n < 2, "item B released twice");
+            assert_eq!(n, 1, "item B stranded on the inactive list by the raise");
+            assert_eq!(gate.active(), 2);
+        });
+    }
+
+    #[test]
+    fn loom_a_raise_racing_a_wait_releases_the_item() {
+        raise_racing_a_wait(|| striped(1, false));
+    }
+
+    #[test]
+    fn loom_a_raise_racing_a_wait_on_a_global_gate_releases_the_item() {
+        raise_racing_a_wait(|| global(1));
+    }
+
+    /// Without the fences, the model must find the item the raise strands.
+    #[test]
+    #[should_panic(expected = "stranded")]
+    fn loom_without_the_fences_a_raise_strands_a_waiting_item() {
+        raise_racing_a_wait(|| striped(1, true));
+    }
+
     #[test]
     fn loom_a_raise_racing_a_lowering_keeps_the_lower_limit() {
         raise_racing_a_lowering(|| striped(2, false));
