@@ -172,6 +172,87 @@ fn ordered_items_never_overlap_and_keep_their_order() {
     });
 }
 
+/// An ordered queue moved between pods while its items run (`set_scope`,
+/// `set_strict` from another thread), items spawned from CPUs of either
+/// cache pod, one item panicking and one aborted while it waits: the
+/// rest still run one at a time, in submission order, each after the one
+/// before ended (the slot comes back at an item's end, whatever pool it
+/// ran in, and a panic or an abort gives it back too).
+#[test]
+fn an_ordered_queue_keeps_its_order_across_moves_a_panic_and_an_abort() {
+    within(120, || {
+        // 2 packages x 2 cores: cache pods {0,1} and {2,3}.
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("pack:2 l3:1 core:2 pu:1").unwrap())
+            .build()
+            .unwrap();
+        let q = Workqueue::builder("ordered-mover")
+            .ordered()
+            .scope(Scope::Cache)
+            .build(rt.handle())
+            .unwrap();
+        let c = Arc::new(Concurrency::default());
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let moves = std::thread::scope(|scope| {
+            let stop = Arc::new(AtomicBool::new(false));
+            let mover = {
+                let (q, stop) = (q.clone(), stop.clone());
+                scope.spawn(move || {
+                    let mut moves = 0u32;
+                    while !stop.load(Ordering::SeqCst) {
+                        let scope = if moves.is_multiple_of(2) {
+                            Scope::System
+                        } else {
+                            Scope::Cache
+                        };
+                        q.set_scope(scope);
+                        q.set_strict(moves.is_multiple_of(3));
+                        moves += 1;
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    moves
+                })
+            };
+            let handles: Vec<_> = (0..400)
+                .map(|i| {
+                    let (c, order) = (c.clone(), order.clone());
+                    q.spawn_on_cpu(i % 4, async move {
+                        c.enter();
+                        order.lock().unwrap().push(i);
+                        wq::task::yield_now().await;
+                        c.leave();
+                        if i == 150 {
+                            panic!("item 150 panics on purpose");
+                        }
+                    })
+                })
+                .collect();
+            // Aborted while it waits: its turn passes to the next.
+            handles[300].abort();
+            rt.block_on(async {
+                for (i, h) in handles.into_iter().enumerate() {
+                    match (i, h.await) {
+                        (150, r) => assert!(r.unwrap_err().is_panic()),
+                        (300, _) => {}
+                        (_, r) => r.unwrap(),
+                    }
+                }
+            });
+            stop.store(true, Ordering::SeqCst);
+            mover.join().unwrap()
+        });
+        assert!(moves > 0);
+        assert_eq!(c.high.load(Ordering::SeqCst), 1, "ordered items overlapped");
+        let order = order.lock().unwrap();
+        let expected: Vec<usize> = (0..400).collect();
+        // Item 300 ran or not (an abort of an item whose turn had come
+        // already lets it finish): the rest ran in order.
+        let ran: Vec<usize> = order.iter().copied().filter(|&i| i != 300).collect();
+        let want: Vec<usize> = expected.into_iter().filter(|&i| i != 300).collect();
+        assert_eq!(ran, want, "ordered items ran out of order");
+    });
+}
+
 #[test]
 fn flush_waits_for_exactly_what_came_before() {
     within(60, || {
