@@ -2286,3 +2286,84 @@ fn a_closed_connection_whose_client_never_reads_is_dropped_by_the_kernel_after_t
         });
     });
 }
+
+/// A stream shut for reading while a task waits in `read` ends that read
+/// with 0 (TCP and Unix), data queued before it read first; and dropping
+/// a write half without `close` sends the peer no end while the read half
+/// lives (the documented difference from tokio's halves), `close` does.
+#[test]
+fn a_read_side_shutdown_ends_a_waiting_read_and_a_dropped_write_half_sends_no_end() {
+    within_watchdog("read shutdown", LIMIT, || {
+        rt().block_on(async {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+            let (s, _) = l.accept().await.unwrap();
+            let (a, b) = UnixStream::pair().unwrap();
+            let pairs: Vec<(Box<dyn Stream>, Box<dyn Stream>)> =
+                vec![(Box::new(c), Box::new(s)), (Box::new(a), Box::new(b))];
+            for (mut reader, mut peer) in pairs {
+                peer.write_all(b"before").await.unwrap();
+                let fd = reader.as_raw_fd();
+                // Shut from outside the read's task, while it waits.
+                let shut = wq::spawn(async move {
+                    wq::time::sleep(Duration::from_millis(20)).await;
+                    // SAFETY: shutdown(2) on a descriptor the reader keeps
+                    // open until this task is joined.
+                    assert_eq!(unsafe { libc::shutdown(fd, libc::SHUT_RD) }, 0);
+                });
+                let mut got = Vec::new();
+                wq::time::timeout(Duration::from_secs(10), reader.read_to_end(&mut got))
+                    .await
+                    .expect("a read waiting across a read-side shutdown never ended")
+                    .unwrap();
+                assert_eq!(got, b"before");
+                shut.await.unwrap();
+            }
+
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+            let (mut s, _) = l.accept().await.unwrap();
+            let (r, w) = c.into_split();
+            drop(w);
+            let mut buf = [0u8; 4];
+            let waited = wq::time::timeout(Duration::from_millis(100), s.read(&mut buf)).await;
+            assert!(
+                waited.is_err(),
+                "a dropped write half sent an end: {waited:?}"
+            );
+            // A half's `close` ends the write side.
+            let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+            let (mut s, _) = l.accept().await.unwrap();
+            let (_r2, mut w) = c.into_split();
+            w.close().await.unwrap();
+            assert_eq!(s.read(&mut buf).await.unwrap(), 0, "close sent no end");
+            drop(r);
+        });
+    });
+}
+
+/// The streams of the test above, boxed.
+trait Stream: futures::AsyncRead + futures::AsyncWrite + AsRawFd + Unpin {}
+impl<T: futures::AsyncRead + futures::AsyncWrite + AsRawFd + Unpin> Stream for T {}
+
+/// `connect` given several addresses tries each in turn: a refused first
+/// address falls through to the next; all refused gives the last error.
+#[test]
+fn connect_falls_through_refused_addresses() {
+    within_watchdog("connect fall-through", LIMIT, || {
+        rt().block_on(async {
+            let (_held, refusing) = common::refusing::refusing_addr();
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let good = l.local_addr().unwrap();
+            let c = TcpStream::connect(&[refusing, good][..]).await.unwrap();
+            let (s, _) = l.accept().await.unwrap();
+            assert_eq!(c.peer_addr().unwrap(), good);
+            assert_eq!(s.peer_addr().unwrap(), c.local_addr().unwrap());
+            let (_held2, refusing2) = common::refusing::refusing_addr();
+            let err = TcpStream::connect(&[refusing, refusing2][..])
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+        });
+    });
+}

@@ -1,5 +1,6 @@
 //! What needs no descriptor keeps working when the process has none left:
-//! a socket's answers, and the CPU-hog watchdog's judgement of a long poll.
+//! a socket's answers, the CPU-hog watchdog's judgement of a long poll;
+//! and an accept that needs one fails without losing its connection.
 //!
 //! Alone in its binary, one test at a time (a lock): each lowers the
 //! process's descriptor limit and uses every descriptor up to it, which
@@ -81,6 +82,67 @@ fn a_datagram_socket_shut_for_reading_answers_without_a_descriptor() {
                 assert_eq!(n, 0, "{what}");
                 assert!(from.is_unnamed(), "{what}: {from:?}");
             }
+        });
+    });
+}
+
+/// An accept out of descriptors returns `EMFILE` (the listener's own
+/// error: back off) and leaves the connection queued: accepted once a
+/// descriptor is free, by a wait (the readiness was kept), and by
+/// `poll_accept` too. (TCP and Unix.)
+#[test]
+fn an_accept_out_of_descriptors_fails_and_keeps_the_connection() {
+    let _alone = alone();
+    within_watchdog("accept, no fds", Duration::from_secs(60), || {
+        let rt = wq::Runtime::new().unwrap();
+        rt.block_on(async {
+            let tcp = wq::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let _c = std::net::TcpStream::connect(tcp.local_addr().unwrap()).unwrap();
+            let dir = std::env::temp_dir().join(format!("wq-emfile-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("l.sock");
+            let unix = wq::net::UnixListener::bind(&path).unwrap();
+            let _u = std::os::unix::net::UnixStream::connect(&path).unwrap();
+            let (t, u) = without_descriptors(|| {
+                (
+                    futures::executor::block_on(tcp.accept()).map(drop),
+                    futures::executor::block_on(unix.accept()).map(drop),
+                )
+            });
+            for (what, r) in [("tcp", t), ("unix", u)] {
+                let e = r.expect_err(what);
+                assert_eq!(e.raw_os_error(), Some(libc::EMFILE), "{what}: {e}");
+            }
+            let accepted = wq::time::timeout(Duration::from_secs(10), async {
+                tcp.accept().await.unwrap();
+                unix.accept().await.unwrap();
+            })
+            .await;
+            assert!(accepted.is_ok(), "the connection was lost with the EMFILE");
+            // A second connection each, through poll_accept.
+            let _c2 = std::net::TcpStream::connect(tcp.local_addr().unwrap()).unwrap();
+            let _u2 = std::os::unix::net::UnixStream::connect(&path).unwrap();
+            let (t, u) = without_descriptors(|| {
+                (
+                    futures::executor::block_on(futures::future::poll_fn(|cx| tcp.poll_accept(cx)))
+                        .map(drop),
+                    futures::executor::block_on(futures::future::poll_fn(|cx| {
+                        unix.poll_accept(cx)
+                    }))
+                    .map(drop),
+                )
+            });
+            assert_eq!(t.unwrap_err().raw_os_error(), Some(libc::EMFILE));
+            assert_eq!(u.unwrap_err().raw_os_error(), Some(libc::EMFILE));
+            futures::future::poll_fn(|cx| tcp.poll_accept(cx))
+                .await
+                .unwrap();
+            futures::future::poll_fn(|cx| unix.poll_accept(cx))
+                .await
+                .unwrap();
+            drop(unix);
+            std::fs::remove_dir_all(&dir).unwrap();
         });
     });
 }
