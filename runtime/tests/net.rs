@@ -2367,3 +2367,88 @@ fn connect_falls_through_refused_addresses() {
         });
     });
 }
+
+/// The socket options passed through to the system read back what was
+/// set; a nonzero linger (a close that blocks a worker) is refused, a
+/// zero one makes a drop reset the connection.
+#[test]
+fn socket_options_pass_through() {
+    within_watchdog("socket options", LIMIT, || {
+        rt().block_on(async {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            l.set_ttl(33).unwrap();
+            assert_eq!(l.ttl().unwrap(), 33);
+            let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+            let (mut s, _) = l.accept().await.unwrap();
+            c.set_ttl(17).unwrap();
+            assert_eq!(c.ttl().unwrap(), 17);
+            assert_eq!(c.linger().unwrap(), None);
+            let err = c.set_linger(Some(Duration::from_secs(1))).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+            assert!(err.to_string().contains("blocks"), "{err}");
+            c.set_linger(Some(Duration::ZERO)).unwrap();
+            assert_eq!(c.linger().unwrap(), Some(Duration::ZERO));
+            drop(c);
+            let mut buf = [0u8; 4];
+            let err = s.read(&mut buf).await.unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::ConnectionReset, "{err}");
+
+            let u = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            assert!(!u.broadcast().unwrap());
+            u.set_broadcast(true).unwrap();
+            assert!(u.broadcast().unwrap());
+            u.set_ttl(9).unwrap();
+            assert_eq!(u.ttl().unwrap(), 9);
+            u.set_multicast_ttl_v4(4).unwrap();
+            assert_eq!(u.multicast_ttl_v4().unwrap(), 4);
+            u.set_multicast_loop_v4(false).unwrap();
+            assert!(!u.multicast_loop_v4().unwrap());
+            let group = std::net::Ipv4Addr::new(239, 255, 42, 99);
+            let lo = std::net::Ipv4Addr::LOCALHOST;
+            u.join_multicast_v4(group, lo).unwrap();
+            u.leave_multicast_v4(group, lo).unwrap();
+        });
+    });
+}
+
+/// A Unix stream's peer credentials are the kernel's record of the
+/// peer's process; halves give their addresses and reunite into the
+/// stream they came from, and only that one.
+#[test]
+fn unix_peer_credentials_and_halves_that_reunite() {
+    within_watchdog("peer_cred, reunite", LIMIT, || {
+        rt().block_on(async {
+            let (a, b) = UnixStream::pair().unwrap();
+            let cred = a.peer_cred().unwrap();
+            assert_eq!(cred.pid(), std::process::id() as i32);
+            // SAFETY: getuid/getgid have no preconditions.
+            let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+            assert_eq!((cred.uid(), cred.gid()), (uid, gid));
+            let (ar, aw) = a.into_split();
+            let (br, bw) = b.into_split();
+            assert!(ar.local_addr().unwrap().is_unnamed());
+            assert!(bw.peer_addr().unwrap().is_unnamed());
+            let wrong = ar.reunite(bw).unwrap_err();
+            assert!(
+                wrong.to_string().contains("two different UnixStreams"),
+                "{wrong}"
+            );
+            let wq::net::unix::ReuniteError(ar, bw) = wrong;
+            let mut a = ar.reunite(aw).unwrap();
+            let mut b = bw.reunite(br).unwrap();
+            a.write_all(b"back").await.unwrap();
+            let mut buf = [0u8; 4];
+            b.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, b"back");
+
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+            let local = c.local_addr().unwrap();
+            let (r, w) = c.into_split();
+            assert_eq!(r.local_addr().unwrap(), local);
+            assert_eq!(w.local_addr().unwrap(), local);
+            let c = w.reunite(r).unwrap();
+            assert_eq!(c.local_addr().unwrap(), local);
+        });
+    });
+}

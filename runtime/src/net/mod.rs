@@ -93,6 +93,89 @@ macro_rules! as_fd {
 
 use as_fd;
 
+/// A stream's halves' addresses, and putting them back together
+/// (`reunite`, [`ReuniteError`](tcp::ReuniteError) when they are of two
+/// streams), in the module of `$stream`, whose halves are `OwnedReadHalf
+/// { read }` and `OwnedWriteHalf { write }`.
+macro_rules! halves {
+    ($stream:ident, $addr:ty) => {
+        impl OwnedReadHalf {
+            /// The remote address.
+            pub fn peer_addr(&self) -> io::Result<$addr> {
+                self.read.io.source().peer_addr()
+            }
+
+            /// The local address.
+            pub fn local_addr(&self) -> io::Result<$addr> {
+                self.read.io.source().local_addr()
+            }
+
+            /// Puts the stream back together from its two halves.
+            ///
+            /// # Errors
+            /// [`ReuniteError`], holding both halves, if `write` is the
+            /// other half of another stream.
+            pub fn reunite(self, write: OwnedWriteHalf) -> Result<$stream, ReuniteError> {
+                if std::sync::Arc::ptr_eq(&self.read.io, &write.write.io) {
+                    Ok($stream {
+                        read: self.read,
+                        write: write.write,
+                    })
+                } else {
+                    Err(ReuniteError(self, write))
+                }
+            }
+        }
+
+        impl OwnedWriteHalf {
+            /// The remote address.
+            pub fn peer_addr(&self) -> io::Result<$addr> {
+                self.write.io.source().peer_addr()
+            }
+
+            /// The local address.
+            pub fn local_addr(&self) -> io::Result<$addr> {
+                self.write.io.source().local_addr()
+            }
+
+            /// Puts the stream back together from its two halves (as
+            /// [`OwnedReadHalf::reunite`]).
+            ///
+            /// # Errors
+            /// [`ReuniteError`], holding both halves, if `read` is the
+            /// other half of another stream.
+            pub fn reunite(self, read: OwnedReadHalf) -> Result<$stream, ReuniteError> {
+                read.reunite(self)
+            }
+        }
+
+        #[doc = concat!(
+                            "The two halves given to `reunite` were of two different `",
+                            stringify!($stream),
+                            "`s: both, given back."
+                        )]
+        #[derive(Debug)]
+        pub struct ReuniteError(pub OwnedReadHalf, pub OwnedWriteHalf);
+
+        impl fmt::Display for ReuniteError {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(
+                    f,
+                    concat!(
+                        "the read half and the write half are of two different ",
+                        stringify!($stream),
+                        "s: only the halves of one stream reunite"
+                    )
+                )
+            }
+        }
+
+        impl std::error::Error for ReuniteError {}
+    };
+}
+
+use halves;
+
 /// The current runtime's driver, or a panic naming `what` outside one.
 fn current(what: &str) -> io::Result<driver::Handle> {
     crate::scheduler::services::current_driver(what)

@@ -166,6 +166,16 @@ impl TcpListener {
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.io.source().local_addr()
     }
+
+    /// Sets `IP_TTL` (the connections it accepts inherit it).
+    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+        self.io.source().set_ttl(ttl)
+    }
+
+    /// `IP_TTL`.
+    pub fn ttl(&self) -> io::Result<u32> {
+        self.io.source().ttl()
+    }
 }
 
 impl Drop for TcpListener {
@@ -327,6 +337,80 @@ impl TcpStream {
         self.source().nodelay()
     }
 
+    /// Sets `IP_TTL`: the hop limit of the packets it sends.
+    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+        self.source().set_ttl(ttl)
+    }
+
+    /// `IP_TTL`.
+    pub fn ttl(&self) -> io::Result<u32> {
+        self.source().ttl()
+    }
+
+    /// Sets `SO_LINGER`: `Some(Duration::ZERO)` makes the stream's close
+    /// abortive (the peer gets a reset, unsent data is dropped, and the
+    /// socket skips `TIME_WAIT`); `None` is the default graceful close.
+    ///
+    /// # Errors
+    /// A nonzero linger is `InvalidInput`: it makes `close(2)` wait until
+    /// the data is sent or the linger ends, blocking the thread that drops
+    /// the stream, a worker with every task queued on it (for a graceful
+    /// close with a bound, `close` the stream under
+    /// [`wq::time::timeout`](crate::time::timeout) and drop it after).
+    /// The system's refusal otherwise.
+    pub fn set_linger(&self, linger: Option<std::time::Duration>) -> io::Result<()> {
+        if linger.is_some_and(|d| !d.is_zero()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "wq::net::TcpStream::set_linger: only Some(Duration::ZERO) (an abortive close) or None: a nonzero linger blocks the thread that drops the stream, a wq worker, until the data is sent; close the stream under wq::time::timeout instead",
+            ));
+        }
+        let value = libc::linger {
+            l_onoff: linger.is_some().into(),
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt(2) on the stream's descriptor, from a
+        // `linger` of the length given.
+        let rc = unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(self.source()),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&raw const value).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// `SO_LINGER`: `None` when off (a graceful close).
+    pub fn linger(&self) -> io::Result<Option<std::time::Duration>> {
+        let mut value = libc::linger {
+            l_onoff: 0,
+            l_linger: 0,
+        };
+        let mut len = std::mem::size_of::<libc::linger>() as libc::socklen_t;
+        // SAFETY: getsockopt(2) on the stream's descriptor, into a
+        // `linger` of the length given.
+        let rc = unsafe {
+            libc::getsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(self.source()),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&raw mut value).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((value.l_onoff != 0)
+            .then(|| std::time::Duration::from_secs(value.l_linger.max(0) as u64)))
+    }
+
     /// Sets `TCP_USER_TIMEOUT`: the longest data written may wait unsent
     /// or unacknowledged -- a peer that stopped reading (its window zero)
     /// or vanished -- before the kernel drops the connection and its
@@ -437,19 +521,7 @@ pub struct OwnedWriteHalf {
     write: Half<mio::net::TcpStream>,
 }
 
-impl OwnedReadHalf {
-    /// The remote address.
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.read.io.source().peer_addr()
-    }
-}
-
-impl OwnedWriteHalf {
-    /// The remote address.
-    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.write.io.source().peer_addr()
-    }
-}
+super::halves!(TcpStream, SocketAddr);
 
 impl fmt::Debug for OwnedReadHalf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

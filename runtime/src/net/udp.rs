@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::task::{Context, Poll};
 
 use crate::driver::registration::{Datagram, PollIo};
@@ -159,6 +159,82 @@ impl UdpSocket {
     /// The connected address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.sock.source().peer_addr()
+    }
+
+    /// Sets `SO_BROADCAST`: whether it may send to a broadcast address.
+    pub fn set_broadcast(&self, on: bool) -> io::Result<()> {
+        self.sock.source().set_broadcast(on)
+    }
+
+    /// `SO_BROADCAST`.
+    pub fn broadcast(&self) -> io::Result<bool> {
+        self.sock.source().broadcast()
+    }
+
+    /// Sets `IP_TTL`: the hop limit of the datagrams it sends.
+    pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
+        self.sock.source().set_ttl(ttl)
+    }
+
+    /// `IP_TTL`.
+    pub fn ttl(&self) -> io::Result<u32> {
+        self.sock.source().ttl()
+    }
+
+    /// Joins the IPv4 multicast group `group` on the interface of address
+    /// `interface` (`Ipv4Addr::UNSPECIFIED`: the system's choice).
+    pub fn join_multicast_v4(&self, group: Ipv4Addr, interface: Ipv4Addr) -> io::Result<()> {
+        self.sock.source().join_multicast_v4(&group, &interface)
+    }
+
+    /// Leaves an IPv4 multicast group joined with
+    /// [`join_multicast_v4`](UdpSocket::join_multicast_v4).
+    pub fn leave_multicast_v4(&self, group: Ipv4Addr, interface: Ipv4Addr) -> io::Result<()> {
+        self.sock.source().leave_multicast_v4(&group, &interface)
+    }
+
+    /// Joins the IPv6 multicast group `group` on the interface of index
+    /// `interface` (0: the system's choice).
+    pub fn join_multicast_v6(&self, group: &Ipv6Addr, interface: u32) -> io::Result<()> {
+        self.sock.source().join_multicast_v6(group, interface)
+    }
+
+    /// Leaves an IPv6 multicast group joined with
+    /// [`join_multicast_v6`](UdpSocket::join_multicast_v6).
+    pub fn leave_multicast_v6(&self, group: &Ipv6Addr, interface: u32) -> io::Result<()> {
+        self.sock.source().leave_multicast_v6(group, interface)
+    }
+
+    /// Sets `IP_MULTICAST_LOOP`: whether its IPv4 multicast datagrams come
+    /// back to the local host's members.
+    pub fn set_multicast_loop_v4(&self, on: bool) -> io::Result<()> {
+        self.sock.source().set_multicast_loop_v4(on)
+    }
+
+    /// `IP_MULTICAST_LOOP`.
+    pub fn multicast_loop_v4(&self) -> io::Result<bool> {
+        self.sock.source().multicast_loop_v4()
+    }
+
+    /// Sets `IP_MULTICAST_TTL`: the hop limit of its IPv4 multicast
+    /// datagrams (1, the default, keeps them on the local network).
+    pub fn set_multicast_ttl_v4(&self, ttl: u32) -> io::Result<()> {
+        self.sock.source().set_multicast_ttl_v4(ttl)
+    }
+
+    /// `IP_MULTICAST_TTL`.
+    pub fn multicast_ttl_v4(&self) -> io::Result<u32> {
+        self.sock.source().multicast_ttl_v4()
+    }
+
+    /// Sets `IPV6_MULTICAST_LOOP`.
+    pub fn set_multicast_loop_v6(&self, on: bool) -> io::Result<()> {
+        self.sock.source().set_multicast_loop_v6(on)
+    }
+
+    /// `IPV6_MULTICAST_LOOP`.
+    pub fn multicast_loop_v6(&self) -> io::Result<bool> {
+        self.sock.source().multicast_loop_v6()
     }
 }
 

@@ -332,6 +332,37 @@ impl UnixStream {
         self.source().local_addr()
     }
 
+    /// The peer's credentials (`SO_PEERCRED`): its process, user and group
+    /// at the time it connected (or the pair was made), as the kernel
+    /// recorded them, which the peer cannot forge.
+    pub fn peer_cred(&self) -> io::Result<UCred> {
+        let mut cred = libc::ucred {
+            pid: 0,
+            uid: 0,
+            gid: 0,
+        };
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        // SAFETY: getsockopt(2) on the stream's descriptor, into a `ucred`
+        // of the length given.
+        let rc = unsafe {
+            libc::getsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(self.source()),
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&raw mut cred).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(UCred {
+            pid: cred.pid,
+            uid: cred.uid,
+            gid: cred.gid,
+        })
+    }
+
     /// Shuts down the read side, the write side, or both. A task waiting
     /// for room to write is woken (Linux reports no event for it): its
     /// next write fails.
@@ -357,6 +388,32 @@ impl fmt::Debug for UnixStream {
     }
 }
 
+/// A Unix stream peer's credentials ([`UnixStream::peer_cred`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UCred {
+    pid: libc::pid_t,
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+}
+
+impl UCred {
+    /// The peer's process ID (as seen from this process's PID namespace;
+    /// 0 where the peer's process is not visible there).
+    pub fn pid(&self) -> libc::pid_t {
+        self.pid
+    }
+
+    /// The peer's effective user ID.
+    pub fn uid(&self) -> libc::uid_t {
+        self.uid
+    }
+
+    /// The peer's effective group ID.
+    pub fn gid(&self) -> libc::gid_t {
+        self.gid
+    }
+}
+
 /// The read half of a [`UnixStream`] ([`UnixStream::into_split`]).
 pub struct OwnedReadHalf {
     read: Half<mio::net::UnixStream>,
@@ -367,6 +424,8 @@ pub struct OwnedReadHalf {
 pub struct OwnedWriteHalf {
     write: Half<mio::net::UnixStream>,
 }
+
+super::halves!(UnixStream, SocketAddr);
 
 impl fmt::Debug for OwnedReadHalf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
