@@ -303,6 +303,22 @@ fn generate(kind: Kind, input: AsyncFn, options: &Options) -> TokenStream {
         && sig.generics.params.is_empty()
         && sig.generics.where_clause.is_none();
     sig.asyncness = None;
+    // Parameters were reported (`check_signature`): the function is
+    // emitted without them, so that rustc adds no error of its own on the
+    // attribute (`main` of the wrong type, a test taking arguments), and
+    // each is a local of its type, so that the body still type-checks
+    // against them (its other errors show). Never run: the
+    // `compile_error!` stops the build.
+    let mut params = TokenStream::new();
+    let mut params_allow = None;
+    if sig.receiver().is_none() && !sig.inputs.is_empty() {
+        for input in std::mem::take(&mut sig.inputs) {
+            if let syn::FnArg::Typed(syn::PatType { pat, ty, .. }) = input {
+                params.extend(quote!(let #pat: #ty = ::core::unreachable!();));
+            }
+        }
+        params_allow = Some(quote!(#[allow(unreachable_code, unused_variables)]));
+    }
     let attr = kind.attr();
     let krate: Path = options.krate.clone().unwrap_or_else(|| parse_quote!(::wq));
     // Pattern names: `mixed_site` keeps them apart from the user's locals, and
@@ -443,8 +459,10 @@ fn generate(kind: Kind, input: AsyncFn, options: &Options) -> TokenStream {
     quote! {
         #test_attr
         #(#attrs)*
+        #params_allow
         #vis #sig {
             #(#inner_attrs)*
+            #params
             #future
             #pin
             #run
@@ -621,8 +639,14 @@ mod tests {
         assert!(text.contains("invalid `scope` value"), "{text}");
         assert!(text.contains("must be `async`"), "{text}");
         assert!(text.contains("cannot take parameters"), "{text}");
-        // The expansion is there, with the options that parsed.
-        assert!(text.contains("fn main (x : u32)"), "{text}");
+        // The expansion is there, with the options that parsed, the
+        // parameter a local of its type (the signature without it: rustc
+        // adds no "`main` has the wrong type" of its own).
+        assert!(text.contains("fn main ()"), "{text}");
+        assert!(
+            text.contains("let x : u32 = :: core :: unreachable ! ()"),
+            "{text}"
+        );
         assert!(
             text.contains(". wake_mode (:: wq :: WakeMode :: Deferred)"),
             "{text}"

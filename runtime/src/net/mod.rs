@@ -150,10 +150,10 @@ macro_rules! halves {
         }
 
         #[doc = concat!(
-                            "The two halves given to `reunite` were of two different `",
-                            stringify!($stream),
-                            "`s: both, given back."
-                        )]
+                                    "The two halves given to `reunite` were of two different `",
+                                    stringify!($stream),
+                                    "`s: both, given back."
+                                )]
         #[derive(Debug)]
         pub struct ReuniteError(pub OwnedReadHalf, pub OwnedWriteHalf);
 
