@@ -389,6 +389,24 @@ fn try_join_next_with_nothing_finished_wakes_nobody() {
         assert_eq!(count.0.load(Ordering::SeqCst), before, "woken for nothing");
         set.abort_all();
         drop(flags);
+        // The same with the poller's waker in place (its last poll gave a
+        // result: a spawn wakes nobody), the first call looking at 8 new
+        // tasks (the yield's wake is the call's own).
+        let mut set = JoinSet::new();
+        set.spawn(async {});
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !set.poll_join_next(&mut cx).is_ready() {
+            assert!(Instant::now() < deadline, "the task never ended");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let flags = spawn_pending(&mut set, 8);
+        let before = count.0.load(Ordering::SeqCst);
+        for _ in 0..3 {
+            assert!(set.try_join_next().is_none());
+        }
+        assert_eq!(count.0.load(Ordering::SeqCst), before, "woken for nothing");
+        set.abort_all();
+        drop(flags);
     });
 }
 

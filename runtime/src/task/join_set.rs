@@ -148,8 +148,19 @@ impl<T> JoinSet<T> {
     /// Polls `tasks` through the relay, looking again while wakes came
     /// during the call, up to `looks` times; a wake that came during the
     /// last look, or races the call's end, goes on to the poller (module
-    /// docs, "The relay").
-    fn poll_relayed(&mut self, looks: usize) -> Poll<Option<Result<T, JoinError>>> {
+    /// docs, "The relay") when the call answers `Pending`. If
+    /// `for_another` (a `try_join_next`, whose result goes to its own
+    /// caller while the poller waits) answers `Ready`, any wake during the
+    /// call goes on: two tasks that finished during its looks woke only
+    /// the relay, and the call gives one result; the other's was the
+    /// poller's to take, and nothing else would wake it (`FuturesUnordered`
+    /// holds no waker after a wake: later ends wake nobody either). A
+    /// `poll_join_next` answered `Ready` polls again by itself.
+    fn poll_relayed(
+        &mut self,
+        looks: usize,
+        for_another: bool,
+    ) -> Poll<Option<Result<T, JoinError>>> {
         let relay = &*self.relay;
         relay.in_call.store(true, Ordering::SeqCst);
         // Wakes before the call are the poller's already; the futures they
@@ -158,15 +169,27 @@ impl<T> JoinSet<T> {
         let mut cx = Context::from_waker(&self.relay_waker);
         let mut polled = Poll::Pending;
         let mut owed = false;
+        let mut woken_in_call = false;
         for look in 1..=looks {
             polled = Pin::new(&mut self.tasks).poll_next(&mut cx);
+            #[cfg(all(test, not(loom)))]
+            tests::after_look();
             if polled.is_ready() || !relay.woken.swap(false, Ordering::SeqCst) {
                 break;
             }
+            woken_in_call = true;
             owed = look == looks;
         }
         relay.in_call.store(false, Ordering::SeqCst);
-        if polled.is_pending() && (owed | relay.woken.swap(false, Ordering::SeqCst)) {
+        let late = relay.woken.swap(false, Ordering::SeqCst);
+        let pass_on = if for_another && polled.is_ready() {
+            // (A wake consumed before a `Pending` was a yield's, or its
+            // future's result was looked at already.)
+            woken_in_call | late
+        } else {
+            polled.is_pending() && (owed | late)
+        };
+        if pass_on {
             relay.poller.wake();
         }
         polled
@@ -177,7 +200,7 @@ impl<T> JoinSet<T> {
     /// `Stream`).
     pub fn poll_join_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<T, JoinError>>> {
         self.relay.poller.register(cx.waker());
-        let polled = self.poll_relayed(LOOKS);
+        let polled = self.poll_relayed(LOOKS, false);
         // `Ready(None)` too: a task spawned into the empty set wakes it.
         self.waiting = !matches!(polled, Poll::Ready(Some(_)));
         polled
@@ -203,7 +226,7 @@ impl<T> JoinSet<T> {
         // budget spent answers `Pending` (and wakes itself), which would
         // read as nothing finished.
         let looks = self.len() + 1;
-        match crate::coop::unconstrained(|| self.poll_relayed(looks)) {
+        match crate::coop::unconstrained(|| self.poll_relayed(looks, true)) {
             Poll::Ready(r) => r,
             Poll::Pending => None,
         }
@@ -322,5 +345,80 @@ impl<T> FromIterator<JoinHandle<T>> for JoinSet<T> {
         let mut set = JoinSet::new();
         set.extend(handles);
         set
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::cell::RefCell;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Wake, Waker};
+    use std::time::{Duration, Instant};
+
+    use futures::channel::oneshot;
+
+    use super::JoinSet;
+
+    thread_local! {
+        /// Run after each look of `poll_relayed` on this thread, once.
+        static AFTER_LOOK: RefCell<Option<Box<dyn FnOnce()>>> = const { RefCell::new(None) };
+    }
+
+    pub(super) fn after_look() {
+        if let Some(f) = AFTER_LOOK.with(|h| h.borrow_mut().take()) {
+            f();
+        }
+    }
+
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Two tasks end during a `try_join_next`'s first look (both wakes
+    /// reach only the relay), and the call gives one result: the poller
+    /// waiting on the set is woken for the other's (it slept for good:
+    /// the wakes were the call's, and `FuturesUnordered` had no waker
+    /// left for anyone).
+    #[test]
+    fn a_try_join_next_passes_on_the_wake_of_the_result_it_leaves() {
+        let rt = crate::Runtime::builder().build().unwrap();
+        let _enter = rt.enter();
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        let mut set = JoinSet::new();
+        let (go1, wait1) = oneshot::channel::<()>();
+        let (go2, wait2) = oneshot::channel::<()>();
+        set.spawn(async move { wait1.await.map(|()| 1) });
+        set.spawn(async move { wait2.await.map(|()| 2) });
+        assert!(
+            set.poll_join_next(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        AFTER_LOOK.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || {
+                go1.send(()).unwrap();
+                go2.send(()).unwrap();
+                // Both end on the runtime's workers meanwhile.
+                std::thread::sleep(Duration::from_millis(200));
+            }))
+        });
+        let got = set.try_join_next().expect("a task ended during the call");
+        assert!(matches!(got, Ok(Ok(1 | 2))));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while count.0.load(Ordering::SeqCst) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the poller was never woken for the result left in the set"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(set.try_join_next().is_some());
     }
 }
