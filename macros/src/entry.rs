@@ -34,7 +34,11 @@
 //! error did not coerce to `Box<dyn Error>` in one), and the function keeps
 //! its return type, attributes and visibility. Where the signature has
 //! errors (parameters, generics) the body stays an `async move` block,
-//! which keeps the parameters in scope, so only the errors given show. The
+//! which keeps the parameters in scope, so only the errors given show; so
+//! it does where the function may be an associated one, whose `Self` and
+//! `impl` parameters an inner item cannot name (a `#[wq::main]` not named
+//! `main`, or one that says `Self`): there a `return` of a value that
+//! must coerce to the return type needs the coercion written out. The
 //! local holding the body and the inner function have `Span::mixed_site`,
 //! `__wq_`-prefixed names.
 
@@ -274,14 +278,16 @@ fn is_test_attribute(attr: &Attribute) -> bool {
 /// Whether `output` names an `impl Trait` type, which cannot be written as a
 /// `Future::Output`.
 fn mentions_impl(output: &ReturnType) -> bool {
-    fn walk(tokens: TokenStream) -> bool {
-        tokens.into_iter().any(|tree| match tree {
-            TokenTree::Ident(ident) => ident == "impl",
-            TokenTree::Group(group) => walk(group.stream()),
-            _ => false,
-        })
-    }
-    walk(output.to_token_stream())
+    mentions(output.to_token_stream(), "impl")
+}
+
+/// Whether `tokens` hold the identifier `word`, at any depth.
+fn mentions(tokens: TokenStream, word: &str) -> bool {
+    tokens.into_iter().any(|tree| match tree {
+        TokenTree::Ident(ident) => ident == word,
+        TokenTree::Group(group) => mentions(group.stream(), word),
+        _ => false,
+    })
 }
 
 /// The expanded function.
@@ -441,7 +447,15 @@ fn generate(kind: Kind, input: AsyncFn, options: &Options) -> TokenStream {
     // Err(Box::new(e))` under `-> Result<(), Box<dyn Error>>` did not
     // coerce. A signature with errors keeps the block: its parameters
     // stay in scope for the body, and no error is added to the ones given.
-    let future = if clean {
+    // So does a function that may be an associated one (an inner item
+    // cannot name `Self`, nor its `impl`'s generic parameters): a
+    // `#[wq::main]` not named `main`, or one whose signature or body says
+    // `Self`. (A test cannot be associated: libtest refuses it.)
+    let inner = clean
+        && (kind == Kind::Test || sig.ident == "main")
+        && !mentions(sig.output.to_token_stream(), "Self")
+        && !mentions(block.stream(), "Self");
+    let future = if inner {
         let body_fn = Ident::new("__wq_async_body", Span::mixed_site());
         let unsafety = &sig.unsafety;
         let output = &sig.output;
@@ -624,6 +638,42 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("__wq_async_body"), "{text}");
+    }
+
+    /// A `#[wq::main]` that may be associated keeps the `async` block: an
+    /// inner `async fn` could name neither `Self` nor its `impl`'s
+    /// parameters.
+    #[test]
+    fn a_main_that_may_be_associated_keeps_the_async_block() {
+        for item in [
+            quote!(
+                async fn run() -> u8 {
+                    1
+                }
+            ),
+            quote!(
+                async fn main() {
+                    Self::go().await
+                }
+            ),
+            quote!(
+                async fn main() -> Self {
+                    App
+                }
+            ),
+        ] {
+            let text = expand_str(Kind::Main, quote!(), item);
+            assert!(text.contains("let __wq_body = async move"), "{text}");
+            assert!(!text.contains("__wq_async_body"), "{text}");
+        }
+        let text = expand_str(
+            Kind::Test,
+            quote!(),
+            quote!(
+                async fn run() {}
+            ),
+        );
+        assert!(text.contains("__wq_async_body"), "{text}");
     }
 
     #[test]
