@@ -619,12 +619,17 @@ mod tests {
         let l = Arc::new(l);
         let addr = l.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
+        // Each poller waits in a slot before the first connect (a poll
+        // that never met `WouldBlock` draws none).
+        let started = Arc::new(std::sync::Barrier::new(3));
         let pollers: Vec<_> = (0..2)
             .map(|_| {
-                let (l, accepted) = (l.clone(), accepted.clone());
+                let (l, accepted, started) = (l.clone(), accepted.clone(), started.clone());
                 std::thread::spawn(move || {
                     let waker = Waker::from(Arc::new(Count::default()));
                     let mut cx = Context::from_waker(&waker);
+                    assert!(l.poll_accept(&mut cx).is_pending());
+                    started.wait();
                     let mut kept = Vec::new();
                     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
                     while accepted.load(Ordering::SeqCst) < CONNECTIONS {
@@ -638,6 +643,7 @@ mod tests {
                 })
             })
             .collect();
+        started.wait();
         let clients: Vec<_> = (0..CONNECTIONS)
             .map(|_| std::net::TcpStream::connect(addr).unwrap())
             .collect();
