@@ -1063,6 +1063,56 @@ fn highpri_items_overtake_a_backlog_of_normal_ones() {
     });
 }
 
+/// A worker takes the scheduling of the thread that started it, and wq
+/// starts a pool's workers from the thread whose spawn or wake kicked it:
+/// a `SCHED_IDLE` producer at nice 5 made a worker that ran the pool's
+/// tasks only when nothing else would. It runs at the process's policy and
+/// nice value. (Taking them back needs `CAP_SYS_NICE` or a nice limit,
+/// which CI has: `.ci/run` checks.)
+#[test]
+fn a_worker_started_from_a_thread_of_other_scheduling_runs_at_the_processs() {
+    within(60, || {
+        let rt = one_worker_runtime();
+        let h = rt.handle().clone();
+        // SAFETY: getpid has no preconditions; plain integers.
+        let (base_policy, base_nice) = unsafe {
+            let pid = libc::getpid();
+            (
+                libc::sched_getscheduler(pid),
+                libc::getpriority(libc::PRIO_PROCESS, pid as libc::id_t),
+            )
+        };
+        let (policy, worker_nice) = std::thread::spawn(move || {
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: the calling thread's own scheduling, plain values.
+            unsafe {
+                assert_eq!(libc::sched_setscheduler(0, libc::SCHED_IDLE, &param), 0);
+                assert_eq!(
+                    libc::setpriority(
+                        libc::PRIO_PROCESS,
+                        libc::gettid() as libc::id_t,
+                        base_nice + 5
+                    ),
+                    0
+                );
+            }
+            // The pool's first spawn: its worker starts from this thread.
+            futures::executor::block_on(h.spawn(async {
+                // SAFETY: the calling thread's policy.
+                (unsafe { libc::sched_getscheduler(0) }, nice())
+            }))
+            .unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(policy, base_policy, "the worker kept its starter's policy");
+        assert_eq!(
+            worker_nice, base_nice,
+            "the worker kept its starter's nice value"
+        );
+    });
+}
+
 /// A thread takes its creator's nice value: a blocking thread, and a
 /// worker of a normal pool, started from a high-priority worker ran at
 /// nice -20 for life. They run at the process's priority. (Where the

@@ -226,8 +226,12 @@ pub(crate) struct Scheduler {
     /// The live workers' numbers (`Host::worker_numbers`).
     worker_numbers: Mutex<crate::pool::current::Numbers>,
     /// The process's nice value when the runtime was built (its main
-    /// thread's), for threads that inherit a high-priority worker's.
+    /// thread's), which the runtime's threads but the high-priority
+    /// workers take whatever thread started them.
     base_nice: Option<libc::c_int>,
+    /// The process's scheduling policy (its main thread's), which the
+    /// runtime's threads take whatever thread started them.
+    base_policy: Option<Policy>,
     /// On a topology that is not this machine's: the CPUs the process's
     /// main thread could use when the runtime was built, where its threads
     /// run ([`Scheduler::bind_to_every_cpu`]).
@@ -279,6 +283,8 @@ impl Scheduler {
             worker_numbers: Mutex::new(crate::pool::current::Numbers::new()),
             // SAFETY: getpid has no preconditions.
             base_nice: nice_of(unsafe { libc::getpid() } as libc::id_t),
+            // SAFETY: getpid has no preconditions.
+            base_policy: policy_of(unsafe { libc::getpid() }),
             process_cpus,
             rescuer: Rescuer::default(),
             services: services::Services::default(),
@@ -473,7 +479,7 @@ impl Scheduler {
     /// thread, the rescuer) the process's priority back if it inherited a
     /// high-priority worker's ([`normal_priority`]).
     pub(crate) fn normal_priority(&self) {
-        normal_priority(self.base_nice);
+        normal_priority(self.base_nice, self.base_policy);
     }
 
     /// Every pool created so far.
@@ -868,6 +874,7 @@ impl Host for Scheduler {
                     me.bind_to_every_cpu();
                 }
                 if pool.attrs.highpri {
+                    process_policy(me.base_policy);
                     raise_priority();
                 } else {
                     me.normal_priority();
@@ -979,22 +986,92 @@ fn nice_of(who: libc::id_t) -> Option<libc::c_int> {
     }
 }
 
+/// A scheduling policy and its static priority (`sched_getscheduler`,
+/// `sched_getparam`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Policy {
+    policy: libc::c_int,
+    priority: libc::c_int,
+}
+
+/// `sched_getscheduler`'s flag asking children to start at `SCHED_OTHER`
+/// (not in `libc` for Linux).
+const SCHED_RESET_ON_FORK: libc::c_int = 0x4000_0000;
+
+/// The scheduling policy of thread (or process) `pid` (0: the calling
+/// thread), `None` if unknown.
+fn policy_of(pid: libc::pid_t) -> Option<Policy> {
+    // SAFETY: plain integers, and a `sched_param` to write to.
+    unsafe {
+        let policy = libc::sched_getscheduler(pid);
+        let mut param = libc::sched_param { sched_priority: 0 };
+        (policy >= 0 && libc::sched_getparam(pid, &mut param) == 0).then_some(Policy {
+            policy: policy & !SCHED_RESET_ON_FORK,
+            priority: param.sched_priority,
+        })
+    }
+}
+
+/// Says once that a thread of the runtime's could not take the process's
+/// scheduling back (`what`), and what to do.
+fn warn_inherited(what: std::fmt::Arguments<'_>) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "wq: a runtime thread started from a thread of other scheduling could not take the process's back ({what}); \
+             it keeps its starter's. A thread starts with its creator's policy and nice value, and wq starts workers from \
+             the thread that spawns or wakes a task: give the process CAP_SYS_NICE or a nice limit that allows it \
+             (`ulimit -e 40`, RLIMIT_NICE), or spawn from threads of the process's scheduling"
+        );
+    });
+}
+
+/// Gives the calling thread, one of the runtime's, the process's
+/// scheduling policy (`base`, its main thread's) if it started with
+/// another: a thread takes its creator's, and wq starts a worker from the
+/// thread whose spawn or wake kicked its pool (a real-time audio thread
+/// waking a task made a `SCHED_FIFO` worker that ran every task of its
+/// pool, spinning included, as real-time; a `SCHED_IDLE` producer, a
+/// worker that runs only when nothing else would).
+fn process_policy(base: Option<Policy>) {
+    let Some(base) = base else { return };
+    if policy_of(0).is_none_or(|now| now == base) {
+        return;
+    }
+    let param = libc::sched_param {
+        sched_priority: base.priority,
+    };
+    // SAFETY: the calling thread (0), a policy and a parameter read from
+    // the process.
+    if unsafe { libc::sched_setscheduler(0, base.policy, &param) } != 0 {
+        let err = std::io::Error::last_os_error();
+        warn_inherited(format_args!("policy {}: {err}", base.policy));
+    }
+}
+
 /// Gives the calling thread, one of the runtime's that is not a
-/// high-priority worker, back the process's priority (`base`, its main
-/// thread's nice value) if it inherited a higher one: a thread takes its
-/// creator's nice value, and a high-priority worker starts blocking
-/// threads (`spawn_blocking`), workers of other pools (a spawn) and the
-/// rescuer (a runtime built in its task). A lower priority (a larger
-/// value), the process's choice, is left alone.
-fn normal_priority(base: Option<libc::c_int>) {
+/// high-priority worker, the process's scheduling back (`base`, its main
+/// thread's policy and nice value) if it started with another's: a thread
+/// takes its creator's, and a high-priority worker starts blocking threads
+/// (`spawn_blocking`), workers of other pools (a spawn) and the rescuer (a
+/// runtime built in its task), and a user's thread (a producer at nice 19,
+/// a real-time thread) starts the workers of the pools it spawns on.
+/// Raising a priority back may be refused (no `CAP_SYS_NICE`, a nice limit
+/// below it): said once, and the thread keeps its starter's.
+fn normal_priority(base: Option<libc::c_int>, policy: Option<Policy>) {
+    process_policy(policy);
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() } as libc::id_t;
     if let (Some(base), Some(now)) = (base, nice_of(tid))
-        && now < base
+        && now != base
     {
-        // SAFETY: as in `raise_priority`; lowering a thread's own
-        // priority needs no privilege.
-        unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, base) };
+        // SAFETY: as in `raise_priority`.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, base) } != 0 {
+            let err = std::io::Error::last_os_error();
+            warn_inherited(format_args!("nice {now} to {base}: {err}"));
+        }
     }
 }
 
