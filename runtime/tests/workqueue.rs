@@ -548,6 +548,52 @@ fn set_scope_moves_later_items_to_the_new_pods() {
     });
 }
 
+/// Items submitted from a CPU the topology does not know wait (max_active
+/// 1, each released as the one before ends) and are placed round-robin
+/// at their release, over both pods, with latency capture on too: the
+/// spawn sample of a waiting item took a round-robin turn of its own, and
+/// every release then landed on the same pod.
+#[test]
+fn waiting_items_from_an_unknown_cpu_are_spread_over_the_pods() {
+    within(60, || {
+        for capture in [false, true] {
+            let rt = Runtime::builder()
+                .topology(Topology::synthetic("pack:1 core:2 pu:1").unwrap())
+                .latency_capture(capture)
+                .build()
+                .unwrap();
+            let q = Workqueue::builder("round-robin")
+                .scope(Scope::Cpu)
+                .max_active(1)
+                .build(rt.handle())
+                .unwrap();
+            rt.block_on(async {
+                let (go, wait) = futures::channel::oneshot::channel::<()>();
+                let mut holder = (go, q.spawn_on_cpu(99, async move { wait.await.unwrap() }));
+                for _ in 0..20 {
+                    let (go, wait) = futures::channel::oneshot::channel::<()>();
+                    // Waits: the holder has the one slot.
+                    let next = q.spawn_on_cpu(99, async move { wait.await.unwrap() });
+                    let (old_go, old) = std::mem::replace(&mut holder, (go, next));
+                    old_go.send(()).unwrap();
+                    old.await.unwrap();
+                }
+                let (go, last) = holder;
+                go.send(()).unwrap();
+                last.await.unwrap();
+            });
+            // Both pods ran a share (workers publish their counts when
+            // they idle: looked at until then; all on one pod, the two
+            // pools' counts show in the failure).
+            let started = eventually(&rt, |m| {
+                let counts: Vec<u64> = m.pools.iter().map(|p| p.counters.started).collect();
+                (counts.len() == 2 && counts.iter().all(|&n| n >= 5)).then_some(counts)
+            });
+            assert_eq!(started.len(), 2, "capture {capture}: {started:?}");
+        }
+    });
+}
+
 #[test]
 fn set_max_active_takes_effect_on_waiting_items() {
     within(60, || {

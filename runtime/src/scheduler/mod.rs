@@ -505,6 +505,23 @@ impl Scheduler {
         self.pool(attrs, scope, pod)
     }
 
+    /// As [`Scheduler::place`] for a pool to record a sample against, not
+    /// to run on: takes no round-robin turn (a waiting item's spawn sample
+    /// took one, and its release the next, so items submitted and released
+    /// one at a time from an unknown CPU all went to every other pod), and
+    /// says nothing of an unknown CPU (its release will).
+    pub(crate) fn place_for_sample(
+        &self,
+        attrs: PoolAttrs,
+        scope: Scope,
+        cpu: Option<usize>,
+    ) -> &Arc<Pool> {
+        let pod = placement::pod(&self.topology, self.id(), scope, cpu, || {
+            self.round_robin[scope.index()].load(Ordering::Relaxed)
+        });
+        self.pool(attrs, scope, pod)
+    }
+
     /// Logs, once per runtime, a spawn on a CPU its topology does not know
     /// (placed round-robin instead, or in the scope's one pod).
     #[cold]

@@ -518,6 +518,16 @@ impl Queue {
         scheduler.place(attrs, self.scope(), cpu)
     }
 
+    /// [`Queue::place`] for a spawn sample of an item that waits
+    /// ([`Scheduler::place_for_sample`]: no round-robin turn taken).
+    fn place_for_sample<'s>(&self, scheduler: &'s Scheduler, cpu: Option<usize>) -> &'s Arc<Pool> {
+        let attrs = PoolAttrs {
+            strict: self.is_strict(),
+            highpri: self.highpri,
+        };
+        scheduler.place_for_sample(attrs, self.scope(), cpu)
+    }
+
     /// The runtime is shut down: the task is cancelled here; as far as
     /// `finishing` knows it never held its slot.
     fn refuse_released(&self, runnable: Runnable) {
@@ -1169,7 +1179,7 @@ impl QueueHandle {
                 &mut queue.releaser(),
             );
             let pool = (called_at.is_some() && !queue.closed.load(Ordering::Acquire))
-                .then(|| queue.place(scheduler, cpu));
+                .then(|| queue.place_for_sample(scheduler, cpu));
             (handle, pool)
         };
         if let (Some(start), Some(pool)) = (called_at, pool) {
