@@ -5,7 +5,7 @@
 //! layer over it.
 //!
 //! # Pools
-//! `pools[scope][pod]` is filled on first use. A new pool is looked up by
+//! `pools[attrs][scope][pod]` is filled on first use. A new pool is looked up by
 //! CPU set among the pools made so far (`all_pools`, under its lock): two
 //! scopes whose pods have the same CPUs (on a machine without SMT, `cpu` and
 //! `smt`) share one pool, as the kernel shares pools of identical
@@ -18,8 +18,11 @@
 //! # Shutdown
 //! 1. `closed` is set, under `all_pools`' lock (a pool created after, by a
 //!    spawn racing the shutdown, is closed and buried at its creation).
-//! 2. Each pool is closed (kicks fail, workers are released) and the
-//!    rescuer is told to exit ([`rescuer`]); then each pool's registry:
+//! 2. Each pool is closed (kicks fail, workers are released), the blocking
+//!    pool is closed (no job starts from now on; jobs still queued are
+//!    cancelled here, running ones waited for in step 5), the rescuer is
+//!    told to exit ([`rescuer`]), and the named queues are closed (items
+//!    on their inactive lists are dropped here); then each pool's registry:
 //!    every idle task is woken, and its schedule function queues it without
 //!    a kick (the pool is closed: `pool::closing`). A task going idle after
 //!    this finds the registry closed and wakes itself to the same end (see

@@ -89,8 +89,12 @@ fn known_cpu(
 /// The CPU a spawn made now with no CPU given is placed by, kept for an
 /// item placed later, maybe by another thread (a named queue's item that
 /// waits for a slot): [`known_cpu`] for the calling thread, so it goes
-/// where it would have gone at once. (The thread's raw CPU, unknown to the
-/// topology, sent it round-robin.)
+/// to the pod of the CPU it was submitted on, as at once. (The thread's raw
+/// CPU, unknown to the topology, sent it round-robin.) `None` where the
+/// thread has no CPU the topology knows: the item is then placed at its
+/// release by the releasing thread's CPU (usually that of the worker that
+/// ended the item before it), where at once it would have gone
+/// round-robin.
 pub(crate) fn placing_cpu(topology: &Topology, host: *const (), scope: Scope) -> Option<usize> {
     known_cpu(
         topology,
