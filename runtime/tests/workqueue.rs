@@ -562,8 +562,12 @@ fn waiting_items_from_an_unknown_cpu_are_spread_over_the_pods() {
                 .latency_capture(capture)
                 .build()
                 .unwrap();
+            // Strict: an item runs in the pod it was placed in (a
+            // non-strict pool's idle worker steals the other pod's items,
+            // and its count says where they ran, not where they went).
             let q = Workqueue::builder("round-robin")
                 .scope(Scope::Cpu)
+                .strict(true)
                 .max_active(1)
                 .build(rt.handle())
                 .unwrap();
