@@ -153,6 +153,9 @@ struct State {
     coming: usize,
     /// Stranded jobs were reported (once per pool).
     stranded_said: bool,
+    /// A shutdown gave up on the threads at its deadline: a handle kept
+    /// from now on is detached ([`BlockingPool::started`]).
+    gave_up: bool,
 }
 
 impl State {
@@ -271,22 +274,36 @@ impl BlockingPool {
             return;
         }
         match Thread::spawn(builder, move || run(runtime)) {
-            Ok(handle) => {
-                let mut s = crate::loom::lock(&self.state);
-                s.handles.retain_mut(|h| !h.try_join());
-                s.handles.push(handle);
-                // Registered: a shutdown waiting for the starts to be over
-                // before it takes the handles may go on.
-                s.starting -= 1;
-                drop(s);
-                self.exited.notify_all();
-            }
+            Ok(handle) => self.started(handle),
             Err(err) => {
                 if self.start_failed(&err, shared.config.max_blocking_threads) && !retrying {
                     shared.rescuer.poke();
                 }
             }
         }
+    }
+
+    /// A thread's start returned: its handle is kept to be joined, or
+    /// detached (dropped, outside the lock) if a shutdown gave up on the
+    /// threads meanwhile: it took the handles kept so far, and nothing
+    /// looks at them again (its thread has exited or is about to: the
+    /// shutdown closed the pool first), so a handle kept now stayed, its
+    /// stack mapped, for the runtime's life.
+    fn started(&self, handle: Thread) {
+        let mut s = crate::loom::lock(&self.state);
+        s.handles.retain_mut(|h| !h.try_join());
+        let detached = if s.gave_up {
+            Some(handle)
+        } else {
+            s.handles.push(handle);
+            None
+        };
+        // Registered: a shutdown waiting for the starts to be over before
+        // it takes the handles may go on.
+        s.starting -= 1;
+        drop(s);
+        drop(detached);
+        self.exited.notify_all();
     }
 
     /// Step 5: takes `cell`'s job out of the queue, if it is there, and
@@ -408,7 +425,9 @@ impl BlockingPool {
                     let now = Instant::now();
                     if now >= d {
                         // Given up on: detached (`threads`, "Join"; the
-                        // last to exit stayed joinable otherwise).
+                        // last to exit stayed joinable otherwise), and so
+                        // is a start still in progress (`started`).
+                        s.gave_up = true;
                         let handles = std::mem::take(&mut s.handles);
                         drop(s);
                         drop(handles);
@@ -434,7 +453,8 @@ fn run(runtime: Arc<Scheduler>) {
     // Started by whoever spawned the job, often a worker bound to its pod:
     // not held to those CPUs.
     runtime.bind_to_every_cpu();
-    // Nor at its priority, if that was a high-priority worker.
+    // Nor at its scheduling (a high-priority worker's, a niced or
+    // real-time user thread's): the process's.
     runtime.normal_priority();
     let shared = runtime.clone();
     let pool = &shared.services.blocking;
@@ -561,10 +581,9 @@ mod tests {
         assert!(cap() <= 1024, "{} kept", cap());
     }
 
-    /// Threads culled after a burst have their handles dropped (so their
-    /// stacks are freed) as threads exit, not only at the next start,
-    /// which a trickle served by one thread never makes: 64 culled
-    /// threads' stacks stayed mapped.
+    /// A thread a shutdown gave up on (its deadline passed) is detached:
+    /// its handle, which no exit or start would join, stayed with its
+    /// stack mapped for the runtime's life.
     #[test]
     fn a_thread_a_shutdown_gave_up_on_is_detached() {
         let rt = crate::Runtime::builder().build().unwrap();
@@ -592,6 +611,10 @@ mod tests {
         assert_eq!(state().1, 0);
     }
 
+    /// Threads culled after a burst have their handles dropped (so their
+    /// stacks are freed) as threads exit, not only at the next start,
+    /// which a trickle served by one thread never makes: 64 culled
+    /// threads' stacks stayed mapped.
     #[test]
     fn culled_threads_are_let_go_without_a_later_start() {
         let rt = crate::Runtime::builder()
@@ -663,6 +686,30 @@ mod tests {
             crate::loom::lock(&pool.state).handles.is_empty(),
             "the late handle was not taken to be joined"
         );
+    }
+
+    /// A start that returns after a shutdown gave up on the threads (its
+    /// deadline passed while the start was in progress) detaches its
+    /// thread: the shutdown took the handles kept before, and nothing
+    /// looks at them again.
+    #[test]
+    fn a_start_returning_after_a_shutdown_gave_up_detaches_its_thread() {
+        let pool = Arc::new(BlockingPool::default());
+        {
+            let mut s = crate::loom::lock(&pool.state);
+            s.threads = 1;
+            s.starting = 1;
+            s.coming = 1;
+        }
+        assert!(!pool.shutdown(Some(Instant::now())), "gave up at once");
+        // The new thread ran, saw the shutdown and exited...
+        let thread = Thread::spawn(std::thread::Builder::new(), || ()).unwrap();
+        crate::loom::lock(&pool.state).threads -= 1;
+        // ...and only now does its start return.
+        pool.started(thread);
+        let s = crate::loom::lock(&pool.state);
+        assert!(s.handles.is_empty(), "a handle nobody will join or detach");
+        assert_eq!(s.starting, 0);
     }
 
     /// A shutdown waiting for the threads counts the reserved one whose
