@@ -94,11 +94,13 @@ pub fn fmt_count(v: f64) -> String {
 
 /// A duration in nanoseconds with a readable unit: `850ns`, `12.7us`.
 pub fn fmt_ns(ns: f64) -> String {
-    if ns < 1e3 {
+    // A unit's range ends where its rounding reaches 1000 of it (999.6 ns
+    // was "1000ns").
+    if ns < 999.5 {
         format!("{ns:.0}ns")
-    } else if ns < 1e6 {
+    } else if ns < 999_950.0 {
         format!("{:.1}us", ns / 1e3)
-    } else if ns < 1e9 {
+    } else if ns < 999_950_000.0 {
         format!("{:.1}ms", ns / 1e6)
     } else {
         format!("{:.2}s", ns / 1e9)
@@ -142,6 +144,8 @@ mod tests {
         assert_eq!(fmt_pct(-36.81), "-36.8%");
         assert_eq!(fmt_ns(850.0), "850ns");
         assert_eq!(fmt_ns(12_700.0), "12.7us");
+        assert_eq!(fmt_ns(999.6), "1.0us");
+        assert_eq!(fmt_ns(999_960.0), "1.0ms");
         assert_eq!(fmt_bytes(1536.0 * 1024.0), "1.5 MiB");
     }
 

@@ -1174,10 +1174,12 @@ impl fmt::Display for Snapshot {
 
 /// A latency for people: `170ns`, `4.4us`, `1.2ms`, `3.00s`.
 pub fn fmt_ns(ns: u64) -> String {
+    // A unit's range ends where one decimal rounds up to 1000 of it
+    // (999,950 ns was "1000.0us").
     match ns {
         0..1_000 => format!("{ns}ns"),
-        1_000..1_000_000 => format!("{:.1}us", ns as f64 / 1e3),
-        1_000_000..1_000_000_000 => format!("{:.1}ms", ns as f64 / 1e6),
+        1_000..999_950 => format!("{:.1}us", ns as f64 / 1e3),
+        999_950..999_950_000 => format!("{:.1}ms", ns as f64 / 1e6),
         _ => format!("{:.2}s", ns as f64 / 1e9),
     }
 }
@@ -1213,6 +1215,18 @@ mod tests {
         /// poll counts, on this thread.
         pub(super) static BETWEEN_LOADS: std::cell::Cell<Option<Box<dyn FnOnce()>>> =
             const { std::cell::Cell::new(None) };
+    }
+
+    /// A figure just below a unit's end is shown in the next unit, not as
+    /// 1000 of its own.
+    #[test]
+    fn durations_near_a_units_end_take_the_next_unit() {
+        assert_eq!(fmt_ns(999), "999ns");
+        assert_eq!(fmt_ns(1_000), "1.0us");
+        assert_eq!(fmt_ns(999_949), "999.9us");
+        assert_eq!(fmt_ns(999_950), "1.0ms");
+        assert_eq!(fmt_ns(999_950_000), "1.00s");
+        assert_eq!(fmt_ns(u64::MAX), "18446744073.71s");
     }
 
     /// The workers column (the `Display` table, wq-monitor) shows the
