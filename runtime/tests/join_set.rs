@@ -381,14 +381,7 @@ fn try_join_next_with_nothing_finished_wakes_nobody() {
         let mut cx = std::task::Context::from_waker(&waker);
         let mut set = JoinSet::new();
         assert!(set.poll_join_next(&mut cx).is_ready(), "empty");
-        let flags = spawn_pending(&mut set, 8);
-        let before = count.0.load(Ordering::SeqCst);
-        for _ in 0..3 {
-            assert!(set.try_join_next().is_none());
-        }
-        assert_eq!(count.0.load(Ordering::SeqCst), before, "woken for nothing");
-        set.abort_all();
-        drop(flags);
+        tries_with_eight_new_tasks_wake_nobody(&mut set, &count);
         // The same with the poller's waker in place (its last poll gave a
         // result: a spawn wakes nobody), the first call looking at 8 new
         // tasks (the yield's wake is the call's own).
@@ -399,15 +392,21 @@ fn try_join_next_with_nothing_finished_wakes_nobody() {
             assert!(Instant::now() < deadline, "the task never ended");
             std::thread::sleep(Duration::from_millis(1));
         }
-        let flags = spawn_pending(&mut set, 8);
-        let before = count.0.load(Ordering::SeqCst);
-        for _ in 0..3 {
-            assert!(set.try_join_next().is_none());
-        }
-        assert_eq!(count.0.load(Ordering::SeqCst), before, "woken for nothing");
-        set.abort_all();
-        drop(flags);
+        tries_with_eight_new_tasks_wake_nobody(&mut set, &count);
     });
+}
+
+/// Three `try_join_next` on `set` with 8 new tasks that never end: none
+/// finds a result, and none wakes the poller (`count`).
+fn tries_with_eight_new_tasks_wake_nobody(set: &mut JoinSet<()>, count: &Count) {
+    let flags = spawn_pending(set, 8);
+    let before = count.0.load(Ordering::SeqCst);
+    for _ in 0..3 {
+        assert!(set.try_join_next().is_none());
+    }
+    assert_eq!(count.0.load(Ordering::SeqCst), before, "woken for nothing");
+    set.abort_all();
+    drop(flags);
 }
 
 /// Outside a runtime, a JoinSet's spawns panic naming the call made (they

@@ -695,6 +695,20 @@ mod loom_tests {
     }
 
     fn admit_racing_finish_on(gate: impl Fn() -> Gate + Send + Sync + 'static) {
+        admit_racing(gate, 1, "", |gate, list, mut release| {
+            gate.finished(0, list, &mut release)
+        });
+    }
+
+    /// Item A is active (stripe 0); B is admitted by one thread (stripe 1)
+    /// while `other` (given a releaser) runs on another. B must be
+    /// released (by either), exactly once, and `active` items be left.
+    fn admit_racing(
+        gate: impl Fn() -> Gate + Send + Sync + 'static,
+        active: usize,
+        stranded_by: &'static str,
+        other: impl Fn(&Gate, &List, &mut dyn FnMut(usize)) + Send + Sync + 'static,
+    ) {
         loom::model(move || {
             let gate = Arc::new(gate());
             let list = Arc::new(List::new());
@@ -710,14 +724,14 @@ mod loom_tests {
                 }
             });
             let r = released.clone();
-            gate.finished(0, &*list, &mut |_| {
+            other(&gate, &list, &mut |_| {
                 r.fetch_add(1, Ordering::Relaxed);
             });
             spawner.join().unwrap();
             let n = released.load(Ordering::Relaxed);
             assert!(n < 2, "item B released twice");
-            assert_eq!(n, 1, "item B stranded on the inactive list");
-            assert_eq!(gate.active(), 1, "B holds the one slot");
+            assert_eq!(n, 1, "item B stranded on the inactive list{stranded_by}");
+            assert_eq!(gate.active(), active);
         });
     }
 
@@ -976,29 +990,8 @@ mod loom_tests {
     /// (the spawner's push, fence, take against the raise's swap, fence,
     /// look at the list).
     fn raise_racing_a_wait(gate: impl Fn() -> Gate + Send + Sync + 'static) {
-        loom::model(move || {
-            let gate = Arc::new(gate());
-            let list = Arc::new(List::new());
-            let released = Arc::new(AtomicUsize::new(0));
-            assert!(gate.admit_now(0, &*list, &mut |_| unreachable!()));
-            let (g, l, r) = (gate.clone(), list.clone(), released.clone());
-            let spawner = loom::thread::spawn(move || {
-                let mut release = |_| {
-                    r.fetch_add(1, Ordering::Relaxed);
-                };
-                if g.admit(1, &*l, 1, &mut release).is_some() {
-                    release(1);
-                }
-            });
-            let r = released.clone();
-            gate.set_max(2, 0, &*list, &mut |_| {
-                r.fetch_add(1, Ordering::Relaxed);
-            });
-            spawner.join().unwrap();
-            let n = released.load(Ordering::Relaxed);
-            assert!(n < 2, "item B released twice");
-            assert_eq!(n, 1, "item B stranded on the inactive list by the raise");
-            assert_eq!(gate.active(), 2);
+        admit_racing(gate, 2, " by the raise", |gate, list, mut release| {
+            gate.set_max(2, 0, list, &mut release)
         });
     }
 
