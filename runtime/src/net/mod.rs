@@ -199,6 +199,55 @@ fn listen_backlog(fd: std::os::fd::RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// A C type a socket option is read into or written from: plain data,
+/// every bit pattern a value.
+trait OptionValue: Copy {}
+impl OptionValue for libc::c_int {}
+impl OptionValue for libc::c_uint {}
+impl OptionValue for libc::linger {}
+impl OptionValue for libc::ucred {}
+
+/// getsockopt(2): option `opt` at `level` of socket `fd`, read into a `T`
+/// starting as `value`.
+fn get_option<T: OptionValue>(
+    fd: std::os::fd::RawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    mut value: T,
+) -> io::Result<T> {
+    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
+    // SAFETY: getsockopt(2) writes at most `len` bytes into `value`, a `T`
+    // of that size, of which any bytes are a value (`OptionValue`).
+    let rc = unsafe { libc::getsockopt(fd, level, opt, (&raw mut value).cast(), &mut len) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value)
+}
+
+/// setsockopt(2): option `opt` at `level` of socket `fd`, from `value`.
+fn set_option<T: OptionValue>(
+    fd: std::os::fd::RawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    value: T,
+) -> io::Result<()> {
+    // SAFETY: setsockopt(2) reads `size_of::<T>()` bytes of `value`.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (&raw const value).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Makes a socket taken over from std (`from_std`) non-blocking, once it
 /// is registered with the driver: `O_NONBLOCK` belongs to the open file,
 /// which a duplicate the caller kept (`try_clone`) shares, so a refused
@@ -285,19 +334,10 @@ impl Taken {
 fn check_socket(fd: std::os::fd::RawFd, what: &str, taken: Taken) -> io::Result<()> {
     let closed = "this socket, moved in, is closed now: pass a try_clone() to keep a descriptor";
     let get = |opt| {
-        let mut v: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: getsockopt(2) on a descriptor the caller owns, into a
-        // c_int of the length passed.
-        let rc =
-            unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&raw mut v).cast(), &mut len) };
-        if rc == 0 {
-            Ok(v)
-        } else {
-            let e = io::Error::last_os_error();
+        get_option(fd, libc::SOL_SOCKET, opt, 0 as libc::c_int).map_err(|e| {
             let message = format!("{what}: not a socket wq can take: {e}");
-            Err(crate::driver::with_hint(e, message))
-        }
+            crate::driver::with_hint(e, message)
+        })
     };
     let refuse = |why: String| {
         Err(io::Error::new(

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io;
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
@@ -369,44 +370,16 @@ impl TcpStream {
             l_onoff: linger.is_some().into(),
             l_linger: 0,
         };
-        // SAFETY: setsockopt(2) on the stream's descriptor, from a
-        // `linger` of the length given.
-        let rc = unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(self.source()),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&raw const value).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        super::set_option(self.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, value)
     }
 
     /// `SO_LINGER`: `None` when off (a graceful close).
     pub fn linger(&self) -> io::Result<Option<std::time::Duration>> {
-        let mut value = libc::linger {
+        let off = libc::linger {
             l_onoff: 0,
             l_linger: 0,
         };
-        let mut len = std::mem::size_of::<libc::linger>() as libc::socklen_t;
-        // SAFETY: getsockopt(2) on the stream's descriptor, into a
-        // `linger` of the length given.
-        let rc = unsafe {
-            libc::getsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(self.source()),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&raw mut value).cast(),
-                &mut len,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let value = super::get_option(self.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, off)?;
         Ok((value.l_onoff != 0)
             .then(|| std::time::Duration::from_secs(value.l_linger.max(0) as u64)))
     }
@@ -441,45 +414,23 @@ impl TcpStream {
                 })?
             }
         };
-        let fd = std::os::fd::AsRawFd::as_raw_fd(self.source());
-        // SAFETY: `fd` is this stream's open socket, and the option's value
-        // is a `c_uint` passed with its size.
-        let r = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::IPPROTO_TCP,
-                libc::TCP_USER_TIMEOUT,
-                (&raw const ms).cast(),
-                std::mem::size_of::<libc::c_uint>() as libc::socklen_t,
-            )
-        };
-        if r == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        super::set_option(
+            self.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            ms,
+        )
     }
 
     /// `TCP_USER_TIMEOUT` ([`set_tcp_user_timeout`](Self::set_tcp_user_timeout)):
     /// `None` where the kernel's default applies.
     pub fn tcp_user_timeout(&self) -> io::Result<Option<std::time::Duration>> {
-        let fd = std::os::fd::AsRawFd::as_raw_fd(self.source());
-        let mut ms: libc::c_uint = 0;
-        let mut len = std::mem::size_of::<libc::c_uint>() as libc::socklen_t;
-        // SAFETY: `fd` is this stream's open socket; `ms` and `len` are
-        // the option's buffer and its size, both live for the call.
-        let r = unsafe {
-            libc::getsockopt(
-                fd,
-                libc::IPPROTO_TCP,
-                libc::TCP_USER_TIMEOUT,
-                (&raw mut ms).cast(),
-                &raw mut len,
-            )
-        };
-        if r != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let ms: libc::c_uint = super::get_option(
+            self.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_USER_TIMEOUT,
+            0,
+        )?;
         Ok((ms != 0).then(|| std::time::Duration::from_millis(u64::from(ms))))
     }
 

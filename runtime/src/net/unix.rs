@@ -4,6 +4,7 @@
 use std::fmt;
 use std::io;
 use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -336,26 +337,12 @@ impl UnixStream {
     /// at the time it connected (or the pair was made), as the kernel
     /// recorded them, which the peer cannot forge.
     pub fn peer_cred(&self) -> io::Result<UCred> {
-        let mut cred = libc::ucred {
+        let none = libc::ucred {
             pid: 0,
             uid: 0,
             gid: 0,
         };
-        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-        // SAFETY: getsockopt(2) on the stream's descriptor, into a `ucred`
-        // of the length given.
-        let rc = unsafe {
-            libc::getsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(self.source()),
-                libc::SOL_SOCKET,
-                libc::SO_PEERCRED,
-                (&raw mut cred).cast(),
-                &mut len,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let cred = super::get_option(self.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEERCRED, none)?;
         Ok(UCred {
             pid: cred.pid,
             uid: cred.uid,
