@@ -317,7 +317,12 @@ fn generate(kind: Kind, input: AsyncFn, options: &Options) -> TokenStream {
     // `compile_error!` stops the build.
     let mut params = TokenStream::new();
     let mut params_allow = None;
-    if sig.receiver().is_none() && !sig.inputs.is_empty() {
+    // (Kept where a parameter's type is an `impl Trait`: a local cannot
+    // have one, and rustc's error on the attribute is the lesser noise.)
+    if sig.receiver().is_none()
+        && !sig.inputs.is_empty()
+        && !mentions(sig.inputs.to_token_stream(), "impl")
+    {
         for input in std::mem::take(&mut sig.inputs) {
             if let syn::FnArg::Typed(syn::PatType { pat, ty, .. }) = input {
                 params.extend(quote!(let #pat: #ty = ::core::unreachable!();));
@@ -638,6 +643,25 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("__wq_async_body"), "{text}");
+    }
+
+    /// A parameter of an `impl Trait` type keeps the signature as written
+    /// (a local cannot have that type: rustc would add an error of its own
+    /// on the `let` instead of the one on the attribute).
+    #[test]
+    fn a_parameter_of_an_impl_type_keeps_the_signature() {
+        let text = expand_str(
+            Kind::Main,
+            quote!(),
+            quote!(
+                async fn main(f: impl Fn()) {
+                    f();
+                }
+            ),
+        );
+        assert!(text.contains("fn main (f : impl Fn ())"), "{text}");
+        assert!(!text.contains("unreachable !"), "{text}");
+        assert!(text.contains("cannot take parameters"), "{text}");
     }
 
     /// A `#[wq::main]` that may be associated keeps the `async` block: an

@@ -70,6 +70,17 @@ use proc_macro::TokenStream;
 /// the program starts (`wq::Topology::synthetic`, with hwloc's grammar
 /// where hwloc is built in), where a bad one panics saying which level.
 ///
+/// The body is checked against the function's return type as an `async
+/// fn`'s is (a `return Err(Box::new(e))` coerces to `Box<dyn Error>`),
+/// being made an inner `async fn`. On a function that may be an
+/// associated one (not named `main`, or whose signature or body says
+/// `Self`) it stays an `async` block, which can use `Self` and the
+/// `impl`'s generic parameters, and a returned value that must coerce
+/// needs the coercion written (`Err(Box::new(e) as Box<dyn Error>)`); so
+/// does a `main` inside a generic `impl` that uses the `impl`'s
+/// parameters, which an inner function cannot name (rustc says so:
+/// rename it, or write `Self`).
+///
 /// The expansion is, for `#[wq::main(scope = "cache")]`:
 ///
 /// ```ignore

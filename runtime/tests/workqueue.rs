@@ -1163,6 +1163,58 @@ fn a_worker_started_from_a_thread_of_other_scheduling_runs_at_the_processs() {
     });
 }
 
+/// The child half of the next test: runs only when that test re-executes
+/// this binary with `WQ_RESET_ON_FORK_CHILD` set (it changes the
+/// process's main thread's scheduling).
+#[test]
+fn reset_on_fork_child() {
+    if std::env::var_os("WQ_RESET_ON_FORK_CHILD").is_none() {
+        return;
+    }
+    const SCHED_RESET_ON_FORK: i32 = 0x4000_0000;
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain values; the main thread's and this thread's own
+    // scheduling.
+    unsafe {
+        for who in [libc::getpid(), 0] {
+            let tid = if who == 0 { libc::gettid() } else { who };
+            assert_eq!(
+                libc::sched_setscheduler(who, libc::SCHED_OTHER | SCHED_RESET_ON_FORK, &param),
+                0
+            );
+            if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, -5) != 0 {
+                println!("skipped: the process may not raise its priority");
+                return;
+            }
+        }
+    }
+    let rt = one_worker_runtime();
+    let worker_nice = rt.block_on(rt.spawn(async { nice() })).unwrap();
+    assert_eq!(
+        worker_nice, 0,
+        "a worker was raised to the nice value the kernel reset"
+    );
+    println!("reset-on-fork ok");
+}
+
+/// A process whose main thread asks the kernel to start its children at
+/// normal scheduling (`SCHED_RESET_ON_FORK`, as rtkit's real-time and
+/// high-priority threads do) has its runtime threads left there: a
+/// negative nice value reset to 0 at the thread's start was raised back
+/// (and a real-time policy would have been taken back too, or warned of
+/// on every run without the privilege).
+#[test]
+fn a_process_that_resets_scheduling_on_fork_keeps_its_threads_at_normal() {
+    let out = common::child::this_binary_test("reset_on_fork_child", "WQ_RESET_ON_FORK_CHILD", "1");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && (stdout.contains("reset-on-fork ok") || stdout.contains("skipped")),
+        "the child {}: {stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A thread takes its creator's nice value: a blocking thread, and a
 /// worker of a normal pool, started from a high-priority worker ran at
 /// nice -20 for life. They run at the process's priority. (Where the

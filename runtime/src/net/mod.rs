@@ -199,13 +199,20 @@ fn listen_backlog(fd: std::os::fd::RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// A C type a socket option is read into or written from: plain data,
-/// every bit pattern a value.
-trait OptionValue: Copy {}
-impl OptionValue for libc::c_int {}
-impl OptionValue for libc::c_uint {}
-impl OptionValue for libc::linger {}
-impl OptionValue for libc::ucred {}
+/// A C type a socket option is read into or written from.
+///
+/// # Safety
+/// Plain data: every bit pattern of its size is a value of it (no `bool`,
+/// no enum, no reference), so whatever the kernel writes is one.
+unsafe trait OptionValue: Copy {}
+// SAFETY: integers and structs of integers, with no padding.
+unsafe impl OptionValue for libc::c_int {}
+// SAFETY: as above.
+unsafe impl OptionValue for libc::c_uint {}
+// SAFETY: as above (two `c_int`s).
+unsafe impl OptionValue for libc::linger {}
+// SAFETY: as above (`pid_t`, `uid_t`, `gid_t`).
+unsafe impl OptionValue for libc::ucred {}
 
 /// getsockopt(2): option `opt` at `level` of socket `fd`, read into a `T`
 /// starting as `value`.

@@ -229,11 +229,13 @@ pub(crate) struct Scheduler {
     /// The live workers' numbers (`Host::worker_numbers`).
     worker_numbers: Mutex<crate::pool::current::Numbers>,
     /// The process's nice value when the runtime was built (its main
-    /// thread's), which the runtime's threads but the high-priority
-    /// workers take whatever thread started them.
+    /// thread's; 0 for a negative one the kernel resets for children),
+    /// which the runtime's threads but the high-priority workers take
+    /// whatever thread started them ([`process_scheduling`]).
     base_nice: Option<libc::c_int>,
-    /// The process's scheduling policy (its main thread's), which the
-    /// runtime's threads take whatever thread started them.
+    /// The process's scheduling policy for the runtime's threads
+    /// ([`Policy::for_threads`]), which they take whatever thread started
+    /// them.
     base_policy: Option<Policy>,
     /// On a topology that is not this machine's: the CPUs the process's
     /// main thread could use when the runtime was built, where its threads
@@ -268,6 +270,7 @@ impl Scheduler {
             .then(crate::topology::process_cpus)
             .flatten()
             .map(Vec::into_boxed_slice);
+        let (base_policy, base_nice) = process_scheduling();
         Arc::new_cyclic(|me| Scheduler {
             topology,
             config,
@@ -284,10 +287,8 @@ impl Scheduler {
             round_robin: Default::default(),
             unknown_cpu_logged: AtomicBool::new(false),
             worker_numbers: Mutex::new(crate::pool::current::Numbers::new()),
-            // SAFETY: getpid has no preconditions.
-            base_nice: nice_of(unsafe { libc::getpid() } as libc::id_t),
-            // SAFETY: getpid has no preconditions.
-            base_policy: policy_of(unsafe { libc::getpid() }),
+            base_nice,
+            base_policy,
             process_cpus,
             rescuer: Rescuer::default(),
             services: services::Services::default(),
@@ -1007,16 +1008,54 @@ fn nice_of(who: libc::id_t) -> Option<libc::c_int> {
 }
 
 /// A scheduling policy and its static priority (`sched_getscheduler`,
-/// `sched_getparam`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `sched_getparam`), and whether it asks the kernel to start children at
+/// normal scheduling (`SCHED_RESET_ON_FORK`).
+#[derive(Clone, Copy, Debug)]
 pub(crate) struct Policy {
     policy: libc::c_int,
     priority: libc::c_int,
+    reset_on_fork: bool,
 }
 
 /// `sched_getscheduler`'s flag asking children to start at `SCHED_OTHER`
 /// (not in `libc` for Linux).
 const SCHED_RESET_ON_FORK: libc::c_int = 0x4000_0000;
+
+/// `SCHED_DEADLINE` (set only by `sched_setattr`, which wq does not call).
+const SCHED_DEADLINE: libc::c_int = 6;
+
+impl Policy {
+    /// The same policy and priority (the flag aside).
+    fn same(self, other: Policy) -> bool {
+        (self.policy, self.priority) == (other.policy, other.priority)
+    }
+
+    /// What the runtime's threads take from the process's (its main
+    /// thread's) scheduling: what a thread the main thread started would
+    /// have. With `SCHED_RESET_ON_FORK` the kernel starts those at normal
+    /// scheduling (a real-time or deadline policy becomes `SCHED_OTHER`,
+    /// a negative nice value 0: rtkit's real-time and high-priority
+    /// threads ask for that), and the runtime's threads stay there. `None`
+    /// for a deadline policy without the flag (`sched_setscheduler` cannot
+    /// set one: the threads are left as they start).
+    fn for_threads(self) -> Option<Policy> {
+        let realtime = matches!(
+            self.policy,
+            libc::SCHED_FIFO | libc::SCHED_RR | SCHED_DEADLINE
+        );
+        if self.reset_on_fork && realtime {
+            return Some(Policy {
+                policy: libc::SCHED_OTHER,
+                priority: 0,
+                reset_on_fork: false,
+            });
+        }
+        (self.policy != SCHED_DEADLINE).then_some(Policy {
+            reset_on_fork: false,
+            ..self
+        })
+    }
+}
 
 /// The scheduling policy of thread (or process) `pid` (0: the calling
 /// thread), `None` if unknown.
@@ -1028,8 +1067,24 @@ fn policy_of(pid: libc::pid_t) -> Option<Policy> {
         (policy >= 0 && libc::sched_getparam(pid, &mut param) == 0).then_some(Policy {
             policy: policy & !SCHED_RESET_ON_FORK,
             priority: param.sched_priority,
+            reset_on_fork: policy & SCHED_RESET_ON_FORK != 0,
         })
     }
+}
+
+/// The process's scheduling for the runtime's threads ([`Policy::for_threads`]):
+/// its main thread's policy, and nice value (0 where that is negative and
+/// the kernel resets it for children).
+fn process_scheduling() -> (Option<Policy>, Option<libc::c_int>) {
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    let policy = policy_of(pid);
+    let nice = nice_of(pid as libc::id_t);
+    let reset = policy.is_some_and(|p| p.reset_on_fork);
+    (
+        policy.and_then(Policy::for_threads),
+        nice.map(|n| if reset { n.max(0) } else { n }),
+    )
 }
 
 /// Says once that a thread of the runtime's could not take the process's
@@ -1057,7 +1112,7 @@ fn warn_inherited(what: std::fmt::Arguments<'_>) {
 /// worker that runs only when nothing else would).
 fn process_policy(base: Option<Policy>) {
     let Some(base) = base else { return };
-    if policy_of(0).is_none_or(|now| now == base) {
+    if policy_of(0).is_none_or(|now| now.same(base)) {
         return;
     }
     let param = libc::sched_param {
