@@ -53,7 +53,9 @@ wq-bench shapes: tokio's rt_multi_threaded shapes without criterion (for perf/ca
 beside busy neighbours); wq and tokio alternate iteration by iteration
   --shapes spawn_many,yield_many,ping_pong,chained_spawn,remote_spawn (the default), and
   block_in_place (1,000 tasks each spinning 20 us in the runtime's block_in_place), spawn_join
-  (a task spawns 10,000 tasks one at a time, awaiting each one's join handle)
+  (a task spawns 10,000 tasks one at a time, awaiting each one's join handle), join_set
+  (100 rounds of 100 tasks spawned into the runtime's JoinSet and joined, then 10,000 spawned
+  into a set and joined one at a time)
   --runtimes wq,tokio (wq runs with Builder::latency_capture(true); also wq-nocapture:
   latency capture off, the runtime's default)
   --iters N (default 50; rounded up to a multiple of the runtimes)  --workers W (both runtimes; default: the CPUs it may use)  --spin-us US  --spinners N  --spin-watch deques|injector  --json

@@ -36,6 +36,11 @@ pub const BLOCKING_TASKS: usize = 1_000;
 pub const BLOCKING_SPIN_US: u64 = 20;
 /// Tasks in `spawn_join`, each awaited before the next is spawned.
 pub const JOINS: usize = 10_000;
+/// Rounds in `join_set`, each spawning [`JOIN_SET_BATCH`] tasks into a
+/// `JoinSet` and joining them all.
+pub const JOIN_SET_ROUNDS: usize = 100;
+/// Tasks per round of `join_set`.
+pub const JOIN_SET_BATCH: usize = 100;
 
 /// The runtimes `measure` knows: wq (with latency capture on), wq with
 /// latency capture off (the runtime's default), tokio.
@@ -57,6 +62,9 @@ pub trait BenchRuntime: Sync {
     fn spawn_and_join<F: Future<Output = ()> + Send + 'static>(
         f: F,
     ) -> impl Future<Output = ()> + Send;
+    /// From inside a task of this runtime: spawns `n` empty tasks into
+    /// the runtime's `JoinSet` and joins them all, in the order they end.
+    fn join_set_of(n: usize) -> impl Future<Output = ()> + Send;
 }
 
 /// wq with one `system` pool of `n` workers.
@@ -116,6 +124,20 @@ impl BenchRuntime for Wq {
         let h = wq::spawn(f);
         async move { h.await.expect("a spawn_join task") }
     }
+    fn join_set_of(n: usize) -> impl Future<Output = ()> + Send {
+        let mut set = wq::task::JoinSet::new();
+        for _ in 0..n {
+            set.spawn(async {});
+        }
+        async move {
+            let mut joined = 0;
+            while let Some(r) = set.join_next().await {
+                r.expect("a join_set task");
+                joined += 1;
+            }
+            assert_eq!(joined, n);
+        }
+    }
 }
 
 /// The name of the tokio runtime's threads, to tell them apart in
@@ -159,6 +181,20 @@ impl BenchRuntime for Tokio {
     ) -> impl Future<Output = ()> + Send {
         let h = tokio::spawn(f);
         async move { h.await.expect("a spawn_join task") }
+    }
+    fn join_set_of(n: usize) -> impl Future<Output = ()> + Send {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            set.spawn(async {});
+        }
+        async move {
+            let mut joined = 0;
+            while let Some(r) = set.join_next().await {
+                r.expect("a join_set task");
+                joined += 1;
+            }
+            assert_eq!(joined, n);
+        }
     }
 }
 
@@ -300,6 +336,25 @@ pub fn spawn_join<R: BenchRuntime>(rt: &R) {
     done.wait();
 }
 
+/// A task runs [`JOIN_SET_ROUNDS`] rounds of [`JOIN_SET_BATCH`] tasks
+/// spawned into a `JoinSet` and joined, then [`JOINS`] tasks spawned into a
+/// set one at a time, each joined before the next (a handler's
+/// spawn-then-join). Not one of tokio's shapes, nor run by default.
+pub fn join_set<R: BenchRuntime>(rt: &R) {
+    let done = Completion::new();
+    let d = done.clone();
+    rt.spawn(async move {
+        for _ in 0..JOIN_SET_ROUNDS {
+            R::join_set_of(JOIN_SET_BATCH).await;
+        }
+        for _ in 0..JOINS {
+            R::join_set_of(1).await;
+        }
+        d.complete();
+    });
+    done.wait();
+}
+
 /// Every shape by name, for the criterion benches and `wq-bench shapes`.
 pub const NAMES: [&str; 5] = [
     "spawn_many",
@@ -310,7 +365,7 @@ pub const NAMES: [&str; 5] = [
 ];
 
 /// Shapes `wq-bench shapes --shapes` also knows, not run by default.
-pub const EXTRA_NAMES: [&str; 2] = ["block_in_place", "spawn_join"];
+pub const EXTRA_NAMES: [&str; 3] = ["block_in_place", "spawn_join", "join_set"];
 
 /// Runs shape `name` once on `rt`; `false` if there is no such shape.
 pub fn run<R: BenchRuntime>(name: &str, rt: &R) -> bool {
@@ -322,6 +377,7 @@ pub fn run<R: BenchRuntime>(name: &str, rt: &R) -> bool {
         "remote_spawn" => remote_spawn(rt),
         "block_in_place" => block_in_place(rt),
         "spawn_join" => spawn_join(rt),
+        "join_set" => join_set(rt),
         _ => return false,
     }
     true
