@@ -5,7 +5,7 @@ use std::os::fd::AsRawFd;
 use std::task::{Context, Poll};
 
 use crate::driver::registration::{PollIo, SharedKey};
-use crate::driver::scheduled_io::Direction;
+use crate::driver::scheduled_io::{Direction, ReadyEvent};
 
 /// A file descriptor of yours (an eventfd, an inotify or netlink socket, a
 /// pipe, a serial port, a socket type `wq::net` lacks...) registered with
@@ -229,7 +229,127 @@ impl<T: AsRawFd> AsyncFd<T> {
     pub fn try_write_with<R>(&self, op: impl FnOnce(&T) -> io::Result<R>) -> io::Result<R> {
         self.io.try_io(Direction::Write, |s| op(&s.0))
     }
+
+    /// Waits until the driver reports the descriptor readable, and gives a
+    /// guard of that readiness: tokio's `AsyncFd::readable`, for code
+    /// that runs its own operations and says which met `EAGAIN`
+    /// ([`AsyncFdReadyGuard::try_io`], or [`clear_ready`](AsyncFdReadyGuard::clear_ready)
+    /// after an operation of its own). A readiness not cleared stays: the
+    /// next wait answers at once.
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use std::os::unix::net::UnixStream;
+    /// use wq::io::AsyncFd;
+    ///
+    /// #[wq::main]
+    /// async fn main() -> std::io::Result<()> {
+    ///     let (a, mut b) = UnixStream::pair()?;
+    ///     a.set_nonblocking(true)?;
+    ///     let a = AsyncFd::new(a)?;
+    ///     b.write_all(b"ping")?;
+    ///     let mut buf = [0u8; 4];
+    ///     let n = loop {
+    ///         let mut guard = a.readable().await?;
+    ///         match guard.try_io(|fd| fd.get_ref().read(&mut buf)) {
+    ///             Ok(result) => break result?,
+    ///             // EAGAIN: the readiness is cleared; wait for the next.
+    ///             Err(_would_block) => continue,
+    ///         }
+    ///     };
+    ///     assert_eq!(&buf[..n], b"ping");
+    ///     Ok(())
+    /// }
+    /// ```
+    pub async fn readable(&self) -> io::Result<AsyncFdReadyGuard<'_, T>> {
+        self.ready(Direction::Read).await
+    }
+
+    /// As [`readable`](AsyncFd::readable), for writing.
+    pub async fn writable(&self) -> io::Result<AsyncFdReadyGuard<'_, T>> {
+        self.ready(Direction::Write).await
+    }
+
+    async fn ready(&self, dir: Direction) -> io::Result<AsyncFdReadyGuard<'_, T>> {
+        let event = self.io.ready_event(dir).await?;
+        Ok(AsyncFdReadyGuard {
+            fd: self,
+            event: Some(event),
+        })
+    }
 }
+
+/// A readiness of an [`AsyncFd`] ([`AsyncFd::readable`],
+/// [`AsyncFd::writable`]): the descriptor may be read (or written) now.
+/// Dropping it keeps the readiness; [`clear_ready`](AsyncFdReadyGuard::clear_ready)
+/// clears it (unless the driver has reported a new event since, which
+/// stays), after which a wait lasts until the next event.
+pub struct AsyncFdReadyGuard<'a, T: AsRawFd> {
+    fd: &'a AsyncFd<T>,
+    /// The readiness seen; `None` once cleared.
+    event: Option<ReadyEvent>,
+}
+
+impl<'a, T: AsRawFd> AsyncFdReadyGuard<'a, T> {
+    /// The `AsyncFd` it is a readiness of.
+    pub fn get_ref(&self) -> &'a AsyncFd<T> {
+        self.fd
+    }
+
+    /// The object inside the `AsyncFd`.
+    pub fn get_inner(&self) -> &'a T {
+        self.fd.get_ref()
+    }
+
+    /// Clears the readiness: say so when an operation of yours met
+    /// `EAGAIN`, so that the next wait is for the next event (not
+    /// clearing it, the next wait answers at once, and a loop spins).
+    /// Clear it only then (see [`AsyncFd`]'s docs: a readiness cleared
+    /// while data is still pending waits for an event that may not come).
+    pub fn clear_ready(&mut self) {
+        if let Some(event) = self.event.take() {
+            self.fd.io.clear_ready(event);
+        }
+    }
+
+    /// Runs `f` (an operation on the descriptor); if it says `WouldBlock`,
+    /// clears the readiness and gives [`TryIoError`]: wait again. Any
+    /// other result is `f`'s.
+    pub fn try_io<R>(
+        &mut self,
+        f: impl FnOnce(&'a AsyncFd<T>) -> io::Result<R>,
+    ) -> Result<io::Result<R>, TryIoError> {
+        match f(self.fd) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.clear_ready();
+                Err(TryIoError(()))
+            }
+            r => Ok(r),
+        }
+    }
+}
+
+impl<T: AsRawFd> std::fmt::Debug for AsyncFdReadyGuard<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncFdReadyGuard")
+            .field("fd", &self.fd.as_raw_fd())
+            .field("cleared", &self.event.is_none())
+            .finish()
+    }
+}
+
+/// [`AsyncFdReadyGuard::try_io`]'s operation said `WouldBlock`: the
+/// readiness is cleared; wait again.
+#[derive(Debug)]
+pub struct TryIoError(());
+
+impl std::fmt::Display for TryIoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the operation would block: the readiness is cleared; wait for the next")
+    }
+}
+
+impl std::error::Error for TryIoError {}
 
 /// The error of [`AsyncFd::try_new`]: why the descriptor could not be
 /// registered, and the object, given back.

@@ -3,7 +3,8 @@
 //! once its peer makes room, the object given back deregistered (so it can
 //! be registered again), and the errors of a descriptor epoll refuses; its
 //! poll methods making a type of the user's an `AsyncRead`/`AsyncWrite`,
-//! its `try_` methods, and the poll's waker released with it.
+//! its `try_` methods, the poll's waker released with it, and the
+//! readiness guards of `readable`/`writable`.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -341,6 +342,68 @@ fn a_poll_operation_may_poll_its_async_fd_again() {
             .await
             .unwrap();
             assert_eq!((n, first, second), (1, *b"a", *b"b"));
+        });
+    });
+}
+
+/// `readable`'s guard: a readiness kept (the guard dropped) answers the
+/// next wait at once; one cleared by `try_io`'s `WouldBlock` makes the
+/// next wait last until the next event; `writable` answers at once with
+/// room.
+#[test]
+fn ready_guards_keep_or_clear_the_readiness() {
+    common::within_watchdog("ready guards", Duration::from_secs(60), || {
+        rt().block_on(async {
+            let fd = AsyncFd::new(eventfd()).unwrap();
+            add_counter(fd.get_ref(), 3);
+            let guard = fd.readable().await.unwrap();
+            assert!(format!("{guard:?}").contains("cleared: false"));
+            // Not cleared (a guard has no drop of its own): kept, so the
+            // next wait answers at once; the counter read through it.
+            let mut guard = wq::time::timeout(Duration::from_secs(10), fd.readable())
+                .await
+                .expect("a kept readiness made the wait last")
+                .unwrap();
+            let got = guard.try_io(|fd| read_counter(fd.get_ref()));
+            assert_eq!(got.unwrap().unwrap(), 3);
+            // The counter is empty: the read says WouldBlock, which clears.
+            let again = guard.try_io(|fd| read_counter(fd.get_ref()));
+            let err = again.unwrap_err();
+            assert!(err.to_string().contains("would block"), "{err}");
+            let waited = wq::time::timeout(Duration::from_millis(100), fd.readable()).await;
+            assert!(
+                waited.is_err(),
+                "a cleared readiness answered the next wait"
+            );
+            // The next event answers it.
+            let raw = fd.as_raw_fd();
+            let writer = wq::spawn(async move {
+                wq::time::sleep(Duration::from_millis(20)).await;
+                // SAFETY: `raw` is the eventfd `fd` keeps open until the
+                // writer is joined.
+                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
+                add_counter(&fd, 5);
+            });
+            let mut guard = wq::time::timeout(Duration::from_secs(10), fd.readable())
+                .await
+                .expect("the next event never answered the wait")
+                .unwrap();
+            assert_eq!(guard.get_inner().as_raw_fd(), raw);
+            assert_eq!(
+                guard
+                    .try_io(|fd| read_counter(fd.get_ref()))
+                    .unwrap()
+                    .unwrap(),
+                5
+            );
+            guard.clear_ready();
+            writer.await.unwrap();
+            // An eventfd has room: writable at once.
+            let guard = wq::time::timeout(Duration::from_secs(10), fd.writable())
+                .await
+                .expect("writable with room made the wait last")
+                .unwrap();
+            assert!(std::ptr::eq(guard.get_ref(), &fd));
         });
     });
 }

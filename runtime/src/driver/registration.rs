@@ -314,6 +314,23 @@ impl<S: mio::event::Source> PollIo<S> {
         .await
     }
 
+    /// As [`PollIo::ready`], giving the readiness seen, for the caller to
+    /// clear ([`PollIo::clear_ready`]) when its own operation meets
+    /// `WouldBlock` (`wq::io::AsyncFd`'s guards).
+    pub(crate) async fn ready_event(&self, dir: Direction) -> io::Result<ReadyEvent> {
+        let mut key = Key {
+            io: self.scheduled(),
+            key: None,
+        };
+        poll_fn(|cx| self.scheduled().poll_ready(cx, dir, &mut key.key)).await
+    }
+
+    /// Clears the readiness `event` saw, as a `WouldBlock` does (unless an
+    /// event came since: its tick).
+    pub(crate) fn clear_ready(&self, event: ReadyEvent) {
+        self.scheduled().clear_blocked(event);
+    }
+
     /// Runs `f` once if `dir` is ready now, without waiting: `WouldBlock`
     /// if it is not, or if `f` says so (which clears the readiness seen,
     /// as a waiting operation's `WouldBlock` does).
