@@ -2452,3 +2452,61 @@ fn unix_peer_credentials_and_halves_that_reunite() {
         });
     });
 }
+
+/// A datagram socket shut for reading from outside (`shutdown(2)` on its
+/// descriptor: a `UdpSocket` has no `shutdown` of its own) ends a waiting
+/// receive, as its own shutdown does: the event's read-closed bit says
+/// so (the receive waited for a datagram that cannot come). A datagram
+/// queued before the shutdown is received first; UDP's `recv_from` ends
+/// with 0 bytes from the unspecified address, a Unix one's from an
+/// unnamed one.
+#[test]
+fn a_datagram_socket_shut_from_outside_ends_a_waiting_receive() {
+    use wq::net::UnixDatagram;
+    within_watchdog("dgram shut from outside", LIMIT, || {
+        let rt = rt();
+        rt.block_on(async {
+            let limit = Duration::from_secs(10);
+            let shut_read = |fd: i32| {
+                // SAFETY: shutdown(2) on a socket the test keeps open.
+                assert_eq!(unsafe { libc::shutdown(fd, libc::SHUT_RD) }, 0);
+            };
+            let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            // Connected: Linux shuts an unconnected one too, and says
+            // `ENOTCONN`.
+            let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            udp.connect(peer.local_addr().unwrap()).await.unwrap();
+            let udp = Arc::new(udp);
+            let waiting = {
+                let udp = udp.clone();
+                wq::spawn(async move { udp.recv_from(&mut [0; 8]).await })
+            };
+            wq::time::sleep(Duration::from_millis(20)).await;
+            shut_read(udp.as_raw_fd());
+            let (n, from) = wq::time::timeout(limit, waiting)
+                .await
+                .expect("a UDP receive waited on across a shutdown from outside")
+                .unwrap()
+                .unwrap();
+            assert_eq!((n, from), (0, SocketAddr::from(([0, 0, 0, 0], 0))));
+            assert_eq!(udp.recv(&mut [0; 8]).await.unwrap(), 0);
+            assert_eq!(udp.try_recv(&mut [0; 8]).unwrap(), 0);
+
+            let (a, b) = UnixDatagram::pair().unwrap();
+            b.send(b"hi").await.unwrap();
+            shut_read(a.as_raw_fd());
+            let mut buf = [0; 8];
+            assert_eq!(
+                a.recv(&mut buf).await.unwrap(),
+                2,
+                "the datagram queued first"
+            );
+            let got = wq::time::timeout(limit, a.recv_from(&mut buf))
+                .await
+                .expect("a Unix receive waited on across a shutdown from outside")
+                .unwrap();
+            assert_eq!(got.0, 0);
+            assert!(got.1.is_unnamed());
+        });
+    });
+}

@@ -471,6 +471,9 @@ impl<S: mio::event::Source> Drop for PollIo<S> {
 /// what the blocking call returns (`at_shut`); `readable` returns at
 /// once. (The mark came before the call until 2026-12-06: a receive
 /// between the two said the end while the socket still took datagrams.)
+/// A shutdown made from outside (on the descriptor) is marked by the
+/// first receive that meets `WouldBlock` with the read-closed bit its
+/// event raised (`Datagram::shut_seen`): from then on, the same.
 pub(crate) struct Datagram<S: mio::event::Source> {
     io: PollIo<S>,
     keys: [SharedKey; 2],
@@ -536,8 +539,11 @@ impl<S: mio::event::Source> Datagram<S> {
             |r: &io::Result<R>| matches!(r, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
         move |s| match f(s) {
             // SeqCst, as the mark's store: a receive woken by the
-            // readiness the mark raised reads it after its own call.
-            r if would_block(&r) && self.read_shut.load(Ordering::SeqCst) => {
+            // readiness the mark raised reads it after its own call. Or
+            // shut from outside (a `shutdown(2)` on the descriptor, by a
+            // library or another process sharing it): its event's
+            // read-closed bit says so, and is marked here.
+            r if would_block(&r) && (self.read_shut.load(Ordering::SeqCst) || self.shut_seen()) => {
                 // The shutdown came between the call and the load: what
                 // was queued before it (Linux delivers it) may have come
                 // meanwhile too, and goes before the end. The mark is
@@ -549,6 +555,23 @@ impl<S: mio::event::Source> Datagram<S> {
             }
             r => r,
         }
+    }
+
+    /// Whether the driver has reported the socket shut for reading (its
+    /// read-closed bit: a datagram socket reports it, `EPOLLRDHUP`, for a
+    /// read shutdown only, which lasts): marked then, as the socket's own
+    /// `shutdown` marks it (a shutdown made from outside, on the
+    /// descriptor, was not seen: a receive waited for a datagram that
+    /// cannot come).
+    fn shut_seen(&self) -> bool {
+        let seen = matches!(
+            self.io.scheduled().ready_now(Direction::Read),
+            Some(Ok(ev)) if ev.ready & READ_CLOSED != 0
+        );
+        if seen {
+            self.read_shut.store(true, Ordering::SeqCst);
+        }
+        seen
     }
 
     pub(crate) fn source(&self) -> &S {

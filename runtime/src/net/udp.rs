@@ -250,12 +250,11 @@ super::as_fd!(UdpSocket, sock.source());
 
 super::datagram::datagram_methods!(UdpSocket);
 
-/// [`UdpSocket::recv_from`] on a socket shut for reading with nothing
-/// queued: never called, since a `UdpSocket` has no `shutdown` of its
-/// own and only the shared datagram path's `shutdown` marks a socket shut
-/// (a shutdown made on its descriptor from outside is not seen: a receive
-/// then waits for a datagram that cannot come); kept for that path's
-/// shape.
+/// [`UdpSocket::recv_from`] on a socket shut for reading (from outside:
+/// a `UdpSocket` has no `shutdown` of its own; `shutdown(2)` on its
+/// descriptor) with nothing queued: the end, as [`UdpSocket::recv`]'s 0,
+/// from the unspecified address (Linux's blocking call gives 0 bytes and
+/// no address).
 fn shut() -> io::Result<(usize, SocketAddr)> {
-    Err(io::ErrorKind::WouldBlock.into())
+    Ok((0, SocketAddr::from(([0, 0, 0, 0], 0))))
 }
