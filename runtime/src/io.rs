@@ -306,9 +306,14 @@ impl<'a, T: AsRawFd> AsyncFdReadyGuard<'a, T> {
     /// clearing it, the next wait answers at once, and a loop spins).
     /// Clear it only then (see [`AsyncFd`]'s docs: a readiness cleared
     /// while data is still pending waits for an event that may not come).
+    /// A hang-up the driver reported (the peer closed: `EPOLLHUP`,
+    /// `EPOLLRDHUP`) stays, as tokio's final states do: the next wait
+    /// answers at once, and the next read says the end. `try_io`'s
+    /// `WouldBlock` clears it too, since it shows the hang-up was not one
+    /// for reading.
     pub fn clear_ready(&mut self) {
         if let Some(event) = self.event.take() {
-            self.fd.io.clear_ready(event);
+            self.fd.io.clear_ready(event, false);
         }
     }
 
@@ -321,7 +326,9 @@ impl<'a, T: AsRawFd> AsyncFdReadyGuard<'a, T> {
     ) -> Result<io::Result<R>, TryIoError> {
         match f(self.fd) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.clear_ready();
+                if let Some(event) = self.event.take() {
+                    self.fd.io.clear_ready(event, true);
+                }
                 Err(TryIoError(()))
             }
             r => Ok(r),

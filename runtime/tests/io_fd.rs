@@ -407,3 +407,27 @@ fn ready_guards_keep_or_clear_the_readiness() {
         });
     });
 }
+
+/// A hang-up stays through the guard's `clear_ready`, as tokio's final
+/// states do: a pipe whose writer closed answers the next `readable` at
+/// once (and the read says the end), where a cleared hang-up waited for
+/// an event that never comes.
+#[test]
+fn clear_ready_keeps_a_hang_up() {
+    common::within_watchdog("hang-up kept", Duration::from_secs(60), || {
+        rt().block_on(async {
+            let (r, w) = UnixStream::pair().unwrap();
+            r.set_nonblocking(true).unwrap();
+            let r = AsyncFd::new(r).unwrap();
+            drop(w);
+            let mut guard = r.readable().await.unwrap();
+            guard.clear_ready();
+            let mut guard = wq::time::timeout(Duration::from_secs(10), r.readable())
+                .await
+                .expect("a cleared hang-up made the next wait last")
+                .unwrap();
+            let n = guard.try_io(|fd| fd.get_ref().read(&mut [0; 8]));
+            assert_eq!(n.unwrap().unwrap(), 0, "the end");
+        });
+    });
+}

@@ -2491,6 +2491,21 @@ fn a_datagram_socket_shut_from_outside_ends_a_waiting_receive() {
             assert_eq!((n, from), (0, SocketAddr::from(([0, 0, 0, 0], 0))));
             assert_eq!(udp.recv(&mut [0; 8]).await.unwrap(), 0);
             assert_eq!(udp.try_recv(&mut [0; 8]).unwrap(), 0);
+            // An IPv6 socket's end is from IPv6's unspecified address (where
+            // the host has IPv6 loopback).
+            if let Ok(v6) = UdpSocket::bind("[::1]:0").await {
+                let peer = UdpSocket::bind("[::1]:0").await.unwrap();
+                v6.connect(peer.local_addr().unwrap()).await.unwrap();
+                shut_read(v6.as_raw_fd());
+                let (n, from) = wq::time::timeout(limit, v6.recv_from(&mut [0; 8]))
+                    .await
+                    .expect("an IPv6 UDP receive waited on")
+                    .unwrap();
+                assert_eq!(
+                    (n, from),
+                    (0, SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)))
+                );
+            }
 
             let (a, b) = UnixDatagram::pair().unwrap();
             b.send(b"hi").await.unwrap();

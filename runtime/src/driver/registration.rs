@@ -325,10 +325,15 @@ impl<S: mio::event::Source> PollIo<S> {
         poll_fn(|cx| self.scheduled().poll_ready(cx, dir, &mut key.key)).await
     }
 
-    /// Clears the readiness `event` saw, as a `WouldBlock` does (unless an
-    /// event came since: its tick).
-    pub(crate) fn clear_ready(&self, event: ReadyEvent) {
-        self.scheduled().clear_blocked(event);
+    /// Clears the readiness `event` saw (unless an event came since: its
+    /// tick); `blocked`: after a `WouldBlock`, which shows a closed bit no
+    /// longer holds, that bit too (else it stays: a hang-up is final).
+    pub(crate) fn clear_ready(&self, event: ReadyEvent, blocked: bool) {
+        if blocked {
+            self.scheduled().clear_blocked(event);
+        } else {
+            self.scheduled().clear(event);
+        }
     }
 
     /// Runs `f` once if `dir` is ready now, without waiting: `WouldBlock`
@@ -561,8 +566,8 @@ impl<S: mio::event::Source> Datagram<S> {
     /// read-closed bit: a datagram socket reports it, `EPOLLRDHUP`, for a
     /// read shutdown only, which lasts): marked then, as the socket's own
     /// `shutdown` marks it (a shutdown made from outside, on the
-    /// descriptor, was not seen: a receive waited for a datagram that
-    /// cannot come).
+    /// descriptor, was not seen: Linux answers a receive there `EAGAIN`,
+    /// and it waited for ever where the blocking call returns).
     fn shut_seen(&self) -> bool {
         let seen = matches!(
             self.io.scheduled().ready_now(Direction::Read),

@@ -89,7 +89,11 @@ impl UdpSocket {
     /// Receives one datagram from the connected address. A datagram longer
     /// than `buf` is truncated to it, and the rest is lost without a word
     /// (an empty `buf` loses the whole datagram and returns 0): size `buf`
-    /// for the largest datagram expected (65,507 bytes over IPv4).
+    /// for the largest datagram expected (65,507 bytes over IPv4). On a
+    /// socket shut for reading (`shutdown(2)` on its descriptor) with
+    /// nothing queued, 0 at once, as the blocking call (and
+    /// [`recv_from`](UdpSocket::recv_from) 0 bytes from the unspecified
+    /// address).
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.sock.recv_with(|s| s.recv(buf), || Ok(0)).await
     }
@@ -108,7 +112,9 @@ impl UdpSocket {
     /// Receives one datagram and its sender's address; truncated to `buf`
     /// as in [`recv`](UdpSocket::recv).
     pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.sock.recv_with(|s| s.recv_from(buf), shut).await
+        self.sock
+            .recv_with(|s| s.recv_from(buf), || self.shut())
+            .await
     }
 
     /// [`recv_from`](UdpSocket::recv_from) for code that keeps no future
@@ -121,7 +127,8 @@ impl UdpSocket {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<(usize, SocketAddr)>> {
-        self.sock.poll_recv_with(cx, |s| s.recv_from(buf), shut)
+        self.sock
+            .poll_recv_with(cx, |s| s.recv_from(buf), || self.shut())
     }
 
     /// [`recv_from`](UdpSocket::recv_from) without waiting: `WouldBlock`
@@ -130,7 +137,8 @@ impl UdpSocket {
     /// methods answer by the readiness the runtime has seen: on a new
     /// socket, await `readable` / `writable` first.
     pub fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.sock.try_recv_with(|s| s.recv_from(buf), shut)
+        self.sock
+            .try_recv_with(|s| s.recv_from(buf), || self.shut())
     }
 
     /// Sends `buf` to `target` without waiting: `WouldBlock` when the
@@ -159,6 +167,20 @@ impl UdpSocket {
     /// The connected address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.sock.source().peer_addr()
+    }
+
+    /// [`UdpSocket::recv_from`] on a socket shut for reading (from
+    /// outside: a `UdpSocket` has no `shutdown` of its own; `shutdown(2)`
+    /// on its descriptor) with nothing queued: the end, as
+    /// [`UdpSocket::recv`]'s 0, from the unspecified address of the
+    /// socket's family (Linux's blocking call gives 0 bytes and no
+    /// address, which std's `recv_from` reports as `InvalidInput`).
+    fn shut(&self) -> io::Result<(usize, SocketAddr)> {
+        let unspecified: std::net::IpAddr = match self.sock.source().local_addr() {
+            Ok(SocketAddr::V6(_)) => Ipv6Addr::UNSPECIFIED.into(),
+            _ => Ipv4Addr::UNSPECIFIED.into(),
+        };
+        Ok((0, SocketAddr::new(unspecified, 0)))
     }
 
     /// Sets `SO_BROADCAST`: whether it may send to a broadcast address.
@@ -249,12 +271,3 @@ impl fmt::Debug for UdpSocket {
 super::as_fd!(UdpSocket, sock.source());
 
 super::datagram::datagram_methods!(UdpSocket);
-
-/// [`UdpSocket::recv_from`] on a socket shut for reading (from outside:
-/// a `UdpSocket` has no `shutdown` of its own; `shutdown(2)` on its
-/// descriptor) with nothing queued: the end, as [`UdpSocket::recv`]'s 0,
-/// from the unspecified address (Linux's blocking call gives 0 bytes and
-/// no address).
-fn shut() -> io::Result<(usize, SocketAddr)> {
-    Ok((0, SocketAddr::from(([0, 0, 0, 0], 0))))
-}
