@@ -67,6 +67,26 @@ pub trait BenchRuntime: Sync {
     fn join_set_of(n: usize) -> impl Future<Output = ()> + Send;
 }
 
+/// `BenchRuntime::join_set_of` over a runtime's `JoinSet` type (the same
+/// code for both: their sets differ in type only).
+macro_rules! join_set_of {
+    ($set:ty, $n:expr) => {{
+        let n = $n;
+        let mut set = <$set>::new();
+        for _ in 0..n {
+            set.spawn(async {});
+        }
+        async move {
+            let mut joined = 0;
+            while let Some(r) = set.join_next().await {
+                r.expect("a join_set task");
+                joined += 1;
+            }
+            assert_eq!(joined, n);
+        }
+    }};
+}
+
 /// wq with one `system` pool of `n` workers.
 #[derive(Debug)]
 pub struct Wq(pub wq::Runtime);
@@ -125,18 +145,7 @@ impl BenchRuntime for Wq {
         async move { h.await.expect("a spawn_join task") }
     }
     fn join_set_of(n: usize) -> impl Future<Output = ()> + Send {
-        let mut set = wq::task::JoinSet::new();
-        for _ in 0..n {
-            set.spawn(async {});
-        }
-        async move {
-            let mut joined = 0;
-            while let Some(r) = set.join_next().await {
-                r.expect("a join_set task");
-                joined += 1;
-            }
-            assert_eq!(joined, n);
-        }
+        join_set_of!(wq::task::JoinSet<()>, n)
     }
 }
 
@@ -183,18 +192,7 @@ impl BenchRuntime for Tokio {
         async move { h.await.expect("a spawn_join task") }
     }
     fn join_set_of(n: usize) -> impl Future<Output = ()> + Send {
-        let mut set = tokio::task::JoinSet::new();
-        for _ in 0..n {
-            set.spawn(async {});
-        }
-        async move {
-            let mut joined = 0;
-            while let Some(r) = set.join_next().await {
-                r.expect("a join_set task");
-                joined += 1;
-            }
-            assert_eq!(joined, n);
-        }
+        join_set_of!(tokio::task::JoinSet<()>, n)
     }
 }
 
