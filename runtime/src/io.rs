@@ -301,6 +301,14 @@ impl<'a, T: AsRawFd> AsyncFdReadyGuard<'a, T> {
         self.fd.get_ref()
     }
 
+    /// Whether the readiness seen includes a hang-up of its direction (the
+    /// peer closed: `EPOLLHUP`, or `EPOLLRDHUP` for reading; a broken pipe
+    /// for writing), as tokio's `guard.ready().is_read_closed()` /
+    /// `is_write_closed()`; `false` once cleared.
+    pub fn is_closed(&self) -> bool {
+        self.event.is_some_and(|e| e.is_closed())
+    }
+
     /// Clears the readiness: say so when an operation of yours met
     /// `EAGAIN`, so that the next wait is for the next event (not
     /// clearing it, the next wait answers at once, and a loop spins).

@@ -358,6 +358,7 @@ fn ready_guards_keep_or_clear_the_readiness() {
             add_counter(fd.get_ref(), 3);
             let guard = fd.readable().await.unwrap();
             assert!(format!("{guard:?}").contains("cleared: false"));
+            assert!(!guard.is_closed(), "readable, no hang-up");
             // Not cleared (a guard has no drop of its own): kept, so the
             // next wait answers at once; the counter read through it.
             let mut guard = wq::time::timeout(Duration::from_secs(10), fd.readable())
@@ -421,7 +422,9 @@ fn clear_ready_keeps_a_hang_up() {
             let r = AsyncFd::new(r).unwrap();
             drop(w);
             let mut guard = r.readable().await.unwrap();
+            assert!(guard.is_closed(), "the hang-up is told from readable");
             guard.clear_ready();
+            assert!(!guard.is_closed(), "cleared");
             let mut guard = wq::time::timeout(Duration::from_secs(10), r.readable())
                 .await
                 .expect("a cleared hang-up made the next wait last")
