@@ -167,9 +167,16 @@ impl Sleep {
                 .driver
                 .with_timers(shard, |t| match t.wheel.reset(key, tick) {
                     Ok(()) => (None, Some(tick)),
-                    Err(waker) => (Some(waker), None),
+                    // Due by the wheel's time: freed, as above (the reset
+                    // took its waker).
+                    Err(waker) => {
+                        let taken = t.wheel.remove(key);
+                        debug_assert!(taken.is_none());
+                        (Some(waker), None)
+                    }
                 });
             if let Some(waker) = due {
+                self.key = None;
                 self.fired = true;
                 // Due already: a task waiting on this sleep (it may not be
                 // the caller's) must see it fire, as from the driver.
