@@ -18,7 +18,7 @@
 //! scheduled and polled once for nothing (a handler that spawns one task
 //! and joins it: three polls where two do). So the set polls it with its
 //! own waker, the [`Relay`], never the caller's:
-//! - during a call (`in_call` set) a wake only marks `woken`: the call
+//! - during a call (`IN_CALL` set) a wake only marks `WOKEN`: the call
 //!   then looks again (the futures it woke are in the queue by then), at
 //!   most [`LOOKS`] times for a poll, after which the wake goes on to the
 //!   caller (a real yield: a budget spent, futures that keep waking
@@ -26,21 +26,28 @@
 //! - outside a call a wake goes to the last poller's waker (`poller`, an
 //!   `AtomicWaker`).
 //!
-//! No lost wake: a waker stores `woken` *then* loads `in_call`; a call's
-//! end stores `in_call` false *then* swaps `woken` (SeqCst both, a Dekker
-//! pair): a wake racing the end is passed on by one side at least
-//! (by both at worst, one useless wake).
+//! No lost wake: both marks are bits of one word, changed only by
+//! read-modify-writes, so every wake falls before a call's start or after
+//! it, and before its end or after it, in that word's one order. A call
+//! starts by setting `IN_CALL` and clearing `WOKEN` in one swap (a wake
+//! before it saw no call and woke the poller itself; the futures it woke
+//! are in the queue for the call's first look), and ends by clearing both
+//! in one swap, which reads the wakes that came after its last look. (As
+//! two words, a call's start storing `in_call` then clearing `woken`, a
+//! wake between the two saw a call, and its mark was cleared: a
+//! `try_join_next` that gave one result lost the wake of another, and the
+//! poller slept with it in the set; a loom model found it.)
 
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
 use futures::stream::{FuturesUnordered, Stream};
 use futures::task::AtomicWaker;
 
 use super::{JoinError, JoinHandle};
+use crate::loom::sync::atomic::{AtomicU8, Ordering};
 
 /// A set of tasks, awaited in the order they finish.
 ///
@@ -96,11 +103,7 @@ pub struct JoinSet<T> {
 impl<T> JoinSet<T> {
     /// An empty set.
     pub fn new() -> JoinSet<T> {
-        let relay = Arc::new(Relay {
-            in_call: AtomicBool::new(false),
-            woken: AtomicBool::new(false),
-            poller: AtomicWaker::new(),
-        });
+        let relay = Arc::new(Relay::new());
         JoinSet {
             tasks: FuturesUnordered::new(),
             relay_waker: Waker::from(relay.clone()),
@@ -145,54 +148,24 @@ impl<T> JoinSet<T> {
         }
     }
 
-    /// Polls `tasks` through the relay, looking again while wakes came
-    /// during the call, up to `looks` times; a wake that came during the
-    /// last look, or races the call's end, goes on to the poller (module
-    /// docs, "The relay") when the call answers `Pending`. If
-    /// `for_another` (a `try_join_next`, whose result goes to its own
-    /// caller while the poller waits) answers `Ready`, any wake during the
-    /// call goes on: two tasks that finished during its looks woke only
-    /// the relay, and the call gives one result; the other's was the
-    /// poller's to take, and nothing else would wake it (`FuturesUnordered`
-    /// holds no waker after a wake: later ends wake nobody either). A
-    /// `poll_join_next` answered `Ready` polls again by itself.
+    /// Polls `tasks` through the relay ([`Relay::call`]).
     fn poll_relayed(
         &mut self,
         looks: usize,
         for_another: bool,
     ) -> Poll<Option<Result<T, JoinError>>> {
-        let relay = &*self.relay;
-        relay.in_call.store(true, Ordering::SeqCst);
-        // Wakes before the call are the poller's already; the futures they
-        // woke are in the queue for this call's look.
-        relay.woken.store(false, Ordering::SeqCst);
-        let mut cx = Context::from_waker(&self.relay_waker);
-        let mut polled = Poll::Pending;
-        let mut owed = false;
-        let mut woken_in_call = false;
-        for look in 1..=looks {
-            polled = Pin::new(&mut self.tasks).poll_next(&mut cx);
+        let JoinSet {
+            tasks,
+            relay,
+            relay_waker,
+            ..
+        } = self;
+        relay.call(relay_waker, looks, for_another, |cx| {
+            let polled = Pin::new(&mut *tasks).poll_next(cx);
             #[cfg(all(test, not(loom)))]
             tests::after_look();
-            if polled.is_ready() || !relay.woken.swap(false, Ordering::SeqCst) {
-                break;
-            }
-            woken_in_call = true;
-            owed = look == looks;
-        }
-        relay.in_call.store(false, Ordering::SeqCst);
-        let late = relay.woken.swap(false, Ordering::SeqCst);
-        let pass_on = if for_another && polled.is_ready() {
-            // (A wake consumed before a `Pending` was a yield's, or its
-            // future's result was looked at already.)
-            woken_in_call | late
-        } else {
-            polled.is_pending() && (owed | late)
-        };
-        if pass_on {
-            relay.poller.wake();
-        }
-        polled
+            polled
+        })
     }
 
     /// Polls for the result of the next task to finish: `Ready(None)` when
@@ -293,12 +266,87 @@ const LOOKS: usize = 2;
 
 /// The waker `tasks` is polled with (module docs, "The relay").
 struct Relay {
-    /// A call polls `tasks` now.
-    in_call: AtomicBool,
-    /// Woken during the call (or since the last one).
-    woken: AtomicBool,
+    /// [`IN_CALL`] and [`WOKEN`].
+    state: AtomicU8,
     /// The last `poll_join_next`'s waker; taken by the wake that wakes it.
     poller: AtomicWaker,
+    /// A call's start sets `IN_CALL` and clears `WOKEN` in two steps, as
+    /// two words would (a negative loom model).
+    #[cfg(all(test, loom))]
+    split_start: bool,
+}
+
+/// A call polls `tasks` now.
+const IN_CALL: u8 = 1;
+/// Woken during the call (outside a call the bit means nothing).
+const WOKEN: u8 = 2;
+
+impl Relay {
+    fn new() -> Relay {
+        Relay {
+            state: AtomicU8::new(0),
+            poller: AtomicWaker::new(),
+            #[cfg(all(test, loom))]
+            split_start: false,
+        }
+    }
+
+    /// One call: `look` (a poll of the set's futures with the context
+    /// given, of `waker`, this relay's) up to `looks` times while wakes
+    /// come during it; a wake that came during the last look, or races
+    /// the call's end, goes on to the poller when the call answers
+    /// `Pending`. If `for_another` (a `try_join_next`, whose result goes
+    /// to its own caller while the poller waits) answers `Ready`, any wake
+    /// during the call goes on: two tasks that finished during its looks
+    /// woke only the relay, and the call gives one result; the other's was
+    /// the poller's to take, and nothing else would wake it
+    /// (`FuturesUnordered` holds no waker after a wake: later ends wake
+    /// nobody either). A `poll_join_next` answered `Ready` polls again by
+    /// itself.
+    fn call<R>(
+        &self,
+        waker: &Waker,
+        looks: usize,
+        for_another: bool,
+        mut look: impl FnMut(&mut Context<'_>) -> Poll<R>,
+    ) -> Poll<R> {
+        self.start();
+        let mut cx = Context::from_waker(waker);
+        let mut polled = Poll::Pending;
+        let mut owed = false;
+        let mut woken_in_call = false;
+        for n in 1..=looks {
+            polled = look(&mut cx);
+            if polled.is_ready() || self.state.fetch_and(!WOKEN, Ordering::AcqRel) & WOKEN == 0 {
+                break;
+            }
+            woken_in_call = true;
+            owed = n == looks;
+        }
+        let late = self.state.swap(0, Ordering::AcqRel) & WOKEN != 0;
+        let pass_on = if for_another && polled.is_ready() {
+            // (A wake consumed before a `Pending` was a yield's, or its
+            // future's result was looked at already.)
+            woken_in_call | late
+        } else {
+            polled.is_pending() && (owed | late)
+        };
+        if pass_on {
+            self.poller.wake();
+        }
+        polled
+    }
+
+    /// A call's start: `IN_CALL` set and `WOKEN` cleared at once.
+    fn start(&self) {
+        #[cfg(all(test, loom))]
+        if self.split_start {
+            self.state.fetch_or(IN_CALL, Ordering::AcqRel);
+            self.state.fetch_and(!WOKEN, Ordering::AcqRel);
+            return;
+        }
+        self.state.swap(IN_CALL, Ordering::AcqRel);
+    }
 }
 
 impl Wake for Relay {
@@ -307,8 +355,7 @@ impl Wake for Relay {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::SeqCst);
-        if !self.in_call.load(Ordering::SeqCst) {
+        if self.state.fetch_or(WOKEN, Ordering::AcqRel) & IN_CALL == 0 {
             self.poller.wake();
         }
     }
@@ -420,5 +467,156 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert!(set.try_join_next().is_some());
+    }
+}
+
+/// The relay's protocol under loom (module docs, "The relay"): a call
+/// racing the ends of the set's tasks never leaves the poller asleep with
+/// a result in the set. The set's futures are a model of
+/// `FuturesUnordered`'s part: a task's end queues it, then takes and
+/// wakes the waker the set was last polled with; a look registers that
+/// waker, then takes a queued end (each under a loom lock, as the ready
+/// queue's and `AtomicWaker`'s own orders make them).
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    use loom::sync::Mutex;
+    use loom::sync::atomic::{AtomicBool, Ordering};
+
+    use super::{LOOKS, Relay};
+
+    /// `FuturesUnordered`'s part.
+    #[derive(Default)]
+    struct Set {
+        /// Ends queued, not yet taken by a look.
+        ended: Mutex<usize>,
+        /// The waker of the set's last poll; a wake takes it.
+        waker: Mutex<Option<Waker>>,
+        /// The next look yields first (wakes itself, answers `Pending`), as
+        /// `FuturesUnordered` does once it has polled each future.
+        yields: AtomicBool,
+    }
+
+    impl Set {
+        fn end(&self) {
+            *self.ended.lock().unwrap() += 1;
+            let waker = self.waker.lock().unwrap().take();
+            if let Some(w) = waker {
+                w.wake();
+            }
+        }
+
+        fn look(&self, cx: &mut Context<'_>) -> Poll<()> {
+            *self.waker.lock().unwrap() = Some(cx.waker().clone());
+            if self.yields.swap(false, Ordering::Relaxed) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let mut ended = self.ended.lock().unwrap();
+            if *ended == 0 {
+                return Poll::Pending;
+            }
+            *ended -= 1;
+            Poll::Ready(())
+        }
+
+        fn left(&self) -> usize {
+            *self.ended.lock().unwrap()
+        }
+    }
+
+    /// The poller's waker: says it was woken.
+    #[derive(Default)]
+    struct Poller(AtomicBool);
+
+    impl Wake for Poller {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// A relay over a set, its waker, and the poller's (registered).
+    fn parts(split_start: bool) -> (Arc<Relay>, Waker, Arc<Set>, Arc<Poller>) {
+        let relay = Arc::new(Relay {
+            split_start,
+            ..Relay::new()
+        });
+        let relay_waker = Waker::from(relay.clone());
+        let poller = Arc::new(Poller::default());
+        relay.poller.register(&Waker::from(poller.clone()));
+        (relay, relay_waker, Arc::new(Set::default()), poller)
+    }
+
+    /// A `poll_join_next` racing a task's end: it gives the result, or
+    /// its poller is woken.
+    fn a_call_racing_an_end(yields: bool) {
+        loom::model(move || {
+            let (relay, relay_waker, set, poller) = parts(false);
+            set.yields.store(yields, Ordering::Relaxed);
+            let s = set.clone();
+            let task = loom::thread::spawn(move || s.end());
+            let polled = relay.call(&relay_waker, LOOKS, false, |cx| set.look(cx));
+            task.join().unwrap();
+            assert!(
+                polled.is_ready() || poller.0.load(Ordering::SeqCst),
+                "the call answered Pending and the task's end never reached the poller"
+            );
+        });
+    }
+
+    #[test]
+    fn loom_a_poll_join_next_racing_an_end_gives_it_or_wakes_its_poller() {
+        a_call_racing_an_end(false);
+    }
+
+    /// As above, the call's first look a yield (a fresh set's first poll).
+    #[test]
+    fn loom_a_yielding_poll_join_next_racing_an_end_gives_it_or_wakes_its_poller() {
+        a_call_racing_an_end(true);
+    }
+
+    /// A `try_join_next` (looks: one per task and one more) racing two
+    /// tasks' ends while a `poll_join_next`'s poller waits: a result left
+    /// in the set has woken the poller.
+    fn a_try_join_next_racing_two_ends(split_start: bool) {
+        loom::model(move || {
+            let (relay, relay_waker, set, poller) = parts(split_start);
+            // The poller's call: nothing yet, the set's waker registered.
+            assert!(
+                relay
+                    .call(&relay_waker, LOOKS, false, |cx| set.look(cx))
+                    .is_pending()
+            );
+            let ends: Vec<_> = (0..2)
+                .map(|_| {
+                    let s = set.clone();
+                    loom::thread::spawn(move || s.end())
+                })
+                .collect();
+            let _ = relay.call(&relay_waker, 3, true, |cx| set.look(cx));
+            for t in ends {
+                t.join().unwrap();
+            }
+            assert!(
+                set.left() == 0 || poller.0.load(Ordering::SeqCst),
+                "a result is left in the set and its poller sleeps"
+            );
+        });
+    }
+
+    #[test]
+    fn loom_a_try_join_next_racing_two_ends_leaves_no_result_unwoken() {
+        a_try_join_next_racing_two_ends(false);
+    }
+
+    /// The call's start in two steps (the relay's first form, two words):
+    /// a wake between them saw a call, and its mark was cleared; the
+    /// call gave one result and the other's wake was lost.
+    #[test]
+    #[should_panic(expected = "its poller sleeps")]
+    fn loom_a_split_call_start_loses_a_wake() {
+        a_try_join_next_racing_two_ends(true);
     }
 }
