@@ -571,6 +571,100 @@ fn a_deadline_spent_on_drops_does_not_fail_the_joins_of_exited_threads() {
     });
 }
 
+/// A task a worker has taken from its queue but not yet run when a
+/// `shutdown_timeout` gives up on that worker: the shutdown's wake of the
+/// idle tasks finds it scheduled already (the wake is merged with the run
+/// to come), and no drain sees it. Its poll after the shutdown answers
+/// `Pending`: it must queue itself on its closed pool, to be dropped, or
+/// its future (and what it holds) lived for ever. The window is held open
+/// by the worker's deferred end of the previous item, which wakes a
+/// flush's waiter that blocks.
+#[test]
+fn a_task_taken_but_not_run_when_a_shutdown_gives_up_is_still_dropped() {
+    use std::sync::mpsc;
+    use std::task::{Context, Wake, Waker};
+
+    struct DropFlag(Arc<AtomicBool>);
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// A flush's waiter that says it was woken, then blocks its waker's
+    /// caller (the worker) until told to go on.
+    struct Blocking {
+        woken: std::sync::Mutex<mpsc::Sender<()>>,
+        go_on: std::sync::Mutex<mpsc::Receiver<()>>,
+    }
+    impl Wake for Blocking {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            let _ = self.woken.lock().unwrap().send(());
+            let _ = self
+                .go_on
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(30));
+        }
+    }
+
+    within(60, || {
+        let rt = Runtime::builder().max_workers_per_pool(1).build().unwrap();
+        // Same attributes: one pool, one worker.
+        let tasks = wq::Workqueue::builder("tasks").build(rt.handle()).unwrap();
+        let ender = wq::Workqueue::builder("ender").build(rt.handle()).unwrap();
+        let dropped = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = futures::channel::oneshot::channel::<()>();
+        let (go_tx, go_rx) = futures::channel::oneshot::channel::<()>();
+        let polled = Arc::new(AtomicBool::new(false));
+        let (flag, p) = (DropFlag(dropped.clone()), polled.clone());
+        // T: idle (registered) on `rx`, then idle for good.
+        drop(tasks.spawn(async move {
+            let _flag = flag;
+            p.store(true, Ordering::SeqCst);
+            let _ = rx.await;
+            std::future::pending::<()>().await;
+        }));
+        wait_until("T polled", || polled.load(Ordering::SeqCst));
+        // S: wakes T from the worker (into its LIFO slot) and ends; its end
+        // is deferred until after the worker's next look, which takes T.
+        // (Its handle kept: a detached task's output is dropped where it
+        // ends, after its end.)
+        let _s = ender.spawn(async move {
+            let _ = go_rx.await;
+            let _ = tx.send(());
+        });
+        let (woken_tx, woken_rx) = mpsc::channel();
+        let (go_on_tx, go_on_rx) = mpsc::channel();
+        let waiter = Waker::from(Arc::new(Blocking {
+            woken: std::sync::Mutex::new(woken_tx),
+            go_on: std::sync::Mutex::new(go_on_rx),
+        }));
+        let mut flush = Box::pin(ender.flush());
+        assert!(
+            flush
+                .as_mut()
+                .poll(&mut Context::from_waker(&waiter))
+                .is_pending()
+        );
+        go_tx.send(()).unwrap();
+        // The worker holds T, untouched, in the flush waiter's wake.
+        woken_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("S ended and its end woke the flush");
+        assert!(!rt.shutdown_timeout(Duration::ZERO), "the worker is held");
+        go_on_tx.send(()).unwrap();
+        wait_until(
+            "T's future dropped after its poll on the closed pool",
+            || dropped.load(Ordering::SeqCst),
+        );
+        drop(flush);
+    });
+}
+
 #[test]
 fn a_shutdown_timeout_of_duration_max_waits_instead_of_panicking() {
     within(60, || {

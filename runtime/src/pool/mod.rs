@@ -480,6 +480,7 @@ impl Pool {
         self.deque_alert.load(Ordering::Relaxed) && self.deque_alert.swap(false, Ordering::AcqRel)
     }
 
+    #[inline]
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed)
     }

@@ -588,6 +588,15 @@ impl<F: Future> Future for TaskCell<'_, F> {
                         // scheduler drop the task once this poll returns.
                         cx.waker().wake_by_ref();
                     }
+                } else if meta.home().is_closed() {
+                    // Registered before, and the shutdown's wake of the
+                    // idle tasks came while this task was taken from its
+                    // queue but not yet run (merged with this run: a
+                    // worker a `shutdown_timeout` gave up on): queued on
+                    // its closed pool to be dropped, as that wake would
+                    // have (`registry`'s module docs). The run's start
+                    // acquired that wake's state, which the close precedes.
+                    cx.waker().wake_by_ref();
                 }
                 Poll::Pending
             }

@@ -26,6 +26,10 @@
 //!   A wake absorbed by a poll in progress (a worker a `shutdown_timeout`
 //!   gave up on) ends the same way when that poll returns: the schedule
 //!   function sees the pool closed and queues the task (`pool::closing`).
+//!   One merged with a run not yet started (the task taken from its queue,
+//!   not yet polled, by such a worker) is made again by that poll: a
+//!   registered task whose poll answers `Pending` on a closed pool wakes
+//!   itself (`TaskCell::poll`).
 //!
 //!   `loom_a_registration_racing_the_close_is_woken` checks it, and fails
 //!   when the check of `closed` and the insert are two critical sections.
