@@ -304,21 +304,34 @@ impl<'a, T: AsRawFd> AsyncFdReadyGuard<'a, T> {
     /// Whether the readiness seen includes a hang-up of its direction (the
     /// peer closed: `EPOLLHUP`, or `EPOLLRDHUP` for reading; a broken pipe
     /// for writing), as tokio's `guard.ready().is_read_closed()` /
-    /// `is_write_closed()`; `false` once cleared.
+    /// `is_write_closed()`; `false` once cleared. A hang-up reported once
+    /// stays until an operation says `WouldBlock` in
+    /// [`try_io`](AsyncFdReadyGuard::try_io) (or in
+    /// [`AsyncFd::read_with`] and its kin): where the peer can come back
+    /// (a FIFO a new writer opened) it may be stale, and the next read
+    /// says which.
     pub fn is_closed(&self) -> bool {
         self.event.is_some_and(|e| e.is_closed())
     }
 
-    /// Clears the readiness: say so when an operation of yours met
-    /// `EAGAIN`, so that the next wait is for the next event (not
-    /// clearing it, the next wait answers at once, and a loop spins).
-    /// Clear it only then (see [`AsyncFd`]'s docs: a readiness cleared
-    /// while data is still pending waits for an event that may not come).
+    /// Clears the readiness: say so when it is used up (your operation met
+    /// `EAGAIN`, or read less than it asked for), so that the next wait is
+    /// for the next event (not clearing it, the next wait answers at once,
+    /// and a loop spins). Clear it only then (see [`AsyncFd`]'s docs: a
+    /// readiness cleared while data is still pending waits for an event
+    /// that may not come).
+    ///
     /// A hang-up the driver reported (the peer closed: `EPOLLHUP`,
     /// `EPOLLRDHUP`) stays, as tokio's final states do: the next wait
-    /// answers at once, and the next read says the end. `try_io`'s
-    /// `WouldBlock` clears it too, since it shows the hang-up was not one
-    /// for reading.
+    /// answers at once, and the next read says the end (a short read of
+    /// the last bytes, cleared here, must not wait for an event the closed
+    /// peer will never send). After an operation that met `EAGAIN`, prefer
+    /// [`try_io`](AsyncFdReadyGuard::try_io), whose `WouldBlock` clears a
+    /// hang-up too, since it shows the hang-up no longer holds: where the
+    /// peer can come back (a FIFO a new writer opened, a UDP socket's
+    /// error) a hang-up kept by `clear_ready` makes every wait answer at
+    /// once, and a loop of `readable().await` and `EAGAIN` spins until
+    /// data comes.
     pub fn clear_ready(&mut self) {
         if let Some(event) = self.event.take() {
             self.fd.io.clear_ready(event, false);

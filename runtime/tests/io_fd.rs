@@ -434,3 +434,52 @@ fn clear_ready_keeps_a_hang_up() {
         });
     });
 }
+
+/// A hang-up that no longer holds (a FIFO's writer closed, and another
+/// opened it since) is cleared by `try_io`'s `WouldBlock`, as its docs
+/// say: the next wait lasts until data comes (kept, every wait answered at
+/// once and a reading loop spun).
+#[test]
+fn try_io_would_block_clears_a_hang_up_that_no_longer_holds() {
+    use std::os::unix::fs::OpenOptionsExt;
+    common::within_watchdog("stale hang-up", Duration::from_secs(60), || {
+        let dir = std::env::temp_dir().join(format!("wq-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let path = dir.join("fifo");
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let open = |write: bool| {
+            std::fs::OpenOptions::new()
+                .read(!write)
+                .write(write)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&path)
+                .unwrap()
+        };
+        rt().block_on(async {
+            let r = AsyncFd::new(open(false)).unwrap();
+            drop(open(true));
+            let mut guard = r.readable().await.unwrap();
+            assert!(guard.is_closed(), "the first writer's close");
+            let n = guard.try_io(|fd| fd.get_ref().read(&mut [0; 8]));
+            assert_eq!(n.unwrap().unwrap(), 0, "the end");
+            let mut w = open(true);
+            // The hang-up is stale now; the read says so, and clears it.
+            let mut guard = r.readable().await.unwrap();
+            assert!(guard.try_io(|fd| fd.get_ref().read(&mut [0; 8])).is_err());
+            assert!(
+                wq::time::timeout(Duration::from_millis(100), r.readable())
+                    .await
+                    .is_err(),
+                "a stale hang-up answered the wait with nothing to read"
+            );
+            w.write_all(b"x").unwrap();
+            let mut guard = r.readable().await.unwrap();
+            let n = guard.try_io(|fd| fd.get_ref().read(&mut [0; 8]));
+            assert_eq!(n.unwrap().unwrap(), 1);
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
