@@ -112,6 +112,7 @@ impl Drop for ContextGuard {
         // Dropped after `RUNTIME`'s borrow ends (a scheduler's drop may
         // look at the context).
         let mut retired = Vec::new();
+        let mut replaced = None;
         let in_order = RUNTIME.try_with(|c| {
             let mut cur = c.borrow_mut();
             let in_order = DEPTH.with(|d| d.get()) == self.depth
@@ -141,7 +142,9 @@ impl Drop for ContextGuard {
                     depth -= 1;
                 }
                 DEPTH.with(|d| d.set(depth - 1));
-                *cur = prev;
+                // Its count may be the scheduler's last: dropped after the
+                // borrow, below.
+                replaced = std::mem::replace(&mut *cur, prev);
             } else {
                 // Out of order, the depth stays: the later guard's drop is
                 // then in order, and restores what this one would have.
@@ -153,6 +156,7 @@ impl Drop for ContextGuard {
             }
             in_order
         });
+        drop(replaced);
         retire(retired);
         if in_order == Ok(false) && !std::thread::panicking() {
             panic!(

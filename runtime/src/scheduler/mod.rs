@@ -836,8 +836,8 @@ impl Scheduler {
         }
         if current::on_worker_of(self.id()) {
             // Dropped inside one of its own tasks: this worker's LIFO slot
-            // and deque hold tasks no drain reaches (they are in no
-            // injector). Dropped now, not after the wait below: a thread
+            // holds a task no drain reaches (the drains above took its
+            // deque's). Dropped now, not after the wait below: a thread
             // it waits for (a blocked worker, a blocking job) may be
             // waiting for one of them to go.
             crate::pool::worker::drop_local_tasks();
