@@ -315,7 +315,10 @@ impl<'a, T: AsRawFd> AsyncFdReadyGuard<'a, T> {
     }
 
     /// Clears the readiness: say so when it is used up (your operation met
-    /// `EAGAIN`, or read less than it asked for), so that the next wait is
+    /// `EAGAIN`; on a byte stream, a pipe or a stream socket, a read that
+    /// gave less than it asked for: not on a datagram socket or a
+    /// terminal, where each read gives one message or line and more may
+    /// wait), so that the next wait is
     /// for the next event (not clearing it, the next wait answers at once,
     /// and a loop spins). Clear it only then (see [`AsyncFd`]'s docs: a
     /// readiness cleared while data is still pending waits for an event
@@ -323,9 +326,9 @@ impl<'a, T: AsRawFd> AsyncFdReadyGuard<'a, T> {
     ///
     /// A hang-up the driver reported (the peer closed: `EPOLLHUP`,
     /// `EPOLLRDHUP`) stays, as tokio's final states do: the next wait
-    /// answers at once, and the next read says the end (a short read of
-    /// the last bytes, cleared here, must not wait for an event the closed
-    /// peer will never send). After an operation that met `EAGAIN`, prefer
+    /// answers at once, and the next read says the end (a short read of a
+    /// pipe's last bytes, cleared here, must not wait for an event the
+    /// closed peer will never send). After an operation that met `EAGAIN`, prefer
     /// [`try_io`](AsyncFdReadyGuard::try_io), whose `WouldBlock` clears a
     /// hang-up too, since it shows the hang-up no longer holds: where the
     /// peer can come back (a FIFO a new writer opened, a UDP socket's

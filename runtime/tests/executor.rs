@@ -613,9 +613,16 @@ fn a_task_taken_but_not_run_when_a_shutdown_gives_up_is_still_dropped() {
 
     within(60, || {
         let rt = Runtime::builder().max_workers_per_pool(1).build().unwrap();
-        // Same attributes: one pool, one worker.
-        let tasks = wq::Workqueue::builder("tasks").build(rt.handle()).unwrap();
-        let ender = wq::Workqueue::builder("ender").build(rt.handle()).unwrap();
+        // Same attributes, one pod: one pool, one worker (on a machine of
+        // several cache shards, the default scope's pool was the spawning
+        // CPU's, and T and S could land in two).
+        let queue = |name| {
+            wq::Workqueue::builder(name)
+                .scope(Scope::System)
+                .build(rt.handle())
+                .unwrap()
+        };
+        let (tasks, ender) = (queue("tasks"), queue("ender"));
         let dropped = Arc::new(AtomicBool::new(false));
         let (tx, rx) = futures::channel::oneshot::channel::<()>();
         let (go_tx, go_rx) = futures::channel::oneshot::channel::<()>();
@@ -662,6 +669,78 @@ fn a_task_taken_but_not_run_when_a_shutdown_gives_up_is_still_dropped() {
             || dropped.load(Ordering::SeqCst),
         );
         drop(flush);
+    });
+}
+
+/// `block_in_place` in code a worker runs between polls (here a flush's
+/// waiter, woken by a named item's end, which the worker runs after its
+/// next look at its queues) runs `f` as it would anywhere outside a poll:
+/// the worker is not counted blocked. (It was: a worker counted as
+/// searching stayed counted so through the block, and every kick of its
+/// pool coalesced with it; one parked in a closed pool's drain hit an
+/// unreachable state.)
+#[test]
+fn block_in_place_between_polls_runs_in_place() {
+    use std::sync::mpsc;
+    use std::task::{Context, Wake, Waker};
+
+    struct Report {
+        handle: Handle,
+        out: std::sync::Mutex<mpsc::Sender<(String, usize)>>,
+    }
+    impl Wake for Report {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            let blocked = wq::block_in_place(|| {
+                self.handle
+                    .metrics()
+                    .pools
+                    .iter()
+                    .map(|p| p.workers.blocked)
+                    .sum()
+            });
+            let name = std::thread::current().name().unwrap_or("").to_owned();
+            let _ = self.out.lock().unwrap().send((name, blocked));
+        }
+    }
+
+    within(60, || {
+        let rt = Runtime::builder()
+            .thread_name("between")
+            .max_workers_per_pool(1)
+            .build()
+            .unwrap();
+        let q = wq::Workqueue::builder("between")
+            .scope(Scope::System)
+            .build(rt.handle())
+            .unwrap();
+        let (go_tx, go_rx) = futures::channel::oneshot::channel::<()>();
+        let _item = q.spawn(async move {
+            let _ = go_rx.await;
+        });
+        let (tx, rx) = mpsc::channel();
+        let waiter = Waker::from(Arc::new(Report {
+            handle: rt.handle().clone(),
+            out: std::sync::Mutex::new(tx),
+        }));
+        let mut flush = Box::pin(q.flush());
+        assert!(
+            flush
+                .as_mut()
+                .poll(&mut Context::from_waker(&waiter))
+                .is_pending()
+        );
+        go_tx.send(()).unwrap();
+        let (thread, blocked) = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the item ended and its end woke the flush");
+        assert!(
+            thread.starts_with("between"),
+            "woken on {thread:?}, not a worker"
+        );
+        assert_eq!(blocked, 0, "a worker between polls counted blocked");
     });
 }
 

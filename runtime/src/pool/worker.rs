@@ -101,9 +101,11 @@
 //! `Local::end`), which runs it right after its next look at its queues
 //! ([`Core::find_work`], found or not), before it runs what it found,
 //! searches, spins or parks: at most one look later, never behind another
-//! task's poll, nor behind user code its run goes on to run (an output
-//! with a `Drop`, dropped where the task ends because its handle was
-//! detached, runs the end first: [`run_deferred_end`]). With nothing
+//! task's poll, nor behind an output's `Drop` (one dropped where the task
+//! ends because its handle was detached runs the end first:
+//! [`run_deferred_end`]). Other code may run first: the awaiter's waker,
+//! woken as the task ends (another executor's, run inline), and the wakers
+//! of a driver turn in that look. With nothing
 //! found, it looks once more after the end, at its own LIFO slot and
 //! deque: the end may have woken a task into its LIFO slot (a flush's
 //! waiter), where no sibling looks, and idling would strand it. Any other end runs at
@@ -345,10 +347,14 @@ pub(crate) fn leave_count<R>(f: impl FnOnce() -> R, blocks: bool) -> R {
     let Some(local) = current::worker() else {
         return f();
     };
-    // Nested, or not in a poll: a worker parked (its slot idle, not
-    // running) may run foreign code in its driver turn (a waker), and a
-    // slot that is not running cannot block.
-    if local.blocked.get() || local.parked.get() {
+    // Nested, or not in a poll: a worker runs foreign code between polls
+    // (a waker in its driver turn, parked or in a busy worker's zero-wait
+    // turn; a flush's waiter woken by a named item's end; a future dropped
+    // as it shuts down). A slot that is not running (parked: idle) cannot
+    // block, and one between polls may count as searching (which the
+    // block would hold, so that every kick coalesced with it) or hold the
+    // driver (which the block would keep) or a task it took.
+    if local.blocked.get() || local.parked.get() || local.running.get().is_null() {
         return f();
     }
     // Its LIFO task to the stealable deque, where `block` below sees it.
@@ -743,7 +749,11 @@ impl Core {
                     // since: `find_work` sets no time).
                     end.ended_at(local.now.get());
                     drop(end);
-                    if found.is_none() {
+                    // Not on a closed pool: a queue's next item released by
+                    // the end, before the shutdown closed the queues, would
+                    // have its first poll in the shutdown (the drains take
+                    // it instead).
+                    if found.is_none() && !pool.is_closed() {
                         found = local.lifo().take().or_else(|| local.deque.pop());
                     }
                 }

@@ -298,8 +298,11 @@ const _: () = assert!(
 /// metrics), so the pool goes back to at most its maximum of tasks at once.
 /// `f` runs outside the task's operation budget (it may drive wq I/O with
 /// another executor's `block_on`). Elsewhere (outside a
-/// runtime, in `block_on`, or in a task the runtime's rescuer runs because
-/// no worker could start) it just runs `f`; on the rescuer, that holds up
+/// runtime, in `block_on`, in a task the runtime's rescuer runs because
+/// no worker could start, or on a worker outside a task's poll: a waker
+/// or a `Drop` the worker runs between polls, in a driver turn, at a
+/// named item's end, as it shuts down) it just runs `f`, as blocking code
+/// there would; on the rescuer, that holds up
 /// every pool's rescue and the CPU-hog watchdog until `f` returns. For work
 /// that blocks for long, prefer [`crate::spawn_blocking`].
 ///
