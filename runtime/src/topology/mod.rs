@@ -384,15 +384,32 @@ impl Topology {
         live: bool,
     ) -> Result<Topology, TopologyError> {
         check_shard_size(shard_size)?;
+        // A live machine's CPUs are those the process may run on: fewer
+        // is the remedy there, not a shorter description.
+        const NARROW: &str = "run wq on fewer of the machine's CPUs (taskset, or a cgroup \
+                              cpuset: wq maps only those the process may run on)";
         if cpus.len() > MAX_CPUS {
+            if live {
+                return Err(TopologyError::new(
+                    TopologyErrorKind::TooManyCpus,
+                    format!(
+                        "{source}: {} CPUs is more than wq supports ({MAX_CPUS}): {NARROW}",
+                        cpus.len()
+                    ),
+                ));
+            }
             return Err(too_many_cpus(&source, Some(cpus.len())));
         }
         if let Some(c) = cpus.iter().find(|c| c.os_index >= MAX_CPUS * 8) {
+            let remedy = if live {
+                NARROW
+            } else {
+                "number CPUs from 0, as the OS does"
+            };
             return Err(TopologyError::new(
                 TopologyErrorKind::TooManyCpus,
                 format!(
-                    "{source}: CPU index {} is beyond what wq supports (below {}): \
-                     number CPUs from 0, as the OS does",
+                    "{source}: CPU index {} is beyond what wq supports (below {}): {remedy}",
                     c.os_index,
                     MAX_CPUS * 8
                 ),

@@ -87,9 +87,9 @@ pub(super) fn plain_levels(desc: &str) -> Option<String> {
 }
 
 /// [`check_for_hwloc`]'s `indexes=` lists: the numbered form, which hwloc
-/// tells by its characters (digits and commas only) and reads in base 10;
-/// its interleaving forms (`indexes=Core:PU`, `indexes=2*4`) are left to
-/// hwloc. A level's list numbers each of its objects once; a memory
+/// tells by its characters (digits and commas only) and reads in base 10,
+/// and its interleaving forms (`indexes=Core:PU`, `indexes=2*4`:
+/// [`check_interleaving`]). A level's list numbers each of its objects once; a memory
 /// child's (`pack:2[numa(indexes=0,1)]`) has its numbers checked, not
 /// their count.
 #[cfg(feature = "hwloc")]
@@ -97,6 +97,15 @@ fn check_indexes(desc: &str) -> Result<(), TopologyError> {
     // The objects of the level being read: the product of the counts so
     // far (each level's attribute list follows its count).
     let mut objects = 1usize;
+    // The levels read so far (the one being read included): those an
+    // interleaving by level type may name.
+    let mut seen: Vec<Level> = Vec::new();
+    let level_of = |token: &str| {
+        let token = token.trim();
+        token
+            .split_once(':')
+            .and_then(|(name, _)| Level::parse(name))
+    };
     let mut token = String::new();
     let level_objects = |token: &str, objects: usize| {
         let token = token.trim();
@@ -127,12 +136,13 @@ fn check_indexes(desc: &str) -> Result<(), TopologyError> {
                         super::Shown(inside.trim()).cut(),
                         super::Shown(token.trim())
                     );
-                    check_index_list(desc, &what, &rest[..end], None)?;
+                    check_index_list(desc, &what, &rest[..end], None, None)?;
                 }
             }
             '(' => {
                 let attrs = group(&mut chars, '(', ')');
                 let here = level_objects(&token, objects);
+                seen.extend(level_of(&token));
                 if let Some(list) = attrs
                     .split_whitespace()
                     .find_map(|a| a.strip_prefix("indexes="))
@@ -142,6 +152,7 @@ fn check_indexes(desc: &str) -> Result<(), TopologyError> {
                         &format!("{:?}", super::Shown(token.trim())),
                         list,
                         here,
+                        Some(&seen),
                     )?;
                 }
                 if let Some(n) = here {
@@ -153,6 +164,7 @@ fn check_indexes(desc: &str) -> Result<(), TopologyError> {
                 if let Some(n) = level_objects(&token, objects) {
                     objects = n;
                 }
+                seen.extend(level_of(&token));
                 token.clear();
             }
             c => token.push(c),
@@ -164,16 +176,19 @@ fn check_indexes(desc: &str) -> Result<(), TopologyError> {
 /// One numbered `indexes=` list (of `what`, in `desc`): each a number
 /// below the CPU limit (the OS index every reader takes:
 /// `Topology::build`), none repeated, and, given `objects`, one per
-/// object. Lists of hwloc's other forms pass.
+/// object. Lists of hwloc's interleaving forms are checked by
+/// [`check_interleaving`] (`seen`: the levels down to the one indexed;
+/// `None` for a memory child).
 #[cfg(feature = "hwloc")]
 fn check_index_list(
     desc: &str,
     what: &str,
     list: &str,
     objects: Option<usize>,
+    seen: Option<&[Level]>,
 ) -> Result<(), TopologyError> {
     if !list.chars().all(|c| c.is_ascii_digit() || c == ',') {
-        return Ok(());
+        return check_interleaving(desc, what, list, seen);
     }
     let bad = |why: String| {
         invalid(
@@ -214,6 +229,90 @@ fn check_index_list(
     Ok(())
 }
 
+/// An `indexes=` list in one of hwloc's interleaving forms, which its
+/// reader computes with asserts for checks (hwloc 2.9 aborts the process,
+/// or divides by zero where asserts are compiled out): loops `step*count`
+/// separated by colons (numbers as C's `strtoul` reads them), each at
+/// least 1 and at most the CPU limit, the counts' product too (one that
+/// wrapped to zero aborted); or level types (`Core:PU`), each one of the
+/// levels read down to the one indexed (one below it aborted), not a group
+/// (hwloc tells groups by a depth wq does not follow), and not in a memory
+/// child's list.
+#[cfg(feature = "hwloc")]
+fn check_interleaving(
+    desc: &str,
+    what: &str,
+    list: &str,
+    seen: Option<&[Level]>,
+) -> Result<(), TopologyError> {
+    let bad = |why: String| {
+        invalid(
+            desc,
+            &format!("the indexes of {what} ({:?}) {why}", super::Shown(list)),
+        )
+    };
+    let limit = super::MAX_CPUS * 8;
+    if list.starts_with(|c: char| c.is_ascii_digit()) {
+        let mut product = 1usize;
+        for step_count in list.split(':') {
+            let numbers = step_count
+                .split_once('*')
+                .and_then(|(step, count)| Some((strtoul(step)?, strtoul(count)?)));
+            let Some((step, count)) = numbers else {
+                return Err(bad(format!(
+                    "hold {:?}, not an interleaving loop step*count (e.g. 2*4:1*2); or list \
+                         the indexes, comma-separated",
+                    super::Shown(step_count)
+                )));
+            };
+            product = product.saturating_mul(count);
+            if !(1..=limit).contains(&step) || !(1..=limit).contains(&count) || product > limit {
+                return Err(bad(format!(
+                    "interleave with steps and counts from 1 to {limit}, and counts whose \
+                         product is at most that"
+                )));
+            }
+        }
+        return Ok(());
+    }
+    let Some(seen) = seen else {
+        return Err(bad(
+            "interleave by level type in a memory child, which wq does not read: list the \
+                 indexes, or give them as step*count loops"
+                .into(),
+        ));
+    };
+    for name in list.split(':') {
+        match Level::parse(name) {
+            Some(level) if level != Level::Group && seen.contains(&level) => {}
+            _ => {
+                return Err(bad(format!(
+                    "name {:?}, not a level at or above the one indexed (hwloc aborts on a level \
+                         below it; groups are not taken): name those levels, list the indexes, or \
+                         give them as step*count loops",
+                    super::Shown(name)
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The most levels a description may have: hwloc 2.9 keeps 128, and
+/// overflows its level array at 126 when it adds a NUMA level itself.
+const MAX_LEVELS: usize = 64;
+
+/// `levels` levels (of `desc`) are no more than [`MAX_LEVELS`].
+fn check_depth(desc: &str, levels: usize) -> Result<(), TopologyError> {
+    if levels > MAX_LEVELS {
+        return Err(invalid(
+            desc,
+            &format!("it has {levels} levels, more than the {MAX_LEVELS} wq reads"),
+        ));
+    }
+    Ok(())
+}
+
 /// The checks hwloc does not make, for its reader (on a description whose
 /// size was checked): the levels this module knows nest outermost first
 /// (hwloc 2.9 builds "core:2 pack:2" as packages inside cores, and takes
@@ -224,10 +323,11 @@ fn check_index_list(
 /// gigabytes; a short list is ignored).
 #[cfg(feature = "hwloc")]
 pub(super) fn check_for_hwloc(desc: &str) -> Result<(), TopologyError> {
-    check_indexes(desc)?;
     let Some(plain) = plain_levels(desc) else {
         return Ok(()); // hwloc and the caller report it
     };
+    check_depth(desc, plain.split_whitespace().count())?;
+    check_indexes(desc)?;
     let mut last_rank: Option<u8> = None;
     for token in plain.split_whitespace() {
         let Some((name, _)) = token.split_once(':') else {
@@ -380,6 +480,7 @@ pub(super) fn describe(desc: &str) -> Result<Vec<CpuInfo>, TopologyError> {
     let mut levels: Vec<(Level, usize)> = Vec::new();
     let mut last_rank: Option<u8> = None;
     let tokens: Vec<&str> = desc.split_whitespace().collect();
+    check_depth(desc, tokens.len())?;
     for (i, &token) in tokens.iter().enumerate() {
         // A last level with no type is the PU level, as hwloc reads it
         // ("core:4 2" is "core:4 pu:2"; only a count that starts with a

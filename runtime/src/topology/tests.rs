@@ -310,6 +310,36 @@ fn an_llc_id_given_in_two_packages_is_two_caches() {
     assert_eq!(lists(&topo, Scope::Numa), ["0-7"]);
 }
 
+/// A live machine over wq's CPU limit is told to run on fewer of its
+/// CPUs (what the readers map is the process's affinity), not to
+/// describe fewer as a synthetic description would be.
+#[test]
+fn a_live_machine_over_the_limit_is_told_to_narrow_its_cpus() {
+    let cpu = |os_index| CpuInfo {
+        os_index,
+        core: os_index,
+        llc: 0,
+        numa: 0,
+        package: 0,
+    };
+    let many: Vec<CpuInfo> = (0..=MAX_CPUS).map(cpu).collect();
+    let far = vec![cpu(0), cpu(MAX_CPUS * 8)];
+    for cpus in [many, far] {
+        let live = Topology::build(cpus.clone(), DEFAULT_CACHE_SHARD_SIZE, "live".into(), true)
+            .unwrap_err();
+        assert_eq!(live.kind(), TopologyErrorKind::TooManyCpus);
+        let msg = live.to_string();
+        assert!(
+            msg.contains("taskset") && !msg.contains("synthetic"),
+            "{msg}"
+        );
+        let described = Topology::build(cpus, DEFAULT_CACHE_SHARD_SIZE, "xml".into(), false)
+            .unwrap_err()
+            .to_string();
+        assert!(!described.contains("taskset"), "{described}");
+    }
+}
+
 #[test]
 fn from_cpus_sorts_and_renumbers_ids_densely() {
     let cpus = vec![
@@ -423,6 +453,24 @@ fn empty_cpu_sets_are_errors() {
         &err[..err.len().min(400)]
     );
     assert!(err.len() < 1000, "{} bytes", err.len());
+}
+
+/// A description of more levels than wq reads is refused, with and
+/// without the hwloc feature alike: hwloc 2.9 wrote past its level array
+/// for 125 levels with no NUMA one (it adds one), and came back `Ok`.
+#[test]
+fn a_synthetic_description_of_too_many_levels_is_refused() {
+    for levels in [65, 125, 126, 200] {
+        let desc = format!("{}pu:1", "group:1 ".repeat(levels - 1));
+        let err = Topology::synthetic(&desc).unwrap_err();
+        assert_eq!(err.kind(), TopologyErrorKind::InvalidSynthetic, "{levels}");
+        assert!(
+            err.to_string().contains("levels, more than the 64"),
+            "{err}"
+        );
+    }
+    let desc = format!("{}pu:2", "group:1 ".repeat(63));
+    assert_eq!(synthetic(&desc).num_cpus(), 2);
 }
 
 /// A mistaken huge description (a file's content given for one) is
@@ -1628,6 +1676,45 @@ mod with_hwloc {
         // bare PU count: hwloc then refused a description ending in a
         // package).
         assert_eq!(synthetic("pack:2(memory=1GB indexes=0,1)").num_cpus(), 2);
+    }
+
+    /// hwloc's interleaving forms of `indexes=` are computed by its reader
+    /// with asserts for checks: a product of loop counts that wrapped to
+    /// zero, or a level type below the level indexed, aborted the process
+    /// (a divide by zero without asserts). Refused before hwloc sees
+    /// them, with what to write instead; the forms hwloc computes stay.
+    #[test]
+    fn interleaved_indexes_that_would_abort_hwloc_are_refused() {
+        for (desc, says) in [
+            (
+                "pack:2(indexes=1*65536:1*65536:1*65536:1*65536) pu:1",
+                "whose product",
+            ),
+            ("core:2 pu:2(indexes=0*2:1*2)", "from 1 to"),
+            ("core:2 pu:2(indexes=2*x)", "step*count"),
+            (
+                "pack:2(indexes=Core:Package) core:2 pu:1",
+                "not a level at or above",
+            ),
+            ("core:2 pu:2(indexes=Group:PU)", "not a level at or above"),
+            ("core:2 pu:2(indexes=Bogus)", "not a level at or above"),
+            ("pack:2[numa(indexes=Core)] core:2 pu:1", "memory child"),
+        ] {
+            let err = Topology::synthetic(desc).unwrap_err();
+            assert_eq!(err.kind(), TopologyErrorKind::InvalidSynthetic, "{desc}");
+            assert!(err.to_string().contains(says), "{desc}: {err}");
+        }
+        assert_eq!(
+            synthetic("pack:2 core:2 pu:2(indexes=Pack:Core:PU)").num_cpus(),
+            8
+        );
+        assert_eq!(synthetic("core:2 pu:2(indexes=1*2:2*2)").num_cpus(), 4);
+        assert_eq!(
+            synthetic("pack:2[numa(indexes=1*2)] core:2 pu:1")
+                .pods(Scope::Numa)
+                .len(),
+            2
+        );
     }
 
     /// A last level with no type is hwloc's PU level ("core:4 2" is
