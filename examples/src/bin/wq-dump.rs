@@ -23,7 +23,7 @@ usage: wq-dump [--topology \"<hwloc synthetic>\" | --xml FILE | --sysfs] [--shar
   --topology DESC      a made-up machine, e.g. \"pack:2 numa:2 l3:2 core:4 pu:2\"
   --xml FILE           an hwloc XML export, e.g. from `hwloc-ls --of xml > box.xml`
   --sysfs              read this machine from Linux sysfs
-  --shard-size N       cores per cache_shard pod (default 8, at least 1)
+  --shard-size N       cores per cache_shard pod (default 8; 1 to 8192)
   -h, --help           print this help";
 
 /// Where the topology comes from.
@@ -56,10 +56,10 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         // A value, not the next option (`--xml --sysfs` read a file
-        // named "--sysfs").
+        // named "--sysfs"); "-1" is a value, and said wrong as one.
         let mut value = |name: &str| {
             args.next()
-                .filter(|v| !v.starts_with('-'))
+                .filter(|v| !v.starts_with("--") && v != "-h")
                 .ok_or_else(|| format!("{name} needs a value"))
         };
         let new_source = match arg.as_str() {
@@ -69,9 +69,17 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, String>
             "--sysfs" => Source::Sysfs,
             "--shard-size" => {
                 let n = value("--shard-size")?;
-                let n =
-                    n.parse::<usize>().ok().filter(|&n| n >= 1).ok_or_else(|| {
-                        format!("--shard-size wants a positive number, not {n:?}")
+                // Its bound here, not at the build: a bad argument exits
+                // with the usage (status 2), as the others do.
+                let n = n
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=wq::MAX_CPUS).contains(n))
+                    .ok_or_else(|| {
+                        format!(
+                            "--shard-size wants a number of cores from 1 to {}, not {n:?}",
+                            wq::MAX_CPUS
+                        )
                     })?;
                 shard_size = Some(n);
                 continue;
@@ -261,6 +269,7 @@ mod tests {
             &["--xml"][..],
             &["--shard-size", "0"],
             &["--shard-size", "x"],
+            &["--shard-size", "8193"],
             &["--topology", "core:4", "--xml", "f"],
             &["--wat"],
         ] {
@@ -271,6 +280,19 @@ mod tests {
             parse(&["--xml", "--sysfs"]),
             Err("--xml needs a value".into())
         );
+        // A negative number is a value, said wrong as one (it read as a
+        // missing value).
+        assert_eq!(
+            parse(&["--shard-size", "-1"]),
+            Err("--shard-size wants a number of cores from 1 to 8192, not \"-1\"".into())
+        );
+        assert!(matches!(
+            parse(&["--shard-size", "8192"]),
+            Ok(Command::Dump(Args {
+                shard_size: Some(8192),
+                ..
+            }))
+        ));
     }
 
     #[test]
