@@ -282,10 +282,10 @@ impl Builder {
     /// ([`Runtime::metrics`]: [`Latency`](crate::metrics::Latency); the
     /// dashboard's poll and spawn charts). Default **off**: on a shape
     /// that is nothing but polls (200 tasks yielding 1,000 times each) it
-    /// cost 21-28% on a 2-vCPU VM in 2026-12-07's state and 7-8% on
-    /// another day (one poll-duration sample, about 45 instructions a
-    /// poll; over the 5% a default may cost; `docs/benchmarks.md`, section
-    /// 4): off until a wide machine agrees. On a service whose
+    /// cost 10% on a 2-vCPU VM at the build `docs/benchmarks.md` section
+    /// 4 reports (20-28% in other runs that day, 7-8% on another; one
+    /// poll-duration sample, about 45 instructions a poll; over the 5% a
+    /// default may cost): off until a wide machine agrees. On a service whose
     /// tasks do real work per poll it is lost in the noise. Off, spawns make
     /// no second clock read for their call's time and workers keep no poll
     /// sample.
