@@ -1468,6 +1468,16 @@ impl Idle {
     }
 
     /// A consistent copy of the lists' sizes and the counters.
+    /// Workers that serve the queues now ([`Idle::none_serving`]): those
+    /// counted, less those a CPU-hog allowance lets in beyond them. Not
+    /// through [`Idle::snapshot`], whose walk of every slot and copy of
+    /// the counters the rescuer made before each task it ran, under the
+    /// lock a blocked worker needs to come back.
+    pub(crate) fn serving(&self) -> usize {
+        let st = lock(&self.state);
+        st.nr_workers.saturating_sub(st.extra)
+    }
+
     pub(crate) fn snapshot(&self) -> IdleSnapshot {
         let st = lock(&self.state);
         let (mut blocked, mut computing) = (0, 0);
@@ -1577,13 +1587,6 @@ pub(crate) struct IdleSnapshot {
     pub(crate) nr_computing: usize,
     pub(crate) nr_searching: usize,
     pub(crate) counters: LockedCounters,
-}
-
-impl IdleSnapshot {
-    /// Workers that serve the queues ([`Idle::none_serving`]).
-    pub(crate) fn serving(&self) -> usize {
-        self.nr_workers.saturating_sub(self.nr_granted)
-    }
 }
 
 impl fmt::Debug for Idle {

@@ -339,8 +339,10 @@ pub(crate) struct WorkerSlot {
 /// What the hog watchdog reads of a worker, and marks.
 #[derive(Debug, Default)]
 pub(crate) struct Watch {
-    /// The raw clock when the running poll started; 0 while the worker
-    /// runs no task. Written by the worker before and after each poll (a
+    /// The raw clock the worker read before the running poll (as its last
+    /// poll ended, or its park: the look for work in between counts
+    /// toward this poll's age, no clock read being spent on it); 0 while
+    /// the worker runs no task. Written by the worker before and after each poll (a
     /// plain store on a line the watchdog reads, and writes only to mark a
     /// long poll, `hog`, and to empty `lifo`).
     pub(crate) poll_started: AtomicU64,

@@ -285,7 +285,7 @@ pub(crate) fn run(scheduler: &Arc<Scheduler>) {
             // nobody turns.
             let watch = batch
                 || (!pool.is_closed()
-                    && pool.idle.snapshot().serving() == 0
+                    && pool.idle.serving() == 0
                     && pool.registry.len() > 0
                     && scheduler.services.driver_unattended());
             if watch {
@@ -312,7 +312,7 @@ pub(crate) fn run(scheduler: &Arc<Scheduler>) {
         // cost ten wakes a second while the pool's slots stay blocked).
         let parked = scheduler.services.driver_parked();
         rescued.retain_mut(|(p, none_alive)| {
-            if p.is_closed() || p.idle.snapshot().serving() > 0 || (parked && !p.has_work()) {
+            if p.is_closed() || p.idle.serving() > 0 || (parked && !p.has_work()) {
                 return false;
             }
             let was = std::mem::replace(none_alive, p.registry.len() == 0);
@@ -357,7 +357,7 @@ fn rescue(scheduler: &Scheduler, pool: &Arc<Pool>) -> bool {
     // a thread start at most once per MAYDAY_INTERVAL. A failure with no
     // worker sends a new mayday, which puts the pool back on the list.
     pool.kick();
-    if pool.idle.snapshot().serving() > 0 {
+    if pool.idle.serving() > 0 {
         // A worker (new, or busy) looks at the queue before it idles.
         return false;
     }
@@ -374,7 +374,7 @@ fn rescue(scheduler: &Scheduler, pool: &Arc<Pool>) -> bool {
         // must not be held to the CPUs of a pool that is busy.
         scheduler.bind_to_every_cpu();
     }
-    if !pool.is_closed() && pool.has_work() && pool.idle.snapshot().serving() == 0 {
+    if !pool.is_closed() && pool.has_work() && pool.idle.serving() == 0 {
         // Come back after the other pools on the list.
         scheduler.rescuer.mayday_pool(pool);
     }
@@ -387,7 +387,7 @@ fn rescue(scheduler: &Scheduler, pool: &Arc<Pool>) -> bool {
 /// maximum).
 fn rescue_batch(pool: &Arc<Pool>) {
     for _ in 0..RESCUE_BATCH {
-        if pool.is_closed() || pool.idle.snapshot().serving() > 0 {
+        if pool.is_closed() || pool.idle.serving() > 0 {
             break;
         }
         let Some(runnable) = pool.steal_any() else {

@@ -2,9 +2,11 @@
 //! (`wq_cpu_intensive_thresh_us`, checked from the scheduler tick there).
 //!
 //! A worker stores, before every poll, when it started (`pool::Watch`,
-//! a plain store on a line of its own that the watchdog reads), and 0
-//! after it. The watchdog -- the runtime's rescuer thread, between maydays --
-//! looks at every worker every half threshold (at most every
+//! a plain store on a line of its own that the watchdog reads: the clock
+//! it read as its last poll ended, so its look for work since counts
+//! too), and 0 after it. The watchdog -- the runtime's rescuer thread,
+//! between maydays -- looks at every worker every half threshold (at least
+//! every millisecond, at most every
 //! [`IDLE_TICK`]: its turns of the I/O driver bound how long a busy pool
 //! holds sockets and timers up, whatever the threshold) while any runs a
 //! task, less and less often (down to [`IDLE_TICK`]) while none does.
@@ -111,6 +113,13 @@ struct Sample {
 /// The longest a sample's window grows to, in thresholds.
 const MAX_WINDOWS: u64 = 8;
 
+/// The tick while workers run: half the threshold, at least a millisecond
+/// (the smallest threshold, 100 us, scanned and turned the driver every
+/// 50 us from a runtime's start), at most [`IDLE_TICK`].
+fn busy_tick(threshold: Duration) -> Duration {
+    (threshold / 2).max(Duration::from_millis(1)).min(IDLE_TICK)
+}
+
 /// A thread's time on a CPU and waiting on a run queue, ns, and whether
 /// it is runnable now.
 #[derive(Clone, Copy, Debug)]
@@ -125,6 +134,28 @@ struct SchedStat {
 }
 
 impl Sample {
+    /// Kept for a later look (undecided, or figures that did not move):
+    /// its window doubled from the same start (up to `cap`), so the next
+    /// look spans a longer time and comes a window later, not at the next
+    /// tick; at `cap`, taken again from now (`cpu`, `stat`: the figures
+    /// now), so a poll no figure settles is read once a `cap`.
+    fn kept_longer(self, now: u64, cpu: Option<u64>, stat: Option<SchedStat>, cap: u64) -> Sample {
+        if self.window < cap {
+            Sample {
+                window: (self.window * 2).min(cap),
+                ..self
+            }
+        } else {
+            Sample {
+                wall: now,
+                cpu,
+                stat: stat.or(self.stat),
+                window: cap,
+                ..self
+            }
+        }
+    }
+
     /// A first sample of the poll that started at `started`, on the
     /// thread of `watch`: its CPU clock, or the statistics where the
     /// clock is unknown.
@@ -320,7 +351,7 @@ impl Watchdog {
             // At most the idle tick: the same turns keep the I/O driver
             // going while every worker is busy (`services`), whatever the
             // threshold; hogs are told by their polls' ages, not by it.
-            tick: (threshold / 2).min(IDLE_TICK),
+            tick: busy_tick(threshold),
             samples: HashMap::new(),
             granted: HashMap::new(),
         })
@@ -428,9 +459,9 @@ impl Watchdog {
                         {
                             pool.handle_kick(kick);
                         }
-                    } else if *unserved_work.get_or_insert_with(|| {
-                        pool.has_work() && pool.idle.snapshot().serving() == 0
-                    }) {
+                    } else if *unserved_work
+                        .get_or_insert_with(|| pool.has_work() && pool.idle.serving() == 0)
+                    {
                         // Work queued while every worker is in a granted
                         // poll: a producer's kick skips the lock while the
                         // pool looks full, so the look comes from here (a
@@ -505,8 +536,15 @@ impl Watchdog {
                     // Undecided (`doing`), or neither figure moved: the
                     // kernel updates them at ticks and switches, and a
                     // tickless CPU (nohz_full) may not have ticked yet.
-                    // Keep the old sample, so the next look sees a longer
-                    // window, rather than start again and never decide.
+                    // Kept, so the next look sees a longer window, rather
+                    // than start again and never decide; its window
+                    // doubled, so that look is not the next tick's (the
+                    // `/proc` reads of every look, as long as a throttled
+                    // thread stays unrun).
+                    let cap = self.threshold_ns * MAX_WINDOWS;
+                    let now_stat = stats.map(|(_, b)| b);
+                    self.samples
+                        .insert(key, sample.kept_longer(now, cpu_now, now_stat, cap));
                     continue;
                 }
                 if doing == Doing::Waiting {
@@ -578,9 +616,7 @@ impl Watchdog {
             }
         }
         self.samples.retain(|k, _| seen.contains(k));
-        let busy_tick = Duration::from_nanos(self.threshold_ns / 2)
-            .max(Duration::from_millis(1))
-            .min(IDLE_TICK);
+        let busy_tick = busy_tick(Duration::from_nanos(self.threshold_ns));
         // A granted poll blocked in `block_in_place` for minutes kept the
         // fast tick (200 wakes a second of an idle runtime's rescuer): it
         // is looked at again within an idle tick of its return.
@@ -608,6 +644,52 @@ mod tests {
     std::thread_local! {
         /// The `/proc` files this thread's watchdog read.
         pub(super) static PROC_READS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// The first tick has the busy tick's floor: at the smallest
+    /// threshold (100 us) a new runtime's rescuer scanned and turned the
+    /// driver every 50 us.
+    #[test]
+    fn the_first_tick_is_at_least_a_millisecond() {
+        let w = Watchdog::new(Duration::from_micros(100)).unwrap();
+        assert_eq!(w.tick(), Duration::from_millis(1));
+        let w = Watchdog::new(Duration::from_millis(10)).unwrap();
+        assert_eq!(w.tick(), Duration::from_millis(5));
+        let w = Watchdog::new(Duration::from_secs(10)).unwrap();
+        assert_eq!(w.tick(), IDLE_TICK);
+    }
+
+    /// A sample kept for a later look (figures that did not move: a
+    /// thread throttled unrun) doubles its window from the same start,
+    /// then, at the cap, starts again: a look past its window read
+    /// `/proc` at every tick while the figures stood still.
+    #[test]
+    fn a_kept_sample_is_looked_at_after_longer_windows() {
+        let stat = SchedStat {
+            on_cpu: 5,
+            run_queue: 7,
+            runnable: true,
+        };
+        let mut s = Sample {
+            started: 1,
+            wall: 100,
+            cpu: Some(10),
+            stat: Some(stat),
+            window: 50,
+        };
+        let cap = 400;
+        let mut windows = Vec::new();
+        for now in [150, 250, 450, 850, 1250] {
+            // Judged only once its window has passed.
+            assert!(now - s.wall >= s.window, "looked at before its window");
+            s = s.kept_longer(now, Some(20), Some(stat), cap);
+            windows.push((s.wall, s.window));
+        }
+        assert_eq!(
+            windows,
+            [(100, 100), (100, 200), (100, 400), (850, 400), (1250, 400)]
+        );
+        assert_eq!((s.started, s.cpu), (1, Some(20)));
     }
 
     #[test]

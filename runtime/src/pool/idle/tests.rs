@@ -217,11 +217,14 @@ fn while_a_start_backs_off_a_kick_skips_the_lock_only_where_a_worker_will_look()
     // Its poll is granted a CPU-hog allowance: nobody serves the queues,
     // and a kick (the slot the allowance would start is backing off) asks
     // the rescuer.
+    assert_eq!(idle.serving(), 1);
     assert_eq!(idle.grant_hog(a, true, || false), Some(Kick::Busy));
     assert!(idle.hint().unserved());
+    assert_eq!(idle.serving(), 0);
     assert_eq!(idle.notify(), Kick::Mayday);
     idle.revoke_hog(a);
     assert!(!idle.hint().unserved());
+    assert_eq!(idle.serving(), 1);
     assert_eq!(idle.notify(), Kick::Skipped);
 }
 
