@@ -1215,11 +1215,6 @@ fn a_process_that_resets_scheduling_on_fork_keeps_its_threads_at_normal() {
     );
 }
 
-/// A thread takes its creator's nice value: a blocking thread, and a
-/// worker of a normal pool, started from a high-priority worker ran at
-/// nice -20 for life. They run at the process's priority. (Where the
-/// process may not raise priorities, the high-priority worker is at the
-/// normal one and this checks nothing.)
 /// The calling thread's nice value.
 fn nice() -> i32 {
     // SAFETY: plain integers; the calling thread's nice value.
@@ -1242,6 +1237,11 @@ fn highpri_queue(name: &str) -> (i32, Runtime, Workqueue) {
     (base, rt, high)
 }
 
+/// A thread takes its creator's nice value: a blocking thread, and a
+/// worker of a normal pool, started from a high-priority worker ran at
+/// nice -20 for life. They run at the process's priority. (Where the
+/// process may not raise priorities, the high-priority worker is at the
+/// normal one and this checks nothing.)
 #[test]
 fn threads_started_by_a_highpri_worker_run_at_the_process_priority() {
     within(60, || {
@@ -2494,4 +2494,46 @@ fn a_panicking_logger_leaves_no_count_behind() {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A queue's stats read while items come and go hold together: no more
+/// completed than started (none is cancelled here), and in flight at
+/// least active plus inactive. Summed in the other order, an item that
+/// ended between the sums of `started` and `completed` made one more
+/// completed than started, and a spawn or an end between the reads of the
+/// gauges made `in_flight - active - inactive` wrap.
+#[test]
+fn stats_read_while_items_run_hold_together() {
+    within(120, || {
+        let rt = Runtime::new().unwrap();
+        let q = Arc::new(
+            Workqueue::builder("stats-reader")
+                .max_active(64)
+                .build(rt.handle())
+                .unwrap(),
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let (q2, stop2) = (q.clone(), stop.clone());
+        let reader = std::thread::spawn(move || {
+            let mut reads = 0u64;
+            while !stop2.load(Ordering::Relaxed) {
+                let s = q2.stats();
+                assert!(s.completed <= s.started, "{s:?}");
+                assert!(s.active + s.inactive <= s.in_flight, "{s:?}");
+                reads += 1;
+            }
+            reads
+        });
+        rt.block_on(async {
+            for _ in 0..50 {
+                let handles: Vec<_> = (0..1000).map(|_| q.spawn(async {})).collect();
+                for h in handles {
+                    h.await.unwrap();
+                }
+            }
+        });
+        stop.store(true, Ordering::Relaxed);
+        let reads = reader.join().unwrap();
+        assert!(reads > 0);
+    });
 }

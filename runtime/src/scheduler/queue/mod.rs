@@ -202,10 +202,12 @@ impl Stats {
     }
     /// The sum of the counter `field` picks over the stripes.
     fn sum(&self, field: impl Fn(&StatLine) -> &AtomicU64) -> u64 {
-        self.0
-            .iter()
-            .map(|s| field(s).load(Ordering::Relaxed))
-            .sum()
+        self.sum_with(field, Ordering::Relaxed)
+    }
+
+    /// [`Stats::sum`], each load of `order`.
+    fn sum_with(&self, field: impl Fn(&StatLine) -> &AtomicU64, order: Ordering) -> u64 {
+        self.0.iter().map(|s| field(s).load(order)).sum()
     }
 }
 
@@ -825,18 +827,30 @@ impl Queue {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// The counters and gauges, each read once, one after another, while
+    /// items come and go: `completed` is read before `started` (an item's
+    /// end counts its start first, then its completion, with Release: an
+    /// item whose completion is read has its start read too, and a read
+    /// while a one-poll item ended between the two sums said one more
+    /// completed than started), and `in_flight` is at least `active` plus
+    /// `inactive` (no read order keeps it so for spawns and ends alike: a
+    /// spawn counts in flight before active, an end leaves active first).
     pub(crate) fn counts(&self) -> QueueCounts {
+        let completed = self.stats.sum_with(|s| &s.completed, Ordering::Acquire);
+        let started = self.stats.sum(|s| &s.started);
+        let active = self.counts.gate.active();
+        let inactive = self.inactive.len();
         QueueCounts {
-            started: self.stats.sum(|s| &s.started),
-            completed: self.stats.sum(|s| &s.completed),
+            started,
+            completed,
             cpu_time_ns: self.stats.sum(|s| &s.cpu_time_ns),
             cpu_intensive: self.stats.sum(|s| &s.hogs),
             cm_wakeups: self.stats.sum(|s| &s.cm_wakeups),
             repatriated: self.stats.sum(|s| &s.repatriated),
             refused: self.refused.load(Ordering::Relaxed),
-            in_flight: self.in_flight().max(0) as usize,
-            active: self.counts.gate.active(),
-            inactive: self.inactive.len(),
+            in_flight: (self.in_flight().max(0) as usize).max(active + inactive),
+            active,
+            inactive,
         }
     }
 }
@@ -1009,7 +1023,9 @@ impl QueueLink for Queue {
     fn finishing(&self, released: bool, color: u8, stripe: u8) -> LastStep {
         let (color, stripe) = (usize::from(color), usize::from(stripe));
         if released {
-            self.stats.mine().completed.fetch_add(1, Ordering::Relaxed);
+            // Release: a `counts` that reads it reads the item's start
+            // (counted before, on this thread or one its run came from).
+            self.stats.mine().completed.fetch_add(1, Ordering::Release);
             self.counts
                 .gate
                 .finished(stripe, &self.inactive, &mut self.releaser());
