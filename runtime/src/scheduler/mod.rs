@@ -896,7 +896,7 @@ impl Host for Scheduler {
                 }
                 if pool.attrs.highpri {
                     process_policy(me.base_policy);
-                    raise_priority();
+                    raise_priority(me.base_nice);
                 } else {
                     me.normal_priority();
                 }
@@ -1151,26 +1151,76 @@ fn normal_priority(base: Option<libc::c_int>, policy: Option<Policy>) {
 }
 
 /// Gives the calling (worker) thread the high-priority pools' nice level;
-/// where the process may not, says so once (on stderr: the pools still
-/// work, at normal priority).
-fn raise_priority() {
+/// where the process may not, the lowest its nice limit allows below the
+/// process's (`base`), else the process's own: never the nice value of
+/// the thread that started the worker (a producer at nice 10 made
+/// high-priority workers run below the normal pools). Says so once (on
+/// stderr: the pools still work, at that priority).
+fn raise_priority(base: Option<libc::c_int>) {
     // SAFETY: gettid has no preconditions.
-    let tid = unsafe { libc::gettid() };
-    // SAFETY: setpriority takes plain integers; PRIO_PROCESS with a thread
-    // id sets that thread's nice value on Linux.
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, HIGHPRI_NICE) };
-    if rc != 0 {
-        static WARNED: std::sync::Once = std::sync::Once::new();
-        let err = std::io::Error::last_os_error();
-        WARNED.call_once(|| {
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "wq: could not raise the priority of high-priority workers to nice {HIGHPRI_NICE}: {err}; \
-                 they run at normal priority (they still have pools of their own). Give the process \
-                 CAP_SYS_NICE, or a nice limit that allows it (`ulimit -e 40`, RLIMIT_NICE)"
-            );
-        });
+    let tid = unsafe { libc::gettid() } as libc::id_t;
+    let mut err = None;
+    let set = |nice| {
+        // SAFETY: setpriority takes plain integers; PRIO_PROCESS with a
+        // thread id sets that thread's nice value on Linux.
+        let ok = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) } == 0;
+        if !ok && err.is_none() {
+            err = Some(std::io::Error::last_os_error());
+        }
+        ok
+    };
+    // RLIMIT_NICE's soft limit n allows nice values down to 20 - n.
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit to write.
+    let allowed = (unsafe { libc::getrlimit(libc::RLIMIT_NICE, &mut limit) } == 0)
+        .then(|| 20 - limit.rlim_cur.min(40) as libc::c_int);
+    let got = match highpri_nice(set, allowed, base.unwrap_or(0)) {
+        Raised::Full => return,
+        Raised::Partly(nice) => format!("nice {nice}, as far as the process's nice limit allows"),
+        Raised::Not => {
+            normal_priority(base, None);
+            "the process's priority".to_owned()
+        }
+    };
+    let err = err.map_or_else(|| "refused".to_owned(), |e| e.to_string());
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "wq: could not raise the priority of high-priority workers to nice {HIGHPRI_NICE}: {err}; \
+             they run at {got} (they still have pools of their own). Give the process \
+             CAP_SYS_NICE, or a nice limit that allows it (`ulimit -e 40`, RLIMIT_NICE)"
+        );
+    });
+}
+
+/// How far [`raise_priority`] got.
+#[derive(Debug, PartialEq, Eq)]
+enum Raised {
+    Full,
+    /// To this nice value, the lowest the nice limit allows.
+    Partly(libc::c_int),
+    /// Not above the process's (`base`): the caller sets that.
+    Not,
+}
+
+/// Sets (with `set`, which says whether it could) nice -20, else the
+/// lowest nice value `allowed` (the nice limit's), if below `base`.
+fn highpri_nice(
+    mut set: impl FnMut(libc::c_int) -> bool,
+    allowed: Option<libc::c_int>,
+    base: libc::c_int,
+) -> Raised {
+    if set(HIGHPRI_NICE) {
+        return Raised::Full;
+    }
+    match allowed.map(|n| n.max(HIGHPRI_NICE)) {
+        Some(nice) if nice < base && set(nice) => Raised::Partly(nice),
+        _ => Raised::Not,
     }
 }
 
@@ -1230,6 +1280,30 @@ mod tests {
 
     use super::SNAPSHOTS_GAVE_UP;
     use crate::{Runtime, Scope, Topology, Workqueue};
+
+    /// A high-priority worker refused nice -20 goes as far up as the nice
+    /// limit allows, else is left to the process's priority (`Not`: the
+    /// caller sets it), never kept at its starter's: from a producer at
+    /// nice 10 it ran at 10, below the normal pools.
+    #[test]
+    fn a_highpri_worker_refused_nice_minus_20_goes_as_high_as_allowed() {
+        use super::{HIGHPRI_NICE, Raised, highpri_nice};
+        let tries = std::cell::RefCell::new(Vec::new());
+        // May set -10 and above (RLIMIT_NICE 30), not -20.
+        let set = |nice| {
+            tries.borrow_mut().push(nice);
+            nice >= -10
+        };
+        assert_eq!(highpri_nice(set, Some(-10), 0), Raised::Partly(-10));
+        assert_eq!(*tries.borrow(), [HIGHPRI_NICE, -10]);
+        // A limit at or above the process's nice value: nothing higher.
+        assert_eq!(highpri_nice(|n| n >= 0, Some(0), 0), Raised::Not);
+        assert_eq!(highpri_nice(|n| n >= 5, Some(5), 0), Raised::Not);
+        // No limit known, or one past -20: -20 tried once, then the limit.
+        assert_eq!(highpri_nice(|_| false, None, 0), Raised::Not);
+        assert_eq!(highpri_nice(|n| n == -20, Some(-30), 0), Raised::Full);
+        assert_eq!(highpri_nice(|_| true, Some(20), 0), Raised::Full);
+    }
 
     /// A shutdown that gives up on its threads (a zero timeout: the
     /// rescuer and a worker are still on their way out) leaves none of
