@@ -559,9 +559,10 @@ impl Pool {
     /// every worker is running and none can be started.
     pub(crate) fn kick_reaches(self: &Arc<Self>) -> bool {
         let kick = self.idle.kick();
-        let reaches = !matches!(kick, Kick::Busy | Kick::Closed);
-        self.handle_kick(kick);
-        reaches
+        let reaches = !matches!(kick, Kick::Busy | Kick::Closed | Kick::Start(_));
+        // A start reaches only if the OS gives the thread (refused, it
+        // may leave nobody coming: the caller's fallback must run).
+        self.handle_kick(kick) || reaches
     }
 
     /// Does what a kick's outcome asks of its caller.

@@ -179,14 +179,19 @@ fn park_until_woken(idle: &Idle, queue: &Queue, slot: usize, searching: &mut boo
         // Looking before the lock, as a worker back unwoken does, or under
         // it, as a woken one does (`LOOK_FIRST`): each model's threads
         // park and come back every way the worker's can, one way a run.
-        match idle.leave_idle(
+        let next = idle.leave_idle(
             slot,
             Instant::now(),
             SELF_CULL.with(std::cell::Cell::get),
             LOOK_FIRST.with(std::cell::Cell::get),
             || queue.has_work(),
             &mut wake,
-        ) {
+        );
+        // Workers its own cull pass took (`WakeMode::Deferred`): unparked
+        // after the lock, as the worker does (dropped, a model with two
+        // culled workers would report a deadlock that is not).
+        wake.wake_all();
+        match next {
             Next::Search => {
                 *searching = true;
                 return Next::Run;
