@@ -88,7 +88,7 @@ pub(super) fn plain_levels(desc: &str) -> Option<String> {
 
 /// [`check_for_hwloc`]'s `indexes=` lists: the numbered form, which hwloc
 /// tells by its characters (digits and commas only) and reads in base 10,
-/// and its interleaving forms (`indexes=Core:PU`, `indexes=2*4`:
+/// and its interleaving forms (`indexes=Pack:Core`, `indexes=2*4`:
 /// [`check_interleaving`]). A level's list numbers each of its objects once; a memory
 /// child's (`pack:2[numa(indexes=0,1)]`) has its numbers checked, not
 /// their count.
@@ -143,9 +143,10 @@ fn check_indexes(desc: &str) -> Result<(), TopologyError> {
                 let attrs = group(&mut chars, '(', ')');
                 let here = level_objects(&token, objects);
                 seen.extend(level_of(&token));
-                if let Some(list) = attrs
+                // Every one: hwloc takes the last of several.
+                for list in attrs
                     .split_whitespace()
-                    .find_map(|a| a.strip_prefix("indexes="))
+                    .filter_map(|a| a.strip_prefix("indexes="))
                 {
                     check_index_list(
                         desc,
@@ -234,10 +235,12 @@ fn check_index_list(
 /// or divides by zero where asserts are compiled out): loops `step*count`
 /// separated by colons (numbers as C's `strtoul` reads them), each at
 /// least 1 and at most the CPU limit, the counts' product too (one that
-/// wrapped to zero aborted); or level types (`Core:PU`), each one of the
+/// wrapped to zero aborted); or level types (`Pack:Core`), each one of the
 /// levels read down to the one indexed (one below it aborted), not a group
-/// (hwloc tells groups by a depth wq does not follow), and not in a memory
-/// child's list.
+/// (hwloc tells groups by a depth wq does not follow), not the PUs (hwloc
+/// looks among the levels with children: the list was dropped), and not
+/// in a memory child's list. Every `indexes=` of a list is checked (hwloc
+/// takes the last).
 #[cfg(feature = "hwloc")]
 fn check_interleaving(
     desc: &str,
@@ -284,12 +287,16 @@ fn check_interleaving(
     };
     for name in list.split(':') {
         match Level::parse(name) {
-            Some(level) if level != Level::Group && seen.contains(&level) => {}
+            // Not the PU level: hwloc looks for the type among the levels
+            // with children, and drops a list naming one it does not find.
+            Some(level) if level != Level::Group && level != Level::Pu && seen.contains(&level) => {
+            }
             _ => {
                 return Err(bad(format!(
-                    "name {:?}, not a level at or above the one indexed (hwloc aborts on a level \
-                         below it; groups are not taken): name those levels, list the indexes, or \
-                         give them as step*count loops",
+                    "name {:?}, not a level above the PUs and at or above the one indexed \
+                         (hwloc aborts on a level below it, and drops a list naming the PUs; \
+                         groups are not taken): name those levels, list the indexes, or give them \
+                         as step*count loops",
                     super::Shown(name)
                 )));
             }

@@ -1694,18 +1694,34 @@ mod with_hwloc {
             ("core:2 pu:2(indexes=2*x)", "step*count"),
             (
                 "pack:2(indexes=Core:Package) core:2 pu:1",
-                "not a level at or above",
+                "not a level above the PUs",
             ),
-            ("core:2 pu:2(indexes=Group:PU)", "not a level at or above"),
-            ("core:2 pu:2(indexes=Bogus)", "not a level at or above"),
+            ("core:2 pu:2(indexes=Group:PU)", "not a level above the PUs"),
+            ("core:2 pu:2(indexes=Core:PU)", "not a level above the PUs"),
+            ("core:2 pu:2(indexes=Bogus)", "not a level above the PUs"),
+            // hwloc takes the last of several lists: each is checked.
+            (
+                "pack:2(indexes=0,1 indexes=1*65536:1*65536:1*65536:1*65536) pu:1",
+                "whose product",
+            ),
+            (
+                "pack:2(indexes=0,1 indexes=Core) core:2 pu:1",
+                "not a level above the PUs",
+            ),
             ("pack:2[numa(indexes=Core)] core:2 pu:1", "memory child"),
         ] {
             let err = Topology::synthetic(desc).unwrap_err();
             assert_eq!(err.kind(), TopologyErrorKind::InvalidSynthetic, "{desc}");
             assert!(err.to_string().contains(says), "{desc}: {err}");
         }
+        // By level type: the PUs of core 0 are 0 and 2 (hwloc adds the
+        // innermost loop), so the list took effect.
         assert_eq!(
-            synthetic("pack:2 core:2 pu:2(indexes=Pack:Core:PU)").num_cpus(),
+            lists(&synthetic("core:2 pu:2(indexes=Core)"), Scope::Smt),
+            ["0,2", "1,3"]
+        );
+        assert_eq!(
+            synthetic("pack:2 core:2 pu:2(indexes=Pack:Core)").num_cpus(),
             8
         );
         assert_eq!(synthetic("core:2 pu:2(indexes=1*2:2*2)").num_cpus(), 4);
