@@ -1467,7 +1467,6 @@ impl Idle {
         wake
     }
 
-    /// A consistent copy of the lists' sizes and the counters.
     /// Workers that serve the queues now ([`Idle::none_serving`]): those
     /// counted, less those a CPU-hog allowance lets in beyond them. Not
     /// through [`Idle::snapshot`], whose walk of every slot and copy of
@@ -1478,6 +1477,7 @@ impl Idle {
         st.nr_workers.saturating_sub(st.extra)
     }
 
+    /// A consistent copy of the lists' sizes and the counters.
     pub(crate) fn snapshot(&self) -> IdleSnapshot {
         let st = lock(&self.state);
         let (mut blocked, mut computing) = (0, 0);

@@ -358,9 +358,11 @@ impl WorkqueueBuilder {
 
     /// Items run on separate high-priority pools (the kernel's
     /// `WQ_HIGHPRI`), whose workers run at `nice -20` where the process may
-    /// (else wq says so once on stderr, and they run as far up as the
-    /// process's nice limit allows, or at the process's priority: still on
-    /// workers of their own, ahead of any backlog of other queues).
+    /// (else wq says once on stderr where they ended up: as far up as the
+    /// process's nice limit allows, or at the process's priority, or as
+    /// near it as the limit lets a worker started at a lower one come
+    /// back; still on workers of their own, ahead of any backlog of other
+    /// queues).
     pub fn highpri(mut self) -> WorkqueueBuilder {
         self.highpri = true;
         self

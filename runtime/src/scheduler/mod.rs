@@ -1151,11 +1151,12 @@ fn normal_priority(base: Option<libc::c_int>, policy: Option<Policy>) {
 }
 
 /// Gives the calling (worker) thread the high-priority pools' nice level;
-/// where the process may not, the lowest its nice limit allows below the
-/// process's (`base`), else the process's own: never the nice value of
-/// the thread that started the worker (a producer at nice 10 made
-/// high-priority workers run below the normal pools). Says so once (on
-/// stderr: the pools still work, at that priority).
+/// where the process may not, the nearest to it the nice limit allows
+/// (`RLIMIT_NICE`) above the process's priority (`base`), else the
+/// process's, else the nearest to that the limit allows: not simply the
+/// nice value of the thread that started the worker (a producer at nice
+/// 10 made high-priority workers run below the normal pools). Says once,
+/// on stderr, where it ended up (the pools still work, at that priority).
 fn raise_priority(base: Option<libc::c_int>) {
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() } as libc::id_t;
@@ -1177,15 +1178,15 @@ fn raise_priority(base: Option<libc::c_int>) {
     // SAFETY: `limit` is a valid rlimit to write.
     let allowed = (unsafe { libc::getrlimit(libc::RLIMIT_NICE, &mut limit) } == 0)
         .then(|| 20 - limit.rlim_cur.min(40) as libc::c_int);
-    let got = match highpri_nice(set, allowed, base.unwrap_or(0)) {
-        Raised::Full => return,
-        Raised::Partly(nice) => format!("nice {nice}, as far as the process's nice limit allows"),
-        Raised::Not => {
-            normal_priority(base, None);
-            "the process's priority".to_owned()
-        }
-    };
+    if highpri_nice(set, allowed, base) == Some(HIGHPRI_NICE) {
+        return;
+    }
     let err = err.map_or_else(|| "refused".to_owned(), |e| e.to_string());
+    let got = match nice_of(tid) {
+        Some(now) if Some(now) == base => "the process's priority".to_owned(),
+        Some(now) => format!("nice {now}, as near as the process's nice limit allows"),
+        None => "a priority wq could not read".to_owned(),
+    };
     static WARNED: std::sync::Once = std::sync::Once::new();
     WARNED.call_once(|| {
         use std::io::Write as _;
@@ -1198,30 +1199,26 @@ fn raise_priority(base: Option<libc::c_int>) {
     });
 }
 
-/// How far [`raise_priority`] got.
-#[derive(Debug, PartialEq, Eq)]
-enum Raised {
-    Full,
-    /// To this nice value, the lowest the nice limit allows.
-    Partly(libc::c_int),
-    /// Not above the process's (`base`): the caller sets that.
-    Not,
-}
-
-/// Sets (with `set`, which says whether it could) nice -20, else the
-/// lowest nice value `allowed` (the nice limit's), if below `base`.
+/// The nice value [`raise_priority`] sets (with `set`, which says whether
+/// it could), tried in turn: -20; the lowest `allowed` (the nice limit's)
+/// if below `base` (the process's); `base`; `allowed` if above it (the
+/// nearest to `base` a thread above it may go). `None`: none could be set.
 fn highpri_nice(
     mut set: impl FnMut(libc::c_int) -> bool,
     allowed: Option<libc::c_int>,
-    base: libc::c_int,
-) -> Raised {
-    if set(HIGHPRI_NICE) {
-        return Raised::Full;
-    }
-    match allowed.map(|n| n.max(HIGHPRI_NICE)) {
-        Some(nice) if nice < base && set(nice) => Raised::Partly(nice),
-        _ => Raised::Not,
-    }
+    base: Option<libc::c_int>,
+) -> Option<libc::c_int> {
+    let allowed = allowed.map(|n| n.max(HIGHPRI_NICE));
+    let below = |a: libc::c_int, b: libc::c_int| a < b;
+    [
+        Some(HIGHPRI_NICE),
+        allowed.filter(|&a| base.is_some_and(|b| below(a, b))),
+        base,
+        allowed.filter(|&a| base.is_some_and(|b| below(b, a))),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|&nice| set(nice))
 }
 
 /// The capacity a queue keeps however empty it gets ([`trim`]).
@@ -1281,28 +1278,35 @@ mod tests {
     use super::SNAPSHOTS_GAVE_UP;
     use crate::{Runtime, Scope, Topology, Workqueue};
 
-    /// A high-priority worker refused nice -20 goes as far up as the nice
-    /// limit allows, else is left to the process's priority (`Not`: the
-    /// caller sets it), never kept at its starter's: from a producer at
-    /// nice 10 it ran at 10, below the normal pools.
+    /// A high-priority worker refused nice -20 goes as near it as the
+    /// nice limit allows, else to the process's priority, else as near
+    /// that as allowed, never simply kept at its starter's: from a
+    /// producer at nice 10 it ran at 10, below the normal pools.
     #[test]
     fn a_highpri_worker_refused_nice_minus_20_goes_as_high_as_allowed() {
-        use super::{HIGHPRI_NICE, Raised, highpri_nice};
+        use super::{HIGHPRI_NICE, highpri_nice};
         let tries = std::cell::RefCell::new(Vec::new());
         // May set -10 and above (RLIMIT_NICE 30), not -20.
         let set = |nice| {
             tries.borrow_mut().push(nice);
             nice >= -10
         };
-        assert_eq!(highpri_nice(set, Some(-10), 0), Raised::Partly(-10));
+        assert_eq!(highpri_nice(set, Some(-10), Some(0)), Some(-10));
         assert_eq!(*tries.borrow(), [HIGHPRI_NICE, -10]);
-        // A limit at or above the process's nice value: nothing higher.
-        assert_eq!(highpri_nice(|n| n >= 0, Some(0), 0), Raised::Not);
-        assert_eq!(highpri_nice(|n| n >= 5, Some(5), 0), Raised::Not);
-        // No limit known, or one past -20: -20 tried once, then the limit.
-        assert_eq!(highpri_nice(|_| false, None, 0), Raised::Not);
-        assert_eq!(highpri_nice(|n| n == -20, Some(-30), 0), Raised::Full);
-        assert_eq!(highpri_nice(|_| true, Some(20), 0), Raised::Full);
+        // A limit at the process's nice value: that.
+        assert_eq!(highpri_nice(|n| n >= 0, Some(0), Some(0)), Some(0));
+        // A limit short of it (RLIMIT_NICE 15, from a starter at 19):
+        // the nearest allowed.
+        assert_eq!(highpri_nice(|n| n >= 5, Some(5), Some(0)), Some(5));
+        // Nothing allowed, or nothing known: nothing set.
+        assert_eq!(highpri_nice(|_| false, Some(5), Some(0)), None);
+        assert_eq!(highpri_nice(|n| n >= 5, None, None), None);
+        // -20 first, whatever the limit says.
+        assert_eq!(highpri_nice(|n| n == -20, Some(-30), Some(0)), Some(-20));
+        assert_eq!(
+            highpri_nice(|_| true, Some(20), Some(0)),
+            Some(HIGHPRI_NICE)
+        );
     }
 
     /// A shutdown that gives up on its threads (a zero timeout: the

@@ -104,7 +104,8 @@ struct Sample {
     stat: Option<SchedStat>,
     /// The window judged from it, ns: half the threshold at first, doubled
     /// (up to [`MAX_WINDOWS`] thresholds) after each look that found the
-    /// CPUs saturated. A `/proc` read is about 22 us: a pool of 64 long
+    /// CPUs saturated, or could not decide ([`Sample::kept_longer`]). A
+    /// `/proc` read is about 22 us: a pool of 64 long
     /// polls read them every tick while saturated, most of a CPU at the
     /// default threshold, and grants are put off then anyway.
     window: u64,
