@@ -268,7 +268,8 @@ fn run_workqueue(argv: &[String]) -> Result<(), String> {
         cfg.producers,
         cfg.items,
         cfg.warmup,
-        cfg.repeat,
+        // The runs made (`balanced_repeats` may round the count up).
+        rows.first().map_or(cfg.repeat, |r| r.runs.len()),
         cfg.tokio_workers
     );
     out!("{}", workqueue::patch_table(&cfg, &rows));
@@ -310,7 +311,7 @@ fn run_sweep(argv: &[String]) -> Result<(), String> {
         "# {} items per producer (+{} warm-up), medians of {} runs; tokio: {} workers; wq with latency capture on (Builder::latency_capture(true))\n",
         s.base.items,
         s.base.warmup,
-        s.base.repeat,
+        sweep::runs_made(&s, &steps),
         s.base.tokio_workers
     );
     out!("{}", sweep::table(&s, &steps));

@@ -761,17 +761,20 @@ fn targets_by(
     }
     let wq = compared(timings);
     for shape in shapes {
-        if let (Some(w), Some(r), Some(q)) = (
-            find(timings, shape, wq, neighbours),
-            ratio(shape),
-            find(timings, shape, wq, 0),
-        ) {
+        // The ratio needs tokio's times; the slowest run's bound does not
+        // (`--runtimes wq` printed no target at all, a 20x stall included).
+        if let Some(r) = ratio(shape) {
             out.push((
                 format!(
                     "{shape} beside {neighbours} busy loops: {wq}/tokio time {r:.2} (want <= 1.25)"
                 ),
                 r <= 1.25,
             ));
+        }
+        if let (Some(w), Some(q)) = (
+            find(timings, shape, wq, neighbours),
+            find(timings, shape, wq, 0),
+        ) {
             let m = w.max() / q.median();
             out.push((
                 format!("{shape} beside {neighbours} busy loops: slowest {wq} run {m:.1}x its quiet median (want <= 10x)"),
@@ -920,6 +923,27 @@ mod tests {
             targets(&both, 2)[0].0.contains("wq/tokio time 2.00"),
             "{:?}",
             targets(&both, 2)
+        );
+    }
+
+    /// Without tokio the slowest busy run's bound is still judged (it
+    /// needs no tokio figure): `--runtimes wq --busy-neighbours 2`
+    /// printed no target at all, a 20x stall included.
+    #[test]
+    fn the_busy_bound_is_judged_without_tokio() {
+        let t = |n: usize, times: &[f64]| Timing {
+            shape: "chained_spawn".to_owned(),
+            runtime: "wq".to_owned(),
+            neighbours: n,
+            times: times.to_vec(),
+            run_queue: vec![0.0; times.len()],
+            on_cpu: vec![0.0; times.len()],
+        };
+        let judged = targets(&[t(0, &[100.0; 3]), t(2, &[100.0, 100.0, 2000.0])], 2);
+        assert_eq!(judged.len(), 1, "{judged:?}");
+        assert!(
+            !judged[0].1 && judged[0].0.contains("20.0x its quiet median"),
+            "{judged:?}"
         );
     }
 

@@ -97,6 +97,15 @@ pub struct Step {
     pub rows: Vec<Row>,
 }
 
+/// The runs each row made: as asked, or rounded up so that each row
+/// goes first equally often (`workqueue::balanced_repeats`).
+pub fn runs_made(sweep: &Sweep, steps: &[Step]) -> usize {
+    steps
+        .first()
+        .and_then(|st| st.rows.first())
+        .map_or(sweep.base.repeat, |r| r.runs.len())
+}
+
 /// Runs the sweep; progress on stderr.
 pub fn run(sweep: &Sweep) -> Result<Vec<Step>, String> {
     let mut steps = Vec::new();
@@ -250,7 +259,7 @@ pub fn json(sweep: &Sweep, steps: &[Step], command: &str, neighbours: usize) -> 
         "warmup_items_per_producer": sweep.base.warmup,
         "producers_pinned": workqueue::producers_pinned(&sweep.base),
         "wq_latency_capture": true,
-        "repeat": sweep.base.repeat,
+        "repeat": runs_made(sweep, steps),
         "tokio_workers": sweep.base.tokio_workers,
         "wq_max_workers_per_pool": sweep.base.workers,
         "wq_spin": sweep.base.spin.json(),
