@@ -571,6 +571,23 @@ fn a_deadline_spent_on_drops_does_not_fail_the_joins_of_exited_threads() {
     });
 }
 
+/// `q`'s flush, polled once with `waiter` (its items still run): the
+/// worker that ends the last of them wakes `waiter`, at that item's
+/// deferred end.
+fn flush_waiting<'a>(
+    q: &'a wq::Workqueue,
+    waiter: &std::task::Waker,
+) -> std::pin::Pin<Box<impl Future<Output = ()> + 'a>> {
+    let mut flush = Box::pin(q.flush());
+    assert!(
+        flush
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(waiter))
+            .is_pending()
+    );
+    flush
+}
+
 /// A task a worker has taken from its queue but not yet run when a
 /// `shutdown_timeout` gives up on that worker: the shutdown's wake of the
 /// idle tasks finds it scheduled already (the wake is merged with the run
@@ -582,7 +599,7 @@ fn a_deadline_spent_on_drops_does_not_fail_the_joins_of_exited_threads() {
 #[test]
 fn a_task_taken_but_not_run_when_a_shutdown_gives_up_is_still_dropped() {
     use std::sync::mpsc;
-    use std::task::{Context, Wake, Waker};
+    use std::task::{Wake, Waker};
 
     struct DropFlag(Arc<AtomicBool>);
     impl Drop for DropFlag {
@@ -650,13 +667,7 @@ fn a_task_taken_but_not_run_when_a_shutdown_gives_up_is_still_dropped() {
             woken: std::sync::Mutex::new(woken_tx),
             go_on: std::sync::Mutex::new(go_on_rx),
         }));
-        let mut flush = Box::pin(ender.flush());
-        assert!(
-            flush
-                .as_mut()
-                .poll(&mut Context::from_waker(&waiter))
-                .is_pending()
-        );
+        let flush = flush_waiting(&ender, &waiter);
         go_tx.send(()).unwrap();
         // The worker holds T, untouched, in the flush waiter's wake.
         woken_rx
@@ -682,7 +693,7 @@ fn a_task_taken_but_not_run_when_a_shutdown_gives_up_is_still_dropped() {
 #[test]
 fn block_in_place_between_polls_runs_in_place() {
     use std::sync::mpsc;
-    use std::task::{Context, Wake, Waker};
+    use std::task::{Wake, Waker};
 
     struct Report {
         handle: Handle,
@@ -725,13 +736,7 @@ fn block_in_place_between_polls_runs_in_place() {
             handle: rt.handle().clone(),
             out: std::sync::Mutex::new(tx),
         }));
-        let mut flush = Box::pin(q.flush());
-        assert!(
-            flush
-                .as_mut()
-                .poll(&mut Context::from_waker(&waiter))
-                .is_pending()
-        );
+        let _flush = flush_waiting(&q, &waiter);
         go_tx.send(()).unwrap();
         let (thread, blocked) = rx
             .recv_timeout(Duration::from_secs(30))
