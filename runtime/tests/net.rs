@@ -366,6 +366,53 @@ fn a_streams_from_std_refuses_sockets_of_another_kind() {
     });
 }
 
+/// A datagram socket's `from_std` refuses a socket of another kind,
+/// saying which: a Unix datagram socket taken as a UDP one (an inherited
+/// descriptor) had each `recv_from` take a datagram and fail on its
+/// sender's address, and the other way round; a stream is no datagram
+/// socket. The right kinds are taken.
+#[test]
+fn a_datagram_sockets_from_std_refuses_sockets_of_another_kind() {
+    use std::os::fd::OwnedFd;
+    within_watchdog("datagram from_std", LIMIT, || {
+        rt().block_on(async {
+            let refused = |r: io::Result<()>, says: &str| {
+                let err = r.unwrap_err();
+                assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+                assert!(err.to_string().contains(says), "{says}: {err}");
+            };
+            let (unix, _peer) = std::os::unix::net::UnixDatagram::pair().unwrap();
+            let as_udp = std::net::UdpSocket::from(OwnedFd::from(unix));
+            refused(
+                UdpSocket::from_std(as_udp).map(drop),
+                "not an IP (UDP) socket",
+            );
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let as_unix = std::os::unix::net::UnixDatagram::from(OwnedFd::from(udp));
+            refused(
+                wq::net::UnixDatagram::from_std(as_unix).map(drop),
+                "not a Unix domain socket",
+            );
+            let (stream, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+            let as_dgram = std::os::unix::net::UnixDatagram::from(OwnedFd::from(stream));
+            refused(
+                wq::net::UnixDatagram::from_std(as_dgram).map(drop),
+                "not a datagram socket",
+            );
+            let (a, b) = std::os::unix::net::UnixDatagram::pair().unwrap();
+            let (a, b) = (
+                wq::net::UnixDatagram::from_std(a).unwrap(),
+                wq::net::UnixDatagram::from_std(b).unwrap(),
+            );
+            a.send(b"ok").await.unwrap();
+            let mut buf = [0u8; 2];
+            assert_eq!(b.recv(&mut buf).await.unwrap(), 2);
+            let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            UdpSocket::from_std(u).unwrap();
+        });
+    });
+}
+
 #[test]
 fn from_std_refuses_sockets_that_cannot_accept() {
     use std::os::fd::{FromRawFd, OwnedFd};

@@ -300,11 +300,20 @@ enum Taken {
     UnixListener,
     TcpStream,
     UnixStream,
+    UdpSocket,
+    UnixDatagram,
 }
 
 impl Taken {
     fn unix(self) -> bool {
-        matches!(self, Taken::UnixListener | Taken::UnixStream)
+        matches!(
+            self,
+            Taken::UnixListener | Taken::UnixStream | Taken::UnixDatagram
+        )
+    }
+
+    fn datagram(self) -> bool {
+        matches!(self, Taken::UdpSocket | Taken::UnixDatagram)
     }
 
     fn listener(self) -> bool {
@@ -318,6 +327,8 @@ impl Taken {
             Taken::UnixListener => "a TCP listener is wq::net::TcpListener",
             Taken::TcpStream => "a Unix stream is wq::net::UnixStream",
             Taken::UnixStream => "a TCP stream is wq::net::TcpStream",
+            Taken::UdpSocket => "a Unix datagram socket is wq::net::UnixDatagram",
+            Taken::UnixDatagram => "a UDP socket is wq::net::UdpSocket",
         }
     }
 }
@@ -330,14 +341,17 @@ impl Taken {
 ///   (`EOPNOTSUPP`: not a stream socket) is one of the connection being
 ///   accepted, which [`accept_retrying`] skips.
 /// - A stream must be a stream socket that does not listen.
-/// - Either must be of the family the caller reads addresses of, and reads
+/// - A datagram socket must be one (`SOCK_DGRAM`).
+/// - Each must be of the family the caller reads addresses of, and reads
 ///   as: a Unix (or vsock) listener passed as a TCP one had each accept
 ///   take a client off its queue and drop it (mio reads the peer's address
 ///   as an IP one: `InvalidInput`), and the other way round; a Unix stream
 ///   passed as a TCP one got TCP's rule that a short read drained the
 ///   socket (`stream::StreamSource::SHORT_READ_DRAINS`), and bytes queued
 ///   behind a message carrying descriptors waited for an event that had
-///   come already.
+///   come already; a Unix datagram socket passed as a UDP one (an
+///   inherited descriptor) had each `recv_from` take a datagram and fail
+///   on its sender's address, and the other way round.
 fn check_socket(fd: std::os::fd::RawFd, what: &str, taken: Taken) -> io::Result<()> {
     let closed = "this socket, moved in, is closed now: pass a try_clone() to keep a descriptor";
     let get = |opt| {
@@ -352,7 +366,14 @@ fn check_socket(fd: std::os::fd::RawFd, what: &str, taken: Taken) -> io::Result<
             format!("{what}: {why} ({closed})"),
         ))
     };
-    if get(libc::SO_TYPE)? != libc::SOCK_STREAM {
+    let ty = get(libc::SO_TYPE)?;
+    if taken.datagram() {
+        if ty != libc::SOCK_DGRAM {
+            return refuse(
+                "the socket is not a datagram socket: a stream socket is wq::net::TcpStream or wq::net::UnixStream (a listening one wq::net::TcpListener or wq::net::UnixListener)".into(),
+            );
+        }
+    } else if ty != libc::SOCK_STREAM {
         return refuse(if taken.listener() {
             "the socket is not a stream socket; only stream listeners accept connections".into()
         } else {
@@ -369,7 +390,8 @@ fn check_socket(fd: std::os::fd::RawFd, what: &str, taken: Taken) -> io::Result<
     }
     if !taken.unix() && !ip {
         return refuse(format!(
-            "the socket is not an IP (TCP) socket (address family {domain}); {}",
+            "the socket is not an IP ({}) socket (address family {domain}); {}",
+            if taken.datagram() { "UDP" } else { "TCP" },
             taken.other_family()
         ));
     }

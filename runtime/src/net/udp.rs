@@ -61,6 +61,11 @@ impl UdpSocket {
     /// Outside a wq runtime.
     pub fn from_std(socket: std::net::UdpSocket) -> io::Result<UdpSocket> {
         let driver = super::current("wq::net::UdpSocket::from_std")?;
+        super::check_socket(
+            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            "wq::net::UdpSocket::from_std",
+            super::Taken::UdpSocket,
+        )?;
         let s = UdpSocket {
             sock: Datagram::new(PollIo::new(driver, mio::net::UdpSocket::from_std(socket))?),
         };
@@ -193,7 +198,10 @@ impl UdpSocket {
         self.sock.source().broadcast()
     }
 
-    /// Sets `IP_TTL`: the hop limit of the datagrams it sends.
+    /// Sets `IP_TTL`: the hop limit of the IPv4 datagrams it sends (an
+    /// IPv6 socket's own datagrams keep `IPV6_UNICAST_HOPS`, 64 by
+    /// default, which this does not change; only IPv4-mapped traffic
+    /// takes it).
     pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
         self.sock.source().set_ttl(ttl)
     }

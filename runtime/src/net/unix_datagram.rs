@@ -129,6 +129,11 @@ impl UnixDatagram {
     /// Outside a wq runtime.
     pub fn from_std(socket: std::os::unix::net::UnixDatagram) -> io::Result<UnixDatagram> {
         let driver = super::current("wq::net::UnixDatagram::from_std")?;
+        super::check_socket(
+            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            "wq::net::UnixDatagram::from_std",
+            super::Taken::UnixDatagram,
+        )?;
         let s = UnixDatagram::from_mio(driver, mio::net::UnixDatagram::from_std(socket))?;
         super::set_nonblocking(&s)?;
         Ok(s)
@@ -291,9 +296,9 @@ impl UnixDatagram {
     /// once nothing is queued: 0 bytes (from an unnamed address, for
     /// [`recv_from`](UnixDatagram::recv_from)), at once and every time
     /// ([`readable`](UnixDatagram::readable) too), where Linux's
-    /// non-blocking receive says `WouldBlock` for ever. (Only through this
-    /// method: a `shutdown(2)` made on the descriptor directly is not
-    /// seen, and a receive then waits for ever.)
+    /// non-blocking receive says `WouldBlock` for ever. (A `shutdown(2)`
+    /// made on the descriptor directly ends a waiting receive the same
+    /// way, once the driver reports it.)
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         let read = matches!(how, Shutdown::Read | Shutdown::Both);
         let write = matches!(how, Shutdown::Write | Shutdown::Both);
