@@ -2572,3 +2572,80 @@ fn a_datagram_socket_shut_from_outside_ends_a_waiting_receive() {
         });
     });
 }
+
+/// UDP receives as promised where nothing checked them: a zero-length
+/// datagram is a datagram (0 bytes from its sender), not the end, and the
+/// next receive waits; two tasks receiving on one socket each get one of
+/// two datagrams (the one woken for nothing waits again); a connected
+/// socket's send to a closed port gets `ECONNREFUSED` once (the ICMP
+/// error), and then a round trip works and a receive waits, not spins.
+#[test]
+fn udp_receives_zero_length_shared_and_after_a_refusal() {
+    within_watchdog("udp receives", LIMIT, || {
+        rt().block_on(async {
+            let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
+            // Zero bytes.
+            b.send_to(b"", a_addr).await.unwrap();
+            let mut buf = [0u8; 8];
+            assert_eq!(a.recv_from(&mut buf).await.unwrap(), (0, b_addr));
+            assert!(
+                wq::time::timeout(Duration::from_millis(100), a.recv_from(&mut buf))
+                    .await
+                    .is_err(),
+                "a zero-length datagram read as an end that repeats"
+            );
+            // Two receivers, two datagrams.
+            let a = std::sync::Arc::new(a);
+            let receivers: Vec<_> = (0..2)
+                .map(|_| {
+                    let a = a.clone();
+                    wq::spawn(async move {
+                        let mut buf = [0u8; 8];
+                        let (n, _) = a.recv_from(&mut buf).await.unwrap();
+                        buf[..n].to_vec()
+                    })
+                })
+                .collect();
+            wq::time::sleep(Duration::from_millis(20)).await;
+            b.send_to(b"one", a_addr).await.unwrap();
+            b.send_to(b"two", a_addr).await.unwrap();
+            let mut got = Vec::new();
+            for r in receivers {
+                got.push(
+                    wq::time::timeout(Duration::from_secs(10), r)
+                        .await
+                        .expect("a receiver was left waiting with a datagram queued")
+                        .unwrap(),
+                );
+            }
+            got.sort();
+            assert_eq!(got, [b"one".to_vec(), b"two".to_vec()]);
+            // A refusal, once.
+            let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let closed_addr = closed.local_addr().unwrap();
+            drop(closed);
+            let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            c.connect(closed_addr).await.unwrap();
+            c.send(b"x").await.unwrap();
+            let err = wq::time::timeout(Duration::from_secs(10), c.recv(&mut buf))
+                .await
+                .expect("the ICMP error never came")
+                .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+            c.connect(b_addr).await.unwrap();
+            c.send(b"back").await.unwrap();
+            let (n, from) = b.recv_from(&mut buf).await.unwrap();
+            assert_eq!((&buf[..n], from), (&b"back"[..], c.local_addr().unwrap()));
+            b.send_to(b"ack", c.local_addr().unwrap()).await.unwrap();
+            assert_eq!(c.recv(&mut buf).await.unwrap(), 3);
+            assert!(
+                wq::time::timeout(Duration::from_millis(100), c.recv(&mut buf))
+                    .await
+                    .is_err(),
+                "a receive after the refusal answered with nothing sent"
+            );
+        });
+    });
+}
