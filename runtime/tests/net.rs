@@ -292,6 +292,15 @@ fn peek_waits_for_bytes_and_leaves_them_for_the_read() {
 
 /// `from_std` takes a listening stream socket only: anything else is an
 /// error saying so, not an `accept` that retries its error forever.
+/// A `from_std` refused the socket as `InvalidInput`, saying `says` and
+/// how to keep a descriptor (it closed the one moved in).
+fn refused(r: io::Result<()>, says: &str) {
+    let err = r.unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains(says), "{says}: {err}");
+    assert!(err.to_string().contains("try_clone()"), "{err}");
+}
+
 /// A stream's `from_std` refuses a socket of another kind, saying which:
 /// a Unix stream taken as a TCP one read under TCP's rule that a short
 /// read drains the socket (bytes queued behind a message carrying
@@ -303,12 +312,6 @@ fn a_streams_from_std_refuses_sockets_of_another_kind() {
     use std::os::fd::OwnedFd;
     within_watchdog("stream from_std", LIMIT, || {
         rt().block_on(async {
-            let refused = |r: io::Result<()>, says: &str| {
-                let err = r.unwrap_err();
-                assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
-                assert!(err.to_string().contains(says), "{says}: {err}");
-                assert!(err.to_string().contains("try_clone()"), "{err}");
-            };
             let (unix, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
             let as_tcp = std::net::TcpStream::from(OwnedFd::from(unix));
             refused(
@@ -376,11 +379,6 @@ fn a_datagram_sockets_from_std_refuses_sockets_of_another_kind() {
     use std::os::fd::OwnedFd;
     within_watchdog("datagram from_std", LIMIT, || {
         rt().block_on(async {
-            let refused = |r: io::Result<()>, says: &str| {
-                let err = r.unwrap_err();
-                assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
-                assert!(err.to_string().contains(says), "{says}: {err}");
-            };
             let (unix, _peer) = std::os::unix::net::UnixDatagram::pair().unwrap();
             let as_udp = std::net::UdpSocket::from(OwnedFd::from(unix));
             refused(
