@@ -309,6 +309,9 @@ fn generate(kind: Kind, input: AsyncFn, options: &Options) -> TokenStream {
         && sig.generics.params.is_empty()
         && sig.generics.where_clause.is_none();
     sig.asyncness = None;
+    // Reported (`check_signature`); left on, rustc added errors of its own
+    // (a `const fn` calling the runtime's builder) to the one given.
+    sig.constness = None;
     // Parameters were reported (`check_signature`): the function is
     // emitted without them, so that rustc adds no error of its own on the
     // attribute (`main` of the wrong type, a test taking arguments), and
@@ -455,11 +458,14 @@ fn generate(kind: Kind, input: AsyncFn, options: &Options) -> TokenStream {
     // So does a function that may be an associated one (an inner item
     // cannot name `Self`, nor its `impl`'s generic parameters): a
     // `#[wq::main]` not named `main`, or one whose signature or body says
-    // `Self`. (A test cannot be associated: libtest refuses it.)
+    // `Self`. A test cannot be associated (libtest refuses it), so a
+    // `Self` in its body is a nested item's (a hand-written future's
+    // `impl`), and keeps the inner `async fn`.
     let inner = clean
-        && (kind == Kind::Test || sig.ident == "main")
-        && !mentions(sig.output.to_token_stream(), "Self")
-        && !mentions(block.stream(), "Self");
+        && (kind == Kind::Test
+            || (sig.ident == "main"
+                && !mentions(sig.output.to_token_stream(), "Self")
+                && !mentions(block.stream(), "Self")));
     let future = if inner {
         let body_fn = Ident::new("__wq_async_body", Span::mixed_site());
         let unsafety = &sig.unsafety;
@@ -469,7 +475,7 @@ fn generate(kind: Kind, input: AsyncFn, options: &Options) -> TokenStream {
             None => quote!(#body_fn()),
         };
         quote! {
-            #unsafety async fn #body_fn() #output #block
+            async #unsafety fn #body_fn() #output #block
             let #body = #call;
         }
     } else {
@@ -698,6 +704,51 @@ mod tests {
             ),
         );
         assert!(text.contains("__wq_async_body"), "{text}");
+        // A test cannot be associated: a `Self` in its body is a nested
+        // item's (a hand-written future), and the body stays an inner
+        // `async fn`, whose declared output coerces its `return`s.
+        let text = expand_str(
+            Kind::Test,
+            quote!(),
+            quote!(
+                async fn t() -> Result<(), Box<dyn std::error::Error>> {
+                    struct Y;
+                    impl Y {
+                        fn new() -> Self {
+                            Y
+                        }
+                    }
+                    Ok(())
+                }
+            ),
+        );
+        assert!(text.contains("__wq_async_body"), "{text}");
+    }
+
+    /// An `unsafe` function's body is an inner `async unsafe fn` (the
+    /// keywords in the order Rust takes them: `unsafe async fn` did not
+    /// parse) called in an `unsafe` block.
+    #[test]
+    fn an_unsafe_main_expands_to_code_that_parses() {
+        let out = expand(
+            Kind::Main,
+            quote!(),
+            quote!(
+                pub async unsafe fn main() -> u8 {
+                    3
+                }
+            ),
+        );
+        let f: syn::ItemFn = syn::parse2(out).unwrap();
+        let body = f.block.to_token_stream().to_string();
+        assert!(body.contains("async unsafe fn __wq_async_body"), "{body}");
+        assert!(body.contains("unsafe { __wq_async_body () }"), "{body}");
+        let inner = f
+            .block
+            .stmts
+            .iter()
+            .any(|s| matches!(s, syn::Stmt::Item(syn::Item::Fn(_))));
+        assert!(inner, "{body}");
     }
 
     #[test]
@@ -760,6 +811,9 @@ mod tests {
             ),
         );
         assert!(text.contains("cannot be `const`"), "{text}");
+        // Reported, and taken off: rustc adds no errors of its own for a
+        // `const fn` calling the runtime's builder.
+        assert!(!text.contains("const fn"), "{text}");
     }
 
     #[test]

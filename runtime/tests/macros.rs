@@ -142,6 +142,28 @@ async fn test_body_meets_its_declared_return_type() -> Result<(), Box<dyn std::e
     Ok(())
 }
 
+/// So is the body of a test that holds an item saying `Self` (a
+/// hand-written future's `impl`): that made the body an `async` block,
+/// whose `return` no longer coerced, and the test did not compile.
+#[wq::test]
+async fn a_test_with_a_nested_impl_meets_its_declared_return_type()
+-> Result<(), Box<dyn std::error::Error>> {
+    struct Ready;
+    impl std::future::Future for Ready {
+        type Output = u8;
+        fn poll(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<u8> {
+            std::task::Poll::Ready(1)
+        }
+    }
+    if Ready.await != 1 {
+        return Err(Box::new(std::fmt::Error));
+    }
+    Ok(())
+}
+
 async fn adder() -> Box<dyn Fn(u32) -> u32> {
     Box::new(|x| x + 1)
 }
