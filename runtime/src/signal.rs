@@ -119,6 +119,8 @@ pub mod unix {
         id: signal_hook::SigId,
         kind: SignalKind,
         key: Option<usize>,
+        /// `recv` gave `None`: every later call does too.
+        ended: bool,
     }
 
     /// Starts listening for `kind`: every delivery from now on completes a
@@ -189,6 +191,7 @@ pub mod unix {
             id,
             kind,
             key: None,
+            ended: false,
         })
     }
 
@@ -196,23 +199,40 @@ pub mod unix {
         /// Waits for the next delivery (or for those since the last
         /// `recv`). `None` when no more can come: the runtime's driver has
         /// shut down (or something in the process took wq's handler away,
-        /// with signal-hook-registry's deprecated `unregister_signal`). A
-        /// delivery made before the shutdown and not yet received is still
-        /// given (`Some`) first.
+        /// with signal-hook-registry's deprecated `unregister_signal`).
+        /// Deliveries made before the first `recv` that sees the shutdown
+        /// are still given (`Some`), then `None`, and every later call
+        /// gives `None` (the handler is removed then: a delivery after it
+        /// is not seen by this `Signal`).
         pub async fn recv(&mut self) -> Option<()> {
             std::future::poll_fn(|cx| self.poll_recv(cx)).await
         }
 
         /// Polls for the next delivery; see [`Signal::recv`].
         pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<()>> {
+            if self.ended {
+                return Poll::Ready(None);
+            }
             let Signal { io, key, .. } = self;
             let drained = io.poll_io(cx, Direction::Read, key, drain);
             match drained {
                 Poll::Ready(Ok(_)) => Poll::Ready(Some(())),
                 // The driver shut down (or the pair broke): a delivery
                 // already written to the pair is still one, and is given;
-                // only then none can come.
-                Poll::Ready(Err(_)) => Poll::Ready(drain(io.source()).ok().map(|_| ())),
+                // only then none can come. (The pair stays readable after
+                // the shutdown while the handler writes to it: `None` was
+                // followed by a `Some` for a delivery after it.)
+                Poll::Ready(Err(_)) => match drain(io.source()) {
+                    Ok(_) => Poll::Ready(Some(())),
+                    Err(_) => {
+                        self.ended = true;
+                        // Nothing reads the pair any more. (Unregistered
+                        // before the read end goes, as `Drop` does: a
+                        // second unregister there is a no-op.)
+                        signal_hook::low_level::unregister(self.id);
+                        Poll::Ready(None)
+                    }
+                },
                 Poll::Pending => Poll::Pending,
             }
         }

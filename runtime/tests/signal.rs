@@ -108,7 +108,9 @@ fn ctrl_c_after_its_runtime_shut_down_is_an_error_not_a_ctrl_c() {
 
 /// A delivery made before the runtime shut down and not yet received is
 /// still given after the shutdown (it was `None`, for ctrl_c an error:
-/// "no ctrl-c came"), and only then `None`.
+/// "no ctrl-c came"), and only then `None`, for good: a delivery after
+/// the `None` is not given (the pair stayed readable while the handler
+/// wrote to it, and the next `recv` said `Some`).
 #[test]
 fn a_delivery_unread_at_the_shutdown_is_still_given() {
     let rt = rt();
@@ -120,6 +122,8 @@ fn a_delivery_unread_at_the_shutdown_is_still_given() {
     drop(rt);
     assert_eq!(futures::executor::block_on(s.recv()), Some(()));
     assert_eq!(futures::executor::block_on(s.recv()), None, "none after it");
+    raise(libc::SIGWINCH);
+    assert_eq!(futures::executor::block_on(s.recv()), None, "none is final");
 }
 
 #[test]
