@@ -39,8 +39,8 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::Pool;
 use super::worker::Local;
+use super::{Pool, PoolAttrs};
 
 struct ThreadState {
     ordinal: Cell<usize>,
@@ -193,20 +193,24 @@ pub(crate) fn virtual_cpu_of(host: *const ()) -> Option<usize> {
     })
 }
 
-/// The CPU a `cache_shard` spawn on the runtime at `host` is placed by,
-/// for this thread, which runs on `cpu` of a live topology: `cpu`, unless
-/// the thread is a worker of that runtime whose pool's threads may run
-/// outside its pod and it runs outside it now; then the CPU of its pod it
-/// stands for, so that its spawns, like those of a worker at home, go to
-/// its own pool (its LIFO slot and deque) and not to the pool of the pod
-/// it visits.
+/// The CPU a `cache_shard` spawn into a pool with `attrs` on the runtime
+/// at `host` is placed by, for this thread, which runs on `cpu` of a live
+/// topology: `cpu`, unless the thread is a worker of that runtime whose
+/// pool's threads may run outside its pod, it runs outside it now, and
+/// its pool has `attrs`; then the CPU of its pod it stands for, so that
+/// its spawns, like those of a worker at home, go to its own pool (its
+/// LIFO slot and deque) and not to the pool of the pod it visits. A spawn
+/// into pools of other attributes (a strict queue's, a high-priority
+/// one's) is not its pool's: it goes by where the thread runs, as any
+/// other thread's (it went to the home shard's, whose strict workers
+/// never run where it was submitted).
 #[inline]
-pub(crate) fn placement_cpu(host: *const (), cpu: usize) -> usize {
+pub(crate) fn placement_cpu(host: *const (), cpu: usize, attrs: PoolAttrs) -> usize {
     if !THREAD.try_with(|t| t.roaming.get()).unwrap_or(false) {
         return cpu;
     }
     with_worker(|w| {
-        w.filter(|l| l.pool.host_ptr() == host)
+        w.filter(|l| l.pool.host_ptr() == host && l.pool.attrs == attrs)
             .map_or(cpu, |l| home_cpu(&l.pool.cpus, cpu, l.virtual_cpu))
     })
 }

@@ -503,7 +503,7 @@ impl Scheduler {
             // lookup, for spawns given a CPU only.
             self.log_unknown_cpu(cpu, scope);
         }
-        let pod = placement::pod(&self.topology, self.id(), scope, cpu, || {
+        let pod = placement::pod(&self.topology, self.id(), scope, attrs, cpu, || {
             self.round_robin[scope.index()].fetch_add(1, Ordering::Relaxed)
         });
         self.pool(attrs, scope, pod)
@@ -520,7 +520,7 @@ impl Scheduler {
         scope: Scope,
         cpu: Option<usize>,
     ) -> &Arc<Pool> {
-        let pod = placement::pod(&self.topology, self.id(), scope, cpu, || {
+        let pod = placement::pod(&self.topology, self.id(), scope, attrs, cpu, || {
             self.round_robin[scope.index()].load(Ordering::Relaxed)
         });
         self.pool(attrs, scope, pod)
@@ -1276,6 +1276,7 @@ mod tests {
     use std::time::Duration;
 
     use super::SNAPSHOTS_GAVE_UP;
+    use crate::pool::PoolAttrs;
     use crate::{Runtime, Scope, Topology, Workqueue};
 
     /// A high-priority worker refused nice -20 goes as near it as the
@@ -1467,10 +1468,11 @@ mod tests {
     }
 
     /// A worker of a pool whose workers may leave its pod (a non-strict
-    /// shard of a split cache) places its `cache_shard` spawns from its
-    /// pod when it runs outside it, and from where it runs at home; any
-    /// other thread, and a spawn onto another runtime, by the CPU it runs
-    /// on.
+    /// shard of a split cache) places its `cache_shard` spawns into pools
+    /// like its own from its pod when it runs outside it, and from where
+    /// it runs at home; its spawns into other pools (a strict queue's),
+    /// any other thread's, and a spawn onto another runtime, by the CPU it
+    /// runs on.
     #[test]
     fn a_roaming_worker_places_shard_spawns_from_its_own_pod() {
         let build = || {
@@ -1492,17 +1494,29 @@ mod tests {
             .build(rt.handle())
             .unwrap();
         // Shard 0 is CPUs 0-1, bound (were the topology live) to 0-3.
+        let own = rt.handle().scheduler.default_attrs();
+        let strict = PoolAttrs {
+            strict: true,
+            ..own
+        };
         let got = rt
             .block_on(q.spawn_on_cpu(0, async move {
-                let place =
-                    |host: usize, cpu| crate::pool::current::placement_cpu(host as *const (), cpu);
-                (place(me, 3), place(me, 1), place(them, 3))
+                let place = |host: usize, cpu, attrs| {
+                    crate::pool::current::placement_cpu(host as *const (), cpu, attrs)
+                };
+                (
+                    place(me, 3, own),
+                    place(me, 1, own),
+                    place(them, 3, own),
+                    place(me, 3, strict),
+                )
             }))
             .unwrap();
         assert!(got.0 < 2, "away: placed from CPU {}, not its pod's", got.0);
         assert_eq!(got.1, 1, "at home: where it runs");
         assert_eq!(got.2, 3, "onto another runtime: where it runs");
-        let outside = crate::pool::current::placement_cpu(me as *const (), 3);
+        assert_eq!(got.3, 3, "into a strict pool: where it runs");
+        let outside = crate::pool::current::placement_cpu(me as *const (), 3, own);
         assert_eq!(outside, 3, "a thread that is no worker");
     }
 

@@ -7,8 +7,10 @@
 //! `sched_getcpu()` on a topology read from this machine (for a worker of
 //! a non-strict `cache_shard` pool running on another shard's CPU, which
 //! its binding to the whole cache allows, a CPU of its own pod when it
-//! spawns at `cache_shard` scope: those spawns stay in its pool, as they do
-//! while it runs at home); on a synthetic or
+//! spawns at `cache_shard` scope into pools of its own pool's attributes:
+//! those spawns stay in its pool, as they do while it runs at home; a
+//! spawn into a strict or high-priority queue's pools goes by where it
+//! runs, as any thread's); on a synthetic or
 //! XML one, a worker's virtual CPU (a CPU of its pod) or, for other threads
 //! (a worker of another runtime included), a CPU picked once per thread in
 //! turn (by thread ordinal). A worker running on a CPU the topology does
@@ -28,7 +30,7 @@
 //! whose pod holds both), each pool once; scopes that split the machine
 //! alike (`smt` without SMT) count as one.
 
-use crate::pool::current;
+use crate::pool::{PoolAttrs, current};
 use crate::{Scope, Topology};
 
 /// The pod of `scope` for a task spawned now on the runtime whose scheduler
@@ -38,6 +40,7 @@ pub(crate) fn pod(
     topology: &Topology,
     host: *const (),
     scope: Scope,
+    attrs: PoolAttrs,
     cpu: Option<usize>,
     round_robin: impl FnOnce() -> usize,
 ) -> usize {
@@ -49,7 +52,7 @@ pub(crate) fn pod(
         topology,
         scope,
         cpu,
-        || current_cpu(topology, host, scope),
+        || current_cpu(topology, host, scope, attrs),
         || current::virtual_cpu_of(host),
     )
     .unwrap_or_else(|| round_robin() % pods.len())
@@ -95,11 +98,16 @@ fn known_cpu(
 /// release by the releasing thread's CPU (usually that of the worker that
 /// ended the item before it), where at once it would have gone
 /// round-robin.
-pub(crate) fn placing_cpu(topology: &Topology, host: *const (), scope: Scope) -> Option<usize> {
+pub(crate) fn placing_cpu(
+    topology: &Topology,
+    host: *const (),
+    scope: Scope,
+    attrs: PoolAttrs,
+) -> Option<usize> {
     known_cpu(
         topology,
         scope,
-        || current_cpu(topology, host, scope),
+        || current_cpu(topology, host, scope, attrs),
         || current::virtual_cpu_of(host),
     )
 }
@@ -107,7 +115,12 @@ pub(crate) fn placing_cpu(topology: &Topology, host: *const (), scope: Scope) ->
 /// The CPU placement on `host`'s runtime uses for the calling thread (see
 /// the module docs). A worker's virtual CPU is one of its own runtime's
 /// topology: a worker of another runtime is placed as any other thread.
-pub(crate) fn current_cpu(topology: &Topology, host: *const (), scope: Scope) -> Option<usize> {
+pub(crate) fn current_cpu(
+    topology: &Topology,
+    host: *const (),
+    scope: Scope,
+    attrs: PoolAttrs,
+) -> Option<usize> {
     if topology.is_live() {
         // SAFETY: sched_getcpu has no preconditions; it returns -1 on
         // error, handled below.
@@ -118,7 +131,7 @@ pub(crate) fn current_cpu(topology: &Topology, host: *const (), scope: Scope) ->
             // the shard is the worker's own: a `cpu` or `smt` spawn goes to
             // the CPU it runs on, a wider one to a pod holding both.
             if scope == Scope::CacheShard && topology.splits_caches() {
-                current::placement_cpu(host, cpu)
+                current::placement_cpu(host, cpu, attrs)
             } else {
                 cpu
             }
@@ -500,11 +513,13 @@ mod tests {
     #[test]
     fn a_spawn_goes_to_the_pod_of_its_cpu_or_round_robin() {
         let t = Topology::synthetic("pack:2 l3:1 core:2 pu:1").unwrap();
+        let attrs = PoolAttrs::default();
         assert_eq!(
             pod(
                 &t,
                 std::ptr::null(),
                 Scope::Cache,
+                attrs,
                 Some(3),
                 || unreachable!()
             ),
@@ -515,18 +530,26 @@ mod tests {
                 &t,
                 std::ptr::null(),
                 Scope::Cache,
+                attrs,
                 Some(0),
                 || unreachable!()
             ),
             0
         );
         assert_eq!(
-            pod(&t, std::ptr::null(), Scope::Cpu, Some(99), || 5),
+            pod(&t, std::ptr::null(), Scope::Cpu, attrs, Some(99), || 5),
             5 % 4,
             "unknown CPU"
         );
         assert_eq!(
-            pod(&t, std::ptr::null(), Scope::System, None, || unreachable!()),
+            pod(
+                &t,
+                std::ptr::null(),
+                Scope::System,
+                attrs,
+                None,
+                || unreachable!()
+            ),
             0
         );
     }

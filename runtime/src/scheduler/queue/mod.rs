@@ -510,24 +510,25 @@ impl Queue {
         }
     }
 
+    /// The attributes of the pools its items go to now.
+    #[inline]
+    fn pool_attrs(&self) -> PoolAttrs {
+        PoolAttrs {
+            strict: self.is_strict(),
+            highpri: self.highpri,
+        }
+    }
+
     /// The pool the queue's settings give an item placed by `cpu` now.
     #[inline]
     fn place<'s>(&self, scheduler: &'s Scheduler, cpu: Option<usize>) -> &'s Arc<Pool> {
-        let attrs = PoolAttrs {
-            strict: self.is_strict(),
-            highpri: self.highpri,
-        };
-        scheduler.place(attrs, self.scope(), cpu)
+        scheduler.place(self.pool_attrs(), self.scope(), cpu)
     }
 
     /// [`Queue::place`] for a spawn sample of an item that waits
     /// ([`Scheduler::place_for_sample`]: no round-robin turn taken).
     fn place_for_sample<'s>(&self, scheduler: &'s Scheduler, cpu: Option<usize>) -> &'s Arc<Pool> {
-        let attrs = PoolAttrs {
-            strict: self.is_strict(),
-            highpri: self.highpri,
-        };
-        scheduler.place_for_sample(attrs, self.scope(), cpu)
+        scheduler.place_for_sample(self.pool_attrs(), self.scope(), cpu)
     }
 
     /// The runtime is shut down: the task is cancelled here; as far as
@@ -1186,7 +1187,12 @@ impl QueueHandle {
             // thread: it keeps the CPU it was submitted on for its
             // placement (one the topology knows, as a spawn now goes by).
             let cpu = cpu.or_else(|| {
-                placement::placing_cpu(&scheduler.topology, scheduler.id(), queue.scope())
+                placement::placing_cpu(
+                    &scheduler.topology,
+                    scheduler.id(),
+                    queue.scope(),
+                    queue.pool_attrs(),
+                )
             });
             queue.counts.gate.wait(
                 stripe,
