@@ -315,10 +315,12 @@ impl<'a, T: AsRawFd> AsyncFdReadyGuard<'a, T> {
     }
 
     /// Clears the readiness: say so when it is used up (your operation met
-    /// `EAGAIN`; on a byte stream, a pipe or a stream socket, a read that
-    /// gave less than it asked for: not on a datagram socket or a
-    /// terminal, where each read gives one message or line and more may
-    /// wait), so that the next wait is
+    /// `EAGAIN`; on a pipe or a TCP socket, a read that gave less than it
+    /// asked for: not on a Unix stream socket, whose read stops after a
+    /// message carrying descriptors or credentials with more queued, nor
+    /// on a packet-mode pipe, a datagram socket or a terminal, where each
+    /// read gives one message or line and more may wait), so that the
+    /// next wait is
     /// for the next event (not clearing it, the next wait answers at once,
     /// and a loop spins). Clear it only then (see [`AsyncFd`]'s docs: a
     /// readiness cleared while data is still pending waits for an event

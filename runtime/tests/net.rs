@@ -369,6 +369,84 @@ fn a_streams_from_std_refuses_sockets_of_another_kind() {
     });
 }
 
+/// A socket of `protocol` (`SOCK_STREAM`, IPv4) bound to loopback and
+/// listening, or `None` where the kernel lacks the protocol.
+fn stream_listener_of(protocol: libc::c_int) -> Option<std::net::TcpListener> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: socket(2) with constant arguments.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            protocol,
+        )
+    };
+    if fd < 0 {
+        let e = io::Error::last_os_error();
+        assert!(
+            matches!(
+                e.raw_os_error(),
+                Some(libc::EPROTONOSUPPORT | libc::ESOCKTNOSUPPORT | libc::EACCES)
+            ),
+            "socket(AF_INET, SOCK_STREAM, {protocol}): {e}"
+        );
+        return None;
+    }
+    // SAFETY: a fresh descriptor owned by nothing else.
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: bind(2) and listen(2) on the descriptor, with a sockaddr_in
+    // of its size.
+    unsafe {
+        let len = std::mem::size_of_val(&addr) as libc::socklen_t;
+        assert_eq!(
+            libc::bind(fd, (&raw const addr).cast(), len),
+            0,
+            "{}",
+            io::Error::last_os_error()
+        );
+        assert_eq!(libc::listen(fd, 8), 0, "{}", io::Error::last_os_error());
+    }
+    Some(std::net::TcpListener::from(owned))
+}
+
+/// An IP stream socket is taken as TCP only if it is TCP's (or MPTCP's,
+/// TCP to the application): an SCTP one-to-one socket is a stream socket
+/// whose reads give one message each, and under TCP's rule that a short
+/// read drains the socket a second queued message waited for an event
+/// that had come. (The SCTP half runs where the kernel has SCTP; this
+/// sandbox's has not, and says so.)
+#[test]
+fn an_ip_stream_socket_is_taken_as_tcp_only_if_it_is_tcp() {
+    within_watchdog("tcp protocol check", LIMIT, || {
+        rt().block_on(async {
+            match stream_listener_of(libc::IPPROTO_SCTP) {
+                Some(sctp) => {
+                    refused(TcpListener::from_std(sctp).map(drop), "not a TCP socket");
+                }
+                None => eprintln!("no SCTP in this kernel: its refusal is not checked here"),
+            }
+            if let Some(mptcp) = stream_listener_of(libc::IPPROTO_MPTCP) {
+                let l = TcpListener::from_std(mptcp).unwrap();
+                let addr = l.local_addr().unwrap();
+                let mut c = TcpStream::connect(addr).await.unwrap();
+                let (mut s, _) = l.accept().await.unwrap();
+                c.write_all(b"mp").await.unwrap();
+                let mut buf = [0u8; 2];
+                s.read_exact(&mut buf).await.unwrap();
+                assert_eq!(&buf, b"mp");
+            }
+        });
+    });
+}
+
 /// A datagram socket's `from_std` refuses a socket of another kind,
 /// saying which: a Unix datagram socket taken as a UDP one (an inherited
 /// descriptor) had each `recv_from` take a datagram and fail on its
@@ -2242,11 +2320,20 @@ fn tcp_user_timeout_is_set_read_back_and_refused_past_the_kernels_range() {
                 client.tcp_user_timeout().unwrap(),
                 Some(Duration::from_millis(2))
             );
-            let e = client
-                .set_tcp_user_timeout(Some(Duration::MAX))
-                .unwrap_err();
-            assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
-            assert!(e.to_string().contains("TCP_USER_TIMEOUT"), "{e}");
+            // The kernel reads an `int`: past `i32::MAX` ms (here 30
+            // days, under `u32::MAX` ms) it gave a bare EINVAL.
+            for past in [Duration::from_secs(30 * 86_400), Duration::MAX] {
+                let e = client.set_tcp_user_timeout(Some(past)).unwrap_err();
+                assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{past:?}: {e}");
+                assert!(e.to_string().contains("TCP_USER_TIMEOUT"), "{e}");
+            }
+            // The longest the kernel takes.
+            let most = Duration::from_millis(i32::MAX as u64);
+            client.set_tcp_user_timeout(Some(most)).unwrap();
+            assert_eq!(client.tcp_user_timeout().unwrap(), Some(most));
+            client
+                .set_tcp_user_timeout(Some(Duration::from_millis(2)))
+                .unwrap();
             assert_eq!(
                 client.tcp_user_timeout().unwrap(),
                 Some(Duration::from_millis(2)),

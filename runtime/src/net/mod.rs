@@ -352,6 +352,8 @@ impl Taken {
 ///   come already; a Unix datagram socket passed as a UDP one (an
 ///   inherited descriptor) had each `recv_from` take a datagram and fail
 ///   on its sender's address, and the other way round.
+/// - An IP stream socket must be TCP's (or MPTCP's): an SCTP one is a
+///   stream socket whose reads give one message each.
 fn check_socket(fd: std::os::fd::RawFd, what: &str, taken: Taken) -> io::Result<()> {
     let closed = "this socket, moved in, is closed now: pass a try_clone() to keep a descriptor";
     let get = |opt| {
@@ -394,6 +396,19 @@ fn check_socket(fd: std::os::fd::RawFd, what: &str, taken: Taken) -> io::Result<
             if taken.datagram() { "UDP" } else { "TCP" },
             taken.other_family()
         ));
+    }
+    if ip && !taken.datagram() {
+        // A stream socket of IP is TCP's, or MPTCP's (TCP to the
+        // application), or SCTP's one-to-one style, whose reads give one
+        // message each: under TCP's rule a short read drained the socket,
+        // and a second queued message waited for an event that had come.
+        let protocol = get(libc::SO_PROTOCOL)?;
+        if protocol != libc::IPPROTO_TCP && protocol != libc::IPPROTO_MPTCP {
+            return refuse(format!(
+                "the socket is not a TCP socket (IP protocol {protocol}; SCTP is 132): its reads \
+                 may keep messages' bounds, which wq's byte streams would cut"
+            ));
+        }
     }
     let listening = get(libc::SO_ACCEPTCONN)? != 0;
     match (taken, listening) {

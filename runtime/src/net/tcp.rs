@@ -338,7 +338,9 @@ impl TcpStream {
         self.source().nodelay()
     }
 
-    /// Sets `IP_TTL`: the hop limit of the packets it sends.
+    /// Sets `IP_TTL`: the hop limit of the IPv4 packets it sends (on an
+    /// IPv6 socket, of its IPv4-mapped traffic only; IPv6's hop limit,
+    /// `IPV6_UNICAST_HOPS`, is not set here).
     pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
         self.source().set_ttl(ttl)
     }
@@ -392,23 +394,26 @@ impl TcpStream {
     /// closes a connection to a client that never reads otherwise leaves
     /// the unsent answer in kernel memory (the socket in `FIN-WAIT-1`)
     /// for as long as the client's kernel answers its window probes.
-    /// Rounded up to whole milliseconds.
+    /// Rounded up to whole milliseconds, and at least one
+    /// (`Some(Duration::ZERO)` is one millisecond: the kernel's default is
+    /// `None`).
     ///
     /// # Errors
-    /// A timeout over `u32::MAX` milliseconds (about 49 days) is
-    /// `InvalidInput`; the system's refusal otherwise.
+    /// A timeout over `i32::MAX` milliseconds (about 24.8 days: the kernel
+    /// reads the option as a signed `int`) is `InvalidInput`; the system's
+    /// refusal otherwise.
     pub fn set_tcp_user_timeout(&self, timeout: Option<std::time::Duration>) -> io::Result<()> {
         let ms = match timeout {
             None => 0,
             Some(t) => {
                 let ms = t.as_nanos().div_ceil(1_000_000).max(1);
-                libc::c_uint::try_from(ms).map_err(|_| {
+                libc::c_int::try_from(ms).map_err(|_| {
                     io::Error::new(
                         io::ErrorKind::InvalidInput,
                         format!(
-                            "TCP_USER_TIMEOUT of {t:?} is over the kernel's {} ms: give a \
-                             shorter one, or None for the kernel's default",
-                            libc::c_uint::MAX
+                            "TCP_USER_TIMEOUT of {t:?} is over the kernel's {} ms (about 24.8 \
+                             days): give a shorter one, or None for the kernel's default",
+                            libc::c_int::MAX
                         ),
                     )
                 })?
