@@ -38,9 +38,9 @@
 //! deadline (how most sleeps end: the clock passed it before the wheel's
 //! turn did), or reset to a deadline already past; its timer is then freed,
 //! and the next poll after a reset to the future arms on the polling
-//! thread's shard (an `Interval`'s tick ended by the clock check arms the
-//! next one on the thread that polls it; a tick the driver fired keeps its
-//! key, and the next is armed again on the same shard).
+//! thread's shard (every poll that completes a sleep frees its timer, a
+//! tick the driver fired too, since its deadline is past by the clock: an
+//! `Interval`'s next tick arms on the thread that polls it).
 //!
 //! # Protocol: no timer is slept past
 //! - **T1 (turn, before `epoll_wait`)** ([`TimerShards::park`]): store

@@ -27,9 +27,11 @@
 //!   of level > 0 is processed when `elapsed` reaches its start; its
 //!   entries are re-placed (cascaded) at lower levels, or fired if due.
 //!
-//! Timers further out than the top level's rotation (~2.2 years) are placed
-//! at the rotation's last tick and re-placed from there (if `elapsed` is
-//! that last tick, at the next rotation's first slot: W2's wrapped case).
+//! Timers past the end of the current rotation of the top level (a
+//! rotation is ~2.2 years: a timer 1 ms ahead is past it when `elapsed`
+//! is at its last ticks) are placed at the rotation's last tick and
+//! re-placed from there (if `elapsed` is that last tick, at the next
+//! rotation's first slot: W2's wrapped case).
 //!
 //! The wheel is single-threaded: the driver keeps it under a mutex (see
 //! `driver`), and wakers are handed back to be woken outside that lock.

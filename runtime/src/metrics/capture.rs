@@ -24,7 +24,10 @@
 //!    clock read after each poll, which it makes anyway, is the end of one
 //!    poll). Every [`SAMPLES`] polls, and whenever the worker goes idle or
 //!    exits, it **publishes** its plain counters into the slot's atomics
-//!    with `Relaxed` load + store (it is their only writer). (Before, samples were
+//!    with a load and a store (it is their only writer): `started` first,
+//!    `Relaxed`, then `completed` with `Release`, which a snapshot reads
+//!    first with `Acquire` (`metrics::add_worker`), so that no snapshot
+//!    shows more polls completed than started. (Before, samples were
 //!    buffered and recorded into a mutex-guarded `hdrhistogram::Histogram`
 //!    per 64 polls: ~80 instructions a sample, against ~30 now, callgrind.)
 //! 2. **Spawners** (any thread). A spawn reads the clock before and after
@@ -53,8 +56,9 @@
 //! # What a reader may see
 //! - A worker's latencies are seen as soon as they are recorded; its
 //!   counters within [`SAMPLES`] polls. Spawn-call times still in a
-//!   spawner's buffer are not seen yet: at most [`SAMPLES`] per pool a
-//!   spawner thread has spawned onto. Once a pool is
+//!   spawner's buffer are not seen yet: fewer than [`SAMPLES`] per
+//!   spawner thread, all of one pool (a spawn onto another pool flushes
+//!   the buffer first). Once a pool is
 //!   quiescent (every worker idle) its workers have published everything,
 //!   so `count` of the scheduling-delay and poll histograms equals the
 //!   polls started (the rescuer records both too).

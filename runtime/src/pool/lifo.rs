@@ -1,7 +1,8 @@
 //! A worker's **LIFO slot**: the task its running poll last spawned or
 //! woke into the worker's own pool, run next while its data is in cache
 //! (tokio's `lifo_slot`, Go's `runnext`). Siblings do not look there; the
-//! watchdog takes the task out when the poll that put it runs too long, so
+//! watchdog takes the task out when the worker's current poll (the one
+//! that put it, or a later one) runs too long, so
 //! a CPU hog or a poll blocking its thread does not hold it (the kernel's
 //! workqueue has no such slot; its CPU-intensive detection lets the pool's
 //! other work run, and this is that work too).

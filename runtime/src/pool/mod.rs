@@ -9,8 +9,8 @@
 //! - `injector`: the pool's shared FIFO (crossbeam `Injector`). Spawns and
 //!   wakes from outside the pool land here, then the pool is kicked.
 //! - one crossbeam deque per worker slot, stolen from by the pool's other
-//!   workers (and, when the pool is not strict, by other pools' idle
-//!   workers), plus a one-task **LIFO slot** per worker for the task it just
+//!   workers only (other pools' idle workers, when neither pool is
+//!   strict, take from its injector), plus a one-task **LIFO slot** per worker for the task it just
 //!   woke (see [`worker`]), which only that worker takes from, but for the
 //!   watchdog when a poll runs too long ([`lifo`]).
 //!

@@ -75,7 +75,8 @@
 //! - the worker's own deque, then the injector (a batch);
 //! - the deques of the pool's other workers;
 //! - unless the pool is strict, the injectors of other pods' pools of the
-//!   same scope, nearest first (counted as remote steals), at most half
+//!   same scope (of every scope whose pod the pool is, their pods merged:
+//!   `Served::steal`), nearest first (counted as remote steals), at most half
 //!   of one (`steal_half_into`). A batch taken
 //!   there kicks this worker's own pool: the rest of it waits in this
 //!   worker's deque, where only its siblings look, and a worker not

@@ -582,7 +582,13 @@ where
 ///
 /// The pool grows on demand up to [`Builder::max_blocking_threads`]
 /// (default 512; beyond, jobs queue FIFO) and culls threads idle for
-/// [`Builder::blocking_keep_alive`] (default 10 s). A panic in `f` gives a
+/// [`Builder::blocking_keep_alive`] (default 10 s). A thread start the
+/// system refuses (the process's thread limit, memory) leaves the job
+/// queued: it runs on a thread already there once one is free, or on one
+/// the runtime starts when it can (it retries every 100 ms while jobs
+/// wait with no thread coming; said once on stderr, counted in
+/// [`BlockingStats::start_failures`](crate::metrics::BlockingStats::start_failures)).
+/// A panic in `f` gives a
 /// [`JoinError`](crate::JoinError) with `is_panic()`. At shutdown, jobs not
 /// started are dropped (their handles give a cancelled `JoinError`) and
 /// running ones are waited for up to the shutdown's timeout: without limit

@@ -328,8 +328,9 @@ impl<T> JoinHandle<T> {
     /// tokio's). A queued one is taken out of the blocking pool's queue
     /// and its closure dropped (with what it captured) during the abort,
     /// on the calling thread; one a blocking thread has just taken from
-    /// the queue, not yet started, is dropped by that thread a moment
-    /// after the abort returns (it never runs).
+    /// the queue, not yet started, never runs, and is dropped a moment
+    /// after: by that thread, or, if the thread has moved on already, by
+    /// the abort itself.
     pub fn abort(&self) {
         if let Kind::Job(job) = &self.kind
             && job.word().fetch_or(JOB_ABORTED, Ordering::AcqRel) & JOB_STARTED != 0

@@ -5,7 +5,8 @@
 //! 1 ms ticks, `driver::wheel`), which the thread turning the driver fires: a timer
 //! costs no thread and no syscall of its own, and a million pending ones
 //! cost a slab entry (~56 bytes) each. A `Sleep` is armed on its first
-//! poll, re-armed in place by [`Sleep::reset`], and cancelled when dropped.
+//! poll, re-armed in place by [`Sleep::reset`] while it waits, freed when
+//! a poll completes it, and cancelled when dropped.
 //!
 //! Guarantees:
 //! - a timer **never fires before its deadline**: deadlines are rounded up

@@ -137,10 +137,12 @@ impl Sleep {
     }
 
     /// Moves the deadline to `deadline`, keeping the same timer (no new
-    /// allocation) when it is still ahead; one already past completes the
-    /// sleep at once (its timer is freed, and a later reset to the future
-    /// arms a new one when next polled). A sleep that completed can be
-    /// reset and awaited again.
+    /// allocation) when the sleep has not completed and the new deadline
+    /// is still ahead; one already past completes the sleep at once (its
+    /// timer is freed, and a later reset to the future arms a new one when
+    /// next polled). A sleep that completed (its timer freed by the poll
+    /// that completed it) can be reset and awaited again: its next poll
+    /// arms a new timer.
     pub fn reset(&mut self, deadline: Instant) {
         self.deadline = deadline;
         self.tick = self.driver.tick_ceil(deadline);
