@@ -745,35 +745,38 @@ impl Idle {
     /// Whether [`Idle::wake_idle`] may find a worker (the hint, no lock).
     pub(crate) fn may_wake_idle(&self) -> bool {
         let h = self.hint.load();
-        !h.closed() && (h.parked() > 0 || h.searching() > 0)
+        !h.closed() && h.parked() > 0
     }
 
     /// Wakes an idle worker with no work for it, to take over the I/O
     /// driver a thread gave up (the worker searches, finds nothing and
     /// parks again, in the driver if nobody turns it): never starts one.
-    /// While the running workers fill the limit, the idle worker is
-    /// unparked without a claim: back from the park, step 4 finds the
-    /// limit filled and parks it again, in the driver if nobody turns it,
-    /// and it runs nothing (I7). Returns whether a worker will come (one
-    /// woken, or one searching already).
+    /// While the running workers fill the limit, or a worker searches
+    /// (on which a claim would coalesce), the idle worker is unparked
+    /// without a claim: back from the park, step 4 parks it again, in the
+    /// driver if nobody turns it (it runs queued work only if the limit
+    /// has room: I7). Returns whether a worker was woken.
+    ///
+    /// A worker searching already does not count as coming: it was
+    /// kicked, most likely for work, which it runs first. Counted, an
+    /// attend that found only the default pool's searcher (a worker just
+    /// started for a task that then ran for seconds) woke nobody and
+    /// started nobody in a pool with room, and the driver waited for that
+    /// task.
     pub(crate) fn wake_idle(&self) -> bool {
         if !self.may_wake_idle() {
             return false;
-        }
-        let h = self.hint.load();
-        if h.searching() > 0 {
-            return true;
         }
         let mut wake = WakeQueue::default();
         let woke = {
             let mut st = self.lock();
             let woke = if st.closed {
                 false
-            } else if self.wake_locked(&mut st, &mut wake).is_some() {
+            } else if self.wake_locked(&mut st, &mut wake) == Some(Kick::Woke) {
                 true
             } else if let Some(&slot) = st.idle.last() {
-                // The limit is filled (else the kick had woken it): a
-                // spurious wake (I6), not a claim.
+                // The limit is filled, or a worker searches: a spurious
+                // wake (I6), not a claim.
                 Self::unpark(&mut st, slot, &mut wake);
                 true
             } else {

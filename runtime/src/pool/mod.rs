@@ -554,12 +554,14 @@ impl Pool {
         self.handle_kick(self.idle.kick());
     }
 
-    /// [`Pool::kick`], saying whether a worker comes of it (one woken,
-    /// started, or already searching) or the rescuer is sent: not when
-    /// every worker is running and none can be started.
+    /// [`Pool::kick`], saying whether a worker comes of it (one woken or
+    /// started) or the rescuer is sent: not when every worker is running
+    /// and none can be started, nor when the kick coalesced on a worker
+    /// searching (kicked for work, which it runs first: see
+    /// [`Idle::wake_idle`]).
     pub(crate) fn kick_reaches(self: &Arc<Self>) -> bool {
         let kick = self.idle.kick();
-        let reaches = !matches!(kick, Kick::Busy | Kick::Closed | Kick::Start(_));
+        let reaches = matches!(kick, Kick::Woke | Kick::Mayday);
         // A start reaches only if the OS gives the thread (refused, it
         // may leave nobody coming: the caller's fallback must run).
         self.handle_kick(kick) || reaches

@@ -741,6 +741,55 @@ mod tests {
         assert!(fired, "the timer waited for the blocked worker");
     }
 
+    /// A worker kicked out of the driver into a task that spawns a long
+    /// task and then blocks in `block_in_place`: the worker started for
+    /// the long task (its deque's work) runs it first, and must not count
+    /// as coming to the driver. It counted (a searcher), the worker of
+    /// another pool, idle on its futex beside the driver's holder, was
+    /// never woken, and its timer waited for the long task.
+    #[test]
+    fn a_worker_started_for_a_blocked_workers_deque_does_not_count_as_attending() {
+        let rt = one_worker_without_watchdog();
+        let scheduler = rt.handle().scheduler.clone();
+        // The default pool's worker parks in the driver.
+        let _first = timer_in(&rt, 200);
+        until_parked_in_the_driver(&scheduler);
+        // A strict queue's pool: its worker arms a timer, then idles on
+        // its futex (the driver is held).
+        let q = crate::Workqueue::builder("own-pool")
+            .strict(true)
+            .build(rt.handle())
+            .unwrap();
+        let (timer_tx, timer) = std::sync::mpsc::channel::<()>();
+        drop(q.spawn(async move {
+            crate::time::sleep(Duration::from_millis(400)).await;
+            timer_tx.send(()).unwrap();
+        }));
+        let strict = scheduler
+            .pools()
+            .into_iter()
+            .find(|p| p.attrs.strict)
+            .unwrap();
+        let t0 = Instant::now();
+        while strict.idle.hint().parked() == 0 {
+            assert!(t0.elapsed() < Duration::from_secs(30), "never idled");
+            std::thread::yield_now();
+        }
+        // Into the default pool's worker, out of the driver: a long task
+        // left on its deque, then a block.
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let blocker = rt.spawn(async move {
+            drop(crate::spawn(async {
+                std::thread::sleep(Duration::from_secs(2));
+            }));
+            crate::task::block_in_place(move || release_rx.recv().unwrap());
+        });
+        let fired = timer.recv_timeout(Duration::from_millis(1200)).is_ok();
+        release.send(()).unwrap();
+        rt.block_on(blocker).unwrap();
+        assert!(fired, "the timer waited for the long task");
+    }
+
     /// A worker that never held the driver blocks in `block_in_place` while
     /// the driver is unattended (its `block_on` holder left, finding no
     /// worker to take it: the one worker was in this poll) but held by a

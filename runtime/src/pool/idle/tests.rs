@@ -53,6 +53,40 @@ fn idle_workers(idle: &Idle, n: usize, now: Instant) {
     }
 }
 
+/// A worker searching does not count as coming to the I/O driver: it was
+/// kicked, most likely for work, which it runs first (counted, an attend
+/// that found only a worker just started for a long task started nobody
+/// elsewhere, and a timer waited for that task). `wake_idle` unparks a
+/// parked worker beside it, without a claim (a claim coalesces on the
+/// searcher), and with none parked wakes nobody and says so.
+#[test]
+fn a_searching_worker_does_not_count_as_coming_to_the_driver() {
+    let idle = Idle::new(config(4));
+    let now = Instant::now();
+    idle_workers(&idle, 2, now);
+    assert_eq!(idle.notify(), Kick::Woke);
+    assert_eq!(idle.slot_state(1), SlotState::Kicked);
+    assert_eq!(idle.hint().searching(), 1);
+    let unparks = idle.snapshot().counters.unparks;
+    assert!(idle.may_wake_idle() && idle.wake_idle());
+    assert_eq!(
+        idle.snapshot().counters.unparks,
+        unparks + 1,
+        "the parked worker is woken"
+    );
+    assert_eq!(idle.slot_state(0), SlotState::Idle, "not claimed");
+    assert_eq!(idle.hint().searching(), 1);
+    // The woken worker finds work and runs it: only the searcher is left,
+    // and nobody comes.
+    let mut wake = WakeQueue::default();
+    assert_eq!(
+        idle.leave_idle(0, now, false, false, || true, &mut wake),
+        Next::Run
+    );
+    assert!(!idle.may_wake_idle());
+    assert!(!idle.wake_idle());
+}
+
 #[test]
 fn kick_takes_the_most_recently_idle_worker_and_coalesces() {
     let idle = Idle::new(config(4));
