@@ -122,6 +122,30 @@ fn the_guides_examples_into_a_closed_pipe_end_quietly() {
     }
 }
 
+/// The guide's examples with a stdout that refuses writes (a full disk:
+/// `/dev/full`) fail, saying so on stderr (`queue_stats` exited 101 with
+/// nothing on stderr: its panic hook, there to keep its deliberate panic
+/// quiet, silenced every panic meanwhile).
+#[test]
+fn the_guides_examples_say_when_stdout_is_full() {
+    for (name, bin) in GUIDE_EXAMPLES {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let child = Command::new(bin)
+            .stdout(full)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _killer = common::kill_after(child.id(), Duration::from_secs(60));
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: {:?}", out.status);
+        assert!(err.contains("writing to stdout"), "{name}: {err}");
+    }
+}
+
 /// `wq-dump --xml` of an endless file reads to a limit and says so (it
 /// grew until the OS killed it).
 #[test]

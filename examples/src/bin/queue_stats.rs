@@ -40,8 +40,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         futures::future::join_all(work).await;
     }));
     // Its message comes back in its JoinError; the default hook would also
-    // print it (and, with RUST_BACKTRACE set, a backtrace) on stderr.
-    std::panic::set_hook(Box::new(|_| {}));
+    // print it (and, with RUST_BACKTRACE set, a backtrace) on stderr. Only
+    // that panic is kept quiet: any other meanwhile (stdout full, a bug)
+    // is reported as usual.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info.payload().downcast_ref::<&str>() != Some(&"a report failed") {
+            report(info);
+        }
+    }));
     let panicked = q.spawn(async { panic!("a report failed") });
     let s = q.stats();
     wq_examples::say!(
