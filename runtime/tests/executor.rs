@@ -2587,6 +2587,25 @@ fn enter_guards_of_one_runtime_dropped_out_of_order_are_caught() {
     std::mem::forget(second);
 }
 
+/// A guard made inside a `block_on` future and returned from it outlives
+/// `block_on`'s own guard: that drop is out of order, and the message
+/// says how to keep it in order there (it told to drop the inner guard
+/// first, which `block_on`'s caller cannot).
+#[test]
+fn an_enter_guard_returned_from_block_on_is_caught_and_the_message_says_why() {
+    let (rt, other) = (Runtime::new().unwrap(), Runtime::new().unwrap());
+    let p = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _guard = rt.block_on(async { other.enter() });
+    }))
+    .unwrap_err();
+    let msg = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    assert!(msg.contains("dropped out of order"), "{msg:?}");
+    assert!(msg.contains("before block_on returns"), "{msg:?}");
+}
+
 /// The child half of the next test: runs only when that test re-executes
 /// this binary with `WQ_TLS_DROP_CHILD` set.
 #[test]

@@ -219,6 +219,11 @@ impl Runtime {
 
     /// Makes this runtime current on this thread until the guard drops, so
     /// [`crate::spawn`] and [`Handle::current`] work outside `block_on`.
+    /// Guards are dropped in the reverse order of their creation (one
+    /// dropped out of order panics, saying so); one made inside a
+    /// `block_on` future is dropped before that `block_on` returns. In a
+    /// thread-local's destructor that runs after wq's own the guard does
+    /// nothing (see [`Runtime::block_on`]).
     pub fn enter(&self) -> EnterGuard<'_> {
         EnterGuard {
             _guard: context::try_enter(self.handle.scheduler.clone()),

@@ -162,7 +162,9 @@ impl Drop for ContextGuard {
             panic!(
                 "wq: runtime EnterGuards dropped out of order: guards returned by \
                  Runtime::enter must be dropped in the reverse order of \
-                 their creation (drop the inner one first)"
+                 their creation (drop the inner one first); one made inside \
+                 a block_on future must be dropped before block_on returns \
+                 (block_on's own guard is dropped then)"
             );
         }
     }
