@@ -386,7 +386,14 @@ fn stream_listener_of(protocol: libc::c_int) -> Option<std::net::TcpListener> {
         assert!(
             matches!(
                 e.raw_os_error(),
-                Some(libc::EPROTONOSUPPORT | libc::ESOCKTNOSUPPORT | libc::EACCES)
+                Some(
+                    libc::EPROTONOSUPPORT
+                        | libc::ESOCKTNOSUPPORT
+                        | libc::EACCES
+                        | libc::EPERM
+                        // Built in, switched off (`net.mptcp.enabled=0`).
+                        | libc::ENOPROTOOPT
+                )
             ),
             "socket(AF_INET, SOCK_STREAM, {protocol}): {e}"
         );

@@ -770,9 +770,12 @@ impl Idle {
         let mut wake = WakeQueue::default();
         let woke = {
             let mut st = self.lock();
+            // A worker searching: no claim (it would coalesce), and no
+            // kick counted (`wake_locked` counts one, and a coalesced one).
+            let claim = self.hint.load().searching() == 0;
             let woke = if st.closed {
                 false
-            } else if self.wake_locked(&mut st, &mut wake) == Some(Kick::Woke) {
+            } else if claim && self.wake_locked(&mut st, &mut wake) == Some(Kick::Woke) {
                 true
             } else if let Some(&slot) = st.idle.last() {
                 // The limit is filled, or a worker searches: a spurious

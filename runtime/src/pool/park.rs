@@ -41,8 +41,10 @@
 //! watchdog's turn). Those that may not come back for long call
 //! [`super::Host::attend_driver`], which wakes an idle worker to park in
 //! it if nobody turns it (while its pool's running workers fill the
-//! pool's limit, the idle worker is woken without a claim and parks again
-//! at once, in the driver: `idle::Idle::wake_idle`): `block_on` each
+//! pool's limit, or a worker of its pool searches, the idle worker is
+//! woken without a claim and parks again, in the driver, unless the limit
+//! has room and work is queued, which it runs first; a worker searching
+//! does not count as coming: `idle::Idle::wake_idle`): `block_on` each
 //! time it leaves the driver (or a wake as a waiter) to poll its future
 //! after a wake of it, its return covered by the attend before its last
 //! poll (the poll may block its thread; not after a turn that

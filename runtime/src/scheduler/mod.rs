@@ -556,15 +556,15 @@ impl Scheduler {
         if crate::pool::Host::attend_driver(self) || !self.services.driver_unattended() {
             return;
         }
-        if self
-            .place(self.default_attrs(), self.config.default_scope, None)
-            .kick_reaches()
-        {
+        let default = self.place(self.default_attrs(), self.config.default_scope, None);
+        if default.kick_reaches() {
             return;
         }
+        // Another pool than the one just kicked (its kick coalesced on a
+        // searcher, or it is full).
         let room = crate::loom::lock(&self.all_pools)
             .iter()
-            .find(|p| p.idle.may_start() && p.registry.len() > 0)
+            .find(|p| p.id != default.id && p.idle.may_start() && p.registry.len() > 0)
             .cloned();
         if let Some(pool) = room {
             pool.kick();
@@ -948,8 +948,9 @@ impl Host for Scheduler {
         if self.services.attend() == services::Attended::Yes {
             return true;
         }
-        // Only the pools with a worker parked or searching (the hint, read
-        // without their locks): no clone of every pool's `Arc`.
+        // Only the pools with a worker parked (the hint, read without
+        // their locks; a worker searching does not count: `wake_idle`):
+        // no clone of every pool's `Arc`.
         let candidates: Vec<Arc<Pool>> = crate::loom::lock(&self.all_pools)
             .iter()
             .filter(|p| p.idle.may_wake_idle())
