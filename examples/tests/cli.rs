@@ -18,6 +18,18 @@ const GUIDE_EXAMPLES: [(&str, &str); 6] = [
     ("queue_stats", env!("CARGO_BIN_EXE_queue_stats")),
 ];
 
+/// `cmd` run with its stdout on `stdout` (a pipe whose reader is gone,
+/// a full device), its stderr read; killed past a minute.
+fn output_to(cmd: &mut Command, stdout: impl Into<std::process::Stdio>) -> std::process::Output {
+    let child = cmd
+        .stdout(stdout)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _killer = common::kill_after(child.id(), Duration::from_secs(60));
+    child.wait_with_output().unwrap()
+}
+
 /// The other binaries: services and tools.
 const OTHERS: [(&str, &str); 5] = [
     ("echo", env!("CARGO_BIN_EXE_echo")),
@@ -59,14 +71,7 @@ fn help_into_a_closed_pipe_ends_quietly() {
         // The reader closed first: the write fails, deterministically.
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
-        let child = Command::new(bin)
-            .arg("--help")
-            .stdout(writer)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let _killer = common::kill_after(child.id(), Duration::from_secs(60));
-        let out = child.wait_with_output().unwrap();
+        let out = output_to(Command::new(bin).arg("--help"), writer);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{name} --help: {err}");
         assert!(!err.contains("panicked"), "{name}: {err}");
@@ -133,13 +138,7 @@ fn the_guides_examples_say_when_stdout_is_full() {
             .write(true)
             .open("/dev/full")
             .unwrap();
-        let child = Command::new(bin)
-            .stdout(full)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let _killer = common::kill_after(child.id(), Duration::from_secs(60));
-        let out = child.wait_with_output().unwrap();
+        let out = output_to(&mut Command::new(bin), full);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{name}: {:?}", out.status);
         assert!(err.contains("writing to stdout"), "{name}: {err}");

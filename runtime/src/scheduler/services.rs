@@ -618,6 +618,24 @@ mod tests {
         rx
     }
 
+    /// A strict queue on `rt` (a pool of its own) and a task on it that
+    /// sleeps `ms`, then sends: the receiver says when its timer fired.
+    fn strict_queue_timer(
+        rt: &crate::Runtime,
+        ms: u64,
+    ) -> (crate::Workqueue, std::sync::mpsc::Receiver<()>) {
+        let q = crate::Workqueue::builder("own-pool")
+            .strict(true)
+            .build(rt.handle())
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        drop(q.spawn(async move {
+            crate::time::sleep(Duration::from_millis(ms)).await;
+            tx.send(()).unwrap();
+        }));
+        (q, rx)
+    }
+
     /// A task that first waits (in its poll, holding its worker) for
     /// `held`, then blocks in `block_in_place` until `release`.
     struct Blocker {
@@ -723,15 +741,7 @@ mod tests {
                 std::hint::spin_loop();
             }
         }));
-        let q = crate::Workqueue::builder("own-pool")
-            .strict(true)
-            .build(rt.handle())
-            .unwrap();
-        let (timer_tx, timer) = std::sync::mpsc::channel::<()>();
-        drop(q.spawn(async move {
-            crate::time::sleep(Duration::from_millis(300)).await;
-            timer_tx.send(()).unwrap();
-        }));
+        let (q, timer) = strict_queue_timer(&rt, 300);
         // The queue's worker armed the timer and idles in the driver.
         until_parked_in_the_driver(&rt.handle().scheduler);
         let (entered, _entered) = std::sync::mpsc::channel();
@@ -756,15 +766,7 @@ mod tests {
         until_parked_in_the_driver(&scheduler);
         // A strict queue's pool: its worker arms a timer, then idles on
         // its futex (the driver is held).
-        let q = crate::Workqueue::builder("own-pool")
-            .strict(true)
-            .build(rt.handle())
-            .unwrap();
-        let (timer_tx, timer) = std::sync::mpsc::channel::<()>();
-        drop(q.spawn(async move {
-            crate::time::sleep(Duration::from_millis(400)).await;
-            timer_tx.send(()).unwrap();
-        }));
+        let (_q, timer) = strict_queue_timer(&rt, 400);
         let strict = scheduler
             .pools()
             .into_iter()
