@@ -1434,7 +1434,7 @@ fn bad_settings_are_refused_with_what_to_do() {
     ] {
         let err = Workqueue::builder(name).build(h).unwrap_err().to_string();
         assert!(
-            err.contains(&format!("control character {c}")) && err.contains("printable"),
+            err.contains(&format!("unprintable character {c}")) && err.contains("printable text"),
             "{err}"
         );
     }
@@ -1447,7 +1447,10 @@ fn bad_settings_are_refused_with_what_to_do() {
         .build(h)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("4096") && err.contains("2048"), "{err}");
+    assert!(
+        err.contains("\"big\"") && err.contains("4096") && err.contains("2048"),
+        "{err}"
+    );
     let err = Workqueue::builder("both")
         .ordered()
         .max_active(4)
@@ -1457,7 +1460,8 @@ fn bad_settings_are_refused_with_what_to_do() {
     assert!(err.contains("ordered"), "{err}");
     let q = Workqueue::builder("default").build(h).unwrap();
     assert_eq!(q.max_active(), 1024, "0 means the kernel's default");
-    assert!(q.set_max_active(3000).is_err());
+    let err = q.set_max_active(3000).unwrap_err().to_string();
+    assert!(err.contains("\"default\"") && err.contains("3000"), "{err}");
     q.set_max_active(0).unwrap();
     assert_eq!(q.max_active(), 1024);
     let o = Workqueue::builder("o").ordered().build(h).unwrap();

@@ -745,7 +745,8 @@ pub struct WorkqueueStats {
     /// workqueue.
     #[serde(default)]
     pub refused: u64,
-    /// Items spawned and not finished (active and inactive).
+    /// Items spawned and not finished: active, inactive, and an aborted
+    /// waiting item on its way to a worker to be dropped (neither).
     pub in_flight: usize,
     /// Items handed to a pool with a slot of `max_active` and not
     /// finished (an aborted waiting item, sent to a pool only to be

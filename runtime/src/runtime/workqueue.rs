@@ -256,7 +256,7 @@ impl Workqueue {
                 self.name()
             )));
         }
-        let n = max_active(n)?;
+        let n = max_active(self.name(), n)?;
         self.queue.set_max_active(n);
         Ok(())
     }
@@ -296,13 +296,14 @@ fn unprintable(c: char) -> bool {
         )
 }
 
-/// Validates a `max_active`: 0 means the default.
-fn max_active(n: usize) -> Result<usize, WorkqueueError> {
+/// Validates queue `name`'s `max_active`: 0 means the default.
+fn max_active(name: &str, n: usize) -> Result<usize, WorkqueueError> {
     match n {
         0 => Ok(DEFAULT_MAX_ACTIVE),
         n if n > MAX_ACTIVE => Err(WorkqueueError::new(format!(
-            "max_active {n} is over the limit of {MAX_ACTIVE} (the kernel's WQ_MAX_ACTIVE); \
-             pass 1..={MAX_ACTIVE}, or 0 for the default ({DEFAULT_MAX_ACTIVE})"
+            "workqueue {name:?}: max_active {n} is over the limit of {MAX_ACTIVE} (the \
+             kernel's WQ_MAX_ACTIVE); pass 1..={MAX_ACTIVE}, or 0 for the default \
+             ({DEFAULT_MAX_ACTIVE})"
         ))),
         n => Ok(n),
     }
@@ -392,11 +393,11 @@ impl WorkqueueBuilder {
         }
         if let Some((at, c)) = self.name.char_indices().find(|&(_, c)| unprintable(c)) {
             return Err(WorkqueueError::new(format!(
-                "workqueue name {:?} holds the control character {c:?} at byte {at}: a name is printed in tables, logs and reports, so pass printable text to Workqueue::builder",
+                "workqueue name {:?} holds the unprintable character {c:?} at byte {at} (a control character, a line separator or a bidirectional mark): a name is printed in tables, logs and reports, so pass printable text to Workqueue::builder",
                 self.name
             )));
         }
-        let mut max = max_active(self.max_active)?;
+        let mut max = max_active(&self.name, self.max_active)?;
         if self.ordered {
             if self.max_active > 1 {
                 return Err(WorkqueueError::new(format!(
