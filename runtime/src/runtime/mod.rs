@@ -244,9 +244,11 @@ impl Runtime {
     /// nothing holds them after).
     ///
     /// `Duration::ZERO` signals the threads and returns without waiting
-    /// for any still at work (if every thread is past its work, they get
-    /// the 100 ms for their destructors; if one is not, none is waited
-    /// for), as tokio's `shutdown_background`; what it
+    /// for any still at work (the workers, and then the blocking pool's
+    /// threads, each group decided apart: a group whose every thread is
+    /// past its work gets the 100 ms for their destructors, one with a
+    /// thread still at work is not waited for), as tokio's
+    /// `shutdown_background`; what it
     /// returns then says only whether every thread, the runtime's rescuer
     /// among them, happened to have exited already. The timeout bounds the waits, not the drops:
     /// the futures still queued are dropped on the calling thread first,
