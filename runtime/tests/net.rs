@@ -369,6 +369,53 @@ fn a_streams_from_std_refuses_sockets_of_another_kind() {
     });
 }
 
+/// Sets `SO_LINGER` on `fd`: on, for `secs`.
+fn set_linger_secs(fd: std::os::fd::RawFd, secs: libc::c_int) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: secs,
+    };
+    // SAFETY: setsockopt(2) reads a `linger` of its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            std::ptr::from_ref(&linger).cast(),
+            size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+}
+
+/// A TCP socket with a nonzero `SO_LINGER` is refused by `from_std`: its
+/// close waits for its data to go, blocking the worker that drops it (a
+/// listener's linger is inherited by every connection it accepts), which
+/// `set_linger` refuses too. A zero linger (an abortive close) is taken.
+#[test]
+fn a_tcp_socket_that_lingers_is_refused_by_from_std() {
+    use std::os::fd::AsRawFd as _;
+    within_watchdog("linger from_std", LIMIT, || {
+        rt().block_on(async {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            let c = std::net::TcpStream::connect(addr).unwrap();
+            set_linger_secs(c.as_raw_fd(), 5);
+            refused(TcpStream::from_std(c).map(drop), "SO_LINGER set to 5 s");
+            set_linger_secs(l.as_raw_fd(), 5);
+            // (A duplicate: the refusal closes what it was given.)
+            refused(
+                TcpListener::from_std(l.try_clone().unwrap()).map(drop),
+                "every connection it accepts",
+            );
+            let c = std::net::TcpStream::connect(addr).unwrap();
+            set_linger_secs(c.as_raw_fd(), 0);
+            let c = TcpStream::from_std(c).unwrap();
+            assert_eq!(c.linger().unwrap(), Some(Duration::ZERO));
+        });
+    });
+}
+
 /// A socket of `protocol` (`SOCK_STREAM`, IPv4) bound to loopback and
 /// listening, or `None` where the kernel lacks the protocol.
 fn stream_listener_of(protocol: libc::c_int) -> Option<std::net::TcpListener> {

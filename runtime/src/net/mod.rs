@@ -353,7 +353,9 @@ impl Taken {
 ///   inherited descriptor) had each `recv_from` take a datagram and fail
 ///   on its sender's address, and the other way round.
 /// - An IP stream socket must be TCP's (or MPTCP's): an SCTP one is a
-///   stream socket whose reads give one message each.
+///   stream socket whose reads give one message each. And its linger
+///   must be off or zero: a nonzero one blocks the thread that drops it,
+///   a worker (inherited by a listener's connections).
 fn check_socket(fd: std::os::fd::RawFd, what: &str, taken: Taken) -> io::Result<()> {
     let closed = "this socket, moved in, is closed now: pass a try_clone() to keep a descriptor";
     let get = |opt| {
@@ -407,6 +409,33 @@ fn check_socket(fd: std::os::fd::RawFd, what: &str, taken: Taken) -> io::Result<
             return refuse(format!(
                 "the socket is not a TCP socket (IP protocol {protocol}; SCTP is 132): its reads \
                  may keep messages' bounds, which wq's byte streams would cut"
+            ));
+        }
+        // A nonzero linger makes close(2) wait for the data to go: the
+        // drop of the stream would block the wq worker that drops it (a
+        // listener's linger is inherited by every connection it accepts).
+        // `TcpStream::set_linger` refuses it; so does taking a socket
+        // that has it.
+        let off = libc::linger {
+            l_onoff: 0,
+            l_linger: 0,
+        };
+        let linger = get_option(fd, libc::SOL_SOCKET, libc::SO_LINGER, off).map_err(|e| {
+            let message = format!("{what}: not a socket wq can take: {e}");
+            crate::driver::with_hint(e, message)
+        })?;
+        if linger.l_onoff != 0 && linger.l_linger > 0 {
+            return refuse(format!(
+                "the socket has SO_LINGER set to {} s: a close would wait until its data is \
+                 sent or that time passes, blocking the wq worker that drops it{}; set the \
+                 linger off, or to zero (an abortive close), before taking it (socket2's \
+                 set_linger)",
+                linger.l_linger,
+                if taken.listener() {
+                    " (every connection it accepts inherits it)"
+                } else {
+                    ""
+                }
             ));
         }
     }

@@ -75,7 +75,9 @@ impl TcpListener {
     ///
     /// # Errors
     /// `InvalidInput` if the socket is not a listening stream socket (a
-    /// `TcpListener` made from another descriptor), saying which; with
+    /// `TcpListener` made from another descriptor), or has a nonzero
+    /// `SO_LINGER` (its connections inherit it, and each one's drop would
+    /// block a worker: see [`TcpStream::set_linger`]), saying which; with
     /// the call's name, if the descriptor is no socket at all
     /// (`ENOTSOCK`); the OS's own error if it cannot be registered with the
     /// driver (`EEXIST`: a wq socket of this runtime has it already); an
@@ -259,8 +261,10 @@ impl TcpStream {
     /// Takes over a connected std socket (made non-blocking here).
     ///
     /// # Errors
-    /// `InvalidInput` if the socket is not an IP (TCP) stream socket, or is a
-    /// listener (a std stream made from another descriptor), saying which;
+    /// `InvalidInput` if the socket is not an IP (TCP) stream socket, is a
+    /// listener (a std stream made from another descriptor), or has a
+    /// nonzero `SO_LINGER` (its drop would block a worker: see
+    /// [`TcpStream::set_linger`]), saying which;
     /// with the call's name, if the descriptor is no socket at all
     /// (`ENOTSOCK`); the OS's own error if the socket cannot be made non-blocking or
     /// registered with the driver (`EEXIST`: a wq socket of this runtime
