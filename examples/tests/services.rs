@@ -229,6 +229,34 @@ async fn serve_routes_with(limits: wq_examples::Limits) -> std::net::SocketAddr 
     addr
 }
 
+/// A connection to `addr` that answered a request (the server accepted
+/// and counted it), tried again while the server closes new ones at once
+/// (its house full until the slots of clients closed before come back),
+/// until `deadline`; with when its last try began (its accept came after).
+async fn answered_connection(
+    addr: std::net::SocketAddr,
+    deadline: std::time::Instant,
+) -> (TcpStream, std::time::Instant) {
+    let mut buf = [0u8; 4096];
+    loop {
+        let started = std::time::Instant::now();
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let answered = c
+            .write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
+            .await
+            .is_ok()
+            && matches!(c.read(&mut buf).await, Ok(n) if n > 0);
+        if answered {
+            return (c, started);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the closed clients' slots never came back"
+        );
+        wq::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[test]
 fn silent_clients_full_houses_and_long_connections_are_closed() {
     on_wq(async || {
@@ -270,16 +298,13 @@ fn silent_clients_full_houses_and_long_connections_are_closed() {
         // Two connections fill the house: a third is closed at once, long
         // before its first-bytes timeout would.
         // Each answers a request first: then the server has accepted and
-        // counted it (a fixed wait was too short on a loaded machine).
-        let mut a = TcpStream::connect(addr).await.unwrap();
-        let mut b = TcpStream::connect(addr).await.unwrap();
-        for c in [&mut a, &mut b] {
-            c.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
-                .await
-                .unwrap();
-            let mut buf = [0u8; 4096];
-            assert!(c.read(&mut buf).await.unwrap() > 0, "no answer");
-        }
+        // counted it (a fixed wait was too short on a loaded machine). The
+        // closed clients' slots come back as their server tasks end: one
+        // closed at once meanwhile (the house still full: "no answer" on a
+        // loaded machine) is tried again.
+        let slots_back = std::time::Instant::now() + Duration::from_secs(10);
+        let a = answered_connection(addr, slots_back).await.0;
+        let b = answered_connection(addr, slots_back).await.0;
         let mut third = TcpStream::connect(addr).await.unwrap();
         let waited = time_to_close(&mut third).await;
         assert!(
@@ -295,23 +320,7 @@ fn silent_clients_full_houses_and_long_connections_are_closed() {
         // `started`.
         let slots_back = std::time::Instant::now() + Duration::from_secs(10);
         let mut buf = [0u8; 4096];
-        let (mut c, started) = loop {
-            let started = std::time::Instant::now();
-            let mut c = TcpStream::connect(addr).await.unwrap();
-            let answered = c
-                .write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
-                .await
-                .is_ok()
-                && matches!(c.read(&mut buf).await, Ok(n) if n > 0);
-            if answered {
-                break (c, started);
-            }
-            assert!(
-                std::time::Instant::now() < slots_back,
-                "the closed clients' slots never came back"
-            );
-            wq::time::sleep(Duration::from_millis(20)).await;
-        };
+        let (mut c, started) = answered_connection(addr, slots_back).await;
         wq::time::sleep(Duration::from_millis(100)).await;
         loop {
             if c.write_all(b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n")
