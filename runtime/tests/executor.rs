@@ -1351,6 +1351,9 @@ fn a_remote_batch_behind_a_long_task_is_taken_by_a_sibling() {
             .default_scope(Scope::Cache)
             .worker_spin(Duration::ZERO)
             .cpu_hog_threshold(Duration::ZERO)
+            // Two workers per pod on a machine of one CPU too (the
+            // default caps them at the CPUs the process may use).
+            .max_workers_per_pool(2)
             .build()
             .unwrap();
         let h = rt.handle();
@@ -1475,6 +1478,8 @@ fn sibling_steals_count_the_tasks_taken() {
             .default_scope(Scope::System)
             .worker_spin(Duration::from_millis(50))
             .cpu_hog_threshold(Duration::ZERO)
+            // A sibling on a machine of one CPU too.
+            .max_workers_per_pool(2)
             .build()
             .unwrap();
         let elsewhere = Arc::new(AtomicUsize::new(0));
