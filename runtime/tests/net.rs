@@ -402,6 +402,15 @@ fn a_tcp_socket_that_lingers_is_refused_by_from_std() {
             let c = std::net::TcpStream::connect(addr).unwrap();
             set_linger_secs(c.as_raw_fd(), 5);
             refused(TcpStream::from_std(c).map(drop), "SO_LINGER set to 5 s");
+            // Without a bound (socket2's `set_linger(Some(Duration::MAX))`
+            // writes -1; the kernel keeps it as "for ever", and it reads
+            // back negative): it passed as not over zero.
+            let c = std::net::TcpStream::connect(addr).unwrap();
+            set_linger_secs(c.as_raw_fd(), -1);
+            let held = TcpStream::from_std(c.try_clone().unwrap()).map(drop);
+            refused(held, "SO_LINGER set to no bound");
+            set_linger_secs(c.as_raw_fd(), 0);
+            drop(c);
             set_linger_secs(l.as_raw_fd(), 5);
             // (A duplicate: the refusal closes what it was given.)
             refused(

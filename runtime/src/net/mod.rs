@@ -424,19 +424,30 @@ fn check_socket(fd: std::os::fd::RawFd, what: &str, taken: Taken) -> io::Result<
             let message = format!("{what}: not a socket wq can take: {e}");
             crate::driver::with_hint(e, message)
         })?;
-        if linger.l_onoff != 0 && linger.l_linger > 0 {
-            return refuse(format!(
-                "the socket has SO_LINGER set to {} s: a close would wait until its data is \
-                 sent or that time passes, blocking the wq worker that drops it{}; set the \
-                 linger off, or to zero (an abortive close), before taking it (socket2's \
-                 set_linger)",
-                linger.l_linger,
-                if taken.listener() {
-                    " (every connection it accepts inherits it)"
-                } else {
-                    ""
-                }
-            ));
+        // (A linger set unbounded, a negative `l_linger` as socket2's
+        // `set_linger(Some(Duration::MAX))` writes, reads back negative on
+        // most kernels: the kernel stores it as "for ever".)
+        if linger.l_onoff != 0 && linger.l_linger != 0 {
+            let set = if linger.l_linger > 0 {
+                format!("{} s", linger.l_linger)
+            } else {
+                "no bound".to_owned()
+            };
+            return refuse(if taken.listener() {
+                format!(
+                    "the socket has SO_LINGER set to {set}, which every connection it accepts \
+                     inherits: a connection's close would wait until its data is sent or that \
+                     time passes, blocking the wq worker that drops it; set the linger off \
+                     before taking it (socket2's set_linger(None))"
+                )
+            } else {
+                format!(
+                    "the socket has SO_LINGER set to {set}: its close would wait until its data \
+                     is sent or that time passes, blocking the wq worker that drops it; set the \
+                     linger off, or to zero (an abortive close), before taking it (socket2's \
+                     set_linger)"
+                )
+            });
         }
     }
     let listening = get(libc::SO_ACCEPTCONN)? != 0;

@@ -379,15 +379,22 @@ impl TcpStream {
         super::set_option(self.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, value)
     }
 
-    /// `SO_LINGER`: `None` when off (a graceful close).
+    /// `SO_LINGER`: `None` when off (a graceful close); `Duration::MAX`
+    /// for one set without a bound (by another owner of the socket).
     pub fn linger(&self) -> io::Result<Option<std::time::Duration>> {
         let off = libc::linger {
             l_onoff: 0,
             l_linger: 0,
         };
         let value = super::get_option(self.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, off)?;
-        Ok((value.l_onoff != 0)
-            .then(|| std::time::Duration::from_secs(value.l_linger.max(0) as u64)))
+        // A negative linger is one set without a bound (the kernel keeps
+        // it as "for ever"): not zero, which is an abortive close.
+        Ok(
+            (value.l_onoff != 0).then(|| match u64::try_from(value.l_linger) {
+                Ok(secs) => std::time::Duration::from_secs(secs),
+                Err(_) => std::time::Duration::MAX,
+            }),
+        )
     }
 
     /// Sets `TCP_USER_TIMEOUT`: the longest data written may wait unsent
