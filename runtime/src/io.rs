@@ -28,6 +28,9 @@ use crate::driver::scheduled_io::{Direction, ReadyEvent};
 /// at the drop may hit whatever descriptor reuses the number. Dropping the
 /// `AsyncFd` deregisters the descriptor, then drops `T` (which closes it,
 /// if `T` owns it); `into_inner` deregisters it and gives `T` back, open.
+/// A close that blocks blocks the thread that drops it, maybe a worker: a
+/// TCP socket with a nonzero `SO_LINGER` (which `wq::net`'s `from_std`
+/// refuses) waits there until its data is sent or the linger ends.
 ///
 /// ```
 /// use std::io::{Read, Write};
