@@ -2290,7 +2290,8 @@ fn a_refused_futures_drop_may_enter_another_runtime() {
 }
 
 /// `Handle::try_spawn` runs a future on a live runtime and gives it back,
-/// unpolled and undropped, from one shut down (`spawn` drops it there).
+/// unpolled and undropped, from one shut down (`spawn` drops it there);
+/// so do `try_spawn_on` and `try_spawn_on_cpu`.
 #[test]
 fn try_spawn_gives_the_future_back_from_a_runtime_shut_down() {
     within(60, || {
@@ -2321,6 +2322,16 @@ fn try_spawn_gives_the_future_back_from_a_runtime_shut_down() {
         assert_eq!(dropped.load(Ordering::SeqCst), 0, "dropped in the call");
         assert_eq!(futures::executor::block_on(err.into_future()), 7);
         assert_eq!(dropped.load(Ordering::SeqCst), 1);
+        let guard = Counted(dropped.clone());
+        let err = h
+            .try_spawn_on_cpu(0, Scope::Cache, async move {
+                let _guard = guard;
+                8
+            })
+            .unwrap_err();
+        assert!(err.is_shut_down(), "{err}");
+        assert_eq!(dropped.load(Ordering::SeqCst), 1, "dropped in the call");
+        assert_eq!(futures::executor::block_on(err.into_future()), 8);
     });
 }
 

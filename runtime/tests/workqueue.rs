@@ -2541,3 +2541,307 @@ fn stats_read_while_items_run_hold_together() {
         assert!(reads > 0);
     });
 }
+
+/// One item of [`owners_churning_every_setting_under_load_lose_nothing`]:
+/// what happened to it.
+#[derive(Default)]
+struct Fate {
+    began: AtomicBool,
+    ended: AtomicBool,
+    aborted: AtomicBool,
+}
+
+/// A queue of that test, the producer threads that spawn on it, what they
+/// spawned, and how many of its items ran at once.
+struct Churned {
+    queue: Workqueue,
+    producers: std::ops::Range<usize>,
+    ordered: bool,
+    running: Arc<Concurrency>,
+}
+
+/// Everything a queue's owner may do, at once and over and over: items
+/// spawned from several threads (some aborted at once, some refused by a
+/// drain and spawned again), flushes and drains from another thread, and
+/// the queues' scope, strictness and `max_active` changed at random (a
+/// fixed seed), on a plain, a high-priority and an ordered queue over two
+/// L3 pods. Nothing is lost or run twice; a flush or a drain waits for
+/// every item spawned before it; the ordered queue's items never overlap
+/// and keep their order; `max_active` is never exceeded beyond the highest
+/// limit set; the statistics add up; and every slot comes back.
+#[test]
+fn owners_churning_every_setting_under_load_lose_nothing() {
+    within(240, || {
+        const PRODUCERS: usize = 4;
+        const PER: usize = 3000;
+        const LIMIT: usize = 6;
+        // Six workers per pool, even on a smaller machine: the last check
+        // holds `LIMIT` items in `block_in_place` at once.
+        let rt = Runtime::builder()
+            .topology(Topology::synthetic("pack:1 l3:2 core:2 pu:1").unwrap())
+            .default_scope(Scope::System)
+            .max_workers_per_pool(LIMIT)
+            .build()
+            .unwrap();
+        let h = rt.handle();
+        let queues = [
+            Churned {
+                queue: Workqueue::builder("churn").max_active(4).build(h).unwrap(),
+                producers: 0..2,
+                ordered: false,
+                running: Arc::default(),
+            },
+            Churned {
+                queue: Workqueue::builder("churn-highpri")
+                    .highpri()
+                    .max_active(3)
+                    .build(h)
+                    .unwrap(),
+                producers: 2..3,
+                ordered: false,
+                running: Arc::default(),
+            },
+            Churned {
+                queue: Workqueue::builder("churn-ordered")
+                    .ordered()
+                    .build(h)
+                    .unwrap(),
+                producers: 3..4,
+                ordered: true,
+                running: Arc::default(),
+            },
+        ];
+        let fates: Arc<Vec<Vec<Fate>>> = Arc::new(
+            (0..PRODUCERS)
+                .map(|_| (0..PER).map(|_| Fate::default()).collect())
+                .collect(),
+        );
+        // How many items each producer has spawned (published after the
+        // spawn returned, and after an abort of it).
+        let published: Vec<AtomicUsize> = (0..PRODUCERS).map(|_| AtomicUsize::new(0)).collect();
+        let last_ordered = Arc::new(AtomicUsize::new(0));
+        let producing = AtomicUsize::new(PRODUCERS);
+        let refused = AtomicUsize::new(0);
+        let queue_of = |p: usize| {
+            queues
+                .iter()
+                .find(|q| q.producers.contains(&p))
+                .expect("every producer has a queue")
+        };
+        // The items' handles, awaited once every producer is done.
+        let handles = std::thread::scope(|s| {
+            let producers: Vec<_> = (0..PRODUCERS)
+                .map(|p| {
+                    let (fates, last_ordered) = (fates.clone(), last_ordered.clone());
+                    let (published, producing, refused) = (&published, &producing, &refused);
+                    let churned = queue_of(p);
+                    s.spawn(move || {
+                        let mut handles = Vec::with_capacity(PER);
+                        for i in 0..PER {
+                            let (mine, running) = (fates.clone(), churned.running.clone());
+                            let (last, ordered) = (last_ordered.clone(), churned.ordered);
+                            let mut item = async move {
+                                let fate = &mine[p][i];
+                                assert!(
+                                    !fate.began.swap(true, Ordering::SeqCst),
+                                    "item {p}/{i} began twice"
+                                );
+                                let _inside = Inside::enter(running);
+                                if ordered {
+                                    let before = last.swap(i + 1, Ordering::SeqCst);
+                                    assert!(
+                                        before < i + 1,
+                                        "ordered item {i} ran after item {}",
+                                        before - 1
+                                    );
+                                }
+                                for _ in 0..i % 4 {
+                                    wq::task::yield_now().await;
+                                }
+                                fate.ended.store(true, Ordering::SeqCst);
+                            };
+                            let handle = loop {
+                                let spawned = if i % 5 == 0 {
+                                    // CPU 4 is not in the layout: placed anywhere.
+                                    churned.queue.try_spawn_on_cpu(i % 6, item)
+                                } else {
+                                    churned.queue.try_spawn(item)
+                                };
+                                match spawned {
+                                    Ok(h) => break h,
+                                    Err(e) => {
+                                        assert!(e.is_draining(), "refused: {e}");
+                                        refused.fetch_add(1, Ordering::Relaxed);
+                                        item = e.into_future();
+                                        std::thread::sleep(Duration::from_micros(200));
+                                    }
+                                }
+                            };
+                            if i % 7 == 3 {
+                                fates[p][i].aborted.store(true, Ordering::SeqCst);
+                                handle.abort();
+                            }
+                            published[p].store(i + 1, Ordering::SeqCst);
+                            handles.push(handle);
+                            // Paced, so that the owner's changes land
+                            // between the spawns (about a second).
+                            if i % 2 == 0 {
+                                std::thread::sleep(Duration::from_micros(100));
+                            }
+                        }
+                        producing.fetch_sub(1, Ordering::SeqCst);
+                        handles
+                    })
+                })
+                .collect();
+
+            // The owner, meanwhile.
+            let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+            let mut next = move |n: u64| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                (seed % n) as usize
+            };
+            let (mut flushes, mut drains) = (0, 0);
+            while producing.load(Ordering::SeqCst) > 0 {
+                let churned = &queues[next(3)];
+                let q = &churned.queue;
+                match next(10) {
+                    0..=2 => q.set_scope(Scope::ALL[next(6)]),
+                    3 => q.set_strict(next(2) == 1),
+                    4 | 5 if !churned.ordered => q.set_max_active(1 + next(LIMIT as u64)).unwrap(),
+                    op => {
+                        // Every item published before the call must be
+                        // over by its return.
+                        let before: Vec<(usize, usize)> = churned
+                            .producers
+                            .clone()
+                            .map(|p| (p, published[p].load(Ordering::SeqCst)))
+                            .collect();
+                        if op == 9 {
+                            rt.block_on(q.drain());
+                            drains += 1;
+                        } else {
+                            rt.block_on(q.flush());
+                            flushes += 1;
+                        }
+                        for (p, k) in before {
+                            for (i, fate) in fates[p][..k].iter().enumerate() {
+                                assert!(
+                                    fate.ended.load(Ordering::SeqCst)
+                                        || fate.aborted.load(Ordering::SeqCst),
+                                    "{}'s item {i} (producer {p}) was spawned before a {} that returned without it",
+                                    q.name(),
+                                    if op == 9 { "drain" } else { "flush" },
+                                );
+                            }
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_micros(300));
+            }
+            assert!(
+                flushes > 10 && drains > 10,
+                "{flushes} flushes, {drains} drains"
+            );
+            eprintln!("{flushes} flushes, {drains} drains");
+            producers
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .collect::<Vec<_>>()
+        });
+
+        // Every item ran once and ended, unless aborted (then it ended or
+        // was cancelled).
+        let mut began = [0u64; 3];
+        for (p, handles) in handles.into_iter().enumerate() {
+            rt.block_on(async {
+                for (i, h) in handles.into_iter().enumerate() {
+                    let fate = &fates[p][i];
+                    match h.await {
+                        Ok(()) => assert!(fate.ended.load(Ordering::SeqCst)),
+                        Err(e) => assert!(
+                            e.is_cancelled() && fate.aborted.load(Ordering::SeqCst),
+                            "item {p}/{i}: {e}"
+                        ),
+                    }
+                    if !fate.aborted.load(Ordering::SeqCst) {
+                        assert!(
+                            fate.ended.load(Ordering::SeqCst),
+                            "item {p}/{i} never ended"
+                        );
+                    }
+                }
+            });
+            let q = queues
+                .iter()
+                .position(|q| q.producers.contains(&p))
+                .unwrap();
+            began[q] += fates[p]
+                .iter()
+                .filter(|f| f.began.load(Ordering::SeqCst))
+                .count() as u64;
+        }
+        for (churned, began) in queues.iter().zip(began) {
+            let q = &churned.queue;
+            rt.block_on(q.flush());
+            let s = q.stats();
+            assert_eq!(
+                (s.in_flight, s.active, s.inactive),
+                (0, 0, 0),
+                "{}: {s:?}",
+                q.name()
+            );
+            assert_eq!(s.started, began, "{}: {s:?}", q.name());
+            let spawned = (churned.producers.len() * PER) as u64;
+            assert!(
+                s.completed >= began && s.completed <= spawned,
+                "{}: {s:?}",
+                q.name()
+            );
+            let high = churned.running.high.load(Ordering::SeqCst);
+            let bound = if churned.ordered { 1 } else { LIMIT };
+            assert!(
+                high <= bound,
+                "{}: {high} items at once, no limit over {bound} was set",
+                q.name()
+            );
+        }
+        eprintln!(
+            "{} spawns refused by a drain, spawned again",
+            refused.load(Ordering::Relaxed)
+        );
+
+        // The slots all came back: as many items as the limit run at
+        // once, and no more.
+        for (churned, limit) in queues.iter().zip([LIMIT, 3, 1]) {
+            let q = &churned.queue;
+            if !churned.ordered {
+                q.set_max_active(limit).unwrap();
+            }
+            // A pod's pool runs at most as many tasks at once as it has
+            // workers: one pod of them all.
+            q.set_scope(Scope::System);
+            let together = Arc::new(std::sync::Barrier::new(limit));
+            let c = Arc::new(Concurrency::default());
+            let hs: Vec<_> = (0..limit * 4)
+                .map(|_| {
+                    let (together, c) = (together.clone(), c.clone());
+                    q.spawn(async move {
+                        let _inside = Inside::enter(c);
+                        wq::block_in_place(|| together.wait());
+                    })
+                })
+                .collect();
+            await_all(&rt, hs);
+            let high = c.high.load(Ordering::SeqCst);
+            assert_eq!(
+                high,
+                limit,
+                "{}: {high} items at once, max_active {limit}",
+                q.name()
+            );
+        }
+    });
+}

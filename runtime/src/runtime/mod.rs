@@ -404,6 +404,22 @@ impl Handle {
         spawn_at(&self.scheduler, scope, Some(cpu), future)
     }
 
+    /// As [`Handle::spawn_on_cpu`], but a runtime shut down gives the
+    /// future back, as [`Handle::try_spawn`].
+    pub fn try_spawn_on_cpu<F>(
+        &self,
+        cpu: usize,
+        scope: Scope,
+        future: F,
+    ) -> Result<JoinHandle<F::Output>, workqueue::SpawnError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        try_spawn_at(&self.scheduler, scope, Some(cpu), future)
+            .map_err(workqueue::SpawnError::shut_down)
+    }
+
     /// See [`crate::spawn_blocking`]. On a shut-down runtime `f` is
     /// dropped and the handle resolves to a refused
     /// [`JoinError`](crate::JoinError) (`is_refused`).

@@ -160,6 +160,37 @@ impl Workqueue {
             .unwrap_or_else(refused_handle)
     }
 
+    /// As [`Workqueue::spawn_on_cpu`], but a refused item is an error that
+    /// says why and gives the future back, as [`Workqueue::try_spawn`].
+    ///
+    /// ```
+    /// # #[wq::main] async fn main() {
+    /// let q = wq::Workqueue::builder("per-cpu").build(&wq::Handle::current()).unwrap();
+    /// let drain = q.drain();
+    /// let err = q.try_spawn_on_cpu(0, async { 7 }).unwrap_err();
+    /// assert!(err.is_draining());
+    /// drain.await;
+    /// assert_eq!(q.try_spawn_on_cpu(0, err.into_future()).unwrap().await.unwrap(), 7);
+    /// # }
+    /// ```
+    pub fn try_spawn_on_cpu<F>(
+        &self,
+        cpu: usize,
+        future: F,
+    ) -> Result<JoinHandle<F::Output>, SpawnError<F>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.queue
+            .spawn(&self.scheduler, Some(cpu), future)
+            .map_err(|(refused, future)| SpawnError {
+                queue: Some(self.queue.name().to_owned()),
+                refused,
+                future,
+            })
+    }
+
     /// Waits until every item spawned on the queue before this call has
     /// finished. The flush begins in the call, not at the first poll of
     /// the future it returns: items spawned after the call are not waited
