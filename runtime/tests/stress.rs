@@ -441,3 +441,170 @@ fn children_of_a_blocked_task_run_while_it_blocks() {
         });
     }
 }
+
+/// A small xorshift generator: each connection's choices, fixed by seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Reads cancelled at every point lose no readiness: on 64 loopback
+/// connections written in bursts with pauses, each reader reads under
+/// timeouts that often expire (the read future dropped after it
+/// registered its waker), polls a read once and drops it, waits on
+/// `readable` under a timeout, or reads plainly, and hands its half to a
+/// new task now and then (its waker replaced by another task's). Half the
+/// time the writer waits for the reader to have its chunk, so that the
+/// chunk's readiness is the only event that can wake it. Every byte
+/// arrives once, in order, and no reader stalls on data the kernel
+/// holds.
+#[test]
+fn reads_cancelled_at_every_point_lose_no_readiness() {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    use std::task::Poll;
+    use wq::net::tcp::OwnedReadHalf;
+    use wq::net::{TcpListener, TcpStream};
+
+    const CONNS: usize = 64;
+    const BYTES: usize = 48 * 1024;
+    fn byte(conn: usize, i: usize) -> u8 {
+        (i * 31 + conn * 7) as u8
+    }
+
+    /// What a reader has read so far, carried from task to task.
+    struct Reading {
+        conn: usize,
+        half: OwnedReadHalf,
+        got: Vec<u8>,
+        rng: Rng,
+        cancelled: usize,
+        /// How many bytes it has read, after each read, to the writer.
+        progress: futures::channel::mpsc::UnboundedSender<usize>,
+    }
+
+    /// Reads until EOF, and hands itself to a new task every 16 reads.
+    fn read_on(mut r: Reading) -> wq::JoinHandle<Reading> {
+        wq::spawn(async move {
+            let mut buf = [0u8; 4096];
+            for _ in 0..16 {
+                let len = 1 + r.rng.below(buf.len() as u64) as usize;
+                let buf = &mut buf[..len];
+                let n = match r.rng.below(4) {
+                    0 => {
+                        let wait = Duration::from_micros(50 + r.rng.below(1500));
+                        match wq::time::timeout(wait, r.half.read(buf)).await {
+                            Ok(n) => n.unwrap(),
+                            Err(_) => {
+                                r.cancelled += 1;
+                                continue;
+                            }
+                        }
+                    }
+                    1 => {
+                        let mut read = r.half.read(buf);
+                        match futures::poll!(&mut read) {
+                            Poll::Ready(n) => n.unwrap(),
+                            Poll::Pending => {
+                                drop(read);
+                                r.cancelled += 1;
+                                wq::task::yield_now().await;
+                                continue;
+                            }
+                        }
+                    }
+                    2 => {
+                        let wait = Duration::from_micros(50 + r.rng.below(1500));
+                        if wq::time::timeout(wait, r.half.readable()).await.is_err() {
+                            r.cancelled += 1;
+                            continue;
+                        }
+                        match r.half.try_read(buf) {
+                            Ok(n) => n,
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                            Err(e) => panic!("connection {}: {e}", r.conn),
+                        }
+                    }
+                    _ => r.half.read(buf).await.unwrap(),
+                };
+                if n == 0 {
+                    return r;
+                }
+                r.got.extend_from_slice(&buf[..n]);
+                let _ = r.progress.unbounded_send(r.got.len());
+            }
+            read_on(r).await.unwrap()
+        })
+    }
+
+    within_watchdog("cancelled reads", || {
+        let rt = Runtime::builder().thread_name("cancel").build().unwrap();
+        let cancelled = rt.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let mut readers = Vec::new();
+            let mut writers = Vec::new();
+            for conn in 0..CONNS {
+                let (client, accepted) =
+                    futures::join!(TcpStream::connect(addr), listener.accept());
+                let (mut client, (server, _)) = (client.unwrap(), accepted.unwrap());
+                let (progress, mut read) = futures::channel::mpsc::unbounded();
+                writers.push(wq::spawn(async move {
+                    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((conn as u64 + 1) * 0x2545_F491));
+                    let data: Vec<u8> = (0..BYTES).map(|i| byte(conn, i)).collect();
+                    let mut at = 0;
+                    while at < BYTES {
+                        let len = (1 + rng.below(2000) as usize).min(BYTES - at);
+                        client.write_all(&data[at..at + len]).await.unwrap();
+                        at += len;
+                        // Half the time, until the reader has it all: the
+                        // chunk's readiness is then the only event that
+                        // can wake it, and one lost is a stall.
+                        if rng.below(2) == 0 {
+                            while futures::StreamExt::next(&mut read).await != Some(at) {}
+                        }
+                        match rng.below(4) {
+                            0 | 1 => wq::time::sleep(Duration::from_micros(rng.below(2000))).await,
+                            2 => wq::task::yield_now().await,
+                            _ => {}
+                        }
+                    }
+                    client.close().await.unwrap();
+                }));
+                let (half, _write) = server.into_split();
+                readers.push(read_on(Reading {
+                    conn,
+                    half,
+                    got: Vec::with_capacity(BYTES),
+                    rng: Rng(0xD1B5_4A32_D192_ED03 ^ ((conn as u64 + 1) * 0x9E37)),
+                    cancelled: 0,
+                    progress,
+                }));
+            }
+            for w in writers {
+                w.await.unwrap();
+            }
+            let mut cancelled = 0;
+            for r in readers {
+                let r = r.await.unwrap();
+                assert_eq!(
+                    r.got.len(),
+                    BYTES,
+                    "connection {}: bytes lost or extra",
+                    r.conn
+                );
+                let first_bad = (0..BYTES).find(|&i| r.got[i] != byte(r.conn, i));
+                assert_eq!(first_bad, None, "connection {}: bytes out of order", r.conn);
+                cancelled += r.cancelled;
+            }
+            cancelled
+        });
+        assert!(cancelled > 100, "only {cancelled} reads were cancelled");
+        eprintln!("{cancelled} reads cancelled");
+    });
+}
