@@ -4,9 +4,10 @@
 //! a stall, reported as a failure instead of a hung test. Sizes are bounded
 //! so the whole file takes seconds on a 2-CPU machine.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 mod common;
 
@@ -606,5 +607,127 @@ fn reads_cancelled_at_every_point_lose_no_readiness() {
         });
         assert!(cancelled > 100, "only {cancelled} reads were cancelled");
         eprintln!("{cancelled} reads cancelled");
+    });
+}
+
+/// Timers armed on one worker's shard and awaited, reset or dropped on
+/// another's, while workers come and go (culled after 1 ms idle): 256
+/// tasks over three scopes, each 30 rounds of a sleep, a sleep handed to a
+/// task of another scope (reset there half the time), a timeout around a
+/// sleep, three ticks of an interval, or a sleep dropped beside one to the
+/// same instant. Nothing completes before its deadline; a timeout around a
+/// sleep due before it gives the sleep's output; nothing stalls.
+#[test]
+fn timers_moved_between_workers_and_shards_never_fire_early_or_stall() {
+    use wq::time::{Sleep, interval, sleep, sleep_until, timeout};
+
+    /// Fails unless `at` has passed (read after the wait returned).
+    fn not_early(what: &str, at: Instant) {
+        let now = Instant::now();
+        assert!(now >= at, "{what} completed {:?} early", at - now);
+    }
+
+    fn round(
+        rng: &mut Rng,
+        scopes: [Scope; 3],
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+        let ms = |rng: &mut Rng, max: u64| Duration::from_micros(rng.below(max * 1000));
+        let choice = rng.below(5);
+        let (d1, d2) = (ms(rng, 4), ms(rng, 4));
+        let other = scopes[rng.below(3) as usize];
+        let reset = rng.below(2) == 0;
+        Box::pin(async move {
+            match choice {
+                0 => {
+                    let at = Instant::now() + d1;
+                    sleep_until(at).await;
+                    not_early("a sleep", at);
+                }
+                1 => {
+                    // Armed here (the first poll), awaited or reset there.
+                    let at = Instant::now() + d1;
+                    let mut s: Sleep = sleep_until(at);
+                    let first = futures::poll!(&mut s);
+                    let at = if reset && first.is_pending() {
+                        at + d2
+                    } else {
+                        at
+                    };
+                    wq::spawn_on(other, async move {
+                        if reset {
+                            s.reset(at);
+                        }
+                        s.await;
+                        not_early("a sleep moved to another worker", at);
+                    })
+                    .await
+                    .unwrap();
+                }
+                2 => {
+                    // The sleep's deadline is set when it is made: before
+                    // the timeout's. Unconstrained: a timeout that fires
+                    // with its task's budget spent gives `Elapsed` without
+                    // polling its future again (`wq::time::timeout`).
+                    let start = Instant::now();
+                    let inner = sleep(d2);
+                    let out = wq::task::unconstrained(timeout(d1, async {
+                        inner.await;
+                        7
+                    }))
+                    .await;
+                    match out {
+                        Ok(7) => not_early("a sleep in a timeout", start + d2),
+                        Ok(_) => unreachable!(),
+                        Err(_) => {
+                            not_early("a timeout", start + d1);
+                            assert!(
+                                d1 <= d2,
+                                "a timeout of {d1:?} around a sleep of {d2:?} fired first"
+                            );
+                        }
+                    }
+                }
+                3 => {
+                    let period = Duration::from_micros(200 + d1.as_micros() as u64 / 4);
+                    let start = Instant::now();
+                    let mut every = interval(period);
+                    for i in 0..3u32 {
+                        let tick = every.tick().await;
+                        assert!(tick >= start, "a tick before the interval began");
+                        not_early("an interval's tick", start + period * i);
+                    }
+                }
+                _ => {
+                    let at = Instant::now() + d1;
+                    let dropped = sleep_until(at);
+                    let kept = wq::spawn_on(other, async move {
+                        sleep_until(at).await;
+                        not_early("a sleep beside a dropped one", at);
+                    });
+                    drop(dropped);
+                    kept.await.unwrap();
+                }
+            }
+        })
+    }
+
+    within_watchdog("timers", || {
+        let rt = culling_runtime("pack:2 l3:2 core:2 pu:1", WakeMode::Deferred);
+        let scopes = [Scope::Cpu, Scope::Cache, Scope::System];
+        rt.block_on(async move {
+            let tasks: Vec<_> = (0..256u64)
+                .map(|t| {
+                    wq::spawn_on(scopes[t as usize % 3], async move {
+                        let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((t + 1) * 0x2545_F491));
+                        for _ in 0..30 {
+                            round(&mut rng, scopes).await;
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
     });
 }
