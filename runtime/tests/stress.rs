@@ -731,3 +731,139 @@ fn timers_moved_between_workers_and_shards_never_fire_early_or_stall() {
         });
     });
 }
+
+/// Tasks woken from outside the runtime by several threads at once while
+/// other threads abort them and the test awaits or drops their handles,
+/// over every scope, workers culled after 1 ms idle: each task's future
+/// is dropped exactly once; a handle gives `Ok` only for a task that
+/// finished its rounds, and an error only for one aborted; nothing stalls.
+#[test]
+fn wakes_from_many_threads_racing_aborts_drop_every_future_once() {
+    use futures::task::AtomicWaker;
+    use std::sync::atomic::AtomicBool;
+
+    const TASKS: usize = 512;
+    const ROUNDS: usize = 40;
+
+    /// A task's signal: a count of wakes sent, its waker, and what
+    /// happened to the task.
+    #[derive(Default)]
+    struct Signal {
+        sent: AtomicUsize,
+        waker: AtomicWaker,
+        dropped: AtomicUsize,
+        finished: AtomicBool,
+        aborted: AtomicBool,
+    }
+
+    /// Counts the future's drop.
+    struct Dropped(Arc<Vec<Signal>>, usize);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0[self.1].dropped.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    within_watchdog("wakes and aborts", || {
+        let rt = culling_runtime("pack:2 l3:2 core:2 pu:1", WakeMode::Deferred);
+        let signals: Arc<Vec<Signal>> = Arc::new((0..TASKS).map(|_| Signal::default()).collect());
+        let handles: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let signals = signals.clone();
+                // Made outside the future, so that a task aborted before
+                // its first poll counts its drop too.
+                let dropped = Dropped(signals.clone(), t);
+                rt.spawn_on(Scope::ALL[t % 6], async move {
+                    let _dropped = dropped;
+                    let s = &signals[t];
+                    // Each round waits for one more wake than the last.
+                    for round in 1..=ROUNDS {
+                        std::future::poll_fn(|cx| {
+                            s.waker.register(cx.waker());
+                            if s.sent.load(Ordering::SeqCst) >= round {
+                                std::task::Poll::Ready(())
+                            } else {
+                                std::task::Poll::Pending
+                            }
+                        })
+                        .await;
+                    }
+                    s.finished.store(true, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        let handles = std::sync::Mutex::new(handles.into_iter().map(Some).collect::<Vec<_>>());
+        std::thread::scope(|scope| {
+            // Wakers: each sends every task's wakes, in its own order.
+            for w in 0..3usize {
+                let signals = &signals;
+                scope.spawn(move || {
+                    for round in 0..ROUNDS {
+                        for i in 0..TASKS {
+                            let s = &signals[(i * (2 * w + 1) + round) % TASKS];
+                            if s.sent.load(Ordering::SeqCst) < ROUNDS {
+                                s.sent.fetch_add(1, Ordering::SeqCst);
+                                s.waker.wake();
+                            }
+                        }
+                        // Paced: the tasks wait between rounds.
+                        std::thread::sleep(Duration::from_micros(300));
+                    }
+                });
+            }
+            // Aborters: one task in seven, while the wakes go on.
+            for a in 0..2usize {
+                let (signals, handles) = (&signals, &handles);
+                scope.spawn(move || {
+                    for i in (a * 7 + 3..TASKS).step_by(14) {
+                        signals[i].aborted.store(true, Ordering::SeqCst);
+                        if let Some(h) = &handles.lock().unwrap()[i] {
+                            h.abort();
+                        }
+                        std::thread::sleep(Duration::from_micros(150));
+                    }
+                });
+            }
+        });
+        // Any task still short of its wakes gets them (the senders stop
+        // at ROUNDS in all).
+        for s in signals.iter() {
+            while s.sent.load(Ordering::SeqCst) < ROUNDS {
+                s.sent.fetch_add(1, Ordering::SeqCst);
+            }
+            s.waker.wake();
+        }
+        let handles = handles.into_inner().unwrap();
+        rt.block_on(async {
+            for (t, h) in handles.into_iter().enumerate() {
+                let h = h.unwrap();
+                if t % 5 == 0 {
+                    // Detached: the task still runs or ends.
+                    drop(h);
+                    continue;
+                }
+                let s = &signals[t];
+                match h.await {
+                    Ok(()) => assert!(s.finished.load(Ordering::SeqCst), "task {t}"),
+                    Err(e) => assert!(
+                        e.is_cancelled() && s.aborted.load(Ordering::SeqCst),
+                        "task {t}: {e}"
+                    ),
+                }
+            }
+        });
+        // Detached tasks end too: every future is dropped exactly once.
+        common::wait_until("every task's future dropped", || {
+            signals
+                .iter()
+                .all(|s| s.dropped.load(Ordering::SeqCst) >= 1)
+        });
+        for (t, s) in signals.iter().enumerate() {
+            assert_eq!(s.dropped.load(Ordering::SeqCst), 1, "task {t}");
+            if !s.aborted.load(Ordering::SeqCst) {
+                assert!(s.finished.load(Ordering::SeqCst), "task {t} never finished");
+            }
+        }
+        drop(rt);
+    });
+}
