@@ -867,3 +867,144 @@ fn wakes_from_many_threads_racing_aborts_drop_every_future_once() {
         drop(rt);
     });
 }
+
+/// A runtime shut down with everything in flight: tasks waiting on
+/// sockets, timers and timeouts, a named queue's running and waiting items
+/// and a flush of it, blocking jobs, and two outside threads spawning
+/// until refused; by a drop, a `shutdown_timeout(ZERO)` or a bounded one,
+/// in turn. Every future and closure is dropped exactly once (a refused
+/// one given back is the spawner's to drop), every handle resolves, and
+/// nothing hangs.
+#[test]
+fn a_runtime_shut_down_with_everything_in_flight_drops_each_thing_once() {
+    use wq::net::{TcpListener, TcpStream};
+
+    static LIVE: AtomicUsize = AtomicUsize::new(0);
+    static MADE: AtomicUsize = AtomicUsize::new(0);
+    /// Counted from its making to its drop.
+    struct Live;
+    impl Live {
+        fn new() -> Live {
+            LIVE.fetch_add(1, Ordering::SeqCst);
+            MADE.fetch_add(1, Ordering::SeqCst);
+            Live
+        }
+    }
+    impl Drop for Live {
+        fn drop(&mut self) {
+            LIVE.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    within_watchdog("shutdown in flight", || {
+        for round in 0..12 {
+            let rt = culling_runtime("pack:2 l3:2 core:2 pu:1", WakeMode::ALL[round % 2]);
+            let h = rt.handle().clone();
+            let q = wq::Workqueue::builder("in-flight")
+                .max_active(2)
+                .build(&h)
+                .unwrap();
+            let mut handles = Vec::new();
+            // Sockets with nothing to read, both ends held by the reader.
+            let conns = rt.block_on(async {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap();
+                let mut conns = Vec::new();
+                for _ in 0..8 {
+                    let (c, a) = futures::join!(TcpStream::connect(addr), listener.accept());
+                    conns.push((c.unwrap(), a.unwrap().0));
+                }
+                conns
+            });
+            for (i, (client, mut server)) in conns.into_iter().enumerate() {
+                let live = Live::new();
+                handles.push(rt.spawn_on(Scope::ALL[i % 6], async move {
+                    let _live = live;
+                    let _client = client;
+                    let mut buf = [0u8; 16];
+                    let _ = futures::AsyncReadExt::read(&mut server, &mut buf).await;
+                }));
+            }
+            for i in 0..40u64 {
+                let live = Live::new();
+                handles.push(rt.spawn_on(Scope::ALL[i as usize % 6], async move {
+                    let _live = live;
+                    if i % 2 == 0 {
+                        wq::time::sleep(Duration::from_secs(3600)).await;
+                    } else {
+                        let pending = std::future::pending::<()>();
+                        let _ = wq::time::timeout(Duration::from_secs(3600), pending).await;
+                    }
+                }));
+            }
+            // Two items hold the queue's slots; thirty wait behind them.
+            for _ in 0..32 {
+                let live = Live::new();
+                handles.push(q.spawn(async move {
+                    let _live = live;
+                    std::future::pending::<()>().await;
+                }));
+            }
+            let flush = {
+                let q = q.clone();
+                rt.spawn(async move { q.flush().await })
+            };
+            for _ in 0..4 {
+                let live = Live::new();
+                handles.push(rt.handle().spawn_blocking(move || {
+                    let _live = live;
+                    std::thread::sleep(Duration::from_millis(2));
+                }));
+            }
+            let spawners: Vec<_> = (0..2)
+                .map(|s| {
+                    let (h, q) = (h.clone(), q.clone());
+                    std::thread::spawn(move || {
+                        loop {
+                            let live = Live::new();
+                            let item = async move {
+                                let _live = live;
+                                wq::task::yield_now().await;
+                            };
+                            let refused = if s == 0 {
+                                h.try_spawn(item).map(drop).err().map(|e| e.is_shut_down())
+                            } else {
+                                q.try_spawn(item).map(drop).err().map(|e| e.is_shut_down())
+                            };
+                            match refused {
+                                None => std::thread::yield_now(),
+                                Some(shut) => {
+                                    assert!(shut, "refused, but not for the shutdown");
+                                    return;
+                                }
+                            }
+                        }
+                    })
+                })
+                .collect();
+            std::thread::sleep(Duration::from_millis(2));
+            match round % 3 {
+                0 => drop(rt),
+                1 => drop(rt.shutdown_timeout(Duration::ZERO)),
+                _ => assert!(rt.shutdown_timeout(Duration::from_secs(30))),
+            }
+            for s in spawners {
+                s.join().unwrap();
+            }
+            for handle in handles {
+                // Resolves: cancelled, or a blocking job's end.
+                let _ = futures::executor::block_on(handle);
+            }
+            assert!(
+                futures::executor::block_on(flush).is_err(),
+                "a flush of items that never end returned"
+            );
+            drop(q);
+            common::wait_until("every future dropped", || LIVE.load(Ordering::SeqCst) == 0);
+        }
+        assert!(
+            MADE.load(Ordering::SeqCst) > 12 * 84,
+            "the spawners made nothing"
+        );
+    });
+}
