@@ -1,4 +1,7 @@
-//! Stress tests of the kick / idle / cull protocol through the public API.
+//! Stress tests through the public API: the kick / idle / cull protocol,
+//! and the paths where a lost wakeup hides behind later events (cancelled
+//! reads, timers moving between workers, wakes racing aborts, a shutdown
+//! with everything in flight).
 //!
 //! Each runs under a watchdog: a lost wakeup or a stranded item shows up as
 //! a stall, reported as a failure instead of a hung test. Sizes are bounded
