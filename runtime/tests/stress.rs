@@ -570,7 +570,13 @@ fn reads_cancelled_at_every_point_lose_no_readiness() {
                         // chunk's readiness is then the only event that
                         // can wake it, and one lost is a stall.
                         if rng.below(2) == 0 {
-                            while futures::StreamExt::next(&mut read).await != Some(at) {}
+                            loop {
+                                match futures::StreamExt::next(&mut read).await {
+                                    Some(n) if n == at => break,
+                                    Some(_) => {}
+                                    None => panic!("connection {conn}: the reader ended early"),
+                                }
+                            }
                         }
                         match rng.below(4) {
                             0 | 1 => wq::time::sleep(Duration::from_micros(rng.below(2000))).await,
@@ -702,11 +708,19 @@ fn timers_moved_between_workers_and_shards_never_fire_early_or_stall() {
                 }
                 _ => {
                     let at = Instant::now() + d1;
-                    let dropped = sleep_until(at);
+                    // Both armed (a sleep is armed at its first poll),
+                    // then one dropped.
+                    let mut dropped = sleep_until(at);
+                    let _ = futures::poll!(&mut dropped);
+                    let (armed, kept_armed) = futures::channel::oneshot::channel();
                     let kept = wq::spawn_on(other, async move {
-                        sleep_until(at).await;
+                        let mut kept = sleep_until(at);
+                        let _ = futures::poll!(&mut kept);
+                        let _ = armed.send(());
+                        kept.await;
                         not_early("a sleep beside a dropped one", at);
                     });
+                    kept_armed.await.unwrap();
                     drop(dropped);
                     kept.await.unwrap();
                 }
@@ -883,13 +897,13 @@ fn a_runtime_shut_down_with_everything_in_flight_drops_each_thing_once() {
     use wq::net::{TcpListener, TcpStream};
 
     static LIVE: AtomicUsize = AtomicUsize::new(0);
-    static MADE: AtomicUsize = AtomicUsize::new(0);
+    /// Spawns the outside threads got accepted, per round.
+    static ACCEPTED: [AtomicUsize; 2] = [AtomicUsize::new(0), AtomicUsize::new(0)];
     /// Counted from its making to its drop.
     struct Live;
     impl Live {
         fn new() -> Live {
             LIVE.fetch_add(1, Ordering::SeqCst);
-            MADE.fetch_add(1, Ordering::SeqCst);
             Live
         }
     }
@@ -975,7 +989,10 @@ fn a_runtime_shut_down_with_everything_in_flight_drops_each_thing_once() {
                                 q.try_spawn(item).map(drop).err().map(|e| e.is_shut_down())
                             };
                             match refused {
-                                None => std::thread::yield_now(),
+                                None => {
+                                    ACCEPTED[s].fetch_add(1, Ordering::SeqCst);
+                                    std::thread::yield_now();
+                                }
                                 Some(shut) => {
                                     assert!(shut, "refused, but not for the shutdown");
                                     return;
@@ -985,7 +1002,10 @@ fn a_runtime_shut_down_with_everything_in_flight_drops_each_thing_once() {
                     })
                 })
                 .collect();
-            std::thread::sleep(Duration::from_millis(2));
+            // Shut down while both spawn.
+            common::wait_until("both outside threads spawning", || {
+                ACCEPTED.iter().all(|a| a.swap(0, Ordering::SeqCst) > 0)
+            });
             match round % 3 {
                 0 => drop(rt),
                 1 => drop(rt.shutdown_timeout(Duration::ZERO)),
@@ -998,16 +1018,14 @@ fn a_runtime_shut_down_with_everything_in_flight_drops_each_thing_once() {
                 // Resolves: cancelled, or a blocking job's end.
                 let _ = futures::executor::block_on(handle);
             }
-            assert!(
-                futures::executor::block_on(flush).is_err(),
-                "a flush of items that never end returned"
-            );
+            // Cancelled by the shutdown, or done: the items it waited for
+            // were dropped, which ends them, and it may have been polled
+            // once more after that.
+            if let Err(e) = futures::executor::block_on(flush) {
+                assert!(e.is_cancelled(), "{e}");
+            }
             drop(q);
             common::wait_until("every future dropped", || LIVE.load(Ordering::SeqCst) == 0);
         }
-        assert!(
-            MADE.load(Ordering::SeqCst) > 12 * 84,
-            "the spawners made nothing"
-        );
     });
 }

@@ -2704,7 +2704,10 @@ fn owners_churning_every_setting_under_load_lose_nothing() {
                 (seed % n) as usize
             };
             let (mut flushes, mut drains) = (0, 0);
-            while producing.load(Ordering::SeqCst) > 0 {
+            // Until the producers are done, and at least a few flushes and
+            // drains were made (on a starved machine the producers may end
+            // first).
+            while producing.load(Ordering::SeqCst) > 0 || flushes <= 10 || drains <= 10 {
                 let churned = &queues[next(3)];
                 let q = &churned.queue;
                 match next(10) {
