@@ -433,6 +433,12 @@ impl<T: AsRawFd> AsRawFd for AsyncFd<T> {
     }
 }
 
+impl<T: AsRawFd + std::os::fd::AsFd> std::os::fd::AsFd for AsyncFd<T> {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.get_ref().as_fd()
+    }
+}
+
 impl<T: AsRawFd + std::fmt::Debug> std::fmt::Debug for AsyncFd<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AsyncFd")

@@ -111,6 +111,32 @@ pub mod unix {
         pub const fn window_change() -> SignalKind {
             SignalKind(libc::SIGWINCH)
         }
+        /// SIGALRM (a timer of `alarm`/`setitimer` expired).
+        pub const fn alarm() -> SignalKind {
+            SignalKind(libc::SIGALRM)
+        }
+        /// SIGIO (an `O_ASYNC` descriptor is ready).
+        pub const fn io() -> SignalKind {
+            SignalKind(libc::SIGIO)
+        }
+        /// SIGPIPE (a write to a pipe or socket with no reader; Rust
+        /// programs ignore it from the start, and listening replaces that
+        /// with a handler: writes still fail with `BrokenPipe`).
+        pub const fn pipe() -> SignalKind {
+            SignalKind(libc::SIGPIPE)
+        }
+    }
+
+    impl From<libc::c_int> for SignalKind {
+        fn from(signum: libc::c_int) -> SignalKind {
+            SignalKind::from_raw(signum)
+        }
+    }
+
+    impl From<SignalKind> for libc::c_int {
+        fn from(kind: SignalKind) -> libc::c_int {
+            kind.as_raw_value()
+        }
     }
 
     /// Deliveries of one signal kind, from [`signal`].

@@ -2289,6 +2289,35 @@ fn a_refused_futures_drop_may_enter_another_runtime() {
     });
 }
 
+/// `?` turns a `JoinError` or a `BuildError` into an `io::Error` (as
+/// tokio's), the error inside it.
+#[test]
+fn join_and_build_errors_convert_to_io_errors() {
+    within(60, || {
+        let rt = Runtime::new().unwrap();
+        let joined = || -> std::io::Result<u32> {
+            let h = rt.spawn(async { panic!("boom") });
+            rt.block_on(h)?;
+            Ok(1)
+        };
+        let err = joined().unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::Other);
+        assert_eq!(err.to_string(), "task panicked: boom");
+        let inner = err
+            .into_inner()
+            .unwrap()
+            .downcast::<wq::JoinError>()
+            .unwrap();
+        assert!(inner.is_panic());
+        let built = || -> std::io::Result<Runtime> {
+            Ok(Runtime::builder().max_workers_per_pool(0).build()?)
+        };
+        let err = built().unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::Other);
+        assert!(err.to_string().contains("max_workers_per_pool"), "{err}");
+    });
+}
+
 /// `Handle::try_spawn` runs a future on a live runtime and gives it back,
 /// unpolled and undropped, from one shut down (`spawn` drops it there);
 /// so do `try_spawn_on` and `try_spawn_on_cpu`.

@@ -134,6 +134,7 @@ fn into_inner_deregisters_so_the_descriptor_can_be_registered_again() {
     rt().block_on(async {
         let fd = AsyncFd::new(eventfd()).unwrap();
         let raw = fd.as_raw_fd();
+        assert_eq!(std::os::fd::AsFd::as_fd(&fd).as_raw_fd(), raw);
         // Registered: a second registration of the same descriptor number
         // is refused (a borrowed number: nothing is closed).
         let twice = AsyncFd::new(raw).unwrap_err();

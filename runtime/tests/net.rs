@@ -277,13 +277,22 @@ fn peek_waits_for_bytes_and_leaves_them_for_the_read() {
                 let mut all = [0u8; 5];
                 s.read_exact(&mut all).await.unwrap();
                 assert_eq!(&all, b"hello");
+                // A read half peeks too.
+                let (mut r, _w) = s.into_split();
+                let n = r.peek(&mut first).await.unwrap();
+                assert!(n > 0 && first[..n] == b" world"[..n]);
+                let mut rest = [0u8; 6];
+                r.read_exact(&mut rest).await.unwrap();
+                assert_eq!(&rest, b" world");
                 // At EOF, a peek returns 0.
-                assert_eq!(s.peek(&mut first).await.unwrap(), 0);
+                assert_eq!(r.peek(&mut first).await.unwrap(), 0);
             });
             let mut c = TcpStream::connect(addr).await.unwrap();
             // The server's peek waits meanwhile.
             wq::time::sleep(Duration::from_millis(20)).await;
             c.write_all(b"hello").await.unwrap();
+            wq::time::sleep(Duration::from_millis(20)).await;
+            c.write_all(b" world").await.unwrap();
             c.close().await.unwrap();
             server.await.unwrap();
         });
@@ -1880,7 +1889,9 @@ fn unix_datagrams_are_sent_and_received() {
             assert_eq!(&buf[..n], b"back");
             a.connect(&b_path).unwrap();
             assert_eq!(a.peer_addr().unwrap().as_pathname(), Some(b_path.as_path()));
-            poll_fn(|cx| a.poll_send_to(cx, b"to-b", &b_path))
+            // Any path-like target (a `String` here), as `send_to`'s.
+            let target: String = b_path.to_str().unwrap().to_owned();
+            poll_fn(|cx| a.poll_send_to(cx, b"to-b", &target))
                 .await
                 .unwrap();
             let n = b.recv(&mut buf).await.unwrap();

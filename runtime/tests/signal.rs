@@ -34,6 +34,8 @@ fn a_delivery_completes_recv_and_every_listener_sees_it() {
         let mut a = signal(SignalKind::user_defined1()).unwrap();
         let mut b = signal(SignalKind::user_defined1()).unwrap();
         assert_eq!(a.kind(), SignalKind::user_defined1());
+        assert_eq!(SignalKind::from(libc::SIGUSR1), SignalKind::user_defined1());
+        assert_eq!(libc::c_int::from(SignalKind::alarm()), libc::SIGALRM);
         raise(libc::SIGUSR1);
         recv_in_time(&mut a).await;
         recv_in_time(&mut b).await;

@@ -548,6 +548,40 @@ fn interval_ticks_at_once_then_on_schedule_and_skips_missed_ticks() {
     });
 }
 
+/// `reset_immediately`, `reset_after` and `reset_at` move the next tick,
+/// and the ticks after it follow a period apart.
+#[test]
+fn an_interval_is_reset_to_now_after_a_delay_or_an_instant() {
+    within_watchdog("interval-reset", LIMIT, || {
+        rt().block_on(async {
+            let period = Duration::from_secs(3600);
+            let mut iv = interval(period);
+            iv.tick().await; // at once
+            // Now, not in an hour.
+            let before = Instant::now();
+            iv.reset_immediately();
+            let t = iv.tick().await;
+            assert!(t >= before && t <= Instant::now());
+            // 20 ms on.
+            let after = Duration::from_millis(20);
+            let before = Instant::now();
+            iv.reset_after(after);
+            let t = iv.tick().await;
+            assert!(t >= before + after, "{:?}", t - before);
+            assert!(Instant::now() >= t);
+            // At an instant passed: at once, then a period from it.
+            let at = Instant::now() - Duration::from_millis(5);
+            iv.reset_at(at);
+            assert_eq!(iv.tick().await, at);
+            let next = std::pin::pin!(iv.tick());
+            assert!(
+                futures::poll!(next).is_pending(),
+                "the tick after is an hour on"
+            );
+        });
+    });
+}
+
 /// Burst gives the missed ticks, on the original schedule; Delay restarts
 /// the schedule a period after the late tick was taken. The intervals
 /// start 350 ms in the past, so the assertions hold however late this

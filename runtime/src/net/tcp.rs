@@ -503,6 +503,20 @@ impl fmt::Debug for OwnedWriteHalf {
     }
 }
 
+impl OwnedReadHalf {
+    /// As [`TcpStream::peek`]: waits for bytes and copies them into `buf`
+    /// without taking them off the connection.
+    pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        self.read
+            .io
+            .async_io(Direction::Read, |s| s.peek(buf))
+            .await
+    }
+}
+
 async_read!(TcpStream, read);
 async_write!(TcpStream, write);
 async_read!(OwnedReadHalf, read);

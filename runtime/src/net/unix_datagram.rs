@@ -273,10 +273,10 @@ impl UnixDatagram {
         &self,
         cx: &mut Context<'_>,
         buf: &[u8],
-        path: &Path,
+        path: impl AsRef<Path>,
     ) -> Poll<io::Result<usize>> {
         let mut wait = crate::loom::lock(&self.send_wait);
-        self.poll_send_to_with(cx, buf, path, &mut wait)
+        self.poll_send_to_with(cx, buf, path.as_ref(), &mut wait)
     }
 
     /// The local address (unnamed for an unbound socket).

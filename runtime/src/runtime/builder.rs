@@ -478,3 +478,17 @@ impl std::error::Error for BuildError {
         }
     }
 }
+
+/// For `Runtime::new()?` in a function returning `io::Result` (tokio's
+/// `build` returns one): an error of the kind of the OS error beneath
+/// (a thread the OS would not start), else `Other`, holding the
+/// `BuildError`.
+impl From<BuildError> for std::io::Error {
+    fn from(e: BuildError) -> std::io::Error {
+        let kind = match &e.source {
+            Some(Source::Io(io)) => io.kind(),
+            _ => std::io::ErrorKind::Other,
+        };
+        std::io::Error::new(kind, e)
+    }
+}

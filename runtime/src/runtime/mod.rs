@@ -312,6 +312,30 @@ impl Handle {
         })
     }
 
+    /// Makes this handle's runtime current on this thread until the guard
+    /// drops, as [`Runtime::enter`] (same rules): for a thread that holds
+    /// a `Handle` but not the `Runtime`, before a call that needs a
+    /// current runtime (`wq::spawn`, `TcpStream::from_std`,
+    /// `wq::time::sleep`).
+    ///
+    /// ```
+    /// let rt = wq::Runtime::new().unwrap();
+    /// let handle = rt.handle().clone();
+    /// std::thread::spawn(move || {
+    ///     let _guard = handle.enter();
+    ///     let task = wq::spawn(async { 7 });
+    ///     assert_eq!(handle.block_on(task).unwrap(), 7);
+    /// })
+    /// .join()
+    /// .unwrap();
+    /// ```
+    pub fn enter(&self) -> EnterGuard<'_> {
+        EnterGuard {
+            _guard: context::try_enter(self.scheduler.clone()),
+            _runtime: std::marker::PhantomData,
+        }
+    }
+
     /// The runtime current on this thread, if any.
     pub fn try_current() -> Option<Handle> {
         context::with_current(|s| {

@@ -691,6 +691,16 @@ impl fmt::Debug for JoinError {
 
 impl std::error::Error for JoinError {}
 
+/// For `handle.await?` in a function returning `io::Result` (as tokio's):
+/// an error of kind `Other` holding the `JoinError` (its message, and a
+/// panic's payload: [`std::io::Error::into_inner`] and a downcast give it
+/// back).
+impl From<JoinError> for std::io::Error {
+    fn from(e: JoinError) -> std::io::Error {
+        std::io::Error::other(e)
+    }
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use std::future::Future;

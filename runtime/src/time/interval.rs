@@ -135,6 +135,24 @@ impl Interval {
     pub fn reset(&mut self) {
         self.sleep.reset(super::deadline_in(self.period));
     }
+
+    /// Restarts the schedule from now: the next tick is at once, later
+    /// ones a period apart.
+    pub fn reset_immediately(&mut self) {
+        self.sleep.reset(Instant::now());
+    }
+
+    /// Restarts the schedule: the next tick is `after` from now, later ones
+    /// a period apart.
+    pub fn reset_after(&mut self, after: Duration) {
+        self.sleep.reset(super::deadline_in(after));
+    }
+
+    /// Restarts the schedule: the next tick is at `deadline` (at once if
+    /// it has passed), later ones a period apart.
+    pub fn reset_at(&mut self, deadline: Instant) {
+        self.sleep.reset(deadline);
+    }
 }
 
 /// The first tick after `now` on the schedule `tick + k * period`, `k >= 1`.
