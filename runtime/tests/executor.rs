@@ -4,8 +4,8 @@
 mod common;
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wq::{Handle, Runtime, Scope, Topology, WakeMode};
@@ -2286,6 +2286,74 @@ fn a_refused_futures_drop_may_enter_another_runtime() {
         tx.send(()).unwrap();
         assert!(t.join().expect("the refused future's Drop panicked"));
         assert_eq!(done.load(Ordering::SeqCst), 5, "the Drop did not run");
+    });
+}
+
+/// The thread hooks run on every worker, rescuer and blocking thread, the
+/// runtime current, as it starts and as it stops: once the runtime is
+/// dropped, as many stops as starts. A hook that panics leaves its thread
+/// working.
+#[test]
+fn thread_hooks_run_as_each_runtime_thread_starts_and_stops() {
+    within(60, || {
+        let names = Arc::new(Mutex::new(Vec::new()));
+        let starts = Arc::new(AtomicUsize::new(0));
+        let stops = Arc::new(AtomicUsize::new(0));
+        let current = Arc::new(AtomicUsize::new(0));
+        let rt = Runtime::builder()
+            .thread_name("hooked")
+            .on_thread_start({
+                let (names, starts, current) = (names.clone(), starts.clone(), current.clone());
+                move || {
+                    starts.fetch_add(1, Ordering::SeqCst);
+                    if wq::Handle::try_current().is_some() {
+                        current.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let me = std::thread::current();
+                    names.lock().unwrap().push(me.name().unwrap().to_owned());
+                }
+            })
+            .on_thread_stop({
+                let (stops, current) = (stops.clone(), current.clone());
+                move || {
+                    stops.fetch_add(1, Ordering::SeqCst);
+                    if wq::Handle::try_current().is_some() {
+                        current.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            wq::spawn(async {}).await.unwrap();
+            wq::spawn_blocking(|| ()).await.unwrap();
+        });
+        drop(rt);
+        let (starts, stops) = (starts.load(Ordering::SeqCst), stops.load(Ordering::SeqCst));
+        assert!(starts >= 3, "{starts} starts");
+        assert_eq!(starts, stops);
+        assert_eq!(
+            current.load(Ordering::SeqCst),
+            2 * starts,
+            "a hook ran outside the runtime"
+        );
+        let names = names.lock().unwrap();
+        for kind in ["hooked-rescuer", "hooked-blocking", "hooked-0."] {
+            assert!(
+                names.iter().any(|n| n.starts_with(kind)),
+                "no {kind} in {names:?}"
+            );
+        }
+
+        // A panicking hook: said on stderr, the threads work on.
+        let rt = Runtime::builder()
+            .on_thread_start(|| panic!("a hook that fails"))
+            .on_thread_stop(|| panic!("a hook that fails too"))
+            .build()
+            .unwrap();
+        assert_eq!(rt.block_on(rt.spawn(async { 7 })).unwrap(), 7);
+        assert_eq!(rt.block_on(rt.spawn_blocking(|| 8)).unwrap(), 8);
+        drop(rt);
     });
 }
 

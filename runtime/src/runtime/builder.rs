@@ -1,6 +1,7 @@
 //! `Builder`, its configuration and `BuildError`.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::Runtime;
@@ -82,6 +83,8 @@ impl Builder {
                 max_blocking_threads: crate::scheduler::blocking::DEFAULT_MAX_THREADS,
                 blocking_keep_alive: crate::scheduler::blocking::DEFAULT_KEEP_ALIVE,
                 latency_capture: false,
+                on_thread_start: None,
+                on_thread_stop: None,
             },
         }
     }
@@ -215,6 +218,53 @@ impl Builder {
     /// starts fail).
     pub fn thread_stack_size(mut self, bytes: usize) -> Builder {
         self.config.thread_stack_size = Some(bytes);
+        self
+    }
+
+    /// A closure every thread of the runtime that runs tasks or blocking
+    /// jobs (the workers, the rescuer, the blocking pool's threads) calls
+    /// as it starts, before its first task or job, with the runtime
+    /// current: to register the thread with a profiler or a tracer, set a
+    /// thread-local, name it for an allocator's arenas. Workers start on
+    /// demand and are culled after [`idle_timeout`](Builder::idle_timeout),
+    /// blocking threads after
+    /// [`blocking_keep_alive`](Builder::blocking_keep_alive): over a
+    /// runtime's life a pool's threads come and go, each calling it once.
+    /// A hook that panics is reported on stderr and the thread goes on.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    ///
+    /// let started = Arc::new(AtomicUsize::new(0));
+    /// let counter = started.clone();
+    /// let rt = wq::Runtime::builder()
+    ///     .on_thread_start(move || {
+    ///         counter.fetch_add(1, Ordering::SeqCst);
+    ///     })
+    ///     .build()
+    ///     .unwrap();
+    /// rt.block_on(rt.spawn(async {})).unwrap();
+    /// assert!(started.load(Ordering::SeqCst) >= 1);
+    /// ```
+    pub fn on_thread_start<F>(mut self, f: F) -> Builder
+    where
+        F: Fn() + Send + Sync + 'static,
+    {
+        self.config.on_thread_start = Some(crate::scheduler::ThreadHook(Arc::new(f)));
+        self
+    }
+
+    /// A closure each of the threads
+    /// [`on_thread_start`](Builder::on_thread_start) names calls as it
+    /// stops (culled, or at the shutdown, which waits for it as for the
+    /// thread), after its last task or job, the runtime still current. A
+    /// hook that panics is reported on stderr.
+    pub fn on_thread_stop<F>(mut self, f: F) -> Builder
+    where
+        F: Fn() + Send + Sync + 'static,
+    {
+        self.config.on_thread_stop = Some(crate::scheduler::ThreadHook(Arc::new(f)));
         self
     }
 

@@ -465,6 +465,7 @@ fn run(runtime: Arc<Scheduler>) {
         thread: std::thread::current(),
     });
     let _context = super::context::enter(runtime);
+    let _hooks = super::ThreadHooks::start(&shared.config);
     let mut s = crate::loom::lock(&pool.state);
     // Arrived: no longer a thread coming for the queue (step 4).
     s.coming -= 1;

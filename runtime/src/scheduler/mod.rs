@@ -106,6 +106,62 @@ pub(crate) struct Config {
     pub(crate) blocking_keep_alive: Duration,
     /// Scheduling delays, poll durations and spawn-call times recorded.
     pub(crate) latency_capture: bool,
+    /// `Builder::on_thread_start` / `on_thread_stop`.
+    pub(crate) on_thread_start: Option<ThreadHook>,
+    pub(crate) on_thread_stop: Option<ThreadHook>,
+}
+
+/// A closure the runtime's threads call as they start or stop
+/// (`Builder::on_thread_start`).
+#[derive(Clone)]
+pub(crate) struct ThreadHook(pub(crate) Arc<dyn Fn() + Send + Sync + 'static>);
+
+impl std::fmt::Debug for ThreadHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ThreadHook")
+    }
+}
+
+/// Calls the start hook as it is made (on the new thread, the runtime
+/// current), the stop hook as it drops; a hook that panics is said on
+/// stderr and the thread goes on (a panic out of a runtime thread's loop
+/// aborts the process: `pool::worker::AbortOnUnwind`).
+pub(crate) struct ThreadHooks<'a> {
+    config: &'a Config,
+}
+
+impl<'a> ThreadHooks<'a> {
+    pub(crate) fn start(config: &'a Config) -> ThreadHooks<'a> {
+        if let Some(hook) = &config.on_thread_start {
+            call_hook("on_thread_start", hook);
+        }
+        ThreadHooks { config }
+    }
+}
+
+impl Drop for ThreadHooks<'_> {
+    fn drop(&mut self) {
+        if let Some(hook) = &self.config.on_thread_stop {
+            call_hook("on_thread_stop", hook);
+        }
+    }
+}
+
+fn call_hook(which: &str, hook: &ThreadHook) {
+    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (hook.0)())) {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "<non-string payload>".to_owned());
+        // Not `eprintln!`: a closed stderr would panic here.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "wq: the Builder::{which} hook panicked on thread {:?}: {msg}; the thread goes on",
+            std::thread::current().name().unwrap_or("<unnamed>")
+        );
+    }
 }
 
 /// One table of pools per scope and pod.
@@ -901,7 +957,8 @@ impl Host for Scheduler {
                     me.normal_priority();
                 }
                 let _context = context::enter(me.clone());
-                let host: Arc<dyn Host> = me;
+                let _hooks = ThreadHooks::start(&me.config);
+                let host: Arc<dyn Host> = me.clone();
                 pool::worker::run(&pool, slot, &host);
             });
         match spawned {

@@ -237,6 +237,7 @@ pub(crate) fn run(scheduler: &Arc<Scheduler>) {
     scheduler.normal_priority();
     current::set_rescuer_of(scheduler.id());
     let _context = context::enter(scheduler.clone());
+    let _hooks = super::ThreadHooks::start(&scheduler.config);
     let mut watchdog = Watchdog::new(scheduler.config.cpu_hog_threshold);
     // Pools this thread ran tasks of that have no worker since, while
     // they have tasks alive (the flag: none were at the last look; gone at
