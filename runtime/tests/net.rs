@@ -2808,3 +2808,51 @@ fn udp_receives_zero_length_shared_and_after_a_refusal() {
         });
     });
 }
+
+/// `take_error` reads and clears a socket's pending error: none on a
+/// healthy socket of each kind; on a connected UDP socket whose datagram
+/// met a closed port, the ICMP error the kernel kept (once).
+#[test]
+fn take_error_reads_and_clears_the_pending_error() {
+    within_watchdog("take_error", LIMIT, || {
+        rt().block_on(async {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+            assert!(l.take_error().unwrap().is_none());
+            assert!(c.take_error().unwrap().is_none());
+            let dir = std::env::temp_dir().join(format!("wq-take-error-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let ul = UnixListener::bind(dir.join("l")).unwrap();
+            let uc = UnixStream::connect(dir.join("l")).await.unwrap();
+            assert!(ul.take_error().unwrap().is_none());
+            assert!(uc.take_error().unwrap().is_none());
+            let (ua, _ub) = wq::net::UnixDatagram::pair().unwrap();
+            assert!(ua.take_error().unwrap().is_none());
+            drop((ul, uc));
+            let _ = std::fs::remove_dir_all(&dir);
+
+            // A port nobody listens on: bound, then closed.
+            let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let to = closed.local_addr().unwrap();
+            drop(closed);
+            let u = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            u.connect(to).await.unwrap();
+            assert!(u.take_error().unwrap().is_none());
+            u.send(b"anyone?").await.unwrap();
+            // The ICMP port unreachable comes back over loopback at once;
+            // a moment for it.
+            let mut err = None;
+            for _ in 0..100 {
+                err = u.take_error().unwrap();
+                if err.is_some() {
+                    break;
+                }
+                wq::time::sleep(Duration::from_millis(5)).await;
+            }
+            let err = err.expect("no ICMP error kept for the connected socket");
+            assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+            assert!(u.take_error().unwrap().is_none(), "taken, so cleared");
+        });
+    });
+}

@@ -170,6 +170,12 @@ impl TcpListener {
         self.io.source().local_addr()
     }
 
+    /// Takes the socket's pending error (`SO_ERROR`), clearing it: `None`
+    /// if there was none.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.io.source().take_error()
+    }
+
     /// Sets `IP_TTL` (the connections it accepts inherit it).
     pub fn set_ttl(&self, ttl: u32) -> io::Result<()> {
         self.io.source().set_ttl(ttl)
@@ -310,6 +316,12 @@ impl TcpStream {
     /// The local address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.source().local_addr()
+    }
+
+    /// Takes the socket's pending error (`SO_ERROR`), clearing it: `None`
+    /// if there was none.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.source().take_error()
     }
 
     /// Copies what has arrived into `buf` without taking it (`MSG_PEEK`):

@@ -135,6 +135,12 @@ impl UnixListener {
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.io.source().local_addr()
     }
+
+    /// Takes the socket's pending error (`SO_ERROR`), clearing it: `None`
+    /// if there was none.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.io.source().take_error()
+    }
 }
 
 /// One `accept4` (non-blocking, close-on-exec), the peer's address read
@@ -331,6 +337,12 @@ impl UnixStream {
     /// The local address.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.source().local_addr()
+    }
+
+    /// Takes the socket's pending error (`SO_ERROR`), clearing it: `None`
+    /// if there was none.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.source().take_error()
     }
 
     /// The peer's credentials (`SO_PEERCRED`): its process, user and group

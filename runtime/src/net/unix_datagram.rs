@@ -284,6 +284,12 @@ impl UnixDatagram {
         self.sock.source().local_addr()
     }
 
+    /// Takes the socket's pending error (`SO_ERROR`), clearing it: `None`
+    /// if there was none.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.sock.source().take_error()
+    }
+
     /// The connected address.
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.sock.source().peer_addr()
