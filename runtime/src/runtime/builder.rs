@@ -230,7 +230,9 @@ impl Builder {
     /// blocking threads after
     /// [`blocking_keep_alive`](Builder::blocking_keep_alive): over a
     /// runtime's life a pool's threads come and go, each calling it once.
-    /// A hook that panics is reported on stderr and the thread goes on.
+    /// Keep it short: a worker runs it before it takes the work it was
+    /// started for. A hook that panics is reported on stderr and the
+    /// thread goes on.
     ///
     /// ```
     /// use std::sync::Arc;
