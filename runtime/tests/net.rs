@@ -1934,6 +1934,19 @@ fn readiness_waits_and_try_operations_never_wait() {
             r.readable().await.unwrap();
             assert_eq!(r.try_read(&mut got).unwrap(), 4);
             assert_eq!(&got, b"back");
+            // Several buffers in one write, from a half and a stream.
+            let (head, body) = (io::IoSlice::new(b"he"), io::IoSlice::new(b"ad"));
+            let none = [io::IoSlice::new(&[]), io::IoSlice::new(&[])];
+            assert_eq!(w.try_write_vectored(&none).unwrap(), 0);
+            assert_eq!(w.try_write_vectored(&[head, body]).unwrap(), 4);
+            client.readable().await.unwrap();
+            assert_eq!(client.try_read(&mut got).unwrap(), 4);
+            assert_eq!(&got, b"head");
+            let parts = [io::IoSlice::new(b"b"), io::IoSlice::new(b"ody")];
+            assert_eq!(client.try_write_vectored(&parts).unwrap(), 4);
+            r.readable().await.unwrap();
+            assert_eq!(r.try_read(&mut got).unwrap(), 4);
+            assert_eq!(&got, b"body");
             // End of file: 0, and again.
             client.shutdown(Shutdown::Write).unwrap();
             r.readable().await.unwrap();

@@ -315,6 +315,25 @@ macro_rules! write_readiness {
                         crate::net::stream::StreamSource::write(s, buf)
                     })
             }
+
+            /// [`try_write`](Self::try_write) from several buffers in
+            /// order, in one `sendmsg` (a header and a body without
+            /// copying them together): the bytes written, which may end
+            /// inside any buffer. Buffers that are all empty write nothing
+            /// (`Ok(0)`).
+            pub fn try_write_vectored(
+                &self,
+                bufs: &[std::io::IoSlice<'_>],
+            ) -> std::io::Result<usize> {
+                if bufs.iter().all(|b| b.is_empty()) {
+                    return Ok(0);
+                }
+                self.$field
+                    .io
+                    .try_io(crate::driver::scheduled_io::Direction::Write, |s| {
+                        crate::net::stream::StreamSource::write_vectored(s, bufs)
+                    })
+            }
         }
     };
 }
