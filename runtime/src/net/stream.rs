@@ -325,7 +325,10 @@ macro_rules! write_readiness {
                 &self,
                 bufs: &[std::io::IoSlice<'_>],
             ) -> std::io::Result<usize> {
-                if bufs.iter().all(|b| b.is_empty()) {
+                // Empty slices first would fill `sendmsg`'s count (1,024
+                // at most) with nothing: a write of 0 with bytes behind.
+                let bufs = &bufs[bufs.iter().take_while(|b| b.is_empty()).count()..];
+                if bufs.is_empty() {
                     return Ok(0);
                 }
                 self.$field

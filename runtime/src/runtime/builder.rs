@@ -230,9 +230,10 @@ impl Builder {
     /// blocking threads after
     /// [`blocking_keep_alive`](Builder::blocking_keep_alive): over a
     /// runtime's life a pool's threads come and go, each calling it once.
-    /// Keep it short: a worker runs it before it takes the work it was
-    /// started for. A hook that panics is reported on stderr and the
-    /// thread goes on.
+    /// Keep it short, and never wait in it on the runtime's own tasks: a
+    /// worker runs it before it takes the work it was started for (which
+    /// may be the task waited on). A hook that panics is reported on
+    /// stderr and the thread goes on.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -260,8 +261,9 @@ impl Builder {
     /// A closure each of the threads
     /// [`on_thread_start`](Builder::on_thread_start) names calls as it
     /// stops (culled, or at the shutdown, which waits for it as for the
-    /// thread), after its last task or job, the runtime still current. A
-    /// hook that panics is reported on stderr.
+    /// thread), after its last task or job, the runtime still current (a
+    /// blocking thread has left its pool by then: its count in the
+    /// metrics). A hook that panics is reported on stderr.
     pub fn on_thread_stop<F>(mut self, f: F) -> Builder
     where
         F: Fn() + Send + Sync + 'static,

@@ -148,8 +148,12 @@ impl Interval {
         self.sleep.reset(super::deadline_in(after));
     }
 
-    /// Restarts the schedule: the next tick is at `deadline` (at once if
-    /// it has passed), later ones a period apart.
+    /// Restarts the schedule from `deadline`: the next tick is then (at
+    /// once if it has passed, a tick taken late), and later ones on the
+    /// schedule `deadline + k * period` as the
+    /// [`MissedTickBehavior`] says (by default the first still ahead: with
+    /// `deadline` 25 ms back and a period of 10 ms, 5 ms after the late
+    /// tick).
     pub fn reset_at(&mut self, deadline: Instant) {
         self.sleep.reset(deadline);
     }
