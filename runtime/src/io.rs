@@ -159,6 +159,66 @@ impl<T: AsRawFd> AsyncFd<T> {
         self.io.async_io(Direction::Write, |s| op(&s.0)).await
     }
 
+    /// As [`read_with`](AsyncFd::read_with), with the object borrowed
+    /// mutably: for a type whose reads need `&mut self` (a device or a
+    /// library type with `std::io::Read` on `T` only, not on `&T`). One
+    /// operation at a time, as `&mut self` says.
+    ///
+    /// ```
+    /// use std::io::Read;
+    /// use std::os::unix::net::UnixStream;
+    /// use wq::io::AsyncFd;
+    ///
+    /// #[wq::main]
+    /// async fn main() -> std::io::Result<()> {
+    ///     let (a, mut b) = UnixStream::pair()?;
+    ///     a.set_nonblocking(true)?;
+    ///     let mut fd = AsyncFd::new(a)?;
+    ///     std::io::Write::write_all(&mut b, b"hi")?;
+    ///     let mut buf = [0u8; 2];
+    ///     let n = fd.read_with_mut(|a| a.read(&mut buf)).await?;
+    ///     assert_eq!(&buf[..n], b"hi");
+    ///     Ok(())
+    /// }
+    /// ```
+    pub async fn read_with_mut<R>(
+        &mut self,
+        mut op: impl FnMut(&mut T) -> io::Result<R>,
+    ) -> io::Result<R> {
+        self.io
+            .async_io_mut(Direction::Read, |s| op(&mut s.0))
+            .await
+    }
+
+    /// As [`write_with`](AsyncFd::write_with), with the object borrowed
+    /// mutably (see [`read_with_mut`](AsyncFd::read_with_mut)).
+    pub async fn write_with_mut<R>(
+        &mut self,
+        mut op: impl FnMut(&mut T) -> io::Result<R>,
+    ) -> io::Result<R> {
+        self.io
+            .async_io_mut(Direction::Write, |s| op(&mut s.0))
+            .await
+    }
+
+    /// As [`try_read_with`](AsyncFd::try_read_with), with the object
+    /// borrowed mutably.
+    pub fn try_read_with_mut<R>(
+        &mut self,
+        op: impl FnOnce(&mut T) -> io::Result<R>,
+    ) -> io::Result<R> {
+        self.io.try_io_mut(Direction::Read, |s| op(&mut s.0))
+    }
+
+    /// As [`try_write_with`](AsyncFd::try_write_with), with the object
+    /// borrowed mutably.
+    pub fn try_write_with_mut<R>(
+        &mut self,
+        op: impl FnOnce(&mut T) -> io::Result<R>,
+    ) -> io::Result<R> {
+        self.io.try_io_mut(Direction::Write, |s| op(&mut s.0))
+    }
+
     /// [`read_with`](AsyncFd::read_with) as a poll: runs `op` if the
     /// descriptor is readable, until it does not say `WouldBlock`; else
     /// `Pending`, and `cx`'s task is woken at the next readiness event.

@@ -484,3 +484,65 @@ fn try_io_would_block_clears_a_hang_up_that_no_longer_holds() {
         std::fs::remove_dir_all(&dir).unwrap();
     });
 }
+
+/// A type whose reads and writes need `&mut self` (it counts them).
+struct Counted {
+    stream: UnixStream,
+    ops: usize,
+}
+
+impl AsRawFd for Counted {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.stream.as_raw_fd()
+    }
+}
+
+impl Counted {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.ops += 1;
+        self.stream.read(buf)
+    }
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.ops += 1;
+        self.stream.write(buf)
+    }
+}
+
+/// The `_mut` operations hand the object mutably: a read that meets
+/// `WouldBlock` waits for the peer's write and runs again; a write and the
+/// `try_` forms too.
+#[test]
+fn mut_operations_run_on_the_object_mutably_and_wait_like_the_others() {
+    common::within(60, || {
+        rt().block_on(async {
+            let (a, mut peer) = UnixStream::pair().unwrap();
+            a.set_nonblocking(true).unwrap();
+            let mut fd = AsyncFd::new(Counted { stream: a, ops: 0 }).unwrap();
+            let mut buf = [0u8; 8];
+            // Nothing yet: the try form says so without running.
+            let err = fd.try_read_with_mut(|c| c.read(&mut buf)).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+            peer.write_all(b"x").unwrap();
+            let n = fd.read_with_mut(|c| c.read(&mut buf)).await.unwrap();
+            assert_eq!(&buf[..n], b"x");
+            assert_eq!(fd.get_ref().ops, 1);
+            // Readable still (as far as the driver said): the next read
+            // runs, meets `WouldBlock`, waits for the late write, runs.
+            let writer = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                peer.write_all(b"late").unwrap();
+                peer
+            });
+            let n = fd.read_with_mut(|c| c.read(&mut buf)).await.unwrap();
+            assert_eq!(&buf[..n], b"late");
+            assert!(fd.get_ref().ops >= 3, "{} reads", fd.get_ref().ops);
+            let mut peer = writer.join().unwrap();
+            // Writes, waiting and trying.
+            assert_eq!(fd.write_with_mut(|c| c.write(b"back")).await.unwrap(), 4);
+            assert_eq!(fd.try_write_with_mut(|c| c.write(b"more")).unwrap(), 4);
+            let mut got = [0u8; 8];
+            peer.read_exact(&mut got).unwrap();
+            assert_eq!(&got, b"backmore");
+        });
+    });
+}

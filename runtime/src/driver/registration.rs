@@ -361,6 +361,53 @@ impl<S: mio::event::Source> PollIo<S> {
         }
     }
 
+    /// [`PollIo::async_io`] with the source borrowed mutably (the caller
+    /// holds the object exclusively: `AsyncFd::read_with_mut`).
+    pub(crate) async fn async_io_mut<R>(
+        &mut self,
+        dir: Direction,
+        mut f: impl FnMut(&mut S) -> io::Result<R>,
+    ) -> io::Result<R> {
+        let io = self.registered.io.clone();
+        let mut key = Key { io: &io, key: None };
+        poll_fn(|cx| {
+            loop {
+                let ev = ready!(io.poll_ready(cx, dir, &mut key.key))?;
+                match f(self.source_mut()) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if self.stopped_at_urgent_byte(&ev) {
+                            return yield_now(cx);
+                        }
+                        io.clear_blocked(ev);
+                    }
+                    r => return Poll::Ready(r),
+                }
+            }
+        })
+        .await
+    }
+
+    /// [`PollIo::try_io`] with the source borrowed mutably.
+    pub(crate) fn try_io_mut<R>(
+        &mut self,
+        dir: Direction,
+        f: impl FnOnce(&mut S) -> io::Result<R>,
+    ) -> io::Result<R> {
+        let Some(ev) = self.scheduled().ready_now(dir) else {
+            return Err(io::ErrorKind::WouldBlock.into());
+        };
+        let ev = ev?;
+        match f(self.source_mut()) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if !self.stopped_at_urgent_byte(&ev) {
+                    self.scheduled().clear_blocked(ev);
+                }
+                Err(e)
+            }
+            r => r,
+        }
+    }
+
     /// Frees a waiter slot the caller kept (a stream half being dropped).
     pub(crate) fn release(&self, key: &mut Option<usize>) {
         self.scheduled().release(key);
