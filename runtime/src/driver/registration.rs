@@ -348,17 +348,21 @@ impl<S: mio::event::Source> PollIo<S> {
             return Err(io::ErrorKind::WouldBlock.into());
         };
         let ev = ev?;
-        match f(self.source()) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // The readiness kept: the caller's `readable` answers at
-                // once, and its next try reads.
-                if !self.stopped_at_urgent_byte(&ev) {
-                    self.scheduled().clear_blocked(ev);
-                }
-                Err(e)
-            }
-            r => r,
+        let r = f(self.source());
+        self.tried(ev, r)
+    }
+
+    /// A try's end: a `WouldBlock` clears the readiness `ev` saw (unless
+    /// a signal stopped the read at TCP's urgent mark: kept, and the
+    /// caller's `readable` answers at once, and its next try reads).
+    fn tried<R>(&self, ev: ReadyEvent, r: io::Result<R>) -> io::Result<R> {
+        if let Err(e) = &r
+            && e.kind() == io::ErrorKind::WouldBlock
+            && !self.stopped_at_urgent_byte(&ev)
+        {
+            self.scheduled().clear_blocked(ev);
         }
+        r
     }
 
     /// [`PollIo::async_io`] with the source borrowed mutably (the caller
@@ -397,15 +401,8 @@ impl<S: mio::event::Source> PollIo<S> {
             return Err(io::ErrorKind::WouldBlock.into());
         };
         let ev = ev?;
-        match f(self.source_mut()) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if !self.stopped_at_urgent_byte(&ev) {
-                    self.scheduled().clear_blocked(ev);
-                }
-                Err(e)
-            }
-            r => r,
-        }
+        let r = f(self.source_mut());
+        self.tried(ev, r)
     }
 
     /// Frees a waiter slot the caller kept (a stream half being dropped).

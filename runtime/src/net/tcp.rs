@@ -335,13 +335,7 @@ impl TcpStream {
     /// between looks, or read. An empty `buf` returns `Ok(0)` at once,
     /// which is not EOF.
     pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        self.read
-            .io
-            .async_io(Direction::Read, |s| s.peek(buf))
-            .await
+        peek(&self.read, buf).await
     }
 
     /// Sets `TCP_NODELAY` (no Nagle delay for small writes).
@@ -519,14 +513,16 @@ impl OwnedReadHalf {
     /// As [`TcpStream::peek`]: waits for bytes and copies them into `buf`
     /// without taking them off the connection.
     pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        self.read
-            .io
-            .async_io(Direction::Read, |s| s.peek(buf))
-            .await
+        peek(&self.read, buf).await
     }
+}
+
+/// [`TcpStream::peek`] on a stream's read half.
+async fn peek(read: &Half<mio::net::TcpStream>, buf: &mut [u8]) -> io::Result<usize> {
+    if buf.is_empty() {
+        return Ok(0);
+    }
+    read.io.async_io(Direction::Read, |s| s.peek(buf)).await
 }
 
 async_read!(TcpStream, read);

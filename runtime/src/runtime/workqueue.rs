@@ -138,11 +138,7 @@ impl Workqueue {
     {
         self.queue
             .spawn(&self.scheduler, None, future)
-            .map_err(|(refused, future)| SpawnError {
-                queue: Some(self.queue.name().to_owned()),
-                refused,
-                future,
-            })
+            .map_err(|refused| self.refused(refused))
     }
 
     /// As [`Workqueue::spawn`], placed as if spawned on CPU `cpu` (an OS
@@ -184,11 +180,16 @@ impl Workqueue {
     {
         self.queue
             .spawn(&self.scheduler, Some(cpu), future)
-            .map_err(|(refused, future)| SpawnError {
-                queue: Some(self.queue.name().to_owned()),
-                refused,
-                future,
-            })
+            .map_err(|refused| self.refused(refused))
+    }
+
+    /// The error of a refused item, naming this queue.
+    fn refused<F>(&self, (refused, future): (Refused, F)) -> SpawnError<F> {
+        SpawnError {
+            queue: Some(self.queue.name().to_owned()),
+            refused,
+            future,
+        }
     }
 
     /// Waits until every item spawned on the queue before this call has
