@@ -1029,3 +1029,168 @@ fn a_runtime_shut_down_with_everything_in_flight_drops_each_thing_once() {
         }
     });
 }
+
+/// What [`datagram_receives_cancelled_at_every_point_lose_no_readiness`]
+/// needs of a connected datagram socket.
+trait Dgram: Send + Sync + 'static {
+    fn send(&self, buf: &[u8]) -> impl Future<Output = std::io::Result<usize>> + Send;
+    fn recv(&self, buf: &mut [u8]) -> impl Future<Output = std::io::Result<usize>> + Send;
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send;
+    fn try_recv(&self, buf: &mut [u8]) -> std::io::Result<usize>;
+}
+
+macro_rules! dgram {
+    ($ty:ty) => {
+        impl Dgram for $ty {
+            fn send(&self, buf: &[u8]) -> impl Future<Output = std::io::Result<usize>> + Send {
+                <$ty>::send(self, buf)
+            }
+            fn recv(&self, buf: &mut [u8]) -> impl Future<Output = std::io::Result<usize>> + Send {
+                <$ty>::recv(self, buf)
+            }
+            fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
+                <$ty>::readable(self)
+            }
+            fn try_recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+                <$ty>::try_recv(self, buf)
+            }
+        }
+    };
+}
+dgram!(wq::net::UdpSocket);
+dgram!(wq::net::UnixDatagram);
+
+/// Receives cancelled at every point lose no readiness, on connected UDP
+/// and Unix datagram sockets: as the stream test above, each receiver
+/// receives under timeouts that often expire, polls a receive once and
+/// drops it, waits on `readable` under a timeout, or receives plainly;
+/// each sender waits for its receiver to have everything it sent at
+/// least every eight datagrams, and half the time after each, so that a
+/// datagram's readiness is the only event that can wake the receiver.
+/// Every datagram arrives once, in order.
+#[test]
+fn datagram_receives_cancelled_at_every_point_lose_no_readiness() {
+    use std::task::Poll;
+
+    const PAIRS: usize = 16;
+    const SENDS: u32 = 1000;
+
+    async fn receive<D: Dgram>(
+        sock: Arc<D>,
+        mut rng: Rng,
+        progress: futures::channel::mpsc::UnboundedSender<u32>,
+    ) -> usize {
+        let mut buf = vec![0u8; 2048];
+        let (mut next, mut cancelled) = (0u32, 0);
+        while next < SENDS {
+            let got = match rng.below(4) {
+                0 => {
+                    let wait = Duration::from_micros(50 + rng.below(1500));
+                    match wq::time::timeout(wait, sock.recv(&mut buf)).await {
+                        Ok(n) => n.unwrap(),
+                        Err(_) => {
+                            cancelled += 1;
+                            continue;
+                        }
+                    }
+                }
+                1 => {
+                    let mut recv = std::pin::pin!(sock.recv(&mut buf));
+                    match futures::poll!(recv.as_mut()) {
+                        Poll::Ready(n) => n.unwrap(),
+                        Poll::Pending => {
+                            cancelled += 1;
+                            wq::task::yield_now().await;
+                            continue;
+                        }
+                    }
+                }
+                2 => {
+                    let wait = Duration::from_micros(50 + rng.below(1500));
+                    if wq::time::timeout(wait, sock.readable()).await.is_err() {
+                        cancelled += 1;
+                        continue;
+                    }
+                    match sock.try_recv(&mut buf) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                _ => sock.recv(&mut buf).await.unwrap(),
+            };
+            assert!(got >= 4, "a datagram of {got} bytes");
+            let seq = u32::from_le_bytes(buf[..4].try_into().unwrap());
+            assert_eq!(seq, next, "datagrams lost or out of order");
+            assert!(
+                buf[4..got].iter().all(|&b| b == seq as u8),
+                "datagram {seq} garbled"
+            );
+            next += 1;
+            let _ = progress.unbounded_send(next);
+        }
+        cancelled
+    }
+
+    async fn send<D: Dgram>(
+        sock: Arc<D>,
+        mut rng: Rng,
+        mut progress: futures::channel::mpsc::UnboundedReceiver<u32>,
+    ) {
+        let mut unacked = 0;
+        for seq in 0..SENDS {
+            let len = 4 + rng.below(1200) as usize;
+            let mut msg = vec![seq as u8; len];
+            msg[..4].copy_from_slice(&seq.to_le_bytes());
+            assert_eq!(sock.send(&msg).await.unwrap(), len);
+            unacked += 1;
+            if unacked == 8 || rng.below(2) == 0 {
+                // Until the receiver has them all.
+                loop {
+                    match futures::StreamExt::next(&mut progress).await {
+                        Some(n) if n == seq + 1 => break,
+                        Some(_) => {}
+                        None => panic!("the receiver ended early"),
+                    }
+                }
+                unacked = 0;
+            }
+            if rng.below(4) == 0 {
+                wq::time::sleep(Duration::from_micros(rng.below(1000))).await;
+            }
+        }
+    }
+
+    within_watchdog("cancelled receives", || {
+        let rt = Runtime::builder().thread_name("dgram").build().unwrap();
+        let cancelled = rt.block_on(async {
+            let (mut receivers, mut senders) = (Vec::new(), Vec::new());
+            for pair in 0..PAIRS as u64 {
+                let seed = |k: u64| Rng(0x9E37_79B9_7F4A_7C15 ^ ((pair * 2 + k + 1) * 0x2545_F491));
+                let (tx, rx) = futures::channel::mpsc::unbounded();
+                if pair % 2 == 0 {
+                    let a = wq::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                    let b = wq::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                    a.connect(b.local_addr().unwrap()).await.unwrap();
+                    b.connect(a.local_addr().unwrap()).await.unwrap();
+                    receivers.push(wq::spawn(receive(Arc::new(b), seed(0), tx)));
+                    senders.push(wq::spawn(send(Arc::new(a), seed(1), rx)));
+                } else {
+                    let (a, b) = wq::net::UnixDatagram::pair().unwrap();
+                    receivers.push(wq::spawn(receive(Arc::new(b), seed(0), tx)));
+                    senders.push(wq::spawn(send(Arc::new(a), seed(1), rx)));
+                }
+            }
+            // A receiver's panic first (its sender's follows from it).
+            let (received, sent) = futures::join!(
+                futures::future::try_join_all(receivers),
+                futures::future::try_join_all(senders)
+            );
+            let cancelled = received.unwrap().iter().sum::<usize>();
+            sent.unwrap();
+            cancelled
+        });
+        assert!(cancelled > 100, "only {cancelled} receives were cancelled");
+        eprintln!("{cancelled} receives cancelled");
+    });
+}
