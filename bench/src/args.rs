@@ -28,6 +28,7 @@ const LIMITS: &[(&str, u128, &str)] = &[
     ("layouts", 1000, "a process each"),
     ("pad", 1 << 20, "48 bytes each, allocated first"),
     ("tasks", 1 << 26, "one task each, alive at once"),
+    ("concurrent", 1 << 22, "two tasks each, alive at once"),
     ("conns", 65_536, "a connection each"),
     ("threads", 1024, "a thread each"),
     // 2^28 needed 4 GiB for the handles alone.

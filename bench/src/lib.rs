@@ -67,6 +67,7 @@ pub fn write_out(s: &str) {
 
 pub mod args;
 pub mod completion;
+pub mod flushes;
 pub mod locality;
 pub mod machine;
 pub mod memory;

@@ -71,6 +71,13 @@ wq-bench timers: insert, cancel and fire of N timers, wq and tokio, ns per timer
   --workers W (both runtimes; default: the CPUs it may use)
 ";
 
+const FLUSHES: &str = "\
+wq-bench flushes: N tasks at once, each spawning an item on one named wq queue and flushing it
+(a flush per request): time until all returned, and per flush (wq only: tokio has no flush)
+  --concurrent 10,100,1000,3000,10000 (default)  --repeat R (default 5)
+  --workers W (default: the CPUs it may use)
+";
+
 const HTTP: &str = "\
 wq-bench http: hyper http1 hello world on wq and tokio, loaded by wrk (scripts/setup-bench)
   --threads T (wrk -t, default 1)  --conns C (wrk -c, default 64)  --secs S (default 10)
@@ -87,8 +94,8 @@ wq-bench echo: TCP echo ping-pong, the same std-thread client against wq and tok
 
 fn usage() -> String {
     format!(
-        "usage: wq-bench <workqueue|sweep|locality|memory|shapes|timers|http|echo> [options]\n\
-         (`wq-bench <subcommand> --help` shows one)\n\n{WORKQUEUE}\n{SWEEP}\n{LOCALITY}\n{MEMORY}\n{SHAPES}\n{TIMERS}\n{HTTP}\n{ECHO}"
+        "usage: wq-bench <workqueue|sweep|locality|memory|shapes|timers|flushes|http|echo> [options]\n\
+         (`wq-bench <subcommand> --help` shows one)\n\n{WORKQUEUE}\n{SWEEP}\n{LOCALITY}\n{MEMORY}\n{SHAPES}\n{TIMERS}\n{FLUSHES}\n{HTTP}\n{ECHO}"
     )
 }
 
@@ -131,6 +138,7 @@ fn main() -> ExitCode {
         "memory" => Some(MEMORY),
         "shapes" => Some(SHAPES),
         "timers" => Some(TIMERS),
+        "flushes" => Some(FLUSHES),
         "http" => Some(HTTP),
         "echo" => Some(ECHO),
         _ => None,
@@ -156,6 +164,7 @@ fn main() -> ExitCode {
         },
         "shapes" => run_shapes(&rest),
         "timers" => wq_bench::services::timers_main(&rest, &command_line()),
+        "flushes" => wq_bench::flushes::main(&rest, &command_line()),
         "http" => wq_bench::services::http_main(&rest, &command_line()),
         "echo" => wq_bench::services::echo_main(&rest, &command_line()),
         "-h" | "--help" | "help" => {

@@ -31,7 +31,14 @@ fn chained_spawn_json(extra: &[&str]) -> serde_json::Value {
 
 #[test]
 fn help_after_any_subcommand_prints_its_usage() {
-    for sub in ["workqueue", "sweep", "locality", "memory", "shapes"] {
+    for sub in [
+        "workqueue",
+        "sweep",
+        "locality",
+        "memory",
+        "shapes",
+        "flushes",
+    ] {
         for flag in ["--help", "-h"] {
             let out = wq_bench(&[sub, "--items", "5", flag]);
             assert!(out.status.success(), "{sub} {flag}: {out:?}");
@@ -359,4 +366,26 @@ fn a_closed_stderr_ends_nothing_early() {
     reader.join().unwrap();
     assert!(status.success(), "{status}");
     assert!(plots_in(&dir) > 0, "no plot written");
+}
+
+/// `flushes` runs its line of flushes and prints a row per count; a count
+/// of zero is refused.
+#[test]
+fn flushes_prints_a_row_per_count_and_refuses_zero() {
+    let out = wq_bench(&["flushes", "--concurrent", "3,40", "--repeat", "1"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(
+        rows[1].trim_start().starts_with("40 ") && rows[1].ends_with(" us"),
+        "{text}"
+    );
+    let out = wq_bench(&["flushes", "--concurrent", "0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("--concurrent"), "{err}");
 }
