@@ -85,17 +85,23 @@
 //! (`a_flush_after_a_dropped_one_still_waits_for_earlier_items`).
 //!
 //! The served flush's progress (`Phase`: begun, flipped) is kept with the
-//! turn, under the `flush` lock, not in its future, and every flush that
-//! waits (the served one, and those in line) takes it as far as it goes
-//! when polled, passing the turn on when it is done: the kernel's first
-//! flusher works for the others alike. A flush future given up on by a
-//! timeout but kept, no longer polled, held the turn until dropped, and
-//! every later flush and drain waited for ever
-//! (`a_flush_held_but_not_polled_does_not_hold_up_later_ones`). So a
-//! finisher that empties a flagged color wakes every waiting flush, and a
-//! flush reads a color only under the lock, after flagging it, and stores
-//! its waker before the unlock: a finisher's wake, which takes the lock,
-//! finds it.
+//! turn, under the `flush` lock, not in its future, and whoever can move
+//! it does (`Queue::drive`): a flush's call and its polls, a flush given
+//! up during its turn (after passing the turn on), and a finisher that
+//! empties a flagged color (after its decrement, under the lock); each
+//! takes the served flush as far as it goes and, as each one is done,
+//! passes the turn on and takes the next one on, waking only the flushes
+//! it finished: the kernel's first flusher works for the others alike. A
+//! flush future given up on by a timeout but kept, no longer polled, held
+//! the turn until dropped, and every later flush and drain waited for ever
+//! (`a_flush_held_but_not_polled_does_not_hold_up_later_ones`); then every
+//! waiting flush was woken at every pass and every emptied color, to take
+//! the turn on, which made N flushes in line O(N^2) wakes and polls
+//! (10,000 at once took 1.5 s; `wq-bench flushes`, `docs/benchmarks.md`
+//! section 3). Now each is woken once, when it is done. A flush reads a
+//! color only under the lock, after flagging it, and a finisher that saw
+//! the flag and a zero sum reads it again under the lock: one of the two
+//! sees the color empty (the fences' handshake, [`flight`]).
 //! `drain` flushes until nothing is in flight, refusing work from outside
 //! the queue meanwhile (a task of the queue may still queue more, as the
 //! kernel allows chained work). "Nothing in flight" is a sum of the
@@ -296,27 +302,31 @@ enum Phase {
 
 impl Flush {
     /// The flush being served is over (done or dropped): the turn passes to
-    /// the next ticket not given up. Returns the wakers to wake: the
-    /// served flush's, if it waits (it may be done by another), and every
-    /// one in line -- the next may be held but not polled, and any of
-    /// them can take its flush on (its phase begins unflagged, so no
-    /// finisher would wake them).
-    fn pass_turn(&mut self) -> Vec<Waker> {
+    /// the next ticket not given up. Returns the served flush's waker, to
+    /// wake if it is done (it may have been done by another thread: a
+    /// finisher, or another flush's poll). The next one's progress is
+    /// not its own to make: whoever passed the turn takes it on at once
+    /// ([`Queue::drive`]), so one held but not polled holds nobody up.
+    fn pass_turn(&mut self) -> Option<Waker> {
         self.phase = Phase::Start;
-        let mut wake: Vec<Waker> = self.waiter.take().into_iter().collect();
+        let done = self.waiter.take();
         // The oldest flush in line is served next (those given up left
-        // the line); with none, the next ticket taken is.
+        // the line); with none, the next ticket taken is. Its waker (a
+        // no-op until its first poll) is woken when it is done.
         match self.queue.pop_front() {
             Some((next, w)) => {
                 self.serving = next;
-                // It waits as `waiter` from its next poll on: woken with
-                // the others.
-                wake.push(w);
+                self.waiter = Some(w);
             }
             None => self.serving = self.next_ticket,
         }
-        wake.extend(self.queue.iter().map(|(_, w)| w.clone()));
-        wake
+        done
+    }
+
+    /// Whether a flush is being served (its ticket live: a served flush
+    /// given up passes the turn at once).
+    fn serves(&self) -> bool {
+        self.serving < self.next_ticket
     }
 
     /// A new flush's ticket: served at once if none is, else in line
@@ -337,15 +347,15 @@ impl Flush {
     /// held the turn: a health probe's `timeout(flush)` every 100 ms
     /// behind a stuck one, 864,000 a day.)
     fn give_up_in_line(&mut self, ticket: u64) {
-        self.queue.retain(|(t, _)| *t != ticket);
+        if let Some(at) = self.in_line(ticket) {
+            self.queue.remove(at);
+        }
     }
 
-    /// The wakers of every flush waiting (the served one and those in
-    /// line: any of them may finish the served flush).
-    fn waiting(&mut self) -> Vec<Waker> {
-        let mut wake: Vec<Waker> = self.waiter.take().into_iter().collect();
-        wake.extend(self.queue.iter().map(|(_, w)| w.clone()));
-        wake
+    /// Where `ticket` waits in line, if it does (the line is in ticket
+    /// order: a binary search, as thousands may wait).
+    fn in_line(&self, ticket: u64) -> Option<usize> {
+        self.queue.binary_search_by_key(&ticket, |(t, _)| *t).ok()
     }
 }
 
@@ -592,11 +602,7 @@ impl Queue {
         let (ticket, wake) = {
             let mut f = lock(&self.flush);
             let ticket = f.take_ticket();
-            let mut wake = Vec::new();
-            while f.serving <= ticket && self.advance(&mut f) {
-                wake.extend(f.pass_turn());
-            }
-            (ticket, wake)
+            (ticket, self.drive(&mut f))
         };
         wake.into_iter().for_each(wake_caught);
         // Whatever happens from here (the flush future may be dropped while
@@ -613,9 +619,11 @@ impl Queue {
                     if f.serving == self.ticket {
                         // Given up during its turn: its flags go, and the
                         // color it may have flipped away from is waited
-                        // for by the next (module docs).
+                        // for by the next (module docs), whose flush is
+                        // taken on here.
                         self.queue.unflag(f.phase);
-                        f.pass_turn()
+                        drop(f.pass_turn());
+                        self.queue.drive(&mut f)
                     } else if f.serving < self.ticket {
                         f.give_up_in_line(self.ticket);
                         Vec::new()
@@ -639,9 +647,7 @@ impl Queue {
                 let mut f = lock(&self.flush);
                 // The served flush, this one or one before it, as far as
                 // it goes now; each one done passes the turn on.
-                while f.serving <= ticket && self.advance(&mut f) {
-                    wake.extend(f.pass_turn());
-                }
+                wake.extend(self.drive(&mut f));
                 if f.serving > ticket {
                     true
                 } else {
@@ -653,12 +659,10 @@ impl Queue {
                         f.waiter = Some(cx.waker().clone());
                     } else {
                         // In line since its ticket (`take_ticket`).
-                        let (_, w) = f
-                            .queue
-                            .iter_mut()
-                            .find(|(t, _)| *t == ticket)
+                        let at = f
+                            .in_line(ticket)
                             .expect("a flush waiting for its turn is in line");
-                        w.clone_from(cx.waker());
+                        f.queue[at].1.clone_from(cx.waker());
                     }
                     false
                 }
@@ -676,9 +680,21 @@ impl Queue {
         }
     }
 
-    /// Takes the served flush (whichever flush polls: module docs, "Flush
-    /// colors") as far as it goes without waiting, under the `flush` lock;
-    /// true if it is done. The other color first (module docs): it holds
+    /// Takes the served flush as far as it goes without waiting, and each
+    /// next one when it is done (module docs, "Flush colors"), under the
+    /// `flush` lock: by a flush's call or poll, a finisher that emptied a
+    /// flagged color, or a flush given up during its turn. Returns the
+    /// wakers of the flushes it finished.
+    fn drive(&self, f: &mut Flush) -> Vec<Waker> {
+        let mut done = Vec::new();
+        while f.serves() && self.advance(f) {
+            done.extend(f.pass_turn());
+        }
+        done
+    }
+
+    /// Takes the served flush as far as it goes without waiting, under
+    /// the `flush` lock; true if it is done. The other color first (module docs): it holds
     /// only items spawned before this flush, left by a flush dropped while
     /// it waited or counted by a spawn that raced the last flip; then the
     /// flip, then the color flipped away from. Each wait flags its color
@@ -1038,9 +1054,10 @@ impl QueueLink for Queue {
     fn flagged(&self, color: u8) -> Vec<Waker> {
         let mut waiters = Vec::new();
         self.counts.flight.flagged(usize::from(color), || {
-            // Every flush waiting: any may finish the served one (a
-            // served flush's future may be held but not polled).
-            waiters = lock(&self.flush).waiting();
+            // The finisher takes the served flush on itself (its future
+            // may be held but not polled), and the ones after it; only
+            // those it finishes are woken.
+            waiters = self.drive(&mut lock(&self.flush));
         });
         waiters
     }
