@@ -1800,10 +1800,11 @@ fn a_flush_held_but_not_polled_does_not_hold_up_later_ones() {
 
 /// The served flush dropped while the next in line is held, unpolled,
 /// and a third waits behind it: the third (a flush, or a drain) finishes
-/// once the items are done (the turn passed to the held one, whose flush
-/// had not begun, so no finisher woke the third).
+/// once the items are done (the turn passed to the held one, which
+/// nobody polls: the drop and the items' finishers take it, and then the
+/// third, on).
 #[test]
-fn a_dropped_served_flush_wakes_the_whole_line() {
+fn a_dropped_served_flush_passes_the_turn_through_a_held_one() {
     for drain in [false, true] {
         within(60, move || {
             let rt = runtime("pack:1 core:2 pu:1");
@@ -2846,5 +2847,108 @@ fn owners_churning_every_setting_under_load_lose_nothing() {
                 q.name()
             );
         }
+    });
+}
+
+/// Counts the wakes of the wakers made from it.
+#[derive(Default)]
+struct WakeCount(AtomicUsize);
+
+impl std::task::Wake for WakeCount {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Flushes in line are each woken once, when done: the finisher of the
+/// item they wait behind takes the whole line on (every waiting flush was
+/// woken at every pass of the turn, N^2/2 wakes for N in line).
+#[test]
+fn each_flush_in_line_is_woken_once_when_it_is_done() {
+    within(60, || {
+        const N: usize = 200;
+        let rt = runtime("pack:1 core:2 pu:1");
+        let q = Workqueue::builder("woken-once").build(rt.handle()).unwrap();
+        let (release, waits) = futures::channel::oneshot::channel::<()>();
+        let item = q.spawn(async move { waits.await.unwrap() });
+        let count = Arc::new(WakeCount::default());
+        let waker = std::task::Waker::from(count.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut line: Vec<_> = (0..N).map(|_| Box::pin(q.flush())).collect();
+        for f in &mut line {
+            assert!(f.as_mut().poll(&mut cx).is_pending());
+        }
+        release.send(()).unwrap();
+        rt.block_on(item).unwrap();
+        // The item's finisher drove the line: every flush done, each
+        // woken once (polled now, each is ready).
+        common::wait_until("every flush woken", || count.0.load(Ordering::SeqCst) >= N);
+        for f in &mut line {
+            assert!(f.as_mut().poll(&mut cx).is_ready());
+        }
+        let wakes = count.0.load(Ordering::SeqCst);
+        assert!(wakes <= 2 * N, "{wakes} wakes for {N} flushes");
+    });
+}
+
+/// A flush dropped during its turn whose waker's drop panics still passes
+/// the turn on and takes the next flush on: the waker is dropped after
+/// the flush lock and the next one's drive.
+#[test]
+fn a_served_flush_whose_waker_panics_on_drop_still_passes_the_turn() {
+    within(60, || {
+        struct PanicsOnDrop;
+        impl std::task::Wake for PanicsOnDrop {
+            fn wake(self: Arc<Self>) {}
+        }
+        impl Drop for PanicsOnDrop {
+            fn drop(&mut self) {
+                panic!("a waker that panics when dropped");
+            }
+        }
+        let rt = runtime("pack:1 core:2 pu:1");
+        let q = Arc::new(
+            Workqueue::builder("panicky-waker")
+                .build(rt.handle())
+                .unwrap(),
+        );
+        let (release, waits) = futures::channel::oneshot::channel::<()>();
+        let item = q.spawn(async move { waits.await.unwrap() });
+        let mut served = Box::pin(q.flush());
+        {
+            let waker = std::task::Waker::from(Arc::new(PanicsOnDrop));
+            let mut cx = std::task::Context::from_waker(&waker);
+            assert!(served.as_mut().poll(&mut cx).is_pending());
+            // Dropped here: the flush keeps the only other clone, and
+            // dropping that is what panics.
+        }
+        let next = {
+            let q = q.clone();
+            let (in_line, was_in_line) = std::sync::mpsc::channel();
+            let task = rt.spawn(async move {
+                let mut next = Box::pin(q.flush());
+                assert!(futures::poll!(next.as_mut()).is_pending());
+                in_line.send(()).unwrap();
+                next.await;
+            });
+            was_in_line.recv().unwrap();
+            task
+        };
+        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(served)));
+        assert!(
+            dropped.is_err(),
+            "the waker's drop panicked through the flush's"
+        );
+        release.send(()).unwrap();
+        rt.block_on(item).unwrap();
+        rt.block_on(async {
+            wq::time::timeout(Duration::from_secs(10), next)
+                .await
+                .expect("the next flush was never taken on")
+                .unwrap();
+        });
     });
 }

@@ -35,7 +35,9 @@
 //!   task's last access to the queue (the **fast path**: one
 //!   read-modify-write, no fence). Flag seen and stripe emptied (the **slow
 //!   path**): the finisher, still counted as pending, fences, sums the
-//!   stripes of `c`, wakes the flusher if the sum is zero, and then takes
+//!   stripes of `c`, takes the flush on if the sum is zero (under the
+//!   queue's flush lock: `Queue::drive`, which reads the sum again and
+//!   wakes the flushes it finishes), and then takes
 //!   one from `pending`, its last access. A finish that leaves items of
 //!   `c` on its stripe cannot make the sum zero: one of those items'
 //!   finishes will empty the stripe, and sum then (so a flush over a
@@ -43,10 +45,10 @@
 //!   and 16 loads; before 2026-12-06 every finisher that saw the flag
 //!   summed).
 //! - **Flush of `c`**: under the queue's flush lock, set `FLUSHING[c]` on
-//!   every stripe, fence, read the sum, and if it is not zero store the
-//!   waker, in that one critical section; then wait. A finisher that
-//!   wakes takes the wakers under the same lock. **End of a flush**: clear
-//!   the flags.
+//!   every stripe, fence, read the sum, and if it is not zero keep the
+//!   flush's progress (its phase) there, in that one critical section;
+//!   then wait. A finisher that takes the flush on reads the sum again
+//!   under the same lock. **End of a flush**: clear the flags.
 //! - **Gone** (the last handle dropped, while it still holds its own strong
 //!   count): set `DEAD` on every stripe (`AcqRel`), collecting its counts
 //!   and `pending`, and add the sum to `left`; if that leaves `left` at
@@ -65,10 +67,14 @@
 //! these). Of two such finishers on two stripes,
 //! the one whose fence comes second sees the other's decrement
 //! (store-buffering, ordered by the fences), so the last of them reads
-//! zero and takes the waker under the flush lock; the flusher read the
-//! sum and stored its waker in one critical section of that lock, so
-//! either the finisher's take comes after it and finds the waker, or
-//! before it, and the flusher's read sees the finisher's decrement.
+//! zero and takes the flush on under the flush lock (reading the sum
+//! again); the flusher read the sum and kept its progress in one
+//! critical section of that lock, so either the finisher's critical
+//! section comes after it and finds the flush waiting on a sum that is
+//! zero now, or before it, and the flusher's read sees the finisher's
+//! decrement. (Until 2026-12-08 the finisher took the waiting flushes'
+//! wakers, and their polls advanced the flush; the models below still
+//! take a waker, the same handshake.)
 //! Without the fences, both finishers may read the other's stale count
 //! and neither wakes (`loom_without_the_fences_a_flush_is_never_woken`);
 //! with the waker stored in a critical section of its own after the read
@@ -238,7 +244,7 @@ impl Flight {
 
     /// An item counted in `color` on `stripe` is gone. `wake` is called
     /// (with the task still counted) if a flush waits and this may have
-    /// been the color's last item; it wakes the flusher. The whole finish
+    /// been the color's last item; it takes the flush on. The whole finish
     /// through one borrow of the counts: for callers that hold the queue
     /// through it (tests, models). A task's finish, whose count may be
     /// the queue's last reference, goes by [`Flight::last_step`].
@@ -488,6 +494,109 @@ mod loom_tests {
                 "a flush is never woken: it waits on a count the finishers emptied"
             );
         });
+    }
+
+    /// A served flush's progress as `Queue::advance` takes it (a copy,
+    /// over the model's color word): `Done` once both colors it waits
+    /// on emptied.
+    #[derive(Clone, Copy, PartialEq, Debug)]
+    enum Ph {
+        Start,
+        Other(usize),
+        Old(usize),
+        Done,
+    }
+
+    /// `Queue::advance`'s steps (a copy): flag the other color and wait
+    /// for it, flip, flag the old one and wait for it.
+    fn advance(flight: &Flight, color: &crate::loom::sync::atomic::AtomicUsize, ph: &mut Ph) {
+        loop {
+            match *ph {
+                Ph::Start => {
+                    let old = color.load(Ordering::Acquire);
+                    flight.start_flush(old ^ 1);
+                    *ph = Ph::Other(old);
+                }
+                Ph::Other(old) => {
+                    if flight.in_flight(old ^ 1) > 0 {
+                        return;
+                    }
+                    flight.end_flush(old ^ 1);
+                    color.store(old ^ 1, Ordering::Release);
+                    flight.start_flush(old);
+                    *ph = Ph::Old(old);
+                }
+                Ph::Old(old) => {
+                    if flight.in_flight(old) > 0 {
+                        return;
+                    }
+                    flight.end_flush(old);
+                    *ph = Ph::Done;
+                }
+                Ph::Done => return,
+            }
+        }
+    }
+
+    /// The flush driven by whoever can move it (`Queue::drive`): its call
+    /// advances it once, under the flush lock (here the phase's), and each
+    /// finisher told to act advances it under the same lock (`advances`;
+    /// off, the fault: a finisher that does nothing), with no poll of the
+    /// flush in between. Two items are left in the other color (a
+    /// dropped flush's), on both stripes, and one is in the current
+    /// color, so a finisher may carry the flush across the flip and flag
+    /// the color another finisher is emptying. The flush must end.
+    fn flush_driven_by_finishers(unfenced: bool, advances: bool) {
+        loom::model(move || {
+            let flight = Arc::new(Flight {
+                fences: Fences { off: unfenced },
+                ..Flight::new(2)
+            });
+            let color = Arc::new(crate::loom::sync::atomic::AtomicUsize::new(0));
+            let phase = Arc::new(Mutex::new(Ph::Start));
+            let items = [(0, 1), (1, 1), (1, 0)];
+            for (stripe, c) in items {
+                flight.spawned(stripe, c);
+            }
+            let finishers: Vec<_> = items
+                .into_iter()
+                .map(|(stripe, c)| {
+                    let (f, col, ph) = (flight.clone(), color.clone(), phase.clone());
+                    loom::thread::spawn(move || {
+                        let _ = f.finished(stripe, c, || {
+                            if advances {
+                                advance(&f, &col, &mut ph.lock().unwrap());
+                            }
+                        });
+                    })
+                })
+                .collect();
+            advance(&flight, &color, &mut phase.lock().unwrap());
+            for t in finishers {
+                t.join().unwrap();
+            }
+            let ph = *phase.lock().unwrap();
+            assert_eq!(ph, Ph::Done, "a flush driven by its finishers never ends");
+        });
+    }
+
+    #[test]
+    fn loom_a_flush_driven_by_its_finishers_across_the_flip_ends() {
+        flush_driven_by_finishers(false, true);
+    }
+
+    /// Without the fences the model must find the flush left waiting.
+    #[test]
+    #[should_panic(expected = "never ends")]
+    fn loom_without_the_fences_a_flush_driven_by_finishers_never_ends() {
+        flush_driven_by_finishers(true, true);
+    }
+
+    /// Finishers that only wake (nobody polls): the flush never ends.
+    #[test]
+    #[should_panic(expected = "never ends")]
+    fn loom_a_flush_no_finisher_advances_never_ends() {
+        flush_driven_by_finishers(false, false);
     }
 
     /// `Queue::drain`'s last check (`Drains::empty`) against a spawn's

@@ -70,8 +70,9 @@
 //! finish decrements the counter its spawn incremented (the task keeps its
 //! color and stripe), so a stripe never reads below its items in flight.
 //! A finisher's decrement returns the stripe's word with the flusher's flag
-//! in it; one that sees the flag fences, sums, and wakes the flusher if the
-//! color is empty; the flusher sets its flags, fences, then reads
+//! in it; one that sees the flag fences, sums, and, if the color is empty,
+//! takes the served flush on itself (below); the flusher sets its flags,
+//! fences, then reads
 //! ([`flight`]; the model `loom_a_flush_racing_the_last_finishes_is_woken`
 //! checks it, and fails without the fences). Two colors suffice because a
 //! flush, once it has its turn, first waits for the *other* color to empty,
@@ -101,7 +102,10 @@
 //! section 3). Now each is woken once, when it is done. A flush reads a
 //! color only under the lock, after flagging it, and a finisher that saw
 //! the flag and a zero sum reads it again under the lock: one of the two
-//! sees the color empty (the fences' handshake, [`flight`]).
+//! sees the color empty (the fences' handshake, [`flight`]). The price: a
+//! finisher may carry the whole line, under the lock, on its worker (a
+//! few atomic operations per stripe for each flush it finishes), where
+//! each flush's own poll paid it before.
 //! `drain` flushes until nothing is in flight, refusing work from outside
 //! the queue meanwhile (a task of the queue may still queue more, as the
 //! kernel allows chained work). "Nothing in flight" is a sum of the
@@ -346,10 +350,9 @@ impl Flush {
     /// until their turn, grew by one per timed-out flush while a flush
     /// held the turn: a health probe's `timeout(flush)` every 100 ms
     /// behind a stuck one, 864,000 a day.)
-    fn give_up_in_line(&mut self, ticket: u64) {
-        if let Some(at) = self.in_line(ticket) {
-            self.queue.remove(at);
-        }
+    fn give_up_in_line(&mut self, ticket: u64) -> Option<Waker> {
+        let at = self.in_line(ticket)?;
+        self.queue.remove(at).map(|(_, w)| w)
     }
 
     /// Where `ticket` waits in line, if it does (the line is in ticket
@@ -373,7 +376,8 @@ pub(crate) struct Queue {
     /// Created, never-queued items and the CPU each was submitted on
     /// ([`inactive`]: a handle's abort takes its item out).
     inactive: InactiveList<(Runnable, Option<usize>)>,
-    /// The current flush color (0 or 1); flipped only by a flush.
+    /// The current flush color (0 or 1); flipped only under the `flush`
+    /// lock, by whoever drives the served flush (`Queue::drive`).
     color: AtomicU8,
     flush: Mutex<Flush>,
     /// Drains on, and the items counted while one was.
@@ -614,24 +618,28 @@ impl Queue {
         }
         impl Drop for Turn<'_> {
             fn drop(&mut self) {
-                let wake = {
+                let (own, wake) = {
                     let mut f = lock(&self.queue.flush);
                     if f.serving == self.ticket {
                         // Given up during its turn: its flags go, and the
                         // color it may have flipped away from is waited
                         // for by the next (module docs), whose flush is
-                        // taken on here.
+                        // taken on here. Its own waker is dropped after
+                        // the lock and that drive (a user's waker whose
+                        // drop panicked left the next one unflagged and
+                        // undriven).
                         self.queue.unflag(f.phase);
-                        drop(f.pass_turn());
-                        self.queue.drive(&mut f)
+                        let own = f.pass_turn();
+                        (own, self.queue.drive(&mut f))
                     } else if f.serving < self.ticket {
-                        f.give_up_in_line(self.ticket);
-                        Vec::new()
+                        // Its waker, dropped after the lock too.
+                        (f.give_up_in_line(self.ticket), Vec::new())
                     } else {
-                        Vec::new() // done (by itself or a later flush)
+                        (None, Vec::new()) // done (by itself or a later flush)
                     }
                 };
                 wake.into_iter().for_each(wake_caught);
+                drop(own);
             }
         }
         let turn = Turn {
