@@ -87,7 +87,7 @@ pub use runtime::{
     Runtime, spawn, spawn_blocking, spawn_on,
 };
 pub use scope::{ParseScopeError, Scope};
-pub use task::{JoinError, JoinHandle, block_in_place};
+pub use task::{AbortHandle, JoinError, JoinHandle, block_in_place};
 pub use topology::{
     CpuInfo, DEFAULT_CACHE_SHARD_SIZE, MAX_CPUS, Pod, Topology, TopologyError, TopologyErrorKind,
 };

@@ -211,6 +211,305 @@ fn a_second_abort_changes_nothing() {
     });
 }
 
+/// Counts its drops.
+struct Dropped(Arc<AtomicUsize>);
+
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// An abort handle cancels a task whose `JoinHandle` was dropped (the task
+/// detached): its future is dropped by a worker.
+#[test]
+fn an_abort_handle_cancels_a_detached_task() {
+    within(60, || {
+        let rt = Runtime::new().unwrap();
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let flag = Dropped(dropped.clone());
+        let h = rt.spawn(async move {
+            let _flag = flag;
+            futures::future::pending::<()>().await;
+        });
+        let abort = h.abort_handle();
+        let other = abort.clone();
+        drop(h);
+        std::thread::sleep(Duration::from_millis(10));
+        assert!(!abort.is_finished() && !other.is_finished());
+        assert_eq!(dropped.load(Ordering::SeqCst), 0, "detached, it runs on");
+        // From another thread, through a clone.
+        std::thread::spawn(move || other.abort()).join().unwrap();
+        assert!(abort.is_finished(), "{abort:?}");
+        wait_until("the aborted future is dropped", || {
+            dropped.load(Ordering::SeqCst) == 1
+        });
+        abort.abort();
+        assert_eq!(dropped.load(Ordering::SeqCst), 1);
+    });
+}
+
+/// An abort through an abort handle wakes the task awaiting the
+/// `JoinHandle`, which says cancelled by its handle.
+#[test]
+fn an_abort_handle_wakes_the_await_of_its_join_handle() {
+    within(60, || {
+        let rt = Runtime::new().unwrap();
+        rt.block_on(async {
+            let h = wq::spawn(futures::future::pending::<()>());
+            let abort = h.abort_handle();
+            let t = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                abort.abort();
+            });
+            let err = h.await.unwrap_err();
+            assert!(err.is_cancelled(), "{err:?}");
+            assert!(err.to_string().contains("its handle aborted it"), "{err}");
+            t.join().unwrap();
+        });
+        // Awaited from outside the runtime (a foreign waker: the relay).
+        let h = rt.spawn(futures::future::pending::<()>());
+        let abort = h.abort_handle();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            abort.abort();
+        });
+        assert!(futures::executor::block_on(h).unwrap_err().is_cancelled());
+        t.join().unwrap();
+    });
+}
+
+/// An await that found the task running before the abort handle was made
+/// is woken by that handle's abort, with no poll of the `JoinHandle` in
+/// between.
+#[test]
+fn an_abort_handle_wakes_an_await_registered_before_it() {
+    within(60, || {
+        let rt = Runtime::new().unwrap();
+        rt.block_on(async {
+            let mut h = wq::spawn(futures::future::pending::<()>());
+            std::future::poll_fn(|cx| {
+                assert!(std::pin::Pin::new(&mut h).poll(cx).is_pending());
+                std::task::Poll::Ready(())
+            })
+            .await;
+            let abort = h.abort_handle();
+            let t = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                abort.abort();
+            });
+            // Pending once, with no waker of its own: only the abort's
+            // wake of the handle's registered waker resumes this task.
+            let mut first = true;
+            std::future::poll_fn(|_| {
+                if std::mem::take(&mut first) {
+                    std::task::Poll::Pending
+                } else {
+                    std::task::Poll::Ready(())
+                }
+            })
+            .await;
+            assert!(h.is_finished());
+            assert!(h.await.unwrap_err().is_cancelled());
+            t.join().unwrap();
+        });
+    });
+}
+
+/// A task that completed keeps its output through an abort handle's
+/// abort, as through its `JoinHandle`'s; a handle whose task answered or
+/// was refused gives an abort handle that does nothing.
+#[test]
+fn an_abort_handle_after_the_end_changes_nothing() {
+    let rt = Runtime::new().unwrap();
+    let h = rt.spawn(async { 3 });
+    let abort = h.abort_handle();
+    wait_until("the task finished", || abort.is_finished());
+    abort.abort();
+    assert_eq!(rt.block_on(h).unwrap(), 3);
+
+    // Answered, then asked for an abort handle.
+    let mut h = rt.spawn(async { 4 });
+    assert_eq!(rt.block_on(&mut h).unwrap(), 4);
+    let abort = h.abort_handle();
+    assert!(abort.is_finished());
+    abort.abort();
+
+    // Refused: its runtime had shut down.
+    let handle = rt.handle().clone();
+    drop(rt);
+    let h = handle.spawn(async { 5 });
+    let abort = h.abort_handle();
+    assert!(abort.is_finished());
+    abort.abort();
+    assert!(futures::executor::block_on(h).unwrap_err().is_refused());
+}
+
+/// Dropping the `JoinHandle` of a completed task drops its output then,
+/// though abort handles live; the output of a task that completes after
+/// its `JoinHandle` is gone is kept until an abort or the last abort
+/// handle's drop (documented), and dropped once.
+#[test]
+fn a_detached_tasks_output_is_dropped_once_by_its_abort_handles() {
+    within(60, || {
+        let rt = Runtime::new().unwrap();
+        // Completed before the handle's drop.
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let d = dropped.clone();
+        let h = rt.spawn(async move { Dropped(d) });
+        let abort = h.abort_handle();
+        wait_until("the task finished", || abort.is_finished());
+        drop(h);
+        assert_eq!(dropped.load(Ordering::SeqCst), 1, "dropped with its handle");
+        abort.abort();
+        drop(abort);
+        assert_eq!(dropped.load(Ordering::SeqCst), 1);
+
+        // Completed after it: an abort drops it, once.
+        for by_abort in [true, false] {
+            let dropped = Arc::new(AtomicUsize::new(0));
+            let d = dropped.clone();
+            let (tx, rx) = futures::channel::oneshot::channel::<()>();
+            let h = rt.spawn(async move {
+                let _ = rx.await;
+                Dropped(d)
+            });
+            let abort = h.abort_handle();
+            let second = abort.clone();
+            drop(h);
+            tx.send(()).unwrap();
+            wait_until("the task finished", || abort.is_finished());
+            assert_eq!(
+                dropped.load(Ordering::SeqCst),
+                0,
+                "kept for its abort handles"
+            );
+            if by_abort {
+                abort.abort();
+                assert_eq!(dropped.load(Ordering::SeqCst), 1, "dropped by the abort");
+            } else {
+                drop(abort);
+                assert_eq!(
+                    dropped.load(Ordering::SeqCst),
+                    0,
+                    "one abort handle is left"
+                );
+            }
+            drop(second);
+            assert_eq!(dropped.load(Ordering::SeqCst), 1);
+        }
+    });
+}
+
+/// A blocking job's abort handle aborts it as its `JoinHandle` does: not
+/// once its closure has started (its result comes), and a queued one is
+/// cancelled.
+#[test]
+fn an_abort_handle_of_a_blocking_job_stops_it_only_before_it_starts() {
+    within(60, || {
+        let rt = Runtime::builder().max_blocking_threads(1).build().unwrap();
+        let (started_tx, started) = std::sync::mpsc::channel::<()>();
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let running = rt.spawn_blocking(move || {
+            started_tx.send(()).unwrap();
+            wait.recv().unwrap();
+            7
+        });
+        started.recv().unwrap();
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let flag = Dropped(dropped.clone());
+        let queued = rt.spawn_blocking(move || {
+            let _flag = flag;
+            unreachable!("an aborted job ran");
+        });
+        let (a, b) = (running.abort_handle(), queued.abort_handle());
+        a.abort();
+        b.abort();
+        assert!(!a.is_finished(), "a started job runs on");
+        assert!(b.is_finished());
+        assert_eq!(dropped.load(Ordering::SeqCst), 1, "dropped by the abort");
+        go.send(()).unwrap();
+        assert_eq!(rt.block_on(running).unwrap(), 7);
+        assert!(rt.block_on(queued).unwrap_err().is_cancelled());
+    });
+}
+
+/// Abort handles aborting from another thread race each task's end, its
+/// `JoinHandle`'s await and its `JoinHandle`'s drop: every future and every
+/// output is dropped once, an await gives the output or says cancelled,
+/// and nothing hangs.
+#[test]
+fn abort_handles_racing_ends_awaits_and_drops_lose_nothing() {
+    within(120, || {
+        let rt = Runtime::builder()
+            .default_scope(Scope::System)
+            .build()
+            .unwrap();
+        let futures_dropped = Arc::new(AtomicUsize::new(0));
+        let outputs_made = Arc::new(AtomicUsize::new(0));
+        let outputs_dropped = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = std::sync::mpsc::channel::<(wq::AbortHandle, u32)>();
+        let aborter = std::thread::spawn(move || {
+            for (abort, i) in rx {
+                for _ in 0..(i % 61) {
+                    std::hint::spin_loop();
+                }
+                abort.abort();
+                assert!(abort.is_finished());
+            }
+        });
+        const N: u32 = 5_000;
+        let (mut outputs, mut cancels) = (0usize, 0);
+        for i in 0..N {
+            let f = Dropped(futures_dropped.clone());
+            let (made, o) = (outputs_made.clone(), outputs_dropped.clone());
+            let h = rt.spawn(async move {
+                let _f = f;
+                for _ in 0..(i % 67) {
+                    std::hint::spin_loop();
+                }
+                if i % 3 == 0 {
+                    wq::task::yield_now().await;
+                }
+                made.fetch_add(1, Ordering::SeqCst);
+                Dropped(o)
+            });
+            tx.send((h.abort_handle(), i)).unwrap();
+            if i % 4 == 0 {
+                drop(h);
+            } else {
+                match rt.block_on(h) {
+                    Ok(out) => {
+                        outputs += 1;
+                        drop(out);
+                    }
+                    Err(e) => {
+                        assert!(e.is_cancelled(), "{e:?}");
+                        cancels += 1;
+                    }
+                }
+            }
+        }
+        drop(tx);
+        aborter.join().unwrap();
+        wait_until("every future is dropped", || {
+            futures_dropped.load(Ordering::SeqCst) == N as usize
+        });
+        drop(rt);
+        // Every output made is dropped once: those awaited here, and those
+        // the aborts, the handles' drops and the workers let go of.
+        assert_eq!(futures_dropped.load(Ordering::SeqCst), N as usize);
+        assert_eq!(
+            outputs_dropped.load(Ordering::SeqCst),
+            outputs_made.load(Ordering::SeqCst)
+        );
+        assert!(
+            outputs > 0 && cancels > 0,
+            "outputs {outputs}, cancels {cancels}: the race was never run"
+        );
+    });
+}
+
 /// A handle awaited, left waiting and dropped (a `select!` that took
 /// another branch) lets go of the waker it was awaited with: async-task
 /// kept it until the task ended, and woke it for nothing then (a task's

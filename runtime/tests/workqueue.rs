@@ -2375,6 +2375,45 @@ fn aborting_a_waiting_item_drops_its_future_before_its_turn() {
     });
 }
 
+/// An abort handle of an item waiting on the inactive list takes it out of
+/// the list as its `JoinHandle`'s abort does, after that handle is gone:
+/// its future is dropped then, not when its turn comes.
+#[test]
+fn an_abort_handle_takes_a_waiting_item_out_of_the_line() {
+    within(30, || {
+        let rt = runtime("pack:1 core:2 pu:1");
+        let q = Workqueue::builder("abort-handle-waiting")
+            .ordered()
+            .build(rt.handle())
+            .unwrap();
+        let (tx, rx) = futures::channel::oneshot::channel::<()>();
+        let (go, started) = futures::channel::oneshot::channel::<()>();
+        let a = q.spawn(async move {
+            go.send(()).unwrap();
+            // Err: the sender was dropped (B's future, aborted).
+            rx.await.is_err()
+        });
+        let b = q.spawn(async move {
+            let _tx = tx;
+            unreachable!("an aborted item was polled");
+        });
+        let abort = b.abort_handle();
+        drop(b);
+        rt.block_on(async {
+            started.await.unwrap();
+            assert_eq!(q.stats().inactive, 1, "B waits behind A");
+            assert!(!abort.is_finished());
+            abort.abort();
+            assert!(abort.is_finished());
+            assert!(a.await.unwrap(), "B's sender was never dropped");
+            q.flush().await;
+        });
+        let s = q.stats();
+        assert_eq!((s.started, s.completed), (1, 1), "{s:?}");
+        assert_eq!((s.in_flight, s.active, s.inactive), (0, 0, 0), "{s:?}");
+    });
+}
+
 /// Aborts racing the pumps that release waiting items, from several
 /// threads: every item ends once (its future dropped once, or it ran), the
 /// queue's slots all come back, and nothing is left waiting.

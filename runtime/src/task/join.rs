@@ -1,4 +1,47 @@
-//! `JoinHandle` and `JoinError`.
+//! `JoinHandle`, `AbortHandle` and `JoinError`.
+//!
+//! # The handle's task, and abort handles
+//!
+//! A [`JoinHandle`] holds its task (async-task's handle: what awaits the
+//! output, cancels the task, or detaches it when dropped) in a slot behind
+//! a lock: its await (`&mut`), its abort and `is_finished` (`&self`, any
+//! thread) and its drop take the task out of the slot or look at it there.
+//! No allocation beyond the task's own: a spawn pays for no abort handle.
+//!
+//! [`JoinHandle::abort_handle`] moves the task into a `Shared` slot (an
+//! `Arc`, made at the first call) that the handle and its abort handles
+//! hold; the handle's own slot then says `Shared`, and the handle's
+//! methods go through to it. States of a slot:
+//!
+//! - `Task(task, waited)`: running, or completed and not yet awaited;
+//! - `Detached(task)` (a `Shared` slot only): its `JoinHandle` was dropped
+//!   while it ran; abort handles may still cancel it;
+//! - `Ended(output)`: aborted after it had completed: the output kept
+//!   for the await;
+//! - `Done`: the await gave the result (or, in a `Shared` slot, the handle
+//!   was dropped after the task ended: its output dropped then);
+//! - none: refused at its spawn, or aborted before it completed.
+//!
+//! Invariants, each kept under the slot's lock:
+//! - the task is in exactly one slot, or out of all of them only during an
+//!   abort (which took it out to cancel it without the lock: a concurrent
+//!   abort finds nothing and does nothing, `is_finished` says true);
+//! - a `Shared` slot never holds `Shared`: an abort or `is_finished` that
+//!   finds `Shared` in a handle's slot goes on with the shared one (the
+//!   slot may have turned `Shared` after the handle's abort checked);
+//! - the waker an abort wakes (`awaiter`) is the one of the slot the task
+//!   is in: `abort_handle` moves a registered one to the shared slot, and
+//!   an await of a shared handle registers it there;
+//! - no user code runs under a slot's lock: outputs and panic payloads
+//!   found there are dropped after it (an output's drop may abort or
+//!   await its own task).
+//!
+//! The task's output: given to the await, or dropped when the task ends if
+//! the handle was dropped (async-task's detach), as before. With abort
+//! handles alive, a handle dropped before its task ended leaves the task
+//! attached to them (a detach would end their abort): its output is then
+//! dropped by an abort, or when the last abort handle is dropped, not when
+//! the task completes (tokio drops it then).
 
 use std::any::Any;
 use std::fmt;
@@ -21,12 +64,18 @@ enum Slot<T> {
     /// padding, not a look at `awaiter`: a handle stays 96 bytes, and a
     /// detached spawn's drop free of atomics.
     Task(RawTask<T>, bool),
+    /// In a [`Shared`] slot: the task of a handle dropped while it ran,
+    /// kept for its abort handles (module docs).
+    Detached(RawTask<T>),
     /// Aborted after it had completed (the cancel found its output).
     /// Boxed: a handle is not as large as its task's output (that case is
     /// rare; every handle and `JoinSet` entry held the room).
     Ended(Option<Box<Guarded<Outcome<T>>>>),
     /// The await has given its result: polling again is a caller's bug.
     Done,
+    /// The handle made an [`AbortHandle`]: the task is in the slot they
+    /// share (module docs).
+    Shared(Arc<Shared<T>>),
 }
 
 impl<T> Slot<T> {
@@ -40,8 +89,9 @@ impl<T> Slot<T> {
     /// Polls for the task's end: its output, or `None` if it was cancelled.
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Guarded<Outcome<T>>>> {
         match self {
-            Slot::Task(task, _) => Pin::new(task).poll(cx),
+            Slot::Task(task, _) | Slot::Detached(task) => Pin::new(task).poll(cx),
             Slot::Ended(out) => Poll::Ready(out.take().map(|out| *out)),
+            Slot::Shared(_) => unreachable!("a handle polls its shared slot's task"),
             Slot::Done => panic!(
                 "a wq::JoinHandle was polled after it gave its result: await it once (wrap it in `futures::FutureExt::fuse` to poll it in a loop)"
             ),
@@ -111,8 +161,12 @@ impl<T> Drop for Guarded<T> {
 #[must_use = "dropping a JoinHandle detaches the task; .await it to get its output"]
 pub struct JoinHandle<T> {
     // A lock so `abort(&self)` can cancel from any thread; uncontended in
-    // practice (taken by the owner's polls and the rare abort).
-    task: Mutex<Option<Slot<T>>>,
+    // practice (taken by the owner's polls and the rare abort). Not
+    // dropped: the handle's `Drop` leaves it empty or `Done`, which own
+    // nothing (and a `Mutex` on Linux is a futex word), and the drop of a
+    // `Slot` (an `Arc`, two task handles, a box) is a call where this
+    // drop is inlined into its caller's.
+    task: std::mem::ManuallyDrop<Mutex<Option<Slot<T>>>>,
     /// The waker async-task was given by the last await that found the
     /// task running: woken by [`abort`](JoinHandle::abort). async-task
     /// wakes the awaiter when a cancel closes the task, but a cancel that
@@ -164,7 +218,7 @@ impl std::task::Wake for Relay {
 }
 
 /// What a [`JoinHandle`] is the handle of, besides a task of the pools.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Kind {
     Task,
     /// A task never spawned ([`JoinHandle::refused`]), and why.
@@ -180,7 +234,7 @@ enum Kind {
 
 /// The metadata of the task a handle holds (in its allocation, which the
 /// handle's task reference keeps).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct MetaPtr(std::ptr::NonNull<super::TaskMeta>);
 
 // SAFETY: only dereferenced as `&TaskMeta` (which is `Sync`) while the
@@ -229,7 +283,7 @@ pub(crate) const RUNTIME_SHUT_DOWN: &str =
 impl<T> JoinHandle<T> {
     pub(crate) fn new(task: RawTask<T>) -> JoinHandle<T> {
         JoinHandle {
-            task: Mutex::new(Some(Slot::Task(task, false))),
+            task: std::mem::ManuallyDrop::new(Mutex::new(Some(Slot::Task(task, false)))),
             awaiter: futures::task::AtomicWaker::new(),
             relay: None,
             kind: Kind::Task,
@@ -248,7 +302,7 @@ impl<T> JoinHandle<T> {
     /// ([`JoinError::is_refused`]).
     pub(crate) fn refused(why: &'static str) -> JoinHandle<T> {
         JoinHandle {
-            task: Mutex::new(None),
+            task: std::mem::ManuallyDrop::new(Mutex::new(None)),
             awaiter: futures::task::AtomicWaker::new(),
             relay: None,
             kind: Kind::Refused(why),
@@ -332,7 +386,102 @@ impl<T> JoinHandle<T> {
     /// after: by that thread, or, if the thread has moved on already, by
     /// the abort itself.
     pub fn abort(&self) {
-        if let Kind::Job(job) = &self.kind
+        self.core().abort();
+    }
+
+    /// Whether the task has finished (completed, panicked, or cancelled).
+    /// After an [`abort`](JoinHandle::abort) that cancels it (any task but a
+    /// blocking job whose closure has started) it is true at once, as
+    /// awaiting the handle then says cancelled at once; the future may still be
+    /// running its last poll or waiting to be dropped by a worker (tokio's
+    /// `is_finished` stays false until then). Do not count on what the
+    /// future holds (a socket's port, a lock) being free when it says
+    /// true after an abort.
+    pub fn is_finished(&self) -> bool {
+        self.core().is_finished()
+    }
+
+    /// Its slot, the waker its abort wakes, and its kind.
+    fn core(&self) -> Core<'_, T> {
+        Core {
+            task: &self.task,
+            awaiter: &self.awaiter,
+            kind: &self.kind,
+        }
+    }
+}
+
+impl<T: Send + 'static> JoinHandle<T> {
+    /// A handle that aborts this task without owning it: it can be cloned
+    /// and sent to other threads, and it works after this `JoinHandle` is
+    /// dropped (the task detached). [`AbortHandle::abort`] is
+    /// [`JoinHandle::abort`] (a task that completed keeps its output for
+    /// this handle's await; a blocking job is aborted only before its
+    /// closure starts), and awaiting this handle after it gives a
+    /// cancelled [`JoinError`].
+    ///
+    /// The first call allocates what the handles share (a spawn pays for
+    /// none); later calls clone it. A task already answered, aborted or
+    /// refused gives a handle that does nothing and says finished.
+    ///
+    /// While an abort handle lives, a task whose `JoinHandle` was dropped
+    /// before it ended keeps its output until an abort or the last abort
+    /// handle's drop (tokio's drops it when the task completes).
+    ///
+    /// ```
+    /// # let rt = wq::Runtime::new().unwrap();
+    /// rt.block_on(async {
+    ///     let handle = wq::spawn(std::future::pending::<()>());
+    ///     let abort = handle.abort_handle();
+    ///     drop(handle); // detached: it runs on
+    ///     assert!(!abort.is_finished());
+    ///     abort.abort(); // its future is dropped by a worker
+    ///     assert!(abort.is_finished());
+    /// });
+    /// ```
+    pub fn abort_handle(&self) -> AbortHandle {
+        let mut slot = crate::loom::lock(&*self.task);
+        let shared = match slot.take() {
+            Some(Slot::Shared(shared)) => {
+                *slot = Some(Slot::Shared(shared.clone()));
+                shared
+            }
+            Some(Slot::Task(task, waited)) => {
+                let shared = Arc::new(Shared {
+                    task: Mutex::new(Some(Slot::Task(task, waited))),
+                    awaiter: futures::task::AtomicWaker::new(),
+                    kind: self.kind.clone(),
+                });
+                // An await's waker registered here is the one an abort
+                // wakes now (module docs).
+                if let Some(waker) = self.awaiter.take() {
+                    shared.awaiter.register(&waker);
+                }
+                *slot = Some(Slot::Shared(shared.clone()));
+                shared
+            }
+            other => {
+                *slot = other;
+                return AbortHandle { task: None };
+            }
+        };
+        AbortHandle { task: Some(shared) }
+    }
+}
+
+/// What an abort needs: the slot holding the task, the waker of an await
+/// that found it running, and the task's kind. A handle's own, or the
+/// [`Shared`] one it and its abort handles hold.
+struct Core<'a, T> {
+    task: &'a Mutex<Option<Slot<T>>>,
+    awaiter: &'a futures::task::AtomicWaker,
+    kind: &'a Kind,
+}
+
+impl<T> Core<'_, T> {
+    /// [`JoinHandle::abort`].
+    fn abort(&self) {
+        if let Kind::Job(job) = self.kind
             && job.word().fetch_or(JOB_ABORTED, Ordering::AcqRel) & JOB_STARTED != 0
         {
             return;
@@ -341,10 +490,19 @@ impl<T> JoinHandle<T> {
         // (it may schedule the task: its pool's lock, a kick). Meanwhile a
         // concurrent `abort` does nothing and `is_finished` says true, as
         // for a cancelled task.
-        let task = {
-            let mut slot = crate::loom::lock(&self.task);
+        let (task, detached) = {
+            let mut slot = crate::loom::lock(self.task);
             match slot.take() {
-                Some(Slot::Task(task, _)) if !task.is_finished() => task,
+                Some(Slot::Task(task, _)) if !task.is_finished() => (task, false),
+                // Finished too: nobody awaits its output, which the
+                // cancel gives and the abort drops.
+                Some(Slot::Detached(task)) => (task, true),
+                // It made an abort handle since the caller looked.
+                Some(Slot::Shared(shared)) => {
+                    *slot = Some(Slot::Shared(shared.clone()));
+                    drop(slot);
+                    return shared.core().abort();
+                }
                 other => {
                     *slot = other;
                     return;
@@ -358,7 +516,7 @@ impl<T> JoinHandle<T> {
         // turn comes (an ordered queue's running item may wait for that
         // drop: a sender the waiting item owns). It cannot end before it
         // is released, so its queue lives through `take_aborted`.
-        let waiting = match &self.kind {
+        let waiting = match self.kind {
             Kind::Waiting(meta) => {
                 // SAFETY: `task` is this handle's task, whose allocation
                 // holds the metadata.
@@ -395,7 +553,13 @@ impl<T> JoinHandle<T> {
             }
         };
         if out.is_some() {
-            *crate::loom::lock(&self.task) = Some(Slot::Ended(out.map(Box::new)));
+            if detached {
+                // Nobody will await it: dropped now (guarded), not kept
+                // for the last abort handle's drop.
+                drop(out);
+            } else {
+                *crate::loom::lock(self.task) = Some(Slot::Ended(out.map(Box::new)));
+            }
         }
         // The await, if any, finds the slot emptied (or the output): it
         // gives its result now.
@@ -410,24 +574,139 @@ impl<T> JoinHandle<T> {
         }
         // A queued blocking job is dropped by its pool now, not when a
         // thread comes to it: it may own what a running job waits for.
-        if let Kind::Job(job) = &self.kind {
+        if let Kind::Job(job) = self.kind {
             job.aborted();
         }
     }
 
-    /// Whether the task has finished (completed, panicked, or cancelled).
-    /// After an [`abort`](JoinHandle::abort) that cancels it (any task but a
-    /// blocking job whose closure has started) it is true at once, as
-    /// awaiting the handle then says cancelled at once; the future may still be
-    /// running its last poll or waiting to be dropped by a worker (tokio's
-    /// `is_finished` stays false until then). Do not count on what the
-    /// future holds (a socket's port, a lock) being free when it says
-    /// true after an abort.
-    pub fn is_finished(&self) -> bool {
-        match crate::loom::lock(&self.task).as_ref() {
+    /// [`JoinHandle::is_finished`].
+    fn is_finished(&self) -> bool {
+        let slot = crate::loom::lock(self.task);
+        match slot.as_ref() {
             None | Some(Slot::Ended(_) | Slot::Done) => true,
-            Some(Slot::Task(task, _)) => task.is_finished(),
+            Some(Slot::Task(task, _) | Slot::Detached(task)) => task.is_finished(),
+            Some(Slot::Shared(shared)) => {
+                let shared = shared.clone();
+                drop(slot);
+                shared.core().is_finished()
+            }
         }
+    }
+}
+
+/// A handle's task once it made an [`AbortHandle`], shared by the handle
+/// and its abort handles (module docs).
+struct Shared<T> {
+    task: Mutex<Option<Slot<T>>>,
+    awaiter: futures::task::AtomicWaker,
+    kind: Kind,
+}
+
+impl<T> Shared<T> {
+    fn core(&self) -> Core<'_, T> {
+        Core {
+            task: &self.task,
+            awaiter: &self.awaiter,
+            kind: &self.kind,
+        }
+    }
+
+    /// Its `JoinHandle` is dropped: the await's waker is let go of (as the
+    /// handle's own drop does), and an output already there is dropped
+    /// now; a task still running stays, detached from the handle, for the
+    /// abort handles.
+    fn handle_dropped(&self) {
+        let out = {
+            let mut slot = crate::loom::lock(&self.task);
+            match slot.take() {
+                Some(Slot::Task(mut task, _)) => {
+                    let mut noop = Context::from_waker(Waker::noop());
+                    match Pin::new(&mut task).poll(&mut noop) {
+                        Poll::Ready(out) => {
+                            *slot = Some(Slot::Done);
+                            out
+                        }
+                        Poll::Pending => {
+                            *slot = Some(Slot::Detached(task));
+                            None
+                        }
+                    }
+                }
+                Some(Slot::Ended(out)) => {
+                    *slot = Some(Slot::Done);
+                    out.map(|out| *out)
+                }
+                other => {
+                    *slot = other;
+                    None
+                }
+            }
+        };
+        // After the lock: its drop runs user code.
+        drop(out);
+    }
+}
+
+impl<T> Drop for Shared<T> {
+    fn drop(&mut self) {
+        release(
+            self.task
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
+    }
+}
+
+/// Aborts a task without owning it, from any thread, after its
+/// [`JoinHandle`] is gone too ([`JoinHandle::abort_handle`]).
+#[derive(Clone)]
+pub struct AbortHandle {
+    /// `None`: made of a handle whose task had answered, been aborted or
+    /// been refused.
+    task: Option<Arc<dyn Abort>>,
+}
+
+/// A [`Shared`] slot, its output type erased.
+trait Abort: Send + Sync {
+    fn abort(&self);
+    fn is_finished(&self) -> bool;
+}
+
+impl<T: Send + 'static> Abort for Shared<T> {
+    fn abort(&self) {
+        self.core().abort();
+    }
+
+    fn is_finished(&self) -> bool {
+        self.core().is_finished()
+    }
+}
+
+impl AbortHandle {
+    /// Cancels the task, as [`JoinHandle::abort`] does (read its caveats:
+    /// the future is dropped by a worker, after the handle's await may
+    /// have said cancelled; a completed task keeps its output; a blocking
+    /// job's started closure runs to its end).
+    pub fn abort(&self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+
+    /// Whether the task has finished (completed, panicked, or cancelled),
+    /// as [`JoinHandle::is_finished`]: true at once after an abort that
+    /// cancels it.
+    pub fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(|task| task.is_finished())
+    }
+}
+
+impl fmt::Debug for AbortHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AbortHandle")
+            .field("finished", &self.is_finished())
+            .finish()
     }
 }
 
@@ -455,59 +734,113 @@ impl<T> JoinHandle<T> {
     fn poll_result(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, JoinError>> {
         let this = self.get_mut();
         let slot = this.task.get_mut().unwrap_or_else(|p| p.into_inner());
-        let Some(task) = slot.as_mut() else {
-            // Refused, or aborted before it completed.
-            *slot = Some(Slot::Done);
-            return Poll::Ready(Err(match this.kind {
-                Kind::Refused(why) => JoinError::refused(why),
-                Kind::Task | Kind::Job(_) | Kind::Waiting(_) => JoinError::cancelled(),
-            }));
-        };
-        // The running task's own waker (a wq task's: it does not panic)
-        // goes to async-task as it is; any other through a relay that
-        // catches a panic (`Relay`), made at the first such await (an
-        // allocation and a cache line more per handle: 25 ns in a
-        // spawn-then-await loop, which a task's own await does not pay).
-        let polled = if crate::pool::worker::is_running_tasks_waker(cx.waker()) {
-            let polled = task.poll(cx);
-            if polled.is_pending() {
-                this.awaiter.register(cx.waker());
-                task.waited();
-            }
-            polled
-        } else {
-            let (relay, waker) = this.relay.get_or_insert_with(Relay::new);
-            // Before the poll: an end after it wakes this waker.
-            relay.waker.register(cx.waker());
-            let polled = task.poll(&mut Context::from_waker(waker));
-            if polled.is_pending() {
-                this.awaiter.register(waker);
-                task.waited();
-            }
-            polled
-        };
-        let out = match polled {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(Some(out)) => match out.take() {
-                Ok(value) => Ok(value),
-                Err(payload) => Err(JoinError::panic(payload)),
-            },
-            // Cancelled, and not by this handle (its abort takes the task
-            // out of the slot): its runtime's shutdown dropped it.
-            Poll::Ready(None) => Err(match &this.kind {
-                Kind::Job(job) if job.word().load(Ordering::Acquire) & JOB_REFUSED != 0 => {
-                    JoinError::refused(RUNTIME_SHUT_DOWN)
-                }
-                _ => JoinError::shut_down(),
-            }),
-        };
-        *slot = Some(Slot::Done);
-        // Answered: the awaiter's waker (its task's allocation) is not
-        // kept for as long as the handle is.
-        drop(this.awaiter.take());
-        this.relay = None;
-        Poll::Ready(out)
+        if let Some(Slot::Shared(_)) = slot {
+            return this.poll_shared(cx);
+        }
+        poll_slot(slot, &this.awaiter, &this.kind, &mut this.relay, cx)
     }
+
+    /// [`poll_result`](Self::poll_result) of a handle that made an abort
+    /// handle: the result comes from the slot they share, and its waker
+    /// waits there (module docs). Out of line: the common await pays a
+    /// test of the slot's tag for it.
+    #[cold]
+    #[inline(never)]
+    fn poll_shared(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, JoinError>> {
+        let this = self;
+        let Some(Slot::Shared(shared)) = this.task.get_mut().unwrap_or_else(|p| p.into_inner())
+        else {
+            unreachable!("polled as shared");
+        };
+        {
+            let shared = shared.clone();
+            // A foreign waker is cloned before the lock (its clone is user
+            // code); the registration under it then finds it there.
+            if !crate::pool::worker::is_running_tasks_waker(cx.waker()) {
+                let (relay, _) = this.relay.get_or_insert_with(Relay::new);
+                relay.waker.register(cx.waker());
+            }
+            let out = poll_slot(
+                &mut crate::loom::lock(&shared.task),
+                &shared.awaiter,
+                &shared.kind,
+                &mut this.relay,
+                cx,
+            );
+            if out.is_ready() {
+                *this.task.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(Slot::Done);
+            }
+            out
+        }
+    }
+}
+
+/// The await of the task in `slot` (a handle's or its shared one), whose
+/// abort wakes `awaiter`: its result, and `slot` done then.
+#[inline(always)]
+fn poll_slot<T>(
+    slot: &mut Option<Slot<T>>,
+    awaiter: &futures::task::AtomicWaker,
+    kind: &Kind,
+    relay: &mut Option<(Arc<Relay>, Waker)>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<T, JoinError>> {
+    let Some(task) = slot.as_mut() else {
+        // Refused, or aborted before it completed.
+        *slot = Some(Slot::Done);
+        return Poll::Ready(Err(match kind {
+            Kind::Refused(why) => JoinError::refused(why),
+            Kind::Task | Kind::Job(_) | Kind::Waiting(_) => JoinError::cancelled(),
+        }));
+    };
+    // The running task's own waker (a wq task's: it does not panic)
+    // goes to async-task as it is; any other through a relay that
+    // catches a panic (`Relay`), made at the first such await (an
+    // allocation and a cache line more per handle: 25 ns in a
+    // spawn-then-await loop, which a task's own await does not pay).
+    let polled = if crate::pool::worker::is_running_tasks_waker(cx.waker()) {
+        let polled = task.poll(cx);
+        if polled.is_pending() {
+            awaiter.register(cx.waker());
+            task.waited();
+        }
+        polled
+    } else {
+        let (relay, waker) = relay.get_or_insert_with(Relay::new);
+        // Before the poll: an end after it wakes this waker.
+        relay.waker.register(cx.waker());
+        let polled = task.poll(&mut Context::from_waker(waker));
+        if polled.is_pending() {
+            awaiter.register(waker);
+            task.waited();
+        }
+        polled
+    };
+    let out = match polled {
+        Poll::Pending => return Poll::Pending,
+        Poll::Ready(Some(out)) => match out.take() {
+            Ok(value) => Ok(value),
+            Err(payload) => Err(JoinError::panic(payload)),
+        },
+        // Cancelled, and not by this handle (its abort takes the task
+        // out of the slot): its runtime's shutdown dropped it.
+        Poll::Ready(None) => Err(match kind {
+            Kind::Job(job) if job.word().load(Ordering::Acquire) & JOB_REFUSED != 0 => {
+                JoinError::refused(RUNTIME_SHUT_DOWN)
+            }
+            _ => JoinError::shut_down(),
+        }),
+    };
+    match slot.replace(Slot::Done) {
+        // async-task's handle, its result taken (the common case, inline).
+        Some(Slot::Task(task, _)) => drop(task),
+        other => drop_slot(other),
+    }
+    // Answered: the awaiter's waker (its task's allocation) is not
+    // kept for as long as the handle is.
+    drop(awaiter.take());
+    *relay = None;
+    Poll::Ready(out)
 }
 
 impl<T> JoinHandle<T> {
@@ -525,33 +858,61 @@ impl<T> futures::future::FusedFuture for JoinHandle<T> {
     /// True once an await has given the result: `futures::select!` then
     /// skips the handle rather than poll it again.
     fn is_terminated(&self) -> bool {
-        matches!(crate::loom::lock(&self.task).as_ref(), Some(Slot::Done))
+        matches!(crate::loom::lock(&*self.task).as_ref(), Some(Slot::Done))
     }
 }
 
 impl<T> Drop for JoinHandle<T> {
     fn drop(&mut self) {
         let slot = self.task.get_mut().unwrap_or_else(|p| p.into_inner());
-        match slot.take() {
-            Some(Slot::Task(mut task, waited)) => {
-                // Awaited and left waiting (a `select!` that took another
-                // branch, a timeout): async-task keeps that await's waker
-                // (the awaiting task's allocation, or the relay with the
-                // caller's waker) until the task ends, and wakes it for
-                // nothing then. A poll with a no-op waker puts that in its
-                // place (tokio's handle lets go of it at the drop). A
-                // result it finds is dropped guarded.
-                if waited {
-                    let mut noop = Context::from_waker(Waker::noop());
-                    drop(Pin::new(&mut task).poll(&mut noop));
-                }
-                task.detach();
-            }
-            // Dropping async-task's `cancel` detaches the task (its output,
-            // if any, is dropped guarded).
-            Some(Slot::Ended(out)) => drop(out),
-            Some(Slot::Done) | None => {}
+        // Answered, or refused or aborted: nothing to drop (a test of the
+        // tag). Whatever else it holds is taken out: the slot is left
+        // empty, and not dropped (`task`).
+        if matches!(slot, Some(Slot::Done) | None) {
+            return;
         }
+        match slot.take() {
+            Some(Slot::Shared(shared)) => shared.handle_dropped(),
+            slot => release(slot),
+        }
+    }
+}
+
+/// Drops a slot's value out of line: a task's, an abort's output, a shared
+/// slot's reference (the common paths match async-task's handle inline).
+#[cold]
+#[inline(never)]
+fn drop_slot<T>(slot: Option<Slot<T>>) {
+    drop(slot);
+}
+
+/// Lets go of a task no handle will await: a handle's at its drop, a shared
+/// slot's when its last holder goes.
+#[inline]
+fn release<T>(slot: Option<Slot<T>>) {
+    match slot {
+        Some(Slot::Task(mut task, waited)) => {
+            // Awaited and left waiting (a `select!` that took another
+            // branch, a timeout): async-task keeps that await's waker
+            // (the awaiting task's allocation, or the relay with the
+            // caller's waker) until the task ends, and wakes it for
+            // nothing then. A poll with a no-op waker puts that in its
+            // place (tokio's handle lets go of it at the drop). A
+            // result it finds is dropped guarded.
+            if waited {
+                let mut noop = Context::from_waker(Waker::noop());
+                drop(Pin::new(&mut task).poll(&mut noop));
+            }
+            task.detach();
+        }
+        // Its waker let go of when its handle was dropped
+        // (`Shared::handle_dropped`); a detach drops an output, guarded.
+        Some(Slot::Detached(task)) => task.detach(),
+        Some(Slot::Done) | None => {}
+        // An output an abort found (async-task's `cancel`, dropped then,
+        // detached the task; the output is dropped guarded), or a shared
+        // slot's reference.
+        other => drop_slot(other),
     }
 }
 

@@ -64,10 +64,13 @@ use crate::loom::sync::atomic::{AtomicU8, Ordering};
 /// [`JoinHandle::abort`]); [`detach_all`](JoinSet::detach_all) lets them
 /// run on instead.
 ///
-/// Unlike tokio's, the `spawn` methods return nothing (no `AbortHandle`):
-/// a set aborts its tasks together ([`abort_all`](JoinSet::abort_all), or
-/// its drop); a task that may need aborting on its own is better kept as
-/// its [`JoinHandle`] ([`JoinHandle::abort`]) than put in a set.
+/// Unlike tokio's, the `spawn` methods return nothing (no
+/// [`AbortHandle`](crate::AbortHandle): one would cost every spawn an
+/// allocation): a set aborts its tasks together
+/// ([`abort_all`](JoinSet::abort_all), or its drop). For a task that may
+/// need aborting on its own, spawn it, take its
+/// [`abort_handle`](JoinHandle::abort_handle), and [`push`](JoinSet::push)
+/// the handle.
 ///
 /// ```
 /// use wq::task::JoinSet;

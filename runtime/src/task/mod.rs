@@ -41,8 +41,8 @@ mod unconstrained;
 mod yield_now;
 
 use join::Guarded;
+pub use join::{AbortHandle, JoinError, JoinHandle};
 pub(crate) use join::{JobControl, RUNTIME_SHUT_DOWN, job_aborted, refuse_job};
-pub use join::{JoinError, JoinHandle};
 pub use join_set::JoinSet;
 pub(crate) use queue_ref::{QueueRef, StripeLines, TaskEnd, TasksShare, stripe_lines, wake_caught};
 pub(crate) use registry::Registry;
