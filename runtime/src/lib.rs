@@ -71,6 +71,7 @@ mod loom;
 pub mod metrics;
 pub mod net;
 mod pool;
+pub mod process;
 mod runtime;
 mod scheduler;
 mod scope;

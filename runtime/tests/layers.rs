@@ -34,6 +34,8 @@ const LAYERS: &[(&str, u32)] = &[
     ("io", 5),
     ("runtime", 5),
     ("hyper", 6),
+    // Pipes and pidfds are `AsyncFd`s.
+    ("process", 6),
     ("dashboard", 7),
 ];
 
