@@ -522,9 +522,9 @@ fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 macro_rules! pipe_end {
     ($name:ident, $what:literal) => {
         #[doc = concat!(
-                    "The child's ", $what,
-                    " ([`Child::", $what, "`]): a pipe end, registered with the driver."
-                )]
+                            "The child's ", $what,
+                            " ([`Child::", $what, "`]): a pipe end, registered with the driver."
+                        )]
         pub struct $name {
             io: Pipe,
         }

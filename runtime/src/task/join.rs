@@ -18,9 +18,11 @@
 //!   while it ran; abort handles may still cancel it;
 //! - `Ended(output)`: aborted after it had completed: the output kept
 //!   for the await;
-//! - `Done`: the await gave the result (or, in a `Shared` slot, the handle
-//!   was dropped after the task ended: its output dropped then);
-//! - none: refused at its spawn, or aborted before it completed.
+//! - `Done`: the await gave the result; in a `Shared` slot also: the
+//!   handle was dropped after the task ended (its output dropped then) or
+//!   after an abort (an abort that finds an output then drops it);
+//! - none: refused at its spawn, or aborted (before it completed, or,
+//!   detached, its output dropped by the abort).
 //!
 //! Invariants, each kept under the slot's lock:
 //! - the task is in exactly one slot, or out of all of them only during an
@@ -32,9 +34,21 @@
 //! - the waker an abort wakes (`awaiter`) is the one of the slot the task
 //!   is in: `abort_handle` moves a registered one to the shared slot, and
 //!   an await of a shared handle registers it there;
+//! - a blocking job's word gets an abort's bit once per abort: a handle's
+//!   abort that goes on with its shared slot does not set it again (a
+//!   second look could see a start that came between, and leave the job
+//!   waiting for a cancel that never comes);
 //! - no user code runs under a slot's lock: outputs and panic payloads
 //!   found there are dropped after it (an output's drop may abort or
-//!   await its own task).
+//!   await its own task), and so are the wakers an await or the handle's
+//!   drop let go of. A shared slot's await polls async-task through the
+//!   handle's relay whatever the caller's waker (the caller's cloned into
+//!   it before the lock), so async-task, which wakes a registered waker
+//!   that differs from the polling one, finds the same one. One wake can
+//!   still come under the lock: that of an await registered before the
+//!   handle made its abort handle, when the next poll or the drop finds
+//!   the task complete (a wq task's waker schedules it: the pool's lock,
+//!   which is taken under no other).
 //!
 //! The task's output: given to the await, or dropped when the task ends if
 //! the handle was dropped (async-task's detach), as before. With abort
@@ -426,7 +440,9 @@ impl<T: Send + 'static> JoinHandle<T> {
     ///
     /// While an abort handle lives, a task whose `JoinHandle` was dropped
     /// before it ended keeps its output until an abort or the last abort
-    /// handle's drop (tokio's drops it when the task completes).
+    /// handle's drop (tokio's drops it when the task completes); a
+    /// blocking job's started closure is not aborted, so its output stays
+    /// until the last abort handle's drop.
     ///
     /// ```
     /// # let rt = wq::Runtime::new().unwrap();
@@ -481,7 +497,17 @@ struct Core<'a, T> {
 impl<T> Core<'_, T> {
     /// [`JoinHandle::abort`].
     fn abort(&self) {
-        if let Kind::Job(job) = self.kind
+        self.abort_after(false);
+    }
+
+    /// [`abort`](Self::abort); `job_told`: a blocking job's word already
+    /// has the abort's bit from this abort, which found the job unstarted
+    /// (a handle's abort going on with its shared slot: a second
+    /// `fetch_or` could see a start that came after the first, and leave
+    /// the job waiting for a cancel that never comes).
+    fn abort_after(&self, job_told: bool) {
+        if !job_told
+            && let Kind::Job(job) = self.kind
             && job.word().fetch_or(JOB_ABORTED, Ordering::AcqRel) & JOB_STARTED != 0
         {
             return;
@@ -497,11 +523,12 @@ impl<T> Core<'_, T> {
                 // Finished too: nobody awaits its output, which the
                 // cancel gives and the abort drops.
                 Some(Slot::Detached(task)) => (task, true),
-                // It made an abort handle since the caller looked.
+                // The handle made an abort handle: the task is in their
+                // slot (the job's bit, if any, is set: not again).
                 Some(Slot::Shared(shared)) => {
                     *slot = Some(Slot::Shared(shared.clone()));
                     drop(slot);
-                    return shared.core().abort();
+                    return shared.core().abort_after(true);
                 }
                 other => {
                     *slot = other;
@@ -552,14 +579,20 @@ impl<T> Core<'_, T> {
                 Poll::Pending => None,
             }
         };
-        if out.is_some() {
-            if detached {
-                // Nobody will await it: dropped now (guarded), not kept
-                // for the last abort handle's drop.
-                drop(out);
-            } else {
-                *crate::loom::lock(self.task) = Some(Slot::Ended(out.map(Box::new)));
-            }
+        if let Some(out) = out {
+            // Kept for the await, unless nobody will await it: detached,
+            // or (a shared slot) its handle answered cancelled or was
+            // dropped since the take (`Done`). Dropped after the lock.
+            let unwanted = {
+                let mut slot = crate::loom::lock(self.task);
+                if detached || slot.is_some() {
+                    Some(out)
+                } else {
+                    *slot = Some(Slot::Ended(Some(Box::new(out))));
+                    None
+                }
+            };
+            drop(unwanted);
         }
         // The await, if any, finds the slot emptied (or the output): it
         // gives its result now.
@@ -636,14 +669,17 @@ impl<T> Shared<T> {
                     *slot = Some(Slot::Done);
                     out.map(|out| *out)
                 }
+                // Aborted (`None`): the handle's going is marked, so
+                // that an abort racing it drops an output it finds.
                 other => {
-                    *slot = other;
+                    *slot = Some(other.unwrap_or(Slot::Done));
                     None
                 }
             }
         };
-        // After the lock: its drop runs user code.
+        // After the lock: its drop runs user code; so may the waker's.
         drop(out);
+        drop(self.awaiter.take());
     }
 }
 
@@ -737,7 +773,7 @@ impl<T> JoinHandle<T> {
         if let Some(Slot::Shared(_)) = slot {
             return this.poll_shared(cx);
         }
-        poll_slot(slot, &this.awaiter, &this.kind, &mut this.relay, cx)
+        poll_slot(slot, &this.awaiter, &this.kind, Err(&mut this.relay), cx)
     }
 
     /// [`poll_result`](Self::poll_result) of a handle that made an abort
@@ -752,37 +788,42 @@ impl<T> JoinHandle<T> {
         else {
             unreachable!("polled as shared");
         };
-        {
-            let shared = shared.clone();
-            // A foreign waker is cloned before the lock (its clone is user
-            // code); the registration under it then finds it there.
-            if !crate::pool::worker::is_running_tasks_waker(cx.waker()) {
-                let (relay, _) = this.relay.get_or_insert_with(Relay::new);
-                relay.waker.register(cx.waker());
-            }
-            let out = poll_slot(
-                &mut crate::loom::lock(&shared.task),
-                &shared.awaiter,
-                &shared.kind,
-                &mut this.relay,
-                cx,
-            );
-            if out.is_ready() {
-                *this.task.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(Slot::Done);
-            }
-            out
+        let shared = shared.clone();
+        // Through the relay whatever the waker (the task's own too), so
+        // that async-task holds the same waker at every poll and wakes
+        // none under the lock; the caller's waker is cloned into it before
+        // the lock (a foreign waker's clone is user code).
+        let (relay, waker) = this.relay.get_or_insert_with(Relay::new);
+        relay.waker.register(cx.waker());
+        let out = poll_slot(
+            &mut crate::loom::lock(&shared.task),
+            &shared.awaiter,
+            &shared.kind,
+            Ok(waker),
+            cx,
+        );
+        if out.is_ready() {
+            *this.task.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(Slot::Done);
+            // Answered: the wakers let go of, after the lock.
+            drop(shared.awaiter.take());
+            this.relay = None;
         }
+        out
     }
 }
 
 /// The await of the task in `slot` (a handle's or its shared one), whose
-/// abort wakes `awaiter`: its result, and `slot` done then.
+/// abort wakes `awaiter`: its result, and `slot` done then. `relay`: the
+/// relay's waker to poll with (a shared slot's await, the caller's waker
+/// registered in it already: the caller lets go of the wakers, after the
+/// slot's lock), or the handle's relay, made here for a foreign waker
+/// (the wakers let go of here).
 #[inline(always)]
 fn poll_slot<T>(
     slot: &mut Option<Slot<T>>,
     awaiter: &futures::task::AtomicWaker,
     kind: &Kind,
-    relay: &mut Option<(Arc<Relay>, Waker)>,
+    mut relay: Result<&Waker, &mut Option<(Arc<Relay>, Waker)>>,
     cx: &mut Context<'_>,
 ) -> Poll<Result<T, JoinError>> {
     let Some(task) = slot.as_mut() else {
@@ -798,14 +839,21 @@ fn poll_slot<T>(
     // catches a panic (`Relay`), made at the first such await (an
     // allocation and a cache line more per handle: 25 ns in a
     // spawn-then-await loop, which a task's own await does not pay).
-    let polled = if crate::pool::worker::is_running_tasks_waker(cx.waker()) {
+    let polled = if let Ok(waker) = &relay {
+        let polled = task.poll(&mut Context::from_waker(waker));
+        if polled.is_pending() {
+            awaiter.register(waker);
+            task.waited();
+        }
+        polled
+    } else if crate::pool::worker::is_running_tasks_waker(cx.waker()) {
         let polled = task.poll(cx);
         if polled.is_pending() {
             awaiter.register(cx.waker());
             task.waited();
         }
         polled
-    } else {
+    } else if let Err(relay) = &mut relay {
         let (relay, waker) = relay.get_or_insert_with(Relay::new);
         // Before the poll: an end after it wakes this waker.
         relay.waker.register(cx.waker());
@@ -815,6 +863,8 @@ fn poll_slot<T>(
             task.waited();
         }
         polled
+    } else {
+        unreachable!("the relay is given or made")
     };
     let out = match polled {
         Poll::Pending => return Poll::Pending,
@@ -836,10 +886,12 @@ fn poll_slot<T>(
         Some(Slot::Task(task, _)) => drop(task),
         other => drop_slot(other),
     }
-    // Answered: the awaiter's waker (its task's allocation) is not
-    // kept for as long as the handle is.
-    drop(awaiter.take());
-    *relay = None;
+    if let Err(relay) = relay {
+        // Answered: the awaiter's waker (its task's allocation) is not
+        // kept for as long as the handle is.
+        drop(awaiter.take());
+        *relay = None;
+    }
     Poll::Ready(out)
 }
 
@@ -872,7 +924,15 @@ impl<T> Drop for JoinHandle<T> {
             return;
         }
         match slot.take() {
-            Some(Slot::Shared(shared)) => shared.handle_dropped(),
+            Some(Slot::Shared(shared)) => {
+                // The caller's waker taken out of the relay first: the
+                // drop's poll of a completed task wakes the relay (under
+                // the shared slot's lock), for nothing now.
+                if let Some((relay, _)) = &self.relay {
+                    drop(relay.waker.take());
+                }
+                shared.handle_dropped();
+            }
             slot => release(slot),
         }
     }
