@@ -5,30 +5,39 @@
 //!
 //! - **Spawn.** std's `Command::spawn` runs on the calling thread (a
 //!   `fork`/`exec`, or `posix_spawn`: as tokio's), after a check that a
-//!   runtime is current: outside one, the spawn is an error and nothing is
-//!   started. The piped ends the child was given are made non-blocking and
-//!   registered with the runtime's driver ([`AsyncFd`] over the pipe).
+//!   runtime is current and has its driver: otherwise the spawn is an
+//!   error and nothing is started. The piped ends the child was given are
+//!   made non-blocking and registered with the runtime's driver
+//!   ([`AsyncFd`] over the pipe); if that fails, the child is killed and
+//!   a task reaps it. [`Command::output`] and [`Command::status`] start
+//!   the child when called, as tokio's, and give a future that does not
+//!   borrow the command.
 //! - **Exit.** A pidfd (`pidfd_open`, Linux 5.3) of the child, registered
 //!   with the driver, turns readable when the child exits, and stays so.
 //!   [`Child::wait`] waits for that readiness, then reaps the child with
 //!   `waitpid` (std's `try_wait`). A `try_wait` that finds it running says
 //!   `WouldBlock`, which clears the readiness seen: correct, because the
 //!   pidfd is readable only once the child has exited, so no event was
-//!   pending (the [`AsyncFd`] contract). Where `pidfd_open` fails (`ENOSYS`
-//!   before 5.3, `EPERM` under a seccomp filter), `wait` polls `try_wait`
-//!   on a timer, 1 ms doubling to 50 ms between looks: the child's exit is
-//!   seen up to 50 ms late, and no thread is held.
+//!   pending (the [`AsyncFd`] contract); an exit between the look and the
+//!   clear moves the readiness's tick, and the clear leaves it. Kernels
+//!   from 5.3 until a 2020 fix could miss the edge, so a wait also looks
+//!   every second. Where `pidfd_open` fails (`ENOSYS` before 5.3, `EPERM`
+//!   under a seccomp filter), `wait` polls `try_wait` on a timer, 1 ms
+//!   doubling to 50 ms between looks: the exit is seen up to 50 ms late,
+//!   and no thread is held. The timers are the child's runtime's, so a
+//!   wait may be polled from any thread; after that runtime's shutdown a
+//!   wait is an error.
 //! - **Reaping.** A child is reaped once, by `wait`, `try_wait` or
 //!   `kill`; its status is kept and given again, and [`Child::id`] says
-//!   `None` from then on (its pid may belong to another process). A
-//!   `Child` dropped unreaped is killed first if
+//!   `None` from then on (its pid may belong to another process).
+//!   `start_kill` signals through the pidfd, so never a process that
+//!   reused the id. A `Child` dropped unreaped is killed first if
 //!   [`kill_on_drop`](Command::kill_on_drop) asked for it; then it is
-//!   reaped at once if it has exited, or else handed to a task of the
-//!   runtime that waits for its exit and reaps it, so a service that
-//!   drops its children leaves no zombies while its runtime lives. A
-//!   child dropped outside any runtime, or whose reaping task the
-//!   runtime's shutdown drops, stays a zombie until this process exits
-//!   (as std's).
+//!   reaped at once if it has exited, or else handed to a task of its
+//!   runtime that waits for its exit and reaps it, so a service that drops
+//!   its children leaves no zombies while its runtime lives. A child whose
+//!   runtime has shut down stays a zombie until this process exits (as
+//!   std's).
 //! - **Pipes.** [`ChildStdin`] is a `futures` `AsyncWrite`, [`ChildStdout`]
 //!   and [`ChildStderr`] are `AsyncRead`s (one waker per direction: the
 //!   last task to poll). [`Child::wait`] drops the child's stdin first, as
@@ -39,6 +48,7 @@
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs::File;
+use std::future::Future;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
@@ -173,7 +183,9 @@ impl Command {
         &self.std
     }
 
-    /// std's command, to change (see [`as_std`](Command::as_std)).
+    /// std's command, to change (see [`as_std`](Command::as_std)). Stdio
+    /// set here counts as not set for [`output`](Command::output) (as for
+    /// a command made `From` std's): set it with this type's methods.
     pub fn as_std_mut(&mut self) -> &mut std::process::Command {
         &mut self.std
     }
@@ -192,22 +204,33 @@ impl Command {
     }
 
     fn spawn_watching(&mut self, pidfd: bool) -> io::Result<Child> {
-        if crate::Handle::try_current().is_none() {
+        let Some(runtime) = crate::Handle::try_current() else {
             return Err(io::Error::other(
                 "wq::process::Command::spawn outside a wq runtime: nothing was started (spawn \
                  from a task, or inside Runtime::block_on or Handle::enter)",
             ));
-        }
-        Child::new(self.std.spawn()?, self.kill_on_drop, pidfd)
+        };
+        // Before the child starts: no driver (the runtime shut down before
+        // it made one, no descriptors left), no child.
+        let driver = crate::scheduler::services::current_driver("wq::process::Command::spawn")?;
+        Child::new(
+            self.std.spawn()?,
+            (runtime, driver),
+            self.kill_on_drop,
+            pidfd,
+        )
     }
 
     /// Starts the child with its stdout and stderr piped (unless set) and
-    /// a null stdin (unless set), waits for it, and gives what it wrote
-    /// and its status.
+    /// a null stdin (unless set), and gives a future of what it wrote and
+    /// its status. The child starts in this call, as tokio's (two calls
+    /// awaited later run their children at once); the future does not
+    /// borrow the command (`wq::spawn(cmd.output())`).
     ///
     /// # Errors
-    /// As [`spawn`](Command::spawn), or reading its output failed.
-    pub async fn output(&mut self) -> io::Result<Output> {
+    /// As [`spawn`](Command::spawn) (the future gives it), or reading its
+    /// output failed.
+    pub fn output(&mut self) -> impl Future<Output = io::Result<Output>> + Send + use<> {
         if !self.set[0] {
             self.std.stdin(Stdio::null());
         }
@@ -220,19 +243,24 @@ impl Command {
         let child = self.spawn();
         // The command as the caller set it, for its next use.
         self.restore();
-        child?.wait_with_output().await
+        async move { child?.wait_with_output().await }
     }
 
-    /// Starts the child (stdin, stdout and stderr inherited unless set) and
-    /// waits for it; pipes set with [`Stdio::piped`] are closed at once.
+    /// Starts the child (stdin, stdout and stderr inherited unless set),
+    /// closes the pipes set with [`Stdio::piped`] (a child writing to one
+    /// would otherwise fill it and wait for good), and gives a future of
+    /// its status. The child starts in this call, as
+    /// [`output`](Command::output)'s.
     ///
     /// # Errors
-    /// As [`spawn`](Command::spawn).
-    pub async fn status(&mut self) -> io::Result<ExitStatus> {
-        let mut child = self.spawn()?;
-        drop(child.stdout.take());
-        drop(child.stderr.take());
-        child.wait().await
+    /// As [`spawn`](Command::spawn) (the future gives it).
+    pub fn status(&mut self) -> impl Future<Output = io::Result<ExitStatus>> + Send + use<> {
+        let child = self.spawn().map(|mut child| {
+            drop(child.stdout.take());
+            drop(child.stderr.take());
+            child
+        });
+        async move { child?.wait().await }
     }
 
     /// Undoes `output`'s defaults: stdio the caller did not set goes back
@@ -278,6 +306,18 @@ enum Watch {
     Timer,
 }
 
+/// A child as a [`Child`] holds it until it is reaped.
+struct Proc {
+    /// Its stdio taken.
+    child: std::process::Child,
+    watch: Watch,
+    /// The driver of its runtime, for its timers: a wait polled from a
+    /// thread of no runtime works, and one after the shutdown is an error.
+    driver: crate::driver::Handle,
+    /// Its runtime, which reaps it if it is dropped running.
+    runtime: crate::Handle,
+}
+
 /// A started child process ([`Command::spawn`]).
 ///
 /// Await its exit with [`wait`](Child::wait); its piped stdio are the
@@ -285,9 +325,8 @@ enum Watch {
 /// [`Command::kill_on_drop`] said so; the runtime reaps it when it exits
 /// (module docs).
 pub struct Child {
-    /// The child (its stdio taken) and how its exit is seen; `None` only
-    /// while it is handed to its reaping task at the drop.
-    proc: Option<(std::process::Child, Watch)>,
+    /// `None` only while it is handed to its reaping task at the drop.
+    proc: Option<Proc>,
     /// Its status, once reaped.
     status: Option<ExitStatus>,
     kill_on_drop: bool,
@@ -299,13 +338,30 @@ pub struct Child {
     pub stderr: Option<ChildStderr>,
 }
 
+/// How long a wait through the pidfd goes before it looks with `try_wait`
+/// anyway: kernels from 5.3 until a 2020 fix ("pidfd: fix a poll race
+/// when setting exit_state") could report a pidfd not readable to the
+/// edge-triggered epoll as the child exited, and no second edge came.
+const PIDFD_BACKSTOP: Duration = Duration::from_secs(1);
+
 impl Child {
-    /// Takes `child`'s pipes and watches its exit; on an error, kills and
-    /// reaps it first.
-    fn new(mut child: std::process::Child, kill_on_drop: bool, pidfd: bool) -> io::Result<Child> {
+    /// Takes `child`'s pipes and watches its exit. On an error the child
+    /// is killed, and reaped by a task (not waited for here: a child in
+    /// uninterruptible sleep would hold this worker).
+    fn new(
+        mut child: std::process::Child,
+        (runtime, driver): (crate::Handle, crate::driver::Handle),
+        kill_on_drop: bool,
+        pidfd: bool,
+    ) -> io::Result<Child> {
         match Child::watch(&mut child, pidfd) {
             Ok((watch, [stdin, stdout, stderr])) => Ok(Child {
-                proc: Some((child, watch)),
+                proc: Some(Proc {
+                    child,
+                    watch,
+                    driver,
+                    runtime,
+                }),
                 status: None,
                 kill_on_drop,
                 stdin: stdin.map(|io| ChildStdin { io }),
@@ -313,8 +369,19 @@ impl Child {
                 stderr: stderr.map(|io| ChildStderr { io }),
             }),
             Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
+                drop(Child {
+                    proc: Some(Proc {
+                        child,
+                        watch: Watch::Timer,
+                        driver,
+                        runtime,
+                    }),
+                    status: None,
+                    kill_on_drop: true,
+                    stdin: None,
+                    stdout: None,
+                    stderr: None,
+                });
                 Err(e)
             }
         }
@@ -330,7 +397,15 @@ impl Child {
         let stderr = child.stderr.take().map(|p| pipe(p.into())).transpose()?;
         let watch = match pidfd.then(|| pidfd_open(child.id())) {
             Some(Ok(fd)) => Watch::Pidfd(AsyncFd::new(fd)?),
-            Some(Err(e)) if !matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+            // No pidfds (`ENOSYS`, `EPERM`), or the child is gone already:
+            // reaped by the kernel (`SIGCHLD` ignored), which `try_wait`
+            // will say (`ESRCH`).
+            Some(Err(e))
+                if !matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOSYS | libc::EPERM | libc::ESRCH)
+                ) =>
+            {
                 return Err(e);
             }
             _ => Watch::Timer,
@@ -342,7 +417,7 @@ impl Child {
     /// be another process's).
     pub fn id(&self) -> Option<u32> {
         match (&self.proc, self.status) {
-            (Some((child, _)), None) => Some(child.id()),
+            (Some(proc), None) => Some(proc.child.id()),
             _ => None,
         }
     }
@@ -350,18 +425,20 @@ impl Child {
     /// Waits for the child to exit, reaps it, and gives its status (again,
     /// if it was reaped before). Drops [`stdin`](Child::stdin) first (module
     /// docs). Cancel-safe: dropped before it is done, the child is not
-    /// reaped and a later call waits again.
+    /// reaped and a later call waits again. It may be polled from any
+    /// thread, in a runtime or not.
     ///
     /// # Errors
     /// `waitpid` failed (the child was reaped by someone else: a
-    /// `waitpid(-1)` of this process's, a `SIGCHLD` set to be ignored).
+    /// `waitpid(-1)` of this process's, a `SIGCHLD` set to be ignored), or
+    /// the child's runtime shut down before it exited.
     pub async fn wait(&mut self) -> io::Result<ExitStatus> {
         drop(self.stdin.take());
         if let Some(status) = self.status {
             return Ok(status);
         }
-        let (child, watch) = self.proc.as_mut().expect("a child is held until its drop");
-        let status = exited(child, watch).await?;
+        let proc = self.proc.as_mut().expect("a child is held until its drop");
+        let status = proc.exited().await?;
         self.status = Some(status);
         Ok(status)
     }
@@ -370,24 +447,24 @@ impl Child {
     /// `None` while it runs.
     ///
     /// # Errors
-    /// As [`wait`](Child::wait).
+    /// `waitpid` failed, as for [`wait`](Child::wait).
     pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
         if self.status.is_none() {
-            let (child, _) = self.proc.as_mut().expect("a child is held until its drop");
-            self.status = child.try_wait()?;
+            let proc = self.proc.as_mut().expect("a child is held until its drop");
+            self.status = proc.child.try_wait()?;
         }
         Ok(self.status)
     }
 
-    /// Sends the child `SIGKILL`, without waiting for it to exit. Does
-    /// nothing once it is reaped (and std's `kill` says `Ok` for a child
-    /// that has exited).
+    /// Sends the child `SIGKILL`, without waiting for it to exit; through
+    /// its pidfd where it has one (never another process that reused its
+    /// id). Does nothing once it is reaped, or if it has exited.
     ///
     /// # Errors
-    /// `kill` failed.
+    /// The signal could not be sent.
     pub fn start_kill(&mut self) -> io::Result<()> {
         match (&mut self.proc, self.status) {
-            (Some((child, _)), None) => child.kill(),
+            (Some(proc), None) => proc.kill(),
             _ => Ok(()),
         }
     }
@@ -427,26 +504,70 @@ impl Child {
     }
 }
 
-/// Waits for `child` to exit and reaps it (module docs, "Exit").
-async fn exited(child: &mut std::process::Child, watch: &Watch) -> io::Result<ExitStatus> {
-    match watch {
-        Watch::Pidfd(fd) => {
-            fd.read_with(|_| {
-                child
-                    .try_wait()?
-                    .ok_or_else(|| io::ErrorKind::WouldBlock.into())
-            })
-            .await
-        }
-        Watch::Timer => {
-            let mut pause = Duration::from_millis(1);
-            loop {
-                if let Some(status) = child.try_wait()? {
-                    return Ok(status);
-                }
-                crate::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(50));
+impl Proc {
+    /// Waits for the child to exit and reaps it (module docs, "Exit").
+    async fn exited(&mut self) -> io::Result<ExitStatus> {
+        let child = &mut self.child;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
             }
+            let mut sleep = match &self.watch {
+                Watch::Pidfd(_) => crate::time::sleep_on(self.driver.clone(), PIDFD_BACKSTOP),
+                Watch::Timer => {
+                    let sleep = crate::time::sleep_on(self.driver.clone(), pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                    sleep
+                }
+            };
+            // The exit (a readable pidfd), or the timer's end: then a look.
+            let exit = std::future::poll_fn(|cx| {
+                if let Watch::Pidfd(fd) = &self.watch
+                    && let Poll::Ready(r) = fd.poll_read_with(cx, |_| {
+                        // Not exited: no event is pending (a pidfd is
+                        // readable only once its process has exited), so
+                        // this clears a readiness that was never there.
+                        child
+                            .try_wait()?
+                            .ok_or_else(|| io::ErrorKind::WouldBlock.into())
+                    })
+                {
+                    return Poll::Ready(Some(r));
+                }
+                sleep.poll_unless_shut_down(cx).map(|r| {
+                    r.err()
+                        .map(|_| Err(crate::driver::scheduled_io::shutdown_error()))
+                })
+            })
+            .await;
+            if let Some(r) = exit {
+                return r;
+            }
+        }
+    }
+
+    /// `SIGKILL`, through the pidfd where there is one.
+    fn kill(&mut self) -> io::Result<()> {
+        let Watch::Pidfd(fd) = &self.watch else {
+            return self.child.kill();
+        };
+        // SAFETY: pidfd_send_signal takes a pidfd this process holds open,
+        // a signal number, a null siginfo and no flags.
+        let sent = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd.get_ref().as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        match sent {
+            0 => Ok(()),
+            // Exited (a zombie): as std's `kill` of an exited child.
+            _ if io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            _ => Err(io::Error::last_os_error()),
         }
     }
 }
@@ -456,21 +577,21 @@ impl Drop for Child {
         if self.status.is_some() {
             return;
         }
-        let Some((mut child, watch)) = self.proc.take() else {
+        let Some(mut proc) = self.proc.take() else {
             return;
         };
         if self.kill_on_drop {
-            let _ = child.kill();
+            let _ = proc.kill();
         }
-        // Exited: reaped now. Running: a task reaps it when it exits.
-        if !matches!(child.try_wait(), Ok(None)) {
+        // Exited: reaped now. Running: a task of its runtime reaps it when
+        // it exits (the task given up if the runtime has shut down).
+        if !matches!(proc.child.try_wait(), Ok(None)) {
             return;
         }
-        if let Some(handle) = crate::Handle::try_current() {
-            drop(handle.spawn(async move {
-                let _ = exited(&mut child, &watch).await;
-            }));
-        }
+        let runtime = proc.runtime.clone();
+        drop(runtime.spawn(async move {
+            let _ = proc.exited().await;
+        }));
     }
 }
 
@@ -630,22 +751,86 @@ impl futures::AsyncRead for ChildStderr {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
-    use super::Command;
+    use super::{Command, Stdio, Watch};
+    use std::time::{Duration, Instant};
+
+    /// Whether `pid` is gone: reaped (not a zombie waiting for its parent).
+    fn reaped(pid: u32) -> bool {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    }
+
+    async fn until_reaped(pid: u32) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !reaped(pid) {
+            assert!(Instant::now() < deadline, "{pid} never reaped");
+            crate::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 
     /// Without a pidfd (`pidfd_open` refused: an old kernel, seccomp), a
-    /// wait polls on a timer and still sees the exit and its status.
+    /// wait polls on a timer and still sees the exit and its status; a
+    /// child dropped running is still reaped.
     #[test]
-    fn a_wait_without_a_pidfd_polls_until_the_exit() {
+    fn without_a_pidfd_waits_poll_until_the_exit() {
         let rt = crate::Runtime::new().unwrap();
         rt.block_on(async {
+            // Runs until its stdin reads end-of-file (the wait drops it).
             let mut child = Command::new("sh")
-                .args(["-c", "sleep 0.1; exit 4"])
+                .args(["-c", "read x; exit 4"])
+                .stdin(Stdio::piped())
                 .spawn_watching(false)
                 .unwrap();
-            assert!(matches!(child.proc, Some((_, super::Watch::Timer))));
+            assert!(matches!(
+                child.proc,
+                Some(super::Proc {
+                    watch: Watch::Timer,
+                    ..
+                })
+            ));
             assert_eq!(child.try_wait().unwrap(), None);
             assert_eq!(child.wait().await.unwrap().code(), Some(4));
             assert_eq!(child.id(), None);
+
+            let child = Command::new("sh")
+                .args(["-c", "read x"])
+                .stdin(Stdio::piped())
+                .spawn_watching(false)
+                .unwrap();
+            let pid = child.id().unwrap();
+            drop(child);
+            until_reaped(pid).await;
+        });
+    }
+
+    /// A child whose pipes cannot be registered with the driver: the
+    /// spawn is an error, and the child, started already, is killed and
+    /// reaped (the children of the spawning thread, `/proc/thread-self/children`,
+    /// show it until it is reaped).
+    #[test]
+    fn a_refused_registration_kills_and_reaps_the_child() {
+        fn children() -> Vec<u32> {
+            std::fs::read_to_string("/proc/thread-self/children")
+                .expect("/proc/thread-self/children (CONFIG_PROC_CHILDREN)")
+                .split_whitespace()
+                .map(|p| p.parse().unwrap())
+                .collect()
+        }
+        let rt = crate::Runtime::new().unwrap();
+        rt.block_on(async {
+            let before = children();
+            crate::driver::REFUSE_REGISTER.set(true);
+            let spawned = Command::new("sleep")
+                .arg("1000")
+                .stdout(Stdio::piped())
+                .spawn();
+            crate::driver::REFUSE_REGISTER.set(false);
+            assert!(spawned.is_err());
+            let new: Vec<u32> = children()
+                .into_iter()
+                .filter(|p| !before.contains(p))
+                .collect();
+            assert_eq!(new.len(), 1, "the spawned child: {new:?}");
+            until_reaped(new[0]).await;
         });
     }
 }
