@@ -804,8 +804,8 @@ mod tests {
 
     /// A child whose pipes cannot be registered with the driver: the
     /// spawn is an error, and the child, started already, is killed and
-    /// reaped (the children of the spawning thread, `/proc/thread-self/children`,
-    /// show it until it is reaped).
+    /// reaped: no child of the spawning thread (`/proc/thread-self/children`,
+    /// which lists it until it is reaped) is left.
     #[test]
     fn a_refused_registration_kills_and_reaps_the_child() {
         fn children() -> Vec<u32> {
@@ -829,8 +829,12 @@ mod tests {
                 .into_iter()
                 .filter(|p| !before.contains(p))
                 .collect();
-            assert_eq!(new.len(), 1, "the spawned child: {new:?}");
-            until_reaped(new[0]).await;
+            // Reaped already (killed, and found exited by the drop), or
+            // soon, by its reaping task; not left running.
+            assert!(new.len() <= 1, "the spawned child: {new:?}");
+            for pid in new {
+                until_reaped(pid).await;
+            }
         });
     }
 }
