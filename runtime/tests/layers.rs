@@ -135,8 +135,13 @@ fn references(code: &str, reexports: &BTreeMap<String, String>) -> BTreeSet<Stri
             found.insert(head.to_owned());
         } else if let Some(m) = reexports.get(head) {
             found.insert(m.clone());
-        } else if head.chars().next().is_some_and(char::is_lowercase) {
-            // A function or macro defined in lib.rs itself.
+        } else if head
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_lowercase() || c == '_')
+        {
+            // A function or macro defined in lib.rs itself, or a
+            // `#[macro_export]` one (at the root wherever it is written).
         } else {
             panic!("crate::{name}: not a module or a root re-export");
         }

@@ -35,6 +35,7 @@
 pub(crate) mod in_flight;
 mod join;
 mod join_set;
+mod local;
 mod queue_ref;
 mod registry;
 mod unconstrained;
@@ -44,6 +45,7 @@ use join::Guarded;
 pub use join::{AbortHandle, JoinError, JoinHandle};
 pub(crate) use join::{JobControl, RUNTIME_SHUT_DOWN, job_aborted, refuse_job};
 pub use join_set::JoinSet;
+pub use local::{AccessError, LocalKey, TaskLocalFuture};
 pub(crate) use queue_ref::{QueueRef, StripeLines, TaskEnd, TasksShare, stripe_lines, wake_caught};
 pub(crate) use registry::Registry;
 pub use unconstrained::{Unconstrained, unconstrained};
