@@ -42,10 +42,14 @@ fn each_task_sees_its_own_value_across_polls_and_workers() {
             for (i, h) in handles.into_iter().enumerate() {
                 assert_eq!(h.await.unwrap(), i as u64);
             }
+            // The workers that polled them: nothing left set there.
+            let unscoped: Vec<_> = (0..64)
+                .map(|_| wq::spawn(async { ID.try_with(|id| *id) }))
+                .collect();
+            for h in unscoped {
+                assert!(h.await.unwrap().is_err());
+            }
         });
-        // Outside every scope (this thread polled them all in block_on's
-        // spawns' joins): not set.
-        assert!(ID.try_with(|_| ()).is_err());
     });
 }
 
@@ -75,7 +79,8 @@ fn scopes_nest_and_keys_are_independent() {
 }
 
 /// A spawned task does not inherit its spawner's value; one wrapped in a
-/// scope of its own has it.
+/// scope of its own has it. (The contract, as documentation: a spawned
+/// task never runs inside its spawner's poll, so this cannot fail.)
 #[test]
 fn spawns_do_not_inherit_values() {
     let rt = Runtime::new().unwrap();
@@ -98,7 +103,12 @@ fn spawns_do_not_inherit_values() {
 #[test]
 fn a_panicking_poll_leaves_no_value_behind() {
     within(60, || {
-        let rt = Runtime::builder().max_workers_per_pool(1).build().unwrap();
+        // One pool of one worker: both tasks run on the same thread.
+        let rt = Runtime::builder()
+            .default_scope(wq::Scope::System)
+            .max_workers_per_pool(1)
+            .build()
+            .unwrap();
         let panicked = rt.block_on(rt.spawn(ID.scope(9, async {
             panic!("boom");
         })));
@@ -159,4 +169,36 @@ fn misuse_panics_say_what_was_wrong() {
     let msg = common::panic_message(&*nested);
     assert!(msg.contains("inside a `with` of the same key"), "{msg}");
     assert!(ID.try_with(|_| ()).is_err(), "the slot given back");
+}
+
+/// The inner future is dropped when it completes, inside its scope; a
+/// poll after that panics; the value can be taken back.
+#[test]
+fn a_completed_scope_drops_its_future_and_gives_its_value_back() {
+    struct ReadsAtDrop(Arc<AtomicUsize>);
+    impl Drop for ReadsAtDrop {
+        fn drop(&mut self) {
+            let id = ID.try_with(|id| *id).unwrap_or(0);
+            self.0.store(id as usize, Ordering::SeqCst);
+        }
+    }
+    let rt = Runtime::new().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let guard = ReadsAtDrop(seen.clone());
+    let mut scoped = Box::pin(ID.scope(12, async move {
+        let _guard = guard;
+    }));
+    rt.block_on(scoped.as_mut());
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        12,
+        "dropped at its end, in its scope"
+    );
+    assert_eq!(scoped.as_mut().take_value(), Some(12));
+    let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.block_on(scoped.as_mut());
+    }))
+    .unwrap_err();
+    let msg = common::panic_message(&*again);
+    assert!(msg.contains("polled after it completed"), "{msg}");
 }

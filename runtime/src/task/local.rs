@@ -16,8 +16,12 @@
 //!   along, and tasks interleaving on one worker never see each other's;
 //! - scopes of one key nest: the inner poll's swap saves the outer value
 //!   in the inner future, and its swap back restores it;
-//! - the inner future is dropped inside its scope too (its destructors may
-//!   read the value), and `sync_scope` is the same swap around a closure;
+//! - the inner future is dropped inside its scope too, when it completes
+//!   or when the scope is dropped first (its destructors may read the
+//!   value), except where the swap cannot be made: inside a `with` of the
+//!   same key (its destructors then see the value that `with` reads) or
+//!   during the thread's thread-local destructors (they see none);
+//! - `sync_scope` is the same swap around a closure;
 //! - a `with` holds a borrow of the slot while its closure runs: a scope
 //!   of the same key entered inside that closure would have to swap the
 //!   borrowed value out, and panics saying so (tokio's does too).
@@ -87,8 +91,9 @@ impl<T: 'static> LocalKey<T> {
     }
 
     /// `future`, with this key set to `value` while it runs (each of its
-    /// polls, and its drop); the future gives `value` up when it is
-    /// dropped.
+    /// polls, and its drop: the module docs say where a drop cannot be
+    /// inside the scope); the value is dropped with the returned future,
+    /// or taken back ([`TaskLocalFuture::take_value`]).
     pub fn scope<F: Future>(&'static self, value: T, future: F) -> TaskLocalFuture<T, F> {
         TaskLocalFuture {
             key: self,
@@ -101,6 +106,7 @@ impl<T: 'static> LocalKey<T> {
     ///
     /// # Panics
     /// Inside a [`with`](LocalKey::with) of this key (module docs).
+    #[track_caller]
     pub fn sync_scope<R>(&'static self, value: T, f: impl FnOnce() -> R) -> R {
         let mut value = Some(value);
         self.swapped(&mut value, f)
@@ -108,6 +114,7 @@ impl<T: 'static> LocalKey<T> {
 
     /// Runs `f` with `value` swapped into this thread's slot, and swaps it
     /// back after, also if `f` unwinds.
+    #[track_caller]
     fn swapped<R>(&'static self, value: &mut Option<T>, f: impl FnOnce() -> R) -> R {
         struct Back<'a, T: 'static> {
             key: &'static LocalKey<T>,
@@ -140,6 +147,7 @@ impl<T: 'static> LocalKey<T> {
     /// # Panics
     /// Outside every scope of this key ([`try_with`](LocalKey::try_with)
     /// says so instead).
+    #[track_caller]
     pub fn with<R>(&'static self, f: impl FnOnce(&T) -> R) -> R {
         match self.try_with(f) {
             Ok(r) => r,
@@ -162,6 +170,7 @@ impl<T: 'static> LocalKey<T> {
     ///
     /// # Panics
     /// As [`with`](LocalKey::with).
+    #[track_caller]
     pub fn get(&'static self) -> T
     where
         T: Clone,
@@ -176,14 +185,15 @@ impl<T: 'static> fmt::Debug for LocalKey<T> {
     }
 }
 
-/// A task-local key was read outside every scope of it.
+/// A task-local key was read outside every scope of it (or while the
+/// thread's thread-locals were being destroyed).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct AccessError(());
 
 impl fmt::Display for AccessError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(
-            "task-local value not set: read inside a future run by its key's `scope` (or a closure run by `sync_scope`); spawned tasks do not inherit their spawner's values",
+            "task-local value not set: it is read only inside a future run by its key's `scope` (or a closure run by `sync_scope`), and not while the thread's thread-locals are being destroyed; spawned tasks do not inherit their spawner's values",
         )
     }
 }
@@ -201,8 +211,20 @@ pub struct TaskLocalFuture<T: 'static, F> {
     key: &'static LocalKey<T>,
     /// The value, while no poll of this future runs.
     value: Option<T>,
-    /// Structurally pinned; `None` once dropped (inside the scope).
+    /// Structurally pinned; `None` once it completed or was dropped
+    /// (inside the scope).
     future: Option<F>,
+}
+
+impl<T: 'static, F> TaskLocalFuture<T, F> {
+    /// The value, taken out of the scope: after the future completed, or
+    /// before (its later polls then run with the key not set). `None` if
+    /// taken already.
+    pub fn take_value(self: Pin<&mut Self>) -> Option<T> {
+        // SAFETY: `value` is not structurally pinned; nothing pinned moves.
+        let this = unsafe { self.get_unchecked_mut() };
+        this.value.take()
+    }
 }
 
 impl<T: 'static, F: Future> Future for TaskLocalFuture<T, F> {
@@ -217,11 +239,16 @@ impl<T: 'static, F: Future> Future for TaskLocalFuture<T, F> {
         let future = &mut this.future;
         key.swapped(&mut this.value, || {
             // SAFETY: as above: pinned where it lies.
-            let future = unsafe { Pin::new_unchecked(future) };
-            match future.as_pin_mut() {
-                Some(future) => future.poll(cx),
-                None => panic!("a wq::task::TaskLocalFuture was polled after it was dropped"),
+            let mut future = unsafe { Pin::new_unchecked(future) };
+            let Some(inner) = future.as_mut().as_pin_mut() else {
+                panic!("a wq::task::TaskLocalFuture was polled after it completed");
+            };
+            let out = inner.poll(cx);
+            if out.is_ready() {
+                // Done: dropped now, in its scope, where it lies.
+                future.set(None);
             }
+            out
         })
     }
 }
