@@ -231,15 +231,13 @@ impl Command {
     /// As [`spawn`](Command::spawn) (the future gives it), or reading its
     /// output failed.
     pub fn output(&mut self) -> impl Future<Output = io::Result<Output>> + Send + use<> {
-        if !self.set[0] {
-            self.std.stdin(Stdio::null());
-        }
-        if !self.set[1] {
-            self.std.stdout(Stdio::piped());
-        }
-        if !self.set[2] {
-            self.std.stderr(Stdio::piped());
-        }
+        self.unset_stdio(|i| {
+            if i == 0 {
+                Stdio::null()
+            } else {
+                Stdio::piped()
+            }
+        });
         let child = self.spawn();
         // The command as the caller set it, for its next use.
         self.restore();
@@ -266,14 +264,19 @@ impl Command {
     /// Undoes `output`'s defaults: stdio the caller did not set goes back
     /// to inherited.
     fn restore(&mut self) {
-        if !self.set[0] {
-            self.std.stdin(Stdio::inherit());
-        }
-        if !self.set[1] {
-            self.std.stdout(Stdio::inherit());
-        }
-        if !self.set[2] {
-            self.std.stderr(Stdio::inherit());
+        self.unset_stdio(|_| Stdio::inherit());
+    }
+
+    /// Sets what the caller did not set of stdin, stdout and stderr (0, 1
+    /// and 2) to `make`'s.
+    fn unset_stdio(&mut self, make: impl Fn(usize) -> Stdio) {
+        for (i, _) in self.set.into_iter().enumerate().filter(|(_, set)| !set) {
+            let cfg = make(i);
+            match i {
+                0 => self.std.stdin(cfg),
+                1 => self.std.stdout(cfg),
+                _ => self.std.stderr(cfg),
+            };
         }
     }
 }

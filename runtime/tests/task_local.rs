@@ -18,6 +18,16 @@ wq::task_local! {
     pub(crate) static NAME: String;
 }
 
+/// Stores, when dropped, the `ID` it sees then (0: none).
+struct ReadsAtDrop(Arc<AtomicUsize>);
+
+impl Drop for ReadsAtDrop {
+    fn drop(&mut self) {
+        let id = ID.try_with(|id| *id).unwrap_or(0);
+        self.0.store(id as usize, Ordering::SeqCst);
+    }
+}
+
 /// Each task sees its own value at every poll, on a pool of two workers
 /// where tasks interleave and move between polls.
 #[test]
@@ -126,13 +136,6 @@ fn a_panicking_poll_leaves_no_value_behind() {
 /// value (a scope dropped before it finished, and one never polled).
 #[test]
 fn the_inner_future_is_dropped_inside_its_scope() {
-    struct ReadsAtDrop(Arc<AtomicUsize>);
-    impl Drop for ReadsAtDrop {
-        fn drop(&mut self) {
-            let id = ID.try_with(|id| *id).unwrap_or(0);
-            self.0.store(id as usize, Ordering::SeqCst);
-        }
-    }
     let rt = Runtime::new().unwrap();
     for polled in [true, false] {
         let seen = Arc::new(AtomicUsize::new(0));
@@ -175,13 +178,6 @@ fn misuse_panics_say_what_was_wrong() {
 /// poll after that panics; the value can be taken back.
 #[test]
 fn a_completed_scope_drops_its_future_and_gives_its_value_back() {
-    struct ReadsAtDrop(Arc<AtomicUsize>);
-    impl Drop for ReadsAtDrop {
-        fn drop(&mut self) {
-            let id = ID.try_with(|id| *id).unwrap_or(0);
-            self.0.store(id as usize, Ordering::SeqCst);
-        }
-    }
     let rt = Runtime::new().unwrap();
     let seen = Arc::new(AtomicUsize::new(0));
     let guard = ReadsAtDrop(seen.clone());
