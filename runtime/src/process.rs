@@ -732,25 +732,22 @@ impl futures::AsyncWrite for ChildStdin {
     }
 }
 
-impl futures::AsyncRead for ChildStdout {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        self.io.poll_read_with(cx, |f| (&*f).read(buf))
-    }
+macro_rules! read_end {
+    ($name:ident) => {
+        impl futures::AsyncRead for $name {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut [u8],
+            ) -> Poll<io::Result<usize>> {
+                self.io.poll_read_with(cx, |f| (&*f).read(buf))
+            }
+        }
+    };
 }
 
-impl futures::AsyncRead for ChildStderr {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        self.io.poll_read_with(cx, |f| (&*f).read(buf))
-    }
-}
+read_end!(ChildStdout);
+read_end!(ChildStderr);
 
 #[cfg(all(test, not(loom)))]
 mod tests {

@@ -401,27 +401,42 @@ fn a_detached_tasks_output_is_dropped_once_by_its_abort_handles() {
     });
 }
 
+/// A runtime of one blocking thread, running a job (it gives 7 once `go`
+/// sends) and a job queued behind it (never to run: it counts its
+/// closure's drop in `dropped`).
+#[allow(clippy::type_complexity)]
+fn running_and_queued_jobs() -> (
+    Runtime,
+    wq::JoinHandle<i32>,
+    wq::JoinHandle<()>,
+    std::sync::mpsc::Sender<()>,
+    Arc<AtomicUsize>,
+) {
+    let rt = Runtime::builder().max_blocking_threads(1).build().unwrap();
+    let (started_tx, started) = std::sync::mpsc::channel::<()>();
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let running = rt.spawn_blocking(move || {
+        started_tx.send(()).unwrap();
+        wait.recv().unwrap();
+        7
+    });
+    started.recv().unwrap();
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let flag = Dropped(dropped.clone());
+    let queued = rt.spawn_blocking(move || {
+        let _flag = flag;
+        unreachable!("an aborted job ran");
+    });
+    (rt, running, queued, go, dropped)
+}
+
 /// A blocking job's abort handle aborts it as its `JoinHandle` does: not
 /// once its closure has started (its result comes), and a queued one is
 /// cancelled.
 #[test]
 fn an_abort_handle_of_a_blocking_job_stops_it_only_before_it_starts() {
     within(60, || {
-        let rt = Runtime::builder().max_blocking_threads(1).build().unwrap();
-        let (started_tx, started) = std::sync::mpsc::channel::<()>();
-        let (go, wait) = std::sync::mpsc::channel::<()>();
-        let running = rt.spawn_blocking(move || {
-            started_tx.send(()).unwrap();
-            wait.recv().unwrap();
-            7
-        });
-        started.recv().unwrap();
-        let dropped = Arc::new(AtomicUsize::new(0));
-        let flag = Dropped(dropped.clone());
-        let queued = rt.spawn_blocking(move || {
-            let _flag = flag;
-            unreachable!("an aborted job ran");
-        });
+        let (rt, running, queued, go, dropped) = running_and_queued_jobs();
         let (a, b) = (running.abort_handle(), queued.abort_handle());
         a.abort();
         b.abort();
@@ -477,21 +492,7 @@ fn a_dropped_handle_lets_go_of_its_awaits_waker_though_abort_handles_live() {
 #[test]
 fn a_handles_abort_after_its_abort_handle_stops_a_job_only_before_it_starts() {
     within(120, || {
-        let rt = Runtime::builder().max_blocking_threads(1).build().unwrap();
-        let (started_tx, started) = std::sync::mpsc::channel::<()>();
-        let (go, wait) = std::sync::mpsc::channel::<()>();
-        let running = rt.spawn_blocking(move || {
-            started_tx.send(()).unwrap();
-            wait.recv().unwrap();
-            7
-        });
-        started.recv().unwrap();
-        let dropped = Arc::new(AtomicUsize::new(0));
-        let flag = Dropped(dropped.clone());
-        let queued = rt.spawn_blocking(move || {
-            let _flag = flag;
-            unreachable!("an aborted job ran");
-        });
+        let (rt, running, queued, go, dropped) = running_and_queued_jobs();
         let _keep = (running.abort_handle(), queued.abort_handle());
         running.abort();
         queued.abort();
